@@ -1,0 +1,80 @@
+//! keel: the single binary that runs every part of Keel.
+//!
+//! Subcommands:
+//! - `keel up`: start the sample app (and, as they are built, the agent,
+//!   collector and controller) and print where everything listens;
+//! - `keel load`: drive the sample app open-loop from a load profile;
+//! - `keel sampleapp run --spec FILE`: one sample-app process (used by the
+//!   supervisor; hidden).
+
+mod config;
+mod load_cmd;
+mod up;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "keel",
+    version,
+    about = "Keel: observability and autoscaling control plane"
+)]
+struct Cli {
+    /// Configuration file (default: ./keel.yaml, then /etc/keel/keel.yaml).
+    #[arg(long, global = true)]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Start the sample app and print where everything listens; Ctrl-C stops it.
+    Up(up::UpArgs),
+    /// Drive the sample app open-loop from a load profile.
+    Load(load_cmd::LoadArgs),
+    /// Check a configuration file and print the effective configuration.
+    Config,
+    /// Internal: run one sample-app process.
+    #[command(hide = true)]
+    Sampleapp {
+        #[command(subcommand)]
+        command: SampleappCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum SampleappCommand {
+    /// Run the process described by a spec file.
+    Run {
+        /// The spec (JSON) the supervisor wrote.
+        #[arg(long)]
+        spec: PathBuf,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Sampleapp {
+            command: SampleappCommand::Run { spec },
+        } => keel_sampleapp::process::run(&spec),
+        Command::Up(args) => up::run(cli.config.as_deref(), args),
+        Command::Load(args) => load_cmd::run(args),
+        Command::Config => config::load(cli.config.as_deref()).and_then(|c| {
+            print!("{}", serde_json::to_string_pretty(&c)?);
+            println!();
+            Ok(())
+        }),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("keel: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,76 @@
+//! `keel up`: start everything and print where it listens.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Context as _;
+use keel_core::config::Validate;
+use keel_sampleapp::supervisor::Supervisor;
+
+/// Flags of `keel up` (they override the config file and environment).
+#[derive(clap::Args)]
+pub struct UpArgs {
+    /// Where logs, WALs and process specs go.
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// Load balancer port (0 picks a free one).
+    #[arg(long)]
+    lb_port: Option<u16>,
+    /// Supervisor (actuator API) port (0 picks a free one).
+    #[arg(long)]
+    supervisor_port: Option<u16>,
+    /// Web instances to start with.
+    #[arg(long)]
+    web: Option<u32>,
+}
+
+pub fn run(config_path: Option<&Path>, args: UpArgs) -> anyhow::Result<()> {
+    let mut config = crate::config::load(config_path)?;
+    let app = &mut config.sampleapp;
+    if let Some(d) = args.data_dir {
+        app.data_dir = d;
+    }
+    if let Some(p) = args.lb_port {
+        app.lb.port = p;
+    }
+    if let Some(p) = args.supervisor_port {
+        app.supervisor.port = p;
+    }
+    if let Some(n) = args.web {
+        app.web.instances = n;
+    }
+    config.check("command-line flags")?;
+    tracing_subscriber_init();
+    let exe = std::env::current_exe().context("locating the keel binary")?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async move {
+        let (sup, ep) = Supervisor::start(config.sampleapp, exe).await?;
+        println!("keel: the sample app is up");
+        println!("  shop API (lb)       http://{}/api/products/1", ep.lb);
+        println!(
+            "  supervisor API      http://{}/api/v1/processes",
+            ep.supervisor
+        );
+        for p in &ep.processes {
+            println!(
+                "  {:<19} http://{}/metrics   pid {}",
+                p.name,
+                p.addr,
+                p.pid.map(|p| p.to_string()).unwrap_or_default()
+            );
+        }
+        println!("  logs                {}", ep.log_dir.display());
+        println!("Press Ctrl-C to stop.");
+        keel_sampleapp::process::shutdown_signal().await;
+        println!("keel: stopping…");
+        sup.shutdown().await;
+        println!("keel: stopped");
+        Ok(())
+    })
+}
+
+fn tracing_subscriber_init() {
+    // keel up's own log (restarts, scaling, promotion) goes to stderr.
+    let _ = keel_sampleapp::telemetry::init_stderr_logging();
+}

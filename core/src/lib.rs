@@ -1,0 +1,13 @@
+//! keel-core: what every Keel crate shares.
+//!
+//! - [`clock`]: the one injected [`Clock`](clock::Clock). Every piece of
+//!   time-dependent logic reads time from it, so that tests and incident
+//!   replay can drive time by hand ([`ManualClock`](clock::ManualClock)).
+//! - [`config`]: loading YAML configuration with errors that name the file,
+//!   line and column, environment overrides, and validation that reports
+//!   every problem at once.
+//! - [`duration`]: human-readable durations (`250ms`, `1m30s`) in config files.
+
+pub mod clock;
+pub mod config;
+pub mod duration;
