@@ -6,6 +6,13 @@ use anyhow::Context as _;
 use keel_core::config::Validate;
 use keel_sampleapp::supervisor::Supervisor;
 
+/// `say` with `format!` arguments.
+macro_rules! say_fmt {
+    ($($arg:tt)*) => {
+        say(&format!($($arg)*))
+    };
+}
+
 /// Flags of `keel up` (they override the config file and environment).
 #[derive(clap::Args)]
 pub struct UpArgs {
@@ -46,28 +53,35 @@ pub fn run(config_path: Option<&Path>, args: UpArgs) -> anyhow::Result<()> {
         .build()?;
     runtime.block_on(async move {
         let (sup, ep) = Supervisor::start(config.sampleapp, exe).await?;
-        println!("keel: the sample app is up");
-        println!("  shop API (lb)       http://{}/api/products/1", ep.lb);
-        println!(
+        say("keel: the sample app is up");
+        say_fmt!("  shop API (lb)       http://{}/api/products/1", ep.lb);
+        say_fmt!(
             "  supervisor API      http://{}/api/v1/processes",
             ep.supervisor
         );
         for p in &ep.processes {
-            println!(
+            say_fmt!(
                 "  {:<19} http://{}/metrics   pid {}",
                 p.name,
                 p.addr,
                 p.pid.map(|p| p.to_string()).unwrap_or_default()
             );
         }
-        println!("  logs                {}", ep.log_dir.display());
-        println!("Press Ctrl-C to stop.");
+        say_fmt!("  logs                {}", ep.log_dir.display());
+        say_fmt!("Press Ctrl-C to stop.");
         keel_sampleapp::process::shutdown_signal().await;
-        println!("keel: stopping…");
+        say("keel: stopping…");
         sup.shutdown().await;
-        println!("keel: stopped");
+        say("keel: stopped");
         Ok(())
     })
+}
+
+/// Print a status line; a closed stdout (`keel up | head`, a reader that
+/// went away) must not turn a clean shutdown into a panic.
+fn say(line: &str) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stdout(), "{line}");
 }
 
 fn tracing_subscriber_init() {

@@ -190,16 +190,52 @@ impl Supervisor {
         SocketAddr::new(self.host(), port)
     }
 
+    /// Choose who leads the db at start. A fresh data dir: `db-1` at epoch
+    /// 1. Data from an earlier run: the most caught-up node (latest epoch,
+    /// then most records) leads under an epoch above every epoch on disk,
+    /// so a writer from the last run can never be mistaken for a current one.
+    fn choose_db_primary(&self, names: &[String]) -> anyhow::Result<(String, u64)> {
+        let mut best: Option<(String, (u64, u64))> = None;
+        let mut max_epoch = 0;
+        for name in names {
+            let dir = self.s.config.data_dir.join("db").join(name);
+            let Some((last_epoch, last_lsn, seen)) = crate::db::node::inspect(&dir)
+                .with_context(|| format!("reading {}", dir.display()))?
+            else {
+                continue;
+            };
+            max_epoch = max_epoch.max(seen);
+            if best
+                .as_ref()
+                .is_none_or(|(_, b)| (last_epoch, last_lsn) > *b)
+            {
+                best = Some((name.clone(), (last_epoch, last_lsn)));
+            }
+        }
+        Ok(match best {
+            Some((name, _)) => (name, max_epoch + 1),
+            None => (names[0].clone(), 1),
+        })
+    }
+
     async fn start_all(&self) -> anyhow::Result<()> {
         let c = &self.s.config;
-        let primary = self.launch(self.db_spec("db-1", self.addr(0))?).await?;
+        let names: Vec<String> = (1..=c.db.replicas + 1).map(|i| format!("db-{i}")).collect();
+        let (primary_name, epoch) = self.choose_db_primary(&names)?;
+        if epoch > 1 {
+            tracing::info!(primary = %primary_name, epoch, "resuming the database from an earlier run");
+        }
         {
             let mut db = lock(&self.s.db);
-            db.topology.primary = primary;
+            db.primary_name = primary_name.clone();
+            db.topology.epoch = epoch;
         }
-        for i in 0..c.db.replicas {
-            let name = format!("db-{}", i + 2);
-            let addr = self.launch(self.db_spec(&name, self.addr(0))?).await?;
+        let primary = self
+            .launch(self.db_spec(&primary_name, self.addr(0))?)
+            .await?;
+        lock(&self.s.db).topology.primary = primary;
+        for name in names.iter().filter(|n| **n != primary_name) {
+            let addr = self.launch(self.db_spec(name, self.addr(0))?).await?;
             lock(&self.s.db).topology.replicas.push(addr);
         }
         let cache = self
@@ -604,15 +640,14 @@ impl Supervisor {
         let current = self.webs();
         let have = current.len() as u32;
         if replicas > have {
-            let mut next = current
+            let first = current
                 .iter()
                 .map(|p| web_index(&p.name))
                 .max()
                 .unwrap_or(0)
                 + 1;
-            for _ in have..replicas {
-                let name = format!("web-{next}");
-                next += 1;
+            for index in first..first + (replicas - have) {
+                let name = format!("web-{index}");
                 let spec = self
                     .web_spec(&name, self.addr(0))
                     .map_err(|e| ApiError::Internal(e.to_string()))?;

@@ -77,6 +77,26 @@ pub struct PullResponse {
     pub truncate_to: Option<u64>,
 }
 
+/// What a node's data directory says about it, read without starting it:
+/// `(epoch of its last record, its last lsn, highest epoch it has seen)`.
+pub fn inspect(dir: &Path) -> Result<Option<(u64, u64, u64)>, ApiError> {
+    let path = dir.join("wal.jsonl");
+    if !path.exists() {
+        return Ok(None);
+    }
+    let (wal, _) = Wal::open(&path).map_err(wal_err)?;
+    let meta = std::fs::read(dir.join("meta.json"))
+        .ok()
+        .and_then(|b| serde_json::from_slice::<Meta>(&b).ok())
+        .map(|m| m.epoch)
+        .unwrap_or(0);
+    Ok(Some((
+        wal.last_epoch(),
+        wal.last_lsn(),
+        meta.max(wal.last_epoch()),
+    )))
+}
+
 /// Status of a node, as `GET /-/status` reports it.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Status {
@@ -163,6 +183,20 @@ impl Node {
             .map(|m| m.epoch)
             .unwrap_or(0);
         let epoch = epoch.max(meta_epoch).max(wal.last_epoch()).max(1);
+        let mut wal = wal;
+        if role == Role::Primary && wal.last_lsn() > 0 && epoch > wal.last_epoch() {
+            // Leading under a new epoch: mark where it begins, so that a
+            // node holding records of the old epoch beyond this point is
+            // told to drop them when it rejoins.
+            let rec = Record {
+                lsn: wal.last_lsn() + 1,
+                epoch,
+                ts_ms: now_ms(),
+                op: Op::Epoch,
+            };
+            wal.append(std::slice::from_ref(&rec)).map_err(wal_err)?;
+            wal.sync().map_err(wal_err)?;
+        }
         let mut data = HashMap::new();
         for r in wal.records() {
             apply(&mut data, r);
@@ -580,4 +614,169 @@ fn lag(g: &Inner, pull_budget: Duration) -> (u64, f64) {
         0.0
     };
     (bytes, behind.max(stale))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg() -> DbConfig {
+        DbConfig {
+            products: 3,
+            fsync: FsyncPolicy::Never,
+            ..DbConfig::default()
+        }
+    }
+
+    fn addr() -> SocketAddr {
+        ([127, 0, 0, 1], 9).into()
+    }
+
+    #[tokio::test]
+    async fn a_writer_from_a_newer_epoch_fences_the_old_primary() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let n = Node::open("db-1", cfg(), Role::Primary, 1, dir.path()).expect("open");
+        n.seed_if_empty().expect("seed");
+        assert!(n.put("a".into(), 1.into(), 1).await.is_ok());
+        let err = n.put("b".into(), 2.into(), 2).await.unwrap_err();
+        assert!(err.to_string().contains("fenced"), "{err}");
+        // Once fenced, not even writers of its own epoch get through.
+        let err = n.put("c".into(), 3.into(), 1).await.unwrap_err();
+        assert!(err.to_string().contains("fenced"), "{err}");
+        assert_eq!(n.status().role, Role::Fenced);
+        assert!(n.get("b").is_none() && n.get("c").is_none());
+    }
+
+    #[tokio::test]
+    async fn a_writer_from_an_older_epoch_is_refused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let n = Node::open(
+            "db-2",
+            cfg(),
+            Role::Replica { primary: addr() },
+            1,
+            dir.path(),
+        )
+        .expect("open");
+        n.promote(2).expect("promote");
+        let err = n.put("a".into(), 1.into(), 1).await.unwrap_err();
+        assert!(err.to_string().contains("stale epoch"), "{err}");
+        assert!(n.put("a".into(), 1.into(), 2).await.is_ok());
+        assert!(n.promote(2).is_err(), "an epoch is never reused");
+    }
+
+    #[tokio::test]
+    async fn epoch_survives_restart_and_never_goes_back() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        {
+            let n = Node::open(
+                "db-2",
+                cfg(),
+                Role::Replica { primary: addr() },
+                1,
+                dir.path(),
+            )
+            .expect("open");
+            n.promote(3).expect("promote");
+        }
+        // Restarted with a stale spec that says epoch 1: it stays at 3.
+        let n = Node::open(
+            "db-2",
+            cfg(),
+            Role::Replica { primary: addr() },
+            1,
+            dir.path(),
+        )
+        .expect("reopen");
+        assert_eq!(n.status().epoch, 3);
+        assert!(n.follow(addr(), 2).is_err());
+    }
+
+    #[tokio::test]
+    async fn a_rejoining_old_primary_is_told_to_drop_its_divergent_tail() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        // The new primary: replica of the old one up to lsn 4 (epoch 1
+        // record + 3 products), then promoted at lsn 5 to epoch 2.
+        let new = Node::open(
+            "db-2",
+            cfg(),
+            Role::Replica { primary: addr() },
+            1,
+            dir.path(),
+        )
+        .expect("open");
+        let old_dir = tempfile::tempdir().expect("tempdir");
+        let old = Node::open("db-1", cfg(), Role::Primary, 1, old_dir.path()).expect("open");
+        old.seed_if_empty().expect("seed");
+        let first = old
+            .pull(PullRequest {
+                from: 1,
+                last_epoch: 0,
+                replica: "db-2".into(),
+                wait_ms: None,
+            })
+            .await
+            .expect("pull");
+        new.apply_pull(addr(), 1, first).expect("apply");
+        assert_eq!(new.status().last_lsn, 4);
+        // The old primary takes two writes that never replicate…
+        old.put("lost-1".into(), 1.into(), 1).await.expect("w");
+        old.put("lost-2".into(), 2.into(), 1).await.expect("w");
+        new.promote(2).expect("promote");
+        // …and rejoins: it has lsn 1..=6 at epoch 1, the new epoch began at 5.
+        let answer = new
+            .pull(PullRequest {
+                from: 7,
+                last_epoch: 1,
+                replica: "db-1".into(),
+                wait_ms: None,
+            })
+            .await
+            .expect("pull");
+        assert_eq!(answer.truncate_to, Some(4));
+        old.follow(addr(), 2).expect("follow");
+        old.apply_pull(addr(), 7, answer).expect("truncate");
+        assert_eq!(old.status().last_lsn, 4);
+        assert!(old.get("lost-1").is_none(), "divergent writes are gone");
+        let rest = new
+            .pull(PullRequest {
+                from: 5,
+                last_epoch: 1,
+                replica: "db-1".into(),
+                wait_ms: None,
+            })
+            .await
+            .expect("pull");
+        assert_eq!(rest.truncate_to, None);
+        old.apply_pull(addr(), 5, rest).expect("catch up");
+        assert_eq!(old.status().last_lsn, new.status().last_lsn);
+    }
+
+    #[tokio::test]
+    async fn sync_write_waits_for_a_replica_ack_and_fails_without_one() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let c = DbConfig {
+            replication: ReplicationMode::Sync,
+            sync_timeout: Duration::from_millis(50),
+            ..cfg()
+        };
+        let n = Node::open("db-1", c, Role::Primary, 1, dir.path()).expect("open");
+        n.seed_if_empty().expect("seed");
+        let err = n.put("a".into(), 1.into(), 1).await.unwrap_err();
+        assert!(err.to_string().contains("not acknowledged"), "{err}");
+        // A replica that has everything up to lsn 6 acks it by asking for 7…
+        let n2 = n.clone();
+        let write = tokio::spawn(async move { n2.put("b".into(), 2.into(), 1).await });
+        let mut head = n.head.subscribe();
+        head.wait_for(|h| *h >= 6).await.expect("write appended");
+        n.pull(PullRequest {
+            from: 7,
+            last_epoch: 1,
+            replica: "db-2".into(),
+            wait_ms: None,
+        })
+        .await
+        .expect("pull");
+        assert_eq!(write.await.expect("join").expect("acknowledged"), 6);
+    }
 }

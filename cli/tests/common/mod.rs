@@ -1,0 +1,114 @@
+//! Helpers shared by the integration tests: a fast-ticking sample-app
+//! config, starting it from the real `keel` binary, and a load target that
+//! records every outcome.
+#![allow(dead_code, missing_docs)]
+
+use std::future::Future;
+use std::path::Path;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use keel_sampleapp::config::SampleAppConfig;
+use keel_sampleapp::load::{HttpTarget, Outcome, RequestKind, Target};
+use keel_sampleapp::supervisor::{Endpoints, Supervisor};
+use tokio::sync::watch;
+
+/// The binary under test.
+pub const KEEL: &str = env!("CARGO_BIN_EXE_keel");
+
+/// Tests that run a whole sample app take turns: on two cores, several at
+/// once would make health-check timing meaningless.
+pub async fn heavy() -> tokio::sync::MutexGuard<'static, ()> {
+    static LOCK: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+    LOCK.lock().await
+}
+
+/// Health interval used by the tests (the default is 1 s).
+pub const HEALTH_INTERVAL: Duration = Duration::from_millis(250);
+
+/// A config on free ports, in `dir`, with quick health checks.
+pub fn test_config(dir: &Path) -> SampleAppConfig {
+    let mut c = SampleAppConfig {
+        data_dir: dir.to_path_buf(),
+        ..SampleAppConfig::default()
+    };
+    c.lb.port = 0;
+    c.supervisor.port = 0;
+    c.supervisor.restart_backoff = Duration::from_millis(100);
+    c.supervisor.stop_timeout = Duration::from_secs(10);
+    c.lb.health.interval = HEALTH_INTERVAL;
+    c.lb.health.timeout = Duration::from_millis(200);
+    c
+}
+
+pub async fn start(config: SampleAppConfig) -> (Supervisor, Endpoints) {
+    Supervisor::start(config, KEEL.into())
+        .await
+        .expect("sample app starts")
+}
+
+/// Poll `check` every 25 ms until it returns `Some`, or fail after `limit`.
+pub async fn eventually<T, F, Fut>(what: &str, limit: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for: {what}");
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+/// Wraps the real HTTP target and records when each request was sent and
+/// how it ended; `done` counts completions so tests can wait on progress.
+pub struct Recording {
+    inner: HttpTarget,
+    pub log: Arc<Mutex<Vec<(Instant, Outcome)>>>,
+    pub done: watch::Sender<u64>,
+}
+
+impl Recording {
+    pub fn new(base: &str) -> Arc<Self> {
+        Arc::new(Self {
+            inner: HttpTarget::new(base, Duration::from_secs(10)),
+            log: Arc::new(Mutex::new(Vec::new())),
+            done: watch::Sender::new(0),
+        })
+    }
+
+    /// Wait until at least `n` requests have completed.
+    pub async fn wait_done(&self, n: u64) {
+        let mut rx = self.done.subscribe();
+        rx.wait_for(|d| *d >= n).await.expect("recorder alive");
+    }
+
+    pub fn outcomes(&self) -> Vec<(Instant, Outcome)> {
+        self.log.lock().expect("log").clone()
+    }
+}
+
+impl Target for Recording {
+    fn send(&self, kind: RequestKind) -> Pin<Box<dyn Future<Output = Outcome> + Send + 'static>> {
+        let sent = Instant::now();
+        let fut = self.inner.send(kind);
+        let log = self.log.clone();
+        let done = self.done.clone();
+        Box::pin(async move {
+            let o = fut.await;
+            log.lock().expect("log").push((sent, o.clone()));
+            done.send_modify(|d| *d += 1);
+            o
+        })
+    }
+}
+
+pub async fn get_json(url: &str) -> (u16, serde_json::Value) {
+    let r = reqwest::get(url).await.expect("request");
+    let s = r.status().as_u16();
+    (s, r.json().await.unwrap_or_default())
+}

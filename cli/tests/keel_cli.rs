@@ -1,0 +1,206 @@
+//! The `keel` binary as users run it: `keel up` and Ctrl-C, bad config,
+//! bad profiles.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use common::*;
+use nix::errno::Errno;
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keel_up_prints_its_urls_and_ctrl_c_leaves_no_process_behind() {
+    let _turn = heavy().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut child = Command::new(KEEL)
+        .args([
+            "up",
+            "--lb-port",
+            "0",
+            "--supervisor-port",
+            "0",
+            "--data-dir",
+        ])
+        .arg(dir.path())
+        .current_dir(dir.path())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn keel up");
+    let stdout = child.stdout.take().expect("stdout");
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    std::thread::spawn(move || {
+        let mut lines = Vec::new();
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let done = line.starts_with("Press Ctrl-C");
+            lines.push(line);
+            if done {
+                break;
+            }
+        }
+        let _ = tx.send(lines);
+    });
+    let lines = tokio::time::timeout(Duration::from_secs(60), rx)
+        .await
+        .expect("keel up ready in time")
+        .expect("output");
+    let url = |label: &str| {
+        lines
+            .iter()
+            .find(|l| l.trim_start().starts_with(label))
+            .and_then(|l| l.split_whitespace().find(|w| w.starts_with("http://")))
+            .unwrap_or_else(|| panic!("no {label} URL in {lines:#?}"))
+            .to_owned()
+    };
+    let shop = url("shop API");
+    let processes_url = url("supervisor API");
+    let (s, _) = get_json(&shop).await;
+    assert_eq!(s, 200, "the printed shop URL serves");
+    let (_, procs) = get_json(&processes_url).await;
+    let pids: Vec<i32> = procs
+        .as_array()
+        .expect("list")
+        .iter()
+        .filter_map(|p| p["pid"].as_i64())
+        .map(|p| p as i32)
+        .collect();
+    assert_eq!(pids.len(), 7, "lb, 2 web, cache, 3 db: {procs}");
+
+    kill(Pid::from_raw(child.id() as i32), Signal::SIGINT).expect("ctrl-c");
+    let status = tokio::task::spawn_blocking(move || child.wait())
+        .await
+        .expect("join")
+        .expect("wait");
+    assert!(status.success(), "keel up exited with {status}");
+    for pid in pids {
+        assert_eq!(
+            kill(Pid::from_raw(pid), None),
+            Err(Errno::ESRCH),
+            "process {pid} outlived keel up"
+        );
+    }
+}
+
+fn keel(args: &[&str], dir: &std::path::Path, env: &[(&str, &str)]) -> (bool, String) {
+    let out = Command::new(KEEL)
+        .args(args)
+        .current_dir(dir)
+        .envs(env.iter().copied())
+        .output()
+        .expect("run keel");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn invalid_config_fails_at_start_naming_file_line_and_every_problem() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(
+        dir.path().join("typo.yaml"),
+        "sampleapp:\n  lb:\n    prot: 80\n",
+    )
+    .expect("write");
+    let (ok, err) = keel(&["up", "--config", "typo.yaml"], dir.path(), &[]);
+    assert!(!ok);
+    assert!(
+        err.contains("typo.yaml:3:") && err.contains("prot"),
+        "{err}"
+    );
+
+    std::fs::write(
+        dir.path().join("bad.yaml"),
+        "sampleapp:\n  web:\n    instances: 0\n  db:\n    replication: sync\n    sync_replicas: 5\n",
+    )
+    .expect("write");
+    let (ok, err) = keel(&["up", "--config", "bad.yaml"], dir.path(), &[]);
+    assert!(!ok);
+    assert!(
+        err.contains("bad.yaml") && err.contains("2 problem(s)"),
+        "{err}"
+    );
+    assert!(
+        err.contains("sampleapp.web.instances") && err.contains("sampleapp.db.sync_replicas"),
+        "{err}"
+    );
+
+    let (ok, err) = keel(
+        &["config"],
+        dir.path(),
+        &[("KEEL_SAMPLEAPP__WEB__INSTANCEZ", "3")],
+    );
+    assert!(!ok);
+    assert!(
+        err.contains("KEEL_SAMPLEAPP__WEB__INSTANCEZ") && err.contains("unknown key"),
+        "{err}"
+    );
+    let (ok, err) = keel(
+        &["config"],
+        dir.path(),
+        &[("KEEL_SAMPLEAPP__WEB__INSTANCES", "3")],
+    );
+    assert!(ok, "{err}");
+}
+
+#[test]
+fn invalid_profile_fails_at_start_naming_file_and_line() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(
+        dir.path().join("p.yaml"),
+        "segments:\n  - duration: 5s\n    rps: -1\n",
+    )
+    .expect("write");
+    let (ok, err) = keel(&["load", "--profile", "p.yaml"], dir.path(), &[]);
+    assert!(!ok);
+    assert!(
+        err.contains("p.yaml") && err.contains("line 2: segments[0]"),
+        "{err}"
+    );
+    let (ok, err) = keel(&["load", "--profile", "steady"], dir.path(), &[]);
+    assert!(!ok && err.contains("needs --rps and --duration"), "{err}");
+    let (ok, err) = keel(&["load", "--profile", "nonsense"], dir.path(), &[]);
+    assert!(!ok && err.contains("no such file"), "{err}");
+}
+
+#[test]
+fn keel_load_reports_a_summary_as_json() {
+    // Against a port nothing listens on: every request fails to connect,
+    // and the summary says so instead of hanging or crashing.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    drop(listener);
+    let out = Command::new(KEEL)
+        .args([
+            "load",
+            "--profile",
+            "steady",
+            "--rps",
+            "50",
+            "--duration",
+            "1s",
+            "--json",
+            "--target",
+        ])
+        .arg(format!("http://127.0.0.1:{port}"))
+        .current_dir(dir.path())
+        .output()
+        .expect("run");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON summary");
+    assert_eq!(v["sent"], 50);
+    assert_eq!(v["errors"], 50);
+    assert_eq!(v["errors_by_kind"]["connect"], 50);
+    for k in ["p50", "p95", "p99", "max"] {
+        assert!(v["latency_ms"][k].is_number(), "{v}");
+    }
+}
