@@ -190,10 +190,11 @@ impl Supervisor {
         SocketAddr::new(self.host(), port)
     }
 
-    /// Choose who leads the db at start. A fresh data dir: `db-1` at epoch
-    /// 1. Data from an earlier run: the most caught-up node (latest epoch,
-    /// then most records) leads under an epoch above every epoch on disk,
-    /// so a writer from the last run can never be mistaken for a current one.
+    /// Choose who leads the db at start. With a fresh data dir, `db-1` at
+    /// epoch 1. With data from an earlier run, the most caught-up node
+    /// (latest epoch, then most records) leads under an epoch above every
+    /// epoch on disk, so a writer from the last run is never taken for a
+    /// current one.
     fn choose_db_primary(&self, names: &[String]) -> anyhow::Result<(String, u64)> {
         let mut best: Option<(String, (u64, u64))> = None;
         let mut max_epoch = 0;
