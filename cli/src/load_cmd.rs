@@ -200,4 +200,9 @@ fn print_summary(r: &Report) {
         "latency from intended send time: p50 {:.1} ms, p95 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
         l.p50, l.p95, l.p99, l.max
     );
+    let g = &r.send_lag_ms;
+    println!(
+        "generator send lag: p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
+        g.p50, g.p99, g.max
+    );
 }

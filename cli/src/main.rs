@@ -4,9 +4,11 @@
 //! - `keel up`: start the sample app (and, as they are built, the agent,
 //!   collector and controller) and print where everything listens;
 //! - `keel load`: drive the sample app open-loop from a load profile;
+//! - `keel bench sampleapp`: benchmarks against same-run baselines;
 //! - `keel sampleapp run --spec FILE`: one sample-app process (used by the
 //!   supervisor; hidden).
 
+mod bench;
 mod config;
 mod load_cmd;
 mod up;
@@ -38,12 +40,24 @@ enum Command {
     Load(load_cmd::LoadArgs),
     /// Check a configuration file and print the effective configuration.
     Config,
+    /// Benchmarks that compare against a baseline in the same run.
+    Bench {
+        #[command(subcommand)]
+        command: BenchCommand,
+    },
     /// Internal: run one sample-app process.
     #[command(hide = true)]
     Sampleapp {
         #[command(subcommand)]
         command: SampleappCommand,
     },
+}
+
+#[derive(Subcommand)]
+enum BenchCommand {
+    /// The lb against one web instance directly, and the load generator's
+    /// accuracy and ceiling.
+    Sampleapp(bench::BenchArgs),
 }
 
 #[derive(Subcommand)]
@@ -64,6 +78,9 @@ fn main() -> ExitCode {
         } => keel_sampleapp::process::run(&spec),
         Command::Up(args) => up::run(cli.config.as_deref(), args),
         Command::Load(args) => load_cmd::run(args),
+        Command::Bench {
+            command: BenchCommand::Sampleapp(args),
+        } => bench::run(args),
         Command::Config => config::load(cli.config.as_deref()).and_then(|c| {
             print!("{}", serde_json::to_string_pretty(&c)?);
             println!();

@@ -41,10 +41,12 @@ impl Clock for SystemClock {
     }
 
     fn sleep_until(&self, deadline: SystemTime) -> Sleep {
-        let wait = deadline
-            .duration_since(SystemTime::now())
-            .unwrap_or(Duration::ZERO);
-        Box::pin(tokio::time::sleep(wait))
+        match deadline.duration_since(SystemTime::now()) {
+            Ok(wait) if !wait.is_zero() => Box::pin(tokio::time::sleep(wait)),
+            // Already due: a zero-length tokio sleep would still wait for
+            // the next timer tick (1 ms), capping loops at ~1,000 rounds/s.
+            _ => Box::pin(std::future::ready(())),
+        }
     }
 }
 

@@ -154,6 +154,9 @@ pub struct Report {
     pub achieved_rps: f64,
     /// Latency from the intended send time.
     pub latency_ms: Latency,
+    /// How late requests left against their intended send time: the
+    /// generator's own lag (near 0 when it keeps up).
+    pub send_lag_ms: Latency,
     /// Failures by class.
     pub errors_by_kind: BTreeMap<String, u64>,
 }
@@ -167,24 +170,38 @@ struct Tally {
 impl Tally {
     fn new() -> Self {
         Self {
-            // 1 µs to 1 h at 3 significant digits; bounds are constants.
-            hist: Histogram::new_with_bounds(1, 3_600_000_000, 3)
-                .unwrap_or_else(|_| Histogram::new(3).unwrap_or_else(|_| unreachable!())),
+            hist: new_histogram(),
             ok: 0,
             errors: BTreeMap::new(),
         }
     }
 }
 
+fn new_histogram() -> Histogram<u64> {
+    // 1 µs to 1 h at 3 significant digits: constant, valid bounds.
+    Histogram::new_with_bounds(1, 3_600_000_000, 3)
+        .unwrap_or_else(|_| unreachable!("constant bounds are valid"))
+}
+
+fn percentiles(h: &Histogram<u64>) -> Latency {
+    let q = |p: f64| h.value_at_quantile(p) as f64 / 1000.0;
+    Latency {
+        p50: q(0.50),
+        p95: q(0.95),
+        p99: q(0.99),
+        max: h.max() as f64 / 1000.0,
+    }
+}
+
 fn report(
     t: &Tally,
+    lag: &Histogram<u64>,
     elapsed: Duration,
     sent: u64,
     dropped: u64,
     in_flight: u64,
     scheduled: u64,
 ) -> Report {
-    let q = |p: f64| t.hist.value_at_quantile(p) as f64 / 1000.0;
     let secs = elapsed.as_secs_f64();
     Report {
         elapsed_s: secs,
@@ -195,12 +212,8 @@ fn report(
         in_flight,
         scheduled,
         achieved_rps: if secs > 0.0 { sent as f64 / secs } else { 0.0 },
-        latency_ms: Latency {
-            p50: q(0.50),
-            p95: q(0.95),
-            p99: q(0.99),
-            max: t.hist.max() as f64 / 1000.0,
-        },
+        latency_ms: percentiles(&t.hist),
+        send_lag_ms: percentiles(lag),
         errors_by_kind: t.errors.clone(),
     }
 }
@@ -222,10 +235,13 @@ pub async fn run(
     let mut tasks = tokio::task::JoinSet::new();
     let (mut sent, mut dropped) = (0u64, 0u64);
     let mut last_progress = start;
+    let mut lag = new_histogram();
     let products = opts.products.max(1);
     for offset in profile.send_offsets() {
         let intended = start + offset;
         clock.sleep_until(intended).await;
+        let late = clock.now().duration_since(intended).unwrap_or_default();
+        lag.saturating_record((late.as_micros() as u64).max(1));
         while tasks.try_join_next().is_some() {}
         let product = rng.random_range(1..=products);
         let kind = if rng.random_bool(opts.read_ratio.clamp(0.0, 1.0)) {
@@ -267,6 +283,7 @@ pub async fn run(
             let t = tally.lock().unwrap_or_else(|e| e.into_inner());
             progress(&report(
                 &t,
+                &lag,
                 elapsed(&clock, start),
                 sent,
                 dropped,
@@ -275,12 +292,16 @@ pub async fn run(
             ));
         }
     }
+    // The send phase lasts the profile's length, or longer if the
+    // generator fell behind; the achieved rate is over that, not over the
+    // time the last answers took to arrive.
+    let length = profile
+        .duration()
+        .max(elapsed(&clock, start))
+        .max(Duration::from_nanos(1));
     while tasks.join_next().await.is_some() {}
     let t = tally.lock().unwrap_or_else(|e| e.into_inner());
-    // The run lasts the profile's length (not until the last answer): the
-    // achieved rate compares with the profile's rate.
-    let length = profile.duration().max(Duration::from_nanos(1));
-    let mut r = report(&t, length, sent, dropped, 0, scheduled);
+    let mut r = report(&t, &lag, length, sent, dropped, 0, scheduled);
     r.elapsed_s = elapsed(&clock, start).as_secs_f64();
     r
 }
