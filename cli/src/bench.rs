@@ -19,9 +19,13 @@ use serde::Serialize;
 /// Flags of `keel bench sampleapp`.
 #[derive(clap::Args)]
 pub struct BenchArgs {
-    /// Length of each measurement.
-    #[arg(long, default_value = "10s", value_parser = keel_core::duration::parse)]
+    /// Length of the lb comparison (split over the rounds) and of the
+    /// generator accuracy run.
+    #[arg(long, default_value = "20s", value_parser = keel_core::duration::parse)]
     duration: Duration,
+    /// Interleaved direct/lb rounds sharing `duration`.
+    #[arg(long, default_value_t = 5)]
+    rounds: u32,
     /// Concurrent connections in the closed-loop throughput runs.
     #[arg(long, default_value_t = 32)]
     connections: usize,
@@ -57,9 +61,48 @@ struct Results {
     generator_one_core_http_ceiling_rps: f64,
 }
 
+fn new_histogram() -> Histogram<u64> {
+    Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)
+        .unwrap_or_else(|_| unreachable!("constant bounds are valid"))
+}
+
+/// Latencies (µs) and error count of closed-loop runs, poolable.
+struct Sample {
+    hist: Histogram<u64>,
+    errors: u64,
+    seconds: f64,
+}
+
+impl Sample {
+    fn empty() -> Self {
+        Self {
+            hist: new_histogram(),
+            errors: 0,
+            seconds: 0.0,
+        }
+    }
+
+    fn absorb(&mut self, other: &Sample) {
+        if let Err(e) = self.hist.add(&other.hist) {
+            eprintln!("keel bench: merging latencies failed: {e}");
+        }
+        self.errors += other.errors;
+        self.seconds += other.seconds;
+    }
+
+    fn summary(&self) -> Throughput {
+        Throughput {
+            requests_per_s: self.hist.len() as f64 / self.seconds.max(f64::MIN_POSITIVE),
+            p50_ms: self.hist.value_at_quantile(0.5) as f64 / 1000.0,
+            p99_ms: self.hist.value_at_quantile(0.99) as f64 / 1000.0,
+            errors: self.errors,
+        }
+    }
+}
+
 /// Closed loop: `connections` workers each send the next request as soon
 /// as the last one answered, for `duration`.
-async fn closed_loop(base: &str, connections: usize, duration: Duration) -> Throughput {
+async fn closed_loop(base: &str, connections: usize, duration: Duration) -> Sample {
     let client = reqwest::Client::builder()
         .pool_max_idle_per_host(connections)
         .build()
@@ -69,9 +112,8 @@ async fn closed_loop(base: &str, connections: usize, duration: Duration) -> Thro
     for w in 0..connections {
         let (client, base) = (client.clone(), base.to_owned());
         workers.spawn(async move {
-            let mut hist = Histogram::<u64>::new(3)
-                .unwrap_or_else(|_| unreachable!("3 sig. figures is valid"));
-            let (mut n, mut errors) = (0u64, 0u64);
+            let mut s = Sample::empty();
+            let mut n = 0u64;
             while Instant::now() < deadline {
                 let id = 1 + (n * 31 + w as u64) % 1000;
                 let t = Instant::now();
@@ -79,27 +121,20 @@ async fn closed_loop(base: &str, connections: usize, duration: Duration) -> Thro
                     Ok(r) if r.status().is_success() => {
                         let _ = r.bytes().await;
                     }
-                    _ => errors += 1,
+                    _ => s.errors += 1,
                 }
-                hist.saturating_record(t.elapsed().as_micros() as u64);
+                s.hist.saturating_record(t.elapsed().as_micros() as u64);
                 n += 1;
             }
-            (hist, errors)
+            s
         });
     }
-    let mut all =
-        Histogram::<u64>::new(3).unwrap_or_else(|_| unreachable!("3 sig. figures is valid"));
-    let mut errors = 0;
-    while let Some(Ok((h, e))) = workers.join_next().await {
-        let _ = all.add(&h);
-        errors += e;
+    let mut all = Sample::empty();
+    while let Some(Ok(s)) = workers.join_next().await {
+        all.absorb(&s);
     }
-    Throughput {
-        requests_per_s: all.len() as f64 / duration.as_secs_f64(),
-        p50_ms: all.value_at_quantile(0.5) as f64 / 1000.0,
-        p99_ms: all.value_at_quantile(0.99) as f64 / 1000.0,
-        errors,
-    }
+    all.seconds = duration.as_secs_f64();
+    all
 }
 
 /// A target that answers at once: the generator's own cost, nothing else.
@@ -181,23 +216,27 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         let (direct_url, lb_url) = (format!("http://{web}"), format!("http://{}", ep.lb));
         eprintln!("keel bench: warming the cache");
         closed_loop(&direct_url, args.connections, Duration::from_secs(2)).await;
-        // Interleave the two so drift on a noisy machine hits both alike.
-        let half = args.duration / 2;
+        // Interleave the two, several rounds, so drift on a noisy machine
+        // hits both alike; pool the raw samples.
+        let rounds = args.rounds.max(1);
+        let slice = args.duration / (2 * rounds);
         eprintln!(
-            "keel bench: closed loop, {} connections, {:?} each: direct / lb / direct / lb",
-            args.connections, half
+            "keel bench: closed loop, {} connections, {rounds} rounds of direct then lb, {slice:?} each",
+            args.connections
         );
-        let d1 = closed_loop(&direct_url, args.connections, half).await;
-        let l1 = closed_loop(&lb_url, args.connections, half).await;
-        let d2 = closed_loop(&direct_url, args.connections, half).await;
-        let l2 = closed_loop(&lb_url, args.connections, half).await;
-        let merge = |a: Throughput, b: Throughput| Throughput {
-            requests_per_s: (a.requests_per_s + b.requests_per_s) / 2.0,
-            p50_ms: (a.p50_ms + b.p50_ms) / 2.0,
-            p99_ms: (a.p99_ms + b.p99_ms) / 2.0,
-            errors: a.errors + b.errors,
-        };
-        let (direct, through_lb) = (merge(d1, d2), merge(l1, l2));
+        let (mut direct, mut lb) = (Sample::empty(), Sample::empty());
+        for round in 1..=rounds {
+            let d = closed_loop(&direct_url, args.connections, slice).await;
+            let l = closed_loop(&lb_url, args.connections, slice).await;
+            let (ds, ls) = (d.summary(), l.summary());
+            eprintln!(
+                "  round {round}: direct {:>7.0} req/s p99 {:.2} ms | lb {:>7.0} req/s p99 {:.2} ms",
+                ds.requests_per_s, ds.p99_ms, ls.requests_per_s, ls.p99_ms
+            );
+            direct.absorb(&d);
+            lb.absorb(&l);
+        }
+        let (direct, through_lb) = (direct.summary(), lb.summary());
 
         eprintln!(
             "keel bench: generator at {} req/s for {:?} against web-1",

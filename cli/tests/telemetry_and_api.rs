@@ -392,12 +392,82 @@ async fn malformed_requests_get_a_4xx_with_a_json_error_and_no_tier_goes_down() 
             "case {i}: no error message: {body}"
         );
     }
+    // Random methods, paths and bodies at every process's real routes.
+    use rand::{Rng, SeedableRng};
+    let mut rng = rand::rngs::SmallRng::seed_from_u64(7);
+    let routes = [
+        "/api/products/",
+        "/api/orders",
+        "/api/orders/",
+        "/api/login",
+        "/api/session",
+        "/cache/",
+        "/kv/",
+        "/repl/pull?from=",
+        "/-/promote",
+        "/-/follow",
+        "/-/status",
+        "/-/capacity",
+        "/-/topology",
+        "/-/backends",
+        "/-/backends/",
+        "/health",
+        "/metrics",
+    ];
+    let methods = [
+        reqwest::Method::GET,
+        reqwest::Method::POST,
+        reqwest::Method::PUT,
+        reqwest::Method::DELETE,
+        reqwest::Method::PATCH,
+    ];
+    for _ in 0..400 {
+        let p = &procs[rng.random_range(0..procs.len())];
+        let suffix: String = (0..rng.random_range(0..12))
+            .map(|_| format!("%{:02X}", rng.random::<u8>()))
+            .collect();
+        let url = format!(
+            "http://{}{}{suffix}",
+            p.addr,
+            routes[rng.random_range(0..routes.len())]
+        );
+        let body: Vec<u8> = if rng.random_bool(0.5) {
+            (0..rng.random_range(0..512))
+                .map(|_| rng.random())
+                .collect()
+        } else {
+            // Plausible JSON with wrong shapes and types.
+            serde_json::to_vec(&serde_json::json!({
+                "value": rng.random::<f64>(), "epoch": rng.random::<i64>(), "replicas": rng.random::<i32>(),
+                "max_concurrency": rng.random::<u32>() % 4, "error_rate": rng.random::<f64>() * 2.0,
+                "primary": "127.0.0.1:1", "product_id": rng.random::<i64>(), "quantity": rng.random::<i32>(),
+            }))
+            .expect("json")
+        };
+        let r = http
+            .request(methods[rng.random_range(0..methods.len())].clone(), &url)
+            .header("content-type", json)
+            .header("x-keel-epoch", rng.random::<u64>().to_string())
+            .body(body)
+            .timeout(Duration::from_secs(5))
+            .send()
+            .await;
+        if let Ok(r) = r {
+            assert!(r.status().as_u16() < 600, "{url}: {}", r.status());
+        }
+    }
+
     // Nobody crashed on any of it.
     assert!(
         sup.processes()
             .iter()
             .all(|p| p.restarts == 0 && p.pid.is_some())
     );
+    // The random bodies may have set legal but hostile knobs (an error
+    // rate, say); restore them before checking the app still serves.
+    sup.set_capacity(keel_sampleapp::config::Capacity::default())
+        .await
+        .expect("reset capacity");
     let r = http
         .get(format!("http://{lb}/api/products/1"))
         .send()

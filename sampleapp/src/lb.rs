@@ -477,3 +477,81 @@ async fn remove_backend(
         serde_json::json!({ "name": name, "drained": drained, "waited_ms": waited_ms }),
     ))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn state(strategy: Strategy, n: u16) -> LbState {
+        let id = Identity::new("lb", "lb");
+        let backends = (0..n)
+            .map(|i| {
+                Backend::new(
+                    &BackendSpec {
+                        name: format!("web-{i}"),
+                        addr: ([127, 0, 0, 1], 9000 + i).into(),
+                    },
+                    true,
+                )
+            })
+            .collect();
+        LbState {
+            backends: RwLock::new(backends),
+            config: LbConfig {
+                strategy,
+                ..LbConfig::default()
+            },
+            next: AtomicUsize::new(0),
+            client: reqwest::Client::new(),
+            health_client: reqwest::Client::new(),
+            metrics: Metrics::new(&id, |_| {}),
+            requests: Family::default(),
+            errors: Family::default(),
+        }
+    }
+
+    fn name(s: &Option<InFlight>) -> String {
+        s.as_ref().map(|f| f.0.name.clone()).unwrap_or_default()
+    }
+
+    #[test]
+    fn round_robin_takes_each_healthy_backend_in_turn() {
+        let st = state(Strategy::RoundRobin, 3);
+        let got: Vec<String> = (0..6).map(|_| name(&st.pick(&[]))).collect();
+        assert_eq!(got, ["web-0", "web-1", "web-2", "web-0", "web-1", "web-2"]);
+    }
+
+    #[test]
+    fn least_connections_avoids_the_busy_backend() {
+        let st = state(Strategy::LeastConnections, 3);
+        let busy = st.pick(&[]);
+        let busy2 = st.pick(&[]);
+        assert_ne!(name(&busy), name(&busy2));
+        // Two backends hold one request each; the idle one must be next.
+        let third = st.pick(&[]);
+        let names = [name(&busy), name(&busy2), name(&third)];
+        let mut sorted = names.to_vec();
+        sorted.sort();
+        assert_eq!(sorted, ["web-0", "web-1", "web-2"], "{names:?}");
+        drop(busy);
+        assert_eq!(
+            name(&st.pick(&[])),
+            names[0],
+            "the backend that finished is least loaded"
+        );
+    }
+
+    #[test]
+    fn unhealthy_draining_and_skipped_backends_get_nothing() {
+        let st = state(Strategy::RoundRobin, 3);
+        let list = st.list();
+        list[0].mark_down("test");
+        list[1].draining.store(true, Ordering::Relaxed);
+        for _ in 0..4 {
+            assert_eq!(name(&st.pick(&[])), "web-2");
+        }
+        assert!(st.pick(&[list[2].addr]).is_none());
+        // In-flight counts are released when the slot drops.
+        assert_eq!(list[2].in_flight.load(Ordering::Relaxed), 0);
+    }
+}
