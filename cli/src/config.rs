@@ -2,6 +2,7 @@
 
 use std::path::Path;
 
+use keel_collector::server::CollectorConfig;
 use keel_core::config::{Validate, apply_env_overrides, find_config_file, load_yaml};
 use keel_sampleapp::config::SampleAppConfig;
 use serde::{Deserialize, Serialize};
@@ -10,12 +11,15 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct KeelConfig {
+    /// The collector: OTLP ingest, metric store, PromQL API.
+    pub collector: CollectorConfig,
     /// The sample multi-tier app `keel up` runs.
     pub sampleapp: SampleAppConfig,
 }
 
 impl Validate for KeelConfig {
     fn validate(&self, problems: &mut Vec<String>) {
+        self.collector.validate(problems);
         self.sampleapp.validate(problems);
     }
 }

@@ -4,11 +4,13 @@
 //! - `keel up`: start the sample app (and, as they are built, the agent,
 //!   collector and controller) and print where everything listens;
 //! - `keel load`: drive the sample app open-loop from a load profile;
+//! - `keel collector`, `keel query`: the collector and PromQL from the shell;
 //! - `keel bench sampleapp`: benchmarks against same-run baselines;
 //! - `keel sampleapp run --spec FILE`: one sample-app process (used by the
 //!   supervisor; hidden).
 
 mod bench;
+mod collector_cmd;
 mod config;
 mod load_cmd;
 mod up;
@@ -38,6 +40,10 @@ enum Command {
     Up(up::UpArgs),
     /// Drive the sample app open-loop from a load profile.
     Load(load_cmd::LoadArgs),
+    /// Run the collector: OTLP ingest, metric store, PromQL API.
+    Collector(collector_cmd::CollectorArgs),
+    /// Evaluate a PromQL expression against a collector and print a table.
+    Query(collector_cmd::QueryArgs),
     /// Check a configuration file and print the effective configuration.
     Config,
     /// Benchmarks that compare against a baseline in the same run.
@@ -78,6 +84,8 @@ fn main() -> ExitCode {
         } => keel_sampleapp::process::run(&spec),
         Command::Up(args) => up::run(cli.config.as_deref(), args),
         Command::Load(args) => load_cmd::run(args),
+        Command::Collector(args) => collector_cmd::run(cli.config.as_deref(), args),
+        Command::Query(args) => collector_cmd::query(args),
         Command::Bench {
             command: BenchCommand::Sampleapp(args),
         } => bench::run(args),

@@ -52,8 +52,19 @@ pub fn run(config_path: Option<&Path>, args: UpArgs) -> anyhow::Result<()> {
         .enable_all()
         .build()?;
     runtime.block_on(async move {
+        let clock: keel_core::clock::SharedClock =
+            std::sync::Arc::new(keel_core::clock::SystemClock);
+        let collector = keel_collector::server::start(&config.collector, clock).await?;
         let (sup, ep) = Supervisor::start(config.sampleapp, exe).await?;
         say("keel: the sample app is up");
+        say_fmt!(
+            "  collector OTLP/HTTP http://{}/v1/metrics",
+            collector.otlp_http
+        );
+        say_fmt!(
+            "  PromQL API          http://{}/api/v1/query",
+            collector.api
+        );
         say_fmt!("  shop API (lb)       http://{}/api/products/1", ep.lb);
         say_fmt!(
             "  supervisor API      http://{}/api/v1/processes",
@@ -79,7 +90,7 @@ pub fn run(config_path: Option<&Path>, args: UpArgs) -> anyhow::Result<()> {
 
 /// Print a status line; a closed stdout (`keel up | head`, a reader that
 /// went away) must not turn a clean shutdown into a panic.
-fn say(line: &str) {
+pub fn say(line: &str) {
     use std::io::Write;
     let _ = writeln!(std::io::stdout(), "{line}");
 }

@@ -1,0 +1,189 @@
+//! `keel collector` and `keel query`.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context as _, bail};
+use keel_core::clock::{SharedClock, SystemClock};
+use keel_core::config::Validate;
+
+/// Flags of `keel collector` (they override the config file and environment).
+#[derive(clap::Args)]
+pub struct CollectorArgs {
+    /// Where the metric store keeps its data.
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// OTLP/HTTP port (0 picks a free one).
+    #[arg(long)]
+    otlp_port: Option<u16>,
+    /// API port (0 picks a free one).
+    #[arg(long)]
+    api_port: Option<u16>,
+}
+
+pub fn run(config_path: Option<&Path>, args: CollectorArgs) -> anyhow::Result<()> {
+    let mut config = crate::config::load(config_path)?;
+    let c = &mut config.collector;
+    if let Some(d) = args.data_dir {
+        c.data_dir = d;
+    }
+    if let Some(p) = args.otlp_port {
+        c.otlp_http_port = p;
+    }
+    if let Some(p) = args.api_port {
+        c.api_port = p;
+    }
+    config.check("command-line flags")?;
+    let _ = keel_sampleapp::telemetry::init_stderr_logging();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async move {
+        let clock: SharedClock = Arc::new(SystemClock);
+        let running = keel_collector::server::start(&config.collector, clock).await?;
+        crate::up::say(&format!(
+            "keel collector: OTLP/HTTP http://{}/v1/metrics",
+            running.otlp_http
+        ));
+        crate::up::say(&format!(
+            "keel collector: PromQL API http://{}/api/v1/query",
+            running.api
+        ));
+        keel_sampleapp::process::shutdown_signal().await;
+        anyhow::Ok(())
+    })
+}
+
+/// Flags of `keel query`.
+#[derive(clap::Args)]
+pub struct QueryArgs {
+    /// The PromQL expression.
+    expr: String,
+    /// Evaluation time (RFC 3339 or Unix seconds); default now.
+    #[arg(long)]
+    time: Option<String>,
+    /// Make it a range query over the last RANGE (e.g. 1h).
+    #[arg(long, value_parser = keel_core::duration::parse)]
+    range: Option<Duration>,
+    /// Step of a range query.
+    #[arg(long, default_value = "15s", value_parser = keel_core::duration::parse)]
+    step: Duration,
+    /// The collector's API.
+    #[arg(long, default_value = "http://127.0.0.1:7070")]
+    url: String,
+    /// Print Prometheus' JSON answer as is.
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn query(args: QueryArgs) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async move {
+        let client = reqwest::Client::new();
+        let base = args.url.trim_end_matches('/');
+        let req = match args.range {
+            Some(range) => {
+                let end = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)?
+                    .as_secs_f64();
+                let start = end - range.as_secs_f64();
+                client.get(format!("{base}/api/v1/query_range")).query(&[
+                    ("query", args.expr.clone()),
+                    ("start", format!("{start:.3}")),
+                    ("end", format!("{end:.3}")),
+                    ("step", format!("{}", args.step.as_secs_f64())),
+                ])
+            }
+            None => {
+                let mut q = vec![("query", args.expr.clone())];
+                if let Some(t) = &args.time {
+                    q.push(("time", t.clone()));
+                }
+                client.get(format!("{base}/api/v1/query")).query(&q)
+            }
+        };
+        let resp = req
+            .send()
+            .await
+            .with_context(|| format!("cannot reach the collector at {base}"))?;
+        let body: serde_json::Value = resp
+            .json()
+            .await
+            .context("the collector's answer is not JSON")?;
+        if args.json {
+            println!("{}", serde_json::to_string_pretty(&body)?);
+            return Ok(());
+        }
+        if body["status"] != "success" {
+            bail!(
+                "{}: {}",
+                body["errorType"].as_str().unwrap_or("error"),
+                body["error"].as_str().unwrap_or("unknown")
+            );
+        }
+        print_table(&body["data"]);
+        Ok(())
+    })
+}
+
+fn labels_text(metric: &serde_json::Value) -> String {
+    let Some(obj) = metric.as_object() else {
+        return "{}".into();
+    };
+    let name = obj.get("__name__").and_then(|v| v.as_str()).unwrap_or("");
+    let rest: Vec<String> = obj
+        .iter()
+        .filter(|(k, _)| *k != "__name__")
+        .map(|(k, v)| format!("{k}={}", v))
+        .collect();
+    format!("{name}{{{}}}", rest.join(", "))
+}
+
+fn print_table(data: &serde_json::Value) {
+    let result = &data["result"];
+    match data["resultType"].as_str() {
+        Some("scalar") | Some("string") => println!("{}", result[1].as_str().unwrap_or("")),
+        Some("vector") => {
+            let rows: Vec<(String, String)> = result
+                .as_array()
+                .map(|a| {
+                    a.iter()
+                        .map(|s| {
+                            (
+                                labels_text(&s["metric"]),
+                                s["value"][1].as_str().unwrap_or("").to_owned(),
+                            )
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+            let width = rows.iter().map(|r| r.0.len()).max().unwrap_or(6).max(6);
+            println!("{:<width$}  VALUE", "SERIES");
+            for (l, v) in rows {
+                println!("{l:<width$}  {v}");
+            }
+            if result.as_array().is_none_or(Vec::is_empty) {
+                println!("(no series)");
+            }
+        }
+        Some("matrix") => {
+            for s in result.as_array().into_iter().flatten() {
+                println!("{}", labels_text(&s["metric"]));
+                for p in s["values"].as_array().into_iter().flatten() {
+                    let t = p[0].as_f64().unwrap_or(0.0);
+                    let when = humantime::format_rfc3339_seconds(
+                        std::time::UNIX_EPOCH + Duration::from_secs_f64(t.max(0.0)),
+                    );
+                    println!("  {when}  {}", p[1].as_str().unwrap_or(""));
+                }
+            }
+            if result.as_array().is_none_or(Vec::is_empty) {
+                println!("(no series)");
+            }
+        }
+        _ => println!("{data}"),
+    }
+}

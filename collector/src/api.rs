@@ -1,0 +1,316 @@
+//! Prometheus' HTTP API shapes over Keel's store and engine, so Grafana
+//! and existing tools can use Keel as a Prometheus data source.
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{Path, RawQuery, State};
+use axum::http::HeaderMap;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use keel_core::clock::SharedClock;
+use serde_json::{Value as Json, json};
+
+use crate::labels::{Labels, NAME};
+use crate::promql::{Engine, EvalError, QueryRange, Value, format_value};
+use crate::store::{Matcher, Store};
+
+#[derive(Clone)]
+struct Api {
+    store: Arc<Store>,
+    clock: SharedClock,
+}
+
+/// The API routes.
+pub fn routes(store: Arc<Store>, clock: SharedClock) -> Router {
+    Router::new()
+        .route("/api/v1/query", get(query).post(query))
+        .route("/api/v1/query_range", get(query_range).post(query_range))
+        .route("/api/v1/series", get(series).post(series))
+        .route("/api/v1/labels", get(labels).post(labels))
+        .route("/api/v1/label/{name}/values", get(label_values))
+        .route("/api/v1/status/buildinfo", get(buildinfo))
+        .with_state(Api { store, clock })
+}
+
+fn fail(status: StatusCode, kind: &str, msg: String) -> Response {
+    (
+        status,
+        axum::Json(json!({ "status": "error", "errorType": kind, "error": msg })),
+    )
+        .into_response()
+}
+
+fn bad(msg: String) -> Response {
+    fail(StatusCode::BAD_REQUEST, "bad_data", msg)
+}
+
+fn ok(data: Json) -> Response {
+    axum::Json(json!({ "status": "success", "data": data })).into_response()
+}
+
+/// Parameters from the URL and, for a POST, from a form-encoded body.
+fn params(q: Option<String>, headers: &HeaderMap, body: &Bytes) -> Vec<(String, String)> {
+    let mut out: Vec<(String, String)> = q
+        .as_deref()
+        .map(|s| serde_urlencoded::from_str(s).unwrap_or_default())
+        .unwrap_or_default();
+    let form = headers
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|ct| ct.starts_with("application/x-www-form-urlencoded"));
+    if form {
+        out.extend(serde_urlencoded::from_bytes::<Vec<(String, String)>>(body).unwrap_or_default());
+    }
+    out
+}
+
+fn param<'a>(p: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    p.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+}
+
+/// A time as Prometheus accepts it: Unix seconds (float) or RFC 3339.
+fn parse_time(s: &str) -> Result<i64, String> {
+    if let Ok(f) = s.parse::<f64>() {
+        if !f.is_finite() {
+            return Err(format!("invalid time {s:?}"));
+        }
+        return Ok((f * 1000.0).round() as i64);
+    }
+    humantime::parse_rfc3339_weak(s)
+        .map(|t| {
+            t.duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_millis() as i64)
+                .unwrap_or(0)
+        })
+        .map_err(|_| format!("cannot parse {s:?} to a valid timestamp"))
+}
+
+/// A duration: float seconds or a Prometheus duration (`15s`, `1m`).
+fn parse_step(s: &str) -> Result<i64, String> {
+    if let Ok(f) = s.parse::<f64>() {
+        if f.is_finite() && f > 0.0 {
+            return Ok((f * 1000.0).round() as i64);
+        }
+        return Err(format!("invalid step {s:?}: must be a positive duration"));
+    }
+    promql_parser::util::parse_duration(s)
+        .map(|d| d.as_millis() as i64)
+        .map_err(|e| format!("cannot parse {s:?} to a valid duration: {e}"))
+}
+
+fn now_ms(clock: &SharedClock) -> i64 {
+    clock
+        .now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+fn metric_json(l: &Labels) -> Json {
+    Json::Object(
+        l.pairs()
+            .iter()
+            .map(|(k, v)| (k.clone(), Json::String(v.clone())))
+            .collect(),
+    )
+}
+
+fn point(t: i64, v: f64) -> Json {
+    json!([t as f64 / 1000.0, format_value(v)])
+}
+
+fn eval_error(e: EvalError) -> Response {
+    match e {
+        EvalError::Parse(_) | EvalError::Unsupported(_) => bad(e.to_string()),
+        EvalError::Execution(_) => {
+            fail(StatusCode::UNPROCESSABLE_ENTITY, "execution", e.to_string())
+        }
+    }
+}
+
+async fn query(
+    State(api): State<Api>,
+    RawQuery(q): RawQuery,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let p = params(q, &headers, &body);
+    let Some(expr) = param(&p, "query") else {
+        return bad("missing parameter \"query\"".into());
+    };
+    let t = match param(&p, "time").map(parse_time).transpose() {
+        Ok(t) => t.unwrap_or_else(|| now_ms(&api.clock)),
+        Err(e) => return bad(e),
+    };
+    let (store, expr) = (api.store.clone(), expr.to_owned());
+    let result = tokio::task::spawn_blocking(move || Engine::new(&store).instant(&expr, t)).await;
+    match result {
+        Ok(Ok(v)) => ok(match v {
+            Value::Scalar(x) => json!({ "resultType": "scalar", "result": point(t, x) }),
+            Value::String(s) => json!({ "resultType": "string", "result": [t as f64 / 1000.0, s] }),
+            Value::Vector(v) => json!({
+                "resultType": "vector",
+                "result": v.iter().map(|s| json!({ "metric": metric_json(&s.labels), "value": point(t, s.value) })).collect::<Vec<_>>(),
+            }),
+            Value::Matrix(m) => json!({
+                "resultType": "matrix",
+                "result": m.iter().map(|s| json!({
+                    "metric": metric_json(&s.labels),
+                    "values": s.points.iter().map(|(pt, v)| point(*pt, *v)).collect::<Vec<_>>(),
+                })).collect::<Vec<_>>(),
+            }),
+        }),
+        Ok(Err(e)) => eval_error(e),
+        Err(e) => fail(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()),
+    }
+}
+
+/// Most points a range query may return per series, as in Prometheus.
+const MAX_POINTS: i64 = 11_000;
+
+async fn query_range(
+    State(api): State<Api>,
+    RawQuery(q): RawQuery,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let p = params(q, &headers, &body);
+    let Some(expr) = param(&p, "query") else {
+        return bad("missing parameter \"query\"".into());
+    };
+    let get = |n: &str| param(&p, n).ok_or_else(|| format!("missing parameter {n:?}"));
+    let range = (|| -> Result<QueryRange, String> {
+        let start = parse_time(get("start")?)?;
+        let end = parse_time(get("end")?)?;
+        let step = parse_step(get("step")?)?;
+        if end < start {
+            return Err("end timestamp must not be before start time".into());
+        }
+        if (end - start) / step > MAX_POINTS {
+            return Err("exceeded maximum resolution of 11,000 points per timeseries. Try decreasing the query resolution (?step=XX)".into());
+        }
+        Ok(QueryRange { start, end, step })
+    })();
+    let range = match range {
+        Ok(r) => r,
+        Err(e) => return bad(e),
+    };
+    let (store, expr) = (api.store.clone(), expr.to_owned());
+    match tokio::task::spawn_blocking(move || Engine::new(&store).range(&expr, range)).await {
+        Ok(Ok(series)) => ok(json!({
+            "resultType": "matrix",
+            "result": series.iter().map(|s| json!({
+                "metric": metric_json(&s.labels),
+                "values": s.points.iter().map(|(t, v)| point(*t, *v)).collect::<Vec<_>>(),
+            })).collect::<Vec<_>>(),
+        })),
+        Ok(Err(e)) => eval_error(e),
+        Err(e) => fail(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()),
+    }
+}
+
+/// Turn `match[]` selectors into matcher sets.
+fn selectors(p: &[(String, String)]) -> Result<Vec<Vec<Matcher>>, String> {
+    let mut out = Vec::new();
+    for (_, sel) in p.iter().filter(|(k, _)| k == "match[]") {
+        let expr = promql_parser::parser::parse(sel)
+            .map_err(|e| format!("invalid match[] {sel:?}: {e}"))?;
+        let promql_parser::parser::Expr::VectorSelector(vs) = expr else {
+            return Err(format!("match[] {sel:?} must be a series selector"));
+        };
+        let mut ms = Vec::new();
+        if let Some(n) = &vs.name {
+            ms.push(Matcher::Equal(NAME.into(), n.clone()));
+        }
+        for m in &vs.matchers.matchers {
+            let re = |v: &str| regex::Regex::new(&format!("^(?s:{v})$")).map_err(|e| e.to_string());
+            ms.push(match &m.op {
+                promql_parser::label::MatchOp::Equal => {
+                    Matcher::Equal(m.name.clone(), m.value.clone())
+                }
+                promql_parser::label::MatchOp::NotEqual => {
+                    Matcher::NotEqual(m.name.clone(), m.value.clone())
+                }
+                promql_parser::label::MatchOp::Re(_) => {
+                    Matcher::Regex(m.name.clone(), re(&m.value)?)
+                }
+                promql_parser::label::MatchOp::NotRe(_) => {
+                    Matcher::NotRegex(m.name.clone(), re(&m.value)?)
+                }
+            });
+        }
+        out.push(ms);
+    }
+    Ok(out)
+}
+
+fn span(p: &[(String, String)]) -> Result<(i64, i64), String> {
+    let start = param(p, "start")
+        .map(parse_time)
+        .transpose()?
+        .unwrap_or(i64::MIN / 2);
+    let end = param(p, "end")
+        .map(parse_time)
+        .transpose()?
+        .unwrap_or(i64::MAX / 2);
+    Ok((start, end))
+}
+
+async fn series(
+    State(api): State<Api>,
+    RawQuery(q): RawQuery,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let p = params(q, &headers, &body);
+    let (sets, (start, end)) = match (selectors(&p), span(&p)) {
+        (Ok(s), Ok(r)) => (s, r),
+        (Err(e), _) | (_, Err(e)) => return bad(e),
+    };
+    if sets.is_empty() {
+        return bad("no match[] parameter provided".into());
+    }
+    let mut all: Vec<Labels> = sets
+        .iter()
+        .flat_map(|m| api.store.series(m, start, end))
+        .collect();
+    all.sort();
+    all.dedup();
+    ok(Json::Array(all.iter().map(metric_json).collect()))
+}
+
+async fn labels(
+    State(api): State<Api>,
+    RawQuery(q): RawQuery,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let p = params(q, &headers, &body);
+    match (selectors(&p), span(&p)) {
+        (Ok(sets), Ok((start, end))) if !sets.is_empty() => {
+            let mut names: Vec<String> = sets
+                .iter()
+                .flat_map(|m| api.store.series(m, start, end))
+                .flat_map(|l| l.pairs().iter().map(|(k, _)| k.clone()).collect::<Vec<_>>())
+                .collect();
+            names.sort();
+            names.dedup();
+            ok(json!(names))
+        }
+        (Ok(_), Ok(_)) => ok(json!(api.store.label_names())),
+        (Err(e), _) | (_, Err(e)) => bad(e),
+    }
+}
+
+async fn label_values(State(api): State<Api>, Path(name): Path<String>) -> Response {
+    ok(json!(api.store.label_values(&name)))
+}
+
+async fn buildinfo() -> Response {
+    ok(
+        json!({ "version": "3.0.0", "revision": "keel", "branch": "keel", "goVersion": "none (Keel, Rust)" }),
+    )
+}

@@ -1,0 +1,292 @@
+//! OTLP/HTTP receivers, per the OTLP specification: protobuf or JSON
+//! bodies, optional gzip, partial success on partly rejected data, 400
+//! with a `Status` for malformed requests, 503 + `Retry-After` when the
+//! collector is overloaded or cannot write ahead.
+
+use std::io::Read;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use opentelemetry_proto::tonic::collector::metrics::v1::{
+    ExportMetricsPartialSuccess, ExportMetricsServiceRequest, ExportMetricsServiceResponse,
+};
+use prost::Message;
+use tokio::sync::Semaphore;
+
+use super::otlp;
+use crate::store::Store;
+
+/// `google.rpc.Status`, the body of OTLP error responses.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct RpcStatus {
+    /// gRPC status code (3 = invalid argument, 14 = unavailable).
+    #[prost(int32, tag = "1")]
+    pub code: i32,
+    /// What went wrong.
+    #[prost(string, tag = "2")]
+    pub message: String,
+}
+
+/// Limits of the receivers.
+#[derive(Debug, Clone)]
+pub struct IngestLimits {
+    /// Largest request body accepted, as sent.
+    pub max_body_bytes: usize,
+    /// Largest body after decompression.
+    pub max_decoded_bytes: usize,
+    /// Batches processed at once; beyond, 503 with Retry-After.
+    pub max_concurrent_batches: usize,
+}
+
+impl Default for IngestLimits {
+    fn default() -> Self {
+        Self {
+            max_body_bytes: 16 << 20,
+            max_decoded_bytes: 64 << 20,
+            max_concurrent_batches: 64,
+        }
+    }
+}
+
+/// Counters of what was received.
+#[derive(Debug, Default)]
+pub struct IngestStats {
+    /// Samples stored.
+    pub samples_accepted: AtomicU64,
+    /// Data points or samples refused.
+    pub samples_rejected: AtomicU64,
+    /// Requests refused as malformed.
+    pub bad_requests: AtomicU64,
+}
+
+#[derive(Clone)]
+struct Ingest {
+    store: Arc<Store>,
+    limits: IngestLimits,
+    permits: Arc<Semaphore>,
+    stats: Arc<IngestStats>,
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum Encoding {
+    Protobuf,
+    Json,
+}
+
+/// The OTLP/HTTP routes.
+pub fn routes(store: Arc<Store>, limits: IngestLimits, stats: Arc<IngestStats>) -> Router {
+    let st = Ingest {
+        permits: Arc::new(Semaphore::new(limits.max_concurrent_batches)),
+        store,
+        stats,
+        limits: limits.clone(),
+    };
+    Router::new()
+        .route("/v1/metrics", post(metrics))
+        .route("/v1/logs", post(not_yet))
+        .route("/v1/traces", post(not_yet))
+        .layer(DefaultBodyLimit::max(limits.max_body_bytes))
+        .with_state(st)
+}
+
+fn error(enc: Encoding, status: StatusCode, message: String, retry_after: bool) -> Response {
+    let code =
+        if status == StatusCode::SERVICE_UNAVAILABLE || status == StatusCode::TOO_MANY_REQUESTS {
+            14
+        } else {
+            3
+        };
+    let mut resp = match enc {
+        Encoding::Protobuf => (
+            status,
+            [(header::CONTENT_TYPE, "application/x-protobuf")],
+            RpcStatus { code, message }.encode_to_vec(),
+        )
+            .into_response(),
+        Encoding::Json => (
+            status,
+            axum::Json(serde_json::json!({ "code": code, "message": message })),
+        )
+            .into_response(),
+    };
+    if retry_after {
+        resp.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    }
+    resp
+}
+
+async fn not_yet(headers: HeaderMap) -> Response {
+    let enc = encoding(&headers).unwrap_or(Encoding::Json);
+    error(
+        enc,
+        StatusCode::NOT_IMPLEMENTED,
+        "Keel does not store logs and traces yet (coming with the logs-and-traces store); nothing was accepted".into(),
+        false,
+    )
+}
+
+fn encoding(headers: &HeaderMap) -> Result<Encoding, String> {
+    let ct = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let mime = ct
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    match mime.as_str() {
+        "application/x-protobuf" | "application/protobuf" => Ok(Encoding::Protobuf),
+        "application/json" => Ok(Encoding::Json),
+        other => Err(format!(
+            "unsupported content type {other:?}: send application/x-protobuf or application/json"
+        )),
+    }
+}
+
+/// Undo `Content-Encoding`, refusing to inflate past `limit` bytes.
+fn decode_body(headers: &HeaderMap, body: Bytes, limit: usize) -> Result<Bytes, String> {
+    let ce = headers
+        .get(header::CONTENT_ENCODING)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    match ce.as_str() {
+        "" | "identity" => Ok(body),
+        "gzip" => {
+            let mut out = Vec::new();
+            flate2::read::GzDecoder::new(&body[..])
+                .take(limit as u64 + 1)
+                .read_to_end(&mut out)
+                .map_err(|e| format!("gzip body does not decompress: {e}"))?;
+            if out.len() > limit {
+                return Err(format!("body decompresses to more than {limit} bytes"));
+            }
+            Ok(out.into())
+        }
+        other => Err(format!(
+            "unsupported content encoding {other:?}: send gzip or none"
+        )),
+    }
+}
+
+async fn metrics(State(st): State<Ingest>, headers: HeaderMap, body: Bytes) -> Response {
+    let enc = match encoding(&headers) {
+        Ok(e) => e,
+        Err(msg) => {
+            st.stats.bad_requests.fetch_add(1, Ordering::Relaxed);
+            return error(
+                Encoding::Json,
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                msg,
+                false,
+            );
+        }
+    };
+    let Ok(_permit) = st.permits.clone().try_acquire_owned() else {
+        return error(
+            enc,
+            StatusCode::SERVICE_UNAVAILABLE,
+            "collector overloaded: retry later".into(),
+            true,
+        );
+    };
+    let st2 = st.clone();
+    let work = tokio::task::spawn_blocking(
+        move || -> Result<(u64, u64, Vec<String>), (StatusCode, String)> {
+            let raw = decode_body(&headers, body, st2.limits.max_decoded_bytes)
+                .map_err(|m| (StatusCode::BAD_REQUEST, m))?;
+            let req: ExportMetricsServiceRequest = match enc {
+                Encoding::Protobuf => ExportMetricsServiceRequest::decode(raw).map_err(|e| {
+                    (
+                        StatusCode::BAD_REQUEST,
+                        format!("malformed protobuf ExportMetricsServiceRequest: {e}"),
+                    )
+                })?,
+                Encoding::Json => serde_json::from_slice(&raw).map_err(|e| {
+                    (
+                        StatusCode::BAD_REQUEST,
+                        format!(
+                            "malformed JSON ExportMetricsServiceRequest at line {} column {}: {e}",
+                            e.line(),
+                            e.column()
+                        ),
+                    )
+                })?,
+            };
+            let store = st2.store.clone();
+            let converted = otlp::convert(&req, &|l| store.last(l).map(|(_, v)| v));
+            let appended = st2
+                .store
+                .append(converted.batch)
+                .map_err(|e| (StatusCode::SERVICE_UNAVAILABLE, format!("not stored: {e}")))?;
+            let mut reasons = converted.reasons;
+            if appended.too_old > 0 {
+                reasons.push(format!(
+                    "{} samples older than the out-of-order window",
+                    appended.too_old
+                ));
+            }
+            if appended.duplicate > 0 {
+                reasons.push(format!(
+                    "{} samples with a different value for a timestamp already stored",
+                    appended.duplicate
+                ));
+            }
+            Ok((
+                appended.accepted,
+                converted.rejected + appended.too_old + appended.duplicate,
+                reasons,
+            ))
+        },
+    )
+    .await;
+    let (accepted, rejected, reasons) = match work {
+        Ok(Ok(r)) => r,
+        Ok(Err((status, msg))) => {
+            if status == StatusCode::BAD_REQUEST {
+                st.stats.bad_requests.fetch_add(1, Ordering::Relaxed);
+            }
+            let retry = status == StatusCode::SERVICE_UNAVAILABLE;
+            return error(enc, status, msg, retry);
+        }
+        Err(e) => {
+            return error(
+                enc,
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("ingest task failed: {e}"),
+                false,
+            );
+        }
+    };
+    st.stats
+        .samples_accepted
+        .fetch_add(accepted, Ordering::Relaxed);
+    st.stats
+        .samples_rejected
+        .fetch_add(rejected, Ordering::Relaxed);
+    let partial = (rejected > 0).then(|| ExportMetricsPartialSuccess {
+        rejected_data_points: rejected as i64,
+        error_message: reasons.join("; "),
+    });
+    let resp = ExportMetricsServiceResponse {
+        partial_success: partial,
+    };
+    match enc {
+        Encoding::Protobuf => (
+            [(header::CONTENT_TYPE, "application/x-protobuf")],
+            resp.encode_to_vec(),
+        )
+            .into_response(),
+        Encoding::Json => axum::Json(resp).into_response(),
+    }
+}

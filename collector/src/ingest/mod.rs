@@ -1,0 +1,4 @@
+//! Receiving telemetry: OTLP/HTTP and the OTLP → series mapping.
+
+pub mod http;
+pub mod otlp;

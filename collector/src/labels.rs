@@ -1,0 +1,87 @@
+//! A series' identity: label pairs sorted by name, `__name__` included.
+
+use std::fmt;
+
+/// The metric-name label.
+pub const NAME: &str = "__name__";
+
+/// Sorted, unique label pairs.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
+pub struct Labels(Vec<(String, String)>);
+
+impl Labels {
+    /// Build from pairs: sorted by name, later duplicates win, empty values
+    /// dropped (an empty label value means "no such label" in Prometheus).
+    pub fn new(mut pairs: Vec<(String, String)>) -> Self {
+        pairs.sort_by(|a, b| a.0.cmp(&b.0));
+        let mut out: Vec<(String, String)> = Vec::with_capacity(pairs.len());
+        for (k, v) in pairs {
+            match out.last_mut() {
+                Some(last) if last.0 == k => last.1 = v,
+                _ => out.push((k, v)),
+            }
+        }
+        out.retain(|(_, v)| !v.is_empty());
+        Self(out)
+    }
+
+    /// The value of `name`, or "".
+    pub fn get(&self, name: &str) -> &str {
+        self.0
+            .binary_search_by(|(k, _)| k.as_str().cmp(name))
+            .map(|i| self.0[i].1.as_str())
+            .unwrap_or("")
+    }
+
+    /// The metric name.
+    pub fn name(&self) -> &str {
+        self.get(NAME)
+    }
+
+    /// All pairs, sorted.
+    pub fn pairs(&self) -> &[(String, String)] {
+        &self.0
+    }
+
+    /// A copy with `name` set to `value` (removed if empty).
+    pub fn with(&self, name: &str, value: &str) -> Self {
+        let mut p = self.0.clone();
+        p.retain(|(k, _)| k != name);
+        p.push((name.to_owned(), value.to_owned()));
+        Self::new(p)
+    }
+
+    /// A copy without the metric name.
+    pub fn without_name(&self) -> Self {
+        Self(self.0.iter().filter(|(k, _)| k != NAME).cloned().collect())
+    }
+
+    /// Only the labels in `names` (`include`), or all but those.
+    pub fn project(&self, names: &[String], include: bool) -> Self {
+        Self(
+            self.0
+                .iter()
+                .filter(|(k, _)| names.iter().any(|n| n == k) == include)
+                .cloned()
+                .collect(),
+        )
+    }
+}
+
+impl fmt::Display for Labels {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}{{", self.name())?;
+        let mut first = true;
+        for (k, v) in &self.0 {
+            if k == NAME {
+                continue;
+            }
+            if !first {
+                write!(f, ", ")?;
+            }
+            first = false;
+            write!(f, "{k}={v:?}")?;
+        }
+        write!(f, "}}")
+    }
+}

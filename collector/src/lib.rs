@@ -1,0 +1,18 @@
+//! keel-collector: where telemetry lands.
+//!
+//! - [`ingest`]: OTLP/HTTP receivers (`/v1/metrics`; logs and traces are
+//!   refused with 501 until their stores exist) and the OTLP → Prometheus
+//!   series mapping;
+//! - [`store`]: the metric store (Gorilla chunks, write-ahead log);
+//! - [`promql`]: Keel's PromQL engine over the store (parsing by the
+//!   `promql-parser` crate);
+//! - [`api`]: Prometheus' HTTP API shapes (`/api/v1/query`, …);
+//! - [`promtest`]: promtool's unit-test format (`promql_expr_test`), run on Keel's engine.
+
+pub mod api;
+pub mod ingest;
+pub mod labels;
+pub mod promql;
+pub mod promtest;
+pub mod server;
+pub mod store;

@@ -1,0 +1,358 @@
+//! promtool's unit-test files (`promtool test rules`), run on Keel's
+//! engine, so Prometheus users bring their tests unchanged.
+//!
+//! Supported now: `input_series` with the expanding notation (`1+2x10`,
+//! `3-1x4`, `5x2`, `_`, `_x3`, `stale`, `NaN`, `Inf`) and
+//! `promql_expr_test` (`expr`, `eval_time`, `exp_samples`). Files with
+//! `rule_files` or `alert_rule_test` are refused until Keel's rule engine
+//! exists, rather than passed without checking them.
+
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::labels::{Labels, NAME};
+use crate::promql::{Engine, Value, format_value};
+use crate::store::{STALE_NAN, Store, StoreConfig};
+
+/// A test file.
+#[derive(Debug, Deserialize)]
+pub struct TestFile {
+    /// Rule files under test (not supported yet).
+    #[serde(default)]
+    pub rule_files: Vec<String>,
+    /// Rule evaluation interval.
+    #[serde(default)]
+    pub evaluation_interval: Option<String>,
+    /// Test groups.
+    pub tests: Vec<TestGroup>,
+}
+
+/// One group: input series and the expressions to check.
+#[derive(Debug, Deserialize)]
+pub struct TestGroup {
+    /// Optional name.
+    #[serde(default)]
+    pub name: Option<String>,
+    /// Time between input samples (default 1m).
+    #[serde(default)]
+    pub interval: Option<String>,
+    /// Input series.
+    #[serde(default)]
+    pub input_series: Vec<InputSeries>,
+    /// Expression tests.
+    #[serde(default)]
+    pub promql_expr_test: Vec<ExprTest>,
+    /// Alert tests (not supported yet).
+    #[serde(default)]
+    pub alert_rule_test: Vec<serde_json::Value>,
+    /// External labels (not supported yet).
+    #[serde(default)]
+    pub external_labels: Option<serde_json::Value>,
+}
+
+/// One input series.
+#[derive(Debug, Deserialize)]
+pub struct InputSeries {
+    /// Series in selector notation: `metric{label="value"}`.
+    pub series: String,
+    /// Values in expanding notation.
+    pub values: String,
+}
+
+/// One expression check.
+#[derive(Debug, Deserialize)]
+pub struct ExprTest {
+    /// The PromQL expression.
+    pub expr: String,
+    /// When to evaluate it (a duration from 0).
+    pub eval_time: String,
+    /// The samples expected, in any order.
+    #[serde(default)]
+    pub exp_samples: Vec<ExpSample>,
+}
+
+/// An expected sample.
+#[derive(Debug, Deserialize)]
+pub struct ExpSample {
+    /// Labels in selector notation (`{a="b"}` or `metric{a="b"}`).
+    #[serde(default)]
+    pub labels: Option<String>,
+    /// The value.
+    pub value: f64,
+}
+
+/// One failed check, saying what differed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Failure {
+    /// Test group (name or index).
+    pub group: String,
+    /// The expression.
+    pub expr: String,
+    /// Its evaluation time as written.
+    pub eval_time: String,
+    /// What was expected, formatted as promtool prints it.
+    pub expected: String,
+    /// What Keel computed (or its error).
+    pub got: String,
+}
+
+impl std::fmt::Display for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{}: expr {:?}, time {}:\n    exp: {}\n    got: {}",
+            self.group, self.expr, self.eval_time, self.expected, self.got
+        )
+    }
+}
+
+/// Errors reading a test file.
+#[derive(Debug, thiserror::Error)]
+pub enum TestFileError {
+    /// YAML or schema error, with file:line:column.
+    #[error(transparent)]
+    Config(#[from] keel_core::config::ConfigError),
+    /// A value that cannot be used, naming where.
+    #[error("{0}")]
+    Invalid(String),
+}
+
+fn duration_ms(s: &str, what: &str) -> Result<i64, TestFileError> {
+    promql_parser::util::parse_duration(s.trim())
+        .map(|d: Duration| d.as_millis() as i64)
+        .map_err(|e| TestFileError::Invalid(format!("{what}: invalid duration {s:?}: {e}")))
+}
+
+fn number(tok: &str) -> Option<f64> {
+    match tok.to_ascii_lowercase().as_str() {
+        "inf" | "+inf" => Some(f64::INFINITY),
+        "-inf" => Some(f64::NEG_INFINITY),
+        "nan" => Some(f64::NAN),
+        _ => tok.parse().ok(),
+    }
+}
+
+/// Expand promtool's value notation into one entry per interval (None =
+/// missing sample).
+pub fn expand_values(values: &str) -> Result<Vec<Option<f64>>, String> {
+    let mut out = Vec::new();
+    for tok in values.split_whitespace() {
+        if tok == "_" {
+            out.push(None);
+            continue;
+        }
+        if tok == "stale" {
+            out.push(Some(f64::from_bits(STALE_NAN)));
+            continue;
+        }
+        if let Some(n) = tok.strip_prefix("_x") {
+            let n: usize = n.parse().map_err(|_| format!("bad repeat in {tok:?}"))?;
+            out.extend(std::iter::repeat_n(None, n));
+            continue;
+        }
+        if let Some(x) = tok.rfind('x') {
+            let (head, count) = (&tok[..x], &tok[x + 1..]);
+            let n: usize = count
+                .parse()
+                .map_err(|_| format!("bad repeat count in {tok:?}"))?;
+            // Find the + or - operator: not at the start, not an exponent sign.
+            let bytes = head.as_bytes();
+            let op = (1..bytes.len()).rev().find(|&i| {
+                (bytes[i] == b'+' || bytes[i] == b'-') && !matches!(bytes[i - 1], b'e' | b'E')
+            });
+            let (start, step) = match op {
+                Some(i) => {
+                    let a = number(&head[..i]).ok_or_else(|| format!("bad start in {tok:?}"))?;
+                    let b = number(&head[i + 1..]).ok_or_else(|| format!("bad step in {tok:?}"))?;
+                    (a, if bytes[i] == b'-' { -b } else { b })
+                }
+                None => (
+                    number(head).ok_or_else(|| format!("bad value in {tok:?}"))?,
+                    0.0,
+                ),
+            };
+            for k in 0..=n {
+                out.push(Some(start + step * k as f64));
+            }
+            continue;
+        }
+        out.push(Some(
+            number(tok).ok_or_else(|| format!("bad value {tok:?}"))?,
+        ));
+    }
+    Ok(out)
+}
+
+/// Labels of a selector written as `metric{a="b"}` or `{a="b"}`.
+pub fn parse_series(s: &str) -> Result<Labels, String> {
+    let s = s.trim();
+    if s.is_empty() || s == "{}" {
+        return Ok(Labels::default());
+    }
+    let expr = promql_parser::parser::parse(s).map_err(|e| format!("{s:?}: {e}"))?;
+    let promql_parser::parser::Expr::VectorSelector(vs) = expr else {
+        return Err(format!("{s:?} is not a series"));
+    };
+    let mut pairs = Vec::new();
+    if let Some(n) = vs.name {
+        pairs.push((NAME.to_owned(), n));
+    }
+    for m in vs.matchers.matchers {
+        pairs.push((m.name, m.value));
+    }
+    Ok(Labels::new(pairs))
+}
+
+fn almost_equal(a: f64, b: f64) -> bool {
+    if a.is_nan() && b.is_nan() {
+        return true;
+    }
+    if a == b {
+        return true;
+    }
+    let diff = (a - b).abs();
+    diff <= 1e-6 * a.abs().max(b.abs()) || diff < 1e-300
+}
+
+fn show(samples: &[(Labels, f64)]) -> String {
+    if samples.is_empty() {
+        return "nil".into();
+    }
+    samples
+        .iter()
+        .map(|(l, v)| {
+            let inner: Vec<String> = l
+                .pairs()
+                .iter()
+                .map(|(k, v)| format!("{k}={v:?}"))
+                .collect();
+            format!("{{{}}} {}", inner.join(", "), format_value(*v))
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Run every expression test in `text` (a test file read from `path`).
+/// Returns the number of checks run and the failures.
+pub fn run(path: &str, text: &str) -> Result<(usize, Vec<Failure>), TestFileError> {
+    let file: TestFile = keel_core::config::parse_yaml(path, text)?;
+    if !file.rule_files.is_empty() {
+        return Err(TestFileError::Invalid(format!(
+            "{path}: rule_files are not supported until Keel's rule engine exists"
+        )));
+    }
+    let mut checks = 0;
+    let mut failures = Vec::new();
+    for (gi, g) in file.tests.iter().enumerate() {
+        let group = g
+            .name
+            .clone()
+            .unwrap_or_else(|| format!("{path}: tests[{gi}]"));
+        if !g.alert_rule_test.is_empty() || g.external_labels.is_some() {
+            return Err(TestFileError::Invalid(format!(
+                "{group}: alert_rule_test and external_labels are not supported until Keel's rule engine exists"
+            )));
+        }
+        let interval = duration_ms(
+            g.interval.as_deref().unwrap_or("1m"),
+            &format!("{group}.interval"),
+        )?;
+        let store = Store::in_memory(StoreConfig::default());
+        let mut batch = Vec::new();
+        for (si, s) in g.input_series.iter().enumerate() {
+            let at = format!("{group}.input_series[{si}]");
+            let labels = parse_series(&s.series)
+                .map_err(|e| TestFileError::Invalid(format!("{at}.series: {e}")))?;
+            let values = expand_values(&s.values)
+                .map_err(|e| TestFileError::Invalid(format!("{at}.values: {e}")))?;
+            let samples: Vec<(i64, f64)> = values
+                .into_iter()
+                .enumerate()
+                .filter_map(|(i, v)| v.map(|v| (i as i64 * interval, v)))
+                .collect();
+            batch.push((labels, samples));
+        }
+        store
+            .append(batch)
+            .map_err(|e| TestFileError::Invalid(format!("{group}: {e}")))?;
+        let engine = Engine::new(&store);
+        for (ei, t) in g.promql_expr_test.iter().enumerate() {
+            checks += 1;
+            let at = duration_ms(
+                &t.eval_time,
+                &format!("{group}.promql_expr_test[{ei}].eval_time"),
+            )?;
+            let mut expected = Vec::new();
+            for e in &t.exp_samples {
+                let l = parse_series(e.labels.as_deref().unwrap_or("{}")).map_err(|m| {
+                    TestFileError::Invalid(format!("{group}.promql_expr_test[{ei}]: {m}"))
+                })?;
+                expected.push((l, e.value));
+            }
+            let got: Result<Vec<(Labels, f64)>, String> = match engine.instant(&t.expr, at) {
+                Ok(Value::Vector(v)) => Ok(v.into_iter().map(|s| (s.labels, s.value)).collect()),
+                Ok(Value::Scalar(x)) => Ok(vec![(Labels::default(), x)]),
+                Ok(other) => Err(format!("unexpected {} result", other.type_name())),
+                Err(e) => Err(format!("error: {e}")),
+            };
+            let fail = |got: String| Failure {
+                group: group.clone(),
+                expr: t.expr.clone(),
+                eval_time: t.eval_time.clone(),
+                expected: show(&expected),
+                got,
+            };
+            match got {
+                Err(e) => failures.push(fail(e)),
+                Ok(mut got) => {
+                    let mut same = got.len() == expected.len();
+                    if same {
+                        for (l, v) in &expected {
+                            match got
+                                .iter()
+                                .position(|(gl, gv)| gl == l && almost_equal(*gv, *v))
+                            {
+                                Some(i) => {
+                                    got.swap_remove(i);
+                                }
+                                None => {
+                                    same = false;
+                                    break;
+                                }
+                            }
+                        }
+                    }
+                    if !same {
+                        let got_all = match engine.instant(&t.expr, at) {
+                            Ok(Value::Vector(v)) => {
+                                v.into_iter().map(|s| (s.labels, s.value)).collect()
+                            }
+                            Ok(Value::Scalar(x)) => vec![(Labels::default(), x)],
+                            _ => Vec::new(),
+                        };
+                        failures.push(fail(show(&got_all)));
+                    }
+                }
+            }
+        }
+    }
+    Ok((checks, failures))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn expanding_notation_matches_promtool_docs() {
+        let v = |s: &str| expand_values(s).expect("valid");
+        assert_eq!(v("-2+4x3"), [Some(-2.0), Some(2.0), Some(6.0), Some(10.0)]);
+        assert_eq!(v("1-2x2"), [Some(1.0), Some(-1.0), Some(-3.0)]);
+        assert_eq!(v("5x2"), [Some(5.0), Some(5.0), Some(5.0)]);
+        assert_eq!(v("1 _x3 2"), [Some(1.0), None, None, None, Some(2.0)]);
+        assert_eq!(v("1e3+1e1x1"), [Some(1000.0), Some(1010.0)]);
+        assert!(v("stale")[0].is_some_and(|x| x.to_bits() == STALE_NAN));
+        assert!(expand_values("1+x").is_err());
+    }
+}

@@ -1,0 +1,161 @@
+//! The collector as a running service: its configuration and listeners.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use keel_core::clock::SharedClock;
+use serde::{Deserialize, Serialize};
+
+use crate::ingest::http::{IngestLimits, IngestStats};
+use crate::store::{Fsync, Store, StoreConfig, StoreError};
+
+/// The `collector:` section of `keel.yaml`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CollectorConfig {
+    /// Address to bind.
+    pub host: String,
+    /// Where the metric store keeps its write-ahead log.
+    pub data_dir: PathBuf,
+    /// OTLP/HTTP port (0 picks a free one).
+    pub otlp_http_port: u16,
+    /// API port: PromQL and series APIs (0 picks a free one).
+    pub api_port: u16,
+    /// WAL fsync policy: `batch` (before each acknowledgement) or `never`
+    /// (the OS flushes; a process crash loses nothing acknowledged, a power
+    /// loss may).
+    pub fsync: Fsync,
+    /// How far behind a series' newest sample a sample may still arrive.
+    #[serde(with = "keel_core::duration")]
+    pub out_of_order_window: std::time::Duration,
+    /// Largest OTLP request body, as sent.
+    pub max_body_bytes: usize,
+    /// Largest OTLP request body after decompression.
+    pub max_decoded_bytes: usize,
+    /// OTLP batches processed at once; beyond, 503 with Retry-After.
+    pub max_concurrent_batches: usize,
+}
+
+impl Default for CollectorConfig {
+    fn default() -> Self {
+        let limits = IngestLimits::default();
+        Self {
+            host: "127.0.0.1".into(),
+            data_dir: PathBuf::from("keel-data/collector"),
+            otlp_http_port: 4318,
+            api_port: 7070,
+            fsync: Fsync::Never,
+            out_of_order_window: std::time::Duration::from_secs(600),
+            max_body_bytes: limits.max_body_bytes,
+            max_decoded_bytes: limits.max_decoded_bytes,
+            max_concurrent_batches: limits.max_concurrent_batches,
+        }
+    }
+}
+
+impl keel_core::config::Validate for CollectorConfig {
+    fn validate(&self, problems: &mut Vec<String>) {
+        if self.host.parse::<std::net::IpAddr>().is_err() {
+            problems.push(format!(
+                "collector.host: {:?} is not an IP address",
+                self.host
+            ));
+        }
+        if self.max_body_bytes == 0 || self.max_decoded_bytes < self.max_body_bytes {
+            problems
+                .push("collector.max_decoded_bytes: must be at least max_body_bytes (> 0)".into());
+        }
+        if self.max_concurrent_batches == 0 {
+            problems.push("collector.max_concurrent_batches: must be at least 1".into());
+        }
+    }
+}
+
+/// Errors starting the collector.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// The store would not open.
+    #[error("metric store: {0}")]
+    Store(#[from] StoreError),
+    /// A port would not bind.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// Where.
+        addr: String,
+        /// Why.
+        source: std::io::Error,
+    },
+}
+
+/// A running collector.
+pub struct Running {
+    /// OTLP/HTTP address.
+    pub otlp_http: SocketAddr,
+    /// API address.
+    pub api: SocketAddr,
+    /// The store, for in-process users (the controller, later).
+    pub store: Arc<Store>,
+    /// Ingest counters.
+    pub stats: Arc<IngestStats>,
+}
+
+async fn bind(host: &str, port: u16) -> Result<tokio::net::TcpListener, ServeError> {
+    let addr = format!("{host}:{port}");
+    tokio::net::TcpListener::bind(&addr)
+        .await
+        .map_err(|source| ServeError::Bind { addr, source })
+}
+
+/// Open the store and start both listeners on the current runtime.
+pub async fn start(config: &CollectorConfig, clock: SharedClock) -> Result<Running, ServeError> {
+    let dir = config.data_dir.join("metrics");
+    let store_config = StoreConfig {
+        out_of_order_window_ms: config.out_of_order_window.as_millis() as i64,
+        fsync: config.fsync,
+    };
+    let store = Arc::new(tokio::task::block_in_place(|| {
+        Store::open(&dir, store_config)
+    })?);
+    let stats = Arc::new(IngestStats::default());
+    let limits = IngestLimits {
+        max_body_bytes: config.max_body_bytes,
+        max_decoded_bytes: config.max_decoded_bytes,
+        max_concurrent_batches: config.max_concurrent_batches,
+    };
+    let otlp_listener = bind(&config.host, config.otlp_http_port).await?;
+    let api_listener = bind(&config.host, config.api_port).await?;
+    let (otlp_http, api) = (
+        otlp_listener
+            .local_addr()
+            .map_err(|source| ServeError::Bind {
+                addr: "otlp".into(),
+                source,
+            })?,
+        api_listener
+            .local_addr()
+            .map_err(|source| ServeError::Bind {
+                addr: "api".into(),
+                source,
+            })?,
+    );
+    let ingest = crate::ingest::http::routes(store.clone(), limits, stats.clone());
+    let api_routes = crate::api::routes(store.clone(), clock);
+    tokio::spawn(async move {
+        if let Err(e) = axum::serve(otlp_listener, ingest).await {
+            tracing::error!(error = %e, "OTLP/HTTP listener stopped");
+        }
+    });
+    tokio::spawn(async move {
+        if let Err(e) = axum::serve(api_listener, api_routes).await {
+            tracing::error!(error = %e, "API listener stopped");
+        }
+    });
+    tracing::info!(%otlp_http, %api, "collector listening");
+    Ok(Running {
+        otlp_http,
+        api,
+        store,
+        stats,
+    })
+}

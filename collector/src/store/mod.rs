@@ -1,0 +1,526 @@
+//! The metric store: series in memory, compressed in Gorilla chunks, every
+//! accepted batch written ahead to a log before it is acknowledged.
+//!
+//! Samples of a series must arrive in time order, except within the
+//! out-of-order window (behind the series' newest sample), where they are
+//! kept aside and merged on read; older ones are rejected and counted, as
+//! is a second, different value for an existing timestamp.
+
+pub mod gorilla;
+pub mod wal;
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+use std::sync::{Mutex, RwLock};
+
+use gorilla::Chunk;
+pub use wal::Fsync;
+use wal::{Wal, WalError};
+
+use crate::labels::Labels;
+
+/// Samples per chunk before it is sealed.
+const CHUNK_SAMPLES: usize = 120;
+
+/// Prometheus' staleness marker: a NaN with this exact bit pattern.
+pub const STALE_NAN: u64 = 0x7ff0_0000_0000_0002;
+
+/// True for the staleness marker.
+pub fn is_stale(v: f64) -> bool {
+    v.to_bits() == STALE_NAN
+}
+
+/// Why a sample was not stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Rejection {
+    /// Older than the out-of-order window allows.
+    TooOld,
+    /// A different value for a timestamp already stored.
+    Duplicate,
+}
+
+/// What an append did.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Appended {
+    /// Samples stored.
+    pub accepted: u64,
+    /// Samples rejected too old.
+    pub too_old: u64,
+    /// Samples rejected as conflicting duplicates.
+    pub duplicate: u64,
+}
+
+#[derive(Debug, Default)]
+struct Series {
+    labels: Labels,
+    sealed: Vec<Chunk>,
+    head: Chunk,
+    ooo: BTreeMap<i64, f64>,
+}
+
+impl Series {
+    fn last(&self) -> Option<(i64, f64)> {
+        if self.head.is_empty() {
+            self.sealed.last().and_then(|c| c.samples().last().copied())
+        } else {
+            self.head.samples().last().copied()
+        }
+    }
+
+    fn max_t(&self) -> Option<i64> {
+        if !self.head.is_empty() {
+            Some(self.head.max_t())
+        } else {
+            self.sealed.last().map(Chunk::max_t)
+        }
+    }
+
+    /// Samples in `[mint, maxt]`, in time order.
+    fn range(&self, mint: i64, maxt: i64) -> Vec<(i64, f64)> {
+        let mut out = Vec::new();
+        for c in self.sealed.iter().chain(std::iter::once(&self.head)) {
+            if c.is_empty() || c.max_t() < mint || c.min_t() > maxt {
+                continue;
+            }
+            out.extend(
+                c.samples()
+                    .into_iter()
+                    .filter(|(t, _)| (mint..=maxt).contains(t)),
+            );
+        }
+        if !self.ooo.is_empty() {
+            let extra: Vec<(i64, f64)> =
+                self.ooo.range(mint..=maxt).map(|(t, v)| (*t, *v)).collect();
+            if !extra.is_empty() {
+                out.extend(extra);
+                out.sort_by_key(|(t, _)| *t);
+                out.dedup_by_key(|(t, _)| *t);
+            }
+        }
+        out
+    }
+}
+
+#[derive(Debug, Default)]
+struct Head {
+    series: Vec<Series>,
+    by_labels: HashMap<Labels, u32>,
+    postings: HashMap<String, HashMap<String, Vec<u32>>>,
+    samples: u64,
+}
+
+impl Head {
+    fn get_or_create(&mut self, labels: &Labels) -> u32 {
+        if let Some(r) = self.by_labels.get(labels) {
+            return *r;
+        }
+        let r = self.series.len() as u32;
+        for (k, v) in labels.pairs() {
+            self.postings
+                .entry(k.clone())
+                .or_default()
+                .entry(v.clone())
+                .or_default()
+                .push(r);
+        }
+        self.by_labels.insert(labels.clone(), r);
+        self.series.push(Series {
+            labels: labels.clone(),
+            ..Series::default()
+        });
+        r
+    }
+
+    /// Decide what of `samples` (sorted) can be stored in series `r`.
+    fn check(
+        &self,
+        r: Option<u32>,
+        samples: &[(i64, f64)],
+        ooo_window: i64,
+        out: &mut Appended,
+    ) -> Vec<(i64, f64)> {
+        let (mut max_t, existing) = match r.map(|r| &self.series[r as usize]) {
+            Some(s) => (s.max_t(), Some(s)),
+            None => (None, None),
+        };
+        let mut keep = Vec::with_capacity(samples.len());
+        for &(t, v) in samples {
+            match max_t {
+                Some(m) if t <= m => {
+                    if t < m - ooo_window {
+                        out.too_old += 1;
+                        continue;
+                    }
+                    let previous = keep
+                        .iter()
+                        .rev()
+                        .find(|(kt, _)| *kt == t)
+                        .map(|(_, kv): &(i64, f64)| *kv)
+                        .or_else(|| existing.and_then(|s| s.range(t, t).first().map(|x| x.1)));
+                    match previous {
+                        Some(p) if p.to_bits() == v.to_bits() => continue, // a repeat: already stored
+                        Some(_) => {
+                            out.duplicate += 1;
+                            continue;
+                        }
+                        None => keep.push((t, v)),
+                    }
+                }
+                _ => {
+                    keep.push((t, v));
+                    max_t = Some(t);
+                }
+            }
+        }
+        out.accepted += keep.len() as u64;
+        keep
+    }
+
+    fn apply(&mut self, labels: &Labels, samples: &[(i64, f64)]) {
+        let r = self.get_or_create(labels) as usize;
+        let s = &mut self.series[r];
+        for &(t, v) in samples {
+            match s.max_t() {
+                Some(m) if t <= m => {
+                    s.ooo.insert(t, v);
+                }
+                _ => {
+                    if s.head.len() >= CHUNK_SAMPLES {
+                        let full = std::mem::take(&mut s.head);
+                        s.sealed.push(full);
+                    }
+                    s.head.push(t, v);
+                }
+            }
+        }
+        self.samples += samples.len() as u64;
+    }
+}
+
+/// Errors of the store.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The write-ahead log failed: nothing of the batch was acknowledged.
+    #[error("write-ahead log: {0}")]
+    Wal(#[from] WalError),
+}
+
+/// Store settings.
+#[derive(Debug, Clone)]
+pub struct StoreConfig {
+    /// How far behind a series' newest sample a sample may still arrive (ms).
+    pub out_of_order_window_ms: i64,
+    /// WAL fsync policy.
+    pub fsync: Fsync,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        Self {
+            out_of_order_window_ms: 10 * 60 * 1000,
+            fsync: Fsync::Never,
+        }
+    }
+}
+
+/// A series with its samples in a time range.
+pub type SeriesSamples = (Labels, Vec<(i64, f64)>);
+
+/// A label matcher as the store understands it.
+#[derive(Debug, Clone)]
+pub enum Matcher {
+    /// `name="value"`
+    Equal(String, String),
+    /// `name!="value"`
+    NotEqual(String, String),
+    /// `name=~"re"` (anchored)
+    Regex(String, regex::Regex),
+    /// `name!~"re"` (anchored)
+    NotRegex(String, regex::Regex),
+}
+
+impl Matcher {
+    fn name(&self) -> &str {
+        match self {
+            Matcher::Equal(n, _)
+            | Matcher::NotEqual(n, _)
+            | Matcher::Regex(n, _)
+            | Matcher::NotRegex(n, _) => n,
+        }
+    }
+
+    /// Does a label value (empty if absent) match?
+    pub fn matches(&self, value: &str) -> bool {
+        match self {
+            Matcher::Equal(_, v) => value == v,
+            Matcher::NotEqual(_, v) => value != v,
+            Matcher::Regex(_, re) => re.is_match(value),
+            Matcher::NotRegex(_, re) => !re.is_match(value),
+        }
+    }
+}
+
+/// The metric store.
+#[derive(Debug)]
+pub struct Store {
+    head: RwLock<Head>,
+    /// None for an in-memory store (tests, rule unit tests).
+    wal: Option<Mutex<Wal>>,
+    config: StoreConfig,
+}
+
+impl Store {
+    /// Open the store in `dir`, replaying its write-ahead log.
+    pub fn open(dir: &Path, config: StoreConfig) -> Result<Self, StoreError> {
+        let (wal, batches) = Wal::open(dir, config.fsync)?;
+        let mut head = Head::default();
+        let mut replayed = 0usize;
+        for batch in batches {
+            for (labels, samples) in batch {
+                replayed += samples.len();
+                head.apply(&labels, &samples);
+            }
+        }
+        tracing::info!(
+            samples = replayed,
+            series = head.series.len(),
+            "metric store opened"
+        );
+        Ok(Self {
+            head: RwLock::new(head),
+            wal: Some(Mutex::new(wal)),
+            config,
+        })
+    }
+
+    /// A store with no write-ahead log: nothing survives the process.
+    pub fn in_memory(config: StoreConfig) -> Self {
+        Self {
+            head: RwLock::new(Head::default()),
+            wal: None,
+            config,
+        }
+    }
+
+    /// Store a batch: what can be stored is written ahead, then applied.
+    /// Returns once the accepted samples are durable per the fsync policy.
+    pub fn append(
+        &self,
+        mut batch: Vec<(Labels, Vec<(i64, f64)>)>,
+    ) -> Result<Appended, StoreError> {
+        let mut out = Appended::default();
+        let mut head = self.head.write().unwrap_or_else(|e| e.into_inner());
+        let mut accepted = Vec::with_capacity(batch.len());
+        for (labels, samples) in batch.drain(..) {
+            let mut samples = samples;
+            samples.sort_by_key(|(t, _)| *t);
+            let r = head.by_labels.get(&labels).copied();
+            let keep = head.check(r, &samples, self.config.out_of_order_window_ms, &mut out);
+            if !keep.is_empty() {
+                accepted.push((labels, keep));
+            }
+        }
+        if !accepted.is_empty() {
+            if let Some(wal) = &self.wal {
+                wal.lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .append(&accepted)?;
+            }
+            for (labels, samples) in &accepted {
+                head.apply(labels, samples);
+            }
+        }
+        Ok(out)
+    }
+
+    fn matching(head: &Head, matchers: &[Matcher]) -> Vec<u32> {
+        // Start from the smallest posting list of an equality matcher on a
+        // non-empty value, if any; else scan every series.
+        let mut candidates: Option<Vec<u32>> = None;
+        for m in matchers {
+            if let Matcher::Equal(n, v) = m
+                && !v.is_empty()
+            {
+                let list = head
+                    .postings
+                    .get(n)
+                    .and_then(|vals| vals.get(v))
+                    .cloned()
+                    .unwrap_or_default();
+                if candidates.as_ref().is_none_or(|c| list.len() < c.len()) {
+                    candidates = Some(list);
+                }
+            }
+        }
+        let all: Vec<u32>;
+        let cands: &[u32] = match &candidates {
+            Some(c) => c,
+            None => {
+                all = (0..head.series.len() as u32).collect();
+                &all
+            }
+        };
+        cands
+            .iter()
+            .copied()
+            .filter(|r| {
+                let l = &head.series[*r as usize].labels;
+                matchers.iter().all(|m| m.matches(l.get(m.name())))
+            })
+            .collect()
+    }
+
+    /// Every series matching all `matchers`, with its samples in `[mint, maxt]`
+    /// (series with no sample there are left out).
+    pub fn select(&self, matchers: &[Matcher], mint: i64, maxt: i64) -> Vec<SeriesSamples> {
+        let head = self.head.read().unwrap_or_else(|e| e.into_inner());
+        Self::matching(&head, matchers)
+            .into_iter()
+            .filter_map(|r| {
+                let s = &head.series[r as usize];
+                let samples = s.range(mint, maxt);
+                (!samples.is_empty()).then(|| (s.labels.clone(), samples))
+            })
+            .collect()
+    }
+
+    /// Label sets of the series matching `matchers` that have samples in range.
+    pub fn series(&self, matchers: &[Matcher], mint: i64, maxt: i64) -> Vec<Labels> {
+        self.select(matchers, mint, maxt)
+            .into_iter()
+            .map(|(l, _)| l)
+            .collect()
+    }
+
+    /// The newest sample of the series with exactly these labels.
+    pub fn last(&self, labels: &Labels) -> Option<(i64, f64)> {
+        let head = self.head.read().unwrap_or_else(|e| e.into_inner());
+        head.by_labels
+            .get(labels)
+            .and_then(|r| head.series[*r as usize].last())
+    }
+
+    /// Every label name in use.
+    pub fn label_names(&self) -> Vec<String> {
+        let head = self.head.read().unwrap_or_else(|e| e.into_inner());
+        let mut v: Vec<String> = head.postings.keys().cloned().collect();
+        v.sort();
+        v
+    }
+
+    /// Every value of label `name`.
+    pub fn label_values(&self, name: &str) -> Vec<String> {
+        let head = self.head.read().unwrap_or_else(|e| e.into_inner());
+        let mut v: Vec<String> = head
+            .postings
+            .get(name)
+            .map(|m| m.keys().cloned().collect())
+            .unwrap_or_default();
+        v.sort();
+        v
+    }
+
+    /// Series and samples held, and compressed chunk bytes.
+    pub fn stats(&self) -> StoreStats {
+        let head = self.head.read().unwrap_or_else(|e| e.into_inner());
+        let chunk_bytes = head
+            .series
+            .iter()
+            .map(|s| s.sealed.iter().map(Chunk::bytes).sum::<usize>() + s.head.bytes())
+            .sum::<usize>() as u64;
+        StoreStats {
+            series: head.series.len() as u64,
+            samples: head.samples,
+            chunk_bytes,
+            wal_bytes: self
+                .wal
+                .as_ref()
+                .map(|w| w.lock().unwrap_or_else(|e| e.into_inner()).bytes())
+                .unwrap_or(0),
+        }
+    }
+}
+
+/// Sizes of the store.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct StoreStats {
+    /// Series.
+    pub series: u64,
+    /// Samples stored.
+    pub samples: u64,
+    /// Bytes of compressed chunks.
+    pub chunk_bytes: u64,
+    /// Bytes of write-ahead log.
+    pub wal_bytes: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn l(name: &str, job: &str) -> Labels {
+        Labels::new(vec![
+            ("__name__".into(), name.into()),
+            ("job".into(), job.into()),
+        ])
+    }
+
+    #[test]
+    fn out_of_order_within_the_window_is_kept_older_is_rejected() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(
+            dir.path(),
+            StoreConfig {
+                out_of_order_window_ms: 1000,
+                fsync: Fsync::Never,
+            },
+        )
+        .expect("open");
+        let a = store
+            .append(vec![(l("up", "a"), vec![(10_000, 1.0), (20_000, 2.0)])])
+            .expect("append");
+        assert_eq!(a.accepted, 2);
+        let b = store
+            .append(vec![(
+                l("up", "a"),
+                vec![(19_500, 1.5), (5_000, 0.5), (20_000, 2.0), (20_000, 9.0)],
+            )])
+            .expect("append");
+        assert_eq!((b.accepted, b.too_old, b.duplicate), (1, 1, 1));
+        let got = store.select(&[Matcher::Equal("job".into(), "a".into())], 0, 30_000);
+        assert_eq!(got[0].1, vec![(10_000, 1.0), (19_500, 1.5), (20_000, 2.0)]);
+    }
+
+    #[test]
+    fn everything_acknowledged_is_there_after_reopen() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        {
+            let store = Store::open(dir.path(), StoreConfig::default()).expect("open");
+            for i in 0..500 {
+                store
+                    .append(vec![
+                        (l("x", "a"), vec![(i * 1000, i as f64)]),
+                        (l("x", "b"), vec![(i * 1000, 1.0)]),
+                    ])
+                    .expect("append");
+            }
+        }
+        let store = Store::open(dir.path(), StoreConfig::default()).expect("reopen");
+        let got = store.select(
+            &[Matcher::Equal("__name__".into(), "x".into())],
+            0,
+            i64::MAX,
+        );
+        assert_eq!(got.len(), 2);
+        assert!(got.iter().all(|(_, s)| s.len() == 500));
+        assert_eq!(store.stats().samples, 1000);
+        let re = regex::Regex::new("^(?:b)$").expect("re");
+        assert_eq!(
+            store
+                .series(&[Matcher::Regex("job".into(), re)], 0, i64::MAX)
+                .len(),
+            1
+        );
+        assert_eq!(store.label_values("job"), ["a", "b"]);
+    }
+}

@@ -1,0 +1,222 @@
+//! The metric store's write-ahead log.
+//!
+//! A record is `[u32 length][u32 crc32 of payload][payload]`, little
+//! endian; the payload is one accepted batch: series labels and samples.
+//! On open, records are replayed up to the first torn or corrupt one,
+//! where the file is cut: a crash mid-write loses only the batch that was
+//! never acknowledged.
+
+use std::fs::{File, OpenOptions};
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+
+use crate::labels::Labels;
+
+/// When the log reaches stable storage.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Fsync {
+    /// Before each batch is acknowledged: survives power loss.
+    Batch,
+    /// Left to the OS (or a periodic flush): survives a crash of the process.
+    Never,
+}
+
+/// One batch as logged.
+pub type Batch = Vec<(Labels, Vec<(i64, f64)>)>;
+
+/// Errors of the WAL.
+#[derive(Debug, thiserror::Error)]
+#[error("{path}: {source}")]
+pub struct WalError {
+    path: String,
+    source: std::io::Error,
+}
+
+/// The log file.
+#[derive(Debug)]
+pub struct Wal {
+    file: File,
+    path: PathBuf,
+    fsync: Fsync,
+    bytes: u64,
+}
+
+fn put_str(buf: &mut Vec<u8>, s: &str) {
+    buf.extend_from_slice(&(s.len() as u32).to_le_bytes());
+    buf.extend_from_slice(s.as_bytes());
+}
+
+/// Encode a batch as a record payload.
+pub fn encode(batch: &[(Labels, Vec<(i64, f64)>)]) -> Vec<u8> {
+    let mut buf = Vec::new();
+    buf.extend_from_slice(&(batch.len() as u32).to_le_bytes());
+    for (labels, samples) in batch {
+        buf.extend_from_slice(&(labels.pairs().len() as u32).to_le_bytes());
+        for (k, v) in labels.pairs() {
+            put_str(&mut buf, k);
+            put_str(&mut buf, v);
+        }
+        buf.extend_from_slice(&(samples.len() as u32).to_le_bytes());
+        for (t, v) in samples {
+            buf.extend_from_slice(&t.to_le_bytes());
+            buf.extend_from_slice(&v.to_bits().to_le_bytes());
+        }
+    }
+    buf
+}
+
+struct Cursor<'a> {
+    b: &'a [u8],
+    at: usize,
+}
+
+impl Cursor<'_> {
+    fn take(&mut self, n: usize) -> Option<&[u8]> {
+        let s = self.b.get(self.at..self.at.checked_add(n)?)?;
+        self.at += n;
+        Some(s)
+    }
+    fn u32(&mut self) -> Option<u32> {
+        self.take(4)
+            .and_then(|s| s.try_into().ok())
+            .map(u32::from_le_bytes)
+    }
+    fn u64(&mut self) -> Option<u64> {
+        self.take(8)
+            .and_then(|s| s.try_into().ok())
+            .map(u64::from_le_bytes)
+    }
+    fn string(&mut self) -> Option<String> {
+        let n = self.u32()? as usize;
+        String::from_utf8(self.take(n)?.to_vec()).ok()
+    }
+}
+
+/// Decode a record payload; `None` if it is malformed.
+pub fn decode(payload: &[u8]) -> Option<Batch> {
+    let mut c = Cursor { b: payload, at: 0 };
+    let n = c.u32()?;
+    let mut out = Vec::new();
+    for _ in 0..n {
+        let nl = c.u32()?;
+        let mut pairs = Vec::new();
+        for _ in 0..nl {
+            pairs.push((c.string()?, c.string()?));
+        }
+        let ns = c.u32()?;
+        let mut samples = Vec::new();
+        for _ in 0..ns {
+            samples.push((c.u64()? as i64, f64::from_bits(c.u64()?)));
+        }
+        out.push((Labels::new(pairs), samples));
+    }
+    (c.at == payload.len()).then_some(out)
+}
+
+impl Wal {
+    /// Open the log in `dir`, returning it and every batch it holds.
+    pub fn open(dir: &Path, fsync: Fsync) -> Result<(Self, Vec<Batch>), WalError> {
+        let path = dir.join("wal.log");
+        let err = |source| WalError {
+            path: path.display().to_string(),
+            source,
+        };
+        std::fs::create_dir_all(dir).map_err(err)?;
+        let mut file = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .read(true)
+            .write(true)
+            .open(&path)
+            .map_err(err)?;
+        let mut all = Vec::new();
+        file.read_to_end(&mut all).map_err(err)?;
+        let mut batches = Vec::new();
+        let mut at = 0usize;
+        while at + 8 <= all.len() {
+            let len = u32::from_le_bytes([all[at], all[at + 1], all[at + 2], all[at + 3]]) as usize;
+            let crc = u32::from_le_bytes([all[at + 4], all[at + 5], all[at + 6], all[at + 7]]);
+            let Some(payload) = all.get(at + 8..at + 8 + len) else {
+                break;
+            };
+            if crc32fast::hash(payload) != crc {
+                break;
+            }
+            let Some(batch) = decode(payload) else { break };
+            batches.push(batch);
+            at += 8 + len;
+        }
+        if at < all.len() {
+            tracing::warn!(path = %path.display(), cut_bytes = all.len() - at, "cut a torn record from the end of the WAL");
+            file.set_len(at as u64).map_err(err)?;
+        }
+        file.seek(SeekFrom::End(0)).map_err(err)?;
+        Ok((
+            Self {
+                file,
+                path: path.clone(),
+                fsync,
+                bytes: at as u64,
+            },
+            batches,
+        ))
+    }
+
+    /// Append one batch; returns once it is written (and synced, per policy).
+    pub fn append(&mut self, batch: &[(Labels, Vec<(i64, f64)>)]) -> Result<(), WalError> {
+        let payload = encode(batch);
+        let mut rec = Vec::with_capacity(payload.len() + 8);
+        rec.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+        rec.extend_from_slice(&crc32fast::hash(&payload).to_le_bytes());
+        rec.extend_from_slice(&payload);
+        let err = |source| WalError {
+            path: self.path.display().to_string(),
+            source,
+        };
+        self.file.write_all(&rec).map_err(err)?;
+        if self.fsync == Fsync::Batch {
+            self.file.sync_data().map_err(err)?;
+        }
+        self.bytes += rec.len() as u64;
+        Ok(())
+    }
+
+    /// Size of the log.
+    pub fn bytes(&self) -> u64 {
+        self.bytes
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn batches_replay_and_a_torn_tail_is_cut() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let l = Labels::new(vec![
+            ("__name__".into(), "up".into()),
+            ("job".into(), "x".into()),
+        ]);
+        {
+            let (mut w, old) = Wal::open(dir.path(), Fsync::Never).expect("open");
+            assert!(old.is_empty());
+            w.append(&[(l.clone(), vec![(1, 1.0), (2, f64::NAN)])])
+                .expect("append");
+            w.append(&[(l.clone(), vec![(3, 3.0)])]).expect("append");
+        }
+        let path = dir.path().join("wal.log");
+        let full = std::fs::metadata(&path).expect("meta").len();
+        std::fs::OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .and_then(|mut f| f.write_all(&[9, 0, 0, 0, 1, 2]))
+            .expect("tear");
+        let (_, batches) = Wal::open(dir.path(), Fsync::Never).expect("reopen");
+        assert_eq!(batches.len(), 2);
+        assert_eq!(batches[0][0].0, l);
+        assert!(batches[0][0].1[1].1.is_nan());
+        assert_eq!(std::fs::metadata(&path).expect("meta").len(), full);
+    }
+}
