@@ -20,7 +20,8 @@ pub struct CollectorConfig {
     pub data_dir: PathBuf,
     /// OTLP/HTTP port (0 picks a free one).
     pub otlp_http_port: u16,
-    /// API port: PromQL and series APIs (0 picks a free one).
+    /// API port: PromQL and series APIs, and Prometheus remote write at
+    /// `/api/v1/write` (0 picks a free one).
     pub api_port: u16,
     /// WAL fsync policy: `batch` (before each acknowledgement) or `never`
     /// (the OS flushes; a process crash loses nothing acknowledged, a power
@@ -140,7 +141,12 @@ pub async fn start(config: &CollectorConfig, clock: SharedClock) -> Result<Runni
             })?,
     );
     let ingest = crate::ingest::http::routes(store.clone(), limits, stats.clone());
-    let api_routes = crate::api::routes(store.clone(), clock);
+    let api_routes =
+        crate::api::routes(store.clone(), clock).merge(crate::ingest::remote_write::routes(
+            store.clone(),
+            config.max_body_bytes,
+            config.max_decoded_bytes,
+        ));
     tokio::spawn(async move {
         if let Err(e) = axum::serve(otlp_listener, ingest).await {
             tracing::error!(error = %e, "OTLP/HTTP listener stopped");

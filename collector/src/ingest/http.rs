@@ -179,6 +179,60 @@ fn decode_body(headers: &HeaderMap, body: Bytes, limit: usize) -> Result<Bytes, 
     }
 }
 
+/// OTLP/JSON carries 64-bit integers (timestamps, counts) as decimal
+/// strings. The protobuf library's JSON decoding turns a bad one inside a
+/// metric's data into "no data" without an error; check them first, so
+/// the sender learns which field is wrong.
+fn check_json_integers(v: &serde_json::Value, path: &mut String) -> Result<(), String> {
+    match v {
+        serde_json::Value::Object(map) => {
+            for (k, child) in map {
+                let len = path.len();
+                if !path.is_empty() {
+                    path.push('.');
+                }
+                path.push_str(k);
+                let integer_field =
+                    k.ends_with("UnixNano") || matches!(k.as_str(), "count" | "zeroCount");
+                if integer_field {
+                    let ok = match child {
+                        serde_json::Value::String(s) => s.parse::<u64>().is_ok(),
+                        serde_json::Value::Number(n) => n.is_u64(),
+                        serde_json::Value::Null => true,
+                        _ => false,
+                    };
+                    if !ok {
+                        return Err(format!("{path}: {child} is not an unsigned 64-bit integer"));
+                    }
+                }
+                if k == "bucketCounts" {
+                    for (i, c) in child.as_array().into_iter().flatten().enumerate() {
+                        let ok = c.as_str().is_some_and(|s| s.parse::<u64>().is_ok()) || c.is_u64();
+                        if !ok {
+                            return Err(format!(
+                                "{path}[{i}]: {c} is not an unsigned 64-bit integer"
+                            ));
+                        }
+                    }
+                }
+                check_json_integers(child, path)?;
+                path.truncate(len);
+            }
+            Ok(())
+        }
+        serde_json::Value::Array(items) => {
+            for (i, child) in items.iter().enumerate() {
+                let len = path.len();
+                path.push_str(&format!("[{i}]"));
+                check_json_integers(child, path)?;
+                path.truncate(len);
+            }
+            Ok(())
+        }
+        _ => Ok(()),
+    }
+}
+
 async fn metrics(State(st): State<Ingest>, headers: HeaderMap, body: Bytes) -> Response {
     let enc = match encoding(&headers) {
         Ok(e) => e,
@@ -212,16 +266,26 @@ async fn metrics(State(st): State<Ingest>, headers: HeaderMap, body: Bytes) -> R
                         format!("malformed protobuf ExportMetricsServiceRequest: {e}"),
                     )
                 })?,
-                Encoding::Json => serde_json::from_slice(&raw).map_err(|e| {
-                    (
-                        StatusCode::BAD_REQUEST,
-                        format!(
-                            "malformed JSON ExportMetricsServiceRequest at line {} column {}: {e}",
-                            e.line(),
-                            e.column()
-                        ),
-                    )
-                })?,
+                Encoding::Json => {
+                    let tree: serde_json::Value = serde_json::from_slice(&raw).map_err(|e| {
+                        (
+                            StatusCode::BAD_REQUEST,
+                            format!(
+                                "malformed JSON ExportMetricsServiceRequest at line {} column {}: {e}",
+                                e.line(),
+                                e.column()
+                            ),
+                        )
+                    })?;
+                    check_json_integers(&tree, &mut String::new())
+                        .map_err(|m| (StatusCode::BAD_REQUEST, m))?;
+                    serde_json::from_value(tree).map_err(|e| {
+                        (
+                            StatusCode::BAD_REQUEST,
+                            format!("malformed JSON ExportMetricsServiceRequest: {e}"),
+                        )
+                    })?
+                }
             };
             let store = st2.store.clone();
             let converted = otlp::convert(&req, &|l| store.last(l).map(|(_, v)| v));

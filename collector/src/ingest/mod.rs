@@ -1,4 +1,6 @@
-//! Receiving telemetry: OTLP/HTTP and the OTLP → series mapping.
+//! Receiving telemetry: OTLP/HTTP and the OTLP → series mapping, and
+//! Prometheus remote write.
 
 pub mod http;
 pub mod otlp;
+pub mod remote_write;

@@ -1,0 +1,174 @@
+//! `kill -9` of a collector under ingest loses nothing it acknowledged.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use common::KEEL;
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use opentelemetry_proto::tonic::collector::metrics::v1::{
+    ExportMetricsServiceRequest, ExportMetricsServiceResponse,
+};
+use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
+use opentelemetry_proto::tonic::metrics::v1::{
+    Gauge, Metric, NumberDataPoint, ResourceMetrics, ScopeMetrics, metric::Data, number_data_point,
+};
+use prost::Message;
+
+const T0: u64 = 1_763_856_000_000;
+
+/// Start `keel collector` and read the two addresses it prints.
+fn spawn(dir: &std::path::Path) -> (Child, String, String) {
+    let mut child = Command::new(KEEL)
+        .args([
+            "collector",
+            "--otlp-port",
+            "0",
+            "--api-port",
+            "0",
+            "--data-dir",
+        ])
+        .arg(dir)
+        .current_dir(dir)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn keel collector");
+    let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
+    let mut url = |label: &str| -> String {
+        let line = lines.next().expect("a line").expect("utf-8");
+        assert!(line.contains(label), "{line}");
+        let u = line
+            .split_whitespace()
+            .find(|w| w.starts_with("http://"))
+            .expect("url")
+            .to_owned();
+        u.split('/').take(3).collect::<Vec<_>>().join("/")
+    };
+    let otlp = url("OTLP/HTTP");
+    let api = url("PromQL API");
+    (child, otlp, api)
+}
+
+fn batch(writer: &str, i: u64) -> Vec<u8> {
+    let point = NumberDataPoint {
+        time_unix_nano: (T0 + i * 1000) * 1_000_000,
+        value: Some(number_data_point::Value::AsDouble(i as f64)),
+        ..Default::default()
+    };
+    let kv = |k: &str, v: &str| KeyValue {
+        key: k.into(),
+        value: Some(AnyValue {
+            value: Some(any_value::Value::StringValue(v.into())),
+        }),
+        ..Default::default()
+    };
+    ExportMetricsServiceRequest {
+        resource_metrics: vec![ResourceMetrics {
+            resource: Some(opentelemetry_proto::tonic::resource::v1::Resource {
+                attributes: vec![kv("service.name", writer)],
+                ..Default::default()
+            }),
+            scope_metrics: vec![ScopeMetrics {
+                metrics: vec![Metric {
+                    name: "crash.probe".into(),
+                    data: Some(Data::Gauge(Gauge {
+                        data_points: vec![point],
+                    })),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+            ..Default::default()
+        }],
+    }
+    .encode_to_vec()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_under_ingest_loses_no_acknowledged_sample() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (child, otlp, _) = spawn(dir.path());
+    let writers = ["w1", "w2", "w3"];
+    let acked: Vec<Arc<AtomicU64>> = writers
+        .iter()
+        .map(|_| Arc::new(AtomicU64::new(0)))
+        .collect();
+    let mut tasks = Vec::new();
+    let (ready_tx, mut ready_rx) = tokio::sync::mpsc::channel::<()>(writers.len());
+    for (w, count) in writers.iter().zip(&acked) {
+        let (otlp, count, w, ready) =
+            (otlp.clone(), count.clone(), w.to_string(), ready_tx.clone());
+        tasks.push(tokio::spawn(async move {
+            let http = reqwest::Client::new();
+            for i in 0.. {
+                let r = http
+                    .post(format!("{otlp}/v1/metrics"))
+                    .header("content-type", "application/x-protobuf")
+                    .body(batch(&w, i))
+                    .send()
+                    .await;
+                let Ok(r) = r else { return };
+                if r.status() != 200 {
+                    return;
+                }
+                let Ok(body) = r.bytes().await else { return };
+                let resp = ExportMetricsServiceResponse::decode(body).expect("protobuf answer");
+                assert!(resp.partial_success.is_none(), "{resp:?}");
+                count.store(i + 1, Ordering::SeqCst); // samples 0..=i acknowledged
+                if i + 1 == 300 {
+                    let _ = ready.send(()).await;
+                }
+            }
+        }));
+    }
+    // Kill once every writer has had a few hundred batches acknowledged.
+    for _ in &writers {
+        ready_rx
+            .recv()
+            .await
+            .expect("a writer reached 300 acknowledged batches");
+    }
+    kill(Pid::from_raw(child.id() as i32), Signal::SIGKILL).expect("kill -9");
+    for t in tasks {
+        t.await.expect("writer");
+    }
+    let mut child = child;
+    let _ = child.wait();
+
+    let (mut child, _, api) = spawn(dir.path());
+    let http = reqwest::Client::new();
+    for (w, count) in writers.iter().zip(&acked) {
+        let n = count.load(Ordering::SeqCst);
+        let at = (T0 + n * 1000) as f64 / 1000.0;
+        let body: serde_json::Value = http
+            .get(format!("{api}/api/v1/query"))
+            .query(&[
+                (
+                    "query",
+                    format!("count_over_time(crash_probe{{job=\"{w}\"}}[1d])"),
+                ),
+                ("time", at.to_string()),
+            ])
+            .send()
+            .await
+            .expect("query")
+            .json()
+            .await
+            .expect("json");
+        let stored: f64 = body["data"]["result"][0]["value"][1]
+            .as_str()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0.0);
+        assert!(
+            stored >= n as f64,
+            "{w}: {n} samples acknowledged, {stored} found after kill -9: {body}"
+        );
+    }
+    let _ = kill(Pid::from_raw(child.id() as i32), Signal::SIGKILL);
+    let _ = child.wait();
+}

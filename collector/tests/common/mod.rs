@@ -1,0 +1,152 @@
+//! Shared helpers: a collector on free ports in a temp dir, and OTLP
+//! requests built by hand.
+#![allow(dead_code, missing_docs)]
+
+use std::sync::Arc;
+
+use keel_collector::server::{CollectorConfig, Running, start};
+use keel_core::clock::{SharedClock, SystemClock};
+use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
+use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
+use opentelemetry_proto::tonic::metrics::v1::{
+    AggregationTemporality, Gauge, Histogram, HistogramDataPoint, Metric, NumberDataPoint,
+    ResourceMetrics, ScopeMetrics, Sum, metric::Data, number_data_point,
+};
+use opentelemetry_proto::tonic::resource::v1::Resource;
+
+pub async fn collector(dir: &std::path::Path) -> Running {
+    let config = CollectorConfig {
+        data_dir: dir.to_path_buf(),
+        otlp_http_port: 0,
+        api_port: 0,
+        ..CollectorConfig::default()
+    };
+    let clock: SharedClock = Arc::new(SystemClock);
+    start(&config, clock).await.expect("collector starts")
+}
+
+pub fn kv(k: &str, v: &str) -> KeyValue {
+    KeyValue {
+        key: k.into(),
+        value: Some(AnyValue {
+            value: Some(any_value::Value::StringValue(v.into())),
+        }),
+        ..Default::default()
+    }
+}
+
+pub fn point(t_ms: u64, v: f64, attrs: Vec<KeyValue>) -> NumberDataPoint {
+    NumberDataPoint {
+        attributes: attrs,
+        time_unix_nano: t_ms * 1_000_000,
+        value: Some(number_data_point::Value::AsDouble(v)),
+        ..Default::default()
+    }
+}
+
+pub fn request(service: &str, metrics: Vec<Metric>) -> ExportMetricsServiceRequest {
+    ExportMetricsServiceRequest {
+        resource_metrics: vec![ResourceMetrics {
+            resource: Some(Resource {
+                attributes: vec![
+                    kv("service.name", service),
+                    kv("service.instance.id", "i-1"),
+                    kv("host.name", "box"),
+                ],
+                ..Default::default()
+            }),
+            scope_metrics: vec![ScopeMetrics {
+                metrics,
+                ..Default::default()
+            }],
+            ..Default::default()
+        }],
+    }
+}
+
+pub fn gauge(name: &str, unit: &str, points: Vec<NumberDataPoint>) -> Metric {
+    Metric {
+        name: name.into(),
+        unit: unit.into(),
+        data: Some(Data::Gauge(Gauge {
+            data_points: points,
+        })),
+        ..Default::default()
+    }
+}
+
+pub fn counter(name: &str, delta: bool, points: Vec<NumberDataPoint>) -> Metric {
+    let temporality = if delta {
+        AggregationTemporality::Delta
+    } else {
+        AggregationTemporality::Cumulative
+    };
+    Metric {
+        name: name.into(),
+        data: Some(Data::Sum(Sum {
+            data_points: points,
+            aggregation_temporality: temporality as i32,
+            is_monotonic: true,
+        })),
+        ..Default::default()
+    }
+}
+
+pub fn histogram(
+    name: &str,
+    unit: &str,
+    t_ms: u64,
+    bounds: Vec<f64>,
+    counts: Vec<u64>,
+    sum: f64,
+) -> Metric {
+    Metric {
+        name: name.into(),
+        unit: unit.into(),
+        data: Some(Data::Histogram(Histogram {
+            data_points: vec![HistogramDataPoint {
+                time_unix_nano: t_ms * 1_000_000,
+                count: counts.iter().sum(),
+                sum: Some(sum),
+                bucket_counts: counts,
+                explicit_bounds: bounds,
+                ..Default::default()
+            }],
+            aggregation_temporality: AggregationTemporality::Cumulative as i32,
+        })),
+        ..Default::default()
+    }
+}
+
+pub async fn query(api: std::net::SocketAddr, expr: &str, t_ms: u64) -> serde_json::Value {
+    let r = reqwest::Client::new()
+        .get(format!("http://{api}/api/v1/query"))
+        .query(&[
+            ("query", expr.to_owned()),
+            ("time", format!("{}", t_ms as f64 / 1000.0)),
+        ])
+        .send()
+        .await
+        .expect("query");
+    r.json().await.expect("json")
+}
+
+/// `[(labels, value)]` of a vector answer.
+pub fn samples(answer: &serde_json::Value) -> Vec<(serde_json::Value, f64)> {
+    answer["data"]["result"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .map(|s| {
+                    (
+                        s["metric"].clone(),
+                        s["value"][1]
+                            .as_str()
+                            .and_then(|v| v.parse().ok())
+                            .unwrap_or(f64::NAN),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}

@@ -1,0 +1,106 @@
+//! Property tests (bounded, on the stable toolchain) of everything that
+//! decodes outside input: no input panics, and valid input is conserved.
+
+mod common;
+
+use common::{gauge, kv, point, request};
+use keel_collector::ingest::{otlp, remote_write};
+use keel_collector::store::{Store, StoreConfig, wal};
+use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
+use proptest::prelude::*;
+use prost::Message;
+
+fn config() -> ProptestConfig {
+    ProptestConfig {
+        cases: 300,
+        failure_persistence: None,
+        ..ProptestConfig::default()
+    }
+}
+
+proptest! {
+    #![proptest_config(config())]
+
+    #[test]
+    fn arbitrary_bytes_never_panic_any_decoder(bytes in proptest::collection::vec(any::<u8>(), 0..2048)) {
+        if let Ok(req) = ExportMetricsServiceRequest::decode(&bytes[..]) {
+            let _ = otlp::convert(&req, &|_| None);
+        }
+        let _ = serde_json::from_slice::<ExportMetricsServiceRequest>(&bytes);
+        let _ = remote_write::decode(&bytes, 1 << 20);
+        let _ = remote_write::decode(&snap::raw::Encoder::new().compress_vec(&bytes).unwrap_or_default(), 1 << 20);
+        let _ = wal::decode(&bytes);
+    }
+
+    #[test]
+    fn mutated_valid_requests_never_panic(flips in proptest::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 1..8)) {
+        let mut bytes = request("svc", vec![
+            gauge("a.b", "s", vec![point(1_000, 1.5, vec![kv("k", "v")])]),
+            common::counter("c", true, vec![point(2_000, 2.0, vec![])]),
+            common::histogram("h", "By", 3_000, vec![1.0, 2.0], vec![1, 2, 3], 4.0),
+        ]).encode_to_vec();
+        for (i, b) in flips {
+            let at = i.index(bytes.len());
+            bytes[at] = b;
+        }
+        if let Ok(req) = ExportMetricsServiceRequest::decode(&bytes[..]) {
+            let converted = otlp::convert(&req, &|_| None);
+            let store = Store::in_memory(StoreConfig::default());
+            let _ = store.append(converted.batch);
+        }
+    }
+
+    #[test]
+    fn every_valid_point_is_stored_or_counted_as_rejected(
+        points in proptest::collection::vec((0u8..4, 1u64..100_000, -1e9f64..1e9), 1..60)
+    ) {
+        let metrics: Vec<_> = points
+            .iter()
+            .map(|(series, t, v)| gauge("m", "", vec![point(1_700_000_000_000 + t * 1000, *v, vec![kv("s", &series.to_string())])]))
+            .collect();
+        let req = request("svc", metrics);
+        let converted = otlp::convert(&req, &|_| None);
+        prop_assert_eq!(converted.rejected, 0);
+        let store = Store::in_memory(StoreConfig { out_of_order_window_ms: i64::MAX / 4, ..StoreConfig::default() });
+        let appended = store.append(converted.batch).expect("in-memory append");
+        // One more sample: target_info, for the request's host.name attribute.
+        prop_assert_eq!(appended.accepted + appended.too_old + appended.duplicate + dup_same(&points), points.len() as u64 + 1);
+        let stored: usize = store
+            .select(&[keel_collector::store::Matcher::Equal("__name__".into(), "m".into())], 0, i64::MAX)
+            .iter()
+            .map(|(_, s)| s.len())
+            .sum();
+        prop_assert_eq!(stored as u64 + 1, appended.accepted);
+    }
+
+    #[test]
+    fn wal_records_roundtrip(series in proptest::collection::vec(("[a-z]{1,8}", proptest::collection::vec((any::<i64>(), any::<f64>()), 0..20)), 0..10)) {
+        let batch: wal::Batch = series
+            .into_iter()
+            .map(|(n, s)| (keel_collector::labels::Labels::new(vec![("__name__".into(), n)]), s))
+            .collect();
+        let decoded = wal::decode(&wal::encode(&batch)).expect("own encoding decodes");
+        prop_assert_eq!(decoded.len(), batch.len());
+        for ((l1, s1), (l2, s2)) in decoded.iter().zip(&batch) {
+            prop_assert_eq!(l1, l2);
+            prop_assert_eq!(s1.iter().map(|x| (x.0, x.1.to_bits())).collect::<Vec<_>>(), s2.iter().map(|x| (x.0, x.1.to_bits())).collect::<Vec<_>>());
+        }
+    }
+}
+
+/// Points that repeat an earlier (series, time) with the same value: stored
+/// once, counted neither as accepted twice nor as rejected.
+fn dup_same(points: &[(u8, u64, f64)]) -> u64 {
+    let mut seen = std::collections::HashMap::new();
+    let mut n = 0;
+    for (s, t, v) in points {
+        match seen.get(&(s, t)) {
+            Some(first) if *first == v.to_bits() => n += 1,
+            Some(_) => {}
+            None => {
+                seen.insert((s, t), v.to_bits());
+            }
+        }
+    }
+    n
+}

@@ -1,0 +1,28 @@
+"""Export metrics to a Keel collector with the official OpenTelemetry
+Python SDK and OTLP/HTTP exporter, unchanged. Usage: otel_python.py URL"""
+import sys
+
+from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
+from opentelemetry.metrics import Observation
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
+from opentelemetry.sdk.resources import Resource
+
+exporter = OTLPMetricExporter(endpoint=sys.argv[1] + "/v1/metrics")
+reader = PeriodicExportingMetricReader(exporter, export_interval_millis=3_600_000)
+provider = MeterProvider(
+    resource=Resource.create({"service.name": "py-shop", "service.instance.id": "py-1"}),
+    metric_readers=[reader],
+)
+meter = provider.get_meter("keel-test")
+orders = meter.create_counter("orders.placed", unit="{order}")
+latency = meter.create_histogram("checkout.duration", unit="s")
+meter.create_observable_gauge("queue.depth", callbacks=[lambda _: [Observation(7, {"queue": "emails"})]])
+orders.add(5, {"region": "eu"})
+orders.add(2, {"region": "us"})
+for v in (0.003, 0.2, 0.4, 1.5):
+    latency.record(v, {"route": "/checkout"})
+if not provider.force_flush():
+    sys.exit("flush failed")
+provider.shutdown()
+print("exported")
