@@ -187,3 +187,59 @@ fn print_table(data: &serde_json::Value) {
         _ => println!("{data}"),
     }
 }
+
+/// Flags of `keel import`.
+#[derive(clap::Args)]
+pub struct ImportArgs {
+    /// OpenMetrics text file (every sample with a timestamp in seconds).
+    file: PathBuf,
+    /// The collector's data directory (the collector must be stopped).
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+}
+
+pub fn import(config_path: Option<&Path>, args: ImportArgs) -> anyhow::Result<()> {
+    let mut config = crate::config::load(config_path)?;
+    if let Some(d) = args.data_dir {
+        config.collector.data_dir = d;
+    }
+    let c = &config.collector;
+    let store = keel_collector::store::Store::open(
+        &c.data_dir.join("metrics"),
+        keel_collector::store::StoreConfig {
+            out_of_order_window_ms: c.out_of_order_window.as_millis() as i64,
+            fsync: c.fsync,
+            block_ms: c.block_duration.as_millis() as i64,
+            retention_ms: c.retention.as_millis() as i64,
+        },
+    )?;
+    let file = std::fs::File::open(&args.file)
+        .with_context(|| format!("{}: cannot open", args.file.display()))?;
+    let size = file.metadata().map(|m| m.len()).unwrap_or(0);
+    let bar = indicatif::ProgressBar::new(size);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{bar:30} {bytes}/{total_bytes} {elapsed_precise} {msg}",
+        )
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    bar.set_message("reading");
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)?
+        .as_millis() as i64;
+    let shown = args.file.display().to_string();
+    let result =
+        keel_collector::import::import(&store, &shown, std::io::BufReader::new(file), now, |n| {
+            bar.set_position(n)
+        });
+    bar.finish_and_clear();
+    let done = result?;
+    crate::up::say(&format!(
+        "keel import: {} samples of {} series into {} blocks under {}",
+        done.samples,
+        done.series,
+        done.blocks,
+        c.data_dir.join("metrics/blocks").display()
+    ));
+    Ok(())
+}

@@ -44,6 +44,8 @@ enum Command {
     Collector(collector_cmd::CollectorArgs),
     /// Evaluate a PromQL expression against a collector and print a table.
     Query(collector_cmd::QueryArgs),
+    /// Backfill history from an OpenMetrics file (the collector must be stopped).
+    Import(collector_cmd::ImportArgs),
     /// Check a configuration file and print the effective configuration.
     Config,
     /// Benchmarks that compare against a baseline in the same run.
@@ -86,6 +88,7 @@ fn main() -> ExitCode {
         Command::Load(args) => load_cmd::run(args),
         Command::Collector(args) => collector_cmd::run(cli.config.as_deref(), args),
         Command::Query(args) => collector_cmd::query(args),
+        Command::Import(args) => collector_cmd::import(cli.config.as_deref(), args),
         Command::Bench {
             command: BenchCommand::Sampleapp(args),
         } => bench::run(args),

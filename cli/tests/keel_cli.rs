@@ -27,6 +27,8 @@ async fn keel_up_prints_its_urls_and_ctrl_c_leaves_no_process_behind() {
         ])
         .arg(dir.path())
         .current_dir(dir.path())
+        .env("KEEL_COLLECTOR__OTLP_HTTP_PORT", "0")
+        .env("KEEL_COLLECTOR__API_PORT", "0")
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
@@ -60,6 +62,9 @@ async fn keel_up_prints_its_urls_and_ctrl_c_leaves_no_process_behind() {
     let processes_url = url("supervisor API");
     let (s, _) = get_json(&shop).await;
     assert_eq!(s, 200, "the printed shop URL serves");
+    let promql = url("PromQL API");
+    let (s, v) = get_json(&format!("{promql}?query=vector(1)")).await;
+    assert_eq!(s, 200, "the printed collector API answers PromQL: {v}");
     let (_, procs) = get_json(&processes_url).await;
     let pids: Vec<i32> = procs
         .as_array()

@@ -10,6 +10,7 @@
 //! - [`promtest`]: promtool's unit-test format (`promql_expr_test`), run on Keel's engine.
 
 pub mod api;
+pub mod import;
 pub mod ingest;
 pub mod labels;
 pub mod promql;

@@ -30,6 +30,13 @@ pub struct CollectorConfig {
     /// How far behind a series' newest sample a sample may still arrive.
     #[serde(with = "keel_core::duration")]
     pub out_of_order_window: std::time::Duration,
+    /// Time range of one on-disk block; the in-memory head holds about
+    /// 1.5 of these before the oldest is cut into a block.
+    #[serde(with = "keel_core::duration")]
+    pub block_duration: std::time::Duration,
+    /// Blocks whose newest sample is older than this are deleted.
+    #[serde(with = "keel_core::duration")]
+    pub retention: std::time::Duration,
     /// Largest OTLP request body, as sent.
     pub max_body_bytes: usize,
     /// Largest OTLP request body after decompression.
@@ -48,6 +55,8 @@ impl Default for CollectorConfig {
             api_port: 7070,
             fsync: Fsync::Never,
             out_of_order_window: std::time::Duration::from_secs(600),
+            block_duration: std::time::Duration::from_secs(2 * 3600),
+            retention: std::time::Duration::from_secs(15 * 24 * 3600),
             max_body_bytes: limits.max_body_bytes,
             max_decoded_bytes: limits.max_decoded_bytes,
             max_concurrent_batches: limits.max_concurrent_batches,
@@ -66,6 +75,17 @@ impl keel_core::config::Validate for CollectorConfig {
         if self.max_body_bytes == 0 || self.max_decoded_bytes < self.max_body_bytes {
             problems
                 .push("collector.max_decoded_bytes: must be at least max_body_bytes (> 0)".into());
+        }
+        if self.block_duration.as_secs() < 60 {
+            problems.push("collector.block_duration: must be at least 1m".into());
+        }
+        if self.out_of_order_window * 2 >= self.block_duration {
+            problems.push(
+                "collector.out_of_order_window: must be less than half of block_duration".into(),
+            );
+        }
+        if self.retention < self.block_duration {
+            problems.push("collector.retention: must be at least block_duration".into());
         }
         if self.max_concurrent_batches == 0 {
             problems.push("collector.max_concurrent_batches: must be at least 1".into());
@@ -114,6 +134,8 @@ pub async fn start(config: &CollectorConfig, clock: SharedClock) -> Result<Runni
     let store_config = StoreConfig {
         out_of_order_window_ms: config.out_of_order_window.as_millis() as i64,
         fsync: config.fsync,
+        block_ms: config.block_duration.as_millis() as i64,
+        retention_ms: config.retention.as_millis() as i64,
     };
     let store = Arc::new(tokio::task::block_in_place(|| {
         Store::open(&dir, store_config)

@@ -171,6 +171,11 @@ impl Chunk {
         }
     }
 
+    /// The compressed bytes and the sample count (what a block stores).
+    pub fn raw(&self) -> (&[u8], u16) {
+        (&self.w.bytes, self.count)
+    }
+
     /// Decode every sample, in order.
     pub fn samples(&self) -> Vec<(i64, f64)> {
         decode(&self.w.bytes, self.count)

@@ -6,11 +6,12 @@
 //! kept aside and merged on read; older ones are rejected and counted, as
 //! is a second, different value for an existing timestamp.
 
+pub mod block;
 pub mod gorilla;
 pub mod wal;
 
 use std::collections::{BTreeMap, HashMap};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::{Mutex, RwLock};
 
 use gorilla::Chunk;
@@ -110,6 +111,42 @@ struct Head {
 }
 
 impl Head {
+    fn min_t(&self) -> Option<i64> {
+        self.series
+            .iter()
+            .filter_map(|s| {
+                let first = s.sealed.first().unwrap_or(&s.head);
+                let chunk_min = (!first.is_empty()).then(|| first.min_t());
+                let ooo_min = s.ooo.keys().next().copied();
+                match (chunk_min, ooo_min) {
+                    (Some(a), Some(b)) => Some(a.min(b)),
+                    (a, b) => a.or(b),
+                }
+            })
+            .min()
+    }
+
+    fn max_t(&self) -> Option<i64> {
+        self.series.iter().filter_map(Series::max_t).max()
+    }
+
+    /// Every series' samples split at `boundary`: (before, from it on).
+    fn split(&self, boundary: i64) -> (Vec<SeriesSamples>, Vec<SeriesSamples>) {
+        let (mut old, mut keep) = (Vec::new(), Vec::new());
+        for s in &self.series {
+            let all = s.range(i64::MIN, i64::MAX);
+            let at = all.partition_point(|(t, _)| *t < boundary);
+            if at > 0 {
+                old.push((s.labels.clone(), all[..at].to_vec()));
+            }
+            if at < all.len() {
+                keep.push((s.labels.clone(), all[at..].to_vec()));
+            }
+        }
+        old.sort_by(|a, b| a.0.cmp(&b.0));
+        (old, keep)
+    }
+
     fn get_or_create(&mut self, labels: &Labels) -> u32 {
         if let Some(r) = self.by_labels.get(labels) {
             return *r;
@@ -203,6 +240,29 @@ pub enum StoreError {
     /// The write-ahead log failed: nothing of the batch was acknowledged.
     #[error("write-ahead log: {0}")]
     Wal(#[from] WalError),
+    /// A block could not be written, read or deleted.
+    #[error("block: {0}")]
+    Block(String),
+}
+
+/// Open every block under `dir`, removing half-written ones.
+fn load_blocks(dir: &Path) -> Result<Vec<block::Block>, StoreError> {
+    let mut out = Vec::new();
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Ok(out);
+    };
+    for e in entries.flatten() {
+        let p = e.path();
+        if p.extension().is_some_and(|x| x == "tmp") {
+            let _ = std::fs::remove_dir_all(&p);
+            continue;
+        }
+        if p.is_dir() {
+            out.push(block::open(&p).map_err(StoreError::Block)?);
+        }
+    }
+    out.sort_by_key(|b| b.min_t);
+    Ok(out)
 }
 
 /// Store settings.
@@ -212,6 +272,10 @@ pub struct StoreConfig {
     pub out_of_order_window_ms: i64,
     /// WAL fsync policy.
     pub fsync: Fsync,
+    /// Time range of one block (ms); the head holds about 1.5 of these.
+    pub block_ms: i64,
+    /// Blocks whose newest sample is older than this (ms) are deleted.
+    pub retention_ms: i64,
 }
 
 impl Default for StoreConfig {
@@ -219,6 +283,8 @@ impl Default for StoreConfig {
         Self {
             out_of_order_window_ms: 10 * 60 * 1000,
             fsync: Fsync::Never,
+            block_ms: 2 * 3600 * 1000,
+            retention_ms: 15 * 24 * 3600 * 1000,
         }
     }
 }
@@ -266,29 +332,60 @@ pub struct Store {
     head: RwLock<Head>,
     /// None for an in-memory store (tests, rule unit tests).
     wal: Option<Mutex<Wal>>,
+    /// Immutable blocks, oldest first.
+    blocks: RwLock<Vec<block::Block>>,
+    /// Where blocks live (None in memory).
+    dir: Option<PathBuf>,
+    /// Held open with an exclusive lock: one process per data dir.
+    _lock: Option<std::fs::File>,
     config: StoreConfig,
 }
 
 impl Store {
     /// Open the store in `dir`, replaying its write-ahead log.
     pub fn open(dir: &Path, config: StoreConfig) -> Result<Self, StoreError> {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| StoreError::Block(format!("{}: {e}", dir.display())))?;
+        let lock_path = dir.join("LOCK");
+        let lock = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(|e| StoreError::Block(format!("{}: {e}", lock_path.display())))?;
+        lock.try_lock().map_err(|_| {
+            StoreError::Block(format!(
+                "{} is in use by another Keel process (stop it first)",
+                dir.display()
+            ))
+        })?;
+        let blocks = load_blocks(&dir.join("blocks"))?;
+        let covered = blocks.iter().map(|b| b.max_t).max().unwrap_or(i64::MIN);
         let (wal, batches) = Wal::open(dir, config.fsync)?;
         let mut head = Head::default();
         let mut replayed = 0usize;
         for batch in batches {
             for (labels, samples) in batch {
-                replayed += samples.len();
-                head.apply(&labels, &samples);
+                // A crash between writing a block and rewriting the WAL
+                // leaves samples in both: the block has them.
+                let fresh: Vec<(i64, f64)> =
+                    samples.into_iter().filter(|(t, _)| *t > covered).collect();
+                replayed += fresh.len();
+                head.apply(&labels, &fresh);
             }
         }
         tracing::info!(
             samples = replayed,
             series = head.series.len(),
+            blocks = blocks.len(),
             "metric store opened"
         );
         Ok(Self {
             head: RwLock::new(head),
             wal: Some(Mutex::new(wal)),
+            blocks: RwLock::new(blocks),
+            dir: Some(dir.to_path_buf()),
+            _lock: Some(lock),
             config,
         })
     }
@@ -298,8 +395,108 @@ impl Store {
         Self {
             head: RwLock::new(Head::default()),
             wal: None,
+            blocks: RwLock::new(Vec::new()),
+            dir: None,
+            _lock: None,
             config,
         }
+    }
+
+    fn blocks_max_t(&self) -> i64 {
+        self.blocks
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .last()
+            .map(|b| b.max_t)
+            .unwrap_or(i64::MIN)
+    }
+
+    /// Cut the oldest part of the head into a block when the head spans
+    /// more than 1.5 block ranges, then delete blocks past retention.
+    /// `now_ms` comes from the injected clock. Returns blocks written.
+    pub fn compact(&self, now_ms: i64) -> Result<usize, StoreError> {
+        let Some(dir) = &self.dir else { return Ok(0) };
+        let blocks_dir = dir.join("blocks");
+        let mut written = 0;
+        {
+            let mut head = self.head.write().unwrap_or_else(|e| e.into_inner());
+            let (Some(min_t), Some(max_t)) = (head.min_t(), head.max_t()) else {
+                return self.apply_retention(now_ms).map(|_| 0);
+            };
+            let block = self.config.block_ms.max(1);
+            if max_t - min_t > block + block / 2 {
+                let boundary = (max_t - block / 2).div_euclid(block) * block;
+                let (old, keep) = head.split(boundary);
+                if !old.is_empty() {
+                    let lo = old
+                        .iter()
+                        .filter_map(|(_, s)| s.first().map(|x| x.0))
+                        .min()
+                        .unwrap_or(boundary);
+                    let b = block::write(&blocks_dir, &old, lo, boundary - 1)
+                        .map_err(StoreError::Block)?;
+                    tracing::info!(block = %b.dir.display(), samples = b.samples, "cut a block from the head");
+                    self.blocks
+                        .write()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .push(b);
+                    written += 1;
+                }
+                let mut fresh = Head::default();
+                for (labels, samples) in &keep {
+                    fresh.apply(labels, samples);
+                }
+                *head = fresh;
+                if let Some(wal) = &self.wal {
+                    wal.lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .rewrite(&[keep])?;
+                }
+            }
+        }
+        self.apply_retention(now_ms)?;
+        Ok(written)
+    }
+
+    fn apply_retention(&self, now_ms: i64) -> Result<(), StoreError> {
+        let cutoff = now_ms - self.config.retention_ms;
+        let mut blocks = self.blocks.write().unwrap_or_else(|e| e.into_inner());
+        let (expired, kept): (Vec<_>, Vec<_>) = blocks.drain(..).partition(|b| b.max_t < cutoff);
+        *blocks = kept;
+        drop(blocks);
+        for b in expired {
+            tracing::info!(block = %b.dir.display(), "deleting a block past retention");
+            std::fs::remove_dir_all(&b.dir)
+                .map_err(|e| StoreError::Block(format!("{}: {e}", b.dir.display())))?;
+        }
+        Ok(())
+    }
+
+    /// Blocks held: (min_t, max_t, samples).
+    pub fn blocks(&self) -> Vec<(i64, i64, u64)> {
+        self.blocks
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .map(|b| (b.min_t, b.max_t, b.samples))
+            .collect()
+    }
+
+    /// Add a block written elsewhere (backfill) to the store's block list.
+    pub fn adopt_block(&self, b: block::Block) {
+        let mut blocks = self.blocks.write().unwrap_or_else(|e| e.into_inner());
+        blocks.push(b);
+        blocks.sort_by_key(|b| b.min_t);
+    }
+
+    /// Block length (ms).
+    pub fn block_ms(&self) -> i64 {
+        self.config.block_ms
+    }
+
+    /// Where blocks are written (None in memory).
+    pub fn blocks_dir(&self) -> Option<PathBuf> {
+        self.dir.as_ref().map(|d| d.join("blocks"))
     }
 
     /// Store a batch: what can be stored is written ahead, then applied.
@@ -309,11 +506,15 @@ impl Store {
         mut batch: Vec<(Labels, Vec<(i64, f64)>)>,
     ) -> Result<Appended, StoreError> {
         let mut out = Appended::default();
+        let covered = self.blocks_max_t();
         let mut head = self.head.write().unwrap_or_else(|e| e.into_inner());
         let mut accepted = Vec::with_capacity(batch.len());
         for (labels, samples) in batch.drain(..) {
             let mut samples = samples;
             samples.sort_by_key(|(t, _)| *t);
+            let before = samples.len();
+            samples.retain(|(t, _)| *t > covered);
+            out.too_old += (before - samples.len()) as u64;
             let r = head.by_labels.get(&labels).copied();
             let keep = head.check(r, &samples, self.config.out_of_order_window_ms, &mut out);
             if !keep.is_empty() {
@@ -373,13 +574,26 @@ impl Store {
     /// Every series matching all `matchers`, with its samples in `[mint, maxt]`
     /// (series with no sample there are left out).
     pub fn select(&self, matchers: &[Matcher], mint: i64, maxt: i64) -> Vec<SeriesSamples> {
+        let mut merged: HashMap<Labels, Vec<(i64, f64)>> = HashMap::new();
+        for b in self.blocks.read().unwrap_or_else(|e| e.into_inner()).iter() {
+            for (l, s) in b.select(matchers, mint, maxt) {
+                merged.entry(l).or_default().extend(s);
+            }
+        }
         let head = self.head.read().unwrap_or_else(|e| e.into_inner());
-        Self::matching(&head, matchers)
+        for r in Self::matching(&head, matchers) {
+            let s = &head.series[r as usize];
+            let samples = s.range(mint, maxt);
+            if !samples.is_empty() {
+                merged.entry(s.labels.clone()).or_default().extend(samples);
+            }
+        }
+        merged
             .into_iter()
-            .filter_map(|r| {
-                let s = &head.series[r as usize];
-                let samples = s.range(mint, maxt);
-                (!samples.is_empty()).then(|| (s.labels.clone(), samples))
+            .map(|(l, mut s)| {
+                s.sort_by_key(|(t, _)| *t);
+                s.dedup_by_key(|(t, _)| *t);
+                (l, s)
             })
             .collect()
     }
@@ -404,7 +618,11 @@ impl Store {
     pub fn label_names(&self) -> Vec<String> {
         let head = self.head.read().unwrap_or_else(|e| e.into_inner());
         let mut v: Vec<String> = head.postings.keys().cloned().collect();
+        for b in self.blocks.read().unwrap_or_else(|e| e.into_inner()).iter() {
+            v.extend(b.label_values().map(|(k, _)| k.clone()));
+        }
         v.sort();
+        v.dedup();
         v
     }
 
@@ -428,10 +646,11 @@ impl Store {
             .iter()
             .map(|s| s.sealed.iter().map(Chunk::bytes).sum::<usize>() + s.head.bytes())
             .sum::<usize>() as u64;
+        let blocks = self.blocks.read().unwrap_or_else(|e| e.into_inner());
         StoreStats {
             series: head.series.len() as u64,
-            samples: head.samples,
-            chunk_bytes,
+            samples: head.samples + blocks.iter().map(|b| b.samples).sum::<u64>(),
+            chunk_bytes: chunk_bytes + blocks.iter().map(|b| b.chunk_bytes).sum::<u64>(),
             wal_bytes: self
                 .wal
                 .as_ref()
@@ -472,7 +691,7 @@ mod tests {
             dir.path(),
             StoreConfig {
                 out_of_order_window_ms: 1000,
-                fsync: Fsync::Never,
+                ..StoreConfig::default()
             },
         )
         .expect("open");
@@ -522,5 +741,94 @@ mod tests {
             1
         );
         assert_eq!(store.label_values("job"), ["a", "b"]);
+    }
+
+    #[test]
+    fn the_head_is_cut_into_blocks_that_survive_reopen_and_expire() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let hour = 3_600_000;
+        let cfg = StoreConfig {
+            block_ms: 2 * hour,
+            retention_ms: 24 * hour,
+            ..StoreConfig::default()
+        };
+        let store = Store::open(dir.path(), cfg.clone()).expect("open");
+        // 5 hours of 15 s samples for 3 series, in minute-sized batches.
+        let t0 = 1_700_000_000_000i64 / hour * hour;
+        for m in 0..300 {
+            let batch = (0..3)
+                .map(|s| {
+                    (
+                        l("x", &format!("s{s}")),
+                        (0..4)
+                            .map(|k| (t0 + m * 60_000 + k * 15_000, (m * 4 + k) as f64))
+                            .collect(),
+                    )
+                })
+                .collect();
+            store.append(batch).expect("append");
+        }
+        let written = store.compact(t0 + 5 * hour).expect("compact");
+        assert_eq!(written, 1);
+        let blocks = store.blocks();
+        assert_eq!(blocks.len(), 1);
+        assert!(
+            blocks[0].1 < t0 + 5 * hour - hour,
+            "the newest hour stays in the head: {blocks:?}"
+        );
+        let all = |s: &Store| {
+            let got = s.select(
+                &[Matcher::Equal("__name__".into(), "x".into())],
+                0,
+                i64::MAX,
+            );
+            got.iter().map(|(_, v)| v.len()).sum::<usize>()
+        };
+        assert_eq!(all(&store), 3 * 1200, "every sample, across block and head");
+        let wal_after = store.stats().wal_bytes;
+        drop(store);
+        let store = Store::open(dir.path(), cfg).expect("reopen");
+        assert_eq!(
+            all(&store),
+            3 * 1200,
+            "no loss and no duplicate after reopen"
+        );
+        assert!(wal_after > 0);
+        // A sample for a time the block already covers is refused.
+        let late = store
+            .append(vec![(l("x", "s0"), vec![(t0 + 60_000, 1.0)])])
+            .expect("append");
+        assert_eq!(late.too_old, 1);
+        // Block bytes per sample on regular scrapes.
+        let (_, _, n) = store.blocks()[0];
+        let bytes = std::fs::metadata(
+            store
+                .blocks_dir()
+                .expect("dir")
+                .join(
+                    std::fs::read_dir(store.blocks_dir().expect("dir"))
+                        .expect("ls")
+                        .flatten()
+                        .next()
+                        .expect("block")
+                        .file_name(),
+                )
+                .join("chunks.bin"),
+        )
+        .expect("meta")
+        .len();
+        assert!(
+            (bytes as f64) / (n as f64) < 2.0,
+            "{bytes} bytes for {n} samples"
+        );
+        // Retention deletes whole blocks.
+        store.compact(t0 + 48 * hour).expect("compact");
+        assert!(store.blocks().is_empty());
+        assert!(
+            std::fs::read_dir(store.blocks_dir().expect("dir"))
+                .expect("ls")
+                .next()
+                .is_none()
+        );
     }
 }

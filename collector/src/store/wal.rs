@@ -188,6 +188,46 @@ impl Wal {
     }
 }
 
+impl Wal {
+    /// Replace the log's content with `batches` (what the head still holds
+    /// after a block was cut): written aside, synced, then renamed over.
+    pub fn rewrite(&mut self, batches: &[Batch]) -> Result<(), WalError> {
+        let dir = self
+            .path
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_default();
+        let tmp = dir.join("wal.log.tmp");
+        let err = |source| WalError {
+            path: tmp.display().to_string(),
+            source,
+        };
+        let mut out = Vec::new();
+        for b in batches {
+            let payload = encode(b);
+            out.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+            out.extend_from_slice(&crc32fast::hash(&payload).to_le_bytes());
+            out.extend_from_slice(&payload);
+        }
+        let mut f = File::create(&tmp).map_err(err)?;
+        f.write_all(&out).map_err(err)?;
+        f.sync_all().map_err(err)?;
+        std::fs::rename(&tmp, &self.path).map_err(err)?;
+        if let Ok(d) = File::open(&dir) {
+            let _ = d.sync_all();
+        }
+        let mut file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&self.path)
+            .map_err(err)?;
+        file.seek(SeekFrom::End(0)).map_err(err)?;
+        self.file = file;
+        self.bytes = out.len() as u64;
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,4 +1,5 @@
-//! `kill -9` of a collector under ingest loses nothing it acknowledged.
+//! The collector as a process: `kill -9` under ingest loses nothing
+//! acknowledged, and `keel import` backfills history.
 
 mod common;
 
@@ -169,6 +170,98 @@ async fn sigkill_under_ingest_loses_no_acknowledged_sample() {
             "{w}: {n} samples acknowledged, {stored} found after kill -9: {body}"
         );
     }
+    let _ = kill(Pid::from_raw(child.id() as i32), Signal::SIGKILL);
+    let _ = child.wait();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keel_import_backfills_days_of_history_that_promql_then_reads() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("time")
+        .as_secs();
+    let start = now - 3 * 86_400;
+    let mut text = String::from(
+        "# HELP backfill_requests_total Requests.\n# TYPE backfill_requests_total counter\n",
+    );
+    // Three days, every minute, two series, ending a day ago.
+    for m in 0..(2 * 1440u64) {
+        for (inst, step) in [("a", 1), ("b", 2)] {
+            text.push_str(&format!(
+                "backfill_requests_total{{instance=\"{inst}\"}} {} {}\n",
+                m * step,
+                start + m * 60
+            ));
+        }
+    }
+    text.push_str("# EOF\n");
+    let file = dir.path().join("history.om");
+    std::fs::write(&file, &text).expect("write");
+    let out = Command::new(KEEL)
+        .args(["import"])
+        .arg(&file)
+        .arg("--data-dir")
+        .arg(dir.path())
+        .output()
+        .expect("import");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(said.contains("5760 samples of 2 series"), "{said}");
+
+    let bad = dir.path().join("bad.om");
+    std::fs::write(&bad, "ok_metric 1 1000\nbroken{x=1} 2 1000\n").expect("write");
+    let out = Command::new(KEEL)
+        .args(["import"])
+        .arg(&bad)
+        .arg("--data-dir")
+        .arg(dir.path())
+        .output()
+        .expect("import");
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("bad.om:2:"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let (mut child, _, api) = spawn(dir.path());
+    // While the collector runs, its data dir cannot be imported into.
+    let out = Command::new(KEEL)
+        .args(["import"])
+        .arg(&file)
+        .arg("--data-dir")
+        .arg(dir.path())
+        .output()
+        .expect("import");
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("in use by another Keel process"));
+    let at = start + (2 * 1440 - 1) * 60;
+    let body: serde_json::Value = reqwest::Client::new()
+        .get(format!("{api}/api/v1/query"))
+        .query(&[
+            (
+                "query",
+                "sum(increase(backfill_requests_total[1d]))".to_owned(),
+            ),
+            ("time", at.to_string()),
+        ])
+        .send()
+        .await
+        .expect("query")
+        .json()
+        .await
+        .expect("json");
+    let v: f64 = body["data"]["result"][0]["value"][1]
+        .as_str()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0);
+    // 1440 minutes × (1 + 2) per minute, extrapolated over the window.
+    assert!((v - 3.0 * 1440.0).abs() < 10.0, "{body}");
     let _ = kill(Pid::from_raw(child.id() as i32), Signal::SIGKILL);
     let _ = child.wait();
 }
