@@ -20,6 +20,9 @@ pub struct CollectorArgs {
     /// API port (0 picks a free one).
     #[arg(long)]
     api_port: Option<u16>,
+    /// OTLP/gRPC port (0 picks a free one).
+    #[arg(long)]
+    grpc_port: Option<u16>,
 }
 
 pub fn run(config_path: Option<&Path>, args: CollectorArgs) -> anyhow::Result<()> {
@@ -33,6 +36,9 @@ pub fn run(config_path: Option<&Path>, args: CollectorArgs) -> anyhow::Result<()
     }
     if let Some(p) = args.api_port {
         c.api_port = p;
+    }
+    if let Some(p) = args.grpc_port {
+        c.otlp_grpc_port = p;
     }
     config.check("command-line flags")?;
     let _ = keel_sampleapp::telemetry::init_stderr_logging();
@@ -49,6 +55,10 @@ pub fn run(config_path: Option<&Path>, args: CollectorArgs) -> anyhow::Result<()
         crate::up::say(&format!(
             "keel collector: PromQL API http://{}/api/v1/query",
             running.api
+        ));
+        crate::up::say(&format!(
+            "keel collector: OTLP/gRPC http://{}",
+            running.otlp_grpc
         ));
         keel_sampleapp::process::shutdown_signal().await;
         anyhow::Ok(())

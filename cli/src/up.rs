@@ -61,6 +61,7 @@ pub fn run(config_path: Option<&Path>, args: UpArgs) -> anyhow::Result<()> {
             "  collector OTLP/HTTP http://{}/v1/metrics",
             collector.otlp_http
         );
+        say_fmt!("  collector OTLP/gRPC http://{}", collector.otlp_grpc);
         say_fmt!(
             "  PromQL API          http://{}/api/v1/query",
             collector.api

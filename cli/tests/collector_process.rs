@@ -31,17 +31,24 @@ fn spawn(dir: &std::path::Path) -> (Child, String, String) {
             "0",
             "--api-port",
             "0",
+            "--grpc-port",
+            "0",
             "--data-dir",
         ])
         .arg(dir)
         .current_dir(dir)
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
+        .stderr(std::fs::File::create(dir.join("collector.stderr")).expect("stderr file"))
         .spawn()
         .expect("spawn keel collector");
     let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
     let mut url = |label: &str| -> String {
-        let line = lines.next().expect("a line").expect("utf-8");
+        let Some(Ok(line)) = lines.next() else {
+            panic!(
+                "keel collector exited: {}",
+                std::fs::read_to_string(dir.join("collector.stderr")).unwrap_or_default()
+            );
+        };
         assert!(line.contains(label), "{line}");
         let u = line
             .split_whitespace()

@@ -29,6 +29,7 @@ async fn keel_up_prints_its_urls_and_ctrl_c_leaves_no_process_behind() {
         .current_dir(dir.path())
         .env("KEEL_COLLECTOR__OTLP_HTTP_PORT", "0")
         .env("KEEL_COLLECTOR__API_PORT", "0")
+        .env("KEEL_COLLECTOR__OTLP_GRPC_PORT", "0")
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()

@@ -20,6 +20,8 @@ pub struct CollectorConfig {
     pub data_dir: PathBuf,
     /// OTLP/HTTP port (0 picks a free one).
     pub otlp_http_port: u16,
+    /// OTLP/gRPC port (0 picks a free one).
+    pub otlp_grpc_port: u16,
     /// API port: PromQL and series APIs, and Prometheus remote write at
     /// `/api/v1/write` (0 picks a free one).
     pub api_port: u16,
@@ -52,6 +54,7 @@ impl Default for CollectorConfig {
             host: "127.0.0.1".into(),
             data_dir: PathBuf::from("keel-data/collector"),
             otlp_http_port: 4318,
+            otlp_grpc_port: 4317,
             api_port: 7070,
             fsync: Fsync::Never,
             out_of_order_window: std::time::Duration::from_secs(600),
@@ -113,6 +116,8 @@ pub enum ServeError {
 pub struct Running {
     /// OTLP/HTTP address.
     pub otlp_http: SocketAddr,
+    /// OTLP/gRPC address.
+    pub otlp_grpc: SocketAddr,
     /// API address.
     pub api: SocketAddr,
     /// The store, for in-process users (the controller, later).
@@ -147,6 +152,19 @@ pub async fn start(config: &CollectorConfig, clock: SharedClock) -> Result<Runni
         max_concurrent_batches: config.max_concurrent_batches,
     };
     let otlp_listener = bind(&config.host, config.otlp_http_port).await?;
+    let grpc_listener = bind(&config.host, config.otlp_grpc_port).await?;
+    let otlp_grpc = grpc_listener
+        .local_addr()
+        .map_err(|source| ServeError::Bind {
+            addr: "grpc".into(),
+            source,
+        })?;
+    let grpc = crate::ingest::grpc::routes(store.clone(), &limits, stats.clone());
+    tokio::spawn(async move {
+        if let Err(e) = axum::serve(grpc_listener, grpc).await {
+            tracing::error!(error = %e, "OTLP/gRPC listener stopped");
+        }
+    });
     let api_listener = bind(&config.host, config.api_port).await?;
     let (otlp_http, api) = (
         otlp_listener
@@ -162,7 +180,7 @@ pub async fn start(config: &CollectorConfig, clock: SharedClock) -> Result<Runni
                 source,
             })?,
     );
-    let ingest = crate::ingest::http::routes(store.clone(), limits, stats.clone());
+    let ingest = crate::ingest::http::routes(store.clone(), limits.clone(), stats.clone());
     let api_routes =
         crate::api::routes(store.clone(), clock).merge(crate::ingest::remote_write::routes(
             store.clone(),
@@ -179,9 +197,10 @@ pub async fn start(config: &CollectorConfig, clock: SharedClock) -> Result<Runni
             tracing::error!(error = %e, "API listener stopped");
         }
     });
-    tracing::info!(%otlp_http, %api, "collector listening");
+    tracing::info!(%otlp_http, %otlp_grpc, %api, "collector listening");
     Ok(Running {
         otlp_http,
+        otlp_grpc,
         api,
         store,
         stats,

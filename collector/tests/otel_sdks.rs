@@ -8,7 +8,7 @@ use std::time::Duration;
 use common::*;
 use opentelemetry::KeyValue;
 use opentelemetry::metrics::MeterProvider as _;
-use opentelemetry_otlp::WithExportConfig;
+use opentelemetry_otlp::{WithExportConfig, WithTonicConfig};
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::metrics::{PeriodicReader, SdkMeterProvider};
 
@@ -121,5 +121,53 @@ async fn the_python_opentelemetry_sdk_sends_and_promql_reads_back() {
     assert_eq!(
         samples(&query(c.api, "checkout_duration_seconds_count", t).await)[0].1,
         4.0
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_rust_exporter_over_grpc_with_gzip_sends_and_promql_reads_back() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let c = collector(dir.path()).await;
+    let endpoint = format!("http://{}", c.otlp_grpc);
+    let exporter = opentelemetry_otlp::MetricExporter::builder()
+        .with_tonic()
+        .with_endpoint(endpoint.clone())
+        .with_compression(opentelemetry_otlp::Compression::Gzip)
+        .build()
+        .expect("exporter");
+    let reader = PeriodicReader::builder(exporter)
+        .with_interval(Duration::from_secs(3600))
+        .build();
+    let provider = SdkMeterProvider::builder()
+        .with_reader(reader)
+        .with_resource(Resource::builder().with_service_name("grpc-shop").build())
+        .build();
+    let meter = provider.meter("keel-test");
+    meter
+        .u64_counter("payments.failed")
+        .build()
+        .add(4, &[KeyValue::new("code", "insufficient_funds")]);
+    meter
+        .f64_gauge("pool.in.use")
+        .with_unit("1")
+        .build()
+        .record(0.75, &[]);
+    // The periodic reader flushes on its own thread; wait for it there.
+    let flushed = tokio::task::spawn_blocking(move || {
+        let r = provider.force_flush();
+        let _ = provider.shutdown();
+        r
+    })
+    .await
+    .expect("flush thread");
+    flushed.expect("export over gRPC succeeds");
+    let t = now_ms() + 1000;
+    let failed = samples(&query(c.api, "payments_failed_total{job=\"grpc-shop\"}", t).await);
+    assert_eq!(failed.len(), 1, "{failed:?}");
+    assert_eq!(failed[0].1, 4.0);
+    assert_eq!(failed[0].0["code"], "insufficient_funds");
+    assert_eq!(
+        samples(&query(c.api, "pool_in_use_ratio", t).await)[0].1,
+        0.75
     );
 }

@@ -179,6 +179,37 @@ fn decode_body(headers: &HeaderMap, body: Bytes, limit: usize) -> Result<Bytes, 
     }
 }
 
+/// Convert and store one export request: `(accepted, rejected, reasons)`,
+/// or why nothing could be stored (the WAL failed: retry later). Shared by
+/// the HTTP and gRPC receivers.
+pub fn ingest_request(
+    store: &Store,
+    req: &ExportMetricsServiceRequest,
+) -> Result<(u64, u64, Vec<String>), String> {
+    let converted = otlp::convert(req, &|l| store.last(l).map(|(_, v)| v));
+    let appended = store
+        .append(converted.batch)
+        .map_err(|e| format!("not stored: {e}"))?;
+    let mut reasons = converted.reasons;
+    if appended.too_old > 0 {
+        reasons.push(format!(
+            "{} samples older than the out-of-order window",
+            appended.too_old
+        ));
+    }
+    if appended.duplicate > 0 {
+        reasons.push(format!(
+            "{} samples with a different value for a timestamp already stored",
+            appended.duplicate
+        ));
+    }
+    Ok((
+        appended.accepted,
+        converted.rejected + appended.too_old + appended.duplicate,
+        reasons,
+    ))
+}
+
 /// OTLP/JSON carries 64-bit integers (timestamps, counts) as decimal
 /// strings. The protobuf library's JSON decoding turns a bad one inside a
 /// metric's data into "no data" without an error; check them first, so
@@ -287,30 +318,7 @@ async fn metrics(State(st): State<Ingest>, headers: HeaderMap, body: Bytes) -> R
                     })?
                 }
             };
-            let store = st2.store.clone();
-            let converted = otlp::convert(&req, &|l| store.last(l).map(|(_, v)| v));
-            let appended = st2
-                .store
-                .append(converted.batch)
-                .map_err(|e| (StatusCode::SERVICE_UNAVAILABLE, format!("not stored: {e}")))?;
-            let mut reasons = converted.reasons;
-            if appended.too_old > 0 {
-                reasons.push(format!(
-                    "{} samples older than the out-of-order window",
-                    appended.too_old
-                ));
-            }
-            if appended.duplicate > 0 {
-                reasons.push(format!(
-                    "{} samples with a different value for a timestamp already stored",
-                    appended.duplicate
-                ));
-            }
-            Ok((
-                appended.accepted,
-                converted.rejected + appended.too_old + appended.duplicate,
-                reasons,
-            ))
+            ingest_request(&st2.store, &req).map_err(|m| (StatusCode::SERVICE_UNAVAILABLE, m))
         },
     )
     .await;

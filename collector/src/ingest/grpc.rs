@@ -1,0 +1,93 @@
+//! OTLP/gRPC receiver (port 4317 by default), served by axum over HTTP/2
+//! (h2c): the same conversion and write-ahead path as OTLP/HTTP, with gzip
+//! accepted, message size bounded, `UNAVAILABLE` when overloaded or when the
+//! WAL cannot be written (clients retry), and partial success for rejected
+//! points. Logs and traces answer `UNIMPLEMENTED` until their store exists.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use axum::Router;
+use axum::response::IntoResponse;
+use opentelemetry_proto::tonic::collector::metrics::v1::metrics_service_server::{
+    MetricsService, MetricsServiceServer,
+};
+use opentelemetry_proto::tonic::collector::metrics::v1::{
+    ExportMetricsPartialSuccess, ExportMetricsServiceRequest, ExportMetricsServiceResponse,
+};
+use tokio::sync::Semaphore;
+use tonic::codec::CompressionEncoding;
+
+use super::http::{IngestLimits, IngestStats, ingest_request};
+use crate::store::Store;
+
+struct Receiver {
+    store: Arc<Store>,
+    permits: Arc<Semaphore>,
+    stats: Arc<IngestStats>,
+}
+
+#[tonic::async_trait]
+impl MetricsService for Receiver {
+    async fn export(
+        &self,
+        request: tonic::Request<ExportMetricsServiceRequest>,
+    ) -> Result<tonic::Response<ExportMetricsServiceResponse>, tonic::Status> {
+        let Ok(_permit) = self.permits.clone().try_acquire_owned() else {
+            return Err(tonic::Status::unavailable(
+                "collector overloaded: retry later",
+            ));
+        };
+        let (store, req) = (self.store.clone(), request.into_inner());
+        let result = tokio::task::spawn_blocking(move || ingest_request(&store, &req))
+            .await
+            .map_err(|e| tonic::Status::internal(format!("ingest task failed: {e}")))?;
+        let (accepted, rejected, reasons) = result.map_err(tonic::Status::unavailable)?;
+        self.stats
+            .samples_accepted
+            .fetch_add(accepted, Ordering::Relaxed);
+        self.stats
+            .samples_rejected
+            .fetch_add(rejected, Ordering::Relaxed);
+        Ok(tonic::Response::new(ExportMetricsServiceResponse {
+            partial_success: (rejected > 0).then(|| ExportMetricsPartialSuccess {
+                rejected_data_points: rejected as i64,
+                error_message: reasons.join("; "),
+            }),
+        }))
+    }
+}
+
+async fn unimplemented() -> axum::response::Response {
+    tonic::Status::unimplemented(
+        "Keel does not store logs and traces yet (coming with the logs-and-traces store); nothing was accepted",
+    )
+    .into_http::<axum::body::Body>()
+    .into_response()
+}
+
+/// The gRPC routes.
+pub fn routes(store: Arc<Store>, limits: &IngestLimits, stats: Arc<IngestStats>) -> Router {
+    let receiver = Receiver {
+        store,
+        permits: Arc::new(Semaphore::new(limits.max_concurrent_batches)),
+        stats,
+    };
+    let metrics = MetricsServiceServer::new(receiver)
+        .accept_compressed(CompressionEncoding::Gzip)
+        .send_compressed(CompressionEncoding::Gzip)
+        .max_decoding_message_size(limits.max_decoded_bytes);
+    Router::new()
+        .route_service(
+            "/opentelemetry.proto.collector.metrics.v1.MetricsService/Export",
+            metrics,
+        )
+        .route(
+            "/opentelemetry.proto.collector.logs.v1.LogsService/Export",
+            axum::routing::post(unimplemented),
+        )
+        .route(
+            "/opentelemetry.proto.collector.trace.v1.TraceService/Export",
+            axum::routing::post(unimplemented),
+        )
+}
