@@ -10,6 +10,7 @@
 //!   supervisor; hidden).
 
 mod bench;
+mod bench_metrics;
 mod collector_cmd;
 mod config;
 mod load_cmd;
@@ -19,6 +20,11 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+
+/// mimalloc: the collector's ingest and query paths allocate many small
+/// objects; measured in `keel bench metrics` against the system allocator.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[derive(Parser)]
 #[command(
@@ -66,6 +72,9 @@ enum BenchCommand {
     /// The lb against one web instance directly, and the load generator's
     /// accuracy and ceiling.
     Sampleapp(bench::BenchArgs),
+    /// The collector against the real Prometheus: ingest, memory, bytes
+    /// per sample, query latency.
+    Metrics(bench_metrics::MetricsBenchArgs),
 }
 
 #[derive(Subcommand)]
@@ -92,6 +101,9 @@ fn main() -> ExitCode {
         Command::Bench {
             command: BenchCommand::Sampleapp(args),
         } => bench::run(args),
+        Command::Bench {
+            command: BenchCommand::Metrics(args),
+        } => bench_metrics::run(args),
         Command::Config => config::load(cli.config.as_deref()).and_then(|c| {
             print!("{}", serde_json::to_string_pretty(&c)?);
             println!();

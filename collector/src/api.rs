@@ -32,6 +32,7 @@ pub fn routes(store: Arc<Store>, clock: SharedClock) -> Router {
         .route("/api/v1/labels", get(labels).post(labels))
         .route("/api/v1/label/{name}/values", get(label_values))
         .route("/api/v1/status/buildinfo", get(buildinfo))
+        .route("/api/v1/status/keel", get(keel_status))
         .with_state(Api { store, clock })
 }
 
@@ -307,6 +308,11 @@ async fn labels(
 
 async fn label_values(State(api): State<Api>, Path(name): Path<String>) -> Response {
     ok(json!(api.store.label_values(&name)))
+}
+
+/// Store sizes: series, samples, compressed chunk bytes, WAL bytes, blocks.
+async fn keel_status(State(api): State<Api>) -> Response {
+    ok(json!({ "store": api.store.stats(), "blocks": api.store.blocks().len() }))
 }
 
 async fn buildinfo() -> Response {

@@ -1,13 +1,15 @@
 //! A series' identity: label pairs sorted by name, `__name__` included.
 
 use std::fmt;
+use std::sync::Arc;
 
 /// The metric-name label.
 pub const NAME: &str = "__name__";
 
-/// Sorted, unique label pairs.
+/// Sorted, unique label pairs. Shared: a clone is a reference-count bump,
+/// so the series index, query results and aggregations do not copy strings.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
-pub struct Labels(Vec<(String, String)>);
+pub struct Labels(Arc<[(String, String)]>);
 
 impl Labels {
     /// Build from pairs: sorted by name, later duplicates win, empty values
@@ -22,7 +24,13 @@ impl Labels {
             }
         }
         out.retain(|(_, v)| !v.is_empty());
-        Self(out)
+        Self(out.into())
+    }
+
+    /// Identity of this shared label set (its allocation), for memo tables
+    /// that also keep the set alive, so the address cannot be reused.
+    pub fn id(&self) -> usize {
+        Arc::as_ptr(&self.0) as *const u8 as usize
     }
 
     /// The value of `name`, or "".
@@ -45,7 +53,7 @@ impl Labels {
 
     /// A copy with `name` set to `value` (removed if empty).
     pub fn with(&self, name: &str, value: &str) -> Self {
-        let mut p = self.0.clone();
+        let mut p = self.0.to_vec();
         p.retain(|(k, _)| k != name);
         p.push((name.to_owned(), value.to_owned()));
         Self::new(p)
@@ -53,11 +61,17 @@ impl Labels {
 
     /// A copy without the metric name.
     pub fn without_name(&self) -> Self {
+        if self.0.iter().all(|(k, _)| k != NAME) {
+            return self.clone();
+        }
         Self(self.0.iter().filter(|(k, _)| k != NAME).cloned().collect())
     }
 
     /// Only the labels in `names` (`include`), or all but those.
     pub fn project(&self, names: &[String], include: bool) -> Self {
+        if !include && self.0.iter().all(|(k, _)| !names.iter().any(|n| n == k)) {
+            return self.clone();
+        }
         Self(
             self.0
                 .iter()
@@ -72,7 +86,7 @@ impl fmt::Display for Labels {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}{{", self.name())?;
         let mut first = true;
-        for (k, v) in &self.0 {
+        for (k, v) in self.0.iter() {
             if k == NAME {
                 continue;
             }

@@ -1,7 +1,7 @@
 //! Aggregation operators: `sum`, `avg`, `min`, `max`, `count`, `group`,
 //! `stddev`, `stdvar`, `topk`, `bottomk`, `quantile`, `count_values`.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use super::EvalError;
 use super::functions::quantile;
@@ -16,6 +16,9 @@ pub enum Grouping {
     /// Drop these labels (and the metric name).
     Without(Vec<String>),
 }
+
+/// Per-query memo of group keys: (aggregation node, labels id) → (labels, key).
+pub type KeyMemo = HashMap<(usize, usize), (Labels, Labels)>;
 
 impl Grouping {
     fn key(&self, l: &Labels) -> Labels {
@@ -34,10 +37,20 @@ pub fn aggregate(
     grouping: &Grouping,
     num: Option<f64>,
     label: Option<&str>,
+    memo: &mut KeyMemo,
+    node: usize,
 ) -> Result<Vec<Sample>, EvalError> {
     let mut groups: BTreeMap<Labels, Vec<Sample>> = BTreeMap::new();
     for s in input {
-        groups.entry(grouping.key(&s.labels)).or_default().push(s);
+        let key = match memo.get(&(node, s.labels.id())) {
+            Some((_, k)) => k.clone(),
+            None => {
+                let k = grouping.key(&s.labels);
+                memo.insert((node, s.labels.id()), (s.labels.clone(), k.clone()));
+                k
+            }
+        };
+        groups.entry(key).or_default().push(s);
     }
     let mut out = Vec::new();
     for (key, members) in groups {

@@ -94,6 +94,10 @@ struct Ctx<'s> {
     lookback: i64,
     range: QueryRange,
     fetched: Fetched,
+    /// Per-query memo: labels id → (labels, labels without the name).
+    stripped: HashMap<usize, (Labels, Labels)>,
+    /// Per-query memo of aggregation group keys.
+    group_keys: super::aggregate::KeyMemo,
 }
 
 impl<'a> Engine<'a> {
@@ -180,6 +184,8 @@ impl<'a> Engine<'a> {
             lookback: self.lookback,
             range,
             fetched: HashMap::new(),
+            stripped: HashMap::new(),
+            group_keys: HashMap::new(),
         };
         ctx.plan(expr, 0, 0)?;
         Ok(ctx)
@@ -187,6 +193,16 @@ impl<'a> Engine<'a> {
 }
 
 impl Ctx<'_> {
+    /// `l` without the metric name, memoized for the query.
+    fn strip(&mut self, l: &Labels) -> Labels {
+        if let Some((_, s)) = self.stripped.get(&l.id()) {
+            return s.clone();
+        }
+        let s = l.without_name();
+        self.stripped.insert(l.id(), (l.clone(), s.clone()));
+        s
+    }
+
     /// Fetch every selector's data for the span it can need. `before` is
     /// how far before an evaluation time the enclosing expressions reach
     /// (subqueries, offsets); `after` how far after (negative offsets).
@@ -420,12 +436,15 @@ impl Ctx<'_> {
                     None => (None, None),
                 };
                 let input = self.vector(&a.expr, t)?;
+                let node = a as *const parser::AggregateExpr as usize;
                 Ok(Value::Vector(aggregate(
                     &op,
                     input,
                     &grouping,
                     num,
                     label.as_deref(),
+                    &mut self.group_keys,
+                    node,
                 )?))
             }
             Expr::Call(c) => self.call(c.func.name, &c.args.args, t),
@@ -516,7 +535,7 @@ impl Ctx<'_> {
                     let labels = if functions::keeps_name(name) {
                         s.labels.clone()
                     } else {
-                        s.labels.without_name()
+                        self.strip(&s.labels)
                     };
                     out.push(Sample { labels, value: v });
                 }

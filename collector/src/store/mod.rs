@@ -54,6 +54,8 @@ pub struct Appended {
 #[derive(Debug, Default)]
 struct Series {
     labels: Labels,
+    /// Its series record is in the WAL (samples may refer to it).
+    logged: bool,
     sealed: Vec<Chunk>,
     head: Chunk,
     ooo: BTreeMap<i64, f64>,
@@ -213,9 +215,16 @@ impl Head {
         keep
     }
 
+    /// Apply samples to a series found or created by its labels; the
+    /// series counts as logged (replay, or a head rebuilt after a WAL rewrite).
     fn apply(&mut self, labels: &Labels, samples: &[(i64, f64)]) {
-        let r = self.get_or_create(labels) as usize;
-        let s = &mut self.series[r];
+        let r = self.get_or_create(labels);
+        self.series[r as usize].logged = true;
+        self.apply_ref(r, samples);
+    }
+
+    fn apply_ref(&mut self, r: u32, samples: &[(i64, f64)]) {
+        let s = &mut self.series[r as usize];
         for &(t, v) in samples {
             match s.max_t() {
                 Some(m) if t <= m => {
@@ -522,13 +531,31 @@ impl Store {
             }
         }
         if !accepted.is_empty() {
+            let refs: Vec<u32> = accepted
+                .iter()
+                .map(|(l, _)| head.get_or_create(l))
+                .collect();
             if let Some(wal) = &self.wal {
+                let new_series: Vec<(u32, Labels)> = refs
+                    .iter()
+                    .zip(&accepted)
+                    .filter(|(r, _)| !head.series[**r as usize].logged)
+                    .map(|(r, (l, _))| (*r, l.clone()))
+                    .collect();
+                let samples: Vec<(u32, &[(i64, f64)])> = refs
+                    .iter()
+                    .zip(&accepted)
+                    .map(|(r, (_, s))| (*r, s.as_slice()))
+                    .collect();
                 wal.lock()
                     .unwrap_or_else(|e| e.into_inner())
-                    .append(&accepted)?;
+                    .append(&new_series, &samples)?;
+                for (r, _) in new_series {
+                    head.series[r as usize].logged = true;
+                }
             }
-            for (labels, samples) in &accepted {
-                head.apply(labels, samples);
+            for (r, (_, samples)) in refs.iter().zip(&accepted) {
+                head.apply_ref(*r, samples);
             }
         }
         Ok(out)
@@ -785,14 +812,24 @@ mod tests {
             got.iter().map(|(_, v)| v.len()).sum::<usize>()
         };
         assert_eq!(all(&store), 3 * 1200, "every sample, across block and head");
+        // Appends after the WAL rewrite refer to the rewritten series refs,
+        // and a brand-new series gets a series record of its own.
+        store
+            .append(vec![
+                (l("x", "s1"), vec![(t0 + 5 * hour, 1.0)]),
+                (l("x", "s9"), vec![(t0 + 5 * hour, 2.0)]),
+            ])
+            .expect("append");
         let wal_after = store.stats().wal_bytes;
         drop(store);
         let store = Store::open(dir.path(), cfg).expect("reopen");
         assert_eq!(
             all(&store),
-            3 * 1200,
+            3 * 1200 + 2,
             "no loss and no duplicate after reopen"
         );
+        let s9 = store.select(&[Matcher::Equal("job".into(), "s9".into())], 0, i64::MAX);
+        assert_eq!(s9[0].1, vec![(t0 + 5 * hour, 2.0)]);
         assert!(wal_after > 0);
         // A sample for a time the block already covers is refused.
         let late = store

@@ -22,8 +22,89 @@ pub enum Fsync {
     Never,
 }
 
-/// One batch as logged.
+/// One batch of series and their samples (what replay returns).
 pub type Batch = Vec<(Labels, Vec<(i64, f64)>)>;
+
+/// Record kind: new series, `(ref, labels)`, logged once per series.
+const REC_SERIES: u8 = 1;
+/// Record kind: samples, `(ref, t, v)`, referring to logged series.
+const REC_SAMPLES: u8 = 2;
+
+/// Encode a series record.
+fn encode_series(series: &[(u32, Labels)]) -> Vec<u8> {
+    let mut buf = vec![REC_SERIES];
+    buf.extend_from_slice(&(series.len() as u32).to_le_bytes());
+    for (r, labels) in series {
+        buf.extend_from_slice(&r.to_le_bytes());
+        buf.extend_from_slice(&(labels.pairs().len() as u32).to_le_bytes());
+        for (k, v) in labels.pairs() {
+            put_str(&mut buf, k);
+            put_str(&mut buf, v);
+        }
+    }
+    buf
+}
+
+/// Encode a samples record.
+fn encode_samples(samples: &[(u32, &[(i64, f64)])]) -> Vec<u8> {
+    let mut buf = vec![REC_SAMPLES];
+    buf.extend_from_slice(&(samples.len() as u32).to_le_bytes());
+    for (r, ss) in samples {
+        buf.extend_from_slice(&r.to_le_bytes());
+        buf.extend_from_slice(&(ss.len() as u32).to_le_bytes());
+        for (t, v) in *ss {
+            buf.extend_from_slice(&t.to_le_bytes());
+            buf.extend_from_slice(&v.to_bits().to_le_bytes());
+        }
+    }
+    buf
+}
+
+/// Apply one record to the replay state; `None` if it is malformed.
+fn replay_record(
+    payload: &[u8],
+    refs: &mut std::collections::HashMap<u32, Labels>,
+    out: &mut Vec<Batch>,
+) -> Option<()> {
+    let (&kind, body) = payload.split_first()?;
+    let mut c = Cursor { b: body, at: 0 };
+    let n = c.u32()?;
+    match kind {
+        REC_SERIES => {
+            for _ in 0..n {
+                let r = c.u32()?;
+                let nl = c.u32()?;
+                let mut pairs = Vec::with_capacity(nl as usize);
+                for _ in 0..nl {
+                    pairs.push((c.string()?, c.string()?));
+                }
+                refs.insert(r, Labels::new(pairs));
+            }
+        }
+        REC_SAMPLES => {
+            let mut batch = Vec::with_capacity(n as usize);
+            for _ in 0..n {
+                let r = c.u32()?;
+                let labels = refs.get(&r)?.clone();
+                let ns = c.u32()?;
+                let mut samples = Vec::with_capacity(ns as usize);
+                for _ in 0..ns {
+                    samples.push((c.u64()? as i64, f64::from_bits(c.u64()?)));
+                }
+                batch.push((labels, samples));
+            }
+            out.push(batch);
+        }
+        _ => return None,
+    }
+    (c.at == body.len()).then_some(())
+}
+
+fn frame(out: &mut Vec<u8>, payload: &[u8]) {
+    out.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+    out.extend_from_slice(&crc32fast::hash(payload).to_le_bytes());
+    out.extend_from_slice(payload);
+}
 
 /// Errors of the WAL.
 #[derive(Debug, thiserror::Error)]
@@ -133,6 +214,7 @@ impl Wal {
         let mut all = Vec::new();
         file.read_to_end(&mut all).map_err(err)?;
         let mut batches = Vec::new();
+        let mut refs = std::collections::HashMap::new();
         let mut at = 0usize;
         while at + 8 <= all.len() {
             let len = u32::from_le_bytes([all[at], all[at + 1], all[at + 2], all[at + 3]]) as usize;
@@ -143,8 +225,9 @@ impl Wal {
             if crc32fast::hash(payload) != crc {
                 break;
             }
-            let Some(batch) = decode(payload) else { break };
-            batches.push(batch);
+            if replay_record(payload, &mut refs, &mut batches).is_none() {
+                break;
+            }
             at += 8 + len;
         }
         if at < all.len() {
@@ -163,13 +246,18 @@ impl Wal {
         ))
     }
 
-    /// Append one batch; returns once it is written (and synced, per policy).
-    pub fn append(&mut self, batch: &[(Labels, Vec<(i64, f64)>)]) -> Result<(), WalError> {
-        let payload = encode(batch);
-        let mut rec = Vec::with_capacity(payload.len() + 8);
-        rec.extend_from_slice(&(payload.len() as u32).to_le_bytes());
-        rec.extend_from_slice(&crc32fast::hash(&payload).to_le_bytes());
-        rec.extend_from_slice(&payload);
+    /// Append the series records of series not logged yet and one samples
+    /// record; returns once written (and synced, per policy).
+    pub fn append(
+        &mut self,
+        new_series: &[(u32, Labels)],
+        samples: &[(u32, &[(i64, f64)])],
+    ) -> Result<(), WalError> {
+        let mut rec = Vec::new();
+        if !new_series.is_empty() {
+            frame(&mut rec, &encode_series(new_series));
+        }
+        frame(&mut rec, &encode_samples(samples));
         let err = |source| WalError {
             path: self.path.display().to_string(),
             source,
@@ -202,12 +290,23 @@ impl Wal {
             path: tmp.display().to_string(),
             source,
         };
+        // Series get refs 0, 1, 2, … in order: the head rebuilt from the
+        // same batches in the same order assigns the same refs.
         let mut out = Vec::new();
-        for b in batches {
-            let payload = encode(b);
-            out.extend_from_slice(&(payload.len() as u32).to_le_bytes());
-            out.extend_from_slice(&crc32fast::hash(&payload).to_le_bytes());
-            out.extend_from_slice(&payload);
+        let all: Vec<&(Labels, Vec<(i64, f64)>)> = batches.iter().flatten().collect();
+        let series: Vec<(u32, Labels)> = all
+            .iter()
+            .enumerate()
+            .map(|(i, (l, _))| (i as u32, l.clone()))
+            .collect();
+        if !series.is_empty() {
+            frame(&mut out, &encode_series(&series));
+            let samples: Vec<(u32, &[(i64, f64)])> = all
+                .iter()
+                .enumerate()
+                .map(|(i, (_, s))| (i as u32, s.as_slice()))
+                .collect();
+            frame(&mut out, &encode_samples(&samples));
         }
         let mut f = File::create(&tmp).map_err(err)?;
         f.write_all(&out).map_err(err)?;
@@ -242,9 +341,9 @@ mod tests {
         {
             let (mut w, old) = Wal::open(dir.path(), Fsync::Never).expect("open");
             assert!(old.is_empty());
-            w.append(&[(l.clone(), vec![(1, 1.0), (2, f64::NAN)])])
+            w.append(&[(0, l.clone())], &[(0, &[(1, 1.0), (2, f64::NAN)][..])])
                 .expect("append");
-            w.append(&[(l.clone(), vec![(3, 3.0)])]).expect("append");
+            w.append(&[], &[(0, &[(3, 3.0)][..])]).expect("append");
         }
         let path = dir.path().join("wal.log");
         let full = std::fs::metadata(&path).expect("meta").len();

@@ -18,6 +18,7 @@ pub async fn collector(dir: &std::path::Path) -> Running {
     let config = CollectorConfig {
         data_dir: dir.to_path_buf(),
         otlp_http_port: 0,
+        otlp_grpc_port: 0,
         api_port: 0,
         ..CollectorConfig::default()
     };

@@ -1,0 +1,462 @@
+//! `keel bench metrics`: Keel's collector against the real Prometheus on
+//! the same machine in the same run, fed the same series through the same
+//! remote-write requests.
+//!
+//! Reported for each: ingest samples per CPU-second of the server process
+//! (from /proc, so the load generator's own work is not counted), memory
+//! per active series (RSS growth over the series count), compressed chunk
+//! bytes per sample (Keel: its Gorilla chunks; Prometheus: `chunks_head/`),
+//! and p50/p99 latency of a 1-hour `query_range` of a RED-style panel over
+//! 1,000 series. Ratios Keel / Prometheus are what to read.
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context as _, bail};
+use hdrhistogram::Histogram;
+use keel_collector::ingest::remote_write::{Label, Sample, TimeSeries, WriteRequest};
+use prost::Message;
+use rand::rngs::SmallRng;
+use rand::{Rng, SeedableRng};
+use serde::Serialize;
+
+/// Flags of `keel bench metrics`.
+#[derive(clap::Args)]
+pub struct MetricsBenchArgs {
+    /// Active series.
+    #[arg(long, default_value_t = 10_000)]
+    series: usize,
+    /// History sent, at one sample per 15 s per series.
+    #[arg(long, default_value = "2h", value_parser = keel_core::duration::parse)]
+    history: Duration,
+    /// Series per remote-write request.
+    #[arg(long, default_value_t = 2_000)]
+    batch: usize,
+    /// The Prometheus binary (Debian package `prometheus`).
+    #[arg(long, default_value = "/usr/bin/prometheus")]
+    prometheus: PathBuf,
+    /// Query repetitions for the latency figures.
+    #[arg(long, default_value_t = 30)]
+    queries: usize,
+    /// Print the results as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, Serialize, Default, Clone)]
+struct Figures {
+    ingest_seconds: f64,
+    cpu_seconds: f64,
+    samples_per_cpu_second: f64,
+    rss_growth_bytes: f64,
+    bytes_per_series: f64,
+    chunk_bytes_per_sample: f64,
+    query_p50_ms: f64,
+    query_p99_ms: f64,
+    query_series: usize,
+}
+
+#[derive(Debug, Serialize)]
+struct Results {
+    machine: String,
+    series: usize,
+    samples: usize,
+    keel: Figures,
+    prometheus: Option<Figures>,
+    prometheus_note: Option<String>,
+}
+
+fn free_port() -> anyhow::Result<u16> {
+    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+/// (user + system CPU seconds, RSS bytes) of a process, from /proc.
+fn usage(pid: u32) -> anyhow::Result<(f64, f64)> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    let after = stat
+        .rsplit_once(") ")
+        .map(|x| x.1)
+        .context("malformed /proc stat")?;
+    let f: Vec<&str> = after.split_whitespace().collect();
+    let ticks = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
+        .ok()
+        .flatten()
+        .unwrap_or(100) as f64;
+    let cpu = (f[11].parse::<f64>()? + f[12].parse::<f64>()?) / ticks;
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let rss_kb: f64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0);
+    Ok((cpu, rss_kb * 1024.0))
+}
+
+fn dir_bytes(p: &Path) -> u64 {
+    let Ok(entries) = std::fs::read_dir(p) else {
+        return 0;
+    };
+    entries
+        .flatten()
+        .map(|e| {
+            let path = e.path();
+            if path.is_dir() {
+                dir_bytes(&path)
+            } else {
+                e.metadata().map(|m| m.len()).unwrap_or(0)
+            }
+        })
+        .sum()
+}
+
+/// node_exporter-like series: CPU-seconds counters per cpu and mode,
+/// memory and filesystem gauges, network byte counters.
+fn series_labels(n: usize) -> Vec<Vec<Label>> {
+    let modes = [
+        "user", "system", "idle", "iowait", "irq", "softirq", "steal", "nice",
+    ];
+    let label = |k: &str, v: String| Label {
+        name: k.into(),
+        value: v,
+    };
+    (0..n)
+        .map(|i| {
+            let host = format!("host-{:04}", i / 50);
+            let k = i % 50;
+            let mut l = vec![
+                label("instance", format!("{host}:9100")),
+                label("job", "node".into()),
+            ];
+            if k < 32 {
+                l.push(label("__name__", "node_cpu_seconds_total".into()));
+                l.push(label("cpu", (k / 8).to_string()));
+                l.push(label("mode", modes[k % 8].into()));
+            } else if k < 40 {
+                l.push(label("__name__", "node_network_receive_bytes_total".into()));
+                l.push(label("device", format!("eth{}", k - 32)));
+            } else if k < 45 {
+                l.push(label("__name__", "node_filesystem_avail_bytes".into()));
+                l.push(label("mountpoint", format!("/mnt/{}", k - 40)));
+            } else {
+                l.push(label("__name__", "node_memory_MemAvailable_bytes".into()));
+                l.push(label("slot", (k - 45).to_string()));
+            }
+            l
+        })
+        .collect()
+}
+
+/// The requests for one timestamp: values advance like the real metrics.
+fn step(
+    labels: &[Vec<Label>],
+    values: &mut [f64],
+    t_ms: i64,
+    batch: usize,
+    rng: &mut SmallRng,
+) -> Vec<Vec<u8>> {
+    for (i, v) in values.iter_mut().enumerate() {
+        let k = i % 50;
+        *v = if k < 32 {
+            *v + (rng.random_range(0..1500) as f64) / 100.0 // CPU seconds, 2 decimals
+        } else if k < 40 {
+            *v + rng.random_range(0..200_000) as f64 // bytes received
+        } else if rng.random_bool(0.1) {
+            (*v + 4096.0 * rng.random_range(-64i32..64) as f64).max(0.0) // slow-moving gauge
+        } else {
+            *v
+        };
+    }
+    labels
+        .chunks(batch)
+        .zip(values.chunks(batch))
+        .map(|(ls, vs)| {
+            let req = WriteRequest {
+                timeseries: ls
+                    .iter()
+                    .zip(vs)
+                    .map(|(l, v)| TimeSeries {
+                        labels: l.clone(),
+                        samples: vec![Sample {
+                            value: *v,
+                            timestamp: t_ms,
+                        }],
+                    })
+                    .collect(),
+            };
+            snap::raw::Encoder::new()
+                .compress_vec(&req.encode_to_vec())
+                .unwrap_or_default()
+        })
+        .collect()
+}
+
+struct Server {
+    child: Child,
+    write_url: String,
+    api: String,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+async fn wait_ready(client: &reqwest::Client, url: &str) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Ok(r) = client.get(url).send().await
+            && r.status().is_success()
+        {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!("{url} did not become ready");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn start_keel(dir: &Path, client: &reqwest::Client) -> anyhow::Result<Server> {
+    let api = free_port()?;
+    let child = Command::new(std::env::current_exe()?)
+        .args([
+            "collector",
+            "--otlp-port",
+            "0",
+            "--grpc-port",
+            "0",
+            "--api-port",
+            &api.to_string(),
+            "--data-dir",
+        ])
+        .arg(dir)
+        .current_dir(dir)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .context("starting keel collector")?;
+    let s = Server {
+        child,
+        write_url: format!("http://127.0.0.1:{api}/api/v1/write"),
+        api: format!("http://127.0.0.1:{api}"),
+    };
+    wait_ready(client, &format!("{}/api/v1/status/buildinfo", s.api)).await?;
+    Ok(s)
+}
+
+async fn start_prometheus(
+    bin: &Path,
+    dir: &Path,
+    client: &reqwest::Client,
+) -> anyhow::Result<Server> {
+    let port = free_port()?;
+    let config = dir.join("prometheus.yml");
+    std::fs::write(&config, "global:\n  scrape_interval: 1h\n")?;
+    let child = Command::new(bin)
+        .arg(format!("--config.file={}", config.display()))
+        .arg(format!(
+            "--storage.tsdb.path={}",
+            dir.join("data").display()
+        ))
+        .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+        .arg("--web.enable-remote-write-receiver")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .with_context(|| format!("starting {}", bin.display()))?;
+    let s = Server {
+        child,
+        write_url: format!("http://127.0.0.1:{port}/api/v1/write"),
+        api: format!("http://127.0.0.1:{port}"),
+    };
+    wait_ready(client, &format!("{}/-/ready", s.api)).await?;
+    Ok(s)
+}
+
+async fn ingest(
+    server: &Server,
+    client: &reqwest::Client,
+    requests: &[Vec<Vec<u8>>],
+) -> anyhow::Result<(f64, f64, f64, f64)> {
+    let pid = server.child.id();
+    let (cpu0, rss0) = usage(pid)?;
+    let start = Instant::now();
+    for step in requests {
+        // All shards of one timestamp at once; timestamps in order.
+        let mut sends = tokio::task::JoinSet::new();
+        for body in step {
+            sends.spawn(
+                client
+                    .post(&server.write_url)
+                    .header("content-type", "application/x-protobuf")
+                    .header("content-encoding", "snappy")
+                    .header("x-prometheus-remote-write-version", "0.1.0")
+                    .body(body.clone())
+                    .send(),
+            );
+        }
+        while let Some(r) = sends.join_next().await {
+            let r = r??;
+            if !r.status().is_success() {
+                bail!(
+                    "{} refused a write: {} {}",
+                    server.write_url,
+                    r.status(),
+                    r.text().await.unwrap_or_default()
+                );
+            }
+        }
+    }
+    let secs = start.elapsed().as_secs_f64();
+    let (cpu1, rss1) = usage(pid)?;
+    Ok((secs, cpu1 - cpu0, rss0, rss1))
+}
+
+async fn query_latency(
+    api: &str,
+    client: &reqwest::Client,
+    end_ms: i64,
+    n: usize,
+) -> anyhow::Result<(f64, f64, usize)> {
+    // A RED-style panel: per-mode CPU rate over the first 1,000 series (20 hosts x 50).
+    let q =
+        "sum by (mode) (rate(node_cpu_seconds_total{instance=~\"host-00(0|1)[0-9]:9100\"}[5m]))";
+    let end = end_ms as f64 / 1000.0;
+    let mut hist = Histogram::<u64>::new_with_bounds(1, 600_000_000, 3)
+        .unwrap_or_else(|_| unreachable!("constant bounds"));
+    let mut series = 0;
+    for _ in 0..n {
+        let t = Instant::now();
+        let r: serde_json::Value = client
+            .get(format!("{api}/api/v1/query_range"))
+            .query(&[
+                ("query", q.to_owned()),
+                ("start", (end - 3600.0).to_string()),
+                ("end", end.to_string()),
+                ("step", "15".to_owned()),
+            ])
+            .send()
+            .await?
+            .json()
+            .await?;
+        hist.saturating_record(t.elapsed().as_micros() as u64);
+        if r["status"] != "success" {
+            bail!("{api}: query failed: {r}");
+        }
+        series = r["data"]["result"].as_array().map(Vec::len).unwrap_or(0);
+    }
+    Ok((
+        hist.value_at_quantile(0.5) as f64 / 1000.0,
+        hist.value_at_quantile(0.99) as f64 / 1000.0,
+        series,
+    ))
+}
+
+fn figures(
+    series: usize,
+    samples: usize,
+    (secs, cpu, rss0, rss1): (f64, f64, f64, f64),
+    chunk_bytes: f64,
+    q: (f64, f64, usize),
+) -> Figures {
+    Figures {
+        ingest_seconds: secs,
+        cpu_seconds: cpu,
+        samples_per_cpu_second: samples as f64 / cpu.max(1e-9),
+        rss_growth_bytes: rss1 - rss0,
+        bytes_per_series: (rss1 - rss0) / series as f64,
+        chunk_bytes_per_sample: chunk_bytes / samples as f64,
+        query_p50_ms: q.0,
+        query_p99_ms: q.1,
+        query_series: q.2,
+    }
+}
+
+pub fn run(args: MetricsBenchArgs) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async move {
+        let client = reqwest::Client::new();
+        let labels = series_labels(args.series);
+        let steps = (args.history.as_secs() / 15).max(1) as usize;
+        let end_ms = SystemTime::now().duration_since(UNIX_EPOCH)?.as_millis() as i64 / 15_000 * 15_000;
+        let start_ms = end_ms - (steps as i64 - 1) * 15_000;
+        eprintln!("keel bench metrics: {} series x {steps} samples (15 s apart), node_exporter-like", args.series);
+        let mut rng = SmallRng::seed_from_u64(42);
+        let mut values = vec![0.0; args.series];
+        for (i, v) in values.iter_mut().enumerate() {
+            *v = if i % 50 >= 40 { 8e9 } else { 1000.0 };
+        }
+        let requests: Vec<Vec<Vec<u8>>> = (0..steps)
+            .map(|s| step(&labels, &mut values, start_ms + s as i64 * 15_000, args.batch, &mut rng))
+            .collect();
+        let samples = args.series * steps;
+
+        let keel_dir = tempfile::tempdir()?;
+        let keel = start_keel(keel_dir.path(), &client).await?;
+        eprintln!("  ingesting into Keel");
+        let k_ingest = ingest(&keel, &client, &requests).await?;
+        let status: serde_json::Value = client.get(format!("{}/api/v1/status/keel", keel.api)).send().await?.json().await?;
+        let k_chunks = status["data"]["store"]["chunk_bytes"].as_f64().unwrap_or(0.0);
+        let k_query = query_latency(&keel.api, &client, end_ms, args.queries).await?;
+        drop(keel);
+        let keel_fig = figures(args.series, samples, k_ingest, k_chunks, k_query);
+
+        let (prometheus, prometheus_note) = if args.prometheus.exists() {
+            let prom_dir = tempfile::tempdir()?;
+            let prom = start_prometheus(&args.prometheus, prom_dir.path(), &client).await?;
+            eprintln!("  ingesting into Prometheus");
+            let p_ingest = ingest(&prom, &client, &requests).await?;
+            let p_query = query_latency(&prom.api, &client, end_ms, args.queries).await?;
+            let chunks = dir_bytes(&prom_dir.path().join("data/chunks_head")) as f64;
+            drop(prom);
+            // chunks_head/ holds a series' chunks once the next one is cut (at
+            // its 121st sample): the samples in it are full chunks but the last.
+            let on_disk = args.series * ((steps - 1) / 120) * 120;
+            let mut p = figures(args.series, samples, p_ingest, chunks, p_query);
+            p.chunk_bytes_per_sample = if on_disk > 0 { chunks / on_disk as f64 } else { 0.0 };
+            (Some(p), Some(format!(
+                "Prometheus chunk bytes are chunks_head/ over the {on_disk} samples in its cut chunks; Keel's are all its chunks over all samples"
+            )))
+        } else {
+            (None, Some(format!("{} not found: install Debian's prometheus package to compare", args.prometheus.display())))
+        };
+        let r = Results {
+            machine: format!("{} cores, {}", std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0), std::env::consts::ARCH),
+            series: args.series,
+            samples,
+            keel: keel_fig,
+            prometheus,
+            prometheus_note,
+        };
+        if args.json {
+            println!("{}", serde_json::to_string_pretty(&r)?);
+            return Ok(());
+        }
+        println!("machine: {}; {} series, {} samples", r.machine, r.series, r.samples);
+        println!("{:<34} {:>14} {:>14} {:>10}", "", "Keel", "Prometheus", "ratio");
+        let p = r.prometheus.clone().unwrap_or_default();
+        let row = |name: &str, k: f64, p: f64, fmt: &dyn Fn(f64) -> String| {
+            let ratio = if p > 0.0 { format!("{:.2}x", k / p) } else { "-".into() };
+            println!("{name:<34} {:>14} {:>14} {ratio:>10}", fmt(k), if p > 0.0 { fmt(p) } else { "-".into() });
+        };
+        let int = |x: f64| format!("{x:.0}");
+        let two = |x: f64| format!("{x:.2}");
+        row("ingest samples / CPU-second", r.keel.samples_per_cpu_second, p.samples_per_cpu_second, &int);
+        row("ingest wall seconds", r.keel.ingest_seconds, p.ingest_seconds, &two);
+        row("memory bytes / active series", r.keel.bytes_per_series, p.bytes_per_series, &int);
+        row("chunk bytes / sample", r.keel.chunk_bytes_per_sample, p.chunk_bytes_per_sample, &two);
+        row("query_range 1h p50 ms", r.keel.query_p50_ms, p.query_p50_ms, &two);
+        row("query_range 1h p99 ms", r.keel.query_p99_ms, p.query_p99_ms, &two);
+        if let Some(n) = &r.prometheus_note {
+            println!("note: {n}");
+        }
+        Ok(())
+    })
+}
