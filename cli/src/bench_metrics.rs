@@ -149,7 +149,12 @@ fn series_labels(n: usize) -> Vec<Vec<Label>> {
         .collect()
 }
 
-/// The requests for one timestamp: values advance like the real metrics.
+/// The requests for one timestamp: values advance as node_exporter's do on
+/// a mostly idle host. Per 15 s scrape and per CPU: idle gains ~14 s,
+/// user and system a fraction of a second, iowait a little, irq/softirq
+/// rarely, steal and nice never (CPU seconds at 10 ms resolution); network
+/// counters by a few KB; available memory moves every scrape by pages,
+/// filesystem space rarely.
 fn step(
     labels: &[Vec<Label>],
     values: &mut [f64],
@@ -159,14 +164,24 @@ fn step(
 ) -> Vec<Vec<u8>> {
     for (i, v) in values.iter_mut().enumerate() {
         let k = i % 50;
-        *v = if k < 32 {
-            *v + (rng.random_range(0..1500) as f64) / 100.0 // CPU seconds, 2 decimals
-        } else if k < 40 {
-            *v + rng.random_range(0..200_000) as f64 // bytes received
-        } else if rng.random_bool(0.1) {
-            (*v + 4096.0 * rng.random_range(-64i32..64) as f64).max(0.0) // slow-moving gauge
-        } else {
-            *v
+        let centis =
+            |lo: u32, hi: u32, rng: &mut SmallRng| f64::from(rng.random_range(lo..hi)) / 100.0;
+        *v = match (k < 32, k % 8) {
+            (true, 2) => *v + centis(1380, 1500, rng), // idle
+            (true, 0) => *v + centis(0, 80, rng),      // user
+            (true, 1) => *v + centis(0, 30, rng),      // system
+            (true, 3) => *v + centis(0, 5, rng),       // iowait
+            (true, 4) | (true, 5) if rng.random_bool(0.2) => *v + 0.01, // irq, softirq
+            (true, _) => *v,                           // steal, nice, and quiet scrapes
+            _ if k < 40 => *v + f64::from(rng.random_range(0u32..8192)), // network bytes
+            _ if k < 45 => {
+                if rng.random_bool(0.05) {
+                    *v - 4096.0 * f64::from(rng.random_range(1u32..64))
+                } else {
+                    *v
+                }
+            }
+            _ => (*v + 4096.0 * f64::from(rng.random_range(-32i32..32))).max(0.0), // MemAvailable
         };
     }
     labels

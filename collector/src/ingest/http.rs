@@ -87,12 +87,46 @@ pub fn routes(store: Arc<Store>, limits: IngestLimits, stats: Arc<IngestStats>) 
         stats,
         limits: limits.clone(),
     };
+    let max = limits.max_body_bytes;
     Router::new()
         .route("/v1/metrics", post(metrics))
         .route("/v1/logs", post(not_yet))
         .route("/v1/traces", post(not_yet))
         .layer(DefaultBodyLimit::max(limits.max_body_bytes))
+        .layer(axum::middleware::from_fn(
+            move |req: axum::extract::Request, next: axum::middleware::Next| {
+                refuse_declared_oversize(req, next, max)
+            },
+        ))
         .with_state(st)
+}
+
+/// A body declared (Content-Length) larger than the limit is refused at
+/// once, before any of it is read; an undeclared one is cut at the limit.
+async fn refuse_declared_oversize(
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+    max: usize,
+) -> Response {
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if let Some(n) = declared
+        && n > max as u64
+    {
+        let enc = encoding(req.headers()).unwrap_or(Encoding::Json);
+        return error(
+            enc,
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!(
+                "request body of {n} bytes exceeds the limit of {max} bytes (collector.max_body_bytes)"
+            ),
+            false,
+        );
+    }
+    next.run(req).await
 }
 
 fn error(enc: Encoding, status: StatusCode, message: String, retry_after: bool) -> Response {

@@ -451,7 +451,8 @@ fn histogram(
     let val = |v: f64| if stale { f64::from_bits(STALE_NAN) } else { v };
     let mut cumulative = 0u64;
     for (i, count) in p.bucket_counts.iter().enumerate() {
-        cumulative += count;
+        // Counts come from outside: saturate rather than overflow.
+        cumulative = cumulative.saturating_add(*count);
         let bound = p.explicit_bounds.get(i).copied().unwrap_or(f64::INFINITY);
         let l = labels_for(
             base,
@@ -502,7 +503,11 @@ fn exponential_to_classic(p: &ExponentialHistogramDataPoint) -> Result<Histogram
     let mut counts = vec![p.zero_count];
     if let Some(pos) = &p.positive {
         for (i, c) in pos.bucket_counts.iter().enumerate() {
-            bounds.push(base.powi(pos.offset + i as i32 + 1));
+            let index = i32::try_from(i)
+                .unwrap_or(i32::MAX)
+                .saturating_add(pos.offset)
+                .saturating_add(1);
+            bounds.push(base.powi(index));
             counts.push(*c);
         }
     }
@@ -525,6 +530,41 @@ fn exponential_to_classic(p: &ExponentialHistogramDataPoint) -> Result<Histogram
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn histogram_counts_that_overflow_saturate_instead_of_panicking() {
+        use opentelemetry_proto::tonic::metrics::v1::{Histogram, ResourceMetrics, ScopeMetrics};
+        let p = HistogramDataPoint {
+            time_unix_nano: 1_000_000_000,
+            count: u64::MAX,
+            bucket_counts: vec![u64::MAX, u64::MAX, 5],
+            explicit_bounds: vec![1.0, 2.0],
+            ..Default::default()
+        };
+        let req = ExportMetricsServiceRequest {
+            resource_metrics: vec![ResourceMetrics {
+                scope_metrics: vec![ScopeMetrics {
+                    metrics: vec![Metric {
+                        name: "h".into(),
+                        data: Some(Data::Histogram(Histogram {
+                            data_points: vec![p],
+                            aggregation_temporality: 2,
+                        })),
+                        ..Default::default()
+                    }],
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+        };
+        let out = convert(&req, &|_| None);
+        let inf = out
+            .batch
+            .iter()
+            .find(|(l, _)| l.get("le") == "+Inf")
+            .expect("+Inf bucket");
+        assert_eq!(inf.1[0].1, u64::MAX as f64);
+    }
 
     #[test]
     fn names_follow_prometheus_otlp_translation() {

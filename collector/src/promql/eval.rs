@@ -528,10 +528,60 @@ impl Ctx<'_> {
                 Some(i) => self.scalar(arg(i)?, t)?,
                 None => 0.0,
             };
+            // Fast path for a plain matrix selector: the function reads each
+            // series' window straight from the fetched samples, no copy.
+            if let Expr::MatrixSelector(ms) = strip_parens(arg(series_idx)?) {
+                let range = dur_ms(ms.range);
+                let at = self.read_time(&ms.vs, t);
+                let (start, end) = (at - range, at);
+                let key = &ms.vs as *const VectorSelector as usize;
+                let fetched = self.fetched.remove(&key).unwrap_or_default();
+                let mut out = Vec::new();
+                let mut failure = None;
+                for (labels, points) in &fetched {
+                    let lo = points.partition_point(|(pt, _)| *pt <= start);
+                    let hi = points.partition_point(|(pt, _)| *pt <= end);
+                    let window = &points[lo..hi];
+                    if window.is_empty() {
+                        continue;
+                    }
+                    let owned: Vec<(i64, f64)>;
+                    let window = if window.iter().any(|(_, v)| is_stale(*v)) {
+                        owned = window
+                            .iter()
+                            .copied()
+                            .filter(|(_, v)| !is_stale(*v))
+                            .collect();
+                        &owned[..]
+                    } else {
+                        window
+                    };
+                    match functions::over_range(name, window, start, end, param) {
+                        Ok(Some(v)) => {
+                            let labels = if functions::keeps_name(name) {
+                                labels.clone()
+                            } else {
+                                self.strip(labels)
+                            };
+                            out.push(Sample { labels, value: v });
+                        }
+                        Ok(None) => {}
+                        Err(e) => {
+                            failure = Some(e);
+                            break;
+                        }
+                    }
+                }
+                self.fetched.insert(key, fetched);
+                return match failure {
+                    Some(e) => Err(e),
+                    None => Ok(Value::Vector(out)),
+                };
+            }
             let (m, start, end) = self.matrix(arg(series_idx)?, t)?;
             let mut out = Vec::with_capacity(m.len());
             for s in &m {
-                if let Some(v) = functions::over_range(name, s, start, end, param)? {
+                if let Some(v) = functions::over_range(name, &s.points, start, end, param)? {
                     let labels = if functions::keeps_name(name) {
                         s.labels.clone()
                     } else {

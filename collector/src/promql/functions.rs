@@ -2,7 +2,7 @@
 //! instant vectors (math, time, labels, `histogram_quantile`).
 
 use super::EvalError;
-use super::value::{RangeSeries, Sample};
+use super::value::Sample;
 use crate::labels::Labels;
 
 /// Prometheus' extrapolated rate/increase/delta over a window `(start, end]` (ms).
@@ -138,12 +138,11 @@ pub fn quantile(q: f64, mut values: Vec<f64>) -> f64 {
 /// `arg` is the scalar parameter where the function takes one.
 pub fn over_range(
     name: &str,
-    s: &RangeSeries,
+    p: &[(i64, f64)],
     start: i64,
     end: i64,
     arg: f64,
 ) -> Result<Option<f64>, EvalError> {
-    let p = &s.points;
     let vals = || p.iter().map(|x| x.1);
     Ok(match name {
         "rate" => extrapolated(p, start, end, true, true),

@@ -171,6 +171,11 @@ impl Chunk {
         }
     }
 
+    /// Give back spare capacity (a sealed chunk never grows again).
+    pub fn shrink(&mut self) {
+        self.w.bytes.shrink_to_fit();
+    }
+
     /// The compressed bytes and the sample count (what a block stores).
     pub fn raw(&self) -> (&[u8], u16) {
         (&self.w.bytes, self.count)

@@ -232,7 +232,8 @@ impl Head {
                 }
                 _ => {
                     if s.head.len() >= CHUNK_SAMPLES {
-                        let full = std::mem::take(&mut s.head);
+                        let mut full = std::mem::take(&mut s.head);
+                        full.shrink();
                         s.sealed.push(full);
                     }
                     s.head.push(t, v);
