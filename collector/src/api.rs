@@ -123,6 +123,17 @@ fn point(t: i64, v: f64) -> Json {
     json!([t as f64 / 1000.0, format_value(v)])
 }
 
+/// A range vector in Prometheus' `matrix` shape.
+fn matrix_json(series: &[crate::promql::RangeSeries]) -> Json {
+    json!({
+        "resultType": "matrix",
+        "result": series.iter().map(|s| json!({
+            "metric": metric_json(&s.labels),
+            "values": s.points.iter().map(|(t, v)| point(*t, *v)).collect::<Vec<_>>(),
+        })).collect::<Vec<_>>(),
+    })
+}
+
 fn eval_error(e: EvalError) -> Response {
     match e {
         EvalError::Parse(_) | EvalError::Unsupported(_) => bad(e.to_string()),
@@ -156,13 +167,7 @@ async fn query(
                 "resultType": "vector",
                 "result": v.iter().map(|s| json!({ "metric": metric_json(&s.labels), "value": point(t, s.value) })).collect::<Vec<_>>(),
             }),
-            Value::Matrix(m) => json!({
-                "resultType": "matrix",
-                "result": m.iter().map(|s| json!({
-                    "metric": metric_json(&s.labels),
-                    "values": s.points.iter().map(|(pt, v)| point(*pt, *v)).collect::<Vec<_>>(),
-                })).collect::<Vec<_>>(),
-            }),
+            Value::Matrix(m) => matrix_json(&m),
         }),
         Ok(Err(e)) => eval_error(e),
         Err(e) => fail(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()),
@@ -201,13 +206,7 @@ async fn query_range(
     };
     let (store, expr) = (api.store.clone(), expr.to_owned());
     match tokio::task::spawn_blocking(move || Engine::new(&store).range(&expr, range)).await {
-        Ok(Ok(series)) => ok(json!({
-            "resultType": "matrix",
-            "result": series.iter().map(|s| json!({
-                "metric": metric_json(&s.labels),
-                "values": s.points.iter().map(|(t, v)| point(*t, *v)).collect::<Vec<_>>(),
-            })).collect::<Vec<_>>(),
-        })),
+        Ok(Ok(series)) => ok(matrix_json(&series)),
         Ok(Err(e)) => eval_error(e),
         Err(e) => fail(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()),
     }

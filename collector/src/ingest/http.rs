@@ -225,18 +225,7 @@ pub fn ingest_request(
         .append(converted.batch)
         .map_err(|e| format!("not stored: {e}"))?;
     let mut reasons = converted.reasons;
-    if appended.too_old > 0 {
-        reasons.push(format!(
-            "{} samples older than the out-of-order window",
-            appended.too_old
-        ));
-    }
-    if appended.duplicate > 0 {
-        reasons.push(format!(
-            "{} samples with a different value for a timestamp already stored",
-            appended.duplicate
-        ));
-    }
+    reasons.extend(appended.reasons());
     Ok((
         appended.accepted,
         converted.rejected + appended.too_old + appended.duplicate,

@@ -337,38 +337,12 @@ fn convert_metric(m: &Metric, base: &[(String, String)], sink: &mut Sink<'_>) ->
     match data {
         Data::Gauge(g) => {
             let name = metric_name(&m.name, &m.unit, false, true);
-            for p in &g.data_points {
-                let Some(t) = time_ms(p.time_unix_nano) else {
-                    sink.out
-                        .reject(format!("{}: data point without a timestamp", m.name));
-                    continue;
-                };
-                newest = newest.max(t);
-                sink.push(
-                    labels_for(base, &name, &p.attributes, &[]),
-                    t,
-                    number(p),
-                    false,
-                );
-            }
+            newest = number_points(&m.name, &name, base, &g.data_points, false, sink);
         }
         Data::Sum(s) => {
             let delta = s.aggregation_temporality == AggregationTemporality::Delta as i32;
             let name = metric_name(&m.name, &m.unit, s.is_monotonic, !s.is_monotonic);
-            for p in &s.data_points {
-                let Some(t) = time_ms(p.time_unix_nano) else {
-                    sink.out
-                        .reject(format!("{}: data point without a timestamp", m.name));
-                    continue;
-                };
-                newest = newest.max(t);
-                sink.push(
-                    labels_for(base, &name, &p.attributes, &[]),
-                    t,
-                    number(p),
-                    delta,
-                );
-            }
+            newest = number_points(&m.name, &name, base, &s.data_points, delta, sink);
         }
         Data::Histogram(h) => {
             let delta = h.aggregation_temporality == AggregationTemporality::Delta as i32;
@@ -435,6 +409,33 @@ fn convert_metric(m: &Metric, base: &[(String, String)], sink: &mut Sink<'_>) ->
                 );
             }
         }
+    }
+    newest
+}
+
+/// Store gauge or sum points as one series each; returns the newest time.
+fn number_points(
+    otlp_name: &str,
+    name: &str,
+    base: &[(String, String)],
+    points: &[NumberDataPoint],
+    delta: bool,
+    sink: &mut Sink<'_>,
+) -> i64 {
+    let mut newest = 0;
+    for p in points {
+        let Some(t) = time_ms(p.time_unix_nano) else {
+            sink.out
+                .reject(format!("{otlp_name}: data point without a timestamp"));
+            continue;
+        };
+        newest = newest.max(t);
+        sink.push(
+            labels_for(base, name, &p.attributes, &[]),
+            t,
+            number(p),
+            delta,
+        );
     }
     newest
 }

@@ -141,18 +141,7 @@ async fn write(State(rw): State<Rw>, body: Bytes) -> Response {
             .store
             .append(batch)
             .map_err(|e| (StatusCode::SERVICE_UNAVAILABLE, e.to_string()))?;
-        if appended.too_old > 0 {
-            problems.push(format!(
-                "{} samples older than the out-of-order window",
-                appended.too_old
-            ));
-        }
-        if appended.duplicate > 0 {
-            problems.push(format!(
-                "{} samples with a different value for a timestamp already stored",
-                appended.duplicate
-            ));
-        }
+        problems.extend(appended.reasons());
         Ok::<_, (StatusCode, String)>(problems)
     })
     .await;

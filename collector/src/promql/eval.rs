@@ -277,7 +277,9 @@ impl Ctx<'_> {
             .unwrap_or(&[])
     }
 
-    fn instant_vector(&self, vs: &VectorSelector, t: i64) -> Vec<Sample> {
+    /// Each series' latest sample within the lookback at `t` (after `@`
+    /// and `offset`), skipping series that went stale: `(labels, time, value)`.
+    fn latest(&self, vs: &VectorSelector, t: i64) -> Vec<(&Labels, i64, f64)> {
         let at = self.read_time(vs, t);
         let mut out = Vec::new();
         for (labels, points) in self.series(vs) {
@@ -289,12 +291,19 @@ impl Ctx<'_> {
             if pt <= at - self.lookback || is_stale(v) {
                 continue;
             }
-            out.push(Sample {
-                labels: labels.clone(),
-                value: v,
-            });
+            out.push((labels, pt, v));
         }
         out
+    }
+
+    fn instant_vector(&self, vs: &VectorSelector, t: i64) -> Vec<Sample> {
+        self.latest(vs, t)
+            .into_iter()
+            .map(|(labels, _, value)| Sample {
+                labels: labels.clone(),
+                value,
+            })
+            .collect()
     }
 
     fn range_vector(&self, vs: &VectorSelector, range: i64, t: i64) -> Vec<RangeSeries> {
@@ -658,22 +667,14 @@ impl Ctx<'_> {
                     let v = self.vector(arg(0)?, t)?;
                     return Ok(map(v, &|_| t as f64 / 1000.0));
                 };
-                let at = self.read_time(vs, t);
-                let mut out = Vec::new();
-                for (labels, points) in self.series(vs) {
-                    let idx = points.partition_point(|(pt, _)| *pt <= at);
-                    if idx == 0 {
-                        continue;
-                    }
-                    let (pt, v) = points[idx - 1];
-                    if pt <= at - self.lookback || is_stale(v) {
-                        continue;
-                    }
-                    out.push(Sample {
+                let out: Vec<Sample> = self
+                    .latest(vs, t)
+                    .into_iter()
+                    .map(|(labels, pt, _)| Sample {
                         labels: labels.without_name(),
                         value: pt as f64 / 1000.0,
-                    });
-                }
+                    })
+                    .collect();
                 Ok(Value::Vector(out))
             }
             "minute" | "hour" | "day_of_month" | "day_of_week" | "day_of_year"

@@ -14,6 +14,7 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 use super::gorilla::{Chunk, decode};
+use super::wal::Cursor;
 use super::{Matcher, SeriesSamples};
 use crate::labels::Labels;
 
@@ -106,38 +107,6 @@ pub fn write(
     open(&dir)
 }
 
-struct Reader<'a> {
-    b: &'a [u8],
-    at: usize,
-}
-
-impl Reader<'_> {
-    fn take(&mut self, n: usize) -> Option<&[u8]> {
-        let s = self.b.get(self.at..self.at.checked_add(n)?)?;
-        self.at += n;
-        Some(s)
-    }
-    fn u16(&mut self) -> Option<u16> {
-        self.take(2)
-            .and_then(|s| s.try_into().ok())
-            .map(u16::from_le_bytes)
-    }
-    fn u32(&mut self) -> Option<u32> {
-        self.take(4)
-            .and_then(|s| s.try_into().ok())
-            .map(u32::from_le_bytes)
-    }
-    fn u64(&mut self) -> Option<u64> {
-        self.take(8)
-            .and_then(|s| s.try_into().ok())
-            .map(u64::from_le_bytes)
-    }
-    fn string(&mut self) -> Option<String> {
-        let n = self.u32()? as usize;
-        String::from_utf8(self.take(n)?.to_vec()).ok()
-    }
-}
-
 /// Open the block in `dir`, checking its index.
 pub fn open(dir: &Path) -> Result<Block, String> {
     let index_path = dir.join("index.bin");
@@ -150,7 +119,7 @@ pub fn open(dir: &Path) -> Result<Block, String> {
         return Err(format!("{}: checksum mismatch", index_path.display()));
     }
     let corrupt = || format!("{}: malformed index", index_path.display());
-    let mut r = Reader { b: body, at: 0 };
+    let mut r = Cursor { b: body, at: 0 };
     let n = r.u32().ok_or_else(corrupt)?;
     let mut series = Vec::with_capacity(n as usize);
     let mut postings: HashMap<String, HashMap<String, Vec<u32>>> = HashMap::new();

@@ -51,6 +51,26 @@ pub struct Appended {
     pub duplicate: u64,
 }
 
+impl Appended {
+    /// One line per kind of rejection, for partial-success answers.
+    pub fn reasons(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        if self.too_old > 0 {
+            out.push(format!(
+                "{} samples older than the out-of-order window",
+                self.too_old
+            ));
+        }
+        if self.duplicate > 0 {
+            out.push(format!(
+                "{} samples with a different value for a timestamp already stored",
+                self.duplicate
+            ));
+        }
+        out
+    }
+}
+
 #[derive(Debug, Default)]
 struct Series {
     labels: Labels,

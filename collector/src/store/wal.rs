@@ -147,28 +147,35 @@ pub fn encode(batch: &[(Labels, Vec<(i64, f64)>)]) -> Vec<u8> {
     buf
 }
 
-struct Cursor<'a> {
-    b: &'a [u8],
-    at: usize,
+/// Reads little-endian integers and length-prefixed strings; every read
+/// is bounds-checked (`None` past the end). Shared with block indexes.
+pub(crate) struct Cursor<'a> {
+    pub(crate) b: &'a [u8],
+    pub(crate) at: usize,
 }
 
 impl Cursor<'_> {
-    fn take(&mut self, n: usize) -> Option<&[u8]> {
+    pub(crate) fn take(&mut self, n: usize) -> Option<&[u8]> {
         let s = self.b.get(self.at..self.at.checked_add(n)?)?;
         self.at += n;
         Some(s)
     }
-    fn u32(&mut self) -> Option<u32> {
+    pub(crate) fn u16(&mut self) -> Option<u16> {
+        self.take(2)
+            .and_then(|s| s.try_into().ok())
+            .map(u16::from_le_bytes)
+    }
+    pub(crate) fn u32(&mut self) -> Option<u32> {
         self.take(4)
             .and_then(|s| s.try_into().ok())
             .map(u32::from_le_bytes)
     }
-    fn u64(&mut self) -> Option<u64> {
+    pub(crate) fn u64(&mut self) -> Option<u64> {
         self.take(8)
             .and_then(|s| s.try_into().ok())
             .map(u64::from_le_bytes)
     }
-    fn string(&mut self) -> Option<String> {
+    pub(crate) fn string(&mut self) -> Option<String> {
         let n = self.u32()? as usize;
         String::from_utf8(self.take(n)?.to_vec()).ok()
     }
