@@ -1,7 +1,7 @@
 //! Aggregation operators: `sum`, `avg`, `min`, `max`, `count`, `group`,
 //! `stddev`, `stdvar`, `topk`, `bottomk`, `quantile`, `count_values`.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 
 use super::EvalError;
 use super::functions::quantile;
@@ -18,7 +18,7 @@ pub enum Grouping {
 }
 
 /// Per-query memo of group keys: (aggregation node, labels id) → (labels, key).
-pub type KeyMemo = HashMap<(usize, usize), (Labels, Labels)>;
+pub type KeyMemo = crate::FastMap<(usize, usize), (Labels, Labels)>;
 
 impl Grouping {
     fn key(&self, l: &Labels) -> Labels {

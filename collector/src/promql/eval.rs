@@ -87,7 +87,7 @@ fn matchers(vs: &VectorSelector) -> Result<Vec<Matcher>, EvalError> {
 
 /// Where each selector's data comes from: keyed by the selector's address
 /// in the AST, the fetched series.
-type Fetched = HashMap<usize, Vec<(Labels, Vec<(i64, f64)>)>>;
+type Fetched = crate::FastMap<usize, Vec<(Labels, Vec<(i64, f64)>)>>;
 
 struct Ctx<'s> {
     store: &'s Store,
@@ -95,7 +95,7 @@ struct Ctx<'s> {
     range: QueryRange,
     fetched: Fetched,
     /// Per-query memo: labels id → (labels, labels without the name).
-    stripped: HashMap<usize, (Labels, Labels)>,
+    stripped: crate::FastMap<usize, (Labels, Labels)>,
     /// Per-query memo of aggregation group keys.
     group_keys: super::aggregate::KeyMemo,
 }
@@ -183,9 +183,9 @@ impl<'a> Engine<'a> {
             store: self.store,
             lookback: self.lookback,
             range,
-            fetched: HashMap::new(),
-            stripped: HashMap::new(),
-            group_keys: HashMap::new(),
+            fetched: crate::FastMap::default(),
+            stripped: crate::FastMap::default(),
+            group_keys: crate::FastMap::default(),
         };
         ctx.plan(expr, 0, 0)?;
         Ok(ctx)

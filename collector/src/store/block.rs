@@ -7,7 +7,6 @@
 //! renamed, so a crash leaves either the whole block or none. The index is
 //! held in memory; chunk bytes are read from disk when a query needs them.
 
-use std::collections::HashMap;
 use std::fs::File;
 use std::io::Write;
 use std::os::unix::fs::FileExt;
@@ -46,7 +45,7 @@ pub struct Block {
     /// Last sample time in it.
     pub max_t: i64,
     series: Vec<BlockSeries>,
-    postings: HashMap<String, HashMap<String, Vec<u32>>>,
+    postings: crate::FastMap<String, crate::FastMap<String, Vec<u32>>>,
     chunks: File,
     /// Bytes of chunk data.
     pub chunk_bytes: u64,
@@ -122,7 +121,8 @@ pub fn open(dir: &Path) -> Result<Block, String> {
     let mut r = Cursor { b: body, at: 0 };
     let n = r.u32().ok_or_else(corrupt)?;
     let mut series = Vec::with_capacity(n as usize);
-    let mut postings: HashMap<String, HashMap<String, Vec<u32>>> = HashMap::new();
+    let mut postings: crate::FastMap<String, crate::FastMap<String, Vec<u32>>> =
+        crate::FastMap::default();
     let (mut min_t, mut max_t, mut samples) = (i64::MAX, i64::MIN, 0u64);
     for i in 0..n {
         let nl = r.u32().ok_or_else(corrupt)?;
@@ -236,7 +236,9 @@ impl Block {
     }
 
     /// Every label name and its values here.
-    pub fn label_values(&self) -> impl Iterator<Item = (&String, &HashMap<String, Vec<u32>>)> {
+    pub fn label_values(
+        &self,
+    ) -> impl Iterator<Item = (&String, &crate::FastMap<String, Vec<u32>>)> {
         self.postings.iter()
     }
 }

@@ -10,7 +10,7 @@ pub mod block;
 pub mod gorilla;
 pub mod wal;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, RwLock};
 
@@ -127,8 +127,8 @@ impl Series {
 #[derive(Debug, Default)]
 struct Head {
     series: Vec<Series>,
-    by_labels: HashMap<Labels, u32>,
-    postings: HashMap<String, HashMap<String, Vec<u32>>>,
+    by_labels: crate::FastMap<Labels, u32>,
+    postings: crate::FastMap<String, crate::FastMap<String, Vec<u32>>>,
     samples: u64,
 }
 
@@ -622,7 +622,7 @@ impl Store {
     /// Every series matching all `matchers`, with its samples in `[mint, maxt]`
     /// (series with no sample there are left out).
     pub fn select(&self, matchers: &[Matcher], mint: i64, maxt: i64) -> Vec<SeriesSamples> {
-        let mut merged: HashMap<Labels, Vec<(i64, f64)>> = HashMap::new();
+        let mut merged: crate::FastMap<Labels, Vec<(i64, f64)>> = crate::FastMap::default();
         for b in self.blocks.read().unwrap_or_else(|e| e.into_inner()).iter() {
             for (l, s) in b.select(matchers, mint, maxt) {
                 merged.entry(l).or_default().extend(s);
