@@ -269,6 +269,48 @@ async fn keel_import_backfills_days_of_history_that_promql_then_reads() {
         .unwrap_or(0.0);
     // 1440 minutes × (1 + 2) per minute, extrapolated over the window.
     assert!((v - 3.0 * 1440.0).abs() < 10.0, "{body}");
+
+    // keel query prints the same answer as a table, and as JSON.
+    let expr = "backfill_requests_total";
+    let out = Command::new(KEEL)
+        .args(["query", expr, "--time", &at.to_string(), "--url", &api])
+        .output()
+        .expect("keel query");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(table.starts_with("SERIES"), "{table}");
+    assert!(
+        table.contains("backfill_requests_total{instance=\"a\"}  2879") && table.contains("5758"),
+        "{table}"
+    );
+    let out = Command::new(KEEL)
+        .args(["query", "nope(", "--url", &api])
+        .output()
+        .expect("keel query");
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("bad_data"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = Command::new(KEEL)
+        .args([
+            "query",
+            expr,
+            "--time",
+            &at.to_string(),
+            "--url",
+            &api,
+            "--json",
+        ])
+        .output()
+        .expect("keel query --json");
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    assert_eq!(json["data"]["result"].as_array().map(Vec::len), Some(2));
     let _ = kill(Pid::from_raw(child.id() as i32), Signal::SIGKILL);
     let _ = child.wait();
 }
