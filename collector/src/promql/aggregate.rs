@@ -17,8 +17,14 @@ pub enum Grouping {
     Without(Vec<String>),
 }
 
-/// Per-query memo of group keys: (aggregation node, labels id) → (labels, key).
-pub type KeyMemo = crate::FastMap<(usize, usize), (Labels, Labels)>;
+/// Per-query memo of group keys. `keys`: (aggregation node, labels id) →
+/// (labels, key); `interned`: one shared key per distinct content, so
+/// groups can be told apart by identity instead of comparing strings.
+#[derive(Default)]
+pub struct KeyMemo {
+    keys: crate::FastMap<(usize, usize), (Labels, Labels)>,
+    interned: crate::FastMap<(usize, Labels), Labels>,
+}
 
 impl Grouping {
     fn key(&self, l: &Labels) -> Labels {
@@ -40,18 +46,26 @@ pub fn aggregate(
     memo: &mut KeyMemo,
     node: usize,
 ) -> Result<Vec<Sample>, EvalError> {
-    let mut groups: BTreeMap<Labels, Vec<Sample>> = BTreeMap::new();
+    let mut groups: crate::FastMap<usize, (Labels, Vec<Sample>)> = crate::FastMap::default();
     for s in input {
-        let key = match memo.get(&(node, s.labels.id())) {
+        let key = match memo.keys.get(&(node, s.labels.id())) {
             Some((_, k)) => k.clone(),
             None => {
                 let k = grouping.key(&s.labels);
-                memo.insert((node, s.labels.id()), (s.labels.clone(), k.clone()));
+                let k = memo.interned.entry((node, k.clone())).or_insert(k).clone();
+                memo.keys
+                    .insert((node, s.labels.id()), (s.labels.clone(), k.clone()));
                 k
             }
         };
-        groups.entry(key).or_default().push(s);
+        groups
+            .entry(key.id())
+            .or_insert_with(|| (key, Vec::new()))
+            .1
+            .push(s);
     }
+    let mut groups: Vec<(Labels, Vec<Sample>)> = groups.into_values().collect();
+    groups.sort_by(|a, b| a.0.cmp(&b.0));
     let mut out = Vec::new();
     for (key, members) in groups {
         let vals = || members.iter().map(|s| s.value);

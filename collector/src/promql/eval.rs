@@ -185,7 +185,7 @@ impl<'a> Engine<'a> {
             range,
             fetched: crate::FastMap::default(),
             stripped: crate::FastMap::default(),
-            group_keys: crate::FastMap::default(),
+            group_keys: super::aggregate::KeyMemo::default(),
         };
         ctx.plan(expr, 0, 0)?;
         Ok(ctx)
