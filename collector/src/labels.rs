@@ -15,7 +15,10 @@ impl Labels {
     /// Build from pairs: sorted by name, later duplicates win, empty values
     /// dropped (an empty label value means "no such label" in Prometheus).
     pub fn new(mut pairs: Vec<(String, String)>) -> Self {
-        pairs.sort_by(|a, b| a.0.cmp(&b.0));
+        // Senders usually send labels sorted already (remote write must).
+        if !pairs.is_sorted_by(|a, b| a.0 <= b.0) {
+            pairs.sort_by(|a, b| a.0.cmp(&b.0));
+        }
         let mut out: Vec<(String, String)> = Vec::with_capacity(pairs.len());
         for (k, v) in pairs {
             match out.last_mut() {

@@ -548,14 +548,17 @@ impl Store {
             let r = head.by_labels.get(&labels).copied();
             let keep = head.check(r, &samples, self.config.out_of_order_window_ms, &mut out);
             if !keep.is_empty() {
-                accepted.push((labels, keep));
+                accepted.push((labels, keep, r));
             }
         }
         if !accepted.is_empty() {
+            // One lookup per series: the ref found while checking, or a new series.
             let refs: Vec<u32> = accepted
                 .iter()
-                .map(|(l, _)| head.get_or_create(l))
+                .map(|(l, _, r)| r.unwrap_or_else(|| head.get_or_create(l)))
                 .collect();
+            let accepted: Vec<(Labels, Vec<(i64, f64)>)> =
+                accepted.into_iter().map(|(l, k, _)| (l, k)).collect();
             if let Some(wal) = &self.wal {
                 let new_series: Vec<(u32, Labels)> = refs
                     .iter()
