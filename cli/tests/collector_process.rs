@@ -314,3 +314,77 @@ async fn keel_import_backfills_days_of_history_that_promql_then_reads() {
     let _ = kill(Pid::from_raw(child.id() as i32), Signal::SIGKILL);
     let _ = child.wait();
 }
+
+/// A real Prometheus server, scraping itself, remote-writes to Keel; its
+/// series come back through Keel's PromQL API with their labels.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_real_prometheus_remote_writes_into_keel() {
+    if std::env::var_os("KEEL_TEST_PROMETHEUS").is_none() {
+        eprintln!(
+            "skipped: set KEEL_TEST_PROMETHEUS=1 with Debian's prometheus installed (.ci/run does)"
+        );
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (mut keel, _, api) = spawn(dir.path());
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("port")
+        .local_addr()
+        .expect("addr")
+        .port();
+    let config = dir.path().join("prometheus.yml");
+    std::fs::write(
+        &config,
+        format!(
+            "global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: self\n    static_configs:\n      - targets: ['127.0.0.1:{port}']\nremote_write:\n  - url: {api}/api/v1/write\n    queue_config:\n      batch_send_deadline: 1s\n"
+        ),
+    )
+    .expect("config");
+    let mut prom = Command::new("prometheus")
+        .arg(format!("--config.file={}", config.display()))
+        .arg(format!(
+            "--storage.tsdb.path={}",
+            dir.path().join("prom").display()
+        ))
+        .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(dir.path().join("prometheus.stderr")).expect("stderr"))
+        .spawn()
+        .expect("start prometheus");
+    let http = reqwest::Client::new();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let found = loop {
+        let body: serde_json::Value = http
+            .get(format!("{api}/api/v1/query"))
+            .query(&[("query", "up{job=\"self\"}")])
+            .send()
+            .await
+            .expect("query")
+            .json()
+            .await
+            .expect("json");
+        if let Some(s) = body["data"]["result"]
+            .as_array()
+            .and_then(|a| a.first())
+            .cloned()
+        {
+            break Some(s);
+        }
+        if std::time::Instant::now() > deadline {
+            break None;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+    };
+    let _ = prom.kill();
+    let _ = prom.wait();
+    let _ = kill(Pid::from_raw(keel.id() as i32), Signal::SIGKILL);
+    let _ = keel.wait();
+    let s = found.unwrap_or_else(|| {
+        panic!(
+            "no remote-written series arrived: {}",
+            std::fs::read_to_string(dir.path().join("prometheus.stderr")).unwrap_or_default()
+        )
+    });
+    assert_eq!(s["value"][1], "1", "{s}");
+    assert_eq!(s["metric"]["instance"], format!("127.0.0.1:{port}"), "{s}");
+}
