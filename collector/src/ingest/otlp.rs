@@ -493,22 +493,29 @@ fn histogram(
 /// `(base^i, base^(i+1)]` with `base = 2^(2^-scale)`; the zero bucket's
 /// bound is the zero threshold.
 fn exponential_to_classic(p: &ExponentialHistogramDataPoint) -> Result<HistogramDataPoint, String> {
-    if p.negative
-        .as_ref()
-        .is_some_and(|n| n.bucket_counts.iter().any(|c| *c > 0))
-    {
-        return Err("exponential histogram with negative observations is not supported yet".into());
+    if !(-10..=20).contains(&p.scale) {
+        return Err(format!(
+            "exponential histogram scale {} is outside -10..=20",
+            p.scale
+        ));
     }
     let base = 2f64.powf(2f64.powi(-p.scale));
-    let mut bounds = vec![p.zero_threshold];
-    let mut counts = vec![p.zero_count];
+    let index = |offset: i32, i: usize| i32::try_from(i).unwrap_or(i32::MAX).saturating_add(offset);
+    let mut bounds = Vec::new();
+    let mut counts = Vec::new();
+    // Negative bucket i holds values in [-base^(i+1), -base^i): classic
+    // upper bound -base^i, most negative first so bounds ascend.
+    if let Some(neg) = &p.negative {
+        for (i, c) in neg.bucket_counts.iter().enumerate().rev() {
+            bounds.push(-base.powi(index(neg.offset, i)));
+            counts.push(*c);
+        }
+    }
+    bounds.push(p.zero_threshold);
+    counts.push(p.zero_count);
     if let Some(pos) = &p.positive {
         for (i, c) in pos.bucket_counts.iter().enumerate() {
-            let index = i32::try_from(i)
-                .unwrap_or(i32::MAX)
-                .saturating_add(pos.offset)
-                .saturating_add(1);
-            bounds.push(base.powi(index));
+            bounds.push(base.powi(index(pos.offset, i).saturating_add(1)));
             counts.push(*c);
         }
     }
@@ -531,6 +538,43 @@ fn exponential_to_classic(p: &ExponentialHistogramDataPoint) -> Result<Histogram
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn exponential_histograms_with_negative_values_become_ascending_classic_buckets() {
+        use opentelemetry_proto::tonic::metrics::v1::exponential_histogram_data_point::Buckets;
+        // scale 0: base 2. Negative buckets 0 and 1 hold values in [-2, -1)
+        // and [-4, -2); zero bucket 1; positive bucket 0 holds (1, 2].
+        let p = ExponentialHistogramDataPoint {
+            time_unix_nano: 1,
+            scale: 0,
+            count: 3 + 4 + 1 + 5,
+            zero_count: 1,
+            zero_threshold: 0.0,
+            negative: Some(Buckets {
+                offset: 0,
+                bucket_counts: vec![3, 4],
+            }),
+            positive: Some(Buckets {
+                offset: 0,
+                bucket_counts: vec![5],
+            }),
+            ..Default::default()
+        };
+        let c = exponential_to_classic(&p).expect("converts");
+        assert_eq!(c.explicit_bounds, vec![-2.0, -1.0, 0.0, 2.0]);
+        assert_eq!(c.bucket_counts, vec![4, 3, 1, 5, 0]);
+        let cumulative: Vec<u64> = c
+            .bucket_counts
+            .iter()
+            .scan(0, |acc, x| {
+                *acc += x;
+                Some(*acc)
+            })
+            .collect();
+        assert_eq!(*cumulative.last().expect("buckets"), p.count);
+        let bad = ExponentialHistogramDataPoint { scale: 99, ..p };
+        assert!(exponential_to_classic(&bad).is_err());
+    }
 
     #[test]
     fn histogram_counts_that_overflow_saturate_instead_of_panicking() {
