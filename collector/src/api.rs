@@ -13,7 +13,7 @@ use axum::routing::get;
 use keel_core::clock::SharedClock;
 use serde_json::{Value as Json, json};
 
-use crate::labels::{Labels, NAME};
+use crate::labels::Labels;
 use crate::promql::{Engine, EvalError, QueryRange, Value, format_value};
 use crate::store::{Matcher, Store};
 
@@ -221,27 +221,7 @@ fn selectors(p: &[(String, String)]) -> Result<Vec<Vec<Matcher>>, String> {
         let promql_parser::parser::Expr::VectorSelector(vs) = expr else {
             return Err(format!("match[] {sel:?} must be a series selector"));
         };
-        let mut ms = Vec::new();
-        if let Some(n) = &vs.name {
-            ms.push(Matcher::Equal(NAME.into(), n.clone()));
-        }
-        for m in &vs.matchers.matchers {
-            let re = |v: &str| regex::Regex::new(&format!("^(?s:{v})$")).map_err(|e| e.to_string());
-            ms.push(match &m.op {
-                promql_parser::label::MatchOp::Equal => {
-                    Matcher::Equal(m.name.clone(), m.value.clone())
-                }
-                promql_parser::label::MatchOp::NotEqual => {
-                    Matcher::NotEqual(m.name.clone(), m.value.clone())
-                }
-                promql_parser::label::MatchOp::Re(_) => {
-                    Matcher::Regex(m.name.clone(), re(&m.value)?)
-                }
-                promql_parser::label::MatchOp::NotRe(_) => {
-                    Matcher::NotRegex(m.name.clone(), re(&m.value)?)
-                }
-            });
-        }
+        let ms = crate::promql::eval::matchers(&vs).map_err(|e| format!("match[] {sel:?}: {e}"))?;
         out.push(ms);
     }
     Ok(out)

@@ -59,8 +59,9 @@ fn offset_ms(o: &Option<Offset>) -> i64 {
     }
 }
 
-/// Turn the parser's matchers into the store's.
-fn matchers(vs: &VectorSelector) -> Result<Vec<Matcher>, EvalError> {
+/// Turn the parser's matchers into the store's (regexes anchored, as
+/// PromQL's are). Shared with the series API's `match[]`.
+pub(crate) fn matchers(vs: &VectorSelector) -> Result<Vec<Matcher>, EvalError> {
     if !vs.matchers.or_matchers.is_empty() {
         return Err(EvalError::Unsupported(
             "`or` inside a selector's braces".into(),
