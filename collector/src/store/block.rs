@@ -74,7 +74,7 @@ pub fn write(
     let mut index = Vec::new();
     index.extend_from_slice(&(series.len() as u32).to_le_bytes());
     for (labels, samples) in series {
-        index.extend_from_slice(&super::wal::encode(&[(labels.clone(), Vec::new())])[4..]);
+        super::wal::put_labels(&mut index, labels);
         let pieces: Vec<&[(i64, f64)]> = samples.chunks(BLOCK_CHUNK_SAMPLES).collect();
         index.extend_from_slice(&(pieces.len() as u32).to_le_bytes());
         for piece in pieces {
@@ -125,15 +125,7 @@ pub fn open(dir: &Path) -> Result<Block, String> {
         crate::FastMap::default();
     let (mut min_t, mut max_t, mut samples) = (i64::MAX, i64::MIN, 0u64);
     for i in 0..n {
-        let nl = r.u32().ok_or_else(corrupt)?;
-        let mut pairs = Vec::with_capacity(nl as usize);
-        for _ in 0..nl {
-            pairs.push((
-                r.string().ok_or_else(corrupt)?,
-                r.string().ok_or_else(corrupt)?,
-            ));
-        }
-        let _no_samples = r.u32().ok_or_else(corrupt)?;
+        let labels = r.labels().ok_or_else(corrupt)?;
         let nc = r.u32().ok_or_else(corrupt)?;
         let mut chunks = Vec::with_capacity(nc as usize);
         for _ in 0..nc {
@@ -149,7 +141,6 @@ pub fn open(dir: &Path) -> Result<Block, String> {
             samples += u64::from(c.count);
             chunks.push(c);
         }
-        let labels = Labels::new(pairs);
         for (k, v) in labels.pairs() {
             postings
                 .entry(k.clone())

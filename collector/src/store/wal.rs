@@ -36,11 +36,7 @@ fn encode_series(series: &[(u32, Labels)]) -> Vec<u8> {
     buf.extend_from_slice(&(series.len() as u32).to_le_bytes());
     for (r, labels) in series {
         buf.extend_from_slice(&r.to_le_bytes());
-        buf.extend_from_slice(&(labels.pairs().len() as u32).to_le_bytes());
-        for (k, v) in labels.pairs() {
-            put_str(&mut buf, k);
-            put_str(&mut buf, v);
-        }
+        put_labels(&mut buf, labels);
     }
     buf
 }
@@ -73,12 +69,7 @@ fn replay_record(
         REC_SERIES => {
             for _ in 0..n {
                 let r = c.u32()?;
-                let nl = c.u32()?;
-                let mut pairs = Vec::with_capacity(nl as usize);
-                for _ in 0..nl {
-                    pairs.push((c.string()?, c.string()?));
-                }
-                refs.insert(r, Labels::new(pairs));
+                refs.insert(r, c.labels()?);
             }
         }
         REC_SAMPLES => {
@@ -128,23 +119,13 @@ fn put_str(buf: &mut Vec<u8>, s: &str) {
     buf.extend_from_slice(s.as_bytes());
 }
 
-/// Encode a batch as a record payload.
-pub fn encode(batch: &[(Labels, Vec<(i64, f64)>)]) -> Vec<u8> {
-    let mut buf = Vec::new();
-    buf.extend_from_slice(&(batch.len() as u32).to_le_bytes());
-    for (labels, samples) in batch {
-        buf.extend_from_slice(&(labels.pairs().len() as u32).to_le_bytes());
-        for (k, v) in labels.pairs() {
-            put_str(&mut buf, k);
-            put_str(&mut buf, v);
-        }
-        buf.extend_from_slice(&(samples.len() as u32).to_le_bytes());
-        for (t, v) in samples {
-            buf.extend_from_slice(&t.to_le_bytes());
-            buf.extend_from_slice(&v.to_bits().to_le_bytes());
-        }
+/// Write a label set: pair count, then each name and value.
+pub(crate) fn put_labels(buf: &mut Vec<u8>, labels: &Labels) {
+    buf.extend_from_slice(&(labels.pairs().len() as u32).to_le_bytes());
+    for (k, v) in labels.pairs() {
+        put_str(buf, k);
+        put_str(buf, v);
     }
-    buf
 }
 
 /// Reads little-endian integers and length-prefixed strings; every read
@@ -179,27 +160,60 @@ impl Cursor<'_> {
         let n = self.u32()? as usize;
         String::from_utf8(self.take(n)?.to_vec()).ok()
     }
+    /// A label set written by [`put_labels`].
+    pub(crate) fn labels(&mut self) -> Option<Labels> {
+        let n = self.u32()?;
+        let mut pairs = Vec::with_capacity(n.min(1024) as usize);
+        for _ in 0..n {
+            pairs.push((self.string()?, self.string()?));
+        }
+        Some(Labels::new(pairs))
+    }
 }
 
-/// Decode a record payload; `None` if it is malformed.
-pub fn decode(payload: &[u8]) -> Option<Batch> {
-    let mut c = Cursor { b: payload, at: 0 };
-    let n = c.u32()?;
-    let mut out = Vec::new();
-    for _ in 0..n {
-        let nl = c.u32()?;
-        let mut pairs = Vec::new();
-        for _ in 0..nl {
-            pairs.push((c.string()?, c.string()?));
+/// Every batch in a log image, and the length of its valid prefix: replay
+/// stops at the first torn, corrupt or malformed record.
+pub fn decode_log(all: &[u8]) -> (Vec<Batch>, usize) {
+    let mut batches = Vec::new();
+    let mut refs = std::collections::HashMap::new();
+    let mut at = 0usize;
+    while at + 8 <= all.len() {
+        let len = u32::from_le_bytes([all[at], all[at + 1], all[at + 2], all[at + 3]]) as usize;
+        let crc = u32::from_le_bytes([all[at + 4], all[at + 5], all[at + 6], all[at + 7]]);
+        let Some(payload) = all.get(at + 8..at + 8 + len) else {
+            break;
+        };
+        if crc32fast::hash(payload) != crc
+            || replay_record(payload, &mut refs, &mut batches).is_none()
+        {
+            break;
         }
-        let ns = c.u32()?;
-        let mut samples = Vec::new();
-        for _ in 0..ns {
-            samples.push((c.u64()? as i64, f64::from_bits(c.u64()?)));
-        }
-        out.push((Labels::new(pairs), samples));
+        at += 8 + len;
     }
-    (c.at == payload.len()).then_some(out)
+    (batches, at)
+}
+
+/// A log image holding `batches`: one series record giving the series refs
+/// 0, 1, 2, … in order, then one samples record.
+pub fn encode_log(batches: &[Batch]) -> Vec<u8> {
+    let mut out = Vec::new();
+    let all: Vec<&(Labels, Vec<(i64, f64)>)> = batches.iter().flatten().collect();
+    if all.is_empty() {
+        return out;
+    }
+    let series: Vec<(u32, Labels)> = all
+        .iter()
+        .enumerate()
+        .map(|(i, (l, _))| (i as u32, l.clone()))
+        .collect();
+    frame(&mut out, &encode_series(&series));
+    let samples: Vec<(u32, &[(i64, f64)])> = all
+        .iter()
+        .enumerate()
+        .map(|(i, (_, s))| (i as u32, s.as_slice()))
+        .collect();
+    frame(&mut out, &encode_samples(&samples));
+    out
 }
 
 impl Wal {
@@ -220,23 +234,7 @@ impl Wal {
             .map_err(err)?;
         let mut all = Vec::new();
         file.read_to_end(&mut all).map_err(err)?;
-        let mut batches = Vec::new();
-        let mut refs = std::collections::HashMap::new();
-        let mut at = 0usize;
-        while at + 8 <= all.len() {
-            let len = u32::from_le_bytes([all[at], all[at + 1], all[at + 2], all[at + 3]]) as usize;
-            let crc = u32::from_le_bytes([all[at + 4], all[at + 5], all[at + 6], all[at + 7]]);
-            let Some(payload) = all.get(at + 8..at + 8 + len) else {
-                break;
-            };
-            if crc32fast::hash(payload) != crc {
-                break;
-            }
-            if replay_record(payload, &mut refs, &mut batches).is_none() {
-                break;
-            }
-            at += 8 + len;
-        }
+        let (batches, at) = decode_log(&all);
         if at < all.len() {
             tracing::warn!(path = %path.display(), cut_bytes = all.len() - at, "cut a torn record from the end of the WAL");
             file.set_len(at as u64).map_err(err)?;
@@ -297,24 +295,9 @@ impl Wal {
             path: tmp.display().to_string(),
             source,
         };
-        // Series get refs 0, 1, 2, … in order: the head rebuilt from the
-        // same batches in the same order assigns the same refs.
-        let mut out = Vec::new();
-        let all: Vec<&(Labels, Vec<(i64, f64)>)> = batches.iter().flatten().collect();
-        let series: Vec<(u32, Labels)> = all
-            .iter()
-            .enumerate()
-            .map(|(i, (l, _))| (i as u32, l.clone()))
-            .collect();
-        if !series.is_empty() {
-            frame(&mut out, &encode_series(&series));
-            let samples: Vec<(u32, &[(i64, f64)])> = all
-                .iter()
-                .enumerate()
-                .map(|(i, (_, s))| (i as u32, s.as_slice()))
-                .collect();
-            frame(&mut out, &encode_samples(&samples));
-        }
+        // The head rebuilt from the same batches in the same order assigns
+        // the same refs as the log.
+        let out = encode_log(batches);
         let mut f = File::create(&tmp).map_err(err)?;
         f.write_all(&out).map_err(err)?;
         f.sync_all().map_err(err)?;
