@@ -5,7 +5,6 @@
 //! points. Logs and traces answer `UNIMPLEMENTED` until their store exists.
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 
 use axum::Router;
 use axum::response::IntoResponse;
@@ -13,7 +12,7 @@ use opentelemetry_proto::tonic::collector::metrics::v1::metrics_service_server::
     MetricsService, MetricsServiceServer,
 };
 use opentelemetry_proto::tonic::collector::metrics::v1::{
-    ExportMetricsPartialSuccess, ExportMetricsServiceRequest, ExportMetricsServiceResponse,
+    ExportMetricsServiceRequest, ExportMetricsServiceResponse,
 };
 use tokio::sync::Semaphore;
 use tonic::codec::CompressionEncoding;
@@ -38,23 +37,13 @@ impl MetricsService for Receiver {
                 "collector overloaded: retry later",
             ));
         };
-        let (store, req) = (self.store.clone(), request.into_inner());
-        let result = tokio::task::spawn_blocking(move || ingest_request(&store, &req))
+        let (store, stats, req) = (self.store.clone(), self.stats.clone(), request.into_inner());
+        let result = tokio::task::spawn_blocking(move || ingest_request(&store, &stats, &req))
             .await
             .map_err(|e| tonic::Status::internal(format!("ingest task failed: {e}")))?;
-        let (accepted, rejected, reasons) = result.map_err(tonic::Status::unavailable)?;
-        self.stats
-            .samples_accepted
-            .fetch_add(accepted, Ordering::Relaxed);
-        self.stats
-            .samples_rejected
-            .fetch_add(rejected, Ordering::Relaxed);
-        Ok(tonic::Response::new(ExportMetricsServiceResponse {
-            partial_success: (rejected > 0).then(|| ExportMetricsPartialSuccess {
-                rejected_data_points: rejected as i64,
-                error_message: reasons.join("; "),
-            }),
-        }))
+        Ok(tonic::Response::new(
+            result.map_err(tonic::Status::unavailable)?,
+        ))
     }
 }
 

@@ -218,19 +218,28 @@ fn decode_body(headers: &HeaderMap, body: Bytes, limit: usize) -> Result<Bytes, 
 /// the HTTP and gRPC receivers.
 pub fn ingest_request(
     store: &Store,
+    stats: &IngestStats,
     req: &ExportMetricsServiceRequest,
-) -> Result<(u64, u64, Vec<String>), String> {
+) -> Result<ExportMetricsServiceResponse, String> {
     let converted = otlp::convert(req, &|l| store.last(l).map(|(_, v)| v));
     let appended = store
         .append(converted.batch)
         .map_err(|e| format!("not stored: {e}"))?;
+    let rejected = converted.rejected + appended.too_old + appended.duplicate;
+    stats
+        .samples_accepted
+        .fetch_add(appended.accepted, Ordering::Relaxed);
+    stats
+        .samples_rejected
+        .fetch_add(rejected, Ordering::Relaxed);
     let mut reasons = converted.reasons;
     reasons.extend(appended.reasons());
-    Ok((
-        appended.accepted,
-        converted.rejected + appended.too_old + appended.duplicate,
-        reasons,
-    ))
+    Ok(ExportMetricsServiceResponse {
+        partial_success: (rejected > 0).then(|| ExportMetricsPartialSuccess {
+            rejected_data_points: rejected as i64,
+            error_message: reasons.join("; "),
+        }),
+    })
 }
 
 /// OTLP/JSON carries 64-bit integers (timestamps, counts) as decimal
@@ -310,7 +319,7 @@ async fn metrics(State(st): State<Ingest>, headers: HeaderMap, body: Bytes) -> R
     };
     let st2 = st.clone();
     let work = tokio::task::spawn_blocking(
-        move || -> Result<(u64, u64, Vec<String>), (StatusCode, String)> {
+        move || -> Result<ExportMetricsServiceResponse, (StatusCode, String)> {
             let raw = decode_body(&headers, body, st2.limits.max_decoded_bytes)
                 .map_err(|m| (StatusCode::BAD_REQUEST, m))?;
             let req: ExportMetricsServiceRequest = match enc {
@@ -341,11 +350,11 @@ async fn metrics(State(st): State<Ingest>, headers: HeaderMap, body: Bytes) -> R
                     })?
                 }
             };
-            ingest_request(&st2.store, &req).map_err(|m| (StatusCode::SERVICE_UNAVAILABLE, m))
+            ingest_request(&st2.store, &st2.stats, &req).map_err(|m| (StatusCode::SERVICE_UNAVAILABLE, m))
         },
     )
     .await;
-    let (accepted, rejected, reasons) = match work {
+    let resp = match work {
         Ok(Ok(r)) => r,
         Ok(Err((status, msg))) => {
             if status == StatusCode::BAD_REQUEST {
@@ -362,19 +371,6 @@ async fn metrics(State(st): State<Ingest>, headers: HeaderMap, body: Bytes) -> R
                 false,
             );
         }
-    };
-    st.stats
-        .samples_accepted
-        .fetch_add(accepted, Ordering::Relaxed);
-    st.stats
-        .samples_rejected
-        .fetch_add(rejected, Ordering::Relaxed);
-    let partial = (rejected > 0).then(|| ExportMetricsPartialSuccess {
-        rejected_data_points: rejected as i64,
-        error_message: reasons.join("; "),
-    });
-    let resp = ExportMetricsServiceResponse {
-        partial_success: partial,
     };
     match enc {
         Encoding::Protobuf => (
