@@ -96,6 +96,11 @@ impl Chunk {
         self.last_t
     }
 
+    /// The newest sample, without decoding the chunk.
+    pub fn last(&self) -> Option<(i64, f64)> {
+        (self.count > 0).then(|| (self.last_t, f64::from_bits(self.last_v)))
+    }
+
     /// Compressed size in bytes.
     pub fn bytes(&self) -> usize {
         self.w.bytes.len()
@@ -262,6 +267,10 @@ mod tests {
         }
         let got = c.samples();
         assert_eq!(got.len(), samples.len());
+        assert_eq!(
+            c.last().map(|(t, v)| (t, v.to_bits())),
+            samples.last().map(|(t, v)| (*t, v.to_bits()))
+        );
         for (a, b) in got.iter().zip(samples) {
             assert_eq!(a.0, b.0);
             assert_eq!(a.1.to_bits(), b.1.to_bits(), "value at {}", a.0);

@@ -84,9 +84,9 @@ struct Series {
 impl Series {
     fn last(&self) -> Option<(i64, f64)> {
         if self.head.is_empty() {
-            self.sealed.last().and_then(|c| c.samples().last().copied())
+            self.sealed.last().and_then(Chunk::last)
         } else {
-            self.head.samples().last().copied()
+            self.head.last()
         }
     }
 
