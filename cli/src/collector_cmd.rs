@@ -214,15 +214,7 @@ pub fn import(config_path: Option<&Path>, args: ImportArgs) -> anyhow::Result<()
         config.collector.data_dir = d;
     }
     let c = &config.collector;
-    let store = keel_collector::store::Store::open(
-        &c.data_dir.join("metrics"),
-        keel_collector::store::StoreConfig {
-            out_of_order_window_ms: c.out_of_order_window.as_millis() as i64,
-            fsync: c.fsync,
-            block_ms: c.block_duration.as_millis() as i64,
-            retention_ms: c.retention.as_millis() as i64,
-        },
-    )?;
+    let store = c.open_store()?;
     let file = std::fs::File::open(&args.file)
         .with_context(|| format!("{}: cannot open", args.file.display()))?;
     let size = file.metadata().map(|m| m.len()).unwrap_or(0);

@@ -96,6 +96,20 @@ impl keel_core::config::Validate for CollectorConfig {
     }
 }
 
+impl CollectorConfig {
+    /// Open the metric store this configuration describes
+    /// (`<data_dir>/metrics`), as the collector and `keel import` do.
+    pub fn open_store(&self) -> Result<Store, StoreError> {
+        let config = StoreConfig {
+            out_of_order_window_ms: self.out_of_order_window.as_millis() as i64,
+            fsync: self.fsync,
+            block_ms: self.block_duration.as_millis() as i64,
+            retention_ms: self.retention.as_millis() as i64,
+        };
+        Store::open(&self.data_dir.join("metrics"), config)
+    }
+}
+
 /// Errors starting the collector.
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
@@ -135,16 +149,7 @@ async fn bind(host: &str, port: u16) -> Result<tokio::net::TcpListener, ServeErr
 
 /// Open the store and start both listeners on the current runtime.
 pub async fn start(config: &CollectorConfig, clock: SharedClock) -> Result<Running, ServeError> {
-    let dir = config.data_dir.join("metrics");
-    let store_config = StoreConfig {
-        out_of_order_window_ms: config.out_of_order_window.as_millis() as i64,
-        fsync: config.fsync,
-        block_ms: config.block_duration.as_millis() as i64,
-        retention_ms: config.retention.as_millis() as i64,
-    };
-    let store = Arc::new(tokio::task::block_in_place(|| {
-        Store::open(&dir, store_config)
-    })?);
+    let store = Arc::new(tokio::task::block_in_place(|| config.open_store())?);
     let stats = Arc::new(IngestStats::default());
     let limits = IngestLimits {
         max_body_bytes: config.max_body_bytes,
