@@ -305,33 +305,24 @@ pub fn run(path: &str, text: &str) -> Result<(usize, Vec<Failure>), TestFileErro
             };
             match got {
                 Err(e) => failures.push(fail(e)),
-                Ok(mut got) => {
-                    let mut same = got.len() == expected.len();
-                    if same {
-                        for (l, v) in &expected {
-                            match got
+                Ok(got) => {
+                    // Match each expected sample to a distinct computed one.
+                    let mut unmatched = got.clone();
+                    let same = got.len() == expected.len()
+                        && expected.iter().all(|(l, v)| {
+                            match unmatched
                                 .iter()
                                 .position(|(gl, gv)| gl == l && almost_equal(*gv, *v))
                             {
                                 Some(i) => {
-                                    got.swap_remove(i);
+                                    unmatched.swap_remove(i);
+                                    true
                                 }
-                                None => {
-                                    same = false;
-                                    break;
-                                }
+                                None => false,
                             }
-                        }
-                    }
+                        });
                     if !same {
-                        let got_all = match engine.instant(&t.expr, at) {
-                            Ok(Value::Vector(v)) => {
-                                v.into_iter().map(|s| (s.labels, s.value)).collect()
-                            }
-                            Ok(Value::Scalar(x)) => vec![(Labels::default(), x)],
-                            _ => Vec::new(),
-                        };
-                        failures.push(fail(show(&got_all)));
+                        failures.push(fail(show(&got)));
                     }
                 }
             }
