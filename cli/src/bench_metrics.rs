@@ -154,7 +154,8 @@ fn series_labels(n: usize) -> Vec<Vec<Label>> {
 /// user and system a fraction of a second, iowait a little, irq/softirq
 /// rarely, steal and nice never (CPU seconds at 10 ms resolution); network
 /// counters by a few KB; available memory moves every scrape by pages,
-/// filesystem space rarely.
+/// filesystem space rarely. CPU state is kept in ticks and sent as
+/// `ticks / 100`, as node_exporter computes it from /proc/stat.
 fn step(
     labels: &[Vec<Label>],
     values: &mut [f64],
@@ -164,14 +165,13 @@ fn step(
 ) -> Vec<Vec<u8>> {
     for (i, v) in values.iter_mut().enumerate() {
         let k = i % 50;
-        let centis =
-            |lo: u32, hi: u32, rng: &mut SmallRng| f64::from(rng.random_range(lo..hi)) / 100.0;
+        let centis = |lo: u32, hi: u32, rng: &mut SmallRng| f64::from(rng.random_range(lo..hi));
         *v = match (k < 32, k % 8) {
             (true, 2) => *v + centis(1380, 1500, rng), // idle
             (true, 0) => *v + centis(0, 80, rng),      // user
             (true, 1) => *v + centis(0, 30, rng),      // system
             (true, 3) => *v + centis(0, 5, rng),       // iowait
-            (true, 4) | (true, 5) if rng.random_bool(0.2) => *v + 0.01, // irq, softirq
+            (true, 4) | (true, 5) if rng.random_bool(0.2) => *v + 1.0, // irq, softirq
             (true, _) => *v,                           // steal, nice, and quiet scrapes
             _ if k < 40 => *v + f64::from(rng.random_range(0u32..8192)), // network bytes
             _ if k < 45 => {
@@ -184,9 +184,14 @@ fn step(
             _ => (*v + 4096.0 * f64::from(rng.random_range(-32i32..32))).max(0.0), // MemAvailable
         };
     }
+    let sent: Vec<f64> = values
+        .iter()
+        .enumerate()
+        .map(|(i, v)| if i % 50 < 32 { v / 100.0 } else { *v })
+        .collect();
     labels
         .chunks(batch)
-        .zip(values.chunks(batch))
+        .zip(sent.chunks(batch))
         .map(|(ls, vs)| {
             let req = WriteRequest {
                 timeseries: ls
@@ -406,7 +411,8 @@ pub fn run(args: MetricsBenchArgs) -> anyhow::Result<()> {
         let mut rng = SmallRng::seed_from_u64(42);
         let mut values = vec![0.0; args.series];
         for (i, v) in values.iter_mut().enumerate() {
-            *v = if i % 50 >= 40 { 8e9 } else { 1000.0 };
+            // CPU in ticks (1,000 s), network in bytes, the rest 8 GB.
+            *v = if i % 50 >= 40 { 8e9 } else { 100_000.0 };
         }
         let requests: Vec<Vec<Vec<u8>>> = (0..steps)
             .map(|s| step(&labels, &mut values, start_ms + s as i64 * 15_000, args.batch, &mut rng))

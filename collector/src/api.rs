@@ -113,8 +113,7 @@ fn now_ms(clock: &SharedClock) -> i64 {
 fn metric_json(l: &Labels) -> Json {
     Json::Object(
         l.pairs()
-            .iter()
-            .map(|(k, v)| (k.clone(), Json::String(v.clone())))
+            .map(|(k, v)| (k.to_owned(), Json::String(v.to_owned())))
             .collect(),
     )
 }
@@ -274,7 +273,7 @@ async fn labels(
             let mut names: Vec<String> = sets
                 .iter()
                 .flat_map(|m| api.store.series(m, start, end))
-                .flat_map(|l| l.pairs().iter().map(|(k, _)| k.clone()).collect::<Vec<_>>())
+                .flat_map(|l| l.pairs().map(|(k, _)| k.to_owned()).collect::<Vec<_>>())
                 .collect();
             names.sort();
             names.dedup();

@@ -222,11 +222,7 @@ fn show(samples: &[(Labels, f64)]) -> String {
     samples
         .iter()
         .map(|(l, v)| {
-            let inner: Vec<String> = l
-                .pairs()
-                .iter()
-                .map(|(k, v)| format!("{k}={v:?}"))
-                .collect();
+            let inner: Vec<String> = l.pairs().map(|(k, v)| format!("{k}={v:?}")).collect();
             format!("{{{}}} {}", inner.join(", "), format_value(*v))
         })
         .collect::<Vec<_>>()

@@ -77,7 +77,7 @@ proptest! {
     fn wal_records_roundtrip(series in proptest::collection::vec(("[a-z]{1,8}", proptest::collection::vec((any::<i64>(), any::<f64>()), 0..20)), 0..10)) {
         let batch: wal::Batch = series
             .into_iter()
-            .map(|(n, s)| (keel_collector::labels::Labels::new(vec![("__name__".into(), n)]), s))
+            .map(|(n, s)| (keel_collector::labels::Labels::new(vec![("__name__", n)]), s))
             .collect();
         let (replayed, valid) = wal::decode_log(&wal::encode_log(std::slice::from_ref(&batch)));
         let decoded: wal::Batch = replayed.into_iter().flatten().collect();

@@ -1,14 +1,25 @@
 """Export metrics to a Keel collector with the official OpenTelemetry
-Python SDK and OTLP/HTTP exporter, unchanged. Usage: otel_python.py URL"""
+Python SDK and its OTLP exporters, unchanged.
+
+Usage: otel_python.py http http://HOST:PORT     (OTLP/HTTP protobuf)
+       otel_python.py grpc HOST:PORT            (OTLP/gRPC, gzip)"""
 import sys
 
-from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
 from opentelemetry.metrics import Observation
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
 from opentelemetry.sdk.resources import Resource
 
-exporter = OTLPMetricExporter(endpoint=sys.argv[1] + "/v1/metrics")
+transport, target = sys.argv[1], sys.argv[2]
+if transport == "grpc":
+    from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import OTLPMetricExporter
+    from opentelemetry.exporter.otlp.proto.grpc.exporter import Compression
+
+    exporter = OTLPMetricExporter(endpoint=target, insecure=True, compression=Compression.Gzip)
+else:
+    from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
+
+    exporter = OTLPMetricExporter(endpoint=target + "/v1/metrics")
 reader = PeriodicExportingMetricReader(exporter, export_interval_millis=3_600_000)
 provider = MeterProvider(
     resource=Resource.create({"service.name": "py-shop", "service.instance.id": "py-1"}),

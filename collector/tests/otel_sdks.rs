@@ -65,20 +65,34 @@ async fn the_rust_opentelemetry_otlp_exporter_sends_and_promql_reads_back() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_python_opentelemetry_sdk_sends_and_promql_reads_back() {
+async fn the_python_opentelemetry_sdk_over_http_sends_and_promql_reads_back() {
+    python_sdk_roundtrip("http").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_python_opentelemetry_sdk_over_grpc_sends_and_promql_reads_back() {
+    python_sdk_roundtrip("grpc").await;
+}
+
+/// The Python SDK (from PyPI) exports over `transport`; PromQL reads back.
+async fn python_sdk_roundtrip(transport: &str) {
     if std::env::var_os("KEEL_TEST_PYTHON_OTEL").is_none() {
         eprintln!(
-            "skipped: set KEEL_TEST_PYTHON_OTEL=1 with opentelemetry-sdk and opentelemetry-exporter-otlp-proto-http installed (.ci/run does)"
+            "skipped: set KEEL_TEST_PYTHON_OTEL=1 with opentelemetry-sdk and opentelemetry-exporter-otlp-proto-{{http,grpc}} installed (.ci/run does)"
         );
         return;
     }
     let dir = tempfile::tempdir().expect("tempdir");
     let c = collector(dir.path()).await;
     let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/otel_python.py");
-    let url = format!("http://{}", c.otlp_http);
+    let target = match transport {
+        "grpc" => c.otlp_grpc.to_string(),
+        _ => format!("http://{}", c.otlp_http),
+    };
     let out = tokio::process::Command::new("python3")
         .arg(&script)
-        .arg(&url)
+        .arg(transport)
+        .arg(&target)
         .output()
         .await
         .expect("python3");

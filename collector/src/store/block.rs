@@ -1,7 +1,7 @@
 //! Immutable blocks: a time range of every series, cut from the head.
 //!
 //! A block is a directory `blocks/<min_t>-<max_t>/` holding `chunks.bin`
-//! (Gorilla chunks back to back) and `index.bin` (series labels and, per
+//! (chunks back to back, each encoded by [`super::packed`]) and `index.bin` (series labels and, per
 //! chunk, its time range, sample count and place in `chunks.bin`, then a
 //! CRC-32 of the whole index). It is written under a temporary name and
 //! renamed, so a crash leaves either the whole block or none. The index is
@@ -12,7 +12,7 @@ use std::io::Write;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
-use super::gorilla::{Chunk, decode};
+use super::packed;
 use super::wal::Cursor;
 use super::{Matcher, SeriesSamples};
 use crate::labels::Labels;
@@ -45,7 +45,7 @@ pub struct Block {
     /// Last sample time in it.
     pub max_t: i64,
     series: Vec<BlockSeries>,
-    postings: crate::FastMap<String, crate::FastMap<String, Vec<u32>>>,
+    postings: super::Postings,
     chunks: File,
     /// Bytes of chunk data.
     pub chunk_bytes: u64,
@@ -78,17 +78,14 @@ pub fn write(
         let pieces: Vec<&[(i64, f64)]> = samples.chunks(BLOCK_CHUNK_SAMPLES).collect();
         index.extend_from_slice(&(pieces.len() as u32).to_le_bytes());
         for piece in pieces {
-            let mut c = Chunk::default();
-            for (t, v) in piece {
-                c.push(*t, *v);
-            }
-            let (bytes, count) = c.raw();
-            index.extend_from_slice(&c.min_t().to_le_bytes());
-            index.extend_from_slice(&c.max_t().to_le_bytes());
-            index.extend_from_slice(&count.to_le_bytes());
+            let bytes = packed::encode(piece);
+            let (first, last) = (piece[0].0, piece[piece.len() - 1].0);
+            index.extend_from_slice(&first.to_le_bytes());
+            index.extend_from_slice(&last.to_le_bytes());
+            index.extend_from_slice(&(piece.len() as u16).to_le_bytes());
             index.extend_from_slice(&(chunks.len() as u64).to_le_bytes());
             index.extend_from_slice(&(bytes.len() as u32).to_le_bytes());
-            chunks.extend_from_slice(bytes);
+            chunks.extend_from_slice(&bytes);
         }
     }
     let crc = crc32fast::hash(&index);
@@ -121,8 +118,7 @@ pub fn open(dir: &Path) -> Result<Block, String> {
     let mut r = Cursor { b: body, at: 0 };
     let n = r.u32().ok_or_else(corrupt)?;
     let mut series = Vec::with_capacity(n as usize);
-    let mut postings: crate::FastMap<String, crate::FastMap<String, Vec<u32>>> =
-        crate::FastMap::default();
+    let mut postings = super::Postings::default();
     let (mut min_t, mut max_t, mut samples) = (i64::MAX, i64::MIN, 0u64);
     for i in 0..n {
         let labels = r.labels().ok_or_else(corrupt)?;
@@ -141,14 +137,7 @@ pub fn open(dir: &Path) -> Result<Block, String> {
             samples += u64::from(c.count);
             chunks.push(c);
         }
-        for (k, v) in labels.pairs() {
-            postings
-                .entry(k.clone())
-                .or_default()
-                .entry(v.clone())
-                .or_default()
-                .push(i);
-        }
+        super::add_postings(&mut postings, &labels, i);
         series.push(BlockSeries { labels, chunks });
     }
     let chunks_path = dir.join("chunks.bin");
@@ -213,11 +202,16 @@ impl Block {
                     tracing::error!(block = %self.dir.display(), error = %e, "reading a chunk failed");
                     continue;
                 }
-                samples.extend(
-                    decode(&buf, c.count)
-                        .into_iter()
-                        .filter(|(t, _)| (mint..=maxt).contains(t)),
-                );
+                match packed::decode(&buf) {
+                    Some(decoded) if decoded.len() == usize::from(c.count) => samples.extend(
+                        decoded
+                            .into_iter()
+                            .filter(|(t, _)| (mint..=maxt).contains(t)),
+                    ),
+                    _ => {
+                        tracing::error!(block = %self.dir.display(), offset = c.offset, "a chunk does not decode");
+                    }
+                }
             }
             if !samples.is_empty() {
                 out.push((s.labels.clone(), samples));

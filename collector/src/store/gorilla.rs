@@ -176,11 +176,6 @@ impl Chunk {
         }
     }
 
-    /// Give back spare capacity (a sealed chunk never grows again).
-    pub fn shrink(&mut self) {
-        self.w.bytes.shrink_to_fit();
-    }
-
     /// The compressed bytes and the sample count (what a block stores).
     pub fn raw(&self) -> (&[u8], u16) {
         (&self.w.bytes, self.count)
@@ -225,8 +220,13 @@ fn read_next(r: &mut BitReader<'_>, st: &mut DecodeState, index: u16) -> Option<
         return Some((st.t, f64::from_bits(st.v)));
     }
     let dod = read_dod(r)?;
-    st.delta = if index == 1 { dod } else { st.delta + dod };
-    st.t += st.delta;
+    // Wrapping and checked arithmetic: corrupt bytes must not panic.
+    st.delta = if index == 1 {
+        dod
+    } else {
+        st.delta.wrapping_add(dod)
+    };
+    st.t = st.t.wrapping_add(st.delta);
     if r.bit()? {
         if r.bit()? {
             st.leading = r.bits(5)? as u8;
@@ -234,7 +234,7 @@ fn read_next(r: &mut BitReader<'_>, st: &mut DecodeState, index: u16) -> Option<
                 0 => 64,
                 n => n,
             };
-            st.trailing = 64 - st.leading - sig;
+            st.trailing = 64u8.checked_sub(st.leading + sig)?;
         }
         let sig = 64 - st.leading - st.trailing;
         st.v ^= r.bits(sig)? << st.trailing;

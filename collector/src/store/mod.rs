@@ -8,6 +8,7 @@
 
 pub mod block;
 pub mod gorilla;
+pub mod packed;
 pub mod wal;
 
 use std::collections::BTreeMap;
@@ -71,20 +72,47 @@ impl Appended {
     }
 }
 
+/// Where a sealed chunk is in its series' sealed bytes, and its time range.
+#[derive(Debug, Clone, Copy)]
+struct SealedChunk {
+    min_t: i64,
+    max_t: i64,
+    /// End offset in `Series::sealed`; it starts where the previous ends.
+    end: u32,
+}
+
 #[derive(Debug, Default)]
 struct Series {
     labels: Labels,
     /// Its series record is in the WAL (samples may refer to it).
     logged: bool,
-    sealed: Vec<Chunk>,
+    /// Full chunks re-encoded by [`packed::encode`], back to back: one
+    /// allocation a series rather than one a chunk.
+    sealed: Vec<u8>,
+    sealed_chunks: Vec<SealedChunk>,
+    /// The open chunk, Gorilla-encoded as samples arrive.
     head: Chunk,
     ooo: BTreeMap<i64, f64>,
 }
 
 impl Series {
+    /// Each sealed chunk's range and bytes, oldest first.
+    fn sealed(&self) -> impl Iterator<Item = (SealedChunk, &[u8])> {
+        let mut start = 0usize;
+        self.sealed_chunks.iter().map(move |c| {
+            let end = c.end as usize;
+            let bytes = self.sealed.get(start..end).unwrap_or_default();
+            start = end;
+            (*c, bytes)
+        })
+    }
+
     fn last(&self) -> Option<(i64, f64)> {
         if self.head.is_empty() {
-            self.sealed.last().and_then(Chunk::last)
+            self.sealed()
+                .last()
+                .and_then(|(_, b)| packed::decode(b))
+                .and_then(|s| s.last().copied())
         } else {
             self.head.last()
         }
@@ -94,22 +122,50 @@ impl Series {
         if !self.head.is_empty() {
             Some(self.head.max_t())
         } else {
-            self.sealed.last().map(Chunk::max_t)
+            self.sealed_chunks.last().map(|c| c.max_t)
         }
+    }
+
+    fn min_t(&self) -> Option<i64> {
+        match self.sealed_chunks.first() {
+            Some(c) => Some(c.min_t),
+            None => (!self.head.is_empty()).then(|| self.head.min_t()),
+        }
+    }
+
+    /// Re-encode the full open chunk compactly and start a new one.
+    fn seal(&mut self) {
+        let bytes = packed::encode(&self.head.samples());
+        self.sealed.reserve_exact(bytes.len());
+        self.sealed.extend_from_slice(&bytes);
+        self.sealed_chunks.push(SealedChunk {
+            min_t: self.head.min_t(),
+            max_t: self.head.max_t(),
+            end: self.sealed.len() as u32,
+        });
+        self.head = Chunk::default();
+    }
+
+    /// Compressed bytes held.
+    fn bytes(&self) -> usize {
+        self.sealed.len() + self.head.bytes()
     }
 
     /// Samples in `[mint, maxt]`, in time order.
     fn range(&self, mint: i64, maxt: i64) -> Vec<(i64, f64)> {
         let mut out = Vec::new();
-        for c in self.sealed.iter().chain(std::iter::once(&self.head)) {
-            if c.is_empty() || c.max_t() < mint || c.min_t() > maxt {
+        let in_range = |(t, _): &(i64, f64)| (mint..=maxt).contains(t);
+        for (c, bytes) in self.sealed() {
+            if c.max_t < mint || c.min_t > maxt {
                 continue;
             }
-            out.extend(
-                c.samples()
-                    .into_iter()
-                    .filter(|(t, _)| (mint..=maxt).contains(t)),
-            );
+            match packed::decode(bytes) {
+                Some(samples) => out.extend(samples.into_iter().filter(in_range)),
+                None => tracing::error!(series = %self.labels, "a sealed chunk does not decode"),
+            }
+        }
+        if !self.head.is_empty() && self.head.max_t() >= mint && self.head.min_t() <= maxt {
+            out.extend(self.head.samples().into_iter().filter(in_range));
         }
         if !self.ooo.is_empty() {
             let extra: Vec<(i64, f64)> =
@@ -124,11 +180,33 @@ impl Series {
     }
 }
 
+/// Label name → value → series refs holding that pair.
+pub(crate) type Postings = crate::FastMap<String, crate::FastMap<String, Vec<u32>>>;
+
+/// Index series `r` under each of its label pairs (copying a name or value
+/// only the first time it is seen).
+pub(crate) fn add_postings(postings: &mut Postings, labels: &Labels, r: u32) {
+    for (k, v) in labels.pairs() {
+        if !postings.contains_key(k) {
+            postings.insert(k.to_owned(), crate::FastMap::default());
+        }
+        let Some(values) = postings.get_mut(k) else {
+            continue;
+        };
+        match values.get_mut(v) {
+            Some(refs) => refs.push(r),
+            None => {
+                values.insert(v.to_owned(), vec![r]);
+            }
+        }
+    }
+}
+
 #[derive(Debug, Default)]
 struct Head {
     series: Vec<Series>,
     by_labels: crate::FastMap<Labels, u32>,
-    postings: crate::FastMap<String, crate::FastMap<String, Vec<u32>>>,
+    postings: Postings,
     samples: u64,
 }
 
@@ -137,8 +215,7 @@ impl Head {
         self.series
             .iter()
             .filter_map(|s| {
-                let first = s.sealed.first().unwrap_or(&s.head);
-                let chunk_min = (!first.is_empty()).then(|| first.min_t());
+                let chunk_min = s.min_t();
                 let ooo_min = s.ooo.keys().next().copied();
                 match (chunk_min, ooo_min) {
                     (Some(a), Some(b)) => Some(a.min(b)),
@@ -174,14 +251,7 @@ impl Head {
             return *r;
         }
         let r = self.series.len() as u32;
-        for (k, v) in labels.pairs() {
-            self.postings
-                .entry(k.clone())
-                .or_default()
-                .entry(v.clone())
-                .or_default()
-                .push(r);
-        }
+        add_postings(&mut self.postings, labels, r);
         self.by_labels.insert(labels.clone(), r);
         self.series.push(Series {
             labels: labels.clone(),
@@ -251,12 +321,12 @@ impl Head {
                     s.ooo.insert(t, v);
                 }
                 _ => {
-                    if s.head.len() >= CHUNK_SAMPLES {
-                        let mut full = std::mem::take(&mut s.head);
-                        full.shrink();
-                        s.sealed.push(full);
-                    }
                     s.head.push(t, v);
+                    // Sealed as soon as it is full, so a series that
+                    // stops sending keeps no half-used open chunk.
+                    if s.head.len() >= CHUNK_SAMPLES {
+                        s.seal();
+                    }
                 }
             }
         }
@@ -692,11 +762,7 @@ impl Store {
     /// Series and samples held, and compressed chunk bytes.
     pub fn stats(&self) -> StoreStats {
         let head = self.head.read().unwrap_or_else(|e| e.into_inner());
-        let chunk_bytes = head
-            .series
-            .iter()
-            .map(|s| s.sealed.iter().map(Chunk::bytes).sum::<usize>() + s.head.bytes())
-            .sum::<usize>() as u64;
+        let chunk_bytes = head.series.iter().map(Series::bytes).sum::<usize>() as u64;
         let blocks = self.blocks.read().unwrap_or_else(|e| e.into_inner());
         StoreStats {
             series: head.series.len() as u64,
@@ -729,10 +795,7 @@ mod tests {
     use super::*;
 
     fn l(name: &str, job: &str) -> Labels {
-        Labels::new(vec![
-            ("__name__".into(), name.into()),
-            ("job".into(), job.into()),
-        ])
+        Labels::new(vec![("__name__", name), ("job", job)])
     }
 
     #[test]

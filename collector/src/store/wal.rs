@@ -121,7 +121,7 @@ fn put_str(buf: &mut Vec<u8>, s: &str) {
 
 /// Write a label set: pair count, then each name and value.
 pub(crate) fn put_labels(buf: &mut Vec<u8>, labels: &Labels) {
-    buf.extend_from_slice(&(labels.pairs().len() as u32).to_le_bytes());
+    buf.extend_from_slice(&(labels.len() as u32).to_le_bytes());
     for (k, v) in labels.pairs() {
         put_str(buf, k);
         put_str(buf, v);
@@ -324,10 +324,7 @@ mod tests {
     #[test]
     fn batches_replay_and_a_torn_tail_is_cut() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let l = Labels::new(vec![
-            ("__name__".into(), "up".into()),
-            ("job".into(), "x".into()),
-        ]);
+        let l = Labels::new(vec![("__name__", "up"), ("job", "x")]);
         {
             let (mut w, old) = Wal::open(dir.path(), Fsync::Never).expect("open");
             assert!(old.is_empty());
