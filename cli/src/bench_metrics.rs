@@ -333,7 +333,10 @@ async fn ingest(
         }
     }
     let secs = start.elapsed().as_secs_f64();
-    let (cpu1, rss1) = usage(pid)?;
+    let (cpu1, _) = usage(pid)?;
+    // Memory once settled: both runtimes give back freed memory lazily.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let (_, rss1) = usage(pid)?;
     Ok((secs, cpu1 - cpu0, rss0, rss1))
 }
 

@@ -6,6 +6,7 @@
 //! head holds millions of series (and for the churn of decoding every
 //! incoming batch).
 
+use std::borrow::Borrow;
 use std::cmp::Ordering;
 use std::fmt;
 use std::sync::Arc;
@@ -96,20 +97,15 @@ impl Labels {
 
     /// Encode pairs already sorted, unique and non-empty.
     fn from_sorted<'a>(pairs: impl ExactSizeIterator<Item = (&'a str, &'a str)> + Clone) -> Self {
-        if pairs.len() == 0 {
-            // One encoding per set: the empty set is the empty slice.
-            return Self::default();
-        }
         let text: usize = pairs.clone().map(|(k, v)| k.len() + v.len() + 4).sum();
         let mut buf = Vec::with_capacity(text + 2);
-        put_varint(&mut buf, pairs.len());
-        for (k, v) in pairs {
-            put_varint(&mut buf, k.len());
-            buf.extend_from_slice(k.as_bytes());
-            put_varint(&mut buf, v.len());
-            buf.extend_from_slice(v.as_bytes());
-        }
+        encode_sorted(pairs, &mut buf);
         Self(buf.into())
+    }
+
+    /// The set whose encoding (by [`encode_sorted`]) is `bytes`.
+    pub fn from_encoded(bytes: &[u8]) -> Self {
+        Self(bytes.into())
     }
 
     /// Identity of this shared label set (its allocation), for memo tables
@@ -181,6 +177,33 @@ impl Labels {
             .filter(|(k, _)| names.iter().any(|n| n == k) == include)
             .collect();
         Self::from_sorted(p.into_iter())
+    }
+}
+
+/// Append the encoding of pairs already sorted by name, unique and with
+/// non-empty values: what a [`Labels`] holds, and what it hashes and
+/// compares equal as (see its `Borrow<[u8]>`), so a series can be looked
+/// up by pairs borrowed from a request without allocating.
+pub fn encode_sorted<'a>(
+    pairs: impl ExactSizeIterator<Item = (&'a str, &'a str)>,
+    out: &mut Vec<u8>,
+) {
+    if pairs.len() == 0 {
+        // One encoding per set: the empty set is the empty slice.
+        return;
+    }
+    put_varint(out, pairs.len());
+    for (k, v) in pairs {
+        put_varint(out, k.len());
+        out.extend_from_slice(k.as_bytes());
+        put_varint(out, v.len());
+        out.extend_from_slice(v.as_bytes());
+    }
+}
+
+impl Borrow<[u8]> for Labels {
+    fn borrow(&self) -> &[u8] {
+        &self.0
     }
 }
 

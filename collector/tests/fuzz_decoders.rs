@@ -106,3 +106,57 @@ fn dup_same(points: &[(u8, u64, f64)]) -> u64 {
     }
     n
 }
+
+proptest! {
+    #![proptest_config(config())]
+
+    /// Keel's zero-copy remote-write decoder reads exactly what prost's
+    /// generated decoder reads, for series valid or not, labels sorted or not.
+    #[test]
+    fn remote_write_decoder_agrees_with_prost(
+        series in proptest::collection::vec(
+            (
+                proptest::collection::vec(("(__name__|[a-c]|[a-c]_x|9bad)", "[a-zé\u{0}]{0,3}"), 0..5),
+                proptest::collection::vec((any::<i64>(), any::<f64>()), 0..4),
+            ),
+            0..8,
+        )
+    ) {
+        use keel_collector::ingest::remote_write::{Label, Sample, TimeSeries, WriteRequest};
+        use keel_collector::labels::Labels;
+        let req = WriteRequest {
+            timeseries: series.iter().map(|(labels, samples)| TimeSeries {
+                labels: labels.iter().map(|(n, v)| Label { name: n.clone(), value: v.clone() }).collect(),
+                samples: samples.iter().map(|(t, v)| Sample { value: *v, timestamp: *t }).collect(),
+            }).collect(),
+        };
+        let body = snap::raw::Encoder::new().compress_vec(&req.encode_to_vec()).unwrap_or_default();
+        let decoded = remote_write::decode(&body, 1 << 20).map_err(TestCaseError::fail)?;
+        let problems = decoded.problems.len();
+        let batch = decoded.into_batch(|keys| keys.map(Labels::from_encoded).collect());
+        // What prost reads back (proto3 drops defaults such as -0.0 on encode).
+        let via_prost = WriteRequest::decode(&req.encode_to_vec()[..]).map_err(|e| TestCaseError::fail(e.to_string()))?;
+        let mut expected = Vec::new();
+        let mut bad = 0;
+        for ts in &via_prost.timeseries {
+            let mut names: Vec<&str> = ts.labels.iter().map(|l| l.name.as_str()).collect();
+            names.sort_unstable();
+            let valid = ts.labels.iter().all(|l| l.name != "9bad")
+                && names.windows(2).all(|w| w[0] != w[1])
+                && ts.labels.iter().any(|l| l.name == "__name__" && !l.value.is_empty());
+            if !valid {
+                bad += 1;
+                continue;
+            }
+            let labels = Labels::new(ts.labels.iter().map(|l| (l.name.as_str(), l.value.as_str())).collect());
+            let samples: Vec<(i64, u64)> = ts.samples.iter().map(|s| (s.timestamp, s.value.to_bits())).collect();
+            expected.push((labels, samples));
+        }
+        prop_assert_eq!(problems, bad);
+        let got: Vec<(Labels, Vec<(i64, u64)>)> = batch
+            .into_iter()
+            .map(|(l, s)| (l, s.into_iter().map(|(t, v)| (t, v.to_bits())).collect()))
+            .collect();
+        prop_assert_eq!(got, expected);
+    }
+}

@@ -14,7 +14,6 @@ use axum::extract::{DefaultBodyLimit, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
-use prost::Message;
 
 use crate::labels::{Labels, NAME};
 use crate::store::Store;
@@ -67,9 +66,190 @@ fn valid_label_name(n: &str) -> bool {
         && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
 }
 
-/// Decode a snappy-compressed `WriteRequest` into series, reporting the
-/// first problem of every series that cannot be stored.
-pub fn decode(body: &[u8], max_decoded: usize) -> Result<(Batch, Vec<String>), String> {
+/// Reads protobuf wire format from a slice without copying, naming the
+/// byte offset (in the decompressed request) of anything malformed.
+struct Wire<'a> {
+    b: &'a [u8],
+    at: usize,
+    /// Offset of `b` in the whole request.
+    base: usize,
+}
+
+impl<'a> Wire<'a> {
+    fn err(&self, what: &str) -> String {
+        format!(
+            "malformed protobuf WriteRequest at byte {}: {what}",
+            self.base + self.at
+        )
+    }
+
+    fn done(&self) -> bool {
+        self.at >= self.b.len()
+    }
+
+    fn varint(&mut self) -> Result<u64, String> {
+        let mut v = 0u64;
+        for shift in (0..64).step_by(7) {
+            let Some(b) = self.b.get(self.at) else {
+                return Err(self.err("truncated varint"));
+            };
+            self.at += 1;
+            v |= u64::from(b & 0x7f) << shift;
+            if *b < 0x80 {
+                return Ok(v);
+            }
+        }
+        Err(self.err("varint longer than 10 bytes"))
+    }
+
+    /// The next field's number and wire type.
+    fn key(&mut self) -> Result<(u64, u8), String> {
+        let k = self.varint()?;
+        Ok((k >> 3, (k & 7) as u8))
+    }
+
+    fn bytes(&mut self, n: usize) -> Result<(usize, &'a [u8]), String> {
+        let start = self.at;
+        let b: &'a [u8] = self.b;
+        let Some(s) = start.checked_add(n).and_then(|end| b.get(start..end)) else {
+            return Err(self.err("length runs past the end"));
+        };
+        self.at += n;
+        Ok((self.base + start, s))
+    }
+
+    /// A length-delimited field's contents, as a reader of its own.
+    fn message(&mut self) -> Result<Wire<'a>, String> {
+        let n = usize::try_from(self.varint()?).map_err(|_| self.err("length too large"))?;
+        let (base, b) = self.bytes(n)?;
+        Ok(Wire { b, at: 0, base })
+    }
+
+    fn string(&mut self) -> Result<&'a str, String> {
+        let m = self.message()?;
+        std::str::from_utf8(m.b).map_err(|e| {
+            format!(
+                "malformed protobuf WriteRequest at byte {}: string is not valid UTF-8",
+                m.base + e.valid_up_to()
+            )
+        })
+    }
+
+    fn fixed64(&mut self) -> Result<u64, String> {
+        let (_, b) = self.bytes(8)?;
+        let mut a = [0u8; 8];
+        a.copy_from_slice(b);
+        Ok(u64::from_le_bytes(a))
+    }
+
+    /// Skip a field Keel does not read (metadata, exemplars, histograms).
+    fn skip(&mut self, wire: u8) -> Result<(), String> {
+        match wire {
+            0 => self.varint().map(|_| ()),
+            1 => self.bytes(8).map(|_| ()),
+            2 => self.message().map(|_| ()),
+            5 => self.bytes(4).map(|_| ()),
+            w => Err(self.err(&format!("unsupported wire type {w}"))),
+        }
+    }
+}
+
+/// One `TimeSeries`: its label pairs (as sent) and samples.
+fn time_series<'a>(
+    mut w: Wire<'a>,
+    pairs: &mut Vec<(&'a str, &'a str)>,
+) -> Result<Vec<(i64, f64)>, String> {
+    let mut samples = Vec::new();
+    while !w.done() {
+        match w.key()? {
+            (1, 2) => {
+                let mut l = w.message()?;
+                let (mut name, mut value) = ("", "");
+                while !l.done() {
+                    match l.key()? {
+                        (1, 2) => name = l.string()?,
+                        (2, 2) => value = l.string()?,
+                        (_, wire) => l.skip(wire)?,
+                    }
+                }
+                pairs.push((name, value));
+            }
+            (2, 2) => {
+                let mut s = w.message()?;
+                let (mut v, mut t) = (0.0, 0i64);
+                while !s.done() {
+                    match s.key()? {
+                        (1, 1) => v = f64::from_bits(s.fixed64()?),
+                        (2, 0) => t = s.varint()? as i64,
+                        (_, wire) => s.skip(wire)?,
+                    }
+                }
+                samples.push((t, v));
+            }
+            (_, wire) => w.skip(wire)?,
+        }
+    }
+    Ok(samples)
+}
+
+/// Why a series' labels cannot be stored, if they cannot.
+fn label_problem(pairs: &[(&str, &str)]) -> Option<String> {
+    if let Some((bad, _)) = pairs.iter().find(|(n, _)| !valid_label_name(n)) {
+        return Some(format!("invalid label name {bad:?}"));
+    }
+    if pairs.windows(2).any(|w| w[0].0 == w[1].0) {
+        return Some("duplicate label name".into());
+    }
+    if !pairs.iter().any(|(n, v)| *n == NAME && !v.is_empty()) {
+        return Some("no metric name (__name__)".into());
+    }
+    None
+}
+
+/// A series' label-set encoding (a range of `Decoded::keys`) and samples.
+type KeyedSamples = (std::ops::Range<usize>, Vec<(i64, f64)>);
+
+/// A decoded request: every storable series' label-set encoding (back to
+/// back in `keys`) with its samples, and the problem of every other one.
+#[derive(Debug, Default)]
+pub struct Decoded {
+    keys: Vec<u8>,
+    /// Where in `keys` each series' label set is, and its samples.
+    series: Vec<KeyedSamples>,
+    /// One line for each series that cannot be stored, naming it by index.
+    pub problems: Vec<String>,
+}
+
+impl Decoded {
+    /// Pair each series with its labels, found or made by `resolve` from
+    /// the label-set encodings.
+    pub fn into_batch(
+        self,
+        resolve: impl FnOnce(&mut dyn Iterator<Item = &[u8]>) -> Vec<Labels>,
+    ) -> Batch {
+        let keys = &self.keys;
+        let labels = resolve(&mut self.series.iter().map(|(r, _)| &keys[r.clone()]));
+        labels
+            .into_iter()
+            .zip(self.series)
+            .map(|(l, (_, samples))| (l, samples))
+            .collect()
+    }
+
+    /// Series that can be stored.
+    pub fn len(&self) -> usize {
+        self.series.len()
+    }
+
+    /// True when no series can be stored.
+    pub fn is_empty(&self) -> bool {
+        self.series.is_empty()
+    }
+}
+
+/// Decode a snappy-compressed `WriteRequest` without copying its strings,
+/// reporting the first problem of every series that cannot be stored.
+pub fn decode(body: &[u8], max_decoded: usize) -> Result<Decoded, String> {
     let len = snap::raw::decompress_len(body)
         .map_err(|e| format!("body is not snappy-compressed: {e}"))?;
     if len > max_decoded {
@@ -80,49 +260,50 @@ pub fn decode(body: &[u8], max_decoded: usize) -> Result<(Batch, Vec<String>), S
     let raw = snap::raw::Decoder::new()
         .decompress_vec(body)
         .map_err(|e| format!("body is not snappy-compressed: {e}"))?;
-    let req = WriteRequest::decode(&raw[..])
-        .map_err(|e| format!("malformed protobuf WriteRequest: {e}"))?;
-    let mut batch = Vec::with_capacity(req.timeseries.len());
-    let mut problems = Vec::new();
-    for (i, ts) in req.timeseries.into_iter().enumerate() {
-        let mut names: Vec<&str> = ts.labels.iter().map(|l| l.name.as_str()).collect();
-        names.sort_unstable();
-        let problem = if let Some(bad) = ts.labels.iter().find(|l| !valid_label_name(&l.name)) {
-            Some(format!(
-                "timeseries[{i}]: invalid label name {:?}",
-                bad.name
-            ))
-        } else if names.windows(2).any(|w| w[0] == w[1]) {
-            Some(format!("timeseries[{i}]: duplicate label name"))
-        } else if !ts
-            .labels
-            .iter()
-            .any(|l| l.name == NAME && !l.value.is_empty())
-        {
-            Some(format!("timeseries[{i}]: no metric name (__name__)"))
-        } else {
-            None
-        };
-        if let Some(p) = problem {
-            problems.push(p);
-            continue;
+    let mut w = Wire {
+        b: &raw,
+        at: 0,
+        base: 0,
+    };
+    let mut out = Decoded::default();
+    let mut pairs: Vec<(&str, &str)> = Vec::new();
+    let mut i = 0usize;
+    while !w.done() {
+        match w.key()? {
+            (1, 2) => {
+                pairs.clear();
+                let samples = time_series(w.message()?, &mut pairs)?;
+                // Remote write requires sorted labels; sort if a sender did not.
+                if !pairs.is_sorted_by(|a, b| a.0 <= b.0) {
+                    pairs.sort_by(|a, b| a.0.cmp(b.0));
+                }
+                match label_problem(&pairs) {
+                    Some(p) => out.problems.push(format!("timeseries[{i}]: {p}")),
+                    None => {
+                        // An empty value means no such label.
+                        pairs.retain(|(_, v)| !v.is_empty());
+                        let start = out.keys.len();
+                        crate::labels::encode_sorted(pairs.iter().copied(), &mut out.keys);
+                        out.series.push((start..out.keys.len(), samples));
+                    }
+                }
+                i += 1;
+            }
+            (_, wire) => w.skip(wire)?,
         }
-        let labels = Labels::new(ts.labels.into_iter().map(|l| (l.name, l.value)).collect());
-        batch.push((
-            labels,
-            ts.samples
-                .into_iter()
-                .map(|s| (s.timestamp, s.value))
-                .collect(),
-        ));
     }
-    Ok((batch, problems))
+    Ok(out)
 }
 
 #[derive(Clone)]
 struct Rw {
     store: Arc<Store>,
     max_decoded: usize,
+    /// Requests decoded and stored at once: one a core. The work is CPU
+    /// bound and appends serialise on the head anyway; more at once only
+    /// spreads allocations over more threads (whose allocator caches then
+    /// hold memory) without storing faster. Others wait their turn.
+    workers: Arc<tokio::sync::Semaphore>,
 }
 
 /// The remote-write route.
@@ -130,13 +311,24 @@ pub fn routes(store: Arc<Store>, max_body: usize, max_decoded: usize) -> Router 
     Router::new()
         .route("/api/v1/write", post(write))
         .layer(DefaultBodyLimit::max(max_body))
-        .with_state(Rw { store, max_decoded })
+        .with_state(Rw {
+            store,
+            max_decoded,
+            workers: Arc::new(tokio::sync::Semaphore::new(
+                std::thread::available_parallelism().map_or(2, |n| n.get()),
+            )),
+        })
 }
 
 async fn write(State(rw): State<Rw>, body: Bytes) -> Response {
+    let Ok(_turn) = rw.workers.clone().acquire_owned().await else {
+        return (StatusCode::SERVICE_UNAVAILABLE, "shutting down\n").into_response();
+    };
     let work = tokio::task::spawn_blocking(move || {
-        let (batch, mut problems) =
+        let mut decoded =
             decode(&body, rw.max_decoded).map_err(|m| (StatusCode::BAD_REQUEST, m))?;
+        let mut problems = std::mem::take(&mut decoded.problems);
+        let batch = decoded.into_batch(|keys| rw.store.resolve_labels(keys));
         let appended = rw
             .store
             .append(batch)
@@ -154,5 +346,49 @@ async fn write(State(rw): State<Rw>, body: Bytes) -> Response {
             .into_response(),
         Ok(Err((status, msg))) => (status, format!("{msg}\n")).into_response(),
         Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")).into_response(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use prost::Message;
+
+    fn snappy(raw: &[u8]) -> Vec<u8> {
+        snap::raw::Encoder::new()
+            .compress_vec(raw)
+            .unwrap_or_default()
+    }
+
+    #[test]
+    fn malformed_requests_name_the_byte_offset() {
+        let req = WriteRequest {
+            timeseries: vec![TimeSeries {
+                labels: vec![Label {
+                    name: NAME.into(),
+                    value: "up".into(),
+                }],
+                samples: vec![Sample {
+                    value: 1.0,
+                    timestamp: 5,
+                }],
+            }],
+        };
+        let raw = req.encode_to_vec();
+        let cut = decode(&snappy(&raw[..raw.len() - 3]), 1 << 20).expect_err("truncated");
+        assert!(cut.contains("at byte 2: length runs past the end"), "{cut}");
+        let mut bad = raw.clone();
+        let at = bad
+            .windows(2)
+            .position(|w| w == b"up")
+            .expect("value bytes");
+        bad[at] = 0xff;
+        let utf8 = decode(&snappy(&bad), 1 << 20).expect_err("invalid UTF-8");
+        assert_eq!(
+            utf8,
+            format!("malformed protobuf WriteRequest at byte {at}: string is not valid UTF-8")
+        );
+        let ok = decode(&snappy(&raw), 1 << 20).expect("valid");
+        assert_eq!(ok.len(), 1);
     }
 }

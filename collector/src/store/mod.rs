@@ -727,6 +727,19 @@ impl Store {
             .collect()
     }
 
+    /// A label set for each encoding (see `labels::encode_sorted`): the
+    /// head's own when the series exists, so a batch of known series
+    /// allocates no labels; a new one otherwise.
+    pub fn resolve_labels<'a>(&self, encoded: impl Iterator<Item = &'a [u8]>) -> Vec<Labels> {
+        let head = self.head.read().unwrap_or_else(|e| e.into_inner());
+        encoded
+            .map(|bytes| match head.by_labels.get_key_value(bytes) {
+                Some((labels, _)) => labels.clone(),
+                None => Labels::from_encoded(bytes),
+            })
+            .collect()
+    }
+
     /// The newest sample of the series with exactly these labels.
     pub fn last(&self, labels: &Labels) -> Option<(i64, f64)> {
         let head = self.head.read().unwrap_or_else(|e| e.into_inner());
