@@ -52,7 +52,10 @@ struct Figures {
     samples_per_cpu_second: f64,
     rss_growth_bytes: f64,
     bytes_per_series: f64,
+    /// Cut (sealed) chunks only: what Prometheus' `chunks_head/` holds.
     chunk_bytes_per_sample: f64,
+    /// Every chunk, the open ones too (Keel only).
+    all_chunk_bytes_per_sample: f64,
     query_p50_ms: f64,
     query_p99_ms: f64,
     query_series: usize,
@@ -334,8 +337,8 @@ async fn ingest(
     }
     let secs = start.elapsed().as_secs_f64();
     let (cpu1, _) = usage(pid)?;
-    // Memory once settled: both runtimes give back freed memory lazily.
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    // Memory once settled (5 s): both runtimes give back freed memory lazily.
+    tokio::time::sleep(Duration::from_secs(5)).await;
     let (_, rss1) = usage(pid)?;
     Ok((secs, cpu1 - cpu0, rss0, rss1))
 }
@@ -394,6 +397,7 @@ fn figures(
         rss_growth_bytes: rss1 - rss0,
         bytes_per_series: (rss1 - rss0) / series as f64,
         chunk_bytes_per_sample: chunk_bytes / samples as f64,
+        all_chunk_bytes_per_sample: chunk_bytes / samples as f64,
         query_p50_ms: q.0,
         query_p99_ms: q.1,
         query_series: q.2,
@@ -427,10 +431,16 @@ pub fn run(args: MetricsBenchArgs) -> anyhow::Result<()> {
         eprintln!("  ingesting into Keel");
         let k_ingest = ingest(&keel, &client, &requests).await?;
         let status: serde_json::Value = client.get(format!("{}/api/v1/status/keel", keel.api)).send().await?.json().await?;
-        let k_chunks = status["data"]["store"]["chunk_bytes"].as_f64().unwrap_or(0.0);
+        let store = &status["data"]["store"];
+        let k_chunks = store["chunk_bytes"].as_f64().unwrap_or(0.0);
+        let open_bytes = store["open_chunk_bytes"].as_f64().unwrap_or(0.0);
+        let open_samples = store["open_chunk_samples"].as_f64().unwrap_or(0.0);
         let k_query = query_latency(&keel.api, &client, end_ms, args.queries).await?;
         drop(keel);
-        let keel_fig = figures(args.series, samples, k_ingest, k_chunks, k_query);
+        let mut keel_fig = figures(args.series, samples, k_ingest, k_chunks, k_query);
+        let sealed_samples = samples as f64 - open_samples;
+        keel_fig.chunk_bytes_per_sample =
+            if sealed_samples > 0.0 { (k_chunks - open_bytes) / sealed_samples } else { 0.0 };
 
         let (prometheus, prometheus_note) = if args.prometheus.exists() {
             let prom_dir = tempfile::tempdir()?;
@@ -444,9 +454,10 @@ pub fn run(args: MetricsBenchArgs) -> anyhow::Result<()> {
             // its 121st sample): the samples in it are full chunks but the last.
             let on_disk = args.series * ((steps - 1) / 120) * 120;
             let mut p = figures(args.series, samples, p_ingest, chunks, p_query);
+            p.all_chunk_bytes_per_sample = 0.0;
             p.chunk_bytes_per_sample = if on_disk > 0 { chunks / on_disk as f64 } else { 0.0 };
             (Some(p), Some(format!(
-                "Prometheus chunk bytes are chunks_head/ over the {on_disk} samples in its cut chunks; Keel's are all its chunks over all samples"
+                "cut-chunk bytes: Prometheus' chunks_head/ over the {on_disk} samples in its cut chunks, Keel's sealed chunks over theirs; Keel's open chunks ({open_samples} samples) are Gorilla until full"
             )))
         } else {
             (None, Some(format!("{} not found: install Debian's prometheus package to compare", args.prometheus.display())))
@@ -475,7 +486,8 @@ pub fn run(args: MetricsBenchArgs) -> anyhow::Result<()> {
         row("ingest samples / CPU-second", r.keel.samples_per_cpu_second, p.samples_per_cpu_second, &int);
         row("ingest wall seconds", r.keel.ingest_seconds, p.ingest_seconds, &two);
         row("memory bytes / active series", r.keel.bytes_per_series, p.bytes_per_series, &int);
-        row("chunk bytes / sample", r.keel.chunk_bytes_per_sample, p.chunk_bytes_per_sample, &two);
+        row("chunk bytes / sample (cut chunks)", r.keel.chunk_bytes_per_sample, p.chunk_bytes_per_sample, &two);
+        row("chunk bytes / sample (all, open too)", r.keel.all_chunk_bytes_per_sample, p.all_chunk_bytes_per_sample, &two);
         row("query_range 1h p50 ms", r.keel.query_p50_ms, p.query_p50_ms, &two);
         row("query_range 1h p99 ms", r.keel.query_p99_ms, p.query_p99_ms, &two);
         if let Some(n) = &r.prometheus_note {

@@ -68,6 +68,21 @@ pub struct Chunk {
     last_v: u64,
     leading: u8,
     trailing: u8,
+    /// Bytes to reserve at the first sample (0: grow as needed).
+    expect: u16,
+}
+
+impl Chunk {
+    /// An empty chunk that reserves `bytes` of compressed data when its
+    /// first sample comes, so that it fills without reallocating when its
+    /// size can be foreseen (a series' chunks are about the same size),
+    /// and holds nothing if no sample comes.
+    pub fn expecting(bytes: usize) -> Self {
+        Self {
+            expect: u16::try_from(bytes).unwrap_or(u16::MAX),
+            ..Self::default()
+        }
+    }
 }
 
 fn sign_extend(v: u64, bits: u8) -> i64 {
@@ -111,6 +126,7 @@ impl Chunk {
         let bits = v.to_bits();
         match self.count {
             0 => {
+                self.w.bytes.reserve_exact(usize::from(self.expect));
                 self.w.push_bits(t as u64, 64);
                 self.w.push_bits(bits, 64);
                 self.first_t = t;

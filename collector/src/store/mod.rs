@@ -6,6 +6,7 @@
 //! kept aside and merged on read; older ones are rejected and counted, as
 //! is a second, different value for an existing timestamp.
 
+pub mod arena;
 pub mod block;
 pub mod gorilla;
 pub mod packed;
@@ -15,6 +16,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, RwLock};
 
+use arena::{Arena, ChunkRef};
 use gorilla::Chunk;
 pub use wal::Fsync;
 use wal::{Wal, WalError};
@@ -72,94 +74,88 @@ impl Appended {
     }
 }
 
-/// Where a sealed chunk is in its series' sealed bytes, and its time range.
-#[derive(Debug, Clone, Copy)]
-struct SealedChunk {
-    min_t: i64,
-    max_t: i64,
-    /// End offset in `Series::sealed`; it starts where the previous ends.
-    end: u32,
-}
-
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct Series {
     labels: Labels,
     /// Its series record is in the WAL (samples may refer to it).
     logged: bool,
-    /// Full chunks re-encoded by [`packed::encode`], back to back: one
-    /// allocation a series rather than one a chunk.
-    sealed: Vec<u8>,
-    sealed_chunks: Vec<SealedChunk>,
+    /// Its newest sealed chunk in the head's arena; each links to the one
+    /// before, so the series needs no list of its own.
+    newest_sealed: ChunkRef,
     /// The open chunk, Gorilla-encoded as samples arrive.
     head: Chunk,
-    ooo: BTreeMap<i64, f64>,
+    /// Out-of-order samples, merged on read (rare: boxed when present).
+    #[expect(
+        clippy::box_collection,
+        reason = "8 bytes a series instead of an empty map's 24: most series never have one"
+    )]
+    ooo: Option<Box<BTreeMap<i64, f64>>>,
 }
 
 impl Series {
-    /// Each sealed chunk's range and bytes, oldest first.
-    fn sealed(&self) -> impl Iterator<Item = (SealedChunk, &[u8])> {
-        let mut start = 0usize;
-        self.sealed_chunks.iter().map(move |c| {
-            let end = c.end as usize;
-            let bytes = self.sealed.get(start..end).unwrap_or_default();
-            start = end;
-            (*c, bytes)
-        })
+    fn new(labels: Labels) -> Self {
+        Self {
+            labels,
+            logged: false,
+            newest_sealed: arena::NONE,
+            head: Chunk::default(),
+            ooo: None,
+        }
     }
 
-    fn last(&self) -> Option<(i64, f64)> {
+    fn last(&self, arena: &Arena) -> Option<(i64, f64)> {
         if self.head.is_empty() {
-            self.sealed()
-                .last()
-                .and_then(|(_, b)| packed::decode(b))
+            arena
+                .get(self.newest_sealed)
+                .and_then(|c| packed::decode(c.bytes))
                 .and_then(|s| s.last().copied())
         } else {
             self.head.last()
         }
     }
 
-    fn max_t(&self) -> Option<i64> {
+    fn max_t(&self, arena: &Arena) -> Option<i64> {
         if !self.head.is_empty() {
             Some(self.head.max_t())
         } else {
-            self.sealed_chunks.last().map(|c| c.max_t)
+            arena.get(self.newest_sealed).map(|c| c.max_t)
         }
     }
 
-    fn min_t(&self) -> Option<i64> {
-        match self.sealed_chunks.first() {
+    fn min_t(&self, arena: &Arena) -> Option<i64> {
+        match arena.chain(self.newest_sealed).first() {
             Some(c) => Some(c.min_t),
             None => (!self.head.is_empty()).then(|| self.head.min_t()),
         }
     }
 
-    /// Re-encode the full open chunk compactly and start a new one.
-    fn seal(&mut self) {
+    /// Re-encode the full open chunk compactly into the arena and start a
+    /// new one.
+    fn seal(&mut self, arena: &mut Arena) {
         let bytes = packed::encode(&self.head.samples());
-        self.sealed.reserve_exact(bytes.len());
-        self.sealed.extend_from_slice(&bytes);
-        self.sealed_chunks.push(SealedChunk {
-            min_t: self.head.min_t(),
-            max_t: self.head.max_t(),
-            end: self.sealed.len() as u32,
-        });
-        self.head = Chunk::default();
+        self.newest_sealed = arena.push(
+            self.newest_sealed,
+            self.head.min_t(),
+            self.head.max_t(),
+            &bytes,
+        );
+        // The next chunk of a series is about as large as its last.
+        self.head = Chunk::expecting(self.head.bytes() + self.head.bytes() / 8);
     }
 
-    /// Compressed bytes held.
-    fn bytes(&self) -> usize {
-        self.sealed.len() + self.head.bytes()
+    fn add_out_of_order(&mut self, t: i64, v: f64) {
+        self.ooo.get_or_insert_default().insert(t, v);
     }
 
     /// Samples in `[mint, maxt]`, in time order.
-    fn range(&self, mint: i64, maxt: i64) -> Vec<(i64, f64)> {
+    fn range(&self, arena: &Arena, mint: i64, maxt: i64) -> Vec<(i64, f64)> {
         let mut out = Vec::new();
         let in_range = |(t, _): &(i64, f64)| (mint..=maxt).contains(t);
-        for (c, bytes) in self.sealed() {
+        for c in arena.chain(self.newest_sealed) {
             if c.max_t < mint || c.min_t > maxt {
                 continue;
             }
-            match packed::decode(bytes) {
+            match packed::decode(c.bytes) {
                 Some(samples) => out.extend(samples.into_iter().filter(in_range)),
                 None => tracing::error!(series = %self.labels, "a sealed chunk does not decode"),
             }
@@ -167,9 +163,8 @@ impl Series {
         if !self.head.is_empty() && self.head.max_t() >= mint && self.head.min_t() <= maxt {
             out.extend(self.head.samples().into_iter().filter(in_range));
         }
-        if !self.ooo.is_empty() {
-            let extra: Vec<(i64, f64)> =
-                self.ooo.range(mint..=maxt).map(|(t, v)| (*t, *v)).collect();
+        if let Some(ooo) = &self.ooo {
+            let extra: Vec<(i64, f64)> = ooo.range(mint..=maxt).map(|(t, v)| (*t, *v)).collect();
             if !extra.is_empty() {
                 out.extend(extra);
                 out.sort_by_key(|(t, _)| *t);
@@ -202,9 +197,55 @@ pub(crate) fn add_postings(postings: &mut Postings, labels: &Labels, r: u32) {
     }
 }
 
+/// Series in segments of a fixed size: growing never copies the series
+/// nor reserves more than one segment ahead (a `Vec` doubling would hold
+/// up to twice the memory, and copy it all, as series are added).
+#[derive(Debug, Default)]
+struct SeriesList {
+    segments: Vec<Vec<Series>>,
+    len: usize,
+}
+
+const SEGMENT: usize = 1024;
+
+impl SeriesList {
+    fn len(&self) -> usize {
+        self.len
+    }
+
+    fn push(&mut self, s: Series) {
+        if self.len.is_multiple_of(SEGMENT) {
+            self.segments.push(Vec::with_capacity(SEGMENT));
+        }
+        if let Some(seg) = self.segments.last_mut() {
+            seg.push(s);
+            self.len += 1;
+        }
+    }
+
+    fn iter(&self) -> impl Iterator<Item = &Series> {
+        self.segments.iter().flatten()
+    }
+}
+
+impl std::ops::Index<usize> for SeriesList {
+    type Output = Series;
+    fn index(&self, r: usize) -> &Series {
+        &self.segments[r / SEGMENT][r % SEGMENT]
+    }
+}
+
+impl std::ops::IndexMut<usize> for SeriesList {
+    fn index_mut(&mut self, r: usize) -> &mut Series {
+        &mut self.segments[r / SEGMENT][r % SEGMENT]
+    }
+}
+
 #[derive(Debug, Default)]
 struct Head {
-    series: Vec<Series>,
+    series: SeriesList,
+    /// Sealed chunks of every series.
+    arena: Arena,
     by_labels: crate::FastMap<Labels, u32>,
     postings: Postings,
     samples: u64,
@@ -215,8 +256,8 @@ impl Head {
         self.series
             .iter()
             .filter_map(|s| {
-                let chunk_min = s.min_t();
-                let ooo_min = s.ooo.keys().next().copied();
+                let chunk_min = s.min_t(&self.arena);
+                let ooo_min = s.ooo.as_ref().and_then(|o| o.keys().next().copied());
                 match (chunk_min, ooo_min) {
                     (Some(a), Some(b)) => Some(a.min(b)),
                     (a, b) => a.or(b),
@@ -226,14 +267,17 @@ impl Head {
     }
 
     fn max_t(&self) -> Option<i64> {
-        self.series.iter().filter_map(Series::max_t).max()
+        self.series
+            .iter()
+            .filter_map(|s| s.max_t(&self.arena))
+            .max()
     }
 
     /// Every series' samples split at `boundary`: (before, from it on).
     fn split(&self, boundary: i64) -> (Vec<SeriesSamples>, Vec<SeriesSamples>) {
         let (mut old, mut keep) = (Vec::new(), Vec::new());
-        for s in &self.series {
-            let all = s.range(i64::MIN, i64::MAX);
+        for s in self.series.iter() {
+            let all = s.range(&self.arena, i64::MIN, i64::MAX);
             let at = all.partition_point(|(t, _)| *t < boundary);
             if at > 0 {
                 old.push((s.labels.clone(), all[..at].to_vec()));
@@ -253,10 +297,7 @@ impl Head {
         let r = self.series.len() as u32;
         add_postings(&mut self.postings, labels, r);
         self.by_labels.insert(labels.clone(), r);
-        self.series.push(Series {
-            labels: labels.clone(),
-            ..Series::default()
-        });
+        self.series.push(Series::new(labels.clone()));
         r
     }
 
@@ -269,7 +310,7 @@ impl Head {
         out: &mut Appended,
     ) -> Vec<(i64, f64)> {
         let (mut max_t, existing) = match r.map(|r| &self.series[r as usize]) {
-            Some(s) => (s.max_t(), Some(s)),
+            Some(s) => (s.max_t(&self.arena), Some(s)),
             None => (None, None),
         };
         let mut keep = Vec::with_capacity(samples.len());
@@ -285,7 +326,9 @@ impl Head {
                         .rev()
                         .find(|(kt, _)| *kt == t)
                         .map(|(_, kv): &(i64, f64)| *kv)
-                        .or_else(|| existing.and_then(|s| s.range(t, t).first().map(|x| x.1)));
+                        .or_else(|| {
+                            existing.and_then(|s| s.range(&self.arena, t, t).first().map(|x| x.1))
+                        });
                     match previous {
                         Some(p) if p.to_bits() == v.to_bits() => continue, // a repeat: already stored
                         Some(_) => {
@@ -316,16 +359,14 @@ impl Head {
     fn apply_ref(&mut self, r: u32, samples: &[(i64, f64)]) {
         let s = &mut self.series[r as usize];
         for &(t, v) in samples {
-            match s.max_t() {
-                Some(m) if t <= m => {
-                    s.ooo.insert(t, v);
-                }
+            match s.max_t(&self.arena) {
+                Some(m) if t <= m => s.add_out_of_order(t, v),
                 _ => {
                     s.head.push(t, v);
                     // Sealed as soon as it is full, so a series that
                     // stops sending keeps no half-used open chunk.
                     if s.head.len() >= CHUNK_SAMPLES {
-                        s.seal();
+                        s.seal(&mut self.arena);
                     }
                 }
             }
@@ -704,7 +745,7 @@ impl Store {
         let head = self.head.read().unwrap_or_else(|e| e.into_inner());
         for r in Self::matching(&head, matchers) {
             let s = &head.series[r as usize];
-            let samples = s.range(mint, maxt);
+            let samples = s.range(&head.arena, mint, maxt);
             if !samples.is_empty() {
                 merged.entry(s.labels.clone()).or_default().extend(samples);
             }
@@ -745,7 +786,7 @@ impl Store {
         let head = self.head.read().unwrap_or_else(|e| e.into_inner());
         head.by_labels
             .get(labels)
-            .and_then(|r| head.series[*r as usize].last())
+            .and_then(|r| head.series[*r as usize].last(&head.arena))
     }
 
     /// Every label name in use.
@@ -775,12 +816,19 @@ impl Store {
     /// Series and samples held, and compressed chunk bytes.
     pub fn stats(&self) -> StoreStats {
         let head = self.head.read().unwrap_or_else(|e| e.into_inner());
-        let chunk_bytes = head.series.iter().map(Series::bytes).sum::<usize>() as u64;
+        let (open_bytes, open_samples) = head
+            .series
+            .iter()
+            .fold((0, 0), |(b, n), s| (b + s.head.bytes(), n + s.head.len()));
+        let sealed = head.arena.chunk_bytes();
         let blocks = self.blocks.read().unwrap_or_else(|e| e.into_inner());
         StoreStats {
             series: head.series.len() as u64,
             samples: head.samples + blocks.iter().map(|b| b.samples).sum::<u64>(),
-            chunk_bytes: chunk_bytes + blocks.iter().map(|b| b.chunk_bytes).sum::<u64>(),
+            chunk_bytes: (sealed + open_bytes) as u64
+                + blocks.iter().map(|b| b.chunk_bytes).sum::<u64>(),
+            open_chunk_bytes: open_bytes as u64,
+            open_chunk_samples: open_samples as u64,
             wal_bytes: self
                 .wal
                 .as_ref()
@@ -797,8 +845,12 @@ pub struct StoreStats {
     pub series: u64,
     /// Samples stored.
     pub samples: u64,
-    /// Bytes of compressed chunks.
+    /// Bytes of compressed chunks (sealed, open and in blocks).
     pub chunk_bytes: u64,
+    /// Of those, the bytes of the head's open (Gorilla) chunks...
+    pub open_chunk_bytes: u64,
+    /// ...and the samples in them.
+    pub open_chunk_samples: u64,
     /// Bytes of write-ahead log.
     pub wal_bytes: u64,
 }
@@ -835,6 +887,54 @@ mod tests {
         assert_eq!((b.accepted, b.too_old, b.duplicate), (1, 1, 1));
         let got = store.select(&[Matcher::Equal("job".into(), "a".into())], 0, 30_000);
         assert_eq!(got[0].1, vec![(10_000, 1.0), (19_500, 1.5), (20_000, 2.0)]);
+    }
+
+    #[test]
+    fn samples_come_back_bit_for_bit_across_sealed_chunks() {
+        let store = Store::in_memory(StoreConfig::default());
+        let a = l("x", "a");
+        let sent: Vec<(i64, f64)> = (0..2 * CHUNK_SAMPLES as i64)
+            .map(|i| {
+                let v = match i % 50 {
+                    7 => f64::NAN,
+                    9 => -0.0,
+                    _ => (i * 37 % 101) as f64 / 100.0,
+                };
+                (i * 15_000, v)
+            })
+            .collect();
+        for chunk in sent.chunks(7) {
+            store
+                .append(vec![(a.clone(), chunk.to_vec())])
+                .expect("append");
+        }
+        // Exactly two full chunks: both sealed, the open chunk empty.
+        assert_eq!(store.stats().open_chunk_samples, 0);
+        let bits = |v: &[(i64, f64)]| v.iter().map(|(t, x)| (*t, x.to_bits())).collect::<Vec<_>>();
+        let got = store.select(&[Matcher::Equal("job".into(), "a".into())], 0, i64::MAX);
+        assert_eq!(bits(&got[0].1), bits(&sent));
+        let last = sent[sent.len() - 1];
+        assert_eq!(
+            store.last(&a).map(|(t, v)| (t, v.to_bits())),
+            Some((last.0, last.1.to_bits()))
+        );
+        // A window inside the second chunk, and an out-of-order sample in it.
+        let mid = store.select(
+            &[Matcher::Equal("job".into(), "a".into())],
+            130 * 15_000,
+            132 * 15_000,
+        );
+        assert_eq!(bits(&mid[0].1), bits(&sent[130..=132]));
+        store
+            .append(vec![(a.clone(), vec![(last.0 - 7_500, 4.25)])])
+            .expect("append");
+        let tail = store.select(
+            &[Matcher::Equal("job".into(), "a".into())],
+            last.0 - 15_000,
+            last.0,
+        );
+        assert_eq!(tail[0].1.len(), 3);
+        assert_eq!(tail[0].1[1], (last.0 - 7_500, 4.25));
     }
 
     #[test]
