@@ -124,6 +124,9 @@ pub enum ServeError {
         /// Why.
         source: std::io::Error,
     },
+    /// The ingest worker threads would not start.
+    #[error("cannot start the ingest worker threads: {0}")]
+    Workers(std::io::Error),
 }
 
 /// A running collector.
@@ -164,7 +167,9 @@ pub async fn start(config: &CollectorConfig, clock: SharedClock) -> Result<Runni
             addr: "grpc".into(),
             source,
         })?;
-    let grpc = crate::ingest::grpc::routes(store.clone(), &limits, stats.clone());
+    let workers =
+        crate::ingest::workers::Workers::per_core("keel-ingest").map_err(ServeError::Workers)?;
+    let grpc = crate::ingest::grpc::routes(store.clone(), &limits, stats.clone(), workers.clone());
     tokio::spawn(async move {
         if let Err(e) = axum::serve(grpc_listener, grpc).await {
             tracing::error!(error = %e, "OTLP/gRPC listener stopped");
@@ -185,12 +190,18 @@ pub async fn start(config: &CollectorConfig, clock: SharedClock) -> Result<Runni
                 source,
             })?,
     );
-    let ingest = crate::ingest::http::routes(store.clone(), limits.clone(), stats.clone());
+    let ingest = crate::ingest::http::routes(
+        store.clone(),
+        limits.clone(),
+        stats.clone(),
+        workers.clone(),
+    );
     let api_routes =
         crate::api::routes(store.clone(), clock).merge(crate::ingest::remote_write::routes(
             store.clone(),
             config.max_body_bytes,
             config.max_decoded_bytes,
+            workers,
         ));
     tokio::spawn(async move {
         if let Err(e) = axum::serve(otlp_listener, ingest).await {

@@ -18,12 +18,14 @@ use tokio::sync::Semaphore;
 use tonic::codec::CompressionEncoding;
 
 use super::http::{IngestLimits, IngestStats, ingest_request};
+use super::workers::Workers;
 use crate::store::Store;
 
 struct Receiver {
     store: Arc<Store>,
     permits: Arc<Semaphore>,
     stats: Arc<IngestStats>,
+    workers: Workers,
 }
 
 #[tonic::async_trait]
@@ -38,7 +40,9 @@ impl MetricsService for Receiver {
             ));
         };
         let (store, stats, req) = (self.store.clone(), self.stats.clone(), request.into_inner());
-        let result = tokio::task::spawn_blocking(move || ingest_request(&store, &stats, &req))
+        let result = self
+            .workers
+            .run(move || ingest_request(&store, &stats, &req))
             .await
             .map_err(|e| tonic::Status::internal(format!("ingest task failed: {e}")))?;
         Ok(tonic::Response::new(
@@ -56,8 +60,14 @@ async fn unimplemented() -> axum::response::Response {
 }
 
 /// The gRPC routes.
-pub fn routes(store: Arc<Store>, limits: &IngestLimits, stats: Arc<IngestStats>) -> Router {
+pub fn routes(
+    store: Arc<Store>,
+    limits: &IngestLimits,
+    stats: Arc<IngestStats>,
+    workers: Workers,
+) -> Router {
     let receiver = Receiver {
+        workers,
         store,
         permits: Arc::new(Semaphore::new(limits.max_concurrent_batches)),
         stats,

@@ -19,6 +19,8 @@ use opentelemetry_proto::tonic::collector::metrics::v1::{
 use prost::Message;
 use tokio::sync::Semaphore;
 
+use super::workers::Workers;
+
 use super::otlp;
 use crate::store::Store;
 
@@ -71,6 +73,7 @@ struct Ingest {
     limits: IngestLimits,
     permits: Arc<Semaphore>,
     stats: Arc<IngestStats>,
+    workers: Workers,
 }
 
 #[derive(Clone, Copy, PartialEq)]
@@ -80,8 +83,14 @@ enum Encoding {
 }
 
 /// The OTLP/HTTP routes.
-pub fn routes(store: Arc<Store>, limits: IngestLimits, stats: Arc<IngestStats>) -> Router {
+pub fn routes(
+    store: Arc<Store>,
+    limits: IngestLimits,
+    stats: Arc<IngestStats>,
+    workers: Workers,
+) -> Router {
     let st = Ingest {
+        workers,
         permits: Arc::new(Semaphore::new(limits.max_concurrent_batches)),
         store,
         stats,
@@ -318,7 +327,7 @@ async fn metrics(State(st): State<Ingest>, headers: HeaderMap, body: Bytes) -> R
         );
     };
     let st2 = st.clone();
-    let work = tokio::task::spawn_blocking(
+    let work = st.workers.run(
         move || -> Result<ExportMetricsServiceResponse, (StatusCode, String)> {
             let raw = decode_body(&headers, body, st2.limits.max_decoded_bytes)
                 .map_err(|m| (StatusCode::BAD_REQUEST, m))?;

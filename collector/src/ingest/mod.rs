@@ -5,3 +5,4 @@ pub mod grpc;
 pub mod http;
 pub mod otlp;
 pub mod remote_write;
+pub mod workers;

@@ -15,6 +15,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 
+use super::workers::Workers;
 use crate::labels::{Labels, NAME};
 use crate::store::Store;
 use crate::store::wal::Batch;
@@ -299,44 +300,45 @@ pub fn decode(body: &[u8], max_decoded: usize) -> Result<Decoded, String> {
 struct Rw {
     store: Arc<Store>,
     max_decoded: usize,
-    /// Requests decoded and stored at once: one a core. The work is CPU
-    /// bound and appends serialise on the head anyway; more at once only
-    /// spreads allocations over more threads (whose allocator caches then
-    /// hold memory) without storing faster. Others wait their turn.
-    workers: Arc<tokio::sync::Semaphore>,
+    /// Requests being decoded or waiting for a worker; more wait here
+    /// (Prometheus' remote-write shards retry slow requests anyway), so
+    /// the bodies held stay bounded.
+    queue: Arc<tokio::sync::Semaphore>,
+    workers: Workers,
 }
 
 /// The remote-write route.
-pub fn routes(store: Arc<Store>, max_body: usize, max_decoded: usize) -> Router {
+pub fn routes(store: Arc<Store>, max_body: usize, max_decoded: usize, workers: Workers) -> Router {
     Router::new()
         .route("/api/v1/write", post(write))
         .layer(DefaultBodyLimit::max(max_body))
         .with_state(Rw {
             store,
             max_decoded,
-            workers: Arc::new(tokio::sync::Semaphore::new(
-                std::thread::available_parallelism().map_or(2, |n| n.get()),
-            )),
+            queue: Arc::new(tokio::sync::Semaphore::new(64)),
+            workers,
         })
 }
 
 async fn write(State(rw): State<Rw>, body: Bytes) -> Response {
-    let Ok(_turn) = rw.workers.clone().acquire_owned().await else {
+    let Ok(_turn) = rw.queue.clone().acquire_owned().await else {
         return (StatusCode::SERVICE_UNAVAILABLE, "shutting down\n").into_response();
     };
-    let work = tokio::task::spawn_blocking(move || {
-        let mut decoded =
-            decode(&body, rw.max_decoded).map_err(|m| (StatusCode::BAD_REQUEST, m))?;
-        let mut problems = std::mem::take(&mut decoded.problems);
-        let batch = decoded.into_batch(|keys| rw.store.resolve_labels(keys));
-        let appended = rw
-            .store
-            .append(batch)
-            .map_err(|e| (StatusCode::SERVICE_UNAVAILABLE, e.to_string()))?;
-        problems.extend(appended.reasons());
-        Ok::<_, (StatusCode, String)>(problems)
-    })
-    .await;
+    let workers = rw.workers.clone();
+    let work = workers
+        .run(move || {
+            let mut decoded =
+                decode(&body, rw.max_decoded).map_err(|m| (StatusCode::BAD_REQUEST, m))?;
+            let mut problems = std::mem::take(&mut decoded.problems);
+            let batch = decoded.into_batch(|keys| rw.store.resolve_labels(keys));
+            let appended = rw
+                .store
+                .append(batch)
+                .map_err(|e| (StatusCode::SERVICE_UNAVAILABLE, e.to_string()))?;
+            problems.extend(appended.reasons());
+            Ok::<_, (StatusCode, String)>(problems)
+        })
+        .await;
     match work {
         Ok(Ok(problems)) if problems.is_empty() => StatusCode::NO_CONTENT.into_response(),
         Ok(Ok(problems)) => (
