@@ -3,7 +3,8 @@
 //! - [`ingest`]: OTLP/HTTP receivers (`/v1/metrics`; logs and traces are
 //!   refused with 501 until their stores exist) and the OTLP → Prometheus
 //!   series mapping;
-//! - [`store`]: the metric store (Gorilla chunks, write-ahead log);
+//! - [`store`]: the metric store (packed chunks, write-ahead log);
+//! - [`logs`]: the log store (tantivy indexes by time partition, WAL);
 //! - [`promql`]: Keel's PromQL engine over the store (parsing by the
 //!   `promql-parser` crate);
 //! - [`api`]: Prometheus' HTTP API shapes (`/api/v1/query`, …);
@@ -18,6 +19,7 @@ pub type FastMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomS
 pub mod import;
 pub mod ingest;
 pub mod labels;
+pub mod logs;
 pub mod promql;
 pub mod promtest;
 pub mod server;

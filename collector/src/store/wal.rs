@@ -91,7 +91,8 @@ fn replay_record(
     (c.at == body.len()).then_some(())
 }
 
-fn frame(out: &mut Vec<u8>, payload: &[u8]) {
+/// Append a record: length, CRC-32 of the payload, payload.
+pub(crate) fn frame(out: &mut Vec<u8>, payload: &[u8]) {
     out.extend_from_slice(&(payload.len() as u32).to_le_bytes());
     out.extend_from_slice(&crc32fast::hash(payload).to_le_bytes());
     out.extend_from_slice(payload);
@@ -176,6 +177,18 @@ impl Cursor<'_> {
 pub fn decode_log(all: &[u8]) -> (Vec<Batch>, usize) {
     let mut batches = Vec::new();
     let mut refs = std::collections::HashMap::new();
+    for (start, payload) in frames(all) {
+        if replay_record(payload, &mut refs, &mut batches).is_none() {
+            return (batches, start);
+        }
+    }
+    (batches, intact_len(all))
+}
+
+/// The intact records at the start of a log image, each with where it
+/// starts: reading stops at the first torn or corrupt one.
+pub(crate) fn frames(all: &[u8]) -> Vec<(usize, &[u8])> {
+    let mut out = Vec::new();
     let mut at = 0usize;
     while at + 8 <= all.len() {
         let len = u32::from_le_bytes([all[at], all[at + 1], all[at + 2], all[at + 3]]) as usize;
@@ -183,14 +196,20 @@ pub fn decode_log(all: &[u8]) -> (Vec<Batch>, usize) {
         let Some(payload) = all.get(at + 8..at + 8 + len) else {
             break;
         };
-        if crc32fast::hash(payload) != crc
-            || replay_record(payload, &mut refs, &mut batches).is_none()
-        {
+        if crc32fast::hash(payload) != crc {
             break;
         }
+        out.push((at, payload));
         at += 8 + len;
     }
-    (batches, at)
+    out
+}
+
+/// Length of the intact prefix of a log image.
+pub(crate) fn intact_len(all: &[u8]) -> usize {
+    frames(all)
+        .last()
+        .map_or(0, |(start, p)| start + 8 + p.len())
 }
 
 /// A log image holding `batches`: one series record giving the series refs
