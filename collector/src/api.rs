@@ -36,7 +36,7 @@ pub fn routes(store: Arc<Store>, clock: SharedClock) -> Router {
         .with_state(Api { store, clock })
 }
 
-fn fail(status: StatusCode, kind: &str, msg: String) -> Response {
+pub(crate) fn fail(status: StatusCode, kind: &str, msg: String) -> Response {
     (
         status,
         axum::Json(json!({ "status": "error", "errorType": kind, "error": msg })),
@@ -44,16 +44,20 @@ fn fail(status: StatusCode, kind: &str, msg: String) -> Response {
         .into_response()
 }
 
-fn bad(msg: String) -> Response {
+pub(crate) fn bad(msg: String) -> Response {
     fail(StatusCode::BAD_REQUEST, "bad_data", msg)
 }
 
-fn ok(data: Json) -> Response {
+pub(crate) fn ok(data: Json) -> Response {
     axum::Json(json!({ "status": "success", "data": data })).into_response()
 }
 
 /// Parameters from the URL and, for a POST, from a form-encoded body.
-fn params(q: Option<String>, headers: &HeaderMap, body: &Bytes) -> Vec<(String, String)> {
+pub(crate) fn params(
+    q: Option<String>,
+    headers: &HeaderMap,
+    body: &Bytes,
+) -> Vec<(String, String)> {
     let mut out: Vec<(String, String)> = q
         .as_deref()
         .map(|s| serde_urlencoded::from_str(s).unwrap_or_default())
@@ -68,12 +72,12 @@ fn params(q: Option<String>, headers: &HeaderMap, body: &Bytes) -> Vec<(String, 
     out
 }
 
-fn param<'a>(p: &'a [(String, String)], name: &str) -> Option<&'a str> {
+pub(crate) fn param<'a>(p: &'a [(String, String)], name: &str) -> Option<&'a str> {
     p.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
 }
 
 /// A time as Prometheus accepts it: Unix seconds (float) or RFC 3339.
-fn parse_time(s: &str) -> Result<i64, String> {
+pub(crate) fn parse_time(s: &str) -> Result<i64, String> {
     if let Ok(f) = s.parse::<f64>() {
         if !f.is_finite() {
             return Err(format!("invalid time {s:?}"));
@@ -90,7 +94,7 @@ fn parse_time(s: &str) -> Result<i64, String> {
 }
 
 /// A duration: float seconds or a Prometheus duration (`15s`, `1m`).
-fn parse_step(s: &str) -> Result<i64, String> {
+pub(crate) fn parse_step(s: &str) -> Result<i64, String> {
     if let Ok(f) = s.parse::<f64>() {
         if f.is_finite() && f > 0.0 {
             return Ok((f * 1000.0).round() as i64);
@@ -102,7 +106,7 @@ fn parse_step(s: &str) -> Result<i64, String> {
         .map_err(|e| format!("cannot parse {s:?} to a valid duration: {e}"))
 }
 
-fn now_ms(clock: &SharedClock) -> i64 {
+pub(crate) fn now_ms(clock: &SharedClock) -> i64 {
     clock
         .now()
         .duration_since(std::time::UNIX_EPOCH)

@@ -8,6 +8,7 @@ use keel_core::clock::SharedClock;
 use serde::{Deserialize, Serialize};
 
 use crate::ingest::http::{IngestLimits, IngestStats};
+use crate::logs::{LogConfig, LogError, LogStore};
 use crate::store::{Fsync, Store, StoreConfig, StoreError};
 
 /// The `collector:` section of `keel.yaml`.
@@ -45,6 +46,17 @@ pub struct CollectorConfig {
     pub max_decoded_bytes: usize,
     /// OTLP batches processed at once; beyond, 503 with Retry-After.
     pub max_concurrent_batches: usize,
+    /// How often new log records are committed to the index (made
+    /// searchable). Each commit costs a segment flush; 500 ms keeps a
+    /// record searchable within a second.
+    #[serde(with = "keel_core::duration")]
+    pub log_commit_interval: std::time::Duration,
+    /// Time span of one log partition (by arrival).
+    #[serde(with = "keel_core::duration")]
+    pub log_partition: std::time::Duration,
+    /// Log partitions whose newest record is older than this are deleted.
+    #[serde(with = "keel_core::duration")]
+    pub log_retention: std::time::Duration,
 }
 
 impl Default for CollectorConfig {
@@ -63,6 +75,9 @@ impl Default for CollectorConfig {
             max_body_bytes: limits.max_body_bytes,
             max_decoded_bytes: limits.max_decoded_bytes,
             max_concurrent_batches: limits.max_concurrent_batches,
+            log_commit_interval: std::time::Duration::from_millis(500),
+            log_partition: std::time::Duration::from_secs(24 * 3600),
+            log_retention: std::time::Duration::from_secs(7 * 24 * 3600),
         }
     }
 }
@@ -93,6 +108,15 @@ impl keel_core::config::Validate for CollectorConfig {
         if self.max_concurrent_batches == 0 {
             problems.push("collector.max_concurrent_batches: must be at least 1".into());
         }
+        if self.log_commit_interval.is_zero() || self.log_commit_interval.as_secs() > 60 {
+            problems.push("collector.log_commit_interval: must be between 1ms and 1m".into());
+        }
+        if self.log_partition.as_secs() < 60 {
+            problems.push("collector.log_partition: must be at least 1m".into());
+        }
+        if self.log_retention < self.log_partition {
+            problems.push("collector.log_retention: must be at least log_partition".into());
+        }
     }
 }
 
@@ -108,6 +132,62 @@ impl CollectorConfig {
         };
         Store::open(&self.data_dir.join("metrics"), config)
     }
+
+    /// Open the log store this configuration describes (`<data_dir>/logs`).
+    pub fn open_logs(&self, now_ms: i64) -> Result<LogStore, LogError> {
+        let config = LogConfig {
+            commit_interval_ms: self.log_commit_interval.as_millis() as i64,
+            partition_ms: self.log_partition.as_millis() as i64,
+            retention_ms: self.log_retention.as_millis() as i64,
+            fsync: self.fsync,
+            ..LogConfig::default()
+        };
+        LogStore::open(&self.data_dir.join("logs"), config, now_ms)
+    }
+}
+
+fn ms(t: std::time::SystemTime) -> i64 {
+    t.duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+/// Background work on the injected clock: commit new log records every
+/// commit interval; once a minute, cut the metric head into blocks and
+/// apply both retentions.
+fn housekeeping(store: Arc<Store>, logs: Arc<LogStore>, clock: SharedClock) {
+    let every = std::time::Duration::from_millis(logs.commit_interval_ms().max(1) as u64);
+    let c = clock.clone();
+    let l = logs.clone();
+    tokio::spawn(async move {
+        loop {
+            c.sleep(every).await;
+            let l = l.clone();
+            match tokio::task::spawn_blocking(move || l.commit()).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => tracing::error!(error = %e, "committing logs failed"),
+                Err(e) => tracing::error!(error = %e, "the log commit task failed"),
+            }
+        }
+    });
+    tokio::spawn(async move {
+        loop {
+            clock.sleep(std::time::Duration::from_secs(60)).await;
+            let now = ms(clock.now());
+            let (s, l) = (store.clone(), logs.clone());
+            let done = tokio::task::spawn_blocking(move || {
+                if let Err(e) = s.compact(now) {
+                    tracing::error!(error = %e, "metric compaction failed");
+                }
+                if let Err(e) = l.apply_retention(now) {
+                    tracing::error!(error = %e, "log retention failed");
+                }
+            })
+            .await;
+            if let Err(e) = done {
+                tracing::error!(error = %e, "the housekeeping task failed");
+            }
+        }
+    });
 }
 
 /// Errors starting the collector.
@@ -116,6 +196,9 @@ pub enum ServeError {
     /// The store would not open.
     #[error("metric store: {0}")]
     Store(#[from] StoreError),
+    /// The log store would not open.
+    #[error("log store: {0}")]
+    Logs(#[from] LogError),
     /// A port would not bind.
     #[error("cannot listen on {addr}: {source}")]
     Bind {
@@ -139,6 +222,8 @@ pub struct Running {
     pub api: SocketAddr,
     /// The store, for in-process users (the controller, later).
     pub store: Arc<Store>,
+    /// The log store.
+    pub logs: Arc<LogStore>,
     /// Ingest counters.
     pub stats: Arc<IngestStats>,
 }
@@ -153,6 +238,10 @@ async fn bind(host: &str, port: u16) -> Result<tokio::net::TcpListener, ServeErr
 /// Open the store and start both listeners on the current runtime.
 pub async fn start(config: &CollectorConfig, clock: SharedClock) -> Result<Running, ServeError> {
     let store = Arc::new(tokio::task::block_in_place(|| config.open_store())?);
+    let logs = Arc::new(tokio::task::block_in_place(|| {
+        config.open_logs(ms(clock.now()))
+    })?);
+    housekeeping(store.clone(), logs.clone(), clock.clone());
     let stats = Arc::new(IngestStats::default());
     let limits = IngestLimits {
         max_body_bytes: config.max_body_bytes,
@@ -169,7 +258,14 @@ pub async fn start(config: &CollectorConfig, clock: SharedClock) -> Result<Runni
         })?;
     let workers =
         crate::ingest::workers::Workers::per_core("keel-ingest").map_err(ServeError::Workers)?;
-    let grpc = crate::ingest::grpc::routes(store.clone(), &limits, stats.clone(), workers.clone());
+    let grpc = crate::ingest::grpc::routes(
+        store.clone(),
+        &limits,
+        stats.clone(),
+        workers.clone(),
+        logs.clone(),
+        clock.clone(),
+    );
     tokio::spawn(async move {
         if let Err(e) = axum::serve(grpc_listener, grpc).await {
             tracing::error!(error = %e, "OTLP/gRPC listener stopped");
@@ -195,13 +291,21 @@ pub async fn start(config: &CollectorConfig, clock: SharedClock) -> Result<Runni
         limits.clone(),
         stats.clone(),
         workers.clone(),
+        logs.clone(),
+        clock.clone(),
     );
-    let api_routes =
-        crate::api::routes(store.clone(), clock).merge(crate::ingest::remote_write::routes(
+    let api_routes = crate::api::routes(store.clone(), clock.clone())
+        .merge(crate::ingest::remote_write::routes(
             store.clone(),
             config.max_body_bytes,
             config.max_decoded_bytes,
+            workers.clone(),
+        ))
+        .merge(crate::logs::api::routes(
+            logs.clone(),
+            clock.clone(),
             workers,
+            config.max_body_bytes,
         ));
     tokio::spawn(async move {
         if let Err(e) = axum::serve(otlp_listener, ingest).await {
@@ -219,6 +323,7 @@ pub async fn start(config: &CollectorConfig, clock: SharedClock) -> Result<Runni
         otlp_grpc,
         api,
         store,
+        logs,
         stats,
     })
 }

@@ -299,7 +299,7 @@ async fn bad_input_gets_a_4xx_with_a_message_and_loses_nothing_stored() {
         let answer = String::from_utf8_lossy(&answer[..n]);
         assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
     }
-    // Logs and traces are refused honestly until their stores exist.
+    // Traces are refused honestly until the span store exists.
     let r = http
         .post(format!("http://{}/v1/traces", c.otlp_http))
         .header("content-type", "application/json")

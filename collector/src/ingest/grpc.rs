@@ -2,12 +2,20 @@
 //! (h2c): the same conversion and write-ahead path as OTLP/HTTP, with gzip
 //! accepted, message size bounded, `UNAVAILABLE` when overloaded or when the
 //! WAL cannot be written (clients retry), and partial success for rejected
-//! points. Logs and traces answer `UNIMPLEMENTED` until their store exists.
+//! points and log records. Traces answer `UNIMPLEMENTED` until the span
+//! store exists.
 
 use std::sync::Arc;
 
 use axum::Router;
 use axum::response::IntoResponse;
+use keel_core::clock::SharedClock;
+use opentelemetry_proto::tonic::collector::logs::v1::logs_service_server::{
+    LogsService, LogsServiceServer,
+};
+use opentelemetry_proto::tonic::collector::logs::v1::{
+    ExportLogsServiceRequest, ExportLogsServiceResponse,
+};
 use opentelemetry_proto::tonic::collector::metrics::v1::metrics_service_server::{
     MetricsService, MetricsServiceServer,
 };
@@ -17,8 +25,9 @@ use opentelemetry_proto::tonic::collector::metrics::v1::{
 use tokio::sync::Semaphore;
 use tonic::codec::CompressionEncoding;
 
-use super::http::{IngestLimits, IngestStats, ingest_request};
+use super::http::{IngestLimits, IngestStats, ingest_logs, ingest_request};
 use super::workers::Workers;
+use crate::logs::LogStore;
 use crate::store::Store;
 
 struct Receiver {
@@ -51,9 +60,39 @@ impl MetricsService for Receiver {
     }
 }
 
+struct LogsReceiver {
+    logs: Arc<LogStore>,
+    clock: SharedClock,
+    permits: Arc<Semaphore>,
+    workers: Workers,
+}
+
+#[tonic::async_trait]
+impl LogsService for LogsReceiver {
+    async fn export(
+        &self,
+        request: tonic::Request<ExportLogsServiceRequest>,
+    ) -> Result<tonic::Response<ExportLogsServiceResponse>, tonic::Status> {
+        let Ok(_permit) = self.permits.clone().try_acquire_owned() else {
+            return Err(tonic::Status::unavailable(
+                "collector overloaded: retry later",
+            ));
+        };
+        let (logs, clock, req) = (self.logs.clone(), self.clock.clone(), request.into_inner());
+        let result = self
+            .workers
+            .run(move || ingest_logs(&logs, &clock, &req))
+            .await
+            .map_err(|e| tonic::Status::internal(format!("ingest task failed: {e}")))?;
+        Ok(tonic::Response::new(
+            result.map_err(tonic::Status::unavailable)?,
+        ))
+    }
+}
+
 async fn unimplemented() -> axum::response::Response {
     tonic::Status::unimplemented(
-        "Keel does not store logs and traces yet (coming with the logs-and-traces store); nothing was accepted",
+        "Keel does not store traces yet (coming with the span store); nothing was accepted",
     )
     .into_http::<axum::body::Body>()
     .into_response()
@@ -65,11 +104,23 @@ pub fn routes(
     limits: &IngestLimits,
     stats: Arc<IngestStats>,
     workers: Workers,
+    logs: Arc<LogStore>,
+    clock: SharedClock,
 ) -> Router {
+    let permits = Arc::new(Semaphore::new(limits.max_concurrent_batches));
+    let logs = LogsServiceServer::new(LogsReceiver {
+        logs,
+        clock,
+        permits: permits.clone(),
+        workers: workers.clone(),
+    })
+    .accept_compressed(CompressionEncoding::Gzip)
+    .send_compressed(CompressionEncoding::Gzip)
+    .max_decoding_message_size(limits.max_decoded_bytes);
     let receiver = Receiver {
         workers,
         store,
-        permits: Arc::new(Semaphore::new(limits.max_concurrent_batches)),
+        permits,
         stats,
     };
     let metrics = MetricsServiceServer::new(receiver)
@@ -81,9 +132,9 @@ pub fn routes(
             "/opentelemetry.proto.collector.metrics.v1.MetricsService/Export",
             metrics,
         )
-        .route(
+        .route_service(
             "/opentelemetry.proto.collector.logs.v1.LogsService/Export",
-            axum::routing::post(unimplemented),
+            logs,
         )
         .route(
             "/opentelemetry.proto.collector.trace.v1.TraceService/Export",

@@ -19,7 +19,13 @@ use opentelemetry_proto::tonic::collector::metrics::v1::{
 use prost::Message;
 use tokio::sync::Semaphore;
 
+use keel_core::clock::SharedClock;
+use opentelemetry_proto::tonic::collector::logs::v1::{
+    ExportLogsPartialSuccess, ExportLogsServiceRequest, ExportLogsServiceResponse,
+};
+
 use super::workers::Workers;
+use crate::logs::LogStore;
 
 use super::otlp;
 use crate::store::Store;
@@ -74,6 +80,8 @@ struct Ingest {
     permits: Arc<Semaphore>,
     stats: Arc<IngestStats>,
     workers: Workers,
+    logs: Arc<LogStore>,
+    clock: SharedClock,
 }
 
 #[derive(Clone, Copy, PartialEq)]
@@ -88,9 +96,13 @@ pub fn routes(
     limits: IngestLimits,
     stats: Arc<IngestStats>,
     workers: Workers,
+    logs: Arc<LogStore>,
+    clock: SharedClock,
 ) -> Router {
     let st = Ingest {
         workers,
+        logs,
+        clock,
         permits: Arc::new(Semaphore::new(limits.max_concurrent_batches)),
         store,
         stats,
@@ -99,7 +111,7 @@ pub fn routes(
     let max = limits.max_body_bytes;
     Router::new()
         .route("/v1/metrics", post(metrics))
-        .route("/v1/logs", post(not_yet))
+        .route("/v1/logs", post(otlp_logs))
         .route("/v1/traces", post(not_yet))
         .layer(DefaultBodyLimit::max(limits.max_body_bytes))
         .layer(axum::middleware::from_fn(
@@ -170,7 +182,7 @@ async fn not_yet(headers: HeaderMap) -> Response {
     error(
         enc,
         StatusCode::NOT_IMPLEMENTED,
-        "Keel does not store logs and traces yet (coming with the logs-and-traces store); nothing was accepted".into(),
+        "Keel does not store traces yet (coming with the span store); nothing was accepted".into(),
         false,
     )
 }
@@ -305,7 +317,58 @@ fn check_json_integers(v: &serde_json::Value, path: &mut String) -> Result<(), S
     }
 }
 
-async fn metrics(State(st): State<Ingest>, headers: HeaderMap, body: Bytes) -> Response {
+/// Decode an OTLP request body in the encoding its content type names;
+/// errors name what is wrong (JSON: line and column, or the field path).
+fn decode_request<T>(
+    enc: Encoding,
+    headers: &HeaderMap,
+    body: Bytes,
+    limits: &IngestLimits,
+    what: &str,
+) -> Result<T, (StatusCode, String)>
+where
+    T: Message + Default + serde::de::DeserializeOwned,
+{
+    let raw = decode_body(headers, body, limits.max_decoded_bytes)
+        .map_err(|m| (StatusCode::BAD_REQUEST, m))?;
+    match enc {
+        Encoding::Protobuf => T::decode(raw).map_err(|e| {
+            (
+                StatusCode::BAD_REQUEST,
+                format!("malformed protobuf {what}: {e}"),
+            )
+        }),
+        Encoding::Json => {
+            let tree: serde_json::Value = serde_json::from_slice(&raw).map_err(|e| {
+                (
+                    StatusCode::BAD_REQUEST,
+                    format!(
+                        "malformed JSON {what} at line {} column {}: {e}",
+                        e.line(),
+                        e.column()
+                    ),
+                )
+            })?;
+            check_json_integers(&tree, &mut String::new())
+                .map_err(|m| (StatusCode::BAD_REQUEST, m))?;
+            serde_json::from_value(tree).map_err(|e| {
+                (
+                    StatusCode::BAD_REQUEST,
+                    format!("malformed JSON {what}: {e}"),
+                )
+            })
+        }
+    }
+}
+
+type Work<T> = Result<Result<T, (StatusCode, String)>, super::workers::WorkerError>;
+
+/// Run an OTLP export on the ingest workers and answer it in its encoding.
+async fn export<T, F>(st: Ingest, headers: HeaderMap, f: F) -> Response
+where
+    T: Message + serde::Serialize + Send + 'static,
+    F: FnOnce(Encoding, HeaderMap, Ingest) -> Result<T, (StatusCode, String)> + Send + 'static,
+{
     let enc = match encoding(&headers) {
         Ok(e) => e,
         Err(msg) => {
@@ -327,42 +390,7 @@ async fn metrics(State(st): State<Ingest>, headers: HeaderMap, body: Bytes) -> R
         );
     };
     let st2 = st.clone();
-    let work = st.workers.run(
-        move || -> Result<ExportMetricsServiceResponse, (StatusCode, String)> {
-            let raw = decode_body(&headers, body, st2.limits.max_decoded_bytes)
-                .map_err(|m| (StatusCode::BAD_REQUEST, m))?;
-            let req: ExportMetricsServiceRequest = match enc {
-                Encoding::Protobuf => ExportMetricsServiceRequest::decode(raw).map_err(|e| {
-                    (
-                        StatusCode::BAD_REQUEST,
-                        format!("malformed protobuf ExportMetricsServiceRequest: {e}"),
-                    )
-                })?,
-                Encoding::Json => {
-                    let tree: serde_json::Value = serde_json::from_slice(&raw).map_err(|e| {
-                        (
-                            StatusCode::BAD_REQUEST,
-                            format!(
-                                "malformed JSON ExportMetricsServiceRequest at line {} column {}: {e}",
-                                e.line(),
-                                e.column()
-                            ),
-                        )
-                    })?;
-                    check_json_integers(&tree, &mut String::new())
-                        .map_err(|m| (StatusCode::BAD_REQUEST, m))?;
-                    serde_json::from_value(tree).map_err(|e| {
-                        (
-                            StatusCode::BAD_REQUEST,
-                            format!("malformed JSON ExportMetricsServiceRequest: {e}"),
-                        )
-                    })?
-                }
-            };
-            ingest_request(&st2.store, &st2.stats, &req).map_err(|m| (StatusCode::SERVICE_UNAVAILABLE, m))
-        },
-    )
-    .await;
+    let work: Work<T> = st.workers.run(move || f(enc, headers, st2)).await;
     let resp = match work {
         Ok(Ok(r)) => r,
         Ok(Err((status, msg))) => {
@@ -389,4 +417,48 @@ async fn metrics(State(st): State<Ingest>, headers: HeaderMap, body: Bytes) -> R
             .into_response(),
         Encoding::Json => axum::Json(resp).into_response(),
     }
+}
+
+async fn metrics(State(st): State<Ingest>, headers: HeaderMap, body: Bytes) -> Response {
+    export(st, headers.clone(), move |enc, headers, st| {
+        let req: ExportMetricsServiceRequest = decode_request(
+            enc,
+            &headers,
+            body,
+            &st.limits,
+            "ExportMetricsServiceRequest",
+        )?;
+        ingest_request(&st.store, &st.stats, &req).map_err(|m| (StatusCode::SERVICE_UNAVAILABLE, m))
+    })
+    .await
+}
+
+async fn otlp_logs(State(st): State<Ingest>, headers: HeaderMap, body: Bytes) -> Response {
+    export(st, headers.clone(), move |enc, headers, st| {
+        let req: ExportLogsServiceRequest =
+            decode_request(enc, &headers, body, &st.limits, "ExportLogsServiceRequest")?;
+        ingest_logs(&st.logs, &st.clock, &req).map_err(|m| (StatusCode::SERVICE_UNAVAILABLE, m))
+    })
+    .await
+}
+
+/// Store an OTLP logs export (shared by OTLP/HTTP and OTLP/gRPC): records
+/// with malformed ids are rejected and counted in a partial success.
+pub fn ingest_logs(
+    logs: &LogStore,
+    clock: &SharedClock,
+    req: &ExportLogsServiceRequest,
+) -> Result<ExportLogsServiceResponse, String> {
+    let now_ms = clock
+        .now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64);
+    let (records, problems) = crate::logs::record::from_otlp(req, now_ms * 1_000_000);
+    logs.append(records, now_ms).map_err(|e| e.to_string())?;
+    Ok(ExportLogsServiceResponse {
+        partial_success: (!problems.is_empty()).then(|| ExportLogsPartialSuccess {
+            rejected_log_records: problems.len() as i64,
+            error_message: problems.join("; "),
+        }),
+    })
 }

@@ -17,6 +17,7 @@
 //! and retention deletes whole partitions once their newest record is
 //! older than `retention`.
 
+pub mod api;
 pub mod record;
 
 use std::fs::{File, OpenOptions};
@@ -32,8 +33,8 @@ use tantivy::aggregation::{AggContextParams, AggregationCollector};
 use tantivy::collector::{Count, TopDocs};
 use tantivy::query::{BooleanQuery, Occur, Query, QueryParser, RangeQuery};
 use tantivy::schema::{
-    FAST, Field, INDEXED, JsonObjectOptions, STORED, STRING, Schema, TEXT, TextFieldIndexing,
-    TextOptions, Value,
+    FAST, Field, INDEXED, IndexRecordOption, JsonObjectOptions, STORED, STRING, Schema, TEXT,
+    TextFieldIndexing, TextOptions, Value,
 };
 use tantivy::{
     DocAddress, Index, IndexReader, IndexWriter, Order, ReloadPolicy, TantivyDocument, Term,
@@ -127,8 +128,11 @@ fn schema() -> (Schema, Fields) {
         message: b.add_text_field("message", TEXT),
         attributes: b.add_json_field(
             "attributes",
-            JsonObjectOptions::default()
-                .set_indexing_options(TextFieldIndexing::default().set_tokenizer("default")),
+            JsonObjectOptions::default().set_indexing_options(
+                TextFieldIndexing::default()
+                    .set_tokenizer("default")
+                    .set_index_option(IndexRecordOption::WithFreqsAndPositions),
+            ),
         ),
         raw: b.add_text_field("raw", TextOptions::default() | STORED),
     };
