@@ -17,6 +17,7 @@ pub mod api;
 /// so label sets sent from outside cannot be crafted to collide.
 pub type FastMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
 pub mod import;
+pub mod index_store;
 pub mod ingest;
 pub mod labels;
 pub mod logs;
