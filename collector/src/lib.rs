@@ -5,6 +5,7 @@
 //!   series mapping;
 //! - [`store`]: the metric store (packed chunks, write-ahead log);
 //! - [`logs`]: the log store (tantivy indexes by time partition, WAL);
+//! - [`traces`]: the span store on the same engine, and span RED metrics;
 //! - [`promql`]: Keel's PromQL engine over the store (parsing by the
 //!   `promql-parser` crate);
 //! - [`api`]: Prometheus' HTTP API shapes (`/api/v1/query`, …);
@@ -25,3 +26,4 @@ pub mod promql;
 pub mod promtest;
 pub mod server;
 pub mod store;
+pub mod traces;

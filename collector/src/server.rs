@@ -10,6 +10,8 @@ use serde::{Deserialize, Serialize};
 use crate::ingest::http::{IngestLimits, IngestStats};
 use crate::logs::{LogConfig, LogError, LogStore};
 use crate::store::{Fsync, Store, StoreConfig, StoreError};
+use crate::traces::SpanStore;
+use crate::traces::red::SpanMetrics;
 
 /// The `collector:` section of `keel.yaml`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -133,16 +135,24 @@ impl CollectorConfig {
         Store::open(&self.data_dir.join("metrics"), config)
     }
 
-    /// Open the log store this configuration describes (`<data_dir>/logs`).
-    pub fn open_logs(&self, now_ms: i64) -> Result<LogStore, LogError> {
-        let config = LogConfig {
+    fn index_config(&self) -> LogConfig {
+        LogConfig {
             commit_interval_ms: self.log_commit_interval.as_millis() as i64,
             partition_ms: self.log_partition.as_millis() as i64,
             retention_ms: self.log_retention.as_millis() as i64,
             fsync: self.fsync,
             ..LogConfig::default()
-        };
-        LogStore::open(&self.data_dir.join("logs"), config, now_ms)
+        }
+    }
+
+    /// Open the log store this configuration describes (`<data_dir>/logs`).
+    pub fn open_logs(&self, now_ms: i64) -> Result<LogStore, LogError> {
+        LogStore::open(&self.data_dir.join("logs"), self.index_config(), now_ms)
+    }
+
+    /// Open the span store (`<data_dir>/traces`); the log settings apply.
+    pub fn open_spans(&self, now_ms: i64) -> Result<SpanStore, LogError> {
+        SpanStore::open(&self.data_dir.join("traces"), self.index_config(), now_ms)
     }
 }
 
@@ -154,18 +164,19 @@ fn ms(t: std::time::SystemTime) -> i64 {
 /// Background work on the injected clock: commit new log records every
 /// commit interval; once a minute, cut the metric head into blocks and
 /// apply both retentions.
-fn housekeeping(store: Arc<Store>, logs: Arc<LogStore>, clock: SharedClock) {
+fn housekeeping(store: Arc<Store>, logs: Arc<LogStore>, spans: Arc<SpanStore>, clock: SharedClock) {
     let every = std::time::Duration::from_millis(logs.commit_interval_ms().max(1) as u64);
     let c = clock.clone();
-    let l = logs.clone();
+    let (l, sp) = (logs.clone(), spans.clone());
     tokio::spawn(async move {
         loop {
             c.sleep(every).await;
-            let l = l.clone();
-            match tokio::task::spawn_blocking(move || l.commit()).await {
-                Ok(Ok(())) => {}
-                Ok(Err(e)) => tracing::error!(error = %e, "committing logs failed"),
-                Err(e) => tracing::error!(error = %e, "the log commit task failed"),
+            let (l, sp) = (l.clone(), sp.clone());
+            match tokio::task::spawn_blocking(move || (l.commit(), sp.commit())).await {
+                Ok((Ok(()), Ok(()))) => {}
+                Ok((Err(e), _)) => tracing::error!(error = %e, "committing logs failed"),
+                Ok((_, Err(e))) => tracing::error!(error = %e, "committing spans failed"),
+                Err(e) => tracing::error!(error = %e, "the commit task failed"),
             }
         }
     });
@@ -173,13 +184,16 @@ fn housekeeping(store: Arc<Store>, logs: Arc<LogStore>, clock: SharedClock) {
         loop {
             clock.sleep(std::time::Duration::from_secs(60)).await;
             let now = ms(clock.now());
-            let (s, l) = (store.clone(), logs.clone());
+            let (s, l, sp) = (store.clone(), logs.clone(), spans.clone());
             let done = tokio::task::spawn_blocking(move || {
                 if let Err(e) = s.compact(now) {
                     tracing::error!(error = %e, "metric compaction failed");
                 }
                 if let Err(e) = l.apply_retention(now) {
                     tracing::error!(error = %e, "log retention failed");
+                }
+                if let Err(e) = sp.apply_retention(now) {
+                    tracing::error!(error = %e, "span retention failed");
                 }
             })
             .await;
@@ -224,6 +238,8 @@ pub struct Running {
     pub store: Arc<Store>,
     /// The log store.
     pub logs: Arc<LogStore>,
+    /// The span store.
+    pub spans: Arc<SpanStore>,
     /// Ingest counters.
     pub stats: Arc<IngestStats>,
 }
@@ -241,7 +257,16 @@ pub async fn start(config: &CollectorConfig, clock: SharedClock) -> Result<Runni
     let logs = Arc::new(tokio::task::block_in_place(|| {
         config.open_logs(ms(clock.now()))
     })?);
-    housekeeping(store.clone(), logs.clone(), clock.clone());
+    let spans = Arc::new(tokio::task::block_in_place(|| {
+        config.open_spans(ms(clock.now()))
+    })?);
+    let telemetry = crate::ingest::http::Telemetry {
+        logs: logs.clone(),
+        spans: spans.clone(),
+        span_metrics: Arc::new(SpanMetrics::default()),
+        clock: clock.clone(),
+    };
+    housekeeping(store.clone(), logs.clone(), spans.clone(), clock.clone());
     let stats = Arc::new(IngestStats::default());
     let limits = IngestLimits {
         max_body_bytes: config.max_body_bytes,
@@ -263,8 +288,7 @@ pub async fn start(config: &CollectorConfig, clock: SharedClock) -> Result<Runni
         &limits,
         stats.clone(),
         workers.clone(),
-        logs.clone(),
-        clock.clone(),
+        telemetry.clone(),
     );
     tokio::spawn(async move {
         if let Err(e) = axum::serve(grpc_listener, grpc).await {
@@ -291,8 +315,7 @@ pub async fn start(config: &CollectorConfig, clock: SharedClock) -> Result<Runni
         limits.clone(),
         stats.clone(),
         workers.clone(),
-        logs.clone(),
-        clock.clone(),
+        telemetry,
     );
     let api_routes = crate::api::routes(store.clone(), clock.clone())
         .merge(crate::ingest::remote_write::routes(
@@ -306,6 +329,11 @@ pub async fn start(config: &CollectorConfig, clock: SharedClock) -> Result<Runni
             clock.clone(),
             workers,
             config.max_body_bytes,
+        ))
+        .merge(crate::traces::api::routes(
+            spans.clone(),
+            logs.clone(),
+            clock.clone(),
         ));
     tokio::spawn(async move {
         if let Err(e) = axum::serve(otlp_listener, ingest).await {
@@ -324,6 +352,7 @@ pub async fn start(config: &CollectorConfig, clock: SharedClock) -> Result<Runni
         api,
         store,
         logs,
+        spans,
         stats,
     })
 }

@@ -135,14 +135,8 @@ async fn json_lines_are_searchable_and_bad_lines_are_named() {
     assert_eq!(e["error"], "invalid query at position 6: expected word");
 
     // A body past the limit is refused, nothing else lost.
-    let big = vec![b'x'; 100 << 20];
-    let r = http
-        .post(format!("http://{}/api/v1/logs", c.api))
-        .body(big)
-        .send()
-        .await
-        .expect("post");
-    assert_eq!(r.status(), 413);
+    let answer = common::post_oversized(c.api, "/api/v1/logs", "application/x-ndjson").await;
+    assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
     assert_eq!(
         search_until(c.api, "*", 2).await["data"]["records"]
             .as_array()

@@ -286,28 +286,22 @@ async fn bad_input_gets_a_4xx_with_a_message_and_loses_nothing_stored() {
     }
     // A 100 MB body: refused from its Content-Length with 413 before it is
     // read (a raw client, so the answer is read however far the upload got).
-    {
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        let mut sock = tokio::net::TcpStream::connect(c.otlp_http)
-            .await
-            .expect("connect");
-        let head = "POST /v1/metrics HTTP/1.1\r\nHost: keel\r\nContent-Type: application/x-protobuf\r\nContent-Length: 104857600\r\n\r\n";
-        sock.write_all(head.as_bytes()).await.expect("headers");
-        let _ = sock.write_all(&vec![0u8; 64 << 10]).await;
-        let mut answer = vec![0u8; 256];
-        let n = sock.read(&mut answer).await.expect("answer");
-        let answer = String::from_utf8_lossy(&answer[..n]);
-        assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
-    }
-    // Traces are refused honestly until the span store exists.
+    let answer = common::post_oversized(c.otlp_http, "/v1/metrics", "application/x-protobuf").await;
+    assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
+    // Malformed traces are refused with the place named.
     let r = http
         .post(format!("http://{}/v1/traces", c.otlp_http))
         .header("content-type", "application/json")
-        .body("{}")
+        .body("{\"resourceSpans\": [")
         .send()
         .await
         .expect("traces");
-    assert_eq!(r.status(), 501);
+    assert_eq!(r.status(), 400);
+    let text = r.text().await.expect("text");
+    assert!(
+        text.contains("ExportTraceServiceRequest at line 1"),
+        "{text}"
+    );
     // Nothing already stored was lost.
     assert_eq!(samples(&query(c.api, "kept", T0).await)[0].1, 42.0);
 }

@@ -2,14 +2,11 @@
 //! (h2c): the same conversion and write-ahead path as OTLP/HTTP, with gzip
 //! accepted, message size bounded, `UNAVAILABLE` when overloaded or when the
 //! WAL cannot be written (clients retry), and partial success for rejected
-//! points and log records. Traces answer `UNIMPLEMENTED` until the span
-//! store exists.
+//! points, log records and spans.
 
 use std::sync::Arc;
 
 use axum::Router;
-use axum::response::IntoResponse;
-use keel_core::clock::SharedClock;
 use opentelemetry_proto::tonic::collector::logs::v1::logs_service_server::{
     LogsService, LogsServiceServer,
 };
@@ -25,9 +22,17 @@ use opentelemetry_proto::tonic::collector::metrics::v1::{
 use tokio::sync::Semaphore;
 use tonic::codec::CompressionEncoding;
 
-use super::http::{IngestLimits, IngestStats, ingest_logs, ingest_request};
+use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
+    TraceService, TraceServiceServer,
+};
+use opentelemetry_proto::tonic::collector::trace::v1::{
+    ExportTraceServiceRequest, ExportTraceServiceResponse,
+};
+
+use super::http::{
+    IngestLimits, IngestStats, Telemetry, ingest_logs, ingest_request, ingest_traces,
+};
 use super::workers::Workers;
-use crate::logs::LogStore;
 use crate::store::Store;
 
 struct Receiver {
@@ -61,10 +66,39 @@ impl MetricsService for Receiver {
 }
 
 struct LogsReceiver {
-    logs: Arc<LogStore>,
-    clock: SharedClock,
+    tel: Telemetry,
     permits: Arc<Semaphore>,
     workers: Workers,
+}
+
+struct TraceReceiver {
+    store: Arc<Store>,
+    tel: Telemetry,
+    permits: Arc<Semaphore>,
+    workers: Workers,
+}
+
+#[tonic::async_trait]
+impl TraceService for TraceReceiver {
+    async fn export(
+        &self,
+        request: tonic::Request<ExportTraceServiceRequest>,
+    ) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
+        let Ok(_permit) = self.permits.clone().try_acquire_owned() else {
+            return Err(tonic::Status::unavailable(
+                "collector overloaded: retry later",
+            ));
+        };
+        let (store, tel, req) = (self.store.clone(), self.tel.clone(), request.into_inner());
+        let result = self
+            .workers
+            .run(move || ingest_traces(&store, &tel, &req))
+            .await
+            .map_err(|e| tonic::Status::internal(format!("ingest task failed: {e}")))?;
+        Ok(tonic::Response::new(
+            result.map_err(tonic::Status::unavailable)?,
+        ))
+    }
 }
 
 #[tonic::async_trait]
@@ -78,10 +112,10 @@ impl LogsService for LogsReceiver {
                 "collector overloaded: retry later",
             ));
         };
-        let (logs, clock, req) = (self.logs.clone(), self.clock.clone(), request.into_inner());
+        let (tel, req) = (self.tel.clone(), request.into_inner());
         let result = self
             .workers
-            .run(move || ingest_logs(&logs, &clock, &req))
+            .run(move || ingest_logs(&tel, &req))
             .await
             .map_err(|e| tonic::Status::internal(format!("ingest task failed: {e}")))?;
         Ok(tonic::Response::new(
@@ -90,27 +124,26 @@ impl LogsService for LogsReceiver {
     }
 }
 
-async fn unimplemented() -> axum::response::Response {
-    tonic::Status::unimplemented(
-        "Keel does not store traces yet (coming with the span store); nothing was accepted",
-    )
-    .into_http::<axum::body::Body>()
-    .into_response()
-}
-
 /// The gRPC routes.
 pub fn routes(
     store: Arc<Store>,
     limits: &IngestLimits,
     stats: Arc<IngestStats>,
     workers: Workers,
-    logs: Arc<LogStore>,
-    clock: SharedClock,
+    tel: Telemetry,
 ) -> Router {
     let permits = Arc::new(Semaphore::new(limits.max_concurrent_batches));
+    let traces = TraceServiceServer::new(TraceReceiver {
+        store: store.clone(),
+        tel: tel.clone(),
+        permits: permits.clone(),
+        workers: workers.clone(),
+    })
+    .accept_compressed(CompressionEncoding::Gzip)
+    .send_compressed(CompressionEncoding::Gzip)
+    .max_decoding_message_size(limits.max_decoded_bytes);
     let logs = LogsServiceServer::new(LogsReceiver {
-        logs,
-        clock,
+        tel,
         permits: permits.clone(),
         workers: workers.clone(),
     })
@@ -136,8 +169,8 @@ pub fn routes(
             "/opentelemetry.proto.collector.logs.v1.LogsService/Export",
             logs,
         )
-        .route(
+        .route_service(
             "/opentelemetry.proto.collector.trace.v1.TraceService/Export",
-            axum::routing::post(unimplemented),
+            traces,
         )
 }

@@ -26,6 +26,11 @@ use opentelemetry_proto::tonic::collector::logs::v1::{
 
 use super::workers::Workers;
 use crate::logs::LogStore;
+use crate::traces::SpanStore;
+use crate::traces::red::SpanMetrics;
+use opentelemetry_proto::tonic::collector::trace::v1::{
+    ExportTracePartialSuccess, ExportTraceServiceRequest, ExportTraceServiceResponse,
+};
 
 use super::otlp;
 use crate::store::Store;
@@ -80,8 +85,20 @@ struct Ingest {
     permits: Arc<Semaphore>,
     stats: Arc<IngestStats>,
     workers: Workers,
-    logs: Arc<LogStore>,
-    clock: SharedClock,
+    tel: Telemetry,
+}
+
+/// Where logs and spans go, and the clock that stamps what has no time.
+#[derive(Clone)]
+pub struct Telemetry {
+    /// The log store.
+    pub logs: Arc<LogStore>,
+    /// The span store.
+    pub spans: Arc<SpanStore>,
+    /// RED metrics derived from spans.
+    pub span_metrics: Arc<SpanMetrics>,
+    /// The injected clock.
+    pub clock: SharedClock,
 }
 
 #[derive(Clone, Copy, PartialEq)]
@@ -96,13 +113,11 @@ pub fn routes(
     limits: IngestLimits,
     stats: Arc<IngestStats>,
     workers: Workers,
-    logs: Arc<LogStore>,
-    clock: SharedClock,
+    tel: Telemetry,
 ) -> Router {
     let st = Ingest {
         workers,
-        logs,
-        clock,
+        tel,
         permits: Arc::new(Semaphore::new(limits.max_concurrent_batches)),
         store,
         stats,
@@ -112,7 +127,7 @@ pub fn routes(
     Router::new()
         .route("/v1/metrics", post(metrics))
         .route("/v1/logs", post(otlp_logs))
-        .route("/v1/traces", post(not_yet))
+        .route("/v1/traces", post(otlp_traces))
         .layer(DefaultBodyLimit::max(limits.max_body_bytes))
         .layer(axum::middleware::from_fn(
             move |req: axum::extract::Request, next: axum::middleware::Next| {
@@ -122,6 +137,14 @@ pub fn routes(
         .with_state(st)
 }
 
+/// The body length a request declares (Content-Length), if any.
+pub(crate) fn declared_length(headers: &HeaderMap) -> Option<u64> {
+    headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok())
+}
+
 /// A body declared (Content-Length) larger than the limit is refused at
 /// once, before any of it is read; an undeclared one is cut at the limit.
 async fn refuse_declared_oversize(
@@ -129,12 +152,7 @@ async fn refuse_declared_oversize(
     next: axum::middleware::Next,
     max: usize,
 ) -> Response {
-    let declared = req
-        .headers()
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    if let Some(n) = declared
+    if let Some(n) = declared_length(req.headers())
         && n > max as u64
     {
         let enc = encoding(req.headers()).unwrap_or(Encoding::Json);
@@ -175,16 +193,6 @@ fn error(enc: Encoding, status: StatusCode, message: String, retry_after: bool) 
             .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
     }
     resp
-}
-
-async fn not_yet(headers: HeaderMap) -> Response {
-    let enc = encoding(&headers).unwrap_or(Encoding::Json);
-    error(
-        enc,
-        StatusCode::NOT_IMPLEMENTED,
-        "Keel does not store traces yet (coming with the span store); nothing was accepted".into(),
-        false,
-    )
 }
 
 fn encoding(headers: &HeaderMap) -> Result<Encoding, String> {
@@ -437,24 +445,62 @@ async fn otlp_logs(State(st): State<Ingest>, headers: HeaderMap, body: Bytes) ->
     export(st, headers.clone(), move |enc, headers, st| {
         let req: ExportLogsServiceRequest =
             decode_request(enc, &headers, body, &st.limits, "ExportLogsServiceRequest")?;
-        ingest_logs(&st.logs, &st.clock, &req).map_err(|m| (StatusCode::SERVICE_UNAVAILABLE, m))
+        ingest_logs(&st.tel, &req).map_err(|m| (StatusCode::SERVICE_UNAVAILABLE, m))
     })
     .await
+}
+
+async fn otlp_traces(State(st): State<Ingest>, headers: HeaderMap, body: Bytes) -> Response {
+    export(st, headers.clone(), move |enc, headers, st| {
+        let req: ExportTraceServiceRequest =
+            decode_request(enc, &headers, body, &st.limits, "ExportTraceServiceRequest")?;
+        ingest_traces(&st.store, &st.tel, &req).map_err(|m| (StatusCode::SERVICE_UNAVAILABLE, m))
+    })
+    .await
+}
+
+fn now_ms(clock: &SharedClock) -> i64 {
+    clock
+        .now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+/// Store an OTLP traces export (shared by OTLP/HTTP and OTLP/gRPC) and
+/// derive its RED metrics; spans with malformed ids are rejected and
+/// counted in a partial success.
+pub fn ingest_traces(
+    store: &Store,
+    tel: &Telemetry,
+    req: &ExportTraceServiceRequest,
+) -> Result<ExportTraceServiceResponse, String> {
+    let now = now_ms(&tel.clock);
+    let (spans, problems) = crate::traces::from_otlp(req);
+    // Metrics first: if they fail, nothing is acknowledged and the client
+    // retries; spans stored twice would be worse than metrics missing.
+    tel.span_metrics
+        .record(&spans, store, now)
+        .map_err(|e| e.to_string())?;
+    tel.spans.append(spans, now).map_err(|e| e.to_string())?;
+    Ok(ExportTraceServiceResponse {
+        partial_success: (!problems.is_empty()).then(|| ExportTracePartialSuccess {
+            rejected_spans: problems.len() as i64,
+            error_message: problems.join("; "),
+        }),
+    })
 }
 
 /// Store an OTLP logs export (shared by OTLP/HTTP and OTLP/gRPC): records
 /// with malformed ids are rejected and counted in a partial success.
 pub fn ingest_logs(
-    logs: &LogStore,
-    clock: &SharedClock,
+    tel: &Telemetry,
     req: &ExportLogsServiceRequest,
 ) -> Result<ExportLogsServiceResponse, String> {
-    let now_ms = clock
-        .now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64);
+    let now_ms = now_ms(&tel.clock);
     let (records, problems) = crate::logs::record::from_otlp(req, now_ms * 1_000_000);
-    logs.append(records, now_ms).map_err(|e| e.to_string())?;
+    tel.logs
+        .append(records, now_ms)
+        .map_err(|e| e.to_string())?;
     Ok(ExportLogsServiceResponse {
         partial_success: (!problems.is_empty()).then(|| ExportLogsPartialSuccess {
             rejected_log_records: problems.len() as i64,

@@ -44,7 +44,13 @@ pub fn routes(
     Router::new()
         .route(
             "/api/v1/logs",
-            post(push).layer(DefaultBodyLimit::max(max_body)),
+            post(push)
+                .layer(DefaultBodyLimit::max(max_body))
+                .layer(axum::middleware::from_fn(
+                    move |req: axum::extract::Request, next: axum::middleware::Next| {
+                        refuse_declared_oversize(req, next, max_body)
+                    },
+                )),
         )
         .route("/api/v1/logs/search", get(search))
         .route("/api/v1/logs/histogram", get(histogram))
@@ -77,6 +83,24 @@ pub fn record_json(seq: u64, r: &LogRecord) -> serde_json::Value {
         "message": r.message,
         "attributes": r.attributes,
     })
+}
+
+/// A body declared larger than the limit is refused before it is read.
+async fn refuse_declared_oversize(
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+    max: usize,
+) -> Response {
+    match crate::ingest::http::declared_length(req.headers()) {
+        Some(n) if n > max as u64 => fail(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "bad_data",
+            format!(
+                "request body of {n} bytes exceeds the limit of {max} bytes (collector.max_body_bytes)"
+            ),
+        ),
+        _ => next.run(req).await,
+    }
 }
 
 fn error(e: LogError) -> Response {

@@ -117,7 +117,7 @@ fn timestamp(v: &Value) -> Result<i64, String> {
     }
 }
 
-fn text(v: Value) -> String {
+pub(crate) fn text(v: Value) -> String {
     match v {
         Value::String(s) => s,
         other => other.to_string(),
@@ -175,7 +175,7 @@ pub fn parse_json_lines(body: &[u8], now_ns: i64) -> (Vec<LogRecord>, Vec<String
 }
 
 /// An OTLP value as JSON.
-fn any_json(v: &AnyValue) -> Value {
+pub(crate) fn any_json(v: &AnyValue) -> Value {
     match &v.value {
         Some(any_value::Value::StringValue(s)) => Value::String(s.clone()),
         Some(any_value::Value::BoolValue(b)) => Value::Bool(*b),
@@ -196,7 +196,7 @@ fn any_json(v: &AnyValue) -> Value {
     }
 }
 
-fn attributes(kvs: &[KeyValue]) -> Map<String, Value> {
+pub(crate) fn attributes(kvs: &[KeyValue]) -> Map<String, Value> {
     kvs.iter()
         .map(|kv| {
             (
@@ -207,7 +207,7 @@ fn attributes(kvs: &[KeyValue]) -> Map<String, Value> {
         .collect()
 }
 
-fn id_hex(bytes: &[u8], len: usize, what: &str) -> Result<String, String> {
+pub(crate) fn id_hex(bytes: &[u8], len: usize, what: &str) -> Result<String, String> {
     if bytes.is_empty() {
         return Ok(String::new());
     }

@@ -151,3 +151,22 @@ pub fn samples(answer: &serde_json::Value) -> Vec<(serde_json::Value, f64)> {
         })
         .unwrap_or_default()
 }
+
+/// POST a body declared as 100 MB (sending only its first 64 KiB) with a
+/// raw client, and return the start of the answer: read however far the
+/// upload got, since the server may answer and close before it ends.
+pub async fn post_oversized(addr: std::net::SocketAddr, path: &str, content_type: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut sock = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let head = format!(
+        "POST {path} HTTP/1.1\r\nHost: keel\r\nContent-Type: {content_type}\r\nContent-Length: 104857600\r\n\r\n"
+    );
+    sock.write_all(head.as_bytes()).await.expect("headers");
+    let _ = sock.write_all(&vec![b'x'; 64 << 10]).await;
+    let mut answer = vec![0u8; 256];
+    let n = tokio::time::timeout(std::time::Duration::from_secs(10), sock.read(&mut answer))
+        .await
+        .expect("an answer within 10 s, before the body is read")
+        .expect("answer");
+    String::from_utf8_lossy(&answer[..n]).into_owned()
+}
