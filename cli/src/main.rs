@@ -4,7 +4,7 @@
 //! - `keel up`: start the sample app (and, as they are built, the agent,
 //!   collector and controller) and print where everything listens;
 //! - `keel load`: drive the sample app open-loop from a load profile;
-//! - `keel collector`, `keel query`: the collector and PromQL from the shell;
+//! - `keel collector`, `keel query`, `keel logs`: the collector, PromQL and log search from the shell;
 //! - `keel bench sampleapp`: benchmarks against same-run baselines;
 //! - `keel sampleapp run --spec FILE`: one sample-app process (used by the
 //!   supervisor; hidden).
@@ -14,6 +14,7 @@ mod bench_metrics;
 mod collector_cmd;
 mod config;
 mod load_cmd;
+mod logs_cmd;
 mod up;
 
 use std::path::PathBuf;
@@ -50,6 +51,8 @@ enum Command {
     Collector(collector_cmd::CollectorArgs),
     /// Evaluate a PromQL expression against a collector and print a table.
     Query(collector_cmd::QueryArgs),
+    /// Search the collector's logs (tantivy query syntax); --follow streams new matches.
+    Logs(logs_cmd::LogsArgs),
     /// Backfill history from an OpenMetrics file (the collector must be stopped).
     Import(collector_cmd::ImportArgs),
     /// Check a configuration file and print the effective configuration.
@@ -97,6 +100,7 @@ fn main() -> ExitCode {
         Command::Load(args) => load_cmd::run(args),
         Command::Collector(args) => collector_cmd::run(cli.config.as_deref(), args),
         Command::Query(args) => collector_cmd::query(args),
+        Command::Logs(args) => logs_cmd::run(args),
         Command::Import(args) => collector_cmd::import(cli.config.as_deref(), args),
         Command::Bench {
             command: BenchCommand::Sampleapp(args),
