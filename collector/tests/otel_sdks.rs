@@ -74,6 +74,63 @@ async fn the_python_opentelemetry_sdk_over_grpc_sends_and_promql_reads_back() {
     python_sdk_roundtrip("grpc").await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_python_sdk_sends_a_trace_and_its_log_over_http() {
+    python_trace_roundtrip("http").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_python_sdk_sends_a_trace_and_its_log_over_grpc() {
+    python_trace_roundtrip("grpc").await;
+}
+
+/// The Python SDK sends a two-span trace and a log inside it over
+/// `transport`; the trace API returns both spans, linked, and the log.
+async fn python_trace_roundtrip(transport: &str) {
+    if std::env::var_os("KEEL_TEST_PYTHON_OTEL").is_none() {
+        eprintln!("skipped: set KEEL_TEST_PYTHON_OTEL=1 (.ci/run does)");
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let c = collector(dir.path()).await;
+    let script =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/otel_python_traces.py");
+    let target = match transport {
+        "grpc" => c.otlp_grpc.to_string(),
+        _ => format!("http://{}", c.otlp_http),
+    };
+    let out = tokio::process::Command::new("python3")
+        .arg(&script)
+        .arg(transport)
+        .arg(&target)
+        .output()
+        .await
+        .expect("python3");
+    assert!(
+        out.status.success(),
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let trace_id = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    let t = trace_when_complete(c.api, &trace_id, 2, 1).await;
+    let spans = t["data"]["spans"].as_array().cloned().unwrap_or_default();
+    assert_eq!(spans[0]["operation"], "POST /checkout");
+    assert_eq!(spans[0]["span_kind"], "server");
+    assert_eq!(spans[0]["service"], format!("py-{transport}"));
+    assert_eq!(spans[0]["attributes"]["http.route"], "/checkout");
+    assert_eq!(spans[1]["operation"], "charge card");
+    assert_eq!(spans[1]["parent_span_id"], spans[0]["span_id"]);
+    assert_eq!(spans[1]["status"], "error");
+    assert_eq!(spans[1]["status_message"], "card declined");
+    let log = &t["data"]["logs"][0];
+    assert_eq!(log["message"], "payment failed");
+    assert_eq!(log["level"], "error");
+    assert_eq!(log["span_id"], spans[1]["span_id"]);
+    assert_eq!(log["host"], "py-host");
+    assert_eq!(log["attributes"]["order_id"], 42);
+}
+
 /// The Python SDK (from PyPI) exports over `transport`; PromQL reads back.
 async fn python_sdk_roundtrip(transport: &str) {
     if std::env::var_os("KEEL_TEST_PYTHON_OTEL").is_none() {
@@ -136,6 +193,97 @@ async fn python_sdk_roundtrip(transport: &str) {
         samples(&query(c.api, "checkout_duration_seconds_count", t).await)[0].1,
         4.0
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_rust_sdk_sends_a_trace_and_its_log() {
+    use opentelemetry::logs::{LogRecord as _, Logger as _, LoggerProvider as _, Severity};
+    use opentelemetry::trace::{TraceContextExt as _, Tracer as _, TracerProvider as _};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let c = collector(dir.path()).await;
+    let base = format!("http://{}", c.otlp_http);
+    let trace_id = tokio::task::spawn_blocking(move || {
+        let resource = Resource::builder().with_service_name("rust-shop").build();
+        let spans = opentelemetry_sdk::trace::SdkTracerProvider::builder()
+            .with_simple_exporter(
+                opentelemetry_otlp::SpanExporter::builder()
+                    .with_http()
+                    .with_endpoint(format!("{base}/v1/traces"))
+                    .build()
+                    .expect("span exporter"),
+            )
+            .with_resource(resource.clone())
+            .build();
+        let logs = opentelemetry_sdk::logs::SdkLoggerProvider::builder()
+            .with_simple_exporter(
+                opentelemetry_otlp::LogExporter::builder()
+                    .with_http()
+                    .with_endpoint(format!("{base}/v1/logs"))
+                    .build()
+                    .expect("log exporter"),
+            )
+            .with_resource(resource)
+            .build();
+        let tracer = spans.tracer("keel-test");
+        let logger = logs.logger("keel-test");
+        let trace_id = tracer.in_span("GET /cart", |cx| {
+            cx.span()
+                .set_attribute(KeyValue::new("http.route", "/cart"));
+            tracer.in_span("load cart", |inner| {
+                let sc = inner.span().span_context().clone();
+                let mut rec = logger.create_log_record();
+                rec.set_body("cart loaded".into());
+                rec.set_severity_text("WARN");
+                rec.set_severity_number(Severity::Warn);
+                rec.add_attribute("items", 3);
+                rec.set_trace_context(sc.trace_id(), sc.span_id(), None);
+                logger.emit(rec);
+            });
+            cx.span().span_context().trace_id().to_string()
+        });
+        spans.force_flush().expect("flush spans");
+        logs.force_flush().expect("flush logs");
+        let _ = spans.shutdown();
+        let _ = logs.shutdown();
+        trace_id
+    })
+    .await
+    .expect("sdk thread");
+    let t = trace_when_complete(c.api, &trace_id, 2, 1).await;
+    let spans = t["data"]["spans"].as_array().cloned().unwrap_or_default();
+    assert_eq!(spans[0]["operation"], "GET /cart");
+    assert_eq!(spans[0]["service"], "rust-shop");
+    assert_eq!(spans[0]["attributes"]["http.route"], "/cart");
+    assert_eq!(spans[1]["parent_span_id"], spans[0]["span_id"]);
+    assert_eq!(t["data"]["logs"][0]["message"], "cart loaded");
+    assert_eq!(t["data"]["logs"][0]["level"], "warn");
+    assert_eq!(t["data"]["logs"][0]["span_id"], spans[1]["span_id"]);
+    assert_eq!(t["data"]["logs"][0]["attributes"]["items"], 3);
+}
+
+/// Poll the trace API until the trace has `spans` spans and `logs` logs
+/// (spans and logs become searchable at the next commit), at most 10 s.
+async fn trace_when_complete(
+    api: std::net::SocketAddr,
+    trace_id: &str,
+    spans: usize,
+    logs: usize,
+) -> serde_json::Value {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let v: serde_json::Value = reqwest::get(format!("http://{api}/api/v1/traces/{trace_id}"))
+            .await
+            .expect("trace")
+            .json()
+            .await
+            .expect("json");
+        let n = |k: &str| v["data"][k].as_array().map_or(0, Vec::len);
+        if (n("spans") >= spans && n("logs") >= logs) || std::time::Instant::now() > deadline {
+            assert_eq!((n("spans"), n("logs")), (spans, logs), "{v}");
+            return v;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
