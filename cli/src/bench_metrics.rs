@@ -71,12 +71,12 @@ struct Results {
     prometheus_note: Option<String>,
 }
 
-fn free_port() -> anyhow::Result<u16> {
+pub(crate) fn free_port() -> anyhow::Result<u16> {
     Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
 /// (user + system CPU seconds, RSS bytes) of a process, from /proc.
-fn usage(pid: u32) -> anyhow::Result<(f64, f64)> {
+pub(crate) fn usage(pid: u32) -> anyhow::Result<(f64, f64)> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
     let after = stat
         .rsplit_once(") ")
@@ -98,7 +98,7 @@ fn usage(pid: u32) -> anyhow::Result<(f64, f64)> {
     Ok((cpu, rss_kb * 1024.0))
 }
 
-fn dir_bytes(p: &Path) -> u64 {
+pub(crate) fn dir_bytes(p: &Path) -> u64 {
     let Ok(entries) = std::fs::read_dir(p) else {
         return 0;
     };
@@ -216,10 +216,12 @@ fn step(
         .collect()
 }
 
-struct Server {
-    child: Child,
+pub(crate) struct Server {
+    pub(crate) child: Child,
     write_url: String,
-    api: String,
+    pub(crate) api: String,
+    /// OTLP/HTTP base URL (Keel only).
+    pub(crate) otlp: String,
 }
 
 impl Drop for Server {
@@ -229,7 +231,7 @@ impl Drop for Server {
     }
 }
 
-async fn wait_ready(client: &reqwest::Client, url: &str) -> anyhow::Result<()> {
+pub(crate) async fn wait_ready(client: &reqwest::Client, url: &str) -> anyhow::Result<()> {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         if let Ok(r) = client.get(url).send().await
@@ -244,13 +246,23 @@ async fn wait_ready(client: &reqwest::Client, url: &str) -> anyhow::Result<()> {
     }
 }
 
-async fn start_keel(dir: &Path, client: &reqwest::Client) -> anyhow::Result<Server> {
+pub(crate) async fn start_keel(dir: &Path, client: &reqwest::Client) -> anyhow::Result<Server> {
+    start_keel_with(dir, client, &[]).await
+}
+
+/// Start `keel collector` with extra environment variables (config overrides).
+pub(crate) async fn start_keel_with(
+    dir: &Path,
+    client: &reqwest::Client,
+    env: &[(&str, String)],
+) -> anyhow::Result<Server> {
     let api = free_port()?;
+    let otlp = free_port()?;
     let child = Command::new(std::env::current_exe()?)
         .args([
             "collector",
             "--otlp-port",
-            "0",
+            &otlp.to_string(),
             "--grpc-port",
             "0",
             "--api-port",
@@ -259,6 +271,7 @@ async fn start_keel(dir: &Path, client: &reqwest::Client) -> anyhow::Result<Serv
         ])
         .arg(dir)
         .current_dir(dir)
+        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -267,6 +280,7 @@ async fn start_keel(dir: &Path, client: &reqwest::Client) -> anyhow::Result<Serv
         child,
         write_url: format!("http://127.0.0.1:{api}/api/v1/write"),
         api: format!("http://127.0.0.1:{api}"),
+        otlp: format!("http://127.0.0.1:{otlp}"),
     };
     wait_ready(client, &format!("{}/api/v1/status/buildinfo", s.api)).await?;
     Ok(s)
@@ -296,6 +310,7 @@ async fn start_prometheus(
         child,
         write_url: format!("http://127.0.0.1:{port}/api/v1/write"),
         api: format!("http://127.0.0.1:{port}"),
+        otlp: String::new(),
     };
     wait_ready(client, &format!("{}/-/ready", s.api)).await?;
     Ok(s)

@@ -10,6 +10,7 @@
 //!   supervisor; hidden).
 
 mod bench;
+mod bench_logs;
 mod bench_metrics;
 mod collector_cmd;
 mod config;
@@ -78,6 +79,9 @@ enum BenchCommand {
     /// The collector against the real Prometheus: ingest, memory, bytes
     /// per sample, query latency.
     Metrics(bench_metrics::MetricsBenchArgs),
+    /// The collector's log and span stores against in-process indexing of
+    /// the same lines: throughput per core, freshness, search latency, size.
+    Logs(bench_logs::LogsBenchArgs),
 }
 
 #[derive(Subcommand)]
@@ -108,6 +112,9 @@ fn main() -> ExitCode {
         Command::Bench {
             command: BenchCommand::Metrics(args),
         } => bench_metrics::run(args),
+        Command::Bench {
+            command: BenchCommand::Logs(args),
+        } => bench_logs::run(args),
         Command::Config => config::load(cli.config.as_deref()).and_then(|c| {
             print!("{}", serde_json::to_string_pretty(&c)?);
             println!();

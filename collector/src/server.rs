@@ -49,7 +49,7 @@ pub struct CollectorConfig {
     /// OTLP batches processed at once; beyond, 503 with Retry-After.
     pub max_concurrent_batches: usize,
     /// How often new log records are committed to the index (made
-    /// searchable). Each commit costs a segment flush; 500 ms keeps a
+    /// searchable). Each commit costs a segment flush; 100 ms keeps a
     /// record searchable within a second.
     #[serde(with = "keel_core::duration")]
     pub log_commit_interval: std::time::Duration,
@@ -77,7 +77,7 @@ impl Default for CollectorConfig {
             max_body_bytes: limits.max_body_bytes,
             max_decoded_bytes: limits.max_decoded_bytes,
             max_concurrent_batches: limits.max_concurrent_batches,
-            log_commit_interval: std::time::Duration::from_millis(500),
+            log_commit_interval: std::time::Duration::from_millis(100),
             log_partition: std::time::Duration::from_secs(24 * 3600),
             log_retention: std::time::Duration::from_secs(7 * 24 * 3600),
         }
