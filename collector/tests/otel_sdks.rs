@@ -93,26 +93,7 @@ async fn python_trace_roundtrip(transport: &str) {
     }
     let dir = tempfile::tempdir().expect("tempdir");
     let c = collector(dir.path()).await;
-    let script =
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/otel_python_traces.py");
-    let target = match transport {
-        "grpc" => c.otlp_grpc.to_string(),
-        _ => format!("http://{}", c.otlp_http),
-    };
-    let out = tokio::process::Command::new("python3")
-        .arg(&script)
-        .arg(transport)
-        .arg(&target)
-        .output()
-        .await
-        .expect("python3");
-    assert!(
-        out.status.success(),
-        "{}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let trace_id = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    let trace_id = run_python("otel_python_traces.py", transport, &c).await;
     let t = trace_when_complete(c.api, &trace_id, 2, 1).await;
     let spans = t["data"]["spans"].as_array().cloned().unwrap_or_default();
     assert_eq!(spans[0]["operation"], "POST /checkout");
@@ -131,17 +112,12 @@ async fn python_trace_roundtrip(transport: &str) {
     assert_eq!(log["attributes"]["order_id"], 42);
 }
 
-/// The Python SDK (from PyPI) exports over `transport`; PromQL reads back.
-async fn python_sdk_roundtrip(transport: &str) {
-    if std::env::var_os("KEEL_TEST_PYTHON_OTEL").is_none() {
-        eprintln!(
-            "skipped: set KEEL_TEST_PYTHON_OTEL=1 with opentelemetry-sdk and opentelemetry-exporter-otlp-proto-{{http,grpc}} installed (.ci/run does)"
-        );
-        return;
-    }
-    let dir = tempfile::tempdir().expect("tempdir");
-    let c = collector(dir.path()).await;
-    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/otel_python.py");
+/// Run a Python SDK script from `tests/` against the collector over
+/// `transport` (`http` or `grpc`); returns what it printed.
+async fn run_python(script: &str, transport: &str, c: &keel_collector::server::Running) -> String {
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests")
+        .join(script);
     let target = match transport {
         "grpc" => c.otlp_grpc.to_string(),
         _ => format!("http://{}", c.otlp_http),
@@ -159,6 +135,20 @@ async fn python_sdk_roundtrip(transport: &str) {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+/// The Python SDK (from PyPI) exports over `transport`; PromQL reads back.
+async fn python_sdk_roundtrip(transport: &str) {
+    if std::env::var_os("KEEL_TEST_PYTHON_OTEL").is_none() {
+        eprintln!(
+            "skipped: set KEEL_TEST_PYTHON_OTEL=1 with opentelemetry-sdk and opentelemetry-exporter-otlp-proto-{{http,grpc}} installed (.ci/run does)"
+        );
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let c = collector(dir.path()).await;
+    run_python("otel_python.py", transport, &c).await;
     let t = now_ms() + 1000;
     let mut orders = samples(
         &query(

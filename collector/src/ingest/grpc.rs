@@ -42,26 +42,39 @@ struct Receiver {
     workers: Workers,
 }
 
+/// Run an export on the ingest workers within the concurrency limit:
+/// `UNAVAILABLE` (clients retry) when overloaded or when it cannot be
+/// stored, `INTERNAL` if the job failed.
+async fn export<T: Send + 'static>(
+    permits: &Arc<Semaphore>,
+    workers: &Workers,
+    f: impl FnOnce() -> Result<T, String> + Send + 'static,
+) -> Result<tonic::Response<T>, tonic::Status> {
+    let Ok(_permit) = permits.clone().try_acquire_owned() else {
+        return Err(tonic::Status::unavailable(
+            "collector overloaded: retry later",
+        ));
+    };
+    let result = workers
+        .run(f)
+        .await
+        .map_err(|e| tonic::Status::internal(format!("ingest task failed: {e}")))?;
+    Ok(tonic::Response::new(
+        result.map_err(tonic::Status::unavailable)?,
+    ))
+}
+
 #[tonic::async_trait]
 impl MetricsService for Receiver {
     async fn export(
         &self,
         request: tonic::Request<ExportMetricsServiceRequest>,
     ) -> Result<tonic::Response<ExportMetricsServiceResponse>, tonic::Status> {
-        let Ok(_permit) = self.permits.clone().try_acquire_owned() else {
-            return Err(tonic::Status::unavailable(
-                "collector overloaded: retry later",
-            ));
-        };
         let (store, stats, req) = (self.store.clone(), self.stats.clone(), request.into_inner());
-        let result = self
-            .workers
-            .run(move || ingest_request(&store, &stats, &req))
-            .await
-            .map_err(|e| tonic::Status::internal(format!("ingest task failed: {e}")))?;
-        Ok(tonic::Response::new(
-            result.map_err(tonic::Status::unavailable)?,
-        ))
+        export(&self.permits, &self.workers, move || {
+            ingest_request(&store, &stats, &req)
+        })
+        .await
     }
 }
 
@@ -84,20 +97,11 @@ impl TraceService for TraceReceiver {
         &self,
         request: tonic::Request<ExportTraceServiceRequest>,
     ) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
-        let Ok(_permit) = self.permits.clone().try_acquire_owned() else {
-            return Err(tonic::Status::unavailable(
-                "collector overloaded: retry later",
-            ));
-        };
         let (store, tel, req) = (self.store.clone(), self.tel.clone(), request.into_inner());
-        let result = self
-            .workers
-            .run(move || ingest_traces(&store, &tel, &req))
-            .await
-            .map_err(|e| tonic::Status::internal(format!("ingest task failed: {e}")))?;
-        Ok(tonic::Response::new(
-            result.map_err(tonic::Status::unavailable)?,
-        ))
+        export(&self.permits, &self.workers, move || {
+            ingest_traces(&store, &tel, &req)
+        })
+        .await
     }
 }
 
@@ -107,20 +111,11 @@ impl LogsService for LogsReceiver {
         &self,
         request: tonic::Request<ExportLogsServiceRequest>,
     ) -> Result<tonic::Response<ExportLogsServiceResponse>, tonic::Status> {
-        let Ok(_permit) = self.permits.clone().try_acquire_owned() else {
-            return Err(tonic::Status::unavailable(
-                "collector overloaded: retry later",
-            ));
-        };
         let (tel, req) = (self.tel.clone(), request.into_inner());
-        let result = self
-            .workers
-            .run(move || ingest_logs(&tel, &req))
-            .await
-            .map_err(|e| tonic::Status::internal(format!("ingest task failed: {e}")))?;
-        Ok(tonic::Response::new(
-            result.map_err(tonic::Status::unavailable)?,
-        ))
+        export(&self.permits, &self.workers, move || {
+            ingest_logs(&tel, &req)
+        })
+        .await
     }
 }
 

@@ -215,6 +215,19 @@ pub(crate) fn id_hex(bytes: &[u8], len: usize, what: &str) -> Result<String, Str
     hex_id(&hex, len * 2, what)
 }
 
+/// A resource's attributes without `service.name` and `host.name`, and
+/// those two.
+pub(crate) fn resource_parts(
+    resource: Option<&opentelemetry_proto::tonic::resource::v1::Resource>,
+) -> (Map<String, Value>, Option<String>, Option<String>) {
+    let mut attrs = resource
+        .map(|r| attributes(&r.attributes))
+        .unwrap_or_default();
+    let service = attrs.remove("service.name").map(text);
+    let host = attrs.remove("host.name").map(text);
+    (attrs, service, host)
+}
+
 /// OTLP logs as records: resource `service.name` and `host.name` become
 /// service and host, other resource and record attributes become
 /// attributes; records with malformed ids are left out and each named.
@@ -222,16 +235,8 @@ pub fn from_otlp(req: &ExportLogsServiceRequest, now_ns: i64) -> (Vec<LogRecord>
     let mut good = Vec::new();
     let mut bad = Vec::new();
     for (ri, rl) in req.resource_logs.iter().enumerate() {
-        let mut resource = rl
-            .resource
-            .as_ref()
-            .map(|r| attributes(&r.attributes))
-            .unwrap_or_default();
-        let service = resource
-            .remove("service.name")
-            .map(text)
-            .unwrap_or_default();
-        let host = resource.remove("host.name").map(text).unwrap_or_default();
+        let (resource, service, host) = resource_parts(rl.resource.as_ref());
+        let (service, host) = (service.unwrap_or_default(), host.unwrap_or_default());
         for (si, sl) in rl.scope_logs.iter().enumerate() {
             for (li, l) in sl.log_records.iter().enumerate() {
                 let place = format!("resource_logs[{ri}].scope_logs[{si}].log_records[{li}]");

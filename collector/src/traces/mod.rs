@@ -18,7 +18,7 @@ use tantivy::TantivyDocument;
 use tantivy::schema::{FAST, Field, INDEXED, STRING, Schema, SchemaBuilder, TEXT};
 
 use crate::index_store::{IndexStore, Record, add_text, attributes_options};
-use crate::logs::record::{attributes, id_hex, text};
+use crate::logs::record::{attributes, id_hex, resource_parts};
 
 /// One span as Keel stores and returns it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
@@ -139,15 +139,12 @@ pub fn from_otlp(req: &ExportTraceServiceRequest) -> (Vec<SpanRecord>, Vec<Strin
     let mut good = Vec::new();
     let mut bad = Vec::new();
     for (ri, rs) in req.resource_spans.iter().enumerate() {
-        let mut resource = rs
-            .resource
-            .as_ref()
-            .map(|r| attributes(&r.attributes))
-            .unwrap_or_default();
-        let service = resource
-            .remove("service.name")
-            .map(text)
-            .unwrap_or_else(|| "unknown_service".into());
+        let (mut resource, service, host) = resource_parts(rs.resource.as_ref());
+        // host.name stays an attribute of spans.
+        if let Some(h) = host {
+            resource.insert("host.name".into(), Value::String(h));
+        }
+        let service = service.unwrap_or_else(|| "unknown_service".into());
         for (si, ss) in rs.scope_spans.iter().enumerate() {
             for (pi, s) in ss.spans.iter().enumerate() {
                 let place = format!("resource_spans[{ri}].scope_spans[{si}].spans[{pi}]");
