@@ -572,3 +572,112 @@ async fn keel_logs_prints_matches_and_follow_streams_new_ones() {
     let _ = kill(Pid::from_raw(collector.id() as i32), Signal::SIGKILL);
     let _ = collector.wait();
 }
+
+/// A trace of 10 spans whose id is derived from (writer, i).
+fn trace_batch(writer: u8, i: u64) -> (String, Vec<u8>) {
+    use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+    use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
+    let mut trace_id = vec![writer, 0xee, 0, 0, 0, 0, 0, 0];
+    trace_id.extend_from_slice(&(i + 1).to_be_bytes());
+    let hex: String = trace_id.iter().map(|b| format!("{b:02x}")).collect();
+    let t = T0 * 1_000_000 + i * 1_000_000;
+    let spans = (0..10u8)
+        .map(|s| Span {
+            trace_id: trace_id.clone(),
+            span_id: vec![1, 0, 0, 0, 0, 0, 0, s + 1],
+            parent_span_id: if s == 0 {
+                Vec::new()
+            } else {
+                vec![1, 0, 0, 0, 0, 0, 0, 1]
+            },
+            name: format!("op {s}"),
+            start_time_unix_nano: t,
+            end_time_unix_nano: t + 1_000,
+            ..Default::default()
+        })
+        .collect();
+    let req = ExportTraceServiceRequest {
+        resource_spans: vec![ResourceSpans {
+            scope_spans: vec![ScopeSpans {
+                spans,
+                ..Default::default()
+            }],
+            ..Default::default()
+        }],
+    };
+    (hex, req.encode_to_vec())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_under_span_ingest_loses_no_acknowledged_span() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (child, otlp, _) = spawn(dir.path());
+    let writers = [1u8, 2u8];
+    let acked: Vec<Arc<AtomicU64>> = writers
+        .iter()
+        .map(|_| Arc::new(AtomicU64::new(0)))
+        .collect();
+    let (ready_tx, mut ready_rx) = tokio::sync::mpsc::channel::<()>(writers.len());
+    let mut tasks = Vec::new();
+    for (w, count) in writers.iter().zip(&acked) {
+        let (otlp, count, w, ready) = (otlp.clone(), count.clone(), *w, ready_tx.clone());
+        tasks.push(tokio::spawn(async move {
+            let http = reqwest::Client::new();
+            for i in 0u64.. {
+                let (_, body) = trace_batch(w, i);
+                let Ok(r) = http
+                    .post(format!("{otlp}/v1/traces"))
+                    .header("content-type", "application/x-protobuf")
+                    .body(body)
+                    .send()
+                    .await
+                else {
+                    return;
+                };
+                if r.status() != 200 {
+                    return;
+                }
+                count.store(i + 1, Ordering::SeqCst);
+                if i + 1 == 100 {
+                    let _ = ready.send(()).await;
+                }
+            }
+        }));
+    }
+    for _ in &writers {
+        ready_rx
+            .recv()
+            .await
+            .expect("a writer reached 100 acknowledged traces");
+    }
+    kill(Pid::from_raw(child.id() as i32), Signal::SIGKILL).expect("kill -9");
+    for t in tasks {
+        t.await.expect("writer");
+    }
+    let mut child = child;
+    let _ = child.wait();
+
+    let (mut child, _, api) = spawn(dir.path());
+    let http = reqwest::Client::new();
+    for (w, count) in writers.iter().zip(&acked) {
+        let n = count.load(Ordering::SeqCst);
+        for i in 0..n {
+            let (id, _) = trace_batch(*w, i);
+            let body: serde_json::Value = http
+                .get(format!("{api}/api/v1/traces/{id}"))
+                .send()
+                .await
+                .expect("trace")
+                .json()
+                .await
+                .expect("json");
+            let spans = body["data"]["spans"].as_array().map_or(0, Vec::len);
+            assert_eq!(
+                spans, 10,
+                "writer {w}, trace {i} of {n} acknowledged: {body}"
+            );
+        }
+    }
+    let _ = kill(Pid::from_raw(child.id() as i32), Signal::SIGKILL);
+    let _ = child.wait();
+}
