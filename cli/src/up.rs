@@ -55,7 +55,13 @@ pub fn run(config_path: Option<&Path>, args: UpArgs) -> anyhow::Result<()> {
         let clock: keel_core::clock::SharedClock =
             std::sync::Arc::new(keel_core::clock::SystemClock);
         let collector = keel_collector::server::start(&config.collector, clock).await?;
-        let (sup, ep) = Supervisor::start(config.sampleapp, exe).await?;
+        let mut app = config.sampleapp;
+        // The sample app's spans go to the collector started here unless
+        // the configuration names another endpoint.
+        if app.otlp_endpoint.is_none() {
+            app.otlp_endpoint = Some(format!("http://{}", collector.otlp_http));
+        }
+        let (sup, ep) = Supervisor::start(app, exe).await?;
         say("keel: the sample app is up");
         say_fmt!(
             "  collector OTLP/HTTP http://{}/v1/metrics",
@@ -64,6 +70,14 @@ pub fn run(config_path: Option<&Path>, args: UpArgs) -> anyhow::Result<()> {
         say_fmt!("  collector OTLP/gRPC http://{}", collector.otlp_grpc);
         say_fmt!(
             "  PromQL API          http://{}/api/v1/query",
+            collector.api
+        );
+        say_fmt!(
+            "  log search          http://{}/api/v1/logs/search?q=level:error",
+            collector.api
+        );
+        say_fmt!(
+            "  trace search        http://{}/api/v1/traces/search?service=shop-lb",
             collector.api
         );
         say_fmt!("  shop API (lb)       http://{}/api/products/1", ep.lb);

@@ -66,6 +66,36 @@ async fn keel_up_prints_its_urls_and_ctrl_c_leaves_no_process_behind() {
     let promql = url("PromQL API");
     let (s, v) = get_json(&format!("{promql}?query=vector(1)")).await;
     assert_eq!(s, 200, "the printed collector API answers PromQL: {v}");
+    // The request above was traced from the lb through web; its spans
+    // reach the collector keel up started.
+    let traces = url("trace search");
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let found = loop {
+        let (_, v) = get_json(&traces).await;
+        let first = v["data"]["traces"][0]["trace_id"]
+            .as_str()
+            .map(str::to_owned);
+        if let Some(id) = first {
+            break id;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no trace from the sample app: {v}"
+        );
+        let _ = get_json(&shop).await;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let (_, tree) = get_json(&traces.replace("search?service=shop-lb", &found)).await;
+    let services: Vec<&str> = tree["data"]["services"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|s| s.as_str())
+        .collect();
+    assert!(
+        services.contains(&"shop-lb") && services.contains(&"shop-web"),
+        "one trace across lb and web: {tree}"
+    );
     let (_, procs) = get_json(&processes_url).await;
     let pids: Vec<i32> = procs
         .as_array()
