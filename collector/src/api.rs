@@ -106,14 +106,6 @@ pub(crate) fn parse_step(s: &str) -> Result<i64, String> {
         .map_err(|e| format!("cannot parse {s:?} to a valid duration: {e}"))
 }
 
-pub(crate) fn now_ms(clock: &SharedClock) -> i64 {
-    clock
-        .now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
-}
-
 fn metric_json(l: &Labels) -> Json {
     Json::Object(
         l.pairs()
@@ -157,7 +149,7 @@ async fn query(
         return bad("missing parameter \"query\"".into());
     };
     let t = match param(&p, "time").map(parse_time).transpose() {
-        Ok(t) => t.unwrap_or_else(|| now_ms(&api.clock)),
+        Ok(t) => t.unwrap_or_else(|| api.clock.now_ms()),
         Err(e) => return bad(e),
     };
     let (store, expr) = (api.store.clone(), expr.to_owned());

@@ -237,9 +237,11 @@ struct Partition {
     dir: PathBuf,
     index: Index,
     reader: IndexReader,
-    /// Time range of its records (committed and pending).
+    /// Time range of its committed records (MAX, MIN while it has none).
     min_ms: i64,
     max_ms: i64,
+    /// The last sequence number committed to it (0: none).
+    last_seq: u64,
 }
 
 struct Writer {
@@ -303,6 +305,7 @@ fn open_partition(dir: &Path, schema: &Schema, start_ms: i64) -> Result<Partitio
         reader,
         min_ms,
         max_ms,
+        last_seq: c.last_seq,
     })
 }
 
@@ -333,11 +336,7 @@ impl<R: Record> IndexStore<R> {
             partitions.push(open_partition(&e.path(), &schema, start)?);
         }
         partitions.sort_by_key(|p| p.start_ms);
-        let last_seq = partitions
-            .iter()
-            .map(|p| committed(&p.index).last_seq)
-            .max()
-            .unwrap_or(0);
+        let last_seq = partitions.iter().map(|p| p.last_seq).max().unwrap_or(0);
         let start = now_ms.div_euclid(config.partition_ms.max(1)) * config.partition_ms.max(1);
         if partitions.last().is_none_or(|p| p.start_ms < start) {
             partitions.push(open_partition(
@@ -468,15 +467,12 @@ impl<R: Record> IndexStore<R> {
         let Some(p) = parts.iter_mut().find(|p| p.start_ms == w.partition_start) else {
             return Err(IndexError::Query("the active partition is gone".into()));
         };
-        let before = committed(&p.index);
+        // The partition's range, widened by what is pending (an empty
+        // partition's MAX/MIN give way to any record).
         let c = Committed {
             last_seq: w.next_seq - 1,
-            min_ms: if before.last_seq == 0 {
-                w.pending_min
-            } else {
-                before.min_ms.min(w.pending_min)
-            },
-            max_ms: before.max_ms.max(w.pending_max),
+            min_ms: p.min_ms.min(w.pending_min),
+            max_ms: p.max_ms.max(w.pending_max),
         };
         let mut prepared = w.writer.prepare_commit()?;
         prepared.set_payload(&serde_json::to_string(&c).unwrap_or_default());
@@ -484,6 +480,7 @@ impl<R: Record> IndexStore<R> {
         p.reader.reload()?;
         p.min_ms = c.min_ms;
         p.max_ms = c.max_ms;
+        p.last_seq = c.last_seq;
         drop(parts);
         // Everything logged is now in a commit: the log starts afresh.
         let wal_path = self.dir.join("wal.log");

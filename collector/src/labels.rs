@@ -19,14 +19,6 @@ pub const NAME: &str = "__name__";
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Default)]
 pub struct Labels(Arc<[u8]>);
 
-fn put_varint(out: &mut Vec<u8>, mut v: usize) {
-    while v >= 0x80 {
-        out.push((v as u8) | 0x80);
-        v >>= 7;
-    }
-    out.push(v as u8);
-}
-
 /// The pairs of a [`Labels`], in name order.
 #[derive(Clone)]
 pub struct Pairs<'a> {
@@ -36,16 +28,7 @@ pub struct Pairs<'a> {
 
 impl<'a> Pairs<'a> {
     fn varint(&mut self) -> Option<usize> {
-        let mut v = 0usize;
-        for shift in (0..64).step_by(7) {
-            let (b, rest) = self.rest.split_first()?;
-            self.rest = rest;
-            v |= usize::from(b & 0x7f) << shift;
-            if *b < 0x80 {
-                return Some(v);
-            }
-        }
-        None
+        crate::varint::take(&mut self.rest).and_then(|v| usize::try_from(v).ok())
     }
 
     fn text(&mut self) -> Option<&'a str> {
@@ -192,11 +175,11 @@ pub fn encode_sorted<'a>(
         // One encoding per set: the empty set is the empty slice.
         return;
     }
-    put_varint(out, pairs.len());
+    crate::varint::put(out, pairs.len() as u64);
     for (k, v) in pairs {
-        put_varint(out, k.len());
+        crate::varint::put(out, k.len() as u64);
         out.extend_from_slice(k.as_bytes());
-        put_varint(out, v.len());
+        crate::varint::put(out, v.len() as u64);
         out.extend_from_slice(v.as_bytes());
     }
 }

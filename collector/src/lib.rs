@@ -27,3 +27,4 @@ pub mod promtest;
 pub mod server;
 pub mod store;
 pub mod traces;
+pub mod varint;

@@ -156,11 +156,6 @@ impl CollectorConfig {
     }
 }
 
-fn ms(t: std::time::SystemTime) -> i64 {
-    t.duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
-}
-
 /// Background work on the injected clock: commit new log records every
 /// commit interval; once a minute, cut the metric head into blocks and
 /// apply both retentions.
@@ -183,7 +178,7 @@ fn housekeeping(store: Arc<Store>, logs: Arc<LogStore>, spans: Arc<SpanStore>, c
     tokio::spawn(async move {
         loop {
             clock.sleep(std::time::Duration::from_secs(60)).await;
-            let now = ms(clock.now());
+            let now = clock.now_ms();
             let (s, l, sp) = (store.clone(), logs.clone(), spans.clone());
             let done = tokio::task::spawn_blocking(move || {
                 if let Err(e) = s.compact(now) {
@@ -255,10 +250,10 @@ async fn bind(host: &str, port: u16) -> Result<tokio::net::TcpListener, ServeErr
 pub async fn start(config: &CollectorConfig, clock: SharedClock) -> Result<Running, ServeError> {
     let store = Arc::new(tokio::task::block_in_place(|| config.open_store())?);
     let logs = Arc::new(tokio::task::block_in_place(|| {
-        config.open_logs(ms(clock.now()))
+        config.open_logs(clock.now_ms())
     })?);
     let spans = Arc::new(tokio::task::block_in_place(|| {
-        config.open_spans(ms(clock.now()))
+        config.open_spans(clock.now_ms())
     })?);
     let telemetry = crate::ingest::http::Telemetry {
         logs: logs.clone(),

@@ -26,6 +26,19 @@ pub trait Clock: Send + Sync + std::fmt::Debug + 'static {
     fn sleep(&self, d: Duration) -> Sleep {
         self.sleep_until(self.now() + d)
     }
+
+    /// The current time in milliseconds since the Unix epoch.
+    fn now_ms(&self) -> i64 {
+        unix_ms(self.now())
+    }
+}
+
+/// Milliseconds since the Unix epoch (negative before it).
+pub fn unix_ms(t: SystemTime) -> i64 {
+    match t.duration_since(std::time::UNIX_EPOCH) {
+        Ok(d) => d.as_millis() as i64,
+        Err(e) => -(e.duration().as_millis() as i64),
+    }
 }
 
 /// Shared handle to a clock.

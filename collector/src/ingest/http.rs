@@ -428,7 +428,7 @@ where
 }
 
 async fn metrics(State(st): State<Ingest>, headers: HeaderMap, body: Bytes) -> Response {
-    export(st, headers.clone(), move |enc, headers, st| {
+    export(st, headers, move |enc, headers, st| {
         let req: ExportMetricsServiceRequest = decode_request(
             enc,
             &headers,
@@ -442,7 +442,7 @@ async fn metrics(State(st): State<Ingest>, headers: HeaderMap, body: Bytes) -> R
 }
 
 async fn otlp_logs(State(st): State<Ingest>, headers: HeaderMap, body: Bytes) -> Response {
-    export(st, headers.clone(), move |enc, headers, st| {
+    export(st, headers, move |enc, headers, st| {
         let req: ExportLogsServiceRequest =
             decode_request(enc, &headers, body, &st.limits, "ExportLogsServiceRequest")?;
         ingest_logs(&st.tel, &req).map_err(|m| (StatusCode::SERVICE_UNAVAILABLE, m))
@@ -451,19 +451,12 @@ async fn otlp_logs(State(st): State<Ingest>, headers: HeaderMap, body: Bytes) ->
 }
 
 async fn otlp_traces(State(st): State<Ingest>, headers: HeaderMap, body: Bytes) -> Response {
-    export(st, headers.clone(), move |enc, headers, st| {
+    export(st, headers, move |enc, headers, st| {
         let req: ExportTraceServiceRequest =
             decode_request(enc, &headers, body, &st.limits, "ExportTraceServiceRequest")?;
         ingest_traces(&st.store, &st.tel, &req).map_err(|m| (StatusCode::SERVICE_UNAVAILABLE, m))
     })
     .await
-}
-
-fn now_ms(clock: &SharedClock) -> i64 {
-    clock
-        .now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
 }
 
 /// Store an OTLP traces export (shared by OTLP/HTTP and OTLP/gRPC) and
@@ -474,7 +467,7 @@ pub fn ingest_traces(
     tel: &Telemetry,
     req: &ExportTraceServiceRequest,
 ) -> Result<ExportTraceServiceResponse, String> {
-    let now = now_ms(&tel.clock);
+    let now = tel.clock.now_ms();
     let (spans, problems) = crate::traces::from_otlp(req);
     // Metrics first: if they fail, nothing is acknowledged and the client
     // retries; spans stored twice would be worse than metrics missing.
@@ -496,7 +489,7 @@ pub fn ingest_logs(
     tel: &Telemetry,
     req: &ExportLogsServiceRequest,
 ) -> Result<ExportLogsServiceResponse, String> {
-    let now_ms = now_ms(&tel.clock);
+    let now_ms = tel.clock.now_ms();
     let (records, problems) = crate::logs::record::from_otlp(req, now_ms * 1_000_000);
     tel.logs
         .append(records, now_ms)

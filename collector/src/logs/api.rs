@@ -24,7 +24,7 @@ use keel_core::clock::SharedClock;
 use serde_json::json;
 
 use super::{LogError, LogRecord, LogStore};
-use crate::api::{bad, fail, now_ms, ok, param, params, parse_step, parse_time};
+use crate::api::{bad, fail, ok, param, params, parse_step, parse_time};
 use crate::ingest::workers::Workers;
 
 #[derive(Clone)]
@@ -115,7 +115,7 @@ fn error(e: LogError) -> Response {
 }
 
 async fn push(State(api): State<LogApi>, body: Bytes) -> Response {
-    let now = now_ms(&api.clock);
+    let now = api.clock.now_ms();
     let logs = api.logs.clone();
     let work = api
         .workers
@@ -142,8 +142,9 @@ async fn push(State(api): State<LogApi>, body: Bytes) -> Response {
     }
 }
 
-/// `start`/`end` (default: the hour up to now).
-fn window(p: &[(String, String)], now: i64) -> Result<(i64, i64), String> {
+/// `start`/`end` (default: the hour up to now), as the log and trace
+/// searches take them.
+pub(crate) fn window(p: &[(String, String)], now: i64) -> Result<(i64, i64), String> {
     let end = param(p, "end").map(parse_time).transpose()?.unwrap_or(now);
     let start = param(p, "start")
         .map(parse_time)
@@ -157,7 +158,7 @@ fn window(p: &[(String, String)], now: i64) -> Result<(i64, i64), String> {
 
 async fn search(State(api): State<LogApi>, RawQuery(q): RawQuery, headers: HeaderMap) -> Response {
     let p = params(q, &headers, &Bytes::new());
-    let (start, end) = match window(&p, now_ms(&api.clock)) {
+    let (start, end) = match window(&p, api.clock.now_ms()) {
         Ok(w) => w,
         Err(e) => return bad(e),
     };
@@ -188,7 +189,7 @@ async fn histogram(
     headers: HeaderMap,
 ) -> Response {
     let p = params(q, &headers, &Bytes::new());
-    let (start, end) = match window(&p, now_ms(&api.clock)) {
+    let (start, end) = match window(&p, api.clock.now_ms()) {
         Ok(w) => w,
         Err(e) => return bad(e),
     };

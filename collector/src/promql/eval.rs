@@ -5,7 +5,9 @@
 //! at each evaluation step.
 
 use std::collections::HashMap;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
+
+use keel_core::clock::unix_ms as ms;
 
 use promql_parser::label::MatchOp;
 use promql_parser::parser::{
@@ -38,13 +40,6 @@ pub struct QueryRange {
 pub struct Engine<'a> {
     store: &'a Store,
     lookback: i64,
-}
-
-fn ms(t: SystemTime) -> i64 {
-    match t.duration_since(UNIX_EPOCH) {
-        Ok(d) => d.as_millis() as i64,
-        Err(e) => -(e.duration().as_millis() as i64),
-    }
 }
 
 fn dur_ms(d: Duration) -> i64 {

@@ -106,11 +106,6 @@ impl Arena {
     pub fn chunk_bytes(&self) -> usize {
         self.chunk_bytes
     }
-
-    /// Memory reserved by the pages.
-    pub fn reserved_bytes(&self) -> usize {
-        self.pages.iter().map(Vec::capacity).sum()
-    }
 }
 
 #[cfg(test)]

@@ -23,6 +23,7 @@
 //! bit width (byte) and the offsets over the divisor, bit-packed.
 
 use super::gorilla::{self, Chunk};
+use crate::varint::put as put_varint;
 
 const TAG_GORILLA: u8 = 0;
 const TAG_PACKED: u8 = 1;
@@ -36,14 +37,6 @@ const MAX_EXP: usize = 15;
 const POW10: [f64; MAX_EXP + 1] = [
     1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11, 1e12, 1e13, 1e14, 1e15,
 ];
-
-fn put_varint(out: &mut Vec<u8>, mut v: u64) {
-    while v >= 0x80 {
-        out.push((v as u8) | 0x80);
-        v >>= 7;
-    }
-    out.push(v as u8);
-}
 
 fn zigzag(v: i64) -> u64 {
     ((v << 1) ^ (v >> 63)) as u64
@@ -101,15 +94,10 @@ impl Reader<'_> {
     }
 
     fn varint(&mut self) -> Option<u64> {
-        let mut v = 0u64;
-        for shift in (0..64).step_by(7) {
-            let b = self.byte()?;
-            v |= u64::from(b & 0x7f) << shift;
-            if b < 0x80 {
-                return Some(v);
-            }
-        }
-        None
+        let mut rest = self.b.get(self.at..)?;
+        let v = crate::varint::take(&mut rest)?;
+        self.at = self.b.len() - rest.len();
+        Some(v)
     }
 
     /// `count` values of `w` bits each.

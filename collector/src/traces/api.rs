@@ -24,9 +24,9 @@ use tantivy::query::{AllQuery, BooleanQuery, Occur, Query, RangeQuery, TermQuery
 use tantivy::schema::IndexRecordOption;
 
 use super::{SpanRecord, SpanStore};
-use crate::api::{bad, fail, now_ms, ok, param, params, parse_step, parse_time};
+use crate::api::{bad, fail, ok, param, params, parse_step};
 use crate::logs::LogStore;
-use crate::logs::api::record_json;
+use crate::logs::api::{record_json, window};
 
 #[derive(Clone)]
 struct TraceApi {
@@ -159,13 +159,8 @@ async fn search(
     headers: HeaderMap,
 ) -> Response {
     let p = params(q, &headers, &Bytes::new());
-    let now = now_ms(&api.clock);
-    let window = (|| {
-        let end = param(&p, "end").map(parse_time).transpose()?.unwrap_or(now);
-        let start = param(&p, "start")
-            .map(parse_time)
-            .transpose()?
-            .unwrap_or(end - 3_600_000);
+    let parsed = (|| {
+        let (start, end) = window(&p, api.clock.now_ms())?;
         let min_ms = param(&p, "min_duration").map(parse_step).transpose()?;
         let error = match param(&p, "error") {
             None | Some("") => None,
@@ -179,7 +174,7 @@ async fn search(
         };
         Ok((start, end, min_ms, error, limit))
     })();
-    let (start, end, min_ms, error, limit) = match window {
+    let (start, end, min_ms, error, limit) = match parsed {
         Ok(w) => w,
         Err(e) => return bad(e),
     };
