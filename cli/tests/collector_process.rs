@@ -97,49 +97,42 @@ fn batch(writer: &str, i: u64) -> Vec<u8> {
     .encode_to_vec()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sigkill_under_ingest_loses_no_acknowledged_sample() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let (child, otlp, _) = spawn(dir.path());
-    let writers = ["w1", "w2", "w3"];
-    let acked: Vec<Arc<AtomicU64>> = writers
-        .iter()
-        .map(|_| Arc::new(AtomicU64::new(0)))
-        .collect();
+/// Drive `writers` concurrent writers at a running collector, each
+/// calling `send(writer, i)` for i = 0, 1, … until it fails; `send` answers
+/// how many records the writer has had acknowledged after batch `i`, or
+/// None when the batch was not acknowledged. Once every writer has had
+/// `ready_at` batches acknowledged, SIGKILL the collector; returns each
+/// writer's acknowledged count once all have stopped.
+async fn kill_during_ingest<F, Fut>(
+    child: Child,
+    writers: usize,
+    ready_at: u64,
+    send: F,
+) -> Vec<u64>
+where
+    F: Fn(usize, u64) -> Fut + Clone + Send + 'static,
+    Fut: std::future::Future<Output = Option<u64>> + Send,
+{
+    let acked: Vec<Arc<AtomicU64>> = (0..writers).map(|_| Arc::new(AtomicU64::new(0))).collect();
+    let (ready_tx, mut ready_rx) = tokio::sync::mpsc::channel::<()>(writers);
     let mut tasks = Vec::new();
-    let (ready_tx, mut ready_rx) = tokio::sync::mpsc::channel::<()>(writers.len());
-    for (w, count) in writers.iter().zip(&acked) {
-        let (otlp, count, w, ready) =
-            (otlp.clone(), count.clone(), w.to_string(), ready_tx.clone());
+    for (w, count) in acked.iter().enumerate() {
+        let (count, ready, send) = (count.clone(), ready_tx.clone(), send.clone());
         tasks.push(tokio::spawn(async move {
-            let http = reqwest::Client::new();
-            for i in 0.. {
-                let r = http
-                    .post(format!("{otlp}/v1/metrics"))
-                    .header("content-type", "application/x-protobuf")
-                    .body(batch(&w, i))
-                    .send()
-                    .await;
-                let Ok(r) = r else { return };
-                if r.status() != 200 {
-                    return;
-                }
-                let Ok(body) = r.bytes().await else { return };
-                let resp = ExportMetricsServiceResponse::decode(body).expect("protobuf answer");
-                assert!(resp.partial_success.is_none(), "{resp:?}");
-                count.store(i + 1, Ordering::SeqCst); // samples 0..=i acknowledged
-                if i + 1 == 300 {
+            for i in 0u64.. {
+                let Some(n) = send(w, i).await else { return };
+                count.store(n, Ordering::SeqCst);
+                if i + 1 == ready_at {
                     let _ = ready.send(()).await;
                 }
             }
         }));
     }
-    // Kill once every writer has had a few hundred batches acknowledged.
-    for _ in &writers {
+    for _ in 0..writers {
         ready_rx
             .recv()
             .await
-            .expect("a writer reached 300 acknowledged batches");
+            .expect("every writer reached its acknowledged batches");
     }
     kill(Pid::from_raw(child.id() as i32), Signal::SIGKILL).expect("kill -9");
     for t in tasks {
@@ -147,11 +140,39 @@ async fn sigkill_under_ingest_loses_no_acknowledged_sample() {
     }
     let mut child = child;
     let _ = child.wait();
+    acked.iter().map(|c| c.load(Ordering::SeqCst)).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_under_ingest_loses_no_acknowledged_sample() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (child, otlp, _) = spawn(dir.path());
+    let writers = ["w1", "w2", "w3"];
+    let http = reqwest::Client::new(); // one connection pool for all writers
+    let acked = kill_during_ingest(child, writers.len(), 300, move |w, i| {
+        let (otlp, w, http) = (otlp.clone(), writers[w], http.clone());
+        async move {
+            let r = http
+                .post(format!("{otlp}/v1/metrics"))
+                .header("content-type", "application/x-protobuf")
+                .body(batch(w, i))
+                .send()
+                .await
+                .ok()?;
+            if r.status() != 200 {
+                return None;
+            }
+            let body = r.bytes().await.ok()?;
+            let resp = ExportMetricsServiceResponse::decode(body).expect("protobuf answer");
+            assert!(resp.partial_success.is_none(), "{resp:?}");
+            Some(i + 1) // samples 0..=i acknowledged
+        }
+    })
+    .await;
 
     let (mut child, _, api) = spawn(dir.path());
     let http = reqwest::Client::new();
-    for (w, count) in writers.iter().zip(&acked) {
-        let n = count.load(Ordering::SeqCst);
+    for (w, n) in writers.iter().zip(acked) {
         let at = (T0 + n * 1000) as f64 / 1000.0;
         let body: serde_json::Value = http
             .get(format!("{api}/api/v1/query"))
@@ -421,49 +442,26 @@ async fn sigkill_under_log_ingest_loses_no_acknowledged_record() {
     let dir = tempfile::tempdir().expect("tempdir");
     let (child, _, api) = spawn(dir.path());
     let writers = ["w1", "w2"];
-    let acked: Vec<Arc<AtomicU64>> = writers
-        .iter()
-        .map(|_| Arc::new(AtomicU64::new(0)))
-        .collect();
-    let (ready_tx, mut ready_rx) = tokio::sync::mpsc::channel::<()>(writers.len());
-    let mut tasks = Vec::new();
-    for (w, count) in writers.iter().zip(&acked) {
-        let (api, count, w, ready) = (api.clone(), count.clone(), w.to_string(), ready_tx.clone());
-        tasks.push(tokio::spawn(async move {
-            let http = reqwest::Client::new();
-            for i in 0u64.. {
-                let body: String = (0..10)
-                    .map(|k| format!("{{\"level\":\"info\",\"message\":\"batch {i} line {k}\",\"writer\":\"{w}\"}}\n"))
-                    .collect();
-                let Ok(r) = http.post(format!("{api}/api/v1/logs")).body(body).send().await else {
-                    return;
-                };
-                if r.status() != 200 {
-                    return;
-                }
-                count.store((i + 1) * 10, Ordering::SeqCst);
-                if i + 1 == 100 {
-                    let _ = ready.send(()).await;
-                }
-            }
-        }));
-    }
-    for _ in &writers {
-        ready_rx
-            .recv()
-            .await
-            .expect("a writer reached 100 acknowledged batches");
-    }
-    kill(Pid::from_raw(child.id() as i32), Signal::SIGKILL).expect("kill -9");
-    for t in tasks {
-        t.await.expect("writer");
-    }
-    let mut child = child;
-    let _ = child.wait();
+    let http = reqwest::Client::new(); // one connection pool for all writers
+    let acked = kill_during_ingest(child, writers.len(), 100, move |w, i| {
+        let (api, w, http) = (api.clone(), writers[w], http.clone());
+        async move {
+            let body: String = (0..10)
+                .map(|k| format!("{{\"level\":\"info\",\"message\":\"batch {i} line {k}\",\"writer\":\"{w}\"}}\n"))
+                .collect();
+            let r = http
+                .post(format!("{api}/api/v1/logs"))
+                .body(body)
+                .send()
+                .await
+                .ok()?;
+            (r.status() == 200).then_some((i + 1) * 10)
+        }
+    })
+    .await;
 
     let (mut child, _, api) = spawn(dir.path());
-    for (w, count) in writers.iter().zip(&acked) {
-        let n = count.load(Ordering::SeqCst);
+    for (w, n) in writers.iter().zip(acked) {
         // Replayed records are committed before the collector listens.
         let found = log_count(&api, &format!("attributes.writer:{w}")).await;
         assert!(
@@ -613,54 +611,26 @@ async fn sigkill_under_span_ingest_loses_no_acknowledged_span() {
     let dir = tempfile::tempdir().expect("tempdir");
     let (child, otlp, _) = spawn(dir.path());
     let writers = [1u8, 2u8];
-    let acked: Vec<Arc<AtomicU64>> = writers
-        .iter()
-        .map(|_| Arc::new(AtomicU64::new(0)))
-        .collect();
-    let (ready_tx, mut ready_rx) = tokio::sync::mpsc::channel::<()>(writers.len());
-    let mut tasks = Vec::new();
-    for (w, count) in writers.iter().zip(&acked) {
-        let (otlp, count, w, ready) = (otlp.clone(), count.clone(), *w, ready_tx.clone());
-        tasks.push(tokio::spawn(async move {
-            let http = reqwest::Client::new();
-            for i in 0u64.. {
-                let (_, body) = trace_batch(w, i);
-                let Ok(r) = http
-                    .post(format!("{otlp}/v1/traces"))
-                    .header("content-type", "application/x-protobuf")
-                    .body(body)
-                    .send()
-                    .await
-                else {
-                    return;
-                };
-                if r.status() != 200 {
-                    return;
-                }
-                count.store(i + 1, Ordering::SeqCst);
-                if i + 1 == 100 {
-                    let _ = ready.send(()).await;
-                }
-            }
-        }));
-    }
-    for _ in &writers {
-        ready_rx
-            .recv()
-            .await
-            .expect("a writer reached 100 acknowledged traces");
-    }
-    kill(Pid::from_raw(child.id() as i32), Signal::SIGKILL).expect("kill -9");
-    for t in tasks {
-        t.await.expect("writer");
-    }
-    let mut child = child;
-    let _ = child.wait();
+    let http = reqwest::Client::new(); // one connection pool for all writers
+    let acked = kill_during_ingest(child, writers.len(), 100, move |w, i| {
+        let (otlp, w, http) = (otlp.clone(), writers[w], http.clone());
+        async move {
+            let (_, body) = trace_batch(w, i);
+            let r = http
+                .post(format!("{otlp}/v1/traces"))
+                .header("content-type", "application/x-protobuf")
+                .body(body)
+                .send()
+                .await
+                .ok()?;
+            (r.status() == 200).then_some(i + 1)
+        }
+    })
+    .await;
 
     let (mut child, _, api) = spawn(dir.path());
     let http = reqwest::Client::new();
-    for (w, count) in writers.iter().zip(&acked) {
-        let n = count.load(Ordering::SeqCst);
+    for (w, n) in writers.iter().zip(acked) {
         for i in 0..n {
             let (id, _) = trace_batch(*w, i);
             let body: serde_json::Value = http

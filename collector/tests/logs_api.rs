@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{collector, kv};
+use common::{collector, kv, poll_json};
 use opentelemetry_proto::tonic::collector::logs::v1::{
     ExportLogsServiceRequest, ExportLogsServiceResponse,
 };
@@ -20,31 +20,17 @@ fn now_s() -> f64 {
         .unwrap_or(0.0)
 }
 
-/// Search until `want` records match (commits run every 500 ms), at most 10 s.
+/// Search until `want` records match, at most 10 s.
 async fn search_until(api: std::net::SocketAddr, q: &str, want: usize) -> Value {
-    let http = reqwest::Client::new();
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    loop {
-        let r: Value = http
-            .get(format!("http://{api}/api/v1/logs/search"))
-            .query(&[
-                ("q", q),
-                ("start", &(now_s() - 7200.0).to_string()),
-                ("end", &(now_s() + 60.0).to_string()),
-            ])
-            .send()
-            .await
-            .expect("search")
-            .json()
-            .await
-            .expect("json");
-        let n = r["data"]["records"].as_array().map_or(0, Vec::len);
-        if n >= want || std::time::Instant::now() > deadline {
-            return r;
-        }
-        tokio::task::yield_now().await;
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
+    let query = [
+        ("q", q.to_owned()),
+        ("start", (now_s() - 7200.0).to_string()),
+        ("end", (now_s() + 60.0).to_string()),
+    ];
+    poll_json(&format!("http://{api}/api/v1/logs/search"), &query, |r| {
+        r["data"]["records"].as_array().map_or(0, Vec::len) >= want
+    })
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -259,21 +259,15 @@ async fn trace_when_complete(
     spans: usize,
     logs: usize,
 ) -> serde_json::Value {
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    loop {
-        let v: serde_json::Value = reqwest::get(format!("http://{api}/api/v1/traces/{trace_id}"))
-            .await
-            .expect("trace")
-            .json()
-            .await
-            .expect("json");
-        let n = |k: &str| v["data"][k].as_array().map_or(0, Vec::len);
-        if (n("spans") >= spans && n("logs") >= logs) || std::time::Instant::now() > deadline {
-            assert_eq!((n("spans"), n("logs")), (spans, logs), "{v}");
-            return v;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let n = |v: &serde_json::Value, k: &str| v["data"][k].as_array().map_or(0, Vec::len);
+    let v = poll_json(
+        &format!("http://{api}/api/v1/traces/{trace_id}"),
+        &[],
+        |v| n(v, "spans") >= spans && n(v, "logs") >= logs,
+    )
+    .await;
+    assert_eq!((n(&v, "spans"), n(&v, "logs")), (spans, logs), "{v}");
+    v
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

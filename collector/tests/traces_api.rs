@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{collector, kv};
+use common::{collector, kv, poll_json};
 use opentelemetry_proto::tonic::collector::trace::v1::{
     ExportTraceServiceRequest, ExportTraceServiceResponse,
 };
@@ -17,19 +17,6 @@ fn now_ns() -> u64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_nanos() as u64)
         .unwrap_or(0)
-}
-
-async fn get_until(url: &str, query: &[(&str, String)], done: impl Fn(&Value) -> bool) -> Value {
-    let http = reqwest::Client::new();
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    loop {
-        let r = http.get(url).query(query).send().await.expect("get");
-        let v: Value = r.json().await.expect("json");
-        if done(&v) || std::time::Instant::now() > deadline {
-            return v;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -114,7 +101,7 @@ async fn a_trace_comes_back_as_a_tree_with_its_logs_search_finds_it_and_red_metr
     assert_eq!(r.status(), 200);
 
     let url = format!("http://{}/api/v1/traces/{trace_hex}", c.api);
-    let t = get_until(&url, &[], |v| {
+    let t = poll_json(&url, &[], |v| {
         v["data"]["spans"].as_array().map_or(0, Vec::len) == 3
             && v["data"]["logs"].as_array().map_or(0, Vec::len) == 1
     })
@@ -145,7 +132,7 @@ async fn a_trace_comes_back_as_a_tree_with_its_logs_search_finds_it_and_red_metr
 
     // Search: by service, minimum duration and error.
     let search = format!("http://{}/api/v1/traces/search", c.api);
-    let found = get_until(
+    let found = poll_json(
         &search,
         &[
             ("service", "shop".into()),
@@ -160,7 +147,7 @@ async fn a_trace_comes_back_as_a_tree_with_its_logs_search_finds_it_and_red_metr
     assert_eq!(t0j["root_operation"], "POST /checkout");
     assert_eq!(t0j["spans"], 3);
     assert_eq!(t0j["errors"], 2);
-    let none = get_until(
+    let none = poll_json(
         &search,
         &[("service", "shop".into()), ("min_duration", "1s".into())],
         |_| true,

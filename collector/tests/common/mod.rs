@@ -170,3 +170,23 @@ pub async fn post_oversized(addr: std::net::SocketAddr, path: &str, content_type
         .expect("answer");
     String::from_utf8_lossy(&answer[..n]).into_owned()
 }
+
+/// GET `url` with `query` until `done` holds for the JSON answer (logs and
+/// spans become searchable at the next commit), for at most 10 s; returns
+/// the last answer either way, for the caller to assert on.
+pub async fn poll_json(
+    url: &str,
+    query: &[(&str, String)],
+    done: impl Fn(&serde_json::Value) -> bool,
+) -> serde_json::Value {
+    let http = reqwest::Client::new();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let r = http.get(url).query(query).send().await.expect("get");
+        let v: serde_json::Value = r.json().await.expect("json");
+        if done(&v) || std::time::Instant::now() > deadline {
+            return v;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
