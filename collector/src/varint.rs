@@ -25,6 +25,17 @@ pub fn take(buf: &mut &[u8]) -> Option<u64> {
     None
 }
 
+/// Map a signed number to an unsigned one, small magnitudes to small
+/// numbers (0, -1, 1, -2 … → 0, 1, 2, 3 …), so that it packs short.
+pub fn zigzag(v: i64) -> u64 {
+    ((v << 1) ^ (v >> 63)) as u64
+}
+
+/// The inverse of [`zigzag`].
+pub fn unzigzag(v: u64) -> i64 {
+    ((v >> 1) as i64) ^ -((v & 1) as i64)
+}
+
 #[cfg(test)]
 mod tests {
     #[test]
@@ -39,5 +50,9 @@ mod tests {
         }
         assert!(buf.is_empty());
         assert_eq!(super::take(&mut [0x80u8, 0x80].as_slice()), None);
+        for v in [0, -1, 1, i64::MIN, i64::MAX, 1_800_000_000_000] {
+            assert_eq!(super::unzigzag(super::zigzag(v)), v);
+        }
+        assert_eq!(super::zigzag(-1), 1);
     }
 }

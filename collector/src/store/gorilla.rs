@@ -7,6 +7,22 @@
 //! whole; then the XOR with the previous value: `0` if equal, else `1`
 //! and either `0` + the meaningful bits within the previous window, or `1`
 //! + 5 bits of leading zeros, 6 bits of length and the meaningful bits.
+//!
+//! An open chunk of the head first tries a decimal mode instead, since
+//! most exporters send decimals (`12.34`, CPU seconds in hundredths), whose
+//! floats XOR badly (~2.7 bytes a sample on node_exporter data): values
+//! are kept as integer mantissas `m` with `v == m / 10^e` exactly, and
+//! each is written as its difference from the previous one in the
+//! smallest of six buckets (`0`, `10`+7 bits, `110`+14, `1110`+21,
+//! `11110`+32, `11111`+64; ~1.4 bytes a sample on the same data). A value
+//! that needs a larger exponent re-encodes the chunk at it; one that is no
+//! such decimal (NaN, staleness markers, ±Inf, -0.0) turns it into Gorilla.
+//! The mode lives in the chunk, not its bytes: sealing re-encodes every
+//! open chunk ([`super::packed`]), and the bytes of a Gorilla-mode chunk are
+//! what [`decode`] reads.
+
+use super::packed::{MAX_EXP, POW10, mantissa};
+use crate::varint::{unzigzag, zigzag};
 
 /// Appends bits to a byte vector, most significant first.
 #[derive(Debug, Clone, Default)]
@@ -57,29 +73,65 @@ impl BitReader<'_> {
     }
 }
 
+/// Most bytes one sample can add: a 4-bit tag and 64 bits of timestamp,
+/// then 13 bits of XOR header and 64 meaningful bits.
+const MAX_SAMPLE_BYTES: usize = 19;
+
+/// [`Chunk::exp`]: values are Gorilla-XORed floats.
+const XOR: u8 = u8::MAX;
+/// [`Chunk::exp`]: decimal mode, exponent chosen by the first value.
+const UNDECIDED: u8 = u8::MAX - 1;
+
 /// One compressed chunk, open for appends.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct Chunk {
     w: BitWriter,
     count: u16,
-    first_t: i64,
     last_t: i64,
     last_delta: i64,
+    /// The last value's bits ([`XOR`] mode) or its mantissa (decimal).
     last_v: u64,
     leading: u8,
     trailing: u8,
-    /// Bytes to reserve at the first sample (0: grow as needed).
+    /// Decimal exponent of the values, or [`XOR`] or [`UNDECIDED`].
+    exp: u8,
+    /// Bytes the full chunk is expected to take, reserved a quarter at a
+    /// time (0: grow as a `Vec` does).
     expect: u16,
 }
 
+impl Default for Chunk {
+    /// An empty chunk that stores decimals compactly when it can.
+    fn default() -> Self {
+        Self {
+            w: BitWriter::default(),
+            count: 0,
+            last_t: 0,
+            last_delta: 0,
+            last_v: 0,
+            leading: u8::MAX,
+            trailing: 0,
+            exp: UNDECIDED,
+            expect: 0,
+        }
+    }
+}
+
 impl Chunk {
-    /// An empty chunk that reserves `bytes` of compressed data when its
-    /// first sample comes, so that it fills without reallocating when its
-    /// size can be foreseen (a series' chunks are about the same size),
-    /// and holds nothing if no sample comes.
+    /// An empty chunk expected to take `bytes` when full (a series' chunks
+    /// are about the same size): it reserves that in quarters as samples
+    /// come, and holds nothing if none comes.
     pub fn expecting(bytes: usize) -> Self {
         Self {
             expect: u16::try_from(bytes).unwrap_or(u16::MAX),
+            ..Self::default()
+        }
+    }
+
+    /// An empty chunk of plain Gorilla (its bytes are what [`decode`] reads).
+    pub fn xor() -> Self {
+        Self {
+            exp: XOR,
             ..Self::default()
         }
     }
@@ -101,9 +153,13 @@ impl Chunk {
         self.count == 0
     }
 
-    /// First timestamp (ms).
+    /// First timestamp (ms): the stream's first 64 bits, so that an open
+    /// chunk (one per series) does not hold it twice. 0 when empty.
     pub fn min_t(&self) -> i64 {
-        self.first_t
+        self.w
+            .bytes
+            .first_chunk::<8>()
+            .map_or(0, |b| i64::from_be_bytes(*b))
     }
 
     /// Last timestamp (ms).
@@ -113,7 +169,15 @@ impl Chunk {
 
     /// The newest sample, without decoding the chunk.
     pub fn last(&self) -> Option<(i64, f64)> {
-        (self.count > 0).then(|| (self.last_t, f64::from_bits(self.last_v)))
+        (self.count > 0).then(|| (self.last_t, self.value(self.last_v)))
+    }
+
+    /// The value that `last_v` stands for in this chunk's mode.
+    fn value(&self, last_v: u64) -> f64 {
+        match self.exp {
+            XOR => f64::from_bits(last_v),
+            e => last_v as i64 as f64 / POW10[usize::from(e.min(MAX_EXP as u8))],
+        }
     }
 
     /// Compressed size in bytes.
@@ -123,26 +187,97 @@ impl Chunk {
 
     /// Append a sample; `t` must be greater than the last one.
     pub fn push(&mut self, t: i64, v: f64) {
-        let bits = v.to_bits();
-        match self.count {
-            0 => {
-                self.w.bytes.reserve_exact(usize::from(self.expect));
-                self.w.push_bits(t as u64, 64);
-                self.w.push_bits(bits, 64);
-                self.first_t = t;
-                self.leading = u8::MAX;
-            }
-            _ => {
-                let delta = t - self.last_t;
-                let dod = delta - if self.count == 1 { 0 } else { self.last_delta };
-                self.push_dod(dod);
-                self.push_xor(bits);
-                self.last_delta = delta;
-            }
+        if self.exp == UNDECIDED {
+            self.exp = (0..=MAX_EXP)
+                .find(|e| mantissa(v, *e).is_some())
+                .map_or(XOR, |e| e as u8);
         }
-        self.last_t = t;
+        if self.exp != XOR {
+            match mantissa(v, usize::from(self.exp)) {
+                Some(m) => self.push_decimal(t, m),
+                None => self.reencode_with(t, v),
+            }
+            return;
+        }
+        let bits = v.to_bits();
+        self.grow();
+        let first = self.count == 0;
+        self.push_time(t);
+        if first {
+            self.w.push_bits(bits, 64);
+        } else {
+            self.push_xor(bits);
+        }
         self.last_v = bits;
         self.count += 1;
+    }
+
+    /// Reserve ahead as [`Chunk::expecting`] promises.
+    fn grow(&mut self) {
+        let step = usize::from(self.expect) / 4;
+        if step > 0 && self.w.bytes.capacity() - self.w.bytes.len() < MAX_SAMPLE_BYTES {
+            self.w.bytes.reserve_exact(step.max(MAX_SAMPLE_BYTES));
+        }
+    }
+
+    fn push_time(&mut self, t: i64) {
+        if self.count == 0 {
+            self.w.push_bits(t as u64, 64);
+        } else {
+            let delta = t - self.last_t;
+            let dod = delta - if self.count == 1 { 0 } else { self.last_delta };
+            self.push_dod(dod);
+            self.last_delta = delta;
+        }
+        self.last_t = t;
+    }
+
+    fn push_decimal(&mut self, t: i64, m: i64) {
+        self.grow();
+        let first = self.count == 0;
+        self.push_time(t);
+        if first {
+            self.w.push_bits(m as u64, 64);
+        } else {
+            let d = zigzag(m.wrapping_sub(self.last_v as i64));
+            match DECIMAL_BUCKETS
+                .iter()
+                .position(|(_, bits)| d < 1u64 << bits)
+            {
+                Some(0) => self.w.push_bit(false),
+                Some(i) => {
+                    let (tag, bits) = DECIMAL_BUCKETS[i];
+                    self.w.push_bits(tag, i as u8 + 1);
+                    self.w.push_bits(d, bits);
+                }
+                None => {
+                    self.w.push_bits(0b11111, 5);
+                    self.w.push_bits(d, 64);
+                }
+            }
+        }
+        self.last_v = m as u64;
+        self.count += 1;
+    }
+
+    /// `v` does not fit the decimal exponent so far: encode the chunk
+    /// again at the smallest exponent that holds every value, or as
+    /// Gorilla if there is none, and append `(t, v)`.
+    fn reencode_with(&mut self, t: i64, v: f64) {
+        let mut samples = self.samples();
+        samples.push((t, v));
+        let e = (usize::from(self.exp) + 1..=MAX_EXP)
+            .find(|e| samples.iter().all(|(_, v)| mantissa(*v, *e).is_some()));
+        let mut again = Self {
+            exp: e.map_or(XOR, |e| e as u8),
+            expect: self.expect,
+            ..Self::default()
+        };
+        again.w.bytes.reserve_exact(self.w.bytes.capacity());
+        for (t, v) in samples {
+            again.push(t, v);
+        }
+        *self = again;
     }
 
     fn push_dod(&mut self, dod: i64) {
@@ -192,14 +327,18 @@ impl Chunk {
         }
     }
 
-    /// The compressed bytes and the sample count (what a block stores).
-    pub fn raw(&self) -> (&[u8], u16) {
-        (&self.w.bytes, self.count)
+    /// The Gorilla bytes and the sample count of a chunk made by
+    /// [`Chunk::xor`] (what [`decode`] reads); None for a decimal one.
+    pub fn raw(&self) -> Option<(&[u8], u16)> {
+        (self.exp == XOR).then_some((&self.w.bytes, self.count))
     }
 
     /// Decode every sample, in order.
     pub fn samples(&self) -> Vec<(i64, f64)> {
-        decode(&self.w.bytes, self.count)
+        match self.exp {
+            XOR => decode(&self.w.bytes, self.count),
+            e => decode_decimal(&self.w.bytes, self.count, usize::from(e.min(MAX_EXP as u8))),
+        }
     }
 }
 
@@ -230,19 +369,11 @@ fn read_dod(r: &mut BitReader<'_>) -> Option<i64> {
 }
 
 fn read_next(r: &mut BitReader<'_>, st: &mut DecodeState, index: u16) -> Option<(i64, f64)> {
+    read_time(r, st, index)?;
     if index == 0 {
-        st.t = r.bits(64)? as i64;
         st.v = r.bits(64)?;
         return Some((st.t, f64::from_bits(st.v)));
     }
-    let dod = read_dod(r)?;
-    // Wrapping and checked arithmetic: corrupt bytes must not panic.
-    st.delta = if index == 1 {
-        dod
-    } else {
-        st.delta.wrapping_add(dod)
-    };
-    st.t = st.t.wrapping_add(st.delta);
     if r.bit()? {
         if r.bit()? {
             st.leading = r.bits(5)? as u8;
@@ -256,6 +387,58 @@ fn read_next(r: &mut BitReader<'_>, st: &mut DecodeState, index: u16) -> Option<
         st.v ^= r.bits(sig)? << st.trailing;
     }
     Some((st.t, f64::from_bits(st.v)))
+}
+
+/// Tag and payload width of each bucket of a decimal difference (zigzag);
+/// the first is the single `0` bit of "no change", the last is 64 bits.
+const DECIMAL_BUCKETS: [(u64, u8); 5] =
+    [(0, 0), (0b10, 7), (0b110, 14), (0b1110, 21), (0b11110, 32)];
+
+fn read_time(r: &mut BitReader<'_>, st: &mut DecodeState, index: u16) -> Option<i64> {
+    if index == 0 {
+        st.t = r.bits(64)? as i64;
+        return Some(st.t);
+    }
+    let dod = read_dod(r)?;
+    // Wrapping arithmetic: corrupt bytes must not panic.
+    st.delta = if index == 1 {
+        dod
+    } else {
+        st.delta.wrapping_add(dod)
+    };
+    st.t = st.t.wrapping_add(st.delta);
+    Some(st.t)
+}
+
+/// Decode a decimal-mode stream of `count` samples at exponent `e`.
+fn decode_decimal(bytes: &[u8], count: u16, e: usize) -> Vec<(i64, f64)> {
+    let mut out = Vec::with_capacity(usize::from(count));
+    let mut r = BitReader { bytes, pos: 0 };
+    let mut st = DecodeState::default();
+    let mut m = 0i64;
+    let mut next = |r: &mut BitReader<'_>, i: u16| -> Option<(i64, f64)> {
+        let t = read_time(r, &mut st, i)?;
+        if i == 0 {
+            m = r.bits(64)? as i64;
+        } else {
+            // Bucket i's tag is i ones then a zero; the 64-bit one is all ones.
+            let mut ones = 0;
+            while ones < DECIMAL_BUCKETS.len() && r.bit()? {
+                ones += 1;
+            }
+            let width = DECIMAL_BUCKETS.get(ones).map_or(64, |(_, bits)| *bits);
+            let d = if width == 0 { 0 } else { r.bits(width)? };
+            m = m.wrapping_add(unzigzag(d));
+        }
+        Some((t, m as f64 / POW10[e]))
+    };
+    for i in 0..count {
+        match next(&mut r, i) {
+            Some(s) => out.push(s),
+            None => break,
+        }
+    }
+    out
 }
 
 /// Decode `count` samples from chunk bytes (fewer if the bytes end early).
@@ -323,5 +506,114 @@ mod tests {
             s.push((last + 1000 + (i % 7) * 13 - 40, (i as f64).sin() * 1e6));
         }
         roundtrip(&s);
+    }
+
+    #[test]
+    fn an_expected_chunk_grows_by_quarters_and_keeps_its_first_timestamp() {
+        let samples: Vec<(i64, f64)> = (0..120)
+            .map(|i| (-60_000 + i * 15_000, (i * i) as f64 * 0.37))
+            .collect();
+        let full = roundtrip(&samples).bytes();
+        let mut c = Chunk::expecting(full);
+        assert_eq!(
+            (c.bytes(), c.w.bytes.capacity()),
+            (0, 0),
+            "nothing before a sample"
+        );
+        let mut most_slack = 0;
+        for (t, v) in &samples {
+            c.push(*t, *v);
+            most_slack = most_slack.max(c.w.bytes.capacity() - c.bytes());
+            assert_eq!(c.min_t(), -60_000);
+        }
+        assert!(
+            most_slack <= full / 4 + MAX_SAMPLE_BYTES,
+            "slack {most_slack} of a {full}-byte chunk"
+        );
+        assert_eq!(c.samples(), samples);
+        assert_eq!(Chunk::default().min_t(), 0);
+    }
+
+    fn bits(s: &[(i64, f64)]) -> Vec<(i64, u64)> {
+        s.iter().map(|(t, v)| (*t, v.to_bits())).collect()
+    }
+
+    #[test]
+    fn decimal_mode_holds_cpu_seconds_in_under_half_of_gorillas_bytes() {
+        // CPU seconds in hundredths, as node_exporter sends them.
+        let mut ticks = 1_234_567i64;
+        let samples: Vec<(i64, f64)> = (0..120)
+            .map(|i| {
+                ticks += 1380 + (i * 37) % 120;
+                (1_700_000_000_000 + i * 15_000, ticks as f64 / 100.0)
+            })
+            .collect();
+        let decimal = roundtrip(&samples);
+        let mut xor = Chunk::xor();
+        for (t, v) in &samples {
+            xor.push(*t, *v);
+        }
+        assert_eq!(bits(&xor.samples()), bits(&samples));
+        assert!(decimal.raw().is_none() && xor.raw().is_some());
+        assert!(
+            decimal.bytes() * 2 < xor.bytes(),
+            "decimal {} vs gorilla {} bytes",
+            decimal.bytes(),
+            xor.bytes()
+        );
+    }
+
+    #[test]
+    fn a_longer_decimal_or_a_non_decimal_reencodes_the_chunk_bit_for_bit() {
+        let t = |i: i64| 1_000 + i * 15_000;
+        // Exponent 0, then 1, then 3, then huge jumps either way.
+        let widening = [
+            (t(0), 3.0),
+            (t(1), 2.5),
+            (t(2), 2.125),
+            (t(3), 9e15),
+            (t(4), -9e15),
+        ];
+        roundtrip(&widening);
+        // Values no decimal holds: the chunk becomes Gorilla.
+        for odd in [
+            f64::NAN,
+            f64::from_bits(0x7ff0_0000_0000_0002),
+            -0.0,
+            f64::INFINITY,
+            0.1 + 0.2,
+        ] {
+            let s = [(t(0), 1.5), (t(1), 1.75), (t(2), odd), (t(3), 4.0)];
+            let c = roundtrip(&s);
+            assert!(c.raw().is_some(), "{odd} made it Gorilla");
+        }
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(300))]
+        #[test]
+        fn any_mix_of_decimals_and_floats_roundtrips(
+            steps in proptest::collection::vec(
+                (1i64..1_000_000, proptest::prelude::any::<i64>(), 0usize..18, proptest::prelude::any::<u64>()),
+                1..150,
+            ),
+        ) {
+            let mut t = -1_000_000i64;
+            let s: Vec<(i64, f64)> = steps.iter().map(|(dt, m, e, raw)| {
+                t += dt;
+                let v = match e {
+                    16 => f64::from_bits(*raw),
+                    17 => (*m % 1000) as f64,
+                    e => (*m >> (e * 3)) as f64 / POW10[(*e).min(MAX_EXP)],
+                };
+                (t, v)
+            }).collect();
+            let mut c = Chunk::expecting(64);
+            for (t, v) in &s {
+                c.push(*t, *v);
+            }
+            proptest::prop_assert_eq!(bits(&c.samples()), bits(&s));
+            proptest::prop_assert_eq!(c.last().map(|(t, v)| (t, v.to_bits())), s.last().map(|(t, v)| (*t, v.to_bits())));
+        }
     }
 }

@@ -12,6 +12,7 @@ pub mod gorilla;
 pub mod packed;
 pub mod wal;
 
+use std::borrow::Borrow;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, RwLock};
@@ -241,12 +242,52 @@ impl std::ops::IndexMut<usize> for SeriesList {
     }
 }
 
+/// Series refs by label set. The table holds only the 4-byte refs and
+/// hashes and compares through the series' own labels, so a label set is
+/// not held a second time as a key (a map keyed by labels costs ~25 bytes
+/// a series more).
+#[derive(Default)]
+struct SeriesIndex {
+    table: hashbrown::HashTable<u32>,
+    hasher: foldhash::fast::RandomState,
+}
+
+impl std::fmt::Debug for SeriesIndex {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "SeriesIndex({} series)", self.table.len())
+    }
+}
+
+impl SeriesIndex {
+    fn hash(&self, encoded: &[u8]) -> u64 {
+        std::hash::BuildHasher::hash_one(&self.hasher, encoded)
+    }
+
+    /// The ref of the series whose labels encode as `encoded`.
+    fn get(&self, series: &SeriesList, encoded: &[u8]) -> Option<u32> {
+        let eq = |r: &u32| Borrow::<[u8]>::borrow(&series[*r as usize].labels) == encoded;
+        self.table.find(self.hash(encoded), eq).copied()
+    }
+
+    /// Index series `r`, which `series` already holds.
+    fn insert(&mut self, series: &SeriesList, r: u32) {
+        let h = self.hash(series[r as usize].labels.borrow());
+        let hasher = &self.hasher;
+        self.table.insert_unique(h, r, |r| {
+            std::hash::BuildHasher::hash_one(
+                hasher,
+                Borrow::<[u8]>::borrow(&series[*r as usize].labels),
+            )
+        });
+    }
+}
+
 #[derive(Debug, Default)]
 struct Head {
     series: SeriesList,
     /// Sealed chunks of every series.
     arena: Arena,
-    by_labels: crate::FastMap<Labels, u32>,
+    by_labels: SeriesIndex,
     postings: Postings,
     samples: u64,
 }
@@ -291,13 +332,13 @@ impl Head {
     }
 
     fn get_or_create(&mut self, labels: &Labels) -> u32 {
-        if let Some(r) = self.by_labels.get(labels) {
-            return *r;
+        if let Some(r) = self.by_labels.get(&self.series, labels.borrow()) {
+            return r;
         }
         let r = self.series.len() as u32;
         add_postings(&mut self.postings, labels, r);
-        self.by_labels.insert(labels.clone(), r);
         self.series.push(Series::new(labels.clone()));
+        self.by_labels.insert(&self.series, r);
         r
     }
 
@@ -656,7 +697,7 @@ impl Store {
             let before = samples.len();
             samples.retain(|(t, _)| *t > covered);
             out.too_old += (before - samples.len()) as u64;
-            let r = head.by_labels.get(&labels).copied();
+            let r = head.by_labels.get(&head.series, labels.borrow());
             let keep = head.check(r, &samples, self.config.out_of_order_window_ms, &mut out);
             if !keep.is_empty() {
                 accepted.push((labels, keep, r));
@@ -774,8 +815,8 @@ impl Store {
     pub fn resolve_labels<'a>(&self, encoded: impl Iterator<Item = &'a [u8]>) -> Vec<Labels> {
         let head = self.head.read().unwrap_or_else(|e| e.into_inner());
         encoded
-            .map(|bytes| match head.by_labels.get_key_value(bytes) {
-                Some((labels, _)) => labels.clone(),
+            .map(|bytes| match head.by_labels.get(&head.series, bytes) {
+                Some(r) => head.series[r as usize].labels.clone(),
                 None => Labels::from_encoded(bytes),
             })
             .collect()
@@ -785,8 +826,8 @@ impl Store {
     pub fn last(&self, labels: &Labels) -> Option<(i64, f64)> {
         let head = self.head.read().unwrap_or_else(|e| e.into_inner());
         head.by_labels
-            .get(labels)
-            .and_then(|r| head.series[*r as usize].last(&head.arena))
+            .get(&head.series, labels.borrow())
+            .and_then(|r| head.series[r as usize].last(&head.arena))
     }
 
     /// Every label name in use.

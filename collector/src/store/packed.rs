@@ -23,7 +23,7 @@
 //! bit width (byte) and the offsets over the divisor, bit-packed.
 
 use super::gorilla::{self, Chunk};
-use crate::varint::put as put_varint;
+use crate::varint::{put as put_varint, unzigzag, zigzag};
 
 const TAG_GORILLA: u8 = 0;
 const TAG_PACKED: u8 = 1;
@@ -33,18 +33,10 @@ const DOUBLE_DELTA: u8 = 1;
 const SPARSE: u8 = 2;
 
 /// Largest decimal exponent tried; 10^15 keeps `m / 10^e` exact in f64.
-const MAX_EXP: usize = 15;
-const POW10: [f64; MAX_EXP + 1] = [
+pub(super) const MAX_EXP: usize = 15;
+pub(super) const POW10: [f64; MAX_EXP + 1] = [
     1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11, 1e12, 1e13, 1e14, 1e15,
 ];
-
-fn zigzag(v: i64) -> u64 {
-    ((v << 1) ^ (v >> 63)) as u64
-}
-
-fn unzigzag(v: u64) -> i64 {
-    ((v >> 1) as i64) ^ -((v & 1) as i64)
-}
 
 /// Packs values of a fixed width, least significant bit first.
 struct BitPacker<'a> {
@@ -167,7 +159,7 @@ fn get_ints(r: &mut Reader<'_>, count: usize) -> Option<Vec<i64>> {
 }
 
 /// The exact decimal form of `v` at exponent `e`, if it has one.
-fn mantissa(v: f64, e: usize) -> Option<i64> {
+pub(super) fn mantissa(v: f64, e: usize) -> Option<i64> {
     let m = (v * POW10[e]).round();
     if !m.is_finite() || m.abs() >= 9_007_199_254_740_992.0 {
         return None;
@@ -237,13 +229,13 @@ fn put_packed(samples: &[(i64, f64)], e: u8, ms: &[i64]) -> Vec<u8> {
 }
 
 fn put_gorilla(samples: &[(i64, f64)]) -> Vec<u8> {
-    let mut c = Chunk::default();
+    let mut c = Chunk::xor();
     for (t, v) in samples {
         c.push(*t, *v);
     }
     let mut out = vec![TAG_GORILLA];
     put_varint(&mut out, samples.len() as u64);
-    out.extend_from_slice(c.raw().0);
+    out.extend_from_slice(c.raw().map_or(&[][..], |(bytes, _)| bytes));
     out
 }
 
