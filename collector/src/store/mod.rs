@@ -119,13 +119,13 @@ impl Series {
         if !self.head.is_empty() {
             Some(self.head.max_t())
         } else {
-            arena.get(self.newest_sealed).map(|c| c.max_t)
+            arena.get(self.newest_sealed).map(|c| times(&c).1)
         }
     }
 
     fn min_t(&self, arena: &Arena) -> Option<i64> {
         match arena.chain(self.newest_sealed).first() {
-            Some(c) => Some(c.min_t),
+            Some(c) => Some(times(c).0),
             None => (!self.head.is_empty()).then(|| self.head.min_t()),
         }
     }
@@ -134,12 +134,8 @@ impl Series {
     /// new one.
     fn seal(&mut self, arena: &mut Arena) {
         let bytes = packed::encode(&self.head.samples());
-        self.newest_sealed = arena.push(
-            self.newest_sealed,
-            self.head.min_t(),
-            self.head.max_t(),
-            &bytes,
-        );
+        let span = self.head.max_t().wrapping_sub(self.head.min_t()) as u64;
+        self.newest_sealed = arena.push(self.newest_sealed, span, &bytes);
         // The next chunk of a series is about as large as its last.
         self.head = Chunk::expecting(self.head.bytes() + self.head.bytes() / 8);
     }
@@ -153,7 +149,8 @@ impl Series {
         let mut out = Vec::new();
         let in_range = |(t, _): &(i64, f64)| (mint..=maxt).contains(t);
         for c in arena.chain(self.newest_sealed) {
-            if c.max_t < mint || c.min_t > maxt {
+            let (min_t, max_t) = times(&c);
+            if max_t < mint || min_t > maxt {
                 continue;
             }
             match packed::decode(c.bytes) {
@@ -173,6 +170,17 @@ impl Series {
             }
         }
         out
+    }
+}
+
+/// A sealed chunk's first and last sample times: the first from the
+/// chunk itself, the last from the span in its arena header. A chunk
+/// whose head does not read is taken to span all time, so that a query
+/// decodes it and reports it.
+fn times(c: &arena::Sealed<'_>) -> (i64, i64) {
+    match packed::first_timestamp(c.bytes) {
+        Some(t) => (t, t.wrapping_add(c.span as i64)),
+        None => (i64::MIN, i64::MAX),
     }
 }
 

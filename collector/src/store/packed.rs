@@ -259,6 +259,22 @@ pub fn encode(samples: &[(i64, f64)]) -> Vec<u8> {
     }
 }
 
+/// The first timestamp of a chunk written by [`encode`], read from its
+/// head without decoding the rest; None if it is empty or malformed.
+pub fn first_timestamp(bytes: &[u8]) -> Option<i64> {
+    let mut r = Reader { b: bytes, at: 1 };
+    let tag = *bytes.first()?;
+    if r.varint()? == 0 {
+        return None;
+    }
+    match tag {
+        // Gorilla's bit stream starts with the first timestamp's 64 bits.
+        TAG_GORILLA => Some(i64::from_be_bytes(*bytes.get(r.at..)?.first_chunk::<8>()?)),
+        TAG_PACKED => Some(unzigzag(r.varint()?)),
+        _ => None,
+    }
+}
+
 /// Decode a chunk written by [`encode`]; None if it is malformed.
 pub fn decode(bytes: &[u8]) -> Option<Vec<(i64, f64)>> {
     let mut r = Reader { b: bytes, at: 1 };
@@ -415,11 +431,13 @@ mod tests {
                 (t, v)
             }).collect();
             roundtrip(&s);
+            prop_assert_eq!(first_timestamp(&encode(&s)), Some(s[0].0));
         }
 
         #[test]
         fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..300)) {
             let _ = decode(&bytes);
+            let _ = first_timestamp(&bytes);
         }
     }
 }
