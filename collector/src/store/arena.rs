@@ -24,8 +24,9 @@ pub const NONE: ChunkRef = u64::MAX;
 /// Bytes per page; a chunk larger than this gets a page of its own.
 const PAGE: usize = 1 << 20;
 
-/// Longest header: five varints of at most 10 bytes.
-const MAX_HEADER: usize = 50;
+/// Longest header: four varints (length, page back, offset, span) of at
+/// most 10 bytes.
+const MAX_HEADER: usize = 40;
 
 /// A sealed chunk's header and encoded bytes.
 #[derive(Debug, Clone, Copy)]

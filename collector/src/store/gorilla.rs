@@ -156,10 +156,7 @@ impl Chunk {
     /// First timestamp (ms): the stream's first 64 bits, so that an open
     /// chunk (one per series) does not hold it twice. 0 when empty.
     pub fn min_t(&self) -> i64 {
-        self.w
-            .bytes
-            .first_chunk::<8>()
-            .map_or(0, |b| i64::from_be_bytes(*b))
+        first_timestamp(&self.w.bytes).unwrap_or(0)
     }
 
     /// Last timestamp (ms).
@@ -176,8 +173,13 @@ impl Chunk {
     fn value(&self, last_v: u64) -> f64 {
         match self.exp {
             XOR => f64::from_bits(last_v),
-            e => last_v as i64 as f64 / POW10[usize::from(e.min(MAX_EXP as u8))],
+            _ => last_v as i64 as f64 / self.scale(),
         }
+    }
+
+    /// `10^e` of a decimal-mode chunk (1 while the exponent is undecided).
+    fn scale(&self) -> f64 {
+        POW10.get(usize::from(self.exp)).copied().unwrap_or(1.0)
     }
 
     /// Compressed size in bytes.
@@ -240,20 +242,16 @@ impl Chunk {
             self.w.push_bits(m as u64, 64);
         } else {
             let d = zigzag(m.wrapping_sub(self.last_v as i64));
-            match DECIMAL_BUCKETS
-                .iter()
-                .position(|(_, bits)| d < 1u64 << bits)
-            {
-                Some(0) => self.w.push_bit(false),
-                Some(i) => {
-                    let (tag, bits) = DECIMAL_BUCKETS[i];
-                    self.w.push_bits(tag, i as u8 + 1);
-                    self.w.push_bits(d, bits);
-                }
-                None => {
-                    self.w.push_bits(0b11111, 5);
-                    self.w.push_bits(d, 64);
-                }
+            let bucket = DECIMAL_WIDTHS.iter().position(|bits| d < 1u64 << bits);
+            let ones = bucket.unwrap_or(DECIMAL_WIDTHS.len());
+            for _ in 0..ones {
+                self.w.push_bit(true);
+            }
+            if let Some(i) = bucket {
+                self.w.push_bit(false);
+                self.w.push_bits(d, DECIMAL_WIDTHS[i]);
+            } else {
+                self.w.push_bits(d, 64);
             }
         }
         self.last_v = m as u64;
@@ -337,7 +335,7 @@ impl Chunk {
     pub fn samples(&self) -> Vec<(i64, f64)> {
         match self.exp {
             XOR => decode(&self.w.bytes, self.count),
-            e => decode_decimal(&self.w.bytes, self.count, usize::from(e.min(MAX_EXP as u8))),
+            _ => decode_decimal(&self.w.bytes, self.count, self.scale()),
         }
     }
 }
@@ -389,10 +387,10 @@ fn read_next(r: &mut BitReader<'_>, st: &mut DecodeState, index: u16) -> Option<
     Some((st.t, f64::from_bits(st.v)))
 }
 
-/// Tag and payload width of each bucket of a decimal difference (zigzag);
-/// the first is the single `0` bit of "no change", the last is 64 bits.
-const DECIMAL_BUCKETS: [(u64, u8); 5] =
-    [(0, 0), (0b10, 7), (0b110, 14), (0b1110, 21), (0b11110, 32)];
+/// Payload width of each bucket of a decimal difference (zigzag). Bucket
+/// `i`'s tag is `i` ones then a zero (`0` alone: no change); past the
+/// last, all ones and 64 bits.
+const DECIMAL_WIDTHS: [u8; 5] = [0, 7, 14, 21, 32];
 
 fn read_time(r: &mut BitReader<'_>, st: &mut DecodeState, index: u16) -> Option<i64> {
     if index == 0 {
@@ -410,8 +408,9 @@ fn read_time(r: &mut BitReader<'_>, st: &mut DecodeState, index: u16) -> Option<
     Some(st.t)
 }
 
-/// Decode a decimal-mode stream of `count` samples at exponent `e`.
-fn decode_decimal(bytes: &[u8], count: u16, e: usize) -> Vec<(i64, f64)> {
+/// Decode a decimal-mode stream of `count` samples whose mantissas are
+/// over `scale` (`10^e`).
+fn decode_decimal(bytes: &[u8], count: u16, scale: f64) -> Vec<(i64, f64)> {
     let mut out = Vec::with_capacity(usize::from(count));
     let mut r = BitReader { bytes, pos: 0 };
     let mut st = DecodeState::default();
@@ -421,16 +420,14 @@ fn decode_decimal(bytes: &[u8], count: u16, e: usize) -> Vec<(i64, f64)> {
         if i == 0 {
             m = r.bits(64)? as i64;
         } else {
-            // Bucket i's tag is i ones then a zero; the 64-bit one is all ones.
             let mut ones = 0;
-            while ones < DECIMAL_BUCKETS.len() && r.bit()? {
+            while ones < DECIMAL_WIDTHS.len() && r.bit()? {
                 ones += 1;
             }
-            let width = DECIMAL_BUCKETS.get(ones).map_or(64, |(_, bits)| *bits);
-            let d = if width == 0 { 0 } else { r.bits(width)? };
+            let d = r.bits(DECIMAL_WIDTHS.get(ones).copied().unwrap_or(64))?;
             m = m.wrapping_add(unzigzag(d));
         }
-        Some((t, m as f64 / POW10[e]))
+        Some((t, m as f64 / scale))
     };
     for i in 0..count {
         match next(&mut r, i) {
@@ -439,6 +436,12 @@ fn decode_decimal(bytes: &[u8], count: u16, e: usize) -> Vec<(i64, f64)> {
         }
     }
     out
+}
+
+/// The first timestamp of a chunk's stream (both modes start with its
+/// 64 bits), without decoding it; None if there is none.
+pub fn first_timestamp(stream: &[u8]) -> Option<i64> {
+    stream.first_chunk::<8>().map(|b| i64::from_be_bytes(*b))
 }
 
 /// Decode `count` samples from chunk bytes (fewer if the bytes end early).

@@ -14,6 +14,7 @@ pub mod wal;
 
 use std::borrow::Borrow;
 use std::collections::BTreeMap;
+use std::hash::BuildHasher;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, RwLock};
 
@@ -267,26 +268,25 @@ impl std::fmt::Debug for SeriesIndex {
 }
 
 impl SeriesIndex {
-    fn hash(&self, encoded: &[u8]) -> u64 {
-        std::hash::BuildHasher::hash_one(&self.hasher, encoded)
+    /// The encoded labels of series `r`.
+    fn key(series: &SeriesList, r: u32) -> &[u8] {
+        series[r as usize].labels.borrow()
     }
 
     /// The ref of the series whose labels encode as `encoded`.
     fn get(&self, series: &SeriesList, encoded: &[u8]) -> Option<u32> {
-        let eq = |r: &u32| Borrow::<[u8]>::borrow(&series[*r as usize].labels) == encoded;
-        self.table.find(self.hash(encoded), eq).copied()
+        let h = self.hasher.hash_one(encoded);
+        self.table
+            .find(h, |r| Self::key(series, *r) == encoded)
+            .copied()
     }
 
     /// Index series `r`, which `series` already holds.
     fn insert(&mut self, series: &SeriesList, r: u32) {
-        let h = self.hash(series[r as usize].labels.borrow());
         let hasher = &self.hasher;
-        self.table.insert_unique(h, r, |r| {
-            std::hash::BuildHasher::hash_one(
-                hasher,
-                Borrow::<[u8]>::borrow(&series[*r as usize].labels),
-            )
-        });
+        let h = hasher.hash_one(Self::key(series, r));
+        self.table
+            .insert_unique(h, r, |r| hasher.hash_one(Self::key(series, *r)));
     }
 }
 

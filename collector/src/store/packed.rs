@@ -268,8 +268,7 @@ pub fn first_timestamp(bytes: &[u8]) -> Option<i64> {
         return None;
     }
     match tag {
-        // Gorilla's bit stream starts with the first timestamp's 64 bits.
-        TAG_GORILLA => Some(i64::from_be_bytes(*bytes.get(r.at..)?.first_chunk::<8>()?)),
+        TAG_GORILLA => gorilla::first_timestamp(bytes.get(r.at..)?),
         TAG_PACKED => Some(unzigzag(r.varint()?)),
         _ => None,
     }
