@@ -24,33 +24,7 @@
 use super::packed::{MAX_EXP, POW10, mantissa};
 use crate::varint::{unzigzag, zigzag};
 
-/// Appends bits to a byte vector, most significant first.
-#[derive(Debug, Clone, Default)]
-struct BitWriter {
-    bytes: Vec<u8>,
-    /// Bits used in the last byte (0 = a new byte is needed).
-    used: u8,
-}
-
-impl BitWriter {
-    fn push_bit(&mut self, bit: bool) {
-        if self.used == 0 {
-            self.bytes.push(0);
-        }
-        if bit && let Some(last) = self.bytes.last_mut() {
-            *last |= 1 << (7 - self.used);
-        }
-        self.used = (self.used + 1) % 8;
-    }
-
-    fn push_bits(&mut self, value: u64, n: u8) {
-        for i in (0..n).rev() {
-            self.push_bit((value >> i) & 1 == 1);
-        }
-    }
-}
-
-/// Reads bits written by [`BitWriter`].
+/// Reads bits written by [`Chunk::push_bits`].
 struct BitReader<'a> {
     bytes: &'a [u8],
     pos: usize,
@@ -85,7 +59,12 @@ const UNDECIDED: u8 = u8::MAX - 1;
 /// One compressed chunk, open for appends.
 #[derive(Debug, Clone)]
 pub struct Chunk {
-    w: BitWriter,
+    /// The encoded samples, bits most significant first.
+    buf: Vec<u8>,
+    /// Bits used in the last byte of `buf` (0 = a new byte is needed).
+    /// A field of the chunk, not of a bit-writer struct of its own, so
+    /// it packs with the other small fields (8 bytes a series).
+    used: u8,
     count: u16,
     last_t: i64,
     last_delta: i64,
@@ -104,7 +83,8 @@ impl Default for Chunk {
     /// An empty chunk that stores decimals compactly when it can.
     fn default() -> Self {
         Self {
-            w: BitWriter::default(),
+            buf: Vec::new(),
+            used: 0,
             count: 0,
             last_t: 0,
             last_delta: 0,
@@ -156,7 +136,7 @@ impl Chunk {
     /// First timestamp (ms): the stream's first 64 bits, so that an open
     /// chunk (one per series) does not hold it twice. 0 when empty.
     pub fn min_t(&self) -> i64 {
-        first_timestamp(&self.w.bytes).unwrap_or(0)
+        first_timestamp(&self.buf).unwrap_or(0)
     }
 
     /// Last timestamp (ms).
@@ -184,7 +164,23 @@ impl Chunk {
 
     /// Compressed size in bytes.
     pub fn bytes(&self) -> usize {
-        self.w.bytes.len()
+        self.buf.len()
+    }
+
+    fn push_bit(&mut self, bit: bool) {
+        if self.used == 0 {
+            self.buf.push(0);
+        }
+        if bit && let Some(last) = self.buf.last_mut() {
+            *last |= 1 << (7 - self.used);
+        }
+        self.used = (self.used + 1) % 8;
+    }
+
+    fn push_bits(&mut self, value: u64, n: u8) {
+        for i in (0..n).rev() {
+            self.push_bit((value >> i) & 1 == 1);
+        }
     }
 
     /// Append a sample; `t` must be greater than the last one.
@@ -206,7 +202,7 @@ impl Chunk {
         let first = self.count == 0;
         self.push_time(t);
         if first {
-            self.w.push_bits(bits, 64);
+            self.push_bits(bits, 64);
         } else {
             self.push_xor(bits);
         }
@@ -217,14 +213,14 @@ impl Chunk {
     /// Reserve ahead as [`Chunk::expecting`] promises.
     fn grow(&mut self) {
         let step = usize::from(self.expect) / 4;
-        if step > 0 && self.w.bytes.capacity() - self.w.bytes.len() < MAX_SAMPLE_BYTES {
-            self.w.bytes.reserve_exact(step.max(MAX_SAMPLE_BYTES));
+        if step > 0 && self.buf.capacity() - self.buf.len() < MAX_SAMPLE_BYTES {
+            self.buf.reserve_exact(step.max(MAX_SAMPLE_BYTES));
         }
     }
 
     fn push_time(&mut self, t: i64) {
         if self.count == 0 {
-            self.w.push_bits(t as u64, 64);
+            self.push_bits(t as u64, 64);
         } else {
             let delta = t - self.last_t;
             let dod = delta - if self.count == 1 { 0 } else { self.last_delta };
@@ -239,19 +235,19 @@ impl Chunk {
         let first = self.count == 0;
         self.push_time(t);
         if first {
-            self.w.push_bits(m as u64, 64);
+            self.push_bits(m as u64, 64);
         } else {
             let d = zigzag(m.wrapping_sub(self.last_v as i64));
             let bucket = DECIMAL_WIDTHS.iter().position(|bits| d < 1u64 << bits);
             let ones = bucket.unwrap_or(DECIMAL_WIDTHS.len());
             for _ in 0..ones {
-                self.w.push_bit(true);
+                self.push_bit(true);
             }
             if let Some(i) = bucket {
-                self.w.push_bit(false);
-                self.w.push_bits(d, DECIMAL_WIDTHS[i]);
+                self.push_bit(false);
+                self.push_bits(d, DECIMAL_WIDTHS[i]);
             } else {
-                self.w.push_bits(d, 64);
+                self.push_bits(d, 64);
             }
         }
         self.last_v = m as u64;
@@ -271,7 +267,7 @@ impl Chunk {
             expect: self.expect,
             ..Self::default()
         };
-        again.w.bytes.reserve_exact(self.w.bytes.capacity());
+        again.buf.reserve_exact(self.buf.capacity());
         for (t, v) in samples {
             again.push(t, v);
         }
@@ -284,58 +280,58 @@ impl Chunk {
             (-lim..lim).contains(&dod)
         };
         if dod == 0 {
-            self.w.push_bit(false);
+            self.push_bit(false);
         } else if fits(14) {
-            self.w.push_bits(0b10, 2);
-            self.w.push_bits(dod as u64, 14);
+            self.push_bits(0b10, 2);
+            self.push_bits(dod as u64, 14);
         } else if fits(17) {
-            self.w.push_bits(0b110, 3);
-            self.w.push_bits(dod as u64, 17);
+            self.push_bits(0b110, 3);
+            self.push_bits(dod as u64, 17);
         } else if fits(20) {
-            self.w.push_bits(0b1110, 4);
-            self.w.push_bits(dod as u64, 20);
+            self.push_bits(0b1110, 4);
+            self.push_bits(dod as u64, 20);
         } else {
-            self.w.push_bits(0b1111, 4);
-            self.w.push_bits(dod as u64, 64);
+            self.push_bits(0b1111, 4);
+            self.push_bits(dod as u64, 64);
         }
     }
 
     fn push_xor(&mut self, bits: u64) {
         let x = bits ^ self.last_v;
         if x == 0 {
-            self.w.push_bit(false);
+            self.push_bit(false);
             return;
         }
-        self.w.push_bit(true);
+        self.push_bit(true);
         let lead = (x.leading_zeros() as u8).min(31);
         let trail = x.trailing_zeros() as u8;
         if self.leading != u8::MAX && lead >= self.leading && trail >= self.trailing {
-            self.w.push_bit(false);
+            self.push_bit(false);
             let sig = 64 - self.leading - self.trailing;
-            self.w.push_bits(x >> self.trailing, sig);
+            self.push_bits(x >> self.trailing, sig);
         } else {
             self.leading = lead;
             self.trailing = trail;
-            self.w.push_bit(true);
-            self.w.push_bits(u64::from(lead), 5);
+            self.push_bit(true);
+            self.push_bits(u64::from(lead), 5);
             let sig = 64 - lead - trail;
             // 64 significant bits are written as 0 (6 bits hold 0..=63).
-            self.w.push_bits(u64::from(sig % 64), 6);
-            self.w.push_bits(x >> trail, sig);
+            self.push_bits(u64::from(sig % 64), 6);
+            self.push_bits(x >> trail, sig);
         }
     }
 
     /// The Gorilla bytes and the sample count of a chunk made by
     /// [`Chunk::xor`] (what [`decode`] reads); None for a decimal one.
     pub fn raw(&self) -> Option<(&[u8], u16)> {
-        (self.exp == XOR).then_some((&self.w.bytes, self.count))
+        (self.exp == XOR).then_some((&self.buf, self.count))
     }
 
     /// Decode every sample, in order.
     pub fn samples(&self) -> Vec<(i64, f64)> {
         match self.exp {
-            XOR => decode(&self.w.bytes, self.count),
-            _ => decode_decimal(&self.w.bytes, self.count, self.scale()),
+            XOR => decode(&self.buf, self.count),
+            _ => decode_decimal(&self.buf, self.count, self.scale()),
         }
     }
 }
@@ -519,14 +515,14 @@ mod tests {
         let full = roundtrip(&samples).bytes();
         let mut c = Chunk::expecting(full);
         assert_eq!(
-            (c.bytes(), c.w.bytes.capacity()),
+            (c.bytes(), c.buf.capacity()),
             (0, 0),
             "nothing before a sample"
         );
         let mut most_slack = 0;
         for (t, v) in &samples {
             c.push(*t, *v);
-            most_slack = most_slack.max(c.w.bytes.capacity() - c.bytes());
+            most_slack = most_slack.max(c.buf.capacity() - c.bytes());
             assert_eq!(c.min_t(), -60_000);
         }
         assert!(
