@@ -274,4 +274,146 @@ mod tests {
         assert_eq!(s.partitions().len(), 1);
         assert_eq!(s.count("*", 0, i64::MAX).expect("count"), 3);
     }
+
+    #[test]
+    fn a_partition_made_when_timestamps_were_also_terms_still_opens_and_answers() {
+        use tantivy::schema::{FAST, INDEXED};
+        let dir = tempfile::tempdir().expect("tempdir");
+        let day = 24 * 3_600_000;
+        let start = T0.div_euclid(day) * day;
+        let part = dir.path().join("partitions").join(start.to_string());
+        std::fs::create_dir_all(&part).expect("mkdir");
+        let (old, _) = crate::index_store::schema_with::<LogRecord>((INDEXED | FAST).into());
+        tantivy::Index::create_in_dir(&part, old.clone()).expect("old partition");
+        let s = store(dir.path());
+        s.append(corpus(20), T0).expect("append");
+        let mut later = corpus(10);
+        for r in &mut later {
+            r.timestamp_ns += 2 * day * 1_000_000;
+        }
+        s.append(later, T0 + 2 * day).expect("append");
+        s.commit().expect("commit");
+        assert_eq!(s.partitions().len(), 2);
+        let reopened = tantivy::Index::open_in_dir(&part).expect("open");
+        assert_eq!(reopened.schema(), old, "the old partition keeps its schema");
+        // Time ranges and paging read the columns in both partitions.
+        assert_eq!(s.count("*", T0, T0 + 4_999).expect("count"), 5);
+        assert_eq!(s.count("*", 0, i64::MAX).expect("count"), 30);
+        assert_eq!(all_pages(&s, "request", 7).len(), 20);
+    }
+
+    fn copy_dir(from: &Path, to: &Path) {
+        std::fs::create_dir_all(to).expect("mkdir");
+        for e in std::fs::read_dir(from).expect("read_dir").flatten() {
+            if e.path().is_dir() {
+                copy_dir(&e.path(), &to.join(e.file_name()));
+            } else {
+                std::fs::copy(e.path(), to.join(e.file_name())).expect("copy");
+            }
+        }
+    }
+
+    /// A log store written by Keel before SSTable term dictionaries (30
+    /// records, `timestamp`/`order` indexed as terms too).
+    const V1_PARTITION: i64 = 1_796_083_200_000;
+
+    fn v1_store(dir: &Path) {
+        let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/logs-v1");
+        copy_dir(&fixture, dir);
+    }
+
+    fn v1_answers(s: &LogStore) {
+        assert_eq!(s.count("*", 0, i64::MAX).expect("count"), 30);
+        let page = s
+            .search("level:error", 0, i64::MAX, 100, None)
+            .expect("search");
+        let seqs: Vec<u64> = page.records.iter().map(|(seq, _)| *seq).collect();
+        assert_eq!(seqs, vec![30, 27, 24, 21, 18, 15, 12, 9, 6, 3]);
+        assert_eq!(page.records[0].1.message, "request 29 handled");
+        let one = s
+            .search(
+                "trace_id:0000000000000000000000000000001e",
+                0,
+                i64::MAX,
+                10,
+                None,
+            )
+            .expect("search");
+        assert_eq!(one.records.len(), 1);
+        assert_eq!(
+            s.count("\"upstream timeout\"", 0, i64::MAX).expect("count"),
+            5
+        );
+    }
+
+    #[test]
+    fn a_partition_from_before_sstable_dictionaries_is_indexed_again_losing_nothing() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        v1_store(dir.path());
+        let now = V1_PARTITION + 3_600_000;
+        let s = LogStore::open(dir.path(), LogConfig::default(), now).expect("open");
+        v1_answers(&s);
+        // Sequence numbers go on from the old partition's, into it.
+        let mut more = corpus(1);
+        more[0].message = "after the rebuild".into();
+        s.append(more, now).expect("append");
+        s.commit().expect("commit");
+        let page = s
+            .search("\"after the rebuild\"", 0, i64::MAX, 10, None)
+            .expect("search");
+        assert_eq!(
+            page.records.iter().map(|r| r.0).collect::<Vec<_>>(),
+            vec![31]
+        );
+        assert_eq!(s.partitions().len(), 1);
+        drop(s);
+        let names: Vec<String> = std::fs::read_dir(dir.path().join("partitions"))
+            .expect("read_dir")
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(names, vec![V1_PARTITION.to_string()]);
+        let s = LogStore::open(dir.path(), LogConfig::default(), now).expect("reopen");
+        assert_eq!(s.count("*", 0, i64::MAX).expect("count"), 31);
+    }
+
+    #[test]
+    fn a_rebuild_cut_short_at_any_step_is_finished_or_undone_on_open() {
+        // A rebuilt partition to stand in for a finished `.new`.
+        let built = tempfile::tempdir().expect("tempdir");
+        v1_store(built.path());
+        drop(LogStore::open(built.path(), LogConfig::default(), V1_PARTITION).expect("open"));
+        let part = |root: &Path, suffix: &str| {
+            root.join("partitions")
+                .join(format!("{V1_PARTITION}{suffix}"))
+        };
+        let old_fixture = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures/logs-v1/partitions")
+            .join(V1_PARTITION.to_string());
+        // (name of the old partition's copy, whether a finished .new exists)
+        for (old_as, new_done) in [("", false), ("", true), (".old", true)] {
+            let dir = tempfile::tempdir().expect("tempdir");
+            std::fs::create_dir_all(dir.path().join("partitions")).expect("mkdir");
+            std::fs::write(dir.path().join("wal.log"), b"").expect("wal");
+            copy_dir(&old_fixture, &part(dir.path(), old_as));
+            let new = part(dir.path(), ".new");
+            if new_done {
+                copy_dir(&part(built.path(), ""), &new);
+            } else {
+                // Torn: a directory with half a segment in it.
+                std::fs::create_dir_all(&new).expect("mkdir");
+                std::fs::write(new.join("meta.json"), b"{").expect("write");
+            }
+            let s = LogStore::open(dir.path(), LogConfig::default(), V1_PARTITION)
+                .unwrap_or_else(|e| panic!("{old_as} {new_done}: {e}"));
+            v1_answers(&s);
+            assert!(!new.exists() && !part(dir.path(), ".old").exists());
+        }
+        // The swap's last step undone: old moved aside, no .new yet.
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::write(dir.path().join("wal.log"), b"").expect("wal");
+        copy_dir(&old_fixture, &part(dir.path(), ".old"));
+        let s = LogStore::open(dir.path(), LogConfig::default(), V1_PARTITION).expect("open");
+        v1_answers(&s);
+    }
 }

@@ -34,7 +34,7 @@ use tantivy::aggregation::{AggContextParams, AggregationCollector};
 use tantivy::collector::{Count, TopDocs};
 use tantivy::query::{BooleanQuery, Occur, Query, QueryParser, RangeQuery};
 use tantivy::schema::{
-    FAST, Field, INDEXED, IndexRecordOption, JsonObjectOptions, STORED, Schema, TextFieldIndexing,
+    FAST, Field, IndexRecordOption, JsonObjectOptions, STORED, Schema, TextFieldIndexing,
     TextOptions, Value,
 };
 use tantivy::{
@@ -42,6 +42,8 @@ use tantivy::{
 };
 
 use crate::store::Fsync;
+
+mod reindex;
 
 /// Errors of an index store.
 #[derive(Debug, thiserror::Error)]
@@ -62,7 +64,7 @@ pub enum IndexError {
     Query(String),
 }
 
-fn io(path: &Path) -> impl FnOnce(std::io::Error) -> IndexError + '_ {
+pub(crate) fn io(path: &Path) -> impl FnOnce(std::io::Error) -> IndexError + '_ {
     move |source| IndexError::Io {
         path: path.display().to_string(),
         source,
@@ -122,7 +124,7 @@ pub fn add_text(schema: &Schema, doc: &mut TantivyDocument, field: &str, value: 
 
 /// The fields every store has.
 #[derive(Debug, Clone)]
-struct Fields {
+pub(crate) struct Fields {
     timestamp: Field,
     order: Field,
     raw: Field,
@@ -130,9 +132,19 @@ struct Fields {
 }
 
 fn schema<R: Record>() -> (Schema, Fields) {
+    schema_with::<R>(FAST.into())
+}
+
+/// The schema with `columns` as the options of `timestamp` and `order`
+/// (tests build the earlier, also-indexed schema with it).
+pub(crate) fn schema_with<R: Record>(columns: tantivy::schema::NumericOptions) -> (Schema, Fields) {
     let mut b = Schema::builder();
-    let timestamp = b.add_i64_field("timestamp", INDEXED | FAST);
-    let order = b.add_i64_field("order", INDEXED | FAST);
+    // Columns only: tantivy answers a range query on a fast field from
+    // the column, and sorting reads it too. Indexing them as terms as
+    // well built a term dictionary with one entry a record (`order` is
+    // unique per record), a third of ingest CPU in FST building.
+    let timestamp = b.add_i64_field("timestamp", columns.clone());
+    let order = b.add_i64_field("order", columns);
     let raw = b.add_text_field("raw", TextOptions::default() | STORED);
     let defaults = R::schema(&mut b);
     (
@@ -210,7 +222,7 @@ fn all_but(ast: tantivy::query_grammar::UserInputAst) -> tantivy::query_grammar:
 
 /// What a commit records about its partition.
 #[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq)]
-struct Committed {
+pub(crate) struct Committed {
     last_seq: u64,
     min_ms: i64,
     max_ms: i64,
@@ -226,10 +238,10 @@ struct WalBatch<R> {
 /// A record as the index stores it (the `raw` field).
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(bound = "R: Record")]
-struct Stored<R> {
-    seq: u64,
+pub(crate) struct Stored<R> {
+    pub(crate) seq: u64,
     #[serde(flatten)]
-    record: R,
+    pub(crate) record: R,
 }
 
 struct Partition {
@@ -283,11 +295,33 @@ impl<R: Record> std::fmt::Debug for IndexStore<R> {
     }
 }
 
-fn open_partition(dir: &Path, schema: &Schema, start_ms: i64) -> Result<Partition, IndexError> {
+fn open_partition<R: Record>(
+    dir: &Path,
+    schema: &Schema,
+    fields: &Fields,
+    config: &IndexConfig,
+    start_ms: i64,
+) -> Result<Partition, IndexError> {
     std::fs::create_dir_all(dir).map_err(io(dir))?;
     let mmap = tantivy::directory::MmapDirectory::open(dir)
         .map_err(|e| IndexError::Index(tantivy::TantivyError::from(e)))?;
-    let index = Index::open_or_create(mmap, schema.clone())?;
+    // A partition keeps the schema it was made with: one written before
+    // `timestamp` and `order` became columns only (they were indexed as
+    // terms too) opens and serves as before, with the same field ids.
+    let exists =
+        Index::exists(&mmap).map_err(|e| IndexError::Index(tantivy::TantivyError::from(e)))?;
+    let index = if exists {
+        let index = Index::open(mmap)?;
+        if reindex::unreadable(&index)? {
+            drop(index);
+            reindex::rebuild::<R>(dir, schema, fields, config.writer_memory_bytes)?;
+            Index::open_in_dir(dir)?
+        } else {
+            index
+        }
+    } else {
+        Index::create(mmap, schema.clone(), tantivy::IndexSettings::default())?
+    };
     let reader = index
         .reader_builder()
         .reload_policy(ReloadPolicy::Manual)
@@ -309,13 +343,26 @@ fn open_partition(dir: &Path, schema: &Schema, start_ms: i64) -> Result<Partitio
     })
 }
 
-fn committed(index: &Index) -> Committed {
+pub(crate) fn committed(index: &Index) -> Committed {
     index
         .load_metas()
         .ok()
         .and_then(|m| m.payload)
         .and_then(|p| serde_json::from_str(&p).ok())
         .unwrap_or_default()
+}
+
+/// The tantivy document of record `r` with sequence number `seq`, and its
+/// time in ms.
+fn document<R: Record>(schema: &Schema, f: &Fields, seq: u64, r: R) -> (TantivyDocument, i64) {
+    let ms = r.timestamp_ns().div_euclid(1_000_000);
+    let mut doc = TantivyDocument::default();
+    doc.add_i64(f.timestamp, ms);
+    doc.add_i64(f.order, order_key(ms, seq));
+    r.index(schema, &mut doc);
+    let raw = serde_json::to_string(&Stored { seq, record: r }).unwrap_or_default();
+    doc.add_text(f.raw, raw);
+    (doc, ms)
 }
 
 impl<R: Record> IndexStore<R> {
@@ -325,6 +372,7 @@ impl<R: Record> IndexStore<R> {
         let (schema, fields) = schema::<R>();
         let parts_dir = dir.join("partitions");
         std::fs::create_dir_all(&parts_dir).map_err(io(&parts_dir))?;
+        reindex::finish_swaps(&parts_dir)?;
         let mut partitions = Vec::new();
         for e in std::fs::read_dir(&parts_dir)
             .map_err(io(&parts_dir))?
@@ -333,15 +381,23 @@ impl<R: Record> IndexStore<R> {
             let Some(start) = e.file_name().to_str().and_then(|n| n.parse::<i64>().ok()) else {
                 continue;
             };
-            partitions.push(open_partition(&e.path(), &schema, start)?);
+            partitions.push(open_partition::<R>(
+                &e.path(),
+                &schema,
+                &fields,
+                &config,
+                start,
+            )?);
         }
         partitions.sort_by_key(|p| p.start_ms);
         let last_seq = partitions.iter().map(|p| p.last_seq).max().unwrap_or(0);
         let start = now_ms.div_euclid(config.partition_ms.max(1)) * config.partition_ms.max(1);
         if partitions.last().is_none_or(|p| p.start_ms < start) {
-            partitions.push(open_partition(
+            partitions.push(open_partition::<R>(
                 &parts_dir.join(start.to_string()),
                 &schema,
+                &fields,
+                &config,
                 start,
             )?);
         }
@@ -406,14 +462,7 @@ impl<R: Record> IndexStore<R> {
     }
 
     fn add(&self, w: &mut Writer, seq: u64, r: R) -> Result<(), IndexError> {
-        let f = &self.fields;
-        let ms = r.timestamp_ns().div_euclid(1_000_000);
-        let mut doc = TantivyDocument::default();
-        doc.add_i64(f.timestamp, ms);
-        doc.add_i64(f.order, order_key(ms, seq));
-        r.index(&self.schema, &mut doc);
-        let raw = serde_json::to_string(&Stored { seq, record: r }).unwrap_or_default();
-        doc.add_text(f.raw, raw);
+        let (doc, ms) = document(&self.schema, &self.fields, seq, r);
         w.writer.add_document(doc)?;
         w.pending += 1;
         w.pending_min = w.pending_min.min(ms);
@@ -498,7 +547,7 @@ impl<R: Record> IndexStore<R> {
         let step = self.config.partition_ms.max(1);
         let start = now_ms.div_euclid(step) * step;
         let dir = self.dir.join("partitions").join(start.to_string());
-        let p = open_partition(&dir, &self.schema, start)?;
+        let p = open_partition::<R>(&dir, &self.schema, &self.fields, &self.config, start)?;
         w.writer = p
             .index
             .writer_with_num_threads(1, self.config.writer_memory_bytes)?;
