@@ -2,6 +2,7 @@
 
 use std::path::Path;
 
+use keel_agent::config::AgentConfig;
 use keel_collector::server::CollectorConfig;
 use keel_core::config::{Validate, apply_env_overrides, find_config_file, load_yaml};
 use keel_sampleapp::config::SampleAppConfig;
@@ -11,6 +12,8 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct KeelConfig {
+    /// The host agent: scraping, buffering, shipping.
+    pub agent: AgentConfig,
     /// The collector: OTLP ingest, metric store, PromQL API.
     pub collector: CollectorConfig,
     /// The sample multi-tier app `keel up` runs.
@@ -19,6 +22,7 @@ pub struct KeelConfig {
 
 impl Validate for KeelConfig {
     fn validate(&self, problems: &mut Vec<String>) {
+        self.agent.validate(problems);
         self.collector.validate(problems);
         self.sampleapp.validate(problems);
     }

@@ -9,6 +9,7 @@
 //! - `keel sampleapp run --spec FILE`: one sample-app process (used by the
 //!   supervisor; hidden).
 
+mod agent_cmd;
 mod bench;
 mod bench_logs;
 mod bench_metrics;
@@ -50,6 +51,11 @@ enum Command {
     Load(load_cmd::LoadArgs),
     /// Run the collector: OTLP ingest, metric store, PromQL API.
     Collector(collector_cmd::CollectorArgs),
+    /// The host agent: `keel agent run`, `keel agent status`.
+    Agent {
+        #[command(subcommand)]
+        command: agent_cmd::AgentCommand,
+    },
     /// Evaluate a PromQL expression against a collector and print a table.
     Query(collector_cmd::QueryArgs),
     /// Search the collector's logs (tantivy query syntax); --follow streams new matches.
@@ -103,6 +109,7 @@ fn main() -> ExitCode {
         Command::Up(args) => up::run(cli.config.as_deref(), args),
         Command::Load(args) => load_cmd::run(args),
         Command::Collector(args) => collector_cmd::run(cli.config.as_deref(), args),
+        Command::Agent { command } => agent_cmd::run(cli.config.as_deref(), command),
         Command::Query(args) => collector_cmd::query(args),
         Command::Logs(args) => logs_cmd::run(args),
         Command::Import(args) => collector_cmd::import(cli.config.as_deref(), args),

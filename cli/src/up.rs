@@ -54,7 +54,7 @@ pub fn run(config_path: Option<&Path>, args: UpArgs) -> anyhow::Result<()> {
     runtime.block_on(async move {
         let clock: keel_core::clock::SharedClock =
             std::sync::Arc::new(keel_core::clock::SystemClock);
-        let collector = keel_collector::server::start(&config.collector, clock).await?;
+        let collector = keel_collector::server::start(&config.collector, clock.clone()).await?;
         let mut app = config.sampleapp;
         // The sample app's spans go to the collector started here unless
         // the configuration names another endpoint.
@@ -62,6 +62,8 @@ pub fn run(config_path: Option<&Path>, args: UpArgs) -> anyhow::Result<()> {
             app.otlp_endpoint = Some(format!("http://{}", collector.otlp_http));
         }
         let (sup, ep) = Supervisor::start(app, exe).await?;
+        let agent_config = agent_for(config.agent.clone(), &collector, &ep);
+        let agent = keel_agent::run::Agent::start(agent_config, clock.clone()).await?;
         say("keel: the sample app is up");
         say_fmt!(
             "  collector OTLP/HTTP http://{}/v1/metrics",
@@ -80,6 +82,7 @@ pub fn run(config_path: Option<&Path>, args: UpArgs) -> anyhow::Result<()> {
             "  trace search        http://{}/api/v1/traces/search?service=shop-lb",
             collector.api
         );
+        say_fmt!("  agent status        http://{}/status", agent.addr);
         say_fmt!("  shop API (lb)       http://{}/api/products/1", ep.lb);
         say_fmt!(
             "  supervisor API      http://{}/api/v1/processes",
@@ -97,10 +100,46 @@ pub fn run(config_path: Option<&Path>, args: UpArgs) -> anyhow::Result<()> {
         say_fmt!("Press Ctrl-C to stop.");
         keel_sampleapp::process::shutdown_signal().await;
         say("keel: stopping…");
+        drop(agent);
         sup.shutdown().await;
         say("keel: stopped");
         Ok(())
     })
+}
+
+/// The agent `keel up` runs: it ships to this collector (unless the
+/// config names another) and, unless the config lists scrape jobs, scrapes
+/// every sample-app process, one job a tier (`shop-lb`, `shop-web`, …),
+/// keeping the processes' own `service`/`tier`/`instance` labels.
+fn agent_for(
+    mut agent: keel_agent::config::AgentConfig,
+    collector: &keel_collector::server::Running,
+    ep: &keel_sampleapp::supervisor::Endpoints,
+) -> keel_agent::config::AgentConfig {
+    if agent.collector == keel_agent::config::AgentConfig::default().collector {
+        agent.collector = format!("http://{}", collector.otlp_http);
+    }
+    if agent.scrape.is_empty() {
+        let mut tiers: std::collections::BTreeMap<&str, Vec<String>> = Default::default();
+        for p in &ep.processes {
+            tiers
+                .entry(p.tier.as_str())
+                .or_default()
+                .push(format!("http://{}/metrics", p.addr));
+        }
+        agent.scrape = tiers
+            .into_iter()
+            .map(|(tier, targets)| keel_agent::config::ScrapeJob {
+                job: format!("shop-{tier}"),
+                targets,
+                interval: std::time::Duration::from_secs(10),
+                timeout: std::time::Duration::from_secs(5),
+                honor_labels: true,
+                labels: Default::default(),
+            })
+            .collect();
+    }
+    agent
 }
 
 /// Print a status line; a closed stdout (`keel up | head`, a reader that

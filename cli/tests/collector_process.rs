@@ -22,44 +22,9 @@ use prost::Message;
 
 const T0: u64 = 1_763_856_000_000;
 
-/// Start `keel collector` and read the two addresses it prints.
+/// Start `keel collector` on free ports and read the addresses it prints.
 fn spawn(dir: &std::path::Path) -> (Child, String, String) {
-    let mut child = Command::new(KEEL)
-        .args([
-            "collector",
-            "--otlp-port",
-            "0",
-            "--api-port",
-            "0",
-            "--grpc-port",
-            "0",
-            "--data-dir",
-        ])
-        .arg(dir)
-        .current_dir(dir)
-        .stdout(Stdio::piped())
-        .stderr(std::fs::File::create(dir.join("collector.stderr")).expect("stderr file"))
-        .spawn()
-        .expect("spawn keel collector");
-    let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
-    let mut url = |label: &str| -> String {
-        let Some(Ok(line)) = lines.next() else {
-            panic!(
-                "keel collector exited: {}",
-                std::fs::read_to_string(dir.join("collector.stderr")).unwrap_or_default()
-            );
-        };
-        assert!(line.contains(label), "{line}");
-        let u = line
-            .split_whitespace()
-            .find(|w| w.starts_with("http://"))
-            .expect("url")
-            .to_owned();
-        u.split('/').take(3).collect::<Vec<_>>().join("/")
-    };
-    let otlp = url("OTLP/HTTP");
-    let api = url("PromQL API");
-    (child, otlp, api)
+    common::spawn_collector(dir, 0, 0)
 }
 
 fn batch(writer: &str, i: u64) -> Vec<u8> {

@@ -30,8 +30,9 @@ async fn keel_up_prints_its_urls_and_ctrl_c_leaves_no_process_behind() {
         .env("KEEL_COLLECTOR__OTLP_HTTP_PORT", "0")
         .env("KEEL_COLLECTOR__API_PORT", "0")
         .env("KEEL_COLLECTOR__OTLP_GRPC_PORT", "0")
+        .env("KEEL_AGENT__LISTEN", "127.0.0.1:0")
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
+        .stderr(std::fs::File::create(dir.path().join("keel-up.stderr")).expect("stderr"))
         .spawn()
         .expect("spawn keel up");
     let stdout = child.stdout.take().expect("stdout");
@@ -95,6 +96,59 @@ async fn keel_up_prints_its_urls_and_ctrl_c_leaves_no_process_behind() {
     assert!(
         services.contains(&"shop-lb") && services.contains(&"shop-web"),
         "one trace across lb and web: {tree}"
+    );
+    // The agent keel up started scrapes every tier into the collector:
+    // each tier's job is up, and the lb and web RED histograms are there
+    // (the first scrape is at start, well within two 10 s intervals).
+    for tier in ["lb", "web", "cache", "db"] {
+        let q = format!("min(up{{job=\"shop-{tier}\"}})");
+        let v = eventually(&q, Duration::from_secs(20), || {
+            let url = format!(
+                "{promql}?query={}",
+                q.replace('"', "%22")
+                    .replace('{', "%7B")
+                    .replace('}', "%7D")
+            );
+            async move {
+                let (_, v) = get_json(&url).await;
+                v["data"]["result"][0]["value"][1]
+                    .as_str()
+                    .map(str::to_owned)
+            }
+        })
+        .await;
+        assert_eq!(v, "1", "{tier} is up");
+    }
+    for tier in ["lb", "web"] {
+        let q = format!("count(http_server_request_duration_seconds_bucket{{tier=\"{tier}\"}})");
+        eventually(&q, Duration::from_secs(20), || {
+            let url = format!(
+                "{promql}?query={}",
+                q.replace('"', "%22")
+                    .replace('{', "%7B")
+                    .replace('}', "%7D")
+            );
+            async move {
+                let (_, v) = get_json(&url).await;
+                v["data"]["result"][0]["value"][1]
+                    .as_str()
+                    .map(str::to_owned)
+            }
+        })
+        .await;
+    }
+    let agent = url("agent status");
+    let (s, status) = get_json(&agent).await;
+    assert_eq!(s, 200);
+    assert_eq!(
+        status["targets"].as_array().map(Vec::len),
+        Some(7),
+        "{status}"
+    );
+    let stderr = std::fs::read_to_string(dir.path().join("keel-up.stderr")).unwrap_or_default();
+    assert!(
+        !stderr.contains("unparseable lines"),
+        "the sample app's metrics parse: {stderr}"
     );
     let (_, procs) = get_json(&processes_url).await;
     let pids: Vec<i32> = procs

@@ -20,3 +20,8 @@ pub fn parse(s: &str) -> Result<Duration, String> {
     humantime::parse_duration(s.trim())
         .map_err(|e| format!("invalid duration {s:?}: {e} (write e.g. 250ms, 5s, 1m30s)"))
 }
+
+/// A duration the way config files write it (`5s`, `1m 30s`).
+pub fn format(d: Duration) -> String {
+    humantime::format_duration(d).to_string()
+}

@@ -4,8 +4,10 @@
 #![allow(dead_code, missing_docs)]
 
 use std::future::Future;
+use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::pin::Pin;
+use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -111,4 +113,51 @@ pub async fn get_json(url: &str) -> (u16, serde_json::Value) {
     let r = reqwest::get(url).await.expect("request");
     let s = r.status().as_u16();
     (s, r.json().await.unwrap_or_default())
+}
+
+pub async fn get_text(url: &str) -> (u16, String) {
+    let r = reqwest::get(url).await.expect("request");
+    let s = r.status().as_u16();
+    (s, r.text().await.unwrap_or_default())
+}
+
+/// Start `keel collector` (port 0: a free one) on `dir` and read the
+/// OTLP/HTTP and API base URLs it prints.
+pub fn spawn_collector(dir: &Path, otlp_port: u16, api_port: u16) -> (Child, String, String) {
+    let mut child = Command::new(KEEL)
+        .args([
+            "collector",
+            "--otlp-port",
+            &otlp_port.to_string(),
+            "--api-port",
+            &api_port.to_string(),
+            "--grpc-port",
+            "0",
+            "--data-dir",
+        ])
+        .arg(dir)
+        .current_dir(dir)
+        .stdout(Stdio::piped())
+        .stderr(std::fs::File::create(dir.join("collector.stderr")).expect("stderr file"))
+        .spawn()
+        .expect("spawn keel collector");
+    let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
+    let mut url = |label: &str| -> String {
+        let Some(Ok(line)) = lines.next() else {
+            panic!(
+                "keel collector exited: {}",
+                std::fs::read_to_string(dir.join("collector.stderr")).unwrap_or_default()
+            );
+        };
+        assert!(line.contains(label), "{line}");
+        let u = line
+            .split_whitespace()
+            .find(|w| w.starts_with("http://"))
+            .expect("url")
+            .to_owned();
+        u.split('/').take(3).collect::<Vec<_>>().join("/")
+    };
+    let otlp = url("OTLP/HTTP");
+    let api = url("PromQL API");
+    (child, otlp, api)
 }

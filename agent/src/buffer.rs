@@ -1,0 +1,549 @@
+//! The on-disk buffer: every batch is written here before it is sent,
+//! and leaves only once the collector acknowledged it.
+//!
+//! Batches go into segment files (`<n>.seg`, up to 4 MiB each) as frames
+//! of length, CRC-32 and payload (id, signal, record count, body). The
+//! `head` file names the oldest batch not yet acknowledged; it is
+//! replaced (write, rename) on every acknowledgement, so after a crash
+//! at most the batch in flight is sent again, and the collector drops the
+//! repeat by its id. On open, a frame that is short or fails its CRC —
+//! a write cut by a crash — ends the segment: the file is cut there and
+//! the agent goes on. Past `max_bytes` the oldest batches are dropped,
+//! and counted, to make room.
+
+use std::collections::VecDeque;
+use std::fs::{File, OpenOptions};
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+
+/// Largest segment file before a new one is started.
+const SEGMENT_BYTES: u64 = 4 << 20;
+/// Length + CRC-32.
+const FRAME_HEADER: usize = 8;
+/// Id (16) + signal (1) + records (4) + created (8).
+const PAYLOAD_HEADER: usize = 29;
+/// Larger than any batch the agent builds: a length past it is a torn frame.
+const MAX_FRAME: usize = 64 << 20;
+
+/// Errors of the buffer.
+#[derive(Debug, thiserror::Error)]
+pub enum BufferError {
+    /// A file of the buffer could not be read or written.
+    #[error("{path}: {source}")]
+    Io {
+        /// Which file.
+        path: String,
+        /// Why.
+        source: std::io::Error,
+    },
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> BufferError + '_ {
+    move |source| BufferError::Io {
+        path: path.display().to_string(),
+        source,
+    }
+}
+
+/// Which OTLP endpoint a batch goes to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Signal {
+    /// `/v1/metrics`.
+    Metrics,
+    /// `/v1/logs`.
+    Logs,
+    /// `/v1/traces`.
+    Traces,
+}
+
+impl Signal {
+    /// Every signal, in index order.
+    pub const ALL: [Signal; 3] = [Signal::Metrics, Signal::Logs, Signal::Traces];
+
+    /// The OTLP/HTTP path.
+    pub fn path(self) -> &'static str {
+        match self {
+            Signal::Metrics => "/v1/metrics",
+            Signal::Logs => "/v1/logs",
+            Signal::Traces => "/v1/traces",
+        }
+    }
+
+    /// The name used in the agent's own metrics.
+    pub fn name(self) -> &'static str {
+        match self {
+            Signal::Metrics => "metrics",
+            Signal::Logs => "logs",
+            Signal::Traces => "traces",
+        }
+    }
+
+    /// Index into per-signal arrays.
+    pub fn index(self) -> usize {
+        self as usize
+    }
+
+    fn from_byte(b: u8) -> Option<Self> {
+        Self::ALL.get(usize::from(b)).copied()
+    }
+}
+
+/// One batch: a gzip-compressed OTLP protobuf request and what it holds.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Batch {
+    /// Stable id, sent as the `Keel-Batch-Id` header on every attempt.
+    pub id: u128,
+    /// Where it goes.
+    pub signal: Signal,
+    /// Records in it (data points, log records or spans).
+    pub records: u32,
+    /// When it was made, ms since the epoch (for the send lag).
+    pub created_ms: i64,
+    /// The request body, gzip-compressed.
+    pub body: Vec<u8>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Entry {
+    offset: u64,
+    len: u64,
+    id: u128,
+    records: u32,
+    signal: Signal,
+    created_ms: i64,
+}
+
+#[derive(Debug)]
+struct Segment {
+    n: u64,
+    path: PathBuf,
+    /// Bytes in the file (acknowledged frames included).
+    size: u64,
+    /// Frames not yet acknowledged, oldest first.
+    entries: VecDeque<Entry>,
+}
+
+/// What the buffer holds and has dropped.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct BufferStats {
+    /// Batches waiting to be sent.
+    pub batches: u64,
+    /// Their bytes on disk.
+    pub bytes: u64,
+    /// Batches dropped to stay under `max_bytes`, per signal.
+    pub dropped_batches: [u64; 3],
+    /// Records in them, per signal.
+    pub dropped_records: [u64; 3],
+    /// Bytes cut from torn segment tails when the buffer was opened.
+    pub torn_bytes: u64,
+}
+
+/// The buffer. Not shared by itself: callers hold it behind a lock.
+#[derive(Debug)]
+pub struct DiskBuffer {
+    dir: PathBuf,
+    max_bytes: u64,
+    fsync: bool,
+    segments: VecDeque<Segment>,
+    active: File,
+    stats: BufferStats,
+}
+
+fn seg_path(dir: &Path, n: u64) -> PathBuf {
+    dir.join(format!("{n:020}.seg"))
+}
+
+/// Read the frames of one segment image: the entries, and where the
+/// valid part ends.
+fn scan(image: &[u8]) -> (Vec<Entry>, u64) {
+    let mut out = Vec::new();
+    let mut at = 0usize;
+    while image.len() - at >= FRAME_HEADER {
+        let len =
+            u32::from_le_bytes([image[at], image[at + 1], image[at + 2], image[at + 3]]) as usize;
+        let crc = u32::from_le_bytes([image[at + 4], image[at + 5], image[at + 6], image[at + 7]]);
+        let start = at + FRAME_HEADER;
+        if !(PAYLOAD_HEADER..=MAX_FRAME).contains(&len) || image.len() - start < len {
+            break;
+        }
+        let payload = &image[start..start + len];
+        if crc32fast::hash(payload) != crc {
+            break;
+        }
+        let Some(signal) = Signal::from_byte(payload[16]) else {
+            break;
+        };
+        let mut id = [0u8; 16];
+        id.copy_from_slice(&payload[..16]);
+        let records = u32::from_le_bytes([payload[17], payload[18], payload[19], payload[20]]);
+        let mut created = [0u8; 8];
+        created.copy_from_slice(&payload[21..29]);
+        out.push(Entry {
+            created_ms: i64::from_le_bytes(created),
+            offset: at as u64,
+            len: (FRAME_HEADER + len) as u64,
+            id: u128::from_le_bytes(id),
+            records,
+            signal,
+        });
+        at = start + len;
+    }
+    (out, at as u64)
+}
+
+impl DiskBuffer {
+    /// Open the buffer in `dir` (created if missing), cutting torn tails.
+    pub fn open(dir: &Path, max_bytes: u64, fsync: bool) -> Result<Self, BufferError> {
+        std::fs::create_dir_all(dir).map_err(io(dir))?;
+        let mut numbers: Vec<u64> = std::fs::read_dir(dir)
+            .map_err(io(dir))?
+            .flatten()
+            .filter_map(|e| {
+                let name = e.file_name();
+                let name = name.to_str()?;
+                name.strip_suffix(".seg")?.parse().ok()
+            })
+            .collect();
+        numbers.sort_unstable();
+        let (head_n, head_off) = read_head(dir);
+        let mut stats = BufferStats::default();
+        let mut segments = VecDeque::new();
+        for n in numbers {
+            let path = seg_path(dir, n);
+            let mut image = Vec::new();
+            File::open(&path)
+                .and_then(|mut f| f.read_to_end(&mut image))
+                .map_err(io(&path))?;
+            let (entries, valid) = scan(&image);
+            if valid < image.len() as u64 {
+                stats.torn_bytes += image.len() as u64 - valid;
+                tracing::warn!(
+                    file = %path.display(),
+                    at = valid,
+                    cut = image.len() as u64 - valid,
+                    "disk buffer: torn frame (a write cut short); the segment ends here"
+                );
+                OpenOptions::new()
+                    .write(true)
+                    .open(&path)
+                    .and_then(|f| f.set_len(valid))
+                    .map_err(io(&path))?;
+            }
+            let entries: VecDeque<Entry> = entries
+                .into_iter()
+                .filter(|e| n > head_n || (n == head_n && e.offset >= head_off))
+                .collect();
+            segments.push_back(Segment {
+                n,
+                path,
+                size: valid,
+                entries,
+            });
+        }
+        // Fully acknowledged segments, but the newest, are gone.
+        while segments.len() > 1 && segments.front().is_some_and(|s| s.entries.is_empty()) {
+            if let Some(s) = segments.pop_front() {
+                std::fs::remove_file(&s.path).map_err(io(&s.path))?;
+            }
+        }
+        if segments.is_empty() {
+            let n = head_n.max(1);
+            segments.push_back(Segment {
+                n,
+                path: seg_path(dir, n),
+                size: 0,
+                entries: VecDeque::new(),
+            });
+        }
+        let last = segments.back().map(|s| s.path.clone()).unwrap_or_default();
+        let active = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&last)
+            .map_err(io(&last))?;
+        let mut buf = Self {
+            dir: dir.to_path_buf(),
+            max_bytes,
+            fsync,
+            segments,
+            active,
+            stats,
+        };
+        buf.recount();
+        Ok(buf)
+    }
+
+    fn recount(&mut self) {
+        let (mut batches, mut bytes) = (0, 0);
+        for s in &self.segments {
+            batches += s.entries.len() as u64;
+            bytes += s.entries.iter().map(|e| e.len).sum::<u64>();
+        }
+        self.stats.batches = batches;
+        self.stats.bytes = bytes;
+    }
+
+    /// Append a batch (durable against a crash of the agent when this
+    /// returns; against power loss too with `fsync`).
+    pub fn push(&mut self, b: &Batch) -> Result<(), BufferError> {
+        let mut payload = Vec::with_capacity(PAYLOAD_HEADER + b.body.len());
+        payload.extend_from_slice(&b.id.to_le_bytes());
+        payload.push(b.signal as u8);
+        payload.extend_from_slice(&b.records.to_le_bytes());
+        payload.extend_from_slice(&b.created_ms.to_le_bytes());
+        payload.extend_from_slice(&b.body);
+        let mut frame = Vec::with_capacity(FRAME_HEADER + payload.len());
+        frame.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+        frame.extend_from_slice(&crc32fast::hash(&payload).to_le_bytes());
+        frame.extend_from_slice(&payload);
+        let full = self
+            .segments
+            .back()
+            .is_some_and(|s| s.size > 0 && s.size + frame.len() as u64 > SEGMENT_BYTES);
+        if full {
+            self.roll()?;
+        }
+        let Some(seg) = self.segments.back_mut() else {
+            return Ok(());
+        };
+        self.active.write_all(&frame).map_err(io(&seg.path))?;
+        if self.fsync {
+            self.active.sync_data().map_err(io(&seg.path))?;
+        }
+        seg.entries.push_back(Entry {
+            offset: seg.size,
+            len: frame.len() as u64,
+            id: b.id,
+            records: b.records,
+            signal: b.signal,
+            created_ms: b.created_ms,
+        });
+        seg.size += frame.len() as u64;
+        self.stats.batches += 1;
+        self.stats.bytes += frame.len() as u64;
+        while self.stats.bytes > self.max_bytes && self.stats.batches > 1 {
+            let Some(e) = self.oldest() else { break };
+            self.stats.dropped_batches[e.signal.index()] += 1;
+            self.stats.dropped_records[e.signal.index()] += u64::from(e.records);
+            tracing::warn!(
+                signal = e.signal.name(),
+                records = e.records,
+                "disk buffer full: dropped its oldest batch"
+            );
+            self.remove_oldest()?;
+        }
+        Ok(())
+    }
+
+    fn roll(&mut self) -> Result<(), BufferError> {
+        let n = self.segments.back().map_or(1, |s| s.n + 1);
+        let path = seg_path(&self.dir, n);
+        self.active = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .map_err(io(&path))?;
+        self.segments.push_back(Segment {
+            n,
+            path,
+            size: 0,
+            entries: VecDeque::new(),
+        });
+        Ok(())
+    }
+
+    fn oldest(&self) -> Option<Entry> {
+        self.segments
+            .iter()
+            .find_map(|s| s.entries.front().copied())
+    }
+
+    /// The oldest batch not yet acknowledged.
+    pub fn peek(&self) -> Result<Option<Batch>, BufferError> {
+        let Some(seg) = self.segments.iter().find(|s| !s.entries.is_empty()) else {
+            return Ok(None);
+        };
+        let Some(e) = seg.entries.front() else {
+            return Ok(None);
+        };
+        let mut frame = vec![0u8; e.len as usize];
+        File::open(&seg.path)
+            .and_then(|mut f| {
+                f.seek(SeekFrom::Start(e.offset))?;
+                f.read_exact(&mut frame)
+            })
+            .map_err(io(&seg.path))?;
+        Ok(Some(Batch {
+            id: e.id,
+            signal: e.signal,
+            records: e.records,
+            created_ms: e.created_ms,
+            body: frame[FRAME_HEADER + PAYLOAD_HEADER..].to_vec(),
+        }))
+    }
+
+    /// The collector took batch `id`: forget it (a no-op unless it is the
+    /// oldest, e.g. when it was dropped meanwhile).
+    pub fn ack(&mut self, id: u128) -> Result<(), BufferError> {
+        if self.oldest().is_some_and(|e| e.id == id) {
+            self.remove_oldest()?;
+        }
+        Ok(())
+    }
+
+    fn remove_oldest(&mut self) -> Result<(), BufferError> {
+        let Some(seg) = self.segments.iter_mut().find(|s| !s.entries.is_empty()) else {
+            return Ok(());
+        };
+        let Some(e) = seg.entries.pop_front() else {
+            return Ok(());
+        };
+        self.stats.batches -= 1;
+        self.stats.bytes -= e.len;
+        let head = (seg.n, e.offset + e.len);
+        write_head(&self.dir, head)?;
+        while self.segments.len() > 1 && self.segments.front().is_some_and(|s| s.entries.is_empty())
+        {
+            if let Some(s) = self.segments.pop_front() {
+                std::fs::remove_file(&s.path).map_err(io(&s.path))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// What the buffer holds and has dropped.
+    pub fn stats(&self) -> BufferStats {
+        self.stats
+    }
+
+    /// When the oldest unsent batch was made (ms since the epoch).
+    pub fn oldest_created_ms(&self) -> Option<i64> {
+        self.oldest().map(|e| e.created_ms)
+    }
+}
+
+fn read_head(dir: &Path) -> (u64, u64) {
+    std::fs::read_to_string(dir.join("head"))
+        .ok()
+        .and_then(|s| {
+            let (n, off) = s.trim().split_once(' ')?;
+            Some((n.parse().ok()?, off.parse().ok()?))
+        })
+        .unwrap_or((0, 0))
+}
+
+fn write_head(dir: &Path, (n, off): (u64, u64)) -> Result<(), BufferError> {
+    let tmp = dir.join("head.tmp");
+    std::fs::write(&tmp, format!("{n} {off}\n")).map_err(io(&tmp))?;
+    let head = dir.join("head");
+    std::fs::rename(&tmp, &head).map_err(io(&head))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn batch(id: u128, size: usize) -> Batch {
+        Batch {
+            id,
+            signal: Signal::ALL[(id % 3) as usize],
+            records: id as u32,
+            created_ms: 1_700_000_000_000 + id as i64,
+            body: vec![(id % 251) as u8; size],
+        }
+    }
+
+    fn drain(b: &mut DiskBuffer) -> Vec<u128> {
+        let mut out = Vec::new();
+        while let Some(x) = b.peek().expect("peek") {
+            assert_eq!(x, batch(x.id, x.body.len()));
+            out.push(x.id);
+            b.ack(x.id).expect("ack");
+        }
+        out
+    }
+
+    #[test]
+    fn batches_come_back_in_order_across_segments_and_reopens() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut b = DiskBuffer::open(dir.path(), 1 << 30, false).expect("open");
+        for id in 1..=30 {
+            b.push(&batch(id, 300_000)).expect("push");
+        }
+        let first = b.peek().expect("peek").expect("one");
+        b.ack(first.id).expect("ack");
+        drop(b);
+        let mut b = DiskBuffer::open(dir.path(), 1 << 30, false).expect("reopen");
+        assert_eq!(b.stats().batches, 29);
+        assert_eq!(drain(&mut b), (2..=30).collect::<Vec<_>>());
+        drop(b);
+        let mut b = DiskBuffer::open(dir.path(), 1 << 30, false).expect("reopen");
+        assert_eq!(b.peek().expect("peek"), None);
+        b.push(&batch(31, 10)).expect("push");
+        assert_eq!(drain(&mut b), vec![31]);
+        let segs = std::fs::read_dir(dir.path())
+            .expect("ls")
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().ends_with(".seg"))
+            .count();
+        assert_eq!(segs, 1, "acknowledged segments are deleted");
+    }
+
+    #[test]
+    fn a_torn_tail_at_any_byte_is_cut_and_the_whole_batches_before_it_kept() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut b = DiskBuffer::open(dir.path(), 1 << 30, false).expect("open");
+        for id in 1..=3 {
+            b.push(&batch(id, 100)).expect("push");
+        }
+        drop(b);
+        let seg = seg_path(dir.path(), 1);
+        let whole = std::fs::read(&seg).expect("read");
+        let frame = whole.len() / 3;
+        for cut in (2 * frame + 1)..whole.len() {
+            std::fs::write(&seg, &whole[..cut]).expect("write");
+            let mut b = DiskBuffer::open(dir.path(), 1 << 30, false).expect("opens");
+            assert_eq!(b.stats().torn_bytes, (cut - 2 * frame) as u64);
+            // Appends go on after the cut, and read back whole.
+            b.push(&batch(9, 50)).expect("push");
+            drop(b);
+            let mut b = DiskBuffer::open(dir.path(), 1 << 30, false).expect("reopen");
+            assert_eq!(b.stats().torn_bytes, 0);
+            let ids: Vec<u128> = {
+                let mut v = Vec::new();
+                while let Some(x) = b.peek().expect("peek") {
+                    v.push(x.id);
+                    b.ack(x.id).expect("ack");
+                }
+                v
+            };
+            assert_eq!(ids, vec![1, 2, 9], "cut at {cut}");
+            std::fs::remove_file(dir.path().join("head")).expect("rm head");
+            std::fs::write(&seg, &whole).expect("restore");
+        }
+        // A flipped bit in the middle frame ends the segment there too.
+        let mut bad = whole.clone();
+        bad[frame + FRAME_HEADER + 3] ^= 1;
+        std::fs::write(&seg, &bad).expect("write");
+        let mut b = DiskBuffer::open(dir.path(), 1 << 30, false).expect("opens");
+        assert_eq!(drain(&mut b), vec![1]);
+    }
+
+    #[test]
+    fn past_the_cap_the_oldest_batches_are_dropped_and_counted() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut b = DiskBuffer::open(dir.path(), 1 << 20, false).expect("open");
+        for id in 1..=40 {
+            b.push(&batch(id, 100_000)).expect("push");
+        }
+        let s = b.stats();
+        assert!(s.bytes <= 1 << 20, "{s:?}");
+        let kept = s.batches as u128;
+        assert_eq!(kept, 10);
+        let dropped: u64 = s.dropped_batches.iter().sum();
+        assert_eq!(dropped, 30);
+        let dropped_records: u64 = s.dropped_records.iter().sum();
+        assert_eq!(dropped_records, (1..=30).sum::<u64>());
+        assert_eq!(drain(&mut b), (31..=40).collect::<Vec<_>>());
+    }
+}

@@ -1,0 +1,218 @@
+//! The `agent` section of `keel.yaml`.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use keel_core::config::Validate;
+use serde::{Deserialize, Serialize};
+
+/// Everything the agent does, and where it sends it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AgentConfig {
+    /// The collector's OTLP/HTTP base URL (`/v1/metrics` etc. appended).
+    pub collector: String,
+    /// This host's name, sent as the `host.name` resource attribute
+    /// (empty: the machine's hostname).
+    pub hostname: String,
+    /// Where the disk buffer lives.
+    pub data_dir: PathBuf,
+    /// Address of the agent's own `/metrics` and `/status` (port 0: any free).
+    pub listen: String,
+    /// The on-disk buffer of unsent batches.
+    pub buffer: BufferConfig,
+    /// Retries of a batch the collector did not take.
+    pub retry: RetryConfig,
+    /// Prometheus endpoints to scrape.
+    pub scrape: Vec<ScrapeJob>,
+}
+
+impl Default for AgentConfig {
+    fn default() -> Self {
+        Self {
+            collector: "http://127.0.0.1:4318".into(),
+            hostname: String::new(),
+            data_dir: PathBuf::from("keel-data/agent"),
+            listen: "127.0.0.1:9465".into(),
+            buffer: BufferConfig::default(),
+            retry: RetryConfig::default(),
+            scrape: Vec::new(),
+        }
+    }
+}
+
+/// The on-disk buffer.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BufferConfig {
+    /// Most bytes of unsent batches kept; past it the oldest are dropped
+    /// (and counted as dropped).
+    pub max_bytes: u64,
+    /// Sync each batch to disk before it counts as buffered (off: a power
+    /// loss can lose the last batches; a crash of the agent cannot).
+    pub fsync: bool,
+}
+
+impl Default for BufferConfig {
+    fn default() -> Self {
+        Self {
+            max_bytes: 256 << 20,
+            fsync: false,
+        }
+    }
+}
+
+/// Backoff between attempts at one batch: doubles from `initial` up to
+/// `max`, each wait jittered to between half and all of it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RetryConfig {
+    /// First wait after a failure.
+    #[serde(with = "keel_core::duration")]
+    pub initial: Duration,
+    /// Longest wait (a `Retry-After` from the collector may be longer).
+    #[serde(with = "keel_core::duration")]
+    pub max: Duration,
+    /// How long one request may take.
+    #[serde(with = "keel_core::duration")]
+    pub timeout: Duration,
+}
+
+impl Default for RetryConfig {
+    fn default() -> Self {
+        Self {
+            initial: Duration::from_millis(250),
+            max: Duration::from_secs(30),
+            timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// One scrape job: targets scraped alike.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScrapeJob {
+    /// The `job` label of every series scraped.
+    pub job: String,
+    /// URLs of the targets' metrics endpoints.
+    pub targets: Vec<String>,
+    /// How often each target is scraped.
+    #[serde(with = "keel_core::duration", default = "default_interval")]
+    pub interval: Duration,
+    /// How long a scrape may take before the target counts as down.
+    #[serde(with = "keel_core::duration", default = "default_timeout")]
+    pub timeout: Duration,
+    /// Keep the target's own `job`/`instance`/... labels on a collision
+    /// (otherwise they are kept as `exported_<name>`), as in Prometheus.
+    #[serde(default)]
+    pub honor_labels: bool,
+    /// Extra labels on every series of the job.
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+}
+
+fn default_interval() -> Duration {
+    Duration::from_secs(10)
+}
+
+fn default_timeout() -> Duration {
+    Duration::from_secs(5)
+}
+
+fn valid_label_name(n: &str) -> bool {
+    let mut chars = n.chars();
+    chars
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
+impl Validate for AgentConfig {
+    fn validate(&self, problems: &mut Vec<String>) {
+        if !(self.collector.starts_with("http://") || self.collector.starts_with("https://")) {
+            problems.push(format!(
+                "agent.collector: {:?} is not an http:// or https:// URL",
+                self.collector
+            ));
+        }
+        if self.listen.parse::<std::net::SocketAddr>().is_err() {
+            problems.push(format!(
+                "agent.listen: {:?} is not an address such as 127.0.0.1:9465",
+                self.listen
+            ));
+        }
+        if self.buffer.max_bytes < 1 << 20 {
+            problems.push("agent.buffer.max_bytes: must be at least 1048576 (1 MiB)".into());
+        }
+        if self.retry.initial.is_zero() || self.retry.max < self.retry.initial {
+            problems.push("agent.retry: initial must be positive and at most max".into());
+        }
+        if self.retry.timeout.is_zero() {
+            problems.push("agent.retry.timeout: must be positive".into());
+        }
+        let mut jobs = std::collections::HashSet::new();
+        for (i, j) in self.scrape.iter().enumerate() {
+            let at = format!("agent.scrape[{i}]");
+            if j.job.is_empty() {
+                problems.push(format!("{at}.job: must not be empty"));
+            } else if !jobs.insert(&j.job) {
+                problems.push(format!("{at}.job: {:?} is used twice", j.job));
+            }
+            if j.targets.is_empty() {
+                problems.push(format!("{at}.targets: list at least one URL"));
+            }
+            for (k, t) in j.targets.iter().enumerate() {
+                if reqwest::Url::parse(t).map_or(true, |u| !u.scheme().starts_with("http")) {
+                    problems.push(format!("{at}.targets[{k}]: {t:?} is not an http(s) URL"));
+                }
+            }
+            if j.interval.is_zero() {
+                problems.push(format!("{at}.interval: must be positive"));
+            }
+            if j.timeout.is_zero() || j.timeout > j.interval {
+                problems.push(format!(
+                    "{at}.timeout: must be positive and at most the interval ({})",
+                    keel_core::duration::format(j.interval)
+                ));
+            }
+            for name in j.labels.keys() {
+                if !valid_label_name(name) {
+                    problems.push(format!("{at}.labels: {name:?} is not a valid label name"));
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_problem_is_reported_at_once_with_its_line() {
+        let yaml = "collector: localhost:4318\nscrape:\n  - job: web\n    targets: [\"ftp://x\"]\n    interval: 5s\n    timeout: 10s\n  - job: web\n    targets: []\n    labels: {\"bad-name\": x}\n";
+        let c: AgentConfig = keel_core::config::parse_yaml("agent.yaml", yaml).expect("parses");
+        let err = c.check("agent.yaml").expect_err("invalid").to_string();
+        for want in [
+            "agent.collector",
+            "agent.scrape[0].targets[0]",
+            "agent.scrape[0].timeout",
+            "agent.scrape[1].job: \"web\" is used twice",
+            "agent.scrape[1].targets: list at least one URL",
+            "\"bad-name\" is not a valid label name",
+        ] {
+            assert!(err.contains(want), "{want} missing from {err}");
+        }
+        let unknown = keel_core::config::parse_yaml::<AgentConfig>(
+            "agent.yaml",
+            "collector: http://x\nscrape:\n  - job: a\n    targets: [http://h/metrics]\n    intervl: 5s\n",
+        )
+        .expect_err("unknown key");
+        let msg = unknown.to_string();
+        assert!(
+            msg.contains("agent.yaml:5") && msg.contains("intervl"),
+            "{msg}"
+        );
+    }
+}

@@ -1,0 +1,252 @@
+//! The Prometheus text exposition format, read into flat samples.
+//!
+//! `prometheus-parse` splits each line (help, type, sample: name, label
+//! block, value, timestamp). Its own label parsing splits on `,` and `=`
+//! without regard to quotes or escapes, so a value such as
+//! `path="a,b"` would be cut; the label block is parsed here instead, by
+//! the format's rules (`\\`, `\"`, `\n` escapes). Its `Scrape` also folds
+//! histogram buckets into one value, but Keel stores them as Prometheus
+//! does — one `_bucket` series per `le` — so lines are taken one by one.
+
+use prometheus_parse::LineInfo;
+
+/// One sample of a scrape: the labels (with `__name__`), the value, and
+/// the timestamp the target gave, if any.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Sample {
+    /// Label pairs as exposed, `__name__` first.
+    pub labels: Vec<(String, String)>,
+    /// The value.
+    pub value: f64,
+    /// Milliseconds since the epoch, when the line carried a timestamp.
+    pub timestamp_ms: Option<i64>,
+}
+
+/// A parsed body: the samples and the lines that could not be read.
+#[derive(Debug, Default)]
+pub struct Parsed {
+    /// Every sample read.
+    pub samples: Vec<Sample>,
+    /// How many lines were not understood.
+    pub invalid_lines: usize,
+    /// The first few of them, with their 1-based line numbers and why.
+    pub first_invalid: Vec<(usize, String)>,
+}
+
+const KEEP_INVALID: usize = 5;
+
+/// Parse a body in the text exposition format.
+pub fn parse(body: &str) -> Parsed {
+    let mut out = Parsed::default();
+    for (i, line) in body.lines().enumerate() {
+        let bad = match LineInfo::parse(line) {
+            LineInfo::Sample {
+                metric_name,
+                labels,
+                value,
+                timestamp,
+            } => sample(metric_name, labels, value, timestamp).map(|s| out.samples.push(s)),
+            // Its sample pattern stops a label block at the first `}`,
+            // so a value such as `/products/{id}` makes the line unmatched:
+            // such lines are split here, quotes respected.
+            LineInfo::Ignored if !line.trim_start().starts_with('#') => split_sample(line)
+                .and_then(|(name, labels, value, ts)| sample(name, labels, value, ts))
+                .map(|s| out.samples.push(s))
+                .map_err(|why| format!("{why}: {:?}", line.chars().take(80).collect::<String>())),
+            _ => Ok(()),
+        };
+        if let Err(why) = bad {
+            out.invalid_lines += 1;
+            if out.first_invalid.len() < KEEP_INVALID {
+                out.first_invalid.push((i + 1, why));
+            }
+        }
+    }
+    out
+}
+
+fn sample(
+    name: &str,
+    labels: Option<&str>,
+    value: &str,
+    timestamp: Option<&str>,
+) -> Result<Sample, String> {
+    let value = parse_value(value).ok_or_else(|| format!("value {value:?} is not a number"))?;
+    let timestamp_ms = match timestamp {
+        None => None,
+        Some(t) => Some(
+            t.parse::<i64>()
+                .map_err(|_| format!("timestamp {t:?} is not integer milliseconds"))?,
+        ),
+    };
+    let mut pairs = vec![("__name__".to_owned(), name.to_owned())];
+    if let Some(l) = labels {
+        parse_labels(l, &mut pairs)?;
+    }
+    Ok(Sample {
+        labels: pairs,
+        value,
+        timestamp_ms,
+    })
+}
+
+/// A sample line's parts: name, label block, value, timestamp.
+type SampleLine<'a> = (&'a str, Option<&'a str>, &'a str, Option<&'a str>);
+
+/// Split `name{labels} value [timestamp]`, finding the end of the label
+/// block outside quoted values.
+fn split_sample(line: &str) -> Result<SampleLine<'_>, String> {
+    let line = line.trim();
+    let name_end = line
+        .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == ':'))
+        .unwrap_or(line.len());
+    let name = &line[..name_end];
+    if name.is_empty() || name.starts_with(|c: char| c.is_ascii_digit()) {
+        return Err("not a sample, comment, HELP or TYPE line".into());
+    }
+    let mut rest = &line[name_end..];
+    let mut labels = None;
+    if let Some(after) = rest.strip_prefix('{') {
+        let (mut quoted, mut escaped, mut end) = (false, false, None);
+        for (i, c) in after.char_indices() {
+            match c {
+                _ if escaped => escaped = false,
+                '\\' if quoted => escaped = true,
+                '"' => quoted = !quoted,
+                '}' if !quoted => {
+                    end = Some(i);
+                    break;
+                }
+                _ => {}
+            }
+        }
+        let end = end.ok_or("the label block is not closed")?;
+        labels = Some(&after[..end]);
+        rest = &after[end + 1..];
+    }
+    let mut fields = rest.split_whitespace();
+    let value = fields.next().ok_or("no value")?;
+    let ts = fields.next();
+    if fields.next().is_some() {
+        return Err("more than a value and a timestamp after the labels".into());
+    }
+    Ok((name, labels, value, ts))
+}
+
+/// Go's float syntax as exporters write it (`NaN`, `+Inf`, `-Inf`).
+fn parse_value(v: &str) -> Option<f64> {
+    match v {
+        "NaN" | "nan" => Some(f64::NAN),
+        "+Inf" | "Inf" | "inf" | "+inf" => Some(f64::INFINITY),
+        "-Inf" | "-inf" => Some(f64::NEG_INFINITY),
+        _ => v.parse().ok(),
+    }
+}
+
+/// `a="x",b="y\"z"` into pairs.
+fn parse_labels(block: &str, out: &mut Vec<(String, String)>) -> Result<(), String> {
+    let mut rest = block.trim();
+    while !rest.is_empty() {
+        let eq = rest
+            .find('=')
+            .ok_or_else(|| format!("label {rest:?} has no ="))?;
+        let name = rest[..eq].trim();
+        let valid = name
+            .chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+            && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+        if !valid {
+            return Err(format!("{name:?} is not a label name"));
+        }
+        let after = rest[eq + 1..].trim_start();
+        let mut chars = after.char_indices();
+        if chars.next().map(|(_, c)| c) != Some('"') {
+            return Err(format!("the value of label {name:?} is not quoted"));
+        }
+        let mut value = String::new();
+        let mut end = None;
+        while let Some((i, c)) = chars.next() {
+            match c {
+                '\\' => match chars.next().map(|(_, c)| c) {
+                    Some('n') => value.push('\n'),
+                    Some(c @ ('\\' | '"')) => value.push(c),
+                    Some(c) => {
+                        value.push('\\');
+                        value.push(c);
+                    }
+                    None => break,
+                },
+                '"' => {
+                    end = Some(i);
+                    break;
+                }
+                c => value.push(c),
+            }
+        }
+        let end = end.ok_or_else(|| format!("the value of label {name:?} is not closed"))?;
+        out.push((name.to_owned(), value));
+        rest = after[end + 1..].trim_start();
+        if let Some(r) = rest.strip_prefix(',') {
+            rest = r.trim_start();
+        } else if !rest.is_empty() {
+            return Err(format!("expected , after label {name:?}"));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn samples_keep_quoted_commas_escapes_buckets_and_timestamps() {
+        let body = "# HELP http_requests_total Requests.\n# TYPE http_requests_total counter\nhttp_requests_total{method=\"post\",path=\"/a,b=c\",msg=\"say \\\"hi\\\"\\n\"} 1027 1395066363000\n# TYPE d histogram\nd_bucket{route=\"/x\",le=\"0.1\"} 3\nd_bucket{route=\"/x\",le=\"+Inf\"} 5\nd_sum{route=\"/x\"} 0.4\nd_count{route=\"/x\"} 5\nup_like NaN\n";
+        let p = parse(body);
+        assert_eq!(p.invalid_lines, 0, "{:?}", p.first_invalid);
+        assert_eq!(p.samples.len(), 6);
+        let first = &p.samples[0];
+        assert_eq!(
+            first.labels,
+            vec![
+                ("__name__".into(), "http_requests_total".into()),
+                ("method".into(), "post".into()),
+                ("path".into(), "/a,b=c".into()),
+                ("msg".into(), "say \"hi\"\n".into()),
+            ]
+        );
+        assert_eq!(first.value, 1027.0);
+        assert_eq!(first.timestamp_ms, Some(1_395_066_363_000));
+        assert_eq!(p.samples[2].labels[2], ("le".into(), "+Inf".into()));
+        assert_eq!(p.samples[2].value, 5.0);
+        assert!(p.samples[5].value.is_nan());
+    }
+
+    #[test]
+    fn garbage_lines_are_counted_and_named_by_line_number() {
+        let p = parse(
+            "ok 1\n<html>oops</html>\nbad{a=\"x} 2\nv three\nlabel{a=1} 3\nok2 2\nroute{r=\"/p/{id}\",q=\"}\\\"\"} 7 123\n",
+        );
+        assert_eq!(p.samples.len(), 3);
+        assert_eq!(
+            p.samples[2].labels[1..],
+            [
+                ("r".to_owned(), "/p/{id}".to_owned()),
+                ("q".to_owned(), "}\"".to_owned())
+            ]
+        );
+        assert_eq!(
+            (p.samples[2].value, p.samples[2].timestamp_ms),
+            (7.0, Some(123))
+        );
+        assert_eq!(p.invalid_lines, 4);
+        let lines: Vec<usize> = p.first_invalid.iter().map(|(l, _)| *l).collect();
+        assert_eq!(lines, vec![2, 3, 4, 5]);
+        assert!(
+            p.first_invalid[2].1.contains("not a number"),
+            "{:?}",
+            p.first_invalid
+        );
+    }
+}

@@ -1,0 +1,25 @@
+//! Keel's host agent.
+//!
+//! Collects telemetry on a host and ships it to the collector without
+//! losing it: Prometheus endpoints are scraped on their own intervals
+//! ([`scrape`], lines split by `prometheus-parse`, labels parsed by
+//! [`exposition`]), each scrape becomes an OTLP metrics batch
+//! ([`otlp`]), every batch is written to the on-disk buffer
+//! ([`buffer`]) before anything is sent, and the shipper ([`ship`])
+//! sends the buffer oldest first as OTLP/HTTP protobuf with gzip and a
+//! stable batch id, retrying with jittered exponential backoff and
+//! honouring `Retry-After`. A batch leaves the buffer only once the
+//! collector acknowledged it, so a crash, an outage or a lost answer
+//! costs a resend, never a record. [`run`] wires the parts together.
+//!
+//! The agent never links tantivy or sqlx: it is small enough for every
+//! host.
+
+pub mod buffer;
+pub mod config;
+pub mod exposition;
+pub mod otlp;
+pub mod run;
+pub mod scrape;
+pub mod ship;
+pub mod stats;

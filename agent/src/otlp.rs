@@ -1,0 +1,136 @@
+//! Series points as OTLP metrics requests.
+//!
+//! Each target's points become one resource (`service.name` = job,
+//! `service.instance.id` = instance, `host.name` = this host — the
+//! collector derives `job`/`instance` from them and keeps the rest in
+//! `target_info`, as Prometheus' OTLP ingestion does). Every point is an
+//! OTLP gauge with no unit, named as exposed, so the collector stores it
+//! under exactly the Prometheus name and labels the target exposed
+//! (counters included: PromQL reads a counter's samples, not its type).
+
+use std::io::Write;
+
+use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
+use opentelemetry_proto::tonic::common::v1::{AnyValue, InstrumentationScope, KeyValue, any_value};
+use opentelemetry_proto::tonic::metrics::v1::{
+    Gauge, Metric, NumberDataPoint, ResourceMetrics, ScopeMetrics, metric, number_data_point,
+};
+use opentelemetry_proto::tonic::resource::v1::Resource;
+use prost::Message;
+
+use crate::scrape::Point;
+
+fn kv(k: &str, v: &str) -> KeyValue {
+    KeyValue {
+        key: k.to_owned(),
+        value: Some(AnyValue {
+            value: Some(any_value::Value::StringValue(v.to_owned())),
+        }),
+        ..KeyValue::default()
+    }
+}
+
+/// One resource's points as `ResourceMetrics`: one metric per name.
+pub fn resource_metrics(resource: &[(&str, &str)], points: &[Point]) -> ResourceMetrics {
+    let mut metrics: Vec<Metric> = Vec::new();
+    let mut by_name: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
+    for p in points {
+        let name = p
+            .labels
+            .iter()
+            .find(|(k, _)| k == "__name__")
+            .map_or("", |(_, v)| v.as_str());
+        let i = *by_name.entry(name).or_insert_with(|| {
+            metrics.push(Metric {
+                name: name.to_owned(),
+                data: Some(metric::Data::Gauge(Gauge {
+                    data_points: Vec::new(),
+                })),
+                ..Metric::default()
+            });
+            metrics.len() - 1
+        });
+        if let Some(metric::Data::Gauge(g)) = &mut metrics[i].data {
+            g.data_points.push(NumberDataPoint {
+                attributes: p
+                    .labels
+                    .iter()
+                    .filter(|(k, _)| k != "__name__")
+                    .map(|(k, v)| kv(k, v))
+                    .collect(),
+                time_unix_nano: u64::try_from(p.t_ms).unwrap_or(0).saturating_mul(1_000_000),
+                value: Some(number_data_point::Value::AsDouble(p.value)),
+                ..NumberDataPoint::default()
+            });
+        }
+    }
+    ResourceMetrics {
+        resource: Some(Resource {
+            attributes: resource.iter().map(|(k, v)| kv(k, v)).collect(),
+            ..Resource::default()
+        }),
+        scope_metrics: vec![ScopeMetrics {
+            scope: Some(InstrumentationScope {
+                name: "keel-agent".into(),
+                version: env!("CARGO_PKG_VERSION").into(),
+                ..InstrumentationScope::default()
+            }),
+            metrics,
+            schema_url: String::new(),
+        }],
+        schema_url: String::new(),
+    }
+}
+
+/// Encode and gzip a request.
+pub fn gzip_request(req: &ExportMetricsServiceRequest) -> Vec<u8> {
+    let raw = req.encode_to_vec();
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    // Writing to a Vec cannot fail.
+    let _ = gz.write_all(&raw);
+    gz.finish().unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Read;
+
+    #[test]
+    fn points_round_trip_through_gzip_protobuf_grouped_by_name() {
+        let p = |name: &str, code: &str, v: f64| Point {
+            labels: vec![
+                ("__name__".into(), name.into()),
+                ("code".into(), code.into()),
+                ("job".into(), "web".into()),
+            ],
+            t_ms: 1_700_000_000_123,
+            value: v,
+        };
+        let rm = resource_metrics(
+            &[("service.name", "web"), ("host.name", "h1")],
+            &[
+                p("reqs_total", "200", 5.0),
+                p("reqs_total", "500", 1.0),
+                p("up", "", 1.0),
+            ],
+        );
+        let req = ExportMetricsServiceRequest {
+            resource_metrics: vec![rm],
+        };
+        let body = gzip_request(&req);
+        let mut raw = Vec::new();
+        flate2::read::GzDecoder::new(&body[..])
+            .read_to_end(&mut raw)
+            .expect("gunzip");
+        let back = ExportMetricsServiceRequest::decode(&raw[..]).expect("decode");
+        assert_eq!(back, req);
+        let metrics = &back.resource_metrics[0].scope_metrics[0].metrics;
+        assert_eq!(metrics.len(), 2);
+        let Some(metric::Data::Gauge(g)) = &metrics[0].data else {
+            panic!("gauge expected");
+        };
+        assert_eq!(g.data_points.len(), 2);
+        assert_eq!(g.data_points[0].time_unix_nano, 1_700_000_000_123_000_000);
+    }
+}

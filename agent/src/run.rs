@@ -1,0 +1,317 @@
+//! The running agent: scrape loops, the shipper, and the agent's own
+//! HTTP endpoint (`/metrics`, `/status`).
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::State;
+use axum::response::IntoResponse;
+use axum::routing::get;
+use keel_core::clock::SharedClock;
+use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
+use serde::Serialize;
+
+use crate::buffer::{Batch, BufferError, BufferStats, DiskBuffer, Signal};
+use crate::config::AgentConfig;
+use crate::scrape::{self, Health, Target};
+use crate::ship::{self, Shared};
+
+/// Errors starting the agent.
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    /// The disk buffer could not be opened.
+    #[error("disk buffer: {0}")]
+    Buffer(#[from] BufferError),
+    /// The listen address could not be bound.
+    #[error("listen on {addr}: {source}")]
+    Listen {
+        /// The address.
+        addr: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The HTTP client could not be built.
+    #[error("HTTP client: {0}")]
+    Client(#[from] reqwest::Error),
+}
+
+/// What `/status` answers (and `keel agent status` prints).
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
+pub struct Status {
+    /// This host's name.
+    pub hostname: String,
+    /// Where batches go.
+    pub collector: String,
+    /// Scrape targets and their last scrape.
+    pub targets: Vec<TargetStatus>,
+    /// Unsent batches on disk.
+    pub buffered_batches: u64,
+    /// Their bytes.
+    pub buffered_bytes: u64,
+    /// Records dropped because the buffer was full, all signals.
+    pub dropped_records: u64,
+    /// Age of the oldest unsent batch, seconds (0: none).
+    pub send_lag_seconds: f64,
+    /// Records the collector acknowledged, all signals.
+    pub sent_records: u64,
+}
+
+/// One target in [`Status`].
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
+pub struct TargetStatus {
+    /// The job.
+    pub job: String,
+    /// The URL.
+    pub url: String,
+    /// Whether the last scrape succeeded.
+    pub up: bool,
+    /// Why it failed.
+    pub error: Option<String>,
+    /// Seconds since the last scrape (None: not yet).
+    pub last_scrape_ago_seconds: Option<f64>,
+    /// Samples in the last scrape.
+    pub samples: usize,
+}
+
+struct Inner {
+    shared: Arc<Shared>,
+    health: Mutex<BTreeMap<String, Health>>,
+    clock: SharedClock,
+    hostname: String,
+    collector: String,
+}
+
+/// A running agent; dropping it stops every task.
+pub struct Agent {
+    /// The address of `/metrics` and `/status`.
+    pub addr: SocketAddr,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+    inner: Arc<Inner>,
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
+}
+
+/// This machine's hostname.
+pub fn local_hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .or_else(|_| std::fs::read_to_string("/etc/hostname"))
+        .map(|s| s.trim().to_owned())
+        .ok()
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "localhost".into())
+}
+
+impl Agent {
+    /// Open the buffer and start scraping, shipping and serving.
+    pub async fn start(config: AgentConfig, clock: SharedClock) -> Result<Self, AgentError> {
+        let buffer = DiskBuffer::open(
+            &config.data_dir.join("buffer"),
+            config.buffer.max_bytes,
+            config.buffer.fsync,
+        )?;
+        let hostname = if config.hostname.is_empty() {
+            local_hostname()
+        } else {
+            config.hostname.clone()
+        };
+        let shared = Arc::new(Shared {
+            buffer: Mutex::new(buffer),
+            pushed: tokio::sync::Notify::new(),
+            stats: crate::stats::Stats::default(),
+        });
+        let inner = Arc::new(Inner {
+            shared: shared.clone(),
+            health: Mutex::new(BTreeMap::new()),
+            clock: clock.clone(),
+            hostname: hostname.clone(),
+            collector: config.collector.clone(),
+        });
+        let client = reqwest::Client::builder()
+            .pool_idle_timeout(Duration::from_secs(30))
+            .build()?;
+        let mut tasks = Vec::new();
+        tasks.push(tokio::spawn(ship::run(
+            shared.clone(),
+            client.clone(),
+            config.collector.clone(),
+            config.retry.clone(),
+            clock.clone(),
+        )));
+        for job in &config.scrape {
+            for t in Target::of(job) {
+                tasks.push(tokio::spawn(scrape_loop(inner.clone(), client.clone(), t)));
+            }
+        }
+        let listener = tokio::net::TcpListener::bind(&config.listen)
+            .await
+            .map_err(|source| AgentError::Listen {
+                addr: config.listen.clone(),
+                source,
+            })?;
+        let addr = listener.local_addr().map_err(|source| AgentError::Listen {
+            addr: config.listen.clone(),
+            source,
+        })?;
+        let app = Router::new()
+            .route("/metrics", get(metrics))
+            .route("/status", get(status))
+            .with_state(inner.clone());
+        tasks.push(tokio::spawn(async move {
+            if let Err(e) = axum::serve(listener, app).await {
+                tracing::error!(error = %e, "agent HTTP server stopped");
+            }
+        }));
+        tracing::info!(%addr, collector = %config.collector, host = %hostname, "keel agent started");
+        Ok(Self { addr, tasks, inner })
+    }
+
+    /// The agent's status now.
+    pub fn status(&self) -> Status {
+        self.inner.status()
+    }
+}
+
+impl Inner {
+    fn buffer_stats(&self) -> (BufferStats, f64) {
+        let b = self.shared.buffer.lock().unwrap_or_else(|e| e.into_inner());
+        let lag = b
+            .oldest_created_ms()
+            .map_or(0.0, |t| (self.clock.now_ms() - t).max(0) as f64 / 1000.0);
+        (b.stats(), lag)
+    }
+
+    fn status(&self) -> Status {
+        let (b, lag) = self.buffer_stats();
+        let now = self.clock.now_ms();
+        let targets = self
+            .health
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .map(|h| TargetStatus {
+                job: h.job.clone(),
+                url: h.url.clone(),
+                up: h.up,
+                error: h.error.clone(),
+                last_scrape_ago_seconds: (h.last_scrape_ms > 0)
+                    .then(|| (now - h.last_scrape_ms).max(0) as f64 / 1000.0),
+                samples: h.samples,
+            })
+            .collect();
+        let sent = self
+            .shared
+            .stats
+            .sent
+            .iter()
+            .map(|c| c.load(std::sync::atomic::Ordering::Relaxed))
+            .sum();
+        Status {
+            hostname: self.hostname.clone(),
+            collector: self.collector.clone(),
+            targets,
+            buffered_batches: b.batches,
+            buffered_bytes: b.bytes,
+            dropped_records: b.dropped_records.iter().sum(),
+            send_lag_seconds: lag,
+            sent_records: sent,
+        }
+    }
+}
+
+async fn metrics(State(inner): State<Arc<Inner>>) -> impl IntoResponse {
+    let (b, lag) = inner.buffer_stats();
+    (
+        [("content-type", "text/plain; version=0.0.4")],
+        inner.shared.stats.render(&b, lag),
+    )
+}
+
+async fn status(State(inner): State<Arc<Inner>>) -> axum::Json<Status> {
+    axum::Json(inner.status())
+}
+
+/// Scrape `t` every interval (on the injected clock), buffering each
+/// scrape as one batch.
+async fn scrape_loop(inner: Arc<Inner>, client: reqwest::Client, t: Target) {
+    let mut next = inner.clock.now();
+    let mut was_up: Option<bool> = None;
+    loop {
+        inner.clock.sleep_until(next).await;
+        next += t.interval;
+        let o = scrape::scrape(&client, &t).await;
+        let now = inner.clock.now_ms();
+        let up = o.error.is_none();
+        if was_up != Some(up) || !up {
+            match &o.error {
+                Some(e) if was_up != Some(false) => {
+                    tracing::warn!(job = %t.job, url = %t.url, error = %e, "scrape failed: up 0");
+                }
+                None if was_up == Some(false) => {
+                    tracing::info!(job = %t.job, url = %t.url, "target is up again");
+                }
+                _ => {}
+            }
+        }
+        was_up = Some(up);
+        if o.invalid_lines > 0 {
+            inner
+                .shared
+                .stats
+                .invalid_scrape_lines
+                .fetch_add(o.invalid_lines as u64, std::sync::atomic::Ordering::Relaxed);
+            tracing::warn!(
+                job = %t.job, url = %t.url, lines = o.invalid_lines,
+                first = ?o.first_invalid, "scrape: unparseable lines skipped"
+            );
+        }
+        let points = scrape::points(&t, &o, now);
+        let records = points.len() as u32;
+        let rm = crate::otlp::resource_metrics(
+            &[
+                ("service.name", &t.job),
+                ("service.instance.id", &t.instance),
+                ("host.name", &inner.hostname),
+            ],
+            &points,
+        );
+        let body = crate::otlp::gzip_request(&ExportMetricsServiceRequest {
+            resource_metrics: vec![rm],
+        });
+        let batch = Batch {
+            id: rand::random(),
+            signal: Signal::Metrics,
+            records,
+            created_ms: now,
+            body,
+        };
+        if let Err(e) = inner.shared.push(&batch) {
+            tracing::error!(error = %e, "disk buffer: cannot write a scrape; it is lost");
+        }
+        inner
+            .health
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(
+                format!("{}\u{0}{}", t.job, t.url),
+                Health {
+                    url: t.url.clone(),
+                    job: t.job.clone(),
+                    up,
+                    error: o.error.clone(),
+                    last_scrape_ms: now,
+                    duration_seconds: o.duration.as_secs_f64(),
+                    samples: o.samples.len(),
+                    invalid_lines: o.invalid_lines,
+                },
+            );
+    }
+}

@@ -1,0 +1,315 @@
+//! Scraping Prometheus endpoints, with Prometheus' labelling rules.
+//!
+//! Each target gets `job` (the scrape job) and `instance` (host:port of
+//! its URL) plus the job's extra labels. A scraped label that collides
+//! with one of those is kept as `exported_<name>` unless the job sets
+//! `honor_labels`, which keeps the target's value instead. Every scrape
+//! also yields `up` (1 or 0), `scrape_duration_seconds` and
+//! `scrape_samples_scraped`, so a target that times out, answers garbage
+//! or is gone shows `up 0`, and the reason is logged and kept for
+//! `keel agent status`.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+
+use crate::config::ScrapeJob;
+use crate::exposition;
+
+/// One target of a job.
+#[derive(Debug, Clone)]
+pub struct Target {
+    /// The job's name.
+    pub job: String,
+    /// The metrics URL.
+    pub url: String,
+    /// host:port, the `instance` label.
+    pub instance: String,
+    /// How often it is scraped.
+    pub interval: Duration,
+    /// How long a scrape may take.
+    pub timeout: Duration,
+    /// Keep the target's labels on collisions.
+    pub honor_labels: bool,
+    /// The job's extra labels.
+    pub labels: BTreeMap<String, String>,
+}
+
+impl Target {
+    /// The targets of a job.
+    pub fn of(job: &ScrapeJob) -> Vec<Target> {
+        job.targets
+            .iter()
+            .map(|url| Target {
+                job: job.job.clone(),
+                url: url.clone(),
+                instance: reqwest::Url::parse(url)
+                    .ok()
+                    .and_then(|u| {
+                        let host = u.host_str()?.to_owned();
+                        Some(match u.port_or_known_default() {
+                            Some(p) => format!("{host}:{p}"),
+                            None => host,
+                        })
+                    })
+                    .unwrap_or_else(|| url.clone()),
+                interval: job.interval,
+                timeout: job.timeout,
+                honor_labels: job.honor_labels,
+                labels: job.labels.clone(),
+            })
+            .collect()
+    }
+
+    /// The labels every series of this target carries.
+    pub fn target_labels(&self) -> Vec<(String, String)> {
+        let mut l = vec![
+            ("job".to_owned(), self.job.clone()),
+            ("instance".to_owned(), self.instance.clone()),
+        ];
+        l.extend(self.labels.iter().map(|(k, v)| (k.clone(), v.clone())));
+        l
+    }
+}
+
+/// One series point ready to ship: labels (with `__name__`), time, value.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Point {
+    /// Sorted label pairs, `__name__` included.
+    pub labels: Vec<(String, String)>,
+    /// Milliseconds since the epoch.
+    pub t_ms: i64,
+    /// The value.
+    pub value: f64,
+}
+
+/// The last scrape of a target, for status.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Health {
+    /// The target's URL.
+    pub url: String,
+    /// Its job.
+    pub job: String,
+    /// Whether the last scrape succeeded.
+    pub up: bool,
+    /// Why it failed.
+    pub error: Option<String>,
+    /// When it ran (ms since the epoch; 0: not yet).
+    pub last_scrape_ms: i64,
+    /// How long it took.
+    pub duration_seconds: f64,
+    /// Samples it returned.
+    pub samples: usize,
+    /// Lines it could not parse.
+    pub invalid_lines: usize,
+}
+
+/// What one scrape got.
+#[derive(Debug)]
+pub struct Outcome {
+    /// The samples (empty when the scrape failed).
+    pub samples: Vec<exposition::Sample>,
+    /// The reason it failed, if it did.
+    pub error: Option<String>,
+    /// How long it took.
+    pub duration: Duration,
+    /// Lines that could not be parsed, and the first few of them.
+    pub invalid_lines: usize,
+    /// The first unparseable lines (line number, why).
+    pub first_invalid: Vec<(usize, String)>,
+}
+
+/// Scrape `t` once.
+pub async fn scrape(client: &reqwest::Client, t: &Target) -> Outcome {
+    let start = Instant::now();
+    let got = async {
+        let resp = client
+            .get(&t.url)
+            .header("Accept", "text/plain;version=0.0.4")
+            .timeout(t.timeout)
+            .send()
+            .await
+            .map_err(|e| describe(&e, t.timeout))?;
+        if !resp.status().is_success() {
+            return Err(format!("HTTP status {}", resp.status()));
+        }
+        resp.text().await.map_err(|e| describe(&e, t.timeout))
+    }
+    .await;
+    let duration = start.elapsed();
+    match got {
+        Err(error) => Outcome {
+            samples: Vec::new(),
+            error: Some(error),
+            duration,
+            invalid_lines: 0,
+            first_invalid: Vec::new(),
+        },
+        Ok(body) => {
+            let p = exposition::parse(&body);
+            // A body with lines but not one sample is not a metrics page.
+            let error = (p.samples.is_empty() && p.invalid_lines > 0).then(|| {
+                let (line, why) = p.first_invalid.first().cloned().unwrap_or_default();
+                format!(
+                    "not the Prometheus text format: {} unparseable line(s), first at line {line}: {why}",
+                    p.invalid_lines
+                )
+            });
+            Outcome {
+                samples: p.samples,
+                error,
+                duration,
+                invalid_lines: p.invalid_lines,
+                first_invalid: p.first_invalid,
+            }
+        }
+    }
+}
+
+fn describe(e: &reqwest::Error, timeout: Duration) -> String {
+    if e.is_timeout() {
+        format!("timed out after {}", keel_core::duration::format(timeout))
+    } else if e.is_connect() {
+        format!("cannot connect: {}", root_cause(e))
+    } else {
+        root_cause(e)
+    }
+}
+
+fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut s = e.to_string();
+    let mut src = e.source();
+    while let Some(inner) = src {
+        s = format!("{s}: {inner}");
+        src = inner.source();
+    }
+    s
+}
+
+/// The series points of one scrape of `t` at `now_ms`, with Prometheus'
+/// labelling and the synthetic `up` / `scrape_*` series.
+pub fn points(t: &Target, o: &Outcome, now_ms: i64) -> Vec<Point> {
+    let target = t.target_labels();
+    let mut out = Vec::with_capacity(o.samples.len() + 3);
+    if o.error.is_none() {
+        for s in &o.samples {
+            let mut labels: Vec<(String, String)> = Vec::with_capacity(s.labels.len() + 2);
+            for (k, v) in &s.labels {
+                let clash = target.iter().any(|(tk, _)| tk == k);
+                if !clash || t.honor_labels {
+                    labels.push((k.clone(), v.clone()));
+                } else {
+                    labels.push((format!("exported_{k}"), v.clone()));
+                }
+            }
+            for (k, v) in &target {
+                if !labels.iter().any(|(lk, _)| lk == k) {
+                    labels.push((k.clone(), v.clone()));
+                }
+            }
+            labels.retain(|(_, v)| !v.is_empty());
+            labels.sort();
+            out.push(Point {
+                labels,
+                t_ms: s.timestamp_ms.unwrap_or(now_ms),
+                value: s.value,
+            });
+        }
+    }
+    let n = if o.error.is_none() {
+        o.samples.len()
+    } else {
+        0
+    };
+    for (name, value) in [
+        ("up", if o.error.is_none() { 1.0 } else { 0.0 }),
+        ("scrape_duration_seconds", o.duration.as_secs_f64()),
+        ("scrape_samples_scraped", n as f64),
+    ] {
+        let mut labels = target.clone();
+        labels.push(("__name__".into(), name.into()));
+        labels.sort();
+        out.push(Point {
+            labels,
+            t_ms: now_ms,
+            value,
+        });
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn target(honor: bool) -> Target {
+        Target {
+            job: "web".into(),
+            url: "http://10.0.0.1:9100/metrics".into(),
+            instance: "10.0.0.1:9100".into(),
+            interval: Duration::from_secs(10),
+            timeout: Duration::from_secs(1),
+            honor_labels: honor,
+            labels: BTreeMap::from([("tier".to_owned(), "web".to_owned())]),
+        }
+    }
+
+    fn outcome(body: &str) -> Outcome {
+        let p = exposition::parse(body);
+        Outcome {
+            samples: p.samples,
+            error: None,
+            duration: Duration::from_millis(20),
+            invalid_lines: p.invalid_lines,
+            first_invalid: p.first_invalid,
+        }
+    }
+
+    fn get<'a>(p: &'a Point, k: &str) -> Option<&'a str> {
+        p.labels
+            .iter()
+            .find(|(n, _)| n == k)
+            .map(|(_, v)| v.as_str())
+    }
+
+    #[test]
+    fn colliding_labels_are_exported_unless_honoured() {
+        let o = outcome("reqs{job=\"inner\",instance=\"pod-1\",code=\"200\"} 5\n");
+        let p = points(&target(false), &o, 1000);
+        assert_eq!(p.len(), 4);
+        assert_eq!(get(&p[0], "job"), Some("web"));
+        assert_eq!(get(&p[0], "exported_job"), Some("inner"));
+        assert_eq!(get(&p[0], "instance"), Some("10.0.0.1:9100"));
+        assert_eq!(get(&p[0], "exported_instance"), Some("pod-1"));
+        assert_eq!(get(&p[0], "tier"), Some("web"));
+        let p = points(&target(true), &o, 1000);
+        assert_eq!(get(&p[0], "job"), Some("inner"));
+        assert_eq!(get(&p[0], "instance"), Some("pod-1"));
+        assert_eq!(get(&p[0], "exported_job"), None);
+        let up = p
+            .iter()
+            .find(|p| get(p, "__name__") == Some("up"))
+            .expect("up");
+        assert_eq!((up.value, get(up, "job")), (1.0, Some("web")));
+    }
+
+    #[test]
+    fn a_failed_scrape_is_up_zero_with_no_samples() {
+        let o = Outcome {
+            samples: Vec::new(),
+            error: Some("timed out after 1s".into()),
+            duration: Duration::from_secs(1),
+            invalid_lines: 0,
+            first_invalid: Vec::new(),
+        };
+        let p = points(&target(false), &o, 1000);
+        let names: Vec<&str> = p.iter().filter_map(|p| get(p, "__name__")).collect();
+        assert_eq!(
+            names,
+            vec!["up", "scrape_duration_seconds", "scrape_samples_scraped"]
+        );
+        assert_eq!(p[0].value, 0.0);
+        assert_eq!(p[2].value, 0.0);
+    }
+}

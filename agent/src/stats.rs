@@ -1,0 +1,95 @@
+//! The agent's own counters, exposed on its `/metrics`.
+
+use std::fmt::Write;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use crate::buffer::{BufferStats, Signal};
+
+/// Counters per signal, shared by the parts of the agent.
+#[derive(Debug, Default)]
+pub struct Stats {
+    /// Records the collector acknowledged.
+    pub sent: [AtomicU64; 3],
+    /// Failed attempts to send a batch (each retried).
+    pub failed: [AtomicU64; 3],
+    /// Records the collector rejected as invalid (not retried).
+    pub rejected: [AtomicU64; 3],
+    /// Records written to the disk buffer.
+    pub buffered: [AtomicU64; 3],
+    /// Scrape lines that could not be parsed.
+    pub invalid_scrape_lines: AtomicU64,
+}
+
+impl Stats {
+    /// Add `n` to a per-signal counter.
+    pub fn add(counter: &[AtomicU64; 3], s: Signal, n: u64) {
+        counter[s.index()].fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// Prometheus text of the counters and the buffer's state.
+    pub fn render(&self, buffer: &BufferStats, send_lag_seconds: f64) -> String {
+        let mut out = String::new();
+        let per_signal: [(&str, &str, &[AtomicU64; 3]); 4] = [
+            (
+                "keel_agent_sent_records_total",
+                "Records the collector acknowledged.",
+                &self.sent,
+            ),
+            (
+                "keel_agent_send_failures_total",
+                "Failed attempts to send a batch (retried).",
+                &self.failed,
+            ),
+            (
+                "keel_agent_rejected_records_total",
+                "Records the collector rejected as invalid.",
+                &self.rejected,
+            ),
+            (
+                "keel_agent_buffered_records_total",
+                "Records written to the disk buffer.",
+                &self.buffered,
+            ),
+        ];
+        for (name, help, c) in per_signal {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
+            for s in Signal::ALL {
+                let v = c[s.index()].load(Ordering::Relaxed);
+                let _ = writeln!(out, "{name}{{signal=\"{}\"}} {v}", s.name());
+            }
+        }
+        let name = "keel_agent_dropped_records_total";
+        let _ = writeln!(
+            out,
+            "# HELP {name} Records dropped because the disk buffer was full.\n# TYPE {name} counter"
+        );
+        for s in Signal::ALL {
+            let _ = writeln!(
+                out,
+                "{name}{{signal=\"{}\"}} {}",
+                s.name(),
+                buffer.dropped_records[s.index()]
+            );
+        }
+        let _ = writeln!(
+            out,
+            "# HELP keel_agent_buffer_bytes Bytes of unsent batches on disk.\n# TYPE keel_agent_buffer_bytes gauge\nkeel_agent_buffer_bytes {}",
+            buffer.bytes
+        );
+        let _ = writeln!(
+            out,
+            "# HELP keel_agent_buffer_batches Unsent batches on disk.\n# TYPE keel_agent_buffer_batches gauge\nkeel_agent_buffer_batches {}",
+            buffer.batches
+        );
+        let _ = writeln!(
+            out,
+            "# HELP keel_agent_send_lag_seconds Age of the oldest unsent batch.\n# TYPE keel_agent_send_lag_seconds gauge\nkeel_agent_send_lag_seconds {send_lag_seconds}"
+        );
+        let _ = writeln!(
+            out,
+            "# HELP keel_agent_invalid_scrape_lines_total Scrape lines that could not be parsed.\n# TYPE keel_agent_invalid_scrape_lines_total counter\nkeel_agent_invalid_scrape_lines_total {}",
+            self.invalid_scrape_lines.load(Ordering::Relaxed)
+        );
+        out
+    }
+}

@@ -1,0 +1,242 @@
+//! `keel agent run` and `keel agent status`.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use keel_core::clock::{SharedClock, SystemClock};
+use keel_core::config::Validate;
+
+/// What `keel agent` does.
+#[derive(clap::Subcommand)]
+pub enum AgentCommand {
+    /// Run the agent: scrape, buffer on disk, ship to the collector.
+    Run(RunArgs),
+    /// Show the running agent's targets, buffer and send lag.
+    Status(StatusArgs),
+    /// Write a systemd unit and a commented config, ready to enable.
+    Install(InstallArgs),
+    /// Remove the systemd unit (the config and the buffer stay unless --purge).
+    Uninstall(UninstallArgs),
+}
+
+/// Flags of `keel agent install`.
+#[derive(clap::Args)]
+pub struct InstallArgs {
+    /// Where the config goes (left alone if it exists).
+    #[arg(long, default_value = "/etc/keel/agent.yaml")]
+    config_file: PathBuf,
+    /// Where the systemd unit goes.
+    #[arg(long, default_value = "/etc/systemd/system/keel-agent.service")]
+    unit_file: PathBuf,
+    /// The collector's OTLP/HTTP base URL written into the config.
+    #[arg(long, default_value = "http://127.0.0.1:4318")]
+    collector: String,
+    /// Where the agent keeps its buffer.
+    #[arg(long, default_value = "/var/lib/keel-agent")]
+    data_dir: PathBuf,
+}
+
+/// Flags of `keel agent uninstall`.
+#[derive(clap::Args)]
+pub struct UninstallArgs {
+    /// The unit to remove.
+    #[arg(long, default_value = "/etc/systemd/system/keel-agent.service")]
+    unit_file: PathBuf,
+    /// Also remove this config file.
+    #[arg(long)]
+    purge: Option<PathBuf>,
+}
+
+/// Flags of `keel agent run` (they override the config file and environment).
+#[derive(clap::Args)]
+pub struct RunArgs {
+    /// The collector's OTLP/HTTP base URL.
+    #[arg(long)]
+    collector: Option<String>,
+    /// Where the disk buffer lives.
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// Address of the agent's /metrics and /status (port 0: a free one).
+    #[arg(long)]
+    listen: Option<String>,
+}
+
+/// Flags of `keel agent status`.
+#[derive(clap::Args)]
+pub struct StatusArgs {
+    /// The agent's address (its `listen` setting).
+    #[arg(long, default_value = "http://127.0.0.1:9465")]
+    url: String,
+    /// Print the JSON answer as is.
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn run(config_path: Option<&Path>, cmd: AgentCommand) -> anyhow::Result<()> {
+    match cmd {
+        AgentCommand::Run(args) => run_agent(config_path, args),
+        AgentCommand::Status(args) => status(args),
+        AgentCommand::Install(args) => install(args),
+        AgentCommand::Uninstall(args) => uninstall(args),
+    }
+}
+
+/// The config `keel agent install` writes: the agent section with every
+/// option, commented.
+fn default_config(collector: &str, data_dir: &Path) -> String {
+    format!(
+        r#"# Keel agent configuration (written by `keel agent install`).
+# Every option is shown with its default; unknown keys are errors.
+# Check it with: keel --config THIS_FILE config
+agent:
+  collector: {collector}   # the collector's OTLP/HTTP base URL
+  hostname: ""                 # host.name on everything sent; "": this machine's hostname
+  data_dir: {data_dir}         # the disk buffer of unsent batches
+  listen: 127.0.0.1:9465       # the agent's /metrics and /status (keel agent status)
+  buffer:
+    max_bytes: 268435456       # past this the oldest unsent batches are dropped, and counted
+    fsync: false               # true: each batch synced to disk (survives power loss)
+  retry:
+    initial: 250ms             # first wait after a failed send, doubling, jittered
+    max: 30s                   # longest wait (a 429/503 Retry-After may be longer)
+    timeout: 10s               # one request may take this long
+  scrape: []
+  # scrape:
+  #   - job: node                        # the job label
+  #     targets: [http://127.0.0.1:9100/metrics]
+  #     interval: 10s
+  #     timeout: 5s                      # at most the interval
+  #     honor_labels: false              # true: keep the target's own job/instance
+  #     labels: {{tier: web}}              # extra labels on every series
+"#,
+        data_dir = data_dir.display()
+    )
+}
+
+fn unit(binary: &Path, config: &Path) -> String {
+    format!(
+        "[Unit]\nDescription=Keel agent: scrape, buffer and ship telemetry to the Keel collector\nAfter=network-online.target\nWants=network-online.target\n\n[Service]\nExecStart={} --config {} agent run\nRestart=always\nRestartSec=2\n# The buffer survives restarts; SIGTERM stops it cleanly.\nKillSignal=SIGTERM\n\n[Install]\nWantedBy=multi-user.target\n",
+        binary.display(),
+        config.display()
+    )
+}
+
+fn install(args: InstallArgs) -> anyhow::Result<()> {
+    let binary = std::env::current_exe().context("where is this keel binary?")?;
+    for p in [&args.config_file, &args.unit_file] {
+        if let Some(dir) = p.parent() {
+            std::fs::create_dir_all(dir).with_context(|| format!("create {}", dir.display()))?;
+        }
+    }
+    if args.config_file.exists() {
+        println!("kept {} (it exists)", args.config_file.display());
+    } else {
+        let text = default_config(&args.collector, &args.data_dir);
+        // What is written must load: the same checks as `keel agent run`.
+        let parsed: crate::config::KeelConfig =
+            keel_core::config::parse_yaml(&args.config_file.display().to_string(), &text)?;
+        parsed.check(&args.config_file.display().to_string())?;
+        std::fs::write(&args.config_file, text)
+            .with_context(|| format!("write {}", args.config_file.display()))?;
+        println!("wrote {}", args.config_file.display());
+    }
+    std::fs::write(&args.unit_file, unit(&binary, &args.config_file))
+        .with_context(|| format!("write {}", args.unit_file.display()))?;
+    println!("wrote {}", args.unit_file.display());
+    println!("next: systemctl daemon-reload && systemctl enable --now keel-agent");
+    Ok(())
+}
+
+fn uninstall(args: UninstallArgs) -> anyhow::Result<()> {
+    match std::fs::remove_file(&args.unit_file) {
+        Ok(()) => println!("removed {}", args.unit_file.display()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            println!("{} is not there", args.unit_file.display());
+        }
+        Err(e) => return Err(e).with_context(|| format!("remove {}", args.unit_file.display())),
+    }
+    if let Some(c) = args.purge {
+        std::fs::remove_file(&c).with_context(|| format!("remove {}", c.display()))?;
+        println!("removed {}", c.display());
+    }
+    println!("first, if it runs: systemctl disable --now keel-agent");
+    Ok(())
+}
+
+fn run_agent(config_path: Option<&Path>, args: RunArgs) -> anyhow::Result<()> {
+    let mut config = crate::config::load(config_path)?;
+    let a = &mut config.agent;
+    if let Some(c) = args.collector {
+        a.collector = c;
+    }
+    if let Some(d) = args.data_dir {
+        a.data_dir = d;
+    }
+    if let Some(l) = args.listen {
+        a.listen = l;
+    }
+    config.check("command-line flags")?;
+    let _ = keel_sampleapp::telemetry::init_stderr_logging();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    runtime.block_on(async move {
+        let clock: SharedClock = Arc::new(SystemClock);
+        let agent = keel_agent::run::Agent::start(config.agent.clone(), clock).await?;
+        crate::up::say(&format!(
+            "keel agent: status http://{}/status, metrics http://{}/metrics, shipping to {}",
+            agent.addr, agent.addr, config.agent.collector
+        ));
+        keel_sampleapp::process::shutdown_signal().await;
+        drop(agent);
+        anyhow::Ok(())
+    })
+}
+
+fn status(args: StatusArgs) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let url = format!("{}/status", args.url.trim_end_matches('/'));
+    let text = runtime.block_on(async {
+        let resp = reqwest::get(&url)
+            .await
+            .with_context(|| format!("{url}: is the agent running?"))?;
+        anyhow::Ok(resp.text().await?)
+    })?;
+    if args.json {
+        println!("{text}");
+        return Ok(());
+    }
+    let s: keel_agent::run::Status =
+        serde_json::from_str(&text).with_context(|| format!("{url}: not an agent status"))?;
+    println!("host {}  →  {}", s.hostname, s.collector);
+    println!(
+        "buffer: {} batches, {} bytes; send lag {:.1} s; sent {} records; dropped {} records",
+        s.buffered_batches, s.buffered_bytes, s.send_lag_seconds, s.sent_records, s.dropped_records
+    );
+    println!(
+        "{:<16} {:<4} {:>8} {:>10}  URL / error",
+        "JOB", "UP", "SAMPLES", "LAST"
+    );
+    for t in &s.targets {
+        let last = t
+            .last_scrape_ago_seconds
+            .map_or("never".to_owned(), |a| format!("{a:.1}s ago"));
+        println!(
+            "{:<16} {:<4} {:>8} {:>10}  {}{}",
+            t.job,
+            if t.up { "1" } else { "0" },
+            t.samples,
+            last,
+            t.url,
+            t.error
+                .as_deref()
+                .map(|e| format!("  ({e})"))
+                .unwrap_or_default()
+        );
+    }
+    Ok(())
+}

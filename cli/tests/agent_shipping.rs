@@ -1,0 +1,325 @@
+//! The agent against the real collector process: scrape failures are
+//! `up 0` with a reason while other targets go on, and a collector outage
+//! loses nothing the agent scraped.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use axum::Router;
+use axum::routing::get;
+use keel_agent::config::{AgentConfig, RetryConfig, ScrapeJob};
+use keel_agent::run::Agent;
+use keel_core::clock::{SharedClock, SystemClock};
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+
+/// Serve `app` on a free port; the address.
+async fn serve(app: Router) -> SocketAddr {
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = l.local_addr().expect("addr");
+    tokio::spawn(async move { axum::serve(l, app).await });
+    addr
+}
+
+fn job(name: &str, addr: SocketAddr, interval_ms: u64, timeout_ms: u64) -> ScrapeJob {
+    ScrapeJob {
+        job: name.into(),
+        targets: vec![format!("http://{addr}/metrics")],
+        interval: Duration::from_millis(interval_ms),
+        timeout: Duration::from_millis(timeout_ms),
+        honor_labels: false,
+        labels: Default::default(),
+    }
+}
+
+fn agent_config(dir: &std::path::Path, collector: &str, scrape: Vec<ScrapeJob>) -> AgentConfig {
+    AgentConfig {
+        collector: collector.into(),
+        hostname: "test-host".into(),
+        data_dir: dir.join("agent"),
+        listen: "127.0.0.1:0".into(),
+        retry: RetryConfig {
+            initial: Duration::from_millis(20),
+            max: Duration::from_millis(200),
+            timeout: Duration::from_secs(5),
+        },
+        scrape,
+        ..AgentConfig::default()
+    }
+}
+
+/// The value of an instant query that returns one series.
+async fn scalar(api: &str, q: &str) -> Option<f64> {
+    let (status, v) = common::get_json(&format!("{api}/api/v1/query?query={}", urlencode(q))).await;
+    if status != 200 {
+        return None;
+    }
+    let r = v["data"]["result"].as_array()?;
+    if r.len() != 1 {
+        return None;
+    }
+    r[0]["value"][1].as_str()?.parse().ok()
+}
+
+fn urlencode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'-' | b'_' | b'.' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_target_that_hangs_answers_garbage_or_is_gone_is_up_0_and_others_go_on() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (collector, otlp, api) = common::spawn_collector(dir.path(), 0, 0);
+    let _kill = KillOnDrop(collector);
+    let good = serve(Router::new().route(
+        "/metrics",
+        get(|| async {
+            "# TYPE reqs_total counter\nreqs_total{code=\"200\",job=\"inner\"} 41\nreqs_total{code=\"500\"} 1\n"
+        }),
+    ))
+    .await;
+    let hangs = serve(Router::new().route(
+        "/metrics",
+        get(|| async {
+            std::future::pending::<()>().await;
+            ""
+        }),
+    ))
+    .await;
+    let garbage =
+        serve(Router::new().route("/metrics", get(|| async { "<html>\nnope\n</html>\n" }))).await;
+    let gone = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        l.local_addr().expect("addr")
+    };
+    let config = agent_config(
+        dir.path(),
+        &otlp,
+        vec![
+            job("good", good, 100, 80),
+            job("hangs", hangs, 100, 80),
+            job("garbage", garbage, 100, 80),
+            job("gone", gone, 100, 80),
+        ],
+    );
+    let clock: SharedClock = Arc::new(SystemClock);
+    let agent = Agent::start(config, clock).await.expect("agent starts");
+    for (job, want) in [
+        ("good", 1.0),
+        ("hangs", 0.0),
+        ("garbage", 0.0),
+        ("gone", 0.0),
+    ] {
+        let q = format!("up{{job=\"{job}\",host_name=\"\"}}");
+        let got = common::eventually(&q, Duration::from_secs(20), || {
+            let api = api.clone();
+            let q = q.clone();
+            async move { scalar(&api, &q).await }
+        })
+        .await;
+        assert_eq!(got, want, "{job}");
+    }
+    // The good target's series, with Prometheus' collision rule.
+    let v = common::eventually("reqs_total", Duration::from_secs(10), || {
+        let api = api.clone();
+        async move {
+            scalar(
+                &api,
+                "reqs_total{job=\"good\",exported_job=\"inner\",code=\"200\"}",
+            )
+            .await
+        }
+    })
+    .await;
+    assert_eq!(v, 41.0);
+    // target_info carries the host the agent runs on.
+    let t = scalar(&api, "target_info{job=\"good\",host_name=\"test-host\"}").await;
+    assert_eq!(t, Some(1.0));
+    let status = agent.status();
+    let reason = |job: &str| {
+        status
+            .targets
+            .iter()
+            .find(|t| t.job == job)
+            .and_then(|t| t.error.clone())
+            .unwrap_or_default()
+    };
+    assert!(reason("hangs").contains("timed out"), "{}", reason("hangs"));
+    assert!(
+        reason("garbage").contains("not the Prometheus text format"),
+        "{}",
+        reason("garbage")
+    );
+    assert!(
+        reason("gone").contains("cannot connect"),
+        "{}",
+        reason("gone")
+    );
+    assert_eq!(reason("good"), "");
+}
+
+/// A target whose counter is the number of times it was scraped.
+async fn counting_target() -> (SocketAddr, Arc<AtomicU64>) {
+    let n = Arc::new(AtomicU64::new(0));
+    let c = n.clone();
+    let addr = serve(Router::new().route(
+        "/metrics",
+        get(move || {
+            let c = c.clone();
+            async move {
+                let i = c.fetch_add(1, Ordering::SeqCst) + 1;
+                format!("# TYPE scrapes_total counter\nscrapes_total {i}\n")
+            }
+        }),
+    ))
+    .await;
+    (addr, n)
+}
+
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn port(url: &str) -> u16 {
+    url.rsplit(':')
+        .next()
+        .and_then(|p| p.parse().ok())
+        .expect("port")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_collector_outage_loses_no_scrape_and_doubles_none() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("collector");
+    std::fs::create_dir_all(&data).expect("mkdir");
+    let (collector, otlp, api) = common::spawn_collector(&data, 0, 0);
+    let mut collector = KillOnDrop(collector);
+    let (target, scrapes) = counting_target().await;
+    let config = agent_config(dir.path(), &otlp, vec![job("count", target, 50, 40)]);
+    let clock: SharedClock = Arc::new(SystemClock);
+    let agent = Agent::start(config, clock).await.expect("agent starts");
+    let q = "count_over_time(scrapes_total{job=\"count\"}[1h])";
+    common::eventually("first scrapes arrive", Duration::from_secs(20), || {
+        let api = api.clone();
+        async move { scalar(&api, q).await.filter(|n| *n >= 3.0) }
+    })
+    .await;
+    // The collector dies; the agent goes on scraping into its buffer.
+    kill(Pid::from_raw(collector.0.id() as i32), Signal::SIGKILL).expect("kill");
+    let _ = collector.0.wait();
+    common::eventually(
+        "batches buffer during the outage",
+        Duration::from_secs(20),
+        || {
+            let s = agent.status();
+            async move { (s.buffered_batches >= 20).then_some(()) }
+        },
+    )
+    .await;
+    let (_, metrics) = common::get_text(&format!("http://{}/metrics", agent.addr)).await;
+    let failures = metrics
+        .lines()
+        .find(|l| l.starts_with("keel_agent_send_failures_total{signal=\"metrics\"}"))
+        .and_then(|l| l.split_whitespace().last())
+        .and_then(|v| v.parse::<u64>().ok())
+        .unwrap_or(0);
+    assert!(
+        failures > 0,
+        "sends failed while the collector was down:\n{metrics}"
+    );
+    let (collector, _, api) = common::spawn_collector(&data, port(&otlp), port(&api));
+    let _collector = KillOnDrop(collector);
+    common::eventually("the backlog drains", Duration::from_secs(30), || {
+        let s = agent.status();
+        async move { (s.buffered_batches <= 1).then_some(()) }
+    })
+    .await;
+    // Stop scraping, and ship what is left with a fresh agent.
+    drop(agent);
+    let served = scrapes.load(Ordering::SeqCst);
+    let config = agent_config(dir.path(), &otlp, Vec::new());
+    let clock: SharedClock = Arc::new(SystemClock);
+    let drain = Agent::start(config, clock).await.expect("agent restarts");
+    common::eventually("the rest drains", Duration::from_secs(30), || {
+        let s = drain.status();
+        async move { (s.buffered_batches == 0).then_some(()) }
+    })
+    .await;
+    // Every scrape the target served is in the collector exactly once:
+    // its value i arrived once for every i (sum of 1..=n, count n).
+    let count = scalar(&api, q).await.expect("count");
+    let sum = scalar(&api, "sum_over_time(scrapes_total{job=\"count\"}[1h])")
+        .await
+        .expect("sum");
+    // The last scrape may have been served but cut by the stop.
+    let n = count as u64;
+    assert!(
+        n == served || n + 1 == served,
+        "stored {n}, served {served}"
+    );
+    assert_eq!(sum as u64, n * (n + 1) / 2, "each value once, none twice");
+}
+
+#[test]
+fn install_writes_a_loadable_config_and_a_unit_and_uninstall_removes_them() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = dir.path().join("etc/keel/agent.yaml");
+    let unit = dir.path().join("systemd/keel-agent.service");
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new(common::KEEL)
+            .args(args)
+            .output()
+            .expect("run keel");
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let c = config.to_str().expect("utf-8");
+    let u = unit.to_str().expect("utf-8");
+    run(&[
+        "agent",
+        "install",
+        "--config-file",
+        c,
+        "--unit-file",
+        u,
+        "--collector",
+        "http://10.0.0.5:4318",
+    ]);
+    let unit_text = std::fs::read_to_string(&unit).expect("unit");
+    assert!(
+        unit_text.contains(&format!("--config {c} agent run")),
+        "{unit_text}"
+    );
+    assert!(unit_text.contains("WantedBy=multi-user.target"));
+    // The config loads as is, with the collector given.
+    let effective = run(&["--config", c, "config"]);
+    assert!(effective.contains("http://10.0.0.5:4318"), "{effective}");
+    // A second install keeps an edited config.
+    std::fs::write(&config, "agent:\n  hostname: edited\n").expect("edit");
+    run(&["agent", "install", "--config-file", c, "--unit-file", u]);
+    assert_eq!(
+        std::fs::read_to_string(&config).expect("config"),
+        "agent:\n  hostname: edited\n"
+    );
+    run(&["agent", "uninstall", "--unit-file", u, "--purge", c]);
+    assert!(!unit.exists() && !config.exists());
+}
