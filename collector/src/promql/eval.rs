@@ -94,6 +94,41 @@ struct Ctx<'s> {
     stripped: crate::FastMap<usize, (Labels, Labels)>,
     /// Per-query memo of aggregation group keys.
     group_keys: super::aggregate::KeyMemo,
+    /// Per matrix selector: each series' last window, so the next step's
+    /// window is found by moving forward rather than by binary search.
+    windows: crate::FastMap<usize, Vec<Window>>,
+}
+
+/// A series' window `points[lo..hi]` for `(start, end]`.
+#[derive(Debug, Clone, Copy, Default)]
+struct Window {
+    start: i64,
+    end: i64,
+    lo: usize,
+    hi: usize,
+}
+
+impl Window {
+    /// Move to `(start, end]` over `points`: forward from the last window
+    /// when both ends moved forward (a range query's steps), else by
+    /// binary search.
+    fn slide(&mut self, points: &[(i64, f64)], start: i64, end: i64) -> (usize, usize) {
+        if self.hi == 0 && self.lo == 0 || start < self.start || end < self.end {
+            self.lo = points.partition_point(|(pt, _)| *pt <= start);
+            self.hi = points.partition_point(|(pt, _)| *pt <= end);
+        } else {
+            while self.lo < points.len() && points[self.lo].0 <= start {
+                self.lo += 1;
+            }
+            self.hi = self.hi.max(self.lo);
+            while self.hi < points.len() && points[self.hi].0 <= end {
+                self.hi += 1;
+            }
+        }
+        self.start = start;
+        self.end = end;
+        (self.lo, self.hi)
+    }
 }
 
 impl<'a> Engine<'a> {
@@ -182,6 +217,7 @@ impl<'a> Engine<'a> {
             fetched: crate::FastMap::default(),
             stripped: crate::FastMap::default(),
             group_keys: super::aggregate::KeyMemo::default(),
+            windows: crate::FastMap::default(),
         };
         ctx.plan(expr, 0, 0)?;
         Ok(ctx)
@@ -541,11 +577,12 @@ impl Ctx<'_> {
                 let (start, end) = (at - range, at);
                 let key = &ms.vs as *const VectorSelector as usize;
                 let fetched = self.fetched.remove(&key).unwrap_or_default();
-                let mut out = Vec::new();
+                let mut windows = self.windows.remove(&key).unwrap_or_default();
+                windows.resize(fetched.len(), Window::default());
+                let mut out = Vec::with_capacity(fetched.len());
                 let mut failure = None;
-                for (labels, points) in &fetched {
-                    let lo = points.partition_point(|(pt, _)| *pt <= start);
-                    let hi = points.partition_point(|(pt, _)| *pt <= end);
+                for ((labels, points), w) in fetched.iter().zip(windows.iter_mut()) {
+                    let (lo, hi) = w.slide(points, start, end);
                     let window = &points[lo..hi];
                     if window.is_empty() {
                         continue;
@@ -578,6 +615,7 @@ impl Ctx<'_> {
                     }
                 }
                 self.fetched.insert(key, fetched);
+                self.windows.insert(key, windows);
                 return match failure {
                     Some(e) => Err(e),
                     None => Ok(Value::Vector(out)),
@@ -815,4 +853,28 @@ fn absent_labels(e: &Expr) -> Labels {
         }
     }
     Labels::new(pairs)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Window;
+
+    #[test]
+    fn a_sliding_window_finds_what_binary_search_finds_in_any_step_order() {
+        let points: Vec<(i64, f64)> = (0..200).map(|i| (i * 15 + (i % 7), 0.0)).collect();
+        let mut w = Window::default();
+        // Forward steps, repeats, jumps back, and windows past both ends.
+        let mut ends: Vec<i64> = (-100..3_200).step_by(13).collect();
+        ends.extend([500, 500, 100, 2_000, -50, 3_500, 3_000]);
+        for range in [0, 15, 300, 5_000] {
+            for &end in &ends {
+                let start = end - range;
+                let want = (
+                    points.partition_point(|(t, _)| *t <= start),
+                    points.partition_point(|(t, _)| *t <= end),
+                );
+                assert_eq!(w.slide(&points, start, end), want, "({start}, {end}]");
+            }
+        }
+    }
 }
