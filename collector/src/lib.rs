@@ -12,6 +12,7 @@
 //! - [`promtest`]: promtool's unit-test format (`promql_expr_test`), run on Keel's engine.
 
 pub mod api;
+pub mod batch_ids;
 
 /// Hash maps on the hot paths: foldhash is several times faster than
 /// SipHash on label strings and integer keys, and seeds each map randomly,

@@ -59,6 +59,10 @@ pub struct CollectorConfig {
     /// Log partitions whose newest record is older than this are deleted.
     #[serde(with = "keel_core::duration")]
     pub log_retention: std::time::Duration,
+    /// How long the ids of stored batches are kept, so that a batch an
+    /// agent sends again after a lost acknowledgement is dropped.
+    #[serde(with = "keel_core::duration")]
+    pub batch_id_retention: std::time::Duration,
 }
 
 impl Default for CollectorConfig {
@@ -80,6 +84,7 @@ impl Default for CollectorConfig {
             log_commit_interval: std::time::Duration::from_millis(100),
             log_partition: std::time::Duration::from_secs(24 * 3600),
             log_retention: std::time::Duration::from_secs(7 * 24 * 3600),
+            batch_id_retention: std::time::Duration::from_secs(24 * 3600),
         }
     }
 }
@@ -131,6 +136,7 @@ impl CollectorConfig {
             fsync: self.fsync,
             block_ms: self.block_duration.as_millis() as i64,
             retention_ms: self.retention.as_millis() as i64,
+            batch_id_retention_ms: self.batch_id_retention.as_millis() as i64,
         };
         Store::open(&self.data_dir.join("metrics"), config)
     }
@@ -140,6 +146,7 @@ impl CollectorConfig {
             commit_interval_ms: self.log_commit_interval.as_millis() as i64,
             partition_ms: self.log_partition.as_millis() as i64,
             retention_ms: self.log_retention.as_millis() as i64,
+            batch_id_retention_ms: self.batch_id_retention.as_millis() as i64,
             fsync: self.fsync,
             ..LogConfig::default()
         }

@@ -195,3 +195,82 @@ async fn otlp_logs_over_http_keep_ids_and_attributes_and_reject_bad_ids() {
     assert_eq!(rec["attributes"]["http.route"], "/checkout");
     assert_eq!(rec["timestamp_ns"], t_ns);
 }
+
+/// Count the records matching `q` (the histogram's total, so no paging).
+async fn count(api: std::net::SocketAddr, q: &str) -> u64 {
+    let v: Value = reqwest::Client::new()
+        .get(format!("http://{api}/api/v1/logs/histogram"))
+        .query(&[
+            ("q", q.to_owned()),
+            ("start", (now_s() - 7200.0).to_string()),
+            ("end", (now_s() + 60.0).to_string()),
+            ("step", "100000".to_owned()),
+        ])
+        .send()
+        .await
+        .expect("histogram")
+        .json()
+        .await
+        .expect("json");
+    v["data"]["buckets"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|b| b[1].as_u64())
+        .sum()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_sent_again_with_its_id_is_stored_once() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let c = collector(dir.path()).await;
+    let t_ns = (now_s() * 1e9) as u64;
+    let req = ExportLogsServiceRequest {
+        resource_logs: vec![ResourceLogs {
+            resource: Some(Resource {
+                attributes: vec![kv("service.name", "dedupe")],
+                ..Default::default()
+            }),
+            scope_logs: vec![ScopeLogs {
+                log_records: (0..3)
+                    .map(|i| LogRecord {
+                        time_unix_nano: t_ns + i,
+                        body: string(&format!("retried line {i}")),
+                        ..Default::default()
+                    })
+                    .collect(),
+                ..Default::default()
+            }],
+            ..Default::default()
+        }],
+    };
+    let send = |id: &'static str| {
+        let body = req.encode_to_vec();
+        let addr = c.otlp_http;
+        async move {
+            reqwest::Client::new()
+                .post(format!("http://{addr}/v1/logs"))
+                .header("content-type", "application/x-protobuf")
+                .header("keel-batch-id", id)
+                .body(body)
+                .send()
+                .await
+                .expect("post")
+                .status()
+                .as_u16()
+        }
+    };
+    let id = "0123456789abcdef0123456789abcdef";
+    assert_eq!(send(id).await, 200);
+    assert_eq!(send(id).await, 200, "a repeat is acknowledged");
+    assert_eq!(send("not-hex").await, 400);
+    assert_eq!(send("ff").await, 200, "another id is stored");
+    search_until(c.api, "service:dedupe", 6).await;
+    assert_eq!(count(c.api, "service:dedupe").await, 6);
+    assert_eq!(
+        c.stats
+            .duplicate_batches
+            .load(std::sync::atomic::Ordering::Relaxed),
+        1
+    );
+}

@@ -41,6 +41,7 @@ use tantivy::{
     DocAddress, Index, IndexReader, IndexWriter, Order, ReloadPolicy, TantivyDocument, Term,
 };
 
+use crate::batch_ids::BatchIds;
 use crate::store::Fsync;
 
 mod reindex;
@@ -87,6 +88,8 @@ pub struct IndexConfig {
     /// Write batches ahead to the WAL (off only to measure indexing alone,
     /// as `keel bench logs` does for its ceiling).
     pub write_ahead: bool,
+    /// How long batch ids are kept to drop a batch sent again (ms).
+    pub batch_id_retention_ms: i64,
 }
 
 impl Default for IndexConfig {
@@ -98,6 +101,7 @@ impl Default for IndexConfig {
             fsync: Fsync::Never,
             writer_memory_bytes: 64 << 20,
             write_ahead: true,
+            batch_id_retention_ms: 24 * 3_600_000,
         }
     }
 }
@@ -232,6 +236,9 @@ pub(crate) struct Committed {
 #[serde(bound = "R: Record")]
 struct WalBatch<R> {
     first_seq: u64,
+    /// The sender's batch id (hex), kept so that replay can recover it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    batch_id: Option<String>,
     records: Vec<R>,
 }
 
@@ -257,6 +264,8 @@ struct Partition {
 }
 
 struct Writer {
+    /// Ids of batches stored lately (checked and recorded under this lock).
+    batch_ids: BatchIds,
     partition_start: i64,
     writer: IndexWriter,
     wal: File,
@@ -420,6 +429,9 @@ impl<R: Record> IndexStore<R> {
             .map_err(io(&wal_path))?;
         let mut image = Vec::new();
         wal.read_to_end(&mut image).map_err(io(&wal_path))?;
+        let ids_path = dir.join("batch-ids.log");
+        let batch_ids = BatchIds::open(&ids_path, config.batch_id_retention_ms, now_ms)
+            .map_err(io(&ids_path))?;
         let store = Self {
             _kind: std::marker::PhantomData,
             dir: dir.to_path_buf(),
@@ -428,6 +440,7 @@ impl<R: Record> IndexStore<R> {
             fields,
             partitions: RwLock::new(partitions),
             writer: Mutex::new(Writer {
+                batch_ids,
                 partition_start: active,
                 writer,
                 wal,
@@ -446,6 +459,15 @@ impl<R: Record> IndexStore<R> {
                 let Ok(batch) = serde_json::from_slice::<WalBatch<R>>(payload) else {
                     break;
                 };
+                // Logged means acknowledged: its id counts, even if a crash
+                // came before the id reached batch-ids.log.
+                if let Some(id) = batch
+                    .batch_id
+                    .as_deref()
+                    .and_then(|h| u128::from_str_radix(h, 16).ok())
+                {
+                    w.batch_ids.record(id, now_ms).map_err(io(&ids_path))?;
+                }
                 for (i, r) in batch.records.into_iter().enumerate() {
                     let seq = batch.first_seq + i as u64;
                     if seq > last_seq {
@@ -473,15 +495,35 @@ impl<R: Record> IndexStore<R> {
     /// Store records: written ahead (and synced per policy), then indexed;
     /// searchable after the next commit. Returns how many were stored.
     pub fn append(&self, records: Vec<R>, now_ms: i64) -> Result<usize, IndexError> {
-        if records.is_empty() {
-            return Ok(0);
-        }
+        Ok(self.append_batch(records, now_ms, None)?.unwrap_or(0))
+    }
+
+    /// As [`Self::append`], for a batch with the sender's id: `None` when
+    /// a batch with that id was stored within the retention (it is not
+    /// stored again).
+    pub fn append_batch(
+        &self,
+        records: Vec<R>,
+        now_ms: i64,
+        batch_id: Option<u128>,
+    ) -> Result<Option<usize>, IndexError> {
         let mut w = self.writer.lock().unwrap_or_else(|e| e.into_inner());
+        if batch_id.is_some_and(|id| w.batch_ids.contains(id)) {
+            return Ok(None);
+        }
+        if records.is_empty() {
+            if let Some(id) = batch_id {
+                let path = self.dir.join("batch-ids.log");
+                w.batch_ids.record(id, now_ms).map_err(io(&path))?;
+            }
+            return Ok(Some(0));
+        }
         if now_ms >= w.partition_start + self.config.partition_ms {
             self.rotate(&mut w, now_ms)?;
         }
         let batch = WalBatch {
             first_seq: w.next_seq,
+            batch_id: batch_id.map(|id| format!("{id:032x}")),
             records,
         };
         if self.config.write_ahead {
@@ -499,7 +541,20 @@ impl<R: Record> IndexStore<R> {
         for (i, r) in batch.records.into_iter().enumerate() {
             self.add(&mut w, batch.first_seq + i as u64, r)?;
         }
-        Ok(n)
+        if let Some(id) = batch_id {
+            let path = self.dir.join("batch-ids.log");
+            w.batch_ids.record(id, now_ms).map_err(io(&path))?;
+        }
+        Ok(Some(n))
+    }
+
+    /// Was a batch with this id stored within the retention?
+    pub fn has_batch(&self, id: u128) -> bool {
+        self.writer
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .batch_ids
+            .contains(id)
     }
 
     /// Commit what was added since the last commit (makes it searchable).
@@ -562,11 +617,12 @@ impl<R: Record> IndexStore<R> {
     /// Delete partitions whose newest record is older than the retention
     /// (never the active one). Returns how many were deleted.
     pub fn apply_retention(&self, now_ms: i64) -> Result<usize, IndexError> {
-        let active = self
-            .writer
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .partition_start;
+        let active = {
+            let mut w = self.writer.lock().unwrap_or_else(|e| e.into_inner());
+            let path = self.dir.join("batch-ids.log");
+            w.batch_ids.expire(now_ms).map_err(io(&path))?;
+            w.partition_start
+        };
         let cutoff = now_ms - self.config.retention_ms;
         let mut parts = self.partitions.write().unwrap_or_else(|e| e.into_inner());
         let (expired, kept): (Vec<Partition>, Vec<Partition>) = parts

@@ -40,6 +40,7 @@ struct Receiver {
     permits: Arc<Semaphore>,
     stats: Arc<IngestStats>,
     workers: Workers,
+    clock: keel_core::clock::SharedClock,
 }
 
 /// Run an export on the ingest workers within the concurrency limit:
@@ -64,15 +65,31 @@ async fn export<T: Send + 'static>(
     ))
 }
 
+/// The `keel-batch-id` metadata of a gRPC export, as over HTTP.
+fn grpc_batch_id<T>(request: &tonic::Request<T>) -> Result<Option<u128>, tonic::Status> {
+    request
+        .metadata()
+        .get(crate::batch_ids::HEADER)
+        .map(|v| {
+            v.to_str()
+                .map_err(|_| format!("{}: not ASCII", crate::batch_ids::HEADER))
+                .and_then(crate::batch_ids::parse)
+        })
+        .transpose()
+        .map_err(tonic::Status::invalid_argument)
+}
+
 #[tonic::async_trait]
 impl MetricsService for Receiver {
     async fn export(
         &self,
         request: tonic::Request<ExportMetricsServiceRequest>,
     ) -> Result<tonic::Response<ExportMetricsServiceResponse>, tonic::Status> {
+        let id = grpc_batch_id(&request)?;
+        let now = self.clock.now_ms();
         let (store, stats, req) = (self.store.clone(), self.stats.clone(), request.into_inner());
         export(&self.permits, &self.workers, move || {
-            ingest_request(&store, &stats, &req)
+            ingest_request(&store, &stats, &req, id.map(|id| (id, now)))
         })
         .await
     }
@@ -80,6 +97,7 @@ impl MetricsService for Receiver {
 
 struct LogsReceiver {
     tel: Telemetry,
+    stats: Arc<IngestStats>,
     permits: Arc<Semaphore>,
     workers: Workers,
 }
@@ -87,6 +105,7 @@ struct LogsReceiver {
 struct TraceReceiver {
     store: Arc<Store>,
     tel: Telemetry,
+    stats: Arc<IngestStats>,
     permits: Arc<Semaphore>,
     workers: Workers,
 }
@@ -97,9 +116,15 @@ impl TraceService for TraceReceiver {
         &self,
         request: tonic::Request<ExportTraceServiceRequest>,
     ) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
-        let (store, tel, req) = (self.store.clone(), self.tel.clone(), request.into_inner());
+        let id = grpc_batch_id(&request)?;
+        let (store, tel, stats, req) = (
+            self.store.clone(),
+            self.tel.clone(),
+            self.stats.clone(),
+            request.into_inner(),
+        );
         export(&self.permits, &self.workers, move || {
-            ingest_traces(&store, &tel, &req)
+            ingest_traces(&store, &tel, &req, id, &stats)
         })
         .await
     }
@@ -111,9 +136,10 @@ impl LogsService for LogsReceiver {
         &self,
         request: tonic::Request<ExportLogsServiceRequest>,
     ) -> Result<tonic::Response<ExportLogsServiceResponse>, tonic::Status> {
-        let (tel, req) = (self.tel.clone(), request.into_inner());
+        let id = grpc_batch_id(&request)?;
+        let (tel, stats, req) = (self.tel.clone(), self.stats.clone(), request.into_inner());
         export(&self.permits, &self.workers, move || {
-            ingest_logs(&tel, &req)
+            ingest_logs(&tel, &req, id, &stats)
         })
         .await
     }
@@ -128,9 +154,11 @@ pub fn routes(
     tel: Telemetry,
 ) -> Router {
     let permits = Arc::new(Semaphore::new(limits.max_concurrent_batches));
+    let clock = tel.clock.clone();
     let traces = TraceServiceServer::new(TraceReceiver {
         store: store.clone(),
         tel: tel.clone(),
+        stats: stats.clone(),
         permits: permits.clone(),
         workers: workers.clone(),
     })
@@ -139,6 +167,7 @@ pub fn routes(
     .max_decoding_message_size(limits.max_decoded_bytes);
     let logs = LogsServiceServer::new(LogsReceiver {
         tel,
+        stats: stats.clone(),
         permits: permits.clone(),
         workers: workers.clone(),
     })
@@ -150,6 +179,7 @@ pub fn routes(
         store,
         permits,
         stats,
+        clock,
     };
     let metrics = MetricsServiceServer::new(receiver)
         .accept_compressed(CompressionEncoding::Gzip)

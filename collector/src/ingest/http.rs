@@ -76,6 +76,22 @@ pub struct IngestStats {
     pub samples_rejected: AtomicU64,
     /// Requests refused as malformed.
     pub bad_requests: AtomicU64,
+    /// Batches dropped because one with the same `Keel-Batch-Id` was
+    /// stored already (a sender's retry after a lost acknowledgement).
+    pub duplicate_batches: AtomicU64,
+}
+
+/// The `Keel-Batch-Id` of a request, if it has one (a malformed one is an
+/// error: the sender meant to be deduplicated).
+pub fn batch_id(headers: &HeaderMap) -> Result<Option<u128>, String> {
+    headers
+        .get(crate::batch_ids::HEADER)
+        .map(|v| {
+            v.to_str()
+                .map_err(|_| format!("{}: not ASCII", crate::batch_ids::HEADER))
+                .and_then(crate::batch_ids::parse)
+        })
+        .transpose()
 }
 
 #[derive(Clone)]
@@ -249,11 +265,20 @@ pub fn ingest_request(
     store: &Store,
     stats: &IngestStats,
     req: &ExportMetricsServiceRequest,
+    batch: Option<(u128, i64)>,
 ) -> Result<ExportMetricsServiceResponse, String> {
     let converted = otlp::convert(req, &|l| store.last(l).map(|(_, v)| v));
-    let appended = store
-        .append(converted.batch)
-        .map_err(|e| format!("not stored: {e}"))?;
+    let Some(appended) = store
+        .append_batch(
+            converted.batch,
+            batch.map(|b| b.0),
+            batch.map_or(0, |b| b.1),
+        )
+        .map_err(|e| format!("not stored: {e}"))?
+    else {
+        stats.duplicate_batches.fetch_add(1, Ordering::Relaxed);
+        return Ok(ExportMetricsServiceResponse::default());
+    };
     let rejected = converted.rejected + appended.too_old + appended.duplicate;
     stats
         .samples_accepted
@@ -429,6 +454,7 @@ where
 
 async fn metrics(State(st): State<Ingest>, headers: HeaderMap, body: Bytes) -> Response {
     export(st, headers, move |enc, headers, st| {
+        let id = batch_id(&headers).map_err(|m| (StatusCode::BAD_REQUEST, m))?;
         let req: ExportMetricsServiceRequest = decode_request(
             enc,
             &headers,
@@ -436,25 +462,30 @@ async fn metrics(State(st): State<Ingest>, headers: HeaderMap, body: Bytes) -> R
             &st.limits,
             "ExportMetricsServiceRequest",
         )?;
-        ingest_request(&st.store, &st.stats, &req).map_err(|m| (StatusCode::SERVICE_UNAVAILABLE, m))
+        let batch = id.map(|id| (id, st.tel.clock.now_ms()));
+        ingest_request(&st.store, &st.stats, &req, batch)
+            .map_err(|m| (StatusCode::SERVICE_UNAVAILABLE, m))
     })
     .await
 }
 
 async fn otlp_logs(State(st): State<Ingest>, headers: HeaderMap, body: Bytes) -> Response {
     export(st, headers, move |enc, headers, st| {
+        let id = batch_id(&headers).map_err(|m| (StatusCode::BAD_REQUEST, m))?;
         let req: ExportLogsServiceRequest =
             decode_request(enc, &headers, body, &st.limits, "ExportLogsServiceRequest")?;
-        ingest_logs(&st.tel, &req).map_err(|m| (StatusCode::SERVICE_UNAVAILABLE, m))
+        ingest_logs(&st.tel, &req, id, &st.stats).map_err(|m| (StatusCode::SERVICE_UNAVAILABLE, m))
     })
     .await
 }
 
 async fn otlp_traces(State(st): State<Ingest>, headers: HeaderMap, body: Bytes) -> Response {
     export(st, headers, move |enc, headers, st| {
+        let id = batch_id(&headers).map_err(|m| (StatusCode::BAD_REQUEST, m))?;
         let req: ExportTraceServiceRequest =
             decode_request(enc, &headers, body, &st.limits, "ExportTraceServiceRequest")?;
-        ingest_traces(&st.store, &st.tel, &req).map_err(|m| (StatusCode::SERVICE_UNAVAILABLE, m))
+        ingest_traces(&st.store, &st.tel, &req, id, &st.stats)
+            .map_err(|m| (StatusCode::SERVICE_UNAVAILABLE, m))
     })
     .await
 }
@@ -466,15 +497,31 @@ pub fn ingest_traces(
     store: &Store,
     tel: &Telemetry,
     req: &ExportTraceServiceRequest,
+    batch_id: Option<u128>,
+    stats: &IngestStats,
 ) -> Result<ExportTraceServiceResponse, String> {
     let now = tel.clock.now_ms();
+    // Checked before the span metrics, which a repeat would count twice.
+    // (Two copies of one batch at the same moment can both pass here;
+    // the span store still keeps one, but the metrics would count both.)
+    if batch_id.is_some_and(|id| tel.spans.has_batch(id)) {
+        stats.duplicate_batches.fetch_add(1, Ordering::Relaxed);
+        return Ok(ExportTraceServiceResponse::default());
+    }
     let (spans, problems) = crate::traces::from_otlp(req);
     // Metrics first: if they fail, nothing is acknowledged and the client
     // retries; spans stored twice would be worse than metrics missing.
     tel.span_metrics
         .record(&spans, store, now)
         .map_err(|e| e.to_string())?;
-    tel.spans.append(spans, now).map_err(|e| e.to_string())?;
+    if tel
+        .spans
+        .append_batch(spans, now, batch_id)
+        .map_err(|e| e.to_string())?
+        .is_none()
+    {
+        stats.duplicate_batches.fetch_add(1, Ordering::Relaxed);
+    }
     Ok(ExportTraceServiceResponse {
         partial_success: (!problems.is_empty()).then(|| ExportTracePartialSuccess {
             rejected_spans: problems.len() as i64,
@@ -488,12 +535,20 @@ pub fn ingest_traces(
 pub fn ingest_logs(
     tel: &Telemetry,
     req: &ExportLogsServiceRequest,
+    batch_id: Option<u128>,
+    stats: &IngestStats,
 ) -> Result<ExportLogsServiceResponse, String> {
     let now_ms = tel.clock.now_ms();
     let (records, problems) = crate::logs::record::from_otlp(req, now_ms * 1_000_000);
-    tel.logs
-        .append(records, now_ms)
-        .map_err(|e| e.to_string())?;
+    if tel
+        .logs
+        .append_batch(records, now_ms, batch_id)
+        .map_err(|e| e.to_string())?
+        .is_none()
+    {
+        stats.duplicate_batches.fetch_add(1, Ordering::Relaxed);
+        return Ok(ExportLogsServiceResponse::default());
+    }
     Ok(ExportLogsServiceResponse {
         partial_success: (!problems.is_empty()).then(|| ExportLogsPartialSuccess {
             rejected_log_records: problems.len() as i64,

@@ -493,6 +493,8 @@ pub struct StoreConfig {
     pub block_ms: i64,
     /// Blocks whose newest sample is older than this (ms) are deleted.
     pub retention_ms: i64,
+    /// How long batch ids are kept to drop a batch sent again (ms).
+    pub batch_id_retention_ms: i64,
 }
 
 impl Default for StoreConfig {
@@ -502,6 +504,7 @@ impl Default for StoreConfig {
             fsync: Fsync::Never,
             block_ms: 2 * 3600 * 1000,
             retention_ms: 15 * 24 * 3600 * 1000,
+            batch_id_retention_ms: 24 * 3600 * 1000,
         }
     }
 }
@@ -555,6 +558,11 @@ pub struct Store {
     dir: Option<PathBuf>,
     /// Held open with an exclusive lock: one process per data dir.
     _lock: Option<std::fs::File>,
+    /// Ids of batches stored lately (None in memory). Checked and
+    /// recorded under the head's write lock. The WAL does not carry them:
+    /// a batch replayed after a crash between the WAL write and the id's
+    /// line is stored again as exact duplicates, which the head drops.
+    batch_ids: Option<Mutex<crate::batch_ids::BatchIds>>,
     config: StoreConfig,
 }
 
@@ -597,12 +605,17 @@ impl Store {
             blocks = blocks.len(),
             "metric store opened"
         );
+        let ids_path = dir.join("batch-ids.log");
+        // Expired ids go at the first compaction (the store has no clock).
+        let ids = crate::batch_ids::BatchIds::open(&ids_path, config.batch_id_retention_ms, 0)
+            .map_err(|e| StoreError::Block(format!("{}: {e}", ids_path.display())))?;
         Ok(Self {
             head: RwLock::new(head),
             wal: Some(Mutex::new(wal)),
             blocks: RwLock::new(blocks),
             dir: Some(dir.to_path_buf()),
             _lock: Some(lock),
+            batch_ids: Some(Mutex::new(ids)),
             config,
         })
     }
@@ -615,6 +628,7 @@ impl Store {
             blocks: RwLock::new(Vec::new()),
             dir: None,
             _lock: None,
+            batch_ids: None,
             config,
         }
     }
@@ -633,6 +647,12 @@ impl Store {
     /// `now_ms` comes from the injected clock. Returns blocks written.
     pub fn compact(&self, now_ms: i64) -> Result<usize, StoreError> {
         let Some(dir) = &self.dir else { return Ok(0) };
+        if let Some(ids) = &self.batch_ids {
+            ids.lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .expire(now_ms)
+                .map_err(|e| StoreError::Block(format!("batch-ids.log: {e}")))?;
+        }
         let blocks_dir = dir.join("blocks");
         let mut written = 0;
         {
@@ -718,13 +738,32 @@ impl Store {
 
     /// Store a batch: what can be stored is written ahead, then applied.
     /// Returns once the accepted samples are durable per the fsync policy.
-    pub fn append(
+    pub fn append(&self, batch: Vec<(Labels, Vec<(i64, f64)>)>) -> Result<Appended, StoreError> {
+        Ok(self.append_batch(batch, None, 0)?.unwrap_or_default())
+    }
+
+    /// As [`Self::append`], for a batch with the sender's id, stored at
+    /// `now_ms`: `None` when a batch with that id was stored within the
+    /// retention (nothing is stored again).
+    pub fn append_batch(
         &self,
         mut batch: Vec<(Labels, Vec<(i64, f64)>)>,
-    ) -> Result<Appended, StoreError> {
+        batch_id: Option<u128>,
+        now_ms: i64,
+    ) -> Result<Option<Appended>, StoreError> {
         let mut out = Appended::default();
         let covered = self.blocks_max_t();
         let mut head = self.head.write().unwrap_or_else(|e| e.into_inner());
+        let ids = self
+            .batch_ids
+            .as_ref()
+            .zip(batch_id)
+            .map(|(ids, id)| (ids.lock().unwrap_or_else(|e| e.into_inner()), id));
+        if let Some((ids, id)) = &ids
+            && ids.contains(*id)
+        {
+            return Ok(None);
+        }
         let mut accepted = Vec::with_capacity(batch.len());
         for (labels, samples) in batch.drain(..) {
             let mut samples = samples;
@@ -769,7 +808,11 @@ impl Store {
                 head.apply_ref(*r, samples);
             }
         }
-        Ok(out)
+        if let Some((mut ids, id)) = ids {
+            ids.record(id, now_ms)
+                .map_err(|e| StoreError::Block(format!("batch-ids.log: {e}")))?;
+        }
+        Ok(Some(out))
     }
 
     fn matching(head: &Head, matchers: &[Matcher]) -> Vec<u32> {
@@ -947,6 +990,39 @@ mod tests {
             "Series is {} bytes",
             std::mem::size_of::<Series>()
         );
+    }
+
+    #[test]
+    fn a_batch_id_seen_before_stores_nothing_even_after_reopen() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let batch = || {
+            vec![
+                (l("up", "a"), vec![(10_000, 1.0)]),
+                (l("up", "b"), vec![(10_000, 1.0)]),
+            ]
+        };
+        let store = Store::open(dir.path(), StoreConfig::default()).expect("open");
+        let first = store.append_batch(batch(), Some(42), 1).expect("append");
+        assert_eq!(first.map(|a| a.accepted), Some(2));
+        assert!(
+            store
+                .append_batch(batch(), Some(42), 2)
+                .expect("again")
+                .is_none()
+        );
+        drop(store);
+        let store = Store::open(dir.path(), StoreConfig::default()).expect("reopen");
+        assert!(
+            store
+                .append_batch(batch(), Some(42), 3)
+                .expect("retry")
+                .is_none()
+        );
+        // Without a known id the same samples still add nothing.
+        let other = store.append_batch(batch(), Some(43), 3).expect("other id");
+        assert_eq!(other.map(|a| a.accepted), Some(0));
+        let got = store.select(&[Matcher::Equal("job".into(), "a".into())], 0, 30_000);
+        assert_eq!(got[0].1, vec![(10_000, 1.0)]);
     }
 
     #[test]
