@@ -20,8 +20,12 @@ use std::path::{Path, PathBuf};
 const SEGMENT_BYTES: u64 = 4 << 20;
 /// Length + CRC-32.
 const FRAME_HEADER: usize = 8;
-/// Id (16) + signal (1) + records (4) + created (8).
-const PAYLOAD_HEADER: usize = 29;
+/// Id (16) + signal (1) + records (4) + created (8) + cursor bytes (4),
+/// then the cursors, then the body.
+const PAYLOAD_HEADER: usize = 33;
+/// Signal byte of a frame that only records read positions (written at
+/// the head of each new segment; never sent).
+const CURSORS_ONLY: u8 = u8::MAX;
 /// Larger than any batch the agent builds: a length past it is a torn frame.
 const MAX_FRAME: usize = 64 << 20;
 
@@ -88,6 +92,52 @@ impl Signal {
     }
 }
 
+/// How far a source (a tailed file) has been read: what a batch holding
+/// its lines up to `offset` of file `inode` at `key` (the path) records.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Cursor {
+    /// The source, e.g. the file's path.
+    pub key: String,
+    /// The file's inode (a rotated file keeps it; its successor does not).
+    pub inode: u64,
+    /// Bytes read and buffered.
+    pub offset: u64,
+}
+
+fn put_cursors(out: &mut Vec<u8>, cursors: &[Cursor]) {
+    for c in cursors {
+        let key = c.key.as_bytes();
+        let n = u16::try_from(key.len()).unwrap_or(u16::MAX);
+        out.extend_from_slice(&n.to_le_bytes());
+        out.extend_from_slice(&key[..usize::from(n)]);
+        out.extend_from_slice(&c.inode.to_le_bytes());
+        out.extend_from_slice(&c.offset.to_le_bytes());
+    }
+}
+
+fn take_cursors(mut b: &[u8]) -> Vec<Cursor> {
+    let mut out = Vec::new();
+    while b.len() >= 2 {
+        let n = usize::from(u16::from_le_bytes([b[0], b[1]]));
+        if b.len() < 2 + n + 16 {
+            break;
+        }
+        let key = String::from_utf8_lossy(&b[2..2 + n]).into_owned();
+        let num = |at: usize| {
+            let mut x = [0u8; 8];
+            x.copy_from_slice(&b[at..at + 8]);
+            u64::from_le_bytes(x)
+        };
+        out.push(Cursor {
+            key,
+            inode: num(2 + n),
+            offset: num(2 + n + 8),
+        });
+        b = &b[2 + n + 16..];
+    }
+    out
+}
+
 /// One batch: a gzip-compressed OTLP protobuf request and what it holds.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Batch {
@@ -99,6 +149,9 @@ pub struct Batch {
     pub records: u32,
     /// When it was made, ms since the epoch (for the send lag).
     pub created_ms: i64,
+    /// Where its source stands once it is buffered (tailed files): kept
+    /// in the same frame, so a restart resumes exactly after it.
+    pub cursor: Option<Cursor>,
     /// The request body, gzip-compressed.
     pub body: Vec<u8>,
 }
@@ -111,6 +164,8 @@ struct Entry {
     records: u32,
     signal: Signal,
     created_ms: i64,
+    /// Where the body starts in the frame.
+    body_at: usize,
 }
 
 #[derive(Debug)]
@@ -147,6 +202,8 @@ pub struct DiskBuffer {
     segments: VecDeque<Segment>,
     active: File,
     stats: BufferStats,
+    /// The newest cursor of every source, in the order first seen.
+    cursors: Vec<Cursor>,
 }
 
 fn seg_path(dir: &Path, n: u64) -> PathBuf {
@@ -155,7 +212,7 @@ fn seg_path(dir: &Path, n: u64) -> PathBuf {
 
 /// Read the frames of one segment image: the entries, and where the
 /// valid part ends.
-fn scan(image: &[u8]) -> (Vec<Entry>, u64) {
+fn scan(image: &[u8], cursors: &mut Vec<Cursor>) -> (Vec<Entry>, u64) {
     let mut out = Vec::new();
     let mut at = 0usize;
     while image.len() - at >= FRAME_HEADER {
@@ -170,6 +227,18 @@ fn scan(image: &[u8]) -> (Vec<Entry>, u64) {
         if crc32fast::hash(payload) != crc {
             break;
         }
+        let clen =
+            u32::from_le_bytes([payload[29], payload[30], payload[31], payload[32]]) as usize;
+        if len - PAYLOAD_HEADER < clen {
+            break;
+        }
+        cursors.extend(take_cursors(
+            &payload[PAYLOAD_HEADER..PAYLOAD_HEADER + clen],
+        ));
+        if payload[16] == CURSORS_ONLY {
+            at = start + len;
+            continue;
+        }
         let Some(signal) = Signal::from_byte(payload[16]) else {
             break;
         };
@@ -179,6 +248,7 @@ fn scan(image: &[u8]) -> (Vec<Entry>, u64) {
         let mut created = [0u8; 8];
         created.copy_from_slice(&payload[21..29]);
         out.push(Entry {
+            body_at: FRAME_HEADER + PAYLOAD_HEADER + clen,
             created_ms: i64::from_le_bytes(created),
             offset: at as u64,
             len: (FRAME_HEADER + len) as u64,
@@ -208,13 +278,14 @@ impl DiskBuffer {
         let (head_n, head_off) = read_head(dir);
         let mut stats = BufferStats::default();
         let mut segments = VecDeque::new();
+        let mut seen_cursors = Vec::new();
         for n in numbers {
             let path = seg_path(dir, n);
             let mut image = Vec::new();
             File::open(&path)
                 .and_then(|mut f| f.read_to_end(&mut image))
                 .map_err(io(&path))?;
-            let (entries, valid) = scan(&image);
+            let (entries, valid) = scan(&image, &mut seen_cursors);
             if valid < image.len() as u64 {
                 stats.torn_bytes += image.len() as u64 - valid;
                 tracing::warn!(
@@ -261,6 +332,10 @@ impl DiskBuffer {
             .append(true)
             .open(&last)
             .map_err(io(&last))?;
+        let mut cursors: Vec<Cursor> = Vec::new();
+        for c in seen_cursors {
+            remember(&mut cursors, c);
+        }
         let mut buf = Self {
             dir: dir.to_path_buf(),
             max_bytes,
@@ -268,6 +343,7 @@ impl DiskBuffer {
             segments,
             active,
             stats,
+            cursors,
         };
         buf.recount();
         Ok(buf)
@@ -286,22 +362,24 @@ impl DiskBuffer {
     /// Append a batch (durable against a crash of the agent when this
     /// returns; against power loss too with `fsync`).
     pub fn push(&mut self, b: &Batch) -> Result<(), BufferError> {
-        let mut payload = Vec::with_capacity(PAYLOAD_HEADER + b.body.len());
-        payload.extend_from_slice(&b.id.to_le_bytes());
-        payload.push(b.signal as u8);
-        payload.extend_from_slice(&b.records.to_le_bytes());
-        payload.extend_from_slice(&b.created_ms.to_le_bytes());
-        payload.extend_from_slice(&b.body);
-        let mut frame = Vec::with_capacity(FRAME_HEADER + payload.len());
-        frame.extend_from_slice(&(payload.len() as u32).to_le_bytes());
-        frame.extend_from_slice(&crc32fast::hash(&payload).to_le_bytes());
-        frame.extend_from_slice(&payload);
+        let cursors: Vec<Cursor> = b.cursor.iter().cloned().collect();
+        let (frame, body_at) = encode_frame(
+            b.id,
+            b.signal as u8,
+            b.records,
+            b.created_ms,
+            &cursors,
+            &b.body,
+        );
         let full = self
             .segments
             .back()
             .is_some_and(|s| s.size > 0 && s.size + frame.len() as u64 > SEGMENT_BYTES);
         if full {
             self.roll()?;
+        }
+        if let Some(c) = &b.cursor {
+            remember(&mut self.cursors, c.clone());
         }
         let Some(seg) = self.segments.back_mut() else {
             return Ok(());
@@ -317,6 +395,7 @@ impl DiskBuffer {
             records: b.records,
             signal: b.signal,
             created_ms: b.created_ms,
+            body_at,
         });
         seg.size += frame.len() as u64;
         self.stats.batches += 1;
@@ -343,13 +422,27 @@ impl DiskBuffer {
             .append(true)
             .open(&path)
             .map_err(io(&path))?;
+        // Every source's position heads the new segment, so the older
+        // ones can go once sent without taking positions with them.
+        let mut size = 0;
+        if !self.cursors.is_empty() {
+            let (frame, _) = encode_frame(0, CURSORS_ONLY, 0, 0, &self.cursors, &[]);
+            self.active.write_all(&frame).map_err(io(&path))?;
+            size = frame.len() as u64;
+        }
         self.segments.push_back(Segment {
             n,
             path,
-            size: 0,
+            size,
             entries: VecDeque::new(),
         });
         Ok(())
+    }
+
+    /// The newest position of every source, as buffered, in the order
+    /// they last moved (newest last).
+    pub fn cursors(&self) -> &[Cursor] {
+        &self.cursors
     }
 
     fn oldest(&self) -> Option<Entry> {
@@ -378,7 +471,8 @@ impl DiskBuffer {
             signal: e.signal,
             records: e.records,
             created_ms: e.created_ms,
-            body: frame[FRAME_HEADER + PAYLOAD_HEADER..].to_vec(),
+            cursor: None,
+            body: frame[e.body_at..].to_vec(),
         }))
     }
 
@@ -422,6 +516,45 @@ impl DiskBuffer {
     }
 }
 
+/// Most sources whose positions are kept (the least recently moved go).
+const MAX_CURSORS: usize = 1000;
+
+/// Record `c` as its source's newest position: the list stays in the
+/// order positions last moved, newest last.
+fn remember(cursors: &mut Vec<Cursor>, c: Cursor) {
+    cursors.retain(|k| k.key != c.key);
+    cursors.push(c);
+    if cursors.len() > MAX_CURSORS {
+        cursors.remove(0);
+    }
+}
+
+/// A frame: length, CRC-32, then the payload; and where its body starts.
+fn encode_frame(
+    id: u128,
+    signal: u8,
+    records: u32,
+    created_ms: i64,
+    cursors: &[Cursor],
+    body: &[u8],
+) -> (Vec<u8>, usize) {
+    let mut c = Vec::new();
+    put_cursors(&mut c, cursors);
+    let mut payload = Vec::with_capacity(PAYLOAD_HEADER + c.len() + body.len());
+    payload.extend_from_slice(&id.to_le_bytes());
+    payload.push(signal);
+    payload.extend_from_slice(&records.to_le_bytes());
+    payload.extend_from_slice(&created_ms.to_le_bytes());
+    payload.extend_from_slice(&(c.len() as u32).to_le_bytes());
+    payload.extend_from_slice(&c);
+    payload.extend_from_slice(body);
+    let mut frame = Vec::with_capacity(FRAME_HEADER + payload.len());
+    frame.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+    frame.extend_from_slice(&crc32fast::hash(&payload).to_le_bytes());
+    frame.extend_from_slice(&payload);
+    (frame, FRAME_HEADER + PAYLOAD_HEADER + c.len())
+}
+
 fn read_head(dir: &Path) -> (u64, u64) {
     std::fs::read_to_string(dir.join("head"))
         .ok()
@@ -449,6 +582,7 @@ mod tests {
             signal: Signal::ALL[(id % 3) as usize],
             records: id as u32,
             created_ms: 1_700_000_000_000 + id as i64,
+            cursor: None,
             body: vec![(id % 251) as u8; size],
         }
     }
@@ -545,5 +679,39 @@ mod tests {
         let dropped_records: u64 = s.dropped_records.iter().sum();
         assert_eq!(dropped_records, (1..=30).sum::<u64>());
         assert_eq!(drain(&mut b), (31..=40).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn cursors_survive_reopens_acknowledgements_and_segment_rolls() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut b = DiskBuffer::open(dir.path(), 1 << 30, false).expect("open");
+        let at = |key: &str, offset: u64| Cursor {
+            key: key.into(),
+            inode: 7,
+            offset,
+        };
+        for i in 1..=40u64 {
+            let mut x = batch(u128::from(i), 300_000);
+            x.cursor = Some(at(if i % 2 == 0 { "/a.log" } else { "/b.log" }, i * 10));
+            b.push(&x).expect("push");
+        }
+        // Send (and forget) all but the last: older segments are deleted.
+        for _ in 0..39 {
+            let x = b.peek().expect("peek").expect("batch");
+            assert_eq!(x.body.len(), 300_000);
+            b.ack(x.id).expect("ack");
+        }
+        drop(b);
+        let b = DiskBuffer::open(dir.path(), 1 << 30, false).expect("reopen");
+        let mut got: Vec<Cursor> = b.cursors().to_vec();
+        got.sort_by(|x, y| x.key.cmp(&y.key));
+        assert_eq!(got, vec![at("/a.log", 400), at("/b.log", 390)]);
+        assert_eq!(b.stats().batches, 1);
+        let segs = std::fs::read_dir(dir.path())
+            .expect("ls")
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().ends_with(".seg"))
+            .count();
+        assert_eq!(segs, 1);
     }
 }

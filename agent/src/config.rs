@@ -26,6 +26,28 @@ pub struct AgentConfig {
     pub retry: RetryConfig,
     /// Prometheus endpoints to scrape.
     pub scrape: Vec<ScrapeJob>,
+    /// Log files to tail.
+    pub logs: Vec<LogSource>,
+    /// How often tailed files are checked for new lines and new files.
+    #[serde(with = "keel_core::duration")]
+    pub log_poll_interval: Duration,
+}
+
+/// Log files to tail.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogSource {
+    /// A glob (`/var/log/app/*.log`); files that appear later are picked up.
+    pub path: String,
+    /// `service.name` of the records (empty: a JSON line's own `service`
+    /// field, else the file's name up to its first dot: `web-1.log.2` is
+    /// `web-1`).
+    #[serde(default)]
+    pub service: String,
+    /// A regex: a line that does not match it continues the record before
+    /// it (stack traces); none: every line is a record.
+    #[serde(default)]
+    pub multiline_start: Option<String>,
 }
 
 impl Default for AgentConfig {
@@ -38,6 +60,8 @@ impl Default for AgentConfig {
             buffer: BufferConfig::default(),
             retry: RetryConfig::default(),
             scrape: Vec::new(),
+            logs: Vec::new(),
+            log_poll_interval: Duration::from_millis(250),
         }
     }
 }
@@ -150,6 +174,20 @@ impl Validate for AgentConfig {
         }
         if self.retry.timeout.is_zero() {
             problems.push("agent.retry.timeout: must be positive".into());
+        }
+        for (i, l) in self.logs.iter().enumerate() {
+            let at = format!("agent.logs[{i}]");
+            if let Err(e) = glob::Pattern::new(&l.path) {
+                problems.push(format!("{at}.path: {:?} is not a glob: {e}", l.path));
+            }
+            if let Some(p) = &l.multiline_start
+                && let Err(e) = regex::Regex::new(p)
+            {
+                problems.push(format!("{at}.multiline_start: {e}"));
+            }
+        }
+        if self.log_poll_interval.is_zero() {
+            problems.push("agent.log_poll_interval: must be positive".into());
         }
         let mut jobs = std::collections::HashSet::new();
         for (i, j) in self.scrape.iter().enumerate() {

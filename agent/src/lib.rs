@@ -18,8 +18,10 @@
 pub mod buffer;
 pub mod config;
 pub mod exposition;
+pub mod logline;
 pub mod otlp;
 pub mod run;
 pub mod scrape;
 pub mod ship;
 pub mod stats;
+pub mod tail;

@@ -10,7 +10,6 @@
 
 use std::io::Write;
 
-use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
 use opentelemetry_proto::tonic::common::v1::{AnyValue, InstrumentationScope, KeyValue, any_value};
 use opentelemetry_proto::tonic::metrics::v1::{
     Gauge, Metric, NumberDataPoint, ResourceMetrics, ScopeMetrics, metric, number_data_point,
@@ -19,6 +18,68 @@ use opentelemetry_proto::tonic::resource::v1::Resource;
 use prost::Message;
 
 use crate::scrape::Point;
+
+/// A file's log records as a logs request: one resource per service
+/// (`service.name`, `host.name`, `log.file.path`). A record's own string
+/// `service` attribute (a JSON line's field) names its service; else
+/// `default_service`.
+pub fn logs_request(
+    mut records: Vec<opentelemetry_proto::tonic::logs::v1::LogRecord>,
+    default_service: &str,
+    host: &str,
+    file: &str,
+) -> opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest {
+    use opentelemetry_proto::tonic::logs::v1::{ResourceLogs, ScopeLogs};
+    let mut by_service: Vec<(String, Vec<_>)> = Vec::new();
+    for mut r in records.drain(..) {
+        let own = r.attributes.iter().position(|a| {
+            a.key == "service"
+                && matches!(
+                    a.value.as_ref().and_then(|v| v.value.as_ref()),
+                    Some(any_value::Value::StringValue(_))
+                )
+        });
+        let service = match own.map(|i| r.attributes.remove(i)) {
+            Some(KeyValue {
+                value:
+                    Some(AnyValue {
+                        value: Some(any_value::Value::StringValue(s)),
+                    }),
+                ..
+            }) => s,
+            _ => default_service.to_owned(),
+        };
+        match by_service.iter_mut().find(|(s, _)| *s == service) {
+            Some((_, v)) => v.push(r),
+            None => by_service.push((service, vec![r])),
+        }
+    }
+    opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest {
+        resource_logs: by_service
+            .into_iter()
+            .map(|(service, log_records)| ResourceLogs {
+                resource: Some(Resource {
+                    attributes: vec![
+                        kv("service.name", &service),
+                        kv("host.name", host),
+                        kv("log.file.path", file),
+                    ],
+                    ..Resource::default()
+                }),
+                scope_logs: vec![ScopeLogs {
+                    scope: Some(InstrumentationScope {
+                        name: "keel-agent".into(),
+                        version: env!("CARGO_PKG_VERSION").into(),
+                        ..InstrumentationScope::default()
+                    }),
+                    log_records,
+                    schema_url: String::new(),
+                }],
+                schema_url: String::new(),
+            })
+            .collect(),
+    }
+}
 
 fn kv(k: &str, v: &str) -> KeyValue {
     KeyValue {
@@ -83,7 +144,7 @@ pub fn resource_metrics(resource: &[(&str, &str)], points: &[Point]) -> Resource
 }
 
 /// Encode and gzip a request.
-pub fn gzip_request(req: &ExportMetricsServiceRequest) -> Vec<u8> {
+pub fn gzip_request<M: Message>(req: &M) -> Vec<u8> {
     let raw = req.encode_to_vec();
     let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
     // Writing to a Vec cannot fail.
@@ -94,6 +155,7 @@ pub fn gzip_request(req: &ExportMetricsServiceRequest) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
     use std::io::Read;
 
     #[test]

@@ -151,6 +151,21 @@ impl Agent {
                 tasks.push(tokio::spawn(scrape_loop(inner.clone(), client.clone(), t)));
             }
         }
+        for source in &config.logs {
+            let cursors = shared
+                .buffer
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .cursors()
+                .to_vec();
+            let tailer = crate::tail::Tailer::new(source.clone(), &cursors);
+            tasks.push(tokio::spawn(tail_loop(
+                inner.clone(),
+                tailer,
+                source.service.clone(),
+                config.log_poll_interval,
+            )));
+        }
         let listener = tokio::net::TcpListener::bind(&config.listen)
             .await
             .map_err(|source| AgentError::Listen {
@@ -172,6 +187,19 @@ impl Agent {
         }));
         tracing::info!(%addr, collector = %config.collector, host = %hostname, "keel agent started");
         Ok(Self { addr, tasks, inner })
+    }
+
+    /// Stop every task and wait until each has stopped (dropping the
+    /// agent stops them too, without waiting): after this, nothing of
+    /// this agent touches its buffer.
+    pub async fn stop(mut self) {
+        let tasks = std::mem::take(&mut self.tasks);
+        for t in &tasks {
+            t.abort();
+        }
+        for t in tasks {
+            let _ = t.await;
+        }
     }
 
     /// The agent's status now.
@@ -239,6 +267,58 @@ async fn status(State(inner): State<Arc<Inner>>) -> axum::Json<Status> {
     axum::Json(inner.status())
 }
 
+/// Poll a tailer every `every` (on the injected clock), buffering each
+/// batch of lines with the file's position after them.
+async fn tail_loop(
+    inner: Arc<Inner>,
+    mut tailer: crate::tail::Tailer,
+    service: String,
+    every: Duration,
+) {
+    loop {
+        for b in tailer.poll() {
+            let now = inner.clock.now_ms();
+            let records = crate::tail::to_records(&b.records, (now.max(0) as u64) * 1_000_000);
+            let n = records.len() as u32;
+            // The name before its first dot, so a rotated `app.log.1`
+            // is still `app`.
+            let stem = b
+                .path
+                .file_name()
+                .map(|s| {
+                    s.to_string_lossy()
+                        .split('.')
+                        .next()
+                        .unwrap_or_default()
+                        .to_owned()
+                })
+                .unwrap_or_default();
+            let default_service = if service.is_empty() { &stem } else { &service };
+            let req = crate::otlp::logs_request(
+                records,
+                default_service,
+                &inner.hostname,
+                &b.path.display().to_string(),
+            );
+            let batch = Batch {
+                id: rand::random(),
+                signal: Signal::Logs,
+                records: n,
+                created_ms: now,
+                cursor: Some(b.cursor),
+                body: crate::otlp::gzip_request(&req),
+            };
+            if let Err(e) = inner.shared.push(&batch) {
+                // Not buffered, so the buffered position did not move:
+                // this run skips the lines, a restart reads them again.
+                tracing::error!(error = %e, file = %b.path.display(), "disk buffer: cannot write log lines");
+                break;
+            }
+        }
+        inner.clock.sleep(every).await;
+    }
+}
+
 /// Scrape `t` every interval (on the injected clock), buffering each
 /// scrape as one batch.
 async fn scrape_loop(inner: Arc<Inner>, client: reqwest::Client, t: Target) {
@@ -291,6 +371,7 @@ async fn scrape_loop(inner: Arc<Inner>, client: reqwest::Client, t: Target) {
             signal: Signal::Metrics,
             records,
             created_ms: now,
+            cursor: None,
             body,
         };
         if let Err(e) = inner.shared.push(&batch) {

@@ -109,6 +109,12 @@ agent:
   #     timeout: 5s                      # at most the interval
   #     honor_labels: false              # true: keep the target's own job/instance
   #     labels: {{tier: web}}              # extra labels on every series
+  logs: []
+  # logs:
+  #   - path: /var/log/app/*.log         # a glob; files that appear later are picked up
+  #     service: ""                      # "": the line's "service" field, else the file name
+  #     multiline_start: '^\d{{4}}-'      # lines not matching join the record before
+  log_poll_interval: 250ms             # how often files are checked
 "#,
         data_dir = data_dir.display()
     )
@@ -190,7 +196,7 @@ fn run_agent(config_path: Option<&Path>, args: RunArgs) -> anyhow::Result<()> {
             agent.addr, agent.addr, config.agent.collector
         ));
         keel_sampleapp::process::shutdown_signal().await;
-        drop(agent);
+        agent.stop().await;
         anyhow::Ok(())
     })
 }

@@ -100,7 +100,7 @@ pub fn run(config_path: Option<&Path>, args: UpArgs) -> anyhow::Result<()> {
         say_fmt!("Press Ctrl-C to stop.");
         keel_sampleapp::process::shutdown_signal().await;
         say("keel: stopping…");
-        drop(agent);
+        agent.stop().await;
         sup.shutdown().await;
         say("keel: stopped");
         Ok(())
@@ -108,9 +108,10 @@ pub fn run(config_path: Option<&Path>, args: UpArgs) -> anyhow::Result<()> {
 }
 
 /// The agent `keel up` runs: it ships to this collector (unless the
-/// config names another) and, unless the config lists scrape jobs, scrapes
+/// config names another); unless the config lists scrape jobs, it scrapes
 /// every sample-app process, one job a tier (`shop-lb`, `shop-web`, …),
-/// keeping the processes' own `service`/`tier`/`instance` labels.
+/// keeping the processes' own `service`/`tier`/`instance` labels; and
+/// unless it lists log files, it tails the sample app's JSON logs.
 fn agent_for(
     mut agent: keel_agent::config::AgentConfig,
     collector: &keel_collector::server::Running,
@@ -138,6 +139,13 @@ fn agent_for(
                 labels: Default::default(),
             })
             .collect();
+    }
+    if agent.logs.is_empty() {
+        agent.logs = vec![keel_agent::config::LogSource {
+            path: ep.log_dir.join("*.log").display().to_string(),
+            service: String::new(),
+            multiline_start: None,
+        }];
     }
     agent
 }

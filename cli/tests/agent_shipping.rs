@@ -250,7 +250,7 @@ async fn a_collector_outage_loses_no_scrape_and_doubles_none() {
     })
     .await;
     // Stop scraping, and ship what is left with a fresh agent.
-    drop(agent);
+    agent.stop().await;
     let served = scrapes.load(Ordering::SeqCst);
     let config = agent_config(dir.path(), &otlp, Vec::new());
     let clock: SharedClock = Arc::new(SystemClock);
@@ -322,4 +322,113 @@ fn install_writes_a_loadable_config_and_a_unit_and_uninstall_removes_them() {
     );
     run(&["agent", "uninstall", "--unit-file", u, "--purge", c]);
     assert!(!unit.exists() && !config.exists());
+}
+
+/// How many log records of `service` the collector holds, per message.
+async fn messages(api: &str, service: &str) -> std::collections::BTreeMap<String, usize> {
+    let mut out = std::collections::BTreeMap::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let mut url = format!(
+            "{api}/api/v1/logs/search?q=service:{service}&start=0&end=99999999999&limit=1000"
+        );
+        if let Some(c) = &cursor {
+            url.push_str(&format!("&cursor={c}"));
+        }
+        let (_, v) = common::get_json(&url).await;
+        for r in v["data"]["records"].as_array().into_iter().flatten() {
+            *out.entry(r["message"].as_str().unwrap_or_default().to_owned())
+                .or_default() += 1;
+        }
+        match v["data"]["next_cursor"].as_str() {
+            Some(c) => cursor = Some(c.to_owned()),
+            None => return out,
+        }
+    }
+}
+
+fn append(path: &std::path::Path, lines: std::ops::Range<u32>) {
+    use std::io::Write;
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .expect("open");
+    for i in lines {
+        writeln!(f, "{{\"level\":\"info\",\"message\":\"line {i}\"}}").expect("write");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tailed_lines_arrive_exactly_once_across_rotation_truncation_and_restarts() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("collector");
+    std::fs::create_dir_all(&data).expect("mkdir");
+    let (collector, otlp, api) = common::spawn_collector(&data, 0, 0);
+    let _collector = KillOnDrop(collector);
+    let logs = dir.path().join("logs");
+    std::fs::create_dir_all(&logs).expect("mkdir");
+    let log = logs.join("tailme.log");
+    let config = || {
+        let mut c = agent_config(dir.path(), &otlp, Vec::new());
+        c.logs = vec![keel_agent::config::LogSource {
+            path: logs.join("*.log").display().to_string(),
+            service: String::new(),
+            multiline_start: None,
+        }];
+        c.log_poll_interval = Duration::from_millis(20);
+        c
+    };
+    let start = || async {
+        let clock: SharedClock = Arc::new(SystemClock);
+        Agent::start(config(), clock).await.expect("agent starts")
+    };
+    let until = |n: usize| {
+        let api = api.clone();
+        async move {
+            let deadline = std::time::Instant::now() + Duration::from_secs(30);
+            loop {
+                let m = messages(&api, "tailme").await;
+                if m.len() >= n {
+                    return m;
+                }
+                if std::time::Instant::now() > deadline {
+                    let missing: Vec<u32> = (0..n as u32)
+                        .filter(|i| !m.contains_key(&format!("line {i}")))
+                        .collect();
+                    panic!("{n} distinct lines expected; missing {missing:?}");
+                }
+                tokio::time::sleep(Duration::from_millis(25)).await;
+            }
+        }
+    };
+    append(&log, 0..100);
+    let agent = start().await;
+    until(100).await;
+    // Appends, then a restart with lines written while stopped.
+    append(&log, 100..150);
+    until(150).await;
+    agent.stop().await;
+    append(&log, 150..200);
+    let agent = start().await;
+    until(200).await;
+    // Rotation (rename + create) while running; the old file gets more.
+    std::fs::rename(&log, logs.join("tailme.log.1")).expect("rotate");
+    append(&logs.join("tailme.log.1"), 200..210);
+    append(&log, 210..260);
+    until(260).await;
+    // Rotation while stopped, then truncation.
+    agent.stop().await;
+    append(&log, 260..270);
+    std::fs::rename(&log, logs.join("tailme.log.2")).expect("rotate");
+    append(&log, 270..300);
+    let agent = start().await;
+    until(300).await;
+    std::fs::write(&log, "").expect("truncate");
+    append(&log, 300..320);
+    let m = until(320).await;
+    agent.stop().await;
+    assert_eq!(m.len(), 320);
+    let twice: Vec<_> = m.iter().filter(|(_, n)| **n != 1).collect();
+    assert!(twice.is_empty(), "lines not exactly once: {twice:?}");
 }

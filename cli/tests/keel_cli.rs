@@ -137,6 +137,20 @@ async fn keel_up_prints_its_urls_and_ctrl_c_leaves_no_process_behind() {
         })
         .await;
     }
+    // The sample app's JSON logs, tailed by the agent, are searchable.
+    let search = url("log search");
+    let web_logs = search.replace("q=level:error", "q=service:shop-web");
+    eventually("shop-web log lines", Duration::from_secs(20), || {
+        let url = web_logs.clone();
+        async move {
+            let (_, v) = get_json(&url).await;
+            v["data"]["records"]
+                .as_array()
+                .filter(|r| !r.is_empty())
+                .map(|_| ())
+        }
+    })
+    .await;
     let agent = url("agent status");
     let (s, status) = get_json(&agent).await;
     assert_eq!(s, 200);
