@@ -26,11 +26,33 @@ pub struct AgentConfig {
     pub retry: RetryConfig,
     /// Prometheus endpoints to scrape.
     pub scrape: Vec<ScrapeJob>,
+    /// This host's own metrics, from /proc, under node_exporter's names.
+    pub host_metrics: HostMetricsConfig,
     /// Log files to tail.
     pub logs: Vec<LogSource>,
     /// How often tailed files are checked for new lines and new files.
     #[serde(with = "keel_core::duration")]
     pub log_poll_interval: Duration,
+}
+
+/// Host metrics (`job="node"`, `instance` = the hostname).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HostMetricsConfig {
+    /// Collect them.
+    pub enabled: bool,
+    /// How often.
+    #[serde(with = "keel_core::duration")]
+    pub interval: Duration,
+}
+
+impl Default for HostMetricsConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            interval: Duration::from_secs(10),
+        }
+    }
 }
 
 /// Log files to tail.
@@ -60,6 +82,7 @@ impl Default for AgentConfig {
             buffer: BufferConfig::default(),
             retry: RetryConfig::default(),
             scrape: Vec::new(),
+            host_metrics: HostMetricsConfig::default(),
             logs: Vec::new(),
             log_poll_interval: Duration::from_millis(250),
         }
@@ -185,6 +208,9 @@ impl Validate for AgentConfig {
             {
                 problems.push(format!("{at}.multiline_start: {e}"));
             }
+        }
+        if self.host_metrics.interval.is_zero() {
+            problems.push("agent.host_metrics.interval: must be positive".into());
         }
         if self.log_poll_interval.is_zero() {
             problems.push("agent.log_poll_interval: must be positive".into());

@@ -18,6 +18,7 @@
 pub mod buffer;
 pub mod config;
 pub mod exposition;
+pub mod host;
 pub mod logline;
 pub mod otlp;
 pub mod run;

@@ -151,6 +151,12 @@ impl Agent {
                 tasks.push(tokio::spawn(scrape_loop(inner.clone(), client.clone(), t)));
             }
         }
+        if config.host_metrics.enabled {
+            tasks.push(tokio::spawn(host_loop(
+                inner.clone(),
+                config.host_metrics.interval,
+            )));
+        }
         for source in &config.logs {
             let cursors = shared
                 .buffer
@@ -265,6 +271,42 @@ async fn metrics(State(inner): State<Arc<Inner>>) -> impl IntoResponse {
 
 async fn status(State(inner): State<Arc<Inner>>) -> axum::Json<Status> {
     axum::Json(inner.status())
+}
+
+/// Collect host metrics every `every` (on the injected clock).
+async fn host_loop(inner: Arc<Inner>, every: Duration) {
+    let base = vec![
+        ("job".to_owned(), "node".to_owned()),
+        ("instance".to_owned(), inner.hostname.clone()),
+    ];
+    let mut next = inner.clock.now();
+    loop {
+        inner.clock.sleep_until(next).await;
+        next += every;
+        let now = inner.clock.now_ms();
+        let points = crate::host::collect(std::path::Path::new("/proc"), &base, now, true);
+        let rm = crate::otlp::resource_metrics(
+            &[
+                ("service.name", "node"),
+                ("service.instance.id", &inner.hostname),
+                ("host.name", &inner.hostname),
+            ],
+            &points,
+        );
+        let batch = Batch {
+            id: rand::random(),
+            signal: Signal::Metrics,
+            records: points.len() as u32,
+            created_ms: now,
+            cursor: None,
+            body: crate::otlp::gzip_request(&ExportMetricsServiceRequest {
+                resource_metrics: vec![rm],
+            }),
+        };
+        if let Err(e) = inner.shared.push(&batch) {
+            tracing::error!(error = %e, "disk buffer: cannot write host metrics; they are lost");
+        }
+    }
 }
 
 /// Poll a tailer every `every` (on the injected clock), buffering each

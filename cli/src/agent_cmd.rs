@@ -101,6 +101,9 @@ agent:
     initial: 250ms             # first wait after a failed send, doubling, jittered
     max: 30s                   # longest wait (a 429/503 Retry-After may be longer)
     timeout: 10s               # one request may take this long
+  host_metrics:                # this host under node_exporter's names (job="node")
+    enabled: true
+    interval: 10s
   scrape: []
   # scrape:
   #   - job: node                        # the job label

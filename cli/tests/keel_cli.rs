@@ -137,6 +137,28 @@ async fn keel_up_prints_its_urls_and_ctrl_c_leaves_no_process_behind() {
         })
         .await;
     }
+    // Host metrics, under node_exporter's names.
+    for q in [
+        "node_load1",
+        "count(node_cpu_seconds_total{mode=\"idle\"})",
+        "node_memory_MemAvailable_bytes",
+    ] {
+        eventually(q, Duration::from_secs(20), || {
+            let url = format!(
+                "{promql}?query={}",
+                q.replace('"', "%22")
+                    .replace('{', "%7B")
+                    .replace('}', "%7D")
+            );
+            async move {
+                let (_, v) = get_json(&url).await;
+                v["data"]["result"][0]["value"][1]
+                    .as_str()
+                    .map(str::to_owned)
+            }
+        })
+        .await;
+    }
     // The sample app's JSON logs, tailed by the agent, are searchable.
     let search = url("log search");
     let web_logs = search.replace("q=level:error", "q=service:shop-web");
