@@ -347,6 +347,21 @@ async fn messages(api: &str, service: &str) -> std::collections::BTreeMap<String
     }
 }
 
+/// How many log records match `q` (the histogram's total).
+async fn count(api: &str, q: &str) -> u64 {
+    let (_, v) = common::get_json(&format!(
+        "{api}/api/v1/logs/histogram?q={}&start=0&end=99999999999&step=99999999999",
+        urlencode(q)
+    ))
+    .await;
+    v["data"]["buckets"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|b| b[1].as_u64())
+        .sum()
+}
+
 fn append(path: &std::path::Path, lines: std::ops::Range<u32>) {
     use std::io::Write;
     let mut f = std::fs::OpenOptions::new()
@@ -431,4 +446,69 @@ async fn tailed_lines_arrive_exactly_once_across_rotation_truncation_and_restart
     assert_eq!(m.len(), 320);
     let twice: Vec<_> = m.iter().filter(|(_, n)| **n != 1).collect();
     assert!(twice.is_empty(), "lines not exactly once: {twice:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_of_the_agent_mid_send_and_mid_write_loses_and_doubles_nothing() {
+    use rand::Rng;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("collector");
+    std::fs::create_dir_all(&data).expect("mkdir");
+    let (collector, otlp, api) = common::spawn_collector(&data, 0, 0);
+    let _collector = KillOnDrop(collector);
+    let logs = dir.path().join("logs");
+    std::fs::create_dir_all(&logs).expect("mkdir");
+    let log = logs.join("crashy.log");
+    let config = dir.path().join("keel.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "agent:\n  collector: {otlp}\n  data_dir: {}\n  listen: 127.0.0.1:0\n  host_metrics:\n    enabled: false\n  log_poll_interval: 5ms\n  retry:\n    initial: 10ms\n    max: 50ms\n  logs:\n    - path: {}\n",
+            dir.path().join("agent").display(),
+            logs.join("*.log").display()
+        ),
+    )
+    .expect("config");
+    let spawn = || {
+        std::process::Command::new(common::KEEL)
+            .args(["--config", config.to_str().expect("utf-8"), "agent", "run"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(dir.path().join("agent.stderr")).expect("stderr"))
+            .spawn()
+            .expect("spawn keel agent")
+    };
+    let mut written = 0u32;
+    let mut rng = rand::rng();
+    for _ in 0..12 {
+        append(&log, written..written + 3_000);
+        written += 3_000;
+        let mut agent = spawn();
+        // Kill it at a random moment: reading, writing its buffer, or
+        // with a request to the collector in flight.
+        tokio::time::sleep(Duration::from_millis(rng.random_range(20..250))).await;
+        kill(Pid::from_raw(agent.id() as i32), Signal::SIGKILL).expect("kill");
+        let _ = agent.wait();
+    }
+    let agent = KillOnDrop(spawn());
+    // Wait on the count (cheap), then read every record once.
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while count(&api, "service:crashy").await < u64::from(written)
+        && std::time::Instant::now() < deadline
+    {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let m = messages(&api, "crashy").await;
+    drop(agent);
+    let missing: Vec<u32> = (0..written)
+        .filter(|i| !m.contains_key(&format!("line {i}")))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "{} lines lost, first {:?}",
+        missing.len(),
+        &missing[..missing.len().min(10)]
+    );
+    let twice: Vec<_> = m.iter().filter(|(_, n)| **n != 1).take(10).collect();
+    assert!(twice.is_empty(), "lines stored twice: {twice:?}");
+    assert_eq!(m.len(), written as usize);
 }
