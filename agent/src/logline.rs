@@ -13,38 +13,35 @@ use opentelemetry_proto::tonic::common::v1::{
 use opentelemetry_proto::tonic::logs::v1::LogRecord;
 use serde_json::Value;
 
-fn any(v: &Value) -> AnyValue {
+/// A JSON value as an OTLP value, moving its strings (no copies: this
+/// runs for every field of every line).
+fn any(v: Value) -> AnyValue {
     let value = match v {
         Value::Null => None,
-        Value::Bool(b) => Some(any_value::Value::BoolValue(*b)),
+        Value::Bool(b) => Some(any_value::Value::BoolValue(b)),
         Value::Number(n) => match n.as_i64() {
             Some(i) => Some(any_value::Value::IntValue(i)),
             None => Some(any_value::Value::DoubleValue(
                 n.as_f64().unwrap_or(f64::NAN),
             )),
         },
-        Value::String(s) => Some(any_value::Value::StringValue(s.clone())),
+        Value::String(s) => Some(any_value::Value::StringValue(s)),
         Value::Array(a) => Some(any_value::Value::ArrayValue(ArrayValue {
-            values: a.iter().map(any).collect(),
+            values: a.into_iter().map(any).collect(),
         })),
         Value::Object(m) => Some(any_value::Value::KvlistValue(KeyValueList {
-            values: m.iter().map(|(k, v)| kv(k, v)).collect(),
+            values: m.into_iter().map(|(k, v)| kv(k, v)).collect(),
         })),
     };
     AnyValue { value }
 }
 
-fn kv(k: &str, v: &Value) -> KeyValue {
+fn kv(key: String, v: Value) -> KeyValue {
     KeyValue {
-        key: k.to_owned(),
+        key,
         value: Some(any(v)),
         ..KeyValue::default()
     }
-}
-
-/// A string attribute.
-pub fn kv_str(k: &str, v: &str) -> KeyValue {
-    kv(k, &Value::String(v.to_owned()))
 }
 
 fn hex_bytes(s: &str, len: usize) -> Option<Vec<u8>> {
@@ -117,28 +114,34 @@ pub fn record(text: &str, observed_ns: u64, json: bool) -> LogRecord {
         None
     };
     let Some(fields) = parsed else {
-        r.body = Some(any(&Value::String(text.to_owned())));
+        r.body = Some(any(Value::String(text.to_owned())));
         return r;
     };
-    for (k, v) in &fields {
-        let k = k.as_str();
-        if TIME.contains(&k)
-            && let Some(t) = time_ns(v)
+    for (k, v) in fields {
+        let key = k.as_str();
+        let id_len = match key {
+            "trace_id" => 16,
+            "span_id" => 8,
+            _ => 0,
+        };
+        if TIME.contains(&key)
+            && let Some(t) = time_ns(&v)
         {
             r.time_unix_nano = t;
-        } else if LEVEL.contains(&k) && v.is_string() {
-            r.severity_text = v.as_str().unwrap_or_default().to_owned();
-        } else if MESSAGE.contains(&k) && r.body.is_none() {
+        } else if LEVEL.contains(&key) && v.is_string() {
+            if let Value::String(s) = v {
+                r.severity_text = s;
+            }
+        } else if MESSAGE.contains(&key) && r.body.is_none() {
             r.body = Some(match v {
-                Value::String(s) => any(&Value::String(s.clone())),
-                other => any(&Value::String(other.to_string())),
+                Value::String(s) => any(Value::String(s)),
+                other => any(Value::String(other.to_string())),
             });
-        } else if let (Some(bytes), true) = (
-            v.as_str()
-                .and_then(|s| hex_bytes(s, if k == "trace_id" { 16 } else { 8 })),
-            k == "trace_id" || k == "span_id",
-        ) {
-            if k == "trace_id" {
+        } else if let Some(bytes) = (id_len > 0)
+            .then(|| v.as_str().and_then(|s| hex_bytes(s, id_len)))
+            .flatten()
+        {
+            if id_len == 16 {
                 r.trace_id = bytes;
             } else {
                 r.span_id = bytes;

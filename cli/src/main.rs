@@ -11,6 +11,7 @@
 
 mod agent_cmd;
 mod bench;
+mod bench_agent;
 mod bench_logs;
 mod bench_metrics;
 mod collector_cmd;
@@ -88,6 +89,9 @@ enum BenchCommand {
     /// The collector's log and span stores against in-process indexing of
     /// the same lines: throughput per core, freshness, search latency, size.
     Logs(bench_logs::LogsBenchArgs),
+    /// The agent's CPU and memory at a steady load, and its ceiling from
+    /// file to collector acknowledgement.
+    Agent(bench_agent::AgentBenchArgs),
 }
 
 #[derive(Subcommand)]
@@ -119,6 +123,9 @@ fn main() -> ExitCode {
         Command::Bench {
             command: BenchCommand::Metrics(args),
         } => bench_metrics::run(args),
+        Command::Bench {
+            command: BenchCommand::Agent(args),
+        } => bench_agent::run(args),
         Command::Bench {
             command: BenchCommand::Logs(args),
         } => bench_logs::run(args),

@@ -35,6 +35,9 @@ async fn keel_up_prints_its_urls_and_ctrl_c_leaves_no_process_behind() {
         .stderr(std::fs::File::create(dir.path().join("keel-up.stderr")).expect("stderr"))
         .spawn()
         .expect("spawn keel up");
+    // A failed assertion must not leave keel up and its sample app running
+    // (they would load the machine for every later test).
+    let _stop_on_panic = StopOnDrop(child.id() as i32);
     let stdout = child.stdout.take().expect("stdout");
     let (tx, rx) = tokio::sync::oneshot::channel();
     std::thread::spawn(move || {
@@ -208,6 +211,15 @@ async fn keel_up_prints_its_urls_and_ctrl_c_leaves_no_process_behind() {
             Err(Errno::ESRCH),
             "process {pid} outlived keel up"
         );
+    }
+}
+
+/// Ctrl-C for a process when dropped (a no-op once it has exited).
+struct StopOnDrop(i32);
+
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        let _ = kill(Pid::from_raw(self.0), Signal::SIGINT);
     }
 }
 
