@@ -91,34 +91,44 @@ fn kv(k: &str, v: &str) -> KeyValue {
     }
 }
 
-/// One resource's points as `ResourceMetrics`: one metric per name.
-pub fn resource_metrics(resource: &[(&str, &str)], points: &[Point]) -> ResourceMetrics {
+/// One resource's points as `ResourceMetrics`: one metric per name. The
+/// points' strings move into the request.
+pub fn resource_metrics(resource: &[(&str, &str)], points: Vec<Point>) -> ResourceMetrics {
     let mut metrics: Vec<Metric> = Vec::new();
-    let mut by_name: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
+    let mut by_name: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
     for p in points {
-        let name = p
-            .labels
-            .iter()
-            .find(|(k, _)| k == "__name__")
-            .map_or("", |(_, v)| v.as_str());
-        let i = *by_name.entry(name).or_insert_with(|| {
-            metrics.push(Metric {
-                name: name.to_owned(),
-                data: Some(metric::Data::Gauge(Gauge {
-                    data_points: Vec::new(),
-                })),
-                ..Metric::default()
-            });
-            metrics.len() - 1
-        });
+        let mut name = String::new();
+        let mut attributes = Vec::with_capacity(p.labels.len().saturating_sub(1));
+        for (k, v) in p.labels {
+            if k == "__name__" {
+                name = v;
+            } else {
+                attributes.push(KeyValue {
+                    key: k,
+                    value: Some(AnyValue {
+                        value: Some(any_value::Value::StringValue(v)),
+                    }),
+                    ..KeyValue::default()
+                });
+            }
+        }
+        let i = match by_name.get(&name) {
+            Some(i) => *i,
+            None => {
+                by_name.insert(name.clone(), metrics.len());
+                metrics.push(Metric {
+                    name,
+                    data: Some(metric::Data::Gauge(Gauge {
+                        data_points: Vec::new(),
+                    })),
+                    ..Metric::default()
+                });
+                metrics.len() - 1
+            }
+        };
         if let Some(metric::Data::Gauge(g)) = &mut metrics[i].data {
             g.data_points.push(NumberDataPoint {
-                attributes: p
-                    .labels
-                    .iter()
-                    .filter(|(k, _)| k != "__name__")
-                    .map(|(k, v)| kv(k, v))
-                    .collect(),
+                attributes,
                 time_unix_nano: u64::try_from(p.t_ms).unwrap_or(0).saturating_mul(1_000_000),
                 value: Some(number_data_point::Value::AsDouble(p.value)),
                 ..NumberDataPoint::default()
@@ -171,7 +181,7 @@ mod tests {
         };
         let rm = resource_metrics(
             &[("service.name", "web"), ("host.name", "h1")],
-            &[
+            vec![
                 p("reqs_total", "200", 5.0),
                 p("reqs_total", "500", 1.0),
                 p("up", "", 1.0),

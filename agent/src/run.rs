@@ -285,18 +285,19 @@ async fn host_loop(inner: Arc<Inner>, every: Duration) {
         next += every;
         let now = inner.clock.now_ms();
         let points = crate::host::collect(std::path::Path::new("/proc"), &base, now, true);
+        let records = points.len() as u32;
         let rm = crate::otlp::resource_metrics(
             &[
                 ("service.name", "node"),
                 ("service.instance.id", &inner.hostname),
                 ("host.name", &inner.hostname),
             ],
-            &points,
+            points,
         );
         let batch = Batch {
             id: rand::random(),
             signal: Signal::Metrics,
-            records: points.len() as u32,
+            records,
             created_ms: now,
             cursor: None,
             body: crate::otlp::gzip_request(&ExportMetricsServiceRequest {
@@ -369,7 +370,7 @@ async fn scrape_loop(inner: Arc<Inner>, client: reqwest::Client, t: Target) {
     loop {
         inner.clock.sleep_until(next).await;
         next += t.interval;
-        let o = scrape::scrape(&client, &t).await;
+        let mut o = scrape::scrape(&client, &t).await;
         let now = inner.clock.now_ms();
         let up = o.error.is_none();
         if was_up != Some(up) || !up {
@@ -395,7 +396,8 @@ async fn scrape_loop(inner: Arc<Inner>, client: reqwest::Client, t: Target) {
                 first = ?o.first_invalid, "scrape: unparseable lines skipped"
             );
         }
-        let points = scrape::points(&t, &o, now);
+        let samples = o.samples.len();
+        let points = scrape::points(&t, &mut o, now);
         let records = points.len() as u32;
         let rm = crate::otlp::resource_metrics(
             &[
@@ -403,7 +405,7 @@ async fn scrape_loop(inner: Arc<Inner>, client: reqwest::Client, t: Target) {
                 ("service.instance.id", &t.instance),
                 ("host.name", &inner.hostname),
             ],
-            &points,
+            points,
         );
         let body = crate::otlp::gzip_request(&ExportMetricsServiceRequest {
             resource_metrics: vec![rm],
@@ -432,7 +434,7 @@ async fn scrape_loop(inner: Arc<Inner>, client: reqwest::Client, t: Target) {
                     error: o.error.clone(),
                     last_scrape_ms: now,
                     duration_seconds: o.duration.as_secs_f64(),
-                    samples: o.samples.len(),
+                    samples,
                     invalid_lines: o.invalid_lines,
                 },
             );

@@ -188,19 +188,26 @@ fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
 }
 
 /// The series points of one scrape of `t` at `now_ms`, with Prometheus'
-/// labelling and the synthetic `up` / `scrape_*` series.
-pub fn points(t: &Target, o: &Outcome, now_ms: i64) -> Vec<Point> {
+/// labelling and the synthetic `up` / `scrape_*` series. Takes the
+/// samples out of `o` (their strings move, not copied: a scrape can be
+/// tens of thousands of series).
+pub fn points(t: &Target, o: &mut Outcome, now_ms: i64) -> Vec<Point> {
     let target = t.target_labels();
+    let n = if o.error.is_none() {
+        o.samples.len()
+    } else {
+        0
+    };
     let mut out = Vec::with_capacity(o.samples.len() + 3);
     if o.error.is_none() {
-        for s in &o.samples {
+        for s in o.samples.drain(..) {
             let mut labels: Vec<(String, String)> = Vec::with_capacity(s.labels.len() + 2);
-            for (k, v) in &s.labels {
-                let clash = target.iter().any(|(tk, _)| tk == k);
+            for (k, v) in s.labels {
+                let clash = target.iter().any(|(tk, _)| *tk == k);
                 if !clash || t.honor_labels {
-                    labels.push((k.clone(), v.clone()));
+                    labels.push((k, v));
                 } else {
-                    labels.push((format!("exported_{k}"), v.clone()));
+                    labels.push((format!("exported_{k}"), v));
                 }
             }
             for (k, v) in &target {
@@ -217,11 +224,6 @@ pub fn points(t: &Target, o: &Outcome, now_ms: i64) -> Vec<Point> {
             });
         }
     }
-    let n = if o.error.is_none() {
-        o.samples.len()
-    } else {
-        0
-    };
     for (name, value) in [
         ("up", if o.error.is_none() { 1.0 } else { 0.0 }),
         ("scrape_duration_seconds", o.duration.as_secs_f64()),
@@ -275,15 +277,15 @@ mod tests {
 
     #[test]
     fn colliding_labels_are_exported_unless_honoured() {
-        let o = outcome("reqs{job=\"inner\",instance=\"pod-1\",code=\"200\"} 5\n");
-        let p = points(&target(false), &o, 1000);
+        let body = "reqs{job=\"inner\",instance=\"pod-1\",code=\"200\"} 5\n";
+        let p = points(&target(false), &mut outcome(body), 1000);
         assert_eq!(p.len(), 4);
         assert_eq!(get(&p[0], "job"), Some("web"));
         assert_eq!(get(&p[0], "exported_job"), Some("inner"));
         assert_eq!(get(&p[0], "instance"), Some("10.0.0.1:9100"));
         assert_eq!(get(&p[0], "exported_instance"), Some("pod-1"));
         assert_eq!(get(&p[0], "tier"), Some("web"));
-        let p = points(&target(true), &o, 1000);
+        let p = points(&target(true), &mut outcome(body), 1000);
         assert_eq!(get(&p[0], "job"), Some("inner"));
         assert_eq!(get(&p[0], "instance"), Some("pod-1"));
         assert_eq!(get(&p[0], "exported_job"), None);
@@ -296,14 +298,14 @@ mod tests {
 
     #[test]
     fn a_failed_scrape_is_up_zero_with_no_samples() {
-        let o = Outcome {
+        let mut o = Outcome {
             samples: Vec::new(),
             error: Some("timed out after 1s".into()),
             duration: Duration::from_secs(1),
             invalid_lines: 0,
             first_invalid: Vec::new(),
         };
-        let p = points(&target(false), &o, 1000);
+        let p = points(&target(false), &mut o, 1000);
         let names: Vec<&str> = p.iter().filter_map(|p| get(p, "__name__")).collect();
         assert_eq!(
             names,

@@ -259,10 +259,16 @@ fn read(t: &mut Tracked, start: Option<&Regex>, out: &mut Vec<FileBatch>) {
     let Some(&(_, taken)) = records.last() else {
         return;
     };
+    // UTF-8 checked once for the whole read (lines split at newlines, so
+    // every span is a char boundary); only an invalid read goes line by line.
+    let valid = std::str::from_utf8(&t.pending[..taken]).ok();
     let texts: Vec<(String, usize)> = records
         .iter()
         .map(|&(s, e)| {
-            let text = String::from_utf8_lossy(&t.pending[s..e]);
+            let text = match valid {
+                Some(all) => std::borrow::Cow::Borrowed(&all[s..e]),
+                None => String::from_utf8_lossy(&t.pending[s..e]),
+            };
             (text.trim_end_matches(['\n', '\r']).to_owned(), e)
         })
         .collect();

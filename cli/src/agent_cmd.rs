@@ -188,7 +188,7 @@ fn run_agent(config_path: Option<&Path>, args: RunArgs) -> anyhow::Result<()> {
     config.check("command-line flags")?;
     let _ = keel_sampleapp::telemetry::init_stderr_logging();
     let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
+        .worker_threads(1)
         .enable_all()
         .build()?;
     runtime.block_on(async move {
