@@ -20,6 +20,9 @@ pub struct AgentConfig {
     pub data_dir: PathBuf,
     /// Address of the agent's own `/metrics` and `/status` (port 0: any free).
     pub listen: String,
+    /// Address of the local OTLP/HTTP receiver apps on this host export
+    /// to (empty: none).
+    pub otlp_receiver: String,
     /// The on-disk buffer of unsent batches.
     pub buffer: BufferConfig,
     /// Retries of a batch the collector did not take.
@@ -79,6 +82,7 @@ impl Default for AgentConfig {
             hostname: String::new(),
             data_dir: PathBuf::from("keel-data/agent"),
             listen: "127.0.0.1:9465".into(),
+            otlp_receiver: "127.0.0.1:4319".into(),
             buffer: BufferConfig::default(),
             retry: RetryConfig::default(),
             scrape: Vec::new(),
@@ -187,6 +191,14 @@ impl Validate for AgentConfig {
             problems.push(format!(
                 "agent.listen: {:?} is not an address such as 127.0.0.1:9465",
                 self.listen
+            ));
+        }
+        if !self.otlp_receiver.is_empty()
+            && self.otlp_receiver.parse::<std::net::SocketAddr>().is_err()
+        {
+            problems.push(format!(
+                "agent.otlp_receiver: {:?} is not an address such as 127.0.0.1:4319 (or \"\" for none)",
+                self.otlp_receiver
             ));
         }
         if self.buffer.max_bytes < 1 << 20 {

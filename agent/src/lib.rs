@@ -21,6 +21,7 @@ pub mod exposition;
 pub mod host;
 pub mod logline;
 pub mod otlp;
+pub mod receive;
 pub mod run;
 pub mod scrape;
 pub mod ship;

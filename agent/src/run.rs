@@ -88,6 +88,8 @@ struct Inner {
 pub struct Agent {
     /// The address of `/metrics` and `/status`.
     pub addr: SocketAddr,
+    /// The local OTLP/HTTP receiver's address, if it runs.
+    pub otlp_addr: Option<SocketAddr>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
     inner: Arc<Inner>,
 }
@@ -191,8 +193,29 @@ impl Agent {
                 tracing::error!(error = %e, "agent HTTP server stopped");
             }
         }));
-        tracing::info!(%addr, collector = %config.collector, host = %hostname, "keel agent started");
-        Ok(Self { addr, tasks, inner })
+        let mut otlp_addr = None;
+        if !config.otlp_receiver.is_empty() {
+            let l = tokio::net::TcpListener::bind(&config.otlp_receiver)
+                .await
+                .map_err(|source| AgentError::Listen {
+                    addr: config.otlp_receiver.clone(),
+                    source,
+                })?;
+            otlp_addr = l.local_addr().ok();
+            let app = crate::receive::routes(shared.clone(), hostname.clone(), clock.clone());
+            tasks.push(tokio::spawn(async move {
+                if let Err(e) = axum::serve(l, app).await {
+                    tracing::error!(error = %e, "agent OTLP receiver stopped");
+                }
+            }));
+        }
+        tracing::info!(%addr, otlp = ?otlp_addr, collector = %config.collector, host = %hostname, "keel agent started");
+        Ok(Self {
+            addr,
+            otlp_addr,
+            tasks,
+            inner,
+        })
     }
 
     /// Stop every task and wait until each has stopped (dropping the

@@ -94,6 +94,7 @@ agent:
   hostname: ""                 # host.name on everything sent; "": this machine's hostname
   data_dir: {data_dir}         # the disk buffer of unsent batches
   listen: 127.0.0.1:9465       # the agent's /metrics and /status (keel agent status)
+  otlp_receiver: 127.0.0.1:4319  # apps on this host export OTLP/HTTP here ("": none)
   buffer:
     max_bytes: 268435456       # past this the oldest unsent batches are dropped, and counted
     fsync: false               # true: each batch synced to disk (survives power loss)

@@ -123,7 +123,7 @@ fn write_config(
     scrape: Option<(u16, Duration)>,
 ) -> anyhow::Result<()> {
     let mut y = format!(
-        "agent:\n  collector: {collector}\n  data_dir: {}\n  host_metrics:\n    enabled: false\n  logs:\n    - path: {}\n",
+        "agent:\n  collector: {collector}\n  data_dir: {}\n  otlp_receiver: \"\"\n  host_metrics:\n    enabled: false\n  logs:\n    - path: {}\n",
         data.display(),
         logs.display()
     );

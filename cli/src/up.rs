@@ -83,6 +83,9 @@ pub fn run(config_path: Option<&Path>, args: UpArgs) -> anyhow::Result<()> {
             collector.api
         );
         say_fmt!("  agent status        http://{}/status", agent.addr);
+        if let Some(a) = agent.otlp_addr {
+            say_fmt!("  agent OTLP/HTTP     http://{a}/v1/traces");
+        }
         say_fmt!("  shop API (lb)       http://{}/api/products/1", ep.lb);
         say_fmt!(
             "  supervisor API      http://{}/api/v1/processes",

@@ -44,6 +44,7 @@ fn agent_config(dir: &std::path::Path, collector: &str, scrape: Vec<ScrapeJob>) 
         hostname: "test-host".into(),
         data_dir: dir.join("agent"),
         listen: "127.0.0.1:0".into(),
+        otlp_receiver: "127.0.0.1:0".into(),
         retry: RetryConfig {
             initial: Duration::from_millis(20),
             max: Duration::from_millis(200),
@@ -463,7 +464,7 @@ async fn sigkill_of_the_agent_mid_send_and_mid_write_loses_and_doubles_nothing()
     std::fs::write(
         &config,
         format!(
-            "agent:\n  collector: {otlp}\n  data_dir: {}\n  listen: 127.0.0.1:0\n  host_metrics:\n    enabled: false\n  log_poll_interval: 5ms\n  retry:\n    initial: 10ms\n    max: 50ms\n  logs:\n    - path: {}\n",
+            "agent:\n  collector: {otlp}\n  data_dir: {}\n  listen: 127.0.0.1:0\n  otlp_receiver: 127.0.0.1:0\n  host_metrics:\n    enabled: false\n  log_poll_interval: 5ms\n  retry:\n    initial: 10ms\n    max: 50ms\n  logs:\n    - path: {}\n",
             dir.path().join("agent").display(),
             logs.join("*.log").display()
         ),
@@ -511,4 +512,86 @@ async fn sigkill_of_the_agent_mid_send_and_mid_write_loses_and_doubles_nothing()
     let twice: Vec<_> = m.iter().filter(|(_, n)| **n != 1).take(10).collect();
     assert!(twice.is_empty(), "lines stored twice: {twice:?}");
     assert_eq!(m.len(), written as usize);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn apps_export_otlp_to_the_local_receiver_and_it_reaches_the_collector_with_the_host() {
+    use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
+    use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
+    use opentelemetry_proto::tonic::logs::v1::{LogRecord, ResourceLogs, ScopeLogs};
+    use opentelemetry_proto::tonic::resource::v1::Resource;
+    use prost::Message;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (collector, otlp, api) = common::spawn_collector(dir.path(), 0, 0);
+    let _collector = KillOnDrop(collector);
+    let clock: SharedClock = Arc::new(SystemClock);
+    let agent = Agent::start(agent_config(dir.path(), &otlp, Vec::new()), clock)
+        .await
+        .expect("agent starts");
+    let receiver = format!("http://{}", agent.otlp_addr.expect("receiver runs"));
+    let s = |v: &str| {
+        Some(AnyValue {
+            value: Some(any_value::Value::StringValue(v.into())),
+        })
+    };
+    let now_ns = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0);
+    let req = ExportLogsServiceRequest {
+        resource_logs: vec![ResourceLogs {
+            resource: Some(Resource {
+                attributes: vec![KeyValue {
+                    key: "service.name".into(),
+                    value: s("recv"),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }),
+            scope_logs: vec![ScopeLogs {
+                log_records: vec![LogRecord {
+                    time_unix_nano: now_ns,
+                    body: s("via the agent, protobuf"),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+            ..Default::default()
+        }],
+    };
+    let client = reqwest::Client::new();
+    let r = client
+        .post(format!("{receiver}/v1/logs"))
+        .header("content-type", "application/x-protobuf")
+        .body(req.encode_to_vec())
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(r.status(), 200);
+    let json = serde_json::json!({"resourceLogs": [{"resource": {"attributes": [{"key": "service.name", "value": {"stringValue": "recv"}}]}, "scopeLogs": [{"logRecords": [{"timeUnixNano": now_ns.to_string(), "body": {"stringValue": "via the agent, JSON"}}]}]}]});
+    let r = client
+        .post(format!("{receiver}/v1/logs"))
+        .header("content-type", "application/json")
+        .body(json.to_string())
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap_or_default());
+    let r = client
+        .post(format!("{receiver}/v1/traces"))
+        .header("content-type", "application/x-protobuf")
+        .body(vec![0xff, 0xff, 0xff])
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(r.status(), 400, "malformed input is refused, not buffered");
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while count(&api, "service:recv AND host:test-host").await < 2 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "both records reach the collector with host.name"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    agent.stop().await;
 }

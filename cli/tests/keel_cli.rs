@@ -31,6 +31,7 @@ async fn keel_up_prints_its_urls_and_ctrl_c_leaves_no_process_behind() {
         .env("KEEL_COLLECTOR__API_PORT", "0")
         .env("KEEL_COLLECTOR__OTLP_GRPC_PORT", "0")
         .env("KEEL_AGENT__LISTEN", "127.0.0.1:0")
+        .env("KEEL_AGENT__OTLP_RECEIVER", "127.0.0.1:0")
         .stdout(Stdio::piped())
         .stderr(std::fs::File::create(dir.path().join("keel-up.stderr")).expect("stderr"))
         .spawn()
