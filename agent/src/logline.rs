@@ -53,48 +53,17 @@ fn hex_bytes(s: &str, len: usize) -> Option<Vec<u8>> {
         .collect()
 }
 
-/// Epoch nanoseconds of a JSON timestamp.
+/// Epoch nanoseconds of a JSON timestamp (as the collector reads one;
+/// an epoch number written as a string is taken too).
 fn time_ns(v: &Value) -> Option<u64> {
-    match v {
-        Value::String(s) => chrono::DateTime::parse_from_rfc3339(s.trim())
+    use keel_core::timestamp::{epoch_ns, json_ns, rfc3339_ns};
+    let ns = match v {
+        Value::String(s) => rfc3339_ns(s.trim())
             .ok()
-            .and_then(|t| t.timestamp_nanos_opt())
-            .and_then(|n| u64::try_from(n).ok())
             .or_else(|| s.trim().parse::<f64>().ok().and_then(epoch_ns)),
-        Value::Number(n) => match n.as_u64() {
-            Some(i) => epoch_ns_int(i),
-            None => n.as_f64().and_then(epoch_ns),
-        },
-        _ => None,
-    }
-}
-
-/// As [`epoch_ns`], exactly, for an integer.
-fn epoch_ns_int(x: u64) -> Option<u64> {
-    match x {
-        0 => None,
-        1..100_000_000_000 => x.checked_mul(1_000_000_000),
-        100_000_000_000..100_000_000_000_000 => x.checked_mul(1_000_000),
-        100_000_000_000_000..100_000_000_000_000_000 => x.checked_mul(1_000),
-        _ => Some(x),
-    }
-}
-
-/// Seconds, ms, µs or ns since the epoch, told apart by magnitude.
-fn epoch_ns(x: f64) -> Option<u64> {
-    if !(x.is_finite() && x > 0.0) {
-        return None;
-    }
-    let ns = if x < 1e11 {
-        x * 1e9
-    } else if x < 1e14 {
-        x * 1e6
-    } else if x < 1e17 {
-        x * 1e3
-    } else {
-        x
+        other => json_ns(other).ok(),
     };
-    Some(ns as u64)
+    ns.and_then(|n| u64::try_from(n).ok()).filter(|n| *n > 0)
 }
 
 const TIME: [&str; 4] = ["timestamp", "time", "ts", "@timestamp"];

@@ -7,7 +7,9 @@
 //!   line and column, environment overrides, and validation that reports
 //!   every problem at once.
 //! - [`duration`]: human-readable durations (`250ms`, `1m30s`) in config files.
+//! - [`timestamp`]: log-line timestamps (RFC 3339 or epoch numbers).
 
 pub mod clock;
 pub mod config;
 pub mod duration;
+pub mod timestamp;

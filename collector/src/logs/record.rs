@@ -4,8 +4,6 @@ use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
 use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
-use tantivy::time::OffsetDateTime;
-use tantivy::time::format_description::well_known::Rfc3339;
 
 /// One log record as Keel stores and returns it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
@@ -70,51 +68,8 @@ fn hex_id(s: &str, digits: usize, what: &str) -> Result<String, String> {
     }
 }
 
-/// Nanoseconds from an epoch number in seconds, milliseconds,
-/// microseconds or nanoseconds (told apart by magnitude, as Loki does).
-fn epoch_ns(x: f64) -> Option<i64> {
-    let a = x.abs();
-    let ns = if a < 1e11 {
-        x * 1e9
-    } else if a < 1e14 {
-        x * 1e6
-    } else if a < 1e17 {
-        x * 1e3
-    } else {
-        x
-    };
-    (ns.is_finite() && ns.abs() < 9.2e18).then_some(ns as i64)
-}
-
-/// As [`epoch_ns`], exactly, for an integer.
-fn epoch_ns_int(x: i64) -> Option<i64> {
-    let a = x.unsigned_abs();
-    let scale = if a < 100_000_000_000 {
-        1_000_000_000
-    } else if a < 100_000_000_000_000 {
-        1_000_000
-    } else if a < 100_000_000_000_000_000 {
-        1_000
-    } else {
-        1
-    };
-    x.checked_mul(scale)
-}
-
 fn timestamp(v: &Value) -> Result<i64, String> {
-    match v {
-        Value::String(s) => OffsetDateTime::parse(s, &Rfc3339)
-            .map(|t| t.unix_timestamp_nanos() as i64)
-            .map_err(|e| format!("timestamp {s:?} is not RFC 3339: {e}")),
-        Value::Number(n) => n
-            .as_i64()
-            .and_then(epoch_ns_int)
-            .or_else(|| n.as_f64().and_then(epoch_ns))
-            .ok_or_else(|| format!("timestamp {n} is out of range")),
-        other => Err(format!(
-            "timestamp must be an RFC 3339 string or an epoch number, not {other}"
-        )),
-    }
+    keel_core::timestamp::json_ns(v)
 }
 
 pub(crate) fn text(v: Value) -> String {
