@@ -29,6 +29,21 @@ pub fn parse(s: &str) -> Result<u128, String> {
     u128::from_str_radix(s, 16).map_err(|_| format!("{HEADER}: {s:?} is not hex"))
 }
 
+/// The batch id a request carries in [`HEADER`], given the header's raw
+/// value (HTTP and gRPC metadata alike): none without the header, an
+/// error for a malformed one (the sender meant to be deduplicated).
+pub fn from_header(value: Option<&[u8]>) -> Result<Option<u128>, String> {
+    value
+        .map(|v| {
+            std::str::from_utf8(v)
+                .ok()
+                .filter(|s| s.is_ascii())
+                .ok_or_else(|| format!("{HEADER}: not ASCII"))
+                .and_then(parse)
+        })
+        .transpose()
+}
+
 /// The recent ids of one store.
 #[derive(Debug)]
 pub struct BatchIds {

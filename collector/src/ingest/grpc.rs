@@ -67,15 +67,8 @@ async fn export<T: Send + 'static>(
 
 /// The `keel-batch-id` metadata of a gRPC export, as over HTTP.
 fn grpc_batch_id<T>(request: &tonic::Request<T>) -> Result<Option<u128>, tonic::Status> {
-    request
-        .metadata()
-        .get(crate::batch_ids::HEADER)
-        .map(|v| {
-            v.to_str()
-                .map_err(|_| format!("{}: not ASCII", crate::batch_ids::HEADER))
-                .and_then(crate::batch_ids::parse)
-        })
-        .transpose()
+    let value = request.metadata().get(crate::batch_ids::HEADER);
+    crate::batch_ids::from_header(value.map(|v| v.as_bytes()))
         .map_err(tonic::Status::invalid_argument)
 }
 

@@ -81,17 +81,9 @@ pub struct IngestStats {
     pub duplicate_batches: AtomicU64,
 }
 
-/// The `Keel-Batch-Id` of a request, if it has one (a malformed one is an
-/// error: the sender meant to be deduplicated).
+/// The `Keel-Batch-Id` of a request ([`crate::batch_ids::from_header`]).
 pub fn batch_id(headers: &HeaderMap) -> Result<Option<u128>, String> {
-    headers
-        .get(crate::batch_ids::HEADER)
-        .map(|v| {
-            v.to_str()
-                .map_err(|_| format!("{}: not ASCII", crate::batch_ids::HEADER))
-                .and_then(crate::batch_ids::parse)
-        })
-        .transpose()
+    crate::batch_ids::from_header(headers.get(crate::batch_ids::HEADER).map(|v| v.as_bytes()))
 }
 
 #[derive(Clone)]
