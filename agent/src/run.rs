@@ -102,6 +102,29 @@ impl Drop for Agent {
     }
 }
 
+/// Bind `addr` and serve `app` there in a task added to `tasks`; the
+/// address bound (port 0 becomes a free one).
+async fn serve(
+    addr: &str,
+    app: Router,
+    tasks: &mut Vec<tokio::task::JoinHandle<()>>,
+) -> Result<SocketAddr, AgentError> {
+    let listen_error = |source| AgentError::Listen {
+        addr: addr.to_owned(),
+        source,
+    };
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(listen_error)?;
+    let bound = listener.local_addr().map_err(listen_error)?;
+    tasks.push(tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, app).await {
+            tracing::error!(error = %e, addr = %bound, "agent HTTP listener stopped");
+        }
+    }));
+    Ok(bound)
+}
+
 /// This machine's hostname.
 pub fn local_hostname() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
@@ -174,40 +197,15 @@ impl Agent {
                 config.log_poll_interval,
             )));
         }
-        let listener = tokio::net::TcpListener::bind(&config.listen)
-            .await
-            .map_err(|source| AgentError::Listen {
-                addr: config.listen.clone(),
-                source,
-            })?;
-        let addr = listener.local_addr().map_err(|source| AgentError::Listen {
-            addr: config.listen.clone(),
-            source,
-        })?;
         let app = Router::new()
             .route("/metrics", get(metrics))
             .route("/status", get(status))
             .with_state(inner.clone());
-        tasks.push(tokio::spawn(async move {
-            if let Err(e) = axum::serve(listener, app).await {
-                tracing::error!(error = %e, "agent HTTP server stopped");
-            }
-        }));
+        let addr = serve(&config.listen, app, &mut tasks).await?;
         let mut otlp_addr = None;
         if !config.otlp_receiver.is_empty() {
-            let l = tokio::net::TcpListener::bind(&config.otlp_receiver)
-                .await
-                .map_err(|source| AgentError::Listen {
-                    addr: config.otlp_receiver.clone(),
-                    source,
-                })?;
-            otlp_addr = l.local_addr().ok();
             let app = crate::receive::routes(shared.clone(), hostname.clone(), clock.clone());
-            tasks.push(tokio::spawn(async move {
-                if let Err(e) = axum::serve(l, app).await {
-                    tracing::error!(error = %e, "agent OTLP receiver stopped");
-                }
-            }));
+            otlp_addr = Some(serve(&config.otlp_receiver, app, &mut tasks).await?);
         }
         tracing::info!(%addr, otlp = ?otlp_addr, collector = %config.collector, host = %hostname, "keel agent started");
         Ok(Self {
@@ -238,6 +236,33 @@ impl Agent {
 }
 
 impl Inner {
+    /// Buffer one collection's points as a metrics batch, as the resource
+    /// of `service` / `instance` on this host.
+    fn push_points(&self, service: &str, instance: &str, points: Vec<scrape::Point>, now: i64) {
+        let records = points.len() as u32;
+        let rm = crate::otlp::resource_metrics(
+            &[
+                ("service.name", service),
+                ("service.instance.id", instance),
+                ("host.name", &self.hostname),
+            ],
+            points,
+        );
+        let batch = Batch {
+            id: rand::random(),
+            signal: Signal::Metrics,
+            records,
+            created_ms: now,
+            cursor: None,
+            body: crate::otlp::gzip_request(&ExportMetricsServiceRequest {
+                resource_metrics: vec![rm],
+            }),
+        };
+        if let Err(e) = self.shared.push(&batch) {
+            tracing::error!(error = %e, service, instance, "disk buffer: cannot write metrics; they are lost");
+        }
+    }
+
     fn buffer_stats(&self) -> (BufferStats, f64) {
         let b = self.shared.buffer.lock().unwrap_or_else(|e| e.into_inner());
         let lag = b
@@ -308,28 +333,7 @@ async fn host_loop(inner: Arc<Inner>, every: Duration) {
         next += every;
         let now = inner.clock.now_ms();
         let points = crate::host::collect(std::path::Path::new("/proc"), &base, now, true);
-        let records = points.len() as u32;
-        let rm = crate::otlp::resource_metrics(
-            &[
-                ("service.name", "node"),
-                ("service.instance.id", &inner.hostname),
-                ("host.name", &inner.hostname),
-            ],
-            points,
-        );
-        let batch = Batch {
-            id: rand::random(),
-            signal: Signal::Metrics,
-            records,
-            created_ms: now,
-            cursor: None,
-            body: crate::otlp::gzip_request(&ExportMetricsServiceRequest {
-                resource_metrics: vec![rm],
-            }),
-        };
-        if let Err(e) = inner.shared.push(&batch) {
-            tracing::error!(error = %e, "disk buffer: cannot write host metrics; they are lost");
-        }
+        inner.push_points("node", &inner.hostname, points, now);
     }
 }
 
@@ -396,16 +400,15 @@ async fn scrape_loop(inner: Arc<Inner>, client: reqwest::Client, t: Target) {
         let mut o = scrape::scrape(&client, &t).await;
         let now = inner.clock.now_ms();
         let up = o.error.is_none();
-        if was_up != Some(up) || !up {
-            match &o.error {
-                Some(e) if was_up != Some(false) => {
-                    tracing::warn!(job = %t.job, url = %t.url, error = %e, "scrape failed: up 0");
-                }
-                None if was_up == Some(false) => {
-                    tracing::info!(job = %t.job, url = %t.url, "target is up again");
-                }
-                _ => {}
+        // Logged when a target goes down and when it comes back.
+        match &o.error {
+            Some(e) if was_up != Some(false) => {
+                tracing::warn!(job = %t.job, url = %t.url, error = %e, "scrape failed: up 0");
             }
+            None if was_up == Some(false) => {
+                tracing::info!(job = %t.job, url = %t.url, "target is up again");
+            }
+            _ => {}
         }
         was_up = Some(up);
         if o.invalid_lines > 0 {
@@ -421,29 +424,7 @@ async fn scrape_loop(inner: Arc<Inner>, client: reqwest::Client, t: Target) {
         }
         let samples = o.samples.len();
         let points = scrape::points(&t, &mut o, now);
-        let records = points.len() as u32;
-        let rm = crate::otlp::resource_metrics(
-            &[
-                ("service.name", &t.job),
-                ("service.instance.id", &t.instance),
-                ("host.name", &inner.hostname),
-            ],
-            points,
-        );
-        let body = crate::otlp::gzip_request(&ExportMetricsServiceRequest {
-            resource_metrics: vec![rm],
-        });
-        let batch = Batch {
-            id: rand::random(),
-            signal: Signal::Metrics,
-            records,
-            created_ms: now,
-            cursor: None,
-            body,
-        };
-        if let Err(e) = inner.shared.push(&batch) {
-            tracing::error!(error = %e, "disk buffer: cannot write a scrape; it is lost");
-        }
+        inner.push_points(&t.job, &t.instance, points, now);
         inner
             .health
             .lock()
