@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::routing::get;
+use common::urlencode;
 use keel_agent::config::{AgentConfig, RetryConfig, ScrapeJob};
 use keel_agent::run::Agent;
 use keel_core::clock::{SharedClock, SystemClock};
@@ -66,15 +67,6 @@ async fn scalar(api: &str, q: &str) -> Option<f64> {
         return None;
     }
     r[0]["value"][1].as_str()?.parse().ok()
-}
-
-fn urlencode(s: &str) -> String {
-    s.bytes()
-        .map(|b| match b {
-            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'-' | b'_' | b'.' => (b as char).to_string(),
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

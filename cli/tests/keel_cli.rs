@@ -105,41 +105,12 @@ async fn keel_up_prints_its_urls_and_ctrl_c_leaves_no_process_behind() {
     // each tier's job is up, and the lb and web RED histograms are there
     // (the first scrape is at start, well within two 10 s intervals).
     for tier in ["lb", "web", "cache", "db"] {
-        let q = format!("min(up{{job=\"shop-{tier}\"}})");
-        let v = eventually(&q, Duration::from_secs(20), || {
-            let url = format!(
-                "{promql}?query={}",
-                q.replace('"', "%22")
-                    .replace('{', "%7B")
-                    .replace('}', "%7D")
-            );
-            async move {
-                let (_, v) = get_json(&url).await;
-                v["data"]["result"][0]["value"][1]
-                    .as_str()
-                    .map(str::to_owned)
-            }
-        })
-        .await;
+        let v = value_within(&promql, &format!("min(up{{job=\"shop-{tier}\"}})")).await;
         assert_eq!(v, "1", "{tier} is up");
     }
     for tier in ["lb", "web"] {
         let q = format!("count(http_server_request_duration_seconds_bucket{{tier=\"{tier}\"}})");
-        eventually(&q, Duration::from_secs(20), || {
-            let url = format!(
-                "{promql}?query={}",
-                q.replace('"', "%22")
-                    .replace('{', "%7B")
-                    .replace('}', "%7D")
-            );
-            async move {
-                let (_, v) = get_json(&url).await;
-                v["data"]["result"][0]["value"][1]
-                    .as_str()
-                    .map(str::to_owned)
-            }
-        })
-        .await;
+        value_within(&promql, &q).await;
     }
     // Host metrics, under node_exporter's names.
     for q in [
@@ -147,21 +118,7 @@ async fn keel_up_prints_its_urls_and_ctrl_c_leaves_no_process_behind() {
         "count(node_cpu_seconds_total{mode=\"idle\"})",
         "node_memory_MemAvailable_bytes",
     ] {
-        eventually(q, Duration::from_secs(20), || {
-            let url = format!(
-                "{promql}?query={}",
-                q.replace('"', "%22")
-                    .replace('{', "%7B")
-                    .replace('}', "%7D")
-            );
-            async move {
-                let (_, v) = get_json(&url).await;
-                v["data"]["result"][0]["value"][1]
-                    .as_str()
-                    .map(str::to_owned)
-            }
-        })
-        .await;
+        value_within(&promql, q).await;
     }
     // The sample app's JSON logs, tailed by the agent, are searchable.
     let search = url("log search");
@@ -213,6 +170,21 @@ async fn keel_up_prints_its_urls_and_ctrl_c_leaves_no_process_behind() {
             "process {pid} outlived keel up"
         );
     }
+}
+
+/// The value of instant query `q` at the PromQL endpoint `promql`, once
+/// it has one (within 20 s).
+async fn value_within(promql: &str, q: &str) -> String {
+    eventually(q, Duration::from_secs(20), || {
+        let url = format!("{promql}?query={}", urlencode(q));
+        async move {
+            let (_, v) = get_json(&url).await;
+            v["data"]["result"][0]["value"][1]
+                .as_str()
+                .map(str::to_owned)
+        }
+    })
+    .await
 }
 
 /// Ctrl-C for a process when dropped (a no-op once it has exited).

@@ -115,6 +115,16 @@ pub async fn get_json(url: &str) -> (u16, serde_json::Value) {
     (s, r.json().await.unwrap_or_default())
 }
 
+/// Percent-encode a query-string value.
+pub fn urlencode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'-' | b'_' | b'.' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
 pub async fn get_text(url: &str) -> (u16, String) {
     let r = reqwest::get(url).await.expect("request");
     let s = r.status().as_u16();
