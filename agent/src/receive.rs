@@ -125,21 +125,31 @@ fn with_host(resource: &mut Option<Resource>, host: &str) {
 }
 
 impl Receiver {
-    fn buffer<M: Message + serde::Serialize>(
+    /// Decode a request, let `tag` add `host.name` to its resources and
+    /// count its records, buffer it, and answer in the request's encoding.
+    fn accept<Req, Resp>(
         &self,
         signal: Signal,
-        records: usize,
-        req: &impl Message,
-        answer: M,
-        json: bool,
-    ) -> Response {
+        headers: &HeaderMap,
+        body: &[u8],
+        tag: impl FnOnce(&mut Req, &str) -> usize,
+    ) -> Response
+    where
+        Req: Message + Default + serde::de::DeserializeOwned,
+        Resp: Message + Default + serde::Serialize,
+    {
+        let (mut req, json) = match decode::<Req>(headers, body) {
+            Ok(x) => x,
+            Err((status, msg)) => return bad(status, msg),
+        };
+        let records = tag(&mut req, &self.hostname);
         let batch = Batch {
             id: rand::random(),
             signal,
             records: records as u32,
             created_ms: self.clock.now_ms(),
             cursor: None,
-            body: crate::otlp::gzip_request(req),
+            body: crate::otlp::gzip_request(&req),
         };
         if let Err(e) = self.shared.push(&batch) {
             return bad(
@@ -147,6 +157,7 @@ impl Receiver {
                 format!("not buffered: {e}"),
             );
         }
+        let answer = Resp::default();
         if json {
             axum::Json(answer).into_response()
         } else {
@@ -160,66 +171,57 @@ impl Receiver {
 }
 
 async fn traces(State(r): State<Receiver>, headers: HeaderMap, body: Bytes) -> Response {
-    let (mut req, json) = match decode::<ExportTraceServiceRequest>(&headers, &body) {
-        Ok(x) => x,
-        Err((status, msg)) => return bad(status, msg),
-    };
-    let mut n = 0;
-    for rs in &mut req.resource_spans {
-        with_host(&mut rs.resource, &r.hostname);
-        n += rs.scope_spans.iter().map(|s| s.spans.len()).sum::<usize>();
-    }
-    r.buffer(
+    r.accept::<ExportTraceServiceRequest, ExportTraceServiceResponse>(
         Signal::Traces,
-        n,
-        &req,
-        ExportTraceServiceResponse::default(),
-        json,
+        &headers,
+        &body,
+        |req, host| {
+            let mut n = 0;
+            for rs in &mut req.resource_spans {
+                with_host(&mut rs.resource, host);
+                n += rs.scope_spans.iter().map(|s| s.spans.len()).sum::<usize>();
+            }
+            n
+        },
     )
 }
 
 async fn logs(State(r): State<Receiver>, headers: HeaderMap, body: Bytes) -> Response {
-    let (mut req, json) = match decode::<ExportLogsServiceRequest>(&headers, &body) {
-        Ok(x) => x,
-        Err((status, msg)) => return bad(status, msg),
-    };
-    let mut n = 0;
-    for rl in &mut req.resource_logs {
-        with_host(&mut rl.resource, &r.hostname);
-        n += rl
-            .scope_logs
-            .iter()
-            .map(|s| s.log_records.len())
-            .sum::<usize>();
-    }
-    r.buffer(
+    r.accept::<ExportLogsServiceRequest, ExportLogsServiceResponse>(
         Signal::Logs,
-        n,
-        &req,
-        ExportLogsServiceResponse::default(),
-        json,
+        &headers,
+        &body,
+        |req, host| {
+            let mut n = 0;
+            for rl in &mut req.resource_logs {
+                with_host(&mut rl.resource, host);
+                n += rl
+                    .scope_logs
+                    .iter()
+                    .map(|s| s.log_records.len())
+                    .sum::<usize>();
+            }
+            n
+        },
     )
 }
 
 async fn metrics(State(r): State<Receiver>, headers: HeaderMap, body: Bytes) -> Response {
-    let (mut req, json) = match decode::<ExportMetricsServiceRequest>(&headers, &body) {
-        Ok(x) => x,
-        Err((status, msg)) => return bad(status, msg),
-    };
-    let mut n = 0;
-    for rm in &mut req.resource_metrics {
-        with_host(&mut rm.resource, &r.hostname);
-        n += rm
-            .scope_metrics
-            .iter()
-            .map(|s| s.metrics.len())
-            .sum::<usize>();
-    }
-    r.buffer(
+    r.accept::<ExportMetricsServiceRequest, ExportMetricsServiceResponse>(
         Signal::Metrics,
-        n,
-        &req,
-        ExportMetricsServiceResponse::default(),
-        json,
+        &headers,
+        &body,
+        |req, host| {
+            let mut n = 0;
+            for rm in &mut req.resource_metrics {
+                with_host(&mut rm.resource, host);
+                n += rm
+                    .scope_metrics
+                    .iter()
+                    .map(|s| s.metrics.len())
+                    .sum::<usize>();
+            }
+            n
+        },
     )
 }

@@ -166,6 +166,8 @@ impl Tailer {
             read(t, self.start.as_ref(), &mut out);
         }
         // A file rotated away (or deleted) and read to its end is done.
+        // Its size is read again here, not taken from before the read: a
+        // writer may still be appending to the rotated file.
         self.files.retain(|t| {
             let size = t.file.metadata().map(|m| m.len()).unwrap_or(0);
             !(t.gone && t.pending.is_empty() && t.offset >= size)
