@@ -12,8 +12,9 @@
 
 use std::path::{Path, PathBuf};
 
-use serde::Serialize;
 use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use serde_saphyr::Spanned;
 
 /// Everything that can go wrong loading configuration.
 #[derive(Debug, thiserror::Error)]
@@ -106,8 +107,162 @@ pub fn load_yaml<T: DeserializeOwned + Validate>(path: &Path) -> Result<T, Confi
         source,
     })?;
     let value: T = parse_yaml(&shown, &text)?;
-    value.check(&shown)?;
+    value
+        .check(&shown)
+        .map_err(|e| with_lines(e, &shown, &text))?;
     Ok(value)
+}
+
+/// Point each validation problem of `err` at its line in `text`: a
+/// problem starting `agent.logs[1].path: …` becomes `file:7: agent.logs[1].path: …`.
+fn with_lines(err: ConfigError, file: &str, text: &str) -> ConfigError {
+    let ConfigError::Invalid { path, problems } = err else {
+        return err;
+    };
+    let Ok(tree) = serde_saphyr::from_str::<Spanned<Node>>(text) else {
+        return ConfigError::Invalid { path, problems };
+    };
+    let problems = problems
+        .into_iter()
+        .map(|p| {
+            let field = p.split_once(':').map_or("", |(f, _)| f);
+            match (!field.contains(' '))
+                .then(|| line_of(&tree, field))
+                .flatten()
+            {
+                Some(line) => format!("{file}:{line}: {p}"),
+                None => p,
+            }
+        })
+        .collect();
+    ConfigError::Invalid { path, problems }
+}
+
+/// A YAML document's shape with the position of every node: enough to
+/// find the line a dotted field path (`a.b[2].c`) was written on.
+#[derive(Debug)]
+enum Node {
+    Map(Vec<(String, Spanned<Node>)>),
+    Seq(Vec<Spanned<Node>>),
+    Leaf,
+}
+
+impl<'de> serde::Deserialize<'de> for Node {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(NodeVisitor)
+    }
+}
+
+/// A mapping key as written (asked for as a string, so `y` stays `y`
+/// rather than YAML 1.1's `true`).
+struct Key(String);
+
+impl<'de> serde::Deserialize<'de> for Key {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl serde::de::Visitor<'_> for V {
+            type Value = Key;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a mapping key")
+            }
+            fn visit_str<E>(self, s: &str) -> Result<Key, E> {
+                Ok(Key(s.to_owned()))
+            }
+            fn visit_bool<E>(self, b: bool) -> Result<Key, E> {
+                Ok(Key(b.to_string()))
+            }
+            fn visit_i64<E>(self, i: i64) -> Result<Key, E> {
+                Ok(Key(i.to_string()))
+            }
+            fn visit_u64<E>(self, i: u64) -> Result<Key, E> {
+                Ok(Key(i.to_string()))
+            }
+            fn visit_f64<E>(self, f: f64) -> Result<Key, E> {
+                Ok(Key(f.to_string()))
+            }
+        }
+        d.deserialize_str(V)
+    }
+}
+
+struct NodeVisitor;
+
+impl<'de> serde::de::Visitor<'de> for NodeVisitor {
+    type Value = Node;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("any YAML value")
+    }
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut m: A) -> Result<Node, A::Error> {
+        let mut entries = Vec::new();
+        while let Some(Key(k)) = m.next_key::<Key>()? {
+            entries.push((k, m.next_value::<Spanned<Node>>()?));
+        }
+        Ok(Node::Map(entries))
+    }
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut s: A) -> Result<Node, A::Error> {
+        let mut items = Vec::new();
+        while let Some(n) = s.next_element::<Spanned<Node>>()? {
+            items.push(n);
+        }
+        Ok(Node::Seq(items))
+    }
+    fn visit_some<D: serde::Deserializer<'de>>(self, d: D) -> Result<Node, D::Error> {
+        Node::deserialize(d)
+    }
+    fn visit_bool<E>(self, _: bool) -> Result<Node, E> {
+        Ok(Node::Leaf)
+    }
+    fn visit_i64<E>(self, _: i64) -> Result<Node, E> {
+        Ok(Node::Leaf)
+    }
+    fn visit_u64<E>(self, _: u64) -> Result<Node, E> {
+        Ok(Node::Leaf)
+    }
+    fn visit_f64<E>(self, _: f64) -> Result<Node, E> {
+        Ok(Node::Leaf)
+    }
+    fn visit_str<E>(self, _: &str) -> Result<Node, E> {
+        Ok(Node::Leaf)
+    }
+    fn visit_unit<E>(self) -> Result<Node, E> {
+        Ok(Node::Leaf)
+    }
+    fn visit_none<E>(self) -> Result<Node, E> {
+        Ok(Node::Leaf)
+    }
+}
+
+/// The line of the deepest node of `tree` on dotted `path` (`agent.logs[1].path`);
+/// none when not even its first key is in the file (a default value is wrong).
+fn line_of(tree: &Spanned<Node>, path: &str) -> Option<u64> {
+    let mut steps = Vec::new();
+    for part in path.split('.') {
+        let mut pieces = part.split('[');
+        steps.push(Err(pieces.next().unwrap_or_default()));
+        for index in pieces {
+            steps.push(Ok(index.trim_end_matches(']').parse::<usize>().ok()?));
+        }
+    }
+    let mut node = tree;
+    let mut line = None;
+    for step in steps {
+        let next = match (&node.value, step) {
+            (Node::Map(entries), Err(key)) => {
+                entries.iter().find(|(k, _)| k == key).map(|(_, v)| v)
+            }
+            (Node::Seq(items), Ok(i)) => items.get(i),
+            _ => None,
+        };
+        match next {
+            Some(n) => {
+                line = Some(n.referenced.line());
+                node = n;
+            }
+            None => break,
+        }
+    }
+    line
 }
 
 /// Where `keel.yaml` is: `explicit` if given, else `./keel.yaml`, else
@@ -194,7 +349,6 @@ fn set_path(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde::Deserialize;
 
     #[derive(Debug, Serialize, Deserialize, PartialEq)]
     #[serde(deny_unknown_fields)]
@@ -237,6 +391,36 @@ mod tests {
             panic!("wrong error");
         };
         assert_eq!(problems.len(), 2);
+    }
+
+    #[test]
+    fn validation_problems_name_their_line() {
+        let dir = std::env::temp_dir().join(format!("keel-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let file = dir.join("k.yaml");
+        std::fs::write(&file, "# comment\nweb:\n  name: ''\n\n  count: 0\n").expect("write");
+        let err = load_yaml::<Outer>(&file).unwrap_err();
+        let ConfigError::Invalid { problems, .. } = &err else {
+            panic!("wrong error {err}");
+        };
+        let shown = file.display().to_string();
+        assert!(
+            problems.contains(&format!("{shown}:5: web.count: must be at least 1")),
+            "{problems:?}"
+        );
+        assert!(
+            problems.contains(&format!("{shown}:3: web.name: must not be empty")),
+            "{problems:?}"
+        );
+        let tree: Spanned<Node> =
+            serde_saphyr::from_str("a:\n  - x: 1\n  - x: 2\n    y: [1, 2]\nb: 3\n").expect("yaml");
+        assert_eq!(line_of(&tree, "a[1].y"), Some(4));
+        assert_eq!(line_of(&tree, "a[1].y[0]"), Some(4));
+        assert_eq!(line_of(&tree, "a[0].x"), Some(2));
+        assert_eq!(line_of(&tree, "a[5].x"), Some(2), "where the list starts");
+        assert_eq!(line_of(&tree, "b"), Some(5));
+        assert_eq!(line_of(&tree, "c.d"), None);
+        std::fs::remove_dir_all(&dir).ok();
     }
 
     #[test]
