@@ -459,6 +459,41 @@ impl DiskBuffer {
         let Some(e) = seg.entries.front() else {
             return Ok(None);
         };
+        self.read(seg, e)
+    }
+
+    /// The newest batch that may go ahead of the backlog, if it is not
+    /// the oldest one too: logs and traces always may (their stores take
+    /// any order); a metrics batch only while the oldest unsent metrics
+    /// are at most `metrics_window` older than it, so the collector's
+    /// out-of-order window still takes the older samples after it.
+    pub fn peek_fresh(&self, metrics_window_ms: i64) -> Result<Option<Batch>, BufferError> {
+        let oldest_metrics = self
+            .segments
+            .iter()
+            .flat_map(|s| &s.entries)
+            .find(|e| e.signal == Signal::Metrics)
+            .map(|e| e.created_ms);
+        let oldest = self.oldest().map(|e| e.id);
+        // The newest few batches only: past them the backlog lane is as good.
+        let newest = self
+            .segments
+            .iter()
+            .rev()
+            .flat_map(|s| s.entries.iter().rev().map(move |e| (s, e)))
+            .take(64)
+            .find(|(_, e)| match (e.signal, oldest_metrics) {
+                (Signal::Metrics, Some(o)) => e.created_ms - o <= metrics_window_ms,
+                _ => true,
+            });
+        match newest {
+            Some((seg, e)) if Some(e.id) != oldest => self.read(seg, e),
+            _ => Ok(None),
+        }
+    }
+
+    /// Batch `e` of segment `seg`, read from its file.
+    fn read(&self, seg: &Segment, e: &Entry) -> Result<Option<Batch>, BufferError> {
         let mut frame = vec![0u8; e.len as usize];
         File::open(&seg.path)
             .and_then(|mut f| {
@@ -476,11 +511,23 @@ impl DiskBuffer {
         }))
     }
 
-    /// The collector took batch `id`: forget it (a no-op unless it is the
-    /// oldest, e.g. when it was dropped meanwhile).
+    /// The collector took batch `id`: forget it (a no-op when it is gone,
+    /// e.g. dropped meanwhile). The head file moves only past the oldest
+    /// batch; one acknowledged ahead of it leaves memory now but stays in
+    /// its segment until the head passes, so after a crash it is sent
+    /// again and the collector drops the repeat by its id.
     pub fn ack(&mut self, id: u128) -> Result<(), BufferError> {
         if self.oldest().is_some_and(|e| e.id == id) {
-            self.remove_oldest()?;
+            return self.remove_oldest();
+        }
+        for seg in self.segments.iter_mut().rev() {
+            if let Some(i) = seg.entries.iter().rposition(|e| e.id == id) {
+                if let Some(e) = seg.entries.remove(i) {
+                    self.stats.batches -= 1;
+                    self.stats.bytes -= e.len;
+                }
+                break;
+            }
         }
         Ok(())
     }
@@ -595,6 +642,68 @@ mod tests {
             b.ack(x.id).expect("ack");
         }
         out
+    }
+
+    #[test]
+    fn fresh_batches_go_ahead_of_a_backlog_but_old_metrics_hold_new_ones_back() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut b = DiskBuffer::open(dir.path(), 1 << 30, false).expect("open");
+        let at = |id: u128, signal: Signal, created_ms: i64| Batch {
+            signal,
+            created_ms,
+            ..batch(id, 100)
+        };
+        // A backlog of logs, then fresh logs: the newest goes ahead.
+        for i in 1..=5 {
+            b.push(&at(i, Signal::Logs, 1_000 * i as i64))
+                .expect("push");
+        }
+        let fresh = b.peek_fresh(60_000).expect("peek").expect("a fresh batch");
+        assert_eq!(fresh.id, 5);
+        b.ack(5).expect("ack");
+        assert_eq!(b.stats().batches, 4);
+        assert_eq!(b.peek_fresh(60_000).expect("peek").map(|x| x.id), Some(4));
+        assert_eq!(
+            b.peek().expect("peek").map(|x| x.id),
+            Some(1),
+            "the backlog lane is unmoved"
+        );
+        // Metrics an hour older than a fresh metrics batch: the fresh one
+        // waits (the collector would reject the older samples after it),
+        // while a fresh log batch behind it still goes.
+        b.push(&at(6, Signal::Metrics, 0)).expect("push");
+        b.push(&at(7, Signal::Logs, 3_600_000)).expect("push");
+        b.push(&at(8, Signal::Metrics, 3_600_000)).expect("push");
+        assert_eq!(b.peek_fresh(60_000).expect("peek").map(|x| x.id), Some(7));
+        b.ack(7).expect("ack");
+        assert_eq!(
+            b.peek_fresh(3_600_000).expect("peek").map(|x| x.id),
+            Some(8),
+            "within the window it may go"
+        );
+        // After a crash, batches acknowledged ahead of the head come back
+        // (the collector drops the repeats by id); nothing is lost.
+        drop(b);
+        let mut b = DiskBuffer::open(dir.path(), 1 << 30, false).expect("reopen");
+        assert_eq!(
+            std::iter::from_fn(|| {
+                let x = b.peek().expect("peek")?;
+                b.ack(x.id).expect("ack");
+                Some(x.id)
+            })
+            .collect::<Vec<_>>(),
+            vec![1, 2, 3, 4, 5, 6, 7, 8]
+        );
+        assert_eq!(
+            b.peek_fresh(60_000).expect("peek").map(|x| x.id),
+            None,
+            "empty"
+        );
+        b.push(&at(9, Signal::Logs, 0)).expect("push");
+        assert!(
+            b.peek_fresh(60_000).expect("peek").is_none(),
+            "the only batch is the backlog's"
+        );
     }
 
     #[test]

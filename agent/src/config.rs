@@ -73,6 +73,141 @@ pub struct LogSource {
     /// it (stack traces); none: every line is a record.
     #[serde(default)]
     pub multiline_start: Option<String>,
+    /// Log-to-metrics rules over this source's records (RED series from
+    /// access logs; see [`LogMetricsRule`]).
+    #[serde(default)]
+    pub metrics: Vec<LogMetricsRule>,
+}
+
+/// A log-to-metrics rule: request rate, errors and a duration histogram
+/// from access log records, as `<name>_requests_total{code}`,
+/// `<name>_errors_total` and `<name>_request_duration_seconds`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogMetricsRule {
+    /// The series' name prefix (a metric name: `[a-zA-Z_:][a-zA-Z0-9_:]*`).
+    pub name: String,
+    /// A regex whose named groups are the fields (`(?P<status>\d{3})`),
+    /// matched against each raw line; none: a JSON line's own fields
+    /// (nested ones by dotted path, `http.status`).
+    #[serde(default)]
+    pub regex: Option<String>,
+    /// A regex a raw line must match for the rule to read it (like Loki's
+    /// `|~` line filter): other lines are skipped, not counted as
+    /// unmatched. None: every line.
+    #[serde(default)]
+    pub filter: Option<String>,
+    /// The field (or group) with the HTTP status code.
+    #[serde(default = "default_status_field")]
+    pub status_field: String,
+    /// The field (or group) with the request's duration; none: no histogram.
+    #[serde(default)]
+    pub duration_field: Option<String>,
+    /// The duration's unit: `s`, `ms`, `us` or `ns`.
+    #[serde(default)]
+    pub duration_unit: DurationUnit,
+    /// A status at or above this is an error.
+    #[serde(default = "default_error_status")]
+    pub error_status: u16,
+    /// Fields (or groups) that become labels of the same name (keep them
+    /// low-cardinality: a method or a route, never a raw path or a user).
+    /// `instance` may be one (else it is this host's name).
+    #[serde(default)]
+    pub labels: Vec<String>,
+    /// The histogram's bucket upper bounds in seconds, increasing
+    /// (default: OpenTelemetry's for `http.server.request.duration`).
+    #[serde(default = "LogMetricsRule::default_buckets")]
+    pub buckets: Vec<f64>,
+    /// How often the series are sent.
+    #[serde(default = "default_log_metrics_interval", with = "keel_core::duration")]
+    pub interval: Duration,
+}
+
+/// The unit of a log's duration field.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DurationUnit {
+    /// Seconds.
+    #[default]
+    S,
+    /// Milliseconds.
+    Ms,
+    /// Microseconds.
+    Us,
+    /// Nanoseconds.
+    Ns,
+}
+
+fn default_status_field() -> String {
+    "status".into()
+}
+
+fn default_error_status() -> u16 {
+    500
+}
+
+impl LogMetricsRule {
+    /// OpenTelemetry's buckets for `http.server.request.duration`, seconds.
+    pub fn default_buckets() -> Vec<f64> {
+        vec![
+            0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0,
+        ]
+    }
+}
+
+fn default_log_metrics_interval() -> Duration {
+    Duration::from_secs(10)
+}
+
+/// Problems with one log-to-metrics rule at `at`.
+fn validate_log_metrics(at: &str, r: &LogMetricsRule, problems: &mut Vec<String>) {
+    let mut chars = r.name.chars();
+    let metric_name = chars
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_' || c == ':')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':');
+    if !metric_name {
+        problems.push(format!("{at}.name: {:?} is not a metric name", r.name));
+    }
+    if let Some(p) = &r.regex {
+        match regex::Regex::new(p) {
+            Err(e) => problems.push(format!("{at}.regex: {e}")),
+            Ok(re) => {
+                let groups: Vec<&str> = re.capture_names().flatten().collect();
+                let wanted = std::iter::once(&r.status_field)
+                    .chain(&r.duration_field)
+                    .chain(&r.labels);
+                for f in wanted.filter(|f| !groups.contains(&f.as_str())) {
+                    problems.push(format!(
+                        "{at}.regex: has no group named {f:?} (write (?P<{f}>…))"
+                    ));
+                }
+            }
+        }
+    }
+    if let Some(Err(e)) = r.filter.as_deref().map(regex::Regex::new) {
+        problems.push(format!("{at}.filter: {e}"));
+    }
+    for (i, l) in r.labels.iter().enumerate() {
+        if !valid_label_name(l) || l.starts_with("__") {
+            problems.push(format!("{at}.labels[{i}]: {l:?} is not a label name"));
+        } else if ["job", "code", "le"].contains(&l.as_str()) {
+            problems.push(format!(
+                "{at}.labels[{i}]: {l:?} is a label the rule sets itself"
+            ));
+        }
+    }
+    if r.buckets.is_empty()
+        || r.buckets.iter().any(|b| !b.is_finite() || *b <= 0.0)
+        || r.buckets.windows(2).any(|w| w[0] >= w[1])
+    {
+        problems.push(format!(
+            "{at}.buckets: must be positive, finite and increasing"
+        ));
+    }
+    if r.interval.is_zero() {
+        problems.push(format!("{at}.interval: must be positive"));
+    }
 }
 
 impl Default for AgentConfig {
@@ -103,6 +238,13 @@ pub struct BufferConfig {
     /// Sync each batch to disk before it counts as buffered (off: a power
     /// loss can lose the last batches; a crash of the agent cannot).
     pub fsync: bool,
+    /// While a backlog drains, every other send is the newest batch, so
+    /// fresh data keeps flowing; a metrics batch goes ahead only while
+    /// the oldest unsent metrics are at most this much older. Keep it
+    /// under the collector's `out_of_order_window` (10m), or the older
+    /// samples sent after it would be rejected.
+    #[serde(with = "keel_core::duration")]
+    pub metrics_reorder_window: Duration,
 }
 
 impl Default for BufferConfig {
@@ -110,6 +252,7 @@ impl Default for BufferConfig {
         Self {
             max_bytes: 256 << 20,
             fsync: false,
+            metrics_reorder_window: Duration::from_secs(300),
         }
     }
 }
@@ -147,7 +290,18 @@ pub struct ScrapeJob {
     /// The `job` label of every series scraped.
     pub job: String,
     /// URLs of the targets' metrics endpoints.
+    #[serde(default)]
     pub targets: Vec<String>,
+    /// Prometheus `file_sd` files (globs) listing more targets: JSON or
+    /// YAML target groups, `[{"targets": ["host:port"], "labels": {…}}]`,
+    /// re-read every `refresh_interval`. A group's `job` label names the
+    /// job of its targets, `__metrics_path__` and `__scheme__` shape the
+    /// URL (`/metrics`, `http`), other labels are target labels.
+    #[serde(default)]
+    pub file_sd: Vec<String>,
+    /// How often `file_sd` files are re-read.
+    #[serde(with = "keel_core::duration", default = "default_refresh_interval")]
+    pub refresh_interval: Duration,
     /// How often each target is scraped.
     #[serde(with = "keel_core::duration", default = "default_interval")]
     pub interval: Duration,
@@ -163,8 +317,27 @@ pub struct ScrapeJob {
     pub labels: BTreeMap<String, String>,
 }
 
+impl Default for ScrapeJob {
+    fn default() -> Self {
+        Self {
+            job: String::new(),
+            targets: Vec::new(),
+            file_sd: Vec::new(),
+            refresh_interval: default_refresh_interval(),
+            interval: default_interval(),
+            timeout: default_timeout(),
+            honor_labels: false,
+            labels: BTreeMap::new(),
+        }
+    }
+}
+
 fn default_interval() -> Duration {
     Duration::from_secs(10)
+}
+
+fn default_refresh_interval() -> Duration {
+    Duration::from_secs(5)
 }
 
 fn default_timeout() -> Duration {
@@ -220,6 +393,9 @@ impl Validate for AgentConfig {
             {
                 problems.push(format!("{at}.multiline_start: {e}"));
             }
+            for (j, r) in l.metrics.iter().enumerate() {
+                validate_log_metrics(&format!("{at}.metrics[{j}]"), r, problems);
+            }
         }
         if self.host_metrics.interval.is_zero() {
             problems.push("agent.host_metrics.interval: must be positive".into());
@@ -235,8 +411,18 @@ impl Validate for AgentConfig {
             } else if !jobs.insert(&j.job) {
                 problems.push(format!("{at}.job: {:?} is used twice", j.job));
             }
-            if j.targets.is_empty() {
-                problems.push(format!("{at}.targets: list at least one URL"));
+            if j.targets.is_empty() && j.file_sd.is_empty() {
+                problems.push(format!(
+                    "{at}.targets: list at least one URL (or file_sd files)"
+                ));
+            }
+            for (k, f) in j.file_sd.iter().enumerate() {
+                if let Err(e) = glob::Pattern::new(f) {
+                    problems.push(format!("{at}.file_sd[{k}]: {f:?} is not a glob: {e}"));
+                }
+            }
+            if j.refresh_interval.is_zero() {
+                problems.push(format!("{at}.refresh_interval: must be positive"));
             }
             for (k, t) in j.targets.iter().enumerate() {
                 if reqwest::Url::parse(t).map_or(true, |u| !u.scheme().starts_with("http")) {

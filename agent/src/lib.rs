@@ -1,7 +1,8 @@
 //! Keel's host agent.
 //!
 //! Collects telemetry on a host and ships it to the collector without
-//! losing it: Prometheus endpoints are scraped on their own intervals
+//! losing it: Prometheus endpoints, listed or found in `file_sd` files
+//! ([`discovery`]), are scraped on their own intervals
 //! ([`scrape`], lines split by `prometheus-parse`, labels parsed by
 //! [`exposition`]), each scrape becomes an OTLP metrics batch
 //! ([`otlp`]), every batch is written to the on-disk buffer
@@ -10,16 +11,20 @@
 //! stable batch id, retrying with jittered exponential backoff and
 //! honouring `Retry-After`. A batch leaves the buffer only once the
 //! collector acknowledged it, so a crash, an outage or a lost answer
-//! costs a resend, never a record. [`run`] wires the parts together.
+//! costs a resend, never a record. Tailed log files become log records
+//! ([`tail`], [`logline`]) and, through log-to-metrics rules, RED series
+//! ([`logmetrics`]). [`run`] wires the parts together.
 //!
 //! The agent never links tantivy or sqlx: it is small enough for every
 //! host.
 
 pub mod buffer;
 pub mod config;
+pub mod discovery;
 pub mod exposition;
 pub mod host;
 pub mod logline;
+pub mod logmetrics;
 pub mod otlp;
 pub mod receive;
 pub mod run;

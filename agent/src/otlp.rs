@@ -19,6 +19,16 @@ use prost::Message;
 
 use crate::scrape::Point;
 
+/// A record's own string `service` attribute (a JSON line's field).
+pub fn own_service(r: &opentelemetry_proto::tonic::logs::v1::LogRecord) -> Option<&str> {
+    r.attributes
+        .iter()
+        .find_map(|a| match a.value.as_ref()?.value.as_ref()? {
+            any_value::Value::StringValue(s) if a.key == "service" => Some(s.as_str()),
+            _ => None,
+        })
+}
+
 /// A file's log records as a logs request: one resource per service
 /// (`service.name`, `host.name`, `log.file.path`). A record's own string
 /// `service` attribute (a JSON line's field) names its service; else

@@ -16,6 +16,7 @@ use serde::Serialize;
 
 use crate::buffer::{Batch, BufferError, BufferStats, DiskBuffer, Signal};
 use crate::config::AgentConfig;
+use crate::logmetrics::RuleState;
 use crate::scrape::{self, Health, Target};
 use crate::ship::{self, Shared};
 
@@ -79,6 +80,8 @@ pub struct TargetStatus {
 struct Inner {
     shared: Arc<Shared>,
     health: Mutex<BTreeMap<String, Health>>,
+    /// Scrape loops of targets found by `file_sd`, by [`discovered_key`].
+    discovered: Mutex<BTreeMap<String, tokio::task::JoinHandle<()>>>,
     clock: SharedClock,
     hostname: String,
     collector: String,
@@ -156,6 +159,7 @@ impl Agent {
         let inner = Arc::new(Inner {
             shared: shared.clone(),
             health: Mutex::new(BTreeMap::new()),
+            discovered: Mutex::new(BTreeMap::new()),
             clock: clock.clone(),
             hostname: hostname.clone(),
             collector: config.collector.clone(),
@@ -169,11 +173,19 @@ impl Agent {
             client.clone(),
             config.collector.clone(),
             config.retry.clone(),
+            config.buffer.metrics_reorder_window,
             clock.clone(),
         )));
         for job in &config.scrape {
             for t in Target::of(job) {
                 tasks.push(tokio::spawn(scrape_loop(inner.clone(), client.clone(), t)));
+            }
+            if !job.file_sd.is_empty() {
+                tasks.push(tokio::spawn(discovery_loop(
+                    inner.clone(),
+                    client.clone(),
+                    job.clone(),
+                )));
             }
         }
         if config.host_metrics.enabled {
@@ -193,7 +205,7 @@ impl Agent {
             tasks.push(tokio::spawn(tail_loop(
                 inner.clone(),
                 tailer,
-                source.service.clone(),
+                source.clone(),
                 config.log_poll_interval,
             )));
         }
@@ -225,6 +237,13 @@ impl Agent {
             t.abort();
         }
         for t in tasks {
+            let _ = t.await;
+        }
+        let discovered = std::mem::take(&mut *lock(&self.inner.discovered));
+        for t in discovered.values() {
+            t.abort();
+        }
+        for (_, t) in discovered {
             let _ = t.await;
         }
     }
@@ -260,6 +279,51 @@ impl Inner {
         };
         if let Err(e) = self.shared.push(&batch) {
             tracing::error!(error = %e, service, instance, "disk buffer: cannot write metrics; they are lost");
+        }
+    }
+
+    /// Count a file batch's records (`texts` and what they became) into
+    /// `rule`, as the job of each record's service; the first unreadable
+    /// records of a rule are logged, every one is counted.
+    fn observe_log_metrics(
+        &self,
+        rule: &mut RuleState,
+        texts: &[String],
+        records: &[opentelemetry_proto::tonic::logs::v1::LogRecord],
+        default_service: &str,
+        file: &std::path::Path,
+    ) {
+        for (text, record) in texts.iter().zip(records) {
+            let job = crate::otlp::own_service(record).unwrap_or(default_service);
+            if !rule.observe(text, record, job, &self.hostname) {
+                self.shared
+                    .stats
+                    .log_metrics_unmatched
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                if rule.unmatched <= 3 {
+                    tracing::warn!(
+                        rule = %rule.name(), file = %file.display(), line = %text.chars().take(200).collect::<String>(),
+                        "log-to-metrics: a record the rule cannot read (status or duration missing or not a number)"
+                    );
+                }
+            }
+        }
+    }
+
+    /// Buffer points that carry their own `job` label, one batch a job.
+    fn push_points_by_job(&self, points: Vec<scrape::Point>, now: i64) {
+        let mut by_job: BTreeMap<String, Vec<scrape::Point>> = BTreeMap::new();
+        for p in points {
+            let job = p
+                .labels
+                .iter()
+                .find(|(k, _)| k == "job")
+                .map(|(_, v)| v.clone())
+                .unwrap_or_default();
+            by_job.entry(job).or_default().push(p);
+        }
+        for (job, points) in by_job {
+            self.push_points(&job, &self.hostname, points, now);
         }
     }
 
@@ -338,13 +402,15 @@ async fn host_loop(inner: Arc<Inner>, every: Duration) {
 }
 
 /// Poll a tailer every `every` (on the injected clock), buffering each
-/// batch of lines with the file's position after them.
+/// batch of lines with the file's position after them, and counting
+/// them into the source's log-to-metrics rules.
 async fn tail_loop(
     inner: Arc<Inner>,
     mut tailer: crate::tail::Tailer,
-    service: String,
+    source: crate::config::LogSource,
     every: Duration,
 ) {
+    let mut rules: Vec<RuleState> = source.metrics.iter().cloned().map(RuleState::new).collect();
     loop {
         for b in tailer.poll() {
             let now = inner.clock.now_ms();
@@ -363,7 +429,14 @@ async fn tail_loop(
                         .to_owned()
                 })
                 .unwrap_or_default();
-            let default_service = if service.is_empty() { &stem } else { &service };
+            let default_service = if source.service.is_empty() {
+                &stem
+            } else {
+                &source.service
+            };
+            for rule in &mut rules {
+                inner.observe_log_metrics(rule, &b.records, &records, default_service, &b.path);
+            }
             let req = crate::otlp::logs_request(
                 records,
                 default_service,
@@ -385,7 +458,90 @@ async fn tail_loop(
                 break;
             }
         }
+        let now = inner.clock.now_ms();
+        for rule in &mut rules {
+            if let Some(points) = rule.due(now) {
+                inner.push_points_by_job(points, now);
+            }
+        }
         inner.clock.sleep(every).await;
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// The key of a discovered target's scrape loop: its scrape job in the
+/// config, then what makes it a distinct target.
+fn discovered_key(config_job: &str, t: &Target) -> String {
+    format!(
+        "{config_job}\u{0}{}\u{0}{}\u{0}{:?}",
+        t.job, t.url, t.labels
+    )
+}
+
+/// Keep one scrape loop running for each target `job`'s `file_sd` files
+/// list, re-reading them every `refresh_interval` (on the injected
+/// clock): new targets start, gone ones stop and leave the status. A
+/// file that fails to read keeps its last good targets.
+async fn discovery_loop(inner: Arc<Inner>, client: reqwest::Client, job: crate::config::ScrapeJob) {
+    let mut last: BTreeMap<std::path::PathBuf, Vec<Target>> = BTreeMap::new();
+    let mut reported: BTreeMap<std::path::PathBuf, String> = BTreeMap::new();
+    let prefix = format!("{}\u{0}", job.job);
+    loop {
+        let crate::discovery::Found {
+            targets: mut found,
+            failed,
+        } = crate::discovery::read(&job);
+        let failing: Vec<std::path::PathBuf> = failed.iter().map(|(p, _)| p.clone()).collect();
+        // An error is logged once, until the file reads again.
+        reported.retain(|p, _| failing.contains(p));
+        for (path, e) in failed {
+            let e = e.to_string();
+            if reported.get(&path) != Some(&e) {
+                tracing::warn!(job = %job.job, error = %e, "file_sd: cannot read targets; keeping the last good ones");
+                reported.insert(path.clone(), e);
+            }
+            if let Some(t) = last.remove(&path) {
+                found.insert(path, t);
+            }
+        }
+        last = found;
+        let want: BTreeMap<String, &Target> = last
+            .values()
+            .flatten()
+            .map(|t| (discovered_key(&job.job, t), t))
+            .collect();
+        {
+            let mut running = lock(&inner.discovered);
+            let gone: Vec<String> = running
+                .keys()
+                .filter(|k| k.starts_with(&prefix) && !want.contains_key(*k))
+                .cloned()
+                .collect();
+            for k in gone {
+                if let Some(h) = running.remove(&k) {
+                    h.abort();
+                }
+                let mut parts = k.split('\u{0}').skip(1);
+                if let (Some(j), Some(url)) = (parts.next(), parts.next()) {
+                    lock(&inner.health).remove(&format!("{j}\u{0}{url}"));
+                    tracing::info!(job = %j, %url, "file_sd: target gone; no longer scraped");
+                }
+            }
+            for (k, t) in want {
+                if let std::collections::btree_map::Entry::Vacant(e) = running.entry(k) {
+                    tracing::info!(job = %t.job, url = %t.url, "file_sd: new target");
+                    e.insert(tokio::spawn(scrape_loop(
+                        inner.clone(),
+                        client.clone(),
+                        t.clone(),
+                    )));
+                }
+            }
+        }
+        inner.clock.sleep(job.refresh_interval).await;
     }
 }
 

@@ -1,4 +1,6 @@
-//! Sending the buffer to the collector, oldest batch first.
+//! Sending the buffer to the collector: oldest batch first, and while a
+//! backlog drains every other send is the newest batch that may go ahead
+//! ([`DiskBuffer::peek_fresh`]), so fresh data keeps flowing.
 //!
 //! One request a batch: OTLP/HTTP protobuf, `Content-Encoding: gzip`,
 //! and the batch's id in `Keel-Batch-Id` on every attempt, so the
@@ -113,16 +115,30 @@ pub async fn run(
     client: reqwest::Client,
     base: String,
     retry: RetryConfig,
+    metrics_reorder_window: Duration,
     clock: SharedClock,
 ) {
     let mut rng = rand::rngs::SmallRng::from_os_rng();
     let mut failures = 0u32;
+    let window_ms = i64::try_from(metrics_reorder_window.as_millis()).unwrap_or(i64::MAX);
+    let mut fresh_turn = false;
     loop {
-        let next = shared
-            .buffer
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .peek();
+        let next = {
+            let b = shared.buffer.lock().unwrap_or_else(|e| e.into_inner());
+            // A failing batch is retried as it is, lane unchanged.
+            if failures == 0 {
+                fresh_turn = !fresh_turn;
+            }
+            let fresh = if fresh_turn {
+                b.peek_fresh(window_ms)
+            } else {
+                Ok(None)
+            };
+            match fresh {
+                Ok(None) => b.peek(),
+                other => other,
+            }
+        };
         let b = match next {
             Ok(Some(b)) => b,
             Ok(None) => {
@@ -177,6 +193,66 @@ use rand::SeedableRng;
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_backlog_drains_with_the_newest_batches_sent_between_its_oldest() {
+        use crate::buffer::{Batch, Signal};
+        let got = Arc::new(Mutex::new(Vec::<u128>::new()));
+        let seen = got.clone();
+        let app = axum::Router::new().route(
+            "/v1/logs",
+            axum::routing::post(move |h: axum::http::HeaderMap| {
+                let seen = seen.clone();
+                async move {
+                    let id = h
+                        .get(BATCH_ID_HEADER)
+                        .and_then(|v| v.to_str().ok())
+                        .and_then(|v| u128::from_str_radix(v, 16).ok())
+                        .unwrap_or(0);
+                    seen.lock().unwrap_or_else(|e| e.into_inner()).push(id);
+                }
+            }),
+        );
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = l.local_addr().expect("addr");
+        tokio::spawn(async move { axum::serve(l, app).await });
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut buffer = DiskBuffer::open(dir.path(), 1 << 30, false).expect("open");
+        for id in 1..=6 {
+            buffer
+                .push(&Batch {
+                    id,
+                    signal: Signal::Logs,
+                    records: 1,
+                    created_ms: id as i64,
+                    cursor: None,
+                    body: vec![0; 10],
+                })
+                .expect("push");
+        }
+        let shared = Arc::new(Shared {
+            buffer: Mutex::new(buffer),
+            pushed: Notify::new(),
+            stats: Stats::default(),
+        });
+        let clock: SharedClock = Arc::new(keel_core::clock::SystemClock);
+        let retry = RetryConfig::default();
+        let task = tokio::spawn(run(
+            shared.clone(),
+            reqwest::Client::new(),
+            format!("http://{addr}"),
+            retry,
+            Duration::from_secs(300),
+            clock,
+        ));
+        while shared.buffer.lock().unwrap_or_else(|e| e.into_inner()).stats().batches > 0 {
+            tokio::task::yield_now().await;
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        task.abort();
+        let order = got.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        assert_eq!(order, vec![6, 1, 5, 2, 4, 3], "newest and oldest take turns");
+    }
 
     #[test]
     fn backoff_doubles_to_the_cap_with_jitter_in_the_upper_half() {

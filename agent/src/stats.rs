@@ -18,6 +18,8 @@ pub struct Stats {
     pub buffered: [AtomicU64; 3],
     /// Scrape lines that could not be parsed.
     pub invalid_scrape_lines: AtomicU64,
+    /// Log records a log-to-metrics rule could not read.
+    pub log_metrics_unmatched: AtomicU64,
 }
 
 impl Stats {
@@ -89,6 +91,11 @@ impl Stats {
             out,
             "# HELP keel_agent_invalid_scrape_lines_total Scrape lines that could not be parsed.\n# TYPE keel_agent_invalid_scrape_lines_total counter\nkeel_agent_invalid_scrape_lines_total {}",
             self.invalid_scrape_lines.load(Ordering::Relaxed)
+        );
+        let _ = writeln!(
+            out,
+            "# HELP keel_agent_log_metrics_unmatched_total Log records a log-to-metrics rule could not read.\n# TYPE keel_agent_log_metrics_unmatched_total counter\nkeel_agent_log_metrics_unmatched_total {}",
+            self.log_metrics_unmatched.load(Ordering::Relaxed)
         );
         out
     }

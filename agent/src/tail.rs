@@ -313,6 +313,7 @@ mod tests {
             path: dir.join("*.log").display().to_string(),
             service: String::new(),
             multiline_start: multiline.map(str::to_owned),
+            metrics: Vec::new(),
         }
     }
 

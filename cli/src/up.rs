@@ -56,14 +56,18 @@ pub fn run(config_path: Option<&Path>, args: UpArgs) -> anyhow::Result<()> {
             std::sync::Arc::new(keel_core::clock::SystemClock);
         let collector = keel_collector::server::start(&config.collector, clock.clone()).await?;
         let mut app = config.sampleapp;
-        // The sample app's spans go to the collector started here unless
-        // the configuration names another endpoint.
+        // The agent starts first: it finds the sample app's processes in
+        // the targets file the supervisor keeps, and takes their spans.
+        let agent_config = agent_for(config.agent.clone(), &collector, &app.data_dir);
+        let agent = keel_agent::run::Agent::start(agent_config, clock.clone()).await?;
+        // The sample app's spans go to the agent's local receiver (or, with
+        // none, to the collector) unless the configuration names another
+        // endpoint.
         if app.otlp_endpoint.is_none() {
-            app.otlp_endpoint = Some(format!("http://{}", collector.otlp_http));
+            let to = agent.otlp_addr.unwrap_or(collector.otlp_http);
+            app.otlp_endpoint = Some(format!("http://{to}"));
         }
         let (sup, ep) = Supervisor::start(app, exe).await?;
-        let agent_config = agent_for(config.agent.clone(), &collector, &ep);
-        let agent = keel_agent::run::Agent::start(agent_config, clock.clone()).await?;
         say("keel: the sample app is up");
         say_fmt!(
             "  collector OTLP/HTTP http://{}/v1/metrics",
@@ -112,42 +116,48 @@ pub fn run(config_path: Option<&Path>, args: UpArgs) -> anyhow::Result<()> {
 
 /// The agent `keel up` runs: it ships to this collector (unless the
 /// config names another); unless the config lists scrape jobs, it scrapes
-/// every sample-app process, one job a tier (`shop-lb`, `shop-web`, …),
-/// keeping the processes' own `service`/`tier`/`instance` labels; and
-/// unless it lists log files, it tails the sample app's JSON logs.
+/// every sample-app process listed in the supervisor's targets file
+/// (`file_sd`; one job a tier: `shop-lb`, `shop-web`, …, so instances the
+/// controller adds are scraped too), keeping the processes' own
+/// `service`/`tier`/`instance` labels; and unless it lists log files, it
+/// tails the sample app's JSON logs, with a log-to-metrics rule on their
+/// access lines.
 fn agent_for(
     mut agent: keel_agent::config::AgentConfig,
     collector: &keel_collector::server::Running,
-    ep: &keel_sampleapp::supervisor::Endpoints,
+    app_data: &Path,
 ) -> keel_agent::config::AgentConfig {
     if agent.collector == keel_agent::config::AgentConfig::default().collector {
         agent.collector = format!("http://{}", collector.otlp_http);
     }
     if agent.scrape.is_empty() {
-        let mut tiers: std::collections::BTreeMap<&str, Vec<String>> = Default::default();
-        for p in &ep.processes {
-            tiers
-                .entry(p.tier.as_str())
-                .or_default()
-                .push(format!("http://{}/metrics", p.addr));
-        }
-        agent.scrape = tiers
-            .into_iter()
-            .map(|(tier, targets)| keel_agent::config::ScrapeJob {
-                job: format!("shop-{tier}"),
-                targets,
-                interval: std::time::Duration::from_secs(10),
-                timeout: std::time::Duration::from_secs(5),
-                honor_labels: true,
-                labels: Default::default(),
-            })
-            .collect();
+        agent.scrape = vec![keel_agent::config::ScrapeJob {
+            job: "shop".into(),
+            file_sd: vec![Supervisor::targets_file(app_data).display().to_string()],
+            refresh_interval: std::time::Duration::from_secs(2),
+            honor_labels: true,
+            ..Default::default()
+        }];
     }
     if agent.logs.is_empty() {
         agent.logs = vec![keel_agent::config::LogSource {
-            path: ep.log_dir.join("*.log").display().to_string(),
+            path: app_data.join("logs").join("*.log").display().to_string(),
             service: String::new(),
             multiline_start: None,
+            // RED from the access log, as for an app with no metrics of
+            // its own: `shop_access_requests_total` and friends.
+            metrics: vec![keel_agent::config::LogMetricsRule {
+                name: "shop_access".into(),
+                regex: None,
+                filter: Some(r#""target":"access""#.into()),
+                status_field: "status".into(),
+                duration_field: Some("duration_ms".into()),
+                duration_unit: keel_agent::config::DurationUnit::Ms,
+                error_status: 500,
+                labels: vec!["tier".into(), "instance".into(), "route".into()],
+                buckets: keel_agent::config::LogMetricsRule::default_buckets(),
+                interval: std::time::Duration::from_secs(10),
+            }],
         }];
     }
     agent

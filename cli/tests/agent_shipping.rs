@@ -34,8 +34,7 @@ fn job(name: &str, addr: SocketAddr, interval_ms: u64, timeout_ms: u64) -> Scrap
         targets: vec![format!("http://{addr}/metrics")],
         interval: Duration::from_millis(interval_ms),
         timeout: Duration::from_millis(timeout_ms),
-        honor_labels: false,
-        labels: Default::default(),
+        ..ScrapeJob::default()
     }
 }
 
@@ -383,6 +382,7 @@ async fn tailed_lines_arrive_exactly_once_across_rotation_truncation_and_restart
             path: logs.join("*.log").display().to_string(),
             service: String::new(),
             multiline_start: None,
+            metrics: Vec::new(),
         }];
         c.log_poll_interval = Duration::from_millis(20);
         c
@@ -585,5 +585,203 @@ async fn apps_export_otlp_to_the_local_receiver_and_it_reaches_the_collector_wit
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    agent.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn access_logs_become_request_error_and_duration_series_at_the_collector() {
+    use keel_agent::config::{DurationUnit, LogMetricsRule, LogSource};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("c");
+    std::fs::create_dir_all(&data).expect("mkdir");
+    let (collector, otlp, api) = common::spawn_collector(&data, 0, 0);
+    let _collector = KillOnDrop(collector);
+    let logs = dir.path().join("logs");
+    std::fs::create_dir_all(&logs).expect("mkdir");
+    let rule = |name: &str| LogMetricsRule {
+        name: name.into(),
+        regex: None,
+        filter: None,
+        status_field: "status".into(),
+        duration_field: Some("duration".into()),
+        duration_unit: DurationUnit::Ms,
+        error_status: 500,
+        labels: vec!["method".into()],
+        buckets: vec![0.1, 1.0],
+        interval: Duration::from_millis(50),
+    };
+    let mut config = agent_config(dir.path(), &otlp, Vec::new());
+    config.log_poll_interval = Duration::from_millis(20);
+    config.logs = vec![
+        // JSON access lines among other lines: a filter picks them.
+        LogSource {
+            path: logs.join("app.log").display().to_string(),
+            service: String::new(),
+            multiline_start: None,
+            metrics: vec![LogMetricsRule {
+                filter: Some("\"access\"".into()),
+                ..rule("app_http")
+            }],
+        },
+        // Plain text lines read by a regex.
+        LogSource {
+            path: logs.join("edge.log").display().to_string(),
+            service: "edge".into(),
+            multiline_start: None,
+            metrics: vec![LogMetricsRule {
+                regex: Some(
+                    r#"^(?P<method>[A-Z]+) \S+ (?P<status>\d{3}) (?P<duration>[0-9.]+)ms$"#.into(),
+                ),
+                ..rule("edge_http")
+            }],
+        },
+    ];
+    let clock: SharedClock = Arc::new(SystemClock);
+    let agent = Agent::start(config, clock).await.expect("agent starts");
+    let mut app = String::new();
+    let mut edge = String::new();
+    // 300 requests: every 10th a 503; durations 50 ms or 500 ms.
+    for i in 0..300 {
+        let status = if i % 10 == 0 { 503 } else { 200 };
+        let ms = if i % 2 == 0 { 50 } else { 500 };
+        let method = if i % 3 == 0 { "POST" } else { "GET" };
+        app += &format!(
+            "{{\"target\":\"access\",\"service\":\"shop\",\"method\":\"{method}\",\"status\":{status},\"duration\":{ms}}}\n"
+        );
+        app += "{\"target\":\"app\",\"message\":\"not a request\"}\n";
+        edge += &format!("{method} /x {status} {ms}ms\n");
+    }
+    edge += "garbage that is no request\n";
+    std::fs::write(logs.join("app.log"), app).expect("write");
+    std::fs::write(logs.join("edge.log"), edge).expect("write");
+    for (prefix, job) in [("app_http", "shop"), ("edge_http", "edge")] {
+        let want = [
+            (format!("sum({prefix}_requests_total)"), 300.0),
+            (
+                format!("sum({prefix}_requests_total{{code=\"503\"}})"),
+                30.0,
+            ),
+            (
+                format!("sum({prefix}_errors_total{{job=\"{job}\",instance=\"test-host\"}})"),
+                30.0,
+            ),
+            (
+                format!("{prefix}_requests_total{{method=\"POST\",code=\"200\"}}"),
+                90.0,
+            ),
+            (
+                format!("sum({prefix}_request_duration_seconds_bucket{{le=\"0.1\"}})"),
+                150.0,
+            ),
+            (
+                format!("sum({prefix}_request_duration_seconds_count)"),
+                300.0,
+            ),
+            (format!("sum({prefix}_request_duration_seconds_sum)"), 82.5),
+        ];
+        for (q, v) in want {
+            common::eventually(&q, Duration::from_secs(20), || {
+                let (api, q) = (api.clone(), q.clone());
+                async move { scalar(&api, &q).await.filter(|got| (got - v).abs() < 1e-6) }
+            })
+            .await;
+        }
+    }
+    let (_, own) = common::get_text(&format!("http://{}/metrics", agent.addr)).await;
+    assert!(
+        own.contains("keel_agent_log_metrics_unmatched_total 1\n"),
+        "the one garbage line is counted, the filtered lines are not: {own}"
+    );
+    agent.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn file_sd_targets_are_scraped_when_listed_and_dropped_when_gone() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("c");
+    std::fs::create_dir_all(&data).expect("mkdir");
+    let (collector, otlp, api) = common::spawn_collector(&data, 0, 0);
+    let _collector = KillOnDrop(collector);
+    let (a, _) = counting_target().await;
+    let (b, b_scrapes) = counting_target().await;
+    let sd = dir.path().join("targets.json");
+    let write = |text: String| {
+        let tmp = dir.path().join("targets.tmp");
+        std::fs::write(&tmp, text).expect("write");
+        std::fs::rename(&tmp, &sd).expect("rename");
+    };
+    write(format!(
+        r#"[{{"targets":["{a}"],"labels":{{"job":"sd-a","team":"x"}}}}]"#
+    ));
+    let job = ScrapeJob {
+        job: "sd".into(),
+        file_sd: vec![dir.path().join("*.json").display().to_string()],
+        refresh_interval: Duration::from_millis(50),
+        interval: Duration::from_millis(100),
+        timeout: Duration::from_millis(100),
+        ..ScrapeJob::default()
+    };
+    let clock: SharedClock = Arc::new(SystemClock);
+    let agent = Agent::start(agent_config(dir.path(), &otlp, vec![job]), clock)
+        .await
+        .expect("agent starts");
+    let jobs = |agent: &Agent| -> Vec<String> {
+        let mut j: Vec<String> = agent
+            .status()
+            .targets
+            .iter()
+            .map(|t| format!("{} {}", t.job, t.url))
+            .collect();
+        j.sort();
+        j
+    };
+    common::eventually(
+        "the listed target is scraped",
+        Duration::from_secs(20),
+        || {
+            let api = api.clone();
+            async move { scalar(&api, "up{job=\"sd-a\",team=\"x\"} == 1").await }
+        },
+    )
+    .await;
+    // A second target appears, under the scrape job's own name.
+    write(format!(
+        r#"[{{"targets":["{a}"],"labels":{{"job":"sd-a","team":"x"}}}},{{"targets":["{b}"]}}]"#
+    ));
+    common::eventually("the new target is scraped", Duration::from_secs(20), || {
+        let api = api.clone();
+        async move { scalar(&api, &format!("up{{job=\"sd\",instance=\"{b}\"}} == 1")).await }
+    })
+    .await;
+    assert_eq!(
+        jobs(&agent),
+        vec![
+            format!("sd http://{b}/metrics"),
+            format!("sd-a http://{a}/metrics")
+        ]
+    );
+    // A half-written file keeps the last good targets.
+    write("[{\"targets\": [".into());
+    // Nothing to await for "nothing changes": give the agent six
+    // refreshes to (wrongly) drop them.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(jobs(&agent).len(), 2, "a broken file drops no target");
+    // b is gone from the file: no longer scraped, no longer in the status.
+    write(format!(
+        r#"[{{"targets":["{a}"],"labels":{{"job":"sd-a","team":"x"}}}}]"#
+    ));
+    common::eventually("b leaves the status", Duration::from_secs(20), || {
+        let j = jobs(&agent);
+        async move { (j.len() == 1).then_some(()) }
+    })
+    .await;
+    let after = b_scrapes.load(Ordering::SeqCst);
+    // Four scrape intervals in which b must not be scraped (one already
+    // in flight may finish).
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert!(
+        b_scrapes.load(Ordering::SeqCst) <= after + 1,
+        "a dropped target is not scraped again"
+    );
     agent.stop().await;
 }

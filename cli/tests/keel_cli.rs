@@ -74,33 +74,43 @@ async fn keel_up_prints_its_urls_and_ctrl_c_leaves_no_process_behind() {
     // The request above was traced from the lb through web; its spans
     // reach the collector keel up started.
     let traces = url("trace search");
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    let found = loop {
-        let (_, v) = get_json(&traces).await;
-        let first = v["data"]["traces"][0]["trace_id"]
-            .as_str()
-            .map(str::to_owned);
-        if let Some(id) = first {
-            break id;
+    // The lb and web export their spans in their own batches, so a trace
+    // may first show only the lb's half: wait for one that spans both.
+    eventually("a trace across lb and web", Duration::from_secs(20), || {
+        let (traces, shop) = (traces.clone(), shop.clone());
+        async move {
+            let (_, v) = get_json(&traces).await;
+            let ids: Vec<String> = v["data"]["traces"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|t| t["trace_id"].as_str().map(str::to_owned))
+                .collect();
+            for id in ids {
+                let (_, tree) = get_json(&traces.replace("search?service=shop-lb", &id)).await;
+                let services: Vec<&str> = tree["data"]["services"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|s| s.as_str())
+                    .collect();
+                // The spans came through the agent's receiver, which
+                // tags them with the host.
+                let via_agent = tree["data"]["spans"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .all(|s| s["attributes"]["host.name"].is_string());
+                if services.contains(&"shop-lb") && services.contains(&"shop-web") {
+                    assert!(via_agent, "spans carry the agent's host.name: {tree}");
+                    return Some(());
+                }
+            }
+            let _ = get_json(&shop).await;
+            None
         }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "no trace from the sample app: {v}"
-        );
-        let _ = get_json(&shop).await;
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    };
-    let (_, tree) = get_json(&traces.replace("search?service=shop-lb", &found)).await;
-    let services: Vec<&str> = tree["data"]["services"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|s| s.as_str())
-        .collect();
-    assert!(
-        services.contains(&"shop-lb") && services.contains(&"shop-web"),
-        "one trace across lb and web: {tree}"
-    );
+    })
+    .await;
     // The agent keel up started scrapes every tier into the collector:
     // each tier's job is up, and the lb and web RED histograms are there
     // (the first scrape is at start, well within two 10 s intervals).
@@ -110,6 +120,11 @@ async fn keel_up_prints_its_urls_and_ctrl_c_leaves_no_process_behind() {
     }
     for tier in ["lb", "web"] {
         let q = format!("count(http_server_request_duration_seconds_bucket{{tier=\"{tier}\"}})");
+        value_within(&promql, &q).await;
+        // The same requests, counted from the access log by the agent's
+        // log-to-metrics rule.
+        let q =
+            format!("sum(shop_access_requests_total{{tier=\"{tier}\",job=\"shop-{tier}\"}}) > 0");
         value_within(&promql, &q).await;
     }
     // Host metrics, under node_exporter's names.
@@ -134,14 +149,20 @@ async fn keel_up_prints_its_urls_and_ctrl_c_leaves_no_process_behind() {
         }
     })
     .await;
+    // Every process, found in the supervisor's targets file.
     let agent = url("agent status");
-    let (s, status) = get_json(&agent).await;
-    assert_eq!(s, 200);
-    assert_eq!(
-        status["targets"].as_array().map(Vec::len),
-        Some(7),
-        "{status}"
-    );
+    eventually(
+        "the agent scrapes all 7 processes",
+        Duration::from_secs(20),
+        || {
+            let agent = agent.clone();
+            async move {
+                let (_, status) = get_json(&agent).await;
+                (status["targets"].as_array().map(Vec::len) == Some(7)).then_some(())
+            }
+        },
+    )
+    .await;
     let stderr = std::fs::read_to_string(dir.path().join("keel-up.stderr")).unwrap_or_default();
     assert!(
         !stderr.contains("unparseable lines"),

@@ -395,6 +395,7 @@ impl Supervisor {
             entry.info.state = ProcState::Running;
             entry.generation
         };
+        self.write_targets();
         tokio::spawn(
             self.clone()
                 .monitor(spec.name.clone(), generation, child, stdin, tx),
@@ -530,6 +531,37 @@ impl Supervisor {
             }
             Err(e) => tracing::error!(%name, error = %e, "restart failed"),
         }
+    }
+
+    /// Where the Prometheus file_sd list of every process's metrics
+    /// endpoint is kept.
+    pub fn targets_file(data_dir: &std::path::Path) -> PathBuf {
+        data_dir.join("targets.json")
+    }
+
+    /// Rewrite the targets file (atomically: a scraper never reads half
+    /// of it): one group a process, `job` its service (`shop-<tier>`),
+    /// so a restart on a new port or a scaled-in instance is scraped and
+    /// a removed one is not.
+    fn write_targets(&self) {
+        // Written under the lock, so two writers never interleave.
+        let procs = lock(&self.s.procs);
+        let groups: Vec<serde_json::Value> = procs
+            .values()
+            .map(|p| {
+                serde_json::json!({
+                    "targets": [p.info.addr.to_string()],
+                    "labels": {"job": format!("shop-{}", p.info.tier), "tier": p.info.tier},
+                })
+            })
+            .collect();
+        let path = Self::targets_file(&self.s.config.data_dir);
+        let tmp = path.with_extension("json.tmp");
+        let text = serde_json::Value::Array(groups).to_string();
+        if let Err(e) = std::fs::write(&tmp, text).and_then(|()| std::fs::rename(&tmp, &path)) {
+            tracing::warn!(error = %e, file = %path.display(), "cannot write the scrape targets file");
+        }
+        drop(procs);
     }
 
     /// Every process, in name order.
@@ -698,6 +730,7 @@ impl Supervisor {
                     self.signal(&p.name, Signal::SIGTERM, false).await?;
                 }
                 lock(&self.s.procs).remove(&p.name);
+                self.write_targets();
                 tracing::info!(name = %p.name, "web instance removed");
             }
         }

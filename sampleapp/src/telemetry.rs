@@ -234,7 +234,19 @@ where
         span.set_status(Status::error(format!("HTTP {status}")));
     }
     span.end();
-    metrics.observe(&method, route, status, start.elapsed());
+    let elapsed = start.elapsed();
+    metrics.observe(&method, route, status, elapsed);
+    // One access-log line a request, under the request's trace (the
+    // agent's log-to-metrics rule turns these into RED series).
+    let _in_trace = cx.attach();
+    tracing::info!(
+        target: "access",
+        method = %method,
+        route,
+        status,
+        duration_ms = elapsed.as_secs_f64() * 1e3,
+        "request"
+    );
     response
 }
 
