@@ -98,6 +98,7 @@ agent:
   buffer:
     max_bytes: 268435456       # past this the oldest unsent batches are dropped, and counted
     fsync: false               # true: each batch synced to disk (survives power loss)
+    metrics_reorder_window: 5m # a fresh metrics batch goes ahead of a backlog this much newer, at most
   retry:
     initial: 250ms             # first wait after a failed send, doubling, jittered
     max: 30s                   # longest wait (a 429/503 Retry-After may be longer)
@@ -113,11 +114,24 @@ agent:
   #     timeout: 5s                      # at most the interval
   #     honor_labels: false              # true: keep the target's own job/instance
   #     labels: {{tier: web}}              # extra labels on every series
+  #     file_sd: [/etc/keel/targets/*.json]  # Prometheus file_sd target groups, re-read
+  #     refresh_interval: 5s             #   this often
   logs: []
   # logs:
   #   - path: /var/log/app/*.log         # a glob; files that appear later are picked up
   #     service: ""                      # "": the line's "service" field, else the file name
   #     multiline_start: '^\d{{4}}-'      # lines not matching join the record before
+  #     metrics:                         # log-to-metrics: RED series from access lines
+  #       - name: app_http               # app_http_requests_total{{code}}, app_http_errors_total,
+  #                                      #   app_http_request_duration_seconds (a histogram)
+  #         regex: '" (?P<status>\d{{3}}) \d+ (?P<duration>[0-9.]+)$'  # none: JSON fields
+  #         filter: ""                   # a regex lines must match; none: every line
+  #         status_field: status
+  #         duration_field: duration     # none: no histogram
+  #         duration_unit: s             # s, ms, us or ns
+  #         error_status: 500            # a status at or above is an error
+  #         labels: []                   # fields (low-cardinality) that become labels
+  #         interval: 10s                # how often the series are sent
   log_poll_interval: 250ms             # how often files are checked
 "#,
         data_dir = data_dir.display()
