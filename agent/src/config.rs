@@ -223,7 +223,7 @@ impl Default for AgentConfig {
             scrape: Vec::new(),
             host_metrics: HostMetricsConfig::default(),
             logs: Vec::new(),
-            log_poll_interval: Duration::from_millis(250),
+            log_poll_interval: Duration::from_millis(500),
         }
     }
 }

@@ -213,7 +213,9 @@ mod tests {
                 }
             }),
         );
-        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
         let addr = l.local_addr().expect("addr");
         tokio::spawn(async move { axum::serve(l, app).await });
         let dir = tempfile::tempdir().expect("tempdir");
@@ -245,13 +247,24 @@ mod tests {
             Duration::from_secs(300),
             clock,
         ));
-        while shared.buffer.lock().unwrap_or_else(|e| e.into_inner()).stats().batches > 0 {
+        while shared
+            .buffer
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .stats()
+            .batches
+            > 0
+        {
             tokio::task::yield_now().await;
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
         task.abort();
         let order = got.lock().unwrap_or_else(|e| e.into_inner()).clone();
-        assert_eq!(order, vec![6, 1, 5, 2, 4, 3], "newest and oldest take turns");
+        assert_eq!(
+            order,
+            vec![6, 1, 5, 2, 4, 3],
+            "newest and oldest take turns"
+        );
     }
 
     #[test]

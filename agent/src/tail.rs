@@ -213,14 +213,16 @@ fn read(t: &mut Tracked, start: Option<&Regex>, out: &mut Vec<FileBatch>) {
     let from = t.offset + t.pending.len() as u64;
     let want = size.saturating_sub(from).min(READ_CHUNK);
     if want > 0 {
-        let mut buf = vec![0u8; want as usize];
-        match t.file.read_at(&mut buf, from) {
+        // Read straight onto the end of what is pending (no second copy).
+        let had = t.pending.len();
+        t.pending.resize(had + want as usize, 0);
+        match t.file.read_at(&mut t.pending[had..], from) {
             Ok(n) => {
-                buf.truncate(n);
-                t.pending.extend_from_slice(&buf);
+                t.pending.truncate(had + n);
                 t.idle = 0;
             }
             Err(e) => {
+                t.pending.truncate(had);
                 tracing::warn!(file = %t.path.display(), error = %e, "cannot read a log file");
                 return;
             }
@@ -232,9 +234,9 @@ fn read(t: &mut Tracked, start: Option<&Regex>, out: &mut Vec<FileBatch>) {
     // Complete lines: (start, end including the newline).
     let mut lines: Vec<(usize, usize)> = Vec::new();
     let mut at = 0;
-    while let Some(nl) = t.pending[at..].iter().position(|b| *b == b'\n') {
-        lines.push((at, at + nl + 1));
-        at += nl + 1;
+    for nl in memchr::memchr_iter(b'\n', &t.pending) {
+        lines.push((at, nl + 1));
+        at = nl + 1;
     }
     if drained && at < t.pending.len() {
         lines.push((at, t.pending.len()));
@@ -264,22 +266,18 @@ fn read(t: &mut Tracked, start: Option<&Regex>, out: &mut Vec<FileBatch>) {
     // UTF-8 checked once for the whole read (lines split at newlines, so
     // every span is a char boundary); only an invalid read goes line by line.
     let valid = std::str::from_utf8(&t.pending[..taken]).ok();
-    let texts: Vec<(String, usize)> = records
-        .iter()
-        .map(|&(s, e)| {
-            let text = match valid {
-                Some(all) => std::borrow::Cow::Borrowed(&all[s..e]),
-                None => String::from_utf8_lossy(&t.pending[s..e]),
-            };
-            (text.trim_end_matches(['\n', '\r']).to_owned(), e)
-        })
-        .collect();
-    for chunk in texts.chunks(BATCH_RECORDS) {
+    for chunk in records.chunks(BATCH_RECORDS) {
         let end = chunk.last().map_or(0, |(_, e)| *e);
         let records: Vec<String> = chunk
             .iter()
-            .filter(|(s, _)| !s.trim().is_empty())
-            .map(|(s, _)| s.clone())
+            .filter_map(|&(s, e)| {
+                let text = match valid {
+                    Some(all) => std::borrow::Cow::Borrowed(&all[s..e]),
+                    None => String::from_utf8_lossy(&t.pending[s..e]),
+                };
+                let text = text.trim_end_matches(['\n', '\r']);
+                (!text.trim().is_empty()).then(|| text.to_owned())
+            })
             .collect();
         out.push(FileBatch {
             path: t.path.clone(),

@@ -132,7 +132,7 @@ agent:
   #         error_status: 500            # a status at or above is an error
   #         labels: []                   # fields (low-cardinality) that become labels
   #         interval: 10s                # how often the series are sent
-  log_poll_interval: 250ms             # how often files are checked
+  log_poll_interval: 500ms             # how often files are checked
 "#,
         data_dir = data_dir.display()
     )
