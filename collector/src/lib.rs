@@ -9,7 +9,8 @@
 //! - [`promql`]: Keel's PromQL engine over the store (parsing by the
 //!   `promql-parser` crate);
 //! - [`api`]: Prometheus' HTTP API shapes (`/api/v1/query`, …);
-//! - [`promtest`]: promtool's unit-test format (`promql_expr_test`), run on Keel's engine.
+//! - [`rules`]: alerting and recording rules (P0–P2, log rules) and their engine;
+//! - [`promtest`]: promtool's unit-test format (`promql_expr_test`, `alert_rule_test`), run on Keel's engines.
 
 pub mod api;
 pub mod batch_ids;
@@ -25,6 +26,7 @@ pub mod labels;
 pub mod logs;
 pub mod promql;
 pub mod promtest;
+pub mod rules;
 pub mod server;
 pub mod store;
 pub mod traces;

@@ -1,11 +1,19 @@
 //! promtool's unit-test files (`promtool test rules`), run on Keel's
 //! engine, so Prometheus users bring their tests unchanged.
 //!
-//! Supported now: `input_series` with the expanding notation (`1+2x10`,
-//! `3-1x4`, `5x2`, `_`, `_x3`, `stale`, `NaN`, `Inf`) and
-//! `promql_expr_test` (`expr`, `eval_time`, `exp_samples`). Files with
-//! `rule_files` or `alert_rule_test` are refused until Keel's rule engine
-//! exists, rather than passed without checking them.
+//! Supported: `rule_files` (relative to the test file), `evaluation_interval`,
+//! `input_series` with the expanding notation (`1+2x10`, `3-1x4`, `5x2`,
+//! `_`, `_x3`, `stale`, `NaN`, `Inf`), `promql_expr_test` (`expr`,
+//! `eval_time`, `exp_samples`) and `alert_rule_test` (`eval_time`,
+//! `alertname`, `exp_alerts` with `exp_labels` and `exp_annotations`).
+//! As promtool does, rules are evaluated at every evaluation interval
+//! from 0, and an alert test at `eval_time` sees the evaluation at or
+//! just before it; recorded series are visible to later rules and tests.
+//!
+//! Keel's extension, which promtool files never contain: an expected
+//! alert may say `exp_state: pending` or `exp_state: resolved` (default
+//! `firing`); the alerts compared are then those in any state the test
+//! names, so pending and resolved states are unit-tested too.
 
 use std::time::Duration;
 
@@ -13,12 +21,13 @@ use serde::Deserialize;
 
 use crate::labels::{Labels, NAME};
 use crate::promql::{Engine, Value, format_value};
+use crate::rules;
 use crate::store::{STALE_NAN, Store, StoreConfig};
 
 /// A test file.
 #[derive(Debug, Deserialize)]
 pub struct TestFile {
-    /// Rule files under test (not supported yet).
+    /// Rule files under test, relative to the test file.
     #[serde(default)]
     pub rule_files: Vec<String>,
     /// Rule evaluation interval.
@@ -43,9 +52,9 @@ pub struct TestGroup {
     /// Expression tests.
     #[serde(default)]
     pub promql_expr_test: Vec<ExprTest>,
-    /// Alert tests (not supported yet).
+    /// Alert tests.
     #[serde(default)]
-    pub alert_rule_test: Vec<serde_json::Value>,
+    pub alert_rule_test: Vec<AlertTest>,
     /// External labels (not supported yet).
     #[serde(default)]
     pub external_labels: Option<serde_json::Value>,
@@ -72,6 +81,34 @@ pub struct ExprTest {
     pub exp_samples: Vec<ExpSample>,
 }
 
+/// One alert check.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AlertTest {
+    /// When to look (a duration from 0).
+    pub eval_time: String,
+    /// The alert rule's name.
+    pub alertname: String,
+    /// The alerts expected (firing, unless they say otherwise).
+    #[serde(default)]
+    pub exp_alerts: Vec<ExpAlert>,
+}
+
+/// An expected alert.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExpAlert {
+    /// Its labels (`alertname` is added).
+    #[serde(default)]
+    pub exp_labels: std::collections::BTreeMap<String, String>,
+    /// Its annotations, exactly.
+    #[serde(default)]
+    pub exp_annotations: std::collections::BTreeMap<String, String>,
+    /// Keel: `pending`, `firing` (the default) or `resolved`.
+    #[serde(default)]
+    pub exp_state: Option<String>,
+}
+
 /// An expected sample.
 #[derive(Debug, Deserialize)]
 pub struct ExpSample {
@@ -87,8 +124,8 @@ pub struct ExpSample {
 pub struct Failure {
     /// Test group (name or index).
     pub group: String,
-    /// The expression.
-    pub expr: String,
+    /// What was checked: `expr "…"` or `alertname "…"`.
+    pub what: String,
     /// Its evaluation time as written.
     pub eval_time: String,
     /// What was expected, formatted as promtool prints it.
@@ -101,8 +138,8 @@ impl std::fmt::Display for Failure {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "{}: expr {:?}, time {}:\n    exp: {}\n    got: {}",
-            self.group, self.expr, self.eval_time, self.expected, self.got
+            "{}: {}, time {}:\n    exp: {}\n    got: {}",
+            self.group, self.what, self.eval_time, self.expected, self.got
         )
     }
 }
@@ -233,11 +270,30 @@ fn show(samples: &[(Labels, f64)]) -> String {
 /// Returns the number of checks run and the failures.
 pub fn run(path: &str, text: &str) -> Result<(usize, Vec<Failure>), TestFileError> {
     let file: TestFile = keel_core::config::parse_yaml(path, text)?;
-    if !file.rule_files.is_empty() {
+    let eval_interval = duration_ms(
+        file.evaluation_interval.as_deref().unwrap_or("1m"),
+        &format!("{path}: evaluation_interval"),
+    )?;
+    if eval_interval <= 0 {
         return Err(TestFileError::Invalid(format!(
-            "{path}: rule_files are not supported until Keel's rule engine exists"
+            "{path}: evaluation_interval must be positive"
         )));
     }
+    let base = std::path::Path::new(path)
+        .parent()
+        .unwrap_or(std::path::Path::new("."));
+    let rule_paths: Vec<std::path::PathBuf> =
+        file.rule_files.iter().map(|f| base.join(f)).collect();
+    let groups = if rule_paths.is_empty() {
+        Vec::new()
+    } else {
+        rules::file::load(
+            &rule_paths,
+            Duration::from_millis(eval_interval as u64),
+            &rules::SeverityMapping::default(),
+        )
+        .map_err(|e| TestFileError::Invalid(e.to_string()))?
+    };
     let mut checks = 0;
     let mut failures = Vec::new();
     for (gi, g) in file.tests.iter().enumerate() {
@@ -245,11 +301,11 @@ pub fn run(path: &str, text: &str) -> Result<(usize, Vec<Failure>), TestFileErro
             .name
             .clone()
             .unwrap_or_else(|| format!("{path}: tests[{gi}]"));
-        if !g.alert_rule_test.is_empty() || g.external_labels.is_some() {
-            return Err(TestFileError::Invalid(format!(
-                "{group}: alert_rule_test and external_labels are not supported until Keel's rule engine exists"
-            )));
-        }
+        let external: std::collections::BTreeMap<String, String> = match &g.external_labels {
+            None => Default::default(),
+            Some(v) => serde_json::from_value(v.clone())
+                .map_err(|e| TestFileError::Invalid(format!("{group}.external_labels: {e}")))?,
+        };
         let interval = duration_ms(
             g.interval.as_deref().unwrap_or("1m"),
             &format!("{group}.interval"),
@@ -272,6 +328,56 @@ pub fn run(path: &str, text: &str) -> Result<(usize, Vec<Failure>), TestFileErro
         store
             .append(batch)
             .map_err(|e| TestFileError::Invalid(format!("{group}: {e}")))?;
+        // Rules run at every evaluation interval up to the last time a
+        // test looks at, alert tests checked as their time comes.
+        let mut alert_tests: Vec<(i64, usize)> = Vec::new();
+        for (ai, t) in g.alert_rule_test.iter().enumerate() {
+            let at = duration_ms(
+                &t.eval_time,
+                &format!("{group}.alert_rule_test[{ai}].eval_time"),
+            )?;
+            alert_tests.push((at, ai));
+        }
+        alert_tests.sort();
+        let last = alert_tests
+            .iter()
+            .map(|(t, _)| *t)
+            .chain(
+                g.promql_expr_test
+                    .iter()
+                    .filter_map(|t| duration_ms(&t.eval_time, "").ok()),
+            )
+            .max()
+            .unwrap_or(0);
+        let mut states: Vec<rules::GroupState> =
+            groups.iter().cloned().map(rules::GroupState::new).collect();
+        let source = StoreSource(&store);
+        let mut next_test = alert_tests.iter().peekable();
+        let mut ts = 0;
+        if !states.is_empty() {
+            while ts <= last {
+                for st in &mut states {
+                    st.eval(&source, ts, &external);
+                }
+                while let Some(&&(at, ai)) = next_test.peek() {
+                    if at >= ts + eval_interval {
+                        break;
+                    }
+                    next_test.next();
+                    checks += 1;
+                    if let Some(f) = check_alerts(&group, &g.alert_rule_test[ai], &states) {
+                        failures.push(f);
+                    }
+                }
+                ts += eval_interval;
+            }
+        }
+        for (_, ai) in next_test {
+            checks += 1;
+            if let Some(f) = check_alerts(&group, &g.alert_rule_test[*ai], &states) {
+                failures.push(f);
+            }
+        }
         let engine = Engine::new(&store);
         for (ei, t) in g.promql_expr_test.iter().enumerate() {
             checks += 1;
@@ -294,7 +400,7 @@ pub fn run(path: &str, text: &str) -> Result<(usize, Vec<Failure>), TestFileErro
             };
             let fail = |got: String| Failure {
                 group: group.clone(),
-                expr: t.expr.clone(),
+                what: format!("expr {:?}", t.expr),
                 eval_time: t.eval_time.clone(),
                 expected: show(&expected),
                 got,
@@ -325,6 +431,135 @@ pub fn run(path: &str, text: &str) -> Result<(usize, Vec<Failure>), TestFileErro
         }
     }
     Ok((checks, failures))
+}
+
+/// The metric store as a rule source (log rules have no input here yet).
+struct StoreSource<'a>(&'a Store);
+
+impl rules::Source for StoreSource<'_> {
+    fn instant(&self, expr: &str, t_ms: i64) -> Result<rules::engine::Samples, String> {
+        match Engine::new(self.0)
+            .instant(expr, t_ms)
+            .map_err(|e| e.to_string())?
+        {
+            Value::Vector(v) => Ok(v
+                .into_iter()
+                .map(|s| {
+                    let labels = s
+                        .labels
+                        .pairs()
+                        .filter(|(k, _)| *k != NAME)
+                        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                        .collect();
+                    (labels, s.value)
+                })
+                .collect()),
+            Value::Scalar(x) => Ok(vec![(Default::default(), x)]),
+            other => Err(format!(
+                "a rule's expression must give a vector, not a {}",
+                other.type_name()
+            )),
+        }
+    }
+    fn count_logs(&self, _: &str, _: i64, _: i64) -> Result<u64, String> {
+        Err("log rules cannot be unit-tested yet (no log input in the test format)".into())
+    }
+    fn record(&self, samples: rules::engine::Recorded) -> Result<(), String> {
+        let batch = samples
+            .into_iter()
+            .map(|(l, t, v)| (Labels::new(l.into_iter().collect()), vec![(t, v)]))
+            .collect();
+        self.0.append(batch).map(|_| ()).map_err(|e| e.to_string())
+    }
+}
+
+/// An alert as a test compares it: state, labels, annotations.
+type AlertView = (
+    rules::State,
+    std::collections::BTreeMap<String, String>,
+    std::collections::BTreeMap<String, String>,
+);
+
+/// Compare one alert test with the alerts now; a failure says what differed.
+fn check_alerts(group: &str, t: &AlertTest, states: &[rules::GroupState]) -> Option<Failure> {
+    use std::collections::BTreeMap;
+    let state_of = |s: Option<&str>| match s.unwrap_or("firing") {
+        "pending" => Ok(rules::State::Pending),
+        "firing" => Ok(rules::State::Firing),
+        "resolved" => Ok(rules::State::Resolved),
+        other => Err(format!(
+            "exp_state {other:?} is not pending, firing or resolved"
+        )),
+    };
+    let mut wanted_states = vec![rules::State::Firing];
+    let mut expected: Vec<AlertView> = Vec::new();
+    for e in &t.exp_alerts {
+        let st = match state_of(e.exp_state.as_deref()) {
+            Ok(s) => s,
+            Err(m) => {
+                return Some(Failure {
+                    group: group.to_owned(),
+                    what: format!("alertname {:?}", t.alertname),
+                    eval_time: t.eval_time.clone(),
+                    expected: m,
+                    got: String::new(),
+                });
+            }
+        };
+        if !wanted_states.contains(&st) {
+            wanted_states.push(st);
+        }
+        let mut labels = e.exp_labels.clone();
+        labels.insert("alertname".into(), t.alertname.clone());
+        expected.push((st, labels, e.exp_annotations.clone()));
+    }
+    let mut got: Vec<AlertView> = states
+        .iter()
+        .flat_map(|g| g.alerts())
+        .filter(|(r, a)| r.name == t.alertname && wanted_states.contains(&a.state))
+        .map(|(_, a)| (a.state, a.labels.clone(), a.annotations.clone()))
+        .collect();
+    let mut expected_sorted = expected.clone();
+    expected_sorted.sort_by(|a, b| format!("{a:?}").cmp(&format!("{b:?}")));
+    got.sort_by(|a, b| format!("{a:?}").cmp(&format!("{b:?}")));
+    if got == expected_sorted {
+        return None;
+    }
+    let show = |v: &[AlertView]| {
+        if v.is_empty() {
+            return "[]".to_owned();
+        }
+        let items: Vec<String> = v
+            .iter()
+            .enumerate()
+            .map(|(i, (st, l, a))| {
+                let fmt = |m: &BTreeMap<String, String>| {
+                    m.iter()
+                        .map(|(k, v)| format!("{k}={v:?}"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                };
+                let state = if *st == rules::State::Firing {
+                    String::new()
+                } else {
+                    format!(" State:{st:?}")
+                };
+                format!(
+                    "{i}: Labels:{{{}}} Annotations:{{{}}}{state}",
+                    fmt(l),
+                    fmt(a)
+                )
+            })
+            .collect();
+        format!("[\n        {}\n    ]", items.join("\n        "))
+    };
+    Some(Failure {
+        group: group.to_owned(),
+        what: format!("alertname {:?}", t.alertname),
+        eval_time: t.eval_time.clone(),
+        expected: show(&expected_sorted),
+        got: show(&got),
+    })
 }
 
 #[cfg(test)]

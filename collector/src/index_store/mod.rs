@@ -135,6 +135,39 @@ pub(crate) struct Fields {
     defaults: Vec<Field>,
 }
 
+/// Parse `q` for the schema of `R` without a store: what a rule file's
+/// log query is checked with.
+pub fn check_query<R: Record>(q: &str) -> Result<(), IndexError> {
+    let (schema, fields) = schema::<R>();
+    parse_query(&schema, &fields, q).map(|_| ())
+}
+
+/// Parse a query in tantivy's syntax against `schema` (default fields
+/// `fields.defaults`).
+fn parse_query(schema: &Schema, fields: &Fields, q: &str) -> Result<Box<dyn Query>, IndexError> {
+    if q.trim().is_empty() || q.trim() == "*" {
+        return Ok(Box::new(tantivy::query::AllQuery));
+    }
+    let (_, errors) = tantivy::query_grammar::parse_query_lenient(q);
+    if let Some(e) = errors.first() {
+        return Err(IndexError::Query(format!(
+            "invalid query at position {}: {}",
+            e.pos, e.message
+        )));
+    }
+    let ast = tantivy::query_grammar::parse_query(q)
+        .map_err(|_| IndexError::Query(format!("invalid query {q:?}")))?;
+    let mut parser = QueryParser::new(
+        schema.clone(),
+        fields.defaults.clone(),
+        tantivy::tokenizer::TokenizerManager::default(),
+    );
+    parser.set_conjunction_by_default();
+    parser
+        .build_query_from_user_input_ast(all_but(splice_negations(ast)))
+        .map_err(|e| IndexError::Query(format!("invalid query: {e}")))
+}
+
 fn schema<R: Record>() -> (Schema, Fields) {
     schema_with::<R>(FAST.into())
 }
@@ -643,27 +676,7 @@ impl<R: Record> IndexStore<R> {
     /// Parse a query in tantivy's syntax (default fields: the record
     /// kind's). Errors name the position (a byte offset) or the unknown field.
     pub fn parse(&self, q: &str) -> Result<Box<dyn Query>, IndexError> {
-        if q.trim().is_empty() || q.trim() == "*" {
-            return Ok(Box::new(tantivy::query::AllQuery));
-        }
-        let (_, errors) = tantivy::query_grammar::parse_query_lenient(q);
-        if let Some(e) = errors.first() {
-            return Err(IndexError::Query(format!(
-                "invalid query at position {}: {}",
-                e.pos, e.message
-            )));
-        }
-        let ast = tantivy::query_grammar::parse_query(q)
-            .map_err(|_| IndexError::Query(format!("invalid query {q:?}")))?;
-        let mut parser = QueryParser::new(
-            self.schema.clone(),
-            self.fields.defaults.clone(),
-            tantivy::tokenizer::TokenizerManager::default(),
-        );
-        parser.set_conjunction_by_default();
-        parser
-            .build_query_from_user_input_ast(all_but(splice_negations(ast)))
-            .map_err(|e| IndexError::Query(format!("invalid query: {e}")))
+        parse_query(&self.schema, &self.fields, q)
     }
 
     fn with_range(&self, q: Box<dyn Query>, field: Field, lo: i64, hi: i64) -> Box<dyn Query> {

@@ -19,6 +19,12 @@ pub use record::LogRecord;
 /// The log store.
 pub type LogStore = IndexStore<LogRecord>;
 
+/// Check a log query (tantivy syntax, the log fields) without a store;
+/// the error names the position or the unknown field.
+pub fn check_query(q: &str) -> Result<(), String> {
+    crate::index_store::check_query::<LogRecord>(q).map_err(|e| e.to_string())
+}
+
 impl Record for LogRecord {
     fn timestamp_ns(&self) -> i64 {
         self.timestamp_ns

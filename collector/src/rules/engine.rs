@@ -1,0 +1,465 @@
+//! The rule engine: evaluates groups at given times (the injected
+//! Clock's, or a test's) and keeps each alert's state as Prometheus does:
+//! inactive → pending (condition true, `for` not yet held) → firing →
+//! resolved (condition false; kept for 15 minutes so that its resolution
+//! can be sent). `keep_firing_for` holds a firing alert that long after
+//! its condition clears. A pending alert whose condition clears is
+//! dropped. Recording rules write their results back into the metric
+//! store, where the group's later rules see them.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use serde::Serialize;
+
+use super::file::{AlertRule, Condition, Group, Rule, Severity};
+use super::template::Data;
+
+/// How long a resolved alert is kept (Prometheus' `resolvedRetention`).
+pub const RESOLVED_RETENTION: Duration = Duration::from_secs(15 * 60);
+
+/// A label set by name.
+pub type LabelMap = BTreeMap<String, String>;
+/// An instant query's samples: labels (without `__name__`) and value.
+pub type Samples = Vec<(LabelMap, f64)>;
+/// A recording rule's output: labels (with `__name__`), time (ms), value.
+pub type Recorded = Vec<(LabelMap, i64, f64)>;
+
+/// Where rules read and write: the metric store and the log index, in
+/// the collector; in-memory ones in rule tests.
+pub trait Source {
+    /// PromQL at `t_ms`: the samples (labels without `__name__`, value),
+    /// or why not.
+    fn instant(&self, expr: &str, t_ms: i64) -> Result<Samples, String>;
+    /// Log records matching `query` in `[start_ms, end_ms]`.
+    fn count_logs(&self, query: &str, start_ms: i64, end_ms: i64) -> Result<u64, String>;
+    /// Store a recording rule's results: `(labels with __name__, t_ms, value)`.
+    fn record(&self, samples: Recorded) -> Result<(), String>;
+}
+
+/// An alert's state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum State {
+    /// The condition holds, for less than `for`.
+    Pending,
+    /// Firing.
+    Firing,
+    /// It fired and its condition cleared.
+    Resolved,
+}
+
+/// One alert: a rule's instance for one label set.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Alert {
+    /// Its labels: the sample's, the rule's, `alertname`.
+    pub labels: BTreeMap<String, String>,
+    /// Its annotations, rendered at the last evaluation that saw it.
+    pub annotations: BTreeMap<String, String>,
+    /// Where it stands.
+    pub state: State,
+    /// P0, P1 or P2.
+    pub severity: Severity,
+    /// The value at the last evaluation that saw it.
+    pub value: f64,
+    /// When its condition began to hold (ms).
+    pub active_at_ms: i64,
+    /// When it began firing (ms).
+    pub fired_at_ms: Option<i64>,
+    /// When it resolved (ms).
+    pub resolved_at_ms: Option<i64>,
+    /// When `keep_firing_for` began holding it (its condition cleared).
+    #[serde(skip)]
+    keep_firing_since_ms: Option<i64>,
+}
+
+/// The last evaluation of a rule.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct Health {
+    /// When (ms; 0: never).
+    pub at_ms: i64,
+    /// Its error, if it failed.
+    pub error: Option<String>,
+}
+
+/// A group with the state of its rules' alerts.
+#[derive(Debug)]
+pub struct GroupState {
+    /// The group.
+    pub group: Group,
+    /// Per rule (same order): its alerts by label set.
+    alerts: Vec<BTreeMap<Vec<(String, String)>, Alert>>,
+    /// Per rule: its last evaluation.
+    pub health: Vec<Health>,
+}
+
+impl GroupState {
+    /// A group no evaluation has seen yet.
+    pub fn new(group: Group) -> Self {
+        let n = group.rules.len();
+        Self {
+            group,
+            alerts: vec![BTreeMap::new(); n],
+            health: vec![Health::default(); n],
+        }
+    }
+
+    /// Every alert of the group, with its rule's name.
+    pub fn alerts(&self) -> impl Iterator<Item = (&AlertRule, &Alert)> {
+        self.group
+            .rules
+            .iter()
+            .zip(&self.alerts)
+            .filter_map(|(r, a)| match r {
+                Rule::Alert(r) => Some(a.values().map(move |a| (r, a))),
+                Rule::Record { .. } => None,
+            })
+            .flatten()
+    }
+
+    /// Evaluate every rule at `t_ms`, in order; a failing rule keeps its
+    /// alerts as they were and records the error.
+    pub fn eval(&mut self, source: &dyn Source, t_ms: i64, external: &BTreeMap<String, String>) {
+        let t_query = t_ms - self.group.query_offset.as_millis() as i64;
+        let limit = self.group.limit;
+        for (i, rule) in self.group.rules.iter().enumerate() {
+            let result = match rule {
+                Rule::Record { name, expr, labels } => {
+                    record(source, name, expr, labels, t_query, limit)
+                }
+                Rule::Alert(a) => eval_alert(
+                    source,
+                    a,
+                    &mut self.alerts[i],
+                    t_ms,
+                    t_query,
+                    limit,
+                    external,
+                ),
+            };
+            self.health[i] = Health {
+                at_ms: t_ms,
+                error: result.err(),
+            };
+        }
+    }
+}
+
+fn record(
+    source: &dyn Source,
+    name: &str,
+    expr: &str,
+    labels: &BTreeMap<String, String>,
+    t: i64,
+    limit: u64,
+) -> Result<(), String> {
+    let samples = source.instant(expr, t)?;
+    if limit > 0 && samples.len() as u64 > limit {
+        return Err(format!(
+            "{} series exceed the group's limit of {limit}",
+            samples.len()
+        ));
+    }
+    let out = samples
+        .into_iter()
+        .map(|(mut l, v)| {
+            l.extend(labels.iter().map(|(k, v)| (k.clone(), v.clone())));
+            l.insert("__name__".into(), name.to_owned());
+            (l, t, v)
+        })
+        .collect();
+    source.record(out)
+}
+
+/// The rule's samples at `t`: PromQL results, or the one log count.
+fn samples(source: &dyn Source, rule: &AlertRule, t: i64) -> Result<Samples, String> {
+    match &rule.condition {
+        Condition::PromQl(expr) => source.instant(expr, t),
+        Condition::Logs {
+            query,
+            window,
+            above,
+            below,
+        } => {
+            let n = source.count_logs(query, t - window.as_millis() as i64, t)? as f64;
+            let holds = above.is_some_and(|a| n > a) || below.is_some_and(|b| n < b);
+            Ok(if holds {
+                vec![(BTreeMap::new(), n)]
+            } else {
+                Vec::new()
+            })
+        }
+    }
+}
+
+fn eval_alert(
+    source: &dyn Source,
+    rule: &AlertRule,
+    alerts: &mut BTreeMap<Vec<(String, String)>, Alert>,
+    t: i64,
+    t_query: i64,
+    limit: u64,
+    external: &BTreeMap<String, String>,
+) -> Result<(), String> {
+    let samples = samples(source, rule, t_query)?;
+    let mut seen = std::collections::HashSet::new();
+    for (sample_labels, value) in samples {
+        let data = Data {
+            labels: &sample_labels,
+            value,
+            external,
+        };
+        let mut labels = sample_labels.clone();
+        for (k, tpl) in &rule.labels {
+            labels.insert(k.clone(), tpl.render(data));
+        }
+        labels.insert("alertname".into(), rule.name.clone());
+        let annotations: BTreeMap<String, String> = rule
+            .annotations
+            .iter()
+            .map(|(k, tpl)| (k.clone(), tpl.render(data)))
+            .collect();
+        let key: Vec<(String, String)> = labels.clone().into_iter().collect();
+        if !seen.insert(key.clone()) {
+            return Err(format!("two samples give the same alert labels {labels:?}"));
+        }
+        match alerts.get_mut(&key) {
+            Some(a) if a.state != State::Resolved => {
+                a.value = value;
+                a.annotations = annotations;
+                a.keep_firing_since_ms = None;
+            }
+            _ => {
+                alerts.insert(
+                    key,
+                    Alert {
+                        labels,
+                        annotations,
+                        state: State::Pending,
+                        severity: rule.severity,
+                        value,
+                        active_at_ms: t,
+                        fired_at_ms: None,
+                        resolved_at_ms: None,
+                        keep_firing_since_ms: None,
+                    },
+                );
+            }
+        }
+    }
+    if limit > 0 && seen.len() as u64 > limit {
+        return Err(format!(
+            "{} alerts exceed the group's limit of {limit}",
+            seen.len()
+        ));
+    }
+    let hold = rule.for_.as_millis() as i64;
+    let keep = rule.keep_firing_for.as_millis() as i64;
+    alerts.retain(|key, a| {
+        if !seen.contains(key) {
+            match a.state {
+                State::Pending => return false,
+                State::Resolved => {
+                    return a
+                        .resolved_at_ms
+                        .is_some_and(|r| t - r <= RESOLVED_RETENTION.as_millis() as i64);
+                }
+                State::Firing => {
+                    if keep > 0 {
+                        let since = *a.keep_firing_since_ms.get_or_insert(t);
+                        if t - since < keep {
+                            return true;
+                        }
+                    }
+                    a.state = State::Resolved;
+                    a.resolved_at_ms = Some(t);
+                    return true;
+                }
+            }
+        }
+        if a.state == State::Pending && t - a.active_at_ms >= hold {
+            a.state = State::Firing;
+            a.fired_at_ms = Some(t);
+        }
+        true
+    });
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rules::file::{SeverityMapping, parse};
+    use std::cell::RefCell;
+    use std::path::Path;
+
+    /// A source whose PromQL answer is set by the test.
+    #[derive(Default)]
+    struct Fake {
+        now: RefCell<Samples>,
+        recorded: RefCell<Recorded>,
+        logs: RefCell<u64>,
+    }
+
+    impl Source for Fake {
+        fn instant(&self, _: &str, _: i64) -> Result<Samples, String> {
+            Ok(self.now.borrow().clone())
+        }
+        fn count_logs(&self, _: &str, _: i64, _: i64) -> Result<u64, String> {
+            Ok(*self.logs.borrow())
+        }
+        fn record(&self, s: Recorded) -> Result<(), String> {
+            self.recorded.borrow_mut().extend(s);
+            Ok(())
+        }
+    }
+
+    fn group(rules: &str) -> GroupState {
+        let text = format!("groups:\n- name: g\n  rules:\n{rules}");
+        let g = parse(
+            Path::new("r.yml"),
+            &text,
+            Duration::from_secs(15),
+            &SeverityMapping::default(),
+        )
+        .expect("rules load");
+        GroupState::new(g.into_iter().next().expect("a group"))
+    }
+
+    fn series(instance: &str, v: f64) -> (BTreeMap<String, String>, f64) {
+        (
+            BTreeMap::from([("instance".to_owned(), instance.to_owned())]),
+            v,
+        )
+    }
+
+    fn states(g: &GroupState) -> Vec<(String, State)> {
+        g.alerts()
+            .map(|(_, a)| {
+                (
+                    a.labels.get("instance").cloned().unwrap_or_default(),
+                    a.state,
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn pending_then_firing_exactly_at_for_then_resolved_and_kept_15_minutes() {
+        let mut g = group(
+            "  - alert: High\n    expr: x > 1\n    for: 1m\n    severity: P1\n    labels: {team: '{{ $labels.instance }}-team'}\n    annotations: {summary: '{{ $labels.instance }} at {{ $value }}'}\n",
+        );
+        let src = Fake::default();
+        let ext = BTreeMap::new();
+        *src.now.borrow_mut() = vec![series("a", 5.0)];
+        g.eval(&src, 0, &ext);
+        assert_eq!(states(&g), vec![("a".into(), State::Pending)]);
+        g.eval(&src, 59_999, &ext);
+        assert_eq!(
+            states(&g),
+            vec![("a".into(), State::Pending)],
+            "not before `for`"
+        );
+        *src.now.borrow_mut() = vec![series("a", 7.0)];
+        g.eval(&src, 60_000, &ext);
+        let (_, a) = g.alerts().next().expect("alert");
+        assert_eq!(
+            (a.state, a.fired_at_ms, a.active_at_ms),
+            (State::Firing, Some(60_000), 0)
+        );
+        assert_eq!(a.annotations["summary"], "a at 7");
+        assert_eq!(a.labels["team"], "a-team");
+        assert_eq!(a.labels["alertname"], "High");
+        assert_eq!(a.labels["severity"], "P1");
+        *src.now.borrow_mut() = vec![];
+        g.eval(&src, 75_000, &ext);
+        let (_, a) = g.alerts().next().expect("alert");
+        assert_eq!((a.state, a.resolved_at_ms), (State::Resolved, Some(75_000)));
+        g.eval(&src, 75_000 + 15 * 60_000, &ext);
+        assert_eq!(states(&g).len(), 1, "kept for 15 minutes");
+        g.eval(&src, 75_001 + 15 * 60_000, &ext);
+        assert!(states(&g).is_empty(), "then forgotten");
+    }
+
+    #[test]
+    fn a_pending_alert_that_clears_is_dropped_and_for_zero_fires_at_once() {
+        let mut g = group(
+            "  - alert: A\n    expr: x\n    for: 5m\n    severity: P0\n  - alert: B\n    expr: x\n    severity: P0\n",
+        );
+        let src = Fake::default();
+        let ext = BTreeMap::new();
+        *src.now.borrow_mut() = vec![series("a", 1.0)];
+        g.eval(&src, 0, &ext);
+        let got: Vec<(String, State)> =
+            g.alerts().map(|(r, a)| (r.name.clone(), a.state)).collect();
+        assert_eq!(
+            got,
+            vec![("A".into(), State::Pending), ("B".into(), State::Firing)]
+        );
+        *src.now.borrow_mut() = vec![];
+        g.eval(&src, 15_000, &ext);
+        let got: Vec<(String, State)> =
+            g.alerts().map(|(r, a)| (r.name.clone(), a.state)).collect();
+        assert_eq!(
+            got,
+            vec![("B".into(), State::Resolved)],
+            "the pending one is gone"
+        );
+        // Back again: a new alert, active from now.
+        *src.now.borrow_mut() = vec![series("a", 1.0)];
+        g.eval(&src, 30_000, &ext);
+        let b = g
+            .alerts()
+            .find(|(r, _)| r.name == "B")
+            .map(|(_, a)| a.clone())
+            .expect("B");
+        assert_eq!((b.state, b.active_at_ms), (State::Firing, 30_000));
+    }
+
+    #[test]
+    fn keep_firing_for_holds_a_cleared_alert_then_resolves_it() {
+        let mut g = group("  - alert: A\n    expr: x\n    keep_firing_for: 1m\n    severity: P0\n");
+        let src = Fake::default();
+        let ext = BTreeMap::new();
+        *src.now.borrow_mut() = vec![series("a", 1.0)];
+        g.eval(&src, 0, &ext);
+        *src.now.borrow_mut() = vec![];
+        g.eval(&src, 15_000, &ext);
+        g.eval(&src, 74_999, &ext);
+        assert_eq!(
+            states(&g),
+            vec![("a".into(), State::Firing)],
+            "held 1m from when it cleared"
+        );
+        g.eval(&src, 75_000, &ext);
+        assert_eq!(states(&g), vec![("a".into(), State::Resolved)]);
+    }
+
+    #[test]
+    fn recording_rules_write_their_series_and_log_rules_count() {
+        let mut g = group(
+            "  - record: job:x:sum\n    expr: sum(x)\n    labels: {env: prod}\n  - alert: Timeouts\n    logs: {query: 'timeout', window: 5m, above: 10}\n    severity: P2\n",
+        );
+        let src = Fake::default();
+        let ext = BTreeMap::new();
+        *src.now.borrow_mut() = vec![series("a", 3.0)];
+        *src.logs.borrow_mut() = 10;
+        g.eval(&src, 1_000, &ext);
+        let rec = src.recorded.borrow().clone();
+        assert_eq!(rec.len(), 1);
+        assert_eq!(
+            (
+                rec[0].0["__name__"].as_str(),
+                rec[0].0["env"].as_str(),
+                rec[0].1,
+                rec[0].2
+            ),
+            ("job:x:sum", "prod", 1_000, 3.0)
+        );
+        assert_eq!(g.alerts().count(), 0, "10 is not above 10");
+        *src.logs.borrow_mut() = 11;
+        g.eval(&src, 2_000, &ext);
+        let (_, a) = g.alerts().next().expect("fires");
+        assert_eq!((a.state, a.value), (State::Firing, 11.0));
+    }
+}

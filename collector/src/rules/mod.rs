@@ -1,0 +1,11 @@
+//! Alerting and recording rules: Prometheus-compatible rule files with
+//! P0–P2 severities and log rules ([`file`]), their templates
+//! ([`template`]), and the engine that evaluates them and keeps alert
+//! state ([`engine`]).
+
+pub mod engine;
+pub mod file;
+pub mod template;
+
+pub use engine::{Alert, GroupState, Source, State};
+pub use file::{AlertRule, Condition, Group, Rule, RuleErrors, Severity, SeverityMapping};
