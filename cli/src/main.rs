@@ -18,6 +18,7 @@ mod collector_cmd;
 mod config;
 mod load_cmd;
 mod logs_cmd;
+mod rules_cmd;
 mod up;
 
 use std::path::PathBuf;
@@ -61,6 +62,11 @@ enum Command {
     Query(collector_cmd::QueryArgs),
     /// Search the collector's logs (tantivy query syntax); --follow streams new matches.
     Logs(logs_cmd::LogsArgs),
+    /// Alert and recording rules: `keel rules check`, `keel rules test`.
+    Rules {
+        #[command(subcommand)]
+        command: rules_cmd::RulesCommand,
+    },
     /// Backfill history from an OpenMetrics file (the collector must be stopped).
     Import(collector_cmd::ImportArgs),
     /// Check a configuration file and print the effective configuration.
@@ -116,6 +122,7 @@ fn main() -> ExitCode {
         Command::Agent { command } => agent_cmd::run(cli.config.as_deref(), command),
         Command::Query(args) => collector_cmd::query(args),
         Command::Logs(args) => logs_cmd::run(args),
+        Command::Rules { command } => rules_cmd::run(command),
         Command::Import(args) => collector_cmd::import(cli.config.as_deref(), args),
         Command::Bench {
             command: BenchCommand::Sampleapp(args),

@@ -336,3 +336,25 @@ fn keel_load_reports_a_summary_as_json() {
         assert!(v["latency_ms"][k].is_number(), "{v}");
     }
 }
+
+#[test]
+fn rules_check_reports_every_problem_with_file_line_column_and_rules_test_runs() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(
+        dir.path().join("bad.yml"),
+        "groups:\n- name: g\n  rules:\n  - alert: A\n    expr: rate(x[5m]\n    severity: P0\n  - alert: B\n    expr: up == 0\n",
+    )
+    .expect("write");
+    let (ok, err) = keel(&["rules", "check", "."], dir.path(), &[]);
+    assert!(!ok);
+    assert!(err.contains("bad.yml:5:11: expr:"), "{err}");
+    assert!(
+        err.contains("bad.yml:7:") && err.contains("no severity"),
+        "{err}"
+    );
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let (ok, err) = keel(&["rules", "check", "rules"], &root, &[]);
+    assert!(ok, "{err}");
+    let (ok, err) = keel(&["rules", "test", "rules/tests/shop.test.yml"], &root, &[]);
+    assert!(ok, "{err}");
+}
