@@ -54,7 +54,11 @@ pub fn run(config_path: Option<&Path>, args: UpArgs) -> anyhow::Result<()> {
     runtime.block_on(async move {
         let clock: keel_core::clock::SharedClock =
             std::sync::Arc::new(keel_core::clock::SystemClock);
-        let collector = keel_collector::server::start(&config.collector, clock.clone()).await?;
+        let mut collector_config = config.collector.clone();
+        if collector_config.rules.files.is_empty() {
+            collector_config.rules.files = vec![default_rules(&config.sampleapp.data_dir)?];
+        }
+        let collector = keel_collector::server::start(&collector_config, clock.clone()).await?;
         let mut app = config.sampleapp;
         // The agent starts first: it finds the sample app's processes in
         // the targets file the supervisor keeps, and takes their spans.
@@ -84,6 +88,21 @@ pub fn run(config_path: Option<&Path>, args: UpArgs) -> anyhow::Result<()> {
         );
         say_fmt!(
             "  trace search        http://{}/api/v1/traces/search?service=shop-lb",
+            collector.api
+        );
+        say_fmt!(
+            "  alert rules         http://{}/api/v1/rules   ({})",
+            collector.api,
+            collector_config
+                .rules
+                .files
+                .iter()
+                .map(|f| f.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        say_fmt!(
+            "  alerts              http://{}/api/v1/alerts",
             collector.api
         );
         say_fmt!("  agent status        http://{}/status", agent.addr);
@@ -161,6 +180,24 @@ fn agent_for(
         }];
     }
     agent
+}
+
+/// The sample app's shipped rules (rules/shop.yml, built in).
+const SHOP_RULES: &str = include_str!("../../rules/shop.yml");
+
+/// The rules keel up runs when the config names none: `./rules` if it is
+/// a directory (a checkout, or the user's own), else the built-in copy
+/// of the sample app's rules, written to `<data_dir>/rules/`.
+fn default_rules(data_dir: &Path) -> anyhow::Result<PathBuf> {
+    let here = PathBuf::from("rules");
+    if here.is_dir() {
+        return Ok(here);
+    }
+    let dir = data_dir.join("rules");
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let file = dir.join("shop.yml");
+    std::fs::write(&file, SHOP_RULES).with_context(|| format!("writing {}", file.display()))?;
+    Ok(dir)
 }
 
 /// Print a status line; a closed stdout (`keel up | head`, a reader that

@@ -149,6 +149,33 @@ async fn keel_up_prints_its_urls_and_ctrl_c_leaves_no_process_behind() {
         }
     })
     .await;
+    // The shipped rules run against the live data: every rule is
+    // evaluated without error (the sample app is healthy, so none fires).
+    let rules = url("alert rules");
+    eventually(
+        "the shipped rules evaluated",
+        Duration::from_secs(30),
+        || {
+            let rules = rules.clone();
+            async move {
+                let (_, v) = get_json(&rules).await;
+                let all: Vec<&serde_json::Value> = v["data"]["groups"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .flat_map(|g| g["rules"].as_array().into_iter().flatten())
+                    .collect();
+                let bad: Vec<&serde_json::Value> = all
+                    .iter()
+                    .copied()
+                    .filter(|r| r["health"] == "err")
+                    .collect();
+                assert!(bad.is_empty(), "rules failing on live data: {bad:?}");
+                (all.len() == 11 && all.iter().all(|r| r["health"] == "ok")).then_some(())
+            }
+        },
+    )
+    .await;
     // Every process, found in the supervisor's targets file.
     let agent = url("agent status");
     eventually(

@@ -351,7 +351,11 @@ pub fn run(path: &str, text: &str) -> Result<(usize, Vec<Failure>), TestFileErro
             .unwrap_or(0);
         let mut states: Vec<rules::GroupState> =
             groups.iter().cloned().map(rules::GroupState::new).collect();
-        let source = StoreSource(&store);
+        let store = std::sync::Arc::new(store);
+        let source = rules::source::StoreSource {
+            store: store.clone(),
+            logs: None,
+        };
         let mut next_test = alert_tests.iter().peekable();
         let mut ts = 0;
         if !states.is_empty() {
@@ -431,46 +435,6 @@ pub fn run(path: &str, text: &str) -> Result<(usize, Vec<Failure>), TestFileErro
         }
     }
     Ok((checks, failures))
-}
-
-/// The metric store as a rule source (log rules have no input here yet).
-struct StoreSource<'a>(&'a Store);
-
-impl rules::Source for StoreSource<'_> {
-    fn instant(&self, expr: &str, t_ms: i64) -> Result<rules::engine::Samples, String> {
-        match Engine::new(self.0)
-            .instant(expr, t_ms)
-            .map_err(|e| e.to_string())?
-        {
-            Value::Vector(v) => Ok(v
-                .into_iter()
-                .map(|s| {
-                    let labels = s
-                        .labels
-                        .pairs()
-                        .filter(|(k, _)| *k != NAME)
-                        .map(|(k, v)| (k.to_owned(), v.to_owned()))
-                        .collect();
-                    (labels, s.value)
-                })
-                .collect()),
-            Value::Scalar(x) => Ok(vec![(Default::default(), x)]),
-            other => Err(format!(
-                "a rule's expression must give a vector, not a {}",
-                other.type_name()
-            )),
-        }
-    }
-    fn count_logs(&self, _: &str, _: i64, _: i64) -> Result<u64, String> {
-        Err("log rules cannot be unit-tested yet (no log input in the test format)".into())
-    }
-    fn record(&self, samples: rules::engine::Recorded) -> Result<(), String> {
-        let batch = samples
-            .into_iter()
-            .map(|(l, t, v)| (Labels::new(l.into_iter().collect()), vec![(t, v)]))
-            .collect();
-        self.0.append(batch).map(|_| ()).map_err(|e| e.to_string())
-    }
 }
 
 /// An alert as a test compares it: state, labels, annotations.

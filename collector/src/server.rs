@@ -63,6 +63,8 @@ pub struct CollectorConfig {
     /// agent sends again after a lost acknowledgement is dropped.
     #[serde(with = "keel_core::duration")]
     pub batch_id_retention: std::time::Duration,
+    /// Alerting and recording rules.
+    pub rules: crate::rules::RulesConfig,
 }
 
 impl Default for CollectorConfig {
@@ -85,6 +87,7 @@ impl Default for CollectorConfig {
             log_partition: std::time::Duration::from_secs(24 * 3600),
             log_retention: std::time::Duration::from_secs(7 * 24 * 3600),
             batch_id_retention: std::time::Duration::from_secs(24 * 3600),
+            rules: crate::rules::RulesConfig::default(),
         }
     }
 }
@@ -124,6 +127,7 @@ impl keel_core::config::Validate for CollectorConfig {
         if self.log_retention < self.log_partition {
             problems.push("collector.log_retention: must be at least log_partition".into());
         }
+        self.rules.validate(problems);
     }
 }
 
@@ -223,6 +227,9 @@ pub enum ServeError {
         /// Why.
         source: std::io::Error,
     },
+    /// The rule files do not load (every problem, file:line:column).
+    #[error("rules: {0}")]
+    Rules(crate::rules::RuleErrors),
     /// The ingest worker threads would not start.
     #[error("cannot start the ingest worker threads: {0}")]
     Workers(std::io::Error),
@@ -244,6 +251,8 @@ pub struct Running {
     pub spans: Arc<SpanStore>,
     /// Ingest counters.
     pub stats: Arc<IngestStats>,
+    /// The rules it evaluates.
+    pub rules: Arc<crate::rules::RuleManager>,
 }
 
 async fn bind(host: &str, port: u16) -> Result<tokio::net::TcpListener, ServeError> {
@@ -268,6 +277,16 @@ pub async fn start(config: &CollectorConfig, clock: SharedClock) -> Result<Runni
         span_metrics: Arc::new(SpanMetrics::default()),
         clock: clock.clone(),
     };
+    let rules = crate::rules::RuleManager::new(
+        config.rules.clone(),
+        Box::new(crate::rules::source::StoreSource {
+            store: store.clone(),
+            logs: Some(logs.clone()),
+        }),
+        clock.clone(),
+    )
+    .map_err(ServeError::Rules)?;
+    tokio::spawn(rules.clone().run());
     housekeeping(store.clone(), logs.clone(), spans.clone(), clock.clone());
     let stats = Arc::new(IngestStats::default());
     let limits = IngestLimits {
@@ -336,7 +355,8 @@ pub async fn start(config: &CollectorConfig, clock: SharedClock) -> Result<Runni
             spans.clone(),
             logs.clone(),
             clock.clone(),
-        ));
+        ))
+        .merge(crate::rules::api::routes(rules.clone()));
     tokio::spawn(async move {
         if let Err(e) = axum::serve(otlp_listener, ingest).await {
             tracing::error!(error = %e, "OTLP/HTTP listener stopped");
@@ -356,5 +376,6 @@ pub async fn start(config: &CollectorConfig, clock: SharedClock) -> Result<Runni
         logs,
         spans,
         stats,
+        rules,
     })
 }

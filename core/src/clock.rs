@@ -41,6 +41,15 @@ pub fn unix_ms(t: SystemTime) -> i64 {
     }
 }
 
+/// The time `ms` milliseconds from the Unix epoch (the inverse of [`unix_ms`]).
+pub fn from_unix_ms(ms: i64) -> SystemTime {
+    if ms >= 0 {
+        std::time::UNIX_EPOCH + Duration::from_millis(ms as u64)
+    } else {
+        std::time::UNIX_EPOCH - Duration::from_millis(ms.unsigned_abs())
+    }
+}
+
 /// Shared handle to a clock.
 pub type SharedClock = Arc<dyn Clock>;
 

@@ -104,6 +104,35 @@ impl GroupState {
         }
     }
 
+    /// Take the alerts (and health) of `old`'s rules that are still here,
+    /// matched by alert name (recording rules have none): a reload does
+    /// not reset `for` or re-fire what is firing.
+    pub fn adopt(&mut self, mut old: GroupState) {
+        for (i, r) in self.group.rules.iter().enumerate() {
+            let Rule::Alert(r) = r else { continue };
+            let found = old
+                .group
+                .rules
+                .iter()
+                .position(|o| matches!(o, Rule::Alert(o) if o.name == r.name));
+            if let Some(j) = found {
+                // Taken once: a name defined twice keeps one history.
+                old.group.rules[j] = Rule::Record {
+                    name: String::new(),
+                    expr: String::new(),
+                    labels: BTreeMap::new(),
+                };
+                self.alerts[i] = std::mem::take(&mut old.alerts[j]);
+                self.health[i] = std::mem::take(&mut old.health[j]);
+            }
+        }
+    }
+
+    /// The alerts of rule `i` (none for a recording rule).
+    pub fn rule_alerts(&self, i: usize) -> impl Iterator<Item = &Alert> {
+        self.alerts.get(i).into_iter().flat_map(|m| m.values())
+    }
+
     /// Every alert of the group, with its rule's name.
     pub fn alerts(&self) -> impl Iterator<Item = (&AlertRule, &Alert)> {
         self.group

@@ -237,8 +237,16 @@ pub struct RuleErrors {
 
 /// Prometheus' duration syntax (`30s`, `5m`, `1h30m`).
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    promql_parser::util::parse_duration(s.trim())
-        .map_err(|e| format!("{s:?} is not a duration: {e}"))
+    let t = s.trim();
+    // promql-parser refuses a zero duration; rule files write `for: 0s`.
+    if t.starts_with('0')
+        && t.trim_start_matches('0')
+            .chars()
+            .all(|c| c.is_ascii_alphabetic())
+    {
+        return Ok(Duration::ZERO);
+    }
+    promql_parser::util::parse_duration(t).map_err(|e| format!("{s:?} is not a duration: {e}"))
 }
 
 fn at<T>(file: &str, s: &Spanned<T>) -> String {

@@ -1,0 +1,279 @@
+//! The rules the collector runs: loaded from `collector.rules.files`,
+//! evaluated each group on its own interval on the injected Clock, and
+//! reloaded when a file changes (checked every `reload_interval`) or on
+//! `POST /-/reload`. A reload that fails leaves the last good rules
+//! running, and its error is shown in `/api/v1/rules`. Alerts of a rule
+//! that is still there after a reload (same group, same alert name) keep
+//! their state, as in Prometheus.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use keel_core::clock::SharedClock;
+use serde::{Deserialize, Serialize};
+
+use super::engine::{GroupState, Source};
+use super::file::{self, SeverityMapping};
+
+/// The `collector.rules` section.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RulesConfig {
+    /// Rule files and directories (their `*.yml`/`*.yaml`); none: no rules.
+    pub files: Vec<PathBuf>,
+    /// A group's interval when it gives none.
+    #[serde(with = "keel_core::duration")]
+    pub evaluation_interval: Duration,
+    /// How often the files are checked for changes (0: only on
+    /// `POST /-/reload`).
+    #[serde(with = "keel_core::duration")]
+    pub reload_interval: Duration,
+    /// Severities of rules that do not say `severity:`.
+    pub severity_mapping: SeverityMapping,
+    /// Labels templates see as `$externalLabels`.
+    pub external_labels: BTreeMap<String, String>,
+}
+
+impl Default for RulesConfig {
+    fn default() -> Self {
+        Self {
+            files: Vec::new(),
+            evaluation_interval: Duration::from_secs(15),
+            reload_interval: Duration::from_secs(2),
+            severity_mapping: SeverityMapping::default(),
+            external_labels: BTreeMap::new(),
+        }
+    }
+}
+
+impl RulesConfig {
+    /// Push a message per problem (named `collector.rules.…`).
+    pub fn validate(&self, problems: &mut Vec<String>) {
+        if self.evaluation_interval.is_zero() {
+            problems.push("collector.rules.evaluation_interval: must be positive".into());
+        }
+        for (k, v) in &self.severity_mapping.values {
+            if file::Severity::parse(v).is_none() {
+                problems.push(format!(
+                    "collector.rules.severity_mapping.values.{k}: {v:?} is not P0, P1 or P2"
+                ));
+            }
+        }
+    }
+}
+
+/// The last reload.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct ReloadStatus {
+    /// Whether it loaded.
+    pub success: bool,
+    /// Why not (every problem, file:line:column).
+    pub error: Option<String>,
+    /// When (ms).
+    pub at_ms: i64,
+}
+
+struct Scheduled {
+    state: GroupState,
+    next_ms: i64,
+}
+
+struct Inner {
+    groups: Vec<Scheduled>,
+    reload: ReloadStatus,
+    /// The files' modification times when last loaded.
+    stamps: Vec<(PathBuf, Option<SystemTime>)>,
+}
+
+/// The collector's rules.
+pub struct RuleManager {
+    config: RulesConfig,
+    source: Box<dyn Source + Send + Sync>,
+    clock: SharedClock,
+    inner: Mutex<Inner>,
+    changed: tokio::sync::Notify,
+}
+
+fn stamps(config: &RulesConfig) -> Vec<(PathBuf, Option<SystemTime>)> {
+    let mut out: Vec<(PathBuf, Option<SystemTime>)> = config
+        .files
+        .iter()
+        .map(|p| {
+            (
+                p.clone(),
+                std::fs::metadata(p).and_then(|m| m.modified()).ok(),
+            )
+        })
+        .collect();
+    if let Ok(files) = file::rule_files(&config.files) {
+        out.extend(files.into_iter().map(|f| {
+            let t = std::fs::metadata(&f).and_then(|m| m.modified()).ok();
+            (f, t)
+        }));
+    }
+    out
+}
+
+impl RuleManager {
+    /// Load the rules (a failure is the caller's: the collector does not
+    /// start on bad rules, as Prometheus does not).
+    pub fn new(
+        config: RulesConfig,
+        source: Box<dyn Source + Send + Sync>,
+        clock: SharedClock,
+    ) -> Result<Arc<Self>, file::RuleErrors> {
+        let groups = Self::load(&config)?;
+        let now = clock.now_ms();
+        let inner = Inner {
+            groups: groups
+                .into_iter()
+                .map(|g| Scheduled {
+                    state: GroupState::new(g),
+                    next_ms: now,
+                })
+                .collect(),
+            reload: ReloadStatus {
+                success: true,
+                error: None,
+                at_ms: now,
+            },
+            stamps: stamps(&config),
+        };
+        Ok(Arc::new(Self {
+            config,
+            source,
+            clock,
+            inner: Mutex::new(inner),
+            changed: tokio::sync::Notify::new(),
+        }))
+    }
+
+    fn load(config: &RulesConfig) -> Result<Vec<file::Group>, file::RuleErrors> {
+        if config.files.is_empty() {
+            return Ok(Vec::new());
+        }
+        file::load(
+            &config.files,
+            config.evaluation_interval,
+            &config.severity_mapping,
+        )
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Load the files again; on success the new rules replace the old
+    /// (keeping the state of alerts that are still defined), on failure
+    /// the old ones keep running and the error is kept for the API.
+    pub fn reload(&self) -> Result<(), file::RuleErrors> {
+        let now = self.clock.now_ms();
+        let loaded = Self::load(&self.config);
+        let mut inner = self.lock();
+        inner.stamps = stamps(&self.config);
+        match loaded {
+            Err(e) => {
+                tracing::error!(error = %e, "rule reload failed; the last good rules keep running");
+                inner.reload = ReloadStatus {
+                    success: false,
+                    error: Some(e.to_string()),
+                    at_ms: now,
+                };
+                Err(e)
+            }
+            Ok(groups) => {
+                let mut old: Vec<Scheduled> = std::mem::take(&mut inner.groups);
+                inner.groups = groups
+                    .into_iter()
+                    .map(|g| {
+                        let mut state = GroupState::new(g);
+                        let mut next_ms = now;
+                        if let Some(i) = old.iter().position(|o| {
+                            o.state.group.name == state.group.name
+                                && o.state.group.file == state.group.file
+                        }) {
+                            let o = old.swap_remove(i);
+                            state.adopt(o.state);
+                            next_ms = o.next_ms;
+                        }
+                        Scheduled { state, next_ms }
+                    })
+                    .collect();
+                inner.reload = ReloadStatus {
+                    success: true,
+                    error: None,
+                    at_ms: now,
+                };
+                tracing::info!(groups = inner.groups.len(), "rules reloaded");
+                drop(inner);
+                self.changed.notify_one();
+                Ok(())
+            }
+        }
+    }
+
+    /// Reload if a rule file changed, appeared or went away.
+    pub fn reload_if_changed(&self) {
+        let changed = self.lock().stamps != stamps(&self.config);
+        if changed {
+            let _ = self.reload();
+        }
+    }
+
+    /// Evaluate every group due at `now_ms`; the earliest next due time.
+    pub fn eval_due(&self, now_ms: i64) -> Option<i64> {
+        let mut inner = self.lock();
+        for g in &mut inner.groups {
+            if g.next_ms > now_ms {
+                continue;
+            }
+            g.state
+                .eval(&*self.source, now_ms, &self.config.external_labels);
+            let every = (g.state.group.interval.as_millis() as i64).max(1);
+            // Missed iterations are skipped, not run late in a burst.
+            g.next_ms += every * ((now_ms - g.next_ms) / every + 1);
+        }
+        inner.groups.iter().map(|g| g.next_ms).min()
+    }
+
+    /// A view for the API: the groups (rules, alerts, health) and the
+    /// last reload, under the lock.
+    pub fn with_groups<T>(&self, f: impl FnOnce(&[&GroupState], &ReloadStatus) -> T) -> T {
+        let inner = self.lock();
+        let states: Vec<&GroupState> = inner.groups.iter().map(|g| &g.state).collect();
+        f(&states, &inner.reload)
+    }
+
+    /// Run forever: evaluate groups as they come due (on the clock), and
+    /// reload on file changes every `reload_interval`.
+    pub async fn run(self: Arc<Self>) {
+        if !self.config.reload_interval.is_zero() {
+            let me = self.clone();
+            tokio::spawn(async move {
+                loop {
+                    me.clock.sleep(me.config.reload_interval).await;
+                    let m = me.clone();
+                    let _ = tokio::task::spawn_blocking(move || m.reload_if_changed()).await;
+                }
+            });
+        }
+        loop {
+            let now = self.clock.now_ms();
+            let me = self.clone();
+            let next = tokio::task::spawn_blocking(move || me.eval_due(now))
+                .await
+                .ok()
+                .flatten();
+            let wait = match next {
+                Some(t) => self.clock.sleep_until(keel_core::clock::from_unix_ms(t)),
+                None => Box::pin(std::future::pending()),
+            };
+            tokio::select! {
+                () = wait => {}
+                () = self.changed.notified() => {}
+            }
+        }
+    }
+}
