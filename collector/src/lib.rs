@@ -10,6 +10,7 @@
 //!   `promql-parser` crate);
 //! - [`api`]: Prometheus' HTTP API shapes (`/api/v1/query`, …);
 //! - [`rules`]: alerting and recording rules (P0–P2, log rules) and their engine;
+//! - [`notify`]: routing by severity and business hours, tickets, email;
 //! - [`promtest`]: promtool's unit-test format (`promql_expr_test`, `alert_rule_test`), run on Keel's engines.
 
 pub mod api;
@@ -24,6 +25,7 @@ pub mod index_store;
 pub mod ingest;
 pub mod labels;
 pub mod logs;
+pub mod notify;
 pub mod promql;
 pub mod promtest;
 pub mod rules;

@@ -65,6 +65,8 @@ pub struct CollectorConfig {
     pub batch_id_retention: std::time::Duration,
     /// Alerting and recording rules.
     pub rules: crate::rules::RulesConfig,
+    /// Who hears of alerts, when, and how.
+    pub notify: crate::notify::NotifyConfig,
 }
 
 impl Default for CollectorConfig {
@@ -88,6 +90,7 @@ impl Default for CollectorConfig {
             log_retention: std::time::Duration::from_secs(7 * 24 * 3600),
             batch_id_retention: std::time::Duration::from_secs(24 * 3600),
             rules: crate::rules::RulesConfig::default(),
+            notify: crate::notify::NotifyConfig::default(),
         }
     }
 }
@@ -128,6 +131,7 @@ impl keel_core::config::Validate for CollectorConfig {
             problems.push("collector.log_retention: must be at least log_partition".into());
         }
         self.rules.validate(problems);
+        self.notify.validate(problems);
     }
 }
 
@@ -227,6 +231,9 @@ pub enum ServeError {
         /// Why.
         source: std::io::Error,
     },
+    /// The notification settings are invalid.
+    #[error("notify: {0}")]
+    Notify(String),
     /// The rule files do not load (every problem, file:line:column).
     #[error("rules: {0}")]
     Rules(crate::rules::RuleErrors),
@@ -253,6 +260,8 @@ pub struct Running {
     pub stats: Arc<IngestStats>,
     /// The rules it evaluates.
     pub rules: Arc<crate::rules::RuleManager>,
+    /// Who it pages.
+    pub notifier: Arc<crate::notify::Notifier>,
 }
 
 async fn bind(host: &str, port: u16) -> Result<tokio::net::TcpListener, ServeError> {
@@ -286,6 +295,9 @@ pub async fn start(config: &CollectorConfig, clock: SharedClock) -> Result<Runni
         clock.clone(),
     )
     .map_err(ServeError::Rules)?;
+    let notifier = crate::notify::Notifier::start(config.notify.clone(), clock.clone())
+        .map_err(|p| ServeError::Notify(p.join("; ")))?;
+    rules.set_notifier(notifier.clone());
     tokio::spawn(rules.clone().run());
     housekeeping(store.clone(), logs.clone(), spans.clone(), clock.clone());
     let stats = Arc::new(IngestStats::default());
@@ -356,7 +368,8 @@ pub async fn start(config: &CollectorConfig, clock: SharedClock) -> Result<Runni
             logs.clone(),
             clock.clone(),
         ))
-        .merge(crate::rules::api::routes(rules.clone()));
+        .merge(crate::rules::api::routes(rules.clone()))
+        .merge(crate::notify::api::routes(notifier.clone()));
     tokio::spawn(async move {
         if let Err(e) = axum::serve(otlp_listener, ingest).await {
             tracing::error!(error = %e, "OTLP/HTTP listener stopped");
@@ -377,5 +390,6 @@ pub async fn start(config: &CollectorConfig, clock: SharedClock) -> Result<Runni
         spans,
         stats,
         rules,
+        notifier,
     })
 }

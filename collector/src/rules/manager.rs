@@ -94,6 +94,7 @@ pub struct RuleManager {
     clock: SharedClock,
     inner: Mutex<Inner>,
     changed: tokio::sync::Notify,
+    notifier: std::sync::OnceLock<Arc<crate::notify::Notifier>>,
 }
 
 fn stamps(config: &RulesConfig) -> Vec<(PathBuf, Option<SystemTime>)> {
@@ -147,6 +148,7 @@ impl RuleManager {
             clock,
             inner: Mutex::new(inner),
             changed: tokio::sync::Notify::new(),
+            notifier: std::sync::OnceLock::new(),
         }))
     }
 
@@ -222,18 +224,43 @@ impl RuleManager {
         }
     }
 
-    /// Evaluate every group due at `now_ms`; the earliest next due time.
+    /// Send each evaluation's alerts to `n` from now on.
+    pub fn set_notifier(&self, n: Arc<crate::notify::Notifier>) {
+        let _ = self.notifier.set(n);
+    }
+
+    /// Evaluate every group due at `now_ms`, then hand every alert held
+    /// to the notifier; the earliest next due time.
     pub fn eval_due(&self, now_ms: i64) -> Option<i64> {
         let mut inner = self.lock();
+        let mut any = false;
         for g in &mut inner.groups {
             if g.next_ms > now_ms {
                 continue;
             }
+            any = true;
             g.state
                 .eval(&*self.source, now_ms, &self.config.external_labels);
             let every = (g.state.group.interval.as_millis() as i64).max(1);
             // Missed iterations are skipped, not run late in a burst.
             g.next_ms += every * ((now_ms - g.next_ms) / every + 1);
+        }
+        if let (true, Some(n)) = (any, self.notifier.get()) {
+            let views: Vec<crate::notify::AlertView> = inner
+                .groups
+                .iter()
+                .flat_map(|g| g.state.alerts())
+                .map(|(_, a)| crate::notify::AlertView {
+                    labels: a.labels.clone(),
+                    annotations: a.annotations.clone(),
+                    state: a.state,
+                    severity: a.severity,
+                    value: a.value,
+                    fired_at_ms: a.fired_at_ms,
+                    resolved_at_ms: a.resolved_at_ms,
+                })
+                .collect();
+            n.offer(now_ms, &views);
         }
         inner.groups.iter().map(|g| g.next_ms).min()
     }

@@ -1,0 +1,210 @@
+//! Notifications: each rule evaluation's alerts are routed by severity
+//! ([`route`]) and pages are sent by email over SMTP (lettre: plain,
+//! STARTTLS or TLS, with auth). A page that cannot be sent is retried
+//! with doubling backoff on the injected clock until it is delivered —
+//! in order, never dropped — and every attempt is recorded for
+//! `GET /api/v1/notifications`; P2 tickets are listed by
+//! `GET /api/v1/tickets`.
+
+pub mod api;
+pub mod email;
+pub mod route;
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use keel_core::clock::SharedClock;
+use serde::{Deserialize, Serialize};
+
+pub use email::{EmailConfig, Security};
+pub use route::{AlertView, BusinessHours, Kind, Page, Router, Ticket};
+
+/// The `collector.notify` section.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NotifyConfig {
+    /// Email over SMTP (no `to`: no email).
+    pub email: EmailConfig,
+    /// P0 pages again this often while it fires.
+    #[serde(with = "keel_core::duration")]
+    pub p0_repeat_interval: Duration,
+    /// P1 pages again this often while it fires, in business hours.
+    #[serde(with = "keel_core::duration")]
+    pub p1_repeat_interval: Duration,
+    /// When P1 may page.
+    pub business_hours: BusinessHours,
+    /// First wait after a failed send; doubles up to `retry_max`.
+    #[serde(with = "keel_core::duration")]
+    pub retry_initial: Duration,
+    /// Longest wait between attempts.
+    #[serde(with = "keel_core::duration")]
+    pub retry_max: Duration,
+    /// Base URL of the dashboard, linked from every page ("": none).
+    pub dashboard_url: String,
+}
+
+impl Default for NotifyConfig {
+    fn default() -> Self {
+        Self {
+            email: EmailConfig::default(),
+            p0_repeat_interval: Duration::from_secs(30 * 60),
+            p1_repeat_interval: Duration::from_secs(4 * 3600),
+            business_hours: BusinessHours::default(),
+            retry_initial: Duration::from_secs(1),
+            retry_max: Duration::from_secs(60),
+            dashboard_url: String::new(),
+        }
+    }
+}
+
+impl NotifyConfig {
+    /// Push one message per problem.
+    pub fn validate(&self, problems: &mut Vec<String>) {
+        if let Err(p) = self.business_hours.compile() {
+            problems.extend(p);
+        }
+        self.email.validate(problems);
+        if self.retry_initial.is_zero() || self.retry_max < self.retry_initial {
+            problems.push(
+                "collector.notify.retry_initial: must be positive and at most retry_max".into(),
+            );
+        }
+        if self.p0_repeat_interval.is_zero() || self.p1_repeat_interval.is_zero() {
+            problems.push(
+                "collector.notify.p0_repeat_interval, p1_repeat_interval: must be positive".into(),
+            );
+        }
+    }
+}
+
+/// One page and how its sending went.
+#[derive(Debug, Clone, Serialize)]
+pub struct Delivery {
+    /// The page.
+    pub page: Page,
+    /// Attempts so far.
+    pub attempts: u32,
+    /// When it was delivered (ms); none: not yet.
+    pub delivered_at_ms: Option<i64>,
+    /// The last failure, or why it was not sent.
+    pub last_error: Option<String>,
+}
+
+/// Most deliveries kept for the API.
+const KEEP: usize = 1000;
+
+/// Routes alerts and sends pages.
+pub struct Notifier {
+    router: Mutex<Router>,
+    deliveries: Mutex<Vec<Delivery>>,
+    queue: tokio::sync::mpsc::UnboundedSender<usize>,
+    config: NotifyConfig,
+    clock: SharedClock,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Notifier {
+    /// A notifier, and its sending task started on the current runtime.
+    pub fn start(config: NotifyConfig, clock: SharedClock) -> Result<Arc<Self>, Vec<String>> {
+        let mut problems = Vec::new();
+        config.validate(&mut problems);
+        let hours = config.business_hours.compile().map_err(|p| {
+            problems.extend(p);
+            problems.clone()
+        })?;
+        if !problems.is_empty() {
+            return Err(problems);
+        }
+        let policy = route::Policy {
+            p0_repeat: config.p0_repeat_interval,
+            p1_repeat: config.p1_repeat_interval,
+            hours,
+        };
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        let me = Arc::new(Self {
+            router: Mutex::new(Router::new(policy)),
+            deliveries: Mutex::new(Vec::new()),
+            queue: tx,
+            config,
+            clock,
+        });
+        tokio::spawn(me.clone().send_loop(rx));
+        Ok(me)
+    }
+
+    /// Route the alerts held at `now_ms` and queue the pages due.
+    pub fn offer(&self, now_ms: i64, alerts: &[AlertView]) {
+        let pages = lock(&self.router).decide(now_ms, alerts);
+        for page in pages {
+            tracing::info!(
+                alert = page.alert.labels.get("alertname").map(String::as_str).unwrap_or(""),
+                severity = page.alert.severity.as_str(), kind = ?page.kind, reason = page.reason,
+                "page due"
+            );
+            let mut d = lock(&self.deliveries);
+            d.push(Delivery {
+                page,
+                attempts: 0,
+                delivered_at_ms: None,
+                last_error: None,
+            });
+            let _ = self.queue.send(d.len() - 1);
+        }
+    }
+
+    /// Every delivery, oldest first (the newest [`KEEP`]).
+    pub fn deliveries(&self) -> Vec<Delivery> {
+        let d = lock(&self.deliveries);
+        d[d.len().saturating_sub(KEEP)..].to_vec()
+    }
+
+    /// Every P2 ticket.
+    pub fn tickets(&self) -> Vec<Ticket> {
+        lock(&self.router).tickets.clone()
+    }
+
+    async fn send_loop(self: Arc<Self>, mut rx: tokio::sync::mpsc::UnboundedReceiver<usize>) {
+        while let Some(i) = rx.recv().await {
+            let Some(page) = lock(&self.deliveries).get(i).map(|d| d.page.clone()) else {
+                continue;
+            };
+            if self.config.email.to.is_empty() {
+                if let Some(d) = lock(&self.deliveries).get_mut(i) {
+                    d.last_error = Some("no receiver: collector.notify.email.to is empty".into());
+                }
+                continue;
+            }
+            let mut wait = self.config.retry_initial;
+            loop {
+                let result =
+                    email::send(&self.config.email, &page, &self.config.dashboard_url).await;
+                let now = self.clock.now_ms();
+                let done = {
+                    let mut all = lock(&self.deliveries);
+                    let Some(d) = all.get_mut(i) else { break };
+                    d.attempts += 1;
+                    match &result {
+                        Ok(()) => {
+                            d.delivered_at_ms = Some(now);
+                            d.last_error = None;
+                            true
+                        }
+                        Err(e) => {
+                            d.last_error = Some(e.clone());
+                            false
+                        }
+                    }
+                };
+                if done {
+                    break;
+                }
+                tracing::warn!(error = ?result.err(), retry_in = ?wait, "sending a page failed; it will be retried");
+                self.clock.sleep(wait).await;
+                wait = (wait * 2).min(self.config.retry_max);
+            }
+        }
+    }
+}

@@ -1,0 +1,459 @@
+//! Who hears about an alert, and when, by severity — decided at each
+//! evaluation from the alerts' states and what was already sent, on the
+//! injected clock:
+//!
+//! - P0 pages at once, day and night, and again every
+//!   `p0_repeat_interval` while it fires;
+//! - P1 pages only inside business hours (days, hours, time zone,
+//!   holidays); one that fires outside them pages when they begin, if it
+//!   is still firing (as PagerDuty's support hours do); it repeats every
+//!   `p1_repeat_interval` inside them;
+//! - P2 opens a ticket and never pages; resolution closes it.
+//!
+//! A page that was sent is followed by a resolved notice when the alert
+//! resolves. Pending alerts are nobody's business yet.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::rules::{Severity, State};
+
+/// When P1 alerts may page.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BusinessHours {
+    /// IANA time zone (`Europe/Berlin`), daylight saving included.
+    pub timezone: String,
+    /// Days open: `mon` … `sun`.
+    pub days: Vec<String>,
+    /// Opening time, `HH:MM`, local.
+    pub start: String,
+    /// Closing time, `HH:MM`, local (exclusive).
+    pub end: String,
+    /// Dates closed, `YYYY-MM-DD`, local.
+    pub holidays: Vec<String>,
+}
+
+impl Default for BusinessHours {
+    fn default() -> Self {
+        Self {
+            timezone: "UTC".into(),
+            days: ["mon", "tue", "wed", "thu", "fri"]
+                .map(str::to_owned)
+                .to_vec(),
+            start: "09:00".into(),
+            end: "17:00".into(),
+            holidays: Vec::new(),
+        }
+    }
+}
+
+const DAYS: [&str; 7] = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"];
+
+/// Business hours, checked once: the zone resolved, times parsed.
+#[derive(Debug, Clone)]
+pub struct Hours {
+    zone: jiff::tz::TimeZone,
+    days: [bool; 7],
+    start: jiff::civil::Time,
+    end: jiff::civil::Time,
+    holidays: Vec<jiff::civil::Date>,
+}
+
+impl BusinessHours {
+    /// Check every field; each problem names `collector.notify.business_hours.<field>`.
+    pub fn compile(&self) -> Result<Hours, Vec<String>> {
+        let at = "collector.notify.business_hours";
+        let mut problems = Vec::new();
+        let zone = jiff::tz::TimeZone::get(&self.timezone).unwrap_or_else(|e| {
+            problems.push(format!("{at}.timezone: {:?}: {e}", self.timezone));
+            jiff::tz::TimeZone::UTC
+        });
+        let mut days = [false; 7];
+        for d in &self.days {
+            match DAYS.iter().position(|x| x.eq_ignore_ascii_case(d.trim())) {
+                Some(i) => days[i] = true,
+                None => problems.push(format!(
+                    "{at}.days: {d:?} is not one of {}",
+                    DAYS.join(", ")
+                )),
+            }
+        }
+        let mut time = |s: &str, what: &str| {
+            s.parse::<jiff::civil::Time>().unwrap_or_else(|e| {
+                problems.push(format!("{at}.{what}: {s:?} is not HH:MM: {e}"));
+                jiff::civil::Time::midnight()
+            })
+        };
+        let start = time(&self.start, "start");
+        let end = time(&self.end, "end");
+        if end <= start {
+            problems.push(format!("{at}.end: must be after start"));
+        }
+        let mut holidays = Vec::new();
+        for (i, h) in self.holidays.iter().enumerate() {
+            match h.parse::<jiff::civil::Date>() {
+                Ok(d) => holidays.push(d),
+                Err(e) => {
+                    problems.push(format!("{at}.holidays[{i}]: {h:?} is not YYYY-MM-DD: {e}"))
+                }
+            }
+        }
+        if problems.is_empty() {
+            Ok(Hours {
+                zone,
+                days,
+                start,
+                end,
+                holidays,
+            })
+        } else {
+            Err(problems)
+        }
+    }
+}
+
+impl Hours {
+    /// Whether `ms` (since the epoch) falls in business hours.
+    pub fn is_open(&self, ms: i64) -> bool {
+        let Ok(ts) = jiff::Timestamp::from_millisecond(ms) else {
+            return false;
+        };
+        let local = ts.to_zoned(self.zone.clone());
+        let day = local.weekday().to_monday_zero_offset() as usize;
+        let time = local.time();
+        self.days[day]
+            && !self.holidays.contains(&local.date())
+            && time >= self.start
+            && time < self.end
+    }
+}
+
+/// What kind of message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Kind {
+    /// It fires (first time, or a repeat).
+    Firing,
+    /// It resolved.
+    Resolved,
+}
+
+/// An alert as routing sees it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct AlertView {
+    /// Labels, `alertname` and `severity` included.
+    pub labels: BTreeMap<String, String>,
+    /// Annotations.
+    pub annotations: BTreeMap<String, String>,
+    /// Its state.
+    pub state: State,
+    /// Its severity.
+    pub severity: Severity,
+    /// Its last value.
+    pub value: f64,
+    /// When it began firing (ms).
+    pub fired_at_ms: Option<i64>,
+    /// When it resolved (ms).
+    pub resolved_at_ms: Option<i64>,
+}
+
+/// A page to send.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Page {
+    /// Firing or resolved.
+    pub kind: Kind,
+    /// The alert.
+    pub alert: AlertView,
+    /// When it was decided (ms).
+    pub at_ms: i64,
+    /// Why now: `fired`, `repeat`, `business hours began`, `resolved`.
+    pub reason: &'static str,
+}
+
+/// A P2 ticket.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Ticket {
+    /// Its number.
+    pub id: u64,
+    /// The alert's labels.
+    pub labels: BTreeMap<String, String>,
+    /// Its annotations when opened.
+    pub annotations: BTreeMap<String, String>,
+    /// When opened (ms).
+    pub opened_at_ms: i64,
+    /// When the alert resolved (ms); none: open.
+    pub closed_at_ms: Option<i64>,
+}
+
+#[derive(Debug, Default)]
+struct Sent {
+    last_firing_ms: Option<i64>,
+    resolved_sent: bool,
+    ticket: Option<usize>,
+}
+
+/// Routing timings.
+#[derive(Debug, Clone)]
+pub struct Policy {
+    /// P0 repeats this often while firing.
+    pub p0_repeat: Duration,
+    /// P1 repeats this often while firing, in business hours.
+    pub p1_repeat: Duration,
+    /// When P1 may page.
+    pub hours: Hours,
+}
+
+/// The routing state: what was sent for which alert, and the tickets.
+#[derive(Debug)]
+pub struct Router {
+    policy: Policy,
+    sent: BTreeMap<Vec<(String, String)>, Sent>,
+    /// Every ticket opened, oldest first.
+    pub tickets: Vec<Ticket>,
+}
+
+impl Router {
+    /// A router with nothing sent.
+    pub fn new(policy: Policy) -> Self {
+        Self {
+            policy,
+            sent: BTreeMap::new(),
+            tickets: Vec::new(),
+        }
+    }
+
+    /// The pages due at `now_ms` for `alerts` (every alert the rules
+    /// hold now); alerts no longer held are forgotten.
+    pub fn decide(&mut self, now_ms: i64, alerts: &[AlertView]) -> Vec<Page> {
+        let mut pages = Vec::new();
+        let mut live = std::collections::HashSet::new();
+        for a in alerts {
+            let key: Vec<(String, String)> = a.labels.clone().into_iter().collect();
+            live.insert(key.clone());
+            let s = self.sent.entry(key).or_default();
+            let page = |kind, reason| Page {
+                kind,
+                alert: a.clone(),
+                at_ms: now_ms,
+                reason,
+            };
+            match (a.state, a.severity) {
+                (State::Pending, _) => {}
+                (State::Firing, Severity::P2) => {
+                    if s.ticket.is_none() {
+                        s.ticket = Some(self.tickets.len());
+                        self.tickets.push(Ticket {
+                            id: self.tickets.len() as u64 + 1,
+                            labels: a.labels.clone(),
+                            annotations: a.annotations.clone(),
+                            opened_at_ms: now_ms,
+                            closed_at_ms: None,
+                        });
+                    }
+                }
+                (State::Firing, sev) => {
+                    let (repeat, open) = match sev {
+                        Severity::P0 => (self.policy.p0_repeat, true),
+                        _ => (self.policy.p1_repeat, self.policy.hours.is_open(now_ms)),
+                    };
+                    let due = match s.last_firing_ms {
+                        None => Some(
+                            if open
+                                && a.fired_at_ms.is_some_and(|f| f < now_ms)
+                                && sev == Severity::P1
+                            {
+                                "business hours began"
+                            } else {
+                                "fired"
+                            },
+                        ),
+                        Some(last) if now_ms - last >= repeat.as_millis() as i64 => Some("repeat"),
+                        Some(_) => None,
+                    };
+                    if let (true, Some(reason)) = (open, due) {
+                        s.last_firing_ms = Some(now_ms);
+                        s.resolved_sent = false;
+                        pages.push(page(Kind::Firing, reason));
+                    }
+                }
+                (State::Resolved, _) => {
+                    if let Some(i) = s.ticket.take() {
+                        self.tickets[i].closed_at_ms = Some(now_ms);
+                    }
+                    if s.last_firing_ms.is_some() && !s.resolved_sent {
+                        s.resolved_sent = true;
+                        pages.push(page(Kind::Resolved, "resolved"));
+                    }
+                }
+            }
+        }
+        self.sent.retain(|k, _| live.contains(k));
+        pages
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ms(s: &str) -> i64 {
+        s.parse::<jiff::Timestamp>()
+            .expect("timestamp")
+            .as_millisecond()
+    }
+
+    fn alert(sev: Severity, state: State, fired: &str) -> AlertView {
+        AlertView {
+            labels: BTreeMap::from([("alertname".to_owned(), "A".to_owned())]),
+            annotations: BTreeMap::new(),
+            state,
+            severity: sev,
+            value: 1.0,
+            fired_at_ms: Some(ms(fired)),
+            resolved_at_ms: None,
+        }
+    }
+
+    fn router(tz: &str) -> Router {
+        let hours = BusinessHours {
+            timezone: tz.into(),
+            holidays: vec!["2026-12-25".into()],
+            ..BusinessHours::default()
+        }
+        .compile()
+        .expect("valid");
+        Router::new(Policy {
+            p0_repeat: Duration::from_secs(1800),
+            p1_repeat: Duration::from_secs(4 * 3600),
+            hours,
+        })
+    }
+
+    #[test]
+    fn p0_pages_at_once_at_night_repeats_and_then_resolves() {
+        let mut r = router("UTC");
+        let t = "2026-12-05T03:00:00Z"; // a Saturday night
+        let a = alert(Severity::P0, State::Firing, t);
+        let p = r.decide(ms(t), std::slice::from_ref(&a));
+        assert_eq!(
+            p.iter().map(|p| (p.kind, p.reason)).collect::<Vec<_>>(),
+            vec![(Kind::Firing, "fired")]
+        );
+        assert!(
+            r.decide(ms("2026-12-05T03:29:59Z"), std::slice::from_ref(&a))
+                .is_empty(),
+            "no repeat before 30m"
+        );
+        assert_eq!(
+            r.decide(ms("2026-12-05T03:30:00Z"), std::slice::from_ref(&a))[0].reason,
+            "repeat"
+        );
+        let done = AlertView {
+            state: State::Resolved,
+            ..a.clone()
+        };
+        assert_eq!(
+            r.decide(ms("2026-12-05T03:40:00Z"), std::slice::from_ref(&done))[0].kind,
+            Kind::Resolved
+        );
+        assert!(
+            r.decide(ms("2026-12-05T03:41:00Z"), &[done]).is_empty(),
+            "resolved once"
+        );
+    }
+
+    #[test]
+    fn p1_waits_over_the_weekend_and_pages_when_business_hours_begin() {
+        let mut r = router("UTC");
+        let fired = "2026-12-04T18:00:00Z"; // Friday after hours
+        let a = alert(Severity::P1, State::Firing, fired);
+        for t in [
+            "2026-12-04T18:00:00Z",
+            "2026-12-05T12:00:00Z",
+            "2026-12-06T23:59:00Z",
+            "2026-12-07T08:59:59Z",
+        ] {
+            assert!(
+                r.decide(ms(t), std::slice::from_ref(&a)).is_empty(),
+                "{t}: closed"
+            );
+        }
+        let p = r.decide(ms("2026-12-07T09:00:00Z"), std::slice::from_ref(&a));
+        assert_eq!(
+            p.iter().map(|p| p.reason).collect::<Vec<_>>(),
+            vec!["business hours began"]
+        );
+        // Resolved before hours begin: never paged, so nothing to resolve.
+        let mut r = router("UTC");
+        assert!(
+            r.decide(ms("2026-12-05T10:00:00Z"), std::slice::from_ref(&a))
+                .is_empty()
+        );
+        let done = AlertView {
+            state: State::Resolved,
+            ..a
+        };
+        assert!(r.decide(ms("2026-12-07T09:00:00Z"), &[done]).is_empty());
+    }
+
+    #[test]
+    fn business_hours_follow_the_time_zone_across_dst_and_holidays() {
+        let h = BusinessHours {
+            timezone: "Europe/Berlin".into(),
+            holidays: vec!["2026-12-25".into()],
+            ..BusinessHours::default()
+        }
+        .compile()
+        .expect("valid");
+        // Summer (CEST, UTC+2): 09:00 local is 07:00Z.
+        assert!(!h.is_open(ms("2026-03-30T06:59:59Z")));
+        assert!(
+            h.is_open(ms("2026-03-30T07:00:00Z")),
+            "Monday after the spring change"
+        );
+        // Winter (CET, UTC+1): 09:00 local is 08:00Z.
+        assert!(
+            !h.is_open(ms("2026-10-26T07:00:00Z")),
+            "Monday after the autumn change: 08:00 local"
+        );
+        assert!(h.is_open(ms("2026-10-26T08:00:00Z")));
+        assert!(!h.is_open(ms("2026-10-26T16:00:00Z")), "17:00 local closes");
+        assert!(!h.is_open(ms("2026-12-25T10:00:00Z")), "a holiday");
+        let bad = BusinessHours {
+            timezone: "Mars/Olympus".into(),
+            days: vec!["funday".into()],
+            start: "9am".into(),
+            ..BusinessHours::default()
+        }
+        .compile()
+        .unwrap_err();
+        assert_eq!(bad.len(), 3, "{bad:?}");
+    }
+
+    #[test]
+    fn p2_opens_a_ticket_once_and_closes_it_never_paging() {
+        let mut r = router("UTC");
+        let a = alert(Severity::P2, State::Firing, "2026-12-07T10:00:00Z");
+        assert!(
+            r.decide(ms("2026-12-07T10:00:00Z"), std::slice::from_ref(&a))
+                .is_empty()
+        );
+        assert!(
+            r.decide(ms("2026-12-07T11:00:00Z"), std::slice::from_ref(&a))
+                .is_empty()
+        );
+        assert_eq!(r.tickets.len(), 1);
+        let done = AlertView {
+            state: State::Resolved,
+            ..a
+        };
+        assert!(
+            r.decide(ms("2026-12-07T12:00:00Z"), &[done]).is_empty(),
+            "no page for P2"
+        );
+        assert_eq!(r.tickets[0].closed_at_ms, Some(ms("2026-12-07T12:00:00Z")));
+    }
+}
