@@ -3,8 +3,7 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use common::*;
@@ -16,54 +15,9 @@ use nix::unistd::Pid;
 async fn keel_up_prints_its_urls_and_ctrl_c_leaves_no_process_behind() {
     let _turn = heavy().await;
     let dir = tempfile::tempdir().expect("tempdir");
-    let mut child = Command::new(KEEL)
-        .args([
-            "up",
-            "--lb-port",
-            "0",
-            "--supervisor-port",
-            "0",
-            "--data-dir",
-        ])
-        .arg(dir.path())
-        .current_dir(dir.path())
-        .env("KEEL_COLLECTOR__OTLP_HTTP_PORT", "0")
-        .env("KEEL_COLLECTOR__API_PORT", "0")
-        .env("KEEL_COLLECTOR__OTLP_GRPC_PORT", "0")
-        .env("KEEL_AGENT__LISTEN", "127.0.0.1:0")
-        .env("KEEL_AGENT__OTLP_RECEIVER", "127.0.0.1:0")
-        .stdout(Stdio::piped())
-        .stderr(std::fs::File::create(dir.path().join("keel-up.stderr")).expect("stderr"))
-        .spawn()
-        .expect("spawn keel up");
-    // A failed assertion must not leave keel up and its sample app running
-    // (they would load the machine for every later test).
+    let (mut child, lines) = keel_up(dir.path(), &[]).await;
     let _stop_on_panic = StopOnDrop(child.id() as i32);
-    let stdout = child.stdout.take().expect("stdout");
-    let (tx, rx) = tokio::sync::oneshot::channel();
-    std::thread::spawn(move || {
-        let mut lines = Vec::new();
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            let done = line.starts_with("Press Ctrl-C");
-            lines.push(line);
-            if done {
-                break;
-            }
-        }
-        let _ = tx.send(lines);
-    });
-    let lines = tokio::time::timeout(Duration::from_secs(60), rx)
-        .await
-        .expect("keel up ready in time")
-        .expect("output");
-    let url = |label: &str| {
-        lines
-            .iter()
-            .find(|l| l.trim_start().starts_with(label))
-            .and_then(|l| l.split_whitespace().find(|w| w.starts_with("http://")))
-            .unwrap_or_else(|| panic!("no {label} URL in {lines:#?}"))
-            .to_owned()
-    };
+    let url = |label: &str| printed_url(&lines, label);
     let shop = url("shop API");
     let processes_url = url("supervisor API");
     let (s, _) = get_json(&shop).await;
@@ -233,15 +187,6 @@ async fn value_within(promql: &str, q: &str) -> String {
         }
     })
     .await
-}
-
-/// Ctrl-C for a process when dropped (a no-op once it has exited).
-struct StopOnDrop(i32);
-
-impl Drop for StopOnDrop {
-    fn drop(&mut self) {
-        let _ = kill(Pid::from_raw(self.0), Signal::SIGINT);
-    }
 }
 
 fn keel(args: &[&str], dir: &std::path::Path, env: &[(&str, &str)]) -> (bool, String) {

@@ -171,3 +171,73 @@ pub fn spawn_collector(dir: &Path, otlp_port: u16, api_port: u16) -> (Child, Str
     let api = url("PromQL API");
     (child, otlp, api)
 }
+
+/// Ctrl-C for a process when dropped (a no-op once it has exited).
+pub struct StopOnDrop(pub i32);
+
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(self.0),
+            nix::sys::signal::Signal::SIGINT,
+        );
+    }
+}
+
+/// `keel up` in `dir` on free ports (its stderr in `dir/keel-up.stderr`),
+/// with `args` added; the child and what it printed up to "Press Ctrl-C".
+pub async fn keel_up(dir: &Path, args: &[&str]) -> (Child, Vec<String>) {
+    let mut child = Command::new(KEEL)
+        .args(args)
+        .args([
+            "up",
+            "--lb-port",
+            "0",
+            "--supervisor-port",
+            "0",
+            "--data-dir",
+        ])
+        .arg(dir)
+        .current_dir(dir)
+        .env("KEEL_COLLECTOR__OTLP_HTTP_PORT", "0")
+        .env("KEEL_COLLECTOR__API_PORT", "0")
+        .env("KEEL_COLLECTOR__OTLP_GRPC_PORT", "0")
+        .env("KEEL_AGENT__LISTEN", "127.0.0.1:0")
+        .env("KEEL_AGENT__OTLP_RECEIVER", "127.0.0.1:0")
+        .stdout(Stdio::piped())
+        .stderr(std::fs::File::create(dir.join("keel-up.stderr")).expect("stderr"))
+        .spawn()
+        .expect("spawn keel up");
+    // A failed assertion must not leave keel up and its sample app running
+    // (they would load the machine for every later test).
+    let guard = StopOnDrop(child.id() as i32);
+    let stdout = child.stdout.take().expect("stdout");
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    std::thread::spawn(move || {
+        let mut lines = Vec::new();
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let done = line.starts_with("Press Ctrl-C");
+            lines.push(line);
+            if done {
+                break;
+            }
+        }
+        let _ = tx.send(lines);
+    });
+    let lines = tokio::time::timeout(Duration::from_secs(60), rx)
+        .await
+        .expect("keel up ready in time")
+        .expect("output");
+    std::mem::forget(guard);
+    (child, lines)
+}
+
+/// The URL printed on the line starting with `label`.
+pub fn printed_url(lines: &[String], label: &str) -> String {
+    lines
+        .iter()
+        .find(|l| l.trim_start().starts_with(label))
+        .and_then(|l| l.split_whitespace().find(|w| w.starts_with("http://")))
+        .unwrap_or_else(|| panic!("no {label} URL in {lines:#?}"))
+        .to_owned()
+}
