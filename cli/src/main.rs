@@ -19,6 +19,7 @@ mod config;
 mod load_cmd;
 mod logs_cmd;
 mod rules_cmd;
+mod silence_cmd;
 mod up;
 
 use std::path::PathBuf;
@@ -67,6 +68,13 @@ enum Command {
         #[command(subcommand)]
         command: rules_cmd::RulesCommand,
     },
+    /// Silences: `keel silence add|list|expire`.
+    Silence {
+        #[command(subcommand)]
+        command: silence_cmd::SilenceCommand,
+    },
+    /// Acknowledge firing alerts (no more repeats until they resolve).
+    Ack(silence_cmd::AckArgs),
     /// Backfill history from an OpenMetrics file (the collector must be stopped).
     Import(collector_cmd::ImportArgs),
     /// Check a configuration file and print the effective configuration.
@@ -123,6 +131,8 @@ fn main() -> ExitCode {
         Command::Query(args) => collector_cmd::query(args),
         Command::Logs(args) => logs_cmd::run(args),
         Command::Rules { command } => rules_cmd::run(command),
+        Command::Silence { command } => silence_cmd::run(command),
+        Command::Ack(args) => silence_cmd::ack(args),
         Command::Import(args) => collector_cmd::import(cli.config.as_deref(), args),
         Command::Bench {
             command: BenchCommand::Sampleapp(args),

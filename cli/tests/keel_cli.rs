@@ -330,3 +330,56 @@ fn rules_check_reports_every_problem_with_file_line_column_and_rules_test_runs()
     let (ok, err) = keel(&["rules", "test", "rules/tests/shop.test.yml"], &root, &[]);
     assert!(ok, "{err}");
 }
+
+#[test]
+fn silences_are_made_listed_and_expired_from_the_command_line() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (mut collector, _, api) = spawn_collector(dir.path(), 0, 0);
+    let run = |args: &[&str]| {
+        let out = Command::new(KEEL)
+            .args(args)
+            .args(["--url", &api])
+            .output()
+            .expect("run keel");
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (ok, out, err) = run(&[
+        "silence",
+        "add",
+        r#"alertname="ShopTierDown""#,
+        r#"job=~"shop-.*""#,
+        "--for",
+        "2h",
+        "--comment",
+        "deploy",
+    ]);
+    assert!(ok, "{err}");
+    assert!(out.starts_with("silence 1 until "), "{out}");
+    let (ok, out, _) = run(&["silence", "list"]);
+    assert!(
+        ok && out.contains(r#"alertname="ShopTierDown", job=~"shop-.*""#) && out.contains("deploy"),
+        "{out}"
+    );
+    let (ok, _, err) = run(&["silence", "add", "not a matcher"]);
+    assert!(!ok && err.contains("not a matcher"), "{err}");
+    let (ok, _, err) = run(&["silence", "expire", "9"]);
+    assert!(!ok && err.contains("no silence 9"), "{err}");
+    let (ok, out, err) = run(&["silence", "expire", "1"]);
+    assert!(ok && out.contains("expired"), "{err}");
+    let (_, v) = tokio::runtime::Runtime::new()
+        .expect("runtime")
+        .block_on(get_json(&format!("{api}/api/v1/silences")));
+    let s = &v["data"][0];
+    assert!(
+        s["ends_at_ms"].as_i64() <= Some(s["starts_at_ms"].as_i64().unwrap_or(0) + 60_000),
+        "ended now: {s}"
+    );
+    let (ok, out, err) = run(&["ack", "alertname=ShopTierDown"]);
+    assert!(ok && out.contains("0 alert(s) acknowledged"), "{err}");
+    let _ = collector.kill();
+    let _ = collector.wait();
+}

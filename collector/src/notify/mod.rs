@@ -9,6 +9,7 @@
 pub mod api;
 pub mod email;
 pub mod route;
+pub mod silence;
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -18,6 +19,7 @@ use serde::{Deserialize, Serialize};
 
 pub use email::{EmailConfig, Security};
 pub use route::{AlertView, BusinessHours, Kind, Page, Router, Ticket};
+pub use silence::{InhibitRule, Matcher, Silence};
 
 /// The `collector.notify` section.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -41,6 +43,9 @@ pub struct NotifyConfig {
     pub retry_max: Duration,
     /// Base URL of the dashboard, linked from every page ("": none).
     pub dashboard_url: String,
+    /// Inhibition: while a source alert fires, matching targets with the
+    /// same `equal` labels are muted.
+    pub inhibit: Vec<InhibitRule>,
 }
 
 impl Default for NotifyConfig {
@@ -53,6 +58,7 @@ impl Default for NotifyConfig {
             retry_initial: Duration::from_secs(1),
             retry_max: Duration::from_secs(60),
             dashboard_url: String::new(),
+            inhibit: InhibitRule::defaults(),
         }
     }
 }
@@ -68,6 +74,9 @@ impl NotifyConfig {
             problems.push(
                 "collector.notify.retry_initial: must be positive and at most retry_max".into(),
             );
+        }
+        if let Err(p) = silence::compile(&self.inhibit) {
+            problems.extend(p);
         }
         if self.p0_repeat_interval.is_zero() || self.p1_repeat_interval.is_zero() {
             problems.push(
@@ -125,7 +134,10 @@ impl Notifier {
         };
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
         let me = Arc::new(Self {
-            router: Mutex::new(Router::new(policy)),
+            router: Mutex::new(Router::new(
+                policy,
+                silence::compile(&config.inhibit).unwrap_or_default(),
+            )),
             deliveries: Mutex::new(Vec::new()),
             queue: tx,
             config,
@@ -159,6 +171,69 @@ impl Notifier {
     pub fn deliveries(&self) -> Vec<Delivery> {
         let d = lock(&self.deliveries);
         d[d.len().saturating_sub(KEEP)..].to_vec()
+    }
+
+    /// Silence what `matchers` match from `starts_at_ms` (default now) for
+    /// `duration`; the new silence.
+    pub fn silence(
+        &self,
+        matchers: &[String],
+        starts_at_ms: Option<i64>,
+        duration: Duration,
+        created_by: &str,
+        comment: &str,
+    ) -> Result<Silence, String> {
+        if matchers.is_empty() {
+            return Err("a silence needs at least one matcher".into());
+        }
+        let matchers = matchers
+            .iter()
+            .map(|m| Matcher::parse(m))
+            .collect::<Result<Vec<_>, _>>()?;
+        if duration.is_zero() {
+            return Err("a silence must last longer than 0s".into());
+        }
+        let start = starts_at_ms.unwrap_or_else(|| self.clock.now_ms());
+        let mut r = lock(&self.router);
+        let s = Silence {
+            id: r.silences.len() as u64 + 1,
+            matchers,
+            starts_at_ms: start,
+            ends_at_ms: start.saturating_add(duration.as_millis() as i64),
+            created_by: created_by.to_owned(),
+            comment: comment.to_owned(),
+        };
+        r.silences.push(s.clone());
+        tracing::info!(id = s.id, until = s.ends_at_ms, "silence created");
+        Ok(s)
+    }
+
+    /// End silence `id` now; false when there is none.
+    pub fn expire(&self, id: u64) -> bool {
+        let now = self.clock.now_ms();
+        let mut r = lock(&self.router);
+        match r.silences.iter_mut().find(|s| s.id == id) {
+            Some(s) => {
+                s.ends_at_ms = s.ends_at_ms.min(now);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Every silence, expired ones included.
+    pub fn silences(&self) -> Vec<Silence> {
+        lock(&self.router).silences.clone()
+    }
+
+    /// Acknowledge the firing alerts `matchers` match (no more repeats
+    /// until they resolve); how many.
+    pub fn ack(&self, matchers: &[String]) -> Result<usize, String> {
+        let matchers = matchers
+            .iter()
+            .map(|m| Matcher::parse(m))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(lock(&self.router).ack(&matchers))
     }
 
     /// Every P2 ticket.

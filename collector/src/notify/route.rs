@@ -193,6 +193,8 @@ struct Sent {
     last_firing_ms: Option<i64>,
     resolved_sent: bool,
     ticket: Option<usize>,
+    /// Acknowledged: no more repeats this episode.
+    acked: bool,
 }
 
 /// Routing timings.
@@ -206,23 +208,46 @@ pub struct Policy {
     pub hours: Hours,
 }
 
-/// The routing state: what was sent for which alert, and the tickets.
+/// The routing state: what was sent for which alert, the tickets, the
+/// silences and the inhibition rules.
 #[derive(Debug)]
 pub struct Router {
     policy: Policy,
     sent: BTreeMap<Vec<(String, String)>, Sent>,
     /// Every ticket opened, oldest first.
     pub tickets: Vec<Ticket>,
+    /// Every silence made, expired ones included.
+    pub silences: Vec<super::silence::Silence>,
+    inhibit: Vec<super::silence::Inhibit>,
 }
 
 impl Router {
     /// A router with nothing sent.
-    pub fn new(policy: Policy) -> Self {
+    pub fn new(policy: Policy, inhibit: Vec<super::silence::Inhibit>) -> Self {
         Self {
             policy,
             sent: BTreeMap::new(),
             tickets: Vec::new(),
+            silences: Vec::new(),
+            inhibit,
         }
+    }
+
+    /// Stop the repeats of every firing alert all `matchers` match, until
+    /// it resolves; how many were acknowledged.
+    pub fn ack(&mut self, matchers: &[super::silence::Matcher]) -> usize {
+        let mut n = 0;
+        for (key, s) in &mut self.sent {
+            let labels: BTreeMap<String, String> = key.iter().cloned().collect();
+            if s.last_firing_ms.is_some()
+                && !s.resolved_sent
+                && matchers.iter().all(|m| m.matches(&labels))
+            {
+                s.acked = true;
+                n += 1;
+            }
+        }
+        n
     }
 
     /// The pages due at `now_ms` for `alerts` (every alert the rules
@@ -230,10 +255,39 @@ impl Router {
     pub fn decide(&mut self, now_ms: i64, alerts: &[AlertView]) -> Vec<Page> {
         let mut pages = Vec::new();
         let mut live = std::collections::HashSet::new();
-        for a in alerts {
+        // Matchers see `severity` as Keel's P0–P2, whatever the rule's
+        // own label says (`critical` in a Prometheus file).
+        let matched: Vec<BTreeMap<String, String>> = alerts
+            .iter()
+            .map(|a| {
+                let mut l = a.labels.clone();
+                l.insert("severity".into(), a.severity.as_str().into());
+                l
+            })
+            .collect();
+        let firing: Vec<&BTreeMap<String, String>> = alerts
+            .iter()
+            .zip(&matched)
+            .filter(|(a, _)| a.state == State::Firing)
+            .map(|(_, l)| l)
+            .collect();
+        for (a, labels) in alerts.iter().zip(&matched) {
             let key: Vec<(String, String)> = a.labels.clone().into_iter().collect();
             live.insert(key.clone());
+            let muted = self.silences.iter().any(|s| s.mutes(now_ms, labels))
+                || self
+                    .inhibit
+                    .iter()
+                    .any(|i| i.mutes(labels, firing.iter().copied()));
             let s = self.sent.entry(key).or_default();
+            if a.state == State::Pending {
+                // A new episode: what was sent for the last one is done.
+                *s = Sent::default();
+                continue;
+            }
+            if muted {
+                continue;
+            }
             let page = |kind, reason| Page {
                 kind,
                 alert: a.clone(),
@@ -270,6 +324,7 @@ impl Router {
                                 "fired"
                             },
                         ),
+                        Some(_) if s.acked => None,
                         Some(last) if now_ms - last >= repeat.as_millis() as i64 => Some("repeat"),
                         Some(_) => None,
                     };
@@ -325,11 +380,15 @@ mod tests {
         }
         .compile()
         .expect("valid");
-        Router::new(Policy {
-            p0_repeat: Duration::from_secs(1800),
-            p1_repeat: Duration::from_secs(4 * 3600),
-            hours,
-        })
+        Router::new(
+            Policy {
+                p0_repeat: Duration::from_secs(1800),
+                p1_repeat: Duration::from_secs(4 * 3600),
+                hours,
+            },
+            super::super::silence::compile(&super::super::silence::InhibitRule::defaults())
+                .expect("valid"),
+        )
     }
 
     #[test]
@@ -431,6 +490,63 @@ mod tests {
         .compile()
         .unwrap_err();
         assert_eq!(bad.len(), 3, "{bad:?}");
+    }
+
+    #[test]
+    fn silences_inhibition_and_acks_mute_what_they_match_and_no_more() {
+        use super::super::silence::{Matcher, Silence};
+        let mut r = router("UTC");
+        let t = ms("2026-12-07T10:00:00Z");
+        let mut p0 = alert(Severity::P0, State::Firing, "2026-12-07T10:00:00Z");
+        p0.labels.insert("service".into(), "shop-web".into());
+        let mut p1 = alert(Severity::P1, State::Firing, "2026-12-07T10:00:00Z");
+        p1.labels.insert("alertname".into(), "Slow".into());
+        p1.labels.insert("service".into(), "shop-web".into());
+        // The firing P0 inhibits its service's P1.
+        let pages = r.decide(t, &[p0.clone(), p1.clone()]);
+        assert_eq!(
+            pages
+                .iter()
+                .map(|p| p.alert.labels["alertname"].as_str())
+                .collect::<Vec<_>>(),
+            vec!["A"]
+        );
+        // With the P0 resolved, the P1 pages.
+        let p0_done = AlertView {
+            state: State::Resolved,
+            ..p0.clone()
+        };
+        let pages = r.decide(t + 1000, &[p0_done, p1.clone()]);
+        let got: Vec<(&str, Kind)> = pages
+            .iter()
+            .map(|p| (p.alert.labels["alertname"].as_str(), p.kind))
+            .collect();
+        assert_eq!(got, vec![("A", Kind::Resolved), ("Slow", Kind::Firing)]);
+        // An ack stops the P1's repeats.
+        assert_eq!(r.ack(&[Matcher::parse("alertname=Slow").expect("m")]), 1);
+        assert!(
+            r.decide(t + 5 * 3600 * 1000, std::slice::from_ref(&p1))
+                .is_empty(),
+            "acked: no repeat"
+        );
+        // A silence mutes a new P0 while active, and it pages after.
+        let mut other = alert(Severity::P0, State::Firing, "2026-12-07T11:00:00Z");
+        other.labels.insert("alertname".into(), "Other".into());
+        r.silences.push(Silence {
+            id: 1,
+            matchers: vec![Matcher::parse(r#"alertname=~"Oth.*""#).expect("m")],
+            starts_at_ms: t,
+            ends_at_ms: t + 3_600_000,
+            created_by: "me".into(),
+            comment: "maintenance".into(),
+        });
+        assert!(
+            r.decide(t + 60_000, std::slice::from_ref(&other))
+                .is_empty(),
+            "silenced"
+        );
+        let pages = r.decide(t + 3_600_000, std::slice::from_ref(&other));
+        assert_eq!(pages.len(), 1, "the silence ended");
     }
 
     #[test]
