@@ -41,6 +41,7 @@ fn alert_json(a: &Alert) -> Value {
             AlertState::Resolved => "inactive",
         },
         "severity": a.severity.as_str(),
+        "flapping": a.flapping,
         "activeAt": time(a.active_at_ms),
         "firedAt": a.fired_at_ms.map(time),
         "resolvedAt": a.resolved_at_ms.map(time),

@@ -68,9 +68,12 @@ pub struct Alert {
     pub fired_at_ms: Option<i64>,
     /// When it resolved (ms).
     pub resolved_at_ms: Option<i64>,
-    /// When `keep_firing_for` began holding it (its condition cleared).
+    /// Held firing by flap detection.
+    pub flapping: bool,
+    /// When its condition cleared while it fired (for `keep_firing_for`
+    /// and flap detection).
     #[serde(skip)]
-    keep_firing_since_ms: Option<i64>,
+    cleared_since_ms: Option<i64>,
 }
 
 /// The last evaluation of a rule.
@@ -91,6 +94,9 @@ pub struct GroupState {
     alerts: Vec<BTreeMap<Vec<(String, String)>, Alert>>,
     /// Per rule: its last evaluation.
     pub health: Vec<Health>,
+    /// Per rule: when each alert last changed between firing and
+    /// resolved, for flap detection (kept while alerts come and go).
+    changes: Vec<BTreeMap<Vec<(String, String)>, std::collections::VecDeque<i64>>>,
 }
 
 impl GroupState {
@@ -100,6 +106,7 @@ impl GroupState {
         Self {
             group,
             alerts: vec![BTreeMap::new(); n],
+            changes: vec![BTreeMap::new(); n],
             health: vec![Health::default(); n],
         }
     }
@@ -124,6 +131,7 @@ impl GroupState {
                 };
                 self.alerts[i] = std::mem::take(&mut old.alerts[j]);
                 self.health[i] = std::mem::take(&mut old.health[j]);
+                self.changes[i] = std::mem::take(&mut old.changes[j]);
             }
         }
     }
@@ -160,6 +168,7 @@ impl GroupState {
                     source,
                     a,
                     &mut self.alerts[i],
+                    &mut self.changes[i],
                     t_ms,
                     t_query,
                     limit,
@@ -225,6 +234,7 @@ fn eval_alert(
     source: &dyn Source,
     rule: &AlertRule,
     alerts: &mut BTreeMap<Vec<(String, String)>, Alert>,
+    changes: &mut BTreeMap<Vec<(String, String)>, std::collections::VecDeque<i64>>,
     t: i64,
     t_query: i64,
     limit: u64,
@@ -256,7 +266,7 @@ fn eval_alert(
             Some(a) if a.state != State::Resolved => {
                 a.value = value;
                 a.annotations = annotations;
-                a.keep_firing_since_ms = None;
+                a.cleared_since_ms = None;
             }
             _ => {
                 alerts.insert(
@@ -270,7 +280,8 @@ fn eval_alert(
                         active_at_ms: t,
                         fired_at_ms: None,
                         resolved_at_ms: None,
-                        keep_firing_since_ms: None,
+                        flapping: false,
+                        cleared_since_ms: None,
                     },
                 );
             }
@@ -284,6 +295,20 @@ fn eval_alert(
     }
     let hold = rule.for_.as_millis() as i64;
     let keep = rule.keep_firing_for.as_millis() as i64;
+    // Hysteresis: the label sets the resolve condition still holds for.
+    let holding: Vec<BTreeMap<String, String>> = match &rule.resolve_expr {
+        Some(e) if alerts.values().any(|a| a.state == State::Firing) => source
+            .instant(e, t_query)?
+            .into_iter()
+            .map(|(l, _)| l)
+            .collect(),
+        _ => Vec::new(),
+    };
+    let still_holds = |a: &Alert| {
+        holding
+            .iter()
+            .any(|h| h.iter().all(|(k, v)| a.labels.get(k) == Some(v)))
+    };
     alerts.retain(|key, a| {
         if !seen.contains(key) {
             match a.state {
@@ -294,14 +319,33 @@ fn eval_alert(
                         .is_some_and(|r| t - r <= RESOLVED_RETENTION.as_millis() as i64);
                 }
                 State::Firing => {
-                    if keep > 0 {
-                        let since = *a.keep_firing_since_ms.get_or_insert(t);
-                        if t - since < keep {
-                            return true;
+                    if still_holds(a) {
+                        a.cleared_since_ms = None;
+                        return true;
+                    }
+                    let since = *a.cleared_since_ms.get_or_insert(t);
+                    if keep > 0 && t - since < keep {
+                        return true;
+                    }
+                    if let Some((max, window)) = rule.flap {
+                        let window = window.as_millis() as i64;
+                        let h = changes.entry(key.clone()).or_default();
+                        while h.front().is_some_and(|c| t - c > window) {
+                            h.pop_front();
                         }
+                        // Resolving now would be one change too many:
+                        // hold it until quiet for a whole window.
+                        if a.flapping || h.len() >= max as usize {
+                            a.flapping = true;
+                            if t - since < window {
+                                return true;
+                            }
+                        }
+                        h.push_back(t);
                     }
                     a.state = State::Resolved;
                     a.resolved_at_ms = Some(t);
+                    a.flapping = false;
                     return true;
                 }
             }
@@ -309,9 +353,17 @@ fn eval_alert(
         if a.state == State::Pending && t - a.active_at_ms >= hold {
             a.state = State::Firing;
             a.fired_at_ms = Some(t);
+            if rule.flap.is_some() {
+                changes.entry(key.clone()).or_default().push_back(t);
+            }
         }
         true
     });
+    // Histories of alerts long gone are dropped.
+    if let Some((_, window)) = rule.flap {
+        let window = window.as_millis() as i64;
+        changes.retain(|k, h| alerts.contains_key(k) || h.back().is_some_and(|c| t - c <= window));
+    }
     Ok(())
 }
 
@@ -462,6 +514,80 @@ mod tests {
         );
         g.eval(&src, 75_000, &ext);
         assert_eq!(states(&g), vec![("a".into(), State::Resolved)]);
+    }
+
+    #[test]
+    fn a_resolve_threshold_holds_a_firing_alert_until_it_is_crossed_too() {
+        let mut g =
+            group("  - alert: A\n    expr: x > 10\n    resolve_expr: x > 5\n    severity: P0\n");
+        // The fake answers every query alike: "x > 10" and "x > 5" both
+        // hold while the sample is there; then only the resolve one.
+        struct Two {
+            high: RefCell<bool>,
+            low: RefCell<bool>,
+        }
+        impl Source for Two {
+            fn instant(&self, e: &str, _: i64) -> Result<Samples, String> {
+                let on = if e.contains("> 10") {
+                    *self.high.borrow()
+                } else {
+                    *self.low.borrow()
+                };
+                Ok(if on { vec![series("a", 1.0)] } else { vec![] })
+            }
+            fn count_logs(&self, _: &str, _: i64, _: i64) -> Result<u64, String> {
+                Ok(0)
+            }
+            fn record(&self, _: Recorded) -> Result<(), String> {
+                Ok(())
+            }
+        }
+        let src = Two {
+            high: RefCell::new(true),
+            low: RefCell::new(true),
+        };
+        let ext = BTreeMap::new();
+        g.eval(&src, 0, &ext);
+        *src.high.borrow_mut() = false;
+        g.eval(&src, 15_000, &ext);
+        assert_eq!(
+            states(&g),
+            vec![("a".into(), State::Firing)],
+            "between the thresholds: held"
+        );
+        *src.low.borrow_mut() = false;
+        g.eval(&src, 30_000, &ext);
+        assert_eq!(states(&g), vec![("a".into(), State::Resolved)]);
+    }
+
+    #[test]
+    fn a_flapping_alert_is_held_firing_and_marked_until_quiet() {
+        let mut g = group(
+            "  - alert: A\n    expr: x\n    severity: P0\n    flap_detection: {max_changes: 3, window: 10m}\n",
+        );
+        let src = Fake::default();
+        let ext = BTreeMap::new();
+        let on = |v: bool| *src.now.borrow_mut() = if v { vec![series("a", 1.0)] } else { vec![] };
+        let mut t = 0;
+        let mut step = |v: bool, g: &mut GroupState| {
+            on(v);
+            g.eval(&src, t, &ext);
+            t += 15_000;
+            g.alerts().next().map(|(_, a)| (a.state, a.flapping))
+        };
+        // fire, resolve, fire: three changes.
+        assert_eq!(step(true, &mut g), Some((State::Firing, false)));
+        assert_eq!(step(false, &mut g), Some((State::Resolved, false)));
+        assert_eq!(step(true, &mut g), Some((State::Firing, false)));
+        // The next resolution would be the fourth: held, flapping.
+        assert_eq!(step(false, &mut g), Some((State::Firing, true)));
+        assert_eq!(step(true, &mut g), Some((State::Firing, true)));
+        // Quiet (false) for a whole window: resolved at last.
+        let mut last = None;
+        for _ in 0..41 {
+            last = step(false, &mut g);
+        }
+        assert_eq!(last, Some((State::Resolved, false)));
     }
 
     #[test]

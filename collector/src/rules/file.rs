@@ -105,12 +105,30 @@ struct RuleSpec {
     for_: Option<Spanned<String>>,
     #[serde(default)]
     keep_firing_for: Option<Spanned<String>>,
+    /// Keel: hysteresis — a firing alert resolves only once this no longer
+    /// returns its labels (a lower threshold than `expr`'s).
+    #[serde(default)]
+    resolve_expr: Option<Spanned<String>>,
+    /// Keel: the condition must stay false this long before the alert
+    /// resolves (the same as `keep_firing_for`; give one).
+    #[serde(default)]
+    resolve_for: Option<Spanned<String>>,
+    /// Keel: flap detection.
+    #[serde(default)]
+    flap_detection: Option<Spanned<FlapSpec>>,
     #[serde(default)]
     severity: Option<Spanned<String>>,
     #[serde(default)]
     labels: BTreeMap<String, Spanned<String>>,
     #[serde(default)]
     annotations: BTreeMap<String, Spanned<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FlapSpec {
+    max_changes: u32,
+    window: String,
 }
 
 #[derive(Debug, Deserialize)]
@@ -168,8 +186,16 @@ pub struct AlertRule {
     pub condition: Condition,
     /// How long a condition must hold before the alert fires.
     pub for_: Duration,
-    /// How long a firing alert stays firing after its condition clears.
+    /// How long a firing alert stays firing after its condition clears
+    /// (`keep_firing_for`, or Keel's `resolve_for`).
     pub keep_firing_for: Duration,
+    /// Hysteresis: while firing, the alert holds as long as this returns
+    /// its labels.
+    pub resolve_expr: Option<String>,
+    /// Flap detection: more than `max_changes` firing/resolved changes
+    /// within `window` hold the alert firing, marked flapping, until it
+    /// has been quiet for a whole window.
+    pub flap: Option<(u32, Duration)>,
     /// P0, P1 or P2 (also in `labels` as `severity`).
     pub severity: Severity,
     /// Labels added to every alert, templates resolved per alert.
@@ -440,7 +466,32 @@ fn rule(
         }),
     };
     let for_ = duration(&r.for_, "for", problems);
-    let keep_firing_for = duration(&r.keep_firing_for, "keep_firing_for", problems);
+    let mut keep_firing_for = duration(&r.keep_firing_for, "keep_firing_for", problems);
+    if let Some(rf) = &r.resolve_for {
+        if r.keep_firing_for.is_some() {
+            problems.push(format!(
+                "{}: resolve_for: give keep_firing_for or resolve_for, not both",
+                at(file, rf)
+            ));
+        }
+        keep_firing_for = duration(&r.resolve_for, "resolve_for", problems);
+    }
+    if let Some(e) = &r.resolve_expr {
+        check_promql(file, e, problems);
+    }
+    let flap = r.flap_detection.as_ref().map(|f| {
+        let w = parse_duration(&f.value.window).unwrap_or_else(|e| {
+            problems.push(format!("{}: flap_detection.window: {e}", at(file, f)));
+            Duration::ZERO
+        });
+        if f.value.max_changes == 0 || w.is_zero() {
+            problems.push(format!(
+                "{}: flap_detection: max_changes and window must be positive",
+                at(file, f)
+            ));
+        }
+        (f.value.max_changes, w)
+    });
     match (r.alert.clone(), r.record.clone()) {
         (Some(_), Some(_)) => {
             problems.push(format!("{r_at}: a rule is an alert or a record, not both"));
@@ -455,7 +506,12 @@ fn rule(
                 Some(e) => check_promql(file, e, problems),
                 None => problems.push(format!("{r_at}: record {name:?} needs `expr:`")),
             }
-            if r.logs.is_some() || r.for_.is_some() || !r.annotations.is_empty() {
+            if r.logs.is_some()
+                || r.for_.is_some()
+                || !r.annotations.is_empty()
+                || r.resolve_expr.is_some()
+                || r.flap_detection.is_some()
+            {
                 problems.push(format!(
                     "{r_at}: record {name:?}: `logs`, `for` and `annotations` are for alerts"
                 ));
@@ -529,6 +585,8 @@ fn rule(
                     condition,
                     for_,
                     keep_firing_for,
+                    resolve_expr: r.resolve_expr.as_ref().map(|e| e.value.clone()),
+                    flap,
                     severity,
                     labels,
                     annotations,
