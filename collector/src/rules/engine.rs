@@ -22,6 +22,11 @@ pub const RESOLVED_RETENTION: Duration = Duration::from_secs(15 * 60);
 pub type LabelMap = BTreeMap<String, String>;
 /// An instant query's samples: labels (without `__name__`) and value.
 pub type Samples = Vec<(LabelMap, f64)>;
+/// An alert's identity: its sorted labels.
+type AlertKey = Vec<(String, String)>;
+/// Per alert, when it last changed between firing and resolved.
+type Changes = BTreeMap<AlertKey, std::collections::VecDeque<i64>>;
+
 /// A recording rule's output: labels (with `__name__`), time (ms), value.
 pub type Recorded = Vec<(LabelMap, i64, f64)>;
 
@@ -91,12 +96,12 @@ pub struct GroupState {
     /// The group.
     pub group: Group,
     /// Per rule (same order): its alerts by label set.
-    alerts: Vec<BTreeMap<Vec<(String, String)>, Alert>>,
+    alerts: Vec<BTreeMap<AlertKey, Alert>>,
     /// Per rule: its last evaluation.
     pub health: Vec<Health>,
     /// Per rule: when each alert last changed between firing and
     /// resolved, for flap detection (kept while alerts come and go).
-    changes: Vec<BTreeMap<Vec<(String, String)>, std::collections::VecDeque<i64>>>,
+    changes: Vec<Changes>,
 }
 
 impl GroupState {
@@ -167,10 +172,8 @@ impl GroupState {
                 Rule::Alert(a) => eval_alert(
                     source,
                     a,
-                    &mut self.alerts[i],
-                    &mut self.changes[i],
-                    t_ms,
-                    t_query,
+                    (&mut self.alerts[i], &mut self.changes[i]),
+                    (t_ms, t_query),
                     limit,
                     external,
                 ),
@@ -233,10 +236,8 @@ fn samples(source: &dyn Source, rule: &AlertRule, t: i64) -> Result<Samples, Str
 fn eval_alert(
     source: &dyn Source,
     rule: &AlertRule,
-    alerts: &mut BTreeMap<Vec<(String, String)>, Alert>,
-    changes: &mut BTreeMap<Vec<(String, String)>, std::collections::VecDeque<i64>>,
-    t: i64,
-    t_query: i64,
+    (alerts, changes): (&mut BTreeMap<AlertKey, Alert>, &mut Changes),
+    (t, t_query): (i64, i64),
     limit: u64,
     external: &BTreeMap<String, String>,
 ) -> Result<(), String> {
