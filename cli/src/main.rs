@@ -14,6 +14,7 @@ mod bench;
 mod bench_agent;
 mod bench_logs;
 mod bench_metrics;
+mod bench_rules;
 mod collector_cmd;
 mod config;
 mod load_cmd;
@@ -106,6 +107,8 @@ enum BenchCommand {
     /// The agent's CPU and memory at a steady load, and its ceiling from
     /// file to collector acknowledgement.
     Agent(bench_agent::AgentBenchArgs),
+    /// One evaluation of many alerting rules over many series.
+    Rules(bench_rules::RulesBenchArgs),
 }
 
 #[derive(Subcommand)]
@@ -146,6 +149,9 @@ fn main() -> ExitCode {
         Command::Bench {
             command: BenchCommand::Logs(args),
         } => bench_logs::run(args),
+        Command::Bench {
+            command: BenchCommand::Rules(args),
+        } => bench_rules::run(args),
         Command::Config => config::load(cli.config.as_deref()).and_then(|c| {
             print!("{}", serde_json::to_string_pretty(&c)?);
             println!();
