@@ -4,8 +4,8 @@
 //! An in-memory store gets `--series` series of a request counter
 //! (`--services` services × instances), sampled every 15 s for 10 minutes;
 //! `--rules` alerting rules, each an error ratio over one service's
-//! series (`sum(rate(…{service="svc-k",code="500"}[5m])) / sum(rate(…[5m]))
-//! > 0.05`, the shape of the shipped rules), are evaluated together
+//! series (`sum(rate(…{service="svc-k",code="500"}[5m])) / sum(rate(…[5m])) > 0.01`,
+//! the shape of the shipped rules), are evaluated together
 //! `--rounds` times at the data's end, as the collector evaluates a group.
 //! The baseline in the same run: one query that touches every series
 //! once (`sum by (service) (rate(…[5m]))`), so the ratio says what the
