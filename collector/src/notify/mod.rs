@@ -10,6 +10,7 @@ pub mod api;
 pub mod email;
 pub mod route;
 pub mod silence;
+pub mod webhook;
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -46,6 +47,8 @@ pub struct NotifyConfig {
     /// Inhibition: while a source alert fires, matching targets with the
     /// same `equal` labels are muted.
     pub inhibit: Vec<InhibitRule>,
+    /// Webhook URLs that get every page as Alertmanager's webhook JSON.
+    pub webhooks: Vec<String>,
 }
 
 impl Default for NotifyConfig {
@@ -59,6 +62,7 @@ impl Default for NotifyConfig {
             retry_max: Duration::from_secs(60),
             dashboard_url: String::new(),
             inhibit: InhibitRule::defaults(),
+            webhooks: Vec::new(),
         }
     }
 }
@@ -75,6 +79,13 @@ impl NotifyConfig {
                 "collector.notify.retry_initial: must be positive and at most retry_max".into(),
             );
         }
+        for (i, w) in self.webhooks.iter().enumerate() {
+            if reqwest::Url::parse(w).map_or(true, |u| !u.scheme().starts_with("http")) {
+                problems.push(format!(
+                    "collector.notify.webhooks[{i}]: {w:?} is not an http(s) URL"
+                ));
+            }
+        }
         if let Err(p) = silence::compile(&self.inhibit) {
             problems.extend(p);
         }
@@ -86,9 +97,11 @@ impl NotifyConfig {
     }
 }
 
-/// One page and how its sending went.
+/// One page to one receiver, and how its sending went.
 #[derive(Debug, Clone, Serialize)]
 pub struct Delivery {
+    /// `email` or the webhook's URL.
+    pub receiver: String,
     /// The page.
     pub page: Page,
     /// Attempts so far.
@@ -106,9 +119,26 @@ const KEEP: usize = 1000;
 pub struct Notifier {
     router: Mutex<Router>,
     deliveries: Mutex<Vec<Delivery>>,
-    queue: tokio::sync::mpsc::UnboundedSender<usize>,
+    /// One queue a receiver, so a dead webhook never holds up email.
+    queues: Vec<(Receiver, tokio::sync::mpsc::UnboundedSender<usize>)>,
     config: NotifyConfig,
     clock: SharedClock,
+}
+
+/// Where pages go.
+#[derive(Debug, Clone, PartialEq)]
+enum Receiver {
+    Email,
+    Webhook(String),
+}
+
+impl Receiver {
+    fn name(&self) -> String {
+        match self {
+            Receiver::Email => "email".into(),
+            Receiver::Webhook(u) => u.clone(),
+        }
+    }
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -132,18 +162,31 @@ impl Notifier {
             p1_repeat: config.p1_repeat_interval,
             hours,
         };
-        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        let mut receivers = Vec::new();
+        if !config.email.to.is_empty() {
+            receivers.push(Receiver::Email);
+        }
+        receivers.extend(config.webhooks.iter().cloned().map(Receiver::Webhook));
+        let mut queues = Vec::new();
+        let mut inboxes = Vec::new();
+        for r in receivers {
+            let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+            queues.push((r.clone(), tx));
+            inboxes.push((r, rx));
+        }
         let me = Arc::new(Self {
             router: Mutex::new(Router::new(
                 policy,
                 silence::compile(&config.inhibit).unwrap_or_default(),
             )),
             deliveries: Mutex::new(Vec::new()),
-            queue: tx,
+            queues,
             config,
             clock,
         });
-        tokio::spawn(me.clone().send_loop(rx));
+        for (r, rx) in inboxes {
+            tokio::spawn(me.clone().send_loop(r, rx));
+        }
         Ok(me)
     }
 
@@ -157,13 +200,28 @@ impl Notifier {
                 "page due"
             );
             let mut d = lock(&self.deliveries);
-            d.push(Delivery {
-                page,
-                attempts: 0,
-                delivered_at_ms: None,
-                last_error: None,
-            });
-            let _ = self.queue.send(d.len() - 1);
+            if self.queues.is_empty() {
+                d.push(Delivery {
+                    receiver: String::new(),
+                    page,
+                    attempts: 0,
+                    delivered_at_ms: None,
+                    last_error: Some(
+                        "no receiver: collector.notify.email.to and webhooks are empty".into(),
+                    ),
+                });
+                continue;
+            }
+            for (r, q) in &self.queues {
+                d.push(Delivery {
+                    receiver: r.name(),
+                    page: page.clone(),
+                    attempts: 0,
+                    delivered_at_ms: None,
+                    last_error: None,
+                });
+                let _ = q.send(d.len() - 1);
+            }
         }
     }
 
@@ -241,21 +299,33 @@ impl Notifier {
         lock(&self.router).tickets.clone()
     }
 
-    async fn send_loop(self: Arc<Self>, mut rx: tokio::sync::mpsc::UnboundedReceiver<usize>) {
+    async fn send_loop(
+        self: Arc<Self>,
+        receiver: Receiver,
+        mut rx: tokio::sync::mpsc::UnboundedReceiver<usize>,
+    ) {
+        let http = reqwest::Client::new();
         while let Some(i) = rx.recv().await {
             let Some(page) = lock(&self.deliveries).get(i).map(|d| d.page.clone()) else {
                 continue;
             };
-            if self.config.email.to.is_empty() {
-                if let Some(d) = lock(&self.deliveries).get_mut(i) {
-                    d.last_error = Some("no receiver: collector.notify.email.to is empty".into());
-                }
-                continue;
-            }
             let mut wait = self.config.retry_initial;
             loop {
-                let result =
-                    email::send(&self.config.email, &page, &self.config.dashboard_url).await;
+                let result = match &receiver {
+                    Receiver::Email => {
+                        email::send(&self.config.email, &page, &self.config.dashboard_url).await
+                    }
+                    Receiver::Webhook(url) => {
+                        webhook::send(
+                            &http,
+                            url,
+                            &page,
+                            &self.config.dashboard_url,
+                            self.config.email.timeout,
+                        )
+                        .await
+                    }
+                };
                 let now = self.clock.now_ms();
                 let done = {
                     let mut all = lock(&self.deliveries);
@@ -276,7 +346,7 @@ impl Notifier {
                 if done {
                     break;
                 }
-                tracing::warn!(error = ?result.err(), retry_in = ?wait, "sending a page failed; it will be retried");
+                tracing::warn!(receiver = %receiver.name(), error = ?result.err(), retry_in = ?wait, "sending a page failed; it will be retried");
                 self.clock.sleep(wait).await;
                 wait = (wait * 2).min(self.config.retry_max);
             }
