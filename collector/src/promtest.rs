@@ -58,6 +58,46 @@ pub struct TestGroup {
     /// External labels (not supported yet).
     #[serde(default)]
     pub external_labels: Option<serde_json::Value>,
+    /// Keel: the wall-clock time of 0s (RFC 3339; default the Unix
+    /// epoch), so business hours and time zones can be tested.
+    #[serde(default)]
+    pub start_time: Option<String>,
+    /// Keel: the notification settings routing is tested with.
+    #[serde(default)]
+    pub notify: Option<crate::notify::NotifyConfig>,
+    /// Keel: silences in force during the test.
+    #[serde(default)]
+    pub silences: Vec<TestSilence>,
+    /// Keel: every page and ticket the run must produce, in any order.
+    #[serde(default)]
+    pub exp_notifications: Option<Vec<ExpNotification>>,
+}
+
+/// A silence in a test.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TestSilence {
+    /// Matchers (`alertname="X"`).
+    pub matchers: Vec<String>,
+    /// When it starts (a duration from 0).
+    #[serde(default)]
+    pub start: Option<String>,
+    /// How long it lasts.
+    pub duration: String,
+}
+
+/// An expected page or ticket.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq, PartialOrd, Ord)]
+#[serde(deny_unknown_fields)]
+pub struct ExpNotification {
+    /// When (a duration from 0: the evaluation that produced it).
+    pub eval_time: String,
+    /// The alert.
+    pub alertname: String,
+    /// `firing`, `resolved` or `ticket`.
+    pub kind: String,
+    /// `P0`, `P1` or `P2`.
+    pub severity: String,
 }
 
 /// One input series.
@@ -156,9 +196,9 @@ pub enum TestFileError {
 }
 
 fn duration_ms(s: &str, what: &str) -> Result<i64, TestFileError> {
-    promql_parser::util::parse_duration(s.trim())
-        .map(|d: Duration| d.as_millis() as i64)
-        .map_err(|e| TestFileError::Invalid(format!("{what}: invalid duration {s:?}: {e}")))
+    rules::file::parse_duration(s)
+        .map(|d| d.as_millis() as i64)
+        .map_err(|e| TestFileError::Invalid(format!("{what}: {e}")))
 }
 
 fn number(tok: &str) -> Option<f64> {
@@ -310,6 +350,13 @@ pub fn run(path: &str, text: &str) -> Result<(usize, Vec<Failure>), TestFileErro
             g.interval.as_deref().unwrap_or("1m"),
             &format!("{group}.interval"),
         )?;
+        let base_ms = match g.start_time.as_deref() {
+            None => 0,
+            Some(t) => t
+                .parse::<jiff::Timestamp>()
+                .map(|t| t.as_millisecond())
+                .map_err(|e| TestFileError::Invalid(format!("{group}.start_time: {t:?}: {e}")))?,
+        };
         let store = Store::in_memory(StoreConfig::default());
         let mut batch = Vec::new();
         for (si, s) in g.input_series.iter().enumerate() {
@@ -321,7 +368,7 @@ pub fn run(path: &str, text: &str) -> Result<(usize, Vec<Failure>), TestFileErro
             let samples: Vec<(i64, f64)> = values
                 .into_iter()
                 .enumerate()
-                .filter_map(|(i, v)| v.map(|v| (i as i64 * interval, v)))
+                .filter_map(|(i, v)| v.map(|v| (base_ms + i as i64 * interval, v)))
                 .collect();
             batch.push((labels, samples));
         }
@@ -339,9 +386,28 @@ pub fn run(path: &str, text: &str) -> Result<(usize, Vec<Failure>), TestFileErro
             alert_tests.push((at, ai));
         }
         alert_tests.sort();
+        let mut exp_notes: Vec<(i64, ExpNotification)> = Vec::new();
+        for (ni, n) in g.exp_notifications.iter().flatten().enumerate() {
+            let at = duration_ms(
+                &n.eval_time,
+                &format!("{group}.exp_notifications[{ni}].eval_time"),
+            )?;
+            exp_notes.push((at, n.clone()));
+        }
+        let mut router = match (&g.exp_notifications, &g.notify) {
+            (None, None) => None,
+            (_, notify) => Some(test_router(
+                &group,
+                notify.clone().unwrap_or_default(),
+                &g.silences,
+                base_ms,
+            )?),
+        };
+        let mut got_notes: Vec<(i64, String, String, String)> = Vec::new();
         let last = alert_tests
             .iter()
             .map(|(t, _)| *t)
+            .chain(exp_notes.iter().map(|(t, _)| *t))
             .chain(
                 g.promql_expr_test
                     .iter()
@@ -361,7 +427,10 @@ pub fn run(path: &str, text: &str) -> Result<(usize, Vec<Failure>), TestFileErro
         if !states.is_empty() {
             while ts <= last {
                 for st in &mut states {
-                    st.eval(&source, ts, &external);
+                    st.eval(&source, base_ms + ts, &external);
+                }
+                if let Some(r) = router.as_mut() {
+                    record_notifications(r, &states, base_ms, ts, &mut got_notes);
                 }
                 while let Some(&&(at, ai)) = next_test.peek() {
                     if at >= ts + eval_interval {
@@ -382,6 +451,33 @@ pub fn run(path: &str, text: &str) -> Result<(usize, Vec<Failure>), TestFileErro
                 failures.push(f);
             }
         }
+        if g.exp_notifications.is_some() {
+            checks += 1;
+            let mut exp: Vec<(i64, String, String, String)> = exp_notes
+                .into_iter()
+                .map(|(t, n)| (t, n.alertname, n.kind, n.severity.to_ascii_uppercase()))
+                .collect();
+            exp.sort();
+            got_notes.sort();
+            if exp != got_notes {
+                let show = |v: &[(i64, String, String, String)]| {
+                    if v.is_empty() {
+                        return "[]".to_owned();
+                    }
+                    v.iter()
+                        .map(|(t, a, k, s)| format!("{} {a} {k} {s}", crate::promtest::show_ms(*t)))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                };
+                failures.push(Failure {
+                    group: group.clone(),
+                    what: "exp_notifications".into(),
+                    eval_time: "whole run".into(),
+                    expected: show(&exp),
+                    got: show(&got_notes),
+                });
+            }
+        }
         let engine = Engine::new(&store);
         for (ei, t) in g.promql_expr_test.iter().enumerate() {
             checks += 1;
@@ -396,7 +492,9 @@ pub fn run(path: &str, text: &str) -> Result<(usize, Vec<Failure>), TestFileErro
                 })?;
                 expected.push((l, e.value));
             }
-            let got: Result<Vec<(Labels, f64)>, String> = match engine.instant(&t.expr, at) {
+            let got: Result<Vec<(Labels, f64)>, String> = match engine
+                .instant(&t.expr, base_ms + at)
+            {
                 Ok(Value::Vector(v)) => Ok(v.into_iter().map(|s| (s.labels, s.value)).collect()),
                 Ok(Value::Scalar(x)) => Ok(vec![(Labels::default(), x)]),
                 Ok(other) => Err(format!("unexpected {} result", other.type_name())),
@@ -435,6 +533,91 @@ pub fn run(path: &str, text: &str) -> Result<(usize, Vec<Failure>), TestFileErro
         }
     }
     Ok((checks, failures))
+}
+
+/// A time from the test's start as a duration (`1h30m`, `0s`).
+pub fn show_ms(ms: i64) -> String {
+    if ms == 0 {
+        return "0s".into();
+    }
+    humantime::format_duration(Duration::from_millis(ms.max(0) as u64))
+        .to_string()
+        .replace(' ', "")
+}
+
+/// A router for a test group: its notify settings, its silences placed
+/// on the test's clock.
+fn test_router(
+    group: &str,
+    notify: crate::notify::NotifyConfig,
+    silences: &[TestSilence],
+    base_ms: i64,
+) -> Result<crate::notify::Router, TestFileError> {
+    let invalid = |m: String| TestFileError::Invalid(format!("{group}.notify: {m}"));
+    let hours = notify
+        .business_hours
+        .compile()
+        .map_err(|p| invalid(p.join("; ")))?;
+    let inhibit =
+        crate::notify::silence::compile(&notify.inhibit).map_err(|p| invalid(p.join("; ")))?;
+    let mut r = crate::notify::Router::new(
+        crate::notify::route::Policy {
+            p0_repeat: notify.p0_repeat_interval,
+            p1_repeat: notify.p1_repeat_interval,
+            hours,
+        },
+        inhibit,
+    );
+    for (i, s) in silences.iter().enumerate() {
+        let at = format!("{group}.silences[{i}]");
+        let start =
+            base_ms + duration_ms(s.start.as_deref().unwrap_or("0s"), &format!("{at}.start"))?;
+        let length = duration_ms(&s.duration, &format!("{at}.duration"))?;
+        let matchers = s
+            .matchers
+            .iter()
+            .map(|m| crate::notify::Matcher::parse(m))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| TestFileError::Invalid(format!("{at}.matchers: {e}")))?;
+        r.silences.push(crate::notify::Silence {
+            id: i as u64 + 1,
+            matchers,
+            starts_at_ms: start,
+            ends_at_ms: start + length,
+            created_by: "test".into(),
+            comment: String::new(),
+        });
+    }
+    Ok(r)
+}
+
+/// Route the alerts after the evaluation at `ts` and note every page
+/// and new ticket as (time, alertname, kind, severity).
+fn record_notifications(
+    r: &mut crate::notify::Router,
+    states: &[rules::GroupState],
+    base_ms: i64,
+    ts: i64,
+    out: &mut Vec<(i64, String, String, String)>,
+) {
+    let views: Vec<crate::notify::AlertView> = states
+        .iter()
+        .flat_map(|g| g.alerts())
+        .map(|(_, a)| crate::notify::AlertView::from(a))
+        .collect();
+    let tickets = r.tickets.len();
+    for p in r.decide(base_ms + ts, &views) {
+        let kind = match p.kind {
+            crate::notify::Kind::Firing => "firing",
+            crate::notify::Kind::Resolved => "resolved",
+        };
+        let name = p.alert.labels.get("alertname").cloned().unwrap_or_default();
+        out.push((ts, name, kind.into(), p.alert.severity.as_str().into()));
+    }
+    for t in &r.tickets[tickets..] {
+        let name = t.labels.get("alertname").cloned().unwrap_or_default();
+        out.push((ts, name, "ticket".into(), "P2".into()));
+    }
 }
 
 /// An alert as a test compares it: state, labels, annotations.

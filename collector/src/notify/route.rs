@@ -160,6 +160,20 @@ pub struct AlertView {
     pub resolved_at_ms: Option<i64>,
 }
 
+impl From<&crate::rules::Alert> for AlertView {
+    fn from(a: &crate::rules::Alert) -> Self {
+        Self {
+            labels: a.labels.clone(),
+            annotations: a.annotations.clone(),
+            state: a.state,
+            severity: a.severity,
+            value: a.value,
+            fired_at_ms: a.fired_at_ms,
+            resolved_at_ms: a.resolved_at_ms,
+        }
+    }
+}
+
 /// A page to send.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Page {

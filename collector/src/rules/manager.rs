@@ -250,15 +250,7 @@ impl RuleManager {
                 .groups
                 .iter()
                 .flat_map(|g| g.state.alerts())
-                .map(|(_, a)| crate::notify::AlertView {
-                    labels: a.labels.clone(),
-                    annotations: a.annotations.clone(),
-                    state: a.state,
-                    severity: a.severity,
-                    value: a.value,
-                    fired_at_ms: a.fired_at_ms,
-                    resolved_at_ms: a.resolved_at_ms,
-                })
+                .map(|(_, a)| crate::notify::AlertView::from(a))
                 .collect();
             n.offer(now_ms, &views);
         }
