@@ -58,6 +58,9 @@ pub struct TestGroup {
     /// External labels (not supported yet).
     #[serde(default)]
     pub external_labels: Option<serde_json::Value>,
+    /// Keel: log lines for log rules.
+    #[serde(default)]
+    pub input_logs: Vec<InputLog>,
     /// Keel: the wall-clock time of 0s (RFC 3339; default the Unix
     /// epoch), so business hours and time zones can be tested.
     #[serde(default)]
@@ -71,6 +74,27 @@ pub struct TestGroup {
     /// Keel: every page and ticket the run must produce, in any order.
     #[serde(default)]
     pub exp_notifications: Option<Vec<ExpNotification>>,
+}
+
+/// Log records for a test's log rules: `line` (a JSON object, as
+/// `POST /api/v1/logs` takes it) `count` times at `at`, and again every
+/// `every`, `times` times in all.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InputLog {
+    /// The record, a JSON object.
+    pub line: String,
+    /// When (a duration from 0).
+    pub at: String,
+    /// Copies at each time (default 1).
+    #[serde(default)]
+    pub count: Option<u32>,
+    /// Time between repeats.
+    #[serde(default)]
+    pub every: Option<String>,
+    /// Times in all (default 1).
+    #[serde(default)]
+    pub times: Option<u32>,
 }
 
 /// A silence in a test.
@@ -418,9 +442,10 @@ pub fn run(path: &str, text: &str) -> Result<(usize, Vec<Failure>), TestFileErro
         let mut states: Vec<rules::GroupState> =
             groups.iter().cloned().map(rules::GroupState::new).collect();
         let store = std::sync::Arc::new(store);
+        let logs = input_logs(&group, &g.input_logs, base_ms)?;
         let source = rules::source::StoreSource {
             store: store.clone(),
-            logs: None,
+            logs: logs.as_ref().map(|(l, _)| l.clone()),
         };
         let mut next_test = alert_tests.iter().peekable();
         let mut ts = 0;
@@ -533,6 +558,63 @@ pub fn run(path: &str, text: &str) -> Result<(usize, Vec<Failure>), TestFileErro
         }
     }
     Ok((checks, failures))
+}
+
+/// A log store in a temporary directory, removed when dropped.
+struct TempDir(std::path::PathBuf);
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// The test's log lines in a fresh log store (none without lines).
+fn input_logs(
+    group: &str,
+    lines: &[InputLog],
+    base_ms: i64,
+) -> Result<Option<(std::sync::Arc<crate::logs::LogStore>, TempDir)>, TestFileError> {
+    if lines.is_empty() {
+        return Ok(None);
+    }
+    static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let dir = TempDir(std::env::temp_dir().join(format!(
+        "keel-rule-test-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    )));
+    let mut records = Vec::new();
+    let mut last = base_ms;
+    for (i, l) in lines.iter().enumerate() {
+        let at = format!("{group}.input_logs[{i}]");
+        let obj: serde_json::Map<String, serde_json::Value> = serde_json::from_str(&l.line)
+            .map_err(|e| TestFileError::Invalid(format!("{at}.line: not a JSON object: {e}")))?;
+        let start = duration_ms(&l.at, &format!("{at}.at"))?;
+        let every = match &l.every {
+            Some(e) => duration_ms(e, &format!("{at}.every"))?,
+            None => 0,
+        };
+        for k in 0..l.times.unwrap_or(1) as i64 {
+            let t = base_ms + start + k * every;
+            last = last.max(t);
+            for _ in 0..l.count.unwrap_or(1) {
+                let mut r = crate::logs::record::from_json(obj.clone(), t * 1_000_000)
+                    .map_err(|e| TestFileError::Invalid(format!("{at}.line: {e}")))?;
+                r.timestamp_ns = t * 1_000_000;
+                records.push(r);
+            }
+        }
+    }
+    let fail = |e: crate::index_store::IndexError| {
+        TestFileError::Invalid(format!("{group}.input_logs: {e}"))
+    };
+    let store =
+        crate::logs::LogStore::open(&dir.0, crate::index_store::IndexConfig::default(), last)
+            .map_err(fail)?;
+    store.append(records, last).map_err(fail)?;
+    store.commit().map_err(fail)?;
+    Ok(Some((std::sync::Arc::new(store), dir)))
 }
 
 /// A time from the test's start as a duration (`1h30m`, `0s`).

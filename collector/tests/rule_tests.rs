@@ -71,3 +71,12 @@ fn wrong_expectations_fail_and_say_what_differed() {
         text[2]
     );
 }
+
+#[test]
+fn log_rules_are_tested_with_input_logs() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/rules/logs.test.yml");
+    let (n, failures) = run(&path);
+    let report: Vec<String> = failures.iter().map(ToString::to_string).collect();
+    assert!(failures.is_empty(), "{}", report.join("\n"));
+    assert_eq!(n, 5);
+}

@@ -222,7 +222,8 @@ fn samples(source: &dyn Source, rule: &AlertRule, t: i64) -> Result<Samples, Str
             above,
             below,
         } => {
-            let n = source.count_logs(query, t - window.as_millis() as i64, t)? as f64;
+            // Left-open, as PromQL's range windows: (t - window, t].
+            let n = source.count_logs(query, t - window.as_millis() as i64 + 1, t)? as f64;
             let holds = above.is_some_and(|a| n > a) || below.is_some_and(|b| n < b);
             Ok(if holds {
                 vec![(BTreeMap::new(), n)]
