@@ -12,6 +12,7 @@
 mod agent_cmd;
 mod bench;
 mod bench_agent;
+mod bench_alerts;
 mod bench_logs;
 mod bench_metrics;
 mod bench_rules;
@@ -109,6 +110,8 @@ enum BenchCommand {
     Agent(bench_agent::AgentBenchArgs),
     /// One evaluation of many alerting rules over many series.
     Rules(bench_rules::RulesBenchArgs),
+    /// Alert latency: a threshold crossed to the page at a real SMTP server.
+    Alerts(bench_alerts::AlertsBenchArgs),
 }
 
 #[derive(Subcommand)]
@@ -152,6 +155,9 @@ fn main() -> ExitCode {
         Command::Bench {
             command: BenchCommand::Rules(args),
         } => bench_rules::run(args),
+        Command::Bench {
+            command: BenchCommand::Alerts(args),
+        } => bench_alerts::run(args),
         Command::Config => config::load(cli.config.as_deref()).and_then(|c| {
             print!("{}", serde_json::to_string_pretty(&c)?);
             println!();

@@ -209,6 +209,8 @@ struct Sent {
     ticket: Option<usize>,
     /// Acknowledged: no more repeats this episode.
     acked: bool,
+    /// When the episode this record is about began firing.
+    fired_at_ms: Option<i64>,
 }
 
 /// Routing timings.
@@ -298,6 +300,14 @@ impl Router {
                 // A new episode: what was sent for the last one is done.
                 *s = Sent::default();
                 continue;
+            }
+            // Firing again after a resolution (with `for: 0` it is never
+            // seen pending): a new episode.
+            if a.state == State::Firing && s.fired_at_ms != a.fired_at_ms {
+                *s = Sent {
+                    fired_at_ms: a.fired_at_ms,
+                    ..Sent::default()
+                };
             }
             if muted {
                 continue;
@@ -435,6 +445,13 @@ mod tests {
         assert!(
             r.decide(ms("2026-12-05T03:41:00Z"), &[done]).is_empty(),
             "resolved once"
+        );
+        // Firing again (for: 0, so never seen pending): a new page at once.
+        let again = alert(Severity::P0, State::Firing, "2026-12-05T03:42:00Z");
+        let p = r.decide(ms("2026-12-05T03:42:00Z"), &[again]);
+        assert_eq!(
+            p.iter().map(|p| (p.kind, p.reason)).collect::<Vec<_>>(),
+            vec![(Kind::Firing, "fired")]
         );
     }
 
