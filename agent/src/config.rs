@@ -161,12 +161,7 @@ fn default_log_metrics_interval() -> Duration {
 
 /// Problems with one log-to-metrics rule at `at`.
 fn validate_log_metrics(at: &str, r: &LogMetricsRule, problems: &mut Vec<String>) {
-    let mut chars = r.name.chars();
-    let metric_name = chars
-        .next()
-        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_' || c == ':')
-        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':');
-    if !metric_name {
+    if !keel_core::names::is_metric_name(&r.name) {
         problems.push(format!("{at}.name: {:?} is not a metric name", r.name));
     }
     if let Some(p) = &r.regex {
@@ -344,13 +339,7 @@ fn default_timeout() -> Duration {
     Duration::from_secs(5)
 }
 
-fn valid_label_name(n: &str) -> bool {
-    let mut chars = n.chars();
-    chars
-        .next()
-        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
-        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
-}
+use keel_core::names::is_label_name as valid_label_name;
 
 impl Validate for AgentConfig {
     fn validate(&self, problems: &mut Vec<String>) {

@@ -160,12 +160,7 @@ fn parse_labels(block: &str, out: &mut Vec<(String, String)>) -> Result<(), Stri
             .find('=')
             .ok_or_else(|| format!("label {rest:?} has no ="))?;
         let name = rest[..eq].trim();
-        let valid = name
-            .chars()
-            .next()
-            .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
-            && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
-        if !valid {
+        if !keel_core::names::is_label_name(name) {
             return Err(format!("{name:?} is not a label name"));
         }
         let after = rest[eq + 1..].trim_start();

@@ -80,12 +80,7 @@ impl Matcher {
             .strip_prefix('"')
             .and_then(|v| v.strip_suffix('"'))
             .unwrap_or(raw);
-        let valid = name
-            .chars()
-            .next()
-            .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
-            && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
-        if !valid {
+        if !keel_core::names::is_label_name(name) {
             return Err(format!("{s:?}: {name:?} is not a label name"));
         }
         let op = match op {

@@ -414,12 +414,7 @@ fn check_promql(file: &str, e: &Spanned<String>, problems: &mut Vec<String>) {
     }
 }
 
-fn valid_label_name(n: &str) -> bool {
-    let mut c = n.chars();
-    c.next()
-        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
-        && c.all(|c| c.is_ascii_alphanumeric() || c == '_')
-}
+use keel_core::names::is_label_name as valid_label_name;
 
 fn rule(
     file: &str,
@@ -516,13 +511,7 @@ fn rule(
                     "{r_at}: record {name:?}: `logs`, `for` and `annotations` are for alerts"
                 ));
             }
-            let ok_name = {
-                let mut c = name.chars();
-                c.next()
-                    .is_some_and(|c| c.is_ascii_alphabetic() || c == '_' || c == ':')
-                    && c.all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':')
-            };
-            if !ok_name {
+            if !keel_core::names::is_metric_name(&name) {
                 problems.push(format!("{r_at}: record: {name:?} is not a metric name"));
             }
             (problems.len() == before).then(|| Rule::Record {
