@@ -23,6 +23,10 @@ pub struct CollectorArgs {
     /// OTLP/gRPC port (0 picks a free one).
     #[arg(long)]
     grpc_port: Option<u16>,
+    /// The state store: a `sqlite:` or `postgres://` URL (default: SQLite
+    /// at `<data_dir>/state.db`).
+    #[arg(long)]
+    state: Option<String>,
 }
 
 pub fn run(config_path: Option<&Path>, args: CollectorArgs) -> anyhow::Result<()> {
@@ -39,6 +43,9 @@ pub fn run(config_path: Option<&Path>, args: CollectorArgs) -> anyhow::Result<()
     }
     if let Some(p) = args.grpc_port {
         c.otlp_grpc_port = p;
+    }
+    if let Some(s) = args.state {
+        c.state = s;
     }
     config.check("command-line flags")?;
     let _ = keel_sampleapp::telemetry::init_stderr_logging();

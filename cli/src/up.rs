@@ -28,6 +28,10 @@ pub struct UpArgs {
     /// Web instances to start with.
     #[arg(long)]
     web: Option<u32>,
+    /// The collector's state store: a `sqlite:` or `postgres://` URL
+    /// (default: SQLite in the collector's data directory).
+    #[arg(long)]
+    state: Option<String>,
 }
 
 pub fn run(config_path: Option<&Path>, args: UpArgs) -> anyhow::Result<()> {
@@ -44,6 +48,9 @@ pub fn run(config_path: Option<&Path>, args: UpArgs) -> anyhow::Result<()> {
     }
     if let Some(n) = args.web {
         app.web.instances = n;
+    }
+    if let Some(s) = args.state {
+        config.collector.state = s;
     }
     config.check("command-line flags")?;
     tracing_subscriber_init();

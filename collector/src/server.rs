@@ -63,6 +63,13 @@ pub struct CollectorConfig {
     /// agent sends again after a lost acknowledgement is dropped.
     #[serde(with = "keel_core::duration")]
     pub batch_id_retention: std::time::Duration,
+    /// Where alert state, history, silences, acks, notifications and
+    /// tickets are kept: empty for SQLite at `<data_dir>/state.db`, a
+    /// `sqlite:` or `postgres://` URL, or `none` (kept in memory only).
+    pub state: String,
+    /// How long alert history is kept.
+    #[serde(with = "keel_core::duration")]
+    pub alert_history_retention: std::time::Duration,
     /// Alerting and recording rules.
     pub rules: crate::rules::RulesConfig,
     /// Who hears of alerts, when, and how.
@@ -89,6 +96,8 @@ impl Default for CollectorConfig {
             log_partition: std::time::Duration::from_secs(24 * 3600),
             log_retention: std::time::Duration::from_secs(7 * 24 * 3600),
             batch_id_retention: std::time::Duration::from_secs(24 * 3600),
+            state: String::new(),
+            alert_history_retention: std::time::Duration::from_secs(90 * 24 * 3600),
             rules: crate::rules::RulesConfig::default(),
             notify: crate::notify::NotifyConfig::default(),
         }
@@ -130,6 +139,18 @@ impl keel_core::config::Validate for CollectorConfig {
         if self.log_retention < self.log_partition {
             problems.push("collector.log_retention: must be at least log_partition".into());
         }
+        let st = self.state.as_str();
+        if !(st.is_empty()
+            || st == "none"
+            || st.starts_with("sqlite:")
+            || st.starts_with("postgres://")
+            || st.starts_with("postgresql://"))
+        {
+            problems.push(format!(
+                "collector.state: {:?} is not a sqlite: or postgres:// URL, \"\" or \"none\"",
+                keel_state::redact(st)
+            ));
+        }
         self.rules.validate(problems);
         self.notify.validate(problems);
     }
@@ -157,6 +178,15 @@ impl CollectorConfig {
             batch_id_retention_ms: self.batch_id_retention.as_millis() as i64,
             fsync: self.fsync,
             ..LogConfig::default()
+        }
+    }
+
+    /// The state store's URL (none: state is kept in memory only).
+    pub fn state_url(&self) -> Option<String> {
+        match self.state.as_str() {
+            "none" => None,
+            "" => Some(keel_state::sqlite_url(&self.data_dir.join("state.db"))),
+            url => Some(url.to_owned()),
         }
     }
 
@@ -237,6 +267,9 @@ pub enum ServeError {
     /// The rule files do not load (every problem, file:line:column).
     #[error("rules: {0}")]
     Rules(crate::rules::RuleErrors),
+    /// The state store does not open.
+    #[error("{0}")]
+    State(#[from] keel_state::StateError),
     /// The ingest worker threads would not start.
     #[error("cannot start the ingest worker threads: {0}")]
     Workers(std::io::Error),
@@ -262,6 +295,8 @@ pub struct Running {
     pub rules: Arc<crate::rules::RuleManager>,
     /// Who it pages.
     pub notifier: Arc<crate::notify::Notifier>,
+    /// The state store and its writer (none: `collector.state: none`).
+    pub state: Option<(Arc<keel_state::StateStore>, keel_state::Writer)>,
 }
 
 async fn bind(host: &str, port: u16) -> Result<tokio::net::TcpListener, ServeError> {
@@ -297,6 +332,19 @@ pub async fn start(config: &CollectorConfig, clock: SharedClock) -> Result<Runni
     .map_err(ServeError::Rules)?;
     let notifier = crate::notify::Notifier::start(config.notify.clone(), clock.clone())
         .map_err(|p| ServeError::Notify(p.join("; ")))?;
+    let state = match config.state_url() {
+        None => None,
+        Some(url) => {
+            // The metric store, opened first, made the data directory.
+            let st = Arc::new(keel_state::StateStore::open(&url).await?);
+            let writer = st.writer();
+            rules.keep_state(writer.clone(), st.load(keel_state::Table::Alerts).await?);
+            let saved = crate::notify::persist::Saved::load(&st).await?;
+            notifier.keep_state(writer.clone(), &saved);
+            prune_history(st.clone(), config.alert_history_retention, clock.clone());
+            Some((st, writer))
+        }
+    };
     rules.set_notifier(notifier.clone());
     tokio::spawn(rules.clone().run());
     housekeeping(store.clone(), logs.clone(), spans.clone(), clock.clone());
@@ -369,7 +417,11 @@ pub async fn start(config: &CollectorConfig, clock: SharedClock) -> Result<Runni
             clock.clone(),
         ))
         .merge(crate::rules::api::routes(rules.clone()))
-        .merge(crate::notify::api::routes(notifier.clone()));
+        .merge(crate::notify::api::routes(notifier.clone()))
+        .merge(crate::rules::api::history_routes(
+            state.as_ref().map(|(s, _)| s.clone()),
+            clock.clone(),
+        ));
     tokio::spawn(async move {
         if let Err(e) = axum::serve(otlp_listener, ingest).await {
             tracing::error!(error = %e, "OTLP/HTTP listener stopped");
@@ -391,5 +443,19 @@ pub async fn start(config: &CollectorConfig, clock: SharedClock) -> Result<Runni
         stats,
         rules,
         notifier,
+        state,
     })
+}
+
+/// Delete alert history older than `keep`, hourly.
+fn prune_history(st: Arc<keel_state::StateStore>, keep: std::time::Duration, clock: SharedClock) {
+    tokio::spawn(async move {
+        loop {
+            let before = clock.now_ms() - keep.as_millis() as i64;
+            if let Err(e) = st.prune_history(before).await {
+                tracing::error!(error = %e, "pruning alert history failed");
+            }
+            clock.sleep(std::time::Duration::from_secs(3600)).await;
+        }
+    });
 }

@@ -12,44 +12,10 @@ use keel_collector::server::{CollectorConfig, Running, start};
 use keel_core::clock::{ManualClock, SharedClock, unix_ms};
 use serde_json::Value;
 
+mod common;
+use common::{evaluated_at, get};
+
 const RULES: &str = "groups:\n- name: shop\n  interval: 10s\n  rules:\n  - alert: High\n    expr: x > 1\n    for: 1m\n    severity: P0\n    annotations:\n      summary: '{{ $labels.instance }} at {{ $value }}'\n";
-
-async fn get(api: std::net::SocketAddr, path: &str) -> Value {
-    reqwest::get(format!("http://{api}{path}"))
-        .await
-        .expect("request")
-        .json()
-        .await
-        .expect("json")
-}
-
-/// Wait (in real time, for the evaluation task) until the rules API
-/// shows an evaluation of every rule at `t` or later.
-async fn evaluated_at(api: std::net::SocketAddr, t: SystemTime) -> Value {
-    let want = humantime::format_rfc3339_millis(t).to_string();
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    loop {
-        let v = get(api, "/api/v1/rules").await;
-        let all = v["data"]["groups"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .flat_map(|g| g["rules"].as_array().into_iter().flatten())
-            .all(|r| {
-                r["lastEvaluation"]
-                    .as_str()
-                    .is_some_and(|l| l >= want.as_str())
-            });
-        if all {
-            return v;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "no evaluation at {want}: {v}"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-}
 
 fn rule<'a>(rules: &'a Value, name: &str) -> &'a Value {
     rules["data"]["groups"]

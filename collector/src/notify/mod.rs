@@ -8,6 +8,7 @@
 
 pub mod api;
 pub mod email;
+pub mod persist;
 pub mod route;
 pub mod silence;
 pub mod webhook;
@@ -98,7 +99,7 @@ impl NotifyConfig {
 }
 
 /// One page to one receiver, and how its sending went.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Delivery {
     /// `email` or the webhook's URL.
     pub receiver: String,
@@ -119,6 +120,8 @@ const KEEP: usize = 1000;
 pub struct Notifier {
     router: Mutex<Router>,
     deliveries: Mutex<Vec<Delivery>>,
+    /// Where routing state and notifications are saved (none: nowhere).
+    persist: Mutex<Option<persist::NotifyPersist>>,
     /// One queue a receiver, so a dead webhook never holds up email.
     queues: Vec<(Receiver, tokio::sync::mpsc::UnboundedSender<usize>)>,
     config: NotifyConfig,
@@ -180,6 +183,7 @@ impl Notifier {
                 silence::compile(&config.inhibit).unwrap_or_default(),
             )),
             deliveries: Mutex::new(Vec::new()),
+            persist: Mutex::new(None),
             queues,
             config,
             clock,
@@ -192,7 +196,12 @@ impl Notifier {
 
     /// Route the alerts held at `now_ms` and queue the pages due.
     pub fn offer(&self, now_ms: i64, alerts: &[AlertView]) {
-        let pages = lock(&self.router).decide(now_ms, alerts);
+        let pages = {
+            let mut r = lock(&self.router);
+            let pages = r.decide(now_ms, alerts);
+            self.save_routing(now_ms, &r);
+            pages
+        };
         for page in pages {
             tracing::info!(
                 alert = page.alert.labels.get("alertname").map(String::as_str).unwrap_or(""),
@@ -210,6 +219,7 @@ impl Notifier {
                         "no receiver: collector.notify.email.to and webhooks are empty".into(),
                     ),
                 });
+                self.save_delivery(now_ms, d.len() - 1, &d);
                 continue;
             }
             for (r, q) in &self.queues {
@@ -220,8 +230,62 @@ impl Notifier {
                     delivered_at_ms: None,
                     last_error: None,
                 });
+                self.save_delivery(now_ms, d.len() - 1, &d);
                 let _ = q.send(d.len() - 1);
             }
+        }
+    }
+
+    /// Put back the routing state and notifications saved in the state
+    /// store, queue again every notification not yet delivered, and save
+    /// every change from now on through `writer`.
+    pub fn keep_state(&self, writer: keel_state::Writer, saved: &persist::Saved) {
+        let now = self.clock.now_ms();
+        let mut r = lock(&self.router);
+        let mut p = persist::NotifyPersist::restore(writer, saved, &mut r);
+        let mut d = lock(&self.deliveries);
+        let mut requeued = 0;
+        for (k, doc) in &saved.notifications {
+            let Ok(delivery) = serde_json::from_str::<Delivery>(doc) else {
+                tracing::warn!(key = %k, "a saved notification does not parse; dropped");
+                continue;
+            };
+            let undelivered = delivery.delivered_at_ms.is_none();
+            let receiver = delivery.receiver.clone();
+            d.push(delivery);
+            if !undelivered {
+                continue;
+            }
+            match self.queues.iter().find(|(r, _)| r.name() == receiver) {
+                Some((_, q)) => {
+                    let _ = q.send(d.len() - 1);
+                    requeued += 1;
+                }
+                None if receiver.is_empty() => {}
+                None => {
+                    tracing::warn!(%receiver, "an undelivered notification's receiver is no longer configured; not sent")
+                }
+            }
+        }
+        if requeued > 0 {
+            tracing::info!(
+                notifications = requeued,
+                "undelivered notifications queued again"
+            );
+        }
+        p.sync(now, &r);
+        *lock(&self.persist) = Some(p);
+    }
+
+    fn save_routing(&self, now_ms: i64, r: &Router) {
+        if let Some(p) = lock(&self.persist).as_mut() {
+            p.sync(now_ms, r);
+        }
+    }
+
+    fn save_delivery(&self, now_ms: i64, i: usize, all: &[Delivery]) {
+        if let (Some(p), Some(d)) = (lock(&self.persist).as_ref(), all.get(i)) {
+            p.notification(now_ms, i, d);
         }
     }
 
@@ -262,6 +326,7 @@ impl Notifier {
             comment: comment.to_owned(),
         };
         r.silences.push(s.clone());
+        self.save_routing(start.max(self.clock.now_ms()), &r);
         tracing::info!(id = s.id, until = s.ends_at_ms, "silence created");
         Ok(s)
     }
@@ -273,6 +338,7 @@ impl Notifier {
         match r.silences.iter_mut().find(|s| s.id == id) {
             Some(s) => {
                 s.ends_at_ms = s.ends_at_ms.min(now);
+                self.save_routing(now, &r);
                 true
             }
             None => false,
@@ -291,7 +357,10 @@ impl Notifier {
             .iter()
             .map(|m| Matcher::parse(m))
             .collect::<Result<Vec<_>, _>>()?;
-        Ok(lock(&self.router).ack(&matchers))
+        let mut r = lock(&self.router);
+        let n = r.ack(&matchers);
+        self.save_routing(self.clock.now_ms(), &r);
+        Ok(n)
     }
 
     /// Every P2 ticket.
@@ -331,7 +400,7 @@ impl Notifier {
                     let mut all = lock(&self.deliveries);
                     let Some(d) = all.get_mut(i) else { break };
                     d.attempts += 1;
-                    match &result {
+                    let done = match &result {
                         Ok(()) => {
                             d.delivered_at_ms = Some(now);
                             d.last_error = None;
@@ -341,7 +410,9 @@ impl Notifier {
                             d.last_error = Some(e.clone());
                             false
                         }
-                    }
+                    };
+                    self.save_delivery(now, i, &all);
+                    done
                 };
                 if done {
                     break;

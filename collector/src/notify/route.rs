@@ -132,7 +132,7 @@ impl Hours {
 }
 
 /// What kind of message.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Kind {
     /// It fires (first time, or a repeat).
@@ -142,7 +142,7 @@ pub enum Kind {
 }
 
 /// An alert as routing sees it.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct AlertView {
     /// Labels, `alertname` and `severity` included.
     pub labels: BTreeMap<String, String>,
@@ -175,7 +175,7 @@ impl From<&crate::rules::Alert> for AlertView {
 }
 
 /// A page to send.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Page {
     /// Firing or resolved.
     pub kind: Kind,
@@ -184,11 +184,11 @@ pub struct Page {
     /// When it was decided (ms).
     pub at_ms: i64,
     /// Why now: `fired`, `repeat`, `business hours began`, `resolved`.
-    pub reason: &'static str,
+    pub reason: String,
 }
 
 /// A P2 ticket.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Ticket {
     /// Its number.
     pub id: u64,
@@ -202,8 +202,9 @@ pub struct Ticket {
     pub closed_at_ms: Option<i64>,
 }
 
-#[derive(Debug, Default)]
-struct Sent {
+/// What was sent for one alert (saved in the state store).
+#[derive(Debug, Default, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Sent {
     last_firing_ms: Option<i64>,
     resolved_sent: bool,
     ticket: Option<usize>,
@@ -229,7 +230,8 @@ pub struct Policy {
 #[derive(Debug)]
 pub struct Router {
     policy: Policy,
-    sent: BTreeMap<Vec<(String, String)>, Sent>,
+    /// Per alert (by its labels): what was sent.
+    pub sent: BTreeMap<Vec<(String, String)>, Sent>,
     /// Every ticket opened, oldest first.
     pub tickets: Vec<Ticket>,
     /// Every silence made, expired ones included.
@@ -316,7 +318,7 @@ impl Router {
                 kind,
                 alert: a.clone(),
                 at_ms: now_ms,
-                reason,
+                reason: String::from(reason),
             };
             match (a.state, a.severity) {
                 (State::Pending, _) => {}
@@ -422,7 +424,9 @@ mod tests {
         let a = alert(Severity::P0, State::Firing, t);
         let p = r.decide(ms(t), std::slice::from_ref(&a));
         assert_eq!(
-            p.iter().map(|p| (p.kind, p.reason)).collect::<Vec<_>>(),
+            p.iter()
+                .map(|p| (p.kind, p.reason.as_str()))
+                .collect::<Vec<_>>(),
             vec![(Kind::Firing, "fired")]
         );
         assert!(
@@ -450,7 +454,9 @@ mod tests {
         let again = alert(Severity::P0, State::Firing, "2026-12-05T03:42:00Z");
         let p = r.decide(ms("2026-12-05T03:42:00Z"), &[again]);
         assert_eq!(
-            p.iter().map(|p| (p.kind, p.reason)).collect::<Vec<_>>(),
+            p.iter()
+                .map(|p| (p.kind, p.reason.as_str()))
+                .collect::<Vec<_>>(),
             vec![(Kind::Firing, "fired")]
         );
     }
@@ -473,7 +479,7 @@ mod tests {
         }
         let p = r.decide(ms("2026-12-07T09:00:00Z"), std::slice::from_ref(&a));
         assert_eq!(
-            p.iter().map(|p| p.reason).collect::<Vec<_>>(),
+            p.iter().map(|p| p.reason.as_str()).collect::<Vec<_>>(),
             vec!["business hours began"]
         );
         // Resolved before hours begin: never paged, so nothing to resolve.

@@ -29,8 +29,10 @@ pub enum Op {
     NotRe,
 }
 
-/// One label matcher.
-#[derive(Debug, Clone, Serialize)]
+/// One label matcher (read back through [`Matcher::new`], so a saved
+/// regex is compiled again).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(try_from = "MatcherDoc")]
 pub struct Matcher {
     /// The label.
     pub name: String,
@@ -40,6 +42,20 @@ pub struct Matcher {
     pub value: String,
     #[serde(skip)]
     re: Option<Regex>,
+}
+
+#[derive(Deserialize)]
+struct MatcherDoc {
+    name: String,
+    op: Op,
+    value: String,
+}
+
+impl TryFrom<MatcherDoc> for Matcher {
+    type Error = String;
+    fn try_from(d: MatcherDoc) -> Result<Self, String> {
+        Matcher::new(&d.name, d.op, &d.value)
+    }
 }
 
 impl PartialEq for Matcher {
@@ -116,7 +132,7 @@ impl Op {
 }
 
 /// A silence.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Silence {
     /// Its id.
     pub id: u64,
@@ -157,8 +173,10 @@ pub struct InhibitRule {
 impl InhibitRule {
     /// The default: a firing P0 mutes its service's P1 and P2.
     pub fn defaults() -> Vec<InhibitRule> {
+        // The source must name its service: a P0 without one (both
+        // absent counts as equal) would mute every P1 and P2 without one.
         vec![InhibitRule {
-            source: vec![r#"severity="P0""#.into()],
+            source: vec![r#"severity="P0""#.into(), r#"service=~".+""#.into()],
             target: vec![r#"severity=~"P1|P2""#.into()],
             equal: vec!["service".into()],
         }]

@@ -133,6 +133,69 @@ async fn alerts(State(m): State<Arc<RuleManager>>) -> Response {
     axum::Json(json!({"status": "success", "data": {"alerts": list}})).into_response()
 }
 
+/// `GET /api/v1/alerts/history?start=&end=&limit=`: alert state changes
+/// from the state store, oldest first (default: the last day, at most
+/// 1,000, the newest when there are more).
+pub fn history_routes(
+    store: Option<Arc<keel_state::StateStore>>,
+    clock: keel_core::clock::SharedClock,
+) -> Router {
+    Router::new()
+        .route("/api/v1/alerts/history", get(history))
+        .with_state((store, clock))
+}
+
+type HistoryState = (
+    Option<Arc<keel_state::StateStore>>,
+    keel_core::clock::SharedClock,
+);
+
+async fn history(
+    State((store, clock)): State<HistoryState>,
+    axum::extract::RawQuery(q): axum::extract::RawQuery,
+) -> Response {
+    use crate::api::{bad, param, parse_time};
+    let Some(store) = store else {
+        return crate::api::fail(
+            StatusCode::NOT_FOUND,
+            "unavailable",
+            "no state store (collector.state: none): alert history is not kept".into(),
+        );
+    };
+    let p: Vec<(String, String)> =
+        serde_urlencoded::from_str(q.as_deref().unwrap_or("")).unwrap_or_default();
+    let now = clock.now_ms();
+    let at = |name: &str, default: i64| match param(&p, name) {
+        None => Ok(default),
+        Some(v) => parse_time(v).map_err(|e| format!("{name}: {e}")),
+    };
+    let (start, end) = match (at("start", now - 86_400_000), at("end", now)) {
+        (Ok(s), Ok(e)) => (s, e),
+        (Err(e), _) | (_, Err(e)) => return bad(e),
+    };
+    let limit = match param(&p, "limit").map(str::parse::<i64>) {
+        None => 1000,
+        Some(Ok(n)) if n > 0 => n,
+        Some(_) => return bad("limit: must be a positive integer".into()),
+    };
+    match store.history(start, end, limit).await {
+        Ok(entries) => {
+            let list: Vec<Value> = entries
+                .iter()
+                .map(|e| {
+                    let mut doc: Value = serde_json::from_str(&e.doc).unwrap_or(Value::Null);
+                    if let Some(o) = doc.as_object_mut() {
+                        o.insert("at".into(), json!(time(e.at_ms)));
+                    }
+                    doc
+                })
+                .collect();
+            axum::Json(json!({"status": "success", "data": list})).into_response()
+        }
+        Err(e) => crate::api::fail(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()),
+    }
+}
+
 async fn reload(State(m): State<Arc<RuleManager>>) -> Response {
     let result = tokio::task::spawn_blocking(move || m.reload()).await;
     match result {

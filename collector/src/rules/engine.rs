@@ -10,7 +10,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::file::{AlertRule, Condition, Group, Rule, Severity};
 use super::template::Data;
@@ -43,7 +43,7 @@ pub trait Source {
 }
 
 /// An alert's state.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum State {
     /// The condition holds, for less than `for`.
@@ -54,8 +54,9 @@ pub enum State {
     Resolved,
 }
 
-/// One alert: a rule's instance for one label set.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+/// One alert: a rule's instance for one label set (serialized whole
+/// into the state store).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Alert {
     /// Its labels: the sample's, the rule's, `alertname`.
     pub labels: BTreeMap<String, String>,
@@ -77,8 +78,26 @@ pub struct Alert {
     pub flapping: bool,
     /// When its condition cleared while it fired (for `keep_firing_for`
     /// and flap detection).
-    #[serde(skip)]
+    #[serde(default)]
     cleared_since_ms: Option<i64>,
+}
+
+/// What of an alert, once changed, must be saved: everything but its
+/// value and annotations, which change at every evaluation.
+pub type Fingerprint = (State, i64, Option<i64>, Option<i64>, bool, Option<i64>);
+
+impl Alert {
+    /// Its [`Fingerprint`].
+    pub fn fingerprint(&self) -> Fingerprint {
+        (
+            self.state,
+            self.active_at_ms,
+            self.fired_at_ms,
+            self.resolved_at_ms,
+            self.flapping,
+            self.cleared_since_ms,
+        )
+    }
 }
 
 /// The last evaluation of a rule.
@@ -138,6 +157,24 @@ impl GroupState {
                 self.health[i] = std::mem::take(&mut old.health[j]);
                 self.changes[i] = std::mem::take(&mut old.changes[j]);
             }
+        }
+    }
+
+    /// Put back an alert of the alerting rule `rule` saved before a
+    /// restart; false when the group has no such rule (it was removed).
+    pub fn restore(&mut self, rule: &str, alert: Alert) -> bool {
+        let found = self
+            .group
+            .rules
+            .iter()
+            .position(|r| matches!(r, Rule::Alert(r) if r.name == rule));
+        match found {
+            Some(i) => {
+                let key = alert.labels.clone().into_iter().collect();
+                self.alerts[i].insert(key, alert);
+                true
+            }
+            None => false,
         }
     }
 

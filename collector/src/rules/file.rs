@@ -37,7 +37,9 @@ use serde_saphyr::Spanned;
 use super::template::Template;
 
 /// The three severities.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
 pub enum Severity {
     /// Pages at once, day and night.
     P0,

@@ -85,6 +85,16 @@ struct Inner {
     reload: ReloadStatus,
     /// The files' modification times when last loaded.
     stamps: Vec<(PathBuf, Option<SystemTime>)>,
+    /// Where alert state is saved (none: it is not).
+    persist: Option<super::persist::AlertPersist>,
+}
+
+impl Inner {
+    fn save(&mut self, now_ms: i64) {
+        if let Some(p) = &mut self.persist {
+            p.sync(now_ms, self.groups.iter().map(|g| &g.state));
+        }
+    }
 }
 
 /// The collector's rules.
@@ -141,6 +151,7 @@ impl RuleManager {
                 at_ms: now,
             },
             stamps: stamps(&config),
+            persist: None,
         };
         Ok(Arc::new(Self {
             config,
@@ -208,6 +219,7 @@ impl RuleManager {
                     error: None,
                     at_ms: now,
                 };
+                inner.save(now);
                 tracing::info!(groups = inner.groups.len(), "rules reloaded");
                 drop(inner);
                 self.changed.notify_one();
@@ -222,6 +234,18 @@ impl RuleManager {
         if changed {
             let _ = self.reload();
         }
+    }
+
+    /// Put back the alerts saved in the state store (`docs`: the alerts
+    /// table) and save every change from now on through `writer`.
+    pub fn keep_state(&self, writer: keel_state::Writer, docs: Vec<(String, String)>) {
+        let mut inner = self.lock();
+        let p = super::persist::AlertPersist::restore(
+            writer,
+            docs,
+            inner.groups.iter_mut().map(|g| &mut g.state),
+        );
+        inner.persist = Some(p);
     }
 
     /// Send each evaluation's alerts to `n` from now on.
@@ -244,6 +268,9 @@ impl RuleManager {
             let every = (g.state.group.interval.as_millis() as i64).max(1);
             // Missed iterations are skipped, not run late in a burst.
             g.next_ms += every * ((now_ms - g.next_ms) / every + 1);
+        }
+        if any {
+            inner.save(now_ms);
         }
         if let (true, Some(n)) = (any, self.notifier.get()) {
             let views: Vec<crate::notify::AlertView> = inner

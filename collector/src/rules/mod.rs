@@ -2,12 +2,14 @@
 //! P0–P2 severities and log rules ([`file`]), their templates
 //! ([`template`]), and the engine that evaluates them and keeps alert
 //! state ([`engine`]); in the collector, [`manager`] runs them on the
-//! clock over the stores ([`source`]) and [`api`] shows them.
+//! clock over the stores ([`source`]), [`persist`] keeps their alerts in
+//! the state store, and [`api`] shows them.
 
 pub mod api;
 pub mod engine;
 pub mod file;
 pub mod manager;
+pub mod persist;
 pub mod source;
 pub mod template;
 

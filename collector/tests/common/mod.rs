@@ -190,3 +190,44 @@ pub async fn poll_json(
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
 }
+
+/// GET `path` of the API as JSON.
+pub async fn get(api: std::net::SocketAddr, path: &str) -> serde_json::Value {
+    reqwest::get(format!("http://{api}{path}"))
+        .await
+        .expect("request")
+        .json()
+        .await
+        .expect("json")
+}
+
+/// Wait (in real time, for the evaluation task) until the rules API
+/// shows an evaluation of every rule at `t` or later.
+pub async fn evaluated_at(
+    api: std::net::SocketAddr,
+    t: std::time::SystemTime,
+) -> serde_json::Value {
+    let want = humantime::format_rfc3339_millis(t).to_string();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let v = get(api, "/api/v1/rules").await;
+        let all = v["data"]["groups"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .flat_map(|g| g["rules"].as_array().into_iter().flatten())
+            .all(|r| {
+                r["lastEvaluation"]
+                    .as_str()
+                    .is_some_and(|l| l >= want.as_str())
+            });
+        if all {
+            return v;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no evaluation at {want}: {v}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+}

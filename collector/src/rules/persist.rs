@@ -1,0 +1,224 @@
+//! The rules' alerts in the state store: after every evaluation (and
+//! reload) each alert whose state changed is saved, each one the rules
+//! no longer hold is deleted, and each state change is appended to the
+//! alert history. At start the saved alerts go back to their rules, so
+//! a restarted collector keeps what was pending (its `for` still counts
+//! from when it began) and firing (it does not fire, or page, anew).
+
+use std::collections::{BTreeMap, HashMap};
+
+use keel_state::{Op, Table, Writer};
+use serde::{Deserialize, Serialize};
+
+use super::engine::{Alert, Fingerprint, GroupState, State};
+
+/// One saved alert.
+#[derive(Debug, Serialize, Deserialize)]
+struct Doc {
+    file: String,
+    group: String,
+    rule: String,
+    alert: Alert,
+}
+
+/// One alert history entry.
+#[derive(Debug, Serialize)]
+struct Change<'a> {
+    rule: &'a str,
+    group: &'a str,
+    labels: &'a BTreeMap<String, String>,
+    severity: &'a str,
+    /// `inactive` for a new alert.
+    from: &'a str,
+    /// `inactive` for one the rules dropped.
+    to: &'a str,
+    value: f64,
+}
+
+fn state_name(s: Option<State>) -> &'static str {
+    match s {
+        None => "inactive",
+        Some(State::Pending) => "pending",
+        Some(State::Firing) => "firing",
+        Some(State::Resolved) => "resolved",
+    }
+}
+
+/// An alert's key: its rule's file, group and name, and its labels.
+fn key(file: &str, group: &str, rule: &str, labels: &BTreeMap<String, String>) -> String {
+    serde_json::json!([file, group, rule, labels]).to_string()
+}
+
+struct Saved {
+    fingerprint: Option<Fingerprint>,
+    rule: String,
+    group: String,
+    alert: Option<Alert>,
+}
+
+/// What has been saved, to save only changes.
+pub struct AlertPersist {
+    writer: Writer,
+    saved: HashMap<String, Saved>,
+}
+
+impl AlertPersist {
+    /// Put the saved alerts `docs` (key, JSON) back into `groups`; the
+    /// ones whose rule is gone (or that do not parse) are deleted at the
+    /// next [`sync`](Self::sync).
+    pub fn restore<'a>(
+        writer: Writer,
+        docs: Vec<(String, String)>,
+        groups: impl Iterator<Item = &'a mut GroupState>,
+    ) -> Self {
+        let mut by_group: HashMap<(String, String), &mut GroupState> = groups
+            .map(|g| {
+                (
+                    (g.group.file.display().to_string(), g.group.name.clone()),
+                    g,
+                )
+            })
+            .collect();
+        let mut saved = HashMap::new();
+        let mut restored = 0usize;
+        for (k, doc) in docs {
+            let parsed: Option<Doc> = match serde_json::from_str(&doc) {
+                Ok(d) => Some(d),
+                Err(e) => {
+                    tracing::warn!(key = %k, error = %e, "a saved alert does not parse; dropped");
+                    None
+                }
+            };
+            let kept = parsed.and_then(|d| {
+                let g = by_group.get_mut(&(d.file.clone(), d.group.clone()))?;
+                let alert = d.alert.clone();
+                g.restore(&d.rule, d.alert)
+                    .then_some((d.rule, d.group, alert))
+            });
+            let entry = match kept {
+                Some((rule, group, alert)) => {
+                    restored += 1;
+                    Saved {
+                        fingerprint: Some(alert.fingerprint()),
+                        rule,
+                        group,
+                        alert: Some(alert),
+                    }
+                }
+                None => Saved {
+                    fingerprint: None,
+                    rule: String::new(),
+                    group: String::new(),
+                    alert: None,
+                },
+            };
+            saved.insert(k, entry);
+        }
+        if restored > 0 {
+            tracing::info!(
+                alerts = restored,
+                "alert state restored from the state store"
+            );
+        }
+        Self { writer, saved }
+    }
+
+    /// Save what changed in `groups` since the last call, at `now_ms`.
+    pub fn sync<'a>(&mut self, now_ms: i64, groups: impl Iterator<Item = &'a GroupState>) {
+        let mut live = std::collections::HashSet::new();
+        for g in groups {
+            let file = g.group.file.display().to_string();
+            for (rule, a) in g.alerts() {
+                let k = key(&file, &g.group.name, &rule.name, &a.labels);
+                let fp = a.fingerprint();
+                let before = self.saved.get(&k);
+                if before.and_then(|s| s.fingerprint) != Some(fp) {
+                    let from = before.and_then(|s| s.alert.as_ref()).map(|a| a.state);
+                    if from != Some(a.state) {
+                        self.history(
+                            now_ms,
+                            &k,
+                            &rule.name,
+                            &g.group.name,
+                            a,
+                            from,
+                            Some(a.state),
+                        );
+                    }
+                    let doc = Doc {
+                        file: file.clone(),
+                        group: g.group.name.clone(),
+                        rule: rule.name.clone(),
+                        alert: a.clone(),
+                    };
+                    match serde_json::to_string(&doc) {
+                        Ok(doc) => self.writer.send(Op::Put {
+                            table: Table::Alerts,
+                            key: k.clone(),
+                            at_ms: now_ms,
+                            doc,
+                        }),
+                        Err(e) => tracing::error!(error = %e, "an alert does not serialize"),
+                    }
+                    self.saved.insert(
+                        k.clone(),
+                        Saved {
+                            fingerprint: Some(fp),
+                            rule: rule.name.clone(),
+                            group: g.group.name.clone(),
+                            alert: Some(a.clone()),
+                        },
+                    );
+                }
+                live.insert(k);
+            }
+        }
+        let gone: Vec<String> = self
+            .saved
+            .keys()
+            .filter(|k| !live.contains(*k))
+            .cloned()
+            .collect();
+        for k in gone {
+            // A resolved alert aging out is no change of state.
+            if let Some(s) = self.saved.remove(&k)
+                && let Some(a) = s.alert.as_ref().filter(|a| a.state != State::Resolved)
+            {
+                self.history(now_ms, &k, &s.rule, &s.group, a, Some(a.state), None);
+            }
+            self.writer.send(Op::Delete {
+                table: Table::Alerts,
+                key: k,
+            });
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn history(
+        &self,
+        now_ms: i64,
+        k: &str,
+        rule: &str,
+        group: &str,
+        a: &Alert,
+        from: Option<State>,
+        to: Option<State>,
+    ) {
+        let change = Change {
+            rule,
+            group,
+            labels: &a.labels,
+            severity: a.severity.as_str(),
+            from: state_name(from),
+            to: state_name(to),
+            value: a.value,
+        };
+        if let Ok(doc) = serde_json::to_string(&change) {
+            self.writer.send(Op::History {
+                at_ms: now_ms,
+                key: k.to_owned(),
+                doc,
+            });
+        }
+    }
+}

@@ -1,0 +1,532 @@
+//! Keel's state store: what the collector must not forget across a
+//! restart — alert state and history, routing records (what was paged,
+//! acknowledgements), silences, tickets and notifications — kept in SQL
+//! through sqlx. SQLite (one file in the data directory) is the default;
+//! PostgreSQL (`postgres://…`) serves teams that run several collectors.
+//!
+//! The store holds documents (JSON text written by their owners) by key
+//! in a few tables, plus an append-only alert history. Owners keep their
+//! state in memory and hand every change to a [`Writer`], whose task
+//! applies queued changes in one transaction each, in order; a failed
+//! write is retried, never dropped. [`Writer::flush`] waits until every
+//! change sent before it is committed.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use sqlx::AnyPool;
+use sqlx::Row as _;
+use sqlx::any::AnyPoolOptions;
+
+/// A statement built from our own table names (never from input).
+macro_rules! sql {
+    ($($t:tt)*) => {
+        sqlx::AssertSqlSafe(format!($($t)*))
+    };
+}
+
+/// A state store failure.
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    /// The database could not be opened or its tables created.
+    #[error("state store {url}: {source}")]
+    Open {
+        /// The URL, without a password.
+        url: String,
+        /// Why.
+        source: sqlx::Error,
+    },
+    /// A statement failed.
+    #[error("state store: {what}: {source}")]
+    Query {
+        /// What was being done.
+        what: &'static str,
+        /// Why.
+        source: sqlx::Error,
+    },
+    /// The writer task is gone (the runtime is shutting down).
+    #[error("state store: the writer task has stopped")]
+    Stopped,
+}
+
+/// Which database.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// SQLite (embedded).
+    Sqlite,
+    /// PostgreSQL.
+    Postgres,
+}
+
+/// The tables of documents by key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Table {
+    /// Alerts the rules hold (pending, firing, recently resolved).
+    Alerts,
+    /// Per alert: what was paged, when, whether acknowledged.
+    Routing,
+    /// Silences, expired ones included.
+    Silences,
+    /// P2 tickets.
+    Tickets,
+    /// Notifications: each page to each receiver and how sending went.
+    Notifications,
+}
+
+impl Table {
+    /// Every table.
+    pub const ALL: [Table; 5] = [
+        Table::Alerts,
+        Table::Routing,
+        Table::Silences,
+        Table::Tickets,
+        Table::Notifications,
+    ];
+
+    fn name(self) -> &'static str {
+        match self {
+            Table::Alerts => "keel_alerts",
+            Table::Routing => "keel_routing",
+            Table::Silences => "keel_silences",
+            Table::Tickets => "keel_tickets",
+            Table::Notifications => "keel_notifications",
+        }
+    }
+}
+
+/// One change.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Op {
+    /// Insert or replace the document at `key`.
+    Put {
+        /// Which table.
+        table: Table,
+        /// Its key.
+        key: String,
+        /// When it changed (ms).
+        at_ms: i64,
+        /// The document (JSON).
+        doc: String,
+    },
+    /// Remove the document at `key`.
+    Delete {
+        /// Which table.
+        table: Table,
+        /// Its key.
+        key: String,
+    },
+    /// Append to the alert history.
+    History {
+        /// When (ms).
+        at_ms: i64,
+        /// The alert's key.
+        key: String,
+        /// What happened (JSON).
+        doc: String,
+    },
+}
+
+/// One alert history entry.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HistoryEntry {
+    /// Its sequence number (increasing).
+    pub seq: i64,
+    /// When (ms).
+    pub at_ms: i64,
+    /// The alert's key.
+    pub key: String,
+    /// What happened (JSON).
+    pub doc: String,
+}
+
+/// An open state store.
+#[derive(Debug, Clone)]
+pub struct StateStore {
+    pool: AnyPool,
+    backend: Backend,
+}
+
+/// The URL of a SQLite database file at `path` (created if missing).
+pub fn sqlite_url(path: &Path) -> String {
+    format!("sqlite://{}?mode=rwc", path.display())
+}
+
+/// `url` with any password replaced by `***`, for messages.
+pub fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(s), Some(at)) if at > s => {
+            let userinfo = &url[s + 3..at];
+            match userinfo.find(':') {
+                Some(c) => format!("{}{}:***{}", &url[..s + 3], &userinfo[..c], &url[at..]),
+                None => url.to_owned(),
+            }
+        }
+        _ => url.to_owned(),
+    }
+}
+
+impl StateStore {
+    /// Open (creating the tables if needed) the database at `url`:
+    /// `sqlite://path?mode=rwc` or `postgres://user@host/db`.
+    pub async fn open(url: &str) -> Result<Self, StateError> {
+        let open_err = |source| StateError::Open {
+            url: redact(url),
+            source,
+        };
+        let backend = if url.starts_with("sqlite:") {
+            Backend::Sqlite
+        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            Backend::Postgres
+        } else {
+            return Err(open_err(sqlx::Error::Configuration(
+                "the state URL must start with sqlite: or postgres://".into(),
+            )));
+        };
+        sqlx::any::install_default_drivers();
+        // One connection first: an unreachable server fails at once
+        // rather than after the pool's acquire timeout.
+        {
+            use sqlx::Connection as _;
+            let conn = sqlx::AnyConnection::connect(url).await.map_err(open_err)?;
+            let _ = conn.close().await;
+        }
+        let mut options = AnyPoolOptions::new().acquire_timeout(Duration::from_secs(10));
+        if backend == Backend::Sqlite {
+            // One connection: SQLite has one writer, and an in-memory
+            // database lives only as long as its connection.
+            options = options
+                .max_connections(1)
+                .min_connections(1)
+                .idle_timeout(None)
+                .max_lifetime(None)
+                .after_connect(|conn, _| {
+                    Box::pin(async move {
+                        // WAL: readers never block the writer; NORMAL
+                        // sync is durable across a process crash.
+                        sqlx::query("PRAGMA journal_mode = WAL")
+                            .execute(&mut *conn)
+                            .await?;
+                        sqlx::query("PRAGMA synchronous = NORMAL")
+                            .execute(&mut *conn)
+                            .await?;
+                        sqlx::query("PRAGMA busy_timeout = 5000")
+                            .execute(&mut *conn)
+                            .await?;
+                        Ok(())
+                    })
+                });
+        } else {
+            options = options.max_connections(4);
+        }
+        let pool = options.connect(url).await.map_err(open_err)?;
+        let me = Self { pool, backend };
+        me.create_tables().await.map_err(open_err)?;
+        Ok(me)
+    }
+
+    /// Which database this is.
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    async fn create_tables(&self) -> Result<(), sqlx::Error> {
+        for t in Table::ALL {
+            sqlx::query(sql!(
+                "CREATE TABLE IF NOT EXISTS {} (key TEXT PRIMARY KEY, updated_ms BIGINT NOT NULL, doc TEXT NOT NULL)",
+                t.name()
+            ))
+            .execute(&self.pool)
+            .await?;
+        }
+        let seq = match self.backend {
+            Backend::Sqlite => "seq INTEGER PRIMARY KEY",
+            Backend::Postgres => "seq BIGSERIAL PRIMARY KEY",
+        };
+        sqlx::query(sql!(
+            "CREATE TABLE IF NOT EXISTS keel_alert_history ({seq}, at_ms BIGINT NOT NULL, key TEXT NOT NULL, doc TEXT NOT NULL)"
+        ))
+        .execute(&self.pool)
+        .await?;
+        sqlx::query(
+            "CREATE INDEX IF NOT EXISTS keel_alert_history_at ON keel_alert_history (at_ms)",
+        )
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Every document of `table`, by key order.
+    pub async fn load(&self, table: Table) -> Result<Vec<(String, String)>, StateError> {
+        let rows = sqlx::query(sql!("SELECT key, doc FROM {} ORDER BY key", table.name()))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(|source| StateError::Query {
+                what: "load",
+                source,
+            })?;
+        rows.iter()
+            .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
+            .collect::<Result<_, sqlx::Error>>()
+            .map_err(|source| StateError::Query {
+                what: "load",
+                source,
+            })
+    }
+
+    /// The alert history in `[start_ms, end_ms]`, oldest first, at most
+    /// `limit` entries (the newest when there are more).
+    pub async fn history(
+        &self,
+        start_ms: i64,
+        end_ms: i64,
+        limit: i64,
+    ) -> Result<Vec<HistoryEntry>, StateError> {
+        let err = |source| StateError::Query {
+            what: "history",
+            source,
+        };
+        let rows = sqlx::query(
+            "SELECT seq, at_ms, key, doc FROM keel_alert_history WHERE at_ms >= $1 AND at_ms <= $2 ORDER BY seq DESC LIMIT $3",
+        )
+        .bind(start_ms)
+        .bind(end_ms)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(err)?;
+        let mut out = rows
+            .iter()
+            .map(|r| {
+                Ok(HistoryEntry {
+                    seq: r.try_get(0)?,
+                    at_ms: r.try_get(1)?,
+                    key: r.try_get(2)?,
+                    doc: r.try_get(3)?,
+                })
+            })
+            .collect::<Result<Vec<_>, sqlx::Error>>()
+            .map_err(err)?;
+        out.reverse();
+        Ok(out)
+    }
+
+    /// Apply `ops` in order, in one transaction.
+    pub async fn apply(&self, ops: &[Op]) -> Result<(), StateError> {
+        let err = |source| StateError::Query {
+            what: "write",
+            source,
+        };
+        let mut tx = self.pool.begin().await.map_err(err)?;
+        for op in ops {
+            match op {
+                Op::Put {
+                    table,
+                    key,
+                    at_ms,
+                    doc,
+                } => {
+                    sqlx::query(sql!(
+                        "INSERT INTO {} (key, updated_ms, doc) VALUES ($1, $2, $3) ON CONFLICT (key) DO UPDATE SET updated_ms = excluded.updated_ms, doc = excluded.doc",
+                        table.name()
+                    ))
+                    .bind(key.as_str())
+                    .bind(*at_ms)
+                    .bind(doc.as_str())
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(err)?;
+                }
+                Op::Delete { table, key } => {
+                    sqlx::query(sql!("DELETE FROM {} WHERE key = $1", table.name()))
+                        .bind(key.as_str())
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(err)?;
+                }
+                Op::History { at_ms, key, doc } => {
+                    sqlx::query(
+                        "INSERT INTO keel_alert_history (at_ms, key, doc) VALUES ($1, $2, $3)",
+                    )
+                    .bind(*at_ms)
+                    .bind(key.as_str())
+                    .bind(doc.as_str())
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(err)?;
+                }
+            }
+        }
+        tx.commit().await.map_err(err)
+    }
+
+    /// Delete history entries older than `before_ms`; how many.
+    pub async fn prune_history(&self, before_ms: i64) -> Result<u64, StateError> {
+        sqlx::query("DELETE FROM keel_alert_history WHERE at_ms < $1")
+            .bind(before_ms)
+            .execute(&self.pool)
+            .await
+            .map(|r| r.rows_affected())
+            .map_err(|source| StateError::Query {
+                what: "prune history",
+                source,
+            })
+    }
+
+    /// Start the writer task on the current runtime.
+    pub fn writer(self: &Arc<Self>) -> Writer {
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        tokio::spawn(write_loop(self.clone(), rx));
+        Writer { tx }
+    }
+}
+
+enum Msg {
+    Op(Op),
+    Flush(tokio::sync::oneshot::Sender<()>),
+}
+
+/// Queues changes for the store; cheap to clone, usable from sync code.
+#[derive(Debug, Clone)]
+pub struct Writer {
+    tx: tokio::sync::mpsc::UnboundedSender<Msg>,
+}
+
+impl std::fmt::Debug for Msg {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Msg::Op(op) => op.fmt(f),
+            Msg::Flush(_) => f.write_str("Flush"),
+        }
+    }
+}
+
+impl Writer {
+    /// Queue `op` (applied after every op queued before it).
+    pub fn send(&self, op: Op) {
+        if self.tx.send(Msg::Op(op)).is_err() {
+            tracing::error!("state store writer stopped; a change was not saved");
+        }
+    }
+
+    /// Wait until every op queued before this call is committed.
+    pub async fn flush(&self) -> Result<(), StateError> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.tx
+            .send(Msg::Flush(tx))
+            .map_err(|_| StateError::Stopped)?;
+        rx.await.map_err(|_| StateError::Stopped)
+    }
+}
+
+/// Most ops applied in one transaction.
+const BATCH: usize = 512;
+
+async fn write_loop(store: Arc<StateStore>, mut rx: tokio::sync::mpsc::UnboundedReceiver<Msg>) {
+    let mut ops = Vec::new();
+    let mut flushes = Vec::new();
+    while let Some(first) = rx.recv().await {
+        let mut next = Some(first);
+        while let Some(m) = next.take() {
+            match m {
+                Msg::Op(op) => ops.push(op),
+                Msg::Flush(done) => flushes.push(done),
+            }
+            if ops.len() < BATCH {
+                next = rx.try_recv().ok();
+            }
+        }
+        let mut wait = Duration::from_millis(100);
+        while !ops.is_empty() {
+            match store.apply(&ops).await {
+                Ok(()) => ops.clear(),
+                Err(e) => {
+                    // Kept and retried: a full disk or a restarting
+                    // database must not lose alert state.
+                    tracing::error!(error = %e, pending = ops.len(), retry_in = ?wait, "saving state failed; retrying");
+                    tokio::time::sleep(wait).await;
+                    wait = (wait * 2).min(Duration::from_secs(10));
+                }
+            }
+        }
+        for f in flushes.drain(..) {
+            let _ = f.send(());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passwords_are_redacted_from_urls() {
+        assert_eq!(
+            redact("postgres://keel:secret@db:5432/keel"),
+            "postgres://keel:***@db:5432/keel"
+        );
+        assert_eq!(redact("postgres://keel@db/keel"), "postgres://keel@db/keel");
+        assert_eq!(redact("sqlite://x.db"), "sqlite://x.db");
+    }
+
+    #[tokio::test]
+    async fn an_unknown_scheme_is_refused_by_name() {
+        let e = StateStore::open("mysql://x").await.unwrap_err().to_string();
+        assert!(e.contains("mysql://x") && e.contains("sqlite:"), "{e}");
+    }
+}
+
+/// Helpers for tests that run against a real PostgreSQL server.
+#[doc(hidden)]
+pub mod testing {
+    use std::sync::atomic::{AtomicU32, Ordering};
+
+    /// `KEEL_TEST_POSTGRES_URL` or the local server (trust auth).
+    pub fn admin_url() -> String {
+        std::env::var("KEEL_TEST_POSTGRES_URL")
+            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
+    }
+
+    /// Whether PostgreSQL tests run (`KEEL_TEST_POSTGRES=1`).
+    pub fn postgres_enabled() -> bool {
+        std::env::var("KEEL_TEST_POSTGRES").is_ok_and(|v| v == "1")
+    }
+
+    /// Create an empty database of its own for one test; its URL.
+    pub async fn fresh_postgres_database() -> Result<String, sqlx::Error> {
+        static N: AtomicU32 = AtomicU32::new(0);
+        sqlx::any::install_default_drivers();
+        let admin = admin_url();
+        let name = format!(
+            "keel_test_{}_{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        );
+        let pool = sqlx::any::AnyPoolOptions::new()
+            .max_connections(1)
+            .connect(&admin)
+            .await?;
+        // Databases earlier test runs left behind go first.
+        let mine = format!("keel_test_{}_%", std::process::id());
+        let old: Vec<String> = sqlx::query(
+            "SELECT datname::text FROM pg_database WHERE datname LIKE 'keel_test_%' AND datname NOT LIKE $1",
+        )
+        .bind(mine)
+        .fetch_all(&pool)
+        .await?
+        .iter()
+        .map(|r| sqlx::Row::try_get(r, 0))
+        .collect::<Result<_, _>>()?;
+        for db in old.iter().chain([&name]) {
+            sqlx::query(sql!("DROP DATABASE IF EXISTS {db} WITH (FORCE)"))
+                .execute(&pool)
+                .await?;
+        }
+        sqlx::query(sql!("CREATE DATABASE {name}"))
+            .execute(&pool)
+            .await?;
+        pool.close().await;
+        let base = admin.rsplit_once('/').map_or(admin.as_str(), |(b, _)| b);
+        Ok(format!("{base}/{name}"))
+    }
+}
