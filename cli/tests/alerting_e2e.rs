@@ -79,7 +79,7 @@ async fn injected_errors_page_by_email_and_their_removal_resolves() {
     std::fs::write(
         dir.path().join("overlay.yaml"),
         format!(
-            "collector:\n  notify:\n    email: {{smtp_port: {smtp_port}, to: [oncall@example.com]}}\n    business_hours: {{days: [mon, tue, wed, thu, fri, sat, sun], start: '00:00', end: '23:59:59.999'}}\n    retry_initial: 200ms\n"
+            "collector:\n  notify:\n    email: {{smtp_port: {smtp_port}, to: [oncall@example.com]}}\n    business_hours: {{days: [mon, tue, wed, thu, fri, sat, sun], start: '00:00', end: '23:59:59.999'}}\n    retry_initial: 200ms\n    p1_group_wait: 0s\n    p1_group_interval: 1s\n"
         ),
     )
     .expect("write");

@@ -122,6 +122,70 @@ pub struct ExpNotification {
     pub kind: String,
     /// `P0`, `P1` or `P2`.
     pub severity: String,
+    /// The page's group labels (not compared when absent).
+    #[serde(default)]
+    pub group: Option<std::collections::BTreeMap<String, String>>,
+    /// How many alerts the page holds (not compared when absent).
+    #[serde(default)]
+    pub alerts: Option<usize>,
+}
+
+/// A page or ticket the run produced.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+struct Note {
+    t: i64,
+    alertname: String,
+    kind: String,
+    severity: String,
+    group: std::collections::BTreeMap<String, String>,
+    alerts: usize,
+}
+
+impl Note {
+    fn show(&self) -> String {
+        let group: Vec<String> = self
+            .group
+            .iter()
+            .map(|(k, v)| format!("{k}={v:?}"))
+            .collect();
+        format!(
+            "{} {} {} {} {{{}}} x{}",
+            show_ms(self.t),
+            self.alertname,
+            self.kind,
+            self.severity,
+            group.join(","),
+            self.alerts
+        )
+    }
+
+    /// Whether expected `e` (at `t`) describes it.
+    fn is(&self, t: i64, e: &ExpNotification) -> bool {
+        self.t == t
+            && self.alertname == e.alertname
+            && self.kind == e.kind
+            && self.severity == e.severity.to_ascii_uppercase()
+            && e.group.as_ref().is_none_or(|g| *g == self.group)
+            && e.alerts.is_none_or(|n| n == self.alerts)
+    }
+}
+
+fn show_expected(t: i64, e: &ExpNotification) -> String {
+    let mut out = format!(
+        "{} {} {} {}",
+        show_ms(t),
+        e.alertname,
+        e.kind,
+        e.severity.to_ascii_uppercase()
+    );
+    if let Some(g) = &e.group {
+        let g: Vec<String> = g.iter().map(|(k, v)| format!("{k}={v:?}")).collect();
+        out.push_str(&format!(" {{{}}}", g.join(",")));
+    }
+    if let Some(n) = e.alerts {
+        out.push_str(&format!(" x{n}"));
+    }
+    out
 }
 
 /// One input series.
@@ -427,7 +491,7 @@ pub fn run(path: &str, text: &str) -> Result<(usize, Vec<Failure>), TestFileErro
                 base_ms,
             )?),
         };
-        let mut got_notes: Vec<(i64, String, String, String)> = Vec::new();
+        let mut got_notes: Vec<Note> = Vec::new();
         let last = alert_tests
             .iter()
             .map(|(t, _)| *t)
@@ -478,28 +542,39 @@ pub fn run(path: &str, text: &str) -> Result<(usize, Vec<Failure>), TestFileErro
         }
         if g.exp_notifications.is_some() {
             checks += 1;
-            let mut exp: Vec<(i64, String, String, String)> = exp_notes
-                .into_iter()
-                .map(|(t, n)| (t, n.alertname, n.kind, n.severity.to_ascii_uppercase()))
-                .collect();
-            exp.sort();
+            exp_notes.sort_by(|a, b| (a.0, &a.1).cmp(&(b.0, &b.1)));
             got_notes.sort();
-            if exp != got_notes {
-                let show = |v: &[(i64, String, String, String)]| {
-                    if v.is_empty() {
-                        return "[]".to_owned();
+            // Each expected note takes one produced note it describes;
+            // anything left over on either side is a difference.
+            let mut left = got_notes.clone();
+            let mut missing = Vec::new();
+            for (t, e) in &exp_notes {
+                match left.iter().position(|n| n.is(*t, e)) {
+                    Some(i) => {
+                        left.remove(i);
                     }
-                    v.iter()
-                        .map(|(t, a, k, s)| format!("{} {a} {k} {s}", crate::promtest::show_ms(*t)))
-                        .collect::<Vec<_>>()
-                        .join(", ")
+                    None => missing.push((*t, e)),
+                }
+            }
+            if !missing.is_empty() || !left.is_empty() {
+                let join = |v: Vec<String>| {
+                    if v.is_empty() {
+                        "[]".to_owned()
+                    } else {
+                        v.join(", ")
+                    }
                 };
                 failures.push(Failure {
                     group: group.clone(),
                     what: "exp_notifications".into(),
                     eval_time: "whole run".into(),
-                    expected: show(&exp),
-                    got: show(&got_notes),
+                    expected: join(
+                        exp_notes
+                            .iter()
+                            .map(|(t, e)| show_expected(*t, e))
+                            .collect(),
+                    ),
+                    got: join(got_notes.iter().map(Note::show).collect()),
                 });
             }
         }
@@ -642,14 +717,7 @@ fn test_router(
         .map_err(|p| invalid(p.join("; ")))?;
     let inhibit =
         crate::notify::silence::compile(&notify.inhibit).map_err(|p| invalid(p.join("; ")))?;
-    let mut r = crate::notify::Router::new(
-        crate::notify::route::Policy {
-            p0_repeat: notify.p0_repeat_interval,
-            p1_repeat: notify.p1_repeat_interval,
-            hours,
-        },
-        inhibit,
-    );
+    let mut r = crate::notify::Router::new(notify.policy(hours), inhibit);
     for (i, s) in silences.iter().enumerate() {
         let at = format!("{group}.silences[{i}]");
         let start =
@@ -674,13 +742,13 @@ fn test_router(
 }
 
 /// Route the alerts after the evaluation at `ts` and note every page
-/// and new ticket as (time, alertname, kind, severity).
+/// and new ticket.
 fn record_notifications(
     r: &mut crate::notify::Router,
     states: &[rules::GroupState],
     base_ms: i64,
     ts: i64,
-    out: &mut Vec<(i64, String, String, String)>,
+    out: &mut Vec<Note>,
 ) {
     let views: Vec<crate::notify::AlertView> = states
         .iter()
@@ -693,12 +761,24 @@ fn record_notifications(
             crate::notify::Kind::Firing => "firing",
             crate::notify::Kind::Resolved => "resolved",
         };
-        let name = p.alert.labels.get("alertname").cloned().unwrap_or_default();
-        out.push((ts, name, kind.into(), p.alert.severity.as_str().into()));
+        out.push(Note {
+            t: ts,
+            alertname: p.alertnames().join(","),
+            kind: kind.into(),
+            severity: p.severity.as_str().into(),
+            group: p.group.clone(),
+            alerts: p.alerts.len(),
+        });
     }
     for t in &r.tickets[tickets..] {
-        let name = t.labels.get("alertname").cloned().unwrap_or_default();
-        out.push((ts, name, "ticket".into(), "P2".into()));
+        out.push(Note {
+            t: ts,
+            alertname: t.labels.get("alertname").cloned().unwrap_or_default(),
+            kind: "ticket".into(),
+            severity: "P2".into(),
+            group: std::collections::BTreeMap::new(),
+            alerts: 1,
+        });
     }
 }
 

@@ -92,6 +92,7 @@ fn config(dir: &std::path::Path, state: &str, hook: &str) -> CollectorConfig {
             webhooks: vec![hook.into()],
             retry_initial: Duration::from_secs(1),
             retry_max: Duration::from_secs(1),
+            p1_group_wait: Duration::ZERO,
             ..NotifyConfig::default()
         },
         ..CollectorConfig::default()

@@ -29,10 +29,25 @@ pub use silence::{InhibitRule, Matcher, Silence};
 pub struct NotifyConfig {
     /// Email over SMTP (no `to`: no email).
     pub email: EmailConfig,
-    /// P0 pages again this often while it fires.
+    /// Labels whose values group alerts into one page (`[...]`: every
+    /// alert pages alone; `[]`: one group per severity).
+    pub group_by: Vec<String>,
+    /// From a P0 group's first alert to its first page.
+    #[serde(with = "keel_core::duration")]
+    pub p0_group_wait: Duration,
+    /// Least time between pages of a P0 group as alerts join or resolve.
+    #[serde(with = "keel_core::duration")]
+    pub p0_group_interval: Duration,
+    /// A P0 group pages again this often while it fires unchanged.
     #[serde(with = "keel_core::duration")]
     pub p0_repeat_interval: Duration,
-    /// P1 pages again this often while it fires, in business hours.
+    /// From a P1 group's first alert to its first page (in business hours).
+    #[serde(with = "keel_core::duration")]
+    pub p1_group_wait: Duration,
+    /// Least time between pages of a P1 group as alerts join or resolve.
+    #[serde(with = "keel_core::duration")]
+    pub p1_group_interval: Duration,
+    /// A P1 group pages again this often while it fires, in business hours.
     #[serde(with = "keel_core::duration")]
     pub p1_repeat_interval: Duration,
     /// When P1 may page.
@@ -56,7 +71,12 @@ impl Default for NotifyConfig {
     fn default() -> Self {
         Self {
             email: EmailConfig::default(),
+            group_by: vec!["alertname".into(), "service".into()],
+            p0_group_wait: Duration::ZERO,
+            p0_group_interval: Duration::from_secs(10),
             p0_repeat_interval: Duration::from_secs(30 * 60),
+            p1_group_wait: Duration::from_secs(30),
+            p1_group_interval: Duration::from_secs(5 * 60),
             p1_repeat_interval: Duration::from_secs(4 * 3600),
             business_hours: BusinessHours::default(),
             retry_initial: Duration::from_secs(1),
@@ -90,10 +110,42 @@ impl NotifyConfig {
         if let Err(p) = silence::compile(&self.inhibit) {
             problems.extend(p);
         }
-        if self.p0_repeat_interval.is_zero() || self.p1_repeat_interval.is_zero() {
-            problems.push(
-                "collector.notify.p0_repeat_interval, p1_repeat_interval: must be positive".into(),
-            );
+        for (name, d) in [
+            ("p0_group_interval", self.p0_group_interval),
+            ("p0_repeat_interval", self.p0_repeat_interval),
+            ("p1_group_interval", self.p1_group_interval),
+            ("p1_repeat_interval", self.p1_repeat_interval),
+        ] {
+            if d.is_zero() {
+                problems.push(format!("collector.notify.{name}: must be positive"));
+            }
+        }
+        for (i, l) in self.group_by.iter().enumerate() {
+            if l != "..." && !keel_core::names::is_label_name(l) {
+                problems.push(format!(
+                    "collector.notify.group_by[{i}]: {l:?} is not a label name (or \"...\")"
+                ));
+            }
+        }
+    }
+}
+
+impl NotifyConfig {
+    /// The router's timings, with `hours` compiled from `business_hours`.
+    pub fn policy(&self, hours: route::Hours) -> route::Policy {
+        route::Policy {
+            p0: route::Timing {
+                group_wait: self.p0_group_wait,
+                group_interval: self.p0_group_interval,
+                repeat_interval: self.p0_repeat_interval,
+            },
+            p1: route::Timing {
+                group_wait: self.p1_group_wait,
+                group_interval: self.p1_group_interval,
+                repeat_interval: self.p1_repeat_interval,
+            },
+            hours,
+            group_by: self.group_by.clone(),
         }
     }
 }
@@ -160,11 +212,7 @@ impl Notifier {
         if !problems.is_empty() {
             return Err(problems);
         }
-        let policy = route::Policy {
-            p0_repeat: config.p0_repeat_interval,
-            p1_repeat: config.p1_repeat_interval,
-            hours,
-        };
+        let policy = config.policy(hours);
         let mut receivers = Vec::new();
         if !config.email.to.is_empty() {
             receivers.push(Receiver::Email);
@@ -204,8 +252,8 @@ impl Notifier {
         };
         for page in pages {
             tracing::info!(
-                alert = page.alert.labels.get("alertname").map(String::as_str).unwrap_or(""),
-                severity = page.alert.severity.as_str(), kind = ?page.kind, reason = page.reason,
+                group = %page.group_key(), alerts = page.alerts.len(),
+                severity = page.severity.as_str(), kind = ?page.kind, reason = page.reason,
                 "page due"
             );
             let mut d = lock(&self.deliveries);

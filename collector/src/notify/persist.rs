@@ -1,5 +1,5 @@
 //! Routing state in the state store: what was paged for each alert (and
-//! whether it was acknowledged), tickets, silences and every
+//! whether it was acknowledged) and each group, tickets, silences and every
 //! notification with how its sending went. Saved on every change; at
 //! start it is read back, so a restarted collector does not page again
 //! for what it already paged, keeps its silences and acks, and sends
@@ -9,7 +9,10 @@ use std::collections::{BTreeMap, HashMap};
 
 use keel_state::{Op, Table, Writer};
 
-use super::route::{Router, Sent, Ticket};
+use super::route::{GroupSent, Router, Sent, Ticket};
+
+/// Routing keys of groups start with this (an alert's is a JSON object).
+const GROUP: &str = "group:";
 use super::silence::Silence;
 
 /// What has been saved, to save only changes.
@@ -91,6 +94,12 @@ impl NotifyPersist {
         silences.sort_by_key(|s| s.id);
         router.silences = silences;
         for (k, d) in &saved.routing {
+            if let Some(g) = k.strip_prefix(GROUP) {
+                if let Some(s) = parse::<GroupSent>("routing group", k, d) {
+                    router.groups.insert(g.to_owned(), s);
+                }
+                continue;
+            }
             let labels: Option<BTreeMap<String, String>> = parse("routing key", k, k);
             let sent: Option<Sent> = parse("routing", k, d);
             if let (Some(l), Some(s)) = (labels, sent) {
@@ -116,11 +125,15 @@ impl NotifyPersist {
 
     /// Save what changed in `router` since the last call.
     pub fn sync(&mut self, now_ms: i64, router: &Router) {
-        let sent: HashMap<String, String> = router
-            .sent
-            .iter()
-            .filter_map(|(k, s)| Some((sent_key(k), serde_json::to_string(s).ok()?)))
-            .collect();
+        let sent: HashMap<String, String> =
+            router
+                .sent
+                .iter()
+                .filter_map(|(k, s)| Some((sent_key(k), serde_json::to_string(s).ok()?)))
+                .chain(router.groups.iter().filter_map(|(k, g)| {
+                    Some((format!("{GROUP}{k}"), serde_json::to_string(g).ok()?))
+                }))
+                .collect();
         sync_table(&self.writer, Table::Routing, now_ms, &mut self.sent, sent);
         let tickets = router
             .tickets

@@ -10,8 +10,14 @@
 //!   `p1_repeat_interval` inside them;
 //! - P2 opens a ticket and never pages; resolution closes it.
 //!
-//! A page that was sent is followed by a resolved notice when the alert
-//! resolves. Pending alerts are nobody's business yet.
+//! Pages are per group, as Alertmanager's notifications are: alerts of
+//! one severity with the same values of the `group_by` labels go out
+//! together — the first time `group_wait` after the group's first alert,
+//! then at most every `group_interval` when alerts join or resolve, and
+//! every `repeat_interval` while nothing changes but something fires
+//! unacknowledged. A page that was sent is followed by a resolved notice
+//! when its alerts resolve. Pending alerts are nobody's business yet.
+//! Tickets are one per alert.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -174,17 +180,46 @@ impl From<&crate::rules::Alert> for AlertView {
     }
 }
 
-/// A page to send.
+/// A page to send: one group's alerts.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Page {
-    /// Firing or resolved.
+    /// Firing (something in it fires) or resolved (all of it resolved).
     pub kind: Kind,
-    /// The alert.
-    pub alert: AlertView,
+    /// The group's severity.
+    pub severity: Severity,
+    /// The group's labels: the alerts' values of `group_by`.
+    pub group: BTreeMap<String, String>,
+    /// Its alerts: the firing ones, then the ones resolved since the
+    /// last page (each with its own state).
+    pub alerts: Vec<AlertView>,
     /// When it was decided (ms).
     pub at_ms: i64,
     /// Why now: `fired`, `repeat`, `business hours began`, `resolved`.
     pub reason: String,
+}
+
+impl Page {
+    /// The alert names in it, sorted, without repeats.
+    pub fn alertnames(&self) -> Vec<&str> {
+        let mut v: Vec<&str> = self
+            .alerts
+            .iter()
+            .filter_map(|a| a.labels.get("alertname").map(String::as_str))
+            .collect();
+        v.sort_unstable();
+        v.dedup();
+        v
+    }
+
+    /// Its group's key, as Alertmanager writes one: `{}:{a="x",b="y"}`.
+    pub fn group_key(&self) -> String {
+        group_key(&self.group)
+    }
+}
+
+fn group_key(group: &BTreeMap<String, String>) -> String {
+    let inner: Vec<String> = group.iter().map(|(k, v)| format!("{k}={v:?}")).collect();
+    format!("{{}}:{{{}}}", inner.join(","))
 }
 
 /// A P2 ticket.
@@ -214,15 +249,50 @@ pub struct Sent {
     fired_at_ms: Option<i64>,
 }
 
+/// What was sent for one group (saved in the state store).
+#[derive(Debug, Default, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GroupSent {
+    /// When it first had something to send (group_wait counts from it).
+    pub first_seen_ms: Option<i64>,
+    /// When it was last paged.
+    pub last_page_ms: Option<i64>,
+}
+
+/// A severity's grouping timings.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Timing {
+    /// From a group's first alert to its first page.
+    pub group_wait: Duration,
+    /// Least time between pages of a group when it changes.
+    pub group_interval: Duration,
+    /// Pages again this often while it fires unchanged.
+    pub repeat_interval: Duration,
+}
+
 /// Routing timings.
 #[derive(Debug, Clone)]
 pub struct Policy {
-    /// P0 repeats this often while firing.
-    pub p0_repeat: Duration,
-    /// P1 repeats this often while firing, in business hours.
-    pub p1_repeat: Duration,
+    /// P0's timings.
+    pub p0: Timing,
+    /// P1's timings (only inside business hours).
+    pub p1: Timing,
     /// When P1 may page.
     pub hours: Hours,
+    /// Labels that group alerts (`...`: every alert alone).
+    pub group_by: Vec<String>,
+}
+
+impl Policy {
+    /// The group labels of an alert with `labels`.
+    fn group_of(&self, labels: &BTreeMap<String, String>) -> BTreeMap<String, String> {
+        if self.group_by.iter().any(|g| g == "...") {
+            return labels.clone();
+        }
+        self.group_by
+            .iter()
+            .filter_map(|k| labels.get(k).map(|v| (k.clone(), v.clone())))
+            .collect()
+    }
 }
 
 /// The routing state: what was sent for which alert, the tickets, the
@@ -232,6 +302,8 @@ pub struct Router {
     policy: Policy,
     /// Per alert (by its labels): what was sent.
     pub sent: BTreeMap<Vec<(String, String)>, Sent>,
+    /// Per group (severity and group labels): what was sent.
+    pub groups: BTreeMap<String, GroupSent>,
     /// Every ticket opened, oldest first.
     pub tickets: Vec<Ticket>,
     /// Every silence made, expired ones included.
@@ -245,6 +317,7 @@ impl Router {
         Self {
             policy,
             sent: BTreeMap::new(),
+            groups: BTreeMap::new(),
             tickets: Vec::new(),
             silences: Vec::new(),
             inhibit,
@@ -271,7 +344,6 @@ impl Router {
     /// The pages due at `now_ms` for `alerts` (every alert the rules
     /// hold now); alerts no longer held are forgotten.
     pub fn decide(&mut self, now_ms: i64, alerts: &[AlertView]) -> Vec<Page> {
-        let mut pages = Vec::new();
         let mut live = std::collections::HashSet::new();
         // Matchers see `severity` as Keel's P0–P2, whatever the rule's
         // own label says (`critical` in a Prometheus file).
@@ -289,6 +361,8 @@ impl Router {
             .filter(|(a, _)| a.state == State::Firing)
             .map(|(_, l)| l)
             .collect();
+        // Per group: its severity, labels, and the alerts to tell of.
+        let mut buckets: BTreeMap<String, Bucket> = BTreeMap::new();
         for (a, labels) in alerts.iter().zip(&matched) {
             let key: Vec<(String, String)> = a.labels.clone().into_iter().collect();
             live.insert(key.clone());
@@ -297,7 +371,7 @@ impl Router {
                     .inhibit
                     .iter()
                     .any(|i| i.mutes(labels, firing.iter().copied()));
-            let s = self.sent.entry(key).or_default();
+            let s = self.sent.entry(key.clone()).or_default();
             if a.state == State::Pending {
                 // A new episode: what was sent for the last one is done.
                 *s = Sent::default();
@@ -314,14 +388,8 @@ impl Router {
             if muted {
                 continue;
             }
-            let page = |kind, reason| Page {
-                kind,
-                alert: a.clone(),
-                at_ms: now_ms,
-                reason: String::from(reason),
-            };
-            match (a.state, a.severity) {
-                (State::Pending, _) => {}
+            let tell = match (a.state, a.severity) {
+                (State::Pending, _) => false,
                 (State::Firing, Severity::P2) => {
                     if s.ticket.is_none() {
                         s.ticket = Some(self.tickets.len());
@@ -333,47 +401,120 @@ impl Router {
                             closed_at_ms: None,
                         });
                     }
+                    false
                 }
-                (State::Firing, sev) => {
-                    let (repeat, open) = match sev {
-                        Severity::P0 => (self.policy.p0_repeat, true),
-                        _ => (self.policy.p1_repeat, self.policy.hours.is_open(now_ms)),
-                    };
-                    let due = match s.last_firing_ms {
-                        None => Some(
-                            if open
-                                && a.fired_at_ms.is_some_and(|f| f < now_ms)
-                                && sev == Severity::P1
-                            {
-                                "business hours began"
-                            } else {
-                                "fired"
-                            },
-                        ),
-                        Some(_) if s.acked => None,
-                        Some(last) if now_ms - last >= repeat.as_millis() as i64 => Some("repeat"),
-                        Some(_) => None,
-                    };
-                    if let (true, Some(reason)) = (open, due) {
-                        s.last_firing_ms = Some(now_ms);
-                        s.resolved_sent = false;
-                        pages.push(page(Kind::Firing, reason));
-                    }
-                }
+                (State::Firing, _) => true,
                 (State::Resolved, _) => {
                     if let Some(i) = s.ticket.take() {
                         self.tickets[i].closed_at_ms = Some(now_ms);
                     }
-                    if s.last_firing_ms.is_some() && !s.resolved_sent {
-                        s.resolved_sent = true;
-                        pages.push(page(Kind::Resolved, "resolved"));
-                    }
+                    s.last_firing_ms.is_some() && !s.resolved_sent
                 }
+            };
+            if tell {
+                let group = self.policy.group_of(&a.labels);
+                let gk = format!("{}{}", a.severity.as_str(), group_key(&group));
+                let b = buckets.entry(gk).or_insert_with(|| Bucket {
+                    severity: a.severity,
+                    group,
+                    alerts: Vec::new(),
+                });
+                b.alerts.push((key, a));
+            }
+        }
+        let mut pages = Vec::new();
+        for (gk, b) in &buckets {
+            if let Some(p) = self.flush(now_ms, gk, b) {
+                pages.push(p);
             }
         }
         self.sent.retain(|k, _| live.contains(k));
+        self.groups.retain(|k, _| buckets.contains_key(k));
         pages
     }
+
+    /// The page group `gk` owes at `now_ms`, if any, marking it sent.
+    fn flush(&mut self, now_ms: i64, gk: &str, b: &Bucket<'_>) -> Option<Page> {
+        let timing = match b.severity {
+            Severity::P0 => self.policy.p0,
+            _ => self.policy.p1,
+        };
+        let ms = |d: Duration| d.as_millis() as i64;
+        let (firing, resolved): (Vec<_>, Vec<_>) =
+            b.alerts.iter().partition(|(_, a)| a.state == State::Firing);
+        let sent = |k: &Vec<(String, String)>| self.sent.get(k).cloned().unwrap_or_default();
+        let new = firing.iter().any(|(k, _)| sent(k).last_firing_ms.is_none());
+        let unacked = firing.iter().any(|(k, _)| !sent(k).acked);
+        let open = b.severity == Severity::P0 || self.policy.hours.is_open(now_ms);
+        let g = self.groups.entry(gk.to_owned()).or_default();
+        let first_seen = *g.first_seen_ms.get_or_insert(now_ms);
+        if !open && !firing.is_empty() {
+            return None;
+        }
+        let reason = match g.last_page_ms {
+            None if now_ms - first_seen >= ms(timing.group_wait) => {
+                let hours = &self.policy.hours;
+                let waited = b.severity == Severity::P1
+                    && firing
+                        .iter()
+                        .any(|(_, a)| a.fired_at_ms.is_some_and(|f| !hours.is_open(f)));
+                if waited {
+                    "business hours began"
+                } else if firing.is_empty() {
+                    "resolved"
+                } else {
+                    "fired"
+                }
+            }
+            None => return None,
+            Some(last) if new || !resolved.is_empty() => {
+                if now_ms - last < ms(timing.group_interval) {
+                    return None;
+                }
+                if new { "fired" } else { "resolved" }
+            }
+            Some(last) => {
+                if firing.is_empty() || !unacked || now_ms - last < ms(timing.repeat_interval) {
+                    return None;
+                }
+                "repeat"
+            }
+        };
+        g.last_page_ms = Some(now_ms);
+        for (k, a) in &b.alerts {
+            if let Some(s) = self.sent.get_mut(k) {
+                if a.state == State::Firing {
+                    s.last_firing_ms = Some(now_ms);
+                    s.resolved_sent = false;
+                } else {
+                    s.resolved_sent = true;
+                }
+            }
+        }
+        Some(Page {
+            kind: if firing.is_empty() {
+                Kind::Resolved
+            } else {
+                Kind::Firing
+            },
+            severity: b.severity,
+            group: b.group.clone(),
+            alerts: firing
+                .iter()
+                .chain(&resolved)
+                .map(|(_, a)| (*a).clone())
+                .collect(),
+            at_ms: now_ms,
+            reason: reason.into(),
+        })
+    }
+}
+
+/// One group's alerts to tell of at one decision.
+struct Bucket<'a> {
+    severity: Severity,
+    group: BTreeMap<String, String>,
+    alerts: Vec<(Vec<(String, String)>, &'a AlertView)>,
 }
 
 #[cfg(test)]
@@ -408,9 +549,18 @@ mod tests {
         .expect("valid");
         Router::new(
             Policy {
-                p0_repeat: Duration::from_secs(1800),
-                p1_repeat: Duration::from_secs(4 * 3600),
+                p0: Timing {
+                    group_wait: Duration::ZERO,
+                    group_interval: Duration::from_secs(1),
+                    repeat_interval: Duration::from_secs(1800),
+                },
+                p1: Timing {
+                    group_wait: Duration::ZERO,
+                    group_interval: Duration::from_secs(1),
+                    repeat_interval: Duration::from_secs(4 * 3600),
+                },
                 hours,
+                group_by: vec!["alertname".into(), "service".into()],
             },
             super::super::silence::compile(&super::super::silence::InhibitRule::defaults())
                 .expect("valid"),
@@ -544,7 +694,7 @@ mod tests {
         assert_eq!(
             pages
                 .iter()
-                .map(|p| p.alert.labels["alertname"].as_str())
+                .map(|p| p.alerts[0].labels["alertname"].as_str())
                 .collect::<Vec<_>>(),
             vec!["A"]
         );
@@ -556,7 +706,7 @@ mod tests {
         let pages = r.decide(t + 1000, &[p0_done, p1.clone()]);
         let got: Vec<(&str, Kind)> = pages
             .iter()
-            .map(|p| (p.alert.labels["alertname"].as_str(), p.kind))
+            .map(|p| (p.alerts[0].labels["alertname"].as_str(), p.kind))
             .collect();
         assert_eq!(got, vec![("A", Kind::Resolved), ("Slow", Kind::Firing)]);
         // An ack stops the P1's repeats.
@@ -584,6 +734,114 @@ mod tests {
         );
         let pages = r.decide(t + 3_600_000, std::slice::from_ref(&other));
         assert_eq!(pages.len(), 1, "the silence ended");
+    }
+
+    fn instance(a: &AlertView, i: &str) -> AlertView {
+        let mut a = a.clone();
+        a.labels.insert("instance".into(), i.into());
+        a
+    }
+
+    fn summary(pages: &[Page]) -> Vec<(Kind, &str, Vec<&str>)> {
+        pages
+            .iter()
+            .map(|p| {
+                (
+                    p.kind,
+                    p.reason.as_str(),
+                    p.alerts
+                        .iter()
+                        .map(|a| a.labels.get("instance").map_or("", String::as_str))
+                        .collect(),
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_group_pages_once_for_its_alerts_then_at_group_intervals_as_they_change() {
+        let mut r = router("UTC");
+        r.policy.p0.group_interval = Duration::from_secs(10);
+        let t = ms("2026-12-05T03:00:00Z");
+        let base = alert(Severity::P0, State::Firing, "2026-12-05T03:00:00Z");
+        let (a, b) = (instance(&base, "a"), instance(&base, "b"));
+        // Two at once: one page holding both.
+        let p = r.decide(t, &[a.clone(), b.clone()]);
+        assert_eq!(summary(&p), vec![(Kind::Firing, "fired", vec!["a", "b"])]);
+        // A third joins: it waits for the group interval, then all three.
+        let mut c = instance(&base, "c");
+        c.fired_at_ms = Some(t + 2000);
+        let all = [a.clone(), b.clone(), c.clone()];
+        assert!(r.decide(t + 2000, &all).is_empty(), "within group_interval");
+        assert!(r.decide(t + 9999, &all).is_empty());
+        let p = r.decide(t + 10_000, &all);
+        assert_eq!(
+            summary(&p),
+            vec![(Kind::Firing, "fired", vec!["a", "b", "c"])]
+        );
+        // Nothing changes: nothing until the repeat.
+        assert!(r.decide(t + 20_000, &all).is_empty());
+        // One resolves: told at the next interval beside the firing ones.
+        let b_done = AlertView {
+            state: State::Resolved,
+            resolved_at_ms: Some(t + 25_000),
+            ..b.clone()
+        };
+        let now = [a.clone(), b_done.clone(), c.clone()];
+        let p = r.decide(t + 25_000, &now);
+        assert_eq!(
+            summary(&p),
+            vec![(Kind::Firing, "resolved", vec!["a", "c", "b"])]
+        );
+        assert!(r.decide(t + 40_000, &now).is_empty(), "b told once");
+        // All resolve: one resolved page.
+        let done: Vec<AlertView> = [a, c]
+            .into_iter()
+            .map(|x| AlertView {
+                state: State::Resolved,
+                resolved_at_ms: Some(t + 50_000),
+                ..x
+            })
+            .chain([b_done])
+            .collect();
+        let p = r.decide(t + 50_000, &done);
+        assert_eq!(
+            summary(&p),
+            vec![(Kind::Resolved, "resolved", vec!["a", "c"])]
+        );
+        assert!(r.decide(t + 60_000, &done).is_empty());
+    }
+
+    #[test]
+    fn group_wait_gathers_what_fires_soon_after_and_group_by_splits_groups() {
+        let mut r = router("UTC");
+        r.policy.p1.group_wait = Duration::from_secs(30);
+        let t = ms("2026-12-07T10:00:00Z"); // Monday, open
+        let base = alert(Severity::P1, State::Firing, "2026-12-07T10:00:00Z");
+        let a = instance(&base, "a");
+        let mut b = instance(&base, "b");
+        b.fired_at_ms = Some(t + 10_000);
+        assert!(
+            r.decide(t, std::slice::from_ref(&a)).is_empty(),
+            "group_wait"
+        );
+        assert!(r.decide(t + 10_000, &[a.clone(), b.clone()]).is_empty());
+        let p = r.decide(t + 30_000, &[a.clone(), b.clone()]);
+        assert_eq!(summary(&p), vec![(Kind::Firing, "fired", vec!["a", "b"])]);
+        // Another service is another group, with its own wait.
+        let mut other = instance(&base, "x");
+        other.labels.insert("service".into(), "db".into());
+        other.fired_at_ms = Some(t + 40_000);
+        let all = [a.clone(), b.clone(), other.clone()];
+        assert!(r.decide(t + 40_000, &all).is_empty());
+        let p = r.decide(t + 70_000, &all);
+        assert_eq!(summary(&p), vec![(Kind::Firing, "fired", vec!["x"])]);
+        assert_eq!(p[0].group.get("service").map(String::as_str), Some("db"));
+        // `...`: every alert alone.
+        let mut r = router("UTC");
+        r.policy.group_by = vec!["...".into()];
+        let p = r.decide(t, &[a, b]);
+        assert_eq!(p.len(), 2);
     }
 
     #[test]
