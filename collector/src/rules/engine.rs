@@ -196,27 +196,119 @@ impl GroupState {
             .flatten()
     }
 
-    /// Evaluate every rule at `t_ms`, in order; a failing rule keeps its
-    /// alerts as they were and records the error.
-    pub fn eval(&mut self, source: &dyn Source, t_ms: i64, external: &BTreeMap<String, String>) {
+    /// Evaluate every rule at `t_ms`; a failing rule keeps its alerts
+    /// as they were and records the error. A recording rule's output is
+    /// in the store before any later rule runs; the alerting rules
+    /// between two recording rules read nothing another writes, so a
+    /// long run of them is spread over the cores (as Prometheus'
+    /// concurrent rule evaluation does), each rule still evaluated once.
+    pub fn eval(
+        &mut self,
+        source: &(dyn Source + Sync),
+        t_ms: i64,
+        external: &BTreeMap<String, String>,
+    ) {
         let t_query = t_ms - self.group.query_offset.as_millis() as i64;
         let limit = self.group.limit;
-        for (i, rule) in self.group.rules.iter().enumerate() {
+        let at = Times {
+            t: t_ms,
+            t_query,
+            limit,
+        };
+        let n = self.group.rules.len();
+        let mut i = 0;
+        while i < n {
+            let end = match self.group.rules[i] {
+                Rule::Record { .. } => i + 1,
+                Rule::Alert(_) => self.group.rules[i..]
+                    .iter()
+                    .position(|r| matches!(r, Rule::Record { .. }))
+                    .map_or(n, |p| i + p),
+            };
+            let run = RuleRun {
+                rules: &self.group.rules[i..end],
+                alerts: &mut self.alerts[i..end],
+                changes: &mut self.changes[i..end],
+                health: &mut self.health[i..end],
+            };
+            run.eval(source, at, external);
+            i = end;
+        }
+    }
+}
+
+/// When and how an evaluation runs.
+#[derive(Clone, Copy)]
+struct Times {
+    t: i64,
+    t_query: i64,
+    limit: u64,
+}
+
+/// Consecutive rules of a group with their state: one recording rule,
+/// or alerting rules only.
+struct RuleRun<'a> {
+    rules: &'a [Rule],
+    alerts: &'a mut [BTreeMap<AlertKey, Alert>],
+    changes: &'a mut [Changes],
+    health: &'a mut [Health],
+}
+
+/// Fewest alerting rules worth a thread of their own.
+const RULES_PER_THREAD: usize = 64;
+
+impl RuleRun<'_> {
+    fn eval(self, source: &(dyn Source + Sync), at: Times, external: &BTreeMap<String, String>) {
+        let threads = std::thread::available_parallelism()
+            .map_or(1, |n| n.get())
+            .min(self.rules.len() / RULES_PER_THREAD)
+            .max(1);
+        if threads == 1 {
+            return self.eval_here(source, at, external);
+        }
+        let per = self.rules.len().div_ceil(threads);
+        std::thread::scope(|scope| {
+            let parts = self
+                .rules
+                .chunks(per)
+                .zip(self.alerts.chunks_mut(per))
+                .zip(self.changes.chunks_mut(per))
+                .zip(self.health.chunks_mut(per));
+            for (((rules, alerts), changes), health) in parts {
+                let part = RuleRun {
+                    rules,
+                    alerts,
+                    changes,
+                    health,
+                };
+                scope.spawn(move || part.eval_here(source, at, external));
+            }
+        });
+    }
+
+    fn eval_here(
+        self,
+        source: &(dyn Source + Sync),
+        at: Times,
+        external: &BTreeMap<String, String>,
+    ) {
+        let state = self.alerts.iter_mut().zip(self.changes.iter_mut());
+        for ((rule, (alerts, changes)), health) in self.rules.iter().zip(state).zip(self.health) {
             let result = match rule {
                 Rule::Record { name, expr, labels } => {
-                    record(source, name, expr, labels, t_query, limit)
+                    record(source, name, expr, labels, at.t_query, at.limit)
                 }
                 Rule::Alert(a) => eval_alert(
                     source,
                     a,
-                    (&mut self.alerts[i], &mut self.changes[i]),
-                    (t_ms, t_query),
-                    limit,
+                    (alerts, changes),
+                    (at.t, at.t_query),
+                    at.limit,
                     external,
                 ),
             };
-            self.health[i] = Health {
-                at_ms: t_ms,
+            *health = Health {
+                at_ms: at.t,
                 error: result.err(),
             };
         }
@@ -410,7 +502,23 @@ fn eval_alert(
 mod tests {
     use super::*;
     use crate::rules::file::{SeverityMapping, parse};
-    use std::cell::RefCell;
+    use std::sync::{Mutex, MutexGuard};
+
+    /// A `RefCell` look-alike that is `Sync`, as sources must be.
+    #[derive(Default)]
+    struct RefCell<T>(Mutex<T>);
+
+    impl<T> RefCell<T> {
+        fn new(v: T) -> Self {
+            Self(Mutex::new(v))
+        }
+        fn borrow(&self) -> MutexGuard<'_, T> {
+            self.0.lock().unwrap_or_else(|e| e.into_inner())
+        }
+        fn borrow_mut(&self) -> MutexGuard<'_, T> {
+            self.borrow()
+        }
+    }
     use std::path::Path;
 
     /// A source whose PromQL answer is set by the test.
@@ -462,6 +570,55 @@ mod tests {
                 )
             })
             .collect()
+    }
+
+    #[test]
+    fn rules_spread_over_threads_still_see_the_recording_rules_before_them() {
+        /// Answers `r > 0` only once `r` was recorded; the rest always.
+        #[derive(Default)]
+        struct Ordered {
+            recorded: RefCell<bool>,
+            early: RefCell<usize>,
+        }
+        impl Source for Ordered {
+            fn instant(&self, expr: &str, _: i64) -> Result<Samples, String> {
+                if expr.starts_with("r ") && !*self.recorded.borrow() {
+                    *self.early.borrow_mut() += 1;
+                    return Ok(vec![]);
+                }
+                Ok(vec![series("a", 1.0)])
+            }
+            fn count_logs(&self, _: &str, _: i64, _: i64) -> Result<u64, String> {
+                Ok(0)
+            }
+            fn record(&self, _: Recorded) -> Result<(), String> {
+                *self.recorded.borrow_mut() = true;
+                Ok(())
+            }
+        }
+        let n = 3 * RULES_PER_THREAD;
+        let mut rules = String::new();
+        for k in 0..n {
+            rules.push_str(&format!(
+                "  - alert: Before{k}\n    expr: x > 0\n    severity: P2\n"
+            ));
+        }
+        rules.push_str("  - record: r\n    expr: x\n");
+        for k in 0..n {
+            rules.push_str(&format!(
+                "  - alert: After{k}\n    expr: r > 0\n    severity: P2\n"
+            ));
+        }
+        let mut g = group(&rules);
+        let src = Ordered::default();
+        g.eval(&src, 1_000, &BTreeMap::new());
+        assert_eq!(*src.early.borrow(), 0, "a rule after `r` ran before it");
+        assert_eq!(g.alerts().count(), 2 * n, "every rule ran once");
+        assert!(
+            g.health
+                .iter()
+                .all(|h| h.at_ms == 1_000 && h.error.is_none())
+        );
     }
 
     #[test]

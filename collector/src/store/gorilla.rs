@@ -38,11 +38,26 @@ impl BitReader<'_> {
         Some(b)
     }
 
+    /// The next `n` (≤ 64) bits, most significant first; none (and the
+    /// position kept) when fewer are left. A byte at a time, not a bit:
+    /// decoding is most of what a query costs.
     fn bits(&mut self, n: u8) -> Option<u64> {
-        let mut v = 0u64;
-        for _ in 0..n {
-            v = (v << 1) | u64::from(self.bit()?);
+        let mut left = usize::from(n.min(64));
+        if self.pos + left > self.bytes.len() * 8 {
+            return None;
         }
+        let mut v = 0u64;
+        let mut pos = self.pos;
+        while left > 0 {
+            let byte = *self.bytes.get(pos / 8)?;
+            let avail = 8 - pos % 8;
+            let take = avail.min(left);
+            let chunk = (byte >> (avail - take)) & (((1u16 << take) - 1) as u8);
+            v = (v << take) | u64::from(chunk);
+            left -= take;
+            pos += take;
+        }
+        self.pos = pos;
         Some(v)
     }
 }

@@ -818,7 +818,7 @@ impl Store {
     fn matching(head: &Head, matchers: &[Matcher]) -> Vec<u32> {
         // Start from the smallest posting list of an equality matcher on a
         // non-empty value, if any; else scan every series.
-        let mut candidates: Option<Vec<u32>> = None;
+        let mut candidates: Option<&[u32]> = None;
         for m in matchers {
             if let Matcher::Equal(n, v) = m
                 && !v.is_empty()
@@ -827,15 +827,14 @@ impl Store {
                     .postings
                     .get(n)
                     .and_then(|vals| vals.get(v))
-                    .cloned()
-                    .unwrap_or_default();
-                if candidates.as_ref().is_none_or(|c| list.len() < c.len()) {
+                    .map_or(&[][..], Vec::as_slice);
+                if candidates.is_none_or(|c| list.len() < c.len()) {
                     candidates = Some(list);
                 }
             }
         }
         let all: Vec<u32>;
-        let cands: &[u32] = match &candidates {
+        let cands: &[u32] = match candidates {
             Some(c) => c,
             None => {
                 all = (0..head.series.len() as u32).collect();
@@ -862,6 +861,23 @@ impl Store {
             }
         }
         let head = self.head.read().unwrap_or_else(|e| e.into_inner());
+        if merged.is_empty() {
+            // Only the head has samples in range (the common case for
+            // rules): nothing to merge, and a series' samples come out
+            // of `range` in order (checked: sorting is the exception).
+            return Self::matching(&head, matchers)
+                .into_iter()
+                .filter_map(|r| {
+                    let s = &head.series[r as usize];
+                    let mut samples = s.range(&head.arena, mint, maxt);
+                    if !samples.is_sorted_by(|a, b| a.0 < b.0) {
+                        samples.sort_by_key(|(t, _)| *t);
+                        samples.dedup_by_key(|(t, _)| *t);
+                    }
+                    (!samples.is_empty()).then(|| (s.labels.clone(), samples))
+                })
+                .collect();
+        }
         for r in Self::matching(&head, matchers) {
             let s = &head.series[r as usize];
             let samples = s.range(&head.arena, mint, maxt);
