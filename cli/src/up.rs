@@ -161,6 +161,8 @@ fn agent_for(
             job: "shop".into(),
             file_sd: vec![Supervisor::targets_file(app_data).display().to_string()],
             refresh_interval: std::time::Duration::from_secs(2),
+            interval: SCRAPE_INTERVAL,
+            timeout: SCRAPE_INTERVAL,
             honor_labels: true,
             ..Default::default()
         }];
@@ -189,8 +191,29 @@ fn agent_for(
     agent
 }
 
+/// How often keel up's agent scrapes the sample app: with the P0 rules
+/// evaluated every second and no P0 group wait, a crossing pages within
+/// about two seconds (`keel bench alerts`).
+pub const SCRAPE_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// The sample app's shipped rules (rules/shop.yml, built in).
 const SHOP_RULES: &str = include_str!("../../rules/shop.yml");
+
+/// The evaluation interval of the shipped P0 rules (group `shop-p0`).
+pub fn shipped_p0_interval() -> anyhow::Result<std::time::Duration> {
+    let groups = keel_collector::rules::file::parse(
+        Path::new("rules/shop.yml"),
+        SHOP_RULES,
+        std::time::Duration::from_secs(15),
+        &keel_collector::rules::SeverityMapping::default(),
+    )
+    .map_err(|e| anyhow::anyhow!("{e}"))?;
+    groups
+        .iter()
+        .find(|g| g.name == "shop-p0")
+        .map(|g| g.interval)
+        .context("rules/shop.yml has no shop-p0 group")
+}
 
 /// The rules keel up runs when the config names none: `./rules` if it is
 /// a directory (a checkout, or the user's own), else the built-in copy

@@ -128,12 +128,18 @@ pub struct ExpNotification {
     /// How many alerts the page holds (not compared when absent).
     #[serde(default)]
     pub alerts: Option<usize>,
+    /// Who gets it: `email`, a webhook's URL, `tickets` (not compared
+    /// when absent; a page goes to every receiver `notify` configures,
+    /// `none` when it configures none).
+    #[serde(default)]
+    pub receiver: Option<String>,
 }
 
 /// A page or ticket the run produced.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 struct Note {
     t: i64,
+    receiver: String,
     alertname: String,
     kind: String,
     severity: String,
@@ -149,13 +155,14 @@ impl Note {
             .map(|(k, v)| format!("{k}={v:?}"))
             .collect();
         format!(
-            "{} {} {} {} {{{}}} x{}",
+            "{} {} {} {} {{{}}} x{} to {}",
             show_ms(self.t),
             self.alertname,
             self.kind,
             self.severity,
             group.join(","),
-            self.alerts
+            self.alerts,
+            self.receiver
         )
     }
 
@@ -167,6 +174,7 @@ impl Note {
             && self.severity == e.severity.to_ascii_uppercase()
             && e.group.as_ref().is_none_or(|g| *g == self.group)
             && e.alerts.is_none_or(|n| n == self.alerts)
+            && e.receiver.as_ref().is_none_or(|r| *r == self.receiver)
     }
 }
 
@@ -184,6 +192,9 @@ fn show_expected(t: i64, e: &ExpNotification) -> String {
     }
     if let Some(n) = e.alerts {
         out.push_str(&format!(" x{n}"));
+    }
+    if let Some(r) = &e.receiver {
+        out.push_str(&format!(" to {r}"));
     }
     out
 }
@@ -482,14 +493,14 @@ pub fn run(path: &str, text: &str) -> Result<(usize, Vec<Failure>), TestFileErro
             )?;
             exp_notes.push((at, n.clone()));
         }
+        let notify = g.notify.clone().unwrap_or_default();
+        let mut receivers = notify.receiver_names();
+        if receivers.is_empty() {
+            receivers.push("none".into());
+        }
         let mut router = match (&g.exp_notifications, &g.notify) {
             (None, None) => None,
-            (_, notify) => Some(test_router(
-                &group,
-                notify.clone().unwrap_or_default(),
-                &g.silences,
-                base_ms,
-            )?),
+            _ => Some(test_router(&group, notify, &g.silences, base_ms)?),
         };
         let mut got_notes: Vec<Note> = Vec::new();
         let last = alert_tests
@@ -519,7 +530,7 @@ pub fn run(path: &str, text: &str) -> Result<(usize, Vec<Failure>), TestFileErro
                     st.eval(&source, base_ms + ts, &external);
                 }
                 if let Some(r) = router.as_mut() {
-                    record_notifications(r, &states, base_ms, ts, &mut got_notes);
+                    record_notifications(r, &states, (base_ms, ts), &receivers, &mut got_notes);
                 }
                 while let Some(&&(at, ai)) = next_test.peek() {
                     if at >= ts + eval_interval {
@@ -746,8 +757,8 @@ fn test_router(
 fn record_notifications(
     r: &mut crate::notify::Router,
     states: &[rules::GroupState],
-    base_ms: i64,
-    ts: i64,
+    (base_ms, ts): (i64, i64),
+    receivers: &[String],
     out: &mut Vec<Note>,
 ) {
     let views: Vec<crate::notify::AlertView> = states
@@ -761,18 +772,22 @@ fn record_notifications(
             crate::notify::Kind::Firing => "firing",
             crate::notify::Kind::Resolved => "resolved",
         };
-        out.push(Note {
-            t: ts,
-            alertname: p.alertnames().join(","),
-            kind: kind.into(),
-            severity: p.severity.as_str().into(),
-            group: p.group.clone(),
-            alerts: p.alerts.len(),
-        });
+        for receiver in receivers {
+            out.push(Note {
+                t: ts,
+                receiver: receiver.clone(),
+                alertname: p.alertnames().join(","),
+                kind: kind.into(),
+                severity: p.severity.as_str().into(),
+                group: p.group.clone(),
+                alerts: p.alerts.len(),
+            });
+        }
     }
     for t in &r.tickets[tickets..] {
         out.push(Note {
             t: ts,
+            receiver: "tickets".into(),
             alertname: t.labels.get("alertname").cloned().unwrap_or_default(),
             kind: "ticket".into(),
             severity: "P2".into(),

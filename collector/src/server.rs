@@ -346,6 +346,7 @@ pub async fn start(config: &CollectorConfig, clock: SharedClock) -> Result<Runni
         }
     };
     rules.set_notifier(notifier.clone());
+    rules.set_arrivals(store.appended());
     tokio::spawn(rules.clone().run());
     housekeeping(store.clone(), logs.clone(), spans.clone(), clock.clone());
     let stats = Arc::new(IngestStats::default());

@@ -182,3 +182,41 @@ async fn a_bad_reload_keeps_the_last_good_rules_and_a_good_one_keeps_alert_state
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
+
+#[test]
+fn arrivals_evaluate_a_group_early_once_half_its_interval_has_passed() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(dir.path().join("shop.yml"), RULES).expect("write");
+    let t0 = 1_796_000_000_000;
+    let clock: SharedClock = Arc::new(ManualClock::new(keel_core::clock::from_unix_ms(t0)));
+    let store = Arc::new(keel_collector::store::Store::in_memory(
+        keel_collector::store::StoreConfig::default(),
+    ));
+    let m = keel_collector::rules::RuleManager::new(
+        RulesConfig {
+            files: vec![dir.path().join("shop.yml")],
+            ..RulesConfig::default()
+        },
+        Box::new(keel_collector::rules::source::StoreSource { store, logs: None }),
+        clock,
+    )
+    .expect("rules load");
+    let last = || m.with_groups(|g, _| g[0].health[0].at_ms);
+    // The group's interval is 10s.
+    assert_eq!(m.eval_due(t0), Some(t0 + 10_000));
+    assert_eq!(last(), t0);
+    // Samples 4s later: too soon to evaluate again; they are seen half
+    // an interval after the last evaluation.
+    assert_eq!(m.eval_arrived(t0 + 4_000), Some(t0 + 5_000));
+    assert_eq!(last(), t0);
+    assert_eq!(m.eval_due(t0 + 5_000), Some(t0 + 15_000));
+    assert_eq!(last(), t0 + 5_000);
+    // 6s after that: evaluated at once, the schedule starting again.
+    assert_eq!(m.eval_arrived(t0 + 11_000), Some(t0 + 21_000));
+    assert_eq!(last(), t0 + 11_000);
+    // Without arrivals, the schedule holds.
+    assert_eq!(m.eval_due(t0 + 15_000), Some(t0 + 21_000));
+    assert_eq!(last(), t0 + 11_000);
+    assert_eq!(m.eval_due(t0 + 21_000), Some(t0 + 31_000));
+    assert_eq!(last(), t0 + 21_000);
+}

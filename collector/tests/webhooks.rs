@@ -56,6 +56,7 @@ async fn a_page_reaches_a_webhook_that_fails_twice_then_its_resolution() {
             webhooks: vec![hook.clone()],
             retry_initial: Duration::from_millis(50),
             retry_max: Duration::from_millis(100),
+            p0_group_interval: Duration::from_millis(500),
             dashboard_url: "http://keel.example".into(),
             ..NotifyConfig::default()
         },

@@ -131,6 +131,21 @@ impl NotifyConfig {
 }
 
 impl NotifyConfig {
+    fn receivers(&self) -> Vec<Receiver> {
+        let mut out = Vec::new();
+        if !self.email.to.is_empty() {
+            out.push(Receiver::Email);
+        }
+        out.extend(self.webhooks.iter().cloned().map(Receiver::Webhook));
+        out
+    }
+
+    /// Who gets every page: `email` (when `email.to` names anyone) and
+    /// each webhook's URL, in sending order.
+    pub fn receiver_names(&self) -> Vec<String> {
+        self.receivers().iter().map(Receiver::name).collect()
+    }
+
     /// The router's timings, with `hours` compiled from `business_hours`.
     pub fn policy(&self, hours: route::Hours) -> route::Policy {
         route::Policy {
@@ -213,11 +228,7 @@ impl Notifier {
             return Err(problems);
         }
         let policy = config.policy(hours);
-        let mut receivers = Vec::new();
-        if !config.email.to.is_empty() {
-            receivers.push(Receiver::Email);
-        }
-        receivers.extend(config.webhooks.iter().cloned().map(Receiver::Webhook));
+        let receivers = config.receivers();
         let mut queues = Vec::new();
         let mut inboxes = Vec::new();
         for r in receivers {

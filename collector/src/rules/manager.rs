@@ -34,6 +34,12 @@ pub struct RulesConfig {
     pub severity_mapping: SeverityMapping,
     /// Labels templates see as `$externalLabels`.
     pub external_labels: BTreeMap<String, String>,
+    /// Also evaluate a group when new samples arrive: at once if at least
+    /// half its interval has passed since its last evaluation, else half
+    /// an interval after it. A crossing is seen within half an interval
+    /// of landing rather than a whole one, for at most twice the
+    /// evaluations.
+    pub evaluate_on_arrival: bool,
 }
 
 impl Default for RulesConfig {
@@ -44,6 +50,7 @@ impl Default for RulesConfig {
             reload_interval: Duration::from_secs(2),
             severity_mapping: SeverityMapping::default(),
             external_labels: BTreeMap::new(),
+            evaluate_on_arrival: true,
         }
     }
 }
@@ -78,6 +85,8 @@ pub struct ReloadStatus {
 struct Scheduled {
     state: GroupState,
     next_ms: i64,
+    /// When it was last evaluated.
+    last_ms: Option<i64>,
 }
 
 struct Inner {
@@ -105,6 +114,8 @@ pub struct RuleManager {
     inner: Mutex<Inner>,
     changed: tokio::sync::Notify,
     notifier: std::sync::OnceLock<Arc<crate::notify::Notifier>>,
+    /// Signalled when samples arrive (see `evaluate_on_arrival`).
+    arrivals: std::sync::OnceLock<Arc<tokio::sync::Notify>>,
 }
 
 fn stamps(config: &RulesConfig) -> Vec<(PathBuf, Option<SystemTime>)> {
@@ -143,6 +154,7 @@ impl RuleManager {
                 .map(|g| Scheduled {
                     state: GroupState::new(g),
                     next_ms: now,
+                    last_ms: None,
                 })
                 .collect(),
             reload: ReloadStatus {
@@ -160,6 +172,7 @@ impl RuleManager {
             inner: Mutex::new(inner),
             changed: tokio::sync::Notify::new(),
             notifier: std::sync::OnceLock::new(),
+            arrivals: std::sync::OnceLock::new(),
         }))
     }
 
@@ -203,6 +216,7 @@ impl RuleManager {
                     .map(|g| {
                         let mut state = GroupState::new(g);
                         let mut next_ms = now;
+                        let mut last_ms = None;
                         if let Some(i) = old.iter().position(|o| {
                             o.state.group.name == state.group.name
                                 && o.state.group.file == state.group.file
@@ -210,8 +224,13 @@ impl RuleManager {
                             let o = old.swap_remove(i);
                             state.adopt(o.state);
                             next_ms = o.next_ms;
+                            last_ms = o.last_ms;
                         }
-                        Scheduled { state, next_ms }
+                        Scheduled {
+                            state,
+                            next_ms,
+                            last_ms,
+                        }
                     })
                     .collect();
                 inner.reload = ReloadStatus {
@@ -253,21 +272,51 @@ impl RuleManager {
         let _ = self.notifier.set(n);
     }
 
+    /// Evaluate groups when `n` signals new samples (if
+    /// `evaluate_on_arrival`), from now on.
+    pub fn set_arrivals(&self, n: Arc<tokio::sync::Notify>) {
+        let _ = self.arrivals.set(n);
+    }
+
     /// Evaluate every group due at `now_ms`, then hand every alert held
     /// to the notifier; the earliest next due time.
     pub fn eval_due(&self, now_ms: i64) -> Option<i64> {
+        self.eval(now_ms, false)
+    }
+
+    /// As [`eval_due`](Self::eval_due), after samples arrived: also each
+    /// group whose last evaluation is at least half its interval ago.
+    pub fn eval_arrived(&self, now_ms: i64) -> Option<i64> {
+        self.eval(now_ms, true)
+    }
+
+    fn eval(&self, now_ms: i64, arrived: bool) -> Option<i64> {
         let mut inner = self.lock();
         let mut any = false;
         for g in &mut inner.groups {
-            if g.next_ms > now_ms {
+            let every = (g.state.group.interval.as_millis() as i64).max(1);
+            let early = arrived && g.last_ms.is_some_and(|l| now_ms - l >= every / 2);
+            if g.next_ms > now_ms && !early {
+                if let (true, Some(l)) = (arrived, g.last_ms) {
+                    // Too soon after the last evaluation: the new samples
+                    // are seen half an interval after it, not a whole one
+                    // (an agent scraping in step with the evaluations
+                    // would otherwise always land just after one).
+                    g.next_ms = g.next_ms.min(l + every / 2);
+                }
                 continue;
             }
             any = true;
             g.state
                 .eval(&*self.source, now_ms, &self.config.external_labels);
-            let every = (g.state.group.interval.as_millis() as i64).max(1);
-            // Missed iterations are skipped, not run late in a burst.
-            g.next_ms += every * ((now_ms - g.next_ms) / every + 1);
+            g.last_ms = Some(now_ms);
+            g.next_ms = if early && g.next_ms > now_ms {
+                // Evaluated ahead: the schedule starts again from now.
+                now_ms + every
+            } else {
+                // Missed iterations are skipped, not run late in a burst.
+                g.next_ms + every * ((now_ms - g.next_ms) / every + 1)
+            };
         }
         if any {
             inner.save(now_ms);
@@ -305,10 +354,16 @@ impl RuleManager {
                 }
             });
         }
+        let arrivals = self
+            .arrivals
+            .get()
+            .filter(|_| self.config.evaluate_on_arrival)
+            .cloned();
+        let mut arrived = false;
         loop {
             let now = self.clock.now_ms();
             let me = self.clone();
-            let next = tokio::task::spawn_blocking(move || me.eval_due(now))
+            let next = tokio::task::spawn_blocking(move || me.eval(now, arrived))
                 .await
                 .ok()
                 .flatten();
@@ -316,9 +371,17 @@ impl RuleManager {
                 Some(t) => self.clock.sleep_until(keel_core::clock::from_unix_ms(t)),
                 None => Box::pin(std::future::pending()),
             };
+            let arrival = async {
+                match &arrivals {
+                    Some(n) => n.notified().await,
+                    None => std::future::pending().await,
+                }
+            };
+            arrived = false;
             tokio::select! {
                 () = wait => {}
                 () = self.changed.notified() => {}
+                () = arrival => arrived = true,
             }
         }
     }

@@ -16,7 +16,7 @@ use std::borrow::Borrow;
 use std::collections::BTreeMap;
 use std::hash::BuildHasher;
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 
 use arena::{Arena, ChunkRef};
 use gorilla::Chunk;
@@ -564,9 +564,18 @@ pub struct Store {
     /// line is stored again as exact duplicates, which the head drops.
     batch_ids: Option<Mutex<crate::batch_ids::BatchIds>>,
     config: StoreConfig,
+    /// Signalled after every batch that stored samples (the rules
+    /// evaluate on arrival).
+    appended: Arc<tokio::sync::Notify>,
 }
 
 impl Store {
+    /// What is signalled after each batch that stored samples (one
+    /// listener: a signal nobody waits for is kept for the next wait).
+    pub fn appended(&self) -> Arc<tokio::sync::Notify> {
+        self.appended.clone()
+    }
+
     /// Open the store in `dir`, replaying its write-ahead log.
     pub fn open(dir: &Path, config: StoreConfig) -> Result<Self, StoreError> {
         std::fs::create_dir_all(dir)
@@ -617,6 +626,7 @@ impl Store {
             _lock: Some(lock),
             batch_ids: Some(Mutex::new(ids)),
             config,
+            appended: Arc::default(),
         })
     }
 
@@ -630,6 +640,7 @@ impl Store {
             _lock: None,
             batch_ids: None,
             config,
+            appended: Arc::default(),
         }
     }
 
@@ -811,6 +822,9 @@ impl Store {
         if let Some((mut ids, id)) = ids {
             ids.record(id, now_ms)
                 .map_err(|e| StoreError::Block(format!("batch-ids.log: {e}")))?;
+        }
+        if out.accepted > 0 {
+            self.appended.notify_one();
         }
         Ok(Some(out))
     }
