@@ -347,8 +347,17 @@ impl RuleManager {
         if !self.config.reload_interval.is_zero() {
             let me = self.clone();
             tokio::spawn(async move {
+                // On a fixed schedule, not "interval after the last
+                // check": a clock that jumped while a check ran must not
+                // push the next one later.
+                let every = me.config.reload_interval;
+                let mut next = me.clock.now() + every;
                 loop {
-                    me.clock.sleep(me.config.reload_interval).await;
+                    me.clock.sleep_until(next).await;
+                    let woke = me.clock.now();
+                    while next <= woke {
+                        next += every;
+                    }
                     let m = me.clone();
                     let _ = tokio::task::spawn_blocking(move || m.reload_if_changed()).await;
                 }
