@@ -1,0 +1,547 @@
+//! The reactive autoscaler: the Kubernetes HPA's algorithm, exactly,
+//! plus a panic mode for bursts as Knative has.
+//!
+//! Per metric (`replica_calculator.go`): the usage ratio to the target;
+//! within the tolerance nothing changes; else `ceil(ratio × ready)`.
+//! Per-instance metrics follow the HPA's rules for missing and not-ready
+//! instances: a missing instance counts as 100 % of the target when
+//! scaling down and 0 when scaling up; an instance still warming up is
+//! ignored, and counts as 0 when scaling up; a proposal that would flip
+//! direction once they are counted is dropped. Over several metrics the
+//! largest proposal wins; while any metric cannot be read, no scale-down.
+//! Then the behaviour: stabilization, rate policies, min/max.
+//!
+//! Panic: when demand from the arrival rate needs at least
+//! `panic_threshold` × the ready instances, jump straight to the needed
+//! count (past the scale-up rate policies, never past `max`), and do not
+//! scale down until `panic_window` has passed without that.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::behavior::{Behavior, Clamp, History};
+
+/// What a metric's target means.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Target {
+    /// Each instance should see this much (HPA `AverageValue` on pod
+    /// metrics): the query gives one value per instance.
+    PerInstance(f64),
+    /// The total divided by the instances should be this (HPA
+    /// `AverageValue` on an external metric): the query gives one total.
+    AverageOfTotal(f64),
+    /// The total should be this (HPA `Value`): the query gives one value.
+    Total(f64),
+}
+
+impl Target {
+    fn value(self) -> f64 {
+        match self {
+            Target::PerInstance(v) | Target::AverageOfTotal(v) | Target::Total(v) => v,
+        }
+    }
+}
+
+/// One metric's reading at an evaluation.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Reading {
+    /// Per instance (by instance name): its value.
+    PerInstance(BTreeMap<String, f64>),
+    /// One value.
+    Total(f64),
+    /// It could not be read (why).
+    Invalid(String),
+}
+
+/// A metric at an evaluation: its name, target and reading.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Observation {
+    /// Its name in the policy.
+    pub name: String,
+    /// Its target.
+    pub target: Target,
+    /// What was read.
+    pub reading: Reading,
+}
+
+/// The instances at an evaluation, as the actuator reported them.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Instances {
+    /// The count (read back from the actuator).
+    pub current: u32,
+    /// Names of the instances past their warm-up (ready); the rest of
+    /// `all` are warming up.
+    pub ready: Vec<String>,
+    /// Every instance's name.
+    pub all: Vec<String>,
+}
+
+/// Demand for panic mode: work arriving per second, and what one ready
+/// instance handles per second.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Demand {
+    /// Arrival rate (e.g. requests/s).
+    pub rate: f64,
+    /// One instance's capacity at the target (same unit).
+    pub per_instance: f64,
+}
+
+/// The autoscaler's settings.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Settings {
+    /// Fewest instances.
+    pub min: u32,
+    /// Most instances.
+    pub max: u32,
+    /// HPA behaviour.
+    pub behavior: Behavior,
+    /// Panic when demand needs this many times the ready instances.
+    pub panic_threshold: f64,
+    /// Panic lasts this long after its condition was last seen.
+    pub panic_window: Duration,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            min: 1,
+            max: 10,
+            behavior: Behavior::default(),
+            panic_threshold: 2.0,
+            panic_window: Duration::from_secs(60),
+        }
+    }
+}
+
+/// One metric's part in a decision.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct MetricPart {
+    /// The metric.
+    pub name: String,
+    /// Its value (the per-instance average, or the total).
+    pub value: Option<f64>,
+    /// Its target.
+    pub target: f64,
+    /// Value ÷ target (per instance for per-instance targets).
+    pub ratio: Option<f64>,
+    /// The count it asks for (none: invalid).
+    pub proposal: Option<u32>,
+    /// How it was reached (tolerance, missing instances, …).
+    pub note: String,
+}
+
+/// What one evaluation decided, and why.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Decision {
+    /// When (ms).
+    pub at_ms: i64,
+    /// The count read back before deciding.
+    pub current: u32,
+    /// Ready (warm) instances.
+    pub ready: u32,
+    /// Each metric's reading and proposal.
+    pub metrics: Vec<MetricPart>,
+    /// The largest proposal (or the current count when none may apply).
+    pub proposed: u32,
+    /// Each rule that changed the count on the way to the result.
+    pub clamps: Vec<Clamp>,
+    /// Whether panic mode held.
+    pub panic: bool,
+    /// The count to apply.
+    pub desired: u32,
+    /// One line for people.
+    pub explanation: String,
+}
+
+/// One metric's proposal (`GetMetricReplicas` and friends).
+fn propose(o: &Observation, inst: &Instances, up_tol: f64, down_tol: f64) -> MetricPart {
+    let target = o.target.value();
+    let current = inst.current;
+    let mut part = MetricPart {
+        name: o.name.clone(),
+        value: None,
+        target,
+        ratio: None,
+        proposal: None,
+        note: String::new(),
+    };
+    let within = |ratio: f64| {
+        if ratio > 1.0 {
+            ratio - 1.0 <= up_tol
+        } else {
+            1.0 - ratio <= down_tol
+        }
+    };
+    if target.is_nan() || target <= 0.0 {
+        part.note = "target must be positive".into();
+        return part;
+    }
+    match (&o.reading, o.target) {
+        (Reading::Invalid(why), _) => part.note = why.clone(),
+        (Reading::Total(v), Target::Total(_)) => {
+            let ratio = v / target;
+            let ready = inst.ready.len().max(1) as f64;
+            part.value = Some(*v);
+            part.ratio = Some(ratio);
+            part.proposal = Some(if within(ratio) {
+                part.note = "within tolerance".into();
+                current
+            } else {
+                (ratio * ready).ceil() as u32
+            });
+        }
+        (Reading::Total(v), Target::AverageOfTotal(_)) => {
+            let ratio = v / (target * f64::from(current.max(1)));
+            part.value = Some(v / f64::from(current.max(1)));
+            part.ratio = Some(ratio);
+            part.proposal = Some(if within(ratio) {
+                part.note = "within tolerance".into();
+                current
+            } else {
+                (v / target).ceil() as u32
+            });
+        }
+        (Reading::PerInstance(values), Target::PerInstance(_)) => {
+            per_instance(values, target, inst, within, &mut part);
+        }
+        (Reading::PerInstance(_), _) | (Reading::Total(_), Target::PerInstance(_)) => {
+            part.note = "the query's shape does not fit its target type".into();
+        }
+    }
+    part
+}
+
+/// `calcPlainMetricReplicas`: missing and warming-up instances.
+fn per_instance(
+    values: &BTreeMap<String, f64>,
+    target: f64,
+    inst: &Instances,
+    within: impl Fn(f64) -> bool,
+    part: &mut MetricPart,
+) {
+    let current = inst.current;
+    // Readings of instances the actuator does not list are ignored.
+    let known: BTreeMap<&str, f64> = values
+        .iter()
+        .filter(|(k, _)| inst.all.iter().any(|a| a == *k))
+        .map(|(k, v)| (k.as_str(), *v))
+        .collect();
+    let ready: BTreeMap<&str, f64> = known
+        .iter()
+        .filter(|(k, _)| inst.ready.iter().any(|r| r == *k))
+        .map(|(k, v)| (*k, *v))
+        .collect();
+    let unready: Vec<&str> = inst
+        .all
+        .iter()
+        .filter(|a| !inst.ready.contains(a))
+        .map(String::as_str)
+        .collect();
+    let missing: Vec<&str> = inst
+        .ready
+        .iter()
+        .filter(|r| !known.contains_key(r.as_str()))
+        .map(String::as_str)
+        .collect();
+    if ready.is_empty() {
+        part.note = "no ready instance has a value".into();
+        return;
+    }
+    let avg = |m: &BTreeMap<&str, f64>| m.values().sum::<f64>() / m.len() as f64;
+    let ratio = avg(&ready) / target;
+    part.value = Some(avg(&ready));
+    part.ratio = Some(ratio);
+    let up_with_unready = !unready.is_empty() && ratio > 1.0;
+    if !up_with_unready && missing.is_empty() {
+        part.proposal = Some(if within(ratio) {
+            part.note = "within tolerance".into();
+            current
+        } else {
+            (ratio * ready.len() as f64).ceil() as u32
+        });
+        return;
+    }
+    let mut filled = ready.clone();
+    let mut notes = Vec::new();
+    if !missing.is_empty() {
+        // Scaling down: a missing instance is at the target; up: at 0.
+        let fill = if ratio < 1.0 { target } else { 0.0 };
+        for m in &missing {
+            filled.insert(m, fill);
+        }
+        notes.push(format!(
+            "{} missing counted as {}",
+            missing.len(),
+            if ratio < 1.0 { "100 %" } else { "0" }
+        ));
+    }
+    if up_with_unready {
+        for u in &unready {
+            filled.insert(u, 0.0);
+        }
+        notes.push(format!("{} warming up counted as 0", unready.len()));
+    }
+    let new_ratio = avg(&filled) / target;
+    let flips = (ratio < 1.0 && new_ratio > 1.0) || (ratio > 1.0 && new_ratio < 1.0);
+    let proposal = (new_ratio * filled.len() as f64).ceil() as u32;
+    part.note = notes.join(", ");
+    part.proposal = Some(if within(new_ratio) || flips {
+        part.note.push_str("; no change once they count");
+        current
+    } else if (new_ratio < 1.0 && proposal > current) || (new_ratio > 1.0 && proposal < current) {
+        current
+    } else {
+        proposal
+    });
+}
+
+/// The reactive autoscaler of one target, with what it remembers.
+#[derive(Debug, Clone)]
+pub struct Autoscaler {
+    /// Its settings.
+    pub settings: Settings,
+    history: History,
+    panic_until_ms: Option<i64>,
+}
+
+impl Autoscaler {
+    /// One with no history.
+    pub fn new(settings: Settings) -> Self {
+        Self {
+            settings,
+            history: History::default(),
+            panic_until_ms: None,
+        }
+    }
+
+    /// The actuator confirmed the count went `from` → `to` at `now_ms`.
+    pub fn scaled(&mut self, now_ms: i64, from: u32, to: u32) {
+        self.history.scaled(now_ms, from, to);
+    }
+
+    /// Decide at `now_ms` from the instances and metrics read then.
+    pub fn evaluate(
+        &mut self,
+        now_ms: i64,
+        inst: &Instances,
+        metrics: &[Observation],
+        demand: Option<Demand>,
+    ) -> Decision {
+        let s = &self.settings;
+        let b = &s.behavior;
+        let current = inst.current;
+        let mut clamps = Vec::new();
+        let parts: Vec<MetricPart> = metrics
+            .iter()
+            .map(|o| propose(o, inst, b.scale_up.tolerance, b.scale_down.tolerance))
+            .collect();
+        let invalid = parts.iter().filter(|p| p.proposal.is_none()).count();
+        let best = parts.iter().filter_map(|p| p.proposal).max();
+        let mut proposed = match best {
+            None => current,
+            // Some metric unreadable: up only.
+            Some(p) if invalid > 0 && p < current => {
+                clamps.push(Clamp {
+                    rule: format!("no scale-down while {invalid} metric(s) cannot be read"),
+                    from: p,
+                    to: current,
+                });
+                current
+            }
+            Some(p) => p,
+        };
+        // Panic: demand against ready capacity.
+        let ready = inst.ready.len() as u32;
+        let mut panic = self.panic_until_ms.is_some_and(|u| now_ms < u);
+        let mut needed = None;
+        if let Some(d) = demand.filter(|d| d.per_instance > 0.0) {
+            let n = (d.rate / d.per_instance).ceil().max(0.0) as u32;
+            if f64::from(n) >= s.panic_threshold * f64::from(ready.max(1)) {
+                panic = true;
+                self.panic_until_ms = Some(now_ms + s.panic_window.as_millis() as i64);
+                needed = Some(n);
+            }
+        }
+        let desired = if current > s.max || (current < s.min && current > 0) {
+            // Outside min/max: straight to the bound, as the HPA does.
+            let to = current.clamp(s.min, s.max);
+            clamps.push(Clamp {
+                rule: format!("{} {}", if current > s.max { "max" } else { "min" }, to),
+                from: current,
+                to,
+            });
+            to
+        } else if current == 0 && s.min > 0 {
+            // As the HPA: a target scaled to 0 by hand is left alone.
+            clamps.push(Clamp {
+                rule: "scaled to 0 by hand: autoscaling off".into(),
+                from: proposed,
+                to: 0,
+            });
+            0
+        } else if panic {
+            let want = needed.unwrap_or(0).max(proposed).max(current);
+            if want != proposed {
+                clamps.push(Clamp {
+                    rule: format!(
+                        "panic: demand needs {} (≥ {}× the {ready} ready); no scale-down",
+                        needed.map_or("more".into(), |n| n.to_string()),
+                        s.panic_threshold
+                    ),
+                    from: proposed,
+                    to: want,
+                });
+            }
+            proposed = want;
+            // The stabilization history still hears of it.
+            let _ = self
+                .history
+                .stabilize(b, now_ms, current, want, &mut Vec::new());
+            clamp_range(want, s.min, s.max, &mut clamps)
+        } else {
+            let stable = self
+                .history
+                .stabilize(b, now_ms, current, proposed, &mut clamps);
+            let up_rate = self.history.up_limit(&b.scale_up, now_ms, current);
+            let down_rate = self.history.down_limit(&b.scale_down, now_ms, current);
+            let (up, down) = (up_rate.min(s.max), down_rate.max(s.min));
+            let mut out = stable;
+            if out > up {
+                let rule = if up_rate <= s.max {
+                    rate_rule("scale-up", &b.scale_up)
+                } else {
+                    format!("max {}", s.max)
+                };
+                clamps.push(Clamp {
+                    rule,
+                    from: out,
+                    to: up,
+                });
+                out = up;
+            }
+            if out < down {
+                let rule = if down_rate >= s.min {
+                    rate_rule("scale-down", &b.scale_down)
+                } else {
+                    format!("min {}", s.min)
+                };
+                clamps.push(Clamp {
+                    rule,
+                    from: out,
+                    to: down,
+                });
+                out = down;
+            }
+            clamp_range(out, s.min, s.max, &mut clamps)
+        };
+        self.history.prune(b, now_ms);
+        let explanation = explain(current, desired, &parts, &clamps, panic);
+        Decision {
+            at_ms: now_ms,
+            current,
+            ready,
+            metrics: parts,
+            proposed,
+            clamps,
+            panic,
+            desired,
+            explanation,
+        }
+    }
+}
+
+fn rate_rule(dir: &str, r: &crate::behavior::Rules) -> String {
+    let ps: Vec<String> = r
+        .policies
+        .iter()
+        .map(|p| {
+            let v = match p.kind {
+                crate::behavior::PolicyKind::Pods => format!("{}", p.value),
+                crate::behavior::PolicyKind::Percent => format!("{} %", p.value),
+            };
+            format!("{v}/{}", humantime::format_duration(p.period))
+        })
+        .collect();
+    format!("{dir} rate {} ({:?})", ps.join(", "), r.select_policy)
+}
+
+fn clamp_range(n: u32, min: u32, max: u32, clamps: &mut Vec<Clamp>) -> u32 {
+    if n > max {
+        clamps.push(Clamp {
+            rule: format!("max {max}"),
+            from: n,
+            to: max,
+        });
+        return max;
+    }
+    if n < min {
+        clamps.push(Clamp {
+            rule: format!("min {min}"),
+            from: n,
+            to: min,
+        });
+        return min;
+    }
+    n
+}
+
+fn explain(
+    current: u32,
+    desired: u32,
+    parts: &[MetricPart],
+    clamps: &[Clamp],
+    panic: bool,
+) -> String {
+    let verb = match desired.cmp(&current) {
+        std::cmp::Ordering::Greater => format!("scale {current} → {desired}"),
+        std::cmp::Ordering::Less => format!("scale {current} → {desired}"),
+        std::cmp::Ordering::Equal => format!("keep {current}"),
+    };
+    let why: Vec<String> = parts
+        .iter()
+        .map(|p| match (p.value, p.proposal) {
+            (Some(v), Some(n)) => format!(
+                "{} {} vs {} (wants {n}{})",
+                p.name,
+                num(v),
+                num(p.target),
+                if p.note.is_empty() {
+                    String::new()
+                } else {
+                    format!(", {}", p.note)
+                }
+            ),
+            _ => format!("{} unreadable: {}", p.name, p.note),
+        })
+        .collect();
+    let mut line = format!("{verb}: {}", why.join("; "));
+    if panic {
+        line.push_str("; panic mode");
+    }
+    for c in clamps {
+        line.push_str(&format!("; {} → {} by {}", c.from, c.to, c.rule));
+    }
+    line
+}
+
+/// A number as people read it: `1,820`, `0.75`.
+fn num(v: f64) -> String {
+    if v.abs() >= 1000.0 && v.fract().abs() < 1e-9 {
+        let s = format!("{}", v.round() as i64);
+        let mut out = String::new();
+        for (i, c) in s.chars().enumerate() {
+            if i > 0 && (s.len() - i) % 3 == 0 && c != '-' {
+                out.push(',');
+            }
+            out.push(c);
+        }
+        out
+    } else if v.abs() >= 100.0 {
+        format!("{v:.0}")
+    } else {
+        format!("{}", (v * 100.0).round() / 100.0)
+    }
+}
