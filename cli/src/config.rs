@@ -18,6 +18,8 @@ pub struct KeelConfig {
     pub collector: CollectorConfig,
     /// The sample multi-tier app `keel up` runs.
     pub sampleapp: SampleAppConfig,
+    /// The controller: autoscaling policies.
+    pub controller: keel_controller::ControllerConfig,
 }
 
 impl Validate for KeelConfig {
@@ -25,6 +27,7 @@ impl Validate for KeelConfig {
         self.agent.validate(problems);
         self.collector.validate(problems);
         self.sampleapp.validate(problems);
+        self.controller.validate(problems);
     }
 }
 

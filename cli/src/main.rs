@@ -18,6 +18,7 @@ mod bench_metrics;
 mod bench_rules;
 mod collector_cmd;
 mod config;
+mod events_cmd;
 mod load_cmd;
 mod logs_cmd;
 mod rules_cmd;
@@ -77,6 +78,8 @@ enum Command {
     },
     /// Acknowledge firing alerts (no more repeats until they resolve).
     Ack(silence_cmd::AckArgs),
+    /// The controller's events: each autoscaling decision, explained.
+    Events(events_cmd::EventsArgs),
     /// Backfill history from an OpenMetrics file (the collector must be stopped).
     Import(collector_cmd::ImportArgs),
     /// Check a configuration file and print the effective configuration.
@@ -138,6 +141,7 @@ fn main() -> ExitCode {
         Command::Logs(args) => logs_cmd::run(args),
         Command::Rules { command } => rules_cmd::run(command),
         Command::Silence { command } => silence_cmd::run(command),
+        Command::Events(args) => events_cmd::run(args),
         Command::Ack(args) => silence_cmd::ack(args),
         Command::Import(args) => collector_cmd::import(cli.config.as_deref(), args),
         Command::Bench {

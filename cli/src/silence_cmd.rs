@@ -56,12 +56,13 @@ fn whoami() -> String {
     std::env::var("USER").unwrap_or_else(|_| "keel".into())
 }
 
-fn call(req: reqwest::RequestBuilder) -> anyhow::Result<Value> {
+/// Send `req`; its JSON answer, or the API's reason for refusing.
+pub fn call(req: reqwest::RequestBuilder) -> anyhow::Result<Value> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
     runtime.block_on(async move {
-        let r = req.send().await.context("the collector's API")?;
+        let r = req.send().await.context("the API")?;
         let status = r.status();
         let v: Value = r.json().await.unwrap_or_default();
         if !status.is_success() {
@@ -74,7 +75,8 @@ fn call(req: reqwest::RequestBuilder) -> anyhow::Result<Value> {
     })
 }
 
-fn time(ms: i64) -> String {
+/// `ms` as RFC 3339 (seconds).
+pub fn time(ms: i64) -> String {
     humantime::format_rfc3339_seconds(keel_core::clock::from_unix_ms(ms)).to_string()
 }
 

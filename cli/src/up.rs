@@ -78,7 +78,19 @@ pub fn run(config_path: Option<&Path>, args: UpArgs) -> anyhow::Result<()> {
             let to = agent.otlp_addr.unwrap_or(collector.otlp_http);
             app.otlp_endpoint = Some(format!("http://{to}"));
         }
+        let web_min = app.web.instances.max(1);
+        let web_max = app.web.max_instances.min(10).max(web_min);
         let (sup, ep) = Supervisor::start(app, exe).await?;
+        let mut controller_config = config.controller.clone();
+        if controller_config.policies.is_empty() {
+            controller_config.policies = vec![shipped_policy(
+                &format!("http://{}", ep.supervisor),
+                web_min,
+                web_max,
+            )];
+        }
+        let (controller_addr, _controller) =
+            start_controller(&controller_config, &collector, clock.clone()).await?;
         say("keel: the sample app is up");
         say_fmt!(
             "  collector OTLP/HTTP http://{}/v1/metrics",
@@ -111,6 +123,15 @@ pub fn run(config_path: Option<&Path>, args: UpArgs) -> anyhow::Result<()> {
         say_fmt!(
             "  alerts              http://{}/api/v1/alerts",
             collector.api
+        );
+        say_fmt!(
+            "  controller events   http://{controller_addr}/api/v1/events   ({})",
+            controller_config
+                .policies
+                .iter()
+                .map(|p| format!("{} {}–{}", p.name, p.min, p.max))
+                .collect::<Vec<_>>()
+                .join(", ")
         );
         say_fmt!("  agent status        http://{}/status", agent.addr);
         if let Some(a) = agent.otlp_addr {
@@ -195,6 +216,82 @@ fn agent_for(
 /// evaluated every second and no P0 group wait, a crossing pages within
 /// about two seconds (`keel bench alerts`).
 pub const SCRAPE_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// The policy `keel up` runs when the config names none: the web tier,
+/// through the supervisor, on the request rate a web instance serves
+/// (100/s each: half of what one handles at the default capacity), with
+/// the HPA's default behaviour and panic at twice the ready capacity.
+fn shipped_policy(supervisor: &str, min: u32, max: u32) -> keel_controller::Policy {
+    let rate = r#"sum(rate(http_server_request_duration_seconds_count{tier="web"}[1m]))"#;
+    keel_controller::Policy {
+        name: "web".into(),
+        actuator: keel_controller::ActuatorConfig::Supervisor {
+            url: supervisor.into(),
+        },
+        min,
+        max,
+        metrics: vec![keel_controller::MetricSpec {
+            name: "web request rate".into(),
+            query: rate.into(),
+            per_instance: None,
+            average: Some(100.0),
+            total: None,
+        }],
+        behavior: keel_controller::Behavior::default(),
+        warm_up: std::time::Duration::from_secs(5),
+        panic: Some(keel_controller::PanicSpec {
+            demand: rate.into(),
+            per_instance: 100.0,
+            threshold: 2.0,
+            window: std::time::Duration::from_secs(60),
+        }),
+    }
+}
+
+/// PromQL for the controller, from the collector's store.
+struct StoreMetrics(keel_collector::rules::source::StoreSource);
+
+impl keel_controller::MetricSource for StoreMetrics {
+    fn instant(&self, expr: &str, t_ms: i64) -> Result<keel_controller::run::Samples, String> {
+        use keel_collector::rules::engine::Source as _;
+        self.0.instant(expr, t_ms)
+    }
+}
+
+/// Start the controller beside `collector` (its store for metrics, its
+/// state store for events) and serve its API; the API's address.
+pub async fn start_controller(
+    config: &keel_controller::ControllerConfig,
+    collector: &keel_collector::server::Running,
+    clock: keel_core::clock::SharedClock,
+) -> anyhow::Result<(
+    std::net::SocketAddr,
+    std::sync::Arc<keel_controller::Controller>,
+)> {
+    let source = std::sync::Arc::new(StoreMetrics(keel_collector::rules::source::StoreSource {
+        store: collector.store.clone(),
+        logs: None,
+    }));
+    let writer = collector.state.as_ref().map(|(_, w)| w.clone());
+    let c = keel_controller::Controller::new(config, source, clock.clone(), writer);
+    if let Some((st, _)) = &collector.state {
+        let saved: Vec<keel_controller::Event> = st
+            .load(keel_state::Table::Events)
+            .await?
+            .iter()
+            .filter_map(|(_, d)| serde_json::from_str(d).ok())
+            .collect();
+        c.restore(saved);
+    }
+    let listener = tokio::net::TcpListener::bind(&config.listen)
+        .await
+        .with_context(|| format!("controller.listen {}", config.listen))?;
+    let addr = listener.local_addr()?;
+    let app = keel_controller::api::routes(c.clone(), clock);
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    tokio::spawn(c.clone().run());
+    Ok((addr, c))
+}
 
 /// The sample app's shipped rules (rules/shop.yml, built in).
 const SHOP_RULES: &str = include_str!("../../rules/shop.yml");

@@ -22,6 +22,28 @@ async fn keel_up_prints_its_urls_and_ctrl_c_leaves_no_process_behind() {
     let processes_url = url("supervisor API");
     let (s, _) = get_json(&shop).await;
     assert_eq!(s, 200, "the printed shop URL serves");
+    // The controller runs the shipped web policy and explains its first
+    // evaluation (the count read back from the supervisor: 2).
+    let events = url("controller events");
+    eventually(
+        "the controller's first decision",
+        Duration::from_secs(20),
+        || {
+            let events = events.clone();
+            async move {
+                let (_, v) = get_json(&events).await;
+                let e = v["data"].as_array()?.first()?.clone();
+                assert_eq!(e["subject"], "web", "{e}");
+                let line = e["explanation"].as_str()?.to_owned();
+                assert!(
+                    line.starts_with("web: keep 2") || line.starts_with("web: scale 2"),
+                    "{e}"
+                );
+                Some(())
+            }
+        },
+    )
+    .await;
     let promql = url("PromQL API");
     let (s, v) = get_json(&format!("{promql}?query=vector(1)")).await;
     assert_eq!(s, 200, "the printed collector API answers PromQL: {v}");

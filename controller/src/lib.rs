@@ -1,11 +1,18 @@
-//! Keel's controller. So far its reactive autoscaler: the Kubernetes
-//! HPA's algorithm and `behavior` semantics ([`behavior`], [`hpa`]) with a
-//! Knative-style panic mode, deciding on any time it is given (the
-//! injected clock's) and explaining each decision with its inputs, every
-//! rule that changed the count, and one line for people.
+//! Keel's controller: the reactive autoscaler — the Kubernetes HPA's
+//! algorithm and `behavior` semantics ([`behavior`], [`hpa`]) with a
+//! Knative-style panic mode — run on the injected clock over policies
+//! ([`policy`]) against actuators ([`actuator`]: the sample app's
+//! supervisor, user commands, dry run) by [`run`], which explains every
+//! evaluation as an event ([`api`]: `GET /api/v1/events`).
 
+pub mod actuator;
+pub mod api;
 pub mod behavior;
 pub mod hpa;
+pub mod policy;
+pub mod run;
 
 pub use behavior::{Behavior, Clamp, PolicyKind, RatePolicy, Rules, SelectPolicy};
 pub use hpa::{Autoscaler, Decision, Demand, Instances, Observation, Reading, Settings, Target};
+pub use policy::{ActuatorConfig, ControllerConfig, MetricSpec, PanicSpec, Policy};
+pub use run::{Controller, Event, MetricSource};

@@ -72,16 +72,20 @@ pub enum Table {
     Tickets,
     /// Notifications: each page to each receiver and how sending went.
     Notifications,
+    /// The controller's events (decisions, scalings, actuator failures),
+    /// keyed by time.
+    Events,
 }
 
 impl Table {
     /// Every table.
-    pub const ALL: [Table; 5] = [
+    pub const ALL: [Table; 6] = [
         Table::Alerts,
         Table::Routing,
         Table::Silences,
         Table::Tickets,
         Table::Notifications,
+        Table::Events,
     ];
 
     fn name(self) -> &'static str {
@@ -91,6 +95,7 @@ impl Table {
             Table::Silences => "keel_silences",
             Table::Tickets => "keel_tickets",
             Table::Notifications => "keel_notifications",
+            Table::Events => "keel_events",
         }
     }
 }

@@ -204,6 +204,7 @@ pub async fn keel_up(dir: &Path, args: &[&str]) -> (Child, Vec<String>) {
         .env("KEEL_COLLECTOR__OTLP_GRPC_PORT", "0")
         .env("KEEL_AGENT__LISTEN", "127.0.0.1:0")
         .env("KEEL_AGENT__OTLP_RECEIVER", "127.0.0.1:0")
+        .env("KEEL_CONTROLLER__LISTEN", "127.0.0.1:0")
         .stdout(Stdio::piped())
         .stderr(std::fs::File::create(dir.join("keel-up.stderr")).expect("stderr"))
         .spawn()

@@ -1,0 +1,249 @@
+//! Autoscaling policies, as written in the `controller` section of
+//! `keel.yaml`: what to scale (an actuator), its bounds, its metrics
+//! (PromQL with a target), the HPA behaviour, warm-up and panic.
+//!
+//! ```yaml
+//! controller:
+//!   interval: 15s
+//!   policies:
+//!     - name: web
+//!       actuator: {type: supervisor, url: http://127.0.0.1:8079}
+//!       min: 2
+//!       max: 20
+//!       metrics:
+//!         - name: request rate
+//!           query: sum(rate(http_server_request_duration_seconds_count{tier="web"}[1m]))
+//!           average: 50        # per instance, from the total
+//!       warm_up: 10s
+//!       panic: {demand: <same query>, per_instance: 50}
+//! ```
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::behavior::Behavior;
+use crate::hpa::Target;
+
+/// The `controller` section.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ControllerConfig {
+    /// How often every policy is evaluated (the HPA's 15 s).
+    #[serde(with = "keel_core::duration")]
+    pub interval: Duration,
+    /// The policies (`keel up` with none: the shipped one for the sample
+    /// app's web tier).
+    pub policies: Vec<Policy>,
+    /// Where `GET /api/v1/events` is served.
+    pub listen: String,
+}
+
+impl Default for ControllerConfig {
+    fn default() -> Self {
+        Self {
+            interval: Duration::from_secs(15),
+            policies: Vec::new(),
+            listen: "127.0.0.1:7071".into(),
+        }
+    }
+}
+
+/// How instances are counted and changed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum ActuatorConfig {
+    /// The sample app's supervisor (`/api/v1/scale/web`).
+    Supervisor {
+        /// Its base URL.
+        url: String,
+    },
+    /// Commands: `read` prints the instance names (one a line) or a
+    /// count; `scale` gets the wanted count in `KEEL_REPLICAS` (and as
+    /// its last argument).
+    Exec {
+        /// Prints the current instances.
+        read: Vec<String>,
+        /// Changes the count.
+        scale: Vec<String>,
+        /// Longest a command may run.
+        #[serde(with = "keel_core::duration", default = "default_exec_timeout")]
+        timeout: Duration,
+    },
+    /// Decides and records, changes nothing (the count starts at `start`).
+    DryRun {
+        /// The count it reports at first.
+        start: u32,
+    },
+}
+
+fn default_exec_timeout() -> Duration {
+    Duration::from_secs(30)
+}
+
+/// One metric of a policy.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricSpec {
+    /// Its name in decisions.
+    pub name: String,
+    /// PromQL: one value, or one a instance (an `instance` label) for
+    /// `per_instance`.
+    pub query: String,
+    /// Each instance's value should be this.
+    #[serde(default)]
+    pub per_instance: Option<f64>,
+    /// The total ÷ instances should be this.
+    #[serde(default)]
+    pub average: Option<f64>,
+    /// The total should be this.
+    #[serde(default)]
+    pub total: Option<f64>,
+}
+
+impl MetricSpec {
+    /// Its target; none when not exactly one kind is given.
+    pub fn target(&self) -> Option<Target> {
+        match (self.per_instance, self.average, self.total) {
+            (Some(v), None, None) => Some(Target::PerInstance(v)),
+            (None, Some(v), None) => Some(Target::AverageOfTotal(v)),
+            (None, None, Some(v)) => Some(Target::Total(v)),
+            _ => None,
+        }
+    }
+}
+
+/// Panic mode's input.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PanicSpec {
+    /// PromQL giving the arrival rate (one value).
+    pub demand: String,
+    /// What one instance handles at its target, in the same unit.
+    pub per_instance: f64,
+    /// Panic when demand needs this many times the ready instances.
+    #[serde(default = "default_panic_threshold")]
+    pub threshold: f64,
+    /// Panic lasts this long after its condition was last seen.
+    #[serde(with = "keel_core::duration", default = "default_panic_window")]
+    pub window: Duration,
+}
+
+fn default_panic_threshold() -> f64 {
+    2.0
+}
+
+fn default_panic_window() -> Duration {
+    Duration::from_secs(60)
+}
+
+/// One autoscaling policy.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Policy {
+    /// Its name (events' subject).
+    pub name: String,
+    /// What it scales.
+    pub actuator: ActuatorConfig,
+    /// Fewest instances.
+    pub min: u32,
+    /// Most instances.
+    pub max: u32,
+    /// Its metrics (the largest proposal wins).
+    pub metrics: Vec<MetricSpec>,
+    /// HPA behaviour (Kubernetes' defaults).
+    #[serde(default)]
+    pub behavior: Behavior,
+    /// A new instance's metrics are discounted this long.
+    #[serde(with = "keel_core::duration", default)]
+    pub warm_up: Duration,
+    /// Panic mode (none: off).
+    #[serde(default)]
+    pub panic: Option<PanicSpec>,
+}
+
+impl ControllerConfig {
+    /// Push one message per problem, each naming its field.
+    pub fn validate(&self, problems: &mut Vec<String>) {
+        if self.interval.is_zero() {
+            problems.push("controller.interval: must be positive".into());
+        }
+        if self.listen.parse::<std::net::SocketAddr>().is_err() {
+            problems.push(format!(
+                "controller.listen: {:?} is not host:port",
+                self.listen
+            ));
+        }
+        let mut names = std::collections::HashSet::new();
+        for (i, p) in self.policies.iter().enumerate() {
+            let at = format!("controller.policies[{i}]");
+            if p.name.trim().is_empty() {
+                problems.push(format!("{at}.name: must not be empty"));
+            } else if !names.insert(p.name.as_str()) {
+                problems.push(format!("{at}.name: {:?} is used twice", p.name));
+            }
+            if p.min > p.max || p.max == 0 {
+                problems.push(format!(
+                    "{at}.max: must be at least min ({}) and positive",
+                    p.min
+                ));
+            }
+            if p.metrics.is_empty() && p.panic.is_none() {
+                problems.push(format!("{at}.metrics: at least one is needed"));
+            }
+            for (j, m) in p.metrics.iter().enumerate() {
+                let at = format!("{at}.metrics[{j}]");
+                match m.target() {
+                    None => problems.push(format!(
+                        "{at}: give exactly one of per_instance, average, total"
+                    )),
+                    Some(t) if !positive(t_value(t)) => {
+                        problems.push(format!("{at}: the target must be positive"))
+                    }
+                    Some(_) => {}
+                }
+                if m.query.trim().is_empty() {
+                    problems.push(format!("{at}.query: must not be empty"));
+                }
+            }
+            if let Some(pn) = &p.panic {
+                if !positive(pn.per_instance) {
+                    problems.push(format!("{at}.panic.per_instance: must be positive"));
+                }
+                if !positive(pn.threshold - 1.0) {
+                    problems.push(format!("{at}.panic.threshold: must be above 1"));
+                }
+            }
+            match &p.actuator {
+                ActuatorConfig::Supervisor { url } if !url.starts_with("http") => {
+                    problems.push(format!("{at}.actuator.url: {url:?} is not an http URL"))
+                }
+                ActuatorConfig::Exec {
+                    read,
+                    scale,
+                    timeout,
+                } => {
+                    if read.is_empty() || scale.is_empty() {
+                        problems.push(format!("{at}.actuator: exec needs read and scale commands"));
+                    }
+                    if timeout.is_zero() {
+                        problems.push(format!("{at}.actuator.timeout: must be positive"));
+                    }
+                }
+                _ => {}
+            }
+            p.behavior.validate(&format!("{at}.behavior"), problems);
+        }
+    }
+}
+
+/// Above zero (NaN is not).
+fn positive(x: f64) -> bool {
+    x > 0.0
+}
+
+fn t_value(t: Target) -> f64 {
+    match t {
+        Target::PerInstance(v) | Target::AverageOfTotal(v) | Target::Total(v) => v,
+    }
+}

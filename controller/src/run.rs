@@ -1,0 +1,309 @@
+//! The controller's loop: every `interval` on the injected clock, each
+//! policy reads its target's count from the actuator, its metrics from
+//! the metric store (PromQL), decides ([`crate::hpa`]), and — when the
+//! count should change — asks the actuator, then reads the count back
+//! and believes only that. Every evaluation is an event (its decision,
+//! or the actuator's failure with the reason), kept in memory for
+//! `GET /api/v1/events` and in the state store. A failed read or change
+//! is retried at the next evaluation.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
+
+use keel_core::clock::SharedClock;
+use serde::{Deserialize, Serialize};
+
+use crate::actuator::Actuator;
+use crate::hpa::{Autoscaler, Decision, Demand, Instances, Observation, Reading, Settings};
+use crate::policy::{ControllerConfig, Policy};
+
+/// An instant query's samples: labels and value.
+pub type Samples = Vec<(BTreeMap<String, String>, f64)>;
+
+/// Where the controller reads metrics.
+pub trait MetricSource: Send + Sync {
+    /// PromQL at `t_ms`: each sample's labels and value, or why not.
+    fn instant(&self, expr: &str, t_ms: i64) -> Result<Samples, String>;
+}
+
+/// Something the controller did or saw.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Event {
+    /// When (ms).
+    pub at_ms: i64,
+    /// `scale` (the count changed), `decision` (it did not), or
+    /// `actuator_error`.
+    pub kind: String,
+    /// The policy.
+    pub subject: String,
+    /// One line for people.
+    pub explanation: String,
+    /// The decision, with its inputs and clamps (none for a failed read).
+    pub decision: Option<serde_json::Value>,
+    /// The count read back after a change.
+    pub read_back: Option<u32>,
+}
+
+/// Most events kept in memory.
+const KEEP: usize = 10_000;
+
+struct Managed {
+    policy: Policy,
+    actuator: Actuator,
+    scaler: Autoscaler,
+    /// When each instance was first seen (for warm-up).
+    first_seen: HashMap<String, i64>,
+    seen_any: bool,
+}
+
+/// The running controller.
+pub struct Controller {
+    managed: tokio::sync::Mutex<Vec<Managed>>,
+    source: Arc<dyn MetricSource>,
+    clock: SharedClock,
+    interval: std::time::Duration,
+    events: Mutex<VecDeque<Event>>,
+    writer: Option<keel_state::Writer>,
+}
+
+impl Controller {
+    /// A controller for `config`'s policies (validated by the caller),
+    /// saving events through `writer` when given.
+    pub fn new(
+        config: &ControllerConfig,
+        source: Arc<dyn MetricSource>,
+        clock: SharedClock,
+        writer: Option<keel_state::Writer>,
+    ) -> Arc<Self> {
+        let managed = config
+            .policies
+            .iter()
+            .map(|p| Managed {
+                actuator: Actuator::new(&p.actuator),
+                scaler: Autoscaler::new(Settings {
+                    min: p.min,
+                    max: p.max,
+                    behavior: p.behavior.clone(),
+                    panic_threshold: p.panic.as_ref().map_or(2.0, |x| x.threshold),
+                    panic_window: p
+                        .panic
+                        .as_ref()
+                        .map_or(std::time::Duration::from_secs(60), |x| x.window),
+                }),
+                policy: p.clone(),
+                first_seen: HashMap::new(),
+                seen_any: false,
+            })
+            .collect();
+        Arc::new(Self {
+            managed: tokio::sync::Mutex::new(managed),
+            source,
+            clock,
+            interval: config.interval,
+            events: Mutex::new(VecDeque::new()),
+            writer,
+        })
+    }
+
+    /// Evaluate every policy each `interval`, forever.
+    pub async fn run(self: Arc<Self>) {
+        let mut next = self.clock.now();
+        loop {
+            self.clock.sleep_until(next).await;
+            let woke = self.clock.now();
+            while next <= woke {
+                next += self.interval;
+            }
+            self.tick(keel_core::clock::unix_ms(woke)).await;
+        }
+    }
+
+    /// Evaluate every policy at `now_ms`; the events it made.
+    pub async fn tick(&self, now_ms: i64) -> Vec<Event> {
+        let mut managed = self.managed.lock().await;
+        let mut out = Vec::new();
+        for m in managed.iter_mut() {
+            let e = self.evaluate(m, now_ms).await;
+            out.push(e);
+        }
+        drop(managed);
+        for e in &out {
+            self.record(e.clone());
+        }
+        out
+    }
+
+    /// The events kept, oldest first, at or after `since_ms`, for
+    /// `subject` if given, the newest `limit`.
+    pub fn events(&self, since_ms: i64, subject: Option<&str>, limit: usize) -> Vec<Event> {
+        let all = self.events.lock().unwrap_or_else(|e| e.into_inner());
+        let hits: Vec<&Event> = all
+            .iter()
+            .filter(|e| e.at_ms >= since_ms && subject.is_none_or(|s| e.subject == s))
+            .collect();
+        hits[hits.len().saturating_sub(limit)..]
+            .iter()
+            .map(|e| (*e).clone())
+            .collect()
+    }
+
+    /// Put back events saved before a restart (oldest first).
+    pub fn restore(&self, saved: Vec<Event>) {
+        let mut all = self.events.lock().unwrap_or_else(|e| e.into_inner());
+        for e in saved {
+            all.push_back(e);
+        }
+        while all.len() > KEEP {
+            all.pop_front();
+        }
+    }
+
+    fn record(&self, e: Event) {
+        tracing::info!(subject = %e.subject, kind = %e.kind, "{}", e.explanation);
+        if let Some(w) = &self.writer
+            && let Ok(doc) = serde_json::to_string(&e)
+        {
+            w.send(keel_state::Op::Put {
+                table: keel_state::Table::Events,
+                key: format!("{:016}-{}", e.at_ms, e.subject),
+                at_ms: e.at_ms,
+                doc,
+            });
+        }
+        let mut all = self.events.lock().unwrap_or_else(|e| e.into_inner());
+        all.push_back(e);
+        while all.len() > KEEP {
+            all.pop_front();
+        }
+    }
+
+    async fn evaluate(&self, m: &mut Managed, now_ms: i64) -> Event {
+        let name = m.policy.name.clone();
+        let event = |kind: &str, explanation: String, d: Option<&Decision>, read_back| Event {
+            at_ms: now_ms,
+            kind: kind.into(),
+            subject: name.clone(),
+            explanation,
+            decision: d.and_then(|d| serde_json::to_value(d).ok()),
+            read_back,
+        };
+        let count = match m.actuator.read().await {
+            Ok(c) => c,
+            Err(e) => {
+                return event(
+                    "actuator_error",
+                    format!("cannot read {name}'s count ({e}); retried at the next evaluation"),
+                    None,
+                    None,
+                );
+            }
+        };
+        let names: Vec<String> = if count.instances.is_empty() {
+            (0..count.replicas).map(|i| format!("{name}-{i}")).collect()
+        } else {
+            count.instances.clone()
+        };
+        // Instances there at the first look are taken as warm.
+        let warm_ms = m.policy.warm_up.as_millis() as i64;
+        let first = !m.seen_any;
+        m.seen_any = true;
+        for n in &names {
+            m.first_seen
+                .entry(n.clone())
+                .or_insert(if first { i64::MIN / 2 } else { now_ms });
+        }
+        m.first_seen.retain(|k, _| names.contains(k));
+        let inst = Instances {
+            current: count.replicas,
+            ready: names
+                .iter()
+                .filter(|n| m.first_seen.get(*n).is_some_and(|t| now_ms - t >= warm_ms))
+                .cloned()
+                .collect(),
+            all: names.clone(),
+        };
+        let metrics: Vec<Observation> = m
+            .policy
+            .metrics
+            .iter()
+            .filter_map(|spec| {
+                let target = spec.target()?;
+                let reading = match (self.source.instant(&spec.query, now_ms), target) {
+                    (Err(e), _) => Reading::Invalid(e),
+                    (Ok(samples), crate::hpa::Target::PerInstance(_)) => Reading::PerInstance(
+                        samples
+                            .into_iter()
+                            .filter_map(|(l, v)| Some((l.get("instance")?.clone(), v)))
+                            .collect(),
+                    ),
+                    (Ok(samples), _) => match samples.as_slice() {
+                        [(_, v)] => Reading::Total(*v),
+                        [] => Reading::Invalid("no data".into()),
+                        more => Reading::Invalid(format!(
+                            "{} series where one is needed (aggregate the query)",
+                            more.len()
+                        )),
+                    },
+                };
+                Some(Observation {
+                    name: spec.name.clone(),
+                    target,
+                    reading,
+                })
+            })
+            .collect();
+        let demand = m.policy.panic.as_ref().and_then(|p| {
+            let samples = self.source.instant(&p.demand, now_ms).ok()?;
+            let rate = samples.iter().map(|(_, v)| v).sum::<f64>();
+            Some(Demand {
+                rate,
+                per_instance: p.per_instance,
+            })
+        });
+        let d = m.scaler.evaluate(now_ms, &inst, &metrics, demand);
+        if d.desired == count.replicas {
+            return event(
+                "decision",
+                format!("{name}: {}", d.explanation),
+                Some(&d),
+                None,
+            );
+        }
+        if let Err(e) = m.actuator.set(d.desired).await {
+            return event(
+                "actuator_error",
+                format!(
+                    "{name}: {}; the change failed ({e}); retried at the next evaluation",
+                    d.explanation
+                ),
+                Some(&d),
+                None,
+            );
+        }
+        match m.actuator.read().await {
+            Ok(after) => {
+                m.scaler.scaled(now_ms, count.replicas, after.replicas);
+                let note = if after.replicas == d.desired {
+                    String::new()
+                } else {
+                    format!(" (read back {}, not {})", after.replicas, d.desired)
+                };
+                event(
+                    "scale",
+                    format!("{name}: {}{note}", d.explanation),
+                    Some(&d),
+                    Some(after.replicas),
+                )
+            }
+            Err(e) => event(
+                "actuator_error",
+                format!(
+                    "{name}: {}; asked for {} but cannot read the count back ({e})",
+                    d.explanation, d.desired
+                ),
+                Some(&d),
+                None,
+            ),
+        }
+    }
+}

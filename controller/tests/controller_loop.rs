@@ -1,0 +1,234 @@
+//! The controller's loop on explicit times: decisions become events,
+//! changes go through the actuator and the count is read back; actuator
+//! failures (a command that exits non-zero or runs too long, an
+//! unreachable supervisor) are events with their reasons, retried at
+//! the next evaluation.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, UNIX_EPOCH};
+
+use keel_controller::{
+    ActuatorConfig, Controller, ControllerConfig, MetricSource, MetricSpec, Policy,
+};
+use keel_core::clock::{ManualClock, SharedClock};
+
+const T0: i64 = 1_796_000_000_000;
+const S: i64 = 1000;
+
+/// A metric store that answers every query with one total.
+#[derive(Default)]
+struct Fixed(Mutex<f64>);
+
+impl MetricSource for Fixed {
+    fn instant(&self, _: &str, _: i64) -> Result<keel_controller::run::Samples, String> {
+        Ok(vec![(
+            BTreeMap::new(),
+            *self.0.lock().unwrap_or_else(|e| e.into_inner()),
+        )])
+    }
+}
+
+fn policy(actuator: ActuatorConfig) -> Policy {
+    Policy {
+        name: "web".into(),
+        actuator,
+        min: 1,
+        max: 10,
+        metrics: vec![MetricSpec {
+            name: "request rate".into(),
+            query: "sum(rate(requests_total[1m]))".into(),
+            per_instance: None,
+            average: Some(100.0),
+            total: None,
+        }],
+        behavior: Default::default(),
+        warm_up: Duration::ZERO,
+        panic: None,
+    }
+}
+
+fn controller(p: Policy, source: Arc<Fixed>) -> Arc<Controller> {
+    let config = ControllerConfig {
+        policies: vec![p],
+        ..ControllerConfig::default()
+    };
+    let mut problems = Vec::new();
+    config.validate(&mut problems);
+    assert!(problems.is_empty(), "{problems:?}");
+    let clock: SharedClock = Arc::new(ManualClock::new(
+        UNIX_EPOCH + Duration::from_millis(T0 as u64),
+    ));
+    Controller::new(&config, source, clock, None)
+}
+
+#[tokio::test]
+async fn a_target_scales_up_at_once_and_down_after_the_window_each_step_an_event() {
+    let load = Arc::new(Fixed::default());
+    let c = controller(policy(ActuatorConfig::DryRun { start: 2 }), load.clone());
+    *load.0.lock().expect("lock") = 400.0;
+    let e = c.tick(T0).await.remove(0);
+    assert_eq!(e.kind, "scale");
+    assert_eq!(e.read_back, Some(4));
+    assert_eq!(
+        e.explanation,
+        "web: scale 2 → 4: request rate 200 vs 100 (wants 4)"
+    );
+    // The load falls: the 300 s window holds 4.
+    *load.0.lock().expect("lock") = 100.0;
+    let e = c.tick(T0 + 15 * S).await.remove(0);
+    assert_eq!(e.kind, "decision");
+    assert!(
+        e.explanation
+            .starts_with("web: keep 4: request rate 25 vs 100 (wants 1)"),
+        "{}",
+        e.explanation
+    );
+    assert!(e.explanation.contains("scale-down stabilization window 5m"));
+    let e = c.tick(T0 + 316 * S).await.remove(0);
+    assert_eq!(
+        (e.kind.as_str(), e.read_back),
+        ("scale", Some(1)),
+        "{}",
+        e.explanation
+    );
+    let all = c.events(0, Some("web"), 100);
+    assert_eq!(all.len(), 3);
+    assert_eq!(c.events(T0 + 1, None, 100).len(), 2, "since");
+    assert_eq!(c.events(0, None, 1)[0].at_ms, T0 + 316 * S, "the newest");
+}
+
+fn sh(script: &str) -> Vec<String> {
+    vec!["sh".into(), "-c".into(), script.into(), "sh".into()]
+}
+
+#[tokio::test]
+async fn exec_failures_are_events_with_reasons_and_retried() {
+    let load = Arc::new(Fixed::default());
+    *load.0.lock().expect("lock") = 400.0;
+    // The read fails.
+    let c = controller(
+        policy(ActuatorConfig::Exec {
+            read: sh("echo 'no such cluster' >&2; exit 3"),
+            scale: sh("exit 0"),
+            timeout: Duration::from_secs(5),
+        }),
+        load.clone(),
+    );
+    let e = c.tick(T0).await.remove(0);
+    assert_eq!(e.kind, "actuator_error");
+    assert!(
+        e.explanation.contains("exited with 3: no such cluster")
+            && e.explanation.contains("retried at the next evaluation"),
+        "{}",
+        e.explanation
+    );
+    // It runs too long.
+    let c = controller(
+        policy(ActuatorConfig::Exec {
+            read: sh("sleep 5"),
+            scale: sh("exit 0"),
+            timeout: Duration::from_millis(200),
+        }),
+        load.clone(),
+    );
+    let e = c.tick(T0).await.remove(0);
+    assert!(
+        e.explanation.contains("timed out after 200ms"),
+        "{}",
+        e.explanation
+    );
+    // The change fails, and is tried again at the next evaluation.
+    let c = controller(
+        policy(ActuatorConfig::Exec {
+            read: sh("echo 2"),
+            scale: sh("echo \"quota exceeded for $KEEL_REPLICAS\" >&2; exit 1"),
+            timeout: Duration::from_secs(5),
+        }),
+        load.clone(),
+    );
+    for t in [T0, T0 + 15 * S] {
+        let e = c.tick(t).await.remove(0);
+        assert_eq!(e.kind, "actuator_error");
+        assert!(
+            e.explanation.contains("scale 2 → 4")
+                && e.explanation.contains("the change failed")
+                && e.explanation.contains("quota exceeded for 4"),
+            "{}",
+            e.explanation
+        );
+    }
+}
+
+#[tokio::test]
+async fn the_count_is_what_the_actuator_reads_back_not_what_was_asked() {
+    let load = Arc::new(Fixed::default());
+    *load.0.lock().expect("lock") = 400.0;
+    let dir = std::env::temp_dir().join(format!("keel-exec-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let names = dir.join("instances");
+    std::fs::write(&names, "web-a\nweb-b\n").expect("write");
+    // Scaling "succeeds" but only one instance comes up.
+    let c = controller(
+        policy(ActuatorConfig::Exec {
+            read: sh(&format!("cat {}", names.display())),
+            scale: sh(&format!("echo web-c >> {}", names.display())),
+            timeout: Duration::from_secs(5),
+        }),
+        load.clone(),
+    );
+    let e = c.tick(T0).await.remove(0);
+    assert_eq!(e.kind, "scale");
+    assert_eq!(e.read_back, Some(3));
+    assert!(
+        e.explanation.ends_with("(read back 3, not 4)"),
+        "{}",
+        e.explanation
+    );
+    // The next evaluation starts from 3.
+    let e = c.tick(T0 + 15 * S).await.remove(0);
+    assert!(e.explanation.contains("scale 3 → 4"), "{}", e.explanation);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test]
+async fn an_unreachable_supervisor_is_an_event() {
+    let load = Arc::new(Fixed::default());
+    let c = controller(
+        policy(ActuatorConfig::Supervisor {
+            url: "http://127.0.0.1:1".into(),
+        }),
+        load,
+    );
+    let e = c.tick(T0).await.remove(0);
+    assert_eq!(e.kind, "actuator_error");
+    assert!(
+        e.explanation
+            .contains("cannot read web's count (unreachable"),
+        "{}",
+        e.explanation
+    );
+}
+
+#[test]
+fn a_bad_policy_reports_every_problem_with_its_field() {
+    let mut p = policy(ActuatorConfig::DryRun { start: 1 });
+    p.min = 5;
+    p.max = 2;
+    p.metrics[0].total = Some(3.0);
+    let config = ControllerConfig {
+        interval: Duration::ZERO,
+        policies: vec![p],
+        ..ControllerConfig::default()
+    };
+    let mut problems = Vec::new();
+    config.validate(&mut problems);
+    assert_eq!(
+        problems,
+        vec![
+            "controller.interval: must be positive",
+            "controller.policies[0].max: must be at least min (5) and positive",
+            "controller.policies[0].metrics[0]: give exactly one of per_instance, average, total",
+        ]
+    );
+}
