@@ -245,6 +245,16 @@ fn shipped_policy(supervisor: &str, min: u32, max: u32) -> keel_controller::Poli
             threshold: 2.0,
             window: std::time::Duration::from_secs(60),
         }),
+        // Recorded in every decision once two days of history exist.
+        predictive: Some(keel_controller::PredictiveSpec {
+            mode: keel_controller::PredictiveMode::ForecastOnly,
+            query: rate.into(),
+            per_instance: 100.0,
+            step: std::time::Duration::from_secs(300),
+            history: std::time::Duration::from_secs(14 * 86_400),
+            refit: std::time::Duration::from_secs(3600),
+            buffer: std::time::Duration::from_secs(300),
+        }),
     }
 }
 
@@ -255,6 +265,33 @@ impl keel_controller::MetricSource for StoreMetrics {
     fn instant(&self, expr: &str, t_ms: i64) -> Result<keel_controller::run::Samples, String> {
         use keel_collector::rules::engine::Source as _;
         self.0.instant(expr, t_ms)
+    }
+
+    fn range(
+        &self,
+        expr: &str,
+        start_ms: i64,
+        end_ms: i64,
+        step_ms: i64,
+    ) -> Result<Vec<(i64, f64)>, String> {
+        let series = keel_collector::promql::Engine::new(&self.0.store)
+            .range(
+                expr,
+                keel_collector::promql::QueryRange {
+                    start: start_ms,
+                    end: end_ms,
+                    step: step_ms,
+                },
+            )
+            .map_err(|e| e.to_string())?;
+        match series.as_slice() {
+            [] => Ok(Vec::new()),
+            [one] => Ok(one.points.clone()),
+            more => Err(format!(
+                "{} series where one is needed (aggregate the query)",
+                more.len()
+            )),
+        }
     }
 }
 

@@ -248,6 +248,13 @@ impl History {
         out
     }
 
+    /// Count `n`, applied for another reason (predictive scaling), as a
+    /// recommendation at `now_ms`: scaling down from it then waits the
+    /// scale-down window like any other.
+    pub fn note(&mut self, now_ms: i64, n: u32) {
+        self.recommendations.push_back((now_ms, n));
+    }
+
     /// Instances added (+) or removed (−, as a positive number) within
     /// `period` before `now_ms`.
     fn changed_within(&self, now_ms: i64, period: Duration, up: bool) -> i64 {

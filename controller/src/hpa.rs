@@ -150,10 +150,29 @@ pub struct Decision {
     pub clamps: Vec<Clamp>,
     /// Whether panic mode held.
     pub panic: bool,
+    /// The predictive side's part, when it has one.
+    pub forecast: Option<ForecastPart>,
     /// The count to apply.
     pub desired: u32,
     /// One line for people.
     pub explanation: String,
+}
+
+/// What predictive scaling saw and asked for.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ForecastPart {
+    /// The largest forecast within the lead time: when (ms) …
+    pub at_ms: i64,
+    /// … its expected value …
+    pub mean: f64,
+    /// … and its interval.
+    pub low: f64,
+    /// The interval's high end.
+    pub high: f64,
+    /// The count it asks for.
+    pub proposal: u32,
+    /// Whether it was acted on (`forecast_and_scale`) or only recorded.
+    pub applied: bool,
 }
 
 /// One metric's proposal (`GetMetricReplicas` and friends).
@@ -447,9 +466,43 @@ impl Autoscaler {
             proposed,
             clamps,
             panic,
+            forecast: None,
             desired,
             explanation,
         }
+    }
+
+    /// Add the predictive side to `d`: the applied count is the larger
+    /// of the two (predictive never scales in, nor past max) when
+    /// `apply`; else the forecast is only recorded.
+    pub fn predictive(&mut self, d: &mut Decision, mut f: ForecastPart, apply: bool) {
+        let want = f.proposal.min(self.settings.max);
+        f.applied = apply && want > d.desired;
+        let when = humantime::format_rfc3339_seconds(keel_core::clock::from_unix_ms(f.at_ms));
+        let mut line = format!(
+            "; forecast {} at {} ± {} wants {}",
+            num(f.mean),
+            when.to_string().get(11..16).unwrap_or(""),
+            num((f.high - f.mean).max(0.0)),
+            f.proposal
+        );
+        if f.applied {
+            d.clamps.push(Clamp {
+                rule: "predictive: capacity ahead of the forecast".into(),
+                from: d.desired,
+                to: want,
+            });
+            d.desired = want;
+            self.history.note(d.at_ms, want);
+            let verb = format!("scale {} → {}", d.current, want);
+            if let Some(i) = d.explanation.find(':') {
+                d.explanation = format!("{verb}{}", &d.explanation[i..]);
+            }
+        } else if !apply {
+            line.push_str(" (forecast only)");
+        }
+        d.explanation.push_str(&line);
+        d.forecast = Some(f);
     }
 }
 

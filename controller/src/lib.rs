@@ -8,11 +8,16 @@
 pub mod actuator;
 pub mod api;
 pub mod behavior;
+pub mod forecast;
 pub mod hpa;
 pub mod policy;
 pub mod run;
 
 pub use behavior::{Behavior, Clamp, PolicyKind, RatePolicy, Rules, SelectPolicy};
-pub use hpa::{Autoscaler, Decision, Demand, Instances, Observation, Reading, Settings, Target};
-pub use policy::{ActuatorConfig, ControllerConfig, MetricSpec, PanicSpec, Policy};
+pub use hpa::{
+    Autoscaler, Decision, Demand, ForecastPart, Instances, Observation, Reading, Settings, Target,
+};
+pub use policy::{
+    ActuatorConfig, ControllerConfig, MetricSpec, PanicSpec, Policy, PredictiveMode, PredictiveSpec,
+};
 pub use run::{Controller, Event, MetricSource};

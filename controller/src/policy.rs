@@ -160,6 +160,67 @@ pub struct Policy {
     /// Panic mode (none: off).
     #[serde(default)]
     pub panic: Option<PanicSpec>,
+    /// Predictive scaling (none: off).
+    #[serde(default)]
+    pub predictive: Option<PredictiveSpec>,
+}
+
+/// What predictive scaling does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PredictiveMode {
+    /// Nothing.
+    Off,
+    /// Forecasts are recorded in the decisions, not acted on.
+    ForecastOnly,
+    /// Capacity follows the forecast ahead of time (never scaling in).
+    ForecastAndScale,
+}
+
+/// Predictive scaling's settings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PredictiveSpec {
+    /// Off, forecast_only (the default, as AWS's), forecast_and_scale.
+    #[serde(default = "default_mode")]
+    pub mode: PredictiveMode,
+    /// PromQL of the load to forecast (one value, e.g. requests/s).
+    pub query: String,
+    /// What one instance handles, in the same unit.
+    pub per_instance: f64,
+    /// Spacing of the history read.
+    #[serde(with = "keel_core::duration", default = "default_step")]
+    pub step: Duration,
+    /// How much history is read (two days at least; two weeks learn weeks).
+    #[serde(with = "keel_core::duration", default = "default_history")]
+    pub history: Duration,
+    /// How often the model is fitted again.
+    #[serde(with = "keel_core::duration", default = "default_refit")]
+    pub refit: Duration,
+    /// Capacity is in place this long before the forecast load, on top
+    /// of `warm_up`.
+    #[serde(with = "keel_core::duration", default = "default_buffer")]
+    pub buffer: Duration,
+}
+
+fn default_mode() -> PredictiveMode {
+    PredictiveMode::ForecastOnly
+}
+
+fn default_step() -> Duration {
+    Duration::from_secs(300)
+}
+
+fn default_history() -> Duration {
+    Duration::from_secs(14 * 86_400)
+}
+
+fn default_refit() -> Duration {
+    Duration::from_secs(3600)
+}
+
+fn default_buffer() -> Duration {
+    Duration::from_secs(300)
 }
 
 impl ControllerConfig {
@@ -212,6 +273,19 @@ impl ControllerConfig {
                 }
                 if !positive(pn.threshold - 1.0) {
                     problems.push(format!("{at}.panic.threshold: must be above 1"));
+                }
+            }
+            if let Some(pr) = &p.predictive {
+                if !positive(pr.per_instance) {
+                    problems.push(format!("{at}.predictive.per_instance: must be positive"));
+                }
+                if pr.step.is_zero() || pr.history < 2 * pr.step {
+                    problems.push(format!(
+                        "{at}.predictive: step must be positive and history at least two steps"
+                    ));
+                }
+                if pr.query.trim().is_empty() {
+                    problems.push(format!("{at}.predictive.query: must not be empty"));
                 }
             }
             match &p.actuator {

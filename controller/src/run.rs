@@ -24,6 +24,27 @@ pub type Samples = Vec<(BTreeMap<String, String>, f64)>;
 pub trait MetricSource: Send + Sync {
     /// PromQL at `t_ms`: each sample's labels and value, or why not.
     fn instant(&self, expr: &str, t_ms: i64) -> Result<Samples, String>;
+
+    /// PromQL over `[start_ms, end_ms]` every `step_ms`: one series'
+    /// points (time, value), or why not.
+    fn range(
+        &self,
+        expr: &str,
+        start_ms: i64,
+        end_ms: i64,
+        step_ms: i64,
+    ) -> Result<Vec<(i64, f64)>, String> {
+        let _ = (expr, start_ms, end_ms, step_ms);
+        Err("this metric source has no range queries".into())
+    }
+}
+
+/// A fitted forecast and where its history ended.
+struct Fitted {
+    at_ms: i64,
+    model: Result<crate::forecast::Model, String>,
+    /// The time of the model's next point (the first forecast).
+    next_ms: i64,
 }
 
 /// Something the controller did or saw.
@@ -54,6 +75,7 @@ struct Managed {
     /// When each instance was first seen (for warm-up).
     first_seen: HashMap<String, i64>,
     seen_any: bool,
+    fitted: Option<Fitted>,
 }
 
 /// The running controller.
@@ -93,6 +115,7 @@ impl Controller {
                 policy: p.clone(),
                 first_seen: HashMap::new(),
                 seen_any: false,
+                fitted: None,
             })
             .collect();
         Arc::new(Self {
@@ -175,6 +198,86 @@ impl Controller {
         while all.len() > KEEP {
             all.pop_front();
         }
+    }
+
+    /// The predictive side: refit when due, forecast over the lead time
+    /// (warm-up + buffer) and add its proposal to `d`.
+    fn predict(&self, m: &mut Managed, now_ms: i64, d: &mut Decision) {
+        use crate::policy::PredictiveMode;
+        let Some(p) = m.policy.predictive.clone() else {
+            return;
+        };
+        if p.mode == PredictiveMode::Off {
+            return;
+        }
+        let step = (p.step.as_millis() as i64).max(1);
+        let due = m
+            .fitted
+            .as_ref()
+            .is_none_or(|f| now_ms - f.at_ms >= p.refit.as_millis() as i64);
+        if due {
+            let end = now_ms - now_ms.rem_euclid(step);
+            let start = end - p.history.as_millis() as i64 + step;
+            let model = self
+                .source
+                .range(&p.query, start, end, step)
+                .and_then(|points| {
+                    // Evenly spaced, NaN where the history has a gap.
+                    let n = ((end - start) / step + 1) as usize;
+                    let mut x = vec![f64::NAN; n];
+                    for (t, v) in points {
+                        let i = (t - start) / step;
+                        if (0..n as i64).contains(&i) {
+                            x[i as usize] = v;
+                        }
+                    }
+                    // Leading gaps (a young system) are not history.
+                    let first = x.iter().position(|v| v.is_finite()).unwrap_or(n);
+                    let x = &x[first..];
+                    let season = crate::forecast::season_for(x.len(), step as u64 / 1000);
+                    crate::forecast::Model::fit(x, season).map_err(|e| e.to_string())
+                });
+            if let Err(e) = &model {
+                tracing::info!(policy = %m.policy.name, reason = %e, "no forecast yet");
+            }
+            m.fitted = Some(Fitted {
+                at_ms: now_ms,
+                model,
+                next_ms: end + step,
+            });
+        }
+        let Some(Fitted {
+            model: Ok(model),
+            next_ms,
+            ..
+        }) = &m.fitted
+        else {
+            return;
+        };
+        let lead_ms = (m.policy.warm_up + p.buffer).as_millis() as i64;
+        // Forecast points from the one covering now through now + lead.
+        let rel = now_ms - next_ms;
+        let skip = rel.max(0) / step;
+        let last = (rel + lead_ms).div_euclid(step);
+        let lead = (last - skip + 1).max(1) as usize;
+        let skip = skip as usize;
+        let f = model.forecast(skip + lead, crate::forecast::Z80);
+        let Some((proposal, point)) =
+            crate::forecast::ahead(&f[skip.min(f.len())..], lead, p.per_instance)
+        else {
+            return;
+        };
+        let idx = f.iter().position(|q| *q == point).unwrap_or(skip);
+        let part = crate::hpa::ForecastPart {
+            at_ms: next_ms + idx as i64 * step,
+            mean: point.mean,
+            low: point.low,
+            high: point.high,
+            proposal,
+            applied: false,
+        };
+        m.scaler
+            .predictive(d, part, p.mode == PredictiveMode::ForecastAndScale);
     }
 
     async fn evaluate(&self, m: &mut Managed, now_ms: i64) -> Event {
@@ -260,7 +363,8 @@ impl Controller {
                 per_instance: p.per_instance,
             })
         });
-        let d = m.scaler.evaluate(now_ms, &inst, &metrics, demand);
+        let mut d = m.scaler.evaluate(now_ms, &inst, &metrics, demand);
+        self.predict(m, now_ms, &mut d);
         if d.desired == count.replicas {
             return event(
                 "decision",

@@ -45,6 +45,7 @@ fn policy(actuator: ActuatorConfig) -> Policy {
         behavior: Default::default(),
         warm_up: Duration::ZERO,
         panic: None,
+        predictive: None,
     }
 }
 
@@ -231,4 +232,117 @@ fn a_bad_policy_reports_every_problem_with_its_field() {
             "controller.policies[0].metrics[0]: give exactly one of per_instance, average, total",
         ]
     );
+}
+
+/// A week of the seeds' daily shape (quiet 60/s, 08–10 300/s) behind
+/// range queries; instant queries answer the load at that time.
+struct Daily;
+
+fn daily(t_ms: i64) -> f64 {
+    let hour = (t_ms.rem_euclid(86_400_000)) as f64 / 3_600_000.0;
+    if (8.0..10.0).contains(&hour) {
+        300.0
+    } else {
+        60.0
+    }
+}
+
+impl MetricSource for Daily {
+    fn instant(&self, _: &str, t: i64) -> Result<keel_controller::run::Samples, String> {
+        Ok(vec![(BTreeMap::new(), daily(t))])
+    }
+    fn range(&self, _: &str, start: i64, end: i64, step: i64) -> Result<Vec<(i64, f64)>, String> {
+        Ok((0..=(end - start) / step)
+            .map(|k| start + k * step)
+            .filter(|t| *t >= DAY0)
+            .map(|t| (t, daily(t)))
+            .collect())
+    }
+}
+
+/// A midnight (UTC) seven days before the test's morning.
+const DAY0: i64 = 1_795_996_800_000 - 7 * 86_400_000;
+
+fn predictive_policy(mode: keel_controller::PredictiveMode) -> Policy {
+    let mut p = policy(ActuatorConfig::DryRun { start: 2 });
+    p.metrics[0].average = Some(50.0);
+    p.warm_up = Duration::from_secs(180);
+    p.predictive = Some(keel_controller::PredictiveSpec {
+        mode,
+        query: "sum(rate(requests_total[1m]))".into(),
+        per_instance: 50.0,
+        step: Duration::from_secs(300),
+        history: Duration::from_secs(14 * 86_400),
+        refit: Duration::from_secs(3600),
+        buffer: Duration::from_secs(300),
+    });
+    p
+}
+
+fn at(hh: i64, mm: i64) -> i64 {
+    DAY0 + 7 * 86_400_000 + (hh * 60 + mm) * 60_000
+}
+
+#[tokio::test]
+async fn predictive_scaling_brings_the_morning_capacity_before_the_ramp() {
+    let config = ControllerConfig {
+        policies: vec![predictive_policy(
+            keel_controller::PredictiveMode::ForecastAndScale,
+        )],
+        ..ControllerConfig::default()
+    };
+    let clock: SharedClock = Arc::new(ManualClock::new(UNIX_EPOCH));
+    let c = Controller::new(&config, Arc::new(Daily), clock, None);
+    // 07:45: the ramp is beyond warm-up + buffer (8 min): night capacity.
+    let e = c.tick(at(7, 45)).await.remove(0);
+    assert_eq!(e.read_back, None, "{}", e.explanation);
+    assert!(e.explanation.contains("forecast"), "{}", e.explanation);
+    // 07:52: 08:00 is within 8 min: 300/s at 50 each = 6, before any
+    // request of the morning has arrived (the reactive side wants 2).
+    let e = c.tick(at(7, 52)).await.remove(0);
+    assert_eq!(e.kind, "scale", "{}", e.explanation);
+    assert_eq!(e.read_back, Some(6), "{}", e.explanation);
+    assert!(
+        e.explanation
+            .starts_with("web: scale 2 → 6: request rate 30 vs 50 (wants 2)")
+            && e.explanation.contains("forecast 300 at 08:00"),
+        "{}",
+        e.explanation
+    );
+    // Predictive never scales in by itself: once the forecast falls
+    // (10:00), the reactive side waits its 300 s window from the last
+    // predictive count (09:58) before scaling in.
+    for (h, m) in [(9, 58), (10, 2)] {
+        let e = c.tick(at(h, m)).await.remove(0);
+        assert_eq!(e.kind, "decision", "{}", e.explanation);
+    }
+    let e = c.tick(at(10, 3) + 1000).await.remove(0);
+    assert_eq!(
+        (e.kind.as_str(), e.read_back),
+        ("scale", Some(2)),
+        "{}",
+        e.explanation
+    );
+}
+
+#[tokio::test]
+async fn forecast_only_records_the_forecast_and_changes_nothing() {
+    let config = ControllerConfig {
+        policies: vec![predictive_policy(
+            keel_controller::PredictiveMode::ForecastOnly,
+        )],
+        ..ControllerConfig::default()
+    };
+    let clock: SharedClock = Arc::new(ManualClock::new(UNIX_EPOCH));
+    let c = Controller::new(&config, Arc::new(Daily), clock, None);
+    let e = c.tick(at(7, 55)).await.remove(0);
+    assert_eq!(e.kind, "decision");
+    assert!(
+        e.explanation.contains("wants 6 (forecast only)"),
+        "{}",
+        e.explanation
+    );
+    let f = &e.decision.as_ref().expect("decision")["forecast"];
+    assert_eq!(f["proposal"], 6);
+    assert_eq!(f["applied"], false);
 }
