@@ -13,6 +13,7 @@ mod agent_cmd;
 mod bench;
 mod bench_agent;
 mod bench_alerts;
+mod bench_autoscale;
 mod bench_logs;
 mod bench_metrics;
 mod bench_rules;
@@ -115,6 +116,8 @@ enum BenchCommand {
     Rules(bench_rules::RulesBenchArgs),
     /// Alert latency: a threshold crossed to the page at a real SMTP server.
     Alerts(bench_alerts::AlertsBenchArgs),
+    /// Fixed, reactive (HPA) and Keel capacity on one diurnal-plus-spike load (simulated time).
+    Autoscale(bench_autoscale::AutoscaleBenchArgs),
 }
 
 #[derive(Subcommand)]
@@ -162,6 +165,9 @@ fn main() -> ExitCode {
         Command::Bench {
             command: BenchCommand::Alerts(args),
         } => bench_alerts::run(args),
+        Command::Bench {
+            command: BenchCommand::Autoscale(args),
+        } => bench_autoscale::run(args),
         Command::Config => config::load(cli.config.as_deref()).and_then(|c| {
             print!("{}", serde_json::to_string_pretty(&c)?);
             println!();

@@ -229,7 +229,10 @@ fn restart_keeps_state(state: &str) {
         );
         let silences = get(c.api, "/api/v1/silences").await;
         assert_eq!(silences["data"][0]["comment"], "maintenance", "{silences}");
-        // The history holds every change, from both lives.
+        // The history holds every change, from both lives (once the
+        // writer has committed them).
+        let (_, writer) = c.state.as_ref().expect("a state store");
+        writer.flush().await.expect("flush");
         let h = get(
             c.api,
             &format!(

@@ -10,6 +10,10 @@
 //! weakness — one season shape — is what traffic has (days alike, or weeks
 //! alike).
 //!
+//! Outliers — points beyond 6σ of their one-step prediction (a burst, an
+//! outage) — are set aside in a second pass, so one spike does not raise
+//! the forecasts that follow it.
+//!
 //! The prediction interval is ±z·σ·√(1 + (h−1)·α²) around the mean, σ
 //! the one-step residuals' standard deviation (the usual approximation
 //! for exponential smoothing; 80 % by default, z = 1.2816).
@@ -75,7 +79,16 @@ pub fn season_for(n: usize, step_s: u64) -> usize {
 
 /// One pass of the smoother over `x` (NaN: missing); the model and the
 /// sum of squared one-step errors (and how many).
-fn run(x: &[f64], m: usize, alpha: f64, beta: f64, gamma: f64) -> Option<(Model, f64, usize)> {
+/// `reject`: an observation further than this from its one-step
+/// prediction is taken as an outlier (a burst, an outage) and replaced
+/// by the prediction, so that one bad hour does not shift the level or
+/// the season.
+fn run(
+    x: &[f64],
+    m: usize,
+    (alpha, beta, gamma): (f64, f64, f64),
+    reject: Option<f64>,
+) -> Option<(Model, f64, usize)> {
     let mean = |s: &[f64]| {
         let v: Vec<f64> = s.iter().copied().filter(|v| v.is_finite()).collect();
         (!v.is_empty()).then(|| v.iter().sum::<f64>() / v.len() as f64)
@@ -102,7 +115,8 @@ fn run(x: &[f64], m: usize, alpha: f64, beta: f64, gamma: f64) -> Option<(Model,
     for (t, &obs) in x.iter().enumerate().skip(m) {
         let s = seasonal[t % m];
         let predicted = level + trend + s;
-        let v = if obs.is_finite() {
+        let outlier = |e: f64| reject.is_some_and(|r| e.abs() > r);
+        let v = if obs.is_finite() && !outlier(obs - predicted) {
             let e = obs - predicted;
             sse += e * e;
             count += 1;
@@ -150,7 +164,7 @@ impl Model {
         for alpha in [0.05, 0.1, 0.2, 0.4] {
             for beta in [0.0, 0.005, 0.02] {
                 for gamma in [0.05, 0.15, 0.3, 0.5] {
-                    let Some((model, sse, n)) = run(x, m, alpha, beta, gamma) else {
+                    let Some((model, sse, n)) = run(x, m, (alpha, beta, gamma), None) else {
                         return Err(NoForecast::NoFirstSeason);
                     };
                     let score = if n > 0 { sse / n as f64 } else { f64::MAX };
@@ -160,7 +174,11 @@ impl Model {
                 }
             }
         }
-        best.map(|(_, m)| m).ok_or(NoForecast::NoFirstSeason)
+        let (_, first) = best.ok_or(NoForecast::NoFirstSeason)?;
+        // Again with the same factors, outliers (beyond 6σ) set aside.
+        let limit = (first.sigma > 0.0).then_some(6.0 * first.sigma);
+        Ok(run(x, m, (first.alpha, first.beta, first.gamma), limit)
+            .map_or(first, |(model, _, _)| model))
     }
 
     /// The next `h` points, with the interval at `z` (e.g. [`Z80`]).

@@ -169,6 +169,8 @@ pub struct ForecastPart {
     pub low: f64,
     /// The interval's high end.
     pub high: f64,
+    /// What one instance handles (the policy's `per_instance`).
+    pub per_instance: f64,
     /// The count it asks for.
     pub proposal: u32,
     /// Whether it was acted on (`forecast_and_scale`) or only recorded.
@@ -476,6 +478,12 @@ impl Autoscaler {
     /// of the two (predictive never scales in, nor past max) when
     /// `apply`; else the forecast is only recorded.
     pub fn predictive(&mut self, d: &mut Decision, mut f: ForecastPart, apply: bool) {
+        // The scale-up tolerance holds here too: enough instances for
+        // the forecast at up to (1 + tolerance) × the target, the count
+        // the reactive side would settle on rather than one more.
+        let tol = self.settings.behavior.scale_up.tolerance;
+        let settle = (f.mean.max(0.0) / (f.per_instance * (1.0 + tol))).ceil() as u32;
+        f.proposal = f.proposal.min(settle.max(1));
         let want = f.proposal.min(self.settings.max);
         f.applied = apply && want > d.desired;
         let when = humantime::format_rfc3339_seconds(keel_core::clock::from_unix_ms(f.at_ms));

@@ -273,6 +273,7 @@ impl Controller {
             mean: point.mean,
             low: point.low,
             high: point.high,
+            per_instance: p.per_instance,
             proposal,
             applied: false,
         };

@@ -120,3 +120,27 @@ fn two_seasons_of_history_are_needed() {
     );
     assert_eq!(season_for(14 * DAY, STEP_S), 7 * DAY, "two weeks: weekly");
 }
+
+#[test]
+fn a_one_off_burst_does_not_raise_the_forecasts_after_it() {
+    let mut h = history(7);
+    let n = h.len();
+    // A 5× burst for 10 minutes at 15:00 of the last day.
+    let burst = n - DAY + 15 * 12;
+    for v in &mut h[burst..burst + 2] {
+        *v *= 5.0;
+    }
+    // Fitted at 18:00 that day, the evening ahead.
+    let cut = n - DAY + 18 * 12;
+    let f = Model::fit(&h[..cut], DAY).expect("fits").forecast(12, Z80);
+    let worst = f
+        .iter()
+        .enumerate()
+        .map(|(k, p)| (p.mean - truth(cut + k)).abs() / truth(cut + k))
+        .fold(0.0, f64::max);
+    assert!(
+        worst <= 0.10,
+        "worst error {:.1} % after the burst",
+        worst * 100.0
+    );
+}
