@@ -223,6 +223,8 @@ pub const SCRAPE_INTERVAL: std::time::Duration = std::time::Duration::from_secs(
 /// the HPA's default behaviour and panic at twice the ready capacity.
 fn shipped_policy(supervisor: &str, min: u32, max: u32) -> keel_controller::Policy {
     let rate = r#"sum(rate(http_server_request_duration_seconds_count{tier="web"}[1m]))"#;
+    // Panic reads a short window (Knative's is 6 s; keel up scrapes every 1 s).
+    let burst = r#"sum(rate(http_server_request_duration_seconds_count{tier="web"}[10s]))"#;
     keel_controller::Policy {
         name: "web".into(),
         actuator: keel_controller::ActuatorConfig::Supervisor {
@@ -240,7 +242,7 @@ fn shipped_policy(supervisor: &str, min: u32, max: u32) -> keel_controller::Poli
         behavior: keel_controller::Behavior::default(),
         warm_up: std::time::Duration::from_secs(5),
         panic: Some(keel_controller::PanicSpec {
-            demand: rate.into(),
+            demand: burst.into(),
             per_instance: 100.0,
             threshold: 2.0,
             window: std::time::Duration::from_secs(60),
