@@ -82,6 +82,13 @@ pub fn run(config_path: Option<&Path>, args: UpArgs) -> anyhow::Result<()> {
         let web_max = app.web.max_instances.min(10).max(web_min);
         let (sup, ep) = Supervisor::start(app, exe).await?;
         let mut controller_config = config.controller.clone();
+        for p in &mut controller_config.policies {
+            if let keel_controller::ActuatorConfig::Supervisor { url } = &mut p.actuator
+                && url.is_empty()
+            {
+                *url = format!("http://{}", ep.supervisor);
+            }
+        }
         if controller_config.policies.is_empty() {
             controller_config.policies = vec![shipped_policy(
                 &format!("http://{}", ep.supervisor),

@@ -55,7 +55,8 @@ impl Default for ControllerConfig {
 pub enum ActuatorConfig {
     /// The sample app's supervisor (`/api/v1/scale/web`).
     Supervisor {
-        /// Its base URL.
+        /// Its base URL (empty under `keel up`: its own supervisor).
+        #[serde(default)]
         url: String,
     },
     /// Commands: `read` prints the instance names (one a line) or a
@@ -289,7 +290,9 @@ impl ControllerConfig {
                 }
             }
             match &p.actuator {
-                ActuatorConfig::Supervisor { url } if !url.starts_with("http") => {
+                ActuatorConfig::Supervisor { url }
+                    if !url.is_empty() && !url.starts_with("http") =>
+                {
                     problems.push(format!("{at}.actuator.url: {url:?} is not an http URL"))
                 }
                 ActuatorConfig::Exec {

@@ -1,0 +1,104 @@
+//! End to end with `keel up` and an overlay policy with short windows:
+//! a burst from `keel load --profile spike` takes the web tier up (panic
+//! mode), and when the load stops the scale-down window brings it back
+//! to its minimum — every step an event naming its reasons, every count
+//! read back from the supervisor.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+
+const OVERLAY: &str = r#"controller:
+  interval: 1s
+  policies:
+    - name: web
+      actuator: {type: supervisor}
+      min: 2
+      max: 5
+      metrics:
+        - name: web request rate
+          query: sum(rate(http_server_request_duration_seconds_count{tier="web"}[5s]))
+          average: 60
+      warm_up: 1s
+      panic: {demand: 'sum(rate(http_server_request_duration_seconds_count{tier="web"}[3s]))', per_instance: 60}
+      behavior:
+        scale_up: {stabilization_window: 0s, policies: [{type: Pods, value: 4, period: 1s}]}
+        scale_down: {stabilization_window: 8s, policies: [{type: Percent, value: 100, period: 1s}]}
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_scales_the_web_tier_up_and_the_window_brings_it_back() {
+    let _turn = heavy().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(dir.path().join("overlay.yaml"), OVERLAY).expect("write");
+    let (mut child, lines) = keel_up(dir.path(), &["--config", "overlay.yaml"]).await;
+    let _stop = StopOnDrop(child.id() as i32);
+    let events = printed_url(&lines, "controller events");
+    let shop = printed_url(&lines, "shop API").replace("/api/products/1", "");
+    let scale = printed_url(&lines, "supervisor API").replace("processes", "scale/web");
+    // 100/s with a 5× burst in the middle fifth of 20 s.
+    let load = std::process::Command::new(KEEL)
+        .args([
+            "load",
+            "--profile",
+            "spike",
+            "--rps",
+            "100",
+            "--duration",
+            "20s",
+            "--target",
+        ])
+        .arg(&shop)
+        .current_dir(dir.path())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("keel load");
+    let _load = StopOnDrop(load.id() as i32);
+    let scaled = |want: fn(&serde_json::Value) -> bool, what: &'static str| {
+        let events = events.clone();
+        async move {
+            eventually(what, Duration::from_secs(90), || {
+                let events = events.clone();
+                async move {
+                    let (_, v) = get_json(&format!("{events}?limit=10000")).await;
+                    v["data"]
+                        .as_array()?
+                        .iter()
+                        .find(|e| e["kind"] == "scale" && want(e))
+                        .cloned()
+                }
+            })
+            .await
+        }
+    };
+    let up = scaled(
+        |e| e["read_back"].as_u64() >= Some(4),
+        "the burst scales web up",
+    )
+    .await;
+    let line = up["explanation"].as_str().unwrap_or_default();
+    assert!(
+        line.starts_with("web: scale 2 → ") || line.starts_with("web: scale 3 → "),
+        "{up}"
+    );
+    let (_, s) = get_json(&scale).await;
+    assert!(
+        s["replicas"].as_u64() >= Some(4),
+        "the supervisor holds it: {s}"
+    );
+    let down = scaled(
+        |e| e["read_back"].as_u64() == Some(2),
+        "the window passes and web scales back to 2",
+    )
+    .await;
+    assert!(
+        down["at_ms"].as_i64() > up["at_ms"].as_i64(),
+        "down after up: {up} {down}"
+    );
+    let (_, s) = get_json(&scale).await;
+    assert_eq!(s["replicas"], 2, "{s}");
+    child.kill().ok();
+}
