@@ -39,7 +39,7 @@ async fn a_burst_scales_the_web_tier_up_and_the_window_brings_it_back() {
     let shop = printed_url(&lines, "shop API").replace("/api/products/1", "");
     let scale = printed_url(&lines, "supervisor API").replace("processes", "scale/web");
     // 100/s with a 5× burst in the middle fifth of 20 s.
-    let load = std::process::Command::new(KEEL)
+    let mut load = std::process::Command::new(KEEL)
         .args([
             "load",
             "--profile",
@@ -100,5 +100,6 @@ async fn a_burst_scales_the_web_tier_up_and_the_window_brings_it_back() {
     );
     let (_, s) = get_json(&scale).await;
     assert_eq!(s["replicas"], 2, "{s}");
+    let _ = load.wait();
     child.kill().ok();
 }
