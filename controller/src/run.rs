@@ -130,13 +130,9 @@ impl Controller {
 
     /// Evaluate every policy each `interval`, forever.
     pub async fn run(self: Arc<Self>) {
-        let mut next = self.clock.now();
+        let mut ticker = keel_core::clock::Ticker::new(self.clock.now(), self.interval);
         loop {
-            self.clock.sleep_until(next).await;
-            let woke = self.clock.now();
-            while next <= woke {
-                next += self.interval;
-            }
+            let woke = ticker.tick(&*self.clock).await;
             self.tick(keel_core::clock::unix_ms(woke)).await;
         }
     }

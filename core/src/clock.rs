@@ -53,6 +53,34 @@ pub fn from_unix_ms(ms: i64) -> SystemTime {
 /// Shared handle to a clock.
 pub type SharedClock = Arc<dyn Clock>;
 
+/// A fixed schedule on a clock: ticks at `first`, `first + every`, …;
+/// ticks the clock passed while the caller was busy (or that it jumped
+/// over) are skipped, not run late in a burst, and a jump during the
+/// caller's work never pushes the next tick later.
+#[derive(Debug, Clone)]
+pub struct Ticker {
+    next: SystemTime,
+    every: Duration,
+}
+
+impl Ticker {
+    /// A schedule whose first tick is at `first`.
+    pub fn new(first: SystemTime, every: Duration) -> Self {
+        Self { next: first, every }
+    }
+
+    /// Sleep until the next tick; the time woken (the next tick is then
+    /// the first of the schedule after it).
+    pub async fn tick(&mut self, clock: &dyn Clock) -> SystemTime {
+        clock.sleep_until(self.next).await;
+        let woke = clock.now();
+        while self.next <= woke && !self.every.is_zero() {
+            self.next += self.every;
+        }
+        woke
+    }
+}
+
 /// The operating system's wall clock, with tokio timers.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct SystemClock;
@@ -180,6 +208,25 @@ impl Clock for ManualClock {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_ticker_keeps_its_schedule_and_skips_what_the_clock_jumped_over() {
+        let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000);
+        let clock = ManualClock::new(t0);
+        let mut t = Ticker::new(t0, Duration::from_secs(10));
+        assert_eq!(t.tick(&clock).await, t0, "the first tick at once");
+        // The clock jumps 25 s: one tick now, the next on the schedule
+        // (t0 + 30 s), not 10 s after the jump.
+        clock.set(t0 + Duration::from_secs(25));
+        assert_eq!(t.tick(&clock).await, t0 + Duration::from_secs(25));
+        let next = tokio::spawn({
+            let clock = clock.clone();
+            async move { t.tick(&clock).await }
+        });
+        assert_eq!(clock.next_deadline().await, t0 + Duration::from_secs(30));
+        clock.set(t0 + Duration::from_secs(30));
+        assert_eq!(next.await.expect("tick"), t0 + Duration::from_secs(30));
+    }
 
     #[tokio::test]
     async fn manual_clock_wakes_sleepers_only_when_time_reaches_them() {

@@ -351,13 +351,9 @@ impl RuleManager {
                 // check": a clock that jumped while a check ran must not
                 // push the next one later.
                 let every = me.config.reload_interval;
-                let mut next = me.clock.now() + every;
+                let mut ticker = keel_core::clock::Ticker::new(me.clock.now() + every, every);
                 loop {
-                    me.clock.sleep_until(next).await;
-                    let woke = me.clock.now();
-                    while next <= woke {
-                        next += every;
-                    }
+                    ticker.tick(&*me.clock).await;
                     let m = me.clone();
                     let _ = tokio::task::spawn_blocking(move || m.reload_if_changed()).await;
                 }
