@@ -10,7 +10,7 @@ use std::collections::{BTreeMap, HashMap};
 use keel_state::{Op, Table, Writer};
 use serde::{Deserialize, Serialize};
 
-use super::engine::{Alert, Fingerprint, GroupState, State};
+use super::engine::{Alert, GroupState, State};
 
 /// One saved alert.
 #[derive(Debug, Serialize, Deserialize)]
@@ -49,17 +49,19 @@ fn key(file: &str, group: &str, rule: &str, labels: &BTreeMap<String, String>) -
     serde_json::json!([file, group, rule, labels]).to_string()
 }
 
+/// A saved alert with its rule and group (for the history when it goes).
 struct Saved {
-    fingerprint: Option<Fingerprint>,
     rule: String,
     group: String,
-    alert: Option<Alert>,
+    alert: Alert,
 }
 
 /// What has been saved, to save only changes.
 pub struct AlertPersist {
     writer: Writer,
-    saved: HashMap<String, Saved>,
+    /// By key; none: a saved document that could not be put back (it is
+    /// deleted at the next sync unless the alert is saved again).
+    saved: HashMap<String, Option<Saved>>,
 }
 
 impl AlertPersist {
@@ -95,23 +97,10 @@ impl AlertPersist {
                 g.restore(&d.rule, d.alert)
                     .then_some((d.rule, d.group, alert))
             });
-            let entry = match kept {
-                Some((rule, group, alert)) => {
-                    restored += 1;
-                    Saved {
-                        fingerprint: Some(alert.fingerprint()),
-                        rule,
-                        group,
-                        alert: Some(alert),
-                    }
-                }
-                None => Saved {
-                    fingerprint: None,
-                    rule: String::new(),
-                    group: String::new(),
-                    alert: None,
-                },
-            };
+            let entry = kept.map(|(rule, group, alert)| {
+                restored += 1;
+                Saved { rule, group, alert }
+            });
             saved.insert(k, entry);
         }
         if restored > 0 {
@@ -130,10 +119,9 @@ impl AlertPersist {
             let file = g.group.file.display().to_string();
             for (rule, a) in g.alerts() {
                 let k = key(&file, &g.group.name, &rule.name, &a.labels);
-                let fp = a.fingerprint();
-                let before = self.saved.get(&k);
-                if before.and_then(|s| s.fingerprint) != Some(fp) {
-                    let from = before.and_then(|s| s.alert.as_ref()).map(|a| a.state);
+                let before = self.saved.get(&k).and_then(Option::as_ref);
+                if before.map(|s| s.alert.fingerprint()) != Some(a.fingerprint()) {
+                    let from = before.map(|s| s.alert.state);
                     if from != Some(a.state) {
                         self.history(
                             now_ms,
@@ -162,12 +150,11 @@ impl AlertPersist {
                     }
                     self.saved.insert(
                         k.clone(),
-                        Saved {
-                            fingerprint: Some(fp),
+                        Some(Saved {
                             rule: rule.name.clone(),
                             group: g.group.name.clone(),
-                            alert: Some(a.clone()),
-                        },
+                            alert: a.clone(),
+                        }),
                     );
                 }
                 live.insert(k);
@@ -181,9 +168,10 @@ impl AlertPersist {
             .collect();
         for k in gone {
             // A resolved alert aging out is no change of state.
-            if let Some(s) = self.saved.remove(&k)
-                && let Some(a) = s.alert.as_ref().filter(|a| a.state != State::Resolved)
+            if let Some(Some(s)) = self.saved.remove(&k)
+                && s.alert.state != State::Resolved
             {
+                let a = &s.alert;
                 self.history(now_ms, &k, &s.rule, &s.group, a, Some(a.state), None);
             }
             self.writer.send(Op::Delete {
