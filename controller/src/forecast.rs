@@ -199,15 +199,30 @@ impl Model {
     }
 }
 
+/// What predictive scaling asks for.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Ahead {
+    /// Instances for the forecast.
+    pub instances: u32,
+    /// Which point of the slice given it is (its offset from the first).
+    pub offset: usize,
+    /// That forecast point.
+    pub point: Point,
+}
+
 /// What predictive scaling asks for: enough instances for the largest
 /// forecast mean within `lead` points (warm-up plus buffer) — so capacity
-/// is in place when the load arrives — at `per_instance` each; with that
-/// forecast point.
-pub fn ahead(forecast: &[Point], lead: usize, per_instance: f64) -> Option<(u32, Point)> {
-    let p = forecast
+/// is in place when the load arrives — at `per_instance` each.
+pub fn ahead(forecast: &[Point], lead: usize, per_instance: f64) -> Option<Ahead> {
+    let (offset, point) = forecast
         .iter()
         .take(lead.max(1))
         .copied()
-        .max_by(|a, b| a.mean.total_cmp(&b.mean))?;
-    (per_instance > 0.0).then(|| ((p.mean.max(0.0) / per_instance).ceil() as u32, p))
+        .enumerate()
+        .max_by(|(_, a), (_, b)| a.mean.total_cmp(&b.mean))?;
+    (per_instance > 0.0).then(|| Ahead {
+        instances: (point.mean.max(0.0) / per_instance).ceil() as u32,
+        offset,
+        point,
+    })
 }

@@ -258,19 +258,17 @@ impl Controller {
         let lead = (last - skip + 1).max(1) as usize;
         let skip = skip as usize;
         let f = model.forecast(skip + lead, crate::forecast::Z80);
-        let Some((proposal, point)) =
-            crate::forecast::ahead(&f[skip.min(f.len())..], lead, p.per_instance)
-        else {
+        let skip = skip.min(f.len());
+        let Some(a) = crate::forecast::ahead(&f[skip..], lead, p.per_instance) else {
             return;
         };
-        let idx = f.iter().position(|q| *q == point).unwrap_or(skip);
         let part = crate::hpa::ForecastPart {
-            at_ms: next_ms + idx as i64 * step,
-            mean: point.mean,
-            low: point.low,
-            high: point.high,
+            at_ms: next_ms + (skip + a.offset) as i64 * step,
+            mean: a.point.mean,
+            low: a.point.low,
+            high: a.point.high,
             per_instance: p.per_instance,
-            proposal,
+            proposal: a.instances,
             applied: false,
         };
         m.scaler

@@ -100,12 +100,16 @@ fn predictive_scaling_asks_for_the_morning_before_the_ramp() {
     let ramp = 8 * 12; // 08:00
     let needed = (truth(h.len() + ramp) / per_instance).ceil() as u32;
     let first = (0..DAY)
-        .find(|&j| ahead(&f[j..], lead, per_instance).is_some_and(|(n, _)| n * 10 >= needed * 9))
+        .find(|&j| {
+            ahead(&f[j..], lead, per_instance).is_some_and(|a| a.instances * 10 >= needed * 9)
+        })
         .expect("the ramp is foreseen");
     // 07:55: five minutes (≥ the 3-minute warm-up) before 08:00, not
     // hours early.
     assert_eq!(first, ramp - 1, "first asked at point {first}");
-    let (before, _) = ahead(&f[ramp - 3..], lead, per_instance).expect("forecast");
+    let before = ahead(&f[ramp - 3..], lead, per_instance)
+        .expect("forecast")
+        .instances;
     assert!(
         before * 2 < needed,
         "night capacity until then: {before} vs {needed}"
