@@ -502,9 +502,8 @@ impl Autoscaler {
             });
             d.desired = want;
             self.history.note(d.at_ms, want);
-            let verb = format!("scale {} → {}", d.current, want);
             if let Some(i) = d.explanation.find(':') {
-                d.explanation = format!("{verb}{}", &d.explanation[i..]);
+                d.explanation = format!("{}{}", verb(d.current, want), &d.explanation[i..]);
             }
         } else if !apply {
             line.push_str(" (forecast only)");
@@ -549,6 +548,15 @@ fn clamp_range(n: u32, min: u32, max: u32, clamps: &mut Vec<Clamp>) -> u32 {
     n
 }
 
+/// `scale 2 → 6` or `keep 2`.
+fn verb(current: u32, desired: u32) -> String {
+    if desired == current {
+        format!("keep {current}")
+    } else {
+        format!("scale {current} → {desired}")
+    }
+}
+
 fn explain(
     current: u32,
     desired: u32,
@@ -556,11 +564,7 @@ fn explain(
     clamps: &[Clamp],
     panic: bool,
 ) -> String {
-    let verb = match desired.cmp(&current) {
-        std::cmp::Ordering::Greater => format!("scale {current} → {desired}"),
-        std::cmp::Ordering::Less => format!("scale {current} → {desired}"),
-        std::cmp::Ordering::Equal => format!("keep {current}"),
-    };
+    let verb = verb(current, desired);
     let why: Vec<String> = parts
         .iter()
         .map(|p| match (p.value, p.proposal) {
