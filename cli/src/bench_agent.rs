@@ -12,7 +12,7 @@
 
 use std::io::Write;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -20,6 +20,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, bail};
 
 use crate::bench_metrics::{free_port, start_keel, usage};
+use crate::reaped::Reaped;
 
 /// Flags of `keel bench agent`.
 #[derive(clap::Args)]
@@ -41,15 +42,6 @@ pub struct AgentBenchArgs {
     ceiling_lines: u64,
 }
 
-struct Agent(Child);
-
-impl Drop for Agent {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 fn line(i: u64) -> String {
     format!(
         "{{\"timestamp\":\"2026-12-01T10:00:00.{:03}Z\",\"level\":\"info\",\"service\":\"bench\",\"route\":\"/api/products/{{id}}\",\"status\":200,\"duration_ms\":{},\"user_id\":{},\"message\":\"GET /api/products/{} completed\"}}\n",
@@ -60,7 +52,7 @@ fn line(i: u64) -> String {
     )
 }
 
-fn start_agent(dir: &Path, config: &Path) -> anyhow::Result<(Agent, String)> {
+fn start_agent(dir: &Path, config: &Path) -> anyhow::Result<(Reaped, String)> {
     let listen = free_port()?;
     let child = Command::new(std::env::current_exe()?)
         .args(["--config"])
@@ -71,7 +63,7 @@ fn start_agent(dir: &Path, config: &Path) -> anyhow::Result<(Agent, String)> {
         .stderr(Stdio::null())
         .spawn()
         .context("starting keel agent")?;
-    Ok((Agent(child), format!("http://127.0.0.1:{listen}")))
+    Ok((Reaped(child), format!("http://127.0.0.1:{listen}")))
 }
 
 async fn sent_logs(client: &reqwest::Client, agent: &str) -> u64 {

@@ -22,7 +22,7 @@
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -32,6 +32,9 @@ use keel_collector::rules::RulesConfig;
 use keel_collector::server::CollectorConfig;
 use keel_core::clock::{SharedClock, SystemClock};
 use rand::{Rng as _, SeedableRng as _};
+
+use crate::bench_metrics::free_port;
+use crate::reaped::Reaped;
 
 /// Flags of `keel bench alerts`.
 #[derive(clap::Args)]
@@ -48,27 +51,11 @@ pub struct AlertsBenchArgs {
     no_defaults: bool,
 }
 
-/// A killed-on-drop child process.
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 /// An aiosmtpd server, and the subjects it received with when.
 struct Smtp {
     port: u16,
     subjects: Arc<Mutex<Vec<(Instant, String)>>>,
-    _proc: Proc,
-}
-
-fn free_port() -> anyhow::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
+    _proc: Reaped,
 }
 
 /// Wait until something accepts connections on `port`.
@@ -104,7 +91,7 @@ async fn smtp() -> anyhow::Result<Smtp> {
         .spawn()
         .context("starting aiosmtpd (pip install aiosmtpd)")?;
     let out = child.stdout.take().context("aiosmtpd's stdout")?;
-    let proc = Proc(child);
+    let proc = Reaped(child);
     let subjects: Arc<Mutex<Vec<(Instant, String)>>> = Arc::default();
     let s = subjects.clone();
     std::thread::spawn(move || {
@@ -164,7 +151,7 @@ struct System {
     name: &'static str,
     smtp: Smtp,
     latencies: Vec<Duration>,
-    _keep: Vec<Proc>,
+    _keep: Vec<Reaped>,
 }
 
 /// Keel as `keel up` ships it: agent scraping every 1 s, the P0 group
@@ -286,7 +273,7 @@ async fn prometheus(dir: &Path, exporter: u16, tuned: bool) -> anyhow::Result<Sy
     .arg("--cluster.listen-address=");
     quiet(&mut am);
     let am =
-        Proc(am.spawn().context(
+        Reaped(am.spawn().context(
             "starting prometheus-alertmanager (apt-get install prometheus-alertmanager)",
         )?);
     let mut prom = Command::new("prometheus");
@@ -300,7 +287,7 @@ async fn prometheus(dir: &Path, exporter: u16, tuned: bool) -> anyhow::Result<Sy
     ))
     .arg(format!("--web.listen-address=127.0.0.1:{prom_port}"));
     quiet(&mut prom);
-    let prom = Proc(
+    let prom = Reaped(
         prom.spawn()
             .context("starting prometheus (apt-get install prometheus)")?,
     );

@@ -22,6 +22,7 @@ mod config;
 mod events_cmd;
 mod load_cmd;
 mod logs_cmd;
+mod reaped;
 mod rules_cmd;
 mod silence_cmd;
 mod up;
