@@ -16,6 +16,10 @@
 //! the 10 s timeout. The SLO is p95 ≤ 1 s (utilisation ≤ 88 %). Days of history come first
 //! (the forecasts learn from them); the figures are over the last day,
 //! which has a 5× spike for 10 minutes at 15:00. One point a second.
+//!
+//! `--live` runs the same three policies against the real sample app
+//! (`bench_autoscale_live`), and this model beside each on the same load,
+//! to show how far the model holds.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -43,14 +47,16 @@ pub struct AutoscaleBenchArgs {
     /// Where to write the plot (SVG).
     #[arg(long, default_value = "autoscale.svg")]
     plot: std::path::PathBuf,
+    /// Run live against the sample app (`keel up`, real load) on a
+    /// compressed cycle instead of the simulated days.
+    #[arg(long)]
+    live: bool,
+    #[command(flatten)]
+    live_args: crate::bench_autoscale_live::LiveArgs,
 }
 
-const PER_INSTANCE: f64 = 200.0;
-/// The target: 150/s an instance, 75 % of its capacity (the HPA's
-/// common utilisation target).
-const TARGET: f64 = 150.0;
 const SERVICE_S: f64 = 0.040;
-const SLO_S: f64 = 1.0;
+pub(crate) const SLO_S: f64 = 1.0;
 const TIMEOUT_S: f64 = 10.0;
 
 /// The day's shape at `hour`: the seeds' peaks over a base of 1.
@@ -84,98 +90,186 @@ fn load(base: f64, t: u64, spike_day: bool) -> f64 {
     l
 }
 
+/// A load, the capacity model, and the policies' time scale: the
+/// simulated days, or the live run's compressed cycles.
+pub(crate) struct Scenario {
+    /// Load (requests/s) at each step, history first.
+    pub load: Vec<f64>,
+    /// Spacing of `load`, ms.
+    pub step_ms: i64,
+    /// The first measured step.
+    pub measured_from: usize,
+    /// Every time window of the policies (evaluation interval, rate
+    /// periods, stabilization, warm-up, buffer) is divided by this.
+    pub compress: f64,
+    /// What one instance serves (requests/s), and the policies' target.
+    pub per_instance: f64,
+    pub target: f64,
+    /// How long a new instance takes to serve (already compressed).
+    pub warm_up: Duration,
+    /// The predictive season, the spacing of its history (compressed).
+    pub season: Duration,
+    pub forecast_step: Duration,
+    /// The rate windows of the reactive and the panic queries.
+    pub rate_window: Duration,
+    pub burst_window: Duration,
+    pub min: u32,
+    pub max: u32,
+}
+
+impl Scenario {
+    /// `d` compressed.
+    pub fn scaled(&self, d: Duration) -> Duration {
+        Duration::from_secs_f64(d.as_secs_f64() / self.compress)
+    }
+
+    /// The controller's evaluation interval: the HPA's 15 s, compressed.
+    pub fn interval(&self) -> Duration {
+        self.scaled(Duration::from_secs(15))
+    }
+
+    /// Fixed capacity: the peak without a burst, at the target.
+    pub fn fixed(&self) -> u32 {
+        let history = &self.load[..self.measured_from];
+        let peak = history.iter().cloned().fold(0.0, f64::max);
+        ((peak / self.target).ceil() as u32).max(self.min)
+    }
+}
+
 /// The load history the controller queries, as a store would hold it:
 /// `requests_total`'s rate.
 struct Sim {
-    /// Load a second, from the start.
+    /// Load a step, from the start.
     history: Mutex<Vec<f64>>,
     start_ms: i64,
+    step_ms: i64,
 }
 
 impl Sim {
-    fn mean(&self, from_s: i64, to_s: i64) -> Option<f64> {
+    /// The mean load over (from_ms, to_ms] after the start.
+    fn mean(&self, from_ms: i64, to_ms: i64) -> Option<f64> {
         let h = self.history.lock().unwrap_or_else(|e| e.into_inner());
-        let (a, b) = (from_s.max(0) as usize, (to_s.max(0) as usize).min(h.len()));
+        let idx = |ms: i64| ((ms.max(0) / self.step_ms) as usize).min(h.len());
+        let (a, b) = (idx(from_ms), idx(to_ms));
         (b > a).then(|| h[a..b].iter().sum::<f64>() / (b - a) as f64)
     }
 }
 
-/// The range of a query's `rate(…[Ns])`, in seconds (60 without one).
-fn window_s(query: &str) -> i64 {
+/// The range of a query's `rate(…[N…])`, in ms (60 s without one).
+fn window_ms(query: &str) -> i64 {
     query
         .split_once('[')
-        .and_then(|(_, r)| r.split_once("s]"))
-        .and_then(|(n, _)| n.parse().ok())
-        .unwrap_or(60)
+        .and_then(|(_, r)| r.split_once(']'))
+        .and_then(|(d, _)| keel_core::duration::parse(d).ok())
+        .map_or(60_000, |d| d.as_millis() as i64)
 }
 
 impl keel_controller::MetricSource for Sim {
     fn instant(&self, query: &str, t_ms: i64) -> Result<keel_controller::run::Samples, String> {
         // rate(…[window]) at t.
-        let t = (t_ms - self.start_ms) / 1000;
-        self.mean(t - window_s(query), t)
+        let t = t_ms - self.start_ms;
+        self.mean(t - window_ms(query), t)
             .map(|v| vec![(BTreeMap::new(), v)])
             .ok_or_else(|| "no data".into())
     }
 
-    fn range(&self, _: &str, start: i64, end: i64, step: i64) -> Result<Vec<(i64, f64)>, String> {
+    fn range(
+        &self,
+        query: &str,
+        start: i64,
+        end: i64,
+        step: i64,
+    ) -> Result<Vec<(i64, f64)>, String> {
+        let w = window_ms(query);
         Ok((0..=(end - start) / step)
             .filter_map(|k| {
                 let t = start + k * step;
-                let s = (t - self.start_ms) / 1000;
-                self.mean(s - 60, s).map(|v| (t, v))
+                let s = t - self.start_ms;
+                self.mean(s - w, s).map(|v| (t, v))
             })
             .collect())
     }
 }
 
 /// One policy's run.
-struct Run {
-    name: &'static str,
-    violation_s: u64,
-    errors: f64,
-    replica_s: u64,
-    actions: u32,
-    /// (second of the measured day, replicas, p95 s), every 60 s.
-    trace: Vec<(u64, u32, f64)>,
+pub(crate) struct Run {
+    pub name: &'static str,
+    pub violation_s: f64,
+    pub errors: f64,
+    pub replica_s: f64,
+    pub actions: u32,
+    /// (seconds into the measured part, replicas, p95 s).
+    pub trace: Vec<(f64, u32, f64)>,
 }
 
-fn policy(name: &str, warm_up: Duration, keel: bool) -> Policy {
-    let q = "sum(rate(http_server_request_duration_seconds_count{tier=\"web\"}[60s]))";
+/// Which controller a run has.
+#[derive(Clone, Copy)]
+pub(crate) enum Kind {
+    /// A constant count.
+    Fixed(u32),
+    /// The HPA's defaults.
+    Reactive,
+    /// Predictive + reactive + panic.
+    Keel,
+}
+
+/// A policy for `kind` on the web tier's request rate, its windows
+/// compressed as the scenario says.
+pub(crate) fn policy(sc: &Scenario, name: &str, kind: Kind, actuator: ActuatorConfig) -> Policy {
+    let secs = |d: Duration| format!("{}ms", d.as_millis());
+    let q = format!(
+        "sum(rate(http_server_request_duration_seconds_count{{tier=\"web\"}}[{}]))",
+        secs(sc.rate_window)
+    );
     // Panic reads a short window (Knative's panic window is 6 s).
-    let burst = "sum(rate(http_server_request_duration_seconds_count{tier=\"web\"}[10s]))";
+    let burst = format!(
+        "sum(rate(http_server_request_duration_seconds_count{{tier=\"web\"}}[{}]))",
+        secs(sc.burst_window)
+    );
+    let keel = matches!(kind, Kind::Keel);
+    let (min, max) = match kind {
+        Kind::Fixed(n) => (n, n),
+        _ => (sc.min, sc.max),
+    };
+    let mut behavior = keel_controller::Behavior::default();
+    if keel {
+        keel_behavior(&mut behavior);
+    }
+    for rules in [&mut behavior.scale_up, &mut behavior.scale_down] {
+        rules.stabilization_window = sc.scaled(rules.stabilization_window);
+        for p in &mut rules.policies {
+            p.period = sc.scaled(p.period);
+        }
+    }
     Policy {
         name: name.into(),
-        actuator: ActuatorConfig::DryRun { start: 2 },
-        min: 2,
-        max: 100,
+        actuator,
+        min,
+        max,
         metrics: vec![MetricSpec {
             name: "request rate".into(),
-            query: q.into(),
+            query: q.clone(),
             per_instance: None,
-            average: Some(TARGET),
+            average: Some(sc.target),
             total: None,
         }],
-        behavior: if keel {
-            keel_behavior()
-        } else {
-            Default::default()
-        },
-        warm_up,
+        behavior,
+        warm_up: sc.warm_up,
         panic: keel.then(|| PanicSpec {
-            demand: burst.into(),
-            per_instance: TARGET,
+            demand: burst,
+            per_instance: sc.target,
             threshold: 2.0,
-            window: Duration::from_secs(60),
+            window: sc.scaled(Duration::from_secs(60)),
         }),
         predictive: keel.then(|| PredictiveSpec {
             mode: PredictiveMode::ForecastAndScale,
-            query: q.into(),
-            per_instance: TARGET,
-            step: Duration::from_secs(300),
-            history: Duration::from_secs(14 * 86_400),
-            refit: Duration::from_secs(3600),
-            buffer: Duration::from_secs(300),
+            query: q,
+            per_instance: sc.target,
+            step: sc.forecast_step,
+            history: sc.season * 14,
+            refit: sc.season / 24,
+            buffer: sc.scaled(Duration::from_secs(300)),
+            season: sc.season,
         }),
     }
 }
@@ -184,72 +278,80 @@ fn policy(name: &str, warm_up: Duration, keel: bool) -> Policy {
 /// the forecast brings capacity back before the next peak, and panic
 /// covers bursts, so holding capacity 5 minutes "just in case" buys
 /// less. Scaling up is the HPA's.
-fn keel_behavior() -> keel_controller::Behavior {
-    let mut b = keel_controller::Behavior::default();
+fn keel_behavior(b: &mut keel_controller::Behavior) {
     b.scale_down.stabilization_window = Duration::from_secs(120);
-    b
 }
 
-/// Run one policy over `days` + 1 days; `fixed`: a constant count.
-fn simulate(
-    args: &AutoscaleBenchArgs,
-    name: &'static str,
-    mode: Option<bool>,
-    fixed: u32,
-) -> anyhow::Result<Run> {
+/// The model's p95 latency (s) of `load` on `ready` instances: M/M/1 at
+/// the utilisation, the timeout beyond capacity.
+fn model_p95(sc: &Scenario, load: f64, ready: usize) -> f64 {
+    let cap = ready as f64 * sc.per_instance;
+    let rho = if cap > 0.0 { load / cap } else { f64::INFINITY };
+    if rho < 1.0 {
+        (3.0 * SERVICE_S / (1.0 - rho)).min(TIMEOUT_S)
+    } else {
+        TIMEOUT_S
+    }
+}
+
+/// Run one policy over the scenario through the real controller (a
+/// dry-run actuator whose count the model follows).
+pub(crate) fn simulate(sc: &Scenario, name: &'static str, kind: Kind) -> anyhow::Result<Run> {
     let start_ms: i64 = 1_796_083_200_000; // a midnight, UTC
     let sim = Arc::new(Sim {
-        history: Mutex::new(Vec::new()),
+        history: Mutex::new(Vec::with_capacity(sc.load.len())),
         start_ms,
+        step_ms: sc.step_ms,
     });
     let clock = ManualClock::new(keel_core::clock::from_unix_ms(start_ms));
     let shared: SharedClock = Arc::new(clock.clone());
-    let controller = mode.map(|keel| {
-        Controller::new(
-            &ControllerConfig {
-                policies: vec![policy(name, args.warm_up, keel)],
-                ..ControllerConfig::default()
-            },
-            sim.clone(),
-            shared.clone(),
-            None,
-        )
-    });
+    let start = match kind {
+        Kind::Fixed(n) => n,
+        _ => sc.min,
+    };
+    let controller = Controller::new(
+        &ControllerConfig {
+            interval: sc.interval(),
+            policies: vec![policy(sc, name, kind, ActuatorConfig::DryRun { start })],
+            ..ControllerConfig::default()
+        },
+        sim.clone(),
+        shared.clone(),
+        None,
+    );
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    let total_s = u64::from(args.days + 1) * 86_400;
-    let measured_from = u64::from(args.days) * 86_400;
-    let warm = args.warm_up.as_secs();
-    // When each instance was asked for (seconds); the model's capacity.
-    let mut instances: VecDeque<u64> = (0..fixed.max(2)).map(|_| 0).collect();
+    let tick_every = (sc.interval().as_millis() as i64 / sc.step_ms).max(1) as usize;
+    let warm = (sc.warm_up.as_millis() as i64 / sc.step_ms) as usize;
+    let step_s = sc.step_ms as f64 / 1000.0;
+    let day = (86_400_000 / sc.step_ms) as usize;
+    // When each instance was asked for (steps; None: there from the start).
+    let mut instances: VecDeque<Option<usize>> = (0..start).map(|_| None).collect();
     let mut run = Run {
         name,
-        violation_s: 0,
+        violation_s: 0.0,
         errors: 0.0,
-        replica_s: 0,
+        replica_s: 0.0,
         actions: 0,
         trace: Vec::new(),
     };
-    for t in 0..total_s {
-        let l = load(args.base, t, t >= measured_from);
+    for (t, &l) in sc.load.iter().enumerate() {
         sim.history
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .push(l);
-        if let Some(c) = &controller
-            && t % 15 == 0
-        {
-            let now = start_ms + t as i64 * 1000;
+        if t % tick_every == 0 {
+            let now = start_ms + t as i64 * sc.step_ms;
             clock.set(keel_core::clock::from_unix_ms(now));
-            for e in rt.block_on(c.tick(now)) {
+            for e in rt.block_on(controller.tick(now)) {
                 if let Some(n) = e.read_back {
                     let n = n as usize;
-                    if t >= measured_from {
+                    if t >= sc.measured_from && n != instances.len() {
                         run.actions += 1;
                     }
                     while instances.len() < n {
-                        instances.push_back(t);
+                        instances.push_back(Some(t));
                     }
                     // Scale-in removes the newest first.
                     while instances.len() > n {
@@ -260,89 +362,104 @@ fn simulate(
         }
         let ready = instances
             .iter()
-            .filter(|s| t >= **s + warm || **s == 0)
+            .filter(|s| s.is_none_or(|s| t >= s + warm))
             .count();
-        let cap = ready as f64 * PER_INSTANCE;
-        let rho = if cap > 0.0 { l / cap } else { f64::INFINITY };
-        let p95 = if rho < 1.0 {
-            (3.0 * SERVICE_S / (1.0 - rho)).min(TIMEOUT_S)
-        } else {
-            TIMEOUT_S
-        };
-        if t >= measured_from {
+        let p95 = model_p95(sc, l, ready);
+        if t >= sc.measured_from {
             if p95 > SLO_S {
-                run.violation_s += 1;
+                run.violation_s += step_s;
             }
-            run.errors += (l - cap).max(0.0);
-            run.replica_s += instances.len() as u64;
-            if t % 60 == 0 {
-                run.trace
-                    .push((t - measured_from, instances.len() as u32, p95));
-            }
+            run.errors += (l - ready as f64 * sc.per_instance).max(0.0) * step_s;
+            run.replica_s += instances.len() as f64 * step_s;
+            run.trace.push((
+                (t - sc.measured_from) as f64 * step_s,
+                instances.len() as u32,
+                p95,
+            ));
         }
-        if t % 86_400 == 0 && t > 0 {
-            eprintln!("  {name}: day {} of {}", t / 86_400, args.days + 1);
+        if t % day == 0 && t > 0 {
+            eprintln!(
+                "  {name}: day {} of {}",
+                t / day,
+                sc.load.len().div_ceil(day)
+            );
         }
     }
     Ok(run)
 }
 
-pub fn run(args: AutoscaleBenchArgs) -> anyhow::Result<()> {
-    // Fixed: the daily peak (3.5 × base) at the target.
-    let fixed = (3.5 * args.base / TARGET).ceil() as u32;
+/// The simulated days: `days` of history, then the measured day with its
+/// spike, a point a second.
+fn days_scenario(args: &AutoscaleBenchArgs) -> Scenario {
+    let total_s = u64::from(args.days + 1) * 86_400;
+    let measured_from = u64::from(args.days) * 86_400;
+    Scenario {
+        load: (0..total_s)
+            .map(|t| load(args.base, t, t >= measured_from))
+            .collect(),
+        step_ms: 1000,
+        measured_from: measured_from as usize,
+        compress: 1.0,
+        per_instance: 200.0,
+        // 150/s an instance, 75 % of its capacity (the HPA's common
+        // utilisation target).
+        target: 150.0,
+        warm_up: args.warm_up,
+        season: Duration::from_secs(86_400),
+        forecast_step: Duration::from_secs(300),
+        rate_window: Duration::from_secs(60),
+        burst_window: Duration::from_secs(10),
+        min: 2,
+        max: 100,
+    }
+}
+
+/// Print the four figures of each run and the Keel/HPA ratios.
+pub(crate) fn report(runs: &[Run]) {
     println!(
-        "keel bench autoscale: {} days of history + 1 measured (5× spike at 15:00 for 10 min); base {}/s; an instance serves {PER_INSTANCE}/s, warm-up {}; SLO p95 ≤ {SLO_S} s",
-        args.days,
-        args.base,
-        humantime::format_duration(args.warm_up)
-    );
-    let runs = vec![
-        simulate(&args, "fixed", None, fixed)?,
-        simulate(&args, "reactive (HPA defaults)", Some(false), 0)?,
-        simulate(&args, "Keel (predictive + reactive + panic)", Some(true), 0)?,
-    ];
-    println!(
-        "{:<40} {:>14} {:>12} {:>16} {:>8}",
+        "{:<40} {:>15} {:>10} {:>16} {:>8}",
         "policy", "SLO-violation s", "errors", "replica-seconds", "actions"
     );
-    for r in &runs {
+    for r in runs {
         println!(
-            "{:<40} {:>14} {:>12.0} {:>16} {:>8}",
+            "{:<40} {:>15.1} {:>10.0} {:>16.0} {:>8}",
             r.name, r.violation_s, r.errors, r.replica_s, r.actions
         );
     }
     let (hpa, keel) = (&runs[1], &runs[2]);
     println!(
         "Keel / HPA: SLO-violation seconds {:.2} (goal ≤ 0.50), replica-seconds {:.2} (goal ≤ 1.00)",
-        keel.violation_s as f64 / (hpa.violation_s.max(1)) as f64,
-        keel.replica_s as f64 / hpa.replica_s.max(1) as f64
+        keel.violation_s / hpa.violation_s.max(1.0),
+        keel.replica_s / hpa.replica_s.max(1.0)
     );
-    if std::env::var_os("KEEL_BENCH_HOURLY").is_some() {
-        for h in 0..24u64 {
-            let avg = |r: &Run| {
-                let v: Vec<f64> = r
-                    .trace
-                    .iter()
-                    .filter(|p| p.0 / 3600 == h)
-                    .map(|p| f64::from(p.1))
-                    .collect();
-                v.iter().sum::<f64>() / v.len().max(1) as f64
-            };
-            eprintln!(
-                "{h:02}h  hpa {:6.2}  keel {:6.2}",
-                avg(&runs[1]),
-                avg(&runs[2])
-            );
-        }
+}
+
+pub fn run(args: AutoscaleBenchArgs) -> anyhow::Result<()> {
+    if args.live {
+        return crate::bench_autoscale_live::run(&args.live_args);
     }
-    std::fs::write(&args.plot, svg(&runs))?;
+    let sc = days_scenario(&args);
+    println!(
+        "keel bench autoscale: {} days of history + 1 measured (5× spike at 15:00 for 10 min); base {}/s; an instance serves {}/s, warm-up {}; SLO p95 ≤ {SLO_S} s",
+        args.days,
+        args.base,
+        sc.per_instance,
+        humantime::format_duration(args.warm_up)
+    );
+    let runs = vec![
+        simulate(&sc, "fixed", Kind::Fixed(sc.fixed()))?,
+        simulate(&sc, "reactive (HPA defaults)", Kind::Reactive)?,
+        simulate(&sc, "Keel (predictive + reactive + panic)", Kind::Keel)?,
+    ];
+    report(&runs);
+    std::fs::write(&args.plot, svg(&runs, 86_400.0, "the measured day"))?;
     println!("plot: {}", args.plot.display());
     Ok(())
 }
 
 /// Replicas (top) and p95 latency (bottom, log scale) over the measured
-/// day, one line a policy.
-fn svg(runs: &[Run]) -> String {
+/// part (`span_s` long), one line a policy.
+pub(crate) fn svg(runs: &[Run], span_s: f64, what: &str) -> String {
     let (w, h, pad) = (1000.0, 600.0, 50.0);
     let colours = ["#888888", "#d62728", "#1f77b4"];
     let max_r = runs
@@ -350,15 +467,15 @@ fn svg(runs: &[Run]) -> String {
         .flat_map(|r| r.trace.iter().map(|p| p.1))
         .max()
         .unwrap_or(1) as f64;
-    let x = |s: u64| pad + s as f64 / 86_400.0 * (w - 2.0 * pad);
+    let x = |s: f64| pad + s / span_s * (w - 2.0 * pad);
     let top = |r: u32| pad + (1.0 - f64::from(r) / max_r) * (h / 2.0 - 1.5 * pad);
     let bottom = |p: f64| {
-        let lo = 0.1f64.log10();
+        let lo = 0.01f64.log10();
         let hi = TIMEOUT_S.log10();
-        h / 2.0 + pad / 2.0 + (1.0 - (p.max(0.1).log10() - lo) / (hi - lo)) * (h / 2.0 - 1.5 * pad)
+        h / 2.0 + pad / 2.0 + (1.0 - (p.max(0.01).log10() - lo) / (hi - lo)) * (h / 2.0 - 1.5 * pad)
     };
     let mut out = format!(
-        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{w}\" height=\"{h}\" font-family=\"sans-serif\" font-size=\"12\">\n<rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n<text x=\"{pad}\" y=\"30\">replicas over the measured day (max {max_r})</text>\n<text x=\"{pad}\" y=\"{}\">p95 latency, log scale 0.1–10 s; dashed: SLO {SLO_S} s</text>\n",
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{w}\" height=\"{h}\" font-family=\"sans-serif\" font-size=\"12\">\n<rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n<text x=\"{pad}\" y=\"30\">replicas over {what} (max {max_r})</text>\n<text x=\"{pad}\" y=\"{}\">p95 latency, log scale 0.01–10 s; dashed: SLO {SLO_S} s</text>\n",
         h / 2.0 + 10.0
     );
     let slo = bottom(SLO_S);
@@ -366,18 +483,36 @@ fn svg(runs: &[Run]) -> String {
         "<line x1=\"{pad}\" x2=\"{}\" y1=\"{slo}\" y2=\"{slo}\" stroke=\"black\" stroke-dasharray=\"4 4\"/>\n",
         w - pad
     ));
-    for hour in (0..=24).step_by(3) {
-        let xx = x(hour * 3600);
+    // Eight ticks along the time axis: hours of a day, else seconds.
+    for k in 0..=8 {
+        let at = span_s * f64::from(k) / 8.0;
+        let label = if span_s >= 86_400.0 {
+            format!("{:02}:00", (at / 3600.0).round() as u32)
+        } else {
+            format!("{at:.0} s")
+        };
         out.push_str(&format!(
-            "<text x=\"{}\" y=\"{}\">{hour:02}:00</text>\n",
-            xx - 15.0,
+            "<text x=\"{}\" y=\"{}\">{label}</text>\n",
+            x(at) - 15.0,
             h - 10.0
         ));
     }
     for (i, r) in runs.iter().enumerate() {
         let c = colours[i % colours.len()];
-        let pts = |f: &dyn Fn(&(u64, u32, f64)) -> f64| {
-            r.trace
+        // At most ~2,000 points a line: the worst p95 and the most
+        // replicas of each stretch, so short spikes still show.
+        let stride = r.trace.len().div_ceil(2000).max(1);
+        let thinned: Vec<(f64, u32, f64)> = r
+            .trace
+            .chunks(stride)
+            .map(|c| {
+                let worst = c.iter().map(|p| p.2).fold(0.0, f64::max);
+                let most = c.iter().map(|p| p.1).max().unwrap_or(0);
+                (c[0].0, most, worst)
+            })
+            .collect();
+        let pts = |f: &dyn Fn(&(f64, u32, f64)) -> f64| {
+            thinned
                 .iter()
                 .map(|p| format!("{:.1},{:.1}", x(p.0), f(p)))
                 .collect::<Vec<_>>()

@@ -14,6 +14,7 @@ mod bench;
 mod bench_agent;
 mod bench_alerts;
 mod bench_autoscale;
+mod bench_autoscale_live;
 mod bench_logs;
 mod bench_metrics;
 mod bench_rules;

@@ -16,7 +16,9 @@ macro_rules! say_fmt {
 /// Flags of `keel up` (they override the config file and environment).
 #[derive(clap::Args)]
 pub struct UpArgs {
-    /// Where logs, WALs and process specs go.
+    /// Where logs, WALs, state and process specs go (the sample app's
+    /// files, `collector/` and `agent/` under it, unless the config
+    /// places those elsewhere).
     #[arg(long)]
     data_dir: Option<PathBuf>,
     /// Load balancer port (0 picks a free one).
@@ -36,10 +38,19 @@ pub struct UpArgs {
 
 pub fn run(config_path: Option<&Path>, args: UpArgs) -> anyhow::Result<()> {
     let mut config = crate::config::load(config_path)?;
-    let app = &mut config.sampleapp;
     if let Some(d) = args.data_dir {
-        app.data_dir = d;
+        // Everything under it: the sample app's files, and the collector's
+        // and the agent's unless the config places them.
+        config.sampleapp.data_dir = d.clone();
+        if config.collector.data_dir == keel_collector::server::CollectorConfig::default().data_dir
+        {
+            config.collector.data_dir = d.join("collector");
+        }
+        if config.agent.data_dir == keel_agent::config::AgentConfig::default().data_dir {
+            config.agent.data_dir = d.join("agent");
+        }
     }
+    let app = &mut config.sampleapp;
     if let Some(p) = args.lb_port {
         app.lb.port = p;
     }
@@ -99,6 +110,7 @@ pub fn run(config_path: Option<&Path>, args: UpArgs) -> anyhow::Result<()> {
         let (controller_addr, _controller) =
             start_controller(&controller_config, &collector, clock.clone()).await?;
         say("keel: the sample app is up");
+        say_fmt!("  dashboard           http://{}/ui/", collector.api);
         say_fmt!(
             "  collector OTLP/HTTP http://{}/v1/metrics",
             collector.otlp_http
@@ -263,6 +275,7 @@ fn shipped_policy(supervisor: &str, min: u32, max: u32) -> keel_controller::Poli
             history: std::time::Duration::from_secs(14 * 86_400),
             refit: std::time::Duration::from_secs(3600),
             buffer: std::time::Duration::from_secs(300),
+            season: std::time::Duration::from_secs(86_400),
         }),
     }
 }

@@ -74,6 +74,10 @@ pub struct CollectorConfig {
     pub rules: crate::rules::RulesConfig,
     /// Who hears of alerts, when, and how.
     pub notify: crate::notify::NotifyConfig,
+    /// The directory of dashboard files (hot-reloaded). The default,
+    /// `dashboards`, when it does not exist: the shipped dashboards,
+    /// written to `<data_dir>/dashboards` (files already there are kept).
+    pub dashboards: PathBuf,
 }
 
 impl Default for CollectorConfig {
@@ -100,6 +104,7 @@ impl Default for CollectorConfig {
             alert_history_retention: std::time::Duration::from_secs(90 * 24 * 3600),
             rules: crate::rules::RulesConfig::default(),
             notify: crate::notify::NotifyConfig::default(),
+            dashboards: PathBuf::from("dashboards"),
         }
     }
 }
@@ -188,6 +193,28 @@ impl CollectorConfig {
             "" => Some(keel_state::sqlite_url(&self.data_dir.join("state.db"))),
             url => Some(url.to_owned()),
         }
+    }
+
+    /// Where the dashboards are read from: `dashboards`, or when the
+    /// default directory is absent, the shipped ones written under the
+    /// data directory (missing files only, so edits there are kept).
+    pub fn dashboards_dir(&self) -> PathBuf {
+        if self.dashboards.is_dir() || self.dashboards != Self::default().dashboards {
+            return self.dashboards.clone();
+        }
+        let dir = self.data_dir.join("dashboards");
+        if let Err(e) = std::fs::create_dir_all(&dir) {
+            tracing::warn!(dir = %dir.display(), error = %e, "cannot write the shipped dashboards");
+        }
+        for (name, text) in crate::dashboards::SHIPPED {
+            let f = dir.join(name);
+            if !f.exists()
+                && let Err(e) = std::fs::write(&f, text)
+            {
+                tracing::warn!(file = %f.display(), error = %e, "cannot write a shipped dashboard");
+            }
+        }
+        dir
     }
 
     /// Open the log store this configuration describes (`<data_dir>/logs`).
@@ -399,7 +426,18 @@ pub async fn start(config: &CollectorConfig, clock: SharedClock) -> Result<Runni
         workers.clone(),
         telemetry,
     );
+    let library = crate::dashboards::Library::open(&config.dashboards_dir());
+    library.watch(clock.clone(), std::time::Duration::from_secs(2));
+    let dashboards = crate::dashboards::api::DashboardApi {
+        library,
+        store: store.clone(),
+        logs: logs.clone(),
+        state: state.as_ref().map(|(s, _)| s.clone()),
+        clock: clock.clone(),
+    };
     let api_routes = crate::api::routes(store.clone(), clock.clone())
+        .merge(crate::dashboards::api::routes(dashboards))
+        .merge(crate::dashboards::assets::routes())
         .merge(crate::ingest::remote_write::routes(
             store.clone(),
             config.max_body_bytes,

@@ -70,10 +70,11 @@ impl std::fmt::Display for NoForecast {
     }
 }
 
-/// The season length for `n` points `step_s` apart: a week when there
-/// are two, else a day.
-pub fn season_for(n: usize, step_s: u64) -> usize {
-    let day = (86_400 / step_s.max(1)) as usize;
+/// The season length for `n` points `step_ms` apart with a cycle of
+/// `cycle_ms` (a day): seven cycles (a week) when there are fourteen,
+/// else one.
+pub fn season_for(n: usize, step_ms: u64, cycle_ms: u64) -> usize {
+    let day = (cycle_ms / step_ms.max(1)).max(1) as usize;
     if n >= 14 * day { 7 * day } else { day }
 }
 

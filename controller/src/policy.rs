@@ -202,6 +202,15 @@ pub struct PredictiveSpec {
     /// of `warm_up`.
     #[serde(with = "keel_core::duration", default = "default_buffer")]
     pub buffer: Duration,
+    /// The length of the load's cycle (a day; a week is learnt as seven
+    /// of them once fourteen are in the history). Shorter only for
+    /// compressed replays and benchmarks.
+    #[serde(with = "keel_core::duration", default = "default_season")]
+    pub season: Duration,
+}
+
+fn default_season() -> Duration {
+    Duration::from_secs(86_400)
 }
 
 fn default_mode() -> PredictiveMode {
@@ -287,6 +296,14 @@ impl ControllerConfig {
                 }
                 if pr.query.trim().is_empty() {
                     problems.push(format!("{at}.predictive.query: must not be empty"));
+                }
+                let (season, step) = (pr.season.as_millis(), pr.step.as_millis());
+                if step > 0 && (season < 2 * step || season % step != 0) {
+                    problems.push(format!(
+                        "{at}.predictive.season: must be a whole number of steps, at least two ({} is not, with step {})",
+                        humantime::format_duration(pr.season),
+                        humantime::format_duration(pr.step)
+                    ));
                 }
             }
             match &p.actuator {

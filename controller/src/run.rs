@@ -230,7 +230,11 @@ impl Controller {
                     // Leading gaps (a young system) are not history.
                     let first = x.iter().position(|v| v.is_finite()).unwrap_or(n);
                     let x = &x[first..];
-                    let season = crate::forecast::season_for(x.len(), step as u64 / 1000);
+                    let season = crate::forecast::season_for(
+                        x.len(),
+                        step as u64,
+                        p.season.as_millis() as u64,
+                    );
                     crate::forecast::Model::fit(x, season).map_err(|e| e.to_string())
                 });
             if let Err(e) = &model {

@@ -275,6 +275,7 @@ fn predictive_policy(mode: keel_controller::PredictiveMode) -> Policy {
         history: Duration::from_secs(14 * 86_400),
         refit: Duration::from_secs(3600),
         buffer: Duration::from_secs(300),
+        season: Duration::from_secs(86_400),
     });
     p
 }

@@ -49,7 +49,11 @@ fn history(days: usize) -> Vec<f64> {
 #[test]
 fn a_day_ahead_is_within_10_percent_despite_noise_trend_and_a_missing_day() {
     let h = history(7);
-    assert_eq!(season_for(h.len(), STEP_S), DAY, "a week of history: daily");
+    assert_eq!(
+        season_for(h.len(), STEP_S * 1000, 86_400_000),
+        DAY,
+        "a week of history: daily"
+    );
     let model = Model::fit(&h, DAY).expect("fits");
     let f = model.forecast(DAY, Z80);
     let n = h.len();
@@ -122,7 +126,11 @@ fn two_seasons_of_history_are_needed() {
         Model::fit(&history(1), DAY),
         Err(NoForecast::TooLittleHistory(DAY, 2 * DAY))
     );
-    assert_eq!(season_for(14 * DAY, STEP_S), 7 * DAY, "two weeks: weekly");
+    assert_eq!(
+        season_for(14 * DAY, STEP_S * 1000, 86_400_000),
+        7 * DAY,
+        "two weeks: weekly"
+    );
 }
 
 #[test]

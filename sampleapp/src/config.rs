@@ -206,6 +206,10 @@ pub struct WebConfig {
     /// How long a product read from the db stays cached.
     #[serde(with = "keel_core::duration")]
     pub product_ttl: Duration,
+    /// How long a new instance is cold (reports not ready) after it
+    /// starts; instances added by scaling join the lb when warm.
+    #[serde(with = "keel_core::duration")]
+    pub warm_up: Duration,
 }
 
 impl Default for WebConfig {
@@ -216,6 +220,7 @@ impl Default for WebConfig {
             capacity: Capacity::default(),
             session_ttl: Duration::from_secs(1800),
             product_ttl: Duration::from_secs(60),
+            warm_up: Duration::ZERO,
         }
     }
 }

@@ -66,6 +66,7 @@ async fn run_spec(
             db,
             session_ttl,
             product_ttl,
+            warm_up,
         } => web::router(
             &id,
             web::WebSettings {
@@ -74,6 +75,7 @@ async fn run_spec(
                 db,
                 session_ttl,
                 product_ttl,
+                warm_up,
             },
         ),
         TierSpec::Cache { config } => cache::router(&id, config),

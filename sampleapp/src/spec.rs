@@ -71,6 +71,9 @@ pub enum TierSpec {
         /// Product cache lifetime.
         #[serde(with = "keel_core::duration")]
         product_ttl: Duration,
+        /// How long after start the instance reports itself not ready.
+        #[serde(with = "keel_core::duration", default)]
+        warm_up: Duration,
     },
     /// Cache.
     Cache {

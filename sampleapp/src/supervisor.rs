@@ -317,6 +317,7 @@ impl Supervisor {
                 db: lock(&self.s.db).topology.clone(),
                 session_ttl: c.web.session_ttl,
                 product_ttl: c.web.product_ttl,
+                warm_up: c.web.warm_up,
             },
         ))
     }
@@ -624,7 +625,9 @@ impl Supervisor {
     }
 
     async fn wait_healthy(&self, addr: SocketAddr) -> anyhow::Result<()> {
-        let deadline = Instant::now() + self.s.config.supervisor.start_timeout;
+        // A web instance may be cold for `warm_up` after it starts.
+        let within = self.s.config.supervisor.start_timeout + self.s.config.web.warm_up;
+        let deadline = Instant::now() + within;
         let url = format!("http://{addr}/health");
         loop {
             match self
@@ -636,10 +639,7 @@ impl Supervisor {
                 .await
             {
                 Ok(r) if r.status().is_success() => return Ok(()),
-                _ if Instant::now() > deadline => bail!(
-                    "{addr} not healthy within {:?}",
-                    self.s.config.supervisor.start_timeout
-                ),
+                _ if Instant::now() > deadline => bail!("{addr} not healthy within {within:?}"),
                 _ => tokio::time::sleep(Duration::from_millis(50)).await,
             }
         }
@@ -688,27 +688,19 @@ impl Supervisor {
                     .launch(spec)
                     .await
                     .map_err(|e| ApiError::Internal(format!("{e:#}")))?;
-                self.wait_healthy(addr)
-                    .await
-                    .map_err(|e| ApiError::Unavailable(e.to_string()))?;
-                let r = self
-                    .s
-                    .client
-                    .post(format!("http://{lb}/-/backends"))
-                    .json(&BackendSpec {
-                        name: name.clone(),
-                        addr,
-                    })
-                    .send()
-                    .await
-                    .map_err(|e| ApiError::Upstream(format!("lb: {e}")))?;
-                if !r.status().is_success() {
-                    return Err(ApiError::Upstream(format!(
-                        "lb refused {name}: HTTP {}",
-                        r.status().as_u16()
-                    )));
+                if self.s.config.web.warm_up.is_zero() {
+                    self.join_lb(lb, &name, addr).await?;
+                } else {
+                    // A cold instance joins when warm, as a Kubernetes
+                    // pod joins its Service when ready: the count asked
+                    // for is there at once, the capacity after warm-up.
+                    let sup = self.clone();
+                    tokio::spawn(async move {
+                        if let Err(e) = sup.join_lb(lb, &name, addr).await {
+                            tracing::warn!(%name, error = %e, "web instance did not join the lb");
+                        }
+                    });
                 }
-                tracing::info!(%name, "web instance added");
             }
         } else {
             for p in current.iter().rev().take((have - replicas) as usize) {
@@ -735,6 +727,36 @@ impl Supervisor {
             }
         }
         Ok(self.scale_status())
+    }
+
+    /// Wait until the web instance at `addr` is healthy, then add it to
+    /// the lb (unless it was removed meanwhile).
+    async fn join_lb(&self, lb: SocketAddr, name: &str, addr: SocketAddr) -> Result<(), ApiError> {
+        self.wait_healthy(addr)
+            .await
+            .map_err(|e| ApiError::Unavailable(e.to_string()))?;
+        if !lock(&self.s.procs).contains_key(name) {
+            return Ok(());
+        }
+        let r = self
+            .s
+            .client
+            .post(format!("http://{lb}/-/backends"))
+            .json(&BackendSpec {
+                name: name.to_owned(),
+                addr,
+            })
+            .send()
+            .await
+            .map_err(|e| ApiError::Upstream(format!("lb: {e}")))?;
+        if !r.status().is_success() {
+            return Err(ApiError::Upstream(format!(
+                "lb refused {name}: HTTP {}",
+                r.status().as_u16()
+            )));
+        }
+        tracing::info!(%name, "web instance added");
+        Ok(())
     }
 
     /// Web instances wanted and running.

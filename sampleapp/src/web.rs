@@ -42,6 +42,9 @@ pub struct WebSettings {
     pub session_ttl: Duration,
     /// Product lifetime in the cache.
     pub product_ttl: Duration,
+    /// How long after start `/health` answers 503 (a cold instance: JIT,
+    /// caches, connection pools), so the lb sends it nothing yet.
+    pub warm_up: Duration,
 }
 
 struct Deps {
@@ -63,6 +66,8 @@ struct WebState {
     client: reqwest::Client,
     next_replica: AtomicUsize,
     deps: Deps,
+    /// Not ready before this.
+    warm_until: std::time::Instant,
 }
 
 type St = Arc<WebState>;
@@ -134,6 +139,7 @@ pub fn router(id: &Identity, s: WebSettings) -> Router {
             cache_ok: AtomicBool::new(true),
             db_ok: AtomicBool::new(true),
         },
+        warm_until: std::time::Instant::now() + s.warm_up,
     });
     let st = state.clone();
     metrics.on_scrape(move || {
@@ -443,12 +449,19 @@ async fn probe_dependencies(st: St) {
     }
 }
 
-/// 200 while the instance can serve (some db node answers); 503 otherwise.
-/// The body says which dependency is down: a cache outage degrades
-/// latency but is not a reason to take the instance out of the lb.
+/// 200 while the instance can serve (warm, and some db node answers); 503
+/// otherwise. The body says why: a cache outage degrades latency but is
+/// not a reason to take the instance out of the lb.
 async fn health(State(st): State<St>) -> (StatusCode, axum::Json<serde_json::Value>) {
     let cache = st.deps.cache_ok.load(Ordering::Relaxed);
     let db = st.deps.db_ok.load(Ordering::Relaxed);
+    let warming = std::time::Instant::now() < st.warm_until;
+    if warming {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            axum::Json(serde_json::json!({ "cache": cache, "db": db, "warming": true })),
+        );
+    }
     let code = if db {
         StatusCode::OK
     } else {

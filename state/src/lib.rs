@@ -243,6 +243,13 @@ impl StateStore {
             ))
             .execute(&self.pool)
             .await?;
+            // Time-range reads (the timeline's events).
+            sqlx::query(sql!(
+                "CREATE INDEX IF NOT EXISTS {0}_updated ON {0} (updated_ms)",
+                t.name()
+            ))
+            .execute(&self.pool)
+            .await?;
         }
         let seq = match self.backend {
             Backend::Sqlite => "seq INTEGER PRIMARY KEY",
@@ -277,6 +284,38 @@ impl StateStore {
                 what: "load",
                 source,
             })
+    }
+
+    /// The documents of `table` changed in `[start_ms, end_ms]`, oldest
+    /// first, at most `limit` (the newest when there are more).
+    pub async fn load_between(
+        &self,
+        table: Table,
+        start_ms: i64,
+        end_ms: i64,
+        limit: i64,
+    ) -> Result<Vec<(String, String)>, StateError> {
+        let err = |source| StateError::Query {
+            what: "load_between",
+            source,
+        };
+        let rows = sqlx::query(sql!(
+            "SELECT key, doc FROM {} WHERE updated_ms >= $1 AND updated_ms <= $2 ORDER BY updated_ms DESC, key DESC LIMIT $3",
+            table.name()
+        ))
+        .bind(start_ms)
+        .bind(end_ms)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(err)?;
+        let mut out = rows
+            .iter()
+            .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
+            .collect::<Result<Vec<(String, String)>, sqlx::Error>>()
+            .map_err(err)?;
+        out.reverse();
+        Ok(out)
     }
 
     /// The alert history in `[start_ms, end_ms]`, oldest first, at most

@@ -1,0 +1,400 @@
+//! The dashboard in a real headless browser (Debian's `chromium`, driven
+//! through `chromedriver` over the W3C WebDriver protocol), against
+//! `keel up` under load: the overview shows data for every tier, a log
+//! line leads to its trace, an alert is silenced from the alerts page,
+//! and a scaling decision is an annotation on the charts. Screenshots of
+//! each page go to `target/tmp/screenshots/`. The browser's console must
+//! stay free of errors.
+//!
+//! Runs with `KEEL_TEST_BROWSER=1` (`.ci/run` installs `chromium` and
+//! `chromium-driver` and sets it).
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use serde_json::{Value, json};
+
+const OVERLAY: &str = r#"collector:
+  rules:
+    files: [rules.yml]
+controller:
+  interval: 1s
+  policies:
+    - name: web
+      actuator: {type: supervisor}
+      min: 2
+      max: 5
+      metrics:
+        - name: web request rate
+          query: sum(rate(http_server_request_duration_seconds_count{tier="web"}[5s]))
+          average: 60
+      warm_up: 1s
+      panic: {demand: 'sum(rate(http_server_request_duration_seconds_count{tier="web"}[3s]))', per_instance: 60}
+      behavior:
+        scale_up: {stabilization_window: 0s, policies: [{type: Pods, value: 4, period: 1s}]}
+        scale_down: {stabilization_window: 30s, policies: [{type: Percent, value: 100, period: 1s}]}
+"#;
+
+const RULES: &str = r#"groups:
+  - name: browser
+    interval: 1s
+    rules:
+      - alert: BrowserTestAlert
+        expr: vector(1)
+        severity: P1
+        labels: {service: shop-web}
+        annotations: {summary: "always firing, for the browser test"}
+"#;
+
+/// A WebDriver session on chromedriver.
+struct Browser {
+    http: reqwest::Client,
+    base: String,
+    _driver: StopOnDrop,
+    _child: std::process::Child,
+}
+
+impl Browser {
+    async fn start() -> Self {
+        let port = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+            l.local_addr().expect("addr").port()
+        };
+        let child = std::process::Command::new("chromedriver")
+            .arg(format!("--port={port}"))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("chromedriver (Debian's chromium-driver) must be installed");
+        let driver = StopOnDrop(child.id() as i32);
+        let http = reqwest::Client::new();
+        let url = format!("http://127.0.0.1:{port}");
+        eventually("chromedriver answers", Duration::from_secs(20), || {
+            let (http, url) = (http.clone(), url.clone());
+            async move { http.get(format!("{url}/status")).send().await.ok() }
+        })
+        .await;
+        let caps = json!({"capabilities": {"alwaysMatch": {
+            "browserName": "chrome",
+            "goog:loggingPrefs": {"browser": "ALL"},
+            "goog:chromeOptions": {
+                "binary": "/usr/bin/chromium",
+                "args": ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--window-size=1440,1000"],
+            },
+        }}});
+        let v: Value = http
+            .post(format!("{url}/session"))
+            .json(&caps)
+            .send()
+            .await
+            .expect("new session")
+            .json()
+            .await
+            .expect("json");
+        let id = v["value"]["sessionId"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no session: {v}"))
+            .to_owned();
+        Browser {
+            http,
+            base: format!("{url}/session/{id}"),
+            _driver: driver,
+            _child: child,
+        }
+    }
+
+    async fn call(&self, method: reqwest::Method, path: &str, body: Value) -> Value {
+        let mut r = self
+            .http
+            .request(method.clone(), format!("{}{path}", self.base));
+        if method != reqwest::Method::GET {
+            r = r.json(&body);
+        }
+        let v: Value = r
+            .send()
+            .await
+            .expect("webdriver")
+            .json()
+            .await
+            .expect("json");
+        v["value"].clone()
+    }
+
+    async fn goto(&self, url: &str) {
+        self.call(reqwest::Method::POST, "/url", json!({"url": url}))
+            .await;
+    }
+
+    /// Run `script` in the page; its return value.
+    async fn js(&self, script: &str) -> Value {
+        self.call(
+            reqwest::Method::POST,
+            "/execute/sync",
+            json!({"script": script, "args": []}),
+        )
+        .await
+    }
+
+    /// Wait until `script` returns something truthy; that value.
+    async fn until(&self, what: &str, script: &str) -> Value {
+        eventually(what, Duration::from_secs(60), || async {
+            let v = self.js(script).await;
+            let truthy = match &v {
+                Value::Null | Value::Bool(false) => false,
+                Value::String(s) => !s.is_empty(),
+                Value::Array(a) => !a.is_empty(),
+                Value::Object(o) => !o.contains_key("error"),
+                _ => true,
+            };
+            truthy.then_some(v)
+        })
+        .await
+    }
+
+    async fn screenshot(&self, name: &str) {
+        let v = self
+            .call(reqwest::Method::GET, "/screenshot", Value::Null)
+            .await;
+        let png = base64_decode(v.as_str().unwrap_or_default());
+        let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("screenshots");
+        std::fs::create_dir_all(&dir).expect("mkdir");
+        std::fs::write(dir.join(format!("{name}.png")), png).expect("write screenshot");
+    }
+
+    /// The console's errors so far.
+    async fn console_errors(&self) -> Vec<String> {
+        let v = self
+            .call(reqwest::Method::POST, "/se/log", json!({"type": "browser"}))
+            .await;
+        // An answer that is not a list would make this check vacuous.
+        let entries = v
+            .as_array()
+            .unwrap_or_else(|| panic!("the browser log is not readable: {v}"));
+        entries
+            .iter()
+            .filter(|e| e["level"] == "SEVERE")
+            .map(|e| e["message"].as_str().unwrap_or_default().to_owned())
+            .collect()
+    }
+}
+
+impl Drop for Browser {
+    fn drop(&mut self) {
+        let _ = self._child.kill();
+        let _ = self._child.wait();
+    }
+}
+
+/// Standard base64 (the screenshot), without a crate for it.
+fn base64_decode(s: &str) -> Vec<u8> {
+    let val = |c: u8| -> Option<u32> {
+        Some(match c {
+            b'A'..=b'Z' => c - b'A',
+            b'a'..=b'z' => c - b'a' + 26,
+            b'0'..=b'9' => c - b'0' + 52,
+            b'+' => 62,
+            b'/' => 63,
+            _ => return None,
+        } as u32)
+    };
+    let mut out = Vec::with_capacity(s.len() * 3 / 4);
+    let (mut acc, mut bits) = (0u32, 0);
+    for c in s.bytes().filter_map(val) {
+        acc = (acc << 6) | c;
+        bits += 6;
+        if bits >= 8 {
+            bits -= 8;
+            out.push((acc >> bits) as u8);
+        }
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_dashboard_works_in_a_real_browser() {
+    if std::env::var_os("KEEL_TEST_BROWSER").is_none() {
+        eprintln!("KEEL_TEST_BROWSER unset: the headless browser test is skipped");
+        return;
+    }
+    let _turn = heavy().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(dir.path().join("overlay.yaml"), OVERLAY).expect("write");
+    std::fs::write(dir.path().join("rules.yml"), RULES).expect("write");
+    let (mut child, lines) = keel_up(dir.path(), &["--config", "overlay.yaml"]).await;
+    let _stop = StopOnDrop(child.id() as i32);
+    let ui = printed_url(&lines, "dashboard");
+    let origin = ui.trim_end_matches("/ui/").to_owned();
+    let shop = printed_url(&lines, "shop API").replace("/api/products/1", "");
+    // Steady load, then a burst that makes the controller scale.
+    let mut load = std::process::Command::new(KEEL)
+        .args([
+            "load",
+            "--profile",
+            "spike",
+            "--rps",
+            "60",
+            "--duration",
+            "25s",
+            "--target",
+        ])
+        .arg(&shop)
+        .current_dir(dir.path())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("keel load");
+    let _load = StopOnDrop(load.id() as i32);
+    let browser = Browser::start().await;
+
+    // The overview: every tier has data in the request-rate panel.
+    // Live: the panels redraw every 5 s as the first samples arrive.
+    browser
+        .goto(&format!("{origin}/ui/d/overview?range=5m&live=1"))
+        .await;
+    let legend = browser
+        .until(
+            "the overview's request rate shows every tier",
+            r#"const p = document.querySelector('[data-panel="1.0"] .legend');
+               const t = p ? p.textContent : '';
+               return ['lb', 'web', 'cache', 'db'].every(x => t.includes(x)) && document.querySelector('[data-panel="1.0"] canvas') ? t : null;"#,
+        )
+        .await;
+    assert!(
+        legend.as_str().is_some_and(|t| t.contains("/s")),
+        "{legend}"
+    );
+    // Stats and the latency panels have numbers, not "No data".
+    let stat = browser
+        .until(
+            "the lb request rate stat shows a number",
+            r#"const s = document.querySelector('[data-panel="0.0"] .stat'); return s ? s.textContent : null;"#,
+        )
+        .await;
+    assert!(stat.as_str().is_some_and(|t| t.ends_with("/s")), "{stat}");
+    browser
+        .until(
+            "p95 latency per tier is drawn",
+            r#"return document.querySelector('[data-panel="2.1"] canvas') ? 1 : null;"#,
+        )
+        .await;
+    browser.screenshot("overview").await;
+
+    // Logs: search, then from a line with a trace id to its trace.
+    browser
+        .goto(&format!("{origin}/ui/logs?q=*&range=5m"))
+        .await;
+    let href = browser
+        .until(
+            "a log line links to its trace",
+            r#"const a = document.querySelector('#log-results a.trace-link'); return a ? a.getAttribute('href') : null;"#,
+        )
+        .await;
+    browser
+        .until(
+            "the histogram is drawn",
+            "return document.querySelector('#log-histogram canvas') ? 1 : null;",
+        )
+        .await;
+    browser.screenshot("logs").await;
+    // A log line can be indexed before its spans are: wait until the
+    // collector has the trace, then follow the link.
+    let id = href
+        .as_str()
+        .unwrap_or_default()
+        .trim_start_matches("/ui/trace/")
+        .to_owned();
+    eventually(
+        "the linked trace is stored",
+        Duration::from_secs(30),
+        || {
+            let url = format!("{origin}/api/v1/traces/{id}");
+            async move { (get_json(&url).await.0 == 200).then_some(()) }
+        },
+    )
+    .await;
+    browser
+        .js("document.querySelector('#log-results a.trace-link').click(); return 1;")
+        .await;
+    let spans = browser
+        .until(
+            "the trace's waterfall is drawn",
+            r#"const n = document.querySelectorAll('#waterfall .span-row').length;
+               return location.pathname.startsWith('/ui/trace/') && n > 0 ? n : null;"#,
+        )
+        .await;
+    assert!(spans.as_u64() >= Some(1), "{spans} spans for {href}");
+    browser.screenshot("trace").await;
+
+    // Alerts: silence the always-firing one.
+    browser.goto(&format!("{origin}/ui/alerts")).await;
+    browser
+        .until(
+            "the test alert is listed as firing",
+            r#"const r = document.querySelector('tr[data-alert="BrowserTestAlert"]'); return r && r.textContent.includes('firing') ? 1 : null;"#,
+        )
+        .await;
+    browser
+        .js(r#"document.querySelector('tr[data-alert="BrowserTestAlert"] button.silence').click(); return 1;"#)
+        .await;
+    browser
+        .until(
+            "the alert shows as silenced",
+            r#"const r = document.querySelector('tr[data-alert="BrowserTestAlert"]'); return r && r.querySelector('.silenced') ? 1 : null;"#,
+        )
+        .await;
+    let (_, silences) = get_json(&format!("{origin}/api/v1/silences")).await;
+    assert!(
+        silences["data"]
+            .as_array()
+            .is_some_and(|s| s.iter().any(|x| x["created_by"] == "dashboard")),
+        "the silence is in the collector: {silences}"
+    );
+    browser.screenshot("alerts").await;
+
+    // The burst's scaling decision is an annotation on the charts.
+    // (Live mode redraws every 5 s, so a decision made after the page
+    // loaded appears too.)
+    browser
+        .goto(&format!("{origin}/ui/d/overview?range=5m&live=1"))
+        .await;
+    let title = browser
+        .until(
+            "a scaling annotation on the request-rate chart",
+            r#"const a = document.querySelector('[data-panel="1.0"] .annotation[data-kind="scale"]');
+               return a ? a.getAttribute('title') : null;"#,
+        )
+        .await;
+    assert!(
+        title.as_str().is_some_and(|t| t.starts_with("web: scale ")),
+        "{title}"
+    );
+    browser
+        .js(r#"document.querySelector('[data-panel="1.0"] .annotation[data-kind="scale"]').click(); return 1;"#)
+        .await;
+    let modal = browser
+        .until(
+            "the decision's inputs open",
+            r#"const m = document.getElementById('modal'); return m && !m.hidden ? m.textContent : null;"#,
+        )
+        .await;
+    assert!(
+        modal.as_str().is_some_and(|t| t.contains("\"decision\"")),
+        "the event's inputs are shown: {modal}"
+    );
+    browser.screenshot("annotation").await;
+    browser.goto(&format!("{origin}/ui/events?range=15m")).await;
+    browser
+        .until(
+            "the events page lists the scaling",
+            r#"return document.querySelector('#events tr.event-row[data-kind="scale"]') ? 1 : null;"#,
+        )
+        .await;
+    browser.screenshot("events").await;
+
+    let errors = browser.console_errors().await;
+    assert!(errors.is_empty(), "console errors: {errors:?}");
+    let _ = load.wait();
+    child.kill().ok();
+}
