@@ -176,17 +176,20 @@ pub fn run(args: &LiveArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// `keel up`, stopped with SIGINT (as Ctrl-C) and reaped when dropped.
-struct KeelUp {
+/// `keel up`, stopped with SIGINT (as Ctrl-C) and reaped when dropped
+/// (its directory removed unless `keep`).
+pub(crate) struct KeelUp {
     child: Child,
     dir: PathBuf,
     urls: BTreeMap<String, String>,
+    /// Leave the directory when stopped (to start again on its data).
+    pub keep: bool,
 }
 
 impl KeelUp {
     /// Start `keel up` in `dir` with `overlay` as its config, on free
     /// ports; wait for it to print where it listens.
-    fn start(dir: &Path, overlay: &str, web: u32) -> anyhow::Result<Self> {
+    pub(crate) fn start(dir: &Path, overlay: &str, web: u32) -> anyhow::Result<Self> {
         std::fs::create_dir_all(dir)?;
         let config = dir.join("bench.yaml");
         std::fs::write(&config, overlay)?;
@@ -215,6 +218,7 @@ impl KeelUp {
             child,
             dir: dir.to_owned(),
             urls: BTreeMap::new(),
+            keep: false,
         };
         for line in BufReader::new(stdout).lines() {
             let line = line?;
@@ -228,13 +232,20 @@ impl KeelUp {
                     .insert(name.trim().to_owned(), format!("http://{url}"));
             }
         }
+        // Keep its directory: the reason is in its stderr.
+        up.keep = true;
         bail!(
             "keel up stopped before it was ready; see {}",
             dir.join("keel-up.stderr").display()
         )
     }
 
-    fn url(&self, name: &str) -> anyhow::Result<&str> {
+    /// Its process id (the collector, agent and controller run in it).
+    pub(crate) fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    pub(crate) fn url(&self, name: &str) -> anyhow::Result<&str> {
         self.urls
             .get(name)
             .map(String::as_str)
@@ -249,7 +260,9 @@ impl Drop for KeelUp {
         let deadline = Instant::now() + Duration::from_secs(20);
         while Instant::now() < deadline {
             if let Ok(Some(_)) = self.child.try_wait() {
-                let _ = std::fs::remove_dir_all(&self.dir);
+                if !self.keep {
+                    let _ = std::fs::remove_dir_all(&self.dir);
+                }
                 return;
             }
             std::thread::sleep(Duration::from_millis(100));

@@ -15,6 +15,7 @@ mod bench_agent;
 mod bench_alerts;
 mod bench_autoscale;
 mod bench_autoscale_live;
+mod bench_dashboard;
 mod bench_logs;
 mod bench_metrics;
 mod bench_rules;
@@ -27,6 +28,7 @@ mod reaped;
 mod rules_cmd;
 mod silence_cmd;
 mod up;
+mod webdriver;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -120,6 +122,9 @@ enum BenchCommand {
     Alerts(bench_alerts::AlertsBenchArgs),
     /// Fixed, reactive (HPA) and Keel capacity on one diurnal-plus-spike load (simulated time).
     Autoscale(bench_autoscale::AutoscaleBenchArgs),
+    /// The overview page with days of data in headless Chromium: paint
+    /// and draw times, bytes, the collector's CPU per load.
+    Dashboard(bench_dashboard::DashboardBenchArgs),
 }
 
 #[derive(Subcommand)]
@@ -170,6 +175,9 @@ fn main() -> ExitCode {
         Command::Bench {
             command: BenchCommand::Autoscale(args),
         } => bench_autoscale::run(args),
+        Command::Bench {
+            command: BenchCommand::Dashboard(args),
+        } => bench_dashboard::run(args),
         Command::Config => config::load(cli.config.as_deref()).and_then(|c| {
             print!("{}", serde_json::to_string_pretty(&c)?);
             println!();

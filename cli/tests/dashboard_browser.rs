@@ -14,7 +14,7 @@ mod common;
 use std::time::Duration;
 
 use common::*;
-use serde_json::{Value, json};
+use serde_json::Value;
 
 const OVERLAY: &str = r#"collector:
   rules:
@@ -48,168 +48,39 @@ const RULES: &str = r#"groups:
         annotations: {summary: "always firing, for the browser test"}
 "#;
 
-/// A WebDriver session on chromedriver.
-struct Browser {
-    http: reqwest::Client,
-    base: String,
-    _driver: StopOnDrop,
-    _child: std::process::Child,
-}
+#[path = "../src/webdriver.rs"]
+#[allow(dead_code)]
+mod webdriver;
 
-impl Browser {
-    async fn start() -> Self {
-        let port = {
-            let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-            l.local_addr().expect("addr").port()
-        };
-        let child = std::process::Command::new("chromedriver")
-            .arg(format!("--port={port}"))
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .expect("chromedriver (Debian's chromium-driver) must be installed");
-        let driver = StopOnDrop(child.id() as i32);
-        let http = reqwest::Client::new();
-        let url = format!("http://127.0.0.1:{port}");
-        eventually("chromedriver answers", Duration::from_secs(20), || {
-            let (http, url) = (http.clone(), url.clone());
-            async move { http.get(format!("{url}/status")).send().await.ok() }
-        })
-        .await;
-        let caps = json!({"capabilities": {"alwaysMatch": {
-            "browserName": "chrome",
-            "goog:loggingPrefs": {"browser": "ALL"},
-            "goog:chromeOptions": {
-                "binary": "/usr/bin/chromium",
-                "args": ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--window-size=1440,1000"],
-            },
-        }}});
-        let v: Value = http
-            .post(format!("{url}/session"))
-            .json(&caps)
-            .send()
-            .await
-            .expect("new session")
-            .json()
-            .await
-            .expect("json");
-        let id = v["value"]["sessionId"]
-            .as_str()
-            .unwrap_or_else(|| panic!("no session: {v}"))
-            .to_owned();
-        Browser {
-            http,
-            base: format!("{url}/session/{id}"),
-            _driver: driver,
-            _child: child,
-        }
-    }
+/// The browser, failing the test on a protocol error.
+struct Page(webdriver::Browser);
 
-    async fn call(&self, method: reqwest::Method, path: &str, body: Value) -> Value {
-        let mut r = self
-            .http
-            .request(method.clone(), format!("{}{path}", self.base));
-        if method != reqwest::Method::GET {
-            r = r.json(&body);
-        }
-        let v: Value = r
-            .send()
-            .await
-            .expect("webdriver")
-            .json()
-            .await
-            .expect("json");
-        v["value"].clone()
-    }
-
+impl Page {
     async fn goto(&self, url: &str) {
-        self.call(reqwest::Method::POST, "/url", json!({"url": url}))
-            .await;
+        self.0.goto(url).await.expect("navigate");
     }
 
-    /// Run `script` in the page; its return value.
     async fn js(&self, script: &str) -> Value {
-        self.call(
-            reqwest::Method::POST,
-            "/execute/sync",
-            json!({"script": script, "args": []}),
-        )
-        .await
+        self.0.js(script).await.expect("script")
     }
 
-    /// Wait until `script` returns something truthy; that value.
     async fn until(&self, what: &str, script: &str) -> Value {
-        eventually(what, Duration::from_secs(60), || async {
-            let v = self.js(script).await;
-            let truthy = match &v {
-                Value::Null | Value::Bool(false) => false,
-                Value::String(s) => !s.is_empty(),
-                Value::Array(a) => !a.is_empty(),
-                Value::Object(o) => !o.contains_key("error"),
-                _ => true,
-            };
-            truthy.then_some(v)
-        })
-        .await
+        self.0
+            .until(what, script, Duration::from_secs(60))
+            .await
+            .unwrap_or_else(|e| panic!("{e:#}"))
     }
 
     async fn screenshot(&self, name: &str) {
-        let v = self
-            .call(reqwest::Method::GET, "/screenshot", Value::Null)
-            .await;
-        let png = base64_decode(v.as_str().unwrap_or_default());
+        let png = self.0.screenshot().await.expect("screenshot");
         let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("screenshots");
         std::fs::create_dir_all(&dir).expect("mkdir");
         std::fs::write(dir.join(format!("{name}.png")), png).expect("write screenshot");
     }
 
-    /// The console's errors so far.
     async fn console_errors(&self) -> Vec<String> {
-        let v = self
-            .call(reqwest::Method::POST, "/se/log", json!({"type": "browser"}))
-            .await;
-        // An answer that is not a list would make this check vacuous.
-        let entries = v
-            .as_array()
-            .unwrap_or_else(|| panic!("the browser log is not readable: {v}"));
-        entries
-            .iter()
-            .filter(|e| e["level"] == "SEVERE")
-            .map(|e| e["message"].as_str().unwrap_or_default().to_owned())
-            .collect()
+        self.0.console_errors().await.expect("console log")
     }
-}
-
-impl Drop for Browser {
-    fn drop(&mut self) {
-        let _ = self._child.kill();
-        let _ = self._child.wait();
-    }
-}
-
-/// Standard base64 (the screenshot), without a crate for it.
-fn base64_decode(s: &str) -> Vec<u8> {
-    let val = |c: u8| -> Option<u32> {
-        Some(match c {
-            b'A'..=b'Z' => c - b'A',
-            b'a'..=b'z' => c - b'a' + 26,
-            b'0'..=b'9' => c - b'0' + 52,
-            b'+' => 62,
-            b'/' => 63,
-            _ => return None,
-        } as u32)
-    };
-    let mut out = Vec::with_capacity(s.len() * 3 / 4);
-    let (mut acc, mut bits) = (0u32, 0);
-    for c in s.bytes().filter_map(val) {
-        acc = (acc << 6) | c;
-        bits += 6;
-        if bits >= 8 {
-            bits -= 8;
-            out.push((acc >> bits) as u8);
-        }
-    }
-    out
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -246,7 +117,11 @@ async fn the_dashboard_works_in_a_real_browser() {
         .spawn()
         .expect("keel load");
     let _load = StopOnDrop(load.id() as i32);
-    let browser = Browser::start().await;
+    let browser = Page(
+        webdriver::Browser::start(1440, 1000)
+            .await
+            .expect("chromium and chromedriver (Debian's chromium-driver) must be installed"),
+    );
 
     // The overview: every tier has data in the request-rate panel.
     // Live: the panels redraw every 5 s as the first samples arrive.

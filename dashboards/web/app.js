@@ -416,6 +416,7 @@ async function drawPanel(el, panel, url, events, gen, init) {
     return;
   }
   if (gen !== generation) return;
+  if (!performance.getEntriesByName("keel-first-panel").length) performance.mark("keel-first-panel");
   if (el._plot) { el._plot.destroy(); el._plot = null; }
   el.replaceChildren();
   try {
@@ -489,7 +490,11 @@ async function dashboardPage(uid) {
     const events = await timeline(start, end);
     if (gen !== generation) return;
     await Promise.all(jobs.map((j) => j(start, end, events)));
-    if (gen === generation) document.body.dataset.drawn = String(Date.now());
+    if (gen === generation) {
+      document.body.dataset.drawn = String(Date.now());
+      // For `keel bench dashboard`: when the page first had every panel.
+      if (!performance.getEntriesByName("keel-all-panels").length) performance.mark("keel-all-panels");
+    }
   };
   scheduleRefresh(drawAll);
   d.rows.forEach((row, r) => {
