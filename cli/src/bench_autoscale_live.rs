@@ -4,7 +4,7 @@
 //! Each policy gets a fresh `keel up` (sample app, agent scraping every
 //! 1 s, collector, controller driving the supervisor). Web instances are
 //! made small and slow to start (2 requests at once × 40 ms = 50/s,
-//! 4 s cold), so that a few hundred requests a second — what this
+//! 4 s cold), the lb sends each request to the least busy instance, so that a few hundred requests a second — what this
 //! machine drives beside everything else — need 2 to 10 of them. Time
 //! is compressed `--compress` times: the controller evaluates every
 //! 15 s ÷ c, every window of the HPA's behaviour, panic and warm-up is
@@ -288,11 +288,20 @@ fn overlay(sc: &Scenario, name: &str, kind: Kind) -> anyhow::Result<String> {
     // JSON is YAML.
     Ok(serde_json::to_string_pretty(&serde_json::json!({
         "controller": controller,
-        "sampleapp": {"web": {
-            "max_instances": sc.max.max(20),
-            "warm_up": format!("{}ms", sc.warm_up.as_millis()),
-            "capacity": {"max_concurrency": CONCURRENCY},
-        }},
+        "sampleapp": {
+            "web": {
+                "max_instances": sc.max.max(20),
+                "warm_up": format!("{}ms", sc.warm_up.as_millis()),
+                "capacity": {"max_concurrency": CONCURRENCY},
+            },
+            // A burst's backlog stays queued in the instances that were
+            // there; round robin would keep sending each its share, so p95
+            // would stay high until their queues drained whatever capacity
+            // was added. Least connections sends new requests to the new
+            // instances, as a load balancer in front of an autoscaled
+            // tier is usually set to.
+            "lb": {"strategy": "least_connections"},
+        },
     }))?)
 }
 

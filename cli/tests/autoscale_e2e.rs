@@ -10,29 +10,11 @@ use std::time::Duration;
 
 use common::*;
 
-const OVERLAY: &str = r#"controller:
-  interval: 1s
-  policies:
-    - name: web
-      actuator: {type: supervisor}
-      min: 2
-      max: 5
-      metrics:
-        - name: web request rate
-          query: sum(rate(http_server_request_duration_seconds_count{tier="web"}[5s]))
-          average: 60
-      warm_up: 1s
-      panic: {demand: 'sum(rate(http_server_request_duration_seconds_count{tier="web"}[3s]))', per_instance: 60}
-      behavior:
-        scale_up: {stabilization_window: 0s, policies: [{type: Pods, value: 4, period: 1s}]}
-        scale_down: {stabilization_window: 8s, policies: [{type: Percent, value: 100, period: 1s}]}
-"#;
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_burst_scales_the_web_tier_up_and_the_window_brings_it_back() {
     let _turn = heavy().await;
     let dir = tempfile::tempdir().expect("tempdir");
-    std::fs::write(dir.path().join("overlay.yaml"), OVERLAY).expect("write");
+    std::fs::write(dir.path().join("overlay.yaml"), fast_web_policy("8s")).expect("write");
     let (mut child, lines) = keel_up(dir.path(), &["--config", "overlay.yaml"]).await;
     let _stop = StopOnDrop(child.id() as i32);
     let events = printed_url(&lines, "controller events");

@@ -16,27 +16,6 @@ use std::time::Duration;
 use common::*;
 use serde_json::Value;
 
-const OVERLAY: &str = r#"collector:
-  rules:
-    files: [rules.yml]
-controller:
-  interval: 1s
-  policies:
-    - name: web
-      actuator: {type: supervisor}
-      min: 2
-      max: 5
-      metrics:
-        - name: web request rate
-          query: sum(rate(http_server_request_duration_seconds_count{tier="web"}[5s]))
-          average: 60
-      warm_up: 1s
-      panic: {demand: 'sum(rate(http_server_request_duration_seconds_count{tier="web"}[3s]))', per_instance: 60}
-      behavior:
-        scale_up: {stabilization_window: 0s, policies: [{type: Pods, value: 4, period: 1s}]}
-        scale_down: {stabilization_window: 30s, policies: [{type: Percent, value: 100, period: 1s}]}
-"#;
-
 const RULES: &str = r#"groups:
   - name: browser
     interval: 1s
@@ -51,6 +30,21 @@ const RULES: &str = r#"groups:
 #[path = "../src/webdriver.rs"]
 #[allow(dead_code)]
 mod webdriver;
+
+/// A dashboard with a query that fails at run time and one with no data.
+const EXTRA: &str = r#"title: Extra
+rows:
+  - title: Bad input
+    panels:
+      - title: Fails
+        type: timeseries
+        queries:
+          - expr: up + ignoring(instance, job, service, tier) up
+      - title: Empty
+        type: stat
+        queries:
+          - expr: no_such_metric_anywhere
+"#;
 
 /// The browser, failing the test on a protocol error.
 struct Page(webdriver::Browser);
@@ -91,7 +85,14 @@ async fn the_dashboard_works_in_a_real_browser() {
     }
     let _turn = heavy().await;
     let dir = tempfile::tempdir().expect("tempdir");
-    std::fs::write(dir.path().join("overlay.yaml"), OVERLAY).expect("write");
+    std::fs::write(
+        dir.path().join("overlay.yaml"),
+        format!(
+            "collector:\n  rules:\n    files: [rules.yml]\n{}",
+            fast_web_policy("30s")
+        ),
+    )
+    .expect("write");
     std::fs::write(dir.path().join("rules.yml"), RULES).expect("write");
     let (mut child, lines) = keel_up(dir.path(), &["--config", "overlay.yaml"]).await;
     let _stop = StopOnDrop(child.id() as i32);
@@ -270,6 +271,64 @@ async fn the_dashboard_works_in_a_real_browser() {
 
     let errors = browser.console_errors().await;
     assert!(errors.is_empty(), "console errors: {errors:?}");
+
+    // Bad input: a panel whose query fails and one with no data say so;
+    // a file broken after it loaded keeps its last good version, with the
+    // error on the page.
+    let extra = dir.path().join("collector/dashboards/extra.yaml");
+    std::fs::write(&extra, EXTRA).expect("write");
+    browser.goto(&format!("{origin}/ui/d/extra?range=5m")).await;
+    let failed = browser
+        .until(
+            "the failing panel says why",
+            r#"const p = document.querySelector('[data-panel="0.0"] .status.error'); return p ? p.textContent : null;"#,
+        )
+        .await;
+    assert!(
+        failed
+            .as_str()
+            .is_some_and(|t| t.starts_with("Query failed")),
+        "{failed}"
+    );
+    browser
+        .until(
+            "the empty panel says so",
+            r#"const p = document.querySelector('[data-panel="0.1"]'); return p && p.textContent.includes('No data in this range') ? 1 : null;"#,
+        )
+        .await;
+    std::fs::write(&extra, EXTRA.replace("type: stat", "type: pie")).expect("write");
+    let f = std::fs::File::options()
+        .write(true)
+        .open(&extra)
+        .expect("open");
+    f.set_modified(std::time::SystemTime::now() + Duration::from_secs(5))
+        .expect("mtime");
+    browser.goto(&format!("{origin}/ui/d/extra?range=5m")).await;
+    let banner = browser
+        .until(
+            "the file's error is on the page",
+            r#"const b = document.getElementById('dashboard-error'); return b ? b.textContent : null;"#,
+        )
+        .await;
+    assert!(
+        banner.as_str().is_some_and(|t| t.contains("extra.yaml:")
+            && t.contains("pie")
+            && t.contains("last version that loaded")),
+        "{banner}"
+    );
+    browser
+        .until(
+            "the last good version is still drawn",
+            r#"return document.querySelector('[data-panel="0.1"]') ? 1 : null;"#,
+        )
+        .await;
+    browser.screenshot("broken-dashboard").await;
+    // The failing query's 422 is the only thing the console may report.
+    let errors = browser.console_errors().await;
+    assert!(
+        errors.iter().all(|e| e.contains("status of 422")),
+        "console errors: {errors:?}"
+    );
     let _ = load.wait();
     child.kill().ok();
 }

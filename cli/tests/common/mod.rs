@@ -242,3 +242,28 @@ pub fn printed_url(lines: &[String], label: &str) -> String {
         .unwrap_or_else(|| panic!("no {label} URL in {lines:#?}"))
         .to_owned()
 }
+
+/// A `controller` section for `keel up` with short windows: the web tier
+/// between 2 and 5 instances at 60 requests/s each, evaluated every 1 s,
+/// panic on a 3 s window, scaling down after `scale_down_window`.
+pub fn fast_web_policy(scale_down_window: &str) -> String {
+    format!(
+        r#"controller:
+  interval: 1s
+  policies:
+    - name: web
+      actuator: {{type: supervisor}}
+      min: 2
+      max: 5
+      metrics:
+        - name: web request rate
+          query: sum(rate(http_server_request_duration_seconds_count{{tier="web"}}[5s]))
+          average: 60
+      warm_up: 1s
+      panic: {{demand: 'sum(rate(http_server_request_duration_seconds_count{{tier="web"}}[3s]))', per_instance: 60}}
+      behavior:
+        scale_up: {{stabilization_window: 0s, policies: [{{type: Pods, value: 4, period: 1s}}]}}
+        scale_down: {{stabilization_window: {scale_down_window}, policies: [{{type: Percent, value: 100, period: 1s}}]}}
+"#
+    )
+}

@@ -18,7 +18,7 @@ use serde_json::{Value as Json, json};
 
 use super::library::Library;
 use super::model::{Dashboard, Panel, Viz, substitute};
-use crate::api::{bad, fail, ok, param, params, parse_step, parse_time};
+use crate::api::{bad, fail, ok, param, params, parse_step};
 use crate::logs::LogStore;
 use crate::promql::{Engine, QueryRange};
 use crate::store::Store;
@@ -82,6 +82,9 @@ fn not_found(uid: &str) -> Response {
 }
 
 async fn one(State(api): State<DashboardApi>, Path(uid): Path<String>) -> Response {
+    // A page load sees the files as they are now, not as of the last tick.
+    let lib = api.library.clone();
+    let _ = tokio::task::spawn_blocking(move || lib.reload_if_changed()).await;
     match api.library.get(&uid) {
         Some(e) => ok(json!(e)),
         None => not_found(&uid),
@@ -166,14 +169,7 @@ async fn variables(
 
 /// The time range and step of a panel request.
 fn window(p: &[(String, String)], now: i64) -> Result<QueryRange, String> {
-    let end = param(p, "end").map(parse_time).transpose()?.unwrap_or(now);
-    let start = param(p, "start")
-        .map(parse_time)
-        .transpose()?
-        .unwrap_or(end - 3_600_000);
-    if end < start {
-        return Err("end is before start".into());
-    }
+    let (start, end) = crate::logs::api::window(p, now)?;
     // About 300 points unless asked; never more than 11,000.
     let step = param(p, "step")
         .map(parse_step)
@@ -426,14 +422,7 @@ async fn events(
 ) -> Response {
     let p = params(q, &headers, &Bytes::new());
     let now = api.clock.now_ms();
-    let (start, end) = match (|| -> Result<(i64, i64), String> {
-        let end = param(&p, "end").map(parse_time).transpose()?.unwrap_or(now);
-        let start = param(&p, "start")
-            .map(parse_time)
-            .transpose()?
-            .unwrap_or(end - 3_600_000);
-        Ok((start, end))
-    })() {
+    let (start, end) = match crate::logs::api::window(&p, now) {
         Ok(w) => w,
         Err(e) => return bad(e),
     };
