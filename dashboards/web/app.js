@@ -114,8 +114,6 @@ function h(tag, attrs = {}, ...children) {
   return el;
 }
 
-function esc(s) { return String(s); }
-
 function showModal(title, ...content) {
   const body = $("#modal-body");
   body.replaceChildren(h("h1", {}, title), ...content);
@@ -789,7 +787,7 @@ async function render() {
       case "alerts": return await alertsPage();
       case "events": return await eventsPage();
       case "build": return builderPage();
-      default: main.replaceChildren(h("h1", {}, "Not found"), h("p", {}, `No page ${esc(path)}.`));
+      default: main.replaceChildren(h("h1", {}, "Not found"), h("p", {}, `No page ${path}.`));
     }
   } catch (e) {
     main.replaceChildren(h("h1", {}, "Something went wrong"), h("p", { class: "error" }, e.message));
