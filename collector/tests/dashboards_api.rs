@@ -154,6 +154,27 @@ async fn panels_answer_for_a_range_and_variables_and_say_what_is_wrong() {
         "5/s: {values:?}"
     );
 
+    // A large answer is gzipped for a client that accepts it.
+    let r = reqwest::Client::new()
+        .get(format!(
+            "http://{}/api/v1/dashboards/test/panels/0.0/data?start={}&end={}&step=1&var-tier=web",
+            c.api,
+            (now - 600_000) / 1000,
+            now / 1000
+        ))
+        .header("accept-encoding", "gzip")
+        .send()
+        .await
+        .expect("get");
+    assert_eq!(
+        r.headers().get("content-encoding").map(|v| v.as_bytes()),
+        Some(&b"gzip"[..])
+    );
+    let gz = r.bytes().await.expect("body");
+    let v: Value =
+        serde_json::from_reader(flate2::read::GzDecoder::new(&gz[..])).expect("gzipped JSON");
+    assert_eq!(v["data"]["timestamps"].as_array().map_or(0, Vec::len), 601);
+
     // An empty result is data with no series, for the page to say so.
     let (status, d) = get(
         &c,
@@ -391,6 +412,16 @@ async fn the_timeline_merges_alert_transitions_and_controller_events() {
     assert_eq!(v["data"][0]["kind"], "failover", "{v}");
     let (status, _) = get(&c, "/api/v1/events?limit=x").await;
     assert_eq!(status, 400);
+    // Small answers go as they are, even to a client that accepts gzip.
+    let r = reqwest::Client::new()
+        .get(format!("http://{}/api/v1/events?{range}", c.api))
+        .header("accept-encoding", "gzip")
+        .send()
+        .await
+        .expect("get");
+    assert!(r.headers().get("content-encoding").is_none());
+    let v: Value = r.json().await.expect("plain JSON");
+    assert_eq!(v["data"].as_array().map_or(0, Vec::len), 4);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -433,6 +464,36 @@ async fn the_pages_are_served_from_the_binary() {
         .await
         .expect("get");
     assert_eq!(r.status(), 404);
+    // Gzipped for a browser that accepts it, the same bytes once inflated.
+    let plain = client
+        .get(format!("http://{}/ui/vendor/uPlot.esm.js", c.api))
+        .send()
+        .await
+        .expect("get")
+        .bytes()
+        .await
+        .expect("body");
+    let r = client
+        .get(format!("http://{}/ui/vendor/uPlot.esm.js", c.api))
+        .header("accept-encoding", "gzip, deflate, br")
+        .send()
+        .await
+        .expect("get");
+    assert_eq!(
+        r.headers().get("content-encoding").map(|v| v.as_bytes()),
+        Some(&b"gzip"[..])
+    );
+    let gz = r.bytes().await.expect("body");
+    assert!(
+        gz.len() * 3 < plain.len(),
+        "{} of {}",
+        gz.len(),
+        plain.len()
+    );
+    let mut inflated = Vec::new();
+    std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(&gz[..]), &mut inflated)
+        .expect("gunzip");
+    assert_eq!(inflated, plain);
 }
 
 /// The committed uPlot is the version the lockfile names (the files in

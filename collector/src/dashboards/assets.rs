@@ -1,10 +1,13 @@
 //! The web pages, embedded at build time from `dashboards/web/` (plain
 //! ES modules and uPlot's own distribution files; no build step), served
-//! under `/ui/`, with `/` leading there.
+//! under `/ui/` (gzipped for browsers that accept it), with `/` leading
+//! there.
+
+use std::sync::OnceLock;
 
 use axum::Router;
 use axum::extract::Path;
-use axum::http::{StatusCode, header};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::get;
 
@@ -42,26 +45,46 @@ pub fn routes() -> Router {
     Router::new()
         .route("/", get(|| async { Redirect::temporary("/ui/") }))
         .route("/ui", get(|| async { Redirect::permanent("/ui/") }))
-        .route("/ui/", get(|| async { file("index.html") }))
+        .route(
+            "/ui/",
+            get(|h: HeaderMap| async move { file("index.html", &h) }),
+        )
         .route(
             "/ui/{*path}",
-            get(|Path(p): Path<String>| async move { file(&p) }),
+            get(|Path(p): Path<String>, h: HeaderMap| async move { file(&p, &h) }),
         )
 }
 
-fn file(path: &str) -> Response {
-    match FILES.iter().find(|(p, _, _)| *p == path) {
-        Some((_, ty, body)) => (
-            [
-                (header::CONTENT_TYPE, *ty),
+/// Each file gzipped at the smallest level, once, on first use.
+fn gzipped(i: usize) -> &'static [u8] {
+    static GZ: OnceLock<Vec<Vec<u8>>> = OnceLock::new();
+    let all = GZ.get_or_init(|| {
+        FILES
+            .iter()
+            .map(|(_, _, body)| super::gzip::compress(body.as_bytes(), 9))
+            .collect()
+    });
+    &all[i]
+}
+
+fn file(path: &str, req: &HeaderMap) -> Response {
+    match FILES.iter().position(|(p, _, _)| *p == path) {
+        Some(i) => {
+            let (_, ty, body) = FILES[i];
+            let headers = [
+                (header::CONTENT_TYPE, ty),
                 (header::CACHE_CONTROL, "no-cache"),
-            ],
-            *body,
-        )
-            .into_response(),
+                (header::VARY, "accept-encoding"),
+            ];
+            if super::gzip::accepts(req) {
+                (headers, [(header::CONTENT_ENCODING, "gzip")], gzipped(i)).into_response()
+            } else {
+                (headers, body).into_response()
+            }
+        }
         // Pages are one document: any other path under /ui/ that is not a
         // file is the app (its router reads the URL).
-        None if !path.contains('.') => file("index.html"),
+        None if !path.contains('.') => file("index.html", req),
         None => (StatusCode::NOT_FOUND, format!("no file {path:?}")).into_response(),
     }
 }

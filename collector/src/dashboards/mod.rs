@@ -4,6 +4,7 @@
 
 pub mod api;
 pub mod assets;
+pub mod gzip;
 pub mod library;
 pub mod model;
 
