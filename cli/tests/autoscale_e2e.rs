@@ -18,26 +18,9 @@ async fn a_burst_scales_the_web_tier_up_and_the_window_brings_it_back() {
     let (mut child, lines) = keel_up(dir.path(), &["--config", "overlay.yaml"]).await;
     let _stop = StopOnDrop(child.id() as i32);
     let events = printed_url(&lines, "controller events");
-    let shop = printed_url(&lines, "shop API").replace("/api/products/1", "");
     let scale = printed_url(&lines, "supervisor API").replace("processes", "scale/web");
     // 100/s with a 5× burst in the middle fifth of 20 s.
-    let mut load = std::process::Command::new(KEEL)
-        .args([
-            "load",
-            "--profile",
-            "spike",
-            "--rps",
-            "100",
-            "--duration",
-            "20s",
-            "--target",
-        ])
-        .arg(&shop)
-        .current_dir(dir.path())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("keel load");
+    let mut load = spawn_load(&lines, dir.path(), "spike", "100", "20s");
     let _load = StopOnDrop(load.id() as i32);
     let scaled = |want: fn(&serde_json::Value) -> bool, what: &'static str| {
         let events = events.clone();

@@ -98,25 +98,8 @@ async fn the_dashboard_works_in_a_real_browser() {
     let _stop = StopOnDrop(child.id() as i32);
     let ui = printed_url(&lines, "dashboard");
     let origin = ui.trim_end_matches("/ui/").to_owned();
-    let shop = printed_url(&lines, "shop API").replace("/api/products/1", "");
     // Steady load, then a burst that makes the controller scale.
-    let mut load = std::process::Command::new(KEEL)
-        .args([
-            "load",
-            "--profile",
-            "spike",
-            "--rps",
-            "60",
-            "--duration",
-            "25s",
-            "--target",
-        ])
-        .arg(&shop)
-        .current_dir(dir.path())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("keel load");
+    let mut load = spawn_load(&lines, dir.path(), "spike", "60", "25s");
     let _load = StopOnDrop(load.id() as i32);
     let browser = Page(
         webdriver::Browser::start(1440, 1000)

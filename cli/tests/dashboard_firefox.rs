@@ -105,23 +105,7 @@ async fn every_page_draws_in_firefox() {
     let _stop = StopOnDrop(child.id() as i32);
     let ui = printed_url(&lines, "dashboard");
     let origin = ui.trim_end_matches("/ui/").to_owned();
-    let shop = printed_url(&lines, "shop API").replace("/api/products/1", "");
-    let mut load = std::process::Command::new(KEEL)
-        .args([
-            "load",
-            "--profile",
-            "steady",
-            "--rps",
-            "30",
-            "--duration",
-            "40s",
-            "--target",
-        ])
-        .arg(&shop)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("keel load");
+    let mut load = spawn_load(&lines, dir.path(), "steady", "30", "40s");
     let _load = StopOnDrop(load.id() as i32);
     // A profile of its own, Marionette on a free port.
     let profile = dir.path().join("firefox-profile");

@@ -267,3 +267,26 @@ pub fn fast_web_policy(scale_down_window: &str) -> String {
 "#
     )
 }
+
+/// `keel load --profile <profile> --rps <rps> --duration <duration>`
+/// against the shop API printed in `lines`, quietly, in `dir`.
+pub fn spawn_load(lines: &[String], dir: &Path, profile: &str, rps: &str, duration: &str) -> Child {
+    let shop = printed_url(lines, "shop API").replace("/api/products/1", "");
+    Command::new(KEEL)
+        .args([
+            "load",
+            "--profile",
+            profile,
+            "--rps",
+            rps,
+            "--duration",
+            duration,
+            "--target",
+        ])
+        .arg(&shop)
+        .current_dir(dir)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("keel load")
+}
