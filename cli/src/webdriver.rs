@@ -146,8 +146,38 @@ impl Browser {
     }
 }
 
+impl Browser {
+    /// End the session, so chromedriver closes the browser (killing
+    /// chromedriver alone leaves Chromium running). Plain blocking HTTP,
+    /// as it runs in `drop`.
+    fn quit(&self) {
+        use std::io::{Read as _, Write as _};
+        let Some((host, path)) = self
+            .base
+            .strip_prefix("http://")
+            .and_then(|r| r.split_once('/'))
+        else {
+            return;
+        };
+        let Ok(mut s) = std::net::TcpStream::connect(host) else {
+            return;
+        };
+        let _ = s.set_read_timeout(Some(Duration::from_secs(20)));
+        let _ = write!(
+            s,
+            "DELETE /{path} HTTP/1.1\r\nHost: {host}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+        );
+        // The answer comes once the browser has quit (chromedriver may keep
+        // the connection open after it, so read the answer, not to the end).
+        let _ = s.read(&mut [0u8; 4096]);
+    }
+}
+
 impl Drop for Browser {
     fn drop(&mut self) {
+        if !self.base.is_empty() {
+            self.quit();
+        }
         let _ = self.driver.kill();
         let _ = self.driver.wait();
     }
