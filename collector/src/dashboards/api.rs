@@ -92,33 +92,47 @@ async fn one(State(api): State<DashboardApi>, Path(uid): Path<String>) -> Respon
     }
 }
 
-/// The chosen value of each variable: `var-NAME` from the request, else
-/// the default, else the first value.
+/// A variable's possible values: its list, or its label's values now.
+fn values_of(api: &DashboardApi, v: &super::model::Variable) -> Vec<String> {
+    if v.values.is_empty() {
+        label_values(
+            &api.store,
+            v.label.as_deref().unwrap_or_default(),
+            v.r#match.as_deref(),
+            api.clock.now_ms(),
+        )
+    } else {
+        v.values.clone()
+    }
+}
+
+/// A variable's chosen value: `var-NAME` from the request, else its
+/// default, else the first of `values` (only then read: a label's values
+/// are a scan of the series).
+fn pick(
+    v: &super::model::Variable,
+    p: &[(String, String)],
+    values: impl FnOnce() -> Vec<String>,
+) -> String {
+    param(p, &format!("var-{}", v.name))
+        .map(str::to_owned)
+        .or_else(|| v.default.clone())
+        .or_else(|| values().into_iter().next())
+        .unwrap_or_default()
+}
+
+/// Every variable's chosen value and possible values.
 fn chosen(
     api: &DashboardApi,
     d: &Dashboard,
     p: &[(String, String)],
 ) -> BTreeMap<String, (String, Vec<String>)> {
-    let now = api.clock.now_ms();
     d.variables
         .iter()
         .map(|v| {
-            let values = if v.values.is_empty() {
-                label_values(
-                    &api.store,
-                    v.label.as_deref().unwrap_or_default(),
-                    v.r#match.as_deref(),
-                    now,
-                )
-            } else {
-                v.values.clone()
-            };
-            let pick = param(p, &format!("var-{}", v.name))
-                .map(str::to_owned)
-                .or_else(|| v.default.clone())
-                .or_else(|| values.first().cloned())
-                .unwrap_or_default();
-            (v.name.clone(), (pick, values))
+            let values = values_of(api, v);
+            let chosen = pick(v, p, || values.clone());
+            (v.name.clone(), (chosen, values))
         })
         .collect()
 }
@@ -286,9 +300,10 @@ async fn respond(
         Err(e) => return bad(e),
     };
     let work = tokio::task::spawn_blocking(move || {
-        let vars = chosen(&api, &d, &p)
-            .into_iter()
-            .map(|(k, (v, _))| (k, v))
+        let vars = d
+            .variables
+            .iter()
+            .map(|v| (v.name.clone(), pick(v, &p, || values_of(&api, v))))
             .collect();
         evaluate(&api, &panel, &vars, range)
     })
