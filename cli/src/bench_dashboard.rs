@@ -77,8 +77,8 @@ struct Backfill {
     from_s: i64,
     to_s: i64,
     step_s: i64,
-    next: (usize, i64),
-    total: f64,
+    /// The next series to write.
+    next: usize,
     buf: Vec<u8>,
     pos: usize,
 }
@@ -86,18 +86,17 @@ struct Backfill {
 impl Backfill {
     /// Refill `buf` with the next series' lines; false when done.
     fn refill(&mut self) -> bool {
-        let (i, _) = self.next;
-        let Some(s) = self.series.get(i) else {
+        let Some(s) = self.series.get(self.next) else {
             return false;
         };
         self.buf.clear();
         self.pos = 0;
-        self.total = 0.0;
+        let mut total = 0.0;
         let mut t = self.from_s;
         while t <= self.to_s {
             let v = if s.counter {
-                self.total += s.value * shape(t) * self.step_s as f64;
-                self.total
+                total += s.value * shape(t) * self.step_s as f64;
+                total
             } else {
                 s.value
             };
@@ -105,7 +104,7 @@ impl Backfill {
                 .extend_from_slice(format!("{} {v} {t}\n", s.head).as_bytes());
             t += self.step_s;
         }
-        self.next = (i + 1, self.from_s);
+        self.next += 1;
         true
     }
 }
@@ -289,8 +288,7 @@ async fn bench(args: DashboardBenchArgs) -> anyhow::Result<()> {
                 from_s: from,
                 to_s: to,
                 step_s: step,
-                next: (0, from),
-                total: 0.0,
+                next: 0,
                 buf: Vec::new(),
                 pos: 0,
             },
@@ -313,10 +311,11 @@ async fn bench(args: DashboardBenchArgs) -> anyhow::Result<()> {
     let d = dir.clone();
     let up = tokio::task::spawn_blocking(move || KeelUp::start(&d, OVERLAY, 2)).await??;
     let ui = up.url("dashboard")?.to_owned();
-    let range = if args.days >= 7 {
-        "7d".to_owned()
-    } else {
-        format!("{}d", args.days.min(2))
+    // The time picker's longest range within the history.
+    let range = match args.days {
+        1 => "24h",
+        2..=6 => "2d",
+        _ => "7d",
     };
     let browser = Browser::start(1440, 1000).await?;
     let url = format!("{ui}d/overview?range={range}");

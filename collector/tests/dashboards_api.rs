@@ -82,6 +82,23 @@ fn fill(c: &Running, now: i64) {
     }
 }
 
+/// GET `url` as a browser would (accepting gzip, deflate, br); the body,
+/// which must come gzipped.
+async fn get_gzipped(url: &str) -> axum::body::Bytes {
+    let r = reqwest::Client::new()
+        .get(url)
+        .header("accept-encoding", "gzip, deflate, br")
+        .send()
+        .await
+        .expect("get");
+    assert_eq!(
+        r.headers().get("content-encoding").map(|v| v.as_bytes()),
+        Some(&b"gzip"[..]),
+        "{url}"
+    );
+    r.bytes().await.expect("body")
+}
+
 /// Rewrite `path` with `text` and a modification time `secs` later, so a
 /// reload sees the change whatever the file system's clock resolution.
 fn rewrite(path: &std::path::Path, text: &str, secs: u64) {
@@ -155,22 +172,13 @@ async fn panels_answer_for_a_range_and_variables_and_say_what_is_wrong() {
     );
 
     // A large answer is gzipped for a client that accepts it.
-    let r = reqwest::Client::new()
-        .get(format!(
-            "http://{}/api/v1/dashboards/test/panels/0.0/data?start={}&end={}&step=1&var-tier=web",
-            c.api,
-            (now - 600_000) / 1000,
-            now / 1000
-        ))
-        .header("accept-encoding", "gzip")
-        .send()
-        .await
-        .expect("get");
-    assert_eq!(
-        r.headers().get("content-encoding").map(|v| v.as_bytes()),
-        Some(&b"gzip"[..])
-    );
-    let gz = r.bytes().await.expect("body");
+    let gz = get_gzipped(&format!(
+        "http://{}/api/v1/dashboards/test/panels/0.0/data?start={}&end={}&step=1&var-tier=web",
+        c.api,
+        (now - 600_000) / 1000,
+        now / 1000
+    ))
+    .await;
     let v: Value =
         serde_json::from_reader(flate2::read::GzDecoder::new(&gz[..])).expect("gzipped JSON");
     assert_eq!(v["data"]["timestamps"].as_array().map_or(0, Vec::len), 601);
@@ -473,17 +481,7 @@ async fn the_pages_are_served_from_the_binary() {
         .bytes()
         .await
         .expect("body");
-    let r = client
-        .get(format!("http://{}/ui/vendor/uPlot.esm.js", c.api))
-        .header("accept-encoding", "gzip, deflate, br")
-        .send()
-        .await
-        .expect("get");
-    assert_eq!(
-        r.headers().get("content-encoding").map(|v| v.as_bytes()),
-        Some(&b"gzip"[..])
-    );
-    let gz = r.bytes().await.expect("body");
+    let gz = get_gzipped(&format!("http://{}/ui/vendor/uPlot.esm.js", c.api)).await;
     assert!(
         gz.len() * 3 < plain.len(),
         "{} of {}",
