@@ -12,7 +12,7 @@
 //! honouring `Retry-After`. A batch leaves the buffer only once the
 //! collector acknowledged it, so a crash, an outage or a lost answer
 //! costs a resend, never a record. Tailed log files become log records
-//! ([`tail`], [`logline`]) and, through log-to-metrics rules, RED series
+//! ([`tail`], [`logline`]; written straight to protobuf by [`logwire`]) and, through log-to-metrics rules, RED series
 //! ([`logmetrics`]). [`run`] wires the parts together.
 //!
 //! The agent never links tantivy or sqlx: it is small enough for every
@@ -25,6 +25,7 @@ pub mod exposition;
 pub mod host;
 pub mod logline;
 pub mod logmetrics;
+pub mod logwire;
 pub mod otlp;
 pub mod receive;
 pub mod run;

@@ -15,7 +15,7 @@ use serde_json::Value;
 
 /// A JSON value as an OTLP value, moving its strings (no copies: this
 /// runs for every field of every line).
-fn any(v: Value) -> AnyValue {
+pub(crate) fn any(v: Value) -> AnyValue {
     let value = match v {
         Value::Null => None,
         Value::Bool(b) => Some(any_value::Value::BoolValue(b)),
@@ -44,7 +44,7 @@ fn kv(key: String, v: Value) -> KeyValue {
     }
 }
 
-fn hex_bytes(s: &str, len: usize) -> Option<Vec<u8>> {
+pub(crate) fn hex_bytes(s: &str, len: usize) -> Option<Vec<u8>> {
     if s.len() != len * 2 {
         return None;
     }
@@ -55,7 +55,7 @@ fn hex_bytes(s: &str, len: usize) -> Option<Vec<u8>> {
 
 /// Epoch nanoseconds of a JSON timestamp (as the collector reads one;
 /// an epoch number written as a string is taken too).
-fn time_ns(v: &Value) -> Option<u64> {
+pub(crate) fn time_ns(v: &Value) -> Option<u64> {
     use keel_core::timestamp::json_ns;
     match v {
         Value::String(s) => time_ns_str(s),
@@ -67,7 +67,7 @@ fn time_ns(v: &Value) -> Option<u64> {
 }
 
 /// Epoch nanoseconds of a timestamp written as a string.
-fn time_ns_str(s: &str) -> Option<u64> {
+pub(crate) fn time_ns_str(s: &str) -> Option<u64> {
     use keel_core::timestamp::{epoch_ns, rfc3339_ns};
     rfc3339_ns(s.trim())
         .ok()
@@ -76,9 +76,9 @@ fn time_ns_str(s: &str) -> Option<u64> {
         .filter(|n| *n > 0)
 }
 
-const TIME: [&str; 4] = ["timestamp", "time", "ts", "@timestamp"];
-const LEVEL: [&str; 3] = ["level", "severity", "lvl"];
-const MESSAGE: [&str; 2] = ["message", "msg"];
+pub(crate) const TIME: [&str; 4] = ["timestamp", "time", "ts", "@timestamp"];
+pub(crate) const LEVEL: [&str; 3] = ["level", "severity", "lvl"];
+pub(crate) const MESSAGE: [&str; 2] = ["message", "msg"];
 
 /// The OTLP record of one log record's text, read at `observed_ns`.
 pub fn record(text: &str, observed_ns: u64, json: bool) -> LogRecord {
@@ -176,7 +176,7 @@ impl<'de> serde::de::Visitor<'de> for RecordVisitor {
 }
 
 /// A map key, borrowed from the line when it has no escapes.
-struct Key<'de>(std::borrow::Cow<'de, str>);
+pub(crate) struct Key<'de>(pub(crate) std::borrow::Cow<'de, str>);
 
 impl<'de> serde::Deserialize<'de> for Key<'de> {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
@@ -202,12 +202,20 @@ impl<'de> serde::Deserialize<'de> for Key<'de> {
 
 /// A value that is usually a string: borrowed when it can be, any other
 /// JSON value otherwise.
-enum Scalar<'de> {
+pub(crate) enum Scalar<'de> {
     Str(std::borrow::Cow<'de, str>),
     Other(Value),
 }
 
 impl Scalar<'_> {
+    /// The string, if it is one.
+    pub(crate) fn as_str(&self) -> Option<&str> {
+        match self {
+            Scalar::Str(s) => Some(s),
+            Scalar::Other(_) => None,
+        }
+    }
+
     fn into_value(self) -> Value {
         match self {
             Scalar::Str(s) => Value::String(s.into_owned()),
@@ -285,7 +293,7 @@ fn set_attribute(r: &mut LogRecord, key: String, value: AnyValue) {
 }
 
 /// A JSON value parsed straight into an OTLP value.
-struct Any(AnyValue);
+pub(crate) struct Any(pub(crate) AnyValue);
 
 impl<'de> serde::Deserialize<'de> for Any {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
@@ -293,7 +301,7 @@ impl<'de> serde::Deserialize<'de> for Any {
     }
 }
 
-struct AnyVisitor;
+pub(crate) struct AnyVisitor;
 
 fn some(v: any_value::Value) -> Any {
     Any(AnyValue { value: Some(v) })

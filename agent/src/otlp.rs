@@ -29,66 +29,40 @@ pub fn own_service(r: &opentelemetry_proto::tonic::logs::v1::LogRecord) -> Optio
         })
 }
 
-/// A file's log records as a logs request: one resource per service
-/// (`service.name`, `host.name`, `log.file.path`). A record's own string
-/// `service` attribute (a JSON line's field) names its service; else
-/// `default_service`.
-pub fn logs_request(
-    mut records: Vec<opentelemetry_proto::tonic::logs::v1::LogRecord>,
-    default_service: &str,
-    host: &str,
-    file: &str,
-) -> opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest {
-    use opentelemetry_proto::tonic::logs::v1::{ResourceLogs, ScopeLogs};
-    let mut by_service: Vec<(String, Vec<_>)> = Vec::new();
-    for mut r in records.drain(..) {
-        let own = r.attributes.iter().position(|a| {
-            a.key == "service"
-                && matches!(
-                    a.value.as_ref().and_then(|v| v.value.as_ref()),
-                    Some(any_value::Value::StringValue(_))
-                )
-        });
-        let service = match own.map(|i| r.attributes.remove(i)) {
-            Some(KeyValue {
-                value:
-                    Some(AnyValue {
-                        value: Some(any_value::Value::StringValue(s)),
-                    }),
-                ..
-            }) => s,
-            _ => default_service.to_owned(),
-        };
-        match by_service.iter_mut().find(|(s, _)| *s == service) {
-            Some((_, v)) => v.push(r),
-            None => by_service.push((service, vec![r])),
-        }
+/// Remove a record's own string `service` attribute (a JSON line's
+/// field) and return it: the record's resource names its service.
+pub fn take_service(r: &mut opentelemetry_proto::tonic::logs::v1::LogRecord) -> Option<String> {
+    let i = r.attributes.iter().position(|a| {
+        a.key == "service"
+            && matches!(
+                a.value.as_ref().and_then(|v| v.value.as_ref()),
+                Some(any_value::Value::StringValue(_))
+            )
+    })?;
+    match r.attributes.remove(i).value?.value? {
+        any_value::Value::StringValue(s) => Some(s),
+        _ => None,
     }
-    opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest {
-        resource_logs: by_service
-            .into_iter()
-            .map(|(service, log_records)| ResourceLogs {
-                resource: Some(Resource {
-                    attributes: vec![
-                        kv("service.name", &service),
-                        kv("host.name", host),
-                        kv("log.file.path", file),
-                    ],
-                    ..Resource::default()
-                }),
-                scope_logs: vec![ScopeLogs {
-                    scope: Some(InstrumentationScope {
-                        name: "keel-agent".into(),
-                        version: env!("CARGO_PKG_VERSION").into(),
-                        ..InstrumentationScope::default()
-                    }),
-                    log_records,
-                    schema_url: String::new(),
-                }],
-                schema_url: String::new(),
-            })
-            .collect(),
-    }
+}
+
+/// The resource (`service.name`, `host.name`, `log.file.path`) and scope
+/// of a tailed file's records.
+pub fn log_resource(service: &str, host: &str, file: &str) -> (Resource, InstrumentationScope) {
+    (
+        Resource {
+            attributes: vec![
+                kv("service.name", service),
+                kv("host.name", host),
+                kv("log.file.path", file),
+            ],
+            ..Resource::default()
+        },
+        InstrumentationScope {
+            name: "keel-agent".into(),
+            version: env!("CARGO_PKG_VERSION").into(),
+            ..InstrumentationScope::default()
+        },
+    )
 }
 
 fn kv(k: &str, v: &str) -> KeyValue {

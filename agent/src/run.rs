@@ -414,8 +414,8 @@ async fn tail_loop(
     loop {
         for b in tailer.poll() {
             let now = inner.clock.now_ms();
-            let records = crate::tail::to_records(&b.records, (now.max(0) as u64) * 1_000_000);
-            let n = records.len() as u32;
+            let observed_ns = (now.max(0) as u64) * 1_000_000;
+            let n = b.records.len() as u32;
             // The name before its first dot, so a rotated `app.log.1`
             // is still `app`.
             let stem = b
@@ -434,22 +434,26 @@ async fn tail_loop(
             } else {
                 &source.service
             };
-            for rule in &mut rules {
-                inner.observe_log_metrics(rule, &b.records, &records, default_service, &b.path);
+            if !rules.is_empty() {
+                // The rules read records as structs (a second parse, only
+                // for files with log-to-metrics rules).
+                let records = crate::tail::to_records(&b.records, observed_ns);
+                for rule in &mut rules {
+                    inner.observe_log_metrics(rule, &b.records, &records, default_service, &b.path);
+                }
             }
-            let req = crate::otlp::logs_request(
-                records,
-                default_service,
-                &inner.hostname,
-                &b.path.display().to_string(),
-            );
+            let mut request = crate::logwire::LogsWriter::new(default_service);
+            for text in &b.records {
+                request.push(text, observed_ns);
+            }
+            let request = request.finish(&inner.hostname, &b.path.display().to_string());
             let batch = Batch {
                 id: rand::random(),
                 signal: Signal::Logs,
                 records: n,
                 created_ms: now,
                 cursor: Some(b.cursor),
-                body: crate::otlp::gzip_request(&req),
+                body: crate::otlp::gzip(&request),
             };
             if let Err(e) = inner.shared.push(&batch) {
                 // Not buffered, so the buffered position did not move:
