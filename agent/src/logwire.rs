@@ -270,31 +270,27 @@ impl<'de> serde::de::Visitor<'de> for RecordWriter<'_> {
     }
 }
 
-/// One file batch's records as an `ExportLogsServiceRequest`: one
+/// A file batch's records as an `ExportLogsServiceRequest`: one
 /// resource per service (`service.name`, `host.name`, `log.file.path`),
 /// as the collector groups them. A record's own string `service` field
-/// names its service; else the batch's default.
-pub struct LogsWriter<'a> {
-    default_service: &'a str,
-    /// (service, its `ScopeLogs.log_records` fields) in order of first use.
+/// names its service; else the default the batch gives. One writer
+/// serves a file's batches one after another, keeping its buffers.
+#[derive(Default)]
+pub struct LogsWriter {
+    /// (service, its `ScopeLogs.log_records` fields) in order of first
+    /// use; emptied (capacity kept) after each request.
     groups: Vec<(String, Vec<u8>)>,
     /// The record being written.
     scratch: Vec<u8>,
 }
 
-impl<'a> LogsWriter<'a> {
-    /// An empty request; records without their own service are `default_service`'s.
-    pub fn new(default_service: &'a str) -> Self {
-        LogsWriter {
-            default_service,
-            groups: Vec::new(),
-            scratch: Vec::with_capacity(512),
-        }
-    }
+/// Services whose buffers a writer keeps between requests.
+const KEPT_GROUPS: usize = 8;
 
+impl LogsWriter {
     /// Add the record of one text read at `observed_ns`: structured if it
     /// is a JSON object, else kept whole as the body.
-    pub fn push(&mut self, text: &str, observed_ns: u64) {
+    pub fn push(&mut self, text: &str, observed_ns: u64, default_service: &str) {
         self.scratch.clear();
         let service = if text.trim_start().starts_with('{') {
             self.json(text, observed_ns)
@@ -311,11 +307,12 @@ impl<'a> LogsWriter<'a> {
                 None
             }
         };
-        let service = service.unwrap_or_else(|| self.default_service.to_owned());
-        let i = match self.groups.iter().position(|(s, _)| *s == service) {
+        let service = service.as_deref().unwrap_or(default_service);
+        // An emptied group keeps its place (and buffer) for its service.
+        let i = match self.groups.iter().position(|(s, _)| s == service) {
             Some(i) => i,
             None => {
-                self.groups.push((service, Vec::with_capacity(64 * 1024)));
+                self.groups.push((service.to_owned(), Vec::new()));
                 self.groups.len() - 1
             }
         };
@@ -346,24 +343,37 @@ impl<'a> LogsWriter<'a> {
         }
     }
 
-    /// The request's protobuf bytes.
-    pub fn finish(self, host: &str, file: &str) -> Vec<u8> {
-        let total: usize = self.groups.iter().map(|g| g.1.len() + 256).sum();
-        let mut out = Vec::with_capacity(total);
-        for (service, records) in &self.groups {
+    /// The request so far, protobuf-encoded and gzipped (the records are
+    /// compressed where they lie, not copied into one buffer first); the
+    /// writer is empty again afterwards.
+    pub fn gzip_request(&mut self, host: &str, file: &str) -> Vec<u8> {
+        let mut heads = Vec::new();
+        for (service, records) in self.groups.iter().filter(|g| !g.1.is_empty()) {
             let (resource, scope) = crate::otlp::log_resource(service, host, file);
             let (resource, scope) = (resource.encode_to_vec(), scope.encode_to_vec());
             let scope_logs = field_len(scope.len()) + records.len();
             let resource_logs = field_len(resource.len()) + field_len(scope_logs);
-            out.push(tag(1, LEN));
-            varint(resource_logs as u64, &mut out);
-            bytes_field(1, &resource, &mut out);
-            out.push(tag(2, LEN));
-            varint(scope_logs as u64, &mut out);
-            bytes_field(1, &scope, &mut out);
-            out.extend_from_slice(records);
+            let mut head = Vec::with_capacity(resource.len() + scope.len() + 32);
+            head.push(tag(1, LEN));
+            varint(resource_logs as u64, &mut head);
+            bytes_field(1, &resource, &mut head);
+            head.push(tag(2, LEN));
+            varint(scope_logs as u64, &mut head);
+            bytes_field(1, &scope, &mut head);
+            heads.push(head);
         }
-        out
+        let mut parts: Vec<&[u8]> = Vec::with_capacity(2 * heads.len());
+        let records = self.groups.iter().map(|g| &g.1).filter(|r| !r.is_empty());
+        for (head, records) in heads.iter().zip(records) {
+            parts.push(head);
+            parts.push(records);
+        }
+        let body = crate::otlp::gzip_parts(&parts);
+        self.groups.truncate(KEPT_GROUPS);
+        for g in &mut self.groups {
+            g.1.clear();
+        }
+        body
     }
 }
 
@@ -404,6 +414,35 @@ mod tests {
         }
     }
 
+    fn decode(body: &[u8]) -> ExportLogsServiceRequest {
+        let mut raw = Vec::new();
+        std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(body), &mut raw)
+            .expect("gunzip");
+        ExportLogsServiceRequest::decode(raw.as_slice()).expect("the bytes decode")
+    }
+
+    #[test]
+    fn a_writer_is_empty_after_each_request_and_keeps_its_groups_apart() {
+        let mut w = LogsWriter::default();
+        w.push(r#"{"service":"a","message":"1"}"#, 1, "d");
+        w.push("two", 1, "d");
+        assert_eq!(
+            decode(&w.gzip_request("h", "/f.log")),
+            expected(&[r#"{"service":"a","message":"1"}"#, "two"], 1, "d")
+        );
+        // The next request has only its own records, and no empty resource
+        // for the service that wrote nothing this time.
+        w.push("three", 2, "d");
+        assert_eq!(
+            decode(&w.gzip_request("h", "/f.log")),
+            expected(&["three"], 2, "d")
+        );
+        assert_eq!(
+            decode(&w.gzip_request("h", "/f.log")),
+            ExportLogsServiceRequest::default()
+        );
+    }
+
     #[test]
     fn varints_are_as_long_as_protobuf_says() {
         for v in [0u64, 1, 127, 128, 16_383, 16_384, u64::MAX >> 1, u64::MAX] {
@@ -430,12 +469,11 @@ mod tests {
             "{}",
             "{not json",
         ];
-        let mut w = LogsWriter::new("default");
+        let mut w = LogsWriter::default();
         for t in texts {
-            w.push(t, 99);
+            w.push(t, 99, "default");
         }
-        let got = ExportLogsServiceRequest::decode(w.finish("h", "/f.log").as_slice())
-            .expect("the bytes decode");
+        let got = decode(&w.gzip_request("h", "/f.log"));
         assert_eq!(got, expected(&texts, 99, "default"));
         let services: Vec<String> = got
             .resource_logs
@@ -462,10 +500,9 @@ mod tests {
                 .collect::<Vec<_>>()
                 .join(",")
         );
-        let mut w = LogsWriter::new("d");
-        w.push(&line, 5);
-        let got = ExportLogsServiceRequest::decode(w.finish("h", "/f.log").as_slice())
-            .expect("the bytes decode");
+        let mut w = LogsWriter::default();
+        w.push(&line, 5, "d");
+        let got = decode(&w.gzip_request("h", "/f.log"));
         assert_eq!(got, expected(&[&line], 5, "d"));
         assert_eq!(
             got.resource_logs[0].scope_logs[0].log_records[0]

@@ -152,32 +152,60 @@ thread_local! {
 
 /// `raw` as a gzip member (RFC 1952: header, raw deflate, CRC-32, size).
 pub fn gzip(raw: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(raw.len() / 3 + 64);
+    gzip_parts(&[raw])
+}
+
+/// The concatenation of `parts` as one gzip member, without copying
+/// them together first.
+pub fn gzip_parts(parts: &[&[u8]]) -> Vec<u8> {
+    let total: usize = parts.iter().map(|p| p.len()).sum();
+    let mut out = Vec::with_capacity(total / 3 + 64);
     // No name, no mtime, OS unknown.
     out.extend_from_slice(&[0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 0xff]);
+    // An empty body is still one (empty) stream.
+    let parts: &[&[u8]] = if parts.is_empty() { &[&[]] } else { parts };
     let done = DEFLATE.with(|c| {
         let mut c = c.borrow_mut();
         c.reset();
-        loop {
-            let consumed = usize::try_from(c.total_in())
-                .unwrap_or(raw.len())
-                .min(raw.len());
-            out.reserve(64 + (raw.len() - consumed) / 2);
-            match c.compress_vec(&raw[consumed..], &mut out, flate2::FlushCompress::Finish) {
-                Ok(flate2::Status::StreamEnd) => return true,
-                Ok(_) => {}
-                Err(_) => return false,
+        for (i, part) in parts.iter().enumerate() {
+            let last = i + 1 == parts.len();
+            let flush = if last {
+                flate2::FlushCompress::Finish
+            } else {
+                flate2::FlushCompress::None
+            };
+            let start = c.total_in();
+            loop {
+                let consumed = usize::try_from(c.total_in() - start)
+                    .unwrap_or(part.len())
+                    .min(part.len());
+                if !last && consumed == part.len() {
+                    break;
+                }
+                out.reserve(64 + (part.len() - consumed) / 2);
+                match c.compress_vec(&part[consumed..], &mut out, flush) {
+                    Ok(flate2::Status::StreamEnd) => return true,
+                    Ok(_) => {}
+                    Err(_) => return false,
+                }
             }
         }
+        false
     });
     if !done {
         // Not expected; the plain encoder then.
         let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
-        let _ = gz.write_all(raw);
+        for part in parts {
+            let _ = gz.write_all(part);
+        }
         return gz.finish().unwrap_or_default();
     }
-    out.extend_from_slice(&crc32fast::hash(raw).to_le_bytes());
-    out.extend_from_slice(&(raw.len() as u32).to_le_bytes());
+    let mut crc = crc32fast::Hasher::new();
+    for part in parts {
+        crc.update(part);
+    }
+    out.extend_from_slice(&crc.finalize().to_le_bytes());
+    out.extend_from_slice(&(total as u32).to_le_bytes());
     out
 }
 
@@ -208,7 +236,20 @@ mod tests {
                 .read_to_end(&mut back)
                 .expect("gunzip");
             assert_eq!(back, raw, "{len} bytes");
+            // The same bytes in uneven parts are the same stream's content.
+            let cuts = [0, len / 7, len / 7, len / 2, len];
+            let parts: Vec<&[u8]> = cuts.windows(2).map(|w| &raw[w[0]..w[1]]).collect();
+            let mut back = Vec::new();
+            flate2::read::GzDecoder::new(&gzip_parts(&parts)[..])
+                .read_to_end(&mut back)
+                .expect("gunzip parts");
+            assert_eq!(back, raw, "{len} bytes in {} parts", parts.len());
         }
+        let mut back = Vec::new();
+        flate2::read::GzDecoder::new(&gzip_parts(&[])[..])
+            .read_to_end(&mut back)
+            .expect("no parts: an empty member");
+        assert!(back.is_empty());
     }
 
     #[test]

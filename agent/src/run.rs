@@ -411,6 +411,7 @@ async fn tail_loop(
     every: Duration,
 ) {
     let mut rules: Vec<RuleState> = source.metrics.iter().cloned().map(RuleState::new).collect();
+    let mut request = crate::logwire::LogsWriter::default();
     loop {
         for b in tailer.poll() {
             let now = inner.clock.now_ms();
@@ -442,18 +443,16 @@ async fn tail_loop(
                     inner.observe_log_metrics(rule, &b.records, &records, default_service, &b.path);
                 }
             }
-            let mut request = crate::logwire::LogsWriter::new(default_service);
             for text in &b.records {
-                request.push(text, observed_ns);
+                request.push(text, observed_ns, default_service);
             }
-            let request = request.finish(&inner.hostname, &b.path.display().to_string());
             let batch = Batch {
                 id: rand::random(),
                 signal: Signal::Logs,
                 records: n,
                 created_ms: now,
                 cursor: Some(b.cursor),
-                body: crate::otlp::gzip(&request),
+                body: request.gzip_request(&inner.hostname, &b.path.display().to_string()),
             };
             if let Err(e) = inner.shared.push(&batch) {
                 // Not buffered, so the buffered position did not move:
