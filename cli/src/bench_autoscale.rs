@@ -113,6 +113,8 @@ pub(crate) struct Scenario {
     /// The rate windows of the reactive and the panic queries.
     pub rate_window: Duration,
     pub burst_window: Duration,
+    /// How often the metric is scraped (what panic's `irate` sees).
+    pub scrape: Duration,
     pub min: u32,
     pub max: u32,
 }
@@ -143,6 +145,8 @@ struct Sim {
     history: Mutex<Vec<f64>>,
     start_ms: i64,
     step_ms: i64,
+    /// The scrape interval: `irate` reads the load over the last one.
+    scrape_ms: i64,
 }
 
 impl Sim {
@@ -155,20 +159,27 @@ impl Sim {
     }
 }
 
-/// The range of a query's `rate(…[N…])`, in ms (60 s without one).
-fn window_ms(query: &str) -> i64 {
-    query
-        .split_once('[')
-        .and_then(|(_, r)| r.split_once(']'))
-        .and_then(|(d, _)| keel_core::duration::parse(d).ok())
-        .map_or(60_000, |d| d.as_millis() as i64)
+impl Sim {
+    /// The span of load a query reads: the range of its `rate(…[N…])`
+    /// (60 s without one), or for `irate` the last scrape interval (its
+    /// last two samples).
+    fn window_ms(&self, query: &str) -> i64 {
+        if query.contains("irate(") {
+            return self.scrape_ms;
+        }
+        query
+            .split_once('[')
+            .and_then(|(_, r)| r.split_once(']'))
+            .and_then(|(d, _)| keel_core::duration::parse(d).ok())
+            .map_or(60_000, |d| d.as_millis() as i64)
+    }
 }
 
 impl keel_controller::MetricSource for Sim {
     fn instant(&self, query: &str, t_ms: i64) -> Result<keel_controller::run::Samples, String> {
         // rate(…[window]) at t.
         let t = t_ms - self.start_ms;
-        self.mean(t - window_ms(query), t)
+        self.mean(t - self.window_ms(query), t)
             .map(|v| vec![(BTreeMap::new(), v)])
             .ok_or_else(|| "no data".into())
     }
@@ -180,7 +191,7 @@ impl keel_controller::MetricSource for Sim {
         end: i64,
         step: i64,
     ) -> Result<Vec<(i64, f64)>, String> {
-        let w = window_ms(query);
+        let w = self.window_ms(query);
         Ok((0..=(end - start) / step)
             .filter_map(|k| {
                 let t = start + k * step;
@@ -221,9 +232,12 @@ pub(crate) fn policy(sc: &Scenario, name: &str, kind: Kind, actuator: ActuatorCo
         "sum(rate(http_server_request_duration_seconds_count{{tier=\"web\"}}[{}]))",
         secs(sc.rate_window)
     );
-    // Panic reads a short window (Knative's panic window is 6 s).
+    // Panic reads the arrival rate between the last two scrapes (irate),
+    // the soonest a scraped counter shows a burst; a rate over a short
+    // window (Knative's panic window is 6 s) would see only part of it
+    // for the window's length.
     let burst = format!(
-        "sum(rate(http_server_request_duration_seconds_count{{tier=\"web\"}}[{}]))",
+        "sum(irate(http_server_request_duration_seconds_count{{tier=\"web\"}}[{}]))",
         secs(sc.burst_window)
     );
     let keel = matches!(kind, Kind::Keel);
@@ -302,6 +316,7 @@ pub(crate) fn simulate(sc: &Scenario, name: &'static str, kind: Kind) -> anyhow:
         history: Mutex::new(Vec::with_capacity(sc.load.len())),
         start_ms,
         step_ms: sc.step_ms,
+        scrape_ms: sc.scrape.as_millis() as i64,
     });
     let clock = ManualClock::new(keel_core::clock::from_unix_ms(start_ms));
     let shared: SharedClock = Arc::new(clock.clone());
@@ -408,7 +423,9 @@ fn days_scenario(args: &AutoscaleBenchArgs) -> Scenario {
         season: Duration::from_secs(86_400),
         forecast_step: Duration::from_secs(300),
         rate_window: Duration::from_secs(60),
-        burst_window: Duration::from_secs(10),
+        // Two 15 s scrapes and some: panic's irate reads the last two.
+        burst_window: Duration::from_secs(45),
+        scrape: Duration::from_secs(15),
         min: 2,
         max: 100,
     }

@@ -8,8 +8,8 @@
 //! machine drives beside everything else — need 2 to 10 of them. Time
 //! is compressed `--compress` times: the controller evaluates every
 //! 15 s ÷ c, every window of the HPA's behaviour, panic and warm-up is
-//! divided likewise, and the load's cycle (base, a 3× peak, a 5× burst
-//! on the measured cycle) lasts `--cycle`. Before the measured cycle,
+//! divided likewise, and the load's cycle (the simulated day's three
+//! peaks, and a 5× burst on the measured cycle) lasts `--cycle`. Before the measured cycle,
 //! `--seasons` cycles of history (no burst) are written to the collector
 //! over OTLP with past timestamps, as a running system would have them,
 //! so the forecast has something to learn from.
@@ -41,13 +41,13 @@ pub struct LiveArgs {
     /// How many times faster than real time the policies' windows run.
     #[arg(long, default_value_t = 15.0)]
     compress: f64,
-    /// One cycle of the load (base, peak, and on the measured one a burst).
-    #[arg(long, default_value = "240s", value_parser = keel_core::duration::parse)]
+    /// One cycle of the load (three peaks, and on the measured one a burst).
+    #[arg(long, default_value = "300s", value_parser = keel_core::duration::parse)]
     cycle: Duration,
     /// Cycles of history before the measured one.
     #[arg(long, default_value_t = 7)]
     seasons: u32,
-    /// Requests/s at the cycle's base (peak 3×, burst 5×).
+    /// Requests/s at the cycle's base (peaks 3×, 2.5×, 3.5×; burst 5×).
     #[arg(long, default_value_t = 60.0)]
     live_base: f64,
     /// Where to write the live plot (SVG).
@@ -59,22 +59,35 @@ pub struct LiveArgs {
 const PER_INSTANCE: f64 = 50.0;
 const CONCURRENCY: u32 = 2;
 
-/// The cycle's pieces at the default 240 s: (seconds, from, to) in
+/// The cycle's pieces at the default 300 s: (seconds, from, to) in
 /// multiples of the base; the burst is the `None` piece (5× on the
-/// measured cycle, 1× before).
-const CYCLE: [(f64, Option<(f64, f64)>); 7] = [
-    (30.0, Some((1.0, 1.0))),
+/// measured cycle, 1× before). The simulated day compressed: its three
+/// peaks (3×, 2.5×, 3.5×, as the FACTS' daily pattern) with its
+/// 5-minute ramps (20 s), and the afternoon burst on base load.
+const CYCLE: [(f64, Option<(f64, f64)>); 15] = [
+    (15.0, Some((1.0, 1.0))),
     (20.0, Some((1.0, 3.0))),
-    (60.0, Some((3.0, 3.0))),
+    (35.0, Some((3.0, 3.0))),
     (20.0, Some((3.0, 1.0))),
-    (30.0, Some((1.0, 1.0))),
+    (15.0, Some((1.0, 1.0))),
+    (20.0, Some((1.0, 2.5))),
+    (15.0, Some((2.5, 2.5))),
+    (20.0, Some((2.5, 1.0))),
+    (10.0, Some((1.0, 1.0))),
     (40.0, None),
-    (40.0, Some((1.0, 1.0))),
+    (10.0, Some((1.0, 1.0))),
+    (20.0, Some((1.0, 3.5))),
+    (35.0, Some((3.5, 3.5))),
+    (20.0, Some((3.5, 1.0))),
+    (5.0, Some((1.0, 1.0))),
 ];
+
+/// Seconds of the cycle `CYCLE` describes.
+const CYCLE_S: f64 = 300.0;
 
 /// The load of one cycle, `burst`ing or not.
 fn cycle_profile(args: &LiveArgs, burst: bool) -> Profile {
-    let k = args.cycle.as_secs_f64() / 240.0;
+    let k = args.cycle.as_secs_f64() / CYCLE_S;
     let b = args.live_base;
     Profile {
         segments: CYCLE
@@ -123,8 +136,9 @@ fn scenario(args: &LiveArgs) -> Scenario {
         forecast_step: args.cycle / 48,
         // The HPA's 60 s rate window compressed, but at least 4 scrapes.
         rate_window: scaled(Duration::from_secs(60)).max(Duration::from_secs(4)),
-        // Three scrapes: the shortest window a 1 s scrape rates well.
+        // Panic's irate reads the last two of these scrapes.
         burst_window: Duration::from_secs(3),
+        scrape: Duration::from_secs(1),
         min: 2,
         max: 12,
     }
@@ -203,12 +217,7 @@ impl KeelUp {
             .arg(dir)
             // The collector's data and state (relative by default) too.
             .current_dir(dir)
-            .env("KEEL_COLLECTOR__OTLP_HTTP_PORT", "0")
-            .env("KEEL_COLLECTOR__API_PORT", "0")
-            .env("KEEL_COLLECTOR__OTLP_GRPC_PORT", "0")
-            .env("KEEL_AGENT__LISTEN", "127.0.0.1:0")
-            .env("KEEL_AGENT__OTLP_RECEIVER", "127.0.0.1:0")
-            .env("KEEL_CONTROLLER__LISTEN", "127.0.0.1:0")
+            .envs(crate::free_ports::ENV)
             .stdout(Stdio::piped())
             .stderr(std::fs::File::create(dir.join("keel-up.stderr"))?)
             .spawn()

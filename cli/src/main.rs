@@ -22,6 +22,7 @@ mod bench_rules;
 mod collector_cmd;
 mod config;
 mod events_cmd;
+mod free_ports;
 mod load_cmd;
 mod logs_cmd;
 mod reaped;

@@ -242,8 +242,10 @@ pub const SCRAPE_INTERVAL: std::time::Duration = std::time::Duration::from_secs(
 /// the HPA's default behaviour and panic at twice the ready capacity.
 fn shipped_policy(supervisor: &str, min: u32, max: u32) -> keel_controller::Policy {
     let rate = r#"sum(rate(http_server_request_duration_seconds_count{tier="web"}[1m]))"#;
-    // Panic reads a short window (Knative's is 6 s; keel up scrapes every 1 s).
-    let burst = r#"sum(rate(http_server_request_duration_seconds_count{tier="web"}[10s]))"#;
+    // Panic reads the arrival rate between the last two scrapes (keel up
+    // scrapes every 1 s): a burst shows at the first scrape after it,
+    // where a rate over a short window (Knative's is 6 s) shows a part.
+    let burst = r#"sum(irate(http_server_request_duration_seconds_count{tier="web"}[5s]))"#;
     keel_controller::Policy {
         name: "web".into(),
         actuator: keel_controller::ActuatorConfig::Supervisor {

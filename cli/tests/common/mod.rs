@@ -14,6 +14,9 @@ use std::time::{Duration, Instant};
 use keel_sampleapp::config::SampleAppConfig;
 use keel_sampleapp::load::{HttpTarget, Outcome, RequestKind, Target};
 use keel_sampleapp::supervisor::{Endpoints, Supervisor};
+#[path = "../../src/free_ports.rs"]
+mod free_ports;
+
 use tokio::sync::watch;
 
 /// The binary under test.
@@ -199,12 +202,7 @@ pub async fn keel_up(dir: &Path, args: &[&str]) -> (Child, Vec<String>) {
         ])
         .arg(dir)
         .current_dir(dir)
-        .env("KEEL_COLLECTOR__OTLP_HTTP_PORT", "0")
-        .env("KEEL_COLLECTOR__API_PORT", "0")
-        .env("KEEL_COLLECTOR__OTLP_GRPC_PORT", "0")
-        .env("KEEL_AGENT__LISTEN", "127.0.0.1:0")
-        .env("KEEL_AGENT__OTLP_RECEIVER", "127.0.0.1:0")
-        .env("KEEL_CONTROLLER__LISTEN", "127.0.0.1:0")
+        .envs(free_ports::ENV)
         .stdout(Stdio::piped())
         .stderr(std::fs::File::create(dir.join("keel-up.stderr")).expect("stderr"))
         .spawn()
