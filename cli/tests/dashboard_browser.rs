@@ -99,7 +99,8 @@ async fn the_dashboard_works_in_a_real_browser() {
     let ui = printed_url(&lines, "dashboard");
     let origin = ui.trim_end_matches("/ui/").to_owned();
     // Steady load, then a burst that makes the controller scale.
-    let mut load = spawn_load(&lines, dir.path(), "spike", "60", "25s");
+    // Light (see the autoscale test): 20/s, 100/s in the burst.
+    let mut load = spawn_load(&lines, dir.path(), "spike", "20", "25s");
     let _load = StopOnDrop(load.id() as i32);
     let browser = Page(
         webdriver::Browser::start(1440, 1000)

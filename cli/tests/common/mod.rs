@@ -256,9 +256,9 @@ pub fn fast_web_policy(scale_down_window: &str) -> String {
       metrics:
         - name: web request rate
           query: sum(rate(http_server_request_duration_seconds_count{{tier="web"}}[5s]))
-          average: 60
+          average: 15
       warm_up: 1s
-      panic: {{demand: 'sum(rate(http_server_request_duration_seconds_count{{tier="web"}}[3s]))', per_instance: 60}}
+      panic: {{demand: 'sum(rate(http_server_request_duration_seconds_count{{tier="web"}}[3s]))', per_instance: 15}}
       behavior:
         scale_up: {{stabilization_window: 0s, policies: [{{type: Pods, value: 4, period: 1s}}]}}
         scale_down: {{stabilization_window: {scale_down_window}, policies: [{{type: Percent, value: 100, period: 1s}}]}}
