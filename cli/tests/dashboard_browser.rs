@@ -98,10 +98,11 @@ async fn the_dashboard_works_in_a_real_browser() {
     let _stop = StopOnDrop(child.id() as i32);
     let ui = printed_url(&lines, "dashboard");
     let origin = ui.trim_end_matches("/ui/").to_owned();
-    // Steady load, then a burst that makes the controller scale.
-    // Light (see the autoscale test): 20/s, 100/s in the burst.
-    let mut load = spawn_load(&lines, dir.path(), "spike", "20", "25s");
-    let _load = StopOnDrop(load.id() as i32);
+    let events = printed_url(&lines, "controller events");
+    // A steady 20/s, and after the overview a burst of 80/s more that is
+    // held until the controller has scaled for it (see the autoscale test).
+    let mut load = spawn_load(&lines, dir.path(), "steady", "20", "300s");
+    let load_stop = StopOnDrop(load.id() as i32);
     let browser = Page(
         webdriver::Browser::start(1440, 1000)
             .await
@@ -140,6 +141,8 @@ async fn the_dashboard_works_in_a_real_browser() {
         )
         .await;
     browser.screenshot("overview").await;
+    let mut burst = spawn_load(&lines, dir.path(), "steady", "80", "300s");
+    let burst_stop = StopOnDrop(burst.id() as i32);
 
     // Logs: search, then from a line with a trace id to its trace.
     browser
@@ -214,6 +217,12 @@ async fn the_dashboard_works_in_a_real_browser() {
     browser.screenshot("alerts").await;
 
     // The burst's scaling decision is an annotation on the charts.
+    controller_event(&events, "scale", "the burst scales web up", |e| {
+        e["read_back"].as_u64() > Some(2)
+    })
+    .await;
+    drop(burst_stop);
+    let _ = burst.wait();
     // (Live mode redraws every 5 s, so a decision made after the page
     // loaded appears too.)
     browser
@@ -313,6 +322,7 @@ async fn the_dashboard_works_in_a_real_browser() {
         errors.iter().all(|e| e.contains("status of 422")),
         "console errors: {errors:?}"
     );
+    drop(load_stop);
     let _ = load.wait();
     child.kill().ok();
 }

@@ -266,6 +266,28 @@ pub fn fast_web_policy(scale_down_window: &str) -> String {
     )
 }
 
+/// The first event of `kind` (`scale`, `decision`, …) at the
+/// controller's `events` URL that `want` holds for, awaited for up to
+/// 90 s (`what` names it when it never comes).
+#[allow(dead_code)]
+pub async fn controller_event(
+    events: &str,
+    kind: &str,
+    what: &str,
+    want: impl Fn(&serde_json::Value) -> bool,
+) -> serde_json::Value {
+    let want = &want;
+    eventually(what, Duration::from_secs(90), || async move {
+        let (_, v) = get_json(&format!("{events}?limit=10000")).await;
+        v["data"]
+            .as_array()?
+            .iter()
+            .find(|e| e["kind"] == kind && want(e))
+            .cloned()
+    })
+    .await
+}
+
 /// `keel load --profile <profile> --rps <rps> --duration <duration>`
 /// against the shop API printed in `lines`, quietly, in `dir`.
 pub fn spawn_load(lines: &[String], dir: &Path, profile: &str, rps: &str, duration: &str) -> Child {
