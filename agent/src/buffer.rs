@@ -462,6 +462,16 @@ impl DiskBuffer {
             .find_map(|s| s.entries.front().copied())
     }
 
+    /// The oldest unacknowledged batch of `signal`, and its segment.
+    fn oldest_of(&self, signal: Signal) -> Option<(&Segment, &Entry)> {
+        self.segments.iter().find_map(|s| {
+            s.entries
+                .iter()
+                .find(|e| e.signal == signal)
+                .map(|e| (s, e))
+        })
+    }
+
     /// The oldest batch not yet acknowledged.
     pub fn peek(&self) -> Result<Option<Batch>, BufferError> {
         let Some(seg) = self.segments.iter().find(|s| !s.entries.is_empty()) else {
@@ -473,32 +483,41 @@ impl DiskBuffer {
         self.read(seg, e)
     }
 
-    /// The newest batch that may go ahead of the backlog, if it is not
-    /// the oldest one too: logs and traces always may (their stores take
-    /// any order); a metrics batch only while the oldest unsent metrics
-    /// are at most `metrics_window` older than it, so the collector's
-    /// out-of-order window still takes the older samples after it.
-    pub fn peek_fresh(&self, metrics_window_ms: i64) -> Result<Option<Batch>, BufferError> {
-        let oldest_metrics = self
-            .segments
-            .iter()
-            .flat_map(|s| &s.entries)
-            .find(|e| e.signal == Signal::Metrics)
-            .map(|e| e.created_ms);
-        let oldest = self.oldest().map(|e| e.id);
+    /// The oldest batch of `signal` not yet acknowledged (each signal is
+    /// sent in its own lane, so a backlog of one never holds up another).
+    pub fn peek_signal(&self, signal: Signal) -> Result<Option<Batch>, BufferError> {
+        match self.oldest_of(signal) {
+            Some((seg, e)) => self.read(seg, e),
+            None => Ok(None),
+        }
+    }
+
+    /// The newest batch of `signal` that may go ahead of its backlog, if
+    /// it is not the oldest one too: logs and traces always may (their
+    /// stores take any order); a metrics batch only while the oldest unsent
+    /// metrics are at most `metrics_window` older than it, so the
+    /// collector's out-of-order window still takes the older samples after it.
+    pub fn peek_fresh(
+        &self,
+        signal: Signal,
+        metrics_window_ms: i64,
+    ) -> Result<Option<Batch>, BufferError> {
+        let Some((_, oldest)) = self.oldest_of(signal) else {
+            return Ok(None);
+        };
         // The newest few batches only: past them the backlog lane is as good.
         let newest = self
             .segments
             .iter()
             .rev()
             .flat_map(|s| s.entries.iter().rev().map(move |e| (s, e)))
+            .filter(|(_, e)| e.signal == signal)
             .take(64)
-            .find(|(_, e)| match (e.signal, oldest_metrics) {
-                (Signal::Metrics, Some(o)) => e.created_ms - o <= metrics_window_ms,
-                _ => true,
+            .find(|(_, e)| {
+                signal != Signal::Metrics || e.created_ms - oldest.created_ms <= metrics_window_ms
             });
         match newest {
-            Some((seg, e)) if Some(e.id) != oldest => self.read(seg, e),
+            Some((seg, e)) if e.id != oldest.id => self.read(seg, e),
             _ => Ok(None),
         }
     }
@@ -660,7 +679,7 @@ mod tests {
     }
 
     #[test]
-    fn fresh_batches_go_ahead_of_a_backlog_but_old_metrics_hold_new_ones_back() {
+    fn each_signal_is_its_own_lane_and_old_metrics_hold_fresh_ones_back() {
         let dir = tempfile::tempdir().expect("tempdir");
         let mut b = DiskBuffer::open(dir.path(), 1 << 30, false).expect("open");
         let at = |id: u128, signal: Signal, created_ms: i64| Batch {
@@ -668,34 +687,44 @@ mod tests {
             created_ms,
             ..batch(id, 100)
         };
+        let fresh = |b: &DiskBuffer, s: Signal, window: i64| {
+            b.peek_fresh(s, window).expect("peek").map(|x| x.id)
+        };
+        let oldest = |b: &DiskBuffer, s: Signal| b.peek_signal(s).expect("peek").map(|x| x.id);
         // A backlog of logs, then fresh logs: the newest goes ahead.
         for i in 1..=5 {
             b.push(&at(i, Signal::Logs, 1_000 * i as i64))
                 .expect("push");
         }
-        let fresh = b.peek_fresh(60_000).expect("peek").expect("a fresh batch");
-        assert_eq!(fresh.id, 5);
+        assert_eq!(fresh(&b, Signal::Logs, 60_000), Some(5));
         b.ack(5).expect("ack");
         assert_eq!(b.stats().batches, 4);
-        assert_eq!(b.peek_fresh(60_000).expect("peek").map(|x| x.id), Some(4));
-        assert_eq!(
-            b.peek().expect("peek").map(|x| x.id),
-            Some(1),
-            "the backlog lane is unmoved"
-        );
-        // Metrics an hour older than a fresh metrics batch: the fresh one
-        // waits (the collector would reject the older samples after it),
-        // while a fresh log batch behind it still goes.
+        assert_eq!(fresh(&b, Signal::Logs, 60_000), Some(4));
+        assert_eq!(oldest(&b, Signal::Logs), Some(1), "the backlog is unmoved");
+        // Metrics behind the log backlog are their own lane's oldest.
+        assert_eq!(oldest(&b, Signal::Metrics), None);
         b.push(&at(6, Signal::Metrics, 0)).expect("push");
         b.push(&at(7, Signal::Logs, 3_600_000)).expect("push");
         b.push(&at(8, Signal::Metrics, 3_600_000)).expect("push");
-        assert_eq!(b.peek_fresh(60_000).expect("peek").map(|x| x.id), Some(7));
+        assert_eq!(oldest(&b, Signal::Metrics), Some(6));
+        assert_eq!(oldest(&b, Signal::Traces), None);
+        assert_eq!(fresh(&b, Signal::Traces, 60_000), None);
+        // Metrics an hour older than a fresh metrics batch: the fresh one
+        // waits (the collector would reject the older samples after it),
+        // while a fresh log batch still goes.
+        assert_eq!(fresh(&b, Signal::Metrics, 60_000), None);
+        assert_eq!(fresh(&b, Signal::Logs, 60_000), Some(7));
         b.ack(7).expect("ack");
         assert_eq!(
-            b.peek_fresh(3_600_000).expect("peek").map(|x| x.id),
+            fresh(&b, Signal::Metrics, 3_600_000),
             Some(8),
             "within the window it may go"
         );
+        // Acknowledged out of order, lane by lane: batch 6 is not the
+        // oldest of all, so the head stays at batch 1.
+        b.ack(6).expect("ack");
+        assert_eq!(oldest(&b, Signal::Metrics), Some(8));
+        assert_eq!(b.peek().expect("peek").map(|x| x.id), Some(1));
         // After a crash, batches acknowledged ahead of the head come back
         // (the collector drops the repeats by id); nothing is lost.
         drop(b);
@@ -709,14 +738,11 @@ mod tests {
             .collect::<Vec<_>>(),
             vec![1, 2, 3, 4, 5, 6, 7, 8]
         );
-        assert_eq!(
-            b.peek_fresh(60_000).expect("peek").map(|x| x.id),
-            None,
-            "empty"
-        );
+        assert_eq!(fresh(&b, Signal::Logs, 60_000), None, "empty");
         b.push(&at(9, Signal::Logs, 0)).expect("push");
-        assert!(
-            b.peek_fresh(60_000).expect("peek").is_none(),
+        assert_eq!(
+            fresh(&b, Signal::Logs, 60_000),
+            None,
             "the only batch is the backlog's"
         );
     }

@@ -151,11 +151,7 @@ impl Agent {
         } else {
             config.hostname.clone()
         };
-        let shared = Arc::new(Shared {
-            buffer: Mutex::new(buffer),
-            pushed: tokio::sync::Notify::new(),
-            stats: crate::stats::Stats::default(),
-        });
+        let shared = Arc::new(Shared::new(buffer, crate::stats::Stats::default()));
         let inner = Arc::new(Inner {
             shared: shared.clone(),
             health: Mutex::new(BTreeMap::new()),

@@ -1,5 +1,8 @@
-//! Sending the buffer to the collector: oldest batch first, and while a
-//! backlog drains every other send is the newest batch that may go ahead
+//! Sending the buffer to the collector: one lane a signal, so a backlog
+//! of logs or spans never holds up the metrics the controller scales on
+//! (as the OpenTelemetry Collector runs a pipeline a signal). In each lane
+//! the oldest batch goes first, and while a backlog drains every other
+//! send is the newest batch that may go ahead
 //! ([`DiskBuffer::peek_fresh`]), so fresh data keeps flowing.
 //!
 //! One request a batch: OTLP/HTTP protobuf, `Content-Encoding: gzip`,
@@ -18,7 +21,7 @@ use keel_core::clock::SharedClock;
 use rand::Rng;
 use tokio::sync::Notify;
 
-use crate::buffer::{Batch, BufferError, DiskBuffer};
+use crate::buffer::{Batch, BufferError, DiskBuffer, Signal};
 use crate::config::RetryConfig;
 use crate::stats::Stats;
 
@@ -30,8 +33,8 @@ pub const BATCH_ID_HEADER: &str = "keel-batch-id";
 pub struct Shared {
     /// The buffer.
     pub buffer: Mutex<DiskBuffer>,
-    /// Woken when a batch is pushed.
-    pub pushed: Notify,
+    /// Woken when a batch is pushed: one a signal, in [`Signal::index`] order.
+    pub pushed: [Notify; 3],
     /// The agent's counters.
     pub stats: Stats,
 }
@@ -44,8 +47,17 @@ impl Shared {
             .unwrap_or_else(|e| e.into_inner())
             .push(b)?;
         Stats::add(&self.stats.buffered, b.signal, u64::from(b.records));
-        self.pushed.notify_one();
+        self.pushed[b.signal.index()].notify_one();
         Ok(())
+    }
+
+    /// A buffer with nothing pushed yet.
+    pub fn new(buffer: DiskBuffer, stats: Stats) -> Self {
+        Self {
+            buffer: Mutex::new(buffer),
+            pushed: [Notify::new(), Notify::new(), Notify::new()],
+            stats,
+        }
     }
 }
 
@@ -109,7 +121,7 @@ pub fn backoff(cfg: &RetryConfig, failures: u32, rng: &mut impl Rng) -> Duration
     half + full.mul_f64(rng.random_range(0.0..=0.5))
 }
 
-/// Ship the buffer forever (until the task is dropped).
+/// Ship the buffer forever (until the task is dropped): a lane a signal.
 pub async fn run(
     shared: Arc<Shared>,
     client: reqwest::Client,
@@ -117,6 +129,34 @@ pub async fn run(
     retry: RetryConfig,
     metrics_reorder_window: Duration,
     clock: SharedClock,
+) {
+    let lane = |signal| {
+        lane(
+            signal,
+            &shared,
+            &client,
+            &base,
+            &retry,
+            metrics_reorder_window,
+            &clock,
+        )
+    };
+    tokio::join!(
+        lane(Signal::Metrics),
+        lane(Signal::Logs),
+        lane(Signal::Traces)
+    );
+}
+
+/// Ship the batches of `signal` forever.
+async fn lane(
+    signal: Signal,
+    shared: &Shared,
+    client: &reqwest::Client,
+    base: &str,
+    retry: &RetryConfig,
+    metrics_reorder_window: Duration,
+    clock: &SharedClock,
 ) {
     let mut rng = rand::rngs::SmallRng::from_os_rng();
     let mut failures = 0u32;
@@ -130,29 +170,29 @@ pub async fn run(
                 fresh_turn = !fresh_turn;
             }
             let fresh = if fresh_turn {
-                b.peek_fresh(window_ms)
+                b.peek_fresh(signal, window_ms)
             } else {
                 Ok(None)
             };
             match fresh {
-                Ok(None) => b.peek(),
+                Ok(None) => b.peek_signal(signal),
                 other => other,
             }
         };
         let b = match next {
             Ok(Some(b)) => b,
             Ok(None) => {
-                shared.pushed.notified().await;
+                shared.pushed[signal.index()].notified().await;
                 continue;
             }
             Err(e) => {
                 tracing::error!(error = %e, "disk buffer: cannot read the next batch");
-                clock.sleep(backoff(&retry, failures, &mut rng)).await;
+                clock.sleep(backoff(retry, failures, &mut rng)).await;
                 failures = failures.saturating_add(1);
                 continue;
             }
         };
-        match send(&client, &base, &b, retry.timeout).await {
+        match send(client, base, &b, retry.timeout).await {
             Attempt::Accepted => {
                 failures = 0;
                 Stats::add(&shared.stats.sent, b.signal, u64::from(b.records));
@@ -177,7 +217,7 @@ pub async fn run(
             }
             Attempt::Retry(after, why) => {
                 Stats::add(&shared.stats.failed, b.signal, 1);
-                let wait = after.unwrap_or_else(|| backoff(&retry, failures, &mut rng));
+                let wait = after.unwrap_or_else(|| backoff(retry, failures, &mut rng));
                 if failures == 0 || failures.is_power_of_two() {
                     tracing::warn!(%why, retry_in = ?wait, failures = failures + 1, "sending a batch failed; it stays buffered");
                 }
@@ -232,11 +272,7 @@ mod tests {
                 })
                 .expect("push");
         }
-        let shared = Arc::new(Shared {
-            buffer: Mutex::new(buffer),
-            pushed: Notify::new(),
-            stats: Stats::default(),
-        });
+        let shared = Arc::new(Shared::new(buffer, Stats::default()));
         let clock: SharedClock = Arc::new(keel_core::clock::SystemClock);
         let retry = RetryConfig::default();
         let task = tokio::spawn(run(
@@ -265,6 +301,75 @@ mod tests {
             vec![6, 1, 5, 2, 4, 3],
             "newest and oldest take turns"
         );
+    }
+
+    #[tokio::test]
+    async fn a_collector_refusing_logs_still_gets_the_metrics() {
+        use crate::buffer::{Batch, Signal};
+        let metrics = Arc::new(Notify::new());
+        let seen = metrics.clone();
+        let app = axum::Router::new()
+            .route(
+                "/v1/logs",
+                axum::routing::post(|| async { axum::http::StatusCode::SERVICE_UNAVAILABLE }),
+            )
+            .route(
+                "/v1/metrics",
+                axum::routing::post(move || {
+                    let seen = seen.clone();
+                    async move { seen.notify_one() }
+                }),
+            );
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = l.local_addr().expect("addr");
+        tokio::spawn(async move { axum::serve(l, app).await });
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut buffer = DiskBuffer::open(dir.path(), 1 << 30, false).expect("open");
+        // A backlog of logs the collector will not take, then metrics.
+        for (id, signal) in [(1, Signal::Logs), (2, Signal::Logs), (3, Signal::Metrics)] {
+            buffer
+                .push(&Batch {
+                    id,
+                    signal,
+                    records: 1,
+                    created_ms: id as i64,
+                    cursor: None,
+                    body: vec![0; 10],
+                })
+                .expect("push");
+        }
+        let shared = Arc::new(Shared::new(buffer, Stats::default()));
+        let clock: SharedClock = Arc::new(keel_core::clock::SystemClock);
+        let task = tokio::spawn(run(
+            shared.clone(),
+            reqwest::Client::new(),
+            format!("http://{addr}"),
+            RetryConfig::default(),
+            Duration::from_secs(300),
+            clock,
+        ));
+        tokio::time::timeout(Duration::from_secs(30), metrics.notified())
+            .await
+            .expect("the metrics batch arrives behind the refused logs");
+        // Acknowledged: only the two log batches are left, still retried.
+        let left = loop {
+            let b = shared.buffer.lock().unwrap_or_else(|e| e.into_inner());
+            if b.stats().batches == 2 {
+                break b.peek().expect("peek").map(|x| x.id);
+            }
+            drop(b);
+            tokio::task::yield_now().await;
+        };
+        task.abort();
+        assert_eq!(left, Some(1), "the log backlog is kept");
+        let count = |c: &[std::sync::atomic::AtomicU64; 3], s: Signal| {
+            c[s.index()].load(std::sync::atomic::Ordering::Relaxed)
+        };
+        assert!(count(&shared.stats.failed, Signal::Logs) >= 1);
+        assert_eq!(count(&shared.stats.sent, Signal::Metrics), 1);
+        assert_eq!(count(&shared.stats.sent, Signal::Logs), 0);
     }
 
     #[test]
