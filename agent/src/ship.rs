@@ -355,11 +355,13 @@ mod tests {
             .expect("the metrics batch arrives behind the refused logs");
         // Acknowledged: only the two log batches are left, still retried.
         let left = loop {
-            let b = shared.buffer.lock().unwrap_or_else(|e| e.into_inner());
-            if b.stats().batches == 2 {
-                break b.peek().expect("peek").map(|x| x.id);
+            let left = {
+                let b = shared.buffer.lock().unwrap_or_else(|e| e.into_inner());
+                (b.stats().batches == 2).then(|| b.peek().expect("peek").map(|x| x.id))
+            };
+            if let Some(left) = left {
+                break left;
             }
-            drop(b);
             tokio::task::yield_now().await;
         };
         task.abort();
