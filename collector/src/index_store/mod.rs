@@ -22,7 +22,6 @@
 
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
-use std::ops::Bound;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, RwLock};
 
@@ -32,19 +31,18 @@ use serde_json::json;
 use tantivy::aggregation::agg_req::Aggregations;
 use tantivy::aggregation::{AggContextParams, AggregationCollector};
 use tantivy::collector::{Count, TopDocs};
-use tantivy::query::{BooleanQuery, Occur, Query, QueryParser, RangeQuery};
+use tantivy::query::{BooleanQuery, Occur, Query, QueryParser};
 use tantivy::schema::{
     FAST, Field, IndexRecordOption, JsonObjectOptions, STORED, Schema, TextFieldIndexing,
     TextOptions, Value,
 };
-use tantivy::{
-    DocAddress, Index, IndexReader, IndexWriter, Order, ReloadPolicy, TantivyDocument, Term,
-};
+use tantivy::{DocAddress, Index, IndexReader, IndexWriter, Order, ReloadPolicy, TantivyDocument};
 
 use crate::batch_ids::BatchIds;
 use crate::store::Fsync;
 
 mod reindex;
+mod time_range;
 
 /// Errors of an index store.
 #[derive(Debug, thiserror::Error)]
@@ -327,6 +325,8 @@ pub struct IndexStore<R: Record> {
     fields: Fields,
     partitions: RwLock<Vec<Partition>>,
     writer: Mutex<Writer>,
+    /// Per-segment block indexes of `timestamp` and `order`, for ranges.
+    blocks: std::sync::Arc<time_range::BlockIndexes>,
 }
 
 impl<R: Record> std::fmt::Debug for IndexStore<R> {
@@ -472,6 +472,7 @@ impl<R: Record> IndexStore<R> {
             schema,
             fields,
             partitions: RwLock::new(partitions),
+            blocks: Default::default(),
             writer: Mutex::new(Writer {
                 batch_ids,
                 partition_start: active,
@@ -679,10 +680,14 @@ impl<R: Record> IndexStore<R> {
         parse_query(&self.schema, &self.fields, q)
     }
 
+    /// `q` restricted to `lo ≤ field ≤ hi` (a column of `i64`s), read
+    /// block by block ([`time_range`]).
     fn with_range(&self, q: Box<dyn Query>, field: Field, lo: i64, hi: i64) -> Box<dyn Query> {
-        let range = RangeQuery::new(
-            Bound::Included(Term::from_field_i64(field, lo)),
-            Bound::Included(Term::from_field_i64(field, hi)),
+        let range = time_range::TimeRangeQuery::new(
+            self.schema.get_field_name(field),
+            lo,
+            hi,
+            self.blocks.clone(),
         );
         Box::new(BooleanQuery::new(vec![
             (Occur::Must, q),
