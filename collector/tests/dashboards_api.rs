@@ -513,3 +513,24 @@ fn the_vendored_chart_library_matches_the_lockfile() {
         "vendor/uPlot.esm.js is not uPlot {version}: run `npm ci && npm run vendor` in dashboards/web"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_prometheus_api_gzips_for_clients_that_accept_it() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let c = collector(dir.path()).await;
+    let now = now_ms();
+    fill(&c, now);
+    let path = format!(
+        "/api/v1/query_range?query=requests_total&start={}&end={}&step=1",
+        (now - 600_000) / 1000,
+        now / 1000
+    );
+    let (status, plain) = get(&c, &path).await;
+    assert_eq!(status, 200, "{plain}");
+    assert_eq!(plain["data"]["result"].as_array().map(Vec::len), Some(2));
+    let gz = get_gzipped(&format!("http://{}{path}", c.api)).await;
+    let inflated: Value =
+        serde_json::from_reader(flate2::read::GzDecoder::new(&gz[..])).expect("gzipped JSON");
+    assert_eq!(inflated, plain, "the same answer, compressed");
+    assert!(gz.len() * 4 < serde_json::to_vec(&plain).expect("json").len());
+}

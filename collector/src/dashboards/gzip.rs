@@ -1,6 +1,7 @@
 //! Gzip for what the pages fetch: the embedded files (compressed once)
-//! and the dashboard API's JSON (compressed per response, at the fastest
-//! level), when the browser accepts it. A week of panel data and uPlot are
+//! and the JSON of the dashboard, Prometheus, log and trace APIs
+//! (compressed per response, at the fastest level), when the client
+//! accepts it. A week of panel data and uPlot are
 //! mostly repetition; compressed, a page load moves a fraction of the bytes.
 
 use std::io::Write as _;

@@ -52,8 +52,14 @@ pub fn routes(
                     },
                 )),
         )
-        .route("/api/v1/logs/search", get(search))
-        .route("/api/v1/logs/histogram", get(histogram))
+        .route(
+            "/api/v1/logs/search",
+            get(search).layer(axum::middleware::from_fn(crate::dashboards::gzip::json)),
+        )
+        .route(
+            "/api/v1/logs/histogram",
+            get(histogram).layer(axum::middleware::from_fn(crate::dashboards::gzip::json)),
+        )
         .with_state(LogApi {
             logs,
             clock,
