@@ -22,7 +22,7 @@ use tantivy::index::SegmentId;
 use tantivy::query::{
     AllScorer, ConstScorer, EmptyScorer, EnableScoring, Explanation, Query, Scorer, Weight,
 };
-use tantivy::{DocId, DocSet, Score, SegmentReader, TERMINATED, TantivyError};
+use tantivy::{DocId, DocSet, Score, SeekDangerResult, SegmentReader, TERMINATED, TantivyError};
 
 /// Documents a block of the index covers.
 pub const BLOCK: u32 = 4096;
@@ -173,12 +173,22 @@ struct BlockRangeDocSet {
     /// Every document has exactly one value (a block inside the range
     /// can then be taken whole).
     full: bool,
-    /// The next block to load.
-    next: usize,
-    /// The loaded block's matches, and the current one.
-    buf: Vec<DocId>,
-    pos: usize,
+    /// Where the set stands: a run of consecutive matches (a block inside
+    /// the range), or the listed matches of part of a block.
+    at: At,
     size_hint: u32,
+}
+
+enum At {
+    /// Every document of `start..end` matches; the current one is `start`.
+    Run(Range<DocId>),
+    /// The matches among the documents before `end`, the current one at `pos`.
+    Listed {
+        docs: Vec<DocId>,
+        pos: usize,
+        end: DocId,
+    },
+    Done,
 }
 
 impl BlockRangeDocSet {
@@ -201,75 +211,148 @@ impl BlockRangeDocSet {
             block,
             max_doc,
             full,
-            next: 0,
-            buf: Vec::with_capacity(block as usize),
-            pos: 0,
+            at: At::Done,
             size_hint: (touched * u64::from(block)).min(u64::from(max_doc)) as u32,
         };
         s.load_from(0);
         s
     }
 
-    /// The documents of block `b`.
-    fn docs_of(&self, b: usize) -> Range<DocId> {
-        let start = (b as u32).saturating_mul(self.block);
-        start..start.saturating_add(self.block).min(self.max_doc)
+    /// Whether block `b` holds no match (`Some(false)`), only matches
+    /// (`Some(true)`), or must be read to tell (`None`).
+    fn verdict(&self, b: usize) -> Option<bool> {
+        let (min, max) = self.blocks[b];
+        if max < *self.range.start() || min > *self.range.end() {
+            Some(false)
+        } else if self.full && self.range.contains(&min) && self.range.contains(&max) {
+            Some(true)
+        } else {
+            None
+        }
     }
 
-    /// Load the first block from `b` on with a match (none left: the set
-    /// is terminated).
-    fn load_from(&mut self, mut b: usize) {
-        let (lo, hi) = (*self.range.start(), *self.range.end());
-        self.buf.clear();
-        self.pos = 0;
-        while b < self.blocks.len() {
-            let (min, max) = self.blocks[b];
-            let docs = self.docs_of(b);
-            b += 1;
-            if max < lo || min > hi {
-                continue;
+    /// Stand at the first match at or after `doc` (none: done).
+    fn load_from(&mut self, mut doc: DocId) {
+        let mut buf = match std::mem::replace(&mut self.at, At::Done) {
+            At::Listed { mut docs, .. } => {
+                docs.clear();
+                docs
             }
-            if self.full && lo <= min && max <= hi {
-                self.buf.extend(docs);
-            } else {
-                self.column
-                    .get_docids_for_value_range(self.range.clone(), docs, &mut self.buf);
+            _ => Vec::new(),
+        };
+        while doc < self.max_doc {
+            let b = (doc / self.block) as usize;
+            let end = (b as u32 + 1).saturating_mul(self.block).min(self.max_doc);
+            match self.verdict(b) {
+                Some(false) => {}
+                Some(true) => {
+                    self.at = At::Run(doc..end);
+                    return;
+                }
+                None => {
+                    self.column
+                        .get_docids_for_value_range(self.range.clone(), doc..end, &mut buf);
+                    if !buf.is_empty() {
+                        self.at = At::Listed {
+                            docs: buf,
+                            pos: 0,
+                            end,
+                        };
+                        return;
+                    }
+                }
             }
-            if !self.buf.is_empty() {
-                break;
-            }
+            doc = end;
         }
-        self.next = b;
     }
 }
 
 impl DocSet for BlockRangeDocSet {
     fn advance(&mut self) -> DocId {
-        self.pos += 1;
-        if self.pos >= self.buf.len() {
-            self.load_from(self.next);
-        }
+        let next = match &mut self.at {
+            At::Run(r) => {
+                r.start += 1;
+                if r.start < r.end {
+                    return r.start;
+                }
+                r.end
+            }
+            At::Listed { docs, pos, end } => {
+                *pos += 1;
+                if let Some(&d) = docs.get(*pos) {
+                    return d;
+                }
+                *end
+            }
+            At::Done => return TERMINATED,
+        };
+        self.load_from(next);
         self.doc()
     }
 
     fn seek(&mut self, target: DocId) -> DocId {
-        loop {
-            let doc = self.doc();
-            if doc >= target {
-                return doc;
-            }
-            if self.buf.last().is_some_and(|&last| last >= target) {
-                self.pos += self.buf[self.pos..].partition_point(|&d| d < target);
-                return self.doc();
-            }
-            // Past this block: jump to the one holding `target`.
-            let b = (target / self.block) as usize;
-            self.load_from(b.max(self.next));
+        if self.doc() >= target {
+            return self.doc();
         }
+        match &mut self.at {
+            At::Run(r) if target < r.end => {
+                r.start = target;
+                return target;
+            }
+            At::Listed { docs, pos, .. } if docs.last().is_some_and(|&l| l >= target) => {
+                *pos += docs[*pos..].partition_point(|&d| d < target);
+                return docs[*pos];
+            }
+            _ => {}
+        }
+        self.load_from(target);
+        self.doc()
+    }
+
+    /// Whether `target` matches, by its block's verdict or one value
+    /// (as tantivy's own range does), without reading a block.
+    fn seek_danger(&mut self, target: DocId) -> SeekDangerResult {
+        if target >= self.max_doc {
+            return SeekDangerResult::SeekLowerBound(TERMINATED);
+        }
+        let b = (target / self.block) as usize;
+        let end = (b as u32 + 1).saturating_mul(self.block).min(self.max_doc);
+        let found = match self.verdict(b) {
+            Some(true) => {
+                self.at = At::Run(target..end);
+                return SeekDangerResult::Found;
+            }
+            Some(false) => false,
+            None => self
+                .column
+                .first(target)
+                .is_some_and(|v| self.range.contains(&v)),
+        };
+        if found {
+            self.at = At::Listed {
+                docs: vec![target],
+                pos: 0,
+                end: target + 1,
+            };
+            return SeekDangerResult::Found;
+        }
+        // Past a block with no match: to the next that may have one.
+        let next = if self.verdict(b) == Some(false) {
+            (b + 1..self.blocks.len())
+                .find(|&c| self.verdict(c) != Some(false))
+                .map_or(TERMINATED, |c| c as u32 * self.block)
+        } else {
+            target + 1
+        };
+        SeekDangerResult::SeekLowerBound(next)
     }
 
     fn doc(&self) -> DocId {
-        self.buf.get(self.pos).copied().unwrap_or(TERMINATED)
+        match &self.at {
+            At::Run(r) => r.start,
+            At::Listed { docs, pos, .. } => docs.get(*pos).copied().unwrap_or(TERMINATED),
+            At::Done => TERMINATED,
+        }
     }
 
     fn size_hint(&self) -> u32 {
@@ -309,7 +392,11 @@ mod tests {
                 } else {
                     t
                 };
-                let tg = if rng.random_bool(0.3) { "a" } else { "b" };
+                let tg = match rng.random_range(0..100) {
+                    0..2 => "c",
+                    2..32 => "a",
+                    _ => "b",
+                };
                 if seg == 3 && rng.random_bool(0.1) {
                     w.add_document(doc!(tag => tg)).expect("add");
                 } else {
@@ -352,23 +439,27 @@ mod tests {
                 std::ops::Bound::Included(Term::from_field_i64(ts, hi)),
             );
             assert_eq!(found(&ours), found(&theirs), "[{lo}, {hi}]");
-            let with_tag = |q: Box<dyn Query>| {
-                BooleanQuery::new(vec![
-                    (
-                        Occur::Must,
-                        Box::new(TermQuery::new(
-                            Term::from_field_text(tag, "a"),
-                            IndexRecordOption::Basic,
-                        )) as Box<dyn Query>,
-                    ),
-                    (Occur::Must, q),
-                ])
-            };
-            assert_eq!(
-                found(&with_tag(Box::new(ours))),
-                found(&with_tag(Box::new(theirs))),
-                "tag:a AND [{lo}, {hi}]"
-            );
+            // A rare tag leads the intersection and seeks the range
+            // (`seek_danger`); a common one is led by a narrow range.
+            for t in ["a", "c"] {
+                let with_tag = |q: Box<dyn Query>| {
+                    BooleanQuery::new(vec![
+                        (
+                            Occur::Must,
+                            Box::new(TermQuery::new(
+                                Term::from_field_text(tag, t),
+                                IndexRecordOption::Basic,
+                            )) as Box<dyn Query>,
+                        ),
+                        (Occur::Must, q),
+                    ])
+                };
+                assert_eq!(
+                    found(&with_tag(Box::new(ours.clone()))),
+                    found(&with_tag(Box::new(theirs.clone()))),
+                    "tag:{t} AND [{lo}, {hi}]"
+                );
+            }
         }
     }
 }
