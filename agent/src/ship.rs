@@ -233,10 +233,48 @@ use rand::SeedableRng;
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::buffer::{Batch, Signal};
+
+    /// `app` on a free port, a buffer holding a batch of each `(id,
+    /// signal)`, and the shipper sending it there (abort the task to stop).
+    async fn ship_to(
+        app: axum::Router,
+        batches: &[(u128, Signal)],
+    ) -> (Arc<Shared>, tokio::task::JoinHandle<()>, tempfile::TempDir) {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = l.local_addr().expect("addr");
+        tokio::spawn(async move { axum::serve(l, app).await });
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut buffer = DiskBuffer::open(dir.path(), 1 << 30, false).expect("open");
+        for &(id, signal) in batches {
+            buffer
+                .push(&Batch {
+                    id,
+                    signal,
+                    records: 1,
+                    created_ms: id as i64,
+                    cursor: None,
+                    body: vec![0; 10],
+                })
+                .expect("push");
+        }
+        let shared = Arc::new(Shared::new(buffer, Stats::default()));
+        let clock: SharedClock = Arc::new(keel_core::clock::SystemClock);
+        let task = tokio::spawn(run(
+            shared.clone(),
+            reqwest::Client::new(),
+            format!("http://{addr}"),
+            RetryConfig::default(),
+            Duration::from_secs(300),
+            clock,
+        ));
+        (shared, task, dir)
+    }
 
     #[tokio::test]
     async fn a_backlog_drains_with_the_newest_batches_sent_between_its_oldest() {
-        use crate::buffer::{Batch, Signal};
         let got = Arc::new(Mutex::new(Vec::<u128>::new()));
         let seen = got.clone();
         let app = axum::Router::new().route(
@@ -253,36 +291,8 @@ mod tests {
                 }
             }),
         );
-        let l = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
-        let addr = l.local_addr().expect("addr");
-        tokio::spawn(async move { axum::serve(l, app).await });
-        let dir = tempfile::tempdir().expect("tempdir");
-        let mut buffer = DiskBuffer::open(dir.path(), 1 << 30, false).expect("open");
-        for id in 1..=6 {
-            buffer
-                .push(&Batch {
-                    id,
-                    signal: Signal::Logs,
-                    records: 1,
-                    created_ms: id as i64,
-                    cursor: None,
-                    body: vec![0; 10],
-                })
-                .expect("push");
-        }
-        let shared = Arc::new(Shared::new(buffer, Stats::default()));
-        let clock: SharedClock = Arc::new(keel_core::clock::SystemClock);
-        let retry = RetryConfig::default();
-        let task = tokio::spawn(run(
-            shared.clone(),
-            reqwest::Client::new(),
-            format!("http://{addr}"),
-            retry,
-            Duration::from_secs(300),
-            clock,
-        ));
+        let logs: Vec<_> = (1..=6).map(|id| (id, Signal::Logs)).collect();
+        let (shared, task, _dir) = ship_to(app, &logs).await;
         while shared
             .buffer
             .lock()
@@ -305,7 +315,6 @@ mod tests {
 
     #[tokio::test]
     async fn a_collector_refusing_logs_still_gets_the_metrics() {
-        use crate::buffer::{Batch, Signal};
         let metrics = Arc::new(Notify::new());
         let seen = metrics.clone();
         let app = axum::Router::new()
@@ -320,36 +329,12 @@ mod tests {
                     async move { seen.notify_one() }
                 }),
             );
-        let l = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
-        let addr = l.local_addr().expect("addr");
-        tokio::spawn(async move { axum::serve(l, app).await });
-        let dir = tempfile::tempdir().expect("tempdir");
-        let mut buffer = DiskBuffer::open(dir.path(), 1 << 30, false).expect("open");
         // A backlog of logs the collector will not take, then metrics.
-        for (id, signal) in [(1, Signal::Logs), (2, Signal::Logs), (3, Signal::Metrics)] {
-            buffer
-                .push(&Batch {
-                    id,
-                    signal,
-                    records: 1,
-                    created_ms: id as i64,
-                    cursor: None,
-                    body: vec![0; 10],
-                })
-                .expect("push");
-        }
-        let shared = Arc::new(Shared::new(buffer, Stats::default()));
-        let clock: SharedClock = Arc::new(keel_core::clock::SystemClock);
-        let task = tokio::spawn(run(
-            shared.clone(),
-            reqwest::Client::new(),
-            format!("http://{addr}"),
-            RetryConfig::default(),
-            Duration::from_secs(300),
-            clock,
-        ));
+        let (shared, task, _dir) = ship_to(
+            app,
+            &[(1, Signal::Logs), (2, Signal::Logs), (3, Signal::Metrics)],
+        )
+        .await;
         tokio::time::timeout(Duration::from_secs(30), metrics.notified())
             .await
             .expect("the metrics batch arrives behind the refused logs");

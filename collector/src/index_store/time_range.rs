@@ -138,14 +138,7 @@ impl Weight for TimeRangeQuery {
             return Ok(Box::new(AllScorer::new(reader.max_doc())));
         }
         let blocks = self.blocks.get(reader, &self.field, &column);
-        let docs = BlockRangeDocSet::new(
-            column,
-            self.range.clone(),
-            blocks,
-            self.blocks.block,
-            reader.max_doc(),
-            full,
-        );
+        let docs = BlockRangeDocSet::new(self, column, blocks, reader.max_doc(), full);
         Ok(Box::new(ConstScorer::new(docs, boost)))
     }
 
@@ -192,14 +185,16 @@ enum At {
 }
 
 impl BlockRangeDocSet {
+    /// The matches of `q` in a segment of `max_doc` documents whose
+    /// column is `column` and block index `blocks`.
     fn new(
+        q: &TimeRangeQuery,
         column: Column<i64>,
-        range: RangeInclusive<i64>,
         blocks: Blocks,
-        block: u32,
         max_doc: DocId,
         full: bool,
     ) -> Self {
+        let (range, block) = (q.range.clone(), q.blocks.block);
         let touched = blocks
             .iter()
             .filter(|(lo, hi)| lo <= range.end() && hi >= range.start())
