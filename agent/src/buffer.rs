@@ -8,8 +8,9 @@
 //! at most the batch in flight is sent again, and the collector drops the
 //! repeat by its id. On open, a frame that is short or fails its CRC —
 //! a write cut by a crash — ends the segment: the file is cut there and
-//! the agent goes on. Past `max_bytes` the oldest batches are dropped,
-//! and counted, to make room.
+//! the agent goes on. Past `max_bytes` of unsent batches, or of segment
+//! files (plus one segment's slack), the oldest batches are dropped, and
+//! counted, to make room.
 
 use std::collections::VecDeque;
 use std::fs::{File, OpenOptions};
@@ -411,7 +412,13 @@ impl DiskBuffer {
         seg.size += frame.len() as u64;
         self.stats.batches += 1;
         self.stats.bytes += frame.len() as u64;
-        while self.stats.bytes > self.max_bytes && self.stats.batches > 1 {
+        // Unsent bytes, and the segment files too: lanes acknowledge out
+        // of order, and one unsent batch keeps its whole segment on disk
+        // (a lane stuck on a refused signal would pin every segment).
+        while (self.stats.bytes > self.max_bytes
+            || self.disk_bytes() > self.max_bytes.saturating_add(SEGMENT_BYTES))
+            && self.stats.batches > 1
+        {
             let Some(e) = self.oldest() else { break };
             self.stats.dropped_batches[e.signal.index()] += 1;
             self.stats.dropped_records[e.signal.index()] += u64::from(e.records);
@@ -423,6 +430,11 @@ impl DiskBuffer {
             self.remove_oldest()?;
         }
         Ok(())
+    }
+
+    /// Bytes of the segment files.
+    fn disk_bytes(&self) -> u64 {
+        self.segments.iter().map(|s| s.size).sum()
     }
 
     fn roll(&mut self) -> Result<(), BufferError> {
@@ -745,6 +757,55 @@ mod tests {
             None,
             "the only batch is the backlog's"
         );
+    }
+
+    #[test]
+    fn a_lane_stuck_on_one_signal_cannot_pin_the_disk_past_its_cap() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let cap = 3 * SEGMENT_BYTES;
+        let mut b = DiskBuffer::open(dir.path(), cap, false).expect("open");
+        let on_disk = || -> u64 {
+            std::fs::read_dir(dir.path())
+                .expect("list")
+                .filter_map(Result::ok)
+                .filter(|e| e.path().extension().is_some_and(|x| x == "seg"))
+                .filter_map(|e| e.metadata().ok())
+                .map(|m| m.len())
+                .sum()
+        };
+        // Logs the collector keeps refusing, between metrics it takes: the
+        // unsent bytes stay small, but each log batch holds its segment.
+        for i in 0..400u128 {
+            let log = Batch {
+                signal: Signal::Logs,
+                ..batch(2 * i + 1, 1_000)
+            };
+            let metrics = Batch {
+                signal: Signal::Metrics,
+                ..batch(2 * i + 2, 100_000)
+            };
+            b.push(&log).expect("push");
+            b.push(&metrics).expect("push");
+            b.ack(metrics.id).expect("ack");
+            assert!(
+                on_disk() <= cap + 2 * SEGMENT_BYTES,
+                "{} bytes on disk after {} pairs",
+                on_disk(),
+                i + 1
+            );
+        }
+        let stats = b.stats();
+        assert!(stats.dropped_batches[Signal::Logs.index()] > 0, "{stats:?}");
+        assert_eq!(stats.dropped_batches[Signal::Metrics.index()], 0);
+        // The newest logs are still there, oldest first.
+        let left: Vec<u128> = std::iter::from_fn(|| {
+            let x = b.peek().expect("peek")?;
+            b.ack(x.id).expect("ack");
+            Some(x.id)
+        })
+        .collect();
+        assert!(left.len() > 1 && left.windows(2).all(|w| w[0] < w[1]));
+        assert_eq!(left.last(), Some(&799));
     }
 
     #[test]
