@@ -599,9 +599,9 @@ impl DiskBuffer {
         self.stats
     }
 
-    /// When the oldest unsent batch was made (ms since the epoch).
-    pub fn oldest_created_ms(&self) -> Option<i64> {
-        self.oldest().map(|e| e.created_ms)
+    /// When the oldest unsent batch of `signal` was made (ms since the epoch).
+    pub fn oldest_created_ms(&self, signal: Signal) -> Option<i64> {
+        self.oldest_of(signal).map(|(_, e)| e.created_ms)
     }
 }
 
@@ -720,6 +720,10 @@ mod tests {
         b.push(&at(8, Signal::Metrics, 3_600_000)).expect("push");
         assert_eq!(oldest(&b, Signal::Metrics), Some(6));
         assert_eq!(oldest(&b, Signal::Traces), None);
+        // Each lane's lag is its own oldest batch's age.
+        assert_eq!(b.oldest_created_ms(Signal::Metrics), Some(0));
+        assert_eq!(b.oldest_created_ms(Signal::Logs), Some(1_000));
+        assert_eq!(b.oldest_created_ms(Signal::Traces), None);
         assert_eq!(fresh(&b, Signal::Traces, 60_000), None);
         // Metrics an hour older than a fresh metrics batch: the fresh one
         // waits (the collector would reject the older samples after it),

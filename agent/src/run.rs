@@ -56,6 +56,9 @@ pub struct Status {
     pub dropped_records: u64,
     /// Age of the oldest unsent batch, seconds (0: none).
     pub send_lag_seconds: f64,
+    /// The same per signal (each ships in its own lane), by signal name.
+    #[serde(default)]
+    pub send_lag_seconds_by_signal: BTreeMap<String, f64>,
     /// Records the collector acknowledged, all signals.
     pub sent_records: u64,
 }
@@ -323,11 +326,15 @@ impl Inner {
         }
     }
 
-    fn buffer_stats(&self) -> (BufferStats, f64) {
+    /// The buffer's state, and the age of each signal's oldest unsent
+    /// batch in seconds (0: none), in [`Signal::index`] order.
+    fn buffer_stats(&self) -> (BufferStats, [f64; 3]) {
         let b = self.shared.buffer.lock().unwrap_or_else(|e| e.into_inner());
-        let lag = b
-            .oldest_created_ms()
-            .map_or(0.0, |t| (self.clock.now_ms() - t).max(0) as f64 / 1000.0);
+        let now = self.clock.now_ms();
+        let lag = Signal::ALL.map(|s| {
+            b.oldest_created_ms(s)
+                .map_or(0.0, |t| (now - t).max(0) as f64 / 1000.0)
+        });
         (b.stats(), lag)
     }
 
@@ -363,7 +370,11 @@ impl Inner {
             buffered_batches: b.batches,
             buffered_bytes: b.bytes,
             dropped_records: b.dropped_records.iter().sum(),
-            send_lag_seconds: lag,
+            send_lag_seconds: lag.iter().copied().fold(0.0, f64::max),
+            send_lag_seconds_by_signal: Signal::ALL
+                .iter()
+                .map(|s| (s.name().to_owned(), lag[s.index()]))
+                .collect(),
             sent_records: sent,
         }
     }

@@ -29,7 +29,8 @@ impl Stats {
     }
 
     /// Prometheus text of the counters and the buffer's state.
-    pub fn render(&self, buffer: &BufferStats, send_lag_seconds: f64) -> String {
+    /// `send_lag_seconds` is each signal's, in [`Signal::index`] order.
+    pub fn render(&self, buffer: &BufferStats, send_lag_seconds: [f64; 3]) -> String {
         let mut out = String::new();
         let per_signal: [(&str, &str, &[AtomicU64; 3]); 4] = [
             (
@@ -83,10 +84,19 @@ impl Stats {
             "# HELP keel_agent_buffer_batches Unsent batches on disk.\n# TYPE keel_agent_buffer_batches gauge\nkeel_agent_buffer_batches {}",
             buffer.batches
         );
+        let name = "keel_agent_send_lag_seconds";
         let _ = writeln!(
             out,
-            "# HELP keel_agent_send_lag_seconds Age of the oldest unsent batch.\n# TYPE keel_agent_send_lag_seconds gauge\nkeel_agent_send_lag_seconds {send_lag_seconds}"
+            "# HELP {name} Age of the signal's oldest unsent batch (0: none).\n# TYPE {name} gauge"
         );
+        for s in Signal::ALL {
+            let _ = writeln!(
+                out,
+                "{name}{{signal=\"{}\"}} {}",
+                s.name(),
+                send_lag_seconds[s.index()]
+            );
+        }
         let _ = writeln!(
             out,
             "# HELP keel_agent_invalid_scrape_lines_total Scrape lines that could not be parsed.\n# TYPE keel_agent_invalid_scrape_lines_total counter\nkeel_agent_invalid_scrape_lines_total {}",
@@ -98,5 +108,29 @@ impl Stats {
             self.log_metrics_unmatched.load(Ordering::Relaxed)
         );
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_send_lag_is_per_signal_and_the_text_parses() {
+        let stats = Stats::default();
+        Stats::add(&stats.sent, Signal::Logs, 7);
+        let text = stats.render(&BufferStats::default(), [0.0, 2.5, 0.0]);
+        let lines: Vec<&str> = text.lines().collect();
+        assert!(lines.contains(&r#"keel_agent_send_lag_seconds{signal="logs"} 2.5"#));
+        assert!(lines.contains(&r#"keel_agent_send_lag_seconds{signal="metrics"} 0"#));
+        assert!(lines.contains(&r#"keel_agent_sent_records_total{signal="logs"} 7"#));
+        let parsed = prometheus_parse::Scrape::parse(lines.iter().map(|l| Ok(l.to_string())))
+            .expect("the agent's own text parses");
+        let lag: Vec<_> = parsed
+            .samples
+            .iter()
+            .filter(|s| s.metric == "keel_agent_send_lag_seconds")
+            .collect();
+        assert_eq!(lag.len(), 3, "one a signal");
     }
 }

@@ -237,9 +237,25 @@ fn status(args: StatusArgs) -> anyhow::Result<()> {
     let s: keel_agent::run::Status =
         serde_json::from_str(&text).with_context(|| format!("{url}: not an agent status"))?;
     println!("host {}  →  {}", s.hostname, s.collector);
+    // Each signal ships in its own lane: name the ones behind.
+    let behind: Vec<String> = s
+        .send_lag_seconds_by_signal
+        .iter()
+        .filter(|(_, lag)| **lag > 0.0)
+        .map(|(signal, lag)| format!("{signal} {lag:.1} s"))
+        .collect();
     println!(
-        "buffer: {} batches, {} bytes; send lag {:.1} s; sent {} records; dropped {} records",
-        s.buffered_batches, s.buffered_bytes, s.send_lag_seconds, s.sent_records, s.dropped_records
+        "buffer: {} batches, {} bytes; send lag {:.1} s{}; sent {} records; dropped {} records",
+        s.buffered_batches,
+        s.buffered_bytes,
+        s.send_lag_seconds,
+        if behind.is_empty() {
+            String::new()
+        } else {
+            format!(" ({})", behind.join(", "))
+        },
+        s.sent_records,
+        s.dropped_records
     );
     println!(
         "{:<16} {:<4} {:>8} {:>10}  URL / error",
