@@ -21,24 +21,24 @@ use crate::scrape::Point;
 
 /// A record's own string `service` attribute (a JSON line's field).
 pub fn own_service(r: &opentelemetry_proto::tonic::logs::v1::LogRecord) -> Option<&str> {
-    r.attributes
-        .iter()
-        .find_map(|a| match a.value.as_ref()?.value.as_ref()? {
-            any_value::Value::StringValue(s) if a.key == "service" => Some(s.as_str()),
-            _ => None,
-        })
+    r.attributes.iter().find_map(service_value)
+}
+
+/// The value of a string `service` attribute.
+fn service_value(a: &KeyValue) -> Option<&str> {
+    match a.value.as_ref()?.value.as_ref()? {
+        any_value::Value::StringValue(s) if a.key == "service" => Some(s),
+        _ => None,
+    }
 }
 
 /// Remove a record's own string `service` attribute (a JSON line's
 /// field) and return it: the record's resource names its service.
 pub fn take_service(r: &mut opentelemetry_proto::tonic::logs::v1::LogRecord) -> Option<String> {
-    let i = r.attributes.iter().position(|a| {
-        a.key == "service"
-            && matches!(
-                a.value.as_ref().and_then(|v| v.value.as_ref()),
-                Some(any_value::Value::StringValue(_))
-            )
-    })?;
+    let i = r
+        .attributes
+        .iter()
+        .position(|a| service_value(a).is_some())?;
     match r.attributes.remove(i).value?.value? {
         any_value::Value::StringValue(s) => Some(s),
         _ => None,
