@@ -347,7 +347,8 @@ impl LogsWriter {
     /// compressed where they lie, not copied into one buffer first); the
     /// writer is empty again afterwards.
     pub fn gzip_request(&mut self, host: &str, file: &str) -> Vec<u8> {
-        let mut heads = Vec::new();
+        // Each non-empty group's resource and scope head, beside its records.
+        let mut groups: Vec<(Vec<u8>, &[u8])> = Vec::new();
         for (service, records) in self.groups.iter().filter(|g| !g.1.is_empty()) {
             let (resource, scope) = crate::otlp::log_resource(service, host, file);
             let (resource, scope) = (resource.encode_to_vec(), scope.encode_to_vec());
@@ -360,14 +361,12 @@ impl LogsWriter {
             head.push(tag(2, LEN));
             varint(scope_logs as u64, &mut head);
             bytes_field(1, &scope, &mut head);
-            heads.push(head);
+            groups.push((head, records));
         }
-        let mut parts: Vec<&[u8]> = Vec::with_capacity(2 * heads.len());
-        let records = self.groups.iter().map(|g| &g.1).filter(|r| !r.is_empty());
-        for (head, records) in heads.iter().zip(records) {
-            parts.push(head);
-            parts.push(records);
-        }
+        let parts: Vec<&[u8]> = groups
+            .iter()
+            .flat_map(|(head, records)| [head.as_slice(), records])
+            .collect();
         let body = crate::otlp::gzip_parts(&parts);
         self.groups.truncate(KEPT_GROUPS);
         for g in &mut self.groups {
