@@ -55,25 +55,16 @@ impl Stats {
             ),
         ];
         for (name, help, c) in per_signal {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
-            for s in Signal::ALL {
-                let v = c[s.index()].load(Ordering::Relaxed);
-                let _ = writeln!(out, "{name}{{signal=\"{}\"}} {v}", s.name());
-            }
+            let values = Signal::ALL.map(|s| c[s.index()].load(Ordering::Relaxed));
+            per_signal_family(&mut out, name, help, "counter", values);
         }
-        let name = "keel_agent_dropped_records_total";
-        let _ = writeln!(
-            out,
-            "# HELP {name} Records dropped because the disk buffer was full.\n# TYPE {name} counter"
+        per_signal_family(
+            &mut out,
+            "keel_agent_dropped_records_total",
+            "Records dropped because the disk buffer was full.",
+            "counter",
+            buffer.dropped_records,
         );
-        for s in Signal::ALL {
-            let _ = writeln!(
-                out,
-                "{name}{{signal=\"{}\"}} {}",
-                s.name(),
-                buffer.dropped_records[s.index()]
-            );
-        }
         let _ = writeln!(
             out,
             "# HELP keel_agent_buffer_bytes Bytes of unsent batches on disk.\n# TYPE keel_agent_buffer_bytes gauge\nkeel_agent_buffer_bytes {}",
@@ -84,19 +75,13 @@ impl Stats {
             "# HELP keel_agent_buffer_batches Unsent batches on disk.\n# TYPE keel_agent_buffer_batches gauge\nkeel_agent_buffer_batches {}",
             buffer.batches
         );
-        let name = "keel_agent_send_lag_seconds";
-        let _ = writeln!(
-            out,
-            "# HELP {name} Age of the signal's oldest unsent batch (0: none).\n# TYPE {name} gauge"
+        per_signal_family(
+            &mut out,
+            "keel_agent_send_lag_seconds",
+            "Age of the signal's oldest unsent batch (0: none).",
+            "gauge",
+            send_lag_seconds,
         );
-        for s in Signal::ALL {
-            let _ = writeln!(
-                out,
-                "{name}{{signal=\"{}\"}} {}",
-                s.name(),
-                send_lag_seconds[s.index()]
-            );
-        }
         let _ = writeln!(
             out,
             "# HELP keel_agent_invalid_scrape_lines_total Scrape lines that could not be parsed.\n# TYPE keel_agent_invalid_scrape_lines_total counter\nkeel_agent_invalid_scrape_lines_total {}",
@@ -108,6 +93,25 @@ impl Stats {
             self.log_metrics_unmatched.load(Ordering::Relaxed)
         );
         out
+    }
+}
+
+/// A metric family with one sample a signal (`values` in [`Signal::index`] order).
+fn per_signal_family<T: std::fmt::Display>(
+    out: &mut String,
+    name: &str,
+    help: &str,
+    kind: &str,
+    values: [T; 3],
+) {
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+    for s in Signal::ALL {
+        let _ = writeln!(
+            out,
+            "{name}{{signal=\"{}\"}} {}",
+            s.name(),
+            values[s.index()]
+        );
     }
 }
 
