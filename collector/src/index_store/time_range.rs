@@ -226,18 +226,29 @@ impl BlockRangeDocSet {
         }
     }
 
-    /// Stand at the first match at or after `doc` (none: done).
-    fn load_from(&mut self, mut doc: DocId) {
-        let mut buf = match std::mem::replace(&mut self.at, At::Done) {
+    /// One past the last document of block `b`.
+    fn block_end(&self, b: usize) -> DocId {
+        (b as u32 + 1).saturating_mul(self.block).min(self.max_doc)
+    }
+
+    /// The listed matches' buffer, emptied, for reuse (the set is left
+    /// done until the caller stands it somewhere).
+    fn take_buf(&mut self) -> Vec<DocId> {
+        match std::mem::replace(&mut self.at, At::Done) {
             At::Listed { mut docs, .. } => {
                 docs.clear();
                 docs
             }
             _ => Vec::new(),
-        };
+        }
+    }
+
+    /// Stand at the first match at or after `doc` (none: done).
+    fn load_from(&mut self, mut doc: DocId) {
+        let mut buf = self.take_buf();
         while doc < self.max_doc {
             let b = (doc / self.block) as usize;
-            let end = (b as u32 + 1).saturating_mul(self.block).min(self.max_doc);
+            let end = self.block_end(b);
             match self.verdict(b) {
                 Some(false) => {}
                 Some(true) => {
@@ -311,35 +322,33 @@ impl DocSet for BlockRangeDocSet {
             return SeekDangerResult::SeekLowerBound(TERMINATED);
         }
         let b = (target / self.block) as usize;
-        let end = (b as u32 + 1).saturating_mul(self.block).min(self.max_doc);
-        let found = match self.verdict(b) {
+        match self.verdict(b) {
             Some(true) => {
-                self.at = At::Run(target..end);
-                return SeekDangerResult::Found;
+                self.at = At::Run(target..self.block_end(b));
+                SeekDangerResult::Found
             }
-            Some(false) => false,
-            None => self
+            // Past a block with no match: to the next that may have one.
+            Some(false) => SeekDangerResult::SeekLowerBound(
+                (b + 1..self.blocks.len())
+                    .find(|&c| self.verdict(c) != Some(false))
+                    .map_or(TERMINATED, |c| c as u32 * self.block),
+            ),
+            None if self
                 .column
                 .first(target)
-                .is_some_and(|v| self.range.contains(&v)),
-        };
-        if found {
-            self.at = At::Listed {
-                docs: vec![target],
-                pos: 0,
-                end: target + 1,
-            };
-            return SeekDangerResult::Found;
+                .is_some_and(|v| self.range.contains(&v)) =>
+            {
+                let mut docs = self.take_buf();
+                docs.push(target);
+                self.at = At::Listed {
+                    docs,
+                    pos: 0,
+                    end: target + 1,
+                };
+                SeekDangerResult::Found
+            }
+            None => SeekDangerResult::SeekLowerBound(target + 1),
         }
-        // Past a block with no match: to the next that may have one.
-        let next = if self.verdict(b) == Some(false) {
-            (b + 1..self.blocks.len())
-                .find(|&c| self.verdict(c) != Some(false))
-                .map_or(TERMINATED, |c| c as u32 * self.block)
-        } else {
-            target + 1
-        };
-        SeekDangerResult::SeekLowerBound(next)
     }
 
     fn doc(&self) -> DocId {
