@@ -23,8 +23,7 @@ struct Api {
     clock: SharedClock,
 }
 
-/// The API routes (JSON gzipped for clients that accept it, as
-/// Prometheus does: Grafana's range queries are mostly repetition).
+/// The API routes.
 pub fn routes(store: Arc<Store>, clock: SharedClock) -> Router {
     Router::new()
         .route("/api/v1/query", get(query).post(query))
@@ -35,7 +34,6 @@ pub fn routes(store: Arc<Store>, clock: SharedClock) -> Router {
         .route("/api/v1/status/buildinfo", get(buildinfo))
         .route("/api/v1/status/keel", get(keel_status))
         .with_state(Api { store, clock })
-        .layer(axum::middleware::from_fn(crate::dashboards::gzip::json))
 }
 
 pub(crate) fn fail(status: StatusCode, kind: &str, msg: String) -> Response {

@@ -12,11 +12,13 @@
 //! - [`rules`]: alerting and recording rules (P0–P2, log rules) and their engine;
 //! - [`notify`]: routing by severity and business hours, tickets, email;
 //! - [`dashboards`]: dashboard files, their API and the embedded web pages;
+//! - [`gzip`]: compression of the API's JSON and the pages for clients that accept it;
 //! - [`promtest`]: promtool's unit-test format (`promql_expr_test`, `alert_rule_test`), run on Keel's engines.
 
 pub mod api;
 pub mod batch_ids;
 pub mod dashboards;
+pub mod gzip;
 
 /// Hash maps on the hot paths: foldhash is several times faster than
 /// SipHash on label strings and integer keys, and seeds each map randomly,

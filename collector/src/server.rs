@@ -460,7 +460,11 @@ pub async fn start(config: &CollectorConfig, clock: SharedClock) -> Result<Runni
         .merge(crate::rules::api::history_routes(
             state.as_ref().map(|(s, _)| s.clone()),
             clock.clone(),
-        ));
+        ))
+        // JSON gzipped for clients that accept it, as Prometheus does
+        // (Grafana's range queries and the pages' panels are mostly
+        // repetition); the pages' files come compressed already.
+        .layer(axum::middleware::from_fn(crate::gzip::json));
     tokio::spawn(async move {
         if let Err(e) = axum::serve(otlp_listener, ingest).await {
             tracing::error!(error = %e, "OTLP/HTTP listener stopped");

@@ -48,7 +48,6 @@ pub fn routes(api: DashboardApi) -> Router {
         .route("/api/v1/panels/data", post(adhoc_data))
         .route("/api/v1/panels/export", post(export))
         .route("/api/v1/events", get(events))
-        .layer(axum::middleware::from_fn(super::gzip::json))
         .with_state(api)
 }
 

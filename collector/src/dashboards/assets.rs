@@ -61,7 +61,7 @@ fn gzipped(i: usize) -> &'static [u8] {
     let all = GZ.get_or_init(|| {
         FILES
             .iter()
-            .map(|(_, _, body)| super::gzip::compress(body.as_bytes(), 9))
+            .map(|(_, _, body)| crate::gzip::compress(body.as_bytes(), 9))
             .collect()
     });
     &all[i]
@@ -76,7 +76,7 @@ fn file(path: &str, req: &HeaderMap) -> Response {
                 (header::CACHE_CONTROL, "no-cache"),
                 (header::VARY, "accept-encoding"),
             ];
-            if super::gzip::accepts(req) {
+            if crate::gzip::accepts(req) {
                 (headers, [(header::CONTENT_ENCODING, "gzip")], gzipped(i)).into_response()
             } else {
                 (headers, body).into_response()

@@ -4,7 +4,6 @@
 
 pub mod api;
 pub mod assets;
-pub mod gzip;
 pub mod library;
 pub mod model;
 

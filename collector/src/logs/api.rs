@@ -52,14 +52,8 @@ pub fn routes(
                     },
                 )),
         )
-        .route(
-            "/api/v1/logs/search",
-            get(search).layer(axum::middleware::from_fn(crate::dashboards::gzip::json)),
-        )
-        .route(
-            "/api/v1/logs/histogram",
-            get(histogram).layer(axum::middleware::from_fn(crate::dashboards::gzip::json)),
-        )
+        .route("/api/v1/logs/search", get(search))
+        .route("/api/v1/logs/histogram", get(histogram))
         .with_state(LogApi {
             logs,
             clock,

@@ -41,7 +41,6 @@ pub fn routes(spans: Arc<SpanStore>, logs: Arc<LogStore>, clock: SharedClock) ->
         .route("/api/v1/traces/search", get(search))
         .route("/api/v1/traces/{trace_id}", get(trace))
         .with_state(TraceApi { spans, logs, clock })
-        .layer(axum::middleware::from_fn(crate::dashboards::gzip::json))
 }
 
 const ALL_TIME: (i64, i64) = (i64::MIN / 4, i64::MAX / 4);

@@ -1,8 +1,8 @@
-//! Gzip for what the pages fetch: the embedded files (compressed once)
-//! and the JSON of the dashboard, Prometheus, log and trace APIs
-//! (compressed per response, at the fastest level), when the client
-//! accepts it. A week of panel data and uPlot are
-//! mostly repetition; compressed, a page load moves a fraction of the bytes.
+//! Gzip for what clients fetch from the API port: the embedded page
+//! files (compressed once) and every JSON answer (compressed per
+//! response, at the fastest level), when the client accepts it. A week
+//! of panel data, a Grafana range query and uPlot are mostly repetition;
+//! compressed, they move a fraction of the bytes.
 
 use std::io::Write as _;
 
@@ -52,7 +52,11 @@ pub async fn json(req: Request, next: Next) -> Response {
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|t| t.starts_with("application/json"));
-    if !wants || !is_json || res.headers().contains_key(header::CONTENT_ENCODING) {
+    // A body larger than the middleware buffers goes as it is.
+    let too_big = axum::body::HttpBody::size_hint(res.body())
+        .upper()
+        .is_none_or(|n| n > MAX_BYTES as u64);
+    if !wants || !is_json || too_big || res.headers().contains_key(header::CONTENT_ENCODING) {
         return res;
     }
     let (mut parts, body) = res.into_parts();
