@@ -52,7 +52,7 @@ fn line(i: u64) -> String {
     )
 }
 
-fn start_agent(dir: &Path, config: &Path) -> anyhow::Result<(Reaped, String)> {
+pub(crate) fn start_agent(dir: &Path, config: &Path) -> anyhow::Result<(Reaped, String)> {
     let listen = free_port()?;
     let child = Command::new(std::env::current_exe()?)
         .args(["--config"])
@@ -79,7 +79,7 @@ async fn sent_logs(client: &reqwest::Client, agent: &str) -> u64 {
 }
 
 /// Serve `series` series in the text format; values move every scrape.
-async fn serve_metrics(series: usize) -> anyhow::Result<u16> {
+pub(crate) async fn serve_metrics(series: usize) -> anyhow::Result<u16> {
     let scrapes = Arc::new(AtomicU64::new(0));
     let app = axum::Router::new().route(
         "/metrics",

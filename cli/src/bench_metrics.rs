@@ -43,6 +43,16 @@ pub struct MetricsBenchArgs {
     /// Print the results as JSON.
     #[arg(long)]
     json: bool,
+    /// Series on the endpoint of the scrape phase (agent → collector).
+    #[arg(long, default_value_t = 1_000)]
+    scrape_series: usize,
+    /// Scrapes (1 s apart) the scrape phase stores.
+    #[arg(long, default_value_t = 20)]
+    scrapes: u64,
+    /// Run only the scrape phase (its figures are counts and bytes, so
+    /// any build measures them).
+    #[arg(long)]
+    scrape_only: bool,
 }
 
 #[derive(Debug, Serialize, Default, Clone)]
@@ -69,6 +79,7 @@ struct Results {
     keel: Figures,
     prometheus: Option<Figures>,
     prometheus_note: Option<String>,
+    scrape: crate::bench_scrape::ScrapeFigures,
 }
 
 pub(crate) fn free_port() -> anyhow::Result<u16> {
@@ -431,6 +442,15 @@ pub fn run(args: MetricsBenchArgs) -> anyhow::Result<()> {
         .build()?;
     runtime.block_on(async move {
         let client = reqwest::Client::new();
+        if args.scrape_only {
+            let f = crate::bench_scrape::measure(&client, args.scrape_series, args.scrapes).await?;
+            if args.json {
+                println!("{}", serde_json::to_string_pretty(&f)?);
+            } else {
+                crate::bench_scrape::print(&f);
+            }
+            return Ok(());
+        }
         let labels = series_labels(args.series);
         let steps = (args.history.as_secs() / 15).max(1) as usize;
         let end_ms = SystemTime::now().duration_since(UNIX_EPOCH)?.as_millis() as i64 / 15_000 * 15_000;
@@ -483,7 +503,10 @@ pub fn run(args: MetricsBenchArgs) -> anyhow::Result<()> {
         } else {
             (None, Some(format!("{} not found: install Debian's prometheus package to compare", args.prometheus.display())))
         };
+        eprintln!("  the scrape path: an agent scraping {} series into Keel", args.scrape_series);
+        let scrape = crate::bench_scrape::measure(&client, args.scrape_series, args.scrapes).await?;
         let r = Results {
+            scrape,
             machine: format!("{} cores, {}", std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0), std::env::consts::ARCH),
             series: args.series,
             samples,
@@ -514,6 +537,7 @@ pub fn run(args: MetricsBenchArgs) -> anyhow::Result<()> {
         if let Some(n) = &r.prometheus_note {
             println!("note: {n}");
         }
+        crate::bench_scrape::print(&r.scrape);
         Ok(())
     })
 }

@@ -19,6 +19,7 @@ mod bench_dashboard;
 mod bench_logs;
 mod bench_metrics;
 mod bench_rules;
+mod bench_scrape;
 mod collector_cmd;
 mod config;
 mod events_cmd;
