@@ -1,12 +1,15 @@
 //! Series points as OTLP metrics requests.
 //!
-//! Each target's points become one resource (`service.name` = job,
-//! `service.instance.id` = instance, `host.name` = this host — the
-//! collector derives `job`/`instance` from them and keeps the rest in
-//! `target_info`, as Prometheus' OTLP ingestion does). Every point is an
-//! OTLP gauge with no unit, named as exposed, so the collector stores it
-//! under exactly the Prometheus name and labels the target exposed
-//! (counters included: PromQL reads a counter's samples, not its type).
+//! Points are grouped by their `job` and `instance` labels, and each group
+//! is one resource with exactly `service.name` = job and
+//! `service.instance.id` = instance: Prometheus 3's OTLP translation (the
+//! collector's, or a real Prometheus') turns those back into `job` and
+//! `instance` and, with no other resource attribute, writes no
+//! `target_info` — so a scraped series arrives with exactly the labels a
+//! Prometheus scraping the same target would store. Every point is an OTLP
+//! gauge with no unit, named as exposed (counters included: PromQL reads a
+//! counter's samples, not its type). A staleness marker travels as a point
+//! flagged `FLAG_NO_RECORDED_VALUE` with no value.
 
 use std::io::Write;
 
@@ -75,27 +78,34 @@ fn kv(k: &str, v: &str) -> KeyValue {
     }
 }
 
-/// One resource's points as `ResourceMetrics`: one metric per name. The
-/// points' strings move into the request.
-pub fn resource_metrics(resource: &[(&str, &str)], points: Vec<Point>) -> ResourceMetrics {
-    let mut metrics: Vec<Metric> = Vec::new();
-    let mut by_name: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
+/// OTLP's `FLAG_NO_RECORDED_VALUE`: the point is a staleness marker.
+const NO_RECORDED_VALUE: u32 = 1;
+
+/// Points as `ResourceMetrics`, one a (`job`, `instance`) pair, one metric
+/// a name within it. The points' strings move into the request.
+pub fn resource_metrics(points: Vec<Point>) -> Vec<ResourceMetrics> {
+    type Metrics = (Vec<Metric>, std::collections::HashMap<String, usize>);
+    let mut targets: std::collections::BTreeMap<(String, String), Metrics> =
+        std::collections::BTreeMap::new();
     for p in points {
         let mut name = String::new();
+        let (mut job, mut instance) = (String::new(), String::new());
         let mut attributes = Vec::with_capacity(p.labels.len().saturating_sub(1));
         for (k, v) in p.labels {
-            if k == "__name__" {
-                name = v;
-            } else {
-                attributes.push(KeyValue {
+            match k.as_str() {
+                "__name__" => name = v,
+                "job" => job = v,
+                "instance" => instance = v,
+                _ => attributes.push(KeyValue {
                     key: k,
                     value: Some(AnyValue {
                         value: Some(any_value::Value::StringValue(v)),
                     }),
                     ..KeyValue::default()
-                });
+                }),
             }
         }
+        let (metrics, by_name) = targets.entry((job, instance)).or_default();
         let i = match by_name.get(&name) {
             Some(i) => *i,
             None => {
@@ -110,31 +120,45 @@ pub fn resource_metrics(resource: &[(&str, &str)], points: Vec<Point>) -> Resour
                 metrics.len() - 1
             }
         };
+        let stale = keel_core::stale::is_stale(p.value);
         if let Some(metric::Data::Gauge(g)) = &mut metrics[i].data {
             g.data_points.push(NumberDataPoint {
                 attributes,
                 time_unix_nano: u64::try_from(p.t_ms).unwrap_or(0).saturating_mul(1_000_000),
-                value: Some(number_data_point::Value::AsDouble(p.value)),
+                value: (!stale).then_some(number_data_point::Value::AsDouble(p.value)),
+                flags: if stale { NO_RECORDED_VALUE } else { 0 },
                 ..NumberDataPoint::default()
             });
         }
     }
-    ResourceMetrics {
-        resource: Some(Resource {
-            attributes: resource.iter().map(|(k, v)| kv(k, v)).collect(),
-            ..Resource::default()
-        }),
-        scope_metrics: vec![ScopeMetrics {
-            scope: Some(InstrumentationScope {
-                name: "keel-agent".into(),
-                version: env!("CARGO_PKG_VERSION").into(),
-                ..InstrumentationScope::default()
-            }),
-            metrics,
-            schema_url: String::new(),
-        }],
-        schema_url: String::new(),
-    }
+    targets
+        .into_iter()
+        .map(|((job, instance), (metrics, _))| {
+            let mut attributes = Vec::with_capacity(2);
+            if !job.is_empty() {
+                attributes.push(kv("service.name", &job));
+            }
+            if !instance.is_empty() {
+                attributes.push(kv("service.instance.id", &instance));
+            }
+            ResourceMetrics {
+                resource: Some(Resource {
+                    attributes,
+                    ..Resource::default()
+                }),
+                scope_metrics: vec![ScopeMetrics {
+                    scope: Some(InstrumentationScope {
+                        name: "keel-agent".into(),
+                        version: env!("CARGO_PKG_VERSION").into(),
+                        ..InstrumentationScope::default()
+                    }),
+                    metrics,
+                    schema_url: String::new(),
+                }],
+                schema_url: String::new(),
+            }
+        })
+        .collect()
 }
 
 /// Encode and gzip a request.
@@ -253,26 +277,25 @@ mod tests {
     }
 
     #[test]
-    fn points_round_trip_through_gzip_protobuf_grouped_by_name() {
-        let p = |name: &str, code: &str, v: f64| Point {
+    fn points_round_trip_through_gzip_protobuf_a_resource_a_target() {
+        let p = |name: &str, code: &str, instance: &str, v: f64| Point {
             labels: vec![
                 ("__name__".into(), name.into()),
                 ("code".into(), code.into()),
+                ("instance".into(), instance.into()),
                 ("job".into(), "web".into()),
             ],
             t_ms: 1_700_000_000_123,
             value: v,
         };
-        let rm = resource_metrics(
-            &[("service.name", "web"), ("host.name", "h1")],
-            vec![
-                p("reqs_total", "200", 5.0),
-                p("reqs_total", "500", 1.0),
-                p("up", "", 1.0),
-            ],
-        );
+        let rms = resource_metrics(vec![
+            p("reqs_total", "200", "a:1", 5.0),
+            p("reqs_total", "500", "a:1", keel_core::stale::marker()),
+            p("up", "", "a:1", 1.0),
+            p("up", "", "b:2", 0.0),
+        ]);
         let req = ExportMetricsServiceRequest {
-            resource_metrics: vec![rm],
+            resource_metrics: rms,
         };
         let body = gzip_request(&req);
         let mut raw = Vec::new();
@@ -281,6 +304,20 @@ mod tests {
             .expect("gunzip");
         let back = ExportMetricsServiceRequest::decode(&raw[..]).expect("decode");
         assert_eq!(back, req);
+        // One resource a target, naming it and nothing else.
+        assert_eq!(back.resource_metrics.len(), 2);
+        let resource = back.resource_metrics[0]
+            .resource
+            .as_ref()
+            .expect("resource");
+        let keys: Vec<(&str, String)> = resource
+            .attributes
+            .iter()
+            .map(|a| (a.key.as_str(), format!("{:?}", a.value)))
+            .collect();
+        assert_eq!(keys.len(), 2);
+        assert_eq!(keys[0].0, "service.name");
+        assert!(keys[1].1.contains("a:1"), "{keys:?}");
         let metrics = &back.resource_metrics[0].scope_metrics[0].metrics;
         assert_eq!(metrics.len(), 2);
         let Some(metric::Data::Gauge(g)) = &metrics[0].data else {
@@ -288,5 +325,16 @@ mod tests {
         };
         assert_eq!(g.data_points.len(), 2);
         assert_eq!(g.data_points[0].time_unix_nano, 1_700_000_000_123_000_000);
+        // job and instance are the resource's, not the point's.
+        assert_eq!(g.data_points[0].attributes.len(), 1);
+        // The stale point: flagged, no value.
+        assert_eq!(
+            (g.data_points[1].flags, g.data_points[1].value.is_none()),
+            (1, true)
+        );
+        assert_eq!(
+            (g.data_points[0].flags, g.data_points[0].value.is_some()),
+            (0, true)
+        );
     }
 }

@@ -84,7 +84,9 @@ struct Inner {
     shared: Arc<Shared>,
     health: Mutex<BTreeMap<String, Health>>,
     /// Scrape loops of targets found by `file_sd`, by [`discovered_key`].
-    discovered: Mutex<BTreeMap<String, tokio::task::JoinHandle<()>>>,
+    /// Dropping a loop's sender stops it with staleness markers for its
+    /// series (the target went away).
+    discovered: Mutex<BTreeMap<String, (tokio::task::JoinHandle<()>, Stop)>>,
     clock: SharedClock,
     hostname: String,
     collector: String,
@@ -177,7 +179,12 @@ impl Agent {
         )));
         for job in &config.scrape {
             for t in Target::of(job) {
-                tasks.push(tokio::spawn(scrape_loop(inner.clone(), client.clone(), t)));
+                tasks.push(tokio::spawn(scrape_loop(
+                    inner.clone(),
+                    client.clone(),
+                    t,
+                    None,
+                )));
             }
             if !job.file_sd.is_empty() {
                 tasks.push(tokio::spawn(discovery_loop(
@@ -238,11 +245,13 @@ impl Agent {
         for t in tasks {
             let _ = t.await;
         }
+        // Stopped as Prometheus stops at shutdown: no end-of-run
+        // staleness markers, so a restart leaves no gap.
         let discovered = std::mem::take(&mut *lock(&self.inner.discovered));
-        for t in discovered.values() {
+        for (t, _) in discovered.values() {
             t.abort();
         }
-        for (_, t) in discovered {
+        for (_, (t, _)) in discovered {
             let _ = t.await;
         }
     }
@@ -254,18 +263,13 @@ impl Agent {
 }
 
 impl Inner {
-    /// Buffer one collection's points as a metrics batch, as the resource
-    /// of `service` / `instance` on this host.
-    fn push_points(&self, service: &str, instance: &str, points: Vec<scrape::Point>, now: i64) {
+    /// Buffer one collection's points as a metrics batch (a resource a
+    /// `job`/`instance` pair, see [`crate::otlp::resource_metrics`]).
+    fn push_points(&self, points: Vec<scrape::Point>, now: i64) {
+        if points.is_empty() {
+            return;
+        }
         let records = points.len() as u32;
-        let rm = crate::otlp::resource_metrics(
-            &[
-                ("service.name", service),
-                ("service.instance.id", instance),
-                ("host.name", &self.hostname),
-            ],
-            points,
-        );
         let batch = Batch {
             id: rand::random(),
             signal: Signal::Metrics,
@@ -273,11 +277,11 @@ impl Inner {
             created_ms: now,
             cursor: None,
             body: crate::otlp::gzip_request(&ExportMetricsServiceRequest {
-                resource_metrics: vec![rm],
+                resource_metrics: crate::otlp::resource_metrics(points),
             }),
         };
         if let Err(e) = self.shared.push(&batch) {
-            tracing::error!(error = %e, service, instance, "disk buffer: cannot write metrics; they are lost");
+            tracing::error!(error = %e, records, "disk buffer: cannot write metrics; they are lost");
         }
     }
 
@@ -306,23 +310,6 @@ impl Inner {
                     );
                 }
             }
-        }
-    }
-
-    /// Buffer points that carry their own `job` label, one batch a job.
-    fn push_points_by_job(&self, points: Vec<scrape::Point>, now: i64) {
-        let mut by_job: BTreeMap<String, Vec<scrape::Point>> = BTreeMap::new();
-        for p in points {
-            let job = p
-                .labels
-                .iter()
-                .find(|(k, _)| k == "job")
-                .map(|(_, v)| v.clone())
-                .unwrap_or_default();
-            by_job.entry(job).or_default().push(p);
-        }
-        for (job, points) in by_job {
-            self.push_points(&job, &self.hostname, points, now);
         }
     }
 
@@ -404,7 +391,7 @@ async fn host_loop(inner: Arc<Inner>, every: Duration) {
         next += every;
         let now = inner.clock.now_ms();
         let points = crate::host::collect(std::path::Path::new("/proc"), &base, now, true);
-        inner.push_points("node", &inner.hostname, points, now);
+        inner.push_points(points, now);
     }
 }
 
@@ -471,7 +458,7 @@ async fn tail_loop(
         let now = inner.clock.now_ms();
         for rule in &mut rules {
             if let Some(points) = rule.due(now) {
-                inner.push_points_by_job(points, now);
+                inner.push_points(points, now);
             }
         }
         inner.clock.sleep(every).await;
@@ -531,9 +518,9 @@ async fn discovery_loop(inner: Arc<Inner>, client: reqwest::Client, job: crate::
                 .cloned()
                 .collect();
             for k in gone {
-                if let Some(h) = running.remove(&k) {
-                    h.abort();
-                }
+                // Dropping its sender ends the loop with staleness
+                // markers for the target's series.
+                running.remove(&k);
                 let mut parts = k.split('\u{0}').skip(1);
                 if let (Some(j), Some(url)) = (parts.next(), parts.next()) {
                     lock(&inner.health).remove(&format!("{j}\u{0}{url}"));
@@ -543,11 +530,16 @@ async fn discovery_loop(inner: Arc<Inner>, client: reqwest::Client, job: crate::
             for (k, t) in want {
                 if let std::collections::btree_map::Entry::Vacant(e) = running.entry(k) {
                     tracing::info!(job = %t.job, url = %t.url, "file_sd: new target");
-                    e.insert(tokio::spawn(scrape_loop(
-                        inner.clone(),
-                        client.clone(),
-                        t.clone(),
-                    )));
+                    let (stop, stopped) = tokio::sync::oneshot::channel();
+                    e.insert((
+                        tokio::spawn(scrape_loop(
+                            inner.clone(),
+                            client.clone(),
+                            t.clone(),
+                            Some(stopped),
+                        )),
+                        stop,
+                    ));
                 }
             }
         }
@@ -555,13 +547,43 @@ async fn discovery_loop(inner: Arc<Inner>, client: reqwest::Client, job: crate::
     }
 }
 
+/// The sending half that keeps a discovered target's scrape loop going.
+type Stop = tokio::sync::oneshot::Sender<()>;
+
+/// Resolves when a discovered target's [`Stop`] is dropped; never for a
+/// target from the config.
+async fn gone(stop: &mut Option<tokio::sync::oneshot::Receiver<()>>) {
+    match stop {
+        Some(r) => {
+            let _ = r.await;
+        }
+        None => std::future::pending().await,
+    }
+}
+
 /// Scrape `t` every interval (on the injected clock), buffering each
-/// scrape as one batch.
-async fn scrape_loop(inner: Arc<Inner>, client: reqwest::Client, t: Target) {
+/// scrape as one batch with its staleness markers, until the sender of
+/// `stop` (a discovered target's) is dropped — the target went away: its
+/// series are marked stale — or the task is aborted (the agent stops).
+async fn scrape_loop(
+    inner: Arc<Inner>,
+    client: reqwest::Client,
+    t: Target,
+    mut stop: Option<tokio::sync::oneshot::Receiver<()>>,
+) {
     let mut next = inner.clock.now();
     let mut was_up: Option<bool> = None;
+    let mut stale = scrape::Staleness::default();
     loop {
-        inner.clock.sleep_until(next).await;
+        tokio::select! {
+            _ = inner.clock.sleep_until(next) => {}
+            () = gone(&mut stop) => {
+                let now = inner.clock.now_ms();
+                inner.push_points(scrape::end_of_run(&t, &mut stale, now), now);
+                tracing::debug!(job = %t.job, url = %t.url, "target gone: its series are stale");
+                return;
+            }
+        }
         next += t.interval;
         let mut o = scrape::scrape(&client, &t).await;
         let now = inner.clock.now_ms();
@@ -589,8 +611,8 @@ async fn scrape_loop(inner: Arc<Inner>, client: reqwest::Client, t: Target) {
             );
         }
         let samples = o.samples.len();
-        let points = scrape::points(&t, &mut o, now);
-        inner.push_points(&t.job, &t.instance, points, now);
+        let points = scrape::points(&t, &mut o, &mut stale, now);
+        inner.push_points(points, now);
         inner
             .health
             .lock()

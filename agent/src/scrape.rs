@@ -4,12 +4,20 @@
 //! its URL) plus the job's extra labels. A scraped label that collides
 //! with one of those is kept as `exported_<name>` unless the job sets
 //! `honor_labels`, which keeps the target's value instead. Every scrape
-//! also yields `up` (1 or 0), `scrape_duration_seconds` and
-//! `scrape_samples_scraped`, so a target that times out, answers garbage
-//! or is gone shows `up 0`, and the reason is logged and kept for
-//! `keel agent status`.
+//! also yields Prometheus' report series — `up` (1 or 0),
+//! `scrape_duration_seconds`, `scrape_samples_scraped`,
+//! `scrape_samples_post_metric_relabeling` and `scrape_series_added` — so
+//! a target that times out, answers garbage or is gone shows `up 0`, and
+//! the reason is logged and kept for `keel agent status`.
+//!
+//! Staleness, as Prometheus writes it: a series that was in the last
+//! scrape and is not in this one (or every series, when this scrape
+//! failed) gets a staleness marker at this scrape's time; when a target
+//! goes away, its series and report series all do ([`end_of_run`]).
+//! Samples the target stamped with their own time are not tracked.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
+use std::hash::{Hash, Hasher};
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
@@ -187,18 +195,101 @@ fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
     s
 }
 
+/// The series a target's last scrapes yielded, for staleness: by a hash
+/// of the label set, the labels (`k\0v\0…`, compact: a target can have
+/// tens of thousands) and the scrape that last saw it.
+#[derive(Debug, Default)]
+pub struct Staleness {
+    seen: HashMap<u64, (String, u64)>,
+    scrape: u64,
+}
+
+fn hash_labels(labels: &[(String, String)]) -> u64 {
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    labels.hash(&mut h);
+    h.finish()
+}
+
+fn encode(labels: &[(String, String)]) -> String {
+    let mut s = String::new();
+    for (k, v) in labels {
+        s.push_str(k);
+        s.push('\0');
+        s.push_str(v);
+        s.push('\0');
+    }
+    s
+}
+
+fn decode(s: &str) -> Vec<(String, String)> {
+    let parts: Vec<&str> = s.split('\0').collect();
+    parts
+        .chunks_exact(2)
+        .map(|kv| (kv[0].to_owned(), kv[1].to_owned()))
+        .collect()
+}
+
+impl Staleness {
+    /// Note this scrape's tracked series; returns how many are new.
+    fn observe<'a>(&mut self, scraped: impl Iterator<Item = &'a [(String, String)]>) -> usize {
+        self.scrape += 1;
+        let mut added = 0;
+        for labels in scraped {
+            match self.seen.entry(hash_labels(labels)) {
+                std::collections::hash_map::Entry::Occupied(mut e) => e.get_mut().1 = self.scrape,
+                std::collections::hash_map::Entry::Vacant(e) => {
+                    e.insert((encode(labels), self.scrape));
+                    added += 1;
+                }
+            }
+        }
+        added
+    }
+
+    /// Markers at `now_ms` for the series this scrape did not see, which
+    /// are forgotten.
+    fn gone(&mut self, now_ms: i64) -> Vec<Point> {
+        let scrape = self.scrape;
+        let mut out = Vec::new();
+        self.seen.retain(|_, (labels, last)| {
+            if *last == scrape {
+                return true;
+            }
+            out.push(Point {
+                labels: decode(labels),
+                t_ms: now_ms,
+                value: keel_core::stale::marker(),
+            });
+            false
+        });
+        out
+    }
+}
+
+/// The report series' names, in the order they are written.
+const REPORT: [&str; 5] = [
+    "up",
+    "scrape_duration_seconds",
+    "scrape_samples_scraped",
+    "scrape_samples_post_metric_relabeling",
+    "scrape_series_added",
+];
+
 /// The series points of one scrape of `t` at `now_ms`, with Prometheus'
-/// labelling and the synthetic `up` / `scrape_*` series. Takes the
-/// samples out of `o` (their strings move, not copied: a scrape can be
-/// tens of thousands of series).
-pub fn points(t: &Target, o: &mut Outcome, now_ms: i64) -> Vec<Point> {
+/// labelling, staleness markers for the series that left (`stale` holds
+/// what the last scrapes saw) and the report series. Takes the samples
+/// out of `o` (their strings move, not copied: a scrape can be tens of
+/// thousands of series).
+pub fn points(t: &Target, o: &mut Outcome, stale: &mut Staleness, now_ms: i64) -> Vec<Point> {
     let target = t.target_labels();
     let n = if o.error.is_none() {
         o.samples.len()
     } else {
         0
     };
-    let mut out = Vec::with_capacity(o.samples.len() + 3);
+    let mut out = Vec::with_capacity(o.samples.len() + REPORT.len());
+    // Whether each point is tracked for staleness (no time of its own).
+    let mut tracked = Vec::with_capacity(o.samples.len());
     if o.error.is_none() {
         for s in o.samples.drain(..) {
             let mut labels: Vec<(String, String)> = Vec::with_capacity(s.labels.len() + 2);
@@ -217,6 +308,7 @@ pub fn points(t: &Target, o: &mut Outcome, now_ms: i64) -> Vec<Point> {
             }
             labels.retain(|(_, v)| !v.is_empty());
             labels.sort();
+            tracked.push(s.timestamp_ms.is_none());
             out.push(Point {
                 labels,
                 t_ms: s.timestamp_ms.unwrap_or(now_ms),
@@ -224,20 +316,52 @@ pub fn points(t: &Target, o: &mut Outcome, now_ms: i64) -> Vec<Point> {
             });
         }
     }
-    for (name, value) in [
-        ("up", if o.error.is_none() { 1.0 } else { 0.0 }),
-        ("scrape_duration_seconds", o.duration.as_secs_f64()),
-        ("scrape_samples_scraped", n as f64),
-    ] {
-        let mut labels = target.clone();
-        labels.push(("__name__".into(), name.into()));
-        labels.sort();
-        out.push(Point {
-            labels,
-            t_ms: now_ms,
-            value,
-        });
-    }
+    let added = stale.observe(
+        out.iter()
+            .zip(&tracked)
+            .filter(|(_, t)| **t)
+            .map(|(p, _)| p.labels.as_slice()),
+    );
+    out.extend(stale.gone(now_ms));
+    let values = [
+        if o.error.is_none() { 1.0 } else { 0.0 },
+        o.duration.as_secs_f64(),
+        n as f64,
+        n as f64,
+        added as f64,
+    ];
+    out.extend(report(&target, now_ms, values));
+    out
+}
+
+/// The report series of `target` at `now_ms`, valued by `values`.
+fn report(target: &[(String, String)], now_ms: i64, values: [f64; REPORT.len()]) -> Vec<Point> {
+    REPORT
+        .iter()
+        .zip(values)
+        .map(|(name, value)| {
+            let mut labels = target.to_vec();
+            labels.push(("__name__".into(), (*name).into()));
+            labels.sort();
+            Point {
+                labels,
+                t_ms: now_ms,
+                value,
+            }
+        })
+        .collect()
+}
+
+/// A target that went away: staleness markers at `now_ms` for every
+/// series of its last scrape and for its report series.
+pub fn end_of_run(t: &Target, stale: &mut Staleness, now_ms: i64) -> Vec<Point> {
+    stale.scrape += 1;
+    let mut out = stale.gone(now_ms);
+    out.extend(report(
+        &t.target_labels(),
+        now_ms,
+        [keel_core::stale::marker(); REPORT.len()],
+    ));
     out
 }
 
@@ -278,14 +402,24 @@ mod tests {
     #[test]
     fn colliding_labels_are_exported_unless_honoured() {
         let body = "reqs{job=\"inner\",instance=\"pod-1\",code=\"200\"} 5\n";
-        let p = points(&target(false), &mut outcome(body), 1000);
-        assert_eq!(p.len(), 4);
+        let p = points(
+            &target(false),
+            &mut outcome(body),
+            &mut Staleness::default(),
+            1000,
+        );
+        assert_eq!(p.len(), 6);
         assert_eq!(get(&p[0], "job"), Some("web"));
         assert_eq!(get(&p[0], "exported_job"), Some("inner"));
         assert_eq!(get(&p[0], "instance"), Some("10.0.0.1:9100"));
         assert_eq!(get(&p[0], "exported_instance"), Some("pod-1"));
         assert_eq!(get(&p[0], "tier"), Some("web"));
-        let p = points(&target(true), &mut outcome(body), 1000);
+        let p = points(
+            &target(true),
+            &mut outcome(body),
+            &mut Staleness::default(),
+            1000,
+        );
         assert_eq!(get(&p[0], "job"), Some("inner"));
         assert_eq!(get(&p[0], "instance"), Some("pod-1"));
         assert_eq!(get(&p[0], "exported_job"), None);
@@ -305,13 +439,72 @@ mod tests {
             invalid_lines: 0,
             first_invalid: Vec::new(),
         };
-        let p = points(&target(false), &mut o, 1000);
+        let p = points(&target(false), &mut o, &mut Staleness::default(), 1000);
         let names: Vec<&str> = p.iter().filter_map(|p| get(p, "__name__")).collect();
-        assert_eq!(
-            names,
-            vec!["up", "scrape_duration_seconds", "scrape_samples_scraped"]
-        );
+        assert_eq!(names, REPORT);
         assert_eq!(p[0].value, 0.0);
         assert_eq!(p[2].value, 0.0);
+    }
+
+    /// (name, value) of each point, stale markers shown as "stale".
+    fn seen(p: &[Point]) -> Vec<(String, String)> {
+        p.iter()
+            .map(|p| {
+                let v = if keel_core::stale::is_stale(p.value) {
+                    "stale".to_owned()
+                } else {
+                    p.value.to_string()
+                };
+                let name = get(p, "__name__").unwrap_or_default();
+                let code = get(p, "code")
+                    .map(|c| format!("{{{c}}}"))
+                    .unwrap_or_default();
+                (format!("{name}{code}"), v)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn series_that_leave_a_scrape_or_a_failed_scrape_are_marked_stale() {
+        let t = target(false);
+        let mut stale = Staleness::default();
+        let first = "reqs{code=\"200\"} 1\nreqs{code=\"500\"} 2\nstamped 3 1000\n";
+        let p = points(&t, &mut outcome(first), &mut stale, 1000);
+        // Two new tracked series (the stamped one is not tracked).
+        assert_eq!(seen(&p)[7], ("scrape_series_added".into(), "2".into()));
+        // code="500" left: one marker at this scrape's time, nothing new.
+        let p = points(&t, &mut outcome("reqs{code=\"200\"} 4\n"), &mut stale, 2000);
+        let s = seen(&p);
+        assert_eq!(s[1], ("reqs{500}".into(), "stale".into()));
+        assert_eq!(p[1].t_ms, 2000);
+        assert_eq!(s[6], ("scrape_series_added".into(), "0".into()));
+        // It stays gone: no second marker.
+        let p = points(&t, &mut outcome("reqs{code=\"200\"} 5\n"), &mut stale, 3000);
+        assert!(!seen(&p).iter().any(|(_, v)| v == "stale"));
+        // A failed scrape: every tracked series is stale, up is 0.
+        let mut failed = Outcome {
+            samples: Vec::new(),
+            error: Some("cannot connect".into()),
+            duration: Duration::from_millis(1),
+            invalid_lines: 0,
+            first_invalid: Vec::new(),
+        };
+        let p = points(&t, &mut failed, &mut stale, 4000);
+        let s = seen(&p);
+        assert_eq!(s[0], ("reqs{200}".into(), "stale".into()));
+        assert_eq!(s[1], ("up".into(), "0".into()));
+        assert_eq!(s.len(), 1 + REPORT.len());
+        // Back: the series is new again.
+        let p = points(&t, &mut outcome("reqs{code=\"200\"} 6\n"), &mut stale, 5000);
+        assert_eq!(
+            seen(&p).last(),
+            Some(&("scrape_series_added".into(), "1".into()))
+        );
+        // The target goes away: its series and report series are stale.
+        let p = end_of_run(&t, &mut stale, 6000);
+        let s = seen(&p);
+        assert_eq!(s.len(), 1 + REPORT.len());
+        assert!(s.iter().all(|(_, v)| v == "stale"), "{s:?}");
+        assert_eq!(get(&p[0], "job"), Some("web"));
     }
 }

@@ -183,9 +183,9 @@ pub fn run(config_path: Option<&Path>, args: UpArgs) -> anyhow::Result<()> {
 /// The agent `keel up` runs: it ships to this collector (unless the
 /// config names another); unless the config lists scrape jobs, it scrapes
 /// every sample-app process listed in the supervisor's targets file
-/// (`file_sd`; one job a tier: `shop-lb`, `shop-web`, …, so instances the
-/// controller adds are scraped too), keeping the processes' own
-/// `service`/`tier`/`instance` labels; and unless it lists log files, it
+/// (`file_sd`; one job a tier: `shop-lb`, `shop-web`, …, and `instance`
+/// the process's name, so instances the controller adds are scraped too)
+/// as Prometheus would; and unless it lists log files, it
 /// tails the sample app's JSON logs, with a log-to-metrics rule on their
 /// access lines.
 fn agent_for(
@@ -203,7 +203,6 @@ fn agent_for(
             refresh_interval: std::time::Duration::from_secs(2),
             interval: SCRAPE_INTERVAL,
             timeout: SCRAPE_INTERVAL,
-            honor_labels: true,
             ..Default::default()
         }];
     }

@@ -23,7 +23,7 @@ const RULES: &str = r#"groups:
       - alert: BrowserTestAlert
         expr: vector(1)
         severity: P1
-        labels: {service: shop-web}
+        labels: {job: shop-web}
         annotations: {summary: "always firing, for the browser test"}
 "#;
 
@@ -39,7 +39,7 @@ rows:
       - title: Fails
         type: timeseries
         queries:
-          - expr: up + ignoring(instance, job, service, tier) up
+          - expr: up + ignoring(instance, job, tier) up
       - title: Empty
         type: stat
         queries:

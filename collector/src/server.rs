@@ -74,6 +74,10 @@ pub struct CollectorConfig {
     pub rules: crate::rules::RulesConfig,
     /// Who hears of alerts, when, and how.
     pub notify: crate::notify::NotifyConfig,
+    /// How OTLP metrics' resource attributes become labels (Prometheus
+    /// 3's `otlp:` settings): `job`/`instance` always, `target_info` for the
+    /// rest, labels only for what is promoted here.
+    pub otlp: crate::ingest::otlp::Translation,
     /// The directory of dashboard files (hot-reloaded). The default,
     /// `dashboards`, when it does not exist: the shipped dashboards,
     /// written to `<data_dir>/dashboards` (files already there are kept).
@@ -105,6 +109,7 @@ impl Default for CollectorConfig {
             rules: crate::rules::RulesConfig::default(),
             notify: crate::notify::NotifyConfig::default(),
             dashboards: PathBuf::from("dashboards"),
+            otlp: crate::ingest::otlp::Translation::default(),
         }
     }
 }
@@ -132,6 +137,7 @@ impl keel_core::config::Validate for CollectorConfig {
         if self.retention < self.block_duration {
             problems.push("collector.retention: must be at least block_duration".into());
         }
+        self.otlp.validate("collector.otlp", problems);
         if self.max_concurrent_batches == 0 {
             problems.push("collector.max_concurrent_batches: must be at least 1".into());
         }
@@ -347,6 +353,7 @@ pub async fn start(config: &CollectorConfig, clock: SharedClock) -> Result<Runni
         spans: spans.clone(),
         span_metrics: Arc::new(SpanMetrics::default()),
         clock: clock.clone(),
+        translation: Arc::new(config.otlp.clone()),
     };
     let rules = crate::rules::RuleManager::new(
         config.rules.clone(),

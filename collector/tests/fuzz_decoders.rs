@@ -24,7 +24,12 @@ proptest! {
     #[test]
     fn arbitrary_bytes_never_panic_any_decoder(bytes in proptest::collection::vec(any::<u8>(), 0..2048)) {
         if let Ok(req) = ExportMetricsServiceRequest::decode(&bytes[..]) {
-            let _ = otlp::convert(&req, &|_| None);
+            let all = otlp::Translation {
+                promote_all_resource_attributes: true,
+                keep_identifying_resource_attributes: true,
+                ..otlp::Translation::default()
+            };
+            let _ = otlp::convert(&req, &all, &|_| None);
         }
         let _ = serde_json::from_slice::<ExportMetricsServiceRequest>(&bytes);
         let _ = remote_write::decode(&bytes, 1 << 20);
@@ -44,7 +49,7 @@ proptest! {
             bytes[at] = b;
         }
         if let Ok(req) = ExportMetricsServiceRequest::decode(&bytes[..]) {
-            let converted = otlp::convert(&req, &|_| None);
+            let converted = otlp::convert(&req, &otlp::Translation::default(), &|_| None);
             let store = Store::in_memory(StoreConfig::default());
             let _ = store.append(converted.batch);
         }
@@ -59,7 +64,7 @@ proptest! {
             .map(|(series, t, v)| gauge("m", "", vec![point(1_700_000_000_000 + t * 1000, *v, vec![kv("s", &series.to_string())])]))
             .collect();
         let req = request("svc", metrics);
-        let converted = otlp::convert(&req, &|_| None);
+        let converted = otlp::convert(&req, &otlp::Translation::default(), &|_| None);
         prop_assert_eq!(converted.rejected, 0);
         let store = Store::in_memory(StoreConfig { out_of_order_window_ms: i64::MAX / 4, ..StoreConfig::default() });
         let appended = store.append(converted.batch).expect("in-memory append");

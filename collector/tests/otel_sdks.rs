@@ -112,6 +112,16 @@ async fn python_trace_roundtrip(transport: &str) {
     assert_eq!(log["attributes"]["order_id"], 42);
 }
 
+/// A series' label names, `__name__` aside, sorted.
+fn label_names(metric: &serde_json::Value) -> Vec<String> {
+    let mut names: Vec<String> = metric
+        .as_object()
+        .map(|m| m.keys().filter(|k| *k != "__name__").cloned().collect())
+        .unwrap_or_default();
+    names.sort();
+    names
+}
+
 /// Run a Python SDK script from `tests/` against the collector over
 /// `transport` (`http` or `grpc`); returns what it printed.
 async fn run_python(script: &str, transport: &str, c: &keel_collector::server::Running) -> String {
@@ -164,6 +174,41 @@ async fn python_sdk_roundtrip(transport: &str) {
         [2.0, 5.0],
         "{orders:?}"
     );
+    // Exactly the labels Prometheus 3 gives: job and instance from the
+    // resource, the point's own attributes, and nothing else.
+    assert_eq!(
+        label_names(&orders[0].0),
+        ["instance", "job", "region"],
+        "{orders:?}"
+    );
+    // The rest of the resource (the SDK's telemetry.sdk.*) is on
+    // target_info, joined on job/instance.
+    let info = samples(&query(c.api, "target_info{job=\"py-shop\",instance=\"py-1\"}", t).await);
+    assert_eq!(info.len(), 1, "{info:?}");
+    assert_eq!(info[0].0["telemetry_sdk_language"], "python", "{info:?}");
+    assert_eq!(
+        label_names(&info[0].0),
+        [
+            "instance",
+            "job",
+            "telemetry_sdk_language",
+            "telemetry_sdk_name",
+            "telemetry_sdk_version"
+        ],
+        "{info:?}"
+    );
+    // And it joins as in Prometheus: orders by SDK language.
+    let joined = samples(
+        &query(
+            c.api,
+            "sum by (telemetry_sdk_language) (orders_placed_total * on (job, instance) group_left (telemetry_sdk_language) target_info)",
+            t,
+        )
+        .await,
+    );
+    assert_eq!(joined.len(), 1, "{joined:?}");
+    assert_eq!(joined[0].0["telemetry_sdk_language"], "python");
+    assert_eq!(joined[0].1, 7.0);
     assert_eq!(
         samples(&query(c.api, "queue_depth{queue=\"emails\"}", t).await)[0].1,
         7.0

@@ -68,11 +68,25 @@ async fn gauges_counters_deltas_and_histograms_come_back_through_promql() {
     let at = T0 + 60_000;
     let v = samples(&query(c.api, "system_memory_usage_bytes", at).await);
     assert_eq!(v.len(), 1);
+    // Exactly Prometheus 3's labels: job/instance from the resource, the
+    // point's own; host.name is on target_info only.
+    let mut names: Vec<&String> = v[0].0.as_object().expect("labels").keys().collect();
+    names.sort();
+    assert_eq!(names, ["__name__", "instance", "job", "state"], "{v:?}");
     assert_eq!(v[0].0["job"], "shop");
-    assert_eq!(v[0].0["service"], "shop");
     assert_eq!(v[0].0["instance"], "i-1");
     assert_eq!(v[0].0["state"], "used");
     assert_eq!(v[0].1, 1024.0);
+    let info = samples(&query(c.api, "target_info", at).await);
+    assert_eq!(info.len(), 1, "{info:?}");
+    assert_eq!(
+        (
+            &info[0].0["job"],
+            &info[0].0["instance"],
+            &info[0].0["host_name"]
+        ),
+        (&"shop".into(), &"i-1".into(), &"box".into())
+    );
     let v = samples(&query(c.api, "increase(http_server_requests_total[2m])", at + 1).await);
     assert_eq!(v[0].0["http_route"], "/a");
     assert!(v[0].1 > 60.0, "{v:?}");

@@ -164,7 +164,7 @@ async fn a_trace_comes_back_as_a_tree_with_its_logs_search_finds_it_and_red_metr
         .get(format!("http://{}/api/v1/query", c.api))
         .query(&[(
             "query",
-            "sum by (status_code) (traces_span_metrics_calls_total{service=\"shop\"})",
+            "sum by (status_code) (traces_span_metrics_calls_total{job=\"shop\"})",
         )])
         .send()
         .await

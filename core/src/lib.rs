@@ -8,10 +8,12 @@
 //!   every problem at once.
 //! - [`duration`]: human-readable durations (`250ms`, `1m30s`) in config files.
 //! - [`names`]: Prometheus' label and metric name rules.
+//! - [`stale`]: Prometheus' staleness marker.
 //! - [`timestamp`]: log-line timestamps (RFC 3339 or epoch numbers).
 
 pub mod clock;
 pub mod config;
 pub mod duration;
 pub mod names;
+pub mod stale;
 pub mod timestamp;

@@ -402,7 +402,7 @@ async function alertsPanel(el) {
   const by = { P0: 0, P1: 0, P2: 0 };
   for (const a of firing) by[a.severity] = (by[a.severity] || 0) + 1;
   el.append(h("div", { class: "stat" }, Object.entries(by).filter(([, n]) => n).map(([s, n]) => h("span", { class: `sev ${s}`, style: { margin: "0 4px", "font-size": "22px" } }, `${s} ${n}`))),
-    h("div", {}, firing.slice(0, 4).map((a) => h("div", { class: "muted" }, `${a.labels.alertname} ${a.labels.service || ""}`))));
+    h("div", {}, firing.slice(0, 4).map((a) => h("div", { class: "muted" }, `${a.labels.alertname} ${a.labels.job || a.labels.service || ""}`))));
 }
 
 async function drawPanel(el, panel, url, events, gen, init) {

@@ -542,8 +542,8 @@ impl Supervisor {
 
     /// Rewrite the targets file (atomically: a scraper never reads half
     /// of it): one group a process, `job` its service (`shop-<tier>`),
-    /// so a restart on a new port or a scaled-in instance is scraped and
-    /// a removed one is not.
+    /// `instance` its name (`web-2`), so a restart on a new port or a
+    /// scaled-in instance is scraped and a removed one is not.
     fn write_targets(&self) {
         // Written under the lock, so two writers never interleave.
         let procs = lock(&self.s.procs);
@@ -552,7 +552,11 @@ impl Supervisor {
             .map(|p| {
                 serde_json::json!({
                     "targets": [p.info.addr.to_string()],
-                    "labels": {"job": format!("shop-{}", p.info.tier), "tier": p.info.tier},
+                    "labels": {
+                        "job": format!("shop-{}", p.info.tier),
+                        "tier": p.info.tier,
+                        "instance": p.info.name,
+                    },
                 })
             })
             .collect();

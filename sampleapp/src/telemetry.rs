@@ -93,14 +93,13 @@ impl std::fmt::Debug for Metrics {
 }
 
 impl Metrics {
-    /// A registry whose every series carries `service`, `tier`, `instance`.
-    /// `register` adds the tier's own metrics.
+    /// A registry whose every series carries `tier`; `job` and `instance`
+    /// are the scraper's to add (the supervisor's targets file names
+    /// them), as for any Prometheus target. `register` adds the tier's
+    /// own metrics.
     pub fn new(id: &Identity, register: impl FnOnce(&mut Registry)) -> Arc<Self> {
-        let labels: Vec<(Cow<'static, str>, Cow<'static, str>)> = vec![
-            ("service".into(), id.service.clone().into()),
-            ("tier".into(), id.tier.clone().into()),
-            ("instance".into(), id.instance.clone().into()),
-        ];
+        let labels: Vec<(Cow<'static, str>, Cow<'static, str>)> =
+            vec![("tier".into(), id.tier.clone().into())];
         let mut registry = Registry::with_labels(labels.into_iter());
         let http: HistogramFamily = Family::new_with_constructor(new_duration_histogram);
         registry.register_with_unit(

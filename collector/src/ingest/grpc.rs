@@ -40,7 +40,7 @@ struct Receiver {
     permits: Arc<Semaphore>,
     stats: Arc<IngestStats>,
     workers: Workers,
-    clock: keel_core::clock::SharedClock,
+    tel: Telemetry,
 }
 
 /// Run an export on the ingest workers within the concurrency limit:
@@ -79,10 +79,21 @@ impl MetricsService for Receiver {
         request: tonic::Request<ExportMetricsServiceRequest>,
     ) -> Result<tonic::Response<ExportMetricsServiceResponse>, tonic::Status> {
         let id = grpc_batch_id(&request)?;
-        let now = self.clock.now_ms();
-        let (store, stats, req) = (self.store.clone(), self.stats.clone(), request.into_inner());
+        let now = self.tel.clock.now_ms();
+        let (store, stats, tel, req) = (
+            self.store.clone(),
+            self.stats.clone(),
+            self.tel.clone(),
+            request.into_inner(),
+        );
         export(&self.permits, &self.workers, move || {
-            ingest_request(&store, &stats, &req, id.map(|id| (id, now)))
+            ingest_request(
+                &store,
+                &stats,
+                &req,
+                &tel.translation,
+                id.map(|id| (id, now)),
+            )
         })
         .await
     }
@@ -147,7 +158,6 @@ pub fn routes(
     tel: Telemetry,
 ) -> Router {
     let permits = Arc::new(Semaphore::new(limits.max_concurrent_batches));
-    let clock = tel.clock.clone();
     let traces = TraceServiceServer::new(TraceReceiver {
         store: store.clone(),
         tel: tel.clone(),
@@ -159,7 +169,7 @@ pub fn routes(
     .send_compressed(CompressionEncoding::Gzip)
     .max_decoding_message_size(limits.max_decoded_bytes);
     let logs = LogsServiceServer::new(LogsReceiver {
-        tel,
+        tel: tel.clone(),
         stats: stats.clone(),
         permits: permits.clone(),
         workers: workers.clone(),
@@ -172,7 +182,7 @@ pub fn routes(
         store,
         permits,
         stats,
-        clock,
+        tel,
     };
     let metrics = MetricsServiceServer::new(receiver)
         .accept_compressed(CompressionEncoding::Gzip)

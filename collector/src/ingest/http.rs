@@ -107,6 +107,8 @@ pub struct Telemetry {
     pub span_metrics: Arc<SpanMetrics>,
     /// The injected clock.
     pub clock: SharedClock,
+    /// How OTLP resource attributes become labels.
+    pub translation: Arc<otlp::Translation>,
 }
 
 #[derive(Clone, Copy, PartialEq)]
@@ -257,9 +259,10 @@ pub fn ingest_request(
     store: &Store,
     stats: &IngestStats,
     req: &ExportMetricsServiceRequest,
+    translation: &otlp::Translation,
     batch: Option<(u128, i64)>,
 ) -> Result<ExportMetricsServiceResponse, String> {
-    let converted = otlp::convert(req, &|l| store.last(l).map(|(_, v)| v));
+    let converted = otlp::convert(req, translation, &|l| store.last(l).map(|(_, v)| v));
     let Some(appended) = store
         .append_batch(
             converted.batch,
@@ -455,7 +458,7 @@ async fn metrics(State(st): State<Ingest>, headers: HeaderMap, body: Bytes) -> R
             "ExportMetricsServiceRequest",
         )?;
         let batch = id.map(|id| (id, st.tel.clock.now_ms()));
-        ingest_request(&st.store, &st.stats, &req, batch)
+        ingest_request(&st.store, &st.stats, &req, &st.tel.translation, batch)
             .map_err(|m| (StatusCode::SERVICE_UNAVAILABLE, m))
     })
     .await

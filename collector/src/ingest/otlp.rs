@@ -7,9 +7,15 @@
 //! - gauges and sums → one series; histograms → `_bucket{le}`, `_sum`,
 //!   `_count`; exponential histograms → the same classic buckets (bucket
 //!   upper bounds `base^(i+1)`); summaries → `{quantile}`, `_sum`, `_count`;
-//! - resource `service.name` → `job` and `service` (`namespace/name` for
-//!   `job` when `service.namespace` is set), `service.instance.id` →
-//!   `instance`; other resource attributes go to `target_info`;
+//! - resource `service.name` → `job` (`namespace/name` when
+//!   `service.namespace` is set), `service.instance.id` → `instance`, both
+//!   over a data point's own `job`/`instance`; the other resource
+//!   attributes go to one `target_info` series a resource (joined on
+//!   `job`/`instance`), and become labels only when promoted
+//!   ([`Translation`], Prometheus 3's `otlp:` settings) — a series carries
+//!   exactly the labels Prometheus 3 would give it;
+//! - attribute keys that sanitise to one label name have their values
+//!   joined with `;` in the order of the original keys;
 //! - delta temporality is accumulated into cumulative series (what a
 //!   Prometheus query expects), starting from the stored series' last value;
 //! - a point flagged "no recorded value" becomes a staleness marker.
@@ -22,6 +28,8 @@ use opentelemetry_proto::tonic::metrics::v1::{
     AggregationTemporality, ExponentialHistogramDataPoint, HistogramDataPoint, Metric,
     NumberDataPoint, metric::Data, number_data_point,
 };
+
+use serde::{Deserialize, Serialize};
 
 use crate::labels::{Labels, NAME};
 use crate::store::STALE_NAN;
@@ -73,6 +81,8 @@ pub fn label_name(key: &str) -> String {
         .collect();
     if s.starts_with(|c: char| c.is_ascii_digit()) {
         s = format!("key_{s}");
+    } else if s.starts_with('_') && !s.starts_with("__") {
+        s = format!("key{s}");
     }
     s
 }
@@ -180,10 +190,109 @@ pub fn metric_name(name: &str, unit: &str, is_counter: bool, is_gauge: bool) -> 
     s
 }
 
-fn attrs_to_pairs(attrs: &[KeyValue], out: &mut Vec<(String, String)>) {
-    for kv in attrs {
-        out.push((label_name(&kv.key), any_to_string(&kv.value)));
+/// Which resource attributes become labels: Prometheus 3's `otlp:`
+/// settings of the same names (the `collector.otlp` section).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Translation {
+    /// Resource attributes promoted to labels on every series of the
+    /// resource (a data point's own attribute of the same name wins).
+    pub promote_resource_attributes: Vec<String>,
+    /// Promote every resource attribute but those in
+    /// `ignore_resource_attributes`.
+    pub promote_all_resource_attributes: bool,
+    /// With `promote_all_resource_attributes`: the ones not promoted.
+    pub ignore_resource_attributes: Vec<String>,
+    /// Keep `service.name`, `service.namespace` and `service.instance.id`
+    /// on `target_info` too (they are its `job`/`instance` anyway).
+    pub keep_identifying_resource_attributes: bool,
+}
+
+impl Translation {
+    /// Every problem, named by its field under `at` (`collector.otlp`).
+    pub fn validate(&self, at: &str, problems: &mut Vec<String>) {
+        if self.promote_all_resource_attributes && !self.promote_resource_attributes.is_empty() {
+            problems.push(format!(
+                "{at}.promote_resource_attributes: cannot be set with promote_all_resource_attributes (list what to leave out in ignore_resource_attributes)"
+            ));
+        }
+        if !self.promote_all_resource_attributes && !self.ignore_resource_attributes.is_empty() {
+            problems.push(format!(
+                "{at}.ignore_resource_attributes: only applies with promote_all_resource_attributes: true"
+            ));
+        }
+        for (field, list) in [
+            (
+                "promote_resource_attributes",
+                &self.promote_resource_attributes,
+            ),
+            (
+                "ignore_resource_attributes",
+                &self.ignore_resource_attributes,
+            ),
+        ] {
+            for (i, a) in list.iter().enumerate() {
+                if a.trim().is_empty() {
+                    problems.push(format!("{at}.{field}[{i}]: empty attribute name"));
+                } else if list[..i].contains(a) {
+                    problems.push(format!("{at}.{field}[{i}]: {a:?} is listed twice"));
+                }
+            }
+        }
     }
+
+    fn promotes(&self, key: &str) -> bool {
+        if self.promote_all_resource_attributes {
+            !self.ignore_resource_attributes.iter().any(|a| a == key)
+        } else {
+            self.promote_resource_attributes.iter().any(|a| a == key)
+        }
+    }
+}
+
+/// The resource attributes that name a target: `job` and `instance`.
+const IDENTIFYING: [&str; 3] = ["service.name", "service.namespace", "service.instance.id"];
+
+/// What a resource gives each of its series.
+struct Base {
+    /// Promoted resource attributes (a point's own attributes win).
+    promoted: Vec<(String, String)>,
+    /// `job` and `instance` (they win over a point's own).
+    ids: [(String, String); 2],
+}
+
+/// A data point's attributes as label pairs. Keys that sanitise to one
+/// name (`a.b`, `a_b`) are one label whose values are joined with `;` in
+/// the order of the original keys, as Prometheus does.
+fn attrs_to_pairs(attrs: &[KeyValue], out: &mut Vec<(String, String)>) {
+    let start = out.len();
+    let mut renamed = false;
+    for kv in attrs {
+        let name = label_name(&kv.key);
+        renamed |= name != kv.key;
+        out.push((name, any_to_string(&kv.value)));
+    }
+    // Keys already valid label names cannot collide (OTLP keys are unique).
+    if !renamed {
+        return;
+    }
+    let mut mine: Vec<(&str, String, String)> = attrs
+        .iter()
+        .zip(out.drain(start..))
+        .map(|(kv, (name, value))| (kv.key.as_str(), name, value))
+        .collect();
+    mine.sort_by(|a, b| a.0.cmp(b.0));
+    let mut merged: Vec<(String, String)> = Vec::with_capacity(mine.len());
+    for (_, name, value) in mine {
+        match merged.iter_mut().find(|(n, _)| *n == name) {
+            Some((_, v)) => {
+                v.push(';');
+                v.push_str(&value);
+            }
+            None => merged.push((name, value)),
+        }
+    }
+    out.extend(merged);
 }
 
 const NO_RECORDED_VALUE: u32 = 1;
@@ -219,10 +328,16 @@ fn time_ms(nanos: u64) -> Option<i64> {
     (nanos > 0).then_some((nanos / 1_000_000) as i64)
 }
 
-/// Convert an export request; `last` gives a stored series' newest value
-/// (for delta accumulation).
+/// Half Prometheus' lookback: how far apart `target_info` samples are
+/// written between a resource's earliest and newest point, so the info
+/// series is found at every moment its metrics are.
+const TARGET_INFO_EVERY_MS: i64 = 150_000;
+
+/// Convert an export request under `translation`; `last` gives a stored
+/// series' newest value (for delta accumulation).
 pub fn convert(
     req: &ExportMetricsServiceRequest,
+    translation: &Translation,
     last: &dyn Fn(&Labels) -> Option<f64>,
 ) -> Converted {
     let mut out = Converted::default();
@@ -250,47 +365,76 @@ pub fn convert(
             get("service.namespace"),
             get("service.instance.id"),
         );
-        let job = if ns.is_empty() {
-            svc.clone()
+        let job = if ns.is_empty() || svc.is_empty() {
+            svc
         } else {
             format!("{ns}/{svc}")
         };
-        let base = vec![
-            ("job".to_owned(), job.clone()),
-            ("service".to_owned(), svc.clone()),
-            ("instance".to_owned(), inst.clone()),
-        ];
-        let mut newest = 0i64;
-        for sm in &rm.scope_metrics {
-            for m in &sm.metrics {
-                newest = newest.max(convert_metric(m, &base, &mut sink));
+        let mut promoted: Vec<(String, String)> = Vec::new();
+        for kv in attrs.iter().filter(|kv| translation.promotes(&kv.key)) {
+            let name = label_name(&kv.key);
+            if !promoted.iter().any(|(n, _)| *n == name) {
+                promoted.push((name, any_to_string(&kv.value)));
             }
         }
-        // target_info: the other resource attributes, once per resource.
-        let other: Vec<&KeyValue> = attrs
-            .iter()
-            .filter(|kv| {
-                !matches!(
-                    kv.key.as_str(),
-                    "service.name" | "service.namespace" | "service.instance.id"
-                )
-            })
-            .collect();
-        if !other.is_empty() && newest > 0 {
-            let mut pairs = vec![
-                (NAME.to_owned(), "target_info".to_owned()),
-                ("job".into(), job),
-                ("instance".into(), inst),
-            ];
-            for kv in other {
-                pairs.push((label_name(&kv.key), any_to_string(&kv.value)));
+        let base = Base {
+            promoted,
+            ids: [("job".to_owned(), job), ("instance".to_owned(), inst)],
+        };
+        let mut span: Option<(i64, i64)> = None;
+        for sm in &rm.scope_metrics {
+            for m in &sm.metrics {
+                if let Some((a, b)) = convert_metric(m, &base, &mut sink) {
+                    span = Some(span.map_or((a, b), |(x, y)| (x.min(a), y.max(b))));
+                }
             }
-            sink.push(Labels::new(pairs), newest, 1.0, false);
+        }
+        if let Some((earliest, newest)) = span {
+            target_info(attrs, translation, &base, earliest, newest, &mut sink);
         }
     }
     let series = std::mem::take(&mut sink.series);
     out.batch = series.into_iter().collect();
     out
+}
+
+/// `target_info` of one resource, as Prometheus 3 writes it: its
+/// non-identifying attributes as labels beside `job`/`instance`; none
+/// when it has no other attributes or neither `job` nor `instance`.
+fn target_info(
+    attrs: &[KeyValue],
+    translation: &Translation,
+    base: &Base,
+    earliest: i64,
+    newest: i64,
+    sink: &mut Sink<'_>,
+) {
+    let other = attrs
+        .iter()
+        .filter(|kv| !IDENTIFYING.contains(&kv.key.as_str()))
+        .count();
+    if other == 0 || base.ids.iter().all(|(_, v)| v.is_empty()) {
+        return;
+    }
+    let shown: Vec<KeyValue> = attrs
+        .iter()
+        .filter(|kv| {
+            translation.keep_identifying_resource_attributes
+                || !IDENTIFYING.contains(&kv.key.as_str())
+        })
+        .cloned()
+        .collect();
+    let mut pairs = Vec::with_capacity(shown.len() + 3);
+    attrs_to_pairs(&shown, &mut pairs);
+    pairs.extend(base.ids.iter().cloned());
+    pairs.push((NAME.to_owned(), "target_info".to_owned()));
+    let labels = Labels::new(pairs);
+    let mut t = earliest;
+    while t < newest {
+        sink.push(labels.clone(), t, 1.0, false);
+        t += TARGET_INFO_EVERY_MS;
+    }
+    sink.push(labels, newest, 1.0, false);
 }
 
 fn number(p: &NumberDataPoint) -> f64 {
@@ -304,14 +448,14 @@ fn number(p: &NumberDataPoint) -> f64 {
     }
 }
 
-fn labels_for(
-    base: &[(String, String)],
-    name: &str,
-    attrs: &[KeyValue],
-    extra: &[(&str, String)],
-) -> Labels {
-    let mut pairs = base.to_vec();
+/// A series' labels: promoted resource attributes, overridden by the
+/// point's own, overridden by `job`/`instance`, then the name and
+/// `extra` (`le`, `quantile`). Later pairs win in [`Labels::new`].
+fn labels_for(base: &Base, name: &str, attrs: &[KeyValue], extra: &[(&str, String)]) -> Labels {
+    let mut pairs = Vec::with_capacity(base.promoted.len() + attrs.len() + 3 + extra.len());
+    pairs.extend(base.promoted.iter().cloned());
     attrs_to_pairs(attrs, &mut pairs);
+    pairs.extend(base.ids.iter().cloned());
     pairs.push((NAME.to_owned(), name.to_owned()));
     for (k, v) in extra {
         pairs.push(((*k).to_owned(), v.clone()));
@@ -327,22 +471,22 @@ fn le(bound: f64) -> String {
     }
 }
 
-/// Convert one metric; returns the newest timestamp seen.
-fn convert_metric(m: &Metric, base: &[(String, String)], sink: &mut Sink<'_>) -> i64 {
-    let mut newest = 0;
+/// Convert one metric; returns the earliest and newest times seen.
+fn convert_metric(m: &Metric, base: &Base, sink: &mut Sink<'_>) -> Option<(i64, i64)> {
+    let mut span = None;
     let Some(data) = &m.data else {
         sink.out.reject(format!("metric {:?} has no data", m.name));
-        return 0;
+        return None;
     };
     match data {
         Data::Gauge(g) => {
             let name = metric_name(&m.name, &m.unit, false, true);
-            newest = number_points(&m.name, &name, base, &g.data_points, false, sink);
+            span = number_points(&m.name, &name, base, &g.data_points, false, sink);
         }
         Data::Sum(s) => {
             let delta = s.aggregation_temporality == AggregationTemporality::Delta as i32;
             let name = metric_name(&m.name, &m.unit, s.is_monotonic, !s.is_monotonic);
-            newest = number_points(&m.name, &name, base, &s.data_points, delta, sink);
+            span = number_points(&m.name, &name, base, &s.data_points, delta, sink);
         }
         Data::Histogram(h) => {
             let delta = h.aggregation_temporality == AggregationTemporality::Delta as i32;
@@ -350,7 +494,7 @@ fn convert_metric(m: &Metric, base: &[(String, String)], sink: &mut Sink<'_>) ->
             for p in &h.data_points {
                 match time_ms(p.time_unix_nano) {
                     Some(t) => {
-                        newest = newest.max(t);
+                        widen(&mut span, t);
                         histogram(base, &name, p, t, delta, sink);
                     }
                     None => sink
@@ -365,7 +509,7 @@ fn convert_metric(m: &Metric, base: &[(String, String)], sink: &mut Sink<'_>) ->
             for p in &h.data_points {
                 match (time_ms(p.time_unix_nano), exponential_to_classic(p)) {
                     (Some(t), Ok(classic)) => {
-                        newest = newest.max(t);
+                        widen(&mut span, t);
                         histogram(base, &name, &classic, t, delta, sink);
                     }
                     (None, _) => sink
@@ -383,7 +527,7 @@ fn convert_metric(m: &Metric, base: &[(String, String)], sink: &mut Sink<'_>) ->
                         .reject(format!("{}: data point without a timestamp", m.name));
                     continue;
                 };
-                newest = newest.max(t);
+                widen(&mut span, t);
                 let stale = p.flags & NO_RECORDED_VALUE != 0;
                 let val = |v: f64| if stale { f64::from_bits(STALE_NAN) } else { v };
                 for q in &p.quantile_values {
@@ -410,26 +554,27 @@ fn convert_metric(m: &Metric, base: &[(String, String)], sink: &mut Sink<'_>) ->
             }
         }
     }
-    newest
+    span
 }
 
-/// Store gauge or sum points as one series each; returns the newest time.
+/// Store gauge or sum points as one series each; returns the earliest and
+/// newest times.
 fn number_points(
     otlp_name: &str,
     name: &str,
-    base: &[(String, String)],
+    base: &Base,
     points: &[NumberDataPoint],
     delta: bool,
     sink: &mut Sink<'_>,
-) -> i64 {
-    let mut newest = 0;
+) -> Option<(i64, i64)> {
+    let mut span = None;
     for p in points {
         let Some(t) = time_ms(p.time_unix_nano) else {
             sink.out
                 .reject(format!("{otlp_name}: data point without a timestamp"));
             continue;
         };
-        newest = newest.max(t);
+        widen(&mut span, t);
         sink.push(
             labels_for(base, name, &p.attributes, &[]),
             t,
@@ -437,11 +582,16 @@ fn number_points(
             delta,
         );
     }
-    newest
+    span
+}
+
+/// Stretch `span` to cover `t`.
+fn widen(span: &mut Option<(i64, i64)>, t: i64) {
+    *span = Some(span.map_or((t, t), |(a, b)| (a.min(t), b.max(t))));
 }
 
 fn histogram(
-    base: &[(String, String)],
+    base: &Base,
     name: &str,
     p: &HistogramDataPoint,
     t: i64,
@@ -602,7 +752,7 @@ mod tests {
                 ..Default::default()
             }],
         };
-        let out = convert(&req, &|_| None);
+        let out = convert(&req, &Translation::default(), &|_| None);
         let inf = out
             .batch
             .iter()
@@ -639,5 +789,172 @@ mod tests {
         );
         assert_eq!(label_name("http.route"), "http_route");
         assert_eq!(label_name("1st"), "key_1st");
+    }
+
+    fn text(k: &str, v: &str) -> KeyValue {
+        KeyValue {
+            key: k.into(),
+            value: Some(AnyValue {
+                value: Some(any_value::Value::StringValue(v.into())),
+            }),
+            ..Default::default()
+        }
+    }
+
+    /// One gauge point `g` with `point` attributes under a resource of
+    /// `resource` attributes.
+    fn request(resource: &[(&str, &str)], point: &[(&str, &str)]) -> ExportMetricsServiceRequest {
+        use opentelemetry_proto::tonic::metrics::v1::{Gauge, ResourceMetrics, ScopeMetrics};
+        use opentelemetry_proto::tonic::resource::v1::Resource;
+        let p = NumberDataPoint {
+            attributes: point.iter().map(|(k, v)| text(k, v)).collect(),
+            time_unix_nano: 1_000_000_000,
+            value: Some(number_data_point::Value::AsDouble(1.0)),
+            ..Default::default()
+        };
+        ExportMetricsServiceRequest {
+            resource_metrics: vec![ResourceMetrics {
+                resource: Some(Resource {
+                    attributes: resource.iter().map(|(k, v)| text(k, v)).collect(),
+                    ..Default::default()
+                }),
+                scope_metrics: vec![ScopeMetrics {
+                    metrics: vec![Metric {
+                        name: "g".into(),
+                        data: Some(Data::Gauge(Gauge {
+                            data_points: vec![p],
+                        })),
+                        ..Default::default()
+                    }],
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+        }
+    }
+
+    /// Every series as `name{k="v",…}` text, sorted.
+    fn series(out: &Converted) -> Vec<String> {
+        let mut v: Vec<String> = out.batch.iter().map(|(l, _)| l.to_string()).collect();
+        v.sort();
+        v
+    }
+
+    #[test]
+    fn resources_map_to_job_instance_and_target_info_as_prometheus_3_does() {
+        let req = request(
+            &[
+                ("service.name", "cart"),
+                ("service.namespace", "shop"),
+                ("service.instance.id", "c-1"),
+                ("host.name", "box"),
+                ("telemetry.sdk.language", "python"),
+            ],
+            &[("http.route", "/a")],
+        );
+        let out = convert(&req, &Translation::default(), &|_| None);
+        assert_eq!(
+            series(&out),
+            vec![
+                r#"g{http_route="/a", instance="c-1", job="shop/cart"}"#,
+                r#"target_info{host_name="box", instance="c-1", job="shop/cart", telemetry_sdk_language="python"}"#,
+            ]
+        );
+        // Only identifying attributes: no target_info.
+        let req = request(&[("service.name", "cart")], &[]);
+        assert_eq!(
+            series(&convert(&req, &Translation::default(), &|_| None)),
+            vec![r#"g{job="cart"}"#]
+        );
+        // Neither job nor instance: no target_info to join on.
+        let req = request(&[("host.name", "box")], &[]);
+        assert_eq!(
+            series(&convert(&req, &Translation::default(), &|_| None)),
+            vec!["g{}"]
+        );
+    }
+
+    #[test]
+    fn promoted_resource_attributes_yield_to_a_points_own_and_job_instance_win() {
+        let req = request(
+            &[
+                ("service.name", "cart"),
+                ("service.instance.id", "c-1"),
+                ("deployment.environment", "prod"),
+                ("k8s.pod.name", "pod-7"),
+                ("cloud.region", "eu"),
+            ],
+            &[
+                ("cloud.region", "us"),
+                ("job", "mine"),
+                ("instance", "mine"),
+            ],
+        );
+        let t = Translation {
+            promote_resource_attributes: vec![
+                "deployment.environment".into(),
+                "cloud.region".into(),
+            ],
+            ..Translation::default()
+        };
+        let out = convert(&req, &t, &|_| None);
+        let g = series(&out).remove(0);
+        assert_eq!(
+            g,
+            r#"g{cloud_region="us", deployment_environment="prod", instance="c-1", job="cart"}"#
+        );
+        let all = Translation {
+            promote_all_resource_attributes: true,
+            ignore_resource_attributes: vec!["k8s.pod.name".into(), "cloud.region".into()],
+            ..Translation::default()
+        };
+        let g = series(&convert(&req, &all, &|_| None)).remove(0);
+        assert_eq!(
+            g,
+            r#"g{cloud_region="us", deployment_environment="prod", instance="c-1", job="cart", service_instance_id="c-1", service_name="cart"}"#
+        );
+        // keep_identifying_resource_attributes puts them on target_info.
+        let keep = Translation {
+            keep_identifying_resource_attributes: true,
+            ..Translation::default()
+        };
+        let info = series(&convert(&req, &keep, &|_| None)).remove(1);
+        assert!(info.contains(r#"service_name="cart""#), "{info}");
+    }
+
+    #[test]
+    fn attribute_keys_that_sanitise_alike_join_their_values() {
+        let req = request(
+            &[("service.name", "s")],
+            &[("a_b", "2"), ("a.b", "1"), ("_x", "3")],
+        );
+        let g = series(&convert(&req, &Translation::default(), &|_| None)).remove(0);
+        assert_eq!(g, r#"g{a_b="1;2", job="s", key_x="3"}"#);
+    }
+
+    #[test]
+    fn translation_settings_report_every_problem() {
+        let t = Translation {
+            promote_resource_attributes: vec!["a".into(), "a".into(), " ".into()],
+            promote_all_resource_attributes: true,
+            ignore_resource_attributes: vec![],
+            keep_identifying_resource_attributes: false,
+        };
+        let mut problems = Vec::new();
+        t.validate("collector.otlp", &mut problems);
+        assert_eq!(problems.len(), 3, "{problems:?}");
+        assert!(problems[0].starts_with("collector.otlp.promote_resource_attributes:"));
+        let t = Translation {
+            ignore_resource_attributes: vec!["x".into()],
+            ..Translation::default()
+        };
+        let mut problems = Vec::new();
+        t.validate("collector.otlp", &mut problems);
+        assert_eq!(
+            problems,
+            vec![
+                "collector.otlp.ignore_resource_attributes: only applies with promote_all_resource_attributes: true"
+            ]
+        );
     }
 }

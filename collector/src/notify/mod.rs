@@ -71,7 +71,7 @@ impl Default for NotifyConfig {
     fn default() -> Self {
         Self {
             email: EmailConfig::default(),
-            group_by: vec!["alertname".into(), "service".into()],
+            group_by: vec!["alertname".into(), "job".into()],
             p0_group_wait: Duration::ZERO,
             p0_group_interval: Duration::from_secs(10),
             p0_repeat_interval: Duration::from_secs(30 * 60),

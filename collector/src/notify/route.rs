@@ -560,7 +560,7 @@ mod tests {
                     repeat_interval: Duration::from_secs(4 * 3600),
                 },
                 hours,
-                group_by: vec!["alertname".into(), "service".into()],
+                group_by: vec!["alertname".into(), "job".into()],
             },
             super::super::silence::compile(&super::super::silence::InhibitRule::defaults())
                 .expect("valid"),
@@ -685,11 +685,11 @@ mod tests {
         let mut r = router("UTC");
         let t = ms("2026-12-07T10:00:00Z");
         let mut p0 = alert(Severity::P0, State::Firing, "2026-12-07T10:00:00Z");
-        p0.labels.insert("service".into(), "shop-web".into());
+        p0.labels.insert("job".into(), "shop-web".into());
         let mut p1 = alert(Severity::P1, State::Firing, "2026-12-07T10:00:00Z");
         p1.labels.insert("alertname".into(), "Slow".into());
-        p1.labels.insert("service".into(), "shop-web".into());
-        // The firing P0 inhibits its service's P1.
+        p1.labels.insert("job".into(), "shop-web".into());
+        // The firing P0 inhibits its job's P1.
         let pages = r.decide(t, &[p0.clone(), p1.clone()]);
         assert_eq!(
             pages
@@ -828,15 +828,15 @@ mod tests {
         assert!(r.decide(t + 10_000, &[a.clone(), b.clone()]).is_empty());
         let p = r.decide(t + 30_000, &[a.clone(), b.clone()]);
         assert_eq!(summary(&p), vec![(Kind::Firing, "fired", vec!["a", "b"])]);
-        // Another service is another group, with its own wait.
+        // Another job is another group, with its own wait.
         let mut other = instance(&base, "x");
-        other.labels.insert("service".into(), "db".into());
+        other.labels.insert("job".into(), "db".into());
         other.fired_at_ms = Some(t + 40_000);
         let all = [a.clone(), b.clone(), other.clone()];
         assert!(r.decide(t + 40_000, &all).is_empty());
         let p = r.decide(t + 70_000, &all);
         assert_eq!(summary(&p), vec![(Kind::Firing, "fired", vec!["x"])]);
-        assert_eq!(p[0].group.get("service").map(String::as_str), Some("db"));
+        assert_eq!(p[0].group.get("job").map(String::as_str), Some("db"));
         // `...`: every alert alone.
         let mut r = router("UTC");
         r.policy.group_by = vec!["...".into()];

@@ -171,14 +171,14 @@ pub struct InhibitRule {
 }
 
 impl InhibitRule {
-    /// The default: a firing P0 mutes its service's P1 and P2.
+    /// The default: a firing P0 mutes its job's P1 and P2.
     pub fn defaults() -> Vec<InhibitRule> {
-        // The source must name its service: a P0 without one (both
-        // absent counts as equal) would mute every P1 and P2 without one.
+        // The source must name its job: a P0 without one (both absent
+        // counts as equal) would mute every P1 and P2 without one.
         vec![InhibitRule {
-            source: vec![r#"severity="P0""#.into(), r#"service=~".+""#.into()],
+            source: vec![r#"severity="P0""#.into(), r#"job=~".+""#.into()],
             target: vec![r#"severity=~"P1|P2""#.into()],
-            equal: vec!["service".into()],
+            equal: vec!["job".into()],
         }]
     }
 }
@@ -271,22 +271,22 @@ mod tests {
     }
 
     #[test]
-    fn a_firing_p0_mutes_its_services_p1_but_not_another_services() {
+    fn a_firing_p0_mutes_its_jobs_p1_but_not_another_jobs() {
         let rules = compile(&InhibitRule::defaults()).expect("valid");
         let p0 = labels(&[
             ("alertname", "Down"),
             ("severity", "P0"),
-            ("service", "shop-web"),
+            ("job", "shop-web"),
         ]);
         let p1_same = labels(&[
             ("alertname", "Slow"),
             ("severity", "P1"),
-            ("service", "shop-web"),
+            ("job", "shop-web"),
         ]);
         let p1_other = labels(&[
             ("alertname", "Slow"),
             ("severity", "P1"),
-            ("service", "shop-db"),
+            ("job", "shop-db"),
         ]);
         assert!(rules[0].mutes(&p1_same, [&p0].into_iter()));
         assert!(!rules[0].mutes(&p1_other, [&p0].into_iter()));

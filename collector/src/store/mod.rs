@@ -28,13 +28,7 @@ use crate::labels::Labels;
 /// Samples per chunk before it is sealed.
 const CHUNK_SAMPLES: usize = 120;
 
-/// Prometheus' staleness marker: a NaN with this exact bit pattern.
-pub const STALE_NAN: u64 = 0x7ff0_0000_0000_0002;
-
-/// True for the staleness marker.
-pub fn is_stale(v: f64) -> bool {
-    v.to_bits() == STALE_NAN
-}
+pub use keel_core::stale::{STALE_NAN, is_stale};
 
 /// Why a sample was not stored.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

@@ -3,7 +3,9 @@
 //! Tempo's span metrics (`traces_spanmetrics_*` there, `traces_span_metrics_*`
 //! here, so they never double-count a service's own request metrics):
 //!
-//! - `traces_span_metrics_calls_total{service, span_name, span_kind, status_code}`
+//! - `traces_span_metrics_calls_total{job, span_name, span_kind, status_code}`
+//!   (`job` is the span's service, as Prometheus 3 maps `service.name` of
+//!   the OpenTelemetry Collector's span metrics)
 //! - `traces_span_metrics_duration_seconds_bucket{…, le}`, `_sum`, `_count`
 //!
 //! Counters are cumulative from the collector's start (a restart is a
@@ -96,7 +98,7 @@ impl SpanMetrics {
             let labels = |name: &str, le: Option<String>| {
                 let mut pairs = vec![
                     ("__name__", name.to_owned()),
-                    ("service", key.service.clone()),
+                    ("job", key.service.clone()),
                     ("span_name", key.span_name.clone()),
                     ("span_kind", key.span_kind.clone()),
                     ("status_code", key.status_code.clone()),
