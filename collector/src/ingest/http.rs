@@ -278,6 +278,18 @@ pub fn ingest_request(
     stats
         .samples_accepted
         .fetch_add(appended.accepted, Ordering::Relaxed);
+    // Derived, not the sender's: what the store refuses of it (a repeat
+    // at a time already stored) is no rejection of theirs.
+    if !converted.target_info.is_empty() {
+        match store.append(converted.target_info) {
+            Ok(info) => {
+                stats
+                    .samples_accepted
+                    .fetch_add(info.accepted, Ordering::Relaxed);
+            }
+            Err(e) => tracing::warn!(error = %e, "target_info not stored"),
+        }
+    }
     stats
         .samples_rejected
         .fetch_add(rejected, Ordering::Relaxed);

@@ -40,6 +40,10 @@ use crate::store::wal::Batch;
 pub struct Converted {
     /// Series and samples to store.
     pub batch: Batch,
+    /// The `target_info` samples derived from the resources: stored after
+    /// `batch`, and never counted as the sender's rejected points (they
+    /// are not the sender's).
+    pub target_info: Batch,
     /// Data points that could not be converted.
     pub rejected: u64,
     /// Why, for the first few.
@@ -300,6 +304,7 @@ const NO_RECORDED_VALUE: u32 = 1;
 struct Sink<'a> {
     out: &'a mut Converted,
     series: HashMap<Labels, Vec<(i64, f64)>>,
+    info: Vec<(Labels, Vec<(i64, f64)>)>,
     /// Delta accumulation: the running total per series within this request.
     running: HashMap<Labels, f64>,
     last: &'a dyn Fn(&Labels) -> Option<f64>,
@@ -344,6 +349,7 @@ pub fn convert(
     let mut sink = Sink {
         out: &mut out,
         series: HashMap::new(),
+        info: Vec::new(),
         running: HashMap::new(),
         last,
     };
@@ -394,7 +400,9 @@ pub fn convert(
         }
     }
     let series = std::mem::take(&mut sink.series);
+    let info = std::mem::take(&mut sink.info);
     out.batch = series.into_iter().collect();
+    out.target_info = info;
     out
 }
 
@@ -428,13 +436,23 @@ fn target_info(
     attrs_to_pairs(&shown, &mut pairs);
     pairs.extend(base.ids.iter().cloned());
     pairs.push((NAME.to_owned(), "target_info".to_owned()));
-    let labels = Labels::new(pairs);
+    let mut samples = Vec::new();
     let mut t = earliest;
     while t < newest {
-        sink.push(labels.clone(), t, 1.0, false);
+        samples.push((t, 1.0));
         t += TARGET_INFO_EVERY_MS;
     }
-    sink.push(labels, newest, 1.0, false);
+    samples.push((newest, 1.0));
+    // Two resources of one target in a request: one series.
+    let labels = Labels::new(pairs);
+    match sink.info.iter_mut().find(|(l, _)| *l == labels) {
+        Some((_, s)) => {
+            s.extend(samples);
+            s.sort_by_key(|p| p.0);
+            s.dedup_by_key(|p| p.0);
+        }
+        None => sink.info.push((labels, samples)),
+    }
 }
 
 fn number(p: &NumberDataPoint) -> f64 {
@@ -835,7 +853,12 @@ mod tests {
 
     /// Every series as `name{k="v",…}` text, sorted.
     fn series(out: &Converted) -> Vec<String> {
-        let mut v: Vec<String> = out.batch.iter().map(|(l, _)| l.to_string()).collect();
+        let mut v: Vec<String> = out
+            .batch
+            .iter()
+            .chain(&out.target_info)
+            .map(|(l, _)| l.to_string())
+            .collect();
         v.sort();
         v
     }
