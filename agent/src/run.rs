@@ -386,11 +386,15 @@ async fn host_loop(inner: Arc<Inner>, every: Duration) {
         ("instance".to_owned(), inner.hostname.clone()),
     ];
     let mut next = inner.clock.now();
+    // A disk unmounted or an interface removed: its series go stale.
+    let mut stale = scrape::Staleness::default();
     loop {
         inner.clock.sleep_until(next).await;
         next += every;
         let now = inner.clock.now_ms();
-        let points = crate::host::collect(std::path::Path::new("/proc"), &base, now, true);
+        let mut points = crate::host::collect(std::path::Path::new("/proc"), &base, now, true);
+        let gone = stale.track(&points, now);
+        points.extend(gone);
         inner.push_points(points, now);
     }
 }

@@ -246,6 +246,14 @@ impl Staleness {
         added
     }
 
+    /// Note every one of `points` as seen now; the markers at `now_ms`
+    /// for series the previous call saw and this one did not (for
+    /// collections that are not scrapes: the agent's host metrics).
+    pub fn track(&mut self, points: &[Point], now_ms: i64) -> Vec<Point> {
+        self.observe(points.iter().map(|p| p.labels.as_slice()));
+        self.gone(now_ms)
+    }
+
     /// Markers at `now_ms` for the series this scrape did not see, which
     /// are forgotten.
     fn gone(&mut self, now_ms: i64) -> Vec<Point> {
@@ -506,5 +514,33 @@ mod tests {
         assert_eq!(s.len(), 1 + REPORT.len());
         assert!(s.iter().all(|(_, v)| v == "stale"), "{s:?}");
         assert_eq!(get(&p[0], "job"), Some("web"));
+    }
+
+    #[test]
+    fn host_series_that_disappear_are_marked_stale_once() {
+        let point = |dev: &str| Point {
+            labels: vec![
+                ("__name__".into(), "node_network_up".into()),
+                ("device".into(), dev.into()),
+            ],
+            t_ms: 0,
+            value: 1.0,
+        };
+        let mut stale = Staleness::default();
+        assert!(
+            stale
+                .track(&[point("eth0"), point("eth1")], 1000)
+                .is_empty()
+        );
+        let gone = stale.track(&[point("eth0")], 2000);
+        assert_eq!(
+            seen(&gone),
+            vec![("node_network_up".to_owned(), "stale".to_owned())]
+        );
+        assert_eq!(
+            (get(&gone[0], "device"), gone[0].t_ms),
+            (Some("eth1"), 2000)
+        );
+        assert!(stale.track(&[point("eth0")], 3000).is_empty());
     }
 }
