@@ -36,7 +36,7 @@ async fn sync_write_survives_primary_sigkill_and_promotion_and_the_old_primary_i
     sup.signal("db-1", Signal::SIGKILL, false)
         .await
         .expect("kill primary");
-    let report = sup.promote(None).await.expect("promote");
+    let report = sup.promote(None, None).await.expect("promote");
     assert_eq!(report.epoch, 2);
     assert_ne!(report.primary, "db-1");
     let topo = sup.db_topology();
@@ -122,7 +122,7 @@ async fn a_second_keel_up_after_a_failover_resumes_with_the_data_under_a_new_epo
     sup.signal("db-1", Signal::SIGKILL, false)
         .await
         .expect("kill");
-    let promoted = sup.promote(None).await.expect("promote");
+    let promoted = sup.promote(None, None).await.expect("promote");
     let during = order(ep.lb).await;
     sup.shutdown().await;
 

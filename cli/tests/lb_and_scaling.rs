@@ -69,7 +69,7 @@ async fn sigkill_of_a_web_instance_costs_at_most_its_in_flight_requests_and_is_r
     assert_eq!(report.ok + report.errors, 300);
 
     // The supervisor restarts the crashed instance and the lb takes it back.
-    let lb = ep.lb;
+    let lb = ep.lb_admin;
     eventually(
         "web-1 restarted and healthy in the lb",
         Duration::from_secs(15),
@@ -106,7 +106,7 @@ async fn scaling_web_from_2_to_5_and_back_under_load_loses_no_request() {
 
     let up = sup.scale_web(5).await.expect("scale up");
     assert_eq!(up.replicas, 5);
-    let lb = ep.lb;
+    let lb = ep.lb_admin;
     eventually(
         "5 healthy backends",
         Duration::from_secs(10),

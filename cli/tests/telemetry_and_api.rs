@@ -376,9 +376,36 @@ async fn malformed_requests_get_a_4xx_with_a_json_error_and_no_tier_goes_down() 
             400,
         ),
         (
-            http.post(format!("http://{lb}/-/backends"))
+            http.post(format!("http://{}/-/backends", ep.lb_admin))
                 .header("content-type", json)
                 .body("{\"name\":\"x\",\"addr\":\"nowhere\"}"),
+            400,
+        ),
+        // Admin paths are not served on the shop port: neither the lb's
+        // backend list nor a web instance's topology (proxied before).
+        (http.get(format!("http://{lb}/-/backends")), 404),
+        (
+            http.put(format!("http://{lb}/-/topology"))
+                .header("content-type", json)
+                .body("{\"epoch\":99,\"primary\":\"127.0.0.1:1\",\"replicas\":[]}"),
+            404,
+        ),
+        (
+            http.put(format!("http://{lb}/-/capacity"))
+                .header("content-type", json)
+                .body("{\"error_rate\":1}"),
+            404,
+        ),
+        (
+            http.post(format!("http://{}/-/fence", addr("db-2")))
+                .header("content-type", json)
+                .body("{\"epoch\":0}"),
+            409,
+        ),
+        (
+            http.put(format!("http://{}/-/partition", addr("db-2")))
+                .header("content-type", json)
+                .body("{\"peers\":\"x\"}"),
             400,
         ),
     ];
@@ -408,6 +435,8 @@ async fn malformed_requests_get_a_4xx_with_a_json_error_and_no_tier_goes_down() 
         "/repl/pull?from=",
         "/-/promote",
         "/-/follow",
+        "/-/fence",
+        "/-/partition",
         "/-/status",
         "/-/capacity",
         "/-/topology",

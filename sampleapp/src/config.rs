@@ -119,6 +119,9 @@ impl Default for HealthConfig {
 pub struct LbConfig {
     /// Listening port (0 picks a free one).
     pub port: u16,
+    /// Port of the lb's admin API (its backend list, for the supervisor),
+    /// never served on the shop port (0 picks a free one).
+    pub admin_port: u16,
     /// How a backend is chosen.
     pub strategy: Strategy,
     /// Health checks.
@@ -135,6 +138,7 @@ impl Default for LbConfig {
     fn default() -> Self {
         Self {
             port: 8080,
+            admin_port: 0,
             strategy: Strategy::RoundRobin,
             health: HealthConfig::default(),
             drain_timeout: Duration::from_secs(30),
@@ -287,6 +291,22 @@ pub struct DbConfig {
     pub fsync_interval: Duration,
     /// Products seeded into an empty primary (ids 1..=products).
     pub products: u32,
+    /// What a primary restarted after a crash (or started after a stop)
+    /// comes back as: `read_only` (reads only, until told to follow or
+    /// promoted — a failover that happened meanwhile never meets two
+    /// primaries) or `primary` (takes writes again at once: only without
+    /// an automatic failover).
+    pub restart_primary_as: RestartPrimaryAs,
+}
+
+/// How a returning primary starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RestartPrimaryAs {
+    /// Reads only until told to follow or promoted.
+    ReadOnly,
+    /// Takes writes again.
+    Primary,
 }
 
 impl Default for DbConfig {
@@ -299,6 +319,7 @@ impl Default for DbConfig {
             fsync: FsyncPolicy::Interval,
             fsync_interval: Duration::from_millis(100),
             products: 1000,
+            restart_primary_as: RestartPrimaryAs::ReadOnly,
         }
     }
 }

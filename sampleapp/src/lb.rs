@@ -162,7 +162,10 @@ impl LbState {
 }
 
 /// Build the lb: proxy on every path, admin API under `/-/`, own `/metrics`.
-pub fn router(id: &Identity, config: LbConfig, backends: Vec<BackendSpec>) -> Router {
+/// The shop router (health, metrics, and everything else proxied — but no
+/// `/-/` admin path, the lb's or a backend's) and the admin router (the
+/// backend list), served on separate ports.
+pub fn router(id: &Identity, config: LbConfig, backends: Vec<BackendSpec>) -> (Router, Router) {
     let requests: Family<BackendLabel, Counter> = Family::default();
     let errors: Family<ErrorLabel, Counter> = Family::default();
     let healthy_g: Family<BackendLabel, Gauge> = Family::default();
@@ -227,13 +230,25 @@ pub fn router(id: &Identity, config: LbConfig, backends: Vec<BackendSpec>) -> Ro
                 .set(b.in_flight.load(Ordering::Relaxed) as i64);
         }
     });
-    Router::new()
+    let admin = Router::new()
         .route("/-/backends", get(list_backends).post(add_backend))
         .route("/-/backends/{name}", delete(remove_backend))
+        .fallback(crate::api::not_found)
+        .with_state(st.clone());
+    let shop = Router::new()
         .route("/health", get(own_health))
         .route("/metrics", get(move || async move { metrics.response() }))
+        .route("/-/{*rest}", axum::routing::any(admin_path))
         .fallback(proxy)
-        .with_state(st)
+        .with_state(st);
+    (shop, admin)
+}
+
+/// `/-/…` on the shop port: admin paths (the lb's backend list, a web
+/// instance's topology and capacity) are not for the shop's users.
+async fn admin_path() -> Response {
+    crate::api::ApiError::NotFound("admin paths are not served on the shop port".into())
+        .into_response()
 }
 
 async fn health_loop(st: St, b: Arc<Backend>, cfg: HealthConfig) {

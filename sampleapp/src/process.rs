@@ -59,7 +59,18 @@ async fn run_spec(
         .with_context(|| format!("{}: cannot listen on {}", spec.name, spec.listen))?;
     let addr = listener.local_addr()?;
     let router: Router = match spec.tier {
-        TierSpec::Lb { config, backends } => lb::router(&id, config, backends),
+        TierSpec::Lb {
+            config,
+            backends,
+            admin_listen,
+        } => {
+            let (shop, admin) = lb::router(&id, config, backends);
+            let l = TcpListener::bind(admin_listen)
+                .await
+                .with_context(|| format!("{}: cannot listen on {admin_listen}", spec.name))?;
+            tokio::spawn(async move { axum::serve(l, admin).await });
+            shop
+        }
         TierSpec::Web {
             capacity,
             cache,

@@ -44,6 +44,9 @@ pub enum DbRole {
         /// Where the primary listens.
         primary: SocketAddr,
     },
+    /// A primary restarted after a crash: reads only, until told to follow
+    /// or promoted.
+    ReadOnly,
 }
 
 /// Tier-specific part of a spec.
@@ -56,6 +59,8 @@ pub enum TierSpec {
         config: LbConfig,
         /// Initial backends.
         backends: Vec<BackendSpec>,
+        /// Where the admin API (the backend list) listens.
+        admin_listen: SocketAddr,
     },
     /// Web instance.
     Web {

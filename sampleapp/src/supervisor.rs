@@ -28,7 +28,7 @@ use tokio::process::{Child, ChildStdin, Command};
 use tokio::sync::watch;
 
 use crate::api::{ApiError, Json, Path as UrlPath, Query};
-use crate::config::{Capacity, SampleAppConfig};
+use crate::config::{Capacity, RestartPrimaryAs, SampleAppConfig};
 use crate::process::{READY_PREFIX, SUPERVISED_ENV};
 use crate::spec::{BackendSpec, DbRole, ProcessSpec, TierSpec, Topology};
 
@@ -89,6 +89,8 @@ struct Shared {
     capacity: Mutex<Capacity>,
     cache_addr: Mutex<Option<SocketAddr>>,
     lb_addr: Mutex<Option<SocketAddr>>,
+    /// The lb's admin API (its backend list).
+    lb_admin: Mutex<Option<SocketAddr>>,
     shutting_down: AtomicBool,
     scale_lock: tokio::sync::Mutex<()>,
     client: reqwest::Client,
@@ -109,6 +111,8 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 pub struct Endpoints {
     /// The shop API through the lb.
     pub lb: SocketAddr,
+    /// The lb's admin API (`/-/backends`), never on the shop port.
+    pub lb_admin: SocketAddr,
     /// The actuator API.
     pub supervisor: SocketAddr,
     /// Every process.
@@ -143,6 +147,7 @@ impl Supervisor {
                 }),
                 cache_addr: Mutex::new(None),
                 lb_addr: Mutex::new(None),
+                lb_admin: Mutex::new(None),
                 shutting_down: AtomicBool::new(false),
                 scale_lock: tokio::sync::Mutex::new(()),
                 client: reqwest::Client::builder()
@@ -175,6 +180,7 @@ impl Supervisor {
         });
         let endpoints = Endpoints {
             lb: lock(&sup.s.lb_addr).unwrap_or(placeholder),
+            lb_admin: lock(&sup.s.lb_admin).unwrap_or(placeholder),
             supervisor: api_addr,
             processes: sup.processes(),
             log_dir: sup.s.config.data_dir.join("logs"),
@@ -232,11 +238,11 @@ impl Supervisor {
             db.topology.epoch = epoch;
         }
         let primary = self
-            .launch(self.db_spec(&primary_name, self.addr(0))?)
+            .launch(self.db_spec(&primary_name, self.addr(0), true)?)
             .await?;
         lock(&self.s.db).topology.primary = primary;
         for name in names.iter().filter(|n| **n != primary_name) {
-            let addr = self.launch(self.db_spec(name, self.addr(0))?).await?;
+            let addr = self.launch(self.db_spec(name, self.addr(0), true)?).await?;
             lock(&self.s.db).topology.replicas.push(addr);
         }
         let cache = self
@@ -256,6 +262,13 @@ impl Supervisor {
             self.wait_healthy(addr).await?;
             backends.push(BackendSpec { name, addr });
         }
+        let admin_listen = match c.lb.admin_port {
+            0 => std::net::TcpListener::bind(self.addr(0))
+                .and_then(|l| l.local_addr())
+                .context("choosing the lb's admin port")?,
+            port => self.addr(port),
+        };
+        *lock(&self.s.lb_admin) = Some(admin_listen);
         let lb = self
             .launch(self.spec(
                 "lb",
@@ -263,6 +276,7 @@ impl Supervisor {
                 TierSpec::Lb {
                     config: c.lb.clone(),
                     backends,
+                    admin_listen,
                 },
             ))
             .await?;
@@ -282,12 +296,20 @@ impl Supervisor {
         }
     }
 
-    /// A db node's spec from the current topology: the primary is primary,
-    /// everyone else follows it at the current epoch.
-    fn db_spec(&self, name: &str, listen: SocketAddr) -> anyhow::Result<ProcessSpec> {
+    /// A db node's spec from the current topology: everyone but the
+    /// primary follows it at the current epoch; the primary leads at first
+    /// start, and comes back read-only (by default) when it returns after
+    /// a crash or a stop — whoever watches the database may have promoted
+    /// another meanwhile, or be about to.
+    fn db_spec(&self, name: &str, listen: SocketAddr, first: bool) -> anyhow::Result<ProcessSpec> {
         let db = lock(&self.s.db).clone();
         let role = if db.primary_name == name {
-            DbRole::Primary
+            let returning = self.s.config.db.restart_primary_as == RestartPrimaryAs::ReadOnly;
+            if first || !returning {
+                DbRole::Primary
+            } else {
+                DbRole::ReadOnly
+            }
         } else {
             DbRole::Replica {
                 primary: db.topology.primary,
@@ -326,7 +348,7 @@ impl Supervisor {
     /// returning db node takes its current role and a web the current db.
     fn respec(&self, info: &ProcInfo) -> anyhow::Result<ProcessSpec> {
         match info.tier.as_str() {
-            "db" => self.db_spec(&info.name, info.addr),
+            "db" => self.db_spec(&info.name, info.addr, false),
             "web" => self.web_spec(&info.name, info.addr),
             "cache" => Ok(self.spec(
                 &info.name,
@@ -345,12 +367,15 @@ impl Supervisor {
                         addr: p.addr,
                     })
                     .collect();
+                let admin_listen = lock(&self.s.lb_admin)
+                    .ok_or_else(|| anyhow!("the lb's admin address is not chosen"))?;
                 Ok(self.spec(
                     &info.name,
                     info.addr,
                     TierSpec::Lb {
                         config: self.s.config.lb.clone(),
                         backends,
+                        admin_listen,
                     },
                 ))
             }
@@ -649,8 +674,8 @@ impl Supervisor {
         }
     }
 
-    fn lb(&self) -> Result<SocketAddr, ApiError> {
-        lock(&self.s.lb_addr).ok_or_else(|| ApiError::Unavailable("lb not started".into()))
+    fn lb_admin(&self) -> Result<SocketAddr, ApiError> {
+        lock(&self.s.lb_admin).ok_or_else(|| ApiError::Unavailable("lb not started".into()))
     }
 
     fn webs(&self) -> Vec<ProcInfo> {
@@ -673,7 +698,7 @@ impl Supervisor {
             )));
         }
         let _guard = self.s.scale_lock.lock().await;
-        let lb = self.lb()?;
+        let lb = self.lb_admin()?;
         let current = self.webs();
         let have = current.len() as u32;
         if replicas > have {
@@ -805,10 +830,32 @@ impl Supervisor {
     }
 
     /// Promote a replica (the named one, or the most caught-up reachable
-    /// one) under a new epoch, repoint the other replicas and every web
-    /// instance, and demote the old primary if it still answers.
-    pub async fn promote(&self, name: Option<String>) -> Result<PromoteReport, ApiError> {
+    /// one) under `epoch` (default: the current one + 1; a given one must
+    /// be newer), repoint the other db nodes and every web instance, and
+    /// demote the old primary if it still answers. A web instance that
+    /// cannot be repointed is restarted (it comes back with the new
+    /// topology), so none keeps writing to the old primary.
+    pub async fn promote(
+        &self,
+        name: Option<String>,
+        epoch: Option<u64>,
+    ) -> Result<PromoteReport, ApiError> {
         let old = self.db_topology();
+        let epoch = epoch.unwrap_or(old.topology.epoch + 1);
+        if epoch <= old.topology.epoch {
+            return Err(ApiError::Conflict(format!(
+                "epoch {epoch} is not newer than the current epoch {}",
+                old.topology.epoch
+            )));
+        }
+        if let Some(n) = &name
+            && !self
+                .processes()
+                .iter()
+                .any(|p| p.tier == "db" && p.name == *n)
+        {
+            return Err(ApiError::NotFound(format!("no db member {n:?}")));
+        }
         let candidates: Vec<ProcInfo> = self
             .processes()
             .into_iter()
@@ -844,12 +891,12 @@ impl Supervisor {
                 None => "no reachable replica to promote".into(),
             }));
         };
-        let epoch = old.topology.epoch + 1;
         let r = self
             .s
             .client
             .post(format!("http://{}/-/promote", target.addr))
             .json(&serde_json::json!({ "epoch": epoch }))
+            .timeout(Duration::from_secs(5))
             .send()
             .await
             .map_err(|e| ApiError::Upstream(format!("{}: {e}", target.name)))?;
@@ -860,6 +907,7 @@ impl Supervisor {
                 target.name
             )));
         }
+        let promoted_at = now_ms();
         let replicas: Vec<ProcInfo> = self
             .processes()
             .into_iter()
@@ -874,6 +922,31 @@ impl Supervisor {
             primary_name: target.name.clone(),
             topology: topology.clone(),
         };
+        // Webs first: they carry the writes.
+        let mut repointed = Vec::new();
+        let mut restarted = Vec::new();
+        for w in self.webs().into_iter().filter(|p| p.pid.is_some()) {
+            let r = self
+                .s
+                .client
+                .put(format!("http://{}/-/topology", w.addr))
+                .json(&topology)
+                .timeout(Duration::from_secs(2))
+                .send()
+                .await;
+            if matches!(&r, Ok(r) if r.status().is_success()) {
+                repointed.push(w.name);
+            } else {
+                tracing::warn!(name = %w.name, "could not repoint web: restarting it with the new topology");
+                if let Err(e) = self.signal(&w.name, Signal::SIGKILL, true).await {
+                    tracing::error!(name = %w.name, error = %e, "could not restart web");
+                }
+                restarted.push(w.name);
+            }
+        }
+        let repointed_at = now_ms();
+        let mut followed = Vec::new();
+        let mut unreachable = Vec::new();
         for p in replicas.iter().filter(|p| p.pid.is_some()) {
             let r = self
                 .s
@@ -883,20 +956,11 @@ impl Supervisor {
                 .timeout(Duration::from_secs(2))
                 .send()
                 .await;
-            if !matches!(&r, Ok(r) if r.status().is_success()) {
+            if matches!(&r, Ok(r) if r.status().is_success()) {
+                followed.push(p.name.clone());
+            } else {
                 tracing::warn!(name = %p.name, "could not repoint; it will follow when restarted");
-            }
-        }
-        for w in self.webs().into_iter().filter(|p| p.pid.is_some()) {
-            let r = self
-                .s
-                .client
-                .put(format!("http://{}/-/topology", w.addr))
-                .json(&topology)
-                .send()
-                .await;
-            if !matches!(&r, Ok(r) if r.status().is_success()) {
-                tracing::warn!(name = %w.name, "could not repoint web");
+                unreachable.push(p.name.clone());
             }
         }
         let explanation = format!(
@@ -909,7 +973,80 @@ impl Supervisor {
             epoch,
             lsn,
             explanation,
+            repointed,
+            restarted,
+            followed,
+            unreachable,
+            promoted_at_ms: promoted_at,
+            repointed_at_ms: repointed_at,
         })
+    }
+
+    /// Fence db member `name` at `epoch`: it takes no writes from then on
+    /// (before another is promoted, when it still answers).
+    pub async fn fence(&self, name: &str, epoch: u64) -> Result<serde_json::Value, ApiError> {
+        let (info, _) = self.get(name)?;
+        if info.tier != "db" {
+            return Err(ApiError::BadRequest(format!("{name} is not a db member")));
+        }
+        self.node_call(
+            &info,
+            "/-/fence",
+            serde_json::json!({ "epoch": epoch }),
+            true,
+        )
+        .await
+    }
+
+    /// Partition db member `name` from `peers` (the names clients give in
+    /// their `x-peer-name` header; a replica's pulls carry its name): it
+    /// stops answering them. An empty list heals it.
+    pub async fn partition(
+        &self,
+        name: &str,
+        peers: Vec<String>,
+    ) -> Result<serde_json::Value, ApiError> {
+        let (info, _) = self.get(name)?;
+        if info.tier != "db" {
+            return Err(ApiError::BadRequest(format!(
+                "{name} is not a db member (partitions are between db members and their peers)"
+            )));
+        }
+        self.node_call(
+            &info,
+            "/-/partition",
+            serde_json::json!({ "peers": peers }),
+            false,
+        )
+        .await
+    }
+
+    /// POST (or PUT) `body` to a db node's admin `path`; its status back.
+    async fn node_call(
+        &self,
+        info: &ProcInfo,
+        path: &str,
+        body: serde_json::Value,
+        post: bool,
+    ) -> Result<serde_json::Value, ApiError> {
+        let url = format!("http://{}{path}", info.addr);
+        let req = if post {
+            self.s.client.post(url)
+        } else {
+            self.s.client.put(url)
+        };
+        let r = req
+            .json(&body)
+            .timeout(Duration::from_secs(2))
+            .send()
+            .await
+            .map_err(|e| ApiError::Upstream(format!("{}: {e}", info.name)))?;
+        let ok = r.status().is_success();
+        let text = r.text().await.unwrap_or_default();
+        if !ok {
+            return Err(ApiError::Upstream(format!("{}: {text}", info.name)));
+        }
+        serde_json::from_str(&text).map_err(|e| ApiError::Upstream(format!("{}: {e}", info.name)))
     }
 
     /// Stop everything: lb first (no new traffic), then web, cache, db;
@@ -935,6 +1072,13 @@ impl Supervisor {
             }
         }
     }
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
 }
 
 fn web_index(name: &str) -> u32 {
@@ -965,6 +1109,24 @@ pub struct PromoteReport {
     pub lsn: u64,
     /// One line saying what happened and why.
     pub explanation: String,
+    /// Web instances given the new topology.
+    #[serde(default)]
+    pub repointed: Vec<String>,
+    /// Web instances that could not be, restarted with it instead.
+    #[serde(default)]
+    pub restarted: Vec<String>,
+    /// Other db members now following the new primary.
+    #[serde(default)]
+    pub followed: Vec<String>,
+    /// Other db members that did not answer (they follow when restarted).
+    #[serde(default)]
+    pub unreachable: Vec<String>,
+    /// When the node accepted the promotion (ms since the epoch).
+    #[serde(default)]
+    pub promoted_at_ms: u64,
+    /// When every web had the new topology.
+    #[serde(default)]
+    pub repointed_at_ms: u64,
 }
 
 #[derive(Deserialize)]
@@ -977,6 +1139,21 @@ struct ScaleBody {
 #[serde(deny_unknown_fields)]
 struct PromoteBody {
     name: Option<String>,
+    epoch: Option<u64>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FenceBody {
+    name: String,
+    epoch: u64,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PartitionBody {
+    member: String,
+    peers: Vec<String>,
 }
 
 #[derive(Deserialize)]
@@ -994,6 +1171,8 @@ fn api(sup: Supervisor) -> Router {
         .route("/api/v1/web/capacity", get(|State(s): State<Supervisor>| async move { axum::Json(lock(&s.s.capacity).clone()) }).put(capacity))
         .route("/api/v1/db/topology", get(|State(s): State<Supervisor>| async move { axum::Json(s.db_topology()) }))
         .route("/api/v1/db/promote", post(promote))
+        .route("/api/v1/db/fence", post(fence))
+        .route("/api/v1/faults/partition", axum::routing::put(partition))
         .fallback(crate::api::not_found)
         .with_state(sup)
 }
@@ -1043,5 +1222,19 @@ async fn promote(
         serde_json::from_slice(&body)
             .map_err(|e| ApiError::BadRequest(format!("invalid JSON body: {e}")))?
     };
-    s.promote(b.name).await.map(axum::Json)
+    s.promote(b.name, b.epoch).await.map(axum::Json)
+}
+
+async fn fence(
+    State(s): State<Supervisor>,
+    Json(b): Json<FenceBody>,
+) -> Result<axum::Json<serde_json::Value>, ApiError> {
+    s.fence(&b.name, b.epoch).await.map(axum::Json)
+}
+
+async fn partition(
+    State(s): State<Supervisor>,
+    Json(b): Json<PartitionBody>,
+) -> Result<axum::Json<serde_json::Value>, ApiError> {
+    s.partition(&b.member, b.peers).await.map(axum::Json)
 }

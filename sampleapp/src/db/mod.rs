@@ -53,6 +53,7 @@ pub async fn router(
     let role = match role {
         DbRole::Primary => Role::Primary,
         DbRole::Replica { primary } => Role::Replica { primary },
+        DbRole::ReadOnly => Role::ReadOnly,
     };
     let fsync = (config.fsync, config.fsync_interval);
     let node = Node::open(name, config, role, epoch, data_dir)?;
@@ -125,20 +126,41 @@ pub async fn router(
                 .set(lsn as i64);
         }
     });
-    let state = DbState { node, writes };
+    let state = Arc::new(DbState { node, writes });
     let m = metrics.clone();
     Ok(Router::new()
         .route("/kv/{key}", get(get_key).put(put_key))
         .route("/repl/pull", get(pull))
         .route("/-/promote", post(promote))
         .route("/-/follow", post(follow))
+        .route("/-/fence", post(fence))
+        .route("/-/partition", axum::routing::put(partition))
         .route("/-/status", get(status))
         .route("/health", get(health))
         .route_layer(middleware::from_fn_with_state(metrics, traced_route))
+        .route_layer(middleware::from_fn_with_state(state.clone(), unanswered))
         .route("/metrics", get(move || async move { m.response() }))
         .fallback(crate::api::not_found)
         .layer(DefaultBodyLimit::max(1 << 20))
-        .with_state(Arc::new(state)))
+        .with_state(state))
+}
+
+/// A request from a peer this node is partitioned from is never answered
+/// (it hangs until the peer gives up), as across a cut network link. The
+/// partition itself can always be healed.
+async fn unanswered(
+    State(st): State<Arc<DbState>>,
+    req: axum::extract::Request,
+    next: middleware::Next,
+) -> Response {
+    let peer = req
+        .headers()
+        .get(node::PEER_HEADER)
+        .and_then(|v| v.to_str().ok());
+    if req.uri().path() != "/-/partition" && peer.is_some_and(|p| st.node.is_partitioned_from(p)) {
+        std::future::pending::<()>().await;
+    }
+    next.run(req).await
 }
 
 async fn get_key(State(st): State<Arc<DbState>>, UrlPath(key): UrlPath<String>) -> Response {
@@ -212,6 +234,35 @@ async fn follow(
 ) -> Result<axum::Json<Status>, ApiError> {
     st.node.follow(b.primary, b.epoch)?;
     Ok(axum::Json(st.node.status()))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FenceBody {
+    epoch: u64,
+}
+
+async fn fence(
+    State(st): State<Arc<DbState>>,
+    Json(b): Json<FenceBody>,
+) -> Result<axum::Json<Status>, ApiError> {
+    st.node.fence(b.epoch)?;
+    Ok(axum::Json(st.node.status()))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PartitionBody {
+    /// Peers (by the name in their `x-peer-name` header) left unanswered.
+    peers: Vec<String>,
+}
+
+async fn partition(
+    State(st): State<Arc<DbState>>,
+    Json(b): Json<PartitionBody>,
+) -> axum::Json<Status> {
+    st.node.partition(b.peers);
+    axum::Json(st.node.status())
 }
 
 async fn status(State(st): State<Arc<DbState>>) -> axum::Json<Status> {

@@ -8,7 +8,14 @@
 //!   it like any other record.
 //! - A former primary that rejoins sends the epoch of its last record; if
 //!   it holds records the new primary never had, it is told to truncate to
-//!   where the new epoch began and then catches up.
+//!   where the new epoch began and then catches up. What it drops is kept
+//!   in `discarded.jsonl` beside its WAL (never read back: evidence of what
+//!   was lost, for the operator and the fault tests).
+//! - A primary restarted after a crash comes back read-only: it serves
+//!   reads and takes no writes until told to follow (or promoted), so a
+//!   failover that happened while it was down never meets two primaries.
+//! - A partition is a node that stops answering named peers
+//!   ([`PEER_HEADER`]): their requests hang until the peer gives up.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -26,6 +33,10 @@ use crate::config::{DbConfig, FsyncPolicy, ReplicationMode};
 /// Records sent per pull at most.
 pub const PULL_BATCH: usize = 1000;
 
+/// Header naming who is asking (a replica's pulls carry its name; any
+/// client may name itself), for partitions.
+pub const PEER_HEADER: &str = "x-peer-name";
+
 /// The node's role now.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case", tag = "role")]
@@ -39,6 +50,9 @@ pub enum Role {
     },
     /// Deposed: saw a higher epoch, refuses writes until told to follow.
     Fenced,
+    /// Restarted after a crash as primary: serves reads, refuses writes and
+    /// replicates from no one until told to follow or promoted.
+    ReadOnly,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -117,13 +131,28 @@ pub struct Status {
     pub lag_seconds: f64,
     /// Last lsn each replica acknowledged (primary).
     pub replica_acks: HashMap<String, u64>,
+    /// Epoch of the last record in the WAL.
+    pub last_epoch: u64,
+    /// Replicas: whether the last pull from the primary succeeded.
+    pub primary_ok: Option<bool>,
+    /// Replicas: milliseconds since the last successful pull.
+    pub primary_contact_ms: Option<u64>,
+    /// Replicas: the primary's last lsn as last seen.
+    pub primary_head_lsn: u64,
+    /// Replicas: the primary's WAL size as last seen.
+    pub primary_head_bytes: u64,
+    /// Peers whose requests this node does not answer (a partition).
+    pub partitioned_from: Vec<String>,
 }
 
 #[derive(Debug, Default)]
 struct Follow {
     head_bytes: u64,
+    head_lsn: u64,
     first_unsent_ts_ms: Option<u64>,
     last_contact: Option<Instant>,
+    /// Whether the last pull attempt succeeded.
+    ok: bool,
 }
 
 #[derive(Debug)]
@@ -147,6 +176,7 @@ pub struct Node {
     head: watch::Sender<u64>,
     acked: watch::Sender<u64>,
     role_changed: Arc<Notify>,
+    blocked: Arc<Mutex<Vec<String>>>,
 }
 
 fn now_ms() -> u64 {
@@ -218,6 +248,7 @@ impl Node {
             head: watch::Sender::new(last),
             acked: watch::Sender::new(0),
             role_changed: Arc::new(Notify::new()),
+            blocked: Arc::new(Mutex::new(Vec::new())),
         };
         node.persist_meta(epoch)?;
         Ok(node)
@@ -302,6 +333,12 @@ impl Node {
                 Role::Fenced => {
                     return Err(ApiError::Conflict(format!(
                         "fenced: this node was deposed (epoch {})",
+                        g.epoch
+                    )));
+                }
+                Role::ReadOnly => {
+                    return Err(ApiError::Conflict(format!(
+                        "read-only: restarted after a crash, waiting to follow a primary (epoch {})",
                         g.epoch
                     )));
                 }
@@ -437,6 +474,41 @@ impl Node {
         Ok(rec.lsn)
     }
 
+    /// Stop taking writes at `epoch` (never lower than the node's): a
+    /// deposed or about-to-be-deposed primary, before another is promoted.
+    pub fn fence(&self, epoch: u64) -> Result<(), ApiError> {
+        let mut g = self.lock();
+        if epoch < g.epoch {
+            return Err(ApiError::Conflict(format!(
+                "fence epoch {epoch} is older than the current epoch {}",
+                g.epoch
+            )));
+        }
+        self.persist_meta(epoch)?;
+        g.epoch = epoch;
+        g.role = Role::Fenced;
+        g.follow = Follow::default();
+        drop(g);
+        self.role_changed.notify_waiters();
+        tracing::warn!(epoch, "fenced: takes no writes");
+        Ok(())
+    }
+
+    /// Stop answering `peers` (a partition; empty heals it).
+    pub fn partition(&self, peers: Vec<String>) {
+        tracing::warn!(?peers, "partitioned from these peers");
+        *self.blocked.lock().unwrap_or_else(|e| e.into_inner()) = peers;
+    }
+
+    /// True when requests from `peer` go unanswered.
+    pub fn is_partitioned_from(&self, peer: &str) -> bool {
+        self.blocked
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .any(|p| p == peer)
+    }
+
     /// Follow `primary` as a replica at `epoch` (never lower than the node's).
     pub fn follow(&self, primary: SocketAddr, epoch: u64) -> Result<(), ApiError> {
         let mut g = self.lock();
@@ -460,6 +532,7 @@ impl Node {
     pub fn status(&self) -> Status {
         let g = self.lock();
         let (lag_bytes, lag_seconds) = lag(&g, self.config.sync_timeout);
+        let replica = matches!(g.role, Role::Replica { .. });
         Status {
             name: self.name.clone(),
             role: g.role.clone(),
@@ -469,6 +542,20 @@ impl Node {
             lag_bytes,
             lag_seconds,
             replica_acks: g.acks.clone(),
+            last_epoch: g.wal.last_epoch(),
+            primary_ok: replica.then_some(g.follow.ok),
+            primary_contact_ms: g
+                .follow
+                .last_contact
+                .filter(|_| replica)
+                .map(|c| c.elapsed().as_millis() as u64),
+            primary_head_lsn: g.follow.head_lsn,
+            primary_head_bytes: g.follow.head_bytes,
+            partitioned_from: self
+                .blocked
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone(),
         }
     }
 
@@ -514,6 +601,7 @@ impl Node {
             let answer = client
                 .get(&url)
                 .query(&req)
+                .header(PEER_HEADER, &self.name)
                 .timeout(Duration::from_millis(WAIT_MS + 2000))
                 .send()
                 .await;
@@ -521,6 +609,7 @@ impl Node {
                 Ok(r) if r.status().is_success() => r.json::<PullResponse>().await,
                 Ok(r) => {
                     tracing::debug!(status = r.status().as_u16(), %primary, "pull refused");
+                    self.lock().follow.ok = false;
                     tokio::time::sleep(Duration::from_millis(200)).await;
                     continue;
                 }
@@ -530,6 +619,7 @@ impl Node {
                 Ok(r) => r,
                 Err(e) => {
                     tracing::debug!(error = %e, %primary, "pull failed");
+                    self.lock().follow.ok = false;
                     tokio::time::sleep(Duration::from_millis(200)).await;
                     continue;
                 }
@@ -557,6 +647,8 @@ impl Node {
                 to = g.wal.last_lsn(),
                 "dropping records the new primary never had"
             );
+            let dropped: Vec<Record> = g.wal.from_lsn(t + 1, usize::MAX).to_vec();
+            keep_discarded(&self.dir, &dropped)?;
             g.wal.truncate_after(t).map_err(wal_err)?;
             let mut data = HashMap::new();
             for r in g.wal.records() {
@@ -579,11 +671,54 @@ impl Node {
         g.epoch = g.epoch.max(resp.epoch);
         g.follow = Follow {
             head_bytes: resp.head_bytes,
+            head_lsn: resp.head_lsn,
             first_unsent_ts_ms: resp.first_unsent_ts_ms,
             last_contact: Some(Instant::now()),
+            ok: true,
         };
         Ok(())
     }
+}
+
+/// Append records a rejoining node drops to `discarded.jsonl` in `dir`
+/// (synced before the WAL loses them).
+fn keep_discarded(dir: &Path, records: &[Record]) -> Result<(), ApiError> {
+    use std::io::Write as _;
+    if records.is_empty() {
+        return Ok(());
+    }
+    let mut text = String::new();
+    for r in records {
+        let line = serde_json::to_string(r).map_err(|e| ApiError::Internal(e.to_string()))?;
+        text.push_str(&line);
+        text.push('\n');
+    }
+    let write = || -> std::io::Result<()> {
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(dir.join("discarded.jsonl"))?;
+        f.write_all(text.as_bytes())?;
+        f.sync_data()
+    };
+    write().map_err(|e| ApiError::Internal(format!("keeping discarded records: {e}")))
+}
+
+/// The records a node dropped when it rejoined a newer epoch, oldest first
+/// (`discarded.jsonl` in its data directory; none when it never did).
+pub fn discarded(dir: &Path) -> Result<Vec<Record>, ApiError> {
+    let text = match std::fs::read_to_string(dir.join("discarded.jsonl")) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(ApiError::Internal(e.to_string())),
+    };
+    text.lines()
+        .enumerate()
+        .map(|(i, l)| {
+            serde_json::from_str(l)
+                .map_err(|e| ApiError::Internal(format!("discarded.jsonl:{}: {e}", i + 1)))
+        })
+        .collect()
 }
 
 fn apply(data: &mut HashMap<String, (serde_json::Value, u64)>, r: &Record) {
