@@ -11,6 +11,8 @@
 //! write is retried, never dropped. [`Writer::flush`] waits until every
 //! change sent before it is committed.
 
+pub mod migrate;
+
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
@@ -48,6 +50,9 @@ pub enum StateError {
     /// The writer task is gone (the runtime is shutting down).
     #[error("state store: the writer task has stopped")]
     Stopped,
+    /// The schema is not one this Keel can use.
+    #[error("state store: {0}")]
+    Schema(String),
 }
 
 /// Which database.
@@ -75,19 +80,11 @@ pub enum Table {
     /// The controller's events (decisions, scalings, actuator failures),
     /// keyed by time.
     Events,
+    /// Each failover target's primary and epoch (the controller owns them).
+    Failover,
 }
 
 impl Table {
-    /// Every table.
-    pub const ALL: [Table; 6] = [
-        Table::Alerts,
-        Table::Routing,
-        Table::Silences,
-        Table::Tickets,
-        Table::Notifications,
-        Table::Events,
-    ];
-
     fn name(self) -> &'static str {
         match self {
             Table::Alerts => "keel_alerts",
@@ -96,6 +93,7 @@ impl Table {
             Table::Tickets => "keel_tickets",
             Table::Notifications => "keel_notifications",
             Table::Events => "keel_events",
+            Table::Failover => "keel_failover",
         }
     }
 }
@@ -226,46 +224,13 @@ impl StateStore {
         }
         let pool = options.connect(url).await.map_err(open_err)?;
         let me = Self { pool, backend };
-        me.create_tables().await.map_err(open_err)?;
+        migrate::migrate(&me.pool, backend).await?;
         Ok(me)
     }
 
     /// Which database this is.
     pub fn backend(&self) -> Backend {
         self.backend
-    }
-
-    async fn create_tables(&self) -> Result<(), sqlx::Error> {
-        for t in Table::ALL {
-            sqlx::query(sql!(
-                "CREATE TABLE IF NOT EXISTS {} (key TEXT PRIMARY KEY, updated_ms BIGINT NOT NULL, doc TEXT NOT NULL)",
-                t.name()
-            ))
-            .execute(&self.pool)
-            .await?;
-            // Time-range reads (the timeline's events).
-            sqlx::query(sql!(
-                "CREATE INDEX IF NOT EXISTS {0}_updated ON {0} (updated_ms)",
-                t.name()
-            ))
-            .execute(&self.pool)
-            .await?;
-        }
-        let seq = match self.backend {
-            Backend::Sqlite => "seq INTEGER PRIMARY KEY",
-            Backend::Postgres => "seq BIGSERIAL PRIMARY KEY",
-        };
-        sqlx::query(sql!(
-            "CREATE TABLE IF NOT EXISTS keel_alert_history ({seq}, at_ms BIGINT NOT NULL, key TEXT NOT NULL, doc TEXT NOT NULL)"
-        ))
-        .execute(&self.pool)
-        .await?;
-        sqlx::query(
-            "CREATE INDEX IF NOT EXISTS keel_alert_history_at ON keel_alert_history (at_ms)",
-        )
-        .execute(&self.pool)
-        .await?;
-        Ok(())
     }
 
     /// Every document of `table`, by key order.

@@ -85,3 +85,88 @@ async fn an_unreachable_database_is_an_error_naming_it() {
         .to_string();
     assert!(e.contains("postgres://nobody:***@127.0.0.1:1/none"), "{e}");
 }
+
+/// A store made before migrations existed is adopted as it is, upgraded
+/// to the latest schema once, and a schema newer than Keel's is refused.
+async fn migrations(url: &str) {
+    sqlx::any::install_default_drivers();
+    let pool = sqlx::any::AnyPoolOptions::new()
+        .max_connections(1)
+        .connect(url)
+        .await
+        .expect("connect");
+    // The old schema, as `IF NOT EXISTS` statements wrote it, with a row.
+    sqlx::query("CREATE TABLE keel_alerts (key TEXT PRIMARY KEY, updated_ms BIGINT NOT NULL, doc TEXT NOT NULL)")
+        .execute(&pool)
+        .await
+        .expect("old table");
+    sqlx::query(
+        "INSERT INTO keel_alerts (key, updated_ms, doc) VALUES ('old', 1, '{\"kept\":true}')",
+    )
+    .execute(&pool)
+    .await
+    .expect("old row");
+    let versions = |pool: sqlx::AnyPool| async move {
+        let rows = sqlx::query("SELECT version FROM keel_schema ORDER BY version")
+            .fetch_all(&pool)
+            .await
+            .expect("versions");
+        rows.iter()
+            .map(|r| sqlx::Row::try_get::<i64, _>(r, 0).expect("version"))
+            .collect::<Vec<i64>>()
+    };
+    {
+        let store = StateStore::open(url).await.expect("open migrates");
+        assert_eq!(
+            store.load(Table::Alerts).await.expect("load"),
+            vec![("old".to_owned(), r#"{"kept":true}"#.to_owned())],
+            "the old row survives"
+        );
+        assert!(
+            store
+                .load(Table::Failover)
+                .await
+                .expect("new table")
+                .is_empty()
+        );
+    }
+    let latest = keel_state::migrate::latest();
+    assert_eq!(
+        versions(pool.clone()).await,
+        (1..=latest).collect::<Vec<_>>()
+    );
+    // Reopening applies nothing twice.
+    drop(StateStore::open(url).await.expect("reopen"));
+    assert_eq!(
+        versions(pool.clone()).await,
+        (1..=latest).collect::<Vec<_>>()
+    );
+    // A newer Keel's schema: refused, naming the versions.
+    sqlx::query("INSERT INTO keel_schema (version, applied_ms, what) VALUES (999, 0, 'future')")
+        .execute(&pool)
+        .await
+        .expect("future version");
+    let e = StateStore::open(url)
+        .await
+        .err()
+        .expect("refused")
+        .to_string();
+    assert!(e.contains("version 999, newer than this Keel knows"), "{e}");
+    pool.close().await;
+}
+
+#[tokio::test]
+async fn sqlite_migrates_an_old_store_and_refuses_a_newer_one() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    migrations(&keel_state::sqlite_url(&dir.path().join("state.db"))).await;
+}
+
+#[tokio::test]
+async fn postgres_migrates_an_old_store_and_refuses_a_newer_one() {
+    if !testing::postgres_enabled() {
+        eprintln!("skipped: set KEEL_TEST_POSTGRES=1 to run against PostgreSQL");
+        return;
+    }
+    let url = testing::fresh_postgres_database().await.expect("database");
+    migrations(&url).await;
+}
