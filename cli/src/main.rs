@@ -23,6 +23,7 @@ mod bench_scrape;
 mod collector_cmd;
 mod config;
 mod events_cmd;
+mod failover_cmd;
 mod free_ports;
 mod load_cmd;
 mod logs_cmd;
@@ -87,6 +88,10 @@ enum Command {
     Ack(silence_cmd::AckArgs),
     /// The controller's events: each autoscaling decision, explained.
     Events(events_cmd::EventsArgs),
+    /// Database failover: `keel failover status`, `keel failover [--to MEMBER]` (now).
+    Failover(failover_cmd::FailoverArgs),
+    /// A planned switchover of the database's primary that loses nothing.
+    Switchover(failover_cmd::Target),
     /// Backfill history from an OpenMetrics file (the collector must be stopped).
     Import(collector_cmd::ImportArgs),
     /// Check a configuration file and print the effective configuration.
@@ -154,6 +159,8 @@ fn main() -> ExitCode {
         Command::Rules { command } => rules_cmd::run(command),
         Command::Silence { command } => silence_cmd::run(command),
         Command::Events(args) => events_cmd::run(args),
+        Command::Failover(args) => failover_cmd::failover(args),
+        Command::Switchover(args) => failover_cmd::switchover(args),
         Command::Ack(args) => silence_cmd::ack(args),
         Command::Import(args) => collector_cmd::import(cli.config.as_deref(), args),
         Command::Bench {

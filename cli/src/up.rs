@@ -77,6 +77,7 @@ pub fn run(config_path: Option<&Path>, args: UpArgs) -> anyhow::Result<()> {
             collector_config.rules.files = vec![default_rules(&config.sampleapp.data_dir)?];
         }
         let collector = keel_collector::server::start(&collector_config, clock.clone()).await?;
+        let db_config = config.sampleapp.db.clone();
         let mut app = config.sampleapp;
         // The agent starts first: it finds the sample app's processes in
         // the targets file the supervisor keeps, and takes their spans.
@@ -105,6 +106,18 @@ pub fn run(config_path: Option<&Path>, args: UpArgs) -> anyhow::Result<()> {
                 &format!("http://{}", ep.supervisor),
                 web_min,
                 web_max,
+            )];
+        }
+        for f in &mut controller_config.failover {
+            let keel_controller::failover::DriverConfig::Sample { supervisor } = &mut f.driver;
+            if supervisor.is_empty() {
+                *supervisor = format!("http://{}", ep.supervisor);
+            }
+        }
+        if controller_config.failover.is_empty() {
+            controller_config.failover = vec![shipped_failover(
+                &format!("http://{}", ep.supervisor),
+                &db_config,
             )];
         }
         let (controller_addr, _controller) =
@@ -235,6 +248,41 @@ fn agent_for(
 /// about two seconds (`keel bench alerts`).
 pub const SCRAPE_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
 
+/// The failover `keel up` runs when the config names none: the sample
+/// app's db members, probed every 250 ms, dead after 3 failures the
+/// replicas confirm, Patroni's 1 MiB lag limit, the db's own replication
+/// mode, at most one automatic failover in 5 minutes.
+fn shipped_failover(
+    supervisor: &str,
+    db: &keel_sampleapp::config::DbConfig,
+) -> keel_controller::failover::FailoverConfig {
+    use keel_controller::failover::{DriverConfig, FailoverConfig, Member, Mode};
+    FailoverConfig {
+        name: "shop-db".into(),
+        driver: DriverConfig::Sample {
+            supervisor: supervisor.into(),
+        },
+        members: (1..=db.replicas + 1)
+            .map(|i| Member {
+                name: format!("db-{i}"),
+                priority: 1,
+            })
+            .collect(),
+        probe_interval: std::time::Duration::from_millis(250),
+        probe_timeout: std::time::Duration::from_millis(200),
+        failure_threshold: 3,
+        maximum_lag_on_failover: 1 << 20,
+        mode: match db.replication {
+            keel_sampleapp::config::ReplicationMode::Sync => Mode::Synchronous,
+            keel_sampleapp::config::ReplicationMode::Async => Mode::Asynchronous,
+        },
+        synchronous_replicas: db.sync_replicas,
+        anti_flapping: std::time::Duration::from_secs(300),
+        repoint: vec!["web".into()],
+        pause_policies: Vec::new(),
+    }
+}
+
 /// The policy `keel up` runs when the config names none: the web tier,
 /// through the supervisor, on the request rate a web instance serves
 /// (100/s each: half of what one handles at the default capacity), with
@@ -334,6 +382,8 @@ pub async fn start_controller(
     }));
     let writer = collector.state.as_ref().map(|(_, w)| w.clone());
     let c = keel_controller::Controller::new(config, source, clock.clone(), writer);
+    let mut watches: std::collections::BTreeMap<String, keel_controller::failover::Watch> =
+        std::collections::BTreeMap::new();
     if let Some((st, _)) = &collector.state {
         let saved: Vec<keel_controller::Event> = st
             .load(keel_state::Table::Events)
@@ -342,6 +392,21 @@ pub async fn start_controller(
             .filter_map(|(_, d)| serde_json::from_str(d).ok())
             .collect();
         c.restore(saved);
+        for (k, d) in st.load(keel_state::Table::Failover).await? {
+            if let Ok(w) = serde_json::from_str(&d) {
+                watches.insert(k, w);
+            }
+        }
+    }
+    // Every failover target's driver answers and knows its members, or
+    // keel up stops here, changing nothing.
+    for (i, f) in c.failovers().iter().enumerate() {
+        f.start(
+            &format!("controller.failover[{i}]"),
+            watches.remove(f.name()),
+        )
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
     }
     let listener = tokio::net::TcpListener::bind(&config.listen)
         .await

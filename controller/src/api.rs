@@ -1,6 +1,15 @@
-//! `GET /api/v1/events?since=&subject=&limit=`: the controller's events,
-//! oldest first (default: the last hour, at most 1,000, the newest when
-//! there are more). `since` is RFC 3339 or Unix seconds.
+//! The controller's API:
+//!
+//! - `GET /api/v1/events?since=&subject=&limit=`: the controller's events,
+//!   oldest first (default: the last hour, at most 1,000, the newest when
+//!   there are more). `since` is RFC 3339 or Unix seconds.
+//! - `GET /api/v1/failover`: each failover target's primary, epoch, state
+//!   and last probe of every member.
+//! - `POST /api/v1/failover` `{"target": …, "to": …}` (both optional when
+//!   there is one target; `to` defaults to the best replica): fail over
+//!   now. `POST /api/v1/switchover`, the same body: a planned switchover
+//!   that loses nothing. A member that may not be promoted is a 409 that
+//!   says why, and nothing changes.
 
 use std::sync::Arc;
 
@@ -8,7 +17,7 @@ use axum::Router;
 use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 
 use crate::run::Controller;
 
@@ -23,7 +32,91 @@ struct Params {
 pub fn routes(c: Arc<Controller>, clock: keel_core::clock::SharedClock) -> Router {
     Router::new()
         .route("/api/v1/events", get(events))
+        .route("/api/v1/failover", get(failover_status).post(failover))
+        .route("/api/v1/switchover", post(switchover))
         .with_state((c, clock))
+}
+
+type St = State<(Arc<Controller>, keel_core::clock::SharedClock)>;
+
+fn error(code: StatusCode, e: String) -> Response {
+    (
+        code,
+        axum::Json(serde_json::json!({"status": "error", "error": e})),
+    )
+        .into_response()
+}
+
+async fn failover_status(State((c, _)): St) -> Response {
+    let list: Vec<crate::failover::Status> = c.failovers().iter().map(|f| f.status()).collect();
+    axum::Json(serde_json::json!({"status": "success", "data": list})).into_response()
+}
+
+#[derive(serde::Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct Move {
+    target: Option<String>,
+    to: Option<String>,
+}
+
+/// The target a request names (or the only one) and the member asked for.
+fn target(
+    c: &Controller,
+    body: &[u8],
+) -> Result<(Arc<crate::failover::Failover>, Option<String>), Response> {
+    let m: Move = if body.iter().all(u8::is_ascii_whitespace) {
+        Move::default()
+    } else {
+        serde_json::from_slice(body)
+            .map_err(|e| error(StatusCode::BAD_REQUEST, format!("invalid JSON body: {e}")))?
+    };
+    let f = match (&m.target, c.failovers()) {
+        (Some(t), _) => c
+            .failover(t)
+            .ok_or_else(|| error(StatusCode::NOT_FOUND, format!("no failover target {t:?}")))?,
+        (None, [one]) => one.clone(),
+        (None, []) => {
+            return Err(error(
+                StatusCode::NOT_FOUND,
+                "no failover target is configured".into(),
+            ));
+        }
+        (None, _) => {
+            return Err(error(
+                StatusCode::BAD_REQUEST,
+                "several failover targets: name one (\"target\")".into(),
+            ));
+        }
+    };
+    Ok((f, m.to))
+}
+
+async fn failover(State((c, _)): St, body: axum::body::Bytes) -> Response {
+    let (f, to) = match target(&c, &body) {
+        Ok(t) => t,
+        Err(r) => return r,
+    };
+    match f.failover(to.as_deref()).await {
+        Ok(p) => axum::Json(
+            serde_json::json!({"status": "success", "data": {"promoted": p, "target": f.status()}}),
+        )
+        .into_response(),
+        Err(e) => error(StatusCode::CONFLICT, e),
+    }
+}
+
+async fn switchover(State((c, _)): St, body: axum::body::Bytes) -> Response {
+    let (f, to) = match target(&c, &body) {
+        Ok(t) => t,
+        Err(r) => return r,
+    };
+    match f.switchover(to.as_deref()).await {
+        Ok(p) => axum::Json(
+            serde_json::json!({"status": "success", "data": {"promoted": p, "target": f.status()}}),
+        )
+        .into_response(),
+        Err(e) => error(StatusCode::CONFLICT, e),
+    }
 }
 
 fn parse_since(s: &str) -> Result<i64, String> {

@@ -3,13 +3,18 @@
 //! Knative-style panic mode — run on the injected clock over policies
 //! ([`policy`]) against actuators ([`actuator`]: the sample app's
 //! supervisor, user commands, dry run) by [`run`], which explains every
-//! evaluation as an event ([`api`]: `GET /api/v1/events`).
+//! evaluation as an event ([`api`]: `GET /api/v1/events`); and replica
+//! failover ([`failover`]): a dead primary detected, the most caught-up
+//! replica promoted under a new epoch, the app repointed, every step an
+//! event in the [`journal`].
 
 pub mod actuator;
 pub mod api;
 pub mod behavior;
+pub mod failover;
 pub mod forecast;
 pub mod hpa;
+pub mod journal;
 pub mod policy;
 pub mod run;
 

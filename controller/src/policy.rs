@@ -37,6 +37,9 @@ pub struct ControllerConfig {
     pub policies: Vec<Policy>,
     /// Where `GET /api/v1/events` is served.
     pub listen: String,
+    /// Databases whose primary is watched and failed over (`keel up` with
+    /// none: the sample app's db).
+    pub failover: Vec<crate::failover::FailoverConfig>,
 }
 
 impl Default for ControllerConfig {
@@ -45,6 +48,7 @@ impl Default for ControllerConfig {
             interval: Duration::from_secs(15),
             policies: Vec::new(),
             listen: "127.0.0.1:7071".into(),
+            failover: Vec::new(),
         }
     }
 }
@@ -244,6 +248,15 @@ impl ControllerConfig {
                 "controller.listen: {:?} is not host:port",
                 self.listen
             ));
+        }
+        let policies: Vec<&str> = self.policies.iter().map(|p| p.name.as_str()).collect();
+        let mut targets = std::collections::HashSet::new();
+        for (i, f) in self.failover.iter().enumerate() {
+            let at = format!("controller.failover[{i}]");
+            f.validate(&at, &policies, problems);
+            if !targets.insert(f.name.as_str()) {
+                problems.push(format!("{at}.name: {:?} is used twice", f.name));
+            }
         }
         let mut names = std::collections::HashSet::new();
         for (i, p) in self.policies.iter().enumerate() {

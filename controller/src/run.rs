@@ -7,8 +7,8 @@
 //! `GET /api/v1/events` and in the state store. A failed read or change
 //! is retried at the next evaluation.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
-use std::sync::{Arc, Mutex};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 
 use keel_core::clock::SharedClock;
 use serde::{Deserialize, Serialize};
@@ -65,9 +65,6 @@ pub struct Event {
     pub read_back: Option<u32>,
 }
 
-/// Most events kept in memory.
-const KEEP: usize = 10_000;
-
 struct Managed {
     policy: Policy,
     actuator: Actuator,
@@ -84,8 +81,8 @@ pub struct Controller {
     source: Arc<dyn MetricSource>,
     clock: SharedClock,
     interval: std::time::Duration,
-    events: Mutex<VecDeque<Event>>,
-    writer: Option<keel_state::Writer>,
+    journal: Arc<crate::journal::Journal>,
+    failovers: Vec<Arc<crate::failover::Failover>>,
 }
 
 impl Controller {
@@ -118,18 +115,46 @@ impl Controller {
                 fitted: None,
             })
             .collect();
+        let journal = Arc::new(crate::journal::Journal::new(writer));
+        let policies: Vec<String> = config.policies.iter().map(|p| p.name.clone()).collect();
+        let failovers = config
+            .failover
+            .iter()
+            .map(|f| {
+                Arc::new(crate::failover::Failover::new(
+                    f.clone(),
+                    clock.clone(),
+                    journal.clone(),
+                    policies.clone(),
+                ))
+            })
+            .collect();
         Arc::new(Self {
             managed: tokio::sync::Mutex::new(managed),
             source,
             clock,
             interval: config.interval,
-            events: Mutex::new(VecDeque::new()),
-            writer,
+            journal,
+            failovers,
         })
     }
 
-    /// Evaluate every policy each `interval`, forever.
+    /// The failover targets.
+    pub fn failovers(&self) -> &[Arc<crate::failover::Failover>] {
+        &self.failovers
+    }
+
+    /// The failover target named `name`.
+    pub fn failover(&self, name: &str) -> Option<Arc<crate::failover::Failover>> {
+        self.failovers.iter().find(|f| f.name() == name).cloned()
+    }
+
+    /// Evaluate every policy each `interval`, forever (and watch every
+    /// failover target on its own task).
     pub async fn run(self: Arc<Self>) {
+        for f in &self.failovers {
+            tokio::spawn(f.clone().run());
+        }
         let mut ticker = keel_core::clock::Ticker::new(self.clock.now(), self.interval);
         loop {
             let woke = ticker.tick(&*self.clock).await;
@@ -155,45 +180,16 @@ impl Controller {
     /// The events kept, oldest first, at or after `since_ms`, for
     /// `subject` if given, the newest `limit`.
     pub fn events(&self, since_ms: i64, subject: Option<&str>, limit: usize) -> Vec<Event> {
-        let all = self.events.lock().unwrap_or_else(|e| e.into_inner());
-        let hits: Vec<&Event> = all
-            .iter()
-            .filter(|e| e.at_ms >= since_ms && subject.is_none_or(|s| e.subject == s))
-            .collect();
-        hits[hits.len().saturating_sub(limit)..]
-            .iter()
-            .map(|e| (*e).clone())
-            .collect()
+        self.journal.events(since_ms, subject, limit)
     }
 
     /// Put back events saved before a restart (oldest first).
     pub fn restore(&self, saved: Vec<Event>) {
-        let mut all = self.events.lock().unwrap_or_else(|e| e.into_inner());
-        for e in saved {
-            all.push_back(e);
-        }
-        while all.len() > KEEP {
-            all.pop_front();
-        }
+        self.journal.restore(saved);
     }
 
     fn record(&self, e: Event) {
-        tracing::info!(subject = %e.subject, kind = %e.kind, "{}", e.explanation);
-        if let Some(w) = &self.writer
-            && let Ok(doc) = serde_json::to_string(&e)
-        {
-            w.send(keel_state::Op::Put {
-                table: keel_state::Table::Events,
-                key: format!("{:016}-{}", e.at_ms, e.subject),
-                at_ms: e.at_ms,
-                doc,
-            });
-        }
-        let mut all = self.events.lock().unwrap_or_else(|e| e.into_inner());
-        all.push_back(e);
-        while all.len() > KEEP {
-            all.pop_front();
-        }
+        self.journal.record(e);
     }
 
     /// The predictive side: refit when due, forecast over the lead time
@@ -289,6 +285,14 @@ impl Controller {
             decision: d.and_then(|d| serde_json::to_value(d).ok()),
             read_back,
         };
+        if let Some(why) = self.journal.paused(&name) {
+            return event(
+                "paused",
+                format!("{name}: not scaled while {why}"),
+                None,
+                None,
+            );
+        }
         let count = match m.actuator.read().await {
             Ok(c) => c,
             Err(e) => {

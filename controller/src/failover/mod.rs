@@ -1,0 +1,572 @@
+//! Replica failover: watch each configured database's primary, and when
+//! it is dead — its probes fail `failure_threshold` times in a row *and*
+//! the replicas lost it too — fence it, promote the most caught-up
+//! eligible replica under a new epoch, and repoint the app, in seconds.
+//!
+//! - [`config`]: the `controller.failover` section.
+//! - [`decide`]: the decisions, a pure function of the probes and their
+//!   times (table tests; replay decides again from the recorded probes).
+//! - [`driver`]: probing and acting (the sample app's db; PostgreSQL next).
+//! - [`Failover`] (here): the loop on the injected clock, manual failover
+//!   and switchover, and the events: `failover.probe` (each change of
+//!   verdict, with the observation), `failover.detected`,
+//!   `failover.candidates`, `failover.fenced`, `failover.promoted`,
+//!   `failover.repointed`, `failover.first_write`, `failover.error`, and
+//!   `scaling.paused` / `scaling.resumed` for the autoscaling policies
+//!   held while it runs. The primary and epoch are saved in the state
+//!   store (`keel_failover`).
+
+pub mod config;
+pub mod decide;
+pub mod driver;
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use keel_core::clock::SharedClock;
+use serde::{Deserialize, Serialize};
+
+pub use config::{DriverConfig, FailoverConfig, Member, Mode};
+pub use decide::{Candidate, MemberReport, Observation, Plan, Probe, Verdict, Watch};
+pub use driver::{Driver, Promoted};
+
+use crate::journal::Journal;
+use crate::run::Event;
+
+/// What `GET /api/v1/failover` says of a target.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Status {
+    /// The target.
+    pub name: String,
+    /// The primary and epoch the controller records.
+    pub primary: String,
+    /// Its epoch.
+    pub epoch: u64,
+    /// `healthy`, `suspect`, `hold`, `failing_over` or `starting`.
+    pub state: String,
+    /// Why, when not healthy.
+    pub why: Option<String>,
+    /// The last probe of each member.
+    pub members: BTreeMap<String, Probe>,
+    /// When the last automatic failover was.
+    pub last_failover_ms: Option<i64>,
+}
+
+struct Inner {
+    watch: Option<Watch>,
+    addrs: BTreeMap<String, SocketAddr>,
+    last: Option<Observation>,
+    /// The last verdict recorded (kind and why), so an unchanged one is
+    /// not recorded again every probe.
+    recorded: Option<String>,
+    state: String,
+    why: Option<String>,
+}
+
+/// One failover target, running.
+pub struct Failover {
+    cfg: FailoverConfig,
+    driver: Driver,
+    clock: SharedClock,
+    journal: Arc<Journal>,
+    policies: Vec<String>,
+    inner: std::sync::Mutex<Inner>,
+    /// One failover or switchover at a time.
+    acting: tokio::sync::Mutex<()>,
+}
+
+fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Failover {
+    /// A target from `cfg` (its driver's URL filled in), recording into
+    /// `journal` and pausing `policies` it names (or all) while it acts.
+    pub fn new(
+        cfg: FailoverConfig,
+        clock: SharedClock,
+        journal: Arc<Journal>,
+        policies: Vec<String>,
+    ) -> Self {
+        Self {
+            driver: Driver::new(&cfg.driver, ""),
+            cfg,
+            clock,
+            journal,
+            policies,
+            inner: std::sync::Mutex::new(Inner {
+                watch: None,
+                addrs: BTreeMap::new(),
+                last: None,
+                recorded: None,
+                state: "starting".into(),
+                why: None,
+            }),
+            acting: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    /// The target's name.
+    pub fn name(&self) -> &str {
+        &self.cfg.name
+    }
+
+    /// Check the driver answers and knows every configured member (`at`
+    /// names the section in errors); then start watching from what the
+    /// database runs now and `saved` (the state store's record), taking
+    /// the newer epoch.
+    pub async fn start(&self, at: &str, saved: Option<Watch>) -> Result<(), String> {
+        let members = self
+            .driver
+            .members()
+            .await
+            .map_err(|e| format!("{at}.driver: {e}"))?;
+        let unknown: Vec<String> = self
+            .cfg
+            .members
+            .iter()
+            .enumerate()
+            .filter(|(_, m)| !members.contains_key(&m.name))
+            .map(|(i, m)| {
+                format!(
+                    "{at}.members[{i}].name: {:?} is not a member the driver knows ({})",
+                    m.name,
+                    members.keys().cloned().collect::<Vec<_>>().join(", ")
+                )
+            })
+            .collect();
+        if !unknown.is_empty() {
+            return Err(unknown.join("\n"));
+        }
+        let (primary, epoch) = self
+            .driver
+            .topology()
+            .await
+            .map_err(|e| format!("{at}.driver: {e}"))?;
+        if !self.cfg.members.iter().any(|m| m.name == primary) {
+            return Err(format!(
+                "{at}.members: the primary, {primary:?}, is not listed"
+            ));
+        }
+        let watch = match saved {
+            Some(w) if w.epoch > epoch => w,
+            Some(mut w) => {
+                w.primary = primary;
+                w.epoch = epoch;
+                w
+            }
+            None => Watch::new(&primary, epoch),
+        };
+        let mut g = lock(&self.inner);
+        g.addrs = members;
+        g.watch = Some(watch);
+        g.state = "healthy".into();
+        Ok(())
+    }
+
+    /// The target's state now.
+    pub fn status(&self) -> Status {
+        let g = lock(&self.inner);
+        let w = g.watch.clone().unwrap_or_else(|| Watch::new("", 0));
+        Status {
+            name: self.cfg.name.clone(),
+            primary: w.primary,
+            epoch: w.epoch,
+            state: g.state.clone(),
+            why: g.why.clone(),
+            members: g
+                .last
+                .as_ref()
+                .map(|o| o.members.clone())
+                .unwrap_or_default(),
+            last_failover_ms: w.last_failover_ms,
+        }
+    }
+
+    fn event(&self, kind: &str, explanation: String, detail: serde_json::Value) {
+        self.journal.record(Event {
+            at_ms: self.clock.now_ms(),
+            kind: kind.into(),
+            subject: self.cfg.name.clone(),
+            explanation,
+            decision: Some(detail),
+            read_back: None,
+        });
+    }
+
+    /// Probe every member once, concurrently.
+    async fn observe_now(&self) -> Observation {
+        if let Ok(m) = self.driver.members().await {
+            lock(&self.inner).addrs = m;
+        }
+        let addrs = lock(&self.inner).addrs.clone();
+        let mut set = tokio::task::JoinSet::new();
+        for m in &self.cfg.members {
+            let driver = self.driver.clone();
+            let name = m.name.clone();
+            let addr = addrs.get(&m.name).copied();
+            let timeout = self.cfg.probe_timeout;
+            set.spawn(async move {
+                let p = match addr {
+                    Some(a) => driver.probe(a, timeout).await,
+                    None => Probe::Failed("the driver does not list it".into()),
+                };
+                (name, p)
+            });
+        }
+        let mut members = BTreeMap::new();
+        while let Some(r) = set.join_next().await {
+            if let Ok((n, p)) = r {
+                members.insert(n, p);
+            }
+        }
+        Observation {
+            at_ms: self.clock.now_ms(),
+            members,
+        }
+    }
+
+    /// Watch the primary every probe interval, forever.
+    pub async fn run(self: Arc<Self>) {
+        let mut ticker = keel_core::clock::Ticker::new(self.clock.now(), self.cfg.probe_interval);
+        loop {
+            ticker.tick(&*self.clock).await;
+            if lock(&self.inner).watch.is_none() {
+                continue;
+            }
+            let obs = self.observe_now().await;
+            let Ok(_turn) = self.acting.try_lock() else {
+                continue; // a manual failover or switchover is acting
+            };
+            let (verdict, before) = {
+                let mut g = lock(&self.inner);
+                let Some(w) = g.watch.as_mut() else { continue };
+                let before = w.clone();
+                let v = decide::observe(&self.cfg, w, &obs);
+                g.last = Some(obs.clone());
+                (v, before)
+            };
+            self.note(&verdict, &obs, &before);
+            if let Verdict::Failover(plan) = verdict {
+                let detected_after = before.first_failure_ms.map(|t| obs.at_ms - t);
+                // A failure is an event, and the next probe decides again.
+                let _ = self.carry_out(plan, true, &before, detected_after).await;
+            }
+        }
+    }
+
+    /// Record a verdict that differs from the last one recorded.
+    fn note(&self, v: &Verdict, obs: &Observation, before: &Watch) {
+        let (state, why) = match v {
+            Verdict::Healthy => ("healthy", None),
+            Verdict::Suspect { why, .. } => ("suspect", Some(why.clone())),
+            Verdict::Hold { why } => ("hold", Some(why.clone())),
+            Verdict::Failover(p) => ("failing_over", Some(p.why.clone())),
+        };
+        let key = format!("{state}\u{0}{}", why.as_deref().unwrap_or(""));
+        let mut g = lock(&self.inner);
+        g.state = state.into();
+        g.why = why.clone();
+        if g.recorded.as_deref() == Some(&key) || (state == "healthy" && g.recorded.is_none()) {
+            return;
+        }
+        g.recorded = Some(key);
+        drop(g);
+        let explanation = match (state, &why) {
+            ("healthy", _) => format!(
+                "{}: {} answers as primary again",
+                self.cfg.name, before.primary
+            ),
+            (_, Some(w)) => format!("{}: {w}", self.cfg.name),
+            _ => self.cfg.name.clone(),
+        };
+        self.event(
+            "failover.probe",
+            explanation,
+            serde_json::json!({"observation": obs, "watch": before, "verdict": v}),
+        );
+    }
+
+    /// Carry out `plan`: fence, promote, repoint, save; every step an
+    /// event. `before` is the watch the plan was made from.
+    async fn carry_out(
+        &self,
+        plan: Plan,
+        automatic: bool,
+        before: &Watch,
+        detected_after_ms: Option<i64>,
+    ) -> Result<Promoted, String> {
+        let t0 = self.clock.now_ms();
+        let old = before.primary.clone();
+        let name = &self.cfg.name;
+        self.event(
+            "failover.detected",
+            format!(
+                "{name}: {} — {}",
+                if automatic { "primary lost" } else { "failover asked for" },
+                plan.why
+            ),
+            serde_json::json!({"primary": old, "epoch": before.epoch, "automatic": automatic, "detection_ms": detected_after_ms, "first_failure_ms": before.first_failure_ms}),
+        );
+        let paused: Vec<&String> = self
+            .policies
+            .iter()
+            .filter(|p| self.cfg.pauses(p))
+            .collect();
+        for p in &paused {
+            self.journal.pause(p, &format!("{name} fails over"));
+        }
+        if !paused.is_empty() {
+            self.event(
+                "scaling.paused",
+                format!(
+                    "{name}: autoscaling of {} paused during the failover",
+                    join(&paused)
+                ),
+                serde_json::json!({"policies": paused}),
+            );
+        }
+        self.event(
+            "failover.candidates",
+            format!(
+                "{name}: {}",
+                plan.candidates
+                    .iter()
+                    .map(|c| format!(
+                        "{} (priority {}, lsn {}, {} B behind{})",
+                        c.name,
+                        c.priority,
+                        c.last_lsn,
+                        c.lag_bytes,
+                        c.refused.as_ref().map(|r| format!("; refused: {r}")).unwrap_or_default()
+                    ))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+            serde_json::json!({"candidates": plan.candidates, "reference_lsn": plan.reference_lsn, "chosen": plan.promote, "why": plan.why}),
+        );
+        let fenced = self.driver.fence(&old, plan.epoch).await;
+        self.event(
+            "failover.fenced",
+            match &fenced {
+                Ok(()) => format!("{name}: {old} fenced at epoch {}: it takes no writes", plan.epoch),
+                Err(e) => format!("{name}: {old} could not be fenced ({e}); the new epoch fences it on its first write from a repointed client, and it comes back read-only"),
+            },
+            serde_json::json!({"member": old, "epoch": plan.epoch, "fenced": fenced.is_ok(), "error": fenced.as_ref().err()}),
+        );
+        let t_promote = self.clock.now_ms();
+        let outcome = self.driver.promote(&plan.promote, plan.epoch).await;
+        let result = match outcome {
+            Err(e) => {
+                self.event(
+                    "failover.error",
+                    format!("{name}: promoting {} failed: {e}; the primary stays {old} and the next probe decides again", plan.promote),
+                    serde_json::json!({"member": plan.promote, "epoch": plan.epoch, "error": e}),
+                );
+                Err(e)
+            }
+            Ok(p) => {
+                let now = self.clock.now_ms();
+                let watch = {
+                    let mut g = lock(&self.inner);
+                    let mut w = g.watch.clone().unwrap_or_else(|| before.clone());
+                    let report = g
+                        .last
+                        .as_ref()
+                        .and_then(|o| match o.members.get(&plan.promote) {
+                            Some(Probe::Answered(r)) => Some(r.clone()),
+                            _ => None,
+                        });
+                    w.promoted(&plan.promote, plan.epoch, now, automatic, report.as_ref());
+                    g.watch = Some(w.clone());
+                    g.recorded = None;
+                    g.state = "healthy".into();
+                    g.why = None;
+                    w
+                };
+                if let Ok(doc) = serde_json::to_string(&watch) {
+                    self.journal
+                        .save(keel_state::Table::Failover, name, now, doc);
+                }
+                self.event(
+                    "failover.promoted",
+                    format!("{name}: {} promoted to primary at epoch {} (lsn {}); {}", plan.promote, plan.epoch, p.lsn, match self.cfg.mode {
+                        Mode::Asynchronous if plan.beyond_promoted > 0 => format!("{} record(s) the old primary was seen with are not on it", plan.beyond_promoted),
+                        Mode::Asynchronous => "nothing the old primary was seen with is missing".into(),
+                        Mode::Synchronous => "synchronous mode: no acknowledged write is lost".into(),
+                    }),
+                    serde_json::json!({"primary": plan.promote, "epoch": plan.epoch, "lsn": p.lsn, "beyond_promoted": plan.beyond_promoted, "mode": self.cfg.mode, "promote_ms": now - t_promote, "since_detected_ms": now - t0}),
+                );
+                self.event(
+                    "failover.repointed",
+                    format!(
+                        "{name}: {} now write to {}{}; {} follow it{}",
+                        if p.repointed.is_empty() { "no client".into() } else { p.repointed.join(", ") },
+                        plan.promote,
+                        if p.restarted.is_empty() { String::new() } else { format!(" ({} restarted to take the new topology)", p.restarted.join(", ")) },
+                        if p.followed.is_empty() { "no member".into() } else { p.followed.join(", ") },
+                        if p.unreachable.is_empty() { String::new() } else { format!("; {} did not answer and follow when back", p.unreachable.join(", ")) },
+                    ),
+                    serde_json::json!({"repointed": p.repointed, "restarted": p.restarted, "followed": p.followed, "unreachable": p.unreachable}),
+                );
+                Ok(p)
+            }
+        };
+        for p in &paused {
+            self.journal.resume(p);
+        }
+        if !paused.is_empty() {
+            self.event(
+                "scaling.resumed",
+                format!("{name}: autoscaling of {} resumed", join(&paused)),
+                serde_json::json!({"policies": paused}),
+            );
+        }
+        if let Ok(p) = &result {
+            self.first_write(plan.promote.clone(), p.lsn, t0);
+        }
+        result
+    }
+
+    /// Record, on a task of its own, when the new primary accepts its
+    /// first write (its lsn passes the promotion's), within 60 s.
+    fn first_write(&self, member: String, promoted_lsn: u64, t0: i64) {
+        let addr = lock(&self.inner).addrs.get(&member).copied();
+        let (driver, clock, journal, name, timeout) = (
+            self.driver.clone(),
+            self.clock.clone(),
+            self.journal.clone(),
+            self.cfg.name.clone(),
+            self.cfg.probe_timeout,
+        );
+        let Some(addr) = addr else { return };
+        tokio::spawn(async move {
+            let deadline = clock.now_ms() + 60_000;
+            while clock.now_ms() < deadline {
+                if let Probe::Answered(r) = driver.probe(addr, timeout).await
+                    && r.role == "primary"
+                    && r.last_lsn > promoted_lsn
+                {
+                    let now = clock.now_ms();
+                    journal.record(Event {
+                        at_ms: now,
+                        kind: "failover.first_write".into(),
+                        subject: name.clone(),
+                        explanation: format!("{name}: {member} accepted its first write {} ms after the failover began", now - t0),
+                        decision: Some(serde_json::json!({"member": member, "lsn": r.last_lsn, "since_detected_ms": now - t0})),
+                        read_back: None,
+                    });
+                    return;
+                }
+                clock.sleep(Duration::from_millis(50)).await;
+            }
+        });
+    }
+
+    /// Fail over now to `to` (or the best replica), whatever the primary's
+    /// state; refused, changing nothing, when the member may not be
+    /// promoted.
+    pub async fn failover(&self, to: Option<&str>) -> Result<Promoted, String> {
+        let _turn = self.acting.lock().await;
+        let obs = self.observe_now().await;
+        let before = lock(&self.inner)
+            .watch
+            .clone()
+            .ok_or_else(|| format!("{}: not started", self.cfg.name))?;
+        let plan = decide::plan(&self.cfg, &before, &obs, to)?;
+        lock(&self.inner).last = Some(obs);
+        self.carry_out(plan, false, &before, None).await
+    }
+
+    /// A planned switchover to `to` (or the best replica) that loses
+    /// nothing: the primary must be healthy; it is fenced, the candidate
+    /// must catch up with it (10 s at most, else the old primary leads
+    /// again under a newer epoch), then it is promoted.
+    pub async fn switchover(&self, to: Option<&str>) -> Result<Promoted, String> {
+        let _turn = self.acting.lock().await;
+        let obs = self.observe_now().await;
+        let before = lock(&self.inner)
+            .watch
+            .clone()
+            .ok_or_else(|| format!("{}: not started", self.cfg.name))?;
+        let Some(Probe::Answered(p)) = obs.members.get(&before.primary).cloned() else {
+            return Err(format!(
+                "{} does not answer: a switchover needs a healthy primary (use failover)",
+                before.primary
+            ));
+        };
+        if p.role != "primary" {
+            return Err(format!(
+                "{} answers as {}: a switchover needs a healthy primary (use failover)",
+                before.primary, p.role
+            ));
+        }
+        let mut w = before.clone();
+        w.primary_lsn = p.last_lsn;
+        w.primary_bytes = p.wal_bytes;
+        let plan = decide::plan(&self.cfg, &w, &obs, to)?;
+        lock(&self.inner).last = Some(obs);
+        self.driver
+            .fence(&before.primary, plan.epoch)
+            .await
+            .map_err(|e| format!("fencing {}: {e}; nothing changed", before.primary))?;
+        // The last lsn it took, now that it takes no more.
+        let addrs = lock(&self.inner).addrs.clone();
+        let old_lsn = match addrs.get(&before.primary) {
+            Some(a) => match self.driver.probe(*a, self.cfg.probe_timeout * 4).await {
+                Probe::Answered(r) => r.last_lsn,
+                Probe::Failed(_) => p.last_lsn,
+            },
+            None => p.last_lsn,
+        };
+        let deadline = self.clock.now_ms() + 10_000;
+        let caught_up = loop {
+            if let Some(a) = addrs.get(&plan.promote)
+                && let Probe::Answered(r) = self.driver.probe(*a, self.cfg.probe_timeout * 4).await
+                && r.last_lsn >= old_lsn
+            {
+                break true;
+            }
+            if self.clock.now_ms() >= deadline {
+                break false;
+            }
+            self.clock.sleep(Duration::from_millis(20)).await;
+        };
+        if !caught_up {
+            let back = self.driver.promote(&before.primary, plan.epoch + 1).await;
+            let e = format!(
+                "{} did not catch up with {} (lsn {old_lsn}) within 10 s; {}",
+                plan.promote,
+                before.primary,
+                match back {
+                    Ok(_) => format!("{} leads again at epoch {}", before.primary, plan.epoch + 1),
+                    Err(e) => format!(
+                        "and {} could not lead again ({e}): fail over by hand",
+                        before.primary
+                    ),
+                }
+            );
+            self.event(
+                "failover.error",
+                format!("{}: switchover: {e}", self.cfg.name),
+                serde_json::json!({"error": e}),
+            );
+            return Err(e);
+        }
+        let plan = Plan {
+            why: format!(
+                "switchover (planned, nothing lost: {} fenced at lsn {old_lsn} and {} caught up): {}",
+                before.primary, plan.promote, plan.why
+            ),
+            beyond_promoted: 0,
+            ..plan
+        };
+        self.carry_out(plan, false, &before, None).await
+    }
+}
+
+fn join(v: &[&String]) -> String {
+    v.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ")
+}
