@@ -55,11 +55,6 @@ struct Process {
 #[derive(Deserialize)]
 struct Topology {
     primary_name: String,
-    topology: Epoch,
-}
-
-#[derive(Deserialize)]
-struct Epoch {
     epoch: u64,
 }
 
@@ -159,7 +154,7 @@ impl Driver {
     /// The primary and epoch the database runs with now.
     pub async fn topology(&self) -> Result<(String, u64), String> {
         let t: Topology = self.get("/api/v1/db/topology").await?;
-        Ok((t.primary_name, t.topology.epoch))
+        Ok((t.primary_name, t.epoch))
     }
 
     /// Probe the member at `addr` once, within `timeout`.

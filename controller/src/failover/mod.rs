@@ -52,6 +52,8 @@ pub struct Status {
     pub members: BTreeMap<String, Probe>,
     /// When the last automatic failover was.
     pub last_failover_ms: Option<i64>,
+    /// When the members were last probed.
+    pub observed_at_ms: Option<i64>,
 }
 
 struct Inner {
@@ -182,6 +184,7 @@ impl Failover {
                 .map(|o| o.members.clone())
                 .unwrap_or_default(),
             last_failover_ms: w.last_failover_ms,
+            observed_at_ms: g.last.as_ref().map(|o| o.at_ms),
         }
     }
 

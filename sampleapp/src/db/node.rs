@@ -873,6 +873,9 @@ mod tests {
         old.apply_pull(addr(), 7, answer).expect("truncate");
         assert_eq!(old.status().last_lsn, 4);
         assert!(old.get("lost-1").is_none(), "divergent writes are gone");
+        // …but kept beside the WAL, as evidence of what was lost.
+        let kept = discarded(old_dir.path()).expect("discarded");
+        assert_eq!(kept.iter().map(|r| r.lsn).collect::<Vec<_>>(), vec![5, 6]);
         let rest = new
             .pull(PullRequest {
                 from: 5,

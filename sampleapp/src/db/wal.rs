@@ -198,7 +198,7 @@ impl Wal {
         if start >= self.records.len() {
             return &[];
         }
-        let end = (start + max).min(self.records.len());
+        let end = start.saturating_add(max).min(self.records.len());
         &self.records[start..end]
     }
 
