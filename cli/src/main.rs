@@ -16,6 +16,7 @@ mod bench_alerts;
 mod bench_autoscale;
 mod bench_autoscale_live;
 mod bench_dashboard;
+mod bench_failover;
 mod bench_logs;
 mod bench_metrics;
 mod bench_rules;
@@ -129,6 +130,10 @@ enum BenchCommand {
     Alerts(bench_alerts::AlertsBenchArgs),
     /// Fixed, reactive (HPA) and Keel capacity on one diurnal-plus-spike load (simulated time).
     Autoscale(bench_autoscale::AutoscaleBenchArgs),
+    /// The sample app's database failed over by the controller, kill after
+    /// kill, under a writing client: detection, promotion, repoint, first
+    /// write, acknowledged writes lost.
+    Failover(bench_failover::FailoverBenchArgs),
     /// The overview page with days of data in headless Chromium: paint
     /// and draw times, bytes, the collector's CPU per load.
     Dashboard(bench_dashboard::DashboardBenchArgs),
@@ -178,6 +183,9 @@ fn main() -> ExitCode {
         Command::Bench {
             command: BenchCommand::Rules(args),
         } => bench_rules::run(args),
+        Command::Bench {
+            command: BenchCommand::Failover(args),
+        } => bench_failover::run(args),
         Command::Bench {
             command: BenchCommand::Alerts(args),
         } => bench_alerts::run(args),

@@ -31,6 +31,10 @@ pub struct Promoted {
     pub followed: Vec<String>,
     /// Members that did not answer (they follow when they return).
     pub unreachable: Vec<String>,
+    /// When the member took the promotion (ms since the epoch; 0: unknown).
+    pub promoted_at_ms: i64,
+    /// When every client had the new primary (0: unknown).
+    pub repointed_at_ms: i64,
 }
 
 /// A failover driver.
@@ -221,6 +225,8 @@ impl Driver {
             restarted: list("restarted"),
             followed: list("followed"),
             unreachable: list("unreachable"),
+            promoted_at_ms: v["promoted_at_ms"].as_i64().unwrap_or(0),
+            repointed_at_ms: v["repointed_at_ms"].as_i64().unwrap_or(0),
         })
     }
 }

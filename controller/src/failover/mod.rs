@@ -412,7 +412,7 @@ impl Failover {
                         if p.followed.is_empty() { "no member".into() } else { p.followed.join(", ") },
                         if p.unreachable.is_empty() { String::new() } else { format!("; {} did not answer and follow when back", p.unreachable.join(", ")) },
                     ),
-                    serde_json::json!({"repointed": p.repointed, "restarted": p.restarted, "followed": p.followed, "unreachable": p.unreachable}),
+                    serde_json::json!({"repointed": p.repointed, "restarted": p.restarted, "followed": p.followed, "unreachable": p.unreachable, "promoted_at_ms": p.promoted_at_ms, "repointed_at_ms": p.repointed_at_ms}),
                 );
                 Ok(p)
             }
