@@ -165,6 +165,15 @@ pub fn run(config_path: Option<&Path>, args: UpArgs) -> anyhow::Result<()> {
                 .collect::<Vec<_>>()
                 .join(", ")
         );
+        say_fmt!(
+            "  failover            http://{controller_addr}/api/v1/failover   ({}; keel failover status)",
+            controller_config
+                .failover
+                .iter()
+                .map(|f| format!("{}: {}", f.name, f.members.iter().map(|m| m.name.as_str()).collect::<Vec<_>>().join(", ")))
+                .collect::<Vec<_>>()
+                .join("; ")
+        );
         say_fmt!("  agent status        http://{}/status", agent.addr);
         if let Some(a) = agent.otlp_addr {
             say_fmt!("  agent OTLP/HTTP     http://{a}/v1/traces");

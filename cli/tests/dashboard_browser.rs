@@ -140,6 +140,24 @@ async fn the_dashboard_works_in_a_real_browser() {
             r#"return document.querySelector('[data-panel="2.1"] canvas') ? 1 : null;"#,
         )
         .await;
+    // The database topology: a primary and two replicas, with epoch and lag.
+    let topology = browser
+        .until(
+            "the database topology shows one primary and two replicas",
+            r#"const p = [...document.querySelectorAll('[data-panel]')].find(p => p.textContent.includes('Database topology'));
+               const rows = p ? [...p.querySelectorAll('table.pivot tr[data-row]')] : [];
+               const cell = (r, c) => { const td = r.querySelector(`td[data-col="${c}"]`); return td ? td.textContent : ''; };
+               const seen = rows.map(r => `${r.dataset.row}=${cell(r, 'role')}@${cell(r, 'epoch')}`);
+               return seen.length === 3 && seen.filter(x => x.includes('=primary@1')).length === 1
+                 && seen.filter(x => x.includes('=replica@1')).length === 2 ? seen.join(' ') : null;"#,
+        )
+        .await;
+    assert!(
+        topology
+            .as_str()
+            .is_some_and(|t| t.contains("db-1=primary@1")),
+        "{topology}"
+    );
     browser.screenshot("overview").await;
     let mut burst = spawn_load(&lines, dir.path(), "steady", "80", "300s");
     let burst_stop = StopOnDrop(burst.id() as i32);

@@ -44,6 +44,43 @@ async fn keel_up_prints_its_urls_and_ctrl_c_leaves_no_process_behind() {
         },
     )
     .await;
+    // keel up watches the sample db for failover by default; `keel
+    // failover status` shows its primary and members.
+    let failover = url("failover");
+    let base = failover.trim_end_matches("/api/v1/failover").to_owned();
+    let status = eventually(
+        "the failover target probed",
+        Duration::from_secs(20),
+        || {
+            let failover = failover.clone();
+            async move {
+                let (_, v) = get_json(&failover).await;
+                let t = v["data"].as_array()?.first()?.clone();
+                (t["state"] == "healthy" && t["members"].as_object()?.len() == 3).then_some(t)
+            }
+        },
+    )
+    .await;
+    assert_eq!(
+        (&status["name"], &status["primary"]),
+        (&"shop-db".into(), &"db-1".into()),
+        "{status}"
+    );
+    let out = Command::new(KEEL)
+        .args(["failover", "status", "--url", &base])
+        .output()
+        .expect("keel failover status");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.starts_with("shop-db: primary db-1 at epoch 1 — healthy"),
+        "{text}"
+    );
+    assert_eq!(text.matches("reaches the primary").count(), 2, "{text}");
     let promql = url("PromQL API");
     let (s, v) = get_json(&format!("{promql}?query=vector(1)")).await;
     assert_eq!(s, 200, "the printed collector API answers PromQL: {v}");

@@ -368,7 +368,36 @@ function statPanel(el, data, panel) {
   el.append(h("div", { class: "stat", style: { color: colourOf(panel.thresholds, v) || "inherit" } }, fmt(v, panel.unit)));
 }
 
+// A table with rows_by: a row for each value of that label, a column for
+// each query (its legend), each cell the query's last value — as a word
+// from its map, a label's value (label_value) or in its unit.
+function pivotTable(el, data, panel) {
+  const key = panel.rows_by, cols = panel.queries || [];
+  const rows = new Map();
+  for (const s of data.series) {
+    const k = (s.labels || {})[key];
+    if (k === undefined) continue;
+    if (!rows.has(k)) rows.set(k, []);
+    const q = cols[s.query] || {};
+    const v = lastValue(s.values);
+    if (v === null) continue;
+    rows.get(k)[s.query] = q.label_value ? ((s.labels || {})[q.label_value] ?? "") : v;
+  }
+  if (!rows.size) { statusLine(el, "No data in this range"); return; }
+  const cell = (q, v) => {
+    if (v === null || v === undefined) return "–";
+    if (typeof v === "string") return v;
+    const word = (q.map || {})[String(v)];
+    return word !== undefined ? word : fmt(v, q.unit || panel.unit);
+  };
+  el.append(h("table", { class: "pivot" },
+    h("tr", {}, h("th", {}, key), cols.map((q) => h("th", {}, q.legend || ""))),
+    [...rows.keys()].sort().map((k) => h("tr", { "data-row": k }, h("td", {}, k),
+      cols.map((q, i) => h("td", { "data-col": q.legend || "" }, cell(q, rows.get(k)[i])))))));
+}
+
 function tablePanel(el, data, panel) {
+  if (panel.rows_by) { pivotTable(el, data, panel); return; }
   const rows = data.series.map((s) => ({ name: s.name, v: lastValue(s.values) })).sort((a, b) => (b.v ?? -Infinity) - (a.v ?? -Infinity));
   el.append(h("table", {}, h("tr", {}, h("th", {}, "series"), h("th", { class: "num" }, "value")),
     rows.map((r) => h("tr", {}, h("td", {}, r.name), h("td", { class: "num", style: { color: colourOf(panel.thresholds, r.v) || "inherit" } }, fmt(r.v, panel.unit))))));

@@ -3,7 +3,7 @@
 //! (`$service`) the queries use. Validation reports every problem,
 //! each naming its field, so `load_yaml` can point it at its line.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use keel_core::config::Validate;
 use serde::{Deserialize, Serialize};
@@ -120,9 +120,22 @@ pub struct Query {
     /// step) and `$__rate_interval` (4 steps, at least 1 minute).
     pub expr: String,
     /// The series' names: `{{label}}` is replaced by the label's value
-    /// (default: the labels, as Prometheus prints them).
+    /// (default: the labels, as Prometheus prints them). In a table with
+    /// `rows_by`, the column's title.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub legend: Option<String>,
+    /// This query's unit, where it differs from the panel's (a table
+    /// with `rows_by`: one unit a column).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unit: Option<Unit>,
+    /// Values shown as words (`{"1": up, "0": down}`), matched on the
+    /// value as a plain number.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub map: BTreeMap<String, String>,
+    /// Show this label's value instead of the number (a state set such as
+    /// `db_role{role="primary"} == 1`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub label_value: Option<String>,
 }
 
 /// One panel.
@@ -152,6 +165,11 @@ pub struct Panel {
     /// Where a click on the panel leads (e.g. `logs?q=level:error`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub link: Option<String>,
+    /// A table: one row for each value of this label, one column for each
+    /// query (titled by its `legend`) — e.g. a database's members with
+    /// their role, epoch and lag.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rows_by: Option<String>,
 }
 
 fn default_width() -> u8 {
@@ -295,6 +313,21 @@ impl Panel {
                 problems.push(format!("{at}.queries[{q}].expr: {e}"));
             }
         }
+        if let Some(label) = &self.rows_by {
+            if self.viz != Viz::Table {
+                problems.push(format!("{at}.rows_by: only a table takes rows_by"));
+            }
+            if !keel_core::names::is_label_name(label) {
+                problems.push(format!("{at}.rows_by: {label:?} is not a label name"));
+            }
+            for (q, query) in self.queries.iter().enumerate() {
+                if query.legend.as_deref().is_none_or(|l| l.trim().is_empty()) {
+                    problems.push(format!(
+                        "{at}.queries[{q}].legend: a table with rows_by titles each column by its query's legend"
+                    ));
+                }
+            }
+        }
         let mut last = f64::NEG_INFINITY;
         for (t, th) in self.thresholds.iter().enumerate() {
             if !th.value.is_finite() || th.value < last {
@@ -354,6 +387,8 @@ rows:
       - {title: b, type: logs}
       - {title: c, type: stat, queries: [{expr: "up{s=\"$nope\"}"}], width: 13,
          thresholds: [{value: 2, color: red}, {value: 1, color: mauve}]}
+      - {title: d, type: stat, rows_by: instance, queries: [{expr: up}]}
+      - {title: e, type: table, rows_by: "not a label", queries: [{expr: up, legend: up}]}
 "#,
         )
         .expect("parses");
@@ -368,6 +403,9 @@ rows:
             "rows[0].panels[2].width: must be 1 to 12",
             "rows[0].panels[2].thresholds[1].value: must be a number, ascending",
             "rows[0].panels[2].thresholds[1].color: \"mauve\"",
+            "rows[0].panels[3].rows_by: only a table takes rows_by",
+            "rows[0].panels[3].queries[0].legend: a table with rows_by titles each column",
+            "rows[0].panels[4].rows_by: \"not a label\" is not a label name",
         ] {
             assert!(joined.contains(want), "missing {want:?} in:\n{joined}");
         }

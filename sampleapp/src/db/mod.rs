@@ -41,6 +41,23 @@ struct ReplicaLabel {
     replica: String,
 }
 
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RoleLabel {
+    role: String,
+}
+
+/// Every role, as `db_role{role}` names it.
+const ROLES: [&str; 4] = ["primary", "replica", "fenced", "read_only"];
+
+fn role_name(r: &Role) -> &'static str {
+    match r {
+        Role::Primary => "primary",
+        Role::Replica { .. } => "replica",
+        Role::Fenced => "fenced",
+        Role::ReadOnly => "read_only",
+    }
+}
+
 /// Open the node and build its HTTP API; starts replication and WAL flushing.
 pub async fn router(
     id: &Identity,
@@ -77,6 +94,7 @@ pub async fn router(
     let lag_bytes: Gauge = Gauge::default();
     let lag_seconds: Gauge<f64, std::sync::atomic::AtomicU64> = Gauge::default();
     let acks: Family<ReplicaLabel, Gauge> = Family::default();
+    let roles: Family<RoleLabel, Gauge> = Family::default();
     let metrics = Metrics::new(id, |r| {
         r.register("db_writes", "Writes acknowledged", writes.clone());
         r.register(
@@ -106,6 +124,11 @@ pub async fn router(
             lag_seconds.clone(),
         );
         r.register(
+            "db_role",
+            "1 for this node's role (primary, replica, fenced, read_only), 0 for the others",
+            roles.clone(),
+        );
+        r.register(
             "db_replica_acked_lsn",
             "Last lsn each replica acknowledged (primary only)",
             acks.clone(),
@@ -120,6 +143,12 @@ pub async fn router(
         last_lsn.set(s.last_lsn as i64);
         lag_bytes.set(s.lag_bytes as i64);
         lag_seconds.set(s.lag_seconds);
+        let now = role_name(&s.role);
+        for r in ROLES {
+            roles
+                .get_or_create(&RoleLabel { role: r.into() })
+                .set(i64::from(r == now));
+        }
         acks.clear();
         for (replica, lsn) in s.replica_acks {
             acks.get_or_create(&ReplicaLabel { replica })
