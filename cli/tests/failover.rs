@@ -65,8 +65,27 @@ fn target(supervisor: &str, mode: Mode, max_lag: u64) -> FailoverConfig {
 async fn controller(
     f: FailoverConfig,
 ) -> (Arc<Controller>, Arc<keel_controller::failover::Failover>) {
+    // A policy for the failover to pause (it scales nothing: dry run).
+    let web = keel_controller::Policy {
+        name: "web".into(),
+        actuator: keel_controller::ActuatorConfig::DryRun { start: 2 },
+        min: 1,
+        max: 4,
+        metrics: vec![keel_controller::MetricSpec {
+            name: "rate".into(),
+            query: "vector(1)".into(),
+            per_instance: None,
+            average: Some(1.0),
+            total: None,
+        }],
+        behavior: Default::default(),
+        warm_up: Duration::ZERO,
+        panic: None,
+        predictive: None,
+    };
     let config = ControllerConfig {
         failover: vec![f],
+        policies: vec![web],
         ..ControllerConfig::default()
     };
     let mut problems = Vec::new();
@@ -302,6 +321,8 @@ async fn synchronous_failover_survives_five_primary_kills_losing_no_acknowledged
         "failover.promoted",
         "failover.repointed",
         "failover.first_write",
+        "scaling.paused",
+        "scaling.resumed",
     ] {
         assert!(kinds.iter().any(|x| x == k), "no {k} event in {kinds:?}");
     }

@@ -292,6 +292,24 @@ fn invalid_config_fails_at_start_naming_file_line_and_every_problem() {
         "{err}"
     );
 
+    // A failover section: every problem, each at its line.
+    std::fs::write(
+        dir.path().join("failover.yaml"),
+        "controller:\n  failover:\n    - name: db\n      driver: {type: sample}\n      members: [{name: a}, {name: a}]\n      failure_threshold: 0\n      mode: synchronous\n      synchronous_replicas: 2\n      repoint: [cache]\n",
+    )
+    .expect("write");
+    let (ok, err) = keel(&["up", "--config", "failover.yaml"], dir.path(), &[]);
+    assert!(!ok);
+    for want in [
+        "4 problem(s)",
+        "failover.yaml:5: controller.failover[0].members[1].name: \"a\" is listed twice",
+        "failover.yaml:6: controller.failover[0].failure_threshold: must be at least 1",
+        "failover.yaml:8: controller.failover[0].synchronous_replicas",
+        "failover.yaml:9: controller.failover[0].repoint[0]: \"cache\" is not a tier",
+    ] {
+        assert!(err.contains(want), "missing {want:?} in {err}");
+    }
+
     let (ok, err) = keel(
         &["config"],
         dir.path(),

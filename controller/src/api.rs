@@ -63,26 +63,26 @@ struct Move {
 fn target(
     c: &Controller,
     body: &[u8],
-) -> Result<(Arc<crate::failover::Failover>, Option<String>), Response> {
+) -> Result<(Arc<crate::failover::Failover>, Option<String>), (StatusCode, String)> {
     let m: Move = if body.iter().all(u8::is_ascii_whitespace) {
         Move::default()
     } else {
         serde_json::from_slice(body)
-            .map_err(|e| error(StatusCode::BAD_REQUEST, format!("invalid JSON body: {e}")))?
+            .map_err(|e| (StatusCode::BAD_REQUEST, format!("invalid JSON body: {e}")))?
     };
     let f = match (&m.target, c.failovers()) {
         (Some(t), _) => c
             .failover(t)
-            .ok_or_else(|| error(StatusCode::NOT_FOUND, format!("no failover target {t:?}")))?,
+            .ok_or_else(|| (StatusCode::NOT_FOUND, format!("no failover target {t:?}")))?,
         (None, [one]) => one.clone(),
         (None, []) => {
-            return Err(error(
+            return Err((
                 StatusCode::NOT_FOUND,
                 "no failover target is configured".into(),
             ));
         }
         (None, _) => {
-            return Err(error(
+            return Err((
                 StatusCode::BAD_REQUEST,
                 "several failover targets: name one (\"target\")".into(),
             ));
@@ -94,7 +94,7 @@ fn target(
 async fn failover(State((c, _)): St, body: axum::body::Bytes) -> Response {
     let (f, to) = match target(&c, &body) {
         Ok(t) => t,
-        Err(r) => return r,
+        Err((code, e)) => return error(code, e),
     };
     match f.failover(to.as_deref()).await {
         Ok(p) => axum::Json(
@@ -108,7 +108,7 @@ async fn failover(State((c, _)): St, body: axum::body::Bytes) -> Response {
 async fn switchover(State((c, _)): St, body: axum::body::Bytes) -> Response {
     let (f, to) = match target(&c, &body) {
         Ok(t) => t,
-        Err(r) => return r,
+        Err((code, e)) => return error(code, e),
     };
     match f.switchover(to.as_deref()).await {
         Ok(p) => axum::Json(

@@ -139,6 +139,11 @@ impl Controller {
         })
     }
 
+    /// The event log and the pauses.
+    pub fn journal(&self) -> &Arc<crate::journal::Journal> {
+        &self.journal
+    }
+
     /// The failover targets.
     pub fn failovers(&self) -> &[Arc<crate::failover::Failover>] {
         &self.failovers

@@ -211,6 +211,20 @@ async fn an_unreachable_supervisor_is_an_event() {
     );
 }
 
+#[tokio::test]
+async fn a_paused_policy_decides_nothing_and_says_why() {
+    let load = Arc::new(Fixed::default());
+    *load.0.lock().expect("lock") = 400.0;
+    let c = controller(policy(ActuatorConfig::DryRun { start: 2 }), load);
+    c.journal().pause("web", "shop-db fails over");
+    let e = c.tick(T0).await;
+    assert_eq!(e[0].kind, "paused");
+    assert_eq!(e[0].explanation, "web: not scaled while shop-db fails over");
+    c.journal().resume("web");
+    let e = c.tick(T0 + S).await;
+    assert_eq!(e[0].kind, "scale", "{}", e[0].explanation);
+}
+
 #[test]
 fn a_bad_policy_reports_every_problem_with_its_field() {
     let mut p = policy(ActuatorConfig::DryRun { start: 1 });
