@@ -580,13 +580,15 @@ async fn scrape_loop(
     let mut stale = scrape::Staleness::default();
     loop {
         tokio::select! {
-            _ = inner.clock.sleep_until(next) => {}
+            // A target that went away is not scraped once more.
+            biased;
             () = gone(&mut stop) => {
                 let now = inner.clock.now_ms();
                 inner.push_points(scrape::end_of_run(&t, &mut stale, now), now);
                 tracing::debug!(job = %t.job, url = %t.url, "target gone: its series are stale");
                 return;
             }
+            _ = inner.clock.sleep_until(next) => {}
         }
         next += t.interval;
         let mut o = scrape::scrape(&client, &t).await;

@@ -225,6 +225,10 @@ fn agent_for(
             refresh_interval: std::time::Duration::from_secs(2),
             interval: SCRAPE_INTERVAL,
             timeout: SCRAPE_INTERVAL,
+            // The targets file gives `tier` (so `up` has it) and the app
+            // exposes it too, with the same value: honouring it keeps one
+            // `tier`, not an `exported_tier` beside it.
+            honor_labels: true,
             ..Default::default()
         }];
     }

@@ -140,6 +140,19 @@ async fn keel_up_prints_its_urls_and_ctrl_c_leaves_no_process_behind() {
             format!("sum(shop_access_requests_total{{tier=\"{tier}\",job=\"shop-{tier}\"}}) > 0");
         value_within(&promql, &q).await;
     }
+    // No series carries a label Prometheus would not give it: no
+    // `exported_*` from a collision, no `service` from the OTLP mapping.
+    for q in [
+        r#"count({__name__=~".+", exported_tier!=""})"#,
+        r#"count({__name__=~".+", service!=""})"#,
+    ] {
+        let (s, v) = get_json(&format!("{promql}?query={}", urlencode(q))).await;
+        assert_eq!(
+            (s, &v["data"]["result"]),
+            (200, &serde_json::json!([])),
+            "{q}: {v}"
+        );
+    }
     // Host metrics, under node_exporter's names.
     for q in [
         "node_load1",

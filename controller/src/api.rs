@@ -96,7 +96,13 @@ async fn failover(State((c, _)): St, body: axum::body::Bytes) -> Response {
         Ok(t) => t,
         Err((code, e)) => return error(code, e),
     };
-    match f.failover(to.as_deref()).await {
+    // On a task of its own: a client that goes away must not leave it
+    // half done.
+    let task = f.clone();
+    let done = tokio::spawn(async move { task.failover(to.as_deref()).await })
+        .await
+        .unwrap_or_else(|e| Err(format!("the failover task failed: {e}")));
+    match done {
         Ok(p) => axum::Json(
             serde_json::json!({"status": "success", "data": {"promoted": p, "target": f.status()}}),
         )
@@ -110,7 +116,11 @@ async fn switchover(State((c, _)): St, body: axum::body::Bytes) -> Response {
         Ok(t) => t,
         Err((code, e)) => return error(code, e),
     };
-    match f.switchover(to.as_deref()).await {
+    let task = f.clone();
+    let done = tokio::spawn(async move { task.switchover(to.as_deref()).await })
+        .await
+        .unwrap_or_else(|e| Err(format!("the switchover task failed: {e}")));
+    match done {
         Ok(p) => axum::Json(
             serde_json::json!({"status": "success", "data": {"promoted": p, "target": f.status()}}),
         )

@@ -18,8 +18,21 @@ pub const KEEP: usize = 10_000;
 pub struct Journal {
     events: Mutex<VecDeque<Event>>,
     writer: Option<keel_state::Writer>,
+    /// Sequence numbers restart with the process: this keeps a restarted
+    /// one's keys apart from the last one's (replay restarts the clock).
+    nonce: u32,
     seq: AtomicU64,
     paused: Mutex<BTreeMap<String, String>>,
+}
+
+/// A number unlikely to repeat across processes (no RNG dependency: the
+/// time and the process id, mixed).
+fn rand_nonce() -> u32 {
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64);
+    let x = t ^ (u64::from(std::process::id()) << 32);
+    (x ^ (x >> 29)).wrapping_mul(0x9E37_79B9_7F4A_7C15) as u32
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -32,6 +45,7 @@ impl Journal {
         Self {
             events: Mutex::new(VecDeque::new()),
             writer,
+            nonce: rand_nonce(),
             seq: AtomicU64::new(0),
             paused: Mutex::new(BTreeMap::new()),
         }
@@ -46,7 +60,7 @@ impl Journal {
             let n = self.seq.fetch_add(1, Ordering::Relaxed);
             w.send(keel_state::Op::Put {
                 table: keel_state::Table::Events,
-                key: format!("{:016}-{}-{n:08}", e.at_ms, e.subject),
+                key: format!("{:016}-{}-{:08x}{n:08}", e.at_ms, e.subject, self.nonce),
                 at_ms: e.at_ms,
                 doc,
             });

@@ -294,8 +294,8 @@ pub struct DbConfig {
     /// What a primary restarted after a crash (or started after a stop)
     /// comes back as: `read_only` (reads only, until told to follow or
     /// promoted — a failover that happened meanwhile never meets two
-    /// primaries) or `primary` (takes writes again at once: only without
-    /// an automatic failover).
+    /// primaries) or `primary` (takes writes again at once, as Patroni
+    /// restarting in place).
     pub restart_primary_as: RestartPrimaryAs,
 }
 

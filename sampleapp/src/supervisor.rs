@@ -840,6 +840,20 @@ impl Supervisor {
         name: Option<String>,
         epoch: Option<u64>,
     ) -> Result<PromoteReport, ApiError> {
+        self.promote_repointing(name, epoch, true).await
+    }
+
+    /// [`Self::promote`], repointing the web tier only when `webs`. The
+    /// current primary may be named: it leads again under the new epoch
+    /// (a switchover that could not complete). Serialized with scaling, so
+    /// no web starts with the old topology meanwhile.
+    pub async fn promote_repointing(
+        &self,
+        name: Option<String>,
+        epoch: Option<u64>,
+        webs: bool,
+    ) -> Result<PromoteReport, ApiError> {
+        let _guard = self.s.scale_lock.lock().await;
         let old = self.db_topology();
         let epoch = epoch.unwrap_or(old.topology.epoch + 1);
         if epoch <= old.topology.epoch {
@@ -859,7 +873,11 @@ impl Supervisor {
         let candidates: Vec<ProcInfo> = self
             .processes()
             .into_iter()
-            .filter(|p| p.tier == "db" && p.name != old.primary_name && p.pid.is_some())
+            .filter(|p| {
+                p.tier == "db"
+                    && p.pid.is_some()
+                    && (p.name != old.primary_name || name.as_deref() == Some(p.name.as_str()))
+            })
             .filter(|p| name.as_ref().is_none_or(|n| *n == p.name))
             .collect();
         let mut best: Option<(ProcInfo, u64)> = None;
@@ -907,6 +925,13 @@ impl Supervisor {
                 target.name
             )));
         }
+        // The lsn of its epoch record: writes under the new epoch follow it.
+        let lsn = r
+            .json::<serde_json::Value>()
+            .await
+            .ok()
+            .and_then(|v| v["last_lsn"].as_u64())
+            .unwrap_or(lsn);
         let promoted_at = now_ms();
         let replicas: Vec<ProcInfo> = self
             .processes()
@@ -925,7 +950,7 @@ impl Supervisor {
         // Webs first: they carry the writes.
         let mut repointed = Vec::new();
         let mut restarted = Vec::new();
-        for w in self.webs().into_iter().filter(|p| p.pid.is_some()) {
+        for w in self.webs().into_iter().filter(|p| webs && p.pid.is_some()) {
             let r = self
                 .s
                 .client
@@ -980,6 +1005,27 @@ impl Supervisor {
             promoted_at_ms: promoted_at,
             repointed_at_ms: repointed_at,
         })
+    }
+
+    /// Have db member `name` follow the current primary at the current
+    /// epoch (one that came back read-only after a crash and missed the
+    /// promotion's re-attachment, or a fenced one).
+    pub async fn rejoin(&self, name: &str) -> Result<serde_json::Value, ApiError> {
+        let (info, _) = self.get(name)?;
+        let db = self.db_topology();
+        if info.tier != "db" {
+            return Err(ApiError::BadRequest(format!("{name} is not a db member")));
+        }
+        if db.primary_name == name {
+            return Err(ApiError::Conflict(format!("{name} is the primary")));
+        }
+        self.node_call(
+            &info,
+            "/-/follow",
+            serde_json::json!({ "primary": db.topology.primary, "epoch": db.topology.epoch }),
+            true,
+        )
+        .await
     }
 
     /// Fence db member `name` at `epoch`: it takes no writes from then on
@@ -1140,6 +1186,8 @@ struct ScaleBody {
 struct PromoteBody {
     name: Option<String>,
     epoch: Option<u64>,
+    /// Tiers given the new primary (default: `["web"]`).
+    repoint: Option<Vec<String>>,
 }
 
 #[derive(Deserialize)]
@@ -1172,6 +1220,7 @@ fn api(sup: Supervisor) -> Router {
         .route("/api/v1/db/topology", get(|State(s): State<Supervisor>| async move { axum::Json(s.db_topology()) }))
         .route("/api/v1/db/promote", post(promote))
         .route("/api/v1/db/fence", post(fence))
+        .route("/api/v1/db/rejoin", post(rejoin))
         .route("/api/v1/faults/partition", axum::routing::put(partition))
         .fallback(crate::api::not_found)
         .with_state(sup)
@@ -1222,7 +1271,20 @@ async fn promote(
         serde_json::from_slice(&body)
             .map_err(|e| ApiError::BadRequest(format!("invalid JSON body: {e}")))?
     };
-    s.promote(b.name, b.epoch).await.map(axum::Json)
+    let webs = match &b.repoint {
+        None => true,
+        Some(tiers) => {
+            if let Some(t) = tiers.iter().find(|t| *t != "web") {
+                return Err(ApiError::BadRequest(format!(
+                    "repoint: {t:?} is not a tier that follows the db (web)"
+                )));
+            }
+            !tiers.is_empty()
+        }
+    };
+    s.promote_repointing(b.name, b.epoch, webs)
+        .await
+        .map(axum::Json)
 }
 
 async fn fence(
@@ -1230,6 +1292,19 @@ async fn fence(
     Json(b): Json<FenceBody>,
 ) -> Result<axum::Json<serde_json::Value>, ApiError> {
     s.fence(&b.name, b.epoch).await.map(axum::Json)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RejoinBody {
+    name: String,
+}
+
+async fn rejoin(
+    State(s): State<Supervisor>,
+    Json(b): Json<RejoinBody>,
+) -> Result<axum::Json<serde_json::Value>, ApiError> {
+    s.rejoin(&b.name).await.map(axum::Json)
 }
 
 async fn partition(

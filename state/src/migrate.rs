@@ -87,12 +87,6 @@ fn query_err(what: &'static str) -> impl Fn(sqlx::Error) -> StateError {
 
 /// Bring the schema of `pool` up to [`latest`]: the versions applied now.
 pub async fn migrate(pool: &sqlx::AnyPool, backend: Backend) -> Result<Vec<i64>, StateError> {
-    sqlx::query(
-        "CREATE TABLE IF NOT EXISTS keel_schema (version BIGINT PRIMARY KEY, applied_ms BIGINT NOT NULL, what TEXT NOT NULL)",
-    )
-    .execute(pool)
-    .await
-    .map_err(query_err("creating keel_schema"))?;
     let mut applied = Vec::new();
     for m in MIGRATIONS {
         let mut tx = pool.begin().await.map_err(query_err("migration"))?;
@@ -103,6 +97,14 @@ pub async fn migrate(pool: &sqlx::AnyPool, backend: Backend) -> Result<Vec<i64>,
                 .await
                 .map_err(query_err("locking for a migration"))?;
         }
+        // Under the lock: two PostgreSQL sessions creating one table at
+        // once can collide even with IF NOT EXISTS.
+        sqlx::query(
+            "CREATE TABLE IF NOT EXISTS keel_schema (version BIGINT PRIMARY KEY, applied_ms BIGINT NOT NULL, what TEXT NOT NULL)",
+        )
+        .execute(&mut *tx)
+        .await
+        .map_err(query_err("creating keel_schema"))?;
         let current: i64 = sqlx::query("SELECT COALESCE(MAX(version), 0) FROM keel_schema")
             .fetch_one(&mut *tx)
             .await

@@ -261,8 +261,9 @@ const IDENTIFYING: [&str; 3] = ["service.name", "service.namespace", "service.in
 struct Base {
     /// Promoted resource attributes (a point's own attributes win).
     promoted: Vec<(String, String)>,
-    /// `job` and `instance` (they win over a point's own).
-    ids: [(String, String); 2],
+    /// `job` and `instance`, those the resource has (they win over a
+    /// point's own).
+    ids: Vec<(String, String)>,
 }
 
 /// A data point's attributes as label pairs. Keys that sanitise to one
@@ -338,6 +339,11 @@ fn time_ms(nanos: u64) -> Option<i64> {
 /// series is found at every moment its metrics are.
 const TARGET_INFO_EVERY_MS: i64 = 150_000;
 
+/// At most this far back from a resource's newest point (timestamps come
+/// from the sender: two points a century apart must not make millions of
+/// samples; older ones are out of the store's window anyway).
+const TARGET_INFO_SPAN_MS: i64 = 3_600_000;
+
 /// Convert an export request under `translation`; `last` gives a stored
 /// series' newest value (for delta accumulation).
 pub fn convert(
@@ -364,18 +370,26 @@ pub fn convert(
                 .iter()
                 .find(|kv| kv.key == k)
                 .map(|kv| any_to_string(&kv.value))
-                .unwrap_or_default()
         };
         let (svc, ns, inst) = (
             get("service.name"),
             get("service.namespace"),
             get("service.instance.id"),
         );
-        let job = if ns.is_empty() || svc.is_empty() {
-            svc
-        } else {
-            format!("{ns}/{svc}")
-        };
+        // Only what the resource has overrides a point's own job/instance.
+        let mut ids = Vec::with_capacity(2);
+        if let Some(svc) = svc {
+            ids.push((
+                "job".to_owned(),
+                match ns {
+                    Some(ns) if !ns.is_empty() && !svc.is_empty() => format!("{ns}/{svc}"),
+                    _ => svc,
+                },
+            ));
+        }
+        if let Some(inst) = inst {
+            ids.push(("instance".to_owned(), inst));
+        }
         let mut promoted: Vec<(String, String)> = Vec::new();
         for kv in attrs.iter().filter(|kv| translation.promotes(&kv.key)) {
             let name = label_name(&kv.key);
@@ -383,10 +397,7 @@ pub fn convert(
                 promoted.push((name, any_to_string(&kv.value)));
             }
         }
-        let base = Base {
-            promoted,
-            ids: [("job".to_owned(), job), ("instance".to_owned(), inst)],
-        };
+        let base = Base { promoted, ids };
         let mut span: Option<(i64, i64)> = None;
         for sm in &rm.scope_metrics {
             for m in &sm.metrics {
@@ -424,6 +435,7 @@ fn target_info(
     if other == 0 || base.ids.iter().all(|(_, v)| v.is_empty()) {
         return;
     }
+    let earliest = earliest.max(newest.saturating_sub(TARGET_INFO_SPAN_MS));
     let shown: Vec<KeyValue> = attrs
         .iter()
         .filter(|kv| {
@@ -440,7 +452,7 @@ fn target_info(
     let mut t = earliest;
     while t < newest {
         samples.push((t, 1.0));
-        t += TARGET_INFO_EVERY_MS;
+        t = t.saturating_add(TARGET_INFO_EVERY_MS);
     }
     samples.push((newest, 1.0));
     // Two resources of one target in a request: one series.
@@ -943,6 +955,49 @@ mod tests {
         };
         let info = series(&convert(&req, &keep, &|_| None)).remove(1);
         assert!(info.contains(r#"service_name="cart""#), "{info}");
+    }
+
+    #[test]
+    fn a_points_own_job_stays_when_the_resource_names_none() {
+        let req = request(
+            &[("host.name", "box")],
+            &[("job", "mine"), ("instance", "i")],
+        );
+        let v = series(&convert(&req, &Translation::default(), &|_| None));
+        assert_eq!(v[0], r#"g{instance="i", job="mine"}"#);
+    }
+
+    #[test]
+    fn target_info_spans_at_most_an_hour_whatever_the_senders_timestamps() {
+        use opentelemetry_proto::tonic::metrics::v1::{Gauge, ResourceMetrics, ScopeMetrics};
+        use opentelemetry_proto::tonic::resource::v1::Resource;
+        let point = |ns: u64| NumberDataPoint {
+            time_unix_nano: ns,
+            value: Some(number_data_point::Value::AsDouble(1.0)),
+            ..Default::default()
+        };
+        let req = ExportMetricsServiceRequest {
+            resource_metrics: vec![ResourceMetrics {
+                resource: Some(Resource {
+                    attributes: vec![text("service.name", "s"), text("host.name", "h")],
+                    ..Default::default()
+                }),
+                scope_metrics: vec![ScopeMetrics {
+                    metrics: vec![Metric {
+                        name: "g".into(),
+                        data: Some(Data::Gauge(Gauge {
+                            data_points: vec![point(1_000_000), point(u64::MAX)],
+                        })),
+                        ..Default::default()
+                    }],
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+        };
+        let out = convert(&req, &Translation::default(), &|_| None);
+        let n: usize = out.target_info.iter().map(|(_, s)| s.len()).sum();
+        assert_eq!(n, 25, "an hour every 150 s, and the newest");
     }
 
     #[test]

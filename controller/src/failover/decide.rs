@@ -218,9 +218,11 @@ pub fn observe(cfg: &FailoverConfig, w: &mut Watch, obs: &Observation) -> Verdic
             _ => None,
         })
         .collect();
+    // Only replicas of the current epoch speak for the current primary
+    // (one still following a deposed primary reaches that one).
     let still: Vec<&str> = replicas
         .iter()
-        .filter(|(_, r)| r.primary_ok == Some(true))
+        .filter(|(_, r)| r.primary_ok == Some(true) && r.epoch >= w.epoch)
         .map(|(n, _)| n.as_str())
         .collect();
     if !still.is_empty() {

@@ -189,6 +189,18 @@ impl Driver {
         }
     }
 
+    /// Have `member` follow the current primary (a member that came back
+    /// read-only, or was fenced, and missed being re-attached).
+    pub async fn rejoin(&self, member: &str) -> Result<(), String> {
+        self.post(
+            "/api/v1/db/rejoin",
+            serde_json::json!({"name": member}),
+            Duration::from_secs(5),
+        )
+        .await
+        .map(|_| ())
+    }
+
     /// Stop `member` taking writes at `epoch`.
     pub async fn fence(&self, member: &str, epoch: u64) -> Result<(), String> {
         self.post(
@@ -200,13 +212,18 @@ impl Driver {
         .map(|_| ())
     }
 
-    /// Promote `member` at `epoch`; the clients are repointed and the
-    /// other members re-attached.
-    pub async fn promote(&self, member: &str, epoch: u64) -> Result<Promoted, String> {
+    /// Promote `member` at `epoch`; the `repoint` tiers are given the new
+    /// primary and the other members re-attached.
+    pub async fn promote(
+        &self,
+        member: &str,
+        epoch: u64,
+        repoint: &[String],
+    ) -> Result<Promoted, String> {
         let v = self
             .post(
                 "/api/v1/db/promote",
-                serde_json::json!({"name": member, "epoch": epoch}),
+                serde_json::json!({"name": member, "epoch": epoch, "repoint": repoint}),
                 Duration::from_secs(30),
             )
             .await?;

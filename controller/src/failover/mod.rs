@@ -65,7 +65,30 @@ struct Inner {
     recorded: Option<String>,
     state: String,
     why: Option<String>,
+    /// After a failover that failed: not again before this (ms), and the
+    /// next wait (doubling to 30 s).
+    retry_after_ms: i64,
+    backoff_ms: i64,
+    /// When each member was last asked to rejoin or fenced (ms).
+    tidied: BTreeMap<String, i64>,
 }
+
+/// Resumes the paused policies when dropped, whatever ends the failover.
+struct Paused {
+    journal: Arc<Journal>,
+    policies: Vec<String>,
+}
+
+impl Drop for Paused {
+    fn drop(&mut self) {
+        for p in &self.policies {
+            self.journal.resume(p);
+        }
+    }
+}
+
+/// The first wait before a failed failover is tried again.
+const RETRY_MS: i64 = 1_000;
 
 /// One failover target, running.
 pub struct Failover {
@@ -105,6 +128,9 @@ impl Failover {
                 recorded: None,
                 state: "starting".into(),
                 why: None,
+                retry_after_ms: 0,
+                backoff_ms: RETRY_MS,
+                tidied: BTreeMap::new(),
             }),
             acting: tokio::sync::Mutex::new(()),
         }
@@ -152,15 +178,15 @@ impl Failover {
                 "{at}.members: the primary, {primary:?}, is not listed"
             ));
         }
-        let watch = match saved {
-            Some(w) if w.epoch > epoch => w,
-            Some(mut w) => {
-                w.primary = primary;
-                w.epoch = epoch;
-                w
+        // What the database runs now is the truth; the saved record only
+        // keeps when the last automatic failover was (anti-flapping).
+        let mut watch = Watch::new(&primary, epoch);
+        if let Some(saved) = saved {
+            if saved.epoch > epoch {
+                tracing::warn!(target = %self.cfg.name, saved = saved.epoch, live = epoch, "the state store remembers a newer epoch than the database runs (its data was reset?); following the database");
             }
-            None => Watch::new(&primary, epoch),
-        };
+            watch.last_failover_ms = saved.last_failover_ms;
+        }
         let mut g = lock(&self.inner);
         g.addrs = members;
         g.watch = Some(watch);
@@ -239,10 +265,12 @@ impl Failover {
             if lock(&self.inner).watch.is_none() {
                 continue;
             }
-            let obs = self.observe_now().await;
+            // Probed under the lock manual actions take, so an
+            // observation never predates a failover it is judged after.
             let Ok(_turn) = self.acting.try_lock() else {
-                continue; // a manual failover or switchover is acting
+                continue;
             };
+            let obs = self.observe_now().await;
             let (verdict, before) = {
                 let mut g = lock(&self.inner);
                 let Some(w) = g.watch.as_mut() else { continue };
@@ -252,10 +280,87 @@ impl Failover {
                 (v, before)
             };
             self.note(&verdict, &obs, &before);
-            if let Verdict::Failover(plan) = verdict {
-                let detected_after = before.first_failure_ms.map(|t| obs.at_ms - t);
-                // A failure is an event, and the next probe decides again.
-                let _ = self.carry_out(plan, true, &before, detected_after).await;
+            match verdict {
+                Verdict::Healthy => self.tidy(&obs, &before).await,
+                Verdict::Failover(plan) => {
+                    let retry_after = lock(&self.inner).retry_after_ms;
+                    if obs.at_ms < retry_after {
+                        continue;
+                    }
+                    let detected_after = before.first_failure_ms.map(|t| obs.at_ms - t);
+                    let failed = self
+                        .carry_out(plan, true, &before, detected_after)
+                        .await
+                        .is_err();
+                    let mut g = lock(&self.inner);
+                    if failed {
+                        g.retry_after_ms = self.clock.now_ms() + g.backoff_ms;
+                        g.backoff_ms = (g.backoff_ms * 2).min(30_000);
+                    } else {
+                        g.backoff_ms = RETRY_MS;
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// With the primary healthy: a member that came back read-only (or
+    /// fenced) and missed being re-attached is told to follow it, and one
+    /// still answering as primary at an older epoch is fenced — each at
+    /// most every 2 s, each an event.
+    async fn tidy(&self, obs: &Observation, w: &Watch) {
+        for (name, p) in &obs.members {
+            let Probe::Answered(r) = p else { continue };
+            if *name == w.primary {
+                continue;
+            }
+            let stray = r.role == "primary" && r.epoch < w.epoch;
+            let idle = r.role == "read_only" || r.role == "fenced";
+            if !stray && !idle {
+                continue;
+            }
+            {
+                let mut g = lock(&self.inner);
+                let last = g.tidied.get(name).copied().unwrap_or(i64::MIN / 2);
+                if obs.at_ms < last + 2_000 {
+                    continue;
+                }
+                g.tidied.insert(name.clone(), obs.at_ms);
+            }
+            let target = &self.cfg.name;
+            if stray {
+                let done = self.driver.fence(name, w.epoch).await;
+                self.event(
+                    "failover.fenced",
+                    match &done {
+                        Ok(()) => format!(
+                            "{target}: {name} still answered as primary at epoch {} (the primary is {} at {}): fenced",
+                            r.epoch, w.primary, w.epoch
+                        ),
+                        Err(e) => format!(
+                            "{target}: {name} still answers as primary at epoch {} and could not be fenced ({e}); tried again in 2 s",
+                            r.epoch
+                        ),
+                    },
+                    serde_json::json!({"member": name, "epoch": w.epoch, "stray": true, "error": done.as_ref().err()}),
+                );
+            } else {
+                let done = self.driver.rejoin(name).await;
+                self.event(
+                    "failover.rejoined",
+                    match &done {
+                        Ok(()) => format!(
+                            "{target}: {name} was {} and now follows {} at epoch {}",
+                            r.role, w.primary, w.epoch
+                        ),
+                        Err(e) => format!(
+                            "{target}: {name} is {} and could not be re-attached ({e}); tried again in 2 s",
+                            r.role
+                        ),
+                    },
+                    serde_json::json!({"member": name, "was": r.role, "error": done.as_ref().err()}),
+                );
             }
         }
     }
@@ -321,6 +426,10 @@ impl Failover {
         for p in &paused {
             self.journal.pause(p, &format!("{name} fails over"));
         }
+        let guard = Paused {
+            journal: self.journal.clone(),
+            policies: paused.iter().map(|p| (*p).clone()).collect(),
+        };
         if !paused.is_empty() {
             self.event(
                 "scaling.paused",
@@ -355,12 +464,15 @@ impl Failover {
             "failover.fenced",
             match &fenced {
                 Ok(()) => format!("{name}: {old} fenced at epoch {}: it takes no writes", plan.epoch),
-                Err(e) => format!("{name}: {old} could not be fenced ({e}); the new epoch fences it on its first write from a repointed client, and it comes back read-only"),
+                Err(e) => format!("{name}: {old} could not be fenced ({e}); promoting anyway — if it answers again as primary at the old epoch it is fenced then, and if it restarts it comes back read-only"),
             },
             serde_json::json!({"member": old, "epoch": plan.epoch, "fenced": fenced.is_ok(), "error": fenced.as_ref().err()}),
         );
         let t_promote = self.clock.now_ms();
-        let outcome = self.driver.promote(&plan.promote, plan.epoch).await;
+        let outcome = self
+            .driver
+            .promote(&plan.promote, plan.epoch, &self.cfg.repoint)
+            .await;
         let result = match outcome {
             Err(e) => {
                 self.event(
@@ -417,9 +529,7 @@ impl Failover {
                 Ok(p)
             }
         };
-        for p in &paused {
-            self.journal.resume(p);
-        }
+        drop(guard);
         if !paused.is_empty() {
             self.event(
                 "scaling.resumed",
@@ -538,7 +648,10 @@ impl Failover {
             self.clock.sleep(Duration::from_millis(20)).await;
         };
         if !caught_up {
-            let back = self.driver.promote(&before.primary, plan.epoch + 1).await;
+            let back = self
+                .driver
+                .promote(&before.primary, plan.epoch + 1, &self.cfg.repoint)
+                .await;
             let e = format!(
                 "{} did not catch up with {} (lsn {old_lsn}) within 10 s; {}",
                 plan.promote,

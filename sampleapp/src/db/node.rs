@@ -397,7 +397,9 @@ impl Node {
     pub async fn pull(&self, req: PullRequest) -> Result<PullResponse, ApiError> {
         {
             let mut g = self.lock();
-            if g.role != Role::Primary {
+            // A fenced primary still serves its log: a replica about to be
+            // promoted in a switchover catches up from it.
+            if !matches!(g.role, Role::Primary | Role::Fenced) {
                 return Err(ApiError::Conflict("not the primary".into()));
             }
             if req.last_epoch < g.epoch
