@@ -151,6 +151,7 @@ async fn bench(args: FailoverBenchArgs) -> anyhow::Result<()> {
         probe_timeout: args.probe_interval.mul_f64(0.8),
         failure_threshold: args.failure_threshold,
         maximum_lag_on_failover: 1 << 20,
+        maximum_lag_seconds_on_failover: Duration::from_secs(30),
         mode: if args.asynchronous {
             Mode::Asynchronous
         } else {

@@ -285,6 +285,7 @@ fn shipped_failover(
         probe_timeout: std::time::Duration::from_millis(200),
         failure_threshold: 3,
         maximum_lag_on_failover: 1 << 20,
+        maximum_lag_seconds_on_failover: std::time::Duration::from_secs(30),
         mode: match db.replication {
             keel_sampleapp::config::ReplicationMode::Sync => Mode::Synchronous,
             keel_sampleapp::config::ReplicationMode::Async => Mode::Asynchronous,

@@ -52,6 +52,7 @@ fn target(supervisor: &str, mode: Mode, max_lag: u64) -> FailoverConfig {
         probe_timeout: Duration::from_millis(200),
         failure_threshold: 3,
         maximum_lag_on_failover: max_lag,
+        maximum_lag_seconds_on_failover: Duration::from_secs(30),
         mode,
         synchronous_replicas: 1,
         // Kills follow each other closely in this test.

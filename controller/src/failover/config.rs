@@ -82,6 +82,11 @@ pub struct FailoverConfig {
     /// (Patroni's default, 1 MiB).
     #[serde(default = "default_max_lag")]
     pub maximum_lag_on_failover: u64,
+    /// A replica whose oldest missing record is older than this is never
+    /// promoted (FACTS: consider failover beyond 30 s of lag, not a
+    /// replica that far behind).
+    #[serde(with = "keel_core::duration", default = "default_max_lag_time")]
+    pub maximum_lag_seconds_on_failover: Duration,
     /// Asynchronous or synchronous replication (as the database runs it).
     #[serde(default = "default_mode")]
     pub mode: Mode,
@@ -114,6 +119,10 @@ fn default_threshold() -> u32 {
 
 fn default_max_lag() -> u64 {
     1 << 20
+}
+
+fn default_max_lag_time() -> Duration {
+    Duration::from_secs(30)
 }
 
 fn default_mode() -> Mode {

@@ -37,6 +37,9 @@ pub struct MemberReport {
     /// A replica: whether its last pull from the primary succeeded.
     #[serde(default)]
     pub primary_ok: Option<bool>,
+    /// A replica: how old its oldest missing record is (ms).
+    #[serde(default)]
+    pub lag_ms: u64,
     /// A replica: the primary's last lsn as it last saw it.
     #[serde(default)]
     pub primary_head_lsn: u64,
@@ -304,6 +307,12 @@ pub fn plan(
                     "{lag_bytes} bytes behind, beyond maximum_lag_on_failover ({})",
                     cfg.maximum_lag_on_failover
                 ))
+            } else if r.lag_ms > cfg.maximum_lag_seconds_on_failover.as_millis() as u64 {
+                Some(format!(
+                    "{:.1} s behind, beyond maximum_lag_seconds_on_failover ({} s)",
+                    r.lag_ms as f64 / 1000.0,
+                    cfg.maximum_lag_seconds_on_failover.as_secs()
+                ))
             } else if cfg.mode == Mode::Synchronous && answering.len() < quorum {
                 Some(format!(
                     "synchronous mode: only {} of {replicas} replicas answer; {quorum} are needed to be sure one holds every acknowledged write",
@@ -440,6 +449,7 @@ mod tests {
             probe_timeout: Duration::from_millis(200),
             failure_threshold: 3,
             maximum_lag_on_failover: 1000,
+            maximum_lag_seconds_on_failover: Duration::from_secs(30),
             mode,
             synchronous_replicas: 1,
             anti_flapping: Duration::from_secs(300),
@@ -455,6 +465,7 @@ mod tests {
             last_lsn: lsn,
             wal_bytes: lsn * 100,
             primary_ok: None,
+            lag_ms: 0,
             primary_head_lsn: 0,
             primary_head_bytes: 0,
         })
@@ -467,6 +478,7 @@ mod tests {
             last_lsn: lsn,
             wal_bytes: lsn * 100,
             primary_ok: Some(sees_primary),
+            lag_ms: 0,
             primary_head_lsn: 0,
             primary_head_bytes: 0,
         })
@@ -602,6 +614,32 @@ mod tests {
     }
 
     #[test]
+    fn a_replica_more_than_30_seconds_behind_is_never_promoted() {
+        let c = cfg(Mode::Asynchronous);
+        let mut w = Watch::new("db-1", 1);
+        let stale = |lag_ms| match replica(50, false) {
+            Probe::Answered(r) => Probe::Answered(MemberReport { lag_ms, ..r }),
+            p => p,
+        };
+        let dead = || {
+            [
+                ("db-1", down()),
+                ("db-2", stale(31_000)),
+                ("db-3", stale(29_000)),
+            ]
+        };
+        let Verdict::Failover(p) = feed(&c, &mut w, 0, 3, dead) else {
+            panic!()
+        };
+        assert_eq!(p.promote, "db-3");
+        let refused = p.candidates[1].refused.clone().unwrap_or_default();
+        assert!(
+            refused.contains("31.0 s behind, beyond maximum_lag_seconds_on_failover (30 s)"),
+            "{refused}"
+        );
+    }
+
+    #[test]
     fn priority_comes_before_position_and_async_loss_is_counted() {
         let mut c = cfg(Mode::Asynchronous);
         c.maximum_lag_on_failover = 10_000;
@@ -725,6 +763,7 @@ mod tests {
             last_lsn: 70,
             wal_bytes: 7000,
             primary_ok: None,
+            lag_ms: 0,
             primary_head_lsn: 0,
             primary_head_bytes: 0,
         });

@@ -71,6 +71,8 @@ struct Status {
     #[serde(default)]
     primary_ok: Option<bool>,
     #[serde(default)]
+    lag_seconds: f64,
+    #[serde(default)]
     primary_head_lsn: u64,
     #[serde(default)]
     primary_head_bytes: u64,
@@ -182,6 +184,7 @@ impl Driver {
                 last_lsn: s.last_lsn,
                 wal_bytes: s.wal_bytes,
                 primary_ok: s.primary_ok,
+                lag_ms: (s.lag_seconds.max(0.0) * 1000.0) as u64,
                 primary_head_lsn: s.primary_head_lsn,
                 primary_head_bytes: s.primary_head_bytes,
             }),
