@@ -222,39 +222,29 @@ async fn synchronous_failover_survives_five_primary_kills_losing_no_acknowledged
     let supervisor = format!("http://{}", ep.supervisor);
 
     // Bad input first: unknown members, and a driver that cannot connect.
+    let start_error = |f: FailoverConfig| async move {
+        let c = Controller::new(
+            &ControllerConfig {
+                failover: vec![f],
+                ..ControllerConfig::default()
+            },
+            Arc::new(NoMetrics),
+            Arc::new(SystemClock),
+            None,
+        );
+        c.failovers()[0]
+            .start("controller.failover[0]", None)
+            .await
+            .expect_err("refused")
+    };
     let mut bad = target(&supervisor, Mode::Synchronous, 1 << 20);
     bad.members[2].name = "db-9".into();
-    let c = Controller::new(
-        &ControllerConfig {
-            failover: vec![bad],
-            ..ControllerConfig::default()
-        },
-        Arc::new(NoMetrics),
-        Arc::new(SystemClock),
-        None,
-    );
-    let e = c.failovers()[0]
-        .start("controller.failover[0]", None)
-        .await
-        .unwrap_err();
+    let e = start_error(bad).await;
     assert!(
         e.contains("controller.failover[0].members[2].name: \"db-9\" is not a member"),
         "{e}"
     );
-    let nowhere = target("http://127.0.0.1:1", Mode::Synchronous, 1 << 20);
-    let c = Controller::new(
-        &ControllerConfig {
-            failover: vec![nowhere],
-            ..ControllerConfig::default()
-        },
-        Arc::new(NoMetrics),
-        Arc::new(SystemClock),
-        None,
-    );
-    let e = c.failovers()[0]
-        .start("controller.failover[0]", None)
-        .await
-        .unwrap_err();
+    let e = start_error(target("http://127.0.0.1:1", Mode::Synchronous, 1 << 20)).await;
     assert!(
         e.contains("controller.failover[0].driver") && e.contains("cannot connect"),
         "{e}"

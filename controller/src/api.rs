@@ -91,7 +91,22 @@ fn target(
     Ok((f, m.to))
 }
 
-async fn failover(State((c, _)): St, body: axum::body::Bytes) -> Response {
+/// A failover or a switchover, as its body asks.
+#[derive(Clone, Copy)]
+enum Action {
+    Failover,
+    Switchover,
+}
+
+async fn failover(st: St, body: axum::body::Bytes) -> Response {
+    act(st, body, Action::Failover).await
+}
+
+async fn switchover(st: St, body: axum::body::Bytes) -> Response {
+    act(st, body, Action::Switchover).await
+}
+
+async fn act(State((c, _)): St, body: axum::body::Bytes, action: Action) -> Response {
     let (f, to) = match target(&c, &body) {
         Ok(t) => t,
         Err((code, e)) => return error(code, e),
@@ -99,27 +114,14 @@ async fn failover(State((c, _)): St, body: axum::body::Bytes) -> Response {
     // On a task of its own: a client that goes away must not leave it
     // half done.
     let task = f.clone();
-    let done = tokio::spawn(async move { task.failover(to.as_deref()).await })
-        .await
-        .unwrap_or_else(|e| Err(format!("the failover task failed: {e}")));
-    match done {
-        Ok(p) => axum::Json(
-            serde_json::json!({"status": "success", "data": {"promoted": p, "target": f.status()}}),
-        )
-        .into_response(),
-        Err(e) => error(StatusCode::CONFLICT, e),
-    }
-}
-
-async fn switchover(State((c, _)): St, body: axum::body::Bytes) -> Response {
-    let (f, to) = match target(&c, &body) {
-        Ok(t) => t,
-        Err((code, e)) => return error(code, e),
-    };
-    let task = f.clone();
-    let done = tokio::spawn(async move { task.switchover(to.as_deref()).await })
-        .await
-        .unwrap_or_else(|e| Err(format!("the switchover task failed: {e}")));
+    let done = tokio::spawn(async move {
+        match action {
+            Action::Failover => task.failover(to.as_deref()).await,
+            Action::Switchover => task.switchover(to.as_deref()).await,
+        }
+    })
+    .await
+    .unwrap_or_else(|e| Err(format!("the task failed: {e}")));
     match done {
         Ok(p) => axum::Json(
             serde_json::json!({"status": "success", "data": {"promoted": p, "target": f.status()}}),
