@@ -298,6 +298,40 @@ async fn synchronous_failover_survives_five_primary_kills_losing_no_acknowledged
     let began = assert_one_writer_at_a_time(&dir.path().join("db"));
     assert_eq!(began.keys().max(), Some(&7), "epochs {began:?}");
 
+    // A replica left fenced (as one that missed a promotion's
+    // re-attachment is) is told to follow the primary again.
+    let (primary_name, epoch) = status(&t).await;
+    let replica = ["db-1", "db-2", "db-3"]
+        .into_iter()
+        .find(|n| *n != primary_name)
+        .expect("a replica");
+    sup.fence(replica, epoch).await.expect("fence a replica");
+    let rejoined = eventually(
+        "the fenced replica re-attached",
+        Duration::from_secs(30),
+        || async {
+            c.events(0, Some("shop-db"), 10_000)
+                .into_iter()
+                .find(|e| e.kind == "failover.rejoined" && e.explanation.contains(replica))
+        },
+    )
+    .await;
+    assert!(
+        rejoined.explanation.contains("was fenced and now follows"),
+        "{}",
+        rejoined.explanation
+    );
+    eventually("it replicates again", Duration::from_secs(30), || async {
+        let s = t.status();
+        match s.members.get(replica) {
+            Some(keel_controller::failover::Probe::Answered(r)) => {
+                (r.role == "replica" && r.primary_ok == Some(true)).then_some(())
+            }
+            _ => None,
+        }
+    })
+    .await;
+
     // Every step of a failover is an event.
     let kinds: Vec<String> = c
         .events(0, Some("shop-db"), 10_000)

@@ -89,6 +89,11 @@ pub struct PullResponse {
     pub first_unsent_ts_ms: Option<u64>,
     /// The replica's log diverges: drop everything after this lsn first.
     pub truncate_to: Option<u64>,
+    /// The answering node is fenced: its log is whole but it takes no
+    /// writes, so the replica has no working primary (and must not take
+    /// the fence's epoch for one).
+    #[serde(default)]
+    pub fenced: bool,
 }
 
 /// What a node's data directory says about it, read without starting it:
@@ -402,17 +407,19 @@ impl Node {
             if !matches!(g.role, Role::Primary | Role::Fenced) {
                 return Err(ApiError::Conflict("not the primary".into()));
             }
+            let fenced = g.role == Role::Fenced;
             if req.last_epoch < g.epoch
                 && let Some(start) = g.wal.first_lsn_after_epoch(req.last_epoch)
                 && req.from > start
             {
                 return Ok(PullResponse {
                     records: Vec::new(),
-                    epoch: g.epoch,
+                    epoch: advertised(&g),
                     head_lsn: g.wal.last_lsn(),
                     head_bytes: g.wal.bytes(),
                     first_unsent_ts_ms: None,
                     truncate_to: Some(start - 1),
+                    fenced,
                 });
             }
             g.acks
@@ -438,11 +445,12 @@ impl Node {
         let first_unsent_ts_ms = g.wal.from_lsn(next, 1).first().map(|r| r.ts_ms);
         Ok(PullResponse {
             records,
-            epoch: g.epoch,
+            epoch: advertised(&g),
             head_lsn: g.wal.last_lsn(),
             head_bytes: g.wal.bytes(),
             first_unsent_ts_ms,
             truncate_to: None,
+            fenced: g.role == Role::Fenced,
         })
     }
 
@@ -676,7 +684,8 @@ impl Node {
             head_lsn: resp.head_lsn,
             first_unsent_ts_ms: resp.first_unsent_ts_ms,
             last_contact: Some(Instant::now()),
-            ok: true,
+            // A fenced primary's log still comes, but it is no primary.
+            ok: !resp.fenced,
         };
         Ok(())
     }
@@ -721,6 +730,16 @@ pub fn discarded(dir: &Path) -> Result<Vec<Record>, ApiError> {
                 .map_err(|e| ApiError::Internal(format!("discarded.jsonl:{}: {e}", i + 1)))
         })
         .collect()
+}
+
+/// The epoch a pull answer carries: a primary's own; a fenced node's is
+/// its fence token, not an epoch it led, so it gives its last record's.
+fn advertised(g: &Inner) -> u64 {
+    if g.role == Role::Fenced {
+        g.wal.last_epoch()
+    } else {
+        g.epoch
+    }
 }
 
 fn apply(data: &mut HashMap<String, (serde_json::Value, u64)>, r: &Record) {
@@ -890,6 +909,45 @@ mod tests {
         assert_eq!(rest.truncate_to, None);
         old.apply_pull(addr(), 5, rest).expect("catch up");
         assert_eq!(old.status().last_lsn, new.status().last_lsn);
+    }
+
+    #[tokio::test]
+    async fn a_fenced_primary_still_serves_its_log_but_lends_no_epoch_and_is_no_primary() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let old = Node::open("db-1", cfg(), Role::Primary, 1, dir.path()).expect("open");
+        old.seed_if_empty().expect("seed");
+        old.put("k".into(), 1.into(), 1).await.expect("write");
+        old.fence(2).expect("fence");
+        let rdir = tempfile::tempdir().expect("tempdir");
+        let r = Node::open(
+            "db-2",
+            cfg(),
+            Role::Replica { primary: addr() },
+            1,
+            rdir.path(),
+        )
+        .expect("open");
+        let answer = old
+            .pull(PullRequest {
+                from: 1,
+                last_epoch: 0,
+                replica: "db-2".into(),
+                wait_ms: None,
+            })
+            .await
+            .expect("a fenced node serves its log");
+        assert!(answer.fenced);
+        assert_eq!(answer.epoch, 1, "the fence's epoch is not lent");
+        r.apply_pull(addr(), 1, answer).expect("apply");
+        let s = r.status();
+        assert_eq!((s.last_lsn, s.epoch), (old.status().last_lsn, 1));
+        assert_eq!(
+            s.primary_ok,
+            Some(false),
+            "a fenced node is no working primary"
+        );
+        // So the replica can still be promoted at the fence's epoch.
+        assert!(r.promote(2).is_ok());
     }
 
     #[tokio::test]
