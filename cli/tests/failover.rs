@@ -205,6 +205,20 @@ fn assert_one_writer_at_a_time(db_dir: &Path) -> BTreeMap<u64, u64> {
     began
 }
 
+/// Every order in `acked` (acknowledged to a writer) is on the primary.
+async fn assert_on_primary(sup: &keel_sampleapp::supervisor::Supervisor, acked: &[String]) {
+    let primary = sup.db_topology().topology.primary;
+    let http = reqwest::Client::new();
+    for id in acked {
+        let r = http
+            .get(format!("http://{primary}/kv/order:{id}"))
+            .send()
+            .await
+            .expect("read");
+        assert_eq!(r.status(), 200, "acknowledged order {id} lost");
+    }
+}
+
 async fn status(t: &keel_controller::failover::Failover) -> (String, u64) {
     let s = t.status();
     (s.primary, s.epoch)
@@ -285,16 +299,7 @@ async fn synchronous_failover_survives_five_primary_kills_losing_no_acknowledged
     assert!(acked.len() >= 140, "{} writes acknowledged", acked.len());
 
     // Every acknowledged write is on the primary.
-    let primary = sup.db_topology().topology.primary;
-    let http = reqwest::Client::new();
-    for id in &acked {
-        let r = http
-            .get(format!("http://{primary}/kv/order:{id}"))
-            .send()
-            .await
-            .expect("read");
-        assert_eq!(r.status(), 200, "acknowledged order {id} lost");
-    }
+    assert_on_primary(&sup, &acked).await;
     let began = assert_one_writer_at_a_time(&dir.path().join("db"));
     assert_eq!(began.keys().max(), Some(&7), "epochs {began:?}");
 
@@ -413,20 +418,7 @@ async fn a_partition_fails_nothing_over_and_an_asynchronous_failover_counts_what
         .await;
     let mut acked = w1.stop().await;
     acked.extend(w2.stop().await);
-    let http = reqwest::Client::new();
-    let primary = sup.db_topology().topology.primary;
-    for id in &acked {
-        let r = http
-            .get(format!("http://{primary}/kv/order:{id}"))
-            .send()
-            .await
-            .expect("read");
-        assert_eq!(
-            r.status(),
-            200,
-            "order {id}, acknowledged before the switchover, lost"
-        );
-    }
+    assert_on_primary(&sup, &acked).await;
     // And back, so the rest of the test starts from db-1.
     t.switchover(Some("db-1")).await.expect("switchover back");
     assert_eq!(status(&t).await, ("db-1".to_owned(), 3));

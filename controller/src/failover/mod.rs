@@ -225,9 +225,18 @@ impl Failover {
         });
     }
 
-    /// Probe every member once, concurrently.
+    /// Probe every member once, concurrently. Members' addresses are read
+    /// from the driver again only after a round in which one did not
+    /// answer (a restart keeps its address; a move shows as a failure).
     async fn observe_now(&self) -> Observation {
-        if let Ok(m) = self.driver.members().await {
+        let stale = {
+            let g = lock(&self.inner);
+            g.addrs.is_empty()
+                || g.last
+                    .as_ref()
+                    .is_none_or(|o| o.members.values().any(|p| matches!(p, Probe::Failed(_))))
+        };
+        if stale && let Ok(m) = self.driver.members().await {
             lock(&self.inner).addrs = m;
         }
         let addrs = lock(&self.inner).addrs.clone();

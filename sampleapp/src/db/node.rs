@@ -487,20 +487,27 @@ impl Node {
     /// Stop taking writes at `epoch` (never lower than the node's): a
     /// deposed or about-to-be-deposed primary, before another is promoted.
     pub fn fence(&self, epoch: u64) -> Result<(), ApiError> {
+        self.take_role(Role::Fenced, epoch, "fence")?;
+        tracing::warn!(epoch, "fenced: takes no writes");
+        Ok(())
+    }
+
+    /// Take `role` (not primary) at `epoch`, never lower than the node's
+    /// (`what` names the request in the refusal).
+    fn take_role(&self, role: Role, epoch: u64, what: &str) -> Result<(), ApiError> {
         let mut g = self.lock();
         if epoch < g.epoch {
             return Err(ApiError::Conflict(format!(
-                "fence epoch {epoch} is older than the current epoch {}",
+                "{what} epoch {epoch} is older than the current epoch {}",
                 g.epoch
             )));
         }
         self.persist_meta(epoch)?;
         g.epoch = epoch;
-        g.role = Role::Fenced;
+        g.role = role;
         g.follow = Follow::default();
         drop(g);
         self.role_changed.notify_waiters();
-        tracing::warn!(epoch, "fenced: takes no writes");
         Ok(())
     }
 
@@ -521,19 +528,7 @@ impl Node {
 
     /// Follow `primary` as a replica at `epoch` (never lower than the node's).
     pub fn follow(&self, primary: SocketAddr, epoch: u64) -> Result<(), ApiError> {
-        let mut g = self.lock();
-        if epoch < g.epoch {
-            return Err(ApiError::Conflict(format!(
-                "follow epoch {epoch} is older than the current epoch {}",
-                g.epoch
-            )));
-        }
-        self.persist_meta(epoch)?;
-        g.epoch = epoch;
-        g.role = Role::Replica { primary };
-        g.follow = Follow::default();
-        drop(g);
-        self.role_changed.notify_waiters();
+        self.take_role(Role::Replica { primary }, epoch, "follow")?;
         tracing::info!(%primary, epoch, "following");
         Ok(())
     }
