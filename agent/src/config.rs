@@ -36,6 +36,8 @@ pub struct AgentConfig {
     /// How often tailed files are checked for new lines and new files.
     #[serde(with = "keel_core::duration")]
     pub log_poll_interval: Duration,
+    /// The failover role on a PostgreSQL host (none: not one).
+    pub failover: Option<crate::pgrole::PgRoleConfig>,
 }
 
 /// Host metrics (`job="node"`, `instance` = the hostname).
@@ -219,6 +221,7 @@ impl Default for AgentConfig {
             host_metrics: HostMetricsConfig::default(),
             logs: Vec::new(),
             log_poll_interval: Duration::from_millis(500),
+            failover: None,
         }
     }
 }
@@ -371,6 +374,9 @@ impl Validate for AgentConfig {
         }
         if self.retry.timeout.is_zero() {
             problems.push("agent.retry.timeout: must be positive".into());
+        }
+        if let Some(f) = &self.failover {
+            f.validate(problems);
         }
         for (i, l) in self.logs.iter().enumerate() {
             let at = format!("agent.logs[{i}]");

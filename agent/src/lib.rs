@@ -15,6 +15,10 @@
 //! ([`tail`], [`logline`]; written straight to protobuf by [`logwire`]) and, through log-to-metrics rules, RED series
 //! ([`logmetrics`]). [`run`] wires the parts together.
 //!
+//! On a PostgreSQL host the agent also carries the failover role
+//! ([`pgrole`]): the controller's hands there, and the role endpoint
+//! load balancers check.
+//!
 //! The agent never links tantivy or sqlx: it is small enough for every
 //! host.
 
@@ -27,6 +31,7 @@ pub mod logline;
 pub mod logmetrics;
 pub mod logwire;
 pub mod otlp;
+pub mod pgrole;
 pub mod receive;
 pub mod run;
 pub mod scrape;

@@ -215,10 +215,14 @@ impl Agent {
                 config.log_poll_interval,
             )));
         }
-        let app = Router::new()
+        let mut app = Router::new()
             .route("/metrics", get(metrics))
             .route("/status", get(status))
             .with_state(inner.clone());
+        if let Some(role) = &config.failover {
+            let role = crate::pgrole::PgRole::start(role.clone()).await;
+            app = app.merge(role.routes());
+        }
         let addr = serve(&config.listen, app, &mut tasks).await?;
         let mut otlp_addr = None;
         if !config.otlp_receiver.is_empty() {

@@ -141,12 +141,7 @@ async fn bench(args: FailoverBenchArgs) -> anyhow::Result<()> {
         driver: DriverConfig::Sample {
             supervisor: format!("http://{}", ep.supervisor),
         },
-        members: (1..=3)
-            .map(|i| Member {
-                name: format!("db-{i}"),
-                priority: 1,
-            })
-            .collect(),
+        members: (1..=3).map(|i| Member::named(&format!("db-{i}"))).collect(),
         probe_interval: args.probe_interval,
         probe_timeout: args.probe_interval.mul_f64(0.8),
         failure_threshold: args.failure_threshold,
@@ -159,7 +154,7 @@ async fn bench(args: FailoverBenchArgs) -> anyhow::Result<()> {
         },
         synchronous_replicas: 1,
         anti_flapping: Duration::ZERO,
-        repoint: vec!["web".into()],
+        repoint: None,
         pause_policies: Vec::new(),
     };
     let cc = ControllerConfig {

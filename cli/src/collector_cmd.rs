@@ -54,7 +54,23 @@ pub fn run(config_path: Option<&Path>, args: CollectorArgs) -> anyhow::Result<()
         .build()?;
     runtime.block_on(async move {
         let clock: SharedClock = Arc::new(SystemClock);
-        let running = keel_collector::server::start(&config.collector, clock).await?;
+        let running = keel_collector::server::start(&config.collector, clock.clone()).await?;
+        // The controller runs beside the collector when the config gives
+        // it work (failover targets such as a PostgreSQL cluster, or
+        // autoscaling policies).
+        let _controller = if config.controller.failover.is_empty()
+            && config.controller.policies.is_empty()
+        {
+            None
+        } else {
+            let (addr, c) = crate::up::start_controller(&config.controller, &running, clock).await?;
+            crate::up::say(&format!(
+                "keel controller: http://{addr}/api/v1/failover ({} failover target(s), {} polic(ies))",
+                config.controller.failover.len(),
+                config.controller.policies.len()
+            ));
+            Some(c)
+        };
         crate::up::say(&format!(
             "keel collector: OTLP/HTTP http://{}/v1/metrics",
             running.otlp_http

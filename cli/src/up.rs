@@ -109,8 +109,9 @@ pub fn run(config_path: Option<&Path>, args: UpArgs) -> anyhow::Result<()> {
             )];
         }
         for f in &mut controller_config.failover {
-            let keel_controller::failover::DriverConfig::Sample { supervisor } = &mut f.driver;
-            if supervisor.is_empty() {
+            if let keel_controller::failover::DriverConfig::Sample { supervisor } = &mut f.driver
+                && supervisor.is_empty()
+            {
                 *supervisor = format!("http://{}", ep.supervisor);
             }
         }
@@ -276,10 +277,7 @@ fn shipped_failover(
             supervisor: supervisor.into(),
         },
         members: (1..=db.replicas + 1)
-            .map(|i| Member {
-                name: format!("db-{i}"),
-                priority: 1,
-            })
+            .map(|i| Member::named(&format!("db-{i}")))
             .collect(),
         probe_interval: std::time::Duration::from_millis(250),
         probe_timeout: std::time::Duration::from_millis(200),
@@ -292,7 +290,7 @@ fn shipped_failover(
         },
         synchronous_replicas: db.sync_replicas,
         anti_flapping: std::time::Duration::from_secs(300),
-        repoint: vec!["web".into()],
+        repoint: None,
         pause_policies: Vec::new(),
     }
 }

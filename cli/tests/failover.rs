@@ -42,12 +42,7 @@ fn target(supervisor: &str, mode: Mode, max_lag: u64) -> FailoverConfig {
         driver: DriverConfig::Sample {
             supervisor: supervisor.into(),
         },
-        members: (1..=3)
-            .map(|i| Member {
-                name: format!("db-{i}"),
-                priority: 1,
-            })
-            .collect(),
+        members: (1..=3).map(|i| Member::named(&format!("db-{i}"))).collect(),
         probe_interval: Duration::from_millis(250),
         probe_timeout: Duration::from_millis(200),
         failure_threshold: 3,
@@ -57,7 +52,7 @@ fn target(supervisor: &str, mode: Mode, max_lag: u64) -> FailoverConfig {
         synchronous_replicas: 1,
         // Kills follow each other closely in this test.
         anti_flapping: Duration::ZERO,
-        repoint: vec!["web".into()],
+        repoint: None,
         pause_policies: Vec::new(),
     }
 }

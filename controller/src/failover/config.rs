@@ -13,6 +13,19 @@
 //!       anti_flapping: 5m
 //!       repoint: [web]
 //! ```
+//!
+//! PostgreSQL: each member names how to reach it by SQL (`dsn`) and how
+//! to act on its host — the Keel agent's failover role there (`agent`) or
+//! a command (`exec`):
+//!
+//! ```yaml
+//!     - name: pg
+//!       driver: {type: postgres}
+//!       mode: synchronous
+//!       members:
+//!         - {name: pg-1, dsn: "postgres://postgres@10.0.0.1:5432/postgres", agent: "http://10.0.0.1:8008"}
+//!         - {name: pg-2, dsn: "postgres://postgres@10.0.0.2:5432/postgres", exec: [/usr/local/bin/pg-hook]}
+//! ```
 
 use std::time::Duration;
 
@@ -29,6 +42,10 @@ pub enum DriverConfig {
         #[serde(default)]
         supervisor: String,
     },
+    /// PostgreSQL: members probed by SQL, promoted with `pg_promote()`;
+    /// host actions (stop, rewind, follow) through each member's agent or
+    /// exec hook.
+    Postgres {},
 }
 
 /// Whether an acknowledged write is on replicas before it is answered.
@@ -52,6 +69,32 @@ pub struct Member {
     /// Higher is promoted first among equals; 0 never.
     #[serde(default = "default_priority")]
     pub priority: u32,
+    /// PostgreSQL: how the controller connects to it (a `postgres://` URL;
+    /// its host, port, user and password also make the `primary_conninfo`
+    /// other members follow it with).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dsn: Option<String>,
+    /// PostgreSQL: the base URL of the Keel agent's failover role on its host.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent: Option<String>,
+    /// PostgreSQL: instead of an agent, a command run with the action
+    /// (`stop`, `start`, `follow`, `rejoin`) and, to follow, the
+    /// `primary_conninfo` as arguments.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exec: Option<Vec<String>>,
+}
+
+impl Member {
+    /// A member called `name` at priority 1, nothing else set.
+    pub fn named(name: &str) -> Self {
+        Self {
+            name: name.to_owned(),
+            priority: 1,
+            dsn: None,
+            agent: None,
+            exec: None,
+        }
+    }
 }
 
 fn default_priority() -> u32 {
@@ -97,9 +140,11 @@ pub struct FailoverConfig {
     /// After an automatic failover, none other for this long.
     #[serde(with = "keel_core::duration", default = "default_anti_flapping")]
     pub anti_flapping: Duration,
-    /// Tiers given the new primary (the sample driver: `web`).
-    #[serde(default = "default_repoint")]
-    pub repoint: Vec<String>,
+    /// Tiers given the new primary (the sample driver; absent: `web`).
+    /// PostgreSQL clients find the primary themselves (multi-host
+    /// connection strings, the agent's role endpoint): none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub repoint: Option<Vec<String>>,
     /// Autoscaling policies paused during a failover ([]: every policy).
     #[serde(default)]
     pub pause_policies: Vec<String>,
@@ -135,10 +180,6 @@ fn default_sync_replicas() -> u32 {
 
 fn default_anti_flapping() -> Duration {
     Duration::from_secs(300)
-}
-
-fn default_repoint() -> Vec<String> {
-    vec!["web".into()]
 }
 
 /// Tiers the sample driver can repoint.
@@ -192,12 +233,71 @@ impl FailoverConfig {
                 self.members.len()
             ));
         }
-        for (i, t) in self.repoint.iter().enumerate() {
-            if !REPOINTABLE.contains(&t.as_str()) {
-                problems.push(format!(
-                    "{at}.repoint[{i}]: {t:?} is not a tier the driver repoints ({})",
-                    REPOINTABLE.join(", ")
-                ));
+        match &self.driver {
+            DriverConfig::Sample { .. } => {
+                for (i, t) in self.repoint().iter().enumerate() {
+                    if !REPOINTABLE.contains(&t.as_str()) {
+                        problems.push(format!(
+                            "{at}.repoint[{i}]: {t:?} is not a tier the driver repoints ({})",
+                            REPOINTABLE.join(", ")
+                        ));
+                    }
+                }
+                for (i, m) in self.members.iter().enumerate() {
+                    for (field, set) in [
+                        ("dsn", m.dsn.is_some()),
+                        ("agent", m.agent.is_some()),
+                        ("exec", m.exec.is_some()),
+                    ] {
+                        if set {
+                            problems.push(format!(
+                                "{at}.members[{i}].{field}: only for the postgres driver (the sample driver finds its members through the supervisor)"
+                            ));
+                        }
+                    }
+                }
+            }
+            DriverConfig::Postgres {} => {
+                if self.repoint.as_ref().is_some_and(|r| !r.is_empty()) {
+                    problems.push(format!(
+                        "{at}.repoint: the postgres driver repoints no tier: clients find the primary with a multi-host connection string (target_session_attrs=read-write) or the agent's /primary endpoint"
+                    ));
+                }
+                for (i, m) in self.members.iter().enumerate() {
+                    let at = format!("{at}.members[{i}]");
+                    match &m.dsn {
+                        None => problems.push(format!(
+                            "{at}.dsn: required by the postgres driver (postgres://user@host:port/dbname)"
+                        )),
+                        Some(d) => {
+                            if let Err(e) = super::postgres::Dsn::parse(d) {
+                                problems.push(format!("{at}.dsn: {e}"));
+                            }
+                        }
+                    }
+                    match (&m.agent, &m.exec) {
+                        (None, None) => problems.push(format!(
+                            "{at}: the postgres driver acts on a member's host through its Keel agent (agent: URL) or a command (exec: [...]); neither is set"
+                        )),
+                        (Some(_), Some(_)) => problems.push(format!(
+                            "{at}: agent and exec are both set; choose one"
+                        )),
+                        (Some(u), None) => {
+                            if !(u.starts_with("http://") || u.starts_with("https://"))
+                                || u.len() <= "https://".len()
+                            {
+                                problems.push(format!(
+                                    "{at}.agent: {u:?} is not an http(s):// URL"
+                                ));
+                            }
+                        }
+                        (None, Some(e)) => {
+                            if e.first().is_none_or(|c| c.trim().is_empty()) {
+                                problems.push(format!("{at}.exec: names no command"));
+                            }
+                        }
+                    }
+                }
             }
         }
         for (i, p) in self.pause_policies.iter().enumerate() {
@@ -207,6 +307,20 @@ impl FailoverConfig {
                 ));
             }
         }
+    }
+
+    /// The tiers given the new primary.
+    pub fn repoint(&self) -> Vec<String> {
+        match (&self.repoint, &self.driver) {
+            (Some(r), _) => r.clone(),
+            (None, DriverConfig::Sample { .. }) => vec!["web".into()],
+            (None, DriverConfig::Postgres {}) => Vec::new(),
+        }
+    }
+
+    /// The member called `name`.
+    pub fn member(&self, name: &str) -> Option<&Member> {
+        self.members.iter().find(|m| m.name == name)
     }
 
     /// A member's priority (0 for one not listed).
@@ -220,5 +334,72 @@ impl FailoverConfig {
     /// Whether `policy` pauses while this target fails over.
     pub fn pauses(&self, policy: &str) -> bool {
         self.pause_policies.is_empty() || self.pause_policies.iter().any(|p| p == policy)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(yaml: &str) -> FailoverConfig {
+        serde_saphyr::from_str(yaml).expect("parses")
+    }
+
+    #[test]
+    fn a_postgres_target_reports_every_member_problem_at_once() {
+        let f = parse(
+            "name: pg\ndriver: {type: postgres}\nrepoint: [web]\nmembers:\n  - {name: a, dsn: 'postgres://postgres@127.0.0.1:5433/postgres', agent: 'http://127.0.0.1:8008'}\n  - {name: b, dsn: 'mysql://x@h/db', exec: [hook]}\n  - {name: c, agent: 'http://h:1', exec: [hook]}\n  - {name: d, dsn: 'postgres://h', agent: 'h:8008'}\n",
+        );
+        let mut problems = Vec::new();
+        f.validate("controller.failover[0]", &[], &mut problems);
+        let want = [
+            "controller.failover[0].repoint: the postgres driver repoints no tier",
+            "controller.failover[0].members[1].dsn: \"mysql://x@h/db\": the scheme must be postgres://",
+            "controller.failover[0].members[2].dsn: required by the postgres driver",
+            "controller.failover[0].members[2]: agent and exec are both set",
+            "controller.failover[0].members[3].agent: \"h:8008\" is not an http(s):// URL",
+        ];
+        for w in want {
+            assert!(
+                problems.iter().any(|p| p.starts_with(w)),
+                "missing {w:?} in {problems:#?}"
+            );
+        }
+        assert_eq!(problems.len(), want.len(), "{problems:#?}");
+        assert!(f.repoint.is_some());
+    }
+
+    #[test]
+    fn the_sample_driver_refuses_postgres_fields_and_repoints_web_by_default() {
+        let f = parse(
+            "name: db\ndriver: {type: sample}\nmembers: [{name: db-1, dsn: 'postgres://h'}, {name: db-2}]\n",
+        );
+        let mut problems = Vec::new();
+        f.validate("controller.failover[0]", &[], &mut problems);
+        assert_eq!(
+            problems,
+            vec!["controller.failover[0].members[0].dsn: only for the postgres driver (the sample driver finds its members through the supervisor)".to_owned()]
+        );
+        assert_eq!(f.repoint(), vec!["web".to_owned()]);
+    }
+
+    #[test]
+    fn a_dsn_becomes_the_conninfo_a_follower_streams_with() {
+        let d = super::super::postgres::Dsn::parse("postgres://rep%40l:p'w@db.example:6543/app")
+            .expect("parses");
+        assert_eq!(
+            (d.host.as_str(), d.port, d.user.as_str(), d.dbname.as_str()),
+            ("db.example", 6543, "rep@l", "app")
+        );
+        assert_eq!(
+            d.conninfo("pg-2"),
+            "host='db.example' port=6543 user='rep@l' application_name='pg-2' password='p\\'w'"
+        );
+        let d = super::super::postgres::Dsn::parse("postgres://10.0.0.1").expect("parses");
+        assert_eq!(
+            (d.port, d.user.as_str(), d.dbname.as_str()),
+            (5432, "postgres", "postgres")
+        );
+        assert!(super::super::postgres::Dsn::parse("postgres:///db").is_err());
     }
 }

@@ -440,10 +440,7 @@ mod tests {
             },
             members: ["db-1", "db-2", "db-3"]
                 .iter()
-                .map(|n| Member {
-                    name: (*n).into(),
-                    priority: 1,
-                })
+                .map(|n| Member::named(n))
                 .collect(),
             probe_interval: Duration::from_millis(250),
             probe_timeout: Duration::from_millis(200),
@@ -453,7 +450,7 @@ mod tests {
             mode,
             synchronous_replicas: 1,
             anti_flapping: Duration::from_secs(300),
-            repoint: vec!["web".into()],
+            repoint: None,
             pause_policies: Vec::new(),
         }
     }

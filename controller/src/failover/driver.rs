@@ -3,17 +3,19 @@
 //! /-/status`, naming itself `keel-controller` so a partition can cut it
 //! off) and acts through the sample app's supervisor: fence, promote
 //! under the controller's epoch (the supervisor repoints the web tier and
-//! re-attaches the other members). The controller never touches a data
-//! directory.
+//! re-attaches the other members). The `postgres` driver is in
+//! [`super::postgres`]. The controller never touches a data directory.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use super::config::DriverConfig;
+use super::config::{DriverConfig, FailoverConfig};
 use super::decide::{MemberReport, Probe};
+use super::postgres::Postgres;
 
 /// The name the controller gives itself to members it probes.
 pub const PEER: &str = "keel-controller";
@@ -35,6 +37,10 @@ pub struct Promoted {
     pub promoted_at_ms: i64,
     /// When every client had the new primary (0: unknown).
     pub repointed_at_ms: i64,
+    /// The epoch the new primary runs at, when the database chooses it
+    /// (PostgreSQL's timeline); none: the one asked for.
+    #[serde(default)]
+    pub epoch: Option<u64>,
 }
 
 /// A failover driver.
@@ -47,6 +53,8 @@ pub enum Driver {
         /// Its HTTP client.
         http: reqwest::Client,
     },
+    /// PostgreSQL.
+    Postgres(Arc<Postgres>),
 }
 
 #[derive(Deserialize)]
@@ -79,7 +87,7 @@ struct Status {
 }
 
 /// The error text of a failed request.
-fn why(e: &reqwest::Error) -> String {
+pub(super) fn why(e: &reqwest::Error) -> String {
     if e.is_timeout() {
         "timed out".into()
     } else if e.is_connect() {
@@ -90,9 +98,10 @@ fn why(e: &reqwest::Error) -> String {
 }
 
 impl Driver {
-    /// The driver `config` describes (`default_supervisor` for an empty URL).
-    pub fn new(config: &DriverConfig, default_supervisor: &str) -> Self {
-        match config {
+    /// The driver `cfg` describes (`default_supervisor` for an empty URL).
+    pub fn new(cfg: &FailoverConfig, default_supervisor: &str) -> Self {
+        match &cfg.driver {
+            DriverConfig::Postgres {} => Driver::Postgres(Arc::new(Postgres::new(cfg))),
             DriverConfig::Sample { supervisor } => Driver::Sample {
                 supervisor: if supervisor.is_empty() {
                     default_supervisor.trim_end_matches('/').to_owned()
@@ -105,7 +114,9 @@ impl Driver {
     }
 
     async fn get<T: serde::de::DeserializeOwned>(&self, path: &str) -> Result<T, String> {
-        let Driver::Sample { supervisor, http } = self;
+        let Driver::Sample { supervisor, http } = self else {
+            return Err("not the sample driver".into());
+        };
         let r = http
             .get(format!("{supervisor}{path}"))
             .timeout(Duration::from_secs(2))
@@ -129,7 +140,9 @@ impl Driver {
         body: serde_json::Value,
         timeout: Duration,
     ) -> Result<serde_json::Value, String> {
-        let Driver::Sample { supervisor, http } = self;
+        let Driver::Sample { supervisor, http } = self else {
+            return Err("not the sample driver".into());
+        };
         let r = http
             .post(format!("{supervisor}{path}"))
             .json(&body)
@@ -148,24 +161,37 @@ impl Driver {
     }
 
     /// Every member the driver knows, and where it is.
-    pub async fn members(&self) -> Result<BTreeMap<String, SocketAddr>, String> {
+    pub async fn members(&self) -> Result<BTreeMap<String, String>, String> {
+        if let Driver::Postgres(pg) = self {
+            return Ok(pg.members());
+        }
         let procs: Vec<Process> = self.get("/api/v1/processes").await?;
         Ok(procs
             .into_iter()
             .filter(|p| p.tier == "db")
-            .map(|p| (p.name, p.addr))
+            .map(|p| (p.name, p.addr.to_string()))
             .collect())
     }
 
     /// The primary and epoch the database runs with now.
     pub async fn topology(&self) -> Result<(String, u64), String> {
+        if let Driver::Postgres(pg) = self {
+            return pg.topology().await;
+        }
         let t: Topology = self.get("/api/v1/db/topology").await?;
         Ok((t.primary_name, t.epoch))
     }
 
-    /// Probe the member at `addr` once, within `timeout`.
-    pub async fn probe(&self, addr: SocketAddr, timeout: Duration) -> Probe {
-        let Driver::Sample { http, .. } = self;
+    /// Probe `member` (found at `at`, as [`Self::members`] says) once,
+    /// within `timeout`.
+    pub async fn probe(&self, member: &str, at: &str, timeout: Duration) -> Probe {
+        let http = match self {
+            Driver::Postgres(pg) => return pg.probe(member, timeout).await,
+            Driver::Sample { http, .. } => http,
+        };
+        let Ok(addr) = at.parse::<SocketAddr>() else {
+            return Probe::Failed(format!("{at:?} is not an address"));
+        };
         let r = http
             .get(format!("http://{addr}/-/status"))
             .header("x-peer-name", PEER)
@@ -192,9 +218,13 @@ impl Driver {
         }
     }
 
-    /// Have `member` follow the current primary (a member that came back
-    /// read-only, or was fenced, and missed being re-attached).
-    pub async fn rejoin(&self, member: &str) -> Result<(), String> {
+    /// Have `member` follow `primary` (a member that came back read-only,
+    /// stopped, or was fenced, and missed being re-attached); `rewind`: it
+    /// was told to follow before and did not (PostgreSQL: rewind it).
+    pub async fn rejoin(&self, member: &str, primary: &str, rewind: bool) -> Result<(), String> {
+        if let Driver::Postgres(pg) = self {
+            return pg.rejoin(member, primary, rewind).await.map(|_| ());
+        }
         self.post(
             "/api/v1/db/rejoin",
             serde_json::json!({"name": member}),
@@ -204,15 +234,33 @@ impl Driver {
         .map(|_| ())
     }
 
-    /// Stop `member` taking writes at `epoch`.
-    pub async fn fence(&self, member: &str, epoch: u64) -> Result<(), String> {
+    /// Stop `member` taking writes at `epoch`; the last position it
+    /// wrote, when the driver learns it (PostgreSQL's shutdown checkpoint).
+    pub async fn fence(&self, member: &str, epoch: u64) -> Result<Option<u64>, String> {
+        if let Driver::Postgres(pg) = self {
+            return pg.fence(member).await;
+        }
         self.post(
             "/api/v1/db/fence",
             serde_json::json!({"name": member, "epoch": epoch}),
             Duration::from_secs(2),
         )
         .await
-        .map(|_| ())
+        .map(|_| None)
+    }
+
+    /// After a switchover that could not finish: `member`, fenced, leads
+    /// again at `epoch` (PostgreSQL: started again as it was).
+    pub async fn lead_again(
+        &self,
+        member: &str,
+        epoch: u64,
+        repoint: &[String],
+    ) -> Result<(), String> {
+        if let Driver::Postgres(pg) = self {
+            return pg.start(member).await;
+        }
+        self.promote(member, epoch, repoint).await.map(|_| ())
     }
 
     /// Promote `member` at `epoch`; the `repoint` tiers are given the new
@@ -223,6 +271,9 @@ impl Driver {
         epoch: u64,
         repoint: &[String],
     ) -> Result<Promoted, String> {
+        if let Driver::Postgres(pg) = self {
+            return pg.promote(member).await;
+        }
         let v = self
             .post(
                 "/api/v1/db/promote",
@@ -247,6 +298,7 @@ impl Driver {
             unreachable: list("unreachable"),
             promoted_at_ms: v["promoted_at_ms"].as_i64().unwrap_or(0),
             repointed_at_ms: v["repointed_at_ms"].as_i64().unwrap_or(0),
+            epoch: None,
         })
     }
 }

@@ -6,7 +6,9 @@
 //! - [`config`]: the `controller.failover` section.
 //! - [`decide`]: the decisions, a pure function of the probes and their
 //!   times (table tests; replay decides again from the recorded probes).
-//! - [`driver`]: probing and acting (the sample app's db; PostgreSQL next).
+//! - [`driver`]: probing and acting: the sample app's db, or PostgreSQL
+//!   ([`postgres`], acting on hosts through [`host`]: the Keel agent's
+//!   failover role or an exec hook).
 //! - [`Failover`] (here): the loop on the injected clock, manual failover
 //!   and switchover, and the events: `failover.probe` (each change of
 //!   verdict, with the observation), `failover.detected`,
@@ -19,9 +21,10 @@
 pub mod config;
 pub mod decide;
 pub mod driver;
+pub mod host;
+pub mod postgres;
 
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -58,7 +61,8 @@ pub struct Status {
 
 struct Inner {
     watch: Option<Watch>,
-    addrs: BTreeMap<String, SocketAddr>,
+    /// Where each member is, as the driver says.
+    addrs: BTreeMap<String, String>,
     last: Option<Observation>,
     /// The last verdict recorded (kind and why), so an unchanged one is
     /// not recorded again every probe.
@@ -69,8 +73,9 @@ struct Inner {
     /// next wait (doubling to 30 s).
     retry_after_ms: i64,
     backoff_ms: i64,
-    /// When each member was last asked to rejoin or fenced (ms).
-    tidied: BTreeMap<String, i64>,
+    /// When each member was last asked to rejoin or fenced (ms), and how
+    /// many times in a row.
+    tidied: BTreeMap<String, (i64, u32)>,
 }
 
 /// Resumes the paused policies when dropped, whatever ends the failover.
@@ -100,6 +105,8 @@ pub struct Failover {
     inner: std::sync::Mutex<Inner>,
     /// One failover or switchover at a time.
     acting: tokio::sync::Mutex<()>,
+    /// Whether a round of tidying runs.
+    tidying: std::sync::atomic::AtomicBool,
 }
 
 fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -116,7 +123,7 @@ impl Failover {
         policies: Vec<String>,
     ) -> Self {
         Self {
-            driver: Driver::new(&cfg.driver, ""),
+            driver: Driver::new(&cfg, ""),
             cfg,
             clock,
             journal,
@@ -133,6 +140,7 @@ impl Failover {
                 tidied: BTreeMap::new(),
             }),
             acting: tokio::sync::Mutex::new(()),
+            tidying: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -168,11 +176,38 @@ impl Failover {
         if !unknown.is_empty() {
             return Err(unknown.join("\n"));
         }
-        let (primary, epoch) = self
-            .driver
-            .topology()
-            .await
-            .map_err(|e| format!("{at}.driver: {e}"))?;
+        let (primary, epoch) = match self.driver.topology().await {
+            Ok(t) => t,
+            // Every member down after a whole-cluster restart: the primary
+            // the state store remembers, if its host says it is merely
+            // stopped, is started again (a standby starts by itself).
+            Err(e) => {
+                let stopped = match &saved {
+                    Some(w) => match members.get(&w.primary) {
+                        Some(at) => matches!(
+                            self.driver.probe(&w.primary, at, Duration::from_secs(2)).await,
+                            Probe::Answered(r) if r.role == "stopped"
+                        ),
+                        None => false,
+                    },
+                    None => false,
+                };
+                let Some(w) = saved.as_ref().filter(|_| stopped) else {
+                    return Err(format!("{at}.driver: {e}"));
+                };
+                tracing::warn!(target = %self.cfg.name, primary = %w.primary, "no member answers as primary; starting the one the state store remembers");
+                self.driver
+                    .lead_again(&w.primary, w.epoch, &[])
+                    .await
+                    .map_err(|e2| {
+                        format!("{at}.driver: {e}; starting {} failed: {e2}", w.primary)
+                    })?;
+                self.driver
+                    .topology()
+                    .await
+                    .map_err(|e| format!("{at}.driver: {e}"))?
+            }
+        };
         if !self.cfg.members.iter().any(|m| m.name == primary) {
             return Err(format!(
                 "{at}.members: the primary, {primary:?}, is not listed"
@@ -244,11 +279,11 @@ impl Failover {
         for m in &self.cfg.members {
             let driver = self.driver.clone();
             let name = m.name.clone();
-            let addr = addrs.get(&m.name).copied();
+            let addr = addrs.get(&m.name).cloned();
             let timeout = self.cfg.probe_timeout;
             set.spawn(async move {
                 let p = match addr {
-                    Some(a) => driver.probe(a, timeout).await,
+                    Some(a) => driver.probe(&name, &a, timeout).await,
                     None => Probe::Failed("the driver does not list it".into()),
                 };
                 (name, p)
@@ -290,7 +325,18 @@ impl Failover {
             };
             self.note(&verdict, &obs, &before);
             match verdict {
-                Verdict::Healthy => self.tidy(&obs, &before).await,
+                // Tidying (a rewind can take minutes) runs beside the
+                // probes, one round at a time.
+                Verdict::Healthy
+                    if !self.tidying.swap(true, std::sync::atomic::Ordering::AcqRel) =>
+                {
+                    let me = self.clone();
+                    tokio::spawn(async move {
+                        me.tidy(&obs, &before).await;
+                        me.tidying
+                            .store(false, std::sync::atomic::Ordering::Release);
+                    });
+                }
                 Verdict::Failover(plan) => {
                     let retry_after = lock(&self.inner).retry_after_ms;
                     if obs.at_ms < retry_after {
@@ -325,21 +371,26 @@ impl Failover {
                 continue;
             }
             let stray = r.role == "primary" && r.epoch < w.epoch;
-            let idle = r.role == "read_only" || r.role == "fenced";
+            // A member stopped (PostgreSQL), read-only or fenced, or a
+            // replica still on an older epoch (following a deposed primary).
+            let idle = matches!(r.role.as_str(), "read_only" | "fenced" | "stopped")
+                || (r.role == "replica" && r.epoch < w.epoch);
             if !stray && !idle {
+                lock(&self.inner).tidied.remove(name);
                 continue;
             }
-            {
+            let tries = {
                 let mut g = lock(&self.inner);
-                let last = g.tidied.get(name).copied().unwrap_or(i64::MIN / 2);
+                let (last, tries) = g.tidied.get(name).copied().unwrap_or((i64::MIN / 2, 0));
                 if obs.at_ms < last + 2_000 {
                     continue;
                 }
-                g.tidied.insert(name.clone(), obs.at_ms);
-            }
+                g.tidied.insert(name.clone(), (obs.at_ms, tries + 1));
+                tries
+            };
             let target = &self.cfg.name;
             if stray {
-                let done = self.driver.fence(name, w.epoch).await;
+                let done = self.driver.fence(name, w.epoch).await.map(|_| ());
                 self.event(
                     "failover.fenced",
                     match &done {
@@ -355,7 +406,10 @@ impl Failover {
                     serde_json::json!({"member": name, "epoch": w.epoch, "stray": true, "error": done.as_ref().err()}),
                 );
             } else {
-                let done = self.driver.rejoin(name).await;
+                // A replica told to follow twice that still runs on an
+                // older epoch has diverged: rewind it.
+                let rewind = r.role == "replica" && tries >= 2;
+                let done = self.driver.rejoin(name, &w.primary, rewind).await;
                 self.event(
                     "failover.rejoined",
                     match &done {
@@ -472,7 +526,7 @@ impl Failover {
         self.event(
             "failover.fenced",
             match &fenced {
-                Ok(()) => format!("{name}: {old} fenced at epoch {}: it takes no writes", plan.epoch),
+                Ok(_) => format!("{name}: {old} fenced at epoch {}: it takes no writes", plan.epoch),
                 Err(e) => format!("{name}: {old} could not be fenced ({e}); promoting anyway — if it answers again as primary at the old epoch it is fenced then, and if it restarts it comes back read-only"),
             },
             serde_json::json!({"member": old, "epoch": plan.epoch, "fenced": fenced.is_ok(), "error": fenced.as_ref().err()}),
@@ -480,7 +534,7 @@ impl Failover {
         let t_promote = self.clock.now_ms();
         let outcome = self
             .driver
-            .promote(&plan.promote, plan.epoch, &self.cfg.repoint)
+            .promote(&plan.promote, plan.epoch, &self.cfg.repoint())
             .await;
         let result = match outcome {
             Err(e) => {
@@ -503,7 +557,13 @@ impl Failover {
                             Some(Probe::Answered(r)) => Some(r.clone()),
                             _ => None,
                         });
-                    w.promoted(&plan.promote, plan.epoch, now, automatic, report.as_ref());
+                    w.promoted(
+                        &plan.promote,
+                        p.epoch.unwrap_or(plan.epoch),
+                        now,
+                        automatic,
+                        report.as_ref(),
+                    );
                     g.watch = Some(w.clone());
                     g.recorded = None;
                     g.state = "healthy".into();
@@ -555,7 +615,7 @@ impl Failover {
     /// Record, on a task of its own, when the new primary accepts its
     /// first write (its lsn passes the promotion's), within 60 s.
     fn first_write(&self, member: String, promoted_lsn: u64, t0: i64) {
-        let addr = lock(&self.inner).addrs.get(&member).copied();
+        let addr = lock(&self.inner).addrs.get(&member).cloned();
         let (driver, clock, journal, name, timeout) = (
             self.driver.clone(),
             self.clock.clone(),
@@ -567,7 +627,7 @@ impl Failover {
         tokio::spawn(async move {
             let deadline = clock.now_ms() + 60_000;
             while clock.now_ms() < deadline {
-                if let Probe::Answered(r) = driver.probe(addr, timeout).await
+                if let Probe::Answered(r) = driver.probe(&member, &addr, timeout).await
                     && r.role == "primary"
                     && r.last_lsn > promoted_lsn
                 {
@@ -630,23 +690,33 @@ impl Failover {
         w.primary_bytes = p.wal_bytes;
         let plan = decide::plan(&self.cfg, &w, &obs, to)?;
         lock(&self.inner).last = Some(obs);
-        self.driver
+        let final_lsn = self
+            .driver
             .fence(&before.primary, plan.epoch)
             .await
             .map_err(|e| format!("fencing {}: {e}; nothing changed", before.primary))?;
-        // The last lsn it took, now that it takes no more.
+        // The last lsn it took, now that it takes no more: past its
+        // shutdown checkpoint (PostgreSQL), or as it answers (sample).
         let addrs = lock(&self.inner).addrs.clone();
-        let old_lsn = match addrs.get(&before.primary) {
-            Some(a) => match self.driver.probe(*a, self.cfg.probe_timeout * 4).await {
+        let old_lsn = match (final_lsn, addrs.get(&before.primary)) {
+            (Some(l), _) => l + 1,
+            (None, Some(a)) => match self
+                .driver
+                .probe(&before.primary, a, self.cfg.probe_timeout * 4)
+                .await
+            {
                 Probe::Answered(r) => r.last_lsn,
                 Probe::Failed(_) => p.last_lsn,
             },
-            None => p.last_lsn,
+            (None, None) => p.last_lsn,
         };
         let deadline = self.clock.now_ms() + 10_000;
         let caught_up = loop {
             if let Some(a) = addrs.get(&plan.promote)
-                && let Probe::Answered(r) = self.driver.probe(*a, self.cfg.probe_timeout * 4).await
+                && let Probe::Answered(r) = self
+                    .driver
+                    .probe(&plan.promote, a, self.cfg.probe_timeout * 4)
+                    .await
                 && r.last_lsn >= old_lsn
             {
                 break true;
@@ -659,7 +729,7 @@ impl Failover {
         if !caught_up {
             let back = self
                 .driver
-                .promote(&before.primary, plan.epoch + 1, &self.cfg.repoint)
+                .lead_again(&before.primary, plan.epoch + 1, &self.cfg.repoint())
                 .await;
             let e = format!(
                 "{} did not catch up with {} (lsn {old_lsn}) within 10 s; {}",
