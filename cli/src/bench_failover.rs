@@ -8,9 +8,9 @@
 //! failover time users feel — the first write the client gets
 //! acknowledged that it sent after the kill. At the end every
 //! acknowledged write is read back from the primary: any missing is an
-//! acknowledged write lost. Peers' published figures are printed beside
-//! (Patroni is run side by side on real PostgreSQL by the next issue's
-//! `--postgres`).
+//! acknowledged write lost. Peers' published figures are printed beside;
+//! `--postgres` runs Keel and Patroni side by side on real PostgreSQL
+//! ([`crate::bench_failover_pg`]).
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -43,6 +43,14 @@ pub struct FailoverBenchArgs {
     /// Print the results as JSON.
     #[arg(long)]
     json: bool,
+    /// Real PostgreSQL 15 clusters instead of the sample app, Keel side by
+    /// side with Patroni (root; Debian's patroni, etcd-server and
+    /// python3-psycopg2).
+    #[arg(long)]
+    postgres: bool,
+    /// With --postgres: Keel only, no Patroni.
+    #[arg(long, requires = "postgres")]
+    keel_only: bool,
 }
 
 struct NoMetrics;
@@ -113,6 +121,9 @@ fn median(v: &mut [i64]) -> i64 {
 }
 
 pub fn run(args: FailoverBenchArgs) -> anyhow::Result<()> {
+    if args.postgres {
+        return crate::bench_failover_pg::run(args.kills, args.keel_only, args.json);
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;

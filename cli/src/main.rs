@@ -17,6 +17,7 @@ mod bench_autoscale;
 mod bench_autoscale_live;
 mod bench_dashboard;
 mod bench_failover;
+mod bench_failover_pg;
 mod bench_logs;
 mod bench_metrics;
 mod bench_rules;

@@ -261,7 +261,10 @@ async fn postgres_failover_rewind_switchover_and_refusals() {
     let from = t.status().primary;
     let switched_at = now_ms();
     let p = t.switchover(Some("pg-1")).await.expect("switchover");
-    assert!(p.followed.contains(&from), "the old primary follows: {p:?}");
+    assert!(
+        !p.followed.contains(&from),
+        "the old primary, stopped, is rewound when tidied: {p:?}"
+    );
     assert_eq!(t.status().primary, "pg-1");
     eventually(
         "a commit after the switchover",

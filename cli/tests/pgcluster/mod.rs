@@ -141,6 +141,9 @@ impl Cluster {
             // pg_rewind needs hint bits WAL-logged (or data checksums).
             "wal_log_hints = on".into(),
             "wal_receiver_status_interval = 1s".into(),
+            // A standby whose primary is gone retries every 5 s by default,
+            // and a promotion or a new primary_conninfo can wait that out.
+            "wal_retrieve_retry_interval = '500ms'".into(),
             "shared_buffers = '32MB'".into(),
             "fsync = on".into(),
         ];
@@ -193,7 +196,10 @@ impl Cluster {
             run_as = if self.root { "postgres" } else { "" },
         );
         std::fs::write(&cfg, yaml).map_err(|e| format!("{}: {e}", cfg.display()))?;
-        let log = std::fs::File::create(self.dir.join(format!("agent-{}.log", node.name)))
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.join(format!("agent-{}.log", node.name)))
             .map_err(|e| e.to_string())?;
         // As root, each node gets a PID namespace of its own (the agent its
         // init): killing it kills every process of the node at once, as a
@@ -257,10 +263,8 @@ impl Cluster {
     /// agent — its namespace's init, whose death takes every process in
     /// it — and the postmaster), then reap it.
     pub fn kill_node(&mut self, i: usize) {
-        if let Some(mut c) = self.nodes[i].agent.take() {
-            let pgid = nix::unistd::Pid::from_raw(c.id() as i32);
-            let _ = nix::sys::signal::killpg(pgid, nix::sys::signal::Signal::SIGKILL);
-            let _ = c.wait();
+        if let Some(c) = self.nodes[i].agent.take() {
+            kill_node(c);
         }
     }
 
@@ -321,29 +325,7 @@ impl Cluster {
 
     /// Run SQL on member `i` with `psql`; its output.
     pub fn psql(&self, i: usize, sql: &str) -> Result<String, String> {
-        let port = self.nodes[i].port.to_string();
-        pg_tool(
-            "psql",
-            &[
-                "-X",
-                "-A",
-                "-t",
-                "-q",
-                "-h",
-                "127.0.0.1",
-                "-p",
-                &port,
-                "-U",
-                "postgres",
-                "-d",
-                "postgres",
-                "-v",
-                "ON_ERROR_STOP=1",
-                "-c",
-                sql,
-            ],
-        )
-        .map(|s| s.trim().to_owned())
+        psql_on(self.nodes[i].port, sql)
     }
 }
 
@@ -358,7 +340,58 @@ impl Drop for Cluster {
     }
 }
 
-fn chown_postgres(p: &Path) -> Result<(), String> {
+/// Kill a node started as `child` (`unshare` or the program itself, in a
+/// process group of its own): SIGKILL its PID namespace's init (whose
+/// death takes every process in the namespace, even those in sessions of
+/// their own) and its process group, then reap it.
+pub fn kill_node(mut child: Child) {
+    let pid = child.id() as i32;
+    if let Ok(kids) = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
+        && let Some(init) = kids
+            .split_whitespace()
+            .next()
+            .and_then(|k| k.parse::<i32>().ok())
+    {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(init),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+    }
+    let _ = nix::sys::signal::killpg(
+        nix::unistd::Pid::from_raw(pid),
+        nix::sys::signal::Signal::SIGKILL,
+    );
+    let _ = child.wait();
+}
+
+/// Run SQL with `psql` on the server at 127.0.0.1:`port`; its output.
+pub fn psql_on(port: u16, sql: &str) -> Result<String, String> {
+    let port = port.to_string();
+    pg_tool(
+        "psql",
+        &[
+            "-X",
+            "-A",
+            "-t",
+            "-q",
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &port,
+            "-U",
+            "postgres",
+            "-d",
+            "postgres",
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-c",
+            sql,
+        ],
+    )
+    .map(|s| s.trim().to_owned())
+}
+
+pub fn chown_postgres(p: &Path) -> Result<(), String> {
     let u = nix::unistd::User::from_name("postgres")
         .ok()
         .flatten()
@@ -499,8 +532,12 @@ impl Writer {
 
 /// The ids of `acked` that `table` on member `i` lacks.
 pub fn missing(c: &Cluster, i: usize, table: &str, acked: &[u64]) -> Result<Vec<u64>, String> {
-    let have: std::collections::HashSet<u64> = c
-        .psql(i, &format!("SELECT id FROM {table}"))?
+    missing_on(c.nodes[i].port, table, acked)
+}
+
+/// The ids of `acked` that `table` on the server at `port` lacks.
+pub fn missing_on(port: u16, table: &str, acked: &[u64]) -> Result<Vec<u64>, String> {
+    let have: std::collections::HashSet<u64> = psql_on(port, &format!("SELECT id FROM {table}"))?
         .lines()
         .filter_map(|l| l.trim().parse().ok())
         .collect();

@@ -458,11 +458,22 @@ impl Postgres {
             }
             Probe::Failed(e) => return Err(format!("{name} after pg_promote(): {e}")),
         };
+        // Running standbys are re-pointed now (a reload); a member that is
+        // stopped or unreachable is rewound by the controller's tidying
+        // once its host answers, so the promotion is not held up by it.
         let mut set = tokio::task::JoinSet::new();
         for other in self.members.keys().filter(|n| *n != name) {
             let (me, other, primary) = (self.clone(), other.clone(), name.to_owned());
             set.spawn(async move {
-                let r = me.rejoin(&other, &primary, false).await;
+                let r = match me.probe(&other, Duration::from_secs(1)).await {
+                    Probe::Answered(r) if r.role == "replica" => {
+                        me.rejoin(&other, &primary, false).await.map(|_| ())
+                    }
+                    Probe::Answered(r) => {
+                        Err(format!("{other} is {}: rejoined when tidied", r.role))
+                    }
+                    Probe::Failed(e) => Err(e),
+                };
                 (other, r)
             });
         }
