@@ -430,6 +430,8 @@ pub struct Writer {
     pub acks: std::sync::Arc<std::sync::Mutex<Vec<(u64, i64)>>>,
     /// (unix ms, message) of every failed attempt.
     pub errors: std::sync::Arc<std::sync::Mutex<Vec<(i64, String)>>>,
+    /// Every line it printed, in order.
+    pub lines: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
 }
 
 /// The writer's source, shipped in the binary for the benchmark.
@@ -451,10 +453,12 @@ impl Writer {
         let out = child.stdout.take().ok_or("no stdout")?;
         let acks = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
         let errors = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-        let (a, e) = (acks.clone(), errors.clone());
+        let lines = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (a, e, l) = (acks.clone(), errors.clone(), lines.clone());
         let reader = std::thread::spawn(move || {
             use std::io::BufRead as _;
             for line in std::io::BufReader::new(out).lines().map_while(Result::ok) {
+                l.lock().unwrap_or_else(|p| p.into_inner()).push(line.clone());
                 let mut parts = line.splitn(3, ' ');
                 match (parts.next(), parts.next(), parts.next()) {
                     (Some("ack"), Some(id), Some(ms)) => {
@@ -478,7 +482,18 @@ impl Writer {
             reader: Some(reader),
             acks,
             errors,
+            lines,
         })
+    }
+
+    /// The first failure at or after `ms`.
+    pub fn first_error_after(&self, ms: i64) -> Option<(i64, String)> {
+        self.errors
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .find(|(t, _)| *t >= ms)
+            .cloned()
     }
 
     /// How many commits were acknowledged so far.
