@@ -126,9 +126,8 @@ async fn postgres_failover_rewind_switchover_and_refusals() {
         "PostgreSQL 15's programs are not in {}",
         pgcluster::BIN
     );
-    let sync_names =
-        "synchronous_standby_names = 'ANY 1 (\"pg-1\", \"pg-2\", \"pg-3\")'".to_owned();
-    let mut c = blocking(|| Cluster::create(KEEL.as_ref(), 3, &[sync_names])).expect("cluster");
+    // No synchronous_standby_names: the controller manages it.
+    let mut c = blocking(|| Cluster::create(KEEL.as_ref(), 3, &[])).expect("cluster");
     eventually(
         "both standbys stream from pg-1",
         Duration::from_secs(60),
@@ -148,6 +147,11 @@ async fn postgres_failover_rewind_switchover_and_refusals() {
         .expect("controller starts");
     assert_eq!(t.status().primary, "pg-1");
     let epoch0 = t.status().epoch;
+    assert_eq!(
+        blocking(|| c.psql(0, "SHOW synchronous_standby_names")).as_deref(),
+        Ok("ANY 1 (\"pg-2\", \"pg-3\")"),
+        "synchronous mode: the primary holds a commit until a standby has it"
+    );
 
     // 1. The primary's node dies under the writer.
     let w = Writer::start(&c.dir, &c.libpq_conninfo(), "orders", 1).expect("writer");
@@ -188,6 +192,11 @@ async fn postgres_failover_rewind_switchover_and_refusals() {
         s.epoch
     );
     let other = if new == "pg-2" { "pg-3" } else { "pg-2" };
+    assert_eq!(
+        blocking(|| c.psql(index(&c, &new), "SHOW synchronous_standby_names")),
+        Ok(format!("ANY 1 (\"pg-1\", \"{other}\")")),
+        "the promoted member waits for a standby before acknowledging"
+    );
     following(&t, other).await;
     let before = w.acked();
     eventually("writes go on", Duration::from_secs(30), || async {

@@ -458,7 +458,9 @@ impl Writer {
         let reader = std::thread::spawn(move || {
             use std::io::BufRead as _;
             for line in std::io::BufReader::new(out).lines().map_while(Result::ok) {
-                l.lock().unwrap_or_else(|p| p.into_inner()).push(line.clone());
+                l.lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .push(line.clone());
                 let mut parts = line.splitn(3, ' ');
                 match (parts.next(), parts.next(), parts.next()) {
                     (Some("ack"), Some(id), Some(ms)) => {
@@ -501,23 +503,26 @@ impl Writer {
         self.acks.lock().unwrap_or_else(|p| p.into_inner()).len()
     }
 
-    /// The first acknowledgement after the first failure at or after
-    /// `ms` (a commit the dying primary acknowledged as it was killed is
-    /// not the new primary's).
+    /// The first acknowledgement printed after the first failure at or
+    /// after `ms` (a commit the dying primary acknowledged as it was
+    /// killed, even in the same millisecond as the failure, is not the
+    /// new primary's: the writer's lines are in the order it printed them).
     pub fn first_ack_after_outage(&self, ms: i64) -> Option<(u64, i64)> {
-        let failed = self
-            .errors
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .iter()
-            .find(|(t, _)| *t >= ms)
-            .map(|(t, _)| *t)?;
-        self.acks
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .iter()
-            .find(|(_, t)| *t >= failed)
-            .copied()
+        let lines = self.lines.lock().unwrap_or_else(|p| p.into_inner());
+        let failed = lines.iter().position(|l| {
+            let mut f = l.split(' ');
+            f.next() == Some("err")
+                && f.next()
+                    .and_then(|t| t.parse::<i64>().ok())
+                    .is_some_and(|t| t >= ms)
+        })?;
+        lines[failed + 1..].iter().find_map(|l| {
+            let mut f = l.split(' ');
+            if f.next() != Some("ack") {
+                return None;
+            }
+            Some((f.next()?.parse().ok()?, f.next()?.parse().ok()?))
+        })
     }
 
     /// Stop it (close its stdin) and wait; every id it had acknowledged.

@@ -182,6 +182,15 @@ impl Driver {
         Ok((t.primary_name, t.epoch))
     }
 
+    /// Ready `primary` for the mode the target runs in (PostgreSQL in
+    /// synchronous mode: its `synchronous_standby_names`).
+    pub async fn prepare(&self, primary: &str) -> Result<(), String> {
+        match self {
+            Driver::Postgres(pg) => pg.prepare(primary).await,
+            Driver::Sample { .. } => Ok(()),
+        }
+    }
+
     /// Probe `member` (found at `at`, as [`Self::members`] says) once,
     /// within `timeout`.
     pub async fn probe(&self, member: &str, at: &str, timeout: Duration) -> Probe {

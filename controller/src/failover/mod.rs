@@ -213,6 +213,10 @@ impl Failover {
                 "{at}.members: the primary, {primary:?}, is not listed"
             ));
         }
+        self.driver
+            .prepare(&primary)
+            .await
+            .map_err(|e| format!("{at}.driver: {e}"))?;
         // What the database runs now is the truth; the saved record only
         // keeps when the last automatic failover was (anti-flapping).
         let mut watch = Watch::new(&primary, epoch);

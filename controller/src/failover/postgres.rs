@@ -415,6 +415,37 @@ impl Postgres {
         format!("ANY {} ({})", self.synchronous_replicas, names.join(", "))
     }
 
+    /// Synchronous mode: make sure `primary` holds a commit until
+    /// `synchronous_replicas` of the others have it (set at start, as at
+    /// each promotion). Asynchronous: nothing.
+    pub async fn prepare(&self, primary: &str) -> Result<(), String> {
+        if self.mode != Mode::Synchronous {
+            return Ok(());
+        }
+        let want = self.standby_names(primary);
+        let set = format!(
+            "ALTER SYSTEM SET synchronous_standby_names = '{}'",
+            want.replace('\'', "''")
+        );
+        self.with_conn(primary, Duration::from_secs(5), move |c| {
+            Box::pin(async move {
+                let now: String = sqlx::query("SHOW synchronous_standby_names")
+                    .fetch_one(&mut *c)
+                    .await?
+                    .try_get(0)?;
+                if now != want {
+                    sqlx::query(sqlx::AssertSqlSafe(set))
+                        .execute(&mut *c)
+                        .await?;
+                    sqlx::query("SELECT pg_reload_conf()").execute(c).await?;
+                }
+                Ok(())
+            })
+        })
+        .await
+        .map_err(|e| format!("setting synchronous_standby_names on {primary}: {e}"))
+    }
+
     /// Promote `name`: synchronous mode first sets which standbys must
     /// hold a commit; then `pg_promote()`, and every other member follows
     /// it (rewound if need be), concurrently.
