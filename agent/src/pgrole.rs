@@ -223,6 +223,12 @@ impl PgRole {
         if state == "Z" || state == "X" {
             return None;
         }
+        // A pid file that outlived a reboot can name another process now.
+        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+        let program = cmdline.split(|b| *b == 0).next().unwrap_or_default();
+        if !(program.ends_with(b"postgres") || program.ends_with(b"postmaster")) {
+            return None;
+        }
         Some((pid, text.lines().nth(7).unwrap_or("").trim().to_owned()))
     }
 
@@ -289,6 +295,8 @@ impl PgRole {
             c.uid(u.uid.as_raw()).gid(u.gid.as_raw());
             c.env("HOME", &u.dir).env("USER", &self.cfg.run_as);
         }
+        // English messages: pg_controldata's fields are read by name.
+        c.env("LC_ALL", "C").env("LANG", "C");
         c.stdin(std::process::Stdio::null()).kill_on_drop(false);
         Ok(c)
     }
@@ -581,7 +589,13 @@ async fn act(
     body: Option<Json<ActBody>>,
 ) -> Response {
     let conninfo = body.and_then(|b| b.0.primary_conninfo);
-    match r.act(&action, conninfo.as_deref()).await {
+    // On a task of its own: a controller that stops waiting (its request
+    // dropped) must not cut pg_rewind off halfway through a data directory.
+    let role = r.clone();
+    let a = action.clone();
+    let done = tokio::spawn(async move { role.act(&a, conninfo.as_deref()).await }).await;
+    let done = done.unwrap_or_else(|e| Err(ActError::Failed(format!("the action failed: {e}"))));
+    match done {
         Ok(v) => Json(v).into_response(),
         Err(e) => {
             let code = match e {

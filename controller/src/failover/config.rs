@@ -263,17 +263,24 @@ impl FailoverConfig {
                         "{at}.repoint: the postgres driver repoints no tier: clients find the primary with a multi-host connection string (target_session_attrs=read-write) or the agent's /primary endpoint"
                     ));
                 }
+                let mut places = std::collections::HashMap::new();
                 for (i, m) in self.members.iter().enumerate() {
                     let at = format!("{at}.members[{i}]");
                     match &m.dsn {
                         None => problems.push(format!(
                             "{at}.dsn: required by the postgres driver (postgres://user@host:port/dbname)"
                         )),
-                        Some(d) => {
-                            if let Err(e) = super::postgres::Dsn::parse(d) {
-                                problems.push(format!("{at}.dsn: {e}"));
+                        Some(d) => match super::postgres::Dsn::parse(d) {
+                            Err(e) => problems.push(format!("{at}.dsn: {e}")),
+                            Ok(d) => {
+                                if let Some(other) = places.insert(d.place(), m.name.clone()) {
+                                    problems.push(format!(
+                                        "{at}.dsn: {} is {other:?}'s server too",
+                                        d.place()
+                                    ));
+                                }
                             }
-                        }
+                        },
                     }
                     match (&m.agent, &m.exec) {
                         (None, None) => problems.push(format!(
@@ -354,7 +361,7 @@ mod tests {
         f.validate("controller.failover[0]", &[], &mut problems);
         let want = [
             "controller.failover[0].repoint: the postgres driver repoints no tier",
-            "controller.failover[0].members[1].dsn: \"mysql://x@h/db\": the scheme must be postgres://",
+            "controller.failover[0].members[1].dsn: the scheme must be postgres://",
             "controller.failover[0].members[2].dsn: required by the postgres driver",
             "controller.failover[0].members[2]: agent and exec are both set",
             "controller.failover[0].members[3].agent: \"h:8008\" is not an http(s):// URL",
@@ -366,7 +373,6 @@ mod tests {
             );
         }
         assert_eq!(problems.len(), want.len(), "{problems:#?}");
-        assert!(f.repoint.is_some());
     }
 
     #[test]
@@ -385,15 +391,17 @@ mod tests {
 
     #[test]
     fn a_dsn_becomes_the_conninfo_a_follower_streams_with() {
-        let d = super::super::postgres::Dsn::parse("postgres://rep%40l:p'w@db.example:6543/app")
-            .expect("parses");
+        let d = super::super::postgres::Dsn::parse(
+            "postgres://rep%40l:p'w%2Bx+y%26z@db.example:6543/app",
+        )
+        .expect("parses");
         assert_eq!(
             (d.host.as_str(), d.port, d.user.as_str(), d.dbname.as_str()),
             ("db.example", 6543, "rep@l", "app")
         );
         assert_eq!(
             d.conninfo("pg-2"),
-            "host='db.example' port=6543 user='rep@l' application_name='pg-2' password='p\\'w'"
+            "host='db.example' port=6543 user='rep@l' dbname='app' application_name='pg-2' password='p\\'w+x+y&z'"
         );
         let d = super::super::postgres::Dsn::parse("postgres://10.0.0.1").expect("parses");
         assert_eq!(
@@ -401,5 +409,8 @@ mod tests {
             (5432, "postgres", "postgres")
         );
         assert!(super::super::postgres::Dsn::parse("postgres:///db").is_err());
+        let e = super::super::postgres::Dsn::parse("postgres://u:secret@h/db?sslmode=require")
+            .expect_err("query parameters are refused");
+        assert!(!e.contains("secret"), "errors never echo the password: {e}");
     }
 }

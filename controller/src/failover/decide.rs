@@ -292,7 +292,11 @@ pub fn plan(
         .iter()
         .map(|(_, r)| r.primary_head_bytes)
         .fold(w.primary_bytes, u64::max);
-    let top_lsn = answering.iter().map(|(_, r)| r.last_lsn).max().unwrap_or(0);
+    // Only replicas of the current epoch hold this epoch's writes: they
+    // alone make the quorum and the top position.
+    let current = answering.iter().filter(|(_, r)| r.epoch >= w.epoch);
+    let top_lsn = current.clone().map(|(_, r)| r.last_lsn).max().unwrap_or(0);
+    let current = current.count();
     let replicas = cfg.members.len().saturating_sub(1);
     let quorum = replicas.saturating_sub(cfg.synchronous_replicas as usize) + 1;
     let mut candidates: Vec<Candidate> = answering
@@ -302,6 +306,11 @@ pub fn plan(
             let lag_bytes = reference_bytes.saturating_sub(r.wal_bytes);
             let refused = if priority == 0 {
                 Some("priority 0: never promoted".to_owned())
+            } else if r.epoch < w.epoch {
+                Some(format!(
+                    "on epoch {} (the primary's is {}): it did not follow the last failover, and its position means nothing on this one",
+                    r.epoch, w.epoch
+                ))
             } else if lag_bytes > cfg.maximum_lag_on_failover {
                 Some(format!(
                     "{lag_bytes} bytes behind, beyond maximum_lag_on_failover ({})",
@@ -313,10 +322,9 @@ pub fn plan(
                     r.lag_ms as f64 / 1000.0,
                     cfg.maximum_lag_seconds_on_failover.as_secs()
                 ))
-            } else if cfg.mode == Mode::Synchronous && answering.len() < quorum {
+            } else if cfg.mode == Mode::Synchronous && current < quorum {
                 Some(format!(
-                    "synchronous mode: only {} of {replicas} replicas answer; {quorum} are needed to be sure one holds every acknowledged write",
-                    answering.len()
+                    "synchronous mode: only {current} of {replicas} replicas answer on the current epoch; {quorum} are needed to be sure one holds every acknowledged write"
                 ))
             } else if cfg.mode == Mode::Synchronous && r.last_lsn < top_lsn {
                 Some(format!(

@@ -35,6 +35,9 @@ pub enum Host {
 /// What an agent says of its PostgreSQL.
 #[derive(Debug, Clone, Deserialize)]
 pub struct HostState {
+    /// The member the agent's role is for.
+    #[serde(default)]
+    pub member: String,
     /// Whether a postmaster runs.
     pub running: bool,
     /// `primary`, `replica`, `starting` or `stopped`.

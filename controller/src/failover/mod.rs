@@ -92,6 +92,15 @@ impl Drop for Paused {
     }
 }
 
+/// Clears the tidying flag however a round of tidying ends.
+struct Tidying<'a>(&'a std::sync::atomic::AtomicBool);
+
+impl Drop for Tidying<'_> {
+    fn drop(&mut self) {
+        self.0.store(false, std::sync::atomic::Ordering::Release);
+    }
+}
+
 /// The first wait before a failed failover is tried again.
 const RETRY_MS: i64 = 1_000;
 
@@ -336,9 +345,8 @@ impl Failover {
                 {
                     let me = self.clone();
                     tokio::spawn(async move {
+                        let _done = Tidying(&me.tidying);
                         me.tidy(&obs, &before).await;
-                        me.tidying
-                            .store(false, std::sync::atomic::Ordering::Release);
                     });
                 }
                 Verdict::Failover(plan) => {
@@ -374,7 +382,10 @@ impl Failover {
             if *name == w.primary {
                 continue;
             }
-            let stray = r.role == "primary" && r.epoch < w.epoch;
+            // Any other member answering as primary at this epoch or an
+            // older one (a promotion that went on after it was given up,
+            // a restart as primary) is fenced.
+            let stray = r.role == "primary" && r.epoch <= w.epoch;
             // A member stopped (PostgreSQL), read-only or fenced, or a
             // replica still on an older epoch (following a deposed primary).
             let idle = matches!(r.role.as_str(), "read_only" | "fenced" | "stopped")
@@ -392,6 +403,18 @@ impl Failover {
                 g.tidied.insert(name.clone(), (obs.at_ms, tries + 1));
                 tries
             };
+            // Only if no failover changed the primary since this
+            // observation (tidying runs beside the probes, without the
+            // lock failovers take, so a rewind never stops the watch; a
+            // member being rewound or fenced is no candidate meanwhile).
+            if lock(&self.inner)
+                .watch
+                .as_ref()
+                .map(|x| (x.primary.as_str(), x.epoch))
+                != Some((w.primary.as_str(), w.epoch))
+            {
+                return;
+            }
             let target = &self.cfg.name;
             if stray {
                 let done = self.driver.fence(name, w.epoch).await.map(|_| ());
@@ -699,6 +722,33 @@ impl Failover {
             .fence(&before.primary, plan.epoch)
             .await
             .map_err(|e| format!("fencing {}: {e}; nothing changed", before.primary))?;
+        // PostgreSQL: without the shutdown checkpoint's position (an
+        // immediate shutdown, a hook that did not say) nothing proves the
+        // candidate has every commit: the old primary starts again.
+        if final_lsn.is_none() && matches!(self.driver, Driver::Postgres(_)) {
+            let back = self
+                .driver
+                .lead_again(&before.primary, before.epoch, &self.cfg.repoint())
+                .await;
+            let e = format!(
+                "{} stopped without a clean shutdown checkpoint, so {} cannot be shown to hold every commit; {}",
+                before.primary,
+                plan.promote,
+                match back {
+                    Ok(()) => format!("{} was started again as primary", before.primary),
+                    Err(e) => format!(
+                        "and {} could not be started again ({e}): fail over by hand",
+                        before.primary
+                    ),
+                }
+            );
+            self.event(
+                "failover.error",
+                format!("{}: switchover: {e}", self.cfg.name),
+                serde_json::json!({"error": e}),
+            );
+            return Err(e);
+        }
         // The last lsn it took, now that it takes no more: past its
         // shutdown checkpoint (PostgreSQL), or as it answers (sample).
         let addrs = lock(&self.inner).addrs.clone();

@@ -37,22 +37,25 @@ pub struct Dsn {
 impl Dsn {
     /// Parse a `postgres://user[:password]@host[:port][/dbname]` URL.
     pub fn parse(s: &str) -> Result<Self, String> {
-        let u = url::Url::parse(s).map_err(|e| format!("{s:?} is not a URL: {e}"))?;
+        // Errors never echo the URL: it may hold a password.
+        let u = url::Url::parse(s).map_err(|e| format!("not a postgres:// URL: {e}"))?;
         if !matches!(u.scheme(), "postgres" | "postgresql") {
             return Err(format!(
-                "{s:?}: the scheme must be postgres:// (not {}://)",
+                "the scheme must be postgres:// (not {}://)",
                 u.scheme()
             ));
+        }
+        if u.query().is_some() {
+            return Err("query parameters (?…) are not supported: give host, port, user, password and database only".into());
         }
         let host = u
             .host_str()
             .filter(|h| !h.is_empty())
-            .ok_or_else(|| format!("{s:?} names no host"))?;
+            .ok_or("names no host")?;
         let dec = |x: &str| {
-            url::form_urlencoded::parse(format!("x={x}").as_bytes())
-                .next()
-                .map(|(_, v)| v.into_owned())
-                .unwrap_or_default()
+            percent_encoding::percent_decode_str(x)
+                .decode_utf8_lossy()
+                .into_owned()
         };
         let db = u.path().trim_start_matches('/');
         Ok(Self {
@@ -88,16 +91,24 @@ impl Dsn {
         }
     }
 
+    /// A connection to it.
+    async fn connect(&self) -> Result<PgConnection, String> {
+        PgConnection::connect_with(&self.options())
+            .await
+            .map_err(|e| format!("cannot connect to {}: {}", self.place(), sql_error(&e)))
+    }
+
     /// The `primary_conninfo` a member called `follower` streams from
     /// this one with (libpq key=value; the follower's name is its
     /// `application_name`, which `synchronous_standby_names` lists).
     pub fn conninfo(&self, follower: &str) -> String {
         let q = |v: &str| format!("'{}'", v.replace('\\', "\\\\").replace('\'', "\\'"));
         let mut s = format!(
-            "host={} port={} user={} application_name={}",
+            "host={} port={} user={} dbname={} application_name={}",
             q(&self.host),
             self.port,
             q(&self.user),
+            q(&self.dbname),
             q(follower)
         );
         if let Some(p) = &self.password {
@@ -161,7 +172,10 @@ impl Postgres {
     /// The driver for `cfg`'s members (their `dsn` and host checked by
     /// validation; a member missing either is skipped and fails probes).
     pub fn new(cfg: &FailoverConfig) -> Self {
-        let http = reqwest::Client::new();
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(2))
+            .build()
+            .unwrap_or_default();
         let members = cfg
             .members
             .iter()
@@ -210,8 +224,9 @@ impl Postgres {
             .ok_or_else(|| format!("{name:?} is not a member"))
     }
 
-    /// Run `f` on `name`'s connection (opened if need be) within
-    /// `timeout`; a connection that failed or timed out is dropped.
+    /// Run `f` on `name`'s probe connection (opened if need be) within
+    /// `timeout`, waiting for the connection included; a connection that
+    /// failed or timed out is dropped.
     async fn with_conn<T, F>(&self, name: &str, timeout: Duration, f: F) -> Result<T, String>
     where
         F: for<'c> FnOnce(
@@ -221,33 +236,53 @@ impl Postgres {
         >,
     {
         let m = self.member(name)?;
-        let mut g = m.conn.lock().await;
         let run = async {
+            let mut g = m.conn.lock().await;
             if g.is_none() {
-                *g = Some(
-                    PgConnection::connect_with(&m.dsn.options())
-                        .await
-                        .map_err(|e| {
-                            format!("cannot connect to {}: {}", m.dsn.place(), sql_error(&e))
-                        })?,
-                );
+                *g = Some(m.dsn.connect().await?);
             }
             let Some(c) = g.as_mut() else {
                 return Err("no connection".to_owned());
             };
-            f(c).await.map_err(|e| sql_error(&e))
+            let r = f(c).await.map_err(|e| sql_error(&e));
+            if r.is_err() {
+                *g = None;
+            }
+            r
         };
         match tokio::time::timeout(timeout, run).await {
-            Ok(Ok(v)) => Ok(v),
-            Ok(Err(e)) => {
-                *g = None;
-                Err(e)
-            }
+            Ok(r) => r,
             Err(_) => {
-                *g = None;
+                // Cut off mid-query: the connection's state is unknown.
+                if let Ok(mut g) = m.conn.try_lock() {
+                    *g = None;
+                }
                 Err("timed out".into())
             }
         }
+    }
+
+    /// Run `f` on a connection of its own to `name` (promotion,
+    /// `CHECKPOINT`, settings: never on the probe connection, so probes
+    /// go on meanwhile), within `timeout`.
+    async fn with_admin<T, F>(&self, name: &str, timeout: Duration, f: F) -> Result<T, String>
+    where
+        F: for<'c> FnOnce(
+            &'c mut PgConnection,
+        ) -> std::pin::Pin<
+            Box<dyn std::future::Future<Output = Result<T, sqlx::Error>> + Send + 'c>,
+        >,
+    {
+        let m = self.member(name)?;
+        let run = async {
+            let mut c = m.dsn.connect().await?;
+            let r = f(&mut c).await.map_err(|e| sql_error(&e));
+            let _ = c.close().await;
+            r
+        };
+        tokio::time::timeout(timeout, run)
+            .await
+            .unwrap_or_else(|_| Err("timed out".into()))
     }
 
     /// Probe `name` once: SQL, or when that fails, whether its agent says
@@ -357,7 +392,7 @@ impl Postgres {
         let m = self.member(name)?;
         *m.conn.lock().await = None;
         m.host
-            .act("stop", None, Duration::from_secs(15))
+            .act("stop", None, Duration::from_secs(45))
             .await
             .map(|d| d.checkpoint_lsn)
     }
@@ -391,14 +426,14 @@ impl Postgres {
             // pg_rewind reads the source's timeline from its control file,
             // which a promoted primary updates only at its first
             // checkpoint: without one it finds "no rewind required".
-            self.with_conn(primary, Duration::from_secs(60), |c| {
+            self.with_admin(primary, Duration::from_secs(60), |c| {
                 Box::pin(async move { sqlx::query("CHECKPOINT").execute(c).await.map(|_| ()) })
             })
             .await
             .map_err(|e| format!("CHECKPOINT on {primary} before rewinding {name}: {e}"))?;
         }
         m.host
-            .act(action, Some(&conninfo), Duration::from_secs(120))
+            .act(action, Some(&conninfo), Duration::from_secs(660))
             .await
             .map(|_| action.to_owned())
     }
@@ -415,19 +450,20 @@ impl Postgres {
         format!("ANY {} ({})", self.synchronous_replicas, names.join(", "))
     }
 
-    /// Synchronous mode: make sure `primary` holds a commit until
-    /// `synchronous_replicas` of the others have it (set at start, as at
-    /// each promotion). Asynchronous: nothing.
-    pub async fn prepare(&self, primary: &str) -> Result<(), String> {
+    /// Synchronous mode: set `name`'s `synchronous_standby_names` to
+    /// `ANY k` of the other members, if it differs. Kept on standbys too
+    /// (where it does nothing), so a promoted member has it in force the
+    /// moment it leaves recovery rather than after a reload lands.
+    async fn set_standby_names(&self, name: &str) -> Result<(), String> {
         if self.mode != Mode::Synchronous {
             return Ok(());
         }
-        let want = self.standby_names(primary);
+        let want = self.standby_names(name);
         let set = format!(
             "ALTER SYSTEM SET synchronous_standby_names = '{}'",
             want.replace('\'', "''")
         );
-        self.with_conn(primary, Duration::from_secs(5), move |c| {
+        self.with_admin(name, Duration::from_secs(10), move |c| {
             Box::pin(async move {
                 let now: String = sqlx::query("SHOW synchronous_standby_names")
                     .fetch_one(&mut *c)
@@ -443,32 +479,40 @@ impl Postgres {
             })
         })
         .await
-        .map_err(|e| format!("setting synchronous_standby_names on {primary}: {e}"))
+        .map_err(|e| format!("setting synchronous_standby_names on {name}: {e}"))
+    }
+
+    /// At start: every member's host agent must be that member's, and in
+    /// synchronous mode the primary must hold a commit until
+    /// `synchronous_replicas` of the others have it (set if not; the
+    /// standbys too, where it waits for their promotion).
+    pub async fn prepare(&self, primary: &str) -> Result<(), String> {
+        for (name, m) in &self.members {
+            if let Ok(s) = m.host.state(Duration::from_secs(2)).await
+                && s.member != *name
+            {
+                return Err(format!(
+                    "{name}'s agent runs the failover role of {:?}: check its agent URL",
+                    s.member
+                ));
+            }
+        }
+        self.set_standby_names(primary).await?;
+        for name in self.members.keys().filter(|n| *n != primary) {
+            if let Err(e) = self.set_standby_names(name).await {
+                tracing::warn!(member = %name, error = %e, "standby left as it is; set again when it is promoted");
+            }
+        }
+        Ok(())
     }
 
     /// Promote `name`: synchronous mode first sets which standbys must
-    /// hold a commit; then `pg_promote()`, and every other member follows
-    /// it (rewound if need be), concurrently.
+    /// hold a commit (already set at start; checked again); then
+    /// `pg_promote()`, and the running standbys follow it.
     pub async fn promote(self: &Arc<Self>, name: &str) -> Result<Promoted, String> {
-        if self.mode == Mode::Synchronous {
-            let set = format!(
-                "ALTER SYSTEM SET synchronous_standby_names = '{}'",
-                self.standby_names(name).replace('\'', "''")
-            );
-            self.with_conn(name, Duration::from_secs(5), move |c| {
-                Box::pin(async move {
-                    sqlx::query(sqlx::AssertSqlSafe(set))
-                        .execute(&mut *c)
-                        .await?;
-                    sqlx::query("SELECT pg_reload_conf()").execute(c).await?;
-                    Ok(())
-                })
-            })
-            .await
-            .map_err(|e| format!("setting synchronous_standby_names on {name}: {e}"))?;
-        }
+        self.set_standby_names(name).await?;
         let ok = self
-            .with_conn(name, Duration::from_secs(65), |c| {
+            .with_admin(name, Duration::from_secs(65), |c| {
                 Box::pin(async move {
                     sqlx::query("SELECT pg_promote(true, 60)")
                         .fetch_one(c)
