@@ -58,8 +58,9 @@ pub struct Series {
     rejoin_ms: Vec<i64>,
     /// Commits acknowledged.
     acknowledged: usize,
-    /// Of those, missing from the primary at the end.
-    lost: usize,
+    /// Of those, missing from the primary at the end (none: no primary
+    /// to read them back from).
+    lost: Option<usize>,
     /// Kills after which no commit came within 120 s (the series stops).
     stalled: Vec<String>,
 }
@@ -161,7 +162,7 @@ pub fn run(kills: u32, keel_only: bool, json: bool) -> anyhow::Result<()> {
             s.median(),
             s.max(),
             s.acknowledged,
-            s.lost,
+            s.lost.map_or_else(|| "?".to_owned(), |l| l.to_string()),
             r.get(r.len() / 2).copied().unwrap_or(0),
             if s.system.starts_with("keel") {
                 String::new()
@@ -246,7 +247,7 @@ fn keel(kills: u32, mode: Mode) -> anyhow::Result<Series> {
         failover_ms: Vec::new(),
         rejoin_ms: Vec::new(),
         acknowledged: 0,
-        lost: 0,
+        lost: None,
         stalled: Vec::new(),
     };
     for k in 1..=kills {
@@ -314,9 +315,11 @@ fn keel(kills: u32, mode: Mode) -> anyhow::Result<Series> {
         .position(|n| n.name == primary)
         .context("the primary is a member")?;
     s.acknowledged = acked.len();
-    s.lost = pgcluster::missing(&c, i, "bench", &acked)
-        .map_err(anyhow::Error::msg)?
-        .len();
+    s.lost = Some(
+        pgcluster::missing(&c, i, "bench", &acked)
+            .map_err(anyhow::Error::msg)?
+            .len(),
+    );
     drop(runtime);
     Ok(s)
 }
@@ -368,18 +371,18 @@ fn patroni(kills: u32, label: &str, timing: (u32, u32, u32)) -> anyhow::Result<S
         .process_group(0)
         .spawn()
         .context("starting etcd")?;
+    let mut nodes: Vec<PatroniNode> = (1..=3)
+        .map(|i| PatroniNode {
+            name: format!("pg-{i}"),
+            rest: free_port(),
+            pg: free_port(),
+            child: None,
+        })
+        .collect();
     let result = (|| {
         until("etcd", Duration::from_secs(30), || {
             http_get(&format!("http://127.0.0.1:{client}/health")).ok()
         })?;
-        let mut nodes: Vec<PatroniNode> = (1..=3)
-            .map(|i| PatroniNode {
-                name: format!("pg-{i}"),
-                rest: free_port(),
-                pg: free_port(),
-                child: None,
-            })
-            .collect();
         for n in &nodes {
             let d = dir.path().join(&n.name);
             std::fs::create_dir_all(&d)?;
@@ -422,7 +425,7 @@ fn patroni(kills: u32, label: &str, timing: (u32, u32, u32)) -> anyhow::Result<S
             failover_ms: Vec::new(),
             rejoin_ms: Vec::new(),
             acknowledged: 0,
-            lost: 0,
+            lost: None,
             stalled: Vec::new(),
         };
         for k in 1..=kills {
@@ -470,18 +473,25 @@ fn patroni(kills: u32, label: &str, timing: (u32, u32, u32)) -> anyhow::Result<S
             );
         }
         let acked = w.stop();
-        let i = until("the leader", Duration::from_secs(60), || leader(&nodes))?;
         s.acknowledged = acked.len();
-        s.lost = pgcluster::missing_on(nodes[i].pg, "bench", &acked)
-            .map_err(anyhow::Error::msg)?
-            .len();
-        for n in &mut nodes {
-            if let Some(c) = n.child.take() {
-                pgcluster::kill_node(c);
+        match until("the leader", Duration::from_secs(60), || leader(&nodes)) {
+            Ok(i) => {
+                s.lost = Some(
+                    pgcluster::missing_on(nodes[i].pg, "bench", &acked)
+                        .map_err(anyhow::Error::msg)?
+                        .len(),
+                )
             }
+            Err(e) => println!("  no leader to read the commits back from: {e}"),
         }
         anyhow::Ok(s)
     })();
+    // Every node, whatever ended the series.
+    for n in &mut nodes {
+        if let Some(c) = n.child.take() {
+            pgcluster::kill_node(c);
+        }
+    }
     let _ = nix::sys::signal::killpg(
         nix::unistd::Pid::from_raw(etcd.id() as i32),
         nix::sys::signal::Signal::SIGKILL,
