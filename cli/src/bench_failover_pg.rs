@@ -33,7 +33,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
-use keel_controller::failover::{DriverConfig, Failover, FailoverConfig, Member, Mode, Probe};
+use keel_controller::failover::{Failover, Mode, Probe};
 use keel_controller::{Controller, ControllerConfig, MetricSource};
 use keel_core::clock::{SharedClock, SystemClock};
 use pgcluster::{Cluster, Writer, free_port, http_get};
@@ -195,28 +195,7 @@ fn keel(kills: u32, mode: Mode) -> anyhow::Result<Series> {
             == Ok("2"))
         .then_some(())
     })?;
-    let target = FailoverConfig {
-        name: "pg".into(),
-        driver: DriverConfig::Postgres {},
-        members: (0..3)
-            .map(|i| Member {
-                dsn: Some(c.dsn(i)),
-                agent: Some(c.agent_url(i)),
-                ..Member::named(&c.nodes[i].name)
-            })
-            .collect(),
-        probe_interval: Duration::from_millis(250),
-        probe_timeout: Duration::from_millis(200),
-        failure_threshold: 3,
-        maximum_lag_on_failover: 1 << 20,
-        maximum_lag_seconds_on_failover: Duration::from_secs(30),
-        mode,
-        synchronous_replicas: 1,
-        // Kills follow each other closely here.
-        anti_flapping: Duration::ZERO,
-        repoint: None,
-        pause_policies: Vec::new(),
-    };
+    let target = c.target(mode);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;

@@ -24,7 +24,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::*;
-use keel_controller::failover::{DriverConfig, Failover, FailoverConfig, Member, Mode, Probe};
+use keel_controller::failover::{Failover, FailoverConfig, Mode, Probe};
 use keel_controller::{Controller, ControllerConfig, MetricSource};
 use keel_core::clock::{SharedClock, SystemClock};
 use pgcluster::{Cluster, Writer, http_get, missing};
@@ -34,30 +34,6 @@ struct NoMetrics;
 impl MetricSource for NoMetrics {
     fn instant(&self, _: &str, _: i64) -> Result<keel_controller::run::Samples, String> {
         Err("no metrics in this test".into())
-    }
-}
-
-fn target(c: &Cluster, mode: Mode) -> FailoverConfig {
-    FailoverConfig {
-        name: "pg".into(),
-        driver: DriverConfig::Postgres {},
-        members: (0..c.nodes.len())
-            .map(|i| Member {
-                dsn: Some(c.dsn(i)),
-                agent: Some(c.agent_url(i)),
-                ..Member::named(&c.nodes[i].name)
-            })
-            .collect(),
-        probe_interval: Duration::from_millis(250),
-        probe_timeout: Duration::from_millis(200),
-        failure_threshold: 3,
-        maximum_lag_on_failover: 1 << 20,
-        maximum_lag_seconds_on_failover: Duration::from_secs(30),
-        mode,
-        synchronous_replicas: 1,
-        anti_flapping: Duration::ZERO,
-        repoint: None,
-        pause_policies: Vec::new(),
     }
 }
 
@@ -142,7 +118,7 @@ async fn postgres_failover_rewind_switchover_and_refusals() {
         },
     )
     .await;
-    let (ctl, t) = controller(target(&c, Mode::Synchronous))
+    let (ctl, t) = controller(c.target(Mode::Synchronous))
         .await
         .expect("controller starts");
     assert_eq!(t.status().primary, "pg-1");
@@ -348,7 +324,7 @@ async fn postgres_failover_rewind_switchover_and_refusals() {
     // A connection string that names another cluster (the machine's own
     // PostgreSQL) is refused at start, naming the member.
     if std::env::var("KEEL_TEST_POSTGRES").as_deref() == Ok("1") {
-        let mut wrong = target(&c, Mode::Synchronous);
+        let mut wrong = c.target(Mode::Synchronous);
         wrong.name = "wrong".into();
         wrong.members[1].dsn = Some("postgres://postgres@127.0.0.1:5432/postgres".into());
         let e = controller(wrong)

@@ -296,6 +296,36 @@ impl Cluster {
         })
     }
 
+    /// A `postgres` failover target over every member (shipped probe
+    /// settings; no anti-flapping, since kills follow each other closely).
+    pub fn target(
+        &self,
+        mode: keel_controller::failover::Mode,
+    ) -> keel_controller::failover::FailoverConfig {
+        use keel_controller::failover::{DriverConfig, FailoverConfig, Member};
+        FailoverConfig {
+            name: "pg".into(),
+            driver: DriverConfig::Postgres {},
+            members: (0..self.nodes.len())
+                .map(|i| Member {
+                    dsn: Some(self.dsn(i)),
+                    agent: Some(self.agent_url(i)),
+                    ..Member::named(&self.nodes[i].name)
+                })
+                .collect(),
+            probe_interval: Duration::from_millis(250),
+            probe_timeout: Duration::from_millis(200),
+            failure_threshold: 3,
+            maximum_lag_on_failover: 1 << 20,
+            maximum_lag_seconds_on_failover: Duration::from_secs(30),
+            mode,
+            synchronous_replicas: 1,
+            anti_flapping: Duration::ZERO,
+            repoint: None,
+            pause_policies: Vec::new(),
+        }
+    }
+
     /// Member `i`'s `postgres://` URL.
     pub fn dsn(&self, i: usize) -> String {
         format!(
@@ -341,26 +371,34 @@ impl Drop for Cluster {
 }
 
 /// Kill a node started as `child` (`unshare` or the program itself, in a
-/// process group of its own): SIGKILL its PID namespace's init (whose
-/// death takes every process in the namespace, even those in sessions of
-/// their own) and its process group, then reap it.
+/// process group of its own). Under `unshare`: SIGKILL its PID
+/// namespace's init, whose death takes every process in the namespace
+/// (even those in sessions of their own), and wait for `unshare`, which
+/// exits only once its child — so the whole namespace — is gone.
+/// Otherwise SIGKILL the process group.
 pub fn kill_node(mut child: Child) {
     let pid = child.id() as i32;
-    if let Ok(kids) = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
-        && let Some(init) = kids
-            .split_whitespace()
-            .next()
-            .and_then(|k| k.parse::<i32>().ok())
-    {
-        let _ = nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(init),
-            nix::sys::signal::Signal::SIGKILL,
-        );
+    let init = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
+        .ok()
+        .and_then(|k| {
+            k.split_whitespace()
+                .next()
+                .and_then(|k| k.parse::<i32>().ok())
+        });
+    match init {
+        Some(init) => {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(init),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+        None => {
+            let _ = nix::sys::signal::killpg(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
     }
-    let _ = nix::sys::signal::killpg(
-        nix::unistd::Pid::from_raw(pid),
-        nix::sys::signal::Signal::SIGKILL,
-    );
     let _ = child.wait();
 }
 

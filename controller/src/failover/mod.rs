@@ -499,6 +499,34 @@ impl Failover {
         let t0 = self.clock.now_ms();
         let old = before.primary.clone();
         let name = &self.cfg.name;
+        // The candidate must still answer as a replica right before the
+        // old primary is fenced: fencing for a member that died since the
+        // plan was made would take the primary down for nothing.
+        let at = lock(&self.inner).addrs.get(&plan.promote).cloned();
+        let still = match &at {
+            Some(at) => {
+                self.driver
+                    .probe(&plan.promote, at, self.cfg.probe_timeout * 4)
+                    .await
+            }
+            None => Probe::Failed("the driver does not list it".into()),
+        };
+        if !matches!(&still, Probe::Answered(r) if r.role == "replica") {
+            let e = format!(
+                "{} no longer answers as a replica ({}); nothing was fenced or promoted",
+                plan.promote,
+                match still {
+                    Probe::Answered(r) => r.role,
+                    Probe::Failed(e) => e,
+                }
+            );
+            self.event(
+                "failover.error",
+                format!("{name}: {e}"),
+                serde_json::json!({"member": plan.promote, "error": e}),
+            );
+            return Err(e);
+        }
         self.event(
             "failover.detected",
             format!(
@@ -726,28 +754,11 @@ impl Failover {
         // immediate shutdown, a hook that did not say) nothing proves the
         // candidate has every commit: the old primary starts again.
         if final_lsn.is_none() && matches!(self.driver, Driver::Postgres(_)) {
-            let back = self
-                .driver
-                .lead_again(&before.primary, before.epoch, &self.cfg.repoint())
-                .await;
-            let e = format!(
-                "{} stopped without a clean shutdown checkpoint, so {} cannot be shown to hold every commit; {}",
-                before.primary,
-                plan.promote,
-                match back {
-                    Ok(()) => format!("{} was started again as primary", before.primary),
-                    Err(e) => format!(
-                        "and {} could not be started again ({e}): fail over by hand",
-                        before.primary
-                    ),
-                }
+            let why = format!(
+                "{} stopped without a clean shutdown checkpoint, so {} cannot be shown to hold every commit",
+                before.primary, plan.promote
             );
-            self.event(
-                "failover.error",
-                format!("{}: switchover: {e}", self.cfg.name),
-                serde_json::json!({"error": e}),
-            );
-            return Err(e);
+            return Err(self.give_back(&before.primary, before.epoch, why).await);
         }
         // The last lsn it took, now that it takes no more: past its
         // shutdown checkpoint (PostgreSQL), or as it answers (sample).
@@ -781,28 +792,11 @@ impl Failover {
             self.clock.sleep(Duration::from_millis(20)).await;
         };
         if !caught_up {
-            let back = self
-                .driver
-                .lead_again(&before.primary, plan.epoch + 1, &self.cfg.repoint())
-                .await;
-            let e = format!(
-                "{} did not catch up with {} (lsn {old_lsn}) within 10 s; {}",
-                plan.promote,
-                before.primary,
-                match back {
-                    Ok(_) => format!("{} leads again at epoch {}", before.primary, plan.epoch + 1),
-                    Err(e) => format!(
-                        "and {} could not lead again ({e}): fail over by hand",
-                        before.primary
-                    ),
-                }
+            let why = format!(
+                "{} did not catch up with {} (lsn {old_lsn}) within 10 s",
+                plan.promote, before.primary
             );
-            self.event(
-                "failover.error",
-                format!("{}: switchover: {e}", self.cfg.name),
-                serde_json::json!({"error": e}),
-            );
-            return Err(e);
+            return Err(self.give_back(&before.primary, plan.epoch + 1, why).await);
         }
         let plan = Plan {
             why: format!(
@@ -813,6 +807,30 @@ impl Failover {
             ..plan
         };
         self.carry_out(plan, false, &before, None).await
+    }
+}
+
+impl Failover {
+    /// A switchover that cannot finish (`why`): the fenced `primary` leads
+    /// again at `epoch`; the error, also recorded as an event.
+    async fn give_back(&self, primary: &str, epoch: u64, why: String) -> String {
+        let back = self
+            .driver
+            .lead_again(primary, epoch, &self.cfg.repoint())
+            .await;
+        let e = format!(
+            "{why}; {}",
+            match back {
+                Ok(()) => format!("{primary} leads again at epoch {epoch}"),
+                Err(e) => format!("and {primary} could not lead again ({e}): fail over by hand"),
+            }
+        );
+        self.event(
+            "failover.error",
+            format!("{}: switchover: {e}", self.cfg.name),
+            serde_json::json!({"error": e}),
+        );
+        e
     }
 }
 

@@ -123,6 +123,10 @@ impl Dsn {
     }
 }
 
+/// What a step on a connection returns.
+type Sql<'c, T> =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Result<T, sqlx::Error>> + Send + 'c>>;
+
 struct PgMember {
     dsn: Dsn,
     host: Host,
@@ -229,11 +233,7 @@ impl Postgres {
     /// failed or timed out is dropped.
     async fn with_conn<T, F>(&self, name: &str, timeout: Duration, f: F) -> Result<T, String>
     where
-        F: for<'c> FnOnce(
-            &'c mut PgConnection,
-        ) -> std::pin::Pin<
-            Box<dyn std::future::Future<Output = Result<T, sqlx::Error>> + Send + 'c>,
-        >,
+        F: for<'c> FnOnce(&'c mut PgConnection) -> Sql<'c, T>,
     {
         let m = self.member(name)?;
         let run = async {
@@ -267,11 +267,7 @@ impl Postgres {
     /// go on meanwhile), within `timeout`.
     async fn with_admin<T, F>(&self, name: &str, timeout: Duration, f: F) -> Result<T, String>
     where
-        F: for<'c> FnOnce(
-            &'c mut PgConnection,
-        ) -> std::pin::Pin<
-            Box<dyn std::future::Future<Output = Result<T, sqlx::Error>> + Send + 'c>,
-        >,
+        F: for<'c> FnOnce(&'c mut PgConnection) -> Sql<'c, T>,
     {
         let m = self.member(name)?;
         let run = async {
