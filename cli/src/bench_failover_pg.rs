@@ -477,7 +477,9 @@ fn patroni(kills: u32, label: &str, timing: (u32, u32, u32)) -> anyhow::Result<S
     );
     let _ = etcd.wait();
     // A round that stalled (or an error) keeps Patroni's logs to read.
-    if result.as_ref().map_or(true, |s| !s.stalled.is_empty()) {
+    if result.as_ref().map_or(true, |s| !s.stalled.is_empty())
+        || std::env::var_os("KEEL_KEEP_PG").is_some()
+    {
         println!(
             "  patroni's and etcd's logs are kept in {}",
             dir.keep().display()
