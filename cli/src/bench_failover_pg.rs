@@ -66,6 +66,17 @@ pub struct Series {
 }
 
 impl Series {
+    fn new(system: String) -> Self {
+        Self {
+            system,
+            failover_ms: Vec::new(),
+            rejoin_ms: Vec::new(),
+            acknowledged: 0,
+            lost: None,
+            stalled: Vec::new(),
+        }
+    }
+
     fn median(&self) -> i64 {
         let mut v = self.failover_ms.clone();
         v.sort_unstable();
@@ -74,6 +85,14 @@ impl Series {
     fn max(&self) -> i64 {
         self.failover_ms.iter().copied().max().unwrap_or(0)
     }
+}
+
+/// Wait until the writer has 200 more commits acknowledged.
+fn writes_flow(w: &Writer) -> anyhow::Result<()> {
+    let before = w.acked();
+    until("the writer commits", Duration::from_secs(60), || {
+        (w.acked() >= before + 200).then_some(())
+    })
 }
 
 fn now_ms() -> i64 {
@@ -214,26 +233,16 @@ fn keel(kills: u32, mode: Mode) -> anyhow::Result<Series> {
         anyhow::Ok((ctl, t))
     })?;
     let w = Writer::start(&c.dir, &c.libpq_conninfo(), "bench", 1).map_err(anyhow::Error::msg)?;
-    let mut s = Series {
-        system: format!(
-            "keel ({})",
-            if mode == Mode::Synchronous {
-                "synchronous"
-            } else {
-                "asynchronous"
-            }
-        ),
-        failover_ms: Vec::new(),
-        rejoin_ms: Vec::new(),
-        acknowledged: 0,
-        lost: None,
-        stalled: Vec::new(),
-    };
+    let mut s = Series::new(format!(
+        "keel ({})",
+        if mode == Mode::Synchronous {
+            "synchronous"
+        } else {
+            "asynchronous"
+        }
+    ));
     for k in 1..=kills {
-        let before = w.acked();
-        until("the writer commits", Duration::from_secs(60), || {
-            (w.acked() >= before + 200).then_some(())
-        })?;
+        writes_flow(&w)?;
         let primary = t.status().primary;
         let i = c
             .nodes
@@ -399,19 +408,9 @@ fn patroni(kills: u32, label: &str, timing: (u32, u32, u32)) -> anyhow::Result<S
             || (leader(&nodes).is_some() && replicas(&nodes) == 2).then_some(()),
         )?;
         let w = Writer::start(dir.path(), &conninfo, "bench", 1).map_err(anyhow::Error::msg)?;
-        let mut s = Series {
-            system: format!("patroni ({label})"),
-            failover_ms: Vec::new(),
-            rejoin_ms: Vec::new(),
-            acknowledged: 0,
-            lost: None,
-            stalled: Vec::new(),
-        };
+        let mut s = Series::new(format!("patroni ({label})"));
         for k in 1..=kills {
-            let before = w.acked();
-            until("the writer commits", Duration::from_secs(60), || {
-                (w.acked() >= before + 200).then_some(())
-            })?;
+            writes_flow(&w)?;
             let i = until("the leader", Duration::from_secs(30), || leader(&nodes))?;
             let killed = now_ms();
             if let Some(c) = nodes[i].child.take() {

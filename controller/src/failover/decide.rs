@@ -489,6 +489,39 @@ mod tests {
         })
     }
 
+    fn at_epoch(p: Probe, epoch: u64) -> Probe {
+        match p {
+            Probe::Answered(r) => Probe::Answered(MemberReport { epoch, ..r }),
+            failed => failed,
+        }
+    }
+
+    #[test]
+    fn a_replica_left_on_an_older_epoch_is_never_promoted_nor_counted() {
+        let c = cfg(Mode::Synchronous);
+        let mut w = Watch::new("db-1", 2);
+        // db-3 did not follow the last failover: further ahead in numbers,
+        // but on epoch 1's history.
+        let m = || {
+            [
+                ("db-1", down()),
+                ("db-2", at_epoch(replica(50, false), 2)),
+                ("db-3", replica(90, false)),
+            ]
+        };
+        let Verdict::Hold { why } = feed(&c, &mut w, 0, 3, m) else {
+            panic!("synchronous mode needs both replicas on epoch 2")
+        };
+        assert!(
+            why.contains("only 1 of 2 replicas answer on the current epoch"),
+            "{why}"
+        );
+        let err = plan(&cfg(Mode::Asynchronous), &w, &obs(1000, m()), Some("db-3")).unwrap_err();
+        assert!(err.contains("on epoch 1 (the primary's is 2)"), "{err}");
+        let p = plan(&cfg(Mode::Asynchronous), &w, &obs(1000, m()), None).expect("db-2 may be");
+        assert_eq!(p.promote, "db-2");
+    }
+
     fn down() -> Probe {
         Probe::Failed("connection refused".into())
     }
@@ -737,11 +770,12 @@ mod tests {
         let c = cfg(Mode::Asynchronous);
         let mut w = Watch::new("db-1", 1);
         w.promoted("db-2", 2, 10_000, true, None);
+        // Both replicas followed db-2 to epoch 2.
         let dead = || {
             [
-                ("db-1", replica(50, false)),
+                ("db-1", at_epoch(replica(50, false), 2)),
                 ("db-2", down()),
-                ("db-3", replica(50, false)),
+                ("db-3", at_epoch(replica(50, false), 2)),
             ]
         };
         let Verdict::Hold { why } = feed(&c, &mut w, 20_000, 3, dead) else {
