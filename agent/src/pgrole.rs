@@ -60,8 +60,9 @@ pub struct PgRoleConfig {
     /// runs them as the agent's user.
     #[serde(default)]
     pub run_as: String,
-    /// Where the postmaster's output goes ("": `keel-postgres.log` in the
-    /// data directory).
+    /// Where the postmaster's output goes (none: `<data_directory>.log`,
+    /// beside the data directory rather than in it, since `pg_rewind` and
+    /// `pg_basebackup` copy a data directory's files over).
     #[serde(default)]
     pub log_file: Option<PathBuf>,
     /// When the agent starts: `standby` starts PostgreSQL only if it is a
@@ -339,11 +340,11 @@ impl PgRole {
             return Ok(());
         }
         self.clear_dead_postmaster().await;
-        let log = self
-            .cfg
-            .log_file
-            .clone()
-            .unwrap_or_else(|| self.cfg.data_directory.join("keel-postgres.log"));
+        let log = self.cfg.log_file.clone().unwrap_or_else(|| {
+            let mut p = self.cfg.data_directory.clone().into_os_string();
+            p.push(".log");
+            PathBuf::from(p)
+        });
         let open = || {
             std::fs::OpenOptions::new()
                 .create(true)
