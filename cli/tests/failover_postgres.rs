@@ -202,13 +202,14 @@ async fn postgres_failover_rewind_switchover_and_refusals() {
     // primary stopped, and the controller rewinds it into a standby.
     blocking(|| c.start_agent(0, "standby")).expect("pg-1's agent");
     following(&t, "pg-1").await;
-    let rejoined = ctl
-        .events(0, Some("pg"), 1000)
-        .into_iter()
-        .find(|e| {
+    // The event is recorded when the agent's rejoin returns, which can be
+    // a moment after the member already streams.
+    let rejoined = eventually("pg-1's rejoin event", Duration::from_secs(30), || async {
+        ctl.events(0, Some("pg"), 1000).into_iter().find(|e| {
             e.kind == "failover.rejoined" && e.explanation.starts_with("pg: pg-1 was stopped")
         })
-        .expect("pg-1 rejoined");
+    })
+    .await;
     assert!(
         rejoined
             .decision
@@ -319,6 +320,28 @@ async fn postgres_failover_rewind_switchover_and_refusals() {
             .count()
             == 2,
         "no promotion beyond the failover and the switchover"
+    );
+
+    // A dsn whose user may not read the standbys' replication status is
+    // refused at start, naming the member and the grant it needs.
+    blocking(|| c.psql(0, "CREATE ROLE keel_probe LOGIN")).expect("a plain role");
+    let mut weak = c.target(Mode::Synchronous);
+    weak.name = "weak".into();
+    let wi = if gone == "pg-2" { 2 } else { 1 };
+    weak.members[wi].dsn = Some(
+        c.dsn(wi)
+            .replace("postgres://postgres@", "postgres://keel_probe@"),
+    );
+    let e = controller(weak)
+        .await
+        .err()
+        .expect("a user without pg_read_all_stats is refused");
+    assert!(
+        e.contains(&format!(
+            "{}: its dsn's user \"keel_probe\"",
+            c.nodes[wi].name
+        )) && e.contains("pg_read_all_stats"),
+        "{e}"
     );
 
     // A connection string that names another cluster (the machine's own

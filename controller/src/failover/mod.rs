@@ -743,7 +743,15 @@ impl Failover {
         let mut w = before.clone();
         w.primary_lsn = p.last_lsn;
         w.primary_bytes = p.wal_bytes;
-        let plan = decide::plan(&self.cfg, &w, &obs, to)?;
+        // A switchover waits for the candidate to reach the fenced
+        // primary's last position before promoting it, so a standby a few
+        // bytes behind another under load is fine: synchronous mode's
+        // "only the most advanced" rule is for a primary that is gone.
+        let relaxed = FailoverConfig {
+            mode: Mode::Asynchronous,
+            ..self.cfg.clone()
+        };
+        let plan = decide::plan(&relaxed, &w, &obs, to)?;
         lock(&self.inner).last = Some(obs);
         let final_lsn = self
             .driver
@@ -800,8 +808,8 @@ impl Failover {
         }
         let plan = Plan {
             why: format!(
-                "switchover (planned, nothing lost: {} fenced at lsn {old_lsn} and {} caught up): {}",
-                before.primary, plan.promote, plan.why
+                "switchover (planned, nothing lost: {} fenced at lsn {old_lsn} and {} caught up): promote {} at epoch {}",
+                before.primary, plan.promote, plan.promote, plan.epoch
             ),
             beyond_promoted: 0,
             ..plan

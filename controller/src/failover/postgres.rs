@@ -493,6 +493,29 @@ impl Postgres {
                 ));
             }
         }
+        // A user who may not read pg_stat_wal_receiver's status sees it
+        // NULL: every standby would seem to have lost the primary, and a
+        // controller cut off alone could not be told from a dead primary.
+        for (name, m) in &self.members {
+            let may = self
+                .with_admin(name, Duration::from_secs(5), |c| {
+                    Box::pin(async move {
+                        sqlx::query(
+                            "SELECT rolsuper OR pg_has_role(current_user, 'pg_read_all_stats', 'MEMBER') FROM pg_roles WHERE rolname = current_user",
+                        )
+                        .fetch_one(c)
+                        .await
+                        .and_then(|r| r.try_get::<bool, _>(0))
+                    })
+                })
+                .await;
+            if let Ok(false) = may {
+                return Err(format!(
+                    "{name}: its dsn's user {:?} may not read the standbys' replication status (grant it pg_read_all_stats, or use a superuser): without it a partition could not be told from a dead primary",
+                    m.dsn.user
+                ));
+            }
+        }
         self.set_standby_names(primary).await?;
         for name in self.members.keys().filter(|n| *n != primary) {
             if let Err(e) = self.set_standby_names(name).await {
