@@ -212,16 +212,19 @@ impl PgRole {
             .with_state(self.clone())
     }
 
-    /// The postmaster's pid and status line, if one runs (a pid file
-    /// whose process is gone or a zombie is stale).
-    fn postmaster(&self) -> Option<(i32, String)> {
+    /// The pid `postmaster.pid` names, and the file's text.
+    fn pid_file(&self) -> Option<(i32, String)> {
         let text = std::fs::read_to_string(self.cfg.data_directory.join("postmaster.pid")).ok()?;
-        let mut lines = text.lines();
-        let pid: i32 = lines.next()?.trim().parse().ok()?;
-        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-        // The state follows the command's closing parenthesis.
-        let state = stat.rsplit_once(')')?.1.split_whitespace().next()?;
-        if state == "Z" || state == "X" {
+        let pid = text.lines().next()?.trim().parse().ok()?;
+        Some((pid, text))
+    }
+
+    /// The postmaster's status line (`ready`, `standby`, `starting`…), if
+    /// one runs: a pid file whose process is gone, a zombie, or another
+    /// program is stale.
+    fn postmaster(&self) -> Option<String> {
+        let (pid, text) = self.pid_file()?;
+        if matches!(process_state(pid)?, 'Z' | 'X') {
             return None;
         }
         // A pid file that outlived a reboot can name another process now.
@@ -230,7 +233,7 @@ impl PgRole {
         if !(program.ends_with(b"postgres") || program.ends_with(b"postmaster")) {
             return None;
         }
-        Some((pid, text.lines().nth(7).unwrap_or("").trim().to_owned()))
+        Some(text.lines().nth(7).unwrap_or("").trim().to_owned())
     }
 
     /// A postmaster that was killed leaves its pid file, and its pid
@@ -238,36 +241,22 @@ impl PgRole {
     /// new postmaster's socket lock takes for a live one: wait (10 s at
     /// most) for that pid to be gone, then remove the stale file.
     async fn clear_dead_postmaster(&self) {
-        let pid_file = self.cfg.data_directory.join("postmaster.pid");
-        let Ok(text) = std::fs::read_to_string(&pid_file) else {
+        let Some((pid, _)) = self.pid_file() else {
+            let _ = std::fs::remove_file(self.cfg.data_directory.join("postmaster.pid"));
             return;
         };
-        if let Some(pid) = text
-            .lines()
-            .next()
-            .and_then(|l| l.trim().parse::<i32>().ok())
-        {
-            let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-            while tokio::time::Instant::now() < deadline
-                && std::fs::read_to_string(format!("/proc/{pid}/stat"))
-                    .ok()
-                    .and_then(|s| {
-                        s.rsplit_once(')')
-                            .map(|(_, r)| r.trim_start().starts_with('Z'))
-                    })
-                    .unwrap_or(false)
-            {
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while tokio::time::Instant::now() < deadline && process_state(pid) == Some('Z') {
+            tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        let _ = std::fs::remove_file(&pid_file);
+        let _ = std::fs::remove_file(self.cfg.data_directory.join("postmaster.pid"));
     }
 
     /// What runs now.
     pub fn state(&self) -> PgState {
         let (running, role) = match self.postmaster() {
             None => (false, "stopped"),
-            Some((_, status)) => match status.as_str() {
+            Some(status) => match status.as_str() {
                 "ready" | "standby" => {
                     if self.cfg.data_directory.join("standby.signal").exists() {
                         (true, "replica")
@@ -285,14 +274,22 @@ impl PgRole {
         }
     }
 
+    /// The `run_as` user (none: the agent's own).
+    fn run_as(&self) -> Result<Option<nix::unistd::User>, String> {
+        if self.cfg.run_as.is_empty() {
+            return Ok(None);
+        }
+        nix::unistd::User::from_name(&self.cfg.run_as)
+            .ok()
+            .flatten()
+            .map(Some)
+            .ok_or_else(|| format!("no user {:?}", self.cfg.run_as))
+    }
+
     /// A PostgreSQL program, as `run_as`.
     fn command(&self, program: &str) -> Result<tokio::process::Command, String> {
         let mut c = tokio::process::Command::new(self.cfg.bin_directory.join(program));
-        if !self.cfg.run_as.is_empty() {
-            let u = nix::unistd::User::from_name(&self.cfg.run_as)
-                .ok()
-                .flatten()
-                .ok_or_else(|| format!("no user {:?}", self.cfg.run_as))?;
+        if let Some(u) = self.run_as()? {
             c.uid(u.uid.as_raw()).gid(u.gid.as_raw());
             c.env("HOME", &u.dir).env("USER", &self.cfg.run_as);
         }
@@ -353,9 +350,7 @@ impl PgRole {
                 .map_err(|e| format!("{}: {e}", log.display()))
         };
         let (out, err) = (open()?, open()?);
-        if !self.cfg.run_as.is_empty()
-            && let Ok(Some(u)) = nix::unistd::User::from_name(&self.cfg.run_as)
-        {
+        if let Some(u) = self.run_as()? {
             let _ = nix::unistd::chown(&log, Some(u.uid), Some(u.gid));
         }
         let mut c = self.command("postgres")?;
@@ -532,6 +527,13 @@ impl PgRole {
             other => Err(ActError::Unknown(other.into())),
         }
     }
+}
+
+/// The state letter of process `pid` (`R`, `S`, `Z`…), if it exists.
+fn process_state(pid: i32) -> Option<char> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The state follows the command's closing parenthesis.
+    stat.rsplit_once(')')?.1.trim_start().chars().next()
 }
 
 /// "Latest checkpoint location: 0/3000028" in a cleanly shut down

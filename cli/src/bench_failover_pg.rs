@@ -244,11 +244,7 @@ fn keel(kills: u32, mode: Mode) -> anyhow::Result<Series> {
     for k in 1..=kills {
         writes_flow(&w)?;
         let primary = t.status().primary;
-        let i = c
-            .nodes
-            .iter()
-            .position(|n| n.name == primary)
-            .context("the primary is a member")?;
+        let i = c.index(&primary).context("the primary is a member")?;
         let killed = now_ms();
         c.kill_node(i);
         let (_, first) = until("a commit after the kill", Duration::from_secs(120), || {
@@ -265,19 +261,18 @@ fn keel(kills: u32, mode: Mode) -> anyhow::Result<Series> {
                 matches!(st.members.get(&primary), Some(Probe::Answered(r)) if r.role == "replica" && r.epoch == st.epoch && r.primary_ok == Some(true)).then_some(())
             },
         )?;
-        s.rejoin_ms.push(now_ms() - restarted);
+        let rejoin_ms = now_ms() - restarted;
+        s.rejoin_ms.push(rejoin_ms);
         let now = t.status().primary;
         if std::env::var_os("KEEL_BENCH_EVENTS").is_some() {
             if let Some((t, e)) = w.first_error_after(killed) {
                 println!("      +{} ms first failure: {e}", t - killed);
             }
             let acks: Vec<(u64, i64)> = w
-                .acks
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .iter()
+                .acks()
+                .into_iter()
                 .filter(|(_, t)| (*t - killed) > -8 && (*t - killed) < 60)
-                .map(|(i, t)| (*i, *t - killed))
+                .map(|(i, t)| (i, t - killed))
                 .collect();
             println!("      acks around the kill: {acks:?}");
             for e in ctl.events(killed, Some("pg"), 100) {
@@ -290,18 +285,13 @@ fn keel(kills: u32, mode: Mode) -> anyhow::Result<Series> {
             }
         }
         println!(
-            "  kill {k:>2}: {primary} → {now}: first commit {} ms after the kill; {primary} rejoined {} ms after its node restarted",
+            "  kill {k:>2}: {primary} → {now}: first commit {} ms after the kill; {primary} rejoined {rejoin_ms} ms after its node restarted",
             first - killed,
-            now_ms() - restarted
         );
     }
     let acked = w.stop();
     let primary = t.status().primary;
-    let i = c
-        .nodes
-        .iter()
-        .position(|n| n.name == primary)
-        .context("the primary is a member")?;
+    let i = c.index(&primary).context("the primary is a member")?;
     s.acknowledged = acked.len();
     s.lost = Some(
         pgcluster::missing(&c, i, "bench", &acked)

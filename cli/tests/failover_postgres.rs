@@ -82,13 +82,6 @@ async fn following(t: &Failover, member: &str) {
     .await
 }
 
-fn index(c: &Cluster, name: &str) -> usize {
-    c.nodes
-        .iter()
-        .position(|n| n.name == name)
-        .expect("a member")
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn postgres_failover_rewind_switchover_and_refusals() {
     if std::env::var("KEEL_TEST_PG_FAILOVER").as_deref() != Ok("1") {
@@ -169,7 +162,10 @@ async fn postgres_failover_rewind_switchover_and_refusals() {
     );
     let other = if new == "pg-2" { "pg-3" } else { "pg-2" };
     assert_eq!(
-        blocking(|| c.psql(index(&c, &new), "SHOW synchronous_standby_names")),
+        blocking(|| c.psql(
+            c.index(&new).expect("a member"),
+            "SHOW synchronous_standby_names"
+        )),
         Ok(format!("ANY 1 (\"pg-1\", \"{other}\")")),
         "the promoted member waits for a standby before acknowledging"
     );
@@ -180,7 +176,8 @@ async fn postgres_failover_rewind_switchover_and_refusals() {
     })
     .await;
     let acked = blocking(|| w.stop());
-    let lost = blocking(|| missing(&c, index(&c, &new), "orders", &acked)).expect("read back");
+    let lost = blocking(|| missing(&c, c.index(&new).expect("a member"), "orders", &acked))
+        .expect("read back");
     assert!(
         lost.is_empty(),
         "synchronous mode lost {} acknowledged commits: {:?}",
@@ -226,11 +223,11 @@ async fn postgres_failover_rewind_switchover_and_refusals() {
     );
     // Role endpoints, as a load balancer checks them: 200 only on the
     // primary, 503 with the member's role elsewhere.
-    let new_i = index(&c, &new);
+    let new_i = c.index(&new).expect("a member");
     let body = http_get(&format!("{}/primary", c.agent_url(new_i)))
         .expect("the primary's /primary is 200");
     assert!(body.contains("\"role\":\"primary\""), "{body}");
-    for i in [0, index(&c, other)] {
+    for i in [0, c.index(other).expect("a member")] {
         let e = http_get(&format!("{}/primary", c.agent_url(i)))
             .expect_err("a standby's /primary is not 200");
         assert!(
@@ -272,7 +269,7 @@ async fn postgres_failover_rewind_switchover_and_refusals() {
     // 3. Refusals. A standby whose WAL receiver is frozen (SIGSTOP) falls
     // behind the lag limit: promoting it is refused.
     let lagging = if from == "pg-2" { "pg-3" } else { "pg-2" };
-    let li = index(&c, lagging);
+    let li = c.index(lagging).expect("a member");
     let receiver: i32 = blocking(|| c.psql(li, "SELECT pid FROM pg_stat_wal_receiver"))
         .expect("its receiver")
         .parse()
@@ -305,7 +302,7 @@ async fn postgres_failover_rewind_switchover_and_refusals() {
 
     // A member whose node is gone cannot be promoted.
     let gone = from.clone();
-    let gi = index(&c, &gone);
+    let gi = c.index(&gone).expect("a member");
     blocking(|| c.kill_node(gi));
     let e = t
         .failover(Some(&gone))

@@ -334,6 +334,11 @@ impl Cluster {
         )
     }
 
+    /// The index of the member called `name`.
+    pub fn index(&self, name: &str) -> Option<usize> {
+        self.nodes.iter().position(|n| n.name == name)
+    }
+
     /// Member `i`'s agent.
     pub fn agent_url(&self, i: usize) -> String {
         format!("http://127.0.0.1:{}", self.nodes[i].agent_port)
@@ -459,17 +464,35 @@ pub fn http_get(url: &str) -> Result<String, String> {
     if ok { Ok(payload) } else { Err(payload) }
 }
 
-/// The writer: `pg_writer.py` under Debian's Python (psycopg2), its
-/// acknowledged ids and errors collected on a thread.
+/// The writer: `pg_writer.py` under Debian's Python (psycopg2), what it
+/// printed collected on a thread.
 pub struct Writer {
     child: Child,
     reader: Option<std::thread::JoinHandle<()>>,
-    /// (id, unix ms) of every acknowledged commit.
-    pub acks: std::sync::Arc<std::sync::Mutex<Vec<(u64, i64)>>>,
-    /// (unix ms, message) of every failed attempt.
-    pub errors: std::sync::Arc<std::sync::Mutex<Vec<(i64, String)>>>,
-    /// Every line it printed, in order.
-    pub lines: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    /// Every commit acknowledged and every failed attempt, in the order
+    /// the writer printed them.
+    lines: std::sync::Arc<std::sync::Mutex<Vec<Line>>>,
+}
+
+/// One line the writer printed.
+#[derive(Debug, Clone)]
+pub enum Line {
+    /// A commit acknowledged: its id, and when (unix ms).
+    Ack(u64, i64),
+    /// A failed attempt: when (unix ms), and why.
+    Err(i64, String),
+}
+
+impl Line {
+    /// `ack ID MS` or `err MS MESSAGE`.
+    fn parse(line: &str) -> Option<Self> {
+        let mut parts = line.splitn(3, ' ');
+        match (parts.next()?, parts.next()?, parts.next()) {
+            ("ack", id, Some(ms)) => Some(Line::Ack(id.parse().ok()?, ms.parse().ok()?)),
+            ("err", ms, msg) => Some(Line::Err(ms.parse().ok()?, msg.unwrap_or("").to_owned())),
+            _ => None,
+        }
+    }
 }
 
 /// The writer's source, shipped in the binary for the benchmark.
@@ -489,56 +512,52 @@ impl Writer {
             .spawn()
             .map_err(|e| format!("/usr/bin/python3: {e}"))?;
         let out = child.stdout.take().ok_or("no stdout")?;
-        let acks = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-        let errors = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
         let lines = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-        let (a, e, l) = (acks.clone(), errors.clone(), lines.clone());
+        let l = lines.clone();
         let reader = std::thread::spawn(move || {
             use std::io::BufRead as _;
             for line in std::io::BufReader::new(out).lines().map_while(Result::ok) {
-                l.lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .push(line.clone());
-                let mut parts = line.splitn(3, ' ');
-                match (parts.next(), parts.next(), parts.next()) {
-                    (Some("ack"), Some(id), Some(ms)) => {
-                        if let (Ok(id), Ok(ms)) = (id.parse(), ms.parse()) {
-                            a.lock().unwrap_or_else(|p| p.into_inner()).push((id, ms));
-                        }
-                    }
-                    (Some("err"), Some(ms), msg) => {
-                        if let Ok(ms) = ms.parse() {
-                            e.lock()
-                                .unwrap_or_else(|p| p.into_inner())
-                                .push((ms, msg.unwrap_or("").to_owned()));
-                        }
-                    }
-                    _ => {}
+                if let Some(line) = Line::parse(&line) {
+                    l.lock().unwrap_or_else(|p| p.into_inner()).push(line);
                 }
             }
         });
         Ok(Self {
             child,
             reader: Some(reader),
-            acks,
-            errors,
             lines,
         })
     }
 
+    fn lines(&self) -> std::sync::MutexGuard<'_, Vec<Line>> {
+        self.lines.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     /// The first failure at or after `ms`.
     pub fn first_error_after(&self, ms: i64) -> Option<(i64, String)> {
-        self.errors
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
+        self.lines().iter().find_map(|l| match l {
+            Line::Err(t, e) if *t >= ms => Some((*t, e.clone())),
+            _ => None,
+        })
+    }
+
+    /// Every acknowledgement so far: (id, unix ms).
+    pub fn acks(&self) -> Vec<(u64, i64)> {
+        self.lines()
             .iter()
-            .find(|(t, _)| *t >= ms)
-            .cloned()
+            .filter_map(|l| match l {
+                Line::Ack(id, t) => Some((*id, *t)),
+                Line::Err(..) => None,
+            })
+            .collect()
     }
 
     /// How many commits were acknowledged so far.
     pub fn acked(&self) -> usize {
-        self.acks.lock().unwrap_or_else(|p| p.into_inner()).len()
+        self.lines()
+            .iter()
+            .filter(|l| matches!(l, Line::Ack(..)))
+            .count()
     }
 
     /// The first acknowledgement printed after the first failure at or
@@ -546,20 +565,13 @@ impl Writer {
     /// killed, even in the same millisecond as the failure, is not the
     /// new primary's: the writer's lines are in the order it printed them).
     pub fn first_ack_after_outage(&self, ms: i64) -> Option<(u64, i64)> {
-        let lines = self.lines.lock().unwrap_or_else(|p| p.into_inner());
-        let failed = lines.iter().position(|l| {
-            let mut f = l.split(' ');
-            f.next() == Some("err")
-                && f.next()
-                    .and_then(|t| t.parse::<i64>().ok())
-                    .is_some_and(|t| t >= ms)
-        })?;
-        lines[failed + 1..].iter().find_map(|l| {
-            let mut f = l.split(' ');
-            if f.next() != Some("ack") {
-                return None;
-            }
-            Some((f.next()?.parse().ok()?, f.next()?.parse().ok()?))
+        let lines = self.lines();
+        let failed = lines
+            .iter()
+            .position(|l| matches!(l, Line::Err(t, _) if *t >= ms))?;
+        lines[failed + 1..].iter().find_map(|l| match l {
+            Line::Ack(id, t) => Some((*id, *t)),
+            Line::Err(..) => None,
         })
     }
 
@@ -579,12 +591,7 @@ impl Writer {
         if let Some(r) = self.reader.take() {
             let _ = r.join();
         }
-        self.acks
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .iter()
-            .map(|(id, _)| *id)
-            .collect()
+        self.acks().into_iter().map(|(id, _)| id).collect()
     }
 }
 

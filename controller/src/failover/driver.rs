@@ -232,7 +232,7 @@ impl Driver {
     /// was told to follow before and did not (PostgreSQL: rewind it).
     pub async fn rejoin(&self, member: &str, primary: &str, rewind: bool) -> Result<(), String> {
         if let Driver::Postgres(pg) = self {
-            return pg.rejoin(member, primary, rewind).await.map(|_| ());
+            return pg.rejoin(member, primary, rewind).await;
         }
         self.post(
             "/api/v1/db/rejoin",

@@ -406,7 +406,7 @@ impl Postgres {
     /// Have `name` follow `primary`: a running standby is re-pointed and
     /// reloads (unless `rewind`); anything else is rewound and started as
     /// a standby.
-    pub async fn rejoin(&self, name: &str, primary: &str, rewind: bool) -> Result<String, String> {
+    pub async fn rejoin(&self, name: &str, primary: &str, rewind: bool) -> Result<(), String> {
         let m = self.member(name)?;
         let conninfo = self.member(primary)?.dsn.conninfo(name);
         let running_standby = matches!(
@@ -431,7 +431,7 @@ impl Postgres {
         m.host
             .act(action, Some(&conninfo), Duration::from_secs(660))
             .await
-            .map(|_| action.to_owned())
+            .map(|_| ())
     }
 
     /// The `synchronous_standby_names` for `primary`: any
@@ -561,7 +561,7 @@ impl Postgres {
             set.spawn(async move {
                 let r = match me.probe(&other, Duration::from_secs(1)).await {
                     Probe::Answered(r) if r.role == "replica" => {
-                        me.rejoin(&other, &primary, false).await.map(|_| ())
+                        me.rejoin(&other, &primary, false).await
                     }
                     Probe::Answered(r) => {
                         Err(format!("{other} is {}: rejoined when tidied", r.role))

@@ -783,6 +783,11 @@ mod tests {
         ([127, 0, 0, 1], 9).into()
     }
 
+    /// `db-2`, opened in `dir` as a replica of [`addr`] at epoch 1.
+    fn replica_db2(dir: &Path) -> Node {
+        Node::open("db-2", cfg(), Role::Replica { primary: addr() }, 1, dir).expect("open")
+    }
+
     #[tokio::test]
     async fn a_writer_from_a_newer_epoch_fences_the_old_primary() {
         let dir = tempfile::tempdir().expect("tempdir");
@@ -801,14 +806,7 @@ mod tests {
     #[tokio::test]
     async fn a_writer_from_an_older_epoch_is_refused() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let n = Node::open(
-            "db-2",
-            cfg(),
-            Role::Replica { primary: addr() },
-            1,
-            dir.path(),
-        )
-        .expect("open");
+        let n = replica_db2(dir.path());
         n.promote(2).expect("promote");
         let err = n.put("a".into(), 1.into(), 1).await.unwrap_err();
         assert!(err.to_string().contains("stale epoch"), "{err}");
@@ -820,25 +818,11 @@ mod tests {
     async fn epoch_survives_restart_and_never_goes_back() {
         let dir = tempfile::tempdir().expect("tempdir");
         {
-            let n = Node::open(
-                "db-2",
-                cfg(),
-                Role::Replica { primary: addr() },
-                1,
-                dir.path(),
-            )
-            .expect("open");
+            let n = replica_db2(dir.path());
             n.promote(3).expect("promote");
         }
         // Restarted with a stale spec that says epoch 1: it stays at 3.
-        let n = Node::open(
-            "db-2",
-            cfg(),
-            Role::Replica { primary: addr() },
-            1,
-            dir.path(),
-        )
-        .expect("reopen");
+        let n = replica_db2(dir.path());
         assert_eq!(n.status().epoch, 3);
         assert!(n.follow(addr(), 2).is_err());
     }
@@ -848,14 +832,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         // The new primary: replica of the old one up to lsn 4 (epoch 1
         // record + 3 products), then promoted at lsn 5 to epoch 2.
-        let new = Node::open(
-            "db-2",
-            cfg(),
-            Role::Replica { primary: addr() },
-            1,
-            dir.path(),
-        )
-        .expect("open");
+        let new = replica_db2(dir.path());
         let old_dir = tempfile::tempdir().expect("tempdir");
         let old = Node::open("db-1", cfg(), Role::Primary, 1, old_dir.path()).expect("open");
         old.seed_if_empty().expect("seed");
@@ -914,14 +891,7 @@ mod tests {
         old.put("k".into(), 1.into(), 1).await.expect("write");
         old.fence(2).expect("fence");
         let rdir = tempfile::tempdir().expect("tempdir");
-        let r = Node::open(
-            "db-2",
-            cfg(),
-            Role::Replica { primary: addr() },
-            1,
-            rdir.path(),
-        )
-        .expect("open");
+        let r = replica_db2(rdir.path());
         let answer = old
             .pull(PullRequest {
                 from: 1,
