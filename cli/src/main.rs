@@ -27,6 +27,7 @@ mod config;
 mod events_cmd;
 mod failover_cmd;
 mod free_ports;
+mod incident_cmd;
 mod load_cmd;
 mod logs_cmd;
 mod reaped;
@@ -94,6 +95,14 @@ enum Command {
     Failover(failover_cmd::FailoverArgs),
     /// A planned switchover of the database's primary that loses nothing.
     Switchover(failover_cmd::Target),
+    /// Incident bundles: `keel incident record|list|score`.
+    Incident {
+        #[command(subcommand)]
+        command: incident_cmd::IncidentCommand,
+    },
+    /// Replay an incident bundle through the rules, routing and
+    /// autoscaler (--rules/--policy: a what-if diff; --assert: checks).
+    Replay(incident_cmd::ReplayArgs),
     /// Backfill history from an OpenMetrics file (the collector must be stopped).
     Import(collector_cmd::ImportArgs),
     /// Check a configuration file and print the effective configuration.
@@ -168,6 +177,8 @@ fn main() -> ExitCode {
         Command::Failover(args) => failover_cmd::failover(args),
         Command::Switchover(args) => failover_cmd::switchover(args),
         Command::Ack(args) => silence_cmd::ack(args),
+        Command::Incident { command } => incident_cmd::run(command),
+        Command::Replay(args) => incident_cmd::replay_cmd(args),
         Command::Import(args) => collector_cmd::import(cli.config.as_deref(), args),
         Command::Bench {
             command: BenchCommand::Sampleapp(args),

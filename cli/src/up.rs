@@ -341,43 +341,6 @@ fn shipped_policy(supervisor: &str, min: u32, max: u32) -> keel_controller::Poli
     }
 }
 
-/// PromQL for the controller, from the collector's store.
-struct StoreMetrics(keel_collector::rules::source::StoreSource);
-
-impl keel_controller::MetricSource for StoreMetrics {
-    fn instant(&self, expr: &str, t_ms: i64) -> Result<keel_controller::run::Samples, String> {
-        use keel_collector::rules::engine::Source as _;
-        self.0.instant(expr, t_ms)
-    }
-
-    fn range(
-        &self,
-        expr: &str,
-        start_ms: i64,
-        end_ms: i64,
-        step_ms: i64,
-    ) -> Result<Vec<(i64, f64)>, String> {
-        let series = keel_collector::promql::Engine::new(&self.0.store)
-            .range(
-                expr,
-                keel_collector::promql::QueryRange {
-                    start: start_ms,
-                    end: end_ms,
-                    step: step_ms,
-                },
-            )
-            .map_err(|e| e.to_string())?;
-        match series.as_slice() {
-            [] => Ok(Vec::new()),
-            [one] => Ok(one.points.clone()),
-            more => Err(format!(
-                "{} series where one is needed (aggregate the query)",
-                more.len()
-            )),
-        }
-    }
-}
-
 /// Start the controller beside `collector` (its store for metrics, its
 /// state store for events) and serve its API; the API's address.
 pub async fn start_controller(
@@ -388,12 +351,18 @@ pub async fn start_controller(
     std::net::SocketAddr,
     std::sync::Arc<keel_controller::Controller>,
 )> {
-    let source = std::sync::Arc::new(StoreMetrics(keel_collector::rules::source::StoreSource {
-        store: collector.store.clone(),
-        logs: None,
-    }));
+    let source = std::sync::Arc::new(keel_replay::StoreMetrics(
+        keel_collector::rules::source::StoreSource {
+            store: collector.store.clone(),
+            logs: None,
+        },
+    ));
     let writer = collector.state.as_ref().map(|(_, w)| w.clone());
     let c = keel_controller::Controller::new(config, source, clock.clone(), writer);
+    c.set_marks(collector.marks.clone());
+    collector
+        .incidents
+        .set_controller(serde_json::to_value(config).unwrap_or_default());
     let mut watches: std::collections::BTreeMap<String, keel_controller::failover::Watch> =
         std::collections::BTreeMap::new();
     if let Some((st, _)) = &collector.state {

@@ -25,6 +25,7 @@ pub mod gzip;
 /// so label sets sent from outside cannot be crafted to collide.
 pub type FastMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
 pub mod import;
+pub mod incident;
 pub mod index_store;
 pub mod ingest;
 pub mod labels;

@@ -82,6 +82,8 @@ pub struct CollectorConfig {
     /// `dashboards`, when it does not exist: the shipped dashboards,
     /// written to `<data_dir>/dashboards` (files already there are kept).
     pub dashboards: PathBuf,
+    /// Incident bundles: where they go, and recording around every P0.
+    pub incidents: crate::incident::IncidentsConfig,
 }
 
 impl Default for CollectorConfig {
@@ -110,6 +112,7 @@ impl Default for CollectorConfig {
             notify: crate::notify::NotifyConfig::default(),
             dashboards: PathBuf::from("dashboards"),
             otlp: crate::ingest::otlp::Translation::default(),
+            incidents: crate::incident::IncidentsConfig::default(),
         }
     }
 }
@@ -164,6 +167,7 @@ impl keel_core::config::Validate for CollectorConfig {
         }
         self.rules.validate(problems);
         self.notify.validate(problems);
+        self.incidents.validate(problems);
     }
 }
 
@@ -328,6 +332,10 @@ pub struct Running {
     pub rules: Arc<crate::rules::RuleManager>,
     /// Who it pages.
     pub notifier: Arc<crate::notify::Notifier>,
+    /// Arrivals and ticks, for incident bundles.
+    pub marks: Arc<keel_core::marks::MarkLog>,
+    /// The incident recorder.
+    pub incidents: Arc<crate::incident::Incidents>,
     /// The state store and its writer (none: `collector.state: none`).
     pub state: Option<(Arc<keel_state::StateStore>, keel_state::Writer)>,
 }
@@ -381,6 +389,33 @@ pub async fn start(config: &CollectorConfig, clock: SharedClock) -> Result<Runni
     };
     rules.set_notifier(notifier.clone());
     rules.set_arrivals(store.appended());
+    let dashboards_dir = config.dashboards_dir();
+    // Arrivals and ticks are kept as long as the samples they time.
+    let marks = Arc::new(keel_core::marks::MarkLog::new(
+        &config.data_dir.join("marks"),
+        clock.clone(),
+        config.retention,
+    ));
+    store.set_marks(marks.clone());
+    rules.set_marks(marks.clone());
+    let incidents = crate::incident::Incidents::new(
+        config.incidents.clone(),
+        &config.data_dir,
+        crate::incident::Sources {
+            store: store.clone(),
+            logs: logs.clone(),
+            spans: spans.clone(),
+            marks: marks.clone(),
+            state: state.as_ref().map(|(s, _)| s.clone()),
+            notifier: notifier.clone(),
+            rules: config.rules.clone(),
+            notify: config.notify.clone(),
+            dashboards: dashboards_dir.clone(),
+            controller: Default::default(),
+            clock: clock.clone(),
+        },
+    );
+    tokio::spawn(incidents.clone().run_p0(rules.clone()));
     tokio::spawn(rules.clone().run());
     housekeeping(store.clone(), logs.clone(), spans.clone(), clock.clone());
     let stats = Arc::new(IngestStats::default());
@@ -433,7 +468,7 @@ pub async fn start(config: &CollectorConfig, clock: SharedClock) -> Result<Runni
         workers.clone(),
         telemetry,
     );
-    let library = crate::dashboards::Library::open(&config.dashboards_dir());
+    let library = crate::dashboards::Library::open(&dashboards_dir);
     library.watch(clock.clone(), std::time::Duration::from_secs(2));
     let dashboards = crate::dashboards::api::DashboardApi {
         library,
@@ -463,6 +498,7 @@ pub async fn start(config: &CollectorConfig, clock: SharedClock) -> Result<Runni
             clock.clone(),
         ))
         .merge(crate::rules::api::routes(rules.clone()))
+        .merge(crate::incident::api::routes(incidents.clone()))
         .merge(crate::notify::api::routes(notifier.clone()))
         .merge(crate::rules::api::history_routes(
             state.as_ref().map(|(s, _)| s.clone()),
@@ -493,6 +529,8 @@ pub async fn start(config: &CollectorConfig, clock: SharedClock) -> Result<Runni
         stats,
         rules,
         notifier,
+        marks,
+        incidents,
         state,
     })
 }

@@ -64,6 +64,16 @@ pub enum Actuator {
     },
     /// Changes nothing but its own count.
     DryRun(Mutex<u32>),
+    /// A simulation's (incident replay): reads and changes its model.
+    Simulated(std::sync::Arc<dyn Simulated>),
+}
+
+/// An actuator simulated in-process, synchronous and infallible.
+pub trait Simulated: Send + Sync {
+    /// The count (and names) now.
+    fn read(&self) -> Count;
+    /// Ask for `n` instances.
+    fn set(&self, n: u32);
 }
 
 impl Actuator {
@@ -103,6 +113,7 @@ impl Actuator {
                 let out = run(read, None, *timeout).await?;
                 parse_count(&out)
             }
+            Actuator::Simulated(s) => Ok(s.read()),
             Actuator::DryRun(n) => Ok(Count {
                 replicas: *n.lock().unwrap_or_else(|e| e.into_inner()),
                 instances: Vec::new(),
@@ -125,6 +136,10 @@ impl Actuator {
             }
             Actuator::Exec { scale, timeout, .. } => {
                 run(scale, Some(n), *timeout).await.map(|_| ())
+            }
+            Actuator::Simulated(s) => {
+                s.set(n);
+                Ok(())
             }
             Actuator::DryRun(c) => {
                 *c.lock().unwrap_or_else(|e| e.into_inner()) = n;

@@ -83,6 +83,8 @@ pub struct Controller {
     interval: std::time::Duration,
     journal: Arc<crate::journal::Journal>,
     failovers: Vec<Arc<crate::failover::Failover>>,
+    /// Where each policy evaluation is marked for incident bundles.
+    marks: std::sync::OnceLock<Arc<keel_core::marks::MarkLog>>,
 }
 
 impl Controller {
@@ -136,7 +138,26 @@ impl Controller {
             interval: config.interval,
             journal,
             failovers,
+            marks: std::sync::OnceLock::new(),
         })
+    }
+
+    /// Mark every policy evaluation (and the count it read) in `marks`.
+    pub fn set_marks(&self, marks: Arc<keel_core::marks::MarkLog>) {
+        let _ = self.marks.set(marks);
+    }
+
+    /// Replace a policy's actuator (replay drives a simulated one);
+    /// false when no policy has that name.
+    pub async fn set_actuator(&self, policy: &str, actuator: Actuator) -> bool {
+        let mut managed = self.managed.lock().await;
+        match managed.iter_mut().find(|m| m.policy.name == policy) {
+            Some(m) => {
+                m.actuator = actuator;
+                true
+            }
+            None => false,
+        }
     }
 
     /// The event log and the pauses.
@@ -309,6 +330,14 @@ impl Controller {
                 );
             }
         };
+        if let Some(marks) = self.marks.get() {
+            marks.write(&keel_core::marks::Mark::PolicyEval {
+                at_ms: now_ms,
+                policy: name.clone(),
+                replicas: count.replicas,
+                instances: count.instances.clone(),
+            });
+        }
         let names: Vec<String> = if count.instances.is_empty() {
             (0..count.replicas).map(|i| format!("{name}-{i}")).collect()
         } else {

@@ -7,6 +7,8 @@
 //!   line and column, environment overrides, and validation that reports
 //!   every problem at once.
 //! - [`duration`]: human-readable durations (`250ms`, `1m30s`) in config files.
+//! - [`marks`]: when batches arrived and rule groups and controller
+//!   loops ran, for incident replay.
 //! - [`names`]: Prometheus' label and metric name rules.
 //! - [`stale`]: Prometheus' staleness marker.
 //! - [`timestamp`]: log-line timestamps (RFC 3339 or epoch numbers).
@@ -14,6 +16,7 @@
 pub mod clock;
 pub mod config;
 pub mod duration;
+pub mod marks;
 pub mod names;
 pub mod stale;
 pub mod timestamp;

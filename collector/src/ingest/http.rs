@@ -263,6 +263,7 @@ pub fn ingest_request(
     batch: Option<(u128, i64)>,
 ) -> Result<ExportMetricsServiceResponse, String> {
     let converted = otlp::convert(req, translation, &|l| store.last(l).map(|(_, v)| v));
+    store.mark_arrival(&converted.batch);
     let Some(appended) = store
         .append_batch(
             converted.batch,

@@ -331,6 +331,7 @@ async fn write(State(rw): State<Rw>, body: Bytes) -> Response {
                 decode(&body, rw.max_decoded).map_err(|m| (StatusCode::BAD_REQUEST, m))?;
             let mut problems = std::mem::take(&mut decoded.problems);
             let batch = decoded.into_batch(|keys| rw.store.resolve_labels(keys));
+            rw.store.mark_arrival(&batch);
             let appended = rw
                 .store
                 .append(batch)

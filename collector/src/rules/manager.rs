@@ -116,6 +116,8 @@ pub struct RuleManager {
     notifier: std::sync::OnceLock<Arc<crate::notify::Notifier>>,
     /// Signalled when samples arrive (see `evaluate_on_arrival`).
     arrivals: std::sync::OnceLock<Arc<tokio::sync::Notify>>,
+    /// Where each group's evaluation is marked for incident bundles.
+    marks: std::sync::OnceLock<Arc<keel_core::marks::MarkLog>>,
 }
 
 fn stamps(config: &RulesConfig) -> Vec<(PathBuf, Option<SystemTime>)> {
@@ -173,6 +175,7 @@ impl RuleManager {
             changed: tokio::sync::Notify::new(),
             notifier: std::sync::OnceLock::new(),
             arrivals: std::sync::OnceLock::new(),
+            marks: std::sync::OnceLock::new(),
         }))
     }
 
@@ -278,6 +281,11 @@ impl RuleManager {
         let _ = self.arrivals.set(n);
     }
 
+    /// Mark every group evaluation in `marks` from now on.
+    pub fn set_marks(&self, marks: Arc<keel_core::marks::MarkLog>) {
+        let _ = self.marks.set(marks);
+    }
+
     /// Evaluate every group due at `now_ms`, then hand every alert held
     /// to the notifier; the earliest next due time.
     pub fn eval_due(&self, now_ms: i64) -> Option<i64> {
@@ -310,6 +318,13 @@ impl RuleManager {
             g.state
                 .eval(&*self.source, now_ms, &self.config.external_labels);
             g.last_ms = Some(now_ms);
+            if let Some(m) = self.marks.get() {
+                m.write(&keel_core::marks::Mark::RuleEval {
+                    at_ms: now_ms,
+                    file: g.state.group.file.display().to_string(),
+                    group: g.state.group.name.clone(),
+                });
+            }
             g.next_ms = if early && g.next_ms > now_ms {
                 // Evaluated ahead: the schedule starts again from now.
                 now_ms + every

@@ -561,9 +561,46 @@ pub struct Store {
     /// Signalled after every batch that stored samples (the rules
     /// evaluate on arrival).
     appended: Arc<tokio::sync::Notify>,
+    /// Where batch arrivals are marked for incident bundles (none in
+    /// tests and in replay).
+    marks: std::sync::OnceLock<Arc<keel_core::marks::MarkLog>>,
 }
 
 impl Store {
+    /// Mark every batch's arrival in `marks` from now on.
+    pub fn set_marks(&self, marks: Arc<keel_core::marks::MarkLog>) {
+        let _ = self.marks.set(marks);
+    }
+
+    /// Mark a batch arriving now (before it is appended): per source
+    /// (`job`, `instance`) the newest sample time it holds, so replay
+    /// makes each sample visible when its batch arrived.
+    pub fn mark_arrival(&self, batch: &[(Labels, Vec<(i64, f64)>)]) {
+        let Some(marks) = self.marks.get() else {
+            return;
+        };
+        let mut sources: Vec<(String, String, i64)> = Vec::new();
+        for (labels, samples) in batch {
+            let Some(newest) = samples.iter().map(|(t, _)| *t).max() else {
+                continue;
+            };
+            let (job, instance) = (labels.get("job"), labels.get("instance"));
+            match sources
+                .iter_mut()
+                .find(|(j, i, _)| j == job && i == instance)
+            {
+                Some(s) => s.2 = s.2.max(newest),
+                None => sources.push((job.to_owned(), instance.to_owned(), newest)),
+            }
+        }
+        if !sources.is_empty() {
+            marks.write(&keel_core::marks::Mark::Arrival {
+                at_ms: marks.now_ms(),
+                sources,
+            });
+        }
+    }
+
     /// What is signalled after each batch that stored samples (one
     /// listener: a signal nobody waits for is kept for the next wait).
     pub fn appended(&self) -> Arc<tokio::sync::Notify> {
@@ -621,6 +658,7 @@ impl Store {
             batch_ids: Some(Mutex::new(ids)),
             config,
             appended: Arc::default(),
+            marks: Default::default(),
         })
     }
 
@@ -635,6 +673,7 @@ impl Store {
             batch_ids: None,
             config,
             appended: Arc::default(),
+            marks: Default::default(),
         }
     }
 

@@ -1,0 +1,372 @@
+//! Incidents: recording a window of what the collector holds into a
+//! bundle ([`bundle`]), on request (`keel incident record`, the
+//! dashboard's button) and automatically around every P0, and listing
+//! the bundles kept. Replay is the `keel-replay` crate's.
+
+pub mod api;
+pub mod bundle;
+mod gather;
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+pub use gather::Sources;
+
+/// The `collector.incidents` section.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct IncidentsConfig {
+    /// Where bundles are written ("": `<data_dir>/incidents`).
+    pub dir: PathBuf,
+    /// Record a bundle around every P0 alert that starts firing.
+    pub record_p0: bool,
+    /// How much before a P0 fired the automatic bundle starts.
+    #[serde(with = "keel_core::duration")]
+    pub before: Duration,
+    /// How long after a P0 fired the automatic bundle ends (it is written then).
+    #[serde(with = "keel_core::duration")]
+    pub after: Duration,
+    /// Longest window one bundle may span.
+    #[serde(with = "keel_core::duration")]
+    pub max_window: Duration,
+}
+
+impl Default for IncidentsConfig {
+    fn default() -> Self {
+        Self {
+            dir: PathBuf::new(),
+            record_p0: true,
+            before: Duration::from_secs(15 * 60),
+            after: Duration::from_secs(15 * 60),
+            max_window: Duration::from_secs(24 * 3600),
+        }
+    }
+}
+
+impl IncidentsConfig {
+    /// Push one message per problem.
+    pub fn validate(&self, problems: &mut Vec<String>) {
+        if self.before + self.after > self.max_window {
+            problems.push(
+                "collector.incidents.before: before + after must be at most max_window".into(),
+            );
+        }
+        if self.max_window.is_zero() {
+            problems.push("collector.incidents.max_window: must be more than 0".into());
+        }
+    }
+}
+
+/// Why a recording was refused or failed.
+#[derive(Debug, thiserror::Error)]
+pub enum IncidentError {
+    /// The request is wrong (the message names the field).
+    #[error("{0}")]
+    Invalid(String),
+    /// A bundle with that name exists.
+    #[error("an incident named {0:?} exists already (pick another --name)")]
+    Exists(String),
+    /// Reading the stores or writing the file failed.
+    #[error("{0}")]
+    Failed(String),
+}
+
+/// What to record.
+#[derive(Debug, Clone, Deserialize)]
+pub struct RecordRequest {
+    /// The bundle's name.
+    pub name: String,
+    /// Window start (ms).
+    pub from_ms: i64,
+    /// Window end (ms).
+    pub to_ms: i64,
+    /// Only this service's (`job`) data.
+    #[serde(default)]
+    pub service: Option<String>,
+    /// Why (`manual`, `dashboard`, …).
+    #[serde(default)]
+    pub reason: Option<String>,
+    /// When the incident began (ms), if known.
+    #[serde(default)]
+    pub incident_ms: Option<i64>,
+}
+
+/// A bundle kept, as listed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Summary {
+    /// Its name.
+    pub name: String,
+    /// Its file.
+    pub path: PathBuf,
+    /// The window.
+    pub from_ms: i64,
+    /// The window's end.
+    pub to_ms: i64,
+    /// When it was recorded.
+    pub recorded_at_ms: i64,
+    /// Why.
+    pub reason: String,
+    /// Its size on disk.
+    pub bytes: u64,
+    /// What it holds (known for bundles recorded by this process).
+    #[serde(default)]
+    pub counts: Option<Counts>,
+}
+
+/// What a bundle holds, and how big that is uncompressed.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Counts {
+    /// Series.
+    pub series: usize,
+    /// Samples.
+    pub samples: usize,
+    /// Log records.
+    pub logs: usize,
+    /// Spans.
+    pub spans: usize,
+    /// Marks (arrivals and ticks).
+    pub marks: usize,
+    /// Controller events.
+    pub events: usize,
+    /// Alert changes.
+    pub alerts: usize,
+    /// Pages and tickets.
+    pub pages: usize,
+    /// The raw data: 16 bytes a sample (time and value) plus the JSON
+    /// of every log record and span.
+    pub raw_bytes: u64,
+    /// How long recording took (ms).
+    pub took_ms: u64,
+}
+
+/// The collector's incident recorder.
+pub struct Incidents {
+    dir: PathBuf,
+    sources: Sources,
+    config: IncidentsConfig,
+    /// P0 episodes (alert labels and fired time) already scheduled.
+    scheduled: Mutex<Vec<(String, i64)>>,
+}
+
+/// A name a bundle may have: it is its file name.
+pub fn check_name(name: &str) -> Result<(), IncidentError> {
+    if name.is_empty()
+        || name.len() > 100
+        || name.starts_with('.')
+        || !name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+    {
+        return Err(IncidentError::Invalid(format!(
+            "name: {name:?} must be 1 to 100 letters, digits, '.', '_' or '-' (not starting with '.')"
+        )));
+    }
+    Ok(())
+}
+
+impl Incidents {
+    /// A recorder writing under `config.dir` (or `data_dir/incidents`).
+    pub fn new(config: IncidentsConfig, data_dir: &Path, sources: Sources) -> Arc<Self> {
+        let dir = if config.dir.as_os_str().is_empty() {
+            data_dir.join("incidents")
+        } else {
+            config.dir.clone()
+        };
+        Arc::new(Self {
+            dir,
+            sources,
+            config,
+            scheduled: Mutex::new(Vec::new()),
+        })
+    }
+
+    /// Tell the recorder the controller's configuration (policies and
+    /// failover targets), once the controller runs.
+    pub fn set_controller(&self, config: serde_json::Value) {
+        let _ = self.sources.controller.set(config);
+    }
+
+    /// Where bundles are written.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Record a window into `<dir>/<name>.keelinc`.
+    pub async fn record(&self, req: RecordRequest) -> Result<Summary, IncidentError> {
+        check_name(&req.name)?;
+        if req.to_ms <= req.from_ms {
+            return Err(IncidentError::Invalid(format!(
+                "to: the window ends ({}) at or before it starts ({})",
+                req.to_ms, req.from_ms
+            )));
+        }
+        if req.to_ms - req.from_ms > self.config.max_window.as_millis() as i64 {
+            return Err(IncidentError::Invalid(format!(
+                "from: the window is longer than collector.incidents.max_window ({})",
+                humantime::format_duration(self.config.max_window)
+            )));
+        }
+        let path = self.path(&req.name);
+        if path.exists() {
+            return Err(IncidentError::Exists(req.name));
+        }
+        std::fs::create_dir_all(&self.dir)
+            .map_err(|e| IncidentError::Failed(format!("{}: {e}", self.dir.display())))?;
+        let started = std::time::Instant::now();
+        let (bundle, mut counts) = self.sources.gather(&req).await?;
+        let p = path.clone();
+        let bytes = tokio::task::spawn_blocking(move || bundle.write(&p).map(|n| (n, bundle)))
+            .await
+            .map_err(|e| IncidentError::Failed(e.to_string()))?
+            .map_err(|e| IncidentError::Failed(e.to_string()))?;
+        counts.took_ms = started.elapsed().as_millis() as u64;
+        let (bytes, bundle) = bytes;
+        tracing::info!(name = %req.name, bytes, took_ms = counts.took_ms, "incident recorded");
+        Ok(Summary {
+            name: req.name,
+            path,
+            from_ms: bundle.header.from_ms,
+            to_ms: bundle.header.to_ms,
+            recorded_at_ms: bundle.header.recorded_at_ms,
+            reason: bundle.header.reason,
+            bytes,
+            counts: Some(counts),
+        })
+    }
+
+    /// The file a bundle named `name` has.
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.join(format!("{name}.{}", bundle::EXTENSION))
+    }
+
+    /// The bundles kept, newest first (a file that is not a readable
+    /// bundle is listed with its problem as its reason).
+    pub fn list(&self) -> Vec<Summary> {
+        let Ok(entries) = std::fs::read_dir(&self.dir) else {
+            return Vec::new();
+        };
+        let mut out: Vec<Summary> = entries
+            .flatten()
+            .filter(|e| e.path().extension().is_some_and(|x| x == bundle::EXTENSION))
+            .map(|e| {
+                let path = e.path();
+                let bytes = e.metadata().map(|m| m.len()).unwrap_or(0);
+                let name = path
+                    .file_stem()
+                    .map(|s| s.to_string_lossy().into_owned())
+                    .unwrap_or_default();
+                match bundle::read_header(&path) {
+                    Ok(h) => Summary {
+                        name,
+                        path,
+                        from_ms: h.from_ms,
+                        to_ms: h.to_ms,
+                        recorded_at_ms: h.recorded_at_ms,
+                        reason: h.reason,
+                        bytes,
+                        counts: None,
+                    },
+                    Err(e) => Summary {
+                        name,
+                        path,
+                        from_ms: 0,
+                        to_ms: 0,
+                        recorded_at_ms: 0,
+                        reason: format!("unreadable: {e}"),
+                        bytes,
+                        counts: None,
+                    },
+                }
+            })
+            .collect();
+        out.sort_by(|a, b| {
+            b.recorded_at_ms
+                .cmp(&a.recorded_at_ms)
+                .then(a.name.cmp(&b.name))
+        });
+        out
+    }
+
+    /// Record around every P0 that starts firing: checked every few
+    /// seconds on the clock; a bundle is written `after` past the first
+    /// firing of an episode, spanning `before` to `after` around it. P0s
+    /// firing within one pending window share its bundle.
+    pub async fn run_p0(self: Arc<Self>, rules: Arc<crate::rules::RuleManager>) {
+        if !self.config.record_p0 {
+            return;
+        }
+        let clock = self.sources.clock.clone();
+        let mut ticker = keel_core::clock::Ticker::new(clock.now(), Duration::from_secs(5));
+        let after_ms = self.config.after.as_millis() as i64;
+        let before_ms = self.config.before.as_millis() as i64;
+        // (alertname, fired) of the episodes whose bundle is pending.
+        let mut pending: Vec<(String, i64)> = Vec::new();
+        loop {
+            ticker.tick(&*clock).await;
+            let fired: Vec<(String, String, i64)> = rules.with_groups(|groups, _| {
+                groups
+                    .iter()
+                    .flat_map(|g| g.alerts())
+                    .filter(|(_, a)| {
+                        a.severity == crate::rules::Severity::P0
+                            && a.state == crate::rules::State::Firing
+                    })
+                    .filter_map(|(_, a)| {
+                        let key = serde_json::to_string(&a.labels).ok()?;
+                        let name = a.labels.get("alertname").cloned().unwrap_or_default();
+                        Some((key, name, a.fired_at_ms?))
+                    })
+                    .collect()
+            });
+            {
+                let mut seen = self.scheduled.lock().unwrap_or_else(|e| e.into_inner());
+                for (key, name, at) in fired {
+                    if seen.iter().any(|(k, t)| *k == key && *t == at) {
+                        continue;
+                    }
+                    seen.push((key, at));
+                    let covered = pending
+                        .iter()
+                        .any(|(_, t)| (*t..=*t + after_ms).contains(&at));
+                    if !covered {
+                        pending.push((name, at));
+                    }
+                }
+                let oldest = clock.now_ms() - 2 * (before_ms + after_ms);
+                seen.retain(|(_, t)| *t >= oldest);
+            }
+            let now = clock.now_ms();
+            let due: Vec<(String, i64)> = pending
+                .iter()
+                .filter(|(_, t)| t + after_ms <= now)
+                .cloned()
+                .collect();
+            pending.retain(|(_, t)| t + after_ms > now);
+            for (name, at) in due {
+                let stamp = humantime::format_rfc3339_seconds(keel_core::clock::from_unix_ms(at))
+                    .to_string()
+                    .replace(':', "");
+                let safe: String = name
+                    .chars()
+                    .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+                    .take(60)
+                    .collect();
+                let req = RecordRequest {
+                    name: format!("p0-{safe}-{stamp}"),
+                    from_ms: at - before_ms,
+                    to_ms: at + after_ms,
+                    service: None,
+                    reason: Some(format!("p0 {name}")),
+                    incident_ms: Some(at),
+                };
+                match self.record(req).await {
+                    Ok(s) => tracing::info!(name = %s.name, "P0 incident recorded"),
+                    Err(e) => tracing::error!(error = %e, "P0 incident not recorded"),
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,516 @@
+//! What a replay prints: the timeline, whether it reproduces the
+//! recording (each difference with its likely reason), and the what-if
+//! diff. Everything here is a pure function of the bundle and the
+//! outcomes, so the output is the same byte for byte on every run.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+use keel_collector::incident::bundle::{AlertChange, Bundle};
+use keel_collector::notify::{Kind, Page};
+
+use crate::run::{Outcome, Setup};
+
+/// `+MM:SS.mmm` from the window's start (hours when past one).
+pub fn offset(from_ms: i64, t: i64) -> String {
+    let d = t - from_ms;
+    let sign = if d < 0 { "-" } else { "+" };
+    let d = d.abs();
+    let (h, m, s, ms) = (d / 3_600_000, d / 60_000 % 60, d / 1000 % 60, d % 1000);
+    if h > 0 {
+        format!("{sign}{h}:{m:02}:{s:02}.{ms:03}")
+    } else {
+        format!("{sign}{m:02}:{s:02}.{ms:03}")
+    }
+}
+
+/// An RFC 3339 time.
+pub fn time(ms: i64) -> String {
+    humantime::format_rfc3339_millis(keel_core::clock::from_unix_ms(ms)).to_string()
+}
+
+/// A duration for people: `1m30s`, `250ms`.
+pub fn span(ms: i64) -> String {
+    let sign = if ms < 0 { "-" } else { "" };
+    format!(
+        "{sign}{}",
+        humantime::format_duration(std::time::Duration::from_millis(ms.unsigned_abs()))
+    )
+}
+
+fn labels(l: &BTreeMap<String, String>) -> String {
+    let inner: Vec<String> = l
+        .iter()
+        .filter(|(k, _)| k.as_str() != "alertname" && k.as_str() != "severity")
+        .map(|(k, v)| format!("{k}={v:?}"))
+        .collect();
+    format!("{{{}}}", inner.join(","))
+}
+
+fn page_line(p: &Page) -> String {
+    let kind = match (p.kind, p.severity) {
+        (Kind::Resolved, _) => "resolved",
+        (_, keel_collector::rules::Severity::P2) => "ticket",
+        _ => "page",
+    };
+    format!(
+        "{kind} {} {} {} ({} alert{}, {})",
+        p.severity.as_str(),
+        p.alertnames().join(","),
+        labels(&p.group),
+        p.alerts.len(),
+        if p.alerts.len() == 1 { "" } else { "s" },
+        p.reason
+    )
+}
+
+/// One line of the timeline, sortable.
+struct Line {
+    at: i64,
+    order: u8,
+    text: String,
+}
+
+/// The timeline of `outcome`, with the bundle's recorded failover events
+/// (they are shown, not decided again).
+pub fn timeline(bundle: &Bundle, setup: &Setup, outcome: &Outcome) -> String {
+    let h = &bundle.header;
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "incident {}: {} to {} ({}), recorded {} ({})",
+        h.name,
+        time(h.from_ms),
+        time(h.to_ms),
+        span(h.to_ms - h.from_ms),
+        time(h.recorded_at_ms),
+        h.reason
+    );
+    let _ = writeln!(
+        s,
+        "replayed with {} rules ({} groups) and {} policies: {} samples, {} rule evaluations in {} rounds, {} controller ticks",
+        setup.rules_from,
+        setup.groups.len(),
+        setup.policy_from,
+        outcome.samples,
+        outcome.evaluations,
+        outcome.rounds,
+        outcome.ticks
+    );
+    for g in &outcome.scheduled_groups {
+        let _ = writeln!(
+            s,
+            "note: group {g} has no recorded evaluations; it ran every interval from the window's start"
+        );
+    }
+    if outcome.scheduled_controller {
+        let _ = writeln!(
+            s,
+            "note: the controller has no recorded ticks for these policies; it ran every interval from the window's start"
+        );
+    }
+    for (rule, e) in &outcome.rule_errors {
+        let _ = writeln!(s, "rule error: {rule}: {e}");
+    }
+    let mut lines: Vec<Line> = Vec::new();
+    for a in &outcome.alerts {
+        lines.push(Line {
+            at: a.at_ms,
+            order: 0,
+            text: format!(
+                "alert    {} {}{} {} -> {}",
+                a.severity,
+                a.rule,
+                labels(&a.labels),
+                a.from,
+                a.to
+            ),
+        });
+    }
+    for p in &outcome.pages {
+        lines.push(Line {
+            at: p.at_ms,
+            order: 1,
+            text: format!("notify   {}", page_line(p)),
+        });
+    }
+    for sc in &outcome.scaling {
+        lines.push(Line {
+            at: sc.at_ms,
+            order: 2,
+            text: format!(
+                "scale    {} {} -> {}: {}",
+                sc.policy, sc.from, sc.to, sc.explanation
+            ),
+        });
+    }
+    for e in failover_events(bundle) {
+        lines.push(Line {
+            at: e.0,
+            order: 3,
+            text: format!("failover {} (recorded)", e.1),
+        });
+    }
+    lines.sort_by(|a, b| (a.at, a.order).cmp(&(b.at, b.order)));
+    let _ = writeln!(s);
+    if lines.is_empty() {
+        let _ = writeln!(s, "(nothing fired, paged or scaled)");
+    }
+    for l in lines {
+        let _ = writeln!(s, "{}  {}  {}", offset(h.from_ms, l.at), time(l.at), l.text);
+    }
+    s
+}
+
+/// The recorded failover events: (time, one line).
+fn failover_events(bundle: &Bundle) -> Vec<(i64, String)> {
+    bundle
+        .events
+        .iter()
+        .filter(|e| {
+            e.get("kind")
+                .and_then(|k| k.as_str())
+                .is_some_and(|k| k.starts_with("failover") || k.starts_with("switchover"))
+        })
+        .filter_map(|e| {
+            Some((
+                e.get("at_ms")?.as_i64()?,
+                format!(
+                    "{}: {}",
+                    e.get("kind")?.as_str()?,
+                    e.get("explanation").and_then(|x| x.as_str()).unwrap_or("")
+                ),
+            ))
+        })
+        .collect()
+}
+
+/// The recorded scaling actions: (time, policy, count after).
+fn recorded_scaling(bundle: &Bundle) -> Vec<(i64, String, u32)> {
+    bundle
+        .events
+        .iter()
+        .filter(|e| e.get("kind").and_then(|k| k.as_str()) == Some("scale"))
+        .filter_map(|e| {
+            Some((
+                e.get("at_ms")?.as_i64()?,
+                e.get("subject")?.as_str()?.to_owned(),
+                e.get("read_back")?.as_u64()? as u32,
+            ))
+        })
+        .collect()
+}
+
+type AlertKey = (i64, String, String, String, String);
+
+fn alert_key(a: &AlertChange) -> AlertKey {
+    (
+        a.at_ms,
+        format!("{}{}", a.rule, labels(&a.labels)),
+        a.from.clone(),
+        a.to.clone(),
+        a.severity.clone(),
+    )
+}
+
+fn page_key(p: &Page) -> (i64, String) {
+    (p.at_ms, page_line(p))
+}
+
+/// Items in `a` not in `b` (as multisets).
+fn minus<T: Ord + Clone>(a: &[T], b: &[T]) -> Vec<T> {
+    let mut left: BTreeMap<&T, usize> = BTreeMap::new();
+    for x in b {
+        *left.entry(x).or_default() += 1;
+    }
+    let mut out = Vec::new();
+    for x in a {
+        match left.get_mut(x) {
+            Some(n) if *n > 0 => *n -= 1,
+            _ => out.push(x.clone()),
+        }
+    }
+    out
+}
+
+/// Whether the replay reproduced what was recorded: `Ok(summary)` when it
+/// did, else every difference with its likely reason.
+pub fn reproduction(
+    bundle: &Bundle,
+    setup: &Setup,
+    outcome: &Outcome,
+) -> Result<String, Vec<String>> {
+    let h = &bundle.header;
+    // Alert state from before the window is not in the bundle: an alert
+    // pending or firing when the window began cannot be reproduced until
+    // its rule's `for` and an interval have passed.
+    let settle = setup
+        .groups
+        .iter()
+        .flat_map(|g| {
+            g.rules.iter().filter_map(move |r| match r {
+                keel_collector::rules::Rule::Alert(a) => {
+                    Some((a.for_ + a.keep_firing_for + g.interval).as_millis() as i64)
+                }
+                _ => None,
+            })
+        })
+        .max()
+        .unwrap_or(0);
+    let reason = |at: i64| -> &'static str {
+        if at - h.from_ms <= settle {
+            "the alert's state before the window is not in the bundle (it was already pending or firing when the window began)"
+        } else if bundle.marks.is_empty() {
+            "the bundle has no arrival or tick marks: samples were made visible at their own time and rules ran on their interval"
+        } else {
+            "the rule saw different data at this evaluation (a sample recorded after its arrival mark, or a log record not yet indexed)"
+        }
+    };
+    let mut diffs = Vec::new();
+    let rec_alerts: Vec<AlertKey> = bundle.alerts.iter().map(alert_key).collect();
+    let rep_alerts: Vec<AlertKey> = outcome.alerts.iter().map(alert_key).collect();
+    for k in minus(&rec_alerts, &rep_alerts) {
+        diffs.push(format!(
+            "{}  recorded, not replayed: alert {} {} -> {} ({})",
+            offset(h.from_ms, k.0),
+            k.1,
+            k.2,
+            k.3,
+            reason(k.0)
+        ));
+    }
+    for k in minus(&rep_alerts, &rec_alerts) {
+        diffs.push(format!(
+            "{}  replayed, not recorded: alert {} {} -> {} ({})",
+            offset(h.from_ms, k.0),
+            k.1,
+            k.2,
+            k.3,
+            reason(k.0)
+        ));
+    }
+    let rec_pages: Vec<(i64, String)> = bundle.pages.iter().map(page_key).collect();
+    let rep_pages: Vec<(i64, String)> = outcome.pages.iter().map(page_key).collect();
+    for k in minus(&rec_pages, &rep_pages) {
+        diffs.push(format!(
+            "{}  recorded, not replayed: {} ({})",
+            offset(h.from_ms, k.0),
+            k.1,
+            reason(k.0)
+        ));
+    }
+    for k in minus(&rep_pages, &rec_pages) {
+        diffs.push(format!(
+            "{}  replayed, not recorded: {} ({})",
+            offset(h.from_ms, k.0),
+            k.1,
+            reason(k.0)
+        ));
+    }
+    let rec_scale = recorded_scaling(bundle);
+    let rep_scale: Vec<(i64, String, u32)> = outcome
+        .scaling
+        .iter()
+        .map(|s| (s.at_ms, s.policy.clone(), s.to))
+        .collect();
+    let scale_reason = "the autoscaler's history before the window (stabilization, rate-limit periods, panic) is not in the bundle, or the recorded count was changed by something other than the controller";
+    for k in minus(&rec_scale, &rep_scale) {
+        diffs.push(format!(
+            "{}  recorded, not replayed: scale {} to {} ({scale_reason})",
+            offset(h.from_ms, k.0),
+            k.1,
+            k.2
+        ));
+    }
+    for k in minus(&rep_scale, &rec_scale) {
+        diffs.push(format!(
+            "{}  replayed, not recorded: scale {} to {} ({scale_reason})",
+            offset(h.from_ms, k.0),
+            k.1,
+            k.2
+        ));
+    }
+    if diffs.is_empty() {
+        Ok(format!(
+            "reproduced: {} alert changes, {} pages and {} scaling actions, as recorded",
+            rec_alerts.len(),
+            rec_pages.len(),
+            rec_scale.len()
+        ))
+    } else {
+        diffs.sort();
+        Err(diffs)
+    }
+}
+
+/// Figures compared side by side in a what-if.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Figures {
+    /// First page (not ticket, not resolved) per severity: time.
+    pub first_page: BTreeMap<String, i64>,
+    /// Pages (firing) per severity.
+    pub pages: BTreeMap<String, usize>,
+    /// Firing episodes per alert name.
+    pub fired: BTreeMap<String, usize>,
+    /// Scaling actions.
+    pub scaling: usize,
+    /// Most instances at any tick, per policy.
+    pub peak: BTreeMap<String, u32>,
+    /// Time demand exceeded capacity (ms), per policy.
+    pub under_capacity_ms: BTreeMap<String, i64>,
+}
+
+/// The figures of an outcome.
+pub fn figures(outcome: &Outcome) -> Figures {
+    let mut f = Figures {
+        first_page: BTreeMap::new(),
+        pages: BTreeMap::new(),
+        fired: BTreeMap::new(),
+        scaling: outcome.scaling.len(),
+        peak: BTreeMap::new(),
+        under_capacity_ms: BTreeMap::new(),
+    };
+    for p in &outcome.pages {
+        if p.kind == Kind::Firing && p.reason != "repeat" {
+            let sev = p.severity.as_str().to_owned();
+            f.first_page.entry(sev.clone()).or_insert(p.at_ms);
+            *f.pages.entry(sev).or_default() += 1;
+        }
+    }
+    for a in &outcome.alerts {
+        if a.to == "firing" {
+            *f.fired.entry(a.rule.clone()).or_default() += 1;
+        }
+    }
+    let mut last: BTreeMap<&str, i64> = BTreeMap::new();
+    for c in &outcome.capacity {
+        let peak = f.peak.entry(c.policy.clone()).or_default();
+        *peak = (*peak).max(c.instances);
+        if c.capacity.is_finite() && c.demand.is_finite() {
+            let under = f.under_capacity_ms.entry(c.policy.clone()).or_default();
+            if let Some(prev) = last.get(c.policy.as_str())
+                && c.demand > c.capacity
+            {
+                *under += c.at_ms - prev;
+            }
+        }
+        last.insert(&c.policy, c.at_ms);
+    }
+    f
+}
+
+/// The what-if diff: `base` (the bundle's own rules and policies) beside
+/// `what_if`.
+pub fn diff(bundle: &Bundle, base: &Outcome, what_if: &Outcome, setup: &Setup) -> String {
+    let from = bundle.header.from_ms;
+    let (a, b) = (figures(base), figures(what_if));
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "what-if: rules {}, policies {} (left: as recorded; right: what-if)",
+        setup.rules_from, setup.policy_from
+    );
+    let mut row = |what: &str, l: String, r: String, note: String| {
+        let _ = writeln!(s, "  {what:<28} {l:<16} {r:<16} {note}");
+    };
+    row("", "recorded".into(), "what-if".into(), String::new());
+    let sevs: std::collections::BTreeSet<&String> =
+        a.first_page.keys().chain(b.first_page.keys()).collect();
+    for sev in sevs {
+        let (l, r) = (a.first_page.get(sev), b.first_page.get(sev));
+        let note = match (l, r) {
+            (Some(l), Some(r)) if r < l => format!("{} earlier", span(l - r)),
+            (Some(l), Some(r)) if r > l => format!("{} later", span(r - l)),
+            (Some(_), Some(_)) => "same time".into(),
+            (Some(_), None) => "no longer pages".into(),
+            (None, Some(_)) => "new page".into(),
+            (None, None) => String::new(),
+        };
+        let show = |t: Option<&i64>| t.map_or("-".to_owned(), |t| offset(from, *t));
+        row(&format!("first {sev} page"), show(l), show(r), note);
+    }
+    let sevs: std::collections::BTreeSet<&String> = a.pages.keys().chain(b.pages.keys()).collect();
+    for sev in sevs {
+        let (l, r) = (
+            a.pages.get(sev).copied().unwrap_or(0),
+            b.pages.get(sev).copied().unwrap_or(0),
+        );
+        let note = if r < l {
+            format!("{} page(s) avoided", l - r)
+        } else if r > l {
+            format!("{} more", r - l)
+        } else {
+            String::new()
+        };
+        row(&format!("{sev} pages"), l.to_string(), r.to_string(), note);
+    }
+    let names: std::collections::BTreeSet<&String> = a.fired.keys().chain(b.fired.keys()).collect();
+    for n in names {
+        let (l, r) = (
+            a.fired.get(n).copied().unwrap_or(0),
+            b.fired.get(n).copied().unwrap_or(0),
+        );
+        let note = match (l, r) {
+            (0, _) => "new alert".into(),
+            (_, 0) => "missing (no longer fires)".into(),
+            _ => String::new(),
+        };
+        row(
+            &format!("alert {n} fired"),
+            l.to_string(),
+            r.to_string(),
+            note,
+        );
+    }
+    row(
+        "scaling actions",
+        a.scaling.to_string(),
+        b.scaling.to_string(),
+        String::new(),
+    );
+    let policies: std::collections::BTreeSet<&String> =
+        a.peak.keys().chain(b.peak.keys()).collect();
+    for p in policies {
+        row(
+            &format!("{p}: peak instances"),
+            a.peak.get(p).map_or("-".into(), |n| n.to_string()),
+            b.peak.get(p).map_or("-".into(), |n| n.to_string()),
+            String::new(),
+        );
+        row(
+            &format!("{p}: under capacity"),
+            a.under_capacity_ms.get(p).map_or("-".into(), |n| span(*n)),
+            b.under_capacity_ms.get(p).map_or("-".into(), |n| span(*n)),
+            "demand above instances x per_instance".into(),
+        );
+    }
+    let failovers = failover_events(bundle);
+    if !failovers.is_empty() {
+        let _ = writeln!(
+            s,
+            "  failover: {} recorded step(s), not decided again by replay (see the timeline)",
+            failovers.len()
+        );
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn offsets_and_spans_read_as_people_write_them() {
+        assert_eq!(offset(1000, 1000), "+00:00.000");
+        assert_eq!(offset(0, 90_250), "+01:30.250");
+        assert_eq!(offset(0, 3_723_004), "+1:02:03.004");
+        assert_eq!(offset(5000, 4000), "-00:01.000");
+        assert_eq!(span(90_000), "1m 30s");
+        assert_eq!(span(-15_000), "-15s");
+    }
+
+    #[test]
+    fn minus_is_a_multiset_difference() {
+        assert_eq!(minus(&[1, 1, 2, 3], &[1, 3, 4]), vec![1, 2]);
+    }
+}

@@ -1,0 +1,610 @@
+//! One replay: the bundle's samples fed into an in-memory store at their
+//! recorded arrival times, the rule groups evaluated at their recorded
+//! ticks (or, for a group the recording never ran, on its interval from
+//! the window's start), every evaluation round's alerts routed (pages
+//! captured, not sent), and the controller's policies evaluated at their
+//! recorded ticks against a simulated actuator — all on the manual Clock.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use keel_collector::incident::bundle::{AlertChange, Bundle, BundleError};
+use keel_collector::notify::{AlertView, NotifyConfig, Page, Router};
+use keel_collector::rules::{Group, GroupState, Rule, RulesConfig};
+use keel_collector::store::{Store, StoreConfig};
+use keel_controller::ControllerConfig;
+use keel_controller::actuator::{Count, Simulated};
+use keel_core::clock::{Clock, ManualClock};
+use keel_core::marks::Mark;
+
+use crate::feed::Feed;
+
+/// Why a replay cannot run.
+#[derive(Debug, thiserror::Error)]
+pub enum ReplayError {
+    /// The bundle does not read.
+    #[error("{0}")]
+    Bundle(#[from] BundleError),
+    /// The rules (the bundle's or `--rules`) do not load.
+    #[error("rules: {0}")]
+    Rules(String),
+    /// The policies (the bundle's or `--policy`) do not load.
+    #[error("policy: {0}")]
+    Policy(String),
+    /// The replay's own stores failed.
+    #[error("replay: {0}")]
+    Internal(String),
+}
+
+/// What a replay runs: rules, routing and policies.
+#[derive(Debug, Clone)]
+pub struct Setup {
+    /// The rule groups.
+    pub groups: Vec<Group>,
+    /// Intervals, severity mapping, external labels.
+    pub rules: RulesConfig,
+    /// Routing.
+    pub notify: NotifyConfig,
+    /// The autoscaler's policies (none: no controller ran).
+    pub controller: Option<ControllerConfig>,
+    /// Where the rules came from, for the report.
+    pub rules_from: String,
+    /// Where the policies came from, for the report.
+    pub policy_from: String,
+}
+
+fn from_json<T: serde::de::DeserializeOwned + Default>(
+    v: &serde_json::Value,
+    what: &str,
+    path: &str,
+) -> Result<T, ReplayError> {
+    if v.is_null() {
+        return Ok(T::default());
+    }
+    serde_json::from_value(v.clone()).map_err(|e| {
+        ReplayError::Bundle(BundleError::Missing {
+            path: path.into(),
+            why: format!("its {what} configuration does not read: {e}"),
+        })
+    })
+}
+
+impl Setup {
+    /// The rules, routing and policies in force when `bundle` was recorded.
+    pub fn recorded(bundle: &Bundle, path: &str) -> Result<Self, ReplayError> {
+        let rules: RulesConfig = from_json(&bundle.config.rules, "rules", path)?;
+        let notify: NotifyConfig = from_json(&bundle.config.notify, "notify", path)?;
+        let controller = match &bundle.config.controller {
+            None => None,
+            Some(v) => Some(from_json::<ControllerConfig>(v, "controller", path)?),
+        };
+        // Every rule file the configuration names must be in the bundle.
+        let held: BTreeSet<&str> = bundle.rule_files().map(|f| f.name.as_str()).collect();
+        let named: Vec<String> = bundle
+            .marks
+            .iter()
+            .filter_map(|m| match m {
+                Mark::RuleEval { file, .. } => Some(file.clone()),
+                _ => None,
+            })
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .filter(|f| !held.contains(f.as_str()))
+            .collect();
+        if let Some(missing) = named.first() {
+            return Err(ReplayError::Bundle(BundleError::Missing {
+                path: path.into(),
+                why: format!(
+                    "the recording evaluated rules from {missing}, which the bundle does not hold ({} rule file(s) missing); replay it with --rules DIR",
+                    named.len()
+                ),
+            }));
+        }
+        let mut groups = Vec::new();
+        let mut problems = Vec::new();
+        for f in bundle.rule_files() {
+            match keel_collector::rules::file::parse(
+                Path::new(&f.name),
+                &f.text,
+                rules.evaluation_interval,
+                &rules.severity_mapping,
+            ) {
+                Ok(g) => groups.extend(g),
+                Err(e) => problems.push(format!("{path}: {e}")),
+            }
+        }
+        if !problems.is_empty() {
+            return Err(ReplayError::Rules(problems.join("\n")));
+        }
+        Ok(Self {
+            groups,
+            rules,
+            notify,
+            controller,
+            rules_from: "the bundle's".into(),
+            policy_from: "the bundle's".into(),
+        })
+    }
+
+    /// The same, with the rules of `dir` (a directory or a file).
+    pub fn with_rules(mut self, dir: &Path) -> Result<Self, ReplayError> {
+        self.groups = keel_collector::rules::file::load(
+            &[dir.to_owned()],
+            self.rules.evaluation_interval,
+            &self.rules.severity_mapping,
+        )
+        .map_err(|e| ReplayError::Rules(e.to_string()))?;
+        self.rules_from = dir.display().to_string();
+        Ok(self)
+    }
+
+    /// The same, with the policies of `file`: a `controller:` section as
+    /// in keel.yaml, or the section's contents.
+    pub fn with_policy(mut self, file: &Path) -> Result<Self, ReplayError> {
+        /// keel.yaml's shape: validation problems point at their lines.
+        #[derive(serde::Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct Wrapped {
+            controller: ControllerConfig,
+        }
+        impl keel_core::config::Validate for Wrapped {
+            fn validate(&self, problems: &mut Vec<String>) {
+                self.controller.validate(problems);
+            }
+        }
+        /// The section's contents alone.
+        #[derive(serde::Deserialize)]
+        #[serde(transparent)]
+        struct Bare(ControllerConfig);
+        impl keel_core::config::Validate for Bare {
+            fn validate(&self, problems: &mut Vec<String>) {
+                self.0.validate(problems);
+            }
+        }
+        let text = std::fs::read_to_string(file)
+            .map_err(|e| ReplayError::Policy(format!("{}: {e}", file.display())))?;
+        let config = if text.lines().any(|l| l.starts_with("controller:")) {
+            keel_core::config::load_yaml::<Wrapped>(file).map(|w| w.controller)
+        } else {
+            keel_core::config::load_yaml::<Bare>(file).map(|b| b.0)
+        }
+        .map_err(|e| ReplayError::Policy(e.to_string()))?;
+        self.controller = Some(config);
+        self.policy_from = file.display().to_string();
+        Ok(self)
+    }
+}
+
+/// A scaling decision the replay made (or the recording holds).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Scaling {
+    /// When (ms).
+    pub at_ms: i64,
+    /// The policy.
+    pub policy: String,
+    /// The count before.
+    pub from: u32,
+    /// The count after.
+    pub to: u32,
+    /// The decision's one line.
+    pub explanation: String,
+}
+
+/// Capacity against demand at one controller tick.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Capacity {
+    /// When (ms).
+    pub at_ms: i64,
+    /// The policy.
+    pub policy: String,
+    /// Instances then.
+    pub instances: u32,
+    /// What they handle (instances × the panic section's `per_instance`).
+    pub capacity: f64,
+    /// The recorded request rate (the panic section's `demand` query).
+    pub demand: f64,
+}
+
+/// What a replay produced.
+#[derive(Debug, Clone, Default)]
+pub struct Outcome {
+    /// Alert state changes, in order.
+    pub alerts: Vec<AlertChange>,
+    /// Pages and tickets routing decided.
+    pub pages: Vec<Page>,
+    /// Scaling actions.
+    pub scaling: Vec<Scaling>,
+    /// Instances, and capacity against demand (NaN without a `panic`
+    /// section), at every controller tick.
+    pub capacity: Vec<Capacity>,
+    /// Rule evaluation rounds.
+    pub rounds: usize,
+    /// Group evaluations.
+    pub evaluations: usize,
+    /// Controller ticks.
+    pub ticks: usize,
+    /// Samples fed.
+    pub samples: usize,
+    /// Rule errors, first per rule (`group/rule: error`).
+    pub rule_errors: BTreeMap<String, String>,
+    /// Groups evaluated on their interval because the recording has no
+    /// ticks for them.
+    pub scheduled_groups: Vec<String>,
+    /// Whether the controller ran on its interval (no recorded ticks).
+    pub scheduled_controller: bool,
+}
+
+/// The simulated actuator: starts at the recorded count, then takes the
+/// controller's word. Instance names are the recorded ones while the
+/// count agrees with the recording's, else made up past the recorded ones.
+struct Actuator {
+    clock: Arc<ManualClock>,
+    /// (time, count, names) of the recorded evaluations, oldest first.
+    recorded: Vec<(i64, u32, Vec<String>)>,
+    count: Mutex<u32>,
+}
+
+impl Simulated for Actuator {
+    fn read(&self) -> Count {
+        let n = *self.count.lock().unwrap_or_else(|e| e.into_inner());
+        let now = self.clock.now_ms();
+        let i = self.recorded.partition_point(|(t, _, _)| *t <= now);
+        let recorded = i.checked_sub(1).map(|i| &self.recorded[i]);
+        let instances = match recorded {
+            Some((_, c, names)) if *c == n => names.clone(),
+            Some((_, _, names)) if !names.is_empty() => {
+                let mut v: Vec<String> = names.iter().take(n as usize).cloned().collect();
+                let extra = n as usize - v.len();
+                v.extend((0..extra).map(|k| format!("simulated-{}", k + 1)));
+                v
+            }
+            _ => Vec::new(),
+        };
+        Count {
+            replicas: n,
+            instances,
+        }
+    }
+
+    fn set(&self, n: u32) {
+        *self.count.lock().unwrap_or_else(|e| e.into_inner()) = n;
+    }
+}
+
+/// What one step of the replay does.
+#[derive(Default)]
+struct Step {
+    groups: Vec<usize>,
+    controller: bool,
+}
+
+fn state_name(s: Option<keel_collector::rules::State>) -> &'static str {
+    use keel_collector::rules::State;
+    match s {
+        None => "inactive",
+        Some(State::Pending) => "pending",
+        Some(State::Firing) => "firing",
+        Some(State::Resolved) => "resolved",
+    }
+}
+
+type Snapshot =
+    BTreeMap<(String, BTreeMap<String, String>), (keel_collector::rules::State, String)>;
+
+fn snapshot(g: &GroupState) -> Snapshot {
+    g.alerts()
+        .map(|(r, a)| {
+            (
+                (r.name.clone(), a.labels.clone()),
+                (a.state, a.severity.as_str().to_owned()),
+            )
+        })
+        .collect()
+}
+
+/// The file name of a path, for matching groups across machines.
+fn base(file: &str) -> &str {
+    file.rsplit('/').next().unwrap_or(file)
+}
+
+/// Replay `bundle` with `setup`.
+pub fn replay(bundle: &Bundle, setup: &Setup) -> Result<Outcome, ReplayError> {
+    let from = bundle.header.from_ms;
+    let to = bundle.header.to_ms;
+    let clock = Arc::new(ManualClock::new(keel_core::clock::from_unix_ms(from)));
+    let window = (to - from).max(0);
+    let store = Arc::new(Store::in_memory(StoreConfig {
+        out_of_order_window_ms: window + 3_600_000,
+        ..StoreConfig::default()
+    }));
+    // Logs for log rules: counted by their own time.
+    let log_dir = tempfile::tempdir().map_err(|e| ReplayError::Internal(e.to_string()))?;
+    let logs = if bundle.logs.is_empty() {
+        None
+    } else {
+        let l = keel_collector::logs::LogStore::open(
+            log_dir.path(),
+            keel_collector::index_store::IndexConfig {
+                write_ahead: false,
+                partition_ms: (window + 1).max(60_000) * 2,
+                retention_ms: i64::MAX / 4,
+                ..Default::default()
+            },
+            from,
+        )
+        .map_err(|e| ReplayError::Internal(e.to_string()))?;
+        l.append(bundle.logs.clone(), from)
+            .map_err(|e| ReplayError::Internal(e.to_string()))?;
+        l.commit()
+            .map_err(|e| ReplayError::Internal(e.to_string()))?;
+        Some(Arc::new(l))
+    };
+    let source = keel_collector::rules::source::StoreSource {
+        store: store.clone(),
+        logs,
+    };
+    // Recording rules' outputs are computed again, not fed.
+    let recorded_names: BTreeSet<&str> = setup
+        .groups
+        .iter()
+        .flat_map(|g| &g.rules)
+        .filter_map(|r| match r {
+            Rule::Record { name, .. } => Some(name.as_str()),
+            Rule::Alert(_) => None,
+        })
+        .collect();
+    let mut feed = Feed::new(&bundle.series, &bundle.marks, |s| {
+        s.labels
+            .get("__name__")
+            .is_some_and(|n| recorded_names.contains(n.as_str()))
+    });
+    let mut out = Outcome {
+        samples: feed.len(),
+        ..Outcome::default()
+    };
+
+    // The schedule.
+    let mut steps: BTreeMap<i64, Step> = BTreeMap::new();
+    let mut recorded_groups: BTreeMap<(String, String), Vec<i64>> = BTreeMap::new();
+    let mut recorded_policy: BTreeMap<String, Vec<(i64, u32, Vec<String>)>> = BTreeMap::new();
+    for m in &bundle.marks {
+        match m {
+            Mark::RuleEval { at_ms, file, group } => recorded_groups
+                .entry((base(file).to_owned(), group.clone()))
+                .or_default()
+                .push(*at_ms),
+            Mark::PolicyEval {
+                at_ms,
+                policy,
+                replicas,
+                instances,
+            } => recorded_policy.entry(policy.clone()).or_default().push((
+                *at_ms,
+                *replicas,
+                instances.clone(),
+            )),
+            Mark::Arrival { .. } => {}
+        }
+    }
+    let recorded_setup = Setup::recorded(bundle, "bundle").ok();
+    let recorded_interval = |file: &str, group: &str| {
+        recorded_setup.as_ref().and_then(|s| {
+            s.groups
+                .iter()
+                .find(|g| base(&g.file.display().to_string()) == file && g.name == group)
+                .map(|g| g.interval)
+        })
+    };
+    for (i, g) in setup.groups.iter().enumerate() {
+        let key = (
+            base(&g.file.display().to_string()).to_owned(),
+            g.name.clone(),
+        );
+        let ticks = recorded_groups
+            .get(&key)
+            .filter(|_| recorded_interval(&key.0, &key.1).is_none_or(|iv| iv == g.interval));
+        match ticks {
+            Some(ticks) => {
+                for t in ticks {
+                    steps.entry(*t).or_default().groups.push(i);
+                }
+            }
+            None => {
+                out.scheduled_groups.push(format!("{}/{}", key.0, key.1));
+                let every = (g.interval.as_millis() as i64).max(1000);
+                let mut t = from;
+                while t <= to {
+                    steps.entry(t).or_default().groups.push(i);
+                    t += every;
+                }
+            }
+        }
+    }
+    let controller = setup.controller.clone().map(|mut c| {
+        // Failover is not re-decided from probes in this version.
+        c.failover.clear();
+        c
+    });
+    if let Some(c) = &controller {
+        let recorded_iv = bundle
+            .config
+            .controller
+            .as_ref()
+            .and_then(|v| serde_json::from_value::<ControllerConfig>(v.clone()).ok())
+            .map(|r| r.interval);
+        let mut ticks: BTreeSet<i64> = c
+            .policies
+            .iter()
+            .filter_map(|p| recorded_policy.get(&p.name))
+            .flatten()
+            .map(|(t, _, _)| *t)
+            .collect();
+        if ticks.is_empty() || recorded_iv.is_some_and(|iv| iv != c.interval) {
+            out.scheduled_controller = true;
+            ticks.clear();
+            let every = (c.interval.as_millis() as i64).max(1000);
+            let mut t = from;
+            while t <= to {
+                ticks.insert(t);
+                t += every;
+            }
+        }
+        for t in ticks {
+            steps.entry(t).or_default().controller = true;
+        }
+    }
+
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .map_err(|e| ReplayError::Internal(e.to_string()))?;
+    let ctl = match &controller {
+        None => None,
+        Some(c) => {
+            let metrics = Arc::new(crate::StoreMetrics(source.clone()));
+            let shared: keel_core::clock::SharedClock = clock.clone();
+            let ctl = keel_controller::Controller::new(c, metrics, shared, None);
+            for p in &c.policies {
+                let rec = recorded_policy.get(&p.name).cloned().unwrap_or_default();
+                let start = rec.first().map_or(p.min, |(_, n, _)| *n);
+                let a = Arc::new(Actuator {
+                    clock: clock.clone(),
+                    recorded: rec,
+                    count: Mutex::new(start),
+                });
+                rt.block_on(
+                    ctl.set_actuator(&p.name, keel_controller::actuator::Actuator::Simulated(a)),
+                );
+            }
+            Some(ctl)
+        }
+    };
+
+    let hours = setup
+        .notify
+        .business_hours
+        .compile()
+        .map_err(|p| ReplayError::Rules(format!("notify.business_hours: {}", p.join("; "))))?;
+    let inhibit = keel_collector::notify::silence::compile(&setup.notify.inhibit)
+        .map_err(|p| ReplayError::Rules(format!("notify.inhibit: {}", p.join("; "))))?;
+    let mut router = Router::new(setup.notify.policy(hours), inhibit);
+    let mut groups: Vec<GroupState> = setup.groups.iter().cloned().map(GroupState::new).collect();
+
+    for (t, step) in steps {
+        clock.set(keel_core::clock::from_unix_ms(t));
+        let batch = feed.until(t);
+        if !batch.is_empty() {
+            store
+                .append(batch)
+                .map_err(|e| ReplayError::Internal(e.to_string()))?;
+        }
+        if !step.groups.is_empty() {
+            out.rounds += 1;
+            for i in step.groups {
+                let g = &mut groups[i];
+                let before = snapshot(g);
+                g.eval(&source, t, &setup.rules.external_labels);
+                out.evaluations += 1;
+                let after = snapshot(g);
+                changes(&before, &after, g, t, &mut out.alerts);
+                for (rule, h) in g.group.rules.iter().zip(&g.health) {
+                    if let Some(e) = &h.error {
+                        let name = match rule {
+                            Rule::Alert(a) => &a.name,
+                            Rule::Record { name, .. } => name,
+                        };
+                        out.rule_errors
+                            .entry(format!("{}/{name}", g.group.name))
+                            .or_insert_with(|| e.clone());
+                    }
+                }
+            }
+            let views: Vec<AlertView> = groups
+                .iter()
+                .flat_map(|g| g.alerts())
+                .map(|(_, a)| AlertView::from(a))
+                .collect();
+            out.pages.extend(router.decide(t, &views));
+        }
+        if let (true, Some(ctl), Some(c)) = (step.controller, &ctl, &controller) {
+            out.ticks += 1;
+            for e in rt.block_on(ctl.tick(t)) {
+                let d = e.decision.as_ref();
+                let num = |k: &str| {
+                    d.and_then(|d| d.get(k))
+                        .and_then(|v| v.as_u64())
+                        .map(|v| v as u32)
+                };
+                if e.kind == "scale" {
+                    out.scaling.push(Scaling {
+                        at_ms: t,
+                        policy: e.subject.clone(),
+                        from: num("current").unwrap_or(0),
+                        to: e.read_back.unwrap_or(0),
+                        explanation: e.explanation.clone(),
+                    });
+                }
+                if let Some(p) = c.policies.iter().find(|p| p.name == e.subject) {
+                    let instances = e.read_back.or(num("current")).unwrap_or(0);
+                    // The capacity model needs the panic section's demand
+                    // query and what one instance handles.
+                    let (capacity, demand) = match &p.panic {
+                        Some(panic) => (
+                            instances as f64 * panic.per_instance,
+                            crate::StoreMetrics(source.clone())
+                                .demand(&panic.demand, t)
+                                .unwrap_or(f64::NAN),
+                        ),
+                        None => (f64::NAN, f64::NAN),
+                    };
+                    out.capacity.push(Capacity {
+                        at_ms: t,
+                        policy: p.name.clone(),
+                        instances,
+                        capacity,
+                        demand,
+                    });
+                }
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Append the changes between two snapshots of a group.
+fn changes(
+    before: &Snapshot,
+    after: &Snapshot,
+    g: &GroupState,
+    t: i64,
+    out: &mut Vec<AlertChange>,
+) {
+    let group = g.group.name.clone();
+    for (k, (state, sev)) in after {
+        let old = before.get(k).map(|(s, _)| *s);
+        if old != Some(*state) {
+            out.push(AlertChange {
+                at_ms: t,
+                rule: k.0.clone(),
+                group: group.clone(),
+                labels: k.1.clone(),
+                severity: sev.clone(),
+                from: state_name(old).into(),
+                to: state_name(Some(*state)).into(),
+            });
+        }
+    }
+    for (k, (state, sev)) in before {
+        if !after.contains_key(k) {
+            out.push(AlertChange {
+                at_ms: t,
+                rule: k.0.clone(),
+                group: group.clone(),
+                labels: k.1.clone(),
+                severity: sev.clone(),
+                from: state_name(Some(*state)).into(),
+                to: "inactive".into(),
+            });
+        }
+    }
+}
