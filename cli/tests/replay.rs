@@ -12,7 +12,7 @@ use keel_core::marks::Mark;
 
 const KEEL: &str = env!("CARGO_BIN_EXE_keel");
 /// The window's start: 2027-01-15T08:00:00Z.
-const T0: i64 = 1_800_000_000_000 - 1_800_000_000_000 % 3_600_000;
+const T0: i64 = 1_800_000_000_000;
 const MIN: i64 = 60_000;
 
 fn rule(threshold: f64) -> String {

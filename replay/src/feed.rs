@@ -77,7 +77,7 @@ impl Feed {
             labels.push(Labels::new(s.labels.iter().collect()));
             items.extend(s.samples.iter().map(|(t, v)| (st.visible(*t), i, *t, *v)));
         }
-        items.sort_by(|a, b| (a.0, a.1, a.2).cmp(&(b.0, b.1, b.2)));
+        items.sort_by_key(|a| (a.0, a.1, a.2));
         Self {
             labels,
             items,

@@ -151,7 +151,7 @@ pub fn timeline(bundle: &Bundle, setup: &Setup, outcome: &Outcome) -> String {
             text: format!("failover {} (recorded)", e.1),
         });
     }
-    lines.sort_by(|a, b| (a.at, a.order).cmp(&(b.at, b.order)));
+    lines.sort_by_key(|a| (a.at, a.order));
     let _ = writeln!(s);
     if lines.is_empty() {
         let _ = writeln!(s, "(nothing fired, paged or scaled)");
