@@ -182,9 +182,15 @@ pub fn run(command: IncidentCommand) -> anyhow::Result<()> {
     }
 }
 
-fn load(path: &Path) -> anyhow::Result<(Bundle, Setup)> {
+/// A bundle and its recorded setup; unless `rules_given`, every rule file
+/// the recording ran must be in it.
+fn load(path: &Path, rules_given: bool) -> anyhow::Result<(Bundle, Setup)> {
     let bundle = Bundle::read(path)?;
-    let setup = Setup::recorded(&bundle, &path.display().to_string())?;
+    let shown = path.display().to_string();
+    if !rules_given {
+        Setup::check_rule_files(&bundle, &shown)?;
+    }
+    let setup = Setup::recorded(&bundle, &shown)?;
     Ok((bundle, setup))
 }
 
@@ -198,7 +204,7 @@ pub fn replay_cmd(a: ReplayArgs) -> anyhow::Result<()> {
         .collect::<Result<_, _>>()
         .map_err(anyhow::Error::msg)?;
     let started = std::time::Instant::now();
-    let (bundle, recorded) = load(&a.bundle)?;
+    let (bundle, recorded) = load(&a.bundle, a.rules.is_some())?;
     let what_if = a.rules.is_some() || a.policy.is_some();
     let mut setup = recorded.clone();
     if let Some(r) = &a.rules {
@@ -275,7 +281,7 @@ fn score(rules: &Path, bundles: &[PathBuf]) -> anyhow::Result<()> {
     let mut scores: std::collections::BTreeMap<String, Score> = Default::default();
     let mut names = Vec::new();
     for path in bundles {
-        let (bundle, recorded) = load(path)?;
+        let (bundle, recorded) = load(path, true)?;
         let setup = recorded.with_rules(rules)?;
         for g in &setup.groups {
             for r in &g.rules {

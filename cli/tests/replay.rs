@@ -288,4 +288,12 @@ fn damaged_bundles_and_missing_rules_are_refused_by_name() {
         err.contains("the recording evaluated rules from /etc/keel/rules/db.yml, which the bundle does not hold"),
         "{err}"
     );
+    // As the message says: --rules stands in for the missing files.
+    let rules = write_rules(dir.path(), "all", 0.1);
+    let (ok, out, err) = keel(&["replay", &missing.display().to_string(), "--rules", &rules]);
+    assert!(ok, "{err}");
+    assert!(
+        out.contains("first P0 page                +16:30.050       +16:30.050       same time"),
+        "{out}"
+    );
 }

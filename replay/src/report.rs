@@ -13,9 +13,9 @@ use crate::run::{Outcome, Setup};
 
 /// `+MM:SS.mmm` from the window's start (hours when past one).
 pub fn offset(from_ms: i64, t: i64) -> String {
-    let d = t - from_ms;
+    let d = t.saturating_sub(from_ms);
     let sign = if d < 0 { "-" } else { "+" };
-    let d = d.abs();
+    let d = d.unsigned_abs();
     let (h, m, s, ms) = (d / 3_600_000, d / 60_000 % 60, d / 1000 % 60, d % 1000);
     if h > 0 {
         format!("{sign}{h}:{m:02}:{s:02}.{ms:03}")
@@ -26,7 +26,12 @@ pub fn offset(from_ms: i64, t: i64) -> String {
 
 /// An RFC 3339 time.
 pub fn time(ms: i64) -> String {
-    humantime::format_rfc3339_millis(keel_core::clock::from_unix_ms(ms)).to_string()
+    // humantime writes 1970 to 9999 only; anything else as a number.
+    if (0..=253_402_300_799_999).contains(&ms) {
+        humantime::format_rfc3339_millis(keel_core::clock::from_unix_ms(ms)).to_string()
+    } else {
+        format!("{ms}ms")
+    }
 }
 
 /// A duration for people: `1m30s`, `250ms`.

@@ -79,7 +79,13 @@ impl Setup {
             None => None,
             Some(v) => Some(from_json::<ControllerConfig>(v, "controller", path)?),
         };
-        // Every rule file the configuration names must be in the bundle.
+        Self::parse(bundle, path, rules, notify, controller)
+    }
+
+    /// Every rule file the recording evaluated is in the bundle (else
+    /// the replay would silently lack rules): checked unless `--rules`
+    /// replaces them.
+    pub fn check_rule_files(bundle: &Bundle, path: &str) -> Result<(), ReplayError> {
         let held: BTreeSet<&str> = bundle.rule_files().map(|f| f.name.as_str()).collect();
         let named: Vec<String> = bundle
             .marks
@@ -101,6 +107,16 @@ impl Setup {
                 ),
             }));
         }
+        Ok(())
+    }
+
+    fn parse(
+        bundle: &Bundle,
+        path: &str,
+        rules: RulesConfig,
+        notify: NotifyConfig,
+        controller: Option<ControllerConfig>,
+    ) -> Result<Self, ReplayError> {
         let mut groups = Vec::new();
         let mut problems = Vec::new();
         for f in bundle.rule_files() {
@@ -466,7 +482,10 @@ pub fn replay(bundle: &Bundle, setup: &Setup) -> Result<Outcome, ReplayError> {
             let ctl = keel_controller::Controller::new(c, metrics, shared, None);
             for p in &c.policies {
                 let rec = recorded_policy.get(&p.name).cloned().unwrap_or_default();
-                let start = rec.first().map_or(p.min, |(_, n, _)| *n);
+                // A recorded count is believed up to the policy's bounds.
+                let start = rec
+                    .first()
+                    .map_or(p.min, |(_, n, _)| (*n).clamp(p.min, p.max.max(p.min)));
                 let a = Arc::new(Actuator {
                     clock: clock.clone(),
                     recorded: rec,

@@ -283,25 +283,9 @@ impl Bundle {
     }
 
     /// Read a bundle from `input`; `name` names it in errors.
-    pub fn read_from(mut input: impl BufRead, name: &str) -> Result<Self, BundleError> {
+    pub fn read_from(input: impl BufRead, name: &str) -> Result<Self, BundleError> {
         let path = name.to_owned();
-        let mut first = Vec::new();
-        input
-            .by_ref()
-            .take(64)
-            .read_until(b'\n', &mut first)
-            .map_err(|source| BundleError::Io {
-                path: path.clone(),
-                source,
-            })?;
-        check_first_line(&first, &path)?;
-        let z = zstd::stream::Decoder::with_buffer(input).map_err(|e| BundleError::Corrupt {
-            path: path.clone(),
-            item: 0,
-            line: 1,
-            why: e.to_string(),
-        })?;
-        let mut lines = std::io::BufReader::new(z);
+        let mut lines = decompressed(input, &path)?;
         let mut header = None;
         let mut b = Bundle {
             header: Header {
@@ -376,6 +360,24 @@ impl Bundle {
             path: path.clone(),
             items,
         })?;
+        let h = &b.header;
+        const LAST_MS: i64 = 253_402_300_799_999;
+        if !(0..=LAST_MS).contains(&h.from_ms)
+            || !(0..=LAST_MS).contains(&h.to_ms)
+            || h.to_ms <= h.from_ms
+            || h.to_ms - h.from_ms > 31 * 86_400_000
+            || h.incident_ms.is_some_and(|t| !(0..=LAST_MS).contains(&t))
+        {
+            return Err(BundleError::Corrupt {
+                path,
+                item: 0,
+                line: 1,
+                why: format!(
+                    "header: the window {}..{} ms is not a window of at most 31 days between 1970 and 9999",
+                    h.from_ms, h.to_ms
+                ),
+            });
+        }
         Ok(b)
     }
 
@@ -392,25 +394,8 @@ pub fn read_header(path: &Path) -> Result<Header, BundleError> {
         path: name.clone(),
         source,
     })?;
-    let mut input = std::io::BufReader::new(file);
-    let mut first = Vec::new();
-    input
-        .by_ref()
-        .take(64)
-        .read_until(b'\n', &mut first)
-        .map_err(|source| BundleError::Io {
-            path: name.clone(),
-            source,
-        })?;
-    check_first_line(&first, &name)?;
-    let z = zstd::stream::Decoder::with_buffer(input).map_err(|e| BundleError::Corrupt {
-        path: name.clone(),
-        item: 0,
-        line: 1,
-        why: e.to_string(),
-    })?;
     let mut line = Vec::new();
-    std::io::BufReader::new(z)
+    decompressed(std::io::BufReader::new(file), &name)?
         .take(1 << 20)
         .read_until(b'\n', &mut line)
         .map_err(|e| BundleError::Corrupt {
@@ -428,6 +413,31 @@ pub fn read_header(path: &Path) -> Result<Header, BundleError> {
             why: "the first item is not the header".into(),
         }),
     }
+}
+
+/// The bundle's items as decompressed lines, once its plain first line
+/// (the magic word and this build's version) checks out.
+fn decompressed<R: BufRead>(
+    mut input: R,
+    path: &str,
+) -> Result<std::io::BufReader<zstd::stream::Decoder<'static, R>>, BundleError> {
+    let mut first = Vec::new();
+    input
+        .by_ref()
+        .take(64)
+        .read_until(b'\n', &mut first)
+        .map_err(|source| BundleError::Io {
+            path: path.into(),
+            source,
+        })?;
+    check_first_line(&first, path)?;
+    let z = zstd::stream::Decoder::with_buffer(input).map_err(|e| BundleError::Corrupt {
+        path: path.into(),
+        item: 0,
+        line: 1,
+        why: e.to_string(),
+    })?;
+    Ok(std::io::BufReader::new(z))
 }
 
 /// Check the plain first line: the magic word and this build's version.

@@ -101,7 +101,14 @@ impl Sources {
         let config = Config {
             rules: serde_json::to_value(&self.rules).map_err(failed)?,
             notify,
-            controller: self.controller.get().cloned(),
+            // Failover targets hold DSNs (passwords) and replay does not
+            // decide failover again: they stay out.
+            controller: self.controller.get().cloned().map(|mut c| {
+                if let Some(o) = c.as_object_mut() {
+                    o.remove("failover");
+                }
+                c
+            }),
         };
         let raw_bytes = series
             .iter()

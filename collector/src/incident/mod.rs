@@ -149,6 +149,8 @@ pub struct Incidents {
     config: IncidentsConfig,
     /// P0 episodes (alert labels and fired time) already scheduled.
     scheduled: Mutex<Vec<(String, i64)>>,
+    /// Held while a bundle is written.
+    recording: tokio::sync::Mutex<()>,
 }
 
 /// A name a bundle may have: it is its file name.
@@ -180,6 +182,7 @@ impl Incidents {
             sources,
             config,
             scheduled: Mutex::new(Vec::new()),
+            recording: tokio::sync::Mutex::new(()),
         })
     }
 
@@ -197,6 +200,20 @@ impl Incidents {
     /// Record a window into `<dir>/<name>.keelinc`.
     pub async fn record(&self, req: RecordRequest) -> Result<Summary, IncidentError> {
         check_name(&req.name)?;
+        // 1970 to 9999: what RFC 3339 and the bundle's readers can write.
+        const LAST_MS: i64 = 253_402_300_799_999;
+        for (field, t) in [("from_ms", req.from_ms), ("to_ms", req.to_ms)]
+            .into_iter()
+            .chain(req.incident_ms.map(|t| ("incident_ms", t)))
+        {
+            if !(0..=LAST_MS).contains(&t) {
+                return Err(IncidentError::Invalid(format!(
+                    "{field}: {t} is not a time between 1970 and 9999 (ms since the epoch)"
+                )));
+            }
+        }
+        // One recording at a time: the name's check and the write are one step.
+        let _one = self.recording.lock().await;
         if req.to_ms <= req.from_ms {
             return Err(IncidentError::Invalid(format!(
                 "to: the window ends ({}) at or before it starts ({})",
@@ -323,6 +340,9 @@ impl Incidents {
             });
             {
                 let mut seen = self.scheduled.lock().unwrap_or_else(|e| e.into_inner());
+                // An episode is forgotten once it no longer fires (never
+                // by age: a long P0 would be recorded again and again).
+                seen.retain(|(k, t)| fired.iter().any(|(fk, _, ft)| fk == k && ft == t));
                 for (key, name, at) in fired {
                     if seen.iter().any(|(k, t)| *k == key && *t == at) {
                         continue;
@@ -335,8 +355,6 @@ impl Incidents {
                         pending.push((name, at));
                     }
                 }
-                let oldest = clock.now_ms() - 2 * (before_ms + after_ms);
-                seen.retain(|(_, t)| *t >= oldest);
             }
             let now = clock.now_ms();
             let due: Vec<(String, i64)> = pending

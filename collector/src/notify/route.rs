@@ -158,12 +158,18 @@ pub struct AlertView {
     pub state: State,
     /// Its severity.
     pub severity: Severity,
-    /// Its last value.
+    /// Its last value (JSON has no NaN or ±Inf: written as null, read
+    /// back as NaN).
+    #[serde(deserialize_with = "nan_if_null")]
     pub value: f64,
     /// When it began firing (ms).
     pub fired_at_ms: Option<i64>,
     /// When it resolved (ms).
     pub resolved_at_ms: Option<i64>,
+}
+
+fn nan_if_null<'de, D: serde::Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
+    Ok(Option::<f64>::deserialize(d)?.unwrap_or(f64::NAN))
 }
 
 impl From<&crate::rules::Alert> for AlertView {
