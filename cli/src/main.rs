@@ -20,6 +20,7 @@ mod bench_failover;
 mod bench_failover_pg;
 mod bench_logs;
 mod bench_metrics;
+mod bench_replay;
 mod bench_rules;
 mod bench_scrape;
 mod collector_cmd;
@@ -140,6 +141,9 @@ enum BenchCommand {
     Alerts(bench_alerts::AlertsBenchArgs),
     /// Fixed, reactive (HPA) and Keel capacity on one diurnal-plus-spike load (simulated time).
     Autoscale(bench_autoscale::AutoscaleBenchArgs),
+    /// Replay speed of a recorded hour of `keel up` under load, its bundle's
+    /// size against the raw data, and the time to record it.
+    Replay(bench_replay::ReplayBenchArgs),
     /// The sample app's database failed over by the controller, kill after
     /// kill, under a writing client: detection, promotion, repoint, first
     /// write, acknowledged writes lost.
@@ -204,6 +208,9 @@ fn main() -> ExitCode {
         Command::Bench {
             command: BenchCommand::Autoscale(args),
         } => bench_autoscale::run(args),
+        Command::Bench {
+            command: BenchCommand::Replay(args),
+        } => bench_replay::run(args),
         Command::Bench {
             command: BenchCommand::Dashboard(args),
         } => bench_dashboard::run(args),

@@ -69,6 +69,7 @@ fn bundle() -> Bundle {
             reason: "manual".into(),
             service: None,
             incident_ms: None,
+            lead_in_ms: 0,
             keel_version: "test".into(),
         },
         config: Config {

@@ -263,8 +263,8 @@ pub fn reproduction(
         .max()
         .unwrap_or(0);
     let reason = |at: i64| -> &'static str {
-        if at - h.from_ms <= settle {
-            "the alert's state before the window is not in the bundle (it was already pending or firing when the window began)"
+        if at - h.from_ms + h.lead_in_ms <= settle {
+            "what came before the bundle's lead-in is not in it (an alert already pending or firing, or a rate window reaching back further)"
         } else if bundle.marks.is_empty() {
             "the bundle has no arrival or tick marks: samples were made visible at their own time and rules ran on their interval"
         } else {
@@ -318,7 +318,7 @@ pub fn reproduction(
         .iter()
         .map(|s| (s.at_ms, s.policy.clone(), s.to))
         .collect();
-    let scale_reason = "the autoscaler's history before the window (stabilization, rate-limit periods, panic) is not in the bundle, or the recorded count was changed by something other than the controller";
+    let scale_reason = "the autoscaler's history before the bundle's lead-in (stabilization, rate-limit periods, panic) is not in it, or the count was changed by something other than the controller";
     for k in minus(&rec_scale, &rep_scale) {
         diffs.push(format!(
             "{}  recorded, not replayed: scale {} to {} ({scale_reason})",

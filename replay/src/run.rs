@@ -328,8 +328,10 @@ fn base(file: &str) -> &str {
 pub fn replay(bundle: &Bundle, setup: &Setup) -> Result<Outcome, ReplayError> {
     let from = bundle.header.from_ms;
     let to = bundle.header.to_ms;
-    let clock = Arc::new(ManualClock::new(keel_core::clock::from_unix_ms(from)));
-    let window = (to - from).max(0);
+    // Through the lead-in first: evaluated, not reported.
+    let start = from - bundle.header.lead_in_ms;
+    let clock = Arc::new(ManualClock::new(keel_core::clock::from_unix_ms(start)));
+    let window = (to - start).max(0);
     let store = Arc::new(Store::in_memory(StoreConfig {
         out_of_order_window_ms: window + 3_600_000,
         ..StoreConfig::default()
@@ -429,7 +431,7 @@ pub fn replay(bundle: &Bundle, setup: &Setup) -> Result<Outcome, ReplayError> {
             None => {
                 out.scheduled_groups.push(format!("{}/{}", key.0, key.1));
                 let every = (g.interval.as_millis() as i64).max(1000);
-                let mut t = from;
+                let mut t = start;
                 while t <= to {
                     steps.entry(t).or_default().groups.push(i);
                     t += every;
@@ -460,7 +462,7 @@ pub fn replay(bundle: &Bundle, setup: &Setup) -> Result<Outcome, ReplayError> {
             out.scheduled_controller = true;
             ticks.clear();
             let every = (c.interval.as_millis() as i64).max(1000);
-            let mut t = from;
+            let mut t = start;
             while t <= to {
                 ticks.insert(t);
                 t += every;
@@ -511,6 +513,7 @@ pub fn replay(bundle: &Bundle, setup: &Setup) -> Result<Outcome, ReplayError> {
 
     for (t, step) in steps {
         clock.set(keel_core::clock::from_unix_ms(t));
+        let report = t >= from;
         let batch = feed.until(t);
         if !batch.is_empty() {
             store
@@ -525,7 +528,9 @@ pub fn replay(bundle: &Bundle, setup: &Setup) -> Result<Outcome, ReplayError> {
                 g.eval(&source, t, &setup.rules.external_labels);
                 out.evaluations += 1;
                 let after = snapshot(g);
-                changes(&before, &after, g, t, &mut out.alerts);
+                if report {
+                    changes(&before, &after, g, t, &mut out.alerts);
+                }
                 for (rule, h) in g.group.rules.iter().zip(&g.health) {
                     if let Some(e) = &h.error {
                         let name = match rule {
@@ -543,7 +548,10 @@ pub fn replay(bundle: &Bundle, setup: &Setup) -> Result<Outcome, ReplayError> {
                 .flat_map(|g| g.alerts())
                 .map(|(_, a)| AlertView::from(a))
                 .collect();
-            out.pages.extend(router.decide(t, &views));
+            let pages = router.decide(t, &views);
+            if report {
+                out.pages.extend(pages);
+            }
         }
         if let (true, Some(ctl), Some(c)) = (step.controller, &ctl, &controller) {
             out.ticks += 1;
@@ -554,7 +562,7 @@ pub fn replay(bundle: &Bundle, setup: &Setup) -> Result<Outcome, ReplayError> {
                         .and_then(|v| v.as_u64())
                         .map(|v| v as u32)
                 };
-                if e.kind == "scale" {
+                if e.kind == "scale" && report {
                     out.scaling.push(Scaling {
                         at_ms: t,
                         policy: e.subject.clone(),
@@ -563,7 +571,9 @@ pub fn replay(bundle: &Bundle, setup: &Setup) -> Result<Outcome, ReplayError> {
                         explanation: e.explanation.clone(),
                     });
                 }
-                if let Some(p) = c.policies.iter().find(|p| p.name == e.subject) {
+                if let Some(p) = c.policies.iter().find(|p| p.name == e.subject)
+                    && report
+                {
                     let instances = e.read_back.or(num("current")).unwrap_or(0);
                     // The capacity model needs the panic section's demand
                     // query and what one instance handles.

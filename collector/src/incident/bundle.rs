@@ -46,6 +46,10 @@ pub struct Header {
     /// recorded for, or what the recording named; none: the window's start.
     #[serde(default)]
     pub incident_ms: Option<i64>,
+    /// Samples and marks from this long before `from_ms` are included,
+    /// for replay to evaluate through first (unreported).
+    #[serde(default)]
+    pub lead_in_ms: i64,
     /// The Keel that wrote it.
     pub keel_version: String,
 }
@@ -296,6 +300,7 @@ impl Bundle {
                 reason: String::new(),
                 service: None,
                 incident_ms: None,
+                lead_in_ms: 0,
                 keel_version: String::new(),
             },
             config: Config::default(),
@@ -367,6 +372,8 @@ impl Bundle {
             || h.to_ms <= h.from_ms
             || h.to_ms - h.from_ms > 31 * 86_400_000
             || h.incident_ms.is_some_and(|t| !(0..=LAST_MS).contains(&t))
+            || !(0..=86_400_000).contains(&h.lead_in_ms)
+            || h.lead_in_ms > h.from_ms
         {
             return Err(BundleError::Corrupt {
                 path,
@@ -548,6 +555,7 @@ mod tests {
                 reason: "manual".into(),
                 service: None,
                 incident_ms: None,
+                lead_in_ms: 0,
                 keel_version: "test".into(),
             },
             config: Config::default(),

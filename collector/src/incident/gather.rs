@@ -48,8 +48,10 @@ impl Sources {
     pub(super) async fn gather(
         &self,
         req: &RecordRequest,
+        lead_in_ms: i64,
     ) -> Result<(Bundle, Counts), IncidentError> {
         let (from, to) = (req.from_ms, req.to_ms);
+        let early = (from - lead_in_ms).max(0);
         let service = req.service.clone();
         let (store, logs, spans, marks) = (
             self.store.clone(),
@@ -63,7 +65,7 @@ impl Sources {
                 .map(|s| Matcher::Equal("job".into(), s.clone()))
                 .collect();
             let mut series: Vec<Series> = store
-                .select(&matchers, from, to)
+                .select(&matchers, early, to)
                 .into_iter()
                 .map(|(labels, samples)| Series {
                     labels: labels
@@ -80,7 +82,8 @@ impl Sources {
                 .unwrap_or_default();
             let log_records = all_records(&logs, &query, from, to)?;
             let span_records = all_records(&spans, &query, from, to)?;
-            let marks = marks.read(from, to).map_err(failed)?;
+            // Samples near the window's end arrive after it.
+            let marks = marks.read(early, to + 60_000).map_err(failed)?;
             Ok((series, log_records, span_records, marks))
         })
         .await
@@ -143,6 +146,7 @@ impl Sources {
                 reason: req.reason.clone().unwrap_or_else(|| "manual".into()),
                 service: req.service.clone(),
                 incident_ms: req.incident_ms,
+                lead_in_ms: from - early,
                 keel_version: env!("CARGO_PKG_VERSION").into(),
             },
             config,

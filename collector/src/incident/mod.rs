@@ -32,6 +32,11 @@ pub struct IncidentsConfig {
     /// Longest window one bundle may span.
     #[serde(with = "keel_core::duration")]
     pub max_window: Duration,
+    /// Samples and marks from this long before the window go in too:
+    /// replay evaluates through them first (unreported), so rate windows,
+    /// pending alerts and the autoscaler's stabilization start as they were.
+    #[serde(with = "keel_core::duration")]
+    pub lead_in: Duration,
 }
 
 impl Default for IncidentsConfig {
@@ -42,6 +47,7 @@ impl Default for IncidentsConfig {
             before: Duration::from_secs(15 * 60),
             after: Duration::from_secs(15 * 60),
             max_window: Duration::from_secs(24 * 3600),
+            lead_in: Duration::from_secs(10 * 60),
         }
     }
 }
@@ -53,6 +59,9 @@ impl IncidentsConfig {
             problems.push(
                 "collector.incidents.before: before + after must be at most max_window".into(),
             );
+        }
+        if self.lead_in > Duration::from_secs(24 * 3600) {
+            problems.push("collector.incidents.lead_in: must be at most 24h".into());
         }
         if self.max_window.is_zero() {
             problems.push("collector.incidents.max_window: must be more than 0".into());
@@ -233,7 +242,8 @@ impl Incidents {
         std::fs::create_dir_all(&self.dir)
             .map_err(|e| IncidentError::Failed(format!("{}: {e}", self.dir.display())))?;
         let started = std::time::Instant::now();
-        let (bundle, mut counts) = self.sources.gather(&req).await?;
+        let lead_in = self.config.lead_in.as_millis() as i64;
+        let (bundle, mut counts) = self.sources.gather(&req, lead_in).await?;
         let p = path.clone();
         let bytes = tokio::task::spawn_blocking(move || bundle.write(&p).map(|n| (n, bundle)))
             .await
@@ -327,9 +337,10 @@ impl Incidents {
                 groups
                     .iter()
                     .flat_map(|g| g.alerts())
+                    // Resolved ones too: a P0 that fired and cleared
+                    // between two looks still gets its bundle.
                     .filter(|(_, a)| {
-                        a.severity == crate::rules::Severity::P0
-                            && a.state == crate::rules::State::Firing
+                        a.severity == crate::rules::Severity::P0 && a.fired_at_ms.is_some()
                     })
                     .filter_map(|(_, a)| {
                         let key = serde_json::to_string(&a.labels).ok()?;

@@ -263,7 +263,7 @@ pub fn ingest_request(
     batch: Option<(u128, i64)>,
 ) -> Result<ExportMetricsServiceResponse, String> {
     let converted = otlp::convert(req, translation, &|l| store.last(l).map(|(_, v)| v));
-    store.mark_arrival(&converted.batch);
+    let arrival = store.arrival(&converted.batch);
     let Some(appended) = store
         .append_batch(
             converted.batch,
@@ -275,6 +275,7 @@ pub fn ingest_request(
         stats.duplicate_batches.fetch_add(1, Ordering::Relaxed);
         return Ok(ExportMetricsServiceResponse::default());
     };
+    store.mark_arrival(arrival);
     let rejected = converted.rejected + appended.too_old + appended.duplicate;
     stats
         .samples_accepted

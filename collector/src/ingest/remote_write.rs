@@ -331,11 +331,12 @@ async fn write(State(rw): State<Rw>, body: Bytes) -> Response {
                 decode(&body, rw.max_decoded).map_err(|m| (StatusCode::BAD_REQUEST, m))?;
             let mut problems = std::mem::take(&mut decoded.problems);
             let batch = decoded.into_batch(|keys| rw.store.resolve_labels(keys));
-            rw.store.mark_arrival(&batch);
+            let arrival = rw.store.arrival(&batch);
             let appended = rw
                 .store
                 .append(batch)
                 .map_err(|e| (StatusCode::SERVICE_UNAVAILABLE, e.to_string()))?;
+            rw.store.mark_arrival(arrival);
             problems.extend(appended.reasons());
             Ok::<_, (StatusCode, String)>(problems)
         })

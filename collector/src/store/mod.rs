@@ -566,34 +566,44 @@ pub struct Store {
     marks: std::sync::OnceLock<Arc<keel_core::marks::MarkLog>>,
 }
 
+/// A batch's sources and their newest sample times, for its arrival mark.
+#[derive(Debug)]
+pub struct Arrival(Vec<(String, String, i64)>);
+
 impl Store {
     /// Mark every batch's arrival in `marks` from now on.
     pub fn set_marks(&self, marks: Arc<keel_core::marks::MarkLog>) {
         let _ = self.marks.set(marks);
     }
 
-    /// Mark a batch arriving now (before it is appended): per source
-    /// (`job`, `instance`) the newest sample time it holds, so replay
-    /// makes each sample visible when its batch arrived.
-    pub fn mark_arrival(&self, batch: &[(Labels, Vec<(i64, f64)>)]) {
-        let Some(marks) = self.marks.get() else {
-            return;
-        };
-        let mut sources: Vec<(String, String, i64)> = Vec::new();
+    /// What a batch's arrival mark will say: per source (`job`,
+    /// `instance`) the newest sample time it holds (none without a mark
+    /// log). Taken before the batch is moved into [`Self::append_batch`].
+    pub fn arrival(&self, batch: &[(Labels, Vec<(i64, f64)>)]) -> Option<Arrival> {
+        self.marks.get()?;
+        let mut sources: std::collections::BTreeMap<(&str, &str), i64> = Default::default();
         for (labels, samples) in batch {
-            let Some(newest) = samples.iter().map(|(t, _)| *t).max() else {
-                continue;
-            };
-            let (job, instance) = (labels.get("job"), labels.get("instance"));
-            match sources
-                .iter_mut()
-                .find(|(j, i, _)| j == job && i == instance)
-            {
-                Some(s) => s.2 = s.2.max(newest),
-                None => sources.push((job.to_owned(), instance.to_owned(), newest)),
+            if let Some(newest) = samples.iter().map(|(t, _)| *t).max() {
+                let e = sources
+                    .entry((labels.get("job"), labels.get("instance")))
+                    .or_insert(newest);
+                *e = (*e).max(newest);
             }
         }
-        if !sources.is_empty() {
+        (!sources.is_empty()).then(|| {
+            Arrival(
+                sources
+                    .into_iter()
+                    .map(|((j, i), t)| (j.to_owned(), i.to_owned(), t))
+                    .collect(),
+            )
+        })
+    }
+
+    /// Mark a batch acknowledged now, once it is stored: replay makes
+    /// each of its samples visible from this time.
+    pub fn mark_arrival(&self, arrival: Option<Arrival>) {
+        if let (Some(marks), Some(Arrival(sources))) = (self.marks.get(), arrival) {
             marks.write(&keel_core::marks::Mark::Arrival {
                 at_ms: marks.now_ms(),
                 sources,

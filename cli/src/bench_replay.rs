@@ -1,0 +1,380 @@
+//! `keel bench replay`: how fast a recorded hour replays, how big its
+//! bundle is against the raw data it holds, and how long recording an
+//! hour takes.
+//!
+//! The hour comes from `keel up` (shipped rules and policies) under a
+//! spike load, recorded for `--minutes` through the collector's API,
+//! then repeated (`--hours` × 60 / minutes times) with every time shifted
+//! and counters carried on, so it holds the sample app's real series,
+//! arrivals and ticks at the recorded rate. Recording the hour is timed
+//! on a collector store that holds it (written through its WAL).
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use keel_collector::incident::bundle::Bundle;
+use keel_core::clock::Clock as _;
+use keel_core::marks::Mark;
+
+use crate::bench_autoscale_live::KeelUp;
+
+/// Flags of `keel bench replay`.
+#[derive(clap::Args)]
+pub struct ReplayBenchArgs {
+    /// Minutes of `keel up` under load to record.
+    #[arg(long, default_value_t = 3)]
+    minutes: u64,
+    /// Hours the recording is repeated to.
+    #[arg(long, default_value_t = 1)]
+    hours: u64,
+    /// The load's base rate (the spike profile: 3x for a while).
+    #[arg(long, default_value_t = 20)]
+    rps: u32,
+    /// Replays timed (the median is reported).
+    #[arg(long, default_value_t = 3)]
+    runs: usize,
+}
+
+/// Counter-like series (never decreasing) carry on across repeats.
+fn monotonic(s: &[(i64, f64)]) -> bool {
+    s.windows(2).all(|w| w[1].1 >= w[0].1 || w[1].1.is_nan())
+}
+
+/// `b` repeated `n` times back to back, every time shifted by the window.
+pub fn repeat(b: &Bundle, n: i64) -> Bundle {
+    let w = b.header.to_ms - b.header.from_ms;
+    let mut out = b.clone();
+    out.header.to_ms = b.header.from_ms + n * w;
+    out.header.name = format!("{}-x{n}", b.header.name);
+    for (s, o) in b.series.iter().zip(out.series.iter_mut()) {
+        // Only the window's samples repeat (the lead-in stays once).
+        let inside: Vec<(i64, f64)> = s
+            .samples
+            .iter()
+            .copied()
+            .filter(|(t, _)| *t >= b.header.from_ms && *t < b.header.to_ms)
+            .collect();
+        let carry = monotonic(&inside);
+        let mut add = 0.0;
+        for k in 1..n {
+            if carry && let (Some(first), Some(last)) = (inside.first(), inside.last()) {
+                add += last.1 - first.1;
+            }
+            o.samples
+                .extend(inside.iter().map(|(t, v)| (t + k * w, v + add)));
+        }
+        o.samples.sort_by_key(|(t, _)| *t);
+        o.samples.dedup_by_key(|(t, _)| *t);
+    }
+    let shift = |m: &Mark, d: i64| -> Mark {
+        match m.clone() {
+            Mark::Arrival { at_ms, sources } => Mark::Arrival {
+                at_ms: at_ms + d,
+                sources: sources.into_iter().map(|(j, i, t)| (j, i, t + d)).collect(),
+            },
+            Mark::RuleEval { at_ms, file, group } => Mark::RuleEval {
+                at_ms: at_ms + d,
+                file,
+                group,
+            },
+            Mark::PolicyEval {
+                at_ms,
+                policy,
+                replicas,
+                instances,
+            } => Mark::PolicyEval {
+                at_ms: at_ms + d,
+                policy,
+                replicas,
+                instances,
+            },
+        }
+    };
+    let inside: Vec<&Mark> = b
+        .marks
+        .iter()
+        .filter(|m| (b.header.from_ms..b.header.to_ms).contains(&m.at_ms()))
+        .collect();
+    for k in 1..n {
+        out.marks.extend(inside.iter().map(|m| shift(m, k * w)));
+    }
+    out.marks.sort_by_key(Mark::at_ms);
+    for k in 1..n {
+        out.logs.extend(b.logs.iter().map(|l| {
+            let mut l = l.clone();
+            l.timestamp_ns += k * w * 1_000_000;
+            l
+        }));
+    }
+    out
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+/// Run the bench.
+pub fn run(a: ReplayBenchArgs) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        a.minutes > 0 && a.hours > 0 && a.runs > 0,
+        "--minutes, --hours and --runs must be positive"
+    );
+    let dir = tempfile::tempdir()?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    println!(
+        "keel bench replay: keel up under a spike for {} min, recorded, repeated to {} h",
+        a.minutes, a.hours
+    );
+    let up = KeelUp::start(&dir.path().join("up"), "", 2)?;
+    let api = up.url("dashboard")?.replace("/ui/", "");
+    let shop = up.url("shop API (lb)")?.replace("/api/products/1", "");
+    let exe = std::env::current_exe()?;
+    let from = keel_core::clock::unix_ms(std::time::SystemTime::now());
+    let mut load = std::process::Command::new(exe)
+        .args(["load", "--profile", "spike", "--rps", &a.rps.to_string()])
+        .args([
+            "--duration",
+            &format!("{}s", a.minutes * 60),
+            "--target",
+            &shop,
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .context("keel load")?;
+    let started = Instant::now();
+    let total = Duration::from_secs(a.minutes * 60);
+    while started.elapsed() < total {
+        std::thread::sleep(Duration::from_secs(15).min(total.saturating_sub(started.elapsed())));
+        eprintln!(
+            "  recording: {:>4.0} s of {} s",
+            started.elapsed().as_secs_f64(),
+            total.as_secs()
+        );
+    }
+    let _ = load.wait();
+    let to = keel_core::clock::unix_ms(std::time::SystemTime::now());
+    let http = reqwest::Client::new();
+    let (summary, bytes) = rt.block_on(async {
+        let s: serde_json::Value = http
+            .post(format!("{api}/api/v1/incidents"))
+            .json(&serde_json::json!({"name": "bench", "from_ms": from, "to_ms": to}))
+            .send()
+            .await?
+            .json()
+            .await?;
+        let b = http
+            .get(format!("{api}/api/v1/incidents/bench/bundle"))
+            .send()
+            .await?
+            .error_for_status()?
+            .bytes()
+            .await?;
+        anyhow::Ok((s, b))
+    })?;
+    drop(up);
+    let short = Bundle::read_from(&bytes[..], "bench.keelinc")?;
+    let c = &summary["data"]["counts"];
+    println!(
+        "recorded {} s: {} series, {} samples, {} log records, {} spans, {} marks; {} bytes in {} ms",
+        (to - from) / 1000,
+        c["series"],
+        c["samples"],
+        c["logs"],
+        c["spans"],
+        c["marks"],
+        summary["data"]["bytes"],
+        c["took_ms"]
+    );
+    let n = ((a.hours * 3_600_000) as i64 / (to - from).max(1)).max(1);
+    let hour = repeat(&short, n);
+    let path = dir.path().join("hour.keelinc");
+    let size = hour.write(&path)?;
+    let samples: usize = hour.series.iter().map(|s| s.samples.len()).sum();
+    let raw = 16 * samples as u64
+        + hour
+            .logs
+            .iter()
+            .map(|l| serde_json::to_vec(l).map_or(0, |v| v.len() as u64))
+            .sum::<u64>()
+        + hour
+            .spans
+            .iter()
+            .map(|s| serde_json::to_vec(s).map_or(0, |v| v.len() as u64))
+            .sum::<u64>();
+    let recorded_s = (hour.header.to_ms - hour.header.from_ms) as f64 / 1000.0;
+    println!(
+        "bundle of {:.2} h ({}x the recording): {} series, {} samples, {} log records, {} marks; {} bytes against {} raw bytes ({:.1}x smaller, {:.2} bytes a sample)",
+        recorded_s / 3600.0,
+        n,
+        hour.series.len(),
+        samples,
+        hour.logs.len(),
+        hour.marks.len(),
+        size,
+        raw,
+        raw as f64 / size.max(1) as f64,
+        size as f64 / samples.max(1) as f64
+    );
+    let setup = keel_replay::run::Setup::recorded(&hour, "hour.keelinc")?;
+    let mut speeds = Vec::new();
+    let mut read_s = Vec::new();
+    for i in 0..a.runs {
+        let t = Instant::now();
+        let b = Bundle::read(&path)?;
+        read_s.push(t.elapsed().as_secs_f64());
+        let t = Instant::now();
+        let o = keel_replay::run::replay(&b, &setup)?;
+        let wall = t.elapsed().as_secs_f64();
+        speeds.push(recorded_s / wall);
+        eprintln!(
+            "  replay {}: {:.2} s ({} evaluations, {} controller ticks, {} alert changes, {} pages, {} scalings)",
+            i + 1,
+            wall,
+            o.evaluations,
+            o.ticks,
+            o.alerts.len(),
+            o.pages.len(),
+            o.scaling.len()
+        );
+    }
+    println!(
+        "replay: {:.0} recorded seconds per wall second (median of {}; reading the bundle: {:.2} s more)",
+        median(speeds),
+        a.runs,
+        median(read_s)
+    );
+    let took = rt.block_on(record_hour(&hour, dir.path()))?;
+    println!(
+        "recording the hour from a collector store: {:.2} s",
+        took.as_secs_f64()
+    );
+    Ok(())
+}
+
+/// Store the hour in a fresh collector's stores, then time recording it.
+async fn record_hour(hour: &Bundle, dir: &Path) -> anyhow::Result<Duration> {
+    use keel_collector::incident::{Incidents, IncidentsConfig, RecordRequest, Sources};
+    use keel_collector::labels::Labels;
+    let clock = Arc::new(keel_core::clock::ManualClock::new(
+        keel_core::clock::from_unix_ms(hour.header.to_ms + 60_000),
+    ));
+    let shared: keel_core::clock::SharedClock = clock.clone();
+    let config = keel_collector::server::CollectorConfig {
+        data_dir: dir.join("collector"),
+        out_of_order_window: Duration::from_secs(3 * 3600),
+        block_duration: Duration::from_secs(8 * 3600),
+        ..Default::default()
+    };
+    let store = Arc::new(config.open_store()?);
+    for chunk in hour.series.chunks(200) {
+        store.append(
+            chunk
+                .iter()
+                .map(|s| (Labels::new(s.labels.iter().collect()), s.samples.clone()))
+                .collect(),
+        )?;
+    }
+    let now = clock.now_ms();
+    let logs = Arc::new(config.open_logs(now)?);
+    logs.append(hour.logs.clone(), now)?;
+    logs.commit()?;
+    let spans = Arc::new(config.open_spans(now)?);
+    let marks = Arc::new(keel_core::marks::MarkLog::new(
+        &config.data_dir.join("marks"),
+        shared.clone(),
+        Duration::from_secs(86_400),
+    ));
+    for m in &hour.marks {
+        clock.set(keel_core::clock::from_unix_ms(m.at_ms()));
+        marks.write(m);
+    }
+    clock.set(keel_core::clock::from_unix_ms(now));
+    let notifier = keel_collector::notify::Notifier::start(Default::default(), shared.clone())
+        .map_err(|p| anyhow::anyhow!(p.join("; ")))?;
+    let incidents = Incidents::new(
+        IncidentsConfig::default(),
+        &config.data_dir,
+        Sources {
+            store,
+            logs,
+            spans,
+            marks,
+            state: None,
+            notifier,
+            rules: Default::default(),
+            notify: Default::default(),
+            dashboards: dir.join("none"),
+            controller: Default::default(),
+            clock: shared,
+        },
+    );
+    let t = Instant::now();
+    incidents
+        .record(RecordRequest {
+            name: "hour".into(),
+            from_ms: hour.header.from_ms,
+            to_ms: hour.header.to_ms,
+            service: None,
+            reason: None,
+            incident_ms: None,
+        })
+        .await?;
+    Ok(t.elapsed())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_repeated_bundle_shifts_time_and_carries_counters_on() {
+        let r = repeat(&tiny(), 3);
+        assert_eq!(r.header.to_ms - r.header.from_ms, 3 * 60_000);
+        let s = &r.series[0].samples;
+        assert_eq!(s.len(), 6);
+        assert_eq!(s[2], (60_000, 12.0));
+        assert_eq!(s[5], (150_000, 16.0));
+        assert_eq!(r.marks.len(), 3);
+        assert_eq!(r.marks[2].at_ms(), 120_100);
+    }
+
+    fn tiny() -> Bundle {
+        use keel_collector::incident::bundle::{Config, Header, Series};
+        Bundle {
+            header: Header {
+                name: "t".into(),
+                from_ms: 0,
+                to_ms: 60_000,
+                recorded_at_ms: 60_000,
+                reason: "manual".into(),
+                service: None,
+                incident_ms: None,
+                lead_in_ms: 0,
+                keel_version: "test".into(),
+            },
+            config: Config::default(),
+            files: Vec::new(),
+            series: vec![Series {
+                labels: [("__name__".to_owned(), "c_total".to_owned())].into(),
+                samples: vec![(0, 10.0), (30_000, 12.0)],
+            }],
+            logs: Vec::new(),
+            spans: Vec::new(),
+            marks: vec![Mark::RuleEval {
+                at_ms: 100,
+                file: "r".into(),
+                group: "g".into(),
+            }],
+            events: Vec::new(),
+            alerts: Vec::new(),
+            pages: Vec::new(),
+        }
+    }
+}
