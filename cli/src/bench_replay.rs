@@ -90,6 +90,22 @@ pub fn repeat(b: &Bundle, n: i64) -> Bundle {
                 replicas,
                 instances,
             },
+            Mark::Probe {
+                at_ms,
+                target,
+                watch,
+                mut observation,
+            } => {
+                if let Some(t) = observation.get_mut("at_ms") {
+                    *t = serde_json::json!(at_ms + d);
+                }
+                Mark::Probe {
+                    at_ms: at_ms + d,
+                    target,
+                    watch,
+                    observation,
+                }
+            }
         }
     };
     let inside: Vec<&Mark> = b

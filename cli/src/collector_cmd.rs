@@ -55,6 +55,9 @@ pub fn run(config_path: Option<&Path>, args: CollectorArgs) -> anyhow::Result<()
     runtime.block_on(async move {
         let clock: SharedClock = Arc::new(SystemClock);
         let running = keel_collector::server::start(&config.collector, clock.clone()).await?;
+        running
+            .incidents
+            .set_replayer(std::sync::Arc::new(keel_replay::Replayer));
         // The controller runs beside the collector when the config gives
         // it work (failover targets such as a PostgreSQL cluster, or
         // autoscaling policies).

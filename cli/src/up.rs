@@ -77,6 +77,9 @@ pub fn run(config_path: Option<&Path>, args: UpArgs) -> anyhow::Result<()> {
             collector_config.rules.files = vec![default_rules(&config.sampleapp.data_dir)?];
         }
         let collector = keel_collector::server::start(&collector_config, clock.clone()).await?;
+        collector
+            .incidents
+            .set_replayer(std::sync::Arc::new(keel_replay::Replayer));
         let db_config = config.sampleapp.db.clone();
         let mut app = config.sampleapp;
         // The agent starts first: it finds the sample app's processes in

@@ -280,6 +280,100 @@ async fn the_dashboard_works_in_a_real_browser() {
         .await;
     browser.screenshot("events").await;
 
+    // Record the overview's range as an incident from the page, open it
+    // in replay mode: its panels over the bundle's data, the recorded and
+    // replayed timelines, a time slider, and a what-if side by side.
+    // (15 minutes: the test's whole run, the alert's first firing included.)
+    browser
+        .goto(&format!("{origin}/ui/d/overview?range=15m"))
+        .await;
+    browser
+        .until(
+            "the record button",
+            r#"const n = document.getElementById('incident-name'); if (!n) return null;
+               n.value = 'browser-spike'; document.getElementById('record-incident').click(); return 1;"#,
+        )
+        .await;
+    browser
+        .until(
+            "the incident is recorded",
+            r#"const a = document.getElementById('recorded-link'); if (!a) return null; a.click(); return 1;"#,
+        )
+        .await;
+    let drawn = browser
+        .until(
+            "replay mode draws the bundle's request rates",
+            r#"const p = document.querySelector('[data-panel="1.0"] .legend');
+               return p && document.querySelector('[data-panel="1.0"] canvas') && location.pathname === '/ui/incidents/browser-spike' ? p.textContent : null;"#,
+        )
+        .await;
+    assert!(drawn.as_str().is_some_and(|t| t.contains("web")), "{drawn}");
+    let recorded = browser
+        .until(
+            "the recorded timeline lists the alert and the scaling",
+            r#"const r = document.getElementById('recorded-events');
+               return r && r.querySelector('[data-kind="alert"]') && r.querySelector('[data-kind="scale"]') ? r.textContent : null;"#,
+        )
+        .await;
+    assert!(
+        recorded
+            .as_str()
+            .is_some_and(|t| t.contains("BrowserTestAlert") && t.contains("web: scale")),
+        "{recorded}"
+    );
+    let replayed = browser
+        .js(r#"const r = document.getElementById('replayed-events'); return r ? r.textContent : null;"#)
+        .await;
+    assert!(
+        replayed
+            .as_str()
+            .is_some_and(|t| t.contains("BrowserTestAlert")),
+        "{replayed}"
+    );
+    // The slider moves the replay's time: events after it dim.
+    let at = browser
+        .js(r#"const s = document.getElementById('replay-slider');
+               s.value = s.min; s.dispatchEvent(new Event('input'));
+               return [document.getElementById('replay-at').textContent,
+                       document.querySelectorAll('#recorded-events .event.future').length,
+                       document.querySelectorAll('#recorded-events .event').length];"#)
+        .await;
+    assert_eq!(at[0], "+00:00.0", "{at}");
+    assert!(at[1] == at[2] && at[2].as_u64() > Some(0), "{at}");
+    browser.screenshot("incident-replay").await;
+    // A what-if whose rule never fires: the diff says the alert is gone.
+    browser
+        .js(r#"document.getElementById('whatif-rules').value = `groups:
+  - name: browser
+    interval: 1s
+    rules:
+      - alert: BrowserTestAlert
+        expr: vector(1) > 2
+        severity: P1
+        labels: {job: shop-web}
+`;
+               document.getElementById('whatif-run').click(); return 1;"#)
+        .await;
+    let diff = browser
+        .until(
+            "the what-if diff",
+            r#"const d = document.querySelector('#whatif-diff table'); return d ? d.textContent : null;"#,
+        )
+        .await;
+    assert!(
+        diff.as_str()
+            .is_some_and(|t| t.contains("alert BrowserTestAlert fired")
+                && t.contains("missing (no longer fires)")),
+        "{diff}"
+    );
+    browser
+        .until(
+            "the what-if timeline beside the recorded one",
+            r#"return document.getElementById('whatif-events') && document.getElementById('recorded-events') ? 1 : null;"#,
+        )
+        .await;
+    browser.screenshot("incident-whatif").await;
+
     let errors = browser.console_errors().await;
     assert!(errors.is_empty(), "console errors: {errors:?}");
 

@@ -298,3 +298,109 @@ fn damaged_bundles_and_missing_rules_are_refused_by_name() {
         "{out}"
     );
 }
+
+/// db-1 leads until +6:00, then stops answering (its replicas' pulls
+/// fail too); the recording's controller (threshold 3, probes every 1 s)
+/// failed over to db-2 on the probe at +6:02.
+fn failover_bundle() -> Bundle {
+    let mut b = bundle();
+    let ctl = b.config.controller.as_mut().expect("controller");
+    ctl["failover"] = serde_json::json!([failover_target(3)]);
+    let replica = |epoch: u64, ok: bool| {
+        serde_json::json!({"answered": {"role": "replica", "epoch": epoch, "last_lsn": 100, "wal_bytes": 1000,
+            "primary_ok": ok, "lag_ms": 0, "primary_head_lsn": 100, "primary_head_bytes": 1000}})
+    };
+    let primary = |epoch: u64| serde_json::json!({"answered": {"role": "primary", "epoch": epoch, "last_lsn": 100, "wal_bytes": 1000}});
+    let down = serde_json::json!({"failed": "connection refused"});
+    for s in 300..420 {
+        let at = T0 + s * 1000;
+        let (watch, members) = if s < 363 {
+            let up = s < 360;
+            (
+                serde_json::json!({"primary": "db-1", "epoch": 1, "failures": 0, "first_failure_ms": null,
+                    "last_failover_ms": null, "primary_lsn": 100, "primary_bytes": 1000}),
+                serde_json::json!({"db-1": if up { primary(1) } else { down.clone() },
+                    "db-2": replica(1, up), "db-3": replica(1, up)}),
+            )
+        } else {
+            (
+                serde_json::json!({"primary": "db-2", "epoch": 2, "failures": 0, "first_failure_ms": null,
+                    "last_failover_ms": T0 + 362_000, "primary_lsn": 100, "primary_bytes": 1000}),
+                serde_json::json!({"db-1": down.clone(), "db-2": primary(2), "db-3": replica(2, true)}),
+            )
+        };
+        b.marks.push(Mark::Probe {
+            at_ms: at,
+            target: "db".into(),
+            watch,
+            observation: serde_json::json!({"at_ms": at, "members": members}),
+        });
+    }
+    b.marks.sort_by_key(Mark::at_ms);
+    b.events.push(serde_json::json!({
+        "at_ms": T0 + 362_150, "kind": "failover.detected", "subject": "db",
+        "explanation": "db: primary lost", "read_back": null,
+        "decision": {"primary": "db-1", "epoch": 1, "automatic": true, "detection_ms": 2000, "first_failure_ms": T0 + 360_000},
+    }));
+    b
+}
+
+fn failover_target(threshold: u32) -> serde_json::Value {
+    serde_json::json!({
+        "name": "db", "driver": {"type": "sample"}, "mode": "asynchronous",
+        "failure_threshold": threshold, "probe_interval": "1s",
+        "members": [{"name": "db-1"}, {"name": "db-2"}, {"name": "db-3"}],
+    })
+}
+
+#[test]
+fn failover_is_decided_again_from_the_recorded_probe_rounds() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("db.keelinc");
+    failover_bundle().write(&path).expect("write bundle");
+    let p = path.display().to_string();
+    let (ok, out, err) = keel(&["replay", &p, "--assert", "failover within 6m3s"]);
+    assert!(ok, "{err}\n{out}");
+    assert!(
+        out.contains("+06:02.000  2027-01-15T08:06:02.000Z  failover db: db-1 lost, promote db-2 at epoch 2 (detected after 2s)"),
+        "{out}"
+    );
+    // The recorded failover is matched (alerts and pages were not recorded).
+    assert!(!out.contains("failover db ("), "{out}");
+    let policy = |threshold: u32| {
+        let f = dir.path().join(format!("policy-{threshold}.json"));
+        let c = serde_json::json!({
+            "interval": "15s",
+            "policies": [{"name": "web", "actuator": {"type": "dry_run", "start": 2}, "min": 1, "max": 10,
+                "metrics": [{"name": "rate", "query": "sum(req_rate)", "average": 100.0}]}],
+            "failover": [failover_target(threshold)],
+        });
+        std::fs::write(&f, serde_json::to_string(&c).expect("json")).expect("write");
+        f.display().to_string()
+    };
+    let (ok, out, err) = keel(&["replay", &p, "--policy", &policy(2)]);
+    assert!(ok, "{err}");
+    assert!(
+        out.contains("failover db                  +06:02.000 (2s)  +06:01.000 (1s)  1s earlier"),
+        "{out}"
+    );
+    let (ok, out, err) = keel(&[
+        "replay",
+        &p,
+        "--policy",
+        &policy(5),
+        "--assert",
+        "no failover",
+    ]);
+    assert!(ok, "{err}\n{out}");
+    assert!(
+        out.contains("failover db                  +06:02.000 (2s)  -                no failover"),
+        "{out}"
+    );
+    assert!(
+        out.contains(
+            "failover db: the what-if had not decided when the recording failed over at +06:03.000"
+        ),
+        "{out}"
+    );
+}

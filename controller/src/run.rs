@@ -144,6 +144,9 @@ impl Controller {
 
     /// Mark every policy evaluation (and the count it read) in `marks`.
     pub fn set_marks(&self, marks: Arc<keel_core::marks::MarkLog>) {
+        for f in &self.failovers {
+            f.set_marks(marks.clone());
+        }
         let _ = self.marks.set(marks);
     }
 

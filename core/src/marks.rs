@@ -51,6 +51,19 @@ pub enum Mark {
         #[serde(default, skip_serializing_if = "Vec::is_empty")]
         instances: Vec<String>,
     },
+    /// A failover target's members were probed: what the controller knew
+    /// before (its watch) and what each member answered, so replay can
+    /// decide failover again (with another configuration too).
+    Probe {
+        /// When (ms): the observation's time.
+        at_ms: i64,
+        /// The failover target.
+        target: String,
+        /// The watch before this observation.
+        watch: serde_json::Value,
+        /// The observation.
+        observation: serde_json::Value,
+    },
 }
 
 impl Mark {
@@ -59,7 +72,8 @@ impl Mark {
         match self {
             Mark::Arrival { at_ms, .. }
             | Mark::RuleEval { at_ms, .. }
-            | Mark::PolicyEval { at_ms, .. } => *at_ms,
+            | Mark::PolicyEval { at_ms, .. }
+            | Mark::Probe { at_ms, .. } => *at_ms,
         }
     }
 }

@@ -242,6 +242,28 @@ function annotations(events) {
   };
 }
 
+/** In replay mode, a line at the slider's time. */
+function replayCursor() {
+  return {
+    hooks: {
+      draw: [(u) => {
+        if (!window.__replayAt) return;
+        const x = u.valToPos(window.__replayAt() / 1000, "x", true);
+        if (x < u.bbox.left || x > u.bbox.left + u.bbox.width) return;
+        const ctx = u.ctx;
+        ctx.save();
+        ctx.strokeStyle = "#111";
+        ctx.lineWidth = 2;
+        ctx.beginPath();
+        ctx.moveTo(x, u.bbox.top);
+        ctx.lineTo(x, u.bbox.top + u.bbox.height);
+        ctx.stroke();
+        ctx.restore();
+      }],
+    },
+  };
+}
+
 function thresholdLines(thresholds) {
   return {
     hooks: {
@@ -295,7 +317,7 @@ function chart(el, data, panel, events, { bars = false } = {}) {
     },
     axes: [{ size: 30 }, { size: 70, values: (u, vals) => vals.map((v) => fmt(v, panel.unit)) }],
     series: [{}, ...series],
-    plugins: [annotations(events), thresholdLines(panel.thresholds)],
+    plugins: [annotations(events), thresholdLines(panel.thresholds), replayCursor()],
     hooks: {
       setSelect: [(u) => {
         if (u.select.width < 5) return;
@@ -524,6 +546,17 @@ async function dashboardPage(uid) {
     }
   };
   scheduleRefresh(drawAll);
+  rows.push(...panelRows(d, values, width, `/api/v1/dashboards/${uid}`, jobs, gen));
+  const record = recordButton();
+  main.replaceChildren(...[...head, record, banner, vars, ...rows].filter(Boolean));
+  await drawAll();
+}
+
+/** A dashboard's rows of panels; each panel's drawing job (for a range
+ * and its events) pushed on `jobs`, reading from `base` (the live API, or
+ * a bundle's in replay mode). */
+function panelRows(d, values, width, base, jobs, gen) {
+  const rows = [];
   d.rows.forEach((row, r) => {
     const title = row.title.replace(/\$(\w+)/g, (m, n) => (values[n] ? values[n].value : m));
     const grid = h("div", { class: "row" });
@@ -537,13 +570,126 @@ async function dashboardPage(uid) {
         const step = Math.max(1000, Math.ceil((end - start) / points / 1000) * 1000);
         const q = new URLSearchParams({ start: start / 1000, end: end / 1000, step: step / 1000 });
         for (const [name, { value }] of Object.entries(values)) q.set(`var-${name}`, value);
-        return drawPanel(body, panel, `/api/v1/dashboards/${uid}/panels/${r}.${i}/data?${q}`, events, gen);
+        return drawPanel(body, panel, `${base}/panels/${r}.${i}/data?${q}`, events, gen);
       });
     });
     rows.push(h("h2", {}, title), grid);
   });
-  main.replaceChildren(...[...head, banner, vars, ...rows].filter(Boolean));
-  await drawAll();
+  return rows;
+}
+
+// ---- incidents -------------------------------------------------------------
+
+/** Record the dashboard's time range as an incident bundle. */
+function recordButton() {
+  const { start, end } = timeRange();
+  const stamp = new Date(end).toISOString().slice(0, 16).replace(/[-:T]/g, "");
+  const name = h("input", { id: "incident-name", value: `incident-${stamp}`, size: 28 });
+  const status = h("span", { id: "record-status", class: "muted" });
+  const button = h("button", { id: "record-incident", onclick: async () => {
+    button.disabled = true;
+    status.textContent = "Recording…";
+    try {
+      const s = await api("/api/v1/incidents", { method: "POST", headers: { "content-type": "application/json" },
+        body: JSON.stringify({ name: name.value, from_ms: Math.round(start), to_ms: Math.round(end), reason: "dashboard" }) });
+      status.replaceChildren(`Recorded ${fmt(s.bytes, "bytes")} · `, h("a", { href: `/ui/incidents/${encodeURIComponent(s.name)}`, "data-nav": true, id: "recorded-link" }, "replay it →"));
+    } catch (e) {
+      status.textContent = e.message;
+      status.className = "error";
+    } finally { button.disabled = false; }
+  } }, "Record incident");
+  return h("div", { class: "vars", id: "record" }, "Record this range as ", name, " ", button, " ", status);
+}
+
+async function incidentsPage() {
+  const list = await api("/api/v1/incidents");
+  main.replaceChildren(h("h1", {}, "Incidents"),
+    h("p", { class: "muted" }, "Recorded windows (Record incident on a dashboard, keel incident record, or automatically around every P0). Open one to replay it."),
+    list.length ? h("table", { id: "incident-list" }, h("tr", {}, ["incident", "window", "why", "size"].map((x) => h("th", {}, x))),
+      list.map((s) => h("tr", {}, h("td", {}, h("a", { href: `/ui/incidents/${encodeURIComponent(s.name)}`, "data-nav": true }, s.name)),
+        h("td", {}, `${when(s.from_ms)} – ${when(s.to_ms)}`), h("td", {}, s.reason), h("td", {}, fmt(s.bytes, "bytes")))))
+      : h("div", { class: "status" }, "No incident bundles yet"));
+}
+
+function offsetOf(from, t) {
+  const d = Math.max(0, t - from), m = Math.floor(d / 60000), s = ((d % 60000) / 1000).toFixed(1);
+  return `+${String(m).padStart(2, "0")}:${s.padStart(4, "0")}`;
+}
+
+function eventList(id, title, events, at) {
+  return h("div", { class: "panel", id, style: { "grid-column": "span 6" } }, h("h3", {}, h("span", {}, title)),
+    h("div", { class: "panel-body events" }, events.length ? events.map((e) => h("div", {
+      class: "event" + (e.at_ms > at ? " future" : ""), "data-kind": e.kind, "data-at": e.at_ms,
+      style: { "border-left": `4px solid ${eventColour(e)}`, "padding-left": "6px", opacity: e.at_ms > at ? 0.35 : 1 },
+    }, h("span", { class: "muted" }, e.offset, " "), e.explanation || e.kind)) : h("div", { class: "status" }, "Nothing")));
+}
+
+/** Replay mode: the bundle's dashboards over its window, a time slider,
+ * its recorded and replayed timelines, and a what-if side by side. */
+async function incidentPage(name) {
+  const gen = generation;
+  const base = `/api/v1/incidents/${encodeURIComponent(name)}`;
+  main.replaceChildren(h("h1", {}, `Incident ${name}`), h("div", { class: "status" }, "Replaying…"));
+  const [r, list] = await Promise.all([api(`${base}/replay`), api(`${base}/view/dashboards`).catch(() => [])]);
+  if (gen !== generation) return;
+  const hd = r.header;
+  const p = params();
+  const uid = p.get("dash") || (list.find((x) => x.uid === "overview") || list[0] || {}).uid;
+  let at = Number(p.get("at")) || hd.to_ms;
+  const events = r.replayed;
+  const slider = h("input", { type: "range", id: "replay-slider", min: hd.from_ms, max: hd.to_ms, step: 1000, value: at, style: { width: "60%" } });
+  const label = h("span", { id: "replay-at" }, offsetOf(hd.from_ms, at));
+  const lists = h("div", { class: "row", id: "timelines" });
+  const drawLists = (whatIf) => lists.replaceChildren(eventList("recorded-events", "Recorded", r.recorded, at),
+    whatIf ? eventList("whatif-events", "What-if", whatIf.replayed, at) : eventList("replayed-events", "Replayed", events, at));
+  let lastWhatIf = null;
+  drawLists(null);
+  const plots = [];
+  slider.addEventListener("input", () => {
+    at = Number(slider.value);
+    label.textContent = offsetOf(hd.from_ms, at);
+    setParams({ at });
+    drawLists(lastWhatIf);
+    for (const el of document.querySelectorAll(".panel-body")) if (el._plot) el._plot.redraw(false);
+  });
+  window.__replayAt = () => at;
+  const jobs = [];
+  let rows = [];
+  if (uid) {
+    const entry = await api(`${base}/view/dashboards/${encodeURIComponent(uid)}`);
+    if (entry.dashboard) rows = panelRows(entry.dashboard, {}, Math.max(600, main.clientWidth), `${base}/view/dashboards/${encodeURIComponent(uid)}`, jobs, gen);
+  }
+  const picker = h("select", { id: "replay-dashboard", onchange: (e) => { setParams({ dash: e.target.value }); render(); } },
+    list.map((x) => h("option", { value: x.uid, selected: x.uid === uid }, x.title || x.uid)));
+  const rules = h("textarea", { id: "whatif-rules", rows: 10, cols: 70, placeholder: "a rule file (groups: …) to replay instead of the recorded rules" }, r.rules_text || "");
+  const policy = h("textarea", { id: "whatif-policy", rows: 10, cols: 50, placeholder: "a controller: section to replay instead of the recorded policies" });
+  const diff = h("div", { id: "whatif-diff" });
+  const run = h("button", { id: "whatif-run", onclick: async () => {
+    run.disabled = true;
+    diff.replaceChildren(h("div", { class: "status" }, "Replaying the what-if…"));
+    try {
+      const w = await api(`${base}/replay`, { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify({ rules: rules.value, policy: policy.value }) });
+      lastWhatIf = w.what_if;
+      diff.replaceChildren(h("table", {}, h("tr", {}, ["", "recorded", "what-if", ""].map((x) => h("th", {}, x))),
+        (w.what_if ? w.what_if.rows : []).map((row) => h("tr", {}, row.map((c) => h("td", {}, c))))));
+      drawLists(lastWhatIf);
+    } catch (e) {
+      diff.replaceChildren(h("div", { class: "status error" }, e.message));
+    } finally { run.disabled = false; }
+  } }, "Replay what-if");
+  const repro = r.reproduction;
+  main.replaceChildren(
+    h("h1", {}, `Incident ${name}`),
+    h("div", { class: "muted" }, `${when(hd.from_ms)} – ${when(hd.to_ms)} · ${hd.reason}`),
+    h("div", { id: "reproduction", class: repro.ok ? "status" : "status error" }, repro.summary, ...(repro.differences || []).slice(0, 10).map((d) => h("div", { class: "muted" }, d))),
+    h("div", { class: "vars" }, "At ", label, " ", slider, " ", picker),
+    ...rows,
+    lists,
+    h("h2", {}, "What-if"),
+    h("div", { class: "row" }, h("div", { style: { "grid-column": "span 7" } }, rules), h("div", { style: { "grid-column": "span 5" } }, policy)),
+    run, diff);
+  await Promise.all(jobs.map((j) => j(hd.from_ms, hd.to_ms, events)));
+  if (gen === generation) document.body.dataset.drawn = String(Date.now());
 }
 
 async function dashboardList() {
@@ -790,6 +936,7 @@ function builderPage() {
 
 async function render() {
   generation++;
+  window.__replayAt = null;
   clearInterval(refreshTimer);
   refreshTimer = null;
   syncTimePicker();
@@ -815,6 +962,7 @@ async function render() {
       case "trace": return await tracePage(decodeURIComponent(rest[0] || ""));
       case "alerts": return await alertsPage();
       case "events": return await eventsPage();
+      case "incidents": return rest[0] ? await incidentPage(decodeURIComponent(rest[0])) : await incidentsPage();
       case "build": return builderPage();
       default: main.replaceChildren(h("h1", {}, "Not found"), h("p", {}, `No page ${path}.`));
     }

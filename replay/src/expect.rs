@@ -8,6 +8,7 @@
 //! - `at most 2 pages`, `at most 1 P0 page`
 //! - `alert HighErrorRate fires`, `alert X fires within 5m`,
 //!   `alert X does not fire`
+//! - `failover within 10s`, `no failover`
 //!
 //! The incident's start is the time the bundle names (the P0 an automatic
 //! bundle was recorded for), else the window's start.
@@ -32,9 +33,13 @@ pub enum Expect {
     Fires(String, Option<i64>),
     /// The alert never fires.
     NeverFires(String),
+    /// A failover decided within this long of the start.
+    FailoverWithin(i64),
+    /// No failover decided.
+    NoFailover,
 }
 
-const FORMS: &str = "\"P0 within 60s\", \"no P1 page\", \"at most 3 scaling actions\", \"at least 1 scaling action\", \"at most 2 pages\", \"at most 1 P0 page\", \"alert NAME fires [within 5m]\", \"alert NAME does not fire\"";
+const FORMS: &str = "\"P0 within 60s\", \"no P1 page\", \"at most 3 scaling actions\", \"at least 1 scaling action\", \"at most 2 pages\", \"at most 1 P0 page\", \"alert NAME fires [within 5m]\", \"alert NAME does not fire\", \"failover within 10s\", \"no failover\"";
 
 fn severity(w: &str) -> Option<String> {
     let u = w.to_ascii_uppercase();
@@ -81,6 +86,8 @@ impl Expect {
                 Ok(Expect::Fires(words[1].to_owned(), Some(duration(d, text)?)))
             }
             ["alert", _, "does", "not", "fire"] => Ok(Expect::NeverFires(words[1].to_owned())),
+            ["failover", "within", d] => Ok(Expect::FailoverWithin(duration(d, text)?)),
+            ["no", "failover" | "failovers"] => Ok(Expect::NoFailover),
             _ => Err(bad()),
         }
     }
@@ -151,6 +158,25 @@ impl Expect {
                     _ => Ok(()),
                 }
             }
+            Expect::FailoverWithin(d) => match outcome.failover.decided.first() {
+                Some(f) if f.at_ms - start_ms <= *d => Ok(()),
+                Some(f) => Err(format!(
+                    "the first failover ({}) was decided {} after the start, later than {}",
+                    f.target,
+                    span(f.at_ms - start_ms),
+                    span(*d)
+                )),
+                None => Err("no failover was decided".into()),
+            },
+            Expect::NoFailover => match outcome.failover.decided.first() {
+                None => Ok(()),
+                Some(f) => Err(format!(
+                    "{} failed over at {} (promote {})",
+                    f.target,
+                    offset(start_ms, f.at_ms),
+                    f.promote
+                )),
+            },
             Expect::NeverFires(name) => match outcome
                 .alerts
                 .iter()

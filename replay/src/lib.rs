@@ -2,6 +2,7 @@
 //! engine, notification routing and autoscaler on the manual Clock.
 //!
 //! - [`feed`]: each recorded sample made visible at its recorded arrival.
+//! - [`failover`]: failover decided again from the recorded probe rounds.
 //! - [`run`]: one replay ([`run::replay`]) with the bundle's rules and
 //!   policies or changed ones ([`run::Setup`]).
 //! - [`report`]: the timeline, the check that a replay reproduces what
@@ -11,6 +12,7 @@
 //!   source (also what `keel up` runs the controller on).
 
 pub mod expect;
+pub mod failover;
 pub mod feed;
 pub mod report;
 pub mod run;
@@ -57,5 +59,66 @@ impl keel_controller::MetricSource for StoreMetrics {
                 more.len()
             )),
         }
+    }
+}
+
+/// The replay engine as the collector's dashboard uses it.
+pub struct Replayer;
+
+impl keel_collector::incident::Replayer for Replayer {
+    fn replay(
+        &self,
+        bundle: &keel_collector::incident::bundle::Bundle,
+        rules: Option<&str>,
+        policy: Option<&str>,
+    ) -> Result<serde_json::Value, String> {
+        let name = format!("{}.keelinc", bundle.header.name);
+        let recorded = run::Setup::recorded(bundle, &name).map_err(|e| e.to_string())?;
+        let base = run::replay(bundle, &recorded).map_err(|e| e.to_string())?;
+        let mut text = report::timeline(bundle, &recorded, &base);
+        let reproduction = match report::reproduction(bundle, &recorded, &base) {
+            Ok(s) => {
+                text.push_str(&s);
+                serde_json::json!({"ok": true, "summary": s, "differences": []})
+            }
+            Err(d) => {
+                serde_json::json!({"ok": false, "summary": format!("not reproduced exactly: {} difference(s)", d.len()), "differences": d})
+            }
+        };
+        let what_if = if rules.is_some() || policy.is_some() {
+            let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+            let mut setup = recorded.clone();
+            if let Some(r) = rules {
+                let d = dir.path().join("rules");
+                std::fs::create_dir_all(&d).map_err(|e| e.to_string())?;
+                std::fs::write(d.join("what-if.yml"), r).map_err(|e| e.to_string())?;
+                setup = setup.with_rules(&d).map_err(|e| e.to_string())?;
+                setup.rules_from = "from the page".into();
+            }
+            if let Some(p) = policy {
+                let f = dir.path().join("policy.yaml");
+                std::fs::write(&f, p).map_err(|e| e.to_string())?;
+                setup = setup.with_policy(&f).map_err(|e| e.to_string())?;
+                setup.policy_from = "from the page".into();
+            }
+            let o = run::replay(bundle, &setup).map_err(|e| e.to_string())?;
+            serde_json::json!({
+                "rows": report::diff_rows(bundle, &base, &o),
+                "replayed": report::events_json(bundle, &o),
+                "text": report::diff(bundle, &base, &o, &setup),
+            })
+        } else {
+            serde_json::Value::Null
+        };
+        Ok(serde_json::json!({
+            "header": bundle.header,
+            // The page's what-if starts from the recorded rules.
+            "rules_text": bundle.rule_files().next().map(|f| f.text.clone()),
+            "recorded": report::recorded_json(bundle),
+            "replayed": report::events_json(bundle, &base),
+            "reproduction": reproduction,
+            "what_if": what_if,
+            "text": text,
+        }))
     }
 }

@@ -149,12 +149,42 @@ pub fn timeline(bundle: &Bundle, setup: &Setup, outcome: &Outcome) -> String {
             ),
         });
     }
-    for e in failover_events(bundle) {
+    for d in &outcome.failover.decided {
         lines.push(Line {
-            at: e.0,
+            at: d.at_ms,
             order: 3,
-            text: format!("failover {} (recorded)", e.1),
+            text: failover_line(d),
         });
+    }
+    for (t, target) in &outcome.failover.overtaken {
+        lines.push(Line {
+            at: *t,
+            order: 3,
+            text: format!(
+                "failover {target}: not decided before the recording failed over (what it would have done later is not in the bundle)"
+            ),
+        });
+    }
+    // A bundle without probe rounds: what the recording did, as it did it.
+    if !bundle
+        .marks
+        .iter()
+        .any(|m| matches!(m, keel_core::marks::Mark::Probe { .. }))
+    {
+        for e in failover_events(bundle) {
+            lines.push(Line {
+                at: e.0,
+                order: 3,
+                text: format!("failover {} (recorded)", e.1),
+            });
+        }
+    }
+    if outcome.failover.unreadable > 0 {
+        let _ = writeln!(
+            s,
+            "note: {} probe round(s) did not read and were left out",
+            outcome.failover.unreadable
+        );
     }
     lines.sort_by_key(|a| (a.at, a.order));
     let _ = writeln!(s);
@@ -165,6 +195,37 @@ pub fn timeline(bundle: &Bundle, setup: &Setup, outcome: &Outcome) -> String {
         let _ = writeln!(s, "{}  {}  {}", offset(h.from_ms, l.at), time(l.at), l.text);
     }
     s
+}
+
+fn failover_line(d: &crate::failover::Decided) -> String {
+    format!(
+        "failover {}: {} lost, promote {} at epoch {}{}: {}",
+        d.target,
+        d.from,
+        d.promote,
+        d.epoch,
+        d.detected_after_ms
+            .map(|ms| format!(" (detected after {})", span(ms)))
+            .unwrap_or_default(),
+        d.why
+    )
+}
+
+/// The recorded automatic failovers: (target, the deciding observation's time).
+fn recorded_failovers(bundle: &Bundle) -> Vec<(String, i64)> {
+    bundle
+        .events
+        .iter()
+        .filter(|e| e.get("kind").and_then(|k| k.as_str()) == Some("failover.detected"))
+        .filter_map(|e| {
+            let d = e.get("decision")?;
+            if d.get("automatic").and_then(|a| a.as_bool()) != Some(true) {
+                return None;
+            }
+            let at = d.get("first_failure_ms")?.as_i64()? + d.get("detection_ms")?.as_i64()?;
+            Some((e.get("subject")?.as_str()?.to_owned(), at))
+        })
+        .collect()
 }
 
 /// The recorded failover events: (time, one line).
@@ -335,12 +396,46 @@ pub fn reproduction(
             k.2
         ));
     }
+    // Failover: the recording's automatic ones, by the observation that
+    // decided them (only where its probe rounds are in the bundle).
+    let probed: std::collections::BTreeSet<&str> = bundle
+        .marks
+        .iter()
+        .filter_map(|m| match m {
+            keel_core::marks::Mark::Probe { target, .. } => Some(target.as_str()),
+            _ => None,
+        })
+        .collect();
+    let rec_fo: Vec<(String, i64)> = recorded_failovers(bundle)
+        .into_iter()
+        .filter(|(t, at)| probed.contains(t.as_str()) && *at >= h.from_ms)
+        .collect();
+    let rep_fo: Vec<(String, i64)> = outcome
+        .failover
+        .decided
+        .iter()
+        .map(|d| (d.target.clone(), d.at_ms))
+        .collect();
+    let fo_reason = "the probe rounds before the window, or a failover asked for by hand, are not decided again";
+    for (t, at) in minus(&rec_fo, &rep_fo) {
+        diffs.push(format!(
+            "{}  recorded, not replayed: failover {t} ({fo_reason})",
+            offset(h.from_ms, at)
+        ));
+    }
+    for (t, at) in minus(&rep_fo, &rec_fo) {
+        diffs.push(format!(
+            "{}  replayed, not recorded: failover {t} ({fo_reason})",
+            offset(h.from_ms, at)
+        ));
+    }
     if diffs.is_empty() {
         Ok(format!(
-            "reproduced: {} alert changes, {} pages and {} scaling actions, as recorded",
+            "reproduced: {} alert changes, {} pages, {} scaling actions and {} failovers, as recorded",
             rec_alerts.len(),
             rec_pages.len(),
-            rec_scale.len()
+            rec_scale.len(),
+            rec_fo.len()
         ))
     } else {
         diffs.sort();
@@ -363,6 +458,8 @@ pub struct Figures {
     pub peak: BTreeMap<String, u32>,
     /// Time demand exceeded capacity (ms), per policy.
     pub under_capacity_ms: BTreeMap<String, i64>,
+    /// Per failover target: its first failover (time, detection ms).
+    pub failover: BTreeMap<String, (i64, Option<i64>)>,
 }
 
 /// The figures of an outcome.
@@ -374,7 +471,13 @@ pub fn figures(outcome: &Outcome) -> Figures {
         scaling: outcome.scaling.len(),
         peak: BTreeMap::new(),
         under_capacity_ms: BTreeMap::new(),
+        failover: BTreeMap::new(),
     };
+    for d in &outcome.failover.decided {
+        f.failover
+            .entry(d.target.clone())
+            .or_insert((d.at_ms, d.detected_after_ms));
+    }
     for p in &outcome.pages {
         if p.kind == Kind::Firing && p.reason != "repeat" {
             let sev = p.severity.as_str().to_owned();
@@ -404,21 +507,16 @@ pub fn figures(outcome: &Outcome) -> Figures {
     f
 }
 
-/// The what-if diff: `base` (the bundle's own rules and policies) beside
-/// `what_if`.
-pub fn diff(bundle: &Bundle, base: &Outcome, what_if: &Outcome, setup: &Setup) -> String {
+/// One row of the what-if diff: what, as recorded, what-if, a note.
+pub type Row = [String; 4];
+
+/// The what-if diff's rows: `base` (the bundle's own rules and
+/// policies) beside `what_if`.
+pub fn diff_rows(bundle: &Bundle, base: &Outcome, what_if: &Outcome) -> Vec<Row> {
     let from = bundle.header.from_ms;
     let (a, b) = (figures(base), figures(what_if));
-    let mut s = String::new();
-    let _ = writeln!(
-        s,
-        "what-if: rules {}, policies {} (left: as recorded; right: what-if)",
-        setup.rules_from, setup.policy_from
-    );
-    let mut row = |what: &str, l: String, r: String, note: String| {
-        let _ = writeln!(s, "  {what:<28} {l:<16} {r:<16} {note}");
-    };
-    row("", "recorded".into(), "what-if".into(), String::new());
+    let mut rows: Vec<Row> = Vec::new();
+    let mut row = |what: String, l: String, r: String, note: String| rows.push([what, l, r, note]);
     let sevs: std::collections::BTreeSet<&String> =
         a.first_page.keys().chain(b.first_page.keys()).collect();
     for sev in sevs {
@@ -432,7 +530,7 @@ pub fn diff(bundle: &Bundle, base: &Outcome, what_if: &Outcome, setup: &Setup) -
             (None, None) => String::new(),
         };
         let show = |t: Option<&i64>| t.map_or("-".to_owned(), |t| offset(from, *t));
-        row(&format!("first {sev} page"), show(l), show(r), note);
+        row(format!("first {sev} page"), show(l), show(r), note);
     }
     let sevs: std::collections::BTreeSet<&String> = a.pages.keys().chain(b.pages.keys()).collect();
     for sev in sevs {
@@ -447,7 +545,7 @@ pub fn diff(bundle: &Bundle, base: &Outcome, what_if: &Outcome, setup: &Setup) -
         } else {
             String::new()
         };
-        row(&format!("{sev} pages"), l.to_string(), r.to_string(), note);
+        row(format!("{sev} pages"), l.to_string(), r.to_string(), note);
     }
     let names: std::collections::BTreeSet<&String> = a.fired.keys().chain(b.fired.keys()).collect();
     for n in names {
@@ -461,14 +559,14 @@ pub fn diff(bundle: &Bundle, base: &Outcome, what_if: &Outcome, setup: &Setup) -
             _ => String::new(),
         };
         row(
-            &format!("alert {n} fired"),
+            format!("alert {n} fired"),
             l.to_string(),
             r.to_string(),
             note,
         );
     }
     row(
-        "scaling actions",
+        "scaling actions".into(),
         a.scaling.to_string(),
         b.scaling.to_string(),
         String::new(),
@@ -477,27 +575,144 @@ pub fn diff(bundle: &Bundle, base: &Outcome, what_if: &Outcome, setup: &Setup) -
         a.peak.keys().chain(b.peak.keys()).collect();
     for p in policies {
         row(
-            &format!("{p}: peak instances"),
+            format!("{p}: peak instances"),
             a.peak.get(p).map_or("-".into(), |n| n.to_string()),
             b.peak.get(p).map_or("-".into(), |n| n.to_string()),
             String::new(),
         );
         row(
-            &format!("{p}: under capacity"),
+            format!("{p}: under capacity"),
             a.under_capacity_ms.get(p).map_or("-".into(), |n| span(*n)),
             b.under_capacity_ms.get(p).map_or("-".into(), |n| span(*n)),
             "demand above instances x per_instance".into(),
         );
     }
-    let failovers = failover_events(bundle);
-    if !failovers.is_empty() {
+    let targets: std::collections::BTreeSet<&String> =
+        a.failover.keys().chain(b.failover.keys()).collect();
+    for t in targets {
+        let (l, r) = (a.failover.get(t), b.failover.get(t));
+        let note = match (l, r) {
+            (Some(l), Some(r)) if r.0 < l.0 => format!("{} earlier", span(l.0 - r.0)),
+            (Some(l), Some(r)) if r.0 > l.0 => format!("{} later", span(r.0 - l.0)),
+            (Some(_), Some(_)) => "same time".into(),
+            (Some(_), None) => "no failover".into(),
+            (None, Some(_)) => "new failover".into(),
+            (None, None) => String::new(),
+        };
+        let show = |x: Option<&(i64, Option<i64>)>| {
+            x.map_or("-".to_owned(), |(at, det)| match det {
+                Some(d) => format!("{} ({})", offset(from, *at), span(*d)),
+                None => offset(from, *at),
+            })
+        };
+        row(format!("failover {t}"), show(l), show(r), note);
+    }
+    rows
+}
+
+/// The what-if diff as text: its rows in columns.
+pub fn diff(bundle: &Bundle, base: &Outcome, what_if: &Outcome, setup: &Setup) -> String {
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "what-if: rules {}, policies {} (left: as recorded; right: what-if)",
+        setup.rules_from, setup.policy_from
+    );
+    let header: Row = [
+        String::new(),
+        "recorded".into(),
+        "what-if".into(),
+        String::new(),
+    ];
+    for [what, l, r, note] in std::iter::once(header).chain(diff_rows(bundle, base, what_if)) {
+        let _ = writeln!(s, "  {what:<28} {l:<16} {r:<16} {note}");
+    }
+    for (t, target) in &what_if.failover.overtaken {
         let _ = writeln!(
             s,
-            "  failover: {} recorded step(s), not decided again by replay (see the timeline)",
-            failovers.len()
+            "  failover {target}: the what-if had not decided when the recording failed over at {}",
+            offset(bundle.header.from_ms, *t)
         );
     }
     s
+}
+
+/// The timeline as the dashboard draws it (the shape of
+/// `/api/v1/events`): alert changes, pages and scaling actions of an
+/// outcome, oldest first.
+pub fn events_json(bundle: &Bundle, outcome: &Outcome) -> Vec<serde_json::Value> {
+    let from = bundle.header.from_ms;
+    let mut out: Vec<(i64, u8, serde_json::Value)> = Vec::new();
+    for a in &outcome.alerts {
+        out.push((a.at_ms, 0, alert_json(from, a)));
+    }
+    for p in &outcome.pages {
+        out.push((p.at_ms, 1, page_json(from, p)));
+    }
+    for d in &outcome.failover.decided {
+        out.push((
+            d.at_ms,
+            3,
+            serde_json::json!({
+                "at_ms": d.at_ms, "offset": offset(from, d.at_ms), "kind": "failover",
+                "subject": d.target, "explanation": failover_line(d),
+            }),
+        ));
+    }
+    for sc in &outcome.scaling {
+        out.push((
+            sc.at_ms,
+            2,
+            serde_json::json!({
+                "at_ms": sc.at_ms, "offset": offset(from, sc.at_ms), "kind": "scale",
+                "subject": sc.policy, "from": sc.from, "to": sc.to, "explanation": sc.explanation,
+            }),
+        ));
+    }
+    out.sort_by_key(|(t, o, _)| (*t, *o));
+    out.into_iter().map(|(_, _, v)| v).collect()
+}
+
+/// What the bundle recorded, in the same shape as [`events_json`].
+pub fn recorded_json(bundle: &Bundle) -> Vec<serde_json::Value> {
+    let from = bundle.header.from_ms;
+    let mut out: Vec<(i64, u8, serde_json::Value)> = Vec::new();
+    for a in &bundle.alerts {
+        out.push((a.at_ms, 0, alert_json(from, a)));
+    }
+    for p in &bundle.pages {
+        out.push((p.at_ms, 1, page_json(from, p)));
+    }
+    for e in &bundle.events {
+        if e.get("kind").and_then(|k| k.as_str()) == Some("decision") {
+            continue;
+        }
+        if let Some(t) = e.get("at_ms").and_then(|t| t.as_i64()) {
+            let mut e = e.clone();
+            if let Some(o) = e.as_object_mut() {
+                o.insert("offset".into(), serde_json::Value::String(offset(from, t)));
+            }
+            out.push((t, 2, e));
+        }
+    }
+    out.sort_by_key(|(t, o, _)| (*t, *o));
+    out.into_iter().map(|(_, _, v)| v).collect()
+}
+
+fn alert_json(from: i64, a: &AlertChange) -> serde_json::Value {
+    serde_json::json!({
+        "at_ms": a.at_ms, "offset": offset(from, a.at_ms), "kind": "alert", "subject": a.rule,
+        "severity": a.severity, "state": a.to, "labels": a.labels,
+        "explanation": format!("{} {}{} {} -> {}", a.severity, a.rule, labels(&a.labels), a.from, a.to),
+    })
+}
+
+fn page_json(from: i64, p: &Page) -> serde_json::Value {
+    serde_json::json!({
+        "at_ms": p.at_ms, "offset": offset(from, p.at_ms), "kind": "page",
+        "subject": p.alertnames().join(","), "severity": p.severity.as_str(),
+        "explanation": page_line(p),
+    })
 }
 
 #[cfg(test)]

@@ -249,6 +249,8 @@ pub struct Outcome {
     pub scheduled_groups: Vec<String>,
     /// Whether the controller ran on its interval (no recorded ticks).
     pub scheduled_controller: bool,
+    /// Failover decided again from the recorded probe rounds.
+    pub failover: crate::failover::Replayed,
 }
 
 /// The simulated actuator: starts at the recorded count, then takes the
@@ -402,7 +404,7 @@ pub fn replay(bundle: &Bundle, setup: &Setup) -> Result<Outcome, ReplayError> {
                 *replicas,
                 instances.clone(),
             )),
-            Mark::Arrival { .. } => {}
+            Mark::Arrival { .. } | Mark::Probe { .. } => {}
         }
     }
     let recorded_setup = Setup::recorded(bundle, "bundle").ok();
@@ -439,8 +441,17 @@ pub fn replay(bundle: &Bundle, setup: &Setup) -> Result<Outcome, ReplayError> {
             }
         }
     }
+    // Failover is decided from the recorded probe rounds, not by the
+    // controller's own probing.
+    out.failover = crate::failover::replay(
+        bundle,
+        setup
+            .controller
+            .as_ref()
+            .map_or(&[][..], |c| c.failover.as_slice()),
+        from,
+    );
     let controller = setup.controller.clone().map(|mut c| {
-        // Failover is not re-decided from probes in this version.
         c.failover.clear();
         c
     });

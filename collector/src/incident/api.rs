@@ -1,7 +1,10 @@
 //! The incident API: `POST /api/v1/incidents` records a window (JSON
 //! body: `name`, `from_ms`, `to_ms`, optional `service` and `reason`),
 //! `GET /api/v1/incidents` lists the bundles kept, and
-//! `GET /api/v1/incidents/{name}/bundle` downloads one.
+//! `GET /api/v1/incidents/{name}/bundle` downloads one,
+//! `GET|POST /api/v1/incidents/{name}/replay` replays it (POST: JSON
+//! `rules` and/or `policy` YAML as a what-if), and
+//! `/api/v1/incidents/{name}/view/…` is the dashboard API over its data.
 
 use std::sync::Arc;
 
@@ -20,6 +23,11 @@ pub fn routes(incidents: Arc<Incidents>) -> Router {
     Router::new()
         .route("/api/v1/incidents", get(list).post(record))
         .route("/api/v1/incidents/{name}/bundle", get(download))
+        .route("/api/v1/incidents/{name}/replay", get(replay).post(replay))
+        .route(
+            "/api/v1/incidents/{name}/view/{*rest}",
+            axum::routing::any(view),
+        )
         .with_state(incidents)
 }
 
@@ -41,9 +49,88 @@ async fn record(State(i): State<Arc<Incidents>>, body: Bytes) -> Response {
     };
     match i.record(req).await {
         Ok(s) => ok(serde_json::to_value(s).unwrap_or_default()),
-        Err(IncidentError::Invalid(m)) => bad(m),
-        Err(e @ IncidentError::Exists(_)) => fail(StatusCode::CONFLICT, "conflict", e.to_string()),
+        Err(e) => answer(e),
+    }
+}
+
+fn answer(e: IncidentError) -> Response {
+    match e {
+        IncidentError::Invalid(m) => bad(m),
+        e @ IncidentError::NotFound(_) => fail(StatusCode::NOT_FOUND, "not_found", e.to_string()),
+        e @ IncidentError::Exists(_) => fail(StatusCode::CONFLICT, "conflict", e.to_string()),
+        e => fail(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()),
+    }
+}
+
+/// A what-if: rules and a policy as YAML text.
+#[derive(serde::Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct WhatIf {
+    #[serde(default)]
+    rules: Option<String>,
+    #[serde(default)]
+    policy: Option<String>,
+}
+
+async fn replay(
+    State(i): State<Arc<Incidents>>,
+    Path(name): Path<String>,
+    body: Bytes,
+) -> Response {
+    let w: WhatIf = if body.is_empty() {
+        WhatIf::default()
+    } else {
+        match serde_json::from_slice(&body) {
+            Ok(w) => w,
+            Err(e) => {
+                return bad(format!(
+                    "body: {e} (send JSON with rules and/or policy as YAML text)"
+                ));
+            }
+        }
+    };
+    let blank = |s: Option<String>| s.filter(|t| !t.trim().is_empty());
+    let (rules, policy) = (blank(w.rules), blank(w.policy));
+    match tokio::task::spawn_blocking(move || i.replay(&name, rules.as_deref(), policy.as_deref()))
+        .await
+    {
+        Ok(Ok(v)) => ok(v),
+        Ok(Err(e)) => answer(e),
         Err(e) => fail(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()),
+    }
+}
+
+/// The dashboard API over a bundle: the request goes on to it as
+/// `/api/v1/{rest}`.
+async fn view(
+    State(i): State<Arc<Incidents>>,
+    Path((name, rest)): Path<(String, String)>,
+    req: axum::extract::Request,
+) -> Response {
+    use tower::ServiceExt as _;
+    let v = match tokio::task::spawn_blocking(move || i.view(&name)).await {
+        Ok(Ok(v)) => v,
+        Ok(Err(e)) => return answer(e),
+        Err(e) => return fail(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()),
+    };
+    let (mut parts, body) = req.into_parts();
+    let query = parts
+        .uri
+        .query()
+        .map(|q| format!("?{q}"))
+        .unwrap_or_default();
+    parts.uri = match format!("/api/v1/{rest}{query}").parse() {
+        Ok(u) => u,
+        Err(e) => return bad(format!("path: {e}")),
+    };
+    match v
+        .routes
+        .clone()
+        .oneshot(axum::extract::Request::from_parts(parts, body))
+        .await
+    {
+        Ok(r) => r,
+        Err(e) => match e {},
     }
 }
 

@@ -104,12 +104,8 @@ impl Sources {
         let config = Config {
             rules: serde_json::to_value(&self.rules).map_err(failed)?,
             notify,
-            // Failover targets hold DSNs (passwords) and replay does not
-            // decide failover again: they stay out.
             controller: self.controller.get().cloned().map(|mut c| {
-                if let Some(o) = c.as_object_mut() {
-                    o.remove("failover");
-                }
+                redact_dsns(&mut c);
                 c
             }),
         };
@@ -279,6 +275,28 @@ impl Sources {
             }
         }
         Ok(out)
+    }
+}
+
+/// Failover members' DSNs without their passwords (a bundle is shared).
+fn redact_dsns(controller: &mut serde_json::Value) {
+    let Some(targets) = controller
+        .get_mut("failover")
+        .and_then(|f| f.as_array_mut())
+    else {
+        return;
+    };
+    for t in targets {
+        let Some(members) = t.get_mut("members").and_then(|m| m.as_array_mut()) else {
+            continue;
+        };
+        for m in members {
+            if let Some(d) = m.get_mut("dsn")
+                && let Some(s) = d.as_str()
+            {
+                *d = serde_json::Value::String(keel_state::redact(s));
+            }
+        }
     }
 }
 

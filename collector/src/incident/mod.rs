@@ -6,6 +6,7 @@
 pub mod api;
 pub mod bundle;
 mod gather;
+pub mod view;
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -81,6 +82,9 @@ pub enum IncidentError {
     /// Reading the stores or writing the file failed.
     #[error("{0}")]
     Failed(String),
+    /// No bundle has that name.
+    #[error("no incident named {0:?}")]
+    NotFound(String),
 }
 
 /// What to record.
@@ -160,6 +164,25 @@ pub struct Incidents {
     scheduled: Mutex<Vec<(String, i64)>>,
     /// Held while a bundle is written.
     recording: tokio::sync::Mutex<()>,
+    /// Replays for the dashboard (set by the binary).
+    replayer: std::sync::OnceLock<Arc<dyn Replayer>>,
+    /// The bundle the dashboard views, by name.
+    viewed: Mutex<Option<(String, Arc<view::View>)>>,
+}
+
+/// Replays a bundle for the dashboard: the replay engine is another
+/// crate's (keel-replay links the collector, not the other way), so the
+/// binary hands one in. The answer is JSON: the recorded and replayed
+/// timelines, the reproduction check, and the what-if's.
+pub trait Replayer: Send + Sync {
+    /// Replay `bundle`, with `rules` (a rule file's YAML) and `policy`
+    /// (a `controller:` section's YAML) as the what-if when given.
+    fn replay(
+        &self,
+        bundle: &bundle::Bundle,
+        rules: Option<&str>,
+        policy: Option<&str>,
+    ) -> Result<serde_json::Value, String>;
 }
 
 /// A name a bundle may have: it is its file name.
@@ -192,6 +215,8 @@ impl Incidents {
             config,
             scheduled: Mutex::new(Vec::new()),
             recording: tokio::sync::Mutex::new(()),
+            replayer: std::sync::OnceLock::new(),
+            viewed: Mutex::new(None),
         })
     }
 
@@ -199,6 +224,56 @@ impl Incidents {
     /// failover targets), once the controller runs.
     pub fn set_controller(&self, config: serde_json::Value) {
         let _ = self.sources.controller.set(config);
+    }
+
+    /// Hand in the replay engine (for the dashboard's replay mode).
+    pub fn set_replayer(&self, r: Arc<dyn Replayer>) {
+        let _ = self.replayer.set(r);
+    }
+
+    /// Read the bundle named `name` (blocking).
+    pub fn read(&self, name: &str) -> Result<bundle::Bundle, IncidentError> {
+        check_name(name)?;
+        let path = self.path(name);
+        if !path.exists() {
+            return Err(IncidentError::NotFound(name.to_owned()));
+        }
+        bundle::Bundle::read(&path).map_err(|e| IncidentError::Invalid(e.to_string()))
+    }
+
+    /// Replay the bundle named `name` for the dashboard (blocking).
+    pub fn replay(
+        &self,
+        name: &str,
+        rules: Option<&str>,
+        policy: Option<&str>,
+    ) -> Result<serde_json::Value, IncidentError> {
+        let Some(r) = self.replayer.get() else {
+            return Err(IncidentError::Failed(
+                "this process cannot replay (run keel collector or keel up)".into(),
+            ));
+        };
+        let b = self.read(name)?;
+        r.replay(&b, rules, policy).map_err(IncidentError::Invalid)
+    }
+
+    /// The bundle named `name` loaded for the dashboard (blocking; the
+    /// last one viewed is kept while its file is unchanged).
+    pub fn view(&self, name: &str) -> Result<Arc<view::View>, IncidentError> {
+        check_name(name)?;
+        let modified = std::fs::metadata(self.path(name))
+            .and_then(|m| m.modified())
+            .ok();
+        if let Some((n, v)) = &*self.viewed.lock().unwrap_or_else(|e| e.into_inner())
+            && n == name
+            && v.modified == modified
+        {
+            return Ok(v.clone());
+        }
+        let b = self.read(name)?;
+        let v = Arc::new(view::View::load(&b, modified).map_err(IncidentError::Failed)?);
+        *self.viewed.lock().unwrap_or_else(|e| e.into_inner()) = Some((name.to_owned(), v.clone()));
+        Ok(v)
     }
 
     /// Where bundles are written.

@@ -116,6 +116,8 @@ pub struct Failover {
     acting: tokio::sync::Mutex<()>,
     /// Whether a round of tidying runs.
     tidying: std::sync::atomic::AtomicBool,
+    /// Where every probe round is marked for incident bundles.
+    marks: std::sync::OnceLock<Arc<keel_core::marks::MarkLog>>,
 }
 
 fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -150,7 +152,13 @@ impl Failover {
             }),
             acting: tokio::sync::Mutex::new(()),
             tidying: std::sync::atomic::AtomicBool::new(false),
+            marks: std::sync::OnceLock::new(),
         }
+    }
+
+    /// Mark every probe round (watch and observation) in `marks`.
+    pub fn set_marks(&self, marks: Arc<keel_core::marks::MarkLog>) {
+        let _ = self.marks.set(marks);
     }
 
     /// The target's name.
@@ -336,6 +344,14 @@ impl Failover {
                 g.last = Some(obs.clone());
                 (v, before)
             };
+            if let Some(m) = self.marks.get() {
+                m.write(&keel_core::marks::Mark::Probe {
+                    at_ms: obs.at_ms,
+                    target: self.cfg.name.clone(),
+                    watch: serde_json::to_value(&before).unwrap_or_default(),
+                    observation: serde_json::to_value(&obs).unwrap_or_default(),
+                });
+            }
             self.note(&verdict, &obs, &before);
             match verdict {
                 // Tidying (a rewind can take minutes) runs beside the
