@@ -340,6 +340,17 @@ async fn the_dashboard_works_in_a_real_browser() {
         .await;
     assert_eq!(at[0], "+00:00.0", "{at}");
     assert!(at[1] == at[2] && at[2].as_u64() > Some(0), "{at}");
+    // The alerts panel shows what the replay had firing then: nothing yet.
+    let firing = browser
+        .until(
+            "the alerts panel follows the slider",
+            r#"const p = document.querySelector('.panel[data-type="alerts"] .panel-body'); return p && p.textContent ? p.textContent : null;"#,
+        )
+        .await;
+    assert!(
+        firing.as_str().is_some_and(|t| t.contains("none firing")),
+        "{firing}"
+    );
     browser.screenshot("incident-replay").await;
     // A what-if whose rule never fires: the diff says the alert is gone.
     browser

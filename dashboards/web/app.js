@@ -447,7 +447,8 @@ function logRows(records) {
 }
 
 async function alertsPanel(el) {
-  const data = await api("/api/v1/alerts");
+  // In replay mode: what the replay had firing at the slider's time.
+  const data = window.__replayFiring ? { alerts: window.__replayFiring() } : await api("/api/v1/alerts");
   const firing = (data.alerts || []).filter((a) => a.state === "firing");
   if (!firing.length) { el.append(h("div", { class: "stat", style: { color: COLOURS.green } }, "none firing")); return; }
   const by = { P0: 0, P1: 0, P2: 0 };
@@ -651,8 +652,15 @@ async function incidentPage(name) {
     setParams({ at });
     drawLists(lastWhatIf);
     for (const el of document.querySelectorAll(".panel-body")) if (el._plot) el._plot.redraw(false);
+    for (const el of document.querySelectorAll('.panel[data-type="alerts"] .panel-body')) { el.replaceChildren(); alertsPanel(el); }
   });
   window.__replayAt = () => at;
+  // The alerts firing at the slider's time, as the replay had them.
+  window.__replayFiring = () => {
+    const last = new Map();
+    for (const e of events) if (e.kind === "alert" && e.at_ms <= at) last.set(e.subject + JSON.stringify(e.labels || {}), e);
+    return [...last.values()].filter((e) => e.state === "firing").map((e) => ({ state: "firing", severity: e.severity, labels: e.labels || {} }));
+  };
   const jobs = [];
   let rows = [];
   if (uid) {
@@ -937,6 +945,7 @@ function builderPage() {
 async function render() {
   generation++;
   window.__replayAt = null;
+  window.__replayFiring = null;
   clearInterval(refreshTimer);
   refreshTimer = null;
   syncTimePicker();

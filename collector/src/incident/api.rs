@@ -114,6 +114,8 @@ async fn view(
         Err(e) => return fail(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()),
     };
     let (mut parts, body) = req.into_parts();
+    // The outer route's path parameters must not reach the inner one.
+    parts.extensions = Default::default();
     let query = parts
         .uri
         .query()
