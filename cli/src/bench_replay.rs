@@ -35,6 +35,15 @@ pub struct ReplayBenchArgs {
     /// Replays timed (the median is reported).
     #[arg(long, default_value_t = 3)]
     runs: usize,
+    /// Skip the peer (Debian's vmalert in replay mode over VictoriaMetrics).
+    #[arg(long)]
+    keel_only: bool,
+    /// Keep the hour's bundle here (to replay or profile it again).
+    #[arg(long)]
+    save: Option<std::path::PathBuf>,
+    /// Measure this bundle (one `--save` kept) instead of recording one.
+    #[arg(long)]
+    bundle: Option<std::path::PathBuf>,
 }
 
 /// Counter-like series (never decreasing) carry on across repeats.
@@ -68,8 +77,52 @@ pub fn repeat(b: &Bundle, n: i64) -> Bundle {
         o.samples.sort_by_key(|(t, _)| *t);
         o.samples.dedup_by_key(|(t, _)| *t);
     }
-    let shift = |m: &Mark, d: i64| -> Mark {
-        match m.clone() {
+    let inside: Vec<&Mark> = b
+        .marks
+        .iter()
+        .filter(|m| (b.header.from_ms..b.header.to_ms).contains(&m.at_ms()))
+        .collect();
+    for k in 1..n {
+        let mut copy = Bundle {
+            marks: inside.iter().map(|m| (*m).clone()).collect(),
+            series: Vec::new(),
+            logs: Vec::new(),
+            spans: Vec::new(),
+            events: Vec::new(),
+            alerts: Vec::new(),
+            pages: Vec::new(),
+            header: b.header.clone(),
+            config: Default::default(),
+            files: Vec::new(),
+        };
+        shift(&mut copy, k * w);
+        out.marks.extend(copy.marks);
+    }
+    out.marks.sort_by_key(Mark::at_ms);
+    for k in 1..n {
+        out.logs.extend(b.logs.iter().map(|l| {
+            let mut l = l.clone();
+            l.timestamp_ns += k * w * 1_000_000;
+            l
+        }));
+    }
+    out
+}
+
+/// `b` with every time moved by `d` ms.
+pub fn shift(b: &mut Bundle, d: i64) {
+    let h = &mut b.header;
+    h.from_ms += d;
+    h.to_ms += d;
+    h.recorded_at_ms += d;
+    h.incident_ms = h.incident_ms.map(|t| t + d);
+    for s in &mut b.series {
+        for (t, _) in &mut s.samples {
+            *t += d;
+        }
+    }
+    for m in &mut b.marks {
+        *m = match m.clone() {
             Mark::Arrival { at_ms, sources } => Mark::Arrival {
                 at_ms: at_ms + d,
                 sources: sources.into_iter().map(|(j, i, t)| (j, i, t + d)).collect(),
@@ -106,25 +159,26 @@ pub fn repeat(b: &Bundle, n: i64) -> Bundle {
                     observation,
                 }
             }
+        };
+    }
+    for l in &mut b.logs {
+        l.timestamp_ns += d * 1_000_000;
+    }
+    for s in &mut b.spans {
+        s.start_ns += d * 1_000_000;
+        s.end_ns += d * 1_000_000;
+    }
+    for e in &mut b.events {
+        if let Some(t) = e.get("at_ms").and_then(|t| t.as_i64()) {
+            e["at_ms"] = serde_json::json!(t + d);
         }
-    };
-    let inside: Vec<&Mark> = b
-        .marks
-        .iter()
-        .filter(|m| (b.header.from_ms..b.header.to_ms).contains(&m.at_ms()))
-        .collect();
-    for k in 1..n {
-        out.marks.extend(inside.iter().map(|m| shift(m, k * w)));
     }
-    out.marks.sort_by_key(Mark::at_ms);
-    for k in 1..n {
-        out.logs.extend(b.logs.iter().map(|l| {
-            let mut l = l.clone();
-            l.timestamp_ns += k * w * 1_000_000;
-            l
-        }));
+    for a in &mut b.alerts {
+        a.at_ms += d;
     }
-    out
+    for p in &mut b.pages {
+        p.at_ms += d;
+    }
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -147,7 +201,152 @@ pub fn run(a: ReplayBenchArgs) -> anyhow::Result<()> {
         "keel bench replay: keel up under a spike for {} min, recorded, repeated to {} h",
         a.minutes, a.hours
     );
-    let up = KeelUp::start(&dir.path().join("up"), "", 2)?;
+    let hour = match &a.bundle {
+        Some(p) => {
+            println!("(the bundle {}, not a new recording)", p.display());
+            Bundle::read(p)?
+        }
+        None => record_and_repeat(&a, dir.path(), &rt)?,
+    };
+    let path = dir.path().join("hour.keelinc");
+    let size = hour.write(&path)?;
+    if let Some(s) = &a.save {
+        std::fs::copy(&path, s).with_context(|| s.display().to_string())?;
+    }
+    let samples: usize = hour.series.iter().map(|s| s.samples.len()).sum();
+    let raw = 16 * samples as u64
+        + hour
+            .logs
+            .iter()
+            .map(|l| serde_json::to_vec(l).map_or(0, |v| v.len() as u64))
+            .sum::<u64>()
+        + hour
+            .spans
+            .iter()
+            .map(|s| serde_json::to_vec(s).map_or(0, |v| v.len() as u64))
+            .sum::<u64>();
+    let recorded_s = (hour.header.to_ms - hour.header.from_ms) as f64 / 1000.0;
+    println!(
+        "bundle of {:.2} h: {} series, {} samples, {} log records, {} marks; {} bytes against {} raw bytes ({:.1}x smaller, {:.2} bytes a sample)",
+        recorded_s / 3600.0,
+        hour.series.len(),
+        samples,
+        hour.logs.len(),
+        hour.marks.len(),
+        size,
+        raw,
+        raw as f64 / size.max(1) as f64,
+        size as f64 / samples.max(1) as f64
+    );
+    let setup = keel_replay::run::Setup::recorded(&hour, "hour.keelinc")?;
+    let mut speeds = Vec::new();
+    let mut read_s = Vec::new();
+    for i in 0..a.runs {
+        let t = Instant::now();
+        let b = Bundle::read_only(&path, &keel_replay::run::keep(None))?;
+        read_s.push(t.elapsed().as_secs_f64());
+        let t = Instant::now();
+        let o = keel_replay::run::replay(&b, &setup)?;
+        let wall = t.elapsed().as_secs_f64();
+        speeds.push(recorded_s / wall);
+        let tm = &o.timings;
+        eprintln!(
+            "  replay {}: {:.2} s ({} evaluations, {} controller ticks, {} alert changes, {} pages, {} scalings; load {:.2} s, feed {:.2} s, rules {:.2} s, routing {:.2} s, controller {:.2} s)",
+            i + 1,
+            wall,
+            o.evaluations,
+            o.ticks,
+            o.alerts.len(),
+            o.pages.len(),
+            o.scaling.len(),
+            tm.load.as_secs_f64(),
+            tm.feed.as_secs_f64(),
+            tm.rules.as_secs_f64(),
+            tm.routing.as_secs_f64(),
+            tm.controller.as_secs_f64()
+        );
+    }
+    println!(
+        "replay: {:.0} recorded seconds per wall second (median of {}; reading the bundle: {:.2} s more)",
+        median(speeds),
+        a.runs,
+        median(read_s)
+    );
+    // The rules alone, as the peer runs them (no routing, no controller).
+    let mut rules_only = setup.clone();
+    rules_only.controller = None;
+    let mut rule_speeds = Vec::new();
+    for _ in 0..a.runs {
+        let t = Instant::now();
+        let o = keel_replay::run::replay(&hour, &rules_only)?;
+        rule_speeds.push(recorded_s / t.elapsed().as_secs_f64());
+        let _ = o;
+    }
+    let keel_rules = median(rule_speeds);
+    println!("replay, rules only: {keel_rules:.0} recorded seconds per wall second");
+    if !a.keel_only {
+        match rt.block_on(vmalert_replay(&hour, dir.path())) {
+            Ok(secs) => println!(
+                "peer: vmalert -replay (Debian's, over VictoriaMetrics; the same rules and hour): {:.0} recorded seconds per wall second; Keel's rules-only replay is {:.2}x its speed",
+                recorded_s / secs,
+                keel_rules / (recorded_s / secs)
+            ),
+            Err(e) => println!("peer: vmalert not measured: {e:#}"),
+        }
+    }
+    let took = rt.block_on(record_hour(&hour, dir.path()))?;
+    println!(
+        "recording the hour from a collector store: {:.2} s",
+        took.as_secs_f64()
+    );
+    Ok(())
+}
+
+/// The bundle's rule files as vmalert reads them: `severity:` becomes
+/// the `severity` label; log rules (Keel's own kind) and keys vmalert
+/// does not know are left out.
+fn vmalert_rules(hour: &Bundle) -> anyhow::Result<String> {
+    let mut groups = Vec::new();
+    for f in hour.rule_files() {
+        let doc: serde_json::Value = keel_core::config::parse_yaml(&f.name, &f.text)?;
+        for g in doc["groups"].as_array().cloned().unwrap_or_default() {
+            let mut rules = Vec::new();
+            for r in g["rules"].as_array().cloned().unwrap_or_default() {
+                let Some(expr) = r["expr"].as_str() else {
+                    continue;
+                };
+                let mut out = serde_json::Map::new();
+                for k in ["alert", "record", "for", "labels", "annotations"] {
+                    if !r[k].is_null() {
+                        out.insert(k.into(), r[k].clone());
+                    }
+                }
+                out.insert("expr".into(), expr.into());
+                if let Some(sev) = r["severity"].as_str() {
+                    let labels = out.entry("labels").or_insert_with(|| serde_json::json!({}));
+                    labels["severity"] = sev.into();
+                }
+                rules.push(serde_json::Value::Object(out));
+            }
+            groups.push(
+                serde_json::json!({"name": g["name"], "interval": g["interval"], "rules": rules}),
+            );
+        }
+    }
+    // JSON is YAML.
+    Ok(serde_json::to_string_pretty(
+        &serde_json::json!({ "groups": groups }),
+    )?)
+}
+
+/// `keel up` under a spike for `--minutes`, recorded through the API and
+/// repeated to `--hours`.
+fn record_and_repeat(
+    a: &ReplayBenchArgs,
+    dir: &Path,
+    rt: &tokio::runtime::Runtime,
+) -> anyhow::Result<Bundle> {
+    let up = KeelUp::start(&dir.join("up"), "", 2)?;
     let api = up.url("dashboard")?.replace("/ui/", "");
     let shop = up.url("shop API (lb)")?.replace("/api/products/1", "");
     let exe = std::env::current_exe()?;
@@ -209,69 +408,104 @@ pub fn run(a: ReplayBenchArgs) -> anyhow::Result<()> {
         c["took_ms"]
     );
     let n = ((a.hours * 3_600_000) as i64 / (to - from).max(1)).max(1);
-    let hour = repeat(&short, n);
-    let path = dir.path().join("hour.keelinc");
-    let size = hour.write(&path)?;
-    let samples: usize = hour.series.iter().map(|s| s.samples.len()).sum();
-    let raw = 16 * samples as u64
-        + hour
-            .logs
-            .iter()
-            .map(|l| serde_json::to_vec(l).map_or(0, |v| v.len() as u64))
-            .sum::<u64>()
-        + hour
-            .spans
-            .iter()
-            .map(|s| serde_json::to_vec(s).map_or(0, |v| v.len() as u64))
-            .sum::<u64>();
-    let recorded_s = (hour.header.to_ms - hour.header.from_ms) as f64 / 1000.0;
+    let mut hour = repeat(&short, n);
+    // Copies go after the recording; the hour is moved back to end where
+    // it did (stores refuse or hide data from the future).
+    let back = hour.header.to_ms - short.header.to_ms;
+    shift(&mut hour, -back);
     println!(
-        "bundle of {:.2} h ({}x the recording): {} series, {} samples, {} log records, {} marks; {} bytes against {} raw bytes ({:.1}x smaller, {:.2} bytes a sample)",
-        recorded_s / 3600.0,
-        n,
-        hour.series.len(),
-        samples,
-        hour.logs.len(),
-        hour.marks.len(),
-        size,
-        raw,
-        raw as f64 / size.max(1) as f64,
-        size as f64 / samples.max(1) as f64
+        "repeated {n}x to {:.2} h",
+        (hour.header.to_ms - hour.header.from_ms) as f64 / 3.6e6
     );
-    let setup = keel_replay::run::Setup::recorded(&hour, "hour.keelinc")?;
-    let mut speeds = Vec::new();
-    let mut read_s = Vec::new();
-    for i in 0..a.runs {
-        let t = Instant::now();
-        let b = Bundle::read(&path)?;
-        read_s.push(t.elapsed().as_secs_f64());
-        let t = Instant::now();
-        let o = keel_replay::run::replay(&b, &setup)?;
-        let wall = t.elapsed().as_secs_f64();
-        speeds.push(recorded_s / wall);
-        eprintln!(
-            "  replay {}: {:.2} s ({} evaluations, {} controller ticks, {} alert changes, {} pages, {} scalings)",
-            i + 1,
-            wall,
-            o.evaluations,
-            o.ticks,
-            o.alerts.len(),
-            o.pages.len(),
-            o.scaling.len()
-        );
+    Ok(hour)
+}
+
+/// vmalert's replay of the hour's rules over VictoriaMetrics holding its
+/// samples: the wall seconds it took.
+async fn vmalert_replay(hour: &Bundle, dir: &Path) -> anyhow::Result<f64> {
+    use std::process::{Command, Stdio};
+    let port = crate::bench_metrics::free_port()?;
+    let vm_dir = dir.join("vm");
+    let _vm = crate::reaped::Reaped(
+        Command::new("victoria-metrics")
+            .arg(format!("-storageDataPath={}", vm_dir.display()))
+            .arg(format!("-httpListenAddr=127.0.0.1:{port}"))
+            .args(["-retentionPeriod=100y", "-search.disableCache"])
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(dir.join("vm.log"))?)
+            .spawn()
+            .context("victoria-metrics (apt install victoria-metrics)")?,
+    );
+    let url = format!("http://127.0.0.1:{port}");
+    let http = reqwest::Client::new();
+    crate::bench_metrics::wait_ready(&http, &format!("{url}/health")).await?;
+    // One JSON line a series (VictoriaMetrics' import format).
+    let mut body = Vec::new();
+    for s in &hour.series {
+        let (ts, vs): (Vec<i64>, Vec<f64>) = s
+            .samples
+            .iter()
+            .filter(|(_, v)| v.is_finite())
+            .copied()
+            .unzip();
+        if ts.is_empty() {
+            continue;
+        }
+        serde_json::to_writer(
+            &mut body,
+            &serde_json::json!({"metric": s.labels, "values": vs, "timestamps": ts}),
+        )?;
+        body.push(b'\n');
     }
-    println!(
-        "replay: {:.0} recorded seconds per wall second (median of {}; reading the bundle: {:.2} s more)",
-        median(speeds),
-        a.runs,
-        median(read_s)
+    http.post(format!("{url}/api/v1/import"))
+        .body(body)
+        .send()
+        .await?
+        .error_for_status()?;
+    http.get(format!("{url}/internal/force_flush"))
+        .send()
+        .await?;
+    let rules = dir.join("vmalert-rules.yml");
+    std::fs::write(&rules, vmalert_rules(hour)?)?;
+    let time =
+        |ms: i64| humantime::format_rfc3339_seconds(keel_core::clock::from_unix_ms(ms)).to_string();
+    let t = Instant::now();
+    let out = tokio::process::Command::new("vmalert")
+        .arg(format!("-rule={}", rules.display()))
+        .arg(format!("-datasource.url={url}"))
+        .arg(format!("-remoteWrite.url={url}"))
+        .arg(format!("-replay.timeFrom={}", time(hour.header.from_ms)))
+        .arg(format!("-replay.timeTo={}", time(hour.header.to_ms)))
+        // Each group at its own interval (the default step is 5m).
+        .args([
+            "-replay.disableProgressBar",
+            "-replay.rulesDelay=0s",
+            "-datasource.queryStep=0s",
+        ])
+        .output()
+        .await
+        .context("vmalert")?;
+    let secs = t.elapsed().as_secs_f64();
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
     );
-    let took = rt.block_on(record_hour(&hour, dir.path()))?;
-    println!(
-        "recording the hour from a collector store: {:.2} s",
-        took.as_secs_f64()
+    std::fs::write(dir.join("vmalert.log"), &said)?;
+    anyhow::ensure!(
+        out.status.success(),
+        "vmalert failed: {}",
+        said.lines().rev().take(5).collect::<Vec<_>>().join(" | ")
     );
-    Ok(())
+    // What it did, in its own words (its last lines).
+    for l in said
+        .lines()
+        .filter(|l| l.contains("replay") || l.contains("samples"))
+        .take(6)
+    {
+        eprintln!("  vmalert: {l}");
+    }
+    Ok(secs)
 }
 
 /// Store the hour in a fresh collector's stores, then time recording it.

@@ -182,12 +182,12 @@ pub fn run(command: IncidentCommand) -> anyhow::Result<()> {
     }
 }
 
-/// A bundle and its recorded setup; unless `rules_given`, every rule file
-/// the recording ran must be in it.
-fn load(path: &Path, rules_given: bool) -> anyhow::Result<(Bundle, Setup)> {
-    let bundle = Bundle::read(path)?;
+/// A bundle (what replay needs of it) and its recorded setup; unless
+/// `rules` replace them, every rule file the recording ran must be in it.
+fn load(path: &Path, rules: Option<&Path>) -> anyhow::Result<(Bundle, Setup)> {
+    let bundle = Bundle::read_only(path, &keel_replay::run::keep(rules))?;
     let shown = path.display().to_string();
-    if !rules_given {
+    if rules.is_none() {
         Setup::check_rule_files(&bundle, &shown)?;
     }
     let setup = Setup::recorded(&bundle, &shown)?;
@@ -204,7 +204,7 @@ pub fn replay_cmd(a: ReplayArgs) -> anyhow::Result<()> {
         .collect::<Result<_, _>>()
         .map_err(anyhow::Error::msg)?;
     let started = std::time::Instant::now();
-    let (bundle, recorded) = load(&a.bundle, a.rules.is_some())?;
+    let (bundle, recorded) = load(&a.bundle, a.rules.as_deref())?;
     let what_if = a.rules.is_some() || a.policy.is_some();
     let mut setup = recorded.clone();
     if let Some(r) = &a.rules {
@@ -253,11 +253,17 @@ pub fn replay_cmd(a: ReplayArgs) -> anyhow::Result<()> {
     std::io::stdout().write_all(out.as_bytes())?;
     if a.stats {
         let wall = started.elapsed().as_secs_f64();
+        let t = &outcome.timings;
         eprintln!(
-            "replayed {} of recorded time in {:.3} s: {:.0} recorded seconds per wall second",
+            "replayed {} of recorded time in {:.3} s: {:.0} recorded seconds per wall second (load {:.2} s, feed {:.2} s, rules {:.2} s, routing {:.2} s, controller {:.2} s)",
             report::span(replayed_ms),
             wall,
-            replayed_ms as f64 / 1000.0 / wall.max(1e-9)
+            replayed_ms as f64 / 1000.0 / wall.max(1e-9),
+            t.load.as_secs_f64(),
+            t.feed.as_secs_f64(),
+            t.rules.as_secs_f64(),
+            t.routing.as_secs_f64(),
+            t.controller.as_secs_f64()
         );
     }
     if !failed.is_empty() {
@@ -281,7 +287,7 @@ fn score(rules: &Path, bundles: &[PathBuf]) -> anyhow::Result<()> {
     let mut scores: std::collections::BTreeMap<String, Score> = Default::default();
     let mut names = Vec::new();
     for path in bundles {
-        let (bundle, recorded) = load(path, true)?;
+        let (bundle, recorded) = load(path, Some(rules))?;
         let setup = recorded.with_rules(rules)?;
         for g in &setup.groups {
             for r in &g.rules {

@@ -404,3 +404,44 @@ fn failover_is_decided_again_from_the_recorded_probe_rounds() {
         "{out}"
     );
 }
+
+#[test]
+fn score_says_which_incidents_a_rule_caught_and_how_early() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut b = bundle();
+    // The outage began at +16:00.
+    b.header.incident_ms = Some(T0 + 16 * MIN);
+    let path = dir.path().join("ramp.keelinc");
+    b.write(&path).expect("write bundle");
+    let tight = write_rules(dir.path(), "tight", 0.05);
+    let (ok, out, err) = keel(&[
+        "incident",
+        "score",
+        "--rules",
+        &tight,
+        &path.display().to_string(),
+    ]);
+    assert!(ok, "{err}");
+    let row = out
+        .lines()
+        .find(|l| l.starts_with("ErrorsHigh"))
+        .unwrap_or_else(|| panic!("{out}"));
+    // Fired at +14:00.050: 1m 59.95s ahead of the outage; no flapping.
+    assert!(row.contains("1/1"), "{row}");
+    assert!(row.contains("1m 59s 950ms"), "{row}");
+    assert!(row.trim_end().ends_with("0  ramp"), "{row}");
+    let loose = write_rules(dir.path(), "loose", 0.3);
+    let (ok, out, _) = keel(&[
+        "incident",
+        "score",
+        "--rules",
+        &loose,
+        &path.display().to_string(),
+    ]);
+    assert!(ok);
+    assert!(
+        out.lines()
+            .any(|l| l.starts_with("ErrorsHigh") && l.contains("0/1")),
+        "{out}"
+    );
+}

@@ -77,7 +77,7 @@ impl Feed {
             labels.push(Labels::new(s.labels.iter().collect()));
             items.extend(s.samples.iter().map(|(t, v)| (st.visible(*t), i, *t, *v)));
         }
-        items.sort_by_key(|a| (a.0, a.1, a.2));
+        items.sort_unstable_by_key(|a| (a.0, a.1, a.2));
         Self {
             labels,
             items,
@@ -98,15 +98,24 @@ impl Feed {
     /// Every sample visible by `t` not handed out yet, as a store batch.
     pub fn until(&mut self, t: i64) -> Vec<(Labels, Vec<(i64, f64)>)> {
         let end = self.next + self.items[self.next..].partition_point(|it| it.0 <= t);
-        let mut by_series: BTreeMap<u32, Vec<(i64, f64)>> = BTreeMap::new();
-        for (_, s, t, v) in &self.items[self.next..end] {
-            by_series.entry(*s).or_default().push((*t, *v));
-        }
+        let mut due: Vec<(u32, i64, f64)> = self.items[self.next..end]
+            .iter()
+            .map(|(_, s, t, v)| (*s, *t, *v))
+            .collect();
         self.next = end;
-        by_series
-            .into_iter()
-            .map(|(s, samples)| (self.labels[s as usize].clone(), samples))
-            .collect()
+        due.sort_unstable_by_key(|(s, t, _)| (*s, *t));
+        let mut out: Vec<(Labels, Vec<(i64, f64)>)> = Vec::new();
+        let mut last = None;
+        for (s, t, v) in due {
+            if last != Some(s) {
+                out.push((self.labels[s as usize].clone(), Vec::new()));
+                last = Some(s);
+            }
+            if let Some((_, samples)) = out.last_mut() {
+                samples.push((t, v));
+            }
+        }
+        out
     }
 }
 

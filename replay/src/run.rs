@@ -192,6 +192,34 @@ impl Setup {
     }
 }
 
+/// True when a rule of `groups` counts logs.
+fn reads_logs(groups: &[Group]) -> bool {
+    groups.iter().flat_map(|g| &g.rules).any(|r| {
+        matches!(
+            r,
+            Rule::Alert(a) if matches!(a.condition, keel_collector::rules::Condition::Logs { .. })
+        )
+    })
+}
+
+/// What a replay reads of a bundle: never its spans, and its logs only
+/// when a rule (the bundle's, or those of `rules` when given) counts them.
+pub fn keep(rules: Option<&Path>) -> keel_collector::incident::bundle::Keep {
+    let rules = rules.map(Path::to_owned);
+    keel_collector::incident::bundle::Keep {
+        spans: false,
+        logs: Box::new(move |b: &Bundle| {
+            let setup = Setup::recorded(b, "bundle");
+            match (&rules, setup) {
+                (Some(dir), Ok(s)) => s.with_rules(dir).is_ok_and(|s| reads_logs(&s.groups)),
+                (None, Ok(s)) => reads_logs(&s.groups),
+                // Unknown: keep them (the error shows at replay).
+                (_, Err(_)) => true,
+            }
+        }),
+    }
+}
+
 /// A scaling decision the replay made (or the recording holds).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Scaling {
@@ -251,6 +279,24 @@ pub struct Outcome {
     pub scheduled_controller: bool,
     /// Failover decided again from the recorded probe rounds.
     pub failover: crate::failover::Replayed,
+    /// Wall-clock time spent per part (for `--stats` only: never in
+    /// the replay's output).
+    pub timings: Timings,
+}
+
+/// Where a replay's wall-clock time went.
+#[derive(Debug, Clone, Default)]
+pub struct Timings {
+    /// Loading samples and logs.
+    pub load: std::time::Duration,
+    /// Feeding samples at their arrival.
+    pub feed: std::time::Duration,
+    /// Rule evaluation.
+    pub rules: std::time::Duration,
+    /// Routing.
+    pub routing: std::time::Duration,
+    /// Controller ticks.
+    pub controller: std::time::Duration,
 }
 
 /// The simulated actuator: starts at the recorded count, then takes the
@@ -340,7 +386,7 @@ pub fn replay(bundle: &Bundle, setup: &Setup) -> Result<Outcome, ReplayError> {
     }));
     // Logs for log rules: counted by their own time.
     let log_dir = tempfile::tempdir().map_err(|e| ReplayError::Internal(e.to_string()))?;
-    let logs = if bundle.logs.is_empty() {
+    let logs = if bundle.logs.is_empty() || !reads_logs(&setup.groups) {
         None
     } else {
         let l = keel_collector::logs::LogStore::open(
@@ -374,6 +420,7 @@ pub fn replay(bundle: &Bundle, setup: &Setup) -> Result<Outcome, ReplayError> {
             Rule::Alert(_) => None,
         })
         .collect();
+    let loading = std::time::Instant::now();
     let mut feed = Feed::new(&bundle.series, &bundle.marks, |s| {
         s.labels
             .get("__name__")
@@ -383,6 +430,7 @@ pub fn replay(bundle: &Bundle, setup: &Setup) -> Result<Outcome, ReplayError> {
         samples: feed.len(),
         ..Outcome::default()
     };
+    out.timings.load = loading.elapsed();
 
     // The schedule.
     let mut steps: BTreeMap<i64, Step> = BTreeMap::new();
@@ -525,13 +573,16 @@ pub fn replay(bundle: &Bundle, setup: &Setup) -> Result<Outcome, ReplayError> {
     for (t, step) in steps {
         clock.set(keel_core::clock::from_unix_ms(t));
         let report = t >= from;
+        let clock_feed = std::time::Instant::now();
         let batch = feed.until(t);
         if !batch.is_empty() {
             store
                 .append(batch)
                 .map_err(|e| ReplayError::Internal(e.to_string()))?;
         }
+        out.timings.feed += clock_feed.elapsed();
         if !step.groups.is_empty() {
+            let clock_rules = std::time::Instant::now();
             out.rounds += 1;
             for i in step.groups {
                 let g = &mut groups[i];
@@ -554,6 +605,8 @@ pub fn replay(bundle: &Bundle, setup: &Setup) -> Result<Outcome, ReplayError> {
                     }
                 }
             }
+            out.timings.rules += clock_rules.elapsed();
+            let clock_routing = std::time::Instant::now();
             let views: Vec<AlertView> = groups
                 .iter()
                 .flat_map(|g| g.alerts())
@@ -563,8 +616,10 @@ pub fn replay(bundle: &Bundle, setup: &Setup) -> Result<Outcome, ReplayError> {
             if report {
                 out.pages.extend(pages);
             }
+            out.timings.routing += clock_routing.elapsed();
         }
         if let (true, Some(ctl), Some(c)) = (step.controller, &ctl, &controller) {
+            let clock_ctl = std::time::Instant::now();
             out.ticks += 1;
             for e in rt.block_on(ctl.tick(t)) {
                 let d = e.decision.as_ref();
@@ -606,6 +661,7 @@ pub fn replay(bundle: &Bundle, setup: &Setup) -> Result<Outcome, ReplayError> {
                     });
                 }
             }
+            out.timings.controller += clock_ctl.elapsed();
         }
     }
     Ok(out)

@@ -131,6 +131,24 @@ pub struct Bundle {
     pub pages: Vec<crate::notify::Page>,
 }
 
+/// What to read of a bundle: everything by default.
+pub struct Keep {
+    /// Spans.
+    pub spans: bool,
+    /// Logs: asked once, at the first log record, with what was read so
+    /// far (header, config and files).
+    pub logs: Box<dyn Fn(&Bundle) -> bool>,
+}
+
+impl Default for Keep {
+    fn default() -> Self {
+        Self {
+            spans: true,
+            logs: Box::new(|_| true),
+        }
+    }
+}
+
 /// One line of the stream.
 #[derive(Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -278,16 +296,31 @@ impl Bundle {
 
     /// Read a bundle file.
     pub fn read(path: &Path) -> Result<Self, BundleError> {
+        Self::read_only(path, &Keep::default())
+    }
+
+    /// Read a bundle file, leaving out what `keep` does not want (the
+    /// stream is still read and checked whole).
+    pub fn read_only(path: &Path, keep: &Keep) -> Result<Self, BundleError> {
         let name = path.display().to_string();
         let file = std::fs::File::open(path).map_err(|source| BundleError::Io {
             path: name.clone(),
             source,
         })?;
-        Self::read_from(std::io::BufReader::new(file), &name)
+        Self::read_from_only(std::io::BufReader::new(file), &name, keep)
     }
 
     /// Read a bundle from `input`; `name` names it in errors.
     pub fn read_from(input: impl BufRead, name: &str) -> Result<Self, BundleError> {
+        Self::read_from_only(input, name, &Keep::default())
+    }
+
+    /// As [`Self::read_from`], leaving out what `keep` does not want.
+    pub fn read_from_only(
+        input: impl BufRead,
+        name: &str,
+        keep: &Keep,
+    ) -> Result<Self, BundleError> {
         let path = name.to_owned();
         let mut lines = decompressed(input, &path)?;
         let mut header = None;
@@ -315,6 +348,8 @@ impl Bundle {
         };
         let mut items = 0u64;
         let mut line = Vec::new();
+        // Decided at the first log record, once the files are read.
+        let mut keep_logs: Option<bool> = None;
         loop {
             line.clear();
             let corrupt = |why: String| BundleError::Corrupt {
@@ -328,6 +363,15 @@ impl Bundle {
                 .map_err(|e| corrupt(e.to_string()))?;
             if n == 0 || line.last() != Some(&b'\n') {
                 return Err(BundleError::Truncated { path, items });
+            }
+            // Items left out are counted, not parsed (the frame's
+            // checksum still covers their bytes).
+            let skip = (line.starts_with(b"{\"span\":") && !keep.spans)
+                || (line.starts_with(b"{\"log\":")
+                    && !*keep_logs.get_or_insert_with(|| (keep.logs)(&b)));
+            if skip {
+                items += 1;
+                continue;
             }
             let item: Item = serde_json::from_slice(&line).map_err(|e| corrupt(e.to_string()))?;
             match item {

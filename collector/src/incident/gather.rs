@@ -179,9 +179,15 @@ impl Sources {
             }
         };
         let Some(st) = &self.state else {
+            // No state store: the notifier's memory (its last 1,000).
             for d in self.notifier.deliveries() {
                 add_page(d.page);
             }
+            pages.sort_by(|a, b| {
+                a.at_ms
+                    .cmp(&b.at_ms)
+                    .then(a.group_key().cmp(&b.group_key()))
+            });
             return Ok((Vec::new(), Vec::new(), pages));
         };
         let events = st

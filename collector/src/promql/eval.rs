@@ -54,6 +54,43 @@ fn offset_ms(o: &Option<Offset>) -> i64 {
     }
 }
 
+/// Most entries a process-wide cache keeps before it starts over.
+const CACHED: usize = 4096;
+
+/// A process-wide cache: rules and panels ask the same things again and
+/// again (a rule group every second in replay), and building a regex's
+/// automaton or parsing a query costs more than evaluating it.
+struct Cache<V>(std::sync::OnceLock<std::sync::Mutex<crate::FastMap<String, V>>>);
+
+impl<V: Clone> Cache<V> {
+    const fn new() -> Self {
+        Self(std::sync::OnceLock::new())
+    }
+
+    fn get_or<E>(&self, key: &str, make: impl FnOnce() -> Result<V, E>) -> Result<V, E> {
+        let m = self.0.get_or_init(Default::default);
+        if let Some(v) = m.lock().unwrap_or_else(|e| e.into_inner()).get(key) {
+            return Ok(v.clone());
+        }
+        let v = make()?;
+        let mut g = m.lock().unwrap_or_else(|e| e.into_inner());
+        if g.len() >= CACHED {
+            g.clear();
+        }
+        g.insert(key.to_owned(), v.clone());
+        Ok(v)
+    }
+}
+
+static REGEXES: Cache<regex::Regex> = Cache::new();
+static PARSED: Cache<std::sync::Arc<Expr>> = Cache::new();
+
+/// PromQL's regex `re`, anchored at both ends and `.` matching newlines
+/// (compiled once per process; clones share the compiled automaton).
+pub(crate) fn anchored_regex(re: &str) -> Result<regex::Regex, regex::Error> {
+    REGEXES.get_or(re, || regex::Regex::new(&format!("^(?s:{re})$")))
+}
+
 /// Turn the parser's matchers into the store's (regexes anchored, as
 /// PromQL's are). Shared with the series API's `match[]`.
 pub(crate) fn matchers(vs: &VectorSelector) -> Result<Vec<Matcher>, EvalError> {
@@ -68,8 +105,7 @@ pub(crate) fn matchers(vs: &VectorSelector) -> Result<Vec<Matcher>, EvalError> {
     }
     for m in &vs.matchers.matchers {
         let anchored = |re: &str| {
-            regex::Regex::new(&format!("^(?s:{re})$"))
-                .map_err(|e| EvalError::Parse(format!("bad regex {re:?}: {e}")))
+            anchored_regex(re).map_err(|e| EvalError::Parse(format!("bad regex {re:?}: {e}")))
         };
         out.push(match &m.op {
             MatchOp::Equal => Matcher::Equal(m.name.clone(), m.value.clone()),
@@ -145,9 +181,15 @@ impl<'a> Engine<'a> {
         parser::parse(query).map_err(EvalError::Parse)
     }
 
+    /// Parse `query`, once per process (a bad one is parsed again each
+    /// time: its error is not kept).
+    fn parsed(query: &str) -> Result<std::sync::Arc<Expr>, EvalError> {
+        PARSED.get_or(query, || Self::parse(query).map(std::sync::Arc::new))
+    }
+
     /// Evaluate at one time (ms).
     pub fn instant(&self, query: &str, t: i64) -> Result<Value, EvalError> {
-        let expr = Self::parse(query)?;
+        let expr = Self::parsed(query)?;
         let mut ctx = self.ctx(
             QueryRange {
                 start: t,
@@ -171,7 +213,7 @@ impl<'a> Engine<'a> {
         if range.end < range.start {
             return Err(EvalError::Execution("end is before start".into()));
         }
-        let expr = Self::parse(query)?;
+        let expr = Self::parsed(query)?;
         match expr.value_type() {
             parser::value::ValueType::Vector | parser::value::ValueType::Scalar => {}
             other => {
@@ -756,7 +798,7 @@ impl Ctx<'_> {
                     self.string(arg(3)?, t)?,
                     self.string(arg(4)?, t)?,
                 );
-                let re = regex::Regex::new(&format!("^(?s:{re})$")).map_err(|e| {
+                let re = anchored_regex(&re).map_err(|e| {
                     EvalError::Execution(format!(
                         "invalid regular expression in label_replace(): {e}"
                     ))
