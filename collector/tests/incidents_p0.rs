@@ -7,25 +7,15 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use keel_collector::incident::IncidentsConfig;
-use keel_collector::labels::Labels;
 use keel_collector::rules::RulesConfig;
 use keel_collector::server::{CollectorConfig, Running, start};
 use keel_core::clock::{ManualClock, SharedClock, unix_ms};
 use serde_json::Value;
 
 mod common;
-use common::{evaluated_at, get};
+use common::{evaluated_at, get, x};
 
 const RULES: &str = "groups:\n- name: hot\n  interval: 10s\n  rules:\n  - alert: Hot\n    expr: x > 1\n    severity: P0\n";
-
-fn x(c: &Running, instance: &str, t: SystemTime, v: f64) {
-    c.store
-        .append(vec![(
-            Labels::new(vec![("__name__", "x"), ("instance", instance)]),
-            vec![(unix_ms(t), v)],
-        )])
-        .expect("append");
-}
 
 /// The bundles listed, once there are `n` of them.
 async fn listed(c: &Running, n: usize) -> Vec<Value> {

@@ -6,14 +6,13 @@
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use keel_collector::labels::Labels;
 use keel_collector::rules::RulesConfig;
 use keel_collector::server::{CollectorConfig, Running, start};
-use keel_core::clock::{ManualClock, SharedClock, unix_ms};
+use keel_core::clock::{ManualClock, SharedClock};
 use serde_json::Value;
 
 mod common;
-use common::{evaluated_at, get};
+use common::{evaluated_at, get, x};
 
 const RULES: &str = "groups:\n- name: shop\n  interval: 10s\n  rules:\n  - alert: High\n    expr: x > 1\n    for: 1m\n    severity: P0\n    annotations:\n      summary: '{{ $labels.instance }} at {{ $value }}'\n";
 
@@ -42,15 +41,6 @@ async fn collector(dir: &std::path::Path, clock: &ManualClock, reload: Duration)
     };
     let clock: SharedClock = Arc::new(clock.clone());
     start(&config, clock).await.expect("collector starts")
-}
-
-fn x(c: &Running, instance: &str, t: SystemTime, v: f64) {
-    c.store
-        .append(vec![(
-            Labels::new(vec![("__name__", "x"), ("instance", instance)]),
-            vec![(unix_ms(t), v)],
-        )])
-        .expect("append");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -93,6 +93,8 @@ pub fn replay(bundle: &Bundle, targets: &[FailoverConfig], report_from: i64) -> 
             match decide::observe(cfg, w, &obs) {
                 Verdict::Failover(plan) if !decided => {
                     decided = true;
+                    // Anti-flapping counts from here, as after the live one.
+                    w.last_failover_ms = Some(obs.at_ms);
                     if obs.at_ms >= report_from {
                         r.decided.push(Decided {
                             at_ms: obs.at_ms,
@@ -100,7 +102,10 @@ pub fn replay(bundle: &Bundle, targets: &[FailoverConfig], report_from: i64) -> 
                             from: before.primary.clone(),
                             promote: plan.promote,
                             epoch: plan.epoch,
-                            detected_after_ms: before.first_failure_ms.map(|t| obs.at_ms - t),
+                            // With a threshold of 1 this probe was the first.
+                            detected_after_ms: Some(
+                                obs.at_ms - before.first_failure_ms.unwrap_or(obs.at_ms),
+                            ),
                             why: plan.why,
                         });
                     }

@@ -267,20 +267,30 @@ fn recorded_scaling(bundle: &Bundle) -> Vec<(i64, String, u32)> {
         .collect()
 }
 
-type AlertKey = (i64, String, String, String, String);
-
-fn alert_key(a: &AlertChange) -> AlertKey {
-    (
-        a.at_ms,
-        format!("{}{}", a.rule, labels(&a.labels)),
-        a.from.clone(),
-        a.to.clone(),
-        a.severity.clone(),
-    )
-}
-
 fn page_key(p: &Page) -> (i64, String) {
     (p.at_ms, page_line(p))
+}
+
+/// Each side's items the other lacks, as lines with their reasons.
+fn differences(
+    out: &mut Vec<String>,
+    from: i64,
+    recorded: &[(i64, String)],
+    replayed: &[(i64, String)],
+    reason: impl Fn(i64) -> &'static str,
+) {
+    for (side, a, b) in [
+        ("recorded, not replayed", recorded, replayed),
+        ("replayed, not recorded", replayed, recorded),
+    ] {
+        for (at, what) in minus(a, b) {
+            out.push(format!(
+                "{}  {side}: {what} ({})",
+                offset(from, at),
+                reason(at)
+            ));
+        }
+    }
 }
 
 /// Items in `a` not in `b` (as multisets).
@@ -333,69 +343,41 @@ pub fn reproduction(
         }
     };
     let mut diffs = Vec::new();
-    let rec_alerts: Vec<AlertKey> = bundle.alerts.iter().map(alert_key).collect();
-    let rep_alerts: Vec<AlertKey> = outcome.alerts.iter().map(alert_key).collect();
-    for k in minus(&rec_alerts, &rep_alerts) {
-        diffs.push(format!(
-            "{}  recorded, not replayed: alert {} {} -> {} ({})",
-            offset(h.from_ms, k.0),
-            k.1,
-            k.2,
-            k.3,
-            reason(k.0)
-        ));
-    }
-    for k in minus(&rep_alerts, &rec_alerts) {
-        diffs.push(format!(
-            "{}  replayed, not recorded: alert {} {} -> {} ({})",
-            offset(h.from_ms, k.0),
-            k.1,
-            k.2,
-            k.3,
-            reason(k.0)
-        ));
-    }
+    let alert_item = |a: &AlertChange| {
+        (
+            a.at_ms,
+            format!(
+                "alert {} {}{} {} -> {}",
+                a.severity,
+                a.rule,
+                labels(&a.labels),
+                a.from,
+                a.to
+            ),
+        )
+    };
+    let rec_alerts: Vec<(i64, String)> = bundle.alerts.iter().map(alert_item).collect();
+    let rep_alerts: Vec<(i64, String)> = outcome.alerts.iter().map(alert_item).collect();
+    differences(&mut diffs, h.from_ms, &rec_alerts, &rep_alerts, reason);
     let rec_pages: Vec<(i64, String)> = bundle.pages.iter().map(page_key).collect();
     let rep_pages: Vec<(i64, String)> = outcome.pages.iter().map(page_key).collect();
-    for k in minus(&rec_pages, &rep_pages) {
-        diffs.push(format!(
-            "{}  recorded, not replayed: {} ({})",
-            offset(h.from_ms, k.0),
-            k.1,
-            reason(k.0)
-        ));
-    }
-    for k in minus(&rep_pages, &rec_pages) {
-        diffs.push(format!(
-            "{}  replayed, not recorded: {} ({})",
-            offset(h.from_ms, k.0),
-            k.1,
-            reason(k.0)
-        ));
-    }
-    let rec_scale = recorded_scaling(bundle);
-    let rep_scale: Vec<(i64, String, u32)> = outcome
+    differences(&mut diffs, h.from_ms, &rec_pages, &rep_pages, reason);
+    let rec_scale: Vec<(i64, String)> = recorded_scaling(bundle)
+        .into_iter()
+        .map(|(at, policy, to)| (at, format!("scale {policy} to {to}")))
+        .collect();
+    let rep_scale: Vec<(i64, String)> = outcome
         .scaling
         .iter()
-        .map(|s| (s.at_ms, s.policy.clone(), s.to))
+        .map(|s| (s.at_ms, format!("scale {} to {}", s.policy, s.to)))
         .collect();
-    let scale_reason = "the autoscaler's history before the bundle's lead-in (stabilization, rate-limit periods, panic) is not in it, or the count was changed by something other than the controller";
-    for k in minus(&rec_scale, &rep_scale) {
-        diffs.push(format!(
-            "{}  recorded, not replayed: scale {} to {} ({scale_reason})",
-            offset(h.from_ms, k.0),
-            k.1,
-            k.2
-        ));
-    }
-    for k in minus(&rep_scale, &rec_scale) {
-        diffs.push(format!(
-            "{}  replayed, not recorded: scale {} to {} ({scale_reason})",
-            offset(h.from_ms, k.0),
-            k.1,
-            k.2
-        ));
-    }
+    differences(
+        &mut diffs,
+        h.from_ms,
+        &rec_scale,
+        &rep_scale,
+        |_| "the autoscaler's history before the bundle's lead-in (stabilization, rate-limit periods, panic) is not in it, or the count was changed by something other than the controller",
+    );
     // Failover: the recording's automatic ones, by the observation that
     // decided them (only where its probe rounds are in the bundle).
     let probed: std::collections::BTreeSet<&str> = bundle
@@ -406,29 +388,24 @@ pub fn reproduction(
             _ => None,
         })
         .collect();
-    let rec_fo: Vec<(String, i64)> = recorded_failovers(bundle)
+    let rec_fo: Vec<(i64, String)> = recorded_failovers(bundle)
         .into_iter()
         .filter(|(t, at)| probed.contains(t.as_str()) && *at >= h.from_ms)
+        .map(|(t, at)| (at, format!("failover {t}")))
         .collect();
-    let rep_fo: Vec<(String, i64)> = outcome
+    let rep_fo: Vec<(i64, String)> = outcome
         .failover
         .decided
         .iter()
-        .map(|d| (d.target.clone(), d.at_ms))
+        .map(|d| (d.at_ms, format!("failover {}", d.target)))
         .collect();
-    let fo_reason = "the probe rounds before the window, or a failover asked for by hand, are not decided again";
-    for (t, at) in minus(&rec_fo, &rep_fo) {
-        diffs.push(format!(
-            "{}  recorded, not replayed: failover {t} ({fo_reason})",
-            offset(h.from_ms, at)
-        ));
-    }
-    for (t, at) in minus(&rep_fo, &rec_fo) {
-        diffs.push(format!(
-            "{}  replayed, not recorded: failover {t} ({fo_reason})",
-            offset(h.from_ms, at)
-        ));
-    }
+    differences(
+        &mut diffs,
+        h.from_ms,
+        &rec_fo,
+        &rep_fo,
+        |_| "the probe rounds before the window, or a failover asked for by hand, are not decided again",
+    );
     if diffs.is_empty() {
         Ok(format!(
             "reproduced: {} alert changes, {} pages, {} scaling actions and {} failovers, as recorded",

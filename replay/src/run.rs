@@ -208,16 +208,34 @@ pub fn keep(rules: Option<&Path>) -> keel_collector::incident::bundle::Keep {
     let rules = rules.map(Path::to_owned);
     keel_collector::incident::bundle::Keep {
         spans: false,
-        logs: Box::new(move |b: &Bundle| {
-            let setup = Setup::recorded(b, "bundle");
-            match (&rules, setup) {
-                (Some(dir), Ok(s)) => s.with_rules(dir).is_ok_and(|s| reads_logs(&s.groups)),
-                (None, Ok(s)) => reads_logs(&s.groups),
-                // Unknown: keep them (the error shows at replay).
-                (_, Err(_)) => true,
+        // The recorded rules run too (a what-if's baseline).
+        logs: Box::new(move |b: &Bundle| match Setup::recorded(b, "bundle") {
+            Ok(s) => {
+                reads_logs(&s.groups)
+                    || rules.as_ref().is_some_and(|dir| {
+                        s.with_rules(dir).map_or(true, |w| reads_logs(&w.groups))
+                    })
             }
+            // Unknown: keep them (the error shows at replay).
+            Err(_) => true,
         }),
     }
+}
+
+/// Most group and controller evaluations one replay runs (an hour of
+/// 1 s groups is 3,600 each).
+const MAX_EVALUATIONS: usize = 5_000_000;
+
+/// Count the evaluations of one schedule from `start` to `to` every
+/// `every` ms into `n`, refusing past [`MAX_EVALUATIONS`].
+fn planned(n: &mut usize, start: i64, to: i64, every: i64) -> Result<(), ReplayError> {
+    *n += ((to - start).max(0) / every + 1) as usize;
+    if *n > MAX_EVALUATIONS {
+        return Err(ReplayError::Rules(format!(
+            "more than {MAX_EVALUATIONS} evaluations over the window: fewer groups or longer intervals"
+        )));
+    }
+    Ok(())
 }
 
 /// A scaling decision the replay made (or the recording holds).
@@ -455,6 +473,8 @@ pub fn replay(bundle: &Bundle, setup: &Setup) -> Result<Outcome, ReplayError> {
             Mark::Arrival { .. } | Mark::Probe { .. } => {}
         }
     }
+    // Evaluations put on an interval so far (bounded before they are made).
+    let mut scheduled = 0usize;
     let recorded_setup = Setup::recorded(bundle, "bundle").ok();
     let recorded_interval = |file: &str, group: &str| {
         recorded_setup.as_ref().and_then(|s| {
@@ -481,6 +501,7 @@ pub fn replay(bundle: &Bundle, setup: &Setup) -> Result<Outcome, ReplayError> {
             None => {
                 out.scheduled_groups.push(format!("{}/{}", key.0, key.1));
                 let every = (g.interval.as_millis() as i64).max(1000);
+                planned(&mut scheduled, start, to, every)?;
                 let mut t = start;
                 while t <= to {
                     steps.entry(t).or_default().groups.push(i);
@@ -521,6 +542,7 @@ pub fn replay(bundle: &Bundle, setup: &Setup) -> Result<Outcome, ReplayError> {
             out.scheduled_controller = true;
             ticks.clear();
             let every = (c.interval.as_millis() as i64).max(1000);
+            planned(&mut scheduled, start, to, every)?;
             let mut t = start;
             while t <= to {
                 ticks.insert(t);
@@ -532,6 +554,17 @@ pub fn replay(bundle: &Bundle, setup: &Setup) -> Result<Outcome, ReplayError> {
         }
     }
 
+    // Marks of arrivals reach past the window's end; ticks must not.
+    steps.retain(|t, _| *t <= to);
+    let evaluations: usize = steps
+        .values()
+        .map(|s| s.groups.len() + usize::from(s.controller))
+        .sum();
+    if evaluations > MAX_EVALUATIONS {
+        return Err(ReplayError::Rules(format!(
+            "{evaluations} evaluations over the window (more than {MAX_EVALUATIONS}): fewer groups or longer intervals"
+        )));
+    }
     let rt = tokio::runtime::Builder::new_current_thread()
         .build()
         .map_err(|e| ReplayError::Internal(e.to_string()))?;

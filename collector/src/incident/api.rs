@@ -75,10 +75,22 @@ struct WhatIf {
 async fn replay(
     State(i): State<Arc<Incidents>>,
     Path(name): Path<String>,
+    headers: axum::http::HeaderMap,
     body: Bytes,
 ) -> Response {
     let w: WhatIf = if body.is_empty() {
         WhatIf::default()
+    } else if !headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"))
+    {
+        // (Not a form a page on another site could post.)
+        return fail(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "bad_data",
+            "body: send application/json".into(),
+        );
     } else {
         match serde_json::from_slice(&body) {
             Ok(w) => w,
@@ -104,7 +116,7 @@ async fn replay(
 /// `/api/v1/{rest}`.
 async fn view(
     State(i): State<Arc<Incidents>>,
-    Path((name, rest)): Path<(String, String)>,
+    Path((name, _)): Path<(String, String)>,
     req: axum::extract::Request,
 ) -> Response {
     use tower::ServiceExt as _;
@@ -116,6 +128,12 @@ async fn view(
     let (mut parts, body) = req.into_parts();
     // The outer route's path parameters must not reach the inner one.
     parts.extensions = Default::default();
+    // The rest of the path as sent (still percent-encoded).
+    let raw = parts.uri.path();
+    let rest = raw
+        .find("/view/")
+        .map_or("", |i| &raw[i + "/view/".len()..])
+        .to_owned();
     let query = parts
         .uri
         .query()

@@ -375,7 +375,10 @@ impl Bundle {
             }
             let item: Item = serde_json::from_slice(&line).map_err(|e| corrupt(e.to_string()))?;
             match item {
-                Item::Header(h) if items == 0 => header = Some(h),
+                Item::Header(h) if items == 0 => {
+                    b.header = h.clone();
+                    header = Some(h);
+                }
                 _ if items == 0 => return Err(corrupt("the first item is not the header".into())),
                 Item::Header(_) => return Err(corrupt("a second header".into())),
                 Item::Config(c) => b.config = c,

@@ -82,8 +82,14 @@ impl Sources {
                 .unwrap_or_default();
             let log_records = all_records(&logs, &query, from, to)?;
             let span_records = all_records(&spans, &query, from, to)?;
-            // Samples near the window's end arrive after it.
-            let marks = marks.read(early, to + 60_000).map_err(failed)?;
+            // Samples near the window's end arrive after it; nothing
+            // else past it belongs.
+            let marks: Vec<keel_core::marks::Mark> = marks
+                .read(early, to + 60_000)
+                .map_err(failed)?
+                .into_iter()
+                .filter(|m| m.at_ms() <= to || matches!(m, keel_core::marks::Mark::Arrival { .. }))
+                .collect();
             Ok((series, log_records, span_records, marks))
         })
         .await
@@ -297,10 +303,12 @@ fn redact_dsns(controller: &mut serde_json::Value) {
             continue;
         };
         for m in members {
-            if let Some(d) = m.get_mut("dsn")
-                && let Some(s) = d.as_str()
-            {
-                *d = serde_json::Value::String(keel_state::redact(s));
+            for key in ["dsn", "agent"] {
+                if let Some(d) = m.get_mut(key)
+                    && let Some(s) = d.as_str()
+                {
+                    *d = serde_json::Value::String(keel_state::redact(s));
+                }
             }
         }
     }

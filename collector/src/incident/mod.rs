@@ -168,6 +168,9 @@ pub struct Incidents {
     replayer: std::sync::OnceLock<Arc<dyn Replayer>>,
     /// The bundle the dashboard views, by name.
     viewed: Mutex<Option<(String, Arc<view::View>)>>,
+    /// Held while a bundle is loaded for viewing (a page's panels ask at
+    /// once: one loads, the others wait for it).
+    loading: Mutex<()>,
 }
 
 /// Replays a bundle for the dashboard: the replay engine is another
@@ -217,6 +220,7 @@ impl Incidents {
             recording: tokio::sync::Mutex::new(()),
             replayer: std::sync::OnceLock::new(),
             viewed: Mutex::new(None),
+            loading: Mutex::new(()),
         })
     }
 
@@ -233,12 +237,21 @@ impl Incidents {
 
     /// Read the bundle named `name` (blocking).
     pub fn read(&self, name: &str) -> Result<bundle::Bundle, IncidentError> {
+        self.read_only(name, true)
+    }
+
+    /// As [`Self::read`], with or without its spans.
+    fn read_only(&self, name: &str, spans: bool) -> Result<bundle::Bundle, IncidentError> {
         check_name(name)?;
         let path = self.path(name);
         if !path.exists() {
             return Err(IncidentError::NotFound(name.to_owned()));
         }
-        bundle::Bundle::read(&path).map_err(|e| IncidentError::Invalid(e.to_string()))
+        let keep = bundle::Keep {
+            spans,
+            ..Default::default()
+        };
+        bundle::Bundle::read_only(&path, &keep).map_err(|e| IncidentError::Invalid(e.to_string()))
     }
 
     /// Replay the bundle named `name` for the dashboard (blocking).
@@ -264,13 +277,14 @@ impl Incidents {
         let modified = std::fs::metadata(self.path(name))
             .and_then(|m| m.modified())
             .ok();
+        let _one = self.loading.lock().unwrap_or_else(|e| e.into_inner());
         if let Some((n, v)) = &*self.viewed.lock().unwrap_or_else(|e| e.into_inner())
             && n == name
             && v.modified == modified
         {
             return Ok(v.clone());
         }
-        let b = self.read(name)?;
+        let b = self.read_only(name, false)?;
         let v = Arc::new(view::View::load(&b, modified).map_err(IncidentError::Failed)?);
         *self.viewed.lock().unwrap_or_else(|e| e.into_inner()) = Some((name.to_owned(), v.clone()));
         Ok(v)

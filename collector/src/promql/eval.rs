@@ -68,6 +68,11 @@ impl<V: Clone> Cache<V> {
     }
 
     fn get_or<E>(&self, key: &str, make: impl FnOnce() -> Result<V, E>) -> Result<V, E> {
+        // Long keys (generated queries) are not kept: the cache is
+        // bounded by count, and should stay small in bytes too.
+        if key.len() > 2048 {
+            return make();
+        }
         let m = self.0.get_or_init(Default::default);
         if let Some(v) = m.lock().unwrap_or_else(|e| e.into_inner()).get(key) {
             return Ok(v.clone());

@@ -231,3 +231,13 @@ pub async fn evaluated_at(
         tokio::time::sleep(std::time::Duration::from_millis(10)).await;
     }
 }
+
+/// One sample of the series `x{instance}` at `t`, straight into the store.
+pub fn x(c: &Running, instance: &str, t: std::time::SystemTime, v: f64) {
+    c.store
+        .append(vec![(
+            keel_collector::labels::Labels::new(vec![("__name__", "x"), ("instance", instance)]),
+            vec![(keel_core::clock::unix_ms(t), v)],
+        )])
+        .expect("append");
+}

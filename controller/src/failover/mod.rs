@@ -370,9 +370,11 @@ impl Failover {
                     if obs.at_ms < retry_after {
                         continue;
                     }
-                    let detected_after = before.first_failure_ms.map(|t| obs.at_ms - t);
+                    // (first failed probe, time to detection); with a
+                    // threshold of 1 this very probe was the first.
+                    let first = before.first_failure_ms.unwrap_or(obs.at_ms);
                     let failed = self
-                        .carry_out(plan, true, &before, detected_after)
+                        .carry_out(plan, true, &before, Some((first, obs.at_ms - first)))
                         .await
                         .is_err();
                     let mut g = lock(&self.inner);
@@ -510,7 +512,7 @@ impl Failover {
         plan: Plan,
         automatic: bool,
         before: &Watch,
-        detected_after_ms: Option<i64>,
+        detected: Option<(i64, i64)>,
     ) -> Result<Promoted, String> {
         let t0 = self.clock.now_ms();
         let old = before.primary.clone();
@@ -550,7 +552,7 @@ impl Failover {
                 if automatic { "primary lost" } else { "failover asked for" },
                 plan.why
             ),
-            serde_json::json!({"primary": old, "epoch": before.epoch, "automatic": automatic, "detection_ms": detected_after_ms, "first_failure_ms": before.first_failure_ms}),
+            serde_json::json!({"primary": old, "epoch": before.epoch, "automatic": automatic, "detection_ms": detected.map(|d| d.1), "first_failure_ms": detected.map(|d| d.0)}),
         );
         let paused: Vec<&String> = self
             .policies
