@@ -230,6 +230,63 @@ async fn keel_up_prints_its_urls_and_ctrl_c_leaves_no_process_behind() {
         .map(|p| p as i32)
         .collect();
     assert_eq!(pids.len(), 7, "lb, 2 web, cache, 3 db: {procs}");
+    // Failed requests are logged at error level, with the error: the
+    // `level:error` search keel up prints finds them.
+    let capacity = processes_url.replace("processes", "web/capacity");
+    let (_, mut c) = get_json(&capacity).await;
+    c["error_rate"] = serde_json::json!(1.0);
+    let r = reqwest::Client::new()
+        .put(&capacity)
+        .json(&c)
+        .send()
+        .await
+        .expect("capacity");
+    assert!(r.status().is_success(), "{}", r.status());
+    let shop = url("shop API");
+    for _ in 0..5 {
+        let s = reqwest::get(&shop).await.expect("shop").status();
+        assert!(s.is_server_error(), "{s}");
+    }
+    let failed = eventually(
+        "failed requests at error level",
+        Duration::from_secs(20),
+        || {
+            let url = search.clone();
+            async move {
+                let (_, v) = get_json(&url).await;
+                v["data"]["records"]
+                    .as_array()?
+                    .iter()
+                    .find(|r| {
+                        r["service"] == "shop-web"
+                            && r["message"] == "request failed"
+                            && r["attributes"]["error"]
+                                .as_str()
+                                .is_some_and(|e| e.contains("injected"))
+                    })
+                    .cloned()
+            }
+        },
+    )
+    .await;
+    assert_eq!(failed["level"], "error", "{failed}");
+    let access = eventually(
+        "the access line of a 500 at error level",
+        Duration::from_secs(20),
+        || {
+            let url = search.clone();
+            async move {
+                let (_, v) = get_json(&url).await;
+                v["data"]["records"]
+                    .as_array()?
+                    .iter()
+                    .find(|r| r["message"] == "request" && r["attributes"]["status"] == 500)
+                    .cloned()
+            }
+        },
+    )
+    .await;
+    assert_eq!(access["level"], "error", "{access}");
 
     kill(Pid::from_raw(child.id() as i32), Signal::SIGINT).expect("ctrl-c");
     let status = tokio::task::spawn_blocking(move || child.wait())

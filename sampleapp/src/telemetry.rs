@@ -238,14 +238,12 @@ where
     // One access-log line a request, under the request's trace (the
     // agent's log-to-metrics rule turns these into RED series).
     let _in_trace = cx.attach();
-    tracing::info!(
-        target: "access",
-        method = %method,
-        route,
-        status,
-        duration_ms = elapsed.as_secs_f64() * 1e3,
-        "request"
-    );
+    let duration_ms = elapsed.as_secs_f64() * 1e3;
+    if status >= 500 {
+        tracing::error!(target: "access", method = %method, route, status, duration_ms, "request");
+    } else {
+        tracing::info!(target: "access", method = %method, route, status, duration_ms, "request");
+    }
     response
 }
 
