@@ -83,20 +83,7 @@ pub fn repeat(b: &Bundle, n: i64) -> Bundle {
         .filter(|m| (b.header.from_ms..b.header.to_ms).contains(&m.at_ms()))
         .collect();
     for k in 1..n {
-        let mut copy = Bundle {
-            marks: inside.iter().map(|m| (*m).clone()).collect(),
-            series: Vec::new(),
-            logs: Vec::new(),
-            spans: Vec::new(),
-            events: Vec::new(),
-            alerts: Vec::new(),
-            pages: Vec::new(),
-            header: b.header.clone(),
-            config: Default::default(),
-            files: Vec::new(),
-        };
-        shift(&mut copy, k * w);
-        out.marks.extend(copy.marks);
+        out.marks.extend(inside.iter().map(|m| shifted(m, k * w)));
     }
     out.marks.sort_by_key(Mark::at_ms);
     for k in 1..n {
@@ -107,6 +94,48 @@ pub fn repeat(b: &Bundle, n: i64) -> Bundle {
         }));
     }
     out
+}
+
+/// A mark moved by `d` ms (its sample times and observation too).
+fn shifted(m: &Mark, d: i64) -> Mark {
+    match m.clone() {
+        Mark::Arrival { at_ms, sources } => Mark::Arrival {
+            at_ms: at_ms + d,
+            sources: sources.into_iter().map(|(j, i, t)| (j, i, t + d)).collect(),
+        },
+        Mark::RuleEval { at_ms, file, group } => Mark::RuleEval {
+            at_ms: at_ms + d,
+            file,
+            group,
+        },
+        Mark::PolicyEval {
+            at_ms,
+            policy,
+            replicas,
+            instances,
+        } => Mark::PolicyEval {
+            at_ms: at_ms + d,
+            policy,
+            replicas,
+            instances,
+        },
+        Mark::Probe {
+            at_ms,
+            target,
+            watch,
+            mut observation,
+        } => {
+            if let Some(t) = observation.get_mut("at_ms") {
+                *t = serde_json::json!(at_ms + d);
+            }
+            Mark::Probe {
+                at_ms: at_ms + d,
+                target,
+                watch,
+                observation,
+            }
+        }
+    }
 }
 
 /// `b` with every time moved by `d` ms.
@@ -122,44 +151,7 @@ pub fn shift(b: &mut Bundle, d: i64) {
         }
     }
     for m in &mut b.marks {
-        *m = match m.clone() {
-            Mark::Arrival { at_ms, sources } => Mark::Arrival {
-                at_ms: at_ms + d,
-                sources: sources.into_iter().map(|(j, i, t)| (j, i, t + d)).collect(),
-            },
-            Mark::RuleEval { at_ms, file, group } => Mark::RuleEval {
-                at_ms: at_ms + d,
-                file,
-                group,
-            },
-            Mark::PolicyEval {
-                at_ms,
-                policy,
-                replicas,
-                instances,
-            } => Mark::PolicyEval {
-                at_ms: at_ms + d,
-                policy,
-                replicas,
-                instances,
-            },
-            Mark::Probe {
-                at_ms,
-                target,
-                watch,
-                mut observation,
-            } => {
-                if let Some(t) = observation.get_mut("at_ms") {
-                    *t = serde_json::json!(at_ms + d);
-                }
-                Mark::Probe {
-                    at_ms: at_ms + d,
-                    target,
-                    watch,
-                    observation,
-                }
-            }
-        };
+        *m = shifted(m, d);
     }
     for l in &mut b.logs {
         l.timestamp_ns += d * 1_000_000;
@@ -214,17 +206,7 @@ pub fn run(a: ReplayBenchArgs) -> anyhow::Result<()> {
         std::fs::copy(&path, s).with_context(|| s.display().to_string())?;
     }
     let samples: usize = hour.series.iter().map(|s| s.samples.len()).sum();
-    let raw = 16 * samples as u64
-        + hour
-            .logs
-            .iter()
-            .map(|l| serde_json::to_vec(l).map_or(0, |v| v.len() as u64))
-            .sum::<u64>()
-        + hour
-            .spans
-            .iter()
-            .map(|s| serde_json::to_vec(s).map_or(0, |v| v.len() as u64))
-            .sum::<u64>();
+    let raw = hour.raw_bytes();
     let recorded_s = (hour.header.to_ms - hour.header.from_ms) as f64 / 1000.0;
     println!(
         "bundle of {:.2} h: {} series, {} samples, {} log records, {} marks; {} bytes against {} raw bytes ({:.1}x smaller, {:.2} bytes a sample)",

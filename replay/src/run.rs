@@ -407,21 +407,9 @@ pub fn replay(bundle: &Bundle, setup: &Setup) -> Result<Outcome, ReplayError> {
     let logs = if bundle.logs.is_empty() || !reads_logs(&setup.groups) {
         None
     } else {
-        let l = keel_collector::logs::LogStore::open(
-            log_dir.path(),
-            keel_collector::index_store::IndexConfig {
-                write_ahead: false,
-                partition_ms: (window + 1).max(60_000) * 2,
-                retention_ms: i64::MAX / 4,
-                ..Default::default()
-            },
-            from,
-        )
-        .map_err(|e| ReplayError::Internal(e.to_string()))?;
-        l.append(bundle.logs.clone(), from)
-            .map_err(|e| ReplayError::Internal(e.to_string()))?;
-        l.commit()
-            .map_err(|e| ReplayError::Internal(e.to_string()))?;
+        let l = bundle
+            .log_index(log_dir.path())
+            .map_err(ReplayError::Internal)?;
         Some(Arc::new(l))
     };
     let source = keel_collector::rules::source::StoreSource {

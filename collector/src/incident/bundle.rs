@@ -435,6 +435,47 @@ impl Bundle {
         Ok(b)
     }
 
+    /// The raw data it holds: 16 bytes a sample (time and value) plus
+    /// the JSON of every log record and span.
+    pub fn raw_bytes(&self) -> u64 {
+        let json = |v: serde_json::Result<Vec<u8>>| v.map_or(0, |v| v.len() as u64);
+        self.series
+            .iter()
+            .map(|s| 16 * s.samples.len() as u64)
+            .sum::<u64>()
+            + self
+                .logs
+                .iter()
+                .map(|l| json(serde_json::to_vec(l)))
+                .sum::<u64>()
+            + self
+                .spans
+                .iter()
+                .map(|s| json(serde_json::to_vec(s)))
+                .sum::<u64>()
+    }
+
+    /// A log index of its records (in `dir`), searchable by their own
+    /// time: what log rules and log panels read over a bundle.
+    pub fn log_index(&self, dir: &Path) -> Result<crate::logs::LogStore, String> {
+        let start = self.header.from_ms - self.header.lead_in_ms;
+        let logs = crate::logs::LogStore::open(
+            dir,
+            crate::index_store::IndexConfig {
+                write_ahead: false,
+                partition_ms: (self.header.to_ms - start + 1).max(60_000) * 2,
+                retention_ms: i64::MAX / 4,
+                ..Default::default()
+            },
+            start,
+        )
+        .map_err(|e| e.to_string())?;
+        logs.append(self.logs.clone(), start)
+            .map_err(|e| e.to_string())?;
+        logs.commit().map_err(|e| e.to_string())?;
+        Ok(logs)
+    }
+
     /// The rule files it holds.
     pub fn rule_files(&self) -> impl Iterator<Item = &File> {
         self.files.iter().filter(|f| f.kind == "rules")

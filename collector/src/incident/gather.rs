@@ -115,30 +115,6 @@ impl Sources {
                 c
             }),
         };
-        let raw_bytes = series
-            .iter()
-            .map(|s| 16 * s.samples.len() as u64)
-            .sum::<u64>()
-            + logs
-                .iter()
-                .map(|l| serde_json::to_vec(l).map_or(0, |v| v.len() as u64))
-                .sum::<u64>()
-            + spans
-                .iter()
-                .map(|s| serde_json::to_vec(s).map_or(0, |v| v.len() as u64))
-                .sum::<u64>();
-        let counts = Counts {
-            series: series.len(),
-            samples: series.iter().map(|s| s.samples.len()).sum(),
-            logs: logs.len(),
-            spans: spans.len(),
-            marks: marks.len(),
-            events: events.len(),
-            alerts: alerts.len(),
-            pages: pages.len(),
-            raw_bytes,
-            took_ms: 0,
-        };
         let bundle = Bundle {
             header: Header {
                 name: req.name.clone(),
@@ -160,6 +136,18 @@ impl Sources {
             events,
             alerts,
             pages,
+        };
+        let counts = Counts {
+            series: bundle.series.len(),
+            samples: bundle.series.iter().map(|s| s.samples.len()).sum(),
+            logs: bundle.logs.len(),
+            spans: bundle.spans.len(),
+            marks: bundle.marks.len(),
+            events: bundle.events.len(),
+            alerts: bundle.alerts.len(),
+            pages: bundle.pages.len(),
+            raw_bytes: bundle.raw_bytes(),
+            took_ms: 0,
         };
         Ok((bundle, counts))
     }

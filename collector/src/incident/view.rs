@@ -53,20 +53,7 @@ impl View {
             }
             std::fs::write(dashboards.join(name), &f.text).map_err(|e| e.to_string())?;
         }
-        let logs = crate::logs::LogStore::open(
-            &dir.path().join("logs"),
-            crate::index_store::IndexConfig {
-                write_ahead: false,
-                partition_ms: (h.to_ms - start + 1).max(60_000) * 2,
-                retention_ms: i64::MAX / 4,
-                ..Default::default()
-            },
-            start,
-        )
-        .map_err(|e| e.to_string())?;
-        logs.append(bundle.logs.clone(), start)
-            .map_err(|e| e.to_string())?;
-        logs.commit().map_err(|e| e.to_string())?;
+        let logs = bundle.log_index(&dir.path().join("logs"))?;
         let clock: keel_core::clock::SharedClock = Arc::new(keel_core::clock::ManualClock::new(
             keel_core::clock::from_unix_ms(h.to_ms),
         ));
