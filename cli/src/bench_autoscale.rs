@@ -130,9 +130,14 @@ impl Scenario {
         self.scaled(Duration::from_secs(15))
     }
 
-    /// Fixed capacity: the peak without a burst, at the target.
+    /// Fixed capacity: the history's peak (without a burst), at the
+    /// target; with no history, the measured load's peak.
     pub fn fixed(&self) -> u32 {
-        let history = &self.load[..self.measured_from];
+        let history = if self.measured_from == 0 {
+            &self.load[..]
+        } else {
+            &self.load[..self.measured_from]
+        };
         let peak = history.iter().cloned().fold(0.0, f64::max);
         ((peak / self.target).ceil() as u32).max(self.min)
     }

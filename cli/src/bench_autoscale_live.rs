@@ -34,6 +34,7 @@ use keel_controller::{ActuatorConfig, ControllerConfig};
 use keel_sampleapp::load::{self, HttpTarget, Outcome, Profile, RequestKind, Segment, Target};
 
 use crate::bench_autoscale::{Kind, Run, SLO_S, Scenario, policy, report, simulate, svg};
+use crate::scenario::file::Scenario as Rehearsal;
 
 /// Flags of the live run.
 #[derive(clap::Args)]
@@ -53,6 +54,11 @@ pub struct LiveArgs {
     /// Where to write the live plot (SVG).
     #[arg(long, default_value = "autoscale-live.svg")]
     live_plot: PathBuf,
+    /// Measure on a rehearsed incident instead of the cycle: the scenario
+    /// file's load and faults (e.g. incidents/lunch-spike.yaml), with no
+    /// history before it.
+    #[arg(long)]
+    scenario: Option<PathBuf>,
 }
 
 /// What one web instance serves live: 2 at once × 40 ms.
@@ -105,9 +111,15 @@ fn cycle_profile(args: &LiveArgs, burst: bool) -> Profile {
     }
 }
 
+/// The load to measure: the rehearsed incident's, else the cycle with
+/// its burst.
+fn measured_profile(args: &LiveArgs, rehearsal: Option<&Rehearsal>) -> Profile {
+    rehearsal.map_or_else(|| cycle_profile(args, true), |r| r.profile.clone())
+}
+
 /// The scenario of the live run, for the model and the policies: a point
 /// every 250 ms.
-fn scenario(args: &LiveArgs) -> Scenario {
+fn scenario(args: &LiveArgs, rehearsal: Option<&Rehearsal>) -> Scenario {
     let step = Duration::from_millis(250);
     let points = |p: &Profile| {
         let n = (p.duration().as_millis() / step.as_millis()) as usize;
@@ -115,13 +127,15 @@ fn scenario(args: &LiveArgs) -> Scenario {
             .map(|i| p.rate_at(i as f64 * step.as_secs_f64()))
             .collect::<Vec<f64>>()
     };
-    let quiet = points(&cycle_profile(args, false));
     let mut load: Vec<f64> = Vec::new();
-    for _ in 0..args.seasons {
-        load.extend_from_slice(&quiet);
+    if rehearsal.is_none() {
+        let quiet = points(&cycle_profile(args, false));
+        for _ in 0..args.seasons {
+            load.extend_from_slice(&quiet);
+        }
     }
     let measured_from = load.len();
-    load.extend(points(&cycle_profile(args, true)));
+    load.extend(points(&measured_profile(args, rehearsal)));
     let c = args.compress;
     let scaled = |d: Duration| Duration::from_secs_f64(d.as_secs_f64() / c);
     Scenario {
@@ -153,15 +167,27 @@ pub fn run(args: &LiveArgs) -> anyhow::Result<()> {
     {
         bail!("--compress must be ≥ 1, --live-base positive, --seasons at least 2");
     }
-    let sc = scenario(args);
-    println!(
-        "keel bench autoscale --live: a {} cycle ({} of history, then one with a 5× burst), base {}/s; web instances serve {PER_INSTANCE}/s and are cold {}; windows ÷ {}; SLO p95 ≤ {SLO_S} s",
-        humantime::format_duration(args.cycle),
-        args.seasons,
-        args.live_base,
-        humantime::format_duration(sc.warm_up),
-        args.compress
-    );
+    let rehearsal = args.scenario.as_deref().map(Rehearsal::load).transpose()?;
+    let sc = scenario(args, rehearsal.as_ref());
+    match &rehearsal {
+        Some(r) => println!(
+            "keel bench autoscale --live --scenario {}: {} ({}, {} fault(s), no history); web instances serve {PER_INSTANCE}/s and are cold {}; windows ÷ {}; SLO p95 ≤ {SLO_S} s",
+            r.path.display(),
+            r.description,
+            humantime::format_duration(r.length()),
+            r.faults.len(),
+            humantime::format_duration(sc.warm_up),
+            args.compress
+        ),
+        None => println!(
+            "keel bench autoscale --live: a {} cycle ({} of history, then one with a 5× burst), base {}/s; web instances serve {PER_INSTANCE}/s and are cold {}; windows ÷ {}; SLO p95 ≤ {SLO_S} s",
+            humantime::format_duration(args.cycle),
+            args.seasons,
+            args.live_base,
+            humantime::format_duration(sc.warm_up),
+            args.compress
+        ),
+    }
     let kinds = [
         ("fixed", Kind::Fixed(sc.fixed())),
         ("reactive (HPA defaults)", Kind::Reactive),
@@ -175,7 +201,7 @@ pub fn run(args: &LiveArgs) -> anyhow::Result<()> {
     let mut model = Vec::new();
     for (name, kind) in kinds {
         eprintln!("  {name}: live…");
-        live.push(rt.block_on(live_run(args, &sc, name, kind))?);
+        live.push(rt.block_on(live_run(args, rehearsal.as_ref(), &sc, name, kind))?);
         model.push(simulate(&sc, name, kind)?);
     }
     println!("live:");
@@ -184,7 +210,17 @@ pub fn run(args: &LiveArgs) -> anyhow::Result<()> {
     report(&model);
     std::fs::write(
         &args.live_plot,
-        svg(&live, args.cycle.as_secs_f64(), "the measured cycle, live"),
+        svg(
+            &live,
+            measured_profile(args, rehearsal.as_ref())
+                .duration()
+                .as_secs_f64(),
+            if rehearsal.is_some() {
+                "the scenario, live"
+            } else {
+                "the measured cycle, live"
+            },
+        ),
     )?;
     println!("plot: {}", args.live_plot.display());
     Ok(())
@@ -412,6 +448,7 @@ fn quantile(v: &mut [f64], q: f64) -> f64 {
 /// One policy live: keel up, history, the measured cycle's load.
 async fn live_run(
     args: &LiveArgs,
+    rehearsal: Option<&Rehearsal>,
     sc: &Scenario,
     name: &'static str,
     kind: Kind,
@@ -437,7 +474,9 @@ async fn live_run(
     // The measured cycle starts 2 s from now; history ends one burst
     // window before, so the two never overlap in a rate.
     let t0 = SystemTime::now() + Duration::from_secs(2);
-    send_history(&otlp, sc, unix_ms(t0), sc.burst_window).await?;
+    if sc.measured_from > 0 {
+        send_history(&otlp, sc, unix_ms(t0), sc.burst_window).await?;
+    }
     tokio::time::sleep(t0.duration_since(SystemTime::now()).unwrap_or_default()).await;
     let started = Instant::now();
     let seconds: Seconds = Arc::default();
@@ -446,7 +485,7 @@ async fn live_run(
         start: started,
         seconds: seconds.clone(),
     });
-    let profile = cycle_profile(args, true);
+    let profile = measured_profile(args, rehearsal);
     // The supervisor's count every 250 ms while the load runs.
     let counts = Arc::new(Mutex::new(Vec::<(f64, u32)>::new()));
     let poll = {
@@ -473,7 +512,18 @@ async fn live_run(
         })
     };
     let clock: keel_core::clock::SharedClock = Arc::new(keel_core::clock::SystemClock);
-    let report = load::run(clock, &profile, target, load::RunOptions::default(), |_| {}).await;
+    let report = match rehearsal {
+        // The scenario's faults at their times, beside its load.
+        Some(r) => {
+            let ep = crate::scenario::live::Endpoints {
+                collector: up.url("dashboard")?.replace("/ui/", ""),
+                supervisor: up.url("supervisor API")?.replace("/api/v1/processes", ""),
+                shop: shop.clone(),
+            };
+            crate::scenario::live::play(r, &ep, target).await?.load
+        }
+        None => load::run(clock, &profile, target, load::RunOptions::default(), |_| {}).await,
+    };
     poll.await?;
     let t0_ms = unix_ms(t0);
     let end_ms = t0_ms + profile.duration().as_millis() as i64;

@@ -556,6 +556,8 @@ async fn record_hour(hour: &Bundle, dir: &Path) -> anyhow::Result<Duration> {
             service: None,
             reason: None,
             incident_ms: None,
+            logs: None,
+            spans: None,
         })
         .await?;
     Ok(t.elapsed())
@@ -589,6 +591,8 @@ mod tests {
                 service: None,
                 incident_ms: None,
                 lead_in_ms: 0,
+                logs_query: None,
+                no_spans: false,
                 keel_version: "test".into(),
             },
             config: Config::default(),

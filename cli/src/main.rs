@@ -33,6 +33,7 @@ mod load_cmd;
 mod logs_cmd;
 mod reaped;
 mod rules_cmd;
+mod scenario;
 mod silence_cmd;
 mod up;
 mod webdriver;
@@ -100,6 +101,12 @@ enum Command {
     Incident {
         #[command(subcommand)]
         command: incident_cmd::IncidentCommand,
+    },
+    /// Rehearsed incidents: `keel scenario run|replay|list` (a load plus
+    /// timed faults against `keel up`, recorded and checked).
+    Scenario {
+        #[command(subcommand)]
+        command: scenario::ScenarioCommand,
     },
     /// Replay an incident bundle through the rules, routing and
     /// autoscaler (--rules/--policy: a what-if diff; --assert: checks).
@@ -182,6 +189,7 @@ fn main() -> ExitCode {
         Command::Switchover(args) => failover_cmd::switchover(args),
         Command::Ack(args) => silence_cmd::ack(args),
         Command::Incident { command } => incident_cmd::run(command),
+        Command::Scenario { command } => scenario::run(command),
         Command::Replay(args) => incident_cmd::replay_cmd(args),
         Command::Import(args) => collector_cmd::import(cli.config.as_deref(), args),
         Command::Bench {

@@ -25,6 +25,14 @@ const RULES: &str = r#"groups:
         severity: P1
         labels: {job: shop-web}
         annotations: {summary: "always firing, for the browser test"}
+      - alert: BrowserRatioAlert
+        expr: vector(0.12098194269142905)
+        severity: P2
+        annotations: {summary: "fails {{ $value | humanizePercentage }} of requests"}
+      - alert: BrowserLatencyAlert
+        expr: vector(2.2134)
+        severity: P2
+        annotations: {summary: "p95 is {{ $value | humanizeDuration }}"}
 "#;
 
 #[path = "../src/webdriver.rs"]
@@ -232,6 +240,16 @@ async fn the_dashboard_works_in_a_real_browser() {
             .is_some_and(|s| s.iter().any(|x| x["created_by"] == "dashboard")),
         "the silence is in the collector: {silences}"
     );
+    // Values read in the rule's unit, and no stray "null" on the page.
+    let values = browser
+        .until(
+            "the alerts' values are shown in their units",
+            r#"const v = (n) => { const r = document.querySelector(`tr[data-alert="${n}"] td.num`); return r ? r.textContent : null; };
+               const a = v('BrowserRatioAlert'), b = v('BrowserLatencyAlert');
+               return a && b ? [a, b, document.querySelector('main').textContent.includes('null')] : null;"#,
+        )
+        .await;
+    assert_eq!(values, serde_json::json!(["12.1%", "2.21 s", false]));
     browser.screenshot("alerts").await;
 
     // The burst's scaling decision is an annotation on the charts.

@@ -143,3 +143,136 @@ async fn a_second_keel_up_after_a_failover_resumes_with_the_data_under_a_new_epo
     order(ep.lb).await;
     sup.shutdown().await;
 }
+
+/// PUT `body` to the supervisor's faults API for `name`: (status, body).
+async fn put_faults(
+    sup: std::net::SocketAddr,
+    name: &str,
+    body: serde_json::Value,
+) -> (u16, serde_json::Value) {
+    let r = reqwest::Client::new()
+        .put(format!("http://{sup}/api/v1/faults/{name}"))
+        .json(&body)
+        .send()
+        .await
+        .expect("faults");
+    let s = r.status().as_u16();
+    (s, r.json().await.unwrap_or_default())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn injected_latency_query_time_and_replica_lag_slow_what_they_name_and_heal() {
+    let _turn = heavy().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (sup, ep) = start(test_config(dir.path())).await;
+    let http = reqwest::Client::new();
+    let addr = |name: &str| {
+        sup.processes()
+            .into_iter()
+            .find(|p| p.name == name)
+            .map(|p| p.addr)
+            .unwrap_or_else(|| panic!("no {name}"))
+    };
+    let timed = |url: String| {
+        let http = http.clone();
+        async move {
+            let t = std::time::Instant::now();
+            let r = http.get(url).send().await.expect("get");
+            (r.status().as_u16(), t.elapsed())
+        }
+    };
+    // Latency before every cache request (a lower bound: never flaky).
+    let (s, v) = put_faults(
+        ep.supervisor,
+        "cache",
+        serde_json::json!({"latency": "300ms"}),
+    )
+    .await;
+    assert_eq!((s, v["latency"].as_str()), (200, Some("300ms")), "{v}");
+    let (_, took) = timed(format!("http://{}/cache/nothing", addr("cache"))).await;
+    assert!(took >= Duration::from_millis(300), "{took:?}");
+    let (_, took) = timed(format!("http://{}/health", addr("cache"))).await;
+    assert!(
+        took < Duration::from_millis(300),
+        "health checks are not delayed: {took:?}"
+    );
+    // Query time inside every db read; the cache takes none of it.
+    let (s, v) = put_faults(
+        ep.supervisor,
+        "cache",
+        serde_json::json!({"query_time": "1s"}),
+    )
+    .await;
+    assert_eq!(s, 400, "{v}");
+    assert!(
+        v["error"].as_str().unwrap_or("").contains("only latency"),
+        "{v}"
+    );
+    let (s, _) = put_faults(
+        ep.supervisor,
+        "db-2",
+        serde_json::json!({"query_time": "250ms"}),
+    )
+    .await;
+    assert_eq!(s, 200);
+    let (status, took) = timed(format!("http://{}/kv/product:1", addr("db-2"))).await;
+    assert_eq!(status, 200);
+    assert!(took >= Duration::from_millis(250), "{took:?}");
+    let (s, v) = put_faults(ep.supervisor, "web-1", serde_json::json!({"latency": "1s"})).await;
+    assert_eq!(s, 400, "{v}");
+    let (s, v) = put_faults(ep.supervisor, "db-2", serde_json::json!({"lag": "1s"})).await;
+    assert_eq!(s, 400, "unknown fields are refused: {v}");
+
+    // Replica lag: db-3 applies a write only once it is 5 s old.
+    let (s, _) = put_faults(
+        ep.supervisor,
+        "db-3",
+        serde_json::json!({"replica_lag": "5s"}),
+    )
+    .await;
+    assert_eq!(s, 200);
+    let r = http
+        .post(format!("http://{}/api/orders", ep.lb))
+        .json(&serde_json::json!({ "product_id": 7, "quantity": 1 }))
+        .send()
+        .await
+        .expect("order");
+    assert_eq!(r.status(), 201);
+    let id = r.json::<serde_json::Value>().await.expect("json")["id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+    let key = format!("http://{}/kv/order:{id}", addr("db-3"));
+    let (s, _) = get_json(&key).await;
+    assert_eq!(s, 404, "not applied yet");
+    let status = format!("http://{}/-/status", addr("db-3"));
+    eventually("db-3 reports its lag", Duration::from_secs(5), || {
+        let status = status.clone();
+        async move {
+            let (_, v) = get_json(&status).await;
+            (v["lag_seconds"].as_f64()? >= 1.0).then_some(())
+        }
+    })
+    .await;
+    eventually(
+        "db-3 applies the write once it is 5 s old",
+        Duration::from_secs(15),
+        || {
+            let key = key.clone();
+            async move { (get_json(&key).await.0 == 200).then_some(()) }
+        },
+    )
+    .await;
+    let (s, v) = put_faults(
+        ep.supervisor,
+        "db-3",
+        serde_json::json!({"replica_lag": "0s"}),
+    )
+    .await;
+    assert_eq!(
+        (s, v["replica_lag"].as_str()),
+        (200, Some("0s")),
+        "healed: {v}"
+    );
+    sup.shutdown().await;
+}

@@ -120,3 +120,161 @@ async fn a_recorded_spike_replays_identically_and_reproduces_what_happened() {
         "{reproduced}"
     );
 }
+
+/// The repository's `incidents/` directory.
+fn incidents() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../incidents")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_shortest_scenario_runs_live_and_its_expectations_hold_live_and_in_replay() {
+    let _turn = heavy().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (child, lines) = keel_up(dir.path(), &[]).await;
+    let _stop = StopOnDrop(child.id() as i32);
+    let api = printed_url(&lines, "dashboard").replace("/ui/", "");
+    let sup = printed_url(&lines, "supervisor API").replace("/api/v1/processes", "");
+    let shop = printed_url(&lines, "shop API").replace("/api/products/1", "");
+    let scenario = |file: &std::path::Path| {
+        Command::new(KEEL)
+            .args(["scenario", "run"])
+            .arg(file)
+            .args(["--url", &api, "--supervisor", &sup, "--shop", &shop])
+            .current_dir(dir.path())
+            .output()
+            .expect("keel scenario run")
+    };
+    // A target the running app lacks stops the run before anything starts.
+    let bad = dir.path().join("bad.yaml");
+    std::fs::write(
+        &bad,
+        "load: {profile: steady, rps: 5, duration: 10s}\nfaults:\n  - {at: 1s, fault: kill, target: db-9}\n  - {at: 2s, fault: error_rate, target: cache, value: 0.5}\nexpect: [no failover]\n",
+    )
+    .expect("bad scenario");
+    let o = scenario(&bad);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success());
+    assert!(
+        err.contains("bad.yaml:3: target \"db-9\" is no process"),
+        "{err}"
+    );
+    assert!(
+        err.contains("bad.yaml:4: error_rate applies to web processes, and \"cache\" is cache"),
+        "{err}"
+    );
+    assert!(!err.contains("load done"), "nothing started: {err}");
+
+    let o = scenario(&incidents().join("db-primary-crash.yaml"));
+    let out = String::from_utf8_lossy(&o.stdout);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{out}\n{err}");
+    assert!(err.contains("kill db-1"), "the primary was killed: {err}");
+    for expectation in [
+        "failover within 5s",
+        "alert DatabasePrimaryUnavailable does not fire",
+        "no P0 page",
+    ] {
+        let line = out
+            .lines()
+            .find(|l| l.trim_start().starts_with(expectation))
+            .unwrap_or_else(|| panic!("{expectation} not reported:\n{out}"));
+        assert!(
+            line.contains("live ok") && line.contains("replay ok"),
+            "{line}"
+        );
+    }
+    let times = out
+        .lines()
+        .find(|l| l.contains("first corrective action"))
+        .unwrap_or_else(|| panic!("no response times:\n{out}"));
+    assert!(
+        !times.contains("action (scale or failover) none"),
+        "a failover is a corrective action: {times}"
+    );
+    // The db-1 killed is started again once the scenario ends.
+    let (_, procs) = get_json(&format!("{sup}/api/v1/processes")).await;
+    let db1 = procs
+        .as_array()
+        .and_then(|a| a.iter().find(|p| p["name"] == "db-1"))
+        .cloned()
+        .unwrap_or_default();
+    assert!(db1["pid"].is_u64(), "db-1 healed: {db1}");
+}
+
+#[test]
+fn every_shipped_scenario_replays_its_committed_bundle_with_its_expectations() {
+    let root = incidents().join("..");
+    let o = Command::new(KEEL)
+        .args(["scenario", "replay"])
+        .current_dir(&root)
+        .output()
+        .expect("keel scenario replay");
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        o.status.success(),
+        "{out}\n{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let names: Vec<&str> = out
+        .lines()
+        .filter_map(|l| l.strip_prefix("scenario "))
+        .filter_map(|l| l.split(':').next())
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "cache-crash",
+            "db-primary-crash",
+            "lunch-spike",
+            "replica-lag",
+            "web-error-burst"
+        ]
+    );
+    assert!(!out.contains("FAILED"), "{out}");
+
+    // An expectation that does not hold fails the replay, naming the
+    // scenario and what happened instead.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let text = std::fs::read_to_string(incidents().join("db-primary-crash.yaml"))
+        .expect("scenario")
+        .replace("- failover within 5s", "- no failover");
+    std::fs::write(dir.path().join("wrong.yaml"), text).expect("write");
+    std::fs::copy(
+        incidents().join("db-primary-crash.keelinc"),
+        dir.path().join("wrong.keelinc"),
+    )
+    .expect("bundle");
+    let o = Command::new(KEEL)
+        .args(["scenario", "replay", "wrong.yaml"])
+        .current_dir(dir.path())
+        .output()
+        .expect("keel scenario replay");
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success());
+    assert!(
+        err.contains("scenario wrong (wrong.yaml)")
+            && err.contains("\"no failover\" live (shop-db failed over"),
+        "{err}"
+    );
+
+    // A broken file: every problem with its line, before anything runs.
+    std::fs::write(
+        dir.path().join("broken.yaml"),
+        "load:\n  profile: steady\nfaults:\n  - at: soon\n    fault: kill\n    target: web\nexpect:\n  - everything fine\n",
+    )
+    .expect("write");
+    let o = Command::new(KEEL)
+        .args(["scenario", "replay", "broken.yaml"])
+        .current_dir(dir.path())
+        .output()
+        .expect("keel scenario replay");
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success());
+    for want in [
+        "broken.yaml:2: load.rps",
+        "broken.yaml:4: faults[0].at",
+        "broken.yaml:8: expect[0]",
+    ] {
+        assert!(err.contains(want), "{want} missing:\n{err}");
+    }
+}

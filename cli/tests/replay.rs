@@ -70,6 +70,8 @@ fn bundle() -> Bundle {
             service: None,
             incident_ms: None,
             lead_in_ms: 0,
+            logs_query: None,
+            no_spans: false,
             keel_version: "test".into(),
         },
         config: Config {

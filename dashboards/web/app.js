@@ -826,12 +826,31 @@ function matchersOf(labels) {
   return Object.entries(labels).filter(([k]) => k !== "severity").map(([k, v]) => `${k}=${JSON.stringify(v)}`);
 }
 
+/**
+ * The unit of an alerting rule's value: what its annotations humanize
+ * `$value` as, else what its query's metric names say.
+ */
+export function ruleUnit(rule) {
+  const text = Object.values(rule.annotations || {}).join(" ");
+  if (/\$value\s*\|\s*humanizePercentage\b/.test(text)) return "percentunit";
+  if (/\$value\s*\|\s*humanizeDuration\b/.test(text)) return "seconds";
+  if (/\$value\s*\|\s*humanize1024\b/.test(text)) return "bytes";
+  const q = rule.query || "";
+  if (/_ratio\b/.test(q)) return "percentunit";
+  if (/_seconds(_bucket|_sum)?\b/.test(q) && !/_count\b/.test(q) && !q.includes("/")) return "seconds";
+  if (/_bytes\b/.test(q) && !q.includes("/")) return "bytes";
+  return "short";
+}
+
 async function alertsPage() {
   const gen = generation;
-  const [alerts, silences, tickets, history] = await Promise.allSettled([
+  const [alerts, silences, tickets, history, rules] = await Promise.allSettled([
     api("/api/v1/alerts"), api("/api/v1/silences"), api("/api/v1/tickets"),
     api(`/api/v1/alerts/history?start=${(Date.now() - 864e5) / 1000}&limit=200`),
+    api("/api/v1/rules"),
   ]);
+  const units = new Map();
+  if (rules.status === "fulfilled") for (const g of rules.value.groups || []) for (const r of g.rules || []) units.set(r.name, ruleUnit(r));
   if (gen !== generation) return;
   const active = alerts.status === "fulfilled" ? alerts.value.alerts : [];
   const now = Date.now();
@@ -844,7 +863,7 @@ async function alertsPage() {
     h("td", { class: `state-${a.state}` }, a.state, silenced(a) ? h("span", { class: "muted silenced" }, " · silenced") : null),
     h("td", {}, h("b", {}, a.labels.alertname), h("div", { class: "muted" }, matchersOf(a.labels).filter((m) => !m.startsWith("alertname")).join(", ")), a.annotations && a.annotations.summary ? h("div", {}, a.annotations.summary) : null),
     h("td", {}, a.firedAt ? ago(Date.parse(a.firedAt)) : `pending since ${ago(Date.parse(a.activeAt))}`),
-    h("td", { class: "num" }, a.value),
+    h("td", { class: "num", title: a.value }, fmt(Number(a.value), units.get(a.labels.alertname) || "short")),
     h("td", {},
       h("button", { class: "silence", onclick: async (e) => {
         e.target.disabled = true;
@@ -861,7 +880,8 @@ async function alertsPage() {
         } catch (err) { alert("Acknowledge failed: " + err.message); e.target.disabled = false; }
       } }, "Acknowledge") : null)));
   const resolved = history.status === "fulfilled" ? history.value.filter((e) => e.to === "inactive" && e.from === "firing") : [];
-  main.replaceChildren(h("h1", {}, "Alerts"),
+  // replaceChildren would print a null as "null": only elements go in.
+  main.replaceChildren(...[h("h1", {}, "Alerts"),
     alerts.status === "rejected" ? h("p", { class: "error" }, alerts.reason.message) : null,
     h("div", { class: "panel", id: "alerts" }, active.length ? h("table", {}, h("tr", {}, h("th", {}, "severity"), h("th", {}, "state"), h("th", {}, "alert"), h("th", {}, "since"), h("th", { class: "num" }, "value"), h("th", {}, "")), rows) : h("div", { class: "status" }, "Nothing is firing or pending")),
     h("h2", {}, "Silences"),
@@ -870,7 +890,7 @@ async function alertsPage() {
     h("h2", {}, "Resolved in the last day"),
     h("div", { class: "panel" }, resolved.length ? h("table", {}, resolved.slice(-50).reverse().map((e) => h("tr", { class: "resolved-row" }, h("td", {}, when(Date.parse(e.at))), h("td", {}, h("span", { class: `sev ${e.severity}` }, e.severity)), h("td", {}, h("b", {}, e.rule), " ", h("span", { class: "muted" }, matchersOf(e.labels || {}).filter((m) => !m.startsWith("alertname")).join(", ")))))) : h("div", { class: "status" }, "Nothing resolved")),
     h("h2", {}, "Tickets (P2)"),
-    h("div", { class: "panel", id: "tickets" }, tickets.status === "fulfilled" && (tickets.value || []).length ? h("table", {}, tickets.value.slice().reverse().map((t) => h("tr", {}, h("td", {}, `#${t.id}`), h("td", {}, h("b", {}, t.labels.alertname || ""), " ", (t.annotations && t.annotations.summary) || ""), h("td", {}, `opened ${when(t.opened_at_ms)}`), h("td", {}, t.closed_at_ms ? `closed ${when(t.closed_at_ms)}` : h("b", {}, "open"))))) : h("div", { class: "status" }, "No tickets")));
+    h("div", { class: "panel", id: "tickets" }, tickets.status === "fulfilled" && (tickets.value || []).length ? h("table", {}, tickets.value.slice().reverse().map((t) => h("tr", {}, h("td", {}, `#${t.id}`), h("td", {}, h("b", {}, t.labels.alertname || ""), " ", (t.annotations && t.annotations.summary) || ""), h("td", {}, `opened ${when(t.opened_at_ms)}`), h("td", {}, t.closed_at_ms ? `closed ${when(t.closed_at_ms)}` : h("b", {}, "open"))))) : h("div", { class: "status" }, "No tickets"))].filter(Boolean));
   document.body.dataset.drawn = String(Date.now());
   scheduleRefresh(() => render());
 }

@@ -4,7 +4,8 @@
 //! - `P0 within 60s`: a P0 page within 60 s of the incident's start
 //!   (`P0 page within 1m` too; P2: a ticket)
 //! - `no P1 page`
-//! - `at most 3 scaling actions`, `at least 1 scaling action`
+//! - `at most 3 scaling actions`, `at least 1 scaling action`,
+//!   `no scaling`, `scaling within 45s`
 //! - `at most 2 pages`, `at most 1 P0 page`
 //! - `alert HighErrorRate fires`, `alert X fires within 5m`,
 //!   `alert X does not fire`
@@ -27,6 +28,8 @@ pub enum Expect {
     NoPage(String),
     /// Scaling actions: at most (true) or at least (false) N.
     Scaling(bool, usize),
+    /// A scaling action within this long of the start.
+    ScalingWithin(i64),
     /// Pages (of a severity, or any): at most N.
     AtMostPages(Option<String>, usize),
     /// The alert fires (within this long of the start, if given).
@@ -39,7 +42,7 @@ pub enum Expect {
     NoFailover,
 }
 
-const FORMS: &str = "\"P0 within 60s\", \"no P1 page\", \"at most 3 scaling actions\", \"at least 1 scaling action\", \"at most 2 pages\", \"at most 1 P0 page\", \"alert NAME fires [within 5m]\", \"alert NAME does not fire\", \"failover within 10s\", \"no failover\"";
+const FORMS: &str = "\"P0 within 60s\", \"no P1 page\", \"at most 3 scaling actions\", \"at least 1 scaling action\", \"no scaling\", \"scaling within 45s\", \"at most 2 pages\", \"at most 1 P0 page\", \"alert NAME fires [within 5m]\", \"alert NAME does not fire\", \"failover within 10s\", \"no failover\"";
 
 fn severity(w: &str) -> Option<String> {
     let u = w.to_ascii_uppercase();
@@ -77,6 +80,8 @@ impl Expect {
                 "scaling",
                 "action" | "actions",
             ] => Ok(Expect::Scaling(*m == "most", count(n)?)),
+            ["no", "scaling"] => Ok(Expect::Scaling(true, 0)),
+            ["scaling", "within", d] => Ok(Expect::ScalingWithin(duration(d, text)?)),
             ["at", "most", n, "page" | "pages"] => Ok(Expect::AtMostPages(None, count(n)?)),
             ["at", "most", n, sev, "page" | "pages"] if severity(sev).is_some() => {
                 Ok(Expect::AtMostPages(severity(sev), count(n)?))
@@ -130,6 +135,17 @@ impl Expect {
                     Err(format!("{got} scaling action(s)"))
                 }
             }
+            Expect::ScalingWithin(d) => match outcome.scaling.first() {
+                Some(s) if s.at_ms - start_ms <= *d => Ok(()),
+                Some(s) => Err(format!(
+                    "the first scaling action ({} to {}) came {} after the start, later than {}",
+                    s.policy,
+                    s.to,
+                    span(s.at_ms - start_ms),
+                    span(*d)
+                )),
+                None => Err("no scaling action".into()),
+            },
             Expect::AtMostPages(sev, n) => {
                 let got = outcome
                     .pages
@@ -203,6 +219,11 @@ mod tests {
         assert_eq!(
             Expect::parse("at most 3 scaling actions"),
             Ok(Expect::Scaling(true, 3))
+        );
+        assert_eq!(Expect::parse("no scaling"), Ok(Expect::Scaling(true, 0)));
+        assert_eq!(
+            Expect::parse("scaling within 45s"),
+            Ok(Expect::ScalingWithin(45_000))
         );
         assert_eq!(
             Expect::parse("alert HighErrorRate fires within 2m"),

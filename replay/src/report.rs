@@ -267,6 +267,119 @@ fn recorded_scaling(bundle: &Bundle) -> Vec<(i64, String, u32)> {
         .collect()
 }
 
+/// What the recording itself holds, as an [`Outcome`]: its alert
+/// changes, pages, scaling actions and automatic failovers, so that
+/// expectations are checked against what happened live exactly as
+/// against a replay.
+pub fn recorded_outcome(bundle: &Bundle) -> Outcome {
+    let scaling = bundle
+        .events
+        .iter()
+        .filter(|e| e.get("kind").and_then(|k| k.as_str()) == Some("scale"))
+        .filter_map(|e| {
+            Some(crate::run::Scaling {
+                at_ms: e.get("at_ms")?.as_i64()?,
+                policy: e.get("subject")?.as_str()?.to_owned(),
+                from: e
+                    .pointer("/decision/current")
+                    .and_then(|f| f.as_u64())
+                    .unwrap_or(0) as u32,
+                to: e.get("read_back")?.as_u64()? as u32,
+                explanation: e
+                    .get("explanation")
+                    .and_then(|m| m.as_str())
+                    .unwrap_or_default()
+                    .to_owned(),
+            })
+        })
+        .collect();
+    // Each automatic failover with the promotion that followed it.
+    let promoted = |target: &str, after: i64| {
+        bundle.events.iter().find(|e| {
+            e.get("kind").and_then(|k| k.as_str()) == Some("failover.promoted")
+                && e.get("subject").and_then(|k| k.as_str()) == Some(target)
+                && e.get("at_ms").and_then(|t| t.as_i64()) >= Some(after)
+        })
+    };
+    let decided = recorded_failovers(bundle)
+        .into_iter()
+        .map(|(target, at_ms)| {
+            let p = promoted(&target, at_ms);
+            crate::failover::Decided {
+                at_ms,
+                from: String::new(),
+                promote: p
+                    .and_then(|e| e.pointer("/decision/primary")?.as_str())
+                    .unwrap_or("(not promoted)")
+                    .to_owned(),
+                epoch: p
+                    .and_then(|e| e.pointer("/decision/epoch")?.as_u64())
+                    .unwrap_or(0),
+                detected_after_ms: None,
+                why: p
+                    .and_then(|e| e.get("explanation")?.as_str())
+                    .unwrap_or("recorded")
+                    .to_owned(),
+                target,
+            }
+        })
+        .collect();
+    Outcome {
+        alerts: bundle.alerts.clone(),
+        pages: bundle.pages.clone(),
+        scaling,
+        failover: crate::failover::Replayed {
+            decided,
+            ..Default::default()
+        },
+        ..Default::default()
+    }
+}
+
+/// How long after an incident's start Keel responded (ms), where it did.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct Response {
+    /// The first alert firing.
+    pub alert: Option<i64>,
+    /// The first page (P0, or P1 in business hours; P2 is a ticket).
+    pub page: Option<i64>,
+    /// The first corrective action: a scaling action or a failover decided.
+    pub action: Option<i64>,
+}
+
+/// From `start_ms`: the first alert firing, page and corrective action.
+pub fn first_response(outcome: &Outcome, start_ms: i64) -> Response {
+    let alert = outcome
+        .alerts
+        .iter()
+        .filter(|a| a.to == "firing" && a.at_ms >= start_ms)
+        .map(|a| a.at_ms - start_ms)
+        .min();
+    let page = outcome
+        .pages
+        .iter()
+        .filter(|p| {
+            p.kind == keel_collector::notify::Kind::Firing
+                && matches!(p.severity.as_str(), "P0" | "P1")
+                && p.at_ms >= start_ms
+        })
+        .map(|p| p.at_ms - start_ms)
+        .min();
+    let action = outcome
+        .scaling
+        .iter()
+        .map(|s| s.at_ms)
+        .chain(outcome.failover.decided.iter().map(|d| d.at_ms))
+        .filter(|t| *t >= start_ms)
+        .map(|t| t - start_ms)
+        .min();
+    Response {
+        alert,
+        page,
+        action,
+    }
+}
+
 fn page_key(p: &Page) -> (i64, String) {
     (p.at_ms, page_line(p))
 }

@@ -18,6 +18,7 @@ use serde::Deserialize;
 
 use crate::api::{ApiError, Path, Query};
 use crate::config::CacheConfig;
+use crate::fault::{self, Faults};
 use crate::telemetry::{Identity, Metrics, traced_route};
 
 /// Largest value the cache accepts.
@@ -188,17 +189,33 @@ pub fn router(id: &Identity, config: CacheConfig) -> Router {
         entries.set(c.len() as i64);
         bytes.set(c.bytes() as i64);
     });
-    Router::new()
+    let faults = Faults::cache();
+    // Injected latency sits outside the server span: the network's, not
+    // the cache's own time.
+    let data = Router::new()
         .route("/cache/{key}", get(get_key).put(put_key).delete(delete_key))
-        .route("/health", get(|| async { "ok" }))
         .route_layer(middleware::from_fn_with_state(
             metrics.clone(),
             traced_route,
         ))
+        .route_layer(middleware::from_fn_with_state(
+            faults.clone(),
+            fault::delayed,
+        ));
+    let health = Router::new()
+        .route("/health", get(|| async { "ok" }))
+        .route_layer(middleware::from_fn_with_state(
+            metrics.clone(),
+            traced_route,
+        ));
+    Router::new()
+        .merge(data)
+        .merge(health)
         .route("/metrics", get(move || async move { metrics.response() }))
         .fallback(crate::api::not_found)
         .layer(DefaultBodyLimit::max(MAX_VALUE_BYTES))
         .with_state(state)
+        .merge(fault::router(faults))
 }
 
 async fn get_key(State(st): State<CacheState>, Path(key): Path<String>) -> Response {

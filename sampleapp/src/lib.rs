@@ -20,6 +20,7 @@ pub mod api;
 pub mod cache;
 pub mod config;
 pub mod db;
+pub mod fault;
 pub mod lb;
 pub mod load;
 pub mod process;

@@ -1067,6 +1067,38 @@ impl Supervisor {
         .await
     }
 
+    /// Inject (or heal, with `"0s"`) latency, query time or replica lag
+    /// into cache or db process `name`; the faults in force come back.
+    pub async fn faults(
+        &self,
+        name: &str,
+        faults: crate::fault::FaultSettings,
+    ) -> Result<serde_json::Value, ApiError> {
+        let (info, _) = self.get(name)?;
+        let db_only = faults.query_time.is_some() || faults.replica_lag.is_some();
+        match info.tier.as_str() {
+            "db" => {}
+            "cache" if !db_only => {}
+            "cache" => {
+                return Err(ApiError::BadRequest(format!(
+                    "{name} is the cache: only latency can be injected into it (query_time and replica_lag are the db's)"
+                )));
+            }
+            t => {
+                return Err(ApiError::BadRequest(format!(
+                    "{name} is a {t} process: latency, query_time and replica_lag are injected into the cache or a db member (the web tier has error_rate and service_time at PUT /api/v1/web/capacity)"
+                )));
+            }
+        }
+        self.node_call(
+            &info,
+            "/-/faults",
+            serde_json::to_value(&faults).map_err(|e| ApiError::Internal(e.to_string()))?,
+            false,
+        )
+        .await
+    }
+
     /// POST (or PUT) `body` to a db node's admin `path`; its status back.
     async fn node_call(
         &self,
@@ -1222,6 +1254,7 @@ fn api(sup: Supervisor) -> Router {
         .route("/api/v1/db/fence", post(fence))
         .route("/api/v1/db/rejoin", post(rejoin))
         .route("/api/v1/faults/partition", axum::routing::put(partition))
+        .route("/api/v1/faults/{name}", get(get_faults).put(put_faults))
         .fallback(crate::api::not_found)
         .with_state(sup)
 }
@@ -1312,4 +1345,21 @@ async fn partition(
     Json(b): Json<PartitionBody>,
 ) -> Result<axum::Json<serde_json::Value>, ApiError> {
     s.partition(&b.member, b.peers).await.map(axum::Json)
+}
+
+async fn put_faults(
+    State(s): State<Supervisor>,
+    UrlPath(name): UrlPath<String>,
+    Json(b): Json<crate::fault::FaultSettings>,
+) -> Result<axum::Json<serde_json::Value>, ApiError> {
+    s.faults(&name, b).await.map(axum::Json)
+}
+
+async fn get_faults(
+    State(s): State<Supervisor>,
+    UrlPath(name): UrlPath<String>,
+) -> Result<axum::Json<serde_json::Value>, ApiError> {
+    s.faults(&name, crate::fault::FaultSettings::default())
+        .await
+        .map(axum::Json)
 }

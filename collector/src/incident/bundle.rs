@@ -50,6 +50,12 @@ pub struct Header {
     /// for replay to evaluate through first (unreported).
     #[serde(default)]
     pub lead_in_ms: i64,
+    /// Only the log records this search matched were kept (none: all).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub logs_query: Option<String>,
+    /// Spans were left out.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub no_spans: bool,
     /// The Keel that wrote it.
     pub keel_version: String,
 }
@@ -334,6 +340,8 @@ impl Bundle {
                 service: None,
                 incident_ms: None,
                 lead_in_ms: 0,
+                logs_query: None,
+                no_spans: false,
                 keel_version: String::new(),
             },
             config: Config::default(),
@@ -644,6 +652,8 @@ mod tests {
                 service: None,
                 incident_ms: None,
                 lead_in_ms: 0,
+                logs_query: None,
+                no_spans: false,
                 keel_version: "test".into(),
             },
             config: Config::default(),

@@ -53,6 +53,7 @@ impl Sources {
         let (from, to) = (req.from_ms, req.to_ms);
         let early = (from - lead_in_ms).max(0);
         let service = req.service.clone();
+        let (logs_query, keep_spans) = (req.logs.clone(), req.spans != Some(false));
         let (store, logs, spans, marks) = (
             self.store.clone(),
             self.logs.clone(),
@@ -80,8 +81,21 @@ impl Sources {
                 .as_deref()
                 .map(|s| format!("service:\"{}\"", s.replace('"', "\\\"")))
                 .unwrap_or_default();
-            let log_records = all_records(&logs, &query, from, to)?;
-            let span_records = all_records(&spans, &query, from, to)?;
+            let log_query = match (&logs_query, query.is_empty()) {
+                (None, _) => query.clone(),
+                (Some(l), true) => l.clone(),
+                (Some(l), false) => format!("({query}) AND ({l})"),
+            };
+            if let Some(l) = &logs_query {
+                logs.search(&log_query, from, from, 1, None)
+                    .map_err(|e| IncidentError::Invalid(format!("logs: {l:?}: {e}")))?;
+            }
+            let log_records = all_records(&logs, &log_query, from, to)?;
+            let span_records = if keep_spans {
+                all_records(&spans, &query, from, to)?
+            } else {
+                Vec::new()
+            };
             // Samples near the window's end arrive after it; nothing
             // else past it belongs.
             let marks: Vec<keel_core::marks::Mark> = marks
@@ -125,6 +139,8 @@ impl Sources {
                 service: req.service.clone(),
                 incident_ms: req.incident_ms,
                 lead_in_ms: from - early,
+                logs_query: req.logs.clone(),
+                no_spans: req.spans == Some(false),
                 keel_version: env!("CARGO_PKG_VERSION").into(),
             },
             config,

@@ -105,6 +105,13 @@ pub struct RecordRequest {
     /// When the incident began (ms), if known.
     #[serde(default)]
     pub incident_ms: Option<i64>,
+    /// Keep only the log records this search matches (e.g.
+    /// `level:error OR level:warn`); none: every record.
+    #[serde(default)]
+    pub logs: Option<String>,
+    /// Keep spans (default true).
+    #[serde(default)]
+    pub spans: Option<bool>,
 }
 
 /// A bundle kept, as listed.
@@ -479,6 +486,8 @@ impl Incidents {
                     service: None,
                     reason: Some(format!("p0 {name}")),
                     incident_ms: Some(at),
+                    logs: None,
+                    spans: None,
                 };
                 match self.record(req).await {
                     Ok(s) => tracing::info!(name = %s.name, "P0 incident recorded"),

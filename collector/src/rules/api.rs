@@ -5,6 +5,7 @@
 //! `health`, `lastError`, …) with Keel's `severity` beside them and the
 //! last reload under `data.reload`.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use axum::Router;
@@ -91,6 +92,8 @@ async fn rules(State(m): State<Arc<RuleManager>>) -> Response {
                                     "duration": a.for_.as_secs_f64(),
                                     "keepFiringFor": a.keep_firing_for.as_secs_f64(),
                                     "severity": a.severity.as_str(), "source": a.source,
+                                    "labels": a.labels.iter().map(|(k, v)| (k.clone(), v.source())).collect::<BTreeMap<_, _>>(),
+                                    "annotations": a.annotations.iter().map(|(k, v)| (k.clone(), v.source())).collect::<BTreeMap<_, _>>(),
                                     "state": state,
                                     "alerts": alerts.iter().map(|x| alert_json(x)).collect::<Vec<_>>(),
                                     "health": health, "lastError": h.error.clone().unwrap_or_default(),

@@ -12,9 +12,9 @@
 
 use std::collections::BTreeMap;
 
-/// A parsed template.
+/// A parsed template, with the text it was parsed from.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Template(Vec<Part>);
+pub struct Template(Vec<Part>, String);
 
 #[derive(Debug, Clone, PartialEq)]
 enum Part {
@@ -95,9 +95,14 @@ impl Val {
 }
 
 impl Template {
+    /// The text it was written as.
+    pub fn source(&self) -> &str {
+        &self.1
+    }
+
     /// A template that is only `text`.
     pub fn literal(text: &str) -> Self {
-        Self(vec![Part::Text(text.to_owned())])
+        Self(vec![Part::Text(text.to_owned())], text.to_owned())
     }
 
     /// Parse `src`; the error names the byte offset and what is wrong.
@@ -138,7 +143,7 @@ impl Template {
         if !rest.is_empty() {
             parts.push(Part::Text(rest.to_owned()));
         }
-        Ok(Self(parts))
+        Ok(Self(parts, src.to_owned()))
     }
 
     /// The text for one alert.

@@ -23,6 +23,7 @@ use serde::Deserialize;
 
 use crate::api::{ApiError, Json, Path as UrlPath, Query};
 use crate::config::{DbConfig, FsyncPolicy};
+use crate::fault;
 use crate::spec::DbRole;
 use crate::telemetry::{Identity, Metrics, traced_route};
 pub use node::{Node, PullRequest, PullResponse, Role, Status};
@@ -155,10 +156,22 @@ pub async fn router(
                 .set(lsn as i64);
         }
     });
+    let faults = node.faults().clone();
     let state = Arc::new(DbState { node, writes });
     let m = metrics.clone();
-    Ok(Router::new()
+    // Injected latency sits outside the server span (the network's time);
+    // an injected query time inside it (the db's own).
+    let data = Router::new()
         .route("/kv/{key}", get(get_key).put(put_key))
+        .route_layer(middleware::from_fn_with_state(
+            metrics.clone(),
+            traced_route,
+        ))
+        .route_layer(middleware::from_fn_with_state(
+            faults.clone(),
+            fault::delayed,
+        ));
+    let control = Router::new()
         .route("/repl/pull", get(pull))
         .route("/-/promote", post(promote))
         .route("/-/follow", post(follow))
@@ -166,12 +179,16 @@ pub async fn router(
         .route("/-/partition", axum::routing::put(partition))
         .route("/-/status", get(status))
         .route("/health", get(health))
-        .route_layer(middleware::from_fn_with_state(metrics, traced_route))
+        .route_layer(middleware::from_fn_with_state(metrics, traced_route));
+    Ok(Router::new()
+        .merge(data)
+        .merge(control)
         .route_layer(middleware::from_fn_with_state(state.clone(), unanswered))
         .route("/metrics", get(move || async move { m.response() }))
         .fallback(crate::api::not_found)
         .layer(DefaultBodyLimit::max(1 << 20))
-        .with_state(state))
+        .with_state(state)
+        .merge(fault::router(faults)))
 }
 
 /// A request from a peer this node is partitioned from is never answered
@@ -192,7 +209,16 @@ async fn unanswered(
     next.run(req).await
 }
 
+/// An injected query time, spent inside the request's server span.
+async fn query_time(st: &DbState) {
+    let d = st.node.faults().query_time();
+    if !d.is_zero() {
+        tokio::time::sleep(d).await;
+    }
+}
+
 async fn get_key(State(st): State<Arc<DbState>>, UrlPath(key): UrlPath<String>) -> Response {
+    query_time(&st).await;
     match st.node.get(&key) {
         Some((value, lsn)) => {
             axum::Json(serde_json::json!({ "value": value, "lsn": lsn })).into_response()
@@ -224,6 +250,7 @@ async fn put_key(
     Json(body): Json<PutBody>,
 ) -> Result<Response, ApiError> {
     let epoch = writer_epoch(&headers)?;
+    query_time(&st).await;
     let lsn = st.node.put(key, body.value, epoch).await?;
     st.writes.inc();
     Ok(axum::Json(serde_json::json!({ "lsn": lsn, "epoch": epoch })).into_response())

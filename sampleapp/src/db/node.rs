@@ -29,6 +29,7 @@ use tokio::sync::{Notify, watch};
 use super::wal::{Op, Record, Wal, WalError};
 use crate::api::ApiError;
 use crate::config::{DbConfig, FsyncPolicy, ReplicationMode};
+use crate::fault::Faults;
 
 /// Records sent per pull at most.
 pub const PULL_BATCH: usize = 1000;
@@ -75,7 +76,7 @@ pub struct PullRequest {
 }
 
 /// What the primary answers.
-#[derive(Debug, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 pub struct PullResponse {
     /// Records from `from` on.
     pub records: Vec<Record>,
@@ -182,6 +183,7 @@ pub struct Node {
     acked: watch::Sender<u64>,
     role_changed: Arc<Notify>,
     blocked: Arc<Mutex<Vec<String>>>,
+    faults: Faults,
 }
 
 fn now_ms() -> u64 {
@@ -254,9 +256,15 @@ impl Node {
             acked: watch::Sender::new(0),
             role_changed: Arc::new(Notify::new()),
             blocked: Arc::new(Mutex::new(Vec::new())),
+            faults: Faults::db(),
         };
         node.persist_meta(epoch)?;
         Ok(node)
+    }
+
+    /// The faults injected into this node.
+    pub fn faults(&self) -> &Faults {
+        &self.faults
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
@@ -629,9 +637,14 @@ impl Node {
                     continue;
                 }
             };
+            let mut resp = resp;
+            let wait = hold_back(&mut resp, self.faults.apply_delay(), now_ms());
             if let Err(e) = self.apply_pull(primary, from, resp) {
                 tracing::error!(error = %e, "applying replicated records failed");
                 tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+            if let Some(w) = wait {
+                tokio::time::sleep(w).await;
             }
         }
     }
@@ -684,6 +697,26 @@ impl Node {
         };
         Ok(())
     }
+}
+
+/// Under an apply delay (a replica lagging on purpose), keep only the
+/// pulled records at least `delay` old at `now`; the rest are pulled again
+/// later, and the lag counts from the first of them. When nothing is left
+/// to apply, returns how long to wait before asking again.
+fn hold_back(resp: &mut PullResponse, delay: Duration, now: u64) -> Option<Duration> {
+    if delay.is_zero() {
+        return None;
+    }
+    let cut = now.saturating_sub(delay.as_millis() as u64);
+    let due = resp
+        .records
+        .iter()
+        .position(|r| r.ts_ms > cut)
+        .unwrap_or(resp.records.len());
+    let held = resp.records.get(due)?.ts_ms;
+    resp.records.truncate(due);
+    resp.first_unsent_ts_ms = Some(held);
+    (due == 0).then(|| Duration::from_millis((held - cut).clamp(1, 200)))
 }
 
 /// Append records a rejoining node drops to `discarded.jsonl` in `dir`
@@ -786,6 +819,45 @@ mod tests {
     /// `db-2`, opened in `dir` as a replica of [`addr`] at epoch 1.
     fn replica_db2(dir: &Path) -> Node {
         Node::open("db-2", cfg(), Role::Replica { primary: addr() }, 1, dir).expect("open")
+    }
+
+    #[test]
+    fn an_apply_delay_holds_back_records_younger_than_it() {
+        let rec = |lsn, ts_ms| Record {
+            lsn,
+            epoch: 1,
+            ts_ms,
+            op: Op::Epoch,
+        };
+        let pulled = PullResponse {
+            records: vec![rec(1, 1_000), rec(2, 5_000), rec(3, 9_000)],
+            epoch: 1,
+            head_lsn: 3,
+            head_bytes: 300,
+            first_unsent_ts_ms: None,
+            truncate_to: None,
+            fenced: false,
+        };
+        let mut r = pulled.clone();
+        assert_eq!(hold_back(&mut r, Duration::ZERO, 10_000), None);
+        assert_eq!(r.records.len(), 3, "no delay, no change");
+        let mut r = pulled.clone();
+        assert_eq!(hold_back(&mut r, Duration::from_secs(4), 10_000), None);
+        assert_eq!(r.records.iter().map(|r| r.lsn).collect::<Vec<_>>(), [1, 2]);
+        assert_eq!(
+            r.first_unsent_ts_ms,
+            Some(9_000),
+            "the lag counts from the first held"
+        );
+        let mut r = pulled;
+        let wait = hold_back(&mut r, Duration::from_secs(30), 10_000);
+        assert!(r.records.is_empty());
+        assert_eq!(r.first_unsent_ts_ms, Some(1_000));
+        assert_eq!(
+            wait,
+            Some(Duration::from_millis(200)),
+            "asks again soon, not in a hot loop"
+        );
     }
 
     #[tokio::test]

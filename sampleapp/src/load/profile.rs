@@ -113,7 +113,11 @@ impl Profile {
 
     /// Parse a profile from YAML text that came from `path`.
     pub fn from_yaml(path: &str, text: &str) -> Result<Self, ConfigError> {
-        let file: ProfileFile = parse_yaml(path, text)?;
+        Self::from_parsed(path, parse_yaml(path, text)?)
+    }
+
+    /// Check a parsed profile from `path`; each problem names its line.
+    pub fn from_parsed(path: &str, file: ProfileFile) -> Result<Self, ConfigError> {
         let mut problems = Vec::new();
         let mut segments = Vec::new();
         if file.segments.is_empty() {
@@ -261,7 +265,7 @@ pub struct ProfileFile {
 }
 
 /// One segment as written.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SegmentFile {
     /// e.g. `30s`.
