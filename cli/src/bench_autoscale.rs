@@ -210,12 +210,58 @@ impl keel_controller::MetricSource for Sim {
 /// One policy's run.
 pub(crate) struct Run {
     pub name: &'static str,
+    /// Seconds whose p95 exceeded the SLO or more than 1 % of whose
+    /// requests failed.
     pub violation_s: f64,
-    pub errors: f64,
+    /// Failed requests, and by cause.
+    pub failed: f64,
+    pub causes: BTreeMap<String, f64>,
     pub replica_s: f64,
     pub actions: u32,
-    /// (seconds into the measured part, replicas, p95 s).
-    pub trace: Vec<(f64, u32, f64)>,
+    /// Direction changes inside the stabilization window of the move
+    /// before.
+    pub reversals: u32,
+    /// (seconds into the measured part, replicas, p95 s, failed requests).
+    pub trace: Vec<Point>,
+}
+
+impl Run {
+    /// An empty run of policy `name`.
+    pub fn new(name: &'static str) -> Self {
+        Self {
+            name,
+            violation_s: 0.0,
+            failed: 0.0,
+            causes: BTreeMap::new(),
+            replica_s: 0.0,
+            actions: 0,
+            reversals: 0,
+            trace: Vec::new(),
+        }
+    }
+}
+
+/// The share of a second's requests that may fail before the second
+/// violates the SLO (a failed request counts as infinitely slow).
+pub(crate) const SLO_FAILED: f64 = 0.01;
+
+/// Whether a second with this p95 and this share failed violates the SLO.
+pub(crate) fn violates(p95: f64, failed_share: f64) -> bool {
+    p95 > SLO_S || failed_share > SLO_FAILED
+}
+
+/// Moves (when, from, to) that reverse the move before them inside that
+/// move's stabilization window (`up` and `down` windows, ms).
+pub(crate) fn reversals(moves: &[(i64, u32, u32)], up_ms: i64, down_ms: i64) -> u32 {
+    moves
+        .windows(2)
+        .filter(|w| {
+            let (t0, a0, b0) = w[0];
+            let (t1, a1, b1) = w[1];
+            let (up0, up1) = (b0 > a0, b1 > a1);
+            up0 != up1 && t1 - t0 < if up0 { up_ms } else { down_ms }
+        })
+        .count() as u32
 }
 
 /// Which controller a run has.
@@ -250,12 +296,13 @@ pub(crate) fn policy(sc: &Scenario, name: &str, kind: Kind, actuator: ActuatorCo
         Kind::Fixed(n) => (n, n),
         _ => (sc.min, sc.max),
     };
-    let mut behavior = keel_controller::Behavior::default();
+    let mut behavior = keel_controller::Behavior::hpa();
     if keel {
         keel_behavior(&mut behavior);
     }
     for rules in [&mut behavior.scale_up, &mut behavior.scale_down] {
         rules.stabilization_window = sc.scaled(rules.stabilization_window);
+        rules.burst_memory = sc.scaled(rules.burst_memory);
         for p in &mut rules.policies {
             p.period = sc.scaled(p.period);
         }
@@ -296,21 +343,51 @@ pub(crate) fn policy(sc: &Scenario, name: &str, kind: Kind, actuator: ActuatorCo
 /// Keel's policy scales in sooner than the HPA (a 2-minute window):
 /// the forecast brings capacity back before the next peak, and panic
 /// covers bursts, so holding capacity 5 minutes "just in case" buys
-/// less. Scaling up is the HPA's.
+/// less; it never reverses inside a window and remembers bursts for 10
+/// minutes (Keel's defaults). Scaling up is the HPA's.
 fn keel_behavior(b: &mut keel_controller::Behavior) {
+    let keel = keel_controller::Behavior::default();
+    b.allow_reversal = keel.allow_reversal;
+    b.scale_down.burst_memory = keel.scale_down.burst_memory;
     b.scale_down.stabilization_window = Duration::from_secs(120);
 }
 
-/// The model's p95 latency (s) of `load` on `ready` instances: M/M/1 at
-/// the utilisation, the timeout beyond capacity.
-fn model_p95(sc: &Scenario, load: f64, ready: usize) -> f64 {
-    let cap = ready as f64 * sc.per_instance;
-    let rho = if cap > 0.0 { load / cap } else { f64::INFINITY };
-    if rho < 1.0 {
-        (3.0 * SERVICE_S / (1.0 - rho)).min(TIMEOUT_S)
-    } else {
-        TIMEOUT_S
+/// Erlang C: the probability that an arrival waits, at `c` servers
+/// offered `a` erlangs (a < c).
+fn erlang_c(c: u32, a: f64) -> f64 {
+    // Σ a^k/k! for k < c, and a^c/c!, by running terms.
+    let (mut sum, mut term) = (0.0, 1.0);
+    for k in 0..c {
+        sum += term;
+        term *= a / f64::from(k + 1);
     }
+    let top = term * f64::from(c) / (f64::from(c) - a);
+    top / (sum + top)
+}
+
+/// The model's p95 latency (s) of `load` spread over `ready` instances,
+/// each M/M/c with c = its concurrency (what it serves ÷ 1/service
+/// time): the service time's 95th percentile (3 × the mean of an
+/// exponential) plus the 95th percentile of the wait; the timeout at or
+/// beyond capacity.
+fn model_p95(sc: &Scenario, load: f64, ready: usize) -> f64 {
+    if ready == 0 {
+        return TIMEOUT_S;
+    }
+    let mu = 1.0 / SERVICE_S;
+    let c = (sc.per_instance / mu).round().max(1.0) as u32;
+    let lambda = load / ready as f64;
+    let a = lambda / mu;
+    if a >= f64::from(c) {
+        return TIMEOUT_S;
+    }
+    let wait = erlang_c(c, a);
+    let wait_p95 = if wait > 0.05 {
+        (wait / 0.05).ln() / (f64::from(c) * mu - lambda)
+    } else {
+        0.0
+    };
+    (3.0 * SERVICE_S + wait_p95).min(TIMEOUT_S)
 }
 
 /// Run one policy over the scenario through the real controller (a
@@ -348,14 +425,9 @@ pub(crate) fn simulate(sc: &Scenario, name: &'static str, kind: Kind) -> anyhow:
     let day = (86_400_000 / sc.step_ms) as usize;
     // When each instance was asked for (steps; None: there from the start).
     let mut instances: VecDeque<Option<usize>> = (0..start).map(|_| None).collect();
-    let mut run = Run {
-        name,
-        violation_s: 0.0,
-        errors: 0.0,
-        replica_s: 0.0,
-        actions: 0,
-        trace: Vec::new(),
-    };
+    let mut run = Run::new(name);
+    let behavior = policy(sc, name, kind, ActuatorConfig::DryRun { start }).behavior;
+    let mut moves: Vec<(i64, u32, u32)> = Vec::new();
     for (t, &l) in sc.load.iter().enumerate() {
         sim.history
             .lock()
@@ -369,6 +441,7 @@ pub(crate) fn simulate(sc: &Scenario, name: &'static str, kind: Kind) -> anyhow:
                     let n = n as usize;
                     if t >= sc.measured_from && n != instances.len() {
                         run.actions += 1;
+                        moves.push((now, instances.len() as u32, n as u32));
                     }
                     while instances.len() < n {
                         instances.push_back(Some(t));
@@ -386,15 +459,31 @@ pub(crate) fn simulate(sc: &Scenario, name: &'static str, kind: Kind) -> anyhow:
             .count();
         let p95 = model_p95(sc, l, ready);
         if t >= sc.measured_from {
-            if p95 > SLO_S {
+            // Beyond what the ready instances serve, requests are shed;
+            // the part the instances still warming up would have served
+            // is their cause.
+            let failed = (l - ready as f64 * sc.per_instance).max(0.0) * step_s;
+            let cold = (instances.len() - ready) as f64 * sc.per_instance * step_s;
+            let by_cold = failed.min(cold);
+            for (cause, n) in [
+                ("cold instance (warming up)", by_cold),
+                ("shed (over capacity)", failed - by_cold),
+            ] {
+                if n > 0.0 {
+                    *run.causes.entry(cause.into()).or_default() += n;
+                }
+            }
+            let share = if l > 0.0 { failed / (l * step_s) } else { 0.0 };
+            if violates(p95, share) {
                 run.violation_s += step_s;
             }
-            run.errors += (l - ready as f64 * sc.per_instance).max(0.0) * step_s;
+            run.failed += failed;
             run.replica_s += instances.len() as f64 * step_s;
             run.trace.push((
                 (t - sc.measured_from) as f64 * step_s,
                 instances.len() as u32,
                 p95,
+                failed,
             ));
         }
         if t % day == 0 && t > 0 {
@@ -405,6 +494,11 @@ pub(crate) fn simulate(sc: &Scenario, name: &'static str, kind: Kind) -> anyhow:
             );
         }
     }
+    run.reversals = reversals(
+        &moves,
+        behavior.scale_up.stabilization_window.as_millis() as i64,
+        behavior.scale_down.stabilization_window.as_millis() as i64,
+    );
     Ok(run)
 }
 
@@ -439,20 +533,30 @@ fn days_scenario(args: &AutoscaleBenchArgs) -> Scenario {
 /// Print the four figures of each run and the Keel/HPA ratios.
 pub(crate) fn report(runs: &[Run]) {
     println!(
-        "{:<40} {:>15} {:>10} {:>16} {:>8}",
-        "policy", "SLO-violation s", "errors", "replica-seconds", "actions"
+        "{:<40} {:>15} {:>10} {:>16} {:>8} {:>10}",
+        "policy", "SLO-violation s", "failed", "replica-seconds", "actions", "reversals"
     );
     for r in runs {
         println!(
-            "{:<40} {:>15.1} {:>10.0} {:>16.0} {:>8}",
-            r.name, r.violation_s, r.errors, r.replica_s, r.actions
+            "{:<40} {:>15.1} {:>10.0} {:>16.0} {:>8} {:>10}",
+            r.name, r.violation_s, r.failed, r.replica_s, r.actions, r.reversals
         );
+    }
+    for r in runs.iter().filter(|r| !r.causes.is_empty()) {
+        let causes: Vec<String> = r
+            .causes
+            .iter()
+            .map(|(c, n)| format!("{c} {n:.0}"))
+            .collect();
+        println!("  failed by cause, {}: {}", r.name, causes.join(", "));
     }
     let (hpa, keel) = (&runs[1], &runs[2]);
     println!(
-        "Keel / HPA: SLO-violation seconds {:.2} (goal ≤ 0.50), replica-seconds {:.2} (goal ≤ 1.00)",
+        "Keel / HPA: SLO-violation seconds {:.2} (goal ≤ 0.30), failed requests {:.2} (goal ≤ 1.00), replica-seconds {:.2} (goal ≤ 1.00); Keel's reversals inside a window: {} (goal 0)",
         keel.violation_s / hpa.violation_s.max(1.0),
-        keel.replica_s / hpa.replica_s.max(1.0)
+        keel.failed / hpa.failed.max(1.0),
+        keel.replica_s / hpa.replica_s.max(1.0),
+        keel.reversals
     );
 }
 
@@ -479,6 +583,9 @@ pub fn run(args: AutoscaleBenchArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// A point of a run's trace: (seconds, replicas, p95 s, failed requests).
+type Point = (f64, u32, f64, f64);
+
 /// Replicas (top) and p95 latency (bottom, log scale) over the measured
 /// part (`span_s` long), one line a policy.
 pub(crate) fn svg(runs: &[Run], span_s: f64, what: &str) -> String {
@@ -497,7 +604,7 @@ pub(crate) fn svg(runs: &[Run], span_s: f64, what: &str) -> String {
         h / 2.0 + pad / 2.0 + (1.0 - (p.max(0.01).log10() - lo) / (hi - lo)) * (h / 2.0 - 1.5 * pad)
     };
     let mut out = format!(
-        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{w}\" height=\"{h}\" font-family=\"sans-serif\" font-size=\"12\">\n<rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n<text x=\"{pad}\" y=\"30\">replicas over {what} (max {max_r})</text>\n<text x=\"{pad}\" y=\"{}\">p95 latency, log scale 0.01–10 s; dashed: SLO {SLO_S} s</text>\n",
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{w}\" height=\"{h}\" font-family=\"sans-serif\" font-size=\"12\">\n<rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n<text x=\"{pad}\" y=\"30\">replicas over {what} (max {max_r})</text>\n<text x=\"{pad}\" y=\"{}\">p95 latency, log scale 0.01–10 s; dashed: SLO {SLO_S} s; ticks below: seconds with failed requests</text>\n",
         h / 2.0 + 10.0
     );
     let slo = bottom(SLO_S);
@@ -524,16 +631,27 @@ pub(crate) fn svg(runs: &[Run], span_s: f64, what: &str) -> String {
         // At most ~2,000 points a line: the worst p95 and the most
         // replicas of each stretch, so short spikes still show.
         let stride = r.trace.len().div_ceil(2000).max(1);
-        let thinned: Vec<(f64, u32, f64)> = r
+        let thinned: Vec<Point> = r
             .trace
             .chunks(stride)
             .map(|c| {
                 let worst = c.iter().map(|p| p.2).fold(0.0, f64::max);
                 let most = c.iter().map(|p| p.1).max().unwrap_or(0);
-                (c[0].0, most, worst)
+                let failed = c.iter().map(|p| p.3).sum::<f64>();
+                (c[0].0, most, worst, failed)
             })
             .collect();
-        let pts = |f: &dyn Fn(&(f64, u32, f64)) -> f64| {
+        // Failed requests: a tick under the p95 panel, one row a policy.
+        let row = h - 30.0 - 6.0 * i as f64;
+        for p in thinned.iter().filter(|p| p.3 > 0.0) {
+            out.push_str(&format!(
+                "<line x1=\"{0:.1}\" x2=\"{0:.1}\" y1=\"{1:.1}\" y2=\"{2:.1}\" stroke=\"{c}\" stroke-width=\"2\"/>\n",
+                x(p.0),
+                row,
+                row - 5.0
+            ));
+        }
+        let pts = |f: &dyn Fn(&Point) -> f64| {
             thinned
                 .iter()
                 .map(|p| format!("{:.1},{:.1}", x(p.0), f(p)))

@@ -33,7 +33,7 @@ use anyhow::{Context as _, bail};
 use keel_controller::{ActuatorConfig, ControllerConfig};
 use keel_sampleapp::load::{self, HttpTarget, Outcome, Profile, RequestKind, Segment, Target};
 
-use crate::bench_autoscale::{Kind, Run, SLO_S, Scenario, policy, report, simulate, svg};
+use crate::bench_autoscale::{Kind, Run, SLO_S, Scenario, policy, report, simulate, svg, violates};
 use crate::scenario::file::Scenario as Rehearsal;
 
 /// Flags of the live run.
@@ -54,11 +54,17 @@ pub struct LiveArgs {
     /// Where to write the live plot (SVG).
     #[arg(long, default_value = "autoscale-live.svg")]
     live_plot: PathBuf,
-    /// Measure on a rehearsed incident instead of the cycle: the scenario
-    /// file's load and faults (e.g. incidents/lunch-spike.yaml), with no
-    /// history before it.
+    /// Measure on one rehearsed incident instead: the scenario file's
+    /// load and faults (e.g. incidents/lunch-spike.yaml), with no history
+    /// before it.
     #[arg(long)]
     scenario: Option<PathBuf>,
+    /// After the cycle, every scenario in this directory is a load too.
+    #[arg(long, default_value = "incidents")]
+    scenarios: PathBuf,
+    /// Only the cycle, not the scenarios.
+    #[arg(long)]
+    cycle_only: bool,
 }
 
 /// What one web instance serves live: 2 at once × 40 ms.
@@ -167,12 +173,41 @@ pub fn run(args: &LiveArgs) -> anyhow::Result<()> {
     {
         bail!("--compress must be ≥ 1, --live-base positive, --seasons at least 2");
     }
-    let rehearsal = args.scenario.as_deref().map(Rehearsal::load).transpose()?;
-    let sc = scenario(args, rehearsal.as_ref());
-    match &rehearsal {
+    // The loads: one scenario if named; else the cycle, then every
+    // shipped scenario (unless --cycle-only).
+    let mut loads: Vec<Option<Rehearsal>> = Vec::new();
+    match &args.scenario {
+        Some(f) => loads.push(Some(Rehearsal::load(f)?)),
+        None => {
+            loads.push(None);
+            if !args.cycle_only && args.scenarios.is_dir() {
+                for f in crate::scenario::scenario_files(&args.scenarios)? {
+                    loads.push(Some(Rehearsal::load(&f)?));
+                }
+            }
+        }
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    for rehearsal in &loads {
+        measure(args, &rt, rehearsal.as_ref())?;
+    }
+    Ok(())
+}
+
+/// The three policies live (and in the model) on one load.
+fn measure(
+    args: &LiveArgs,
+    rt: &tokio::runtime::Runtime,
+    rehearsal: Option<&Rehearsal>,
+) -> anyhow::Result<()> {
+    let sc = scenario(args, rehearsal);
+    match rehearsal {
         Some(r) => println!(
-            "keel bench autoscale --live --scenario {}: {} ({}, {} fault(s), no history); web instances serve {PER_INSTANCE}/s and are cold {}; windows ÷ {}; SLO p95 ≤ {SLO_S} s",
-            r.path.display(),
+            "keel bench autoscale --live, scenario {}: {} ({}, {} fault(s), no history); web instances serve {PER_INSTANCE}/s and are cold {}; windows ÷ {}; SLO p95 ≤ {SLO_S} s and ≤ 1 % failed",
+            r.name,
             r.description,
             humantime::format_duration(r.length()),
             r.faults.len(),
@@ -180,7 +215,7 @@ pub fn run(args: &LiveArgs) -> anyhow::Result<()> {
             args.compress
         ),
         None => println!(
-            "keel bench autoscale --live: a {} cycle ({} of history, then one with a 5× burst), base {}/s; web instances serve {PER_INSTANCE}/s and are cold {}; windows ÷ {}; SLO p95 ≤ {SLO_S} s",
+            "keel bench autoscale --live: a {} cycle ({} of history, then one with a 5× burst), base {}/s; web instances serve {PER_INSTANCE}/s and are cold {}; windows ÷ {}; SLO p95 ≤ {SLO_S} s and ≤ 1 % failed",
             humantime::format_duration(args.cycle),
             args.seasons,
             args.live_base,
@@ -193,28 +228,32 @@ pub fn run(args: &LiveArgs) -> anyhow::Result<()> {
         ("reactive (HPA defaults)", Kind::Reactive),
         ("Keel (predictive + reactive + panic)", Kind::Keel),
     ];
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()?;
     let mut live = Vec::new();
     let mut model = Vec::new();
     for (name, kind) in kinds {
         eprintln!("  {name}: live…");
-        live.push(rt.block_on(live_run(args, rehearsal.as_ref(), &sc, name, kind))?);
+        live.push(rt.block_on(live_run(args, rehearsal, &sc, name, kind))?);
         model.push(simulate(&sc, name, kind)?);
     }
     println!("live:");
     report(&live);
     println!("model, same load and windows:");
     report(&model);
+    let plot = match rehearsal {
+        Some(r) => args.live_plot.with_file_name(format!(
+            "{}-{}.svg",
+            args.live_plot
+                .file_stem()
+                .map_or("autoscale-live".into(), |s| s.to_string_lossy()),
+            r.name
+        )),
+        None => args.live_plot.clone(),
+    };
     std::fs::write(
-        &args.live_plot,
+        &plot,
         svg(
             &live,
-            measured_profile(args, rehearsal.as_ref())
-                .duration()
-                .as_secs_f64(),
+            measured_profile(args, rehearsal).duration().as_secs_f64(),
             if rehearsal.is_some() {
                 "the scenario, live"
             } else {
@@ -222,7 +261,7 @@ pub fn run(args: &LiveArgs) -> anyhow::Result<()> {
             },
         ),
     )?;
-    println!("plot: {}", args.live_plot.display());
+    println!("plot: {}", plot.display());
     Ok(())
 }
 
@@ -436,6 +475,17 @@ impl Target for Timed {
     }
 }
 
+/// A failed request's cause, from the load generator's error kind.
+fn cause(kind: &str) -> &'static str {
+    match kind {
+        "http_503" => "shed (queue full, or no instance ready)",
+        "http_502" | "connect" => "refused (connection or upstream)",
+        "timeout" => "timed out",
+        "http_500" => "failed (500)",
+        _ => "other",
+    }
+}
+
 /// The `q` quantile of `v` (sorted in place).
 fn quantile(v: &mut [f64], q: f64) -> f64 {
     if v.is_empty() {
@@ -532,9 +582,12 @@ async fn live_run(
         .json()
         .await?;
     // Every change, as the controller explained it (before the cycle too:
-    // what the history made it do).
+    // what the history made it do), oldest first.
     let mut actions = 0;
-    for e in v["data"].as_array().into_iter().flatten() {
+    let mut moves = Vec::new();
+    let mut events: Vec<&serde_json::Value> = v["data"].as_array().into_iter().flatten().collect();
+    events.sort_by_key(|e| e["at_ms"].as_i64().unwrap_or(0));
+    for e in events {
         let at = e["at_ms"].as_i64().unwrap_or(0);
         if e["kind"] == "scale" {
             eprintln!(
@@ -542,22 +595,40 @@ async fn live_run(
                 (at - t0_ms) as f64 / 1000.0,
                 e["explanation"].as_str().unwrap_or_default()
             );
-            actions += u32::from((t0_ms..end_ms).contains(&at));
+            if (t0_ms..end_ms).contains(&at) {
+                actions += 1;
+                let from = e["decision"]["current"].as_u64().unwrap_or(0) as u32;
+                let to = e["read_back"].as_u64().unwrap_or(0) as u32;
+                moves.push((at, from, to));
+            }
         }
     }
+    let behavior = &policy(sc, name, kind, ActuatorConfig::DryRun { start }).behavior;
+    let reversals = crate::bench_autoscale::reversals(
+        &moves,
+        behavior.scale_up.stabilization_window.as_millis() as i64,
+        behavior.scale_down.stabilization_window.as_millis() as i64,
+    );
     let counts = counts.lock().unwrap_or_else(|e| e.into_inner()).clone();
     let mut seconds = seconds.lock().unwrap_or_else(|e| e.into_inner()).clone();
-    let mut run = Run {
-        name,
-        violation_s: 0.0,
-        errors: report.errors as f64 + report.dropped as f64,
-        replica_s: counts.iter().map(|c| f64::from(c.1) * 0.25).sum(),
-        actions,
-        trace: Vec::new(),
-    };
+    let mut run = Run::new(name);
+    run.actions = actions;
+    run.reversals = reversals;
+    run.replica_s = counts.iter().map(|c| f64::from(c.1) * 0.25).sum();
+    for (kind, n) in &report.errors_by_kind {
+        *run.causes.entry(cause(kind).into()).or_default() += *n as f64;
+    }
+    if report.dropped > 0 {
+        *run.causes
+            .entry("not sent (the generator fell behind)".into())
+            .or_default() += report.dropped as f64;
+    }
+    run.failed = run.causes.values().sum();
     for (s, lat) in seconds.iter_mut().enumerate() {
+        let failed = lat.iter().filter(|l| l.is_infinite()).count();
+        let share = failed as f64 / lat.len().max(1) as f64;
         let p95 = quantile(lat, 0.95);
-        if p95 > SLO_S {
+        if violates(p95, share) {
             run.violation_s += 1.0;
         }
         let replicas = counts
@@ -565,7 +636,8 @@ async fn live_run(
             .rev()
             .find(|c| c.0 <= s as f64 + 1.0)
             .map_or(start, |c| c.1);
-        run.trace.push((s as f64, replicas, p95.min(10.0)));
+        run.trace
+            .push((s as f64, replicas, p95.min(10.0), failed as f64));
     }
     eprintln!(
         "  {name}: {} sent, {} failed, p95 {:.0} ms",

@@ -301,13 +301,17 @@ fn shipped_failover(
 /// The policy `keel up` runs when the config names none: the web tier,
 /// through the supervisor, on the request rate a web instance serves
 /// (100/s each: half of what one handles at the default capacity), with
-/// the HPA's default behaviour and panic at twice the ready capacity.
+/// Keel's behaviour (the HPA's defaults, no reversal inside the last
+/// move's window, a 10-minute burst memory) and panic at twice the ready
+/// capacity of what arrives at the lb.
 fn shipped_policy(supervisor: &str, min: u32, max: u32) -> keel_controller::Policy {
     let rate = r#"sum(rate(http_server_request_duration_seconds_count{tier="web"}[1m]))"#;
-    // Panic reads the arrival rate between the last two scrapes (keel up
-    // scrapes every 1 s): a burst shows at the first scrape after it,
-    // where a rate over a short window (Knative's is 6 s) shows a part.
-    let burst = r#"sum(irate(http_server_request_duration_seconds_count{tier="web"}[5s]))"#;
+    // Panic reads what arrives at the lb (counted on arrival, so a burst
+    // still queued shows, where finished requests lag behind it) between
+    // the last two scrapes (keel up scrapes every 1 s): a burst shows at
+    // the first scrape after it, where a rate over a short window
+    // (Knative's is 6 s) shows a part.
+    let burst = r#"sum(irate(lb_requests_received_total{tier="lb"}[5s]))"#;
     keel_controller::Policy {
         name: "web".into(),
         actuator: keel_controller::ActuatorConfig::Supervisor {

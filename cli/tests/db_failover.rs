@@ -246,14 +246,19 @@ async fn injected_latency_query_time_and_replica_lag_slow_what_they_name_and_hea
     let (s, _) = get_json(&key).await;
     assert_eq!(s, 404, "not applied yet");
     let status = format!("http://{}/-/status", addr("db-3"));
-    eventually("db-3 reports its lag", Duration::from_secs(5), || {
+    eventually("db-3 reports 3 s of lag", Duration::from_secs(10), || {
         let status = status.clone();
         async move {
             let (_, v) = get_json(&status).await;
-            (v["lag_seconds"].as_f64()? >= 1.0).then_some(())
+            (v["lag_seconds"].as_f64()? >= 3.0).then_some(())
         }
     })
     .await;
+    let (s, _) = get_json(&key).await;
+    assert_eq!(
+        s, 404,
+        "3 s old and still held: the delay is not shorter than asked"
+    );
     eventually(
         "db-3 applies the write once it is 5 s old",
         Duration::from_secs(15),

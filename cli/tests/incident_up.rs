@@ -164,6 +164,7 @@ async fn the_shortest_scenario_runs_live_and_its_expectations_hold_live_and_in_r
     );
     assert!(!err.contains("load done"), "nothing started: {err}");
 
+    let (_, capacity_before) = get_json(&format!("{sup}/api/v1/web/capacity")).await;
     let o = scenario(&incidents().join("db-primary-crash.yaml"));
     let out = String::from_utf8_lossy(&o.stdout);
     let err = String::from_utf8_lossy(&o.stderr);
@@ -199,6 +200,44 @@ async fn the_shortest_scenario_runs_live_and_its_expectations_hold_live_and_in_r
         .cloned()
         .unwrap_or_default();
     assert!(db1["pid"].is_u64(), "db-1 healed: {db1}");
+    let (_, capacity_after) = get_json(&format!("{sup}/api/v1/web/capacity")).await;
+    assert_eq!(capacity_after, capacity_before);
+
+    // The bundle keeps warnings and errors (the failed requests'), no
+    // spans, and says so.
+    let kept: Vec<std::path::PathBuf> = std::fs::read_dir(dir.path().join("collector/incidents"))
+        .expect("incidents dir")
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "keelinc"))
+        .collect();
+    assert_eq!(kept.len(), 1, "{kept:?}");
+    let b = keel_collector::incident::bundle::Bundle::read(&kept[0]).expect("bundle");
+    assert_eq!(
+        b.header.logs_query.as_deref(),
+        Some("level:fatal OR level:error OR level:warn")
+    );
+    assert!(b.header.no_spans && b.spans.is_empty());
+    assert!(
+        !b.logs.is_empty(),
+        "the crash's warnings and errors are kept"
+    );
+    assert!(
+        b.logs
+            .iter()
+            .all(|l| matches!(l.level.as_str(), "warn" | "error" | "fatal")),
+        "only warnings and errors"
+    );
+    // A log search that does not parse is refused by name.
+    let r = reqwest::Client::new()
+        .post(format!("{api}/api/v1/incidents"))
+        .json(&serde_json::json!({"name": "bad-logs", "from_ms": 1, "to_ms": 2, "logs": "level:("}))
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(r.status(), 400);
+    let v: serde_json::Value = r.json().await.unwrap_or_default();
+    let why = v["error"].as_str().unwrap_or_default();
+    assert!(why.starts_with("logs: \"level:(\": invalid query"), "{v}");
 }
 
 #[test]

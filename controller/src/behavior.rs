@@ -3,7 +3,10 @@
 //! the start of each period) combined by `selectPolicy` (`Max`, `Min`,
 //! `Disabled`), and a tolerance. Defaults are Kubernetes': scale up at
 //! once by the larger of 4 instances or 100 % per 15 s; scale down after
-//! a 300 s window by up to 100 % per 15 s; tolerance 0.1.
+//! a 300 s window by up to 100 % per 15 s; tolerance 0.1. Keel adds two
+//! rules the HPA lacks (`Behavior::hpa` turns them off): no reversal of
+//! direction inside the last move's stabilization window, and a
+//! scale-down `burst_memory`.
 
 use std::collections::VecDeque;
 use std::time::Duration;
@@ -61,10 +64,22 @@ pub struct Rules {
     /// A usage ratio within this of 1 changes nothing.
     #[serde(default = "default_tolerance")]
     pub tolerance: f64,
+    /// Scale-down only (Keel's, not the HPA's): never below what the
+    /// last burst (panic) needed within this long, so that a burst
+    /// shortly after a quiet minute meets capacity. 0 turns it off.
+    #[serde(default = "default_burst_memory", with = "keel_core::duration")]
+    pub burst_memory: Duration,
 }
 
 fn default_tolerance() -> f64 {
     0.1
+}
+
+/// Keel's default memory of bursts when scaling down.
+pub const DEFAULT_BURST_MEMORY: Duration = Duration::from_secs(600);
+
+fn default_burst_memory() -> Duration {
+    DEFAULT_BURST_MEMORY
 }
 
 impl Rules {
@@ -86,6 +101,7 @@ impl Rules {
                 },
             ],
             tolerance: default_tolerance(),
+            burst_memory: DEFAULT_BURST_MEMORY,
         }
     }
 
@@ -100,6 +116,7 @@ impl Rules {
                 period: Duration::from_secs(15),
             }],
             tolerance: default_tolerance(),
+            burst_memory: DEFAULT_BURST_MEMORY,
         }
     }
 
@@ -123,6 +140,9 @@ impl Rules {
         if self.stabilization_window > Duration::from_secs(3600) {
             problems.push(format!("{at}.stabilization_window: at most 1h"));
         }
+        if self.burst_memory > Duration::from_secs(86_400) {
+            problems.push(format!("{at}.burst_memory: at most 1d"));
+        }
     }
 }
 
@@ -134,6 +154,10 @@ pub struct Behavior {
     pub scale_up: Rules,
     /// Scaling down.
     pub scale_down: Rules,
+    /// Allow reversing direction inside the stabilization window of the
+    /// last move, as the HPA does. Keel's default (false) holds the count
+    /// instead; only panic reverses a scale-down, and says so.
+    pub allow_reversal: bool,
 }
 
 impl Default for Behavior {
@@ -141,7 +165,22 @@ impl Default for Behavior {
         Self {
             scale_up: Rules::default_up(),
             scale_down: Rules::default_down(),
+            allow_reversal: false,
         }
+    }
+}
+
+impl Behavior {
+    /// Exactly the HPA's behaviour: its defaults, reversals allowed, no
+    /// burst memory.
+    pub fn hpa() -> Self {
+        let mut b = Self {
+            allow_reversal: true,
+            ..Self::default()
+        };
+        b.scale_up.burst_memory = Duration::ZERO;
+        b.scale_down.burst_memory = Duration::ZERO;
+        b
     }
 }
 

@@ -16,7 +16,7 @@
 //! count (past the scale-up rate policies, never past `max`), and do not
 //! scale down until `panic_window` has passed without that.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -326,6 +326,13 @@ pub struct Autoscaler {
     pub settings: Settings,
     history: History,
     panic_until_ms: Option<i64>,
+    /// The last change the actuator confirmed: when, and whether up.
+    last_move: Option<(i64, bool)>,
+    /// What each burst (panic) needed, and when: the scale-down floor
+    /// within `burst_memory`.
+    bursts: VecDeque<(i64, u32)>,
+    /// The forecast last acted on: its mean and proposal.
+    last_forecast: Option<(f64, u32)>,
 }
 
 impl Autoscaler {
@@ -335,12 +342,33 @@ impl Autoscaler {
             settings,
             history: History::default(),
             panic_until_ms: None,
+            last_move: None,
+            bursts: VecDeque::new(),
+            last_forecast: None,
         }
     }
 
     /// The actuator confirmed the count went `from` → `to` at `now_ms`.
     pub fn scaled(&mut self, now_ms: i64, from: u32, to: u32) {
         self.history.scaled(now_ms, from, to);
+        if from != to {
+            self.last_move = Some((now_ms, to > from));
+        }
+    }
+
+    /// The last move, if it was the other way from `current` → `out` and
+    /// within the stabilization window of its own direction: (when, up,
+    /// the window).
+    fn reversal(&self, now_ms: i64, current: u32, out: u32) -> Option<(i64, bool, Duration)> {
+        let (t, up) = self.last_move?;
+        let b = &self.settings.behavior;
+        let w = if up {
+            b.scale_up.stabilization_window
+        } else {
+            b.scale_down.stabilization_window
+        };
+        let reverses = if up { out < current } else { out > current };
+        (reverses && now_ms < t + w.as_millis() as i64).then_some((t, up, w))
     }
 
     /// Decide at `now_ms` from the instances and metrics read then.
@@ -384,6 +412,7 @@ impl Autoscaler {
                 panic = true;
                 self.panic_until_ms = Some(now_ms + s.panic_window.as_millis() as i64);
                 needed = Some(n);
+                self.bursts.push_back((now_ms, n));
             }
         }
         let desired = if current > s.max || (current < s.min && current > 0) {
@@ -406,9 +435,19 @@ impl Autoscaler {
         } else if panic {
             let want = needed.unwrap_or(0).max(proposed).max(current);
             if want != proposed {
+                let reverses = self
+                    .reversal(now_ms, current, want)
+                    .map(|(t, _, w)| {
+                        format!(
+                            "; reverses the scale-down {} ago, inside its {} window",
+                            ago(now_ms - t),
+                            humantime::format_duration(w)
+                        )
+                    })
+                    .unwrap_or_default();
                 clamps.push(Clamp {
                     rule: format!(
-                        "panic: demand needs {} (≥ {}× the {ready} ready); no scale-down",
+                        "panic: demand needs {} (≥ {}× the {ready} ready); no scale-down{reverses}",
                         needed.map_or("more".into(), |n| n.to_string()),
                         s.panic_threshold
                     ),
@@ -456,6 +495,48 @@ impl Autoscaler {
                 });
                 out = down;
             }
+            // Keel: no reversal inside the last move's window.
+            if !b.allow_reversal
+                && let Some((t, up, w)) = self.reversal(now_ms, current, out)
+            {
+                clamps.push(Clamp {
+                    rule: format!(
+                        "no reversal: scaled {} {} ago, inside the scale-{} stabilization window {} (only panic reverses)",
+                        if up { "up" } else { "down" },
+                        ago(now_ms - t),
+                        if up { "up" } else { "down" },
+                        humantime::format_duration(w)
+                    ),
+                    from: out,
+                    to: current,
+                });
+                out = current;
+            }
+            // Keel: never below what the last burst needed, for a while.
+            let memory = b.scale_down.burst_memory.as_millis() as i64;
+            while self
+                .bursts
+                .front()
+                .is_some_and(|(t, _)| *t <= now_ms - memory)
+            {
+                self.bursts.pop_front();
+            }
+            if out < current
+                && let Some(&(t, n)) = self.bursts.iter().max_by_key(|(_, n)| *n)
+                && out < n.min(current)
+            {
+                let floor = n.min(current);
+                clamps.push(Clamp {
+                    rule: format!(
+                        "burst memory: a burst needed {n} {} ago (within {})",
+                        ago(now_ms - t),
+                        humantime::format_duration(b.scale_down.burst_memory)
+                    ),
+                    from: out,
+                    to: floor,
+                });
+                out = floor;
+            }
             clamp_range(out, s.min, s.max, &mut clamps)
         };
         self.history.prune(b, now_ms);
@@ -484,8 +565,47 @@ impl Autoscaler {
         let tol = self.settings.behavior.scale_up.tolerance;
         let settle = (f.mean.max(0.0) / (f.per_instance * (1.0 + tol))).ceil() as u32;
         f.proposal = f.proposal.min(settle.max(1));
+        // The forecast's own jitter is no reason to act: a mean that moved
+        // less than its interval keeps the proposal last acted on.
+        let mut jitter = String::new();
+        match self.last_forecast {
+            Some((m, p)) if (f.mean - m).abs() <= (f.high - f.mean).max(0.0) && p != f.proposal => {
+                jitter = format!(
+                    " (moved {} from {}, inside its interval: keeps {p})",
+                    num((f.mean - m).abs()),
+                    num(m)
+                );
+                f.proposal = p;
+            }
+            Some((m, _)) if (f.mean - m).abs() <= (f.high - f.mean).max(0.0) => {}
+            _ => self.last_forecast = Some((f.mean, f.proposal)),
+        }
         let want = f.proposal.min(self.settings.max);
         f.applied = apply && want > d.desired;
+        // Scaling down: not below what the forecast needs within the
+        // horizon (warm-up plus buffer), or it would come straight back.
+        if apply && d.desired < d.current && want > d.desired {
+            let to = want.min(d.current);
+            let clamp = Clamp {
+                rule: "forecast: the next warm-up plus buffer needs them".into(),
+                from: d.desired,
+                to,
+            };
+            if let Some(i) = d.explanation.find(':') {
+                d.explanation = format!(
+                    "{}{}; {} → {} by {}",
+                    verb(d.current, to),
+                    &d.explanation[i..],
+                    clamp.from,
+                    clamp.to,
+                    clamp.rule
+                );
+            }
+            d.clamps.push(clamp);
+            d.desired = to;
+            self.history.note(d.at_ms, to);
+            f.applied = want > to;
+        }
         let when = humantime::format_rfc3339_seconds(keel_core::clock::from_unix_ms(f.at_ms));
         let mut line = format!(
             "; forecast {} at {} ± {} wants {}",
@@ -494,6 +614,7 @@ impl Autoscaler {
             num((f.high - f.mean).max(0.0)),
             f.proposal
         );
+        line.push_str(&jitter);
         if f.applied {
             d.clamps.push(Clamp {
                 rule: "predictive: capacity ahead of the forecast".into(),
@@ -546,6 +667,11 @@ fn clamp_range(n: u32, min: u32, max: u32, clamps: &mut Vec<Clamp>) -> u32 {
         return min;
     }
     n
+}
+
+/// `ms` as people read a while: `2m 30s`.
+fn ago(ms: i64) -> String {
+    humantime::format_duration(Duration::from_secs((ms.max(0) / 1000) as u64)).to_string()
 }
 
 /// `scale 2 → 6` or `keep 2`.

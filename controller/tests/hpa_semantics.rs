@@ -51,6 +51,7 @@ fn scaler(min: u32, max: u32) -> Autoscaler {
     Autoscaler::new(Settings {
         min,
         max,
+        behavior: Behavior::hpa(),
         ..Settings::default()
     })
 }
@@ -78,7 +79,7 @@ fn within_tolerance_0_1_nothing_changes() {
 
 #[test]
 fn tolerance_is_per_direction() {
-    let mut b = Behavior::default();
+    let mut b = Behavior::hpa();
     b.scale_up.tolerance = 0.0;
     b.scale_down.tolerance = 0.5;
     let mut a = Autoscaler::new(Settings {
@@ -222,7 +223,7 @@ fn rate_policies_measure_from_the_count_at_the_period_start() {
 
 #[test]
 fn select_policy_min_takes_the_smallest_change_and_disabled_none() {
-    let mut b = Behavior::default();
+    let mut b = Behavior::hpa();
     b.scale_up.select_policy = SelectPolicy::Min;
     let mut a = Autoscaler::new(Settings {
         min: 1,
@@ -258,7 +259,7 @@ fn scale_down_stabilization_300s_takes_the_largest_recommendation_in_the_window(
 
 #[test]
 fn scale_up_stabilization_window_takes_the_smallest_recommendation() {
-    let mut b = Behavior::default();
+    let mut b = Behavior::hpa();
     b.scale_up.stabilization_window = Duration::from_secs(60);
     let mut a = Autoscaler::new(Settings {
         min: 1,
@@ -283,7 +284,7 @@ fn scale_up_stabilization_window_takes_the_smallest_recommendation() {
 
 #[test]
 fn scale_down_percent_policies_floor_and_select() {
-    let mut b = Behavior::default();
+    let mut b = Behavior::hpa();
     b.scale_down.stabilization_window = Duration::ZERO;
     b.scale_down.policies = vec![
         RatePolicy {

@@ -135,17 +135,19 @@ impl Expect {
                     Err(format!("{got} scaling action(s)"))
                 }
             }
-            Expect::ScalingWithin(d) => match outcome.scaling.first() {
-                Some(s) if s.at_ms - start_ms <= *d => Ok(()),
-                Some(s) => Err(format!(
-                    "the first scaling action ({} to {}) came {} after the start, later than {}",
-                    s.policy,
-                    s.to,
-                    span(s.at_ms - start_ms),
-                    span(*d)
-                )),
-                None => Err("no scaling action".into()),
-            },
+            Expect::ScalingWithin(d) => {
+                match outcome.scaling.iter().find(|s| s.at_ms >= start_ms) {
+                    Some(s) if s.at_ms - start_ms <= *d => Ok(()),
+                    Some(s) => Err(format!(
+                        "the first scaling action ({} to {}) came {} after the start, later than {}",
+                        s.policy,
+                        s.to,
+                        span(s.at_ms - start_ms),
+                        span(*d)
+                    )),
+                    None => Err("no scaling action after the start".into()),
+                }
+            }
             Expect::AtMostPages(sev, n) => {
                 let got = outcome
                     .pages
@@ -248,5 +250,32 @@ mod tests {
         assert!(Expect::NoPage("P0".into()).check(&o, 0).is_ok());
         assert!(Expect::Scaling(true, 0).check(&o, 0).is_ok());
         assert!(Expect::Scaling(false, 1).check(&o, 0).is_err());
+    }
+
+    #[test]
+    fn scaling_within_counts_only_actions_after_the_start() {
+        let scale = |at_ms| crate::run::Scaling {
+            at_ms,
+            policy: "web".into(),
+            from: 2,
+            to: 3,
+            explanation: String::new(),
+        };
+        let mut o = Outcome {
+            scaling: vec![scale(5_000)],
+            ..Outcome::default()
+        };
+        let e = Expect::ScalingWithin(45_000).check(&o, 10_000).unwrap_err();
+        assert_eq!(
+            e, "no scaling action after the start",
+            "one before it does not count"
+        );
+        o.scaling.push(scale(60_000));
+        let e = Expect::ScalingWithin(45_000).check(&o, 10_000).unwrap_err();
+        assert!(
+            e.contains("came 50s after the start, later than 45s"),
+            "{e}"
+        );
+        assert!(Expect::ScalingWithin(50_000).check(&o, 10_000).is_ok());
     }
 }

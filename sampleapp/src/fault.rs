@@ -1,8 +1,11 @@
 //! Faults a cache or db process injects into itself on request (for
 //! rehearsed incidents): network latency before every data request, a
-//! slow query time inside it (the db), and a replica applying what it
-//! pulls only once it is a given age (replication lag grown on purpose,
-//! as PostgreSQL's `recovery_min_apply_delay`).
+//! slow query time inside it (the db), and a replica taking what it
+//! pulls only once it is a given age (replication lag grown on purpose:
+//! a replica that cannot keep up. Unlike PostgreSQL's
+//! `recovery_min_apply_delay`, the held records are neither stored nor
+//! acknowledged, so in synchronous mode a write waiting for this
+//! replica's ack waits too).
 //!
 //! `GET /-/faults` shows them; `PUT /-/faults` changes the fields it
 //! names (`"0s"` heals one). They live in the process: a restart heals

@@ -103,6 +103,9 @@ struct LbState {
     metrics: Arc<Metrics>,
     requests: Family<BackendLabel, Counter>,
     errors: Family<ErrorLabel, Counter>,
+    /// Requests received, counted on arrival (before any answer): what
+    /// demand is, where finished requests lag behind a burst.
+    received: Counter,
 }
 
 type St = Arc<LbState>;
@@ -170,7 +173,13 @@ pub fn router(id: &Identity, config: LbConfig, backends: Vec<BackendSpec>) -> (R
     let errors: Family<ErrorLabel, Counter> = Family::default();
     let healthy_g: Family<BackendLabel, Gauge> = Family::default();
     let in_flight_g: Family<BackendLabel, Gauge> = Family::default();
+    let received = Counter::default();
     let metrics = Metrics::new(id, |r| {
+        r.register(
+            "lb_requests_received",
+            "Requests received on the shop port, counted as they arrive",
+            received.clone(),
+        );
         r.register(
             "lb_backend_requests",
             "Requests sent to each backend",
@@ -210,6 +219,7 @@ pub fn router(id: &Identity, config: LbConfig, backends: Vec<BackendSpec>) -> (R
         metrics: metrics.clone(),
         requests,
         errors,
+        received,
     });
     for b in st.list() {
         tokio::spawn(health_loop(st.clone(), b, health.clone()));
@@ -299,6 +309,7 @@ fn hop_by_hop(name: &HeaderName) -> bool {
 }
 
 async fn proxy(State(st): State<St>, req: Request) -> Response {
+    st.received.inc();
     let (parts, body) = req.into_parts();
     let metrics = st.metrics.clone();
     let method = parts.method.clone();
@@ -522,6 +533,7 @@ mod tests {
             metrics: Metrics::new(&id, |_| {}),
             requests: Family::default(),
             errors: Family::default(),
+            received: Counter::default(),
         }
     }
 

@@ -54,22 +54,29 @@ pub enum FaultKind {
     Partition,
 }
 
-const KINDS: &str =
-    "kill, stop, error_rate, service_time, latency, query_time, replica_lag, partition";
+/// Every fault with its name in a scenario file.
+const KINDS: [(FaultKind, &str); 8] = [
+    (FaultKind::Kill, "kill"),
+    (FaultKind::Stop, "stop"),
+    (FaultKind::ErrorRate, "error_rate"),
+    (FaultKind::ServiceTime, "service_time"),
+    (FaultKind::Latency, "latency"),
+    (FaultKind::QueryTime, "query_time"),
+    (FaultKind::ReplicaLag, "replica_lag"),
+    (FaultKind::Partition, "partition"),
+];
 
 impl FaultKind {
     fn parse(s: &str) -> Option<Self> {
-        Some(match s {
-            "kill" => Self::Kill,
-            "stop" => Self::Stop,
-            "error_rate" => Self::ErrorRate,
-            "service_time" => Self::ServiceTime,
-            "latency" => Self::Latency,
-            "query_time" => Self::QueryTime,
-            "replica_lag" => Self::ReplicaLag,
-            "partition" => Self::Partition,
-            _ => return None,
-        })
+        KINDS.iter().find(|(_, n)| *n == s).map(|(k, _)| *k)
+    }
+
+    /// Its name in a scenario file.
+    pub fn name(self) -> &'static str {
+        KINDS
+            .iter()
+            .find(|(k, _)| *k == self)
+            .map_or("?", |(_, n)| n)
     }
 
     /// The tiers this fault applies to.
@@ -82,18 +89,10 @@ impl FaultKind {
         }
     }
 
-    /// Its name in a scenario file.
-    pub fn name(self) -> &'static str {
-        match self {
-            Self::Kill => "kill",
-            Self::Stop => "stop",
-            Self::ErrorRate => "error_rate",
-            Self::ServiceTime => "service_time",
-            Self::Latency => "latency",
-            Self::QueryTime => "query_time",
-            Self::ReplicaLag => "replica_lag",
-            Self::Partition => "partition",
-        }
+    /// The field the supervisor's API sets for it (web capacity, or a
+    /// process's faults); its name for the others.
+    pub fn field(self) -> &'static str {
+        self.name()
     }
 }
 
@@ -202,10 +201,22 @@ fn builtin(name: &str) -> Option<ProfileKind> {
     })
 }
 
-fn duration(at: &str, field: &str, s: &str, problems: &mut Vec<String>) -> Option<Duration> {
-    keel_core::duration::parse(s)
-        .map_err(|e| problems.push(format!("{at}.{field}: {e}")))
-        .ok()
+/// A duration of the scenario (at most [`MAX_LENGTH`]), or a problem.
+fn duration(at: &str, s: &str, problems: &mut Vec<String>) -> Option<Duration> {
+    match keel_core::duration::parse(s) {
+        Ok(d) if d <= MAX_LENGTH => Some(d),
+        Ok(_) => {
+            problems.push(format!(
+                "{at}: {s} is longer than a scenario's {}",
+                humantime::format_duration(MAX_LENGTH)
+            ));
+            None
+        }
+        Err(e) => {
+            problems.push(format!("{at}: {e}"));
+            None
+        }
+    }
 }
 
 impl Scenario {
@@ -256,9 +267,7 @@ impl Scenario {
         let start = match &f.start {
             Some(s) => {
                 let at = format!("{}: start", line(s.referenced.line()));
-                let d = keel_core::duration::parse(&s.value)
-                    .map_err(|e| problems.push(format!("{at}: {e}")))
-                    .ok();
+                let d = duration(&at, &s.value, &mut problems);
                 if let (Some(d), Some(l)) = (d, length)
                     && d >= l
                 {
@@ -328,7 +337,8 @@ impl Scenario {
         for f in &self.faults {
             v.push((f.line, f.target.as_str(), f.kind));
             if let Value::Peers(p) = &f.value {
-                v.extend(p.iter().map(|p| (f.line, p.as_str(), FaultKind::Kill)));
+                // A peer: any process, or the failover controller.
+                v.extend(p.iter().map(|p| (f.line, p.as_str(), FaultKind::Partition)));
             }
         }
         v
@@ -392,7 +402,7 @@ fn load_profile(
                     }
                 };
                 let d = match &l.duration {
-                    Some(d) => duration(at, "duration", d, problems).filter(|d| {
+                    Some(d) => duration(&format!("{at}.duration"), d, problems).filter(|d| {
                         let ok = !d.is_zero();
                         if !ok {
                             problems.push(format!("{at}.duration: must be more than 0"));
@@ -446,15 +456,16 @@ fn check_fault(
     let kind = FaultKind::parse(&f.fault);
     if kind.is_none() {
         problems.push(format!(
-            "{at}.fault: {:?} is not a fault; use one of {KINDS}",
-            f.fault
+            "{at}.fault: {:?} is not a fault; use one of {}",
+            f.fault,
+            KINDS.map(|(_, n)| n).join(", ")
         ));
     }
-    let start = duration(at, "at", &f.at, problems);
+    let start = duration(&format!("{at}.at"), &f.at, problems);
     let lasts = f
         .lasts
         .as_deref()
-        .and_then(|s| duration(at, "for", s, problems));
+        .and_then(|s| duration(&format!("{at}.for"), s, problems));
     if lasts.is_some_and(|d| d.is_zero()) {
         problems.push(format!("{at}.for: must be more than 0"));
     }
@@ -464,6 +475,14 @@ fn check_fault(
         problems.push(format!(
             "{at}.at: {} is not within the load's {}",
             f.at,
+            humantime::format_duration(l)
+        ));
+    }
+    if let (Some(s), Some(d), Some(l)) = (start, lasts, length)
+        && s.saturating_add(d) > l
+    {
+        problems.push(format!(
+            "{at}.for: it would end after the load's {} (leave `for` out to heal it when the load ends)",
             humantime::format_duration(l)
         ));
     }
@@ -516,7 +535,9 @@ fn check_value(
             | FaultKind::ReplicaLag,
             Some(J::String(s)),
         ) => {
-            let d = duration(at, "value", s, problems)?;
+            let d = keel_core::duration::parse(s)
+                .map_err(|e| problems.push(format!("{at}.value: {e}")))
+                .ok()?;
             let max = if kind == FaultKind::ReplicaLag {
                 keel_sampleapp::fault::MAX_APPLY_DELAY
             } else {
@@ -618,7 +639,22 @@ mod tests {
         );
         let e = parse("load: {profile: steady, rps: 5, duration: 10m}\nexpect: [no failover]\n")
             .unwrap_err();
-        assert!(e.contains("more than a scenario's 5m"), "{e}");
+        assert!(
+            e.contains("x.yaml:1: load.duration: 10m is longer than a scenario's 5m"),
+            "{e}"
+        );
+        let e = parse("load: {profile: steady, rps: 5, duration: 18446744073709551615s}\nexpect: [no failover]\n")
+            .unwrap_err();
+        assert!(e.contains("longer than a scenario's"), "no overflow: {e}");
+        let e = parse("load:\n  segments:\n    - {duration: 10000000000000000000s, rps: 1}\n    - {duration: 10000000000000000000s, rps: 1}\nexpect: [no failover]\n")
+            .unwrap_err();
+        assert!(
+            e.contains("more than a scenario's 5m"),
+            "segments that overflow a sum: {e}"
+        );
+        let e = parse("load: {profile: steady, rps: 5, duration: 60s}\nfaults:\n  - {at: 50s, fault: kill, target: web, for: 18446744073709551615s}\nexpect: [no failover]\n")
+            .unwrap_err();
+        assert!(e.contains("x.yaml:3: faults[0].for:"), "{e}");
         let e = parse("load: {profile: steady, rps: 5, duration: 10s}\nbogus: 1\n").unwrap_err();
         assert!(
             e.contains("x.yaml:2"),

@@ -15,7 +15,7 @@ use serde_json::{Value as J, json};
 use super::file::{Fault, FaultKind, Scenario, Value};
 
 /// The log records a scenario's bundle keeps.
-pub const SCENARIO_LOGS: &str = "level:error OR level:warn";
+pub const SCENARIO_LOGS: &str = "level:fatal OR level:error OR level:warn";
 
 /// Where the running app and collector answer.
 #[derive(Debug, Clone)]
@@ -42,14 +42,13 @@ pub struct Played {
 async fn call(req: reqwest::RequestBuilder) -> anyhow::Result<J> {
     let r = req.send().await?;
     let status = r.status();
-    let v: J = r.json().await.unwrap_or_default();
+    let text = r.text().await?;
+    let v: Result<J, _> = serde_json::from_str(&text);
     if !status.is_success() {
-        bail!(
-            "HTTP {status}: {}",
-            v["error"].as_str().unwrap_or("(no reason given)")
-        );
+        let why = v.ok().and_then(|v| v["error"].as_str().map(str::to_owned));
+        bail!("HTTP {status}: {}", why.unwrap_or(text));
     }
-    Ok(v)
+    v.with_context(|| format!("an answer that is not JSON: {text:.200}"))
 }
 
 /// Check every fault's target against the running app: a process name,
@@ -59,6 +58,9 @@ pub fn check_targets(s: &Scenario, procs: &[ProcInfo]) -> Result<(), Vec<String>
     let mut problems = Vec::new();
     let file = s.path.display();
     for (line, target, kind) in s.targets() {
+        if target == keel_controller::failover::driver::PEER && kind == FaultKind::Partition {
+            continue; // the failover controller's probes: a partition peer
+        }
         let tier = match target {
             "db:primary" | "db:replica" => Some("db"),
             t => procs
@@ -92,21 +94,26 @@ fn timeline(s: &Scenario) -> Vec<(Duration, bool, usize)> {
     let mut t: Vec<(Duration, bool, usize)> = Vec::new();
     for (i, f) in s.faults.iter().enumerate() {
         t.push((f.at, true, i));
-        t.push(((f.at + f.lasts.unwrap_or(end)).min(end), false, i));
+        let until = f.lasts.map_or(end, |d| f.at.saturating_add(d));
+        t.push((until.min(end), false, i));
     }
     // Heals before applies at the same time; otherwise in file order.
     t.sort_by_key(|(at, apply, i)| (*at, *apply, *i));
     t
 }
 
-/// Talks to the supervisor for the faults.
+/// Talks to the supervisor for the faults, and remembers what it did so
+/// that everything applied is healed, whatever happens.
 struct Injector {
     http: reqwest::Client,
     sup: String,
-    /// Web capacity before any fault, restored on heal.
-    capacity: J,
-    /// The processes each applied fault resolved to.
-    resolved: BTreeMap<usize, Vec<String>>,
+    /// Web capacity before any fault: a healed field gets its value back.
+    baseline: J,
+    /// The processes each fault was applied to so far (a fault that
+    /// failed halfway keeps those it reached, to be healed).
+    applied: BTreeMap<usize, Vec<String>>,
+    /// The members each partition cut its targets from.
+    peers: BTreeMap<usize, Vec<String>>,
 }
 
 impl Injector {
@@ -115,14 +122,17 @@ impl Injector {
         Ok(serde_json::from_value(v)?)
     }
 
-    /// The process names `target` means now.
+    /// The process names `target` means now (none is an error).
     async fn resolve(&self, target: &str) -> anyhow::Result<Vec<String>> {
         let procs = self.processes().await?;
         let primary = || async {
             let v = call(self.http.get(format!("{}/api/v1/db/topology", self.sup))).await?;
-            anyhow::Ok(v["primary_name"].as_str().unwrap_or_default().to_owned())
+            match v["primary_name"].as_str() {
+                Some(p) if !p.is_empty() => anyhow::Ok(p.to_owned()),
+                _ => bail!("the supervisor names no db primary"),
+            }
         };
-        Ok(match target {
+        let names: Vec<String> = match target {
             "db:primary" => vec![primary().await?],
             "db:replica" => {
                 let p = primary().await?;
@@ -138,149 +148,152 @@ impl Injector {
                 .filter(|p| p.name == t || p.tier == t)
                 .map(|p| p.name.clone())
                 .collect(),
-        })
-    }
-
-    async fn capacity(&self, field: &str, value: J) -> anyhow::Result<()> {
-        let mut cap = self.capacity.clone();
-        cap[field] = value;
-        call(
-            self.http
-                .put(format!("{}/api/v1/web/capacity", self.sup))
-                .json(&cap),
-        )
-        .await
-        .map(drop)
-    }
-
-    async fn faults(&self, name: &str, body: J) -> anyhow::Result<()> {
-        call(
-            self.http
-                .put(format!("{}/api/v1/faults/{name}", self.sup))
-                .json(&body),
-        )
-        .await
-        .map(drop)
-    }
-
-    /// Apply fault `i`; a line saying what was done.
-    async fn apply(&mut self, i: usize, f: &Fault) -> anyhow::Result<String> {
-        let names = self.resolve(&f.target).await?;
-        if names.is_empty() {
-            bail!("{} names no running process now", f.target);
-        }
-        let dur = |d: &Duration| J::String(humantime::format_duration(*d).to_string());
-        let field = |k: FaultKind| match k {
-            FaultKind::Latency => "latency",
-            FaultKind::QueryTime => "query_time",
-            _ => "replica_lag",
         };
-        let what = match (&f.kind, &f.value) {
-            (FaultKind::Kill | FaultKind::Stop, _) => {
+        if names.is_empty() {
+            bail!("{target} names no running process now");
+        }
+        Ok(names)
+    }
+
+    /// Set one web capacity field, keeping the others as they are now.
+    async fn capacity(&self, field: &str, value: J) -> anyhow::Result<()> {
+        let url = format!("{}/api/v1/web/capacity", self.sup);
+        let mut cap = call(self.http.get(&url)).await?;
+        cap[field] = value;
+        call(self.http.put(&url).json(&cap)).await.map(drop)
+    }
+
+    /// Apply (or heal) `f` on process `name`.
+    async fn act(&self, i: usize, f: &Fault, name: &str, apply: bool) -> anyhow::Result<()> {
+        let sup = &self.sup;
+        match (f.kind, &f.value) {
+            (FaultKind::Kill | FaultKind::Stop, _) if apply => {
                 let action = if f.kind == FaultKind::Kill {
                     "kill?restart=false"
                 } else {
                     "stop"
                 };
-                for n in &names {
+                call(
+                    self.http
+                        .post(format!("{sup}/api/v1/processes/{name}/{action}")),
+                )
+                .await
+                .map(drop)
+            }
+            (FaultKind::Kill | FaultKind::Stop, _) => {
+                let down = self
+                    .processes()
+                    .await?
+                    .iter()
+                    .any(|p| p.name == name && p.pid.is_none());
+                if down {
                     call(
                         self.http
-                            .post(format!("{}/api/v1/processes/{n}/{action}", self.sup)),
-                    )
-                    .await
-                    .with_context(|| format!("{} {n}", f.kind.name()))?;
-                }
-                String::new()
-            }
-            (FaultKind::ErrorRate, Value::Fraction(r)) => {
-                self.capacity("error_rate", json!(r)).await?;
-                format!(" {:.0} %", r * 100.0)
-            }
-            (FaultKind::ServiceTime, Value::Duration(d)) => {
-                self.capacity("service_time", dur(d)).await?;
-                format!(" {}", humantime::format_duration(*d))
-            }
-            (
-                k @ (FaultKind::Latency | FaultKind::QueryTime | FaultKind::ReplicaLag),
-                Value::Duration(d),
-            ) => {
-                for n in &names {
-                    self.faults(n, json!({ field(*k): dur(d) })).await?;
-                }
-                format!(" {}", humantime::format_duration(*d))
-            }
-            (FaultKind::Partition, Value::Peers(peers)) => {
-                let mut cut = Vec::new();
-                for p in peers {
-                    cut.extend(self.resolve(p).await?);
-                }
-                for n in &names {
-                    call(
-                        self.http
-                            .put(format!("{}/api/v1/faults/partition", self.sup))
-                            .json(&json!({"member": n, "peers": cut})),
+                            .post(format!("{sup}/api/v1/processes/{name}/start")),
                     )
                     .await?;
                 }
-                format!(" from {}", cut.join(", "))
+                Ok(())
+            }
+            (FaultKind::Partition, _) => {
+                let peers = if apply {
+                    self.peers.get(&i).cloned().unwrap_or_default()
+                } else {
+                    Vec::new()
+                };
+                call(
+                    self.http
+                        .put(format!("{sup}/api/v1/faults/partition"))
+                        .json(&json!({"member": name, "peers": peers})),
+                )
+                .await
+                .map(drop)
+            }
+            (k, Value::Duration(d)) => {
+                let v = if apply {
+                    humantime::format_duration(*d).to_string()
+                } else {
+                    "0s".into()
+                };
+                call(
+                    self.http
+                        .put(format!("{sup}/api/v1/faults/{name}"))
+                        .json(&json!({ k.field(): v })),
+                )
+                .await
+                .map(drop)
             }
             (k, v) => bail!("{} cannot take {v:?}", k.name()),
-        };
-        let line = format!("{} {}{what}", f.kind.name(), names.join(", "));
-        self.resolved.insert(i, names);
-        Ok(line)
+        }
     }
 
-    /// Heal fault `i` (a no-op when it never applied).
+    /// Apply fault `i`; a line saying what was done.
+    async fn apply(&mut self, i: usize, f: &Fault) -> anyhow::Result<String> {
+        let amount = match &f.value {
+            Value::None => String::new(),
+            Value::Fraction(r) => format!(" {:.0} %", r * 100.0),
+            Value::Duration(d) => format!(" {}", humantime::format_duration(*d)),
+            Value::Peers(_) => String::new(),
+        };
+        if let (FaultKind::ErrorRate | FaultKind::ServiceTime, v) = (f.kind, &f.value) {
+            let value = match v {
+                Value::Fraction(r) => json!(r),
+                Value::Duration(d) => json!(humantime::format_duration(*d).to_string()),
+                _ => bail!("{} cannot take {v:?}", f.kind.name()),
+            };
+            self.capacity(f.kind.field(), value).await?;
+            self.applied.insert(i, vec!["web".into()]);
+            return Ok(format!("{} on the web tier{amount}", f.kind.name()));
+        }
+        let names = self.resolve(&f.target).await?;
+        if let Value::Peers(peers) = &f.value {
+            let mut cut = Vec::new();
+            for p in peers {
+                if p == keel_controller::failover::driver::PEER {
+                    cut.push(p.clone());
+                } else {
+                    cut.extend(self.resolve(p).await?);
+                }
+            }
+            self.peers.insert(i, cut);
+        }
+        for n in &names {
+            self.act(i, f, n, true)
+                .await
+                .with_context(|| format!("{} {n}", f.kind.name()))?;
+            self.applied.entry(i).or_default().push(n.clone());
+        }
+        let from = self
+            .peers
+            .get(&i)
+            .map(|p| format!(" from {}", p.join(", ")))
+            .unwrap_or_default();
+        Ok(format!(
+            "{} {}{amount}{from}",
+            f.kind.name(),
+            names.join(", ")
+        ))
+    }
+
+    /// Heal fault `i` on everything it reached (a no-op when it reached
+    /// nothing); every process is tried, and every failure reported.
     async fn heal(&mut self, i: usize, f: &Fault) -> anyhow::Result<Option<String>> {
-        let Some(names) = self.resolved.remove(&i) else {
+        let Some(names) = self.applied.remove(&i) else {
             return Ok(None);
         };
-        match f.kind {
-            FaultKind::Kill | FaultKind::Stop => {
-                for n in &names {
-                    let procs = self.processes().await?;
-                    if procs.iter().any(|p| p.name == *n && p.pid.is_none()) {
-                        call(
-                            self.http
-                                .post(format!("{}/api/v1/processes/{n}/start", self.sup)),
-                        )
-                        .await
-                        .with_context(|| format!("start {n}"))?;
-                    }
-                }
+        if matches!(f.kind, FaultKind::ErrorRate | FaultKind::ServiceTime) {
+            let field = f.kind.field();
+            self.capacity(field, self.baseline[field].clone()).await?;
+            return Ok(Some(format!("healed {} on the web tier", f.kind.name())));
+        }
+        let mut failed = Vec::new();
+        for n in &names {
+            if let Err(e) = self.act(i, f, n, false).await {
+                failed.push(format!("{n}: {e:#}"));
             }
-            FaultKind::ErrorRate => {
-                let v = self.capacity["error_rate"].clone();
-                self.capacity("error_rate", v).await?
-            }
-            FaultKind::ServiceTime => {
-                let v = self.capacity["service_time"].clone();
-                self.capacity("service_time", v).await?
-            }
-            k @ (FaultKind::Latency | FaultKind::QueryTime | FaultKind::ReplicaLag) => {
-                let field = match k {
-                    FaultKind::Latency => "latency",
-                    FaultKind::QueryTime => "query_time",
-                    _ => "replica_lag",
-                };
-                for n in &names {
-                    // A process restarted since has no faults to heal.
-                    if let Err(e) = self.faults(n, json!({ field: "0s" })).await {
-                        eprintln!("  (could not heal {field} on {n}: {e:#})");
-                    }
-                }
-            }
-            FaultKind::Partition => {
-                for n in &names {
-                    call(
-                        self.http
-                            .put(format!("{}/api/v1/faults/partition", self.sup))
-                            .json(&json!({"member": n, "peers": []})),
-                    )
-                    .await?;
-                }
-            }
+        }
+        if !failed.is_empty() {
+            bail!("healing {}: {}", f.kind.name(), failed.join("; "));
         }
         Ok(Some(format!(
             "healed {} {}",
@@ -291,7 +304,9 @@ impl Injector {
 }
 
 /// Play `s` live against `ep`: check its targets, then drive the load
-/// (through `target`) and the faults, healing each at its end.
+/// (through `target`) and the faults, healing each at its end. A fault
+/// that cannot be applied, or Ctrl-C, stops the run; whatever was
+/// applied is healed before it returns, in every case.
 pub async fn play(s: &Scenario, ep: &Endpoints, target: Arc<dyn Target>) -> anyhow::Result<Played> {
     let http = reqwest::Client::builder()
         .timeout(Duration::from_secs(30))
@@ -299,8 +314,9 @@ pub async fn play(s: &Scenario, ep: &Endpoints, target: Arc<dyn Target>) -> anyh
     let mut inj = Injector {
         http: http.clone(),
         sup: ep.supervisor.trim_end_matches('/').to_owned(),
-        capacity: J::Null,
-        resolved: BTreeMap::new(),
+        baseline: J::Null,
+        applied: BTreeMap::new(),
+        peers: BTreeMap::new(),
     };
     let collector = ep.collector.trim_end_matches('/').to_owned();
     let procs = inj
@@ -318,7 +334,7 @@ pub async fn play(s: &Scenario, ep: &Endpoints, target: Arc<dyn Target>) -> anyh
     call(http.get(format!("{collector}/api/v1/incidents")))
         .await
         .with_context(|| format!("the collector at {collector}"))?;
-    inj.capacity = call(http.get(format!("{}/api/v1/web/capacity", inj.sup))).await?;
+    inj.baseline = call(http.get(format!("{}/api/v1/web/capacity", inj.sup))).await?;
 
     let clock: SharedClock = Arc::new(SystemClock);
     let start = clock.now();
@@ -354,44 +370,68 @@ pub async fn play(s: &Scenario, ep: &Endpoints, target: Arc<dyn Target>) -> anyh
         })
         .await
     });
-    let mut failures = Vec::new();
-    for (at, apply, i) in timeline(s) {
-        clock.sleep_until(start + at).await;
-        let f = &s.faults[i];
-        let done = if apply {
-            inj.apply(i, f).await.map(Some)
-        } else {
-            inj.heal(i, f).await
-        };
-        let t = clock.now().duration_since(start).unwrap_or_default();
-        match done {
-            Ok(Some(line)) => eprintln!("  +{:>4.1}s {line}", t.as_secs_f64()),
-            Ok(None) => {}
-            Err(e) => {
-                let e = format!(
-                    "{}:{}: {} {}: {e:#}",
-                    s.path.display(),
-                    f.line,
-                    if apply { "applying" } else { "healing" },
-                    f.kind.name()
-                );
-                eprintln!("  +{:>4.1}s {e}", t.as_secs_f64());
-                failures.push(e);
+    let at = |clock: &SharedClock| clock.now().duration_since(start).unwrap_or_default();
+    // The faults at their times; the first that fails stops them.
+    let steps = async {
+        for (when, apply, i) in timeline(s) {
+            clock.sleep_until(start + when).await;
+            let f = &s.faults[i];
+            let done = if apply {
+                inj.apply(i, f).await.map(Some)
+            } else {
+                inj.heal(i, f).await
+            };
+            let t = at(&clock).as_secs_f64();
+            match done {
+                Ok(Some(line)) => eprintln!("  +{t:>4.1}s {line}"),
+                Ok(None) => {}
+                Err(e) => {
+                    return Some(format!(
+                        "{}:{}: {} {}: {e:#}",
+                        s.path.display(),
+                        f.line,
+                        if apply { "applying" } else { "healing" },
+                        f.kind.name()
+                    ));
+                }
             }
         }
+        None
+    };
+    let stopped = tokio::select! {
+        failed = steps => failed,
+        _ = tokio::signal::ctrl_c() => Some("interrupted".to_owned()),
+    };
+    // Whatever is still applied (after a failure or Ctrl-C) is healed now.
+    let mut unhealed = Vec::new();
+    let left: Vec<usize> = inj.applied.keys().copied().collect();
+    for i in left {
+        match inj.heal(i, &s.faults[i]).await {
+            Ok(Some(line)) => eprintln!("  +{:>4.1}s {line}", at(&clock).as_secs_f64()),
+            Ok(None) => {}
+            Err(e) => unhealed.push(format!("{e:#}")),
+        }
+    }
+    if let Some(why) = stopped {
+        load_task.abort();
+        bail!(
+            "scenario {} stopped: {why}{}",
+            s.name,
+            if unhealed.is_empty() {
+                "; every fault applied was healed".to_owned()
+            } else {
+                format!("; NOT healed: {}", unhealed.join("; "))
+            }
+        );
+    }
+    if !unhealed.is_empty() {
+        bail!("scenario {}: NOT healed: {}", s.name, unhealed.join("; "));
     }
     let report = load_task.await.context("the load generator")?;
     eprintln!(
         "  load done: sent {}, ok {}, errors {}, p95 {:.0} ms",
         report.sent, report.ok, report.errors, report.latency_ms.p95
     );
-    if !failures.is_empty() {
-        bail!(
-            "{} fault action(s) failed:\n  {}",
-            failures.len(),
-            failures.join("\n  ")
-        );
-    }
     Ok(Played {
         started_ms,
         ended_ms: unix_ms(clock.now()),
@@ -399,8 +439,8 @@ pub async fn play(s: &Scenario, ep: &Endpoints, target: Arc<dyn Target>) -> anyh
     })
 }
 
-/// Wait for the run's data to reach the collector, record its window as
-/// bundle `name` (the incident starting at the scenario's `start`), and
+/// Record the run's window as bundle `name` (the incident starting at the
+/// scenario's `start`) once its data has reached the collector, and
 /// download it.
 pub async fn record(
     s: &Scenario,
@@ -420,9 +460,9 @@ pub async fn record(
             .json(&json!({
                 "name": name, "from_ms": played.started_ms, "to_ms": played.ended_ms,
                 "incident_ms": incident_ms, "reason": format!("scenario {}", s.name),
-                // Every warning and error, no spans: what replay and an operator
-                // need, at a tenth of the size (successful requests' access lines
-                // are most of a bundle).
+                // Every warning, error and fatal record, no spans: what replay
+                // and an operator need, at a tenth of the size (successful
+                // requests' access lines are most of a bundle).
                 "logs": SCENARIO_LOGS, "spans": false,
             })),
     )
@@ -443,27 +483,50 @@ pub async fn record(
     Ok(bytes.to_vec())
 }
 
+/// Refuse a bundle name the collector would refuse, or has already,
+/// before anything is played.
+pub async fn check_name(ep: &Endpoints, name: &str) -> anyhow::Result<()> {
+    keel_collector::incident::check_name(name).map_err(|e| anyhow::anyhow!("--name: {e}"))?;
+    let collector = ep.collector.trim_end_matches('/');
+    let list = call(reqwest::Client::new().get(format!("{collector}/api/v1/incidents")))
+        .await
+        .with_context(|| format!("the collector at {collector}"))?;
+    if list["data"]
+        .as_array()
+        .is_some_and(|l| l.iter().any(|b| b["name"] == name))
+    {
+        bail!("--name: the collector already has a bundle named {name:?}; pick another");
+    }
+    Ok(())
+}
+
 /// Wait until the collector holds a scrape from after `end_ms` (every
 /// sample of the run has then arrived), at most a minute.
 async fn wait_for_data(http: &reqwest::Client, collector: &str, end_ms: i64) -> anyhow::Result<()> {
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
     let url = format!("{collector}/api/v1/query");
     loop {
-        let v = call(
+        let answer = call(
             http.get(&url)
                 .query(&[("query", "min(timestamp(up{job=~\"shop-.*\"}))")]),
         )
-        .await
-        .unwrap_or_default();
-        let t = v["data"]["result"][0]["value"][1]
-            .as_str()
-            .and_then(|s| s.parse::<f64>().ok());
+        .await;
+        let t = answer.as_ref().ok().and_then(|v| {
+            v["data"]["result"][0]["value"][1]
+                .as_str()?
+                .parse::<f64>()
+                .ok()
+        });
         if t.is_some_and(|t| (t * 1000.0) as i64 > end_ms) {
             return Ok(());
         }
         if std::time::Instant::now() > deadline {
             bail!(
-                "the collector has no scrape of the sample app after the run's end within a minute"
+                "the collector has no scrape of the sample app after the run's end within a minute ({})",
+                match answer {
+                    Ok(_) => "its newest is older".to_owned(),
+                    Err(e) => format!("{e:#}"),
+                }
             );
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
@@ -492,7 +555,7 @@ mod tests {
         let s = Scenario::parse(
             Path::new("s.yaml"),
             "s.yaml",
-            "load: {profile: steady, rps: 5, duration: 60s}\nfaults:\n  - {at: 1s, fault: kill, target: db-9}\n  - {at: 2s, fault: query_time, target: cache, value: 1s}\n  - {at: 3s, fault: kill, target: db:primary, for: 5s}\n  - {at: 4s, fault: partition, target: db-2, value: [db:primary, nosuch]}\nexpect: [no failover]\n",
+            "load: {profile: steady, rps: 5, duration: 60s}\nfaults:\n  - {at: 1s, fault: kill, target: db-9}\n  - {at: 2s, fault: query_time, target: cache, value: 1s}\n  - {at: 3s, fault: kill, target: db:primary, for: 5s}\n  - {at: 4s, fault: partition, target: db-2, value: [db:primary, nosuch, keel-controller]}\nexpect: [no failover]\n",
         )
         .unwrap();
         let procs = [

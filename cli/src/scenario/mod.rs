@@ -88,6 +88,7 @@ pub fn run(command: ScenarioCommand) -> anyhow::Result<()> {
                 .enable_all()
                 .build()?;
             let bytes = rt.block_on(async {
+                live::check_name(&ep, &name).await?;
                 let shop = keel_sampleapp::load::HttpTarget::new(&ep.shop, Duration::from_secs(10));
                 let played = live::play(&s, &ep, std::sync::Arc::new(shop)).await?;
                 live::record(&s, &ep, &name, &played).await
@@ -106,20 +107,39 @@ pub fn run(command: ScenarioCommand) -> anyhow::Result<()> {
             } else {
                 files
             };
+            // Every scenario is checked; every failure is reported.
             let mut failed = Vec::new();
             for f in &files {
-                let s = Scenario::load(f)?;
-                let path = s.bundle_path();
-                if !path.is_file() {
-                    bail!(
-                        "{}: no committed bundle {} (record one with keel scenario run {} --save)",
-                        f.display(),
-                        path.display(),
-                        f.display()
-                    );
-                }
-                let bundle = Bundle::read(&path)?;
-                if let Err(e) = check(&s, &bundle, &path.display().to_string()) {
+                let done = Scenario::load(f)
+                    .map_err(anyhow::Error::from)
+                    .and_then(|s| {
+                        let path = s.bundle_path();
+                        if !path.is_file() {
+                            bail!(
+                                "{}: no committed bundle {} (record one with keel scenario run {} --save)",
+                                f.display(),
+                                path.display(),
+                                f.display()
+                            );
+                        }
+                        let bundle = Bundle::read(&path)?;
+                        // The expectations are timed from the scenario's
+                        // start: the bundle must have been recorded with it.
+                        let h = &bundle.header;
+                        let recorded = h.incident_ms.map(|t| t - h.from_ms);
+                        let wanted = s.start.as_millis() as i64;
+                        if recorded.is_none_or(|r| (r - wanted).abs() > 1000) {
+                            bail!(
+                                "{}: recorded with the incident starting at {}, but the scenario says start {}; record it again (keel scenario run {} --save)",
+                                path.display(),
+                                recorded.map_or("(none)".into(), report::span),
+                                report::span(wanted),
+                                f.display()
+                            );
+                        }
+                        check(&s, &bundle, &path.display().to_string())
+                    });
+                if let Err(e) = done {
                     failed.push(format!("{e:#}"));
                 }
             }
@@ -130,6 +150,7 @@ pub fn run(command: ScenarioCommand) -> anyhow::Result<()> {
         }
         ScenarioCommand::List { dir } => {
             let files = scenario_files(&dir)?;
+            let mut broken = 0;
             if files.is_empty() {
                 eprintln!("no scenarios in {}", dir.display());
             }
@@ -170,8 +191,14 @@ pub fn run(command: ScenarioCommand) -> anyhow::Result<()> {
                         );
                         println!("{:<22}        expect: {}", "", s.expect.join("; "));
                     }
-                    Err(e) => println!("{}: {e}", f.display()),
+                    Err(e) => {
+                        eprintln!("{e}");
+                        broken += 1;
+                    }
                 }
+            }
+            if broken > 0 {
+                bail!("{broken} scenario file(s) in {} do not load", dir.display());
             }
             Ok(())
         }
@@ -179,7 +206,7 @@ pub fn run(command: ScenarioCommand) -> anyhow::Result<()> {
 }
 
 /// The `*.yaml` files directly in `dir` (profiles live in a subdirectory).
-fn scenario_files(dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
+pub fn scenario_files(dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
     let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
         .with_context(|| dir.display().to_string())?
         .filter_map(|e| e.ok().map(|e| e.path()))

@@ -243,7 +243,8 @@ pub fn printed_url(lines: &[String], label: &str) -> String {
 
 /// A `controller` section for `keel up` with short windows: the web tier
 /// between 2 and 5 instances at 60 requests/s each, evaluated every 1 s,
-/// panic on a 3 s window, scaling down after `scale_down_window`.
+/// panic on a 3 s window, scaling down after `scale_down_window` (also
+/// its memory of bursts: the windows are compressed).
 pub fn fast_web_policy(scale_down_window: &str) -> String {
     format!(
         r#"controller:
@@ -261,7 +262,7 @@ pub fn fast_web_policy(scale_down_window: &str) -> String {
       panic: {{demand: 'sum(rate(http_server_request_duration_seconds_count{{tier="web"}}[3s]))', per_instance: 15}}
       behavior:
         scale_up: {{stabilization_window: 0s, policies: [{{type: Pods, value: 4, period: 1s}}]}}
-        scale_down: {{stabilization_window: {scale_down_window}, policies: [{{type: Percent, value: 100, period: 1s}}]}}
+        scale_down: {{stabilization_window: {scale_down_window}, burst_memory: {scale_down_window}, policies: [{{type: Percent, value: 100, period: 1s}}]}}
 "#
     )
 }

@@ -75,7 +75,9 @@ impl Profile {
     pub fn builtin(kind: ProfileKind, rps: f64, duration: Duration) -> Self {
         let d = duration.as_secs_f64();
         let seg = |frac: f64, from: f64, to: f64| Segment {
-            duration: Duration::from_secs_f64(d * frac),
+            // A length beyond what a Duration holds saturates (and is
+            // refused by whoever bounds it) rather than panicking.
+            duration: Duration::try_from_secs_f64(d * frac).unwrap_or(Duration::MAX),
             from,
             to,
         };
@@ -171,7 +173,9 @@ impl Profile {
 
     /// Total length.
     pub fn duration(&self) -> Duration {
-        self.segments.iter().map(|s| s.duration).sum()
+        self.segments
+            .iter()
+            .fold(Duration::ZERO, |a, s| a.saturating_add(s.duration))
     }
 
     /// Requests the whole profile contains (the rate integral, floored at
