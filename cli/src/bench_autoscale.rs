@@ -283,12 +283,13 @@ pub(crate) fn policy(sc: &Scenario, name: &str, kind: Kind, actuator: ActuatorCo
         "sum(rate(http_server_request_duration_seconds_count{{tier=\"web\"}}[{}]))",
         secs(sc.rate_window)
     );
-    // Panic reads the arrival rate between the last two scrapes (irate),
-    // the soonest a scraped counter shows a burst; a rate over a short
+    // Panic reads what arrives at the lb (counted on arrival: a burst
+    // still queued shows) between the last two scrapes (irate), the
+    // soonest a scraped counter shows a burst; a rate over a short
     // window (Knative's panic window is 6 s) would see only part of it
     // for the window's length.
     let burst = format!(
-        "sum(irate(http_server_request_duration_seconds_count{{tier=\"web\"}}[{}]))",
+        "sum(irate(lb_requests_received_total{{tier=\"lb\"}}[{}]))",
         secs(sc.burst_window)
     );
     let keel = matches!(kind, Kind::Keel);

@@ -190,18 +190,11 @@ pub fn router(id: &Identity, config: CacheConfig) -> Router {
         bytes.set(c.bytes() as i64);
     });
     let faults = Faults::cache();
-    // Injected latency sits outside the server span: the network's, not
-    // the cache's own time.
-    let data = Router::new()
-        .route("/cache/{key}", get(get_key).put(put_key).delete(delete_key))
-        .route_layer(middleware::from_fn_with_state(
-            metrics.clone(),
-            traced_route,
-        ))
-        .route_layer(middleware::from_fn_with_state(
-            faults.clone(),
-            fault::delayed,
-        ));
+    let data = fault::data_routes(
+        Router::new().route("/cache/{key}", get(get_key).put(put_key).delete(delete_key)),
+        metrics.clone(),
+        &faults,
+    );
     let health = Router::new()
         .route("/health", get(|| async { "ok" }))
         .route_layer(middleware::from_fn_with_state(

@@ -165,6 +165,25 @@ impl Faults {
     }
 }
 
+/// Data routes as a cache or db serves them: each in a server span (with
+/// the RED histogram), and the injected latency outside it — the
+/// network's time, not the process's own.
+pub fn data_routes<S: Clone + Send + Sync + 'static>(
+    routes: axum::Router<S>,
+    metrics: Arc<crate::telemetry::Metrics>,
+    faults: &Faults,
+) -> axum::Router<S> {
+    routes
+        .route_layer(axum::middleware::from_fn_with_state(
+            metrics,
+            crate::telemetry::traced_route,
+        ))
+        .route_layer(axum::middleware::from_fn_with_state(
+            faults.clone(),
+            delayed,
+        ))
+}
+
 /// Middleware: wait the injected latency, then handle the request.
 pub async fn delayed(State(f): State<Faults>, req: Request, next: Next) -> Response {
     let d = f.latency();

@@ -159,18 +159,13 @@ pub async fn router(
     let faults = node.faults().clone();
     let state = Arc::new(DbState { node, writes });
     let m = metrics.clone();
-    // Injected latency sits outside the server span (the network's time);
-    // an injected query time inside it (the db's own).
-    let data = Router::new()
-        .route("/kv/{key}", get(get_key).put(put_key))
-        .route_layer(middleware::from_fn_with_state(
-            metrics.clone(),
-            traced_route,
-        ))
-        .route_layer(middleware::from_fn_with_state(
-            faults.clone(),
-            fault::delayed,
-        ));
+    // An injected query time is spent inside the server span (the db's
+    // own time), unlike latency.
+    let data = fault::data_routes(
+        Router::new().route("/kv/{key}", get(get_key).put(put_key)),
+        metrics.clone(),
+        &faults,
+    );
     let control = Router::new()
         .route("/repl/pull", get(pull))
         .route("/-/promote", post(promote))
