@@ -219,8 +219,9 @@ pub(crate) struct Run {
     pub replica_s: f64,
     pub actions: u32,
     /// Direction changes inside the stabilization window of the move
-    /// before.
+    /// before, and those of them panic made (allowed).
     pub reversals: u32,
+    pub panic_reversals: u32,
     /// (seconds into the measured part, replicas, p95 s, failed requests).
     pub trace: Vec<Point>,
 }
@@ -236,6 +237,7 @@ impl Run {
             replica_s: 0.0,
             actions: 0,
             reversals: 0,
+            panic_reversals: 0,
             trace: Vec::new(),
         }
     }
@@ -250,18 +252,27 @@ pub(crate) fn violates(p95: f64, failed_share: f64) -> bool {
     p95 > SLO_S || failed_share > SLO_FAILED
 }
 
-/// Moves (when, from, to) that reverse the move before them inside that
-/// move's stabilization window (`up` and `down` windows, ms).
-pub(crate) fn reversals(moves: &[(i64, u32, u32)], up_ms: i64, down_ms: i64) -> u32 {
-    moves
-        .windows(2)
-        .filter(|w| {
-            let (t0, a0, b0) = w[0];
-            let (t1, a1, b1) = w[1];
-            let (up0, up1) = (b0 > a0, b1 > a1);
-            up0 != up1 && t1 - t0 < if up0 { up_ms } else { down_ms }
-        })
-        .count() as u32
+/// A scaling action: when, from, to, and whether panic made it.
+pub(crate) type Move = (i64, u32, u32, bool);
+
+/// Moves that reverse the move before them inside that move's
+/// stabilization window (`up` and `down` windows, ms), not counting
+/// those panic made (the rule allows them): (reversals, by panic).
+pub(crate) fn reversals(moves: &[Move], up_ms: i64, down_ms: i64) -> (u32, u32) {
+    let mut out = (0, 0);
+    for w in moves.windows(2) {
+        let (t0, a0, b0, _) = w[0];
+        let (t1, a1, b1, panic) = w[1];
+        let (up0, up1) = (b0 > a0, b1 > a1);
+        if up0 != up1 && t1 - t0 < if up0 { up_ms } else { down_ms } {
+            if panic {
+                out.1 += 1;
+            } else {
+                out.0 += 1;
+            }
+        }
+    }
+    out
 }
 
 /// Which controller a run has.
@@ -346,11 +357,13 @@ pub(crate) fn policy(sc: &Scenario, name: &str, kind: Kind, actuator: ActuatorCo
 /// covers bursts, so holding capacity 5 minutes "just in case" buys
 /// less; it never reverses inside a window and remembers bursts for 10
 /// minutes (Keel's defaults). Scaling up is the HPA's.
+const KEEL_SCALE_DOWN_WINDOW_S: u64 = 120;
+
 fn keel_behavior(b: &mut keel_controller::Behavior) {
     let keel = keel_controller::Behavior::default();
     b.allow_reversal = keel.allow_reversal;
     b.scale_down.burst_memory = keel.scale_down.burst_memory;
-    b.scale_down.stabilization_window = Duration::from_secs(120);
+    b.scale_down.stabilization_window = Duration::from_secs(KEEL_SCALE_DOWN_WINDOW_S);
 }
 
 /// Erlang C: the probability that an arrival waits, at `c` servers
@@ -428,7 +441,7 @@ pub(crate) fn simulate(sc: &Scenario, name: &'static str, kind: Kind) -> anyhow:
     let mut instances: VecDeque<Option<usize>> = (0..start).map(|_| None).collect();
     let mut run = Run::new(name);
     let behavior = policy(sc, name, kind, ActuatorConfig::DryRun { start }).behavior;
-    let mut moves: Vec<(i64, u32, u32)> = Vec::new();
+    let mut moves: Vec<Move> = Vec::new();
     for (t, &l) in sc.load.iter().enumerate() {
         sim.history
             .lock()
@@ -442,7 +455,8 @@ pub(crate) fn simulate(sc: &Scenario, name: &'static str, kind: Kind) -> anyhow:
                     let n = n as usize;
                     if t >= sc.measured_from && n != instances.len() {
                         run.actions += 1;
-                        moves.push((now, instances.len() as u32, n as u32));
+                        let panic = e.decision.as_ref().is_some_and(|d| d["panic"] == true);
+                        moves.push((now, instances.len() as u32, n as u32, panic));
                     }
                     while instances.len() < n {
                         instances.push_back(Some(t));
@@ -495,7 +509,7 @@ pub(crate) fn simulate(sc: &Scenario, name: &'static str, kind: Kind) -> anyhow:
             );
         }
     }
-    run.reversals = reversals(
+    (run.reversals, run.panic_reversals) = reversals(
         &moves,
         behavior.scale_up.stabilization_window.as_millis() as i64,
         behavior.scale_down.stabilization_window.as_millis() as i64,
@@ -534,13 +548,19 @@ fn days_scenario(args: &AutoscaleBenchArgs) -> Scenario {
 /// Print the four figures of each run and the Keel/HPA ratios.
 pub(crate) fn report(runs: &[Run]) {
     println!(
-        "{:<40} {:>15} {:>10} {:>16} {:>8} {:>10}",
-        "policy", "SLO-violation s", "failed", "replica-seconds", "actions", "reversals"
+        "{:<40} {:>15} {:>10} {:>16} {:>8} {:>10} {:>9}",
+        "policy",
+        "SLO-violation s",
+        "failed",
+        "replica-seconds",
+        "actions",
+        "reversals",
+        "by panic"
     );
     for r in runs {
         println!(
-            "{:<40} {:>15.1} {:>10.0} {:>16.0} {:>8} {:>10}",
-            r.name, r.violation_s, r.failed, r.replica_s, r.actions, r.reversals
+            "{:<40} {:>15.1} {:>10.0} {:>16.0} {:>8} {:>10} {:>9}",
+            r.name, r.violation_s, r.failed, r.replica_s, r.actions, r.reversals, r.panic_reversals
         );
     }
     for r in runs.iter().filter(|r| !r.causes.is_empty()) {
@@ -553,7 +573,7 @@ pub(crate) fn report(runs: &[Run]) {
     }
     let (hpa, keel) = (&runs[1], &runs[2]);
     println!(
-        "Keel / HPA: SLO-violation seconds {:.2} (goal ≤ 0.30), failed requests {:.2} (goal ≤ 1.00), replica-seconds {:.2} (goal ≤ 1.00); Keel's reversals inside a window: {} (goal 0)",
+        "Keel / HPA: SLO-violation seconds {:.2} (goal ≤ 0.30), failed requests {:.2} (goal ≤ 1.00), replica-seconds {:.2} (goal ≤ 1.00); Keel's reversals inside a window, panic's aside: {} (goal 0)",
         keel.violation_s / hpa.violation_s.max(1.0),
         keel.failed / hpa.failed.max(1.0),
         keel.replica_s / hpa.replica_s.max(1.0),

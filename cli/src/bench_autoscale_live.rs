@@ -599,12 +599,12 @@ async fn live_run(
                 actions += 1;
                 let from = e["decision"]["current"].as_u64().unwrap_or(0) as u32;
                 let to = e["read_back"].as_u64().unwrap_or(0) as u32;
-                moves.push((at, from, to));
+                moves.push((at, from, to, e["decision"]["panic"] == true));
             }
         }
     }
     let behavior = &policy(sc, name, kind, ActuatorConfig::DryRun { start }).behavior;
-    let reversals = crate::bench_autoscale::reversals(
+    let (reversals, panic_reversals) = crate::bench_autoscale::reversals(
         &moves,
         behavior.scale_up.stabilization_window.as_millis() as i64,
         behavior.scale_down.stabilization_window.as_millis() as i64,
@@ -614,6 +614,7 @@ async fn live_run(
     let mut run = Run::new(name);
     run.actions = actions;
     run.reversals = reversals;
+    run.panic_reversals = panic_reversals;
     run.replica_s = counts.iter().map(|c| f64::from(c.1) * 0.25).sum();
     for (kind, n) in &report.errors_by_kind {
         *run.causes.entry(cause(kind).into()).or_default() += *n as f64;

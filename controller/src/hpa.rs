@@ -580,7 +580,22 @@ impl Autoscaler {
             Some((m, _)) if (f.mean - m).abs() <= (f.high - f.mean).max(0.0) => {}
             _ => self.last_forecast = Some((f.mean, f.proposal)),
         }
-        let want = f.proposal.min(self.settings.max);
+        let mut want = f.proposal.min(self.settings.max);
+        // The forecast does not reverse a scale-down inside its window
+        // either (only panic does).
+        if apply
+            && !d.panic
+            && !self.settings.behavior.allow_reversal
+            && let Some((t, _, w)) = self.reversal(d.at_ms, d.current, want.max(d.desired))
+        {
+            jitter.push_str(&format!(
+                " (held at {}: scaled down {} ago, inside the scale-down stabilization window {})",
+                d.current.max(d.desired),
+                ago(d.at_ms - t),
+                humantime::format_duration(w)
+            ));
+            want = want.min(d.current.max(d.desired));
+        }
         f.applied = apply && want > d.desired;
         // Scaling down: not below what the forecast needs within the
         // horizon (warm-up plus buffer), or it would come straight back.

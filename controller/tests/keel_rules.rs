@@ -153,6 +153,32 @@ fn forecast_jitter_smaller_than_its_interval_does_not_move_the_target() {
 }
 
 #[test]
+fn the_forecast_does_not_reverse_a_scale_down_inside_its_window_either() {
+    let mut keel = scaler(Behavior::default());
+    scaled_down(&mut keel);
+    // 2 s later the forecast wants 8: held at 5 until the window passes.
+    let mut d = keel.evaluate(T0 + 32 * S, &inst(5), &[total(480.0)], None);
+    keel.predictive(&mut d, forecast(800.0, 810.0), true);
+    assert_eq!(d.desired, 5, "{}", d.explanation);
+    assert!(
+        d.explanation.contains(
+            "(held at 5: scaled down 2s ago, inside the scale-down stabilization window 20s)"
+        ),
+        "{}",
+        d.explanation
+    );
+    let mut d = keel.evaluate(T0 + 51 * S, &inst(5), &[total(480.0)], None);
+    keel.predictive(&mut d, forecast(800.0, 810.0), true);
+    assert_eq!(d.desired, 8, "{}", d.explanation);
+    // The HPA's semantics let it.
+    let mut hpa = scaler(Behavior::hpa());
+    scaled_down(&mut hpa);
+    let mut d = hpa.evaluate(T0 + 32 * S, &inst(5), &[total(480.0)], None);
+    hpa.predictive(&mut d, forecast(800.0, 810.0), true);
+    assert_eq!(d.desired, 8, "{}", d.explanation);
+}
+
+#[test]
 fn scale_down_waits_for_the_forecast_horizon() {
     // Reactively 8 → 2, but the forecast within warm-up + buffer wants 6.
     let mut keel = scaler(Behavior::default());
