@@ -624,7 +624,7 @@ async fn live_run(
             .entry("not sent (the generator fell behind)".into())
             .or_default() += report.dropped as f64;
     }
-    run.failed = run.causes.values().sum();
+    run.failed = run.causes.values().fold(0.0, |a, b| a + b);
     for (s, lat) in seconds.iter_mut().enumerate() {
         let failed = lat.iter().filter(|l| l.is_infinite()).count();
         let share = failed as f64 / lat.len().max(1) as f64;
