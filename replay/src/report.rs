@@ -257,28 +257,9 @@ fn failover_events(bundle: &Bundle) -> Vec<(i64, String)> {
         .collect()
 }
 
-/// The recorded scaling actions: (time, policy, count after).
-fn recorded_scaling(bundle: &Bundle) -> Vec<(i64, String, u32)> {
+/// The scaling actions the recording holds (its `scale` events).
+fn recorded_scales(bundle: &Bundle) -> impl Iterator<Item = crate::run::Scaling> + '_ {
     bundle
-        .events
-        .iter()
-        .filter(|e| e.get("kind").and_then(|k| k.as_str()) == Some("scale"))
-        .filter_map(|e| {
-            Some((
-                e.get("at_ms")?.as_i64()?,
-                e.get("subject")?.as_str()?.to_owned(),
-                e.get("read_back")?.as_u64()? as u32,
-            ))
-        })
-        .collect()
-}
-
-/// What the recording itself holds, as an [`Outcome`]: its alert
-/// changes, pages, scaling actions and automatic failovers, so that
-/// expectations are checked against what happened live exactly as
-/// against a replay.
-pub fn recorded_outcome(bundle: &Bundle) -> Outcome {
-    let scaling = bundle
         .events
         .iter()
         .filter(|e| e.get("kind").and_then(|k| k.as_str()) == Some("scale"))
@@ -298,7 +279,14 @@ pub fn recorded_outcome(bundle: &Bundle) -> Outcome {
                     .to_owned(),
             })
         })
-        .collect();
+}
+
+/// What the recording itself holds, as an [`Outcome`]: its alert
+/// changes, pages, scaling actions and automatic failovers, so that
+/// expectations are checked against what happened live exactly as
+/// against a replay.
+pub fn recorded_outcome(bundle: &Bundle) -> Outcome {
+    let scaling = recorded_scales(bundle).collect();
     // Each automatic failover with the promotion that followed it.
     let promoted = |target: &str, after: i64| {
         bundle.events.iter().find(|e| {
@@ -481,9 +469,8 @@ pub fn reproduction(
     let rec_pages: Vec<(i64, String)> = bundle.pages.iter().map(page_key).collect();
     let rep_pages: Vec<(i64, String)> = outcome.pages.iter().map(page_key).collect();
     differences(&mut diffs, h.from_ms, &rec_pages, &rep_pages, reason);
-    let rec_scale: Vec<(i64, String)> = recorded_scaling(bundle)
-        .into_iter()
-        .map(|(at, policy, to)| (at, format!("scale {policy} to {to}")))
+    let rec_scale: Vec<(i64, String)> = recorded_scales(bundle)
+        .map(|s| (s.at_ms, format!("scale {} to {}", s.policy, s.to)))
         .collect();
     let rep_scale: Vec<(i64, String)> = outcome
         .scaling
