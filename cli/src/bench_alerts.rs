@@ -27,8 +27,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
-use keel_collector::notify::{EmailConfig, NotifyConfig};
-use keel_collector::rules::RulesConfig;
+use keel_alerting::notify::{EmailConfig, NotifyConfig};
+use keel_alerting::rules::RulesConfig;
 use keel_collector::server::CollectorConfig;
 use keel_core::clock::{SharedClock, SystemClock};
 use rand::{Rng as _, SeedableRng as _};

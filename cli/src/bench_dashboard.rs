@@ -295,7 +295,9 @@ async fn bench(args: DashboardBenchArgs) -> anyhow::Result<()> {
         );
         let bar = indicatif::ProgressBar::new(0);
         let done =
-            keel_collector::import::import(&store, "backfill", reader, now * 1000, |_| bar.tick())?;
+            keel_metricstore::import::import(&store, "backfill", reader, now * 1000, |_| {
+                bar.tick()
+            })?;
         bar.finish_and_clear();
         Ok(done)
     })

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context as _, bail};
 use hdrhistogram::Histogram;
-use keel_collector::logs::{LogConfig, LogStore};
+use keel_logindex::logs::{LogConfig, LogStore};
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
 use opentelemetry_proto::tonic::resource::v1::Resource;
@@ -158,7 +158,7 @@ fn ceiling(
     let (cpu0, t) = (cpu_self(), Instant::now());
     for b in bodies {
         let (records, bad) =
-            keel_collector::logs::record::parse_json_lines(b.as_bytes(), now * 1_000_000);
+            keel_logindex::logs::record::parse_json_lines(b.as_bytes(), now * 1_000_000);
         if !bad.is_empty() {
             bail!("the generator wrote bad lines: {}", bad[0]);
         }

@@ -14,9 +14,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use keel_collector::incident::bundle::Bundle;
 use keel_core::clock::Clock as _;
 use keel_core::marks::Mark;
+use keel_incident::bundle::Bundle;
 
 use crate::bench_autoscale_live::KeelUp;
 
@@ -492,8 +492,8 @@ async fn vmalert_replay(hour: &Bundle, dir: &Path) -> anyhow::Result<f64> {
 
 /// Store the hour in a fresh collector's stores, then time recording it.
 async fn record_hour(hour: &Bundle, dir: &Path) -> anyhow::Result<Duration> {
-    use keel_collector::incident::{Incidents, IncidentsConfig, RecordRequest, Sources};
-    use keel_collector::labels::Labels;
+    use keel_incident::{Incidents, IncidentsConfig, RecordRequest, Sources};
+    use keel_series::labels::Labels;
     let clock = Arc::new(keel_core::clock::ManualClock::new(
         keel_core::clock::from_unix_ms(hour.header.to_ms + 60_000),
     ));
@@ -528,7 +528,7 @@ async fn record_hour(hour: &Bundle, dir: &Path) -> anyhow::Result<Duration> {
         marks.write(m);
     }
     clock.set(keel_core::clock::from_unix_ms(now));
-    let notifier = keel_collector::notify::Notifier::start(Default::default(), shared.clone())
+    let notifier = keel_alerting::notify::Notifier::start(Default::default(), shared.clone())
         .map_err(|p| anyhow::anyhow!(p.join("; ")))?;
     let incidents = Incidents::new(
         IncidentsConfig::default(),
@@ -580,7 +580,7 @@ mod tests {
     }
 
     fn tiny() -> Bundle {
-        use keel_collector::incident::bundle::{Config, Header, Series};
+        use keel_incident::bundle::{Config, Header, Series};
         Bundle {
             header: Header {
                 name: "t".into(),

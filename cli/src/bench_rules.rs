@@ -15,11 +15,11 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use keel_collector::labels::Labels;
-use keel_collector::promql::Engine;
-use keel_collector::rules::engine::Source;
-use keel_collector::rules::{GroupState, SeverityMapping};
-use keel_collector::store::{Store, StoreConfig};
+use keel_alerting::rules::engine::Source;
+use keel_alerting::rules::{GroupState, SeverityMapping};
+use keel_metricstore::{Store, StoreConfig};
+use keel_promql::Engine;
+use keel_series::labels::Labels;
 
 /// Flags of `keel bench rules`.
 #[derive(clap::Args)]
@@ -77,7 +77,7 @@ pub fn run(args: RulesBenchArgs) -> anyhow::Result<()> {
             "  - alert: ErrorRatio{k}\n    expr: sum(rate(http_requests_total{{service=\"svc-{k}\",code=\"500\"}}[5m])) / sum(rate(http_requests_total{{service=\"svc-{k}\"}}[5m])) > 0.01\n    severity: P2\n    annotations: {{summary: '{{{{ $value | humanizePercentage }}}}'}}\n"
         ));
     }
-    let groups = keel_collector::rules::file::parse(
+    let groups = keel_alerting::rules::file::parse(
         Path::new("bench.yml"),
         &text,
         Duration::from_secs(15),
@@ -90,7 +90,7 @@ pub fn run(args: RulesBenchArgs) -> anyhow::Result<()> {
             .next()
             .ok_or_else(|| anyhow::anyhow!("no group"))?,
     );
-    let source = keel_collector::rules::source::StoreSource {
+    let source = keel_alerting::rules::source::StoreSource {
         store: store.clone(),
         logs: None,
     };

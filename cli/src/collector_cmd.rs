@@ -257,7 +257,7 @@ pub fn import(config_path: Option<&Path>, args: ImportArgs) -> anyhow::Result<()
         .as_millis() as i64;
     let shown = args.file.display().to_string();
     let result =
-        keel_collector::import::import(&store, &shown, std::io::BufReader::new(file), now, |n| {
+        keel_metricstore::import::import(&store, &shown, std::io::BufReader::new(file), now, |n| {
             bar.set_position(n)
         });
     bar.finish_and_clear();

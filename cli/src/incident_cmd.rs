@@ -6,7 +6,7 @@ use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
-use keel_collector::incident::bundle::Bundle;
+use keel_incident::bundle::Bundle;
 use keel_replay::expect::Expect;
 use keel_replay::report;
 use keel_replay::run::{Setup, replay};
@@ -291,7 +291,7 @@ fn score(rules: &Path, bundles: &[PathBuf]) -> anyhow::Result<()> {
         let setup = recorded.with_rules(rules)?;
         for g in &setup.groups {
             for r in &g.rules {
-                if let keel_collector::rules::Rule::Alert(a) = r {
+                if let keel_alerting::rules::Rule::Alert(a) = r {
                     scores.entry(a.name.clone()).or_default();
                 }
             }
@@ -302,7 +302,7 @@ fn score(rules: &Path, bundles: &[PathBuf]) -> anyhow::Result<()> {
             bundle
                 .pages
                 .iter()
-                .find(|p| p.severity == keel_collector::rules::Severity::P0)
+                .find(|p| p.severity == keel_alerting::rules::Severity::P0)
                 .map_or(bundle.header.from_ms, |p| p.at_ms)
         });
         names.push(bundle.header.name.clone());

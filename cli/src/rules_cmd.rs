@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 
 use anyhow::bail;
-use keel_collector::rules::{self, Rule, SeverityMapping};
+use keel_alerting::rules::{self, Rule, SeverityMapping};
 
 /// `keel rules …`.
 #[derive(clap::Subcommand)]
@@ -61,7 +61,7 @@ fn test(files: &[PathBuf]) -> anyhow::Result<()> {
     for f in files {
         let shown = f.display().to_string();
         let text = std::fs::read_to_string(f).map_err(|e| anyhow::anyhow!("{shown}: {e}"))?;
-        let (n, failures) = keel_collector::promtest::run(&shown, &text)?;
+        let (n, failures) = keel_alerting::promtest::run(&shown, &text)?;
         checks += n;
         if failures.is_empty() {
             println!("  {shown}: SUCCESS ({n} checks)");

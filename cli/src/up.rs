@@ -359,7 +359,7 @@ pub async fn start_controller(
     std::sync::Arc<keel_controller::Controller>,
 )> {
     let source = std::sync::Arc::new(keel_replay::StoreMetrics(
-        keel_collector::rules::source::StoreSource {
+        keel_alerting::rules::source::StoreSource {
             store: collector.store.clone(),
             logs: None,
         },
@@ -411,11 +411,11 @@ const SHOP_RULES: &str = include_str!("../../rules/shop.yml");
 
 /// The evaluation interval of the shipped P0 rules (group `shop-p0`).
 pub fn shipped_p0_interval() -> anyhow::Result<std::time::Duration> {
-    let groups = keel_collector::rules::file::parse(
+    let groups = keel_alerting::rules::file::parse(
         Path::new("rules/shop.yml"),
         SHOP_RULES,
         std::time::Duration::from_secs(15),
-        &keel_collector::rules::SeverityMapping::default(),
+        &keel_alerting::rules::SeverityMapping::default(),
     )
     .map_err(|e| anyhow::anyhow!("{e}"))?;
     groups

@@ -211,7 +211,7 @@ async fn the_shortest_scenario_runs_live_and_its_expectations_hold_live_and_in_r
         .filter(|p| p.extension().is_some_and(|x| x == "keelinc"))
         .collect();
     assert_eq!(kept.len(), 1, "{kept:?}");
-    let b = keel_collector::incident::bundle::Bundle::read(&kept[0]).expect("bundle");
+    let b = keel_incident::bundle::Bundle::read(&kept[0]).expect("bundle");
     assert_eq!(
         b.header.logs_query.as_deref(),
         Some("level:fatal OR level:error OR level:warn")

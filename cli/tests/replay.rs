@@ -7,8 +7,8 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::Command;
 
-use keel_collector::incident::bundle::{Bundle, Config, File, Header, Series};
 use keel_core::marks::Mark;
+use keel_incident::bundle::{Bundle, Config, File, Header, Series};
 
 const KEEL: &str = env!("CARGO_BIN_EXE_keel");
 /// The window's start: 2027-01-15T08:00:00Z.
@@ -75,9 +75,9 @@ fn bundle() -> Bundle {
             keel_version: "test".into(),
         },
         config: Config {
-            rules: serde_json::to_value(keel_collector::rules::RulesConfig::default())
+            rules: serde_json::to_value(keel_alerting::rules::RulesConfig::default())
                 .expect("rules"),
-            notify: serde_json::to_value(keel_collector::notify::NotifyConfig::default())
+            notify: serde_json::to_value(keel_alerting::notify::NotifyConfig::default())
                 .expect("notify"),
             controller: Some(serde_json::json!({
                 "interval": "15s",

@@ -8,14 +8,15 @@ use axum::body::Bytes;
 use axum::extract::{Path, RawQuery, State};
 use axum::http::HeaderMap;
 use axum::http::StatusCode;
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use axum::routing::get;
 use keel_core::clock::SharedClock;
 use serde_json::{Value as Json, json};
 
-use crate::labels::Labels;
-use crate::promql::{Engine, EvalError, QueryRange, Value, format_value};
-use crate::store::{Matcher, Store};
+use keel_http::{bad, fail, ok, param, params, parse_step, parse_time};
+use keel_metricstore::{Matcher, Store};
+use keel_promql::{Engine, EvalError, QueryRange, Value, format_value};
+use keel_series::labels::Labels;
 
 #[derive(Clone)]
 struct Api {
@@ -36,76 +37,6 @@ pub fn routes(store: Arc<Store>, clock: SharedClock) -> Router {
         .with_state(Api { store, clock })
 }
 
-pub(crate) fn fail(status: StatusCode, kind: &str, msg: String) -> Response {
-    (
-        status,
-        axum::Json(json!({ "status": "error", "errorType": kind, "error": msg })),
-    )
-        .into_response()
-}
-
-pub(crate) fn bad(msg: String) -> Response {
-    fail(StatusCode::BAD_REQUEST, "bad_data", msg)
-}
-
-pub(crate) fn ok(data: Json) -> Response {
-    axum::Json(json!({ "status": "success", "data": data })).into_response()
-}
-
-/// Parameters from the URL and, for a POST, from a form-encoded body.
-pub(crate) fn params(
-    q: Option<String>,
-    headers: &HeaderMap,
-    body: &Bytes,
-) -> Vec<(String, String)> {
-    let mut out: Vec<(String, String)> = q
-        .as_deref()
-        .map(|s| serde_urlencoded::from_str(s).unwrap_or_default())
-        .unwrap_or_default();
-    let form = headers
-        .get(axum::http::header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|ct| ct.starts_with("application/x-www-form-urlencoded"));
-    if form {
-        out.extend(serde_urlencoded::from_bytes::<Vec<(String, String)>>(body).unwrap_or_default());
-    }
-    out
-}
-
-pub(crate) fn param<'a>(p: &'a [(String, String)], name: &str) -> Option<&'a str> {
-    p.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
-}
-
-/// A time as Prometheus accepts it: Unix seconds (float) or RFC 3339.
-pub(crate) fn parse_time(s: &str) -> Result<i64, String> {
-    if let Ok(f) = s.parse::<f64>() {
-        if !f.is_finite() {
-            return Err(format!("invalid time {s:?}"));
-        }
-        return Ok((f * 1000.0).round() as i64);
-    }
-    humantime::parse_rfc3339_weak(s)
-        .map(|t| {
-            t.duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_millis() as i64)
-                .unwrap_or(0)
-        })
-        .map_err(|_| format!("cannot parse {s:?} to a valid timestamp"))
-}
-
-/// A duration: float seconds or a Prometheus duration (`15s`, `1m`).
-pub(crate) fn parse_step(s: &str) -> Result<i64, String> {
-    if let Ok(f) = s.parse::<f64>() {
-        if f.is_finite() && f > 0.0 {
-            return Ok((f * 1000.0).round() as i64);
-        }
-        return Err(format!("invalid step {s:?}: must be a positive duration"));
-    }
-    promql_parser::util::parse_duration(s)
-        .map(|d| d.as_millis() as i64)
-        .map_err(|e| format!("cannot parse {s:?} to a valid duration: {e}"))
-}
-
 fn metric_json(l: &Labels) -> Json {
     Json::Object(
         l.pairs()
@@ -119,7 +50,7 @@ fn point(t: i64, v: f64) -> Json {
 }
 
 /// A range vector in Prometheus' `matrix` shape.
-fn matrix_json(series: &[crate::promql::RangeSeries]) -> Json {
+fn matrix_json(series: &[keel_promql::RangeSeries]) -> Json {
     json!({
         "resultType": "matrix",
         "result": series.iter().map(|s| json!({
@@ -216,7 +147,7 @@ fn selectors(p: &[(String, String)]) -> Result<Vec<Vec<Matcher>>, String> {
         let promql_parser::parser::Expr::VectorSelector(vs) = expr else {
             return Err(format!("match[] {sel:?} must be a series selector"));
         };
-        let ms = crate::promql::eval::matchers(&vs).map_err(|e| format!("match[] {sel:?}: {e}"))?;
+        let ms = keel_promql::eval::matchers(&vs).map_err(|e| format!("match[] {sel:?}: {e}"))?;
         out.push(ms);
     }
     Ok(out)

@@ -8,10 +8,10 @@ use keel_core::clock::SharedClock;
 use serde::{Deserialize, Serialize};
 
 use crate::ingest::http::{IngestLimits, IngestStats};
-use crate::logs::{LogConfig, LogError, LogStore};
-use crate::store::{Fsync, Store, StoreConfig, StoreError};
-use crate::traces::SpanStore;
-use crate::traces::red::SpanMetrics;
+use keel_logindex::logs::{LogConfig, LogError, LogStore};
+use keel_logindex::traces::SpanStore;
+use keel_logindex::traces::red::SpanMetrics;
+use keel_metricstore::{Fsync, Store, StoreConfig, StoreError};
 
 /// The `collector:` section of `keel.yaml`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -71,9 +71,9 @@ pub struct CollectorConfig {
     #[serde(with = "keel_core::duration")]
     pub alert_history_retention: std::time::Duration,
     /// Alerting and recording rules.
-    pub rules: crate::rules::RulesConfig,
+    pub rules: keel_alerting::rules::RulesConfig,
     /// Who hears of alerts, when, and how.
-    pub notify: crate::notify::NotifyConfig,
+    pub notify: keel_alerting::notify::NotifyConfig,
     /// How OTLP metrics' resource attributes become labels (Prometheus
     /// 3's `otlp:` settings): `job`/`instance` always, `target_info` for the
     /// rest, labels only for what is promoted here.
@@ -83,7 +83,7 @@ pub struct CollectorConfig {
     /// written to `<data_dir>/dashboards` (files already there are kept).
     pub dashboards: PathBuf,
     /// Incident bundles: where they go, and recording around every P0.
-    pub incidents: crate::incident::IncidentsConfig,
+    pub incidents: keel_incident::IncidentsConfig,
 }
 
 impl Default for CollectorConfig {
@@ -108,11 +108,11 @@ impl Default for CollectorConfig {
             batch_id_retention: std::time::Duration::from_secs(24 * 3600),
             state: String::new(),
             alert_history_retention: std::time::Duration::from_secs(90 * 24 * 3600),
-            rules: crate::rules::RulesConfig::default(),
-            notify: crate::notify::NotifyConfig::default(),
+            rules: keel_alerting::rules::RulesConfig::default(),
+            notify: keel_alerting::notify::NotifyConfig::default(),
             dashboards: PathBuf::from("dashboards"),
             otlp: crate::ingest::otlp::Translation::default(),
-            incidents: crate::incident::IncidentsConfig::default(),
+            incidents: keel_incident::IncidentsConfig::default(),
         }
     }
 }
@@ -216,7 +216,7 @@ impl CollectorConfig {
         if let Err(e) = std::fs::create_dir_all(&dir) {
             tracing::warn!(dir = %dir.display(), error = %e, "cannot write the shipped dashboards");
         }
-        for (name, text) in crate::dashboards::SHIPPED {
+        for (name, text) in keel_dashboards::SHIPPED {
             let f = dir.join(name);
             if !f.exists()
                 && let Err(e) = std::fs::write(&f, text)
@@ -303,7 +303,7 @@ pub enum ServeError {
     Notify(String),
     /// The rule files do not load (every problem, file:line:column).
     #[error("rules: {0}")]
-    Rules(crate::rules::RuleErrors),
+    Rules(keel_alerting::rules::RuleErrors),
     /// The state store does not open.
     #[error("{0}")]
     State(#[from] keel_state::StateError),
@@ -329,13 +329,13 @@ pub struct Running {
     /// Ingest counters.
     pub stats: Arc<IngestStats>,
     /// The rules it evaluates.
-    pub rules: Arc<crate::rules::RuleManager>,
+    pub rules: Arc<keel_alerting::rules::RuleManager>,
     /// Who it pages.
-    pub notifier: Arc<crate::notify::Notifier>,
+    pub notifier: Arc<keel_alerting::notify::Notifier>,
     /// Arrivals and ticks, for incident bundles.
     pub marks: Arc<keel_core::marks::MarkLog>,
     /// The incident recorder.
-    pub incidents: Arc<crate::incident::Incidents>,
+    pub incidents: Arc<keel_incident::Incidents>,
     /// The state store and its writer (none: `collector.state: none`).
     pub state: Option<(Arc<keel_state::StateStore>, keel_state::Writer)>,
 }
@@ -363,16 +363,16 @@ pub async fn start(config: &CollectorConfig, clock: SharedClock) -> Result<Runni
         clock: clock.clone(),
         translation: Arc::new(config.otlp.clone()),
     };
-    let rules = crate::rules::RuleManager::new(
+    let rules = keel_alerting::rules::RuleManager::new(
         config.rules.clone(),
-        Box::new(crate::rules::source::StoreSource {
+        Box::new(keel_alerting::rules::source::StoreSource {
             store: store.clone(),
             logs: Some(logs.clone()),
         }),
         clock.clone(),
     )
     .map_err(ServeError::Rules)?;
-    let notifier = crate::notify::Notifier::start(config.notify.clone(), clock.clone())
+    let notifier = keel_alerting::notify::Notifier::start(config.notify.clone(), clock.clone())
         .map_err(|p| ServeError::Notify(p.join("; ")))?;
     let state = match config.state_url() {
         None => None,
@@ -381,7 +381,7 @@ pub async fn start(config: &CollectorConfig, clock: SharedClock) -> Result<Runni
             let st = Arc::new(keel_state::StateStore::open(&url).await?);
             let writer = st.writer();
             rules.keep_state(writer.clone(), st.load(keel_state::Table::Alerts).await?);
-            let saved = crate::notify::persist::Saved::load(&st).await?;
+            let saved = keel_alerting::notify::persist::Saved::load(&st).await?;
             notifier.keep_state(writer.clone(), &saved);
             prune_history(st.clone(), config.alert_history_retention, clock.clone());
             Some((st, writer))
@@ -398,10 +398,10 @@ pub async fn start(config: &CollectorConfig, clock: SharedClock) -> Result<Runni
     ));
     store.set_marks(marks.clone());
     rules.set_marks(marks.clone());
-    let incidents = crate::incident::Incidents::new(
+    let incidents = keel_incident::Incidents::new(
         config.incidents.clone(),
         &config.data_dir,
-        crate::incident::Sources {
+        keel_incident::Sources {
             store: store.clone(),
             logs: logs.clone(),
             spans: spans.clone(),
@@ -433,7 +433,7 @@ pub async fn start(config: &CollectorConfig, clock: SharedClock) -> Result<Runni
             source,
         })?;
     let workers =
-        crate::ingest::workers::Workers::per_core("keel-ingest").map_err(ServeError::Workers)?;
+        keel_http::workers::Workers::per_core("keel-ingest").map_err(ServeError::Workers)?;
     let grpc = crate::ingest::grpc::routes(
         store.clone(),
         &limits,
@@ -468,9 +468,9 @@ pub async fn start(config: &CollectorConfig, clock: SharedClock) -> Result<Runni
         workers.clone(),
         telemetry,
     );
-    let library = crate::dashboards::Library::open(&dashboards_dir);
+    let library = keel_dashboards::Library::open(&dashboards_dir);
     library.watch(clock.clone(), std::time::Duration::from_secs(2));
-    let dashboards = crate::dashboards::api::DashboardApi {
+    let dashboards = keel_dashboards::api::DashboardApi {
         library,
         store: store.clone(),
         logs: logs.clone(),
@@ -478,36 +478,36 @@ pub async fn start(config: &CollectorConfig, clock: SharedClock) -> Result<Runni
         clock: clock.clone(),
     };
     let api_routes = crate::api::routes(store.clone(), clock.clone())
-        .merge(crate::dashboards::api::routes(dashboards))
-        .merge(crate::dashboards::assets::routes())
+        .merge(keel_dashboards::api::routes(dashboards))
+        .merge(keel_dashboards::assets::routes())
         .merge(crate::ingest::remote_write::routes(
             store.clone(),
             config.max_body_bytes,
             config.max_decoded_bytes,
             workers.clone(),
         ))
-        .merge(crate::logs::api::routes(
+        .merge(keel_logindex::logs::api::routes(
             logs.clone(),
             clock.clone(),
             workers,
             config.max_body_bytes,
         ))
-        .merge(crate::traces::api::routes(
+        .merge(keel_logindex::traces::api::routes(
             spans.clone(),
             logs.clone(),
             clock.clone(),
         ))
-        .merge(crate::rules::api::routes(rules.clone()))
-        .merge(crate::incident::api::routes(incidents.clone()))
-        .merge(crate::notify::api::routes(notifier.clone()))
-        .merge(crate::rules::api::history_routes(
+        .merge(keel_alerting::rules::api::routes(rules.clone()))
+        .merge(keel_incident::api::routes(incidents.clone()))
+        .merge(keel_alerting::notify::api::routes(notifier.clone()))
+        .merge(keel_alerting::rules::api::history_routes(
             state.as_ref().map(|(s, _)| s.clone()),
             clock.clone(),
         ))
         // JSON gzipped for clients that accept it, as Prometheus does
         // (Grafana's range queries and the pages' panels are mostly
         // repetition); the pages' files come compressed already.
-        .layer(axum::middleware::from_fn(crate::gzip::json));
+        .layer(axum::middleware::from_fn(keel_http::gzip::json));
     tokio::spawn(async move {
         if let Err(e) = axum::serve(otlp_listener, ingest).await {
             tracing::error!(error = %e, "OTLP/HTTP listener stopped");

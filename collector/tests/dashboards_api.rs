@@ -7,9 +7,9 @@
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use keel_collector::labels::Labels;
 use keel_collector::server::{CollectorConfig, Running, start};
 use keel_core::clock::{SharedClock, SystemClock};
+use keel_series::labels::Labels;
 use serde_json::{Value, json};
 
 const GOOD: &str = r#"title: Test board
@@ -283,8 +283,8 @@ async fn the_shipped_dashboards_load_when_no_directory_is_given() {
     assert_eq!(list["data"], json!([]), "{list}");
 
     // The shipped files are valid and all panels type-check.
-    for (name, text) in keel_collector::dashboards::SHIPPED {
-        let d: keel_collector::dashboards::Dashboard =
+    for (name, text) in keel_dashboards::SHIPPED {
+        let d: keel_dashboards::Dashboard =
             keel_core::config::parse_yaml(name, text).unwrap_or_else(|e| panic!("{e}"));
         let mut problems = Vec::new();
         keel_core::config::Validate::validate(&d, &mut problems);
@@ -342,7 +342,7 @@ async fn panels_built_in_the_page_preview_and_export_as_yaml() {
         .expect("post");
     assert_eq!(r.status(), 200);
     let yaml = r.text().await.expect("text");
-    let back: keel_collector::dashboards::model::Panel =
+    let back: keel_dashboards::model::Panel =
         keel_core::config::parse_yaml("export", &yaml).expect("the YAML reads back");
     assert_eq!(back.title, "Built");
     assert_eq!(back.queries[0].expr, "sum(rate(requests_total[1m]))");

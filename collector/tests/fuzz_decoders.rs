@@ -5,7 +5,7 @@ mod common;
 
 use common::{gauge, kv, point, request};
 use keel_collector::ingest::{otlp, remote_write};
-use keel_collector::store::{Store, StoreConfig, wal};
+use keel_metricstore::{Store, StoreConfig, wal};
 use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
 use proptest::prelude::*;
 use prost::Message;
@@ -77,7 +77,7 @@ proptest! {
         let info: usize = converted.target_info.iter().map(|(_, s)| s.len()).sum();
         prop_assert_eq!(info as u64, span.div_ceil(150_000) + 1);
         let stored: usize = store
-            .select(&[keel_collector::store::Matcher::Equal("__name__".into(), "m".into())], 0, i64::MAX)
+            .select(&[keel_metricstore::Matcher::Equal("__name__".into(), "m".into())], 0, i64::MAX)
             .iter()
             .map(|(_, s)| s.len())
             .sum();
@@ -88,7 +88,7 @@ proptest! {
     fn wal_records_roundtrip(series in proptest::collection::vec(("[a-z]{1,8}", proptest::collection::vec((any::<i64>(), any::<f64>()), 0..20)), 0..10)) {
         let batch: wal::Batch = series
             .into_iter()
-            .map(|(n, s)| (keel_collector::labels::Labels::new(vec![("__name__", n)]), s))
+            .map(|(n, s)| (keel_series::labels::Labels::new(vec![("__name__", n)]), s))
             .collect();
         let (replayed, valid) = wal::decode_log(&wal::encode_log(std::slice::from_ref(&batch)));
         let decoded: wal::Batch = replayed.into_iter().flatten().collect();
@@ -134,7 +134,7 @@ proptest! {
         )
     ) {
         use keel_collector::ingest::remote_write::{Label, Sample, TimeSeries, WriteRequest};
-        use keel_collector::labels::Labels;
+        use keel_series::labels::Labels;
         let req = WriteRequest {
             timeseries: series.iter().map(|(labels, samples)| TimeSeries {
                 labels: labels.iter().map(|(n, v)| Label { name: n.clone(), value: v.clone() }).collect(),

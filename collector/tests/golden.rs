@@ -14,7 +14,7 @@ fn engine_matches_prometheus_on_every_golden_case() {
             continue;
         }
         let text = std::fs::read_to_string(&path).expect("read");
-        let (n, f) = keel_collector::promtest::run(&path.display().to_string(), &text)
+        let (n, f) = keel_alerting::promtest::run(&path.display().to_string(), &text)
             .unwrap_or_else(|e| panic!("{e}"));
         checks += n;
         failures.extend(f);

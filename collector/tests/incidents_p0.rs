@@ -6,10 +6,10 @@
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use keel_collector::incident::IncidentsConfig;
-use keel_collector::rules::RulesConfig;
+use keel_alerting::rules::RulesConfig;
 use keel_collector::server::{CollectorConfig, Running, start};
 use keel_core::clock::{ManualClock, SharedClock, unix_ms};
+use keel_incident::IncidentsConfig;
 use serde_json::Value;
 
 mod common;
@@ -75,7 +75,7 @@ async fn a_p0_is_recorded_once_per_episode_around_its_firing() {
     assert_eq!(s["from_ms"].as_i64(), Some(fired_ms - 60_000), "{s}");
     assert_eq!(s["to_ms"].as_i64(), Some(fired_ms + 120_000), "{s}");
     let path = std::path::PathBuf::from(s["path"].as_str().expect("path"));
-    let b = keel_collector::incident::bundle::Bundle::read(&path).expect("bundle");
+    let b = keel_incident::bundle::Bundle::read(&path).expect("bundle");
     assert_eq!(b.header.incident_ms, Some(fired_ms));
     assert!(
         b.series

@@ -6,7 +6,7 @@
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use keel_collector::rules::RulesConfig;
+use keel_alerting::rules::RulesConfig;
 use keel_collector::server::{CollectorConfig, Running, start};
 use keel_core::clock::{ManualClock, SharedClock};
 use serde_json::Value;
@@ -183,15 +183,15 @@ fn arrivals_evaluate_a_group_early_once_half_its_interval_has_passed() {
     std::fs::write(dir.path().join("shop.yml"), RULES).expect("write");
     let t0 = 1_796_000_000_000;
     let clock: SharedClock = Arc::new(ManualClock::new(keel_core::clock::from_unix_ms(t0)));
-    let store = Arc::new(keel_collector::store::Store::in_memory(
-        keel_collector::store::StoreConfig::default(),
+    let store = Arc::new(keel_metricstore::Store::in_memory(
+        keel_metricstore::StoreConfig::default(),
     ));
-    let m = keel_collector::rules::RuleManager::new(
+    let m = keel_alerting::rules::RuleManager::new(
         RulesConfig {
             files: vec![dir.path().join("shop.yml")],
             ..RulesConfig::default()
         },
-        Box::new(keel_collector::rules::source::StoreSource { store, logs: None }),
+        Box::new(keel_alerting::rules::source::StoreSource { store, logs: None }),
         clock,
     )
     .expect("rules load");

@@ -9,11 +9,11 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use keel_collector::labels::Labels;
-use keel_collector::notify::{EmailConfig, NotifyConfig};
-use keel_collector::rules::RulesConfig;
+use keel_alerting::notify::{EmailConfig, NotifyConfig};
+use keel_alerting::rules::RulesConfig;
 use keel_collector::server::{CollectorConfig, start};
 use keel_core::clock::{SharedClock, SystemClock};
+use keel_series::labels::Labels;
 use serde_json::Value;
 
 struct KillOnDrop(Child);

@@ -9,11 +9,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use keel_collector::labels::Labels;
-use keel_collector::notify::NotifyConfig;
-use keel_collector::rules::RulesConfig;
+use keel_alerting::notify::NotifyConfig;
+use keel_alerting::rules::RulesConfig;
 use keel_collector::server::{CollectorConfig, Running, start};
 use keel_core::clock::{ManualClock, SharedClock, unix_ms};
+use keel_series::labels::Labels;
 use serde_json::Value;
 
 mod common;

@@ -5,11 +5,11 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use keel_collector::labels::Labels;
-use keel_collector::notify::NotifyConfig;
-use keel_collector::rules::RulesConfig;
+use keel_alerting::notify::NotifyConfig;
+use keel_alerting::rules::RulesConfig;
 use keel_collector::server::{CollectorConfig, start};
 use keel_core::clock::{SharedClock, SystemClock};
+use keel_series::labels::Labels;
 use serde_json::Value;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -14,7 +14,7 @@
 //! The incident's start is the time the bundle names (the P0 an automatic
 //! bundle was recorded for), else the window's start.
 
-use keel_collector::notify::Kind;
+use keel_alerting::notify::Kind;
 
 use crate::report::{offset, span};
 use crate::run::Outcome;

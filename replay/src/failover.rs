@@ -7,10 +7,10 @@
 //! failures, so a changed `failure_threshold` decides at another probe.
 //! A decision is made once per outage (until the primary answers again).
 
-use keel_collector::incident::bundle::Bundle;
 use keel_controller::failover::FailoverConfig;
 use keel_controller::failover::decide::{self, Observation, Verdict, Watch};
 use keel_core::marks::Mark;
+use keel_incident::bundle::Bundle;
 
 /// A failover the replay decided.
 #[derive(Debug, Clone, PartialEq)]

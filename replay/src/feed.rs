@@ -7,9 +7,9 @@
 
 use std::collections::BTreeMap;
 
-use keel_collector::incident::bundle::Series;
-use keel_collector::labels::Labels;
 use keel_core::marks::Mark;
+use keel_incident::bundle::Series;
+use keel_series::labels::Labels;
 
 /// Arrival times with the newest sample time seen by then, rising.
 #[derive(Default)]

@@ -18,19 +18,19 @@ pub mod report;
 pub mod run;
 
 /// PromQL for the controller, from a collector store.
-pub struct StoreMetrics(pub keel_collector::rules::source::StoreSource);
+pub struct StoreMetrics(pub keel_alerting::rules::source::StoreSource);
 
 impl StoreMetrics {
     /// The sum of an instant query's samples (a request rate).
     pub fn demand(&self, expr: &str, t_ms: i64) -> Result<f64, String> {
-        use keel_collector::rules::engine::Source as _;
+        use keel_alerting::rules::engine::Source as _;
         Ok(self.0.instant(expr, t_ms)?.iter().map(|(_, v)| v).sum())
     }
 }
 
 impl keel_controller::MetricSource for StoreMetrics {
     fn instant(&self, expr: &str, t_ms: i64) -> Result<keel_controller::run::Samples, String> {
-        use keel_collector::rules::engine::Source as _;
+        use keel_alerting::rules::engine::Source as _;
         self.0.instant(expr, t_ms)
     }
 
@@ -41,10 +41,10 @@ impl keel_controller::MetricSource for StoreMetrics {
         end_ms: i64,
         step_ms: i64,
     ) -> Result<Vec<(i64, f64)>, String> {
-        let series = keel_collector::promql::Engine::new(&self.0.store)
+        let series = keel_promql::Engine::new(&self.0.store)
             .range(
                 expr,
-                keel_collector::promql::QueryRange {
+                keel_promql::QueryRange {
                     start: start_ms,
                     end: end_ms,
                     step: step_ms,
@@ -65,10 +65,10 @@ impl keel_controller::MetricSource for StoreMetrics {
 /// The replay engine as the collector's dashboard uses it.
 pub struct Replayer;
 
-impl keel_collector::incident::Replayer for Replayer {
+impl keel_incident::Replayer for Replayer {
     fn replay(
         &self,
-        bundle: &keel_collector::incident::bundle::Bundle,
+        bundle: &keel_incident::bundle::Bundle,
         rules: Option<&str>,
         policy: Option<&str>,
     ) -> Result<serde_json::Value, String> {

@@ -6,8 +6,8 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
-use keel_collector::incident::bundle::{AlertChange, Bundle};
-use keel_collector::notify::{Kind, Page};
+use keel_alerting::notify::{Kind, Page};
+use keel_incident::bundle::{AlertChange, Bundle};
 
 use crate::run::{Outcome, Setup};
 
@@ -55,7 +55,7 @@ fn labels(l: &BTreeMap<String, String>) -> String {
 fn page_line(p: &Page) -> String {
     let kind = match (p.kind, p.severity) {
         (Kind::Resolved, _) => "resolved",
-        (_, keel_collector::rules::Severity::P2) => "ticket",
+        (_, keel_alerting::rules::Severity::P2) => "ticket",
         _ => "page",
     };
     format!(
@@ -353,7 +353,7 @@ pub fn first_response(outcome: &Outcome, start_ms: i64) -> Response {
         .pages
         .iter()
         .filter(|p| {
-            p.kind == keel_collector::notify::Kind::Firing
+            p.kind == keel_alerting::notify::Kind::Firing
                 && matches!(p.severity.as_str(), "P0" | "P1")
                 && p.at_ms >= start_ms
         })
@@ -432,7 +432,7 @@ pub fn reproduction(
         .iter()
         .flat_map(|g| {
             g.rules.iter().filter_map(move |r| match r {
-                keel_collector::rules::Rule::Alert(a) => {
+                keel_alerting::rules::Rule::Alert(a) => {
                     Some((a.for_ + a.keep_firing_for + g.interval).as_millis() as i64)
                 }
                 _ => None,
@@ -804,7 +804,7 @@ mod tests {
 
     #[test]
     fn the_recorded_outcome_and_first_response_read_what_happened_live() {
-        use keel_collector::incident::bundle::{Config, Header};
+        use keel_incident::bundle::{Config, Header};
         let ev = |at: i64, kind: &str, extra: serde_json::Value| {
             let mut e = serde_json::json!({"at_ms": at, "kind": kind, "subject": if kind == "scale" { "web" } else { "shop-db" }, "explanation": "why"});
             if let (Some(o), Some(x)) = (e.as_object_mut(), extra.as_object()) {

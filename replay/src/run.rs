@@ -9,14 +9,14 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
-use keel_collector::incident::bundle::{AlertChange, Bundle, BundleError};
-use keel_collector::notify::{AlertView, NotifyConfig, Page, Router};
-use keel_collector::rules::{Group, GroupState, Rule, RulesConfig};
-use keel_collector::store::{Store, StoreConfig};
+use keel_alerting::notify::{AlertView, NotifyConfig, Page, Router};
+use keel_alerting::rules::{Group, GroupState, Rule, RulesConfig};
 use keel_controller::ControllerConfig;
 use keel_controller::actuator::{Count, Simulated};
 use keel_core::clock::{Clock, ManualClock};
 use keel_core::marks::Mark;
+use keel_incident::bundle::{AlertChange, Bundle, BundleError};
+use keel_metricstore::{Store, StoreConfig};
 
 use crate::feed::Feed;
 
@@ -120,7 +120,7 @@ impl Setup {
         let mut groups = Vec::new();
         let mut problems = Vec::new();
         for f in bundle.rule_files() {
-            match keel_collector::rules::file::parse(
+            match keel_alerting::rules::file::parse(
                 Path::new(&f.name),
                 &f.text,
                 rules.evaluation_interval,
@@ -145,7 +145,7 @@ impl Setup {
 
     /// The same, with the rules of `dir` (a directory or a file).
     pub fn with_rules(mut self, dir: &Path) -> Result<Self, ReplayError> {
-        self.groups = keel_collector::rules::file::load(
+        self.groups = keel_alerting::rules::file::load(
             &[dir.to_owned()],
             self.rules.evaluation_interval,
             &self.rules.severity_mapping,
@@ -197,16 +197,16 @@ fn reads_logs(groups: &[Group]) -> bool {
     groups.iter().flat_map(|g| &g.rules).any(|r| {
         matches!(
             r,
-            Rule::Alert(a) if matches!(a.condition, keel_collector::rules::Condition::Logs { .. })
+            Rule::Alert(a) if matches!(a.condition, keel_alerting::rules::Condition::Logs { .. })
         )
     })
 }
 
 /// What a replay reads of a bundle: never its spans, and its logs only
 /// when a rule (the bundle's, or those of `rules` when given) counts them.
-pub fn keep(rules: Option<&Path>) -> keel_collector::incident::bundle::Keep {
+pub fn keep(rules: Option<&Path>) -> keel_incident::bundle::Keep {
     let rules = rules.map(Path::to_owned);
-    keel_collector::incident::bundle::Keep {
+    keel_incident::bundle::Keep {
         spans: false,
         // The recorded rules run too (a what-if's baseline).
         logs: Box::new(move |b: &Bundle| match Setup::recorded(b, "bundle") {
@@ -361,8 +361,8 @@ struct Step {
     controller: bool,
 }
 
-fn state_name(s: Option<keel_collector::rules::State>) -> &'static str {
-    use keel_collector::rules::State;
+fn state_name(s: Option<keel_alerting::rules::State>) -> &'static str {
+    use keel_alerting::rules::State;
     match s {
         None => "inactive",
         Some(State::Pending) => "pending",
@@ -371,8 +371,7 @@ fn state_name(s: Option<keel_collector::rules::State>) -> &'static str {
     }
 }
 
-type Snapshot =
-    BTreeMap<(String, BTreeMap<String, String>), (keel_collector::rules::State, String)>;
+type Snapshot = BTreeMap<(String, BTreeMap<String, String>), (keel_alerting::rules::State, String)>;
 
 fn snapshot(g: &GroupState) -> Snapshot {
     g.alerts()
@@ -412,7 +411,7 @@ pub fn replay(bundle: &Bundle, setup: &Setup) -> Result<Outcome, ReplayError> {
             .map_err(ReplayError::Internal)?;
         Some(Arc::new(l))
     };
-    let source = keel_collector::rules::source::StoreSource {
+    let source = keel_alerting::rules::source::StoreSource {
         store: store.clone(),
         logs,
     };
@@ -586,7 +585,7 @@ pub fn replay(bundle: &Bundle, setup: &Setup) -> Result<Outcome, ReplayError> {
         .business_hours
         .compile()
         .map_err(|p| ReplayError::Rules(format!("notify.business_hours: {}", p.join("; "))))?;
-    let inhibit = keel_collector::notify::silence::compile(&setup.notify.inhibit)
+    let inhibit = keel_alerting::notify::silence::compile(&setup.notify.inhibit)
         .map_err(|p| ReplayError::Rules(format!("notify.inhibit: {}", p.join("; "))))?;
     let mut router = Router::new(setup.notify.policy(hours), inhibit);
     let mut groups: Vec<GroupState> = setup.groups.iter().cloned().map(GroupState::new).collect();

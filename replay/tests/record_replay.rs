@@ -7,9 +7,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use keel_collector::incident::bundle::Bundle;
 use keel_collector::server::{CollectorConfig, start};
 use keel_core::clock::{SharedClock, SystemClock};
+use keel_incident::bundle::Bundle;
 use keel_replay::run::{Setup, replay};
 use serde_json::{Value, json};
 

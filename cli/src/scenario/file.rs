@@ -326,8 +326,7 @@ impl Scenario {
 
     /// The committed bundle beside the file: `NAME.keelinc`.
     pub fn bundle_path(&self) -> PathBuf {
-        self.path
-            .with_extension(keel_collector::incident::bundle::EXTENSION)
+        self.path.with_extension(keel_incident::bundle::EXTENSION)
     }
 
     /// Every target named, with the line naming it (for checking against

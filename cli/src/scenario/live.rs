@@ -486,7 +486,7 @@ pub async fn record(
 /// Refuse a bundle name the collector would refuse, or has already,
 /// before anything is played.
 pub async fn check_name(ep: &Endpoints, name: &str) -> anyhow::Result<()> {
-    keel_collector::incident::check_name(name).map_err(|e| anyhow::anyhow!("--name: {e}"))?;
+    keel_incident::check_name(name).map_err(|e| anyhow::anyhow!("--name: {e}"))?;
     let collector = ep.collector.trim_end_matches('/');
     let list = call(reqwest::Client::new().get(format!("{collector}/api/v1/incidents")))
         .await

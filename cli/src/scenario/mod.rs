@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Context as _, bail};
-use keel_collector::incident::bundle::Bundle;
+use keel_incident::bundle::Bundle;
 use keel_replay::report;
 use keel_replay::run::{Outcome, replay};
 

@@ -32,8 +32,8 @@ use opentelemetry_proto::tonic::collector::trace::v1::{
 use super::http::{
     IngestLimits, IngestStats, Telemetry, ingest_logs, ingest_request, ingest_traces,
 };
-use super::workers::Workers;
-use crate::store::Store;
+use keel_http::workers::Workers;
+use keel_metricstore::Store;
 
 struct Receiver {
     store: Arc<Store>,
@@ -67,8 +67,8 @@ async fn export<T: Send + 'static>(
 
 /// The `keel-batch-id` metadata of a gRPC export, as over HTTP.
 fn grpc_batch_id<T>(request: &tonic::Request<T>) -> Result<Option<u128>, tonic::Status> {
-    let value = request.metadata().get(crate::batch_ids::HEADER);
-    crate::batch_ids::from_header(value.map(|v| v.as_bytes()))
+    let value = request.metadata().get(keel_metricstore::batch_ids::HEADER);
+    keel_metricstore::batch_ids::from_header(value.map(|v| v.as_bytes()))
         .map_err(tonic::Status::invalid_argument)
 }
 

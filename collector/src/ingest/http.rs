@@ -24,16 +24,16 @@ use opentelemetry_proto::tonic::collector::logs::v1::{
     ExportLogsPartialSuccess, ExportLogsServiceRequest, ExportLogsServiceResponse,
 };
 
-use super::workers::Workers;
-use crate::logs::LogStore;
-use crate::traces::SpanStore;
-use crate::traces::red::SpanMetrics;
+use keel_http::workers::Workers;
+use keel_logindex::logs::LogStore;
+use keel_logindex::traces::SpanStore;
+use keel_logindex::traces::red::SpanMetrics;
 use opentelemetry_proto::tonic::collector::trace::v1::{
     ExportTracePartialSuccess, ExportTraceServiceRequest, ExportTraceServiceResponse,
 };
 
 use super::otlp;
-use crate::store::Store;
+use keel_metricstore::Store;
 
 /// `google.rpc.Status`, the body of OTLP error responses.
 #[derive(Clone, PartialEq, prost::Message)]
@@ -81,9 +81,13 @@ pub struct IngestStats {
     pub duplicate_batches: AtomicU64,
 }
 
-/// The `Keel-Batch-Id` of a request ([`crate::batch_ids::from_header`]).
+/// The `Keel-Batch-Id` of a request ([`keel_metricstore::batch_ids::from_header`]).
 pub fn batch_id(headers: &HeaderMap) -> Result<Option<u128>, String> {
-    crate::batch_ids::from_header(headers.get(crate::batch_ids::HEADER).map(|v| v.as_bytes()))
+    keel_metricstore::batch_ids::from_header(
+        headers
+            .get(keel_metricstore::batch_ids::HEADER)
+            .map(|v| v.as_bytes()),
+    )
 }
 
 #[derive(Clone)]
@@ -147,14 +151,6 @@ pub fn routes(
         .with_state(st)
 }
 
-/// The body length a request declares (Content-Length), if any.
-pub(crate) fn declared_length(headers: &HeaderMap) -> Option<u64> {
-    headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok())
-}
-
 /// A body declared (Content-Length) larger than the limit is refused at
 /// once, before any of it is read; an undeclared one is cut at the limit.
 async fn refuse_declared_oversize(
@@ -162,7 +158,7 @@ async fn refuse_declared_oversize(
     next: axum::middleware::Next,
     max: usize,
 ) -> Response {
-    if let Some(n) = declared_length(req.headers())
+    if let Some(n) = keel_http::declared_length(req.headers())
         && n > max as u64
     {
         let enc = encoding(req.headers()).unwrap_or(Encoding::Json);
@@ -403,7 +399,7 @@ where
     }
 }
 
-type Work<T> = Result<Result<T, (StatusCode, String)>, super::workers::WorkerError>;
+type Work<T> = Result<Result<T, (StatusCode, String)>, keel_http::workers::WorkerError>;
 
 /// Run an OTLP export on the ingest workers and answer it in its encoding.
 async fn export<T, F>(st: Ingest, headers: HeaderMap, f: F) -> Response
@@ -517,7 +513,7 @@ pub fn ingest_traces(
         stats.duplicate_batches.fetch_add(1, Ordering::Relaxed);
         return Ok(ExportTraceServiceResponse::default());
     }
-    let (spans, problems) = crate::traces::from_otlp(req);
+    let (spans, problems) = keel_logindex::traces::from_otlp(req);
     // Metrics first: if they fail, nothing is acknowledged and the client
     // retries; spans stored twice would be worse than metrics missing.
     tel.span_metrics
@@ -548,7 +544,7 @@ pub fn ingest_logs(
     stats: &IngestStats,
 ) -> Result<ExportLogsServiceResponse, String> {
     let now_ms = tel.clock.now_ms();
-    let (records, problems) = crate::logs::record::from_otlp(req, now_ms * 1_000_000);
+    let (records, problems) = keel_logindex::logs::record::from_otlp(req, now_ms * 1_000_000);
     if tel
         .logs
         .append_batch(records, now_ms, batch_id)

@@ -5,4 +5,3 @@ pub mod grpc;
 pub mod http;
 pub mod otlp;
 pub mod remote_write;
-pub mod workers;

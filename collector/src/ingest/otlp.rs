@@ -31,9 +31,9 @@ use opentelemetry_proto::tonic::metrics::v1::{
 
 use serde::{Deserialize, Serialize};
 
-use crate::labels::{Labels, NAME};
-use crate::store::STALE_NAN;
-use crate::store::wal::Batch;
+use keel_metricstore::STALE_NAN;
+use keel_metricstore::wal::Batch;
+use keel_series::labels::{Labels, NAME};
 
 /// The result of converting one export request.
 #[derive(Debug, Default)]
@@ -497,7 +497,7 @@ fn le(bound: f64) -> String {
     if bound == f64::INFINITY {
         "+Inf".into()
     } else {
-        crate::promql::format_value(bound)
+        keel_promql::format_value(bound)
     }
 }
 
@@ -565,7 +565,7 @@ fn convert_metric(m: &Metric, base: &Base, sink: &mut Sink<'_>) -> Option<(i64, 
                         base,
                         &name,
                         &p.attributes,
-                        &[("quantile", crate::promql::format_value(q.quantile))],
+                        &[("quantile", keel_promql::format_value(q.quantile))],
                     );
                     sink.push(l, t, val(q.value), false);
                 }

@@ -15,10 +15,10 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 
-use super::workers::Workers;
-use crate::labels::{Labels, NAME};
-use crate::store::Store;
-use crate::store::wal::Batch;
+use keel_http::workers::Workers;
+use keel_metricstore::Store;
+use keel_metricstore::wal::Batch;
+use keel_series::labels::{Labels, NAME};
 
 /// `prometheus.WriteRequest` (remote write 1.0), the fields Keel reads.
 #[derive(Clone, PartialEq, prost::Message)]
@@ -284,7 +284,7 @@ pub fn decode(body: &[u8], max_decoded: usize) -> Result<Decoded, String> {
                         // An empty value means no such label.
                         pairs.retain(|(_, v)| !v.is_empty());
                         let start = out.keys.len();
-                        crate::labels::encode_sorted(pairs.iter().copied(), &mut out.keys);
+                        keel_series::labels::encode_sorted(pairs.iter().copied(), &mut out.keys);
                         out.series.push((start..out.keys.len(), samples));
                     }
                 }

@@ -236,7 +236,7 @@ pub async fn evaluated_at(
 pub fn x(c: &Running, instance: &str, t: std::time::SystemTime, v: f64) {
     c.store
         .append(vec![(
-            keel_collector::labels::Labels::new(vec![("__name__", "x"), ("instance", instance)]),
+            keel_series::labels::Labels::new(vec![("__name__", "x"), ("instance", instance)]),
             vec![(keel_core::clock::unix_ms(t), v)],
         )])
         .expect("append");

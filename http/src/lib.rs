@@ -1,0 +1,96 @@
+//! keel-http: what every capability's HTTP routes share.
+//!
+//! Prometheus' JSON envelope (`{"status": "success", "data": …}` and its
+//! errors), reading parameters from the URL or a form body, Prometheus'
+//! time and step formats, gzip for JSON answers, the request body's
+//! declared length, and the worker pool that keeps CPU-heavy handlers
+//! off the async runtime.
+//!
+//! It must never depend on another Keel crate but `keel-core`: stores,
+//! engines and the server depend on it.
+
+pub mod gzip;
+pub mod workers;
+
+use axum::body::Bytes;
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::{Value as Json, json};
+
+/// A Prometheus API error: `{status: error, errorType, error}`.
+pub fn fail(status: StatusCode, kind: &str, msg: String) -> Response {
+    (
+        status,
+        axum::Json(json!({ "status": "error", "errorType": kind, "error": msg })),
+    )
+        .into_response()
+}
+
+/// A 400 `bad_data` error.
+pub fn bad(msg: String) -> Response {
+    fail(StatusCode::BAD_REQUEST, "bad_data", msg)
+}
+
+/// A Prometheus API success: `{status: success, data}`.
+pub fn ok(data: Json) -> Response {
+    axum::Json(json!({ "status": "success", "data": data })).into_response()
+}
+
+/// Parameters from the URL and, for a POST, from a form-encoded body.
+pub fn params(q: Option<String>, headers: &HeaderMap, body: &Bytes) -> Vec<(String, String)> {
+    let mut out: Vec<(String, String)> = q
+        .as_deref()
+        .map(|s| serde_urlencoded::from_str(s).unwrap_or_default())
+        .unwrap_or_default();
+    let form = headers
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|ct| ct.starts_with("application/x-www-form-urlencoded"));
+    if form {
+        out.extend(serde_urlencoded::from_bytes::<Vec<(String, String)>>(body).unwrap_or_default());
+    }
+    out
+}
+
+/// The first value of a parameter.
+pub fn param<'a>(p: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    p.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+}
+
+/// A time as Prometheus accepts it: Unix seconds (float) or RFC 3339.
+pub fn parse_time(s: &str) -> Result<i64, String> {
+    if let Ok(f) = s.parse::<f64>() {
+        if !f.is_finite() {
+            return Err(format!("invalid time {s:?}"));
+        }
+        return Ok((f * 1000.0).round() as i64);
+    }
+    humantime::parse_rfc3339_weak(s)
+        .map(|t| {
+            t.duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_millis() as i64)
+                .unwrap_or(0)
+        })
+        .map_err(|_| format!("cannot parse {s:?} to a valid timestamp"))
+}
+
+/// A duration: float seconds or a Prometheus duration (`15s`, `1m`).
+pub fn parse_step(s: &str) -> Result<i64, String> {
+    if let Ok(f) = s.parse::<f64>() {
+        if f.is_finite() && f > 0.0 {
+            return Ok((f * 1000.0).round() as i64);
+        }
+        return Err(format!("invalid step {s:?}: must be a positive duration"));
+    }
+    promql_parser::util::parse_duration(s)
+        .map(|d| d.as_millis() as i64)
+        .map_err(|e| format!("cannot parse {s:?} to a valid duration: {e}"))
+}
+
+/// The body length a request declares (Content-Length), if any.
+pub fn declared_length(headers: &HeaderMap) -> Option<u64> {
+    headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok())
+}

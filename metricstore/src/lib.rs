@@ -1,0 +1,652 @@
+//! keel-metricstore: the metric store. Series in memory, compressed in
+//! Gorilla chunks, every accepted batch written ahead to a log before it is
+//! acknowledged; immutable blocks on disk, retention, the ids of batches
+//! already stored, and backfill from OpenMetrics text.
+//!
+//! Samples of a series must arrive in time order, except within the
+//! out-of-order window (behind the series' newest sample), where they are
+//! kept aside and merged on read; older ones are rejected and counted, as
+//! is a second, different value for an existing timestamp.
+//!
+//! It implements [`keel_series::Queryable`] for the query engine and must
+//! never depend on the engine, the log index, alerting, HTTP or the
+//! collector.
+
+pub mod arena;
+pub mod batch_ids;
+pub mod block;
+pub mod gorilla;
+pub mod import;
+pub mod packed;
+pub mod wal;
+
+mod head;
+use head::Head;
+
+use std::borrow::Borrow;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, RwLock};
+
+pub use wal::Fsync;
+use wal::{Wal, WalError};
+
+use keel_series::labels::Labels;
+
+pub use keel_core::stale::{STALE_NAN, is_stale};
+pub use keel_series::{Matcher, SeriesSamples};
+
+/// Why a sample was not stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Rejection {
+    /// Older than the out-of-order window allows.
+    TooOld,
+    /// A different value for a timestamp already stored.
+    Duplicate,
+}
+
+/// What an append did.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Appended {
+    /// Samples stored.
+    pub accepted: u64,
+    /// Samples rejected too old.
+    pub too_old: u64,
+    /// Samples rejected as conflicting duplicates.
+    pub duplicate: u64,
+}
+
+impl Appended {
+    /// One line per kind of rejection, for partial-success answers.
+    pub fn reasons(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        if self.too_old > 0 {
+            out.push(format!(
+                "{} samples older than the out-of-order window",
+                self.too_old
+            ));
+        }
+        if self.duplicate > 0 {
+            out.push(format!(
+                "{} samples with a different value for a timestamp already stored",
+                self.duplicate
+            ));
+        }
+        out
+    }
+}
+
+/// Errors of the store.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The write-ahead log failed: nothing of the batch was acknowledged.
+    #[error("write-ahead log: {0}")]
+    Wal(#[from] WalError),
+    /// A block could not be written, read or deleted.
+    #[error("block: {0}")]
+    Block(String),
+}
+
+/// Open every block under `dir`, removing half-written ones.
+fn load_blocks(dir: &Path) -> Result<Vec<block::Block>, StoreError> {
+    let mut out = Vec::new();
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Ok(out);
+    };
+    for e in entries.flatten() {
+        let p = e.path();
+        if p.extension().is_some_and(|x| x == "tmp") {
+            let _ = std::fs::remove_dir_all(&p);
+            continue;
+        }
+        if p.is_dir() {
+            out.push(block::open(&p).map_err(StoreError::Block)?);
+        }
+    }
+    out.sort_by_key(|b| b.min_t);
+    Ok(out)
+}
+
+/// Store settings.
+#[derive(Debug, Clone)]
+pub struct StoreConfig {
+    /// How far behind a series' newest sample a sample may still arrive (ms).
+    pub out_of_order_window_ms: i64,
+    /// WAL fsync policy.
+    pub fsync: Fsync,
+    /// Time range of one block (ms); the head holds about 1.5 of these.
+    pub block_ms: i64,
+    /// Blocks whose newest sample is older than this (ms) are deleted.
+    pub retention_ms: i64,
+    /// How long batch ids are kept to drop a batch sent again (ms).
+    pub batch_id_retention_ms: i64,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        Self {
+            out_of_order_window_ms: 10 * 60 * 1000,
+            fsync: Fsync::Never,
+            block_ms: 2 * 3600 * 1000,
+            retention_ms: 15 * 24 * 3600 * 1000,
+            batch_id_retention_ms: 24 * 3600 * 1000,
+        }
+    }
+}
+
+/// The engine reads the store through this trait.
+impl keel_series::Queryable for Store {
+    fn select(&self, matchers: &[Matcher], mint: i64, maxt: i64) -> Vec<SeriesSamples> {
+        Store::select(self, matchers, mint, maxt)
+    }
+}
+
+/// The metric store.
+#[derive(Debug)]
+pub struct Store {
+    head: RwLock<Head>,
+    /// None for an in-memory store (tests, rule unit tests).
+    wal: Option<Mutex<Wal>>,
+    /// Immutable blocks, oldest first.
+    blocks: RwLock<Vec<block::Block>>,
+    /// Where blocks live (None in memory).
+    dir: Option<PathBuf>,
+    /// Held open with an exclusive lock: one process per data dir.
+    _lock: Option<std::fs::File>,
+    /// Ids of batches stored lately (None in memory). Checked and
+    /// recorded under the head's write lock. The WAL does not carry them:
+    /// a batch replayed after a crash between the WAL write and the id's
+    /// line is stored again as exact duplicates, which the head drops.
+    batch_ids: Option<Mutex<crate::batch_ids::BatchIds>>,
+    config: StoreConfig,
+    /// Signalled after every batch that stored samples (the rules
+    /// evaluate on arrival).
+    appended: Arc<tokio::sync::Notify>,
+    /// Where batch arrivals are marked for incident bundles (none in
+    /// tests and in replay).
+    marks: std::sync::OnceLock<Arc<keel_core::marks::MarkLog>>,
+}
+
+/// A batch's sources and their newest sample times, for its arrival mark.
+#[derive(Debug)]
+pub struct Arrival(Vec<(String, String, i64)>);
+
+impl Store {
+    /// Mark every batch's arrival in `marks` from now on.
+    pub fn set_marks(&self, marks: Arc<keel_core::marks::MarkLog>) {
+        let _ = self.marks.set(marks);
+    }
+
+    /// What a batch's arrival mark will say: per source (`job`,
+    /// `instance`) the newest sample time it holds (none without a mark
+    /// log). Taken before the batch is moved into [`Self::append_batch`].
+    pub fn arrival(&self, batch: &[(Labels, Vec<(i64, f64)>)]) -> Option<Arrival> {
+        self.marks.get()?;
+        let mut sources: std::collections::BTreeMap<(&str, &str), i64> = Default::default();
+        for (labels, samples) in batch {
+            if let Some(newest) = samples.iter().map(|(t, _)| *t).max() {
+                let e = sources
+                    .entry((labels.get("job"), labels.get("instance")))
+                    .or_insert(newest);
+                *e = (*e).max(newest);
+            }
+        }
+        (!sources.is_empty()).then(|| {
+            Arrival(
+                sources
+                    .into_iter()
+                    .map(|((j, i), t)| (j.to_owned(), i.to_owned(), t))
+                    .collect(),
+            )
+        })
+    }
+
+    /// Mark a batch acknowledged now, once it is stored: replay makes
+    /// each of its samples visible from this time.
+    pub fn mark_arrival(&self, arrival: Option<Arrival>) {
+        if let (Some(marks), Some(Arrival(sources))) = (self.marks.get(), arrival) {
+            marks.write(&keel_core::marks::Mark::Arrival {
+                at_ms: marks.now_ms(),
+                sources,
+            });
+        }
+    }
+
+    /// What is signalled after each batch that stored samples (one
+    /// listener: a signal nobody waits for is kept for the next wait).
+    pub fn appended(&self) -> Arc<tokio::sync::Notify> {
+        self.appended.clone()
+    }
+
+    /// Open the store in `dir`, replaying its write-ahead log.
+    pub fn open(dir: &Path, config: StoreConfig) -> Result<Self, StoreError> {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| StoreError::Block(format!("{}: {e}", dir.display())))?;
+        let lock_path = dir.join("LOCK");
+        let lock = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(|e| StoreError::Block(format!("{}: {e}", lock_path.display())))?;
+        lock.try_lock().map_err(|_| {
+            StoreError::Block(format!(
+                "{} is in use by another Keel process (stop it first)",
+                dir.display()
+            ))
+        })?;
+        let blocks = load_blocks(&dir.join("blocks"))?;
+        let covered = blocks.iter().map(|b| b.max_t).max().unwrap_or(i64::MIN);
+        let (wal, batches) = Wal::open(dir, config.fsync)?;
+        let mut head = Head::default();
+        let mut replayed = 0usize;
+        for batch in batches {
+            for (labels, samples) in batch {
+                // A crash between writing a block and rewriting the WAL
+                // leaves samples in both: the block has them.
+                let fresh: Vec<(i64, f64)> =
+                    samples.into_iter().filter(|(t, _)| *t > covered).collect();
+                replayed += fresh.len();
+                head.apply(&labels, &fresh);
+            }
+        }
+        tracing::info!(
+            samples = replayed,
+            series = head.series.len(),
+            blocks = blocks.len(),
+            "metric store opened"
+        );
+        let ids_path = dir.join("batch-ids.log");
+        // Expired ids go at the first compaction (the store has no clock).
+        let ids = crate::batch_ids::BatchIds::open(&ids_path, config.batch_id_retention_ms, 0)
+            .map_err(|e| StoreError::Block(format!("{}: {e}", ids_path.display())))?;
+        Ok(Self {
+            head: RwLock::new(head),
+            wal: Some(Mutex::new(wal)),
+            blocks: RwLock::new(blocks),
+            dir: Some(dir.to_path_buf()),
+            _lock: Some(lock),
+            batch_ids: Some(Mutex::new(ids)),
+            config,
+            appended: Arc::default(),
+            marks: Default::default(),
+        })
+    }
+
+    /// A store with no write-ahead log: nothing survives the process.
+    pub fn in_memory(config: StoreConfig) -> Self {
+        Self {
+            head: RwLock::new(Head::default()),
+            wal: None,
+            blocks: RwLock::new(Vec::new()),
+            dir: None,
+            _lock: None,
+            batch_ids: None,
+            config,
+            appended: Arc::default(),
+            marks: Default::default(),
+        }
+    }
+
+    fn blocks_max_t(&self) -> i64 {
+        self.blocks
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .last()
+            .map(|b| b.max_t)
+            .unwrap_or(i64::MIN)
+    }
+
+    /// Cut the oldest part of the head into a block when the head spans
+    /// more than 1.5 block ranges, then delete blocks past retention.
+    /// `now_ms` comes from the injected clock. Returns blocks written.
+    pub fn compact(&self, now_ms: i64) -> Result<usize, StoreError> {
+        let Some(dir) = &self.dir else { return Ok(0) };
+        if let Some(ids) = &self.batch_ids {
+            ids.lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .expire(now_ms)
+                .map_err(|e| StoreError::Block(format!("batch-ids.log: {e}")))?;
+        }
+        let blocks_dir = dir.join("blocks");
+        let mut written = 0;
+        {
+            let mut head = self.head.write().unwrap_or_else(|e| e.into_inner());
+            let (Some(min_t), Some(max_t)) = (head.min_t(), head.max_t()) else {
+                return self.apply_retention(now_ms).map(|_| 0);
+            };
+            let block = self.config.block_ms.max(1);
+            if max_t - min_t > block + block / 2 {
+                let boundary = (max_t - block / 2).div_euclid(block) * block;
+                let (old, keep) = head.split(boundary);
+                if !old.is_empty() {
+                    let lo = old
+                        .iter()
+                        .filter_map(|(_, s)| s.first().map(|x| x.0))
+                        .min()
+                        .unwrap_or(boundary);
+                    let b = block::write(&blocks_dir, &old, lo, boundary - 1)
+                        .map_err(StoreError::Block)?;
+                    tracing::info!(block = %b.dir.display(), samples = b.samples, "cut a block from the head");
+                    self.blocks
+                        .write()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .push(b);
+                    written += 1;
+                }
+                let mut fresh = Head::default();
+                for (labels, samples) in &keep {
+                    fresh.apply(labels, samples);
+                }
+                *head = fresh;
+                if let Some(wal) = &self.wal {
+                    wal.lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .rewrite(&[keep])?;
+                }
+            }
+        }
+        self.apply_retention(now_ms)?;
+        Ok(written)
+    }
+
+    fn apply_retention(&self, now_ms: i64) -> Result<(), StoreError> {
+        let cutoff = now_ms - self.config.retention_ms;
+        let mut blocks = self.blocks.write().unwrap_or_else(|e| e.into_inner());
+        let (expired, kept): (Vec<_>, Vec<_>) = blocks.drain(..).partition(|b| b.max_t < cutoff);
+        *blocks = kept;
+        drop(blocks);
+        for b in expired {
+            tracing::info!(block = %b.dir.display(), "deleting a block past retention");
+            std::fs::remove_dir_all(&b.dir)
+                .map_err(|e| StoreError::Block(format!("{}: {e}", b.dir.display())))?;
+        }
+        Ok(())
+    }
+
+    /// Blocks held: (min_t, max_t, samples).
+    pub fn blocks(&self) -> Vec<(i64, i64, u64)> {
+        self.blocks
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .map(|b| (b.min_t, b.max_t, b.samples))
+            .collect()
+    }
+
+    /// Add a block written elsewhere (backfill) to the store's block list.
+    pub fn adopt_block(&self, b: block::Block) {
+        let mut blocks = self.blocks.write().unwrap_or_else(|e| e.into_inner());
+        blocks.push(b);
+        blocks.sort_by_key(|b| b.min_t);
+    }
+
+    /// Block length (ms).
+    pub fn block_ms(&self) -> i64 {
+        self.config.block_ms
+    }
+
+    /// Where blocks are written (None in memory).
+    pub fn blocks_dir(&self) -> Option<PathBuf> {
+        self.dir.as_ref().map(|d| d.join("blocks"))
+    }
+
+    /// Store a batch: what can be stored is written ahead, then applied.
+    /// Returns once the accepted samples are durable per the fsync policy.
+    pub fn append(&self, batch: Vec<(Labels, Vec<(i64, f64)>)>) -> Result<Appended, StoreError> {
+        Ok(self.append_batch(batch, None, 0)?.unwrap_or_default())
+    }
+
+    /// As [`Self::append`], for a batch with the sender's id, stored at
+    /// `now_ms`: `None` when a batch with that id was stored within the
+    /// retention (nothing is stored again).
+    pub fn append_batch(
+        &self,
+        mut batch: Vec<(Labels, Vec<(i64, f64)>)>,
+        batch_id: Option<u128>,
+        now_ms: i64,
+    ) -> Result<Option<Appended>, StoreError> {
+        let mut out = Appended::default();
+        let covered = self.blocks_max_t();
+        let mut head = self.head.write().unwrap_or_else(|e| e.into_inner());
+        let ids = self
+            .batch_ids
+            .as_ref()
+            .zip(batch_id)
+            .map(|(ids, id)| (ids.lock().unwrap_or_else(|e| e.into_inner()), id));
+        if let Some((ids, id)) = &ids
+            && ids.contains(*id)
+        {
+            return Ok(None);
+        }
+        let mut accepted = Vec::with_capacity(batch.len());
+        for (labels, samples) in batch.drain(..) {
+            let mut samples = samples;
+            samples.sort_by_key(|(t, _)| *t);
+            let before = samples.len();
+            samples.retain(|(t, _)| *t > covered);
+            out.too_old += (before - samples.len()) as u64;
+            let r = head.by_labels.get(&head.series, labels.borrow());
+            let keep = head.check(r, &samples, self.config.out_of_order_window_ms, &mut out);
+            if !keep.is_empty() {
+                accepted.push((labels, keep, r));
+            }
+        }
+        if !accepted.is_empty() {
+            // One lookup per series: the ref found while checking, or a new series.
+            let refs: Vec<u32> = accepted
+                .iter()
+                .map(|(l, _, r)| r.unwrap_or_else(|| head.get_or_create(l)))
+                .collect();
+            let accepted: Vec<(Labels, Vec<(i64, f64)>)> =
+                accepted.into_iter().map(|(l, k, _)| (l, k)).collect();
+            if let Some(wal) = &self.wal {
+                let new_series: Vec<(u32, Labels)> = refs
+                    .iter()
+                    .zip(&accepted)
+                    .filter(|(r, _)| !head.series.logged(**r))
+                    .map(|(r, (l, _))| (*r, l.clone()))
+                    .collect();
+                let samples: Vec<(u32, &[(i64, f64)])> = refs
+                    .iter()
+                    .zip(&accepted)
+                    .map(|(r, (_, s))| (*r, s.as_slice()))
+                    .collect();
+                wal.lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .append(&new_series, &samples)?;
+                for (r, _) in new_series {
+                    head.series.set_logged(r);
+                }
+            }
+            for (r, (_, samples)) in refs.iter().zip(&accepted) {
+                head.apply_ref(*r, samples);
+            }
+        }
+        if let Some((mut ids, id)) = ids {
+            ids.record(id, now_ms)
+                .map_err(|e| StoreError::Block(format!("batch-ids.log: {e}")))?;
+        }
+        if out.accepted > 0 {
+            self.appended.notify_one();
+        }
+        Ok(Some(out))
+    }
+
+    fn matching(head: &Head, matchers: &[Matcher]) -> Vec<u32> {
+        // Start from the smallest posting list of an equality matcher on a
+        // non-empty value, if any; else scan every series.
+        let mut candidates: Option<&[u32]> = None;
+        for m in matchers {
+            if let Matcher::Equal(n, v) = m
+                && !v.is_empty()
+            {
+                let list = head
+                    .postings
+                    .get(n)
+                    .and_then(|vals| vals.get(v))
+                    .map_or(&[][..], Vec::as_slice);
+                if candidates.is_none_or(|c| list.len() < c.len()) {
+                    candidates = Some(list);
+                }
+            }
+        }
+        let all: Vec<u32>;
+        let cands: &[u32] = match candidates {
+            Some(c) => c,
+            None => {
+                all = (0..head.series.len() as u32).collect();
+                &all
+            }
+        };
+        cands
+            .iter()
+            .copied()
+            .filter(|r| {
+                let l = &head.series[*r as usize].labels;
+                matchers.iter().all(|m| m.matches(l.get(m.name())))
+            })
+            .collect()
+    }
+
+    /// Every series matching all `matchers`, with its samples in `[mint, maxt]`
+    /// (series with no sample there are left out).
+    pub fn select(&self, matchers: &[Matcher], mint: i64, maxt: i64) -> Vec<SeriesSamples> {
+        let mut merged: keel_series::FastMap<Labels, Vec<(i64, f64)>> =
+            keel_series::FastMap::default();
+        for b in self.blocks.read().unwrap_or_else(|e| e.into_inner()).iter() {
+            for (l, s) in b.select(matchers, mint, maxt) {
+                merged.entry(l).or_default().extend(s);
+            }
+        }
+        let head = self.head.read().unwrap_or_else(|e| e.into_inner());
+        if merged.is_empty() {
+            // Only the head has samples in range (the common case for
+            // rules): nothing to merge, and a series' samples come out
+            // of `range` in order (checked: sorting is the exception).
+            return Self::matching(&head, matchers)
+                .into_iter()
+                .filter_map(|r| {
+                    let s = &head.series[r as usize];
+                    let mut samples = s.range(&head.arena, mint, maxt);
+                    if !samples.is_sorted_by(|a, b| a.0 < b.0) {
+                        samples.sort_by_key(|(t, _)| *t);
+                        samples.dedup_by_key(|(t, _)| *t);
+                    }
+                    (!samples.is_empty()).then(|| (s.labels.clone(), samples))
+                })
+                .collect();
+        }
+        for r in Self::matching(&head, matchers) {
+            let s = &head.series[r as usize];
+            let samples = s.range(&head.arena, mint, maxt);
+            if !samples.is_empty() {
+                merged.entry(s.labels.clone()).or_default().extend(samples);
+            }
+        }
+        merged
+            .into_iter()
+            .map(|(l, mut s)| {
+                s.sort_by_key(|(t, _)| *t);
+                s.dedup_by_key(|(t, _)| *t);
+                (l, s)
+            })
+            .collect()
+    }
+
+    /// Label sets of the series matching `matchers` that have samples in range.
+    pub fn series(&self, matchers: &[Matcher], mint: i64, maxt: i64) -> Vec<Labels> {
+        self.select(matchers, mint, maxt)
+            .into_iter()
+            .map(|(l, _)| l)
+            .collect()
+    }
+
+    /// A label set for each encoding (see `labels::encode_sorted`): the
+    /// head's own when the series exists, so a batch of known series
+    /// allocates no labels; a new one otherwise.
+    pub fn resolve_labels<'a>(&self, encoded: impl Iterator<Item = &'a [u8]>) -> Vec<Labels> {
+        let head = self.head.read().unwrap_or_else(|e| e.into_inner());
+        encoded
+            .map(|bytes| match head.by_labels.get(&head.series, bytes) {
+                Some(r) => head.series[r as usize].labels.clone(),
+                None => Labels::from_encoded(bytes),
+            })
+            .collect()
+    }
+
+    /// The newest sample of the series with exactly these labels.
+    pub fn last(&self, labels: &Labels) -> Option<(i64, f64)> {
+        let head = self.head.read().unwrap_or_else(|e| e.into_inner());
+        head.by_labels
+            .get(&head.series, labels.borrow())
+            .and_then(|r| head.series[r as usize].last(&head.arena))
+    }
+
+    /// Every label name in use.
+    pub fn label_names(&self) -> Vec<String> {
+        let head = self.head.read().unwrap_or_else(|e| e.into_inner());
+        let mut v: Vec<String> = head.postings.keys().cloned().collect();
+        for b in self.blocks.read().unwrap_or_else(|e| e.into_inner()).iter() {
+            v.extend(b.label_values().map(|(k, _)| k.clone()));
+        }
+        v.sort();
+        v.dedup();
+        v
+    }
+
+    /// Every value of label `name`.
+    pub fn label_values(&self, name: &str) -> Vec<String> {
+        let head = self.head.read().unwrap_or_else(|e| e.into_inner());
+        let mut v: Vec<String> = head
+            .postings
+            .get(name)
+            .map(|m| m.keys().cloned().collect())
+            .unwrap_or_default();
+        v.sort();
+        v
+    }
+
+    /// Series and samples held, and compressed chunk bytes.
+    pub fn stats(&self) -> StoreStats {
+        let head = self.head.read().unwrap_or_else(|e| e.into_inner());
+        let (open_bytes, open_samples) = head
+            .series
+            .iter()
+            .fold((0, 0), |(b, n), s| (b + s.head.bytes(), n + s.head.len()));
+        let sealed = head.arena.chunk_bytes();
+        let blocks = self.blocks.read().unwrap_or_else(|e| e.into_inner());
+        StoreStats {
+            series: head.series.len() as u64,
+            samples: head.samples + blocks.iter().map(|b| b.samples).sum::<u64>(),
+            chunk_bytes: (sealed + open_bytes) as u64
+                + blocks.iter().map(|b| b.chunk_bytes).sum::<u64>(),
+            open_chunk_bytes: open_bytes as u64,
+            open_chunk_samples: open_samples as u64,
+            wal_bytes: self
+                .wal
+                .as_ref()
+                .map(|w| w.lock().unwrap_or_else(|e| e.into_inner()).bytes())
+                .unwrap_or(0),
+        }
+    }
+}
+
+/// Sizes of the store.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct StoreStats {
+    /// Series.
+    pub series: u64,
+    /// Samples stored.
+    pub samples: u64,
+    /// Bytes of compressed chunks (sealed, open and in blocks).
+    pub chunk_bytes: u64,
+    /// Of those, the bytes of the head's open (Gorilla) chunks...
+    pub open_chunk_bytes: u64,
+    /// ...and the samples in them.
+    pub open_chunk_samples: u64,
+    /// Bytes of write-ahead log.
+    pub wal_bytes: u64,
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,271 @@
+//! The store's own tests: the head, the WAL and blocks together.
+
+use super::*;
+use crate::head::{CHUNK_SAMPLES, Series, push_posting};
+
+fn l(name: &str, job: &str) -> Labels {
+    Labels::new(vec![("__name__", name), ("job", job)])
+}
+
+#[test]
+fn a_series_slot_stays_within_88_bytes() {
+    // Every active series pays this; the memory goal is 1 kB a series.
+    assert!(
+        std::mem::size_of::<Series>() <= 88,
+        "Series is {} bytes",
+        std::mem::size_of::<Series>()
+    );
+}
+
+#[test]
+fn a_batch_id_seen_before_stores_nothing_even_after_reopen() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let batch = || {
+        vec![
+            (l("up", "a"), vec![(10_000, 1.0)]),
+            (l("up", "b"), vec![(10_000, 1.0)]),
+        ]
+    };
+    let store = Store::open(dir.path(), StoreConfig::default()).expect("open");
+    let first = store.append_batch(batch(), Some(42), 1).expect("append");
+    assert_eq!(first.map(|a| a.accepted), Some(2));
+    assert!(
+        store
+            .append_batch(batch(), Some(42), 2)
+            .expect("again")
+            .is_none()
+    );
+    drop(store);
+    let store = Store::open(dir.path(), StoreConfig::default()).expect("reopen");
+    assert!(
+        store
+            .append_batch(batch(), Some(42), 3)
+            .expect("retry")
+            .is_none()
+    );
+    // Without a known id the same samples still add nothing.
+    let other = store.append_batch(batch(), Some(43), 3).expect("other id");
+    assert_eq!(other.map(|a| a.accepted), Some(0));
+    let got = store.select(&[Matcher::Equal("job".into(), "a".into())], 0, 30_000);
+    assert_eq!(got[0].1, vec![(10_000, 1.0)]);
+}
+
+#[test]
+fn long_postings_lists_grow_by_an_eighth() {
+    let mut refs = Vec::new();
+    for r in 0..10_000 {
+        push_posting(&mut refs, r);
+    }
+    assert_eq!(refs.len(), 10_000);
+    assert!(
+        refs.capacity() <= 10_000 + 10_000 / 8,
+        "{}",
+        refs.capacity()
+    );
+}
+
+#[test]
+fn out_of_order_within_the_window_is_kept_older_is_rejected() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = Store::open(
+        dir.path(),
+        StoreConfig {
+            out_of_order_window_ms: 1000,
+            ..StoreConfig::default()
+        },
+    )
+    .expect("open");
+    let a = store
+        .append(vec![(l("up", "a"), vec![(10_000, 1.0), (20_000, 2.0)])])
+        .expect("append");
+    assert_eq!(a.accepted, 2);
+    let b = store
+        .append(vec![(
+            l("up", "a"),
+            vec![(19_500, 1.5), (5_000, 0.5), (20_000, 2.0), (20_000, 9.0)],
+        )])
+        .expect("append");
+    assert_eq!((b.accepted, b.too_old, b.duplicate), (1, 1, 1));
+    let got = store.select(&[Matcher::Equal("job".into(), "a".into())], 0, 30_000);
+    assert_eq!(got[0].1, vec![(10_000, 1.0), (19_500, 1.5), (20_000, 2.0)]);
+}
+
+#[test]
+fn samples_come_back_bit_for_bit_across_sealed_chunks() {
+    let store = Store::in_memory(StoreConfig::default());
+    let a = l("x", "a");
+    let sent: Vec<(i64, f64)> = (0..2 * CHUNK_SAMPLES as i64)
+        .map(|i| {
+            let v = match i % 50 {
+                7 => f64::NAN,
+                9 => -0.0,
+                _ => (i * 37 % 101) as f64 / 100.0,
+            };
+            (i * 15_000, v)
+        })
+        .collect();
+    for chunk in sent.chunks(7) {
+        store
+            .append(vec![(a.clone(), chunk.to_vec())])
+            .expect("append");
+    }
+    // Exactly two full chunks: both sealed, the open chunk empty.
+    assert_eq!(store.stats().open_chunk_samples, 0);
+    let bits = |v: &[(i64, f64)]| v.iter().map(|(t, x)| (*t, x.to_bits())).collect::<Vec<_>>();
+    let got = store.select(&[Matcher::Equal("job".into(), "a".into())], 0, i64::MAX);
+    assert_eq!(bits(&got[0].1), bits(&sent));
+    let last = sent[sent.len() - 1];
+    assert_eq!(
+        store.last(&a).map(|(t, v)| (t, v.to_bits())),
+        Some((last.0, last.1.to_bits()))
+    );
+    // A window inside the second chunk, and an out-of-order sample in it.
+    let mid = store.select(
+        &[Matcher::Equal("job".into(), "a".into())],
+        130 * 15_000,
+        132 * 15_000,
+    );
+    assert_eq!(bits(&mid[0].1), bits(&sent[130..=132]));
+    store
+        .append(vec![(a.clone(), vec![(last.0 - 7_500, 4.25)])])
+        .expect("append");
+    let tail = store.select(
+        &[Matcher::Equal("job".into(), "a".into())],
+        last.0 - 15_000,
+        last.0,
+    );
+    assert_eq!(tail[0].1.len(), 3);
+    assert_eq!(tail[0].1[1], (last.0 - 7_500, 4.25));
+}
+
+#[test]
+fn everything_acknowledged_is_there_after_reopen() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    {
+        let store = Store::open(dir.path(), StoreConfig::default()).expect("open");
+        for i in 0..500 {
+            store
+                .append(vec![
+                    (l("x", "a"), vec![(i * 1000, i as f64)]),
+                    (l("x", "b"), vec![(i * 1000, 1.0)]),
+                ])
+                .expect("append");
+        }
+    }
+    let store = Store::open(dir.path(), StoreConfig::default()).expect("reopen");
+    let got = store.select(
+        &[Matcher::Equal("__name__".into(), "x".into())],
+        0,
+        i64::MAX,
+    );
+    assert_eq!(got.len(), 2);
+    assert!(got.iter().all(|(_, s)| s.len() == 500));
+    assert_eq!(store.stats().samples, 1000);
+    let re = regex::Regex::new("^(?:b)$").expect("re");
+    assert_eq!(
+        store
+            .series(&[Matcher::Regex("job".into(), re)], 0, i64::MAX)
+            .len(),
+        1
+    );
+    assert_eq!(store.label_values("job"), ["a", "b"]);
+}
+
+#[test]
+fn the_head_is_cut_into_blocks_that_survive_reopen_and_expire() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let hour = 3_600_000;
+    let cfg = StoreConfig {
+        block_ms: 2 * hour,
+        retention_ms: 24 * hour,
+        ..StoreConfig::default()
+    };
+    let store = Store::open(dir.path(), cfg.clone()).expect("open");
+    // 5 hours of 15 s samples for 3 series, in minute-sized batches.
+    let t0 = 1_700_000_000_000i64 / hour * hour;
+    for m in 0..300 {
+        let batch = (0..3)
+            .map(|s| {
+                (
+                    l("x", &format!("s{s}")),
+                    (0..4)
+                        .map(|k| (t0 + m * 60_000 + k * 15_000, (m * 4 + k) as f64))
+                        .collect(),
+                )
+            })
+            .collect();
+        store.append(batch).expect("append");
+    }
+    let written = store.compact(t0 + 5 * hour).expect("compact");
+    assert_eq!(written, 1);
+    let blocks = store.blocks();
+    assert_eq!(blocks.len(), 1);
+    assert!(
+        blocks[0].1 < t0 + 5 * hour - hour,
+        "the newest hour stays in the head: {blocks:?}"
+    );
+    let all = |s: &Store| {
+        let got = s.select(
+            &[Matcher::Equal("__name__".into(), "x".into())],
+            0,
+            i64::MAX,
+        );
+        got.iter().map(|(_, v)| v.len()).sum::<usize>()
+    };
+    assert_eq!(all(&store), 3 * 1200, "every sample, across block and head");
+    // Appends after the WAL rewrite refer to the rewritten series refs,
+    // and a brand-new series gets a series record of its own.
+    store
+        .append(vec![
+            (l("x", "s1"), vec![(t0 + 5 * hour, 1.0)]),
+            (l("x", "s9"), vec![(t0 + 5 * hour, 2.0)]),
+        ])
+        .expect("append");
+    let wal_after = store.stats().wal_bytes;
+    drop(store);
+    let store = Store::open(dir.path(), cfg).expect("reopen");
+    assert_eq!(
+        all(&store),
+        3 * 1200 + 2,
+        "no loss and no duplicate after reopen"
+    );
+    let s9 = store.select(&[Matcher::Equal("job".into(), "s9".into())], 0, i64::MAX);
+    assert_eq!(s9[0].1, vec![(t0 + 5 * hour, 2.0)]);
+    assert!(wal_after > 0);
+    // A sample for a time the block already covers is refused.
+    let late = store
+        .append(vec![(l("x", "s0"), vec![(t0 + 60_000, 1.0)])])
+        .expect("append");
+    assert_eq!(late.too_old, 1);
+    // Block bytes per sample on regular scrapes.
+    let (_, _, n) = store.blocks()[0];
+    let bytes = std::fs::metadata(
+        store
+            .blocks_dir()
+            .expect("dir")
+            .join(
+                std::fs::read_dir(store.blocks_dir().expect("dir"))
+                    .expect("ls")
+                    .flatten()
+                    .next()
+                    .expect("block")
+                    .file_name(),
+            )
+            .join("chunks.bin"),
+    )
+    .expect("meta")
+    .len();
+    assert!(
+        (bytes as f64) / (n as f64) < 2.0,
+        "{bytes} bytes for {n} samples"
+    );
+    // Retention deletes whole blocks.
+    store.compact(t0 + 48 * hour).expect("compact");
+    assert!(store.blocks().is_empty());
+    assert!(
+        std::fs::read_dir(store.blocks_dir().expect("dir"))
+            .expect("ls")
+            .next()
+            .is_none()
+    );
+}

@@ -1,0 +1,958 @@
+//! Evaluating a parsed expression against the store.
+//!
+//! Every selector's series are fetched once per query for the whole time
+//! span it can need (planned by walking the expression first), then sliced
+//! at each evaluation step.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use keel_core::clock::unix_ms as ms;
+
+use promql_parser::label::MatchOp;
+use promql_parser::parser::{
+    self, AtModifier, Expr, LabelModifier, Offset, VectorMatchCardinality, VectorSelector,
+};
+
+use super::EvalError;
+use super::aggregate::{Grouping, aggregate};
+use super::binary::{self, Matching};
+use super::functions;
+use super::value::{RangeSeries, Sample, Value};
+use keel_core::stale::is_stale;
+use keel_series::labels::{Labels, NAME};
+use keel_series::{Matcher, Queryable};
+
+/// Default lookback of instant selectors.
+pub const LOOKBACK_MS: i64 = 5 * 60 * 1000;
+
+/// A range query's span.
+#[derive(Debug, Clone, Copy)]
+pub struct QueryRange {
+    /// First evaluation time (ms).
+    pub start: i64,
+    /// Last evaluation time (ms).
+    pub end: i64,
+    /// Step between evaluations (ms, > 0).
+    pub step: i64,
+}
+
+/// The engine: a store and settings.
+pub struct Engine<'a> {
+    store: &'a dyn Queryable,
+    lookback: i64,
+}
+
+fn dur_ms(d: Duration) -> i64 {
+    d.as_millis() as i64
+}
+
+fn offset_ms(o: &Option<Offset>) -> i64 {
+    match o {
+        Some(Offset::Pos(d)) => dur_ms(*d),
+        Some(Offset::Neg(d)) => -dur_ms(*d),
+        None => 0,
+    }
+}
+
+/// Most entries a process-wide cache keeps before it starts over.
+const CACHED: usize = 4096;
+
+/// A process-wide cache: rules and panels ask the same things again and
+/// again (a rule group every second in replay), and building a regex's
+/// automaton or parsing a query costs more than evaluating it.
+struct Cache<V>(std::sync::OnceLock<std::sync::Mutex<keel_series::FastMap<String, V>>>);
+
+impl<V: Clone> Cache<V> {
+    const fn new() -> Self {
+        Self(std::sync::OnceLock::new())
+    }
+
+    fn get_or<E>(&self, key: &str, make: impl FnOnce() -> Result<V, E>) -> Result<V, E> {
+        // Long keys (generated queries) are not kept: the cache is
+        // bounded by count, and should stay small in bytes too.
+        if key.len() > 2048 {
+            return make();
+        }
+        let m = self.0.get_or_init(Default::default);
+        if let Some(v) = m.lock().unwrap_or_else(|e| e.into_inner()).get(key) {
+            return Ok(v.clone());
+        }
+        let v = make()?;
+        let mut g = m.lock().unwrap_or_else(|e| e.into_inner());
+        if g.len() >= CACHED {
+            g.clear();
+        }
+        g.insert(key.to_owned(), v.clone());
+        Ok(v)
+    }
+}
+
+static REGEXES: Cache<regex::Regex> = Cache::new();
+static PARSED: Cache<std::sync::Arc<Expr>> = Cache::new();
+
+/// PromQL's regex `re`, anchored at both ends and `.` matching newlines
+/// (compiled once per process; clones share the compiled automaton).
+pub(crate) fn anchored_regex(re: &str) -> Result<regex::Regex, regex::Error> {
+    REGEXES.get_or(re, || regex::Regex::new(&format!("^(?s:{re})$")))
+}
+
+/// Turn the parser's matchers into the store's (regexes anchored, as
+/// PromQL's are). Shared with the series API's `match[]`.
+pub fn matchers(vs: &VectorSelector) -> Result<Vec<Matcher>, EvalError> {
+    if !vs.matchers.or_matchers.is_empty() {
+        return Err(EvalError::Unsupported(
+            "`or` inside a selector's braces".into(),
+        ));
+    }
+    let mut out = Vec::new();
+    if let Some(n) = &vs.name {
+        out.push(Matcher::Equal(NAME.into(), n.clone()));
+    }
+    for m in &vs.matchers.matchers {
+        let anchored = |re: &str| {
+            anchored_regex(re).map_err(|e| EvalError::Parse(format!("bad regex {re:?}: {e}")))
+        };
+        out.push(match &m.op {
+            MatchOp::Equal => Matcher::Equal(m.name.clone(), m.value.clone()),
+            MatchOp::NotEqual => Matcher::NotEqual(m.name.clone(), m.value.clone()),
+            MatchOp::Re(_) => Matcher::Regex(m.name.clone(), anchored(&m.value)?),
+            MatchOp::NotRe(_) => Matcher::NotRegex(m.name.clone(), anchored(&m.value)?),
+        });
+    }
+    Ok(out)
+}
+
+/// Where each selector's data comes from: keyed by the selector's address
+/// in the AST, the fetched series.
+type Fetched = keel_series::FastMap<usize, Vec<(Labels, Vec<(i64, f64)>)>>;
+
+struct Ctx<'s> {
+    store: &'s dyn Queryable,
+    lookback: i64,
+    range: QueryRange,
+    fetched: Fetched,
+    /// Per-query memo: labels id → (labels, labels without the name).
+    stripped: keel_series::FastMap<usize, (Labels, Labels)>,
+    /// Per-query memo of aggregation group keys.
+    group_keys: super::aggregate::KeyMemo,
+    /// Per matrix selector: each series' last window, so the next step's
+    /// window is found by moving forward rather than by binary search.
+    windows: keel_series::FastMap<usize, Vec<Window>>,
+}
+
+/// A series' window `points[lo..hi]` for `(start, end]`.
+#[derive(Debug, Clone, Copy, Default)]
+struct Window {
+    start: i64,
+    end: i64,
+    lo: usize,
+    hi: usize,
+}
+
+impl Window {
+    /// Move to `(start, end]` over `points`: forward from the last window
+    /// when both ends moved forward (a range query's steps), else by
+    /// binary search.
+    fn slide(&mut self, points: &[(i64, f64)], start: i64, end: i64) -> (usize, usize) {
+        if self.hi == 0 && self.lo == 0 || start < self.start || end < self.end {
+            self.lo = points.partition_point(|(pt, _)| *pt <= start);
+            self.hi = points.partition_point(|(pt, _)| *pt <= end);
+        } else {
+            while self.lo < points.len() && points[self.lo].0 <= start {
+                self.lo += 1;
+            }
+            self.hi = self.hi.max(self.lo);
+            while self.hi < points.len() && points[self.hi].0 <= end {
+                self.hi += 1;
+            }
+        }
+        self.start = start;
+        self.end = end;
+        (self.lo, self.hi)
+    }
+}
+
+impl<'a> Engine<'a> {
+    /// An engine over `store` with the default 5 m lookback.
+    pub fn new(store: &'a dyn Queryable) -> Self {
+        Self {
+            store,
+            lookback: LOOKBACK_MS,
+        }
+    }
+
+    /// Parse `query`.
+    pub fn parse(query: &str) -> Result<Expr, EvalError> {
+        parser::parse(query).map_err(EvalError::Parse)
+    }
+
+    /// Parse `query`, once per process (a bad one is parsed again each
+    /// time: its error is not kept).
+    fn parsed(query: &str) -> Result<std::sync::Arc<Expr>, EvalError> {
+        PARSED.get_or(query, || Self::parse(query).map(std::sync::Arc::new))
+    }
+
+    /// Evaluate at one time (ms).
+    pub fn instant(&self, query: &str, t: i64) -> Result<Value, EvalError> {
+        let expr = Self::parsed(query)?;
+        let mut ctx = self.ctx(
+            QueryRange {
+                start: t,
+                end: t,
+                step: 60_000,
+            },
+            &expr,
+        )?;
+        let v = ctx.eval(&expr, t)?;
+        if let Value::Vector(v) = &v {
+            binary::check_unique(v)?;
+        }
+        Ok(v)
+    }
+
+    /// Evaluate at every step of `range`: one series per label set.
+    pub fn range(&self, query: &str, range: QueryRange) -> Result<Vec<RangeSeries>, EvalError> {
+        if range.step <= 0 {
+            return Err(EvalError::Execution("step must be positive".into()));
+        }
+        if range.end < range.start {
+            return Err(EvalError::Execution("end is before start".into()));
+        }
+        let expr = Self::parsed(query)?;
+        match expr.value_type() {
+            parser::value::ValueType::Vector | parser::value::ValueType::Scalar => {}
+            other => {
+                return Err(EvalError::Execution(format!(
+                    "invalid expression type {other} for range query, must be scalar or instant vector"
+                )));
+            }
+        }
+        let mut ctx = self.ctx(range, &expr)?;
+        let mut series: HashMap<Labels, Vec<(i64, f64)>> = HashMap::new();
+        let mut t = range.start;
+        while t <= range.end {
+            match ctx.eval(&expr, t)? {
+                Value::Scalar(v) => series.entry(Labels::default()).or_default().push((t, v)),
+                Value::Vector(v) => {
+                    binary::check_unique(&v)?;
+                    for s in v {
+                        series.entry(s.labels).or_default().push((t, s.value));
+                    }
+                }
+                other => {
+                    return Err(EvalError::Execution(format!(
+                        "range query got a {}",
+                        other.type_name()
+                    )));
+                }
+            }
+            t += range.step;
+        }
+        let mut out: Vec<RangeSeries> = series
+            .into_iter()
+            .map(|(labels, points)| RangeSeries { labels, points })
+            .collect();
+        out.sort_by(|a, b| a.labels.cmp(&b.labels));
+        Ok(out)
+    }
+
+    fn ctx(&self, range: QueryRange, expr: &Expr) -> Result<Ctx<'a>, EvalError> {
+        let mut ctx = Ctx {
+            store: self.store,
+            lookback: self.lookback,
+            range,
+            fetched: keel_series::FastMap::default(),
+            stripped: keel_series::FastMap::default(),
+            group_keys: super::aggregate::KeyMemo::default(),
+            windows: keel_series::FastMap::default(),
+        };
+        ctx.plan(expr, 0, 0)?;
+        Ok(ctx)
+    }
+}
+
+impl Ctx<'_> {
+    /// `l` without the metric name, memoized for the query.
+    fn strip(&mut self, l: &Labels) -> Labels {
+        if let Some((_, s)) = self.stripped.get(&l.id()) {
+            return s.clone();
+        }
+        let s = l.without_name();
+        self.stripped.insert(l.id(), (l.clone(), s.clone()));
+        s
+    }
+
+    /// Fetch every selector's data for the span it can need. `before` is
+    /// how far before an evaluation time the enclosing expressions reach
+    /// (subqueries, offsets); `after` how far after (negative offsets).
+    fn plan(&mut self, e: &Expr, before: i64, after: i64) -> Result<(), EvalError> {
+        match e {
+            Expr::VectorSelector(vs) => self.fetch(vs, before + self.lookback, after),
+            Expr::MatrixSelector(m) => self.fetch(&m.vs, before + dur_ms(m.range), after),
+            Expr::Aggregate(a) => {
+                if let Some(p) = &a.param {
+                    self.plan(p, before, after)?;
+                }
+                self.plan(&a.expr, before, after)
+            }
+            Expr::Unary(u) => self.plan(&u.expr, before, after),
+            Expr::Binary(b) => {
+                self.plan(&b.lhs, before, after)?;
+                self.plan(&b.rhs, before, after)
+            }
+            Expr::Paren(p) => self.plan(&p.expr, before, after),
+            Expr::Subquery(s) => {
+                let off = offset_ms(&s.offset);
+                let step = s.step.map(dur_ms).unwrap_or(self.range.step).max(1);
+                if s.at.is_some() {
+                    return Err(EvalError::Unsupported("@ on a subquery".into()));
+                }
+                self.plan(
+                    &s.expr,
+                    before + dur_ms(s.range) + off.max(0) + step,
+                    after + (-off).max(0),
+                )
+            }
+            Expr::Call(c) => c
+                .args
+                .args
+                .iter()
+                .try_for_each(|a| self.plan(a, before, after)),
+            Expr::NumberLiteral(_) | Expr::StringLiteral(_) => Ok(()),
+            Expr::Extension(_) => Err(EvalError::Unsupported("extension expressions".into())),
+        }
+    }
+
+    fn fetch(&mut self, vs: &VectorSelector, before: i64, after: i64) -> Result<(), EvalError> {
+        let off = offset_ms(&vs.offset);
+        let (lo, hi) = match &vs.at {
+            Some(AtModifier::At(t)) => (ms(*t), ms(*t)),
+            Some(AtModifier::Start) => (self.range.start, self.range.start),
+            Some(AtModifier::End) => (self.range.end, self.range.end),
+            None => (self.range.start, self.range.end),
+        };
+        let key = vs as *const VectorSelector as usize;
+        let m = matchers(vs)?;
+        let data = self.store.select(&m, lo - off - before, hi - off + after);
+        self.fetched.insert(key, data);
+        Ok(())
+    }
+
+    /// The evaluation time a selector reads at, with `@` and `offset`.
+    fn read_time(&self, vs: &VectorSelector, t: i64) -> i64 {
+        let base = match &vs.at {
+            Some(AtModifier::At(at)) => ms(*at),
+            Some(AtModifier::Start) => self.range.start,
+            Some(AtModifier::End) => self.range.end,
+            None => t,
+        };
+        base - offset_ms(&vs.offset)
+    }
+
+    fn series(&self, vs: &VectorSelector) -> &[(Labels, Vec<(i64, f64)>)] {
+        self.fetched
+            .get(&(vs as *const VectorSelector as usize))
+            .map(Vec::as_slice)
+            .unwrap_or(&[])
+    }
+
+    /// Each series' latest sample within the lookback at `t` (after `@`
+    /// and `offset`), skipping series that went stale: `(labels, time, value)`.
+    fn latest(&self, vs: &VectorSelector, t: i64) -> Vec<(&Labels, i64, f64)> {
+        let at = self.read_time(vs, t);
+        let mut out = Vec::new();
+        for (labels, points) in self.series(vs) {
+            let idx = points.partition_point(|(pt, _)| *pt <= at);
+            if idx == 0 {
+                continue;
+            }
+            let (pt, v) = points[idx - 1];
+            if pt <= at - self.lookback || is_stale(v) {
+                continue;
+            }
+            out.push((labels, pt, v));
+        }
+        out
+    }
+
+    fn instant_vector(&self, vs: &VectorSelector, t: i64) -> Vec<Sample> {
+        self.latest(vs, t)
+            .into_iter()
+            .map(|(labels, _, value)| Sample {
+                labels: labels.clone(),
+                value,
+            })
+            .collect()
+    }
+
+    fn range_vector(&self, vs: &VectorSelector, range: i64, t: i64) -> Vec<RangeSeries> {
+        let at = self.read_time(vs, t);
+        let mut out = Vec::new();
+        for (labels, points) in self.series(vs) {
+            let lo = points.partition_point(|(pt, _)| *pt <= at - range);
+            let hi = points.partition_point(|(pt, _)| *pt <= at);
+            let pts: Vec<(i64, f64)> = points[lo..hi]
+                .iter()
+                .copied()
+                .filter(|(_, v)| !is_stale(*v))
+                .collect();
+            if !pts.is_empty() {
+                out.push(RangeSeries {
+                    labels: labels.clone(),
+                    points: pts,
+                });
+            }
+        }
+        out
+    }
+
+    fn scalar(&mut self, e: &Expr, t: i64) -> Result<f64, EvalError> {
+        match self.eval(e, t)? {
+            Value::Scalar(v) => Ok(v),
+            other => Err(EvalError::Execution(format!(
+                "expected a scalar, got a {}",
+                other.type_name()
+            ))),
+        }
+    }
+
+    fn vector(&mut self, e: &Expr, t: i64) -> Result<Vec<Sample>, EvalError> {
+        match self.eval(e, t)? {
+            Value::Vector(v) => Ok(v),
+            other => Err(EvalError::Execution(format!(
+                "expected an instant vector, got a {}",
+                other.type_name()
+            ))),
+        }
+    }
+
+    fn string(&mut self, e: &Expr, t: i64) -> Result<String, EvalError> {
+        match self.eval(e, t)? {
+            Value::String(s) => Ok(s),
+            other => Err(EvalError::Execution(format!(
+                "expected a string, got a {}",
+                other.type_name()
+            ))),
+        }
+    }
+
+    /// A range vector from a matrix selector or a subquery, with the
+    /// window `(start, end]` it covers.
+    fn matrix(&mut self, e: &Expr, t: i64) -> Result<(Vec<RangeSeries>, i64, i64), EvalError> {
+        match e {
+            Expr::MatrixSelector(m) => {
+                let range = dur_ms(m.range);
+                let at = self.read_time(&m.vs, t);
+                Ok((self.range_vector(&m.vs, range, t), at - range, at))
+            }
+            Expr::Subquery(s) => {
+                let range = dur_ms(s.range);
+                let end = t - offset_ms(&s.offset);
+                let step = s.step.map(dur_ms).unwrap_or(self.range.step).max(1);
+                // Steps aligned to absolute multiples of the step, in (end - range, end].
+                let mut at = (end - range).div_euclid(step) * step + step;
+                let mut series: HashMap<Labels, Vec<(i64, f64)>> = HashMap::new();
+                while at <= end {
+                    match self.eval(&s.expr, at)? {
+                        Value::Vector(v) => {
+                            for smp in v {
+                                series.entry(smp.labels).or_default().push((at, smp.value));
+                            }
+                        }
+                        Value::Scalar(v) => {
+                            series.entry(Labels::default()).or_default().push((at, v))
+                        }
+                        other => {
+                            return Err(EvalError::Execution(format!(
+                                "subquery over a {}",
+                                other.type_name()
+                            )));
+                        }
+                    }
+                    at += step;
+                }
+                let mut out: Vec<RangeSeries> = series
+                    .into_iter()
+                    .map(|(labels, points)| RangeSeries { labels, points })
+                    .collect();
+                out.sort_by(|a, b| a.labels.cmp(&b.labels));
+                Ok((out, end - range, end))
+            }
+            Expr::Paren(p) => self.matrix(&p.expr, t),
+            other => Err(EvalError::Execution(format!(
+                "expected a range vector, got {other}"
+            ))),
+        }
+    }
+
+    fn eval(&mut self, e: &Expr, t: i64) -> Result<Value, EvalError> {
+        match e {
+            Expr::NumberLiteral(n) => Ok(Value::Scalar(n.val)),
+            Expr::StringLiteral(s) => Ok(Value::String(s.val.clone())),
+            Expr::Paren(p) => self.eval(&p.expr, t),
+            Expr::VectorSelector(vs) => Ok(Value::Vector(self.instant_vector(vs, t))),
+            Expr::MatrixSelector(_) | Expr::Subquery(_) => {
+                let (m, _, _) = self.matrix(e, t)?;
+                Ok(Value::Matrix(m))
+            }
+            Expr::Unary(u) => match self.eval(&u.expr, t)? {
+                Value::Scalar(v) => Ok(Value::Scalar(-v)),
+                Value::Vector(v) => Ok(Value::Vector(
+                    v.into_iter()
+                        .map(|s| Sample {
+                            labels: s.labels.without_name(),
+                            value: -s.value,
+                        })
+                        .collect(),
+                )),
+                other => Err(EvalError::Execution(format!(
+                    "unary minus on a {}",
+                    other.type_name()
+                ))),
+            },
+            Expr::Binary(b) => self.binary(b, t),
+            Expr::Aggregate(a) => {
+                let op = a.op.to_string();
+                let grouping = match &a.modifier {
+                    Some(LabelModifier::Include(l)) => Grouping::By(l.labels.clone()),
+                    Some(LabelModifier::Exclude(l)) => Grouping::Without(l.labels.clone()),
+                    None => Grouping::By(Vec::new()),
+                };
+                let (num, label) = match &a.param {
+                    Some(p) if op == "count_values" => (None, Some(self.string(p, t)?)),
+                    Some(p) => (Some(self.scalar(p, t)?), None),
+                    None => (None, None),
+                };
+                let input = self.vector(&a.expr, t)?;
+                let node = a as *const parser::AggregateExpr as usize;
+                Ok(Value::Vector(aggregate(
+                    &op,
+                    input,
+                    &grouping,
+                    num,
+                    label.as_deref(),
+                    &mut self.group_keys,
+                    node,
+                )?))
+            }
+            Expr::Call(c) => self.call(c.func.name, &c.args.args, t),
+            Expr::Extension(_) => Err(EvalError::Unsupported("extension expressions".into())),
+        }
+    }
+
+    fn binary(&mut self, b: &parser::BinaryExpr, t: i64) -> Result<Value, EvalError> {
+        let op = b.op.to_string().to_lowercase();
+        let lhs = self.eval(&b.lhs, t)?;
+        let rhs = self.eval(&b.rhs, t)?;
+        let return_bool = b.modifier.as_ref().is_some_and(|m| m.return_bool);
+        match (lhs, rhs) {
+            (Value::Scalar(l), Value::Scalar(r)) => {
+                let (v, keep) = binary::apply(&op, l, r)?;
+                if binary::is_comparison(&op) {
+                    Ok(Value::Scalar(if keep { 1.0 } else { 0.0 }))
+                } else {
+                    Ok(Value::Scalar(v))
+                }
+            }
+            (Value::Vector(l), Value::Scalar(r)) => Ok(Value::Vector(binary::vector_scalar(
+                &op,
+                l,
+                r,
+                false,
+                return_bool,
+            )?)),
+            (Value::Scalar(l), Value::Vector(r)) => Ok(Value::Vector(binary::vector_scalar(
+                &op,
+                r,
+                l,
+                true,
+                return_bool,
+            )?)),
+            (Value::Vector(l), Value::Vector(r)) => {
+                let mut m = Matching {
+                    return_bool,
+                    ..Matching::default()
+                };
+                if let Some(modifier) = &b.modifier {
+                    if let Some(lm) = &modifier.matching {
+                        m.on = lm.is_include();
+                        m.labels = lm.labels().labels.clone();
+                    }
+                    match &modifier.card {
+                        VectorMatchCardinality::ManyToOne(l) => {
+                            m.group_left = Some(true);
+                            m.include = l.labels.clone();
+                        }
+                        VectorMatchCardinality::OneToMany(l) => {
+                            m.group_left = Some(false);
+                            m.include = l.labels.clone();
+                        }
+                        _ => {}
+                    }
+                }
+                Ok(Value::Vector(binary::vector_vector(&op, l, r, &m)?))
+            }
+            (l, r) => Err(EvalError::Execution(format!(
+                "operator {op} between a {} and a {}",
+                l.type_name(),
+                r.type_name()
+            ))),
+        }
+    }
+
+    fn call(&mut self, name: &str, args: &[Box<Expr>], t: i64) -> Result<Value, EvalError> {
+        let arg = |i: usize| -> Result<&Expr, EvalError> {
+            args.get(i)
+                .map(|b| b.as_ref())
+                .ok_or_else(|| EvalError::Execution(format!("{name}: missing argument {}", i + 1)))
+        };
+        if functions::is_range_function(name) {
+            let (param_idx, series_idx) = match name {
+                "quantile_over_time" => (Some(0), 1),
+                "predict_linear" => (Some(1), 0),
+                _ => (None, 0),
+            };
+            let param = match param_idx {
+                Some(i) => self.scalar(arg(i)?, t)?,
+                None => 0.0,
+            };
+            // Fast path for a plain matrix selector: the function reads each
+            // series' window straight from the fetched samples, no copy.
+            if let Expr::MatrixSelector(ms) = strip_parens(arg(series_idx)?) {
+                let range = dur_ms(ms.range);
+                let at = self.read_time(&ms.vs, t);
+                let (start, end) = (at - range, at);
+                let key = &ms.vs as *const VectorSelector as usize;
+                let fetched = self.fetched.remove(&key).unwrap_or_default();
+                let mut windows = self.windows.remove(&key).unwrap_or_default();
+                windows.resize(fetched.len(), Window::default());
+                let mut out = Vec::with_capacity(fetched.len());
+                let mut failure = None;
+                for ((labels, points), w) in fetched.iter().zip(windows.iter_mut()) {
+                    let (lo, hi) = w.slide(points, start, end);
+                    let window = &points[lo..hi];
+                    if window.is_empty() {
+                        continue;
+                    }
+                    let owned: Vec<(i64, f64)>;
+                    let window = if window.iter().any(|(_, v)| is_stale(*v)) {
+                        owned = window
+                            .iter()
+                            .copied()
+                            .filter(|(_, v)| !is_stale(*v))
+                            .collect();
+                        &owned[..]
+                    } else {
+                        window
+                    };
+                    match functions::over_range(name, window, start, end, param) {
+                        Ok(Some(v)) => {
+                            let labels = if functions::keeps_name(name) {
+                                labels.clone()
+                            } else {
+                                self.strip(labels)
+                            };
+                            out.push(Sample { labels, value: v });
+                        }
+                        Ok(None) => {}
+                        Err(e) => {
+                            failure = Some(e);
+                            break;
+                        }
+                    }
+                }
+                self.fetched.insert(key, fetched);
+                self.windows.insert(key, windows);
+                return match failure {
+                    Some(e) => Err(e),
+                    None => Ok(Value::Vector(out)),
+                };
+            }
+            let (m, start, end) = self.matrix(arg(series_idx)?, t)?;
+            let mut out = Vec::with_capacity(m.len());
+            for s in &m {
+                if let Some(v) = functions::over_range(name, &s.points, start, end, param)? {
+                    let labels = if functions::keeps_name(name) {
+                        s.labels.clone()
+                    } else {
+                        self.strip(&s.labels)
+                    };
+                    out.push(Sample { labels, value: v });
+                }
+            }
+            return Ok(Value::Vector(out));
+        }
+        let map = |v: Vec<Sample>, f: &dyn Fn(f64) -> f64| -> Value {
+            Value::Vector(
+                v.into_iter()
+                    .map(|s| Sample {
+                        labels: s.labels.without_name(),
+                        value: f(s.value),
+                    })
+                    .collect(),
+            )
+        };
+        match name {
+            "time" => Ok(Value::Scalar(t as f64 / 1000.0)),
+            "pi" => Ok(Value::Scalar(std::f64::consts::PI)),
+            "vector" => {
+                let v = self.scalar(arg(0)?, t)?;
+                Ok(Value::Vector(vec![Sample {
+                    labels: Labels::default(),
+                    value: v,
+                }]))
+            }
+            "scalar" => {
+                let v = self.vector(arg(0)?, t)?;
+                Ok(Value::Scalar(if v.len() == 1 {
+                    v[0].value
+                } else {
+                    f64::NAN
+                }))
+            }
+            "abs" | "ceil" | "floor" | "exp" | "ln" | "log2" | "log10" | "sqrt" | "sgn" | "sin"
+            | "cos" | "tan" | "asin" | "acos" | "atan" | "sinh" | "cosh" | "tanh" | "asinh"
+            | "acosh" | "atanh" | "deg" | "rad" => {
+                let v = self.vector(arg(0)?, t)?;
+                Ok(map(v, &|x| functions::math(name, x).unwrap_or(f64::NAN)))
+            }
+            "round" => {
+                let v = self.vector(arg(0)?, t)?;
+                let to = match args.get(1) {
+                    Some(a) => self.scalar(a, t)?,
+                    None => 1.0,
+                };
+                // Prometheus rounds half up: floor(x / to + 0.5) * to.
+                Ok(map(v, &|x| (x / to + 0.5).floor() * to))
+            }
+            "clamp" => {
+                let v = self.vector(arg(0)?, t)?;
+                let (lo, hi) = (self.scalar(arg(1)?, t)?, self.scalar(arg(2)?, t)?);
+                if lo > hi {
+                    return Ok(Value::Vector(Vec::new()));
+                }
+                Ok(map(v, &|x| x.max(lo).min(hi)))
+            }
+            "clamp_min" => {
+                let v = self.vector(arg(0)?, t)?;
+                let lo = self.scalar(arg(1)?, t)?;
+                Ok(map(v, &|x| x.max(lo)))
+            }
+            "clamp_max" => {
+                let v = self.vector(arg(0)?, t)?;
+                let hi = self.scalar(arg(1)?, t)?;
+                Ok(map(v, &|x| x.min(hi)))
+            }
+            "timestamp" => {
+                let Expr::VectorSelector(vs) = strip_parens(arg(0)?) else {
+                    let v = self.vector(arg(0)?, t)?;
+                    return Ok(map(v, &|_| t as f64 / 1000.0));
+                };
+                let out: Vec<Sample> = self
+                    .latest(vs, t)
+                    .into_iter()
+                    .map(|(labels, pt, _)| Sample {
+                        labels: labels.without_name(),
+                        value: pt as f64 / 1000.0,
+                    })
+                    .collect();
+                Ok(Value::Vector(out))
+            }
+            "minute" | "hour" | "day_of_month" | "day_of_week" | "day_of_year"
+            | "days_in_month" | "month" | "year" => {
+                let v = match args.first() {
+                    Some(a) => self.vector(a, t)?,
+                    None => vec![Sample {
+                        labels: Labels::default(),
+                        value: t as f64 / 1000.0,
+                    }],
+                };
+                Ok(map(v, &|x| {
+                    functions::calendar(name, x).unwrap_or(f64::NAN)
+                }))
+            }
+            "absent" => {
+                let v = self.vector(arg(0)?, t)?;
+                if !v.is_empty() {
+                    return Ok(Value::Vector(Vec::new()));
+                }
+                Ok(Value::Vector(vec![Sample {
+                    labels: absent_labels(arg(0)?),
+                    value: 1.0,
+                }]))
+            }
+            "absent_over_time" => {
+                let (m, _, _) = self.matrix(arg(0)?, t)?;
+                if !m.is_empty() {
+                    return Ok(Value::Vector(Vec::new()));
+                }
+                let inner = match strip_parens(arg(0)?) {
+                    Expr::MatrixSelector(ms) => Expr::VectorSelector(ms.vs.clone()),
+                    other => other.clone(),
+                };
+                Ok(Value::Vector(vec![Sample {
+                    labels: absent_labels(&inner),
+                    value: 1.0,
+                }]))
+            }
+            "label_replace" => {
+                let v = self.vector(arg(0)?, t)?;
+                let (dst, repl, src, re) = (
+                    self.string(arg(1)?, t)?,
+                    self.string(arg(2)?, t)?,
+                    self.string(arg(3)?, t)?,
+                    self.string(arg(4)?, t)?,
+                );
+                let re = anchored_regex(&re).map_err(|e| {
+                    EvalError::Execution(format!(
+                        "invalid regular expression in label_replace(): {e}"
+                    ))
+                })?;
+                let out: Vec<Sample> = v
+                    .iter()
+                    .map(|s| Sample {
+                        labels: functions::label_replace(s, &dst, &repl, &src, &re),
+                        value: s.value,
+                    })
+                    .collect();
+                binary::check_unique(&out)?;
+                Ok(Value::Vector(out))
+            }
+            "label_join" => {
+                let v = self.vector(arg(0)?, t)?;
+                let (dst, sep) = (self.string(arg(1)?, t)?, self.string(arg(2)?, t)?);
+                let mut srcs = Vec::new();
+                for a in &args[3.min(args.len())..] {
+                    srcs.push(self.string(a, t)?);
+                }
+                let out: Vec<Sample> = v
+                    .into_iter()
+                    .map(|s| {
+                        let joined: Vec<&str> = srcs.iter().map(|n| s.labels.get(n)).collect();
+                        Sample {
+                            labels: s.labels.with(&dst, &joined.join(&sep)),
+                            value: s.value,
+                        }
+                    })
+                    .collect();
+                binary::check_unique(&out)?;
+                Ok(Value::Vector(out))
+            }
+            "histogram_quantile" => {
+                let q = self.scalar(arg(0)?, t)?;
+                let v = self.vector(arg(1)?, t)?;
+                let mut groups: HashMap<Labels, Vec<(f64, f64)>> = HashMap::new();
+                for s in v {
+                    let le = s.labels.get("le");
+                    let Ok(bound) = le.trim().replace("+Inf", "inf").parse::<f64>() else {
+                        continue;
+                    };
+                    let key = s.labels.without_name().project(&["le".to_owned()], false);
+                    groups.entry(key).or_default().push((bound, s.value));
+                }
+                Ok(Value::Vector(
+                    groups
+                        .into_iter()
+                        .map(|(labels, b)| Sample {
+                            labels,
+                            value: functions::bucket_quantile(q, b),
+                        })
+                        .collect(),
+                ))
+            }
+            "sort" | "sort_desc" => {
+                let mut v = self.vector(arg(0)?, t)?;
+                v.sort_by(|a, b| {
+                    if name == "sort" {
+                        a.value.total_cmp(&b.value)
+                    } else {
+                        b.value.total_cmp(&a.value)
+                    }
+                });
+                Ok(Value::Vector(v))
+            }
+            other => Err(EvalError::Unsupported(format!("function {other}()"))),
+        }
+    }
+}
+
+fn strip_parens(e: &Expr) -> &Expr {
+    match e {
+        Expr::Paren(p) => strip_parens(&p.expr),
+        other => other,
+    }
+}
+
+/// Labels of `absent(sel)`: the selector's equality matchers (not the name).
+fn absent_labels(e: &Expr) -> Labels {
+    let Expr::VectorSelector(vs) = strip_parens(e) else {
+        return Labels::default();
+    };
+    let mut pairs = Vec::new();
+    let mut seen: HashMap<&str, usize> = HashMap::new();
+    for m in &vs.matchers.matchers {
+        *seen.entry(m.name.as_str()).or_default() += 1;
+    }
+    for m in &vs.matchers.matchers {
+        if matches!(m.op, MatchOp::Equal) && m.name != NAME && seen.get(m.name.as_str()) == Some(&1)
+        {
+            pairs.push((m.name.clone(), m.value.clone()));
+        }
+    }
+    Labels::new(pairs)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Engine, Window};
+    use crate::Value;
+    use keel_series::{Labels, SeriesSamples};
+
+    #[test]
+    fn the_engine_reads_any_queryable_not_only_the_store() {
+        // A counter rising 1/s on two instances, a sample every 15 s, held
+        // in a plain vector: the engine needs nothing of the metric store.
+        let series = |instance: &str| -> SeriesSamples {
+            let l = Labels::new(vec![("__name__", "hits_total"), ("instance", instance)]);
+            (l, (0..=20).map(|i| (i * 15_000, (i * 15) as f64)).collect())
+        };
+        let data: Vec<SeriesSamples> = vec![series("a"), series("b")];
+        let engine = Engine::new(&data);
+        let Value::Vector(v) = engine
+            .instant("sum(rate(hits_total[1m]))", 300_000)
+            .expect("evaluates")
+        else {
+            panic!("a vector");
+        };
+        assert_eq!(v.len(), 1);
+        assert!((v[0].value - 2.0).abs() < 1e-9, "{}", v[0].value);
+        let Value::Vector(v) = engine
+            .instant("hits_total{instance=\"b\"}", 300_000)
+            .expect("evaluates")
+        else {
+            panic!("a vector");
+        };
+        assert_eq!(v.len(), 1);
+        assert_eq!(v[0].value, 300.0);
+    }
+
+    #[test]
+    fn a_sliding_window_finds_what_binary_search_finds_in_any_step_order() {
+        let points: Vec<(i64, f64)> = (0..200).map(|i| (i * 15 + (i % 7), 0.0)).collect();
+        let mut w = Window::default();
+        // Forward steps, repeats, jumps back, and windows past both ends.
+        let mut ends: Vec<i64> = (-100..3_200).step_by(13).collect();
+        ends.extend([500, 500, 100, 2_000, -50, 3_500, 3_000]);
+        for range in [0, 15, 300, 5_000] {
+            for &end in &ends {
+                let start = end - range;
+                let want = (
+                    points.partition_point(|(t, _)| *t <= start),
+                    points.partition_point(|(t, _)| *t <= end),
+                );
+                assert_eq!(w.slide(&points, start, end), want, "({start}, {end}]");
+            }
+        }
+    }
+}

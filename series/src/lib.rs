@@ -1,0 +1,91 @@
+//! keel-series: the series model every store and engine of Keel shares.
+//!
+//! It owns what a series is ([`labels::Labels`], sorted name/value pairs),
+//! how a selector picks series ([`Matcher`]), and the one narrow trait a
+//! query engine reads samples through ([`Queryable`]). The metric store
+//! implements it; the PromQL engine consumes it, so the engine can be
+//! tested over a vector of series and could later read a remote store.
+//!
+//! It must never depend on a store, an engine, HTTP or any other Keel
+//! crate but `keel-core`: everything else depends on it.
+
+pub mod labels;
+pub mod varint;
+
+pub use labels::{Labels, NAME};
+
+/// Hash maps on the hot paths: foldhash is several times faster than
+/// SipHash on label strings and integer keys, and seeds each map randomly,
+/// so label sets sent from outside cannot be crafted to collide.
+pub type FastMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
+
+/// A series with its samples in a time range.
+pub type SeriesSamples = (Labels, Vec<(i64, f64)>);
+
+/// A label matcher as the store understands it.
+#[derive(Debug, Clone)]
+pub enum Matcher {
+    /// `name="value"`
+    Equal(String, String),
+    /// `name!="value"`
+    NotEqual(String, String),
+    /// `name=~"re"` (anchored)
+    Regex(String, regex::Regex),
+    /// `name!~"re"` (anchored)
+    NotRegex(String, regex::Regex),
+}
+
+impl Matcher {
+    /// The label it tests.
+    pub fn name(&self) -> &str {
+        match self {
+            Matcher::Equal(n, _)
+            | Matcher::NotEqual(n, _)
+            | Matcher::Regex(n, _)
+            | Matcher::NotRegex(n, _) => n,
+        }
+    }
+
+    /// Does a label value (empty if absent) match?
+    pub fn matches(&self, value: &str) -> bool {
+        match self {
+            Matcher::Equal(_, v) => value == v,
+            Matcher::NotEqual(_, v) => value != v,
+            Matcher::Regex(_, re) => re.is_match(value),
+            Matcher::NotRegex(_, re) => !re.is_match(value),
+        }
+    }
+}
+
+/// What a query engine reads samples through: every series matching all
+/// of `matchers`, with its samples in `[mint, maxt]` (milliseconds), in
+/// time order. Stale markers are included; the engine interprets them.
+pub trait Queryable: Send + Sync {
+    /// The matching series and their samples in the range.
+    fn select(&self, matchers: &[Matcher], mint: i64, maxt: i64) -> Vec<SeriesSamples>;
+}
+
+/// A fixed set of series, for tests of an engine without a store.
+impl Queryable for Vec<SeriesSamples> {
+    fn select(&self, matchers: &[Matcher], mint: i64, maxt: i64) -> Vec<SeriesSamples> {
+        self.iter()
+            .filter(|(l, _)| matchers.iter().all(|m| m.matches(l.get(m.name()))))
+            .map(|(l, s)| {
+                let s: Vec<(i64, f64)> = s
+                    .iter()
+                    .copied()
+                    .filter(|(t, _)| (mint..=maxt).contains(t))
+                    .collect();
+                (l.clone(), s)
+            })
+            .filter(|(_, s)| !s.is_empty())
+            .collect()
+    }
+}
+
+/// A shared store reads as the store.
+impl<T: Queryable + ?Sized> Queryable for std::sync::Arc<T> {
+    fn select(&self, matchers: &[Matcher], mint: i64, maxt: i64) -> Vec<SeriesSamples> {
+        (**self).select(matchers, mint, maxt)
+    }
+}
