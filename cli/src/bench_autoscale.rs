@@ -304,6 +304,19 @@ pub(crate) fn policy(sc: &Scenario, name: &str, kind: Kind, actuator: ActuatorCo
         secs(sc.burst_window)
     );
     let keel = matches!(kind, Kind::Keel);
+    // Keel's reactive rule reads demand too: requests arriving at the lb
+    // over the rate window. The web tier's completions (the HPA's metric,
+    // as an HPA on an ingress' request count is usually set) cannot
+    // exceed what the instances serve, so they hide a burst's size while
+    // it lasts and overstate demand while its backlog drains after it.
+    let reactive = if keel {
+        format!(
+            "sum(rate(lb_requests_received_total{{tier=\"lb\"}}[{}]))",
+            secs(sc.rate_window)
+        )
+    } else {
+        q.clone()
+    };
     let (min, max) = match kind {
         Kind::Fixed(n) => (n, n),
         _ => (sc.min, sc.max),
@@ -326,7 +339,7 @@ pub(crate) fn policy(sc: &Scenario, name: &str, kind: Kind, actuator: ActuatorCo
         max,
         metrics: vec![MetricSpec {
             name: "request rate".into(),
-            query: q.clone(),
+            query: reactive,
             per_instance: None,
             average: Some(sc.target),
             total: None,
