@@ -19,8 +19,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
 
-use crate::bench_metrics::{free_port, start_keel, usage};
-use crate::reaped::Reaped;
+use crate::bench_metrics::{start_keel, usage};
+use keel_testkit::Reaped;
+use keel_testkit::free_port;
 
 /// Flags of `keel bench agent`.
 #[derive(clap::Args)]

@@ -20,7 +20,6 @@
 //! group wait, as a new outage does.
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
@@ -33,8 +32,8 @@ use keel_collector::server::CollectorConfig;
 use keel_core::clock::{SharedClock, SystemClock};
 use rand::{Rng as _, SeedableRng as _};
 
-use crate::bench_metrics::free_port;
-use crate::reaped::Reaped;
+use keel_testkit::smtp::Smtp;
+use keel_testkit::{Reaped, free_port, listening};
 
 /// Flags of `keel bench alerts`.
 #[derive(clap::Args)]
@@ -51,76 +50,9 @@ pub struct AlertsBenchArgs {
     no_defaults: bool,
 }
 
-/// An aiosmtpd server, and the subjects it received with when.
-struct Smtp {
-    port: u16,
-    subjects: Arc<Mutex<Vec<(Instant, String)>>>,
-    _proc: Reaped,
-}
-
-/// Wait until something accepts connections on `port`.
-async fn listening(what: &str, port: u16, limit: Duration) -> anyhow::Result<()> {
-    let deadline = Instant::now() + limit;
-    while tokio::net::TcpStream::connect(("127.0.0.1", port))
-        .await
-        .is_err()
-    {
-        if Instant::now() > deadline {
-            bail!("{what} did not listen on port {port} within {limit:?}");
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    Ok(())
-}
-
+/// A real SMTP server on a free port.
 async fn smtp() -> anyhow::Result<Smtp> {
-    let port = free_port()?;
-    let mut child = Command::new("python3")
-        .args([
-            "-u",
-            "-m",
-            "aiosmtpd",
-            "-n",
-            "-c",
-            "aiosmtpd.handlers.Debugging",
-            "-l",
-        ])
-        .arg(format!("127.0.0.1:{port}"))
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .context("starting aiosmtpd (pip install aiosmtpd)")?;
-    let out = child.stdout.take().context("aiosmtpd's stdout")?;
-    let proc = Reaped(child);
-    let subjects: Arc<Mutex<Vec<(Instant, String)>>> = Arc::default();
-    let s = subjects.clone();
-    std::thread::spawn(move || {
-        for line in BufReader::new(out).lines().map_while(Result::ok) {
-            if let Some(sub) = line.strip_prefix("Subject: ") {
-                s.lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .push((Instant::now(), sub.to_owned()));
-            }
-        }
-    });
-    listening("aiosmtpd", port, Duration::from_secs(10)).await?;
-    Ok(Smtp {
-        port,
-        subjects,
-        _proc: proc,
-    })
-}
-
-impl Smtp {
-    /// When the first mail whose subject holds `want` arrived.
-    fn got(&self, want: &str) -> Option<Instant> {
-        self.subjects
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .iter()
-            .find(|(_, s)| s.contains(want))
-            .map(|(t, _)| *t)
-    }
+    Ok(Smtp::start(free_port()?).await?)
 }
 
 /// The exporter: `bench_errors{round}` at the values set.

@@ -292,7 +292,7 @@ impl KeelUp {
             .arg(dir)
             // The collector's data and state (relative by default) too.
             .current_dir(dir)
-            .envs(crate::free_ports::ENV)
+            .envs(keel_testkit::free_ports::ENV)
             .stdout(Stdio::piped())
             .stderr(std::fs::File::create(dir.join("keel-up.stderr"))?)
             .spawn()

@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use anyhow::{Context as _, bail};
 use keel_controller::failover::{DriverConfig, FailoverConfig, Member, Mode};
-use keel_controller::{Controller, ControllerConfig, MetricSource};
+use keel_controller::{Controller, ControllerConfig};
 use keel_core::clock::{SharedClock, SystemClock};
 use keel_sampleapp::config::{ReplicationMode, SampleAppConfig};
 use keel_sampleapp::supervisor::Supervisor;
@@ -51,14 +51,6 @@ pub struct FailoverBenchArgs {
     /// With --postgres: Keel only, no Patroni.
     #[arg(long, requires = "postgres")]
     keel_only: bool,
-}
-
-struct NoMetrics;
-
-impl MetricSource for NoMetrics {
-    fn instant(&self, _: &str, _: i64) -> Result<keel_controller::run::Samples, String> {
-        Err("the failover bench reads no metrics".into())
-    }
 }
 
 /// One kill, in ms from it.
@@ -100,19 +92,7 @@ async fn until<T>(
     limit: Duration,
     mut check: impl FnMut() -> Option<T>,
 ) -> anyhow::Result<T> {
-    let deadline = std::time::Instant::now() + limit;
-    loop {
-        if let Some(v) = check() {
-            return Ok(v);
-        }
-        if std::time::Instant::now() > deadline {
-            bail!(
-                "timed out after {} waiting for {what}",
-                humantime::format_duration(limit)
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    Ok(keel_testkit::within(what, limit, Duration::from_millis(10), async || check()).await?)
 }
 
 fn median(v: &mut [i64]) -> i64 {
@@ -178,7 +158,7 @@ async fn bench(args: FailoverBenchArgs) -> anyhow::Result<()> {
         bail!("{}", problems.join("\n"));
     }
     let clock: SharedClock = Arc::new(SystemClock);
-    let c = Controller::new(&cc, Arc::new(NoMetrics), clock, None);
+    let c = Controller::new(&cc, Arc::new(keel_testkit::NoMetrics), clock, None);
     let f = c.failovers()[0].clone();
     f.start("failover", None)
         .await

@@ -23,7 +23,7 @@
 //! within 120 s is reported and ends that series. Root is needed (PID
 //! namespaces; PostgreSQL runs as `postgres`).
 
-#[path = "../tests/pgcluster/mod.rs"]
+#[path = "../tests/it/pgcluster/mod.rs"]
 #[allow(clippy::all)]
 mod pgcluster;
 
@@ -34,18 +34,10 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
 use keel_controller::failover::{Failover, Mode, Probe};
-use keel_controller::{Controller, ControllerConfig, MetricSource};
+use keel_controller::{Controller, ControllerConfig};
 use keel_core::clock::{SharedClock, SystemClock};
 use pgcluster::{Cluster, Writer, free_port, http_get};
 use serde::Serialize;
-
-struct NoMetrics;
-
-impl MetricSource for NoMetrics {
-    fn instant(&self, _: &str, _: i64) -> Result<keel_controller::run::Samples, String> {
-        Err("the failover bench reads no metrics".into())
-    }
-}
 
 /// One system's rounds.
 #[derive(Debug, Serialize)]
@@ -224,7 +216,7 @@ fn keel(kills: u32, mode: Mode) -> anyhow::Result<Series> {
             ..ControllerConfig::default()
         };
         let clock: SharedClock = Arc::new(SystemClock);
-        let ctl = Controller::new(&config, Arc::new(NoMetrics), clock, None);
+        let ctl = Controller::new(&config, Arc::new(keel_testkit::NoMetrics), clock, None);
         let t = ctl.failovers()[0].clone();
         t.start("controller.failover[0]", None)
             .await

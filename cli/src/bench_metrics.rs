@@ -9,7 +9,6 @@
 //! and p50/p99 latency of a 1-hour `query_range` of a RED-style panel over
 //! 1,000 series. Ratios Keel / Prometheus are what to read.
 
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -80,10 +79,6 @@ struct Results {
     prometheus: Option<Figures>,
     prometheus_note: Option<String>,
     scrape: crate::bench_scrape::ScrapeFigures,
-}
-
-pub(crate) fn free_port() -> anyhow::Result<u16> {
-    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
 /// (user + system CPU seconds, RSS bytes) of a process, from /proc.
@@ -267,8 +262,8 @@ pub(crate) async fn start_keel_with(
     client: &reqwest::Client,
     env: &[(&str, String)],
 ) -> anyhow::Result<Server> {
-    let api = free_port()?;
-    let otlp = free_port()?;
+    let api = keel_testkit::free_port()?;
+    let otlp = keel_testkit::free_port()?;
     let child = Command::new(std::env::current_exe()?)
         .args([
             "collector",
@@ -302,7 +297,7 @@ async fn start_prometheus(
     dir: &Path,
     client: &reqwest::Client,
 ) -> anyhow::Result<Server> {
-    let port = free_port()?;
+    let port = keel_testkit::free_port()?;
     let config = dir.join("prometheus.yml");
     std::fs::write(&config, "global:\n  scrape_interval: 1h\n")?;
     let child = Command::new(bin)

@@ -406,9 +406,9 @@ fn record_and_repeat(
 /// samples: the wall seconds it took.
 async fn vmalert_replay(hour: &Bundle, dir: &Path) -> anyhow::Result<f64> {
     use std::process::{Command, Stdio};
-    let port = crate::bench_metrics::free_port()?;
+    let port = keel_testkit::free_port()?;
     let vm_dir = dir.join("vm");
-    let _vm = crate::reaped::Reaped(
+    let _vm = keel_testkit::Reaped(
         Command::new("victoria-metrics")
             .arg(format!("-storageDataPath={}", vm_dir.display()))
             .arg(format!("-httpListenAddr=127.0.0.1:{port}"))

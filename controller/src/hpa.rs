@@ -177,148 +177,6 @@ pub struct ForecastPart {
     pub applied: bool,
 }
 
-/// One metric's proposal (`GetMetricReplicas` and friends).
-fn propose(o: &Observation, inst: &Instances, up_tol: f64, down_tol: f64) -> MetricPart {
-    let target = o.target.value();
-    let current = inst.current;
-    let mut part = MetricPart {
-        name: o.name.clone(),
-        value: None,
-        target,
-        ratio: None,
-        proposal: None,
-        note: String::new(),
-    };
-    let within = |ratio: f64| {
-        if ratio > 1.0 {
-            ratio - 1.0 <= up_tol
-        } else {
-            1.0 - ratio <= down_tol
-        }
-    };
-    if target.is_nan() || target <= 0.0 {
-        part.note = "target must be positive".into();
-        return part;
-    }
-    match (&o.reading, o.target) {
-        (Reading::Invalid(why), _) => part.note = why.clone(),
-        (Reading::Total(v), Target::Total(_)) => {
-            let ratio = v / target;
-            let ready = inst.ready.len().max(1) as f64;
-            part.value = Some(*v);
-            part.ratio = Some(ratio);
-            part.proposal = Some(if within(ratio) {
-                part.note = "within tolerance".into();
-                current
-            } else {
-                (ratio * ready).ceil() as u32
-            });
-        }
-        (Reading::Total(v), Target::AverageOfTotal(_)) => {
-            let ratio = v / (target * f64::from(current.max(1)));
-            part.value = Some(v / f64::from(current.max(1)));
-            part.ratio = Some(ratio);
-            part.proposal = Some(if within(ratio) {
-                part.note = "within tolerance".into();
-                current
-            } else {
-                (v / target).ceil() as u32
-            });
-        }
-        (Reading::PerInstance(values), Target::PerInstance(_)) => {
-            per_instance(values, target, inst, within, &mut part);
-        }
-        (Reading::PerInstance(_), _) | (Reading::Total(_), Target::PerInstance(_)) => {
-            part.note = "the query's shape does not fit its target type".into();
-        }
-    }
-    part
-}
-
-/// `calcPlainMetricReplicas`: missing and warming-up instances.
-fn per_instance(
-    values: &BTreeMap<String, f64>,
-    target: f64,
-    inst: &Instances,
-    within: impl Fn(f64) -> bool,
-    part: &mut MetricPart,
-) {
-    let current = inst.current;
-    // Readings of instances the actuator does not list are ignored.
-    let known: BTreeMap<&str, f64> = values
-        .iter()
-        .filter(|(k, _)| inst.all.iter().any(|a| a == *k))
-        .map(|(k, v)| (k.as_str(), *v))
-        .collect();
-    let ready: BTreeMap<&str, f64> = known
-        .iter()
-        .filter(|(k, _)| inst.ready.iter().any(|r| r == *k))
-        .map(|(k, v)| (*k, *v))
-        .collect();
-    let unready: Vec<&str> = inst
-        .all
-        .iter()
-        .filter(|a| !inst.ready.contains(a))
-        .map(String::as_str)
-        .collect();
-    let missing: Vec<&str> = inst
-        .ready
-        .iter()
-        .filter(|r| !known.contains_key(r.as_str()))
-        .map(String::as_str)
-        .collect();
-    if ready.is_empty() {
-        part.note = "no ready instance has a value".into();
-        return;
-    }
-    let avg = |m: &BTreeMap<&str, f64>| m.values().sum::<f64>() / m.len() as f64;
-    let ratio = avg(&ready) / target;
-    part.value = Some(avg(&ready));
-    part.ratio = Some(ratio);
-    let up_with_unready = !unready.is_empty() && ratio > 1.0;
-    if !up_with_unready && missing.is_empty() {
-        part.proposal = Some(if within(ratio) {
-            part.note = "within tolerance".into();
-            current
-        } else {
-            (ratio * ready.len() as f64).ceil() as u32
-        });
-        return;
-    }
-    let mut filled = ready.clone();
-    let mut notes = Vec::new();
-    if !missing.is_empty() {
-        // Scaling down: a missing instance is at the target; up: at 0.
-        let fill = if ratio < 1.0 { target } else { 0.0 };
-        for m in &missing {
-            filled.insert(m, fill);
-        }
-        notes.push(format!(
-            "{} missing counted as {}",
-            missing.len(),
-            if ratio < 1.0 { "100 %" } else { "0" }
-        ));
-    }
-    if up_with_unready {
-        for u in &unready {
-            filled.insert(u, 0.0);
-        }
-        notes.push(format!("{} warming up counted as 0", unready.len()));
-    }
-    let new_ratio = avg(&filled) / target;
-    let flips = (ratio < 1.0 && new_ratio > 1.0) || (ratio > 1.0 && new_ratio < 1.0);
-    let proposal = (new_ratio * filled.len() as f64).ceil() as u32;
-    part.note = notes.join(", ");
-    part.proposal = Some(if within(new_ratio) || flips {
-        part.note.push_str("; no change once they count");
-        current
-    } else if (new_ratio < 1.0 && proposal > current) || (new_ratio > 1.0 && proposal < current) {
-        current
-    } else {
-        proposal
-    });
-}
-
 /// The reactive autoscaler of one target, with what it remembers.
 #[derive(Debug, Clone)]
 pub struct Autoscaler {
@@ -469,18 +327,14 @@ impl Autoscaler {
             let down_rate = self.history.down_limit(&b.scale_down, now_ms, current);
             let (up, down) = (up_rate.min(s.max), down_rate.max(s.min));
             let mut out = stable;
+            // The rate policies, or the bounds where they reach past them.
             if out > up {
                 let rule = if up_rate <= s.max {
                     rate_rule("scale-up", &b.scale_up)
                 } else {
                     format!("max {}", s.max)
                 };
-                clamps.push(Clamp {
-                    rule,
-                    from: out,
-                    to: up,
-                });
-                out = up;
+                out = held(out, up, rule, &mut clamps);
             }
             if out < down {
                 let rule = if down_rate >= s.min {
@@ -488,29 +342,20 @@ impl Autoscaler {
                 } else {
                     format!("min {}", s.min)
                 };
-                clamps.push(Clamp {
-                    rule,
-                    from: out,
-                    to: down,
-                });
-                out = down;
+                out = held(out, down, rule, &mut clamps);
             }
             // Keel: no reversal inside the last move's window.
             if !b.allow_reversal
                 && let Some((t, up, w)) = self.reversal(now_ms, current, out)
             {
-                clamps.push(Clamp {
-                    rule: format!(
-                        "no reversal: scaled {} {} ago, inside the scale-{} stabilization window {} (only panic reverses)",
-                        if up { "up" } else { "down" },
-                        ago(now_ms - t),
-                        if up { "up" } else { "down" },
-                        humantime::format_duration(w)
-                    ),
-                    from: out,
-                    to: current,
-                });
-                out = current;
+                let rule = format!(
+                    "no reversal: scaled {} {} ago, inside the scale-{} stabilization window {} (only panic reverses)",
+                    if up { "up" } else { "down" },
+                    ago(now_ms - t),
+                    if up { "up" } else { "down" },
+                    humantime::format_duration(w)
+                );
+                out = held(out, current, rule, &mut clamps);
             }
             // Keel: never below what the last burst needed, for a while.
             let memory = b.scale_down.burst_memory.as_millis() as i64;
@@ -525,17 +370,12 @@ impl Autoscaler {
                 && let Some(&(t, n)) = self.bursts.iter().max_by_key(|(_, n)| *n)
                 && out < n.min(current)
             {
-                let floor = n.min(current);
-                clamps.push(Clamp {
-                    rule: format!(
-                        "burst memory: a burst needed {n} {} ago (within {})",
-                        ago(now_ms - t),
-                        humantime::format_duration(b.scale_down.burst_memory)
-                    ),
-                    from: out,
-                    to: floor,
-                });
-                out = floor;
+                let rule = format!(
+                    "burst memory: a burst needed {n} {} ago (within {})",
+                    ago(now_ms - t),
+                    humantime::format_duration(b.scale_down.burst_memory)
+                );
+                out = held(out, n.min(current), rule, &mut clamps);
             }
             clamp_range(out, s.min, s.max, &mut clamps)
         };
@@ -649,105 +489,7 @@ impl Autoscaler {
     }
 }
 
-fn rate_rule(dir: &str, r: &crate::behavior::Rules) -> String {
-    let ps: Vec<String> = r
-        .policies
-        .iter()
-        .map(|p| {
-            let v = match p.kind {
-                crate::behavior::PolicyKind::Pods => format!("{}", p.value),
-                crate::behavior::PolicyKind::Percent => format!("{} %", p.value),
-            };
-            format!("{v}/{}", humantime::format_duration(p.period))
-        })
-        .collect();
-    format!("{dir} rate {} ({:?})", ps.join(", "), r.select_policy)
-}
-
-fn clamp_range(n: u32, min: u32, max: u32, clamps: &mut Vec<Clamp>) -> u32 {
-    if n > max {
-        clamps.push(Clamp {
-            rule: format!("max {max}"),
-            from: n,
-            to: max,
-        });
-        return max;
-    }
-    if n < min {
-        clamps.push(Clamp {
-            rule: format!("min {min}"),
-            from: n,
-            to: min,
-        });
-        return min;
-    }
-    n
-}
-
-/// `ms` as people read a while: `2m 30s`.
-fn ago(ms: i64) -> String {
-    humantime::format_duration(Duration::from_secs((ms.max(0) / 1000) as u64)).to_string()
-}
-
-/// `scale 2 → 6` or `keep 2`.
-fn verb(current: u32, desired: u32) -> String {
-    if desired == current {
-        format!("keep {current}")
-    } else {
-        format!("scale {current} → {desired}")
-    }
-}
-
-fn explain(
-    current: u32,
-    desired: u32,
-    parts: &[MetricPart],
-    clamps: &[Clamp],
-    panic: bool,
-) -> String {
-    let verb = verb(current, desired);
-    let why: Vec<String> = parts
-        .iter()
-        .map(|p| match (p.value, p.proposal) {
-            (Some(v), Some(n)) => format!(
-                "{} {} vs {} (wants {n}{})",
-                p.name,
-                num(v),
-                num(p.target),
-                if p.note.is_empty() {
-                    String::new()
-                } else {
-                    format!(", {}", p.note)
-                }
-            ),
-            _ => format!("{} unreadable: {}", p.name, p.note),
-        })
-        .collect();
-    let mut line = format!("{verb}: {}", why.join("; "));
-    if panic {
-        line.push_str("; panic mode");
-    }
-    for c in clamps {
-        line.push_str(&format!("; {} → {} by {}", c.from, c.to, c.rule));
-    }
-    line
-}
-
-/// A number as people read it: `1,820`, `0.75`.
-fn num(v: f64) -> String {
-    if v.abs() >= 1000.0 && v.fract().abs() < 1e-9 {
-        let s = format!("{}", v.round() as i64);
-        let mut out = String::new();
-        for (i, c) in s.chars().enumerate() {
-            if i > 0 && (s.len() - i) % 3 == 0 && c != '-' {
-                out.push(',');
-            }
-            out.push(c);
-        }
-        out
-    } else if v.abs() >= 100.0 {
-        format!("{v:.0}")
-    } else {
-        format!("{}", (v * 100.0).round() / 100.0)
-    }
-}
+mod explain;
+mod propose;
+use explain::*;
+use propose::*;

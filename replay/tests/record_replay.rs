@@ -28,14 +28,10 @@ fn point(name: &str, t_ms: i64, v: f64) -> Value {
 
 /// Poll `f` until it holds (a condition, not a sleep as synchronisation).
 async fn until(what: &str, mut f: impl AsyncFnMut() -> bool) {
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    while !f().await {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "timed out waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    keel_testkit::until(what, Duration::from_secs(60), async || {
+        f().await.then_some(())
+    })
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -260,27 +260,14 @@ impl StateStore {
         end_ms: i64,
         limit: i64,
     ) -> Result<Vec<(String, String)>, StateError> {
-        let err = |source| StateError::Query {
-            what: "load_between",
-            source,
-        };
-        let rows = sqlx::query(sql!(
+        let sql = sql!(
             "SELECT key, doc FROM {} WHERE updated_ms >= $1 AND updated_ms <= $2 ORDER BY updated_ms DESC, key DESC LIMIT $3",
             table.name()
-        ))
-        .bind(start_ms)
-        .bind(end_ms)
-        .bind(limit)
-        .fetch_all(&self.pool)
+        );
+        self.newest_between("load_between", sql, (start_ms, end_ms, limit), |r| {
+            Ok((r.try_get(0)?, r.try_get(1)?))
+        })
         .await
-        .map_err(err)?;
-        let mut out = rows
-            .iter()
-            .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
-            .collect::<Result<Vec<(String, String)>, sqlx::Error>>()
-            .map_err(err)?;
-        out.reverse();
-        Ok(out)
     }
 
     /// The alert history in `[start_ms, end_ms]`, oldest first, at most
@@ -291,30 +278,44 @@ impl StateStore {
         end_ms: i64,
         limit: i64,
     ) -> Result<Vec<HistoryEntry>, StateError> {
-        let err = |source| StateError::Query {
-            what: "history",
-            source,
-        };
-        let rows = sqlx::query(
+        self.newest_between(
+            "history",
             "SELECT seq, at_ms, key, doc FROM keel_alert_history WHERE at_ms >= $1 AND at_ms <= $2 ORDER BY seq DESC LIMIT $3",
-        )
-        .bind(start_ms)
-        .bind(end_ms)
-        .bind(limit)
-        .fetch_all(&self.pool)
-        .await
-        .map_err(err)?;
-        let mut out = rows
-            .iter()
-            .map(|r| {
+            (start_ms, end_ms, limit),
+            |r| {
                 Ok(HistoryEntry {
                     seq: r.try_get(0)?,
                     at_ms: r.try_get(1)?,
                     key: r.try_get(2)?,
                     doc: r.try_get(3)?,
                 })
-            })
-            .collect::<Result<Vec<_>, sqlx::Error>>()
+            },
+        )
+        .await
+    }
+
+    /// The one time-range reader: `sql` selects rows with a time in
+    /// `[$1, $2]`, newest first, at most `$3`; the rows come back oldest
+    /// first.
+    async fn newest_between<T>(
+        &self,
+        what: &'static str,
+        sql: impl sqlx::SqlSafeStr,
+        (start_ms, end_ms, limit): (i64, i64, i64),
+        row: impl Fn(&sqlx::any::AnyRow) -> Result<T, sqlx::Error>,
+    ) -> Result<Vec<T>, StateError> {
+        let err = |source| StateError::Query { what, source };
+        let rows = sqlx::query(sql)
+            .bind(start_ms)
+            .bind(end_ms)
+            .bind(limit)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(err)?;
+        let mut out = rows
+            .iter()
+            .map(row)
+            .collect::<Result<Vec<T>, sqlx::Error>>()
             .map_err(err)?;
         out.reverse();
         Ok(out)

@@ -5,7 +5,10 @@
 //! for what it already paged, keeps its silences and acks, and sends
 //! the notifications it had not delivered yet.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::hash::Hash;
+
+use serde::Serialize;
 
 use keel_state::{Op, Table, Writer};
 
@@ -15,12 +18,18 @@ use super::route::{GroupSent, Router, Sent, Ticket};
 const GROUP: &str = "group:";
 use super::silence::Silence;
 
-/// What has been saved, to save only changes.
+/// What has been saved, as values, to save only changes: a decision
+/// compares each alert's and group's state with what was saved and
+/// serialises only what differs.
 pub struct NotifyPersist {
     writer: Writer,
-    sent: HashMap<String, String>,
-    tickets: HashMap<String, String>,
-    silences: HashMap<String, String>,
+    sent: HashMap<Vec<(String, String)>, Sent>,
+    groups: HashMap<String, GroupSent>,
+    tickets: HashMap<u64, Ticket>,
+    silences: HashMap<u64, Silence>,
+    /// Saved keys that did not parse (or not back to themselves): deleted
+    /// by the next sync.
+    orphans: Vec<(Table, String)>,
 }
 
 /// The saved routing state, as read at start.
@@ -73,44 +82,48 @@ impl NotifyPersist {
     /// Put `saved` back into `router`; the persister that saves what
     /// changes from now on.
     pub fn restore(writer: Writer, saved: &Saved, router: &mut Router) -> Self {
-        let mut me = Self {
-            writer,
-            sent: HashMap::new(),
-            tickets: HashMap::new(),
-            silences: HashMap::new(),
-        };
-        let mut tickets: Vec<Ticket> = saved
-            .tickets
-            .iter()
-            .filter_map(|(k, d)| parse("ticket", k, d))
-            .collect();
+        let mut orphans = Vec::new();
+        let mut tickets: Vec<Ticket> = Vec::new();
+        for (k, d) in &saved.tickets {
+            match parse::<Ticket>("ticket", k, d) {
+                Some(t) if number_key(t.id) == *k => tickets.push(t),
+                _ => orphans.push((Table::Tickets, k.clone())),
+            }
+        }
         tickets.sort_by_key(|t| t.id);
         router.tickets = tickets;
-        let mut silences: Vec<Silence> = saved
-            .silences
-            .iter()
-            .filter_map(|(k, d)| parse("silence", k, d))
-            .collect();
+        let mut silences: Vec<Silence> = Vec::new();
+        for (k, d) in &saved.silences {
+            match parse::<Silence>("silence", k, d) {
+                Some(s) if number_key(s.id) == *k => silences.push(s),
+                _ => orphans.push((Table::Silences, k.clone())),
+            }
+        }
         silences.sort_by_key(|s| s.id);
         router.silences = silences;
         for (k, d) in &saved.routing {
             if let Some(g) = k.strip_prefix(GROUP) {
-                if let Some(s) = parse::<GroupSent>("routing group", k, d) {
-                    router.groups.insert(g.to_owned(), s);
+                match parse::<GroupSent>("routing group", k, d) {
+                    Some(s) => {
+                        router.groups.insert(g.to_owned(), s);
+                    }
+                    None => orphans.push((Table::Routing, k.clone())),
                 }
                 continue;
             }
             let labels: Option<BTreeMap<String, String>> = parse("routing key", k, k);
             let sent: Option<Sent> = parse("routing", k, d);
-            if let (Some(l), Some(s)) = (labels, sent) {
-                router.sent.insert(l.into_iter().collect(), s);
+            match (labels, sent) {
+                (Some(l), Some(s)) => {
+                    let l: Vec<(String, String)> = l.into_iter().collect();
+                    if sent_key(&l) != *k {
+                        orphans.push((Table::Routing, k.clone()));
+                    }
+                    router.sent.insert(l, s);
+                }
+                _ => orphans.push((Table::Routing, k.clone())),
             }
         }
-        // What was read is what is saved (unparseable records are
-        // overwritten or deleted by the next sync).
-        me.sent = saved.routing.iter().cloned().collect();
-        me.tickets = saved.tickets.iter().cloned().collect();
-        me.silences = saved.silences.iter().cloned().collect();
         let n = router.sent.len() + router.tickets.len() + router.silences.len();
         if n > 0 {
             tracing::info!(
@@ -120,44 +133,65 @@ impl NotifyPersist {
                 "routing state restored from the state store"
             );
         }
-        me
-    }
-
-    /// Save what changed in `router` since the last call.
-    pub fn sync(&mut self, now_ms: i64, router: &Router) {
-        let sent: HashMap<String, String> =
-            router
+        // What was read back is what is saved.
+        Self {
+            writer,
+            sent: router
                 .sent
                 .iter()
-                .filter_map(|(k, s)| Some((sent_key(k), serde_json::to_string(s).ok()?)))
-                .chain(router.groups.iter().filter_map(|(k, g)| {
-                    Some((format!("{GROUP}{k}"), serde_json::to_string(g).ok()?))
-                }))
-                .collect();
-        sync_table(&self.writer, Table::Routing, now_ms, &mut self.sent, sent);
-        let tickets = router
-            .tickets
-            .iter()
-            .filter_map(|t| Some((number_key(t.id), serde_json::to_string(t).ok()?)))
-            .collect();
-        sync_table(
-            &self.writer,
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+            groups: router
+                .groups
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+            tickets: router.tickets.iter().map(|t| (t.id, t.clone())).collect(),
+            silences: router.silences.iter().map(|s| (s.id, s.clone())).collect(),
+            orphans,
+        }
+    }
+
+    /// Save what changed in `router` since the last call: only entries
+    /// whose value differs are serialised.
+    pub fn sync(&mut self, now_ms: i64, router: &Router) {
+        for (table, key) in self.orphans.drain(..) {
+            self.writer.send(Op::Delete { table, key });
+        }
+        let w = &self.writer;
+        sync_map(
+            w,
+            Table::Routing,
+            now_ms,
+            &mut self.sent,
+            &router.sent,
+            |k| sent_key(k),
+        );
+        sync_map(
+            w,
+            Table::Routing,
+            now_ms,
+            &mut self.groups,
+            &router.groups,
+            |k| format!("{GROUP}{k}"),
+        );
+        let tickets = router.tickets.iter().map(|t| (&t.id, t));
+        sync_map(
+            w,
             Table::Tickets,
             now_ms,
             &mut self.tickets,
             tickets,
+            |id| number_key(*id),
         );
-        let silences = router
-            .silences
-            .iter()
-            .filter_map(|s| Some((number_key(s.id), serde_json::to_string(s).ok()?)))
-            .collect();
-        sync_table(
-            &self.writer,
+        let silences = router.silences.iter().map(|s| (&s.id, s));
+        sync_map(
+            w,
             Table::Silences,
             now_ms,
             &mut self.silences,
             silences,
+            |id| number_key(*id),
         );
     }
 
@@ -175,32 +209,120 @@ impl NotifyPersist {
     }
 }
 
-/// Write the documents of `now` that differ from `saved`, delete the
-/// ones `now` lacks, and remember `now` as saved.
-fn sync_table(
+/// Write the entries of `now` whose value differs from `saved` (as
+/// `key` names them), delete the saved ones `now` lacks, and remember
+/// `now` as saved.
+fn sync_map<'a, K, V>(
     writer: &Writer,
     table: Table,
     at_ms: i64,
-    saved: &mut HashMap<String, String>,
-    now: HashMap<String, String>,
-) {
-    for (k, doc) in &now {
-        if saved.get(k) != Some(doc) {
-            writer.send(Op::Put {
-                table,
-                key: k.clone(),
-                at_ms,
-                doc: doc.clone(),
-            });
+    saved: &mut HashMap<K, V>,
+    now: impl IntoIterator<Item = (&'a K, &'a V)>,
+    key: impl Fn(&K) -> String,
+) where
+    K: Eq + Hash + Clone + 'a,
+    V: PartialEq + Clone + Serialize + 'a,
+{
+    let mut seen: HashSet<&K> = HashSet::new();
+    for (k, v) in now {
+        seen.insert(k);
+        if saved.get(k) == Some(v) {
+            continue;
+        }
+        match serde_json::to_string(v) {
+            Ok(doc) => {
+                writer.send(Op::Put {
+                    table,
+                    key: key(k),
+                    at_ms,
+                    doc,
+                });
+                saved.insert(k.clone(), v.clone());
+            }
+            Err(e) => tracing::error!(error = %e, "a routing record does not serialize"),
         }
     }
-    for k in saved.keys() {
-        if !now.contains_key(k) {
-            writer.send(Op::Delete {
-                table,
-                key: k.clone(),
-            });
+    saved.retain(|k, _| {
+        let keep = seen.contains(k);
+        if !keep {
+            writer.send(Op::Delete { table, key: key(k) });
         }
+        keep
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use keel_state::StateStore;
+
+    use super::*;
+    use crate::notify::NotifyConfig;
+
+    fn keys(rows: &[(String, String)]) -> Vec<&str> {
+        rows.iter().map(|(k, _)| k.as_str()).collect()
     }
-    *saved = now;
+
+    #[tokio::test]
+    async fn a_sync_writes_only_what_changed_and_deletes_what_left_and_what_did_not_parse() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let url = keel_state::sqlite_url(&dir.path().join("state.db"));
+        let store = Arc::new(StateStore::open(&url).await.expect("open"));
+        let w = store.writer();
+        // Saved before: a group record that does not parse.
+        w.send(Op::Put {
+            table: Table::Routing,
+            key: "group:old".into(),
+            at_ms: 1,
+            doc: "not json".into(),
+        });
+        w.flush().await.expect("flush");
+        let saved = Saved {
+            routing: store.load(Table::Routing).await.expect("load"),
+            ..Saved::default()
+        };
+        let config = NotifyConfig::default();
+        let hours = config.business_hours.compile().expect("hours");
+        let mut router = Router::new(config.policy(hours), Vec::new());
+        let mut p = NotifyPersist::restore(w.clone(), &saved, &mut router);
+        let group = |t: i64| GroupSent {
+            first_seen_ms: Some(t),
+            ..GroupSent::default()
+        };
+        router.groups.insert("a".into(), group(1));
+        router.groups.insert("b".into(), group(2));
+        p.sync(1_000, &router);
+        w.flush().await.expect("flush");
+        let rows = store.load(Table::Routing).await.expect("load");
+        assert_eq!(
+            keys(&rows),
+            ["group:a", "group:b"],
+            "the unparseable one is gone"
+        );
+
+        // Only b changes: only b is written again.
+        router.groups.insert("b".into(), group(3));
+        p.sync(2_000, &router);
+        w.flush().await.expect("flush");
+        let written = store
+            .load_between(Table::Routing, 2_000, 2_000, 10)
+            .await
+            .expect("load");
+        assert_eq!(keys(&written), ["group:b"]);
+        assert!(written[0].1.contains("\"first_seen_ms\":3"), "{written:?}");
+
+        // Nothing changes: nothing is written; a leaves: it is deleted.
+        p.sync(3_000, &router);
+        router.groups.remove("a");
+        p.sync(4_000, &router);
+        w.flush().await.expect("flush");
+        let rows = store.load(Table::Routing).await.expect("load");
+        assert_eq!(keys(&rows), ["group:b"]);
+        let written = store
+            .load_between(Table::Routing, 3_000, 4_000, 10)
+            .await
+            .expect("load");
+        assert!(written.is_empty(), "{written:?}");
+    }
 }

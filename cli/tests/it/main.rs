@@ -1,0 +1,23 @@
+//! The keel binary's integration tests: `keel up`, the agent, the collector process, failover, replay, the dashboard in real browsers, each against the real binary.
+//!
+//! One test binary (one link) for all of them; each file is a module.
+
+mod common;
+mod pgcluster;
+
+mod agent_shipping;
+mod alerting_e2e;
+mod autoscale_e2e;
+mod collector_process;
+mod dashboard_browser;
+mod dashboard_firefox;
+mod db_failover;
+mod failover;
+mod failover_postgres;
+mod incident_up;
+mod keel_cli;
+mod lb_and_scaling;
+mod prometheus_labels;
+mod replay;
+mod shipped_files;
+mod telemetry_and_api;

@@ -1,0 +1,315 @@
+use super::*;
+
+#[test]
+fn exponential_histograms_with_negative_values_become_ascending_classic_buckets() {
+    use opentelemetry_proto::tonic::metrics::v1::exponential_histogram_data_point::Buckets;
+    // scale 0: base 2. Negative buckets 0 and 1 hold values in [-2, -1)
+    // and [-4, -2); zero bucket 1; positive bucket 0 holds (1, 2].
+    let p = ExponentialHistogramDataPoint {
+        time_unix_nano: 1,
+        scale: 0,
+        count: 3 + 4 + 1 + 5,
+        zero_count: 1,
+        zero_threshold: 0.0,
+        negative: Some(Buckets {
+            offset: 0,
+            bucket_counts: vec![3, 4],
+        }),
+        positive: Some(Buckets {
+            offset: 0,
+            bucket_counts: vec![5],
+        }),
+        ..Default::default()
+    };
+    let c = exponential_to_classic(&p).expect("converts");
+    assert_eq!(c.explicit_bounds, vec![-2.0, -1.0, 0.0, 2.0]);
+    assert_eq!(c.bucket_counts, vec![4, 3, 1, 5, 0]);
+    let cumulative: Vec<u64> = c
+        .bucket_counts
+        .iter()
+        .scan(0, |acc, x| {
+            *acc += x;
+            Some(*acc)
+        })
+        .collect();
+    assert_eq!(*cumulative.last().expect("buckets"), p.count);
+    let bad = ExponentialHistogramDataPoint { scale: 99, ..p };
+    assert!(exponential_to_classic(&bad).is_err());
+}
+
+#[test]
+fn histogram_counts_that_overflow_saturate_instead_of_panicking() {
+    use opentelemetry_proto::tonic::metrics::v1::{Histogram, ResourceMetrics, ScopeMetrics};
+    let p = HistogramDataPoint {
+        time_unix_nano: 1_000_000_000,
+        count: u64::MAX,
+        bucket_counts: vec![u64::MAX, u64::MAX, 5],
+        explicit_bounds: vec![1.0, 2.0],
+        ..Default::default()
+    };
+    let req = ExportMetricsServiceRequest {
+        resource_metrics: vec![ResourceMetrics {
+            scope_metrics: vec![ScopeMetrics {
+                metrics: vec![Metric {
+                    name: "h".into(),
+                    data: Some(Data::Histogram(Histogram {
+                        data_points: vec![p],
+                        aggregation_temporality: 2,
+                    })),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+            ..Default::default()
+        }],
+    };
+    let out = convert(&req, &Translation::default(), &|_| None);
+    let inf = out
+        .batch
+        .iter()
+        .find(|(l, _)| l.get("le") == "+Inf")
+        .expect("+Inf bucket");
+    assert_eq!(inf.1[0].1, u64::MAX as f64);
+}
+
+#[test]
+fn names_follow_prometheus_otlp_translation() {
+    assert_eq!(
+        metric_name("http.server.request.duration", "s", false, false),
+        "http_server_request_duration_seconds"
+    );
+    assert_eq!(
+        metric_name("http.server.requests", "{request}", true, false),
+        "http_server_requests_total"
+    );
+    assert_eq!(
+        metric_name("system.memory.usage", "By", false, true),
+        "system_memory_usage_bytes"
+    );
+    assert_eq!(
+        metric_name("net.io", "By/s", true, false),
+        "net_io_bytes_per_second_total"
+    );
+    assert_eq!(
+        metric_name("cpu.utilization", "1", false, true),
+        "cpu_utilization_ratio"
+    );
+    assert_eq!(
+        metric_name("requests_total", "", true, false),
+        "requests_total"
+    );
+    assert_eq!(label_name("http.route"), "http_route");
+    assert_eq!(label_name("1st"), "key_1st");
+}
+
+fn text(k: &str, v: &str) -> KeyValue {
+    KeyValue {
+        key: k.into(),
+        value: Some(AnyValue {
+            value: Some(any_value::Value::StringValue(v.into())),
+        }),
+        ..Default::default()
+    }
+}
+
+/// One gauge point `g` with `point` attributes under a resource of
+/// `resource` attributes.
+fn request(resource: &[(&str, &str)], point: &[(&str, &str)]) -> ExportMetricsServiceRequest {
+    use opentelemetry_proto::tonic::metrics::v1::{Gauge, ResourceMetrics, ScopeMetrics};
+    use opentelemetry_proto::tonic::resource::v1::Resource;
+    let p = NumberDataPoint {
+        attributes: point.iter().map(|(k, v)| text(k, v)).collect(),
+        time_unix_nano: 1_000_000_000,
+        value: Some(number_data_point::Value::AsDouble(1.0)),
+        ..Default::default()
+    };
+    ExportMetricsServiceRequest {
+        resource_metrics: vec![ResourceMetrics {
+            resource: Some(Resource {
+                attributes: resource.iter().map(|(k, v)| text(k, v)).collect(),
+                ..Default::default()
+            }),
+            scope_metrics: vec![ScopeMetrics {
+                metrics: vec![Metric {
+                    name: "g".into(),
+                    data: Some(Data::Gauge(Gauge {
+                        data_points: vec![p],
+                    })),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+            ..Default::default()
+        }],
+    }
+}
+
+/// Every series as `name{k="v",…}` text, sorted.
+fn series(out: &Converted) -> Vec<String> {
+    let mut v: Vec<String> = out
+        .batch
+        .iter()
+        .chain(&out.target_info)
+        .map(|(l, _)| l.to_string())
+        .collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn resources_map_to_job_instance_and_target_info_as_prometheus_3_does() {
+    let req = request(
+        &[
+            ("service.name", "cart"),
+            ("service.namespace", "shop"),
+            ("service.instance.id", "c-1"),
+            ("host.name", "box"),
+            ("telemetry.sdk.language", "python"),
+        ],
+        &[("http.route", "/a")],
+    );
+    let out = convert(&req, &Translation::default(), &|_| None);
+    assert_eq!(
+        series(&out),
+        vec![
+            r#"g{http_route="/a", instance="c-1", job="shop/cart"}"#,
+            r#"target_info{host_name="box", instance="c-1", job="shop/cart", telemetry_sdk_language="python"}"#,
+        ]
+    );
+    // Only identifying attributes: no target_info.
+    let req = request(&[("service.name", "cart")], &[]);
+    assert_eq!(
+        series(&convert(&req, &Translation::default(), &|_| None)),
+        vec![r#"g{job="cart"}"#]
+    );
+    // Neither job nor instance: no target_info to join on.
+    let req = request(&[("host.name", "box")], &[]);
+    assert_eq!(
+        series(&convert(&req, &Translation::default(), &|_| None)),
+        vec!["g{}"]
+    );
+}
+
+#[test]
+fn promoted_resource_attributes_yield_to_a_points_own_and_job_instance_win() {
+    let req = request(
+        &[
+            ("service.name", "cart"),
+            ("service.instance.id", "c-1"),
+            ("deployment.environment", "prod"),
+            ("k8s.pod.name", "pod-7"),
+            ("cloud.region", "eu"),
+        ],
+        &[
+            ("cloud.region", "us"),
+            ("job", "mine"),
+            ("instance", "mine"),
+        ],
+    );
+    let t = Translation {
+        promote_resource_attributes: vec!["deployment.environment".into(), "cloud.region".into()],
+        ..Translation::default()
+    };
+    let out = convert(&req, &t, &|_| None);
+    let g = series(&out).remove(0);
+    assert_eq!(
+        g,
+        r#"g{cloud_region="us", deployment_environment="prod", instance="c-1", job="cart"}"#
+    );
+    let all = Translation {
+        promote_all_resource_attributes: true,
+        ignore_resource_attributes: vec!["k8s.pod.name".into(), "cloud.region".into()],
+        ..Translation::default()
+    };
+    let g = series(&convert(&req, &all, &|_| None)).remove(0);
+    assert_eq!(
+        g,
+        r#"g{cloud_region="us", deployment_environment="prod", instance="c-1", job="cart", service_instance_id="c-1", service_name="cart"}"#
+    );
+    // keep_identifying_resource_attributes puts them on target_info.
+    let keep = Translation {
+        keep_identifying_resource_attributes: true,
+        ..Translation::default()
+    };
+    let info = series(&convert(&req, &keep, &|_| None)).remove(1);
+    assert!(info.contains(r#"service_name="cart""#), "{info}");
+}
+
+#[test]
+fn a_points_own_job_stays_when_the_resource_names_none() {
+    let req = request(
+        &[("host.name", "box")],
+        &[("job", "mine"), ("instance", "i")],
+    );
+    let v = series(&convert(&req, &Translation::default(), &|_| None));
+    assert_eq!(v[0], r#"g{instance="i", job="mine"}"#);
+}
+
+#[test]
+fn target_info_spans_at_most_an_hour_whatever_the_senders_timestamps() {
+    use opentelemetry_proto::tonic::metrics::v1::{Gauge, ResourceMetrics, ScopeMetrics};
+    use opentelemetry_proto::tonic::resource::v1::Resource;
+    let point = |ns: u64| NumberDataPoint {
+        time_unix_nano: ns,
+        value: Some(number_data_point::Value::AsDouble(1.0)),
+        ..Default::default()
+    };
+    let req = ExportMetricsServiceRequest {
+        resource_metrics: vec![ResourceMetrics {
+            resource: Some(Resource {
+                attributes: vec![text("service.name", "s"), text("host.name", "h")],
+                ..Default::default()
+            }),
+            scope_metrics: vec![ScopeMetrics {
+                metrics: vec![Metric {
+                    name: "g".into(),
+                    data: Some(Data::Gauge(Gauge {
+                        data_points: vec![point(1_000_000), point(u64::MAX)],
+                    })),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+            ..Default::default()
+        }],
+    };
+    let out = convert(&req, &Translation::default(), &|_| None);
+    let n: usize = out.target_info.iter().map(|(_, s)| s.len()).sum();
+    assert_eq!(n, 25, "an hour every 150 s, and the newest");
+}
+
+#[test]
+fn attribute_keys_that_sanitise_alike_join_their_values() {
+    let req = request(
+        &[("service.name", "s")],
+        &[("a_b", "2"), ("a.b", "1"), ("_x", "3")],
+    );
+    let g = series(&convert(&req, &Translation::default(), &|_| None)).remove(0);
+    assert_eq!(g, r#"g{a_b="1;2", job="s", key_x="3"}"#);
+}
+
+#[test]
+fn translation_settings_report_every_problem() {
+    let t = Translation {
+        promote_resource_attributes: vec!["a".into(), "a".into(), " ".into()],
+        promote_all_resource_attributes: true,
+        ignore_resource_attributes: vec![],
+        keep_identifying_resource_attributes: false,
+    };
+    let mut problems = Vec::new();
+    t.validate("collector.otlp", &mut problems);
+    assert_eq!(problems.len(), 3, "{problems:?}");
+    assert!(problems[0].starts_with("collector.otlp.promote_resource_attributes:"));
+    let t = Translation {
+        ignore_resource_attributes: vec!["x".into()],
+        ..Translation::default()
+    };
+    let mut problems = Vec::new();
+    t.validate("collector.otlp", &mut problems);
+    assert_eq!(
+        problems,
+        vec![
+            "collector.otlp.ignore_resource_attributes: only applies with promote_all_resource_attributes: true"
+        ]
+    );
+}

@@ -1,0 +1,19 @@
+//! keel-collector's integration tests: a whole collector in the test process, over HTTP, gRPC and real OpenTelemetry SDKs.
+//!
+//! One test binary (one link) for all of them; each file is a module.
+
+mod common;
+
+mod dashboards_api;
+mod fuzz_decoders;
+mod golden;
+mod incidents_p0;
+mod logs_api;
+mod otel_sdks;
+mod otlp_ingest;
+mod rule_tests;
+mod rules_running;
+mod smtp_pages;
+mod state_restart;
+mod traces_api;
+mod webhooks;

@@ -1,0 +1,161 @@
+//! The supervisor's actuator API: processes, scaling, capacity,
+//! promotion, fencing, rejoining, partitions and faults over HTTP.
+
+use super::*;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ScaleBody {
+    replicas: u32,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct PromoteBody {
+    name: Option<String>,
+    epoch: Option<u64>,
+    /// Tiers given the new primary (default: `["web"]`).
+    repoint: Option<Vec<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FenceBody {
+    name: String,
+    epoch: u64,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PartitionBody {
+    member: String,
+    peers: Vec<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SignalParams {
+    restart: Option<bool>,
+}
+
+/// The actuator API.
+pub(super) fn api(sup: Supervisor) -> Router {
+    Router::new()
+        .route("/api/v1/processes", get(|State(s): State<Supervisor>| async move { axum::Json(s.processes()) }))
+        .route("/api/v1/processes/{name}/{action}", post(process_action))
+        .route("/api/v1/scale/web", get(|State(s): State<Supervisor>| async move { axum::Json(s.scale_status()) }).put(scale))
+        .route("/api/v1/web/capacity", get(|State(s): State<Supervisor>| async move { axum::Json(lock(&s.s.capacity).clone()) }).put(capacity))
+        .route("/api/v1/db/topology", get(|State(s): State<Supervisor>| async move { axum::Json(s.db_topology()) }))
+        .route("/api/v1/db/promote", post(promote))
+        .route("/api/v1/db/fence", post(fence))
+        .route("/api/v1/db/rejoin", post(rejoin))
+        .route("/api/v1/faults/partition", axum::routing::put(partition))
+        .route("/api/v1/faults/{name}", get(get_faults).put(put_faults))
+        .fallback(crate::api::not_found)
+        .with_state(sup)
+}
+
+async fn process_action(
+    State(s): State<Supervisor>,
+    UrlPath((name, action)): UrlPath<(String, String)>,
+    Query(p): Query<SignalParams>,
+) -> Result<axum::Json<ProcInfo>, ApiError> {
+    let info = match action.as_str() {
+        "stop" => s.signal(&name, Signal::SIGTERM, false).await?,
+        "kill" => {
+            s.signal(&name, Signal::SIGKILL, p.restart.unwrap_or(true))
+                .await?
+        }
+        "start" => s.start_process(&name).await?,
+        other => {
+            return Err(ApiError::BadRequest(format!(
+                "unknown action {other:?}: use stop, kill or start"
+            )));
+        }
+    };
+    Ok(axum::Json(info))
+}
+
+async fn scale(
+    State(s): State<Supervisor>,
+    Json(b): Json<ScaleBody>,
+) -> Result<axum::Json<ScaleStatus>, ApiError> {
+    s.scale_web(b.replicas).await.map(axum::Json)
+}
+
+async fn capacity(
+    State(s): State<Supervisor>,
+    Json(c): Json<Capacity>,
+) -> Result<axum::Json<Capacity>, ApiError> {
+    s.set_capacity(c).await.map(axum::Json)
+}
+
+async fn promote(
+    State(s): State<Supervisor>,
+    body: axum::body::Bytes,
+) -> Result<axum::Json<PromoteReport>, ApiError> {
+    let b: PromoteBody = if body.iter().all(u8::is_ascii_whitespace) {
+        PromoteBody::default()
+    } else {
+        serde_json::from_slice(&body)
+            .map_err(|e| ApiError::BadRequest(format!("invalid JSON body: {e}")))?
+    };
+    let webs = match &b.repoint {
+        None => true,
+        Some(tiers) => {
+            if let Some(t) = tiers.iter().find(|t| *t != "web") {
+                return Err(ApiError::BadRequest(format!(
+                    "repoint: {t:?} is not a tier that follows the db (web)"
+                )));
+            }
+            !tiers.is_empty()
+        }
+    };
+    s.promote_repointing(b.name, b.epoch, webs)
+        .await
+        .map(axum::Json)
+}
+
+async fn fence(
+    State(s): State<Supervisor>,
+    Json(b): Json<FenceBody>,
+) -> Result<axum::Json<serde_json::Value>, ApiError> {
+    s.fence(&b.name, b.epoch).await.map(axum::Json)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RejoinBody {
+    name: String,
+}
+
+async fn rejoin(
+    State(s): State<Supervisor>,
+    Json(b): Json<RejoinBody>,
+) -> Result<axum::Json<serde_json::Value>, ApiError> {
+    s.rejoin(&b.name).await.map(axum::Json)
+}
+
+async fn partition(
+    State(s): State<Supervisor>,
+    Json(b): Json<PartitionBody>,
+) -> Result<axum::Json<serde_json::Value>, ApiError> {
+    s.partition(&b.member, b.peers).await.map(axum::Json)
+}
+
+async fn put_faults(
+    State(s): State<Supervisor>,
+    UrlPath(name): UrlPath<String>,
+    Json(b): Json<crate::fault::FaultSettings>,
+) -> Result<axum::Json<serde_json::Value>, ApiError> {
+    s.faults(&name, b).await.map(axum::Json)
+}
+
+async fn get_faults(
+    State(s): State<Supervisor>,
+    UrlPath(name): UrlPath<String>,
+) -> Result<axum::Json<serde_json::Value>, ApiError> {
+    s.faults(&name, crate::fault::FaultSettings::default())
+        .await
+        .map(axum::Json)
+}

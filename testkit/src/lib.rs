@@ -1,0 +1,33 @@
+//! keel-testkit: what Keel's tests and benches share, so each exists once.
+//!
+//! - [`free_ports`]: the environment that puts `keel up` on free ports;
+//! - [`proc`]: a child process killed and reaped when dropped, and a
+//!   free port to give one;
+//! - [`wait`]: waiting on a condition with a deadline and a message that
+//!   names what never happened, and for a port to accept connections;
+//! - [`smtp`]: a real SMTP server (Python's aiosmtpd, as `.ci/run`
+//!   installs it) and everything it received;
+//! - [`NoMetrics`]: a metric source with nothing in it, for the failover
+//!   controller tests and benches that need no autoscaling.
+//!
+//! It is a dev-dependency of the tests and a normal dependency of the
+//! `keel bench` code; nothing a user runs in production calls it. It must
+//! never depend on the collector or the stores: tests start those.
+
+pub mod free_ports;
+pub mod proc;
+pub mod smtp;
+pub mod wait;
+
+pub use proc::{Reaped, free_port};
+pub use wait::{Timeout, listening, until, within};
+
+/// A metric source with no data: the controller's failover loop needs a
+/// source, and these tests and benches scale nothing.
+pub struct NoMetrics;
+
+impl keel_controller::MetricSource for NoMetrics {
+    fn instant(&self, _: &str, _: i64) -> Result<keel_controller::run::Samples, String> {
+        Err("no metrics here".into())
+    }
+}
