@@ -250,14 +250,12 @@ impl Autoscaler {
         let mut proposed = match best {
             None => current,
             // Some metric unreadable: up only.
-            Some(p) if invalid > 0 && p < current => {
-                clamps.push(Clamp {
-                    rule: format!("no scale-down while {invalid} metric(s) cannot be read"),
-                    from: p,
-                    to: current,
-                });
-                current
-            }
+            Some(p) if invalid > 0 && p < current => held(
+                p,
+                current,
+                format!("no scale-down while {invalid} metric(s) cannot be read"),
+                &mut clamps,
+            ),
             Some(p) => p,
         };
         // Panic: demand against ready capacity.
@@ -276,20 +274,16 @@ impl Autoscaler {
         let desired = if current > s.max || (current < s.min && current > 0) {
             // Outside min/max: straight to the bound, as the HPA does.
             let to = current.clamp(s.min, s.max);
-            clamps.push(Clamp {
-                rule: format!("{} {}", if current > s.max { "max" } else { "min" }, to),
-                from: current,
-                to,
-            });
-            to
+            let bound = if current > s.max { "max" } else { "min" };
+            held(current, to, format!("{bound} {to}"), &mut clamps)
         } else if current == 0 && s.min > 0 {
             // As the HPA: a target scaled to 0 by hand is left alone.
-            clamps.push(Clamp {
-                rule: "scaled to 0 by hand: autoscaling off".into(),
-                from: proposed,
-                to: 0,
-            });
-            0
+            held(
+                proposed,
+                0,
+                "scaled to 0 by hand: autoscaling off".into(),
+                &mut clamps,
+            )
         } else if panic {
             let want = needed.unwrap_or(0).max(proposed).max(current);
             if want != proposed {
@@ -303,15 +297,12 @@ impl Autoscaler {
                         )
                     })
                     .unwrap_or_default();
-                clamps.push(Clamp {
-                    rule: format!(
-                        "panic: demand needs {} (≥ {}× the {ready} ready); no scale-down{reverses}",
-                        needed.map_or("more".into(), |n| n.to_string()),
-                        s.panic_threshold
-                    ),
-                    from: proposed,
-                    to: want,
-                });
+                let rule = format!(
+                    "panic: demand needs {} (≥ {}× the {ready} ready); no scale-down{reverses}",
+                    needed.map_or("more".into(), |n| n.to_string()),
+                    s.panic_threshold
+                );
+                held(proposed, want, rule, &mut clamps);
             }
             proposed = want;
             // The stabilization history still hears of it.
@@ -441,24 +432,8 @@ impl Autoscaler {
         // horizon (warm-up plus buffer), or it would come straight back.
         if apply && d.desired < d.current && want > d.desired {
             let to = want.min(d.current);
-            let clamp = Clamp {
-                rule: "forecast: the next warm-up plus buffer needs them".into(),
-                from: d.desired,
-                to,
-            };
-            if let Some(i) = d.explanation.find(':') {
-                d.explanation = format!(
-                    "{}{}; {} → {} by {}",
-                    verb(d.current, to),
-                    &d.explanation[i..],
-                    clamp.from,
-                    clamp.to,
-                    clamp.rule
-                );
-            }
-            d.clamps.push(clamp);
-            d.desired = to;
-            self.history.note(d.at_ms, to);
+            let rule = "forecast: the next warm-up plus buffer needs them";
+            self.retarget(d, to, rule, true);
             f.applied = want > to;
         }
         let when = humantime::format_rfc3339_seconds(keel_core::clock::from_unix_ms(f.at_ms));
@@ -471,21 +446,29 @@ impl Autoscaler {
         );
         line.push_str(&jitter);
         if f.applied {
-            d.clamps.push(Clamp {
-                rule: "predictive: capacity ahead of the forecast".into(),
-                from: d.desired,
-                to: want,
-            });
-            d.desired = want;
-            self.history.note(d.at_ms, want);
-            if let Some(i) = d.explanation.find(':') {
-                d.explanation = format!("{}{}", verb(d.current, want), &d.explanation[i..]);
-            }
+            self.retarget(d, want, "predictive: capacity ahead of the forecast", false);
         } else if !apply {
             line.push_str(" (forecast only)");
         }
         d.explanation.push_str(&line);
         d.forecast = Some(f);
+    }
+
+    /// The forecast moves the decision to `to` by `rule`: the clamp is
+    /// noted, the stabilization history hears of it, and the explanation's
+    /// verb (and, when `say`, the rule) follows.
+    fn retarget(&mut self, d: &mut Decision, to: u32, rule: &str, say: bool) {
+        if let Some(i) = d.explanation.find(':') {
+            let by = if say {
+                format!("; {} → {to} by {rule}", d.desired)
+            } else {
+                String::new()
+            };
+            d.explanation = format!("{}{}{by}", verb(d.current, to), &d.explanation[i..]);
+        }
+        held(d.desired, to, rule.into(), &mut d.clamps);
+        d.desired = to;
+        self.history.note(d.at_ms, to);
     }
 }
 

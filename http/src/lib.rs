@@ -6,8 +6,8 @@
 //! declared length, and the worker pool that keeps CPU-heavy handlers
 //! off the async runtime.
 //!
-//! It must never depend on another Keel crate but `keel-core`: stores,
-//! engines and the server depend on it.
+//! It must never depend on another Keel crate: stores, engines and the
+//! server depend on it.
 
 pub mod gzip;
 pub mod workers;

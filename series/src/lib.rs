@@ -7,7 +7,7 @@
 //! tested over a vector of series and could later read a remote store.
 //!
 //! It must never depend on a store, an engine, HTTP or any other Keel
-//! crate but `keel-core`: everything else depends on it.
+//! crate: everything else depends on it.
 
 pub mod labels;
 pub mod varint;

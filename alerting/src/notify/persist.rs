@@ -82,22 +82,46 @@ impl NotifyPersist {
     /// Put `saved` back into `router`; the persister that saves what
     /// changes from now on.
     pub fn restore(writer: Writer, saved: &Saved, router: &mut Router) -> Self {
-        let mut orphans = Vec::new();
+        // What was read back is what is saved, under the key the next sync
+        // would write it at; a record under another key is put back too,
+        // deleted there and written again under its own (it is left out of
+        // what is saved, so the next sync writes it); a record that does
+        // not parse is deleted.
+        let mut me = Self {
+            writer,
+            sent: HashMap::new(),
+            groups: HashMap::new(),
+            tickets: HashMap::new(),
+            silences: HashMap::new(),
+            orphans: Vec::new(),
+        };
         let mut tickets: Vec<Ticket> = Vec::new();
         for (k, d) in &saved.tickets {
-            match parse::<Ticket>("ticket", k, d) {
-                Some(t) if number_key(t.id) == *k => tickets.push(t),
-                _ => orphans.push((Table::Tickets, k.clone())),
+            let Some(t) = parse::<Ticket>("ticket", k, d) else {
+                me.orphans.push((Table::Tickets, k.clone()));
+                continue;
+            };
+            if number_key(t.id) == *k {
+                me.tickets.insert(t.id, t.clone());
+            } else {
+                me.orphans.push((Table::Tickets, k.clone()));
             }
+            tickets.push(t);
         }
         tickets.sort_by_key(|t| t.id);
         router.tickets = tickets;
         let mut silences: Vec<Silence> = Vec::new();
         for (k, d) in &saved.silences {
-            match parse::<Silence>("silence", k, d) {
-                Some(s) if number_key(s.id) == *k => silences.push(s),
-                _ => orphans.push((Table::Silences, k.clone())),
+            let Some(s) = parse::<Silence>("silence", k, d) else {
+                me.orphans.push((Table::Silences, k.clone()));
+                continue;
+            };
+            if number_key(s.id) == *k {
+                me.silences.insert(s.id, s.clone());
+            } else {
+                me.orphans.push((Table::Silences, k.clone()));
             }
+            silences.push(s);
         }
         silences.sort_by_key(|s| s.id);
         router.silences = silences;
@@ -105,24 +129,26 @@ impl NotifyPersist {
             if let Some(g) = k.strip_prefix(GROUP) {
                 match parse::<GroupSent>("routing group", k, d) {
                     Some(s) => {
+                        me.groups.insert(g.to_owned(), s.clone());
                         router.groups.insert(g.to_owned(), s);
                     }
-                    None => orphans.push((Table::Routing, k.clone())),
+                    None => me.orphans.push((Table::Routing, k.clone())),
                 }
                 continue;
             }
             let labels: Option<BTreeMap<String, String>> = parse("routing key", k, k);
             let sent: Option<Sent> = parse("routing", k, d);
-            match (labels, sent) {
-                (Some(l), Some(s)) => {
-                    let l: Vec<(String, String)> = l.into_iter().collect();
-                    if sent_key(&l) != *k {
-                        orphans.push((Table::Routing, k.clone()));
-                    }
-                    router.sent.insert(l, s);
-                }
-                _ => orphans.push((Table::Routing, k.clone())),
+            let (Some(l), Some(s)) = (labels, sent) else {
+                me.orphans.push((Table::Routing, k.clone()));
+                continue;
+            };
+            let l: Vec<(String, String)> = l.into_iter().collect();
+            if sent_key(&l) == *k {
+                me.sent.insert(l.clone(), s.clone());
+            } else {
+                me.orphans.push((Table::Routing, k.clone()));
             }
+            router.sent.insert(l, s);
         }
         let n = router.sent.len() + router.tickets.len() + router.silences.len();
         if n > 0 {
@@ -133,23 +159,7 @@ impl NotifyPersist {
                 "routing state restored from the state store"
             );
         }
-        // What was read back is what is saved.
-        Self {
-            writer,
-            sent: router
-                .sent
-                .iter()
-                .map(|(k, v)| (k.clone(), v.clone()))
-                .collect(),
-            groups: router
-                .groups
-                .iter()
-                .map(|(k, v)| (k.clone(), v.clone()))
-                .collect(),
-            tickets: router.tickets.iter().map(|t| (t.id, t.clone())).collect(),
-            silences: router.silences.iter().map(|s| (s.id, s.clone())).collect(),
-            orphans,
-        }
+        me
     }
 
     /// Save what changed in `router` since the last call: only entries
@@ -225,8 +235,9 @@ fn sync_map<'a, K, V>(
 {
     let mut seen: HashSet<&K> = HashSet::new();
     for (k, v) in now {
-        seen.insert(k);
-        if saved.get(k) == Some(v) {
+        // Two entries under one key (ids in foreign data): the first is
+        // the one saved, so a sync does not write both every time.
+        if !seen.insert(k) || saved.get(k) == Some(v) {
             continue;
         }
         match serde_json::to_string(v) {
@@ -270,12 +281,19 @@ mod tests {
         let url = keel_state::sqlite_url(&dir.path().join("state.db"));
         let store = Arc::new(StateStore::open(&url).await.expect("open"));
         let w = store.writer();
-        // Saved before: a group record that does not parse.
+        // Saved before: a group record that does not parse, and an
+        // alert's record under a key written another way (a space).
         w.send(Op::Put {
             table: Table::Routing,
             key: "group:old".into(),
             at_ms: 1,
             doc: "not json".into(),
+        });
+        w.send(Op::Put {
+            table: Table::Routing,
+            key: r#"{"alertname": "A"}"#.into(),
+            at_ms: 1,
+            doc: serde_json::to_string(&Sent::default()).expect("json"),
         });
         w.flush().await.expect("flush");
         let saved = Saved {
@@ -295,10 +313,12 @@ mod tests {
         p.sync(1_000, &router);
         w.flush().await.expect("flush");
         let rows = store.load(Table::Routing).await.expect("load");
+        let a_labels = vec![("alertname".to_owned(), "A".to_owned())];
+        assert_eq!(router.sent.get(&a_labels), Some(&Sent::default()));
         assert_eq!(
             keys(&rows),
-            ["group:a", "group:b"],
-            "the unparseable one is gone"
+            ["group:a", "group:b", r#"{"alertname":"A"}"#],
+            "the unparseable one is gone; the alert's is kept under its own key"
         );
 
         // Only b changes: only b is written again.
@@ -318,7 +338,7 @@ mod tests {
         p.sync(4_000, &router);
         w.flush().await.expect("flush");
         let rows = store.load(Table::Routing).await.expect("load");
-        assert_eq!(keys(&rows), ["group:b"]);
+        assert_eq!(keys(&rows), ["group:b", r#"{"alertname":"A"}"#]);
         let written = store
             .load_between(Table::Routing, 3_000, 4_000, 10)
             .await

@@ -275,6 +275,7 @@ async fn a_collector_outage_loses_no_scrape_and_doubles_none() {
 
 #[test]
 fn install_writes_a_loadable_config_and_a_unit_and_uninstall_removes_them() {
+    let _turn = crate::common::heavy_blocking();
     let dir = tempfile::tempdir().expect("tempdir");
     let config = dir.path().join("etc/keel/agent.yaml");
     let unit = dir.path().join("systemd/keel-agent.service");

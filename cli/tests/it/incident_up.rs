@@ -240,6 +240,7 @@ async fn the_shortest_scenario_runs_live_and_its_expectations_hold_live_and_in_r
 
 #[test]
 fn every_shipped_scenario_replays_its_committed_bundle_with_its_expectations() {
+    let _turn = crate::common::heavy_blocking();
     let root = incidents().join("..");
     let o = Command::new(KEEL)
         .args(["scenario", "replay"])

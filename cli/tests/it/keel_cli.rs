@@ -418,6 +418,7 @@ fn invalid_profile_fails_at_start_naming_file_and_line() {
 
 #[test]
 fn keel_load_reports_a_summary_as_json() {
+    let _turn = crate::common::heavy_blocking();
     // Against a port nothing listens on: every request fails to connect,
     // and the summary says so instead of hanging or crashing.
     let dir = tempfile::tempdir().expect("tempdir");
@@ -478,6 +479,7 @@ fn rules_check_reports_every_problem_with_file_line_column_and_rules_test_runs()
 
 #[test]
 fn silences_are_made_listed_and_expired_from_the_command_line() {
+    let _turn = crate::common::heavy_blocking();
     let dir = tempfile::tempdir().expect("tempdir");
     let (mut collector, _, api) = spawn_collector(dir.path(), 0, 0);
     let run = |args: &[&str]| {

@@ -131,6 +131,7 @@ fn write_rules(dir: &Path, name: &str, threshold: f64) -> String {
 
 #[test]
 fn replay_is_repeatable_and_times_the_alert_from_recorded_arrivals_and_ticks() {
+    let _turn = crate::common::heavy_blocking();
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("ramp.keelinc");
     bundle().write(&path).expect("write bundle");
@@ -174,6 +175,7 @@ fn replay_is_repeatable_and_times_the_alert_from_recorded_arrivals_and_ticks() {
 
 #[test]
 fn a_what_if_diff_shows_the_tightened_rule_earlier_and_the_loosened_one_missing() {
+    let _turn = crate::common::heavy_blocking();
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("ramp.keelinc");
     bundle().write(&path).expect("write bundle");
@@ -218,6 +220,7 @@ fn a_what_if_diff_shows_the_tightened_rule_earlier_and_the_loosened_one_missing(
 
 #[test]
 fn a_failed_expectation_fails_the_replay_naming_it() {
+    let _turn = crate::common::heavy_blocking();
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("ramp.keelinc");
     bundle().write(&path).expect("write bundle");
@@ -255,6 +258,7 @@ fn a_failed_expectation_fails_the_replay_naming_it() {
 
 #[test]
 fn damaged_bundles_and_missing_rules_are_refused_by_name() {
+    let _turn = crate::common::heavy_blocking();
     let dir = tempfile::tempdir().expect("tempdir");
     let good = dir.path().join("ramp.keelinc");
     bundle().write(&good).expect("write bundle");
@@ -357,6 +361,7 @@ fn failover_target(threshold: u32) -> serde_json::Value {
 
 #[test]
 fn failover_is_decided_again_from_the_recorded_probe_rounds() {
+    let _turn = crate::common::heavy_blocking();
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("db.keelinc");
     failover_bundle().write(&path).expect("write bundle");
@@ -409,6 +414,7 @@ fn failover_is_decided_again_from_the_recorded_probe_rounds() {
 
 #[test]
 fn score_says_which_incidents_a_rule_caught_and_how_early() {
+    let _turn = crate::common::heavy_blocking();
     let dir = tempfile::tempdir().expect("tempdir");
     let mut b = bundle();
     // The outage began at +16:00.

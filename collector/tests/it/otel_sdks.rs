@@ -19,6 +19,7 @@ fn now_ms() -> u64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_rust_opentelemetry_otlp_exporter_sends_and_promql_reads_back() {
+    let _turn = crate::common::turn().await;
     let dir = tempfile::tempdir().expect("tempdir");
     let c = collector(dir.path()).await;
     let endpoint = format!("http://{}/v1/metrics", c.otlp_http);
@@ -64,21 +65,25 @@ async fn the_rust_opentelemetry_otlp_exporter_sends_and_promql_reads_back() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_python_opentelemetry_sdk_over_http_sends_and_promql_reads_back() {
+    let _turn = crate::common::turn().await;
     python_sdk_roundtrip("http").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_python_opentelemetry_sdk_over_grpc_sends_and_promql_reads_back() {
+    let _turn = crate::common::turn().await;
     python_sdk_roundtrip("grpc").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_python_sdk_sends_a_trace_and_its_log_over_http() {
+    let _turn = crate::common::turn().await;
     python_trace_roundtrip("http").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_python_sdk_sends_a_trace_and_its_log_over_grpc() {
+    let _turn = crate::common::turn().await;
     python_trace_roundtrip("grpc").await;
 }
 
@@ -230,6 +235,7 @@ async fn python_sdk_roundtrip(transport: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_rust_sdk_sends_a_trace_and_its_log() {
+    let _turn = crate::common::turn().await;
     use opentelemetry::logs::{LogRecord as _, Logger as _, LoggerProvider as _, Severity};
     use opentelemetry::trace::{TraceContextExt as _, Tracer as _, TracerProvider as _};
     let dir = tempfile::tempdir().expect("tempdir");
@@ -315,6 +321,7 @@ async fn trace_when_complete(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_rust_exporter_over_grpc_with_gzip_sends_and_promql_reads_back() {
+    let _turn = crate::common::turn().await;
     let dir = tempfile::tempdir().expect("tempdir");
     let c = collector(dir.path()).await;
     let endpoint = format!("http://{}", c.otlp_grpc);

@@ -32,6 +32,7 @@ async fn until<T>(what: &str, f: impl AsyncFnMut() -> Option<T>) -> T {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_p0_page_is_retried_while_smtp_is_down_and_delivered_when_it_returns() {
+    let _turn = crate::common::turn().await;
     if std::env::var("KEEL_TEST_SMTP").as_deref() != Ok("1") {
         eprintln!("skipped: set KEEL_TEST_SMTP=1 (needs `pip install aiosmtpd`)");
         return;

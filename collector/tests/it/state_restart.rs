@@ -273,11 +273,13 @@ fn restart_keeps_state(state: &str) {
 
 #[test]
 fn a_restarted_collector_keeps_alerts_pages_and_silences_in_sqlite() {
+    let _turn = crate::common::turn_blocking();
     restart_keeps_state("");
 }
 
 #[test]
 fn a_restarted_collector_keeps_alerts_pages_and_silences_in_postgres() {
+    let _turn = crate::common::turn_blocking();
     if !keel_state::testing::postgres_enabled() {
         eprintln!("skipped: set KEEL_TEST_POSTGRES=1 to run against PostgreSQL");
         return;

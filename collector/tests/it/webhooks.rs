@@ -14,6 +14,7 @@ use serde_json::Value;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_page_reaches_a_webhook_that_fails_twice_then_its_resolution() {
+    let _turn = crate::common::turn().await;
     let got: Arc<Mutex<Vec<Value>>> = Arc::default();
     let calls = Arc::new(AtomicUsize::new(0));
     let (g, c) = (got.clone(), calls.clone());
