@@ -299,10 +299,13 @@ pub(crate) fn policy(sc: &Scenario, name: &str, kind: Kind, actuator: ActuatorCo
     // soonest a scraped counter shows a burst; a rate over a short
     // window (Knative's panic window is 6 s) would see only part of it
     // for the window's length.
-    let burst = format!(
-        "sum(irate(lb_requests_received_total{{tier=\"lb\"}}[{}]))",
-        secs(sc.burst_window)
-    );
+    let arrivals = |rate: &str, window: Duration| {
+        format!(
+            "sum({rate}(lb_requests_received_total{{tier=\"lb\"}}[{}]))",
+            secs(window)
+        )
+    };
+    let burst = arrivals("irate", sc.burst_window);
     let keel = matches!(kind, Kind::Keel);
     // Keel's reactive rule reads demand too: requests arriving at the lb
     // over the rate window. The web tier's completions (the HPA's metric,
@@ -310,10 +313,7 @@ pub(crate) fn policy(sc: &Scenario, name: &str, kind: Kind, actuator: ActuatorCo
     // exceed what the instances serve, so they hide a burst's size while
     // it lasts and overstate demand while its backlog drains after it.
     let reactive = if keel {
-        format!(
-            "sum(rate(lb_requests_received_total{{tier=\"lb\"}}[{}]))",
-            secs(sc.rate_window)
-        )
+        arrivals("rate", sc.rate_window)
     } else {
         q.clone()
     };

@@ -5,6 +5,7 @@
 //!   free port to give one;
 //! - [`wait`]: waiting on a condition with a deadline and a message that
 //!   names what never happened, and for a port to accept connections;
+//! - [`turn`]: one turn at a time for tests that start processes;
 //! - [`smtp`]: a real SMTP server (Python's aiosmtpd, as `.ci/run`
 //!   installs it) and everything it received;
 //! - [`NoMetrics`]: a metric source with nothing in it, for the failover
@@ -17,6 +18,7 @@
 pub mod free_ports;
 pub mod proc;
 pub mod smtp;
+pub mod turn;
 pub mod wait;
 
 pub use proc::{Reaped, free_port};

@@ -21,19 +21,9 @@ use tokio::sync::watch;
 pub const KEEL: &str = env!("CARGO_BIN_EXE_keel");
 
 /// Tests that run a whole sample app take turns: on two cores, several at
-/// once would make health-check timing meaningless.
-/// All the integration tests are one binary, so this lock spans every
-/// file: a test that starts processes takes it first.
-pub async fn heavy() -> tokio::sync::MutexGuard<'static, ()> {
-    HEAVY.lock().await
-}
-
-/// [`heavy`] for a test without an async runtime.
-pub fn heavy_blocking() -> tokio::sync::MutexGuard<'static, ()> {
-    HEAVY.blocking_lock()
-}
-
-static HEAVY: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+/// once would make health-check timing meaningless. All the integration
+/// tests are one binary, so the turn spans every file.
+pub use keel_testkit::turn::{take as heavy, take_blocking as heavy_blocking};
 
 /// Health interval used by the tests (the default is 1 s).
 pub const HEALTH_INTERVAL: Duration = Duration::from_millis(250);

@@ -245,13 +245,4 @@ pub fn x(c: &Running, instance: &str, t: std::time::SystemTime, v: f64) {
 /// Tests that time retries or run SDK processes take turns: the
 /// integration tests are one binary, so others would otherwise run
 /// beside them on two cores.
-pub async fn turn() -> tokio::sync::MutexGuard<'static, ()> {
-    TURN.lock().await
-}
-
-/// [`turn`] for a test without an async runtime.
-pub fn turn_blocking() -> tokio::sync::MutexGuard<'static, ()> {
-    TURN.blocking_lock()
-}
-
-static TURN: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+pub use keel_testkit::turn::{take as turn, take_blocking as turn_blocking};
