@@ -90,10 +90,7 @@ pub fn run(args: RulesBenchArgs) -> anyhow::Result<()> {
             .next()
             .ok_or_else(|| anyhow::anyhow!("no group"))?,
     );
-    let source = keel_alerting::rules::source::StoreSource {
-        store: store.clone(),
-        logs: None,
-    };
+    let source = keel_alerting::rules::source::StoreSource::new(store.clone(), None);
     let at = t0 + (steps as i64 - 1) * 15_000;
     let ext = BTreeMap::new();
     let mut rule_times = Vec::new();

@@ -359,10 +359,7 @@ pub async fn start_controller(
     std::sync::Arc<keel_controller::Controller>,
 )> {
     let source = std::sync::Arc::new(keel_replay::StoreMetrics(
-        keel_alerting::rules::source::StoreSource {
-            store: collector.store.clone(),
-            logs: None,
-        },
+        keel_alerting::rules::source::StoreSource::new(collector.store.clone(), None),
     ));
     let writer = collector.state.as_ref().map(|(_, w)| w.clone());
     let c = keel_controller::Controller::new(config, source, clock.clone(), writer);

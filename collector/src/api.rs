@@ -13,19 +13,20 @@ use axum::routing::get;
 use keel_core::clock::SharedClock;
 use serde_json::{Value as Json, json};
 
-use keel_http::{bad, fail, ok, param, params, parse_step, parse_time};
+use keel_http::{bad, check_range, fail, ok, param, params, parse_step, parse_time};
 use keel_metricstore::{Matcher, Store};
-use keel_promql::{Engine, EvalError, QueryRange, Value, format_value};
+use keel_promql::{Engine, EvalError, QueryGate, QueryRange, Value, format_value};
 use keel_series::labels::Labels;
 
 #[derive(Clone)]
 struct Api {
     store: Arc<Store>,
     clock: SharedClock,
+    gate: QueryGate,
 }
 
-/// The API routes.
-pub fn routes(store: Arc<Store>, clock: SharedClock) -> Router {
+/// The API routes; queries go through `gate` (its limits and slots).
+pub fn routes(store: Arc<Store>, clock: SharedClock, gate: QueryGate) -> Router {
     Router::new()
         .route("/api/v1/query", get(query).post(query))
         .route("/api/v1/query_range", get(query_range).post(query_range))
@@ -34,7 +35,7 @@ pub fn routes(store: Arc<Store>, clock: SharedClock) -> Router {
         .route("/api/v1/label/{name}/values", get(label_values))
         .route("/api/v1/status/buildinfo", get(buildinfo))
         .route("/api/v1/status/keel", get(keel_status))
-        .with_state(Api { store, clock })
+        .with_state(Api { store, clock, gate })
 }
 
 fn metric_json(l: &Labels) -> Json {
@@ -60,13 +61,22 @@ fn matrix_json(series: &[keel_promql::RangeSeries]) -> Json {
     })
 }
 
+/// A query's error with Prometheus' status and error type.
 fn eval_error(e: EvalError) -> Response {
-    match e {
-        EvalError::Parse(_) | EvalError::Unsupported(_) => bad(e.to_string()),
-        EvalError::Execution(_) => {
-            fail(StatusCode::UNPROCESSABLE_ENTITY, "execution", e.to_string())
+    let (status, kind) = match e {
+        EvalError::Parse(_) | EvalError::Unsupported(_) => return bad(e.to_string()),
+        EvalError::Execution(_) | EvalError::TooManySamples(_) => {
+            (StatusCode::UNPROCESSABLE_ENTITY, "execution")
         }
-    }
+        EvalError::Timeout(_) => (StatusCode::SERVICE_UNAVAILABLE, "timeout"),
+        // Nginx's "client closed request", as Prometheus answers it.
+        EvalError::Canceled(_) => (
+            StatusCode::from_u16(499).unwrap_or(StatusCode::BAD_REQUEST),
+            "canceled",
+        ),
+        EvalError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
+    };
+    fail(status, kind, e.to_string())
 }
 
 async fn query(
@@ -84,9 +94,12 @@ async fn query(
         Err(e) => return bad(e),
     };
     let (store, expr) = (api.store.clone(), expr.to_owned());
-    let result = tokio::task::spawn_blocking(move || Engine::new(&store).instant(&expr, t)).await;
+    let result = api
+        .gate
+        .run(move |budget| Engine::with_budget(&store, budget).instant(&expr, t))
+        .await;
     match result {
-        Ok(Ok(v)) => ok(match v {
+        Ok(v) => ok(match v {
             Value::Scalar(x) => json!({ "resultType": "scalar", "result": point(t, x) }),
             Value::String(s) => json!({ "resultType": "string", "result": [t as f64 / 1000.0, s] }),
             Value::Vector(v) => json!({
@@ -95,13 +108,9 @@ async fn query(
             }),
             Value::Matrix(m) => matrix_json(&m),
         }),
-        Ok(Err(e)) => eval_error(e),
-        Err(e) => fail(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()),
+        Err(e) => eval_error(e),
     }
 }
-
-/// Most points a range query may return per series, as in Prometheus.
-const MAX_POINTS: i64 = 11_000;
 
 async fn query_range(
     State(api): State<Api>,
@@ -118,12 +127,7 @@ async fn query_range(
         let start = parse_time(get("start")?)?;
         let end = parse_time(get("end")?)?;
         let step = parse_step(get("step")?)?;
-        if end < start {
-            return Err("end timestamp must not be before start time".into());
-        }
-        if (end - start) / step > MAX_POINTS {
-            return Err("exceeded maximum resolution of 11,000 points per timeseries. Try decreasing the query resolution (?step=XX)".into());
-        }
+        check_range(start, end, step)?;
         Ok(QueryRange { start, end, step })
     })();
     let range = match range {
@@ -131,10 +135,13 @@ async fn query_range(
         Err(e) => return bad(e),
     };
     let (store, expr) = (api.store.clone(), expr.to_owned());
-    match tokio::task::spawn_blocking(move || Engine::new(&store).range(&expr, range)).await {
-        Ok(Ok(series)) => ok(matrix_json(&series)),
-        Ok(Err(e)) => eval_error(e),
-        Err(e) => fail(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()),
+    let result = api
+        .gate
+        .run(move |budget| Engine::with_budget(&store, budget).range(&expr, range))
+        .await;
+    match result {
+        Ok(series) => ok(matrix_json(&series)),
+        Err(e) => eval_error(e),
     }
 }
 
@@ -215,9 +222,16 @@ async fn label_values(State(api): State<Api>, Path(name): Path<String>) -> Respo
     ok(json!(api.store.label_values(&name)))
 }
 
-/// Store sizes: series, samples, compressed chunk bytes, WAL bytes, blocks.
+/// Store sizes (series, samples, compressed chunk bytes, WAL bytes,
+/// blocks), the queries running now and the limits they run under, and
+/// rule evaluations that panicked.
 async fn keel_status(State(api): State<Api>) -> Response {
-    ok(json!({ "store": api.store.stats(), "blocks": api.store.blocks().len() }))
+    ok(json!({
+        "store": api.store.stats(),
+        "blocks": api.store.blocks().len(),
+        "queries": { "running": api.gate.running(), "limits": api.gate.limits() },
+        "rules": { "evaluation_panics": keel_alerting::rules::engine::guard::panics() },
+    }))
 }
 
 async fn buildinfo() -> Response {

@@ -84,6 +84,9 @@ pub struct CollectorConfig {
     pub dashboards: PathBuf,
     /// Incident bundles: where they go, and recording around every P0.
     pub incidents: keel_incident::IncidentsConfig,
+    /// What one query may cost (Prometheus' `--query.*` flags): the API's,
+    /// the dashboards' and the rules'.
+    pub query: keel_promql::QueryLimits,
 }
 
 impl Default for CollectorConfig {
@@ -113,6 +116,7 @@ impl Default for CollectorConfig {
             dashboards: PathBuf::from("dashboards"),
             otlp: crate::ingest::otlp::Translation::default(),
             incidents: keel_incident::IncidentsConfig::default(),
+            query: keel_promql::QueryLimits::default(),
         }
     }
 }
@@ -168,6 +172,7 @@ impl keel_core::config::Validate for CollectorConfig {
         self.rules.validate(problems);
         self.notify.validate(problems);
         self.incidents.validate(problems);
+        self.query.validate("collector.query", problems);
     }
 }
 
@@ -368,6 +373,7 @@ pub async fn start(config: &CollectorConfig, clock: SharedClock) -> Result<Runni
         Box::new(keel_alerting::rules::source::StoreSource {
             store: store.clone(),
             logs: Some(logs.clone()),
+            limits: config.query.clone(),
         }),
         clock.clone(),
     )
@@ -470,14 +476,16 @@ pub async fn start(config: &CollectorConfig, clock: SharedClock) -> Result<Runni
     );
     let library = keel_dashboards::Library::open(&dashboards_dir);
     library.watch(clock.clone(), std::time::Duration::from_secs(2));
+    let gate = keel_promql::QueryGate::new(config.query.clone());
     let dashboards = keel_dashboards::api::DashboardApi {
         library,
+        gate: gate.clone(),
         store: store.clone(),
         logs: logs.clone(),
         state: state.as_ref().map(|(s, _)| s.clone()),
         clock: clock.clone(),
     };
-    let api_routes = crate::api::routes(store.clone(), clock.clone())
+    let api_routes = crate::api::routes(store.clone(), clock.clone(), gate)
         .merge(keel_dashboards::api::routes(dashboards))
         .merge(keel_dashboards::assets::routes())
         .merge(crate::ingest::remote_write::routes(

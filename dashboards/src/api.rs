@@ -28,6 +28,8 @@ use keel_promql::{Engine, QueryRange};
 pub struct DashboardApi {
     /// The dashboards.
     pub library: Arc<Library>,
+    /// Panel queries run through it (the collector's query limits).
+    pub gate: keel_promql::QueryGate,
     /// Metrics.
     pub store: Arc<Store>,
     /// Logs (for `logs` panels).
@@ -188,10 +190,8 @@ fn window(p: &[(String, String)], now: i64) -> Result<QueryRange, String> {
     let step = param(p, "step")
         .map(parse_step)
         .transpose()?
-        .unwrap_or(((end - start) / 300).max(1000));
-    if (end - start) / step > 11_000 {
-        return Err("more than 11,000 points a series: use a larger step".into());
-    }
+        .unwrap_or((end.saturating_sub(start) / 300).max(1000));
+    keel_http::check_range(start, end, step)?;
     Ok(QueryRange { start, end, step })
 }
 
@@ -216,6 +216,7 @@ fn evaluate(
     panel: &Panel,
     vars: &BTreeMap<String, String>,
     range: QueryRange,
+    budget: &keel_promql::Budget,
 ) -> Result<Json, String> {
     let value_of = |n: &str| -> Option<String> {
         match n {
@@ -249,7 +250,7 @@ fn evaluate(
     let mut exprs = Vec::new();
     for (i, q) in panel.queries.iter().enumerate() {
         let expr = substitute(&q.expr, &value_of);
-        match Engine::new(&api.store).range(&expr, range) {
+        match Engine::with_budget(&api.store, budget.clone()).range(&expr, range) {
             Ok(result) => {
                 for s in result {
                     let mut values: Vec<Option<f64>> = vec![None; n];
@@ -298,18 +299,23 @@ async fn respond(
         Ok(r) => r,
         Err(e) => return bad(e),
     };
-    let work = tokio::task::spawn_blocking(move || {
-        let vars = d
-            .variables
-            .iter()
-            .map(|v| (v.name.clone(), pick(v, &p, || values_of(&api, v))))
-            .collect();
-        evaluate(&api, &panel, &vars, range)
-    })
-    .await;
+    let gate = api.gate.clone();
+    let work = gate
+        .run(move |budget| {
+            let vars = d
+                .variables
+                .iter()
+                .map(|v| (v.name.clone(), pick(v, &p, || values_of(&api, v))))
+                .collect();
+            Ok(evaluate(&api, &panel, &vars, range, &budget))
+        })
+        .await;
     match work {
         Ok(Ok(v)) => ok(v),
         Ok(Err(e)) => fail(StatusCode::UNPROCESSABLE_ENTITY, "execution", e),
+        Err(e @ keel_promql::EvalError::Timeout(_)) => {
+            fail(StatusCode::SERVICE_UNAVAILABLE, "timeout", e.to_string())
+        }
         Err(e) => fail(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()),
     }
 }

@@ -60,10 +60,12 @@ pub fn param<'a>(p: &'a [(String, String)], name: &str) -> Option<&'a str> {
 /// A time as Prometheus accepts it: Unix seconds (float) or RFC 3339.
 pub fn parse_time(s: &str) -> Result<i64, String> {
     if let Ok(f) = s.parse::<f64>() {
-        if !f.is_finite() {
-            return Err(format!("invalid time {s:?}"));
+        // Beyond what milliseconds in an i64 hold (±292 million years).
+        let ms = (f * 1000.0).round();
+        if !ms.is_finite() || ms.abs() >= i64::MAX as f64 {
+            return Err(format!("cannot parse {s:?} to a valid timestamp"));
         }
-        return Ok((f * 1000.0).round() as i64);
+        return Ok(ms as i64);
     }
     humantime::parse_rfc3339_weak(s)
         .map(|t| {
@@ -74,17 +76,43 @@ pub fn parse_time(s: &str) -> Result<i64, String> {
         .map_err(|_| format!("cannot parse {s:?} to a valid timestamp"))
 }
 
-/// A duration: float seconds or a Prometheus duration (`15s`, `1m`).
+/// A query resolution step (ms): float seconds or a Prometheus duration
+/// (`15s`, `1m`). Zero, negative, or under a millisecond (what Keel's
+/// millisecond timestamps can step by) is refused with Prometheus' words.
 pub fn parse_step(s: &str) -> Result<i64, String> {
-    if let Ok(f) = s.parse::<f64>() {
-        if f.is_finite() && f > 0.0 {
-            return Ok((f * 1000.0).round() as i64);
-        }
-        return Err(format!("invalid step {s:?}: must be a positive duration"));
+    let ms = match s.parse::<f64>() {
+        Ok(f) if f.is_finite() => (f * 1000.0).round(),
+        Ok(_) => return Err(format!("cannot parse {s:?} to a valid duration")),
+        Err(_) => promql_parser::util::parse_duration(s)
+            .map(|d| d.as_millis() as f64)
+            .map_err(|e| format!("cannot parse {s:?} to a valid duration: {e}"))?,
+    };
+    if ms < 1.0 {
+        return Err(
+            "invalid parameter \"step\": zero or negative query resolution step widths are not accepted. Try a positive integer".into(),
+        );
     }
-    promql_parser::util::parse_duration(s)
-        .map(|d| d.as_millis() as i64)
-        .map_err(|e| format!("cannot parse {s:?} to a valid duration: {e}"))
+    Ok(ms.min(i64::MAX as f64) as i64)
+}
+
+/// Most points a range query may return per series, as in Prometheus.
+pub const MAX_POINTS: i128 = 11_000;
+
+/// Check a range query's `start`, `end` and `step` (ms) as Prometheus
+/// does, without overflow whatever the values.
+pub fn check_range(start: i64, end: i64, step: i64) -> Result<(), String> {
+    if step <= 0 {
+        return Err("invalid parameter \"step\": zero or negative query resolution step widths are not accepted. Try a positive integer".into());
+    }
+    if end < start {
+        return Err(
+            "invalid parameter \"end\": end timestamp must not be before start time".into(),
+        );
+    }
+    if (i128::from(end) - i128::from(start)) / i128::from(step) > MAX_POINTS {
+        return Err("exceeded maximum resolution of 11,000 points per timeseries. Try decreasing the query resolution (?step=XX)".into());
+    }
+    Ok(())
 }
 
 /// The body length a request declares (Content-Length), if any.

@@ -59,6 +59,7 @@ impl View {
         ));
         let api = DashboardApi {
             library: keel_dashboards::Library::open(&dashboards),
+            gate: keel_promql::QueryGate::default(),
             store,
             logs: Arc::new(logs),
             state: None,

@@ -18,6 +18,7 @@ use super::EvalError;
 use super::aggregate::{Grouping, aggregate};
 use super::binary::{self, Matching};
 use super::functions;
+use super::limits::{Budget, EXECUTION, SUBQUERY};
 use super::value::{RangeSeries, Sample, Value};
 use keel_core::stale::is_stale;
 use keel_series::labels::{Labels, NAME};
@@ -41,10 +42,11 @@ pub struct QueryRange {
 pub struct Engine<'a> {
     store: &'a dyn Queryable,
     lookback: i64,
+    budget: Budget,
 }
 
 fn dur_ms(d: Duration) -> i64 {
-    d.as_millis() as i64
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
 }
 
 fn offset_ms(o: &Option<Offset>) -> i64 {
@@ -131,6 +133,15 @@ struct Ctx<'s> {
     store: &'s dyn Queryable,
     lookback: i64,
     range: QueryRange,
+    /// The query's limits.
+    budget: Budget,
+    /// Samples held for the whole query: fetched series and the result
+    /// so far.
+    held: usize,
+    /// Samples held for the current step only (intermediate values).
+    step_samples: usize,
+    /// How many subqueries deep the evaluation is.
+    depth: usize,
     fetched: Fetched,
     /// Per-query memo: labels id → (labels, labels without the name).
     stripped: keel_series::FastMap<usize, (Labels, Labels)>,
@@ -174,11 +185,18 @@ impl Window {
 }
 
 impl<'a> Engine<'a> {
-    /// An engine over `store` with the default 5 m lookback.
+    /// An engine over `store` with the default 5 m lookback and
+    /// Prometheus' default limits.
     pub fn new(store: &'a dyn Queryable) -> Self {
+        Self::with_budget(store, Budget::default())
+    }
+
+    /// An engine whose queries stop at `budget`'s limits.
+    pub fn with_budget(store: &'a dyn Queryable, budget: Budget) -> Self {
         Self {
             store,
             lookback: LOOKBACK_MS,
+            budget,
         }
     }
 
@@ -204,6 +222,7 @@ impl<'a> Engine<'a> {
             },
             &expr,
         )?;
+        ctx.budget.check(EXECUTION)?;
         let v = ctx.eval(&expr, t)?;
         if let Value::Vector(v) = &v {
             binary::check_unique(v)?;
@@ -232,10 +251,18 @@ impl<'a> Engine<'a> {
         let mut series: HashMap<Labels, Vec<(i64, f64)>> = HashMap::new();
         let mut t = range.start;
         while t <= range.end {
-            match ctx.eval(&expr, t)? {
-                Value::Scalar(v) => series.entry(Labels::default()).or_default().push((t, v)),
+            ctx.budget.check(EXECUTION)?;
+            ctx.step_samples = 0;
+            let v = ctx.eval(&expr, t)?;
+            ctx.step_samples = 0;
+            match v {
+                Value::Scalar(v) => {
+                    ctx.keep(1)?;
+                    series.entry(Labels::default()).or_default().push((t, v));
+                }
                 Value::Vector(v) => {
                     binary::check_unique(&v)?;
+                    ctx.keep(v.len())?;
                     for s in v {
                         series.entry(s.labels).or_default().push((t, s.value));
                     }
@@ -247,7 +274,10 @@ impl<'a> Engine<'a> {
                     )));
                 }
             }
-            t += range.step;
+            match t.checked_add(range.step) {
+                Some(next) => t = next,
+                None => break,
+            }
         }
         let mut out: Vec<RangeSeries> = series
             .into_iter()
@@ -262,6 +292,10 @@ impl<'a> Engine<'a> {
             store: self.store,
             lookback: self.lookback,
             range,
+            budget: self.budget.clone(),
+            held: 0,
+            step_samples: 0,
+            depth: 0,
             fetched: keel_series::FastMap::default(),
             stripped: keel_series::FastMap::default(),
             group_keys: super::aggregate::KeyMemo::default(),
@@ -273,6 +307,25 @@ impl<'a> Engine<'a> {
 }
 
 impl Ctx<'_> {
+    /// Where a limit met now is: inside a subquery or not.
+    fn place(&self) -> &'static str {
+        if self.depth > 0 { SUBQUERY } else { EXECUTION }
+    }
+
+    /// Hold `n` more samples for the rest of the query.
+    fn keep(&mut self, n: usize) -> Result<(), EvalError> {
+        self.held = self.held.saturating_add(n);
+        self.budget
+            .allow(self.held.saturating_add(self.step_samples), self.place())
+    }
+
+    /// Hold `n` more samples for the current step.
+    fn charge(&mut self, n: usize) -> Result<(), EvalError> {
+        self.step_samples = self.step_samples.saturating_add(n);
+        self.budget
+            .allow(self.held.saturating_add(self.step_samples), self.place())
+    }
+
     /// `l` without the metric name, memoized for the query.
     fn strip(&mut self, l: &Labels) -> Labels {
         if let Some((_, s)) = self.stripped.get(&l.id()) {
@@ -288,8 +341,10 @@ impl Ctx<'_> {
     /// (subqueries, offsets); `after` how far after (negative offsets).
     fn plan(&mut self, e: &Expr, before: i64, after: i64) -> Result<(), EvalError> {
         match e {
-            Expr::VectorSelector(vs) => self.fetch(vs, before + self.lookback, after),
-            Expr::MatrixSelector(m) => self.fetch(&m.vs, before + dur_ms(m.range), after),
+            Expr::VectorSelector(vs) => self.fetch(vs, before.saturating_add(self.lookback), after),
+            Expr::MatrixSelector(m) => {
+                self.fetch(&m.vs, before.saturating_add(dur_ms(m.range)), after)
+            }
             Expr::Aggregate(a) => {
                 if let Some(p) = &a.param {
                     self.plan(p, before, after)?;
@@ -310,8 +365,11 @@ impl Ctx<'_> {
                 }
                 self.plan(
                     &s.expr,
-                    before + dur_ms(s.range) + off.max(0) + step,
-                    after + (-off).max(0),
+                    before
+                        .saturating_add(dur_ms(s.range))
+                        .saturating_add(off.max(0))
+                        .saturating_add(step),
+                    after.saturating_add(off.saturating_neg().max(0)),
                 )
             }
             Expr::Call(c) => c
@@ -334,9 +392,14 @@ impl Ctx<'_> {
         };
         let key = vs as *const VectorSelector as usize;
         let m = matchers(vs)?;
-        let data = self.store.select(&m, lo - off - before, hi - off + after);
+        let data = self.store.select(
+            &m,
+            lo.saturating_sub(off).saturating_sub(before),
+            hi.saturating_sub(off).saturating_add(after),
+        );
+        let samples = data.iter().map(|(_, p)| p.len()).sum();
         self.fetched.insert(key, data);
-        Ok(())
+        self.keep(samples)
     }
 
     /// The evaluation time a selector reads at, with `@` and `offset`.
@@ -347,7 +410,7 @@ impl Ctx<'_> {
             Some(AtModifier::End) => self.range.end,
             None => t,
         };
-        base - offset_ms(&vs.offset)
+        base.saturating_sub(offset_ms(&vs.offset))
     }
 
     fn series(&self, vs: &VectorSelector) -> &[(Labels, Vec<(i64, f64)>)] {
@@ -368,7 +431,7 @@ impl Ctx<'_> {
                 continue;
             }
             let (pt, v) = points[idx - 1];
-            if pt <= at - self.lookback || is_stale(v) {
+            if pt <= at.saturating_sub(self.lookback) || is_stale(v) {
                 continue;
             }
             out.push((labels, pt, v));
@@ -390,7 +453,7 @@ impl Ctx<'_> {
         let at = self.read_time(vs, t);
         let mut out = Vec::new();
         for (labels, points) in self.series(vs) {
-            let lo = points.partition_point(|(pt, _)| *pt <= at - range);
+            let lo = points.partition_point(|(pt, _)| *pt <= at.saturating_sub(range));
             let hi = points.partition_point(|(pt, _)| *pt <= at);
             let pts: Vec<(i64, f64)> = points[lo..hi]
                 .iter()
@@ -444,23 +507,38 @@ impl Ctx<'_> {
             Expr::MatrixSelector(m) => {
                 let range = dur_ms(m.range);
                 let at = self.read_time(&m.vs, t);
-                Ok((self.range_vector(&m.vs, range, t), at - range, at))
+                let v = self.range_vector(&m.vs, range, t);
+                self.charge(v.iter().map(|s| s.points.len()).sum())?;
+                Ok((v, at.saturating_sub(range), at))
             }
             Expr::Subquery(s) => {
                 let range = dur_ms(s.range);
-                let end = t - offset_ms(&s.offset);
+                let end = t.saturating_sub(offset_ms(&s.offset));
                 let step = s.step.map(dur_ms).unwrap_or(self.range.step).max(1);
                 // Steps aligned to absolute multiples of the step, in (end - range, end].
-                let mut at = (end - range).div_euclid(step) * step + step;
+                let from = end.saturating_sub(range);
+                let mut at = from
+                    .div_euclid(step)
+                    .saturating_mul(step)
+                    .saturating_add(step);
                 let mut series: HashMap<Labels, Vec<(i64, f64)>> = HashMap::new();
+                // (An error ends the query, so depth needs no unwinding.)
+                self.depth += 1;
                 while at <= end {
-                    match self.eval(&s.expr, at)? {
+                    self.budget.check(SUBQUERY)?;
+                    // What the inner step held is freed; its result stays.
+                    let inner = self.step_samples;
+                    let v = self.eval(&s.expr, at);
+                    self.step_samples = inner;
+                    match v? {
                         Value::Vector(v) => {
+                            self.charge(v.len())?;
                             for smp in v {
                                 series.entry(smp.labels).or_default().push((at, smp.value));
                             }
                         }
                         Value::Scalar(v) => {
+                            self.charge(1)?;
                             series.entry(Labels::default()).or_default().push((at, v))
                         }
                         other => {
@@ -470,14 +548,19 @@ impl Ctx<'_> {
                             )));
                         }
                     }
-                    at += step;
+                    match at.checked_add(step) {
+                        Some(next) => at = next,
+                        None => break,
+                    }
                 }
+                // The subquery's points stay held for the outer step.
+                self.depth -= 1;
                 let mut out: Vec<RangeSeries> = series
                     .into_iter()
                     .map(|(labels, points)| RangeSeries { labels, points })
                     .collect();
                 out.sort_by(|a, b| a.labels.cmp(&b.labels));
-                Ok((out, end - range, end))
+                Ok((out, from, end))
             }
             Expr::Paren(p) => self.matrix(&p.expr, t),
             other => Err(EvalError::Execution(format!(
@@ -491,7 +574,11 @@ impl Ctx<'_> {
             Expr::NumberLiteral(n) => Ok(Value::Scalar(n.val)),
             Expr::StringLiteral(s) => Ok(Value::String(s.val.clone())),
             Expr::Paren(p) => self.eval(&p.expr, t),
-            Expr::VectorSelector(vs) => Ok(Value::Vector(self.instant_vector(vs, t))),
+            Expr::VectorSelector(vs) => {
+                let v = self.instant_vector(vs, t);
+                self.charge(v.len())?;
+                Ok(Value::Vector(v))
+            }
             Expr::MatrixSelector(_) | Expr::Subquery(_) => {
                 let (m, _, _) = self.matrix(e, t)?;
                 Ok(Value::Matrix(m))

@@ -27,8 +27,8 @@ pub fn extrapolated(
             prev = v;
         }
     }
-    let mut to_start = (first.0 - start) as f64 / 1000.0;
-    let to_end = (end - last.0) as f64 / 1000.0;
+    let mut to_start = (first.0 as f64 - start as f64) / 1000.0;
+    let to_end = (end as f64 - last.0 as f64) / 1000.0;
     let sampled = (last.0 - first.0) as f64 / 1000.0;
     let avg_between = sampled / (points.len() - 1) as f64;
     if counter && result > 0.0 && first.1 >= 0.0 {
@@ -51,7 +51,7 @@ pub fn extrapolated(
     };
     result *= interval / sampled;
     if per_second {
-        result /= (end - start) as f64 / 1000.0;
+        result /= (end as f64 - start as f64) / 1000.0;
     }
     Some(result)
 }
@@ -323,7 +323,11 @@ pub fn bucket_quantile(q: f64, mut buckets: Vec<(f64, f64)>) -> f64 {
             b.1 = max;
         }
     }
+    // Bounds spelt differently (`+Inf`, `inf`) may have merged into one.
     let n = merged.len();
+    if n < 2 {
+        return f64::NAN;
+    }
     let observations = merged[n - 1].1;
     if observations == 0.0 || observations.is_nan() {
         return f64::NAN;

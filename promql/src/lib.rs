@@ -11,9 +11,13 @@ pub mod aggregate;
 pub mod binary;
 pub mod eval;
 pub mod functions;
+pub mod gate;
+pub mod limits;
 pub mod value;
 
 pub use eval::{Engine, QueryRange};
+pub use gate::QueryGate;
+pub use limits::{Budget, QueryLimits};
 pub use value::{RangeSeries, Sample, Value, format_value};
 
 /// Why a query failed.
@@ -28,4 +32,16 @@ pub enum EvalError {
     /// The expression is well-formed but cannot be evaluated on this data.
     #[error("{0}")]
     Execution(String),
+    /// The query would hold more samples at once than its limit (where).
+    #[error("query processing would load too many samples into memory in {0}")]
+    TooManySamples(&'static str),
+    /// The query ran past its timeout (where).
+    #[error("query timed out in {0}")]
+    Timeout(&'static str),
+    /// The query's caller went away (where it stopped).
+    #[error("query was canceled in {0}")]
+    Canceled(&'static str),
+    /// The evaluation itself failed (a bug in Keel, reported, not hidden).
+    #[error("internal error: {0}")]
+    Internal(String),
 }

@@ -222,10 +222,7 @@ pub fn replay(bundle: &Bundle, setup: &Setup) -> Result<Outcome, ReplayError> {
             .map_err(ReplayError::Internal)?;
         Some(Arc::new(l))
     };
-    let source = keel_alerting::rules::source::StoreSource {
-        store: store.clone(),
-        logs,
-    };
+    let source = keel_alerting::rules::source::StoreSource::new(store.clone(), logs);
     // Recording rules' outputs are computed again, not fed.
     let recorded_names: BTreeSet<&str> = setup
         .groups

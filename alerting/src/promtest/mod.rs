@@ -170,10 +170,8 @@ pub fn run(path: &str, text: &str) -> Result<(usize, Vec<Failure>), TestFileErro
             groups.iter().cloned().map(rules::GroupState::new).collect();
         let store = std::sync::Arc::new(store);
         let logs = input_logs(&group, &g.input_logs, base_ms)?;
-        let source = rules::source::StoreSource {
-            store: store.clone(),
-            logs: logs.as_ref().map(|(l, _)| l.clone()),
-        };
+        let source =
+            rules::source::StoreSource::new(store.clone(), logs.as_ref().map(|(l, _)| l.clone()));
         let mut next_test = alert_tests.iter().peekable();
         let mut ts = 0;
         if !states.is_empty() {

@@ -294,7 +294,7 @@ impl RuleRun<'_> {
     ) {
         let state = self.alerts.iter_mut().zip(self.changes.iter_mut());
         for ((rule, (alerts, changes)), health) in self.rules.iter().zip(state).zip(self.health) {
-            let result = match rule {
+            let result = guard::isolated(|| match rule {
                 Rule::Record { name, expr, labels } => {
                     record(source, name, expr, labels, at.t_query, at.limit)
                 }
@@ -306,7 +306,18 @@ impl RuleRun<'_> {
                     at.limit,
                     external,
                 ),
-            };
+            });
+            // A panic is logged when it starts, not at every evaluation.
+            if let Err(e) = &result
+                && e.starts_with(guard::PANIC)
+                && health.error.as_ref() != Some(e)
+            {
+                let name = match rule {
+                    Rule::Record { name, .. } => name,
+                    Rule::Alert(a) => &a.name,
+                };
+                tracing::error!(rule = %name, error = %e, "rule evaluation panicked; the other rules go on");
+            }
             *health = Health {
                 at_ms: at.t,
                 error: result.err(),
@@ -497,6 +508,8 @@ fn eval_alert(
     }
     Ok(())
 }
+
+pub mod guard;
 
 #[cfg(test)]
 mod tests;

@@ -16,11 +16,24 @@ pub struct StoreSource {
     pub store: Arc<Store>,
     /// The log index; none in rule unit tests.
     pub logs: Option<Arc<LogStore>>,
+    /// What one rule's query may cost.
+    pub limits: keel_promql::QueryLimits,
+}
+
+impl StoreSource {
+    /// Rules over `store` (and `logs`) with Prometheus' default limits.
+    pub fn new(store: Arc<Store>, logs: Option<Arc<LogStore>>) -> Self {
+        Self {
+            store,
+            logs,
+            limits: keel_promql::QueryLimits::default(),
+        }
+    }
 }
 
 impl Source for StoreSource {
     fn instant(&self, expr: &str, t_ms: i64) -> Result<Samples, String> {
-        match Engine::new(&self.store)
+        match Engine::with_budget(&self.store, self.limits.budget(None))
             .instant(expr, t_ms)
             .map_err(|e| e.to_string())?
         {

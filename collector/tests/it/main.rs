@@ -11,6 +11,7 @@ mod incidents_p0;
 mod logs_api;
 mod otel_sdks;
 mod otlp_ingest;
+mod query_limits;
 mod rule_tests;
 mod rules_running;
 mod smtp_pages;

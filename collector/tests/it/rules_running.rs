@@ -190,7 +190,7 @@ fn arrivals_evaluate_a_group_early_once_half_its_interval_has_passed() {
             files: vec![dir.path().join("shop.yml")],
             ..RulesConfig::default()
         },
-        Box::new(keel_alerting::rules::source::StoreSource { store, logs: None }),
+        Box::new(keel_alerting::rules::source::StoreSource::new(store, None)),
         clock,
     )
     .expect("rules load");

@@ -196,7 +196,7 @@ impl<R: Record> IndexStore<R> {
                 "step must be positive and end not before start".into(),
             ));
         }
-        let buckets = ((end_ms - start_ms) / step_ms + 1) as usize;
+        let buckets = (end_ms.saturating_sub(start_ms) / step_ms).saturating_add(1) as usize;
         if buckets > 11_000 {
             return Err(IndexError::Query(format!(
                 "{buckets} buckets: more than 11,000 (use a larger step)"

@@ -149,7 +149,7 @@ pub fn window(p: &[(String, String)], now: i64) -> Result<(i64, i64), String> {
     let start = param(p, "start")
         .map(parse_time)
         .transpose()?
-        .unwrap_or(end - 3_600_000);
+        .unwrap_or(end.saturating_sub(3_600_000));
     if end < start {
         return Err("end is before start".into());
     }

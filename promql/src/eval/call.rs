@@ -30,7 +30,7 @@ impl Ctx<'_> {
             if let Expr::MatrixSelector(ms) = strip_parens(arg(series_idx)?) {
                 let range = dur_ms(ms.range);
                 let at = self.read_time(&ms.vs, t);
-                let (start, end) = (at - range, at);
+                let (start, end) = (at.saturating_sub(range), at);
                 let key = &ms.vs as *const VectorSelector as usize;
                 let fetched = self.fetched.remove(&key).unwrap_or_default();
                 let mut windows = self.windows.remove(&key).unwrap_or_default();

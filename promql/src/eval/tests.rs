@@ -1,4 +1,4 @@
-use super::{Engine, Window};
+use super::{Engine, QueryRange, Window};
 use crate::Value;
 use keel_series::{Labels, SeriesSamples};
 
@@ -47,4 +47,104 @@ fn a_sliding_window_finds_what_binary_search_finds_in_any_step_order() {
             assert_eq!(w.slide(&points, start, end), want, "({start}, {end}]");
         }
     }
+}
+
+/// A counter on `n` series, a sample every second for `secs`.
+fn counters(n: usize, secs: i64) -> Vec<SeriesSamples> {
+    (0..n)
+        .map(|i| {
+            let id = i.to_string();
+            let l = Labels::new(vec![("__name__", "c_total"), ("i", id.as_str())]);
+            (l, (0..secs).map(|s| (s * 1000, s as f64)).collect())
+        })
+        .collect()
+}
+
+fn limited(max_samples: usize) -> crate::Budget {
+    crate::QueryLimits {
+        max_samples,
+        ..crate::QueryLimits::default()
+    }
+    .budget(None)
+}
+
+#[test]
+fn a_subquery_bomb_is_refused_at_the_sample_limit_with_prometheus_error() {
+    let data: Vec<SeriesSamples> = Vec::new();
+    let engine = Engine::with_budget(&data, limited(100_000));
+    let e = engine
+        .instant("count_over_time(vector(1)[1000d:1ms])", 86_400_000)
+        .expect_err("refused");
+    assert_eq!(
+        e.to_string(),
+        "query processing would load too many samples into memory in subquery evaluation"
+    );
+}
+
+#[test]
+fn the_limit_counts_samples_held_at_once_not_summed_over_steps() {
+    // 10 series × 600 samples = 6,000 fetched; each step's window holds
+    // 10 × 60. Over 60 steps the windows sum to 36,000, but at most
+    // 6,000 + 600 + the result are held at once.
+    let data = counters(10, 600);
+    let range = QueryRange {
+        start: 60_000,
+        end: 599_000,
+        step: 9_000,
+    };
+    let q = "max_over_time((c_total[1m]))";
+    let fits = Engine::with_budget(&data, limited(7_500)).range(q, range);
+    assert_eq!(fits.map(|s| s.len()).ok(), Some(10), "within the limit");
+    let e = Engine::with_budget(&data, limited(6_500))
+        .range(q, range)
+        .expect_err("6,000 fetched + one step's 600 windows + results");
+    assert_eq!(
+        e.to_string(),
+        "query processing would load too many samples into memory in query execution"
+    );
+    // An instant selector fetches its 5 m lookback: 10 × 300 samples.
+    let e = Engine::with_budget(&data, limited(2_999))
+        .instant("c_total", 599_000)
+        .expect_err("the fetched series alone are over");
+    assert!(matches!(e, crate::EvalError::TooManySamples(_)), "{e}");
+}
+
+#[test]
+fn extreme_times_and_steps_neither_panic_nor_loop() {
+    let data = counters(1, 10);
+    let engine = Engine::new(&data);
+    let all = QueryRange {
+        start: i64::MIN,
+        end: i64::MAX,
+        step: i64::MAX,
+    };
+    // MIN, -1, MAX - 1, and no overflow stepping past the end.
+    let r = engine.range("vector(1)", all).expect("evaluates");
+    assert_eq!(r[0].points.len(), 3);
+    for q in [
+        "c_total offset 1000000000d",
+        "c_total @ 9000000000000",
+        "rate(c_total[1000000000d])",
+        "max_over_time(c_total[1000000000d:1000000000d])",
+    ] {
+        engine.instant(q, i64::MAX).expect("evaluates");
+        engine.instant(q, i64::MIN).expect("evaluates");
+    }
+}
+
+#[test]
+fn histogram_quantile_with_one_bound_spelt_twice_is_nan_not_a_panic() {
+    let b = |le: &str, v: f64| -> SeriesSamples {
+        let l = Labels::new(vec![("__name__", "h_bucket"), ("le", le)]);
+        (l, vec![(0, v)])
+    };
+    let data = vec![b("+Inf", 3.0), b("inf", 4.0)];
+    let Value::Vector(v) = Engine::new(&data)
+        .instant("histogram_quantile(0.5, h_bucket)", 1_000)
+        .expect("evaluates")
+    else {
+        panic!("a vector");
+    };
+    assert_eq!(v.len(), 1);
+    assert!(v[0].value.is_nan(), "{}", v[0].value);
 }

@@ -309,3 +309,44 @@ fn recording_rules_write_their_series_and_log_rules_count() {
     let (_, a) = g.alerts().next().expect("fires");
     assert_eq!((a.state, a.value), (State::Firing, 11.0));
 }
+
+#[test]
+fn a_rule_that_panics_is_marked_err_and_the_others_keep_firing() {
+    /// Panics on the rule reading `boom`; answers the rest.
+    struct Boom;
+    impl Source for Boom {
+        fn instant(&self, expr: &str, _: i64) -> Result<Samples, String> {
+            if expr.contains("boom") {
+                panic!("histogram bounds merged to one");
+            }
+            Ok(vec![series("a", 5.0)])
+        }
+        fn count_logs(&self, _: &str, _: i64, _: i64) -> Result<u64, String> {
+            Ok(0)
+        }
+        fn record(&self, _: Recorded) -> Result<(), String> {
+            Ok(())
+        }
+    }
+    let mut g = group(
+        "  - alert: Before\n    expr: x > 1\n    severity: P0\n  - alert: Broken\n    expr: boom > 1\n    severity: P0\n  - alert: After\n    expr: y > 1\n    severity: P0\n",
+    );
+    let before = guard::panics();
+    for t in [0, 15_000] {
+        g.eval(&Boom, t, &BTreeMap::new());
+    }
+    let firing: Vec<&str> = g
+        .alerts()
+        .filter(|(_, a)| a.state == State::Firing)
+        .map(|(_, a)| a.labels["alertname"].as_str())
+        .collect();
+    assert_eq!(firing, ["Before", "After"], "the rules on either side page");
+    let broken = g.health[1].error.as_deref().unwrap_or_default();
+    assert!(
+        broken.starts_with(guard::PANIC) && broken.contains("histogram bounds merged"),
+        "{broken}"
+    );
+    assert_eq!(g.health[1].at_ms, 15_000);
+    assert_eq!((&g.health[0].error, &g.health[2].error), (&None, &None));
+    assert!(guard::panics() >= before + 2, "each panic is counted");
+}
