@@ -13,6 +13,9 @@ use serde::{Deserialize, Serialize};
 pub struct AgentConfig {
     /// The collector's OTLP/HTTP base URL (`/v1/metrics` etc. appended).
     pub collector: String,
+    /// TLS for an `https://` collector: a CA bundle trusted besides the
+    /// system's.
+    pub collector_tls: keel_tls::TlsConfig,
     /// This host's name, sent as the `host.name` resource attribute
     /// (empty: the machine's hostname).
     pub hostname: String,
@@ -211,6 +214,7 @@ impl Default for AgentConfig {
     fn default() -> Self {
         Self {
             collector: "http://127.0.0.1:4318".into(),
+            collector_tls: keel_tls::TlsConfig::default(),
             hostname: String::new(),
             data_dir: PathBuf::from("keel-data/agent"),
             listen: "127.0.0.1:9465".into(),
@@ -313,6 +317,9 @@ pub struct ScrapeJob {
     /// Extra labels on every series of the job.
     #[serde(default)]
     pub labels: BTreeMap<String, String>,
+    /// TLS for `https` targets: a CA bundle trusted besides the system's.
+    #[serde(default)]
+    pub tls_config: keel_tls::TlsConfig,
 }
 
 impl Default for ScrapeJob {
@@ -326,6 +333,7 @@ impl Default for ScrapeJob {
             timeout: default_timeout(),
             honor_labels: false,
             labels: BTreeMap::new(),
+            tls_config: keel_tls::TlsConfig::default(),
         }
     }
 }
@@ -352,6 +360,7 @@ impl Validate for AgentConfig {
                 self.collector
             ));
         }
+        self.collector_tls.validate("agent.collector_tls", problems);
         if self.listen.parse::<std::net::SocketAddr>().is_err() {
             problems.push(format!(
                 "agent.listen: {:?} is not an address such as 127.0.0.1:9465",
@@ -406,6 +415,7 @@ impl Validate for AgentConfig {
             } else if !jobs.insert(&j.job) {
                 problems.push(format!("{at}.job: {:?} is used twice", j.job));
             }
+            j.tls_config.validate(&format!("{at}.tls_config"), problems);
             if j.targets.is_empty() && j.file_sd.is_empty() {
                 problems.push(format!(
                     "{at}.targets: list at least one URL (or file_sd files)"

@@ -34,9 +34,9 @@ pub enum AgentError {
         /// Why.
         source: std::io::Error,
     },
-    /// The HTTP client could not be built.
-    #[error("HTTP client: {0}")]
-    Client(#[from] reqwest::Error),
+    /// The HTTP client could not be built (its TLS settings named).
+    #[error("{0}")]
+    Client(#[from] keel_tls::TlsError),
 }
 
 /// What `/status` answers (and `keel agent status` prints).
@@ -61,6 +61,10 @@ pub struct Status {
     pub send_lag_seconds_by_signal: BTreeMap<String, f64>,
     /// Records the collector acknowledged, all signals.
     pub sent_records: u64,
+    /// Why the last attempt to send failed, until one succeeds (a
+    /// certificate the agent does not trust says so here).
+    #[serde(default)]
+    pub last_send_error: Option<String>,
 }
 
 /// One target in [`Status`].
@@ -165,19 +169,23 @@ impl Agent {
             hostname: hostname.clone(),
             collector: config.collector.clone(),
         });
-        let client = reqwest::Client::builder()
-            .pool_idle_timeout(Duration::from_secs(30))
-            .build()?;
+        let builder = || reqwest::Client::builder().pool_idle_timeout(Duration::from_secs(30));
+        let ship_client = config
+            .collector_tls
+            .client(builder(), "agent.collector_tls")?;
         let mut tasks = Vec::new();
         tasks.push(tokio::spawn(ship::run(
             shared.clone(),
-            client.clone(),
+            ship_client,
             config.collector.clone(),
             config.retry.clone(),
             config.buffer.metrics_reorder_window,
             clock.clone(),
         )));
-        for job in &config.scrape {
+        for (i, job) in config.scrape.iter().enumerate() {
+            let client = job
+                .tls_config
+                .client(builder(), &format!("agent.scrape[{i}].tls_config"))?;
             for t in Target::of(job) {
                 tasks.push(tokio::spawn(scrape_loop(
                     inner.clone(),
@@ -367,6 +375,12 @@ impl Inner {
                 .map(|s| (s.name().to_owned(), lag[s.index()]))
                 .collect(),
             sent_records: sent,
+            last_send_error: self
+                .shared
+                .last_send_error
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone(),
         }
     }
 }

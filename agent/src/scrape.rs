@@ -179,20 +179,10 @@ fn describe(e: &reqwest::Error, timeout: Duration) -> String {
     if e.is_timeout() {
         format!("timed out after {}", keel_core::duration::format(timeout))
     } else if e.is_connect() {
-        format!("cannot connect: {}", root_cause(e))
+        format!("cannot connect: {}", keel_tls::describe(e))
     } else {
-        root_cause(e)
+        keel_tls::describe(e)
     }
-}
-
-fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut s = e.to_string();
-    let mut src = e.source();
-    while let Some(inner) = src {
-        s = format!("{s}: {inner}");
-        src = inner.source();
-    }
-    s
 }
 
 /// The series a target's last scrapes yielded, for staleness: by a hash

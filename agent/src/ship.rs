@@ -37,6 +37,8 @@ pub struct Shared {
     pub pushed: [Notify; 3],
     /// The agent's counters.
     pub stats: Stats,
+    /// Why the last attempt to send failed, until one succeeds.
+    pub last_send_error: Mutex<Option<String>>,
 }
 
 impl Shared {
@@ -57,6 +59,7 @@ impl Shared {
             buffer: Mutex::new(buffer),
             pushed: [Notify::new(), Notify::new(), Notify::new()],
             stats,
+            last_send_error: Mutex::new(None),
         }
     }
 }
@@ -86,7 +89,7 @@ pub async fn send(client: &reqwest::Client, base: &str, b: &Batch, timeout: Dura
         .await;
     let resp = match resp {
         Ok(r) => r,
-        Err(e) => return Attempt::Retry(None, format!("{url}: {e}")),
+        Err(e) => return Attempt::Retry(None, format!("{url}: {}", keel_tls::describe(&e))),
     };
     let status = resp.status();
     if status.is_success() {
@@ -195,6 +198,10 @@ async fn lane(
         match send(client, base, &b, retry.timeout).await {
             Attempt::Accepted => {
                 failures = 0;
+                *shared
+                    .last_send_error
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner()) = None;
                 Stats::add(&shared.stats.sent, b.signal, u64::from(b.records));
                 let acked = shared
                     .buffer
@@ -217,6 +224,10 @@ async fn lane(
             }
             Attempt::Retry(after, why) => {
                 Stats::add(&shared.stats.failed, b.signal, 1);
+                *shared
+                    .last_send_error
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner()) = Some(why.clone());
                 let wait = after.unwrap_or_else(|| backoff(retry, failures, &mut rng));
                 if failures == 0 || failures.is_power_of_two() {
                     tracing::warn!(%why, retry_in = ?wait, failures = failures + 1, "sending a batch failed; it stays buffered");

@@ -257,6 +257,9 @@ fn status(args: StatusArgs) -> anyhow::Result<()> {
         s.sent_records,
         s.dropped_records
     );
+    if let Some(e) = &s.last_send_error {
+        println!("last send failed: {e}");
+    }
     println!(
         "{:<16} {:<4} {:>8} {:>10}  URL / error",
         "JOB", "UP", "SAMPLES", "LAST"

@@ -8,6 +8,8 @@
 //! - [`turn`]: one turn at a time for tests that start processes;
 //! - [`smtp`]: a real SMTP server (Python's aiosmtpd, as `.ci/run`
 //!   installs it) and everything it received;
+//! - [`https`] (feature `https`): a local HTTPS server signed by a
+//!   throwaway CA, for the tests of Keel's HTTPS clients;
 //! - [`NoMetrics`]: a metric source with nothing in it, for the failover
 //!   controller tests and benches that need no autoscaling.
 //!
@@ -16,6 +18,8 @@
 //! never depend on the collector or the stores: tests start those.
 
 pub mod free_ports;
+#[cfg(feature = "https")]
+pub mod https;
 pub mod proc;
 pub mod smtp;
 pub mod turn;

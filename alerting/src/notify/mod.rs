@@ -65,6 +65,9 @@ pub struct NotifyConfig {
     pub inhibit: Vec<InhibitRule>,
     /// Webhook URLs that get every page as Alertmanager's webhook JSON.
     pub webhooks: Vec<String>,
+    /// TLS for `https://` webhooks: a CA bundle trusted besides the
+    /// system's.
+    pub webhook_tls: keel_tls::TlsConfig,
 }
 
 impl Default for NotifyConfig {
@@ -84,6 +87,7 @@ impl Default for NotifyConfig {
             dashboard_url: String::new(),
             inhibit: InhibitRule::defaults(),
             webhooks: Vec::new(),
+            webhook_tls: keel_tls::TlsConfig::default(),
         }
     }
 }
@@ -107,6 +111,8 @@ impl NotifyConfig {
                 ));
             }
         }
+        self.webhook_tls
+            .validate("collector.notify.webhook_tls", problems);
         if let Err(p) = silence::compile(&self.inhibit) {
             problems.extend(p);
         }
@@ -432,7 +438,12 @@ impl Notifier {
         receiver: Receiver,
         mut rx: tokio::sync::mpsc::UnboundedReceiver<usize>,
     ) {
-        let http = reqwest::Client::new();
+        // A CA file that cannot be read is each webhook delivery's error.
+        let http = self
+            .config
+            .webhook_tls
+            .client(reqwest::Client::builder(), "collector.notify.webhook_tls")
+            .map_err(|e| e.to_string());
         while let Some(i) = rx.recv().await {
             let Some(page) = lock(&self.deliveries).get(i).map(|d| d.page.clone()) else {
                 continue;
@@ -443,16 +454,19 @@ impl Notifier {
                     Receiver::Email => {
                         email::send(&self.config.email, &page, &self.config.dashboard_url).await
                     }
-                    Receiver::Webhook(url) => {
-                        webhook::send(
-                            &http,
-                            url,
-                            &page,
-                            &self.config.dashboard_url,
-                            self.config.email.timeout,
-                        )
-                        .await
-                    }
+                    Receiver::Webhook(url) => match &http {
+                        Ok(http) => {
+                            webhook::send(
+                                http,
+                                url,
+                                &page,
+                                &self.config.dashboard_url,
+                                self.config.email.timeout,
+                            )
+                            .await
+                        }
+                        Err(e) => Err(e.clone()),
+                    },
                 };
                 let now = self.clock.now_ms();
                 let done = {

@@ -87,7 +87,7 @@ pub async fn send(
         .json(&body(p, external_url))
         .send()
         .await
-        .map_err(|e| format!("{url}: {e}"))?;
+        .map_err(|e| format!("{url}: {}", keel_tls::describe(&e)))?;
     if r.status().is_success() {
         Ok(())
     } else {

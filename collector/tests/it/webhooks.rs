@@ -132,3 +132,98 @@ async fn a_page_reaches_a_webhook_that_fails_twice_then_its_resolution() {
             .is_some_and(|s| !s.starts_with("0001"))
     );
 }
+
+/// A collector with one P0 rule on `x` paging `hook` over HTTPS, trusting
+/// `ca_file`; `x` is above the threshold from the start.
+async fn paging_over_https(
+    dir: &std::path::Path,
+    hook: &str,
+    ca_file: Option<std::path::PathBuf>,
+) -> keel_collector::server::Running {
+    std::fs::create_dir_all(dir.join("rules")).expect("mkdir");
+    std::fs::write(
+        dir.join("rules/r.yml"),
+        "groups:\n- name: g\n  interval: 500ms\n  rules:\n  - alert: Down\n    expr: x > 1\n    severity: P0\n",
+    )
+    .expect("write");
+    let config = CollectorConfig {
+        data_dir: dir.join("data"),
+        otlp_http_port: 0,
+        otlp_grpc_port: 0,
+        api_port: 0,
+        rules: RulesConfig {
+            files: vec![dir.join("rules")],
+            ..RulesConfig::default()
+        },
+        notify: NotifyConfig {
+            webhooks: vec![hook.to_owned()],
+            webhook_tls: keel_tls::TlsConfig { ca_file },
+            retry_initial: Duration::from_millis(50),
+            retry_max: Duration::from_millis(100),
+            ..NotifyConfig::default()
+        },
+        ..CollectorConfig::default()
+    };
+    let clock: SharedClock = Arc::new(SystemClock);
+    let c = start(&config, clock.clone())
+        .await
+        .expect("collector starts");
+    c.store
+        .append(vec![(
+            Labels::new(vec![("__name__", "x"), ("job", "j")]),
+            vec![(clock.now_ms(), 5.0)],
+        )])
+        .expect("append");
+    c
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_https_webhook_is_paged_through_its_ca_file_and_an_unknown_ca_is_a_named_error() {
+    let _turn = crate::common::turn().await;
+    let got: Arc<Mutex<Vec<Value>>> = Arc::default();
+    let g = got.clone();
+    let app = axum::Router::new().route(
+        "/hook",
+        axum::routing::post(move |axum::Json(v): axum::Json<Value>| {
+            let g = g.clone();
+            async move {
+                g.lock().unwrap_or_else(|e| e.into_inner()).push(v);
+                axum::http::StatusCode::OK
+            }
+        }),
+    );
+    let https = keel_testkit::https::serve(app).await.expect("https server");
+    let hook = format!("https://127.0.0.1:{}/hook", https.addr.port());
+    // Trusting the CA that signed the receiver's certificate: paged.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let _c = paging_over_https(dir.path(), &hook, Some(https.ca_file.clone())).await;
+    let body = keel_testkit::until("the page over HTTPS", Duration::from_secs(20), async || {
+        got.lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .first()
+            .cloned()
+    })
+    .await;
+    assert_eq!(body["alerts"][0]["labels"]["alertname"], "Down");
+    // Trusting another CA (and the system's): not sent, and the delivery
+    // says why.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let c = paging_over_https(dir.path(), &hook, Some(https.other_ca_file.clone())).await;
+    let error = keel_testkit::until("a failed attempt", Duration::from_secs(20), async || {
+        let d: Value = reqwest::get(format!("http://{}/api/v1/notifications", c.api))
+            .await
+            .ok()?
+            .json()
+            .await
+            .ok()?;
+        d["data"][0]["last_error"].as_str().map(str::to_owned)
+    })
+    .await;
+    assert!(error.contains("invalid peer certificate"), "{error}");
+    assert!(error.contains(&hook), "the receiver is named: {error}");
+    assert_eq!(
+        got.lock().unwrap_or_else(|e| e.into_inner()).len(),
+        1,
+        "nothing more arrived"
+    );
+}

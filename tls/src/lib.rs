@@ -1,0 +1,168 @@
+//! HTTPS as a client, everywhere Keel accepts a URL (the agent's
+//! collector, scrape targets, webhook receivers): rustls, the system's
+//! roots (and `SSL_CERT_FILE`), plus a CA bundle a config names
+//! (`tls_config: {ca_file: …}`, as Prometheus writes it). A certificate
+//! that does not verify is an error that says why, never a silent skip.
+//!
+//! Owns: building `reqwest` clients and describing their errors. Never
+//! depends on another Keel crate, so the agent can use it.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+/// `tls_config:` of a URL Keel connects to.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TlsConfig {
+    /// PEM file of CA certificates trusted besides the system's (empty:
+    /// the system's only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ca_file: Option<PathBuf>,
+}
+
+/// Why a client could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    /// The CA file would not read.
+    #[error("{field}: cannot read {path}: {source}")]
+    Read {
+        /// The setting that named it.
+        field: String,
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The CA file holds no usable certificate.
+    #[error("{field}: {path} holds no PEM certificate{why}")]
+    NoCertificate {
+        /// The setting that named it.
+        field: String,
+        /// The file.
+        path: PathBuf,
+        /// The parser's complaint, if any.
+        why: String,
+    },
+    /// reqwest refused the settings.
+    #[error("cannot build the HTTP client: {0}")]
+    Build(String),
+}
+
+impl TlsConfig {
+    /// Push a problem if the CA file is named but is not a file;
+    /// `at` is where the setting is (`agent.collector_tls`).
+    pub fn validate(&self, at: &str, problems: &mut Vec<String>) {
+        if let Some(f) = &self.ca_file
+            && !f.is_file()
+        {
+            problems.push(format!("{at}.ca_file: {} is not a file", f.display()));
+        }
+    }
+
+    /// Trust this config's CA bundle in `builder` (`at` names the
+    /// setting in errors).
+    pub fn apply(
+        &self,
+        builder: reqwest::ClientBuilder,
+        at: &str,
+    ) -> Result<reqwest::ClientBuilder, TlsError> {
+        let Some(path) = &self.ca_file else {
+            return Ok(builder);
+        };
+        let field = format!("{at}.ca_file");
+        let certs = read_bundle(path, &field)?;
+        Ok(certs
+            .into_iter()
+            .fold(builder, |b, c| b.add_root_certificate(c)))
+    }
+
+    /// A client for this config: `builder`'s settings and its CA bundle.
+    pub fn client(
+        &self,
+        builder: reqwest::ClientBuilder,
+        at: &str,
+    ) -> Result<reqwest::Client, TlsError> {
+        self.apply(builder, at)?
+            .build()
+            .map_err(|e| TlsError::Build(describe(&e)))
+    }
+}
+
+/// The certificates of a PEM bundle.
+fn read_bundle(path: &Path, field: &str) -> Result<Vec<reqwest::Certificate>, TlsError> {
+    let pem = std::fs::read(path).map_err(|source| TlsError::Read {
+        field: field.into(),
+        path: path.into(),
+        source,
+    })?;
+    let none = |why: String| TlsError::NoCertificate {
+        field: field.into(),
+        path: path.into(),
+        why,
+    };
+    match reqwest::Certificate::from_pem_bundle(&pem) {
+        Ok(certs) if !certs.is_empty() => Ok(certs),
+        Ok(_) => Err(none(String::new())),
+        Err(e) => Err(none(format!(": {}", describe(&e)))),
+    }
+}
+
+/// An error and every cause under it, `: `-joined: reqwest's own text
+/// ("error sending request") hides the certificate problem in its
+/// sources ("invalid peer certificate: UnknownIssuer").
+pub fn describe(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = e.to_string();
+    let mut next = e.source();
+    while let Some(cause) = next {
+        let s = cause.to_string();
+        if !out.contains(&s) {
+            out.push_str(": ");
+            out.push_str(&s);
+        }
+        next = cause.source();
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_missing_or_empty_ca_file_is_named_with_its_setting() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let missing = TlsConfig {
+            ca_file: Some(dir.path().join("nope.pem")),
+        };
+        let mut problems = Vec::new();
+        missing.validate("agent.collector_tls", &mut problems);
+        assert_eq!(problems.len(), 1);
+        assert!(
+            problems[0].starts_with("agent.collector_tls.ca_file: "),
+            "{problems:?}"
+        );
+        let e = missing
+            .client(reqwest::Client::builder(), "agent.collector_tls")
+            .expect_err("no file");
+        assert!(
+            e.to_string()
+                .starts_with("agent.collector_tls.ca_file: cannot read"),
+            "{e}"
+        );
+        let empty = dir.path().join("empty.pem");
+        std::fs::write(&empty, "not a certificate\n").expect("write");
+        let e = TlsConfig {
+            ca_file: Some(empty),
+        }
+        .client(reqwest::Client::builder(), "webhook")
+        .expect_err("no certificate");
+        assert!(e.to_string().contains("holds no PEM certificate"), "{e}");
+    }
+
+    #[test]
+    fn no_ca_file_is_the_system_roots() {
+        let c = TlsConfig::default().client(reqwest::Client::builder(), "x");
+        assert!(c.is_ok());
+    }
+}
