@@ -352,8 +352,28 @@ async fn bind(host: &str, port: u16) -> Result<tokio::net::TcpListener, ServeErr
         .map_err(|source| ServeError::Bind { addr, source })
 }
 
+/// Past a file size limit (`ulimit -f`) the kernel sends SIGXFSZ, whose
+/// default ends the process. Handled, the write fails with EFBIG instead:
+/// the WAL rewinds and ingest answers 503 until the limit is raised.
+fn survive_file_size_limit() {
+    let xfsz = tokio::signal::unix::SignalKind::from_raw(nix::sys::signal::Signal::SIGXFSZ as i32);
+    match tokio::signal::unix::signal(xfsz) {
+        Ok(mut s) => {
+            tokio::spawn(async move {
+                while s.recv().await.is_some() {
+                    tracing::warn!(
+                        "a file reached the process' size limit (SIGXFSZ): writes fail until it is raised"
+                    );
+                }
+            });
+        }
+        Err(e) => tracing::warn!(error = %e, "cannot handle SIGXFSZ"),
+    }
+}
+
 /// Open the store and start both listeners on the current runtime.
 pub async fn start(config: &CollectorConfig, clock: SharedClock) -> Result<Running, ServeError> {
+    survive_file_size_limit();
     let store = Arc::new(tokio::task::block_in_place(|| config.open_store())?);
     let logs = Arc::new(tokio::task::block_in_place(|| {
         config.open_logs(clock.now_ms())

@@ -13,9 +13,10 @@
 //! rewritten without expired ids once it is mostly expired lines.
 
 use std::collections::{HashMap, VecDeque};
-use std::fs::{File, OpenOptions};
-use std::io::Write;
+use std::fs::OpenOptions;
 use std::path::{Path, PathBuf};
+
+use crate::append::AppendFile;
 
 /// The header that carries a batch's id: 32 hex digits.
 pub const HEADER: &str = "keel-batch-id";
@@ -48,7 +49,7 @@ pub fn from_header(value: Option<&[u8]>) -> Result<Option<u128>, String> {
 #[derive(Debug)]
 pub struct BatchIds {
     path: PathBuf,
-    file: File,
+    file: AppendFile,
     seen: HashMap<u128, i64>,
     /// Arrival order, for expiry.
     order: VecDeque<(i64, u128)>,
@@ -61,10 +62,14 @@ impl BatchIds {
     /// Open (or create) the ids file at `path`, keeping ids younger than
     /// `retention_ms` at `now_ms`.
     pub fn open(path: &Path, retention_ms: i64, now_ms: i64) -> std::io::Result<Self> {
-        let text = std::fs::read_to_string(path).unwrap_or_default();
+        let (mut file, image) = AppendFile::open(path)?;
+        // A line cut by a crash (or a failed write) is cut off.
+        let whole = image.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
+        file.keep(whole as u64)?;
+        let text = String::from_utf8_lossy(&image[..whole]).into_owned();
         let mut ids = Self {
             path: path.to_path_buf(),
-            file: OpenOptions::new().create(true).append(true).open(path)?,
+            file,
             seen: HashMap::new(),
             order: VecDeque::new(),
             retention_ms,
@@ -82,10 +87,6 @@ impl BatchIds {
                 ids.order.push_back((ms, id));
             }
         }
-        if !text.is_empty() && !text.ends_with('\n') {
-            // A line cut by a crash: end it so the next append starts clean.
-            ids.file.write_all(b"\n")?;
-        }
         ids.expire(now_ms)?;
         Ok(ids)
     }
@@ -101,8 +102,10 @@ impl BatchIds {
             return Ok(());
         }
         self.order.push_back((now_ms, id));
+        // Kept in memory even if the line is not written: this process
+        // still drops a resend (the caller reports the error).
         self.file
-            .write_all(format!("{id:032x} {now_ms}\n").as_bytes())?;
+            .append(format!("{id:032x} {now_ms}\n").as_bytes(), false)?;
         self.lines += 1;
         Ok(())
     }
@@ -135,9 +138,10 @@ impl BatchIds {
             for (ms, id) in &self.order {
                 text.push_str(&format!("{id:032x} {ms}\n"));
             }
-            std::fs::write(&tmp, text)?;
+            std::fs::write(&tmp, &text)?;
             std::fs::rename(&tmp, &self.path)?;
-            self.file = OpenOptions::new().append(true).open(&self.path)?;
+            let file = OpenOptions::new().read(true).write(true).open(&self.path)?;
+            self.file.replace(file, text.len() as u64);
             self.lines = self.order.len();
         }
         Ok(())
@@ -147,6 +151,7 @@ impl BatchIds {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::io::Write;
 
     #[test]
     fn ids_survive_reopen_expire_and_a_torn_line_is_ignored() {

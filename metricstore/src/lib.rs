@@ -12,6 +12,7 @@
 //! never depend on the engine, the log index, alerting, HTTP or the
 //! collector.
 
+pub mod append;
 pub mod arena;
 pub mod batch_ids;
 pub mod block;
@@ -84,6 +85,10 @@ pub enum StoreError {
     /// A block could not be written, read or deleted.
     #[error("block: {0}")]
     Block(String),
+    /// The batch-ids log could not be written (the batch itself was
+    /// stored; a resend is still dropped by this process).
+    #[error("batch-ids.log: {0}")]
+    BatchIds(std::io::Error),
 }
 
 /// Open every block under `dir`, removing half-written ones.
@@ -463,8 +468,7 @@ impl Store {
             }
         }
         if let Some((mut ids, id)) = ids {
-            ids.record(id, now_ms)
-                .map_err(|e| StoreError::Block(format!("batch-ids.log: {e}")))?;
+            ids.record(id, now_ms).map_err(StoreError::BatchIds)?;
         }
         if out.accepted > 0 {
             self.appended.notify_one();

@@ -4,11 +4,17 @@
 //! endian; the payload is one accepted batch: series labels and samples.
 //! On open, records are replayed up to the first torn or corrupt one,
 //! where the file is cut: a crash mid-write loses only the batch that was
-//! never acknowledged.
+//! never acknowledged. A write that fails part-way is rewound before the
+//! error is returned ([`crate::append::AppendFile`]), so no acknowledged
+//! batch ever sits behind a torn record. No record is longer than its
+//! length field can say: a rewrite is split into records of at most
+//! [`MAX_RECORD`] bytes (a series' samples are never split).
 
-use std::fs::{File, OpenOptions};
-use std::io::{Read, Seek, SeekFrom, Write};
+use std::fs::File;
+use std::io::Write;
 use std::path::{Path, PathBuf};
+
+use crate::append::AppendFile;
 
 use keel_series::labels::Labels;
 
@@ -91,12 +97,26 @@ fn replay_record(
     (c.at == body.len()).then_some(())
 }
 
-/// Append a record: length, CRC-32 of the payload, payload.
-pub fn frame(out: &mut Vec<u8>, payload: &[u8]) {
-    out.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+/// Append a record: length, CRC-32 of the payload, payload. A payload
+/// longer than the u32 length field can say is refused.
+pub fn frame(out: &mut Vec<u8>, payload: &[u8]) -> std::io::Result<()> {
+    let len = u32::try_from(payload.len()).map_err(|_| {
+        std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            format!(
+                "a record of {} bytes is longer than a WAL frame can say",
+                payload.len()
+            ),
+        )
+    })?;
+    out.extend_from_slice(&len.to_le_bytes());
     out.extend_from_slice(&crc32fast::hash(payload).to_le_bytes());
     out.extend_from_slice(payload);
+    Ok(())
 }
+
+/// Largest record a rewrite writes (a single series may exceed it).
+pub const MAX_RECORD: usize = 16 << 20;
 
 /// Errors of the WAL.
 #[derive(Debug, thiserror::Error)]
@@ -106,13 +126,19 @@ pub struct WalError {
     source: std::io::Error,
 }
 
+impl WalError {
+    /// The I/O error underneath (disk full, …).
+    pub fn io(&self) -> &std::io::Error {
+        &self.source
+    }
+}
+
 /// The log file.
 #[derive(Debug)]
 pub struct Wal {
-    file: File,
+    file: AppendFile,
     path: PathBuf,
     fsync: Fsync,
-    bytes: u64,
 }
 
 fn put_str(buf: &mut Vec<u8>, s: &str) {
@@ -212,27 +238,30 @@ pub(crate) fn intact_len(all: &[u8]) -> usize {
         .map_or(0, |(start, p)| start + 8 + p.len())
 }
 
-/// A log image holding `batches`: one series record giving the series refs
-/// 0, 1, 2, … in order, then one samples record.
-pub fn encode_log(batches: &[Batch]) -> Vec<u8> {
+/// A log image holding `batches`: the series get refs 0, 1, 2, … in
+/// order, written as pairs of records (the series, then their samples) of
+/// at most about `max_record` bytes each.
+pub fn encode_log(batches: &[Batch], max_record: usize) -> std::io::Result<Vec<u8>> {
     let mut out = Vec::new();
     let all: Vec<&(Labels, Vec<(i64, f64)>)> = batches.iter().flatten().collect();
-    if all.is_empty() {
-        return out;
+    let mut from = 0;
+    while from < all.len() {
+        // Series from `from` while their samples fit (at least one).
+        let mut to = from;
+        let mut size = 0;
+        while to < all.len() && (to == from || size + 8 + all[to].1.len() * 16 <= max_record) {
+            size += 8 + all[to].1.len() * 16;
+            to += 1;
+        }
+        let series: Vec<(u32, Labels)> = (from..to).map(|i| (i as u32, all[i].0.clone())).collect();
+        frame(&mut out, &encode_series(&series))?;
+        let samples: Vec<(u32, &[(i64, f64)])> = (from..to)
+            .map(|i| (i as u32, all[i].1.as_slice()))
+            .collect();
+        frame(&mut out, &encode_samples(&samples))?;
+        from = to;
     }
-    let series: Vec<(u32, Labels)> = all
-        .iter()
-        .enumerate()
-        .map(|(i, (l, _))| (i as u32, l.clone()))
-        .collect();
-    frame(&mut out, &encode_series(&series));
-    let samples: Vec<(u32, &[(i64, f64)])> = all
-        .iter()
-        .enumerate()
-        .map(|(i, (_, s))| (i as u32, s.as_slice()))
-        .collect();
-    frame(&mut out, &encode_samples(&samples));
-    out
+    Ok(out)
 }
 
 impl Wal {
@@ -244,27 +273,14 @@ impl Wal {
             source,
         };
         std::fs::create_dir_all(dir).map_err(err)?;
-        let mut file = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .read(true)
-            .write(true)
-            .open(&path)
-            .map_err(err)?;
-        let mut all = Vec::new();
-        file.read_to_end(&mut all).map_err(err)?;
+        let (mut file, all) = AppendFile::open(&path).map_err(err)?;
         let (batches, at) = decode_log(&all);
-        if at < all.len() {
-            tracing::warn!(path = %path.display(), cut_bytes = all.len() - at, "cut a torn record from the end of the WAL");
-            file.set_len(at as u64).map_err(err)?;
-        }
-        file.seek(SeekFrom::End(0)).map_err(err)?;
+        file.keep(at as u64).map_err(err)?;
         Ok((
             Self {
                 file,
                 path: path.clone(),
                 fsync,
-                bytes: at as u64,
             },
             batches,
         ))
@@ -277,26 +293,23 @@ impl Wal {
         new_series: &[(u32, Labels)],
         samples: &[(u32, &[(i64, f64)])],
     ) -> Result<(), WalError> {
-        let mut rec = Vec::new();
-        if !new_series.is_empty() {
-            frame(&mut rec, &encode_series(new_series));
-        }
-        frame(&mut rec, &encode_samples(samples));
         let err = |source| WalError {
             path: self.path.display().to_string(),
             source,
         };
-        self.file.write_all(&rec).map_err(err)?;
-        if self.fsync == Fsync::Batch {
-            self.file.sync_data().map_err(err)?;
+        let mut rec = Vec::new();
+        if !new_series.is_empty() {
+            frame(&mut rec, &encode_series(new_series)).map_err(err)?;
         }
-        self.bytes += rec.len() as u64;
-        Ok(())
+        frame(&mut rec, &encode_samples(samples)).map_err(err)?;
+        self.file
+            .append(&rec, self.fsync == Fsync::Batch)
+            .map_err(err)
     }
 
     /// Size of the log.
     pub fn bytes(&self) -> u64 {
-        self.bytes
+        self.file.len()
     }
 }
 
@@ -316,7 +329,7 @@ impl Wal {
         };
         // The head rebuilt from the same batches in the same order assigns
         // the same refs as the log.
-        let out = encode_log(batches);
+        let out = encode_log(batches, MAX_RECORD).map_err(err)?;
         let mut f = File::create(&tmp).map_err(err)?;
         f.write_all(&out).map_err(err)?;
         f.sync_all().map_err(err)?;
@@ -324,14 +337,12 @@ impl Wal {
         if let Ok(d) = File::open(&dir) {
             let _ = d.sync_all();
         }
-        let mut file = OpenOptions::new()
+        let file = std::fs::OpenOptions::new()
             .read(true)
             .write(true)
             .open(&self.path)
             .map_err(err)?;
-        file.seek(SeekFrom::End(0)).map_err(err)?;
-        self.file = file;
-        self.bytes = out.len() as u64;
+        self.file.replace(file, out.len() as u64);
         Ok(())
     }
 }
@@ -363,5 +374,29 @@ mod tests {
         assert_eq!(batches[0][0].0, l);
         assert!(batches[0][0].1[1].1.is_nan());
         assert_eq!(std::fs::metadata(&path).expect("meta").len(), full);
+    }
+
+    #[test]
+    fn a_rewrite_is_split_into_records_that_replay_to_the_same_batches() {
+        let series: Batch = (0..50)
+            .map(|i| {
+                let name = format!("s{i}");
+                let l = Labels::new(vec![("__name__", name.as_str())]);
+                (l, (0..100).map(|t| (t, t as f64)).collect())
+            })
+            .collect();
+        // ~1.6 KB a series: records of at most 4 KB hold two series each.
+        let image = encode_log(std::slice::from_ref(&series), 4_096).expect("encodes");
+        let records = frames(&image);
+        assert_eq!(
+            records.len(),
+            50,
+            "25 series records and 25 samples records"
+        );
+        assert!(records.iter().all(|(_, p)| p.len() <= 4_096));
+        let (batches, valid) = decode_log(&image);
+        assert_eq!(valid, image.len());
+        let back: Batch = batches.into_iter().flatten().collect();
+        assert_eq!(back, series);
     }
 }

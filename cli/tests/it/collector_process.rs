@@ -620,3 +620,152 @@ async fn sigkill_under_span_ingest_loses_no_acknowledged_span() {
     let _ = kill(Pid::from_raw(child.id() as i32), Signal::SIGKILL);
     let _ = child.wait();
 }
+
+/// Batch `i` of the fault test: 50 points of `filled` labelled `i`, `k`.
+fn fill_batch(i: u64) -> Vec<u8> {
+    let kv = |k: &str, v: String| KeyValue {
+        key: k.into(),
+        value: Some(AnyValue {
+            value: Some(any_value::Value::StringValue(v)),
+        }),
+        ..Default::default()
+    };
+    let points = (0..50)
+        .map(|k| NumberDataPoint {
+            attributes: vec![kv("i", i.to_string()), kv("k", k.to_string())],
+            time_unix_nano: (T0 + i) * 1_000_000,
+            value: Some(number_data_point::Value::AsDouble(k as f64)),
+            ..Default::default()
+        })
+        .collect();
+    ExportMetricsServiceRequest {
+        resource_metrics: vec![ResourceMetrics {
+            resource: Some(opentelemetry_proto::tonic::resource::v1::Resource {
+                attributes: vec![kv("service.name", "fill".into())],
+                ..Default::default()
+            }),
+            scope_metrics: vec![ScopeMetrics {
+                metrics: vec![Metric {
+                    name: "filled".into(),
+                    data: Some(Data::Gauge(Gauge {
+                        data_points: points,
+                    })),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+            ..Default::default()
+        }],
+    }
+    .encode_to_vec()
+}
+
+/// `prlimit` on a running process: its file size limit, soft and hard.
+fn set_fsize(pid: u32, limit: &str) {
+    let out = Command::new("prlimit")
+        .args(["--pid", &pid.to_string(), &format!("--fsize={limit}")])
+        .output()
+        .expect("prlimit runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_disk_is_a_503_loses_nothing_acknowledged_and_ingest_resumes_by_itself() {
+    let _turn = crate::common::heavy().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    // Every file the collector writes may grow to 256 KiB ("the disk is
+    // full" as the kernel says it: EFBIG, part-way through a write).
+    let (child, otlp, api) = crate::common::spawn_collector_under(
+        &["prlimit", "--fsize=262144:unlimited"],
+        dir.path(),
+        0,
+        0,
+    );
+    let http = reqwest::Client::new();
+    let send = |i: u64| {
+        let (http, otlp) = (http.clone(), otlp.clone());
+        async move {
+            http.post(format!("{otlp}/v1/metrics"))
+                .header("content-type", "application/x-protobuf")
+                .body(fill_batch(i))
+                .send()
+                .await
+                .expect("the collector answers")
+        }
+    };
+    let mut acked = Vec::new();
+    let mut refused = 0;
+    let mut i = 0;
+    while refused < 5 {
+        assert!(i < 5_000, "the file size limit was never met");
+        let r = send(i).await;
+        match r.status().as_u16() {
+            200 => acked.push(i),
+            503 => {
+                refused += 1;
+                assert!(r.headers().contains_key("retry-after"), "{:?}", r.headers());
+                let body = r.bytes().await.expect("body");
+                let message = String::from_utf8_lossy(&body).to_string();
+                assert!(message.contains("File too large"), "{message}");
+            }
+            s => panic!("batch {i}: HTTP {s}"),
+        }
+        i += 1;
+    }
+    assert!(acked.len() > 10, "some batches fit before the limit");
+    // Space returns: ingest goes on by itself, behind no torn record.
+    set_fsize(child.id(), "unlimited:unlimited");
+    for _ in 0..10 {
+        assert_eq!(
+            send(i).await.status(),
+            200,
+            "batch {i} after space returned"
+        );
+        acked.push(i);
+        i += 1;
+    }
+    // kill -9, then a fresh collector on the same data: every
+    // acknowledged batch is there, whole, and no refused one.
+    let mut child = child;
+    let _ = child.kill();
+    let _ = child.wait();
+    let (mut child, _, api2) = crate::common::spawn_collector(dir.path(), 0, 0);
+    drop(api);
+    let body: serde_json::Value = http
+        .get(format!("{api2}/api/v1/query"))
+        .query(&[
+            (
+                "query",
+                "count by (i) (last_over_time(filled[1d]))".to_owned(),
+            ),
+            ("time", ((T0 + i) as f64 / 1000.0).to_string()),
+        ])
+        .send()
+        .await
+        .expect("query")
+        .json()
+        .await
+        .expect("json");
+    let mut stored: Vec<(u64, f64)> = body["data"]["result"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|s| {
+            let i = s["metric"]["i"].as_str().and_then(|v| v.parse().ok());
+            let n = s["value"][1].as_str().and_then(|v| v.parse().ok());
+            (i.unwrap_or(u64::MAX), n.unwrap_or(0.0))
+        })
+        .collect();
+    stored.sort_by_key(|s| s.0);
+    let want: Vec<(u64, f64)> = acked.iter().map(|i| (*i, 50.0)).collect();
+    assert_eq!(
+        stored, want,
+        "stored batches (i, series) = the acknowledged ones"
+    );
+    let _ = child.kill();
+    let _ = child.wait();
+}

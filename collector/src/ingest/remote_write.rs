@@ -348,6 +348,14 @@ async fn write(State(rw): State<Rw>, body: Bytes) -> Response {
             format!("some samples were not stored: {}\n", problems.join("; ")),
         )
             .into_response(),
+        // A store that cannot write (disk full) is a retry later, as
+        // Prometheus' remote write takes a 503.
+        Ok(Err((status, msg))) if status == StatusCode::SERVICE_UNAVAILABLE => (
+            status,
+            [(axum::http::header::RETRY_AFTER, "1")],
+            format!("{msg}\n"),
+        )
+            .into_response(),
         Ok(Err((status, msg))) => (status, format!("{msg}\n")).into_response(),
         Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")).into_response(),
     }

@@ -88,9 +88,9 @@ proptest! {
             .into_iter()
             .map(|(n, s)| (keel_series::labels::Labels::new(vec![("__name__", n)]), s))
             .collect();
-        let (replayed, valid) = wal::decode_log(&wal::encode_log(std::slice::from_ref(&batch)));
+        let (replayed, valid) = wal::decode_log(&wal::encode_log(std::slice::from_ref(&batch), wal::MAX_RECORD).expect("encodes"));
         let decoded: wal::Batch = replayed.into_iter().flatten().collect();
-        prop_assert_eq!(valid, wal::encode_log(std::slice::from_ref(&batch)).len(), "own encoding decodes whole");
+        prop_assert_eq!(valid, wal::encode_log(std::slice::from_ref(&batch), wal::MAX_RECORD).expect("encodes").len(), "own encoding decodes whole");
         prop_assert_eq!(decoded.len(), batch.len());
         for ((l1, s1), (l2, s2)) in decoded.iter().zip(&batch) {
             prop_assert_eq!(l1, l2);

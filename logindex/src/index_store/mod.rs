@@ -20,8 +20,6 @@
 //! [`Record`] trait's; the store adds `timestamp` (ms), `order` (the sort
 //! key) and `raw` (the record as JSON, the only stored field).
 
-use std::fs::{File, OpenOptions};
-use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, RwLock};
 
@@ -225,7 +223,7 @@ struct Writer {
     batch_ids: BatchIds,
     partition_start: i64,
     writer: IndexWriter,
-    wal: File,
+    wal: keel_metricstore::append::AppendFile,
     next_seq: u64,
     /// Records added since the last commit, and their time range.
     pending: usize,
@@ -379,15 +377,20 @@ impl<R: Record> IndexStore<R> {
             .transpose()?
             .ok_or_else(|| IndexError::Query("no partition".into()))?;
         let wal_path = dir.join("wal.log");
-        let mut wal = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .read(true)
-            .write(true)
-            .open(&wal_path)
-            .map_err(io(&wal_path))?;
-        let mut image = Vec::new();
-        wal.read_to_end(&mut image).map_err(io(&wal_path))?;
+        let (mut wal, image) =
+            keel_metricstore::append::AppendFile::open(&wal_path).map_err(io(&wal_path))?;
+        // Replay stops at the first torn, corrupt or unreadable record;
+        // what follows it is cut before anything is appended.
+        let mut valid = 0;
+        let mut logged = Vec::new();
+        for (at, payload) in keel_metricstore::wal::frames(&image) {
+            let Ok(batch) = serde_json::from_slice::<WalBatch<R>>(payload) else {
+                break;
+            };
+            valid = at + 8 + payload.len();
+            logged.push(batch);
+        }
+        wal.keep(valid as u64).map_err(io(&wal_path))?;
         let ids_path = dir.join("batch-ids.log");
         let batch_ids = BatchIds::open(&ids_path, config.batch_id_retention_ms, now_ms)
             .map_err(io(&ids_path))?;
@@ -415,10 +418,7 @@ impl<R: Record> IndexStore<R> {
         let mut replayed = 0usize;
         {
             let mut w = store.writer.lock().unwrap_or_else(|e| e.into_inner());
-            for (_, payload) in keel_metricstore::wal::frames(&image) {
-                let Ok(batch) = serde_json::from_slice::<WalBatch<R>>(payload) else {
-                    break;
-                };
+            for batch in logged {
                 // Logged means acknowledged: its id counts, even if a crash
                 // came before the id reached batch-ids.log.
                 if let Some(id) = batch
@@ -487,14 +487,17 @@ impl<R: Record> IndexStore<R> {
             records,
         };
         if self.config.write_ahead {
-            let payload = serde_json::to_vec(&batch).unwrap_or_default();
-            let mut rec = Vec::with_capacity(payload.len() + 8);
-            keel_metricstore::wal::frame(&mut rec, &payload);
+            // A batch that cannot be written whole is refused, never
+            // logged empty and acknowledged.
             let wal_path = self.dir.join("wal.log");
-            w.wal.write_all(&rec).map_err(io(&wal_path))?;
-            if self.config.fsync == Fsync::Batch {
-                w.wal.sync_data().map_err(io(&wal_path))?;
-            }
+            let payload = serde_json::to_vec(&batch).map_err(|e| {
+                io(&wal_path)(std::io::Error::new(std::io::ErrorKind::InvalidData, e))
+            })?;
+            let mut rec = Vec::with_capacity(payload.len() + 8);
+            keel_metricstore::wal::frame(&mut rec, &payload).map_err(io(&wal_path))?;
+            w.wal
+                .append(&rec, self.config.fsync == Fsync::Batch)
+                .map_err(io(&wal_path))?;
         }
         let n = batch.records.len();
         w.next_seq += n as u64;
@@ -548,8 +551,7 @@ impl<R: Record> IndexStore<R> {
         drop(parts);
         // Everything logged is now in a commit: the log starts afresh.
         let wal_path = self.dir.join("wal.log");
-        w.wal.set_len(0).map_err(io(&wal_path))?;
-        w.wal.seek(SeekFrom::Start(0)).map_err(io(&wal_path))?;
+        w.wal.clear().map_err(io(&wal_path))?;
         w.pending = 0;
         w.pending_min = i64::MAX;
         w.pending_max = i64::MIN;

@@ -126,7 +126,25 @@ pub async fn get_text(url: &str) -> (u16, String) {
 /// Start `keel collector` (port 0: a free one) on `dir` and read the
 /// OTLP/HTTP and API base URLs it prints.
 pub fn spawn_collector(dir: &Path, otlp_port: u16, api_port: u16) -> (Child, String, String) {
-    let mut child = Command::new(KEEL)
+    spawn_collector_under(&[], dir, otlp_port, api_port)
+}
+
+/// As [`spawn_collector`], run by `launcher` (e.g. `prlimit --fsize=…`).
+pub fn spawn_collector_under(
+    launcher: &[&str],
+    dir: &Path,
+    otlp_port: u16,
+    api_port: u16,
+) -> (Child, String, String) {
+    let mut command = match launcher.split_first() {
+        Some((program, args)) => {
+            let mut c = Command::new(program);
+            c.args(args).arg(KEEL);
+            c
+        }
+        None => Command::new(KEEL),
+    };
+    let mut child = command
         .args([
             "collector",
             "--otlp-port",
