@@ -70,6 +70,10 @@ pub struct CollectorConfig {
     /// How long alert history is kept.
     #[serde(with = "keel_core::duration")]
     pub alert_history_retention: std::time::Duration,
+    /// How long a delivered (or given-up) notification is kept; one not
+    /// yet delivered is kept until it is.
+    #[serde(with = "keel_core::duration")]
+    pub notification_retention: std::time::Duration,
     /// Alerting and recording rules.
     pub rules: keel_alerting::rules::RulesConfig,
     /// Who hears of alerts, when, and how.
@@ -111,6 +115,7 @@ impl Default for CollectorConfig {
             batch_id_retention: std::time::Duration::from_secs(24 * 3600),
             state: String::new(),
             alert_history_retention: std::time::Duration::from_secs(90 * 24 * 3600),
+            notification_retention: std::time::Duration::from_secs(90 * 24 * 3600),
             rules: keel_alerting::rules::RulesConfig::default(),
             notify: keel_alerting::notify::NotifyConfig::default(),
             dashboards: PathBuf::from("dashboards"),
@@ -409,10 +414,18 @@ pub async fn start(config: &CollectorConfig, clock: SharedClock) -> Result<Runni
             rules.keep_state(writer.clone(), st.load(keel_state::Table::Alerts).await?);
             let saved = keel_alerting::notify::persist::Saved::load(&st).await?;
             notifier.keep_state(writer.clone(), &saved);
-            prune_history(st.clone(), config.alert_history_retention, clock.clone());
             Some((st, writer))
         }
     };
+    prune(
+        state.as_ref().map(|(s, _)| s.clone()),
+        notifier.clone(),
+        (
+            config.alert_history_retention,
+            config.notification_retention,
+        ),
+        clock.clone(),
+    );
     rules.set_notifier(notifier.clone());
     rules.set_arrivals(store.appended());
     let dashboards_dir = config.dashboards_dir();
@@ -505,7 +518,8 @@ pub async fn start(config: &CollectorConfig, clock: SharedClock) -> Result<Runni
         state: state.as_ref().map(|(s, _)| s.clone()),
         clock: clock.clone(),
     };
-    let api_routes = crate::api::routes(store.clone(), clock.clone(), gate)
+    let api_routes = crate::api::routes(store.clone(), clock.clone(), gate.clone())
+        .merge(crate::own_metrics::routes(notifier.clone(), gate))
         .merge(keel_dashboards::api::routes(dashboards))
         .merge(keel_dashboards::assets::routes())
         .merge(crate::ingest::remote_write::routes(
@@ -563,13 +577,28 @@ pub async fn start(config: &CollectorConfig, clock: SharedClock) -> Result<Runni
     })
 }
 
-/// Delete alert history older than `keep`, hourly.
-fn prune_history(st: Arc<keel_state::StateStore>, keep: std::time::Duration, clock: SharedClock) {
+/// Hourly: delete alert history older than the first retention, and
+/// notifications finished before the second (in memory and saved).
+fn prune(
+    st: Option<Arc<keel_state::StateStore>>,
+    notifier: Arc<keel_alerting::notify::Notifier>,
+    (history, notifications): (std::time::Duration, std::time::Duration),
+    clock: SharedClock,
+) {
     tokio::spawn(async move {
         loop {
-            let before = clock.now_ms() - keep.as_millis() as i64;
-            if let Err(e) = st.prune_history(before).await {
+            let now = clock.now_ms();
+            if let Some(st) = &st
+                && let Err(e) = st.prune_history(now - history.as_millis() as i64).await
+            {
                 tracing::error!(error = %e, "pruning alert history failed");
+            }
+            let gone = notifier.prune(now - notifications.as_millis() as i64);
+            if gone > 0 {
+                tracing::info!(
+                    notifications = gone,
+                    "notifications past their retention forgotten"
+                );
             }
             clock.sleep(std::time::Duration::from_secs(3600)).await;
         }

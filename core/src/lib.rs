@@ -3,6 +3,7 @@
 //! - [`clock`]: the one injected [`Clock`](clock::Clock). Every piece of
 //!   time-dependent logic reads time from it, so that tests and incident
 //!   replay can drive time by hand ([`ManualClock`](clock::ManualClock)).
+//! - [`crash`]: named crash points for crash tests (`KEEL_CRASH_AT`).
 //! - [`config`]: loading YAML configuration with errors that name the file,
 //!   line and column, environment overrides, and validation that reports
 //!   every problem at once.
@@ -15,6 +16,7 @@
 
 pub mod clock;
 pub mod config;
+pub mod crash;
 pub mod duration;
 pub mod marks;
 pub mod names;

@@ -844,11 +844,15 @@ export function ruleUnit(rule) {
 
 async function alertsPage() {
   const gen = generation;
-  const [alerts, silences, tickets, history, rules] = await Promise.allSettled([
+  const [alerts, silences, tickets, history, rules, notifications] = await Promise.allSettled([
     api("/api/v1/alerts"), api("/api/v1/silences"), api("/api/v1/tickets"),
     api(`/api/v1/alerts/history?start=${(Date.now() - 864e5) / 1000}&limit=200`),
-    api("/api/v1/rules"),
+    api("/api/v1/rules"), api("/api/v1/notifications"),
   ]);
+  // Pages a receiver refused for good, and ones still being retried.
+  const undelivered = notifications.status === "fulfilled"
+    ? (notifications.value || []).filter((d) => d.delivered_at_ms == null && d.last_error).slice(-50).reverse()
+    : [];
   const units = new Map();
   if (rules.status === "fulfilled") for (const g of rules.value.groups || []) for (const r of g.rules || []) units.set(r.name, ruleUnit(r));
   if (gen !== generation) return;
@@ -884,6 +888,12 @@ async function alertsPage() {
   main.replaceChildren(...[h("h1", {}, "Alerts"),
     alerts.status === "rejected" ? h("p", { class: "error" }, alerts.reason.message) : null,
     h("div", { class: "panel", id: "alerts" }, active.length ? h("table", {}, h("tr", {}, h("th", {}, "severity"), h("th", {}, "state"), h("th", {}, "alert"), h("th", {}, "since"), h("th", { class: "num" }, "value"), h("th", {}, "")), rows) : h("div", { class: "status" }, "Nothing is firing or pending")),
+    undelivered.length ? h("h2", {}, "Pages not delivered") : null,
+    undelivered.length ? h("div", { class: "panel", id: "undelivered" }, h("table", {}, undelivered.map((d) => h("tr", { class: "undelivered-row" },
+      h("td", {}, h("span", { class: `sev ${d.page.severity}` }, d.page.severity)),
+      h("td", {}, h("b", {}, (d.page.group && d.page.group.alertname) || "page"), " to ", d.receiver || "nobody"),
+      h("td", { class: d.failed_at_ms != null ? "state-firing" : "muted" }, d.failed_at_ms != null ? `refused for good ${when(d.failed_at_ms)}` : `retrying (${d.attempts} attempts)`),
+      h("td", { class: "muted" }, d.last_error))))) : null,
     h("h2", {}, "Silences"),
     h("div", { class: "panel", id: "silences" }, sil.length ? h("table", {}, sil.map((s) => h("tr", { class: "silence-row" }, h("td", {}, (s.matchers || []).map(matcherText).join(", ")), h("td", { class: "muted" }, `${s.comment || ""} (${s.created_by || "?"})`), h("td", {}, "until " + when(s.ends_at_ms)),
       h("td", {}, h("button", { onclick: async () => { await fetch(`/api/v1/silences/${s.id}`, { method: "DELETE" }); render(); } }, "Expire"))))) : h("div", { class: "status" }, "No active silences")),

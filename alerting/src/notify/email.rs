@@ -12,6 +12,7 @@ use lettre::transport::smtp::authentication::Credentials;
 use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 use serde::{Deserialize, Serialize};
 
+use super::Failure;
 use super::route::{AlertView, Kind, Page};
 use crate::rules::State;
 
@@ -199,20 +200,44 @@ fn alert_text(out: &mut String, a: &AlertView) {
 }
 
 /// Send one page to every receiver; the error says why not.
-pub async fn send(c: &EmailConfig, p: &Page, dashboard: &str) -> Result<(), String> {
-    let from: Mailbox = c.from.parse().map_err(|e| format!("from: {e}"))?;
-    let mut m = Message::builder().from(from).subject(subject(p));
+/// The `Message-ID` of notification `id` (sender `from`): the same on
+/// every attempt, so a receiver can drop a duplicate.
+pub fn message_id(id: &str, from: &str) -> String {
+    let domain = from
+        .rsplit_once('@')
+        .map(|(_, d)| d.trim_end_matches('>'))
+        .filter(|d| !d.is_empty())
+        .unwrap_or("keel.invalid");
+    format!("<keel.{id}@{domain}>")
+}
+
+/// Send page `p` as notification `id`. A message that cannot be built (a
+/// bad address) and an SMTP 5xx are refusals for good; the rest is
+/// retried by the caller.
+pub async fn send(c: &EmailConfig, p: &Page, id: &str, dashboard: &str) -> Result<(), Failure> {
+    let refused = |message: String| Failure {
+        message,
+        permanent: true,
+    };
+    let from: Mailbox = c.from.parse().map_err(|e| refused(format!("from: {e}")))?;
+    let mut m = Message::builder()
+        .from(from)
+        .subject(subject(p))
+        .message_id(Some(message_id(id, &c.from)));
     for t in &c.to {
-        m = m.to(t.parse::<Mailbox>().map_err(|e| format!("to {t:?}: {e}"))?);
+        m = m.to(t
+            .parse::<Mailbox>()
+            .map_err(|e| refused(format!("to {t:?}: {e}")))?);
     }
-    let message = m.body(body(p, dashboard)).map_err(|e| e.to_string())?;
+    let message = m
+        .body(body(p, dashboard))
+        .map_err(|e| refused(e.to_string()))?;
     let builder = match c.security {
         Security::None => AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(&c.smtp_host),
         Security::Starttls => AsyncSmtpTransport::<Tokio1Executor>::starttls_relay(&c.smtp_host)
-            .map_err(|e| e.to_string())?,
-        Security::Tls => {
-            AsyncSmtpTransport::<Tokio1Executor>::relay(&c.smtp_host).map_err(|e| e.to_string())?
-        }
+            .map_err(|e| refused(e.to_string()))?,
+        Security::Tls => AsyncSmtpTransport::<Tokio1Executor>::relay(&c.smtp_host)
+            .map_err(|e| refused(e.to_string()))?,
     };
     let mut builder = builder.port(c.smtp_port).timeout(Some(c.timeout));
     if !c.username.is_empty() {
@@ -223,7 +248,10 @@ pub async fn send(c: &EmailConfig, p: &Page, dashboard: &str) -> Result<(), Stri
         .send(message)
         .await
         .map(|_| ())
-        .map_err(|e| format!("{}:{}: {e}", c.smtp_host, c.smtp_port))
+        .map_err(|e| Failure {
+            message: format!("{}:{}: {e}", c.smtp_host, c.smtp_port),
+            permanent: e.is_permanent(),
+        })
 }
 
 #[cfg(test)]

@@ -174,6 +174,16 @@ impl NotifyConfig {
 /// One page to one receiver, and how its sending went.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Delivery {
+    /// Its number: the order pages were decided in (its state-store key).
+    #[serde(default)]
+    pub seq: u64,
+    /// Its identity on the wire, the same on every attempt and after a
+    /// restart: the email's `Message-ID`, the webhook's `Idempotency-Key`
+    /// header and `notificationId`, so a receiver can drop the one
+    /// duplicate a crash between its acceptance and Keel's record of it
+    /// causes.
+    #[serde(default)]
+    pub id: String,
     /// `email` or the webhook's URL.
     pub receiver: String,
     /// The page.
@@ -182,21 +192,58 @@ pub struct Delivery {
     pub attempts: u32,
     /// When it was delivered (ms); none: not yet.
     pub delivered_at_ms: Option<i64>,
+    /// When it was given up on because the receiver refused it for good
+    /// (a webhook's 4xx, an SMTP 5xx) (ms); none: not given up.
+    #[serde(default)]
+    pub failed_at_ms: Option<i64>,
     /// The last failure, or why it was not sent.
     pub last_error: Option<String>,
+}
+
+impl Delivery {
+    /// Delivered or given up on: nothing more will be sent.
+    pub fn finished(&self) -> bool {
+        self.delivered_at_ms.is_some() || self.failed_at_ms.is_some()
+    }
+}
+
+/// Why one attempt to send failed, and whether trying again can help.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Failure {
+    /// What happened (the receiver named).
+    pub message: String,
+    /// The receiver refused it for good: not retried.
+    pub permanent: bool,
+}
+
+impl Failure {
+    /// A failure worth retrying.
+    pub fn transient(message: String) -> Self {
+        Self {
+            message,
+            permanent: false,
+        }
+    }
 }
 
 /// Most deliveries kept for the API.
 const KEEP: usize = 1000;
 
+/// The longest a send waits for its intent to be durable in the state
+/// store; past it, the page goes out anyway (paging beats exactly-once).
+const INTENT_WAIT: Duration = Duration::from_secs(10);
+
 /// Routes alerts and sends pages.
 pub struct Notifier {
     router: Mutex<Router>,
+    /// Every delivery, in `seq` order.
     deliveries: Mutex<Vec<Delivery>>,
+    /// Deliveries given up on since start, by receiver.
+    failed: Mutex<std::collections::BTreeMap<String, u64>>,
     /// Where routing state and notifications are saved (none: nowhere).
     persist: Mutex<Option<persist::NotifyPersist>>,
     /// One queue a receiver, so a dead webhook never holds up email.
-    queues: Vec<(Receiver, tokio::sync::mpsc::UnboundedSender<usize>)>,
+    queues: Vec<(Receiver, tokio::sync::mpsc::UnboundedSender<u64>)>,
     config: NotifyConfig,
     clock: SharedClock,
 }
@@ -248,6 +295,7 @@ impl Notifier {
                 silence::compile(&config.inhibit).unwrap_or_default(),
             )),
             deliveries: Mutex::new(Vec::new()),
+            failed: Mutex::new(Default::default()),
             persist: Mutex::new(None),
             queues,
             config,
@@ -274,29 +322,32 @@ impl Notifier {
                 "page due"
             );
             let mut d = lock(&self.deliveries);
-            if self.queues.is_empty() {
-                d.push(Delivery {
-                    receiver: String::new(),
-                    page,
-                    attempts: 0,
-                    delivered_at_ms: None,
-                    last_error: Some(
-                        "no receiver: collector.notify.email.to and webhooks are empty".into(),
-                    ),
-                });
-                self.save_delivery(now_ms, d.len() - 1, &d);
-                continue;
-            }
-            for (r, q) in &self.queues {
-                d.push(Delivery {
-                    receiver: r.name(),
+            let mut record = |receiver: String, last_error: Option<String>| {
+                let seq = d.last().map_or(0, |l| l.seq + 1);
+                let delivery = Delivery {
+                    seq,
+                    id: format!("{}.{seq}", page.at_ms),
+                    receiver,
                     page: page.clone(),
                     attempts: 0,
                     delivered_at_ms: None,
-                    last_error: None,
-                });
-                self.save_delivery(now_ms, d.len() - 1, &d);
-                let _ = q.send(d.len() - 1);
+                    failed_at_ms: None,
+                    last_error,
+                };
+                self.save_delivery(now_ms, &delivery);
+                d.push(delivery);
+                seq
+            };
+            if self.queues.is_empty() {
+                record(
+                    String::new(),
+                    Some("no receiver: collector.notify.email.to and webhooks are empty".into()),
+                );
+                continue;
+            }
+            for (r, q) in &self.queues {
+                let seq = record(r.name(), None);
+                let _ = q.send(seq);
             }
         }
     }
@@ -311,19 +362,28 @@ impl Notifier {
         let mut d = lock(&self.deliveries);
         let mut requeued = 0;
         for (k, doc) in &saved.notifications {
-            let Ok(delivery) = serde_json::from_str::<Delivery>(doc) else {
+            let Ok(mut delivery) = serde_json::from_str::<Delivery>(doc) else {
                 tracing::warn!(key = %k, "a saved notification does not parse; dropped");
                 continue;
             };
-            let undelivered = delivery.delivered_at_ms.is_none();
-            let receiver = delivery.receiver.clone();
+            // Records from before `seq` was saved are numbered by their key.
+            if delivery.seq == 0 {
+                delivery.seq = k.parse().unwrap_or(0);
+            }
+            if delivery.id.is_empty() {
+                delivery.id = format!("{}.{}", delivery.page.at_ms, delivery.seq);
+            }
+            let unfinished = !delivery.finished();
+            let (receiver, seq) = (delivery.receiver.clone(), delivery.seq);
             d.push(delivery);
-            if !undelivered {
+            if !unfinished {
                 continue;
             }
+            // An intent without an acceptance: sent again, as the same
+            // message.
             match self.queues.iter().find(|(r, _)| r.name() == receiver) {
                 Some((_, q)) => {
-                    let _ = q.send(d.len() - 1);
+                    let _ = q.send(seq);
                     requeued += 1;
                 }
                 None if receiver.is_empty() => {}
@@ -332,6 +392,7 @@ impl Notifier {
                 }
             }
         }
+        d.sort_by_key(|x| x.seq);
         if requeued > 0 {
             tracing::info!(
                 notifications = requeued,
@@ -348,10 +409,53 @@ impl Notifier {
         }
     }
 
-    fn save_delivery(&self, now_ms: i64, i: usize, all: &[Delivery]) {
-        if let (Some(p), Some(d)) = (lock(&self.persist).as_ref(), all.get(i)) {
-            p.notification(now_ms, i, d);
+    fn save_delivery(&self, now_ms: i64, d: &Delivery) {
+        if let Some(p) = lock(&self.persist).as_ref() {
+            p.notification(now_ms, d);
         }
+    }
+
+    /// Wait (at most [`INTENT_WAIT`]) until every change saved so far is
+    /// durable in the state store; no store: at once.
+    async fn durable(&self, what: &str) {
+        let writer = lock(&self.persist)
+            .as_ref()
+            .map(persist::NotifyPersist::writer);
+        let Some(w) = writer else { return };
+        match tokio::time::timeout(INTENT_WAIT, w.flush()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                tracing::error!(error = %e, what, "the state store did not take a notification's record")
+            }
+            Err(_) => tracing::warn!(
+                what,
+                "the state store is slow: going on without a durable record"
+            ),
+        }
+    }
+
+    /// Deliveries given up on since start, by receiver.
+    pub fn failed_total(&self) -> std::collections::BTreeMap<String, u64> {
+        lock(&self.failed).clone()
+    }
+
+    /// Forget finished deliveries decided before `before_ms` (in memory
+    /// and in the state store); unfinished ones are kept whatever their
+    /// age. How many were forgotten.
+    pub fn prune(&self, before_ms: i64) -> usize {
+        let mut d = lock(&self.deliveries);
+        let old: Vec<u64> = d
+            .iter()
+            .filter(|x| x.finished() && x.page.at_ms < before_ms)
+            .map(|x| x.seq)
+            .collect();
+        d.retain(|x| !(x.finished() && x.page.at_ms < before_ms));
+        if let Some(p) = lock(&self.persist).as_ref() {
+            for seq in &old {
+                p.forget_notification(*seq);
+            }
+        }
+        old.len()
     }
 
     /// Every delivery, oldest first (the newest [`KEEP`]).
@@ -436,7 +540,7 @@ impl Notifier {
     async fn send_loop(
         self: Arc<Self>,
         receiver: Receiver,
-        mut rx: tokio::sync::mpsc::UnboundedReceiver<usize>,
+        mut rx: tokio::sync::mpsc::UnboundedReceiver<u64>,
     ) {
         // A CA file that cannot be read is each webhook delivery's error.
         let http = self
@@ -444,50 +548,76 @@ impl Notifier {
             .webhook_tls
             .client(reqwest::Client::builder(), "collector.notify.webhook_tls")
             .map_err(|e| e.to_string());
-        while let Some(i) = rx.recv().await {
-            let Some(page) = lock(&self.deliveries).get(i).map(|d| d.page.clone()) else {
-                continue;
+        while let Some(seq) = rx.recv().await {
+            let found = {
+                let all = lock(&self.deliveries);
+                find(&all, seq).map(|d| (d.page.clone(), d.id.clone()))
             };
+            let Some((page, id)) = found else { continue };
+            // The intent (and the routing that decided it) is durable
+            // before anything is sent: a crash from here on sends it again
+            // after the restart, as the same message, and never twice
+            // otherwise.
+            self.durable("a page's intent").await;
+            keel_core::crash::point("after_page_intent");
             let mut wait = self.config.retry_initial;
             loop {
                 let result = match &receiver {
                     Receiver::Email => {
-                        email::send(&self.config.email, &page, &self.config.dashboard_url).await
+                        email::send(&self.config.email, &page, &id, &self.config.dashboard_url)
+                            .await
                     }
                     Receiver::Webhook(url) => match &http {
                         Ok(http) => {
-                            webhook::send(
-                                http,
+                            let to = webhook::Target {
                                 url,
-                                &page,
-                                &self.config.dashboard_url,
-                                self.config.email.timeout,
-                            )
-                            .await
+                                external_url: &self.config.dashboard_url,
+                                timeout: self.config.email.timeout,
+                            };
+                            webhook::send(http, &to, &page, &id).await
                         }
-                        Err(e) => Err(e.clone()),
+                        Err(e) => Err(Failure {
+                            message: e.clone(),
+                            permanent: true,
+                        }),
                     },
                 };
+                if result.is_ok() {
+                    keel_core::crash::point(match receiver {
+                        Receiver::Email => "after_smtp_accept",
+                        Receiver::Webhook(_) => "after_webhook_accept",
+                    });
+                }
                 let now = self.clock.now_ms();
-                let done = {
+                let finished = {
                     let mut all = lock(&self.deliveries);
-                    let Some(d) = all.get_mut(i) else { break };
+                    let Some(d) = find_mut(&mut all, seq) else {
+                        break;
+                    };
                     d.attempts += 1;
-                    let done = match &result {
+                    match &result {
                         Ok(()) => {
                             d.delivered_at_ms = Some(now);
                             d.last_error = None;
-                            true
                         }
-                        Err(e) => {
-                            d.last_error = Some(e.clone());
-                            false
+                        Err(f) => {
+                            d.last_error = Some(f.message.clone());
+                            if f.permanent {
+                                d.failed_at_ms = Some(now);
+                            }
                         }
-                    };
-                    self.save_delivery(now, i, &all);
-                    done
+                    }
+                    self.save_delivery(now, d);
+                    d.finished()
                 };
-                if done {
+                if finished {
+                    if let Err(f) = &result {
+                        *lock(&self.failed).entry(receiver.name()).or_default() += 1;
+                        tracing::error!(receiver = %receiver.name(), error = %f.message, "a receiver refused a page for good; not retried");
+                    }
+                    // The outcome is recorded at once.
+                    self.durable("a page's outcome").await;
+                    keel_core::crash::point("after_page_recorded");
                     break;
                 }
                 tracing::warn!(receiver = %receiver.name(), error = ?result.err(), retry_in = ?wait, "sending a page failed; it will be retried");
@@ -496,4 +626,18 @@ impl Notifier {
             }
         }
     }
+}
+
+/// Delivery `seq` of `all` (in `seq` order).
+fn find(all: &[Delivery], seq: u64) -> Option<&Delivery> {
+    all.binary_search_by_key(&seq, |d| d.seq)
+        .ok()
+        .map(|i| &all[i])
+}
+
+/// Delivery `seq` of `all`, to change.
+fn find_mut(all: &mut [Delivery], seq: u64) -> Option<&mut Delivery> {
+    all.binary_search_by_key(&seq, |d| d.seq)
+        .ok()
+        .map(|i| &mut all[i])
 }

@@ -205,17 +205,30 @@ impl NotifyPersist {
         );
     }
 
-    /// Save notification number `n`.
-    pub fn notification(&self, now_ms: i64, n: usize, d: &super::Delivery) {
+    /// Save a notification (under its `seq`).
+    pub fn notification(&self, now_ms: i64, d: &super::Delivery) {
         match serde_json::to_string(d) {
             Ok(doc) => self.writer.send(Op::Put {
                 table: Table::Notifications,
-                key: number_key(n as u64),
+                key: number_key(d.seq),
                 at_ms: now_ms,
                 doc,
             }),
             Err(e) => tracing::error!(error = %e, "a notification does not serialize"),
         }
+    }
+
+    /// Delete notification `seq` (past its retention).
+    pub fn forget_notification(&self, seq: u64) {
+        self.writer.send(Op::Delete {
+            table: Table::Notifications,
+            key: number_key(seq),
+        });
+    }
+
+    /// The writer, to wait until what was saved is durable.
+    pub fn writer(&self) -> Writer {
+        self.writer.clone()
     }
 }
 

@@ -10,6 +10,7 @@ use serde_json::{Value, json};
 
 use std::collections::BTreeMap;
 
+use super::Failure;
 use super::route::{Kind, Page};
 use crate::rules::State;
 
@@ -73,24 +74,47 @@ pub fn body(p: &Page, external_url: &str) -> Value {
     })
 }
 
-/// POST one page; any answer but 2xx is a failure (retried by the caller).
+/// Where a page is POSTed.
+pub struct Target<'a> {
+    /// The receiver.
+    pub url: &'a str,
+    /// The dashboard's URL, for `externalURL`.
+    pub external_url: &'a str,
+    /// How long one attempt may take.
+    pub timeout: Duration,
+}
+
+/// The header that carries a notification's idempotency key.
+pub const IDEMPOTENCY_KEY: &str = "Idempotency-Key";
+
+/// POST one page as notification `id` (its `Idempotency-Key` header and
+/// `notificationId`, the same on every attempt). A 2xx delivers it; a
+/// 4xx other than 408, 425 and 429 is a refusal for good; anything else
+/// is retried by the caller.
 pub async fn send(
     http: &reqwest::Client,
-    url: &str,
+    to: &Target<'_>,
     p: &Page,
-    external_url: &str,
-    timeout: Duration,
-) -> Result<(), String> {
+    id: &str,
+) -> Result<(), Failure> {
+    let url = to.url;
+    let mut payload = body(p, to.external_url);
+    payload["notificationId"] = json!(id);
     let r = http
         .post(url)
-        .timeout(timeout)
-        .json(&body(p, external_url))
+        .timeout(to.timeout)
+        .header(IDEMPOTENCY_KEY, id)
+        .json(&payload)
         .send()
         .await
-        .map_err(|e| format!("{url}: {}", keel_tls::describe(&e)))?;
-    if r.status().is_success() {
-        Ok(())
-    } else {
-        Err(format!("{url}: HTTP {}", r.status()))
+        .map_err(|e| Failure::transient(format!("{url}: {}", keel_tls::describe(&e))))?;
+    let status = r.status();
+    if status.is_success() {
+        return Ok(());
     }
+    let retry = matches!(status.as_u16(), 408 | 425 | 429);
+    Err(Failure {
+        message: format!("{url}: HTTP {status}"),
+        permanent: status.is_client_error() && !retry,
+    })
 }

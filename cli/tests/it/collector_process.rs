@@ -769,3 +769,193 @@ async fn a_full_disk_is_a_503_loses_nothing_acknowledged_and_ingest_resumes_by_i
     let _ = child.kill();
     let _ = child.wait();
 }
+
+const PAGE_RULES: &str = "groups:\n- name: g\n  interval: 200ms\n  rules:\n  - alert: Down\n    expr: crash_x > 1\n    severity: P0\n    annotations: {summary: 'crash_x is up'}\n";
+
+/// `keel collector` on `dir` paging the SMTP server on `smtp_port` while
+/// `crash_x > 1`, aborting at crash point `crash_at` if any.
+fn paging_collector(
+    dir: &std::path::Path,
+    smtp_port: u16,
+    crash_at: Option<&str>,
+) -> (Child, String, String) {
+    std::fs::create_dir_all(dir.join("rules")).expect("mkdir");
+    std::fs::write(dir.join("rules/g.yml"), PAGE_RULES).expect("rules");
+    std::fs::write(
+        dir.join("keel.yaml"),
+        format!(
+            "collector:\n  rules: {{files: [rules]}}\n  notify:\n    email: {{smtp_port: {smtp_port}, from: keel@example.com, to: [oncall@example.com]}}\n    p0_group_wait: 0s\n    retry_initial: 100ms\n    retry_max: 200ms\n"
+        ),
+    )
+    .expect("config");
+    let mut command = Command::new(KEEL);
+    command.args([
+        "collector",
+        "--config",
+        "keel.yaml",
+        "--otlp-port",
+        "0",
+        "--api-port",
+        "0",
+        "--grpc-port",
+        "0",
+    ]);
+    match crash_at {
+        Some(point) => command.env("KEEL_CRASH_AT", point),
+        None => command.env_remove("KEEL_CRASH_AT"),
+    };
+    crate::common::start_collector(command, dir)
+}
+
+/// `crash_x` = 5 now, over OTLP.
+async fn raise(otlp: &str) {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("time")
+        .as_millis() as u64;
+    let req = ExportMetricsServiceRequest {
+        resource_metrics: vec![ResourceMetrics {
+            scope_metrics: vec![ScopeMetrics {
+                metrics: vec![Metric {
+                    name: "crash_x".into(),
+                    data: Some(Data::Gauge(Gauge {
+                        data_points: vec![NumberDataPoint {
+                            time_unix_nano: now * 1_000_000,
+                            value: Some(number_data_point::Value::AsDouble(5.0)),
+                            ..Default::default()
+                        }],
+                    })),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+            ..Default::default()
+        }],
+    };
+    let r = reqwest::Client::new()
+        .post(format!("{otlp}/v1/metrics"))
+        .header("content-type", "application/x-protobuf")
+        .body(req.encode_to_vec())
+        .send()
+        .await
+        .expect("ingest");
+    assert_eq!(r.status(), 200);
+}
+
+/// The `Message-ID` of every page the SMTP server received.
+fn pages(smtp: &keel_testkit::smtp::Smtp) -> Vec<String> {
+    smtp.text()
+        .lines()
+        .filter_map(|l| l.strip_prefix("Message-ID: "))
+        .map(str::to_owned)
+        .collect()
+}
+
+/// Wait for `child` to end by itself (a crash point aborts it).
+async fn crashed(mut child: Child) {
+    let status = keel_testkit::until(
+        "the crash point",
+        std::time::Duration::from_secs(60),
+        async || child.try_wait().expect("wait"),
+    )
+    .await;
+    assert!(!status.success(), "aborted at the crash point: {status}");
+}
+
+/// Wait until every notification the collector at `api` holds is
+/// delivered and its rules have run for two more seconds: by then a page
+/// it would send again has been sent.
+async fn settled(api: &str) {
+    let from = std::time::SystemTime::now();
+    keel_testkit::until(
+        "notifications delivered",
+        std::time::Duration::from_secs(60),
+        async || {
+            let v: serde_json::Value = reqwest::get(format!("{api}/api/v1/notifications"))
+                .await
+                .ok()?
+                .json()
+                .await
+                .ok()?;
+            let all = v["data"].as_array()?;
+            (!all.is_empty() && all.iter().all(|d| !d["delivered_at_ms"].is_null())).then_some(())
+        },
+    )
+    .await;
+    let want =
+        humantime::format_rfc3339_millis(from + std::time::Duration::from_secs(2)).to_string();
+    keel_testkit::until(
+        "two more seconds of evaluations",
+        std::time::Duration::from_secs(60),
+        async || {
+            let v: serde_json::Value = reqwest::get(format!("{api}/api/v1/rules"))
+                .await
+                .ok()?
+                .json()
+                .await
+                .ok()?;
+            let last = v["data"]["groups"][0]["rules"][0]["lastEvaluation"]
+                .as_str()?
+                .to_owned();
+            (last >= want).then_some(())
+        },
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_page_survives_a_crash_at_every_point_and_is_sent_twice_only_as_the_same_message() {
+    if std::env::var("KEEL_TEST_SMTP").as_deref() != Ok("1") {
+        eprintln!("skipped: set KEEL_TEST_SMTP=1 (needs `pip install aiosmtpd`)");
+        return;
+    }
+    let _turn = crate::common::heavy().await;
+    // (crash point, pages received when it crashed, pages after restart)
+    for (point, at_crash, after) in [
+        ("after_page_intent", 0, 1),
+        ("after_smtp_accept", 1, 2),
+        ("after_page_recorded", 1, 1),
+    ] {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let smtp = keel_testkit::smtp::Smtp::start(keel_testkit::free_port().expect("port"))
+            .await
+            .expect("aiosmtpd starts");
+        let (child, otlp, _) = paging_collector(dir.path(), smtp.port, Some(point));
+        raise(&otlp).await;
+        crashed(child).await;
+        let stderr =
+            std::fs::read_to_string(dir.path().join("collector.stderr")).unwrap_or_default();
+        assert!(
+            stderr.contains(&format!("KEEL_CRASH_AT={point}")),
+            "{point}: {stderr}"
+        );
+        if at_crash > 0 {
+            // aiosmtpd prints a message once it has taken all of it.
+            keel_testkit::until(
+                "the page before the crash",
+                std::time::Duration::from_secs(20),
+                async || (pages(&smtp).len() >= at_crash).then_some(()),
+            )
+            .await;
+        }
+        assert_eq!(
+            pages(&smtp).len(),
+            at_crash,
+            "{point}: pages when it crashed"
+        );
+        let (mut child, _, api) = paging_collector(dir.path(), smtp.port, None);
+        settled(&api).await;
+        let got = pages(&smtp);
+        assert_eq!(
+            got.len(),
+            after,
+            "{point}: pages after the restart: {got:?}"
+        );
+        assert!(
+            got.iter().all(|id| *id == got[0]),
+            "{point}: one message, whatever was sent twice: {got:?}"
+        );
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+}

@@ -16,20 +16,29 @@ use serde_json::Value;
 async fn a_page_reaches_a_webhook_that_fails_twice_then_its_resolution() {
     let _turn = crate::common::turn().await;
     let got: Arc<Mutex<Vec<Value>>> = Arc::default();
+    let keys: Arc<Mutex<Vec<String>>> = Arc::default();
     let calls = Arc::new(AtomicUsize::new(0));
-    let (g, c) = (got.clone(), calls.clone());
+    let (g, c, k) = (got.clone(), calls.clone(), keys.clone());
     let app = axum::Router::new().route(
         "/hook",
-        axum::routing::post(move |axum::Json(v): axum::Json<Value>| {
-            let (g, c) = (g.clone(), c.clone());
-            async move {
-                if c.fetch_add(1, Ordering::SeqCst) < 2 {
-                    return axum::http::StatusCode::SERVICE_UNAVAILABLE;
+        axum::routing::post(
+            move |headers: axum::http::HeaderMap, axum::Json(v): axum::Json<Value>| {
+                let (g, c, k) = (g.clone(), c.clone(), k.clone());
+                async move {
+                    let key = headers
+                        .get("idempotency-key")
+                        .and_then(|v| v.to_str().ok())
+                        .unwrap_or_default()
+                        .to_owned();
+                    k.lock().unwrap_or_else(|e| e.into_inner()).push(key);
+                    if c.fetch_add(1, Ordering::SeqCst) < 2 {
+                        return axum::http::StatusCode::SERVICE_UNAVAILABLE;
+                    }
+                    g.lock().unwrap_or_else(|e| e.into_inner()).push(v);
+                    axum::http::StatusCode::OK
                 }
-                g.lock().unwrap_or_else(|e| e.into_inner()).push(v);
-                axum::http::StatusCode::OK
-            }
-        }),
+            },
+        ),
     );
     let l = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
@@ -105,6 +114,12 @@ async fn a_page_reaches_a_webhook_that_fails_twice_then_its_resolution() {
         "{a}"
     );
     assert_eq!(calls.load(Ordering::SeqCst), 3, "two refusals, then taken");
+    // Every attempt is the same notification: one idempotency key, in
+    // the header and the body.
+    let k = keys.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    assert_eq!(k.len(), 3);
+    assert!(!k[0].is_empty() && k.iter().all(|x| *x == k[0]), "{k:?}");
+    assert_eq!(b["notificationId"], k[0].as_str());
     // The body arrived before the answer did: wait for the record.
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
@@ -133,12 +148,12 @@ async fn a_page_reaches_a_webhook_that_fails_twice_then_its_resolution() {
     );
 }
 
-/// A collector with one P0 rule on `x` paging `hook` over HTTPS, trusting
-/// `ca_file`; `x` is above the threshold from the start.
-async fn paging_over_https(
+/// A collector with one P0 rule on `x` paging `hook` (trusting what
+/// `webhook_tls` says); `x` is above the threshold from the start.
+async fn paging(
     dir: &std::path::Path,
     hook: &str,
-    ca_file: Option<std::path::PathBuf>,
+    webhook_tls: keel_tls::TlsConfig,
 ) -> keel_collector::server::Running {
     std::fs::create_dir_all(dir.join("rules")).expect("mkdir");
     std::fs::write(
@@ -157,7 +172,7 @@ async fn paging_over_https(
         },
         notify: NotifyConfig {
             webhooks: vec![hook.to_owned()],
-            webhook_tls: keel_tls::TlsConfig { ca_file },
+            webhook_tls,
             retry_initial: Duration::from_millis(50),
             retry_max: Duration::from_millis(100),
             ..NotifyConfig::default()
@@ -196,7 +211,14 @@ async fn an_https_webhook_is_paged_through_its_ca_file_and_an_unknown_ca_is_a_na
     let hook = format!("https://127.0.0.1:{}/hook", https.addr.port());
     // Trusting the CA that signed the receiver's certificate: paged.
     let dir = tempfile::tempdir().expect("tempdir");
-    let _c = paging_over_https(dir.path(), &hook, Some(https.ca_file.clone())).await;
+    let _c = paging(
+        dir.path(),
+        &hook,
+        keel_tls::TlsConfig {
+            ca_file: Some(https.ca_file.clone()),
+        },
+    )
+    .await;
     let body = keel_testkit::until("the page over HTTPS", Duration::from_secs(20), async || {
         got.lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -208,7 +230,14 @@ async fn an_https_webhook_is_paged_through_its_ca_file_and_an_unknown_ca_is_a_na
     // Trusting another CA (and the system's): not sent, and the delivery
     // says why.
     let dir = tempfile::tempdir().expect("tempdir");
-    let c = paging_over_https(dir.path(), &hook, Some(https.other_ca_file.clone())).await;
+    let c = paging(
+        dir.path(),
+        &hook,
+        keel_tls::TlsConfig {
+            ca_file: Some(https.other_ca_file.clone()),
+        },
+    )
+    .await;
     let error = keel_testkit::until("a failed attempt", Duration::from_secs(20), async || {
         let d: Value = reqwest::get(format!("http://{}/api/v1/notifications", c.api))
             .await
@@ -226,4 +255,68 @@ async fn an_https_webhook_is_paged_through_its_ca_file_and_an_unknown_ca_is_a_na
         1,
         "nothing more arrived"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_webhook_that_refuses_a_page_for_good_is_recorded_failed_counted_and_not_retried() {
+    let _turn = crate::common::turn().await;
+    let calls = Arc::new(AtomicUsize::new(0));
+    let c = calls.clone();
+    let app = axum::Router::new().route(
+        "/hook",
+        axum::routing::post(move || {
+            let c = c.clone();
+            async move {
+                c.fetch_add(1, Ordering::SeqCst);
+                (axum::http::StatusCode::BAD_REQUEST, "unknown channel")
+            }
+        }),
+    );
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let hook = format!("http://{}/hook", l.local_addr().expect("addr"));
+    tokio::spawn(async move { axum::serve(l, app).await });
+    let dir = tempfile::tempdir().expect("tempdir");
+    let c = paging(dir.path(), &hook, keel_tls::TlsConfig::default()).await;
+    let first = keel_testkit::until(
+        "the delivery given up",
+        Duration::from_secs(20),
+        async || {
+            let d: Value = reqwest::get(format!("http://{}/api/v1/notifications", c.api))
+                .await
+                .ok()?
+                .json()
+                .await
+                .ok()?;
+            let first = d["data"][0].clone();
+            (!first["failed_at_ms"].is_null()).then_some(first)
+        },
+    )
+    .await;
+    assert!(first["delivered_at_ms"].is_null(), "{first}");
+    assert_eq!(first["attempts"], 1, "{first}");
+    assert!(
+        first["last_error"]
+            .as_str()
+            .is_some_and(|e| e.contains("400")),
+        "{first}"
+    );
+    let metrics = reqwest::get(format!("http://{}/metrics", c.api))
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
+    assert!(
+        metrics.contains(&format!(
+            "keel_notifications_failed_total{{receiver=\"{hook}\"}} 1"
+        )),
+        "{metrics}"
+    );
+    // Retries would come within retry_max (100 ms): the rules' next
+    // evaluations pass, and the receiver was still asked once.
+    let before = std::time::SystemTime::now();
+    crate::common::evaluated_at(c.api, before + Duration::from_secs(1)).await;
+    assert_eq!(calls.load(Ordering::SeqCst), 1, "not retried");
 }

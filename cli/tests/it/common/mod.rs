@@ -144,17 +144,23 @@ pub fn spawn_collector_under(
         }
         None => Command::new(KEEL),
     };
+    command.args([
+        "collector",
+        "--otlp-port",
+        &otlp_port.to_string(),
+        "--api-port",
+        &api_port.to_string(),
+        "--grpc-port",
+        "0",
+    ]);
+    start_collector(command, dir)
+}
+
+/// Spawn `command` (a `keel collector` and its flags) on `dir` and read
+/// the OTLP/HTTP and API base URLs it prints.
+pub fn start_collector(mut command: Command, dir: &Path) -> (Child, String, String) {
     let mut child = command
-        .args([
-            "collector",
-            "--otlp-port",
-            &otlp_port.to_string(),
-            "--api-port",
-            &api_port.to_string(),
-            "--grpc-port",
-            "0",
-            "--data-dir",
-        ])
+        .arg("--data-dir")
         .arg(dir)
         .current_dir(dir)
         .stdout(Stdio::piped())

@@ -1,0 +1,82 @@
+//! `GET /metrics` on the API port: the collector's own counters in
+//! Prometheus' text format, for the Prometheus (or Keel agent) that
+//! watches the watcher.
+
+use std::fmt::Write as _;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use keel_alerting::notify::Notifier;
+use keel_promql::QueryGate;
+
+#[derive(Clone)]
+struct Own {
+    notifier: Arc<Notifier>,
+    gate: QueryGate,
+}
+
+/// The route.
+pub fn routes(notifier: Arc<Notifier>, gate: QueryGate) -> Router {
+    Router::new()
+        .route("/metrics", get(metrics))
+        .with_state(Own { notifier, gate })
+}
+
+/// Escape a label value for the text format.
+fn escape(v: &str) -> String {
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+/// The text of every family.
+pub fn render(notifier: &Notifier, gate: &QueryGate) -> String {
+    let mut out = String::new();
+    let family = |out: &mut String, name: &str, kind: &str, help: &str| {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+    };
+    family(
+        &mut out,
+        "keel_notifications_failed_total",
+        "counter",
+        "Notifications given up on because their receiver refused them for good (a webhook's 4xx, an SMTP 5xx).",
+    );
+    for (receiver, n) in notifier.failed_total() {
+        let _ = writeln!(
+            out,
+            "keel_notifications_failed_total{{receiver=\"{}\"}} {n}",
+            escape(&receiver)
+        );
+    }
+    family(
+        &mut out,
+        "keel_rule_evaluation_panics_total",
+        "counter",
+        "Rule evaluations that panicked (the rule is health: err; the others go on).",
+    );
+    let _ = writeln!(
+        out,
+        "keel_rule_evaluation_panics_total {}",
+        keel_alerting::rules::engine::guard::panics()
+    );
+    family(
+        &mut out,
+        "keel_queries_running",
+        "gauge",
+        "API and dashboard queries being evaluated now.",
+    );
+    let _ = writeln!(out, "keel_queries_running {}", gate.running());
+    out
+}
+
+async fn metrics(State(own): State<Own>) -> Response {
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        render(&own.notifier, &own.gate),
+    )
+        .into_response()
+}
