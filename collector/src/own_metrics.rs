@@ -13,17 +13,24 @@ use axum::routing::get;
 use keel_alerting::notify::Notifier;
 use keel_promql::QueryGate;
 
+/// What the counters are read from.
 #[derive(Clone)]
-struct Own {
-    notifier: Arc<Notifier>,
-    gate: QueryGate,
+pub struct Own {
+    /// Pages and their failures.
+    pub notifier: Arc<Notifier>,
+    /// Queries running.
+    pub gate: QueryGate,
+    /// Ingest counters.
+    pub stats: Arc<crate::ingest::http::IngestStats>,
+    /// The metric store (its head's series).
+    pub store: Arc<keel_metricstore::Store>,
 }
 
 /// The route.
-pub fn routes(notifier: Arc<Notifier>, gate: QueryGate) -> Router {
+pub fn routes(own: Own) -> Router {
     Router::new()
         .route("/metrics", get(metrics))
-        .with_state(Own { notifier, gate })
+        .with_state(own)
 }
 
 /// Escape a label value for the text format.
@@ -34,7 +41,8 @@ fn escape(v: &str) -> String {
 }
 
 /// The text of every family.
-pub fn render(notifier: &Notifier, gate: &QueryGate) -> String {
+pub fn render(own: &Own) -> String {
+    let (notifier, gate) = (&own.notifier, &own.gate);
     let mut out = String::new();
     let family = |out: &mut String, name: &str, kind: &str, help: &str| {
         let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
@@ -70,13 +78,33 @@ pub fn render(notifier: &Notifier, gate: &QueryGate) -> String {
         "API and dashboard queries being evaluated now.",
     );
     let _ = writeln!(out, "keel_queries_running {}", gate.running());
+    family(
+        &mut out,
+        "keel_head_series",
+        "gauge",
+        "Series in the metric store's head (collector.limits.max_series bounds them).",
+    );
+    let _ = writeln!(out, "keel_head_series {}", own.store.stats().series);
+    family(
+        &mut out,
+        "keel_ingest_samples_over_limits_total",
+        "counter",
+        "Samples refused by collector.limits (the series limit, label limits).",
+    );
+    let _ = writeln!(
+        out,
+        "keel_ingest_samples_over_limits_total {}",
+        own.stats
+            .samples_over_limits
+            .load(std::sync::atomic::Ordering::Relaxed)
+    );
     out
 }
 
 async fn metrics(State(own): State<Own>) -> Response {
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        render(&own.notifier, &own.gate),
+        render(&own),
     )
         .into_response()
 }

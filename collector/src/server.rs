@@ -91,6 +91,86 @@ pub struct CollectorConfig {
     /// What one query may cost (Prometheus' `--query.*` flags): the API's,
     /// the dashboards' and the rules'.
     pub query: keel_promql::QueryLimits,
+    /// What clients can make the collector hold.
+    pub limits: Limits,
+}
+
+/// `collector.limits`: what clients can make the collector hold, so a
+/// cardinality explosion or a huge record is refused at the limit while
+/// memory stays bounded (global until clients have an identity).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Limits {
+    /// Most series in the metric store's head (active series); samples
+    /// of a new series past it are refused, naming this limit.
+    pub max_series: usize,
+    /// Most labels a series may have, its name included.
+    pub max_labels_per_series: usize,
+    /// Longest label name, bytes.
+    pub max_label_name_bytes: usize,
+    /// Longest label value, bytes.
+    pub max_label_value_bytes: usize,
+    /// Longest log message, bytes (longer records are refused).
+    pub max_log_line_bytes: usize,
+    /// Most attributes a span or log record keeps (the rest are dropped).
+    pub max_span_attributes: usize,
+    /// Longest string attribute value, bytes (longer ones are cut).
+    pub max_attribute_value_bytes: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        let (s, r) = (
+            keel_metricstore::SeriesLimits::default(),
+            keel_logindex::limits::RecordLimits::default(),
+        );
+        Self {
+            max_series: s.max_series,
+            max_labels_per_series: s.max_labels_per_series,
+            max_label_name_bytes: s.max_label_name_bytes,
+            max_label_value_bytes: s.max_label_value_bytes,
+            max_log_line_bytes: r.max_log_line_bytes,
+            max_span_attributes: r.max_span_attributes,
+            max_attribute_value_bytes: r.max_attribute_value_bytes,
+        }
+    }
+}
+
+impl Limits {
+    /// The metric store's part.
+    pub fn series(&self) -> keel_metricstore::SeriesLimits {
+        keel_metricstore::SeriesLimits {
+            max_series: self.max_series,
+            max_labels_per_series: self.max_labels_per_series,
+            max_label_name_bytes: self.max_label_name_bytes,
+            max_label_value_bytes: self.max_label_value_bytes,
+        }
+    }
+
+    /// The log and span index's part.
+    pub fn records(&self) -> keel_logindex::limits::RecordLimits {
+        keel_logindex::limits::RecordLimits {
+            max_log_line_bytes: self.max_log_line_bytes,
+            max_span_attributes: self.max_span_attributes,
+            max_attribute_value_bytes: self.max_attribute_value_bytes,
+        }
+    }
+
+    fn validate(&self, problems: &mut Vec<String>) {
+        for (name, v) in [
+            ("max_series", self.max_series),
+            ("max_labels_per_series", self.max_labels_per_series),
+            ("max_label_name_bytes", self.max_label_name_bytes),
+            ("max_label_value_bytes", self.max_label_value_bytes),
+            ("max_log_line_bytes", self.max_log_line_bytes),
+            ("max_span_attributes", self.max_span_attributes),
+            ("max_attribute_value_bytes", self.max_attribute_value_bytes),
+        ] {
+            if v == 0 {
+                problems.push(format!("collector.limits.{name}: must be at least 1"));
+            }
+        }
+    }
 }
 
 impl Default for CollectorConfig {
@@ -122,6 +202,7 @@ impl Default for CollectorConfig {
             otlp: crate::ingest::otlp::Translation::default(),
             incidents: keel_incident::IncidentsConfig::default(),
             query: keel_promql::QueryLimits::default(),
+            limits: Limits::default(),
         }
     }
 }
@@ -178,6 +259,7 @@ impl keel_core::config::Validate for CollectorConfig {
         self.notify.validate(problems);
         self.incidents.validate(problems);
         self.query.validate("collector.query", problems);
+        self.limits.validate(problems);
     }
 }
 
@@ -191,6 +273,7 @@ impl CollectorConfig {
             block_ms: self.block_duration.as_millis() as i64,
             retention_ms: self.retention.as_millis() as i64,
             batch_id_retention_ms: self.batch_id_retention.as_millis() as i64,
+            limits: self.limits.series(),
         };
         Store::open(&self.data_dir.join("metrics"), config)
     }
@@ -392,6 +475,7 @@ pub async fn start(config: &CollectorConfig, clock: SharedClock) -> Result<Runni
         span_metrics: Arc::new(SpanMetrics::default()),
         clock: clock.clone(),
         translation: Arc::new(config.otlp.clone()),
+        records: config.limits.records(),
     };
     let rules = keel_alerting::rules::RuleManager::new(
         config.rules.clone(),
@@ -519,7 +603,12 @@ pub async fn start(config: &CollectorConfig, clock: SharedClock) -> Result<Runni
         clock: clock.clone(),
     };
     let api_routes = crate::api::routes(store.clone(), clock.clone(), gate.clone())
-        .merge(crate::own_metrics::routes(notifier.clone(), gate))
+        .merge(crate::own_metrics::routes(crate::own_metrics::Own {
+            notifier: notifier.clone(),
+            gate,
+            stats: stats.clone(),
+            store: store.clone(),
+        }))
         .merge(keel_dashboards::api::routes(dashboards))
         .merge(keel_dashboards::assets::routes())
         .merge(crate::ingest::remote_write::routes(
@@ -533,6 +622,7 @@ pub async fn start(config: &CollectorConfig, clock: SharedClock) -> Result<Runni
             clock.clone(),
             workers,
             config.max_body_bytes,
+            config.limits.records(),
         ))
         .merge(keel_logindex::traces::api::routes(
             spans.clone(),

@@ -54,6 +54,15 @@ pub struct Appended {
     pub too_old: u64,
     /// Samples rejected as conflicting duplicates.
     pub duplicate: u64,
+    /// Samples of new series refused because the head holds
+    /// `limits.max_series` series.
+    pub over_series_limit: u64,
+    /// Samples of series whose labels break a label limit.
+    pub over_label_limits: u64,
+    /// The first label limit broken, in words (for the answer).
+    pub label_problem: Option<String>,
+    /// The series limit, when it refused something.
+    pub series_limit: Option<usize>,
 }
 
 impl Appended {
@@ -72,7 +81,75 @@ impl Appended {
                 self.duplicate
             ));
         }
+        if let Some(limit) = self.series_limit {
+            out.push(format!(
+                "{} samples of new series refused: the collector holds its limit of {limit} active series (collector.limits.max_series)",
+                self.over_series_limit
+            ));
+        }
+        if let Some(why) = &self.label_problem {
+            out.push(format!("{} samples refused: {why}", self.over_label_limits));
+        }
         out
+    }
+
+    /// Samples refused by a limit.
+    pub fn over_limits(&self) -> u64 {
+        self.over_series_limit + self.over_label_limits
+    }
+}
+
+/// What one client can make the store hold (`collector.limits`).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct SeriesLimits {
+    /// Most series in the head at once.
+    pub max_series: usize,
+    /// Most labels (the name included) a series may have.
+    pub max_labels_per_series: usize,
+    /// Longest label name, bytes.
+    pub max_label_name_bytes: usize,
+    /// Longest label value, bytes.
+    pub max_label_value_bytes: usize,
+}
+
+impl Default for SeriesLimits {
+    fn default() -> Self {
+        Self {
+            max_series: 1_000_000,
+            max_labels_per_series: 64,
+            max_label_name_bytes: 1024,
+            max_label_value_bytes: 2048,
+        }
+    }
+}
+
+impl SeriesLimits {
+    /// The first limit `labels` breaks, in words naming the setting.
+    pub fn check(&self, labels: &Labels) -> Option<String> {
+        let n = labels.pairs().count();
+        if n > self.max_labels_per_series {
+            return Some(format!(
+                "a series with {n} labels, over collector.limits.max_labels_per_series ({})",
+                self.max_labels_per_series
+            ));
+        }
+        for (k, v) in labels.pairs() {
+            if k.len() > self.max_label_name_bytes {
+                return Some(format!(
+                    "a label name of {} bytes, over collector.limits.max_label_name_bytes ({})",
+                    k.len(),
+                    self.max_label_name_bytes
+                ));
+            }
+            if v.len() > self.max_label_value_bytes {
+                return Some(format!(
+                    "label {k:?} has a value of {} bytes, over collector.limits.max_label_value_bytes ({})",
+                    v.len(),
+                    self.max_label_value_bytes
+                ));
+            }
+        }
+        None
     }
 }
 
@@ -124,6 +201,8 @@ pub struct StoreConfig {
     pub retention_ms: i64,
     /// How long batch ids are kept to drop a batch sent again (ms).
     pub batch_id_retention_ms: i64,
+    /// What one client can make the store hold.
+    pub limits: SeriesLimits,
 }
 
 impl Default for StoreConfig {
@@ -134,6 +213,7 @@ impl Default for StoreConfig {
             block_ms: 2 * 3600 * 1000,
             retention_ms: 15 * 24 * 3600 * 1000,
             batch_id_retention_ms: 24 * 3600 * 1000,
+            limits: SeriesLimits::default(),
         }
     }
 }
@@ -424,6 +504,9 @@ impl Store {
             return Ok(None);
         }
         let mut accepted = Vec::with_capacity(batch.len());
+        let limits = self.config.limits;
+        // New series this batch makes, against the series limit.
+        let mut new_series = std::collections::HashSet::new();
         for (labels, samples) in batch.drain(..) {
             let mut samples = samples;
             samples.sort_by_key(|(t, _)| *t);
@@ -431,8 +514,25 @@ impl Store {
             samples.retain(|(t, _)| *t > covered);
             out.too_old += (before - samples.len()) as u64;
             let r = head.by_labels.get(&head.series, labels.borrow());
+            if r.is_none() {
+                if let Some(why) = limits.check(&labels) {
+                    out.over_label_limits += samples.len() as u64;
+                    out.label_problem.get_or_insert(why);
+                    continue;
+                }
+                if !new_series.contains(&labels)
+                    && head.series.len() + new_series.len() >= limits.max_series
+                {
+                    out.over_series_limit += samples.len() as u64;
+                    out.series_limit = Some(limits.max_series);
+                    continue;
+                }
+            }
             let keep = head.check(r, &samples, self.config.out_of_order_window_ms, &mut out);
             if !keep.is_empty() {
+                if r.is_none() {
+                    new_series.insert(labels.clone());
+                }
                 accepted.push((labels, keep, r));
             }
         }

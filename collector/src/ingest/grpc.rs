@@ -49,7 +49,7 @@ struct Receiver {
 async fn export<T: Send + 'static>(
     permits: &Arc<Semaphore>,
     workers: &Workers,
-    f: impl FnOnce() -> Result<T, String> + Send + 'static,
+    f: impl FnOnce() -> Result<T, super::http::NotStored> + Send + 'static,
 ) -> Result<tonic::Response<T>, tonic::Status> {
     let Ok(_permit) = permits.clone().try_acquire_owned() else {
         return Err(tonic::Status::unavailable(
@@ -60,9 +60,10 @@ async fn export<T: Send + 'static>(
         .run(f)
         .await
         .map_err(|e| tonic::Status::internal(format!("ingest task failed: {e}")))?;
-    Ok(tonic::Response::new(
-        result.map_err(tonic::Status::unavailable)?,
-    ))
+    Ok(tonic::Response::new(result.map_err(|e| match e {
+        super::http::NotStored::Retry(m) => tonic::Status::unavailable(m),
+        super::http::NotStored::Refused(m) => tonic::Status::invalid_argument(m),
+    })?))
 }
 
 /// The `keel-batch-id` metadata of a gRPC export, as over HTTP.

@@ -79,6 +79,8 @@ pub struct IngestStats {
     /// Batches dropped because one with the same `Keel-Batch-Id` was
     /// stored already (a sender's retry after a lost acknowledgement).
     pub duplicate_batches: AtomicU64,
+    /// Samples refused by `collector.limits` (series, labels).
+    pub samples_over_limits: AtomicU64,
 }
 
 /// The `Keel-Batch-Id` of a request ([`keel_metricstore::batch_ids::from_header`]).
@@ -113,6 +115,29 @@ pub struct Telemetry {
     pub clock: SharedClock,
     /// How OTLP resource attributes become labels.
     pub translation: Arc<otlp::Translation>,
+    /// What one log record or span may hold.
+    pub records: keel_logindex::limits::RecordLimits,
+}
+
+/// Why an export was not stored.
+#[derive(Debug, Clone, PartialEq)]
+pub enum NotStored {
+    /// The stores cannot write now (a full disk): retry later (503 with
+    /// Retry-After; gRPC UNAVAILABLE).
+    Retry(String),
+    /// Every point was refused by a limit: sending it again cannot help
+    /// (400; gRPC INVALID_ARGUMENT).
+    Refused(String),
+}
+
+impl NotStored {
+    /// The HTTP answer's status and message.
+    pub fn http(self) -> (StatusCode, String) {
+        match self {
+            NotStored::Retry(m) => (StatusCode::SERVICE_UNAVAILABLE, m),
+            NotStored::Refused(m) => (StatusCode::BAD_REQUEST, m),
+        }
+    }
 }
 
 #[derive(Clone, Copy, PartialEq)]
@@ -257,7 +282,7 @@ pub fn ingest_request(
     req: &ExportMetricsServiceRequest,
     translation: &otlp::Translation,
     batch: Option<(u128, i64)>,
-) -> Result<ExportMetricsServiceResponse, String> {
+) -> Result<ExportMetricsServiceResponse, NotStored> {
     let converted = otlp::convert(req, translation, &|l| store.last(l).map(|(_, v)| v));
     let arrival = store.arrival(&converted.batch);
     let Some(appended) = store
@@ -266,7 +291,7 @@ pub fn ingest_request(
             batch.map(|b| b.0),
             batch.map_or(0, |b| b.1),
         )
-        .map_err(|e| format!("not stored: {e}"))?
+        .map_err(|e| NotStored::Retry(format!("not stored: {e}")))?
     else {
         stats.duplicate_batches.fetch_add(1, Ordering::Relaxed);
         return Ok(ExportMetricsServiceResponse::default());
@@ -290,9 +315,17 @@ pub fn ingest_request(
     }
     stats
         .samples_rejected
-        .fetch_add(rejected, Ordering::Relaxed);
+        .fetch_add(rejected + appended.over_limits(), Ordering::Relaxed);
+    stats
+        .samples_over_limits
+        .fetch_add(appended.over_limits(), Ordering::Relaxed);
     let mut reasons = converted.reasons;
     reasons.extend(appended.reasons());
+    let rejected = rejected + appended.over_limits();
+    // Refused whole by a limit: a 4xx, so the sender does not resend it.
+    if appended.accepted == 0 && appended.over_limits() > 0 {
+        return Err(NotStored::Refused(reasons.join("; ")));
+    }
     Ok(ExportMetricsServiceResponse {
         partial_success: (rejected > 0).then(|| ExportMetricsPartialSuccess {
             rejected_data_points: rejected as i64,
@@ -469,7 +502,7 @@ async fn metrics(State(st): State<Ingest>, headers: HeaderMap, body: Bytes) -> R
         )?;
         let batch = id.map(|id| (id, st.tel.clock.now_ms()));
         ingest_request(&st.store, &st.stats, &req, &st.tel.translation, batch)
-            .map_err(|m| (StatusCode::SERVICE_UNAVAILABLE, m))
+            .map_err(NotStored::http)
     })
     .await
 }
@@ -479,7 +512,7 @@ async fn otlp_logs(State(st): State<Ingest>, headers: HeaderMap, body: Bytes) ->
         let id = batch_id(&headers).map_err(|m| (StatusCode::BAD_REQUEST, m))?;
         let req: ExportLogsServiceRequest =
             decode_request(enc, &headers, body, &st.limits, "ExportLogsServiceRequest")?;
-        ingest_logs(&st.tel, &req, id, &st.stats).map_err(|m| (StatusCode::SERVICE_UNAVAILABLE, m))
+        ingest_logs(&st.tel, &req, id, &st.stats).map_err(NotStored::http)
     })
     .await
 }
@@ -489,8 +522,7 @@ async fn otlp_traces(State(st): State<Ingest>, headers: HeaderMap, body: Bytes) 
         let id = batch_id(&headers).map_err(|m| (StatusCode::BAD_REQUEST, m))?;
         let req: ExportTraceServiceRequest =
             decode_request(enc, &headers, body, &st.limits, "ExportTraceServiceRequest")?;
-        ingest_traces(&st.store, &st.tel, &req, id, &st.stats)
-            .map_err(|m| (StatusCode::SERVICE_UNAVAILABLE, m))
+        ingest_traces(&st.store, &st.tel, &req, id, &st.stats).map_err(NotStored::http)
     })
     .await
 }
@@ -504,7 +536,7 @@ pub fn ingest_traces(
     req: &ExportTraceServiceRequest,
     batch_id: Option<u128>,
     stats: &IngestStats,
-) -> Result<ExportTraceServiceResponse, String> {
+) -> Result<ExportTraceServiceResponse, NotStored> {
     let now = tel.clock.now_ms();
     // Checked before the span metrics, which a repeat would count twice.
     // (Two copies of one batch at the same moment can both pass here;
@@ -513,16 +545,23 @@ pub fn ingest_traces(
         stats.duplicate_batches.fetch_add(1, Ordering::Relaxed);
         return Ok(ExportTraceServiceResponse::default());
     }
-    let (spans, problems) = keel_logindex::traces::from_otlp(req);
+    let (mut spans, problems) = keel_logindex::traces::from_otlp(req);
+    let cut = tel.records.spans(&mut spans);
+    if cut > 0 {
+        tracing::debug!(
+            attributes = cut,
+            "span attributes dropped or cut at collector.limits"
+        );
+    }
     // Metrics first: if they fail, nothing is acknowledged and the client
     // retries; spans stored twice would be worse than metrics missing.
     tel.span_metrics
         .record(&spans, store, now)
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| NotStored::Retry(e.to_string()))?;
     if tel
         .spans
         .append_batch(spans, now, batch_id)
-        .map_err(|e| e.to_string())?
+        .map_err(|e| NotStored::Retry(e.to_string()))?
         .is_none()
     {
         stats.duplicate_batches.fetch_add(1, Ordering::Relaxed);
@@ -542,13 +581,20 @@ pub fn ingest_logs(
     req: &ExportLogsServiceRequest,
     batch_id: Option<u128>,
     stats: &IngestStats,
-) -> Result<ExportLogsServiceResponse, String> {
+) -> Result<ExportLogsServiceResponse, NotStored> {
     let now_ms = tel.clock.now_ms();
-    let (records, problems) = keel_logindex::logs::record::from_otlp(req, now_ms * 1_000_000);
+    let (records, mut problems) = keel_logindex::logs::record::from_otlp(req, now_ms * 1_000_000);
+    // OTLP names no place for a good record: its service and time do.
+    let places: Vec<String> = records
+        .iter()
+        .map(|r| format!("the log record of {:?} at {} ns", r.service, r.timestamp_ns))
+        .collect();
+    let (records, refused) = tel.records.logs(records, |i| places[i].clone());
+    problems.extend(refused);
     if tel
         .logs
         .append_batch(records, now_ms, batch_id)
-        .map_err(|e| e.to_string())?
+        .map_err(|e| NotStored::Retry(e.to_string()))?
         .is_none()
     {
         stats.duplicate_batches.fetch_add(1, Ordering::Relaxed);

@@ -8,6 +8,7 @@ mod dashboards_api;
 mod fuzz_decoders;
 mod golden;
 mod incidents_p0;
+mod ingest_limits;
 mod logs_api;
 mod otel_sdks;
 mod otlp_ingest;

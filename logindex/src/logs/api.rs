@@ -32,6 +32,7 @@ struct LogApi {
     logs: Arc<LogStore>,
     clock: SharedClock,
     workers: Workers,
+    limits: crate::limits::RecordLimits,
 }
 
 /// The log routes; bodies are bounded by `max_body`.
@@ -40,6 +41,7 @@ pub fn routes(
     clock: SharedClock,
     workers: Workers,
     max_body: usize,
+    limits: crate::limits::RecordLimits,
 ) -> Router {
     Router::new()
         .route(
@@ -58,6 +60,7 @@ pub fn routes(
             logs,
             clock,
             workers,
+            limits,
         })
 }
 
@@ -116,11 +119,17 @@ fn error(e: LogError) -> Response {
 
 async fn push(State(api): State<LogApi>, body: Bytes) -> Response {
     let now = api.clock.now_ms();
-    let logs = api.logs.clone();
+    let (logs, limits) = (api.logs.clone(), api.limits);
     let work = api
         .workers
         .run(move || {
-            let (good, problems) = super::record::parse_json_lines(&body, now * 1_000_000);
+            let (good, mut problems) =
+                super::record::parse_json_lines_numbered(&body, now * 1_000_000);
+            let lines: Vec<usize> = good.iter().map(|(n, _)| *n).collect();
+            let (good, refused) = limits.logs(good.into_iter().map(|(_, r)| r).collect(), |i| {
+                format!("line {}", lines.get(i).copied().unwrap_or(0))
+            });
+            problems.extend(refused);
             logs.append(good, now).map(|n| (n, problems))
         })
         .await;

@@ -108,6 +108,15 @@ pub fn from_json(obj: Map<String, Value>, now_ns: i64) -> Result<LogRecord, Stri
 /// problem for each bad line, named by its line number (from 1). Blank
 /// lines are skipped.
 pub fn parse_json_lines(body: &[u8], now_ns: i64) -> (Vec<LogRecord>, Vec<String>) {
+    let (good, bad) = parse_json_lines_numbered(body, now_ns);
+    (good.into_iter().map(|(_, r)| r).collect(), bad)
+}
+
+/// As [`parse_json_lines`], each good record with its line number.
+pub fn parse_json_lines_numbered(
+    body: &[u8],
+    now_ns: i64,
+) -> (Vec<(usize, LogRecord)>, Vec<String>) {
     let mut good = Vec::new();
     let mut bad = Vec::new();
     for (i, line) in body.split(|b| *b == b'\n').enumerate() {
@@ -122,7 +131,7 @@ pub fn parse_json_lines(body: &[u8], now_ns: i64) -> (Vec<LogRecord>, Vec<String
                 other => Err(format!("expected a JSON object, got {other}")),
             });
         match parsed {
-            Ok(r) => good.push(r),
+            Ok(r) => good.push((i + 1, r)),
             Err(e) => bad.push(format!("line {}: {e}", i + 1)),
         }
     }
