@@ -18,6 +18,7 @@ mod bench_autoscale_live;
 mod bench_dashboard;
 mod bench_failover;
 mod bench_failover_pg;
+mod bench_fuzz;
 mod bench_logs;
 mod bench_metrics;
 mod bench_replay;
@@ -156,6 +157,9 @@ enum BenchCommand {
     /// The overview page with days of data in headless Chromium: paint
     /// and draw times, bytes, the collector's CPU per load.
     Dashboard(bench_dashboard::DashboardBenchArgs),
+    /// Every decoder and parser under structure-aware fuzzing: cases per
+    /// second per target, failures minimized.
+    Fuzz(bench_fuzz::FuzzBenchArgs),
 }
 
 #[derive(Subcommand)]
@@ -220,6 +224,9 @@ fn main() -> ExitCode {
         Command::Bench {
             command: BenchCommand::Dashboard(args),
         } => bench_dashboard::run(args),
+        Command::Bench {
+            command: BenchCommand::Fuzz(args),
+        } => bench_fuzz::run(args),
         Command::Config => config::load(cli.config.as_deref()).and_then(|c| {
             print!("{}", serde_json::to_string_pretty(&c)?);
             println!();

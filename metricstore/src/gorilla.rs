@@ -237,8 +237,10 @@ impl Chunk {
         if self.count == 0 {
             self.push_bits(t as u64, 64);
         } else {
-            let delta = t - self.last_t;
-            let dod = delta - if self.count == 1 { 0 } else { self.last_delta };
+            // Wrapping, as the reader adds: any two i64 times round-trip
+            // (the 64-bit bucket holds every delta-of-delta).
+            let delta = t.wrapping_sub(self.last_t);
+            let dod = delta.wrapping_sub(if self.count == 1 { 0 } else { self.last_delta });
             self.push_dod(dod);
             self.last_delta = delta;
         }

@@ -152,7 +152,8 @@ struct Base {
 fn attrs_to_pairs(attrs: &[KeyValue], out: &mut Vec<(String, String)>) {
     let start = out.len();
     let mut renamed = false;
-    for kv in attrs {
+    // An empty key is no attribute (OpenTelemetry: keys are non-empty).
+    for kv in attrs.iter().filter(|kv| !kv.key.is_empty()) {
         let name = label_name(&kv.key);
         renamed |= name != kv.key;
         out.push((name, any_to_string(&kv.value)));
@@ -163,6 +164,7 @@ fn attrs_to_pairs(attrs: &[KeyValue], out: &mut Vec<(String, String)>) {
     }
     let mut mine: Vec<(&str, String, String)> = attrs
         .iter()
+        .filter(|kv| !kv.key.is_empty())
         .zip(out.drain(start..))
         .map(|(kv, (name, value))| (kv.key.as_str(), name, value))
         .collect();
@@ -271,7 +273,10 @@ pub fn convert(
             ids.push(("instance".to_owned(), inst));
         }
         let mut promoted: Vec<(String, String)> = Vec::new();
-        for kv in attrs.iter().filter(|kv| translation.promotes(&kv.key)) {
+        for kv in attrs
+            .iter()
+            .filter(|kv| !kv.key.is_empty() && translation.promotes(&kv.key))
+        {
             let name = label_name(&kv.key);
             if !promoted.iter().any(|(n, _)| *n == name) {
                 promoted.push((name, any_to_string(&kv.value)));
@@ -310,7 +315,7 @@ fn target_info(
 ) {
     let other = attrs
         .iter()
-        .filter(|kv| !IDENTIFYING.contains(&kv.key.as_str()))
+        .filter(|kv| !kv.key.is_empty() && !IDENTIFYING.contains(&kv.key.as_str()))
         .count();
     if other == 0 || base.ids.iter().all(|(_, v)| v.is_empty()) {
         return;

@@ -157,3 +157,10 @@ proptest::proptest! {
         proptest::prop_assert_eq!(c.last().map(|(t, v)| (t, v.to_bits())), s.last().map(|(t, v)| (*t, v.to_bits())));
     }
 }
+
+#[test]
+fn timestamps_at_both_ends_of_i64_round_trip() {
+    // Found by keel-fuzz (otlp_metrics): the delta overflowed.
+    roundtrip(&[(i64::MIN, 1.0), (-1, 2.0), (i64::MAX, 3.0), (i64::MAX, 4.0)]);
+    roundtrip(&[(-5, 1.0), (i64::MAX - 1, 2.0)]);
+}

@@ -313,3 +313,14 @@ fn translation_settings_report_every_problem() {
         ]
     );
 }
+
+#[test]
+fn an_attribute_with_an_empty_key_is_dropped_not_made_an_invalid_label() {
+    // Found by keel-fuzz (otlp_metrics): the label "" was stored.
+    let req = request(
+        &[("service.name", "cart"), ("", "r")],
+        &[("", "A"), ("a.b", "1"), ("a_b", "2")],
+    );
+    let out = convert(&req, &Translation::default(), &|_| None);
+    assert_eq!(series(&out), vec![r#"g{a_b="1;2", job="cart"}"#]);
+}
