@@ -15,6 +15,7 @@ mod bench_agent;
 mod bench_alerts;
 mod bench_autoscale;
 mod bench_autoscale_live;
+mod bench_crash;
 mod bench_dashboard;
 mod bench_failover;
 mod bench_failover_pg;
@@ -160,6 +161,9 @@ enum BenchCommand {
     /// Every decoder and parser under structure-aware fuzzing: cases per
     /// second per target, failures minimized.
     Fuzz(bench_fuzz::FuzzBenchArgs),
+    /// A collector SIGKILLed again and again at random moments under
+    /// metrics, logs and spans ingest: acknowledged records lost.
+    Crash(bench_crash::CrashBenchArgs),
 }
 
 #[derive(Subcommand)]
@@ -227,6 +231,9 @@ fn main() -> ExitCode {
         Command::Bench {
             command: BenchCommand::Fuzz(args),
         } => bench_fuzz::run(args),
+        Command::Bench {
+            command: BenchCommand::Crash(args),
+        } => bench_crash::run(args),
         Command::Config => config::load(cli.config.as_deref()).and_then(|c| {
             print!("{}", serde_json::to_string_pretty(&c)?);
             println!();
