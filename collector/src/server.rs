@@ -616,6 +616,7 @@ pub async fn start(config: &CollectorConfig, clock: SharedClock) -> Result<Runni
             config.max_body_bytes,
             config.max_decoded_bytes,
             workers.clone(),
+            stats.clone(),
         ))
         .merge(keel_logindex::logs::api::routes(
             logs.clone(),
@@ -679,11 +680,16 @@ fn prune(
         loop {
             let now = clock.now_ms();
             if let Some(st) = &st
-                && let Err(e) = st.prune_history(now - history.as_millis() as i64).await
+                && let Err(e) = st
+                    .prune_history(
+                        now.saturating_sub(i64::try_from(history.as_millis()).unwrap_or(i64::MAX)),
+                    )
+                    .await
             {
                 tracing::error!(error = %e, "pruning alert history failed");
             }
-            let gone = notifier.prune(now - notifications.as_millis() as i64);
+            let keep = i64::try_from(notifications.as_millis()).unwrap_or(i64::MAX);
+            let gone = notifier.prune(now.saturating_sub(keep));
             if gone > 0 {
                 tracing::info!(
                     notifications = gone,

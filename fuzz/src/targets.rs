@@ -531,8 +531,9 @@ fn dashboard_yaml(cases: u32) -> Outcome {
     })
 }
 
-/// The metric WAL: a valid image mutated; replay reads a prefix and
-/// never more than there is.
+/// The metric WAL: a valid image whose payloads are mutated and framed
+/// again with their CRCs (so replay parses them), then cut anywhere;
+/// replay reads a prefix and never more than there is.
 fn metric_wal(cases: u32) -> Outcome {
     let strategy = (
         vec(
@@ -550,15 +551,30 @@ fn metric_wal(cases: u32) -> Outcome {
             .into_iter()
             .map(|(n, s)| (keel_series::labels::Labels::new(vec![("__name__", n)]), s))
             .collect();
-        let mut image =
+        let image =
             wal::encode_log(std::slice::from_ref(&batch), 256).map_err(|e| fail(e.to_string()))?;
-        if !image.is_empty() {
+        let mut payloads: Vec<Vec<u8>> = wal::frames(&image)
+            .into_iter()
+            .map(|(_, p)| p.to_vec())
+            .collect();
+        let total: usize = payloads.iter().map(Vec::len).sum();
+        if total > 0 {
             for (at, b) in flips {
-                let i = at % image.len();
-                image[i] = b;
+                let mut i = at % total;
+                for p in &mut payloads {
+                    if i < p.len() {
+                        p[i] = b;
+                        break;
+                    }
+                    i -= p.len();
+                }
             }
-            image.truncate(cut % (image.len() + 1));
         }
+        let mut image = Vec::new();
+        for p in &payloads {
+            wal::frame(&mut image, p).map_err(|e| fail(e.to_string()))?;
+        }
+        image.truncate(cut % (image.len() + 1));
         let (_, valid) = wal::decode_log(&image);
         if valid > image.len() {
             return Err(fail("replay read past the end"));

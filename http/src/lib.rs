@@ -81,7 +81,7 @@ pub fn parse_time(s: &str) -> Result<i64, String> {
 /// millisecond timestamps can step by) is refused with Prometheus' words.
 pub fn parse_step(s: &str) -> Result<i64, String> {
     let ms = match s.parse::<f64>() {
-        Ok(f) if f.is_finite() => (f * 1000.0).round(),
+        Ok(f) if f.is_finite() => f * 1000.0,
         Ok(_) => return Err(format!("cannot parse {s:?} to a valid duration")),
         Err(_) => promql_parser::util::parse_duration(s)
             .map(|d| d.as_millis() as f64)
@@ -92,7 +92,7 @@ pub fn parse_step(s: &str) -> Result<i64, String> {
             "invalid parameter \"step\": zero or negative query resolution step widths are not accepted. Try a positive integer".into(),
         );
     }
-    Ok(ms.min(i64::MAX as f64) as i64)
+    Ok(ms.round().min(i64::MAX as f64) as i64)
 }
 
 /// Most points a range query may return per series, as in Prometheus.

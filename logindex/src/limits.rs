@@ -33,33 +33,51 @@ impl Default for RecordLimits {
 
 impl RecordLimits {
     /// Keep at most `max_span_attributes` of `attrs` and cut longer string
-    /// values; how many attributes were dropped or cut.
+    /// values, inside arrays and maps too (each holding at most as many
+    /// elements); how many values were dropped or cut.
     fn attributes(&self, attrs: &mut Map<String, Value>) -> usize {
-        let mut changed = 0;
-        if attrs.len() > self.max_span_attributes {
-            let extra: Vec<String> = attrs
-                .keys()
-                .skip(self.max_span_attributes)
-                .cloned()
-                .collect();
-            changed += extra.len();
-            for k in extra {
-                attrs.remove(&k);
-            }
-        }
+        let mut changed = self.keep_first(attrs);
         for v in attrs.values_mut() {
-            if let Value::String(s) = v
-                && s.len() > self.max_attribute_value_bytes
-            {
+            changed += self.bound(v);
+        }
+        changed
+    }
+
+    /// Drop the keys of `m` past `max_span_attributes`; how many.
+    fn keep_first(&self, m: &mut Map<String, Value>) -> usize {
+        if m.len() <= self.max_span_attributes {
+            return 0;
+        }
+        let extra: Vec<String> = m.keys().skip(self.max_span_attributes).cloned().collect();
+        for k in &extra {
+            m.remove(k);
+        }
+        extra.len()
+    }
+
+    /// Bound one value: strings cut, arrays and maps shortened, nested
+    /// ones alike; how many values were dropped or cut.
+    fn bound(&self, v: &mut Value) -> usize {
+        match v {
+            Value::String(s) if s.len() > self.max_attribute_value_bytes => {
                 let mut end = self.max_attribute_value_bytes;
                 while !s.is_char_boundary(end) {
                     end -= 1;
                 }
                 s.truncate(end);
-                changed += 1;
+                1
             }
+            Value::Array(a) => {
+                let cut = a.len().saturating_sub(self.max_span_attributes);
+                a.truncate(self.max_span_attributes);
+                cut + a.iter_mut().map(|x| self.bound(x)).sum::<usize>()
+            }
+            Value::Object(m) => {
+                let cut = self.keep_first(m);
+                cut + m.values_mut().map(|x| self.bound(x)).sum::<usize>()
+            }
+            _ => 0,
         }
-        changed
     }
 
     /// Records within the limits (their attributes bounded), and one
@@ -136,5 +154,17 @@ mod tests {
             ..SpanRecord::default()
         }];
         assert_eq!(l.spans(&mut spans), 0, "already within");
+        // Nested: an array of three long strings inside a map.
+        let nested = serde_json::json!({"k": {"list": ["abcd", "efgh", "ijkl"]}});
+        let mut spans = vec![SpanRecord {
+            attributes: nested.as_object().cloned().unwrap_or_default(),
+            ..SpanRecord::default()
+        }];
+        // One element dropped, two strings cut.
+        assert_eq!(l.spans(&mut spans), 3);
+        assert_eq!(
+            Value::Object(spans[0].attributes.clone()),
+            serde_json::json!({"k": {"list": ["abc", "efg"]}})
+        );
     }
 }

@@ -333,7 +333,7 @@ impl Head {
         for &(t, v) in samples {
             match max_t {
                 Some(m) if t <= m => {
-                    if t < m - ooo_window {
+                    if t < m.saturating_sub(ooo_window) {
                         out.too_old += 1;
                         continue;
                     }

@@ -162,10 +162,6 @@ pub enum StoreError {
     /// A block could not be written, read or deleted.
     #[error("block: {0}")]
     Block(String),
-    /// The batch-ids log could not be written (the batch itself was
-    /// stored; a resend is still dropped by this process).
-    #[error("batch-ids.log: {0}")]
-    BatchIds(std::io::Error),
 }
 
 /// Open every block under `dir`, removing half-written ones.
@@ -222,6 +218,16 @@ impl Default for StoreConfig {
 impl keel_series::Queryable for Store {
     fn select(&self, matchers: &[Matcher], mint: i64, maxt: i64) -> Vec<SeriesSamples> {
         Store::select(self, matchers, mint, maxt)
+    }
+
+    fn select_bounded(
+        &self,
+        matchers: &[Matcher],
+        mint: i64,
+        maxt: i64,
+        limit: usize,
+    ) -> Option<Vec<SeriesSamples>> {
+        Store::select_bounded(self, matchers, mint, maxt, limit)
     }
 }
 
@@ -400,8 +406,8 @@ impl Store {
                 return self.apply_retention(now_ms).map(|_| 0);
             };
             let block = self.config.block_ms.max(1);
-            if max_t - min_t > block + block / 2 {
-                let boundary = (max_t - block / 2).div_euclid(block) * block;
+            if max_t.saturating_sub(min_t) > block + block / 2 {
+                let boundary = max_t.saturating_sub(block / 2).div_euclid(block) * block;
                 let (old, keep) = head.split(boundary);
                 if !old.is_empty() {
                     let lo = old
@@ -409,7 +415,7 @@ impl Store {
                         .filter_map(|(_, s)| s.first().map(|x| x.0))
                         .min()
                         .unwrap_or(boundary);
-                    let b = block::write(&blocks_dir, &old, lo, boundary - 1)
+                    let b = block::write(&blocks_dir, &old, lo, boundary.saturating_sub(1))
                         .map_err(StoreError::Block)?;
                     tracing::info!(block = %b.dir.display(), samples = b.samples, "cut a block from the head");
                     self.blocks
@@ -568,7 +574,11 @@ impl Store {
             }
         }
         if let Some((mut ids, id)) = ids {
-            ids.record(id, now_ms).map_err(StoreError::BatchIds)?;
+            // The batch is stored: a lost id line costs at most a
+            // duplicate after a restart, never the batch.
+            if let Err(e) = ids.record(id, now_ms) {
+                tracing::error!(error = %e, "batch-ids.log not written; the batch is stored");
+            }
         }
         if out.accepted > 0 {
             self.appended.notify_one();
@@ -615,10 +625,32 @@ impl Store {
     /// Every series matching all `matchers`, with its samples in `[mint, maxt]`
     /// (series with no sample there are left out).
     pub fn select(&self, matchers: &[Matcher], mint: i64, maxt: i64) -> Vec<SeriesSamples> {
+        self.select_bounded(matchers, mint, maxt, usize::MAX)
+            .unwrap_or_default()
+    }
+
+    /// As [`Self::select`], but `None` as soon as more than `limit`
+    /// samples are loaded: a query past its sample limit stops before it
+    /// holds them all.
+    pub fn select_bounded(
+        &self,
+        matchers: &[Matcher],
+        mint: i64,
+        maxt: i64,
+        limit: usize,
+    ) -> Option<Vec<SeriesSamples>> {
+        let mut loaded = 0usize;
+        let mut take = |n: usize| {
+            loaded = loaded.saturating_add(n);
+            loaded <= limit
+        };
         let mut merged: keel_series::FastMap<Labels, Vec<(i64, f64)>> =
             keel_series::FastMap::default();
         for b in self.blocks.read().unwrap_or_else(|e| e.into_inner()).iter() {
             for (l, s) in b.select(matchers, mint, maxt) {
+                if !take(s.len()) {
+                    return None;
+                }
                 merged.entry(l).or_default().extend(s);
             }
         }
@@ -627,34 +659,43 @@ impl Store {
             // Only the head has samples in range (the common case for
             // rules): nothing to merge, and a series' samples come out
             // of `range` in order (checked: sorting is the exception).
-            return Self::matching(&head, matchers)
-                .into_iter()
-                .filter_map(|r| {
-                    let s = &head.series[r as usize];
-                    let mut samples = s.range(&head.arena, mint, maxt);
-                    if !samples.is_sorted_by(|a, b| a.0 < b.0) {
-                        samples.sort_by_key(|(t, _)| *t);
-                        samples.dedup_by_key(|(t, _)| *t);
-                    }
-                    (!samples.is_empty()).then(|| (s.labels.clone(), samples))
-                })
-                .collect();
+            let mut out = Vec::new();
+            for r in Self::matching(&head, matchers) {
+                let s = &head.series[r as usize];
+                let mut samples = s.range(&head.arena, mint, maxt);
+                if !take(samples.len()) {
+                    return None;
+                }
+                if !samples.is_sorted_by(|a, b| a.0 < b.0) {
+                    samples.sort_by_key(|(t, _)| *t);
+                    samples.dedup_by_key(|(t, _)| *t);
+                }
+                if !samples.is_empty() {
+                    out.push((s.labels.clone(), samples));
+                }
+            }
+            return Some(out);
         }
         for r in Self::matching(&head, matchers) {
             let s = &head.series[r as usize];
             let samples = s.range(&head.arena, mint, maxt);
+            if !take(samples.len()) {
+                return None;
+            }
             if !samples.is_empty() {
                 merged.entry(s.labels.clone()).or_default().extend(samples);
             }
         }
-        merged
-            .into_iter()
-            .map(|(l, mut s)| {
-                s.sort_by_key(|(t, _)| *t);
-                s.dedup_by_key(|(t, _)| *t);
-                (l, s)
-            })
-            .collect()
+        Some(
+            merged
+                .into_iter()
+                .map(|(l, mut s)| {
+                    s.sort_by_key(|(t, _)| *t);
+                    s.dedup_by_key(|(t, _)| *t);
+                    (l, s)
+                })
+                .collect(),
+        )
     }
 
     /// Label sets of the series matching `matchers` that have samples in range.

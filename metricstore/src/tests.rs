@@ -269,3 +269,22 @@ fn the_head_is_cut_into_blocks_that_survive_reopen_and_expire() {
             .is_none()
     );
 }
+
+#[test]
+fn a_bounded_select_stops_past_its_limit() {
+    let store = Store::in_memory(StoreConfig::default());
+    let batch: Vec<(Labels, Vec<(i64, f64)>)> = (0..10)
+        .map(|i| {
+            let id = i.to_string();
+            (
+                Labels::new(vec![("__name__", "m"), ("i", id.as_str())]),
+                (0..100).map(|t| (t * 1000, t as f64)).collect(),
+            )
+        })
+        .collect();
+    store.append(batch).expect("append");
+    let all = [Matcher::Equal("__name__".into(), "m".into())];
+    assert!(store.select_bounded(&all, 0, i64::MAX, 999).is_none());
+    let got = store.select_bounded(&all, 0, i64::MAX, 1000).expect("fits");
+    assert_eq!(got.iter().map(|(_, s)| s.len()).sum::<usize>(), 1000);
+}

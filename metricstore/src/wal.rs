@@ -246,11 +246,15 @@ pub fn encode_log(batches: &[Batch], max_record: usize) -> std::io::Result<Vec<u
     let all: Vec<&(Labels, Vec<(i64, f64)>)> = batches.iter().flatten().collect();
     let mut from = 0;
     while from < all.len() {
-        // Series from `from` while their samples fit (at least one).
+        // Series from `from` while their labels and samples fit (at
+        // least one).
+        let cost = |(l, s): &(Labels, Vec<(i64, f64)>)| {
+            8 + s.len() * 16 + l.pairs().map(|(k, v)| 8 + k.len() + v.len()).sum::<usize>()
+        };
         let mut to = from;
         let mut size = 0;
-        while to < all.len() && (to == from || size + 8 + all[to].1.len() * 16 <= max_record) {
-            size += 8 + all[to].1.len() * 16;
+        while to < all.len() && (to == from || size + cost(all[to]) <= max_record) {
+            size += cost(all[to]);
             to += 1;
         }
         let series: Vec<(u32, Labels)> = (from..to).map(|i| (i as u32, all[i].0.clone())).collect();

@@ -392,11 +392,21 @@ impl Ctx<'_> {
         };
         let key = vs as *const VectorSelector as usize;
         let m = matchers(vs)?;
-        let data = self.store.select(
-            &m,
-            lo.saturating_sub(off).saturating_sub(before),
-            hi.saturating_sub(off).saturating_add(after),
-        );
+        self.budget.check(self.place())?;
+        // Loading stops at what the sample limit still allows.
+        let room = self
+            .budget
+            .max_samples()
+            .saturating_sub(self.held.saturating_add(self.step_samples));
+        let data = self
+            .store
+            .select_bounded(
+                &m,
+                lo.saturating_sub(off).saturating_sub(before),
+                hi.saturating_sub(off).saturating_add(after),
+                room,
+            )
+            .ok_or(EvalError::TooManySamples(EXECUTION))?;
         let samples = data.iter().map(|(_, p)| p.len()).sum();
         self.fetched.insert(key, data);
         self.keep(samples)

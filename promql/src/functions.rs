@@ -29,7 +29,7 @@ pub fn extrapolated(
     }
     let mut to_start = (first.0 as f64 - start as f64) / 1000.0;
     let to_end = (end as f64 - last.0 as f64) / 1000.0;
-    let sampled = (last.0 - first.0) as f64 / 1000.0;
+    let sampled = (last.0 as f64 - first.0 as f64) / 1000.0;
     let avg_between = sampled / (points.len() - 1) as f64;
     if counter && result > 0.0 && first.1 >= 0.0 {
         let to_zero = sampled * (first.1 / result);

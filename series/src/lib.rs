@@ -63,6 +63,20 @@ impl Matcher {
 pub trait Queryable: Send + Sync {
     /// The matching series and their samples in the range.
     fn select(&self, matchers: &[Matcher], mint: i64, maxt: i64) -> Vec<SeriesSamples>;
+
+    /// As [`Self::select`], but `None` when more than `limit` samples
+    /// match (an implementation stops loading there; this default loads
+    /// all, then counts).
+    fn select_bounded(
+        &self,
+        matchers: &[Matcher],
+        mint: i64,
+        maxt: i64,
+        limit: usize,
+    ) -> Option<Vec<SeriesSamples>> {
+        let all = self.select(matchers, mint, maxt);
+        (all.iter().map(|(_, s)| s.len()).sum::<usize>() <= limit).then_some(all)
+    }
 }
 
 /// A fixed set of series, for tests of an engine without a store.
@@ -87,5 +101,15 @@ impl Queryable for Vec<SeriesSamples> {
 impl<T: Queryable + ?Sized> Queryable for std::sync::Arc<T> {
     fn select(&self, matchers: &[Matcher], mint: i64, maxt: i64) -> Vec<SeriesSamples> {
         (**self).select(matchers, mint, maxt)
+    }
+
+    fn select_bounded(
+        &self,
+        matchers: &[Matcher],
+        mint: i64,
+        maxt: i64,
+        limit: usize,
+    ) -> Option<Vec<SeriesSamples>> {
+        (**self).select_bounded(matchers, mint, maxt, limit)
     }
 }

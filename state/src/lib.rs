@@ -393,6 +393,8 @@ impl StateStore {
 
 enum Msg {
     Op(Op),
+    /// Ops committed in one transaction together.
+    Ops(Vec<Op>),
     Flush(tokio::sync::oneshot::Sender<()>),
 }
 
@@ -406,6 +408,7 @@ impl std::fmt::Debug for Msg {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Msg::Op(op) => op.fmt(f),
+            Msg::Ops(ops) => ops.fmt(f),
             Msg::Flush(_) => f.write_str("Flush"),
         }
     }
@@ -416,6 +419,17 @@ impl Writer {
     pub fn send(&self, op: Op) {
         if self.tx.send(Msg::Op(op)).is_err() {
             tracing::error!("state store writer stopped; a change was not saved");
+        }
+    }
+
+    /// Queue `ops` to be committed in one transaction (with others, never
+    /// split): changes that must not be saved one without the other.
+    pub fn send_all(&self, ops: Vec<Op>) {
+        if ops.is_empty() {
+            return;
+        }
+        if self.tx.send(Msg::Ops(ops)).is_err() {
+            tracing::error!("state store writer stopped; changes were not saved");
         }
     }
 
@@ -440,6 +454,7 @@ async fn write_loop(store: Arc<StateStore>, mut rx: tokio::sync::mpsc::Unbounded
         while let Some(m) = next.take() {
             match m {
                 Msg::Op(op) => ops.push(op),
+                Msg::Ops(v) => ops.extend(v),
                 Msg::Flush(done) => flushes.push(done),
             }
             if ops.len() < BATCH {

@@ -26,6 +26,9 @@ pub enum SmtpError {
     /// It started but never listened.
     #[error("aiosmtpd: {0}")]
     NotListening(#[from] crate::wait::Timeout),
+    /// It exited at once (most likely: the module is not installed).
+    #[error("aiosmtpd exited with {0} before listening: is it installed (pip install aiosmtpd)?")]
+    Exited(std::process::ExitStatus),
 }
 
 impl Smtp {
@@ -46,7 +49,7 @@ impl Smtp {
             .stderr(Stdio::null())
             .spawn()?;
         let out = child.stdout.take();
-        let proc = Reaped(child);
+        let mut proc = Reaped(child);
         let lines: Arc<Mutex<Vec<(Instant, String)>>> = Arc::default();
         let l = lines.clone();
         if let Some(out) = out {
@@ -58,7 +61,22 @@ impl Smtp {
                 }
             });
         }
-        crate::wait::listening("aiosmtpd", port, Duration::from_secs(10)).await?;
+        let up = crate::wait::within(
+            "aiosmtpd",
+            Duration::from_secs(10),
+            Duration::from_millis(20),
+            async || {
+                if let Ok(Some(status)) = proc.0.try_wait() {
+                    return Some(Err(status));
+                }
+                tokio::net::TcpStream::connect(("127.0.0.1", port))
+                    .await
+                    .ok()
+                    .map(|_| Ok(()))
+            },
+        )
+        .await?;
+        up.map_err(SmtpError::Exited)?;
         Ok(Self {
             port,
             lines,

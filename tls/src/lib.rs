@@ -50,13 +50,15 @@ pub enum TlsError {
 }
 
 impl TlsConfig {
-    /// Push a problem if the CA file is named but is not a file;
-    /// `at` is where the setting is (`agent.collector_tls`).
+    /// Push a problem if the CA file is named but does not read as a
+    /// PEM bundle of certificates; `at` is where the setting is
+    /// (`agent.collector_tls`), so a bad file stops the start, not each
+    /// request later.
     pub fn validate(&self, at: &str, problems: &mut Vec<String>) {
         if let Some(f) = &self.ca_file
-            && !f.is_file()
+            && let Err(e) = read_bundle(f, &format!("{at}.ca_file"))
         {
-            problems.push(format!("{at}.ca_file: {} is not a file", f.display()));
+            problems.push(e.to_string());
         }
     }
 
@@ -152,17 +154,18 @@ mod tests {
         );
         let empty = dir.path().join("empty.pem");
         std::fs::write(&empty, "not a certificate\n").expect("write");
-        let e = TlsConfig {
+        let not_pem = TlsConfig {
             ca_file: Some(empty),
-        }
-        .client(reqwest::Client::builder(), "webhook")
-        .expect_err("no certificate");
+        };
+        let e = not_pem
+            .client(reqwest::Client::builder(), "webhook")
+            .expect_err("no certificate");
         assert!(e.to_string().contains("holds no PEM certificate"), "{e}");
-    }
-
-    #[test]
-    fn no_ca_file_is_the_system_roots() {
-        let c = TlsConfig::default().client(reqwest::Client::builder(), "x");
-        assert!(c.is_ok());
+        let mut problems = Vec::new();
+        not_pem.validate("webhook", &mut problems);
+        assert!(
+            problems[0].contains("holds no PEM certificate"),
+            "found when the config is checked: {problems:?}"
+        );
     }
 }

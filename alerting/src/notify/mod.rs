@@ -233,6 +233,10 @@ const KEEP: usize = 1000;
 /// store; past it, the page goes out anyway (paging beats exactly-once).
 const INTENT_WAIT: Duration = Duration::from_secs(10);
 
+/// While the state store is slow (a wait timed out), each wait is this
+/// short, until one succeeds: a queue of pages is not held 10 s each.
+const SLOW_WAIT: Duration = Duration::from_millis(100);
+
 /// Routes alerts and sends pages.
 pub struct Notifier {
     router: Mutex<Router>,
@@ -240,6 +244,8 @@ pub struct Notifier {
     deliveries: Mutex<Vec<Delivery>>,
     /// Deliveries given up on since start, by receiver.
     failed: Mutex<std::collections::BTreeMap<String, u64>>,
+    /// The last wait for the state store timed out.
+    store_slow: std::sync::atomic::AtomicBool,
     /// Where routing state and notifications are saved (none: nowhere).
     persist: Mutex<Option<persist::NotifyPersist>>,
     /// One queue a receiver, so a dead webhook never holds up email.
@@ -296,6 +302,7 @@ impl Notifier {
             )),
             deliveries: Mutex::new(Vec::new()),
             failed: Mutex::new(Default::default()),
+            store_slow: std::sync::atomic::AtomicBool::new(false),
             persist: Mutex::new(None),
             queues,
             config,
@@ -309,33 +316,30 @@ impl Notifier {
 
     /// Route the alerts held at `now_ms` and queue the pages due.
     pub fn offer(&self, now_ms: i64, alerts: &[AlertView]) {
-        let pages = {
-            let mut r = lock(&self.router);
-            let pages = r.decide(now_ms, alerts);
-            self.save_routing(now_ms, &r);
-            pages
-        };
+        let mut r = lock(&self.router);
+        let pages = r.decide(now_ms, alerts);
+        let mut d = lock(&self.deliveries);
+        let first_new = d.len();
+        let mut sends = Vec::new();
         for page in pages {
             tracing::info!(
                 group = %page.group_key(), alerts = page.alerts.len(),
                 severity = page.severity.as_str(), kind = ?page.kind, reason = page.reason,
                 "page due"
             );
-            let mut d = lock(&self.deliveries);
-            let mut record = |receiver: String, last_error: Option<String>| {
+            let mut record = |receiver: String, failed: Option<String>| {
                 let seq = d.last().map_or(0, |l| l.seq + 1);
-                let delivery = Delivery {
+                d.push(Delivery {
                     seq,
                     id: format!("{}.{seq}", page.at_ms),
                     receiver,
                     page: page.clone(),
                     attempts: 0,
                     delivered_at_ms: None,
-                    failed_at_ms: None,
-                    last_error,
-                };
-                self.save_delivery(now_ms, &delivery);
-                d.push(delivery);
+                    // Nobody to send it to: it is finished as it is.
+                    failed_at_ms: failed.as_ref().map(|_| now_ms),
+                    last_error: failed,
+                });
                 seq
             };
             if self.queues.is_empty() {
@@ -345,10 +349,19 @@ impl Notifier {
                 );
                 continue;
             }
-            for (r, q) in &self.queues {
-                let seq = record(r.name(), None);
-                let _ = q.send(seq);
+            for (i, (r, _)) in self.queues.iter().enumerate() {
+                sends.push((i, record(r.name(), None)));
             }
+        }
+        // The routing that decided the pages and their intents are saved
+        // in one transaction: a crash never leaves one without the other.
+        if let Some(p) = lock(&self.persist).as_mut() {
+            p.sync_with(now_ms, &r, &d[first_new..]);
+        }
+        drop(d);
+        drop(r);
+        for (i, seq) in sends {
+            let _ = self.queues[i].1.send(seq);
         }
     }
 
@@ -373,24 +386,32 @@ impl Notifier {
             if delivery.id.is_empty() {
                 delivery.id = format!("{}.{}", delivery.page.at_ms, delivery.seq);
             }
-            let unfinished = !delivery.finished();
-            let (receiver, seq) = (delivery.receiver.clone(), delivery.seq);
-            d.push(delivery);
-            if !unfinished {
+            if delivery.finished() {
+                d.push(delivery);
                 continue;
             }
             // An intent without an acceptance: sent again, as the same
-            // message.
-            match self.queues.iter().find(|(r, _)| r.name() == receiver) {
+            // message; one whose receiver is gone is finished as failed
+            // (so retention can forget it).
+            match self
+                .queues
+                .iter()
+                .find(|(r, _)| r.name() == delivery.receiver)
+            {
                 Some((_, q)) => {
-                    let _ = q.send(seq);
+                    let _ = q.send(delivery.seq);
                     requeued += 1;
                 }
-                None if receiver.is_empty() => {}
                 None => {
-                    tracing::warn!(%receiver, "an undelivered notification's receiver is no longer configured; not sent")
+                    tracing::warn!(receiver = %delivery.receiver, "an undelivered notification's receiver is no longer configured; not sent");
+                    delivery.failed_at_ms = Some(now);
+                    delivery
+                        .last_error
+                        .get_or_insert_with(|| "its receiver is no longer configured".into());
+                    p.notification(now, &delivery);
                 }
             }
+            d.push(delivery);
         }
         d.sort_by_key(|x| x.seq);
         if requeued > 0 {
@@ -422,15 +443,23 @@ impl Notifier {
             .as_ref()
             .map(persist::NotifyPersist::writer);
         let Some(w) = writer else { return };
-        match tokio::time::timeout(INTENT_WAIT, w.flush()).await {
-            Ok(Ok(())) => {}
+        use std::sync::atomic::Ordering::Relaxed;
+        let slow = self.store_slow.load(Relaxed);
+        let wait = if slow { SLOW_WAIT } else { INTENT_WAIT };
+        match tokio::time::timeout(wait, w.flush()).await {
+            Ok(Ok(())) => self.store_slow.store(false, Relaxed),
             Ok(Err(e)) => {
                 tracing::error!(error = %e, what, "the state store did not take a notification's record")
             }
-            Err(_) => tracing::warn!(
-                what,
-                "the state store is slow: going on without a durable record"
-            ),
+            Err(_) => {
+                if !slow {
+                    tracing::warn!(
+                        what,
+                        "the state store is slow: paging on without durable records until it answers"
+                    );
+                }
+                self.store_slow.store(true, Relaxed);
+            }
         }
     }
 
@@ -576,10 +605,8 @@ impl Notifier {
                             };
                             webhook::send(http, &to, &page, &id).await
                         }
-                        Err(e) => Err(Failure {
-                            message: e.clone(),
-                            permanent: true,
-                        }),
+                        // (The CA file was checked at start: this passes.)
+                        Err(e) => Err(Failure::transient(e.clone())),
                     },
                 };
                 if result.is_ok() {

@@ -165,10 +165,19 @@ impl NotifyPersist {
     /// Save what changed in `router` since the last call: only entries
     /// whose value differs are serialised.
     pub fn sync(&mut self, now_ms: i64, router: &Router) {
-        for (table, key) in self.orphans.drain(..) {
-            self.writer.send(Op::Delete { table, key });
-        }
-        let w = &self.writer;
+        self.sync_with(now_ms, router, &[]);
+    }
+
+    /// As [`Self::sync`], with `deliveries` saved in the same transaction:
+    /// the routing that decided a page and the page's intent are durable
+    /// together or not at all.
+    pub fn sync_with(&mut self, now_ms: i64, router: &Router, deliveries: &[super::Delivery]) {
+        let mut ops: Vec<Op> = self
+            .orphans
+            .drain(..)
+            .map(|(table, key)| Op::Delete { table, key })
+            .collect();
+        let w = &mut ops;
         sync_map(
             w,
             Table::Routing,
@@ -203,18 +212,14 @@ impl NotifyPersist {
             silences,
             |id| number_key(*id),
         );
+        ops.extend(deliveries.iter().filter_map(|d| notification_op(now_ms, d)));
+        self.writer.send_all(ops);
     }
 
     /// Save a notification (under its `seq`).
     pub fn notification(&self, now_ms: i64, d: &super::Delivery) {
-        match serde_json::to_string(d) {
-            Ok(doc) => self.writer.send(Op::Put {
-                table: Table::Notifications,
-                key: number_key(d.seq),
-                at_ms: now_ms,
-                doc,
-            }),
-            Err(e) => tracing::error!(error = %e, "a notification does not serialize"),
+        if let Some(op) = notification_op(now_ms, d) {
+            self.writer.send(op);
         }
     }
 
@@ -232,11 +237,27 @@ impl NotifyPersist {
     }
 }
 
+/// The op that saves a notification under its `seq`.
+fn notification_op(now_ms: i64, d: &super::Delivery) -> Option<Op> {
+    match serde_json::to_string(d) {
+        Ok(doc) => Some(Op::Put {
+            table: Table::Notifications,
+            key: number_key(d.seq),
+            at_ms: now_ms,
+            doc,
+        }),
+        Err(e) => {
+            tracing::error!(error = %e, "a notification does not serialize");
+            None
+        }
+    }
+}
+
 /// Write the entries of `now` whose value differs from `saved` (as
 /// `key` names them), delete the saved ones `now` lacks, and remember
 /// `now` as saved.
 fn sync_map<'a, K, V>(
-    writer: &Writer,
+    writer: &mut Vec<Op>,
     table: Table,
     at_ms: i64,
     saved: &mut HashMap<K, V>,
@@ -255,7 +276,7 @@ fn sync_map<'a, K, V>(
         }
         match serde_json::to_string(v) {
             Ok(doc) => {
-                writer.send(Op::Put {
+                writer.push(Op::Put {
                     table,
                     key: key(k),
                     at_ms,
@@ -269,7 +290,7 @@ fn sync_map<'a, K, V>(
     saved.retain(|k, _| {
         let keep = seen.contains(k);
         if !keep {
-            writer.send(Op::Delete { table, key: key(k) });
+            writer.push(Op::Delete { table, key: key(k) });
         }
         keep
     });

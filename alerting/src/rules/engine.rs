@@ -162,7 +162,7 @@ impl GroupState {
 
     /// Put back an alert of the alerting rule `rule` saved before a
     /// restart; false when the group has no such rule (it was removed).
-    pub fn restore(&mut self, rule: &str, alert: Alert) -> bool {
+    pub fn restore(&mut self, rule: &str, alert: Alert, flap_changes: Vec<i64>) -> bool {
         let found = self
             .group
             .rules
@@ -170,12 +170,28 @@ impl GroupState {
             .position(|r| matches!(r, Rule::Alert(r) if r.name == rule));
         match found {
             Some(i) => {
-                let key = alert.labels.clone().into_iter().collect();
+                let key: AlertKey = alert.labels.clone().into_iter().collect();
+                if !flap_changes.is_empty() {
+                    self.changes[i].insert(key.clone(), flap_changes.into());
+                }
                 self.alerts[i].insert(key, alert);
                 true
             }
             None => false,
         }
+    }
+
+    /// When `alert` of rule `rule` last changed between firing and
+    /// resolved (its flap-detection history), oldest first.
+    pub fn flap_changes(&self, rule: &AlertRule, alert: &Alert) -> Vec<i64> {
+        let key: AlertKey = alert.labels.clone().into_iter().collect();
+        self.group
+            .rules
+            .iter()
+            .position(|r| matches!(r, Rule::Alert(r) if r.name == rule.name))
+            .and_then(|i| self.changes.get(i)?.get(&key))
+            .map(|h| h.iter().copied().collect())
+            .unwrap_or_default()
     }
 
     /// The alerts of rule `i` (none for a recording rule).

@@ -12,13 +12,16 @@ use serde::{Deserialize, Serialize};
 
 use super::engine::{Alert, GroupState, State};
 
-/// One saved alert.
+/// One saved alert, with its flap-detection history (so a restart does
+/// not forget that an alert was flapping).
 #[derive(Debug, Serialize, Deserialize)]
 struct Doc {
     file: String,
     group: String,
     rule: String,
     alert: Alert,
+    #[serde(default)]
+    flap_changes: Vec<i64>,
 }
 
 /// One alert history entry.
@@ -94,7 +97,7 @@ impl AlertPersist {
             let kept = parsed.and_then(|d| {
                 let g = by_group.get_mut(&(d.file.clone(), d.group.clone()))?;
                 let alert = d.alert.clone();
-                g.restore(&d.rule, d.alert)
+                g.restore(&d.rule, d.alert, d.flap_changes)
                     .then_some((d.rule, d.group, alert))
             });
             let entry = kept.map(|(rule, group, alert)| {
@@ -138,6 +141,7 @@ impl AlertPersist {
                         group: g.group.name.clone(),
                         rule: rule.name.clone(),
                         alert: a.clone(),
+                        flap_changes: g.flap_changes(rule, a),
                     };
                     match serde_json::to_string(&doc) {
                         Ok(doc) => self.writer.send(Op::Put {
@@ -208,5 +212,87 @@ impl AlertPersist {
                 doc,
             });
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+    use std::sync::{Arc, Mutex};
+    use std::time::Duration;
+
+    use super::*;
+    use crate::rules::engine::{Recorded, Samples, Source};
+    use crate::rules::file::{SeverityMapping, parse};
+
+    /// `x` on instance `a` while the switch is on.
+    struct Switch(Mutex<bool>);
+
+    impl Source for Switch {
+        fn instant(&self, _: &str, _: i64) -> Result<Samples, String> {
+            let on = *self.0.lock().unwrap_or_else(|e| e.into_inner());
+            Ok(if on {
+                vec![(
+                    BTreeMap::from([("instance".to_owned(), "a".to_owned())]),
+                    1.0,
+                )]
+            } else {
+                vec![]
+            })
+        }
+        fn count_logs(&self, _: &str, _: i64, _: i64) -> Result<u64, String> {
+            Ok(0)
+        }
+        fn record(&self, _: Recorded) -> Result<(), String> {
+            Ok(())
+        }
+    }
+
+    fn group() -> GroupState {
+        let text = "groups:\n- name: g\n  rules:\n  - alert: A\n    expr: x\n    severity: P0\n    flap_detection: {max_changes: 3, window: 10m}\n";
+        let g = parse(
+            Path::new("r.yml"),
+            text,
+            Duration::from_secs(15),
+            &SeverityMapping::default(),
+        )
+        .expect("rules load");
+        GroupState::new(g.into_iter().next().expect("a group"))
+    }
+
+    #[tokio::test]
+    async fn a_restart_keeps_the_flap_history_so_the_fourth_change_is_still_held() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let url = keel_state::sqlite_url(&dir.path().join("state.db"));
+        let store = Arc::new(
+            keel_state::StateStore::open(&url)
+                .await
+                .expect("state store"),
+        );
+        let src = Switch(Mutex::new(false));
+        let ext = BTreeMap::new();
+        let set = |v: bool| *src.0.lock().unwrap_or_else(|e| e.into_inner()) = v;
+        // fire, resolve, fire: three changes, saved as they happen.
+        let mut g = group();
+        let writer = store.writer();
+        let mut p = AlertPersist::restore(writer.clone(), Vec::new(), std::iter::once(&mut g));
+        for (i, v) in [true, false, true].into_iter().enumerate() {
+            set(v);
+            let t = i as i64 * 15_000;
+            g.eval(&src, t, &ext);
+            p.sync(t, std::iter::once(&g));
+        }
+        writer.flush().await.expect("flushed");
+        drop(p);
+        // A restart: the rules come back from the state store alone.
+        let docs = store.load(Table::Alerts).await.expect("load");
+        let mut after = group();
+        let _p = AlertPersist::restore(store.writer(), docs, std::iter::once(&mut after));
+        // The next resolution would be the fourth change: held, flapping,
+        // as without the restart.
+        set(false);
+        after.eval(&src, 45_000, &ext);
+        let (_, a) = after.alerts().next().expect("the alert came back");
+        assert_eq!((a.state, a.flapping), (State::Firing, true));
     }
 }

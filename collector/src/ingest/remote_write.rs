@@ -305,10 +305,17 @@ struct Rw {
     /// the bodies held stay bounded.
     queue: Arc<tokio::sync::Semaphore>,
     workers: Workers,
+    stats: Arc<super::http::IngestStats>,
 }
 
-/// The remote-write route.
-pub fn routes(store: Arc<Store>, max_body: usize, max_decoded: usize, workers: Workers) -> Router {
+/// The remote-write route (`stats` counts what the limits refuse).
+pub fn routes(
+    store: Arc<Store>,
+    max_body: usize,
+    max_decoded: usize,
+    workers: Workers,
+    stats: Arc<super::http::IngestStats>,
+) -> Router {
     Router::new()
         .route("/api/v1/write", post(write))
         .layer(DefaultBodyLimit::max(max_body))
@@ -317,6 +324,7 @@ pub fn routes(store: Arc<Store>, max_body: usize, max_decoded: usize, workers: W
             max_decoded,
             queue: Arc::new(tokio::sync::Semaphore::new(64)),
             workers,
+            stats,
         })
 }
 
@@ -337,6 +345,9 @@ async fn write(State(rw): State<Rw>, body: Bytes) -> Response {
                 .append(batch)
                 .map_err(|e| (StatusCode::SERVICE_UNAVAILABLE, e.to_string()))?;
             rw.store.mark_arrival(arrival);
+            rw.stats
+                .samples_over_limits
+                .fetch_add(appended.over_limits(), std::sync::atomic::Ordering::Relaxed);
             problems.extend(appended.reasons());
             Ok::<_, (StatusCode, String)>(problems)
         })

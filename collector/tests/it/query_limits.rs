@@ -152,8 +152,10 @@ async fn a_query_past_its_timeout_is_a_503_and_ingest_goes_on_meanwhile() {
     let dir = tempfile::tempdir().expect("tempdir");
     let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1_796_000_000);
     let clock = ManualClock::new(t0);
+    // Only the timeout can stop it.
     let limits = QueryLimits {
         timeout: Duration::from_secs(1),
+        max_samples: usize::MAX,
         ..QueryLimits::default()
     };
     let c = collector(dir.path(), &clock, limits, None).await;
@@ -168,6 +170,11 @@ async fn a_query_past_its_timeout_is_a_503_and_ingest_goes_on_meanwhile() {
         .await
         .expect("query")
     });
+    // Ingest while the bomb runs.
+    until("the bomb to start", Duration::from_secs(20), async || {
+        (running(&c).await == 1).then_some(())
+    })
+    .await;
     for i in 0..10 {
         assert_eq!(ingest(&c, t0_ms + i * 1000, 1.0).await, 200);
     }
@@ -185,7 +192,7 @@ async fn ranges_prometheus_refuses_are_400s_in_its_words_and_never_panic() {
     let c = collector(dir.path(), &clock, QueryLimits::default(), None).await;
     for (range, error) in [
         (
-            "start=0&end=100&step=0.0004",
+            "start=0&end=100&step=0.0006",
             "invalid parameter \"step\": zero or negative query resolution step widths are not accepted. Try a positive integer",
         ),
         (

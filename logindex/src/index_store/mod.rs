@@ -504,9 +504,12 @@ impl<R: Record> IndexStore<R> {
         for (i, r) in batch.records.into_iter().enumerate() {
             self.add(&mut w, batch.first_seq + i as u64, r)?;
         }
-        if let Some(id) = batch_id {
-            let path = self.dir.join("batch-ids.log");
-            w.batch_ids.record(id, now_ms).map_err(io(&path))?;
+        // Logged with the batch, its id is recovered at replay: a failed
+        // line here is no reason to report the stored batch as not stored.
+        if let Some(id) = batch_id
+            && let Err(e) = w.batch_ids.record(id, now_ms)
+        {
+            tracing::error!(error = %e, "batch-ids.log not written; the batch is stored");
         }
         Ok(Some(n))
     }
