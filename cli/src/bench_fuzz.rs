@@ -19,8 +19,46 @@ pub struct FuzzBenchArgs {
     only: Option<String>,
 }
 
+/// The shipped lunch-spike scenario (its profile is read beside it).
+const SCENARIO: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../incidents/lunch-spike.yaml");
+
+/// Scenario files mutated from a shipped one: parsed and checked; an
+/// error names the file. (The scenario format lives in this crate, so
+/// its target does too.)
+fn scenario_yaml(cases: u32) -> keel_fuzz::Outcome {
+    let text = std::fs::read_to_string(SCENARIO).unwrap_or_default();
+    keel_fuzz::check(
+        "scenario_yaml",
+        cases,
+        keel_fuzz::targets::mutations(),
+        move |ops| {
+            let mutated = keel_fuzz::targets::mutate(&text, &ops);
+            let path = std::path::Path::new(SCENARIO);
+            if let Err(e) = crate::scenario::file::Scenario::parse(path, "s.yaml", &mutated) {
+                let e = e.to_string();
+                if !e.contains("s.yaml") {
+                    return Err(keel_fuzz::proptest::test_runner::TestCaseError::fail(
+                        format!("an error that does not name the file: {e}"),
+                    ));
+                }
+            }
+            Ok(())
+        },
+    )
+}
+
+/// keel-fuzz's targets and this crate's.
+fn targets() -> Vec<keel_fuzz::Target> {
+    let mut all = keel_fuzz::all();
+    all.push(keel_fuzz::Target {
+        name: "scenario_yaml",
+        run: scenario_yaml,
+    });
+    all
+}
+
 pub fn run(args: FuzzBenchArgs) -> anyhow::Result<()> {
-    let targets: Vec<keel_fuzz::Target> = keel_fuzz::all()
+    let targets: Vec<keel_fuzz::Target> = targets()
         .into_iter()
         .filter(|t| args.only.as_deref().is_none_or(|o| t.name.contains(o)))
         .collect();
@@ -56,4 +94,13 @@ pub fn run(args: FuzzBenchArgs) -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn scenario_files_survive_a_bounded_fuzz_run() {
+        let o = super::scenario_yaml(64);
+        assert_eq!(o.failure, None);
+    }
 }

@@ -18,6 +18,8 @@
 //! `keel` binary (the bench); nothing else depends on it.
 
 pub mod inputs;
+/// proptest, for targets defined beside what they test (the scenario format).
+pub use proptest;
 pub mod targets;
 
 use std::time::{Duration, Instant};
@@ -62,8 +64,9 @@ fn runner(name: &'static str, cases: u32) -> TestRunner {
     })
 }
 
-/// Run `cases` cases of `strategy` through `test`.
-fn check<S>(
+/// Run `cases` cases of `strategy` through `test` (target `name`: its
+/// regressions file is replayed first, a failure's seed saved there).
+pub fn check<S>(
     name: &'static str,
     cases: u32,
     strategy: S,

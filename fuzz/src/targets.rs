@@ -422,7 +422,7 @@ fn promql(cases: u32) -> Outcome {
 
 /// A mutation of a text: delete, insert a YAML-significant character,
 /// or repeat or drop a line, at an index.
-fn mutations() -> impl Strategy<Value = Vec<(usize, u8, char)>> {
+pub fn mutations() -> impl Strategy<Value = Vec<(usize, u8, char)>> {
     let chars = prop_oneof![
         Just(':'),
         Just('-'),
@@ -452,7 +452,8 @@ fn mutations() -> impl Strategy<Value = Vec<(usize, u8, char)>> {
     vec((any::<usize>(), 0u8..4, chars), 1..6)
 }
 
-fn mutate(text: &str, ops: &[(usize, u8, char)]) -> String {
+/// `text` with `ops` (from [`mutations`]) applied.
+pub fn mutate(text: &str, ops: &[(usize, u8, char)]) -> String {
     let mut chars: Vec<char> = text.chars().collect();
     for &(at, kind, c) in ops {
         if chars.is_empty() {

@@ -18,17 +18,13 @@ const T0: u64 = 1_763_856_000_000;
 
 async fn collector(dir: &std::path::Path) -> Running {
     let config = CollectorConfig {
-        data_dir: dir.to_path_buf(),
-        otlp_http_port: 0,
-        otlp_grpc_port: 0,
-        api_port: 0,
         limits: Limits {
             max_series: 100,
             max_log_line_bytes: 1000,
             max_span_attributes: 8,
             ..Limits::default()
         },
-        ..CollectorConfig::default()
+        ..crate::common::config(dir)
     };
     let clock: SharedClock = Arc::new(SystemClock);
     start(&config, clock).await.expect("collector starts")

@@ -36,16 +36,12 @@ async fn collector(
         std::fs::write(dir.join("rules/g.yml"), text).expect("write rules");
     }
     let config = CollectorConfig {
-        data_dir: dir.join("data"),
-        otlp_http_port: 0,
-        otlp_grpc_port: 0,
-        api_port: 0,
         rules: RulesConfig {
             files: vec![dir.join("rules")],
             ..RulesConfig::default()
         },
         query,
-        ..CollectorConfig::default()
+        ..crate::common::config(&dir.join("data"))
     };
     let clock: SharedClock = Arc::new(clock.clone());
     start(&config, clock).await.expect("collector starts")

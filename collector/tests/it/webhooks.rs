@@ -162,10 +162,6 @@ async fn paging(
     )
     .expect("write");
     let config = CollectorConfig {
-        data_dir: dir.join("data"),
-        otlp_http_port: 0,
-        otlp_grpc_port: 0,
-        api_port: 0,
         rules: RulesConfig {
             files: vec![dir.join("rules")],
             ..RulesConfig::default()
@@ -177,7 +173,7 @@ async fn paging(
             retry_max: Duration::from_millis(100),
             ..NotifyConfig::default()
         },
-        ..CollectorConfig::default()
+        ..crate::common::config(&dir.join("data"))
     };
     let clock: SharedClock = Arc::new(SystemClock);
     let c = start(&config, clock.clone())
@@ -211,14 +207,10 @@ async fn an_https_webhook_is_paged_through_its_ca_file_and_an_unknown_ca_is_a_na
     let hook = format!("https://127.0.0.1:{}/hook", https.addr.port());
     // Trusting the CA that signed the receiver's certificate: paged.
     let dir = tempfile::tempdir().expect("tempdir");
-    let _c = paging(
-        dir.path(),
-        &hook,
-        keel_tls::TlsConfig {
-            ca_file: Some(https.ca_file.clone()),
-        },
-    )
-    .await;
+    let trusting = |ca: &std::path::Path| keel_tls::TlsConfig {
+        ca_file: Some(ca.to_path_buf()),
+    };
+    let _c = paging(dir.path(), &hook, trusting(&https.ca_file)).await;
     let body = keel_testkit::until("the page over HTTPS", Duration::from_secs(20), async || {
         got.lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -230,22 +222,10 @@ async fn an_https_webhook_is_paged_through_its_ca_file_and_an_unknown_ca_is_a_na
     // Trusting another CA (and the system's): not sent, and the delivery
     // says why.
     let dir = tempfile::tempdir().expect("tempdir");
-    let c = paging(
-        dir.path(),
-        &hook,
-        keel_tls::TlsConfig {
-            ca_file: Some(https.other_ca_file.clone()),
-        },
-    )
-    .await;
+    let c = paging(dir.path(), &hook, trusting(&https.other_ca_file)).await;
     let error = keel_testkit::until("a failed attempt", Duration::from_secs(20), async || {
-        let d: Value = reqwest::get(format!("http://{}/api/v1/notifications", c.api))
-            .await
-            .ok()?
-            .json()
-            .await
-            .ok()?;
-        d["data"][0]["last_error"].as_str().map(str::to_owned)
+        let first = crate::common::first_notification(c.api).await?;
+        first["last_error"].as_str().map(str::to_owned)
     })
     .await;
     assert!(error.contains("invalid peer certificate"), "{error}");
@@ -283,13 +263,7 @@ async fn a_webhook_that_refuses_a_page_for_good_is_recorded_failed_counted_and_n
         "the delivery given up",
         Duration::from_secs(20),
         async || {
-            let d: Value = reqwest::get(format!("http://{}/api/v1/notifications", c.api))
-                .await
-                .ok()?
-                .json()
-                .await
-                .ok()?;
-            let first = d["data"][0].clone();
+            let first = crate::common::first_notification(c.api).await?;
             (!first["failed_at_ms"].is_null()).then_some(first)
         },
     )

@@ -14,14 +14,30 @@ use opentelemetry_proto::tonic::metrics::v1::{
 };
 use opentelemetry_proto::tonic::resource::v1::Resource;
 
-pub async fn collector(dir: &std::path::Path) -> Running {
-    let config = CollectorConfig {
-        data_dir: dir.to_path_buf(),
+/// A collector's config on free ports with its data in `data_dir`.
+pub fn config(data_dir: &std::path::Path) -> CollectorConfig {
+    CollectorConfig {
+        data_dir: data_dir.to_path_buf(),
         otlp_http_port: 0,
         otlp_grpc_port: 0,
         api_port: 0,
         ..CollectorConfig::default()
-    };
+    }
+}
+
+/// The first notification of the collector at `api`, if any.
+pub async fn first_notification(api: std::net::SocketAddr) -> Option<serde_json::Value> {
+    let d: serde_json::Value = reqwest::get(format!("http://{api}/api/v1/notifications"))
+        .await
+        .ok()?
+        .json()
+        .await
+        .ok()?;
+    Some(d["data"][0].clone()).filter(|v| !v.is_null())
+}
+
+pub async fn collector(dir: &std::path::Path) -> Running {
+    let config = config(dir);
     let clock: SharedClock = Arc::new(SystemClock);
     start(&config, clock).await.expect("collector starts")
 }
