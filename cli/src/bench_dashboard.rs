@@ -30,7 +30,7 @@ use anyhow::bail;
 use serde_json::Value;
 
 use crate::bench_autoscale_live::KeelUp;
-use crate::webdriver::Browser;
+use keel_testkit::webdriver::Browser;
 
 /// Flags of `keel bench dashboard`.
 #[derive(clap::Args)]

@@ -36,7 +36,6 @@ mod rules_cmd;
 mod scenario;
 mod silence_cmd;
 mod up;
-mod webdriver;
 
 use std::path::PathBuf;
 use std::process::ExitCode;

@@ -10,6 +10,8 @@
 //!   installs it) and everything it received;
 //! - [`https`] (feature `https`): a local HTTPS server signed by a
 //!   throwaway CA, for the tests of Keel's HTTPS clients;
+//! - [`webdriver`]: a headless Chromium driven over W3C WebDriver
+//!   (chromedriver), for the browser test and `keel bench dashboard`;
 //! - [`NoMetrics`]: a metric source with nothing in it, for the failover
 //!   controller tests and benches that need no autoscaling.
 //!
@@ -24,6 +26,7 @@ pub mod proc;
 pub mod smtp;
 pub mod turn;
 pub mod wait;
+pub mod webdriver;
 
 pub use proc::{Reaped, free_port};
 pub use wait::{Timeout, listening, until, within};

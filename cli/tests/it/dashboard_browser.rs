@@ -33,9 +33,7 @@ const RULES: &str = r#"groups:
         annotations: {summary: "p95 is {{ $value | humanizeDuration }}"}
 "#;
 
-#[path = "../../src/webdriver.rs"]
-#[allow(dead_code)]
-mod webdriver;
+use keel_testkit::webdriver;
 
 /// A dashboard with a query that fails at run time and one with no data.
 const EXTRA: &str = r#"title: Extra

@@ -6,8 +6,23 @@
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use anyhow::{Context as _, bail};
 use serde_json::{Value, json};
+
+/// What went wrong with the browser.
+#[derive(Debug, thiserror::Error)]
+pub enum WebDriverError {
+    /// chromedriver would not start.
+    #[error("starting chromedriver (Debian: apt-get install chromium chromium-driver): {0}")]
+    Start(std::io::Error),
+    /// A WebDriver request failed.
+    #[error("WebDriver request: {0}")]
+    Http(#[from] reqwest::Error),
+    /// chromedriver or the browser answered something else.
+    #[error("{0}")]
+    Protocol(String),
+}
+
+type Result<T> = std::result::Result<T, WebDriverError>;
 
 /// A browser session; chromedriver is stopped when dropped.
 pub struct Browser {
@@ -19,16 +34,14 @@ pub struct Browser {
 impl Browser {
     /// Start chromedriver on a free port and open a headless session of
     /// `/usr/bin/chromium` at `width` × `height`.
-    pub async fn start(width: u32, height: u32) -> anyhow::Result<Self> {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")?
-            .local_addr()?
-            .port();
+    pub async fn start(width: u32, height: u32) -> Result<Self> {
+        let port = crate::free_port().map_err(WebDriverError::Start)?;
         let driver = Command::new("chromedriver")
             .arg(format!("--port={port}"))
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
-            .context("starting chromedriver (Debian: apt-get install chromium chromium-driver)")?;
+            .map_err(WebDriverError::Start)?;
         let http = reqwest::Client::new();
         let url = format!("http://127.0.0.1:{port}");
         let mut b = Browser {
@@ -39,7 +52,9 @@ impl Browser {
         let deadline = Instant::now() + Duration::from_secs(20);
         while b.http.get(format!("{url}/status")).send().await.is_err() {
             if Instant::now() > deadline {
-                bail!("chromedriver did not answer on {url}");
+                return Err(WebDriverError::Protocol(format!(
+                    "chromedriver did not answer on {url}"
+                )));
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
@@ -61,7 +76,9 @@ impl Browser {
             .json()
             .await?;
         let Some(id) = v["value"]["sessionId"].as_str() else {
-            bail!("chromedriver opened no session: {v}");
+            return Err(WebDriverError::Protocol(format!(
+                "chromedriver opened no session: {v}"
+            )));
         };
         b.base = format!("{url}/session/{id}");
         Ok(b)
@@ -72,7 +89,7 @@ impl Browser {
         method: reqwest::Method,
         path: &str,
         body: Value,
-    ) -> anyhow::Result<Value> {
+    ) -> Result<Value> {
         let mut r = self
             .http
             .request(method.clone(), format!("{}{path}", self.base));
@@ -84,14 +101,14 @@ impl Browser {
     }
 
     /// Load `url` (returns when the document has loaded).
-    pub async fn goto(&self, url: &str) -> anyhow::Result<()> {
+    pub async fn goto(&self, url: &str) -> Result<()> {
         self.call(reqwest::Method::POST, "/url", json!({"url": url}))
             .await?;
         Ok(())
     }
 
     /// Run `script` (a function body) in the page; what it returns.
-    pub async fn js(&self, script: &str) -> anyhow::Result<Value> {
+    pub async fn js(&self, script: &str) -> Result<Value> {
         self.call(
             reqwest::Method::POST,
             "/execute/sync",
@@ -101,7 +118,7 @@ impl Browser {
     }
 
     /// Wait (up to `limit`) until `script` returns something truthy.
-    pub async fn until(&self, what: &str, script: &str, limit: Duration) -> anyhow::Result<Value> {
+    pub async fn until(&self, what: &str, script: &str, limit: Duration) -> Result<Value> {
         let deadline = Instant::now() + limit;
         loop {
             let v = self.js(script).await?;
@@ -116,14 +133,16 @@ impl Browser {
                 return Ok(v);
             }
             if Instant::now() > deadline {
-                bail!("timed out waiting for: {what} (last: {v})");
+                return Err(WebDriverError::Protocol(format!(
+                    "timed out waiting for: {what} (last: {v})"
+                )));
             }
             tokio::time::sleep(Duration::from_millis(25)).await;
         }
     }
 
     /// A PNG of the window.
-    pub async fn screenshot(&self) -> anyhow::Result<Vec<u8>> {
+    pub async fn screenshot(&self) -> Result<Vec<u8>> {
         let v = self
             .call(reqwest::Method::GET, "/screenshot", Value::Null)
             .await?;
@@ -131,12 +150,14 @@ impl Browser {
     }
 
     /// The console's errors since the last call.
-    pub async fn console_errors(&self) -> anyhow::Result<Vec<String>> {
+    pub async fn console_errors(&self) -> Result<Vec<String>> {
         let v = self
             .call(reqwest::Method::POST, "/se/log", json!({"type": "browser"}))
             .await?;
         let Some(entries) = v.as_array() else {
-            bail!("the browser log is not readable: {v}");
+            return Err(WebDriverError::Protocol(format!(
+                "the browser log is not readable: {v}"
+            )));
         };
         Ok(entries
             .iter()
