@@ -5,6 +5,7 @@
 //!   OTLP → Prometheus series mapping, and Prometheus remote write;
 //! - [`api`]: Prometheus' HTTP query API (`/api/v1/query`, `series`,
 //!   `labels`, …) over the metric store and the PromQL engine;
+//! - [`limits`]: what clients can make the collector hold;
 //! - [`own_metrics`]: the collector's own counters at `/metrics`;
 //! - [`server`]: the collector's configuration and one process serving
 //!   all of it: it opens the metric store (`keel-metricstore`), the log and
@@ -17,5 +18,6 @@
 
 pub mod api;
 pub mod ingest;
+pub mod limits;
 pub mod own_metrics;
 pub mod server;

@@ -84,12 +84,7 @@ impl Browser {
         Ok(b)
     }
 
-    async fn call(
-        &self,
-        method: reqwest::Method,
-        path: &str,
-        body: Value,
-    ) -> Result<Value> {
+    async fn call(&self, method: reqwest::Method, path: &str, body: Value) -> Result<Value> {
         let mut r = self
             .http
             .request(method.clone(), format!("{}{path}", self.base));

@@ -8,6 +8,7 @@ mod pgcluster;
 mod agent_shipping;
 mod alerting_e2e;
 mod autoscale_e2e;
+mod collector_faults;
 mod collector_process;
 mod dashboard_browser;
 mod dashboard_firefox;

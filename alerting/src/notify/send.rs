@@ -1,0 +1,142 @@
+//! Sending: one task per receiver takes its queue of deliveries in
+//! order, makes each page's intent durable first, sends it (retrying
+//! what can be retried, giving up on what the receiver refuses for good),
+//! and records the outcome at once.
+
+use std::sync::Arc;
+
+use super::{
+    Delivery, Failure, INTENT_WAIT, Notifier, Receiver, SLOW_WAIT, email, lock, persist, webhook,
+};
+
+impl Notifier {
+    /// Wait (at most [`INTENT_WAIT`]) until every change saved so far is
+    /// durable in the state store; no store: at once.
+    pub(super) async fn durable(&self, what: &str) {
+        let writer = lock(&self.persist)
+            .as_ref()
+            .map(persist::NotifyPersist::writer);
+        let Some(w) = writer else { return };
+        use std::sync::atomic::Ordering::Relaxed;
+        let slow = self.store_slow.load(Relaxed);
+        let wait = if slow { SLOW_WAIT } else { INTENT_WAIT };
+        match tokio::time::timeout(wait, w.flush()).await {
+            Ok(Ok(())) => self.store_slow.store(false, Relaxed),
+            Ok(Err(e)) => {
+                tracing::error!(error = %e, what, "the state store did not take a notification's record")
+            }
+            Err(_) => {
+                if !slow {
+                    tracing::warn!(
+                        what,
+                        "the state store is slow: paging on without durable records until it answers"
+                    );
+                }
+                self.store_slow.store(true, Relaxed);
+            }
+        }
+    }
+
+    /// The task of one receiver: its deliveries, in order.
+    pub(super) async fn send_loop(
+        self: Arc<Self>,
+        receiver: Receiver,
+        mut rx: tokio::sync::mpsc::UnboundedReceiver<u64>,
+    ) {
+        // A CA file that cannot be read is each webhook delivery's error.
+        let http = self
+            .config
+            .webhook_tls
+            .client(reqwest::Client::builder(), "collector.notify.webhook_tls")
+            .map_err(|e| e.to_string());
+        while let Some(seq) = rx.recv().await {
+            let found = {
+                let all = lock(&self.deliveries);
+                find(&all, seq).map(|d| (d.page.clone(), d.id.clone()))
+            };
+            let Some((page, id)) = found else { continue };
+            // The intent (and the routing that decided it) is durable
+            // before anything is sent: a crash from here on sends it again
+            // after the restart, as the same message, and never twice
+            // otherwise.
+            self.durable("a page's intent").await;
+            keel_core::crash::point("after_page_intent");
+            let mut wait = self.config.retry_initial;
+            loop {
+                let result = match &receiver {
+                    Receiver::Email => {
+                        email::send(&self.config.email, &page, &id, &self.config.dashboard_url)
+                            .await
+                    }
+                    Receiver::Webhook(url) => match &http {
+                        Ok(http) => {
+                            let to = webhook::Target {
+                                url,
+                                external_url: &self.config.dashboard_url,
+                                timeout: self.config.email.timeout,
+                            };
+                            webhook::send(http, &to, &page, &id).await
+                        }
+                        // (The CA file was checked at start: this passes.)
+                        Err(e) => Err(Failure::transient(e.clone())),
+                    },
+                };
+                if result.is_ok() {
+                    keel_core::crash::point(match receiver {
+                        Receiver::Email => "after_smtp_accept",
+                        Receiver::Webhook(_) => "after_webhook_accept",
+                    });
+                }
+                let now = self.clock.now_ms();
+                let finished = {
+                    let mut all = lock(&self.deliveries);
+                    let Some(d) = find_mut(&mut all, seq) else {
+                        break;
+                    };
+                    d.attempts += 1;
+                    match &result {
+                        Ok(()) => {
+                            d.delivered_at_ms = Some(now);
+                            d.last_error = None;
+                        }
+                        Err(f) => {
+                            d.last_error = Some(f.message.clone());
+                            if f.permanent {
+                                d.failed_at_ms = Some(now);
+                            }
+                        }
+                    }
+                    self.save_delivery(now, d);
+                    d.finished()
+                };
+                if finished {
+                    if let Err(f) = &result {
+                        *lock(&self.failed).entry(receiver.name()).or_default() += 1;
+                        tracing::error!(receiver = %receiver.name(), error = %f.message, "a receiver refused a page for good; not retried");
+                    }
+                    // The outcome is recorded at once.
+                    self.durable("a page's outcome").await;
+                    keel_core::crash::point("after_page_recorded");
+                    break;
+                }
+                tracing::warn!(receiver = %receiver.name(), error = ?result.err(), retry_in = ?wait, "sending a page failed; it will be retried");
+                self.clock.sleep(wait).await;
+                wait = (wait * 2).min(self.config.retry_max);
+            }
+        }
+    }
+}
+
+/// Delivery `seq` of `all` (in `seq` order).
+fn find(all: &[Delivery], seq: u64) -> Option<&Delivery> {
+    all.binary_search_by_key(&seq, |d| d.seq)
+        .ok()
+        .map(|i| &all[i])
+}
+
+/// Delivery `seq` of `all`, to change.
+fn find_mut(all: &mut [Delivery], seq: u64) -> Option<&mut Delivery> {
+    all.binary_search_by_key(&seq, |d| d.seq)
+        .ok()
+        .map(|i| &mut all[i])
+}
