@@ -56,7 +56,9 @@ impl Store {
 
     /// As [`Self::select`], but `None` as soon as more than `limit`
     /// samples are loaded: a query past its sample limit stops before it
-    /// holds them all.
+    /// holds them all. (Samples a block and the head both hold are counted
+    /// twice before they are merged, so a query just under the limit with
+    /// such overlap may be refused.)
     pub fn select_bounded(
         &self,
         matchers: &[Matcher],

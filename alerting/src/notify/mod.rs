@@ -246,7 +246,9 @@ pub struct Notifier {
     /// Deliveries given up on since start, by receiver.
     failed: Mutex<std::collections::BTreeMap<String, u64>>,
     /// The last wait for the state store timed out.
-    store_slow: std::sync::atomic::AtomicBool,
+    store_slow: Arc<std::sync::atomic::AtomicBool>,
+    /// The webhooks' HTTP client (built at start: a bad CA file stops it).
+    http: reqwest::Client,
     /// Where routing state and notifications are saved (none: nowhere).
     persist: Mutex<Option<persist::NotifyPersist>>,
     /// One queue a receiver, so a dead webhook never holds up email.
@@ -287,6 +289,10 @@ impl Notifier {
         if !problems.is_empty() {
             return Err(problems);
         }
+        let http = config
+            .webhook_tls
+            .client(reqwest::Client::builder(), "collector.notify.webhook_tls")
+            .map_err(|e| vec![e.to_string()])?;
         let policy = config.policy(hours);
         let receivers = config.receivers();
         let mut queues = Vec::new();
@@ -303,7 +309,8 @@ impl Notifier {
             )),
             deliveries: Mutex::new(Vec::new()),
             failed: Mutex::new(Default::default()),
-            store_slow: std::sync::atomic::AtomicBool::new(false),
+            store_slow: Arc::new(std::sync::atomic::AtomicBool::new(false)),
+            http,
             persist: Mutex::new(None),
             queues,
             config,

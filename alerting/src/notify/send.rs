@@ -5,9 +5,7 @@
 
 use std::sync::Arc;
 
-use super::{
-    Delivery, Failure, INTENT_WAIT, Notifier, Receiver, SLOW_WAIT, email, lock, persist, webhook,
-};
+use super::{Delivery, INTENT_WAIT, Notifier, Receiver, SLOW_WAIT, email, lock, persist, webhook};
 
 impl Notifier {
     /// Wait (at most [`INTENT_WAIT`]) until every change saved so far is
@@ -20,11 +18,13 @@ impl Notifier {
         use std::sync::atomic::Ordering::Relaxed;
         let slow = self.store_slow.load(Relaxed);
         let wait = if slow { SLOW_WAIT } else { INTENT_WAIT };
-        match tokio::time::timeout(wait, w.flush()).await {
-            Ok(Ok(())) => self.store_slow.store(false, Relaxed),
-            Ok(Err(e)) => {
+        let mut flush = tokio::spawn(async move { w.flush().await });
+        match tokio::time::timeout(wait, &mut flush).await {
+            Ok(Ok(Ok(()))) => self.store_slow.store(false, Relaxed),
+            Ok(Ok(Err(e))) => {
                 tracing::error!(error = %e, what, "the state store did not take a notification's record")
             }
+            Ok(Err(e)) => tracing::error!(error = %e, what, "waiting for the state store failed"),
             Err(_) => {
                 if !slow {
                     tracing::warn!(
@@ -33,6 +33,14 @@ impl Notifier {
                     );
                 }
                 self.store_slow.store(true, Relaxed);
+                // Slow mode ends when this flush completes, however long
+                // the store takes, not only when one fits in SLOW_WAIT.
+                let flag = self.store_slow.clone();
+                tokio::spawn(async move {
+                    if matches!(flush.await, Ok(Ok(()))) {
+                        flag.store(false, Relaxed);
+                    }
+                });
             }
         }
     }
@@ -43,12 +51,7 @@ impl Notifier {
         receiver: Receiver,
         mut rx: tokio::sync::mpsc::UnboundedReceiver<u64>,
     ) {
-        // A CA file that cannot be read is each webhook delivery's error.
-        let http = self
-            .config
-            .webhook_tls
-            .client(reqwest::Client::builder(), "collector.notify.webhook_tls")
-            .map_err(|e| e.to_string());
+        let http = self.http.clone();
         while let Some(seq) = rx.recv().await {
             let found = {
                 let all = lock(&self.deliveries);
@@ -68,18 +71,14 @@ impl Notifier {
                         email::send(&self.config.email, &page, &id, &self.config.dashboard_url)
                             .await
                     }
-                    Receiver::Webhook(url) => match &http {
-                        Ok(http) => {
-                            let to = webhook::Target {
-                                url,
-                                external_url: &self.config.dashboard_url,
-                                timeout: self.config.email.timeout,
-                            };
-                            webhook::send(http, &to, &page, &id).await
-                        }
-                        // (The CA file was checked at start: this passes.)
-                        Err(e) => Err(Failure::transient(e.clone())),
-                    },
+                    Receiver::Webhook(url) => {
+                        let to = webhook::Target {
+                            url,
+                            external_url: &self.config.dashboard_url,
+                            timeout: self.config.email.timeout,
+                        };
+                        webhook::send(&http, &to, &page, &id).await
+                    }
                 };
                 if result.is_ok() {
                     keel_core::crash::point(match receiver {

@@ -504,8 +504,9 @@ impl<R: Record> IndexStore<R> {
         for (i, r) in batch.records.into_iter().enumerate() {
             self.add(&mut w, batch.first_seq + i as u64, r)?;
         }
-        // Logged with the batch, its id is recovered at replay: a failed
-        // line here is no reason to report the stored batch as not stored.
+        // Logged with the batch (when write-ahead is on), its id is
+        // recovered at replay: a failed line here is no reason to report
+        // the stored batch as not stored.
         if let Some(id) = batch_id
             && let Err(e) = w.batch_ids.record(id, now_ms)
         {
