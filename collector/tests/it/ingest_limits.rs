@@ -49,12 +49,7 @@ async fn post(c: &Running, path: &str, ct: &str, body: Vec<u8>) -> reqwest::Resp
 }
 
 async fn head_series(c: &Running) -> u64 {
-    let v: Value = reqwest::get(format!("http://{}/api/v1/status/keel", c.api))
-        .await
-        .expect("status")
-        .json()
-        .await
-        .expect("json");
+    let v = crate::common::get(c.api, "/api/v1/status/keel").await;
     v["data"]["store"]["series"].as_u64().unwrap_or(0)
 }
 

@@ -40,11 +40,7 @@ async fn a_page_reaches_a_webhook_that_fails_twice_then_its_resolution() {
             },
         ),
     );
-    let l = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let hook = format!("http://{}/hook", l.local_addr().expect("addr"));
-    tokio::spawn(async move { axum::serve(l, app).await });
+    let hook = serve_hook(app).await;
 
     let dir = tempfile::tempdir().expect("tempdir");
     std::fs::create_dir_all(dir.path().join("rules")).expect("mkdir");
@@ -252,11 +248,7 @@ async fn a_webhook_that_refuses_a_page_for_good_is_recorded_failed_counted_and_n
             }
         }),
     );
-    let l = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let hook = format!("http://{}/hook", l.local_addr().expect("addr"));
-    tokio::spawn(async move { axum::serve(l, app).await });
+    let hook = serve_hook(app).await;
     let dir = tempfile::tempdir().expect("tempdir");
     let c = paging(dir.path(), &hook, keel_tls::TlsConfig::default()).await;
     let first = keel_testkit::until(
@@ -293,4 +285,14 @@ async fn a_webhook_that_refuses_a_page_for_good_is_recorded_failed_counted_and_n
     let before = std::time::SystemTime::now();
     crate::common::evaluated_at(c.api, before + Duration::from_secs(1)).await;
     assert_eq!(calls.load(Ordering::SeqCst), 1, "not retried");
+}
+
+/// Serve `app` on a free port of 127.0.0.1; its `/hook` URL.
+async fn serve_hook(app: axum::Router) -> String {
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let hook = format!("http://{}/hook", l.local_addr().expect("addr"));
+    tokio::spawn(async move { axum::serve(l, app).await });
+    hook
 }
