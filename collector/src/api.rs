@@ -149,8 +149,7 @@ async fn query_range(
 fn selectors(p: &[(String, String)]) -> Result<Vec<Vec<Matcher>>, String> {
     let mut out = Vec::new();
     for (_, sel) in p.iter().filter(|(k, _)| k == "match[]") {
-        let expr = promql_parser::parser::parse(sel)
-            .map_err(|e| format!("invalid match[] {sel:?}: {e}"))?;
+        let expr = keel_promql::parse(sel).map_err(|e| format!("invalid match[] {sel:?}: {e}"))?;
         let promql_parser::parser::Expr::VectorSelector(vs) = expr else {
             return Err(format!("match[] {sel:?} must be a series selector"));
         };

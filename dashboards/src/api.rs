@@ -144,8 +144,7 @@ fn label_values(store: &Store, label: &str, selector: Option<&str>, now: i64) ->
     let Some(sel) = selector else {
         return store.label_values(label);
     };
-    let Ok(promql_parser::parser::Expr::VectorSelector(vs)) = promql_parser::parser::parse(sel)
-    else {
+    let Ok(promql_parser::parser::Expr::VectorSelector(vs)) = keel_promql::parse(sel) else {
         return Vec::new();
     };
     let Ok(ms) = keel_promql::eval::matchers(&vs) else {

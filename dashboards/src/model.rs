@@ -248,7 +248,7 @@ impl Validate for Dashboard {
                 problems.push(format!("{at}: needs either label or values"));
             }
             if let Some(m) = &v.r#match
-                && let Err(e) = promql_parser::parser::parse(m)
+                && let Err(e) = keel_promql::parse(m)
             {
                 problems.push(format!("{at}.match: {e}"));
             }
@@ -309,7 +309,7 @@ impl Panel {
                     _ => "x".into(),
                 })
             });
-            if let Err(e) = promql_parser::parser::parse(&probe) {
+            if let Err(e) = keel_promql::parse(&probe) {
                 problems.push(format!("{at}.queries[{q}].expr: {e}"));
             }
         }

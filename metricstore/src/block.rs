@@ -117,13 +117,13 @@ pub fn open(dir: &Path) -> Result<Block, String> {
     let corrupt = || format!("{}: malformed index", index_path.display());
     let mut r = Cursor { b: body, at: 0 };
     let n = r.u32().ok_or_else(corrupt)?;
-    let mut series = Vec::with_capacity(n as usize);
+    let mut series = Vec::with_capacity(r.capacity(n, 8));
     let mut postings = crate::head::Postings::default();
     let (mut min_t, mut max_t, mut samples) = (i64::MAX, i64::MIN, 0u64);
     for i in 0..n {
         let labels = r.labels().ok_or_else(corrupt)?;
         let nc = r.u32().ok_or_else(corrupt)?;
-        let mut chunks = Vec::with_capacity(nc as usize);
+        let mut chunks = Vec::with_capacity(r.capacity(nc, 30));
         for _ in 0..nc {
             let c = ChunkMeta {
                 min_t: r.u64().ok_or_else(corrupt)? as i64,

@@ -79,12 +79,12 @@ fn replay_record(
             }
         }
         REC_SAMPLES => {
-            let mut batch = Vec::with_capacity(n as usize);
+            let mut batch = Vec::with_capacity(c.capacity(n, 8));
             for _ in 0..n {
                 let r = c.u32()?;
                 let labels = refs.get(&r)?.clone();
                 let ns = c.u32()?;
-                let mut samples = Vec::with_capacity(ns as usize);
+                let mut samples = Vec::with_capacity(c.capacity(ns, 16));
                 for _ in 0..ns {
                     samples.push((c.u64()? as i64, f64::from_bits(c.u64()?)));
                 }
@@ -183,6 +183,13 @@ impl Cursor<'_> {
             .and_then(|s| s.try_into().ok())
             .map(u64::from_le_bytes)
     }
+    /// Capacity for `n` items of at least `min_size` bytes each, never
+    /// more than the bytes left could hold: a count read from a corrupt
+    /// (CRC-valid) record must not allocate gigabytes before the reads
+    /// that would find it short.
+    pub(crate) fn capacity(&self, n: u32, min_size: usize) -> usize {
+        (n as usize).min(self.b.len().saturating_sub(self.at) / min_size.max(1))
+    }
     pub(crate) fn string(&mut self) -> Option<String> {
         let n = self.u32()? as usize;
         String::from_utf8(self.take(n)?.to_vec()).ok()
@@ -190,7 +197,7 @@ impl Cursor<'_> {
     /// A label set written by [`put_labels`].
     pub(crate) fn labels(&mut self) -> Option<Labels> {
         let n = self.u32()?;
-        let mut pairs = Vec::with_capacity(n.min(1024) as usize);
+        let mut pairs = Vec::with_capacity(self.capacity(n, 8));
         for _ in 0..n {
             pairs.push((self.string()?, self.string()?));
         }
@@ -354,6 +361,28 @@ impl Wal {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A CRC-valid record whose counts claim billions of entries is
+    /// malformed, not an allocation of gigabytes (found by keel-fuzz:
+    /// 52 GB requested and the process aborted).
+    #[test]
+    fn a_record_claiming_huge_counts_is_cut_without_allocating_them() {
+        let mut series = vec![REC_SERIES];
+        series.extend_from_slice(&1u32.to_le_bytes());
+        series.extend_from_slice(&0u32.to_le_bytes());
+        series.extend_from_slice(&u32::MAX.to_le_bytes()); // label pairs
+        let mut samples = vec![REC_SAMPLES];
+        samples.extend_from_slice(&u32::MAX.to_le_bytes()); // series
+        samples.extend_from_slice(&0u32.to_le_bytes());
+        samples.extend_from_slice(&u32::MAX.to_le_bytes()); // samples
+        for payload in [series, samples] {
+            let mut image = Vec::new();
+            frame(&mut image, &payload).expect("frame");
+            let (batches, valid) = decode_log(&image);
+            assert!(batches.is_empty());
+            assert_eq!(valid, 0, "the malformed record is where replay stops");
+        }
+    }
 
     #[test]
     fn batches_replay_and_a_torn_tail_is_cut() {

@@ -60,6 +60,12 @@ fn offset_ms(o: &Option<Offset>) -> i64 {
 /// Most entries a process-wide cache keeps before it starts over.
 const CACHED: usize = 4096;
 
+/// Stack left below which evaluating one more level first moves to a
+/// new stack segment (a level of a debug build takes up to ~20 KiB).
+const STACK_RED_ZONE: usize = 256 * 1024;
+/// Size of each such segment, allocated on the heap.
+const STACK_SEGMENT: usize = 4 * 1024 * 1024;
+
 /// A process-wide cache: rules and panels ask the same things again and
 /// again (a rule group every second in replay), and building a regex's
 /// automaton or parsing a query costs more than evaluating it.
@@ -200,9 +206,9 @@ impl<'a> Engine<'a> {
         }
     }
 
-    /// Parse `query`.
+    /// Parse `query` (bounded in depth: [`crate::parse`]).
     pub fn parse(query: &str) -> Result<Expr, EvalError> {
-        parser::parse(query).map_err(EvalError::Parse)
+        crate::parse(query).map_err(EvalError::Parse)
     }
 
     /// Parse `query`, once per process (a bad one is parsed again each
@@ -513,6 +519,10 @@ impl Ctx<'_> {
     /// A range vector from a matrix selector or a subquery, with the
     /// window `(start, end]` it covers.
     fn matrix(&mut self, e: &Expr, t: i64) -> Result<(Vec<RangeSeries>, i64, i64), EvalError> {
+        stacker::maybe_grow(STACK_RED_ZONE, STACK_SEGMENT, || self.matrix_node(e, t))
+    }
+
+    fn matrix_node(&mut self, e: &Expr, t: i64) -> Result<(Vec<RangeSeries>, i64, i64), EvalError> {
         match e {
             Expr::MatrixSelector(m) => {
                 let range = dur_ms(m.range);
@@ -579,7 +589,15 @@ impl Ctx<'_> {
         }
     }
 
+    /// Evaluate `e` at `t`. Every level of the tree passes here (and
+    /// through [`Ctx::matrix`]), so the stack grows on the heap when a
+    /// deep query (up to [`crate::MAX_NESTING`]) runs low on it: a debug
+    /// build takes ~10–20 KiB a level, past a 2 MiB thread's at ~100.
     fn eval(&mut self, e: &Expr, t: i64) -> Result<Value, EvalError> {
+        stacker::maybe_grow(STACK_RED_ZONE, STACK_SEGMENT, || self.eval_node(e, t))
+    }
+
+    fn eval_node(&mut self, e: &Expr, t: i64) -> Result<Value, EvalError> {
         match e {
             Expr::NumberLiteral(n) => Ok(Value::Scalar(n.val)),
             Expr::StringLiteral(s) => Ok(Value::String(s.val.clone())),

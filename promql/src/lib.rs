@@ -13,11 +13,13 @@ pub mod eval;
 pub mod functions;
 pub mod gate;
 pub mod limits;
+pub mod parse;
 pub mod value;
 
 pub use eval::{Engine, QueryRange};
 pub use gate::QueryGate;
 pub use limits::{Budget, QueryLimits};
+pub use parse::{MAX_NESTING, parse};
 pub use value::{RangeSeries, Sample, Value, format_value};
 
 /// Why a query failed.

@@ -75,7 +75,7 @@ pub fn parse_series(s: &str) -> Result<Labels, String> {
     if s.is_empty() || s == "{}" {
         return Ok(Labels::default());
     }
-    let expr = promql_parser::parser::parse(s).map_err(|e| format!("{s:?}: {e}"))?;
+    let expr = keel_promql::parse(s).map_err(|e| format!("{s:?}: {e}"))?;
     let promql_parser::parser::Expr::VectorSelector(vs) = expr else {
         return Err(format!("{s:?} is not a series"));
     };

@@ -411,7 +411,7 @@ pub fn parse(
 
 /// Check a PromQL expression, pointing a parse error at the expression.
 fn check_promql(file: &str, e: &Spanned<String>, problems: &mut Vec<String>) {
-    if let Err(m) = promql_parser::parser::parse(&e.value) {
+    if let Err(m) = keel_promql::parse(&e.value) {
         problems.push(format!("{}: expr: {m}", at(file, e)));
     }
 }

@@ -232,6 +232,44 @@ async fn ranges_prometheus_refuses_are_400s_in_its_words_and_never_panic() {
     assert_eq!(r.status(), 200);
 }
 
+/// A query nested 30,000 deep (60 KB of brackets) overflowed the thread
+/// that parsed it and aborted the collector; it is a 400 naming where,
+/// and the collector answers the next query.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_query_nested_too_deep_is_a_400_and_the_collector_goes_on() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let clock = ManualClock::new(SystemTime::UNIX_EPOCH + Duration::from_secs(1_796_000_000));
+    let c = collector(dir.path(), &clock, QueryLimits::default(), None).await;
+    let client = reqwest::Client::new();
+    let url = format!("http://{}/api/v1/query", c.api);
+    for deep in [
+        format!("{}1{}", "(".repeat(30_000), ")".repeat(30_000)),
+        vec!["vector(1)"; 30_000].join(" or "),
+    ] {
+        let r = client
+            .post(&url)
+            .form(&[("query", deep.as_str())])
+            .send()
+            .await
+            .expect("query");
+        assert_eq!(r.status(), 400);
+        let a: Value = r.json().await.expect("json");
+        assert_eq!(a["errorType"], "bad_data", "{a}");
+        let error = a["error"].as_str().unwrap_or_default();
+        assert!(
+            error.contains("nests deeper than 1000") && error.contains("at byte"),
+            "{a}"
+        );
+    }
+    let r = client
+        .post(&url)
+        .form(&[("query", "vector(1)")])
+        .send()
+        .await
+        .expect("query");
+    assert_eq!(r.status(), 200);
+}
+
 /// Queries running now, from the status API.
 async fn running(c: &Running) -> u64 {
     let v = crate::common::get(c.api, "/api/v1/status/keel").await;

@@ -148,3 +148,31 @@ fn histogram_quantile_with_one_bound_spelt_twice_is_nan_not_a_panic() {
     assert_eq!(v.len(), 1);
     assert!(v[0].value.is_nan(), "{}", v[0].value);
 }
+
+/// Queries just under the nesting bound evaluate, right, on a 2 MiB
+/// thread: before the stack grew on demand, ~200 nested calls or ~500
+/// chained operators overflowed it in a debug build and aborted.
+#[test]
+fn queries_nested_up_to_the_bound_evaluate_on_a_small_stack() {
+    std::thread::Builder::new()
+        .stack_size(2 << 20)
+        .spawn(|| {
+            let data: Vec<SeriesSamples> =
+                vec![(Labels::new(vec![("__name__", "m")]), vec![(0, -2.0)])];
+            let engine = Engine::new(&data);
+            let n = crate::MAX_NESTING - 10;
+            let nested = format!("{}m{}", "abs(".repeat(n), ")".repeat(n));
+            let chain = vec!["m"; n].join(" + ");
+            let parens = format!("{}m{}", "(".repeat(n), ")".repeat(n));
+            for (q, want) in [(nested, 2.0), (chain, -2.0 * n as f64), (parens, -2.0)] {
+                let Value::Vector(v) = engine.instant(&q, 1_000).expect("evaluates") else {
+                    panic!("a vector");
+                };
+                assert_eq!(v.len(), 1);
+                assert_eq!(v[0].value, want);
+            }
+        })
+        .expect("thread")
+        .join()
+        .expect("no overflow");
+}
