@@ -227,3 +227,28 @@ impl Block {
         self.postings.iter()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    /// A CRC-valid index whose counts claim billions of series or chunks
+    /// is malformed, not an allocation of hundreds of gigabytes.
+    #[test]
+    fn an_index_claiming_huge_counts_is_malformed_without_allocating_them() {
+        let one_series_many_chunks = {
+            let mut b = 1u32.to_le_bytes().to_vec(); // series
+            b.extend_from_slice(&0u32.to_le_bytes()); // no label pairs
+            b.extend_from_slice(&u32::MAX.to_le_bytes()); // chunks
+            b
+        };
+        for body in [u32::MAX.to_le_bytes().to_vec(), one_series_many_chunks] {
+            let dir = tempfile::tempdir().expect("tempdir");
+            let mut raw = body.clone();
+            raw.extend_from_slice(&crc32fast::hash(&body).to_le_bytes());
+            std::fs::write(dir.path().join("index.bin"), raw).expect("write");
+            let Err(err) = super::open(dir.path()) else {
+                panic!("a malformed index opened");
+            };
+            assert!(err.contains("malformed index"), "{err}");
+        }
+    }
+}

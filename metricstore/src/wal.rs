@@ -375,12 +375,24 @@ mod tests {
         samples.extend_from_slice(&u32::MAX.to_le_bytes()); // series
         samples.extend_from_slice(&0u32.to_le_bytes());
         samples.extend_from_slice(&u32::MAX.to_le_bytes()); // samples
-        for payload in [series, samples] {
+        // Ref 0 defined first, so the samples record gets to read its
+        // sample count.
+        let mut defined = vec![REC_SERIES];
+        defined.extend_from_slice(&1u32.to_le_bytes());
+        defined.extend_from_slice(&0u32.to_le_bytes());
+        defined.extend_from_slice(&0u32.to_le_bytes()); // no label pairs
+        for records in [vec![series], vec![defined, samples]] {
             let mut image = Vec::new();
-            frame(&mut image, &payload).expect("frame");
+            for payload in &records {
+                frame(&mut image, payload).expect("frame");
+            }
             let (batches, valid) = decode_log(&image);
             assert!(batches.is_empty());
-            assert_eq!(valid, 0, "the malformed record is where replay stops");
+            let good: usize = records[..records.len() - 1]
+                .iter()
+                .map(|r| 8 + r.len())
+                .sum();
+            assert_eq!(valid, good, "the malformed record is where replay stops");
         }
     }
 

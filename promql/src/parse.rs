@@ -29,41 +29,59 @@ pub fn parse(text: &str) -> Result<Expr, String> {
 /// The byte offset where `text`'s bound on its tree depth passes
 /// [`MAX_NESTING`], if it does.
 ///
-/// The bound: every node of a PromQL tree takes at least one token that
-/// opens a bracket or is an operator, so along any path the depth is at
-/// most, for every bracket still open (and the top level), one plus the
-/// operators met so far inside it. Strings and comments are skipped;
-/// matchers inside `{}` and durations inside `[]` are not operators.
+/// The bound, bottom-up: every node of a PromQL tree takes at least one
+/// token that opens a bracket or is an operator, so a bracketed group
+/// nests at most one (its bracket) plus the operators at its own level
+/// (a chain of them is that deep) plus its deepest group inside. While
+/// scanning, the sum of that over the groups still open bounds the depth
+/// of everything seen. Strings and comments are skipped as the lexer
+/// skips them; matchers inside `{}` and durations inside `[]` are not
+/// operators. Precedence is ignored, so `a == 1 or b == 2` counts three.
 fn too_deep_at(text: &str) -> Option<usize> {
-    // Operators seen at each open level (the top level first) and the
-    // bracket that opened it.
-    let mut levels: Vec<(usize, u8)> = vec![(0, b' ')];
-    let mut depth = 1usize;
+    let mut open = vec![Group {
+        ops: 0,
+        deepest: 0,
+        bracket: b' ',
+    }];
+    // Σ (1 + ops + deepest) over `open`.
+    let mut bound = 1usize;
     let bytes = text.as_bytes();
     let mut i = 0;
     while i < bytes.len() {
         let b = bytes[i];
-        let inside_matchers = matches!(levels.last(), Some((_, b'{' | b'[')));
+        let inside_matchers =
+            matches!(open.last(), Some(g) if g.bracket == b'{' || g.bracket == b'[');
         let mut step = 1;
         match b {
-            b'"' | b'\'' | b'`' => {
-                step = string_len(&bytes[i..]);
-            }
+            b'"' | b'\'' | b'`' => step = string_len(&bytes[i..]),
+            // A comment runs to the end of the line (\n or \r, as the
+            // lexer ends it).
             b'#' => {
                 step = bytes[i..]
                     .iter()
-                    .position(|&c| c == b'\n')
-                    .unwrap_or(bytes.len() - i);
+                    .position(|&c| c == b'\n' || c == b'\r')
+                    .unwrap_or(bytes.len() - i)
             }
             b'(' | b'[' | b'{' => {
-                levels.push((0, b));
-                depth += 1;
+                open.push(Group {
+                    ops: 0,
+                    deepest: 0,
+                    bracket: b,
+                });
+                bound += 1;
             }
             b')' | b']' | b'}' => {
-                if levels.len() > 1
-                    && let Some((ops, _)) = levels.pop()
+                if open.len() > 1
+                    && let Some(g) = open.pop()
                 {
-                    depth -= 1 + ops;
+                    let depth = 1 + g.ops + g.deepest;
+                    bound -= depth;
+                    if let Some(parent) = open.last_mut()
+                        && depth > parent.deepest
+                    {
+                        bound += depth - parent.deepest;
+                        parent.deepest = depth;
+                    }
                 }
             }
             _ if inside_matchers => {}
@@ -72,7 +90,7 @@ fn too_deep_at(text: &str) -> Option<usize> {
                 if matches!(bytes.get(i + 1), Some(b'=')) {
                     step = 2;
                 }
-                add_operator(&mut levels, &mut depth);
+                add_operator(&mut open, &mut bound);
             }
             b'a'..=b'z' | b'A'..=b'Z' | b'_' => {
                 step = bytes[i..]
@@ -84,12 +102,12 @@ fn too_deep_at(text: &str) -> Option<usize> {
                     .iter()
                     .any(|k| word.eq_ignore_ascii_case(k))
                 {
-                    add_operator(&mut levels, &mut depth);
+                    add_operator(&mut open, &mut bound);
                 }
             }
             _ => {}
         }
-        if depth > MAX_NESTING {
+        if bound > MAX_NESTING {
             return Some(i);
         }
         i += step.max(1);
@@ -97,23 +115,32 @@ fn too_deep_at(text: &str) -> Option<usize> {
     None
 }
 
-/// Count one operator at the innermost open level.
-fn add_operator(levels: &mut [(usize, u8)], depth: &mut usize) {
-    if let Some((ops, _)) = levels.last_mut() {
-        *ops += 1;
-        *depth += 1;
+/// An open group: operators at its level, its deepest closed group
+/// inside, and the bracket that opened it.
+struct Group {
+    ops: usize,
+    deepest: usize,
+    bracket: u8,
+}
+
+/// Count one operator at the innermost open group.
+fn add_operator(open: &mut [Group], bound: &mut usize) {
+    if let Some(g) = open.last_mut() {
+        g.ops += 1;
+        *bound += 1;
     }
 }
 
 /// Bytes of the string literal at the start of `s` (to its closing quote,
-/// escapes skipped; to the end when it is not closed: the parser reports
-/// that).
+/// a backslash escaping the next byte in every kind of string, as the
+/// lexer reads them; to the end when it is not closed: the parser
+/// reports that).
 fn string_len(s: &[u8]) -> usize {
     let quote = s[0];
     let mut i = 1;
     while i < s.len() {
         match s[i] {
-            b'\\' if quote != b'`' => i += 2,
+            b'\\' => i += 2,
             c if c == quote => return i + 1,
             _ => i += 1,
         }
@@ -154,6 +181,25 @@ mod tests {
         // Brackets inside strings, comments and matchers do not count.
         let quoted = format!("m{{a=\"{}\"}}", "(".repeat(5_000));
         assert!(too_deep_at(&quoted).is_none());
+    }
+
+    /// Ways past a scan that counted only what was open (a review found
+    /// them): operators after a closed group, a comment ended by `\r`,
+    /// an escaped backtick.
+    #[test]
+    fn operators_after_a_group_comments_and_escapes_are_counted() {
+        // Each level holds the one below and 40 operators after it:
+        // depth 40 × 41 with never more than 41 brackets open at once.
+        let mut q = "x".to_owned();
+        for _ in 0..40 {
+            q = format!("({q}{})", " + x".repeat(40));
+        }
+        assert!(too_deep_at(&q).is_some(), "depth ~1,640");
+        let deep = format!("{}1{}", "(".repeat(2_000), ")".repeat(2_000));
+        assert!(too_deep_at(&format!("#\r{deep}")).is_some());
+        assert!(too_deep_at(&format!("#\n{deep}")).is_some());
+        let escaped = format!("label_replace(up,\"a\",\"b\",\"c\",`\\`\"`) + {deep}");
+        assert!(too_deep_at(&escaped).is_some());
     }
 
     /// The queries that overflowed a 2 MiB thread (30,000 brackets, a

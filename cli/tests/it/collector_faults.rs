@@ -128,25 +128,14 @@ async fn a_full_disk_is_a_503_loses_nothing_acknowledged_and_ingest_resumes_by_i
     let _ = child.wait();
     let (mut child, _, api2) = crate::common::spawn_collector(dir.path(), 0, 0);
     drop(api);
-    let body: serde_json::Value = http
-        .get(format!("{api2}/api/v1/query"))
-        .query(&[
-            (
-                "query",
-                "count by (i) (last_over_time(filled[1d]))".to_owned(),
-            ),
-            ("time", ((T0 + i) as f64 / 1000.0).to_string()),
-        ])
-        .send()
-        .await
-        .expect("query")
-        .json()
-        .await
-        .expect("json");
-    let mut stored: Vec<(u64, f64)> = body["data"]["result"]
-        .as_array()
-        .into_iter()
-        .flatten()
+    let result = crate::common::query(
+        &api2,
+        "count by (i) (last_over_time(filled[1d]))",
+        Some((T0 + i) as f64 / 1000.0),
+    )
+    .await;
+    let mut stored: Vec<(u64, f64)> = result
+        .iter()
         .map(|s| {
             let i = s["metric"]["i"].as_str().and_then(|v| v.parse().ok());
             let n = s["value"][1].as_str().and_then(|v| v.parse().ok());

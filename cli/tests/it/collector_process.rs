@@ -135,31 +135,17 @@ async fn sigkill_under_ingest_loses_no_acknowledged_sample() {
     .await;
 
     let (mut child, _, api) = spawn(dir.path());
-    let http = reqwest::Client::new();
     for (w, n) in writers.iter().zip(acked) {
         let at = (T0 + n * 1000) as f64 / 1000.0;
-        let body: serde_json::Value = http
-            .get(format!("{api}/api/v1/query"))
-            .query(&[
-                (
-                    "query",
-                    format!("count_over_time(crash_probe{{job=\"{w}\"}}[1d])"),
-                ),
-                ("time", at.to_string()),
-            ])
-            .send()
-            .await
-            .expect("query")
-            .json()
-            .await
-            .expect("json");
-        let stored: f64 = body["data"]["result"][0]["value"][1]
-            .as_str()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0.0);
+        let stored = crate::common::query_value(
+            &api,
+            &format!("count_over_time(crash_probe{{job=\"{w}\"}}[1d])"),
+            Some(at),
+        )
+        .await;
         assert!(
             stored >= n as f64,
-            "{w}: {n} samples acknowledged, {stored} found after kill -9: {body}"
+            "{w}: {n} samples acknowledged, {stored} found after kill -9"
         );
     }
     let _ = kill(Pid::from_raw(child.id() as i32), Signal::SIGKILL);
@@ -234,27 +220,14 @@ async fn keel_import_backfills_days_of_history_that_promql_then_reads() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("in use by another Keel process"));
     let at = start + (2 * 1440 - 1) * 60;
-    let body: serde_json::Value = reqwest::Client::new()
-        .get(format!("{api}/api/v1/query"))
-        .query(&[
-            (
-                "query",
-                "sum(increase(backfill_requests_total[1d]))".to_owned(),
-            ),
-            ("time", at.to_string()),
-        ])
-        .send()
-        .await
-        .expect("query")
-        .json()
-        .await
-        .expect("json");
-    let v: f64 = body["data"]["result"][0]["value"][1]
-        .as_str()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0.0);
+    let v = crate::common::query_value(
+        &api,
+        "sum(increase(backfill_requests_total[1d]))",
+        Some(at as f64),
+    )
+    .await;
     // 1440 minutes × (1 + 2) per minute, extrapolated over the window.
-    assert!((v - 3.0 * 1440.0).abs() < 10.0, "{body}");
+    assert!((v - 3.0 * 1440.0).abs() < 10.0, "found {v}");
 
     // keel query prints the same answer as a table, and as JSON.
     let expr = "backfill_requests_total";
@@ -338,22 +311,12 @@ async fn a_real_prometheus_remote_writes_into_keel() {
         .stderr(std::fs::File::create(dir.path().join("prometheus.stderr")).expect("stderr"))
         .spawn()
         .expect("start prometheus");
-    let http = reqwest::Client::new();
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
     let found = loop {
-        let body: serde_json::Value = http
-            .get(format!("{api}/api/v1/query"))
-            .query(&[("query", "up{job=\"self\"}")])
-            .send()
+        if let Some(s) = crate::common::query(&api, "up{job=\"self\"}", None)
             .await
-            .expect("query")
-            .json()
-            .await
-            .expect("json");
-        if let Some(s) = body["data"]["result"]
-            .as_array()
-            .and_then(|a| a.first())
-            .cloned()
+            .into_iter()
+            .next()
         {
             break Some(s);
         }

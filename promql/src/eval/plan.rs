@@ -1,0 +1,166 @@
+//! Planning a query's reads and slicing them: the expression is walked
+//! once to fetch each selector's series for the whole span it can need
+//! (`plan`, `fetch`), then every evaluation step slices what was fetched
+//! (`latest`, `instant_vector`, `range_vector`), after `@` and `offset`.
+
+use keel_core::clock::unix_ms as ms;
+use keel_core::stale::is_stale;
+use keel_series::labels::Labels;
+use promql_parser::parser::{AtModifier, Expr, VectorSelector};
+
+use super::{Ctx, STACK_RED_ZONE, STACK_SEGMENT, dur_ms, matchers, offset_ms};
+use crate::EvalError;
+use crate::limits::EXECUTION;
+use crate::value::{RangeSeries, Sample};
+
+impl Ctx<'_> {
+    /// Fetch every selector's data for the span it can need. `before` is
+    /// how far before an evaluation time the enclosing expressions reach
+    /// (subqueries, offsets); `after` how far after (negative offsets).
+    pub(super) fn plan(&mut self, e: &Expr, before: i64, after: i64) -> Result<(), EvalError> {
+        stacker::maybe_grow(STACK_RED_ZONE, STACK_SEGMENT, || {
+            self.plan_node(e, before, after)
+        })
+    }
+
+    fn plan_node(&mut self, e: &Expr, before: i64, after: i64) -> Result<(), EvalError> {
+        match e {
+            Expr::VectorSelector(vs) => self.fetch(vs, before.saturating_add(self.lookback), after),
+            Expr::MatrixSelector(m) => {
+                self.fetch(&m.vs, before.saturating_add(dur_ms(m.range)), after)
+            }
+            Expr::Aggregate(a) => {
+                if let Some(p) = &a.param {
+                    self.plan(p, before, after)?;
+                }
+                self.plan(&a.expr, before, after)
+            }
+            Expr::Unary(u) => self.plan(&u.expr, before, after),
+            Expr::Binary(b) => {
+                self.plan(&b.lhs, before, after)?;
+                self.plan(&b.rhs, before, after)
+            }
+            Expr::Paren(p) => self.plan(&p.expr, before, after),
+            Expr::Subquery(s) => {
+                let off = offset_ms(&s.offset);
+                let step = s.step.map(dur_ms).unwrap_or(self.range.step).max(1);
+                if s.at.is_some() {
+                    return Err(EvalError::Unsupported("@ on a subquery".into()));
+                }
+                self.plan(
+                    &s.expr,
+                    before
+                        .saturating_add(dur_ms(s.range))
+                        .saturating_add(off.max(0))
+                        .saturating_add(step),
+                    after.saturating_add(off.saturating_neg().max(0)),
+                )
+            }
+            Expr::Call(c) => c
+                .args
+                .args
+                .iter()
+                .try_for_each(|a| self.plan(a, before, after)),
+            Expr::NumberLiteral(_) | Expr::StringLiteral(_) => Ok(()),
+            Expr::Extension(_) => Err(EvalError::Unsupported("extension expressions".into())),
+        }
+    }
+
+    fn fetch(&mut self, vs: &VectorSelector, before: i64, after: i64) -> Result<(), EvalError> {
+        let off = offset_ms(&vs.offset);
+        let (lo, hi) = match &vs.at {
+            Some(AtModifier::At(t)) => (ms(*t), ms(*t)),
+            Some(AtModifier::Start) => (self.range.start, self.range.start),
+            Some(AtModifier::End) => (self.range.end, self.range.end),
+            None => (self.range.start, self.range.end),
+        };
+        let key = vs as *const VectorSelector as usize;
+        let m = matchers(vs)?;
+        self.budget.check(self.place())?;
+        // Loading stops at what the sample limit still allows.
+        let room = self
+            .budget
+            .max_samples()
+            .saturating_sub(self.held.saturating_add(self.step_samples));
+        let data = self
+            .store
+            .select_bounded(
+                &m,
+                lo.saturating_sub(off).saturating_sub(before),
+                hi.saturating_sub(off).saturating_add(after),
+                room,
+            )
+            .ok_or(EvalError::TooManySamples(EXECUTION))?;
+        let samples = data.iter().map(|(_, p)| p.len()).sum();
+        self.fetched.insert(key, data);
+        self.keep(samples)
+    }
+
+    /// The evaluation time a selector reads at, with `@` and `offset`.
+    pub(super) fn read_time(&self, vs: &VectorSelector, t: i64) -> i64 {
+        let base = match &vs.at {
+            Some(AtModifier::At(at)) => ms(*at),
+            Some(AtModifier::Start) => self.range.start,
+            Some(AtModifier::End) => self.range.end,
+            None => t,
+        };
+        base.saturating_sub(offset_ms(&vs.offset))
+    }
+
+    pub(super) fn series(&self, vs: &VectorSelector) -> &[(Labels, Vec<(i64, f64)>)] {
+        self.fetched
+            .get(&(vs as *const VectorSelector as usize))
+            .map(Vec::as_slice)
+            .unwrap_or(&[])
+    }
+
+    /// Each series' latest sample within the lookback at `t` (after `@`
+    /// and `offset`), skipping series that went stale: `(labels, time, value)`.
+    pub(super) fn latest(&self, vs: &VectorSelector, t: i64) -> Vec<(&Labels, i64, f64)> {
+        let at = self.read_time(vs, t);
+        let mut out = Vec::new();
+        for (labels, points) in self.series(vs) {
+            let idx = points.partition_point(|(pt, _)| *pt <= at);
+            if idx == 0 {
+                continue;
+            }
+            let (pt, v) = points[idx - 1];
+            if pt <= at.saturating_sub(self.lookback) || is_stale(v) {
+                continue;
+            }
+            out.push((labels, pt, v));
+        }
+        out
+    }
+
+    pub(super) fn instant_vector(&self, vs: &VectorSelector, t: i64) -> Vec<Sample> {
+        self.latest(vs, t)
+            .into_iter()
+            .map(|(labels, _, value)| Sample {
+                labels: labels.clone(),
+                value,
+            })
+            .collect()
+    }
+
+    pub(super) fn range_vector(&self, vs: &VectorSelector, range: i64, t: i64) -> Vec<RangeSeries> {
+        let at = self.read_time(vs, t);
+        let mut out = Vec::new();
+        for (labels, points) in self.series(vs) {
+            let lo = points.partition_point(|(pt, _)| *pt <= at.saturating_sub(range));
+            let hi = points.partition_point(|(pt, _)| *pt <= at);
+            let pts: Vec<(i64, f64)> = points[lo..hi]
+                .iter()
+                .copied()
+                .filter(|(_, v)| !is_stale(*v))
+                .collect();
+            if !pts.is_empty() {
+                out.push(RangeSeries {
+                    labels: labels.clone(),
+                    points: pts,
+                });
+            }
+        }
+        out
+    }
+}
