@@ -16,6 +16,11 @@ pub struct AgentConfig {
     /// TLS for an `https://` collector: a CA bundle trusted besides the
     /// system's.
     pub collector_tls: keel_tls::TlsConfig,
+    /// The sender token the collector requires (`collector.auth.senders`),
+    /// sent as `Authorization: Bearer …` with every batch ("": none).
+    pub collector_token: keel_core::secret::Secret,
+    /// Or a file whose first line is that token.
+    pub collector_token_file: PathBuf,
     /// This host's name, sent as the `host.name` resource attribute
     /// (empty: the machine's hostname).
     pub hostname: String,
@@ -215,6 +220,8 @@ impl Default for AgentConfig {
         Self {
             collector: "http://127.0.0.1:4318".into(),
             collector_tls: keel_tls::TlsConfig::default(),
+            collector_token: keel_core::secret::Secret::default(),
+            collector_token_file: PathBuf::new(),
             hostname: String::new(),
             data_dir: PathBuf::from("keel-data/agent"),
             listen: "127.0.0.1:9465".into(),
@@ -361,6 +368,9 @@ impl Validate for AgentConfig {
             ));
         }
         self.collector_tls.validate("agent.collector_tls", problems);
+        if let Err(e) = self.collector_token() {
+            problems.push(e);
+        }
         if self.listen.parse::<std::net::SocketAddr>().is_err() {
             problems.push(format!(
                 "agent.listen: {:?} is not an address such as 127.0.0.1:9465",
@@ -452,6 +462,45 @@ impl Validate for AgentConfig {
     }
 }
 
+impl AgentConfig {
+    /// The sender token to present, if any: `collector_token` or the
+    /// first line of `collector_token_file` (not both).
+    pub fn collector_token(&self) -> Result<Option<String>, String> {
+        let file = !self.collector_token_file.as_os_str().is_empty();
+        let token = match (self.collector_token.is_empty(), file) {
+            (true, false) => return Ok(None),
+            (false, false) => self.collector_token.expose().trim().to_owned(),
+            (true, true) => std::fs::read_to_string(&self.collector_token_file)
+                .map_err(|e| {
+                    format!(
+                        "agent.collector_token_file: cannot read {}: {e}",
+                        self.collector_token_file.display()
+                    )
+                })?
+                .lines()
+                .next()
+                .unwrap_or_default()
+                .trim()
+                .to_owned(),
+            (false, true) => {
+                return Err(
+                    "agent.collector_token: give collector_token or collector_token_file, not both"
+                        .into(),
+                );
+            }
+        };
+        // What an HTTP header carries byte for byte (a pasted "Bearer …"
+        // has a space, and is refused here rather than by the collector).
+        if token.is_empty() || !token.chars().all(|c| c.is_ascii_graphic()) {
+            return Err(
+                "agent.collector_token: must be the token alone, printable ASCII without spaces"
+                    .into(),
+            );
+        }
+        Ok(Some(token))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -480,6 +529,35 @@ mod tests {
         assert!(
             msg.contains("agent.yaml:5") && msg.contains("intervl"),
             "{msg}"
+        );
+    }
+
+    #[test]
+    fn the_sender_token_comes_from_the_config_or_its_file_never_both() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("token");
+        std::fs::write(&file, "from-the-file\nignored\n").expect("write");
+        let mut c = AgentConfig::default();
+        assert_eq!(c.collector_token(), Ok(None));
+        c.collector_token_file = file.clone();
+        assert_eq!(c.collector_token(), Ok(Some("from-the-file".into())));
+        c.collector_token = keel_core::secret::Secret::new("inline");
+        assert!(c.collector_token().expect_err("both").contains("not both"));
+        c.collector_token_file = PathBuf::new();
+        assert_eq!(c.collector_token(), Ok(Some("inline".into())));
+        c.collector_token_file = dir.path().join("missing");
+        c.collector_token = keel_core::secret::Secret::default();
+        let err = c.check("agent.yaml").expect_err("unreadable").to_string();
+        assert!(
+            err.contains("agent.collector_token_file: cannot read"),
+            "{err}"
+        );
+        // `keel config` and logs never show it.
+        c.collector_token = keel_core::secret::Secret::new("inline");
+        let json = keel_core::secret::redacted(|| serde_json::to_string(&c)).expect("json");
+        assert!(
+            !json.contains("inline") && json.contains("<redacted>"),
+            "{json}"
         );
     }
 }

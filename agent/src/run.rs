@@ -37,6 +37,9 @@ pub enum AgentError {
     /// The HTTP client could not be built (its TLS settings named).
     #[error("{0}")]
     Client(#[from] keel_tls::TlsError),
+    /// The sender token cannot be read.
+    #[error("{0}")]
+    Token(String),
 }
 
 /// What `/status` answers (and `keel agent status` prints).
@@ -170,9 +173,21 @@ impl Agent {
             collector: config.collector.clone(),
         });
         let builder = || reqwest::Client::builder().pool_idle_timeout(Duration::from_secs(30));
+        // Every batch carries the sender token, when the collector wants one.
+        let mut ship_builder = builder();
+        if let Some(token) = config.collector_token().map_err(AgentError::Token)? {
+            let mut value = reqwest::header::HeaderValue::from_str(&format!("Bearer {token}"))
+                .map_err(|_| {
+                    AgentError::Token("agent.collector_token: not a valid header value".into())
+                })?;
+            value.set_sensitive(true);
+            let mut headers = reqwest::header::HeaderMap::new();
+            headers.insert(reqwest::header::AUTHORIZATION, value);
+            ship_builder = ship_builder.default_headers(headers);
+        }
         let ship_client = config
             .collector_tls
-            .client(builder(), "agent.collector_tls")?;
+            .client(ship_builder, "agent.collector_tls")?;
         let mut tasks = Vec::new();
         tasks.push(tokio::spawn(ship::run(
             shared.clone(),

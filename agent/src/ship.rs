@@ -106,7 +106,9 @@ pub async fn send(client: &reqwest::Client, base: &str, b: &Batch, timeout: Dura
         "{url}: HTTP {status}: {}",
         body.chars().take(300).collect::<String>()
     );
-    if status.as_u16() == 429 || status.is_server_error() {
+    // A refused token (401/403) is a setting to fix, not bad data: the
+    // batch stays buffered and is sent again once the token is right.
+    if matches!(status.as_u16(), 401 | 403 | 429) || status.is_server_error() {
         Attempt::Retry(after, why)
     } else {
         Attempt::Rejected(why)
@@ -368,6 +370,44 @@ mod tests {
         assert!(count(&shared.stats.failed, Signal::Logs) >= 1);
         assert_eq!(count(&shared.stats.sent, Signal::Metrics), 1);
         assert_eq!(count(&shared.stats.sent, Signal::Logs), 0);
+    }
+
+    /// A refused sender token (401/403) is a setting to fix: the batch
+    /// is kept and retried; a batch the collector calls bad (400) is not.
+    #[tokio::test]
+    async fn an_auth_refusal_keeps_the_batch_and_bad_data_does_not() {
+        let status = Arc::new(std::sync::atomic::AtomicU16::new(0));
+        let answer = status.clone();
+        let app = axum::Router::new().route(
+            "/v1/logs",
+            axum::routing::post(move || {
+                let code = answer.load(std::sync::atomic::Ordering::SeqCst);
+                async move { axum::http::StatusCode::from_u16(code).unwrap_or_default() }
+            }),
+        );
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let base = format!("http://{}", l.local_addr().expect("addr"));
+        tokio::spawn(async move { axum::serve(l, app).await });
+        let batch = Batch {
+            id: 1,
+            signal: Signal::Logs,
+            records: 1,
+            created_ms: 0,
+            cursor: None,
+            body: vec![0; 10],
+        };
+        let client = reqwest::Client::new();
+        for (code, keep) in [(401, true), (403, true), (400, false), (413, false)] {
+            status.store(code, std::sync::atomic::Ordering::SeqCst);
+            let a = send(&client, &base, &batch, Duration::from_secs(5)).await;
+            let kept = matches!(a, Attempt::Retry(..));
+            assert_eq!(kept, keep, "HTTP {code}");
+            if !keep {
+                assert!(matches!(a, Attempt::Rejected(_)), "HTTP {code}");
+            }
+        }
     }
 
     #[test]

@@ -91,6 +91,8 @@ fn default_config(collector: &str, data_dir: &Path) -> String {
 # Check it with: keel --config THIS_FILE config
 agent:
   collector: {collector}   # the collector's OTLP/HTTP base URL
+  collector_token_file: ""     # a file holding the sender token the collector requires
+                               #   (collector.auth.senders); "": none
   hostname: ""                 # host.name on everything sent; "": this machine's hostname
   data_dir: {data_dir}         # the disk buffer of unsent batches
   listen: 127.0.0.1:9465       # the agent's /metrics and /status (keel agent status)

@@ -234,7 +234,23 @@ fn main() -> ExitCode {
             command: BenchCommand::Crash(args),
         } => bench_crash::run(args),
         Command::Config => config::load(cli.config.as_deref()).and_then(|c| {
-            print!("{}", serde_json::to_string_pretty(&c)?);
+            // Secrets print as <redacted> (their type); passwords inside
+            // URLs (a PostgreSQL DSN) as ***.
+            let mut v = keel_core::secret::redacted(|| serde_json::to_value(&c))?;
+            redact_urls(&mut v);
+            // A webhook URL's path often is its token (Slack, Discord):
+            // only where it goes is shown.
+            if let Some(hooks) = v
+                .pointer_mut("/collector/notify/webhooks")
+                .and_then(|w| w.as_array_mut())
+            {
+                for h in hooks {
+                    if let Some(url) = h.as_str() {
+                        *h = serde_json::Value::String(redact_path(url));
+                    }
+                }
+            }
+            print!("{}", serde_json::to_string_pretty(&v)?);
             println!();
             Ok(())
         }),
@@ -245,5 +261,27 @@ fn main() -> ExitCode {
             eprintln!("keel: {e:#}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// Every string in `v` that is a URL with a password, with the password
+/// replaced (`keel config`).
+fn redact_urls(v: &mut serde_json::Value) {
+    match v {
+        serde_json::Value::String(s) if s.contains("://") => *s = keel_state::redact(s),
+        serde_json::Value::Array(a) => a.iter_mut().for_each(redact_urls),
+        serde_json::Value::Object(o) => o.values_mut().for_each(redact_urls),
+        _ => {}
+    }
+}
+
+/// `url` with everything after its host replaced by `/<redacted>`.
+fn redact_path(url: &str) -> String {
+    let host_start = url.find("://").map_or(0, |i| i + 3);
+    match url[host_start..].find(['/', '?', '#']) {
+        Some(i) if host_start + i + 1 < url.len() => {
+            format!("{}/{}", &url[..host_start + i], keel_core::secret::REDACTED)
+        }
+        _ => url.to_owned(),
     }
 }

@@ -84,8 +84,29 @@ pub fn run(config_path: Option<&Path>, args: UpArgs) -> anyhow::Result<()> {
         let mut app = config.sampleapp;
         // The agent starts first: it finds the sample app's processes in
         // the targets file the supervisor keeps, and takes their spans.
-        let agent_config = agent_for(config.agent.clone(), &collector, &app.data_dir);
+        let mut agent_config = agent_for(config.agent.clone(), &collector, &app.data_dir);
+        // A collector that wants sender tokens gets one from the agent
+        // `keel up` runs: the first sender's, unless the agent has its own.
+        if let Some(sender) = config.collector.auth.senders.first()
+            && agent_config.collector_token().ok().flatten().is_none()
+        {
+            agent_config.collector_token = keel_core::secret::Secret::new(
+                sender
+                    .read()
+                    .map_err(|e| anyhow::anyhow!("collector.auth.senders[0]: {e}"))?,
+            );
+        }
         let agent = keel_agent::run::Agent::start(agent_config, clock.clone()).await?;
+        if agent.otlp_addr.is_none()
+            && app.otlp_endpoint.is_none()
+            && !config.collector.auth.senders.is_empty()
+        {
+            anyhow::bail!(
+                "collector.auth.senders is set and agent.otlp_receiver is \"\": the sample app \
+                 would export its spans to the collector without a token; give the agent a \
+                 receiver (its default, 127.0.0.1:4319) or set sampleapp.otlp_endpoint"
+            );
+        }
         // The sample app's spans go to the agent's local receiver (or, with
         // none, to the collector) unless the configuration names another
         // endpoint.

@@ -24,6 +24,8 @@ pub struct Own {
     pub stats: Arc<crate::ingest::http::IngestStats>,
     /// The metric store (its head's series).
     pub store: Arc<keel_metricstore::Store>,
+    /// The sender tokens (their refusals).
+    pub senders: keel_auth::Senders,
 }
 
 /// The route.
@@ -98,6 +100,19 @@ pub fn render(own: &Own) -> String {
             .samples_over_limits
             .load(std::sync::atomic::Ordering::Relaxed)
     );
+    family(
+        &mut out,
+        "keel_ingest_unauthorized_total",
+        "counter",
+        "Ingest requests refused for their sender token (collector.auth.senders), by reason.",
+    );
+    for (why, n) in own.senders.refused() {
+        let _ = writeln!(
+            out,
+            "keel_ingest_unauthorized_total{{reason=\"{}\"}} {n}",
+            why.name()
+        );
+    }
     out
 }
 

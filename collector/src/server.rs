@@ -94,6 +94,8 @@ pub struct CollectorConfig {
     pub query: keel_promql::QueryLimits,
     /// What clients can make the collector hold.
     pub limits: Limits,
+    /// Who may send: the tokens ingest requires (none: ingest is open).
+    pub auth: keel_auth::AuthConfig,
 }
 
 impl Default for CollectorConfig {
@@ -126,6 +128,7 @@ impl Default for CollectorConfig {
             incidents: keel_incident::IncidentsConfig::default(),
             query: keel_promql::QueryLimits::default(),
             limits: Limits::default(),
+            auth: keel_auth::AuthConfig::default(),
         }
     }
 }
@@ -183,6 +186,7 @@ impl keel_core::config::Validate for CollectorConfig {
         self.incidents.validate(problems);
         self.query.validate("collector.query", problems);
         self.limits.validate(problems);
+        self.auth.validate("collector.auth", problems);
     }
 }
 
@@ -326,6 +330,9 @@ pub enum ServeError {
     /// The ingest worker threads would not start.
     #[error("cannot start the ingest worker threads: {0}")]
     Workers(std::io::Error),
+    /// A sender token cannot be read.
+    #[error("{0}")]
+    Auth(String),
 }
 
 /// A running collector.
@@ -470,6 +477,7 @@ pub async fn start(config: &CollectorConfig, clock: SharedClock) -> Result<Runni
         max_decoded_bytes: config.max_decoded_bytes,
         max_concurrent_batches: config.max_concurrent_batches,
     };
+    let senders = config.auth.senders().map_err(ServeError::Auth)?;
     let otlp_listener = bind(&config.host, config.otlp_http_port).await?;
     let grpc_listener = bind(&config.host, config.otlp_grpc_port).await?;
     let otlp_grpc = grpc_listener
@@ -486,7 +494,11 @@ pub async fn start(config: &CollectorConfig, clock: SharedClock) -> Result<Runni
         stats.clone(),
         workers.clone(),
         telemetry.clone(),
-    );
+    )
+    .layer(axum::middleware::from_fn_with_state(
+        senders.clone(),
+        keel_auth::senders::require_sender,
+    ));
     tokio::spawn(async move {
         if let Err(e) = axum::serve(grpc_listener, grpc).await {
             tracing::error!(error = %e, "OTLP/gRPC listener stopped");
@@ -513,7 +525,11 @@ pub async fn start(config: &CollectorConfig, clock: SharedClock) -> Result<Runni
         stats.clone(),
         workers.clone(),
         telemetry,
-    );
+    )
+    .layer(axum::middleware::from_fn_with_state(
+        senders.clone(),
+        keel_auth::senders::require_sender,
+    ));
     let library = keel_dashboards::Library::open(&dashboards_dir);
     library.watch(clock.clone(), std::time::Duration::from_secs(2));
     let gate = keel_promql::QueryGate::new(config.query.clone());
@@ -525,29 +541,40 @@ pub async fn start(config: &CollectorConfig, clock: SharedClock) -> Result<Runni
         state: state.as_ref().map(|(s, _)| s.clone()),
         clock: clock.clone(),
     };
+    let sender_check =
+        axum::middleware::from_fn_with_state(senders.clone(), keel_auth::senders::require_sender);
+    let log_routes = keel_logindex::logs::api::routes(
+        logs.clone(),
+        clock.clone(),
+        workers.clone(),
+        config.max_body_bytes,
+        config.limits.records(),
+    );
     let api_routes = crate::api::routes(store.clone(), clock.clone(), gate.clone())
         .merge(crate::own_metrics::routes(crate::own_metrics::Own {
             notifier: notifier.clone(),
             gate,
             stats: stats.clone(),
             store: store.clone(),
+            senders: senders.clone(),
         }))
         .merge(keel_dashboards::api::routes(dashboards))
         .merge(keel_dashboards::assets::routes())
-        .merge(crate::ingest::remote_write::routes(
-            store.clone(),
-            config.max_body_bytes,
-            config.max_decoded_bytes,
-            workers.clone(),
-            stats.clone(),
-        ))
-        .merge(keel_logindex::logs::api::routes(
-            logs.clone(),
-            clock.clone(),
-            workers,
-            config.max_body_bytes,
-            config.limits.records(),
-        ))
+        // Remote write and log push are ingest: they take a sender token
+        // as OTLP does (route_layer: only these routes); the rest of the
+        // API does not check one.
+        .merge(
+            crate::ingest::remote_write::routes(
+                store.clone(),
+                config.max_body_bytes,
+                config.max_decoded_bytes,
+                workers.clone(),
+                stats.clone(),
+            )
+            .route_layer(sender_check.clone()),
+        )
+        .merge(log_routes.push.route_layer(sender_check))
+        .merge(log_routes.read)
         .merge(keel_logindex::traces::api::routes(
             spans.clone(),
             logs.clone(),

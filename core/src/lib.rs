@@ -11,6 +11,7 @@
 //! - [`marks`]: when batches arrived and rule groups and controller
 //!   loops ran, for incident replay.
 //! - [`names`]: Prometheus' label and metric name rules.
+//! - [`secret`]: passwords and tokens in config, never printed.
 //! - [`stale`]: Prometheus' staleness marker.
 //! - [`timestamp`]: log-line timestamps (RFC 3339 or epoch numbers).
 
@@ -20,5 +21,6 @@ pub mod crash;
 pub mod duration;
 pub mod marks;
 pub mod names;
+pub mod secret;
 pub mod stale;
 pub mod timestamp;

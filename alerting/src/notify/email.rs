@@ -42,7 +42,7 @@ pub struct EmailConfig {
     /// Login ("": none).
     pub username: String,
     /// Password.
-    pub password: String,
+    pub password: keel_core::secret::Secret,
     /// Sender address.
     pub from: String,
     /// Receivers ([]: no email is sent; pages are still recorded).
@@ -59,7 +59,7 @@ impl Default for EmailConfig {
             smtp_port: 25,
             security: Security::None,
             username: String::new(),
-            password: String::new(),
+            password: keel_core::secret::Secret::default(),
             from: "Keel <keel@localhost>".into(),
             to: Vec::new(),
             timeout: Duration::from_secs(10),
@@ -241,7 +241,10 @@ pub async fn send(c: &EmailConfig, p: &Page, id: &str, dashboard: &str) -> Resul
     };
     let mut builder = builder.port(c.smtp_port).timeout(Some(c.timeout));
     if !c.username.is_empty() {
-        builder = builder.credentials(Credentials::new(c.username.clone(), c.password.clone()));
+        builder = builder.credentials(Credentials::new(
+            c.username.clone(),
+            c.password.expose().to_owned(),
+        ));
     }
     builder
         .build()

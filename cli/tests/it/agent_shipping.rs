@@ -815,3 +815,86 @@ async fn file_sd_targets_are_scraped_when_listed_and_dropped_when_gone() {
     );
     agent.stop().await;
 }
+
+/// A collector that requires a sender token: the agent with the token
+/// (from a file) ships; one without is refused, says why in its status,
+/// and keeps what it scraped buffered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_ships_with_its_sender_token_and_one_without_is_refused() {
+    const TOKEN: &str = "agent-fleet-token-5d2b8e";
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut cc = keel_collector::server::CollectorConfig {
+        data_dir: dir.path().join("collector"),
+        otlp_http_port: 0,
+        otlp_grpc_port: 0,
+        api_port: 0,
+        ..Default::default()
+    };
+    cc.auth.senders = vec![keel_auth::SenderToken {
+        name: "fleet".into(),
+        token: keel_core::secret::Secret::new(TOKEN),
+        ..Default::default()
+    }];
+    let clock: SharedClock = Arc::new(SystemClock);
+    let c = keel_collector::server::start(&cc, clock.clone())
+        .await
+        .expect("collector starts");
+    let (otlp, api) = (
+        format!("http://{}", c.otlp_http),
+        format!("http://{}", c.api),
+    );
+    let (target, _) = counting_target().await;
+
+    let token_file = dir.path().join("fleet.token");
+    std::fs::write(&token_file, format!("{TOKEN}\n")).expect("token file");
+    let mut with = agent_config(
+        &dir.path().join("a"),
+        &otlp,
+        vec![job("with", target, 50, 40)],
+    );
+    with.collector_token_file = token_file;
+    let without = agent_config(
+        &dir.path().join("b"),
+        &otlp,
+        vec![job("without", target, 50, 40)],
+    );
+    let with = Agent::start(with, clock.clone())
+        .await
+        .expect("agent starts");
+    let without = Agent::start(without, clock).await.expect("agent starts");
+
+    crate::common::eventually(
+        "the agent with the token ships",
+        Duration::from_secs(20),
+        || {
+            let api = api.clone();
+            async move {
+                scalar(&api, "count_over_time(scrapes_total{job=\"with\"}[1h])")
+                    .await
+                    .filter(|n| *n >= 3.0)
+            }
+        },
+    )
+    .await;
+    let refused = crate::common::eventually(
+        "the agent without one is refused, and says so",
+        Duration::from_secs(20),
+        || {
+            let s = without.status();
+            async move {
+                s.last_send_error
+                    .filter(|e| e.contains("401"))
+                    .filter(|_| s.buffered_batches > 0)
+            }
+        },
+    )
+    .await;
+    assert!(refused.contains("sender token"), "{refused}");
+    assert_eq!(
+        scalar(&api, "count(scrapes_total{job=\"without\"}) or vector(0)").await,
+        Some(0.0),
+        "nothing of the refused agent is stored"
+    );
+    with.stop().await;
+    without.stop().await;
+}

@@ -43,6 +43,48 @@ fn keel_example_yaml_loads_and_equals_the_defaults() {
     );
 }
 
+/// `keel config` shows every setting but no secret: passwords and tokens
+/// print as `<redacted>`, a password inside a URL as `***`.
+#[test]
+fn keel_config_prints_secrets_redacted() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(
+        dir.path().join("keel.yaml"),
+        "agent:\n  collector_token: agent-secret-1234567890\n\
+         collector:\n  state: postgres://keel:pg-secret@db:5432/keel\n\
+         \x20 auth:\n    senders: [{name: edge, token: sender-secret-1234567890}]\n\
+         \x20 notify:\n    email:\n      password: smtp-secret\n\
+         \x20   webhooks: [https://hooks.example.com/services/T0/B0/hook-secret]\n",
+    )
+    .expect("write");
+    let out = Command::new(KEEL)
+        .arg("config")
+        .current_dir(dir.path())
+        .output()
+        .expect("run keel config");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for secret in [
+        "agent-secret",
+        "pg-secret",
+        "sender-secret",
+        "smtp-secret",
+        "hook-secret",
+    ] {
+        assert!(!text.contains(secret), "{secret} printed:\n{text}");
+    }
+    assert_eq!(text.matches("<redacted>").count(), 4, "{text}");
+    assert!(
+        text.contains("https://hooks.example.com/<redacted>"),
+        "{text}"
+    );
+    assert!(text.contains("postgres://keel:***@db:5432/keel"), "{text}");
+}
+
 #[test]
 fn every_shipped_load_profile_loads() {
     let dir = root().join("incidents/profiles");

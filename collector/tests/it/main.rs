@@ -15,6 +15,7 @@ mod otlp_ingest;
 mod query_limits;
 mod rule_tests;
 mod rules_running;
+mod sender_tokens;
 mod smtp_pages;
 mod state_restart;
 mod traces_api;

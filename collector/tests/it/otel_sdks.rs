@@ -128,6 +128,16 @@ fn label_names(metric: &serde_json::Value) -> Vec<String> {
 /// Run a Python SDK script from `tests/` against the collector over
 /// `transport` (`http` or `grpc`); returns what it printed.
 async fn run_python(script: &str, transport: &str, c: &keel_collector::server::Running) -> String {
+    run_python_with(script, transport, c, &[]).await
+}
+
+/// [`run_python`] with extra environment (e.g. `OTEL_EXPORTER_OTLP_HEADERS`).
+pub(crate) async fn run_python_with(
+    script: &str,
+    transport: &str,
+    c: &keel_collector::server::Running,
+    env: &[(&str, &str)],
+) -> String {
     let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("tests")
         .join(script);
@@ -139,6 +149,7 @@ async fn run_python(script: &str, transport: &str, c: &keel_collector::server::R
         .arg(&script)
         .arg(transport)
         .arg(&target)
+        .envs(env.iter().copied())
         .output()
         .await
         .expect("python3");

@@ -35,15 +35,30 @@ struct LogApi {
     limits: crate::limits::RecordLimits,
 }
 
-/// The log routes; bodies are bounded by `max_body`.
+/// The log API's routers: `push` (ingest, for the server to guard
+/// like the other ingest routes) and `read` (search and histogram).
+pub struct LogRoutes {
+    /// `POST /api/v1/logs`; bodies bounded by `max_body`.
+    pub push: Router,
+    /// `GET /api/v1/logs/search` and `/histogram`.
+    pub read: Router,
+}
+
+/// The log routes; push bodies are bounded by `max_body`.
 pub fn routes(
     logs: Arc<LogStore>,
     clock: SharedClock,
     workers: Workers,
     max_body: usize,
     limits: crate::limits::RecordLimits,
-) -> Router {
-    Router::new()
+) -> LogRoutes {
+    let state = LogApi {
+        logs,
+        clock,
+        workers,
+        limits,
+    };
+    let push = Router::new()
         .route(
             "/api/v1/logs",
             post(push)
@@ -54,14 +69,12 @@ pub fn routes(
                     },
                 )),
         )
+        .with_state(state.clone());
+    let read = Router::new()
         .route("/api/v1/logs/search", get(search))
         .route("/api/v1/logs/histogram", get(histogram))
-        .with_state(LogApi {
-            logs,
-            clock,
-            workers,
-            limits,
-        })
+        .with_state(state);
+    LogRoutes { push, read }
 }
 
 /// A record as the API returns it: its fields, its sequence number and

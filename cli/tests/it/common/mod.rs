@@ -107,6 +107,28 @@ pub async fn get_json(url: &str) -> (u16, serde_json::Value) {
     (s, r.json().await.unwrap_or_default())
 }
 
+/// The result of the instant query `expr` on the API at `api`, at `time`
+/// (Unix seconds; the server's now without one): `data.result`, empty
+/// when the query failed or found nothing.
+pub async fn query(api: &str, expr: &str, time: Option<f64>) -> Vec<serde_json::Value> {
+    let at = time.map(|t| format!("&time={t}")).unwrap_or_default();
+    let (_, body) = get_json(&format!("{api}/api/v1/query?query={}{at}", urlencode(expr))).await;
+    body["data"]["result"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+}
+
+/// The value of an instant query's first series, 0 when there is none.
+pub async fn query_value(api: &str, expr: &str, time: Option<f64>) -> f64 {
+    query(api, expr, time)
+        .await
+        .first()
+        .and_then(|s| s["value"][1].as_str())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0)
+}
+
 /// Percent-encode a query-string value.
 pub fn urlencode(s: &str) -> String {
     s.bytes()
