@@ -94,12 +94,7 @@ async fn a_cardinality_explosion_is_refused_at_the_series_limit_by_name() {
             .status(),
         200
     );
-    let metrics = reqwest::get(format!("http://{}/metrics", c.api))
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("text");
+    let metrics = crate::common::own_metrics(c.api).await;
     assert!(metrics.contains("keel_head_series 100"), "{metrics}");
     let over: u64 = metrics
         .lines()

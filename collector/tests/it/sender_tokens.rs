@@ -223,12 +223,7 @@ async fn otlp_grpc_needs_the_token_in_metadata() {
     let got = samples(&query(c.api, "grpc_attempts_total", now_ms() + 1000).await);
     assert_eq!(got.len(), 1, "{got:?}");
     assert_eq!(got[0].0["attempt"], "right", "{got:?}");
-    let metrics = reqwest::get(format!("http://{}/metrics", c.api))
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("text");
+    let metrics = crate::common::own_metrics(c.api).await;
     for reason in ["missing", "wrong"] {
         let line = format!("keel_ingest_unauthorized_total{{reason=\"{reason}\"}} ");
         let n: u64 = metrics

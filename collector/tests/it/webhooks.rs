@@ -268,12 +268,7 @@ async fn a_webhook_that_refuses_a_page_for_good_is_recorded_failed_counted_and_n
             .is_some_and(|e| e.contains("400")),
         "{first}"
     );
-    let metrics = reqwest::get(format!("http://{}/metrics", c.api))
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("text");
+    let metrics = crate::common::own_metrics(c.api).await;
     assert!(
         metrics.contains(&format!(
             "keel_notifications_failed_total{{receiver=\"{hook}\"}} 1"

@@ -207,6 +207,16 @@ pub async fn poll_json(
     }
 }
 
+/// The collector's own metrics (`GET /metrics`), as text.
+pub async fn own_metrics(api: std::net::SocketAddr) -> String {
+    reqwest::get(format!("http://{api}/metrics"))
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text")
+}
+
 /// GET `path` of the API as JSON.
 pub async fn get(api: std::net::SocketAddr, path: &str) -> serde_json::Value {
     reqwest::get(format!("http://{api}{path}"))
