@@ -78,6 +78,7 @@ pub fn run(config_path: Option<&Path>, args: CollectorArgs) -> anyhow::Result<()
             "keel collector: OTLP/HTTP http://{}/v1/metrics",
             running.otlp_http
         ));
+
         crate::up::say(&format!(
             "keel collector: PromQL API http://{}/api/v1/query",
             running.api
@@ -85,6 +86,10 @@ pub fn run(config_path: Option<&Path>, args: CollectorArgs) -> anyhow::Result<()
         crate::up::say(&format!(
             "keel collector: OTLP/gRPC http://{}",
             running.otlp_grpc
+        ));
+        crate::up::say(&format!(
+            "keel collector: access {}",
+            crate::up::access(&config.collector)
         ));
         keel_sampleapp::process::shutdown_signal().await;
         anyhow::Ok(())

@@ -148,6 +148,7 @@ pub fn run(config_path: Option<&Path>, args: UpArgs) -> anyhow::Result<()> {
         let (controller_addr, _controller) =
             start_controller(&controller_config, &collector, clock.clone()).await?;
         say("keel: the sample app is up");
+        say(&format!("  access              {}", access(&collector_config)));
         say_fmt!("  dashboard           http://{}/ui/", collector.api);
         say_fmt!(
             "  collector OTLP/HTTP http://{}/v1/metrics",
@@ -468,4 +469,30 @@ pub fn say(line: &str) {
 fn tracing_subscriber_init() {
     // keel up's own log (restarts, scaling, promotion) goes to stderr.
     let _ = keel_sampleapp::telemetry::init_stderr_logging();
+}
+
+/// Who can reach the collector, for the banners: loopback only, or
+/// (said loudly) open to the network by `collector.insecure`.
+pub fn access(c: &keel_collector::server::CollectorConfig) -> String {
+    let senders = if c.auth.senders.is_empty() {
+        "ingest takes data without a token".to_owned()
+    } else {
+        format!(
+            "ingest requires one of {} sender token(s)",
+            c.auth.senders.len()
+        )
+    };
+    let loopback = c
+        .host
+        .parse::<std::net::IpAddr>()
+        .is_ok_and(|ip| ip.is_loopback());
+    if loopback {
+        format!("loopback only ({}), no login; {senders}", c.host)
+    } else {
+        format!(
+            "INSECURE: {} is reachable from other machines with no login or TLS on the API \
+             (collector.insecure: true); {senders}",
+            c.host
+        )
+    }
 }

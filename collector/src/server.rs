@@ -96,6 +96,9 @@ pub struct CollectorConfig {
     pub limits: Limits,
     /// Who may send: the tokens ingest requires (none: ingest is open).
     pub auth: keel_auth::AuthConfig,
+    /// Bind an address other machines reach although Keel cannot yet
+    /// require a login or TLS on the API: must be said in so many words.
+    pub insecure: bool,
 }
 
 impl Default for CollectorConfig {
@@ -129,17 +132,28 @@ impl Default for CollectorConfig {
             query: keel_promql::QueryLimits::default(),
             limits: Limits::default(),
             auth: keel_auth::AuthConfig::default(),
+            insecure: false,
         }
     }
 }
 
 impl keel_core::config::Validate for CollectorConfig {
     fn validate(&self, problems: &mut Vec<String>) {
-        if self.host.parse::<std::net::IpAddr>().is_err() {
-            problems.push(format!(
+        match self.host.parse::<std::net::IpAddr>() {
+            Err(_) => problems.push(format!(
                 "collector.host: {:?} is not an IP address",
                 self.host
-            ));
+            )),
+            // Safe by default: the API's writes (silences, acks, rule
+            // reloads, incidents) are open until logins and roles exist.
+            Ok(ip) if !ip.is_loopback() && !self.insecure => problems.push(format!(
+                "collector.host: {} is reachable from other machines, and Keel cannot yet \
+                 require a login or TLS on its API (silences, acks, rule reloads and incidents \
+                 would be open to anyone who reaches it): bind 127.0.0.1, or set \
+                 collector.insecure: true to accept that",
+                self.host
+            )),
+            Ok(_) => {}
         }
         if self.max_body_bytes == 0 || self.max_decoded_bytes < self.max_body_bytes {
             problems

@@ -394,6 +394,38 @@ fn invalid_config_fails_at_start_naming_file_line_and_every_problem() {
         &[("KEEL_SAMPLEAPP__WEB__INSTANCES", "3")],
     );
     assert!(ok, "{err}");
+
+    // Safe by default: a collector other machines reach refuses to start
+    // unless the config accepts that in so many words.
+    for host in ["0.0.0.0", "192.0.2.10"] {
+        let (ok, err) = keel(
+            &["collector"],
+            dir.path(),
+            &[("KEEL_COLLECTOR__HOST", host)],
+        );
+        assert!(!ok, "{host}");
+        assert!(
+            err.contains(&format!(
+                "collector.host: {host} is reachable from other machines"
+            )) && err.contains("collector.insecure: true"),
+            "{err}"
+        );
+    }
+    let (ok, err) = keel(
+        &["config"],
+        dir.path(),
+        &[
+            ("KEEL_COLLECTOR__HOST", "0.0.0.0"),
+            ("KEEL_COLLECTOR__INSECURE", "true"),
+        ],
+    );
+    assert!(ok, "{err}");
+    let (ok, err) = keel(
+        &["config"],
+        dir.path(),
+        &[("KEEL_COLLECTOR__HOST", "127.0.0.2")],
+    );
+    assert!(ok, "loopback needs no word: {err}");
 }
 
 #[test]
