@@ -466,38 +466,9 @@ impl AgentConfig {
     /// The sender token to present, if any: `collector_token` or the
     /// first line of `collector_token_file` (not both).
     pub fn collector_token(&self) -> Result<Option<String>, String> {
-        let file = !self.collector_token_file.as_os_str().is_empty();
-        let token = match (self.collector_token.is_empty(), file) {
-            (true, false) => return Ok(None),
-            (false, false) => self.collector_token.expose().trim().to_owned(),
-            (true, true) => std::fs::read_to_string(&self.collector_token_file)
-                .map_err(|e| {
-                    format!(
-                        "agent.collector_token_file: cannot read {}: {e}",
-                        self.collector_token_file.display()
-                    )
-                })?
-                .lines()
-                .next()
-                .unwrap_or_default()
-                .trim()
-                .to_owned(),
-            (false, true) => {
-                return Err(
-                    "agent.collector_token: give collector_token or collector_token_file, not both"
-                        .into(),
-                );
-            }
-        };
-        // What an HTTP header carries byte for byte (a pasted "Bearer …"
-        // has a space, and is refused here rather than by the collector).
-        if token.is_empty() || !token.chars().all(|c| c.is_ascii_graphic()) {
-            return Err(
-                "agent.collector_token: must be the token alone, printable ASCII without spaces"
-                    .into(),
-            );
-        }
-        Ok(Some(token))
+        self.collector_token
+            .token_or_file(&self.collector_token_file, "collector_token")
+            .map_err(|e| format!("agent.{e}"))
     }
 }
 

@@ -81,28 +81,14 @@ impl SenderToken {
     /// The token, from the config or its file (checked as
     /// [`AuthConfig::validate`] checks it).
     pub fn read(&self) -> Result<String, String> {
-        let token = match (
-            self.token.is_empty(),
-            self.token_file.as_os_str().is_empty(),
-        ) {
-            (false, true) => self.token.expose().to_owned(),
-            (true, false) => {
-                let text = std::fs::read_to_string(&self.token_file).map_err(|e| {
-                    format!("token_file: cannot read {}: {e}", self.token_file.display())
-                })?;
-                text.lines().next().unwrap_or_default().trim().to_owned()
-            }
-            (false, false) => return Err("give token or token_file, not both".into()),
-            (true, true) => return Err("give token or token_file".into()),
-        };
+        let token = self
+            .token
+            .token_or_file(&self.token_file, "token")?
+            .ok_or("give token or token_file")?;
         if token.chars().count() < MIN_TOKEN_LEN {
             return Err(format!(
                 "the token is shorter than {MIN_TOKEN_LEN} characters"
             ));
-        }
-        // What an HTTP header can carry, byte for byte.
-        if !token.chars().all(|c| c.is_ascii_graphic()) {
-            return Err("the token must be printable ASCII, without spaces".into());
         }
         Ok(token)
     }

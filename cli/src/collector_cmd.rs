@@ -78,7 +78,6 @@ pub fn run(config_path: Option<&Path>, args: CollectorArgs) -> anyhow::Result<()
             "keel collector: OTLP/HTTP http://{}/v1/metrics",
             running.otlp_http
         ));
-
         crate::up::say(&format!(
             "keel collector: PromQL API http://{}/api/v1/query",
             running.api

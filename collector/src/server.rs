@@ -492,6 +492,10 @@ pub async fn start(config: &CollectorConfig, clock: SharedClock) -> Result<Runni
         max_concurrent_batches: config.max_concurrent_batches,
     };
     let senders = config.auth.senders().map_err(ServeError::Auth)?;
+    // One check for every ingest route: the OTLP listeners and, on the
+    // API listener, remote write and log push.
+    let sender_check =
+        axum::middleware::from_fn_with_state(senders.clone(), keel_auth::senders::require_sender);
     let otlp_listener = bind(&config.host, config.otlp_http_port).await?;
     let grpc_listener = bind(&config.host, config.otlp_grpc_port).await?;
     let otlp_grpc = grpc_listener
@@ -509,10 +513,7 @@ pub async fn start(config: &CollectorConfig, clock: SharedClock) -> Result<Runni
         workers.clone(),
         telemetry.clone(),
     )
-    .layer(axum::middleware::from_fn_with_state(
-        senders.clone(),
-        keel_auth::senders::require_sender,
-    ));
+    .layer(sender_check.clone());
     tokio::spawn(async move {
         if let Err(e) = axum::serve(grpc_listener, grpc).await {
             tracing::error!(error = %e, "OTLP/gRPC listener stopped");
@@ -540,10 +541,7 @@ pub async fn start(config: &CollectorConfig, clock: SharedClock) -> Result<Runni
         workers.clone(),
         telemetry,
     )
-    .layer(axum::middleware::from_fn_with_state(
-        senders.clone(),
-        keel_auth::senders::require_sender,
-    ));
+    .layer(sender_check.clone());
     let library = keel_dashboards::Library::open(&dashboards_dir);
     library.watch(clock.clone(), std::time::Duration::from_secs(2));
     let gate = keel_promql::QueryGate::new(config.query.clone());
@@ -555,8 +553,6 @@ pub async fn start(config: &CollectorConfig, clock: SharedClock) -> Result<Runni
         state: state.as_ref().map(|(s, _)| s.clone()),
         clock: clock.clone(),
     };
-    let sender_check =
-        axum::middleware::from_fn_with_state(senders.clone(), keel_auth::senders::require_sender);
     let log_routes = keel_logindex::logs::api::routes(
         logs.clone(),
         clock.clone(),

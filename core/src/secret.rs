@@ -27,6 +27,39 @@ impl Secret {
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
     }
+
+    /// A bearer token given as this secret or as the first line of
+    /// `file` (the config's `{field}` and `{field}_file`): `None` when
+    /// neither is set. An error, naming the field, when both are, when
+    /// the file cannot be read, or when the token is not what an HTTP
+    /// header carries byte for byte (printable ASCII, no spaces: a pasted
+    /// `Bearer …` is refused here, not by the server).
+    pub fn token_or_file(
+        &self,
+        file: &std::path::Path,
+        field: &str,
+    ) -> Result<Option<String>, String> {
+        let token = match (self.is_empty(), file.as_os_str().is_empty()) {
+            (true, true) => return Ok(None),
+            (false, true) => self.0.trim().to_owned(),
+            (true, false) => std::fs::read_to_string(file)
+                .map_err(|e| format!("{field}_file: cannot read {}: {e}", file.display()))?
+                .lines()
+                .next()
+                .unwrap_or_default()
+                .trim()
+                .to_owned(),
+            (false, false) => {
+                return Err(format!("{field}: give {field} or {field}_file, not both"));
+            }
+        };
+        if token.is_empty() || !token.chars().all(|c| c.is_ascii_graphic()) {
+            return Err(format!(
+                "{field}: must be the token alone, printable ASCII without spaces"
+            ));
+        }
+        Ok(Some(token))
+    }
 }
 
 thread_local! {

@@ -64,6 +64,12 @@ const STACK_RED_ZONE: usize = 256 * 1024;
 /// Size of each such segment, allocated on the heap.
 const STACK_SEGMENT: usize = 4 * 1024 * 1024;
 
+/// Run one level of a recursive walk of the tree, on a new stack
+/// segment when this one runs low.
+fn deeper<R>(f: impl FnOnce() -> R) -> R {
+    stacker::maybe_grow(STACK_RED_ZONE, STACK_SEGMENT, f)
+}
+
 /// A process-wide cache: rules and panels ask the same things again and
 /// again (a rule group every second in replay), and building a regex's
 /// automaton or parsing a query costs more than evaluating it.
@@ -373,7 +379,7 @@ impl Ctx<'_> {
     /// A range vector from a matrix selector or a subquery, with the
     /// window `(start, end]` it covers.
     fn matrix(&mut self, e: &Expr, t: i64) -> Result<(Vec<RangeSeries>, i64, i64), EvalError> {
-        stacker::maybe_grow(STACK_RED_ZONE, STACK_SEGMENT, || self.matrix_node(e, t))
+        deeper(|| self.matrix_node(e, t))
     }
 
     fn matrix_node(&mut self, e: &Expr, t: i64) -> Result<(Vec<RangeSeries>, i64, i64), EvalError> {
@@ -448,7 +454,7 @@ impl Ctx<'_> {
     /// deep query (up to [`crate::MAX_NESTING`]) runs low on it: a debug
     /// build takes ~10–20 KiB a level, past a 2 MiB thread's at ~100.
     fn eval(&mut self, e: &Expr, t: i64) -> Result<Value, EvalError> {
-        stacker::maybe_grow(STACK_RED_ZONE, STACK_SEGMENT, || self.eval_node(e, t))
+        deeper(|| self.eval_node(e, t))
     }
 
     fn eval_node(&mut self, e: &Expr, t: i64) -> Result<Value, EvalError> {

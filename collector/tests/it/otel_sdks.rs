@@ -1,14 +1,11 @@
 //! Real OpenTelemetry SDK clients export to the collector unchanged, and
 //! the values come back through PromQL.
 
-use std::time::Duration;
-
 use crate::common::*;
 use opentelemetry::KeyValue;
 use opentelemetry::metrics::MeterProvider as _;
 use opentelemetry_otlp::{WithExportConfig, WithTonicConfig};
 use opentelemetry_sdk::Resource;
-use opentelemetry_sdk::metrics::{PeriodicReader, SdkMeterProvider};
 
 fn now_ms() -> u64 {
     std::time::SystemTime::now()
@@ -30,13 +27,7 @@ async fn the_rust_opentelemetry_otlp_exporter_sends_and_promql_reads_back() {
             .with_endpoint(endpoint)
             .build()
             .expect("exporter");
-        let reader = PeriodicReader::builder(exporter)
-            .with_interval(Duration::from_secs(3600))
-            .build();
-        let provider = SdkMeterProvider::builder()
-            .with_reader(reader)
-            .with_resource(Resource::builder().with_service_name("rust-shop").build())
-            .build();
+        let provider = crate::common::meter_provider(exporter, "rust-shop");
         let meter = provider.meter("keel-test");
         let counter = meter.u64_counter("orders.placed").build();
         counter.add(3, &[KeyValue::new("region", "eu")]);
@@ -342,13 +333,7 @@ async fn the_rust_exporter_over_grpc_with_gzip_sends_and_promql_reads_back() {
         .with_compression(opentelemetry_otlp::Compression::Gzip)
         .build()
         .expect("exporter");
-    let reader = PeriodicReader::builder(exporter)
-        .with_interval(Duration::from_secs(3600))
-        .build();
-    let provider = SdkMeterProvider::builder()
-        .with_reader(reader)
-        .with_resource(Resource::builder().with_service_name("grpc-shop").build())
-        .build();
+    let provider = crate::common::meter_provider(exporter, "grpc-shop");
     let meter = provider.meter("keel-test");
     meter
         .u64_counter("payments.failed")

@@ -3,7 +3,6 @@
 //! take the right one; reading stays open.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use crate::common::{config, gauge, point, query, request, samples};
 use keel_auth::{AuthConfig, SenderToken};
@@ -13,8 +12,6 @@ use keel_core::clock::{SharedClock, SystemClock};
 use keel_core::secret::Secret;
 use opentelemetry::metrics::MeterProvider;
 use opentelemetry_otlp::{WithExportConfig, WithTonicConfig};
-use opentelemetry_sdk::Resource;
-use opentelemetry_sdk::metrics::{PeriodicReader, SdkMeterProvider};
 use prost::Message;
 
 const TOKEN: &str = "edge-fleet-token-7f3a9c1e";
@@ -187,13 +184,7 @@ async fn otlp_grpc_needs_the_token_in_metadata() {
                 .with_metadata(metadata)
                 .build()
                 .expect("exporter");
-            let reader = PeriodicReader::builder(exporter)
-                .with_interval(Duration::from_secs(3600))
-                .build();
-            let provider = SdkMeterProvider::builder()
-                .with_reader(reader)
-                .with_resource(Resource::builder().with_service_name("grpc-edge").build())
-                .build();
+            let provider = crate::common::meter_provider(exporter, "grpc-edge");
             provider
                 .meter("keel-test")
                 .u64_counter("grpc.attempts")

@@ -8,7 +8,7 @@ use keel_core::stale::is_stale;
 use keel_series::labels::Labels;
 use promql_parser::parser::{AtModifier, Expr, VectorSelector};
 
-use super::{Ctx, STACK_RED_ZONE, STACK_SEGMENT, dur_ms, matchers, offset_ms};
+use super::{Ctx, deeper, dur_ms, matchers, offset_ms};
 use crate::EvalError;
 use crate::limits::EXECUTION;
 use crate::value::{RangeSeries, Sample};
@@ -18,9 +18,7 @@ impl Ctx<'_> {
     /// how far before an evaluation time the enclosing expressions reach
     /// (subqueries, offsets); `after` how far after (negative offsets).
     pub(super) fn plan(&mut self, e: &Expr, before: i64, after: i64) -> Result<(), EvalError> {
-        stacker::maybe_grow(STACK_RED_ZONE, STACK_SEGMENT, || {
-            self.plan_node(e, before, after)
-        })
+        deeper(|| self.plan_node(e, before, after))
     }
 
     fn plan_node(&mut self, e: &Expr, before: i64, after: i64) -> Result<(), EvalError> {

@@ -207,6 +207,25 @@ pub async fn poll_json(
     }
 }
 
+/// An SDK meter provider exporting through `exporter` as `service`, on
+/// demand only (its periodic reader waits an hour; tests flush it).
+pub fn meter_provider(
+    exporter: opentelemetry_otlp::MetricExporter,
+    service: &str,
+) -> opentelemetry_sdk::metrics::SdkMeterProvider {
+    let reader = opentelemetry_sdk::metrics::PeriodicReader::builder(exporter)
+        .with_interval(std::time::Duration::from_secs(3600))
+        .build();
+    opentelemetry_sdk::metrics::SdkMeterProvider::builder()
+        .with_reader(reader)
+        .with_resource(
+            opentelemetry_sdk::Resource::builder()
+                .with_service_name(service.to_owned())
+                .build(),
+        )
+        .build()
+}
+
 /// The collector's own metrics (`GET /metrics`), as text.
 pub async fn own_metrics(api: std::net::SocketAddr) -> String {
     reqwest::get(format!("http://{api}/metrics"))
