@@ -26,8 +26,12 @@ pub struct AgentConfig {
     pub hostname: String,
     /// Where the disk buffer lives.
     pub data_dir: PathBuf,
-    /// Address of the agent's own `/metrics` and `/status` (port 0: any free).
+    /// Address of the agent's own `/metrics` and `/status` (port 0: any
+    /// free), and of the failover role's endpoints.
     pub listen: String,
+    /// Listen on an address other machines reach although Keel cannot
+    /// serve TLS yet: must be said in so many words.
+    pub insecure: bool,
     /// Address of the local OTLP/HTTP receiver apps on this host export
     /// to (empty: none).
     pub otlp_receiver: String,
@@ -225,6 +229,7 @@ impl Default for AgentConfig {
             hostname: String::new(),
             data_dir: PathBuf::from("keel-data/agent"),
             listen: "127.0.0.1:9465".into(),
+            insecure: false,
             otlp_receiver: "127.0.0.1:4319".into(),
             buffer: BufferConfig::default(),
             retry: RetryConfig::default(),
@@ -371,11 +376,33 @@ impl Validate for AgentConfig {
         if let Err(e) = self.collector_token() {
             problems.push(e);
         }
-        if self.listen.parse::<std::net::SocketAddr>().is_err() {
-            problems.push(format!(
+        match self.listen.parse::<std::net::SocketAddr>() {
+            Err(_) => problems.push(format!(
                 "agent.listen: {:?} is not an address such as 127.0.0.1:9465",
                 self.listen
-            ));
+            )),
+            // Safe by default: the failover role's actions stop, start and
+            // promote PostgreSQL, and Keel cannot serve TLS yet.
+            Ok(a) if !a.ip().is_loopback() => {
+                if let Some(f) = &self.failover
+                    && matches!(f.token(), Ok(None))
+                {
+                    problems.push(format!(
+                        "agent.failover.token: agent.listen {} is reachable from other machines, \
+                         so the failover actions need a token (and the controller's \
+                         controller.failover[].agent_token the same)",
+                        self.listen
+                    ));
+                }
+                if !self.insecure {
+                    problems.push(format!(
+                        "agent.listen: {} is reachable from other machines, and Keel cannot serve \
+                         TLS yet: listen on 127.0.0.1, or set agent.insecure: true to accept that",
+                        self.listen
+                    ));
+                }
+            }
+            Ok(_) => {}
         }
         if !self.otlp_receiver.is_empty()
             && self.otlp_receiver.parse::<std::net::SocketAddr>().is_err()
@@ -529,6 +556,66 @@ mod tests {
         assert!(
             !json.contains("inline") && json.contains("<redacted>"),
             "{json}"
+        );
+    }
+
+    #[test]
+    fn a_listen_address_others_reach_needs_insecure_and_a_failover_token() {
+        let mut c = AgentConfig {
+            listen: "0.0.0.0:9465".into(),
+            ..AgentConfig::default()
+        };
+        let mut problems = Vec::new();
+        c.validate(&mut problems);
+        assert!(
+            problems
+                .iter()
+                .any(|p| p.starts_with("agent.listen: 0.0.0.0:9465 is reachable")
+                    && p.contains("agent.insecure: true")),
+            "{problems:?}"
+        );
+        c.insecure = true;
+        let role = |token: &str| crate::pgrole::PgRoleConfig {
+            member: "pg-1".into(),
+            data_directory: "/var/lib/postgresql/15/main".into(),
+            bin_directory: "/".into(),
+            config_file: None,
+            port: 5432,
+            host: "127.0.0.1".into(),
+            user: "postgres".into(),
+            run_as: String::new(),
+            log_file: None,
+            start: crate::pgrole::StartPolicy::Never,
+            token: keel_core::secret::Secret::new(token),
+            token_file: PathBuf::new(),
+        };
+        c.failover = Some(role(""));
+        let mut problems = Vec::new();
+        c.validate(&mut problems);
+        let about_listen: Vec<&String> = problems
+            .iter()
+            .filter(|p| p.contains("listen") || p.contains("token"))
+            .collect();
+        assert_eq!(about_listen.len(), 1, "{problems:?}");
+        assert!(
+            about_listen[0].starts_with("agent.failover.token: agent.listen 0.0.0.0:9465"),
+            "{problems:?}"
+        );
+        c.failover = Some(role("short"));
+        let mut problems = Vec::new();
+        c.validate(&mut problems);
+        assert!(
+            problems.iter().any(|p| p.contains("shorter than 16")),
+            "{problems:?}"
+        );
+        c.failover = Some(role("a-long-enough-agent-token"));
+        let mut problems = Vec::new();
+        c.validate(&mut problems);
+        assert!(
+            !problems
+                .iter()
+                .any(|p| p.contains("listen") || p.contains("token")),
+            "{problems:?}"
         );
     }
 }

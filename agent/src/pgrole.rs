@@ -70,6 +70,15 @@ pub struct PgRoleConfig {
     /// `never` leaves it to the controller.
     #[serde(default = "default_start")]
     pub start: StartPolicy,
+    /// The token the controller presents (`Authorization: Bearer …`) to
+    /// act (stop, start, follow, rejoin, promote); the controller's
+    /// `controller.failover[].agent_token`. Required when `agent.listen`
+    /// is reachable from other machines. Give this or `token_file`.
+    #[serde(default)]
+    pub token: keel_core::secret::Secret,
+    /// A file whose first line is the token.
+    #[serde(default)]
+    pub token_file: PathBuf,
 }
 
 /// What the agent starts by itself.
@@ -101,6 +110,12 @@ fn default_start() -> StartPolicy {
 }
 
 impl PgRoleConfig {
+    /// The token actions need, from the config or its file (none: open,
+    /// as on a loopback-only agent).
+    pub fn token(&self) -> Result<Option<String>, String> {
+        self.token.token_or_file(&self.token_file, "token")
+    }
+
     /// Every problem, under `agent.failover`.
     pub fn validate(&self, problems: &mut Vec<String>) {
         if self.member.trim().is_empty() {
@@ -123,6 +138,12 @@ impl PgRoleConfig {
         }
         if self.port == 0 {
             problems.push("agent.failover.port: must not be 0".into());
+        }
+        match self.token() {
+            Err(e) => problems.push(format!("agent.failover.{e}")),
+            Ok(Some(t)) if t.len() < 16 => problems
+                .push("agent.failover.token: the token is shorter than 16 characters".into()),
+            Ok(_) => {}
         }
         if !self.run_as.is_empty()
             && nix::unistd::User::from_name(&self.run_as)
@@ -152,6 +173,8 @@ pub struct PgState {
 /// The role, running.
 pub struct PgRole {
     cfg: PgRoleConfig,
+    /// The token actions need (validated at config load; none: open).
+    token: Option<String>,
     /// One action at a time.
     acting: tokio::sync::Mutex<()>,
 }
@@ -176,6 +199,7 @@ impl PgRole {
     /// The role for `cfg`; starts PostgreSQL now if its start policy says so.
     pub async fn start(cfg: PgRoleConfig) -> Arc<Self> {
         let me = Arc::new(Self {
+            token: cfg.token().ok().flatten(),
             cfg,
             acting: tokio::sync::Mutex::new(()),
         });
@@ -208,7 +232,13 @@ impl PgRole {
             .route("/replica", get(replica))
             .route("/health", get(health))
             .route("/api/v1/failover/state", get(state))
-            .route("/api/v1/failover/{action}", post(act))
+            .route(
+                "/api/v1/failover/{action}",
+                post(act).route_layer(axum::middleware::from_fn_with_state(
+                    self.clone(),
+                    require_token,
+                )),
+            )
             .with_state(self.clone())
     }
 
@@ -584,6 +614,44 @@ async fn health(State(r): State<Arc<PgRole>>) -> Response {
 
 async fn state(State(r): State<Arc<PgRole>>) -> Json<PgState> {
     Json(r.state())
+}
+
+/// An action needs the configured token (none configured: open).
+async fn require_token(
+    State(r): State<Arc<PgRole>>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let Some(want) = &r.token else {
+        return next.run(req).await;
+    };
+    let given = req
+        .headers()
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map(|(_, t)| t.trim().as_bytes());
+    // Compared without an early exit, so the time says nothing of how
+    // much of a guess was right.
+    let same = given.is_some_and(|g| {
+        g.len() == want.len()
+            && g.iter()
+                .zip(want.as_bytes())
+                .fold(0u8, |a, (x, y)| a | (x ^ y))
+                == 0
+    });
+    if same {
+        next.run(req).await
+    } else {
+        tracing::warn!(member = %r.cfg.member, "a failover action without the agent's token was refused");
+        (
+            StatusCode::UNAUTHORIZED,
+            [(axum::http::header::WWW_AUTHENTICATE, "Bearer realm=\"keel-agent\"")],
+            Json(serde_json::json!({"error": "this agent's failover actions need its token (controller.failover[].agent_token)"})),
+        )
+            .into_response()
+    }
 }
 
 async fn act(

@@ -16,6 +16,8 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use keel_core::secret::Secret;
 use serde::{Deserialize, Serialize};
+
+use crate::config::AuthConfig;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
@@ -34,33 +36,7 @@ pub struct SenderToken {
     pub token_file: PathBuf,
 }
 
-/// The `collector.auth` section.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct AuthConfig {
-    /// Tokens senders present on ingest: OTLP/HTTP, OTLP/gRPC, remote
-    /// write (`/api/v1/write`) and the log push API (`/api/v1/logs`).
-    /// Empty: ingest takes data from anyone who can reach it.
-    pub senders: Vec<SenderToken>,
-}
-
 impl AuthConfig {
-    /// Every problem with the section, each naming its place under `at`.
-    pub fn validate(&self, at: &str, problems: &mut Vec<String>) {
-        let mut names = std::collections::BTreeSet::new();
-        for (i, s) in self.senders.iter().enumerate() {
-            let here = format!("{at}.senders[{i}]");
-            if s.name.trim().is_empty() {
-                problems.push(format!("{here}.name: give the sender a name"));
-            } else if !names.insert(s.name.as_str()) {
-                problems.push(format!("{here}.name: {:?} is named twice", s.name));
-            }
-            if let Err(e) = s.read() {
-                problems.push(format!("{here}: {e}"));
-            }
-        }
-    }
-
     /// The configured tokens, read and hashed.
     pub fn senders(&self) -> Result<Senders, String> {
         let mut tokens = Vec::with_capacity(self.senders.len());
@@ -357,6 +333,7 @@ mod tests {
                     ..Default::default()
                 },
             ],
+            ..Default::default()
         };
         let mut problems = Vec::new();
         config.validate("collector.auth", &mut problems);
@@ -372,6 +349,7 @@ mod tests {
         // The file's token is the one in force.
         let senders = AuthConfig {
             senders: config.senders[..1].to_vec(),
+            ..Default::default()
         }
         .senders()
         .expect("reads");

@@ -95,7 +95,9 @@ agent:
                                #   (collector.auth.senders); "": none
   hostname: ""                 # host.name on everything sent; "": this machine's hostname
   data_dir: {data_dir}         # the disk buffer of unsent batches
-  listen: 127.0.0.1:9465       # the agent's /metrics and /status (keel agent status)
+  listen: 127.0.0.1:9465       # the agent's /metrics and /status (keel agent status); another
+                               #   machine's reach needs insecure: true (no TLS yet)
+  insecure: false
   otlp_receiver: 127.0.0.1:4319  # apps on this host export OTLP/HTTP here ("": none)
   buffer:
     max_bytes: 268435456       # past this the oldest unsent batches are dropped, and counted

@@ -147,6 +147,8 @@ async fn bench(args: FailoverBenchArgs) -> anyhow::Result<()> {
         anti_flapping: Duration::ZERO,
         repoint: None,
         pause_policies: Vec::new(),
+        agent_token: Default::default(),
+        agent_token_file: Default::default(),
     };
     let cc = ControllerConfig {
         failover: vec![target],

@@ -122,7 +122,7 @@ pub fn query(args: QueryArgs) -> anyhow::Result<()> {
         .enable_all()
         .build()?;
     runtime.block_on(async move {
-        let client = reqwest::Client::new();
+        let client = crate::api_client::client();
         let base = args.url.trim_end_matches('/');
         let req = match args.range {
             Some(range) => {

@@ -36,7 +36,7 @@ pub fn run(a: EventsArgs) -> anyhow::Result<()> {
         query.push(("subject", s.clone()));
     }
     let v = crate::silence_cmd::call(
-        reqwest::Client::new()
+        crate::api_client::client()
             .get(format!("{}/api/v1/events", a.url.trim_end_matches('/')))
             .query(&query),
     )?;

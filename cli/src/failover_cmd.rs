@@ -85,7 +85,7 @@ fn show_status(list: &[Value]) {
 
 fn act(path: &str, t: Target) -> anyhow::Result<()> {
     let v = crate::silence_cmd::call(
-        reqwest::Client::new()
+        crate::api_client::client()
             .post(format!("{}/api/v1/{path}", t.url.trim_end_matches('/')))
             .json(&json!({"target": t.target, "to": t.to})),
     )?;
@@ -128,7 +128,7 @@ pub fn failover(a: FailoverArgs) -> anyhow::Result<()> {
     match a.command {
         Some(FailoverCommand::Status { json, url }) => {
             let v = crate::silence_cmd::call(
-                reqwest::Client::new()
+                crate::api_client::client()
                     .get(format!("{}/api/v1/failover", url.trim_end_matches('/'))),
             )?;
             let list = v["data"].as_array().cloned().unwrap_or_default();

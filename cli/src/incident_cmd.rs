@@ -96,7 +96,7 @@ pub fn parse_time(s: &str, now_ms: i64) -> anyhow::Result<i64> {
 
 /// Run `keel incident …`.
 pub fn run(command: IncidentCommand) -> anyhow::Result<()> {
-    let http = reqwest::Client::new();
+    let http = crate::api_client::client();
     let now = keel_core::clock::unix_ms(std::time::SystemTime::now());
     match command {
         IncidentCommand::Record {

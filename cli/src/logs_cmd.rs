@@ -99,7 +99,7 @@ pub fn run(args: LogsArgs) -> anyhow::Result<()> {
         .enable_all()
         .build()?;
     runtime.block_on(async move {
-        let client = reqwest::Client::new();
+        let client = crate::api_client::client();
         let base = args.url.trim_end_matches('/');
         let print = |r: &Value| -> anyhow::Result<()> {
             if args.json {

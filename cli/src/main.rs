@@ -10,6 +10,7 @@
 //!   supervisor; hidden).
 
 mod agent_cmd;
+mod api_client;
 mod bench;
 mod bench_agent;
 mod bench_alerts;
@@ -32,6 +33,7 @@ mod failover_cmd;
 mod incident_cmd;
 mod load_cmd;
 mod logs_cmd;
+mod people_cmd;
 mod rules_cmd;
 mod scenario;
 mod silence_cmd;
@@ -90,6 +92,16 @@ enum Command {
     },
     /// Acknowledge firing alerts (no more repeats until they resolve).
     Ack(silence_cmd::AckArgs),
+    /// People who log in: `keel user add|list|remove|passwd`.
+    User {
+        #[command(subcommand)]
+        command: people_cmd::UserCommand,
+    },
+    /// API tokens: `keel token create|list|revoke`.
+    Token {
+        #[command(subcommand)]
+        command: people_cmd::TokenCommand,
+    },
     /// The controller's events: each autoscaling decision, explained.
     Events(events_cmd::EventsArgs),
     /// Database failover: `keel failover status`, `keel failover [--to MEMBER]` (now).
@@ -190,6 +202,8 @@ fn main() -> ExitCode {
         Command::Rules { command } => rules_cmd::run(command),
         Command::Silence { command } => silence_cmd::run(command),
         Command::Events(args) => events_cmd::run(args),
+        Command::User { command } => people_cmd::user(cli.config.as_deref(), command),
+        Command::Token { command } => people_cmd::token(cli.config.as_deref(), command),
         Command::Failover(args) => failover_cmd::failover(args),
         Command::Switchover(args) => failover_cmd::switchover(args),
         Command::Ack(args) => silence_cmd::ack(args),

@@ -81,7 +81,7 @@ pub fn time(ms: i64) -> String {
 }
 
 pub fn run(command: SilenceCommand) -> anyhow::Result<()> {
-    let http = reqwest::Client::new();
+    let http = crate::api_client::client();
     match command {
         SilenceCommand::Add {
             matchers,
@@ -141,7 +141,7 @@ pub fn run(command: SilenceCommand) -> anyhow::Result<()> {
 
 pub fn ack(args: AckArgs) -> anyhow::Result<()> {
     let v = call(
-        reqwest::Client::new()
+        crate::api_client::client()
             .post(format!("{}/api/v1/alerts/ack", args.url))
             .json(&json!({"matchers": args.matchers})),
     )?;

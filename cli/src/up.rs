@@ -317,6 +317,8 @@ fn shipped_failover(
         anti_flapping: std::time::Duration::from_secs(300),
         repoint: None,
         pause_policies: Vec::new(),
+        agent_token: Default::default(),
+        agent_token_file: Default::default(),
     }
 }
 
@@ -419,10 +421,41 @@ pub async fn start_controller(
         .await
         .with_context(|| format!("controller.listen {}", config.listen))?;
     let addr = listener.local_addr()?;
-    let app = keel_controller::api::routes(c.clone(), clock);
+    let app: axum::Router = controller_routes(c.clone(), clock, &collector.access).into();
     tokio::spawn(async move { axum::serve(listener, app).await });
     tokio::spawn(c.clone().run());
     Ok((addr, c))
+}
+
+/// The controller's API behind the collector's people guard (its users,
+/// sessions and audit): reading events and failover state needs a viewer,
+/// a failover or switchover an admin.
+pub fn controller_routes(
+    c: std::sync::Arc<keel_controller::Controller>,
+    clock: keel_core::clock::SharedClock,
+    access: &keel_auth::Access,
+) -> keel_http::Routes {
+    let access = access.with_routes(controller_need);
+    keel_controller::api::routes(c, clock).map(|r| {
+        r.route_layer(axum::middleware::from_fn_with_state(
+            access,
+            keel_auth::access::guard,
+        ))
+    })
+}
+
+/// What each route of the controller's API needs.
+pub fn controller_need(method: &axum::http::Method, _route: &str) -> keel_auth::Need {
+    use axum::http::Method;
+    let read = matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS);
+    keel_auth::Need::Role {
+        role: if read {
+            keel_auth::Role::Viewer
+        } else {
+            keel_auth::Role::Admin
+        },
+        change: !read,
+    }
 }
 
 /// The sample app's shipped rules (rules/shop.yml, built in).
@@ -472,7 +505,8 @@ fn tracing_subscriber_init() {
 }
 
 /// Who can reach the collector, for the banners: loopback only, or
-/// (said loudly) open to the network by `collector.insecure`.
+/// (said loudly) open to the network by `collector.insecure`; whether
+/// people log in; whether ingest wants a sender token.
 pub fn access(c: &keel_collector::server::CollectorConfig) -> String {
     let senders = if c.auth.senders.is_empty() {
         "ingest takes data without a token".to_owned()
@@ -482,17 +516,117 @@ pub fn access(c: &keel_collector::server::CollectorConfig) -> String {
             c.auth.senders.len()
         )
     };
+    let login = if c.auth.login {
+        "login required (keel user add, keel token create)"
+    } else {
+        "no login"
+    };
     let loopback = c
         .host
         .parse::<std::net::IpAddr>()
         .is_ok_and(|ip| ip.is_loopback());
     if loopback {
-        format!("loopback only ({}), no login; {senders}", c.host)
+        format!("loopback only ({}), {login}; {senders}", c.host)
     } else {
         format!(
-            "INSECURE: {} is reachable from other machines with no login or TLS on the API \
+            "INSECURE: {} is reachable from other machines with {} on the API \
              (collector.insecure: true); {senders}",
-            c.host
+            c.host,
+            if c.auth.login {
+                "no TLS"
+            } else {
+                "no login or TLS"
+            }
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use axum::http::Method;
+    use keel_auth::{Access, AuthConfig, Directory, Role};
+
+    struct NoMetrics;
+
+    impl keel_controller::run::MetricSource for NoMetrics {
+        fn instant(&self, _: &str, _: i64) -> Result<keel_controller::run::Samples, String> {
+            Ok(Vec::new())
+        }
+    }
+
+    /// Every route of the controller's API, walked: no token or a
+    /// viewer's on a failover is refused; a viewer reads, an admin acts.
+    #[tokio::test]
+    async fn the_controllers_api_wants_a_viewer_to_read_and_an_admin_to_fail_over() {
+        let clock: keel_core::clock::SharedClock = Arc::new(keel_core::clock::SystemClock);
+        let store = Arc::new(
+            keel_state::StateStore::open("sqlite::memory:")
+                .await
+                .expect("store"),
+        );
+        let dir = Directory::new(store);
+        let now = clock.now_ms();
+        let viewer = dir
+            .create_token("v", Role::Viewer, None, "test", now)
+            .await
+            .expect("token")
+            .0;
+        let admin = dir
+            .create_token("a", Role::Admin, None, "test", now)
+            .await
+            .expect("token")
+            .0;
+        let config = AuthConfig {
+            login: true,
+            ..Default::default()
+        };
+        let access = Access::new(
+            &config,
+            Some(dir),
+            clock.clone(),
+            keel_collector::access::need,
+        )
+        .expect("access");
+        let c = keel_controller::Controller::new(
+            &keel_controller::ControllerConfig::default(),
+            Arc::new(NoMetrics),
+            clock.clone(),
+            None,
+        );
+        let (router, paths) = super::controller_routes(c, clock, &access).into_parts();
+        assert_eq!(paths.len(), 3, "{paths:?}");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        tokio::spawn(async move { axum::serve(listener, router).await });
+        let http = reqwest::Client::new();
+        let send = |m: Method, path: String, token: Option<String>| {
+            let mut r = http.request(m, format!("http://{addr}{path}"));
+            if let Some(t) = token {
+                r = r.bearer_auth(t);
+            }
+            async move { r.send().await.expect("answer").status().as_u16() }
+        };
+        for path in &paths {
+            for m in [Method::GET, Method::POST, Method::DELETE] {
+                let s = send(m.clone(), path.clone(), None).await;
+                assert!(s == 401 || s == 405, "{m} {path} with no token: {s}");
+                if m != Method::GET {
+                    let s = send(m.clone(), path.clone(), Some(viewer.clone())).await;
+                    assert!(s == 403 || s == 405, "{m} {path} as a viewer: {s}");
+                }
+            }
+        }
+        assert_eq!(
+            send(Method::GET, "/api/v1/events".into(), Some(viewer)).await,
+            200
+        );
+        // No failover target: the admin gets through to the controller's
+        // own refusal, not the guard's.
+        let s = send(Method::POST, "/api/v1/failover".into(), Some(admin)).await;
+        assert!(s != 401 && s != 403, "{s}");
     }
 }

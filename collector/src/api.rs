@@ -3,7 +3,6 @@
 
 use std::sync::Arc;
 
-use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{Path, RawQuery, State};
 use axum::http::HeaderMap;
@@ -26,8 +25,8 @@ struct Api {
 }
 
 /// The API routes; queries go through `gate` (its limits and slots).
-pub fn routes(store: Arc<Store>, clock: SharedClock, gate: QueryGate) -> Router {
-    Router::new()
+pub fn routes(store: Arc<Store>, clock: SharedClock, gate: QueryGate) -> keel_http::Routes {
+    keel_http::Routes::new()
         .route("/api/v1/query", get(query).post(query))
         .route("/api/v1/query_range", get(query_range).post(query_range))
         .route("/api/v1/series", get(series).post(series))
@@ -35,7 +34,7 @@ pub fn routes(store: Arc<Store>, clock: SharedClock, gate: QueryGate) -> Router 
         .route("/api/v1/label/{name}/values", get(label_values))
         .route("/api/v1/status/buildinfo", get(buildinfo))
         .route("/api/v1/status/keel", get(keel_status))
-        .with_state(Api { store, clock, gate })
+        .map(|r| r.with_state(Api { store, clock, gate }))
 }
 
 fn metric_json(l: &Labels) -> Json {

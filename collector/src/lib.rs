@@ -5,6 +5,7 @@
 //!   OTLP → Prometheus series mapping, and Prometheus remote write;
 //! - [`api`]: Prometheus' HTTP query API (`/api/v1/query`, `series`,
 //!   `labels`, …) over the metric store and the PromQL engine;
+//! - [`access`]: what each API route needs (the people guard's table);
 //! - [`limits`]: what clients can make the collector hold;
 //! - [`own_metrics`]: the collector's own counters at `/metrics`;
 //! - [`server`]: the collector's configuration and one process serving
@@ -16,6 +17,7 @@
 //! Nothing in the workspace below it depends on it: only the `keel`
 //! binary and the tests that start a whole collector.
 
+pub mod access;
 pub mod api;
 pub mod ingest;
 pub mod limits;

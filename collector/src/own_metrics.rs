@@ -5,7 +5,6 @@
 use std::fmt::Write as _;
 use std::sync::Arc;
 
-use axum::Router;
 use axum::extract::State;
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
@@ -29,10 +28,10 @@ pub struct Own {
 }
 
 /// The route.
-pub fn routes(own: Own) -> Router {
-    Router::new()
+pub fn routes(own: Own) -> keel_http::Routes {
+    keel_http::Routes::new()
         .route("/metrics", get(metrics))
-        .with_state(own)
+        .map(|r| r.with_state(own))
 }
 
 /// Escape a label value for the text format.

@@ -94,10 +94,12 @@ pub struct CollectorConfig {
     pub query: keel_promql::QueryLimits,
     /// What clients can make the collector hold.
     pub limits: Limits,
-    /// Who may send: the tokens ingest requires (none: ingest is open).
+    /// Who may send (the tokens ingest requires; none: ingest is open)
+    /// and how people log in to the API and the pages.
     pub auth: keel_auth::AuthConfig,
     /// Bind an address other machines reach although Keel cannot yet
-    /// require a login or TLS on the API: must be said in so many words.
+    /// serve TLS (and, without `auth.login`, with no login either): must
+    /// be said in so many words.
     pub insecure: bool,
 }
 
@@ -144,14 +146,19 @@ impl keel_core::config::Validate for CollectorConfig {
                 "collector.host: {:?} is not an IP address",
                 self.host
             )),
-            // Safe by default: the API's writes (silences, acks, rule
-            // reloads, incidents) are open until logins and roles exist.
+            // Safe by default: another machine reaching the API needs a
+            // login, and passwords and tokens need TLS, which Keel cannot
+            // serve yet.
             Ok(ip) if !ip.is_loopback() && !self.insecure => problems.push(format!(
-                "collector.host: {} is reachable from other machines, and Keel cannot yet \
-                 require a login or TLS on its API (silences, acks, rule reloads and incidents \
-                 would be open to anyone who reaches it): bind 127.0.0.1, or set \
-                 collector.insecure: true to accept that",
-                self.host
+                "collector.host: {} is reachable from other machines, which needs {}TLS on the \
+                 API, and Keel cannot serve TLS yet (passwords and tokens would cross the \
+                 network in clear): bind 127.0.0.1, or set collector.insecure: true to accept that",
+                self.host,
+                if self.auth.login {
+                    ""
+                } else {
+                    "collector.auth.login: true and "
+                }
             )),
             Ok(_) => {}
         }
@@ -201,6 +208,11 @@ impl keel_core::config::Validate for CollectorConfig {
         self.query.validate("collector.query", problems);
         self.limits.validate(problems);
         self.auth.validate("collector.auth", problems);
+        if self.auth.login && self.state == "none" {
+            problems.push(
+                "collector.auth.login: users and tokens are kept in the state store, and collector.state is none".into(),
+            );
+        }
     }
 }
 
@@ -375,6 +387,13 @@ pub struct Running {
     pub incidents: Arc<keel_incident::Incidents>,
     /// The state store and its writer (none: `collector.state: none`).
     pub state: Option<(Arc<keel_state::StateStore>, keel_state::Writer)>,
+    /// The API listener's routes people use (behind the people guard).
+    pub people_routes: Vec<String>,
+    /// The API listener's ingest routes (behind the sender check).
+    pub ingest_routes: Vec<String>,
+    /// The people guard (its users, sessions and audit), for other
+    /// listeners of the same process (the controller's API).
+    pub access: keel_auth::Access,
 }
 
 async fn bind(host: &str, port: u16) -> Result<tokio::net::TcpListener, ServeError> {
@@ -560,7 +579,18 @@ pub async fn start(config: &CollectorConfig, clock: SharedClock) -> Result<Runni
         config.max_body_bytes,
         config.limits.records(),
     );
-    let api_routes = crate::api::routes(store.clone(), clock.clone(), gate.clone())
+    let access = keel_auth::Access::new(
+        &config.auth,
+        state
+            .as_ref()
+            .map(|(s, _)| keel_auth::Directory::new(s.clone())),
+        clock.clone(),
+        crate::access::need,
+    )
+    .map_err(ServeError::Auth)?;
+    // Every route people use goes through one guard (a route_layer, so
+    // it sees each route's pattern): Host, Origin, who, role, audit.
+    let people = crate::api::routes(store.clone(), clock.clone(), gate.clone())
         .merge(crate::own_metrics::routes(crate::own_metrics::Own {
             notifier: notifier.clone(),
             gate,
@@ -570,20 +600,6 @@ pub async fn start(config: &CollectorConfig, clock: SharedClock) -> Result<Runni
         }))
         .merge(keel_dashboards::api::routes(dashboards))
         .merge(keel_dashboards::assets::routes())
-        // Remote write and log push are ingest: they take a sender token
-        // as OTLP does (route_layer: only these routes); the rest of the
-        // API does not check one.
-        .merge(
-            crate::ingest::remote_write::routes(
-                store.clone(),
-                config.max_body_bytes,
-                config.max_decoded_bytes,
-                workers.clone(),
-                stats.clone(),
-            )
-            .route_layer(sender_check.clone()),
-        )
-        .merge(log_routes.push.route_layer(sender_check))
         .merge(log_routes.read)
         .merge(keel_logindex::traces::api::routes(
             spans.clone(),
@@ -597,17 +613,42 @@ pub async fn start(config: &CollectorConfig, clock: SharedClock) -> Result<Runni
             state.as_ref().map(|(s, _)| s.clone()),
             clock.clone(),
         ))
+        .merge(keel_auth::api::routes(access.clone()))
+        .map(|r| {
+            r.route_layer(axum::middleware::from_fn_with_state(
+                access.clone(),
+                keel_auth::access::guard,
+            ))
+        });
+    // Remote write and log push are ingest: they take a sender token as
+    // OTLP does, not a person's login.
+    let ingest_api = crate::ingest::remote_write::routes(
+        store.clone(),
+        config.max_body_bytes,
+        config.max_decoded_bytes,
+        workers.clone(),
+        stats.clone(),
+    )
+    .merge(log_routes.push)
+    .map(|r| r.route_layer(sender_check));
+    let people_routes = people.paths().to_vec();
+    let ingest_routes = ingest_api.paths().to_vec();
+    let api_routes: axum::Router = people
+        .merge(ingest_api)
         // JSON gzipped for clients that accept it, as Prometheus does
         // (Grafana's range queries and the pages' panels are mostly
         // repetition); the pages' files come compressed already.
-        .layer(axum::middleware::from_fn(keel_http::gzip::json));
+        .map(|r| r.layer(axum::middleware::from_fn(keel_http::gzip::json)))
+        .into();
     tokio::spawn(async move {
         if let Err(e) = axum::serve(otlp_listener, ingest).await {
             tracing::error!(error = %e, "OTLP/HTTP listener stopped");
         }
     });
     tokio::spawn(async move {
-        if let Err(e) = axum::serve(api_listener, api_routes).await {
+        // The peer's address: whether a proxy's SSO header is believed.
+        let app = api_routes.into_make_service_with_connect_info::<SocketAddr>();
+        if let Err(e) = axum::serve(api_listener, app).await {
             tracing::error!(error = %e, "API listener stopped");
         }
     });
@@ -625,6 +666,9 @@ pub async fn start(config: &CollectorConfig, clock: SharedClock) -> Result<Runni
         marks,
         incidents,
         state,
+        people_routes,
+        ingest_routes,
+        access,
     })
 }
 

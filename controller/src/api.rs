@@ -13,7 +13,6 @@
 
 use std::sync::Arc;
 
-use axum::Router;
 use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -29,12 +28,12 @@ struct Params {
 }
 
 /// The routes.
-pub fn routes(c: Arc<Controller>, clock: keel_core::clock::SharedClock) -> Router {
-    Router::new()
+pub fn routes(c: Arc<Controller>, clock: keel_core::clock::SharedClock) -> keel_http::Routes {
+    keel_http::Routes::new()
         .route("/api/v1/events", get(events))
         .route("/api/v1/failover", get(failover_status).post(failover))
         .route("/api/v1/switchover", post(switchover))
-        .with_state((c, clock))
+        .map(|r| r.with_state((c, clock)))
 }
 
 type St = State<(Arc<Controller>, keel_core::clock::SharedClock)>;

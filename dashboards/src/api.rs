@@ -6,7 +6,6 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{Path, RawQuery, State};
 use axum::http::{HeaderMap, StatusCode};
@@ -41,8 +40,8 @@ pub struct DashboardApi {
 }
 
 /// The routes.
-pub fn routes(api: DashboardApi) -> Router {
-    Router::new()
+pub fn routes(api: DashboardApi) -> keel_http::Routes {
+    keel_http::Routes::new()
         .route("/api/v1/dashboards", get(list))
         .route("/api/v1/dashboards/{uid}", get(one))
         .route("/api/v1/dashboards/{uid}/variables", get(variables))
@@ -50,7 +49,7 @@ pub fn routes(api: DashboardApi) -> Router {
         .route("/api/v1/panels/data", post(adhoc_data))
         .route("/api/v1/panels/export", post(export))
         .route("/api/v1/events", get(events))
-        .with_state(api)
+        .map(|r| r.with_state(api))
 }
 
 async fn list(State(api): State<DashboardApi>) -> Response {

@@ -5,7 +5,6 @@
 
 use std::sync::OnceLock;
 
-use axum::Router;
 use axum::extract::Path;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Redirect, Response};
@@ -41,8 +40,8 @@ const FILES: [(&str, &str, &str); 5] = [
 ];
 
 /// The routes.
-pub fn routes() -> Router {
-    Router::new()
+pub fn routes() -> keel_http::Routes {
+    keel_http::Routes::new()
         .route("/", get(|| async { Redirect::temporary("/ui/") }))
         .route("/ui", get(|| async { Redirect::permanent("/ui/") }))
         .route(

@@ -11,6 +11,12 @@ const RANGES = { "5m": 3e5, "15m": 9e5, "1h": 36e5, "6h": 216e5, "12h": 432e5, "
 const QUIET_KINDS = new Set(["decision"]);
 
 let refreshTimer = null;
+// Who is looking ({login, user, role, csrf}, from /api/v1/session): a
+// viewer sees no buttons that change anything; changes echo the CSRF token.
+let me = { login: false, user: null, role: "admin", csrf: null };
+const RANK = { viewer: 0, editor: 1, admin: 2 };
+/** Whether the person looking has at least `role`. */
+function can(role) { return me.user !== null && RANK[me.role] >= RANK[role]; }
 let generation = 0; // bumps on every render, so late answers of an old view are dropped
 
 // ---- URL state -------------------------------------------------------------
@@ -92,8 +98,15 @@ window.addEventListener("popstate", render);
 
 // ---- helpers ---------------------------------------------------------------
 
-async function api(path, opts) {
+async function api(path, opts = {}) {
+  const method = (opts.method || "GET").toUpperCase();
+  if (method !== "GET" && me.csrf) opts = { ...opts, headers: { ...(opts.headers || {}), "x-keel-csrf": me.csrf } };
   const r = await fetch(path, opts);
+  if (r.status === 401 && me.login && !path.startsWith("/api/v1/login")) {
+    me.user = null;
+    loginPage();
+    throw new Error("Log in to go on.");
+  }
   let body = null;
   try { body = await r.json(); } catch { /* not JSON */ }
   if (!r.ok || (body && body.status === "error")) {
@@ -583,6 +596,7 @@ function panelRows(d, values, width, base, jobs, gen) {
 
 /** Record the dashboard's time range as an incident bundle. */
 function recordButton() {
+  if (!can("editor")) return null;
   const { start, end } = timeRange();
   const stamp = new Date(end).toISOString().slice(0, 16).replace(/[-:T]/g, "");
   const name = h("input", { id: "incident-name", value: `incident-${stamp}`, size: 28 });
@@ -693,9 +707,10 @@ async function incidentPage(name) {
     h("div", { class: "vars" }, "At ", label, " ", slider, " ", picker),
     ...rows,
     lists,
-    h("h2", {}, "What-if"),
-    h("div", { class: "row" }, h("div", { style: { "grid-column": "span 7" } }, rules), h("div", { style: { "grid-column": "span 5" } }, policy)),
-    run, diff);
+    // A what-if replay costs the collector CPU: editors and admins only.
+    ...(can("editor") ? [h("h2", {}, "What-if"),
+      h("div", { class: "row" }, h("div", { style: { "grid-column": "span 7" } }, rules), h("div", { style: { "grid-column": "span 5" } }, policy)),
+      run, diff] : []));
   await Promise.all(jobs.map((j) => j(hd.from_ms, hd.to_ms, events)));
   if (gen === generation) document.body.dataset.drawn = String(Date.now());
 }
@@ -868,7 +883,7 @@ async function alertsPage() {
     h("td", {}, h("b", {}, a.labels.alertname), h("div", { class: "muted" }, matchersOf(a.labels).filter((m) => !m.startsWith("alertname")).join(", ")), a.annotations && a.annotations.summary ? h("div", {}, a.annotations.summary) : null),
     h("td", {}, a.firedAt ? ago(Date.parse(a.firedAt)) : `pending since ${ago(Date.parse(a.activeAt))}`),
     h("td", { class: "num", title: a.value }, fmt(Number(a.value), units.get(a.labels.alertname) || "short")),
-    h("td", {},
+    h("td", {}, !can("editor") ? null : [
       h("button", { class: "silence", onclick: async (e) => {
         e.target.disabled = true;
         try {
@@ -882,7 +897,7 @@ async function alertsPage() {
           await api("/api/v1/alerts/ack", { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify({ matchers: matchersOf(a.labels) }) });
           e.target.textContent = "Acknowledged";
         } catch (err) { alert("Acknowledge failed: " + err.message); e.target.disabled = false; }
-      } }, "Acknowledge") : null)));
+      } }, "Acknowledge") : null])));
   const resolved = history.status === "fulfilled" ? history.value.filter((e) => e.to === "inactive" && e.from === "firing") : [];
   // replaceChildren would print a null as "null": only elements go in.
   main.replaceChildren(...[h("h1", {}, "Alerts"),
@@ -896,7 +911,9 @@ async function alertsPage() {
       h("td", { class: "muted" }, d.last_error))))) : null,
     h("h2", {}, "Silences"),
     h("div", { class: "panel", id: "silences" }, sil.length ? h("table", {}, sil.map((s) => h("tr", { class: "silence-row" }, h("td", {}, (s.matchers || []).map(matcherText).join(", ")), h("td", { class: "muted" }, `${s.comment || ""} (${s.created_by || "?"})`), h("td", {}, "until " + when(s.ends_at_ms)),
-      h("td", {}, h("button", { onclick: async () => { await fetch(`/api/v1/silences/${s.id}`, { method: "DELETE" }); render(); } }, "Expire"))))) : h("div", { class: "status" }, "No active silences")),
+      h("td", {}, can("editor") ? h("button", { class: "expire", onclick: async (e) => {
+        try { await api(`/api/v1/silences/${s.id}`, { method: "DELETE" }); render(); } catch (err) { alert("Expire failed: " + err.message); e.target.disabled = false; }
+      } }, "Expire") : null)))) : h("div", { class: "status" }, "No active silences")),
     h("h2", {}, "Resolved in the last day"),
     h("div", { class: "panel" }, resolved.length ? h("table", {}, resolved.slice(-50).reverse().map((e) => h("tr", { class: "resolved-row" }, h("td", {}, when(Date.parse(e.at))), h("td", {}, h("span", { class: `sev ${e.severity}` }, e.severity)), h("td", {}, h("b", {}, e.rule), " ", h("span", { class: "muted" }, matchersOf(e.labels || {}).filter((m) => !m.startsWith("alertname")).join(", ")))))) : h("div", { class: "status" }, "Nothing resolved")),
     h("h2", {}, "Tickets (P2)"),
@@ -972,7 +989,48 @@ function builderPage() {
 
 // ---- router ----------------------------------------------------------------
 
+// ---- who is looking ---------------------------------------------------------
+
+/** Read who this is; draw the header's name and log-out button. */
+async function whoAmI() {
+  const r = await fetch("/api/v1/session");
+  const body = await r.json();
+  me = body.data;
+  const who = $("#who");
+  if (!me.login) { who.replaceChildren(); return; }
+  who.replaceChildren(...(me.user === null ? [] : [
+    h("span", { id: "whoami", class: "muted" }, `${me.user} (${me.role})`), " ",
+    h("button", { id: "logout", onclick: async () => {
+      await api("/api/v1/logout", { method: "POST" });
+      me = { ...me, user: null, csrf: null };
+      await whoAmI();
+      loginPage();
+    } }, "Log out")]));
+}
+
+/** The login form; on success, the page the person came for. */
+function loginPage() {
+  clearInterval(refreshTimer);
+  $("#who").replaceChildren();
+  const user = h("input", { id: "login-user", name: "user", autocomplete: "username", required: true });
+  const password = h("input", { id: "login-password", name: "password", type: "password", autocomplete: "current-password", required: true });
+  const status = h("div", { id: "login-status", class: "error" });
+  const form = h("form", { id: "login", class: "panel", onsubmit: async (e) => {
+    e.preventDefault();
+    status.textContent = "";
+    try {
+      await api("/api/v1/login", { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify({ user: user.value, password: password.value }) });
+      await whoAmI();
+      render();
+    } catch (err) { status.textContent = err.message; }
+  } },
+  h("label", {}, "User ", user), " ", h("label", {}, "Password ", password), " ", h("button", { id: "login-submit", type: "submit" }, "Log in"), status);
+  main.replaceChildren(h("h1", {}, "Log in to Keel"), form);
+  user.focus();
+}
+
 async function render() {
+  if (me.login && me.user === null) return loginPage();
   generation++;
   window.__replayAt = null;
   window.__replayFiring = null;
@@ -1010,4 +1068,4 @@ async function render() {
   }
 }
 
-render();
+whoAmI().then(render, (e) => main.replaceChildren(h("h1", {}, "Keel is not answering"), h("p", { class: "error" }, e.message)));

@@ -3,14 +3,18 @@
 //! Prometheus' JSON envelope (`{"status": "success", "data": …}` and its
 //! errors), reading parameters from the URL or a form body, Prometheus'
 //! time and step formats, gzip for JSON answers, the request body's
-//! declared length, and the worker pool that keeps CPU-heavy handlers
+//! declared length, a router that remembers its paths (so a test can walk
+//! every route of a listener), and the worker pool that keeps CPU-heavy handlers
 //! off the async runtime.
 //!
 //! It must never depend on another Keel crate: stores, engines and the
 //! server depend on it.
 
 pub mod gzip;
+pub mod routes;
 pub mod workers;
+
+pub use routes::Routes;
 
 use axum::body::Bytes;
 use axum::http::{HeaderMap, StatusCode, header};

@@ -8,7 +8,6 @@
 
 use std::sync::Arc;
 
-use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::{StatusCode, header};
@@ -19,8 +18,8 @@ use super::{IncidentError, Incidents, RecordRequest, check_name};
 use keel_http::{bad, fail, ok};
 
 /// The routes.
-pub fn routes(incidents: Arc<Incidents>) -> Router {
-    Router::new()
+pub fn routes(incidents: Arc<Incidents>) -> keel_http::Routes {
+    keel_http::Routes::new()
         .route("/api/v1/incidents", get(list).post(record))
         .route("/api/v1/incidents/{name}/bundle", get(download))
         .route("/api/v1/incidents/{name}/replay", get(replay).post(replay))
@@ -28,7 +27,7 @@ pub fn routes(incidents: Arc<Incidents>) -> Router {
             "/api/v1/incidents/{name}/view/{*rest}",
             axum::routing::any(view),
         )
-        .with_state(incidents)
+        .map(|r| r.with_state(incidents))
 }
 
 async fn list(State(i): State<Arc<Incidents>>) -> Response {

@@ -66,7 +66,7 @@ impl View {
             clock,
         };
         Ok(Self {
-            routes: keel_dashboards::api::routes(api),
+            routes: keel_dashboards::api::routes(api).into(),
             modified,
             _dir: dir,
         })

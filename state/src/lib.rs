@@ -82,6 +82,12 @@ pub enum Table {
     Events,
     /// Each failover target's primary and epoch (the controller owns them).
     Failover,
+    /// People who log in: name, role, argon2 password hash (keel-auth).
+    Users,
+    /// API tokens: id, name, role, expiry and the token's SHA-256.
+    Tokens,
+    /// Changes people made (who, when, what), keyed by time.
+    Audit,
 }
 
 impl Table {
@@ -94,6 +100,9 @@ impl Table {
             Table::Notifications => "keel_notifications",
             Table::Events => "keel_events",
             Table::Failover => "keel_failover",
+            Table::Users => "keel_users",
+            Table::Tokens => "keel_tokens",
+            Table::Audit => "keel_audit",
         }
     }
 }
@@ -249,6 +258,20 @@ impl StateStore {
                 what: "load",
                 source,
             })
+    }
+
+    /// The document of `table` at `key`, if there is one.
+    pub async fn get(&self, table: Table, key: &str) -> Result<Option<String>, StateError> {
+        let row = sqlx::query(sql!("SELECT doc FROM {} WHERE key = $1", table.name()))
+            .bind(key)
+            .fetch_optional(&self.pool)
+            .await
+            .and_then(|r| r.map(|r| r.try_get::<String, _>(0)).transpose())
+            .map_err(|source| StateError::Query {
+                what: "get",
+                source,
+            })?;
+        Ok(row)
     }
 
     /// The documents of `table` changed in `[start_ms, end_ms]`, oldest

@@ -63,6 +63,13 @@ fn v2(_: Backend) -> Vec<String> {
     document_table(Table::Failover).into()
 }
 
+fn v3(_: Backend) -> Vec<String> {
+    [Table::Users, Table::Tokens, Table::Audit]
+        .into_iter()
+        .flat_map(document_table)
+        .collect()
+}
+
 const MIGRATIONS: &[Migration] = &[
     Migration {
         version: 1,
@@ -73,6 +80,11 @@ const MIGRATIONS: &[Migration] = &[
         version: 2,
         what: "failover: each database target's primary and epoch",
         statements: v2,
+    },
+    Migration {
+        version: 3,
+        what: "people: users, API tokens, and the audit of their changes",
+        statements: v3,
     },
 ];
 

@@ -5,7 +5,6 @@
 
 use std::sync::Arc;
 
-use axum::Router;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -16,8 +15,8 @@ use serde_json::json;
 use super::Notifier;
 
 /// The routes.
-pub fn routes(n: Arc<Notifier>) -> Router {
-    Router::new()
+pub fn routes(n: Arc<Notifier>) -> keel_http::Routes {
+    keel_http::Routes::new()
         .route(
             "/api/v1/notifications",
             get(|State(n): State<Arc<Notifier>>| async move {
@@ -33,7 +32,7 @@ pub fn routes(n: Arc<Notifier>) -> Router {
         .route("/api/v1/silences", get(list_silences).post(add_silence))
         .route("/api/v1/silences/{id}", delete(expire_silence))
         .route("/api/v1/alerts/ack", post(ack))
-        .with_state(n)
+        .map(|r| r.with_state(n))
 }
 
 /// A new silence.

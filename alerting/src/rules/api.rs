@@ -8,7 +8,6 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use axum::Router;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -20,12 +19,12 @@ use super::file::{Condition, Rule};
 use super::manager::RuleManager;
 
 /// The routes.
-pub fn routes(manager: Arc<RuleManager>) -> Router {
-    Router::new()
+pub fn routes(manager: Arc<RuleManager>) -> keel_http::Routes {
+    keel_http::Routes::new()
         .route("/api/v1/rules", get(rules))
         .route("/api/v1/alerts", get(alerts))
         .route("/-/reload", post(reload))
-        .with_state(manager)
+        .map(|r| r.with_state(manager))
 }
 
 fn time(ms: i64) -> String {
@@ -142,10 +141,10 @@ async fn alerts(State(m): State<Arc<RuleManager>>) -> Response {
 pub fn history_routes(
     store: Option<Arc<keel_state::StateStore>>,
     clock: keel_core::clock::SharedClock,
-) -> Router {
-    Router::new()
+) -> keel_http::Routes {
+    keel_http::Routes::new()
         .route("/api/v1/alerts/history", get(history))
-        .with_state((store, clock))
+        .map(|r| r.with_state((store, clock)))
 }
 
 type HistoryState = (

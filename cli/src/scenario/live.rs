@@ -308,6 +308,7 @@ impl Injector {
 /// that cannot be applied, or Ctrl-C, stops the run; whatever was
 /// applied is healed before it returns, in every case.
 pub async fn play(s: &Scenario, ep: &Endpoints, target: Arc<dyn Target>) -> anyhow::Result<Played> {
+    // The faults go to the sample app's supervisor: no Keel token.
     let http = reqwest::Client::builder()
         .timeout(Duration::from_secs(30))
         .build()?;
@@ -448,7 +449,7 @@ pub async fn record(
     name: &str,
     played: &Played,
 ) -> anyhow::Result<Vec<u8>> {
-    let http = reqwest::Client::builder()
+    let http = crate::api_client::builder()
         .timeout(Duration::from_secs(120))
         .build()?;
     let collector = ep.collector.trim_end_matches('/');
@@ -488,7 +489,7 @@ pub async fn record(
 pub async fn check_name(ep: &Endpoints, name: &str) -> anyhow::Result<()> {
     keel_incident::check_name(name).map_err(|e| anyhow::anyhow!("--name: {e}"))?;
     let collector = ep.collector.trim_end_matches('/');
-    let list = call(reqwest::Client::new().get(format!("{collector}/api/v1/incidents")))
+    let list = call(crate::api_client::client().get(format!("{collector}/api/v1/incidents")))
         .await
         .with_context(|| format!("the collector at {collector}"))?;
     if list["data"]

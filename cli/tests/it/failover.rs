@@ -44,6 +44,8 @@ fn target(supervisor: &str, mode: Mode, max_lag: u64) -> FailoverConfig {
         anti_flapping: Duration::ZERO,
         repoint: None,
         pause_policies: Vec::new(),
+        agent_token: Default::default(),
+        agent_token_file: Default::default(),
     }
 }
 

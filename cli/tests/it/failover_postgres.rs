@@ -101,6 +101,22 @@ async fn postgres_failover_rewind_switchover_and_refusals() {
         },
     )
     .await;
+    // An agent's failover actions want its token: a stop without it (or
+    // with a wrong one) is refused and the primary stays up.
+    let http = reqwest::Client::new();
+    for auth in [None, Some("Bearer not-the-agent-token-000")] {
+        let mut r = http.post(format!("{}/api/v1/failover/stop", c.agent_url(0)));
+        if let Some(a) = auth {
+            r = r.header("authorization", a);
+        }
+        let status = r.send().await.expect("the agent answers").status();
+        assert_eq!(status.as_u16(), 401, "{auth:?}");
+    }
+    assert_eq!(
+        blocking(|| c.psql(0, "SELECT 1")).as_deref(),
+        Ok("1"),
+        "the refused stop changed nothing"
+    );
     let (ctl, t) = controller(c.target(Mode::Synchronous))
         .await
         .expect("controller starts");

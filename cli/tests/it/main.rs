@@ -12,6 +12,7 @@ mod collector_faults;
 mod collector_process;
 mod dashboard_browser;
 mod dashboard_firefox;
+mod dashboard_login;
 mod db_failover;
 mod failover;
 mod failover_postgres;

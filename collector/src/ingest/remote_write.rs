@@ -8,7 +8,6 @@
 
 use std::sync::Arc;
 
-use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::StatusCode;
@@ -315,16 +314,17 @@ pub fn routes(
     max_decoded: usize,
     workers: Workers,
     stats: Arc<super::http::IngestStats>,
-) -> Router {
-    Router::new()
+) -> keel_http::Routes {
+    keel_http::Routes::new()
         .route("/api/v1/write", post(write))
-        .layer(DefaultBodyLimit::max(max_body))
-        .with_state(Rw {
-            store,
-            max_decoded,
-            queue: Arc::new(tokio::sync::Semaphore::new(64)),
-            workers,
-            stats,
+        .map(|r| {
+            r.layer(DefaultBodyLimit::max(max_body)).with_state(Rw {
+                store,
+                max_decoded,
+                queue: Arc::new(tokio::sync::Semaphore::new(64)),
+                workers,
+                stats,
+            })
         })
 }
 

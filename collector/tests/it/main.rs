@@ -12,6 +12,7 @@ mod ingest_limits;
 mod logs_api;
 mod otel_sdks;
 mod otlp_ingest;
+mod people;
 mod query_limits;
 mod rule_tests;
 mod rules_running;

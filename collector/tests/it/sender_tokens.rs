@@ -30,6 +30,7 @@ async fn guarded(dir: &std::path::Path) -> Running {
             token: Secret::new(TOKEN),
             ..Default::default()
         }],
+        ..Default::default()
     };
     let clock: SharedClock = Arc::new(SystemClock);
     start(&c, clock).await.expect("collector starts")

@@ -148,6 +148,22 @@ pub struct FailoverConfig {
     /// Autoscaling policies paused during a failover ([]: every policy).
     #[serde(default)]
     pub pause_policies: Vec<String>,
+    /// PostgreSQL: the token the members' agents want on their failover
+    /// actions (their `agent.failover.token`). Give this or
+    /// `agent_token_file`.
+    #[serde(default)]
+    pub agent_token: keel_core::secret::Secret,
+    /// A file whose first line is the agents' token.
+    #[serde(default)]
+    pub agent_token_file: std::path::PathBuf,
+}
+
+impl FailoverConfig {
+    /// The token for the members' agents, from the config or its file.
+    pub fn agent_token(&self) -> Result<Option<String>, String> {
+        self.agent_token
+            .token_or_file(&self.agent_token_file, "token")
+    }
 }
 
 fn default_probe_interval() -> Duration {
@@ -189,6 +205,9 @@ impl FailoverConfig {
     /// Every problem under `at` (`controller.failover[i]`); `policies` are
     /// the autoscaling policies' names.
     pub fn validate(&self, at: &str, policies: &[&str], problems: &mut Vec<String>) {
+        if let Err(e) = self.agent_token() {
+            problems.push(format!("{at}.agent_{e}"));
+        }
         if self.name.trim().is_empty() {
             problems.push(format!("{at}.name: must not be empty"));
         }

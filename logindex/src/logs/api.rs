@@ -14,7 +14,6 @@
 
 use std::sync::Arc;
 
-use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, RawQuery, State};
 use axum::http::{HeaderMap, StatusCode};
@@ -39,9 +38,9 @@ struct LogApi {
 /// like the other ingest routes) and `read` (search and histogram).
 pub struct LogRoutes {
     /// `POST /api/v1/logs`; bodies bounded by `max_body`.
-    pub push: Router,
+    pub push: keel_http::Routes,
     /// `GET /api/v1/logs/search` and `/histogram`.
-    pub read: Router,
+    pub read: keel_http::Routes,
 }
 
 /// The log routes; push bodies are bounded by `max_body`.
@@ -58,7 +57,7 @@ pub fn routes(
         workers,
         limits,
     };
-    let push = Router::new()
+    let push = keel_http::Routes::new()
         .route(
             "/api/v1/logs",
             post(push)
@@ -69,11 +68,11 @@ pub fn routes(
                     },
                 )),
         )
-        .with_state(state.clone());
-    let read = Router::new()
+        .map(|r| r.with_state(state.clone()));
+    let read = keel_http::Routes::new()
         .route("/api/v1/logs/search", get(search))
         .route("/api/v1/logs/histogram", get(histogram))
-        .with_state(state);
+        .map(|r| r.with_state(state));
     LogRoutes { push, read }
 }
 

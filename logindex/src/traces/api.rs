@@ -11,7 +11,6 @@ use std::collections::HashMap;
 use std::ops::Bound;
 use std::sync::Arc;
 
-use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{Path, RawQuery, State};
 use axum::http::{HeaderMap, StatusCode};
@@ -36,11 +35,11 @@ struct TraceApi {
 }
 
 /// The trace routes.
-pub fn routes(spans: Arc<SpanStore>, logs: Arc<LogStore>, clock: SharedClock) -> Router {
-    Router::new()
+pub fn routes(spans: Arc<SpanStore>, logs: Arc<LogStore>, clock: SharedClock) -> keel_http::Routes {
+    keel_http::Routes::new()
         .route("/api/v1/traces/search", get(search))
         .route("/api/v1/traces/{trace_id}", get(trace))
-        .with_state(TraceApi { spans, logs, clock })
+        .map(|r| r.with_state(TraceApi { spans, logs, clock }))
 }
 
 const ALL_TIME: (i64, i64) = (i64::MIN / 4, i64::MAX / 4);

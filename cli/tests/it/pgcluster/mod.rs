@@ -18,6 +18,9 @@ use std::time::{Duration, Instant};
 /// Where PostgreSQL 15's programs are.
 pub const BIN: &str = "/usr/lib/postgresql/15/bin";
 
+/// The token the agents want on failover actions, and the controller sends.
+pub const AGENT_TOKEN: &str = "pg-cluster-agent-token-0123";
+
 /// One member.
 pub struct Node {
     /// Its name (`pg-1`…), also its `application_name`.
@@ -184,7 +187,7 @@ impl Cluster {
         let node = &self.nodes[i];
         let cfg = self.dir.join(format!("agent-{}.yaml", node.name));
         let yaml = format!(
-            "agent:\n  collector: http://127.0.0.1:9\n  data_dir: {dir}/agent-{name}\n  listen: 127.0.0.1:{ap}\n  otlp_receiver: \"\"\n  host_metrics: {{enabled: false}}\n  failover:\n    member: {name}\n    data_directory: {data}\n    bin_directory: {BIN}\n    port: {port}\n    run_as: \"{run_as}\"\n    start: {start}\n",
+            "agent:\n  collector: http://127.0.0.1:9\n  data_dir: {dir}/agent-{name}\n  listen: 127.0.0.1:{ap}\n  otlp_receiver: \"\"\n  host_metrics: {{enabled: false}}\n  failover:\n    member: {name}\n    data_directory: {data}\n    bin_directory: {BIN}\n    port: {port}\n    run_as: \"{run_as}\"\n    start: {start}\n    token: {AGENT_TOKEN}\n",
             dir = self.dir.display(),
             name = node.name,
             ap = node.agent_port,
@@ -320,6 +323,8 @@ impl Cluster {
             anti_flapping: Duration::ZERO,
             repoint: None,
             pause_policies: Vec::new(),
+            agent_token: keel_core::secret::Secret::new(AGENT_TOKEN),
+            agent_token_file: Default::default(),
         }
     }
 

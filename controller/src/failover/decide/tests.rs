@@ -22,6 +22,8 @@ fn cfg(mode: Mode) -> FailoverConfig {
         anti_flapping: Duration::from_secs(300),
         repoint: None,
         pause_policies: Vec::new(),
+        agent_token: Default::default(),
+        agent_token_file: Default::default(),
     }
 }
 

@@ -1,0 +1,21 @@
+//! The HTTP client the CLI's API commands share (`keel query`, `logs`,
+//! `silence`, `ack`, `events`, `incident`, `failover`): with `KEEL_TOKEN`
+//! set, each request carries it as `Authorization: Bearer …` (a token from
+//! `keel token create`), as a collector with `collector.auth.login` wants.
+
+/// A client carrying `KEEL_TOKEN`, if set.
+pub fn client() -> reqwest::Client {
+    builder().build().unwrap_or_default()
+}
+
+/// A client builder carrying `KEEL_TOKEN`, if set.
+pub fn builder() -> reqwest::ClientBuilder {
+    let mut headers = reqwest::header::HeaderMap::new();
+    if let Ok(t) = std::env::var("KEEL_TOKEN")
+        && let Ok(mut v) = reqwest::header::HeaderValue::from_str(&format!("Bearer {}", t.trim()))
+    {
+        v.set_sensitive(true);
+        headers.insert(reqwest::header::AUTHORIZATION, v);
+    }
+    reqwest::Client::builder().default_headers(headers)
+}
