@@ -29,8 +29,12 @@ pub struct AgentConfig {
     /// Address of the agent's own `/metrics` and `/status` (port 0: any
     /// free), and of the failover role's endpoints.
     pub listen: String,
-    /// Listen on an address other machines reach although Keel cannot
-    /// serve TLS yet: must be said in so many words.
+    /// TLS on `listen` (certificate reloaded when its files change);
+    /// `client_ca_file`: callers (the controller) must present a
+    /// certificate it signed.
+    pub tls: keel_tls::server::ServerTlsConfig,
+    /// Listen on an address other machines reach without TLS: must be
+    /// said in so many words.
     pub insecure: bool,
     /// Address of the local OTLP/HTTP receiver apps on this host export
     /// to (empty: none).
@@ -229,6 +233,7 @@ impl Default for AgentConfig {
             hostname: String::new(),
             data_dir: PathBuf::from("keel-data/agent"),
             listen: "127.0.0.1:9465".into(),
+            tls: Default::default(),
             insecure: false,
             otlp_receiver: "127.0.0.1:4319".into(),
             buffer: BufferConfig::default(),
@@ -373,6 +378,7 @@ impl Validate for AgentConfig {
             ));
         }
         self.collector_tls.validate("agent.collector_tls", problems);
+        self.tls.validate("agent.tls", problems);
         if let Err(e) = self.collector_token() {
             problems.push(e);
         }
@@ -394,10 +400,11 @@ impl Validate for AgentConfig {
                         self.listen
                     ));
                 }
-                if !self.insecure {
+                if !self.insecure && !self.tls.enabled() {
                     problems.push(format!(
-                        "agent.listen: {} is reachable from other machines, and Keel cannot serve \
-                         TLS yet: listen on 127.0.0.1, or set agent.insecure: true to accept that",
+                        "agent.listen: {} is reachable from other machines, which needs agent.tls \
+                         (cert_file, key_file): listen on 127.0.0.1, or set agent.insecure: true \
+                         to accept that",
                         self.listen
                     ));
                 }

@@ -173,8 +173,9 @@ pub struct PgState {
 /// The role, running.
 pub struct PgRole {
     cfg: PgRoleConfig,
-    /// The token actions need (validated at config load; none: open).
-    token: Option<String>,
+    /// The token actions need (none: open); an error if its file could
+    /// not be read at start, and then every action is refused.
+    token: Result<Option<String>, String>,
     /// One action at a time.
     acting: tokio::sync::Mutex<()>,
 }
@@ -199,7 +200,7 @@ impl PgRole {
     /// The role for `cfg`; starts PostgreSQL now if its start policy says so.
     pub async fn start(cfg: PgRoleConfig) -> Arc<Self> {
         let me = Arc::new(Self {
-            token: cfg.token().ok().flatten(),
+            token: cfg.token(),
             cfg,
             acting: tokio::sync::Mutex::new(()),
         });
@@ -616,14 +617,40 @@ async fn state(State(r): State<Arc<PgRole>>) -> Json<PgState> {
     Json(r.state())
 }
 
-/// An action needs the configured token (none configured: open).
+/// An action needs the configured token (none configured: open), and
+/// never comes from a browser: a page on any site could otherwise POST
+/// to a loopback agent.
 async fn require_token(
     State(r): State<Arc<PgRole>>,
     req: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> Response {
-    let Some(want) = &r.token else {
-        return next.run(req).await;
+    let refuse = |why: String| {
+        tracing::warn!(member = %r.cfg.member, %why, "a failover action was refused");
+        (
+            StatusCode::UNAUTHORIZED,
+            [(
+                axum::http::header::WWW_AUTHENTICATE,
+                "Bearer realm=\"keel-agent\"",
+            )],
+            Json(serde_json::json!({ "error": why })),
+        )
+            .into_response()
+    };
+    if ["origin", "sec-fetch-site"]
+        .iter()
+        .any(|h| req.headers().contains_key(*h))
+    {
+        return refuse("failover actions are not taken from a browser".into());
+    }
+    let want = match &r.token {
+        Ok(None) => return next.run(req).await,
+        Ok(Some(t)) => t,
+        Err(e) => {
+            return refuse(format!(
+                "the agent's token could not be read at start ({e})"
+            ));
+        }
     };
     let given = req
         .headers()
@@ -644,13 +671,10 @@ async fn require_token(
     if same {
         next.run(req).await
     } else {
-        tracing::warn!(member = %r.cfg.member, "a failover action without the agent's token was refused");
-        (
-            StatusCode::UNAUTHORIZED,
-            [(axum::http::header::WWW_AUTHENTICATE, "Bearer realm=\"keel-agent\"")],
-            Json(serde_json::json!({"error": "this agent's failover actions need its token (controller.failover[].agent_token)"})),
+        refuse(
+            "this agent's failover actions need its token (controller.failover[].agent_token)"
+                .into(),
         )
-            .into_response()
     }
 }
 

@@ -37,7 +37,7 @@ pub enum AgentError {
     /// The HTTP client could not be built (its TLS settings named).
     #[error("{0}")]
     Client(#[from] keel_tls::TlsError),
-    /// The sender token cannot be read.
+    /// The sender token or the listener's TLS files cannot be read.
     #[error("{0}")]
     Token(String),
 }
@@ -122,6 +122,7 @@ impl Drop for Agent {
 async fn serve(
     addr: &str,
     app: Router,
+    tls: Option<Arc<keel_tls::server::Acceptor>>,
     tasks: &mut Vec<tokio::task::JoinHandle<()>>,
 ) -> Result<SocketAddr, AgentError> {
     let listen_error = |source| AgentError::Listen {
@@ -133,11 +134,42 @@ async fn serve(
         .map_err(listen_error)?;
     let bound = listener.local_addr().map_err(listen_error)?;
     tasks.push(tokio::spawn(async move {
-        if let Err(e) = axum::serve(listener, app).await {
-            tracing::error!(error = %e, addr = %bound, "agent HTTP listener stopped");
+        match tls {
+            Some(t) => keel_tls::server::serve(listener, app, t).await,
+            None => {
+                if let Err(e) = axum::serve(listener, app).await {
+                    tracing::error!(error = %e, addr = %bound, "agent HTTP listener stopped");
+                }
+            }
         }
     }));
     Ok(bound)
+}
+
+/// `agent.tls` for `listen`, reloaded every 2 s on `clock` when a file
+/// changed (the task pushed on `tasks`).
+fn listen_tls(
+    config: &AgentConfig,
+    clock: &SharedClock,
+    tasks: &mut Vec<tokio::task::JoinHandle<()>>,
+) -> Result<Option<Arc<keel_tls::server::Acceptor>>, AgentError> {
+    if !config.tls.enabled() {
+        return Ok(None);
+    }
+    let acceptor = keel_tls::server::Acceptor::new(&config.tls, "agent.tls", true)
+        .map_err(|e| AgentError::Token(e.to_string()))?;
+    let (a, clock) = (acceptor.clone(), clock.clone());
+    tasks.push(tokio::spawn(async move {
+        loop {
+            clock.sleep(std::time::Duration::from_secs(2)).await;
+            match a.reload_if_changed() {
+                Ok(true) => tracing::info!("agent TLS certificate reloaded"),
+                Ok(false) => {}
+                Err(e) => tracing::warn!(error = %e, "the new TLS files do not load; the old certificate stays"),
+            }
+        }
+    }));
+    Ok(Some(acceptor))
 }
 
 /// This machine's hostname.
@@ -246,11 +278,12 @@ impl Agent {
             let role = crate::pgrole::PgRole::start(role.clone()).await;
             app = app.merge(role.routes());
         }
-        let addr = serve(&config.listen, app, &mut tasks).await?;
+        let tls = listen_tls(&config, &clock, &mut tasks)?;
+        let addr = serve(&config.listen, app, tls, &mut tasks).await?;
         let mut otlp_addr = None;
         if !config.otlp_receiver.is_empty() {
             let app = crate::receive::routes(shared.clone(), hostname.clone(), clock.clone());
-            otlp_addr = Some(serve(&config.otlp_receiver, app, &mut tasks).await?);
+            otlp_addr = Some(serve(&config.otlp_receiver, app, None, &mut tasks).await?);
         }
         tracing::info!(%addr, otlp = ?otlp_addr, collector = %config.collector, host = %hostname, "keel agent started");
         Ok(Self {

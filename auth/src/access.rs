@@ -113,6 +113,8 @@ pub(crate) struct Inner {
     pub(crate) directory: Option<Directory>,
     cache: Mutex<HashMap<String, (Instant, Cached)>>,
     pub(crate) failures: Mutex<HashMap<String, (i64, u32)>>,
+    /// Password checks at once (argon2 takes 19 MiB and tens of ms each).
+    pub(crate) verifying: Arc<tokio::sync::Semaphore>,
     pub(crate) clock: SharedClock,
     pub(crate) session_ttl_s: u64,
 }
@@ -186,6 +188,9 @@ impl Access {
                 directory,
                 cache: Mutex::default(),
                 failures: Mutex::default(),
+                verifying: Arc::new(tokio::sync::Semaphore::new(
+                    std::thread::available_parallelism().map_or(2, |n| n.get()),
+                )),
                 clock,
                 session_ttl_s: config.session_ttl.as_secs(),
             }),
@@ -219,8 +224,17 @@ impl Access {
         }
     }
 
-    /// Step 1: the Host header names this Keel.
+    /// Step 1: a browser's request names this Keel in its Host header.
+    /// Only what a browser sends is checked (DNS rebinding is a browser's
+    /// attack): Grafana's backend, Prometheus scraping `/metrics` and the
+    /// CLI may reach Keel by any name.
     fn check_host(&self, headers: &HeaderMap, from_proxy: bool) -> Result<(), Refused> {
+        let browser = ["sec-fetch-site", "sec-fetch-mode", "origin", "cookie"]
+            .iter()
+            .any(|h| headers.contains_key(*h));
+        if !browser {
+            return Ok(());
+        }
         let Some(host) = request_host(headers, from_proxy) else {
             return Ok(());
         };
@@ -273,7 +287,10 @@ impl Access {
                 return None;
             }
         };
-        self.cache(key, Cached::Token(t.clone()));
+        // Only tokens that exist are cached: made-up ids cannot fill it.
+        if t.is_some() {
+            self.cache(key, Cached::Token(t.clone()));
+        }
         t
     }
 
@@ -319,7 +336,17 @@ impl Access {
             }));
         }
         let now = self.inner.clock.now_ms();
-        if let Some(v) = headers.get(header::AUTHORIZATION) {
+        // A trusted proxy may pass its own bearer on (oauth2-proxy): only
+        // a Keel token is read as one there.
+        let keel_bearer = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().split_once(' '))
+            .is_some_and(|(_, t)| token_id(t.trim()).is_some());
+        if let Some(v) = headers
+            .get(header::AUTHORIZATION)
+            .filter(|_| !from_proxy || keel_bearer)
+        {
             let unauthorized = |m: &str| Refused(StatusCode::UNAUTHORIZED, m.to_owned());
             let v = v
                 .to_str()
@@ -347,10 +374,15 @@ impl Access {
             if let Some(exp) = rec.expires_ms
                 && exp <= now
             {
-                return Err(unauthorized(&format!(
-                    "the API token {:?} expired at {}",
-                    rec.name,
+                let at = if exp >= 0 {
                     humantime::format_rfc3339_seconds(keel_core::clock::from_unix_ms(exp))
+                        .to_string()
+                } else {
+                    format!("{exp} ms")
+                };
+                return Err(unauthorized(&format!(
+                    "the API token {:?} expired at {at}",
+                    rec.name
                 )));
             }
             return Ok(Some(Principal {
@@ -364,7 +396,7 @@ impl Access {
         {
             match self.user(&s.user).await {
                 // A password or role changed since login ends the session.
-                Some(u) if u.updated_ms <= s.since_ms => {
+                Some(u) if u.updated_ms == s.user_updated_ms => {
                     return Ok(Some(Principal {
                         name: u.name,
                         role: u.role,
@@ -388,7 +420,10 @@ impl Access {
                     .ok_or_else(|| {
                         Refused(
                             StatusCode::UNAUTHORIZED,
-                            format!("the proxy's {} header is not a role", p.user_header),
+                            format!(
+                                "the proxy's {} header is not a role (viewer, editor, admin)",
+                                p.role_header.as_ref().map_or("", |h| h.as_str())
+                            ),
                         )
                     })?,
             };
@@ -402,7 +437,7 @@ impl Access {
     }
 
     /// Begin a browser session for `user`.
-    pub(crate) fn begin(&self, user: &str) -> (String, Session) {
+    pub(crate) fn begin(&self, user: &User) -> (String, Session) {
         self.inner.sessions.begin(user, self.inner.clock.now_ms())
     }
 
@@ -438,13 +473,18 @@ fn request_host(headers: &HeaderMap, from_proxy: bool) -> Option<String> {
 
 /// A host without its port (`[::1]:7070` → `::1`).
 fn host_name(authority: &str) -> String {
+    if authority.parse::<IpAddr>().is_ok() {
+        return authority.to_owned();
+    }
     if let Some(rest) = authority.strip_prefix('[') {
         return rest.split(']').next().unwrap_or_default().to_owned();
     }
-    match authority.rsplit_once(':') {
-        Some((h, port)) if port.bytes().all(|b| b.is_ascii_digit()) => h.to_owned(),
-        _ => authority.to_owned(),
-    }
+    let name = match authority.rsplit_once(':') {
+        Some((h, port)) if port.bytes().all(|b| b.is_ascii_digit()) => h,
+        _ => authority,
+    };
+    // `localhost.` is `localhost`, fully qualified.
+    name.trim_end_matches('.').to_owned()
 }
 
 /// Step 2: a browser's cross-site change is refused.
@@ -593,6 +633,8 @@ mod tests {
         assert_eq!(host_name("[::1]:7070"), "::1");
         assert_eq!(host_name("keel.example:7070"), "keel.example");
         assert_eq!(host_name("keel.example"), "keel.example");
+        assert_eq!(host_name("localhost.:7070"), "localhost");
+        assert_eq!(host_name("::1"), "::1");
         let mut h = HeaderMap::new();
         h.insert(header::HOST, "127.0.0.1:7070".parse().expect("v"));
         h.insert(header::ORIGIN, "http://127.0.0.1:7070".parse().expect("v"));

@@ -56,17 +56,40 @@ fn https(access: &Access, headers: &HeaderMap) -> bool {
 }
 
 /// `POST /api/v1/login` `{user, password}` (JSON or a form): a session
-/// cookie and the CSRF token its changes must echo.
-async fn login(State(access): State<Access>, headers: HeaderMap, body: Bytes) -> Response {
+/// cookie and the CSRF token its changes must echo. Attempts are counted
+/// per address and name before the password is checked: the sixth within
+/// 5 minutes waits (429); at most one check per core runs at once (503).
+async fn login(State(access): State<Access>, req: axum::extract::Request) -> Response {
     let a = access.inner();
     if !a.login {
         return keel_http::bad("no login is required here (collector.auth.login is false)".into());
     }
+    let peer = req
+        .extensions()
+        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+        .map(|c| c.0.ip().to_string())
+        .unwrap_or_default();
+    let headers = req.headers().clone();
+    let Ok(body) = axum::body::to_bytes(req.into_body(), 64 * 1024).await else {
+        return keel_http::bad("the login body is larger than 64 KiB".into());
+    };
     let Some(creds) = credentials(&headers, &body) else {
         return keel_http::bad("expected {\"user\", \"password\"} as JSON or a form".into());
     };
+    let wrong = || {
+        keel_http::fail(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "wrong user name or password".into(),
+        )
+    };
+    // A name no user can have is wrong without costing a hash.
+    if crate::directory::check_name("user", &creds.user).is_err() {
+        return wrong();
+    }
     let now = a.clock.now_ms();
-    if let Some(wait) = locked(&access, &creds.user, now) {
+    let key = format!("{peer}|{}", creds.user);
+    if let Err(wait) = attempt(&access, &key, now) {
         return (
             StatusCode::TOO_MANY_REQUESTS,
             [(header::RETRY_AFTER, wait.to_string())],
@@ -75,6 +98,15 @@ async fn login(State(access): State<Access>, headers: HeaderMap, body: Bytes) ->
         )
             .into_response();
     }
+    let Ok(_permit) = a.verifying.clone().try_acquire_owned() else {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            [(header::RETRY_AFTER, "1")],
+            Json(json!({"status": "error", "errorType": "unavailable",
+                "error": "too many logins at once: try again"})),
+        )
+            .into_response();
+    };
     let user = match &a.directory {
         Some(d) => match d.user(&creds.user).await {
             Ok(u) => u,
@@ -96,20 +128,15 @@ async fn login(State(access): State<Access>, headers: HeaderMap, body: Bytes) ->
         .await
         .unwrap_or(false);
     let Some(user) = user.filter(|_| right) else {
-        failed(&access, &creds.user, now);
-        tracing::warn!(user = %creds.user, "failed login");
-        return keel_http::fail(
-            StatusCode::UNAUTHORIZED,
-            "unauthorized",
-            "wrong user name or password".into(),
-        );
+        tracing::warn!(user = %creds.user, %peer, "failed login");
+        return wrong();
     };
     a.failures
         .lock()
         .unwrap_or_else(|p| p.into_inner())
-        .remove(&creds.user);
-    let (id, s) = access.begin(&user.name);
-    tracing::info!(user = %user.name, "login");
+        .remove(&key);
+    let (id, s) = access.begin(&user);
+    tracing::info!(user = %user.name, %peer, "login");
     (
         [(
             header::SET_COOKIE,
@@ -133,22 +160,10 @@ fn credentials(headers: &HeaderMap, body: &Bytes) -> Option<Credentials> {
     })
 }
 
-/// Seconds `user` must still wait after too many failures.
-fn locked(access: &Access, user: &str, now: i64) -> Option<i64> {
-    let f = access
-        .inner()
-        .failures
-        .lock()
-        .unwrap_or_else(|p| p.into_inner());
-    match f.get(user) {
-        Some((first, n)) if *n >= MAX_FAILURES && now - first < LOCKOUT_MS => {
-            Some(((LOCKOUT_MS - (now - first)) / 1000).max(1))
-        }
-        _ => None,
-    }
-}
-
-fn failed(access: &Access, user: &str, now: i64) {
+/// Count a login attempt from `key` (address and name), or the seconds
+/// it must wait: one lock for the check and the count, so parallel
+/// guesses cannot all slip past the limit. A success forgets the count.
+fn attempt(access: &Access, key: &str, now: i64) -> Result<(), i64> {
     let mut f = access
         .inner()
         .failures
@@ -157,11 +172,15 @@ fn failed(access: &Access, user: &str, now: i64) {
     if f.len() > 10_000 {
         f.retain(|_, (first, _)| now - *first < LOCKOUT_MS);
     }
-    let e = f.entry(user.to_owned()).or_insert((now, 0));
+    let e = f.entry(key.to_owned()).or_insert((now, 0));
     if now - e.0 >= LOCKOUT_MS {
         *e = (now, 0);
     }
+    if e.1 >= MAX_FAILURES {
+        return Err(((LOCKOUT_MS - (now - e.0)) / 1000).max(1));
+    }
     e.1 += 1;
+    Ok(())
 }
 
 /// `POST /api/v1/logout`: the session ends and its cookie is cleared.
@@ -361,11 +380,11 @@ async fn create_token(
     let expires_ms = match t
         .expires
         .as_deref()
-        .map(keel_core::duration::parse)
-        .transpose()
+        .map(|e| crate::directory::expiry(now, e))
     {
-        Ok(d) => d.map(|d| now.saturating_add(d.as_millis() as i64)),
-        Err(e) => return keel_http::bad(format!("expires: {e}")),
+        None => None,
+        Some(Ok(e)) => e,
+        Some(Err(e)) => return keel_http::bad(format!("expires: {e}")),
     };
     let by = who.map_or_else(|| "anonymous".into(), |Extension(p)| p.name);
     match d.create_token(&t.name, t.role, expires_ms, &by, now).await {

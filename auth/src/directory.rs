@@ -132,6 +132,22 @@ fn put<T: Serialize>(table: Table, key: &str, at_ms: i64, doc: &T) -> Op {
     }
 }
 
+/// When a token made at `now_ms` for `spec` (`90d`, or `never`) expires:
+/// between a minute and ten years on.
+pub fn expiry(now_ms: i64, spec: &str) -> Result<Option<i64>, String> {
+    if spec.trim() == "never" {
+        return Ok(None);
+    }
+    let d = keel_core::duration::parse(spec)?;
+    const TEN_YEARS_S: u64 = 10 * 366 * 24 * 3600;
+    if d.as_secs() < 60 || d.as_secs() > TEN_YEARS_S {
+        return Err(format!(
+            "{spec:?}: a token lasts between 1m and 10y, or never"
+        ));
+    }
+    Ok(Some(now_ms.saturating_add(d.as_millis() as i64)))
+}
+
 /// The SHA-256 of a token, hex.
 pub fn token_digest(token: &str) -> String {
     hex::encode(Sha256::digest(token.as_bytes()))
@@ -410,6 +426,13 @@ mod tests {
                 .contains(&token[18..])
         );
         assert_eq!(token_id("keel_zz_00"), None);
+        assert_eq!(expiry(1_000, "1m"), Ok(Some(61_000)));
+        assert_eq!(expiry(1_000, "never"), Ok(None));
+        assert!(
+            expiry(1_000, "300000000y").is_err(),
+            "no overflow past 10 years"
+        );
+        assert!(expiry(1_000, "1s").is_err());
         assert_eq!(token_id("Bearer whatever"), None);
         let gone = d.revoke_token("grafana").await.expect("revoked");
         assert_eq!(gone.len(), 1);

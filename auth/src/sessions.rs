@@ -22,6 +22,9 @@ pub struct Session {
     pub csrf: String,
     /// When the session began (ms).
     pub since_ms: i64,
+    /// The user's `updated_ms` at login: a password or role change since
+    /// ends the session (whatever clock either was written on).
+    pub user_updated_ms: i64,
     /// When it ends (ms).
     pub expires_ms: i64,
 }
@@ -53,12 +56,13 @@ impl Sessions {
     }
 
     /// Begin a session for `user`: its id (the cookie) and the session.
-    pub fn begin(&self, user: &str, now_ms: i64) -> (String, Session) {
+    pub fn begin(&self, user: &crate::directory::User, now_ms: i64) -> (String, Session) {
         let id = random_hex();
         let s = Session {
-            user: user.to_owned(),
+            user: user.name.clone(),
             csrf: random_hex(),
             since_ms: now_ms,
+            user_updated_ms: user.updated_ms,
             expires_ms: now_ms.saturating_add(self.ttl_ms),
         };
         let mut held = self.held();
@@ -108,16 +112,27 @@ impl Sessions {
 mod tests {
     use super::*;
 
+    fn ada() -> crate::directory::User {
+        crate::directory::User {
+            name: "ada".into(),
+            role: crate::role::Role::Viewer,
+            hash: String::new(),
+            created_ms: 0,
+            updated_ms: 5,
+        }
+    }
+
     #[test]
     fn a_session_lives_until_its_expiry_or_its_end() {
         let s = Sessions::new(1_000);
-        let (id, sess) = s.begin("ada", 10_000);
+        let (id, sess) = s.begin(&ada(), 10_000);
+        assert_eq!(sess.user_updated_ms, 5);
         assert_eq!(id.len(), 64);
         assert_ne!(sess.csrf, id);
         assert_eq!(s.get(&id, 10_999).map(|x| x.user), Some("ada".into()));
         assert_eq!(s.get(&id, 11_000), None, "expired");
         assert!(s.is_empty(), "an expired session is dropped when seen");
-        let (id, _) = s.begin("ada", 20_000);
+        let (id, _) = s.begin(&ada(), 20_000);
         s.end(&id);
         assert_eq!(s.get(&id, 20_001), None);
         assert_eq!(s.get("not-a-session", 20_001), None);

@@ -149,6 +149,7 @@ async fn bench(args: FailoverBenchArgs) -> anyhow::Result<()> {
         pause_policies: Vec::new(),
         agent_token: Default::default(),
         agent_token_file: Default::default(),
+        agent_tls: Default::default(),
     };
     let cc = ControllerConfig {
         failover: vec![target],

@@ -68,22 +68,26 @@ pub fn run(config_path: Option<&Path>, args: CollectorArgs) -> anyhow::Result<()
         } else {
             let (addr, c) = crate::up::start_controller(&config.controller, &running, clock).await?;
             crate::up::say(&format!(
-                "keel controller: http://{addr}/api/v1/failover ({} failover target(s), {} polic(ies))",
+                "keel controller: {}://{addr}/api/v1/failover ({} failover target(s), {} polic(ies))",
+                running.scheme(),
                 config.controller.failover.len(),
                 config.controller.policies.len()
             ));
             Some(c)
         };
         crate::up::say(&format!(
-            "keel collector: OTLP/HTTP http://{}/v1/metrics",
+            "keel collector: OTLP/HTTP {}://{}/v1/metrics",
+            running.scheme(),
             running.otlp_http
         ));
         crate::up::say(&format!(
-            "keel collector: PromQL API http://{}/api/v1/query",
+            "keel collector: PromQL API {}://{}/api/v1/query",
+            running.scheme(),
             running.api
         ));
         crate::up::say(&format!(
-            "keel collector: OTLP/gRPC http://{}",
+            "keel collector: OTLP/gRPC {}://{}",
+            running.scheme(),
             running.otlp_grpc
         ));
         crate::up::say(&format!(

@@ -260,7 +260,7 @@ fn main() -> ExitCode {
             {
                 for h in hooks {
                     if let Some(url) = h.as_str() {
-                        *h = serde_json::Value::String(redact_path(url));
+                        *h = serde_json::Value::String(keel_core::secret::redact_url_path(url));
                     }
                 }
             }
@@ -286,16 +286,5 @@ fn redact_urls(v: &mut serde_json::Value) {
         serde_json::Value::Array(a) => a.iter_mut().for_each(redact_urls),
         serde_json::Value::Object(o) => o.values_mut().for_each(redact_urls),
         _ => {}
-    }
-}
-
-/// `url` with everything after its host replaced by `/<redacted>`.
-fn redact_path(url: &str) -> String {
-    let host_start = url.find("://").map_or(0, |i| i + 3);
-    match url[host_start..].find(['/', '?', '#']) {
-        Some(i) if host_start + i + 1 < url.len() => {
-            format!("{}/{}", &url[..host_start + i], keel_core::secret::REDACTED)
-        }
-        _ => url.to_owned(),
     }
 }

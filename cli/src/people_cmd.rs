@@ -199,13 +199,8 @@ pub fn token(config: Option<&Path>, command: TokenCommand) -> anyhow::Result<()>
                 expires,
             } => {
                 let now = now_ms();
-                let expires_ms = if expires == "never" {
-                    None
-                } else {
-                    let d = keel_core::duration::parse(&expires)
-                        .map_err(|e| anyhow::anyhow!("--expires: {e}"))?;
-                    Some(now.saturating_add(d.as_millis() as i64))
-                };
+                let expires_ms = keel_auth::directory::expiry(now, &expires)
+                    .map_err(|e| anyhow::anyhow!("--expires: {e}"))?;
                 let (token, rec) = d.create_token(&name, role, expires_ms, &who(), now).await?;
                 audit(
                     &d,

@@ -73,6 +73,15 @@ pub fn run(config_path: Option<&Path>, args: UpArgs) -> anyhow::Result<()> {
         let clock: keel_core::clock::SharedClock =
             std::sync::Arc::new(keel_core::clock::SystemClock);
         let mut collector_config = config.collector.clone();
+        // The agent keel up runs must trust the collector's certificate
+        // (and the sample app exports through the agent, never to it).
+        if collector_config.tls.enabled() && config.agent.collector_tls.ca_file.is_none() {
+            anyhow::bail!(
+                "collector.tls is set: keel up's agent must trust the CA that signed \
+                 collector.tls.cert_file; set agent.collector_tls.ca_file (and, with \
+                 collector.tls.client_ca_file, agent.collector_tls.cert_file and key_file)"
+            );
+        }
         if collector_config.rules.files.is_empty() {
             collector_config.rules.files = vec![default_rules(&config.sampleapp.data_dir)?];
         }
@@ -111,8 +120,10 @@ pub fn run(config_path: Option<&Path>, args: UpArgs) -> anyhow::Result<()> {
         // none, to the collector) unless the configuration names another
         // endpoint.
         if app.otlp_endpoint.is_none() {
-            let to = agent.otlp_addr.unwrap_or(collector.otlp_http);
-            app.otlp_endpoint = Some(format!("http://{to}"));
+            app.otlp_endpoint = Some(match agent.otlp_addr {
+                Some(to) => format!("http://{to}"),
+                None => format!("{}://{}", collector.scheme(), collector.otlp_http),
+            });
         }
         let web_min = app.web.instances.max(1);
         let web_max = app.web.max_instances.min(10).max(web_min);
@@ -149,26 +160,27 @@ pub fn run(config_path: Option<&Path>, args: UpArgs) -> anyhow::Result<()> {
             start_controller(&controller_config, &collector, clock.clone()).await?;
         say("keel: the sample app is up");
         say(&format!("  access              {}", access(&collector_config)));
-        say_fmt!("  dashboard           http://{}/ui/", collector.api);
+        let s = collector.scheme();
+        say_fmt!("  dashboard           {s}://{}/ui/", collector.api);
         say_fmt!(
-            "  collector OTLP/HTTP http://{}/v1/metrics",
+            "  collector OTLP/HTTP {s}://{}/v1/metrics",
             collector.otlp_http
         );
-        say_fmt!("  collector OTLP/gRPC http://{}", collector.otlp_grpc);
+        say_fmt!("  collector OTLP/gRPC {s}://{}", collector.otlp_grpc);
         say_fmt!(
-            "  PromQL API          http://{}/api/v1/query",
+            "  PromQL API          {s}://{}/api/v1/query",
             collector.api
         );
         say_fmt!(
-            "  log search          http://{}/api/v1/logs/search?q=level:error",
+            "  log search          {s}://{}/api/v1/logs/search?q=level:error",
             collector.api
         );
         say_fmt!(
-            "  trace search        http://{}/api/v1/traces/search?service=shop-lb",
+            "  trace search        {s}://{}/api/v1/traces/search?service=shop-lb",
             collector.api
         );
         say_fmt!(
-            "  alert rules         http://{}/api/v1/rules   ({})",
+            "  alert rules         {s}://{}/api/v1/rules   ({})",
             collector.api,
             collector_config
                 .rules
@@ -179,11 +191,11 @@ pub fn run(config_path: Option<&Path>, args: UpArgs) -> anyhow::Result<()> {
                 .join(", ")
         );
         say_fmt!(
-            "  alerts              http://{}/api/v1/alerts",
+            "  alerts              {s}://{}/api/v1/alerts",
             collector.api
         );
         say_fmt!(
-            "  controller events   http://{controller_addr}/api/v1/events   ({})",
+            "  controller events   {s}://{controller_addr}/api/v1/events   ({})",
             controller_config
                 .policies
                 .iter()
@@ -192,7 +204,7 @@ pub fn run(config_path: Option<&Path>, args: UpArgs) -> anyhow::Result<()> {
                 .join(", ")
         );
         say_fmt!(
-            "  failover            http://{controller_addr}/api/v1/failover   ({}; keel failover status)",
+            "  failover            {s}://{controller_addr}/api/v1/failover   ({}; keel failover status)",
             controller_config
                 .failover
                 .iter()
@@ -242,7 +254,7 @@ fn agent_for(
     app_data: &Path,
 ) -> keel_agent::config::AgentConfig {
     if agent.collector == keel_agent::config::AgentConfig::default().collector {
-        agent.collector = format!("http://{}", collector.otlp_http);
+        agent.collector = format!("{}://{}", collector.scheme(), collector.otlp_http);
     }
     if agent.scrape.is_empty() {
         agent.scrape = vec![keel_agent::config::ScrapeJob {
@@ -319,6 +331,7 @@ fn shipped_failover(
         pause_policies: Vec::new(),
         agent_token: Default::default(),
         agent_token_file: Default::default(),
+        agent_tls: Default::default(),
     }
 }
 
@@ -422,7 +435,12 @@ pub async fn start_controller(
         .with_context(|| format!("controller.listen {}", config.listen))?;
     let addr = listener.local_addr()?;
     let app: axum::Router = controller_routes(c.clone(), clock, &collector.access).into();
-    tokio::spawn(async move { axum::serve(listener, app).await });
+    keel_collector::server::spawn_listener(
+        listener,
+        app,
+        collector.api_tls.clone(),
+        "controller API",
+    );
     tokio::spawn(c.clone().run());
     Ok((addr, c))
 }
@@ -625,8 +643,8 @@ mod tests {
             200
         );
         // No failover target: the admin gets through to the controller's
-        // own refusal, not the guard's.
+        // own answer, "no failover target is configured".
         let s = send(Method::POST, "/api/v1/failover".into(), Some(admin)).await;
-        assert!(s != 401 && s != 403, "{s}");
+        assert_eq!(s, 404);
     }
 }

@@ -58,7 +58,7 @@ pub fn render(own: &Own) -> String {
         let _ = writeln!(
             out,
             "keel_notifications_failed_total{{receiver=\"{}\"}} {n}",
-            escape(&receiver)
+            escape(&keel_core::secret::redact_url_path(&receiver))
         );
     }
     family(

@@ -97,9 +97,12 @@ pub struct CollectorConfig {
     /// Who may send (the tokens ingest requires; none: ingest is open)
     /// and how people log in to the API and the pages.
     pub auth: keel_auth::AuthConfig,
-    /// Bind an address other machines reach although Keel cannot yet
-    /// serve TLS (and, without `auth.login`, with no login either): must
-    /// be said in so many words.
+    /// TLS on all three listeners (certificate reloaded when its files
+    /// change); `client_ca_file`: agents on the OTLP listeners must
+    /// present a certificate it signed (mutual TLS).
+    pub tls: keel_tls::server::ServerTlsConfig,
+    /// Bind an address other machines reach without TLS or without
+    /// `auth.login`: must be said in so many words.
     pub insecure: bool,
 }
 
@@ -134,6 +137,7 @@ impl Default for CollectorConfig {
             query: keel_promql::QueryLimits::default(),
             limits: Limits::default(),
             auth: keel_auth::AuthConfig::default(),
+            tls: keel_tls::server::ServerTlsConfig::default(),
             insecure: false,
         }
     }
@@ -147,19 +151,28 @@ impl keel_core::config::Validate for CollectorConfig {
                 self.host
             )),
             // Safe by default: another machine reaching the API needs a
-            // login, and passwords and tokens need TLS, which Keel cannot
-            // serve yet.
-            Ok(ip) if !ip.is_loopback() && !self.insecure => problems.push(format!(
-                "collector.host: {} is reachable from other machines, which needs {}TLS on the \
-                 API, and Keel cannot serve TLS yet (passwords and tokens would cross the \
-                 network in clear): bind 127.0.0.1, or set collector.insecure: true to accept that",
-                self.host,
-                if self.auth.login {
-                    ""
-                } else {
-                    "collector.auth.login: true and "
+            // login, and passwords and tokens need TLS.
+            Ok(ip) if !ip.is_loopback() && !self.insecure => {
+                let missing: Vec<&str> = [
+                    (!self.auth.login).then_some("collector.auth.login: true"),
+                    (!self.tls.enabled()).then_some("collector.tls (cert_file, key_file)"),
+                    self.auth
+                        .senders
+                        .is_empty()
+                        .then_some("collector.auth.senders (or ingest takes anyone's data)"),
+                ]
+                .into_iter()
+                .flatten()
+                .collect();
+                if !missing.is_empty() {
+                    problems.push(format!(
+                        "collector.host: {} is reachable from other machines, which needs {}: \
+                         bind 127.0.0.1, or set collector.insecure: true to accept that",
+                        self.host,
+                        missing.join(" and ")
+                    ));
                 }
-            )),
+            }
             Ok(_) => {}
         }
         if self.max_body_bytes == 0 || self.max_decoded_bytes < self.max_body_bytes {
@@ -208,6 +221,7 @@ impl keel_core::config::Validate for CollectorConfig {
         self.query.validate("collector.query", problems);
         self.limits.validate(problems);
         self.auth.validate("collector.auth", problems);
+        self.tls.validate("collector.tls", problems);
         if self.auth.login && self.state == "none" {
             problems.push(
                 "collector.auth.login: users and tokens are kept in the state store, and collector.state is none".into(),
@@ -359,6 +373,9 @@ pub enum ServeError {
     /// A sender token cannot be read.
     #[error("{0}")]
     Auth(String),
+    /// The TLS certificate or key does not load.
+    #[error("{0}")]
+    Tls(#[from] keel_tls::server::ServerTlsError),
 }
 
 /// A running collector.
@@ -394,6 +411,72 @@ pub struct Running {
     /// The people guard (its users, sessions and audit), for other
     /// listeners of the same process (the controller's API).
     pub access: keel_auth::Access,
+    /// The API listener's TLS (none: plain HTTP), for other listeners of
+    /// the same process.
+    pub api_tls: Option<Arc<keel_tls::server::Acceptor>>,
+}
+
+impl Running {
+    /// `https` when the listeners serve TLS, else `http`.
+    pub fn scheme(&self) -> &'static str {
+        if self.api_tls.is_some() {
+            "https"
+        } else {
+            "http"
+        }
+    }
+}
+
+/// Serve `router` on `listener` (over TLS when `tls` is given), the
+/// peer's address as `ConnectInfo`; `what` names it in the log.
+pub fn spawn_listener(
+    listener: tokio::net::TcpListener,
+    router: axum::Router,
+    tls: Option<Arc<keel_tls::server::Acceptor>>,
+    what: &'static str,
+) {
+    tokio::spawn(async move {
+        match tls {
+            Some(t) => keel_tls::server::serve(listener, router, t).await,
+            None => {
+                let app = router.into_make_service_with_connect_info::<SocketAddr>();
+                if let Err(e) = axum::serve(listener, app).await {
+                    tracing::error!(error = %e, listener = what, "listener stopped");
+                }
+            }
+        }
+    });
+}
+
+/// The API's and ingest's TLS (ingest asks agents for certificates when
+/// a client CA is set), reloaded every 2 s on `clock` when a file changed.
+type Acceptors = (
+    Option<Arc<keel_tls::server::Acceptor>>,
+    Option<Arc<keel_tls::server::Acceptor>>,
+);
+
+fn tls(config: &CollectorConfig, clock: &SharedClock) -> Result<Acceptors, ServeError> {
+    if !config.tls.enabled() {
+        return Ok((None, None));
+    }
+    let api = keel_tls::server::Acceptor::new(&config.tls, "collector.tls", false)?;
+    let ingest = keel_tls::server::Acceptor::new(&config.tls, "collector.tls", true)?;
+    let (a, i, clock) = (api.clone(), ingest.clone(), clock.clone());
+    tokio::spawn(async move {
+        loop {
+            clock.sleep(std::time::Duration::from_secs(2)).await;
+            for acceptor in [&a, &i] {
+                match acceptor.reload_if_changed() {
+                    Ok(true) => tracing::info!("TLS certificate reloaded"),
+                    Ok(false) => {}
+                    Err(e) => {
+                        tracing::warn!(error = %e, "the new TLS files do not load; the old certificate stays")
+                    }
+                }
+            }
+        }
+    });
+    Ok((Some(api), Some(ingest)))
 }
 
 async fn bind(host: &str, port: u16) -> Result<tokio::net::TcpListener, ServeError> {
@@ -515,6 +598,7 @@ pub async fn start(config: &CollectorConfig, clock: SharedClock) -> Result<Runni
     // API listener, remote write and log push.
     let sender_check =
         axum::middleware::from_fn_with_state(senders.clone(), keel_auth::senders::require_sender);
+    let (api_tls, ingest_tls) = tls(config, &clock)?;
     let otlp_listener = bind(&config.host, config.otlp_http_port).await?;
     let grpc_listener = bind(&config.host, config.otlp_grpc_port).await?;
     let otlp_grpc = grpc_listener
@@ -533,11 +617,7 @@ pub async fn start(config: &CollectorConfig, clock: SharedClock) -> Result<Runni
         telemetry.clone(),
     )
     .layer(sender_check.clone());
-    tokio::spawn(async move {
-        if let Err(e) = axum::serve(grpc_listener, grpc).await {
-            tracing::error!(error = %e, "OTLP/gRPC listener stopped");
-        }
-    });
+    spawn_listener(grpc_listener, grpc, ingest_tls.clone(), "OTLP/gRPC");
     let api_listener = bind(&config.host, config.api_port).await?;
     let (otlp_http, api) = (
         otlp_listener
@@ -640,18 +720,9 @@ pub async fn start(config: &CollectorConfig, clock: SharedClock) -> Result<Runni
         // repetition); the pages' files come compressed already.
         .map(|r| r.layer(axum::middleware::from_fn(keel_http::gzip::json)))
         .into();
-    tokio::spawn(async move {
-        if let Err(e) = axum::serve(otlp_listener, ingest).await {
-            tracing::error!(error = %e, "OTLP/HTTP listener stopped");
-        }
-    });
-    tokio::spawn(async move {
-        // The peer's address: whether a proxy's SSO header is believed.
-        let app = api_routes.into_make_service_with_connect_info::<SocketAddr>();
-        if let Err(e) = axum::serve(api_listener, app).await {
-            tracing::error!(error = %e, "API listener stopped");
-        }
-    });
+    spawn_listener(otlp_listener, ingest, ingest_tls, "OTLP/HTTP");
+    // The peer's address: whether a proxy's SSO header is believed.
+    spawn_listener(api_listener, api_routes, api_tls.clone(), "API");
     tracing::info!(%otlp_http, %otlp_grpc, %api, "collector listening");
     Ok(Running {
         otlp_http,
@@ -669,6 +740,7 @@ pub async fn start(config: &CollectorConfig, clock: SharedClock) -> Result<Runni
         people_routes,
         ingest_routes,
         access,
+        api_tls,
     })
 }
 

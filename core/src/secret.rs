@@ -62,6 +62,19 @@ impl Secret {
     }
 }
 
+/// `url` with everything after its host replaced by `/<redacted>`: a
+/// webhook's path is often its secret (Slack, Discord), where it goes is
+/// not.
+pub fn redact_url_path(url: &str) -> String {
+    let host_start = url.find("://").map_or(0, |i| i + 3);
+    match url[host_start..].find(['/', '?', '#']) {
+        Some(i) if host_start + i + 1 < url.len() => {
+            format!("{}/{}", &url[..host_start + i], REDACTED)
+        }
+        _ => url.to_owned(),
+    }
+}
+
 thread_local! {
     /// Whether secrets serialize as [`REDACTED`] on this thread now.
     static REDACTING: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };

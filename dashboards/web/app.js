@@ -98,10 +98,14 @@ window.addEventListener("popstate", render);
 
 // ---- helpers ---------------------------------------------------------------
 
-async function api(path, opts = {}) {
+/** `opts` with the session's CSRF token on anything but a GET. */
+function withCsrf(opts = {}) {
   const method = (opts.method || "GET").toUpperCase();
-  if (method !== "GET" && me.csrf) opts = { ...opts, headers: { ...(opts.headers || {}), "x-keel-csrf": me.csrf } };
-  const r = await fetch(path, opts);
+  return method !== "GET" && me.csrf ? { ...opts, headers: { ...(opts.headers || {}), "x-keel-csrf": me.csrf } } : opts;
+}
+
+async function api(path, opts = {}) {
+  const r = await fetch(path, withCsrf(opts));
   if (r.status === 401 && me.login && !path.startsWith("/api/v1/login")) {
     me.user = null;
     loginPage();
@@ -976,7 +980,7 @@ function builderPage() {
     await drawPanel(target, { type: type.value, unit: unit.value, thresholds: [] },
       `/api/v1/panels/data?start=${start / 1000}&end=${end / 1000}&step=${step / 1000}`, await timeline(start, end), gen,
       { method: "POST", headers: { "content-type": "application/json" }, body: body() });
-    const r = await fetch("/api/v1/panels/export", { method: "POST", headers: { "content-type": "application/json" }, body: body() });
+    const r = await fetch("/api/v1/panels/export", withCsrf({ method: "POST", headers: { "content-type": "application/json" }, body: body() }));
     yaml.textContent = r.ok ? await r.text() : "Not valid yet: " + ((await r.json()).error || r.status);
   };
   main.replaceChildren(h("h1", {}, "Build a panel"), h("p", { class: "muted" }, "Try a query, then paste the YAML into a row of a file in dashboards/."),

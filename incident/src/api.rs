@@ -22,7 +22,15 @@ pub fn routes(incidents: Arc<Incidents>) -> keel_http::Routes {
     keel_http::Routes::new()
         .route("/api/v1/incidents", get(list).post(record))
         .route("/api/v1/incidents/{name}/bundle", get(download))
-        .route("/api/v1/incidents/{name}/replay", get(replay).post(replay))
+        // The recorded replay for anyone who reads; a what-if (a body)
+        // only by POST, which the server may keep to editors.
+        .route(
+            "/api/v1/incidents/{name}/replay",
+            get(|i: State<Arc<Incidents>>, name: Path<String>| async move {
+                replay(i, name, axum::http::HeaderMap::new(), Bytes::new()).await
+            })
+            .post(replay),
+        )
         .route(
             "/api/v1/incidents/{name}/view/{*rest}",
             axum::routing::any(view),

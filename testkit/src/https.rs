@@ -97,3 +97,86 @@ pub async fn serve(router: axum::Router) -> Result<Https, HttpsError> {
         task,
     })
 }
+
+/// Certificates in files, for a Keel listener with TLS: a CA, a server
+/// certificate it signed (for `127.0.0.1` and `localhost`) with its key,
+/// and a client certificate it signed (mutual TLS) with its key.
+pub struct Pki {
+    /// The CA (PEM), for clients to trust and for `client_ca_file`.
+    pub ca_file: PathBuf,
+    /// The server's certificate and key.
+    pub cert_file: PathBuf,
+    /// The server's key.
+    pub key_file: PathBuf,
+    /// A client certificate the CA signed, and its key.
+    pub client_cert_file: PathBuf,
+    /// The client certificate's key.
+    pub client_key_file: PathBuf,
+    dir: PathBuf,
+}
+
+impl Pki {
+    /// Write a fresh CA, server and client certificate into `dir`.
+    pub fn new(dir: &std::path::Path) -> Result<Self, HttpsError> {
+        let issuer = ca("keel test CA")?;
+        let me = Self {
+            ca_file: dir.join("ca.pem"),
+            cert_file: dir.join("server.pem"),
+            key_file: dir.join("server-key.pem"),
+            client_cert_file: dir.join("client.pem"),
+            client_key_file: dir.join("client-key.pem"),
+            dir: dir.to_path_buf(),
+        };
+        std::fs::write(&me.ca_file, issuer.pem())?;
+        me.write_pair(
+            &issuer,
+            &me.cert_file,
+            &me.key_file,
+            &["127.0.0.1", "localhost"],
+        )?;
+        me.write_pair(
+            &issuer,
+            &me.client_cert_file,
+            &me.client_key_file,
+            &["agent"],
+        )?;
+        Ok(me)
+    }
+
+    fn write_pair(
+        &self,
+        issuer: &CertifiedIssuer<'static, KeyPair>,
+        cert_file: &std::path::Path,
+        key_file: &std::path::Path,
+        names: &[&str],
+    ) -> Result<(), HttpsError> {
+        let key = KeyPair::generate()?;
+        let cert =
+            CertificateParams::new(names.iter().map(|n| (*n).to_owned()).collect::<Vec<_>>())?
+                .signed_by(&key, issuer)?;
+        // The key first, then the certificate, each renamed into place:
+        // a listener reloading between the two sees one file changed and
+        // the pair not matching, keeps its old one, and tries again.
+        let tmp = self.dir.join(".tmp.pem");
+        std::fs::write(&tmp, key.serialize_pem())?;
+        std::fs::rename(&tmp, key_file)?;
+        std::fs::write(&tmp, cert.pem())?;
+        std::fs::rename(&tmp, cert_file)?;
+        Ok(())
+    }
+
+    /// Replace the server's certificate and key with ones a new CA signed
+    /// (as a rotation would): the new CA's file.
+    pub fn rotate_server(&self) -> Result<PathBuf, HttpsError> {
+        let issuer = ca("keel rotated CA")?;
+        let ca_file = self.dir.join("rotated-ca.pem");
+        std::fs::write(&ca_file, issuer.pem())?;
+        self.write_pair(
+            &issuer,
+            &self.cert_file,
+            &self.key_file,
+            &["127.0.0.1", "localhost"],
+        )?;
+        Ok(ca_file)
+    }
+}

@@ -4,8 +4,14 @@
 //! (`tls_config: {ca_file: …}`, as Prometheus writes it). A certificate
 //! that does not verify is an error that says why, never a silent skip.
 //!
-//! Owns: building `reqwest` clients and describing their errors. Never
-//! depends on another Keel crate, so the agent can use it.
+//! [`server`]: TLS on Keel's own listeners (certificates reloaded when
+//! their files change, mutual TLS for agents).
+//!
+//! Owns: building `reqwest` clients and describing their errors, and the
+//! TLS side of listeners. Never depends on another Keel crate, so the
+//! agent can use it.
+
+pub mod server;
 
 use std::path::{Path, PathBuf};
 
@@ -19,6 +25,13 @@ pub struct TlsConfig {
     /// the system's only).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub ca_file: Option<PathBuf>,
+    /// PEM certificate Keel presents as a client (mutual TLS), with
+    /// `key_file`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cert_file: Option<PathBuf>,
+    /// PEM private key of `cert_file`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub key_file: Option<PathBuf>,
 }
 
 /// Why a client could not be built.
@@ -60,6 +73,39 @@ impl TlsConfig {
         {
             problems.push(e.to_string());
         }
+        if let Err(e) = self.identity(at) {
+            problems.push(e.to_string());
+        }
+    }
+
+    /// The client certificate and key, if both are given (one alone is
+    /// an error).
+    fn identity(&self, at: &str) -> Result<Option<reqwest::Identity>, TlsError> {
+        let (cert, key) = match (&self.cert_file, &self.key_file) {
+            (None, None) => return Ok(None),
+            (Some(c), Some(k)) => (c, k),
+            _ => {
+                return Err(TlsError::Build(format!(
+                    "{at}: give both cert_file and key_file for a client certificate, or neither"
+                )));
+            }
+        };
+        let read = |p: &PathBuf, field: &str| {
+            std::fs::read(p).map_err(|source| TlsError::Read {
+                field: format!("{at}.{field}"),
+                path: p.clone(),
+                source,
+            })
+        };
+        let mut pem = read(cert, "cert_file")?;
+        pem.push(b'\n');
+        pem.extend(read(key, "key_file")?);
+        reqwest::Identity::from_pem(&pem).map(Some).map_err(|e| {
+            TlsError::Build(format!(
+                "{at}: the client certificate and key: {}",
+                describe(&e)
+            ))
+        })
     }
 
     /// Trust this config's CA bundle in `builder` (`at` names the
@@ -69,6 +115,10 @@ impl TlsConfig {
         builder: reqwest::ClientBuilder,
         at: &str,
     ) -> Result<reqwest::ClientBuilder, TlsError> {
+        let builder = match self.identity(at)? {
+            Some(id) => builder.identity(id),
+            None => builder,
+        };
         let Some(path) = &self.ca_file else {
             return Ok(builder);
         };
@@ -136,6 +186,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let missing = TlsConfig {
             ca_file: Some(dir.path().join("nope.pem")),
+            ..Default::default()
         };
         let mut problems = Vec::new();
         missing.validate("agent.collector_tls", &mut problems);
@@ -156,6 +207,7 @@ mod tests {
         std::fs::write(&empty, "not a certificate\n").expect("write");
         let not_pem = TlsConfig {
             ca_file: Some(empty),
+            ..Default::default()
         };
         let e = not_pem
             .client(reqwest::Client::builder(), "webhook")

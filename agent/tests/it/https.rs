@@ -38,6 +38,7 @@ fn config(dir: &std::path::Path, https: &Https, ca: &std::path::Path) -> AgentCo
     let base = format!("https://127.0.0.1:{}", https.addr.port());
     let tls = TlsConfig {
         ca_file: Some(ca.to_path_buf()),
+        ..Default::default()
     };
     AgentConfig {
         collector: base.clone(),

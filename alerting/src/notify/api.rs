@@ -20,7 +20,7 @@ pub fn routes(n: Arc<Notifier>) -> keel_http::Routes {
         .route(
             "/api/v1/notifications",
             get(|State(n): State<Arc<Notifier>>| async move {
-                axum::Json(json!({"status": "success", "data": n.deliveries()}))
+                axum::Json(json!({"status": "success", "data": n.deliveries().into_iter().map(redacted).collect::<Vec<_>>()}))
             }),
         )
         .route(
@@ -117,4 +117,15 @@ async fn ack(
             .into_response(),
         Err(e) => bad(e),
     }
+}
+
+/// A delivery as readers see it: a webhook receiver's path (often its
+/// secret) redacted, in its name and in the error that may quote it.
+fn redacted(mut d: crate::notify::Delivery) -> crate::notify::Delivery {
+    let shown = keel_core::secret::redact_url_path(&d.receiver);
+    if shown != d.receiver {
+        d.last_error = d.last_error.map(|e| e.replace(&d.receiver, &shown));
+        d.receiver = shown;
+    }
+    d
 }

@@ -332,7 +332,8 @@ pub async fn play(s: &Scenario, ep: &Endpoints, target: Arc<dyn Target>) -> anyh
             problems.join("\n  ")
         );
     }
-    call(http.get(format!("{collector}/api/v1/incidents")))
+    // The collector, with the user's KEEL_TOKEN when it wants a login.
+    call(crate::api_client::client().get(format!("{collector}/api/v1/incidents")))
         .await
         .with_context(|| format!("the collector at {collector}"))?;
     inj.baseline = call(http.get(format!("{}/api/v1/web/capacity", inj.sup))).await?;

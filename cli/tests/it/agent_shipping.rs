@@ -898,3 +898,78 @@ async fn an_agent_ships_with_its_sender_token_and_one_without_is_refused() {
     with.stop().await;
     without.stop().await;
 }
+
+/// Mutual TLS (`collector.tls.client_ca_file`): an agent presenting a
+/// certificate the CA signed ships; one without a certificate fails the
+/// handshake and says so in its status, keeping its batches.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_with_its_client_certificate_ships_and_one_without_is_refused() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let pki = keel_testkit::https::Pki::new(dir.path()).expect("certificates");
+    let mut cc = keel_collector::server::CollectorConfig {
+        data_dir: dir.path().join("collector"),
+        otlp_http_port: 0,
+        otlp_grpc_port: 0,
+        api_port: 0,
+        ..Default::default()
+    };
+    cc.tls = keel_tls::server::ServerTlsConfig {
+        cert_file: pki.cert_file.clone(),
+        key_file: pki.key_file.clone(),
+        client_ca_file: pki.ca_file.clone(),
+    };
+    let clock: SharedClock = Arc::new(SystemClock);
+    let c = keel_collector::server::start(&cc, clock.clone())
+        .await
+        .expect("collector starts");
+    let otlp = format!("https://{}", c.otlp_http);
+    let (target, _) = counting_target().await;
+    let mut with = agent_config(
+        &dir.path().join("a"),
+        &otlp,
+        vec![job("with", target, 50, 40)],
+    );
+    with.collector_tls = keel_tls::TlsConfig {
+        ca_file: Some(pki.ca_file.clone()),
+        cert_file: Some(pki.client_cert_file.clone()),
+        key_file: Some(pki.client_key_file.clone()),
+    };
+    let mut without = agent_config(
+        &dir.path().join("b"),
+        &otlp,
+        vec![job("without", target, 50, 40)],
+    );
+    without.collector_tls = keel_tls::TlsConfig {
+        ca_file: Some(pki.ca_file.clone()),
+        ..Default::default()
+    };
+    let with = Agent::start(with, clock.clone())
+        .await
+        .expect("agent starts");
+    let without = Agent::start(without, clock).await.expect("agent starts");
+    crate::common::eventually(
+        "the agent with its certificate ships",
+        Duration::from_secs(20),
+        || {
+            let jobs = c.store.label_values("job");
+            async move { jobs.iter().any(|j| j == "with").then_some(()) }
+        },
+    )
+    .await;
+    let refused = crate::common::eventually(
+        "the agent without one is refused, and says so",
+        Duration::from_secs(20),
+        || {
+            let s = without.status();
+            async move { s.last_send_error.filter(|_| s.buffered_batches > 0) }
+        },
+    )
+    .await;
+    assert!(refused.contains("CertificateRequired"), "{refused}");
+    assert!(
+        !c.store.label_values("job").iter().any(|j| j == "without"),
+        "nothing of the refused agent is stored"
+    );
+    with.stop().await;
+    without.stop().await;
+}

@@ -222,6 +222,12 @@ async fn people_log_in_to_the_dashboard_and_a_viewer_cannot_change_anything() {
         "return document.querySelector('#login') ? 1 : null;",
     )
     .await;
+    let after = until(
+        "the old session is refused",
+        "if (window.__after === undefined) { window.__after = null; fetch('/api/v1/alerts').then(r => { window.__after = r.status; }); } return window.__after;",
+    )
+    .await;
+    assert_eq!(after, 401, "the cookie is cleared and the session ended");
 
     // An editor silences the alert from the page.
     browser
@@ -242,12 +248,14 @@ async fn people_log_in_to_the_dashboard_and_a_viewer_cannot_change_anything() {
         "return document.querySelector('#silences tr.silence-row') ? 1 : null;",
     )
     .await;
-    // Only the wrong password's 401 may be in the console.
+    // Only the wrong password's 401, and the logged-out probe's, may be
+    // in the console.
     let errors = browser.console_errors().await.expect("console");
     assert!(
         errors
             .iter()
-            .all(|e| e.contains("/api/v1/login") && e.contains("401")),
+            .all(|e| e.contains("401")
+                && (e.contains("/api/v1/login") || e.contains("/api/v1/alerts"))),
         "console errors: {errors:?}"
     );
 }

@@ -46,6 +46,7 @@ fn target(supervisor: &str, mode: Mode, max_lag: u64) -> FailoverConfig {
         pause_policies: Vec::new(),
         agent_token: Default::default(),
         agent_token_file: Default::default(),
+        agent_tls: Default::default(),
     }
 }
 

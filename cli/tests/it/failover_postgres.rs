@@ -104,13 +104,22 @@ async fn postgres_failover_rewind_switchover_and_refusals() {
     // An agent's failover actions want its token: a stop without it (or
     // with a wrong one) is refused and the primary stays up.
     let http = reqwest::Client::new();
-    for auth in [None, Some("Bearer not-the-agent-token-000")] {
+    // A page in a browser cannot post to it either, even with the token.
+    let right = format!("Bearer {}", crate::pgcluster::AGENT_TOKEN);
+    for (auth, origin) in [
+        (None, None),
+        (Some("Bearer not-the-agent-token-000"), None),
+        (Some(right.as_str()), Some("https://evil.example")),
+    ] {
         let mut r = http.post(format!("{}/api/v1/failover/stop", c.agent_url(0)));
         if let Some(a) = auth {
             r = r.header("authorization", a);
         }
+        if let Some(o) = origin {
+            r = r.header("origin", o);
+        }
         let status = r.send().await.expect("the agent answers").status();
-        assert_eq!(status.as_u16(), 401, "{auth:?}");
+        assert_eq!(status.as_u16(), 401, "{auth:?} {origin:?}");
     }
     assert_eq!(
         blocking(|| c.psql(0, "SELECT 1")).as_deref(),

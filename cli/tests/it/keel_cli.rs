@@ -407,7 +407,14 @@ fn invalid_config_fails_at_start_naming_file_line_and_every_problem() {
         assert!(
             err.contains(&format!(
                 "collector.host: {host} is reachable from other machines"
-            )) && err.contains("collector.insecure: true"),
+            )) && err.contains("collector.insecure: true")
+                && [
+                    "collector.auth.login: true",
+                    "collector.tls",
+                    "collector.auth.senders"
+                ]
+                .iter()
+                .all(|m| err.contains(m)),
             "{err}"
         );
     }

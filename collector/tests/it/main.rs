@@ -19,5 +19,6 @@ mod rules_running;
 mod sender_tokens;
 mod smtp_pages;
 mod state_restart;
+mod tls;
 mod traces_api;
 mod webhooks;

@@ -91,13 +91,67 @@ fn concrete(route: &str) -> String {
         .join("/")
 }
 
-const METHODS: [Method; 5] = [
+const METHODS: [Method; 7] = [
     Method::GET,
+    Method::HEAD,
+    Method::OPTIONS,
     Method::POST,
     Method::PUT,
     Method::DELETE,
     Method::PATCH,
 ];
+
+/// What each route should need, written down here from the README (not
+/// read from the server's table, which this checks).
+fn expected(method: &Method, route: &str) -> Need {
+    const OPEN: [&str; 7] = [
+        "/",
+        "/ui",
+        "/ui/",
+        "/ui/{*path}",
+        "/api/v1/login",
+        "/api/v1/logout",
+        "/api/v1/session",
+    ];
+    const ADMIN: [&str; 5] = [
+        "/api/v1/users",
+        "/api/v1/users/{name}",
+        "/api/v1/tokens",
+        "/api/v1/tokens/{id}",
+        "/api/v1/audit",
+    ];
+    const READS_BY_POST: [&str; 7] = [
+        "/api/v1/query",
+        "/api/v1/query_range",
+        "/api/v1/series",
+        "/api/v1/labels",
+        "/api/v1/panels/data",
+        "/api/v1/panels/export",
+        "/api/v1/incidents/{name}/view/{*rest}",
+    ];
+    const EDITOR_CHANGES: [&str; 5] = [
+        "/api/v1/silences",
+        "/api/v1/silences/{id}",
+        "/api/v1/alerts/ack",
+        "/-/reload",
+        "/api/v1/incidents",
+    ];
+    let read = matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS);
+    let need = |role, change| Need::Role { role, change };
+    if OPEN.contains(&route) {
+        Need::Open
+    } else if ADMIN.contains(&route) {
+        need(Role::Admin, !read)
+    } else if read || READS_BY_POST.contains(&route) {
+        need(Role::Viewer, false)
+    } else if route == "/api/v1/incidents/{name}/replay" {
+        need(Role::Editor, false)
+    } else if EDITOR_CHANGES.contains(&route) {
+        need(Role::Editor, true)
+    } else {
+        need(Role::Admin, true)
+    }
+}
 
 async fn send(
     http: &reqwest::Client,
@@ -126,7 +180,12 @@ async fn every_route_refuses_no_token_a_wrong_or_expired_one_and_a_viewer_writin
         let path = concrete(route);
         let mut refused_once = false;
         for m in &METHODS {
-            let need = keel_collector::access::need(m, route);
+            let need = expected(m, route);
+            assert_eq!(
+                keel_collector::access::need(m, route),
+                need,
+                "{m} {route}: the server's table says otherwise"
+            );
             if need == Need::Open {
                 continue;
             }
@@ -153,7 +212,7 @@ async fn every_route_refuses_no_token_a_wrong_or_expired_one_and_a_viewer_writin
                 );
             }
         }
-        if keel_collector::access::need(&Method::GET, route) != Need::Open {
+        if expected(&Method::GET, route) != Need::Open {
             assert!(refused_once, "{route}: no method answered 401");
             guarded_routes += 1;
         }
@@ -410,10 +469,13 @@ async fn without_login_a_cross_site_post_and_a_foreign_host_are_still_refused() 
         .await
         .expect("answer");
     assert_eq!(fetch_meta.status(), StatusCode::FORBIDDEN);
-    // DNS rebinding: a name that is not this Keel's.
+    // DNS rebinding: a browser's request to a name that is not this
+    // Keel's (the page thinks it is same-origin).
     let rebound = http
         .get(format!("{base}/api/v1/alerts"))
         .header(header::HOST, "evil.example")
+        .header("Sec-Fetch-Site", "same-origin")
+        .header("Sec-Fetch-Mode", "cors")
         .send()
         .await
         .expect("answer");
@@ -426,6 +488,17 @@ async fn without_login_a_cross_site_post_and_a_foreign_host_are_still_refused() 
             .contains("collector.auth.hosts"),
         "{body}"
     );
+    // Not a browser (Grafana's backend, Prometheus scraping /metrics, the
+    // CLI): any name reaches it.
+    for path in ["/api/v1/alerts", "/metrics"] {
+        let server = http
+            .get(format!("{base}{path}"))
+            .header(header::HOST, "keel-collector.monitoring.svc")
+            .send()
+            .await
+            .expect("answer");
+        assert_eq!(server.status(), StatusCode::OK, "{path}");
+    }
     // The same requests from here, and from the CLI (no Origin), pass.
     let same = http
         .post(format!("{base}/-/reload"))

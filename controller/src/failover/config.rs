@@ -156,6 +156,10 @@ pub struct FailoverConfig {
     /// A file whose first line is the agents' token.
     #[serde(default)]
     pub agent_token_file: std::path::PathBuf,
+    /// PostgreSQL: how to trust the agents' `https://` listeners (their
+    /// `agent.tls`): a CA bundle, and a client certificate when they ask.
+    #[serde(default)]
+    pub agent_tls: keel_tls::TlsConfig,
 }
 
 impl FailoverConfig {
@@ -208,6 +212,8 @@ impl FailoverConfig {
         if let Err(e) = self.agent_token() {
             problems.push(format!("{at}.agent_{e}"));
         }
+        self.agent_tls
+            .validate(&format!("{at}.agent_tls"), problems);
         if self.name.trim().is_empty() {
             problems.push(format!("{at}.name: must not be empty"));
         }

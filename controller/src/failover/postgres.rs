@@ -184,11 +184,20 @@ impl Postgres {
             v.set_sensitive(true);
             headers.insert(reqwest::header::AUTHORIZATION, v);
         }
-        let http = reqwest::Client::builder()
+        let builder = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(2))
-            .default_headers(headers)
-            .build()
-            .unwrap_or_default();
+            .default_headers(headers);
+        // Validated at config load; a CA file gone since is named here.
+        let http = cfg
+            .agent_tls
+            .client(
+                builder,
+                &format!("controller.failover {}: agent_tls", cfg.name),
+            )
+            .unwrap_or_else(|e| {
+                tracing::error!(error = %e, "the agents' TLS settings do not load");
+                reqwest::Client::default()
+            });
         let members = cfg
             .members
             .iter()

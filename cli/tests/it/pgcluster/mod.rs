@@ -325,6 +325,7 @@ impl Cluster {
             pause_policies: Vec::new(),
             agent_token: keel_core::secret::Secret::new(AGENT_TOKEN),
             agent_token_file: Default::default(),
+            agent_tls: Default::default(),
         }
     }
 

@@ -24,6 +24,7 @@ fn cfg(mode: Mode) -> FailoverConfig {
         pause_policies: Vec::new(),
         agent_token: Default::default(),
         agent_token_file: Default::default(),
+        agent_tls: Default::default(),
     }
 }
 

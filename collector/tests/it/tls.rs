@@ -1,0 +1,132 @@
+//! TLS on the collector's listeners (`collector.tls`): a client that does
+//! not trust the CA fails the handshake; a rotated certificate is served
+//! without a restart; with `client_ca_file`, an agent's client
+//! certificate is required on ingest (mutual TLS) but not on the API.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::common::{config, gauge, point, request};
+use keel_collector::server::{Running, start};
+use keel_core::clock::{SharedClock, SystemClock};
+use keel_testkit::https::Pki;
+use keel_tls::TlsConfig;
+use prost::Message;
+
+async fn collector(dir: &std::path::Path, pki: &Pki) -> Running {
+    let mut c = config(&dir.join("data"));
+    c.tls = keel_tls::server::ServerTlsConfig {
+        cert_file: pki.cert_file.clone(),
+        key_file: pki.key_file.clone(),
+        client_ca_file: pki.ca_file.clone(),
+    };
+    let clock: SharedClock = Arc::new(SystemClock);
+    start(&c, clock).await.expect("collector starts")
+}
+
+fn client(tls: TlsConfig) -> reqwest::Client {
+    tls.client(reqwest::Client::builder(), "test")
+        .expect("client")
+}
+
+fn trusting(ca: &std::path::Path) -> TlsConfig {
+    TlsConfig {
+        ca_file: Some(ca.to_path_buf()),
+        ..Default::default()
+    }
+}
+
+async fn query(http: &reqwest::Client, c: &Running) -> Result<reqwest::StatusCode, String> {
+    http.get(format!("https://{}/api/v1/query?query=vector(1)", c.api))
+        .send()
+        .await
+        .map(|r| r.status())
+        .map_err(|e| keel_tls::describe(&e))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_api_serves_tls_and_a_client_that_does_not_trust_the_ca_fails() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let pki = Pki::new(dir.path()).expect("certificates");
+    let c = collector(dir.path(), &pki).await;
+    assert_eq!(c.scheme(), "https");
+    let e = query(&client(TlsConfig::default()), &c)
+        .await
+        .expect_err("the system's roots do not have the test CA");
+    assert!(e.contains("UnknownIssuer"), "{e}");
+    let ok = query(&client(trusting(&pki.ca_file)), &c).await;
+    assert_eq!(
+        ok,
+        Ok(reqwest::StatusCode::OK),
+        "no client certificate on the API"
+    );
+    // Plain HTTP to a TLS port gets no answer it can read.
+    let plain = reqwest::get(format!("http://{}/api/v1/query?query=vector(1)", c.api)).await;
+    assert!(plain.is_err() || !plain.expect("answer").status().is_success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rotated_certificate_is_served_without_a_restart() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let pki = Pki::new(dir.path()).expect("certificates");
+    let c = collector(dir.path(), &pki).await;
+    let old = client(trusting(&pki.ca_file));
+    assert_eq!(query(&old, &c).await, Ok(reqwest::StatusCode::OK));
+    let new_ca = pki.rotate_server().expect("rotate");
+    let new = client(trusting(&new_ca));
+    keel_testkit::until(
+        "the rotated certificate is served",
+        Duration::from_secs(30),
+        async || query(&new, &c).await.ok(),
+    )
+    .await;
+    // A new connection (the old client's pooled one goes on as it was).
+    let e = query(&client(trusting(&pki.ca_file)), &c)
+        .await
+        .expect_err("the old CA signed no more");
+    assert!(e.contains("UnknownIssuer"), "{e}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ingest_wants_the_agents_client_certificate() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let pki = Pki::new(dir.path()).expect("certificates");
+    let c = collector(dir.path(), &pki).await;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("time")
+        .as_millis() as u64;
+    let body = request(
+        "mtls-agent",
+        vec![gauge("mtls_up", "", vec![point(now, 1.0, vec![])])],
+    )
+    .encode_to_vec();
+    let send = |http: reqwest::Client| {
+        let body = body.clone();
+        let url = format!("https://{}/v1/metrics", c.otlp_http);
+        async move {
+            http.post(url)
+                .header("content-type", "application/x-protobuf")
+                .body(body)
+                .send()
+                .await
+                .map(|r| r.status())
+                .map_err(|e| keel_tls::describe(&e))
+        }
+    };
+    let without = send(client(trusting(&pki.ca_file))).await;
+    assert!(without.is_err(), "no client certificate: {without:?}");
+    let with = send(client(TlsConfig {
+        ca_file: Some(pki.ca_file.clone()),
+        cert_file: Some(pki.client_cert_file.clone()),
+        key_file: Some(pki.client_key_file.clone()),
+    }))
+    .await;
+    assert_eq!(with, Ok(reqwest::StatusCode::OK));
+    let stored = c
+        .store
+        .label_values("__name__")
+        .iter()
+        .any(|n| n == "mtls_up");
+    assert!(stored, "the batch sent with the certificate is stored");
+}
