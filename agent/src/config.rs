@@ -388,7 +388,7 @@ impl Validate for AgentConfig {
                 self.listen
             )),
             // Safe by default: the failover role's actions stop, start and
-            // promote PostgreSQL, and Keel cannot serve TLS yet.
+            // promote PostgreSQL, and cleartext needs saying so.
             Ok(a) if !a.ip().is_loopback() => {
                 if let Some(f) = &self.failover
                     && matches!(f.token(), Ok(None))
@@ -410,6 +410,19 @@ impl Validate for AgentConfig {
                 }
             }
             Ok(_) => {}
+        }
+        // The local receiver is plain HTTP and forwards with the agent's
+        // own token and certificate: for this host's apps only.
+        if let Ok(a) = self.otlp_receiver.parse::<std::net::SocketAddr>()
+            && !a.ip().is_loopback()
+            && !self.insecure
+        {
+            problems.push(format!(
+                "agent.otlp_receiver: {} is reachable from other machines, and anything sent \
+                 there goes on with this agent's token: listen on 127.0.0.1, or set \
+                 agent.insecure: true to accept that",
+                self.otlp_receiver
+            ));
         }
         if !self.otlp_receiver.is_empty()
             && self.otlp_receiver.parse::<std::net::SocketAddr>().is_err()

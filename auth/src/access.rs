@@ -33,6 +33,10 @@ use crate::directory::{AuditEntry, Directory, TokenRecord, User, token_digest, t
 use crate::role::Role;
 use crate::sessions::{Session, Sessions};
 
+/// Where the guard puts an HTTP/2 request's `:authority` (its host) for
+/// the Host and Origin checks, since no `Host` header comes with it.
+const AUTHORITY: &str = "x-keel-authority";
+
 /// The cookie holding a browser's session id.
 pub const SESSION_COOKIE: &str = "keel_session";
 
@@ -113,6 +117,8 @@ pub(crate) struct Inner {
     pub(crate) directory: Option<Directory>,
     cache: Mutex<HashMap<String, (Instant, Cached)>>,
     pub(crate) failures: Mutex<HashMap<String, (i64, u32)>>,
+    /// Whether the listeners serve TLS (session cookies are then `Secure`).
+    pub(crate) tls: std::sync::atomic::AtomicBool,
     /// Password checks at once (argon2 takes 19 MiB and tens of ms each).
     pub(crate) verifying: Arc<tokio::sync::Semaphore>,
     pub(crate) clock: SharedClock,
@@ -188,6 +194,7 @@ impl Access {
                 directory,
                 cache: Mutex::default(),
                 failures: Mutex::default(),
+                tls: std::sync::atomic::AtomicBool::new(false),
                 verifying: Arc::new(tokio::sync::Semaphore::new(
                     std::thread::available_parallelism().map_or(2, |n| n.get()),
                 )),
@@ -205,6 +212,13 @@ impl Access {
             inner: self.inner.clone(),
             classify,
         }
+    }
+
+    /// The listeners serve TLS: session cookies are marked `Secure`.
+    pub fn serving_tls(&self) {
+        self.inner
+            .tls
+            .store(true, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// Whether people must log in.
@@ -469,6 +483,14 @@ fn request_host(headers: &HeaderMap, from_proxy: bool) -> Option<String> {
         .or_else(|| headers.get(header::HOST))
         .and_then(|v| v.to_str().ok())
         .map(|v| v.trim().to_ascii_lowercase())
+        // HTTP/2 carries the host in the request's `:authority`, which
+        // the guard copies here (no `Host` header comes with it).
+        .or_else(|| {
+            headers
+                .get(AUTHORITY)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_ascii_lowercase)
+        })
 }
 
 /// A host without its port (`[::1]:7070` → `::1`).
@@ -578,6 +600,16 @@ async fn admit(access: &Access, req: &mut Request) -> Result<(Need, Option<Princ
         .get::<ConnectInfo<SocketAddr>>()
         .map(|c| c.0.ip());
     let from_proxy = access.trusts(peer);
+    // HTTP/2: the host is the URI's authority. Whatever a client sent
+    // under our internal name is dropped first.
+    let authority = req.uri().authority().map(|a| a.as_str().to_owned());
+    req.headers_mut().remove(AUTHORITY);
+    if let Some(a) = authority
+        && !req.headers().contains_key(header::HOST)
+        && let Ok(v) = axum::http::HeaderValue::from_str(&a)
+    {
+        req.headers_mut().insert(AUTHORITY, v);
+    }
     let headers = req.headers();
     access.check_host(headers, from_proxy)?;
     let method = req.method().clone();
@@ -655,6 +687,13 @@ mod tests {
         h.remove(header::ORIGIN);
         h.insert("sec-fetch-site", "cross-site".parse().expect("v"));
         assert!(check_origin(&h, false).is_err());
+        // HTTP/2: no Host, the authority the guard copied.
+        let mut h2 = HeaderMap::new();
+        h2.insert(AUTHORITY, "127.0.0.1:7070".parse().expect("v"));
+        h2.insert(header::ORIGIN, "https://127.0.0.1:7070".parse().expect("v"));
+        assert!(check_origin(&h2, false).is_ok());
+        h2.insert(header::ORIGIN, "https://evil.example".parse().expect("v"));
+        assert!(check_origin(&h2, false).is_err());
     }
 
     #[test]

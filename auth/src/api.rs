@@ -47,12 +47,17 @@ fn session_cookie(id: &str, max_age_s: u64, secure: bool) -> String {
     )
 }
 
-/// Whether the browser reached us over HTTPS (a trusted proxy says so).
+/// Whether the browser reached us over HTTPS (our own TLS, or a trusted
+/// proxy says so).
 fn https(access: &Access, headers: &HeaderMap) -> bool {
-    access.inner().proxy_trusted
-        && headers
-            .get("x-forwarded-proto")
-            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"https"))
+    access
+        .inner()
+        .tls
+        .load(std::sync::atomic::Ordering::Relaxed)
+        || access.inner().proxy_trusted
+            && headers
+                .get("x-forwarded-proto")
+                .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"https"))
 }
 
 /// `POST /api/v1/login` `{user, password}` (JSON or a form): a session

@@ -96,7 +96,7 @@ agent:
   hostname: ""                 # host.name on everything sent; "": this machine's hostname
   data_dir: {data_dir}         # the disk buffer of unsent batches
   listen: 127.0.0.1:9465       # the agent's /metrics and /status (keel agent status); another
-                               #   machine's reach needs insecure: true (no TLS yet)
+                               #   machine's reach needs agent.tls or insecure: true
   insecure: false
   otlp_receiver: 127.0.0.1:4319  # apps on this host export OTLP/HTTP here ("": none)
   buffer:

@@ -55,7 +55,8 @@ fn trace_id(n: u64) -> Vec<u8> {
     id
 }
 
-fn kv(k: &str, v: String) -> KeyValue {
+/// A string attribute (the security bench's too).
+pub(crate) fn kv(k: &str, v: String) -> KeyValue {
     KeyValue {
         key: k.into(),
         value: Some(AnyValue {

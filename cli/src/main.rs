@@ -26,6 +26,7 @@ mod bench_metrics;
 mod bench_replay;
 mod bench_rules;
 mod bench_scrape;
+mod bench_security;
 mod collector_cmd;
 mod config;
 mod events_cmd;
@@ -175,6 +176,9 @@ enum BenchCommand {
     /// A collector SIGKILLed again and again at random moments under
     /// metrics, logs and spans ingest: acknowledged records lost.
     Crash(bench_crash::CrashBenchArgs),
+    /// What TLS and authentication cost: ingest throughput and query p99
+    /// of a collector with both on against a plain one, same run.
+    Security(bench_security::SecurityBenchArgs),
 }
 
 #[derive(Subcommand)]
@@ -247,6 +251,9 @@ fn main() -> ExitCode {
         Command::Bench {
             command: BenchCommand::Crash(args),
         } => bench_crash::run(args),
+        Command::Bench {
+            command: BenchCommand::Security(args),
+        } => bench_security::run(args),
         Command::Config => config::load(cli.config.as_deref()).and_then(|c| {
             // Secrets print as <redacted> (their type); passwords inside
             // URLs (a PostgreSQL DSN) as ***.

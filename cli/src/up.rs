@@ -430,6 +430,18 @@ pub async fn start_controller(
         .await
         .map_err(|e| anyhow::anyhow!("{e}"))?;
     }
+    // The controller's API fails databases over: another machine reaching
+    // it needs a login and TLS, whatever collector.insecure says.
+    if let Ok(a) = config.listen.parse::<std::net::SocketAddr>()
+        && !a.ip().is_loopback()
+        && !(collector.access.login_required() && collector.api_tls.is_some())
+    {
+        anyhow::bail!(
+            "controller.listen {} is reachable from other machines, which needs \
+             collector.auth.login: true and collector.tls: listen on 127.0.0.1",
+            config.listen
+        );
+    }
     let listener = tokio::net::TcpListener::bind(&config.listen)
         .await
         .with_context(|| format!("controller.listen {}", config.listen))?;
@@ -543,18 +555,27 @@ pub fn access(c: &keel_collector::server::CollectorConfig) -> String {
         .host
         .parse::<std::net::IpAddr>()
         .is_ok_and(|ip| ip.is_loopback());
+    let tls = if c.tls.enabled() { "TLS" } else { "no TLS" };
+    let missing: Vec<&str> = [
+        (!c.auth.login).then_some("no login"),
+        (!c.tls.enabled()).then_some("no TLS"),
+        c.auth.senders.is_empty().then_some("no sender token"),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
     if loopback {
-        format!("loopback only ({}), {login}; {senders}", c.host)
+        format!("loopback only ({}), {login}, {tls}; {senders}", c.host)
+    } else if missing.is_empty() {
+        format!(
+            "{} reachable from other machines, {login}, TLS; {senders}",
+            c.host
+        )
     } else {
         format!(
-            "INSECURE: {} is reachable from other machines with {} on the API \
-             (collector.insecure: true); {senders}",
+            "INSECURE: {} is reachable from other machines with {} (collector.insecure: true); {senders}",
             c.host,
-            if c.auth.login {
-                "no TLS"
-            } else {
-                "no login or TLS"
-            }
+            missing.join(", ")
         )
     }
 }

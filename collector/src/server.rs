@@ -668,6 +668,9 @@ pub async fn start(config: &CollectorConfig, clock: SharedClock) -> Result<Runni
         crate::access::need,
     )
     .map_err(ServeError::Auth)?;
+    if api_tls.is_some() {
+        access.serving_tls();
+    }
     // Every route people use goes through one guard (a route_layer, so
     // it sees each route's pattern): Host, Origin, who, role, audit.
     let people = crate::api::routes(store.clone(), clock.clone(), gate.clone())

@@ -18,6 +18,12 @@ use rustls::pki_types::pem::PemObject as _;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use serde::{Deserialize, Serialize};
 
+/// TLS handshakes in progress at once on one listener.
+const MAX_HANDSHAKES: usize = 512;
+
+/// How long a client has to finish its handshake.
+const HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// `tls:` of a listener.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -211,6 +217,9 @@ impl Acceptor {
 /// the peer's address as `ConnectInfo`. A failed handshake (an untrusted
 /// certificate, a missing client certificate) ends that connection only.
 pub async fn serve(listener: tokio::net::TcpListener, router: axum::Router, tls: Arc<Acceptor>) {
+    // Handshakes in progress at most; past it a new connection is closed
+    // at once (the key exchange costs CPU, a silent client a socket).
+    let handshakes = Arc::new(tokio::sync::Semaphore::new(MAX_HANDSHAKES));
     loop {
         let (tcp, peer) = match listener.accept().await {
             Ok(c) => c,
@@ -221,16 +230,25 @@ pub async fn serve(listener: tokio::net::TcpListener, router: axum::Router, tls:
                 continue;
             }
         };
+        let Ok(permit) = handshakes.clone().try_acquire_owned() else {
+            tracing::debug!(%peer, "too many TLS handshakes at once: connection closed");
+            continue;
+        };
         let acceptor = tokio_rustls::TlsAcceptor::from(tls.current());
         let router = router.clone();
         tokio::spawn(async move {
-            let stream = match acceptor.accept(tcp).await {
-                Ok(s) => s,
-                Err(e) => {
+            let stream = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+                Ok(Ok(s)) => s,
+                Ok(Err(e)) => {
                     tracing::debug!(%peer, error = %e, "TLS handshake failed");
                     return;
                 }
+                Err(_) => {
+                    tracing::debug!(%peer, "TLS handshake timed out");
+                    return;
+                }
             };
+            drop(permit);
             serve_connection(stream, peer, router).await;
         });
     }

@@ -330,6 +330,19 @@ async fn malformed_requests_get_a_4xx_with_a_json_error_and_no_tier_goes_down() 
             http.post(format!("http://{api}/api/v1/processes/web-1/explode")),
             400,
         ),
+        // A page on another site cannot drive the supervisor.
+        (
+            http.post(format!("http://{api}/api/v1/processes/web-1/stop"))
+                .header("origin", "https://evil.example"),
+            403,
+        ),
+        (
+            http.put(format!("http://{api}/api/v1/scale/web"))
+                .header("sec-fetch-site", "cross-site")
+                .header("content-type", json)
+                .body("{\"replicas\":1}"),
+            403,
+        ),
         (
             http.post(format!("http://{api}/api/v1/processes/nobody/stop")),
             404,

@@ -78,6 +78,11 @@ async fn tokens(d: &Directory) -> Tokens {
     }
 }
 
+/// The answer to `r` (the test fails if there is none).
+async fn answer(r: reqwest::RequestBuilder) -> reqwest::Response {
+    r.send().await.expect("answer")
+}
+
 /// A concrete path for a route pattern.
 fn concrete(route: &str) -> String {
     route
@@ -352,13 +357,12 @@ async fn a_browser_logs_in_changes_with_its_csrf_token_and_logs_out() {
         "{audit}"
     );
     // A role change through the API ends the session at once.
-    let changed = http
-        .put(format!("{base}/api/v1/users/ada"))
-        .bearer_auth(&admin)
-        .json(&json!({"role": "viewer"}))
-        .send()
-        .await
-        .expect("answer");
+    let changed = answer(
+        http.put(format!("{base}/api/v1/users/ada"))
+            .bearer_auth(&admin)
+            .json(&json!({"role": "viewer"})),
+    )
+    .await;
     assert_eq!(changed.status(), StatusCode::OK);
     assert_eq!(
         post(Some(&csrf), &origin).await.expect("answer").status(),
@@ -367,20 +371,18 @@ async fn a_browser_logs_in_changes_with_its_csrf_token_and_logs_out() {
     // Log in again, out, and the cookie is worth nothing.
     let again = login("ada", PASSWORD).await.expect("answer");
     let cookie2 = session_cookie(&again);
-    let out = http
-        .post(format!("{base}/api/v1/logout"))
-        .header(header::COOKIE, &cookie2)
-        .header(header::ORIGIN, &origin)
-        .send()
-        .await
-        .expect("answer");
+    let out = answer(
+        http.post(format!("{base}/api/v1/logout"))
+            .header(header::COOKIE, &cookie2)
+            .header(header::ORIGIN, &origin),
+    )
+    .await;
     assert_eq!(out.status(), StatusCode::OK);
-    let after = http
-        .get(format!("{base}/api/v1/alerts"))
-        .header(header::COOKIE, &cookie2)
-        .send()
-        .await
-        .expect("answer");
+    let after = answer(
+        http.get(format!("{base}/api/v1/alerts"))
+            .header(header::COOKIE, &cookie2),
+    )
+    .await;
     assert_eq!(after.status(), StatusCode::UNAUTHORIZED);
     // Five wrong passwords lock the name for a while.
     for _ in 0..5 {
@@ -452,33 +454,30 @@ async fn without_login_a_cross_site_post_and_a_foreign_host_are_still_refused() 
     let http = reqwest::Client::new();
     let base = format!("http://{}", c.api);
     // A form on another site posting here.
-    let cross = http
-        .post(format!("{base}/-/reload"))
-        .header(header::ORIGIN, "https://evil.example")
-        .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
-        .body("a=1")
-        .send()
-        .await
-        .expect("answer");
+    let cross = answer(
+        http.post(format!("{base}/-/reload"))
+            .header(header::ORIGIN, "https://evil.example")
+            .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+            .body("a=1"),
+    )
+    .await;
     assert_eq!(cross.status(), StatusCode::FORBIDDEN);
-    let fetch_meta = http
-        .post(format!("{base}/api/v1/alerts/ack"))
-        .header("Sec-Fetch-Site", "cross-site")
-        .json(&json!({"matchers": ["alertname=\"X\""]}))
-        .send()
-        .await
-        .expect("answer");
+    let fetch_meta = answer(
+        http.post(format!("{base}/api/v1/alerts/ack"))
+            .header("Sec-Fetch-Site", "cross-site")
+            .json(&json!({"matchers": ["alertname=\"X\""]})),
+    )
+    .await;
     assert_eq!(fetch_meta.status(), StatusCode::FORBIDDEN);
     // DNS rebinding: a browser's request to a name that is not this
     // Keel's (the page thinks it is same-origin).
-    let rebound = http
-        .get(format!("{base}/api/v1/alerts"))
-        .header(header::HOST, "evil.example")
-        .header("Sec-Fetch-Site", "same-origin")
-        .header("Sec-Fetch-Mode", "cors")
-        .send()
-        .await
-        .expect("answer");
+    let rebound = answer(
+        http.get(format!("{base}/api/v1/alerts"))
+            .header(header::HOST, "evil.example")
+            .header("Sec-Fetch-Site", "same-origin")
+            .header("Sec-Fetch-Mode", "cors"),
+    )
+    .await;
     assert_eq!(rebound.status(), StatusCode::FORBIDDEN);
     let body: Value = rebound.json().await.expect("json");
     assert!(
@@ -491,34 +490,27 @@ async fn without_login_a_cross_site_post_and_a_foreign_host_are_still_refused() 
     // Not a browser (Grafana's backend, Prometheus scraping /metrics, the
     // CLI): any name reaches it.
     for path in ["/api/v1/alerts", "/metrics"] {
-        let server = http
-            .get(format!("{base}{path}"))
-            .header(header::HOST, "keel-collector.monitoring.svc")
-            .send()
-            .await
-            .expect("answer");
+        let server = answer(
+            http.get(format!("{base}{path}"))
+                .header(header::HOST, "keel-collector.monitoring.svc"),
+        )
+        .await;
         assert_eq!(server.status(), StatusCode::OK, "{path}");
     }
     // The same requests from here, and from the CLI (no Origin), pass.
-    let same = http
-        .post(format!("{base}/-/reload"))
-        .header(header::ORIGIN, &base)
-        .send()
-        .await
-        .expect("answer");
+    let same = answer(
+        http.post(format!("{base}/-/reload"))
+            .header(header::ORIGIN, &base),
+    )
+    .await;
     assert_eq!(same.status(), StatusCode::OK);
-    let cli = http
-        .post(format!("{base}/-/reload"))
-        .send()
-        .await
-        .expect("answer");
+    let cli = answer(http.post(format!("{base}/-/reload"))).await;
     assert_eq!(cli.status(), StatusCode::OK);
-    let named = http
-        .get(format!("{base}/api/v1/alerts"))
-        .header(header::HOST, "localhost")
-        .send()
-        .await
-        .expect("answer");
+    let named = answer(
+        http.get(format!("{base}/api/v1/alerts"))
+            .header(header::HOST, "localhost"),
+    )
+    .await;
     assert_eq!(named.status(), StatusCode::OK);
     // Anyone is anonymous, and the session says no login is needed.
     let me: Value = http

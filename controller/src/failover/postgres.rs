@@ -184,19 +184,22 @@ impl Postgres {
             v.set_sensitive(true);
             headers.insert(reqwest::header::AUTHORIZATION, v);
         }
-        let builder = reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs(2))
-            .default_headers(headers);
-        // Validated at config load; a CA file gone since is named here.
+        let builder = || {
+            reqwest::Client::builder()
+                .connect_timeout(Duration::from_secs(2))
+                .default_headers(headers.clone())
+        };
+        // Validated at config load; a CA file gone since is named here,
+        // and the agents' https:// then fails each call, saying why.
         let http = cfg
             .agent_tls
             .client(
-                builder,
+                builder(),
                 &format!("controller.failover {}: agent_tls", cfg.name),
             )
             .unwrap_or_else(|e| {
                 tracing::error!(error = %e, "the agents' TLS settings do not load");
-                reqwest::Client::default()
+                builder().build().unwrap_or_default()
             });
         let members = cfg
             .members

@@ -52,7 +52,35 @@ pub(super) fn api(sup: Supervisor) -> Router {
         .route("/api/v1/faults/partition", axum::routing::put(partition))
         .route("/api/v1/faults/{name}", get(get_faults).put(put_faults))
         .fallback(crate::api::not_found)
+        .layer(axum::middleware::from_fn(no_browser_changes))
         .with_state(sup)
+}
+
+/// The actuator API kills, scales and promotes: a change a browser sends
+/// (a page on any site can post to a loopback port) is refused; the
+/// controller, `keel scenario` and curl send no `Origin`.
+async fn no_browser_changes(
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use axum::response::IntoResponse as _;
+    let read = matches!(
+        *req.method(),
+        axum::http::Method::GET | axum::http::Method::HEAD
+    );
+    let browser = ["origin", "sec-fetch-site"]
+        .iter()
+        .any(|h| req.headers().contains_key(*h));
+    if browser && !read {
+        return (
+            StatusCode::FORBIDDEN,
+            axum::Json(
+                serde_json::json!({"error": "the supervisor takes no changes from a browser"}),
+            ),
+        )
+            .into_response();
+    }
+    next.run(req).await
 }
 
 async fn process_action(
