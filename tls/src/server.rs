@@ -275,3 +275,87 @@ async fn serve_connection(
         tracing::debug!(%peer, error = %e, "connection ended");
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A self-signed certificate for 127.0.0.1 and its key, as PEM.
+    fn pair() -> (String, String) {
+        let key = rcgen::KeyPair::generate().expect("key");
+        let cert = rcgen::CertificateParams::new(vec!["127.0.0.1".to_owned()])
+            .expect("params")
+            .self_signed(&key)
+            .expect("cert");
+        (cert.pem(), key.serialize_pem())
+    }
+
+    #[test]
+    fn a_reload_that_does_not_load_keeps_the_old_certificate_and_names_the_file() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let spec = ServerTlsConfig {
+            cert_file: dir.path().join("cert.pem"),
+            key_file: dir.path().join("key.pem"),
+            client_ca_file: PathBuf::new(),
+        };
+        let (cert, key) = pair();
+        std::fs::write(&spec.cert_file, &cert).expect("write");
+        std::fs::write(&spec.key_file, &key).expect("write");
+        let a = Acceptor::new(&spec, "collector.tls", false).expect("loads");
+        assert!(
+            !a.reload_if_changed().expect("unchanged"),
+            "nothing changed"
+        );
+        let before = a.current();
+        // A key that is not the certificate's (one half of a rotation).
+        let (_, other_key) = pair();
+        std::fs::write(&spec.key_file, format!("{other_key}\n")).expect("write");
+        let e = a.reload_if_changed().expect_err("the pair does not match");
+        assert!(e.to_string().starts_with("collector.tls.key_file:"), "{e}");
+        assert!(Arc::ptr_eq(&before, &a.current()), "the old config stays");
+        // Not PEM at all.
+        std::fs::write(&spec.cert_file, "not a certificate\n").expect("write");
+        let e = a.reload_if_changed().expect_err("no certificate");
+        assert!(e.to_string().starts_with("collector.tls.cert_file:"), "{e}");
+        // The whole new pair: in force.
+        let (cert2, key2) = pair();
+        std::fs::write(&spec.key_file, &key2).expect("write");
+        std::fs::write(&spec.cert_file, &cert2).expect("write");
+        assert!(a.reload_if_changed().expect("loads"), "reloaded");
+        assert!(!Arc::ptr_eq(&before, &a.current()));
+    }
+
+    #[test]
+    fn half_a_pair_or_client_certificates_without_tls_are_config_errors() {
+        let mut problems = Vec::new();
+        ServerTlsConfig {
+            cert_file: "/x.pem".into(),
+            ..Default::default()
+        }
+        .validate("collector.tls", &mut problems);
+        ServerTlsConfig {
+            client_ca_file: "/ca.pem".into(),
+            ..Default::default()
+        }
+        .validate("agent.tls", &mut problems);
+        ServerTlsConfig {
+            cert_file: "/nonexistent/cert.pem".into(),
+            key_file: "/nonexistent/key.pem".into(),
+            ..Default::default()
+        }
+        .validate("collector.tls", &mut problems);
+        assert_eq!(problems.len(), 3, "{problems:?}");
+        assert!(
+            problems[0].contains("both cert_file and key_file"),
+            "{problems:?}"
+        );
+        assert!(
+            problems[1].starts_with("agent.tls.client_ca_file:"),
+            "{problems:?}"
+        );
+        assert!(
+            problems[2].starts_with("collector.tls.cert_file: cannot read /nonexistent/cert.pem"),
+            "{problems:?}"
+        );
+    }
+}

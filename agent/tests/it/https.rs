@@ -105,3 +105,47 @@ async fn a_ca_the_agent_does_not_trust_is_a_named_error_and_nothing_is_sent() {
     assert!(!agent.status().targets[0].up);
     assert_eq!(batches.load(Ordering::SeqCst), 0, "nothing got through");
 }
+
+/// `agent.tls`: the agent's own listener serves HTTPS with the configured
+/// certificate; a client that does not trust its CA fails the handshake.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_agents_listener_serves_tls_when_configured() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let pki = keel_testkit::https::Pki::new(dir.path()).expect("certificates");
+    let config = AgentConfig {
+        collector: "http://127.0.0.1:9".into(),
+        data_dir: dir.path().join("agent"),
+        listen: "127.0.0.1:0".into(),
+        otlp_receiver: String::new(),
+        host_metrics: HostMetricsConfig {
+            enabled: false,
+            ..HostMetricsConfig::default()
+        },
+        tls: keel_tls::server::ServerTlsConfig {
+            cert_file: pki.cert_file.clone(),
+            key_file: pki.key_file.clone(),
+            client_ca_file: Default::default(),
+        },
+        ..AgentConfig::default()
+    };
+    let clock: SharedClock = Arc::new(SystemClock);
+    let agent = Agent::start(config, clock).await.expect("agent starts");
+    let url = format!("https://{}/status", agent.addr);
+    let trusting = TlsConfig {
+        ca_file: Some(pki.ca_file.clone()),
+        ..Default::default()
+    }
+    .client(reqwest::Client::builder(), "test")
+    .expect("client");
+    let status = trusting.get(&url).send().await.expect("answer").status();
+    assert_eq!(status.as_u16(), 200);
+    let e = reqwest::Client::new()
+        .get(&url)
+        .send()
+        .await
+        .expect_err("the test CA is not the system's");
+    assert!(keel_tls::describe(&e).contains("UnknownIssuer"), "{e:?}");
+    let plain = reqwest::get(format!("http://{}/status", agent.addr)).await;
+    assert!(plain.is_err() || !plain.expect("answer").status().is_success());
+    agent.stop().await;
+}

@@ -140,3 +140,137 @@ async fn ingest_wants_the_agents_client_certificate() {
         "the one without is not: {names:?}"
     );
 }
+
+/// A client config trusting `pki`'s CA, presenting its client
+/// certificate, offering HTTP/2 by ALPN (as gRPC clients do).
+fn grpc_client_config(pki: &Pki) -> rustls::ClientConfig {
+    use rustls::pki_types::pem::PemObject as _;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let mut roots = rustls::RootCertStore::empty();
+    for c in CertificateDer::pem_file_iter(&pki.ca_file).expect("ca") {
+        roots.add(c.expect("pem")).expect("root");
+    }
+    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&pki.client_cert_file)
+        .expect("cert")
+        .map(|c| c.expect("pem"))
+        .collect();
+    let key = PrivateKeyDer::from_pem_file(&pki.client_key_file).expect("key");
+    let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::aws_lc_rs::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .expect("versions")
+    .with_root_certificates(roots)
+    .with_client_auth_cert(chain, key)
+    .expect("client certificate");
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    config
+}
+
+/// OTLP over gRPC on the TLS listener: HTTP/2 by ALPN, the client's
+/// certificate, a metrics export answered with grpc-status 0 and stored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpc_ingest_works_over_tls_with_a_client_certificate() {
+    use http_body_util::BodyExt as _;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let pki = Pki::new(dir.path()).expect("certificates");
+    let c = collector(dir.path(), &pki).await;
+    let tcp = tokio::net::TcpStream::connect(c.otlp_grpc)
+        .await
+        .expect("connect");
+    let tls = tokio_rustls::TlsConnector::from(Arc::new(grpc_client_config(&pki)))
+        .connect(
+            rustls::pki_types::ServerName::try_from("127.0.0.1").expect("name"),
+            tcp,
+        )
+        .await
+        .expect("handshake");
+    assert_eq!(
+        tls.get_ref().1.alpn_protocol(),
+        Some(&b"h2"[..]),
+        "HTTP/2 by ALPN"
+    );
+    let (mut send, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(tls),
+    )
+    .await
+    .expect("HTTP/2");
+    tokio::spawn(conn);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("time")
+        .as_millis() as u64;
+    let msg = request(
+        "grpc-tls",
+        vec![gauge("grpc_tls_up", "", vec![point(now, 1.0, vec![])])],
+    )
+    .encode_to_vec();
+    // A gRPC message: not compressed, its length, the protobuf.
+    let mut body = vec![0u8];
+    body.extend((msg.len() as u32).to_be_bytes());
+    body.extend(msg);
+    let req = hyper::Request::post(format!(
+        "https://127.0.0.1:{}/opentelemetry.proto.collector.metrics.v1.MetricsService/Export",
+        c.otlp_grpc.port()
+    ))
+    .header("content-type", "application/grpc")
+    .header("te", "trailers")
+    .body(http_body_util::Full::new(bytes_of(body)))
+    .expect("request");
+    let answer = send.send_request(req).await.expect("answer");
+    assert_eq!(answer.status(), 200);
+    let collected = answer.into_body().collect().await.expect("body");
+    let status = collected
+        .trailers()
+        .and_then(|t| t.get("grpc-status"))
+        .map(|v| v.to_str().unwrap_or("?").to_owned());
+    assert_eq!(status.as_deref(), Some("0"), "gRPC OK");
+    assert!(
+        c.store
+            .label_values("__name__")
+            .iter()
+            .any(|n| n == "grpc_tls_up"),
+        "stored"
+    );
+}
+
+fn bytes_of(v: Vec<u8>) -> hyper::body::Bytes {
+    hyper::body::Bytes::from(v)
+}
+
+/// A browser's change over HTTP/2 (no Host header, the host in
+/// `:authority`) passes the Origin check when it is this Keel's, and is
+/// refused when it is another site's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_browsers_http2_change_is_checked_against_its_authority() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let pki = Pki::new(dir.path()).expect("certificates");
+    let c = collector(dir.path(), &pki).await;
+    let tcp = tokio::net::TcpStream::connect(c.api)
+        .await
+        .expect("connect");
+    let tls = tokio_rustls::TlsConnector::from(Arc::new(grpc_client_config(&pki)))
+        .connect(
+            rustls::pki_types::ServerName::try_from("127.0.0.1").expect("name"),
+            tcp,
+        )
+        .await
+        .expect("handshake");
+    let (mut send, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(tls),
+    )
+    .await
+    .expect("HTTP/2");
+    tokio::spawn(conn);
+    let origin = format!("https://127.0.0.1:{}", c.api.port());
+    for (from, want) in [(origin.as_str(), 200), ("https://evil.example", 403)] {
+        let req = hyper::Request::post(format!("{origin}/-/reload"))
+            .header("origin", from)
+            .body(http_body_util::Full::new(bytes_of(Vec::new())))
+            .expect("request");
+        let answer = send.send_request(req).await.expect("answer");
+        assert_eq!(answer.status(), want, "Origin {from}");
+    }
+}
