@@ -175,28 +175,7 @@ async fn grpc_ingest_works_over_tls_with_a_client_certificate() {
     let dir = tempfile::tempdir().expect("tempdir");
     let pki = Pki::new(dir.path()).expect("certificates");
     let c = collector(dir.path(), &pki).await;
-    let tcp = tokio::net::TcpStream::connect(c.otlp_grpc)
-        .await
-        .expect("connect");
-    let tls = tokio_rustls::TlsConnector::from(Arc::new(grpc_client_config(&pki)))
-        .connect(
-            rustls::pki_types::ServerName::try_from("127.0.0.1").expect("name"),
-            tcp,
-        )
-        .await
-        .expect("handshake");
-    assert_eq!(
-        tls.get_ref().1.alpn_protocol(),
-        Some(&b"h2"[..]),
-        "HTTP/2 by ALPN"
-    );
-    let (mut send, conn) = hyper::client::conn::http2::handshake(
-        hyper_util::rt::TokioExecutor::new(),
-        hyper_util::rt::TokioIo::new(tls),
-    )
-    .await
-    .expect("HTTP/2");
-    tokio::spawn(conn);
+    let mut send = h2(&pki, c.otlp_grpc).await;
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .expect("time")
@@ -235,6 +214,35 @@ async fn grpc_ingest_works_over_tls_with_a_client_certificate() {
     );
 }
 
+/// An HTTP/2 connection over TLS to `addr` (ALPN must pick h2), with
+/// `pki`'s client certificate.
+async fn h2(
+    pki: &Pki,
+    addr: std::net::SocketAddr,
+) -> hyper::client::conn::http2::SendRequest<http_body_util::Full<hyper::body::Bytes>> {
+    let tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let tls = tokio_rustls::TlsConnector::from(Arc::new(grpc_client_config(pki)))
+        .connect(
+            rustls::pki_types::ServerName::try_from("127.0.0.1").expect("name"),
+            tcp,
+        )
+        .await
+        .expect("handshake");
+    assert_eq!(
+        tls.get_ref().1.alpn_protocol(),
+        Some(&b"h2"[..]),
+        "HTTP/2 by ALPN"
+    );
+    let (send, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(tls),
+    )
+    .await
+    .expect("HTTP/2");
+    tokio::spawn(conn);
+    send
+}
+
 fn bytes_of(v: Vec<u8>) -> hyper::body::Bytes {
     hyper::body::Bytes::from(v)
 }
@@ -247,23 +255,7 @@ async fn a_browsers_http2_change_is_checked_against_its_authority() {
     let dir = tempfile::tempdir().expect("tempdir");
     let pki = Pki::new(dir.path()).expect("certificates");
     let c = collector(dir.path(), &pki).await;
-    let tcp = tokio::net::TcpStream::connect(c.api)
-        .await
-        .expect("connect");
-    let tls = tokio_rustls::TlsConnector::from(Arc::new(grpc_client_config(&pki)))
-        .connect(
-            rustls::pki_types::ServerName::try_from("127.0.0.1").expect("name"),
-            tcp,
-        )
-        .await
-        .expect("handshake");
-    let (mut send, conn) = hyper::client::conn::http2::handshake(
-        hyper_util::rt::TokioExecutor::new(),
-        hyper_util::rt::TokioIo::new(tls),
-    )
-    .await
-    .expect("HTTP/2");
-    tokio::spawn(conn);
+    let mut send = h2(&pki, c.api).await;
     let origin = format!("https://127.0.0.1:{}", c.api.port());
     for (from, want) in [(origin.as_str(), 200), ("https://evil.example", 403)] {
         let req = hyper::Request::post(format!("{origin}/-/reload"))
