@@ -240,16 +240,26 @@ impl Directory {
         Ok(user)
     }
 
-    /// Remove `name` (their sessions end); whether there was one.
+    /// Remove `name` (their sessions end) and revoke the API tokens they
+    /// made; whether there was such a user.
     pub async fn remove_user(&self, name: &str) -> Result<bool, DirectoryError> {
         let was = self.user(name).await?.is_some();
         if was {
-            self.store
-                .apply(&[Op::Delete {
-                    table: Table::Users,
-                    key: name.to_owned(),
-                }])
-                .await?;
+            let mut ops = vec![Op::Delete {
+                table: Table::Users,
+                key: name.to_owned(),
+            }];
+            ops.extend(
+                self.tokens()
+                    .await?
+                    .into_iter()
+                    .filter(|t| t.created_by == name)
+                    .map(|t| Op::Delete {
+                        table: Table::Tokens,
+                        key: t.id,
+                    }),
+            );
+            self.store.apply(&ops).await?;
         }
         Ok(was)
     }
@@ -405,8 +415,25 @@ mod tests {
         assert!(u2.updated_ms > u.updated_ms, "sessions from before end");
         assert!(password::verify("difference engine", &u2.hash));
         assert_eq!(d.users().await.expect("list").len(), 1);
+        let (_, theirs) = d
+            .create_token("ci", Role::Viewer, None, "ada", 1_000)
+            .await
+            .expect("token");
+        let (_, others) = d
+            .create_token("grafana", Role::Viewer, None, "cli:root", 1_000)
+            .await
+            .expect("token");
         assert!(d.remove_user("ada").await.expect("removed"));
         assert!(!d.remove_user("ada").await.expect("removed"));
+        assert_eq!(
+            d.token(&theirs.id).await.expect("read"),
+            None,
+            "their token is revoked"
+        );
+        assert!(
+            d.token(&others.id).await.expect("read").is_some(),
+            "others' stay"
+        );
         assert_eq!(d.user("ada").await.expect("read"), None);
     }
 

@@ -758,14 +758,16 @@ fn prune(
     tokio::spawn(async move {
         loop {
             let now = clock.now_ms();
-            if let Some(st) = &st
-                && let Err(e) = st
-                    .prune_history(
-                        now.saturating_sub(i64::try_from(history.as_millis()).unwrap_or(i64::MAX)),
-                    )
-                    .await
-            {
-                tracing::error!(error = %e, "pruning alert history failed");
+            // The audit of people's changes is kept as long as the alert
+            // history it explains.
+            let before = now.saturating_sub(i64::try_from(history.as_millis()).unwrap_or(i64::MAX));
+            if let Some(st) = &st {
+                if let Err(e) = st.prune_history(before).await {
+                    tracing::error!(error = %e, "pruning alert history failed");
+                }
+                if let Err(e) = st.prune_documents(keel_state::Table::Audit, before).await {
+                    tracing::error!(error = %e, "pruning the audit failed");
+                }
             }
             let keep = i64::try_from(notifications.as_millis()).unwrap_or(i64::MAX);
             let gone = notifier.prune(now.saturating_sub(keep));

@@ -406,6 +406,20 @@ impl StateStore {
             })
     }
 
+    /// Delete the documents of `table` last changed before `before_ms`
+    /// (the audit's retention): how many.
+    pub async fn prune_documents(&self, table: Table, before_ms: i64) -> Result<u64, StateError> {
+        sqlx::query(sql!("DELETE FROM {} WHERE updated_ms < $1", table.name()))
+            .bind(before_ms)
+            .execute(&self.pool)
+            .await
+            .map(|r| r.rows_affected())
+            .map_err(|source| StateError::Query {
+                what: "prune documents",
+                source,
+            })
+    }
+
     /// Start the writer task on the current runtime.
     pub fn writer(self: &Arc<Self>) -> Writer {
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel();

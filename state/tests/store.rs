@@ -169,3 +169,29 @@ async fn postgres_migrates_an_old_store_and_refuses_a_newer_one() {
     let url = testing::fresh_postgres_database().await.expect("database");
     migrations(&url).await;
 }
+
+#[tokio::test]
+async fn documents_changed_before_a_time_are_pruned_and_the_rest_kept() {
+    let store = StateStore::open("sqlite::memory:").await.expect("open");
+    store
+        .apply(&[
+            put(Table::Audit, "old", 1_000, "{}"),
+            put(Table::Audit, "edge", 2_000, "{}"),
+            put(Table::Audit, "new", 3_000, "{}"),
+        ])
+        .await
+        .expect("write");
+    let gone = store
+        .prune_documents(Table::Audit, 2_000)
+        .await
+        .expect("prune");
+    assert_eq!(gone, 1);
+    let kept: Vec<String> = store
+        .load(Table::Audit)
+        .await
+        .expect("load")
+        .into_iter()
+        .map(|(k, _)| k)
+        .collect();
+    assert_eq!(kept, ["edge", "new"]);
+}
