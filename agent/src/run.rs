@@ -158,17 +158,11 @@ fn listen_tls(
     }
     let acceptor = keel_tls::server::Acceptor::new(&config.tls, "agent.tls", true)
         .map_err(|e| AgentError::Token(e.to_string()))?;
-    let (a, clock) = (acceptor.clone(), clock.clone());
-    tasks.push(tokio::spawn(async move {
-        loop {
-            clock.sleep(std::time::Duration::from_secs(2)).await;
-            match a.reload_if_changed() {
-                Ok(true) => tracing::info!("agent TLS certificate reloaded"),
-                Ok(false) => {}
-                Err(e) => tracing::warn!(error = %e, "the new TLS files do not load; the old certificate stays"),
-            }
-        }
-    }));
+    let clock = clock.clone();
+    tasks.push(tokio::spawn(keel_tls::server::reload_forever(
+        vec![acceptor.clone()],
+        move || clock.sleep(std::time::Duration::from_secs(2)),
+    )));
     Ok(Some(acceptor))
 }
 

@@ -461,21 +461,11 @@ fn tls(config: &CollectorConfig, clock: &SharedClock) -> Result<Acceptors, Serve
     }
     let api = keel_tls::server::Acceptor::new(&config.tls, "collector.tls", false)?;
     let ingest = keel_tls::server::Acceptor::new(&config.tls, "collector.tls", true)?;
-    let (a, i, clock) = (api.clone(), ingest.clone(), clock.clone());
-    tokio::spawn(async move {
-        loop {
-            clock.sleep(std::time::Duration::from_secs(2)).await;
-            for acceptor in [&a, &i] {
-                match acceptor.reload_if_changed() {
-                    Ok(true) => tracing::info!("TLS certificate reloaded"),
-                    Ok(false) => {}
-                    Err(e) => {
-                        tracing::warn!(error = %e, "the new TLS files do not load; the old certificate stays")
-                    }
-                }
-            }
-        }
-    });
+    let clock = clock.clone();
+    tokio::spawn(keel_tls::server::reload_forever(
+        vec![api.clone(), ingest.clone()],
+        move || clock.sleep(std::time::Duration::from_secs(2)),
+    ));
     Ok((Some(api), Some(ingest)))
 }
 

@@ -212,6 +212,27 @@ impl Acceptor {
     }
 }
 
+/// Reload each of `acceptors` whose files changed, after every
+/// `wait()` (the server's clock: `clock.sleep(2 s)`), for ever; a
+/// reload that fails is logged and the old certificate stays.
+pub async fn reload_forever<F: std::future::Future<Output = ()>>(
+    acceptors: Vec<Arc<Acceptor>>,
+    mut wait: impl FnMut() -> F,
+) {
+    loop {
+        wait().await;
+        for a in &acceptors {
+            match a.reload_if_changed() {
+                Ok(true) => tracing::info!(listener = %a.at, "TLS certificate reloaded"),
+                Ok(false) => {}
+                Err(e) => {
+                    tracing::warn!(error = %e, "the new TLS files do not load; the old certificate stays")
+                }
+            }
+        }
+    }
+}
+
 /// Serve `router` on `listener` over TLS: each connection's handshake
 /// with the config in force when it arrived, then HTTP/1.1 or HTTP/2,
 /// the peer's address as `ConnectInfo`. A failed handshake (an untrusted
