@@ -652,22 +652,12 @@ async fn require_token(
             ));
         }
     };
-    let given = req
-        .headers()
-        .get(axum::http::header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().split_once(' '))
-        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
-        .map(|(_, t)| t.trim().as_bytes());
-    // Compared without an early exit, so the time says nothing of how
-    // much of a guess was right.
-    let same = given.is_some_and(|g| {
-        g.len() == want.len()
-            && g.iter()
-                .zip(want.as_bytes())
-                .fold(0u8, |a, (x, y)| a | (x ^ y))
-                == 0
-    });
+    let given = keel_core::secret::bearer(
+        req.headers()
+            .get(axum::http::header::AUTHORIZATION)
+            .map(|v| v.as_bytes()),
+    );
+    let same = given.is_ok_and(|g| keel_core::secret::same_token(g.as_bytes(), want.as_bytes()));
     if same {
         next.run(req).await
     } else {

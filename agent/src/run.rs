@@ -200,17 +200,11 @@ impl Agent {
         });
         let builder = || reqwest::Client::builder().pool_idle_timeout(Duration::from_secs(30));
         // Every batch carries the sender token, when the collector wants one.
-        let mut ship_builder = builder();
-        if let Some(token) = config.collector_token().map_err(AgentError::Token)? {
-            let mut value = reqwest::header::HeaderValue::from_str(&format!("Bearer {token}"))
-                .map_err(|_| {
-                    AgentError::Token("agent.collector_token: not a valid header value".into())
-                })?;
-            value.set_sensitive(true);
-            let mut headers = reqwest::header::HeaderMap::new();
-            headers.insert(reqwest::header::AUTHORIZATION, value);
-            ship_builder = ship_builder.default_headers(headers);
-        }
+        let token = config.collector_token().map_err(AgentError::Token)?;
+        let ship_builder = builder().default_headers(
+            keel_tls::bearer(token.as_deref())
+                .map_err(|e| AgentError::Token(format!("agent.collector_token: {e}")))?,
+        );
         let ship_client = config
             .collector_tls
             .client(ship_builder, "agent.collector_tls")?;

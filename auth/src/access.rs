@@ -23,7 +23,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use axum::extract::{ConnectInfo, MatchedPath, Request, State};
-use axum::http::{HeaderMap, HeaderName, Method, StatusCode, header};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use keel_core::clock::SharedClock;
@@ -352,29 +352,15 @@ impl Access {
         let now = self.inner.clock.now_ms();
         // A trusted proxy may pass its own bearer on (oauth2-proxy): only
         // a Keel token is read as one there.
-        let keel_bearer = headers
+        let given = headers
             .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.trim().split_once(' '))
-            .is_some_and(|(_, t)| token_id(t.trim()).is_some());
-        if let Some(v) = headers
-            .get(header::AUTHORIZATION)
-            .filter(|_| !from_proxy || keel_bearer)
-        {
+            .map(HeaderValue::as_bytes);
+        let bearer = keel_core::secret::bearer(given);
+        let keel_bearer = bearer.is_ok_and(|t| token_id(t).is_some());
+        if given.is_some() && (!from_proxy || keel_bearer) {
             let unauthorized = |m: &str| Refused(StatusCode::UNAUTHORIZED, m.to_owned());
-            let v = v
-                .to_str()
+            let token = bearer
                 .map_err(|_| unauthorized("the Authorization header is not Bearer <token>"))?;
-            let (scheme, token) = v
-                .trim()
-                .split_once(' ')
-                .ok_or_else(|| unauthorized("the Authorization header is not Bearer <token>"))?;
-            if !scheme.eq_ignore_ascii_case("bearer") {
-                return Err(unauthorized(
-                    "the Authorization header is not Bearer <token>",
-                ));
-            }
-            let token = token.trim();
             let id = token_id(token).ok_or_else(|| {
                 unauthorized("not a Keel API token (keel_…): make one with keel token create")
             })?;

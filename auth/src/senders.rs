@@ -146,13 +146,16 @@ impl Senders {
         if self.is_open() {
             return Ok(None);
         }
-        let value = headers.get(header::AUTHORIZATION).ok_or(Refusal::Missing)?;
-        let value = value.to_str().map_err(|_| Refusal::Malformed)?;
-        let (scheme, token) = value.trim().split_once(' ').ok_or(Refusal::Malformed)?;
-        if !scheme.eq_ignore_ascii_case("bearer") {
-            return Err(Refusal::Malformed);
-        }
-        let presented = digest(token.trim().as_bytes());
+        let token = keel_core::secret::bearer(
+            headers
+                .get(header::AUTHORIZATION)
+                .map(HeaderValue::as_bytes),
+        )
+        .map_err(|e| match e {
+            keel_core::secret::BearerError::Missing => Refusal::Missing,
+            keel_core::secret::BearerError::Malformed => Refusal::Malformed,
+        })?;
+        let presented = digest(token.as_bytes());
         // Every token is compared, in constant time, so the time taken
         // says nothing of which one came close.
         let mut found = None;

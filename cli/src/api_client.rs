@@ -10,12 +10,7 @@ pub fn client() -> reqwest::Client {
 
 /// A client builder carrying `KEEL_TOKEN`, if set.
 pub fn builder() -> reqwest::ClientBuilder {
-    let mut headers = reqwest::header::HeaderMap::new();
-    if let Ok(t) = std::env::var("KEEL_TOKEN")
-        && let Ok(mut v) = reqwest::header::HeaderValue::from_str(&format!("Bearer {}", t.trim()))
-    {
-        v.set_sensitive(true);
-        headers.insert(reqwest::header::AUTHORIZATION, v);
-    }
-    reqwest::Client::builder().default_headers(headers)
+    let token = std::env::var("KEEL_TOKEN").ok();
+    reqwest::Client::builder()
+        .default_headers(keel_tls::bearer(token.as_deref()).unwrap_or_default())
 }

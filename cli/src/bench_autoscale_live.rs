@@ -329,6 +329,13 @@ impl KeelUp {
         self.child.id()
     }
 
+    /// The token `keel up` made for its supervisor (in its data dir).
+    pub(crate) fn supervisor_token(&self) -> anyhow::Result<String> {
+        crate::scenario::live::read_token_file(&keel_sampleapp::supervisor::Supervisor::token_file(
+            &self.dir,
+        ))
+    }
+
     pub(crate) fn url(&self, name: &str) -> anyhow::Result<&str> {
         self.urls
             .get(name)
@@ -361,12 +368,7 @@ impl Drop for KeelUp {
 fn overlay(sc: &Scenario, name: &str, kind: Kind) -> anyhow::Result<String> {
     let controller = ControllerConfig {
         interval: sc.interval(),
-        policies: vec![policy(
-            sc,
-            name,
-            kind,
-            ActuatorConfig::Supervisor { url: String::new() },
-        )],
+        policies: vec![policy(sc, name, kind, ActuatorConfig::supervisor("", None))],
         ..ControllerConfig::default()
     };
     // JSON is YAML.
@@ -541,8 +543,12 @@ async fn live_run(
     let poll = {
         let (counts, scale) = (counts.clone(), scale.clone());
         let span = profile.duration();
+        let client = reqwest::Client::builder()
+            .default_headers(
+                keel_tls::bearer(Some(&up.supervisor_token()?)).map_err(anyhow::Error::msg)?,
+            )
+            .build()?;
         tokio::spawn(async move {
-            let client = reqwest::Client::new();
             let mut tick = tokio::time::interval(Duration::from_millis(250));
             while started.elapsed() < span {
                 tick.tick().await;
@@ -568,6 +574,7 @@ async fn live_run(
             let ep = crate::scenario::live::Endpoints {
                 collector: up.url("dashboard")?.replace("/ui/", ""),
                 supervisor: up.url("supervisor API")?.replace("/api/v1/processes", ""),
+                supervisor_token: Some(up.supervisor_token()?),
                 shop: shop.clone(),
             };
             crate::scenario::live::play(r, &ep, target).await?.load

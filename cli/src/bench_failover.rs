@@ -129,9 +129,7 @@ async fn bench(args: FailoverBenchArgs) -> anyhow::Result<()> {
         .context("starting the sample app")?;
     let target = FailoverConfig {
         name: "shop-db".into(),
-        driver: DriverConfig::Sample {
-            supervisor: format!("http://{}", ep.supervisor),
-        },
+        driver: DriverConfig::sample(&format!("http://{}", ep.supervisor), None),
         members: (1..=3).map(|i| Member::named(&format!("db-{i}"))).collect(),
         probe_interval: args.probe_interval,
         probe_timeout: args.probe_interval.mul_f64(0.8),

@@ -63,6 +63,11 @@ pub fn run(config_path: Option<&Path>, args: UpArgs) -> anyhow::Result<()> {
     if let Some(s) = args.state {
         config.collector.state = s;
     }
+    let supervisor_token = supervisor_token(&mut config.sampleapp)?;
+    let token_note = match &config.sampleapp.supervisor.token_file {
+        f if f.as_os_str().is_empty() => "token: sampleapp.supervisor.token".to_owned(),
+        f => format!("token in {}", f.display()),
+    };
     config.check("command-line flags")?;
     tracing_subscriber_init();
     let exe = std::env::current_exe().context("locating the keel binary")?;
@@ -130,29 +135,46 @@ pub fn run(config_path: Option<&Path>, args: UpArgs) -> anyhow::Result<()> {
         let (sup, ep) = Supervisor::start(app, exe).await?;
         let mut controller_config = config.controller.clone();
         for p in &mut controller_config.policies {
-            if let keel_controller::ActuatorConfig::Supervisor { url } = &mut p.actuator
+            if let keel_controller::ActuatorConfig::Supervisor {
+                url,
+                token,
+                token_file,
+            } = &mut p.actuator
                 && url.is_empty()
             {
                 *url = format!("http://{}", ep.supervisor);
+                if token.is_empty() && token_file.as_os_str().is_empty() {
+                    *token = keel_core::secret::Secret::new(&supervisor_token);
+                }
             }
         }
+        let own = keel_controller::ActuatorConfig::supervisor(
+            &format!("http://{}", ep.supervisor),
+            Some(&supervisor_token),
+        );
         if controller_config.policies.is_empty() {
-            controller_config.policies = vec![shipped_policy(
-                &format!("http://{}", ep.supervisor),
-                web_min,
-                web_max,
-            )];
+            controller_config.policies = vec![shipped_policy(own, web_min, web_max)];
         }
         for f in &mut controller_config.failover {
-            if let keel_controller::failover::DriverConfig::Sample { supervisor } = &mut f.driver
+            if let keel_controller::failover::DriverConfig::Sample {
+                supervisor,
+                token,
+                token_file,
+            } = &mut f.driver
                 && supervisor.is_empty()
             {
                 *supervisor = format!("http://{}", ep.supervisor);
+                if token.is_empty() && token_file.as_os_str().is_empty() {
+                    *token = keel_core::secret::Secret::new(&supervisor_token);
+                }
             }
         }
         if controller_config.failover.is_empty() {
             controller_config.failover = vec![shipped_failover(
-                &format!("http://{}", ep.supervisor),
+                keel_controller::failover::DriverConfig::sample(
+                    &format!("http://{}", ep.supervisor),
+                    Some(&supervisor_token),
+                ),
                 &db_config,
             )];
         }
@@ -218,7 +240,7 @@ pub fn run(config_path: Option<&Path>, args: UpArgs) -> anyhow::Result<()> {
         }
         say_fmt!("  shop API (lb)       http://{}/api/products/1", ep.lb);
         say_fmt!(
-            "  supervisor API      http://{}/api/v1/processes",
+            "  supervisor API      http://{}/api/v1/processes   ({token_note})",
             ep.supervisor
         );
         for p in &ep.processes {
@@ -294,6 +316,39 @@ fn agent_for(
     agent
 }
 
+/// The supervisor's token: the configured one, or a new random one
+/// written to `<data_dir>/supervisor.token` (owner-only) for `keel
+/// scenario` and other tools, and named in `token_file`.
+fn supervisor_token(app: &mut keel_sampleapp::config::SampleAppConfig) -> anyhow::Result<String> {
+    use rand::RngCore as _;
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    if let Some(t) = app
+        .supervisor
+        .token()
+        .map_err(|e| anyhow::anyhow!("sampleapp.supervisor.{e}"))?
+    {
+        return Ok(t);
+    }
+    let mut b = [0u8; 24];
+    rand::rng().fill_bytes(&mut b);
+    let token: String = b.iter().map(|x| format!("{x:02x}")).collect();
+    let path = keel_sampleapp::supervisor::Supervisor::token_file(&app.data_dir);
+    std::fs::create_dir_all(&app.data_dir)
+        .with_context(|| format!("creating {}", app.data_dir.display()))?;
+    // Written fresh each start, readable by this user only.
+    let _ = std::fs::remove_file(&path);
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&path)
+        .and_then(|mut f| writeln!(f, "{token}"))
+        .with_context(|| format!("writing the supervisor's token to {}", path.display()))?;
+    app.supervisor.token_file = path;
+    Ok(token)
+}
+
 /// How often keel up's agent scrapes the sample app: with the P0 rules
 /// evaluated every second and no P0 group wait, a crossing pages within
 /// about two seconds (`keel bench alerts`).
@@ -304,15 +359,13 @@ pub const SCRAPE_INTERVAL: std::time::Duration = std::time::Duration::from_secs(
 /// replicas confirm, Patroni's 1 MiB lag limit, the db's own replication
 /// mode, at most one automatic failover in 5 minutes.
 fn shipped_failover(
-    supervisor: &str,
+    driver: keel_controller::failover::DriverConfig,
     db: &keel_sampleapp::config::DbConfig,
 ) -> keel_controller::failover::FailoverConfig {
-    use keel_controller::failover::{DriverConfig, FailoverConfig, Member, Mode};
+    use keel_controller::failover::{FailoverConfig, Member, Mode};
     FailoverConfig {
         name: "shop-db".into(),
-        driver: DriverConfig::Sample {
-            supervisor: supervisor.into(),
-        },
+        driver,
         members: (1..=db.replicas + 1)
             .map(|i| Member::named(&format!("db-{i}")))
             .collect(),
@@ -341,7 +394,11 @@ fn shipped_failover(
 /// Keel's behaviour (the HPA's defaults, no reversal inside the last
 /// move's window, a 10-minute burst memory) and panic at twice the ready
 /// capacity of what arrives at the lb.
-fn shipped_policy(supervisor: &str, min: u32, max: u32) -> keel_controller::Policy {
+fn shipped_policy(
+    actuator: keel_controller::ActuatorConfig,
+    min: u32,
+    max: u32,
+) -> keel_controller::Policy {
     let rate = r#"sum(rate(http_server_request_duration_seconds_count{tier="web"}[1m]))"#;
     // Panic reads what arrives at the lb (counted on arrival, so a burst
     // still queued shows, where finished requests lag behind it) between
@@ -351,9 +408,7 @@ fn shipped_policy(supervisor: &str, min: u32, max: u32) -> keel_controller::Poli
     let burst = r#"sum(irate(lb_requests_received_total{tier="lb"}[5s]))"#;
     keel_controller::Policy {
         name: "web".into(),
-        actuator: keel_controller::ActuatorConfig::Supervisor {
-            url: supervisor.into(),
-        },
+        actuator,
         min,
         max,
         metrics: vec![keel_controller::MetricSpec {

@@ -80,9 +80,13 @@ impl Actuator {
     /// The actuator a policy names.
     pub fn new(c: &ActuatorConfig) -> Self {
         match c {
-            ActuatorConfig::Supervisor { url } => Actuator::Supervisor {
+            ActuatorConfig::Supervisor {
+                url,
+                token,
+                token_file,
+            } => Actuator::Supervisor {
                 url: url.trim_end_matches('/').to_owned(),
-                http: reqwest::Client::new(),
+                http: supervisor_client(token.token_or_file(token_file, "token")),
             },
             ActuatorConfig::Exec {
                 read,
@@ -147,6 +151,22 @@ impl Actuator {
             }
         }
     }
+}
+
+/// A client sending the supervisor's token (validated at config load: a
+/// file gone since is logged here, and the supervisor's 401 then names
+/// the token on every call).
+pub(crate) fn supervisor_client(token: Result<Option<String>, String>) -> reqwest::Client {
+    let headers = token
+        .and_then(|t| keel_tls::bearer(t.as_deref()))
+        .unwrap_or_else(|e| {
+            tracing::error!(error = %e, "the supervisor's token");
+            Default::default()
+        });
+    reqwest::Client::builder()
+        .default_headers(headers)
+        .build()
+        .unwrap_or_default()
 }
 
 async fn supervisor_answer(r: reqwest::Response) -> Result<Count, ActuatorError> {

@@ -62,6 +62,13 @@ pub enum ActuatorConfig {
         /// Its base URL (empty under `keel up`: its own supervisor).
         #[serde(default)]
         url: String,
+        /// The supervisor's token (`sampleapp.supervisor.token`; empty
+        /// under `keel up`: the one it made). Or `token_file`.
+        #[serde(default)]
+        token: keel_core::secret::Secret,
+        /// A file whose first line is the supervisor's token.
+        #[serde(default)]
+        token_file: std::path::PathBuf,
     },
     /// Commands: `read` prints the instance names (one a line) or a
     /// count; `scale` gets the wanted count in `KEEL_REPLICAS` (and as
@@ -80,6 +87,17 @@ pub enum ActuatorConfig {
         /// The count it reports at first.
         start: u32,
     },
+}
+
+impl ActuatorConfig {
+    /// The supervisor at `url` with `token` (none: an open supervisor).
+    pub fn supervisor(url: &str, token: Option<&str>) -> Self {
+        ActuatorConfig::Supervisor {
+            url: url.into(),
+            token: keel_core::secret::Secret::new(token.unwrap_or_default()),
+            token_file: Default::default(),
+        }
+    }
 }
 
 fn default_exec_timeout() -> Duration {
@@ -320,10 +338,17 @@ impl ControllerConfig {
                 }
             }
             match &p.actuator {
-                ActuatorConfig::Supervisor { url }
-                    if !url.is_empty() && !url.starts_with("http") =>
-                {
-                    problems.push(format!("{at}.actuator.url: {url:?} is not an http URL"))
+                ActuatorConfig::Supervisor {
+                    url,
+                    token,
+                    token_file,
+                } => {
+                    if !url.is_empty() && !url.starts_with("http") {
+                        problems.push(format!("{at}.actuator.url: {url:?} is not an http URL"));
+                    }
+                    if let Err(e) = token.token_or_file(token_file, "token") {
+                        problems.push(format!("{at}.actuator.{e}"));
+                    }
                 }
                 ActuatorConfig::Exec {
                     read,

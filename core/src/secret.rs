@@ -62,6 +62,41 @@ impl Secret {
     }
 }
 
+/// Why an `Authorization` header carries no bearer token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BearerError {
+    /// No header at all.
+    Missing,
+    /// A header that is not `Bearer <token>`.
+    Malformed,
+}
+
+/// The token of an `Authorization: Bearer <token>` header value (the
+/// scheme in any case, spaces around the token trimmed), given as the
+/// header's raw bytes, or `None` for no header.
+pub fn bearer(value: Option<&[u8]>) -> Result<&str, BearerError> {
+    let value = value.ok_or(BearerError::Missing)?;
+    let value = std::str::from_utf8(value).map_err(|_| BearerError::Malformed)?;
+    let (scheme, token) = value.trim().split_once(' ').ok_or(BearerError::Malformed)?;
+    let token = token.trim();
+    if !scheme.eq_ignore_ascii_case("bearer") || token.is_empty() {
+        return Err(BearerError::Malformed);
+    }
+    Ok(token)
+}
+
+/// Whether `given` equals `want`, compared without an early exit so the
+/// time taken says nothing of how much of a guess was right (the length
+/// of `want` aside).
+pub fn same_token(given: &[u8], want: &[u8]) -> bool {
+    given.len() == want.len()
+        && given
+            .iter()
+            .zip(want)
+            .fold(0u8, |acc, (x, y)| acc | (x ^ y))
+            == 0
+}
+
 /// `url` with everything after its host replaced by `/<redacted>`: a
 /// webhook's path is often its secret (Slack, Discord), where it goes is
 /// not.
@@ -113,6 +148,30 @@ impl std::fmt::Debug for Secret {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_bearer_header_yields_its_token_and_nothing_else_does() {
+        assert_eq!(bearer(Some(b"Bearer abc")), Ok("abc"));
+        assert_eq!(bearer(Some(b"  bearer   abc  ")), Ok("abc"));
+        assert_eq!(bearer(None), Err(BearerError::Missing));
+        for bad in [
+            &b"Basic abc"[..],
+            b"abc",
+            b"Bearer ",
+            b"Bearer",
+            b"Bearer \xff\xfe",
+        ] {
+            assert_eq!(bearer(Some(bad)), Err(BearerError::Malformed), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn tokens_compare_equal_only_when_every_byte_is() {
+        assert!(same_token(b"s3cret", b"s3cret"));
+        assert!(!same_token(b"s3cres", b"s3cret"));
+        assert!(!same_token(b"s3cre", b"s3cret"));
+        assert!(!same_token(b"", b"s3cret"));
+    }
 
     #[test]
     fn a_secret_reads_as_a_string_and_never_prints() {

@@ -63,6 +63,21 @@ pub struct SupervisorConfig {
     /// How long a stopped process may drain before it is killed.
     #[serde(with = "keel_core::duration")]
     pub stop_timeout: Duration,
+    /// The bearer token every actuator API request must carry
+    /// (`Authorization: Bearer …`). Give this or `token_file`; with
+    /// neither, `keel up` makes a new one each start, writes it to
+    /// `<data_dir>/supervisor.token` and hands it to the controller. The
+    /// supervisor checks only this token: it never reads Keel's users.
+    pub token: keel_core::secret::Secret,
+    /// A file whose first line is the token.
+    pub token_file: PathBuf,
+}
+
+impl SupervisorConfig {
+    /// The token, from `token` or `token_file` (`None`: the API is open).
+    pub fn token(&self) -> Result<Option<String>, String> {
+        self.token.token_or_file(&self.token_file, "token")
+    }
 }
 
 impl Default for SupervisorConfig {
@@ -72,6 +87,8 @@ impl Default for SupervisorConfig {
             restart_backoff: Duration::from_millis(500),
             start_timeout: Duration::from_secs(10),
             stop_timeout: Duration::from_secs(30),
+            token: Default::default(),
+            token_file: PathBuf::new(),
         }
     }
 }
@@ -326,11 +343,20 @@ impl Default for DbConfig {
 
 impl Validate for SampleAppConfig {
     fn validate(&self, problems: &mut Vec<String>) {
-        if self.host.parse::<std::net::IpAddr>().is_err() {
-            problems.push(format!(
+        match self.host.parse::<std::net::IpAddr>() {
+            Err(_) => problems.push(format!(
                 "sampleapp.host: {:?} is not an IP address",
                 self.host
-            ));
+            )),
+            // The actuator API kills and promotes: never open to a network.
+            Ok(ip) if !ip.is_loopback() && matches!(self.supervisor.token(), Ok(None)) => problems
+                .push(format!(
+                    "sampleapp.supervisor.token: the supervisor listens on {ip}, not loopback; give it a token (or token_file)"
+                )),
+            Ok(_) => {}
+        }
+        if let Err(e) = self.supervisor.token() {
+            problems.push(format!("sampleapp.supervisor.{e}"));
         }
         if let Some(ep) = &self.otlp_endpoint
             && !(ep.starts_with("http://") || ep.starts_with("https://"))
@@ -370,5 +396,43 @@ impl Validate for SampleAppConfig {
                 "sampleapp.db.fsync_interval: must be more than 0 with fsync: interval".into(),
             );
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn problems(c: &SampleAppConfig) -> Vec<String> {
+        let mut p = Vec::new();
+        c.validate(&mut p);
+        p
+    }
+
+    #[test]
+    fn an_open_supervisor_is_for_loopback_only() {
+        let mut c = SampleAppConfig::default();
+        assert_eq!(problems(&c), Vec::<String>::new());
+        c.host = "0.0.0.0".into();
+        let p = problems(&c);
+        assert!(
+            p.iter()
+                .any(|m| m
+                    .starts_with("sampleapp.supervisor.token: the supervisor listens on 0.0.0.0")),
+            "{p:?}"
+        );
+        c.supervisor.token = keel_core::secret::Secret::new("a-long-enough-token");
+        assert_eq!(problems(&c), Vec::<String>::new());
+        assert_eq!(
+            c.supervisor.token().expect("token").as_deref(),
+            Some("a-long-enough-token")
+        );
+        c.supervisor.token_file = "/etc/keel/supervisor.token".into();
+        let p = problems(&c);
+        assert!(
+            p.iter()
+                .any(|m| m == "sampleapp.supervisor.token: give token or token_file, not both"),
+            "{p:?}"
+        );
     }
 }

@@ -7,8 +7,9 @@
 //! [`server`]: TLS on Keel's own listeners (certificates reloaded when
 //! their files change, mutual TLS for agents).
 //!
-//! Owns: building `reqwest` clients and describing their errors, and the
-//! TLS side of listeners. Never depends on another Keel crate, so the
+//! Owns: building `reqwest` clients (their CA, client identity and
+//! bearer token) and describing their errors, and the TLS side of
+//! listeners. Never depends on another Keel crate, so the
 //! agent can use it.
 
 pub mod server;
@@ -139,6 +140,20 @@ impl TlsConfig {
             .build()
             .map_err(|e| TlsError::Build(describe(&e)))
     }
+}
+
+/// Headers carrying `Authorization: Bearer <token>` (none for `None`)
+/// for a client's `default_headers`, marked sensitive so the token never
+/// shows in logs. An error when the token cannot be a header value.
+pub fn bearer(token: Option<&str>) -> Result<reqwest::header::HeaderMap, String> {
+    let mut headers = reqwest::header::HeaderMap::new();
+    if let Some(token) = token {
+        let mut value = reqwest::header::HeaderValue::from_str(&format!("Bearer {}", token.trim()))
+            .map_err(|_| "the token is not a valid header value".to_owned())?;
+        value.set_sensitive(true);
+        headers.insert(reqwest::header::AUTHORIZATION, value);
+    }
+    Ok(headers)
 }
 
 /// The certificates of a PEM bundle.

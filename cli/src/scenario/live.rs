@@ -24,8 +24,21 @@ pub struct Endpoints {
     pub collector: String,
     /// The sample app's supervisor API.
     pub supervisor: String,
+    /// Its token (`sampleapp.supervisor.token`), when it wants one.
+    pub supervisor_token: Option<String>,
     /// The shop API (the lb).
     pub shop: String,
+}
+
+/// The first line of a token file (as `keel up` writes the supervisor's).
+pub fn read_token_file(path: &std::path::Path) -> anyhow::Result<String> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("reading the token in {}", path.display()))?;
+    let token = text.lines().next().unwrap_or_default().trim();
+    if token.is_empty() {
+        bail!("{}: the file holds no token", path.display());
+    }
+    Ok(token.to_owned())
 }
 
 /// What playing a scenario did.
@@ -308,9 +321,14 @@ impl Injector {
 /// that cannot be applied, or Ctrl-C, stops the run; whatever was
 /// applied is healed before it returns, in every case.
 pub async fn play(s: &Scenario, ep: &Endpoints, target: Arc<dyn Target>) -> anyhow::Result<Played> {
-    // The faults go to the sample app's supervisor: no Keel token.
+    // The faults go to the sample app's supervisor, with its own token
+    // (never a Keel one).
     let http = reqwest::Client::builder()
         .timeout(Duration::from_secs(30))
+        .default_headers(
+            keel_tls::bearer(ep.supervisor_token.as_deref())
+                .map_err(|e| anyhow::anyhow!("the supervisor's token: {e}"))?,
+        )
         .build()?;
     let mut inj = Injector {
         http: http.clone(),

@@ -39,6 +39,12 @@ pub enum ScenarioCommand {
         /// The sample app's supervisor API.
         #[arg(long, default_value = "http://127.0.0.1:8079")]
         supervisor: String,
+        /// The file holding the supervisor's token (`keel up` writes it
+        /// to `<sampleapp.data_dir>/supervisor.token`; default: that file
+        /// under keel-data/sampleapp, when it exists).
+        /// `KEEL_SUPERVISOR_TOKEN` gives the token itself.
+        #[arg(long)]
+        supervisor_token_file: Option<PathBuf>,
         /// The shop API (the lb).
         #[arg(long, default_value = "http://127.0.0.1:8080")]
         shop: String,
@@ -57,6 +63,23 @@ pub enum ScenarioCommand {
     },
 }
 
+/// The supervisor's token: `KEEL_SUPERVISOR_TOKEN`, the file named, or
+/// the one `keel up` wrote under its default data directory (none there:
+/// an open supervisor).
+fn supervisor_token(file: Option<PathBuf>) -> anyhow::Result<Option<String>> {
+    if let Ok(t) = std::env::var("KEEL_SUPERVISOR_TOKEN") {
+        return Ok(Some(t.trim().to_owned()));
+    }
+    let default = keel_sampleapp::supervisor::Supervisor::token_file(
+        &keel_sampleapp::config::SampleAppConfig::default().data_dir,
+    );
+    match file {
+        Some(f) => live::read_token_file(&f).map(Some),
+        None if default.exists() => live::read_token_file(&default).map(Some),
+        None => Ok(None),
+    }
+}
+
 /// Run `keel scenario …`.
 pub fn run(command: ScenarioCommand) -> anyhow::Result<()> {
     match command {
@@ -66,6 +89,7 @@ pub fn run(command: ScenarioCommand) -> anyhow::Result<()> {
             save,
             url,
             supervisor,
+            supervisor_token_file,
             shop,
         } => {
             let s = Scenario::load(&file)?;
@@ -82,6 +106,7 @@ pub fn run(command: ScenarioCommand) -> anyhow::Result<()> {
             let ep = live::Endpoints {
                 collector: url,
                 supervisor,
+                supervisor_token: supervisor_token(supervisor_token_file)?,
                 shop,
             };
             let rt = tokio::runtime::Builder::new_multi_thread()

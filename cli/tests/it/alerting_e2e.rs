@@ -64,8 +64,9 @@ async fn injected_errors_page_by_email_and_their_removal_resolves() {
     });
     let knob = |rate: f64| {
         let url = format!("{supervisor}/api/v1/web/capacity");
+        let sup = supervisor_client(dir.path());
         async move {
-            let r = reqwest::Client::new()
+            let r = sup
                 .put(url)
                 .json(&serde_json::json!({"error_rate": rate}))
                 .send()

@@ -46,7 +46,7 @@ async fn a_burst_scales_the_web_tier_up_and_the_window_brings_it_back() {
         line.starts_with("web: scale 2 → ") || line.starts_with("web: scale 3 → "),
         "{up}"
     );
-    let (_, s) = get_json(&scale).await;
+    let (_, s) = get_json_with(&supervisor_client(dir.path()), &scale).await;
     assert!(
         s["replicas"].as_u64() >= Some(4),
         "the supervisor holds it: {s}"
@@ -62,7 +62,7 @@ async fn a_burst_scales_the_web_tier_up_and_the_window_brings_it_back() {
         down["at_ms"].as_i64() > up["at_ms"].as_i64(),
         "down after up: {up} {down}"
     );
-    let (_, s) = get_json(&scale).await;
+    let (_, s) = get_json_with(&supervisor_client(dir.path()), &scale).await;
     assert_eq!(s["replicas"], 2, "{s}");
     child.kill().ok();
     drop(_base);

@@ -29,9 +29,7 @@ use nix::sys::signal::Signal;
 fn target(supervisor: &str, mode: Mode, max_lag: u64) -> FailoverConfig {
     FailoverConfig {
         name: "shop-db".into(),
-        driver: DriverConfig::Sample {
-            supervisor: supervisor.into(),
-        },
+        driver: DriverConfig::sample(supervisor, None),
         members: (1..=3).map(|i| Member::named(&format!("db-{i}"))).collect(),
         probe_interval: Duration::from_millis(250),
         probe_timeout: Duration::from_millis(200),

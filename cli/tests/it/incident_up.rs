@@ -138,6 +138,10 @@ async fn the_shortest_scenario_runs_live_and_its_expectations_hold_live_and_in_r
             .args(["scenario", "run"])
             .arg(file)
             .args(["--url", &api, "--supervisor", &sup, "--shop", &shop])
+            .arg("--supervisor-token-file")
+            .arg(keel_sampleapp::supervisor::Supervisor::token_file(
+                dir.path(),
+            ))
             .current_dir(dir.path())
             .output()
             .expect("keel scenario run")
@@ -162,7 +166,9 @@ async fn the_shortest_scenario_runs_live_and_its_expectations_hold_live_and_in_r
     );
     assert!(!err.contains("load done"), "nothing started: {err}");
 
-    let (_, capacity_before) = get_json(&format!("{sup}/api/v1/web/capacity")).await;
+    let sup_http = supervisor_client(dir.path());
+    let (_, capacity_before) =
+        get_json_with(&sup_http, &format!("{sup}/api/v1/web/capacity")).await;
     let o = scenario(&incidents().join("db-primary-crash.yaml"));
     let out = String::from_utf8_lossy(&o.stdout);
     let err = String::from_utf8_lossy(&o.stderr);
@@ -191,14 +197,14 @@ async fn the_shortest_scenario_runs_live_and_its_expectations_hold_live_and_in_r
         "a failover is a corrective action: {times}"
     );
     // The db-1 killed is started again once the scenario ends.
-    let (_, procs) = get_json(&format!("{sup}/api/v1/processes")).await;
+    let (_, procs) = get_json_with(&sup_http, &format!("{sup}/api/v1/processes")).await;
     let db1 = procs
         .as_array()
         .and_then(|a| a.iter().find(|p| p["name"] == "db-1"))
         .cloned()
         .unwrap_or_default();
     assert!(db1["pid"].is_u64(), "db-1 healed: {db1}");
-    let (_, capacity_after) = get_json(&format!("{sup}/api/v1/web/capacity")).await;
+    let (_, capacity_after) = get_json_with(&sup_http, &format!("{sup}/api/v1/web/capacity")).await;
     assert_eq!(capacity_after, capacity_before);
 
     // The bundle keeps warnings and errors (the failed requests'), no

@@ -219,7 +219,27 @@ async fn keel_up_prints_its_urls_and_ctrl_c_leaves_no_process_behind() {
         !stderr.contains("unparseable lines"),
         "the sample app's metrics parse: {stderr}"
     );
-    let (_, procs) = get_json(&processes_url).await;
+    // The supervisor takes only the token keel up made for it (and
+    // handed to the controller, whose decisions above read through it).
+    let (s, v) = get_json(&processes_url).await;
+    assert_eq!(s, 401, "no token, no process list: {v}");
+    assert!(
+        v["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("sampleapp.supervisor.token")),
+        "{v}"
+    );
+    let wrong = reqwest::Client::new()
+        .put(processes_url.replace("processes", "scale/web"))
+        .bearer_auth("not-the-token")
+        .json(&serde_json::json!({"replicas": 1}))
+        .send()
+        .await
+        .expect("scale");
+    assert_eq!(wrong.status().as_u16(), 401, "a wrong token scales nothing");
+    let sup = supervisor_client(dir.path());
+    let (s, procs) = get_json_with(&sup, &processes_url).await;
+    assert_eq!(s, 200, "{procs}");
     let pids: Vec<i32> = procs
         .as_array()
         .expect("list")
@@ -231,14 +251,9 @@ async fn keel_up_prints_its_urls_and_ctrl_c_leaves_no_process_behind() {
     // Failed requests are logged at error level, with the error: the
     // `level:error` search keel up prints finds them.
     let capacity = processes_url.replace("processes", "web/capacity");
-    let (_, mut c) = get_json(&capacity).await;
+    let (_, mut c) = get_json_with(&sup, &capacity).await;
     c["error_rate"] = serde_json::json!(1.0);
-    let r = reqwest::Client::new()
-        .put(&capacity)
-        .json(&c)
-        .send()
-        .await
-        .expect("capacity");
+    let r = sup.put(&capacity).json(&c).send().await.expect("capacity");
     assert!(r.status().is_success(), "{}", r.status());
     let shop = url("shop API");
     for _ in 0..5 {

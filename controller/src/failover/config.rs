@@ -41,11 +41,30 @@ pub enum DriverConfig {
         /// The supervisor's base URL ("" under `keel up`: its own).
         #[serde(default)]
         supervisor: String,
+        /// The supervisor's token (`sampleapp.supervisor.token`; empty
+        /// under `keel up`: the one it made). Or `token_file`.
+        #[serde(default)]
+        token: keel_core::secret::Secret,
+        /// A file whose first line is the supervisor's token.
+        #[serde(default)]
+        token_file: std::path::PathBuf,
     },
     /// PostgreSQL: members probed by SQL, promoted with `pg_promote()`;
     /// host actions (stop, rewind, follow) through each member's agent or
     /// exec hook.
     Postgres {},
+}
+
+impl DriverConfig {
+    /// The sample driver through the supervisor at `url`, with `token`
+    /// (none: an open supervisor).
+    pub fn sample(url: &str, token: Option<&str>) -> Self {
+        DriverConfig::Sample {
+            supervisor: url.into(),
+            token: keel_core::secret::Secret::new(token.unwrap_or_default()),
+            token_file: Default::default(),
+        }
+    }
 }
 
 /// Whether an acknowledged write is on replicas before it is answered.
@@ -259,7 +278,12 @@ impl FailoverConfig {
             ));
         }
         match &self.driver {
-            DriverConfig::Sample { .. } => {
+            DriverConfig::Sample {
+                token, token_file, ..
+            } => {
+                if let Err(e) = token.token_or_file(token_file, "token") {
+                    problems.push(format!("{at}.driver.{e}"));
+                }
                 for (i, t) in self.repoint().iter().enumerate() {
                     if !REPOINTABLE.contains(&t.as_str()) {
                         problems.push(format!(

@@ -102,13 +102,17 @@ impl Driver {
     pub fn new(cfg: &FailoverConfig, default_supervisor: &str) -> Self {
         match &cfg.driver {
             DriverConfig::Postgres {} => Driver::Postgres(Arc::new(Postgres::new(cfg))),
-            DriverConfig::Sample { supervisor } => Driver::Sample {
+            DriverConfig::Sample {
+                supervisor,
+                token,
+                token_file,
+            } => Driver::Sample {
                 supervisor: if supervisor.is_empty() {
                     default_supervisor.trim_end_matches('/').to_owned()
                 } else {
                     supervisor.trim_end_matches('/').to_owned()
                 },
-                http: reqwest::Client::new(),
+                http: crate::actuator::supervisor_client(token.token_or_file(token_file, "token")),
             },
         }
     }

@@ -177,13 +177,8 @@ impl Postgres {
     /// validation; a member missing either is skipped and fails probes).
     pub fn new(cfg: &FailoverConfig) -> Self {
         // The agents' token on every action (validated at config load).
-        let mut headers = reqwest::header::HeaderMap::new();
-        if let Ok(Some(t)) = cfg.agent_token()
-            && let Ok(mut v) = reqwest::header::HeaderValue::from_str(&format!("Bearer {t}"))
-        {
-            v.set_sensitive(true);
-            headers.insert(reqwest::header::AUTHORIZATION, v);
-        }
+        let headers =
+            keel_tls::bearer(cfg.agent_token().ok().flatten().as_deref()).unwrap_or_default();
         let builder = || {
             reqwest::Client::builder()
                 .connect_timeout(Duration::from_secs(2))

@@ -195,9 +195,7 @@ async fn the_count_is_what_the_actuator_reads_back_not_what_was_asked() {
 async fn an_unreachable_supervisor_is_an_event() {
     let load = Arc::new(Fixed::default());
     let c = controller(
-        policy(ActuatorConfig::Supervisor {
-            url: "http://127.0.0.1:1".into(),
-        }),
+        policy(ActuatorConfig::supervisor("http://127.0.0.1:1", None)),
         load,
     );
     let e = c.tick(T0).await.remove(0);

@@ -38,8 +38,8 @@ struct SignalParams {
     restart: Option<bool>,
 }
 
-/// The actuator API.
-pub(super) fn api(sup: Supervisor) -> Router {
+/// The actuator API; with `token`, every request must carry it.
+pub(super) fn api(sup: Supervisor, token: Option<String>) -> Router {
     Router::new()
         .route("/api/v1/processes", get(|State(s): State<Supervisor>| async move { axum::Json(s.processes()) }))
         .route("/api/v1/processes/{name}/{action}", post(process_action))
@@ -53,7 +53,47 @@ pub(super) fn api(sup: Supervisor) -> Router {
         .route("/api/v1/faults/{name}", get(get_faults).put(put_faults))
         .fallback(crate::api::not_found)
         .layer(axum::middleware::from_fn(no_browser_changes))
+        .layer(axum::middleware::from_fn_with_state(
+            Arc::new(token),
+            require_token,
+        ))
         .with_state(sup)
+}
+
+/// With a token configured, every request must carry it (`Authorization:
+/// Bearer …`), reads too: the process list names pids and addresses.
+async fn require_token(
+    State(token): State<Arc<Option<String>>>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use axum::response::IntoResponse as _;
+    let Some(want) = token.as_deref() else {
+        return next.run(req).await;
+    };
+    let given = keel_core::secret::bearer(
+        req.headers()
+            .get(axum::http::header::AUTHORIZATION)
+            .map(|v| v.as_bytes()),
+    );
+    if given.is_ok_and(|g| keel_core::secret::same_token(g.as_bytes(), want.as_bytes())) {
+        return next.run(req).await;
+    }
+    let why = match given {
+        Err(keel_core::secret::BearerError::Missing) => {
+            "the supervisor's API needs its token: send Authorization: Bearer <sampleapp.supervisor.token>"
+        }
+        _ => "the token is not the supervisor's (sampleapp.supervisor.token)",
+    };
+    (
+        StatusCode::UNAUTHORIZED,
+        [(
+            axum::http::header::WWW_AUTHENTICATE,
+            "Bearer realm=\"keel-sampleapp\"",
+        )],
+        axum::Json(serde_json::json!({ "error": why })),
+    )
+        .into_response()
 }
 
 /// The actuator API kills, scales and promotes: a change a browser sends

@@ -130,6 +130,10 @@ impl Supervisor {
             std::fs::create_dir_all(config.data_dir.join(d))
                 .with_context(|| format!("creating {}", config.data_dir.join(d).display()))?;
         }
+        let token = config
+            .supervisor
+            .token()
+            .map_err(|e| anyhow!("sampleapp.supervisor.{e}"))?;
         let placeholder: SocketAddr = ([127, 0, 0, 1], 0).into();
         let sup = Supervisor {
             s: Arc::new(Shared {
@@ -172,7 +176,7 @@ impl Supervisor {
                 )
             })?;
         let api_addr = listener.local_addr()?;
-        let app = api(sup.clone());
+        let app = api(sup.clone(), token);
         tokio::spawn(async move {
             if let Err(e) = axum::serve(listener, app).await {
                 tracing::error!(error = %e, "supervisor API stopped");
@@ -186,6 +190,12 @@ impl Supervisor {
             log_dir: sup.s.config.data_dir.join("logs"),
         };
         Ok((sup, endpoints))
+    }
+
+    /// Where `keel up` keeps the token it made for the supervisor under
+    /// the sample app's data directory.
+    pub fn token_file(data_dir: &std::path::Path) -> PathBuf {
+        data_dir.join("supervisor.token")
     }
 
     fn host(&self) -> std::net::IpAddr {

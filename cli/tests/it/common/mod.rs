@@ -266,6 +266,25 @@ pub async fn keel_up(dir: &Path, args: &[&str]) -> (Child, Vec<String>) {
     (child, lines)
 }
 
+/// A client carrying the token `keel up` made for its supervisor (in
+/// its data directory `dir`), as the controller and `keel scenario` do.
+pub fn supervisor_client(dir: &Path) -> reqwest::Client {
+    let path = keel_sampleapp::supervisor::Supervisor::token_file(dir);
+    let token = std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("keel up's supervisor token in {}: {e}", path.display()));
+    reqwest::Client::builder()
+        .default_headers(keel_tls::bearer(Some(token.trim())).expect("token header"))
+        .build()
+        .expect("client")
+}
+
+/// GET `url` with `client`: the status and the JSON body.
+pub async fn get_json_with(client: &reqwest::Client, url: &str) -> (u16, serde_json::Value) {
+    let r = client.get(url).send().await.expect("request");
+    let s = r.status().as_u16();
+    (s, r.json().await.unwrap_or_default())
+}
+
 /// The URL printed on the line starting with `label`.
 pub fn printed_url(lines: &[String], label: &str) -> String {
     lines

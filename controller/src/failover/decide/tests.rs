@@ -5,9 +5,7 @@ use std::time::Duration;
 fn cfg(mode: Mode) -> FailoverConfig {
     FailoverConfig {
         name: "db".into(),
-        driver: DriverConfig::Sample {
-            supervisor: String::new(),
-        },
+        driver: DriverConfig::sample("", None),
         members: ["db-1", "db-2", "db-3"]
             .iter()
             .map(|n| Member::named(n))
