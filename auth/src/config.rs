@@ -141,6 +141,7 @@ impl AuthConfig {
             if let Err(e) = s.read() {
                 problems.push(format!("{here}: {e}"));
             }
+            s.limits.validate(&format!("{here}.limits"), problems);
         }
     }
 }

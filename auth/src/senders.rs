@@ -14,6 +14,7 @@ use axum::extract::{Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use keel_core::quota::{Quota, QuotaLimits};
 use keel_core::secret::Secret;
 use serde::{Deserialize, Serialize};
 
@@ -34,6 +35,9 @@ pub struct SenderToken {
     pub token: Secret,
     /// A file whose first line is the token, to keep it out of keel.yaml.
     pub token_file: PathBuf,
+    /// This sender's share: its ingestion rate and active series (none:
+    /// only the collector's own limits).
+    pub limits: QuotaLimits,
 }
 
 impl AuthConfig {
@@ -44,7 +48,13 @@ impl AuthConfig {
             let token = s
                 .read()
                 .map_err(|e| format!("collector.auth.senders[{i}]: {e}"))?;
-            tokens.push((s.name.clone(), digest(token.as_bytes())));
+            tokens.push((
+                s.name.clone(),
+                digest(token.as_bytes()),
+                s.limits
+                    .any()
+                    .then(|| Arc::new(Quota::new(&s.name, s.limits))),
+            ));
         }
         Ok(Senders {
             tokens: Arc::new(tokens),
@@ -74,10 +84,17 @@ fn digest(b: &[u8]) -> [u8; 32] {
     Sha256::digest(b).into()
 }
 
+/// One configured sender: name, token hash, and its quota when it has
+/// limits.
+type Known = (String, [u8; 32], Option<Arc<Quota>>);
+
+/// A sender a request's token names, with its quota.
+type Found<'a> = (&'a str, Option<&'a Arc<Quota>>);
+
 /// The sender tokens in force, hashed, and the refusals so far.
 #[derive(Clone, Default)]
 pub struct Senders {
-    tokens: Arc<Vec<(String, [u8; 32])>>,
+    tokens: Arc<Vec<Known>>,
     /// Refusals by [`Refusal`] (missing, malformed, wrong).
     refused: Arc<[AtomicU64; 3]>,
 }
@@ -123,7 +140,7 @@ impl Senders {
             tokens: Arc::new(
                 tokens
                     .into_iter()
-                    .map(|(n, t)| (n.to_owned(), digest(t.as_bytes())))
+                    .map(|(n, t)| (n.to_owned(), digest(t.as_bytes()), None))
                     .collect(),
             ),
             refused: Arc::default(),
@@ -140,9 +157,38 @@ impl Senders {
         self.tokens.is_empty()
     }
 
+    /// Senders with limits, for tests and tools: (name, token, limits).
+    pub fn with_limits<'a>(
+        tokens: impl IntoIterator<Item = (&'a str, &'a str, QuotaLimits)>,
+    ) -> Self {
+        Self {
+            tokens: Arc::new(
+                tokens
+                    .into_iter()
+                    .map(|(n, t, l)| {
+                        let quota = l.any().then(|| Arc::new(Quota::new(n, l)));
+                        (n.to_owned(), digest(t.as_bytes()), quota)
+                    })
+                    .collect(),
+            ),
+            refused: Arc::default(),
+        }
+    }
+
+    /// Every sender's quota (those with limits), for the collector's
+    /// /metrics.
+    pub fn quotas(&self) -> impl Iterator<Item = &Arc<Quota>> {
+        self.tokens.iter().filter_map(|(_, _, q)| q.as_ref())
+    }
+
     /// The sender whose token `headers` carry (`None` when ingest is
     /// open), or why there is none.
     pub fn check(&self, headers: &HeaderMap) -> Result<Option<&str>, Refusal> {
+        self.find(headers).map(|f| f.map(|(name, _)| name))
+    }
+
+    /// As [`Self::check`], with the sender's quota.
+    fn find(&self, headers: &HeaderMap) -> Result<Option<Found<'_>>, Refusal> {
         if self.is_open() {
             return Ok(None);
         }
@@ -159,9 +205,9 @@ impl Senders {
         // Every token is compared, in constant time, so the time taken
         // says nothing of which one came close.
         let mut found = None;
-        for (name, hash) in self.tokens.iter() {
+        for (name, hash, quota) in self.tokens.iter() {
             if bool::from(hash.ct_eq(&presented)) {
-                found = Some(name.as_str());
+                found = Some((name.as_str(), quota.as_ref()));
             }
         }
         found.map(Some).ok_or(Refusal::Wrong)
@@ -178,11 +224,15 @@ pub async fn require_sender(State(senders): State<Senders>, req: Request, next: 
 }
 
 async fn admit(senders: &Senders, mut req: Request, next: Next) -> Response {
-    match senders.check(req.headers()) {
+    match senders.find(req.headers()) {
         Ok(None) => next.run(req).await,
-        Ok(Some(name)) => {
+        Ok(Some((name, quota))) => {
             let sender = Sender(name.to_owned());
             req.extensions_mut().insert(sender);
+            // Handlers that decode a batch take it against the quota.
+            if let Some(q) = quota {
+                req.extensions_mut().insert(q.clone());
+            }
             next.run(req).await
         }
         Err(why) => {

@@ -90,7 +90,7 @@ pub fn render(own: &Own) -> String {
         &mut out,
         "keel_ingest_samples_over_limits_total",
         "counter",
-        "Samples refused by collector.limits (the series limit, label limits).",
+        "Samples refused by collector.limits (the series limit, label limits) and by senders' max_series.",
     );
     let _ = writeln!(
         out,
@@ -111,6 +111,39 @@ pub fn render(own: &Own) -> String {
             "keel_ingest_unauthorized_total{{reason=\"{}\"}} {n}",
             why.name()
         );
+    }
+    let quotas: Vec<_> = own.senders.quotas().collect();
+    if !quotas.is_empty() {
+        family(
+            &mut out,
+            "keel_sender_refused_total",
+            "counter",
+            "Samples, spans and log records refused by a sender's limits (collector.auth.senders[].limits), by sender and limit.",
+        );
+        for q in &quotas {
+            for (limit, n) in q.refused() {
+                let _ = writeln!(
+                    out,
+                    "keel_sender_refused_total{{sender=\"{}\",limit=\"{}\"}} {n}",
+                    escape(q.sender()),
+                    limit.name()
+                );
+            }
+        }
+        family(
+            &mut out,
+            "keel_sender_series",
+            "gauge",
+            "Active series a sender with max_series holds (idle ones count until its limit is reached).",
+        );
+        for q in quotas.iter().filter(|q| q.limits().max_series > 0) {
+            let _ = writeln!(
+                out,
+                "keel_sender_series{{sender=\"{}\"}} {}",
+                escape(q.sender()),
+                q.series_held()
+            );
+        }
     }
     out
 }

@@ -701,6 +701,7 @@ pub async fn start(config: &CollectorConfig, clock: SharedClock) -> Result<Runni
         config.max_decoded_bytes,
         workers.clone(),
         stats.clone(),
+        clock.clone(),
     )
     .merge(log_routes.push)
     .map(|r| r.route_layer(sender_check));

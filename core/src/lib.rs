@@ -11,7 +11,10 @@
 //! - [`marks`]: when batches arrived and rule groups and controller
 //!   loops ran, for incident replay.
 //! - [`names`]: Prometheus' label and metric name rules.
-//! - [`secret`]: passwords and tokens in config, never printed.
+//! - [`quota`]: one sender's share of the collector (ingestion rate,
+//!   active series).
+//! - [`secret`]: passwords and tokens in config, never printed; bearer
+//!   headers read and compared in constant time.
 //! - [`stale`]: Prometheus' staleness marker.
 //! - [`timestamp`]: log-line timestamps (RFC 3339 or epoch numbers).
 
@@ -21,6 +24,7 @@ pub mod crash;
 pub mod duration;
 pub mod marks;
 pub mod names;
+pub mod quota;
 pub mod secret;
 pub mod stale;
 pub mod timestamp;

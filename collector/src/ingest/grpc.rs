@@ -32,6 +32,7 @@ use opentelemetry_proto::tonic::collector::trace::v1::{
 use super::http::{
     IngestLimits, IngestStats, Telemetry, ingest_logs, ingest_request, ingest_traces,
 };
+use keel_core::quota::Quota;
 use keel_http::workers::Workers;
 use keel_metricstore::Store;
 
@@ -60,10 +61,15 @@ async fn export<T: Send + 'static>(
         .run(f)
         .await
         .map_err(|e| tonic::Status::internal(format!("ingest task failed: {e}")))?;
-    Ok(tonic::Response::new(result.map_err(|e| match e {
-        super::http::NotStored::Retry(m) => tonic::Status::unavailable(m),
-        super::http::NotStored::Refused(m) => tonic::Status::invalid_argument(m),
-    })?))
+    Ok(tonic::Response::new(
+        result.map_err(super::http::NotStored::grpc)?,
+    ))
+}
+
+/// The sender's quota, when its token has limits (put there by the
+/// sender check in front of the gRPC routes).
+fn quota<T>(request: &tonic::Request<T>) -> Option<Arc<Quota>> {
+    request.extensions().get::<Arc<Quota>>().cloned()
 }
 
 /// The `keel-batch-id` metadata of a gRPC export, as over HTTP.
@@ -81,6 +87,7 @@ impl MetricsService for Receiver {
     ) -> Result<tonic::Response<ExportMetricsServiceResponse>, tonic::Status> {
         let id = grpc_batch_id(&request)?;
         let now = self.tel.clock.now_ms();
+        let quota = quota(&request);
         let (store, stats, tel, req) = (
             self.store.clone(),
             self.stats.clone(),
@@ -92,8 +99,9 @@ impl MetricsService for Receiver {
                 &store,
                 &stats,
                 &req,
-                &tel.translation,
+                &tel,
                 id.map(|id| (id, now)),
+                quota.as_deref(),
             )
         })
         .await
@@ -122,6 +130,7 @@ impl TraceService for TraceReceiver {
         request: tonic::Request<ExportTraceServiceRequest>,
     ) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
         let id = grpc_batch_id(&request)?;
+        let quota = quota(&request);
         let (store, tel, stats, req) = (
             self.store.clone(),
             self.tel.clone(),
@@ -129,7 +138,7 @@ impl TraceService for TraceReceiver {
             request.into_inner(),
         );
         export(&self.permits, &self.workers, move || {
-            ingest_traces(&store, &tel, &req, id, &stats)
+            ingest_traces(&store, &tel, &req, id, &stats, quota.as_deref())
         })
         .await
     }
@@ -142,9 +151,10 @@ impl LogsService for LogsReceiver {
         request: tonic::Request<ExportLogsServiceRequest>,
     ) -> Result<tonic::Response<ExportLogsServiceResponse>, tonic::Status> {
         let id = grpc_batch_id(&request)?;
+        let quota = quota(&request);
         let (tel, stats, req) = (self.tel.clone(), self.stats.clone(), request.into_inner());
         export(&self.permits, &self.workers, move || {
-            ingest_logs(&tel, &req, id, &stats)
+            ingest_logs(&tel, &req, id, &stats, quota.as_deref())
         })
         .await
     }

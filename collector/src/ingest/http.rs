@@ -20,6 +20,7 @@ use prost::Message;
 use tokio::sync::Semaphore;
 
 use keel_core::clock::SharedClock;
+use keel_core::quota::Quota;
 use opentelemetry_proto::tonic::collector::logs::v1::{
     ExportLogsPartialSuccess, ExportLogsServiceRequest, ExportLogsServiceResponse,
 };
@@ -128,16 +129,59 @@ pub enum NotStored {
     /// Every point was refused by a limit: sending it again cannot help
     /// (400; gRPC INVALID_ARGUMENT).
     Refused(String),
+    /// The sender is over its ingestion rate: nothing was stored; retry
+    /// after the wait (429 with Retry-After; gRPC UNAVAILABLE).
+    OverRate(keel_core::quota::OverRate),
 }
 
 impl NotStored {
-    /// The HTTP answer's status and message.
-    pub fn http(self) -> (StatusCode, String) {
+    /// The HTTP answer.
+    fn http(self) -> Failed {
         match self {
-            NotStored::Retry(m) => (StatusCode::SERVICE_UNAVAILABLE, m),
-            NotStored::Refused(m) => (StatusCode::BAD_REQUEST, m),
+            NotStored::Retry(m) => (StatusCode::SERVICE_UNAVAILABLE, m).into(),
+            NotStored::Refused(m) => (StatusCode::BAD_REQUEST, m).into(),
+            NotStored::OverRate(o) => Failed {
+                status: StatusCode::TOO_MANY_REQUESTS,
+                message: o.message,
+                retry_after: Some(o.retry_after.as_secs().max(1)),
+            },
         }
     }
+
+    /// The gRPC status: the retryable ones UNAVAILABLE, as OTLP wants.
+    pub fn grpc(self) -> tonic::Status {
+        match self {
+            NotStored::Retry(m) => tonic::Status::unavailable(m),
+            NotStored::OverRate(o) => tonic::Status::unavailable(o.message),
+            NotStored::Refused(m) => tonic::Status::invalid_argument(m),
+        }
+    }
+}
+
+/// Why an export was not taken over HTTP: its status, message, and the
+/// seconds a sender should wait before it retries (`Retry-After`).
+struct Failed {
+    status: StatusCode,
+    message: String,
+    retry_after: Option<u64>,
+}
+
+impl From<(StatusCode, String)> for Failed {
+    fn from((status, message): (StatusCode, String)) -> Self {
+        let retry_after = (status == StatusCode::SERVICE_UNAVAILABLE).then_some(1);
+        Failed {
+            status,
+            message,
+            retry_after,
+        }
+    }
+}
+
+/// Take `items` against the sender's quota, if it has one.
+fn take(quota: Option<&Quota>, items: u64, now_ms: i64) -> Result<(), NotStored> {
+    quota
+        .map_or(Ok(()), |q| q.take(items, now_ms))
+        .map_err(NotStored::OverRate)
 }
 
 #[derive(Clone, Copy, PartialEq)]
@@ -193,13 +237,13 @@ async fn refuse_declared_oversize(
             format!(
                 "request body of {n} bytes exceeds the limit of {max} bytes (collector.max_body_bytes)"
             ),
-            false,
+            None,
         );
     }
     next.run(req).await
 }
 
-fn error(enc: Encoding, status: StatusCode, message: String, retry_after: bool) -> Response {
+fn error(enc: Encoding, status: StatusCode, message: String, retry_after: Option<u64>) -> Response {
     let code =
         if status == StatusCode::SERVICE_UNAVAILABLE || status == StatusCode::TOO_MANY_REQUESTS {
             14
@@ -219,9 +263,9 @@ fn error(enc: Encoding, status: StatusCode, message: String, retry_after: bool) 
         )
             .into_response(),
     };
-    if retry_after {
+    if let Some(s) = retry_after {
         resp.headers_mut()
-            .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            .insert(header::RETRY_AFTER, HeaderValue::from(s));
     }
     resp
 }
@@ -280,10 +324,20 @@ pub fn ingest_request(
     store: &Store,
     stats: &IngestStats,
     req: &ExportMetricsServiceRequest,
-    translation: &otlp::Translation,
+    tel: &Telemetry,
     batch: Option<(u128, i64)>,
+    quota: Option<&Quota>,
 ) -> Result<ExportMetricsServiceResponse, NotStored> {
-    let converted = otlp::convert(req, translation, &|l| store.last(l).map(|(_, v)| v));
+    let mut converted = otlp::convert(req, &tel.translation, &|l| store.last(l).map(|(_, v)| v));
+    let now = tel.clock.now_ms();
+    take(quota, super::quota::samples(&converted.batch), now)?;
+    // New series past the sender's cap are refused, named, the rest kept.
+    let over_quota = quota.and_then(|q| super::quota::admit_series(q, &mut converted.batch, now));
+    if let Some((n, why)) = &over_quota {
+        converted.rejected += n;
+        converted.reasons.push(why.clone());
+        stats.samples_over_limits.fetch_add(*n, Ordering::Relaxed);
+    }
     let arrival = store.arrival(&converted.batch);
     let Some(appended) = store
         .append_batch(
@@ -323,7 +377,8 @@ pub fn ingest_request(
     reasons.extend(appended.reasons());
     let rejected = rejected + appended.over_limits();
     // Refused whole by a limit: a 4xx, so the sender does not resend it.
-    if appended.accepted == 0 && appended.over_limits() > 0 {
+    let over_limits = appended.over_limits() + over_quota.map_or(0, |(n, _)| n);
+    if appended.accepted == 0 && over_limits > 0 {
         return Err(NotStored::Refused(reasons.join("; ")));
     }
     Ok(ExportMetricsServiceResponse {
@@ -432,13 +487,13 @@ where
     }
 }
 
-type Work<T> = Result<Result<T, (StatusCode, String)>, keel_http::workers::WorkerError>;
+type Work<T> = Result<Result<T, Failed>, keel_http::workers::WorkerError>;
 
 /// Run an OTLP export on the ingest workers and answer it in its encoding.
 async fn export<T, F>(st: Ingest, headers: HeaderMap, f: F) -> Response
 where
     T: Message + serde::Serialize + Send + 'static,
-    F: FnOnce(Encoding, HeaderMap, Ingest) -> Result<T, (StatusCode, String)> + Send + 'static,
+    F: FnOnce(Encoding, HeaderMap, Ingest) -> Result<T, Failed> + Send + 'static,
 {
     let enc = match encoding(&headers) {
         Ok(e) => e,
@@ -448,7 +503,7 @@ where
                 Encoding::Json,
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
                 msg,
-                false,
+                None,
             );
         }
     };
@@ -457,26 +512,25 @@ where
             enc,
             StatusCode::SERVICE_UNAVAILABLE,
             "collector overloaded: retry later".into(),
-            true,
+            Some(1),
         );
     };
     let st2 = st.clone();
     let work: Work<T> = st.workers.run(move || f(enc, headers, st2)).await;
     let resp = match work {
         Ok(Ok(r)) => r,
-        Ok(Err((status, msg))) => {
-            if status == StatusCode::BAD_REQUEST {
+        Ok(Err(f)) => {
+            if f.status == StatusCode::BAD_REQUEST {
                 st.stats.bad_requests.fetch_add(1, Ordering::Relaxed);
             }
-            let retry = status == StatusCode::SERVICE_UNAVAILABLE;
-            return error(enc, status, msg, retry);
+            return error(enc, f.status, f.message, f.retry_after);
         }
         Err(e) => {
             return error(
                 enc,
                 StatusCode::INTERNAL_SERVER_ERROR,
                 format!("ingest task failed: {e}"),
-                false,
+                None,
             );
         }
     };
@@ -490,7 +544,15 @@ where
     }
 }
 
-async fn metrics(State(st): State<Ingest>, headers: HeaderMap, body: Bytes) -> Response {
+/// The sender's quota, when its token has limits.
+type SenderQuota = Option<axum::Extension<Arc<Quota>>>;
+
+async fn metrics(
+    State(st): State<Ingest>,
+    quota: SenderQuota,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     export(st, headers, move |enc, headers, st| {
         let id = batch_id(&headers).map_err(|m| (StatusCode::BAD_REQUEST, m))?;
         let req: ExportMetricsServiceRequest = decode_request(
@@ -501,28 +563,40 @@ async fn metrics(State(st): State<Ingest>, headers: HeaderMap, body: Bytes) -> R
             "ExportMetricsServiceRequest",
         )?;
         let batch = id.map(|id| (id, st.tel.clock.now_ms()));
-        ingest_request(&st.store, &st.stats, &req, &st.tel.translation, batch)
-            .map_err(NotStored::http)
+        let quota = quota.as_ref().map(|q| &*q.0);
+        ingest_request(&st.store, &st.stats, &req, &st.tel, batch, quota).map_err(NotStored::http)
     })
     .await
 }
 
-async fn otlp_logs(State(st): State<Ingest>, headers: HeaderMap, body: Bytes) -> Response {
+async fn otlp_logs(
+    State(st): State<Ingest>,
+    quota: SenderQuota,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     export(st, headers, move |enc, headers, st| {
         let id = batch_id(&headers).map_err(|m| (StatusCode::BAD_REQUEST, m))?;
         let req: ExportLogsServiceRequest =
             decode_request(enc, &headers, body, &st.limits, "ExportLogsServiceRequest")?;
-        ingest_logs(&st.tel, &req, id, &st.stats).map_err(NotStored::http)
+        let quota = quota.as_ref().map(|q| &*q.0);
+        ingest_logs(&st.tel, &req, id, &st.stats, quota).map_err(NotStored::http)
     })
     .await
 }
 
-async fn otlp_traces(State(st): State<Ingest>, headers: HeaderMap, body: Bytes) -> Response {
+async fn otlp_traces(
+    State(st): State<Ingest>,
+    quota: SenderQuota,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     export(st, headers, move |enc, headers, st| {
         let id = batch_id(&headers).map_err(|m| (StatusCode::BAD_REQUEST, m))?;
         let req: ExportTraceServiceRequest =
             decode_request(enc, &headers, body, &st.limits, "ExportTraceServiceRequest")?;
-        ingest_traces(&st.store, &st.tel, &req, id, &st.stats).map_err(NotStored::http)
+        let quota = quota.as_ref().map(|q| &*q.0);
+        ingest_traces(&st.store, &st.tel, &req, id, &st.stats, quota).map_err(NotStored::http)
     })
     .await
 }
@@ -536,6 +610,7 @@ pub fn ingest_traces(
     req: &ExportTraceServiceRequest,
     batch_id: Option<u128>,
     stats: &IngestStats,
+    quota: Option<&Quota>,
 ) -> Result<ExportTraceServiceResponse, NotStored> {
     let now = tel.clock.now_ms();
     // Checked before the span metrics, which a repeat would count twice.
@@ -546,6 +621,7 @@ pub fn ingest_traces(
         return Ok(ExportTraceServiceResponse::default());
     }
     let (mut spans, problems) = keel_logindex::traces::from_otlp(req);
+    take(quota, spans.len() as u64, now)?;
     let cut = tel.records.spans(&mut spans);
     if cut > 0 {
         tracing::debug!(
@@ -581,9 +657,11 @@ pub fn ingest_logs(
     req: &ExportLogsServiceRequest,
     batch_id: Option<u128>,
     stats: &IngestStats,
+    quota: Option<&Quota>,
 ) -> Result<ExportLogsServiceResponse, NotStored> {
     let now_ms = tel.clock.now_ms();
     let (records, mut problems) = keel_logindex::logs::record::from_otlp(req, now_ms * 1_000_000);
+    take(quota, records.len() as u64, now_ms)?;
     // OTLP names no place for a good record: its service and time do.
     let places: Vec<String> = records
         .iter()

@@ -1,7 +1,8 @@
 //! Receiving telemetry: OTLP/HTTP and the OTLP → series mapping, and
-//! Prometheus remote write.
+//! Prometheus remote write; each sender's quota on what it sends.
 
 pub mod grpc;
 pub mod http;
 pub mod otlp;
+pub mod quota;
 pub mod remote_write;

@@ -305,6 +305,8 @@ struct Rw {
     queue: Arc<tokio::sync::Semaphore>,
     workers: Workers,
     stats: Arc<super::http::IngestStats>,
+    /// Time for the senders' quotas.
+    clock: keel_core::clock::SharedClock,
 }
 
 /// The remote-write route (`stats` counts what the limits refuse).
@@ -314,6 +316,7 @@ pub fn routes(
     max_decoded: usize,
     workers: Workers,
     stats: Arc<super::http::IngestStats>,
+    clock: keel_core::clock::SharedClock,
 ) -> keel_http::Routes {
     keel_http::Routes::new()
         .route("/api/v1/write", post(write))
@@ -324,11 +327,16 @@ pub fn routes(
                 queue: Arc::new(tokio::sync::Semaphore::new(64)),
                 workers,
                 stats,
+                clock,
             })
         })
 }
 
-async fn write(State(rw): State<Rw>, body: Bytes) -> Response {
+async fn write(
+    State(rw): State<Rw>,
+    quota: Option<axum::Extension<Arc<keel_core::quota::Quota>>>,
+    body: Bytes,
+) -> Response {
     let Ok(_turn) = rw.queue.clone().acquire_owned().await else {
         return (StatusCode::SERVICE_UNAVAILABLE, "shutting down\n").into_response();
     };
@@ -336,20 +344,33 @@ async fn write(State(rw): State<Rw>, body: Bytes) -> Response {
     let work = workers
         .run(move || {
             let mut decoded =
-                decode(&body, rw.max_decoded).map_err(|m| (StatusCode::BAD_REQUEST, m))?;
+                decode(&body, rw.max_decoded).map_err(|m| (StatusCode::BAD_REQUEST, m, 0))?;
             let mut problems = std::mem::take(&mut decoded.problems);
-            let batch = decoded.into_batch(|keys| rw.store.resolve_labels(keys));
+            let mut batch = decoded.into_batch(|keys| rw.store.resolve_labels(keys));
+            if let Some(q) = &quota {
+                let now = rw.clock.now_ms();
+                q.take(super::quota::samples(&batch), now).map_err(|o| {
+                    let wait = o.retry_after.as_secs().max(1);
+                    (StatusCode::TOO_MANY_REQUESTS, o.message, wait)
+                })?;
+                if let Some((n, why)) = super::quota::admit_series(q, &mut batch, now) {
+                    rw.stats
+                        .samples_over_limits
+                        .fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+                    problems.push(why);
+                }
+            }
             let arrival = rw.store.arrival(&batch);
             let appended = rw
                 .store
                 .append(batch)
-                .map_err(|e| (StatusCode::SERVICE_UNAVAILABLE, e.to_string()))?;
+                .map_err(|e| (StatusCode::SERVICE_UNAVAILABLE, e.to_string(), 1))?;
             rw.store.mark_arrival(arrival);
             rw.stats
                 .samples_over_limits
                 .fetch_add(appended.over_limits(), std::sync::atomic::Ordering::Relaxed);
             problems.extend(appended.reasons());
-            Ok::<_, (StatusCode, String)>(problems)
+            Ok::<_, (StatusCode, String, u64)>(problems)
         })
         .await;
     match work {
@@ -359,15 +380,16 @@ async fn write(State(rw): State<Rw>, body: Bytes) -> Response {
             format!("some samples were not stored: {}\n", problems.join("; ")),
         )
             .into_response(),
-        // A store that cannot write (disk full) is a retry later, as
-        // Prometheus' remote write takes a 503.
-        Ok(Err((status, msg))) if status == StatusCode::SERVICE_UNAVAILABLE => (
+        // A store that cannot write (disk full), or a sender over its
+        // rate, is a retry later: Prometheus' remote write retries a 503
+        // and (with retry_on_http_429) a 429.
+        Ok(Err((status, msg, wait))) if wait > 0 => (
             status,
-            [(axum::http::header::RETRY_AFTER, "1")],
+            [(axum::http::header::RETRY_AFTER, wait.to_string())],
             format!("{msg}\n"),
         )
             .into_response(),
-        Ok(Err((status, msg))) => (status, format!("{msg}\n")).into_response(),
+        Ok(Err((status, msg, _))) => (status, format!("{msg}\n")).into_response(),
         Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")).into_response(),
     }
 }

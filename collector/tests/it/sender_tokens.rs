@@ -261,3 +261,166 @@ async fn the_python_sdk_sends_with_a_token_header() {
     assert_eq!(orders.len(), 1, "{orders:?}");
     assert_eq!(orders[0].1, 7.0, "{orders:?}");
 }
+
+/// A remote-write body: one sample at `t_ms` for each `series` name.
+fn remote_write(series: &[&str], t_ms: u64) -> Vec<u8> {
+    let rw = WriteRequest {
+        timeseries: series
+            .iter()
+            .map(|s| TimeSeries {
+                labels: vec![Label {
+                    name: "__name__".into(),
+                    value: (*s).into(),
+                }],
+                samples: vec![Sample {
+                    value: 1.0,
+                    timestamp: t_ms as i64,
+                }],
+            })
+            .collect(),
+    };
+    snap::raw::Encoder::new()
+        .compress_vec(&rw.encode_to_vec())
+        .expect("snappy")
+}
+
+/// A sender's limits (`collector.auth.senders[].limits`) are its own: the
+/// edge fleet's series cap and ingestion rate refuse its data, named and
+/// retryable, on every ingest path, while another sender's goes on; time
+/// (the manual clock) gives the rate back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_sender_has_its_own_series_cap_and_ingestion_rate() {
+    const CORE: &str = "core-services-token-55e1d0";
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut cfg = config(dir.path());
+    cfg.auth = AuthConfig {
+        senders: vec![
+            SenderToken {
+                name: "edge".into(),
+                token: Secret::new(TOKEN),
+                limits: keel_core::quota::QuotaLimits {
+                    max_series: 2,
+                    ingestion_rate: 10.0,
+                    ingestion_burst: 10.0,
+                },
+                ..Default::default()
+            },
+            SenderToken {
+                name: "core".into(),
+                token: Secret::new(CORE),
+                ..Default::default()
+            },
+        ],
+        ..Default::default()
+    };
+    let t0 = std::time::SystemTime::now();
+    let clock = Arc::new(keel_core::clock::ManualClock::new(t0));
+    let c = start(&cfg, clock.clone()).await.expect("collector starts");
+    let t = keel_core::clock::unix_ms(t0) as u64;
+    let http = reqwest::Client::new();
+    let write = |token: &'static str, series: &'static [&'static str]| {
+        http.post(format!("http://{}/api/v1/write", c.api))
+            .header("content-type", "application/x-protobuf")
+            .header("content-encoding", "snappy")
+            .bearer_auth(token)
+            .body(remote_write(series, t))
+            .send()
+    };
+
+    // Edge's first series over OTLP/HTTP (1 of its 10 a second).
+    let body = request(
+        "edge",
+        vec![gauge("edge_a", "", vec![point(t, 2.0, vec![])])],
+    );
+    let otlp = |token: &'static str| {
+        http.post(format!("http://{}/v1/metrics", c.otlp_http))
+            .header("content-type", "application/x-protobuf")
+            .bearer_auth(token)
+            .body(body.encode_to_vec())
+            .send()
+    };
+    let r = otlp(TOKEN).await.expect("otlp");
+    assert_eq!(r.status(), 200);
+    // Its third series is past its cap of 2: refused and named, the
+    // second stored (2 more taken: 7 left).
+    let r = write(TOKEN, &["edge_b", "edge_c"]).await.expect("rw");
+    assert_eq!(r.status(), 400);
+    let text = r.text().await.expect("text");
+    assert!(
+        text.contains("1 samples of new series refused: sender \"edge\" holds its limit of 2 active series (collector.auth.senders[].limits.max_series)"),
+        "{text}"
+    );
+    // Core has no limits of its own.
+    let r = write(CORE, &["core_a", "core_b", "core_c"])
+        .await
+        .expect("rw");
+    assert_eq!(r.status(), 204, "{}", r.text().await.unwrap_or_default());
+    let held = |q: serde_json::Value| samples(&q).len();
+    assert_eq!(held(query(c.api, "{__name__=~\"edge_.\"}", t).await), 2);
+    assert_eq!(held(query(c.api, "{__name__=~\"core_.\"}", t).await), 3);
+
+    // Seven log records spend the rest of its second.
+    let lines: String = (0..7)
+        .map(|i| format!("{{\"timestamp\":{t},\"level\":\"info\",\"message\":\"edge {i}\"}}\n"))
+        .collect();
+    let push = |token: &'static str, body: String| {
+        http.post(format!("http://{}/api/v1/logs", c.api))
+            .bearer_auth(token)
+            .body(body)
+            .send()
+    };
+    let r = push(TOKEN, lines.clone()).await.expect("push");
+    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap_or_default());
+
+    // Its rate is spent: every path refuses it, retryable, storing nothing.
+    let r = otlp(TOKEN).await.expect("otlp");
+    assert_eq!(r.status(), 429);
+    assert_eq!(r.headers()["retry-after"], "1");
+    let r = push(TOKEN, lines.clone()).await.expect("push");
+    assert_eq!(r.status(), 429);
+    assert_eq!(r.headers()["retry-after"], "1");
+    let text = r.text().await.expect("text");
+    assert!(
+        text.contains("sender \\\"edge\\\" is over its ingestion rate (10/s, burst 10"),
+        "{text}"
+    );
+    let r = write(TOKEN, &["edge_a"]).await.expect("rw");
+    assert_eq!(r.status(), 429);
+    assert_eq!(r.headers()["retry-after"], "1");
+    let mut grpc = opentelemetry_proto::tonic::collector::metrics::v1::metrics_service_client::MetricsServiceClient::connect(format!("http://{}", c.otlp_grpc))
+        .await
+        .expect("grpc connects");
+    let mut req = tonic::Request::new(body.clone());
+    req.metadata_mut().insert(
+        "authorization",
+        format!("Bearer {TOKEN}").parse().expect("metadata"),
+    );
+    let e = grpc.export(req).await.expect_err("over its rate");
+    assert_eq!(e.code(), tonic::Code::Unavailable, "retryable: {e:?}");
+    assert!(e.message().contains("ingestion rate"), "{e:?}");
+    // Core goes on meanwhile.
+    let r = otlp(CORE).await.expect("otlp");
+    assert_eq!(r.status(), 200);
+
+    // A second later edge's rate is back.
+    clock.advance(std::time::Duration::from_secs(1));
+    let r = push(TOKEN, lines).await.expect("push");
+    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap_or_default());
+
+    let metrics = crate::common::own_metrics(c.api).await;
+    for want in [
+        "keel_sender_refused_total{sender=\"edge\",limit=\"max_series\"} 1",
+        "keel_sender_series{sender=\"edge\"} 2",
+    ] {
+        assert!(metrics.lines().any(|l| l == want), "{want}: {metrics}");
+    }
+    let rate: u64 = metrics
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("keel_sender_refused_total{sender=\"edge\",limit=\"ingestion_rate\"} ")
+        })
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    assert_eq!(rate, 1 + 7 + 1 + 1, "the refused items: {metrics}");
+    assert!(!metrics.contains("sender=\"core\""), "core has no limits");
+}

@@ -129,7 +129,11 @@ fn error(e: LogError) -> Response {
     }
 }
 
-async fn push(State(api): State<LogApi>, body: Bytes) -> Response {
+async fn push(
+    State(api): State<LogApi>,
+    quota: Option<axum::Extension<std::sync::Arc<keel_core::quota::Quota>>>,
+    body: Bytes,
+) -> Response {
     let now = api.clock.now_ms();
     let (logs, limits) = (api.logs.clone(), api.limits);
     let work = api
@@ -137,12 +141,19 @@ async fn push(State(api): State<LogApi>, body: Bytes) -> Response {
         .run(move || {
             let (good, mut problems) =
                 super::record::parse_json_lines_numbered(&body, now * 1_000_000);
+            // The sender's rate (its token's limits), before anything is kept.
+            if let Some(q) = &quota {
+                q.take(good.len() as u64, now)
+                    .map_err(PushError::OverRate)?;
+            }
             let lines: Vec<usize> = good.iter().map(|(n, _)| *n).collect();
             let (good, refused) = limits.logs(good.into_iter().map(|(_, r)| r).collect(), |i| {
                 format!("line {}", lines.get(i).copied().unwrap_or(0))
             });
             problems.extend(refused);
-            logs.append(good, now).map(|n| (n, problems))
+            logs.append(good, now)
+                .map(|n| (n, problems))
+                .map_err(PushError::Store)
         })
         .await;
     match work {
@@ -158,9 +169,25 @@ async fn push(State(api): State<LogApi>, body: Bytes) -> Response {
             })),
         )
             .into_response(),
-        Ok(Err(e)) => error(e),
+        Ok(Err(PushError::Store(e))) => error(e),
+        Ok(Err(PushError::OverRate(o))) => {
+            let mut r = fail(StatusCode::TOO_MANY_REQUESTS, "over_rate", o.message);
+            r.headers_mut().insert(
+                axum::http::header::RETRY_AFTER,
+                axum::http::HeaderValue::from(o.retry_after.as_secs().max(1)),
+            );
+            r
+        }
         Err(e) => fail(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()),
     }
+}
+
+/// Why a push stored nothing.
+enum PushError {
+    /// The store could not write.
+    Store(LogError),
+    /// The sender is over its ingestion rate: retry later.
+    OverRate(keel_core::quota::OverRate),
 }
 
 /// `start`/`end` (default: the hour up to now), as the log and trace
