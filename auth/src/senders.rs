@@ -48,13 +48,7 @@ impl AuthConfig {
             let token = s
                 .read()
                 .map_err(|e| format!("collector.auth.senders[{i}]: {e}"))?;
-            tokens.push((
-                s.name.clone(),
-                digest(token.as_bytes()),
-                s.limits
-                    .any()
-                    .then(|| Arc::new(Quota::new(&s.name, s.limits))),
-            ));
+            tokens.push(known(&s.name, &token, s.limits));
         }
         Ok(Senders {
             tokens: Arc::new(tokens),
@@ -87,6 +81,12 @@ fn digest(b: &[u8]) -> [u8; 32] {
 /// One configured sender: name, token hash, and its quota when it has
 /// limits.
 type Known = (String, [u8; 32], Option<Arc<Quota>>);
+
+/// A sender as kept: its token hashed, a quota when it has limits.
+fn known(name: &str, token: &str, limits: QuotaLimits) -> Known {
+    let quota = limits.any().then(|| Arc::new(Quota::new(name, limits)));
+    (name.to_owned(), digest(token.as_bytes()), quota)
+}
 
 /// A sender a request's token names, with its quota.
 type Found<'a> = (&'a str, Option<&'a Arc<Quota>>);
@@ -140,7 +140,7 @@ impl Senders {
             tokens: Arc::new(
                 tokens
                     .into_iter()
-                    .map(|(n, t)| (n.to_owned(), digest(t.as_bytes()), None))
+                    .map(|(n, t)| known(n, t, QuotaLimits::default()))
                     .collect(),
             ),
             refused: Arc::default(),
@@ -155,24 +155,6 @@ impl Senders {
     /// Whether ingest is open (no token configured).
     pub fn is_open(&self) -> bool {
         self.tokens.is_empty()
-    }
-
-    /// Senders with limits, for tests and tools: (name, token, limits).
-    pub fn with_limits<'a>(
-        tokens: impl IntoIterator<Item = (&'a str, &'a str, QuotaLimits)>,
-    ) -> Self {
-        Self {
-            tokens: Arc::new(
-                tokens
-                    .into_iter()
-                    .map(|(n, t, l)| {
-                        let quota = l.any().then(|| Arc::new(Quota::new(n, l)));
-                        (n.to_owned(), digest(t.as_bytes()), quota)
-                    })
-                    .collect(),
-            ),
-            refused: Arc::default(),
-        }
     }
 
     /// Every sender's quota (those with limits), for the collector's

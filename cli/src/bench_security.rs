@@ -2,7 +2,8 @@
 //! collectors in this process, on loopback: one plain (no TLS, no login,
 //! no sender token) and one with everything on (`collector.tls` with a
 //! throwaway CA and client certificates required on ingest,
-//! `collector.auth.login`, a sender token). After a warm-up round on
+//! `collector.auth.login`, a sender token with limits that never bind,
+//! so each batch pays for its quota). After a warm-up round on
 //! each (not counted), rounds alternate which goes first, the same load
 //! on each:
 //!
@@ -126,6 +127,13 @@ async fn start(
     c.auth.senders = vec![keel_auth::SenderToken {
         name: "bench".into(),
         token: keel_core::secret::Secret::new(SENDER_TOKEN),
+        // Limits that never bind, so every batch pays for its quota
+        // (the rate taken, each series looked up).
+        limits: keel_core::quota::QuotaLimits {
+            max_series: 100_000_000,
+            ingestion_rate: 1e12,
+            ingestion_burst: 0.0,
+        },
         ..Default::default()
     }];
     let running = keel_collector::server::start(&c, clock.clone()).await?;

@@ -134,24 +134,18 @@ pub fn run(config_path: Option<&Path>, args: UpArgs) -> anyhow::Result<()> {
         let web_max = app.web.max_instances.min(10).max(web_min);
         let (sup, ep) = Supervisor::start(app, exe).await?;
         let mut controller_config = config.controller.clone();
+        let own_url = format!("http://{}", ep.supervisor);
         for p in &mut controller_config.policies {
             if let keel_controller::ActuatorConfig::Supervisor {
                 url,
                 token,
                 token_file,
             } = &mut p.actuator
-                && url.is_empty()
             {
-                *url = format!("http://{}", ep.supervisor);
-                if token.is_empty() && token_file.as_os_str().is_empty() {
-                    *token = keel_core::secret::Secret::new(&supervisor_token);
-                }
+                point_at_own_supervisor(url, token, token_file, &own_url, &supervisor_token);
             }
         }
-        let own = keel_controller::ActuatorConfig::supervisor(
-            &format!("http://{}", ep.supervisor),
-            Some(&supervisor_token),
-        );
+        let own = keel_controller::ActuatorConfig::supervisor(&own_url, Some(&supervisor_token));
         if controller_config.policies.is_empty() {
             controller_config.policies = vec![shipped_policy(own, web_min, web_max)];
         }
@@ -161,20 +155,13 @@ pub fn run(config_path: Option<&Path>, args: UpArgs) -> anyhow::Result<()> {
                 token,
                 token_file,
             } = &mut f.driver
-                && supervisor.is_empty()
             {
-                *supervisor = format!("http://{}", ep.supervisor);
-                if token.is_empty() && token_file.as_os_str().is_empty() {
-                    *token = keel_core::secret::Secret::new(&supervisor_token);
-                }
+                point_at_own_supervisor(supervisor, token, token_file, &own_url, &supervisor_token);
             }
         }
         if controller_config.failover.is_empty() {
             controller_config.failover = vec![shipped_failover(
-                keel_controller::failover::DriverConfig::sample(
-                    &format!("http://{}", ep.supervisor),
-                    Some(&supervisor_token),
-                ),
+                keel_controller::failover::DriverConfig::sample(&own_url, Some(&supervisor_token)),
                 &db_config,
             )];
         }
@@ -316,6 +303,31 @@ fn agent_for(
     agent
 }
 
+/// A policy's actuator or a failover driver that names keel up's own
+/// supervisor (no URL, or its URL) gets its URL and, unless it names a
+/// token of its own, the supervisor's token.
+fn point_at_own_supervisor(
+    url: &mut String,
+    token: &mut keel_core::secret::Secret,
+    token_file: &Path,
+    own_url: &str,
+    supervisor_token: &str,
+) {
+    let given = url.trim_end_matches('/');
+    let ours = given.is_empty()
+        || given == own_url
+        || own_url
+            .rsplit_once(':')
+            .is_some_and(|(_, port)| given == format!("http://localhost:{port}"));
+    if !ours {
+        return;
+    }
+    *url = own_url.to_owned();
+    if token.is_empty() && token_file.as_os_str().is_empty() {
+        *token = keel_core::secret::Secret::new(supervisor_token);
+    }
+}
+
 /// The supervisor's token: the configured one, or a new random one
 /// written to `<data_dir>/supervisor.token` (owner-only) for `keel
 /// scenario` and other tools, and named in `token_file`.
@@ -323,17 +335,21 @@ fn supervisor_token(app: &mut keel_sampleapp::config::SampleAppConfig) -> anyhow
     use rand::RngCore as _;
     use std::io::Write as _;
     use std::os::unix::fs::OpenOptionsExt as _;
+    let path = keel_sampleapp::supervisor::Supervisor::token_file(&app.data_dir);
     if let Some(t) = app
         .supervisor
         .token()
         .map_err(|e| anyhow::anyhow!("sampleapp.supervisor.{e}"))?
     {
+        // A token an earlier start made would mislead `keel scenario`.
+        if app.supervisor.token_file != path {
+            let _ = std::fs::remove_file(&path);
+        }
         return Ok(t);
     }
     let mut b = [0u8; 24];
     rand::rng().fill_bytes(&mut b);
     let token: String = b.iter().map(|x| format!("{x:02x}")).collect();
-    let path = keel_sampleapp::supervisor::Supervisor::token_file(&app.data_dir);
     std::fs::create_dir_all(&app.data_dir)
         .with_context(|| format!("creating {}", app.data_dir.display()))?;
     // Written fresh each start, readable by this user only.
@@ -458,7 +474,11 @@ pub async fn start_controller(
     c.set_marks(collector.marks.clone());
     collector
         .incidents
-        .set_controller(serde_json::to_value(config).unwrap_or_default());
+        // Secrets (the supervisor's and the agents' tokens) redacted: a
+        // bundle is shared.
+        .set_controller(
+            keel_core::secret::redacted(|| serde_json::to_value(config)).unwrap_or_default(),
+        );
     let mut watches: std::collections::BTreeMap<String, keel_controller::failover::Watch> =
         std::collections::BTreeMap::new();
     if let Some((st, _)) = &collector.state {
@@ -638,6 +658,44 @@ pub fn access(c: &keel_collector::server::CollectorConfig) -> String {
 #[cfg(test)]
 mod tests {
     use std::sync::Arc;
+
+    #[test]
+    fn keel_ups_own_supervisor_gets_its_token_however_it_is_named() {
+        let own = "http://127.0.0.1:8079";
+        for named in ["", "http://127.0.0.1:8079/", "http://localhost:8079"] {
+            let (mut url, mut token) = (named.to_owned(), keel_core::secret::Secret::default());
+            super::point_at_own_supervisor(
+                &mut url,
+                &mut token,
+                std::path::Path::new(""),
+                own,
+                "s3cret",
+            );
+            assert_eq!((url.as_str(), token.expose()), (own, "s3cret"), "{named:?}");
+        }
+        // Another supervisor, or a token of its own, is left alone.
+        let (mut url, mut token) = (
+            "http://10.0.0.9:8079".to_owned(),
+            keel_core::secret::Secret::default(),
+        );
+        super::point_at_own_supervisor(
+            &mut url,
+            &mut token,
+            std::path::Path::new(""),
+            own,
+            "s3cret",
+        );
+        assert_eq!((url.as_str(), token.expose()), ("http://10.0.0.9:8079", ""));
+        let (mut url, mut token) = (String::new(), keel_core::secret::Secret::new("mine"));
+        super::point_at_own_supervisor(
+            &mut url,
+            &mut token,
+            std::path::Path::new(""),
+            own,
+            "s3cret",
+        );
+        assert_eq!(token.expose(), "mine");
+    }
 
     use axum::http::Method;
     use keel_auth::{Access, AuthConfig, Directory, Role};

@@ -16,6 +16,10 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+/// Longest `Retry-After` a sender is told (it asks again then, and is
+/// told again if it must still wait).
+pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(300);
+
 /// A series the sender has not written for this long no longer counts
 /// against its `max_series` (the head keeps about this much).
 pub const SERIES_IDLE: Duration = Duration::from_secs(3600);
@@ -48,6 +52,10 @@ impl QuotaLimits {
         ] {
             if !v.is_finite() || v < 0.0 {
                 problems.push(format!("{at}.{name}: must be a number of 0 or more"));
+            } else if v > 0.0 && v < 1.0 {
+                problems.push(format!(
+                    "{at}.{name}: must be at least 1 (items a second; 0: no limit)"
+                ));
             }
         }
         if self.ingestion_burst > 0.0 && self.ingestion_rate == 0.0 {
@@ -92,15 +100,24 @@ impl Limit {
 /// A batch over the sender's rate: retry after `retry_after`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct OverRate {
-    /// When enough of the rate will have come back.
+    /// When enough of the rate will have come back (at most
+    /// [`MAX_RETRY_AFTER`]).
     pub retry_after: Duration,
     /// What to tell the sender.
     pub message: String,
 }
 
+impl OverRate {
+    /// `retry_after` in whole seconds, at least 1: a `Retry-After` value.
+    pub fn retry_after_secs(&self) -> u64 {
+        self.retry_after.as_secs().max(1)
+    }
+}
+
 struct Bucket {
     /// Items that may be taken now; negative after a batch larger than
-    /// what was left (the debt is repaid at the rate before the next).
+    /// what was left (the debt, at most one burst, is repaid at the rate
+    /// before the next).
     tokens: f64,
     at_ms: i64,
 }
@@ -144,7 +161,9 @@ impl Quota {
     /// Take `items` (samples, spans or log records) at `now_ms`. A batch
     /// is taken whole while any of the rate is left, even one larger
     /// than what is left (so a batch larger than the burst still goes
-    /// through, once): the sender then waits until the debt is repaid.
+    /// through, once, rather than never): the sender then waits until
+    /// the debt is repaid, a debt of at most one burst, so one huge
+    /// batch never locks a sender out for long.
     pub fn take(&self, items: u64, now_ms: i64) -> Result<(), OverRate> {
         let rate = self.limits.ingestion_rate;
         if rate <= 0.0 || items == 0 {
@@ -160,9 +179,11 @@ impl Quota {
         if b.tokens <= 0.0 {
             self.refused[Limit::Rate as usize].fetch_add(items, Ordering::Relaxed);
             // Whole seconds, at least one: Retry-After carries seconds.
-            let wait = ((-b.tokens + 1.0) / rate).ceil().max(1.0);
+            let wait = ((-b.tokens + 1.0) / rate)
+                .ceil()
+                .clamp(1.0, MAX_RETRY_AFTER.as_secs_f64());
             return Err(OverRate {
-                retry_after: Duration::from_secs_f64(wait),
+                retry_after: Duration::try_from_secs_f64(wait).unwrap_or(MAX_RETRY_AFTER),
                 message: format!(
                     "sender {:?} is over its ingestion rate ({rate}/s, burst {burst}; \
                      collector.auth.senders[].limits.ingestion_rate): retry in {wait} s",
@@ -170,8 +191,18 @@ impl Quota {
                 ),
             });
         }
-        b.tokens -= items as f64;
+        b.tokens = (b.tokens - items as f64).max(-burst);
         Ok(())
+    }
+
+    /// Give back `items` taken for a batch that was not stored after all
+    /// (the store could not write, or it was a resend already stored).
+    pub fn refund(&self, items: u64) {
+        if self.limits.ingestion_rate <= 0.0 || items == 0 {
+            return;
+        }
+        let mut b = self.bucket.lock().unwrap_or_else(|e| e.into_inner());
+        b.tokens = (b.tokens + items as f64).min(self.limits.burst());
     }
 
     /// Which of `series` (fingerprints, one per series of a batch) the
@@ -265,6 +296,28 @@ mod tests {
     }
 
     #[test]
+    fn a_huge_batch_owes_at_most_one_burst_and_a_refund_gives_back() {
+        let q = rate(10.0, 50.0);
+        q.take(1_000_000, 0).expect("some left: taken");
+        let e = q.take(1, 0).expect_err("in debt");
+        assert_eq!(
+            e.retry_after,
+            Duration::from_secs(6),
+            "50 owed (+1) at 10/s"
+        );
+        assert_eq!(e.retry_after_secs(), 6);
+        q.take(1, 4_990).expect_err("0.1 still owed");
+        q.take(1, 5_100).expect("repaid after 5.1 s");
+        // A batch not stored after all is given back (up to the burst).
+        q.refund(1);
+        q.take(1, 5_100).expect("refunded");
+        let slow = rate(1.0, 1e15);
+        slow.take(u64::MAX, 0).expect("taken");
+        let e = slow.take(1, 0).expect_err("in debt");
+        assert_eq!(e.retry_after, MAX_RETRY_AFTER, "capped, never a panic");
+    }
+
+    #[test]
     fn no_rate_takes_everything() {
         let q = rate(0.0, 0.0);
         for t in 0..10 {
@@ -307,7 +360,23 @@ mod tests {
             ..Default::default()
         }
         .validate("x", &mut p);
-        assert_eq!(p.len(), 2, "{p:?}");
+        assert_eq!(
+            p,
+            [
+                "x.ingestion_rate: must be a number of 0 or more",
+                "x.ingestion_burst: must be a number of 0 or more"
+            ]
+        );
+        p.clear();
+        QuotaLimits {
+            ingestion_rate: 0.001,
+            ..Default::default()
+        }
+        .validate("x", &mut p);
+        assert_eq!(
+            p,
+            ["x.ingestion_rate: must be at least 1 (items a second; 0: no limit)"]
+        );
         p.clear();
         QuotaLimits {
             ingestion_burst: 10.0,

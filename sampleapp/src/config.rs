@@ -12,6 +12,10 @@ use serde::{Deserialize, Serialize};
 pub struct SampleAppConfig {
     /// Address every process binds (loopback by default).
     pub host: String,
+    /// Allow a `host` other than loopback: the processes' own control
+    /// routes (`/-/promote`, `/-/capacity`, `/-/faults`, …) take no
+    /// token, so anyone who reaches them can fail the db over.
+    pub insecure: bool,
     /// Where logs, WALs and process specs go.
     pub data_dir: PathBuf,
     /// OTLP/HTTP base URL spans are exported to (`/v1/traces` is appended);
@@ -36,6 +40,7 @@ impl Default for SampleAppConfig {
     fn default() -> Self {
         Self {
             host: "127.0.0.1".into(),
+            insecure: false,
             data_dir: PathBuf::from("keel-data/sampleapp"),
             otlp_endpoint: None,
             otlp_flush_interval: Duration::from_secs(1),
@@ -348,11 +353,20 @@ impl Validate for SampleAppConfig {
                 "sampleapp.host: {:?} is not an IP address",
                 self.host
             )),
-            // The actuator API kills and promotes: never open to a network.
-            Ok(ip) if !ip.is_loopback() && matches!(self.supervisor.token(), Ok(None)) => problems
-                .push(format!(
-                    "sampleapp.supervisor.token: the supervisor listens on {ip}, not loopback; give it a token (or token_file)"
-                )),
+            // The actuator API kills and promotes: never open to a network;
+            // and the processes' control routes take no token at all.
+            Ok(ip) if !ip.is_loopback() => {
+                if !self.insecure {
+                    problems.push(format!(
+                        "sampleapp.host: {ip} is not loopback, and the sample app's processes take control requests (/-/promote, /-/capacity, /-/faults) without a token; keep it on loopback or set sampleapp.insecure: true"
+                    ));
+                }
+                if matches!(self.supervisor.token(), Ok(None)) {
+                    problems.push(format!(
+                        "sampleapp.supervisor.token: the supervisor listens on {ip}, not loopback; give it a token (or token_file)"
+                    ));
+                }
+            }
             Ok(_) => {}
         }
         if let Err(e) = self.supervisor.token() {
@@ -421,7 +435,14 @@ mod tests {
                     .starts_with("sampleapp.supervisor.token: the supervisor listens on 0.0.0.0")),
             "{p:?}"
         );
+        assert!(
+            p.iter()
+                .any(|m| m.starts_with("sampleapp.host: 0.0.0.0 is not loopback")
+                    && m.ends_with("set sampleapp.insecure: true")),
+            "{p:?}"
+        );
         c.supervisor.token = keel_core::secret::Secret::new("a-long-enough-token");
+        c.insecure = true;
         assert_eq!(problems(&c), Vec::<String>::new());
         assert_eq!(
             c.supervisor.token().expect("token").as_deref(),

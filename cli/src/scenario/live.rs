@@ -32,13 +32,10 @@ pub struct Endpoints {
 
 /// The first line of a token file (as `keel up` writes the supervisor's).
 pub fn read_token_file(path: &std::path::Path) -> anyhow::Result<String> {
-    let text = std::fs::read_to_string(path)
-        .with_context(|| format!("reading the token in {}", path.display()))?;
-    let token = text.lines().next().unwrap_or_default().trim();
-    if token.is_empty() {
-        bail!("{}: the file holds no token", path.display());
-    }
-    Ok(token.to_owned())
+    keel_core::secret::Secret::default()
+        .token_or_file(path, "supervisor-token")
+        .map_err(anyhow::Error::msg)?
+        .with_context(|| format!("{}: the file holds no token", path.display()))
 }
 
 /// What playing a scenario did.

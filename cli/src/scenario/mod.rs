@@ -40,9 +40,9 @@ pub enum ScenarioCommand {
         #[arg(long, default_value = "http://127.0.0.1:8079")]
         supervisor: String,
         /// The file holding the supervisor's token (`keel up` writes it
-        /// to `<sampleapp.data_dir>/supervisor.token`; default: that file
-        /// under keel-data/sampleapp, when it exists).
-        /// `KEEL_SUPERVISOR_TOKEN` gives the token itself.
+        /// to `<sampleapp.data_dir>/supervisor.token`). Without it:
+        /// `KEEL_SUPERVISOR_TOKEN`, else that file under
+        /// keel-data/sampleapp when it exists.
         #[arg(long)]
         supervisor_token_file: Option<PathBuf>,
         /// The shop API (the lb).
@@ -63,21 +63,25 @@ pub enum ScenarioCommand {
     },
 }
 
-/// The supervisor's token: `KEEL_SUPERVISOR_TOKEN`, the file named, or
+/// The supervisor's token: the file named, `KEEL_SUPERVISOR_TOKEN`, or
 /// the one `keel up` wrote under its default data directory (none there:
 /// an open supervisor).
 fn supervisor_token(file: Option<PathBuf>) -> anyhow::Result<Option<String>> {
-    if let Ok(t) = std::env::var("KEEL_SUPERVISOR_TOKEN") {
+    if let Some(f) = file {
+        return live::read_token_file(&f).map(Some);
+    }
+    if let Ok(t) = std::env::var("KEEL_SUPERVISOR_TOKEN")
+        && !t.trim().is_empty()
+    {
         return Ok(Some(t.trim().to_owned()));
     }
     let default = keel_sampleapp::supervisor::Supervisor::token_file(
         &keel_sampleapp::config::SampleAppConfig::default().data_dir,
     );
-    match file {
-        Some(f) => live::read_token_file(&f).map(Some),
-        None if default.exists() => live::read_token_file(&default).map(Some),
-        None => Ok(None),
+    if default.exists() {
+        return live::read_token_file(&default).map(Some);
     }
+    Ok(None)
 }
 
 /// Run `keel scenario …`.

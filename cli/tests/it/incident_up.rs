@@ -221,6 +221,25 @@ async fn the_shortest_scenario_runs_live_and_its_expectations_hold_live_and_in_r
         Some("level:fatal OR level:error OR level:warn")
     );
     assert!(b.header.no_spans && b.spans.is_empty());
+    // A bundle is shared: the supervisor's token is not in it, though
+    // the controller's config it keeps is the one that carried it.
+    let token = std::fs::read_to_string(keel_sampleapp::supervisor::Supervisor::token_file(
+        dir.path(),
+    ))
+    .expect("token file");
+    let controller = b
+        .config
+        .controller
+        .as_ref()
+        .expect("the controller's config");
+    assert!(
+        !controller.to_string().contains(token.trim()),
+        "the token leaked into the bundle"
+    );
+    assert_eq!(
+        controller["policies"][0]["actuator"]["token"], "<redacted>",
+        "{controller}"
+    );
     assert!(
         !b.logs.is_empty(),
         "the crash's warnings and errors are kept"

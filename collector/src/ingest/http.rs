@@ -142,8 +142,8 @@ impl NotStored {
             NotStored::Refused(m) => (StatusCode::BAD_REQUEST, m).into(),
             NotStored::OverRate(o) => Failed {
                 status: StatusCode::TOO_MANY_REQUESTS,
+                retry_after: Some(o.retry_after_secs()),
                 message: o.message,
-                retry_after: Some(o.retry_after.as_secs().max(1)),
             },
         }
     }
@@ -329,24 +329,26 @@ pub fn ingest_request(
     quota: Option<&Quota>,
 ) -> Result<ExportMetricsServiceResponse, NotStored> {
     let mut converted = otlp::convert(req, &tel.translation, &|l| store.last(l).map(|(_, v)| v));
-    let now = tel.clock.now_ms();
-    take(quota, super::quota::samples(&converted.batch), now)?;
-    // New series past the sender's cap are refused, named, the rest kept.
-    let over_quota = quota.and_then(|q| super::quota::admit_series(q, &mut converted.batch, now));
+    // The sender's quota: its rate, then its new series past the cap
+    // refused and named, the rest kept.
+    let items = super::quota::samples(&converted.batch);
+    let over_quota = super::quota::charge(quota, &mut converted.batch, tel.clock.now_ms(), stats)
+        .map_err(NotStored::OverRate)?;
     if let Some((n, why)) = &over_quota {
         converted.rejected += n;
         converted.reasons.push(why.clone());
-        stats.samples_over_limits.fetch_add(*n, Ordering::Relaxed);
     }
     let arrival = store.arrival(&converted.batch);
-    let Some(appended) = store
-        .append_batch(
-            converted.batch,
-            batch.map(|b| b.0),
-            batch.map_or(0, |b| b.1),
-        )
+    let appended = store.append_batch(
+        converted.batch,
+        batch.map(|b| b.0),
+        batch.map_or(0, |b| b.1),
+    );
+    let Some(appended) = appended
+        .inspect_err(|_| super::quota::refund(quota, items))
         .map_err(|e| NotStored::Retry(format!("not stored: {e}")))?
     else {
+        super::quota::refund(quota, items);
         stats.duplicate_batches.fetch_add(1, Ordering::Relaxed);
         return Ok(ExportMetricsServiceResponse::default());
     };
@@ -621,7 +623,12 @@ pub fn ingest_traces(
         return Ok(ExportTraceServiceResponse::default());
     }
     let (mut spans, problems) = keel_logindex::traces::from_otlp(req);
-    take(quota, spans.len() as u64, now)?;
+    let items = spans.len() as u64;
+    take(quota, items, now)?;
+    let not_stored = |e: String| {
+        super::quota::refund(quota, items);
+        NotStored::Retry(e)
+    };
     let cut = tel.records.spans(&mut spans);
     if cut > 0 {
         tracing::debug!(
@@ -633,11 +640,11 @@ pub fn ingest_traces(
     // retries; spans stored twice would be worse than metrics missing.
     tel.span_metrics
         .record(&spans, store, now)
-        .map_err(|e| NotStored::Retry(e.to_string()))?;
+        .map_err(|e| not_stored(e.to_string()))?;
     if tel
         .spans
         .append_batch(spans, now, batch_id)
-        .map_err(|e| NotStored::Retry(e.to_string()))?
+        .map_err(|e| not_stored(e.to_string()))?
         .is_none()
     {
         stats.duplicate_batches.fetch_add(1, Ordering::Relaxed);
@@ -661,7 +668,8 @@ pub fn ingest_logs(
 ) -> Result<ExportLogsServiceResponse, NotStored> {
     let now_ms = tel.clock.now_ms();
     let (records, mut problems) = keel_logindex::logs::record::from_otlp(req, now_ms * 1_000_000);
-    take(quota, records.len() as u64, now_ms)?;
+    let items = records.len() as u64;
+    take(quota, items, now_ms)?;
     // OTLP names no place for a good record: its service and time do.
     let places: Vec<String> = records
         .iter()
@@ -669,12 +677,13 @@ pub fn ingest_logs(
         .collect();
     let (records, refused) = tel.records.logs(records, |i| places[i].clone());
     problems.extend(refused);
-    if tel
-        .logs
-        .append_batch(records, now_ms, batch_id)
+    let appended = tel.logs.append_batch(records, now_ms, batch_id);
+    if appended
+        .inspect_err(|_| super::quota::refund(quota, items))
         .map_err(|e| NotStored::Retry(e.to_string()))?
         .is_none()
     {
+        super::quota::refund(quota, items);
         stats.duplicate_batches.fetch_add(1, Ordering::Relaxed);
         return Ok(ExportLogsServiceResponse::default());
     }

@@ -4,8 +4,41 @@
 
 use std::hash::BuildHasher as _;
 
-use keel_core::quota::Quota;
+use std::sync::atomic::Ordering;
+
+use keel_core::quota::{OverRate, Quota};
 use keel_metricstore::wal::Batch;
+
+use super::http::IngestStats;
+
+/// Charge a metrics batch to the sender's quota, if it has one: its
+/// samples against the rate (over it: refused whole, nothing taken),
+/// then its new series past the cap dropped from `batch` and counted in
+/// `stats`. The samples dropped and why, when any were.
+pub fn charge(
+    quota: Option<&Quota>,
+    batch: &mut Batch,
+    now_ms: i64,
+    stats: &IngestStats,
+) -> Result<Option<(u64, String)>, OverRate> {
+    let Some(q) = quota else {
+        return Ok(None);
+    };
+    q.take(samples(batch), now_ms)?;
+    let dropped = admit_series(q, batch, now_ms);
+    if let Some((n, _)) = &dropped {
+        stats.samples_over_limits.fetch_add(*n, Ordering::Relaxed);
+    }
+    Ok(dropped)
+}
+
+/// Give `items` back to the sender's quota: its batch was not stored
+/// after all (the store failed, or it was a resend already stored).
+pub fn refund(quota: Option<&Quota>, items: u64) {
+    if let Some(q) = quota {
+        q.refund(items);
+    }
+}
 
 /// Samples in `batch`.
 pub fn samples(batch: &Batch) -> u64 {

@@ -347,24 +347,22 @@ async fn write(
                 decode(&body, rw.max_decoded).map_err(|m| (StatusCode::BAD_REQUEST, m, 0))?;
             let mut problems = std::mem::take(&mut decoded.problems);
             let mut batch = decoded.into_batch(|keys| rw.store.resolve_labels(keys));
-            if let Some(q) = &quota {
-                let now = rw.clock.now_ms();
-                q.take(super::quota::samples(&batch), now).map_err(|o| {
-                    let wait = o.retry_after.as_secs().max(1);
-                    (StatusCode::TOO_MANY_REQUESTS, o.message, wait)
+            let quota = quota.as_ref().map(|q| &*q.0);
+            let items = super::quota::samples(&batch);
+            let dropped = super::quota::charge(quota, &mut batch, rw.clock.now_ms(), &rw.stats)
+                .map_err(|o| {
+                    (
+                        StatusCode::TOO_MANY_REQUESTS,
+                        o.message.clone(),
+                        o.retry_after_secs(),
+                    )
                 })?;
-                if let Some((n, why)) = super::quota::admit_series(q, &mut batch, now) {
-                    rw.stats
-                        .samples_over_limits
-                        .fetch_add(n, std::sync::atomic::Ordering::Relaxed);
-                    problems.push(why);
-                }
-            }
+            problems.extend(dropped.map(|(_, why)| why));
             let arrival = rw.store.arrival(&batch);
-            let appended = rw
-                .store
-                .append(batch)
-                .map_err(|e| (StatusCode::SERVICE_UNAVAILABLE, e.to_string(), 1))?;
+            let appended = rw.store.append(batch).map_err(|e| {
+                super::quota::refund(quota, items);
+                (StatusCode::SERVICE_UNAVAILABLE, e.to_string(), 1)
+            })?;
             rw.store.mark_arrival(arrival);
             rw.stats
                 .samples_over_limits

@@ -360,23 +360,28 @@ async fn each_sender_has_its_own_series_cap_and_ingestion_rate() {
     assert_eq!(held(query(c.api, "{__name__=~\"core_.\"}", t).await), 3);
 
     // Seven log records spend the rest of its second.
-    let lines: String = (0..7)
-        .map(|i| format!("{{\"timestamp\":{t},\"level\":\"info\",\"message\":\"edge {i}\"}}\n"))
-        .collect();
+    // Seven records, each saying which push it came in.
+    let lines = |push: &str| -> String {
+        (0..7)
+            .map(|i| {
+                format!("{{\"timestamp\":{t},\"level\":\"info\",\"message\":\"{push} {i}\"}}\n")
+            })
+            .collect()
+    };
     let push = |token: &'static str, body: String| {
         http.post(format!("http://{}/api/v1/logs", c.api))
             .bearer_auth(token)
             .body(body)
             .send()
     };
-    let r = push(TOKEN, lines.clone()).await.expect("push");
+    let r = push(TOKEN, lines("first")).await.expect("push");
     assert_eq!(r.status(), 200, "{}", r.text().await.unwrap_or_default());
 
     // Its rate is spent: every path refuses it, retryable, storing nothing.
     let r = otlp(TOKEN).await.expect("otlp");
     assert_eq!(r.status(), 429);
     assert_eq!(r.headers()["retry-after"], "1");
-    let r = push(TOKEN, lines.clone()).await.expect("push");
+    let r = push(TOKEN, lines("refused")).await.expect("push");
     assert_eq!(r.status(), 429);
     assert_eq!(r.headers()["retry-after"], "1");
     let text = r.text().await.expect("text");
@@ -404,8 +409,48 @@ async fn each_sender_has_its_own_series_cap_and_ingestion_rate() {
 
     // A second later edge's rate is back.
     clock.advance(std::time::Duration::from_secs(1));
-    let r = push(TOKEN, lines).await.expect("push");
+    let r = push(TOKEN, lines("last")).await.expect("push");
     assert_eq!(r.status(), 200, "{}", r.text().await.unwrap_or_default());
+    // The log index commits on the clock: another second shows them.
+    clock.advance(std::time::Duration::from_secs(1));
+
+    // What the rate refused was not stored: the first 7 records and the
+    // last 7, not the 7 refused between them.
+    let s = t as f64 / 1000.0;
+    let found = crate::common::poll_json(
+        &format!("http://{}/api/v1/logs/search", c.api),
+        &[
+            ("q", "*".to_owned()),
+            ("start", (s - 60.0).to_string()),
+            ("end", (s + 60.0).to_string()),
+        ],
+        |r| {
+            r["data"]["records"]
+                .as_array()
+                .is_some_and(|a| a.len() >= 14)
+        },
+    )
+    .await;
+    let mut kept: Vec<&str> = found["data"]["records"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|r| r["message"].as_str()?.split(' ').next())
+        .collect();
+    kept.dedup();
+    assert_eq!(kept, ["last", "first"], "{found}");
+    assert_eq!(
+        found["data"]["records"].as_array().map(Vec::len),
+        Some(14),
+        "{found}"
+    );
+    let edge_a = samples(&query(c.api, "edge_a", t).await);
+    assert_eq!(
+        edge_a.len(),
+        1,
+        "the refused OTLP/gRPC batches stored nothing: {edge_a:?}"
+    );
+    assert_eq!(edge_a[0].1, 2.0);
 
     let metrics = crate::common::own_metrics(c.api).await;
     for want in [

@@ -142,18 +142,22 @@ async fn push(
             let (good, mut problems) =
                 super::record::parse_json_lines_numbered(&body, now * 1_000_000);
             // The sender's rate (its token's limits), before anything is kept.
-            if let Some(q) = &quota {
-                q.take(good.len() as u64, now)
-                    .map_err(PushError::OverRate)?;
+            let (quota, items) = (quota.as_ref().map(|q| &q.0), good.len() as u64);
+            if let Some(q) = quota {
+                q.take(items, now).map_err(PushError::OverRate)?;
             }
             let lines: Vec<usize> = good.iter().map(|(n, _)| *n).collect();
             let (good, refused) = limits.logs(good.into_iter().map(|(_, r)| r).collect(), |i| {
                 format!("line {}", lines.get(i).copied().unwrap_or(0))
             });
             problems.extend(refused);
-            logs.append(good, now)
-                .map(|n| (n, problems))
-                .map_err(PushError::Store)
+            logs.append(good, now).map(|n| (n, problems)).map_err(|e| {
+                // Not stored: the sender's rate is given back.
+                if let Some(q) = quota {
+                    q.refund(items);
+                }
+                PushError::Store(e)
+            })
         })
         .await;
     match work {
@@ -171,10 +175,11 @@ async fn push(
             .into_response(),
         Ok(Err(PushError::Store(e))) => error(e),
         Ok(Err(PushError::OverRate(o))) => {
+            let wait = o.retry_after_secs();
             let mut r = fail(StatusCode::TOO_MANY_REQUESTS, "over_rate", o.message);
             r.headers_mut().insert(
                 axum::http::header::RETRY_AFTER,
-                axum::http::HeaderValue::from(o.retry_after.as_secs().max(1)),
+                axum::http::HeaderValue::from(wait),
             );
             r
         }

@@ -270,10 +270,11 @@ pub async fn keel_up(dir: &Path, args: &[&str]) -> (Child, Vec<String>) {
 /// its data directory `dir`), as the controller and `keel scenario` do.
 pub fn supervisor_client(dir: &Path) -> reqwest::Client {
     let path = keel_sampleapp::supervisor::Supervisor::token_file(dir);
-    let token = std::fs::read_to_string(&path)
-        .unwrap_or_else(|e| panic!("keel up's supervisor token in {}: {e}", path.display()));
+    let token = keel_core::secret::Secret::default()
+        .token_or_file(&path, "token")
+        .expect("keel up's supervisor token");
     reqwest::Client::builder()
-        .default_headers(keel_tls::bearer(Some(token.trim())).expect("token header"))
+        .default_headers(keel_tls::bearer(token.as_deref()).expect("token header"))
         .build()
         .expect("client")
 }
