@@ -662,39 +662,20 @@ mod tests {
     #[test]
     fn keel_ups_own_supervisor_gets_its_token_however_it_is_named() {
         let own = "http://127.0.0.1:8079";
+        // (URL, token) as configured → as keel up runs them.
+        let point = |url: &str, token: &str| {
+            let (mut url, mut token) = (url.to_owned(), keel_core::secret::Secret::new(token));
+            let none = std::path::Path::new("");
+            super::point_at_own_supervisor(&mut url, &mut token, none, own, "s3cret");
+            (url, token.expose().to_owned())
+        };
         for named in ["", "http://127.0.0.1:8079/", "http://localhost:8079"] {
-            let (mut url, mut token) = (named.to_owned(), keel_core::secret::Secret::default());
-            super::point_at_own_supervisor(
-                &mut url,
-                &mut token,
-                std::path::Path::new(""),
-                own,
-                "s3cret",
-            );
-            assert_eq!((url.as_str(), token.expose()), (own, "s3cret"), "{named:?}");
+            assert_eq!(point(named, ""), (own.into(), "s3cret".into()), "{named:?}");
         }
         // Another supervisor, or a token of its own, is left alone.
-        let (mut url, mut token) = (
-            "http://10.0.0.9:8079".to_owned(),
-            keel_core::secret::Secret::default(),
-        );
-        super::point_at_own_supervisor(
-            &mut url,
-            &mut token,
-            std::path::Path::new(""),
-            own,
-            "s3cret",
-        );
-        assert_eq!((url.as_str(), token.expose()), ("http://10.0.0.9:8079", ""));
-        let (mut url, mut token) = (String::new(), keel_core::secret::Secret::new("mine"));
-        super::point_at_own_supervisor(
-            &mut url,
-            &mut token,
-            std::path::Path::new(""),
-            own,
-            "s3cret",
-        );
-        assert_eq!(token.expose(), "mine");
+        let other = "http://10.0.0.9:8079";
+        assert_eq!(point(other, ""), (other.into(), String::new()));
+        assert_eq!(point("", "mine"), (own.into(), "mine".into()));
     }
 
     use axum::http::Method;

@@ -138,21 +138,7 @@ async fn otlp_http_remote_write_and_log_push_need_the_token_and_reads_do_not() {
     let rw = samples(&query(c.api, "rw_attempt", at).await);
     assert_eq!(rw.len(), 1, "{rw:?}");
     assert_eq!(rw[0].0["i"], "2");
-    let s = t as f64 / 1000.0;
-    let found = crate::common::poll_json(
-        &format!("http://{}/api/v1/logs/search", c.api),
-        &[
-            ("q", "*".to_owned()),
-            ("start", (s - 60.0).to_string()),
-            ("end", (s + 60.0).to_string()),
-        ],
-        |r| {
-            r["data"]["records"]
-                .as_array()
-                .is_some_and(|a| !a.is_empty())
-        },
-    )
-    .await;
+    let found = logs_around(c.api, t, 1).await;
     let lines: Vec<&str> = found["data"]["records"]
         .as_array()
         .into_iter()
@@ -260,6 +246,26 @@ async fn the_python_sdk_sends_with_a_token_header() {
     // the second run's cumulative points overwrite the first's.
     assert_eq!(orders.len(), 1, "{orders:?}");
     assert_eq!(orders[0].1, 7.0, "{orders:?}");
+}
+
+/// The log search over the minute either side of `t_ms`, once it finds
+/// at least `n` records (or gives up waiting).
+async fn logs_around(api: std::net::SocketAddr, t_ms: u64, n: usize) -> serde_json::Value {
+    let s = t_ms as f64 / 1000.0;
+    crate::common::poll_json(
+        &format!("http://{api}/api/v1/logs/search"),
+        &[
+            ("q", "*".to_owned()),
+            ("start", (s - 60.0).to_string()),
+            ("end", (s + 60.0).to_string()),
+        ],
+        |r| {
+            r["data"]["records"]
+                .as_array()
+                .is_some_and(|a| a.len() >= n)
+        },
+    )
+    .await
 }
 
 /// A remote-write body: one sample at `t_ms` for each `series` name.
@@ -416,21 +422,7 @@ async fn each_sender_has_its_own_series_cap_and_ingestion_rate() {
 
     // What the rate refused was not stored: the first 7 records and the
     // last 7, not the 7 refused between them.
-    let s = t as f64 / 1000.0;
-    let found = crate::common::poll_json(
-        &format!("http://{}/api/v1/logs/search", c.api),
-        &[
-            ("q", "*".to_owned()),
-            ("start", (s - 60.0).to_string()),
-            ("end", (s + 60.0).to_string()),
-        ],
-        |r| {
-            r["data"]["records"]
-                .as_array()
-                .is_some_and(|a| a.len() >= 14)
-        },
-    )
-    .await;
+    let found = logs_around(c.api, t, 14).await;
     let mut kept: Vec<&str> = found["data"]["records"]
         .as_array()
         .into_iter()
