@@ -28,6 +28,8 @@ macro_rules! sql {
     };
 }
 
+pub mod lease;
+
 /// A state store failure.
 #[derive(Debug, thiserror::Error)]
 pub enum StateError {
@@ -137,6 +139,18 @@ pub enum Op {
         /// What happened (JSON).
         doc: String,
     },
+    /// `ops`, applied only if the lease `lease` is still held with
+    /// `token` when the transaction lands them (a leader's writes: a
+    /// deposed leader's are dropped, and counted in
+    /// [`StateStore::fenced`]).
+    Fenced {
+        /// The lease's name.
+        lease: String,
+        /// The token the writer held.
+        token: i64,
+        /// What to write (no `Fenced` inside).
+        ops: Vec<Op>,
+    },
 }
 
 /// One alert history entry.
@@ -157,6 +171,8 @@ pub struct HistoryEntry {
 pub struct StateStore {
     pool: AnyPool,
     backend: Backend,
+    /// Ops dropped because their lease had passed to another holder.
+    fenced: Arc<std::sync::atomic::AtomicU64>,
 }
 
 /// The URL of a SQLite database file at `path` (created if missing).
@@ -232,7 +248,11 @@ impl StateStore {
             options = options.max_connections(4);
         }
         let pool = options.connect(url).await.map_err(open_err)?;
-        let me = Self { pool, backend };
+        let me = Self {
+            pool,
+            backend,
+            fenced: Arc::default(),
+        };
         migrate::migrate(&me.pool, backend).await?;
         Ok(me)
     }
@@ -353,44 +373,35 @@ impl StateStore {
         let mut tx = self.pool.begin().await.map_err(err)?;
         for op in ops {
             match op {
-                Op::Put {
-                    table,
-                    key,
-                    at_ms,
-                    doc,
-                } => {
-                    sqlx::query(sql!(
-                        "INSERT INTO {} (key, updated_ms, doc) VALUES ($1, $2, $3) ON CONFLICT (key) DO UPDATE SET updated_ms = excluded.updated_ms, doc = excluded.doc",
-                        table.name()
-                    ))
-                    .bind(key.as_str())
-                    .bind(*at_ms)
-                    .bind(doc.as_str())
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(err)?;
-                }
-                Op::Delete { table, key } => {
-                    sqlx::query(sql!("DELETE FROM {} WHERE key = $1", table.name()))
-                        .bind(key.as_str())
-                        .execute(&mut *tx)
+                Op::Fenced { lease, token, ops } => {
+                    if lease::still_held(&mut tx, self.backend, lease, *token)
                         .await
-                        .map_err(err)?;
+                        .map_err(err)?
+                    {
+                        for op in ops {
+                            apply_one(&mut tx, op).await.map_err(err)?;
+                        }
+                    } else {
+                        self.fenced
+                            .fetch_add(ops.len() as u64, std::sync::atomic::Ordering::Relaxed);
+                        tracing::error!(
+                            lease = %lease,
+                            token,
+                            dropped = ops.len(),
+                            "a write made under a lease this collector no longer holds was dropped"
+                        );
+                    }
                 }
-                Op::History { at_ms, key, doc } => {
-                    sqlx::query(
-                        "INSERT INTO keel_alert_history (at_ms, key, doc) VALUES ($1, $2, $3)",
-                    )
-                    .bind(*at_ms)
-                    .bind(key.as_str())
-                    .bind(doc.as_str())
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(err)?;
-                }
+                op => apply_one(&mut tx, op).await.map_err(err)?,
             }
         }
         tx.commit().await.map_err(err)
+    }
+
+    /// Ops dropped so far because the lease they were made under had
+    /// passed to another holder.
+    pub fn fenced(&self) -> u64 {
+        self.fenced.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Delete history entries older than `before_ms`; how many.
@@ -426,6 +437,49 @@ impl StateStore {
         tokio::spawn(write_loop(self.clone(), rx));
         Writer { tx }
     }
+}
+
+/// One op (not `Fenced`) inside a write transaction.
+async fn apply_one(tx: &mut sqlx::AnyConnection, op: &Op) -> Result<(), sqlx::Error> {
+    match op {
+        Op::Put {
+            table,
+            key,
+            at_ms,
+            doc,
+        } => {
+            sqlx::query(sql!(
+                "INSERT INTO {} (key, updated_ms, doc) VALUES ($1, $2, $3) ON CONFLICT (key) DO UPDATE SET updated_ms = excluded.updated_ms, doc = excluded.doc",
+                table.name()
+            ))
+            .bind(key.as_str())
+            .bind(*at_ms)
+            .bind(doc.as_str())
+            .execute(tx)
+            .await?;
+        }
+        Op::Delete { table, key } => {
+            sqlx::query(sql!("DELETE FROM {} WHERE key = $1", table.name()))
+                .bind(key.as_str())
+                .execute(tx)
+                .await?;
+        }
+        Op::History { at_ms, key, doc } => {
+            sqlx::query("INSERT INTO keel_alert_history (at_ms, key, doc) VALUES ($1, $2, $3)")
+                .bind(*at_ms)
+                .bind(key.as_str())
+                .bind(doc.as_str())
+                .execute(tx)
+                .await?;
+        }
+        // Never nested: one lease check guards a group.
+        Op::Fenced { .. } => {
+            return Err(sqlx::Error::Protocol(
+                "a fenced op inside a fenced op".into(),
+            ));
+        }
+    }
+    Ok(())
 }
 
 enum Msg {

@@ -70,6 +70,14 @@ fn v3(_: Backend) -> Vec<String> {
         .collect()
 }
 
+fn v4(_: Backend) -> Vec<String> {
+    // Times are milliseconds of the database's own clock, so that two
+    // collectors whose clocks disagree still agree on who holds a lease.
+    vec![
+        "CREATE TABLE IF NOT EXISTS keel_leases (name TEXT PRIMARY KEY, holder TEXT NOT NULL, token BIGINT NOT NULL, since_ms BIGINT NOT NULL, renewed_ms BIGINT NOT NULL, expires_ms BIGINT NOT NULL)".into(),
+    ]
+}
+
 const MIGRATIONS: &[Migration] = &[
     Migration {
         version: 1,
@@ -85,6 +93,11 @@ const MIGRATIONS: &[Migration] = &[
         version: 3,
         what: "people: users, API tokens, and the audit of their changes",
         statements: v3,
+    },
+    Migration {
+        version: 4,
+        what: "leases: which collector leads, with a fencing token",
+        statements: v4,
     },
 ];
 

@@ -1,0 +1,173 @@
+//! Leases against SQLite (always) and the real PostgreSQL server
+//! (`KEEL_TEST_POSTGRES=1`): one holder at a time, renewals keep the
+//! token, a lapsed lease goes to the next taker with a larger token, and
+//! a deposed holder's fenced writes are dropped in the transaction that
+//! would have landed them.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use keel_state::{Op, StateStore, Table, testing};
+
+const LEASE: &str = "leader";
+
+fn put(key: &str, doc: &str) -> Op {
+    Op::Put {
+        table: Table::Events,
+        key: key.into(),
+        at_ms: 1,
+        doc: doc.into(),
+    }
+}
+
+fn fenced(token: i64, ops: Vec<Op>) -> Op {
+    Op::Fenced {
+        lease: LEASE.into(),
+        token,
+        ops,
+    }
+}
+
+/// Between polls of the database's clock.
+async fn pace() {
+    tokio::time::sleep(Duration::from_millis(20)).await;
+}
+
+/// Poll until the lease has lapsed by the database's clock.
+async fn wait_until_lapsed(store: &StateStore) {
+    loop {
+        let h = store
+            .lease_holder(LEASE)
+            .await
+            .expect("read")
+            .expect("held");
+        if h.grant.expires_ms <= h.now_ms {
+            return;
+        }
+        pace().await;
+    }
+}
+
+async fn one_holder_at_a_time(url: &str) {
+    let store = Arc::new(StateStore::open(url).await.expect("open"));
+    let long = Duration::from_secs(60);
+    let a = store
+        .acquire_lease(LEASE, "a", long)
+        .await
+        .expect("take")
+        .expect("free: a takes it");
+    assert!(
+        store
+            .acquire_lease(LEASE, "b", long)
+            .await
+            .expect("try")
+            .is_none(),
+        "held by a"
+    );
+    let renewed = store
+        .acquire_lease(LEASE, "a", long)
+        .await
+        .expect("renew")
+        .expect("a renews");
+    assert_eq!(
+        (renewed.token, renewed.since_ms),
+        (a.token, a.since_ms),
+        "a renewal keeps the token"
+    );
+    assert!(renewed.expires_ms >= a.expires_ms);
+
+    // a's writes land while it holds the lease.
+    store
+        .apply(&[fenced(a.token, vec![put("by-a", "1")])])
+        .await
+        .expect("apply");
+    // a stops cleanly; b takes over at once, with a larger token.
+    assert!(
+        store
+            .release_lease(LEASE, "a", a.token)
+            .await
+            .expect("release")
+    );
+    let b = store
+        .acquire_lease(LEASE, "b", long)
+        .await
+        .expect("take")
+        .expect("released: b takes it");
+    assert!(b.token > a.token, "{b:?} after {a:?}");
+    // A late write of a's, and b's, in one transaction: a's is dropped.
+    store
+        .apply(&[
+            fenced(a.token, vec![put("late-a", "1"), put("by-a", "2")]),
+            fenced(b.token, vec![put("by-b", "1")]),
+            put("plain", "1"),
+        ])
+        .await
+        .expect("apply");
+    let docs = store.load(Table::Events).await.expect("load");
+    assert_eq!(
+        docs,
+        [
+            ("by-a".to_owned(), "1".to_owned()),
+            ("by-b".to_owned(), "1".to_owned()),
+            ("plain".to_owned(), "1".to_owned()),
+        ],
+        "a's late writes dropped, the rest landed"
+    );
+    assert_eq!(store.fenced(), 2);
+    let h = store
+        .lease_holder(LEASE)
+        .await
+        .expect("read")
+        .expect("held");
+    assert_eq!((h.holder.as_str(), h.grant.token), ("b", b.token));
+    assert!(h.grant.expires_ms > h.now_ms);
+
+    // b's short lease lapses (the database's clock decides): a takes it
+    // then, not before, with a larger token still.
+    let short = Duration::from_millis(300);
+    let b = store
+        .acquire_lease(LEASE, "b", short)
+        .await
+        .expect("renew")
+        .expect("b renews, shorter");
+    let a2 = loop {
+        if let Some(g) = store.acquire_lease(LEASE, "a", short).await.expect("try") {
+            break g;
+        }
+        pace().await;
+    };
+    assert!(a2.since_ms >= b.expires_ms, "{a2:?} before {b:?} lapsed");
+    assert!(a2.token > b.token);
+    // b, deposed, finds out at its next renewal.
+    assert!(
+        store
+            .acquire_lease(LEASE, "b", short)
+            .await
+            .expect("try")
+            .is_none()
+    );
+    // A holder whose own lease lapsed gets a new token too.
+    wait_until_lapsed(&store).await;
+    let again = store
+        .acquire_lease(LEASE, "a", short)
+        .await
+        .expect("take")
+        .expect("nobody else wants it");
+    assert_eq!(again.token, a2.token + 1);
+}
+
+#[tokio::test]
+async fn sqlite_leases_go_to_one_holder_at_a_time() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    one_holder_at_a_time(&keel_state::sqlite_url(&dir.path().join("state.db"))).await;
+}
+
+#[tokio::test]
+async fn postgres_leases_go_to_one_holder_at_a_time() {
+    if !testing::postgres_enabled() {
+        eprintln!("skipped: set KEEL_TEST_POSTGRES=1 to run against PostgreSQL");
+        return;
+    }
+    let url = testing::fresh_postgres_database().await.expect("database");
+    one_holder_at_a_time(&url).await;
+}
