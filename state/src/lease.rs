@@ -175,3 +175,192 @@ pub(crate) async fn still_held(
     .await
     .map(|r| r.rows_affected() == 1)
 }
+
+/// Where a collector stands, as its lease says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Standing {
+    /// Not known yet (the first try has not answered).
+    Starting,
+    /// It holds the lease: it may act, writing under this grant's token.
+    Leader(Grant),
+    /// Another holds it (named, when it could be read).
+    Follower(Option<String>),
+    /// The store could not be asked: it does not act (why).
+    Lost(String),
+}
+
+impl Standing {
+    /// The token to write under, while leading.
+    pub fn token(&self) -> Option<i64> {
+        match self {
+            Standing::Leader(g) => Some(g.token),
+            _ => None,
+        }
+    }
+}
+
+/// A lease held, renewed and watched by a task of its own
+/// ([`StateStore::lead`]); dropping it stops the task (a clean stop
+/// releases the lease, so the next holder need not wait it out).
+pub struct Leadership {
+    rx: tokio::sync::watch::Receiver<Standing>,
+    task: tokio::task::JoinHandle<()>,
+    name: String,
+    /// Set by [`Leadership::abort`]: the lease is left to lapse.
+    crashed: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Leadership {
+    /// Where this collector stands now.
+    pub fn standing(&self) -> Standing {
+        self.rx.borrow().clone()
+    }
+
+    /// A receiver that sees every change of standing.
+    pub fn watch(&self) -> tokio::sync::watch::Receiver<Standing> {
+        self.rx.clone()
+    }
+
+    /// `ops` as one group written under this lease's current token
+    /// ([`Op::Fenced`](crate::Op::Fenced)), or `None` while not leading:
+    /// the caller must not act then.
+    pub fn fence(&self, ops: Vec<crate::Op>) -> Option<crate::Op> {
+        let token = self.rx.borrow().token()?;
+        Some(crate::Op::Fenced {
+            lease: self.name.clone(),
+            token,
+            ops,
+        })
+    }
+
+    /// Stop at once, as a crash would: the lease is not released, and
+    /// the next holder waits for it to lapse.
+    pub fn abort(&self) {
+        self.crashed
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        self.task.abort();
+    }
+}
+
+impl Drop for Leadership {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// How a [`StateStore::lead`] task holds its lease.
+#[derive(Debug, Clone)]
+pub struct LeaseConfig {
+    /// The lease's name (one per group of collectors).
+    pub name: String,
+    /// This collector's name in it.
+    pub holder: String,
+    /// How long a grant lasts unless renewed.
+    pub ttl: Duration,
+    /// How often it is taken or renewed (well under `ttl`): a follower
+    /// takes a lapsed lease within `ttl + every` of the last renewal.
+    pub every: Duration,
+}
+
+impl StateStore {
+    /// Take and renew the lease `cfg` names, every `cfg.every` on
+    /// `clock`, for as long as the returned [`Leadership`] lives. A try
+    /// that fails or takes longer than `every` gives leadership up at
+    /// once (nothing is done without a valid lease) and says so; the
+    /// next success takes it back, with the same token if no one else
+    /// took it meanwhile.
+    pub fn lead(
+        self: &std::sync::Arc<Self>,
+        cfg: LeaseConfig,
+        clock: keel_core::clock::SharedClock,
+    ) -> Leadership {
+        let (tx, rx) = tokio::sync::watch::channel(Standing::Starting);
+        let store = self.clone();
+        let crashed = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let name = cfg.name.clone();
+        let release = ReleaseOnDrop {
+            store: store.clone(),
+            cfg: cfg.clone(),
+            token: None,
+            crashed: crashed.clone(),
+        };
+        let task = tokio::spawn(async move {
+            // Moved whole, so it drops (and releases) when the task ends.
+            let mut release = release;
+            loop {
+                let tried = tokio::time::timeout(
+                    cfg.every,
+                    store.acquire_lease(&cfg.name, &cfg.holder, cfg.ttl),
+                )
+                .await;
+                let next = match tried {
+                    Ok(Ok(Some(g))) => Standing::Leader(g),
+                    Ok(Ok(None)) => {
+                        let who = store.lease_holder(&cfg.name).await.ok().flatten();
+                        Standing::Follower(who.map(|h| h.holder))
+                    }
+                    Ok(Err(e)) => Standing::Lost(e.to_string()),
+                    Err(_) => Standing::Lost(format!(
+                        "the state store did not answer within {:?}",
+                        cfg.every
+                    )),
+                };
+                release.token = next.token();
+                tx.send_if_modified(|now| {
+                    if *now == next {
+                        return false;
+                    }
+                    match (&*now, &next) {
+                        (Standing::Leader(_), Standing::Lost(why)) => tracing::error!(
+                            lease = %cfg.name, %why,
+                            "gave up leading: the lease cannot be renewed, so nothing is done until it is"
+                        ),
+                        (Standing::Leader(_), Standing::Follower(who)) => tracing::warn!(
+                            lease = %cfg.name, leader = ?who,
+                            "no longer leading: another collector holds the lease"
+                        ),
+                        (_, Standing::Leader(g)) if now.token() != Some(g.token) => {
+                            tracing::info!(lease = %cfg.name, token = g.token, "leading")
+                        }
+                        _ => {}
+                    }
+                    *now = next;
+                    true
+                });
+                clock.sleep(cfg.every).await;
+            }
+        });
+        Leadership {
+            rx,
+            task,
+            name,
+            crashed,
+        }
+    }
+}
+
+/// Releases the lease when the leading task ends (aborted by a clean
+/// stop, its Leadership dropped): best effort, on a task of its own.
+struct ReleaseOnDrop {
+    store: std::sync::Arc<StateStore>,
+    cfg: LeaseConfig,
+    token: Option<i64>,
+    crashed: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Drop for ReleaseOnDrop {
+    fn drop(&mut self) {
+        let Some(token) = self.token else {
+            return;
+        };
+        if self.crashed.load(std::sync::atomic::Ordering::SeqCst) {
+            return;
+        }
+        let (store, cfg) = (self.store.clone(), self.cfg.clone());
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            rt.spawn(async move {
+                let _ = store.release_lease(&cfg.name, &cfg.holder, token).await;
+            });
+        }
+    }
+}

@@ -10,6 +10,11 @@
 //! applies queued changes in one transaction each, in order; a failed
 //! write is retried, never dropped. [`Writer::flush`] waits until every
 //! change sent before it is committed.
+//!
+//! [`lease`]: which of several collectors sharing a PostgreSQL store
+//! leads, by a lease timed on the database's clock, with a fencing token
+//! that every leader's write carries ([`Op::Fenced`]) and that the
+//! transaction landing it checks.
 
 pub mod migrate;
 

@@ -171,3 +171,125 @@ async fn postgres_leases_go_to_one_holder_at_a_time() {
     let url = testing::fresh_postgres_database().await.expect("database");
     one_holder_at_a_time(&url).await;
 }
+
+/// Wait (30 s at most: a hang is a failure) until `l` stands as `pred` wants.
+async fn until(
+    l: &keel_state::lease::Leadership,
+    what: &str,
+    pred: impl FnMut(&keel_state::lease::Standing) -> bool,
+) {
+    let mut w = l.watch();
+    tokio::time::timeout(Duration::from_secs(30), w.wait_for(pred))
+        .await
+        .unwrap_or_else(|_| panic!("{what}: not within 30 s"))
+        .expect("the leading task runs");
+}
+
+/// Two collectors (two pools, as two processes) lead one at a time: the
+/// follower names the leader and may not write under the lease; when the
+/// leader crashes the follower takes over after the lease lapses and
+/// within `ttl + every` of it; a clean stop hands over before the lapse.
+async fn two_collectors_one_leader(url: &str) {
+    use keel_state::lease::{LeaseConfig, Standing};
+    let open = || async { Arc::new(StateStore::open(url).await.expect("open")) };
+    let (sa, sb, sc) = (open().await, open().await, open().await);
+    let every = Duration::from_millis(100);
+    let cfg = |holder: &str| LeaseConfig {
+        name: "ha".into(),
+        holder: holder.into(),
+        ttl: Duration::from_millis(1500),
+        every,
+    };
+    let clock: keel_core::clock::SharedClock = Arc::new(keel_core::clock::SystemClock);
+    let a = sa.lead(cfg("a"), clock.clone());
+    let b = sb.lead(cfg("b"), clock.clone());
+    let settled = |l: &keel_state::lease::Leadership, f: &keel_state::lease::Leadership| {
+        matches!(l.standing(), Standing::Leader(_))
+            && matches!(f.standing(), Standing::Follower(Some(_)))
+    };
+    let started = std::time::Instant::now();
+    let (leader, follower, store) = loop {
+        assert!(started.elapsed() < Duration::from_secs(30), "never settled");
+        if settled(&a, &b) {
+            break (a, b, sb.clone());
+        }
+        if settled(&b, &a) {
+            break (b, a, sa.clone());
+        }
+        pace().await;
+    };
+    let Standing::Leader(old) = leader.standing() else {
+        unreachable!("settled")
+    };
+    let Standing::Follower(Some(named)) = follower.standing() else {
+        unreachable!("settled")
+    };
+    let h = store.lease_holder("ha").await.expect("read").expect("held");
+    assert_eq!(named, h.holder, "the follower names the leader");
+    assert!(
+        follower.fence(vec![put("x", "1")]).is_none(),
+        "a follower may not write"
+    );
+    let write = leader
+        .fence(vec![put("by-old", "1")])
+        .expect("the leader writes");
+
+    // The leader crashes: its lease is left to lapse.
+    leader.abort();
+    let last = store.lease_holder("ha").await.expect("read").expect("held");
+    until(&follower, "the follower takes over", |s| {
+        matches!(s, Standing::Leader(_))
+    })
+    .await;
+    let Standing::Leader(new) = follower.standing() else {
+        unreachable!("waited for it")
+    };
+    assert!(new.token > old.token);
+    assert!(
+        new.since_ms >= last.grant.expires_ms,
+        "not before the lapse: {new:?} {last:?}"
+    );
+    // Within one renewal of the lapse (and the query's own time).
+    let late = new.since_ms - last.grant.expires_ms;
+    assert!(
+        late <= every.as_millis() as i64 + 400,
+        "took over {late} ms after the lapse"
+    );
+    // The crashed leader's write, landing late, is dropped.
+    store.apply(&[write]).await.expect("apply");
+    assert!(store.load(Table::Events).await.expect("load").is_empty());
+    assert_eq!(store.fenced(), 1);
+
+    // A clean stop releases: a third takes over before the lapse.
+    let c = sc.lead(cfg("c"), clock.clone());
+    until(&c, "c follows", |s| {
+        matches!(s, Standing::Follower(Some(_)))
+    })
+    .await;
+    let held = store.lease_holder("ha").await.expect("read").expect("held");
+    drop(follower);
+    until(&c, "c takes over", |s| matches!(s, Standing::Leader(_))).await;
+    let Standing::Leader(third) = c.standing() else {
+        unreachable!("waited for it")
+    };
+    assert!(
+        third.since_ms < held.grant.expires_ms,
+        "released, not lapsed: {third:?} {held:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_collectors_lead_one_at_a_time() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    two_collectors_one_leader(&keel_state::sqlite_url(&dir.path().join("state.db"))).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_collectors_lead_one_at_a_time() {
+    if !testing::postgres_enabled() {
+        eprintln!("skipped: set KEEL_TEST_POSTGRES=1 to run against PostgreSQL");
+        return;
+    }
+    let url = testing::fresh_postgres_database().await.expect("database");
+    two_collectors_one_leader(&url).await;
+}
