@@ -216,6 +216,11 @@ impl Leadership {
         self.rx.borrow().clone()
     }
 
+    /// The lease's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
     /// A receiver that sees every change of standing.
     pub fn watch(&self) -> tokio::sync::watch::Receiver<Standing> {
         self.rx.clone()

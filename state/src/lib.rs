@@ -439,7 +439,18 @@ impl StateStore {
     /// Start the writer task on the current runtime.
     pub fn writer(self: &Arc<Self>) -> Writer {
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
-        tokio::spawn(write_loop(self.clone(), rx));
+        tokio::spawn(write_loop(self.clone(), rx, None));
+        Writer { tx }
+    }
+
+    /// A writer for a leader's changes: each transaction carries the
+    /// token `leadership` holds when it is sent ([`Op::Fenced`]), and
+    /// lands only if the lease is still held with it; while not leading,
+    /// changes are dropped (and counted in [`Self::fenced`]).
+    pub fn writer_fenced(self: &Arc<Self>, leadership: &lease::Leadership) -> Writer {
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        let fence = (leadership.name().to_owned(), leadership.watch());
+        tokio::spawn(write_loop(self.clone(), rx, Some(fence)));
         Writer { tx }
     }
 }
@@ -542,7 +553,11 @@ impl Writer {
 /// Most ops applied in one transaction.
 const BATCH: usize = 512;
 
-async fn write_loop(store: Arc<StateStore>, mut rx: tokio::sync::mpsc::UnboundedReceiver<Msg>) {
+async fn write_loop(
+    store: Arc<StateStore>,
+    mut rx: tokio::sync::mpsc::UnboundedReceiver<Msg>,
+    fence: Option<(String, tokio::sync::watch::Receiver<lease::Standing>)>,
+) {
     let mut ops = Vec::new();
     let mut flushes = Vec::new();
     while let Some(first) = rx.recv().await {
@@ -559,7 +574,29 @@ async fn write_loop(store: Arc<StateStore>, mut rx: tokio::sync::mpsc::Unbounded
         }
         let mut wait = Duration::from_millis(100);
         while !ops.is_empty() {
-            match store.apply(&ops).await {
+            // A leader's changes go under its token, read at each try.
+            let fenced = match &fence {
+                None => None,
+                Some((lease, standing)) => match standing.borrow().token() {
+                    Some(token) => Some(vec![Op::Fenced {
+                        lease: lease.clone(),
+                        token,
+                        ops: ops.clone(),
+                    }]),
+                    None => {
+                        store
+                            .fenced
+                            .fetch_add(ops.len() as u64, std::sync::atomic::Ordering::Relaxed);
+                        tracing::error!(
+                            dropped = ops.len(),
+                            "changes made while leading were not saved: this collector no longer leads"
+                        );
+                        ops.clear();
+                        break;
+                    }
+                },
+            };
+            match store.apply(fenced.as_deref().unwrap_or(&ops)).await {
                 Ok(()) => ops.clear(),
                 Err(e) => {
                     // Kept and retried: a full disk or a restarting

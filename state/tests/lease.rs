@@ -208,13 +208,13 @@ async fn two_collectors_one_leader(url: &str) {
             && matches!(f.standing(), Standing::Follower(Some(_)))
     };
     let started = std::time::Instant::now();
-    let (leader, follower, store) = loop {
+    let (leader, follower, store, leader_store) = loop {
         assert!(started.elapsed() < Duration::from_secs(30), "never settled");
         if settled(&a, &b) {
-            break (a, b, sb.clone());
+            break (a, b, sb.clone(), sa.clone());
         }
         if settled(&b, &a) {
-            break (b, a, sa.clone());
+            break (b, a, sa.clone(), sb.clone());
         }
         pace().await;
     };
@@ -233,6 +233,16 @@ async fn two_collectors_one_leader(url: &str) {
     let write = leader
         .fence(vec![put("by-old", "1")])
         .expect("the leader writes");
+    // Writers: the leader's changes land, the follower's are dropped.
+    let (lw, fw) = (
+        leader_store.writer_fenced(&leader),
+        store.writer_fenced(&follower),
+    );
+    lw.send(put("by-leader", "1"));
+    lw.flush().await.expect("flush");
+    fw.send(put("by-follower", "1"));
+    fw.flush().await.expect("flush");
+    assert_eq!(store.fenced(), 1, "the follower's change");
 
     // The leader crashes: its lease is left to lapse.
     leader.abort();
@@ -255,10 +265,15 @@ async fn two_collectors_one_leader(url: &str) {
         late <= every.as_millis() as i64 + 400,
         "took over {late} ms after the lapse"
     );
-    // The crashed leader's write, landing late, is dropped.
+    // The crashed leader's writes, landing late, are dropped.
     store.apply(&[write]).await.expect("apply");
-    assert!(store.load(Table::Events).await.expect("load").is_empty());
-    assert_eq!(store.fenced(), 1);
+    lw.send(put("late-leader", "1"));
+    lw.flush().await.expect("flush");
+    assert_eq!(
+        store.load(Table::Events).await.expect("load"),
+        [("by-leader".to_owned(), "1".to_owned())]
+    );
+    assert_eq!(store.fenced() + leader_store.fenced(), 3);
 
     // A clean stop releases: a third takes over before the lapse.
     let c = sc.lead(cfg("c"), clock.clone());
