@@ -61,19 +61,38 @@ pub fn run(config_path: Option<&Path>, args: CollectorArgs) -> anyhow::Result<()
         // The controller runs beside the collector when the config gives
         // it work (failover targets such as a PostgreSQL cluster, or
         // autoscaling policies).
-        let _controller = if config.controller.failover.is_empty()
-            && config.controller.policies.is_empty()
-        {
+        let running = Arc::new(running);
+        let wants_controller =
+            !(config.controller.failover.is_empty() && config.controller.policies.is_empty());
+        let leads_now = running
+            .leading
+            .leadership
+            .as_ref()
+            .is_none_or(|l| l.standing().token().is_some());
+        let _controller = if !wants_controller {
             None
+        } else if leads_now {
+            Some(start_controller(&config.controller, &running, clock).await?)
         } else {
-            let (addr, c) = crate::up::start_controller(&config.controller, &running, clock).await?;
-            crate::up::say(&format!(
-                "keel controller: {}://{addr}/api/v1/failover ({} failover target(s), {} polic(ies))",
-                running.scheme(),
-                config.controller.failover.len(),
-                config.controller.policies.len()
-            ));
-            Some(c)
+            // Only the leader runs the controller (collector.ha): this one
+            // starts it if it comes to lead.
+            crate::up::say("keel collector: following; the controller starts if this collector leads");
+            let (running, controller) = (running.clone(), config.controller.clone());
+            tokio::spawn(async move {
+                running.leading.until_leading().await;
+                match start_controller(&controller, &running, clock).await {
+                    Ok(c) => {
+                        // Held for as long as the process runs.
+                        std::future::pending::<()>().await;
+                        drop(c);
+                    }
+                    Err(e) => {
+                        eprintln!("keel collector: the controller did not start: {e:#}");
+                        std::process::exit(1);
+                    }
+                }
+            });
+            None
         };
         crate::up::say(&format!(
             "keel collector: OTLP/HTTP {}://{}/v1/metrics",
@@ -94,9 +113,31 @@ pub fn run(config_path: Option<&Path>, args: CollectorArgs) -> anyhow::Result<()
             "keel collector: access {}",
             crate::up::access(&config.collector)
         ));
-        keel_sampleapp::process::shutdown_signal().await;
-        anyhow::Ok(())
+        tokio::select! {
+            () = keel_sampleapp::process::shutdown_signal() => anyhow::Ok(()),
+            // A leader that lost its lease stops rather than act without
+            // it; its supervisor starts it again, as a follower.
+            why = running.leading.deposed() => anyhow::bail!(
+                "keel collector: no longer leading ({why}); stopping so that nothing acts without the lease"
+            ),
+        }
     })
+}
+
+/// Start the controller beside `running` and say where it answers.
+async fn start_controller(
+    config: &keel_controller::ControllerConfig,
+    running: &keel_collector::server::Running,
+    clock: SharedClock,
+) -> anyhow::Result<Arc<keel_controller::Controller>> {
+    let (addr, c) = crate::up::start_controller(config, running, clock).await?;
+    crate::up::say(&format!(
+        "keel controller: {}://{addr}/api/v1/failover ({} failover target(s), {} polic(ies))",
+        running.scheme(),
+        config.failover.len(),
+        config.policies.len()
+    ));
+    Ok(c)
 }
 
 /// Flags of `keel query`.

@@ -87,6 +87,12 @@ pub fn run(config_path: Option<&Path>, args: UpArgs) -> anyhow::Result<()> {
                  collector.tls.client_ca_file, agent.collector_tls.cert_file and key_file)"
             );
         }
+        if collector_config.ha.enabled {
+            anyhow::bail!(
+                "collector.ha: keel up runs one collector beside the sample app; run a pair with \
+                 `keel collector` on each host"
+            );
+        }
         if collector_config.rules.files.is_empty() {
             collector_config.rules.files = vec![default_rules(&config.sampleapp.data_dir)?];
         }

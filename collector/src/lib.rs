@@ -19,6 +19,7 @@
 
 pub mod access;
 pub mod api;
+pub mod ha;
 pub mod ingest;
 pub mod limits;
 pub mod own_metrics;

@@ -104,6 +104,9 @@ pub struct CollectorConfig {
     /// Bind an address other machines reach without TLS or without
     /// `auth.login`: must be said in so many words.
     pub insecure: bool,
+    /// A highly available pair: collectors sharing one PostgreSQL state
+    /// store, one leading at a time by lease.
+    pub ha: crate::ha::HaConfig,
 }
 
 impl Default for CollectorConfig {
@@ -139,6 +142,7 @@ impl Default for CollectorConfig {
             auth: keel_auth::AuthConfig::default(),
             tls: keel_tls::server::ServerTlsConfig::default(),
             insecure: false,
+            ha: crate::ha::HaConfig::default(),
         }
     }
 }
@@ -191,6 +195,7 @@ impl keel_core::config::Validate for CollectorConfig {
             problems.push("collector.retention: must be at least block_duration".into());
         }
         self.otlp.validate("collector.otlp", problems);
+        self.ha.validate(&self.state, problems);
         if self.max_concurrent_batches == 0 {
             problems.push("collector.max_concurrent_batches: must be at least 1".into());
         }
@@ -341,6 +346,71 @@ fn housekeeping(store: Arc<Store>, logs: Arc<LogStore>, spans: Arc<SpanStore>, c
     });
 }
 
+/// Alert state and notifications as the state store holds them, put
+/// back into the rules and the notifier, which save every change through
+/// `writer` from now on.
+async fn restore_alerting(
+    st: &keel_state::StateStore,
+    writer: &keel_state::Writer,
+    rules: &keel_alerting::rules::RuleManager,
+    notifier: &keel_alerting::notify::Notifier,
+) -> Result<(), keel_state::StateError> {
+    let alerts = st.load(keel_state::Table::Alerts).await?;
+    let saved = keel_alerting::notify::persist::Saved::load(st).await?;
+    rules.keep_state(writer.clone(), alerts);
+    notifier.keep_state(writer.clone(), &saved);
+    Ok(())
+}
+
+/// With `collector.ha`, take part in the lease: returns once the store
+/// has answered the first try (an error if it cannot), leading or not.
+async fn lead(
+    config: &CollectorConfig,
+    st: &Arc<keel_state::StateStore>,
+    clock: &SharedClock,
+) -> Result<crate::ha::Leading, ServeError> {
+    use keel_state::lease::{LeaseConfig, Standing};
+    if !config.ha.enabled {
+        return Ok(crate::ha::Leading::alone());
+    }
+    let holder = config.ha.holder(config.api_port);
+    let l = st.lead(
+        LeaseConfig {
+            name: crate::ha::LEASE.into(),
+            holder: holder.clone(),
+            ttl: config.ha.lease,
+            every: config.ha.renew_interval,
+        },
+        clock.clone(),
+    );
+    let mut w = l.watch();
+    let first = tokio::time::timeout(
+        config.ha.lease,
+        w.wait_for(|s| !matches!(s, Standing::Starting)),
+    )
+    .await
+    .map_err(|_| ServeError::Lease("the state store did not answer the lease in time".into()))?
+    .map_err(|_| ServeError::Lease("the lease task stopped".into()))?
+    .clone();
+    match first {
+        Standing::Lost(why) => Err(ServeError::Lease(why)),
+        Standing::Leader(_) => {
+            tracing::info!(name = %holder, "collector.ha: this collector leads");
+            Ok(crate::ha::Leading {
+                leadership: Some(Arc::new(l)),
+                holder,
+            })
+        }
+        other => {
+            tracing::info!(name = %holder, standing = ?other, "collector.ha: this collector follows");
+            Ok(crate::ha::Leading {
+                leadership: Some(Arc::new(l)),
+                holder,
+            })
+        }
+    }
+}
+
 /// Errors starting the collector.
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
@@ -376,6 +446,9 @@ pub enum ServeError {
     /// The TLS certificate or key does not load.
     #[error("{0}")]
     Tls(#[from] keel_tls::server::ServerTlsError),
+    /// `collector.ha`: the lease could not be asked for.
+    #[error("collector.ha: {0}")]
+    Lease(String),
 }
 
 /// A running collector.
@@ -404,6 +477,9 @@ pub struct Running {
     pub incidents: Arc<keel_incident::Incidents>,
     /// The state store and its writer (none: `collector.state: none`).
     pub state: Option<(Arc<keel_state::StateStore>, keel_state::Writer)>,
+    /// Whether this collector leads (`collector.ha`), and how to wait
+    /// for it to start or stop leading.
+    pub leading: crate::ha::Leading,
     /// The API listener's routes people use (behind the people guard).
     pub people_routes: Vec<String>,
     /// The API listener's ingest routes (behind the sender check).
@@ -525,18 +601,27 @@ pub async fn start(config: &CollectorConfig, clock: SharedClock) -> Result<Runni
     .map_err(ServeError::Rules)?;
     let notifier = keel_alerting::notify::Notifier::start(config.notify.clone(), clock.clone())
         .map_err(|p| ServeError::Notify(p.join("; ")))?;
-    let state = match config.state_url() {
-        None => None,
+    let (state, leading) = match config.state_url() {
+        None => (None, crate::ha::Leading::alone()),
         Some(url) => {
             // The metric store, opened first, made the data directory.
             let st = Arc::new(keel_state::StateStore::open(&url).await?);
-            let writer = st.writer();
-            rules.keep_state(writer.clone(), st.load(keel_state::Table::Alerts).await?);
-            let saved = keel_alerting::notify::persist::Saved::load(&st).await?;
-            notifier.keep_state(writer.clone(), &saved);
-            Some((st, writer))
+            let leading = lead(config, &st, &clock).await?;
+            // What only the leader does is written under its token.
+            let writer = match &leading.leadership {
+                Some(l) => st.writer_fenced(l),
+                None => st.writer(),
+            };
+            (Some((st, writer)), leading)
         }
     };
+    // Alerting acts once this collector leads (at once when alone), from
+    // the state the last leader saved.
+    if leading.leadership.is_none()
+        && let Some((st, writer)) = &state
+    {
+        restore_alerting(st, writer, &rules, &notifier).await?;
+    }
     prune(
         state.as_ref().map(|(s, _)| s.clone()),
         notifier.clone(),
@@ -574,8 +659,34 @@ pub async fn start(config: &CollectorConfig, clock: SharedClock) -> Result<Runni
             clock: clock.clone(),
         },
     );
-    tokio::spawn(incidents.clone().run_p0(rules.clone()));
-    tokio::spawn(rules.clone().run());
+    if leading.leadership.is_none() {
+        tokio::spawn(incidents.clone().run_p0(rules.clone()));
+        tokio::spawn(rules.clone().run());
+    } else {
+        let (leading, incidents, rules, notifier, state) = (
+            leading.clone(),
+            incidents.clone(),
+            rules.clone(),
+            notifier.clone(),
+            state.clone(),
+        );
+        tokio::spawn(async move {
+            leading.until_leading().await;
+            tracing::info!(name = %leading.holder, "leading: restoring alert state, then evaluating rules and sending notifications");
+            if let Some((st, writer)) = &state {
+                let mut wait = std::time::Duration::from_millis(200);
+                // A store that answers the lease but not these reads:
+                // retried, never acting on half a state.
+                while let Err(e) = restore_alerting(st, writer, &rules, &notifier).await {
+                    tracing::error!(error = %e, retry_in = ?wait, "restoring alert state failed");
+                    tokio::time::sleep(wait).await;
+                    wait = (wait * 2).min(std::time::Duration::from_secs(10));
+                }
+            }
+            tokio::spawn(incidents.run_p0(rules.clone()));
+            tokio::spawn(rules.run());
+        });
+    }
     housekeeping(store.clone(), logs.clone(), spans.clone(), clock.clone());
     let stats = Arc::new(IngestStats::default());
     let limits = IngestLimits {
@@ -687,8 +798,13 @@ pub async fn start(config: &CollectorConfig, clock: SharedClock) -> Result<Runni
             clock.clone(),
         ))
         .merge(keel_auth::api::routes(access.clone()))
+        .merge(crate::ha::routes(leading.clone()))
         .map(|r| {
             r.route_layer(axum::middleware::from_fn_with_state(
+                leading.clone(),
+                crate::ha::followers_refuse_changes,
+            ))
+            .route_layer(axum::middleware::from_fn_with_state(
                 access.clone(),
                 keel_auth::access::guard,
             ))
@@ -731,6 +847,7 @@ pub async fn start(config: &CollectorConfig, clock: SharedClock) -> Result<Runni
         marks,
         incidents,
         state,
+        leading: leading.clone(),
         people_routes,
         ingest_routes,
         access,

@@ -1,0 +1,205 @@
+//! Two `keel collector` processes on one real PostgreSQL state store
+//! (`collector.ha`, `KEEL_TEST_POSTGRES=1`): one leads and pages, the
+//! other follows, names the leader and refuses silences; SIGKILL the
+//! leader and the follower takes over after its lease lapses and within
+//! one renewal of it (the database's clock), from the state the leader
+//! saved: the alert firing throughout is paged once across the switch.
+
+use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use crate::common::*;
+
+const LEASE_MS: i64 = 2000;
+const RENEW_MS: i64 = 200;
+
+/// A collector of the pair: its own data directory, the shared store.
+fn spawn_member(dir: &std::path::Path, state: &str, hook: &str) -> (std::process::Child, String) {
+    std::fs::create_dir_all(dir.join("rules")).expect("mkdir");
+    std::fs::write(
+        dir.join("rules/r.yml"),
+        "groups:\n- name: g\n  interval: 200ms\n  rules:\n  - alert: AlwaysOn\n    expr: vector(1)\n    severity: P0\n    annotations: {summary: 'always'}\n",
+    )
+    .expect("rules");
+    std::fs::write(
+        dir.join("keel.yaml"),
+        format!(
+            "collector:\n  state: \"{state}\"\n  rules: {{files: [\"{}\"]}}\n  notify: {{webhooks: [\"{hook}\"], retry_initial: 50ms, retry_max: 100ms}}\n  ha: {{enabled: true, lease: {LEASE_MS}ms, renew_interval: {RENEW_MS}ms}}\n",
+            dir.join("rules").display()
+        ),
+    )
+    .expect("config");
+    let mut command = Command::new(KEEL);
+    command
+        .arg("--config")
+        .arg(dir.join("keel.yaml"))
+        .args([
+            "collector",
+            "--otlp-port",
+            "0",
+            "--api-port",
+            "0",
+            "--grpc-port",
+            "0",
+        ])
+        .stdin(Stdio::null());
+    let (child, _otlp, api) = start_collector(command, dir);
+    (child, api)
+}
+
+async fn standing(api: &str) -> serde_json::Value {
+    let (_, v) = get_json(&format!("{api}/api/v1/status/leader")).await;
+    v["data"].clone()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_follower_takes_over_from_a_killed_leader_and_pages_nothing_twice() {
+    if !keel_state::testing::postgres_enabled() {
+        eprintln!("skipped: set KEEL_TEST_POSTGRES=1 to run against PostgreSQL");
+        return;
+    }
+    let _turn = heavy().await;
+    let db = keel_state::testing::fresh_postgres_database()
+        .await
+        .expect("database");
+    // The webhook: every firing page, by alert name.
+    let pages: Arc<Mutex<Vec<String>>> = Arc::default();
+    let p = pages.clone();
+    let app = axum::Router::new().route(
+        "/hook",
+        axum::routing::post(move |axum::Json(v): axum::Json<serde_json::Value>| {
+            let p = p.clone();
+            async move {
+                if v["status"] == "firing" {
+                    for a in v["alerts"].as_array().into_iter().flatten() {
+                        let name = a["labels"]["alertname"].as_str().unwrap_or_default();
+                        p.lock()
+                            .unwrap_or_else(|e| e.into_inner())
+                            .push(name.into());
+                    }
+                }
+                axum::http::StatusCode::OK
+            }
+        }),
+    );
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let hook = format!("http://{}/hook", l.local_addr().expect("addr"));
+    tokio::spawn(async move { axum::serve(l, app).await });
+
+    let (da, db_dir) = (
+        tempfile::tempdir().expect("tempdir"),
+        tempfile::tempdir().expect("tempdir"),
+    );
+    let (mut a, api_a) = spawn_member(da.path(), &db, &hook);
+    let _stop_a = StopOnDrop(a.id() as i32);
+    let first = eventually("the first collector leads", Duration::from_secs(20), || {
+        let api = api_a.clone();
+        async move { (standing(&api).await["standing"] == "leader").then_some(()) }
+    })
+    .await;
+    let () = first;
+    let (b, api_b) = spawn_member(db_dir.path(), &db, &hook);
+    let _stop_b = StopOnDrop(b.id() as i32);
+    let sa = standing(&api_a).await;
+    let sb = standing(&api_b).await;
+    assert_eq!(sb["standing"], "follower", "{sb}");
+    assert_eq!(
+        sb["leader"], sa["name"],
+        "the follower names the leader: {sa} {sb}"
+    );
+
+    // The leader pages once; the follower evaluates nothing and refuses
+    // a silence it could not keep.
+    eventually("the leader pages", Duration::from_secs(20), || {
+        let pages = pages.clone();
+        async move {
+            let n = pages.lock().unwrap_or_else(|e| e.into_inner()).len();
+            (n >= 1).then_some(())
+        }
+    })
+    .await;
+    let r = reqwest::Client::new()
+        .post(format!("{api_b}/api/v1/silences"))
+        .json(&serde_json::json!({
+            "matchers": [{"name": "alertname", "value": "AlwaysOn"}],
+            "startsAt": "2026-01-01T00:00:00Z", "endsAt": "2099-01-01T00:00:00Z",
+            "createdBy": "test", "comment": "no"
+        }))
+        .send()
+        .await
+        .expect("silence");
+    assert_eq!(r.status(), 503);
+    let why = r.text().await.unwrap_or_default();
+    assert!(why.contains("this collector follows"), "{why}");
+    let (_, notes_b) = get_json(&format!("{api_b}/api/v1/notifications")).await;
+    assert_eq!(
+        notes_b["data"].as_array().map(Vec::len),
+        Some(0),
+        "{notes_b}"
+    );
+
+    // SIGKILL the leader: no release, the lease lapses.
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(a.id() as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .expect("kill");
+    let _ = a.wait();
+    let store = keel_state::StateStore::open(&db).await.expect("store");
+    let last = store
+        .lease_holder("keel-leader")
+        .await
+        .expect("read")
+        .expect("held");
+    assert_eq!(last.holder, sa["name"].as_str().unwrap_or_default());
+    let took = eventually("the follower takes over", Duration::from_secs(20), || {
+        let api = api_b.clone();
+        async move {
+            let s = standing(&api).await;
+            (s["standing"] == "leader").then_some(s)
+        }
+    })
+    .await;
+    let since = took["since_ms"].as_i64().expect("since_ms");
+    assert!(
+        since >= last.grant.expires_ms,
+        "not before the lapse: {took} {last:?}"
+    );
+    assert!(
+        since - last.grant.expires_ms <= RENEW_MS + 500,
+        "within one renewal of the lapse: {} ms",
+        since - last.grant.expires_ms
+    );
+    assert!(took["token"].as_i64() > Some(last.grant.token));
+
+    // The new leader restored the page the old one sent, and after it
+    // has evaluated the firing alert, it has paged nothing again.
+    eventually(
+        "the new leader evaluates the alert",
+        Duration::from_secs(20),
+        || {
+            let api = api_b.clone();
+            async move {
+                let (_, r) = get_json(&format!("{api}/api/v1/rules")).await;
+                let rule = r["data"]["groups"][0]["rules"][0].clone();
+                let last = rule["lastEvaluation"].as_str()?;
+                let at = humantime::parse_rfc3339(last).ok()?;
+                let at_ms = keel_core::clock::unix_ms(at);
+                (rule["state"] == "firing" && at_ms > since + RENEW_MS).then_some(())
+            }
+        },
+    )
+    .await;
+    let (_, notes_b) = get_json(&format!("{api_b}/api/v1/notifications")).await;
+    let restored = notes_b["data"].as_array().cloned().unwrap_or_default();
+    assert_eq!(
+        restored.len(),
+        1,
+        "the old leader's page, restored: {notes_b}"
+    );
+    let seen = pages.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    assert_eq!(seen, ["AlwaysOn"], "paged once across the switch");
+}
