@@ -4,7 +4,7 @@
 
 use std::process::{Child, Command};
 
-use crate::common::KEEL;
+use crate::common::collector_command;
 use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
 use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
 use opentelemetry_proto::tonic::metrics::v1::{
@@ -170,18 +170,7 @@ fn paging_collector(
         ),
     )
     .expect("config");
-    let mut command = Command::new(KEEL);
-    command.args([
-        "collector",
-        "--config",
-        "keel.yaml",
-        "--otlp-port",
-        "0",
-        "--api-port",
-        "0",
-        "--grpc-port",
-        "0",
-    ]);
+    let mut command = collector_command(std::path::Path::new("keel.yaml"));
     match crash_at {
         Some(point) => command.env("KEEL_CRASH_AT", point),
         None => command.env_remove("KEEL_CRASH_AT"),

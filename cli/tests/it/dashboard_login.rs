@@ -70,19 +70,7 @@ async fn people_log_in_to_the_dashboard_and_a_viewer_cannot_change_anything() {
     .expect("write");
     std::fs::write(dir.path().join("rules.yml"), RULES).expect("write");
     std::fs::create_dir_all(&data).expect("mkdir");
-    let mut command = Command::new(KEEL);
-    command
-        .arg("--config")
-        .arg(dir.path().join("keel.yaml"))
-        .args([
-            "collector",
-            "--otlp-port",
-            "0",
-            "--api-port",
-            "0",
-            "--grpc-port",
-            "0",
-        ]);
+    let command = collector_command(&dir.path().join("keel.yaml"));
     let (child, _otlp, api) = start_collector(command, &data);
     let _stop = StopOnDrop(child.id() as i32);
 

@@ -5,7 +5,7 @@
 //! one renewal of it (the database's clock), from the state the leader
 //! saved: the alert firing throughout is paged once across the switch.
 
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -30,20 +30,8 @@ fn spawn_member(dir: &std::path::Path, state: &str, hook: &str) -> (std::process
         ),
     )
     .expect("config");
-    let mut command = Command::new(KEEL);
-    command
-        .arg("--config")
-        .arg(dir.join("keel.yaml"))
-        .args([
-            "collector",
-            "--otlp-port",
-            "0",
-            "--api-port",
-            "0",
-            "--grpc-port",
-            "0",
-        ])
-        .stdin(Stdio::null());
+    let mut command = collector_command(&dir.join("keel.yaml"));
+    command.stdin(Stdio::null());
     let (child, _otlp, api) = start_collector(command, dir);
     (child, api)
 }

@@ -178,6 +178,21 @@ pub fn spawn_collector_under(
     start_collector(command, dir)
 }
 
+/// `keel --config CONFIG collector` on free ports, for [`start_collector`].
+pub fn collector_command(config: &Path) -> Command {
+    let mut command = Command::new(KEEL);
+    command.arg("--config").arg(config).args([
+        "collector",
+        "--otlp-port",
+        "0",
+        "--api-port",
+        "0",
+        "--grpc-port",
+        "0",
+    ]);
+    command
+}
+
 /// Spawn `command` (a `keel collector` and its flags) on `dir` and read
 /// the OTLP/HTTP and API base URLs it prints.
 pub fn start_collector(mut command: Command, dir: &Path) -> (Child, String, String) {
