@@ -114,7 +114,11 @@ pub fn run(config_path: Option<&Path>, args: CollectorArgs) -> anyhow::Result<()
             crate::up::access(&config.collector)
         ));
         tokio::select! {
-            () = keel_sampleapp::process::shutdown_signal() => anyhow::Ok(()),
+            () = keel_sampleapp::process::shutdown_signal() => {
+                // A clean stop hands the lease over at once.
+                running.leading.release().await;
+                anyhow::Ok(())
+            }
             // A leader that lost its lease stops rather than act without
             // it; its supervisor starts it again, as a follower.
             why = running.leading.deposed() => anyhow::bail!(

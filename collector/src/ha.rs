@@ -30,7 +30,7 @@ pub struct HaConfig {
     /// store (a `postgres://` URL).
     pub enabled: bool,
     /// This collector's name in the lease ("": the host's name and the
-    /// API port); a suffix (process id and start) keeps each start apart.
+    /// API port); a random suffix keeps each start apart.
     pub name: String,
     /// How long a leader's grant lasts unless renewed: a follower takes
     /// over within `lease + renew_interval` of the leader's last renewal.
@@ -68,9 +68,13 @@ impl HaConfig {
         if self.renew_interval < Duration::from_millis(100) {
             problems.push("collector.ha.renew_interval: must be at least 100ms".into());
         }
-        if self.renew_interval * 2 > self.lease {
+        if self
+            .renew_interval
+            .checked_mul(3)
+            .is_none_or(|r| r > self.lease)
+        {
             problems.push(format!(
-                "collector.ha.lease: must be at least twice renew_interval ({:?}), so that one late renewal does not depose the leader",
+                "collector.ha.lease: must be at least three times renew_interval ({:?}), so that a leader can miss a renewal and still step down before the lease lapses",
                 self.renew_interval
             ));
         }
@@ -92,10 +96,11 @@ impl HaConfig {
         } else {
             self.name.clone()
         };
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.subsec_nanos());
-        format!("{base}#{}.{:04x}", std::process::id(), nanos & 0xffff)
+        // RandomState's keys are random per process: a random suffix
+        // without a random-number crate.
+        use std::hash::BuildHasher as _;
+        let suffix = std::collections::hash_map::RandomState::new().hash_one(std::process::id());
+        format!("{base}#{suffix:016x}")
     }
 }
 
@@ -126,26 +131,20 @@ impl Leading {
         let _ = w.wait_for(|s| matches!(s, Standing::Leader(_))).await;
     }
 
-    /// Wait until a leader stops leading: why (never when alone).
+    /// Wait until a leader stops leading: why (never when alone, nor
+    /// while it has not led).
     pub async fn deposed(&self) -> String {
-        let Some(l) = &self.leadership else {
-            return std::future::pending().await;
-        };
-        let mut w = l.watch();
-        if w.wait_for(|s| matches!(s, Standing::Leader(_)))
-            .await
-            .is_err()
-        {
-            return std::future::pending().await;
+        match &self.leadership {
+            Some(l) => l.deposed().await,
+            None => std::future::pending().await,
         }
-        match w.wait_for(|s| !matches!(s, Standing::Leader(_))).await {
-            Ok(s) => match &*s {
-                Standing::Follower(Some(who)) => format!("{who} took the lease"),
-                Standing::Follower(None) => "another collector took the lease".into(),
-                Standing::Lost(why) => why.clone(),
-                other => format!("{other:?}"),
-            },
-            Err(_) => std::future::pending().await,
+    }
+
+    /// A clean stop: give the lease up (when leading), so a follower
+    /// takes over at its next try rather than after the lease lapses.
+    pub async fn release(&self) {
+        if let Some(l) = &self.leadership {
+            l.release().await;
         }
     }
 
@@ -253,10 +252,12 @@ mod tests {
         on.validate("", &mut p);
         assert_eq!(p.len(), 2, "{p:?}");
         assert!(p[0].starts_with("collector.ha.enabled: the collectors must share a PostgreSQL"));
-        assert!(p[1].starts_with("collector.ha.lease: must be at least twice renew_interval"));
+        assert!(
+            p[1].starts_with("collector.ha.lease: must be at least three times renew_interval")
+        );
         p.clear();
         HaConfig {
-            lease: Duration::from_secs(6),
+            lease: Duration::from_secs(9),
             ..on
         }
         .validate("postgres://keel@db/keel", &mut p);
@@ -271,6 +272,7 @@ mod tests {
         };
         let name = c.holder(7070);
         assert!(name.starts_with("east#"), "{name}");
+        assert_ne!(name, c.holder(7070), "each start differs");
         assert!(HaConfig::default().holder(7070).contains(":7070#"));
     }
 }

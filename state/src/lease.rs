@@ -200,14 +200,15 @@ impl Standing {
 }
 
 /// A lease held, renewed and watched by a task of its own
-/// ([`StateStore::lead`]); dropping it stops the task (a clean stop
-/// releases the lease, so the next holder need not wait it out).
+/// ([`StateStore::lead`]); dropping it stops the task without releasing
+/// the lease (call [`Leadership::release`] on a clean stop).
 pub struct Leadership {
     rx: tokio::sync::watch::Receiver<Standing>,
     task: tokio::task::JoinHandle<()>,
-    name: String,
-    /// Set by [`Leadership::abort`]: the lease is left to lapse.
-    crashed: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    store: std::sync::Arc<StateStore>,
+    cfg: LeaseConfig,
+    /// Set once this collector has led.
+    led: std::sync::Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl Leadership {
@@ -218,7 +219,7 @@ impl Leadership {
 
     /// The lease's name.
     pub fn name(&self) -> &str {
-        &self.name
+        &self.cfg.name
     }
 
     /// A receiver that sees every change of standing.
@@ -232,17 +233,55 @@ impl Leadership {
     pub fn fence(&self, ops: Vec<crate::Op>) -> Option<crate::Op> {
         let token = self.rx.borrow().token()?;
         Some(crate::Op::Fenced {
-            lease: self.name.clone(),
+            lease: self.cfg.name.clone(),
             token,
             ops,
         })
     }
 
+    /// Wait until this collector, having led, leads no more (another
+    /// took the lease, it could not be renewed in time, or the task
+    /// stopped): why. Never while it has not led.
+    pub async fn deposed(&self) -> String {
+        use std::sync::atomic::Ordering::SeqCst;
+        let mut w = self.rx.clone();
+        loop {
+            let why = match &*w.borrow_and_update() {
+                Standing::Leader(_) | Standing::Starting => None,
+                Standing::Follower(Some(who)) => Some(format!("{who} took the lease")),
+                Standing::Follower(None) => Some("another collector took the lease".into()),
+                Standing::Lost(why) => Some(why.clone()),
+            };
+            if let Some(why) = why.filter(|_| self.led.load(SeqCst)) {
+                return why;
+            }
+            if w.changed().await.is_err() {
+                if self.led.load(SeqCst) {
+                    return "the lease task stopped".into();
+                }
+                return std::future::pending().await;
+            }
+        }
+    }
+
+    /// A clean stop: stop renewing and give the lease up, so the next
+    /// holder need not wait for it to lapse.
+    pub async fn release(&self) {
+        self.task.abort();
+        if let Some(token) = self.rx.borrow().token() {
+            let released = self
+                .store
+                .release_lease(&self.cfg.name, &self.cfg.holder, token)
+                .await;
+            if let Err(e) = released {
+                tracing::warn!(error = %e, "the lease was not released; it lapses by itself");
+            }
+        }
+    }
+
     /// Stop at once, as a crash would: the lease is not released, and
     /// the next holder waits for it to lapse.
     pub fn abort(&self) {
-        self.crashed
-            .store(true, std::sync::atomic::Ordering::SeqCst);
         self.task.abort();
     }
 }
@@ -260,112 +299,136 @@ pub struct LeaseConfig {
     pub name: String,
     /// This collector's name in it.
     pub holder: String,
-    /// How long a grant lasts unless renewed.
+    /// How long a grant lasts unless renewed (at least three `every`).
     pub ttl: Duration,
-    /// How often it is taken or renewed (well under `ttl`): a follower
-    /// takes a lapsed lease within `ttl + every` of the last renewal.
+    /// How often it is taken or renewed: a follower takes a lapsed
+    /// lease within `ttl + every` of the last renewal.
     pub every: Duration,
 }
 
 impl StateStore {
     /// Take and renew the lease `cfg` names, every `cfg.every` on
-    /// `clock`, for as long as the returned [`Leadership`] lives. A try
-    /// that fails or takes longer than `every` gives leadership up at
-    /// once (nothing is done without a valid lease) and says so; the
-    /// next success takes it back, with the same token if no one else
-    /// took it meanwhile.
+    /// `clock`, for as long as the returned [`Leadership`] lives. Each
+    /// try may take `ttl / 3`. A leader that cannot renew stays leader
+    /// only until its own deadline — when its last successful try
+    /// started, plus `ttl - every` — measured on this machine's monotonic
+    /// clock, so it stops acting before any other collector can take the
+    /// lease; it says so. A success before then keeps its token.
     pub fn lead(
         self: &std::sync::Arc<Self>,
         cfg: LeaseConfig,
         clock: keel_core::clock::SharedClock,
     ) -> Leadership {
         let (tx, rx) = tokio::sync::watch::channel(Standing::Starting);
-        let store = self.clone();
-        let crashed = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let name = cfg.name.clone();
-        let release = ReleaseOnDrop {
-            store: store.clone(),
-            cfg: cfg.clone(),
-            token: None,
-            crashed: crashed.clone(),
-        };
-        let task = tokio::spawn(async move {
-            // Moved whole, so it drops (and releases) when the task ends.
-            let mut release = release;
-            loop {
-                let tried = tokio::time::timeout(
-                    cfg.every,
-                    store.acquire_lease(&cfg.name, &cfg.holder, cfg.ttl),
-                )
-                .await;
-                let next = match tried {
-                    Ok(Ok(Some(g))) => Standing::Leader(g),
-                    Ok(Ok(None)) => {
-                        let who = store.lease_holder(&cfg.name).await.ok().flatten();
-                        Standing::Follower(who.map(|h| h.holder))
-                    }
-                    Ok(Err(e)) => Standing::Lost(e.to_string()),
-                    Err(_) => Standing::Lost(format!(
-                        "the state store did not answer within {:?}",
-                        cfg.every
-                    )),
-                };
-                release.token = next.token();
-                tx.send_if_modified(|now| {
-                    if *now == next {
-                        return false;
-                    }
-                    match (&*now, &next) {
-                        (Standing::Leader(_), Standing::Lost(why)) => tracing::error!(
-                            lease = %cfg.name, %why,
-                            "gave up leading: the lease cannot be renewed, so nothing is done until it is"
-                        ),
-                        (Standing::Leader(_), Standing::Follower(who)) => tracing::warn!(
-                            lease = %cfg.name, leader = ?who,
-                            "no longer leading: another collector holds the lease"
-                        ),
-                        (_, Standing::Leader(g)) if now.token() != Some(g.token) => {
-                            tracing::info!(lease = %cfg.name, token = g.token, "leading")
-                        }
-                        _ => {}
-                    }
-                    *now = next;
-                    true
-                });
-                clock.sleep(cfg.every).await;
-            }
-        });
+        let led = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let task = tokio::spawn(lead_loop(self.clone(), cfg.clone(), clock, tx, led.clone()));
         Leadership {
             rx,
             task,
-            name,
-            crashed,
+            store: self.clone(),
+            cfg,
+            led,
         }
     }
 }
 
-/// Releases the lease when the leading task ends (aborted by a clean
-/// stop, its Leadership dropped): best effort, on a task of its own.
-struct ReleaseOnDrop {
+/// The task of [`StateStore::lead`].
+async fn lead_loop(
     store: std::sync::Arc<StateStore>,
     cfg: LeaseConfig,
-    token: Option<i64>,
-    crashed: std::sync::Arc<std::sync::atomic::AtomicBool>,
-}
-
-impl Drop for ReleaseOnDrop {
-    fn drop(&mut self) {
-        let Some(token) = self.token else {
-            return;
-        };
-        if self.crashed.load(std::sync::atomic::Ordering::SeqCst) {
-            return;
+    clock: keel_core::clock::SharedClock,
+    tx: tokio::sync::watch::Sender<Standing>,
+    led: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) {
+    use tokio::time::Instant;
+    let try_for = cfg.ttl / 3;
+    let margin = cfg.ttl.saturating_sub(cfg.every);
+    // Until when this collector may act without another renewal.
+    let mut deadline: Option<Instant> = None;
+    let publish = |next: Standing| {
+        tx.send_if_modified(|now| {
+            if *now == next {
+                return false;
+            }
+            match (&*now, &next) {
+                (Standing::Leader(_), Standing::Lost(why)) => tracing::error!(
+                    lease = %cfg.name, %why,
+                    "gave up leading: the lease could not be renewed in time, so nothing is done until it is"
+                ),
+                (Standing::Leader(_), Standing::Follower(who)) => tracing::warn!(
+                    lease = %cfg.name, leader = ?who,
+                    "no longer leading: another collector holds the lease"
+                ),
+                (_, Standing::Leader(g)) if now.token() != Some(g.token) => {
+                    tracing::info!(lease = %cfg.name, token = g.token, "leading")
+                }
+                _ => {}
+            }
+            if matches!(next, Standing::Leader(_)) {
+                led.store(true, std::sync::atomic::Ordering::SeqCst);
+            }
+            *now = next;
+            true
+        })
+    };
+    loop {
+        let started = Instant::now();
+        // A leader's try may not outlast its deadline.
+        let limit = deadline.map_or(try_for, |d| {
+            try_for.min(d.saturating_duration_since(started))
+        });
+        let tried =
+            tokio::time::timeout(limit, store.acquire_lease(&cfg.name, &cfg.holder, cfg.ttl)).await;
+        match tried {
+            Ok(Ok(Some(g))) => {
+                deadline = Some(started + margin);
+                publish(Standing::Leader(g));
+            }
+            Ok(Ok(None)) => {
+                deadline = None;
+                // At once; the leader's name follows if it can be read.
+                publish(Standing::Follower(None));
+                let who = tokio::time::timeout(try_for, store.lease_holder(&cfg.name)).await;
+                if let Ok(Ok(Some(h))) = who {
+                    publish(Standing::Follower(Some(h.holder)));
+                }
+            }
+            Ok(Err(e)) => fail(&tx, &publish, &mut deadline, e.to_string()),
+            Err(_) => fail(
+                &tx,
+                &publish,
+                &mut deadline,
+                format!("the state store did not answer within {limit:?}"),
+            ),
         }
-        let (store, cfg) = (self.store.clone(), self.cfg.clone());
-        if let Ok(rt) = tokio::runtime::Handle::try_current() {
-            rt.spawn(async move {
-                let _ = store.release_lease(&cfg.name, &cfg.holder, token).await;
-            });
+        // Wake for the next try, or at the deadline if that is sooner.
+        let wait = deadline.map_or(cfg.every, |d| {
+            cfg.every.min(d.saturating_duration_since(Instant::now()))
+        });
+        clock.sleep(wait).await;
+        if deadline.is_some_and(|d| Instant::now() >= d) && tx.borrow().token().is_some() {
+            deadline = None;
+            publish(Standing::Lost(format!(
+                "the lease was not renewed within {margin:?}"
+            )));
         }
     }
+}
+
+/// A failed try: a leader stays leader until its deadline; anyone else
+/// is lost (it does not know who leads).
+fn fail(
+    tx: &tokio::sync::watch::Sender<Standing>,
+    publish: &impl Fn(Standing) -> bool,
+    deadline: &mut Option<tokio::time::Instant>,
+    why: String,
+) {
+    let leading = tx.borrow().token().is_some();
+    let in_time = deadline.is_some_and(|d| tokio::time::Instant::now() < d);
+    if leading && in_time {
+        tracing::warn!(%why, "the lease could not be renewed; trying again before it lapses");
+        return;
+    }
+    *deadline = None;
+    publish(Standing::Lost(why));
 }

@@ -60,6 +60,12 @@ pub enum StateError {
     /// The schema is not one this Keel can use.
     #[error("state store: {0}")]
     Schema(String),
+    /// Changes made under a lease this collector no longer holds were
+    /// dropped (how many groups).
+    #[error(
+        "state store: {0} change(s) made while leading were dropped: the lease has passed to another collector"
+    )]
+    Fenced(u64),
 }
 
 /// Which database.
@@ -369,13 +375,15 @@ impl StateStore {
         Ok(out)
     }
 
-    /// Apply `ops` in order, in one transaction.
-    pub async fn apply(&self, ops: &[Op]) -> Result<(), StateError> {
+    /// Apply `ops` in order, in one transaction: how many fenced groups
+    /// were dropped (their lease had passed to another holder).
+    pub async fn apply(&self, ops: &[Op]) -> Result<u64, StateError> {
         let err = |source| StateError::Query {
             what: "write",
             source,
         };
         let mut tx = self.pool.begin().await.map_err(err)?;
+        let mut dropped = 0;
         for op in ops {
             match op {
                 Op::Fenced { lease, token, ops } => {
@@ -387,8 +395,7 @@ impl StateStore {
                             apply_one(&mut tx, op).await.map_err(err)?;
                         }
                     } else {
-                        self.fenced
-                            .fetch_add(ops.len() as u64, std::sync::atomic::Ordering::Relaxed);
+                        dropped += 1;
                         tracing::error!(
                             lease = %lease,
                             token,
@@ -400,11 +407,15 @@ impl StateStore {
                 op => apply_one(&mut tx, op).await.map_err(err)?,
             }
         }
-        tx.commit().await.map_err(err)
+        tx.commit().await.map_err(err)?;
+        // Counted once committed, not at each retry.
+        self.fenced
+            .fetch_add(dropped, std::sync::atomic::Ordering::Relaxed);
+        Ok(dropped)
     }
 
-    /// Ops dropped so far because the lease they were made under had
-    /// passed to another holder.
+    /// Groups of changes dropped so far because the lease they were made
+    /// under had passed to another holder (or was not held).
     pub fn fenced(&self) -> u64 {
         self.fenced.load(std::sync::atomic::Ordering::Relaxed)
     }
@@ -439,20 +450,35 @@ impl StateStore {
     /// Start the writer task on the current runtime.
     pub fn writer(self: &Arc<Self>) -> Writer {
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
-        tokio::spawn(write_loop(self.clone(), rx, None));
-        Writer { tx }
+        tokio::spawn(write_loop(self.clone(), rx));
+        Writer { tx, fence: None }
     }
 
-    /// A writer for a leader's changes: each transaction carries the
-    /// token `leadership` holds when it is sent ([`Op::Fenced`]), and
-    /// lands only if the lease is still held with it; while not leading,
-    /// changes are dropped (and counted in [`Self::fenced`]).
+    /// A writer for a leader's changes: each change carries the token
+    /// `leadership` holds when it is sent ([`Op::Fenced`]), and lands only
+    /// if the lease is still held with it; a change sent while not
+    /// leading is dropped at once. Either way it is counted in
+    /// [`Self::fenced`], and the next [`Writer::flush`] says so.
     pub fn writer_fenced(self: &Arc<Self>, leadership: &lease::Leadership) -> Writer {
-        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
-        let fence = (leadership.name().to_owned(), leadership.watch());
-        tokio::spawn(write_loop(self.clone(), rx, Some(fence)));
-        Writer { tx }
+        let mut w = self.writer();
+        w.fence = Some(Arc::new(Fence {
+            lease: leadership.name().to_owned(),
+            standing: leadership.watch(),
+            store: self.clone(),
+            unsent: std::sync::atomic::AtomicU64::new(0),
+        }));
+        w
     }
+}
+
+/// How a leader's writer stamps its changes.
+#[derive(Debug)]
+struct Fence {
+    lease: String,
+    standing: tokio::sync::watch::Receiver<lease::Standing>,
+    store: Arc<StateStore>,
+    /// Groups dropped at send (not leading) since the last flush.
+    unsent: std::sync::atomic::AtomicU64,
 }
 
 /// One op (not `Fenced`) inside a write transaction.
@@ -502,13 +528,17 @@ enum Msg {
     Op(Op),
     /// Ops committed in one transaction together.
     Ops(Vec<Op>),
-    Flush(tokio::sync::oneshot::Sender<()>),
+    /// Answered with how many fenced groups were dropped in the
+    /// transactions since the previous flush.
+    Flush(tokio::sync::oneshot::Sender<u64>),
 }
 
 /// Queues changes for the store; cheap to clone, usable from sync code.
 #[derive(Debug, Clone)]
 pub struct Writer {
     tx: tokio::sync::mpsc::UnboundedSender<Msg>,
+    /// A leader's writer: its lease and standing.
+    fence: Option<Arc<Fence>>,
 }
 
 impl std::fmt::Debug for Msg {
@@ -524,7 +554,10 @@ impl std::fmt::Debug for Msg {
 impl Writer {
     /// Queue `op` (applied after every op queued before it).
     pub fn send(&self, op: Op) {
-        if self.tx.send(Msg::Op(op)).is_err() {
+        let Some(m) = self.stamp(vec![op]) else {
+            return;
+        };
+        if self.tx.send(m).is_err() {
             tracing::error!("state store writer stopped; a change was not saved");
         }
     }
@@ -535,31 +568,70 @@ impl Writer {
         if ops.is_empty() {
             return;
         }
-        if self.tx.send(Msg::Ops(ops)).is_err() {
+        let Some(m) = self.stamp(ops) else {
+            return;
+        };
+        if self.tx.send(m).is_err() {
             tracing::error!("state store writer stopped; changes were not saved");
         }
     }
 
-    /// Wait until every op queued before this call is committed.
+    /// `ops` as sent: as they are, or under the lease's token now (none
+    /// while not leading: dropped and counted).
+    fn stamp(&self, mut ops: Vec<Op>) -> Option<Msg> {
+        let Some(f) = &self.fence else {
+            return Some(if ops.len() == 1 {
+                Msg::Op(ops.remove(0))
+            } else {
+                Msg::Ops(ops)
+            });
+        };
+        let token = f.standing.borrow().token();
+        match token {
+            Some(token) => Some(Msg::Op(Op::Fenced {
+                lease: f.lease.clone(),
+                token,
+                ops,
+            })),
+            None => {
+                use std::sync::atomic::Ordering::Relaxed;
+                f.unsent.fetch_add(1, Relaxed);
+                f.store.fenced.fetch_add(1, Relaxed);
+                tracing::error!(
+                    dropped = ops.len(),
+                    "a change was not saved: this collector does not lead"
+                );
+                None
+            }
+        }
+    }
+
+    /// Wait until every op queued before this call is committed: an
+    /// error if the store stopped, or if changes of a leader's writer
+    /// were dropped since the last flush (its lease had passed on).
     pub async fn flush(&self) -> Result<(), StateError> {
         let (tx, rx) = tokio::sync::oneshot::channel();
         self.tx
             .send(Msg::Flush(tx))
             .map_err(|_| StateError::Stopped)?;
-        rx.await.map_err(|_| StateError::Stopped)
+        let dropped = rx.await.map_err(|_| StateError::Stopped)?;
+        let unsent = self.fence.as_ref().map_or(0, |f| {
+            f.unsent.swap(0, std::sync::atomic::Ordering::Relaxed)
+        });
+        match dropped + unsent {
+            0 => Ok(()),
+            n => Err(StateError::Fenced(n)),
+        }
     }
 }
 
 /// Most ops applied in one transaction.
 const BATCH: usize = 512;
 
-async fn write_loop(
-    store: Arc<StateStore>,
-    mut rx: tokio::sync::mpsc::UnboundedReceiver<Msg>,
-    fence: Option<(String, tokio::sync::watch::Receiver<lease::Standing>)>,
-) {
+async fn write_loop(store: Arc<StateStore>, mut rx: tokio::sync::mpsc::UnboundedReceiver<Msg>) {
     let mut ops = Vec::new();
     let mut flushes = Vec::new();
+    let mut dropped = 0;
     while let Some(first) = rx.recv().await {
         let mut next = Some(first);
         while let Some(m) = next.take() {
@@ -572,32 +644,14 @@ async fn write_loop(
                 next = rx.try_recv().ok();
             }
         }
+        coalesce(&mut ops);
         let mut wait = Duration::from_millis(100);
         while !ops.is_empty() {
-            // A leader's changes go under its token, read at each try.
-            let fenced = match &fence {
-                None => None,
-                Some((lease, standing)) => match standing.borrow().token() {
-                    Some(token) => Some(vec![Op::Fenced {
-                        lease: lease.clone(),
-                        token,
-                        ops: ops.clone(),
-                    }]),
-                    None => {
-                        store
-                            .fenced
-                            .fetch_add(ops.len() as u64, std::sync::atomic::Ordering::Relaxed);
-                        tracing::error!(
-                            dropped = ops.len(),
-                            "changes made while leading were not saved: this collector no longer leads"
-                        );
-                        ops.clear();
-                        break;
-                    }
-                },
-            };
-            match store.apply(fenced.as_deref().unwrap_or(&ops)).await {
-                Ok(()) => ops.clear(),
+            match store.apply(&ops).await {
+                Ok(n) => {
+                    dropped += n;
+                    ops.clear();
+                }
                 Err(e) => {
                     // Kept and retried: a full disk or a restarting
                     // database must not lose alert state.
@@ -608,9 +662,33 @@ async fn write_loop(
             }
         }
         for f in flushes.drain(..) {
-            let _ = f.send(());
+            let _ = f.send(std::mem::take(&mut dropped));
         }
     }
+}
+
+/// Adjacent groups under one lease and token become one group: one
+/// lease check a run, not one a change.
+fn coalesce(ops: &mut Vec<Op>) {
+    let mut out: Vec<Op> = Vec::with_capacity(ops.len());
+    for op in ops.drain(..) {
+        match (out.last_mut(), op) {
+            (
+                Some(Op::Fenced {
+                    lease: l1,
+                    token: t1,
+                    ops: group,
+                }),
+                Op::Fenced {
+                    lease,
+                    token,
+                    ops: more,
+                },
+            ) if *l1 == lease && *t1 == token => group.extend(more),
+            (_, op) => out.push(op),
+        }
+    }
+    *ops = out;
 }
 
 #[cfg(test)]

@@ -113,7 +113,7 @@ async fn one_holder_at_a_time(url: &str) {
         ],
         "a's late writes dropped, the rest landed"
     );
-    assert_eq!(store.fenced(), 2);
+    assert_eq!(store.fenced(), 1, "one group dropped");
     let h = store
         .lease_holder(LEASE)
         .await
@@ -188,12 +188,13 @@ async fn until(
 /// Two collectors (two pools, as two processes) lead one at a time: the
 /// follower names the leader and may not write under the lease; when the
 /// leader crashes the follower takes over after the lease lapses and
-/// within `ttl + every` of it; a clean stop hands over before the lapse.
+/// within `ttl + every` of it; a clean stop (release) hands over before
+/// the lapse.
 async fn two_collectors_one_leader(url: &str) {
     use keel_state::lease::{LeaseConfig, Standing};
     let open = || async { Arc::new(StateStore::open(url).await.expect("open")) };
     let (sa, sb, sc) = (open().await, open().await, open().await);
-    let every = Duration::from_millis(100);
+    let every = Duration::from_millis(250);
     let cfg = |holder: &str| LeaseConfig {
         name: "ha".into(),
         holder: holder.into(),
@@ -241,7 +242,10 @@ async fn two_collectors_one_leader(url: &str) {
     lw.send(put("by-leader", "1"));
     lw.flush().await.expect("flush");
     fw.send(put("by-follower", "1"));
-    fw.flush().await.expect("flush");
+    assert!(
+        matches!(fw.flush().await, Err(keel_state::StateError::Fenced(1))),
+        "the follower is told its change was dropped"
+    );
     assert_eq!(store.fenced(), 1, "the follower's change");
 
     // The leader crashes: its lease is left to lapse.
@@ -259,16 +263,20 @@ async fn two_collectors_one_leader(url: &str) {
         new.since_ms >= last.grant.expires_ms,
         "not before the lapse: {new:?} {last:?}"
     );
-    // Within one renewal of the lapse (and the query's own time).
+    // Within one renewal of the lapse (and, on a busy 2-core machine,
+    // a second for the query and the scheduler).
     let late = new.since_ms - last.grant.expires_ms;
     assert!(
-        late <= every.as_millis() as i64 + 400,
+        late <= every.as_millis() as i64 + 1000,
         "took over {late} ms after the lapse"
     );
     // The crashed leader's writes, landing late, are dropped.
     store.apply(&[write]).await.expect("apply");
     lw.send(put("late-leader", "1"));
-    lw.flush().await.expect("flush");
+    assert!(
+        matches!(lw.flush().await, Err(keel_state::StateError::Fenced(1))),
+        "the deposed leader is told"
+    );
     assert_eq!(
         store.load(Table::Events).await.expect("load"),
         [("by-leader".to_owned(), "1".to_owned())]
@@ -282,7 +290,7 @@ async fn two_collectors_one_leader(url: &str) {
     })
     .await;
     let held = store.lease_holder("ha").await.expect("read").expect("held");
-    drop(follower);
+    follower.release().await;
     until(&c, "c takes over", |s| matches!(s, Standing::Leader(_))).await;
     let Standing::Leader(third) = c.standing() else {
         unreachable!("waited for it")

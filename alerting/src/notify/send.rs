@@ -9,22 +9,32 @@ use super::{Delivery, INTENT_WAIT, Notifier, Receiver, SLOW_WAIT, email, lock, p
 
 impl Notifier {
     /// Wait (at most [`INTENT_WAIT`]) until every change saved so far is
-    /// durable in the state store; no store: at once.
-    pub(super) async fn durable(&self, what: &str) {
+    /// durable in the state store; no store: at once. False when the
+    /// store refused the changes because this collector no longer leads
+    /// (`collector.ha`): the page is the new leader's to send, not ours.
+    pub(super) async fn durable(&self, what: &str) -> bool {
         let writer = lock(&self.persist)
             .as_ref()
             .map(persist::NotifyPersist::writer);
-        let Some(w) = writer else { return };
+        let Some(w) = writer else { return true };
         use std::sync::atomic::Ordering::Relaxed;
         let slow = self.store_slow.load(Relaxed);
         let wait = if slow { SLOW_WAIT } else { INTENT_WAIT };
         let mut flush = tokio::spawn(async move { w.flush().await });
         match tokio::time::timeout(wait, &mut flush).await {
-            Ok(Ok(Ok(()))) => self.store_slow.store(false, Relaxed),
-            Ok(Ok(Err(e))) => {
-                tracing::error!(error = %e, what, "the state store did not take a notification's record")
+            Ok(Ok(Ok(()))) => {
+                self.store_slow.store(false, Relaxed);
             }
-            Ok(Err(e)) => tracing::error!(error = %e, what, "waiting for the state store failed"),
+            Ok(Ok(Err(e @ keel_state::StateError::Fenced(_)))) => {
+                tracing::error!(error = %e, what, "not sending: this collector no longer leads");
+                return false;
+            }
+            Ok(Ok(Err(e))) => {
+                tracing::error!(error = %e, what, "the state store did not take a notification's record");
+            }
+            Ok(Err(e)) => {
+                tracing::error!(error = %e, what, "waiting for the state store failed");
+            }
             Err(_) => {
                 if !slow {
                     tracing::warn!(
@@ -43,6 +53,7 @@ impl Notifier {
                 });
             }
         }
+        true
     }
 
     /// The task of one receiver: its deliveries, in order.
@@ -62,7 +73,9 @@ impl Notifier {
             // before anything is sent: a crash from here on sends it again
             // after the restart, as the same message, and never twice
             // otherwise.
-            self.durable("a page's intent").await;
+            if !self.durable("a page's intent").await {
+                continue;
+            }
             keel_core::crash::point("after_page_intent");
             let mut wait = self.config.retry_initial;
             loop {
@@ -114,7 +127,7 @@ impl Notifier {
                         tracing::error!(receiver = %receiver.name(), error = %f.message, "a receiver refused a page for good; not retried");
                     }
                     // The outcome is recorded at once.
-                    self.durable("a page's outcome").await;
+                    let _ = self.durable("a page's outcome").await;
                     keel_core::crash::point("after_page_recorded");
                     break;
                 }

@@ -11,8 +11,8 @@ use std::time::Duration;
 
 use crate::common::*;
 
-const LEASE_MS: i64 = 2000;
-const RENEW_MS: i64 = 200;
+const LEASE_MS: i64 = 3000;
+const RENEW_MS: i64 = 500;
 
 /// A collector of the pair: its own data directory, the shared store.
 fn spawn_member(dir: &std::path::Path, state: &str, hook: &str) -> (std::process::Child, String) {
@@ -156,8 +156,9 @@ async fn the_follower_takes_over_from_a_killed_leader_and_pages_nothing_twice() 
         since >= last.grant.expires_ms,
         "not before the lapse: {took} {last:?}"
     );
+    // One renewal, and a second for the query and a busy 2-core machine.
     assert!(
-        since - last.grant.expires_ms <= RENEW_MS + 500,
+        since - last.grant.expires_ms <= RENEW_MS + 1000,
         "within one renewal of the lapse: {} ms",
         since - last.grant.expires_ms
     );
@@ -176,7 +177,8 @@ async fn the_follower_takes_over_from_a_killed_leader_and_pages_nothing_twice() 
                 let last = rule["lastEvaluation"].as_str()?;
                 let at = humantime::parse_rfc3339(last).ok()?;
                 let at_ms = keel_core::clock::unix_ms(at);
-                (rule["state"] == "firing" && at_ms > since + RENEW_MS).then_some(())
+                // Several evaluations (every 200 ms) after it led.
+                (rule["state"] == "firing" && at_ms > since + 1500).then_some(())
             }
         },
     )
