@@ -21,6 +21,7 @@ mod bench_dashboard;
 mod bench_failover;
 mod bench_failover_pg;
 mod bench_fuzz;
+mod bench_ha;
 mod bench_logs;
 mod bench_metrics;
 mod bench_replay;
@@ -179,6 +180,9 @@ enum BenchCommand {
     /// What TLS and authentication cost: ingest throughput and query p99
     /// of a collector with both on against a plain one, same run.
     Security(bench_security::SecurityBenchArgs),
+    /// A pair of collectors on PostgreSQL (`collector.ha`): the leader
+    /// SIGKILLed again and again, how fast the follower takes over.
+    Ha(bench_ha::HaBenchArgs),
 }
 
 #[derive(Subcommand)]
@@ -254,6 +258,9 @@ fn main() -> ExitCode {
         Command::Bench {
             command: BenchCommand::Security(args),
         } => bench_security::run(args),
+        Command::Bench {
+            command: BenchCommand::Ha(args),
+        } => bench_ha::run(args),
         Command::Config => config::load(cli.config.as_deref()).and_then(|c| {
             // Secrets print as <redacted> (their type); passwords inside
             // URLs (a PostgreSQL DSN) as ***.

@@ -712,6 +712,45 @@ mod tests {
     }
 }
 
+/// Create the database `name` (letters, digits and `_`) afresh on the
+/// PostgreSQL server `admin_url` names (as a user that may): its URL.
+/// For benches that need a store of their own.
+pub async fn create_postgres_database(admin_url: &str, name: &str) -> Result<String, StateError> {
+    if name.is_empty()
+        || !name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+    {
+        return Err(StateError::Schema(format!(
+            "{name:?} is not a database name of lowercase letters, digits and _"
+        )));
+    }
+    sqlx::any::install_default_drivers();
+    let open_err = |source| StateError::Open {
+        url: redact(admin_url),
+        source,
+    };
+    let pool = AnyPoolOptions::new()
+        .max_connections(1)
+        .connect(admin_url)
+        .await
+        .map_err(open_err)?;
+    for statement in [
+        format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"),
+        format!("CREATE DATABASE {name}"),
+    ] {
+        sqlx::query(sqlx::AssertSqlSafe(statement))
+            .execute(&pool)
+            .await
+            .map_err(|source| StateError::Query {
+                what: "create the database",
+                source,
+            })?;
+    }
+    let base = admin_url.rsplit_once('/').map_or(admin_url, |(b, _)| b);
+    Ok(format!("{base}/{name}"))
+}
+
 /// Helpers for tests that run against a real PostgreSQL server.
 #[doc(hidden)]
 pub mod testing {
