@@ -193,3 +193,128 @@ async fn the_follower_takes_over_from_a_killed_leader_and_pages_nothing_twice() 
     let seen = pages.lock().unwrap_or_else(|e| e.into_inner()).clone();
     assert_eq!(seen, ["AlwaysOn"], "paged once across the switch");
 }
+
+/// A TCP proxy to the local PostgreSQL that can be cut: its address and
+/// the switch (every connection and the listener go when it is called).
+async fn cuttable_postgres() -> (u16, impl FnOnce()) {
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let port = l.local_addr().expect("addr").port();
+    let conns: Arc<Mutex<Vec<tokio::task::JoinHandle<()>>>> = Arc::default();
+    let c = conns.clone();
+    let accept = tokio::spawn(async move {
+        while let Ok((mut inbound, _)) = l.accept().await {
+            let task = tokio::spawn(async move {
+                if let Ok(mut outbound) = tokio::net::TcpStream::connect("127.0.0.1:5432").await {
+                    let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                }
+            });
+            c.lock().unwrap_or_else(|e| e.into_inner()).push(task);
+        }
+    });
+    let cut = move || {
+        accept.abort();
+        for t in conns.lock().unwrap_or_else(|e| e.into_inner()).drain(..) {
+            t.abort();
+        }
+    };
+    (port, cut)
+}
+
+/// A leader that loses PostgreSQL gives up before its lease lapses and
+/// says so (its process exits), and the follower takes over after it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_that_loses_postgres_stops_before_the_follower_leads() {
+    if !keel_state::testing::postgres_enabled() {
+        eprintln!("skipped: set KEEL_TEST_POSTGRES=1 to run against PostgreSQL");
+        return;
+    }
+    let _turn = heavy().await;
+    let db = keel_state::testing::fresh_postgres_database()
+        .await
+        .expect("database");
+    let (port, cut) = cuttable_postgres().await;
+    let via_proxy = db.replacen("127.0.0.1:5432", &format!("127.0.0.1:{port}"), 1);
+    assert_ne!(
+        via_proxy, db,
+        "the test database is on 127.0.0.1:5432: {db}"
+    );
+    let hook = "http://127.0.0.1:9/hook";
+    let (da, db_dir) = (
+        tempfile::tempdir().expect("tempdir"),
+        tempfile::tempdir().expect("tempdir"),
+    );
+    let (mut a, api_a) = spawn_member(da.path(), &via_proxy, hook);
+    let _stop_a = StopOnDrop(a.id() as i32);
+    eventually("the first collector leads", Duration::from_secs(20), || {
+        let api = api_a.clone();
+        async move { (standing(&api).await["standing"] == "leader").then_some(()) }
+    })
+    .await;
+    let (b, api_b) = spawn_member(db_dir.path(), &db, hook);
+    let _stop_b = StopOnDrop(b.id() as i32);
+    eventually("the second follows", Duration::from_secs(20), || {
+        let api = api_b.clone();
+        async move { (standing(&api).await["standing"] == "follower").then_some(()) }
+    })
+    .await;
+
+    cut();
+    // The leader exits on its own, saying why, before the follower leads.
+    let exited = tokio::task::spawn_blocking(move || a.wait())
+        .await
+        .expect("join")
+        .expect("wait");
+    assert!(!exited.success(), "{exited:?}");
+    let err = std::fs::read_to_string(da.path().join("collector.stderr")).unwrap_or_default();
+    assert!(
+        err.contains("no longer leading")
+            && err.contains("stopping so that nothing acts without the lease"),
+        "{err}"
+    );
+    // When it gave up, by its own log (the same machine's clock as
+    // PostgreSQL's): before the follower's grant began.
+    let gave_up_ms = err
+        .lines()
+        .find(|l| l.contains("gave up leading"))
+        .and_then(|l| {
+            let plain = strip_ansi(l);
+            let ts = plain.split_whitespace().next()?.to_owned();
+            humantime::parse_rfc3339(&ts).ok()
+        })
+        .map(keel_core::clock::unix_ms)
+        .unwrap_or_else(|| panic!("no 'gave up leading' line: {err}"));
+    let took = eventually("the follower takes over", Duration::from_secs(20), || {
+        let api = api_b.clone();
+        async move {
+            let s = standing(&api).await;
+            (s["standing"] == "leader").then_some(s)
+        }
+    })
+    .await;
+    let since = took["since_ms"].as_i64().expect("since_ms");
+    assert!(
+        gave_up_ms < since,
+        "the old leader gave up at {gave_up_ms}, the new one led from {since}"
+    );
+}
+
+/// `line` without its terminal colour codes.
+fn strip_ansi(line: &str) -> String {
+    let mut out = String::with_capacity(line.len());
+    let mut chars = line.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            // ESC [ … up to the final letter.
+            for d in chars.by_ref() {
+                if d.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
