@@ -39,6 +39,7 @@ mod people_cmd;
 mod rules_cmd;
 mod scenario;
 mod silence_cmd;
+mod status_cmd;
 mod up;
 
 use std::path::PathBuf;
@@ -106,6 +107,8 @@ enum Command {
     },
     /// The controller's events: each autoscaling decision, explained.
     Events(events_cmd::EventsArgs),
+    /// One collector at a glance: whether it leads (collector.ha), its store.
+    Status(status_cmd::StatusArgs),
     /// Database failover: `keel failover status`, `keel failover [--to MEMBER]` (now).
     Failover(failover_cmd::FailoverArgs),
     /// A planned switchover of the database's primary that loses nothing.
@@ -210,6 +213,7 @@ fn main() -> ExitCode {
         Command::Rules { command } => rules_cmd::run(command),
         Command::Silence { command } => silence_cmd::run(command),
         Command::Events(args) => events_cmd::run(args),
+        Command::Status(args) => status_cmd::run(args),
         Command::User { command } => people_cmd::user(cli.config.as_deref(), command),
         Command::Token { command } => people_cmd::token(cli.config.as_deref(), command),
         Command::Failover(args) => failover_cmd::failover(args),

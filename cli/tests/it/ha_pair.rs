@@ -98,6 +98,20 @@ async fn the_follower_takes_over_from_a_killed_leader_and_pages_nothing_twice() 
         sb["leader"], sa["name"],
         "the follower names the leader: {sa} {sb}"
     );
+    // keel status says the same, in words.
+    let out = std::process::Command::new(KEEL)
+        .args(["status", "--url", &api_b])
+        .output()
+        .expect("keel status");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains(&format!(
+            "leading    no: {} follows {}",
+            sb["name"].as_str().unwrap_or_default(),
+            sa["name"].as_str().unwrap_or_default()
+        )),
+        "{text}"
+    );
 
     // The leader pages once; the follower evaluates nothing and refuses
     // a silence it could not keep.
