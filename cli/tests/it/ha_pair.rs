@@ -36,6 +36,34 @@ fn spawn_member(dir: &std::path::Path, state: &str, hook: &str) -> (std::process
     (child, api)
 }
 
+/// A fresh database on the real PostgreSQL for the pair to share, or
+/// none (the test is skipped) without `KEEL_TEST_POSTGRES=1`.
+async fn shared_database() -> Option<String> {
+    if !keel_state::testing::postgres_enabled() {
+        eprintln!("skipped: set KEEL_TEST_POSTGRES=1 to run against PostgreSQL");
+        return None;
+    }
+    let db = keel_state::testing::fresh_postgres_database()
+        .await
+        .expect("database");
+    Some(db)
+}
+
+/// Wait until the collector at `api` leads: its standing and when its
+/// grant began (ms, PostgreSQL's clock).
+async fn takes_over(api: &str) -> (serde_json::Value, i64) {
+    let took = eventually("the follower takes over", Duration::from_secs(20), || {
+        let api = api.to_owned();
+        async move {
+            let s = standing(&api).await;
+            (s["standing"] == "leader").then_some(s)
+        }
+    })
+    .await;
+    let since = took["since_ms"].as_i64().expect("since_ms");
+    (took, since)
+}
+
 async fn standing(api: &str) -> serde_json::Value {
     let (_, v) = get_json(&format!("{api}/api/v1/status/leader")).await;
     v["data"].clone()
@@ -43,14 +71,10 @@ async fn standing(api: &str) -> serde_json::Value {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_follower_takes_over_from_a_killed_leader_and_pages_nothing_twice() {
-    if !keel_state::testing::postgres_enabled() {
-        eprintln!("skipped: set KEEL_TEST_POSTGRES=1 to run against PostgreSQL");
+    let Some(db) = shared_database().await else {
         return;
-    }
+    };
     let _turn = heavy().await;
-    let db = keel_state::testing::fresh_postgres_database()
-        .await
-        .expect("database");
     // The webhook: every firing page, by alert name.
     let pages: Arc<Mutex<Vec<String>>> = Arc::default();
     let p = pages.clone();
@@ -157,15 +181,7 @@ async fn the_follower_takes_over_from_a_killed_leader_and_pages_nothing_twice() 
         .expect("read")
         .expect("held");
     assert_eq!(last.holder, sa["name"].as_str().unwrap_or_default());
-    let took = eventually("the follower takes over", Duration::from_secs(20), || {
-        let api = api_b.clone();
-        async move {
-            let s = standing(&api).await;
-            (s["standing"] == "leader").then_some(s)
-        }
-    })
-    .await;
-    let since = took["since_ms"].as_i64().expect("since_ms");
+    let (took, since) = takes_over(&api_b).await;
     assert!(
         since >= last.grant.expires_ms,
         "not before the lapse: {took} {last:?}"
@@ -240,14 +256,10 @@ async fn cuttable_postgres() -> (u16, impl FnOnce()) {
 /// says so (its process exits), and the follower takes over after it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_leader_that_loses_postgres_stops_before_the_follower_leads() {
-    if !keel_state::testing::postgres_enabled() {
-        eprintln!("skipped: set KEEL_TEST_POSTGRES=1 to run against PostgreSQL");
+    let Some(db) = shared_database().await else {
         return;
-    }
+    };
     let _turn = heavy().await;
-    let db = keel_state::testing::fresh_postgres_database()
-        .await
-        .expect("database");
     let (port, cut) = cuttable_postgres().await;
     let via_proxy = db.replacen("127.0.0.1:5432", &format!("127.0.0.1:{port}"), 1);
     assert_ne!(
@@ -299,15 +311,7 @@ async fn a_leader_that_loses_postgres_stops_before_the_follower_leads() {
         })
         .map(keel_core::clock::unix_ms)
         .unwrap_or_else(|| panic!("no 'gave up leading' line: {err}"));
-    let took = eventually("the follower takes over", Duration::from_secs(20), || {
-        let api = api_b.clone();
-        async move {
-            let s = standing(&api).await;
-            (s["standing"] == "leader").then_some(s)
-        }
-    })
-    .await;
-    let since = took["since_ms"].as_i64().expect("since_ms");
+    let (_, since) = takes_over(&api_b).await;
     assert!(
         gave_up_ms < since,
         "the old leader gave up at {gave_up_ms}, the new one led from {since}"
