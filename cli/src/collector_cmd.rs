@@ -64,14 +64,9 @@ pub fn run(config_path: Option<&Path>, args: CollectorArgs) -> anyhow::Result<()
         let running = Arc::new(running);
         let wants_controller =
             !(config.controller.failover.is_empty() && config.controller.policies.is_empty());
-        let leads_now = running
-            .leading
-            .leadership
-            .as_ref()
-            .is_none_or(|l| l.standing().token().is_some());
         let _controller = if !wants_controller {
             None
-        } else if leads_now {
+        } else if running.leading.leads() {
             Some(start_controller(&config.controller, &running, clock).await?)
         } else {
             // Only the leader runs the controller (collector.ha): this one

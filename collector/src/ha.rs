@@ -171,8 +171,8 @@ impl Leading {
 }
 
 impl Leading {
-    /// Whether this collector may change alerting state now.
-    fn leads(&self) -> bool {
+    /// Whether this collector leads now (always, when alone).
+    pub fn leads(&self) -> bool {
         self.leadership
             .as_ref()
             .is_none_or(|l| l.standing().token().is_some())

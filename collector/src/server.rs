@@ -393,22 +393,16 @@ async fn lead(
     .map_err(|_| ServeError::Lease("the lease task stopped".into()))?
     .clone();
     match first {
-        Standing::Lost(why) => Err(ServeError::Lease(why)),
-        Standing::Leader(_) => {
-            tracing::info!(name = %holder, "collector.ha: this collector leads");
-            Ok(crate::ha::Leading {
-                leadership: Some(Arc::new(l)),
-                holder,
-            })
-        }
+        Standing::Lost(why) => return Err(ServeError::Lease(why)),
+        Standing::Leader(_) => tracing::info!(name = %holder, "collector.ha: this collector leads"),
         other => {
-            tracing::info!(name = %holder, standing = ?other, "collector.ha: this collector follows");
-            Ok(crate::ha::Leading {
-                leadership: Some(Arc::new(l)),
-                holder,
-            })
+            tracing::info!(name = %holder, standing = ?other, "collector.ha: this collector follows")
         }
     }
+    Ok(crate::ha::Leading {
+        leadership: Some(Arc::new(l)),
+        holder,
+    })
 }
 
 /// Errors starting the collector.

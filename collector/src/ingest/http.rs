@@ -177,13 +177,6 @@ impl From<(StatusCode, String)> for Failed {
     }
 }
 
-/// Take `items` against the sender's quota, if it has one.
-fn take(quota: Option<&Quota>, items: u64, now_ms: i64) -> Result<(), NotStored> {
-    quota
-        .map_or(Ok(()), |q| q.take(items, now_ms))
-        .map_err(NotStored::OverRate)
-}
-
 #[derive(Clone, Copy, PartialEq)]
 enum Encoding {
     Protobuf,
@@ -624,7 +617,7 @@ pub fn ingest_traces(
     }
     let (mut spans, problems) = keel_logindex::traces::from_otlp(req);
     let items = spans.len() as u64;
-    take(quota, items, now)?;
+    super::quota::take(quota, items, now).map_err(NotStored::OverRate)?;
     let not_stored = |e: String| {
         super::quota::refund(quota, items);
         NotStored::Retry(e)
@@ -669,7 +662,7 @@ pub fn ingest_logs(
     let now_ms = tel.clock.now_ms();
     let (records, mut problems) = keel_logindex::logs::record::from_otlp(req, now_ms * 1_000_000);
     let items = records.len() as u64;
-    take(quota, items, now_ms)?;
+    super::quota::take(quota, items, now_ms).map_err(NotStored::OverRate)?;
     // OTLP names no place for a good record: its service and time do.
     let places: Vec<String> = records
         .iter()

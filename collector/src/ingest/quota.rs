@@ -21,15 +21,21 @@ pub fn charge(
     now_ms: i64,
     stats: &IngestStats,
 ) -> Result<Option<(u64, String)>, OverRate> {
+    take(quota, samples(batch), now_ms)?;
     let Some(q) = quota else {
         return Ok(None);
     };
-    q.take(samples(batch), now_ms)?;
     let dropped = admit_series(q, batch, now_ms);
     if let Some((n, _)) = &dropped {
         stats.samples_over_limits.fetch_add(*n, Ordering::Relaxed);
     }
     Ok(dropped)
+}
+
+/// Take `items` (spans, log records) against the sender's quota, if it
+/// has one.
+pub fn take(quota: Option<&Quota>, items: u64, now_ms: i64) -> Result<(), OverRate> {
+    quota.map_or(Ok(()), |q| q.take(items, now_ms))
 }
 
 /// Give `items` back to the sender's quota: its batch was not stored
