@@ -13,6 +13,10 @@ use serde::{Deserialize, Serialize};
 pub struct AgentConfig {
     /// The collector's OTLP/HTTP base URL (`/v1/metrics` etc. appended).
     pub collector: String,
+    /// Or several collectors (a highly available pair): every batch goes
+    /// to each, each with its own disk buffer (non-empty: replaces
+    /// `collector`).
+    pub collectors: Vec<String>,
     /// TLS for an `https://` collector: a CA bundle trusted besides the
     /// system's.
     pub collector_tls: keel_tls::TlsConfig,
@@ -227,6 +231,7 @@ impl Default for AgentConfig {
     fn default() -> Self {
         Self {
             collector: "http://127.0.0.1:4318".into(),
+            collectors: Vec::new(),
             collector_tls: keel_tls::TlsConfig::default(),
             collector_token: keel_core::secret::Secret::default(),
             collector_token_file: PathBuf::new(),
@@ -371,11 +376,28 @@ use keel_core::names::is_label_name as valid_label_name;
 
 impl Validate for AgentConfig {
     fn validate(&self, problems: &mut Vec<String>) {
-        if !(self.collector.starts_with("http://") || self.collector.starts_with("https://")) {
+        let is_url = |u: &str| u.starts_with("http://") || u.starts_with("https://");
+        if !is_url(&self.collector) {
             problems.push(format!(
                 "agent.collector: {:?} is not an http:// or https:// URL",
                 self.collector
             ));
+        }
+        if !self.collectors.is_empty() && self.collector != AgentConfig::default().collector {
+            problems
+                .push("agent.collectors: set agent.collector or agent.collectors, not both".into());
+        }
+        let mut seen = std::collections::BTreeSet::new();
+        for (i, url) in self.collectors.iter().enumerate() {
+            if !is_url(url) {
+                problems.push(format!(
+                    "agent.collectors[{i}]: {url:?} is not an http:// or https:// URL"
+                ));
+            } else if !seen.insert(url.trim_end_matches('/')) {
+                problems.push(format!(
+                    "agent.collectors[{i}]: {url:?} is listed twice (each batch would go to it twice)"
+                ));
+            }
         }
         self.collector_tls.validate("agent.collector_tls", problems);
         self.tls.validate("agent.tls", problems);
@@ -510,6 +532,15 @@ impl Validate for AgentConfig {
 }
 
 impl AgentConfig {
+    /// The collectors to ship to: `collectors`, else `collector`.
+    pub fn collector_urls(&self) -> Vec<String> {
+        if self.collectors.is_empty() {
+            vec![self.collector.clone()]
+        } else {
+            self.collectors.clone()
+        }
+    }
+
     /// The sender token to present, if any: `collector_token` or the
     /// first line of `collector_token_file` (not both).
     pub fn collector_token(&self) -> Result<Option<String>, String> {

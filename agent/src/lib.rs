@@ -27,6 +27,7 @@ pub mod config;
 pub mod discovery;
 pub mod exposition;
 pub mod host;
+pub mod lanes;
 pub mod logline;
 pub mod logmetrics;
 pub mod logwire;

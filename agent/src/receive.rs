@@ -31,21 +31,21 @@ use opentelemetry_proto::tonic::resource::v1::Resource;
 use prost::Message;
 
 use crate::buffer::{Batch, Signal};
-use crate::ship::Shared;
+use crate::lanes::Lanes;
 
 /// Largest request body taken, compressed or not.
 const MAX_BODY: usize = 16 << 20;
 
 #[derive(Clone)]
 struct Receiver {
-    shared: Arc<Shared>,
+    lanes: Arc<Lanes>,
     hostname: String,
     clock: keel_core::clock::SharedClock,
 }
 
 /// The receiver's routes.
 pub fn routes(
-    shared: Arc<Shared>,
+    lanes: Arc<Lanes>,
     hostname: String,
     clock: keel_core::clock::SharedClock,
 ) -> axum::Router {
@@ -55,7 +55,7 @@ pub fn routes(
         .route("/v1/metrics", post(metrics))
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .with_state(Receiver {
-            shared,
+            lanes,
             hostname,
             clock,
         })
@@ -151,7 +151,7 @@ impl Receiver {
             cursor: None,
             body: crate::otlp::gzip_request(&req),
         };
-        if let Err(e) = self.shared.push(&batch) {
+        if let Err(e) = self.lanes.push(&batch) {
             return bad(
                 StatusCode::SERVICE_UNAVAILABLE,
                 format!("not buffered: {e}"),

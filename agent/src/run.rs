@@ -14,11 +14,12 @@ use keel_core::clock::SharedClock;
 use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
 use serde::Serialize;
 
-use crate::buffer::{Batch, BufferError, BufferStats, DiskBuffer, Signal};
+use crate::buffer::{Batch, BufferError, BufferStats, Signal};
 use crate::config::AgentConfig;
+use crate::lanes::Lanes;
 use crate::logmetrics::RuleState;
 use crate::scrape::{self, Health, Target};
-use crate::ship::{self, Shared};
+use crate::ship;
 
 /// Errors starting the agent.
 #[derive(Debug, thiserror::Error)]
@@ -47,8 +48,11 @@ pub enum AgentError {
 pub struct Status {
     /// This host's name.
     pub hostname: String,
-    /// Where batches go.
+    /// Where batches go (the collectors, comma-separated).
     pub collector: String,
+    /// Each collector's lane.
+    #[serde(default)]
+    pub lanes: Vec<LaneStatus>,
     /// Scrape targets and their last scrape.
     pub targets: Vec<TargetStatus>,
     /// Unsent batches on disk.
@@ -70,6 +74,21 @@ pub struct Status {
     pub last_send_error: Option<String>,
 }
 
+/// One collector's lane in [`Status`].
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
+pub struct LaneStatus {
+    /// The collector.
+    pub collector: String,
+    /// Batches not yet sent to it.
+    pub buffered_batches: u64,
+    /// Age of the oldest of them, seconds (0: none).
+    pub send_lag_seconds: f64,
+    /// Records it acknowledged.
+    pub sent_records: u64,
+    /// Why the last attempt to send to it failed, until one succeeds.
+    pub last_send_error: Option<String>,
+}
+
 /// One target in [`Status`].
 #[derive(Debug, Clone, Serialize, serde::Deserialize)]
 pub struct TargetStatus {
@@ -88,7 +107,7 @@ pub struct TargetStatus {
 }
 
 struct Inner {
-    shared: Arc<Shared>,
+    lanes: Arc<Lanes>,
     health: Mutex<BTreeMap<String, Health>>,
     /// Scrape loops of targets found by `file_sd`, by [`discovered_key`].
     /// Dropping a loop's sender stops it with staleness markers for its
@@ -96,7 +115,6 @@ struct Inner {
     discovered: Mutex<BTreeMap<String, (tokio::task::JoinHandle<()>, Stop)>>,
     clock: SharedClock,
     hostname: String,
-    collector: String,
 }
 
 /// A running agent; dropping it stops every task.
@@ -179,24 +197,18 @@ pub fn local_hostname() -> String {
 impl Agent {
     /// Open the buffer and start scraping, shipping and serving.
     pub async fn start(config: AgentConfig, clock: SharedClock) -> Result<Self, AgentError> {
-        let buffer = DiskBuffer::open(
-            &config.data_dir.join("buffer"),
-            config.buffer.max_bytes,
-            config.buffer.fsync,
-        )?;
+        let lanes = Arc::new(Lanes::open(&config)?);
         let hostname = if config.hostname.is_empty() {
             local_hostname()
         } else {
             config.hostname.clone()
         };
-        let shared = Arc::new(Shared::new(buffer, crate::stats::Stats::default()));
         let inner = Arc::new(Inner {
-            shared: shared.clone(),
+            lanes: lanes.clone(),
             health: Mutex::new(BTreeMap::new()),
             discovered: Mutex::new(BTreeMap::new()),
             clock: clock.clone(),
             hostname: hostname.clone(),
-            collector: config.collector.clone(),
         });
         let builder = || reqwest::Client::builder().pool_idle_timeout(Duration::from_secs(30));
         // Every batch carries the sender token, when the collector wants one.
@@ -209,14 +221,15 @@ impl Agent {
             .collector_tls
             .client(ship_builder, "agent.collector_tls")?;
         let mut tasks = Vec::new();
-        tasks.push(tokio::spawn(ship::run(
-            shared.clone(),
-            ship_client,
-            config.collector.clone(),
-            config.retry.clone(),
-            config.buffer.metrics_reorder_window,
-            clock.clone(),
-        )));
+        for lane in &lanes.lanes {
+            tasks.push(tokio::spawn(ship::run(
+                lane.clone(),
+                ship_client.clone(),
+                config.retry.clone(),
+                config.buffer.metrics_reorder_window,
+                clock.clone(),
+            )));
+        }
         for (i, job) in config.scrape.iter().enumerate() {
             let client = job
                 .tls_config
@@ -244,12 +257,7 @@ impl Agent {
             )));
         }
         for source in &config.logs {
-            let cursors = shared
-                .buffer
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .cursors()
-                .to_vec();
+            let cursors = lanes.cursors();
             let tailer = crate::tail::Tailer::new(source.clone(), &cursors);
             tasks.push(tokio::spawn(tail_loop(
                 inner.clone(),
@@ -270,10 +278,10 @@ impl Agent {
         let addr = serve(&config.listen, app, tls, &mut tasks).await?;
         let mut otlp_addr = None;
         if !config.otlp_receiver.is_empty() {
-            let app = crate::receive::routes(shared.clone(), hostname.clone(), clock.clone());
+            let app = crate::receive::routes(lanes.clone(), hostname.clone(), clock.clone());
             otlp_addr = Some(serve(&config.otlp_receiver, app, None, &mut tasks).await?);
         }
-        tracing::info!(%addr, otlp = ?otlp_addr, collector = %config.collector, host = %hostname, "keel agent started");
+        tracing::info!(%addr, otlp = ?otlp_addr, collectors = %config.collector_urls().join(", "), host = %hostname, "keel agent started");
         Ok(Self {
             addr,
             otlp_addr,
@@ -328,7 +336,7 @@ impl Inner {
                 resource_metrics: crate::otlp::resource_metrics(points),
             }),
         };
-        if let Err(e) = self.shared.push(&batch) {
+        if let Err(e) = self.lanes.push(&batch) {
             tracing::error!(error = %e, records, "disk buffer: cannot write metrics; they are lost");
         }
     }
@@ -347,8 +355,7 @@ impl Inner {
         for (text, record) in texts.iter().zip(records) {
             let job = crate::otlp::own_service(record).unwrap_or(default_service);
             if !rule.observe(text, record, job, &self.hostname) {
-                self.shared
-                    .stats
+                self.lanes
                     .log_metrics_unmatched
                     .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 if rule.unmatched <= 3 {
@@ -361,20 +368,26 @@ impl Inner {
         }
     }
 
-    /// The buffer's state, and the age of each signal's oldest unsent
-    /// batch in seconds (0: none), in [`Signal::index`] order.
-    fn buffer_stats(&self) -> (BufferStats, [f64; 3]) {
-        let b = self.shared.buffer.lock().unwrap_or_else(|e| e.into_inner());
+    /// Each lane's buffer, and the age of each signal's oldest batch
+    /// not yet sent (seconds, 0: none; in [`Signal::index`] order).
+    fn buffer_stats(&self) -> Vec<(BufferStats, [f64; 3])> {
         let now = self.clock.now_ms();
-        let lag = Signal::ALL.map(|s| {
-            b.oldest_created_ms(s)
-                .map_or(0.0, |t| (now - t).max(0) as f64 / 1000.0)
-        });
-        (b.stats(), lag)
+        self.lanes
+            .lanes
+            .iter()
+            .map(|lane| {
+                let b = lane.buffer.lock().unwrap_or_else(|e| e.into_inner());
+                let lag = Signal::ALL.map(|s| {
+                    b.oldest_created_ms(s)
+                        .map_or(0.0, |t| (now - t).max(0) as f64 / 1000.0)
+                });
+                (b.stats(), lag)
+            })
+            .collect()
     }
 
     fn status(&self) -> Status {
-        let (b, lag) = self.buffer_stats();
+        let buffers = self.buffer_stats();
         let now = self.clock.now_ms();
         let targets = self
             .health
@@ -391,41 +404,87 @@ impl Inner {
                 samples: h.samples,
             })
             .collect();
-        let sent = self
-            .shared
-            .stats
-            .sent
+        let lanes: Vec<LaneStatus> = self
+            .lanes
+            .lanes
             .iter()
-            .map(|c| c.load(std::sync::atomic::Ordering::Relaxed))
-            .sum();
+            .zip(&buffers)
+            .map(|(lane, (b, lag))| LaneStatus {
+                collector: lane.collector.clone(),
+                buffered_batches: b.batches,
+                send_lag_seconds: lag.iter().copied().fold(0.0, f64::max),
+                sent_records: lane
+                    .stats
+                    .sent
+                    .iter()
+                    .map(|c| c.load(std::sync::atomic::Ordering::Relaxed))
+                    .sum(),
+                last_send_error: lane
+                    .last_send_error
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .clone(),
+            })
+            .collect();
+        // The agent's figures are its slowest lane's: what is behind or
+        // lost anywhere, and what every collector has acknowledged.
+        let lag: [f64; 3] = Signal::ALL.map(|s| {
+            buffers
+                .iter()
+                .map(|(_, l)| l[s.index()])
+                .fold(0.0, f64::max)
+        });
         Status {
             hostname: self.hostname.clone(),
-            collector: self.collector.clone(),
+            collector: lanes
+                .iter()
+                .map(|l| l.collector.as_str())
+                .collect::<Vec<_>>()
+                .join(", "),
             targets,
-            buffered_batches: b.batches,
-            buffered_bytes: b.bytes,
-            dropped_records: b.dropped_records.iter().sum(),
+            buffered_batches: buffers.iter().map(|(b, _)| b.batches).max().unwrap_or(0),
+            buffered_bytes: buffers.iter().map(|(b, _)| b.bytes).max().unwrap_or(0),
+            dropped_records: buffers
+                .iter()
+                .map(|(b, _)| b.dropped_records.iter().sum::<u64>())
+                .max()
+                .unwrap_or(0),
             send_lag_seconds: lag.iter().copied().fold(0.0, f64::max),
             send_lag_seconds_by_signal: Signal::ALL
                 .iter()
                 .map(|s| (s.name().to_owned(), lag[s.index()]))
                 .collect(),
-            sent_records: sent,
-            last_send_error: self
-                .shared
-                .last_send_error
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .clone(),
+            sent_records: lanes.iter().map(|l| l.sent_records).min().unwrap_or(0),
+            last_send_error: lanes.iter().find_map(|l| l.last_send_error.clone()),
+            lanes,
         }
     }
 }
 
 async fn metrics(State(inner): State<Arc<Inner>>) -> impl IntoResponse {
-    let (b, lag) = inner.buffer_stats();
+    let buffers = inner.buffer_stats();
+    let views: Vec<crate::stats::LaneView> = inner
+        .lanes
+        .lanes
+        .iter()
+        .zip(buffers)
+        .map(
+            |(lane, (buffer, send_lag_seconds))| crate::stats::LaneView {
+                collector: &lane.collector,
+                stats: &lane.stats,
+                buffer,
+                send_lag_seconds,
+            },
+        )
+        .collect();
+    let own = |c: &std::sync::atomic::AtomicU64| c.load(std::sync::atomic::Ordering::Relaxed);
     (
         [("content-type", "text/plain; version=0.0.4")],
-        inner.shared.stats.render(&b, lag),
+        crate::stats::render(
+            &views,
+            own(&inner.lanes.invalid_scrape_lines),
+            own(&inner.lanes.log_metrics_unmatched),
+        ),
     )
 }
 
@@ -506,7 +565,7 @@ async fn tail_loop(
                 cursor: Some(b.cursor),
                 body: request.gzip_request(&inner.hostname, &b.path.display().to_string()),
             };
-            if let Err(e) = inner.shared.push(&batch) {
+            if let Err(e) = inner.lanes.push(&batch) {
                 // Not buffered, so the buffered position did not move:
                 // this run skips the lines, a restart reads them again.
                 tracing::error!(error = %e, file = %b.path.display(), "disk buffer: cannot write log lines");
@@ -661,8 +720,7 @@ async fn scrape_loop(
         was_up = Some(up);
         if o.invalid_lines > 0 {
             inner
-                .shared
-                .stats
+                .lanes
                 .invalid_scrape_lines
                 .fetch_add(o.invalid_lines as u64, std::sync::atomic::Ordering::Relaxed);
             tracing::warn!(

@@ -39,6 +39,8 @@ pub struct Shared {
     pub stats: Stats,
     /// Why the last attempt to send failed, until one succeeds.
     pub last_send_error: Mutex<Option<String>>,
+    /// The collector this lane ships to (its base URL).
+    pub collector: String,
 }
 
 impl Shared {
@@ -53,13 +55,14 @@ impl Shared {
         Ok(())
     }
 
-    /// A buffer with nothing pushed yet.
-    pub fn new(buffer: DiskBuffer, stats: Stats) -> Self {
+    /// The lane to `collector` over `buffer`, nothing pushed yet.
+    pub fn new(buffer: DiskBuffer, stats: Stats, collector: String) -> Self {
         Self {
             buffer: Mutex::new(buffer),
             pushed: [Notify::new(), Notify::new(), Notify::new()],
             stats,
             last_send_error: Mutex::new(None),
+            collector,
         }
     }
 }
@@ -126,15 +129,16 @@ pub fn backoff(cfg: &RetryConfig, failures: u32, rng: &mut impl Rng) -> Duration
     half + full.mul_f64(rng.random_range(0.0..=0.5))
 }
 
-/// Ship the buffer forever (until the task is dropped): a lane a signal.
+/// Ship the buffer to its collector forever (until the task is
+/// dropped): a lane a signal.
 pub async fn run(
     shared: Arc<Shared>,
     client: reqwest::Client,
-    base: String,
     retry: RetryConfig,
     metrics_reorder_window: Duration,
     clock: SharedClock,
 ) {
+    let base = shared.collector.clone();
     let lane = |signal| {
         lane(
             signal,
@@ -273,12 +277,15 @@ mod tests {
                 })
                 .expect("push");
         }
-        let shared = Arc::new(Shared::new(buffer, Stats::default()));
+        let shared = Arc::new(Shared::new(
+            buffer,
+            Stats::default(),
+            format!("http://{addr}"),
+        ));
         let clock: SharedClock = Arc::new(keel_core::clock::SystemClock);
         let task = tokio::spawn(run(
             shared.clone(),
             reqwest::Client::new(),
-            format!("http://{addr}"),
             RetryConfig::default(),
             Duration::from_secs(300),
             clock,

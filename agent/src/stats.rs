@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::buffer::{BufferStats, Signal};
 
-/// Counters per signal, shared by the parts of the agent.
+/// Counters per signal of one collector's lane.
 #[derive(Debug, Default)]
 pub struct Stats {
     /// Records the collector acknowledged.
@@ -16,10 +16,6 @@ pub struct Stats {
     pub rejected: [AtomicU64; 3],
     /// Records written to the disk buffer.
     pub buffered: [AtomicU64; 3],
-    /// Scrape lines that could not be parsed.
-    pub invalid_scrape_lines: AtomicU64,
-    /// Log records a log-to-metrics rule could not read.
-    pub log_metrics_unmatched: AtomicU64,
 }
 
 impl Stats {
@@ -27,92 +23,121 @@ impl Stats {
     pub fn add(counter: &[AtomicU64; 3], s: Signal, n: u64) {
         counter[s.index()].fetch_add(n, Ordering::Relaxed);
     }
-
-    /// Prometheus text of the counters and the buffer's state.
-    /// `send_lag_seconds` is each signal's, in [`Signal::index`] order.
-    pub fn render(&self, buffer: &BufferStats, send_lag_seconds: [f64; 3]) -> String {
-        let mut out = String::new();
-        let per_signal: [(&str, &str, &[AtomicU64; 3]); 4] = [
-            (
-                "keel_agent_sent_records_total",
-                "Records the collector acknowledged.",
-                &self.sent,
-            ),
-            (
-                "keel_agent_send_failures_total",
-                "Failed attempts to send a batch (retried).",
-                &self.failed,
-            ),
-            (
-                "keel_agent_rejected_records_total",
-                "Records the collector rejected as invalid.",
-                &self.rejected,
-            ),
-            (
-                "keel_agent_buffered_records_total",
-                "Records written to the disk buffer.",
-                &self.buffered,
-            ),
-        ];
-        for (name, help, c) in per_signal {
-            let values = Signal::ALL.map(|s| c[s.index()].load(Ordering::Relaxed));
-            per_signal_family(&mut out, name, help, "counter", values);
-        }
-        per_signal_family(
-            &mut out,
-            "keel_agent_dropped_records_total",
-            "Records dropped because the disk buffer was full.",
-            "counter",
-            buffer.dropped_records,
-        );
-        let _ = writeln!(
-            out,
-            "# HELP keel_agent_buffer_bytes Bytes of unsent batches on disk.\n# TYPE keel_agent_buffer_bytes gauge\nkeel_agent_buffer_bytes {}",
-            buffer.bytes
-        );
-        let _ = writeln!(
-            out,
-            "# HELP keel_agent_buffer_batches Unsent batches on disk.\n# TYPE keel_agent_buffer_batches gauge\nkeel_agent_buffer_batches {}",
-            buffer.batches
-        );
-        per_signal_family(
-            &mut out,
-            "keel_agent_send_lag_seconds",
-            "Age of the signal's oldest unsent batch (0: none).",
-            "gauge",
-            send_lag_seconds,
-        );
-        let _ = writeln!(
-            out,
-            "# HELP keel_agent_invalid_scrape_lines_total Scrape lines that could not be parsed.\n# TYPE keel_agent_invalid_scrape_lines_total counter\nkeel_agent_invalid_scrape_lines_total {}",
-            self.invalid_scrape_lines.load(Ordering::Relaxed)
-        );
-        let _ = writeln!(
-            out,
-            "# HELP keel_agent_log_metrics_unmatched_total Log records a log-to-metrics rule could not read.\n# TYPE keel_agent_log_metrics_unmatched_total counter\nkeel_agent_log_metrics_unmatched_total {}",
-            self.log_metrics_unmatched.load(Ordering::Relaxed)
-        );
-        out
-    }
 }
 
-/// A metric family with one sample a signal (`values` in [`Signal::index`] order).
-fn per_signal_family<T: std::fmt::Display>(
-    out: &mut String,
-    name: &str,
-    help: &str,
-    kind: &str,
-    values: [T; 3],
-) {
-    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
-    for s in Signal::ALL {
-        let _ = writeln!(
-            out,
-            "{name}{{signal=\"{}\"}} {}",
-            s.name(),
-            values[s.index()]
-        );
+/// One lane as the agent's `/metrics` shows it.
+pub struct LaneView<'a> {
+    /// The collector's URL (the `collector` label).
+    pub collector: &'a str,
+    /// The lane's counters.
+    pub stats: &'a Stats,
+    /// Its buffer's state.
+    pub buffer: BufferStats,
+    /// Each signal's send lag, in [`Signal::index`] order.
+    pub send_lag_seconds: [f64; 3],
+}
+
+/// Prometheus text of every lane's counters and buffer (labelled by
+/// `collector` and `signal`) and of the agent's own counters.
+pub fn render(lanes: &[LaneView], invalid_scrape_lines: u64, log_metrics_unmatched: u64) -> String {
+    let mut out = String::new();
+    type Pick = fn(&LaneView, Signal) -> String;
+    let families: [(&str, &str, &str, Pick); 6] = [
+        (
+            "keel_agent_sent_records_total",
+            "Records the collector acknowledged.",
+            "counter",
+            |l, s| count(&l.stats.sent, s),
+        ),
+        (
+            "keel_agent_send_failures_total",
+            "Failed attempts to send a batch (retried).",
+            "counter",
+            |l, s| count(&l.stats.failed, s),
+        ),
+        (
+            "keel_agent_rejected_records_total",
+            "Records the collector rejected as invalid.",
+            "counter",
+            |l, s| count(&l.stats.rejected, s),
+        ),
+        (
+            "keel_agent_buffered_records_total",
+            "Records written to the collector's disk buffer.",
+            "counter",
+            |l, s| count(&l.stats.buffered, s),
+        ),
+        (
+            "keel_agent_dropped_records_total",
+            "Records dropped because the collector's disk buffer was full.",
+            "counter",
+            |l, s| l.buffer.dropped_records[s.index()].to_string(),
+        ),
+        (
+            "keel_agent_send_lag_seconds",
+            "Age of the signal's oldest batch not yet sent to the collector (0: none).",
+            "gauge",
+            |l, s| l.send_lag_seconds[s.index()].to_string(),
+        ),
+    ];
+    for (name, help, kind, pick) in families {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+        for lane in lanes {
+            for s in Signal::ALL {
+                let _ = writeln!(
+                    out,
+                    "{name}{{collector=\"{}\",signal=\"{}\"}} {}",
+                    escape(lane.collector),
+                    s.name(),
+                    pick(lane, s)
+                );
+            }
+        }
     }
+    type Gauge = fn(&BufferStats) -> u64;
+    let gauges: [(&str, &str, Gauge); 2] = [
+        (
+            "keel_agent_buffer_bytes",
+            "Bytes of unsent batches on disk.",
+            |b| b.bytes,
+        ),
+        (
+            "keel_agent_buffer_batches",
+            "Unsent batches on disk.",
+            |b| b.batches,
+        ),
+    ];
+    for (name, help, pick) in gauges {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge");
+        for lane in lanes {
+            let _ = writeln!(
+                out,
+                "{name}{{collector=\"{}\"}} {}",
+                escape(lane.collector),
+                pick(&lane.buffer)
+            );
+        }
+    }
+    let _ = writeln!(
+        out,
+        "# HELP keel_agent_invalid_scrape_lines_total Scrape lines that could not be parsed.\n# TYPE keel_agent_invalid_scrape_lines_total counter\nkeel_agent_invalid_scrape_lines_total {invalid_scrape_lines}"
+    );
+    let _ = writeln!(
+        out,
+        "# HELP keel_agent_log_metrics_unmatched_total Log records a log-to-metrics rule could not read.\n# TYPE keel_agent_log_metrics_unmatched_total counter\nkeel_agent_log_metrics_unmatched_total {log_metrics_unmatched}"
+    );
+    out
+}
+
+fn count(c: &[AtomicU64; 3], s: Signal) -> String {
+    c[s.index()].load(Ordering::Relaxed).to_string()
+}
+
+/// A label value as the text format writes it.
+fn escape(v: &str) -> String {
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
 }
 
 #[cfg(test)]
@@ -120,14 +145,36 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_send_lag_is_per_signal_and_the_text_parses() {
-        let stats = Stats::default();
-        Stats::add(&stats.sent, Signal::Logs, 7);
-        let text = stats.render(&BufferStats::default(), [0.0, 2.5, 0.0]);
+    fn every_lane_is_labelled_by_collector_and_the_text_parses() {
+        let a = Stats::default();
+        Stats::add(&a.sent, Signal::Logs, 7);
+        let b = Stats::default();
+        let view = |collector, stats, lag| LaneView {
+            collector,
+            stats,
+            buffer: BufferStats::default(),
+            send_lag_seconds: lag,
+        };
+        let text = render(
+            &[
+                view("http://a:4318", &a, [0.0, 2.5, 0.0]),
+                view("http://b:4318", &b, [1.0, 0.0, 0.0]),
+            ],
+            3,
+            0,
+        );
         let lines: Vec<&str> = text.lines().collect();
-        assert!(lines.contains(&r#"keel_agent_send_lag_seconds{signal="logs"} 2.5"#));
-        assert!(lines.contains(&r#"keel_agent_send_lag_seconds{signal="metrics"} 0"#));
-        assert!(lines.contains(&r#"keel_agent_sent_records_total{signal="logs"} 7"#));
+        for want in [
+            r#"keel_agent_send_lag_seconds{collector="http://a:4318",signal="logs"} 2.5"#,
+            r#"keel_agent_send_lag_seconds{collector="http://a:4318",signal="metrics"} 0"#,
+            r#"keel_agent_send_lag_seconds{collector="http://b:4318",signal="metrics"} 1"#,
+            r#"keel_agent_sent_records_total{collector="http://a:4318",signal="logs"} 7"#,
+            r#"keel_agent_sent_records_total{collector="http://b:4318",signal="logs"} 0"#,
+            r#"keel_agent_buffer_batches{collector="http://b:4318"} 0"#,
+            "keel_agent_invalid_scrape_lines_total 3",
+        ] {
+            assert!(lines.contains(&want), "{want} missing from\n{text}");
+        }
         let parsed = prometheus_parse::Scrape::parse(lines.iter().map(|l| Ok(l.to_string())))
             .expect("the agent's own text parses");
         let lag: Vec<_> = parsed
@@ -135,6 +182,7 @@ mod tests {
             .iter()
             .filter(|s| s.metric == "keel_agent_send_lag_seconds")
             .collect();
-        assert_eq!(lag.len(), 3, "one a signal");
+        assert_eq!(lag.len(), 6, "one a signal a collector");
+        assert_eq!(escape("a\"b\\c"), "a\\\"b\\\\c");
     }
 }

@@ -51,9 +51,10 @@ pub struct UninstallArgs {
 /// Flags of `keel agent run` (they override the config file and environment).
 #[derive(clap::Args)]
 pub struct RunArgs {
-    /// The collector's OTLP/HTTP base URL.
+    /// The collector's OTLP/HTTP base URL; repeat it to ship every
+    /// batch to each of a highly available pair.
     #[arg(long)]
-    collector: Option<String>,
+    collector: Vec<String>,
     /// Where the disk buffer lives.
     #[arg(long)]
     data_dir: Option<PathBuf>,
@@ -195,8 +196,16 @@ fn uninstall(args: UninstallArgs) -> anyhow::Result<()> {
 fn run_agent(config_path: Option<&Path>, args: RunArgs) -> anyhow::Result<()> {
     let mut config = crate::config::load(config_path)?;
     let a = &mut config.agent;
-    if let Some(c) = args.collector {
-        a.collector = c;
+    match args.collector.as_slice() {
+        [] => {}
+        [one] => {
+            a.collector = one.clone();
+            a.collectors.clear();
+        }
+        many => {
+            a.collector = keel_agent::config::AgentConfig::default().collector;
+            a.collectors = many.to_vec();
+        }
     }
     if let Some(d) = args.data_dir {
         a.data_dir = d;
@@ -215,7 +224,9 @@ fn run_agent(config_path: Option<&Path>, args: RunArgs) -> anyhow::Result<()> {
         let agent = keel_agent::run::Agent::start(config.agent.clone(), clock).await?;
         crate::up::say(&format!(
             "keel agent: status http://{}/status, metrics http://{}/metrics, shipping to {}",
-            agent.addr, agent.addr, config.agent.collector
+            agent.addr,
+            agent.addr,
+            config.agent.collector_urls().join(" and ")
         ));
         keel_sampleapp::process::shutdown_signal().await;
         agent.stop().await;
@@ -261,7 +272,20 @@ fn status(args: StatusArgs) -> anyhow::Result<()> {
         s.sent_records,
         s.dropped_records
     );
-    if let Some(e) = &s.last_send_error {
+    if s.lanes.len() > 1 {
+        for l in &s.lanes {
+            println!(
+                "  → {}: {} batches behind, lag {:.1} s, sent {} records{}",
+                l.collector,
+                l.buffered_batches,
+                l.send_lag_seconds,
+                l.sent_records,
+                l.last_send_error
+                    .as_deref()
+                    .map_or(String::new(), |e| format!("; last send failed: {e}"))
+            );
+        }
+    } else if let Some(e) = &s.last_send_error {
         println!("last send failed: {e}");
     }
     println!(

@@ -73,7 +73,7 @@ async fn sent_logs(client: &reqwest::Client, agent: &str) -> u64 {
     };
     let text = r.text().await.unwrap_or_default();
     text.lines()
-        .find(|l| l.starts_with("keel_agent_sent_records_total{signal=\"logs\"}"))
+        .find(|l| l.starts_with("keel_agent_sent_records_total{") && l.contains("signal=\"logs\"}"))
         .and_then(|l| l.split_whitespace().last())
         .and_then(|v| v.parse().ok())
         .unwrap_or(0)

@@ -116,11 +116,33 @@ pub fn run(config_path: Option<&Path>, args: CollectorArgs) -> anyhow::Result<()
             }
             // A leader that lost its lease stops rather than act without
             // it; its supervisor starts it again, as a follower.
-            why = running.leading.deposed() => anyhow::bail!(
-                "keel collector: no longer leading ({why}); stopping so that nothing acts without the lease"
-            ),
+            why = running.leading.deposed() => {
+                refused_late_changes(&running).await;
+                anyhow::bail!(
+                    "keel collector: no longer leading ({why}); stopping so that nothing acts without the lease"
+                )
+            }
         }
     })
+}
+
+/// After losing the lease: push what the leader's writer still holds to
+/// the store, which refuses every change stamped with the lost token,
+/// and say how many were refused (bounded: a store that stopped
+/// answering is why the lease was lost).
+async fn refused_late_changes(running: &keel_collector::server::Running) {
+    let Some((_, writer)) = &running.state else {
+        return;
+    };
+    match tokio::time::timeout(Duration::from_secs(5), writer.flush()).await {
+        Ok(Err(keel_state::StateError::Fenced(n))) => eprintln!(
+            "keel collector: the state store refused {n} change(s) made under the lost lease"
+        ),
+        Ok(_) => {}
+        Err(_) => eprintln!(
+            "keel collector: the state store did not answer; changes not yet saved are not (the lease is lost)"
+        ),
+    }
 }
 
 /// Start the controller beside `running` and say where it answers.

@@ -199,6 +199,33 @@ impl Standing {
     }
 }
 
+/// Whether this collector may act now, and under which token: it leads
+/// and its own deadline (the monotonic clock, see [`StateStore::lead`])
+/// has not passed. Read at the moment of acting, so a process that was
+/// stalled past its lease (a pause, a frozen VM) knows at once, before
+/// its lease task has run again. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Acting {
+    rx: tokio::sync::watch::Receiver<Standing>,
+    deadline: std::sync::Arc<std::sync::Mutex<Option<tokio::time::Instant>>>,
+}
+
+impl Acting {
+    /// The token to act under now, or `None`: do not act.
+    pub fn token(&self) -> Option<i64> {
+        let token = self.rx.borrow().token()?;
+        let deadline = *self.deadline.lock().unwrap_or_else(|e| e.into_inner());
+        deadline
+            .is_some_and(|d| tokio::time::Instant::now() < d)
+            .then_some(token)
+    }
+
+    /// Whether this collector may act now.
+    pub fn may_act(&self) -> bool {
+        self.token().is_some()
+    }
+}
+
 /// A lease held, renewed and watched by a task of its own
 /// ([`StateStore::lead`]); dropping it stops the task without releasing
 /// the lease (call [`Leadership::release`] on a clean stop).
@@ -209,6 +236,7 @@ pub struct Leadership {
     cfg: LeaseConfig,
     /// Set once this collector has led.
     led: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    acting: Acting,
 }
 
 impl Leadership {
@@ -227,11 +255,16 @@ impl Leadership {
         self.rx.clone()
     }
 
+    /// The check to make at the moment of acting ([`Acting`]).
+    pub fn acting(&self) -> Acting {
+        self.acting.clone()
+    }
+
     /// `ops` as one group written under this lease's current token
     /// ([`Op::Fenced`](crate::Op::Fenced)), or `None` while not leading:
     /// the caller must not act then.
     pub fn fence(&self, ops: Vec<crate::Op>) -> Option<crate::Op> {
-        let token = self.rx.borrow().token()?;
+        let token = self.acting.token()?;
         Some(crate::Op::Fenced {
             lease: self.cfg.name.clone(),
             token,
@@ -321,13 +354,25 @@ impl StateStore {
     ) -> Leadership {
         let (tx, rx) = tokio::sync::watch::channel(Standing::Starting);
         let led = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let task = tokio::spawn(lead_loop(self.clone(), cfg.clone(), clock, tx, led.clone()));
+        let acting = Acting {
+            rx: rx.clone(),
+            deadline: Default::default(),
+        };
+        let task = tokio::spawn(lead_loop(
+            self.clone(),
+            cfg.clone(),
+            clock,
+            tx,
+            led.clone(),
+            acting.deadline.clone(),
+        ));
         Leadership {
             rx,
             task,
             store: self.clone(),
             cfg,
             led,
+            acting,
         }
     }
 }
@@ -339,12 +384,17 @@ async fn lead_loop(
     clock: keel_core::clock::SharedClock,
     tx: tokio::sync::watch::Sender<Standing>,
     led: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    shared_deadline: std::sync::Arc<std::sync::Mutex<Option<tokio::time::Instant>>>,
 ) {
     use tokio::time::Instant;
     let try_for = cfg.ttl / 3;
     let margin = cfg.ttl.saturating_sub(cfg.every);
-    // Until when this collector may act without another renewal.
+    // Until when this collector may act without another renewal
+    // (published to [`Acting`] with every change).
     let mut deadline: Option<Instant> = None;
+    let share = |d: Option<Instant>| {
+        *shared_deadline.lock().unwrap_or_else(|e| e.into_inner()) = d;
+    };
     let publish = |next: Standing| {
         tx.send_if_modified(|now| {
             if *now == next {
@@ -382,10 +432,12 @@ async fn lead_loop(
         match tried {
             Ok(Ok(Some(g))) => {
                 deadline = Some(started + margin);
+                share(deadline);
                 publish(Standing::Leader(g));
             }
             Ok(Ok(None)) => {
                 deadline = None;
+                share(None);
                 // At once; the leader's name follows if it can be read.
                 publish(Standing::Follower(None));
                 let who = tokio::time::timeout(try_for, store.lease_holder(&cfg.name)).await;
@@ -401,6 +453,7 @@ async fn lead_loop(
                 format!("the state store did not answer within {limit:?}"),
             ),
         }
+        share(deadline);
         // Wake for the next try, or at the deadline if that is sooner.
         let wait = deadline.map_or(cfg.every, |d| {
             cfg.every.min(d.saturating_duration_since(Instant::now()))
@@ -408,6 +461,7 @@ async fn lead_loop(
         clock.sleep(wait).await;
         if deadline.is_some_and(|d| Instant::now() >= d) && tx.borrow().token().is_some() {
             deadline = None;
+            share(None);
             publish(Standing::Lost(format!(
                 "the lease was not renewed within {margin:?}"
             )));

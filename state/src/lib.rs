@@ -463,7 +463,7 @@ impl StateStore {
         let mut w = self.writer();
         w.fence = Some(Arc::new(Fence {
             lease: leadership.name().to_owned(),
-            standing: leadership.watch(),
+            acting: leadership.acting(),
             store: self.clone(),
             unsent: std::sync::atomic::AtomicU64::new(0),
         }));
@@ -475,7 +475,7 @@ impl StateStore {
 #[derive(Debug)]
 struct Fence {
     lease: String,
-    standing: tokio::sync::watch::Receiver<lease::Standing>,
+    acting: lease::Acting,
     store: Arc<StateStore>,
     /// Groups dropped at send (not leading) since the last flush.
     unsent: std::sync::atomic::AtomicU64,
@@ -576,6 +576,14 @@ impl Writer {
         }
     }
 
+    /// Whether what this writer's changes stand for may be done now: a
+    /// leader's writer only while it leads within its own deadline
+    /// ([`lease::Acting`]); any other writer always. Asked at the moment
+    /// of an action the store cannot fence (an email, a webhook).
+    pub fn may_act(&self) -> bool {
+        self.fence.as_ref().is_none_or(|f| f.acting.may_act())
+    }
+
     /// `ops` as sent: as they are, or under the lease's token now (none
     /// while not leading: dropped and counted).
     fn stamp(&self, mut ops: Vec<Op>) -> Option<Msg> {
@@ -586,7 +594,7 @@ impl Writer {
                 Msg::Ops(ops)
             });
         };
-        let token = f.standing.borrow().token();
+        let token = f.acting.token();
         match token {
             Some(token) => Some(Msg::Op(Op::Fenced {
                 lease: f.lease.clone(),
@@ -646,6 +654,9 @@ async fn write_loop(store: Arc<StateStore>, mut rx: tokio::sync::mpsc::Unbounded
         }
         coalesce(&mut ops);
         let mut wait = Duration::from_millis(100);
+        if ops.iter().any(|o| matches!(o, Op::Fenced { .. })) {
+            keel_core::crash::point("before_fenced_write");
+        }
         while !ops.is_empty() {
             match store.apply(&ops).await {
                 Ok(n) => {

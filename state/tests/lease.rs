@@ -231,6 +231,7 @@ async fn two_collectors_one_leader(url: &str) {
         follower.fence(vec![put("x", "1")]).is_none(),
         "a follower may not write"
     );
+    assert!(leader.acting().may_act() && !follower.acting().may_act());
     let write = leader
         .fence(vec![put("by-old", "1")])
         .expect("the leader writes");
@@ -259,6 +260,12 @@ async fn two_collectors_one_leader(url: &str) {
         unreachable!("waited for it")
     };
     assert!(new.token > old.token);
+    // Nothing told the stalled leader (its task is gone), but its own
+    // deadline, before the lapse, has passed: it may not act.
+    assert!(matches!(leader.standing(), Standing::Leader(_)));
+    assert!(!leader.acting().may_act(), "past its own deadline");
+    assert!(!lw.may_act());
+    assert!(follower.acting().may_act(), "the new leader acts");
     assert!(
         new.since_ms >= last.grant.expires_ms,
         "not before the lapse: {new:?} {last:?}"

@@ -56,6 +56,14 @@ impl Notifier {
         true
     }
 
+    /// Whether this collector may send now (`collector.ha`: it leads
+    /// within its lease; otherwise always).
+    fn may_act(&self) -> bool {
+        lock(&self.persist)
+            .as_ref()
+            .is_none_or(|p| p.writer().may_act())
+    }
+
     /// The task of one receiver: its deliveries, in order.
     pub(super) async fn send_loop(
         self: Arc<Self>,
@@ -79,6 +87,13 @@ impl Notifier {
             keel_core::crash::point("after_page_intent");
             let mut wait = self.config.retry_initial;
             loop {
+                // No receiver checks a fencing token: a leader stalled
+                // past its lease (a pause between the intent and here)
+                // leaves the page to the new leader, which restored it.
+                if !self.may_act() {
+                    tracing::error!(receiver = %receiver.name(), "not sending a page: this collector no longer leads; the leader sends it");
+                    break;
+                }
                 let result = match &receiver {
                     Receiver::Email => {
                         email::send(&self.config.email, &page, &id, &self.config.dashboard_url)

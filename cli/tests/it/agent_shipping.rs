@@ -232,7 +232,9 @@ async fn a_collector_outage_loses_no_scrape_and_doubles_none() {
     let (_, metrics) = crate::common::get_text(&format!("http://{}/metrics", agent.addr)).await;
     let failures = metrics
         .lines()
-        .find(|l| l.starts_with("keel_agent_send_failures_total{signal=\"metrics\"}"))
+        .find(|l| {
+            l.starts_with("keel_agent_send_failures_total{") && l.contains("signal=\"metrics\"}")
+        })
         .and_then(|l| l.split_whitespace().last())
         .and_then(|v| v.parse::<u64>().ok())
         .unwrap_or(0);
