@@ -178,6 +178,8 @@ pub struct PgRole {
     token: Result<Option<String>, String>,
     /// One action at a time.
     acting: tokio::sync::Mutex<()>,
+    /// The newest fencing token of each lease seen ([`keel_core::fencing`]).
+    newest: keel_core::fencing::Newest,
 }
 
 #[derive(Deserialize)]
@@ -203,6 +205,7 @@ impl PgRole {
             token: cfg.token(),
             cfg,
             acting: tokio::sync::Mutex::new(()),
+            newest: keel_core::fencing::Newest::default(),
         });
         let standby = me.cfg.data_directory.join("standby.signal").exists();
         let go = match me.cfg.start {
@@ -644,7 +647,7 @@ async fn require_token(
         return refuse("failover actions are not taken from a browser".into());
     }
     let want = match &r.token {
-        Ok(None) => return next.run(req).await,
+        Ok(None) => return fenced(&r, req, next).await,
         Ok(Some(t)) => t,
         Err(e) => {
             return refuse(format!(
@@ -659,12 +662,31 @@ async fn require_token(
     );
     let same = given.is_ok_and(|g| keel_core::secret::same_token(g.as_bytes(), want.as_bytes()));
     if same {
-        next.run(req).await
+        fenced(&r, req, next).await
     } else {
         refuse(
             "this agent's failover actions need its token (controller.failover[].agent_token)"
                 .into(),
         )
+    }
+}
+
+/// An action sent under a fencing token older than one already seen (a
+/// deposed leader of a collector pair, late) is refused: 409.
+async fn fenced(r: &PgRole, req: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    let admitted = r
+        .newest
+        .admit_headers(|h| req.headers().get(h).and_then(|v| v.to_str().ok()));
+    match admitted {
+        Ok(()) => next.run(req).await,
+        Err(e) => {
+            tracing::warn!(member = %r.cfg.member, error = %e, "a failover action from a deposed leader was refused");
+            (
+                StatusCode::from_u16(e.status()).unwrap_or(StatusCode::CONFLICT),
+                Json(serde_json::json!({ "error": e.to_string() })),
+            )
+                .into_response()
+        }
     }
 }
 

@@ -6,6 +6,7 @@
 use std::sync::Mutex;
 use std::time::Duration;
 
+use crate::fencing::Fencing;
 use crate::policy::ActuatorConfig;
 
 /// What an actuator reports.
@@ -42,6 +43,9 @@ pub enum ActuatorError {
     /// Its answer could not be read.
     #[error("unreadable answer: {0}")]
     Unreadable(String),
+    /// This collector does not lead, so it does not act.
+    #[error("{0}")]
+    NotLeading(String),
 }
 
 /// One actuator.
@@ -114,7 +118,7 @@ impl Actuator {
                 supervisor_answer(r).await
             }
             Actuator::Exec { read, timeout, .. } => {
-                let out = run(read, None, *timeout).await?;
+                let out = run(read, None, None, *timeout).await?;
                 parse_count(&out)
             }
             Actuator::Simulated(s) => Ok(s.read()),
@@ -125,12 +129,21 @@ impl Actuator {
         }
     }
 
-    /// Ask for `n` instances (then read back with [`read`](Self::read)).
-    pub async fn set(&self, n: u32) -> Result<(), ActuatorError> {
+    /// Ask for `n` instances (then read back with [`read`](Self::read))
+    /// under `fencing`'s authority: refused here when this collector does
+    /// not lead; the supervisor gets the fencing token and refuses an
+    /// old one, a command gets it in `KEEL_FENCING_LEASE` and
+    /// `KEEL_FENCING_TOKEN`.
+    pub async fn set(&self, n: u32, fencing: &Fencing) -> Result<(), ActuatorError> {
+        let token = fencing
+            .token()
+            .map_err(|e| ActuatorError::NotLeading(e.to_string()))?;
         match self {
             Actuator::Supervisor { url, http } => {
-                let r = http
-                    .put(format!("{url}/api/v1/scale/web"))
+                let req = http.put(format!("{url}/api/v1/scale/web"));
+                let r = fencing
+                    .stamp(req)
+                    .map_err(|e| ActuatorError::NotLeading(e.to_string()))?
                     .json(&serde_json::json!({"replicas": n}))
                     .timeout(Duration::from_secs(60))
                     .send()
@@ -139,7 +152,7 @@ impl Actuator {
                 supervisor_answer(r).await.map(|_| ())
             }
             Actuator::Exec { scale, timeout, .. } => {
-                run(scale, Some(n), *timeout).await.map(|_| ())
+                run(scale, Some(n), token, *timeout).await.map(|_| ())
             }
             Actuator::Simulated(s) => {
                 s.set(n);
@@ -221,9 +234,14 @@ fn parse_count(out: &str) -> Result<Count, ActuatorError> {
     })
 }
 
-/// Run `argv` (with `n` in `KEEL_REPLICAS` and as the last argument);
-/// its stdout.
-async fn run(argv: &[String], n: Option<u32>, timeout: Duration) -> Result<String, ActuatorError> {
+/// Run `argv` (with `n` in `KEEL_REPLICAS` and as the last argument,
+/// and the fencing lease and token when given); its stdout.
+async fn run(
+    argv: &[String],
+    n: Option<u32>,
+    token: Option<(String, i64)>,
+    timeout: Duration,
+) -> Result<String, ActuatorError> {
     let Some((cmd, args)) = argv.split_first() else {
         return Err(ActuatorError::Refused("no command".into()));
     };
@@ -231,6 +249,10 @@ async fn run(argv: &[String], n: Option<u32>, timeout: Duration) -> Result<Strin
     c.args(args).kill_on_drop(true);
     if let Some(n) = n {
         c.arg(n.to_string()).env("KEEL_REPLICAS", n.to_string());
+    }
+    if let Some((lease, token)) = token {
+        c.env("KEEL_FENCING_LEASE", lease)
+            .env("KEEL_FENCING_TOKEN", token.to_string());
     }
     let child = c
         .stdin(std::process::Stdio::null())

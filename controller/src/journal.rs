@@ -72,6 +72,11 @@ impl Journal {
         }
     }
 
+    /// The authority actions are taken under now (the writer's lease).
+    pub fn fencing(&self) -> crate::fencing::Fencing {
+        crate::fencing::Fencing::new(self.writer.clone())
+    }
+
     /// Save a document of `table` (a failover target's state).
     pub fn save(&self, table: keel_state::Table, key: &str, at_ms: i64, doc: String) {
         if let Some(w) = &self.writer {

@@ -12,6 +12,7 @@ pub mod actuator;
 pub mod api;
 pub mod behavior;
 pub mod failover;
+pub mod fencing;
 pub mod forecast;
 pub mod hpa;
 pub mod journal;

@@ -72,7 +72,9 @@ pub enum ActuatorConfig {
     },
     /// Commands: `read` prints the instance names (one a line) or a
     /// count; `scale` gets the wanted count in `KEEL_REPLICAS` (and as
-    /// its last argument).
+    /// its last argument), and, when the collector leads a pair, the
+    /// lease's fencing token in `KEEL_FENCING_TOKEN` (and its name in
+    /// `KEEL_FENCING_LEASE`) to refuse if older than one already seen.
     Exec {
         /// Prints the current instances.
         read: Vec<String>,

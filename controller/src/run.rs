@@ -52,8 +52,9 @@ struct Fitted {
 pub struct Event {
     /// When (ms).
     pub at_ms: i64,
-    /// `scale` (the count changed), `decision` (it did not), or
-    /// `actuator_error`.
+    /// `scale` (the count changed), `decision` (it did not),
+    /// `actuator_error`, or `not_leading` (a change this collector did
+    /// not make: it no longer leads its pair).
     pub kind: String,
     /// The policy.
     pub subject: String,
@@ -413,9 +414,13 @@ impl Controller {
                 None,
             );
         }
-        if let Err(e) = m.actuator.set(d.desired).await {
+        if let Err(e) = m.actuator.set(d.desired, &self.journal.fencing()).await {
             return event(
-                "actuator_error",
+                if matches!(e, crate::actuator::ActuatorError::NotLeading(_)) {
+                    "not_leading"
+                } else {
+                    "actuator_error"
+                },
                 format!(
                     "{name}: {}; the change failed ({e}); retried at the next evaluation",
                     d.explanation

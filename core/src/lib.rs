@@ -7,6 +7,7 @@
 //! - [`config`]: loading YAML configuration with errors that name the file,
 //!   line and column, environment overrides, and validation that reports
 //!   every problem at once.
+//! - [`fencing`]: fencing tokens checked where a leader's actions land.
 //! - [`duration`]: human-readable durations (`250ms`, `1m30s`) in config files.
 //! - [`marks`]: when batches arrived and rule groups and controller
 //!   loops ran, for incident replay.
@@ -22,6 +23,7 @@ pub mod clock;
 pub mod config;
 pub mod crash;
 pub mod duration;
+pub mod fencing;
 pub mod marks;
 pub mod names;
 pub mod quota;

@@ -533,6 +533,23 @@ enum Msg {
     Flush(tokio::sync::oneshot::Sender<u64>),
 }
 
+/// Under what authority an action is taken ([`Writer::act_as`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ActAs {
+    /// No lease: a single collector acts on its own.
+    Alone,
+    /// As the leader, under this lease's fencing token.
+    Leader {
+        /// The lease's name.
+        lease: String,
+        /// The token: whoever the action reaches may refuse one older
+        /// than the newest it has seen.
+        token: i64,
+    },
+    /// Not leading (or past its own deadline): do nothing.
+    NotLeading,
+}
+
 /// Queues changes for the store; cheap to clone, usable from sync code.
 #[derive(Debug, Clone)]
 pub struct Writer {
@@ -573,6 +590,21 @@ impl Writer {
         };
         if self.tx.send(m).is_err() {
             tracing::error!("state store writer stopped; changes were not saved");
+        }
+    }
+
+    /// Under what authority this writer's owner acts now: alone (not a
+    /// leader's writer), as the leader under its token, or not at all.
+    pub fn act_as(&self) -> ActAs {
+        match &self.fence {
+            None => ActAs::Alone,
+            Some(f) => match f.acting.token() {
+                Some(token) => ActAs::Leader {
+                    lease: f.lease.clone(),
+                    token,
+                },
+                None => ActAs::NotLeading,
+            },
         }
     }
 

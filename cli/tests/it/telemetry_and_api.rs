@@ -432,6 +432,31 @@ async fn malformed_requests_get_a_4xx_with_a_json_error_and_no_tier_goes_down() 
             "case {i}: no error message: {body}"
         );
     }
+    // A deposed leader of a collector pair, late, sends an older fencing
+    // token than the newest seen: refused, and nothing changes.
+    let n = sup.scale_status().replicas;
+    let scale = |token: &str, n: u32| {
+        http.put(format!("http://{api}/api/v1/scale/web"))
+            .header(keel_core::fencing::LEASE_HEADER, "keel-leader")
+            .header(keel_core::fencing::TOKEN_HEADER, token)
+            .json(&serde_json::json!({ "replicas": n }))
+    };
+    for (token, replicas, want) in [
+        ("7", n, 200),
+        ("6", n + 1, 409),
+        ("x", n + 1, 400),
+        ("8", n, 200),
+    ] {
+        let r = scale(token, replicas).send().await.expect("scale");
+        let status = r.status().as_u16();
+        let body = r.text().await.unwrap_or_default();
+        assert_eq!(status, want, "token {token}: {body}");
+        if want == 409 {
+            assert!(body.contains("older than 7"), "{body}");
+        }
+        assert_eq!(sup.scale_status().replicas, n, "token {token}: unchanged");
+    }
+
     // Random methods, paths and bodies at every process's real routes.
     use rand::{Rng, SeedableRng};
     let mut rng = rand::rngs::SmallRng::seed_from_u64(7);

@@ -52,6 +52,8 @@ pub enum Driver {
         supervisor: String,
         /// Its HTTP client.
         http: reqwest::Client,
+        /// The authority actions are asked under (its token sent).
+        fencing: crate::fencing::Fencing,
     },
     /// PostgreSQL.
     Postgres(Arc<Postgres>),
@@ -98,10 +100,15 @@ pub(super) fn why(e: &reqwest::Error) -> String {
 }
 
 impl Driver {
-    /// The driver `cfg` describes (`default_supervisor` for an empty URL).
-    pub fn new(cfg: &FailoverConfig, default_supervisor: &str) -> Self {
+    /// The driver `cfg` describes (`default_supervisor` for an empty
+    /// URL), acting under `fencing`'s authority.
+    pub fn new(
+        cfg: &FailoverConfig,
+        default_supervisor: &str,
+        fencing: crate::fencing::Fencing,
+    ) -> Self {
         match &cfg.driver {
-            DriverConfig::Postgres {} => Driver::Postgres(Arc::new(Postgres::new(cfg))),
+            DriverConfig::Postgres {} => Driver::Postgres(Arc::new(Postgres::new(cfg, &fencing))),
             DriverConfig::Sample {
                 supervisor,
                 token,
@@ -113,12 +120,16 @@ impl Driver {
                     supervisor.trim_end_matches('/').to_owned()
                 },
                 http: crate::actuator::supervisor_client(token.token_or_file(token_file, "token")),
+                fencing,
             },
         }
     }
 
     async fn get<T: serde::de::DeserializeOwned>(&self, path: &str) -> Result<T, String> {
-        let Driver::Sample { supervisor, http } = self else {
+        let Driver::Sample {
+            supervisor, http, ..
+        } = self
+        else {
             return Err("not the sample driver".into());
         };
         let r = http
@@ -144,11 +155,18 @@ impl Driver {
         body: serde_json::Value,
         timeout: Duration,
     ) -> Result<serde_json::Value, String> {
-        let Driver::Sample { supervisor, http } = self else {
+        let Driver::Sample {
+            supervisor,
+            http,
+            fencing,
+        } = self
+        else {
             return Err("not the sample driver".into());
         };
-        let r = http
-            .post(format!("{supervisor}{path}"))
+        let req = http.post(format!("{supervisor}{path}"));
+        let r = fencing
+            .stamp(req)
+            .map_err(|e| e.to_string())?
             .json(&body)
             .timeout(timeout)
             .send()

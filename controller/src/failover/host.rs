@@ -13,6 +13,8 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::fencing::Fencing;
+
 /// Where a member's host actions go.
 #[derive(Debug, Clone)]
 pub enum Host {
@@ -22,6 +24,8 @@ pub enum Host {
         url: String,
         /// The HTTP client.
         http: reqwest::Client,
+        /// The authority actions are asked under (its token sent).
+        fencing: Fencing,
     },
     /// A command.
     Exec {
@@ -29,6 +33,8 @@ pub enum Host {
         argv: Vec<String>,
         /// The member it acts on (`KEEL_MEMBER`).
         member: String,
+        /// The authority actions are asked under (`KEEL_FENCING_TOKEN`).
+        fencing: Fencing,
     },
 }
 
@@ -65,9 +71,11 @@ impl Host {
         timeout: Duration,
     ) -> Result<Done, String> {
         match self {
-            Host::Agent { url, http } => {
-                let r = http
-                    .post(format!("{url}/api/v1/failover/{action}"))
+            Host::Agent { url, http, fencing } => {
+                let req = http.post(format!("{url}/api/v1/failover/{action}"));
+                let r = fencing
+                    .stamp(req)
+                    .map_err(|e| format!("{action} at {url}: {e}"))?
                     .json(&serde_json::json!({ "primary_conninfo": conninfo }))
                     .timeout(timeout)
                     .send()
@@ -85,11 +93,22 @@ impl Host {
                 }
                 Ok(serde_json::from_value(v).unwrap_or_default())
             }
-            Host::Exec { argv, member } => {
+            Host::Exec {
+                argv,
+                member,
+                fencing,
+            } => {
                 let Some((program, args)) = argv.split_first() else {
                     return Err("exec names no command".into());
                 };
+                let token = fencing
+                    .token()
+                    .map_err(|e| format!("{program} {action}: {e}"))?;
                 let mut cmd = tokio::process::Command::new(program);
+                if let Some((lease, token)) = token {
+                    cmd.env("KEEL_FENCING_LEASE", lease)
+                        .env("KEEL_FENCING_TOKEN", token.to_string());
+                }
                 cmd.args(args)
                     .arg(action)
                     .args(conninfo)
@@ -116,7 +135,7 @@ impl Host {
     /// cannot say).
     pub async fn state(&self, timeout: Duration) -> Result<HostState, String> {
         match self {
-            Host::Agent { url, http } => {
+            Host::Agent { url, http, .. } => {
                 let r = http
                     .get(format!("{url}/api/v1/failover/state"))
                     .timeout(timeout)

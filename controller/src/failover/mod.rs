@@ -134,7 +134,7 @@ impl Failover {
         policies: Vec<String>,
     ) -> Self {
         Self {
-            driver: Driver::new(&cfg, ""),
+            driver: Driver::new(&cfg, "", journal.fencing()),
             cfg,
             clock,
             journal,

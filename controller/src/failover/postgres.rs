@@ -175,7 +175,7 @@ fn sql_error(e: &sqlx::Error) -> String {
 impl Postgres {
     /// The driver for `cfg`'s members (their `dsn` and host checked by
     /// validation; a member missing either is skipped and fails probes).
-    pub fn new(cfg: &FailoverConfig) -> Self {
+    pub fn new(cfg: &FailoverConfig, fencing: &crate::fencing::Fencing) -> Self {
         // The agents' token on every action (validated at config load).
         let headers =
             keel_tls::bearer(cfg.agent_token().ok().flatten().as_deref()).unwrap_or_default();
@@ -205,10 +205,12 @@ impl Postgres {
                     (Some(u), _) => Host::Agent {
                         url: u.trim_end_matches('/').to_owned(),
                         http: http.clone(),
+                        fencing: fencing.clone(),
                     },
                     (None, Some(argv)) => Host::Exec {
                         argv: argv.clone(),
                         member: m.name.clone(),
+                        fencing: fencing.clone(),
                     },
                     (None, None) => return None,
                 };

@@ -52,6 +52,10 @@ pub(super) fn api(sup: Supervisor, token: Option<String>) -> Router {
         .route("/api/v1/faults/partition", axum::routing::put(partition))
         .route("/api/v1/faults/{name}", get(get_faults).put(put_faults))
         .fallback(crate::api::not_found)
+        .layer(axum::middleware::from_fn_with_state(
+            Arc::new(keel_core::fencing::Newest::default()),
+            newest_leader_only,
+        ))
         .layer(axum::middleware::from_fn(no_browser_changes))
         .layer(axum::middleware::from_fn_with_state(
             Arc::new(token),
@@ -94,6 +98,36 @@ async fn require_token(
         axum::Json(serde_json::json!({ "error": why })),
     )
         .into_response()
+}
+
+/// A change sent under a fencing token ([`keel_core::fencing`]: the
+/// leader of a collector pair) older than one already seen is refused
+/// (409): a deposed leader's late request must not undo what the new
+/// leader did. Reads and changes without a token pass.
+async fn newest_leader_only(
+    State(newest): State<Arc<keel_core::fencing::Newest>>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use axum::response::IntoResponse as _;
+    if matches!(
+        *req.method(),
+        axum::http::Method::GET | axum::http::Method::HEAD
+    ) {
+        return next.run(req).await;
+    }
+    let admitted = newest.admit_headers(|h| req.headers().get(h).and_then(|v| v.to_str().ok()));
+    match admitted {
+        Ok(()) => next.run(req).await,
+        Err(e) => {
+            tracing::warn!(error = %e, path = %req.uri().path(), "a change from a deposed leader was refused");
+            (
+                StatusCode::from_u16(e.status()).unwrap_or(StatusCode::CONFLICT),
+                axum::Json(serde_json::json!({ "error": e.to_string() })),
+            )
+                .into_response()
+        }
+    }
 }
 
 /// The actuator API kills, scales and promotes: a change a browser sends
