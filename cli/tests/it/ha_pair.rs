@@ -336,3 +336,395 @@ fn strip_ansi(line: &str) -> String {
     }
     out
 }
+
+/// What the shard target serves: `ha_errors` per shard and the load the
+/// scaling policy follows.
+#[derive(Default)]
+struct Served {
+    errors: Vec<(&'static str, f64)>,
+    load: f64,
+}
+
+/// The target the agent scrapes (its URL): `served` in the text format.
+async fn shard_target(served: Arc<Mutex<Served>>) -> String {
+    let app = axum::Router::new().route(
+        "/metrics",
+        axum::routing::get(move || {
+            let served = served.clone();
+            async move {
+                let s = served.lock().unwrap_or_else(|e| e.into_inner());
+                let mut text = String::from("# TYPE ha_errors gauge\n");
+                for (shard, v) in &s.errors {
+                    text.push_str(&format!("ha_errors{{shard=\"{shard}\"}} {v}\n"));
+                }
+                text.push_str(&format!("# TYPE ha_load gauge\nha_load {}\n", s.load));
+                text
+            }
+        }),
+    );
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let url = format!("http://{}/metrics", l.local_addr().expect("addr"));
+    tokio::spawn(async move { axum::serve(l, app).await });
+    url
+}
+
+/// A paging, scaling member of the pair: alerts by email to `smtp_port`,
+/// one page a shard; the policy scales by `ha_load` (100 an instance)
+/// through commands on the count file in `shared`, each action appended
+/// to `shared/actions` with the fencing token it ran under. `hold`: stop
+/// the process at that point (`KEEL_HOLD_AT`). OTLP/HTTP on `otlp_port`
+/// (0: any free; a restart keeps its address, where the agent sends).
+fn spawn_paging_member(
+    dir: &std::path::Path,
+    state: &str,
+    smtp_port: u16,
+    shared: &std::path::Path,
+    hold: Option<&str>,
+    otlp_port: u16,
+) -> (std::process::Child, String, String) {
+    std::fs::create_dir_all(dir.join("rules")).expect("mkdir");
+    std::fs::write(
+        dir.join("rules/r.yml"),
+        "groups:\n- name: shards\n  interval: 200ms\n  rules:\n  - alert: ShardErrors\n    expr: ha_errors > 1\n    severity: P0\n    annotations: {summary: 'shard {{ $labels.shard }} fails'}\n",
+    )
+    .expect("rules");
+    let count = shared.join("count");
+    let actions = shared.join("actions");
+    std::fs::write(
+        dir.join("keel.yaml"),
+        format!(
+            r#"collector:
+  state: "{state}"
+  rules: {{files: ["{rules}"]}}
+  notify:
+    email: {{smtp_port: {smtp_port}, from: keel@example.com, to: [oncall@example.com]}}
+    group_by: [alertname, shard]
+    p0_group_wait: 0s
+    retry_initial: 100ms
+    retry_max: 200ms
+  ha: {{enabled: true, lease: {LEASE_MS}ms, renew_interval: {RENEW_MS}ms}}
+controller:
+  interval: 300ms
+  listen: 127.0.0.1:0
+  policies:
+  - name: shards
+    actuator:
+      type: exec
+      read: [sh, -c, "cat {count}"]
+      scale: [sh, -c, "echo $KEEL_REPLICAS > {count}; echo \"$KEEL_FENCING_TOKEN $KEEL_REPLICAS\" >> {actions}"]
+    min: 1
+    max: 20
+    metrics:
+    - name: load
+      query: sum(ha_load)
+      average: 100
+"#,
+            rules = dir.join("rules").display(),
+            count = count.display(),
+            actions = actions.display(),
+        ),
+    )
+    .expect("config");
+    let mut command = std::process::Command::new(KEEL);
+    command
+        .arg("--config")
+        .arg(dir.join("keel.yaml"))
+        .args([
+            "collector",
+            "--api-port",
+            "0",
+            "--grpc-port",
+            "0",
+            "--otlp-port",
+        ])
+        .arg(otlp_port.to_string())
+        .stdin(Stdio::null());
+    match hold {
+        Some(point) => command.env("KEEL_HOLD_AT", point),
+        None => command.env_remove("KEEL_HOLD_AT"),
+    };
+    let (child, otlp, api) = start_collector(command, dir);
+    (child, otlp, api)
+}
+
+/// Each `[P0 FIRING]` subject the SMTP server took, in order.
+fn firing_subjects(smtp: &keel_testkit::smtp::Smtp) -> Vec<String> {
+    smtp.text()
+        .lines()
+        .filter_map(|l| l.strip_prefix("Subject: "))
+        .filter(|s| s.contains("FIRING"))
+        .map(str::to_owned)
+        .collect()
+}
+
+/// Every scaling action run: (fencing token, count).
+fn scale_actions(shared: &std::path::Path) -> Vec<(i64, u32)> {
+    std::fs::read_to_string(shared.join("actions"))
+        .unwrap_or_default()
+        .lines()
+        .map(|l| {
+            let (t, n) = l.split_once(' ').expect("token and count");
+            (t.parse().expect("a token"), n.parse().expect("a count"))
+        })
+        .collect()
+}
+
+/// Whether process `pid` is stopped (SIGSTOP).
+fn stopped(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| {
+            s.rsplit_once(')')
+                .and_then(|(_, rest)| rest.trim_start().chars().next())
+        })
+        == Some('T')
+}
+
+/// SIGKILL (after SIGCONT) for a process when dropped.
+struct KillOnDrop(i32);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        use nix::sys::signal::{Signal, kill};
+        let pid = nix::unistd::Pid::from_raw(self.0);
+        let _ = kill(pid, Signal::SIGCONT);
+        let _ = kill(pid, Signal::SIGKILL);
+    }
+}
+
+/// The issue's test of a pair: a real agent ships every scrape to both
+/// collectors (each answers for all of it); the leader pages by email
+/// (a real SMTP server) and scales (a command); SIGKILL it, and the
+/// follower takes over, pages nothing twice and scales nothing twice —
+/// then is itself held (SIGSTOP at its first fenced write) past its
+/// lease while the first collector, restarted, takes over, pages a new
+/// alert and scales once; let go, the held leader's late write is
+/// refused by the store, it sends and scales nothing, and it stops.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pair_under_ingest_pages_and_scales_once_across_switches_and_refuses_a_held_leader() {
+    let Some(db) = shared_database().await else {
+        return;
+    };
+    if std::env::var("KEEL_TEST_SMTP").as_deref() != Ok("1") {
+        eprintln!("skipped: set KEEL_TEST_SMTP=1 (needs `pip install aiosmtpd`)");
+        return;
+    }
+    let _turn = heavy().await;
+    let smtp = keel_testkit::smtp::Smtp::start(keel_testkit::free_port().expect("port"))
+        .await
+        .expect("aiosmtpd starts");
+    let served = Arc::new(Mutex::new(Served {
+        errors: vec![("a", 5.0), ("b", 5.0), ("c", 0.0)],
+        load: 400.0,
+    }));
+    let target = shard_target(served.clone()).await;
+    let shared = tempfile::tempdir().expect("tempdir");
+    std::fs::write(shared.path().join("count"), "2\n").expect("count");
+    let (da, db_dir, agent_dir) = (
+        tempfile::tempdir().expect("tempdir"),
+        tempfile::tempdir().expect("tempdir"),
+        tempfile::tempdir().expect("tempdir"),
+    );
+    let (mut a, otlp_a, api_a) =
+        spawn_paging_member(da.path(), &db, smtp.port, shared.path(), None, 0);
+    let _stop_a = KillOnDrop(a.id() as i32);
+    eventually("the first collector leads", Duration::from_secs(20), || {
+        let api = api_a.clone();
+        async move { (standing(&api).await["standing"] == "leader").then_some(()) }
+    })
+    .await;
+    // The second is held at its first write as a leader (after the first dies).
+    let (mut b, otlp_b, api_b) = spawn_paging_member(
+        db_dir.path(),
+        &db,
+        smtp.port,
+        shared.path(),
+        Some("before_fenced_write"),
+        0,
+    );
+    let _stop_b = KillOnDrop(b.id() as i32);
+    assert_eq!(standing(&api_b).await["standing"], "follower");
+
+    // One agent, both collectors.
+    std::fs::write(
+        agent_dir.path().join("keel.yaml"),
+        format!(
+            "agent:\n  collectors: [\"{otlp_a}\", \"{otlp_b}\"]\n  data_dir: \"{}\"\n  listen: 127.0.0.1:0\n  otlp_receiver: \"\"\n  host_metrics: {{enabled: false}}\n  scrape:\n  - job: shards\n    targets: [\"{target}\"]\n    interval: 250ms\n    timeout: 200ms\n",
+            agent_dir.path().display()
+        ),
+    )
+    .expect("agent config");
+    let agent = std::process::Command::new(KEEL)
+        .arg("--config")
+        .arg(agent_dir.path().join("keel.yaml"))
+        .args(["agent", "run"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(agent_dir.path().join("agent.stderr")).expect("stderr"))
+        .spawn()
+        .expect("keel agent run");
+    let _stop_agent = StopOnDrop(agent.id() as i32);
+    let mut agent = agent;
+
+    // Both collectors hold what the agent scrapes.
+    for api in [&api_a, &api_b] {
+        eventually("each collector has the scrapes", Duration::from_secs(30), || {
+            let api = api.clone();
+            async move { (query_value(&api, "sum(ha_load)", None).await == 400.0).then_some(()) }
+        })
+        .await;
+    }
+    // The leader pages shards a and b, and scales 2 → 4, once each.
+    eventually("the leader pages a and b", Duration::from_secs(30), || {
+        let n = firing_subjects(&smtp).len();
+        async move { (n >= 2).then_some(()) }
+    })
+    .await;
+    eventually("the leader scales to 4", Duration::from_secs(30), || {
+        let n = scale_actions(shared.path()).len();
+        async move { (n >= 1).then_some(()) }
+    })
+    .await;
+    let leader_a = standing(&api_a).await;
+
+    // SIGKILL the leader: the follower takes over within one renewal of
+    // the lapse, and is stopped at its first write as leader.
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(a.id() as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .expect("kill");
+    let _ = a.wait();
+    let store = keel_state::StateStore::open(&db).await.expect("store");
+    let last = store
+        .lease_holder("keel-leader")
+        .await
+        .expect("read")
+        .expect("held");
+    let b_pid = b.id();
+    eventually(
+        "the new leader is held at its first write",
+        Duration::from_secs(30),
+        || async move { stopped(b_pid).then_some(()) },
+    )
+    .await;
+    let held = store
+        .lease_holder("keel-leader")
+        .await
+        .expect("read")
+        .expect("held");
+    assert_ne!(held.holder, last.holder, "the follower took the lease");
+    assert!(held.grant.token > last.grant.token);
+    assert!(
+        held.grant.since_ms >= last.grant.expires_ms
+            && held.grant.since_ms - last.grant.expires_ms <= RENEW_MS + 1000,
+        "took over within one renewal of the lapse: {held:?} {last:?}"
+    );
+
+    // The first collector, restarted, takes over from the held one once
+    // its lease lapses.
+    let port_a: u16 = otlp_a
+        .rsplit(':')
+        .next()
+        .and_then(|p| p.parse().ok())
+        .expect("the first collector's port");
+    let (a2, _, api_a2) =
+        spawn_paging_member(da.path(), &db, smtp.port, shared.path(), None, port_a);
+    let _stop_a2 = KillOnDrop(a2.id() as i32);
+    let (took, since) = takes_over(&api_a2).await;
+    assert!(
+        since >= held.grant.expires_ms,
+        "not before the held lease lapsed"
+    );
+    assert!(took["token"].as_i64() > Some(held.grant.token));
+    // A new alert and more load: paged and scaled once, by the new leader.
+    {
+        let mut s = served.lock().unwrap_or_else(|e| e.into_inner());
+        s.errors[2].1 = 5.0;
+        s.load = 600.0;
+    }
+    eventually(
+        "the new leader pages c and scales to 6",
+        Duration::from_secs(30),
+        || {
+            let (pages, actions) = (firing_subjects(&smtp).len(), scale_actions(shared.path()));
+            async move { (pages >= 3 && actions.last().map(|a| a.1) == Some(6)).then_some(()) }
+        },
+    )
+    .await;
+
+    // Let the held leader go: its held write carries the old token and is
+    // refused where it lands; it stops, having sent and scaled nothing.
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(b_pid as i32),
+        nix::sys::signal::Signal::SIGCONT,
+    )
+    .expect("continue");
+    let status = keel_testkit::until(
+        "the held leader stops",
+        Duration::from_secs(30),
+        async || b.try_wait().expect("wait"),
+    )
+    .await;
+    assert!(
+        !status.success(),
+        "it stops for want of the lease: {status}"
+    );
+    let stderr_b =
+        std::fs::read_to_string(db_dir.path().join("collector.stderr")).unwrap_or_default();
+    assert!(
+        stderr_b.contains("KEEL_HOLD_AT=before_fenced_write: continued"),
+        "{stderr_b}"
+    );
+    assert!(
+        stderr_b.contains("a write made under a lease this collector no longer holds was dropped"),
+        "the store refused the late write: {stderr_b}"
+    );
+    assert!(stderr_b.contains("no longer leading"), "{stderr_b}");
+
+    // The new leader evaluates for a while more: each alert was paged
+    // once, each scaling step run once, under increasing tokens.
+    eventually(
+        "the new leader evaluates on",
+        Duration::from_secs(20),
+        || {
+            let api = api_a2.clone();
+            async move {
+                let (_, r) = get_json(&format!("{api}/api/v1/rules")).await;
+                let last = r["data"]["groups"][0]["rules"][0]["lastEvaluation"].as_str()?;
+                let at = keel_core::clock::unix_ms(humantime::parse_rfc3339(last).ok()?);
+                (at > since + 3000).then_some(())
+            }
+        },
+    )
+    .await;
+    let mut subjects = firing_subjects(&smtp);
+    subjects.sort();
+    assert_eq!(
+        subjects,
+        [
+            "[P0 FIRING] ShardErrors: shard a fails",
+            "[P0 FIRING] ShardErrors: shard b fails",
+            "[P0 FIRING] ShardErrors: shard c fails"
+        ],
+        "each alert paged exactly once across two switches"
+    );
+    let actions = scale_actions(shared.path());
+    assert_eq!(
+        actions.iter().map(|a| a.1).collect::<Vec<_>>(),
+        [4, 6],
+        "each scaling step once: {actions:?}"
+    );
+    assert_eq!(
+        Some(actions[0].0),
+        leader_a["token"].as_i64(),
+        "{actions:?}"
+    );
+    assert_eq!(Some(actions[1].0), took["token"].as_i64(), "{actions:?}");
+    assert!(
+        agent.try_wait().expect("agent").is_none(),
+        "the agent still runs"
+    );
+}

@@ -205,14 +205,19 @@ pub fn start_collector(mut command: Command, dir: &Path) -> (Child, String, Stri
         .spawn()
         .expect("spawn keel collector");
     let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
+    // Lines before (the controller's, a follower's) are passed over.
     let mut url = |label: &str| -> String {
-        let Some(Ok(line)) = lines.next() else {
-            panic!(
-                "keel collector exited: {}",
-                std::fs::read_to_string(dir.join("collector.stderr")).unwrap_or_default()
-            );
+        let line = loop {
+            let Some(Ok(line)) = lines.next() else {
+                panic!(
+                    "keel collector exited: {}",
+                    std::fs::read_to_string(dir.join("collector.stderr")).unwrap_or_default()
+                );
+            };
+            if line.contains(label) {
+                break line;
+            }
         };
-        assert!(line.contains(label), "{line}");
         let u = line
             .split_whitespace()
             .find(|w| w.starts_with("http://"))
