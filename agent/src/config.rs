@@ -283,7 +283,7 @@ impl Default for BufferConfig {
 
 /// Backoff between attempts at one batch: doubles from `initial` up to
 /// `max`, each wait jittered to between half and all of it.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RetryConfig {
     /// First wait after a failure.

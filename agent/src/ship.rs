@@ -41,6 +41,18 @@ pub struct Shared {
     pub last_send_error: Mutex<Option<String>>,
     /// The collector this lane ships to (its base URL).
     pub collector: String,
+    /// How batches are sent there.
+    pub protocol: Protocol,
+}
+
+/// How a lane's batches are sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Protocol {
+    /// OTLP/HTTP protobuf, gzip: `<base>/v1/<signal>`.
+    Otlp,
+    /// Prometheus remote write 1.0 (the body is a snappy-compressed
+    /// `WriteRequest`): to the URL as it is.
+    RemoteWrite,
 }
 
 impl Shared {
@@ -63,6 +75,7 @@ impl Shared {
             stats,
             last_send_error: Mutex::new(None),
             collector,
+            protocol: Protocol::Otlp,
         }
     }
 }
@@ -78,18 +91,35 @@ pub enum Attempt {
     Rejected(String),
 }
 
-/// Send one batch once.
+/// Send one batch once, over OTLP.
 pub async fn send(client: &reqwest::Client, base: &str, b: &Batch, timeout: Duration) -> Attempt {
-    let url = format!("{}{}", base.trim_end_matches('/'), b.signal.path());
-    let resp = client
+    send_as(Protocol::Otlp, client, base, b, timeout).await
+}
+
+/// Send one batch once, as `protocol` says.
+pub async fn send_as(
+    protocol: Protocol,
+    client: &reqwest::Client,
+    base: &str,
+    b: &Batch,
+    timeout: Duration,
+) -> Attempt {
+    let (url, encoding) = match protocol {
+        Protocol::Otlp => (
+            format!("{}{}", base.trim_end_matches('/'), b.signal.path()),
+            "gzip",
+        ),
+        Protocol::RemoteWrite => (base.to_owned(), "snappy"),
+    };
+    let mut req = client
         .post(&url)
         .header("Content-Type", "application/x-protobuf")
-        .header("Content-Encoding", "gzip")
-        .header(BATCH_ID_HEADER, format!("{:032x}", b.id))
-        .timeout(timeout)
-        .body(b.body.clone())
-        .send()
-        .await;
+        .header("Content-Encoding", encoding)
+        .header(BATCH_ID_HEADER, format!("{:032x}", b.id));
+    if protocol == Protocol::RemoteWrite {
+        req = req.header("X-Prometheus-Remote-Write-Version", "0.1.0");
+    }
+    let resp = req.timeout(timeout).body(b.body.clone()).send().await;
     let resp = match resp {
         Ok(r) => r,
         Err(e) => return Attempt::Retry(None, format!("{url}: {}", keel_tls::describe(&e))),
@@ -201,7 +231,7 @@ async fn lane(
                 continue;
             }
         };
-        match send(client, base, &b, retry.timeout).await {
+        match send_as(shared.protocol, client, base, &b, retry.timeout).await {
             Attempt::Accepted => {
                 failures = 0;
                 *shared

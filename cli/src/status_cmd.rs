@@ -31,6 +31,27 @@ pub fn run(a: StatusArgs) -> anyhow::Result<()> {
         "store      {} series, {} samples, {} blocks",
         store["series"], store["samples"], keel["blocks"]
     );
+    for t in keel["forward"].as_array().into_iter().flatten() {
+        let lag = t["lag_seconds"].as_f64().unwrap_or(0.0);
+        println!(
+            "forward    {} ({} → {}): {}, {} sent{}",
+            t["name"].as_str().unwrap_or("?"),
+            t["kind"].as_str().unwrap_or("?"),
+            t["url"].as_str().unwrap_or("?"),
+            if lag > 0.0 {
+                format!("{} batches queued, {lag:.1} s behind", t["queued_batches"])
+            } else {
+                "caught up".to_owned()
+            },
+            t["sent_records"],
+            t["last_error"]
+                .as_str()
+                .map_or(String::new(), |e| format!("; last send failed: {e}"))
+        );
+    }
+    if let Some(url) = keel["remote_query"].as_str() {
+        println!("older      than retention: asked of {url}");
+    }
     Ok(())
 }
 

@@ -22,10 +22,28 @@ struct Api {
     store: Arc<Store>,
     clock: SharedClock,
     gate: QueryGate,
+    older: Arc<Older>,
+    forward: Arc<crate::forward::Forwarding>,
 }
 
-/// The API routes; queries go through `gate` (its limits and slots).
-pub fn routes(store: Arc<Store>, clock: SharedClock, gate: QueryGate) -> keel_http::Routes {
+/// Where what is older than local retention is asked for.
+#[derive(Debug, Default)]
+pub struct Older {
+    /// The remote store's query API (none: nowhere).
+    pub remote: Option<crate::forward::remote_query::RemoteQuery>,
+    /// Local retention (ms): older than now minus this is remote.
+    pub retention_ms: i64,
+}
+
+/// The API routes; queries go through `gate` (its limits and slots);
+/// ranges older than local retention go to `older.remote`.
+pub fn routes(
+    store: Arc<Store>,
+    clock: SharedClock,
+    gate: QueryGate,
+    older: Older,
+    forward: Arc<crate::forward::Forwarding>,
+) -> keel_http::Routes {
     keel_http::Routes::new()
         .route("/api/v1/query", get(query).post(query))
         .route("/api/v1/query_range", get(query_range).post(query_range))
@@ -34,7 +52,15 @@ pub fn routes(store: Arc<Store>, clock: SharedClock, gate: QueryGate) -> keel_ht
         .route("/api/v1/label/{name}/values", get(label_values))
         .route("/api/v1/status/buildinfo", get(buildinfo))
         .route("/api/v1/status/keel", get(keel_status))
-        .map(|r| r.with_state(Api { store, clock, gate }))
+        .map(|r| {
+            r.with_state(Api {
+                store,
+                clock,
+                gate,
+                older: Arc::new(older),
+                forward,
+            })
+        })
 }
 
 fn metric_json(l: &Labels) -> Json {
@@ -92,6 +118,21 @@ async fn query(
         Ok(t) => t.unwrap_or_else(|| api.clock.now_ms()),
         Err(e) => return bad(e),
     };
+    // Older than local retention: the remote store answers it whole.
+    if let Some(remote) = &api.older.remote
+        && t < api.clock.now_ms().saturating_sub(api.older.retention_ms)
+    {
+        return match remote.instant(expr, t).await {
+            Ok(data) => ok(data),
+            Err(e) => fail(
+                StatusCode::BAD_GATEWAY,
+                "unavailable",
+                format!(
+                    "{t} ms is older than local retention, and the remote store did not answer: {e}"
+                ),
+            ),
+        };
+    }
     let (store, expr) = (api.store.clone(), expr.to_owned());
     let result = api
         .gate
@@ -133,15 +174,64 @@ async fn query_range(
         Ok(r) => r,
         Err(e) => return bad(e),
     };
-    let (store, expr) = (api.store.clone(), expr.to_owned());
-    let result = api
-        .gate
-        .run(move |budget| Engine::with_budget(&store, budget).range(&expr, range))
-        .await;
-    match result {
-        Ok(series) => ok(matrix_json(&series)),
-        Err(e) => eval_error(e),
+    let cutoff = api.clock.now_ms().saturating_sub(api.older.retention_ms);
+    let older = api.older.remote.as_ref().and_then(|remote| {
+        let last = crate::forward::remote_query::last_step_before(range.start, range.step, cutoff)?;
+        Some((remote, last.min(range.end)))
+    });
+    let Some((remote, old_end)) = older else {
+        return match local_range(&api, expr, range).await {
+            Ok(series) => ok(matrix_json(&series)),
+            Err(e) => eval_error(e),
+        };
+    };
+    // The steps before the cutoff from the remote store, the rest here,
+    // joined series by series.
+    let newer = QueryRange {
+        start: old_end + range.step,
+        ..range
+    };
+    let (remote_part, local_part) = tokio::join!(
+        remote.range(expr, range.start, old_end, range.step),
+        async {
+            if newer.start > range.end {
+                return Ok(Vec::new());
+            }
+            local_range(&api, expr, newer).await
+        }
+    );
+    let local = match local_part {
+        Ok(series) => matrix_json(&series)["result"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default(),
+        Err(e) => return eval_error(e),
+    };
+    match remote_part {
+        Ok(old) => ok(json!({
+            "resultType": "matrix",
+            "result": crate::forward::remote_query::join(old, local),
+        })),
+        Err(e) => keel_http::ok_warned(
+            json!({ "resultType": "matrix", "result": local }),
+            vec![format!(
+                "points before {} (older than local retention) are missing: the remote store did not answer: {e}",
+                cutoff as f64 / 1000.0
+            )],
+        ),
     }
+}
+
+/// `expr` over `range` on the local store, through the query gate.
+async fn local_range(
+    api: &Api,
+    expr: &str,
+    range: QueryRange,
+) -> Result<Vec<keel_promql::RangeSeries>, EvalError> {
+    let (store, expr) = (api.store.clone(), expr.to_owned());
+    api.gate
+        .run(move |budget| Engine::with_budget(&store, budget).range(&expr, range))
+        .await
 }
 
 /// Turn `match[]` selectors into matcher sets.
@@ -229,6 +319,8 @@ async fn keel_status(State(api): State<Api>) -> Response {
         "blocks": api.store.blocks().len(),
         "queries": { "running": api.gate.running(), "limits": api.gate.limits() },
         "rules": { "evaluation_panics": keel_alerting::rules::engine::guard::panics() },
+        "forward": api.forward.status(),
+        "remote_query": api.older.remote.as_ref().map(|r| r.url()),
     }))
 }
 

@@ -8,6 +8,9 @@
 //! - [`access`]: what each API route needs (the people guard's table);
 //! - [`limits`]: what clients can make the collector hold;
 //! - [`own_metrics`]: the collector's own counters at `/metrics`;
+//! - [`forward`]: remote write, OTLP forwarding and remote queries, the
+//!   path to a clustered store (queues from `keel-agent`);
+//! - [`ha`]: leading a pair of collectors by a lease;
 //! - [`server`]: the collector's configuration and one process serving
 //!   all of it: it opens the metric store (`keel-metricstore`), the log and
 //!   span index (`keel-logindex`), runs the rules and notifications
@@ -19,6 +22,7 @@
 
 pub mod access;
 pub mod api;
+pub mod forward;
 pub mod ha;
 pub mod ingest;
 pub mod limits;

@@ -25,6 +25,8 @@ pub struct Own {
     pub store: Arc<keel_metricstore::Store>,
     /// The sender tokens (their refusals).
     pub senders: keel_auth::Senders,
+    /// Forwarding's queues.
+    pub forward: Arc<crate::forward::Forwarding>,
 }
 
 /// The route.
@@ -145,6 +147,7 @@ pub fn render(own: &Own) -> String {
             );
         }
     }
+    crate::forward::render(&own.forward.status(), &mut out);
     out
 }
 

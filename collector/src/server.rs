@@ -107,6 +107,9 @@ pub struct CollectorConfig {
     /// A highly available pair: collectors sharing one PostgreSQL state
     /// store, one leading at a time by lease.
     pub ha: crate::ha::HaConfig,
+    /// Forwarding to a clustered store (remote write, OTLP) and asking it
+    /// for what is older than `retention`.
+    pub forward: crate::forward::ForwardConfig,
 }
 
 impl Default for CollectorConfig {
@@ -143,6 +146,7 @@ impl Default for CollectorConfig {
             tls: keel_tls::server::ServerTlsConfig::default(),
             insecure: false,
             ha: crate::ha::HaConfig::default(),
+            forward: crate::forward::ForwardConfig::default(),
         }
     }
 }
@@ -196,6 +200,7 @@ impl keel_core::config::Validate for CollectorConfig {
         }
         self.otlp.validate("collector.otlp", problems);
         self.ha.validate(&self.state, problems);
+        self.forward.validate(problems);
         if self.max_concurrent_batches == 0 {
             problems.push("collector.max_concurrent_batches: must be at least 1".into());
         }
@@ -431,6 +436,9 @@ pub enum ServeError {
     /// The state store does not open.
     #[error("{0}")]
     State(#[from] keel_state::StateError),
+    /// Forwarding does not start (a queue, a TLS file).
+    #[error("{0}")]
+    Forward(#[from] crate::forward::ForwardError),
     /// The ingest worker threads would not start.
     #[error("cannot start the ingest worker threads: {0}")]
     Workers(std::io::Error),
@@ -569,6 +577,23 @@ fn survive_file_size_limit() {
 pub async fn start(config: &CollectorConfig, clock: SharedClock) -> Result<Running, ServeError> {
     survive_file_size_limit();
     let store = Arc::new(tokio::task::block_in_place(|| config.open_store())?);
+    // What is stored is queued for each remote write target before the
+    // sender is answered.
+    let forwarding = Arc::new(crate::forward::Forwarding::start(
+        &config.forward,
+        &config.data_dir,
+        clock.clone(),
+    )?);
+    if forwarding.forwards_metrics() {
+        let f = forwarding.clone();
+        store.forward_to(keel_metricstore::Forward(Arc::new(move |stored| {
+            f.metrics(stored);
+        })));
+    }
+    let older = crate::api::Older {
+        remote: crate::forward::remote_query::RemoteQuery::new(&config.forward.remote_query)?,
+        retention_ms: i64::try_from(config.retention.as_millis()).unwrap_or(i64::MAX),
+    };
     let logs = Arc::new(tokio::task::block_in_place(|| {
         config.open_logs(clock.now_ms())
     })?);
@@ -582,6 +607,7 @@ pub async fn start(config: &CollectorConfig, clock: SharedClock) -> Result<Runni
         clock: clock.clone(),
         translation: Arc::new(config.otlp.clone()),
         records: config.limits.records(),
+        forward: forwarding.clone(),
     };
     let rules = keel_alerting::rules::RuleManager::new(
         config.rules.clone(),
@@ -768,41 +794,48 @@ pub async fn start(config: &CollectorConfig, clock: SharedClock) -> Result<Runni
     }
     // Every route people use goes through one guard (a route_layer, so
     // it sees each route's pattern): Host, Origin, who, role, audit.
-    let people = crate::api::routes(store.clone(), clock.clone(), gate.clone())
-        .merge(crate::own_metrics::routes(crate::own_metrics::Own {
-            notifier: notifier.clone(),
-            gate,
-            stats: stats.clone(),
-            store: store.clone(),
-            senders: senders.clone(),
-        }))
-        .merge(keel_dashboards::api::routes(dashboards))
-        .merge(keel_dashboards::assets::routes())
-        .merge(log_routes.read)
-        .merge(keel_logindex::traces::api::routes(
-            spans.clone(),
-            logs.clone(),
-            clock.clone(),
+    let people = crate::api::routes(
+        store.clone(),
+        clock.clone(),
+        gate.clone(),
+        older,
+        forwarding.clone(),
+    )
+    .merge(crate::own_metrics::routes(crate::own_metrics::Own {
+        notifier: notifier.clone(),
+        gate,
+        stats: stats.clone(),
+        store: store.clone(),
+        senders: senders.clone(),
+        forward: forwarding.clone(),
+    }))
+    .merge(keel_dashboards::api::routes(dashboards))
+    .merge(keel_dashboards::assets::routes())
+    .merge(log_routes.read)
+    .merge(keel_logindex::traces::api::routes(
+        spans.clone(),
+        logs.clone(),
+        clock.clone(),
+    ))
+    .merge(keel_alerting::rules::api::routes(rules.clone()))
+    .merge(keel_incident::api::routes(incidents.clone()))
+    .merge(keel_alerting::notify::api::routes(notifier.clone()))
+    .merge(keel_alerting::rules::api::history_routes(
+        state.as_ref().map(|(s, _)| s.clone()),
+        clock.clone(),
+    ))
+    .merge(keel_auth::api::routes(access.clone()))
+    .merge(crate::ha::routes(leading.clone()))
+    .map(|r| {
+        r.route_layer(axum::middleware::from_fn_with_state(
+            leading.clone(),
+            crate::ha::followers_refuse_changes,
         ))
-        .merge(keel_alerting::rules::api::routes(rules.clone()))
-        .merge(keel_incident::api::routes(incidents.clone()))
-        .merge(keel_alerting::notify::api::routes(notifier.clone()))
-        .merge(keel_alerting::rules::api::history_routes(
-            state.as_ref().map(|(s, _)| s.clone()),
-            clock.clone(),
+        .route_layer(axum::middleware::from_fn_with_state(
+            access.clone(),
+            keel_auth::access::guard,
         ))
-        .merge(keel_auth::api::routes(access.clone()))
-        .merge(crate::ha::routes(leading.clone()))
-        .map(|r| {
-            r.route_layer(axum::middleware::from_fn_with_state(
-                leading.clone(),
-                crate::ha::followers_refuse_changes,
-            ))
-            .route_layer(axum::middleware::from_fn_with_state(
-                access.clone(),
-                keel_auth::access::guard,
-            ))
-        });
+    });
     // Remote write and log push are ingest: they take a sender token as
     // OTLP does, not a person's login.
     let ingest_api = crate::ingest::remote_write::routes(

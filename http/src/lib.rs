@@ -40,6 +40,14 @@ pub fn ok(data: Json) -> Response {
     axum::Json(json!({ "status": "success", "data": data })).into_response()
 }
 
+/// A success with Prometheus' `warnings` (none: as [`ok`]).
+pub fn ok_warned(data: Json, warnings: Vec<String>) -> Response {
+    if warnings.is_empty() {
+        return ok(data);
+    }
+    axum::Json(json!({ "status": "success", "data": data, "warnings": warnings })).into_response()
+}
+
 /// Parameters from the URL and, for a POST, from a form-encoded body.
 pub fn params(q: Option<String>, headers: &HeaderMap, body: &Bytes) -> Vec<(String, String)> {
     let mut out: Vec<(String, String)> = q

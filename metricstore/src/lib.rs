@@ -256,6 +256,22 @@ pub struct Store {
     /// Where batch arrivals are marked for incident bundles (none in
     /// tests and in replay).
     marks: std::sync::OnceLock<Arc<keel_core::marks::MarkLog>>,
+    /// Handed every stored batch's accepted samples (forwarding to a
+    /// remote store), after they are durable, before the append returns.
+    forward: std::sync::OnceLock<Forward>,
+}
+
+/// A stored batch's accepted samples, handed on.
+pub type ForwardFn = dyn Fn(&[(Labels, Vec<(i64, f64)>)]) + Send + Sync;
+
+/// What [`Store::forward_to`] hands stored samples to.
+#[derive(Clone)]
+pub struct Forward(pub Arc<ForwardFn>);
+
+impl std::fmt::Debug for Forward {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Forward")
+    }
 }
 
 /// A batch's sources and their newest sample times, for its arrival mark.
@@ -263,6 +279,14 @@ pub struct Store {
 pub struct Arrival(Vec<(String, String, i64)>);
 
 impl Store {
+    /// Hand the accepted samples of every batch stored from now on to
+    /// `sink` (called on the appending thread, outside the head's lock,
+    /// before the append returns: what a sender was told is stored has
+    /// been handed on).
+    pub fn forward_to(&self, sink: Forward) {
+        let _ = self.forward.set(sink);
+    }
+
     /// Mark every batch's arrival in `marks` from now on.
     pub fn set_marks(&self, marks: Arc<keel_core::marks::MarkLog>) {
         let _ = self.marks.set(marks);
@@ -361,6 +385,7 @@ impl Store {
             config,
             appended: Arc::default(),
             marks: Default::default(),
+            forward: Default::default(),
         })
     }
 
@@ -376,6 +401,7 @@ impl Store {
             config,
             appended: Arc::default(),
             marks: Default::default(),
+            forward: Default::default(),
         }
     }
 
@@ -511,6 +537,7 @@ impl Store {
             return Ok(None);
         }
         let mut accepted = Vec::with_capacity(batch.len());
+        let mut forwarded = Vec::new();
         let limits = self.config.limits;
         // New series this batch makes, against the series limit.
         let mut new_series = std::collections::HashSet::new();
@@ -573,6 +600,9 @@ impl Store {
             for (r, (_, samples)) in refs.iter().zip(&accepted) {
                 head.apply_ref(*r, samples);
             }
+            if self.forward.get().is_some() {
+                forwarded = accepted;
+            }
         }
         if let Some((mut ids, id)) = ids {
             // The batch is stored: a lost id line costs at most a
@@ -581,8 +611,14 @@ impl Store {
                 tracing::error!(error = %e, "batch-ids.log not written; the batch is stored");
             }
         }
+        drop(head);
         if out.accepted > 0 {
             self.appended.notify_one();
+        }
+        if let Some(sink) = self.forward.get()
+            && !forwarded.is_empty()
+        {
+            (sink.0)(&forwarded);
         }
         Ok(Some(out))
     }

@@ -16,6 +16,7 @@ mod dashboard_login;
 mod db_failover;
 mod failover;
 mod failover_postgres;
+mod forwarding;
 mod ha_pair;
 mod incident_up;
 mod keel_cli;

@@ -118,6 +118,8 @@ pub struct Telemetry {
     pub translation: Arc<otlp::Translation>,
     /// What one log record or span may hold.
     pub records: keel_logindex::limits::RecordLimits,
+    /// Where stored logs and spans are forwarded (`collector.forward.otlp`).
+    pub forward: Arc<crate::forward::Forwarding>,
 }
 
 /// Why an export was not stored.
@@ -634,6 +636,7 @@ pub fn ingest_traces(
     tel.span_metrics
         .record(&spans, store, now)
         .map_err(|e| not_stored(e.to_string()))?;
+    let stored = spans.len();
     if tel
         .spans
         .append_batch(spans, now, batch_id)
@@ -641,6 +644,9 @@ pub fn ingest_traces(
         .is_none()
     {
         stats.duplicate_batches.fetch_add(1, Ordering::Relaxed);
+    } else {
+        tel.forward
+            .otlp(keel_agent::buffer::Signal::Traces, stored, req);
     }
     Ok(ExportTraceServiceResponse {
         partial_success: (!problems.is_empty()).then(|| ExportTracePartialSuccess {
@@ -670,6 +676,7 @@ pub fn ingest_logs(
         .collect();
     let (records, refused) = tel.records.logs(records, |i| places[i].clone());
     problems.extend(refused);
+    let stored = records.len();
     let appended = tel.logs.append_batch(records, now_ms, batch_id);
     if appended
         .inspect_err(|_| super::quota::refund(quota, items))
@@ -680,6 +687,8 @@ pub fn ingest_logs(
         stats.duplicate_batches.fetch_add(1, Ordering::Relaxed);
         return Ok(ExportLogsServiceResponse::default());
     }
+    tel.forward
+        .otlp(keel_agent::buffer::Signal::Logs, stored, req);
     Ok(ExportLogsServiceResponse {
         partial_success: (!problems.is_empty()).then(|| ExportLogsPartialSuccess {
             rejected_log_records: problems.len() as i64,
