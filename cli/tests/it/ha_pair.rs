@@ -728,3 +728,32 @@ async fn a_pair_under_ingest_pages_and_scales_once_across_switches_and_refuses_a
         "the agent still runs"
     );
 }
+
+/// A pair member whose PostgreSQL cannot be reached at start stops with
+/// an error naming the store (its password hidden); it never runs alone.
+#[test]
+fn an_unreachable_postgres_at_start_is_a_clear_error() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(
+        dir.path().join("keel.yaml"),
+        "collector:\n  state: \"postgres://keel:pg-secret@127.0.0.1:1/keel\"\n  ha: {enabled: true}\n",
+    )
+    .expect("config");
+    let out = collector_command(&dir.path().join("keel.yaml"))
+        .arg("--data-dir")
+        .arg(dir.path())
+        .stdin(Stdio::null())
+        .output()
+        .expect("keel collector");
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("postgres://keel:***@127.0.0.1:1/keel"),
+        "names the store: {stderr}"
+    );
+    assert!(!stderr.contains("pg-secret"), "{stderr}");
+    assert!(
+        !String::from_utf8_lossy(&out.stdout).contains("PromQL API"),
+        "never serves"
+    );
+}
