@@ -993,6 +993,29 @@ function builderPage() {
 
 // ---- router ----------------------------------------------------------------
 
+// ---- who leads (collector.ha) ----------------------------------------------
+
+/** The header's word on a pair of collectors: whether this one leads,
+ * since when and under which token, or whom it follows. Hidden for a
+ * collector alone (and while nobody is logged in). */
+async function leaderBadge() {
+  const el = $("#leader");
+  let s;
+  try { s = await (await fetch("/api/v1/status/leader")).json(); } catch { s = null; }
+  const d = s && s.status === "success" ? s.data : null;
+  if (!d || !d.ha) { el.hidden = true; return; }
+  el.hidden = false;
+  el.className = d.standing === "leader" ? "leading" : d.standing === "lost" ? "error" : "muted";
+  const text = {
+    leader: () => `${d.name} leads since ${when(d.since_ms)}`,
+    follower: () => `${d.name} follows ${d.leader || "another collector"}`,
+    starting: () => `${d.name} is joining its pair`,
+    lost: () => `${d.name} does not lead: ${d.error}`,
+  }[d.standing];
+  el.textContent = text ? text() : d.standing;
+  el.title = d.standing === "leader" ? `fencing token ${d.token}` : "only the leader evaluates rules, notifies and scales";
+}
+
 // ---- who is looking ---------------------------------------------------------
 
 /** Read who this is; draw the header's name and log-out button. */
@@ -1072,4 +1095,6 @@ async function render() {
   }
 }
 
+leaderBadge();
+setInterval(leaderBadge, 5000);
 whoAmI().then(render, (e) => main.replaceChildren(h("h1", {}, "Keel is not answering"), h("p", { class: "error" }, e.message)));

@@ -398,6 +398,13 @@ async fn the_dashboard_works_in_a_real_browser() {
         )
         .await;
     browser.screenshot("incident-whatif").await;
+    // A collector alone (no collector.ha) shows no leader badge.
+    assert_eq!(
+        browser
+            .js("return document.getElementById('leader').hidden;")
+            .await,
+        Value::Bool(true)
+    );
 
     let errors = browser.console_errors().await;
     assert!(errors.is_empty(), "console errors: {errors:?}");

@@ -137,6 +137,35 @@ async fn the_follower_takes_over_from_a_killed_leader_and_pages_nothing_twice() 
         "{text}"
     );
 
+    // The dashboard's header says so too (a real browser, when there is one).
+    let browser = match std::env::var_os("KEEL_TEST_BROWSER") {
+        Some(_) => Some(
+            keel_testkit::webdriver::Browser::start(1280, 800)
+                .await
+                .expect("chromium"),
+        ),
+        None => None,
+    };
+    let badge = async |api: &str, want: &str| {
+        let Some(b) = &browser else { return };
+        b.goto(&format!("{api}/ui/")).await.expect("open");
+        let script = format!(
+            "const e = document.querySelector('#leader'); return e && !e.hidden && e.textContent.includes({want:?}) ? e.textContent : null;"
+        );
+        b.until(
+            &format!("the header says {want}"),
+            &script,
+            Duration::from_secs(20),
+        )
+        .await
+        .expect("the leader badge");
+    };
+    badge(
+        &api_b,
+        &format!("follows {}", sa["name"].as_str().unwrap_or_default()),
+    )
+    .await;
+
     // The leader pages once; the follower evaluates nothing and refuses
     // a silence it could not keep.
     eventually("the leader pages", Duration::from_secs(20), || {
@@ -193,6 +222,15 @@ async fn the_follower_takes_over_from_a_killed_leader_and_pages_nothing_twice() 
         since - last.grant.expires_ms
     );
     assert!(took["token"].as_i64() > Some(last.grant.token));
+    badge(
+        &api_b,
+        &format!("{} leads since", sb["name"].as_str().unwrap_or_default()),
+    )
+    .await;
+    if let Some(b) = &browser {
+        let errors = b.console_errors().await.expect("console");
+        assert!(errors.is_empty(), "{errors:?}");
+    }
 
     // The new leader restored the page the old one sent, and after it
     // has evaluated the firing alert, it has paged nothing again.
