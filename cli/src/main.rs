@@ -20,6 +20,7 @@ mod bench_crash;
 mod bench_dashboard;
 mod bench_failover;
 mod bench_failover_pg;
+mod bench_forward;
 mod bench_fuzz;
 mod bench_ha;
 mod bench_logs;
@@ -186,6 +187,9 @@ enum BenchCommand {
     /// A pair of collectors on PostgreSQL (`collector.ha`): the leader
     /// SIGKILLed again and again, how fast the follower takes over.
     Ha(bench_ha::HaBenchArgs),
+    /// Forwarding to a real VictoriaMetrics: throughput beside sending
+    /// straight to it, and the catch-up after an outage (#26).
+    Forward(bench_forward::ForwardBenchArgs),
 }
 
 #[derive(Subcommand)]
@@ -265,6 +269,9 @@ fn main() -> ExitCode {
         Command::Bench {
             command: BenchCommand::Ha(args),
         } => bench_ha::run(args),
+        Command::Bench {
+            command: BenchCommand::Forward(args),
+        } => bench_forward::run(args),
         Command::Config => config::load(cli.config.as_deref()).and_then(|c| {
             // Secrets print as <redacted> (their type); passwords inside
             // URLs (a PostgreSQL DSN) as ***.

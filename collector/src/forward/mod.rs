@@ -75,7 +75,13 @@ impl Default for Target {
             token_file: PathBuf::new(),
             tls: Default::default(),
             max_bytes: 1 << 30,
-            retry: RetryConfig::default(),
+            // Prometheus' remote write backs off to 5 s at most: a target
+            // back from an outage is found within seconds.
+            retry: RetryConfig {
+                initial: Duration::from_millis(100),
+                max: Duration::from_secs(5),
+                timeout: Duration::from_secs(30),
+            },
         }
     }
 }
