@@ -27,6 +27,8 @@ pub struct Own {
     pub senders: keel_auth::Senders,
     /// Forwarding's queues.
     pub forward: Arc<crate::forward::Forwarding>,
+    /// The rule groups (how long each takes).
+    pub rules: Arc<keel_alerting::rules::RuleManager>,
 }
 
 /// The route.
@@ -148,7 +150,85 @@ pub fn render(own: &Own) -> String {
         }
     }
     crate::forward::render(&own.forward.status(), &mut out);
+    limits_coming(own, &mut out);
     out
+}
+
+/// The families that show a limit coming (docs/SCALING.md): samples
+/// taken and refused, each rule group's evaluation time beside its
+/// interval, and this process's CPU and memory (Prometheus' process
+/// collector's names).
+fn limits_coming(own: &Own, out: &mut String) {
+    use std::sync::atomic::Ordering::Relaxed;
+    let counters = [
+        (
+            "keel_ingest_samples_accepted_total",
+            "Samples stored, every ingest path.",
+            own.stats.samples_accepted.load(Relaxed),
+        ),
+        (
+            "keel_ingest_samples_rejected_total",
+            "Samples refused (malformed, too old, duplicate, over a limit).",
+            own.stats.samples_rejected.load(Relaxed),
+        ),
+    ];
+    for (name, help, v) in counters {
+        let _ = writeln!(
+            out,
+            "# HELP {name} {help}
+# TYPE {name} counter
+{name} {v}"
+        );
+    }
+    let groups = own.rules.group_durations();
+    for (name, help, pick) in [
+        (
+            "keel_rule_group_last_duration_seconds",
+            "How long the group's last evaluation took.",
+            2usize,
+        ),
+        (
+            "keel_rule_group_interval_seconds",
+            "The group's evaluation interval.",
+            1,
+        ),
+    ] {
+        let _ = writeln!(
+            out,
+            "# HELP {name} {help}
+# TYPE {name} gauge"
+        );
+        for g in &groups {
+            let v = if pick == 1 { g.1 } else { g.2 };
+            let _ = writeln!(out, "{name}{{rule_group=\"{}\"}} {v}", escape(&g.0));
+        }
+    }
+    if let Some((cpu, rss)) = process_usage() {
+        let _ = writeln!(
+            out,
+            "# HELP process_cpu_seconds_total User and system CPU time of this process.\n# TYPE process_cpu_seconds_total counter\nprocess_cpu_seconds_total {cpu}"
+        );
+        let _ = writeln!(
+            out,
+            "# HELP process_resident_memory_bytes Resident memory of this process.\n# TYPE process_resident_memory_bytes gauge\nprocess_resident_memory_bytes {rss}"
+        );
+    }
+}
+
+/// This process's CPU seconds and resident bytes, from /proc (none
+/// elsewhere).
+fn process_usage() -> Option<(f64, u64)> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // Fields after the command's closing parenthesis: state is the 3rd
+    // field, utime the 14th and stime the 15th of the whole line.
+    let rest = stat.rsplit_once(')')?.1;
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?;
+    let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
+    let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
+    // Linux's USER_HZ is 100 and its page 4 KiB on every platform Keel
+    // ships for.
+    Some((ticks as f64 / 100.0, pages * 4096))
 }
 
 async fn metrics(State(own): State<Own>) -> Response {

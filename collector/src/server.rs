@@ -808,6 +808,7 @@ pub async fn start(config: &CollectorConfig, clock: SharedClock) -> Result<Runni
         store: store.clone(),
         senders: senders.clone(),
         forward: forwarding.clone(),
+        rules: rules.clone(),
     }))
     .merge(keel_dashboards::api::routes(dashboards))
     .merge(keel_dashboards::assets::routes())

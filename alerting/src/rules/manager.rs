@@ -87,6 +87,9 @@ struct Scheduled {
     next_ms: i64,
     /// When it was last evaluated.
     last_ms: Option<i64>,
+    /// How long its last evaluation took (wall time, for the operator:
+    /// a group near its interval is a limit coming).
+    last_duration: std::time::Duration,
 }
 
 struct Inner {
@@ -157,6 +160,7 @@ impl RuleManager {
                     state: GroupState::new(g),
                     next_ms: now,
                     last_ms: None,
+                    last_duration: Default::default(),
                 })
                 .collect(),
             reload: ReloadStatus {
@@ -220,6 +224,7 @@ impl RuleManager {
                         let mut state = GroupState::new(g);
                         let mut next_ms = now;
                         let mut last_ms = None;
+                        let mut last_duration = Default::default();
                         if let Some(i) = old.iter().position(|o| {
                             o.state.group.name == state.group.name
                                 && o.state.group.file == state.group.file
@@ -228,11 +233,13 @@ impl RuleManager {
                             state.adopt(o.state);
                             next_ms = o.next_ms;
                             last_ms = o.last_ms;
+                            last_duration = o.last_duration;
                         }
                         Scheduled {
                             state,
                             next_ms,
                             last_ms,
+                            last_duration,
                         }
                     })
                     .collect();
@@ -315,8 +322,10 @@ impl RuleManager {
                 continue;
             }
             any = true;
+            let took = std::time::Instant::now();
             g.state
                 .eval(&*self.source, now_ms, &self.config.external_labels);
+            g.last_duration = took.elapsed();
             g.last_ms = Some(now_ms);
             if let Some(m) = self.marks.get() {
                 m.write(&keel_core::marks::Mark::RuleEval {
@@ -346,6 +355,22 @@ impl RuleManager {
             n.offer(now_ms, &views);
         }
         inner.groups.iter().map(|g| g.next_ms).min()
+    }
+
+    /// Each group's name, interval and last evaluation's duration
+    /// (seconds), for the collector's own metrics.
+    pub fn group_durations(&self) -> Vec<(String, f64, f64)> {
+        self.lock()
+            .groups
+            .iter()
+            .map(|g| {
+                (
+                    g.state.group.name.clone(),
+                    g.state.group.interval.as_secs_f64(),
+                    g.last_duration.as_secs_f64(),
+                )
+            })
+            .collect()
     }
 
     /// A view for the API: the groups (rules, alerts, health) and the

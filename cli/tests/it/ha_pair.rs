@@ -176,6 +176,17 @@ async fn the_follower_takes_over_from_a_killed_leader_and_pages_nothing_twice() 
         }
     })
     .await;
+    // Its rule group's timing, beside its interval (docs/SCALING.md).
+    let (_, own) = get_text(&format!("{api_a}/metrics")).await;
+    assert!(
+        own.contains("keel_rule_group_interval_seconds{rule_group=\"g\"} 0.2\n"),
+        "{own}"
+    );
+    assert!(
+        own.lines()
+            .any(|l| l.starts_with("keel_rule_group_last_duration_seconds{rule_group=\"g\"} ")),
+        "{own}"
+    );
     let r = reqwest::Client::new()
         .post(format!("{api_b}/api/v1/silences"))
         .json(&serde_json::json!({

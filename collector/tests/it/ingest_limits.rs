@@ -102,6 +102,27 @@ async fn a_cardinality_explosion_is_refused_at_the_series_limit_by_name() {
         .and_then(|v| v.parse().ok())
         .unwrap_or(0);
     assert_eq!(over, partial.rejected_data_points as u64 + 10);
+    // What shows a limit coming (docs/SCALING.md): samples taken and
+    // refused, and this process's CPU and memory; the text parses.
+    let value = |name: &str| -> f64 {
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("{name} ")))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(-1.0)
+    };
+    assert!(
+        value("keel_ingest_samples_accepted_total") >= 100.0,
+        "{metrics}"
+    );
+    assert!(
+        value("keel_ingest_samples_rejected_total") >= over as f64,
+        "{metrics}"
+    );
+    assert!(value("process_cpu_seconds_total") > 0.0, "{metrics}");
+    assert!(value("process_resident_memory_bytes") > 1e6, "{metrics}");
+    prometheus_parse::Scrape::parse(metrics.lines().map(|l| Ok(l.to_owned())))
+        .expect("the collector's own text parses");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
