@@ -297,6 +297,18 @@ pub struct RetryConfig {
     pub timeout: Duration,
 }
 
+impl RetryConfig {
+    /// Its problems, named at `at`.
+    pub fn validate(&self, at: &str, problems: &mut Vec<String>) {
+        if self.initial.is_zero() || self.max < self.initial {
+            problems.push(format!("{at}: initial must be positive and at most max"));
+        }
+        if self.timeout.is_zero() {
+            problems.push(format!("{at}.timeout: must be positive"));
+        }
+    }
+}
+
 impl Default for RetryConfig {
     fn default() -> Self {
         Self {
@@ -383,6 +395,18 @@ impl Validate for AgentConfig {
                 self.collector
             ));
         }
+        for (at, url) in std::iter::once(("agent.collector".to_owned(), &self.collector)).chain(
+            self.collectors
+                .iter()
+                .enumerate()
+                .map(|(i, u)| (format!("agent.collectors[{i}]"), u)),
+        ) {
+            if keel_core::secret::url_has_credentials(url) {
+                problems.push(format!(
+                    "{at}: credentials in the URL would be shown in metrics and status; use agent.collector_token"
+                ));
+            }
+        }
         if !self.collectors.is_empty() && self.collector != AgentConfig::default().collector {
             problems
                 .push("agent.collectors: set agent.collector or agent.collectors, not both".into());
@@ -457,12 +481,7 @@ impl Validate for AgentConfig {
         if self.buffer.max_bytes < 1 << 20 {
             problems.push("agent.buffer.max_bytes: must be at least 1048576 (1 MiB)".into());
         }
-        if self.retry.initial.is_zero() || self.retry.max < self.retry.initial {
-            problems.push("agent.retry: initial must be positive and at most max".into());
-        }
-        if self.retry.timeout.is_zero() {
-            problems.push("agent.retry.timeout: must be positive".into());
-        }
+        self.retry.validate("agent.retry", problems);
         if let Some(f) = &self.failover {
             f.validate(problems);
         }

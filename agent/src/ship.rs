@@ -51,7 +51,7 @@ pub enum Protocol {
     /// OTLP/HTTP protobuf, gzip: `<base>/v1/<signal>`.
     Otlp,
     /// Prometheus remote write 1.0 (the body is a snappy-compressed
-    /// `WriteRequest`): to the URL as it is.
+    /// `WriteRequest`): to the URL as it is, strictly oldest first.
     RemoteWrite,
 }
 
@@ -204,8 +204,10 @@ async fn lane(
     loop {
         let next = {
             let b = shared.buffer.lock().unwrap_or_else(|e| e.into_inner());
-            // A failing batch is retried as it is, lane unchanged.
-            if failures == 0 {
+            // A failing batch is retried as it is, lane unchanged. Remote
+            // write goes strictly oldest first: Prometheus, Mimir and
+            // Thanos refuse a series' samples older than one they hold.
+            if failures == 0 && shared.protocol != Protocol::RemoteWrite {
                 fresh_turn = !fresh_turn;
             }
             let fresh = if fresh_turn {

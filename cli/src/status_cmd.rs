@@ -33,12 +33,13 @@ pub fn run(a: StatusArgs) -> anyhow::Result<()> {
     );
     for t in keel["forward"].as_array().into_iter().flatten() {
         let lag = t["lag_seconds"].as_f64().unwrap_or(0.0);
+        let queued = t["queued_batches"].as_u64().unwrap_or(0);
         println!(
             "forward    {} ({} → {}): {}, {} sent{}",
             t["name"].as_str().unwrap_or("?"),
             t["kind"].as_str().unwrap_or("?"),
             t["url"].as_str().unwrap_or("?"),
-            if lag > 0.0 {
+            if queued > 0 {
                 format!("{} batches queued, {lag:.1} s behind", t["queued_batches"])
             } else {
                 "caught up".to_owned()

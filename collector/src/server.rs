@@ -582,6 +582,7 @@ pub async fn start(config: &CollectorConfig, clock: SharedClock) -> Result<Runni
     let forwarding = Arc::new(crate::forward::Forwarding::start(
         &config.forward,
         &config.data_dir,
+        config.fsync == keel_metricstore::wal::Fsync::Batch,
         clock.clone(),
     )?);
     if forwarding.forwards_metrics() {

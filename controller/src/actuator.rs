@@ -250,9 +250,16 @@ async fn run(
     if let Some(n) = n {
         c.arg(n.to_string()).env("KEEL_REPLICAS", n.to_string());
     }
-    if let Some((lease, token)) = token {
-        c.env("KEEL_FENCING_LEASE", lease)
-            .env("KEEL_FENCING_TOKEN", token.to_string());
+    // Alone, none: not even one this process inherited.
+    match token {
+        Some((lease, token)) => {
+            c.env("KEEL_FENCING_LEASE", lease)
+                .env("KEEL_FENCING_TOKEN", token.to_string());
+        }
+        None => {
+            c.env_remove("KEEL_FENCING_LEASE")
+                .env_remove("KEEL_FENCING_TOKEN");
+        }
     }
     let child = c
         .stdin(std::process::Stdio::null())

@@ -7,6 +7,15 @@ use serde::{Deserialize, Serialize, Serializer};
 /// What a secret prints as.
 pub const REDACTED: &str = "<redacted>";
 
+/// Whether `url` carries credentials (`scheme://user:pass@host`): such
+/// a URL is shown in metrics, status and logs, so configs that take a
+/// token refuse it.
+pub fn url_has_credentials(url: &str) -> bool {
+    let rest = url.split_once("://").map_or(url, |(_, r)| r);
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    authority.contains('@')
+}
+
 /// A password or token from a config file.
 #[derive(Clone, Default, PartialEq, Eq, Deserialize)]
 #[serde(transparent)]
@@ -147,6 +156,14 @@ impl std::fmt::Debug for Secret {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn credentials_in_a_url_are_found_and_an_at_sign_in_a_path_is_not() {
+        assert!(url_has_credentials("http://u:pw@vm:8428/api/v1/write"));
+        assert!(url_has_credentials("https://token@vm"));
+        assert!(!url_has_credentials("http://vm:8428/api/v1/write"));
+        assert!(!url_has_credentials("http://vm:8428/a@b?x=@"));
+    }
+
     use super::*;
 
     #[test]

@@ -184,6 +184,10 @@ pub struct StateStore {
     backend: Backend,
     /// Ops dropped because their lease had passed to another holder.
     fenced: Arc<std::sync::atomic::AtomicU64>,
+    /// Which database this is, as fencing tokens are scoped: tokens
+    /// start again at 1 in a new database, and an actuator must not hold
+    /// the old one's against it (PostgreSQL: the database's OID; "").
+    id: String,
 }
 
 /// The URL of a SQLite database file at `path` (created if missing).
@@ -259,13 +263,34 @@ impl StateStore {
             options = options.max_connections(4);
         }
         let pool = options.connect(url).await.map_err(open_err)?;
+        let id = match backend {
+            Backend::Sqlite => String::new(),
+            Backend::Postgres => {
+                sqlx::query("SELECT oid::text FROM pg_database WHERE datname = current_database()")
+                    .fetch_one(&pool)
+                    .await
+                    .and_then(|r| r.try_get::<String, _>(0))
+                    .map_err(open_err)?
+            }
+        };
         let me = Self {
             pool,
             backend,
             fenced: Arc::default(),
+            id,
         };
         migrate::migrate(&me.pool, backend).await?;
         Ok(me)
+    }
+
+    /// `lease` as actuators see it: scoped to this database, whose
+    /// tokens are the only ones comparable (`keel-leader@db16384`).
+    pub fn scoped_lease(&self, lease: &str) -> String {
+        if self.id.is_empty() {
+            lease.to_owned()
+        } else {
+            format!("{lease}@db{}", self.id)
+        }
     }
 
     /// Which database this is.
@@ -600,7 +625,7 @@ impl Writer {
             None => ActAs::Alone,
             Some(f) => match f.acting.token() {
                 Some(token) => ActAs::Leader {
-                    lease: f.lease.clone(),
+                    lease: f.store.scoped_lease(&f.lease),
                     token,
                 },
                 None => ActAs::NotLeading,

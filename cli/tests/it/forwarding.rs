@@ -28,7 +28,6 @@ impl Victoria {
             .args([
                 "-retentionPeriod=100y",
                 "-search.latencyOffset=0s",
-                "-search.disableCache",
                 "-loggerLevel=ERROR",
             ])
             .stdin(Stdio::null())

@@ -64,6 +64,30 @@ async fn takes_over(api: &str) -> (serde_json::Value, i64) {
     (took, since)
 }
 
+/// Wait until the shared store records `n` notifications as delivered:
+/// the leader's page is durable, so a kill now is no kill between the
+/// receiver taking it and the record (where a resend is by design).
+async fn delivered_in_store(db: &str, n: usize) {
+    let store = keel_state::StateStore::open(db).await.expect("store");
+    eventually(
+        "the pages recorded as delivered",
+        Duration::from_secs(30),
+        || {
+            let store = &store;
+            async move {
+                let docs = store.load(keel_state::Table::Notifications).await.ok()?;
+                let delivered = docs
+                    .iter()
+                    .filter_map(|(_, d)| serde_json::from_str::<serde_json::Value>(d).ok())
+                    .filter(|d| !d["delivered_at_ms"].is_null())
+                    .count();
+                (delivered >= n).then_some(())
+            }
+        },
+    )
+    .await;
+}
+
 async fn standing(api: &str) -> serde_json::Value {
     let (_, v) = get_json(&format!("{api}/api/v1/status/leader")).await;
     v["data"].clone()
@@ -207,6 +231,7 @@ async fn the_follower_takes_over_from_a_killed_leader_and_pages_nothing_twice() 
         "{notes_b}"
     );
 
+    delivered_in_store(&db, 1).await;
     // SIGKILL the leader: no release, the lease lapses.
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(a.id() as i32),
@@ -637,6 +662,7 @@ async fn a_pair_under_ingest_pages_and_scales_once_across_switches_and_refuses_a
     })
     .await;
     let leader_a = standing(&api_a).await;
+    delivered_in_store(&db, 2).await;
 
     // SIGKILL the leader: the follower takes over within one renewal of
     // the lapse, and is stopped at its first write as leader.

@@ -150,6 +150,12 @@ impl Target {
                 self.url
             ));
         }
+        if keel_core::secret::url_has_credentials(&self.url) {
+            problems.push(format!(
+                "{at}.url: credentials in the URL would be shown in metrics and status; use token or token_file"
+            ));
+        }
+        self.retry.validate(&format!("{at}.retry"), problems);
         if !self
             .name
             .chars()
@@ -220,6 +226,11 @@ impl ForwardConfig {
                 q.url
             ));
         }
+        if keel_core::secret::url_has_credentials(&q.url) {
+            problems.push(
+                "collector.forward.remote_query.url: credentials in the URL would be shown in status; use token or token_file".into(),
+            );
+        }
         if let Err(e) = q.token.token_or_file(&q.token_file, "token") {
             problems.push(format!("collector.forward.remote_query.{e}"));
         }
@@ -275,10 +286,13 @@ impl Drop for Forwarding {
 
 impl Forwarding {
     /// Open each target's queue under `data_dir/forward` and start
-    /// shipping it (a queue left by the last run is sent first).
+    /// shipping it (a queue left by the last run is sent first); `fsync`:
+    /// each batch is synced before the sender is answered (the
+    /// collector's `fsync: batch`).
     pub fn start(
         config: &ForwardConfig,
         data_dir: &Path,
+        fsync: bool,
         clock: SharedClock,
     ) -> Result<Self, ForwardError> {
         let mut tasks = Vec::new();
@@ -287,7 +301,7 @@ impl Forwarding {
             for (i, t) in targets.iter().enumerate() {
                 let name = t.name();
                 let buffer =
-                    DiskBuffer::open(&data_dir.join("forward").join(&name), t.max_bytes, false)
+                    DiskBuffer::open(&data_dir.join("forward").join(&name), t.max_bytes, fsync)
                         .map_err(|source| ForwardError::Queue {
                             name: name.clone(),
                             source,
@@ -528,7 +542,7 @@ mod tests {
 
     #[test]
     fn every_problem_is_named_by_its_place() {
-        let yaml = "remote_write:\n- url: vm:8428/api/v1/write\n  signals: [logs]\n- url: http://a:1/w\n  name: \"a b\"\n  max_bytes: 10\nremote_query: {url: \"ftp://x\", timeout: 0s}\notlp:\n- url: http://a:1\n  signals: [metrics]\n- url: http://a:1/x\n";
+        let yaml = "remote_write:\n- url: vm:8428/api/v1/write\n  signals: [logs]\n- url: http://a:1/w\n  name: \"a b\"\n  max_bytes: 10\n- url: http://u:pw@vm:1/w\n  retry: {initial: 0s}\nremote_query: {url: \"ftp://x\", timeout: 0s}\notlp:\n- url: http://a:1\n  signals: [metrics]\n- url: http://a:1/x\n";
         let c: ForwardConfig = keel_core::config::parse_yaml("forward", yaml).expect("parses");
         let mut problems = Vec::new();
         c.validate(&mut problems);
@@ -542,10 +556,12 @@ mod tests {
             "collector.forward.remote_query.timeout: must be positive",
             "collector.forward.otlp[0].signals: \"metrics\" is not logs or traces",
             "collector.forward.otlp[1]: another target is named \"a_1\"",
+            "collector.forward.remote_write[2].url: credentials in the URL",
+            "collector.forward.remote_write[2].retry: initial must be positive",
         ] {
             assert!(all.contains(want), "{want} missing from:\n{all}");
         }
-        assert_eq!(problems.len(), 8, "{all}");
+        assert_eq!(problems.len(), 10, "{all}");
         let mut none = Vec::new();
         ForwardConfig::default().validate(&mut none);
         assert!(none.is_empty(), "{none:?}");

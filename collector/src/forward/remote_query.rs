@@ -74,7 +74,10 @@ impl RemoteQuery {
         Ok(v["data"].clone())
     }
 
-    /// The matrix of `expr` over `start..=end` every `step` (ms).
+    /// The matrix of `expr` over `start..=end` every `step` (ms): only
+    /// points within the range (a store that aligns or caches answers by
+    /// its own grid — VictoriaMetrics does unless told `nocache=1` — may
+    /// hand back more).
     pub async fn range(
         &self,
         expr: &str,
@@ -91,10 +94,36 @@ impl RemoteQuery {
                     ("start", secs(start)),
                     ("end", secs(end)),
                     ("step", secs(step)),
+                    ("nocache", "1".to_owned()),
                 ],
             )
             .await?;
-        Ok(data["result"].as_array().cloned().unwrap_or_default())
+        if data["resultType"] != "matrix" {
+            return Err(format!(
+                "{}: a range query answered {} rather than a matrix",
+                self.url, data["resultType"]
+            ));
+        }
+        let (lo, hi) = (start as f64 / 1000.0, end as f64 / 1000.0);
+        Ok(data["result"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|s| {
+                let values: Vec<Json> = s["values"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter(|p| {
+                        p[0].as_f64()
+                            .is_some_and(|t| t >= lo - 1e-3 && t <= hi + 1e-3)
+                    })
+                    .cloned()
+                    .collect();
+                json!({ "metric": s["metric"], "values": values })
+            })
+            .filter(|s| s["values"].as_array().is_some_and(|v| !v.is_empty()))
+            .collect())
     }
 
     /// `expr` at `t` (ms), the remote's `data` as it is.

@@ -105,9 +105,15 @@ impl Host {
                     .token()
                     .map_err(|e| format!("{program} {action}: {e}"))?;
                 let mut cmd = tokio::process::Command::new(program);
-                if let Some((lease, token)) = token {
-                    cmd.env("KEEL_FENCING_LEASE", lease)
-                        .env("KEEL_FENCING_TOKEN", token.to_string());
+                match token {
+                    Some((lease, token)) => {
+                        cmd.env("KEEL_FENCING_LEASE", lease)
+                            .env("KEEL_FENCING_TOKEN", token.to_string());
+                    }
+                    None => {
+                        cmd.env_remove("KEEL_FENCING_LEASE")
+                            .env_remove("KEEL_FENCING_TOKEN");
+                    }
                 }
                 cmd.args(args)
                     .arg(action)

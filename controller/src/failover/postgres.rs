@@ -141,6 +141,9 @@ pub struct Postgres {
     members: BTreeMap<String, PgMember>,
     mode: Mode,
     synchronous_replicas: u32,
+    /// The authority the SQL actions (promotion, settings) are taken
+    /// under: checked right before each.
+    fencing: crate::fencing::Fencing,
 }
 
 impl std::fmt::Debug for Postgres {
@@ -229,6 +232,7 @@ impl Postgres {
             members,
             mode: cfg.mode,
             synchronous_replicas: cfg.synchronous_replicas,
+            fencing: fencing.clone(),
         }
     }
 
@@ -472,6 +476,9 @@ impl Postgres {
         if self.mode != Mode::Synchronous {
             return Ok(());
         }
+        self.fencing
+            .token()
+            .map_err(|e| format!("synchronous_standby_names on {name}: {e}"))?;
         let want = self.standby_names(name);
         let set = format!(
             "ALTER SYSTEM SET synchronous_standby_names = '{}'",
@@ -548,6 +555,11 @@ impl Postgres {
     /// `pg_promote()`, and the running standbys follow it.
     pub async fn promote(self: &Arc<Self>, name: &str) -> Result<Promoted, String> {
         self.set_standby_names(name).await?;
+        // No PostgreSQL checks a fencing token: the deadline is read at
+        // the last moment (a leader stalled mid-failover promotes nothing).
+        self.fencing
+            .token()
+            .map_err(|e| format!("promote {name}: {e}"))?;
         let ok = self
             .with_admin(name, Duration::from_secs(65), |c| {
                 Box::pin(async move {
