@@ -290,6 +290,15 @@ mod tests {
         app: axum::Router,
         batches: &[(u128, Signal)],
     ) -> (Arc<Shared>, tokio::task::JoinHandle<()>, tempfile::TempDir) {
+        ship_as(app, batches, Protocol::Otlp).await
+    }
+
+    /// As [`ship_to`], sending as `protocol`.
+    async fn ship_as(
+        app: axum::Router,
+        batches: &[(u128, Signal)],
+        protocol: Protocol,
+    ) -> (Arc<Shared>, tokio::task::JoinHandle<()>, tempfile::TempDir) {
         let l = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind");
@@ -309,11 +318,13 @@ mod tests {
                 })
                 .expect("push");
         }
-        let shared = Arc::new(Shared::new(
-            buffer,
-            Stats::default(),
-            format!("http://{addr}"),
-        ));
+        let base = match protocol {
+            Protocol::Otlp => format!("http://{addr}"),
+            Protocol::RemoteWrite => format!("http://{addr}/w"),
+        };
+        let mut shared = Shared::new(buffer, Stats::default(), base);
+        shared.protocol = protocol;
+        let shared = Arc::new(shared);
         let clock: SharedClock = Arc::new(keel_core::clock::SystemClock);
         let task = tokio::spawn(run(
             shared.clone(),
@@ -325,12 +336,13 @@ mod tests {
         (shared, task, dir)
     }
 
-    #[tokio::test]
-    async fn a_backlog_drains_with_the_newest_batches_sent_between_its_oldest() {
+    /// The order in which a backlog of batches 1..=6 of `signal`, sent
+    /// as `protocol` to `path`, arrives.
+    async fn drain_order(path: &str, signal: Signal, protocol: Protocol) -> Vec<u128> {
         let got = Arc::new(Mutex::new(Vec::<u128>::new()));
         let seen = got.clone();
         let app = axum::Router::new().route(
-            "/v1/logs",
+            path,
             axum::routing::post(move |h: axum::http::HeaderMap| {
                 let seen = seen.clone();
                 async move {
@@ -343,8 +355,8 @@ mod tests {
                 }
             }),
         );
-        let logs: Vec<_> = (1..=6).map(|id| (id, Signal::Logs)).collect();
-        let (shared, task, _dir) = ship_to(app, &logs).await;
+        let backlog: Vec<_> = (1..=6).map(|id| (id, signal)).collect();
+        let (shared, task, _dir) = ship_as(app, &backlog, protocol).await;
         while shared
             .buffer
             .lock()
@@ -357,11 +369,30 @@ mod tests {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
         task.abort();
-        let order = got.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        got.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    #[tokio::test]
+    async fn a_backlog_drains_with_the_newest_batches_sent_between_its_oldest() {
         assert_eq!(
-            order,
+            drain_order("/v1/logs", Signal::Logs, Protocol::Otlp).await,
             vec![6, 1, 5, 2, 4, 3],
             "newest and oldest take turns"
+        );
+    }
+
+    /// A remote TSDB refuses a series' samples older than one it holds:
+    /// remote write never lets a newer batch ahead.
+    #[tokio::test]
+    async fn remote_write_drains_strictly_oldest_first() {
+        assert_eq!(
+            drain_order("/w", Signal::Metrics, Protocol::RemoteWrite).await,
+            vec![1, 2, 3, 4, 5, 6]
+        );
+        assert_ne!(
+            drain_order("/v1/metrics", Signal::Metrics, Protocol::Otlp).await,
+            vec![1, 2, 3, 4, 5, 6],
+            "OTLP metrics within the window do take turns"
         );
     }
 
