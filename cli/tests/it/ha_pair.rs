@@ -16,10 +16,23 @@ const RENEW_MS: i64 = 500;
 
 /// A collector of the pair: its own data directory, the shared store.
 fn spawn_member(dir: &std::path::Path, state: &str, hook: &str) -> (std::process::Child, String) {
+    spawn_held_member(dir, state, hook, None)
+}
+
+/// As [`spawn_member`], stopped at `hold` (`KEEL_HOLD_AT`) when given.
+fn spawn_held_member(
+    dir: &std::path::Path,
+    state: &str,
+    hook: &str,
+    hold: Option<&str>,
+) -> (std::process::Child, String) {
     std::fs::create_dir_all(dir.join("rules")).expect("mkdir");
+    // Held: it fires a second after start, so the banner is out before
+    // the process stops at its first page.
+    let pending = if hold.is_some() { "    for: 1s\n" } else { "" };
     std::fs::write(
         dir.join("rules/r.yml"),
-        "groups:\n- name: g\n  interval: 200ms\n  rules:\n  - alert: AlwaysOn\n    expr: vector(1)\n    severity: P0\n    annotations: {summary: 'always'}\n",
+        format!("groups:\n- name: g\n  interval: 200ms\n  rules:\n  - alert: AlwaysOn\n    expr: vector(1)\n{pending}    severity: P0\n    annotations: {{summary: 'always'}}\n"),
     )
     .expect("rules");
     std::fs::write(
@@ -32,8 +45,42 @@ fn spawn_member(dir: &std::path::Path, state: &str, hook: &str) -> (std::process
     .expect("config");
     let mut command = collector_command(&dir.join("keel.yaml"));
     command.stdin(Stdio::null());
+    match hold {
+        Some(point) => command.env("KEEL_HOLD_AT", point),
+        None => command.env_remove("KEEL_HOLD_AT"),
+    };
     let (child, _otlp, api) = start_collector(command, dir);
     (child, api)
+}
+
+/// A webhook receiver on loopback: its URL, and every firing alert it
+/// was paged, by name.
+async fn webhook() -> (String, Arc<Mutex<Vec<String>>>) {
+    let pages: Arc<Mutex<Vec<String>>> = Arc::default();
+    let p = pages.clone();
+    let app = axum::Router::new().route(
+        "/hook",
+        axum::routing::post(move |axum::Json(v): axum::Json<serde_json::Value>| {
+            let p = p.clone();
+            async move {
+                if v["status"] == "firing" {
+                    for a in v["alerts"].as_array().into_iter().flatten() {
+                        let name = a["labels"]["alertname"].as_str().unwrap_or_default();
+                        p.lock()
+                            .unwrap_or_else(|e| e.into_inner())
+                            .push(name.into());
+                    }
+                }
+                axum::http::StatusCode::OK
+            }
+        }),
+    );
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let hook = format!("http://{}/hook", l.local_addr().expect("addr"));
+    tokio::spawn(async move { axum::serve(l, app).await });
+    (hook, pages)
 }
 
 /// A fresh database on the real PostgreSQL for the pair to share, or
@@ -100,30 +147,7 @@ async fn the_follower_takes_over_from_a_killed_leader_and_pages_nothing_twice() 
     };
     let _turn = heavy().await;
     // The webhook: every firing page, by alert name.
-    let pages: Arc<Mutex<Vec<String>>> = Arc::default();
-    let p = pages.clone();
-    let app = axum::Router::new().route(
-        "/hook",
-        axum::routing::post(move |axum::Json(v): axum::Json<serde_json::Value>| {
-            let p = p.clone();
-            async move {
-                if v["status"] == "firing" {
-                    for a in v["alerts"].as_array().into_iter().flatten() {
-                        let name = a["labels"]["alertname"].as_str().unwrap_or_default();
-                        p.lock()
-                            .unwrap_or_else(|e| e.into_inner())
-                            .push(name.into());
-                    }
-                }
-                axum::http::StatusCode::OK
-            }
-        }),
-    );
-    let l = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let hook = format!("http://{}/hook", l.local_addr().expect("addr"));
-    tokio::spawn(async move { axum::serve(l, app).await });
+    let (hook, pages) = webhook().await;
 
     let (da, db_dir) = (
         tempfile::tempdir().expect("tempdir"),
@@ -831,4 +855,78 @@ fn an_unreachable_postgres_at_start_is_a_clear_error() {
         !String::from_utf8_lossy(&out.stdout).contains("PromQL API"),
         "never serves"
     );
+}
+
+/// A leader stalled between a page's durable intent and its sending
+/// (held at `after_page_intent` past its lease) sends nothing when it
+/// wakes: the new leader restored the intent and sent it, and no webhook
+/// or SMTP server checks a fencing token, so the stalled one must ask
+/// its own deadline right before sending. Paged exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_held_between_a_pages_intent_and_its_sending_sends_nothing_when_it_wakes() {
+    let Some(db) = shared_database().await else {
+        return;
+    };
+    let _turn = heavy().await;
+    let (hook, pages) = webhook().await;
+    let (da, db_dir) = (
+        tempfile::tempdir().expect("tempdir"),
+        tempfile::tempdir().expect("tempdir"),
+    );
+    let (mut a, api_a) = spawn_held_member(da.path(), &db, &hook, Some("after_page_intent"));
+    let _stop_a = KillOnDrop(a.id() as i32);
+    let a_pid = a.id();
+    eventually(
+        "the leader is held before sending",
+        Duration::from_secs(30),
+        || async move { stopped(a_pid).then_some(()) },
+    )
+    .await;
+    assert!(api_a.starts_with("http://"));
+    let (b, api_b) = spawn_member(db_dir.path(), &db, &hook);
+    let _stop_b = KillOnDrop(b.id() as i32);
+    let (_, since) = takes_over(&api_b).await;
+    eventually(
+        "the new leader sends the restored page",
+        Duration::from_secs(30),
+        || {
+            let n = pages.lock().unwrap_or_else(|e| e.into_inner()).len();
+            async move { (n >= 1).then_some(()) }
+        },
+    )
+    .await;
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(a_pid as i32),
+        nix::sys::signal::Signal::SIGCONT,
+    )
+    .expect("continue");
+    let status = keel_testkit::until(
+        "the held leader stops",
+        Duration::from_secs(30),
+        async || a.try_wait().expect("wait"),
+    )
+    .await;
+    assert!(!status.success(), "{status}");
+    let stderr = std::fs::read_to_string(da.path().join("collector.stderr")).unwrap_or_default();
+    assert!(
+        stderr.contains("not sending a page: this collector no longer leads"),
+        "it asked its deadline before sending: {stderr}"
+    );
+    // The new leader evaluates on; one page in all.
+    eventually(
+        "the new leader evaluates on",
+        Duration::from_secs(20),
+        || {
+            let api = api_b.clone();
+            async move {
+                let (_, r) = get_json(&format!("{api}/api/v1/rules")).await;
+                let last = r["data"]["groups"][0]["rules"][0]["lastEvaluation"].as_str()?;
+                let at = keel_core::clock::unix_ms(humantime::parse_rfc3339(last).ok()?);
+                (at > since + 1500).then_some(())
+            }
+        },
+    )
+    .await;
+    let seen = pages.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    assert_eq!(seen, ["AlwaysOn"], "paged once");
 }
