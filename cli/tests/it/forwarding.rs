@@ -320,21 +320,7 @@ async fn every_sample_reaches_victoria_metrics_across_its_outage_and_old_ranges_
 /// `yaml`): the child, its OTLP and API base URLs.
 fn collector_on(dir: &std::path::Path, otlp_port: u16, yaml: &str) -> (Child, String, String) {
     std::fs::write(dir.join("keel.yaml"), yaml).expect("config");
-    let mut command = Command::new(KEEL);
-    command
-        .arg("--config")
-        .arg(dir.join("keel.yaml"))
-        .args([
-            "collector",
-            "--api-port",
-            "0",
-            "--grpc-port",
-            "0",
-            "--otlp-port",
-        ])
-        .arg(otlp_port.to_string())
-        .stdin(Stdio::null());
-    start_collector(command, dir)
+    start_collector(collector_command_on(&dir.join("keel.yaml"), otlp_port), dir)
 }
 
 /// One log record of service `fwd` saying `message`, as OTLP/JSON.

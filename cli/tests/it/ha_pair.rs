@@ -135,6 +135,41 @@ async fn delivered_in_store(db: &str, n: usize) {
     .await;
 }
 
+/// Wait until the first rule of the collector at `api` was last
+/// evaluated more than `after_ms` past `since` (ms) — several rounds at
+/// 200 ms — and is firing; its rule JSON.
+async fn evaluated_after(api: &str, since: i64, after_ms: i64) -> serde_json::Value {
+    eventually(
+        "the new leader evaluates on",
+        Duration::from_secs(20),
+        || async move {
+            let (_, r) = get_json(&format!("{api}/api/v1/rules")).await;
+            let rule = r["data"]["groups"][0]["rules"][0].clone();
+            let last = rule["lastEvaluation"].as_str()?;
+            let at = keel_core::clock::unix_ms(humantime::parse_rfc3339(last).ok()?);
+            (rule["state"] == "firing" && at > since + after_ms).then_some(rule)
+        },
+    )
+    .await
+}
+
+/// SIGKILL `leader` (no release: its lease lapses) and read the lease it
+/// held, as the shared store has it.
+async fn kill_leader(leader: &mut std::process::Child, db: &str) -> keel_state::lease::Holder {
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(leader.id() as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .expect("kill");
+    let _ = leader.wait();
+    let store = keel_state::StateStore::open(db).await.expect("store");
+    store
+        .lease_holder("keel-leader")
+        .await
+        .expect("read")
+        .expect("held")
+}
+
 async fn standing(api: &str) -> serde_json::Value {
     let (_, v) = get_json(&format!("{api}/api/v1/status/leader")).await;
     v["data"].clone()
@@ -256,19 +291,7 @@ async fn the_follower_takes_over_from_a_killed_leader_and_pages_nothing_twice() 
     );
 
     delivered_in_store(&db, 1).await;
-    // SIGKILL the leader: no release, the lease lapses.
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(a.id() as i32),
-        nix::sys::signal::Signal::SIGKILL,
-    )
-    .expect("kill");
-    let _ = a.wait();
-    let store = keel_state::StateStore::open(&db).await.expect("store");
-    let last = store
-        .lease_holder("keel-leader")
-        .await
-        .expect("read")
-        .expect("held");
+    let last = kill_leader(&mut a, &db).await;
     assert_eq!(last.holder, sa["name"].as_str().unwrap_or_default());
     let (took, since) = takes_over(&api_b).await;
     assert!(
@@ -294,23 +317,7 @@ async fn the_follower_takes_over_from_a_killed_leader_and_pages_nothing_twice() 
 
     // The new leader restored the page the old one sent, and after it
     // has evaluated the firing alert, it has paged nothing again.
-    eventually(
-        "the new leader evaluates the alert",
-        Duration::from_secs(20),
-        || {
-            let api = api_b.clone();
-            async move {
-                let (_, r) = get_json(&format!("{api}/api/v1/rules")).await;
-                let rule = r["data"]["groups"][0]["rules"][0].clone();
-                let last = rule["lastEvaluation"].as_str()?;
-                let at = humantime::parse_rfc3339(last).ok()?;
-                let at_ms = keel_core::clock::unix_ms(at);
-                // Several evaluations (every 200 ms) after it led.
-                (rule["state"] == "firing" && at_ms > since + 1500).then_some(())
-            }
-        },
-    )
-    .await;
+    evaluated_after(&api_b, since, 1500).await;
     let (_, notes_b) = get_json(&format!("{api_b}/api/v1/notifications")).await;
     let restored = notes_b["data"].as_array().cloned().unwrap_or_default();
     assert_eq!(
@@ -525,20 +532,7 @@ controller:
         ),
     )
     .expect("config");
-    let mut command = std::process::Command::new(KEEL);
-    command
-        .arg("--config")
-        .arg(dir.join("keel.yaml"))
-        .args([
-            "collector",
-            "--api-port",
-            "0",
-            "--grpc-port",
-            "0",
-            "--otlp-port",
-        ])
-        .arg(otlp_port.to_string())
-        .stdin(Stdio::null());
+    let mut command = collector_command_on(&dir.join("keel.yaml"), otlp_port);
     match hold {
         Some(point) => command.env("KEEL_HOLD_AT", point),
         None => command.env_remove("KEEL_HOLD_AT"),
@@ -578,6 +572,22 @@ fn stopped(pid: u32) -> bool {
                 .and_then(|(_, rest)| rest.trim_start().chars().next())
         })
         == Some('T')
+}
+
+/// SIGCONT a held collector and wait until it stops (a deposed leader
+/// exits); how it ended.
+async fn let_go(held: &mut std::process::Child) -> std::process::ExitStatus {
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(held.id() as i32),
+        nix::sys::signal::Signal::SIGCONT,
+    )
+    .expect("continue");
+    keel_testkit::until(
+        "the held leader stops",
+        Duration::from_secs(30),
+        async || held.try_wait().expect("wait"),
+    )
+    .await
 }
 
 /// SIGKILL (after SIGCONT) for a process when dropped.
@@ -690,18 +700,8 @@ async fn a_pair_under_ingest_pages_and_scales_once_across_switches_and_refuses_a
 
     // SIGKILL the leader: the follower takes over within one renewal of
     // the lapse, and is stopped at its first write as leader.
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(a.id() as i32),
-        nix::sys::signal::Signal::SIGKILL,
-    )
-    .expect("kill");
-    let _ = a.wait();
+    let last = kill_leader(&mut a, &db).await;
     let store = keel_state::StateStore::open(&db).await.expect("store");
-    let last = store
-        .lease_holder("keel-leader")
-        .await
-        .expect("read")
-        .expect("held");
     let b_pid = b.id();
     eventually(
         "the new leader is held at its first write",
@@ -756,17 +756,7 @@ async fn a_pair_under_ingest_pages_and_scales_once_across_switches_and_refuses_a
 
     // Let the held leader go: its held write carries the old token and is
     // refused where it lands; it stops, having sent and scaled nothing.
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(b_pid as i32),
-        nix::sys::signal::Signal::SIGCONT,
-    )
-    .expect("continue");
-    let status = keel_testkit::until(
-        "the held leader stops",
-        Duration::from_secs(30),
-        async || b.try_wait().expect("wait"),
-    )
-    .await;
+    let status = let_go(&mut b).await;
     assert!(
         !status.success(),
         "it stops for want of the lease: {status}"
@@ -785,20 +775,7 @@ async fn a_pair_under_ingest_pages_and_scales_once_across_switches_and_refuses_a
 
     // The new leader evaluates for a while more: each alert was paged
     // once, each scaling step run once, under increasing tokens.
-    eventually(
-        "the new leader evaluates on",
-        Duration::from_secs(20),
-        || {
-            let api = api_a2.clone();
-            async move {
-                let (_, r) = get_json(&format!("{api}/api/v1/rules")).await;
-                let last = r["data"]["groups"][0]["rules"][0]["lastEvaluation"].as_str()?;
-                let at = keel_core::clock::unix_ms(humantime::parse_rfc3339(last).ok()?);
-                (at > since + 3000).then_some(())
-            }
-        },
-    )
-    .await;
+    evaluated_after(&api_a2, since, 3000).await;
     let mut subjects = firing_subjects(&smtp);
     subjects.sort();
     assert_eq!(
@@ -895,17 +872,7 @@ async fn a_leader_held_between_a_pages_intent_and_its_sending_sends_nothing_when
         },
     )
     .await;
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(a_pid as i32),
-        nix::sys::signal::Signal::SIGCONT,
-    )
-    .expect("continue");
-    let status = keel_testkit::until(
-        "the held leader stops",
-        Duration::from_secs(30),
-        async || a.try_wait().expect("wait"),
-    )
-    .await;
+    let status = let_go(&mut a).await;
     assert!(!status.success(), "{status}");
     let stderr = std::fs::read_to_string(da.path().join("collector.stderr")).unwrap_or_default();
     assert!(
@@ -913,20 +880,7 @@ async fn a_leader_held_between_a_pages_intent_and_its_sending_sends_nothing_when
         "it asked its deadline before sending: {stderr}"
     );
     // The new leader evaluates on; one page in all.
-    eventually(
-        "the new leader evaluates on",
-        Duration::from_secs(20),
-        || {
-            let api = api_b.clone();
-            async move {
-                let (_, r) = get_json(&format!("{api}/api/v1/rules")).await;
-                let last = r["data"]["groups"][0]["rules"][0]["lastEvaluation"].as_str()?;
-                let at = keel_core::clock::unix_ms(humantime::parse_rfc3339(last).ok()?);
-                (at > since + 1500).then_some(())
-            }
-        },
-    )
-    .await;
+    evaluated_after(&api_b, since, 1500).await;
     let seen = pages.lock().unwrap_or_else(|e| e.into_inner()).clone();
     assert_eq!(seen, ["AlwaysOn"], "paged once");
 }

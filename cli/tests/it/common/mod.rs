@@ -180,16 +180,26 @@ pub fn spawn_collector_under(
 
 /// `keel --config CONFIG collector` on free ports, for [`start_collector`].
 pub fn collector_command(config: &Path) -> Command {
+    collector_command_on(config, 0)
+}
+
+/// As [`collector_command`], OTLP/HTTP on `otlp_port` (a restart keeps
+/// the address its senders know).
+pub fn collector_command_on(config: &Path, otlp_port: u16) -> Command {
     let mut command = Command::new(KEEL);
-    command.arg("--config").arg(config).args([
-        "collector",
-        "--otlp-port",
-        "0",
-        "--api-port",
-        "0",
-        "--grpc-port",
-        "0",
-    ]);
+    command
+        .arg("--config")
+        .arg(config)
+        .args([
+            "collector",
+            "--api-port",
+            "0",
+            "--grpc-port",
+            "0",
+            "--otlp-port",
+        ])
+        .arg(otlp_port.to_string())
+        .stdin(Stdio::null());
     command
 }
 
