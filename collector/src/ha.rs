@@ -155,6 +155,12 @@ impl Leading {
         };
         let (standing, extra) = match l.standing() {
             Standing::Starting => ("starting", serde_json::json!({})),
+            // Past its own deadline it may not act, whatever the last
+            // renewal said: the API says so at once.
+            Standing::Leader(_) if !l.acting().may_act() => (
+                "lost",
+                serde_json::json!({ "error": "the lease was not renewed before this collector's own deadline" }),
+            ),
             Standing::Leader(g) => (
                 "leader",
                 serde_json::json!({ "token": g.token, "since_ms": g.since_ms, "leader": self.holder }),
@@ -239,7 +245,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn ha_needs_postgres_and_a_lease_twice_the_renewal() {
+    fn ha_needs_postgres_and_a_lease_three_times_the_renewal() {
         let mut p = Vec::new();
         HaConfig::default().validate("", &mut p);
         assert!(p.is_empty(), "off: nothing to check");
