@@ -1000,6 +1000,8 @@ function builderPage() {
  * collector alone (and while nobody is logged in). */
 async function leaderBadge() {
   const el = $("#leader");
+  // Nobody logged in yet: nothing to ask (it would only be refused).
+  if (me.login && me.user === null) { el.hidden = true; return; }
   let s;
   try { s = await (await fetch("/api/v1/status/leader")).json(); } catch { s = null; }
   const d = s && s.status === "success" ? s.data : null;
@@ -1095,6 +1097,5 @@ async function render() {
   }
 }
 
-leaderBadge();
 setInterval(leaderBadge, 5000);
-whoAmI().then(render, (e) => main.replaceChildren(h("h1", {}, "Keel is not answering"), h("p", { class: "error" }, e.message)));
+whoAmI().then(() => { leaderBadge(); return render(); }, (e) => main.replaceChildren(h("h1", {}, "Keel is not answering"), h("p", { class: "error" }, e.message)));
