@@ -371,7 +371,7 @@ async fn restore_alerting(
 /// has answered the first try (an error if it cannot), leading or not.
 async fn lead(
     config: &CollectorConfig,
-    st: &Arc<keel_state::StateStore>,
+    url: &str,
     clock: &SharedClock,
 ) -> Result<crate::ha::Leading, ServeError> {
     use keel_state::lease::{LeaseConfig, Standing};
@@ -379,6 +379,9 @@ async fn lead(
         return Ok(crate::ha::Leading::alone());
     }
     let holder = config.ha.holder(config.api_port);
+    // The lease has connections of its own: a backlog of writes (alert
+    // state, events) never delays a renewal past the lease.
+    let st = Arc::new(keel_state::StateStore::open(url).await?);
     let l = st.lead(
         LeaseConfig {
             name: crate::ha::LEASE.into(),
@@ -627,7 +630,7 @@ pub async fn start(config: &CollectorConfig, clock: SharedClock) -> Result<Runni
         Some(url) => {
             // The metric store, opened first, made the data directory.
             let st = Arc::new(keel_state::StateStore::open(&url).await?);
-            let leading = lead(config, &st, &clock).await?;
+            let leading = lead(config, &url, &clock).await?;
             // What only the leader does is written under its token.
             let writer = match &leading.leadership {
                 Some(l) => st.writer_fenced(l),
