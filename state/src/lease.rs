@@ -200,14 +200,37 @@ impl Standing {
 }
 
 /// Whether this collector may act now, and under which token: it leads
-/// and its own deadline (the monotonic clock, see [`StateStore::lead`])
+/// and its own deadline (see [`StateStore::lead`]; read on the clock that
+/// keeps counting while the machine is suspended, Linux' `CLOCK_BOOTTIME`)
 /// has not passed. Read at the moment of acting, so a process that was
 /// stalled past its lease (a pause, a frozen VM) knows at once, before
 /// its lease task has run again. Cheap to clone.
 #[derive(Debug, Clone)]
 pub struct Acting {
     rx: tokio::sync::watch::Receiver<Standing>,
-    deadline: std::sync::Arc<std::sync::Mutex<Option<tokio::time::Instant>>>,
+    deadline: std::sync::Arc<std::sync::Mutex<Option<i128>>>,
+}
+
+/// Nanoseconds on the clock that keeps counting while the machine is
+/// suspended (Linux' `CLOCK_BOOTTIME`), so a leader that wakes from a
+/// suspend sees its deadline passed; elsewhere the monotonic clock. A
+/// clock that cannot be read reads as the end of time: no deadline holds.
+fn boot_ns() -> i128 {
+    #[cfg(target_os = "linux")]
+    {
+        match nix::time::clock_gettime(nix::time::ClockId::CLOCK_BOOTTIME) {
+            Ok(t) => i128::from(t.tv_sec()) * 1_000_000_000 + i128::from(t.tv_nsec()),
+            Err(_) => i128::MAX,
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        static START: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+        START
+            .get_or_init(std::time::Instant::now)
+            .elapsed()
+            .as_nanos() as i128
+    }
 }
 
 impl Acting {
@@ -215,9 +238,7 @@ impl Acting {
     pub fn token(&self) -> Option<i64> {
         let token = self.rx.borrow().token()?;
         let deadline = *self.deadline.lock().unwrap_or_else(|e| e.into_inner());
-        deadline
-            .is_some_and(|d| tokio::time::Instant::now() < d)
-            .then_some(token)
+        deadline.is_some_and(|d| boot_ns() < d).then_some(token)
     }
 
     /// Whether this collector may act now.
@@ -384,7 +405,7 @@ async fn lead_loop(
     clock: keel_core::clock::SharedClock,
     tx: tokio::sync::watch::Sender<Standing>,
     led: std::sync::Arc<std::sync::atomic::AtomicBool>,
-    shared_deadline: std::sync::Arc<std::sync::Mutex<Option<tokio::time::Instant>>>,
+    shared_deadline: std::sync::Arc<std::sync::Mutex<Option<i128>>>,
 ) {
     use tokio::time::Instant;
     let try_for = cfg.ttl / 3;
@@ -392,7 +413,10 @@ async fn lead_loop(
     // Until when this collector may act without another renewal
     // (published to [`Acting`] with every change).
     let mut deadline: Option<Instant> = None;
-    let share = |d: Option<Instant>| {
+    // The same deadline on the boot clock, for [`Acting`].
+    let margin_ns = i128::try_from(margin.as_nanos()).unwrap_or(i128::MAX);
+    let mut boot_deadline: Option<i128> = None;
+    let share = |d: Option<i128>| {
         *shared_deadline.lock().unwrap_or_else(|e| e.into_inner()) = d;
     };
     let publish = |next: Standing| {
@@ -423,6 +447,7 @@ async fn lead_loop(
     };
     loop {
         let started = Instant::now();
+        let started_boot = boot_ns();
         // A leader's try may not outlast its deadline.
         let limit = deadline.map_or(try_for, |d| {
             try_for.min(d.saturating_duration_since(started))
@@ -432,11 +457,13 @@ async fn lead_loop(
         match tried {
             Ok(Ok(Some(g))) => {
                 deadline = Some(started + margin);
-                share(deadline);
+                boot_deadline = Some(started_boot.saturating_add(margin_ns));
+                share(boot_deadline);
                 publish(Standing::Leader(g));
             }
             Ok(Ok(None)) => {
                 deadline = None;
+                boot_deadline = None;
                 share(None);
                 // At once; the leader's name follows if it can be read.
                 publish(Standing::Follower(None));
@@ -453,7 +480,10 @@ async fn lead_loop(
                 format!("the state store did not answer within {limit:?}"),
             ),
         }
-        share(deadline);
+        if deadline.is_none() {
+            boot_deadline = None;
+        }
+        share(boot_deadline);
         // Wake for the next try, or at the deadline if that is sooner.
         let wait = deadline.map_or(cfg.every, |d| {
             cfg.every.min(d.saturating_duration_since(Instant::now()))
@@ -461,6 +491,7 @@ async fn lead_loop(
         clock.sleep(wait).await;
         if deadline.is_some_and(|d| Instant::now() >= d) && tx.borrow().token().is_some() {
             deadline = None;
+            boot_deadline = None;
             share(None);
             publish(Standing::Lost(format!(
                 "the lease was not renewed within {margin:?}"
