@@ -565,9 +565,7 @@ impl PgRole {
 
 /// The state letter of process `pid` (`R`, `S`, `Z`…), if it exists.
 fn process_state(pid: i32) -> Option<char> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // The state follows the command's closing parenthesis.
-    stat.rsplit_once(')')?.1.trim_start().chars().next()
+    keel_core::procfs::state(&pid.to_string())
 }
 
 /// "Latest checkpoint location: 0/3000028" in a cleanly shut down

@@ -130,17 +130,7 @@ fn now_s() -> i64 {
 
 /// CPU seconds `pid` has used (user + system).
 fn cpu_s(pid: u32) -> anyhow::Result<f64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
-    // Fields after the command name (which may hold spaces) in parentheses.
-    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or_default();
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
-    let hz = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
-        .ok()
-        .flatten()
-        .unwrap_or(100) as f64;
-    // utime and stime are fields 14 and 15; `rest` starts at field 3.
-    Ok((ticks(11) + ticks(12)) / hz)
+    crate::bench_metrics::usage(pid).map(|(cpu, _)| cpu)
 }
 
 /// Every series `keel up` stored, with its latest value, as templates.

@@ -83,25 +83,11 @@ struct Results {
 
 /// (user + system CPU seconds, RSS bytes) of a process, from /proc.
 pub(crate) fn usage(pid: u32) -> anyhow::Result<(f64, f64)> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
-    let after = stat
-        .rsplit_once(") ")
-        .map(|x| x.1)
-        .context("malformed /proc stat")?;
-    let f: Vec<&str> = after.split_whitespace().collect();
-    let ticks = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
-        .ok()
-        .flatten()
-        .unwrap_or(100) as f64;
-    let cpu = (f[11].parse::<f64>()? + f[12].parse::<f64>()?) / ticks;
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
-    let rss_kb: f64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0.0);
-    Ok((cpu, rss_kb * 1024.0))
+    let pid = pid.to_string();
+    let cpu = keel_core::procfs::cpu_seconds(&pid)
+        .with_context(|| format!("no CPU time in /proc/{pid}/stat"))?;
+    let rss = keel_core::procfs::rss_bytes(&pid).unwrap_or(0);
+    Ok((cpu, rss as f64))
 }
 
 pub(crate) fn dir_bytes(p: &Path) -> u64 {

@@ -45,13 +45,15 @@ fn escape(v: &str) -> String {
         .replace('\n', "\\n")
 }
 
+/// A family's `# HELP` and `# TYPE` lines.
+fn family(out: &mut String, name: &str, kind: &str, help: &str) {
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+}
+
 /// The text of every family.
 pub fn render(own: &Own) -> String {
     let (notifier, gate) = (&own.notifier, &own.gate);
     let mut out = String::new();
-    let family = |out: &mut String, name: &str, kind: &str, help: &str| {
-        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
-    };
     family(
         &mut out,
         "keel_notifications_failed_total",
@@ -173,62 +175,51 @@ fn limits_coming(own: &Own, out: &mut String) {
         ),
     ];
     for (name, help, v) in counters {
-        let _ = writeln!(
-            out,
-            "# HELP {name} {help}
-# TYPE {name} counter
-{name} {v}"
-        );
+        family(out, name, "counter", help);
+        let _ = writeln!(out, "{name} {v}");
     }
+    // (group, interval seconds, last duration seconds)
+    type Group = (String, f64, f64);
+    type Pick = fn(&Group) -> f64;
     let groups = own.rules.group_durations();
-    for (name, help, pick) in [
+    let per_group: [(&str, &str, Pick); 2] = [
         (
             "keel_rule_group_last_duration_seconds",
             "How long the group's last evaluation took.",
-            2usize,
+            |g| g.2,
         ),
         (
             "keel_rule_group_interval_seconds",
             "The group's evaluation interval.",
-            1,
+            |g| g.1,
         ),
-    ] {
-        let _ = writeln!(
-            out,
-            "# HELP {name} {help}
-# TYPE {name} gauge"
-        );
+    ];
+    for (name, help, pick) in per_group {
+        family(out, name, "gauge", help);
         for g in &groups {
-            let v = if pick == 1 { g.1 } else { g.2 };
-            let _ = writeln!(out, "{name}{{rule_group=\"{}\"}} {v}", escape(&g.0));
+            let _ = writeln!(out, "{name}{{rule_group=\"{}\"}} {}", escape(&g.0), pick(g));
         }
     }
-    if let Some((cpu, rss)) = process_usage() {
-        let _ = writeln!(
+    let (cpu, rss) = (
+        keel_core::procfs::cpu_seconds("self"),
+        keel_core::procfs::rss_bytes("self"),
+    );
+    if let (Some(cpu), Some(rss)) = (cpu, rss) {
+        family(
             out,
-            "# HELP process_cpu_seconds_total User and system CPU time of this process.\n# TYPE process_cpu_seconds_total counter\nprocess_cpu_seconds_total {cpu}"
+            "process_cpu_seconds_total",
+            "counter",
+            "User and system CPU time of this process.",
         );
-        let _ = writeln!(
+        let _ = writeln!(out, "process_cpu_seconds_total {cpu}");
+        family(
             out,
-            "# HELP process_resident_memory_bytes Resident memory of this process.\n# TYPE process_resident_memory_bytes gauge\nprocess_resident_memory_bytes {rss}"
+            "process_resident_memory_bytes",
+            "gauge",
+            "Resident memory of this process.",
         );
+        let _ = writeln!(out, "process_resident_memory_bytes {rss}");
     }
-}
-
-/// This process's CPU seconds and resident bytes, from /proc (none
-/// elsewhere).
-fn process_usage() -> Option<(f64, u64)> {
-    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
-    // Fields after the command's closing parenthesis: state is the 3rd
-    // field, utime the 14th and stime the 15th of the whole line.
-    let rest = stat.rsplit_once(')')?.1;
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    let ticks = f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?;
-    let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
-    let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
-    // Linux's USER_HZ is 100 and its page 4 KiB on every platform Keel
-    // ships for.
-    Some((ticks as f64 / 100.0, pages * 4096))
 }
 
 async fn metrics(State(own): State<Own>) -> Response {

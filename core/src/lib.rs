@@ -12,6 +12,7 @@
 //! - [`marks`]: when batches arrived and rule groups and controller
 //!   loops ran, for incident replay.
 //! - [`names`]: Prometheus' label and metric name rules.
+//! - [`procfs`]: a process's state, CPU time and memory from `/proc`.
 //! - [`quota`]: one sender's share of the collector (ingestion rate,
 //!   active series).
 //! - [`secret`]: passwords and tokens in config, never printed; bearer
@@ -26,6 +27,7 @@ pub mod duration;
 pub mod fencing;
 pub mod marks;
 pub mod names;
+pub mod procfs;
 pub mod quota;
 pub mod secret;
 pub mod stale;

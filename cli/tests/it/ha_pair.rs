@@ -565,13 +565,7 @@ fn scale_actions(shared: &std::path::Path) -> Vec<(i64, u32)> {
 
 /// Whether process `pid` is stopped (SIGSTOP).
 fn stopped(pid: u32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .ok()
-        .and_then(|s| {
-            s.rsplit_once(')')
-                .and_then(|(_, rest)| rest.trim_start().chars().next())
-        })
-        == Some('T')
+    keel_core::procfs::state(&pid.to_string()) == Some('T')
 }
 
 /// SIGCONT a held collector and wait until it stops (a deposed leader
