@@ -9,12 +9,12 @@
 //! rate it is.
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use anyhow::{Context as _, bail};
+use anyhow::bail;
 use keel_collector::ingest::remote_write::{Label, Sample, TimeSeries, WriteRequest};
+use keel_testkit::victoria::Victoria;
 use prost::Message;
 
 /// Flags of `keel bench forward`.
@@ -40,71 +40,18 @@ pub struct ForwardBenchArgs {
     rate: usize,
 }
 
-/// A VictoriaMetrics process; killed when dropped.
-struct Victoria {
-    child: Child,
-    url: String,
+/// Poll every 50 ms until `check` gives a value, `limit` at most.
+async fn until<T>(
+    what: &str,
+    limit: Duration,
+    check: impl AsyncFnMut() -> Option<T>,
+) -> anyhow::Result<T> {
+    Ok(keel_testkit::within(what, limit, Duration::from_millis(50), check).await?)
 }
 
-impl Drop for Victoria {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
+/// VictoriaMetrics from `bin` on `port`, its data in `dir`.
 async fn start_victoria(bin: &Path, dir: &Path, port: u16) -> anyhow::Result<Victoria> {
-    let child = Command::new(bin)
-        .arg(format!("-httpListenAddr=127.0.0.1:{port}"))
-        .arg(format!("-storageDataPath={}", dir.display()))
-        .args([
-            "-retentionPeriod=100y",
-            "-search.latencyOffset=0s",
-            "-search.disableCache",
-            "-loggerLevel=ERROR",
-        ])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .with_context(|| format!("starting {} (apt install victoria-metrics)", bin.display()))?;
-    let vm = Victoria {
-        child,
-        url: format!("http://127.0.0.1:{port}"),
-    };
-    let http = reqwest::Client::new();
-    until(
-        "VictoriaMetrics answers",
-        Duration::from_secs(30),
-        || async {
-            http.get(format!("{}/health", vm.url))
-                .send()
-                .await
-                .ok()
-                .filter(|r| r.status().is_success())
-                .map(|_| ())
-        },
-    )
-    .await?;
-    Ok(vm)
-}
-
-/// Poll every 50 ms until `f` gives a value, `limit` at most.
-async fn until<T, F, Fut>(what: &str, limit: Duration, mut f: F) -> anyhow::Result<T>
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
-    let start = Instant::now();
-    loop {
-        if let Some(v) = f().await {
-            return Ok(v);
-        }
-        if start.elapsed() > limit {
-            bail!("{what}: not within {limit:?}");
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    Ok(Victoria::start(bin, dir, port).await?)
 }
 
 /// Samples of `metric` VictoriaMetrics holds.
@@ -263,7 +210,7 @@ async fn bench(args: ForwardBenchArgs) -> anyhow::Result<()> {
     until(
         "VictoriaMetrics holds the direct samples",
         Duration::from_secs(600),
-        || async { (held(&http, &vm.url, "bench_direct").await >= total).then_some(()) },
+        async || (held(&http, &vm.url, "bench_direct").await >= total).then_some(()),
     )
     .await?;
     let direct = total as f64 / started.elapsed().as_secs_f64();
@@ -297,7 +244,7 @@ async fn bench(args: ForwardBenchArgs) -> anyhow::Result<()> {
     until(
         "VictoriaMetrics holds the forwarded samples",
         Duration::from_secs(600),
-        || async { (held(&http, &vm.url, "bench_fwd").await >= total).then_some(()) },
+        async || (held(&http, &vm.url, "bench_fwd").await >= total).then_some(()),
     )
     .await?;
     let forwarded = total as f64 / started.elapsed().as_secs_f64();
@@ -344,9 +291,11 @@ async fn bench(args: ForwardBenchArgs) -> anyhow::Result<()> {
     let lag = own(&http, &api, "keel_forward_lag_seconds").await;
     vm = start_victoria(&args.victoria_metrics, &vm_dir, port).await?;
     let back = Instant::now();
-    until("the backlog drains", Duration::from_secs(3600), || async {
-        (held(&http, &vm.url, "bench_outage").await >= sent).then_some(())
-    })
+    until(
+        "the backlog drains",
+        Duration::from_secs(3600),
+        async || (held(&http, &vm.url, "bench_outage").await >= sent).then_some(()),
+    )
     .await?;
     let drain = back.elapsed().as_secs_f64();
     let catch_up = sent as f64 / drain;

@@ -9,7 +9,7 @@
 
 use std::io::{BufRead as _, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
@@ -33,15 +33,8 @@ pub struct HaBenchArgs {
 
 /// One collector of the pair.
 struct Member {
-    child: Child,
+    child: keel_testkit::Reaped,
     api: String,
-}
-
-impl Drop for Member {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 /// Start `keel collector` in `dir` against `state`; wait for its banner.
@@ -86,7 +79,10 @@ fn spawn(dir: &Path, state: &str, args: &HaBenchArgs) -> anyhow::Result<Member> 
                 .find(|w| w.starts_with("http"))
                 .context("the API's URL")?;
             let api = url.trim_end_matches("/api/v1/query").to_owned();
-            return Ok(Member { child, api });
+            return Ok(Member {
+                child: keel_testkit::Reaped(child),
+                api,
+            });
         }
     }
     bail!(
@@ -111,21 +107,14 @@ async fn standing(http: &reqwest::Client, m: &Member) -> serde_json::Value {
 }
 
 /// Poll `what` every 20 ms until it gives a value (60 s at most).
-async fn until<T, F, Fut>(what: &str, mut f: F) -> anyhow::Result<T>
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
-    let start = Instant::now();
-    loop {
-        if let Some(v) = f().await {
-            return Ok(v);
-        }
-        if start.elapsed() > Duration::from_secs(60) {
-            bail!("{what}: not within 60 s");
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+async fn until<T>(what: &str, check: impl AsyncFnMut() -> Option<T>) -> anyhow::Result<T> {
+    Ok(keel_testkit::within(
+        what,
+        Duration::from_secs(60),
+        Duration::from_millis(20),
+        check,
+    )
+    .await?)
 }
 
 fn median(v: &mut [f64]) -> f64 {
@@ -155,7 +144,7 @@ pub fn run(args: HaBenchArgs) -> anyhow::Result<()> {
             dir.path().join(format!("member-{n}"))
         };
         let mut members = vec![spawn(&next_dir(), &db, &args)?];
-        until("the first collector leads", || async {
+        until("the first collector leads", async || {
             (standing(&http, &members[0]).await["standing"] == "leader").then_some(())
         })
         .await?;
@@ -167,7 +156,7 @@ pub fn run(args: HaBenchArgs) -> anyhow::Result<()> {
         let (mut after_lapse, mut after_kill) = (Vec::new(), Vec::new());
         for k in 1..=args.kills {
             // Both settled: one leads, the other follows.
-            let leader = until("a leader and a follower", || async {
+            let leader = until("a leader and a follower", async || {
                 let (a, b) = (standing(&http, &members[0]).await, standing(&http, &members[1]).await);
                 match (a["standing"].as_str(), b["standing"].as_str()) {
                     (Some("leader"), Some("follower")) => Some(0),
@@ -177,18 +166,18 @@ pub fn run(args: HaBenchArgs) -> anyhow::Result<()> {
             })
             .await?;
             let follower = 1 - leader;
-            let pid = members[leader].child.id() as i32;
+            let pid = members[leader].child.0.id() as i32;
             nix::sys::signal::kill(
                 nix::unistd::Pid::from_raw(pid),
                 nix::sys::signal::Signal::SIGKILL,
             )?;
             let killed = Instant::now();
-            let _ = members[leader].child.wait();
+            let _ = members[leader].child.0.wait();
             let last = store
                 .lease_holder(keel_collector::ha::LEASE)
                 .await?
                 .context("the lease")?;
-            let took = until("the follower takes over", || async {
+            let took = until("the follower takes over", async || {
                 let s = standing(&http, &members[follower]).await;
                 (s["standing"] == "leader").then_some(s)
             })

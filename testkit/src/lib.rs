@@ -8,6 +8,7 @@
 //! - [`turn`]: one turn at a time for tests that start processes;
 //! - [`smtp`]: a real SMTP server (Python's aiosmtpd, as `.ci/run`
 //!   installs it) and everything it received;
+//! - [`victoria`]: a real VictoriaMetrics on loopback, for forwarding;
 //! - [`https`] (feature `https`): a local HTTPS server signed by a
 //!   throwaway CA, for the tests of Keel's HTTPS clients;
 //! - [`webdriver`]: a headless Chromium driven over W3C WebDriver
@@ -25,6 +26,7 @@ pub mod https;
 pub mod proc;
 pub mod smtp;
 pub mod turn;
+pub mod victoria;
 pub mod wait;
 pub mod webdriver;
 

@@ -15,57 +15,11 @@ use prost::Message;
 
 use crate::common::*;
 
-/// A VictoriaMetrics server on `port`, its data in `dir`; stopped (and
-/// reaped) when dropped.
-struct Victoria(Child);
-
-impl Victoria {
-    /// Start it and wait until it answers.
-    async fn start(port: u16, dir: &std::path::Path) -> Self {
-        let child = Command::new("victoria-metrics")
-            .arg(format!("-httpListenAddr=127.0.0.1:{port}"))
-            .arg(format!("-storageDataPath={}", dir.display()))
-            .args([
-                "-retentionPeriod=100y",
-                "-search.latencyOffset=0s",
-                "-loggerLevel=ERROR",
-            ])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("victoria-metrics (apt install victoria-metrics)");
-        let vm = Self(child);
-        eventually(
-            "VictoriaMetrics answers",
-            Duration::from_secs(30),
-            || async move {
-                reqwest::get(format!("http://127.0.0.1:{port}/health"))
-                    .await
-                    .ok()
-                    .filter(|r| r.status().is_success())
-                    .map(|_| ())
-            },
-        )
-        .await;
-        vm
-    }
-
-    /// Stop it (SIGTERM: it flushes what it holds) and wait.
-    fn stop(mut self) {
-        let _ = nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(self.0.id() as i32),
-            nix::sys::signal::Signal::SIGTERM,
-        );
-        let _ = self.0.wait();
-    }
-}
-
-impl Drop for Victoria {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
+/// Debian's VictoriaMetrics on `port`, its data in `dir`.
+async fn victoria(port: u16, dir: &std::path::Path) -> keel_testkit::victoria::Victoria {
+    keel_testkit::victoria::Victoria::start(std::path::Path::new("victoria-metrics"), dir, port)
+        .await
+        .expect("VictoriaMetrics starts")
 }
 
 /// `fwd_test{batch=…}` samples `n` batches of 10 distinct times each,
@@ -178,7 +132,7 @@ async fn every_sample_reaches_victoria_metrics_across_its_outage_and_old_ranges_
     );
     let port = keel_testkit::free_port().expect("port");
     let vm_url = format!("http://127.0.0.1:{port}");
-    let vm = Victoria::start(port, vm_dir.path()).await;
+    let vm = victoria(port, vm_dir.path()).await;
     let (child, otlp, api) = forwarding_collector(dir.path(), &vm_url);
     let _stop = StopOnDrop(child.id() as i32);
 
@@ -232,7 +186,7 @@ async fn every_sample_reaches_victoria_metrics_across_its_outage_and_old_ranges_
     );
 
     // Back: the backlog drains, nothing lost, nothing twice.
-    let vm = Victoria::start(port, vm_dir.path()).await;
+    let vm = victoria(port, vm_dir.path()).await;
     eventually(
         "all 1000 samples in VictoriaMetrics",
         Duration::from_secs(60),
