@@ -26,6 +26,13 @@ struct Api {
     forward: Arc<crate::forward::Forwarding>,
 }
 
+impl Api {
+    /// Older than this (ms) is past local retention now.
+    fn cutoff(&self) -> i64 {
+        self.clock.now_ms().saturating_sub(self.older.retention_ms)
+    }
+}
+
 /// Where what is older than local retention is asked for.
 #[derive(Debug, Default)]
 pub struct Older {
@@ -120,7 +127,7 @@ async fn query(
     };
     // Older than local retention: the remote store answers it whole.
     if let Some(remote) = &api.older.remote
-        && t < api.clock.now_ms().saturating_sub(api.older.retention_ms)
+        && t < api.cutoff()
     {
         return match remote.instant(expr, t).await {
             Ok(data) => ok(data),
@@ -174,7 +181,7 @@ async fn query_range(
         Ok(r) => r,
         Err(e) => return bad(e),
     };
-    let cutoff = api.clock.now_ms().saturating_sub(api.older.retention_ms);
+    let cutoff = api.cutoff();
     let older = api.older.remote.as_ref().and_then(|remote| {
         let last = crate::forward::remote_query::last_step_before(range.start, range.step, cutoff)?;
         Some((remote, last.min(range.end)))

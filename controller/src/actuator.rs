@@ -140,10 +140,9 @@ impl Actuator {
             .map_err(|e| ActuatorError::NotLeading(e.to_string()))?;
         match self {
             Actuator::Supervisor { url, http } => {
+                // The token read above: the one checked is the one sent.
                 let req = http.put(format!("{url}/api/v1/scale/web"));
-                let r = fencing
-                    .stamp(req)
-                    .map_err(|e| ActuatorError::NotLeading(e.to_string()))?
+                let r = crate::fencing::with_token(req, token)
                     .json(&serde_json::json!({"replicas": n}))
                     .timeout(Duration::from_secs(60))
                     .send()

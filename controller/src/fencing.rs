@@ -39,12 +39,21 @@ impl Fencing {
         &self,
         req: reqwest::RequestBuilder,
     ) -> Result<reqwest::RequestBuilder, NotLeading> {
-        Ok(match self.token()? {
-            None => req,
-            Some((lease, token)) => req
-                .header(keel_core::fencing::LEASE_HEADER, lease)
-                .header(keel_core::fencing::TOKEN_HEADER, token.to_string()),
-        })
+        Ok(with_token(req, self.token()?))
+    }
+}
+
+/// `req` carrying `token` (a lease and its token; none: as it is), for a
+/// caller that has read the token already.
+pub fn with_token(
+    req: reqwest::RequestBuilder,
+    token: Option<(String, i64)>,
+) -> reqwest::RequestBuilder {
+    match token {
+        None => req,
+        Some((lease, token)) => req
+            .header(keel_core::fencing::LEASE_HEADER, lease)
+            .header(keel_core::fencing::TOKEN_HEADER, token.to_string()),
     }
 }
 

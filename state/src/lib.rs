@@ -711,6 +711,8 @@ async fn write_loop(store: Arc<StateStore>, mut rx: tokio::sync::mpsc::Unbounded
         }
         coalesce(&mut ops);
         let mut wait = Duration::from_millis(100);
+        // Test builds only: release builds skip even the scan.
+        #[cfg(debug_assertions)]
         if ops.iter().any(|o| matches!(o, Op::Fenced { .. })) {
             keel_core::crash::point("before_fenced_write");
         }

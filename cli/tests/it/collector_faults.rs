@@ -4,53 +4,23 @@
 
 use std::process::{Child, Command};
 
-use crate::common::collector_command;
-use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
-use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
-use opentelemetry_proto::tonic::metrics::v1::{
-    Gauge, Metric, NumberDataPoint, ResourceMetrics, ScopeMetrics, metric::Data, number_data_point,
-};
+use crate::common::{collector_command, kv};
+use opentelemetry_proto::tonic::metrics::v1::{NumberDataPoint, number_data_point};
 use prost::Message;
 
 const T0: u64 = 1_763_856_000_000;
 
 /// Batch `i` of the fault test: 50 points of `filled` labelled `i`, `k`.
 fn fill_batch(i: u64) -> Vec<u8> {
-    let kv = |k: &str, v: String| KeyValue {
-        key: k.into(),
-        value: Some(AnyValue {
-            value: Some(any_value::Value::StringValue(v)),
-        }),
-        ..Default::default()
-    };
     let points = (0..50)
         .map(|k| NumberDataPoint {
-            attributes: vec![kv("i", i.to_string()), kv("k", k.to_string())],
+            attributes: vec![kv("i", &i.to_string()), kv("k", &k.to_string())],
             time_unix_nano: (T0 + i) * 1_000_000,
             value: Some(number_data_point::Value::AsDouble(k as f64)),
             ..Default::default()
         })
         .collect();
-    ExportMetricsServiceRequest {
-        resource_metrics: vec![ResourceMetrics {
-            resource: Some(opentelemetry_proto::tonic::resource::v1::Resource {
-                attributes: vec![kv("service.name", "fill".into())],
-                ..Default::default()
-            }),
-            scope_metrics: vec![ScopeMetrics {
-                metrics: vec![Metric {
-                    name: "filled".into(),
-                    data: Some(Data::Gauge(Gauge {
-                        data_points: points,
-                    })),
-                    ..Default::default()
-                }],
-                ..Default::default()
-            }],
-            ..Default::default()
-        }],
-    }
-    .encode_to_vec()
+    crate::common::gauge_request(Some("fill"), "filled", points).encode_to_vec()
 }
 
 /// `prlimit` on a running process: its file size limit, soft and hard.
@@ -184,25 +154,15 @@ async fn raise(otlp: &str) {
         .duration_since(std::time::UNIX_EPOCH)
         .expect("time")
         .as_millis() as u64;
-    let req = ExportMetricsServiceRequest {
-        resource_metrics: vec![ResourceMetrics {
-            scope_metrics: vec![ScopeMetrics {
-                metrics: vec![Metric {
-                    name: "crash_x".into(),
-                    data: Some(Data::Gauge(Gauge {
-                        data_points: vec![NumberDataPoint {
-                            time_unix_nano: now * 1_000_000,
-                            value: Some(number_data_point::Value::AsDouble(5.0)),
-                            ..Default::default()
-                        }],
-                    })),
-                    ..Default::default()
-                }],
-                ..Default::default()
-            }],
+    let req = crate::common::gauge_request(
+        None,
+        "crash_x",
+        vec![NumberDataPoint {
+            time_unix_nano: now * 1_000_000,
+            value: Some(number_data_point::Value::AsDouble(5.0)),
             ..Default::default()
         }],
-    };
+    );
     let r = reqwest::Client::new()
         .post(format!("{otlp}/v1/metrics"))
         .header("content-type", "application/x-protobuf")

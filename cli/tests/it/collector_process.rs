@@ -9,13 +9,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use crate::common::KEEL;
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
-use opentelemetry_proto::tonic::collector::metrics::v1::{
-    ExportMetricsServiceRequest, ExportMetricsServiceResponse,
-};
-use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
-use opentelemetry_proto::tonic::metrics::v1::{
-    Gauge, Metric, NumberDataPoint, ResourceMetrics, ScopeMetrics, metric::Data, number_data_point,
-};
+use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceResponse;
+use opentelemetry_proto::tonic::metrics::v1::{NumberDataPoint, number_data_point};
 use prost::Message;
 
 const T0: u64 = 1_763_856_000_000;
@@ -31,33 +26,7 @@ fn batch(writer: &str, i: u64) -> Vec<u8> {
         value: Some(number_data_point::Value::AsDouble(i as f64)),
         ..Default::default()
     };
-    let kv = |k: &str, v: &str| KeyValue {
-        key: k.into(),
-        value: Some(AnyValue {
-            value: Some(any_value::Value::StringValue(v.into())),
-        }),
-        ..Default::default()
-    };
-    ExportMetricsServiceRequest {
-        resource_metrics: vec![ResourceMetrics {
-            resource: Some(opentelemetry_proto::tonic::resource::v1::Resource {
-                attributes: vec![kv("service.name", writer)],
-                ..Default::default()
-            }),
-            scope_metrics: vec![ScopeMetrics {
-                metrics: vec![Metric {
-                    name: "crash.probe".into(),
-                    data: Some(Data::Gauge(Gauge {
-                        data_points: vec![point],
-                    })),
-                    ..Default::default()
-                }],
-                ..Default::default()
-            }],
-            ..Default::default()
-        }],
-    }
-    .encode_to_vec()
+    crate::common::gauge_request(Some(writer), "crash.probe", vec![point]).encode_to_vec()
 }
 
 /// Drive `writers` concurrent writers at a running collector, each

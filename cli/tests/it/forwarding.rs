@@ -7,10 +7,7 @@
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
-use opentelemetry_proto::tonic::metrics::v1::{
-    Gauge, Metric, NumberDataPoint, ResourceMetrics, ScopeMetrics, metric::Data, number_data_point,
-};
+use opentelemetry_proto::tonic::metrics::v1::{NumberDataPoint, number_data_point};
 use prost::Message;
 
 use crate::common::*;
@@ -37,35 +34,11 @@ async fn send(otlp: &str, first: usize, n: usize) {
                 value: Some(number_data_point::Value::AsDouble(
                     (b * 10) as f64 + j as f64,
                 )),
-                attributes: vec![opentelemetry_proto::tonic::common::v1::KeyValue {
-                    key: "batch".into(),
-                    value: Some(opentelemetry_proto::tonic::common::v1::AnyValue {
-                        value: Some(
-                            opentelemetry_proto::tonic::common::v1::any_value::Value::StringValue(
-                                b.to_string(),
-                            ),
-                        ),
-                    }),
-                    ..Default::default()
-                }],
+                attributes: vec![kv("batch", &b.to_string())],
                 ..Default::default()
             })
             .collect();
-        let req = ExportMetricsServiceRequest {
-            resource_metrics: vec![ResourceMetrics {
-                scope_metrics: vec![ScopeMetrics {
-                    metrics: vec![Metric {
-                        name: "fwd_test".into(),
-                        data: Some(Data::Gauge(Gauge {
-                            data_points: points,
-                        })),
-                        ..Default::default()
-                    }],
-                    ..Default::default()
-                }],
-                ..Default::default()
-            }],
-        };
+        let req = gauge_request(None, "fwd_test", points);
         let r = http
             .post(format!("{otlp}/v1/metrics"))
             .header("content-type", "application/x-protobuf")

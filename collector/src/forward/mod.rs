@@ -385,17 +385,18 @@ impl Forwarding {
             return;
         }
         let body = keel_agent::otlp::gzip_request(req);
-        let lanes: Vec<&Lane> = self
-            .otlp
-            .iter()
-            .filter(|l| l.target.wants(signal))
-            .collect();
-        for lane in lanes {
-            self.push(std::slice::from_ref(lane), signal, records, body.clone());
-        }
+        let lanes = self.otlp.iter().filter(|l| l.target.wants(signal));
+        self.push(lanes, signal, records, body);
     }
 
-    fn push(&self, lanes: &[Lane], signal: Signal, records: usize, body: Vec<u8>) {
+    /// One batch of `body`, queued on each of `lanes`.
+    fn push<'a>(
+        &self,
+        lanes: impl IntoIterator<Item = &'a Lane>,
+        signal: Signal,
+        records: usize,
+        body: Vec<u8>,
+    ) {
         let batch = Batch {
             id: rand::random(),
             signal,

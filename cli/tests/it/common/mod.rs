@@ -396,3 +396,46 @@ pub fn spawn_load(lines: &[String], dir: &Path, profile: &str, rps: &str, durati
         .spawn()
         .expect("keel load")
 }
+
+/// An OTLP string attribute.
+pub fn kv(key: &str, value: &str) -> opentelemetry_proto::tonic::common::v1::KeyValue {
+    use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
+    KeyValue {
+        key: key.into(),
+        value: Some(AnyValue {
+            value: Some(any_value::Value::StringValue(value.into())),
+        }),
+        ..Default::default()
+    }
+}
+
+/// An OTLP metrics export of one gauge `name` with `points`, its
+/// resource's `service.name` set when `service` is given.
+pub fn gauge_request(
+    service: Option<&str>,
+    name: &str,
+    points: Vec<opentelemetry_proto::tonic::metrics::v1::NumberDataPoint>,
+) -> opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest {
+    use opentelemetry_proto::tonic::metrics::v1::{
+        Gauge, Metric, ResourceMetrics, ScopeMetrics, metric::Data,
+    };
+    opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest {
+        resource_metrics: vec![ResourceMetrics {
+            resource: service.map(|s| opentelemetry_proto::tonic::resource::v1::Resource {
+                attributes: vec![kv("service.name", s)],
+                ..Default::default()
+            }),
+            scope_metrics: vec![ScopeMetrics {
+                metrics: vec![Metric {
+                    name: name.into(),
+                    data: Some(Data::Gauge(Gauge {
+                        data_points: points,
+                    })),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+            ..Default::default()
+        }],
+    }
+}
