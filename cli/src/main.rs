@@ -273,22 +273,9 @@ fn main() -> ExitCode {
             command: BenchCommand::Forward(args),
         } => bench_forward::run(args),
         Command::Config => config::load(cli.config.as_deref()).and_then(|c| {
-            // Secrets print as <redacted> (their type); passwords inside
-            // URLs (a PostgreSQL DSN) as ***.
-            let mut v = keel_core::secret::redacted(|| serde_json::to_value(&c))?;
-            redact_urls(&mut v);
-            // A webhook URL's path often is its token (Slack, Discord):
-            // only where it goes is shown.
-            if let Some(hooks) = v
-                .pointer_mut("/collector/notify/webhooks")
-                .and_then(|w| w.as_array_mut())
-            {
-                for h in hooks {
-                    if let Some(url) = h.as_str() {
-                        *h = serde_json::Value::String(keel_core::secret::redact_url_path(url));
-                    }
-                }
-            }
+            // Secrets print as <redacted>, passwords inside URLs (a
+            // PostgreSQL DSN) as ***, webhook URLs without their path.
+            let v = keel_core::secret::shown(&c)?;
             print!("{}", serde_json::to_string_pretty(&v)?);
             println!();
             Ok(())
@@ -300,16 +287,5 @@ fn main() -> ExitCode {
             eprintln!("keel: {e:#}");
             ExitCode::FAILURE
         }
-    }
-}
-
-/// Every string in `v` that is a URL with a password, with the password
-/// replaced (`keel config`).
-fn redact_urls(v: &mut serde_json::Value) {
-    match v {
-        serde_json::Value::String(s) if s.contains("://") => *s = keel_state::redact(s),
-        serde_json::Value::Array(a) => a.iter_mut().for_each(redact_urls),
-        serde_json::Value::Object(o) => o.values_mut().for_each(redact_urls),
-        _ => {}
     }
 }

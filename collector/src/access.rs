@@ -18,6 +18,9 @@ pub fn need(method: &Method, route: &str) -> Need {
         // The login page and its files, and logging in and out.
         "/" | "/ui" | "/ui/" | "/ui/{*path}" | "/api/v1/login" | "/api/v1/logout"
         | "/api/v1/session" => Need::Open,
+        // Load balancers and orchestrators probe these without a login,
+        // as they probe Prometheus.
+        "/-/healthy" | "/-/ready" => Need::Open,
         "/api/v1/users"
         | "/api/v1/users/{name}"
         | "/api/v1/tokens"
@@ -29,6 +32,7 @@ pub fn need(method: &Method, route: &str) -> Need {
         | "/api/v1/query_range"
         | "/api/v1/series"
         | "/api/v1/labels"
+        | "/api/v1/format_query"
         | "/api/v1/panels/data"
         | "/api/v1/panels/export"
         | "/api/v1/incidents/{name}/view/{*rest}" => role(Role::Viewer, false),

@@ -57,7 +57,6 @@ pub fn routes(
         .route("/api/v1/series", get(series).post(series))
         .route("/api/v1/labels", get(labels).post(labels))
         .route("/api/v1/label/{name}/values", get(label_values))
-        .route("/api/v1/status/buildinfo", get(buildinfo))
         .route("/api/v1/status/keel", get(keel_status))
         .map(|r| {
             r.with_state(Api {
@@ -255,18 +254,58 @@ fn selectors(p: &[(String, String)]) -> Result<Vec<Vec<Matcher>>, String> {
     Ok(out)
 }
 
+/// `start` and `end`, all time when absent (as Prometheus' min and max
+/// time).
 fn span(p: &[(String, String)]) -> Result<(i64, i64), String> {
-    let start = param(p, "start")
-        .map(parse_time)
-        .transpose()?
-        .unwrap_or(i64::MIN / 2);
-    let end = param(p, "end")
-        .map(parse_time)
-        .transpose()?
-        .unwrap_or(i64::MAX / 2);
-    Ok((start, end))
+    let start = param(p, "start").map(parse_time).transpose()?;
+    let end = param(p, "end").map(parse_time).transpose()?;
+    Ok((start.unwrap_or(i64::MIN), end.unwrap_or(i64::MAX)))
 }
 
+/// `limit`: at most this many results (absent or 0: all).
+fn limit(p: &[(String, String)]) -> Result<usize, String> {
+    match param(p, "limit") {
+        None | Some("") => Ok(0),
+        Some(l) => match l.parse::<i64>() {
+            Ok(n) if n < 0 => Err("limit must be non-negative".into()),
+            Ok(n) => Ok(usize::try_from(n).unwrap_or(usize::MAX)),
+            Err(_) => Err(format!("cannot parse {l:?} to a valid limit")),
+        },
+    }
+}
+
+/// What a series or label lookup asks: `match[]` (none: every series),
+/// `[start, end]` and `limit` (0: none).
+struct Lookup {
+    sets: Vec<Vec<Matcher>>,
+    start: i64,
+    end: i64,
+    limit: usize,
+}
+
+fn lookup(p: &[(String, String)]) -> Result<Lookup, String> {
+    let sets = selectors(p)?;
+    let (start, end) = span(p)?;
+    Ok(Lookup {
+        sets,
+        start,
+        end,
+        limit: limit(p)?,
+    })
+}
+
+/// `items` as the answer, cut at `limit` (0: none) with Prometheus'
+/// warning when cut.
+fn limited<T: serde::Serialize>(mut items: Vec<T>, limit: usize) -> Response {
+    if limit > 0 && items.len() > limit {
+        items.truncate(limit);
+        return keel_http::ok_warned(json!(items), vec!["results truncated due to limit".into()]);
+    }
+    ok(json!(items))
+}
+
+/// `/api/v1/series`: the series matching `match[]` with data in
+/// `[start, end]`, head and blocks.
 async fn series(
     State(api): State<Api>,
     RawQuery(q): RawQuery,
@@ -274,22 +313,29 @@ async fn series(
     body: Bytes,
 ) -> Response {
     let p = params(q, &headers, &body);
-    let (sets, (start, end)) = match (selectors(&p), span(&p)) {
-        (Ok(s), Ok(r)) => (s, r),
-        (Err(e), _) | (_, Err(e)) => return bad(e),
+    let Lookup {
+        sets,
+        start,
+        end,
+        limit,
+    } = match lookup(&p) {
+        Ok(l) => l,
+        Err(e) => return bad(e),
     };
     if sets.is_empty() {
         return bad("no match[] parameter provided".into());
     }
-    let mut all: Vec<Labels> = sets
+    let all: Vec<Json> = api
+        .store
+        .series_labels(&sets, start, end)
         .iter()
-        .flat_map(|m| api.store.series(m, start, end))
+        .map(metric_json)
         .collect();
-    all.sort();
-    all.dedup();
-    ok(Json::Array(all.iter().map(metric_json).collect()))
+    limited(all, limit)
 }
 
+/// `/api/v1/labels`: the label names of the series matching `match[]`
+/// (none: every series) with data in `[start, end]`.
 async fn labels(
     State(api): State<Api>,
     RawQuery(q): RawQuery,
@@ -297,24 +343,31 @@ async fn labels(
     body: Bytes,
 ) -> Response {
     let p = params(q, &headers, &body);
-    match (selectors(&p), span(&p)) {
-        (Ok(sets), Ok((start, end))) if !sets.is_empty() => {
-            let mut names: Vec<String> = sets
-                .iter()
-                .flat_map(|m| api.store.series(m, start, end))
-                .flat_map(|l| l.pairs().map(|(k, _)| k.to_owned()).collect::<Vec<_>>())
-                .collect();
-            names.sort();
-            names.dedup();
-            ok(json!(names))
-        }
-        (Ok(_), Ok(_)) => ok(json!(api.store.label_names())),
-        (Err(e), _) | (_, Err(e)) => bad(e),
+    match lookup(&p) {
+        Ok(l) => limited(api.store.label_names_in(&l.sets, l.start, l.end), l.limit),
+        Err(e) => bad(e),
     }
 }
 
-async fn label_values(State(api): State<Api>, Path(name): Path<String>) -> Response {
-    ok(json!(api.store.label_values(&name)))
+/// `/api/v1/label/<name>/values`: the values of `name` on the series
+/// matching `match[]` (none: every series) with data in `[start, end]`.
+async fn label_values(
+    State(api): State<Api>,
+    Path(name): Path<String>,
+    RawQuery(q): RawQuery,
+    headers: HeaderMap,
+) -> Response {
+    if !keel_core::names::is_label_name(&name) {
+        return bad(format!("invalid label name: {name:?}"));
+    }
+    let p = params(q, &headers, &Bytes::new());
+    match lookup(&p) {
+        Ok(l) => limited(
+            api.store.label_values_in(&name, &l.sets, l.start, l.end),
+            l.limit,
+        ),
+        Err(e) => bad(e),
+    }
 }
 
 /// Store sizes (series, samples, compressed chunk bytes, WAL bytes,
@@ -329,10 +382,4 @@ async fn keel_status(State(api): State<Api>) -> Response {
         "forward": api.forward.status(),
         "remote_query": api.older.remote.as_ref().map(|r| r.url()),
     }))
-}
-
-async fn buildinfo() -> Response {
-    ok(
-        json!({ "version": "3.0.0", "revision": "keel", "branch": "keel", "goVersion": "none (Keel, Rust)" }),
-    )
 }

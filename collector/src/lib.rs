@@ -5,6 +5,9 @@
 //!   OTLP → Prometheus series mapping, and Prometheus remote write;
 //! - [`api`]: Prometheus' HTTP query API (`/api/v1/query`, `series`,
 //!   `labels`, …) over the metric store and the PromQL engine;
+//! - [`status_api`]: the rest of Prometheus' API that Grafana and
+//!   promtool call (`/-/healthy`, `/-/ready`, status pages, targets,
+//!   metadata, `format_query`);
 //! - [`access`]: what each API route needs (the people guard's table);
 //! - [`limits`]: what clients can make the collector hold;
 //! - [`own_metrics`]: the collector's own counters at `/metrics`;
@@ -28,3 +31,4 @@ pub mod ingest;
 pub mod limits;
 pub mod own_metrics;
 pub mod server;
+pub mod status_api;

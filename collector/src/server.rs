@@ -1,5 +1,6 @@
 //! The collector as a running service: its configuration and listeners.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -264,6 +265,37 @@ impl CollectorConfig {
             fsync: self.fsync,
             ..LogConfig::default()
         }
+    }
+
+    /// Prometheus' command-line flags that have a counterpart here, with
+    /// this config's values (`/api/v1/status/flags`), `api` the address
+    /// the API listens on.
+    pub fn prometheus_flags(&self, api: SocketAddr) -> BTreeMap<String, String> {
+        let d = keel_core::duration::format;
+        [
+            ("web.listen-address", api.to_string()),
+            ("storage.tsdb.path", self.data_dir.display().to_string()),
+            ("storage.tsdb.retention.time", d(self.retention)),
+            ("storage.tsdb.min-block-duration", d(self.block_duration)),
+            ("storage.tsdb.max-block-duration", d(self.block_duration)),
+            ("query.max-samples", self.query.max_samples.to_string()),
+            ("query.timeout", d(self.query.timeout)),
+            (
+                "query.max-concurrency",
+                self.query.max_concurrency.to_string(),
+            ),
+            (
+                "query.lookback-delta",
+                d(std::time::Duration::from_millis(
+                    keel_promql::eval::LOOKBACK_MS as u64,
+                )),
+            ),
+            ("web.enable-remote-write-receiver", "true".to_owned()),
+            ("web.enable-lifecycle", "true".to_owned()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v))
+        .collect()
     }
 
     /// The state store's URL (none: state is kept in memory only).
@@ -813,6 +845,18 @@ pub async fn start(config: &CollectorConfig, clock: SharedClock) -> Result<Runni
         senders: senders.clone(),
         forward: forwarding.clone(),
         rules: rules.clone(),
+    }))
+    .merge(crate::status_api::routes(crate::status_api::Status {
+        store: store.clone(),
+        rules: rules.clone(),
+        config: Arc::new(
+            keel_core::secret::shown(config)
+                .unwrap_or_else(|e| serde_json::json!({ "error": e.to_string() })),
+        ),
+        flags: Arc::new(config.prometheus_flags(api)),
+        started_ms: clock.now_ms(),
+        data_dir: config.data_dir.display().to_string(),
+        clock: clock.clone(),
     }))
     .merge(keel_dashboards::api::routes(dashboards))
     .merge(keel_dashboards::assets::routes())

@@ -119,6 +119,44 @@ pub fn redact_url_path(url: &str) -> String {
     }
 }
 
+/// `url` with the password of its user info as `***`
+/// (`postgres://keel:***@db/keel`); other URLs unchanged.
+pub fn redact_url_password(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(s), Some(at)) if at > s => {
+            let userinfo = &url[s + 3..at];
+            match userinfo.find(':') {
+                Some(c) => format!("{}{}:***{}", &url[..s + 3], &userinfo[..c], &url[at..]),
+                None => url.to_owned(),
+            }
+        }
+        _ => url.to_owned(),
+    }
+}
+
+/// A config as people are shown it (`keel config`, the collector's
+/// `/api/v1/status/config`): secrets as `<redacted>`, passwords inside
+/// URLs as `***`, and the paths of webhook URLs (often their token, as
+/// Slack's and Discord's are) hidden.
+pub fn shown<T: Serialize>(config: &T) -> serde_json::Result<serde_json::Value> {
+    fn walk(v: &mut serde_json::Value, webhooks: bool) {
+        match v {
+            serde_json::Value::String(s) if webhooks => *s = redact_url_path(s),
+            serde_json::Value::String(s) if s.contains("://") => *s = redact_url_password(s),
+            serde_json::Value::Array(a) => a.iter_mut().for_each(|x| walk(x, webhooks)),
+            serde_json::Value::Object(o) => {
+                for (k, x) in o.iter_mut() {
+                    walk(x, k == "webhooks");
+                }
+            }
+            _ => {}
+        }
+    }
+    let mut v = redacted(|| serde_json::to_value(config))?;
+    walk(&mut v, false);
+    Ok(v)
+}
+
 thread_local! {
     /// Whether secrets serialize as [`REDACTED`] on this thread now.
     static REDACTING: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };

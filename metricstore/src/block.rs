@@ -161,36 +161,9 @@ impl Block {
         if maxt < self.min_t || mint > self.max_t {
             return Vec::new();
         }
-        let mut candidates: Option<&Vec<u32>> = None;
-        for m in matchers {
-            if let Matcher::Equal(n, v) = m
-                && !v.is_empty()
-            {
-                static EMPTY: Vec<u32> = Vec::new();
-                let list = self
-                    .postings
-                    .get(n)
-                    .and_then(|vals| vals.get(v))
-                    .unwrap_or(&EMPTY);
-                if candidates.is_none_or(|c| list.len() < c.len()) {
-                    candidates = Some(list);
-                }
-            }
-        }
-        let all: Vec<u32>;
-        let refs: &[u32] = match candidates {
-            Some(c) => c,
-            None => {
-                all = (0..self.series.len() as u32).collect();
-                &all
-            }
-        };
         let mut out = Vec::new();
-        for r in refs {
-            let s = &self.series[*r as usize];
-            if !matchers.iter().all(|m| m.matches(s.labels.get(m.name()))) {
-                continue;
-            }
+        for r in self.matching(matchers) {
+            let s = &self.series[r as usize];
             let mut samples = Vec::new();
             for c in s
                 .chunks
@@ -220,11 +193,43 @@ impl Block {
         out
     }
 
-    /// Every label name and its values here.
-    pub fn label_values(
+    /// Refs of the series matching all `matchers`.
+    fn matching(&self, matchers: &[Matcher]) -> Vec<u32> {
+        crate::head::matching(&self.postings, self.series.len(), matchers, |r| {
+            &self.series[r as usize].labels
+        })
+    }
+
+    /// Call `f` with the labels of each series matching `matchers` that
+    /// has a chunk in `[mint, maxt]` (chunk times only: nothing decoded).
+    pub fn visit_series(
         &self,
-    ) -> impl Iterator<Item = (&String, &keel_series::FastMap<String, Vec<u32>>)> {
-        self.postings.iter()
+        matchers: &[Matcher],
+        mint: i64,
+        maxt: i64,
+        mut f: impl FnMut(&Labels),
+    ) {
+        if maxt < self.min_t || mint > self.max_t {
+            return;
+        }
+        for r in self.matching(matchers) {
+            let s = &self.series[r as usize];
+            if s.chunks.iter().any(|c| c.max_t >= mint && c.min_t <= maxt) {
+                f(&s.labels);
+            }
+        }
+    }
+
+    /// Its postings: label name → value → series refs.
+    pub(crate) fn postings(&self) -> &crate::head::Postings {
+        &self.postings
+    }
+
+    /// Whether series `r` has a chunk in `[mint, maxt]`.
+    pub(crate) fn has_chunk_in(&self, r: u32, mint: i64, maxt: i64) -> bool {
+        self.series
+            .get(r as usize)
+            .is_some_and(|s| s.chunks.iter().any(|c| c.max_t >= mint && c.min_t <= maxt))
     }
 }
 

@@ -11,7 +11,7 @@ use keel_series::labels::Labels;
 use crate::arena::{self, Arena, ChunkRef};
 use crate::gorilla::Chunk;
 use crate::packed;
-use crate::{Appended, SeriesSamples};
+use crate::{Appended, Matcher, SeriesSamples};
 
 /// Samples per chunk before it is sealed.
 pub(crate) const CHUNK_SAMPLES: usize = 120;
@@ -82,6 +82,35 @@ impl Series {
         self.ooo.get_or_insert_default().insert(t, v);
     }
 
+    /// Whether a chunk of it (or an out-of-order sample) falls in
+    /// `[mint, maxt]`, read from chunk headers without decoding samples:
+    /// what a label or series lookup over a time range asks.
+    pub(crate) fn overlaps(&self, arena: &Arena, mint: i64, maxt: i64) -> bool {
+        if !self.head.is_empty() && self.head.max_t() >= mint && self.head.min_t() <= maxt {
+            return true;
+        }
+        if self
+            .ooo
+            .as_ref()
+            .is_some_and(|o| o.range(mint..=maxt).next().is_some())
+        {
+            return true;
+        }
+        // Newest first: once a chunk ends before `mint`, the older ones do too.
+        let mut r = self.newest_sealed;
+        while let Some(c) = arena.get(r) {
+            let (min_t, max_t) = times(&c);
+            if max_t < mint {
+                return false;
+            }
+            if min_t <= maxt {
+                return true;
+            }
+            r = c.prev;
+        }
+        false
+    }
+
     /// Samples in `[mint, maxt]`, in time order.
     pub(crate) fn range(&self, arena: &Arena, mint: i64, maxt: i64) -> Vec<(i64, f64)> {
         let mut out = Vec::new();
@@ -124,6 +153,39 @@ pub(crate) fn times(c: &arena::Sealed<'_>) -> (i64, i64) {
 
 /// Label name → value → series refs holding that pair.
 pub(crate) type Postings = keel_series::FastMap<String, keel_series::FastMap<String, Vec<u32>>>;
+
+/// Refs (below `len`) of the series matching all `matchers`: from the
+/// smallest posting list of an equality matcher on a non-empty value,
+/// else every series; `labels` gives a ref's label set.
+pub(crate) fn matching<'a>(
+    postings: &Postings,
+    len: usize,
+    matchers: &[Matcher],
+    labels: impl Fn(u32) -> &'a Labels,
+) -> Vec<u32> {
+    let mut candidates: Option<&[u32]> = None;
+    for m in matchers {
+        if let Matcher::Equal(n, v) = m
+            && !v.is_empty()
+        {
+            let list = postings
+                .get(n)
+                .and_then(|vals| vals.get(v))
+                .map_or(&[][..], Vec::as_slice);
+            if candidates.is_none_or(|c| list.len() < c.len()) {
+                candidates = Some(list);
+            }
+        }
+    }
+    let keep = |r: &u32| {
+        let l = labels(*r);
+        matchers.iter().all(|m| m.matches(l.get(m.name())))
+    };
+    match candidates {
+        Some(c) => c.iter().copied().filter(keep).collect(),
+        None => (0..len as u32).filter(keep).collect(),
+    }
+}
 
 /// Index series `r` under each of its label pairs (copying a name or value
 /// only the first time it is seen).

@@ -18,8 +18,10 @@ pub mod batch_ids;
 pub mod block;
 pub mod gorilla;
 pub mod import;
+pub mod metadata;
 pub mod packed;
 mod select;
+pub use select::{Cardinality, Count, HeadStats};
 pub mod wal;
 
 mod head;
@@ -259,6 +261,8 @@ pub struct Store {
     /// Handed every stored batch's accepted samples (forwarding to a
     /// remote store), after they are durable, before the append returns.
     forward: std::sync::OnceLock<Forward>,
+    /// Metric families' type, help and unit, as senders stated them.
+    metadata: metadata::Metadata,
 }
 
 /// A stored batch's accepted samples, handed on.
@@ -386,6 +390,7 @@ impl Store {
             appended: Arc::default(),
             marks: Default::default(),
             forward: Default::default(),
+            metadata: Default::default(),
         })
     }
 
@@ -402,7 +407,13 @@ impl Store {
             appended: Arc::default(),
             marks: Default::default(),
             forward: Default::default(),
+            metadata: Default::default(),
         }
+    }
+
+    /// Metric families' type, help and unit, as senders stated them.
+    pub fn metadata(&self) -> &metadata::Metadata {
+        &self.metadata
     }
 
     fn blocks_max_t(&self) -> i64 {

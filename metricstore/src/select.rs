@@ -12,39 +12,9 @@ use crate::head::Head;
 
 impl Store {
     pub(crate) fn matching(head: &Head, matchers: &[Matcher]) -> Vec<u32> {
-        // Start from the smallest posting list of an equality matcher on a
-        // non-empty value, if any; else scan every series.
-        let mut candidates: Option<&[u32]> = None;
-        for m in matchers {
-            if let Matcher::Equal(n, v) = m
-                && !v.is_empty()
-            {
-                let list = head
-                    .postings
-                    .get(n)
-                    .and_then(|vals| vals.get(v))
-                    .map_or(&[][..], Vec::as_slice);
-                if candidates.is_none_or(|c| list.len() < c.len()) {
-                    candidates = Some(list);
-                }
-            }
-        }
-        let all: Vec<u32>;
-        let cands: &[u32] = match candidates {
-            Some(c) => c,
-            None => {
-                all = (0..head.series.len() as u32).collect();
-                &all
-            }
-        };
-        cands
-            .iter()
-            .copied()
-            .filter(|r| {
-                let l = &head.series[*r as usize].labels;
-                matchers.iter().all(|m| m.matches(l.get(m.name())))
-            })
-            .collect()
+        crate::head::matching(&head.postings, head.series.len(), matchers, |r| {
+            &head.series[r as usize].labels
+        })
     }
 
     /// Every series matching all `matchers`, with its samples in `[mint, maxt]`
@@ -154,27 +124,265 @@ impl Store {
             .and_then(|r| head.series[r as usize].last(&head.arena))
     }
 
-    /// Every label name in use.
+    /// Every label name in use, head and blocks.
     pub fn label_names(&self) -> Vec<String> {
-        let head = self.head.read().unwrap_or_else(|e| e.into_inner());
-        let mut v: Vec<String> = head.postings.keys().cloned().collect();
-        for b in self.blocks.read().unwrap_or_else(|e| e.into_inner()).iter() {
-            v.extend(b.label_values().map(|(k, _)| k.clone()));
-        }
-        v.sort();
-        v.dedup();
-        v
+        self.label_names_in(&[], i64::MIN, i64::MAX)
     }
 
-    /// Every value of label `name`.
+    /// Every value of label `name`, head and blocks.
     pub fn label_values(&self, name: &str) -> Vec<String> {
+        self.label_values_in(name, &[], i64::MIN, i64::MAX)
+    }
+
+    /// Call `f` with the labels of every series, in the head and in the
+    /// blocks, that matches one of `sets` (no sets: every series) and has
+    /// a chunk in `[mint, maxt]`. A series both hold is visited twice.
+    /// Chunk times only: no sample is decoded.
+    pub fn visit_series(
+        &self,
+        sets: &[Vec<Matcher>],
+        mint: i64,
+        maxt: i64,
+        mut f: impl FnMut(&Labels),
+    ) {
+        let every: [Vec<Matcher>; 1] = [Vec::new()];
+        let sets = if sets.is_empty() { &every[..] } else { sets };
+        for b in self.blocks.read().unwrap_or_else(|e| e.into_inner()).iter() {
+            for ms in sets {
+                b.visit_series(ms, mint, maxt, &mut f);
+            }
+        }
         let head = self.head.read().unwrap_or_else(|e| e.into_inner());
-        let mut v: Vec<String> = head
-            .postings
-            .get(name)
-            .map(|m| m.keys().cloned().collect())
-            .unwrap_or_default();
-        v.sort();
-        v
+        let all_time = mint == i64::MIN && maxt == i64::MAX;
+        for ms in sets {
+            for r in Self::matching(&head, ms) {
+                let s = &head.series[r as usize];
+                if all_time || s.overlaps(&head.arena, mint, maxt) {
+                    f(&s.labels);
+                }
+            }
+        }
+    }
+
+    /// The label sets of the series matching one of `sets` with a chunk
+    /// in `[mint, maxt]`, sorted, each once.
+    pub fn series_labels(&self, sets: &[Vec<Matcher>], mint: i64, maxt: i64) -> Vec<Labels> {
+        let mut out = std::collections::BTreeSet::new();
+        self.visit_series(sets, mint, maxt, |l| {
+            if !out.contains(l) {
+                out.insert(l.clone());
+            }
+        });
+        out.into_iter().collect()
+    }
+
+    /// The label names of the series matching one of `sets` (none: every
+    /// series) with a chunk in `[mint, maxt]`, sorted.
+    pub fn label_names_in(&self, sets: &[Vec<Matcher>], mint: i64, maxt: i64) -> Vec<String> {
+        let mut out = std::collections::BTreeSet::new();
+        if sets.is_empty() {
+            // From the postings: a name is in range if one series with it is.
+            // From the postings: a name is in range if one series with it is.
+            self.visit_postings(mint, maxt, |name, _, in_range| {
+                if !out.contains(name) && in_range() {
+                    out.insert(name.to_owned());
+                }
+                if out.contains(name) {
+                    Visit::NextName
+                } else {
+                    Visit::Next
+                }
+            });
+        } else {
+            self.visit_series(sets, mint, maxt, |l| {
+                for (k, _) in l.pairs() {
+                    if !out.contains(k) {
+                        out.insert(k.to_owned());
+                    }
+                }
+            });
+        }
+        out.into_iter().collect()
+    }
+
+    /// The values of label `name` on the series matching one of `sets`
+    /// (none: every series) with a chunk in `[mint, maxt]`, sorted.
+    pub fn label_values_in(
+        &self,
+        name: &str,
+        sets: &[Vec<Matcher>],
+        mint: i64,
+        maxt: i64,
+    ) -> Vec<String> {
+        let mut out = std::collections::BTreeSet::new();
+        if sets.is_empty() {
+            self.visit_postings(mint, maxt, |n, value, in_range| {
+                if n != name {
+                    return Visit::NextName;
+                }
+                if !out.contains(value) && in_range() {
+                    out.insert(value.to_owned());
+                }
+                Visit::Next
+            });
+        } else {
+            self.visit_series(sets, mint, maxt, |l| {
+                let v = l.get(name);
+                if !v.is_empty() && !out.contains(v) {
+                    out.insert(v.to_owned());
+                }
+            });
+        }
+        out.into_iter().collect()
+    }
+
+    /// Walk every label pair of the head's and the blocks' postings:
+    /// `f(name, value, in_range)` where `in_range()` says whether one of
+    /// the pair's series has a chunk in `[mint, maxt]`.
+    fn visit_postings(
+        &self,
+        mint: i64,
+        maxt: i64,
+        mut f: impl FnMut(&str, &str, &dyn Fn() -> bool) -> Visit,
+    ) {
+        let mut walk = |postings: &crate::head::Postings, in_range: &dyn Fn(u32) -> bool| {
+            for (name, values) in postings {
+                for (value, refs) in values {
+                    let any = || refs.iter().any(|r| in_range(*r));
+                    if let Visit::NextName = f(name, value, &any) {
+                        break;
+                    }
+                }
+            }
+        };
+        for b in self.blocks.read().unwrap_or_else(|e| e.into_inner()).iter() {
+            if b.max_t < mint || b.min_t > maxt {
+                continue;
+            }
+            let whole = mint <= b.min_t && b.max_t <= maxt;
+            walk(b.postings(), &|r| whole || b.has_chunk_in(r, mint, maxt));
+        }
+        let head = self.head.read().unwrap_or_else(|e| e.into_inner());
+        let all_time = mint == i64::MIN && maxt == i64::MAX;
+        walk(&head.postings, &|r| {
+            all_time || head.series[r as usize].overlaps(&head.arena, mint, maxt)
+        });
+    }
+}
+
+/// Where [`Store::visit_postings`] goes after a label pair.
+enum Visit {
+    /// The next value.
+    Next,
+    /// The next name.
+    NextName,
+}
+
+/// The head's cardinality, as Prometheus' `/api/v1/status/tsdb` reports
+/// it: the top entries of each list, most first.
+#[derive(Debug, Clone, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Cardinality {
+    /// Series, label pairs, chunks and the time span of the head.
+    pub head_stats: HeadStats,
+    /// Series of each metric name.
+    pub series_count_by_metric_name: Vec<Count>,
+    /// Distinct values of each label name.
+    pub label_value_count_by_label_name: Vec<Count>,
+    /// Bytes of label values of each label name, summed over its series.
+    pub memory_in_bytes_by_label_name: Vec<Count>,
+    /// Series of each `name=value` pair.
+    pub series_count_by_label_value_pair: Vec<Count>,
+}
+
+/// The head's totals.
+#[derive(Debug, Clone, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct HeadStats {
+    /// Series.
+    pub num_series: u64,
+    /// Distinct label pairs.
+    pub num_label_pairs: u64,
+    /// Chunks, sealed and open.
+    pub chunk_count: u64,
+    /// First and last sample time (ms; 0 when empty).
+    pub min_time: i64,
+    /// Last sample time.
+    pub max_time: i64,
+}
+
+/// A name and how many.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Count {
+    /// The metric name, label name or `name=value` pair.
+    pub name: String,
+    /// How many.
+    pub value: u64,
+}
+
+/// The `limit` largest of `items`, largest first (ties by name).
+fn top(mut items: Vec<Count>, limit: usize) -> Vec<Count> {
+    items.sort_by(|a, b| b.value.cmp(&a.value).then_with(|| a.name.cmp(&b.name)));
+    items.truncate(limit);
+    items
+}
+
+impl Store {
+    /// The head's cardinality: the `limit` largest of each list.
+    pub fn cardinality(&self, limit: usize) -> Cardinality {
+        let head = self.head.read().unwrap_or_else(|e| e.into_inner());
+        let (mut by_name, mut values, mut memory, mut pairs) =
+            (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        let mut num_pairs = 0u64;
+        for (name, vals) in &head.postings {
+            num_pairs += vals.len() as u64;
+            values.push(Count {
+                name: name.clone(),
+                value: vals.len() as u64,
+            });
+            memory.push(Count {
+                name: name.clone(),
+                value: vals.iter().map(|(v, r)| (v.len() * r.len()) as u64).sum(),
+            });
+            for (v, refs) in vals {
+                let count = Count {
+                    name: format!("{name}={v}"),
+                    value: refs.len() as u64,
+                };
+                if name == keel_series::labels::NAME {
+                    by_name.push(Count {
+                        name: v.clone(),
+                        value: count.value,
+                    });
+                }
+                pairs.push(count);
+            }
+        }
+        let chunks: u64 = head
+            .series
+            .iter()
+            .map(|s| {
+                let mut n = u64::from(!s.head.is_empty());
+                let mut r = s.newest_sealed;
+                while let Some(c) = head.arena.get(r) {
+                    n += 1;
+                    r = c.prev;
+                }
+                n
+            })
+            .sum();
+        Cardinality {
+            head_stats: HeadStats {
+                num_series: head.series.len() as u64,
+                num_label_pairs: num_pairs,
+                chunk_count: chunks,
+                min_time: head.min_t().unwrap_or(0),
+                max_time: head.max_t().unwrap_or(0),
+            },
+            series_count_by_metric_name: top(by_name, limit),
+            label_value_count_by_label_name: top(values, limit),
+            memory_in_bytes_by_label_name: top(memory, limit),
+            series_count_by_label_value_pair: top(pairs, limit),
+        }
     }
 }

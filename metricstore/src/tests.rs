@@ -288,3 +288,131 @@ fn a_bounded_select_stops_past_its_limit() {
     let got = store.select_bounded(&all, 0, i64::MAX, 1000).expect("fits");
     assert_eq!(got.iter().map(|(_, s)| s.len()).sum::<usize>(), 1000);
 }
+
+#[test]
+fn label_lookups_read_blocks_and_head_by_matchers_and_time() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let hour = 3_600_000;
+    let cfg = StoreConfig {
+        block_ms: 2 * hour,
+        retention_ms: 24 * hour,
+        ..StoreConfig::default()
+    };
+    let store = Store::open(dir.path(), cfg).expect("open");
+    let t0 = 1_700_000_000_000i64 / hour * hour;
+    // `old` only in the first hour (it goes to a block); `x` throughout.
+    for m in 0..300 {
+        let t = t0 + m * 60_000;
+        let mut batch = vec![
+            (l("x", "a"), vec![(t, 1.0)]),
+            (
+                Labels::new(vec![("__name__", "x"), ("job", "b"), ("zone", "z1")]),
+                vec![(t, 1.0)],
+            ),
+        ];
+        if m < 60 {
+            batch.push((l("old", "c"), vec![(t, 1.0)]));
+        }
+        store.append(batch).expect("append");
+    }
+    assert_eq!(store.compact(t0 + 5 * hour).expect("compact"), 1);
+    let name = |n: &str| vec![Matcher::Equal("__name__".into(), n.into())];
+    let all = (i64::MIN, i64::MAX);
+    assert_eq!(store.label_values("__name__"), ["old", "x"], "blocks too");
+    assert_eq!(
+        store.label_values_in("job", &[], all.0, all.1),
+        ["a", "b", "c"]
+    );
+    // After `old` ended: only what has data then.
+    let late = (t0 + 3 * hour, t0 + 4 * hour);
+    assert_eq!(
+        store.label_values_in("__name__", &[], late.0, late.1),
+        ["x"]
+    );
+    assert_eq!(
+        store.label_values_in("job", &[], late.0, late.1),
+        ["a", "b"]
+    );
+    assert_eq!(
+        store.label_names_in(&[], late.0, late.1),
+        ["__name__", "job", "zone"]
+    );
+    // Early: `old` from its block.
+    let early = (t0, t0 + 30 * 60_000);
+    assert_eq!(
+        store.label_values_in("job", &[name("old")], early.0, early.1),
+        ["c"]
+    );
+    // Matchers pick the series; a series without the label adds no value.
+    assert_eq!(
+        store.label_values_in("zone", &[name("x")], all.0, all.1),
+        ["z1"]
+    );
+    assert_eq!(
+        store.label_values_in(
+            "job",
+            &[
+                name("old"),
+                vec![Matcher::Equal("zone".into(), "z1".into())]
+            ],
+            all.0,
+            all.1
+        ),
+        ["b", "c"]
+    );
+    assert_eq!(
+        store.label_names_in(&[name("old")], all.0, all.1),
+        ["__name__", "job"]
+    );
+    // Nothing before the first sample or after the last.
+    assert!(store.label_values_in("job", &[], 0, t0 - 1).is_empty());
+    assert!(
+        store
+            .label_names_in(&[], t0 + 6 * hour, i64::MAX)
+            .is_empty()
+    );
+    assert!(
+        store
+            .series_labels(&[name("x")], t0 + 6 * hour, i64::MAX)
+            .is_empty()
+    );
+    // Series: each once although block and head both hold `x`.
+    assert_eq!(store.series_labels(&[name("x")], all.0, all.1).len(), 2);
+    assert_eq!(store.series_labels(&[name("old")], late.0, late.1).len(), 0);
+    assert_eq!(
+        store.series_labels(&[name("old")], early.0, early.1).len(),
+        1
+    );
+}
+
+#[test]
+fn cardinality_counts_series_by_name_and_pairs_largest_first() {
+    let store = Store::in_memory(StoreConfig::default());
+    let mut batch = Vec::new();
+    for i in 0..5 {
+        batch.push((l("big", &format!("j{i}")), vec![(1000, 1.0)]));
+    }
+    batch.push((l("small", "j0"), vec![(2000, 1.0)]));
+    store.append(batch).expect("append");
+    let c = store.cardinality(2);
+    assert_eq!(c.head_stats.num_series, 6);
+    assert_eq!(c.head_stats.num_label_pairs, 2 + 5);
+    assert_eq!(c.head_stats.chunk_count, 6);
+    assert_eq!((c.head_stats.min_time, c.head_stats.max_time), (1000, 2000));
+    let names: Vec<(&str, u64)> = c
+        .series_count_by_metric_name
+        .iter()
+        .map(|x| (x.name.as_str(), x.value))
+        .collect();
+    assert_eq!(names, [("big", 5), ("small", 1)]);
+    assert_eq!(c.label_value_count_by_label_name[0].name, "job");
+    assert_eq!(c.label_value_count_by_label_name[0].value, 5);
+    assert_eq!(c.series_count_by_label_value_pair[0].name, "__name__=big");
+    // "big" 3 bytes × 5 series + "small" 5 bytes × 1.
+    let name_bytes = c
+        .memory_in_bytes_by_label_name
+        .iter()
+        .find(|x| x.name == "__name__")
+        .map(|x| x.value);
+    assert_eq!(name_bytes, Some(20));
+}

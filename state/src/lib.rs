@@ -197,16 +197,7 @@ pub fn sqlite_url(path: &Path) -> String {
 
 /// `url` with any password replaced by `***`, for messages.
 pub fn redact(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(s), Some(at)) if at > s => {
-            let userinfo = &url[s + 3..at];
-            match userinfo.find(':') {
-                Some(c) => format!("{}{}:***{}", &url[..s + 3], &userinfo[..c], &url[at..]),
-                None => url.to_owned(),
-            }
-        }
-        _ => url.to_owned(),
-    }
+    keel_core::secret::redact_url_password(url)
 }
 
 impl StateStore {

@@ -9,6 +9,8 @@
 //! - [`smtp`]: a real SMTP server (Python's aiosmtpd, as `.ci/run`
 //!   installs it) and everything it received;
 //! - [`victoria`]: a real VictoriaMetrics on loopback, for forwarding;
+//! - [`server`]: a real Prometheus or Alertmanager on loopback, awaited
+//!   until ready;
 //! - [`https`] (feature `https`): a local HTTPS server signed by a
 //!   throwaway CA, for the tests of Keel's HTTPS clients;
 //! - [`webdriver`]: a headless Chromium driven over W3C WebDriver
@@ -24,6 +26,7 @@ pub mod free_ports;
 #[cfg(feature = "https")]
 pub mod https;
 pub mod proc;
+pub mod server;
 pub mod smtp;
 pub mod turn;
 pub mod victoria;

@@ -8,7 +8,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use axum::extract::State;
+use axum::extract::{RawQuery, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -49,16 +49,101 @@ fn alert_json(a: &Alert) -> Value {
     })
 }
 
-async fn rules(State(m): State<Arc<RuleManager>>) -> Response {
+/// The filters of `GET /api/v1/rules`, as Prometheus takes them.
+struct RuleFilter {
+    /// `type=alert|record` (none: both).
+    alerting: Option<bool>,
+    names: Vec<String>,
+    groups: Vec<String>,
+    files: Vec<String>,
+    /// `exclude_alerts=true`: rules without their active alerts.
+    exclude_alerts: bool,
+}
+
+impl RuleFilter {
+    fn parse(q: Option<&str>) -> Result<Self, String> {
+        let pairs: Vec<(String, String)> = match q {
+            Some(q) => {
+                serde_urlencoded::from_str(q).map_err(|e| format!("bad query string: {e}"))?
+            }
+            None => Vec::new(),
+        };
+        let all = |k: &str| -> Vec<String> {
+            pairs
+                .iter()
+                .filter(|(n, _)| n == k)
+                .map(|(_, v)| v.clone())
+                .collect()
+        };
+        let one = |k: &str| pairs.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
+        let alerting = match one("type").map(str::to_ascii_lowercase).as_deref() {
+            None | Some("") => None,
+            Some("alert") => Some(true),
+            Some("record") => Some(false),
+            Some(t) => {
+                return Err(format!(
+                    "unsupported rule type {t:?}: type must be alert or record"
+                ));
+            }
+        };
+        let exclude_alerts = match one("exclude_alerts") {
+            None | Some("") | Some("false") => false,
+            Some("true") => true,
+            Some(v) => return Err(format!("exclude_alerts: {v:?} is not a boolean")),
+        };
+        Ok(Self {
+            alerting,
+            names: all("rule_name[]"),
+            groups: all("rule_group[]"),
+            files: all("file[]"),
+            exclude_alerts,
+        })
+    }
+
+    fn keeps_group(&self, name: &str, file: &str) -> bool {
+        (self.groups.is_empty() || self.groups.iter().any(|g| g == name))
+            && (self.files.is_empty() || self.files.iter().any(|f| f == file))
+    }
+
+    fn keeps_rule(&self, r: &Rule) -> bool {
+        let (alerting, name) = match r {
+            Rule::Record { name, .. } => (false, name),
+            Rule::Alert(a) => (true, &a.name),
+        };
+        self.alerting.is_none_or(|want| want == alerting)
+            && (self.names.is_empty() || self.names.iter().any(|n| n == name))
+    }
+
+    fn filters(&self) -> bool {
+        self.alerting.is_some()
+            || !self.names.is_empty()
+            || !self.groups.is_empty()
+            || !self.files.is_empty()
+    }
+}
+
+async fn rules(State(m): State<Arc<RuleManager>>, RawQuery(q): RawQuery) -> Response {
+    let filter = match RuleFilter::parse(q.as_deref()) {
+        Ok(f) => f,
+        Err(e) => {
+            return (
+                StatusCode::BAD_REQUEST,
+                axum::Json(json!({"status": "error", "errorType": "bad_data", "error": e})),
+            )
+                .into_response();
+        }
+    };
     let data = m.with_groups(|groups, reload| {
         let groups: Vec<Value> = groups
             .iter()
-            .map(|g| {
+            .filter(|g| filter.keeps_group(&g.group.name, &g.group.file.display().to_string()))
+            .filter_map(|g| {
                 let rules: Vec<Value> = g
                     .group
                     .rules
                     .iter()
                     .enumerate()
+                    .filter(|(_, r)| filter.keeps_rule(r))
                     .map(|(i, r)| {
                         let h = &g.health[i];
                         let health = match (h.at_ms, &h.error) {
@@ -94,7 +179,7 @@ async fn rules(State(m): State<Arc<RuleManager>>) -> Response {
                                     "labels": a.labels.iter().map(|(k, v)| (k.clone(), v.source())).collect::<BTreeMap<_, _>>(),
                                     "annotations": a.annotations.iter().map(|(k, v)| (k.clone(), v.source())).collect::<BTreeMap<_, _>>(),
                                     "state": state,
-                                    "alerts": alerts.iter().map(|x| alert_json(x)).collect::<Vec<_>>(),
+                                    "alerts": if filter.exclude_alerts { Vec::new() } else { alerts.iter().map(|x| alert_json(x)).collect::<Vec<_>>() },
                                     "health": health, "lastError": h.error.clone().unwrap_or_default(),
                                     "lastEvaluation": last,
                                 })
@@ -102,13 +187,17 @@ async fn rules(State(m): State<Arc<RuleManager>>) -> Response {
                         }
                     })
                     .collect();
-                json!({
+                // A filter that leaves a group no rule leaves the group out.
+                if rules.is_empty() && filter.filters() {
+                    return None;
+                }
+                Some(json!({
                     "name": g.group.name,
                     "file": g.group.file.display().to_string(),
                     "interval": g.group.interval.as_secs_f64(),
                     "limit": g.group.limit,
                     "rules": rules,
-                })
+                }))
             })
             .collect();
         json!({

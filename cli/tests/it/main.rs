@@ -21,6 +21,7 @@ mod ha_pair;
 mod incident_up;
 mod keel_cli;
 mod lb_and_scaling;
+mod prometheus_interop;
 mod prometheus_labels;
 mod replay;
 mod shipped_files;

@@ -348,6 +348,7 @@ pub fn ingest_request(
         return Ok(ExportMetricsServiceResponse::default());
     };
     store.mark_arrival(arrival);
+    store.metadata().record(&converted.metadata);
     let rejected = converted.rejected + appended.too_old + appended.duplicate;
     stats
         .samples_accepted

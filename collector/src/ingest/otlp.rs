@@ -36,7 +36,7 @@ use keel_metricstore::wal::Batch;
 use keel_series::labels::{Labels, NAME};
 
 mod names;
-pub use names::{label_name, metric_name};
+pub use names::{label_name, metric_name, unit_name};
 
 /// The result of converting one export request.
 #[derive(Debug, Default)]
@@ -51,6 +51,8 @@ pub struct Converted {
     pub rejected: u64,
     /// Why, for the first few.
     pub reasons: Vec<String>,
+    /// Each metric's family, type, help and unit.
+    pub metadata: Vec<(String, keel_metricstore::metadata::Meta)>,
 }
 
 impl Converted {
@@ -393,6 +395,14 @@ fn convert_metric(m: &Metric, base: &Base, sink: &mut Sink<'_>) -> Option<(i64, 
         sink.out.reject(format!("metric {:?} has no data", m.name));
         return None;
     };
+    let kind = match data {
+        Data::Gauge(_) => "gauge",
+        Data::Sum(s) if s.is_monotonic => "counter",
+        Data::Sum(_) => "gauge",
+        Data::Histogram(_) | Data::ExponentialHistogram(_) => "histogram",
+        Data::Summary(_) => "summary",
+    };
+    let stated = metadata(m, kind);
     match data {
         Data::Gauge(g) => {
             let name = metric_name(&m.name, &m.unit, false, true);
@@ -469,7 +479,39 @@ fn convert_metric(m: &Metric, base: &Base, sink: &mut Sink<'_>) -> Option<(i64, 
             }
         }
     }
+    if span.is_some() {
+        let family = stated.0.unwrap_or_else(|| {
+            let (counter, gauge) = (
+                kind == "counter",
+                matches!(data, Data::Gauge(_)) || matches!(data, Data::Sum(s) if !s.is_monotonic),
+            );
+            metric_name(&m.name, &m.unit, counter, gauge)
+        });
+        sink.out.metadata.push((family, stated.1));
+    }
     span
+}
+
+/// A metric's family and metadata: OTLP's kind, description and unit,
+/// unless the sender stated Prometheus' own in the metric's metadata
+/// (`prometheus.type`, `prometheus.unit`, `prometheus.family`: the agent
+/// carries a scrape's `# TYPE`, `# UNIT` and family name so; the help is
+/// the description either way).
+fn metadata(m: &Metric, kind: &str) -> (Option<String>, keel_metricstore::metadata::Meta) {
+    let get = |k: &str| {
+        m.metadata
+            .iter()
+            .find(|kv| kv.key == k)
+            .map(|kv| any_to_string(&kv.value))
+    };
+    (
+        get("prometheus.family"),
+        keel_metricstore::metadata::Meta {
+            kind: get("prometheus.type").unwrap_or_else(|| kind.to_owned()),
+            help: m.description.clone(),
+            unit: get("prometheus.unit").unwrap_or_else(|| unit_name(&m.unit)),
+        },
+    )
 }
 
 /// Store gauge or sum points as one series each; returns the earliest and

@@ -218,6 +218,8 @@ pub struct Decoded {
     series: Vec<KeyedSamples>,
     /// One line for each series that cannot be stored, naming it by index.
     pub problems: Vec<String>,
+    /// The request's `MetricMetadata`: each family's type, help and unit.
+    pub metadata: Vec<(String, keel_metricstore::metadata::Meta)>,
 }
 
 impl Decoded {
@@ -289,10 +291,47 @@ pub fn decode(body: &[u8], max_decoded: usize) -> Result<Decoded, String> {
                 }
                 i += 1;
             }
+            (3, 2) => out.metadata.push(metric_metadata(w.message()?)?),
             (_, wire) => w.skip(wire)?,
         }
     }
     Ok(out)
+}
+
+/// One `prometheus.MetricMetadata`: (family, type, help, unit).
+fn metric_metadata(mut w: Wire<'_>) -> Result<(String, keel_metricstore::metadata::Meta), String> {
+    const TYPES: [&str; 8] = [
+        "unknown",
+        "counter",
+        "gauge",
+        "histogram",
+        "gaugehistogram",
+        "summary",
+        "info",
+        "stateset",
+    ];
+    let mut family = "";
+    let mut meta = keel_metricstore::metadata::Meta {
+        kind: TYPES[0].into(),
+        help: String::new(),
+        unit: String::new(),
+    };
+    while !w.done() {
+        match w.key()? {
+            (1, 0) => {
+                let t = w.varint()?;
+                meta.kind = TYPES
+                    .get(usize::try_from(t).unwrap_or(usize::MAX))
+                    .unwrap_or(&TYPES[0])
+                    .to_string();
+            }
+            (2, 2) => family = w.string()?,
+            (4, 2) => meta.help = w.string()?.to_owned(),
+            (5, 2) => meta.unit = w.string()?.to_owned(),
+            (_, wire) => w.skip(wire)?,
+        }
+    }
+    Ok((family.to_owned(), meta))
 }
 
 #[derive(Clone)]
@@ -346,6 +385,7 @@ async fn write(
             let mut decoded =
                 decode(&body, rw.max_decoded).map_err(|m| (StatusCode::BAD_REQUEST, m, 0))?;
             let mut problems = std::mem::take(&mut decoded.problems);
+            let metadata = std::mem::take(&mut decoded.metadata);
             let mut batch = decoded.into_batch(|keys| rw.store.resolve_labels(keys));
             let quota = quota.as_ref().map(|q| &*q.0);
             let items = super::quota::samples(&batch);
@@ -364,6 +404,7 @@ async fn write(
                 (StatusCode::SERVICE_UNAVAILABLE, e.to_string(), 1)
             })?;
             rw.store.mark_arrival(arrival);
+            rw.store.metadata().record(&metadata);
             rw.stats
                 .samples_over_limits
                 .fetch_add(appended.over_limits(), std::sync::atomic::Ordering::Relaxed);

@@ -109,7 +109,9 @@ const METHODS: [Method; 7] = [
 /// What each route should need, written down here from the README (not
 /// read from the server's table, which this checks).
 fn expected(method: &Method, route: &str) -> Need {
-    const OPEN: [&str; 7] = [
+    const OPEN: [&str; 9] = [
+        "/-/healthy",
+        "/-/ready",
         "/",
         "/ui",
         "/ui/",
@@ -125,8 +127,9 @@ fn expected(method: &Method, route: &str) -> Need {
         "/api/v1/tokens/{id}",
         "/api/v1/audit",
     ];
-    const READS_BY_POST: [&str; 7] = [
+    const READS_BY_POST: [&str; 8] = [
         "/api/v1/query",
+        "/api/v1/format_query",
         "/api/v1/query_range",
         "/api/v1/series",
         "/api/v1/labels",

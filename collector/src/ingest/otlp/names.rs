@@ -65,6 +65,46 @@ fn per_word(u: &str) -> Option<&'static str> {
     })
 }
 
+/// `unit` without its annotations in braces (`{request}`), which carry
+/// no unit.
+fn without_annotations(unit: &str) -> String {
+    let mut depth = 0;
+    unit.chars()
+        .filter(|c| {
+            match c {
+                '{' => depth += 1,
+                '}' => {
+                    depth -= 1;
+                    return false;
+                }
+                _ => {}
+            }
+            depth == 0 && *c != '{'
+        })
+        .collect()
+}
+
+/// An OTLP (UCUM) unit as Prometheus' metadata states it: `s` →
+/// `seconds`, `By/s` → `bytes_per_second`, `1` → `ratio`, an annotation
+/// alone → empty.
+pub fn unit_name(unit: &str) -> String {
+    let unit = without_annotations(unit);
+    let (main, per) = match unit.split_once('/') {
+        Some((a, b)) => (a.trim(), Some(b.trim())),
+        None => (unit.trim(), None),
+    };
+    let main = match unit_word(main) {
+        Some(w) => w.to_owned(),
+        None if main == "1" => "ratio".to_owned(),
+        None if main.chars().all(|c| c.is_ascii_alphanumeric()) => main.to_owned(),
+        None => String::new(),
+    };
+    match per.and_then(per_word) {
+        Some(p) if !main.is_empty() => format!("{main}_per_{p}"),
+        _ => main,
+    }
+}
+
 /// The Prometheus name of an OTLP metric.
 pub fn metric_name(name: &str, unit: &str, is_counter: bool, is_gauge: bool) -> String {
     let mut parts: Vec<String> = name
@@ -72,23 +112,7 @@ pub fn metric_name(name: &str, unit: &str, is_counter: bool, is_gauge: bool) -> 
         .filter(|p| !p.is_empty())
         .map(str::to_owned)
         .collect();
-    // Unit annotations in braces ({request}) carry no unit.
-    let unit: String = {
-        let mut depth = 0;
-        unit.chars()
-            .filter(|c| {
-                match c {
-                    '{' => depth += 1,
-                    '}' => {
-                        depth -= 1;
-                        return false;
-                    }
-                    _ => {}
-                }
-                depth == 0 && *c != '{'
-            })
-            .collect()
-    };
+    let unit = without_annotations(unit);
     let (main, per) = match unit.split_once('/') {
         Some((a, b)) => (a.to_owned(), Some(b.to_owned())),
         None => (unit.clone(), None),
