@@ -23,11 +23,92 @@ pub struct Sample {
     pub timestamp_ms: Option<i64>,
 }
 
+/// A metric family's metadata, from its `# TYPE`, `# HELP` and `# UNIT`
+/// lines.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Family {
+    /// `counter`, `gauge`, `histogram`, `summary`, `untyped`, …
+    pub kind: String,
+    /// The help text, unescaped.
+    pub help: String,
+    /// The unit (OpenMetrics' `# UNIT`), or empty.
+    pub unit: String,
+}
+
+/// Families by name.
+pub type Families = std::collections::BTreeMap<String, Family>;
+
+/// The family a series named `name` belongs to, and its name: the
+/// family of that name, or the one whose type gives `name` its suffix
+/// (`x_bucket` of histogram `x`, `x_total` of OpenMetrics counter `x`).
+pub fn family_of<'a>(families: &'a Families, name: &str) -> Option<(&'a str, &'a Family)> {
+    if let Some((k, f)) = families.get_key_value(name) {
+        return Some((k, f));
+    }
+    const SUFFIXES: [(&str, &[&str]); 6] = [
+        ("_bucket", &["histogram", "gaugehistogram"]),
+        ("_count", &["histogram", "summary"]),
+        ("_sum", &["histogram", "summary"]),
+        ("_total", &["counter"]),
+        ("_created", &["counter", "histogram", "summary"]),
+        ("_info", &["info"]),
+    ];
+    SUFFIXES.iter().find_map(|(suffix, kinds)| {
+        let base = name.strip_suffix(suffix)?;
+        let (k, f) = families.get_key_value(base)?;
+        kinds.contains(&f.kind.as_str()).then_some((k.as_str(), f))
+    })
+}
+
+/// Read a `# HELP`, `# TYPE` or `# UNIT` line into `families`; other
+/// comments are passed over.
+fn metadata_line(comment: &str, families: &mut Families) {
+    let mut parts = comment.trim_start_matches('#').trim_start().splitn(3, ' ');
+    let (Some(what), Some(name)) = (parts.next(), parts.next()) else {
+        return;
+    };
+    let rest = parts.next().unwrap_or_default().trim();
+    let field = match what {
+        "HELP" => |f: &mut Family, v: String| f.help = v,
+        "TYPE" => |f: &mut Family, v: String| f.kind = v.to_ascii_lowercase(),
+        "UNIT" => |f: &mut Family, v: String| f.unit = v,
+        _ => return,
+    };
+    let value = if what == "HELP" {
+        unescape_help(rest)
+    } else {
+        rest.to_owned()
+    };
+    field(families.entry(name.to_owned()).or_default(), value);
+}
+
+/// A HELP text's escapes (`\\`, `\n`) undone.
+fn unescape_help(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut chars = s.chars();
+    while let Some(c) = chars.next() {
+        match (c, chars.clone().next()) {
+            ('\\', Some('\\')) => {
+                out.push('\\');
+                chars.next();
+            }
+            ('\\', Some('n')) => {
+                out.push('\n');
+                chars.next();
+            }
+            _ => out.push(c),
+        }
+    }
+    out
+}
+
 /// A parsed body: the samples and the lines that could not be read.
 #[derive(Debug, Default)]
 pub struct Parsed {
     /// Every sample read.
     pub samples: Vec<Sample>,
+    /// The families' metadata the body states.
+    pub families: Families,
     /// How many lines were not understood.
     pub invalid_lines: usize,
     /// The first few of them, with their 1-based line numbers and why.
@@ -41,8 +122,11 @@ pub fn parse(body: &str) -> Parsed {
     let mut out = Parsed::default();
     for (i, line) in body.lines().enumerate() {
         let trimmed = line.trim_start();
-        // HELP, TYPE and comments carry nothing Keel stores yet.
-        if trimmed.is_empty() || trimmed.starts_with('#') {
+        if trimmed.is_empty() {
+            continue;
+        }
+        if trimmed.starts_with('#') {
+            metadata_line(trimmed, &mut out.families);
             continue;
         }
         // Sample lines are split here first, quotes respected: the

@@ -20,6 +20,7 @@ use opentelemetry_proto::tonic::metrics::v1::{
 use opentelemetry_proto::tonic::resource::v1::Resource;
 use prost::Message;
 
+use crate::exposition::Families;
 use crate::scrape::Point;
 
 /// A record's own string `service` attribute (a JSON line's field).
@@ -82,8 +83,12 @@ fn kv(k: &str, v: &str) -> KeyValue {
 const NO_RECORDED_VALUE: u32 = 1;
 
 /// Points as `ResourceMetrics`, one a (`job`, `instance`) pair, one metric
-/// a name within it. The points' strings move into the request.
-pub fn resource_metrics(points: Vec<Point>) -> Vec<ResourceMetrics> {
+/// a name within it. The points' strings move into the request. A metric
+/// whose family is in `families` carries its help as the description and
+/// its type, unit and family name in the metadata (`prometheus.type`,
+/// `prometheus.unit`, `prometheus.family`), which the collector serves
+/// at `/api/v1/metadata`.
+pub fn resource_metrics(points: Vec<Point>, families: &Families) -> Vec<ResourceMetrics> {
     type Metrics = (Vec<Metric>, std::collections::HashMap<String, usize>);
     let mut targets: std::collections::BTreeMap<(String, String), Metrics> =
         std::collections::BTreeMap::new();
@@ -110,8 +115,11 @@ pub fn resource_metrics(points: Vec<Point>) -> Vec<ResourceMetrics> {
             Some(i) => *i,
             None => {
                 by_name.insert(name.clone(), metrics.len());
+                let (description, metadata) = described(families, &name);
                 metrics.push(Metric {
                     name,
+                    description,
+                    metadata,
                     data: Some(metric::Data::Gauge(Gauge {
                         data_points: Vec::new(),
                     })),
@@ -159,6 +167,30 @@ pub fn resource_metrics(points: Vec<Point>) -> Vec<ResourceMetrics> {
             }
         })
         .collect()
+}
+
+/// The description and metadata of the metric `name` from its family.
+fn described(families: &Families, name: &str) -> (String, Vec<KeyValue>) {
+    let Some((family, f)) = crate::exposition::family_of(families, name) else {
+        return (String::new(), Vec::new());
+    };
+    let mut metadata = Vec::with_capacity(3);
+    if !f.kind.is_empty() {
+        // The text format's "untyped" is Prometheus' "unknown".
+        let kind = if f.kind == "untyped" {
+            "unknown"
+        } else {
+            &f.kind
+        };
+        metadata.push(kv("prometheus.type", kind));
+    }
+    if !f.unit.is_empty() {
+        metadata.push(kv("prometheus.unit", &f.unit));
+    }
+    if family != name {
+        metadata.push(kv("prometheus.family", family));
+    }
+    (f.help.clone(), metadata)
 }
 
 /// Encode and gzip a request.
@@ -288,12 +320,15 @@ mod tests {
             t_ms: 1_700_000_000_123,
             value: v,
         };
-        let rms = resource_metrics(vec![
-            p("reqs_total", "200", "a:1", 5.0),
-            p("reqs_total", "500", "a:1", keel_core::stale::marker()),
-            p("up", "", "a:1", 1.0),
-            p("up", "", "b:2", 0.0),
-        ]);
+        let rms = resource_metrics(
+            vec![
+                p("reqs_total", "200", "a:1", 5.0),
+                p("reqs_total", "500", "a:1", keel_core::stale::marker()),
+                p("up", "", "a:1", 1.0),
+                p("up", "", "b:2", 0.0),
+            ],
+            &Families::new(),
+        );
         let req = ExportMetricsServiceRequest {
             resource_metrics: rms,
         };
@@ -336,5 +371,60 @@ mod tests {
             (g.data_points[0].flags, g.data_points[0].value.is_some()),
             (0, true)
         );
+    }
+
+    #[test]
+    fn a_scraped_familys_help_type_and_name_travel_with_its_series() {
+        let body = "# HELP req_seconds How long.\n# TYPE req_seconds histogram\nreq_seconds_bucket{le=\"1\"} 1\nreq_seconds_count 1\n# TYPE temp gauge\n# UNIT temp celsius\ntemp 3\nother 1\n";
+        let parsed = crate::exposition::parse(body);
+        let points = parsed
+            .samples
+            .into_iter()
+            .map(|s| Point {
+                labels: s.labels,
+                t_ms: 1,
+                value: s.value,
+            })
+            .collect();
+        let rms = resource_metrics(points, &parsed.families);
+        let metrics = &rms[0].scope_metrics[0].metrics;
+        let meta = |name: &str| {
+            let m = metrics.iter().find(|m| m.name == name).expect(name);
+            let kvs: Vec<(String, String)> = m
+                .metadata
+                .iter()
+                .map(|kv| {
+                    let v = match kv.value.as_ref().and_then(|v| v.value.as_ref()) {
+                        Some(any_value::Value::StringValue(s)) => s.clone(),
+                        _ => String::new(),
+                    };
+                    (kv.key.clone(), v)
+                })
+                .collect();
+            (m.description.clone(), kvs)
+        };
+        let kv = |k: &str, v: &str| (k.to_owned(), v.to_owned());
+        assert_eq!(
+            meta("req_seconds_bucket"),
+            (
+                "How long.".to_owned(),
+                vec![
+                    kv("prometheus.type", "histogram"),
+                    kv("prometheus.family", "req_seconds")
+                ]
+            )
+        );
+        assert_eq!(meta("req_seconds_count").1.len(), 2);
+        assert_eq!(
+            meta("temp"),
+            (
+                String::new(),
+                vec![
+                    kv("prometheus.type", "gauge"),
+                    kv("prometheus.unit", "celsius")
+                ]
+            )
+        );
+        assert_eq!(meta("other"), (String::new(), vec![]));
     }
 }

@@ -322,6 +322,17 @@ impl Inner {
     /// Buffer one collection's points as a metrics batch (a resource a
     /// `job`/`instance` pair, see [`crate::otlp::resource_metrics`]).
     fn push_points(&self, points: Vec<scrape::Point>, now: i64) {
+        self.push_described(points, &crate::exposition::Families::new(), now);
+    }
+
+    /// As [`Self::push_points`], each metric with its family's type, help
+    /// and unit from `families` (see [`crate::otlp::resource_metrics`]).
+    fn push_described(
+        &self,
+        points: Vec<scrape::Point>,
+        families: &crate::exposition::Families,
+        now: i64,
+    ) {
         if points.is_empty() {
             return;
         }
@@ -333,7 +344,7 @@ impl Inner {
             created_ms: now,
             cursor: None,
             body: crate::otlp::gzip_request(&ExportMetricsServiceRequest {
-                resource_metrics: crate::otlp::resource_metrics(points),
+                resource_metrics: crate::otlp::resource_metrics(points, families),
             }),
         };
         if let Err(e) = self.lanes.push(&batch) {
@@ -682,6 +693,9 @@ async fn gone(stop: &mut Option<tokio::sync::oneshot::Receiver<()>>) {
 /// scrape as one batch with its staleness markers, until the sender of
 /// `stop` (a discovered target's) is dropped — the target went away: its
 /// series are marked stale — or the task is aborted (the agent stops).
+/// How often a target's families' metadata is sent along (ms).
+const METADATA_EVERY_MS: i64 = 60_000;
+
 async fn scrape_loop(
     inner: Arc<Inner>,
     client: reqwest::Client,
@@ -691,6 +705,7 @@ async fn scrape_loop(
     let mut next = inner.clock.now();
     let mut was_up: Option<bool> = None;
     let mut stale = scrape::Staleness::default();
+    let mut metadata_sent: Option<i64> = None;
     loop {
         tokio::select! {
             // A target that went away is not scraped once more.
@@ -730,7 +745,15 @@ async fn scrape_loop(
         }
         let samples = o.samples.len();
         let points = scrape::points(&t, &mut o, &mut stale, now);
-        inner.push_points(points, now);
+        // The families' metadata goes with the first scrape and then once
+        // a minute (as Prometheus' remote write sends it): the collector
+        // holds it in memory.
+        if o.families.is_empty() || metadata_sent.is_some_and(|at| now - at < METADATA_EVERY_MS) {
+            inner.push_points(points, now);
+        } else {
+            inner.push_described(points, &o.families, now);
+            metadata_sent = Some(now);
+        }
         inner
             .health
             .lock()

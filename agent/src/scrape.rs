@@ -126,6 +126,8 @@ pub struct Outcome {
     pub invalid_lines: usize,
     /// The first unparseable lines (line number, why).
     pub first_invalid: Vec<(usize, String)>,
+    /// The families' type, help and unit, as the target stated them.
+    pub families: exposition::Families,
 }
 
 /// Scrape `t` once.
@@ -153,6 +155,7 @@ pub async fn scrape(client: &reqwest::Client, t: &Target) -> Outcome {
             duration,
             invalid_lines: 0,
             first_invalid: Vec::new(),
+            families: exposition::Families::new(),
         },
         Ok(body) => {
             let p = exposition::parse(&body);
@@ -170,6 +173,7 @@ pub async fn scrape(client: &reqwest::Client, t: &Target) -> Outcome {
                 duration,
                 invalid_lines: p.invalid_lines,
                 first_invalid: p.first_invalid,
+                families: p.families,
             }
         }
     }
@@ -387,6 +391,7 @@ mod tests {
             duration: Duration::from_millis(20),
             invalid_lines: p.invalid_lines,
             first_invalid: p.first_invalid,
+            families: p.families,
         }
     }
 
@@ -436,6 +441,7 @@ mod tests {
             duration: Duration::from_secs(1),
             invalid_lines: 0,
             first_invalid: Vec::new(),
+            families: exposition::Families::new(),
         };
         let p = points(&target(false), &mut o, &mut Staleness::default(), 1000);
         let names: Vec<&str> = p.iter().filter_map(|p| get(p, "__name__")).collect();
@@ -486,6 +492,7 @@ mod tests {
             duration: Duration::from_millis(1),
             invalid_lines: 0,
             first_invalid: Vec::new(),
+            families: exposition::Families::new(),
         };
         let p = points(&t, &mut failed, &mut stale, 4000);
         let s = seen(&p);

@@ -207,6 +207,31 @@ async fn the_agent_stores_node_exporter_series_as_prometheus_does_and_marks_them
         only_prom.len(),
         only_prom.iter().take(5).collect::<Vec<_>>(),
     );
+    // The families' type and help as Prometheus has them from the same
+    // exposition (the agent sends them with its first scrape).
+    let metadata = |api: String| async move {
+        let d = data(&api, "/api/v1/metadata", &[]).await;
+        d.as_object()
+            .expect("metadata")
+            .iter()
+            .filter(|(k, _)| k.starts_with("node_"))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect::<std::collections::BTreeMap<_, _>>()
+    };
+    let (km, pm) = (metadata(keel.clone()).await, metadata(prom.clone()).await);
+    assert!(
+        pm.len() > 50,
+        "Prometheus has metadata of {} families",
+        pm.len()
+    );
+    assert_eq!(
+        km.keys().collect::<Vec<_>>(),
+        pm.keys().collect::<Vec<_>>(),
+        "the same families"
+    );
+    for (family, p) in &pm {
+        assert_eq!(&km[family], p, "metadata of {family}");
+    }
     // No target_info for a scraped target: Prometheus writes none.
     let info = data(
         &keel,

@@ -479,7 +479,14 @@ fn convert_metric(m: &Metric, base: &Base, sink: &mut Sink<'_>) -> Option<(i64, 
             }
         }
     }
-    if span.is_some() {
+    // A gauge that states nothing else (the agent's points between its
+    // once-a-minute metadata, an SDK gauge without description or unit)
+    // says nothing worth recording: its type may not even be gauge.
+    let bare = matches!(data, Data::Gauge(_))
+        && m.description.is_empty()
+        && m.unit.is_empty()
+        && m.metadata.is_empty();
+    if span.is_some() && !bare {
         let family = stated.0.unwrap_or_else(|| {
             let (counter, gauge) = (
                 kind == "counter",

@@ -459,3 +459,48 @@ async fn prometheus_remote_write_is_stored_and_bad_series_named() {
         .expect("write");
     assert_eq!(r.status(), 400);
 }
+
+/// OTLP's metric kind, description and unit become each family's
+/// metadata, under its Prometheus name; a bare gauge states nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn otlp_kinds_descriptions_and_units_are_served_as_metadata() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let c = collector(dir.path()).await;
+    let mut requests = counter("http.server.requests", false, vec![point(T0, 1.0, vec![])]);
+    requests.description = "Requests served.".into();
+    let mut duration = histogram(
+        "http.server.request.duration",
+        "s",
+        T0,
+        vec![0.1],
+        vec![1, 0],
+        0.05,
+    );
+    duration.description = "How long requests took.".into();
+    let bare = gauge("queue.depth", "", vec![point(T0, 3.0, vec![])]);
+    let resp = post(
+        c.otlp_http,
+        "application/x-protobuf",
+        request("shop", vec![requests, duration, bare]).encode_to_vec(),
+    )
+    .await;
+    assert_eq!(resp.status(), 200);
+    let m = get(c.api, "/api/v1/metadata").await;
+    assert_eq!(
+        m["data"]["http_server_requests_total"],
+        serde_json::json!([{"type": "counter", "help": "Requests served.", "unit": ""}]),
+        "{m}"
+    );
+    assert_eq!(
+        m["data"]["http_server_request_duration_seconds"],
+        serde_json::json!([{"type": "histogram", "help": "How long requests took.", "unit": "seconds"}]),
+        "{m}"
+    );
+    assert!(m["data"].get("queue_depth").is_none(), "{m}");
+    let one = get(
+        c.api,
+        "/api/v1/metadata?metric=http_server_requests_total&limit=5",
+    )
+    .await;
+    assert_eq!(one["data"].as_object().map(|o| o.len()), Some(1), "{one}");
+}
