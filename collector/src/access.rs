@@ -40,6 +40,9 @@ pub fn need(method: &Method, route: &str) -> Need {
         "/api/v1/incidents/{name}/replay" => role(Role::Editor, false),
         "/api/v1/silences"
         | "/api/v1/silences/{id}"
+        | "/api/v2/alerts"
+        | "/api/v2/silences"
+        | "/api/v2/silence/{id}"
         | "/api/v1/alerts/ack"
         | "/-/reload"
         | "/api/v1/incidents" => role(Role::Editor, true),

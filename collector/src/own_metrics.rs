@@ -153,7 +153,88 @@ pub fn render(own: &Own) -> String {
     }
     crate::forward::render(&own.forward.status(), &mut out);
     limits_coming(own, &mut out);
+    prometheus_names(own, &mut out);
     out
+}
+
+/// The figures Prometheus exports under its own names, for dashboards
+/// and alerts written against a Prometheus server: its head's series,
+/// the samples appended, readiness, and its Alertmanager notifier's
+/// queue, sends, errors and drops.
+fn prometheus_names(own: &Own, out: &mut String) {
+    use std::sync::atomic::Ordering::Relaxed;
+    let (ams, dropped, queued) = own.notifier.alertmanager_stats();
+    let gauges = [
+        (
+            "prometheus_tsdb_head_series",
+            "Series in the head block.",
+            own.store.stats().series,
+        ),
+        (
+            "prometheus_ready",
+            "Whether the server is ready to take traffic.",
+            1,
+        ),
+        (
+            "prometheus_notifications_queue_length",
+            "Alerts waiting to be sent to Alertmanagers.",
+            queued as u64,
+        ),
+        (
+            "prometheus_notifications_queue_capacity",
+            "How many alerts the queue holds.",
+            keel_alerting::notify::to_alertmanager::QUEUE_CAPACITY as u64,
+        ),
+        (
+            "prometheus_notifications_alertmanagers_discovered",
+            "Alertmanagers alerts are sent to.",
+            ams.len() as u64,
+        ),
+    ];
+    for (name, help, v) in gauges {
+        family(out, name, "gauge", help);
+        let _ = writeln!(out, "{name} {v}");
+    }
+    let counters = [
+        (
+            "prometheus_tsdb_head_samples_appended_total",
+            "Samples appended, every ingest path.",
+            own.stats.samples_accepted.load(Relaxed),
+        ),
+        (
+            "prometheus_notifications_dropped_total",
+            "Alerts dropped: the queue was full, or no Alertmanager took them.",
+            dropped,
+        ),
+    ];
+    for (name, help, v) in counters {
+        family(out, name, "counter", help);
+        let _ = writeln!(out, "{name} {v}");
+    }
+    type Pick = fn(&(String, u64, u64)) -> u64;
+    let per_am: [(&str, &str, Pick); 2] = [
+        (
+            "prometheus_notifications_sent_total",
+            "Alerts sent to each Alertmanager.",
+            |a| a.1,
+        ),
+        (
+            "prometheus_notifications_errors_total",
+            "Requests to each Alertmanager that failed.",
+            |a| a.2,
+        ),
+    ];
+    for (name, help, pick) in per_am {
+        family(out, name, "counter", help);
+        for a in &ams {
+            let _ = writeln!(
+                out,
+                "{name}{{alertmanager=\"{}\"}} {}",
+                escape(&a.0),
+                pick(a)
+            );
+        }
+    }
 }
 
 /// The families that show a limit coming (docs/SCALING.md): samples

@@ -790,6 +790,13 @@ pub async fn start(config: &CollectorConfig, clock: SharedClock) -> Result<Runni
                 source,
             })?,
     );
+    let otlp_on_api = crate::ingest::http::prometheus_path(
+        store.clone(),
+        limits.clone(),
+        stats.clone(),
+        workers.clone(),
+        telemetry.clone(),
+    );
     let ingest = crate::ingest::http::routes(
         store.clone(),
         limits.clone(),
@@ -869,6 +876,7 @@ pub async fn start(config: &CollectorConfig, clock: SharedClock) -> Result<Runni
     .merge(keel_alerting::rules::api::routes(rules.clone()))
     .merge(keel_incident::api::routes(incidents.clone()))
     .merge(keel_alerting::notify::api::routes(notifier.clone()))
+    .merge(keel_alerting::notify::am_api::routes(notifier.clone()))
     .merge(keel_alerting::rules::api::history_routes(
         state.as_ref().map(|(s, _)| s.clone()),
         clock.clone(),
@@ -896,6 +904,7 @@ pub async fn start(config: &CollectorConfig, clock: SharedClock) -> Result<Runni
         clock.clone(),
     )
     .merge(log_routes.push)
+    .merge(otlp_on_api)
     .map(|r| r.route_layer(sender_check));
     let people_routes = people.paths().to_vec();
     let ingest_routes = ingest_api.paths().to_vec();

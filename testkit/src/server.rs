@@ -88,8 +88,8 @@ impl Server {
     }
 
     /// Debian's Prometheus with `config` (YAML, written to
-    /// `dir/prometheus.yml`), its data and stderr in `dir`.
-    pub async fn prometheus(dir: &Path, config: &str) -> Result<Self, ServerError> {
+    /// `dir/prometheus.yml`) and `flags`, its data and stderr in `dir`.
+    pub async fn prometheus(dir: &Path, config: &str, flags: &[&str]) -> Result<Self, ServerError> {
         let port = crate::free_port().map_err(|source| ServerError::Spawn {
             bin: "prometheus".into(),
             source,
@@ -99,7 +99,7 @@ impl Server {
             bin: "prometheus".into(),
             source,
         })?;
-        let args = vec![
+        let mut args = vec![
             format!("--config.file={}", file.display()),
             format!(
                 "--storage.tsdb.path={}",
@@ -107,6 +107,7 @@ impl Server {
             ),
             format!("--web.listen-address=127.0.0.1:{port}"),
         ];
+        args.extend(flags.iter().map(|f| (*f).to_owned()));
         Self::start(
             "prometheus",
             &args,

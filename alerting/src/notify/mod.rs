@@ -6,12 +6,15 @@
 //! `GET /api/v1/notifications`; P2 tickets are listed by
 //! `GET /api/v1/tickets`.
 
+pub mod am_api;
 pub mod api;
 pub mod email;
 pub mod persist;
+pub mod received;
 pub mod route;
 mod send;
 pub mod silence;
+pub mod to_alertmanager;
 pub mod webhook;
 
 use std::sync::{Arc, Mutex};
@@ -69,6 +72,12 @@ pub struct NotifyConfig {
     /// TLS for `https://` webhooks: a CA bundle trusted besides the
     /// system's.
     pub webhook_tls: keel_tls::TlsConfig,
+    /// Alertmanagers (base URLs, `http://am:9093`) that get every firing
+    /// and resolved alert over API v2, as Prometheus sends them.
+    pub alertmanagers: Vec<String>,
+    /// How often a firing alert is sent to them again.
+    #[serde(with = "keel_core::duration")]
+    pub alertmanager_resend_delay: Duration,
 }
 
 impl Default for NotifyConfig {
@@ -89,6 +98,8 @@ impl Default for NotifyConfig {
             inhibit: InhibitRule::defaults(),
             webhooks: Vec::new(),
             webhook_tls: keel_tls::TlsConfig::default(),
+            alertmanagers: Vec::new(),
+            alertmanager_resend_delay: Duration::from_secs(60),
         }
     }
 }
@@ -111,6 +122,16 @@ impl NotifyConfig {
                     "collector.notify.webhooks[{i}]: {w:?} is not an http(s) URL"
                 ));
             }
+        }
+        for (i, a) in self.alertmanagers.iter().enumerate() {
+            if reqwest::Url::parse(a).map_or(true, |u| !u.scheme().starts_with("http")) {
+                problems.push(format!(
+                    "collector.notify.alertmanagers[{i}]: {a:?} is not an http(s) URL"
+                ));
+            }
+        }
+        if self.alertmanager_resend_delay.is_zero() {
+            problems.push("collector.notify.alertmanager_resend_delay: must be positive".into());
         }
         self.webhook_tls
             .validate("collector.notify.webhook_tls", problems);
@@ -253,6 +274,16 @@ pub struct Notifier {
     persist: Mutex<Option<persist::NotifyPersist>>,
     /// One queue a receiver, so a dead webhook never holds up email.
     queues: Vec<(Receiver, tokio::sync::mpsc::UnboundedSender<u64>)>,
+    /// Alerts other evaluators sent (Alertmanager's API), routed with
+    /// the rules' own.
+    received: received::Received,
+    /// The rules' alerts as last offered, routed again with received
+    /// alerts between evaluations.
+    rule_alerts: Mutex<Vec<AlertView>>,
+    /// When it started (ms).
+    started_ms: i64,
+    /// Keel's alerts on their way to Alertmanagers.
+    to_alertmanagers: to_alertmanager::ToAlertmanagers,
     config: NotifyConfig,
     clock: SharedClock,
 }
@@ -313,19 +344,110 @@ impl Notifier {
             http,
             persist: Mutex::new(None),
             queues,
+            received: received::Received::default(),
+            rule_alerts: Mutex::new(Vec::new()),
+            started_ms: clock.now_ms(),
+            to_alertmanagers: to_alertmanager::ToAlertmanagers::new(
+                config.alertmanagers.clone(),
+                i64::try_from(config.alertmanager_resend_delay.as_millis()).unwrap_or(i64::MAX),
+                config.dashboard_url.clone(),
+            ),
             config,
             clock,
         });
         for (r, rx) in inboxes {
             tokio::spawn(me.clone().send_loop(r, rx));
         }
+        tokio::spawn(Self::received_loop(Arc::downgrade(&me)));
+        if !me.config.alertmanagers.is_empty() {
+            tokio::spawn(me.clone().alertmanager_loop());
+        }
         Ok(me)
     }
 
-    /// Route the alerts held at `now_ms` and queue the pages due.
+    /// Route the rules' alerts held at `now_ms`, with the alerts received
+    /// from other evaluators, and queue the pages due.
     pub fn offer(&self, now_ms: i64, alerts: &[AlertView]) {
+        *lock(&self.rule_alerts) = alerts.to_vec();
+        self.to_alertmanagers.offer(now_ms, alerts);
+        self.route(now_ms);
+    }
+
+    /// Send queued alerts to the Alertmanagers, a batch at a time, while
+    /// this collector may act (a follower's queue is dropped: the leader
+    /// sends).
+    async fn alertmanager_loop(self: Arc<Self>) {
+        let to = &self.to_alertmanagers;
+        loop {
+            to.wake.notified().await;
+            loop {
+                let batch = to.next_batch();
+                if batch.is_empty() {
+                    break;
+                }
+                if !self.may_act() {
+                    to.dropped
+                        .fetch_add(batch.len() as u64, std::sync::atomic::Ordering::Relaxed);
+                    continue;
+                }
+                to_alertmanager::send(to, &self.http, &batch).await;
+            }
+        }
+    }
+
+    /// The Alertmanager sender's counters: per Alertmanager `(URL,
+    /// alerts sent, failed requests)`, alerts dropped, alerts queued.
+    pub fn alertmanager_stats(&self) -> (Vec<(String, u64, u64)>, u64, usize) {
+        let to = &self.to_alertmanagers;
+        (
+            to.stats(),
+            to.dropped.load(std::sync::atomic::Ordering::Relaxed),
+            to.queued(),
+        )
+    }
+
+    /// Take alerts another evaluator sent (Alertmanager's API v2) and
+    /// route them at once; how many were taken and why the others were
+    /// not.
+    pub fn receive(&self, alerts: Vec<received::Posted>) -> (usize, Vec<String>) {
+        let now = self.clock.now_ms();
+        let out = self.received.post(now, alerts);
+        if out.0 > 0 {
+            self.route(now);
+        }
+        out
+    }
+
+    /// Every alert received from other evaluators, resolved ones for a
+    /// while after they end.
+    pub fn received(&self) -> Vec<received::Held> {
+        self.received.alerts(self.clock.now_ms())
+    }
+
+    /// Every second while received alerts are held: route them again,
+    /// so one whose `endsAt` passed resolves and group timers run
+    /// between rule evaluations. Ends with the notifier.
+    async fn received_loop(me: std::sync::Weak<Self>) {
+        let weak = me;
+        loop {
+            let Some(me) = weak.upgrade() else {
+                return;
+            };
+            if me.received.any() {
+                me.route(me.clock.now_ms());
+            }
+            let clock = me.clock.clone();
+            drop(me);
+            clock.sleep(Duration::from_secs(1)).await;
+        }
+    }
+
+    /// Route the rules' last alerts and the received ones at `now_ms`.
+    fn route(&self, now_ms: i64) {
+        let mut alerts = lock(&self.rule_alerts).clone();
+        alerts.extend(self.received.views(now_ms));
         let mut r = lock(&self.router);
-        let pages = r.decide(now_ms, alerts);
+        let pages = r.decide(now_ms, &alerts);
         let mut d = lock(&self.deliveries);
         let first_new = d.len();
         let mut sends = Vec::new();
@@ -484,9 +606,6 @@ impl Notifier {
         created_by: &str,
         comment: &str,
     ) -> Result<Silence, String> {
-        if matchers.is_empty() {
-            return Err("a silence needs at least one matcher".into());
-        }
         let matchers = matchers
             .iter()
             .map(|m| Matcher::parse(m))
@@ -495,17 +614,37 @@ impl Notifier {
             return Err("a silence must last longer than 0s".into());
         }
         let start = starts_at_ms.unwrap_or_else(|| self.clock.now_ms());
+        let end = start.saturating_add(duration.as_millis() as i64);
+        self.add_silence(matchers, start, end, created_by, comment)
+    }
+
+    /// Silence what `matchers` match over `[starts_at_ms, ends_at_ms)`;
+    /// the new silence.
+    pub fn add_silence(
+        &self,
+        matchers: Vec<Matcher>,
+        starts_at_ms: i64,
+        ends_at_ms: i64,
+        created_by: &str,
+        comment: &str,
+    ) -> Result<Silence, String> {
+        if matchers.is_empty() {
+            return Err("a silence needs at least one matcher".into());
+        }
+        if ends_at_ms <= starts_at_ms {
+            return Err("a silence must end after it starts".into());
+        }
         let mut r = lock(&self.router);
         let s = Silence {
             id: r.silences.len() as u64 + 1,
             matchers,
-            starts_at_ms: start,
-            ends_at_ms: start.saturating_add(duration.as_millis() as i64),
+            starts_at_ms,
+            ends_at_ms,
             created_by: created_by.to_owned(),
             comment: comment.to_owned(),
         };
         r.silences.push(s.clone());
-        self.save_routing(start.max(self.clock.now_ms()), &r);
+        self.save_routing(starts_at_ms.max(self.clock.now_ms()), &r);
         tracing::info!(id = s.id, until = s.ends_at_ms, "silence created");
         Ok(s)
     }

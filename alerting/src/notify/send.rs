@@ -58,7 +58,7 @@ impl Notifier {
 
     /// Whether this collector may send now (`collector.ha`: it leads
     /// within its lease; otherwise always).
-    fn may_act(&self) -> bool {
+    pub(super) fn may_act(&self) -> bool {
         lock(&self.persist)
             .as_ref()
             .is_none_or(|p| p.writer().may_act())

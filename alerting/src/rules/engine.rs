@@ -399,6 +399,7 @@ fn eval_alert(
     external: &BTreeMap<String, String>,
 ) -> Result<(), String> {
     let samples = samples(source, rule, t_query)?;
+    let written_before = alerts_series(alerts);
     let mut seen = std::collections::HashSet::new();
     for (sample_labels, value) in samples {
         let data = Data {
@@ -522,7 +523,54 @@ fn eval_alert(
         let window = window.as_millis() as i64;
         changes.retain(|k, h| alerts.contains_key(k) || h.back().is_some_and(|c| t - c <= window));
     }
+    write_alerts_series(source, alerts, written_before, t);
     Ok(())
+}
+
+/// The `ALERTS` and `ALERTS_FOR_STATE` series the pending and firing
+/// `alerts` are written as (Prometheus' names): `ALERTS{…, alertstate}`
+/// 1, and `ALERTS_FOR_STATE{…}` the time it became active (s).
+fn alerts_series(alerts: &BTreeMap<AlertKey, Alert>) -> BTreeMap<LabelMap, f64> {
+    let mut out = BTreeMap::new();
+    for a in alerts.values() {
+        let state = match a.state {
+            State::Pending => "pending",
+            State::Firing => "firing",
+            State::Resolved => continue,
+        };
+        let mut l = a.labels.clone();
+        l.insert("__name__".into(), "ALERTS_FOR_STATE".into());
+        out.insert(l.clone(), a.active_at_ms as f64 / 1000.0);
+        l.insert("__name__".into(), "ALERTS".into());
+        l.insert("alertstate".into(), state.into());
+        out.insert(l, 1.0);
+    }
+    out
+}
+
+/// Write the alerts' series at `t`, and a staleness marker for each one
+/// written at the evaluation before that is gone (an alert that fired,
+/// resolved or went away), as Prometheus does. A store that refuses
+/// them loses the series, not the rule's evaluation.
+fn write_alerts_series(
+    source: &dyn Source,
+    alerts: &BTreeMap<AlertKey, Alert>,
+    before: BTreeMap<LabelMap, f64>,
+    t: i64,
+) {
+    let now = alerts_series(alerts);
+    let mut out: Recorded = before
+        .into_keys()
+        .filter(|l| !now.contains_key(l))
+        .map(|l| (l, t, keel_core::stale::marker()))
+        .collect();
+    out.extend(now.into_iter().map(|(l, v)| (l, t, v)));
+    if out.is_empty() {
+        return;
+    }
+    if let Err(e) = source.record(out) {
+        tracing::debug!(error = %e, "ALERTS series not stored");
+    }
 }
 
 pub mod guard;

@@ -7,6 +7,7 @@ mod pgcluster;
 
 mod agent_shipping;
 mod alerting_e2e;
+mod alertmanager_interop;
 mod autoscale_e2e;
 mod collector_faults;
 mod collector_process;

@@ -187,7 +187,7 @@ async fn grafana_and_promtool_get_prometheus_answers_from_keel() {
     let config = format!(
         "global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: shop\n    static_configs:\n      - targets: ['{target}']\n  - job_name: other\n    static_configs:\n      - targets: ['{target}']\n    metric_relabel_configs:\n      - source_labels: [__name__]\n        regex: shop_temp_celsius\n        action: drop\nremote_write:\n  - url: {keel}/api/v1/write\n    queue_config:\n      batch_send_deadline: 1s\n    metadata_config:\n      send_interval: 1s\n"
     );
-    let prom = keel_testkit::server::Server::prometheus(dir.path(), &config)
+    let prom = keel_testkit::server::Server::prometheus(dir.path(), &config, &[])
         .await
         .expect("KEEL_TEST_PROMETHEUS is set but prometheus does not start");
     let prom = prom.url.clone();

@@ -193,6 +193,37 @@ pub fn routes(
     workers: Workers,
     tel: Telemetry,
 ) -> Router {
+    let r = Router::new()
+        .route("/v1/metrics", post(metrics))
+        .route("/v1/logs", post(otlp_logs))
+        .route("/v1/traces", post(otlp_traces));
+    serve(r, store, limits, stats, workers, tel)
+}
+
+/// Prometheus 3's OTLP path for metrics, `/api/v1/otlp/v1/metrics`, on
+/// the API port (what an SDK or OpenTelemetry Collector pointed at a
+/// Prometheus server sends to), handled as `/v1/metrics` is.
+pub fn prometheus_path(
+    store: Arc<Store>,
+    limits: IngestLimits,
+    stats: Arc<IngestStats>,
+    workers: Workers,
+    tel: Telemetry,
+) -> keel_http::Routes {
+    keel_http::Routes::new()
+        .route("/api/v1/otlp/v1/metrics", post(metrics))
+        .map(|r| serve(r, store, limits, stats, workers, tel))
+}
+
+/// `r` with the ingest state and the body limits.
+fn serve(
+    r: Router<Ingest>,
+    store: Arc<Store>,
+    limits: IngestLimits,
+    stats: Arc<IngestStats>,
+    workers: Workers,
+    tel: Telemetry,
+) -> Router {
     let st = Ingest {
         workers,
         tel,
@@ -202,11 +233,7 @@ pub fn routes(
         limits: limits.clone(),
     };
     let max = limits.max_body_bytes;
-    Router::new()
-        .route("/v1/metrics", post(metrics))
-        .route("/v1/logs", post(otlp_logs))
-        .route("/v1/traces", post(otlp_traces))
-        .layer(DefaultBodyLimit::max(limits.max_body_bytes))
+    r.layer(DefaultBodyLimit::max(limits.max_body_bytes))
         .layer(axum::middleware::from_fn(
             move |req: axum::extract::Request, next: axum::middleware::Next| {
                 refuse_declared_oversize(req, next, max)

@@ -504,3 +504,27 @@ async fn otlp_kinds_descriptions_and_units_are_served_as_metadata() {
     .await;
     assert_eq!(one["data"].as_object().map(|o| o.len()), Some(1), "{one}");
 }
+
+/// Prometheus 3's OTLP path on the API port takes metrics as `/v1/metrics`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn otlp_metrics_at_prometheus_path_on_the_api_port() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let c = collector(dir.path()).await;
+    let body = request(
+        "shop",
+        vec![gauge("queue.depth", "", vec![point(T0, 3.0, vec![])])],
+    )
+    .encode_to_vec();
+    let resp = post(c.api, "application/x-protobuf", body.clone()).await;
+    assert_eq!(resp.status(), 404, "not at /v1/metrics on the API port");
+    let resp = reqwest::Client::new()
+        .post(format!("http://{}/api/v1/otlp/v1/metrics", c.api))
+        .header("content-type", "application/x-protobuf")
+        .body(body)
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(resp.status(), 200);
+    let v = query(c.api, "queue_depth", T0).await;
+    assert_eq!(samples(&v).len(), 1, "{v}");
+}

@@ -137,9 +137,12 @@ fn expected(method: &Method, route: &str) -> Need {
         "/api/v1/panels/export",
         "/api/v1/incidents/{name}/view/{*rest}",
     ];
-    const EDITOR_CHANGES: [&str; 5] = [
+    const EDITOR_CHANGES: [&str; 8] = [
         "/api/v1/silences",
         "/api/v1/silences/{id}",
+        "/api/v2/alerts",
+        "/api/v2/silences",
+        "/api/v2/silence/{id}",
         "/api/v1/alerts/ack",
         "/-/reload",
         "/api/v1/incidents",
@@ -227,7 +230,10 @@ async fn every_route_refuses_no_token_a_wrong_or_expired_one_and_a_viewer_writin
     }
     assert!(guarded_routes >= 35, "{guarded_routes} guarded routes");
     // Ingest on the API listener wants a sender token, not a person.
-    assert_eq!(c.ingest_routes, ["/api/v1/write", "/api/v1/logs"]);
+    assert_eq!(
+        c.ingest_routes,
+        ["/api/v1/write", "/api/v1/logs", "/api/v1/otlp/v1/metrics"]
+    );
     for route in &c.ingest_routes {
         let s = send(&http, &c, &Method::POST, route, Some(&t.admin)).await;
         assert_eq!(s, StatusCode::UNAUTHORIZED, "{route} with a person's token");

@@ -350,3 +350,63 @@ fn a_rule_that_panics_is_marked_err_and_the_others_keep_firing() {
     assert_eq!((&g.health[0].error, &g.health[2].error), (&None, &None));
     assert!(guard::panics() >= before + 2, "each panic is counted");
 }
+
+#[test]
+fn alerts_are_written_as_alerts_series_with_stale_markers_when_they_change() {
+    let mut g = group("  - alert: High\n    expr: x > 1\n    for: 1m\n    severity: P1\n");
+    let src = Fake::default();
+    let ext = BTreeMap::new();
+    let written = |src: &Fake, t: i64| -> Vec<(String, String, f64)> {
+        let mut v: Vec<(String, String, f64)> = src
+            .recorded
+            .borrow()
+            .iter()
+            .filter(|(_, at, _)| *at == t)
+            .map(|(l, _, v)| {
+                (
+                    l["__name__"].clone(),
+                    l.get("alertstate").cloned().unwrap_or_default(),
+                    *v,
+                )
+            })
+            .collect();
+        v.sort_by(|a, b| (&a.0, &a.1).cmp(&(&b.0, &b.1)));
+        v
+    };
+    *src.now.borrow_mut() = vec![series("a", 5.0)];
+    g.eval(&src, 10_000, &ext);
+    assert_eq!(
+        written(&src, 10_000),
+        [
+            ("ALERTS".into(), "pending".into(), 1.0),
+            ("ALERTS_FOR_STATE".into(), String::new(), 10.0)
+        ]
+    );
+    let labels = src.recorded.borrow()[0].0.clone();
+    assert_eq!(
+        (labels["alertname"].as_str(), labels["instance"].as_str()),
+        ("High", "a")
+    );
+    g.eval(&src, 70_000, &ext);
+    let fired = written(&src, 70_000);
+    assert_eq!(fired.len(), 3, "{fired:?}");
+    assert!(fired.contains(&("ALERTS".into(), "firing".into(), 1.0)));
+    assert!(
+        fired
+            .iter()
+            .any(|(n, s, v)| n == "ALERTS" && s == "pending" && keel_core::stale::is_stale(*v)),
+        "the pending series ends with a staleness marker: {fired:?}"
+    );
+    assert!(fired.contains(&("ALERTS_FOR_STATE".into(), String::new(), 10.0)));
+    // Resolved: both series end.
+    *src.now.borrow_mut() = vec![];
+    g.eval(&src, 85_000, &ext);
+    let ended = written(&src, 85_000);
+    assert_eq!(ended.len(), 2, "{ended:?}");
+    assert!(
+        ended.iter().all(|(_, _, v)| keel_core::stale::is_stale(*v)),
+        "{ended:?}"
+    );
+    g.eval(&src, 100_000, &ext);
+    assert!(written(&src, 100_000).is_empty(), "nothing more once ended");
+}
