@@ -241,7 +241,7 @@ async fn local_range(
 }
 
 /// Turn `match[]` selectors into matcher sets.
-fn selectors(p: &[(String, String)]) -> Result<Vec<Vec<Matcher>>, String> {
+pub(crate) fn selectors(p: &[(String, String)]) -> Result<Vec<Vec<Matcher>>, String> {
     let mut out = Vec::new();
     for (_, sel) in p.iter().filter(|(k, _)| k == "match[]") {
         let expr = keel_promql::parse(sel).map_err(|e| format!("invalid match[] {sel:?}: {e}"))?;

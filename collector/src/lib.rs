@@ -8,6 +8,8 @@
 //! - [`status_api`]: the rest of Prometheus' API that Grafana and
 //!   promtool call (`/-/healthy`, `/-/ready`, status pages, targets,
 //!   metadata, `format_query`);
+//! - [`read_out`]: `/federate` and remote read, for a Prometheus that
+//!   reads from Keel;
 //! - [`access`]: what each API route needs (the people guard's table);
 //! - [`limits`]: what clients can make the collector hold;
 //! - [`own_metrics`]: the collector's own counters at `/metrics`;
@@ -30,5 +32,6 @@ pub mod ha;
 pub mod ingest;
 pub mod limits;
 pub mod own_metrics;
+pub mod read_out;
 pub mod server;
 pub mod status_api;

@@ -853,6 +853,12 @@ pub async fn start(config: &CollectorConfig, clock: SharedClock) -> Result<Runni
         forward: forwarding.clone(),
         rules: rules.clone(),
     }))
+    .merge(crate::read_out::routes(crate::read_out::ReadOut {
+        store: store.clone(),
+        clock: clock.clone(),
+        external_labels: Arc::new(config.rules.external_labels.clone()),
+        max_samples: config.query.max_samples,
+    }))
     .merge(crate::status_api::routes(crate::status_api::Status {
         store: store.clone(),
         rules: rules.clone(),

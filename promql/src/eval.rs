@@ -105,7 +105,7 @@ static PARSED: Cache<std::sync::Arc<Expr>> = Cache::new();
 
 /// PromQL's regex `re`, anchored at both ends and `.` matching newlines
 /// (compiled once per process; clones share the compiled automaton).
-pub(crate) fn anchored_regex(re: &str) -> Result<regex::Regex, regex::Error> {
+pub fn anchored_regex(re: &str) -> Result<regex::Regex, regex::Error> {
     REGEXES.get_or(re, || regex::Regex::new(&format!("^(?s:{re})$")))
 }
 

@@ -575,3 +575,96 @@ async fn grafana_and_promtool_get_prometheus_answers_from_keel() {
         "{config}"
     );
 }
+
+/// Gauge points of `name` (service `keel-only`) at `times` (ms), value
+/// `t / 1000`, sent to Keel over OTLP/HTTP.
+async fn send_points(otlp: &str, name: &str, times: &[u64]) {
+    use opentelemetry_proto::tonic::metrics::v1::{NumberDataPoint, number_data_point};
+    use prost::Message as _;
+    let points = times
+        .iter()
+        .map(|t| NumberDataPoint {
+            time_unix_nano: t * 1_000_000,
+            value: Some(number_data_point::Value::AsDouble(*t as f64 / 1000.0)),
+            ..Default::default()
+        })
+        .collect();
+    let body = crate::common::gauge_request(Some("keel-only"), name, points).encode_to_vec();
+    let r = reqwest::Client::new()
+        .post(format!("{otlp}/v1/metrics"))
+        .header("content-type", "application/x-protobuf")
+        .body(body)
+        .send()
+        .await
+        .expect("otlp");
+    assert_eq!(r.status(), 200);
+}
+
+/// A real Prometheus reads series only Keel holds: one by federating
+/// (`/federate`, `honor_labels`), one by remote read, and gets Keel's
+/// samples back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_real_prometheus_federates_and_remote_reads_from_keel() {
+    if std::env::var_os("KEEL_TEST_PROMETHEUS").is_none() {
+        eprintln!(
+            "skipped: set KEEL_TEST_PROMETHEUS=1 with Debian's prometheus installed (.ci/run does)"
+        );
+        return;
+    }
+    let _turn = crate::common::heavy().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (keel_child, otlp, keel) = crate::common::spawn_collector(dir.path(), 0, 0);
+    let _keel = keel_testkit::Reaped(keel_child);
+    let now_ms = (now_s() * 1000.0) as u64;
+    // Ten minutes of a point every 30 s, the newest just now.
+    let times: Vec<u64> = (0..20).map(|i| now_ms - 1000 - (19 - i) * 30_000).collect();
+    send_points(&otlp, "fed.metric", &times).await;
+    send_points(&otlp, "remote.metric", &times).await;
+    // Federation text, as a scraper reads it.
+    let (status, text) = crate::common::get_text(&format!(
+        "{keel}/federate?match[]={}",
+        crate::common::urlencode("{__name__=\"fed_metric\"}")
+    ))
+    .await;
+    assert_eq!(status, 200, "{text}");
+    let newest = times[times.len() - 1];
+    assert_eq!(
+        text,
+        format!(
+            "# TYPE fed_metric untyped\nfed_metric{{job=\"keel-only\"}} {} {newest}\n",
+            keel_promql::format_value(newest as f64 / 1000.0)
+        )
+    );
+    let host = keel.trim_start_matches("http://");
+    let config = format!(
+        "global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: federate\n    honor_labels: true\n    metrics_path: /federate\n    params:\n      'match[]': ['{{__name__=\"fed_metric\"}}']\n    static_configs:\n      - targets: ['{host}']\nremote_read:\n  - url: {keel}/api/v1/read\n    read_recent: true\n    required_matchers:\n      __name__: remote_metric\n"
+    );
+    let prom = keel_testkit::server::Server::prometheus(dir.path(), &config, &[])
+        .await
+        .expect("KEEL_TEST_PROMETHEUS is set but prometheus does not start");
+    // Federated: Keel's series under its own job, its newest value.
+    let fed = keel_testkit::until(
+        "Prometheus federated fed_metric from Keel",
+        Duration::from_secs(60),
+        async || {
+            let r = crate::common::query(&prom.url, "fed_metric", None).await;
+            r.into_iter().next()
+        },
+    )
+    .await;
+    assert_eq!(fed["metric"]["job"], "keel-only", "{fed}");
+    assert_eq!(fed["metric"]["instance"], host, "scraped, not read: {fed}");
+    assert_eq!(
+        fed["value"][1],
+        keel_promql::format_value(newest as f64 / 1000.0),
+        "{fed}"
+    );
+    // Remote read: every one of Keel's samples over the ten minutes.
+    let count =
+        crate::common::query_value(&prom.url, "count_over_time(remote_metric[11m])", None).await;
+    assert_eq!(count, times.len() as f64, "samples read back from Keel");
+    let first =
+        crate::common::query_value(&prom.url, "remote_metric", Some(times[0] as f64 / 1000.0))
+            .await;
+    assert_eq!(first, times[0] as f64 / 1000.0);
+}

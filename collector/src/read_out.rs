@@ -1,0 +1,398 @@
+//! Reading Keel's series out as a Prometheus server is read:
+//!
+//! - `GET /federate?match[]=…`: the newest sample (within the 5-minute
+//!   lookback, stale series left out) of every matching series in the
+//!   text exposition format, with the rules' external labels added where
+//!   a series lacks them, for a Prometheus that scrapes Keel with
+//!   `honor_labels: true`;
+//! - `POST /api/v1/read`: remote read 1.0 (snappy protobuf
+//!   `ReadRequest`, answered as `SAMPLES`), each query bounded by the
+//!   collector's `query.max_samples`.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::{RawQuery, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use keel_core::clock::SharedClock;
+use keel_metricstore::{Matcher, Store};
+use keel_series::labels::Labels;
+
+use crate::ingest::remote_write::{Label, Sample, TimeSeries};
+
+/// What both read.
+#[derive(Clone)]
+pub struct ReadOut {
+    /// The store.
+    pub store: Arc<Store>,
+    /// Now, for `/federate`.
+    pub clock: SharedClock,
+    /// Added to federated series that lack them.
+    pub external_labels: Arc<BTreeMap<String, String>>,
+    /// Most samples one remote-read query may load.
+    pub max_samples: usize,
+}
+
+/// The routes.
+pub fn routes(r: ReadOut) -> keel_http::Routes {
+    keel_http::Routes::new()
+        .route("/federate", get(federate))
+        .route("/api/v1/read", post(remote_read))
+        .map(|x| x.with_state(r))
+}
+
+/// Prometheus' lookback: a series with no sample in it is not federated.
+const LOOKBACK_MS: i64 = 5 * 60 * 1000;
+
+fn escape(v: &str) -> String {
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+/// The federation text of `series` (labels and their newest sample),
+/// grouped by metric name with an `untyped` TYPE line each, as
+/// Prometheus writes it.
+pub fn federation_text(
+    mut series: Vec<(Labels, (i64, f64))>,
+    external: &BTreeMap<String, String>,
+) -> String {
+    series.sort_by(|a, b| {
+        a.0.get("__name__")
+            .cmp(b.0.get("__name__"))
+            .then(a.0.cmp(&b.0))
+    });
+    let mut out = String::new();
+    let mut last_name = "";
+    for (labels, (t, v)) in &series {
+        let name = labels.get("__name__");
+        if name != last_name {
+            let _ = writeln!(out, "# TYPE {name} untyped");
+            last_name = name;
+        }
+        let mut pairs: BTreeMap<&str, &str> =
+            labels.pairs().filter(|(k, _)| *k != "__name__").collect();
+        for (k, v) in external {
+            pairs.entry(k).or_insert(v);
+        }
+        let body: Vec<String> = pairs
+            .iter()
+            .map(|(k, v)| format!("{k}=\"{}\"", escape(v)))
+            .collect();
+        let _ = writeln!(
+            out,
+            "{name}{{{}}} {} {t}",
+            body.join(","),
+            keel_promql::format_value(*v)
+        );
+    }
+    out
+}
+
+async fn federate(State(r): State<ReadOut>, RawQuery(q): RawQuery) -> Response {
+    let p = keel_http::params(q, &HeaderMap::new(), &Bytes::new());
+    let sets = match crate::api::selectors(&p) {
+        Ok(s) if s.is_empty() => return keel_http::bad("no match[] parameter provided".into()),
+        Ok(s) => s,
+        Err(e) => return keel_http::bad(e),
+    };
+    let now = r.clock.now_ms();
+    let store = r.store.clone();
+    let external = r.external_labels.clone();
+    let text = tokio::task::spawn_blocking(move || {
+        let mut newest: BTreeMap<Labels, (i64, f64)> = BTreeMap::new();
+        for ms in &sets {
+            for (labels, samples) in store.select(ms, now - LOOKBACK_MS, now) {
+                if let Some(&(t, v)) = samples.last()
+                    && !keel_core::stale::is_stale(v)
+                {
+                    newest.insert(labels, (t, v));
+                }
+            }
+        }
+        federation_text(newest.into_iter().collect(), &external)
+    })
+    .await
+    .unwrap_or_default();
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        text,
+    )
+        .into_response()
+}
+
+/// `prometheus.ReadRequest`.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct ReadRequest {
+    /// The queries.
+    #[prost(message, repeated, tag = "1")]
+    pub queries: Vec<Query>,
+    /// Response types the client takes (0: SAMPLES, 1: STREAMED_XOR_CHUNKS).
+    #[prost(int32, repeated, tag = "2")]
+    pub accepted_response_types: Vec<i32>,
+}
+
+/// `prometheus.Query`.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct Query {
+    /// From (ms).
+    #[prost(int64, tag = "1")]
+    pub start_timestamp_ms: i64,
+    /// To (ms).
+    #[prost(int64, tag = "2")]
+    pub end_timestamp_ms: i64,
+    /// All must match.
+    #[prost(message, repeated, tag = "3")]
+    pub matchers: Vec<LabelMatcher>,
+}
+
+/// `prometheus.LabelMatcher`.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct LabelMatcher {
+    /// 0 `=`, 1 `!=`, 2 `=~`, 3 `!~`.
+    #[prost(int32, tag = "1")]
+    pub r#type: i32,
+    /// Label name.
+    #[prost(string, tag = "2")]
+    pub name: String,
+    /// Value or regex.
+    #[prost(string, tag = "3")]
+    pub value: String,
+}
+
+/// `prometheus.ReadResponse`.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct ReadResponse {
+    /// One a query.
+    #[prost(message, repeated, tag = "1")]
+    pub results: Vec<QueryResult>,
+}
+
+/// `prometheus.QueryResult`.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct QueryResult {
+    /// The series.
+    #[prost(message, repeated, tag = "1")]
+    pub timeseries: Vec<TimeSeries>,
+}
+
+/// A query's matchers as the store's; the first problem, named by its
+/// place.
+fn store_matchers(q: &Query, at: usize) -> Result<Vec<Matcher>, String> {
+    q.matchers
+        .iter()
+        .enumerate()
+        .map(|(j, m)| {
+            let re = || {
+                keel_promql::eval::anchored_regex(&m.value).map_err(|e| {
+                    format!("queries[{at}].matchers[{j}]: bad regex {:?}: {e}", m.value)
+                })
+            };
+            Ok(match m.r#type {
+                0 => Matcher::Equal(m.name.clone(), m.value.clone()),
+                1 => Matcher::NotEqual(m.name.clone(), m.value.clone()),
+                2 => Matcher::Regex(m.name.clone(), re()?),
+                3 => Matcher::NotRegex(m.name.clone(), re()?),
+                t => {
+                    return Err(format!(
+                        "queries[{at}].matchers[{j}]: unknown matcher type {t}"
+                    ));
+                }
+            })
+        })
+        .collect()
+}
+
+fn read_error(status: StatusCode, msg: String) -> Response {
+    (
+        status,
+        [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+        msg + "\n",
+    )
+        .into_response()
+}
+
+/// Answer one decoded request: every query's series, or the first
+/// problem (a 400).
+pub fn answer(
+    store: &Store,
+    req: &ReadRequest,
+    max_samples: usize,
+) -> Result<ReadResponse, String> {
+    if !req.accepted_response_types.is_empty() && !req.accepted_response_types.contains(&0) {
+        return Err("only the SAMPLES response type is served".into());
+    }
+    let mut results = Vec::with_capacity(req.queries.len());
+    for (i, q) in req.queries.iter().enumerate() {
+        let ms = store_matchers(q, i)?;
+        if ms.is_empty() {
+            return Err(format!("queries[{i}]: no matchers"));
+        }
+        let series = store
+            .select_bounded(&ms, q.start_timestamp_ms, q.end_timestamp_ms, max_samples)
+            .ok_or_else(|| {
+                format!(
+                    "queries[{i}]: more than {max_samples} samples (collector.query.max_samples)"
+                )
+            })?;
+        let mut timeseries: Vec<TimeSeries> = series
+            .into_iter()
+            .map(|(labels, samples)| TimeSeries {
+                labels: labels
+                    .pairs()
+                    .map(|(k, v)| Label {
+                        name: k.to_owned(),
+                        value: v.to_owned(),
+                    })
+                    .collect(),
+                samples: samples
+                    .into_iter()
+                    .filter(|(_, v)| !keel_core::stale::is_stale(*v))
+                    .map(|(t, v)| Sample {
+                        value: v,
+                        timestamp: t,
+                    })
+                    .collect(),
+            })
+            .collect();
+        timeseries.sort_by(|a, b| {
+            let key = |s: &TimeSeries| -> Vec<(String, String)> {
+                s.labels
+                    .iter()
+                    .map(|l| (l.name.clone(), l.value.clone()))
+                    .collect()
+            };
+            key(a).cmp(&key(b))
+        });
+        results.push(QueryResult { timeseries });
+    }
+    Ok(ReadResponse { results })
+}
+
+async fn remote_read(State(r): State<ReadOut>, body: Bytes) -> Response {
+    let raw = match snap::raw::Decoder::new().decompress_vec(&body) {
+        Ok(raw) => raw,
+        Err(e) => {
+            return read_error(
+                StatusCode::BAD_REQUEST,
+                format!("body is not snappy-compressed: {e}"),
+            );
+        }
+    };
+    let req = match <ReadRequest as prost::Message>::decode(&raw[..]) {
+        Ok(req) => req,
+        Err(e) => {
+            return read_error(
+                StatusCode::BAD_REQUEST,
+                format!("malformed ReadRequest: {e}"),
+            );
+        }
+    };
+    let store = r.store.clone();
+    let max = r.max_samples;
+    match tokio::task::spawn_blocking(move || answer(&store, &req, max)).await {
+        Ok(Ok(resp)) => {
+            let encoded = prost::Message::encode_to_vec(&resp);
+            match snap::raw::Encoder::new().compress_vec(&encoded) {
+                Ok(body) => (
+                    [
+                        (header::CONTENT_TYPE, "application/x-protobuf"),
+                        (header::CONTENT_ENCODING, "snappy"),
+                    ],
+                    body,
+                )
+                    .into_response(),
+                Err(e) => read_error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+            }
+        }
+        Ok(Err(e)) => read_error(StatusCode::BAD_REQUEST, e),
+        Err(e) => read_error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn federation_text_groups_by_name_and_adds_missing_external_labels() {
+        let l = |pairs: &[(&str, &str)]| Labels::new(pairs.to_vec());
+        let text = federation_text(
+            vec![
+                (
+                    l(&[("__name__", "up"), ("job", "b"), ("region", "own")]),
+                    (2000, 0.0),
+                ),
+                (l(&[("__name__", "a_total"), ("path", "x\"y")]), (1000, 1.5)),
+                (l(&[("__name__", "up"), ("job", "a")]), (2000, 1.0)),
+            ],
+            &BTreeMap::from([("region".to_owned(), "eu".to_owned())]),
+        );
+        assert_eq!(
+            text,
+            "# TYPE a_total untyped\na_total{path=\"x\\\"y\",region=\"eu\"} 1.5 1000\n# TYPE up untyped\nup{job=\"a\",region=\"eu\"} 1 2000\nup{job=\"b\",region=\"own\"} 0 2000\n"
+        );
+    }
+
+    #[test]
+    fn remote_read_answers_each_query_and_refuses_bad_ones_by_place() {
+        let store = Store::in_memory(keel_metricstore::StoreConfig::default());
+        let s = |job: &str| Labels::new(vec![("__name__", "x"), ("job", job)]);
+        store
+            .append(vec![
+                (s("a"), vec![(1000, 1.0), (2000, 2.0)]),
+                (s("b"), vec![(1000, 5.0)]),
+            ])
+            .expect("append");
+        let q = |t: i32, v: &str| Query {
+            start_timestamp_ms: 0,
+            end_timestamp_ms: 1500,
+            matchers: vec![
+                LabelMatcher {
+                    r#type: 0,
+                    name: "__name__".into(),
+                    value: "x".into(),
+                },
+                LabelMatcher {
+                    r#type: t,
+                    name: "job".into(),
+                    value: v.into(),
+                },
+            ],
+        };
+        let req = ReadRequest {
+            queries: vec![q(0, "a"), q(2, "a|b")],
+            accepted_response_types: vec![],
+        };
+        let got = answer(&store, &req, 1000).expect("answer");
+        assert_eq!(got.results[0].timeseries.len(), 1);
+        assert_eq!(
+            got.results[0].timeseries[0].samples.len(),
+            1,
+            "within the range"
+        );
+        assert_eq!(got.results[1].timeseries.len(), 2);
+        assert!(answer(&store, &req, 1).unwrap_err().contains("max_samples"));
+        let bad = ReadRequest {
+            queries: vec![q(0, "a"), q(2, "(")],
+            accepted_response_types: vec![],
+        };
+        assert!(
+            answer(&store, &bad, 1000)
+                .unwrap_err()
+                .starts_with("queries[1].matchers[1]")
+        );
+        let chunks_only = ReadRequest {
+            queries: vec![q(0, "a")],
+            accepted_response_types: vec![1],
+        };
+        assert!(answer(&store, &chunks_only, 1000).is_err());
+    }
+}
