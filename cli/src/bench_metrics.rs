@@ -7,7 +7,9 @@
 //! per active series (RSS growth over the series count), compressed chunk
 //! bytes per sample (Keel: its Gorilla chunks; Prometheus: `chunks_head/`),
 //! and p50/p99 latency of a 1-hour `query_range` of a RED-style panel over
-//! 1,000 series. Ratios Keel / Prometheus are what to read.
+//! 1,000 series, and p99 latency of the series and label lookups with
+//! `match[]` that Grafana's variables and label browser make (answers
+//! compared). Ratios Keel / Prometheus are what to read.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -68,6 +70,8 @@ struct Figures {
     query_p50_ms: f64,
     query_p99_ms: f64,
     query_series: usize,
+    /// Each of [`lookups`]: p99 ms and how many results it gave.
+    lookups: Vec<(f64, usize)>,
 }
 
 #[derive(Debug, Serialize)]
@@ -396,6 +400,69 @@ async fn query_latency(
     ))
 }
 
+/// The series and label lookups Grafana's variables and label browser
+/// make, with `match[]` over the last hour: (name, path, parameters).
+fn lookups(end_ms: i64) -> Vec<(&'static str, &'static str, Vec<(&'static str, String)>)> {
+    let end = end_ms as f64 / 1000.0;
+    let span = |mut v: Vec<(&'static str, String)>| {
+        v.push(("start", (end - 3600.0).to_string()));
+        v.push(("end", end.to_string()));
+        v
+    };
+    vec![
+        (
+            "label values, match[] a metric",
+            "/api/v1/label/instance/values",
+            span(vec![("match[]", "node_cpu_seconds_total".into())]),
+        ),
+        (
+            "series, match[] a metric and regex",
+            "/api/v1/series",
+            span(vec![(
+                "match[]",
+                "{__name__=\"node_network_receive_bytes_total\",instance=~\"host-00.*\"}".into(),
+            )]),
+        ),
+        (
+            "label names, match[] a metric",
+            "/api/v1/labels",
+            span(vec![("match[]", "node_filesystem_avail_bytes".into())]),
+        ),
+    ]
+}
+
+/// p99 latency (ms) and answer length of each lookup, `n` times each.
+async fn lookup_latency(
+    api: &str,
+    client: &reqwest::Client,
+    end_ms: i64,
+    n: usize,
+) -> anyhow::Result<Vec<(f64, usize)>> {
+    let mut out = Vec::new();
+    for (_, path, params) in lookups(end_ms) {
+        let mut hist = Histogram::<u64>::new_with_bounds(1, 600_000_000, 3)
+            .unwrap_or_else(|_| unreachable!("constant bounds"));
+        let mut len = 0;
+        for _ in 0..n {
+            let t = Instant::now();
+            let r: serde_json::Value = client
+                .get(format!("{api}{path}"))
+                .query(&params)
+                .send()
+                .await?
+                .json()
+                .await?;
+            hist.saturating_record(t.elapsed().as_micros() as u64);
+            if r["status"] != "success" {
+                bail!("{api}{path}: {r}");
+            }
+            len = r["data"].as_array().map(Vec::len).unwrap_or(0);
+        }
+        out.push((hist.value_at_quantile(0.99) as f64 / 1000.0, len));
+    }
+    Ok(out)
+}
+
 fn figures(
     series: usize,
     samples: usize,
@@ -414,6 +481,7 @@ fn figures(
         query_p50_ms: q.0,
         query_p99_ms: q.1,
         query_series: q.2,
+        lookups: Vec::new(),
     }
 }
 
@@ -458,8 +526,10 @@ pub fn run(args: MetricsBenchArgs) -> anyhow::Result<()> {
         let open_bytes = store["open_chunk_bytes"].as_f64().unwrap_or(0.0);
         let open_samples = store["open_chunk_samples"].as_f64().unwrap_or(0.0);
         let k_query = query_latency(&keel.api, &client, end_ms, args.queries).await?;
+        let k_lookups = lookup_latency(&keel.api, &client, end_ms, args.queries).await?;
         drop(keel);
         let mut keel_fig = figures(args.series, samples, k_ingest, k_chunks, k_query);
+        keel_fig.lookups = k_lookups;
         let sealed_samples = samples as f64 - open_samples;
         keel_fig.chunk_bytes_per_sample =
             if sealed_samples > 0.0 { (k_chunks - open_bytes) / sealed_samples } else { 0.0 };
@@ -470,12 +540,14 @@ pub fn run(args: MetricsBenchArgs) -> anyhow::Result<()> {
             eprintln!("  ingesting into Prometheus");
             let p_ingest = ingest(&prom, &requests).await?;
             let p_query = query_latency(&prom.api, &client, end_ms, args.queries).await?;
+            let p_lookups = lookup_latency(&prom.api, &client, end_ms, args.queries).await?;
             let chunks = dir_bytes(&prom_dir.path().join("data/chunks_head")) as f64;
             drop(prom);
             // chunks_head/ holds a series' chunks once the next one is cut (at
             // its 121st sample): the samples in it are full chunks but the last.
             let on_disk = args.series * ((steps - 1) / 120) * 120;
             let mut p = figures(args.series, samples, p_ingest, chunks, p_query);
+            p.lookups = p_lookups;
             p.all_chunk_bytes_per_sample = 0.0;
             p.chunk_bytes_per_sample = if on_disk > 0 { chunks / on_disk as f64 } else { 0.0 };
             (Some(p), Some(format!(
@@ -515,6 +587,14 @@ pub fn run(args: MetricsBenchArgs) -> anyhow::Result<()> {
         row("chunk bytes / sample (all, open too)", r.keel.all_chunk_bytes_per_sample, p.all_chunk_bytes_per_sample, &two);
         row("query_range 1h p50 ms", r.keel.query_p50_ms, p.query_p50_ms, &two);
         row("query_range 1h p99 ms", r.keel.query_p99_ms, p.query_p99_ms, &two);
+        for (i, (name, _, _)) in lookups(end_ms).iter().enumerate() {
+            let k = r.keel.lookups.get(i).copied().unwrap_or_default();
+            let pr = p.lookups.get(i).copied().unwrap_or_default();
+            row(&format!("{name} p99 ms"), k.0, pr.0, &two);
+            if r.prometheus.is_some() && k.1 != pr.1 {
+                println!("  the answers differ: Keel {} results, Prometheus {}", k.1, pr.1);
+            }
+        }
         if let Some(n) = &r.prometheus_note {
             println!("note: {n}");
         }
