@@ -400,9 +400,12 @@ async fn query_latency(
     ))
 }
 
+/// A lookup: what it is, its path, its parameters.
+type Lookup = (&'static str, &'static str, Vec<(&'static str, String)>);
+
 /// The series and label lookups Grafana's variables and label browser
 /// make, with `match[]` over the last hour: (name, path, parameters).
-fn lookups(end_ms: i64) -> Vec<(&'static str, &'static str, Vec<(&'static str, String)>)> {
+fn lookups(end_ms: i64) -> Vec<Lookup> {
     let end = end_ms as f64 / 1000.0;
     let span = |mut v: Vec<(&'static str, String)>| {
         v.push(("start", (end - 3600.0).to_string()));
