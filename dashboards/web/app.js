@@ -953,6 +953,37 @@ async function eventsPage() {
   scheduleRefresh(() => render());
 }
 
+/** The metric store's cardinality (`/api/v1/status/tsdb`): the head's
+ * totals and, as bars, the metric names, label names and label pairs
+ * holding the most series — where a series explosion shows first. */
+async function tsdbPage() {
+  const gen = generation;
+  const limit = Number(params().get("limit")) || 10;
+  const out = h("div", { id: "tsdb" }, h("p", { class: "muted" }, "Loading…"));
+  main.replaceChildren(h("h1", {}, "Cardinality"), h("p", { class: "muted" }, "What the metric store's head holds: the series of each metric name, the values of each label, and the label pairs in most series. A name or label growing here is where memory goes."), out);
+  const d = await api(`/api/v1/status/tsdb?limit=${limit}`);
+  if (gen !== generation) return;
+  const s = d.headStats;
+  const totals = h("table", { class: "totals" },
+    h("tr", {}, h("th", {}, "series"), h("th", {}, "label pairs"), h("th", {}, "chunks"), h("th", {}, "from"), h("th", {}, "to")),
+    h("tr", {}, h("td", {}, s.numSeries.toLocaleString()), h("td", {}, s.numLabelPairs.toLocaleString()), h("td", {}, s.chunkCount.toLocaleString()),
+      h("td", {}, s.minTime ? when(s.minTime) : "–"), h("td", {}, s.maxTime ? when(s.maxTime) : "–")));
+  const bars = (title, rows, unit) => {
+    const max = Math.max(1, ...rows.map((r) => r.value));
+    return h("div", { class: "panel", style: { gridColumn: "span 6" } }, h("h3", {}, title),
+      rows.length ? h("table", {}, rows.map((r) => h("tr", { class: "card-row" },
+        h("td", { style: { width: "40%", wordBreak: "break-all" } }, r.name),
+        h("td", { style: { width: "45%" } }, h("div", { class: "bar", style: { width: `${(100 * r.value) / max}%` } })),
+        h("td", { style: { textAlign: "right" } }, `${r.value.toLocaleString()}${unit}`)))) : h("div", { class: "status" }, "Nothing stored yet"));
+  };
+  out.replaceChildren(totals, h("div", { class: "row" },
+    bars("Series by metric name", d.seriesCountByMetricName, ""),
+    bars("Values by label name", d.labelValueCountByLabelName, ""),
+    bars("Series by label pair", d.seriesCountByLabelValuePair, ""),
+    bars("Label value bytes by label name", d.memoryInBytesByLabelName, " B")));
+  document.body.dataset.drawn = String(Date.now());
+}
+
 function builderPage() {
   const p = params();
   const panel = {
@@ -1090,6 +1121,7 @@ async function render() {
       case "events": return await eventsPage();
       case "incidents": return rest[0] ? await incidentPage(decodeURIComponent(rest[0])) : await incidentsPage();
       case "build": return builderPage();
+      case "tsdb": return await tsdbPage();
       default: main.replaceChildren(h("h1", {}, "Not found"), h("p", {}, `No page ${path}.`));
     }
   } catch (e) {

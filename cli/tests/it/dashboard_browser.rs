@@ -293,6 +293,22 @@ async fn the_dashboard_works_in_a_real_browser() {
         )
         .await;
     browser.screenshot("events").await;
+    // The cardinality view: the head's totals and the names holding the
+    // most series, drawn as bars.
+    browser.goto(&format!("{origin}/ui/tsdb")).await;
+    let top = browser
+        .until(
+            "the cardinality page draws its bars",
+            r#"const rows = document.querySelectorAll('#tsdb .panel tr.card-row');
+               const bar = document.querySelector('#tsdb .panel tr.card-row .bar');
+               return rows.length >= 4 && bar && bar.style.width === '100%' ? rows[0].textContent : null;"#,
+        )
+        .await;
+    assert!(
+        top.as_str().is_some_and(|t| !t.is_empty()),
+        "the largest metric name is listed: {top}"
+    );
+    browser.screenshot("cardinality").await;
 
     // Record the overview's range as an incident from the page, open it
     // in replay mode: its panels over the bundle's data, the recorded and

@@ -20,6 +20,23 @@ async fn keel_up_prints_its_urls_and_ctrl_c_leaves_no_process_behind() {
     let processes_url = url("supervisor API");
     let (s, _) = get_json(&shop).await;
     assert_eq!(s, 200, "the printed shop URL serves");
+    // Keel's own /metrics (the agent's, the collector's) are clean to
+    // promtool. (The sample app's processes serve OpenMetrics, from the
+    // prometheus-client crate, which `promtool check metrics` does not
+    // read.)
+    if std::env::var_os("KEEL_TEST_PROMETHEUS").is_some() {
+        let pages = [
+            url("agent status").replace("/status", "/metrics"),
+            format!("{}/metrics", url("dashboard").replace("/ui/", "")),
+        ];
+        for page in pages {
+            let (status, text) = get_text(&page).await;
+            assert_eq!(status, 200, "{page}");
+            if let Err(e) = promtool_check_metrics(&text) {
+                panic!("promtool check metrics {page}: {e}");
+            }
+        }
+    }
     // The controller runs the shipped web policy and explains its first
     // evaluation (the count read back from the supervisor: 2).
     let events = url("controller events");

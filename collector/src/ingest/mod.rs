@@ -6,3 +6,4 @@ pub mod http;
 pub mod otlp;
 pub mod quota;
 pub mod remote_write;
+pub mod remote_write_v2;

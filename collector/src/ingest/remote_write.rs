@@ -1,6 +1,7 @@
 //! Prometheus remote-write 1.0 receiver (`POST /api/v1/write`): a
 //! snappy-compressed protobuf `WriteRequest`, so existing Prometheus
-//! servers and agents can send to Keel.
+//! servers and agents can send to Keel (2.0, by its content type, in
+//! [`super::remote_write_v2`]).
 //!
 //! Answers as Prometheus does: 204 when stored; 400 (not to be retried)
 //! for malformed requests or rejected samples, naming why, with every
@@ -68,7 +69,7 @@ fn valid_label_name(n: &str) -> bool {
 
 /// Reads protobuf wire format from a slice without copying, naming the
 /// byte offset (in the decompressed request) of anything malformed.
-struct Wire<'a> {
+pub(super) struct Wire<'a> {
     b: &'a [u8],
     at: usize,
     /// Offset of `b` in the whole request.
@@ -76,18 +77,23 @@ struct Wire<'a> {
 }
 
 impl<'a> Wire<'a> {
-    fn err(&self, what: &str) -> String {
+    /// A reader of a whole decompressed request.
+    pub(super) fn new(b: &'a [u8]) -> Self {
+        Self { b, at: 0, base: 0 }
+    }
+
+    pub(super) fn err(&self, what: &str) -> String {
         format!(
             "malformed protobuf WriteRequest at byte {}: {what}",
             self.base + self.at
         )
     }
 
-    fn done(&self) -> bool {
+    pub(super) fn done(&self) -> bool {
         self.at >= self.b.len()
     }
 
-    fn varint(&mut self) -> Result<u64, String> {
+    pub(super) fn varint(&mut self) -> Result<u64, String> {
         let mut v = 0u64;
         for shift in (0..64).step_by(7) {
             let Some(b) = self.b.get(self.at) else {
@@ -103,7 +109,7 @@ impl<'a> Wire<'a> {
     }
 
     /// The next field's number and wire type.
-    fn key(&mut self) -> Result<(u64, u8), String> {
+    pub(super) fn key(&mut self) -> Result<(u64, u8), String> {
         let k = self.varint()?;
         Ok((k >> 3, (k & 7) as u8))
     }
@@ -119,13 +125,13 @@ impl<'a> Wire<'a> {
     }
 
     /// A length-delimited field's contents, as a reader of its own.
-    fn message(&mut self) -> Result<Wire<'a>, String> {
+    pub(super) fn message(&mut self) -> Result<Wire<'a>, String> {
         let n = usize::try_from(self.varint()?).map_err(|_| self.err("length too large"))?;
         let (base, b) = self.bytes(n)?;
         Ok(Wire { b, at: 0, base })
     }
 
-    fn string(&mut self) -> Result<&'a str, String> {
+    pub(super) fn string(&mut self) -> Result<&'a str, String> {
         let m = self.message()?;
         std::str::from_utf8(m.b).map_err(|e| {
             format!(
@@ -135,7 +141,7 @@ impl<'a> Wire<'a> {
         })
     }
 
-    fn fixed64(&mut self) -> Result<u64, String> {
+    pub(super) fn fixed64(&mut self) -> Result<u64, String> {
         let (_, b) = self.bytes(8)?;
         let mut a = [0u8; 8];
         a.copy_from_slice(b);
@@ -143,7 +149,7 @@ impl<'a> Wire<'a> {
     }
 
     /// Skip a field Keel does not read (metadata, exemplars, histograms).
-    fn skip(&mut self, wire: u8) -> Result<(), String> {
+    pub(super) fn skip(&mut self, wire: u8) -> Result<(), String> {
         match wire {
             0 => self.varint().map(|_| ()),
             1 => self.bytes(8).map(|_| ()),
@@ -238,6 +244,30 @@ impl Decoded {
             .collect()
     }
 
+    /// Take series `i` (its label `pairs`, sorted here if the sender did
+    /// not, and `samples`), or its problem.
+    pub(super) fn add(
+        &mut self,
+        i: usize,
+        pairs: &mut Vec<(&str, &str)>,
+        samples: Vec<(i64, f64)>,
+    ) {
+        // Remote write requires sorted labels; sort if a sender did not.
+        if !pairs.is_sorted_by(|a, b| a.0 <= b.0) {
+            pairs.sort_by(|a, b| a.0.cmp(b.0));
+        }
+        match label_problem(pairs) {
+            Some(p) => self.problems.push(format!("timeseries[{i}]: {p}")),
+            None => {
+                // An empty value means no such label.
+                pairs.retain(|(_, v)| !v.is_empty());
+                let start = self.keys.len();
+                keel_series::labels::encode_sorted(pairs.iter().copied(), &mut self.keys);
+                self.series.push((start..self.keys.len(), samples));
+            }
+        }
+    }
+
     /// Series that can be stored.
     pub fn len(&self) -> usize {
         self.series.len()
@@ -249,9 +279,8 @@ impl Decoded {
     }
 }
 
-/// Decode a snappy-compressed `WriteRequest` without copying its strings,
-/// reporting the first problem of every series that cannot be stored.
-pub fn decode(body: &[u8], max_decoded: usize) -> Result<Decoded, String> {
+/// A snappy-compressed body decompressed, at most `max_decoded` bytes.
+pub(super) fn decompress(body: &[u8], max_decoded: usize) -> Result<Vec<u8>, String> {
     let len = snap::raw::decompress_len(body)
         .map_err(|e| format!("body is not snappy-compressed: {e}"))?;
     if len > max_decoded {
@@ -259,14 +288,16 @@ pub fn decode(body: &[u8], max_decoded: usize) -> Result<Decoded, String> {
             "body decompresses to {len} bytes, more than {max_decoded}"
         ));
     }
-    let raw = snap::raw::Decoder::new()
+    snap::raw::Decoder::new()
         .decompress_vec(body)
-        .map_err(|e| format!("body is not snappy-compressed: {e}"))?;
-    let mut w = Wire {
-        b: &raw,
-        at: 0,
-        base: 0,
-    };
+        .map_err(|e| format!("body is not snappy-compressed: {e}"))
+}
+
+/// Decode a snappy-compressed `WriteRequest` without copying its strings,
+/// reporting the first problem of every series that cannot be stored.
+pub fn decode(body: &[u8], max_decoded: usize) -> Result<Decoded, String> {
+    let raw = decompress(body, max_decoded)?;
+    let mut w = Wire::new(&raw);
     let mut out = Decoded::default();
     let mut pairs: Vec<(&str, &str)> = Vec::new();
     let mut i = 0usize;
@@ -275,20 +306,7 @@ pub fn decode(body: &[u8], max_decoded: usize) -> Result<Decoded, String> {
             (1, 2) => {
                 pairs.clear();
                 let samples = time_series(w.message()?, &mut pairs)?;
-                // Remote write requires sorted labels; sort if a sender did not.
-                if !pairs.is_sorted_by(|a, b| a.0 <= b.0) {
-                    pairs.sort_by(|a, b| a.0.cmp(b.0));
-                }
-                match label_problem(&pairs) {
-                    Some(p) => out.problems.push(format!("timeseries[{i}]: {p}")),
-                    None => {
-                        // An empty value means no such label.
-                        pairs.retain(|(_, v)| !v.is_empty());
-                        let start = out.keys.len();
-                        keel_series::labels::encode_sorted(pairs.iter().copied(), &mut out.keys);
-                        out.series.push((start..out.keys.len(), samples));
-                    }
-                }
+                out.add(i, &mut pairs, samples);
                 i += 1;
             }
             (3, 2) => out.metadata.push(metric_metadata(w.message()?)?),
@@ -298,18 +316,20 @@ pub fn decode(body: &[u8], max_decoded: usize) -> Result<Decoded, String> {
     Ok(out)
 }
 
+/// Remote write's metric types, by their number (1.0 and 2.0 alike).
+pub(super) const TYPES: [&str; 8] = [
+    "unknown",
+    "counter",
+    "gauge",
+    "histogram",
+    "gaugehistogram",
+    "summary",
+    "info",
+    "stateset",
+];
+
 /// One `prometheus.MetricMetadata`: (family, type, help, unit).
 fn metric_metadata(mut w: Wire<'_>) -> Result<(String, keel_metricstore::metadata::Meta), String> {
-    const TYPES: [&str; 8] = [
-        "unknown",
-        "counter",
-        "gauge",
-        "histogram",
-        "gaugehistogram",
-        "summary",
-        "info",
-        "stateset",
-    ];
     let mut family = "";
     let mut meta = keel_metricstore::metadata::Meta {
         kind: TYPES[0].into(),
@@ -374,16 +394,29 @@ pub fn routes(
 async fn write(
     State(rw): State<Rw>,
     quota: Option<axum::Extension<Arc<keel_core::quota::Quota>>>,
+    headers: axum::http::HeaderMap,
     body: Bytes,
 ) -> Response {
+    let content_type = headers
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok());
+    let v2 = match super::remote_write_v2::is_v2(content_type) {
+        Ok(v2) => v2,
+        Err(e) => return (StatusCode::UNSUPPORTED_MEDIA_TYPE, format!("{e}\n")).into_response(),
+    };
     let Ok(_turn) = rw.queue.clone().acquire_owned().await else {
         return (StatusCode::SERVICE_UNAVAILABLE, "shutting down\n").into_response();
     };
     let workers = rw.workers.clone();
     let work = workers
         .run(move || {
+            let decoder = if v2 {
+                super::remote_write_v2::decode
+            } else {
+                decode
+            };
             let mut decoded =
-                decode(&body, rw.max_decoded).map_err(|m| (StatusCode::BAD_REQUEST, m, 0))?;
+                decoder(&body, rw.max_decoded).map_err(|m| (StatusCode::BAD_REQUEST, m, 0))?;
             let mut problems = std::mem::take(&mut decoded.problems);
             let metadata = std::mem::take(&mut decoded.metadata);
             let mut batch = decoded.into_batch(|keys| rw.store.resolve_labels(keys));
@@ -409,16 +442,39 @@ async fn write(
                 .samples_over_limits
                 .fetch_add(appended.over_limits(), std::sync::atomic::Ordering::Relaxed);
             problems.extend(appended.reasons());
-            Ok::<_, (StatusCode, String, u64)>(problems)
+            Ok::<_, (StatusCode, String, u64)>((problems, appended.accepted))
         })
         .await;
+    // Remote write 2.0 says what was written, so a sender can tell.
+    let written = |n: u64| {
+        [
+            ("x-prometheus-remote-write-samples-written", n.to_string()),
+            (
+                "x-prometheus-remote-write-histograms-written",
+                "0".to_owned(),
+            ),
+            (
+                "x-prometheus-remote-write-exemplars-written",
+                "0".to_owned(),
+            ),
+        ]
+    };
     match work {
-        Ok(Ok(problems)) if problems.is_empty() => StatusCode::NO_CONTENT.into_response(),
-        Ok(Ok(problems)) => (
-            StatusCode::BAD_REQUEST,
-            format!("some samples were not stored: {}\n", problems.join("; ")),
-        )
-            .into_response(),
+        Ok(Ok((problems, n))) if problems.is_empty() => {
+            if v2 {
+                (StatusCode::NO_CONTENT, written(n)).into_response()
+            } else {
+                StatusCode::NO_CONTENT.into_response()
+            }
+        }
+        Ok(Ok((problems, n))) => {
+            let msg = format!("some samples were not stored: {}\n", problems.join("; "));
+            if v2 {
+                (StatusCode::BAD_REQUEST, written(n), msg).into_response()
+            } else {
+                (StatusCode::BAD_REQUEST, msg).into_response()
+            }
+        }
         // A store that cannot write (disk full), or a sender over its
         // rate, is a retry later: Prometheus' remote write retries a 503
         // and (with retry_on_http_429) a 429.
