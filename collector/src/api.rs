@@ -304,6 +304,12 @@ fn limited<T: serde::Serialize>(mut items: Vec<T>, limit: usize) -> Response {
     ok(json!(items))
 }
 
+/// `f` on a blocking thread (a lookup over a large head holds its read
+/// lock a while: not on the async workers); empty if it panicked.
+async fn blocking<T: Default + Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+    tokio::task::spawn_blocking(f).await.unwrap_or_default()
+}
+
 /// `/api/v1/series`: the series matching `match[]` with data in
 /// `[start, end]`, head and blocks.
 async fn series(
@@ -325,12 +331,15 @@ async fn series(
     if sets.is_empty() {
         return bad("no match[] parameter provided".into());
     }
-    let all: Vec<Json> = api
-        .store
-        .series_labels(&sets, start, end)
-        .iter()
-        .map(metric_json)
-        .collect();
+    let store = api.store.clone();
+    let all = blocking(move || {
+        store
+            .series_labels(&sets, start, end)
+            .iter()
+            .map(metric_json)
+            .collect::<Vec<Json>>()
+    })
+    .await;
     limited(all, limit)
 }
 
@@ -344,7 +353,11 @@ async fn labels(
 ) -> Response {
     let p = params(q, &headers, &body);
     match lookup(&p) {
-        Ok(l) => limited(api.store.label_names_in(&l.sets, l.start, l.end), l.limit),
+        Ok(l) => {
+            let store = api.store.clone();
+            let names = blocking(move || store.label_names_in(&l.sets, l.start, l.end)).await;
+            limited(names, l.limit)
+        }
         Err(e) => bad(e),
     }
 }
@@ -362,10 +375,12 @@ async fn label_values(
     }
     let p = params(q, &headers, &Bytes::new());
     match lookup(&p) {
-        Ok(l) => limited(
-            api.store.label_values_in(&name, &l.sets, l.start, l.end),
-            l.limit,
-        ),
+        Ok(l) => {
+            let store = api.store.clone();
+            let values =
+                blocking(move || store.label_values_in(&name, &l.sets, l.start, l.end)).await;
+            limited(values, l.limit)
+        }
         Err(e) => bad(e),
     }
 }

@@ -187,10 +187,15 @@ impl Leading {
 
 /// Routes whose changes only the leader keeps (its notifier holds the
 /// silences and acknowledgements, and saves them under its token).
-const LEADER_CHANGES: [&str; 3] = [
+const LEADER_CHANGES: [&str; 6] = [
     "/api/v1/silences",
     "/api/v1/silences/{id}",
     "/api/v1/alerts/ack",
+    // Alertmanager's API: received alerts are routed (paged) by the
+    // leader, and silences kept in its state store.
+    "/api/v2/alerts",
+    "/api/v2/silences",
+    "/api/v2/silence/{id}",
 ];
 
 /// Middleware for the people's routes: a follower refuses changes only

@@ -6,8 +6,9 @@
 //!   a series lacks them, for a Prometheus that scrapes Keel with
 //!   `honor_labels: true`;
 //! - `POST /api/v1/read`: remote read 1.0 (snappy protobuf
-//!   `ReadRequest`, answered as `SAMPLES`), each query bounded by the
-//!   collector's `query.max_samples`.
+//!   `ReadRequest`, answered as `SAMPLES`), each request (all its
+//!   queries) bounded by the collector's `query.max_samples`, as a
+//!   federation is.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -33,8 +34,11 @@ pub struct ReadOut {
     pub clock: SharedClock,
     /// Added to federated series that lack them.
     pub external_labels: Arc<BTreeMap<String, String>>,
-    /// Most samples one remote-read query may load.
+    /// Most samples one remote-read request (all its queries) or one
+    /// federation may load.
     pub max_samples: usize,
+    /// Largest decompressed remote-read request.
+    pub max_decoded: usize,
 }
 
 /// The routes.
@@ -103,10 +107,14 @@ async fn federate(State(r): State<ReadOut>, RawQuery(q): RawQuery) -> Response {
     let now = r.clock.now_ms();
     let store = r.store.clone();
     let external = r.external_labels.clone();
+    let max = r.max_samples;
     let text = tokio::task::spawn_blocking(move || {
         let mut newest: BTreeMap<Labels, (i64, f64)> = BTreeMap::new();
+        let mut left = max;
         for ms in &sets {
-            for (labels, samples) in store.select(ms, now - LOOKBACK_MS, now) {
+            let series = store.select_bounded(ms, now - LOOKBACK_MS, now, left)?;
+            for (labels, samples) in series {
+                left = left.saturating_sub(samples.len());
                 if let Some(&(t, v)) = samples.last()
                     && !keel_core::stale::is_stale(v)
                 {
@@ -114,18 +122,26 @@ async fn federate(State(r): State<ReadOut>, RawQuery(q): RawQuery) -> Response {
                 }
             }
         }
-        federation_text(newest.into_iter().collect(), &external)
+        Some(federation_text(newest.into_iter().collect(), &external))
     })
     .await
     .unwrap_or_default();
-    (
-        [(
-            header::CONTENT_TYPE,
-            "text/plain; version=0.0.4; charset=utf-8",
-        )],
-        text,
-    )
-        .into_response()
+    match text {
+        Some(text) => (
+            [(
+                header::CONTENT_TYPE,
+                "text/plain; version=0.0.4; charset=utf-8",
+            )],
+            text,
+        )
+            .into_response(),
+        None => read_error(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            format!(
+                "federation would load more than {max} samples (collector.query.max_samples): narrow match[]"
+            ),
+        ),
+    }
 }
 
 /// `prometheus.ReadRequest`.
@@ -230,18 +246,18 @@ pub fn answer(
         return Err("only the SAMPLES response type is served".into());
     }
     let mut results = Vec::with_capacity(req.queries.len());
+    let mut left = max_samples;
     for (i, q) in req.queries.iter().enumerate() {
         let ms = store_matchers(q, i)?;
         if ms.is_empty() {
             return Err(format!("queries[{i}]: no matchers"));
         }
         let series = store
-            .select_bounded(&ms, q.start_timestamp_ms, q.end_timestamp_ms, max_samples)
+            .select_bounded(&ms, q.start_timestamp_ms, q.end_timestamp_ms, left)
             .ok_or_else(|| {
-                format!(
-                    "queries[{i}]: more than {max_samples} samples (collector.query.max_samples)"
-                )
+                format!("queries[{i}]: the request would load more than {max_samples} samples (collector.query.max_samples)")
             })?;
+        left = left.saturating_sub(series.iter().map(|(_, s)| s.len()).sum());
         let mut timeseries: Vec<TimeSeries> = series
             .into_iter()
             .map(|(labels, samples)| TimeSeries {
@@ -277,14 +293,9 @@ pub fn answer(
 }
 
 async fn remote_read(State(r): State<ReadOut>, body: Bytes) -> Response {
-    let raw = match snap::raw::Decoder::new().decompress_vec(&body) {
+    let raw = match crate::ingest::remote_write::decompress(&body, r.max_decoded) {
         Ok(raw) => raw,
-        Err(e) => {
-            return read_error(
-                StatusCode::BAD_REQUEST,
-                format!("body is not snappy-compressed: {e}"),
-            );
-        }
+        Err(e) => return read_error(StatusCode::BAD_REQUEST, e),
     };
     let req = match <ReadRequest as prost::Message>::decode(&raw[..]) {
         Ok(req) => req,

@@ -657,6 +657,7 @@ pub async fn start(config: &CollectorConfig, clock: SharedClock) -> Result<Runni
     .map_err(ServeError::Rules)?;
     let notifier = keel_alerting::notify::Notifier::start(config.notify.clone(), clock.clone())
         .map_err(|p| ServeError::Notify(p.join("; ")))?;
+    notifier.set_severity_mapping(config.rules.severity_mapping.clone());
     let (state, leading) = match config.state_url() {
         None => (None, crate::ha::Leading::alone()),
         Some(url) => {
@@ -858,6 +859,7 @@ pub async fn start(config: &CollectorConfig, clock: SharedClock) -> Result<Runni
         clock: clock.clone(),
         external_labels: Arc::new(config.rules.external_labels.clone()),
         max_samples: config.query.max_samples,
+        max_decoded: config.max_decoded_bytes,
     }))
     .merge(crate::status_api::routes(crate::status_api::Status {
         store: store.clone(),

@@ -134,6 +134,20 @@ pub fn redact_url_password(url: &str) -> String {
     }
 }
 
+/// `url` without the credentials of its user info (`https://***@am:9093`),
+/// for a metric label or a log line.
+pub fn without_userinfo(url: &str) -> String {
+    let Some(s) = url.find("://") else {
+        return url.to_owned();
+    };
+    let rest = &url[s + 3..];
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    match rest[..authority_end].rfind('@') {
+        Some(at) => format!("{}***{}", &url[..s + 3], &rest[at..]),
+        None => url.to_owned(),
+    }
+}
+
 /// A config as people are shown it (`keel config`, the collector's
 /// `/api/v1/status/config`): secrets as `<redacted>`, passwords inside
 /// URLs as `***`, and the paths of webhook URLs (often their token, as
@@ -262,5 +276,24 @@ mod tests {
         )
         .expect("round trip");
         assert_eq!(c.password.expose(), "hunter2");
+    }
+}
+
+#[cfg(test)]
+mod userinfo_tests {
+    use super::*;
+
+    #[test]
+    fn userinfo_is_hidden_whatever_its_shape() {
+        assert_eq!(
+            without_userinfo("https://u:p@am:9093/x"),
+            "https://***@am:9093/x"
+        );
+        assert_eq!(
+            without_userinfo("http://token@am:9093"),
+            "http://***@am:9093"
+        );
+        assert_eq!(without_userinfo("http://am:9093/a@b"), "http://am:9093/a@b");
+        assert_eq!(without_userinfo("am:9093"), "am:9093");
     }
 }

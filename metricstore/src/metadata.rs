@@ -31,6 +31,22 @@ const PER_FAMILY: usize = 10;
 /// Families kept: a sender inventing names cannot grow this without end.
 const FAMILIES: usize = 200_000;
 
+/// Longest help text and unit kept (bytes; longer ones are cut).
+const HELP_BYTES: usize = 1024;
+const UNIT_BYTES: usize = 64;
+
+/// `s` cut to at most `n` bytes, on a character boundary.
+fn cut(s: &str, n: usize) -> &str {
+    if s.len() <= n {
+        return s;
+    }
+    let mut end = n;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
+
 /// The metadata of every family stated so far.
 #[derive(Debug, Default)]
 pub struct Metadata {
@@ -52,6 +68,14 @@ impl Metadata {
         }
         let mut m = self.families.write().unwrap_or_else(|e| e.into_inner());
         for (name, meta) in stated {
+            let meta = &Meta {
+                kind: cut(&meta.kind, UNIT_BYTES).to_owned(),
+                help: cut(&meta.help, HELP_BYTES).to_owned(),
+                unit: cut(&meta.unit, UNIT_BYTES).to_owned(),
+            };
+            if name.len() > HELP_BYTES {
+                continue;
+            }
             if name.is_empty() || known(&m, &(name.clone(), meta.clone())) {
                 continue;
             }

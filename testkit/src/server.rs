@@ -87,15 +87,21 @@ impl Server {
         Ok(server)
     }
 
-    /// Debian's Prometheus with `config` (YAML, written to
-    /// `dir/prometheus.yml`) and `flags`, its data and stderr in `dir`.
-    pub async fn prometheus(dir: &Path, config: &str, flags: &[&str]) -> Result<Self, ServerError> {
+    /// Debian's Prometheus on a free port with the config `config(port)`
+    /// makes (YAML, written to `dir/prometheus.yml`; the port, for a
+    /// Prometheus that scrapes itself) and `flags`, its data and stderr in
+    /// `dir`.
+    pub async fn prometheus(
+        dir: &Path,
+        config: impl FnOnce(u16) -> String,
+        flags: &[&str],
+    ) -> Result<Self, ServerError> {
         let port = crate::free_port().map_err(|source| ServerError::Spawn {
             bin: "prometheus".into(),
             source,
         })?;
         let file = dir.join("prometheus.yml");
-        std::fs::write(&file, config).map_err(|source| ServerError::Spawn {
+        std::fs::write(&file, config(port)).map_err(|source| ServerError::Spawn {
             bin: "prometheus".into(),
             source,
         })?;

@@ -48,7 +48,7 @@ fn error(status: StatusCode, msg: impl Into<String>) -> Response {
 }
 
 fn rfc3339(ms: i64) -> String {
-    humantime::format_rfc3339_millis(keel_core::clock::from_unix_ms(ms)).to_string()
+    super::to_alertmanager::rfc3339(ms)
 }
 
 fn parse_time(s: &str) -> Result<i64, String> {
@@ -376,6 +376,18 @@ async fn post_silence(State(am): State<Am>, body: axum::body::Bytes) -> Response
     let now = am.n.clock.now_ms();
     if end <= now {
         return error(StatusCode::BAD_REQUEST, "the silence ends in the past");
+    }
+    if matchers.is_empty() {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "a silence needs at least one matcher",
+        );
+    }
+    if end <= start.max(now) || start < 0 {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "a silence must start after 1970 and end after it starts",
+        );
     }
     // An update (`amtool silence update`): the old one ends now and the
     // new one takes its place.

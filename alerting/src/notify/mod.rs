@@ -370,7 +370,7 @@ impl Notifier {
     pub fn offer(&self, now_ms: i64, alerts: &[AlertView]) {
         *lock(&self.rule_alerts) = alerts.to_vec();
         self.to_alertmanagers.offer(now_ms, alerts);
-        self.route(now_ms);
+        self.route(Some(now_ms));
     }
 
     /// Send queued alerts to the Alertmanagers, a batch at a time, while
@@ -413,9 +413,14 @@ impl Notifier {
         let now = self.clock.now_ms();
         let out = self.received.post(now, alerts);
         if out.0 > 0 {
-            self.route(now);
+            self.route(None);
         }
         out
+    }
+
+    /// Map received alerts' severity labels as the rules' mapping does.
+    pub fn set_severity_mapping(&self, mapping: crate::rules::SeverityMapping) {
+        self.received.set_mapping(mapping);
     }
 
     /// Every alert received from other evaluators, resolved ones for a
@@ -434,7 +439,7 @@ impl Notifier {
                 return;
             };
             if me.received.any() {
-                me.route(me.clock.now_ms());
+                me.route(None);
             }
             let clock = me.clock.clone();
             drop(me);
@@ -442,11 +447,15 @@ impl Notifier {
         }
     }
 
-    /// Route the rules' last alerts and the received ones at `now_ms`.
-    fn route(&self, now_ms: i64) {
+    /// Route the rules' last alerts and the received ones at `now` (the
+    /// rules' evaluation time), or, without one, at the clock's now.
+    fn route(&self, now: Option<i64>) {
+        // The router first: concurrent routings decide one after another
+        // on inputs (and a time) read after the one before finished.
+        let mut r = lock(&self.router);
+        let now_ms = now.unwrap_or_else(|| self.clock.now_ms());
         let mut alerts = lock(&self.rule_alerts).clone();
         alerts.extend(self.received.views(now_ms));
-        let mut r = lock(&self.router);
         let pages = r.decide(now_ms, &alerts);
         let mut d = lock(&self.deliveries);
         let first_new = d.len();
@@ -633,6 +642,9 @@ impl Notifier {
         }
         if ends_at_ms <= starts_at_ms {
             return Err("a silence must end after it starts".into());
+        }
+        if starts_at_ms < 0 {
+            return Err("a silence cannot start before 1970".into());
         }
         let mut r = lock(&self.router);
         let s = Silence {

@@ -76,7 +76,8 @@ impl Held {
 #[derive(Debug, Default)]
 pub struct Received {
     held: Mutex<BTreeMap<BTreeMap<String, String>, Held>>,
-    mapping: SeverityMapping,
+    /// The rules' `severity_mapping` (default: Keel's defaults).
+    mapping: std::sync::OnceLock<SeverityMapping>,
 }
 
 /// Go's zero time (`0001-01-01T00:00:00Z`, in whatever precision), which
@@ -86,10 +87,14 @@ const GO_ZERO_TIME_MS: i64 = -62_135_596_800_000;
 fn time(s: &Option<String>, field: &str, i: usize) -> Result<Option<i64>, String> {
     match s.as_deref().map(str::trim) {
         None | Some("") => Ok(None),
-        Some(t) => t
-            .parse::<jiff::Timestamp>()
-            .map(|t| Some(t.as_millisecond()).filter(|ms| *ms != GO_ZERO_TIME_MS))
-            .map_err(|e| format!("alert {i}: {field}: {t:?} is not an RFC 3339 time: {e}")),
+        Some(t) => match t.parse::<jiff::Timestamp>().map(|t| t.as_millisecond()) {
+            Ok(GO_ZERO_TIME_MS) => Ok(None),
+            Ok(ms) if ms < 0 => Err(format!("alert {i}: {field}: {t:?} is before 1970")),
+            Ok(ms) => Ok(Some(ms)),
+            Err(e) => Err(format!(
+                "alert {i}: {field}: {t:?} is not an RFC 3339 time: {e}"
+            )),
+        },
     }
 }
 
@@ -98,11 +103,12 @@ impl Received {
     /// value Keel's rules map (`critical` → P0, `warning` → P1, `info`
     /// → P2); anything else pages in business hours (P1).
     fn severity(&self, labels: &BTreeMap<String, String>) -> Severity {
+        let mapping = self.mapping.get_or_init(SeverityMapping::default);
         labels
-            .get(&self.mapping.label)
+            .get(&mapping.label)
             .and_then(|v| {
                 Severity::parse(v).or_else(|| {
-                    self.mapping
+                    mapping
                         .values
                         .get(&v.to_ascii_lowercase())
                         .and_then(|m| Severity::parse(m))
@@ -143,7 +149,12 @@ impl Received {
                 errors.push(format!("alert {i}: invalid label name {bad:?}"));
                 continue;
             }
-            let starts = starts.unwrap_or(now_ms);
+            // Only an end in the past: it began and ended then (as
+            // Alertmanager takes it).
+            let starts = starts.unwrap_or(match ends {
+                Some(e) if e < now_ms => e,
+                _ => now_ms,
+            });
             let ends = ends.unwrap_or(now_ms.saturating_add(RESOLVE_TIMEOUT_MS));
             if ends < starts {
                 errors.push(format!("alert {i}: start time must be before end time"));
@@ -209,6 +220,12 @@ impl Received {
                 }
             })
             .collect()
+    }
+
+    /// Read severities as the rules do (`collector.rules.severity_mapping`);
+    /// only the first call counts.
+    pub fn set_mapping(&self, mapping: SeverityMapping) {
+        let _ = self.mapping.set(mapping);
     }
 
     /// Whether any alert is held.
@@ -342,5 +359,33 @@ mod tests {
         assert!(errors[2].contains("before end"), "{errors:?}");
         assert!(errors[3].contains("startsAt"), "{errors:?}");
         assert_eq!(r.views(T).len(), 1);
+        // Before 1970: refused, not held (its time could not be written).
+        let (taken, errors) = r.post(
+            T,
+            vec![posted(&[("a", "4")], Some("1969-12-31T23:59:59Z"), None)],
+        );
+        assert_eq!(taken, 0);
+        assert!(errors[0].contains("before 1970"), "{errors:?}");
+    }
+
+    #[test]
+    fn an_alert_with_only_a_past_end_began_and_ended_then() {
+        let r = Received::default();
+        let end = "2027-01-15T08:00:00Z"
+            .parse::<jiff::Timestamp>()
+            .expect("t")
+            .as_millisecond();
+        assert_eq!(
+            r.post(
+                end + 60_000,
+                vec![posted(&[("a", "1")], None, Some("2027-01-15T08:00:00Z"))]
+            ),
+            (1, vec![])
+        );
+        let v = r.views(end + 60_000);
+        assert_eq!(
+            (v[0].state, v[0].fired_at_ms, v[0].resolved_at_ms),
+            (State::Resolved, Some(end), Some(end))
+        );
     }
 }

@@ -60,8 +60,15 @@ pub struct ToAlertmanagers {
     pub dropped: AtomicU64,
 }
 
-fn rfc3339(ms: i64) -> String {
-    humantime::format_rfc3339_millis(keel_core::clock::from_unix_ms(ms)).to_string()
+/// `ms` as RFC 3339 with milliseconds (UTC); a time no calendar holds
+/// is clamped, never a panic.
+pub fn rfc3339(ms: i64) -> String {
+    let t = jiff::Timestamp::from_millisecond(ms).unwrap_or(if ms < 0 {
+        jiff::Timestamp::MIN
+    } else {
+        jiff::Timestamp::MAX
+    });
+    format!("{t:.3}")
 }
 
 impl ToAlertmanagers {
@@ -169,7 +176,7 @@ impl ToAlertmanagers {
             .zip(&self.counts)
             .map(|(u, c)| {
                 (
-                    format!("{u}/api/v2/alerts"),
+                    keel_core::secret::without_userinfo(&format!("{u}/api/v2/alerts")),
                     c.sent.load(Ordering::Relaxed),
                     c.errors.load(Ordering::Relaxed),
                 )
@@ -189,7 +196,7 @@ pub async fn send(to: &ToAlertmanagers, http: &reqwest::Client, batch: &[Json]) 
             .post(format!("{url}/api/v2/alerts"))
             .timeout(std::time::Duration::from_secs(10))
             .json(&body);
-        let (url, counts) = (url.clone(), counts.clone());
+        let (url, counts) = (keel_core::secret::without_userinfo(url), counts.clone());
         posts.spawn(async move {
             match request.send().await {
                 Ok(r) if r.status().is_success() => {

@@ -45,6 +45,23 @@ fn amtool(url: &str, args: &[&str]) -> (bool, String) {
     )
 }
 
+/// The first notification Keel decided for alert `name`.
+async fn page_for(keel: &str, name: &str) -> Json {
+    keel_testkit::until(
+        &format!("a page for {name}"),
+        Duration::from_secs(20),
+        async || {
+            let (_, n) = crate::common::get_json(&format!("{keel}/api/v1/notifications")).await;
+            n["data"]
+                .as_array()?
+                .iter()
+                .find(|d| d["page"]["alerts"][0]["labels"]["alertname"] == name)
+                .cloned()
+        },
+    )
+    .await
+}
+
 fn json(text: &str) -> Json {
     serde_json::from_str(text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"))
 }
@@ -131,15 +148,7 @@ async fn amtool_manages_silences_and_alerts_on_keel() {
     assert_eq!(foo["status"]["state"], "suppressed");
     assert_eq!(foo["status"]["silencedBy"][0], id.as_str());
     // Bar routes as Keel's P0 (critical): a page was decided.
-    let page = keel_testkit::until("a page for Bar", Duration::from_secs(20), async || {
-        let (_, n) = crate::common::get_json(&format!("{keel}/api/v1/notifications")).await;
-        n["data"]
-            .as_array()?
-            .iter()
-            .find(|d| d["page"]["alerts"][0]["labels"]["alertname"] == "Bar")
-            .cloned()
-    })
-    .await;
+    let page = page_for(&keel, "Bar").await;
     assert_eq!(page["page"]["severity"], "P0", "{page}");
 
     let (ok, out) = amtool(&keel, &["silence", "expire", &id]);
@@ -209,7 +218,7 @@ async fn a_real_prometheus_sends_its_alerts_to_keel() {
     // the next goes after the resend delay (1 m by default).
     let _prom = keel_testkit::server::Server::prometheus(
         dir.path(),
-        &config,
+        |_| config,
         &["--rules.alert.resend-delay=1s"],
     )
     .await
@@ -237,19 +246,7 @@ async fn a_real_prometheus_sends_its_alerts_to_keel() {
         "{alert}"
     );
     assert_eq!(alert["status"]["state"], "active");
-    let page = keel_testkit::until(
-        "a page for Prometheus' alert",
-        Duration::from_secs(20),
-        async || {
-            let (_, n) = crate::common::get_json(&format!("{keel}/api/v1/notifications")).await;
-            n["data"]
-                .as_array()?
-                .iter()
-                .find(|d| d["page"]["alerts"][0]["labels"]["alertname"] == "AlwaysFiring")
-                .cloned()
-        },
-    )
-    .await;
+    let page = page_for(&keel, "AlwaysFiring").await;
     assert_eq!(page["page"]["severity"], "P0", "{page}");
     assert_eq!(page["page"]["kind"], "firing", "{page}");
 }

@@ -256,30 +256,15 @@ async fn a_real_prometheus_remote_writes_into_keel() {
     }
     let dir = tempfile::tempdir().expect("tempdir");
     let (mut keel, _, api) = spawn(dir.path());
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .expect("port")
-        .local_addr()
-        .expect("addr")
-        .port();
-    let config = dir.path().join("prometheus.yml");
-    std::fs::write(
-        &config,
-        format!(
+    let prom = keel_testkit::server::Server::prometheus(
+        dir.path(),
+        |port| format!(
             "global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: self\n    static_configs:\n      - targets: ['127.0.0.1:{port}']\nremote_write:\n  - url: {api}/api/v1/write\n    queue_config:\n      batch_send_deadline: 1s\n"
         ),
+        &[],
     )
-    .expect("config");
-    let mut prom = Command::new("prometheus")
-        .arg(format!("--config.file={}", config.display()))
-        .arg(format!(
-            "--storage.tsdb.path={}",
-            dir.path().join("prom").display()
-        ))
-        .arg(format!("--web.listen-address=127.0.0.1:{port}"))
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(dir.path().join("prometheus.stderr")).expect("stderr"))
-        .spawn()
-        .expect("start prometheus");
+    .await
+    .expect("KEEL_TEST_PROMETHEUS is set but prometheus does not start");
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
     let found = loop {
         if let Some(s) = crate::common::query(&api, "up{job=\"self\"}", None)
@@ -294,8 +279,8 @@ async fn a_real_prometheus_remote_writes_into_keel() {
         }
         tokio::time::sleep(std::time::Duration::from_millis(250)).await;
     };
-    let _ = prom.kill();
-    let _ = prom.wait();
+    let prom_url = prom.url.clone();
+    drop(prom);
     let _ = kill(Pid::from_raw(keel.id() as i32), Signal::SIGKILL);
     let _ = keel.wait();
     let s = found.unwrap_or_else(|| {
@@ -305,7 +290,11 @@ async fn a_real_prometheus_remote_writes_into_keel() {
         )
     });
     assert_eq!(s["value"][1], "1", "{s}");
-    assert_eq!(s["metric"]["instance"], format!("127.0.0.1:{port}"), "{s}");
+    assert_eq!(
+        s["metric"]["instance"],
+        prom_url.trim_start_matches("http://"),
+        "{s}"
+    );
 }
 
 /// Matching log records in the last day, from the histogram API.

@@ -50,6 +50,17 @@ async fn target() -> std::net::SocketAddr {
     addr
 }
 
+/// Whether the real Prometheus is here to compare with (say so if not).
+fn gated() -> bool {
+    let on = std::env::var_os("KEEL_TEST_PROMETHEUS").is_some();
+    if !on {
+        eprintln!(
+            "skipped: set KEEL_TEST_PROMETHEUS=1 with Debian's prometheus installed (.ci/run does)"
+        );
+    }
+    on
+}
+
 fn now_s() -> f64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -173,10 +184,7 @@ fn promtool_labels(server: &str, name: &str, args: &[String]) -> BTreeSet<String
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn grafana_and_promtool_get_prometheus_answers_from_keel() {
-    if std::env::var_os("KEEL_TEST_PROMETHEUS").is_none() {
-        eprintln!(
-            "skipped: set KEEL_TEST_PROMETHEUS=1 with Debian's prometheus installed (.ci/run does)"
-        );
+    if !gated() {
         return;
     }
     let _turn = crate::common::heavy().await;
@@ -187,7 +195,7 @@ async fn grafana_and_promtool_get_prometheus_answers_from_keel() {
     let config = format!(
         "global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: shop\n    static_configs:\n      - targets: ['{target}']\n  - job_name: other\n    static_configs:\n      - targets: ['{target}']\n    metric_relabel_configs:\n      - source_labels: [__name__]\n        regex: shop_temp_celsius\n        action: drop\nremote_write:\n  - url: {keel}/api/v1/write\n    queue_config:\n      batch_send_deadline: 1s\n    metadata_config:\n      send_interval: 1s\n"
     );
-    let prom = keel_testkit::server::Server::prometheus(dir.path(), &config, &[])
+    let prom = keel_testkit::server::Server::prometheus(dir.path(), |_| config, &[])
         .await
         .expect("KEEL_TEST_PROMETHEUS is set but prometheus does not start");
     let prom = prom.url.clone();
@@ -605,10 +613,7 @@ async fn send_points(otlp: &str, name: &str, times: &[u64]) {
 /// samples back.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_real_prometheus_federates_and_remote_reads_from_keel() {
-    if std::env::var_os("KEEL_TEST_PROMETHEUS").is_none() {
-        eprintln!(
-            "skipped: set KEEL_TEST_PROMETHEUS=1 with Debian's prometheus installed (.ci/run does)"
-        );
+    if !gated() {
         return;
     }
     let _turn = crate::common::heavy().await;
@@ -639,7 +644,7 @@ async fn a_real_prometheus_federates_and_remote_reads_from_keel() {
     let config = format!(
         "global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: federate\n    honor_labels: true\n    metrics_path: /federate\n    params:\n      'match[]': ['{{__name__=\"fed_metric\"}}']\n    static_configs:\n      - targets: ['{host}']\nremote_read:\n  - url: {keel}/api/v1/read\n    read_recent: true\n    required_matchers:\n      __name__: remote_metric\n"
     );
-    let prom = keel_testkit::server::Server::prometheus(dir.path(), &config, &[])
+    let prom = keel_testkit::server::Server::prometheus(dir.path(), |_| config, &[])
         .await
         .expect("KEEL_TEST_PROMETHEUS is set but prometheus does not start");
     // Federated: Keel's series under its own job, its newest value.

@@ -127,29 +127,16 @@ async fn the_agent_stores_node_exporter_series_as_prometheus_does_and_marks_them
     let target = format!("127.0.0.1:{node_port}");
 
     // A real Prometheus scraping it every second...
-    let prom_port = free_port();
-    let config = dir.path().join("prometheus.yml");
-    std::fs::write(
-        &config,
-        format!(
+    let prom_server = keel_testkit::server::Server::prometheus(
+        dir.path(),
+        |_| format!(
             "global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: node\n    static_configs:\n      - targets: ['{target}']\n"
         ),
+        &[],
     )
-    .expect("config");
-    let _prom = Reaped(
-        Command::new("prometheus")
-            .arg(format!("--config.file={}", config.display()))
-            .arg(format!(
-                "--storage.tsdb.path={}",
-                dir.path().join("prom").display()
-            ))
-            .arg(format!("--web.listen-address=127.0.0.1:{prom_port}"))
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(dir.path().join("prometheus.stderr")).expect("stderr"))
-            .spawn()
-            .expect("KEEL_TEST_NODE_EXPORTER is set but prometheus does not start"),
-    );
-    let prom = format!("http://127.0.0.1:{prom_port}");
+    .await
+    .expect("KEEL_TEST_NODE_EXPORTER is set but prometheus does not start");
+    let prom = prom_server.url.clone();
 
     // ...and Keel's agent, shipping to a Keel collector.
     let keel_dir = dir.path().join("keel");

@@ -160,6 +160,19 @@ impl<'a> Wire<'a> {
     }
 }
 
+/// One `Sample` (1.0 and 2.0 alike): (timestamp ms, value).
+pub(super) fn sample(mut s: Wire<'_>) -> Result<(i64, f64), String> {
+    let (mut v, mut t) = (0.0, 0i64);
+    while !s.done() {
+        match s.key()? {
+            (1, 1) => v = f64::from_bits(s.fixed64()?),
+            (2, 0) => t = s.varint()? as i64,
+            (_, wire) => s.skip(wire)?,
+        }
+    }
+    Ok((t, v))
+}
+
 /// One `TimeSeries`: its label pairs (as sent) and samples.
 fn time_series<'a>(
     mut w: Wire<'a>,
@@ -180,18 +193,7 @@ fn time_series<'a>(
                 }
                 pairs.push((name, value));
             }
-            (2, 2) => {
-                let mut s = w.message()?;
-                let (mut v, mut t) = (0.0, 0i64);
-                while !s.done() {
-                    match s.key()? {
-                        (1, 1) => v = f64::from_bits(s.fixed64()?),
-                        (2, 0) => t = s.varint()? as i64,
-                        (_, wire) => s.skip(wire)?,
-                    }
-                }
-                samples.push((t, v));
-            }
+            (2, 2) => samples.push(sample(w.message()?)?),
             (_, wire) => w.skip(wire)?,
         }
     }
@@ -280,7 +282,7 @@ impl Decoded {
 }
 
 /// A snappy-compressed body decompressed, at most `max_decoded` bytes.
-pub(super) fn decompress(body: &[u8], max_decoded: usize) -> Result<Vec<u8>, String> {
+pub(crate) fn decompress(body: &[u8], max_decoded: usize) -> Result<Vec<u8>, String> {
     let len = snap::raw::decompress_len(body)
         .map_err(|e| format!("body is not snappy-compressed: {e}"))?;
     if len > max_decoded {

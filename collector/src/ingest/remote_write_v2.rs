@@ -6,7 +6,7 @@
 //! each series' metadata kept as metadata. Native histograms are not
 //! stored yet: a series carrying them is named in the 400.
 
-use super::remote_write::{Decoded, TYPES, Wire, decompress};
+use super::remote_write::{Decoded, TYPES, Wire, decompress, sample};
 
 /// The `proto` parameter of remote write 2.0's content type.
 pub const PROTO: &str = "io.prometheus.write.v2.Request";
@@ -117,18 +117,7 @@ fn series<'a>(
                 }
             }
             (1, 0) => refs.push(w.varint()?),
-            (2, 2) => {
-                let mut s = w.message()?;
-                let (mut v, mut t) = (0.0, 0i64);
-                while !s.done() {
-                    match s.key()? {
-                        (1, 1) => v = f64::from_bits(s.fixed64()?),
-                        (2, 0) => t = s.varint()? as i64,
-                        (_, wire) => s.skip(wire)?,
-                    }
-                }
-                samples.push((t, v));
-            }
+            (2, 2) => samples.push(sample(w.message()?)?),
             (3, wire) => {
                 histograms += 1;
                 w.skip(wire)?;
@@ -229,7 +218,7 @@ mod tests {
         out.extend_from_slice(bytes);
     }
 
-    fn sample(v: f64, t: i64) -> Vec<u8> {
+    fn sample_bytes(v: f64, t: i64) -> Vec<u8> {
         let mut s = vec![(1 << 3) | 1];
         s.extend_from_slice(&v.to_bits().to_le_bytes());
         varint(2 << 3, &mut s);
@@ -257,7 +246,7 @@ mod tests {
         }
         field(1, &packed, &mut s);
         for (v, t) in samples {
-            field(2, &sample(*v, *t), &mut s);
+            field(2, &sample_bytes(*v, *t), &mut s);
         }
         if let Some((kind, help, unit)) = meta {
             let mut m = Vec::new();

@@ -138,10 +138,9 @@ fn expected(method: &Method, route: &str) -> Need {
         "/api/v1/panels/export",
         "/api/v1/incidents/{name}/view/{*rest}",
     ];
-    const EDITOR_CHANGES: [&str; 8] = [
+    const EDITOR_CHANGES: [&str; 7] = [
         "/api/v1/silences",
         "/api/v1/silences/{id}",
-        "/api/v2/alerts",
         "/api/v2/silences",
         "/api/v2/silence/{id}",
         "/api/v1/alerts/ack",
@@ -156,7 +155,7 @@ fn expected(method: &Method, route: &str) -> Need {
         need(Role::Admin, !read)
     } else if read || READS_BY_POST.contains(&route) {
         need(Role::Viewer, false)
-    } else if route == "/api/v1/incidents/{name}/replay" {
+    } else if route == "/api/v1/incidents/{name}/replay" || route == "/api/v2/alerts" {
         need(Role::Editor, false)
     } else if EDITOR_CHANGES.contains(&route) {
         need(Role::Editor, true)
