@@ -13,6 +13,7 @@ mod agent_cmd;
 mod api_client;
 mod bench;
 mod bench_agent;
+mod bench_alertmanager;
 mod bench_alerts;
 mod bench_autoscale;
 mod bench_autoscale_live;
@@ -190,6 +191,9 @@ enum BenchCommand {
     /// Forwarding to a real VictoriaMetrics: throughput beside sending
     /// straight to it, and the catch-up after an outage (#26).
     Forward(bench_forward::ForwardBenchArgs),
+    /// Alerts a second Keel and Prometheus each send to a real
+    /// Alertmanager before either side falls behind.
+    Alertmanager(bench_alertmanager::AlertmanagerBenchArgs),
 }
 
 #[derive(Subcommand)]
@@ -272,6 +276,9 @@ fn main() -> ExitCode {
         Command::Bench {
             command: BenchCommand::Forward(args),
         } => bench_forward::run(args),
+        Command::Bench {
+            command: BenchCommand::Alertmanager(args),
+        } => bench_alertmanager::run(args),
         Command::Config => config::load(cli.config.as_deref()).and_then(|c| {
             // Secrets print as <redacted>, passwords inside URLs (a
             // PostgreSQL DSN) as ***, webhook URLs without their path.

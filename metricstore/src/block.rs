@@ -220,6 +220,16 @@ impl Block {
         }
     }
 
+    /// How many series it holds.
+    pub(crate) fn series_count(&self) -> usize {
+        self.series.len()
+    }
+
+    /// Series `r`'s labels.
+    pub(crate) fn labels(&self, r: u32) -> &Labels {
+        &self.series[r as usize].labels
+    }
+
     /// Its postings: label name → value → series refs.
     pub(crate) fn postings(&self) -> &crate::head::Postings {
         &self.postings

@@ -163,8 +163,9 @@ pub(crate) fn matching<'a>(
     matchers: &[Matcher],
     labels: impl Fn(u32) -> &'a Labels,
 ) -> Vec<u32> {
-    let mut candidates: Option<&[u32]> = None;
-    for m in matchers {
+    // The smallest posting list of an equality matcher, and which one.
+    let mut candidates: Option<(usize, &[u32])> = None;
+    for (i, m) in matchers.iter().enumerate() {
         if let Matcher::Equal(n, v) = m
             && !v.is_empty()
         {
@@ -172,17 +173,25 @@ pub(crate) fn matching<'a>(
                 .get(n)
                 .and_then(|vals| vals.get(v))
                 .map_or(&[][..], Vec::as_slice);
-            if candidates.is_none_or(|c| list.len() < c.len()) {
-                candidates = Some(list);
+            if candidates.is_none_or(|(_, c)| list.len() < c.len()) {
+                candidates = Some((i, list));
             }
         }
     }
+    // The series of that list match it: only the others are checked.
+    let rest: Vec<&Matcher> = matchers
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| candidates.is_none_or(|(c, _)| c != *i))
+        .map(|(_, m)| m)
+        .collect();
     let keep = |r: &u32| {
         let l = labels(*r);
-        matchers.iter().all(|m| m.matches(l.get(m.name())))
+        rest.iter().all(|m| m.matches(l.get(m.name())))
     };
     match candidates {
-        Some(c) => c.iter().copied().filter(keep).collect(),
+        Some((_, c)) if rest.is_empty() => c.to_vec(),
+        Some((_, c)) => c.iter().copied().filter(keep).collect(),
         None => (0..len as u32).filter(keep).collect(),
     }
 }

@@ -226,12 +226,36 @@ impl Store {
                 Visit::Next
             });
         } else {
-            self.visit_series(sets, mint, maxt, |l| {
-                let v = l.get(name);
-                if !v.is_empty() && !out.contains(v) {
-                    out.insert(v.to_owned());
+            // As Prometheus does: the matched series marked, then each
+            // value of `name` taken if one of its series is marked (and
+            // in range), rather than each matched series' labels read.
+            for b in self.blocks.read().unwrap_or_else(|e| e.into_inner()).iter() {
+                if b.max_t < mint || b.min_t > maxt {
+                    continue;
                 }
+                let whole = mint <= b.min_t && b.max_t <= maxt;
+                let len = b.series_count();
+                let marked = marked(b.postings(), len, sets, |r| b.labels(r));
+                values_of(
+                    b.postings(),
+                    name,
+                    &marked,
+                    |r| whole || b.has_chunk_in(r, mint, maxt),
+                    &mut out,
+                );
+            }
+            let head = self.head.read().unwrap_or_else(|e| e.into_inner());
+            let all_time = mint == i64::MIN && maxt == i64::MAX;
+            let marked = marked(&head.postings, head.series.len(), sets, |r| {
+                &head.series[r as usize].labels
             });
+            values_of(
+                &head.postings,
+                name,
+                &marked,
+                |r| all_time || head.series[r as usize].overlaps(&head.arena, mint, maxt),
+                &mut out,
+            );
         }
         out.into_iter().collect()
     }
@@ -267,6 +291,48 @@ impl Store {
         walk(&head.postings, &|r| {
             all_time || head.series[r as usize].overlaps(&head.arena, mint, maxt)
         });
+    }
+}
+
+/// A bit for each of `len` series: set when it matches one of `sets`.
+fn marked<'a>(
+    postings: &crate::head::Postings,
+    len: usize,
+    sets: &[Vec<Matcher>],
+    labels: impl Fn(u32) -> &'a Labels,
+) -> Vec<u64> {
+    let mut bits = vec![0u64; len.div_ceil(64)];
+    for ms in sets {
+        for r in crate::head::matching(postings, len, ms, &labels) {
+            if let Some(w) = bits.get_mut(r as usize / 64) {
+                *w |= 1 << (r % 64);
+            }
+        }
+    }
+    bits
+}
+
+/// Into `out`, each value of label `name` one of whose series is
+/// `marked` and `in_range`.
+fn values_of(
+    postings: &crate::head::Postings,
+    name: &str,
+    marked: &[u64],
+    in_range: impl Fn(u32) -> bool,
+    out: &mut std::collections::BTreeSet<String>,
+) {
+    let Some(values) = postings.get(name) else {
+        return;
+    };
+    let is_marked = |r: u32| {
+        marked
+            .get(r as usize / 64)
+            .is_some_and(|w| w >> (r % 64) & 1 == 1)
+    };
+    for (value, refs) in values {
+        if !out.contains(value) && refs.iter().any(|&r| is_marked(r) && in_range(r)) {
+            out.insert(value.clone());
+        }
     }
 }
 
