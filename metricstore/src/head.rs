@@ -178,19 +178,58 @@ pub(crate) fn matching<'a>(
             }
         }
     }
-    // The series of that list match it: only the others are checked.
+    // A regex that cannot match the empty string, on a label with fewer
+    // values than the series to check: the values it matches, and their
+    // series marked (as Prometheus finds them), rather than the regex run
+    // on every candidate's value.
+    let checked = candidates.map_or(len, |(_, c)| c.len());
+    let mut by_values: Vec<(usize, Vec<u64>)> = Vec::new();
+    for (i, m) in matchers.iter().enumerate() {
+        let Matcher::Regex(n, re) = m else { continue };
+        let Some(values) = postings.get(n) else {
+            continue;
+        };
+        if re.is_match("") || values.len() >= checked {
+            continue;
+        }
+        let mut bits = vec![0u64; len.div_ceil(64)];
+        for refs in values
+            .iter()
+            .filter(|(v, _)| re.is_match(v))
+            .map(|(_, r)| r)
+        {
+            for &r in refs {
+                if let Some(w) = bits.get_mut(r as usize / 64) {
+                    *w |= 1 << (r % 64);
+                }
+            }
+        }
+        by_values.push((i, bits));
+    }
+    let marked = |r: u32| {
+        by_values.iter().all(|(_, b)| {
+            b.get(r as usize / 64)
+                .is_some_and(|w| w >> (r % 64) & 1 == 1)
+        })
+    };
+    // The series of that list match it, and the marked ones their regex:
+    // only the others are checked on each series' labels.
     let rest: Vec<&Matcher> = matchers
         .iter()
         .enumerate()
         .filter(|(i, _)| candidates.is_none_or(|(c, _)| c != *i))
+        .filter(|(i, _)| !by_values.iter().any(|(b, _)| b == i))
         .map(|(_, m)| m)
         .collect();
     let keep = |r: &u32| {
+        if !marked(*r) {
+            return false;
+        }
         let l = labels(*r);
         rest.iter().all(|m| m.matches(l.get(m.name())))
     };
     match candidates {
-        Some((_, c)) if rest.is_empty() => c.to_vec(),
+        Some((_, c)) if rest.is_empty() && by_values.is_empty() => c.to_vec(),
         Some((_, c)) => c.iter().copied().filter(keep).collect(),
         None => (0..len as u32).filter(keep).collect(),
     }

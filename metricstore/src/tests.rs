@@ -416,3 +416,37 @@ fn cardinality_counts_series_by_name_and_pairs_largest_first() {
         .map(|x| x.value);
     assert_eq!(name_bytes, Some(20));
 }
+
+#[test]
+fn regex_matchers_found_by_their_values_match_as_label_checks_do() {
+    let store = Store::in_memory(StoreConfig::default());
+    let mut batch: Vec<(Labels, Vec<(i64, f64)>)> = ["a", "b", "c", "a"]
+        .iter()
+        .enumerate()
+        .map(|(i, job)| {
+            let inst = format!("i{i}");
+            (
+                Labels::new(vec![("__name__", "x"), ("job", job), ("instance", &inst)]),
+                vec![(1000, 1.0)],
+            )
+        })
+        .collect();
+    batch.push((Labels::new(vec![("__name__", "x")]), vec![(1000, 1.0)]));
+    store.append(batch).expect("append");
+    let re = |s: &str| regex::Regex::new(&format!("^(?:{s})$")).expect("re");
+    let count = |ms: Vec<Matcher>| store.series_labels(&[ms], i64::MIN, i64::MAX).len();
+    let name = || Matcher::Equal("__name__".into(), "x".into());
+    assert_eq!(count(vec![name(), Matcher::Regex("job".into(), re("a|b"))]), 3);
+    assert_eq!(count(vec![Matcher::Regex("job".into(), re("a|b"))]), 3);
+    // Matching the empty string: the series without the label too.
+    assert_eq!(count(vec![name(), Matcher::Regex("job".into(), re("a|"))]), 3);
+    assert_eq!(count(vec![name(), Matcher::Regex("job".into(), re("zz"))]), 0);
+    assert_eq!(
+        count(vec![
+            Matcher::Regex("job".into(), re("a")),
+            Matcher::Regex("instance".into(), re("i3|i1"))
+        ]),
+        1
+    );
+    assert_eq!(count(vec![name(), Matcher::NotRegex("job".into(), re("a"))]), 3);
+}
