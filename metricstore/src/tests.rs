@@ -436,11 +436,20 @@ fn regex_matchers_found_by_their_values_match_as_label_checks_do() {
     let re = |s: &str| regex::Regex::new(&format!("^(?:{s})$")).expect("re");
     let count = |ms: Vec<Matcher>| store.series_labels(&[ms], i64::MIN, i64::MAX).len();
     let name = || Matcher::Equal("__name__".into(), "x".into());
-    assert_eq!(count(vec![name(), Matcher::Regex("job".into(), re("a|b"))]), 3);
+    assert_eq!(
+        count(vec![name(), Matcher::Regex("job".into(), re("a|b"))]),
+        3
+    );
     assert_eq!(count(vec![Matcher::Regex("job".into(), re("a|b"))]), 3);
     // Matching the empty string: the series without the label too.
-    assert_eq!(count(vec![name(), Matcher::Regex("job".into(), re("a|"))]), 3);
-    assert_eq!(count(vec![name(), Matcher::Regex("job".into(), re("zz"))]), 0);
+    assert_eq!(
+        count(vec![name(), Matcher::Regex("job".into(), re("a|"))]),
+        3
+    );
+    assert_eq!(
+        count(vec![name(), Matcher::Regex("job".into(), re("zz"))]),
+        0
+    );
     assert_eq!(
         count(vec![
             Matcher::Regex("job".into(), re("a")),
@@ -448,5 +457,8 @@ fn regex_matchers_found_by_their_values_match_as_label_checks_do() {
         ]),
         1
     );
-    assert_eq!(count(vec![name(), Matcher::NotRegex("job".into(), re("a"))]), 3);
+    assert_eq!(
+        count(vec![name(), Matcher::NotRegex("job".into(), re("a"))]),
+        3
+    );
 }

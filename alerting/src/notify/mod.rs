@@ -381,16 +381,29 @@ impl Notifier {
         loop {
             to.wake.notified().await;
             loop {
-                let batch = to.next_batch();
-                if batch.is_empty() {
+                // Up to IN_FLIGHT batches at once: one request at a time
+                // would cap a burst at one round trip a batch.
+                let batches: Vec<Vec<serde_json::Value>> = (0..to_alertmanager::IN_FLIGHT)
+                    .map(|_| to.next_batch())
+                    .filter(|b| !b.is_empty())
+                    .collect();
+                if batches.is_empty() {
                     break;
                 }
                 if !self.may_act() {
+                    let n: usize = batches.iter().map(Vec::len).sum();
                     to.dropped
-                        .fetch_add(batch.len() as u64, std::sync::atomic::Ordering::Relaxed);
+                        .fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
                     continue;
                 }
-                to_alertmanager::send(to, &self.http, &batch).await;
+                let mut sends = tokio::task::JoinSet::new();
+                for batch in batches {
+                    let me = self.clone();
+                    sends.spawn(async move {
+                        to_alertmanager::send(&me.to_alertmanagers, &me.http, &batch).await;
+                    });
+                }
+                while sends.join_next().await.is_some() {}
             }
         }
     }

@@ -4,8 +4,8 @@
 //! `endsAt` four resend delays ahead (so Alertmanager resolves it by
 //! itself if Keel stops); a resolved alert once, with `endsAt` its
 //! resolution. Alerts wait in one queue of at most 10,000 (the oldest
-//! dropped past it) and go in batches of at most 64 to every
-//! Alertmanager at once, over API v2. A batch an Alertmanager refuses or
+//! dropped past it) and go in batches of at most 64, up to 8 batches in
+//! flight, to every Alertmanager at once, over API v2. A batch an Alertmanager refuses or
 //! does not answer is dropped for it, not retried: the next resend
 //! carries the alert again. Pending alerts are not sent (Prometheus does
 //! not send them either). Counted under Prometheus' own names.
@@ -24,6 +24,9 @@ pub const QUEUE_CAPACITY: usize = 10_000;
 
 /// Most alerts a request carries (Prometheus' batch size).
 pub const BATCH: usize = 64;
+
+/// Batches sent at once (Prometheus sends one at a time).
+pub const IN_FLIGHT: usize = 8;
 
 /// What was last sent of an alert.
 #[derive(Debug, Clone, Copy, PartialEq)]
