@@ -241,6 +241,7 @@ pub fn answer(
     store: &Store,
     req: &ReadRequest,
     max_samples: usize,
+    external: &BTreeMap<String, String>,
 ) -> Result<ReadResponse, String> {
     if !req.accepted_response_types.is_empty() && !req.accepted_response_types.contains(&0) {
         return Err("only the SAMPLES response type is served".into());
@@ -248,9 +249,12 @@ pub fn answer(
     let mut results = Vec::with_capacity(req.queries.len());
     let mut left = max_samples;
     for (i, q) in req.queries.iter().enumerate() {
-        let ms = store_matchers(q, i)?;
+        let mut ms = store_matchers(q, i)?;
+        // A reader with these external labels asks for them (Prometheus'
+        // `filter_external_labels`): every series here has them.
+        ms.retain(|m| !matches!(m, Matcher::Equal(n, v) if external.get(n) == Some(v)));
         if ms.is_empty() {
-            return Err(format!("queries[{i}]: no matchers"));
+            return Err(format!("queries[{i}]: no matchers but the external labels"));
         }
         let series = store
             .select_bounded(&ms, q.start_timestamp_ms, q.end_timestamp_ms, left)
@@ -260,22 +264,29 @@ pub fn answer(
         left = left.saturating_sub(series.iter().map(|(_, s)| s.len()).sum());
         let mut timeseries: Vec<TimeSeries> = series
             .into_iter()
-            .map(|(labels, samples)| TimeSeries {
-                labels: labels
+            .map(|(labels, samples)| {
+                let mut pairs: BTreeMap<String, String> = labels
                     .pairs()
-                    .map(|(k, v)| Label {
-                        name: k.to_owned(),
-                        value: v.to_owned(),
-                    })
-                    .collect(),
-                samples: samples
-                    .into_iter()
-                    .filter(|(_, v)| !keel_core::stale::is_stale(*v))
-                    .map(|(t, v)| Sample {
-                        value: v,
-                        timestamp: t,
-                    })
-                    .collect(),
+                    .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                    .collect();
+                for (k, v) in external {
+                    pairs.entry(k.clone()).or_insert_with(|| v.clone());
+                }
+                TimeSeries {
+                    labels: pairs
+                        .into_iter()
+                        .map(|(name, value)| Label { name, value })
+                        .collect(),
+                    // Staleness markers too: the reader's lookback ends
+                    // where the series did.
+                    samples: samples
+                        .into_iter()
+                        .map(|(t, v)| Sample {
+                            value: v,
+                            timestamp: t,
+                        })
+                        .collect(),
+                }
             })
             .collect();
         timeseries.sort_by(|a, b| {
@@ -308,7 +319,8 @@ async fn remote_read(State(r): State<ReadOut>, body: Bytes) -> Response {
     };
     let store = r.store.clone();
     let max = r.max_samples;
-    match tokio::task::spawn_blocking(move || answer(&store, &req, max)).await {
+    let external = r.external_labels.clone();
+    match tokio::task::spawn_blocking(move || answer(&store, &req, max, &external)).await {
         Ok(Ok(resp)) => {
             let encoded = prost::Message::encode_to_vec(&resp);
             match snap::raw::Encoder::new().compress_vec(&encoded) {
@@ -382,7 +394,7 @@ mod tests {
             queries: vec![q(0, "a"), q(2, "a|b")],
             accepted_response_types: vec![],
         };
-        let got = answer(&store, &req, 1000).expect("answer");
+        let got = answer(&store, &req, 1000, &BTreeMap::new()).expect("answer");
         assert_eq!(got.results[0].timeseries.len(), 1);
         assert_eq!(
             got.results[0].timeseries[0].samples.len(),
@@ -390,20 +402,49 @@ mod tests {
             "within the range"
         );
         assert_eq!(got.results[1].timeseries.len(), 2);
-        assert!(answer(&store, &req, 1).unwrap_err().contains("max_samples"));
+        assert!(
+            answer(&store, &req, 1, &BTreeMap::new())
+                .unwrap_err()
+                .contains("max_samples")
+        );
         let bad = ReadRequest {
             queries: vec![q(0, "a"), q(2, "(")],
             accepted_response_types: vec![],
         };
         assert!(
-            answer(&store, &bad, 1000)
+            answer(&store, &bad, 1000, &BTreeMap::new())
                 .unwrap_err()
                 .starts_with("queries[1].matchers[1]")
+        );
+        // A reader's external labels: its matcher dropped, the labels added.
+        let ext = BTreeMap::from([("region".to_owned(), "eu".to_owned())]);
+        let mut with_ext = q(0, "a");
+        with_ext.matchers.push(LabelMatcher {
+            r#type: 0,
+            name: "region".into(),
+            value: "eu".into(),
+        });
+        let req_ext = ReadRequest {
+            queries: vec![with_ext],
+            accepted_response_types: vec![],
+        };
+        let got = answer(&store, &req_ext, 1000, &ext).expect("answer");
+        let labels = &got.results[0].timeseries[0].labels;
+        assert!(
+            labels.iter().any(|l| l.name == "region" && l.value == "eu"),
+            "{labels:?}"
+        );
+        assert!(
+            answer(&store, &req_ext, 1000, &BTreeMap::new())
+                .expect("answer")
+                .results[0]
+                .timeseries
+                .is_empty()
         );
         let chunks_only = ReadRequest {
             queries: vec![q(0, "a")],
             accepted_response_types: vec![1],
         };
-        assert!(answer(&store, &chunks_only, 1000).is_err());
+        assert!(answer(&store, &chunks_only, 1000, &BTreeMap::new()).is_err());
     }
 }

@@ -2,8 +2,9 @@
 //! as Prometheus sends them: every firing alert when it starts firing and
 //! again every `alertmanager_resend_delay` (1 m) while it fires, with
 //! `endsAt` four resend delays ahead (so Alertmanager resolves it by
-//! itself if Keel stops); a resolved alert once, with `endsAt` its
-//! resolution. Alerts wait in one queue of at most 10,000 (the oldest
+//! itself if Keel stops); a resolved alert at once, with `endsAt` its
+//! resolution, and again every resend delay while the rules hold it
+//! (15 minutes). Alerts wait in one queue of at most 10,000 (the oldest
 //! dropped past it) and go in batches of at most 64, up to 8 batches in
 //! flight, to every Alertmanager at once, over API v2. A batch an Alertmanager refuses or
 //! does not answer is dropped for it, not retried: the next resend
@@ -120,8 +121,11 @@ impl ToAlertmanagers {
                 }
                 State::Resolved => {
                     // Never sent firing (it resolved between resends
-                    // before its first send) or already sent resolved.
-                    if before.is_none_or(|s| s.resolved) {
+                    // before its first send): nothing to resolve. Sent
+                    // resolved: again every resend delay while the rules
+                    // hold it (15 minutes, as Prometheus resends
+                    // resolved alerts), for an Alertmanager that missed it.
+                    if before.is_none_or(|s| s.resolved && now_ms - s.last_ms < self.resend_ms) {
                         continue;
                     }
                     a.resolved_at_ms.unwrap_or(now_ms)
@@ -286,7 +290,16 @@ mod tests {
             names(&to.next_batch()),
             [format!("A {}", rfc3339(T + 70_000))]
         );
+        to.offer(T + 100_000, std::slice::from_ref(&resolved));
+        assert!(to.next_batch().is_empty(), "not within the resend delay");
+        // Again after a resend delay, while the rules hold it.
         to.offer(T + 200_000, &[resolved]);
+        assert_eq!(to.next_batch().len(), 1);
+        // Never sent firing: no resolution to send.
+        to.offer(
+            T + 201_000,
+            &[alert("B", State::Resolved, T, Some(T + 1000))],
+        );
         assert!(to.next_batch().is_empty());
         // Firing again: a new episode goes at once.
         to.offer(T + 210_000, &[alert("A", State::Firing, T + 205_000, None)]);
