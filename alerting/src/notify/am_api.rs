@@ -111,18 +111,18 @@ fn flag(p: &[(String, String)], name: &str) -> Result<bool, String> {
     }
 }
 
-/// One alert in Alertmanager's `GettableAlert` shape.
-#[allow(clippy::too_many_arguments)]
+/// One alert in Alertmanager's `GettableAlert` shape; `times` are its
+/// start, end and last update (ms).
 fn gettable(
     labels: &BTreeMap<String, String>,
     annotations: &BTreeMap<String, String>,
-    starts_at_ms: i64,
-    ends_at_ms: i64,
-    updated_at_ms: i64,
+    (starts_at_ms, ends_at_ms, updated_at_ms): (i64, i64, i64),
     generator_url: &str,
     silenced_by: Vec<String>,
+    inhibited_by: Vec<String>,
     receivers: &[String],
 ) -> Json {
+    let muted = !silenced_by.is_empty() || !inhibited_by.is_empty();
     json!({
         "labels": labels,
         "annotations": annotations,
@@ -133,9 +133,9 @@ fn gettable(
         "fingerprint": fingerprint(labels),
         "receivers": receivers.iter().map(|r| json!({ "name": r })).collect::<Vec<_>>(),
         "status": {
-            "state": if silenced_by.is_empty() { "active" } else { "suppressed" },
+            "state": if muted { "suppressed" } else { "active" },
             "silencedBy": silenced_by,
-            "inhibitedBy": [],
+            "inhibitedBy": inhibited_by,
         },
     })
 }
@@ -157,18 +157,22 @@ async fn list_alerts(State(am): State<Am>, RawQuery(q): RawQuery) -> Response {
         Ok(p) => p,
         Err(e) => return error(StatusCode::BAD_REQUEST, e),
     };
-    let (matchers, active, silenced) = match (filters(&p), flag(&p, "active"), flag(&p, "silenced"))
-    {
-        (Ok(m), Ok(a), Ok(s)) => (m, a, s),
-        (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)) => {
+    let flags = (
+        flag(&p, "active"),
+        flag(&p, "silenced"),
+        flag(&p, "inhibited"),
+        flag(&p, "unprocessed"),
+    );
+    let (active, silenced, inhibited) = match flags {
+        (Ok(a), Ok(s), Ok(i), Ok(_)) => (a, s, i),
+        (Err(e), ..) | (_, Err(e), ..) | (_, _, Err(e), _) | (.., Err(e)) => {
             return error(StatusCode::BAD_REQUEST, e);
         }
     };
-    for name in ["inhibited", "unprocessed"] {
-        if let Err(e) = flag(&p, name) {
-            return error(StatusCode::BAD_REQUEST, e);
-        }
-    }
+    let matchers = match filters(&p) {
+        Ok(m) => m,
+        Err(e) => return error(StatusCode::BAD_REQUEST, e),
+    };
     let receiver = match p.iter().find(|(k, _)| k == "receiver") {
         Some((_, r)) => match regex::Regex::new(&format!("^(?:{r})$")) {
             Ok(re) => Some(re),
@@ -196,51 +200,91 @@ async fn list_alerts(State(am): State<Am>, RawQuery(q): RawQuery) -> Response {
             .map(|s| silence_uuid(s.id))
             .collect()
     };
-    let keep = |labels: &BTreeMap<String, String>, by: &[String]| {
-        matchers.iter().all(|m| m.matches(labels))
-            && (if by.is_empty() { active } else { silenced })
+    // Keel's firing alerts (Prometheus' own: active until 4 resend
+    // intervals on) and the received active ones: (labels, annotations,
+    // starts, ends, updated, generator URL, severity).
+    type Listed = (
+        BTreeMap<String, String>,
+        BTreeMap<String, String>,
+        i64,
+        i64,
+        i64,
+        String,
+        crate::rules::Severity,
+    );
+    let mut listed: Vec<Listed> = super::lock(&am.n.rule_alerts)
+        .iter()
+        .filter(|a| a.state == AlertState::Firing)
+        .map(|a| {
+            let start = a.fired_at_ms.unwrap_or(now);
+            (
+                a.labels.clone(),
+                a.annotations.clone(),
+                start,
+                now + 4 * 60_000,
+                now,
+                String::new(),
+                a.severity,
+            )
+        })
+        .collect();
+    listed.extend(
+        am.n.received()
+            .into_iter()
+            .filter(|h| h.active(now))
+            .map(|h| {
+                (
+                    h.labels,
+                    h.annotations,
+                    h.starts_at_ms,
+                    h.ends_at_ms,
+                    h.updated_at_ms,
+                    h.generator_url,
+                    h.severity,
+                )
+            }),
+    );
+    // Inhibition sees `severity` as Keel's P0–P2, as the router does.
+    let with_severity: Vec<BTreeMap<String, String>> = listed
+        .iter()
+        .map(|l| {
+            let mut m = l.0.clone();
+            m.insert("severity".into(), l.6.as_str().into());
+            m
+        })
+        .collect();
+    let inhibited_by: Vec<Vec<String>> = {
+        let router = super::lock(&am.n.router);
+        with_severity
+            .iter()
+            .map(|t| {
+                router
+                    .inhibited_by(t, &with_severity)
+                    .map(fingerprint)
+                    .into_iter()
+                    .collect()
+            })
+            .collect()
     };
     let mut out = Vec::new();
-    let rule_alerts = super::lock(&am.n.rule_alerts).clone();
-    for a in rule_alerts {
-        if a.state != AlertState::Firing {
-            continue;
+    for (l, inhibitors) in listed.iter().zip(inhibited_by) {
+        let by = silenced_by(&l.0);
+        // Alertmanager's filter: each kind shown only when asked for.
+        let shown_here = matchers.iter().all(|m| m.matches(&l.0))
+            && (silenced || by.is_empty())
+            && (inhibited || inhibitors.is_empty())
+            && (active || !by.is_empty() || !inhibitors.is_empty());
+        if shown_here {
+            out.push(gettable(
+                &l.0,
+                &l.1,
+                (l.2, l.3, l.4),
+                &l.5,
+                by,
+                inhibitors,
+                &shown,
+            ));
         }
-        let by = silenced_by(&a.labels);
-        if !keep(&a.labels, &by) {
-            continue;
-        }
-        let start = a.fired_at_ms.unwrap_or(now);
-        // Prometheus' own: active until 4 resend intervals (1 m) on.
-        out.push(gettable(
-            &a.labels,
-            &a.annotations,
-            start,
-            now + 4 * 60_000,
-            now,
-            "",
-            by,
-            &shown,
-        ));
-    }
-    for h in am.n.received() {
-        if !h.active(now) {
-            continue;
-        }
-        let by = silenced_by(&h.labels);
-        if !keep(&h.labels, &by) {
-            continue;
-        }
-        out.push(gettable(
-            &h.labels,
-            &h.annotations,
-            h.starts_at_ms,
-            h.ends_at_ms,
-            h.updated_at_ms,
-            &h.generator_url,
-            by,
-            &shown,
-        ));
     }
     axum::Json(Json::Array(out)).into_response()
 }

@@ -318,6 +318,18 @@ pub struct Router {
 }
 
 impl Router {
+    /// The firing alert (of `firing`, labels with `severity` as P0–P2)
+    /// whose inhibition mutes `target`, if one does.
+    pub fn inhibited_by<'a>(
+        &self,
+        target: &BTreeMap<String, String>,
+        firing: &'a [BTreeMap<String, String>],
+    ) -> Option<&'a BTreeMap<String, String>> {
+        self.inhibit
+            .iter()
+            .find_map(|i| i.muted_by(target, firing.iter()))
+    }
+
     /// A router with nothing sent.
     pub fn new(policy: Policy, inhibit: Vec<super::silence::Inhibit>) -> Self {
         Self {

@@ -229,11 +229,20 @@ impl Inhibit {
         target: &BTreeMap<String, String>,
         firing: impl Iterator<Item = &'a BTreeMap<String, String>>,
     ) -> bool {
+        self.muted_by(target, firing).is_some()
+    }
+
+    /// The first of the firing `sources` that mutes `target`, if any.
+    pub fn muted_by<'a>(
+        &self,
+        target: &BTreeMap<String, String>,
+        mut firing: impl Iterator<Item = &'a BTreeMap<String, String>>,
+    ) -> Option<&'a BTreeMap<String, String>> {
         if !self.target.iter().all(|m| m.matches(target)) {
-            return false;
+            return None;
         }
-        firing.into_iter().any(|s| {
-            s != target
+        firing.find(|s| {
+            *s != target
                 && self.source.iter().all(|m| m.matches(s))
                 && self.equal.iter().all(|l| s.get(l) == target.get(l))
         })

@@ -192,6 +192,47 @@ async fn amtool_manages_silences_and_alerts_on_keel() {
         all.contains("\"Ok\""),
         "the valid alert of the request was kept: {all}"
     );
+    // Inhibition (Keel's default: a firing P0 of a job mutes its P1 and
+    // P2): the warning is left out of the active list and shown, with
+    // what inhibits it, when asked for.
+    for labels in [
+        &["alertname=Down", "severity=critical", "job=shop"][..],
+        &["alertname=Slow", "severity=warning", "job=shop"][..],
+    ] {
+        let mut args = vec!["alert", "add"];
+        args.extend_from_slice(labels);
+        let (ok, out) = amtool(&keel, &args);
+        assert!(ok, "alert add {labels:?}: {out}");
+    }
+    let (_, active) = amtool(
+        &keel,
+        &["alert", "query", "alertname=~Down|Slow", "-o", "json"],
+    );
+    let names: Vec<String> = json(&active)
+        .as_array()
+        .expect("alerts")
+        .iter()
+        .filter_map(|a| a["labels"]["alertname"].as_str().map(str::to_owned))
+        .collect();
+    assert_eq!(names, ["Down"], "{active}");
+    let (_, with_inhibited) = amtool(
+        &keel,
+        &[
+            "alert",
+            "query",
+            "alertname=Slow",
+            "--inhibited",
+            "-o",
+            "json",
+        ],
+    );
+    let slow = json(&with_inhibited);
+    assert_eq!(slow[0]["status"]["state"], "suppressed", "{slow}");
+    assert_eq!(
+        slow[0]["status"]["inhibitedBy"].as_array().map(Vec::len),
+        Some(1),
+        "{slow}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
