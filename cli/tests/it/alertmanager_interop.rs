@@ -62,6 +62,17 @@ async fn page_for(keel: &str, name: &str) -> Json {
     .await
 }
 
+/// `amtool alert add` with `labels` (and an annotation `k=v`), which
+/// must succeed.
+fn add_alert(keel: &str, labels: &[&str], annotation: Option<&str>) {
+    let mut args = vec!["alert".to_owned(), "add".to_owned()];
+    args.extend(labels.iter().map(|l| (*l).to_owned()));
+    args.extend(annotation.map(|a| format!("--annotation={a}")));
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let (ok, out) = amtool(keel, &args);
+    assert!(ok, "alert add {labels:?}: {out}");
+}
+
 fn json(text: &str) -> Json {
     serde_json::from_str(text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"))
 }
@@ -119,11 +130,7 @@ async fn amtool_manages_silences_and_alerts_on_keel() {
         &["alertname=Bar", "severity=critical", "instance=i1"][..],
         &["alertname=Foo", "job=web1"][..],
     ] {
-        let mut args = vec!["alert", "add"];
-        args.extend_from_slice(labels);
-        args.push("--annotation=summary=from amtool");
-        let (ok, out) = amtool(&keel, &args);
-        assert!(ok, "alert add {labels:?}: {out}");
+        add_alert(&keel, labels, Some("summary=from amtool"));
     }
     let (ok, active) = amtool(&keel, &["alert", "query", "-o", "json"]);
     assert!(ok, "{active}");
@@ -199,10 +206,7 @@ async fn amtool_manages_silences_and_alerts_on_keel() {
         &["alertname=Down", "severity=critical", "job=shop"][..],
         &["alertname=Slow", "severity=warning", "job=shop"][..],
     ] {
-        let mut args = vec!["alert", "add"];
-        args.extend_from_slice(labels);
-        let (ok, out) = amtool(&keel, &args);
-        assert!(ok, "alert add {labels:?}: {out}");
+        add_alert(&keel, labels, None);
     }
     let (_, active) = amtool(
         &keel,
