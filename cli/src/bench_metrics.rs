@@ -360,6 +360,29 @@ async fn ingest(
     Ok((secs, cpu1 - cpu0, rss0, rss1))
 }
 
+/// `n` GETs of `url` with `params`: the latency histogram (µs) and the
+/// last successful answer's `data`.
+async fn timed_gets(
+    client: &reqwest::Client,
+    url: &str,
+    params: &[(&str, String)],
+    n: usize,
+) -> anyhow::Result<(Histogram<u64>, serde_json::Value)> {
+    let mut hist = Histogram::<u64>::new_with_bounds(1, 600_000_000, 3)
+        .unwrap_or_else(|_| unreachable!("constant bounds"));
+    let mut data = serde_json::Value::Null;
+    for _ in 0..n {
+        let t = Instant::now();
+        let mut r: serde_json::Value = client.get(url).query(params).send().await?.json().await?;
+        hist.saturating_record(t.elapsed().as_micros() as u64);
+        if r["status"] != "success" {
+            bail!("{url}: {r}");
+        }
+        data = r["data"].take();
+    }
+    Ok((hist, data))
+}
+
 async fn query_latency(
     api: &str,
     client: &reqwest::Client,
@@ -370,33 +393,17 @@ async fn query_latency(
     let q =
         "sum by (mode) (rate(node_cpu_seconds_total{instance=~\"host-00(0|1)[0-9]:9100\"}[5m]))";
     let end = end_ms as f64 / 1000.0;
-    let mut hist = Histogram::<u64>::new_with_bounds(1, 600_000_000, 3)
-        .unwrap_or_else(|_| unreachable!("constant bounds"));
-    let mut series = 0;
-    for _ in 0..n {
-        let t = Instant::now();
-        let r: serde_json::Value = client
-            .get(format!("{api}/api/v1/query_range"))
-            .query(&[
-                ("query", q.to_owned()),
-                ("start", (end - 3600.0).to_string()),
-                ("end", end.to_string()),
-                ("step", "15".to_owned()),
-            ])
-            .send()
-            .await?
-            .json()
-            .await?;
-        hist.saturating_record(t.elapsed().as_micros() as u64);
-        if r["status"] != "success" {
-            bail!("{api}: query failed: {r}");
-        }
-        series = r["data"]["result"].as_array().map(Vec::len).unwrap_or(0);
-    }
+    let params = [
+        ("query", q.to_owned()),
+        ("start", (end - 3600.0).to_string()),
+        ("end", end.to_string()),
+        ("step", "15".to_owned()),
+    ];
+    let (hist, data) = timed_gets(client, &format!("{api}/api/v1/query_range"), &params, n).await?;
     Ok((
         hist.value_at_quantile(0.5) as f64 / 1000.0,
         hist.value_at_quantile(0.99) as f64 / 1000.0,
-        series,
+        data["result"].as_array().map_or(0, Vec::len),
     ))
 }
 
@@ -443,25 +450,11 @@ async fn lookup_latency(
 ) -> anyhow::Result<Vec<(f64, usize)>> {
     let mut out = Vec::new();
     for (_, path, params) in lookups(end_ms) {
-        let mut hist = Histogram::<u64>::new_with_bounds(1, 600_000_000, 3)
-            .unwrap_or_else(|_| unreachable!("constant bounds"));
-        let mut len = 0;
-        for _ in 0..n {
-            let t = Instant::now();
-            let r: serde_json::Value = client
-                .get(format!("{api}{path}"))
-                .query(&params)
-                .send()
-                .await?
-                .json()
-                .await?;
-            hist.saturating_record(t.elapsed().as_micros() as u64);
-            if r["status"] != "success" {
-                bail!("{api}{path}: {r}");
-            }
-            len = r["data"].as_array().map(Vec::len).unwrap_or(0);
-        }
-        out.push((hist.value_at_quantile(0.99) as f64 / 1000.0, len));
+        let (hist, data) = timed_gets(client, &format!("{api}{path}"), &params, n).await?;
+        out.push((
+            hist.value_at_quantile(0.99) as f64 / 1000.0,
+            data.as_array().map_or(0, Vec::len),
+        ));
     }
     Ok(out)
 }

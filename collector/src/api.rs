@@ -264,13 +264,9 @@ fn span(p: &[(String, String)]) -> Result<(i64, i64), String> {
 
 /// `limit`: at most this many results (absent or 0: all).
 fn limit(p: &[(String, String)]) -> Result<usize, String> {
-    match param(p, "limit") {
-        None | Some("") => Ok(0),
-        Some(l) => match l.parse::<i64>() {
-            Ok(n) if n < 0 => Err("limit must be non-negative".into()),
-            Ok(n) => Ok(usize::try_from(n).unwrap_or(usize::MAX)),
-            Err(_) => Err(format!("cannot parse {l:?} to a valid limit")),
-        },
+    match keel_http::int_param(p, "limit")? {
+        Some(n) if n < 0 => Err("limit must be non-negative".into()),
+        n => Ok(n.map_or(0, |n| usize::try_from(n).unwrap_or(usize::MAX))),
     }
 }
 

@@ -21,6 +21,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use keel_core::clock::SharedClock;
 use keel_metricstore::{Matcher, Store};
+use keel_promql::eval::LOOKBACK_MS;
 use keel_series::labels::Labels;
 
 use crate::ingest::remote_write::{Label, Sample, TimeSeries};
@@ -48,9 +49,6 @@ pub fn routes(r: ReadOut) -> keel_http::Routes {
         .route("/api/v1/read", post(remote_read))
         .map(|x| x.with_state(r))
 }
-
-/// Prometheus' lookback: a series with no sample in it is not federated.
-const LOOKBACK_MS: i64 = 5 * 60 * 1000;
 
 fn escape(v: &str) -> String {
     v.replace('\\', "\\\\")
@@ -112,6 +110,7 @@ async fn federate(State(r): State<ReadOut>, RawQuery(q): RawQuery) -> Response {
         let mut newest: BTreeMap<Labels, (i64, f64)> = BTreeMap::new();
         let mut left = max;
         for ms in &sets {
+            // Prometheus' lookback: a series with no sample in it is not federated.
             let series = store.select_bounded(ms, now - LOOKBACK_MS, now, left)?;
             for (labels, samples) in series {
                 left = left.saturating_sub(samples.len());

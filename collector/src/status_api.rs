@@ -12,9 +12,11 @@ use axum::extract::{RawQuery, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use keel_alerting::notify::to_alertmanager::rfc3339;
 use keel_core::clock::SharedClock;
-use keel_http::{bad, ok, param, params};
+use keel_http::{bad, int_param, ok, param, params};
 use keel_metricstore::{Matcher, Store};
+use keel_promql::eval::LOOKBACK_MS;
 use serde_json::{Value as Json, json};
 
 /// The Prometheus version whose API and PromQL Keel answers as
@@ -102,10 +104,6 @@ async fn flags(State(s): State<Status>) -> Response {
     ok(json!(*s.flags))
 }
 
-fn rfc3339(ms: i64) -> String {
-    humantime::format_rfc3339_millis(keel_core::clock::from_unix_ms(ms)).to_string()
-}
-
 async fn runtimeinfo(State(s): State<Status>) -> Response {
     let (reload_ok, reload_at) = s.rules.with_groups(|_, r| (r.success, r.at_ms));
     ok(json!({
@@ -121,14 +119,12 @@ async fn runtimeinfo(State(s): State<Status>) -> Response {
 
 /// `limit` (default 10, as Prometheus), at most 10,000.
 fn top_limit(p: &[(String, String)]) -> Result<usize, String> {
-    match param(p, "limit") {
-        None | Some("") => Ok(10),
-        Some(l) => match l.parse::<usize>() {
-            Ok(n) if (1..=10_000).contains(&n) => Ok(n),
-            _ => Err(format!(
-                "limit must be a positive number up to 10000, not {l:?}"
-            )),
-        },
+    match int_param(p, "limit")? {
+        None => Ok(10),
+        Some(n @ 1..=10_000) => Ok(n as usize),
+        Some(n) => Err(format!(
+            "limit must be a positive number up to 10000, not {n}"
+        )),
     }
 }
 
@@ -147,10 +143,6 @@ async fn tsdb(State(s): State<Status>, RawQuery(q): RawQuery) -> Response {
         Err(e) => bad(e),
     }
 }
-
-/// Prometheus' lookback: an `up` series older than this is a target no
-/// agent scrapes any more.
-const LOOKBACK_MS: i64 = 5 * 60 * 1000;
 
 /// The targets the agents scrape, from their `up` series (and
 /// `scrape_duration_seconds`) over the last five minutes: health, last
@@ -214,16 +206,9 @@ async fn targets(State(s): State<Status>, RawQuery(q): RawQuery) -> Response {
 
 async fn metadata(State(s): State<Status>, RawQuery(q): RawQuery) -> Response {
     let p = params(q, &HeaderMap::new(), &Bytes::new());
-    let number = |k: &str| -> Result<usize, String> {
-        match param(&p, k) {
-            None | Some("") => Ok(0),
-            Some(v) => match v.parse::<i64>() {
-                // Prometheus: a negative limit is no limit.
-                Ok(n) if n <= 0 => Ok(0),
-                Ok(n) => Ok(usize::try_from(n).unwrap_or(usize::MAX)),
-                Err(_) => Err(format!("{k}: cannot parse {v:?} to a valid limit")),
-            },
-        }
+    // Prometheus: a negative limit is no limit.
+    let number = |k: &str| {
+        int_param(&p, k).map(|n| n.map_or(0, |n| usize::try_from(n.max(0)).unwrap_or(usize::MAX)))
     };
     let (limit, per_metric) = match (number("limit"), number("limit_per_metric")) {
         (Ok(a), Ok(b)) => (a, b),

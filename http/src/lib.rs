@@ -69,6 +69,18 @@ pub fn param<'a>(p: &'a [(String, String)], name: &str) -> Option<&'a str> {
     p.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
 }
 
+/// The integer parameter `name` (a limit), absent or empty as `None`;
+/// the error names the parameter and the value.
+pub fn int_param(p: &[(String, String)], name: &str) -> Result<Option<i64>, String> {
+    match param(p, name) {
+        None | Some("") => Ok(None),
+        Some(v) => v
+            .parse::<i64>()
+            .map(Some)
+            .map_err(|_| format!("{name}: cannot parse {v:?} to a valid limit")),
+    }
+}
+
 /// A time as Prometheus accepts it: Unix seconds (float) or RFC 3339.
 pub fn parse_time(s: &str) -> Result<i64, String> {
     if let Ok(f) = s.parse::<f64>() {
