@@ -21,6 +21,61 @@ pub struct Sample {
     pub value: f64,
     /// Milliseconds since the epoch, when the line carried a timestamp.
     pub timestamp_ms: Option<i64>,
+    /// The OpenMetrics exemplar the line carried (`# {trace_id="…"} v [t]`).
+    pub exemplar: Option<Exemplar>,
+}
+
+/// An OpenMetrics exemplar: a sample's pointer to one thing it counted
+/// (a trace), as a label set with the value it saw and, if given, when.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Exemplar {
+    /// Its labels (`trace_id`, `span_id`, …).
+    pub labels: Vec<(String, String)>,
+    /// The value it observed.
+    pub value: f64,
+    /// Milliseconds since the epoch, if the exemplar said.
+    pub timestamp_ms: Option<i64>,
+}
+
+/// Which text format a body is in: timestamps are integer milliseconds
+/// in Prometheus' and seconds (possibly fractional) in OpenMetrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    /// `text/plain; version=0.0.4`.
+    Prometheus,
+    /// `application/openmetrics-text`.
+    OpenMetrics,
+}
+
+impl Format {
+    /// The format a response's `Content-Type` names (Prometheus' text
+    /// when it names none).
+    pub fn of_content_type(ct: Option<&str>) -> Self {
+        match ct {
+            Some(ct) if ct.trim_start().starts_with("application/openmetrics-text") => {
+                Self::OpenMetrics
+            }
+            _ => Self::Prometheus,
+        }
+    }
+
+    /// A sample's timestamp in milliseconds.
+    fn timestamp_ms(self, t: &str) -> Result<i64, String> {
+        match self {
+            Self::Prometheus => t
+                .parse::<i64>()
+                .map_err(|_| format!("timestamp {t:?} is not integer milliseconds")),
+            Self::OpenMetrics => seconds_to_ms(t),
+        }
+    }
+}
+
+/// OpenMetrics seconds (`1600000000.123`) as milliseconds.
+fn seconds_to_ms(t: &str) -> Result<i64, String> {
+    match t.parse::<f64>() {
+        Ok(s) if s.is_finite() && s.abs() < 9.0e15 => Ok((s * 1000.0).round() as i64),
+        _ => Err(format!("timestamp {t:?} is not seconds since the epoch")),
+    }
 }
 
 /// A metric family's metadata, from its `# TYPE`, `# HELP` and `# UNIT`
@@ -117,8 +172,13 @@ pub struct Parsed {
 
 const KEEP_INVALID: usize = 5;
 
-/// Parse a body in the text exposition format.
+/// Parse a body in Prometheus' text exposition format.
 pub fn parse(body: &str) -> Parsed {
+    parse_as(body, Format::Prometheus)
+}
+
+/// Parse a body in `format`.
+pub fn parse_as(body: &str, format: Format) -> Parsed {
     let mut out = Parsed::default();
     for (i, line) in body.lines().enumerate() {
         let trimmed = line.trim_start();
@@ -134,24 +194,34 @@ pub fn parse(body: &str) -> Parsed {
         // (so `/products/{id}` fails it), and its regex was 7 % of the
         // agent's CPU at 10,000 series a scrape. A line this splitter
         // refuses gets the crate's reading as a second opinion.
+        let mut exemplar_problem = None;
         let bad = match split_sample(line) {
-            Ok((name, labels, value, ts)) => sample(name, labels, value, ts),
+            Ok((name, labels, value, ts, exemplar)) => {
+                sample(name, labels, value, ts, format).map(|mut s| {
+                    match exemplar.map(parse_exemplar).transpose() {
+                        Ok(e) => s.exemplar = e,
+                        // The sample is kept; the exemplar is not.
+                        Err(why) => exemplar_problem = Some(format!("exemplar dropped: {why}")),
+                    }
+                    s
+                })
+            }
             Err(why) => match LineInfo::parse(line) {
                 LineInfo::Sample {
                     metric_name,
                     labels,
                     value,
                     timestamp,
-                } => sample(metric_name, labels, value, timestamp),
+                } => sample(metric_name, labels, value, timestamp, format),
                 _ => Err(why),
             },
         }
-        .map(|s| out.samples.push(s))
-        .map_err(|why| format!("{why}: {:?}", line.chars().take(80).collect::<String>()));
-        if let Err(why) = bad {
+        .map(|s| out.samples.push(s));
+        if let Some(why) = bad.err().or(exemplar_problem) {
             out.invalid_lines += 1;
             if out.first_invalid.len() < KEEP_INVALID {
-                out.first_invalid.push((i + 1, why));
+                let line = line.chars().take(80).collect::<String>();
+                out.first_invalid.push((i + 1, format!("{why}: {line:?}")));
             }
         }
     }
@@ -163,15 +233,10 @@ fn sample(
     labels: Option<&str>,
     value: &str,
     timestamp: Option<&str>,
+    format: Format,
 ) -> Result<Sample, String> {
     let value = parse_value(value).ok_or_else(|| format!("value {value:?} is not a number"))?;
-    let timestamp_ms = match timestamp {
-        None => None,
-        Some(t) => Some(
-            t.parse::<i64>()
-                .map_err(|_| format!("timestamp {t:?} is not integer milliseconds"))?,
-        ),
-    };
+    let timestamp_ms = timestamp.map(|t| format.timestamp_ms(t)).transpose()?;
     let mut pairs = vec![("__name__".to_owned(), name.to_owned())];
     if let Some(l) = labels {
         parse_labels(l, &mut pairs)?;
@@ -180,11 +245,58 @@ fn sample(
         labels: pairs,
         value,
         timestamp_ms,
+        exemplar: None,
     })
 }
 
-/// A sample line's parts: name, label block, value, timestamp.
-type SampleLine<'a> = (&'a str, Option<&'a str>, &'a str, Option<&'a str>);
+/// An exemplar's text after the `#`: `{labels} value [timestamp]`.
+fn parse_exemplar(text: &str) -> Result<Exemplar, String> {
+    let after = text
+        .trim_start()
+        .strip_prefix('{')
+        .ok_or("an exemplar starts with its label set in braces")?;
+    let (block, rest) = label_block(after)?;
+    let mut labels = Vec::new();
+    parse_labels(block, &mut labels)?;
+    let mut fields = rest.split_whitespace();
+    let value = fields.next().ok_or("an exemplar has no value")?;
+    let value = parse_value(value).ok_or_else(|| format!("value {value:?} is not a number"))?;
+    let timestamp_ms = fields.next().map(seconds_to_ms).transpose()?;
+    if fields.next().is_some() {
+        return Err("more than a value and a timestamp after the exemplar's labels".into());
+    }
+    Ok(Exemplar {
+        labels,
+        value,
+        timestamp_ms,
+    })
+}
+
+/// A sample line's parts: name, label block, value, timestamp, and the
+/// exemplar's text after its `#`.
+type SampleLine<'a> = (
+    &'a str,
+    Option<&'a str>,
+    &'a str,
+    Option<&'a str>,
+    Option<&'a str>,
+);
+
+/// Split a label block's inside (after `{`) from what follows its `}`,
+/// the end found outside quoted values.
+fn label_block(after: &str) -> Result<(&str, &str), String> {
+    let (mut quoted, mut escaped) = (false, false);
+    for (i, c) in after.char_indices() {
+        match c {
+            _ if escaped => escaped = false,
+            '\\' if quoted => escaped = true,
+            '"' => quoted = !quoted,
+            '}' if !quoted => return Ok((&after[..i], &after[i + 1..])),
+            _ => {}
+        }
+    }
+    Err("the label block is not closed".into())
+}
 
 /// Split `name{labels} value [timestamp]`, finding the end of the label
 /// block outside quoted values.
@@ -200,30 +312,22 @@ fn split_sample(line: &str) -> Result<SampleLine<'_>, String> {
     let mut rest = &line[name_end..];
     let mut labels = None;
     if let Some(after) = rest.strip_prefix('{') {
-        let (mut quoted, mut escaped, mut end) = (false, false, None);
-        for (i, c) in after.char_indices() {
-            match c {
-                _ if escaped => escaped = false,
-                '\\' if quoted => escaped = true,
-                '"' => quoted = !quoted,
-                '}' if !quoted => {
-                    end = Some(i);
-                    break;
-                }
-                _ => {}
-            }
-        }
-        let end = end.ok_or("the label block is not closed")?;
-        labels = Some(&after[..end]);
-        rest = &after[end + 1..];
+        let (block, after) = label_block(after)?;
+        labels = Some(block);
+        rest = after;
     }
+    // OpenMetrics: `value [timestamp] # {exemplar labels} value [timestamp]`.
+    let (rest, exemplar) = match rest.split_once('#') {
+        Some((sample, exemplar)) => (sample, Some(exemplar)),
+        None => (rest, None),
+    };
     let mut fields = rest.split_whitespace();
     let value = fields.next().ok_or("no value")?;
     let ts = fields.next();
     if fields.next().is_some() {
         return Err("more than a value and a timestamp after the labels".into());
     }
-    Ok((name, labels, value, ts))
+    Ok((name, labels, value, ts, exemplar))
 }
 
 /// Go's float syntax as exporters write it (`NaN`, `+Inf`, `-Inf`).
@@ -309,6 +413,60 @@ mod tests {
         assert_eq!(p.samples[2].labels[2], ("le".into(), "+Inf".into()));
         assert_eq!(p.samples[2].value, 5.0);
         assert!(p.samples[5].value.is_nan());
+    }
+
+    #[test]
+    fn openmetrics_exemplars_and_second_timestamps_are_read_and_a_bad_exemplar_keeps_its_sample() {
+        let body = "# TYPE lat_seconds histogram\n\
+            lat_seconds_bucket{le=\"0.1\"} 8 # {trace_id=\"4bf92f3577b34da6a3ce929d0e0e4736\",span_id=\"00f067aa0ba902b7\"} 0.05 1600000000.5\n\
+            lat_seconds_bucket{le=\"+Inf\",path=\"/a#b\"} 9 1600000001.25 # {trace_id=\"x\"} 3\n\
+            lat_seconds_count 9 # {trace_id=\"y\"\n\
+            # EOF\n";
+        let p = parse_as(body, Format::OpenMetrics);
+        assert_eq!(p.samples.len(), 3, "{:?}", p.first_invalid);
+        let e = p.samples[0].exemplar.as_ref().expect("exemplar");
+        assert_eq!(
+            e.labels,
+            vec![
+                (
+                    "trace_id".to_owned(),
+                    "4bf92f3577b34da6a3ce929d0e0e4736".to_owned()
+                ),
+                ("span_id".to_owned(), "00f067aa0ba902b7".to_owned())
+            ]
+        );
+        assert_eq!((e.value, e.timestamp_ms), (0.05, Some(1_600_000_000_500)));
+        assert_eq!(p.samples[0].timestamp_ms, None);
+        // A `#` inside a label value is no exemplar; seconds as the format says.
+        assert_eq!(p.samples[1].labels[2], ("path".into(), "/a#b".into()));
+        assert_eq!(p.samples[1].timestamp_ms, Some(1_600_000_001_250));
+        let e = p.samples[1].exemplar.as_ref().expect("exemplar");
+        assert_eq!((e.value, e.timestamp_ms), (3.0, None));
+        // The sample stays, its broken exemplar is named and dropped.
+        assert_eq!(
+            (p.samples[2].value, p.samples[2].exemplar.is_none()),
+            (9.0, true)
+        );
+        assert_eq!(p.invalid_lines, 1);
+        assert_eq!(p.first_invalid[0].0, 4);
+        assert!(
+            p.first_invalid[0].1.contains("exemplar dropped"),
+            "{:?}",
+            p.first_invalid
+        );
+        // Prometheus' text: integer milliseconds.
+        assert_eq!(
+            parse("a 5 1600000000500\n").samples[0].timestamp_ms,
+            Some(1_600_000_000_500)
+        );
+        assert_eq!(
+            Format::of_content_type(Some("application/openmetrics-text; version=1.0.0")),
+            Format::OpenMetrics
+        );
+        assert_eq!(
+            Format::of_content_type(Some("text/plain")),
+            Format::Prometheus
+        );
     }
 
     #[test]

@@ -73,6 +73,7 @@ impl Out<'_> {
             labels: l,
             t_ms: self.t_ms,
             value,
+            exemplar: None,
         });
     }
 }

@@ -196,6 +196,7 @@ impl RuleState {
                     labels: l,
                     t_ms,
                     value,
+                    exemplar: None,
                 }
             };
         for (labels, s) in &self.series {

@@ -15,7 +15,8 @@ use std::io::Write;
 
 use opentelemetry_proto::tonic::common::v1::{AnyValue, InstrumentationScope, KeyValue, any_value};
 use opentelemetry_proto::tonic::metrics::v1::{
-    Gauge, Metric, NumberDataPoint, ResourceMetrics, ScopeMetrics, metric, number_data_point,
+    Exemplar, Gauge, Metric, NumberDataPoint, ResourceMetrics, ScopeMetrics, exemplar, metric,
+    number_data_point,
 };
 use opentelemetry_proto::tonic::resource::v1::Resource;
 use prost::Message;
@@ -82,6 +83,47 @@ fn kv(k: &str, v: &str) -> KeyValue {
 /// OTLP's `FLAG_NO_RECORDED_VALUE`: the point is a staleness marker.
 const NO_RECORDED_VALUE: u32 = 1;
 
+/// Milliseconds since the epoch as OTLP's nanoseconds (0 before 1970).
+fn nanos(ms: i64) -> u64 {
+    u64::try_from(ms).unwrap_or(0).saturating_mul(1_000_000)
+}
+
+/// `s` as bytes if it is exactly `n` bytes of hex.
+fn hex_bytes(s: &str, n: usize) -> Option<Vec<u8>> {
+    if s.len() != 2 * n || !s.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return None;
+    }
+    (0..n)
+        .map(|i| u8::from_str_radix(&s[2 * i..2 * i + 2], 16).ok())
+        .collect()
+}
+
+/// A scraped exemplar as OTLP carries it: `trace_id` and `span_id` in
+/// their own fields when they are W3C ids in hex (the collector writes
+/// them back as those labels), every other label an attribute; at the
+/// point's time when it gave none.
+fn exemplar(e: crate::exposition::Exemplar, t_ms: i64) -> Exemplar {
+    let mut out = Exemplar {
+        time_unix_nano: nanos(e.timestamp_ms.unwrap_or(t_ms)),
+        value: Some(exemplar::Value::AsDouble(e.value)),
+        ..Exemplar::default()
+    };
+    for (k, v) in e.labels {
+        match (k.as_str(), hex_bytes(&v, 16), hex_bytes(&v, 8)) {
+            ("trace_id", Some(id), _) => out.trace_id = id,
+            ("span_id", _, Some(id)) => out.span_id = id,
+            _ => out.filtered_attributes.push(KeyValue {
+                key: k,
+                value: Some(AnyValue {
+                    value: Some(any_value::Value::StringValue(v)),
+                }),
+                ..KeyValue::default()
+            }),
+        }
+    }
+    out
+}
+
 /// Points as `ResourceMetrics`, one a (`job`, `instance`) pair, one metric
 /// a name within it. The points' strings move into the request. A metric
 /// whose family is in `families` carries its help as the description and
@@ -132,9 +174,14 @@ pub fn resource_metrics(points: Vec<Point>, families: &Families) -> Vec<Resource
         if let Some(metric::Data::Gauge(g)) = &mut metrics[i].data {
             g.data_points.push(NumberDataPoint {
                 attributes,
-                time_unix_nano: u64::try_from(p.t_ms).unwrap_or(0).saturating_mul(1_000_000),
+                time_unix_nano: nanos(p.t_ms),
                 value: (!stale).then_some(number_data_point::Value::AsDouble(p.value)),
                 flags: if stale { NO_RECORDED_VALUE } else { 0 },
+                exemplars: p
+                    .exemplar
+                    .map(|e| exemplar(e, p.t_ms))
+                    .into_iter()
+                    .collect(),
                 ..NumberDataPoint::default()
             });
         }
@@ -319,6 +366,7 @@ mod tests {
             ],
             t_ms: 1_700_000_000_123,
             value: v,
+            exemplar: None,
         };
         let rms = resource_metrics(
             vec![
@@ -374,6 +422,54 @@ mod tests {
     }
 
     #[test]
+    fn a_scraped_exemplar_travels_with_its_point_trace_and_span_in_their_fields() {
+        let body = "a_bucket{le=\"1\"} 1 # {trace_id=\"4bf92f3577b34da6a3ce929d0e0e4736\",span_id=\"00f067aa0ba902b7\",user=\"u\"} 0.5 2.5\nb 1 # {trace_id=\"short\"} 2\n";
+        let parsed = crate::exposition::parse_as(body, crate::exposition::Format::OpenMetrics);
+        let points = parsed
+            .samples
+            .into_iter()
+            .map(|s| Point {
+                labels: s.labels,
+                t_ms: 7,
+                value: s.value,
+                exemplar: s.exemplar,
+            })
+            .collect();
+        let rms = resource_metrics(points, &parsed.families);
+        let ex = |name: &str| {
+            let m = rms[0].scope_metrics[0]
+                .metrics
+                .iter()
+                .find(|m| m.name == name)
+                .expect(name);
+            let Some(metric::Data::Gauge(g)) = &m.data else {
+                panic!("gauge")
+            };
+            g.data_points[0].exemplars[0].clone()
+        };
+        let a = ex("a_bucket");
+        assert_eq!(
+            a.trace_id,
+            hex_bytes("4bf92f3577b34da6a3ce929d0e0e4736", 16).expect("hex")
+        );
+        assert_eq!(
+            a.span_id,
+            vec![0x00, 0xf0, 0x67, 0xaa, 0x0b, 0xa9, 0x02, 0xb7]
+        );
+        assert_eq!(a.filtered_attributes.len(), 1);
+        assert_eq!(a.filtered_attributes[0].key, "user");
+        assert_eq!(
+            (a.time_unix_nano, a.value),
+            (2_500_000_000, Some(exemplar::Value::AsDouble(0.5)))
+        );
+        // Not a W3C trace id: kept as a label; no time of its own: the point's.
+        let b = ex("b");
+        assert!(b.trace_id.is_empty());
+        assert_eq!(b.filtered_attributes[0].key, "trace_id");
+        assert_eq!(b.time_unix_nano, 7_000_000);
+    }
+
+    #[test]
     fn a_scraped_familys_help_type_and_name_travel_with_its_series() {
         let body = "# HELP req_seconds How long.\n# TYPE req_seconds histogram\nreq_seconds_bucket{le=\"1\"} 1\nreq_seconds_count 1\n# TYPE temp gauge\n# UNIT temp celsius\ntemp 3\nother 1\n";
         let parsed = crate::exposition::parse(body);
@@ -384,6 +480,7 @@ mod tests {
                 labels: s.labels,
                 t_ms: 1,
                 value: s.value,
+                exemplar: s.exemplar,
             })
             .collect();
         let rms = resource_metrics(points, &parsed.families);

@@ -90,6 +90,8 @@ pub struct Point {
     pub t_ms: i64,
     /// The value.
     pub value: f64,
+    /// The exemplar the target gave with it, if any.
+    pub exemplar: Option<exposition::Exemplar>,
 }
 
 /// The last scrape of a target, for status.
@@ -144,7 +146,13 @@ pub async fn scrape(client: &reqwest::Client, t: &Target) -> Outcome {
         if !resp.status().is_success() {
             return Err(format!("HTTP status {}", resp.status()));
         }
-        resp.text().await.map_err(|e| describe(&e, t.timeout))
+        let format = exposition::Format::of_content_type(
+            resp.headers()
+                .get(reqwest::header::CONTENT_TYPE)
+                .and_then(|v| v.to_str().ok()),
+        );
+        let body = resp.text().await.map_err(|e| describe(&e, t.timeout))?;
+        Ok((body, format))
     }
     .await;
     let duration = start.elapsed();
@@ -157,8 +165,8 @@ pub async fn scrape(client: &reqwest::Client, t: &Target) -> Outcome {
             first_invalid: Vec::new(),
             families: exposition::Families::new(),
         },
-        Ok(body) => {
-            let p = exposition::parse(&body);
+        Ok((body, format)) => {
+            let p = exposition::parse_as(&body, format);
             // A body with lines but not one sample is not a metrics page.
             let error = (p.samples.is_empty() && p.invalid_lines > 0).then(|| {
                 let (line, why) = p.first_invalid.first().cloned().unwrap_or_default();
@@ -261,6 +269,7 @@ impl Staleness {
                 labels: decode(labels),
                 t_ms: now_ms,
                 value: keel_core::stale::marker(),
+                exemplar: None,
             });
             false
         });
@@ -315,6 +324,7 @@ pub fn points(t: &Target, o: &mut Outcome, stale: &mut Staleness, now_ms: i64) -
                 labels,
                 t_ms: s.timestamp_ms.unwrap_or(now_ms),
                 value: s.value,
+                exemplar: s.exemplar,
             });
         }
     }
@@ -349,6 +359,7 @@ fn report(target: &[(String, String)], now_ms: i64, values: [f64; REPORT.len()])
                 labels,
                 t_ms: now_ms,
                 value,
+                exemplar: None,
             }
         })
         .collect()
@@ -522,6 +533,7 @@ mod tests {
             ],
             t_ms: 0,
             value: 1.0,
+            exemplar: None,
         };
         let mut stale = Staleness::default();
         assert!(

@@ -33,6 +33,7 @@ pub fn need(method: &Method, route: &str) -> Need {
         | "/api/v1/series"
         | "/api/v1/labels"
         | "/api/v1/format_query"
+        | "/api/v1/query_exemplars"
         | "/api/v1/read"
         | "/api/v1/panels/data"
         | "/api/v1/panels/export"

@@ -27,6 +27,7 @@
 
 pub mod access;
 pub mod api;
+pub mod exemplars_api;
 pub mod forward;
 pub mod ha;
 pub mod ingest;

@@ -105,6 +105,40 @@ pub fn render(own: &Own) -> String {
             .samples_over_limits
             .load(std::sync::atomic::Ordering::Relaxed)
     );
+    let ex = own.store.exemplars();
+    for (name, kind, help, v) in [
+        (
+            "prometheus_tsdb_exemplar_exemplars_appended_total",
+            "counter",
+            "Exemplars kept.",
+            own.stats
+                .exemplars_appended
+                .load(std::sync::atomic::Ordering::Relaxed),
+        ),
+        (
+            "prometheus_tsdb_exemplar_out_of_order_exemplars_total",
+            "counter",
+            "Exemplars refused: older than their series' newest, or label sets over 128 characters.",
+            own.stats
+                .exemplars_refused
+                .load(std::sync::atomic::Ordering::Relaxed),
+        ),
+        (
+            "prometheus_tsdb_exemplar_exemplars_in_storage",
+            "gauge",
+            "Exemplars held (collector.max_exemplars bounds them).",
+            ex.len() as u64,
+        ),
+        (
+            "prometheus_tsdb_exemplar_max_exemplars",
+            "gauge",
+            "Most exemplars held (collector.max_exemplars).",
+            ex.capacity() as u64,
+        ),
+    ] {
+        family(&mut out, name, kind, help);
+        let _ = writeln!(out, "{name} {v}");
+    }
     family(
         &mut out,
         "keel_ingest_unauthorized_total",

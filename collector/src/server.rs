@@ -44,6 +44,9 @@ pub struct CollectorConfig {
     /// Blocks whose newest sample is older than this are deleted.
     #[serde(with = "keel_core::duration")]
     pub retention: std::time::Duration,
+    /// Exemplars kept across all series, newest first (Prometheus'
+    /// `storage.exemplars.max_exemplars`; 0: none are kept).
+    pub max_exemplars: usize,
     /// Largest OTLP request body, as sent.
     pub max_body_bytes: usize,
     /// Largest OTLP request body after decompression.
@@ -126,6 +129,7 @@ impl Default for CollectorConfig {
             out_of_order_window: std::time::Duration::from_secs(600),
             block_duration: std::time::Duration::from_secs(2 * 3600),
             retention: std::time::Duration::from_secs(15 * 24 * 3600),
+            max_exemplars: keel_metricstore::exemplars::DEFAULT_CAPACITY,
             max_body_bytes: limits.max_body_bytes,
             max_decoded_bytes: limits.max_decoded_bytes,
             max_concurrent_batches: limits.max_concurrent_batches,
@@ -252,6 +256,7 @@ impl CollectorConfig {
             retention_ms: self.retention.as_millis() as i64,
             batch_id_retention_ms: self.batch_id_retention.as_millis() as i64,
             limits: self.limits.series(),
+            max_exemplars: self.max_exemplars,
         };
         Store::open(&self.data_dir.join("metrics"), config)
     }
@@ -861,6 +866,7 @@ pub async fn start(config: &CollectorConfig, clock: SharedClock) -> Result<Runni
         max_samples: config.query.max_samples,
         max_decoded: config.max_decoded_bytes,
     }))
+    .merge(crate::exemplars_api::routes(store.clone()))
     .merge(crate::status_api::routes(crate::status_api::Status {
         store: store.clone(),
         rules: rules.clone(),

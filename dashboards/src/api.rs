@@ -246,6 +246,7 @@ fn evaluate(
     let mut series = Vec::new();
     let mut errors = Vec::new();
     let mut exprs = Vec::new();
+    let mut exemplars = Vec::new();
     for (i, q) in panel.queries.iter().enumerate() {
         let expr = substitute(&q.expr, &value_of);
         match Engine::with_budget(&api.store, budget.clone()).range(&expr, range) {
@@ -268,6 +269,9 @@ fn evaluate(
             }
             Err(e) => errors.push(json!({"query": i, "expr": expr, "error": e.to_string()})),
         }
+        if q.exemplars {
+            exemplars_of(api, &expr, range, &mut exemplars);
+        }
         exprs.push(expr);
     }
     if series.is_empty() && !errors.is_empty() {
@@ -283,7 +287,41 @@ fn evaluate(
         "timestamps": timestamps,
         "series": series,
         "errors": errors,
+        "exemplars": exemplars,
     }))
+}
+
+/// Most exemplars a panel draws: the newest (a busy service's ten
+/// thousand in a day would be a smear, not links).
+const EXEMPLARS_PER_PANEL: usize = 200;
+
+/// The exemplars in `range` of the series `expr` selects, newest
+/// [`EXEMPLARS_PER_PANEL`] of the panel, each with its time, value,
+/// labels (`trace_id`) and series.
+fn exemplars_of(api: &DashboardApi, expr: &str, range: QueryRange, out: &mut Vec<Json>) {
+    // A query that does not parse has its error beside the series already.
+    let Ok(sets) = keel_promql::selectors(expr) else {
+        return;
+    };
+    let labels = |l: &keel_series::labels::Labels| {
+        l.pairs()
+            .map(|(k, v)| (k.to_owned(), json!(v)))
+            .collect::<serde_json::Map<_, _>>()
+    };
+    let mut found: Vec<Json> = api
+        .store
+        .exemplars()
+        .select(&sets, range.start, range.end)
+        .iter()
+        .flat_map(|(series, es)| {
+            es.iter().map(move |e| {
+                json!({"t": e.t, "value": e.value, "labels": labels(&e.labels), "series": labels(series)})
+            })
+        })
+        .collect();
+    found.sort_by_key(|e| std::cmp::Reverse(e["t"].as_i64().unwrap_or(0)));
+    found.truncate(EXEMPLARS_PER_PANEL.saturating_sub(out.len()));
+    out.extend(found);
 }
 
 /// Evaluate `panel` of `d` for the request's range and variables.

@@ -136,6 +136,11 @@ pub struct Query {
     /// `db_role{role="primary"} == 1`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub label_value: Option<String>,
+    /// Draw the exemplars of the series this query selects (each a point
+    /// at its time and value, linking to its trace), as Grafana's
+    /// per-query exemplar switch does.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub exemplars: bool,
 }
 
 /// One panel.

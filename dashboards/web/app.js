@@ -259,6 +259,32 @@ function annotations(events) {
   };
 }
 
+/** A uPlot plugin: each exemplar a diamond at its time and value, a
+ * link to its trace (Grafana's exemplar points). */
+function exemplarPoints(exemplars, panel) {
+  return {
+    hooks: {
+      draw: [(u) => {
+        u.over.querySelectorAll(".exemplar").forEach((d) => d.remove());
+        for (const e of exemplars || []) {
+          const x = u.valToPos(e.t / 1000, "x");
+          const y = u.valToPos(e.value, "y");
+          if (x < 0 || x > u.over.clientWidth || y < 0 || y > u.over.clientHeight) continue;
+          const trace = e.labels.trace_id;
+          const title = `exemplar ${fmt(e.value, panel.unit)} at ${when(e.t)}` + (trace ? `\ntrace ${trace}` : "");
+          const dot = trace
+            ? h("a", { class: "exemplar", href: `/ui/trace/${encodeURIComponent(trace)}`, "data-nav": true, "data-trace": trace, title })
+            : h("span", { class: "exemplar", title });
+          dot.style.left = x + "px";
+          dot.style.top = y + "px";
+          dot.addEventListener("mousedown", (ev) => ev.stopPropagation());
+          u.over.append(dot);
+        }
+      }],
+    },
+  };
+}
+
 /** In replay mode, a line at the slider's time. */
 function replayCursor() {
   return {
@@ -334,7 +360,7 @@ function chart(el, data, panel, events, { bars = false } = {}) {
     },
     axes: [{ size: 30 }, { size: 70, values: (u, vals) => vals.map((v) => fmt(v, panel.unit)) }],
     series: [{}, ...series],
-    plugins: [annotations(events), thresholdLines(panel.thresholds), replayCursor()],
+    plugins: [annotations(events), thresholdLines(panel.thresholds), replayCursor(), exemplarPoints(data.exemplars, panel)],
     hooks: {
       setSelect: [(u) => {
         if (u.select.width < 5) return;

@@ -16,6 +16,7 @@ pub mod append;
 pub mod arena;
 pub mod batch_ids;
 pub mod block;
+pub mod exemplars;
 pub mod gorilla;
 pub mod import;
 pub mod metadata;
@@ -165,6 +166,9 @@ pub enum StoreError {
     /// A block could not be written, read or deleted.
     #[error("block: {0}")]
     Block(String),
+    /// The exemplar log failed: the batch's exemplars were not kept.
+    #[error("exemplar log: {0}")]
+    Exemplars(#[from] exemplars::ExemplarLogError),
 }
 
 /// Open every block under `dir`, removing half-written ones.
@@ -202,6 +206,8 @@ pub struct StoreConfig {
     pub batch_id_retention_ms: i64,
     /// What one client can make the store hold.
     pub limits: SeriesLimits,
+    /// Exemplars kept across all series (0: none).
+    pub max_exemplars: usize,
 }
 
 impl Default for StoreConfig {
@@ -213,6 +219,7 @@ impl Default for StoreConfig {
             retention_ms: 15 * 24 * 3600 * 1000,
             batch_id_retention_ms: 24 * 3600 * 1000,
             limits: SeriesLimits::default(),
+            max_exemplars: exemplars::DEFAULT_CAPACITY,
         }
     }
 }
@@ -263,6 +270,8 @@ pub struct Store {
     forward: std::sync::OnceLock<Forward>,
     /// Metric families' type, help and unit, as senders stated them.
     metadata: metadata::Metadata,
+    /// The newest exemplars.
+    exemplars: exemplars::Exemplars,
 }
 
 /// A stored batch's accepted samples, handed on.
@@ -375,6 +384,7 @@ impl Store {
             blocks = blocks.len(),
             "metric store opened"
         );
+        let exemplars = exemplars::Exemplars::open(dir, config.max_exemplars, config.fsync)?;
         let ids_path = dir.join("batch-ids.log");
         // Expired ids go at the first compaction (the store has no clock).
         let ids = crate::batch_ids::BatchIds::open(&ids_path, config.batch_id_retention_ms, 0)
@@ -391,6 +401,7 @@ impl Store {
             marks: Default::default(),
             forward: Default::default(),
             metadata: Default::default(),
+            exemplars,
         })
     }
 
@@ -403,6 +414,7 @@ impl Store {
             dir: None,
             _lock: None,
             batch_ids: None,
+            exemplars: exemplars::Exemplars::in_memory(config.max_exemplars),
             config,
             appended: Arc::default(),
             marks: Default::default(),
@@ -414,6 +426,11 @@ impl Store {
     /// Metric families' type, help and unit, as senders stated them.
     pub fn metadata(&self) -> &metadata::Metadata {
         &self.metadata
+    }
+
+    /// The newest exemplars of every series.
+    pub fn exemplars(&self) -> &exemplars::Exemplars {
+        &self.exemplars
     }
 
     fn blocks_max_t(&self) -> i64 {

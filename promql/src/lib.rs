@@ -19,7 +19,7 @@ pub mod value;
 pub use eval::{Engine, QueryRange};
 pub use gate::QueryGate;
 pub use limits::{Budget, QueryLimits};
-pub use parse::{MAX_NESTING, parse};
+pub use parse::{MAX_NESTING, parse, selectors};
 pub use value::{RangeSeries, Sample, Value, format_value};
 
 /// Why a query failed.

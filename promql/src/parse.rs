@@ -8,6 +8,9 @@
 //! [`parse`], which measures the text before the parser sees it.
 
 use promql_parser::parser::{self, Expr};
+use promql_parser::util::{ExprVisitor, walk_expr};
+
+use keel_series::Matcher;
 
 /// Deepest expression tree a query may build: brackets plus operators
 /// chained at one level. Real queries stay under 50; 1,000 keeps the
@@ -24,6 +27,34 @@ pub fn parse(text: &str) -> Result<Expr, String> {
         ));
     }
     parser::parse(text)
+}
+
+/// Every vector selector of an expression, as matcher sets.
+struct Selectors(Vec<Vec<Matcher>>);
+
+impl ExprVisitor for Selectors {
+    type Error = String;
+
+    fn pre_visit(&mut self, e: &Expr) -> Result<bool, String> {
+        let vs = match e {
+            Expr::VectorSelector(vs) => vs,
+            Expr::MatrixSelector(ms) => &ms.vs,
+            _ => return Ok(true),
+        };
+        self.0
+            .push(crate::eval::matchers(vs).map_err(|e| e.to_string())?);
+        Ok(true)
+    }
+}
+
+/// The matcher sets of every series selector in `text` (inside ranges,
+/// functions and operations too), as Prometheus' `ExtractSelectors`
+/// finds them for `query_exemplars`.
+pub fn selectors(text: &str) -> Result<Vec<Vec<Matcher>>, String> {
+    let expr = parse(text).map_err(|e| e.to_string())?;
+    let mut v = Selectors(Vec::new());
+    walk_expr(&mut v, &expr)?;
+    Ok(v.0)
 }
 
 /// The byte offset where `text`'s bound on its tree depth passes
@@ -150,6 +181,38 @@ fn string_len(s: &[u8]) -> usize {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn selectors_inside_ranges_functions_and_operations_are_found() {
+        let sets = selectors(
+            "histogram_quantile(0.99, sum by (le) (rate(lat_bucket{job=\"a\"}[5m]))) > on() up",
+        )
+        .expect("parses");
+        let named: Vec<Vec<(String, String)>> = sets
+            .iter()
+            .map(|ms| {
+                let mut v: Vec<(String, String)> = ms
+                    .iter()
+                    .map(|m| match m {
+                        Matcher::Equal(n, v) => (n.clone(), v.clone()),
+                        other => (other.name().to_owned(), "?".into()),
+                    })
+                    .collect();
+                v.sort();
+                v
+            })
+            .collect();
+        let pair = |a: &str, b: &str| (a.to_owned(), b.to_owned());
+        assert_eq!(
+            named,
+            vec![
+                vec![pair("__name__", "lat_bucket"), pair("job", "a")],
+                vec![pair("__name__", "up")]
+            ]
+        );
+        assert!(selectors("").is_err());
+        assert!(selectors("sum(").is_err());
+    }
     use super::*;
 
     #[test]

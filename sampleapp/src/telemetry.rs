@@ -24,8 +24,8 @@ use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::propagation::TraceContextPropagator;
 use opentelemetry_sdk::trace::{BatchConfigBuilder, BatchSpanProcessor, SdkTracerProvider};
 use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::exemplar::HistogramWithExemplars;
 use prometheus_client::metrics::family::Family;
-use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 use tracing::field::{Field, Visit};
 use tracing_subscriber::layer::{Context as LayerContext, SubscriberExt};
@@ -51,10 +51,22 @@ pub struct HttpLabels {
     pub http_response_status_code: u16,
 }
 
-type HistogramFamily = Family<HttpLabels, Histogram, fn() -> Histogram>;
+/// An exemplar's labels: the request's trace, so a latency bucket links
+/// to one request that fell in it (OpenMetrics exemplars; the agent
+/// carries them to the collector, Grafana and the dashboard link them).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TraceLabels {
+    /// W3C trace id, 32 hex digits.
+    pub trace_id: String,
+    /// W3C span id of the server span, 16 hex digits.
+    pub span_id: String,
+}
 
-fn new_duration_histogram() -> Histogram {
-    Histogram::new(DURATION_BUCKETS)
+type DurationHistogram = HistogramWithExemplars<TraceLabels>;
+type HistogramFamily = Family<HttpLabels, DurationHistogram, fn() -> DurationHistogram>;
+
+fn new_duration_histogram() -> DurationHistogram {
+    HistogramWithExemplars::new(DURATION_BUCKETS.into_iter())
 }
 
 /// Who this process is, as labels and resource attributes say it.
@@ -121,15 +133,23 @@ impl Metrics {
         *self.refresh.lock().unwrap_or_else(|e| e.into_inner()) = Some(Box::new(f));
     }
 
-    /// Record one served request.
-    pub fn observe(&self, method: &Method, route: &str, status: u16, elapsed: Duration) {
+    /// Record one served request, with its trace as the exemplar when
+    /// it was sampled.
+    pub fn observe(
+        &self,
+        method: &Method,
+        route: &str,
+        status: u16,
+        elapsed: Duration,
+        trace: Option<TraceLabels>,
+    ) {
         self.http
             .get_or_create(&HttpLabels {
                 http_request_method: method.as_str().to_owned(),
                 http_route: route.to_owned(),
                 http_response_status_code: status,
             })
-            .observe(elapsed.as_secs_f64());
+            .observe(elapsed.as_secs_f64(), trace, Some(SystemTime::now()));
     }
 
     /// The Prometheus text exposition.
@@ -234,7 +254,12 @@ where
     }
     span.end();
     let elapsed = start.elapsed();
-    metrics.observe(&method, route, status, elapsed);
+    let sc = span.span_context();
+    let trace = sc.is_sampled().then(|| TraceLabels {
+        trace_id: sc.trace_id().to_string(),
+        span_id: sc.span_id().to_string(),
+    });
+    metrics.observe(&method, route, status, elapsed, trace);
     // One access-log line a request, under the request's trace (the
     // agent's log-to-metrics rule turns these into RED series).
     let _in_trace = cx.attach();

@@ -212,6 +212,48 @@ async fn the_dashboard_works_in_a_real_browser() {
     assert!(spans.as_u64() >= Some(1), "{spans} spans for {href}");
     browser.screenshot("trace").await;
 
+    // Exemplars: the overview's p99 latency chart has dots at single
+    // requests (the sample app's OpenMetrics exemplars, scraped by the
+    // agent), each a link to its trace; follow one.
+    browser
+        .goto(&format!("{origin}/ui/d/overview?range=5m"))
+        .await;
+    let trace = browser
+        .until(
+            "the p99 latency chart links an exemplar to its trace",
+            r#"const a = document.querySelector('[data-panel="2.2"] a.exemplar[data-trace]');
+               return a && a.getAttribute('href') === '/ui/trace/' + a.dataset.trace ? a.dataset.trace : null;"#,
+        )
+        .await;
+    let trace = trace.as_str().unwrap_or_default().to_owned();
+    assert!(
+        trace.len() == 32 && trace.bytes().all(|b| b.is_ascii_hexdigit()),
+        "{trace}"
+    );
+    eventually(
+        "the exemplar's trace is stored",
+        Duration::from_secs(30),
+        || {
+            let url = format!("{origin}/api/v1/traces/{trace}");
+            async move { (get_json(&url).await.0 == 200).then_some(()) }
+        },
+    )
+    .await;
+    browser.screenshot("exemplars").await;
+    browser
+        .js(&format!(
+            r#"document.querySelector('[data-panel="2.2"] a.exemplar[data-trace="{trace}"]').click(); return 1;"#
+        ))
+        .await;
+    browser
+        .until(
+            "the exemplar's trace opens as a waterfall",
+            &format!(
+                r#"return location.pathname === '/ui/trace/{trace}' && document.querySelectorAll('#waterfall .span-row').length > 0 ? 1 : null;"#
+            ),
+        )
+        .await;
+
     // Alerts: silence the always-firing one.
     browser.goto(&format!("{origin}/ui/alerts")).await;
     browser

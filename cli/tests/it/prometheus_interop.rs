@@ -28,24 +28,54 @@ shop_requests_total{code=\"500\",path=\"/b\"} 1\n\
 # TYPE shop_temp_celsius gauge\n\
 shop_temp_celsius{room=\"x\"} 21\n";
 
-/// Serve [`EXPOSITION`] at `/metrics` on a free port; its address.
+/// A histogram in OpenMetrics with an exemplar on one bucket (at a fixed
+/// time, so each scrape states the same one).
+fn openmetrics_with_exemplar(at_s: f64) -> String {
+    format!(
+        "# HELP shop_latency_seconds How long requests took.\n\
+         # TYPE shop_latency_seconds histogram\n\
+         shop_latency_seconds_bucket{{le=\"0.1\"}} 1\n\
+         shop_latency_seconds_bucket{{le=\"1.0\"}} 3 # {{trace_id=\"4bf92f3577b34da6a3ce929d0e0e4736\",span_id=\"00f067aa0ba902b7\"}} 0.5 {at_s:.3}\n\
+         shop_latency_seconds_bucket{{le=\"+Inf\"}} 3\n\
+         shop_latency_seconds_sum 1.2\n\
+         shop_latency_seconds_count 3\n\
+         # EOF\n"
+    )
+}
+
+/// Serve [`EXPOSITION`] at `/metrics` and [`openmetrics_with_exemplar`]
+/// at `/exemplars` on a free port; its address.
 async fn target() -> std::net::SocketAddr {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");
     let addr = listener.local_addr().expect("addr");
-    let app = axum::Router::new().route(
-        "/metrics",
-        axum::routing::get(|| async {
-            (
-                [(
-                    axum::http::header::CONTENT_TYPE,
-                    "text/plain; version=0.0.4",
-                )],
-                EXPOSITION,
-            )
-        }),
-    );
+    let at_s = now_s() - 10.0;
+    let app = axum::Router::new()
+        .route(
+            "/metrics",
+            axum::routing::get(|| async {
+                (
+                    [(
+                        axum::http::header::CONTENT_TYPE,
+                        "text/plain; version=0.0.4",
+                    )],
+                    EXPOSITION,
+                )
+            }),
+        )
+        .route(
+            "/exemplars",
+            axum::routing::get(move || async move {
+                (
+                    [(
+                        axum::http::header::CONTENT_TYPE,
+                        "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                    )],
+                    openmetrics_with_exemplar(at_s),
+                )
+            }),
+        );
     tokio::spawn(async move { axum::serve(listener, app).await });
     addr
 }
@@ -193,11 +223,15 @@ async fn grafana_and_promtool_get_prometheus_answers_from_keel() {
     let _keel = keel_testkit::Reaped(keel_child);
     let target = target().await;
     let config = format!(
-        "global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: shop\n    static_configs:\n      - targets: ['{target}']\n  - job_name: other\n    static_configs:\n      - targets: ['{target}']\n    metric_relabel_configs:\n      - source_labels: [__name__]\n        regex: shop_temp_celsius\n        action: drop\nremote_write:\n  - url: {keel}/api/v1/write\n    queue_config:\n      batch_send_deadline: 1s\n    metadata_config:\n      send_interval: 1s\n"
+        "global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: shop\n    static_configs:\n      - targets: ['{target}']\n  - job_name: other\n    static_configs:\n      - targets: ['{target}']\n    metric_relabel_configs:\n      - source_labels: [__name__]\n        regex: shop_temp_celsius\n        action: drop\n  - job_name: ex\n    metrics_path: /exemplars\n    static_configs:\n      - targets: ['{target}']\nremote_write:\n  - url: {keel}/api/v1/write\n    send_exemplars: true\n    queue_config:\n      batch_send_deadline: 1s\n    metadata_config:\n      send_interval: 1s\n"
     );
-    let prom = keel_testkit::server::Server::prometheus(dir.path(), |_| config, &[])
-        .await
-        .expect("KEEL_TEST_PROMETHEUS is set but prometheus does not start");
+    let prom = keel_testkit::server::Server::prometheus(
+        dir.path(),
+        |_| config,
+        &["--enable-feature=exemplar-storage"],
+    )
+    .await
+    .expect("KEEL_TEST_PROMETHEUS is set but prometheus does not start");
     let prom = prom.url.clone();
     let started = now_s();
     // Both hold a few scrapes of both jobs, and Keel the metadata.
@@ -217,7 +251,15 @@ async fn grafana_and_promtool_get_prometheus_answers_from_keel() {
                 }
             }
             let (_, m) = call(&keel, "GET", "/api/v1/metadata", &[]).await;
-            m["data"].get("shop_temp_celsius").map(|_| ())
+            m["data"].get("shop_temp_celsius")?;
+            let (_, e) = call(
+                &keel,
+                "GET",
+                "/api/v1/query_exemplars",
+                &[("query", "shop_latency_seconds_bucket".into())],
+            )
+            .await;
+            e["data"].get(0).map(|_| ())
         },
     )
     .await;
@@ -421,6 +463,23 @@ async fn grafana_and_promtool_get_prometheus_answers_from_keel() {
             vec![],
             vec![],
         ),
+        // The exemplar the OpenMetrics target gave, as Prometheus keeps it
+        // and remote-writes it to Keel (`send_exemplars`).
+        (
+            "POST",
+            "/api/v1/query_exemplars",
+            vec![
+                (
+                    "query",
+                    "histogram_quantile(0.9, rate(shop_latency_seconds_bucket[1m]))".into(),
+                ),
+                ("start", format!("{:.3}", started - 60.0)),
+                ("end", format!("{now:.3}")),
+            ],
+            true,
+            vec![],
+            vec![],
+        ),
         ("GET", "/api/v1/alerts", vec![], true, vec![], vec![]),
         (
             "GET",
@@ -532,7 +591,7 @@ async fn grafana_and_promtool_get_prometheus_answers_from_keel() {
         .filter(|t| t["health"] == "up")
         .filter_map(|t| t["scrapePool"].as_str())
         .collect();
-    assert_eq!(jobs, BTreeSet::from(["other", "shop"]), "{targets}");
+    assert_eq!(jobs, BTreeSet::from(["ex", "other", "shop"]), "{targets}");
     let (_, limited) = call(
         &keel,
         "GET",

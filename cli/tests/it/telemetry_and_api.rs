@@ -207,6 +207,20 @@ async fn metrics_logs_and_spans_carry_the_semantic_convention_names_and_one_trac
             && web_text.contains("http_response_status_code=\"200\""),
         "web metrics lack the product route"
     );
+    // The order's latency bucket points at its trace (an OpenMetrics
+    // exemplar: the web tier's server span of this one request).
+    let exemplar = format!(
+        "# {{trace_id=\"{TRACE_ID}\",span_id=\"{}\"}}",
+        hex(&web_server.span.span_id)
+    );
+    assert!(
+        web_text.lines().any(
+            |l| l.starts_with("http_server_request_duration_seconds_bucket{")
+                && l.contains("http_route=\"/api/orders\"")
+                && l.contains(&exemplar)
+        ),
+        "no bucket of the order with {exemplar} in:\n{web_text}"
+    );
     let db_text = futures_text(&procs, "db").await;
     assert!(
         db_text.contains("db_replication_lag_seconds{"),

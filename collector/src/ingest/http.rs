@@ -82,6 +82,11 @@ pub struct IngestStats {
     pub duplicate_batches: AtomicU64,
     /// Samples refused by `collector.limits` (series, labels).
     pub samples_over_limits: AtomicU64,
+    /// Exemplars kept.
+    pub exemplars_appended: AtomicU64,
+    /// Exemplars refused: older than their series' newest, or labels too
+    /// long.
+    pub exemplars_refused: AtomicU64,
 }
 
 /// The `Keel-Batch-Id` of a request ([`keel_metricstore::batch_ids::from_header`]).
@@ -376,6 +381,7 @@ pub fn ingest_request(
     };
     store.mark_arrival(arrival);
     store.metadata().record(&converted.metadata);
+    super::store_exemplars(store, converted.exemplars, stats);
     let rejected = converted.rejected + appended.too_old + appended.duplicate;
     stats
         .samples_accepted

@@ -18,7 +18,10 @@
 //!   joined with `;` in the order of the original keys;
 //! - delta temporality is accumulated into cumulative series (what a
 //!   Prometheus query expects), starting from the stored series' last value;
-//! - a point flagged "no recorded value" becomes a staleness marker.
+//! - a point flagged "no recorded value" becomes a staleness marker;
+//! - a point's exemplars are kept with its series (a histogram's on the
+//!   first bucket whose bound holds the exemplar's value), labelled
+//!   `trace_id` and `span_id` (hex) and their filtered attributes.
 
 use std::collections::HashMap;
 
@@ -26,12 +29,13 @@ use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequ
 use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
 use opentelemetry_proto::tonic::metrics::v1::{
     AggregationTemporality, ExponentialHistogramDataPoint, HistogramDataPoint, Metric,
-    NumberDataPoint, metric::Data, number_data_point,
+    NumberDataPoint, exemplar, metric::Data, number_data_point,
 };
 
 use serde::{Deserialize, Serialize};
 
 use keel_metricstore::STALE_NAN;
+use keel_metricstore::exemplars::Exemplar;
 use keel_metricstore::wal::Batch;
 use keel_series::labels::{Labels, NAME};
 
@@ -53,6 +57,8 @@ pub struct Converted {
     pub reasons: Vec<String>,
     /// Each metric's family, type, help and unit.
     pub metadata: Vec<(String, keel_metricstore::metadata::Meta)>,
+    /// The points' exemplars, each with its series.
+    pub exemplars: Vec<(Labels, Exemplar)>,
 }
 
 impl Converted {
@@ -539,14 +545,39 @@ fn number_points(
             continue;
         };
         widen(&mut span, t);
-        sink.push(
-            labels_for(base, name, &p.attributes, &[]),
-            t,
-            number(p),
-            delta,
-        );
+        let labels = labels_for(base, name, &p.attributes, &[]);
+        for e in &p.exemplars {
+            if let Some(e) = exemplar_of(e, t) {
+                sink.out.exemplars.push((labels.clone(), e));
+            }
+        }
+        sink.push(labels, t, number(p), delta);
     }
     span
+}
+
+/// An OTLP exemplar as Prometheus keeps it: `trace_id` and `span_id` in
+/// lowercase hex (when set) and the filtered attributes as labels; at the
+/// point's time when it has none of its own.
+fn exemplar_of(e: &opentelemetry_proto::tonic::metrics::v1::Exemplar, t: i64) -> Option<Exemplar> {
+    let value = match e.value? {
+        exemplar::Value::AsDouble(d) => d,
+        exemplar::Value::AsInt(i) => i as f64,
+    };
+    let mut pairs = Vec::with_capacity(e.filtered_attributes.len() + 2);
+    attrs_to_pairs(&e.filtered_attributes, &mut pairs);
+    let hex = |b: &[u8]| b.iter().map(|x| format!("{x:02x}")).collect::<String>();
+    if !e.trace_id.is_empty() {
+        pairs.push(("trace_id".into(), hex(&e.trace_id)));
+    }
+    if !e.span_id.is_empty() {
+        pairs.push(("span_id".into(), hex(&e.span_id)));
+    }
+    Some(Exemplar {
+        labels: Labels::new(pairs),
+        value,
+        t: time_ms(e.time_unix_nano).unwrap_or(t),
+    })
 }
 
 /// Stretch `span` to cover `t`.
@@ -564,6 +595,23 @@ fn histogram(
 ) {
     let stale = p.flags & NO_RECORDED_VALUE != 0;
     let val = |v: f64| if stale { f64::from_bits(STALE_NAN) } else { v };
+    for e in &p.exemplars {
+        let Some(e) = exemplar_of(e, t) else { continue };
+        // The first bucket whose upper bound holds the value (+Inf last).
+        let bound = p
+            .explicit_bounds
+            .iter()
+            .copied()
+            .find(|b| e.value <= *b)
+            .unwrap_or(f64::INFINITY);
+        let l = labels_for(
+            base,
+            &format!("{name}_bucket"),
+            &p.attributes,
+            &[("le", le(bound))],
+        );
+        sink.out.exemplars.push((l, e));
+    }
     let mut cumulative = 0u64;
     for (i, count) in p.bucket_counts.iter().enumerate() {
         // Counts come from outside: saturate rather than overflow.
@@ -642,7 +690,7 @@ fn exponential_to_classic(p: &ExponentialHistogramDataPoint) -> Result<Histogram
         sum: p.sum,
         bucket_counts: counts,
         explicit_bounds: bounds,
-        exemplars: Vec::new(),
+        exemplars: p.exemplars.clone(),
         flags: p.flags,
         min: p.min,
         max: p.max,

@@ -17,6 +17,7 @@ use axum::routing::post;
 
 use keel_http::workers::Workers;
 use keel_metricstore::Store;
+use keel_metricstore::exemplars::Exemplar;
 use keel_metricstore::wal::Batch;
 use keel_series::labels::{Labels, NAME};
 
@@ -173,31 +174,73 @@ pub(super) fn sample(mut s: Wire<'_>) -> Result<(i64, f64), String> {
     Ok((t, v))
 }
 
-/// One `TimeSeries`: its label pairs (as sent) and samples.
+/// One `Label`: (name, value).
+fn label<'a>(mut l: Wire<'a>) -> Result<(&'a str, &'a str), String> {
+    let (mut name, mut value) = ("", "");
+    while !l.done() {
+        match l.key()? {
+            (1, 2) => name = l.string()?,
+            (2, 2) => value = l.string()?,
+            (_, wire) => l.skip(wire)?,
+        }
+    }
+    Ok((name, value))
+}
+
+/// One `Exemplar` (1.0: its labels inline; 2.0: `labels` reads its
+/// symbol references): its value and timestamp read here.
+pub(super) fn exemplar<'a>(
+    mut w: Wire<'a>,
+    mut labels: impl FnMut(&mut Wire<'a>, u64, u8) -> Result<bool, String>,
+) -> Result<(f64, i64), String> {
+    let (mut v, mut t) = (0.0, 0i64);
+    while !w.done() {
+        match w.key()? {
+            (2, 1) => v = f64::from_bits(w.fixed64()?),
+            (3, 0) => t = w.varint()? as i64,
+            (field, wire) => {
+                if !labels(&mut w, field, wire)? {
+                    w.skip(wire)?;
+                }
+            }
+        }
+    }
+    Ok((v, t))
+}
+
+/// A series' samples and exemplars.
+pub(super) type SeriesData = (Vec<(i64, f64)>, Vec<Exemplar>);
+
+/// One `TimeSeries`: its label pairs (as sent), samples and exemplars.
 fn time_series<'a>(
     mut w: Wire<'a>,
     pairs: &mut Vec<(&'a str, &'a str)>,
-) -> Result<Vec<(i64, f64)>, String> {
+) -> Result<SeriesData, String> {
     let mut samples = Vec::new();
+    let mut exemplars = Vec::new();
     while !w.done() {
         match w.key()? {
-            (1, 2) => {
-                let mut l = w.message()?;
-                let (mut name, mut value) = ("", "");
-                while !l.done() {
-                    match l.key()? {
-                        (1, 2) => name = l.string()?,
-                        (2, 2) => value = l.string()?,
-                        (_, wire) => l.skip(wire)?,
-                    }
-                }
-                pairs.push((name, value));
-            }
+            (1, 2) => pairs.push(label(w.message()?)?),
             (2, 2) => samples.push(sample(w.message()?)?),
+            (3, 2) => {
+                let mut ls = Vec::new();
+                let (value, t) = exemplar(w.message()?, |e, field, wire| {
+                    if (field, wire) != (1, 2) {
+                        return Ok(false);
+                    }
+                    ls.push(label(e.message()?)?);
+                    Ok(true)
+                })?;
+                exemplars.push(Exemplar {
+                    labels: Labels::new(ls),
+                    value,
+                    t,
+                });
+            }
             (_, wire) => w.skip(wire)?,
         }
     }
-    Ok(samples)
+    Ok((samples, exemplars))
 }
 
 /// Why a series' labels cannot be stored, if they cannot.
@@ -228,6 +271,8 @@ pub struct Decoded {
     pub problems: Vec<String>,
     /// The request's `MetricMetadata`: each family's type, help and unit.
     pub metadata: Vec<(String, keel_metricstore::metadata::Meta)>,
+    /// Exemplars, each with the index of its series in `series`.
+    exemplars: Vec<(usize, Exemplar)>,
 }
 
 impl Decoded {
@@ -237,13 +282,27 @@ impl Decoded {
         self,
         resolve: impl FnOnce(&mut dyn Iterator<Item = &[u8]>) -> Vec<Labels>,
     ) -> Batch {
+        self.into_parts(resolve).0
+    }
+
+    /// As [`Self::into_batch`], with the exemplars and their series.
+    pub fn into_parts(
+        self,
+        resolve: impl FnOnce(&mut dyn Iterator<Item = &[u8]>) -> Vec<Labels>,
+    ) -> (Batch, Vec<(Labels, Exemplar)>) {
         let keys = &self.keys;
         let labels = resolve(&mut self.series.iter().map(|(r, _)| &keys[r.clone()]));
-        labels
+        let exemplars = self
+            .exemplars
+            .into_iter()
+            .filter_map(|(i, e)| Some((labels.get(i)?.clone(), e)))
+            .collect();
+        let batch = labels
             .into_iter()
             .zip(self.series)
             .map(|(l, (_, samples))| (l, samples))
-            .collect()
+            .collect();
+        (batch, exemplars)
     }
 
     /// Take series `i` (its label `pairs`, sorted here if the sender did
@@ -253,6 +312,7 @@ impl Decoded {
         i: usize,
         pairs: &mut Vec<(&str, &str)>,
         samples: Vec<(i64, f64)>,
+        exemplars: Vec<Exemplar>,
     ) {
         // Remote write requires sorted labels; sort if a sender did not.
         if !pairs.is_sorted_by(|a, b| a.0 <= b.0) {
@@ -265,6 +325,9 @@ impl Decoded {
                 pairs.retain(|(_, v)| !v.is_empty());
                 let start = self.keys.len();
                 keel_series::labels::encode_sorted(pairs.iter().copied(), &mut self.keys);
+                let at = self.series.len();
+                self.exemplars
+                    .extend(exemplars.into_iter().map(|e| (at, e)));
                 self.series.push((start..self.keys.len(), samples));
             }
         }
@@ -307,8 +370,8 @@ pub fn decode(body: &[u8], max_decoded: usize) -> Result<Decoded, String> {
         match w.key()? {
             (1, 2) => {
                 pairs.clear();
-                let samples = time_series(w.message()?, &mut pairs)?;
-                out.add(i, &mut pairs, samples);
+                let (samples, exemplars) = time_series(w.message()?, &mut pairs)?;
+                out.add(i, &mut pairs, samples, exemplars);
                 i += 1;
             }
             (3, 2) => out.metadata.push(metric_metadata(w.message()?)?),
@@ -421,7 +484,7 @@ async fn write(
                 decoder(&body, rw.max_decoded).map_err(|m| (StatusCode::BAD_REQUEST, m, 0))?;
             let mut problems = std::mem::take(&mut decoded.problems);
             let metadata = std::mem::take(&mut decoded.metadata);
-            let mut batch = decoded.into_batch(|keys| rw.store.resolve_labels(keys));
+            let (mut batch, exemplars) = decoded.into_parts(|keys| rw.store.resolve_labels(keys));
             let quota = quota.as_ref().map(|q| &*q.0);
             let items = super::quota::samples(&batch);
             let dropped = super::quota::charge(quota, &mut batch, rw.clock.now_ms(), &rw.stats)
@@ -440,15 +503,16 @@ async fn write(
             })?;
             rw.store.mark_arrival(arrival);
             rw.store.metadata().record(&metadata);
+            let exemplars = super::store_exemplars(&rw.store, exemplars, &rw.stats);
             rw.stats
                 .samples_over_limits
                 .fetch_add(appended.over_limits(), std::sync::atomic::Ordering::Relaxed);
             problems.extend(appended.reasons());
-            Ok::<_, (StatusCode, String, u64)>((problems, appended.accepted))
+            Ok::<_, (StatusCode, String, u64)>((problems, appended.accepted, exemplars))
         })
         .await;
     // Remote write 2.0 says what was written, so a sender can tell.
-    let written = |n: u64| {
+    let written = |n: u64, exemplars: u64| {
         [
             ("x-prometheus-remote-write-samples-written", n.to_string()),
             (
@@ -457,22 +521,22 @@ async fn write(
             ),
             (
                 "x-prometheus-remote-write-exemplars-written",
-                "0".to_owned(),
+                exemplars.to_string(),
             ),
         ]
     };
     match work {
-        Ok(Ok((problems, n))) if problems.is_empty() => {
+        Ok(Ok((problems, n, e))) if problems.is_empty() => {
             if v2 {
-                (StatusCode::NO_CONTENT, written(n)).into_response()
+                (StatusCode::NO_CONTENT, written(n, e)).into_response()
             } else {
                 StatusCode::NO_CONTENT.into_response()
             }
         }
-        Ok(Ok((problems, n))) => {
+        Ok(Ok((problems, n, e))) => {
             let msg = format!("some samples were not stored: {}\n", problems.join("; "));
             if v2 {
-                (StatusCode::BAD_REQUEST, written(n), msg).into_response()
+                (StatusCode::BAD_REQUEST, written(n, e), msg).into_response()
             } else {
                 (StatusCode::BAD_REQUEST, msg).into_response()
             }

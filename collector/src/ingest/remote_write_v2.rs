@@ -6,7 +6,9 @@
 //! each series' metadata kept as metadata. Native histograms are not
 //! stored yet: a series carrying them is named in the 400.
 
-use super::remote_write::{Decoded, TYPES, Wire, decompress, sample};
+use super::remote_write::{Decoded, TYPES, Wire, decompress, exemplar, sample};
+use keel_metricstore::exemplars::Exemplar;
+use keel_series::labels::Labels;
 
 /// The `proto` parameter of remote write 2.0's content type.
 pub const PROTO: &str = "io.prometheus.write.v2.Request";
@@ -68,7 +70,7 @@ pub fn decode(body: &[u8], max_decoded: usize) -> Result<Decoded, String> {
             (5, 2) => {
                 pairs.clear();
                 match series(w.message()?, &symbols, &mut pairs)? {
-                    Ok((samples, meta)) => {
+                    Ok((samples, meta, exemplars)) => {
                         if let Some(mut meta) = meta {
                             let name = pairs
                                 .iter()
@@ -78,7 +80,7 @@ pub fn decode(body: &[u8], max_decoded: usize) -> Result<Decoded, String> {
                             meta.0 = name;
                             out.metadata.push(meta);
                         }
-                        out.add(i, &mut pairs, samples);
+                        out.add(i, &mut pairs, samples, exemplars);
                     }
                     Err(problem) => out.problems.push(format!("timeseries[{i}]: {problem}")),
                 }
@@ -102,9 +104,11 @@ fn series<'a>(
     mut w: Wire<'a>,
     symbols: &[&'a str],
     pairs: &mut Vec<(&'a str, &'a str)>,
-) -> Result<Result<(Vec<(i64, f64)>, Option<Stated>), String>, String> {
+) -> Result<Result<(Vec<(i64, f64)>, Option<Stated>, Vec<Exemplar>), String>, String> {
     let mut refs: Vec<u64> = Vec::new();
     let mut samples = Vec::new();
+    // Exemplars with their label references, resolved once all is read.
+    let mut exemplar_refs: Vec<(Vec<u64>, f64, i64)> = Vec::new();
     let mut meta: Option<Stated> = None;
     let mut histograms = 0usize;
     while !w.done() {
@@ -118,6 +122,24 @@ fn series<'a>(
             }
             (1, 0) => refs.push(w.varint()?),
             (2, 2) => samples.push(sample(w.message()?)?),
+            (4, 2) => {
+                let mut lrefs = Vec::new();
+                let (v, t) = exemplar(w.message()?, |e, field, wire| match (field, wire) {
+                    (1, 2) => {
+                        let mut packed = e.message()?;
+                        while !packed.done() {
+                            lrefs.push(packed.varint()?);
+                        }
+                        Ok(true)
+                    }
+                    (1, 0) => {
+                        lrefs.push(e.varint()?);
+                        Ok(true)
+                    }
+                    _ => Ok(false),
+                })?;
+                exemplar_refs.push((lrefs, v, t));
+            }
             (3, wire) => {
                 histograms += 1;
                 w.skip(wire)?;
@@ -174,12 +196,12 @@ fn series<'a>(
             refs.len()
         )));
     }
+    let get = |r: u64| {
+        symbols
+            .get(usize::try_from(r).unwrap_or(usize::MAX))
+            .copied()
+    };
     for pair in refs.chunks(2) {
-        let get = |r: u64| {
-            symbols
-                .get(usize::try_from(r).unwrap_or(usize::MAX))
-                .copied()
-        };
         match (get(pair[0]), get(pair[1])) {
             (Some(k), Some(v)) => pairs.push((k, v)),
             _ => {
@@ -192,7 +214,27 @@ fn series<'a>(
             }
         }
     }
-    Ok(Ok((samples, meta)))
+    let mut exemplars = Vec::with_capacity(exemplar_refs.len());
+    for (lrefs, value, t) in exemplar_refs {
+        let labels: Option<Vec<(&str, &str)>> = lrefs
+            .chunks(2)
+            .map(|p| Some((get(*p.first()?)?, get(*p.get(1)?)?)))
+            .collect();
+        match labels {
+            Some(ls) => exemplars.push(Exemplar {
+                labels: Labels::new(ls),
+                value,
+                t,
+            }),
+            None => {
+                return Ok(Err(format!(
+                    "an exemplar's label references are odd in number or past the {} symbols",
+                    symbols.len()
+                )));
+            }
+        }
+    }
+    Ok(Ok((samples, meta, exemplars)))
 }
 
 #[cfg(test)]

@@ -505,6 +505,118 @@ async fn otlp_kinds_descriptions_and_units_are_served_as_metadata() {
     assert_eq!(one["data"].as_object().map(|o| o.len()), Some(1), "{one}");
 }
 
+/// An OTLP histogram's exemplar is kept on the bucket that holds it and
+/// served by `query_exemplars` (GET and Grafana's form POST) in
+/// Prometheus' shape, for any selector of the query.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn otlp_exemplars_are_served_by_query_exemplars() {
+    use opentelemetry_proto::tonic::metrics::v1::{Exemplar, exemplar};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let c = collector(dir.path()).await;
+    let mut duration = histogram(
+        "http.server.request.duration",
+        "s",
+        T0,
+        vec![0.1, 1.0],
+        vec![0, 1, 0],
+        0.5,
+    );
+    if let Some(opentelemetry_proto::tonic::metrics::v1::metric::Data::Histogram(h)) =
+        &mut duration.data
+    {
+        h.data_points[0].exemplars = vec![Exemplar {
+            value: Some(exemplar::Value::AsDouble(0.5)),
+            time_unix_nano: (T0 - 500) * 1_000_000,
+            trace_id: (1..=16).collect(),
+            span_id: (1..=8).collect(),
+            ..Default::default()
+        }];
+    }
+    let resp = post(
+        c.otlp_http,
+        "application/x-protobuf",
+        request("shop", vec![duration]).encode_to_vec(),
+    )
+    .await;
+    assert_eq!(resp.status(), 200);
+    let q = "histogram_quantile(0.9, sum by (le) (rate(http_server_request_duration_seconds_bucket[5m])))";
+    let want = serde_json::json!({"status": "success", "data": [{
+        "seriesLabels": {
+            "__name__": "http_server_request_duration_seconds_bucket",
+            "instance": "i-1", "job": "shop", "le": "1",
+        },
+        "exemplars": [{
+            "labels": {
+                "trace_id": "0102030405060708090a0b0c0d0e0f10",
+                "span_id": "0102030405060708",
+            },
+            "value": "0.5",
+            "timestamp": (T0 - 500) as f64 / 1000.0,
+        }],
+    }]});
+    let span = [
+        ("query", q.to_owned()),
+        ("start", format!("{}", (T0 - 60_000) as f64 / 1000.0)),
+        ("end", format!("{}", T0 as f64 / 1000.0)),
+    ];
+    let client = reqwest::Client::new();
+    let url = format!("http://{}/api/v1/query_exemplars", c.api);
+    let got: serde_json::Value = client
+        .get(&url)
+        .query(&span)
+        .send()
+        .await
+        .expect("get")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(got, want);
+    let posted: serde_json::Value = client
+        .post(&url)
+        .form(&span)
+        .send()
+        .await
+        .expect("post")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(posted, want);
+    // Outside the range, or another metric: nothing.
+    let before = [
+        ("query", q.to_owned()),
+        ("end", format!("{}", (T0 - 1000) as f64 / 1000.0)),
+    ];
+    let none: serde_json::Value = client
+        .get(&url)
+        .query(&before)
+        .send()
+        .await
+        .expect("get")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(none["data"], serde_json::json!([]), "{none}");
+    let bad = client
+        .get(&url)
+        .query(&[("query", "sum(")])
+        .send()
+        .await
+        .expect("get");
+    assert_eq!(bad.status(), 400);
+    let bad: serde_json::Value = bad.json().await.expect("json");
+    assert_eq!(bad["errorType"], "bad_data", "{bad}");
+    let m = reqwest::get(format!("http://{}/metrics", c.api))
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
+    assert!(
+        m.contains("prometheus_tsdb_exemplar_exemplars_in_storage 1"),
+        "{m}"
+    );
+}
+
 /// Prometheus 3's OTLP path on the API port takes metrics as `/v1/metrics`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn otlp_metrics_at_prometheus_path_on_the_api_port() {
@@ -544,8 +656,19 @@ mod rw2 {
         pub labels_refs: Vec<u32>,
         #[prost(message, repeated, tag = "2")]
         pub samples: Vec<Sample>,
+        #[prost(message, repeated, tag = "4")]
+        pub exemplars: Vec<Exemplar>,
         #[prost(message, optional, tag = "5")]
         pub metadata: Option<Metadata>,
+    }
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct Exemplar {
+        #[prost(uint32, repeated, tag = "1")]
+        pub labels_refs: Vec<u32>,
+        #[prost(double, tag = "2")]
+        pub value: f64,
+        #[prost(int64, tag = "3")]
+        pub timestamp: i64,
     }
     #[derive(Clone, PartialEq, prost::Message)]
     pub struct Sample {
@@ -581,6 +704,8 @@ async fn remote_write_2_is_stored_and_says_what_it_wrote() {
             "Requests.",
             "code",
             "200",
+            "trace_id",
+            "abc",
         ]
         .map(String::from)
         .to_vec(),
@@ -601,6 +726,11 @@ async fn remote_write_2_is_stored_and_says_what_it_wrote() {
                 help_ref: 5,
                 unit_ref: 0,
             }),
+            exemplars: vec![rw2::Exemplar {
+                labels_refs: vec![8, 9],
+                value: 2.0,
+                timestamp: T0 as i64 + 10_000,
+            }],
         }],
     };
     let body = snap::raw::Encoder::new()
@@ -620,6 +750,16 @@ async fn remote_write_2_is_stored_and_says_what_it_wrote() {
     assert_eq!(
         r.headers()["x-prometheus-remote-write-samples-written"],
         "2"
+    );
+    assert_eq!(
+        r.headers()["x-prometheus-remote-write-exemplars-written"],
+        "1"
+    );
+    let e = get(c.api, "/api/v1/query_exemplars?query=rw2_requests_total").await;
+    assert_eq!(
+        e["data"][0]["exemplars"],
+        serde_json::json!([{"labels": {"trace_id": "abc"}, "value": "2", "timestamp": (T0 + 10_000) as f64 / 1000.0}]),
+        "{e}"
     );
     let v = query(c.api, "rw2_requests_total", T0 + 15_000).await;
     let s = samples(&v);

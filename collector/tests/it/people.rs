@@ -127,9 +127,10 @@ fn expected(method: &Method, route: &str) -> Need {
         "/api/v1/tokens/{id}",
         "/api/v1/audit",
     ];
-    const READS_BY_POST: [&str; 9] = [
+    const READS_BY_POST: [&str; 10] = [
         "/api/v1/query",
         "/api/v1/format_query",
+        "/api/v1/query_exemplars",
         "/api/v1/read",
         "/api/v1/query_range",
         "/api/v1/series",

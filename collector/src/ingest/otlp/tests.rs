@@ -73,6 +73,92 @@ fn histogram_counts_that_overflow_saturate_instead_of_panicking() {
 }
 
 #[test]
+fn histogram_exemplars_go_to_the_first_bucket_that_holds_them_with_hex_ids() {
+    use opentelemetry_proto::tonic::metrics::v1::{
+        Exemplar as OtlpExemplar, Histogram, ResourceMetrics, ScopeMetrics,
+    };
+    let ex = |v: f64, trace: u8, ns: u64| OtlpExemplar {
+        value: Some(exemplar::Value::AsDouble(v)),
+        trace_id: vec![trace; 16],
+        span_id: vec![0xab; 8],
+        time_unix_nano: ns,
+        filtered_attributes: vec![text("user.id", "u1")],
+    };
+    let p = HistogramDataPoint {
+        time_unix_nano: 5_000_000_000,
+        count: 3,
+        bucket_counts: vec![1, 1, 1],
+        explicit_bounds: vec![0.1, 1.0],
+        exemplars: vec![
+            ex(0.1, 1, 4_000_000_000),
+            ex(0.5, 2, 0),
+            ex(7.0, 3, 4_500_000_000),
+        ],
+        ..Default::default()
+    };
+    let req = ExportMetricsServiceRequest {
+        resource_metrics: vec![ResourceMetrics {
+            scope_metrics: vec![ScopeMetrics {
+                metrics: vec![Metric {
+                    name: "lat".into(),
+                    unit: "s".into(),
+                    data: Some(Data::Histogram(Histogram {
+                        data_points: vec![p],
+                        aggregation_temporality: 2,
+                    })),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+            ..Default::default()
+        }],
+    };
+    let out = convert(&req, &Translation::default(), &|_| None);
+    let got: Vec<(String, String, String, i64, f64)> = out
+        .exemplars
+        .iter()
+        .map(|(s, e)| {
+            (
+                format!("{}{{le={}}}", s.get("__name__"), s.get("le")),
+                e.labels.get("trace_id").to_owned(),
+                format!("{}/{}", e.labels.get("span_id"), e.labels.get("user_id")),
+                e.t,
+                e.value,
+            )
+        })
+        .collect();
+    let trace = |b: u8| format!("{b:02x}").repeat(16);
+    let rest = || "abababababababab/u1".to_owned();
+    assert_eq!(
+        got,
+        vec![
+            (
+                "lat_seconds_bucket{le=0.1}".into(),
+                trace(1),
+                rest(),
+                4000,
+                0.1
+            ),
+            // No time of its own: the point's.
+            (
+                "lat_seconds_bucket{le=1}".into(),
+                trace(2),
+                rest(),
+                5000,
+                0.5
+            ),
+            (
+                "lat_seconds_bucket{le=+Inf}".into(),
+                trace(3),
+                rest(),
+                4500,
+                7.0
+            ),
+        ]
+    );
+}
+
+#[test]
 fn names_follow_prometheus_otlp_translation() {
     assert_eq!(
         metric_name("http.server.request.duration", "s", false, false),
