@@ -33,7 +33,15 @@ orders.add(5, {"region": "eu"})
 orders.add(2, {"region": "us"})
 for v in (0.003, 0.2, 0.4, 1.5):
     latency.record(v, {"route": "/checkout"})
+# One more inside a sampled span: the SDK's default (trace-based) exemplar
+# filter keeps it as an exemplar carrying the span's trace and span ids.
+from opentelemetry.sdk.trace import TracerProvider
+
+with TracerProvider().get_tracer("keel-test").start_as_current_span("checkout") as span:
+    latency.record(7.0, {"route": "/checkout"})
+    ctx = span.get_span_context()
+    traced = (format(ctx.trace_id, "032x"), format(ctx.span_id, "016x"))
 if not provider.force_flush():
     sys.exit("flush failed")
 provider.shutdown()
-print("exported")
+print("exported", *traced)

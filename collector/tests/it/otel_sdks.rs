@@ -163,7 +163,7 @@ async fn python_sdk_roundtrip(transport: &str) {
     }
     let dir = tempfile::tempdir().expect("tempdir");
     let c = collector(dir.path()).await;
-    run_python("otel_python.py", transport, &c).await;
+    let out = run_python("otel_python.py", transport, &c).await;
     let t = now_ms() + 1000;
     let mut orders = samples(
         &query(
@@ -218,8 +218,9 @@ async fn python_sdk_roundtrip(transport: &str) {
         samples(&query(c.api, "queue_depth{queue=\"emails\"}", t).await)[0].1,
         7.0
     );
-    // The SDK's default buckets are 0, 5, 10, 25, …: all four observations
-    // fall in (0, 5], so Prometheus interpolates the median to 5 × 2/4.
+    // The SDK's default buckets are 0, 5, 10, 25, …: four observations
+    // fall in (0, 5] and one (7) in (5, 10], so Prometheus interpolates
+    // the median (rank 2.5 of 5) to 5 × 2.5/4.
     let p50 = samples(
         &query(
             c.api,
@@ -228,11 +229,42 @@ async fn python_sdk_roundtrip(transport: &str) {
         )
         .await,
     );
-    assert_eq!(p50[0].1, 2.5, "{p50:?}");
+    assert_eq!(p50[0].1, 3.125, "{p50:?}");
     assert_eq!(
         samples(&query(c.api, "checkout_duration_seconds_count", t).await)[0].1,
-        4.0
+        5.0
     );
+    // The observation made inside a span is an exemplar on the bucket
+    // that holds 7 (5, 10], carrying that span's trace and span ids.
+    let ids: Vec<&str> = out.split_whitespace().skip(1).collect();
+    let (trace, span) = (ids[0], ids[1]);
+    let e = get(
+        c.api,
+        "/api/v1/query_exemplars?query=histogram_quantile(0.9,rate(checkout_duration_seconds_bucket[5m]))",
+    )
+    .await;
+    let all = e["data"].as_array().cloned().unwrap_or_default();
+    let traced: Vec<&serde_json::Value> = all
+        .iter()
+        .flat_map(|s| {
+            s["exemplars"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(move |x| (s, x))
+        })
+        .filter(|(_, x)| x["labels"]["trace_id"] == trace)
+        .map(|(s, x)| {
+            assert_eq!(s["seriesLabels"]["le"], "10", "{e}");
+            assert_eq!(
+                (&x["labels"]["span_id"], &x["value"]),
+                (&span.into(), &"7".into()),
+                "{e}"
+            );
+            x
+        })
+        .collect();
+    assert_eq!(traced.len(), 1, "{e}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
