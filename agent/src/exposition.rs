@@ -37,6 +37,10 @@ pub struct Exemplar {
     pub timestamp_ms: Option<i64>,
 }
 
+/// What a scrape asks for, as Prometheus does: OpenMetrics first (the
+/// format that carries exemplars), then Prometheus' text.
+pub const ACCEPT: &str = "application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1";
+
 /// Which text format a body is in: timestamps are integer milliseconds
 /// in Prometheus' and seconds (possibly fractional) in OpenMetrics.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -195,7 +199,13 @@ pub fn parse_as(body: &str, format: Format) -> Parsed {
         // agent's CPU at 10,000 series a scrape. A line this splitter
         // refuses gets the crate's reading as a second opinion.
         let mut exemplar_problem = None;
-        let bad = match split_sample(line) {
+        let bad = match split_sample(line, format) {
+            // OpenMetrics' `_created` lines are each counter's, histogram's
+            // and summary's creation time, not a series: Prometheus 3 does
+            // not store them.
+            Ok((name, ..)) if format == Format::OpenMetrics && is_created(&out.families, name) => {
+                continue;
+            }
             Ok((name, labels, value, ts, exemplar)) => {
                 sample(name, labels, value, ts, format).map(|mut s| {
                     match exemplar.map(parse_exemplar).transpose() {
@@ -272,6 +282,14 @@ fn parse_exemplar(text: &str) -> Result<Exemplar, String> {
     })
 }
 
+/// Whether `name` is the `_created` line of a counter, histogram or
+/// summary family.
+fn is_created(families: &Families, name: &str) -> bool {
+    name.strip_suffix("_created")
+        .and_then(|base| families.get(base))
+        .is_some_and(|f| matches!(f.kind.as_str(), "counter" | "histogram" | "summary"))
+}
+
 /// A sample line's parts: name, label block, value, timestamp, and the
 /// exemplar's text after its `#`.
 type SampleLine<'a> = (
@@ -300,7 +318,7 @@ fn label_block(after: &str) -> Result<(&str, &str), String> {
 
 /// Split `name{labels} value [timestamp]`, finding the end of the label
 /// block outside quoted values.
-fn split_sample(line: &str) -> Result<SampleLine<'_>, String> {
+fn split_sample(line: &str, format: Format) -> Result<SampleLine<'_>, String> {
     let line = line.trim();
     let name_end = line
         .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == ':'))
@@ -316,10 +334,11 @@ fn split_sample(line: &str) -> Result<SampleLine<'_>, String> {
         labels = Some(block);
         rest = after;
     }
-    // OpenMetrics: `value [timestamp] # {exemplar labels} value [timestamp]`.
+    // OpenMetrics: `value [timestamp] # {exemplar labels} value [timestamp]`
+    // (Prometheus' text has no exemplars: there a `#` is an error).
     let (rest, exemplar) = match rest.split_once('#') {
-        Some((sample, exemplar)) => (sample, Some(exemplar)),
-        None => (rest, None),
+        Some((sample, exemplar)) if format == Format::OpenMetrics => (sample, Some(exemplar)),
+        _ => (rest, None),
     };
     let mut fields = rest.split_whitespace();
     let value = fields.next().ok_or("no value")?;
@@ -454,6 +473,21 @@ mod tests {
             "{:?}",
             p.first_invalid
         );
+        // Prometheus' text has no exemplars: the line is refused there.
+        let text = parse("a 1 # {trace_id=\"x\"} 2\n");
+        assert_eq!(
+            (text.samples.len(), text.invalid_lines),
+            (0, 1),
+            "{:?}",
+            text.samples
+        );
+        // OpenMetrics' `_created` lines of a counter are not series.
+        let om = parse_as(
+            "# TYPE c counter\nc_total 3\nc_created 1600000000.0\n# TYPE g gauge\ng_created 5\n# EOF\n",
+            Format::OpenMetrics,
+        );
+        let names: Vec<&str> = om.samples.iter().map(|s| s.labels[0].1.as_str()).collect();
+        assert_eq!(names, ["c_total", "g_created"]);
         // Prometheus' text: integer milliseconds.
         assert_eq!(
             parse("a 5 1600000000500\n").samples[0].timestamp_ms,

@@ -138,7 +138,7 @@ pub async fn scrape(client: &reqwest::Client, t: &Target) -> Outcome {
     let got = async {
         let resp = client
             .get(&t.url)
-            .header("Accept", "text/plain;version=0.0.4")
+            .header("Accept", exposition::ACCEPT)
             .timeout(t.timeout)
             .send()
             .await

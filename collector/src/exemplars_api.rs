@@ -46,15 +46,26 @@ async fn query_exemplars(
         (Err(e), _) | (_, Err(e)) => return bad(e),
     };
     if end < start {
-        return bad("end timestamp must not be before start time".into());
+        return bad("end timestamp must not be before start timestamp".into());
     }
     let sets = match keel_promql::selectors(param(&p, "query").unwrap_or("")) {
         Ok(s) => s,
         Err(e) => return bad(e),
     };
-    let found = tokio::task::spawn_blocking(move || store.exemplars().select(&sets, start, end))
-        .await
-        .unwrap_or_default();
+    let found = match tokio::task::spawn_blocking(move || {
+        store.exemplars().select(&sets, start, end)
+    })
+    .await
+    {
+        Ok(found) => found,
+        Err(e) => {
+            return keel_http::fail(
+                axum::http::StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                format!("the exemplar lookup failed: {e}"),
+            );
+        }
+    };
     ok(Json::Array(
         found
             .iter()

@@ -118,9 +118,9 @@ pub fn render(own: &Own) -> String {
         (
             "prometheus_tsdb_exemplar_out_of_order_exemplars_total",
             "counter",
-            "Exemplars refused: older than their series' newest, or label sets over 128 characters.",
+            "Exemplars refused: older than their series' newest.",
             own.stats
-                .exemplars_refused
+                .exemplars_out_of_order
                 .load(std::sync::atomic::Ordering::Relaxed),
         ),
         (
@@ -138,6 +138,24 @@ pub fn render(own: &Own) -> String {
     ] {
         family(&mut out, name, kind, help);
         let _ = writeln!(out, "{name} {v}");
+    }
+    family(
+        &mut out,
+        "keel_exemplars_refused_total",
+        "counter",
+        "Exemplars not kept, by reason: out_of_order, too_long (labels over 128 characters), no_series (their samples were refused), not_logged (batches the exemplar log could not take).",
+    );
+    for (reason, n) in [
+        ("out_of_order", &own.stats.exemplars_out_of_order),
+        ("too_long", &own.stats.exemplars_too_long),
+        ("no_series", &own.stats.exemplars_refused_no_series),
+        ("not_logged", &own.stats.exemplars_not_logged),
+    ] {
+        let _ = writeln!(
+            out,
+            "keel_exemplars_refused_total{{reason=\"{reason}\"}} {}",
+            n.load(std::sync::atomic::Ordering::Relaxed)
+        );
     }
     family(
         &mut out,

@@ -117,17 +117,23 @@ impl Ring {
 #[derive(Debug)]
 pub struct Exemplars {
     capacity: usize,
+    /// Read by queries; written only briefly, never across file I/O.
     ring: RwLock<Ring>,
-    log: Option<Mutex<Log>>,
+    /// Held by an append from its checks to its push (appends one at a
+    /// time, so a batch is checked against what the one before kept),
+    /// and across its I/O; `None` in memory.
+    log: Mutex<Option<Log>>,
 }
 
-/// `exemplars.log` and how many exemplars it holds.
+/// `exemplars.log`: how many exemplars it holds, and at how many it is
+/// rewritten next.
 #[derive(Debug)]
 struct Log {
     file: AppendFile,
     path: PathBuf,
     fsync: Fsync,
     entries: usize,
+    rewrite_at: usize,
 }
 
 /// Errors of the exemplar log.
@@ -139,19 +145,43 @@ pub struct ExemplarLogError {
     source: std::io::Error,
 }
 
-/// Characters in a label set's names and values.
-fn label_chars(l: &Labels) -> usize {
-    l.pairs()
-        .map(|(k, v)| k.chars().count() + v.chars().count())
-        .sum()
+/// Whether label pairs are more than an exemplar may carry
+/// ([`MAX_LABEL_CHARS`]); counts no further than that, so a sender's
+/// megabyte value costs no more than a short one. Decoders check this
+/// before they build an exemplar's labels.
+pub fn too_long<'a>(pairs: impl IntoIterator<Item = (&'a str, &'a str)>) -> bool {
+    let mut n = 0;
+    for (k, v) in pairs {
+        n += k.chars().chain(v.chars()).take(MAX_LABEL_CHARS + 1).count();
+        if n > MAX_LABEL_CHARS {
+            return true;
+        }
+    }
+    false
 }
 
-/// One log record: the exemplars of one stored batch.
+/// One log record: the exemplars of one stored batch, each series' labels
+/// written once (a table the exemplars index).
 fn encode(batch: &[(Labels, Exemplar)]) -> Vec<u8> {
+    let mut index: FastMap<&Labels, u32> = FastMap::default();
+    let mut series: Vec<&Labels> = Vec::new();
+    let refs: Vec<u32> = batch
+        .iter()
+        .map(|(s, _)| {
+            *index.entry(s).or_insert_with(|| {
+                series.push(s);
+                (series.len() - 1) as u32
+            })
+        })
+        .collect();
     let mut buf = Vec::new();
+    buf.extend_from_slice(&(series.len() as u32).to_le_bytes());
+    for s in series {
+        put_labels(&mut buf, s);
+    }
     buf.extend_from_slice(&(batch.len() as u32).to_le_bytes());
-    for (series, e) in batch {
-        put_labels(&mut buf, series);
+    for ((_, e), r) in batch.iter().zip(refs) {
+        buf.extend_from_slice(&r.to_le_bytes());
         put_labels(&mut buf, &e.labels);
         buf.extend_from_slice(&e.t.to_le_bytes());
         buf.extend_from_slice(&e.value.to_bits().to_le_bytes());
@@ -159,20 +189,29 @@ fn encode(batch: &[(Labels, Exemplar)]) -> Vec<u8> {
     buf
 }
 
-/// A record's exemplars; `None` if it is malformed.
+/// A record's exemplars (a series' labels shared, not copied, between
+/// its exemplars); `None` if it is malformed.
 fn decode(payload: &[u8]) -> Option<Vec<(Labels, Exemplar)>> {
     let mut c = Cursor { b: payload, at: 0 };
+    let ns = c.u32()?;
+    let mut series = Vec::with_capacity(c.capacity(ns, 4));
+    for _ in 0..ns {
+        series.push(c.labels()?);
+    }
     let n = c.u32()?;
     let mut out = Vec::with_capacity(c.capacity(n, 24));
     for _ in 0..n {
-        let series = c.labels()?;
+        let s = series.get(c.u32()? as usize)?.clone();
         let labels = c.labels()?;
         let t = c.u64()? as i64;
         let value = f64::from_bits(c.u64()?);
-        out.push((series, Exemplar { labels, value, t }));
+        out.push((s, Exemplar { labels, value, t }));
     }
     (c.at == payload.len()).then_some(out)
 }
+
+/// Rewrite the log once it holds this many times the capacity.
+const REWRITE_FACTOR: usize = 2;
 
 impl Exemplars {
     /// A buffer of `capacity` exemplars held in memory only (0: none kept).
@@ -180,7 +219,7 @@ impl Exemplars {
         Self {
             capacity,
             ring: RwLock::default(),
-            log: None,
+            log: Mutex::new(None),
         }
     }
 
@@ -192,6 +231,14 @@ impl Exemplars {
             path: path.display().to_string(),
             source,
         };
+        if capacity == 0 {
+            // Turned off: what an earlier run kept must not come back when
+            // they are turned on again.
+            match std::fs::remove_file(&path) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(err(e)),
+                _ => return Ok(Self::in_memory(0)),
+            }
+        }
         let (mut file, image) = AppendFile::open(&path).map_err(err)?;
         let mut ring = Ring::default();
         let (mut valid, mut entries) = (0usize, 0usize);
@@ -211,11 +258,12 @@ impl Exemplars {
         Ok(Self {
             capacity,
             ring: RwLock::new(ring),
-            log: Some(Mutex::new(Log {
+            log: Mutex::new(Some(Log {
                 file,
                 path,
                 fsync,
                 entries,
+                rewrite_at: capacity.saturating_mul(REWRITE_FACTOR),
             })),
         })
     }
@@ -240,54 +288,70 @@ impl Exemplars {
     }
 
     /// Store `batch` (series, exemplar): each checked against its
-    /// series' newest, the kept ones logged before they are held.
+    /// series' newest, the kept ones (at most the newest `capacity` of
+    /// the batch: more would be evicted at once) logged before they are
+    /// held. Queries wait only while they are pushed, never on the log.
     pub fn append(&self, batch: Vec<(Labels, Exemplar)>) -> Result<Stored, ExemplarLogError> {
         let mut out = Stored::default();
         if self.capacity == 0 || batch.is_empty() {
             return Ok(out);
         }
-        let mut ring = self.ring.write().unwrap_or_else(|e| e.into_inner());
-        let mut keep: Vec<(Labels, Exemplar)> = Vec::with_capacity(batch.len());
-        // Checked against the buffer and against those kept before in this
-        // batch (the newest of a series may be in either).
-        let mut newest: FastMap<Labels, Exemplar> = FastMap::default();
-        for (series, e) in batch {
-            if label_chars(&e.labels) > MAX_LABEL_CHARS {
-                out.too_long += 1;
-                continue;
-            }
-            let admits = match newest.get(&series) {
-                Some(last) if *last == e => Some(false),
-                Some(last) if e.t < last.t => None,
-                Some(_) => Some(true),
-                None => ring.admits(&series, &e),
-            };
-            match admits {
-                Some(true) => {
-                    newest.insert(series.clone(), e.clone());
-                    keep.push((series, e));
+        let mut log = self.log.lock().unwrap_or_else(|e| e.into_inner());
+        let mut keep: Vec<(Labels, Exemplar)> = Vec::with_capacity(batch.len().min(self.capacity));
+        {
+            let ring = self.ring.read().unwrap_or_else(|e| e.into_inner());
+            // Checked against the buffer and against those kept before in
+            // this batch (the newest of a series may be in either).
+            let mut newest: FastMap<Labels, Exemplar> = FastMap::default();
+            for (series, e) in batch {
+                if too_long(e.labels.pairs()) {
+                    out.too_long += 1;
+                    continue;
                 }
-                Some(false) => {}
-                None => out.out_of_order += 1,
+                let admits = match newest.get(&series) {
+                    Some(last) if *last == e => Some(false),
+                    Some(last) if e.t < last.t => None,
+                    Some(_) => Some(true),
+                    None => ring.admits(&series, &e),
+                };
+                match admits {
+                    Some(true) => {
+                        newest.insert(series.clone(), e.clone());
+                        keep.push((series, e));
+                    }
+                    Some(false) => {}
+                    None => out.out_of_order += 1,
+                }
             }
+        }
+        if keep.len() > self.capacity {
+            keep.drain(..keep.len() - self.capacity);
         }
         if keep.is_empty() {
             return Ok(out);
         }
-        if let Some(log) = &self.log {
-            let mut log = log.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(log) = log.as_mut() {
             log.append(&keep)?;
-            if log.entries > 2 * self.capacity.max(1) {
-                let all: Vec<(Labels, Exemplar)> = ring.all();
-                // A failed rewrite leaves the longer log, which is whole.
-                if let Err(e) = log.rewrite(&all, &keep) {
+        }
+        out.stored = keep.len() as u64;
+        {
+            let mut ring = self.ring.write().unwrap_or_else(|e| e.into_inner());
+            for (series, e) in keep {
+                ring.push(series, e, self.capacity);
+            }
+        }
+        if let Some(log) = log.as_mut()
+            && log.entries > log.rewrite_at
+        {
+            let held = self.ring.read().unwrap_or_else(|e| e.into_inner()).all();
+            match log.rewrite(&held) {
+                Ok(()) => log.rewrite_at = self.capacity.saturating_mul(REWRITE_FACTOR),
+                // The longer log is whole; try again a capacity later.
+                Err(e) => {
+                    log.rewrite_at = log.entries.saturating_add(self.capacity);
                     tracing::warn!(error = %e, "could not rewrite the exemplar log (kept as it is)");
                 }
             }
-        }
-        out.stored = keep.len() as u64;
-        for (series, e) in keep {
-            ring.push(series, e, self.capacity);
         }
         Ok(out)
     }
@@ -352,20 +416,16 @@ impl Log {
         Ok(())
     }
 
-    /// Replace the log with `held` then `fresh` (what the buffer holds
-    /// once `fresh` is in it): written aside, synced, renamed over.
-    fn rewrite(
-        &mut self,
-        held: &[(Labels, Exemplar)],
-        fresh: &[(Labels, Exemplar)],
-    ) -> Result<(), ExemplarLogError> {
+    /// Replace the log with `held` (what the buffer holds): written
+    /// aside, synced, renamed over.
+    fn rewrite(&mut self, held: &[(Labels, Exemplar)]) -> Result<(), ExemplarLogError> {
         let tmp = self.path.with_extension("log.tmp");
         let err = |source| ExemplarLogError {
             path: tmp.display().to_string(),
             source,
         };
         let mut out = Vec::new();
-        for chunk in held.chunks(4096).chain(fresh.chunks(4096)) {
+        for chunk in held.chunks(4096) {
             frame(&mut out, &encode(chunk)).map_err(err)?;
         }
         let mut f = std::fs::File::create(&tmp).map_err(err)?;
@@ -383,7 +443,7 @@ impl Log {
             .open(&self.path)
             .map_err(err)?;
         self.file.replace(file, out.len() as u64);
-        self.entries = held.len() + fresh.len();
+        self.entries = held.len();
         Ok(())
     }
 }
@@ -490,7 +550,11 @@ mod tests {
             .append(true)
             .open(&path)
             .expect("open");
-        f.write_all(&[9, 0, 0, 0, 1, 2]).expect("tear");
+        // A whole header (length 100, a CRC) with only 10 bytes after it.
+        let mut torn = 100u32.to_le_bytes().to_vec();
+        torn.extend_from_slice(&7u32.to_le_bytes());
+        torn.extend_from_slice(&[1; 10]);
+        f.write_all(&torn).expect("tear");
         drop(f);
         let x = Exemplars::open(dir.path(), 4, Fsync::Never).expect("reopen");
         let all = x.select(&[eq("le", "0.1")], i64::MIN, i64::MAX);
@@ -502,6 +566,32 @@ mod tests {
         let x = Exemplars::open(dir.path(), 4, Fsync::Never).expect("reopen");
         let all = x.select(&[eq("le", "0.1")], i64::MIN, i64::MAX);
         assert_eq!(all[0].1.last().map(|e| e.t), Some(20));
+    }
+
+    #[test]
+    fn a_batch_over_the_capacity_keeps_its_newest_and_capacity_zero_forgets_the_log() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let x = Exemplars::open(dir.path(), 3, Fsync::Never).expect("open");
+        let batch: Vec<_> = (0..10)
+            .map(|t| (series("0.1"), ex(&format!("t{t}"), t, 1.0)))
+            .collect();
+        assert_eq!(x.append(batch).expect("append").stored, 3);
+        let ts = |x: &Exemplars| -> Vec<i64> {
+            x.select(&[eq("le", "0.1")], i64::MIN, i64::MAX)
+                .first()
+                .map(|(_, es)| es.iter().map(|e| e.t).collect())
+                .unwrap_or_default()
+        };
+        assert_eq!(ts(&x), vec![7, 8, 9]);
+        drop(x);
+        assert_eq!(
+            ts(&Exemplars::open(dir.path(), 3, Fsync::Never).expect("reopen")),
+            vec![7, 8, 9]
+        );
+        let off = Exemplars::open(dir.path(), 0, Fsync::Never).expect("off");
+        assert!(off.append(vec![(series("0.1"), ex("z", 20, 1.0))]).is_ok() && off.is_empty());
+        assert!(!dir.path().join("exemplars.log").exists());
+        assert!(ts(&Exemplars::open(dir.path(), 3, Fsync::Never).expect("on again")).is_empty());
     }
 
     #[test]

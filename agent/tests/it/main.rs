@@ -3,3 +3,4 @@
 //! One test binary for all of them; each file is a module.
 
 mod https;
+mod openmetrics;

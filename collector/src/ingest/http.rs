@@ -84,9 +84,15 @@ pub struct IngestStats {
     pub samples_over_limits: AtomicU64,
     /// Exemplars kept.
     pub exemplars_appended: AtomicU64,
-    /// Exemplars refused: older than their series' newest, or labels too
-    /// long.
-    pub exemplars_refused: AtomicU64,
+    /// Exemplars refused: older than their series' newest.
+    pub exemplars_out_of_order: AtomicU64,
+    /// Exemplars refused: label sets over 128 characters.
+    pub exemplars_too_long: AtomicU64,
+    /// Exemplars refused: their series is not in the store (its samples
+    /// were refused).
+    pub exemplars_refused_no_series: AtomicU64,
+    /// Batches of exemplars the exemplar log could not take.
+    pub exemplars_not_logged: AtomicU64,
 }
 
 /// The `Keel-Batch-Id` of a request ([`keel_metricstore::batch_ids::from_header`]).

@@ -11,25 +11,38 @@ pub mod remote_write_v2;
 /// Keep a stored batch's `exemplars` (after its samples: a failure here
 /// loses no sample, and is logged rather than refused, as Prometheus
 /// does not fail a write for its exemplars), counting what was kept and
-/// refused.
+/// refused. Only exemplars of series the store holds are kept, as in
+/// Prometheus: a series whose samples the limits refused (its labels too
+/// long, past `max_series`) cannot be stored through its exemplars.
 pub(crate) fn store_exemplars(
     store: &keel_metricstore::Store,
-    exemplars: Vec<(keel_series::Labels, keel_metricstore::exemplars::Exemplar)>,
+    mut exemplars: Vec<(keel_series::Labels, keel_metricstore::exemplars::Exemplar)>,
     stats: &http::IngestStats,
 ) -> u64 {
     use std::sync::atomic::Ordering::Relaxed;
     if exemplars.is_empty() {
         return 0;
     }
+    let before = exemplars.len();
+    let mut held: keel_series::FastMap<keel_series::Labels, bool> = Default::default();
+    exemplars.retain(|(series, _)| {
+        *held
+            .entry(series.clone())
+            .or_insert_with(|| store.last(series).is_some())
+    });
+    let unheld = (before - exemplars.len()) as u64;
+    stats.exemplars_refused_no_series.fetch_add(unheld, Relaxed);
     match store.exemplars().append(exemplars) {
         Ok(done) => {
             stats.exemplars_appended.fetch_add(done.stored, Relaxed);
             stats
-                .exemplars_refused
-                .fetch_add(done.out_of_order + done.too_long, Relaxed);
+                .exemplars_out_of_order
+                .fetch_add(done.out_of_order, Relaxed);
+            stats.exemplars_too_long.fetch_add(done.too_long, Relaxed);
             done.stored
         }
         Err(e) => {
+            stats.exemplars_not_logged.fetch_add(1, Relaxed);
             tracing::warn!(error = %e, "exemplars not kept");
             0
         }

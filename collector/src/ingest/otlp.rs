@@ -573,6 +573,9 @@ fn exemplar_of(e: &opentelemetry_proto::tonic::metrics::v1::Exemplar, t: i64) ->
     if !e.span_id.is_empty() {
         pairs.push(("span_id".into(), hex(&e.span_id)));
     }
+    if keel_metricstore::exemplars::too_long(pairs.iter().map(|(k, v)| (k.as_str(), v.as_str()))) {
+        return None;
+    }
     Some(Exemplar {
         labels: Labels::new(pairs),
         value,
@@ -595,21 +598,31 @@ fn histogram(
 ) {
     let stale = p.flags & NO_RECORDED_VALUE != 0;
     let val = |v: f64| if stale { f64::from_bits(STALE_NAN) } else { v };
+    // Each exemplar on the first bucket written below whose upper bound
+    // holds its value (+Inf last); a bucket's labels built once.
+    let mut buckets: Vec<(f64, Labels)> = Vec::new();
     for e in &p.exemplars {
         let Some(e) = exemplar_of(e, t) else { continue };
-        // The first bucket whose upper bound holds the value (+Inf last).
         let bound = p
             .explicit_bounds
             .iter()
+            .take(p.bucket_counts.len())
             .copied()
             .find(|b| e.value <= *b)
             .unwrap_or(f64::INFINITY);
-        let l = labels_for(
-            base,
-            &format!("{name}_bucket"),
-            &p.attributes,
-            &[("le", le(bound))],
-        );
+        let l = match buckets.iter().find(|(b, _)| *b == bound) {
+            Some((_, l)) => l.clone(),
+            None => {
+                let l = labels_for(
+                    base,
+                    &format!("{name}_bucket"),
+                    &p.attributes,
+                    &[("le", le(bound))],
+                );
+                buckets.push((bound, l.clone()));
+                l
+            }
+        };
         sink.out.exemplars.push((l, e));
     }
     let mut cumulative = 0u64;

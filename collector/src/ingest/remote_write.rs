@@ -231,11 +231,14 @@ fn time_series<'a>(
                     ls.push(label(e.message()?)?);
                     Ok(true)
                 })?;
-                exemplars.push(Exemplar {
-                    labels: Labels::new(ls),
-                    value,
-                    t,
-                });
+                // Too long: dropped before its labels are built.
+                if !keel_metricstore::exemplars::too_long(ls.iter().copied()) {
+                    exemplars.push(Exemplar {
+                        labels: Labels::new(ls),
+                        value,
+                        t,
+                    });
+                }
             }
             (_, wire) => w.skip(wire)?,
         }

@@ -7,7 +7,7 @@
 //! stored yet: a series carrying them is named in the 400.
 
 use super::remote_write::{Decoded, TYPES, Wire, decompress, exemplar, sample};
-use keel_metricstore::exemplars::Exemplar;
+use keel_metricstore::exemplars::{Exemplar, too_long};
 use keel_series::labels::Labels;
 
 /// The `proto` parameter of remote write 2.0's content type.
@@ -214,24 +214,20 @@ fn series<'a>(
             }
         }
     }
+    // An exemplar whose references are odd in number or past the symbols,
+    // or whose labels are too long, is dropped: never its series' samples.
     let mut exemplars = Vec::with_capacity(exemplar_refs.len());
     for (lrefs, value, t) in exemplar_refs {
         let labels: Option<Vec<(&str, &str)>> = lrefs
             .chunks(2)
             .map(|p| Some((get(*p.first()?)?, get(*p.get(1)?)?)))
             .collect();
-        match labels {
-            Some(ls) => exemplars.push(Exemplar {
+        if let Some(ls) = labels.filter(|ls| !too_long(ls.iter().copied())) {
+            exemplars.push(Exemplar {
                 labels: Labels::new(ls),
                 value,
                 t,
-            }),
-            None => {
-                return Ok(Err(format!(
-                    "an exemplar's label references are odd in number or past the {} symbols",
-                    symbols.len()
-                )));
-            }
+            });
         }
     }
     Ok(Ok((samples, meta, exemplars)))

@@ -615,6 +615,47 @@ async fn otlp_exemplars_are_served_by_query_exemplars() {
         m.contains("prometheus_tsdb_exemplar_exemplars_in_storage 1"),
         "{m}"
     );
+    // A series whose samples the limits refuse (a label value over
+    // 2,048 bytes) cannot be stored through its exemplars.
+    let mut refused = gauge(
+        "queue.depth",
+        "",
+        vec![point(T0, 3.0, vec![kv("long", &"x".repeat(3000))])],
+    );
+    if let Some(opentelemetry_proto::tonic::metrics::v1::metric::Data::Gauge(g)) = &mut refused.data
+    {
+        g.data_points[0].exemplars = vec![Exemplar {
+            value: Some(exemplar::Value::AsDouble(3.0)),
+            trace_id: vec![7; 16],
+            ..Default::default()
+        }];
+    }
+    post(
+        c.otlp_http,
+        "application/x-protobuf",
+        request("shop", vec![refused]).encode_to_vec(),
+    )
+    .await;
+    let none: serde_json::Value = client
+        .get(&url)
+        .query(&[("query", "queue_depth")])
+        .send()
+        .await
+        .expect("get")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(none["data"], serde_json::json!([]), "{none}");
+    let m = reqwest::get(format!("http://{}/metrics", c.api))
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
+    assert!(
+        m.contains("keel_exemplars_refused_total{reason=\"no_series\"} 1"),
+        "{m}"
+    );
 }
 
 /// Prometheus 3's OTLP path on the API port takes metrics as `/v1/metrics`.
