@@ -255,11 +255,12 @@ async fn list_alerts(State(am): State<Am>, RawQuery(q): RawQuery) -> Response {
         .collect();
     let inhibited_by: Vec<Vec<String>> = {
         let router = super::lock(&am.n.router);
+        let sources = router.inhibitions(&with_severity.iter().collect::<Vec<_>>());
         with_severity
             .iter()
             .map(|t| {
                 router
-                    .inhibited_by(t, &with_severity)
+                    .inhibited_by(t, &sources)
                     .map(fingerprint)
                     .into_iter()
                     .collect()

@@ -323,11 +323,24 @@ impl Router {
     pub fn inhibited_by<'a>(
         &self,
         target: &BTreeMap<String, String>,
-        firing: &'a [BTreeMap<String, String>],
+        sources: &[super::silence::Sources<'a>],
     ) -> Option<&'a BTreeMap<String, String>> {
         self.inhibit
             .iter()
-            .find_map(|i| i.muted_by(target, firing.iter()))
+            .zip(sources)
+            .find_map(|(i, s)| i.muted_among(target, s))
+    }
+
+    /// Each inhibition rule's sources among `firing`, for
+    /// [`Self::inhibited_by`] (built once for all targets).
+    pub fn inhibitions<'a>(
+        &self,
+        firing: &[&'a BTreeMap<String, String>],
+    ) -> Vec<super::silence::Sources<'a>> {
+        self.inhibit
+            .iter()
+            .map(|i| i.sources(firing.iter().copied()))
+            .collect()
     }
 
     /// A router with nothing sent.
@@ -379,16 +392,14 @@ impl Router {
             .filter(|(a, _)| a.state == State::Firing)
             .map(|(_, l)| l)
             .collect();
+        let sources = self.inhibitions(&firing);
         // Per group: its severity, labels, and the alerts to tell of.
         let mut buckets: BTreeMap<String, Bucket> = BTreeMap::new();
         for (a, labels) in alerts.iter().zip(&matched) {
             let key: Vec<(String, String)> = a.labels.clone().into_iter().collect();
             live.insert(key.clone());
             let muted = self.silences.iter().any(|s| s.mutes(now_ms, labels))
-                || self
-                    .inhibit
-                    .iter()
-                    .any(|i| i.mutes(labels, firing.iter().copied()));
+                || self.inhibited_by(labels, &sources).is_some();
             let s = self.sent.entry(key.clone()).or_default();
             if a.state == State::Pending {
                 // A new episode: what was sent for the last one is done.

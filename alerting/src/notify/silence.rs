@@ -222,6 +222,16 @@ pub fn compile(rules: &[InhibitRule]) -> Result<Vec<Inhibit>, Vec<String>> {
     }
 }
 
+/// The firing alerts one inhibition rule's `source` matchers match,
+/// grouped by their values of its `equal` labels (absent is a value of
+/// its own, as in Alertmanager). Built once a routing: muting n targets
+/// is then n lookups, not n times every firing alert (20,000 firing
+/// alerts were 400 million label comparisons a second).
+#[derive(Debug, Default)]
+pub struct Sources<'a> {
+    by_equal: std::collections::HashMap<Vec<Option<&'a str>>, Vec<&'a BTreeMap<String, String>>>,
+}
+
 impl Inhibit {
     /// Whether `target` is muted by one of the firing `sources`.
     pub fn mutes<'a>(
@@ -236,16 +246,48 @@ impl Inhibit {
     pub fn muted_by<'a>(
         &self,
         target: &BTreeMap<String, String>,
-        mut firing: impl Iterator<Item = &'a BTreeMap<String, String>>,
+        firing: impl Iterator<Item = &'a BTreeMap<String, String>>,
+    ) -> Option<&'a BTreeMap<String, String>> {
+        self.muted_among(target, &self.sources(firing))
+    }
+
+    /// The firing alerts this rule's sources match, grouped for
+    /// [`Self::muted_among`].
+    pub fn sources<'a>(
+        &self,
+        firing: impl Iterator<Item = &'a BTreeMap<String, String>>,
+    ) -> Sources<'a> {
+        let mut out = Sources::default();
+        for s in firing.filter(|s| self.source.iter().all(|m| m.matches(s))) {
+            out.by_equal.entry(self.key(s)).or_default().push(s);
+        }
+        out
+    }
+
+    /// The first of `sources` (another alert than `target`, with its
+    /// values of the `equal` labels) that mutes `target`, if any.
+    pub fn muted_among<'a>(
+        &self,
+        target: &BTreeMap<String, String>,
+        sources: &Sources<'a>,
     ) -> Option<&'a BTreeMap<String, String>> {
         if !self.target.iter().all(|m| m.matches(target)) {
             return None;
         }
-        firing.find(|s| {
-            *s != target
-                && self.source.iter().all(|m| m.matches(s))
-                && self.equal.iter().all(|l| s.get(l) == target.get(l))
-        })
+        sources
+            .by_equal
+            .get(&self.key(target))?
+            .iter()
+            .copied()
+            .find(|s| *s != target)
+    }
+
+    /// An alert's values of the `equal` labels.
+    fn key<'a>(&self, labels: &'a BTreeMap<String, String>) -> Vec<Option<&'a str>> {
+        self.equal
+            .iter()
+            .map(|l| labels.get(l).map(String::as_str))
+            .collect()
     }
 }
 
@@ -300,5 +342,31 @@ mod tests {
         assert!(rules[0].mutes(&p1_same, [&p0].into_iter()));
         assert!(!rules[0].mutes(&p1_other, [&p0].into_iter()));
         assert!(!rules[0].mutes(&p0, [&p0].into_iter()), "not itself");
+        // Grouped once for many targets: each finds its own job's P0,
+        // and a label absent from both counts as equal (Alertmanager).
+        let p0_db = labels(&[
+            ("alertname", "Down"),
+            ("severity", "P0"),
+            ("job", "shop-db"),
+        ]);
+        let p0_nojob = labels(&[("alertname", "Down"), ("severity", "P0")]);
+        let p1_nojob = labels(&[("alertname", "Slow"), ("severity", "P1")]);
+        let firing = [&p0, &p1_same, &p0_db, &p0_nojob, &p1_nojob];
+        let sources = rules[0].sources(firing.into_iter());
+        assert_eq!(rules[0].muted_among(&p1_same, &sources), Some(&p0));
+        assert_eq!(rules[0].muted_among(&p1_other, &sources), Some(&p0_db));
+        assert_eq!(rules[0].muted_among(&p0, &sources), None);
+        // The shipped rule wants the source's job; without that matcher
+        // a label absent from both counts as equal (Alertmanager).
+        assert_eq!(rules[0].muted_among(&p1_nojob, &sources), None);
+        let loose = compile(&[InhibitRule {
+            source: vec![r#"severity="P0""#.into()],
+            target: vec![r#"severity=~"P1|P2""#.into()],
+            equal: vec!["job".into()],
+        }])
+        .expect("valid");
+        let sources = loose[0].sources(firing.into_iter());
+        assert_eq!(loose[0].muted_among(&p1_nojob, &sources), Some(&p0_nojob));
+        assert_eq!(loose[0].muted_among(&p1_other, &sources), Some(&p0_db));
     }
 }
