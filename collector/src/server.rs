@@ -984,6 +984,10 @@ fn prune(
                     "notifications past their retention forgotten"
                 );
             }
+            let gone = notifier.prune_silences(now);
+            if gone > 0 {
+                tracing::info!(silences = gone, "silences ended over 120 h ago forgotten");
+            }
             clock.sleep(std::time::Duration::from_secs(3600)).await;
         }
     });

@@ -434,18 +434,20 @@ async fn post_silence(State(am): State<Am>, body: axum::body::Bytes) -> Response
             "a silence must start after 1970 and end after it starts",
         );
     }
-    // An update (`amtool silence update`): the old one ends now and the
-    // new one takes its place.
-    if let Some(id) = s.id.as_deref().filter(|i| !i.is_empty()) {
-        match silence_number(id) {
-            Some(n) if am.n.expire(n) => {}
-            _ => return error(StatusCode::NOT_FOUND, format!("silence {id} not found")),
+    // An update (`amtool silence update`): in place when Alertmanager
+    // would, else the old one ends now and a new one takes its place.
+    let done = match s.id.as_deref().filter(|i| !i.is_empty()) {
+        Some(id) => match silence_number(id).and_then(|n| {
+            am.n.update_silence(n, matchers, start, end, &s.created_by, &s.comment)
+        }) {
+            Some(done) => done,
+            None => return error(StatusCode::NOT_FOUND, format!("silence {id} not found")),
+        },
+        None => {
+            am.n.add_silence(matchers, start.max(now), end, &s.created_by, &s.comment)
         }
-    }
-    match am
-        .n
-        .add_silence(matchers, start.max(now), end, &s.created_by, &s.comment)
-    {
+    };
+    match done {
         Ok(new) => axum::Json(json!({ "silenceID": silence_uuid(new.id) })).into_response(),
         Err(e) => error(StatusCode::BAD_REQUEST, e),
     }

@@ -304,6 +304,11 @@ impl Receiver {
     }
 }
 
+/// How long an ended silence is kept (listed by `amtool silence query
+/// --expired`, restorable by an update): Alertmanager's default
+/// `--data.retention`, 120 h.
+pub const SILENCE_RETENTION_MS: i64 = 120 * 3600 * 1000;
+
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
@@ -612,6 +617,21 @@ impl Notifier {
         old.len()
     }
 
+    /// Forget silences that ended more than [`SILENCE_RETENTION_MS`]
+    /// before `now_ms` (in memory and in the state store), as
+    /// Alertmanager forgets them after its `--data.retention`; how many.
+    pub fn prune_silences(&self, now_ms: i64) -> usize {
+        let mut r = lock(&self.router);
+        let before = r.silences.len();
+        let cutoff = now_ms.saturating_sub(SILENCE_RETENTION_MS);
+        r.silences.retain(|s| s.ends_at_ms >= cutoff);
+        let gone = before - r.silences.len();
+        if gone > 0 {
+            self.save_routing(now_ms, &r);
+        }
+        gone
+    }
+
     /// Every delivery, oldest first (the newest [`KEEP`]).
     pub fn deliveries(&self) -> Vec<Delivery> {
         let d = lock(&self.deliveries);
@@ -660,8 +680,11 @@ impl Notifier {
             return Err("a silence cannot start before 1970".into());
         }
         let mut r = lock(&self.router);
+        // After the highest held: forgotten silences leave gaps, and an id
+        // is never given to two silences held at once.
+        let id = r.silences.iter().map(|s| s.id).max().unwrap_or(0) + 1;
         let s = Silence {
-            id: r.silences.len() as u64 + 1,
+            id,
             matchers,
             starts_at_ms,
             ends_at_ms,
@@ -688,6 +711,54 @@ impl Notifier {
         }
     }
 
+    /// Change silence `id` as Alertmanager does (`amtool silence
+    /// update`): in place, keeping its id, when its matchers are the
+    /// same and it is active (same start, ending after now) or pending
+    /// (starting after now); otherwise it ends now and a new one takes its
+    /// place (starting now at the earliest). `None` when there is no
+    /// silence `id`.
+    pub fn update_silence(
+        &self,
+        id: u64,
+        matchers: Vec<Matcher>,
+        starts_at_ms: i64,
+        ends_at_ms: i64,
+        created_by: &str,
+        comment: &str,
+    ) -> Option<Result<Silence, String>> {
+        let now = self.clock.now_ms();
+        {
+            let mut r = lock(&self.router);
+            let old = r.silences.iter_mut().find(|s| s.id == id)?;
+            let in_place = old.matchers == matchers
+                && ends_at_ms > starts_at_ms
+                && if old.ends_at_ms <= now {
+                    false
+                } else if old.starts_at_ms <= now {
+                    starts_at_ms == old.starts_at_ms && ends_at_ms > now
+                } else {
+                    starts_at_ms >= now
+                };
+            if in_place {
+                old.starts_at_ms = starts_at_ms;
+                old.ends_at_ms = ends_at_ms;
+                old.created_by = created_by.to_owned();
+                old.comment = comment.to_owned();
+                let s = old.clone();
+                self.save_routing(now, &r);
+                tracing::info!(id, until = ends_at_ms, "silence updated");
+                return Some(Ok(s));
+            }
+        }
+        let start = starts_at_ms.max(now);
+        // Checked before the old one ends: an invalid update changes nothing.
+        if matchers.is_empty() || ends_at_ms <= start || starts_at_ms < 0 {
+            return Some(self.add_silence(matchers, start, ends_at_ms, created_by, comment));
+        }
+        self.expire(id);
+        Some(self.add_silence(matchers, start, ends_at_ms, created_by, comment))
+    }
+
     /// Every silence, expired ones included.
     pub fn silences(&self) -> Vec<Silence> {
         lock(&self.router).silences.clone()
@@ -709,5 +780,90 @@ impl Notifier {
     /// Every P2 ticket.
     pub fn tickets(&self) -> Vec<Ticket> {
         lock(&self.router).tickets.clone()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use keel_core::clock::{Clock as _, ManualClock};
+
+    #[tokio::test]
+    async fn silences_ended_over_the_retention_are_forgotten_and_live_ones_kept() {
+        let clock = ManualClock::new(std::time::UNIX_EPOCH + Duration::from_secs(1_800_000_000));
+        let shared: SharedClock = Arc::new(clock.clone());
+        let n = Notifier::start(NotifyConfig::default(), shared).expect("notifier");
+        let m = ["alertname=\"A\"".to_owned()];
+        let short = n
+            .silence(&m, None, Duration::from_secs(3600), "t", "short")
+            .expect("silence");
+        let long = n
+            .silence(&m, None, Duration::from_secs(200 * 3600), "t", "long")
+            .expect("silence");
+        // 121 h later: the short one ended 120 h ago and a bit, the long
+        // one runs on.
+        clock.advance(Duration::from_secs(121 * 3600 + 1));
+        assert_eq!(n.prune_silences(clock.now_ms()), 1);
+        let ids: Vec<u64> = n.silences().iter().map(|s| s.id).collect();
+        assert_eq!(ids, vec![long.id]);
+        assert_ne!(short.id, long.id);
+        assert_eq!(n.prune_silences(clock.now_ms()), 0);
+        // The next silence's id is after the highest held: never reused
+        // while its holder lives.
+        let next = n
+            .silence(&m, None, Duration::from_secs(60), "t", "next")
+            .expect("silence");
+        assert_eq!(next.id, long.id + 1);
+    }
+
+    #[tokio::test]
+    async fn an_update_keeps_the_id_when_alertmanager_would_and_replaces_it_otherwise() {
+        let clock = ManualClock::new(std::time::UNIX_EPOCH + Duration::from_secs(1_800_000_000));
+        let shared: SharedClock = Arc::new(clock.clone());
+        let n = Notifier::start(NotifyConfig::default(), shared).expect("notifier");
+        let m = ["alertname=\"A\"".to_owned()];
+        let s = n
+            .silence(&m, None, Duration::from_secs(3600), "t", "first")
+            .expect("silence");
+        clock.advance(Duration::from_secs(60));
+        let parse = |ms: &[&str]| -> Vec<Matcher> {
+            ms.iter()
+                .map(|x| Matcher::parse(x).expect("matcher"))
+                .collect()
+        };
+        let same = n
+            .update_silence(
+                s.id,
+                parse(&["alertname=\"A\""]),
+                s.starts_at_ms,
+                s.ends_at_ms + 1,
+                "t",
+                "longer",
+            )
+            .expect("found")
+            .expect("valid");
+        assert_eq!((same.id, same.comment.as_str()), (s.id, "longer"));
+        // Other matchers: the old one ends now, a new one takes over.
+        let other = n
+            .update_silence(
+                s.id,
+                parse(&["alertname=\"B\""]),
+                s.starts_at_ms,
+                s.ends_at_ms,
+                "t",
+                "b",
+            )
+            .expect("found")
+            .expect("valid");
+        assert_ne!(other.id, s.id);
+        let now = clock.now_ms();
+        let all = n.silences();
+        let old = all.iter().find(|x| x.id == s.id).expect("kept, ended");
+        assert_eq!(old.ends_at_ms, now);
+        assert_eq!(other.starts_at_ms, now);
+        assert!(
+            n.update_silence(999, parse(&["a=\"b\""]), now, now + 1, "t", "")
+                .is_none()
+        );
     }
 }

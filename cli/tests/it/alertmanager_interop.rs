@@ -13,7 +13,7 @@
 //! with `amtool`, and `prometheus`; `.ci/run` installs them and sets it).
 
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use serde_json::Value as Json;
 
@@ -157,6 +157,40 @@ async fn amtool_manages_silences_and_alerts_on_keel() {
     // Bar routes as Keel's P0 (critical): a page was decided.
     let page = page_for(&keel, "Bar").await;
     assert_eq!(page["page"]["severity"], "P0", "{page}");
+
+    // amtool's update: the silence gets the new comment and end in
+    // place (its id kept, as Alertmanager updates an active silence whose
+    // matchers and start stay), still the one silence muting Foo.
+    let (ok, updated) = amtool(
+        &keel,
+        &[
+            "silence",
+            "update",
+            &id,
+            "--duration=2h",
+            "--comment=longer",
+        ],
+    );
+    assert!(ok, "silence update: {updated}");
+    let (_, listed) = amtool(&keel, &["silence", "query", "-o", "json"]);
+    let listed = json(&listed);
+    assert_eq!(listed.as_array().map(Vec::len), Some(1), "{listed}");
+    assert_eq!(
+        (&listed[0]["id"], &listed[0]["comment"]),
+        (&id.as_str().into(), &"longer".into()),
+        "{listed}"
+    );
+    let ends = |v: &Json| {
+        let t = v["endsAt"].as_str().unwrap_or_default();
+        humantime::parse_rfc3339_weak(t).unwrap_or_else(|e| panic!("endsAt {t:?}: {e}"))
+    };
+    let left = ends(&listed[0])
+        .duration_since(SystemTime::now())
+        .unwrap_or_default();
+    assert!(
+        left > Duration::from_secs(3600 + 1800),
+        "the update's 2 h end: {listed}"
+    );
 
     let (ok, out) = amtool(&keel, &["silence", "expire", &id]);
     assert!(ok, "expire: {out}");

@@ -165,6 +165,7 @@ fn covers(
         (Json::Object(k), Json::Object(p)) if maps.contains(&at) => {
             match (k.values().next(), p.values().next()) {
                 (Some(kv), Some(pv)) => covers(kv, pv, &format!("{at}.*"), maps, absent),
+                (None, Some(_)) => Err(format!("{at}: Prometheus has entries, Keel none")),
                 _ => Ok(()),
             }
         }
@@ -181,6 +182,9 @@ fn covers(
         }
         (Json::Array(k), Json::Array(p)) => match (k.first(), p.first()) {
             (Some(kv), Some(pv)) => covers(kv, pv, &format!("{at}[]"), maps, absent),
+            // An empty answer has no shape to compare: where Prometheus
+            // has items, Keel must too.
+            (None, Some(_)) => Err(format!("{at}: Prometheus has items, Keel none")),
             _ => Ok(()),
         },
         (k, p) if std::mem::discriminant(k) == std::mem::discriminant(p) => Ok(()),

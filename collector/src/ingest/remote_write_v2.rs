@@ -77,7 +77,7 @@ pub fn decode(body: &[u8], max_decoded: usize) -> Result<Decoded, String> {
                                 .find(|(k, _)| *k == keel_series::labels::NAME)
                                 .map(|(_, v)| (*v).to_owned())
                                 .unwrap_or_default();
-                            meta.0 = name;
+                            meta.0 = family(&name, &meta.1.kind).to_owned();
                             out.metadata.push(meta);
                         }
                         out.add(i, &mut pairs, samples, exemplars);
@@ -90,6 +90,23 @@ pub fn decode(body: &[u8], max_decoded: usize) -> Result<Decoded, String> {
         }
     }
     Ok(out)
+}
+
+/// The family a series belongs to: remote write 2.0 states metadata per
+/// series, so a histogram's comes on `x_bucket`, `x_sum` and `x_count`,
+/// all of family `x`, as `/api/v1/metadata` lists it.
+fn family<'a>(series: &'a str, kind: &str) -> &'a str {
+    let suffixes: &[&str] = match kind {
+        "histogram" | "gaugehistogram" => &["_bucket", "_sum", "_count"],
+        "summary" => &["_sum", "_count"],
+        "info" => &["_info"],
+        _ => &[],
+    };
+    suffixes
+        .iter()
+        .find_map(|s| series.strip_suffix(s))
+        .filter(|f| !f.is_empty())
+        .unwrap_or(series)
 }
 
 /// A series' metadata as (family, meta) with the family filled by the
@@ -236,6 +253,15 @@ fn series<'a>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_histograms_series_state_the_family_metadata() {
+        assert_eq!(family("lat_seconds_bucket", "histogram"), "lat_seconds");
+        assert_eq!(family("lat_seconds_count", "summary"), "lat_seconds");
+        assert_eq!(family("reqs_total", "counter"), "reqs_total");
+        assert_eq!(family("up_count", "gauge"), "up_count");
+        assert_eq!(family("_bucket", "histogram"), "_bucket");
+    }
 
     /// Protobuf writers for hand-built requests.
     fn varint(mut v: u64, out: &mut Vec<u8>) {
