@@ -150,12 +150,13 @@ pub fn without_userinfo(url: &str) -> String {
 
 /// A config as people are shown it (`keel config`, the collector's
 /// `/api/v1/status/config`): secrets as `<redacted>`, passwords inside
-/// URLs as `***`, and the paths of webhook URLs (often their token, as
-/// Slack's and Discord's are) hidden.
+/// URLs as `***`, and the paths and user info of webhook URLs (often
+/// their token, as Slack's and Discord's paths are) hidden.
 pub fn shown<T: Serialize>(config: &T) -> serde_json::Result<serde_json::Value> {
     fn walk(v: &mut serde_json::Value, webhooks: bool) {
         match v {
-            serde_json::Value::String(s) if webhooks => *s = redact_url_path(s),
+            // A webhook's user info is as secret as its path.
+            serde_json::Value::String(s) if webhooks => *s = without_userinfo(&redact_url_path(s)),
             serde_json::Value::String(s) if s.contains("://") => *s = redact_url_password(s),
             serde_json::Value::Array(a) => a.iter_mut().for_each(|x| walk(x, webhooks)),
             serde_json::Value::Object(o) => {

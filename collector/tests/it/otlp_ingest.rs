@@ -820,3 +820,25 @@ async fn remote_write_2_is_stored_and_says_what_it_wrote() {
         .expect("post");
     assert_eq!(r.status(), 415);
 }
+
+/// `/api/v1/status/config` shows the collector's config as YAML with its
+/// secrets redacted: an SMTP password and a webhook URL's credentials.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_config_redacts_secrets() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut config = crate::common::config(dir.path());
+    config.notify.email.password = keel_core::secret::Secret::new("hunter2-smtp");
+    config.notify.email.to = vec!["oncall@example.com".into()];
+    config.notify.webhooks = vec!["https://bot:s3cr3t-token@hooks.example.com/p".into()];
+    let clock: keel_core::clock::SharedClock = std::sync::Arc::new(keel_core::clock::SystemClock);
+    let c = keel_collector::server::start(&config, clock)
+        .await
+        .expect("collector starts");
+    let got = get(c.api, "/api/v1/status/config").await;
+    let yaml = got["data"]["yaml"].as_str().unwrap_or_default();
+    assert!(yaml.contains("oncall@example.com"), "{yaml}");
+    assert!(yaml.contains("hooks.example.com"), "{yaml}");
+    for secret in ["hunter2-smtp", "s3cr3t-token"] {
+        assert!(!yaml.contains(secret), "{secret} shown in:\n{yaml}");
+    }
+}
