@@ -283,6 +283,32 @@ async fn the_follower_takes_over_from_a_killed_leader_and_pages_nothing_twice() 
     assert_eq!(r.status(), 503);
     let why = r.text().await.unwrap_or_default();
     assert!(why.contains("this collector follows"), "{why}");
+    // Alertmanager's API too: amtool's silences and a Prometheus' alerts
+    // go to the leader, not to a follower that would hold them alone.
+    for (path, body) in [
+        (
+            "/api/v2/silences",
+            serde_json::json!({
+                "matchers": [{"name": "alertname", "value": "AlwaysOn", "isRegex": false, "isEqual": true}],
+                "startsAt": "2026-01-01T00:00:00Z", "endsAt": "2099-01-01T00:00:00Z",
+                "createdBy": "amtool", "comment": "no"
+            }),
+        ),
+        (
+            "/api/v2/alerts",
+            serde_json::json!([{"labels": {"alertname": "FromProm"}}]),
+        ),
+    ] {
+        let r = reqwest::Client::new()
+            .post(format!("{api_b}{path}"))
+            .json(&body)
+            .send()
+            .await
+            .expect("post");
+        assert_eq!(r.status(), 503, "{path}");
+        let why = r.text().await.unwrap_or_default();
+        assert!(why.contains("this collector follows"), "{path}: {why}");
+    }
     let (_, notes_b) = get_json(&format!("{api_b}/api/v1/notifications")).await;
     assert_eq!(
         notes_b["data"].as_array().map(Vec::len),
