@@ -516,7 +516,7 @@ async fn host_loop(inner: Arc<Inner>, every: Duration) {
         inner.clock.sleep_until(next).await;
         next += every;
         let now = inner.clock.now_ms();
-        let mut points = crate::host::collect(std::path::Path::new("/proc"), &base, now, true);
+        let mut points = crate::host::collect(&crate::host::Roots::host(), &base, now, true);
         let gone = stale.track(&points, now);
         points.extend(gone);
         inner.push_points(points, now);

@@ -3,4 +3,5 @@
 //! One test binary for all of them; each file is a module.
 
 mod https;
+mod node_exporter;
 mod openmetrics;

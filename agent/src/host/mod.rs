@@ -1,0 +1,319 @@
+//! Host metrics from /proc and /sys under node_exporter's names, labels
+//! and default exclusions (node_exporter 1.5's default collectors cpu,
+//! meminfo, filesystem, diskstats, netdev, netclass, loadavg, stat,
+//! filefd, uname and time), so dashboards and rules written for
+//! node_exporter apply unchanged. A file that cannot be read is skipped
+//! (a container may hide some), as node_exporter skips it.
+
+use std::path::{Path, PathBuf};
+
+use crate::scrape::Point;
+
+mod cpu;
+mod disk;
+mod fs;
+mod net;
+mod system;
+
+/// Where the kernel's files are: `/proc`, `/sys` and udev's device data
+/// (`/run/udev/data`), or copies of them in tests.
+#[derive(Debug, Clone)]
+pub struct Roots {
+    /// procfs.
+    pub proc: PathBuf,
+    /// sysfs.
+    pub sys: PathBuf,
+    /// udev's database (disk model, serial, path).
+    pub udev: PathBuf,
+}
+
+impl Roots {
+    /// This host's.
+    pub fn host() -> Self {
+        Self {
+            proc: "/proc".into(),
+            sys: "/sys".into(),
+            udev: "/run/udev/data".into(),
+        }
+    }
+
+    /// All three under one directory (`proc/`, `sys/`, `udev/`), for tests.
+    pub fn under(dir: &Path) -> Self {
+        Self {
+            proc: dir.join("proc"),
+            sys: dir.join("sys"),
+            udev: dir.join("udev"),
+        }
+    }
+}
+
+/// A file's text, empty when it cannot be read.
+fn read(path: &Path) -> String {
+    std::fs::read_to_string(path).unwrap_or_default()
+}
+
+/// The series of one collection, each with the `base` labels.
+struct Out<'a> {
+    points: Vec<Point>,
+    base: &'a [(String, String)],
+    t_ms: i64,
+}
+
+impl Out<'_> {
+    fn push(&mut self, name: &str, labels: &[(&str, &str)], value: f64) {
+        let mut l: Vec<(String, String)> = self.base.to_vec();
+        l.push(("__name__".into(), name.into()));
+        l.extend(
+            labels
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned())),
+        );
+        l.sort();
+        self.points.push(Point {
+            labels: l,
+            t_ms: self.t_ms,
+            value,
+            exemplar: None,
+        });
+    }
+}
+
+/// One collection from `roots`, with `base` labels (`job`, `instance`)
+/// on every series. Filesystem space is read only when `statfs` is set
+/// (tests of a copied /proc leave it off).
+pub fn collect(roots: &Roots, base: &[(String, String)], t_ms: i64, statfs: bool) -> Vec<Point> {
+    let mut out = Out {
+        points: Vec::new(),
+        base,
+        t_ms,
+    };
+    let proc = |f: &str| read(&roots.proc.join(f));
+    cpu::stat(&proc("stat"), &mut out);
+    system::loadavg(&proc("loadavg"), &mut out);
+    system::meminfo(&proc("meminfo"), &mut out);
+    system::filefd(&proc("sys/fs/file-nr"), &mut out);
+    disk::diskstats(&proc("diskstats"), &roots.udev, &mut out);
+    net::netdev(&proc("net/dev"), &roots.sys, &mut out);
+    net::netclass(&roots.sys, &mut out);
+    system::time(&roots.sys, t_ms, &mut out);
+    system::uname(&mut out);
+    if statfs {
+        fs::filesystems(&proc("mounts"), &mut out);
+    }
+    out.points
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn value(p: &[Point], name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+        p.iter()
+            .find(|p| {
+                p.labels.iter().any(|(k, v)| k == "__name__" && v == name)
+                    && labels
+                        .iter()
+                        .all(|(k, v)| p.labels.iter().any(|(pk, pv)| pk == k && pv == v))
+            })
+            .map(|p| p.value)
+    }
+
+    #[test]
+    fn proc_files_become_node_exporter_series() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let w = |f: &str, text: &str| {
+            let p = dir.path().join("proc").join(f);
+            std::fs::create_dir_all(p.parent().expect("parent")).expect("mkdir");
+            std::fs::write(p, text).expect("write");
+        };
+        w(
+            "stat",
+            "cpu  10 0 5 100 1 0 0 0 0 0\ncpu0 250 1 50 1000 3 0 2 7 40 5\nintr 555 1 2\nctxt 999\nbtime 1700000000\nprocesses 42\nprocs_running 3\nprocs_blocked 1\n",
+        );
+        w("loadavg", "0.50 0.25 0.10 2/300 1234\n");
+        w(
+            "meminfo",
+            "MemTotal:       1000 kB\nActive(anon):     10 kB\nHugePages_Total:       0\n",
+        );
+        w(
+            "diskstats",
+            "   8       0 sda 100 0 2000 0 50 0 4000 0 0 1500 0 0 0 0 0 0 0\n   7       0 loop0 1 0 1 0 1 0 1 0 0 1 0 0 0 0 0 0 0\n",
+        );
+        w(
+            "net/dev",
+            "Inter-|\n face |\n  eth0: 1000 10 1 2 0 0 0 0 2000 20 3 4 0 0 0 0\n",
+        );
+        w("sys/fs/file-nr", "1200\t0\t2466126\n");
+        let put = |f: &str, text: &str| {
+            let p = dir.path().join(f);
+            std::fs::create_dir_all(p.parent().expect("parent")).expect("mkdir");
+            std::fs::write(p, text).expect("write");
+        };
+        put(
+            "udev/b8:0",
+            "S:disk/by-id/x\nE:ID_MODEL=QEMU_HARDDISK\nE:ID_SERIAL_SHORT=QM001\n",
+        );
+        for (f, v) in [
+            ("mtu", "1500\n"),
+            ("operstate", "up\n"),
+            ("address", "02:fc:00:00:00:01\n"),
+            ("speed", "1000\n"),
+            ("flags", "0x1003\n"),
+            ("statistics/rx_nohandler", "6\n"),
+        ] {
+            put(&format!("sys/class/net/eth0/{f}"), v);
+        }
+        let base = vec![("job".to_owned(), "node".to_owned())];
+        let p = collect(&Roots::under(dir.path()), &base, 5, false);
+        assert_eq!(
+            value(
+                &p,
+                "node_cpu_seconds_total",
+                &[("cpu", "0"), ("mode", "user")]
+            ),
+            Some(2.5)
+        );
+        assert_eq!(
+            value(
+                &p,
+                "node_cpu_seconds_total",
+                &[("cpu", "0"), ("mode", "steal")]
+            ),
+            Some(0.07)
+        );
+        assert_eq!(
+            value(&p, "node_cpu_seconds_total", &[("cpu", "")]),
+            None,
+            "the total line is not a cpu"
+        );
+        assert_eq!(value(&p, "node_load5", &[]), Some(0.25));
+        assert_eq!(
+            value(&p, "node_memory_MemTotal_bytes", &[]),
+            Some(1_024_000.0)
+        );
+        assert_eq!(
+            value(&p, "node_memory_Active_anon_bytes", &[]),
+            Some(10_240.0)
+        );
+        assert_eq!(value(&p, "node_memory_HugePages_Total", &[]), Some(0.0));
+        assert_eq!(
+            value(&p, "node_disk_read_bytes_total", &[("device", "sda")]),
+            Some(1_024_000.0)
+        );
+        assert_eq!(
+            value(&p, "node_disk_io_time_seconds_total", &[("device", "sda")]),
+            Some(1.5)
+        );
+        assert_eq!(
+            value(
+                &p,
+                "node_disk_reads_completed_total",
+                &[("device", "loop0")]
+            ),
+            None
+        );
+        assert_eq!(
+            value(
+                &p,
+                "node_network_transmit_drop_total",
+                &[("device", "eth0")]
+            ),
+            Some(4.0)
+        );
+        assert_eq!(value(&p, "node_filefd_maximum", &[]), Some(2_466_126.0));
+        assert_eq!(
+            value(
+                &p,
+                "node_cpu_guest_seconds_total",
+                &[("cpu", "0"), ("mode", "nice")]
+            ),
+            Some(0.05)
+        );
+        assert_eq!(value(&p, "node_intr_total", &[]), Some(555.0));
+        assert_eq!(
+            value(
+                &p,
+                "node_disk_info",
+                &[
+                    ("device", "sda"),
+                    ("model", "QEMU_HARDDISK"),
+                    ("serial", "QM001"),
+                    ("major", "8")
+                ]
+            ),
+            Some(1.0)
+        );
+        assert_eq!(
+            value(
+                &p,
+                "node_disk_io_time_weighted_seconds_total",
+                &[("device", "sda")]
+            ),
+            Some(0.0)
+        );
+        assert_eq!(
+            value(
+                &p,
+                "node_network_receive_nohandler_total",
+                &[("device", "eth0")]
+            ),
+            Some(6.0)
+        );
+        assert_eq!(
+            value(&p, "node_network_mtu_bytes", &[("device", "eth0")]),
+            Some(1500.0)
+        );
+        assert_eq!(
+            value(&p, "node_network_speed_bytes", &[("device", "eth0")]),
+            Some(125_000_000.0)
+        );
+        assert_eq!(
+            value(&p, "node_network_flags", &[("device", "eth0")]),
+            Some(4099.0)
+        );
+        assert_eq!(
+            value(&p, "node_network_up", &[("device", "eth0")]),
+            Some(1.0)
+        );
+        assert_eq!(
+            value(
+                &p,
+                "node_network_info",
+                &[
+                    ("device", "eth0"),
+                    ("address", "02:fc:00:00:00:01"),
+                    ("operstate", "up")
+                ]
+            ),
+            Some(1.0)
+        );
+        assert_eq!(
+            value(&p, "node_network_carrier", &[("device", "eth0")]),
+            None,
+            "no file, no series"
+        );
+        assert_eq!(value(&p, "node_context_switches_total", &[]), Some(999.0));
+        assert!(
+            p.iter()
+                .all(|p| p.labels.contains(&("job".into(), "node".into())) && p.t_ms == 5)
+        );
+    }
+
+    #[test]
+    fn this_machine_reports_cpu_memory_and_its_root_filesystem() {
+        let p = collect(&Roots::host(), &[], 1, true);
+        assert!(value(&p, "node_cpu_seconds_total", &[("mode", "idle")]).is_some_and(|v| v > 0.0));
+        assert!(value(&p, "node_memory_MemTotal_bytes", &[]).is_some_and(|v| v > 0.0));
+        let root = value(&p, "node_filesystem_size_bytes", &[("mountpoint", "/")]);
+        let mounts = std::fs::read_to_string("/proc/mounts").unwrap_or_default();
+        let root_is_real = mounts.lines().any(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            f.len() > 2 && f[1] == "/" && !fs::PSEUDO_FS.contains(&f[2])
+        });
+        assert_eq!(
+            root.is_some_and(|v| v > 0.0),
+            root_is_real,
+            "/ is measured when it is a real filesystem"
+        );
+    }
+}
