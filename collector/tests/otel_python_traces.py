@@ -1,6 +1,8 @@
 """Send a trace (a server span with a child) and a log written inside it
 to a Keel collector with the official OpenTelemetry Python SDK and its OTLP
-exporters, unchanged; print the trace id.
+exporters, unchanged (the server span links to a span of another trace;
+the tracer has a version, the logger a name); print the trace id, and
+the linked trace and span ids.
 
 Usage: otel_python_traces.py http http://HOST:PORT
        otel_python_traces.py grpc HOST:PORT"""
@@ -38,8 +40,12 @@ log = logging.getLogger("shop")
 log.setLevel(logging.INFO)
 log.addHandler(LoggingHandler(level=logging.INFO, logger_provider=logger_provider))
 
-tracer = tracer_provider.get_tracer("keel-test")
-with tracer.start_as_current_span("POST /checkout", kind=SpanKind.SERVER) as root:
+tracer = tracer_provider.get_tracer("keel-test", "1.2.3")
+# A span of another trace that the checkout links to (the order it picks up).
+with tracer.start_as_current_span("enqueue order", kind=SpanKind.PRODUCER) as producer:
+    linked = producer.get_span_context()
+link = trace.Link(linked, {"link.kind": "follows"})
+with tracer.start_as_current_span("POST /checkout", kind=SpanKind.SERVER, links=[link]) as root:
     root.set_attribute("http.route", "/checkout")
     with tracer.start_as_current_span("charge card", kind=SpanKind.CLIENT) as child:
         child.set_status(Status(StatusCode.ERROR, "card declined"))
@@ -50,4 +56,4 @@ tracer_provider.force_flush()
 logger_provider.force_flush()
 tracer_provider.shutdown()
 logger_provider.shutdown()
-print(trace_id)
+print(trace_id, format(linked.trace_id, "032x"), format(linked.span_id, "016x"))

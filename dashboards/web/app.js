@@ -839,8 +839,16 @@ async function tracePage(id) {
     const width = 100 * s.duration_ns / Math.max(1, t.duration_ns);
     const err = s.status === "error" || s.status === "ERROR" || s.status === 2;
     const attrs = h("div", { class: "span-attrs", hidden: true }, JSON.stringify({ span_id: s.span_id, parent: s.parent_span_id, kind: s.span_kind, status: s.status, status_message: s.status_message, attributes: s.attributes }, null, 2));
-    const row = h("div", { class: "span-row", onclick: () => { attrs.hidden = !attrs.hidden; } },
-      h("div", { class: "span-name", style: { "padding-left": (s.depth * 14) + "px" } }, h("b", {}, s.service), " ", s.operation),
+    // Links to other spans (a batch's producers, a retry's first try),
+    // each opening its trace; the scope (instrumentation library) named.
+    const links = (s.attributes.links || []).map((l) => h("a", {
+      class: "span-link", href: `/ui/trace/${encodeURIComponent(l.trace_id)}`, "data-nav": true,
+      "data-trace": l.trace_id, title: `linked span ${l.span_id} of trace ${l.trace_id}`,
+    }, `↗ ${l.trace_id.slice(0, 8)}…`));
+    const scope = s.attributes["otel.scope.name"];
+    const row = h("div", { class: "span-row", onclick: (e) => { if (!e.target.closest("a")) attrs.hidden = !attrs.hidden; } },
+      h("div", { class: "span-name", style: { "padding-left": (s.depth * 14) + "px" } }, h("b", {}, s.service), " ", s.operation,
+        scope ? h("span", { class: "muted span-scope" }, ` · ${scope}`) : null, ...links.map((a) => [" ", a]).flat()),
       h("div", { class: "span-track", title: fmt(s.duration_ns / 1e9, "seconds") }, h("div", { class: "span-bar" + (err ? " err" : ""), style: { left: left + "%", width: width + "%" } })),
       attrs);
     return row;

@@ -82,6 +82,7 @@ fn otlp_metrics(cases: u32) -> Outcome {
         let all = otlp::Translation {
             promote_all_resource_attributes: true,
             keep_identifying_resource_attributes: true,
+            promote_scope_metadata: true,
             ..otlp::Translation::default()
         };
         for translation in [otlp::Translation::default(), all] {

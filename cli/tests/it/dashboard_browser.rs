@@ -254,6 +254,81 @@ async fn the_dashboard_works_in_a_real_browser() {
         )
         .await;
 
+    // Span links: a span of one trace that links to a span of another
+    // (sent as OTLP/JSON) shows the link in the waterfall, and the link
+    // opens the other trace.
+    let otlp = printed_url(&lines, "collector OTLP/HTTP").replace("/v1/metrics", "/v1/traces");
+    let (linked, linking) = (
+        "5b8efff798038103d269b633813fc60c",
+        "5b8efff798038103d269b633813fc70d",
+    );
+    let now_ns = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    let span = |trace: &str, id: &str, name: &str, links: serde_json::Value| {
+        serde_json::json!({
+            "traceId": trace, "spanId": id, "name": name, "kind": 2,
+            "startTimeUnixNano": (now_ns - 2_000_000).to_string(),
+            "endTimeUnixNano": now_ns.to_string(),
+            "links": links,
+        })
+    };
+    let body = serde_json::json!({"resourceSpans": [{
+        "resource": {"attributes": [{"key": "service.name", "value": {"stringValue": "batcher"}}]},
+        "scopeSpans": [{"scope": {"name": "io.batcher", "version": "3.0"}, "spans": [
+            span(linked, "eee19b7ec3c1b174", "enqueue", serde_json::json!([])),
+            span(linking, "eee19b7ec3c1b175", "process batch", serde_json::json!([
+                {"traceId": linked, "spanId": "eee19b7ec3c1b174"}
+            ])),
+        ]}],
+    }]});
+    let sent = reqwest::Client::new()
+        .post(&otlp)
+        .json(&body)
+        .send()
+        .await
+        .expect("otlp");
+    assert!(sent.status().is_success(), "{}", sent.status());
+    eventually(
+        "the linking trace is stored",
+        Duration::from_secs(30),
+        || {
+            let url = format!("{origin}/api/v1/traces/{linking}");
+            async move { (get_json(&url).await.0 == 200).then_some(()) }
+        },
+    )
+    .await;
+    browser.goto(&format!("{origin}/ui/trace/{linking}")).await;
+    let scope = browser
+        .until(
+            "the waterfall shows the span's link and scope",
+            &format!(
+                r#"const a = document.querySelector('#waterfall a.span-link[data-trace="{linked}"]');
+                   const s = document.querySelector('#waterfall .span-scope');
+                   return a && s ? s.textContent : null;"#
+            ),
+        )
+        .await;
+    assert!(
+        scope.as_str().is_some_and(|s| s.contains("io.batcher")),
+        "{scope}"
+    );
+    browser.screenshot("span-link").await;
+    browser
+        .js(&format!(
+            r#"document.querySelector('#waterfall a.span-link[data-trace="{linked}"]').click(); return 1;"#
+        ))
+        .await;
+    browser
+        .until(
+            "the link opens the linked trace",
+            &format!(
+                r#"const rows = [...document.querySelectorAll('#waterfall .span-row')];
+                   return location.pathname === '/ui/trace/{linked}' && rows.some(r => r.textContent.includes('enqueue')) ? 1 : null;"#
+            ),
+        )
+        .await;
+
     // Alerts: silence the always-firing one.
     browser.goto(&format!("{origin}/ui/alerts")).await;
     browser

@@ -98,7 +98,17 @@ pub struct Translation {
     /// Keep `service.name`, `service.namespace` and `service.instance.id`
     /// on `target_info` too (they are its `job`/`instance` anyway).
     pub keep_identifying_resource_attributes: bool,
+    /// Label every series with its instrumentation scope's name and
+    /// version (`otel_scope_name`, `otel_scope_version`), as Prometheus'
+    /// setting of the same name does (off by default there too: the
+    /// labels split a series whose library is upgraded). The agent's own
+    /// scope (`keel-agent`, a transport for scraped series) is never
+    /// promoted.
+    pub promote_scope_metadata: bool,
 }
+
+/// The scope the agent sends scraped series under: not instrumentation.
+const AGENT_SCOPE: &str = "keel-agent";
 
 impl Translation {
     /// Every problem, named by its field under `at` (`collector.otlp`).
@@ -152,6 +162,9 @@ struct Base {
     /// `job` and `instance`, those the resource has (they win over a
     /// point's own).
     ids: Vec<(String, String)>,
+    /// `otel_scope_name` and `otel_scope_version` when promoted (over a
+    /// point's own attributes of those names).
+    scope: Vec<(String, String)>,
 }
 
 /// A data point's attributes as label pairs. Keys that sanitise to one
@@ -290,15 +303,34 @@ pub fn convert(
                 promoted.push((name, any_to_string(&kv.value)));
             }
         }
-        let base = Base { promoted, ids };
+        let mut base = Base {
+            promoted,
+            ids,
+            scope: Vec::new(),
+        };
         let mut span: Option<(i64, i64)> = None;
         for sm in &rm.scope_metrics {
+            base.scope.clear();
+            if translation.promote_scope_metadata
+                && let Some(scope) = sm.scope.as_ref().filter(|s| s.name != AGENT_SCOPE)
+            {
+                for (k, v) in [
+                    ("otel_scope_name", &scope.name),
+                    ("otel_scope_version", &scope.version),
+                ] {
+                    if !v.is_empty() {
+                        base.scope.push((k.to_owned(), v.clone()));
+                    }
+                }
+            }
             for m in &sm.metrics {
                 if let Some((a, b)) = convert_metric(m, &base, &mut sink) {
                     span = Some(span.map_or((a, b), |(x, y)| (x.min(a), y.max(b))));
                 }
             }
         }
+        // target_info is the resource's, not a scope's.
+        base.scope.clear();
         if let Some((earliest, newest)) = span {
             target_info(attrs, translation, &base, earliest, newest, &mut sink);
         }
@@ -378,6 +410,7 @@ fn labels_for(base: &Base, name: &str, attrs: &[KeyValue], extra: &[(&str, Strin
     let mut pairs = Vec::with_capacity(base.promoted.len() + attrs.len() + 3 + extra.len());
     pairs.extend(base.promoted.iter().cloned());
     attrs_to_pairs(attrs, &mut pairs);
+    pairs.extend(base.scope.iter().cloned());
     pairs.extend(base.ids.iter().cloned());
     pairs.push((NAME.to_owned(), name.to_owned()));
     for (k, v) in extra {

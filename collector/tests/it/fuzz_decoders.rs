@@ -25,6 +25,7 @@ proptest! {
             let all = otlp::Translation {
                 promote_all_resource_attributes: true,
                 keep_identifying_resource_attributes: true,
+                promote_scope_metadata: true,
                 ..otlp::Translation::default()
             };
             let _ = otlp::convert(&req, &all, &|_| None);

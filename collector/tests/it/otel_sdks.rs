@@ -87,7 +87,9 @@ async fn python_trace_roundtrip(transport: &str) {
     }
     let dir = tempfile::tempdir().expect("tempdir");
     let c = collector(dir.path()).await;
-    let trace_id = run_python("otel_python_traces.py", transport, &c).await;
+    let out = run_python("otel_python_traces.py", transport, &c).await;
+    let ids: Vec<&str> = out.split_whitespace().collect();
+    let (trace_id, linked_trace, linked_span) = (ids[0].to_owned(), ids[1], ids[2]);
     let t = trace_when_complete(c.api, &trace_id, 2, 1).await;
     let spans = t["data"]["spans"].as_array().cloned().unwrap_or_default();
     assert_eq!(spans[0]["operation"], "POST /checkout");
@@ -104,6 +106,41 @@ async fn python_trace_roundtrip(transport: &str) {
     assert_eq!(log["span_id"], spans[1]["span_id"]);
     assert_eq!(log["host"], "py-host");
     assert_eq!(log["attributes"]["order_id"], 42);
+    // The scope (tracer name and version; the logger's name) and the
+    // link, stored and read back.
+    assert_eq!(spans[0]["attributes"]["otel.scope.name"], "keel-test");
+    assert_eq!(spans[0]["attributes"]["otel.scope.version"], "1.2.3");
+    assert_eq!(
+        spans[0]["attributes"]["links"],
+        serde_json::json!([{
+            "trace_id": linked_trace,
+            "span_id": linked_span,
+            "attributes": {"link.kind": "follows"},
+        }]),
+        "{}",
+        spans[0]
+    );
+    assert_eq!(log["attributes"]["otel.scope.name"], "shop", "{log}");
+    // And searchable: the logger's name, the link's trace.
+    let found = get(
+        c.api,
+        &format!(
+            "/api/v1/logs/search?q={}&start=0",
+            "attributes.otel%5C.scope%5C.name:shop"
+        ),
+    )
+    .await;
+    assert_eq!(
+        found["data"]["records"].as_array().map(Vec::len),
+        Some(1),
+        "{found}"
+    );
+    let search = get(
+        c.api,
+        &format!("/api/v1/traces/search?q=attributes.links.trace_id:{linked_trace}&start=0"),
+    )
+    .await;
+    assert!(search.to_string().contains(&trace_id), "{search}");
 }
 
 /// A series' label names, `__name__` aside, sorted.

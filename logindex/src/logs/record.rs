@@ -219,6 +219,9 @@ pub fn from_otlp(req: &ExportLogsServiceRequest, now_ns: i64) -> (Vec<LogRecord>
                     l.observed_time_unix_nano
                 };
                 let mut attrs = resource.clone();
+                // The scope of a log record is its logger (Python's
+                // logging, Java's loggers): `otel.scope.name`.
+                crate::traces::scope_attributes(sl.scope.as_ref(), &mut attrs);
                 attrs.extend(attributes(&l.attributes));
                 let level = if l.severity_text.is_empty() {
                     level_of_number(l.severity_number).to_owned()

@@ -184,8 +184,19 @@ async fn search(
     let operation = param(&p, "operation")
         .filter(|s| !s.is_empty())
         .map(str::to_owned);
+    // `q`: tantivy's syntax over the span fields and `attributes.<key>`
+    // (a linked trace: `attributes.links.trace_id:<id>`; the scope:
+    // `attributes.otel\.scope\.name:<name>`).
+    let query = match param(&p, "q").filter(|q| !q.trim().is_empty()) {
+        Some(q) => match spans.parse(q) {
+            Ok(q) => Some(q),
+            Err(e) => return bad(format!("q: {e}")),
+        },
+        None => None,
+    };
     let work = tokio::task::spawn_blocking(move || {
         let mut must: Vec<(Occur, Box<dyn Query>)> = vec![(Occur::Must, Box::new(AllQuery))];
+        must.extend(query.map(|q| (Occur::Must, q)));
         if let Some(s) = &service {
             must.extend(term(&spans, "service", s).map(|q| (Occur::Must, q)));
         }

@@ -6,7 +6,9 @@
 //! `operation` (the span name, exact), `span_kind` (`server`, `client`,
 //! …), `status` (`unset`, `ok`, `error`), `error` (`true`/`false`),
 //! `duration_ns`, `name` (the span name as text, the default field),
-//! `attributes` (JSON), plus the store's `timestamp` (start, ms).
+//! `attributes` (JSON: the span's and its resource's, `otel.scope.name`
+//! and `otel.scope.version`, `links` and `events`), plus the store's
+//! `timestamp` (start, ms).
 
 pub mod api;
 pub mod red;
@@ -44,7 +46,9 @@ pub struct SpanRecord {
     /// The status message, if any.
     pub status_message: String,
     /// Span and resource attributes (resource ones other than
-    /// `service.name`), and `events` when the span has any.
+    /// `service.name`), the scope's name and version
+    /// (`otel.scope.name`, `otel.scope.version`), and `links` and
+    /// `events` when the span has any.
     pub attributes: Map<String, Value>,
 }
 
@@ -133,6 +137,47 @@ fn status_name(code: i32) -> &'static str {
     }
 }
 
+/// A span's links (to spans of this or other traces: a batch consumer's
+/// producers, a retry's first try) as `[{trace_id, span_id, attributes}]`;
+/// a link whose ids are malformed keeps what it has, hex as sent.
+fn links(links: &[opentelemetry_proto::tonic::trace::v1::span::Link]) -> Value {
+    let hex = |b: &[u8], n: usize, what: &str| {
+        id_hex(b, n, what).unwrap_or_else(|_| b.iter().map(|x| format!("{x:02x}")).collect())
+    };
+    Value::Array(
+        links
+            .iter()
+            .map(|l| {
+                serde_json::json!({
+                    "trace_id": hex(&l.trace_id, 16, "trace_id"),
+                    "span_id": hex(&l.span_id, 8, "span_id"),
+                    "attributes": attributes(&l.attributes),
+                })
+            })
+            .collect(),
+    )
+}
+
+/// The instrumentation scope's name and version as the attributes
+/// `otel.scope.name` and `otel.scope.version` (OpenTelemetry's names for
+/// them outside OTLP, as Jaeger shows them); for a log record the name
+/// is its logger's.
+pub fn scope_attributes(
+    scope: Option<&opentelemetry_proto::tonic::common::v1::InstrumentationScope>,
+    attrs: &mut Map<String, Value>,
+) {
+    let Some(scope) = scope else { return };
+    if !scope.name.is_empty() {
+        attrs.insert("otel.scope.name".into(), Value::String(scope.name.clone()));
+    }
+    if !scope.version.is_empty() {
+        attrs.insert(
+            "otel.scope.version".into(),
+            Value::String(scope.version.clone()),
+        );
+    }
+}
+
 /// OTLP spans as records; spans with missing or malformed ids are left
 /// out and each named by its place in the request.
 pub fn from_otlp(req: &ExportTraceServiceRequest) -> (Vec<SpanRecord>, Vec<String>) {
@@ -166,7 +211,11 @@ pub fn from_otlp(req: &ExportTraceServiceRequest) -> (Vec<SpanRecord>, Vec<Strin
                     }
                 };
                 let mut attrs = resource.clone();
+                scope_attributes(ss.scope.as_ref(), &mut attrs);
                 attrs.extend(attributes(&s.attributes));
+                if !s.links.is_empty() {
+                    attrs.insert("links".into(), links(&s.links));
+                }
                 if !s.events.is_empty() {
                     let events: Vec<Value> = s
                         .events

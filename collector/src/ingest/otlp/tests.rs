@@ -381,6 +381,7 @@ fn translation_settings_report_every_problem() {
         promote_all_resource_attributes: true,
         ignore_resource_attributes: vec![],
         keep_identifying_resource_attributes: false,
+        promote_scope_metadata: false,
     };
     let mut problems = Vec::new();
     t.validate("collector.otlp", &mut problems);
@@ -409,4 +410,76 @@ fn an_attribute_with_an_empty_key_is_dropped_not_made_an_invalid_label() {
     );
     let out = convert(&req, &Translation::default(), &|_| None);
     assert_eq!(series(&out), vec![r#"g{a_b="1;2", job="cart"}"#]);
+}
+
+#[test]
+fn scope_name_and_version_become_labels_only_when_promoted_and_never_the_agents() {
+    use opentelemetry_proto::tonic::common::v1::InstrumentationScope;
+    use opentelemetry_proto::tonic::metrics::v1::{Gauge, ResourceMetrics, ScopeMetrics};
+    let scoped = |name: &str, version: &str| ScopeMetrics {
+        scope: Some(InstrumentationScope {
+            name: name.into(),
+            version: version.into(),
+            ..Default::default()
+        }),
+        metrics: vec![Metric {
+            name: format!("g_{}", name.replace('-', "_")),
+            data: Some(Data::Gauge(Gauge {
+                data_points: vec![NumberDataPoint {
+                    time_unix_nano: 1_000_000_000,
+                    value: Some(number_data_point::Value::AsDouble(1.0)),
+                    ..Default::default()
+                }],
+            })),
+            ..Default::default()
+        }],
+        ..Default::default()
+    };
+    let req = ExportMetricsServiceRequest {
+        resource_metrics: vec![ResourceMetrics {
+            resource: Some(opentelemetry_proto::tonic::resource::v1::Resource {
+                attributes: vec![text("service.name", "shop"), text("host.name", "h1")],
+                ..Default::default()
+            }),
+            scope_metrics: vec![scoped("io.shop.db", "2.1"), scoped("keel-agent", "0.1.0")],
+            ..Default::default()
+        }],
+    };
+    let labels = |t: &Translation| -> Vec<String> {
+        let mut v: Vec<String> = convert(&req, t, &|_| None)
+            .batch
+            .iter()
+            .chain(convert(&req, t, &|_| None).target_info.iter())
+            .map(|(l, _)| {
+                l.pairs()
+                    .map(|(k, v)| format!("{k}={v}"))
+                    .collect::<Vec<_>>()
+                    .join(",")
+            })
+            .collect();
+        v.sort();
+        v
+    };
+    let off = labels(&Translation::default());
+    assert!(off.iter().all(|l| !l.contains("otel_scope")), "{off:?}");
+    let on = labels(&Translation {
+        promote_scope_metadata: true,
+        ..Translation::default()
+    });
+    let db: Vec<&String> = on.iter().filter(|l| l.contains("g_io_shop_db")).collect();
+    assert!(
+        db.len() == 1
+            && db[0].contains("otel_scope_name")
+            && db[0].contains("io.shop.db")
+            && db[0].contains("2.1"),
+        "{on:?}"
+    );
+    let agent: Vec<&String> = on
+        .iter()
+        .filter(|l| l.contains("g_keel_agent") || l.contains("target_info"))
+        .collect();
+    assert!(
+        agent.len() == 2 && agent.iter().all(|l| !l.contains("otel_scope")),
+        "{on:?}"
+    );
 }
