@@ -85,7 +85,7 @@ pub fn run(config_path: Option<&Path>, cmd: AgentCommand) -> anyhow::Result<()> 
 
 /// The config `keel agent install` writes: the agent section with every
 /// option, commented.
-fn default_config(collector: &str, data_dir: &Path) -> String {
+pub(crate) fn default_config(collector: &str, data_dir: &Path) -> String {
     format!(
         r#"# Keel agent configuration (written by `keel agent install`).
 # Every option is shown with its default; unknown keys are errors.

@@ -37,6 +37,7 @@ mod failover_cmd;
 mod incident_cmd;
 mod load_cmd;
 mod logs_cmd;
+mod package_cmd;
 mod people_cmd;
 mod rules_cmd;
 mod scenario;
@@ -133,6 +134,11 @@ enum Command {
     Import(collector_cmd::ImportArgs),
     /// Check a configuration file and print the effective configuration.
     Config,
+    /// Packages of this binary: `keel package deb`.
+    Package {
+        #[command(subcommand)]
+        command: package_cmd::PackageCommand,
+    },
     /// Benchmarks that compare against a baseline in the same run.
     Bench {
         #[command(subcommand)]
@@ -279,6 +285,7 @@ fn main() -> ExitCode {
         Command::Bench {
             command: BenchCommand::Alertmanager(args),
         } => bench_alertmanager::run(args),
+        Command::Package { command } => package_cmd::run(command),
         Command::Config => config::load(cli.config.as_deref()).and_then(|c| {
             // Secrets print as <redacted>, passwords inside URLs (a
             // PostgreSQL DSN) as ***, webhook URLs without their path.

@@ -15,6 +15,7 @@ mod dashboard_browser;
 mod dashboard_firefox;
 mod dashboard_login;
 mod db_failover;
+mod deb_package;
 mod failover;
 mod failover_postgres;
 mod forwarding;
