@@ -24,6 +24,7 @@ mod bench_failover_pg;
 mod bench_forward;
 mod bench_fuzz;
 mod bench_ha;
+mod bench_host;
 mod bench_logs;
 mod bench_metrics;
 mod bench_replay;
@@ -166,6 +167,9 @@ enum BenchCommand {
     /// The agent's CPU and memory at a steady load, and its ceiling from
     /// file to collector acknowledgement.
     Agent(bench_agent::AgentBenchArgs),
+    /// The agent's host metrics and scraping beside node_exporter and
+    /// vmagent: CPU and memory of each, measured alone in the same run.
+    Host(bench_host::HostBenchArgs),
     /// One evaluation of many alerting rules over many series.
     Rules(bench_rules::RulesBenchArgs),
     /// Alert latency: a threshold crossed to the page at a real SMTP server.
@@ -246,6 +250,9 @@ fn main() -> ExitCode {
         Command::Bench {
             command: BenchCommand::Agent(args),
         } => bench_agent::run(args),
+        Command::Bench {
+            command: BenchCommand::Host(args),
+        } => bench_host::run(args),
         Command::Bench {
             command: BenchCommand::Logs(args),
         } => bench_logs::run(args),

@@ -31,10 +31,22 @@ pub fn cpu_seconds(pid: &str) -> Option<f64> {
 
 /// Resident memory in bytes (`VmRSS` of `/proc/<pid>/status`).
 pub fn rss_bytes(pid: &str) -> Option<u64> {
+    status_bytes(pid, "VmRSS:")
+}
+
+/// The resident memory of `pid` that is its own (`RssAnon`: heap and
+/// stacks), without the pages of its binary and libraries the kernel
+/// shares and can drop.
+pub fn anon_bytes(pid: &str) -> Option<u64> {
+    status_bytes(pid, "RssAnon:")
+}
+
+/// A `kB` line of `/proc/<pid>/status`, in bytes.
+fn status_bytes(pid: &str, field: &str) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     let kb: u64 = status
         .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))?
+        .find_map(|l| l.strip_prefix(field))?
         .split_whitespace()
         .next()?
         .parse()
