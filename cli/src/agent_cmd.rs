@@ -87,7 +87,7 @@ pub fn run(config_path: Option<&Path>, cmd: AgentCommand) -> anyhow::Result<()> 
 /// option, commented.
 pub(crate) fn default_config(collector: &str, data_dir: &Path) -> String {
     format!(
-        r#"# Keel agent configuration (written by `keel agent install`).
+        r#"# Keel agent configuration (`keel agent install` and the keel package write it).
 # Every option is shown with its default; unknown keys are errors.
 # Check it with: keel --config THIS_FILE config
 agent:

@@ -17,6 +17,7 @@ use anyhow::{Context as _, bail};
 
 use crate::bench_agent::{serve_metrics, start_agent};
 use crate::bench_metrics::{start_keel, usage};
+use keel_agent::host::NODE_EXPORTER_COLLECTORS as COLLECTORS;
 use keel_testkit::{Reaped, free_port};
 
 /// Flags of `keel bench host`.
@@ -32,21 +33,6 @@ pub struct HostBenchArgs {
     #[arg(long, default_value_t = 40)]
     seconds: u64,
 }
-
-/// node_exporter's collectors the agent's host metrics cover.
-const COLLECTORS: [&str; 11] = [
-    "cpu",
-    "meminfo",
-    "filesystem",
-    "diskstats",
-    "netdev",
-    "netclass",
-    "loadavg",
-    "stat",
-    "filefd",
-    "uname",
-    "time",
-];
 
 /// One process's cost over a run.
 struct Cost {

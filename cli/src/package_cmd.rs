@@ -76,27 +76,41 @@ collector:
 /// `state` (systemd makes it, owned by the user).
 fn unit(description: &str, config: &str, args: &str, state: &str) -> String {
     format!(
-        "[Unit]\nDescription={description}\nDocumentation=file:///usr/share/doc/keel/keel.example.yaml\nAfter=network-online.target\nWants=network-online.target\n\n[Service]\nUser=keel\nGroup=keel\nExecStart=/usr/bin/keel --config {config} {args}\nStateDirectory={state}\nWorkingDirectory=/var/lib/{state}\nRestart=always\nRestartSec=2\nKillSignal=SIGTERM\n\n[Install]\nWantedBy=multi-user.target\n"
+        "[Unit]\nDescription={description}\nDocumentation=file:///usr/share/doc/keel/keel.example.yaml\nAfter=network-online.target\nWants=network-online.target\n\n[Service]\nUser=keel\nGroup=keel\nExecStart=/usr/bin/keel --config {config} {args}\nStateDirectory={state}\nStateDirectoryMode=0750\nUMask=0027\nWorkingDirectory=/var/lib/{state}\nRestart=always\nRestartSec=2\nKillSignal=SIGTERM\n\n[Install]\nWantedBy=multi-user.target\n"
     )
 }
 
 const POSTINST: &str = r#"#!/bin/sh
-# keel postinst: the keel user, then (where systemd runs) the agent started.
+# keel postinst: the keel user; its configs readable by it alone (they may
+# hold SMTP and webhook secrets); where systemd runs, the agent enabled
+# and started on a first install, and both services restarted (if they
+# run) on an upgrade.
 set -e
 if [ "$1" = configure ]; then
+    getent group keel >/dev/null || groupadd --system keel
     if ! getent passwd keel >/dev/null; then
-        useradd --system --user-group --home-dir /var/lib/keel --no-create-home \
+        useradd --system --gid keel --home-dir /var/lib/keel --no-create-home \
             --shell /usr/sbin/nologin keel
     fi
+    for f in /etc/keel/agent.yaml /etc/keel/collector.yaml; do
+        if [ -f "$f" ]; then
+            chown root:keel "$f"
+            chmod 0640 "$f"
+        fi
+    done
     for d in /var/lib/keel-agent /var/lib/keel-collector; do
         mkdir -p "$d"
         chown keel:keel "$d"
+        chmod 0750 "$d"
     done
     if [ -d /run/systemd/system ]; then
         systemctl daemon-reload >/dev/null 2>&1 || true
-        systemctl enable keel-agent.service >/dev/null 2>&1 || true
-        # Started on install, restarted on upgrade.
-        systemctl restart keel-agent.service >/dev/null 2>&1 || true
+        if [ -z "$2" ]; then
+            systemctl enable keel-agent.service >/dev/null 2>&1 || true
+            systemctl start keel-agent.service >/dev/null 2>&1 || true
+        else
+            systemctl try-restart keel-agent.service keel-collector.service >/dev/null 2>&1 || true
+        fi
     fi
 fi
 exit 0
@@ -196,6 +210,10 @@ fn build_deb(args: &DebArgs) -> anyhow::Result<PathBuf> {
         .arg("--strip-debug")
         .arg(&bin)
         .status();
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755))?;
+    }
     let agent_yaml =
         crate::agent_cmd::default_config("http://127.0.0.1:4318", Path::new(AGENT_DATA));
     check_loads("/etc/keel/agent.yaml", &agent_yaml)?;
@@ -248,9 +266,12 @@ fn build_deb(args: &DebArgs) -> anyhow::Result<PathBuf> {
         .as_bytes(),
         0o644,
     )?;
+    // Directories as dpkg expects them, whatever the builder's umask.
+    dirs_0755(root)?;
     let installed_kb = dir_kb(root)?;
+    let libc = libc_version();
     let control = format!(
-        "Package: keel\nVersion: {version}\nArchitecture: {arch}\nMaintainer: Keel developers <keel@example.com>\nInstalled-Size: {installed_kb}\nDepends: libc6 (>= 2.34), libgcc-s1, passwd\nSection: admin\nPriority: optional\nHomepage: https://example.com/keel\nDescription: observability and autoscaling control plane (agent and collector)\n Keel's agent collects a host's metrics under node_exporter's names, scrapes\n Prometheus targets and tails logs, buffering on disk; its collector stores\n metrics, logs and traces, answers Prometheus' and Alertmanager's APIs,\n evaluates alert rules and serves the dashboard. This package holds the keel\n binary and systemd units for both (the agent starts on install).\n"
+        "Package: keel\nVersion: {version}\nArchitecture: {arch}\nMaintainer: Keel developers <keel@example.com>\nInstalled-Size: {installed_kb}\nDepends: libc6 (>= {libc}), libgcc-s1, passwd\nSection: admin\nPriority: optional\nHomepage: https://example.com/keel\nDescription: observability and autoscaling control plane (agent and collector)\n Keel's agent collects a host's metrics under node_exporter's names, scrapes\n Prometheus targets and tails logs, buffering on disk; its collector stores\n metrics, logs and traces, answers Prometheus' and Alertmanager's APIs,\n evaluates alert rules and serves the dashboard. This package holds the keel\n binary and systemd units for both (the agent starts on install).\n"
     );
     put(root, "/DEBIAN/control", control.as_bytes(), 0o644)?;
     put(
@@ -278,6 +299,39 @@ fn build_deb(args: &DebArgs) -> anyhow::Result<PathBuf> {
         );
     }
     Ok(deb)
+}
+
+/// The glibc this binary was built against: the builder's (the binary
+/// needs no newer one; an older one may lack its symbols).
+fn libc_version() -> String {
+    std::process::Command::new("dpkg-query")
+        .args(["-W", "-f=${Version}", "libc6"])
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .and_then(|o| {
+            let v = String::from_utf8_lossy(&o.stdout).into_owned();
+            // `2.36-9+deb12u7`: the upstream part.
+            let up = v.split('-').next()?.to_owned();
+            up.chars()
+                .all(|c| c.is_ascii_digit() || c == '.')
+                .then_some(up)
+        })
+        .unwrap_or_else(|| "2.36".to_owned())
+}
+
+/// Make every directory under `dir` (and it) mode 0755.
+fn dirs_0755(dir: &Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755))
+        .with_context(|| format!("chmod {}", dir.display()))?;
+    for e in std::fs::read_dir(dir).with_context(|| format!("read {}", dir.display()))? {
+        let e = e?;
+        if e.file_type()?.is_dir() {
+            dirs_0755(&e.path())?;
+        }
+    }
+    Ok(())
 }
 
 /// Kilobytes of the files under `dir` (the control file's Installed-Size).

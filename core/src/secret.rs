@@ -106,16 +106,18 @@ pub fn same_token(given: &[u8], want: &[u8]) -> bool {
             == 0
 }
 
-/// `url` with everything after its host replaced by `/<redacted>`: a
-/// webhook's path is often its secret (Slack, Discord), where it goes is
-/// not.
+/// A webhook URL as people and metrics are shown it: everything after
+/// its host replaced by `/<redacted>` (a webhook's path is often its
+/// secret, as Slack's and Discord's are) and its user info by `***`;
+/// where it goes is not secret.
 pub fn redact_url_path(url: &str) -> String {
+    let url = without_userinfo(url);
     let host_start = url.find("://").map_or(0, |i| i + 3);
     match url[host_start..].find(['/', '?', '#']) {
         Some(i) if host_start + i + 1 < url.len() => {
             format!("{}/{}", &url[..host_start + i], REDACTED)
         }
-        _ => url.to_owned(),
+        _ => url,
     }
 }
 
@@ -155,8 +157,7 @@ pub fn without_userinfo(url: &str) -> String {
 pub fn shown<T: Serialize>(config: &T) -> serde_json::Result<serde_json::Value> {
     fn walk(v: &mut serde_json::Value, webhooks: bool) {
         match v {
-            // A webhook's user info is as secret as its path.
-            serde_json::Value::String(s) if webhooks => *s = without_userinfo(&redact_url_path(s)),
+            serde_json::Value::String(s) if webhooks => *s = redact_url_path(s),
             serde_json::Value::String(s) if s.contains("://") => *s = redact_url_password(s),
             serde_json::Value::Array(a) => a.iter_mut().for_each(|x| walk(x, webhooks)),
             serde_json::Value::Object(o) => {
@@ -209,6 +210,20 @@ impl std::fmt::Debug for Secret {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_webhook_is_shown_without_its_path_or_user_info() {
+        use super::redact_url_path;
+        assert_eq!(
+            redact_url_path("https://bot:t0ken@hooks.example.com/T0/B0/x?y=1"),
+            "https://***@hooks.example.com/<redacted>"
+        );
+        assert_eq!(
+            redact_url_path("https://tok@h/p"),
+            "https://***@h/<redacted>"
+        );
+        assert_eq!(redact_url_path("http://h:8080"), "http://h:8080");
+    }
+
     #[test]
     fn credentials_in_a_url_are_found_and_an_at_sign_in_a_path_is_not() {
         assert!(url_has_credentials("http://u:pw@vm:8428/api/v1/write"));

@@ -838,10 +838,10 @@ async function tracePage(id) {
     const left = 100 * (s.start_ns - t.start_ns) / Math.max(1, t.duration_ns);
     const width = 100 * s.duration_ns / Math.max(1, t.duration_ns);
     const err = s.status === "error" || s.status === "ERROR" || s.status === 2;
-    const attrs = h("div", { class: "span-attrs", hidden: true }, JSON.stringify({ span_id: s.span_id, parent: s.parent_span_id, kind: s.span_kind, status: s.status, status_message: s.status_message, attributes: s.attributes }, null, 2));
+    const attrs = h("div", { class: "span-attrs", hidden: true }, JSON.stringify({ span_id: s.span_id, parent: s.parent_span_id, kind: s.span_kind, status: s.status, status_message: s.status_message, attributes: s.attributes, links: s.links }, null, 2));
     // Links to other spans (a batch's producers, a retry's first try),
     // each opening its trace; the scope (instrumentation library) named.
-    const links = (s.attributes.links || []).map((l) => h("a", {
+    const links = (Array.isArray(s.links) ? s.links : []).filter((l) => typeof l.trace_id === "string").map((l) => h("a", {
       class: "span-link", href: `/ui/trace/${encodeURIComponent(l.trace_id)}`, "data-nav": true,
       "data-trace": l.trace_id, title: `linked span ${l.span_id} of trace ${l.trace_id}`,
     }, `↗ ${l.trace_id.slice(0, 8)}…`));

@@ -15,6 +15,22 @@ mod fs;
 mod net;
 mod system;
 
+/// node_exporter's collectors these cover (`--collector.<name>`), for
+/// running a node_exporter beside the agent that reports the same.
+pub const NODE_EXPORTER_COLLECTORS: [&str; 11] = [
+    "cpu",
+    "meminfo",
+    "filesystem",
+    "diskstats",
+    "netdev",
+    "netclass",
+    "loadavg",
+    "stat",
+    "filefd",
+    "uname",
+    "time",
+];
+
 /// Where the kernel's files are: `/proc`, `/sys` and udev's device data
 /// (`/run/udev/data`), or copies of them in tests.
 #[derive(Debug, Clone)]
@@ -163,6 +179,7 @@ mod tests {
         ] {
             put(&format!("sys/class/net/eth0/{f}"), v);
         }
+        put("sys/class/net/bonding_masters", "bond0\n");
         let base = vec![("job".to_owned(), "node".to_owned())];
         let p = collect(&Roots::under(dir.path()), &base, 5, false);
         assert_eq!(
@@ -291,6 +308,11 @@ mod tests {
             value(&p, "node_network_carrier", &[("device", "eth0")]),
             None,
             "no file, no series"
+        );
+        assert_eq!(
+            value(&p, "node_network_up", &[("device", "bonding_masters")]),
+            None,
+            "a file in /sys/class/net is not a device"
         );
         assert_eq!(value(&p, "node_context_switches_total", &[]), Some(999.0));
         assert!(

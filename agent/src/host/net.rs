@@ -107,8 +107,11 @@ pub(super) fn netclass(sys: &Path, out: &mut Out<'_>) {
     let Ok(entries) = std::fs::read_dir(sys.join("class/net")) else {
         return;
     };
+    // Devices are directories (links to them); `bonding_masters` and the
+    // like are files, not devices.
     let mut devs: Vec<(String, std::path::PathBuf)> = entries
         .flatten()
+        .filter(|e| e.path().is_dir())
         .map(|e| (e.file_name().to_string_lossy().into_owned(), e.path()))
         .collect();
     devs.sort();

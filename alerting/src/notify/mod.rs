@@ -309,6 +309,43 @@ impl Receiver {
 /// `--data.retention`, 120 h.
 pub const SILENCE_RETENTION_MS: i64 = 120 * 3600 * 1000;
 
+/// Why a silence cannot be made, if it cannot.
+fn check_silence(matchers: &[Matcher], starts_at_ms: i64, ends_at_ms: i64) -> Result<(), String> {
+    if matchers.is_empty() {
+        return Err("a silence needs at least one matcher".into());
+    }
+    if ends_at_ms <= starts_at_ms {
+        return Err("a silence must end after it starts".into());
+    }
+    if starts_at_ms < 0 {
+        return Err("a silence cannot start before 1970".into());
+    }
+    Ok(())
+}
+
+/// Add a (checked) silence to the router, its id after the highest held
+/// (pruning keeps the highest, so an id is never given twice).
+fn push_silence(
+    r: &mut Router,
+    matchers: Vec<Matcher>,
+    starts_at_ms: i64,
+    ends_at_ms: i64,
+    created_by: &str,
+    comment: &str,
+) -> Silence {
+    let id = r.silences.iter().map(|s| s.id).max().unwrap_or(0) + 1;
+    let s = Silence {
+        id,
+        matchers,
+        starts_at_ms,
+        ends_at_ms,
+        created_by: created_by.to_owned(),
+        comment: comment.to_owned(),
+    };
+    r.silences.push(s.clone());
+    s
+}
+
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
@@ -624,7 +661,11 @@ impl Notifier {
         let mut r = lock(&self.router);
         let before = r.silences.len();
         let cutoff = now_ms.saturating_sub(SILENCE_RETENTION_MS);
-        r.silences.retain(|s| s.ends_at_ms >= cutoff);
+        // The newest is kept whatever its age: its id is where the next
+        // one's count from, across restarts too.
+        let newest = r.silences.iter().map(|s| s.id).max().unwrap_or(0);
+        r.silences
+            .retain(|s| s.ends_at_ms >= cutoff || s.id == newest);
         let gone = before - r.silences.len();
         if gone > 0 {
             self.save_routing(now_ms, &r);
@@ -670,28 +711,16 @@ impl Notifier {
         created_by: &str,
         comment: &str,
     ) -> Result<Silence, String> {
-        if matchers.is_empty() {
-            return Err("a silence needs at least one matcher".into());
-        }
-        if ends_at_ms <= starts_at_ms {
-            return Err("a silence must end after it starts".into());
-        }
-        if starts_at_ms < 0 {
-            return Err("a silence cannot start before 1970".into());
-        }
+        check_silence(&matchers, starts_at_ms, ends_at_ms)?;
         let mut r = lock(&self.router);
-        // After the highest held: forgotten silences leave gaps, and an id
-        // is never given to two silences held at once.
-        let id = r.silences.iter().map(|s| s.id).max().unwrap_or(0) + 1;
-        let s = Silence {
-            id,
+        let s = push_silence(
+            &mut r,
             matchers,
             starts_at_ms,
             ends_at_ms,
-            created_by: created_by.to_owned(),
-            comment: comment.to_owned(),
-        };
-        r.silences.push(s.clone());
+            created_by,
+            comment,
+        );
         self.save_routing(starts_at_ms.max(self.clock.now_ms()), &r);
         tracing::info!(id = s.id, until = s.ends_at_ms, "silence created");
         Ok(s)
@@ -750,13 +779,19 @@ impl Notifier {
                 return Some(Ok(s));
             }
         }
+        // Checked before the old one ends: an invalid update changes
+        // nothing; the old one's end and its successor are saved together.
         let start = starts_at_ms.max(now);
-        // Checked before the old one ends: an invalid update changes nothing.
-        if matchers.is_empty() || ends_at_ms <= start || starts_at_ms < 0 {
-            return Some(self.add_silence(matchers, start, ends_at_ms, created_by, comment));
+        if let Err(e) = check_silence(&matchers, start, ends_at_ms) {
+            return Some(Err(e));
         }
-        self.expire(id);
-        Some(self.add_silence(matchers, start, ends_at_ms, created_by, comment))
+        let mut r = lock(&self.router);
+        let old = r.silences.iter_mut().find(|s| s.id == id)?;
+        old.ends_at_ms = old.ends_at_ms.min(now);
+        let s = push_silence(&mut r, matchers, start, ends_at_ms, created_by, comment);
+        self.save_routing(now, &r);
+        tracing::info!(old = id, id = s.id, until = ends_at_ms, "silence replaced");
+        Some(Ok(s))
     }
 
     /// Every silence, expired ones included.
@@ -814,6 +849,16 @@ mod tests {
             .silence(&m, None, Duration::from_secs(60), "t", "next")
             .expect("silence");
         assert_eq!(next.id, long.id + 1);
+        // Much later both have ended long ago: the newest stays, so the
+        // next id never repeats one given before (across restarts too).
+        clock.advance(Duration::from_secs(200 * 3600));
+        assert_eq!(n.prune_silences(clock.now_ms()), 1);
+        let ids: Vec<u64> = n.silences().iter().map(|s| s.id).collect();
+        assert_eq!(ids, vec![next.id]);
+        let after = n
+            .silence(&m, None, Duration::from_secs(60), "t", "after")
+            .expect("silence");
+        assert_eq!(after.id, next.id + 1);
     }
 
     #[tokio::test]

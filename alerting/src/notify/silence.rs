@@ -223,13 +223,13 @@ pub fn compile(rules: &[InhibitRule]) -> Result<Vec<Inhibit>, Vec<String>> {
 }
 
 /// The firing alerts one inhibition rule's `source` matchers match,
-/// grouped by their values of its `equal` labels (absent is a value of
-/// its own, as in Alertmanager). Built once a routing: muting n targets
+/// grouped by their values of its `equal` labels (absent as empty, as
+/// for matchers). Built once a routing: muting n targets
 /// is then n lookups, not n times every firing alert (20,000 firing
 /// alerts were 400 million label comparisons a second).
 #[derive(Debug, Default)]
 pub struct Sources<'a> {
-    by_equal: std::collections::HashMap<Vec<Option<&'a str>>, Vec<&'a BTreeMap<String, String>>>,
+    by_equal: std::collections::HashMap<Vec<&'a str>, Vec<&'a BTreeMap<String, String>>>,
 }
 
 impl Inhibit {
@@ -283,10 +283,11 @@ impl Inhibit {
     }
 
     /// An alert's values of the `equal` labels.
-    fn key<'a>(&self, labels: &'a BTreeMap<String, String>) -> Vec<Option<&'a str>> {
+    fn key<'a>(&self, labels: &'a BTreeMap<String, String>) -> Vec<&'a str> {
+        // An absent label and an empty one are the same, as for matchers.
         self.equal
             .iter()
-            .map(|l| labels.get(l).map(String::as_str))
+            .map(|l| labels.get(l).map_or("", String::as_str))
             .collect()
     }
 }

@@ -87,12 +87,18 @@ async fn the_deb_installs_runs_the_agent_upgrades_keeping_config_and_purges() {
             && unit.contains("User=keel"),
         "{unit}"
     );
-    // The postinst made the user and its data directory.
+    // The postinst made the user and its data directory; the configs
+    // (which may hold secrets) are the keel group's to read, no one else's.
     assert!(run("getent", &["passwd", "keel"]).starts_with("keel:"));
     assert_eq!(
-        run("stat", &["-c", "%U", "/var/lib/keel-agent"]).trim(),
-        "keel"
+        run("stat", &["-c", "%U %a", "/var/lib/keel-agent"]).trim(),
+        "keel 750"
     );
+    assert_eq!(
+        run("stat", &["-c", "%U:%G %a", "/etc/keel/collector.yaml"]).trim(),
+        "root:keel 640"
+    );
+    assert_eq!(run("stat", &["-c", "%a", "/usr/bin/keel"]).trim(), "755");
     // Both shipped configs load as the installed binary reads them.
     for c in ["/etc/keel/agent.yaml", "/etc/keel/collector.yaml"] {
         run("/usr/bin/keel", &["--config", c, "config"]);
@@ -102,6 +108,8 @@ async fn the_deb_installs_runs_the_agent_upgrades_keeping_config_and_purges() {
     // and `keel agent status` from the package.
     let port = keel_testkit::free_port().expect("port");
     let listen = format!("127.0.0.1:{port}");
+    // Its OTLP receiver on a free port too (4319 may be another test's).
+    let receiver = format!("127.0.0.1:{}", keel_testkit::free_port().expect("port"));
     let agent = Command::new("runuser")
         .args([
             "-u",
@@ -112,6 +120,7 @@ async fn the_deb_installs_runs_the_agent_upgrades_keeping_config_and_purges() {
             "/etc/keel/agent.yaml",
         ])
         .args(["agent", "run", "--listen", &listen])
+        .env("KEEL_AGENT__OTLP_RECEIVER", &receiver)
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .spawn()

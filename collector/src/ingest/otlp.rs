@@ -101,9 +101,9 @@ pub struct Translation {
     /// Label every series with its instrumentation scope's name and
     /// version (`otel_scope_name`, `otel_scope_version`), as Prometheus'
     /// setting of the same name does (off by default there too: the
-    /// labels split a series whose library is upgraded). The agent's own
-    /// scope (`keel-agent`, a transport for scraped series) is never
-    /// promoted.
+    /// labels split a series whose library is upgraded); unlike it, not
+    /// the scope's schema URL or attributes. The agent's own scope
+    /// (`keel-agent`, a transport for scraped series) is never promoted.
     pub promote_scope_metadata: bool,
 }
 

@@ -97,7 +97,8 @@ pub fn decode(body: &[u8], max_decoded: usize) -> Result<Decoded, String> {
 /// all of family `x`, as `/api/v1/metadata` lists it.
 fn family<'a>(series: &'a str, kind: &str) -> &'a str {
     let suffixes: &[&str] = match kind {
-        "histogram" | "gaugehistogram" => &["_bucket", "_sum", "_count"],
+        "histogram" => &["_bucket", "_sum", "_count"],
+        "gaugehistogram" => &["_bucket", "_gsum", "_gcount"],
         "summary" => &["_sum", "_count"],
         "info" => &["_info"],
         _ => &[],
@@ -258,6 +259,7 @@ mod tests {
     fn a_histograms_series_state_the_family_metadata() {
         assert_eq!(family("lat_seconds_bucket", "histogram"), "lat_seconds");
         assert_eq!(family("lat_seconds_count", "summary"), "lat_seconds");
+        assert_eq!(family("queue_gcount", "gaugehistogram"), "queue");
         assert_eq!(family("reqs_total", "counter"), "reqs_total");
         assert_eq!(family("up_count", "gauge"), "up_count");
         assert_eq!(family("_bucket", "histogram"), "_bucket");

@@ -111,7 +111,7 @@ async fn python_trace_roundtrip(transport: &str) {
     assert_eq!(spans[0]["attributes"]["otel.scope.name"], "keel-test");
     assert_eq!(spans[0]["attributes"]["otel.scope.version"], "1.2.3");
     assert_eq!(
-        spans[0]["attributes"]["links"],
+        spans[0]["links"],
         serde_json::json!([{
             "trace_id": linked_trace,
             "span_id": linked_span,
@@ -141,6 +141,8 @@ async fn python_trace_roundtrip(transport: &str) {
     )
     .await;
     assert!(search.to_string().contains(&trace_id), "{search}");
+    // The query narrows: the linked (producer) trace links to nothing.
+    assert!(!search.to_string().contains(linked_trace), "{search}");
 }
 
 /// A series' label names, `__name__` aside, sorted.

@@ -505,6 +505,23 @@ async fn otlp_kinds_descriptions_and_units_are_served_as_metadata() {
     assert_eq!(one["data"].as_object().map(|o| o.len()), Some(1), "{one}");
 }
 
+/// GET `url` with `query`, the answer as JSON.
+async fn get_query(
+    client: &reqwest::Client,
+    url: &str,
+    query: &[(&str, String)],
+) -> serde_json::Value {
+    client
+        .get(url)
+        .query(query)
+        .send()
+        .await
+        .expect("get")
+        .json()
+        .await
+        .expect("json")
+}
+
 /// An OTLP histogram's exemplar is kept on the bucket that holds it and
 /// served by `query_exemplars` (GET and Grafana's form POST) in
 /// Prometheus' shape, for any selector of the query.
@@ -561,16 +578,7 @@ async fn otlp_exemplars_are_served_by_query_exemplars() {
     ];
     let client = reqwest::Client::new();
     let url = format!("http://{}/api/v1/query_exemplars", c.api);
-    let got: serde_json::Value = client
-        .get(&url)
-        .query(&span)
-        .send()
-        .await
-        .expect("get")
-        .json()
-        .await
-        .expect("json");
-    assert_eq!(got, want);
+    assert_eq!(get_query(&client, &url, &span).await, want);
     let posted: serde_json::Value = client
         .post(&url)
         .form(&span)
@@ -586,15 +594,7 @@ async fn otlp_exemplars_are_served_by_query_exemplars() {
         ("query", q.to_owned()),
         ("end", format!("{}", (T0 - 1000) as f64 / 1000.0)),
     ];
-    let none: serde_json::Value = client
-        .get(&url)
-        .query(&before)
-        .send()
-        .await
-        .expect("get")
-        .json()
-        .await
-        .expect("json");
+    let none = get_query(&client, &url, &before).await;
     assert_eq!(none["data"], serde_json::json!([]), "{none}");
     let bad = client
         .get(&url)
@@ -636,15 +636,7 @@ async fn otlp_exemplars_are_served_by_query_exemplars() {
         request("shop", vec![refused]).encode_to_vec(),
     )
     .await;
-    let none: serde_json::Value = client
-        .get(&url)
-        .query(&[("query", "queue_depth")])
-        .send()
-        .await
-        .expect("get")
-        .json()
-        .await
-        .expect("json");
+    let none = get_query(&client, &url, &[("query", "queue_depth".to_owned())]).await;
     assert_eq!(none["data"], serde_json::json!([]), "{none}");
     let m = reqwest::get(format!("http://{}/metrics", c.api))
         .await

@@ -58,6 +58,7 @@ fn span_json(s: &SpanRecord, depth: usize) -> Value {
         "status": s.status,
         "status_message": s.status_message,
         "attributes": s.attributes,
+        "links": s.links,
         "depth": depth,
     })
 }

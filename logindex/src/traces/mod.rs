@@ -7,7 +7,7 @@
 //! …), `status` (`unset`, `ok`, `error`), `error` (`true`/`false`),
 //! `duration_ns`, `name` (the span name as text, the default field),
 //! `attributes` (JSON: the span's and its resource's, `otel.scope.name`
-//! and `otel.scope.version`, `links` and `events`), plus the store's
+//! and `otel.scope.version`, `events`, and the span's `links`), plus the store's
 //! `timestamp` (start, ms).
 
 pub mod api;
@@ -47,10 +47,17 @@ pub struct SpanRecord {
     pub status_message: String,
     /// Span and resource attributes (resource ones other than
     /// `service.name`), the scope's name and version
-    /// (`otel.scope.name`, `otel.scope.version`), and `links` and
-    /// `events` when the span has any.
+    /// (`otel.scope.name`, `otel.scope.version`), and `events` when the
+    /// span has any.
     pub attributes: Map<String, Value>,
+    /// Links to other spans, `{trace_id, span_id, attributes}` each (at
+    /// most [`MAX_LINKS`]); searchable as `attributes.links.*`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub links: Vec<Value>,
 }
+
+/// Most links a span keeps (OpenTelemetry SDKs' default limit).
+pub const MAX_LINKS: usize = 128;
 
 impl SpanRecord {
     /// Duration in nanoseconds (0 if the end precedes the start).
@@ -107,13 +114,16 @@ impl Record for SpanRecord {
         if let Ok(f) = schema.get_field("duration_ns") {
             doc.add_i64(f, self.duration_ns());
         }
-        if !self.attributes.is_empty()
+        if (!self.attributes.is_empty() || !self.links.is_empty())
             && let Ok(f) = schema.get_field("attributes")
         {
-            doc.add_field_value(
-                f,
-                &tantivy::schema::OwnedValue::from(self.attributes.clone()),
-            );
+            // Links are searched as `attributes.links.*` (over an
+            // attribute of that name).
+            let mut indexed = self.attributes.clone();
+            if !self.links.is_empty() {
+                indexed.insert("links".into(), Value::Array(self.links.clone()));
+            }
+            doc.add_field_value(f, &tantivy::schema::OwnedValue::from(indexed));
         }
     }
 }
@@ -138,24 +148,24 @@ fn status_name(code: i32) -> &'static str {
 }
 
 /// A span's links (to spans of this or other traces: a batch consumer's
-/// producers, a retry's first try) as `[{trace_id, span_id, attributes}]`;
-/// a link whose ids are malformed keeps what it has, hex as sent.
-fn links(links: &[opentelemetry_proto::tonic::trace::v1::span::Link]) -> Value {
+/// producers, a retry's first try) as `{trace_id, span_id, attributes}`,
+/// the first [`MAX_LINKS`]; a link whose ids are malformed keeps what it
+/// has, hex as sent.
+fn links(links: &[opentelemetry_proto::tonic::trace::v1::span::Link]) -> Vec<Value> {
     let hex = |b: &[u8], n: usize, what: &str| {
         id_hex(b, n, what).unwrap_or_else(|_| b.iter().map(|x| format!("{x:02x}")).collect())
     };
-    Value::Array(
-        links
-            .iter()
-            .map(|l| {
-                serde_json::json!({
-                    "trace_id": hex(&l.trace_id, 16, "trace_id"),
-                    "span_id": hex(&l.span_id, 8, "span_id"),
-                    "attributes": attributes(&l.attributes),
-                })
+    links
+        .iter()
+        .take(MAX_LINKS)
+        .map(|l| {
+            serde_json::json!({
+                "trace_id": hex(&l.trace_id, 16, "trace_id"),
+                "span_id": hex(&l.span_id, 8, "span_id"),
+                "attributes": attributes(&l.attributes),
             })
-            .collect(),
-    )
+        })
+        .collect()
 }
 
 /// The instrumentation scope's name and version as the attributes
@@ -213,9 +223,6 @@ pub fn from_otlp(req: &ExportTraceServiceRequest) -> (Vec<SpanRecord>, Vec<Strin
                 let mut attrs = resource.clone();
                 scope_attributes(ss.scope.as_ref(), &mut attrs);
                 attrs.extend(attributes(&s.attributes));
-                if !s.links.is_empty() {
-                    attrs.insert("links".into(), links(&s.links));
-                }
                 if !s.events.is_empty() {
                     let events: Vec<Value> = s
                         .events
@@ -243,6 +250,7 @@ pub fn from_otlp(req: &ExportTraceServiceRequest) -> (Vec<SpanRecord>, Vec<Strin
                     status: status_name(status.map_or(0, |st| st.code)).into(),
                     status_message: status.map(|st| st.message.clone()).unwrap_or_default(),
                     attributes: attrs,
+                    links: links(&s.links),
                 });
             }
         }
