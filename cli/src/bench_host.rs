@@ -2,6 +2,8 @@
 //! replaces, each measured alone in the same run (CPU as a share of one
 //! core from /proc/<pid>/stat, peak resident memory):
 //!
+//! The agent is `keel-agent`, the lean binary the .deb runs.
+//!
 //! - host metrics: the agent with its node_exporter-compatible collectors
 //!   (shipping to a `keel collector`) against a real node_exporter with
 //!   the same collectors, scraped at the same interval;
@@ -15,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
 
-use crate::bench_agent::{serve_metrics, start_agent};
+use crate::bench_agent::serve_metrics;
 use crate::bench_metrics::{start_keel, usage};
 use keel_agent::host::NODE_EXPORTER_COLLECTORS as COLLECTORS;
 use keel_testkit::{Reaped, free_port};
@@ -76,6 +78,24 @@ async fn measure(
         rss_mib: peak / MIB,
         anon_mib: peak_anon / MIB,
     })
+}
+
+/// The lean agent binary, `keel-agent`, built beside this one, running
+/// `config` (as the .deb's unit runs it).
+fn start_agent(dir: &Path, config: &Path) -> anyhow::Result<Reaped> {
+    let bin = std::env::current_exe()?.with_file_name("keel-agent");
+    let listen = format!("127.0.0.1:{}", free_port()?);
+    spawn(
+        &bin.display().to_string(),
+        &[
+            "--config".to_owned(),
+            config.display().to_string(),
+            "run".to_owned(),
+            "--listen".to_owned(),
+            listen,
+        ],
+        dir,
+    )
 }
 
 /// Start `bin args` quietly, in `dir`.
@@ -141,7 +161,7 @@ async fn bench(args: HostBenchArgs) -> anyhow::Result<()> {
             dir.path().join("agent-host").display()
         ),
     )?;
-    let (agent, _) = start_agent(dir.path(), &config)?;
+    let agent = start_agent(dir.path(), &config)?;
     let agent_host = measure(agent.0.id(), args.seconds, args.interval, async || {}).await?;
     drop(agent);
     if count(&client, &collector.api, "node_network_info").await < 1.0 {
@@ -180,7 +200,7 @@ async fn bench(args: HostBenchArgs) -> anyhow::Result<()> {
             dir.path().join("agent-scrape").display()
         ),
     )?;
-    let (agent, _) = start_agent(dir.path(), &config)?;
+    let agent = start_agent(dir.path(), &config)?;
     let agent_scrape = measure(agent.0.id(), args.seconds, args.interval, async || {}).await?;
     drop(agent);
     let vm_config = dir.path().join("vmagent.yml");

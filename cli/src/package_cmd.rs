@@ -1,6 +1,7 @@
 //! `keel package deb`: a Debian package of this very binary (no second
-//! build: the package holds the `keel` that runs the command), with the
-//! agent's and the collector's systemd units, their commented default
+//! build: the package holds the `keel` that runs the command, and the
+//! lean `keel-agent` built beside it, which the agent's unit runs), with
+//! the agent's and the collector's systemd units, their commented default
 //! configs (conffiles: an upgrade keeps what the user changed), and
 //! maintainer scripts that work with or without systemd running (a
 //! container, a chroot). `dpkg-deb` builds it.
@@ -72,11 +73,11 @@ collector:
     )
 }
 
-/// A systemd unit running `keel <args>` as the `keel` user, its data in
+/// A systemd unit running `binary <args>` as the `keel` user, its data in
 /// `state` (systemd makes it, owned by the user).
-fn unit(description: &str, config: &str, args: &str, state: &str) -> String {
+fn unit(description: &str, binary: &str, config: &str, args: &str, state: &str) -> String {
     format!(
-        "[Unit]\nDescription={description}\nDocumentation=file:///usr/share/doc/keel/keel.example.yaml\nAfter=network-online.target\nWants=network-online.target\n\n[Service]\nUser=keel\nGroup=keel\nExecStart=/usr/bin/keel --config {config} {args}\nStateDirectory={state}\nStateDirectoryMode=0750\nUMask=0027\nWorkingDirectory=/var/lib/{state}\nRestart=always\nRestartSec=2\nKillSignal=SIGTERM\n\n[Install]\nWantedBy=multi-user.target\n"
+        "[Unit]\nDescription={description}\nDocumentation=file:///usr/share/doc/keel/keel.example.yaml\nAfter=network-online.target\nWants=network-online.target\n\n[Service]\nUser=keel\nGroup=keel\nExecStart={binary} --config {config} {args}\nStateDirectory={state}\nStateDirectoryMode=0750\nUMask=0027\nWorkingDirectory=/var/lib/{state}\nRestart=always\nRestartSec=2\nKillSignal=SIGTERM\n\n[Install]\nWantedBy=multi-user.target\n"
     )
 }
 
@@ -201,16 +202,25 @@ fn build_deb(args: &DebArgs) -> anyhow::Result<PathBuf> {
         .context("a staging directory beside the package")?;
     let root = stage.path();
     let binary = std::env::current_exe().context("where is this keel binary?")?;
-    let bin = root.join("usr/bin/keel");
+    // The lean agent binary is built beside this one (`cargo build` makes
+    // both).
+    let agent_binary = binary.with_file_name("keel-agent");
+    if !agent_binary.exists() {
+        bail!(
+            "{} is missing: build both binaries (cargo build --release builds keel and keel-agent)",
+            agent_binary.display()
+        );
+    }
     std::fs::create_dir_all(root.join("usr/bin"))?;
-    std::fs::copy(&binary, &bin).with_context(|| format!("copy {}", binary.display()))?;
-    // Debug sections are most of a build's size; the package goes without
-    // (a missing strip leaves them).
-    let _ = std::process::Command::new("strip")
-        .arg("--strip-debug")
-        .arg(&bin)
-        .status();
-    {
+    for (from, name) in [(&binary, "keel"), (&agent_binary, "keel-agent")] {
+        let bin = root.join("usr/bin").join(name);
+        std::fs::copy(from, &bin).with_context(|| format!("copy {}", from.display()))?;
+        // Debug sections are most of a build's size; the package goes
+        // without (a missing strip leaves them).
+        let _ = std::process::Command::new("strip")
+            .arg("--strip-debug")
+            .arg(&bin)
+            .status();
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755))?;
     }
@@ -231,8 +241,9 @@ fn build_deb(args: &DebArgs) -> anyhow::Result<PathBuf> {
         "/lib/systemd/system/keel-agent.service",
         unit(
             "Keel agent: host metrics, scrapes and logs, buffered and shipped to the collector",
+            "/usr/bin/keel-agent",
             "/etc/keel/agent.yaml",
-            "agent run",
+            "run",
             "keel-agent",
         )
         .as_bytes(),
@@ -243,6 +254,7 @@ fn build_deb(args: &DebArgs) -> anyhow::Result<PathBuf> {
         "/lib/systemd/system/keel-collector.service",
         unit(
             "Keel collector: metrics, logs and traces; rules, alerts and the dashboard",
+            "/usr/bin/keel",
             "/etc/keel/collector.yaml",
             "collector",
             "keel-collector",
@@ -271,7 +283,7 @@ fn build_deb(args: &DebArgs) -> anyhow::Result<PathBuf> {
     let installed_kb = dir_kb(root)?;
     let libc = libc_version();
     let control = format!(
-        "Package: keel\nVersion: {version}\nArchitecture: {arch}\nMaintainer: Keel developers <keel@example.com>\nInstalled-Size: {installed_kb}\nDepends: libc6 (>= {libc}), libgcc-s1, passwd\nSection: admin\nPriority: optional\nHomepage: https://example.com/keel\nDescription: observability and autoscaling control plane (agent and collector)\n Keel's agent collects a host's metrics under node_exporter's names, scrapes\n Prometheus targets and tails logs, buffering on disk; its collector stores\n metrics, logs and traces, answers Prometheus' and Alertmanager's APIs,\n evaluates alert rules and serves the dashboard. This package holds the keel\n binary and systemd units for both (the agent starts on install).\n"
+        "Package: keel\nVersion: {version}\nArchitecture: {arch}\nMaintainer: Keel developers <keel@example.com>\nInstalled-Size: {installed_kb}\nDepends: libc6 (>= {libc}), libgcc-s1, passwd\nSection: admin\nPriority: optional\nHomepage: https://example.com/keel\nDescription: observability and autoscaling control plane (agent and collector)\n Keel's agent collects a host's metrics under node_exporter's names, scrapes\n Prometheus targets and tails logs, buffering on disk; its collector stores\n metrics, logs and traces, answers Prometheus' and Alertmanager's APIs,\n evaluates alert rules and serves the dashboard. This package holds the keel\n and keel-agent binaries and systemd units for both (the agent starts on\n install).\n"
     );
     put(root, "/DEBIAN/control", control.as_bytes(), 0o644)?;
     put(

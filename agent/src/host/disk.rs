@@ -69,6 +69,7 @@ pub(super) fn diskstats(text: &str, udev_dir: &Path, out: &mut Out<'_>) {
             .get("ID_SERIAL_SHORT")
             .or_else(|| props.get("SCSI_IDENT_SERIAL"))
             .map_or("", String::as_str);
+        udev_series(dev, &props, out);
         out.push(
             "node_disk_info",
             &[
@@ -83,5 +84,56 @@ pub(super) fn diskstats(text: &str, udev_dir: &Path, out: &mut Out<'_>) {
             ],
             1.0,
         );
+    }
+}
+
+/// What node_exporter derives from udev beyond `node_disk_info`: the
+/// filesystem on the device, its device-mapper names, and for ATA disks
+/// the write cache and rotation rate.
+fn udev_series(dev: &str, props: &std::collections::HashMap<String, String>, out: &mut Out<'_>) {
+    let get = |k: &str| props.get(k).map_or("", String::as_str);
+    if props.contains_key("ID_FS_TYPE") {
+        out.push(
+            "node_disk_filesystem_info",
+            &[
+                ("device", dev),
+                ("type", get("ID_FS_TYPE")),
+                ("usage", get("ID_FS_USAGE")),
+                ("uuid", get("ID_FS_UUID")),
+                ("version", get("ID_FS_VERSION")),
+            ],
+            1.0,
+        );
+    }
+    if props.contains_key("DM_NAME") {
+        out.push(
+            "node_disk_device_mapper_info",
+            &[
+                ("device", dev),
+                ("lv_layer", get("DM_LV_LAYER")),
+                ("lv_name", get("DM_LV_NAME")),
+                ("name", get("DM_NAME")),
+                ("uuid", get("DM_UUID")),
+                ("vg_name", get("DM_VG_NAME")),
+            ],
+            1.0,
+        );
+    }
+    if props.contains_key("ID_ATA") {
+        for (key, name) in [
+            ("ID_ATA_WRITE_CACHE", "node_disk_ata_write_cache"),
+            (
+                "ID_ATA_WRITE_CACHE_ENABLED",
+                "node_disk_ata_write_cache_enabled",
+            ),
+            (
+                "ID_ATA_ROTATION_RATE_RPM",
+                "node_disk_ata_rotation_rate_rpm",
+            ),
+        ] {
+            if let Some(v) = props.get(key).and_then(|v| v.parse::<f64>().ok()) {
+                out.push(name, &[("device", dev)], v);
+            }
+        }
     }
 }

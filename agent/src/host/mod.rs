@@ -167,7 +167,7 @@ mod tests {
         };
         put(
             "udev/b8:0",
-            "S:disk/by-id/x\nE:ID_MODEL=QEMU_HARDDISK\nE:ID_SERIAL_SHORT=QM001\n",
+            "S:disk/by-id/x\nE:ID_MODEL=QEMU_HARDDISK\nE:ID_SERIAL_SHORT=QM001\nE:ID_FS_TYPE=ext4\nE:ID_FS_UUID=u-1\nE:ID_ATA=1\nE:ID_ATA_ROTATION_RATE_RPM=7200\nE:ID_ATA_WRITE_CACHE=1\n",
         );
         for (f, v) in [
             ("mtu", "1500\n"),
@@ -267,6 +267,27 @@ mod tests {
                 &[("device", "sda")]
             ),
             Some(0.0)
+        );
+        assert_eq!(
+            value(
+                &p,
+                "node_disk_filesystem_info",
+                &[("device", "sda"), ("type", "ext4"), ("uuid", "u-1")]
+            ),
+            Some(1.0)
+        );
+        assert_eq!(
+            value(&p, "node_disk_ata_rotation_rate_rpm", &[("device", "sda")]),
+            Some(7200.0)
+        );
+        assert_eq!(
+            value(&p, "node_disk_ata_write_cache", &[("device", "sda")]),
+            Some(1.0)
+        );
+        assert_eq!(
+            value(&p, "node_disk_device_mapper_info", &[]),
+            None,
+            "no DM_NAME, no series"
         );
         assert_eq!(
             value(

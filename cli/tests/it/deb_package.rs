@@ -73,6 +73,7 @@ async fn the_deb_installs_runs_the_agent_upgrades_keeping_config_and_purges() {
     run("dpkg", &["-i", &first]);
     for f in [
         "/usr/bin/keel",
+        "/usr/bin/keel-agent",
         "/etc/keel/agent.yaml",
         "/etc/keel/collector.yaml",
         "/lib/systemd/system/keel-agent.service",
@@ -83,7 +84,7 @@ async fn the_deb_installs_runs_the_agent_upgrades_keeping_config_and_purges() {
     }
     let unit = std::fs::read_to_string("/lib/systemd/system/keel-agent.service").expect("unit");
     assert!(
-        unit.contains("ExecStart=/usr/bin/keel --config /etc/keel/agent.yaml agent run")
+        unit.contains("ExecStart=/usr/bin/keel-agent --config /etc/keel/agent.yaml run")
             && unit.contains("User=keel"),
         "{unit}"
     );
@@ -104,8 +105,8 @@ async fn the_deb_installs_runs_the_agent_upgrades_keeping_config_and_purges() {
         run("/usr/bin/keel", &["--config", c, "config"]);
     }
 
-    // The agent from the package, as its unit runs it (the keel user),
-    // and `keel agent status` from the package.
+    // The agent from the package, as its unit runs it (keel-agent as the
+    // keel user), and `keel agent status` from the package.
     let port = keel_testkit::free_port().expect("port");
     let listen = format!("127.0.0.1:{port}");
     // Its OTLP receiver on a free port too (4319 may be another test's).
@@ -115,11 +116,11 @@ async fn the_deb_installs_runs_the_agent_upgrades_keeping_config_and_purges() {
             "-u",
             "keel",
             "--",
-            "/usr/bin/keel",
+            "/usr/bin/keel-agent",
             "--config",
             "/etc/keel/agent.yaml",
         ])
-        .args(["agent", "run", "--listen", &listen])
+        .args(["run", "--listen", &listen])
         .env("KEEL_AGENT__OTLP_RECEIVER", &receiver)
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
@@ -172,6 +173,7 @@ async fn the_deb_installs_runs_the_agent_upgrades_keeping_config_and_purges() {
     run("dpkg", &["--purge", "keel"]);
     for f in [
         "/usr/bin/keel",
+        "/usr/bin/keel-agent",
         "/etc/keel/agent.yaml",
         "/lib/systemd/system/keel-agent.service",
         "/var/lib/keel-agent",
