@@ -69,13 +69,28 @@ pub struct HostMetricsConfig {
     /// How often.
     #[serde(with = "keel_core::duration")]
     pub interval: Duration,
+    /// Mount points left out (a regex; node_exporter's
+    /// `--collector.filesystem.mount-points-exclude`, Debian's default).
+    pub mount_points_exclude: String,
+    /// Filesystem types left out (`--collector.filesystem.fs-types-exclude`).
+    pub fs_types_exclude: String,
+    /// Block devices left out (`--collector.diskstats.device-exclude`).
+    pub diskstats_device_exclude: String,
+    /// Network devices left out of the counters
+    /// (`--collector.netdev.device-exclude`).
+    pub netdev_device_exclude: String,
 }
 
 impl Default for HostMetricsConfig {
     fn default() -> Self {
+        let e = crate::host::Exclusions::DEFAULT;
         Self {
             enabled: true,
             interval: Duration::from_secs(10),
+            mount_points_exclude: e[0].to_owned(),
+            fs_types_exclude: e[1].to_owned(),
+            diskstats_device_exclude: e[2].to_owned(),
+            netdev_device_exclude: e[3].to_owned(),
         }
     }
 }
@@ -498,6 +513,9 @@ impl Validate for AgentConfig {
             for (j, r) in l.metrics.iter().enumerate() {
                 validate_log_metrics(&format!("{at}.metrics[{j}]"), r, problems);
             }
+        }
+        if let Err(e) = crate::host::Exclusions::new(&self.host_metrics) {
+            problems.push(e);
         }
         if self.host_metrics.interval.is_zero() {
             problems.push("agent.host_metrics.interval: must be positive".into());

@@ -251,9 +251,12 @@ impl Agent {
             }
         }
         if config.host_metrics.enabled {
+            // Checked with the config: the patterns compile.
+            let exclude = crate::host::Exclusions::new(&config.host_metrics).unwrap_or_default();
             tasks.push(tokio::spawn(host_loop(
                 inner.clone(),
                 config.host_metrics.interval,
+                exclude,
             )));
         }
         for source in &config.logs {
@@ -504,7 +507,7 @@ async fn status(State(inner): State<Arc<Inner>>) -> axum::Json<Status> {
 }
 
 /// Collect host metrics every `every` (on the injected clock).
-async fn host_loop(inner: Arc<Inner>, every: Duration) {
+async fn host_loop(inner: Arc<Inner>, every: Duration, exclude: crate::host::Exclusions) {
     let base = vec![
         ("job".to_owned(), "node".to_owned()),
         ("instance".to_owned(), inner.hostname.clone()),
@@ -516,7 +519,8 @@ async fn host_loop(inner: Arc<Inner>, every: Duration) {
         inner.clock.sleep_until(next).await;
         next += every;
         let now = inner.clock.now_ms();
-        let mut points = crate::host::collect(&crate::host::Roots::host(), &base, now, true);
+        let mut points =
+            crate::host::collect(&crate::host::Roots::host(), &exclude, &base, now, true);
         let gone = stale.track(&points, now);
         points.extend(gone);
         inner.push_points(points, now);

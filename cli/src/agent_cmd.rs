@@ -111,6 +111,11 @@ agent:
   host_metrics:                # this host under node_exporter's names (job="node")
     enabled: true
     interval: 10s
+    # What is left out (regexes; node_exporter's *-exclude flags, Debian's defaults):
+    mount_points_exclude: '^/(dev|proc|run|sys|mnt|media|var/lib/docker/.+|var/lib/containers/storage/.+)($|/)'
+    fs_types_exclude: '^(autofs|binfmt_misc|bpf|cgroup2?|configfs|debugfs|devpts|devtmpfs|fusectl|hugetlbfs|iso9660|mqueue|nsfs|overlay|proc|procfs|pstore|rpc_pipefs|securityfs|selinuxfs|squashfs|sysfs|tracefs)$'
+    diskstats_device_exclude: '^(ram|loop|fd|(h|s|v|xv)d[a-z]|nvme\d+n\d+p)\d+$'
+    netdev_device_exclude: '^lo$'
   scrape: []
   # scrape:
   #   - job: node                        # the job label
@@ -143,14 +148,6 @@ agent:
     )
 }
 
-fn unit(binary: &Path, config: &Path) -> String {
-    format!(
-        "[Unit]\nDescription=Keel agent: scrape, buffer and ship telemetry to the Keel collector\nAfter=network-online.target\nWants=network-online.target\n\n[Service]\nExecStart={} --config {} agent run\nRestart=always\nRestartSec=2\n# The buffer survives restarts; SIGTERM stops it cleanly.\nKillSignal=SIGTERM\n\n[Install]\nWantedBy=multi-user.target\n",
-        binary.display(),
-        config.display()
-    )
-}
-
 fn install(args: InstallArgs) -> anyhow::Result<()> {
     let binary = std::env::current_exe().context("where is this keel binary?")?;
     for p in [&args.config_file, &args.unit_file] {
@@ -170,7 +167,22 @@ fn install(args: InstallArgs) -> anyhow::Result<()> {
             .with_context(|| format!("write {}", args.config_file.display()))?;
         println!("wrote {}", args.config_file.display());
     }
-    std::fs::write(&args.unit_file, unit(&binary, &args.config_file))
+    // The lean agent binary when it is beside this one, as the package's
+    // unit runs it; else this binary's `agent run`.
+    let lean = binary.with_file_name("keel-agent");
+    let (exec, run) = if lean.exists() {
+        (lean, "run")
+    } else {
+        (binary.clone(), "agent run")
+    };
+    let text = crate::package_cmd::unit(
+        crate::package_cmd::AGENT_UNIT,
+        &exec.display().to_string(),
+        &args.config_file.display().to_string(),
+        run,
+        None,
+    );
+    std::fs::write(&args.unit_file, text)
         .with_context(|| format!("write {}", args.unit_file.display()))?;
     println!("wrote {}", args.unit_file.display());
     println!("next: systemctl daemon-reload && systemctl enable --now keel-agent");

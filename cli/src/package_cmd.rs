@@ -73,13 +73,32 @@ collector:
     )
 }
 
-/// A systemd unit running `binary <args>` as the `keel` user, its data in
-/// `state` (systemd makes it, owned by the user).
-fn unit(description: &str, binary: &str, config: &str, args: &str, state: &str) -> String {
+/// A systemd unit running `binary --config config args`: as the `keel`
+/// user with its data in `/var/lib/<state>` (made by systemd, private to
+/// it) when `state` is given, else as root (`keel agent install`, whose
+/// config names its data directory).
+pub(crate) fn unit(
+    description: &str,
+    binary: &str,
+    config: &str,
+    args: &str,
+    state: Option<&str>,
+) -> String {
+    let service = match state {
+        Some(state) => format!(
+            "User=keel\nGroup=keel\nStateDirectory={state}\nStateDirectoryMode=0750\nUMask=0027\nWorkingDirectory=/var/lib/{state}\n"
+        ),
+        None => String::new(),
+    };
     format!(
-        "[Unit]\nDescription={description}\nDocumentation=file:///usr/share/doc/keel/keel.example.yaml\nAfter=network-online.target\nWants=network-online.target\n\n[Service]\nUser=keel\nGroup=keel\nExecStart={binary} --config {config} {args}\nStateDirectory={state}\nStateDirectoryMode=0750\nUMask=0027\nWorkingDirectory=/var/lib/{state}\nRestart=always\nRestartSec=2\nKillSignal=SIGTERM\n\n[Install]\nWantedBy=multi-user.target\n"
+        "[Unit]\nDescription={description}\nDocumentation=file:///usr/share/doc/keel/keel.example.yaml\nAfter=network-online.target\nWants=network-online.target\n\n[Service]\n{service}ExecStart={binary} --config {config} {args}\nRestart=always\nRestartSec=2\n# The agent's buffer survives restarts; SIGTERM stops cleanly.\nKillSignal=SIGTERM\n\n[Install]\nWantedBy=multi-user.target\n"
     )
 }
+
+/// The agent's unit's description, the same from the package and from
+/// `keel agent install`.
+pub(crate) const AGENT_UNIT: &str =
+    "Keel agent: host metrics, scrapes and logs, buffered and shipped to the collector";
 
 const POSTINST: &str = r#"#!/bin/sh
 # keel postinst: the keel user; its configs readable by it alone (they may
@@ -240,11 +259,11 @@ fn build_deb(args: &DebArgs) -> anyhow::Result<PathBuf> {
         root,
         "/lib/systemd/system/keel-agent.service",
         unit(
-            "Keel agent: host metrics, scrapes and logs, buffered and shipped to the collector",
+            AGENT_UNIT,
             "/usr/bin/keel-agent",
             "/etc/keel/agent.yaml",
             "run",
-            "keel-agent",
+            Some("keel-agent"),
         )
         .as_bytes(),
         0o644,
@@ -257,7 +276,7 @@ fn build_deb(args: &DebArgs) -> anyhow::Result<PathBuf> {
             "/usr/bin/keel",
             "/etc/keel/collector.yaml",
             "collector",
-            "keel-collector",
+            Some("keel-collector"),
         )
         .as_bytes(),
         0o644,

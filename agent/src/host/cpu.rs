@@ -1,8 +1,14 @@
 //! `/proc/stat`: CPU seconds per mode and guest seconds
 //! (`node_cpu_seconds_total`, `node_cpu_guest_seconds_total`), interrupts,
-//! boot time, context switches, forks and process counts.
+//! boot time, context switches, forks and process counts; and from
+//! /sys, thermal throttling per core and per package
+//! (`node_cpu_core_throttles_total`, `node_cpu_package_throttles_total`,
+//! where the CPU reports it: not on VMs).
 
-use super::Out;
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use super::{Out, read};
 
 /// Kernel clock ticks a second in /proc/stat (USER_HZ; 100 on Linux).
 const USER_HZ: f64 = 100.0;
@@ -48,5 +54,66 @@ pub(super) fn stat(text: &str, out: &mut Out<'_>) {
         if let Some(v) = nums.first() {
             out.push(name, &[], *v);
         }
+    }
+}
+
+/// A sysfs file's unsigned number.
+fn number(path: &Path) -> Option<u64> {
+    read(path).trim().parse().ok()
+}
+
+/// Thermal throttle counts, once per (package, core) and per package, as
+/// node_exporter's cpu collector reads them.
+pub(super) fn throttles(sys: &Path, out: &mut Out<'_>) {
+    let Ok(entries) = std::fs::read_dir(sys.join("devices/system/cpu")) else {
+        return;
+    };
+    let mut cpus: Vec<std::path::PathBuf> = entries
+        .flatten()
+        .filter(|e| {
+            e.file_name()
+                .to_str()
+                .and_then(|n| n.strip_prefix("cpu"))
+                .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+        })
+        .map(|e| e.path())
+        .collect();
+    cpus.sort();
+    let mut cores: BTreeMap<(u64, u64), u64> = BTreeMap::new();
+    let mut packages: BTreeMap<u64, u64> = BTreeMap::new();
+    for cpu in cpus {
+        let (Some(package), Some(core)) = (
+            number(&cpu.join("topology/physical_package_id")),
+            number(&cpu.join("topology/core_id")),
+        ) else {
+            continue;
+        };
+        if let std::collections::btree_map::Entry::Vacant(e) = cores.entry((package, core))
+            && let Some(n) = number(&cpu.join("thermal_throttle/core_throttle_count"))
+        {
+            e.insert(n);
+        }
+        if let std::collections::btree_map::Entry::Vacant(e) = packages.entry(package)
+            && let Some(n) = number(&cpu.join("thermal_throttle/package_throttle_count"))
+        {
+            e.insert(n);
+        }
+    }
+    for ((package, core), n) in cores {
+        out.push(
+            "node_cpu_core_throttles_total",
+            &[
+                ("core", &core.to_string()),
+                ("package", &package.to_string()),
+            ],
+            n as f64,
+        );
+    }
+    for (package, n) in packages {
+        out.push(
+            "node_cpu_package_throttles_total",
+            &[("package", &package.to_string())],
+            n as f64,
+        );
     }
 }

@@ -1,18 +1,11 @@
 //! `/proc/diskstats` as node_exporter's diskstats collector reads it:
 //! every counter of a whole disk (partitions, ram, loop and floppy
-//! devices left out by its default pattern) and `node_disk_info` with
+//! devices left out by the default pattern) and `node_disk_info` with
 //! udev's model, serial, path, revision and WWN.
 
 use std::path::Path;
-use std::sync::LazyLock;
 
 use super::{Out, read};
-
-/// node_exporter's default `--collector.diskstats.device-exclude`.
-static EXCLUDE: LazyLock<regex::Regex> = LazyLock::new(|| {
-    regex::Regex::new(r"^(ram|loop|fd|(h|s|v|xv)d[a-z]|nvme\d+n\d+p)\d+$")
-        .unwrap_or_else(|_| unreachable!("a constant pattern"))
-});
 
 /// Sectors in /proc/diskstats are 512 bytes whatever the device's.
 const SECTOR: f64 = 512.0;
@@ -47,14 +40,14 @@ fn udev(dir: &Path, major: &str, minor: &str) -> std::collections::HashMap<Strin
         .collect()
 }
 
-pub(super) fn diskstats(text: &str, udev_dir: &Path, out: &mut Out<'_>) {
+pub(super) fn diskstats(text: &str, udev_dir: &Path, exclude: &regex::Regex, out: &mut Out<'_>) {
     for line in text.lines() {
         let f: Vec<&str> = line.split_whitespace().collect();
         if f.len() < 14 {
             continue;
         }
         let (major, minor, dev) = (f[0], f[1], f[2]);
-        if EXCLUDE.is_match(dev) {
+        if exclude.is_match(dev) {
             continue;
         }
         let d = [("device", dev)];

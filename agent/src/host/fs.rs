@@ -1,49 +1,9 @@
 //! Filesystems as node_exporter's filesystem collector reports them:
 //! size, free and available bytes, inodes, read-only and whether statfs
-//! failed, for each mount its default exclusions keep.
-
-use std::sync::LazyLock;
+//! failed, for each mount the exclusions keep (node_exporter's defaults
+//! as Debian ships them, unless `agent.host_metrics` says otherwise).
 
 use super::Out;
-
-/// node_exporter's default `--collector.filesystem.mount-points-exclude`
-/// as Debian's package ships it (upstream's leaves `/run`, `/mnt` and
-/// `/media` in, but `/run/credentials/…`): the node_exporter users of
-/// these hosts run.
-static MOUNT_EXCLUDE: LazyLock<regex::Regex> = LazyLock::new(|| {
-    regex::Regex::new(
-        r"^/(dev|proc|run|sys|mnt|media|var/lib/docker/.+|var/lib/containers/storage/.+)($|/)",
-    )
-    .unwrap_or_else(|_| unreachable!("a constant pattern"))
-});
-
-/// node_exporter's default `--collector.filesystem.fs-types-exclude`.
-pub(super) const PSEUDO_FS: [&str; 24] = [
-    "autofs",
-    "binfmt_misc",
-    "bpf",
-    "cgroup",
-    "cgroup2",
-    "configfs",
-    "debugfs",
-    "devpts",
-    "devtmpfs",
-    "fusectl",
-    "hugetlbfs",
-    "iso9660",
-    "mqueue",
-    "nsfs",
-    "overlay",
-    "proc",
-    "procfs",
-    "pstore",
-    "rpc_pipefs",
-    "securityfs",
-    "selinuxfs",
-    "squashfs",
-    "sysfs",
-    "tracefs",
-];
 
 /// /proc/mounts escapes spaces and tabs in paths as octal (`\040`).
 fn unescape(s: &str) -> String {
@@ -53,7 +13,12 @@ fn unescape(s: &str) -> String {
         .replace("\\134", "\\")
 }
 
-pub(super) fn filesystems(mounts: &str, out: &mut Out<'_>) {
+pub(super) fn filesystems(
+    mounts: &str,
+    mount_points: &regex::Regex,
+    fs_types: &regex::Regex,
+    out: &mut Out<'_>,
+) {
     let mut done = std::collections::HashSet::new();
     for line in mounts.lines() {
         let f: Vec<&str> = line.split_whitespace().collect();
@@ -61,8 +26,8 @@ pub(super) fn filesystems(mounts: &str, out: &mut Out<'_>) {
             continue;
         };
         let (device, mountpoint) = (unescape(device), unescape(mountpoint));
-        if PSEUDO_FS.contains(&fstype)
-            || MOUNT_EXCLUDE.is_match(&mountpoint)
+        if fs_types.is_match(fstype)
+            || mount_points.is_match(&mountpoint)
             || !done.insert(mountpoint.clone())
         {
             continue;

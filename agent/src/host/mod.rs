@@ -63,6 +63,48 @@ impl Roots {
     }
 }
 
+/// What the collectors leave out, as node_exporter's `*-exclude` flags:
+/// anchored regexes, compiled once.
+#[derive(Debug, Clone)]
+pub struct Exclusions {
+    mount_points: regex::Regex,
+    fs_types: regex::Regex,
+    disks: regex::Regex,
+    netdev: regex::Regex,
+}
+
+impl Exclusions {
+    /// The defaults (Debian's node_exporter 1.5): mount points, filesystem
+    /// types, disks, network devices.
+    pub const DEFAULT: [&str; 4] = [
+        r"^/(dev|proc|run|sys|mnt|media|var/lib/docker/.+|var/lib/containers/storage/.+)($|/)",
+        r"^(autofs|binfmt_misc|bpf|cgroup2?|configfs|debugfs|devpts|devtmpfs|fusectl|hugetlbfs|iso9660|mqueue|nsfs|overlay|proc|procfs|pstore|rpc_pipefs|securityfs|selinuxfs|squashfs|sysfs|tracefs)$",
+        r"^(ram|loop|fd|(h|s|v|xv)d[a-z]|nvme\d+n\d+p)\d+$",
+        "^lo$",
+    ];
+
+    /// The settings' patterns compiled; the error names the field.
+    pub fn new(c: &crate::config::HostMetricsConfig) -> Result<Self, String> {
+        let re = |field: &str, p: &str| {
+            regex::Regex::new(p)
+                .map_err(|e| format!("agent.host_metrics.{field}: {p:?} is not a regex: {e}"))
+        };
+        Ok(Self {
+            mount_points: re("mount_points_exclude", &c.mount_points_exclude)?,
+            fs_types: re("fs_types_exclude", &c.fs_types_exclude)?,
+            disks: re("diskstats_device_exclude", &c.diskstats_device_exclude)?,
+            netdev: re("netdev_device_exclude", &c.netdev_device_exclude)?,
+        })
+    }
+}
+
+impl Default for Exclusions {
+    fn default() -> Self {
+        Self::new(&crate::config::HostMetricsConfig::default())
+            .unwrap_or_else(|_| unreachable!("the default patterns compile"))
+    }
+}
+
 /// A file's text, empty when it cannot be read.
 fn read(path: &Path) -> String {
     std::fs::read_to_string(path).unwrap_or_default()
@@ -97,7 +139,13 @@ impl Out<'_> {
 /// One collection from `roots`, with `base` labels (`job`, `instance`)
 /// on every series. Filesystem space is read only when `statfs` is set
 /// (tests of a copied /proc leave it off).
-pub fn collect(roots: &Roots, base: &[(String, String)], t_ms: i64, statfs: bool) -> Vec<Point> {
+pub fn collect(
+    roots: &Roots,
+    exclude: &Exclusions,
+    base: &[(String, String)],
+    t_ms: i64,
+    statfs: bool,
+) -> Vec<Point> {
     let mut out = Out {
         points: Vec::new(),
         base,
@@ -105,16 +153,22 @@ pub fn collect(roots: &Roots, base: &[(String, String)], t_ms: i64, statfs: bool
     };
     let proc = |f: &str| read(&roots.proc.join(f));
     cpu::stat(&proc("stat"), &mut out);
+    cpu::throttles(&roots.sys, &mut out);
     system::loadavg(&proc("loadavg"), &mut out);
     system::meminfo(&proc("meminfo"), &mut out);
     system::filefd(&proc("sys/fs/file-nr"), &mut out);
-    disk::diskstats(&proc("diskstats"), &roots.udev, &mut out);
-    net::netdev(&proc("net/dev"), &roots.sys, &mut out);
+    disk::diskstats(&proc("diskstats"), &roots.udev, &exclude.disks, &mut out);
+    net::netdev(&proc("net/dev"), &roots.sys, &exclude.netdev, &mut out);
     net::netclass(&roots.sys, &mut out);
     system::time(&roots.sys, t_ms, &mut out);
     system::uname(&mut out);
     if statfs {
-        fs::filesystems(&proc("mounts"), &mut out);
+        fs::filesystems(
+            &proc("mounts"),
+            &exclude.mount_points,
+            &exclude.fs_types,
+            &mut out,
+        );
     }
     out.points
 }
@@ -180,8 +234,32 @@ mod tests {
             put(&format!("sys/class/net/eth0/{f}"), v);
         }
         put("sys/class/net/bonding_masters", "bond0\n");
+        for (cpu, core) in [("cpu0", "0"), ("cpu1", "0"), ("cpu2", "1")] {
+            put(
+                &format!("sys/devices/system/cpu/{cpu}/topology/physical_package_id"),
+                "0\n",
+            );
+            put(
+                &format!("sys/devices/system/cpu/{cpu}/topology/core_id"),
+                &format!("{core}\n"),
+            );
+            put(
+                &format!("sys/devices/system/cpu/{cpu}/thermal_throttle/core_throttle_count"),
+                &format!("{}{core}\n", 1),
+            );
+            put(
+                &format!("sys/devices/system/cpu/{cpu}/thermal_throttle/package_throttle_count"),
+                "9\n",
+            );
+        }
         let base = vec![("job".to_owned(), "node".to_owned())];
-        let p = collect(&Roots::under(dir.path()), &base, 5, false);
+        let p = collect(
+            &Roots::under(dir.path()),
+            &Exclusions::default(),
+            &base,
+            5,
+            false,
+        );
         assert_eq!(
             value(
                 &p,
@@ -247,6 +325,32 @@ mod tests {
             Some(0.05)
         );
         assert_eq!(value(&p, "node_intr_total", &[]), Some(555.0));
+        // Two threads of core 0 count once; core 1 apart; the package once.
+        assert_eq!(
+            value(
+                &p,
+                "node_cpu_core_throttles_total",
+                &[("package", "0"), ("core", "0")]
+            ),
+            Some(10.0)
+        );
+        assert_eq!(
+            value(
+                &p,
+                "node_cpu_core_throttles_total",
+                &[("package", "0"), ("core", "1")]
+            ),
+            Some(11.0)
+        );
+        assert_eq!(
+            p.iter()
+                .filter(|x| x
+                    .labels
+                    .iter()
+                    .any(|(k, v)| k == "__name__" && v == "node_cpu_package_throttles_total"))
+                .count(),
+            1
+        );
         assert_eq!(
             value(
                 &p,
@@ -343,15 +447,60 @@ mod tests {
     }
 
     #[test]
+    fn exclusions_are_the_settings_and_a_bad_pattern_names_its_field() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let p = dir.path().join("proc/net/dev");
+        std::fs::create_dir_all(p.parent().expect("parent")).expect("mkdir");
+        std::fs::write(
+            &p,
+            "h\nh\n    lo: 1 1 0 0 0 0 0 0 1 1 0 0 0 0 0 0\n  eth0: 2 2 0 0 0 0 0 0 2 2 0 0 0 0 0 0\n",
+        )
+        .expect("write");
+        let devices = |c: &crate::config::HostMetricsConfig| -> Vec<String> {
+            let ex = Exclusions::new(c).expect("valid");
+            collect(&Roots::under(dir.path()), &ex, &[], 1, false)
+                .iter()
+                .filter(|p| {
+                    p.labels
+                        .iter()
+                        .any(|(k, v)| k == "__name__" && v == "node_network_receive_bytes_total")
+                })
+                .filter_map(|p| {
+                    p.labels
+                        .iter()
+                        .find(|(k, _)| k == "device")
+                        .map(|(_, v)| v.clone())
+                })
+                .collect()
+        };
+        let default = crate::config::HostMetricsConfig::default();
+        assert_eq!(devices(&default), ["eth0"]);
+        let mine = crate::config::HostMetricsConfig {
+            netdev_device_exclude: "^eth".into(),
+            ..default.clone()
+        };
+        assert_eq!(devices(&mine), ["lo"]);
+        let bad = crate::config::HostMetricsConfig {
+            mount_points_exclude: "(".into(),
+            ..default
+        };
+        let e = Exclusions::new(&bad).expect_err("not a regex");
+        assert!(
+            e.starts_with("agent.host_metrics.mount_points_exclude:"),
+            "{e}"
+        );
+    }
+
+    #[test]
     fn this_machine_reports_cpu_memory_and_its_root_filesystem() {
-        let p = collect(&Roots::host(), &[], 1, true);
+        let p = collect(&Roots::host(), &Exclusions::default(), &[], 1, true);
         assert!(value(&p, "node_cpu_seconds_total", &[("mode", "idle")]).is_some_and(|v| v > 0.0));
         assert!(value(&p, "node_memory_MemTotal_bytes", &[]).is_some_and(|v| v > 0.0));
         let root = value(&p, "node_filesystem_size_bytes", &[("mountpoint", "/")]);
         let mounts = std::fs::read_to_string("/proc/mounts").unwrap_or_default();
         let root_is_real = mounts.lines().any(|l| {
             let f: Vec<&str> = l.split_whitespace().collect();
-            f.len() > 2 && f[1] == "/" && !fs::PSEUDO_FS.contains(&f[2])
+            f.len() > 2 && f[1] == "/" && !Exclusions::default().fs_types.is_match(f[2])
         });
         assert_eq!(
             root.is_some_and(|v| v > 0.0),

@@ -1,5 +1,5 @@
 //! Network devices as node_exporter's netdev (`/proc/net/dev` and each
-//! device's `rx_nohandler`; `lo` left out, as its default does) and
+//! device's `rx_nohandler`; `lo` left out by default, as Debian's does) and
 //! netclass (`/sys/class/net/<device>/…`: link state, MTU, speed, flags,
 //! carrier changes and `node_network_info`) collectors report them.
 
@@ -29,16 +29,13 @@ const TRANSMIT: [&str; 8] = [
     "compressed",
 ];
 
-/// node_exporter's default `--collector.netdev.device-exclude`.
-const NETDEV_EXCLUDE: &str = "lo";
-
-pub(super) fn netdev(text: &str, sys: &Path, out: &mut Out<'_>) {
+pub(super) fn netdev(text: &str, sys: &Path, exclude: &regex::Regex, out: &mut Out<'_>) {
     for line in text.lines().skip(2) {
         let Some((dev, rest)) = line.split_once(':') else {
             continue;
         };
         let dev = dev.trim();
-        if dev == NETDEV_EXCLUDE {
+        if exclude.is_match(dev) {
             continue;
         }
         let n: Vec<f64> = rest

@@ -11,7 +11,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use keel_agent::exposition;
-use keel_agent::host::{NODE_EXPORTER_COLLECTORS as COLLECTORS, Roots, collect};
+use keel_agent::host::{Exclusions, NODE_EXPORTER_COLLECTORS as COLLECTORS, Roots, collect};
 
 /// Series that do not move between two reads a moment apart.
 const STABLE: [&str; 17] = [
@@ -94,7 +94,7 @@ async fn host_metrics_match_a_real_node_exporter() {
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as i64);
     let ours = keyed(
-        collect(&Roots::host(), &[], now, true)
+        collect(&Roots::host(), &Exclusions::default(), &[], now, true)
             .into_iter()
             .map(|p| (p.labels, p.value)),
     );

@@ -306,8 +306,9 @@ fn install_writes_a_loadable_config_and_a_unit_and_uninstall_removes_them() {
         "http://10.0.0.5:4318",
     ]);
     let unit_text = std::fs::read_to_string(&unit).expect("unit");
+    // The lean binary built beside keel runs the agent.
     assert!(
-        unit_text.contains(&format!("--config {c} agent run")),
+        unit_text.contains(&format!("keel-agent --config {c} run")),
         "{unit_text}"
     );
     assert!(unit_text.contains("WantedBy=multi-user.target"));
