@@ -231,6 +231,13 @@ pub fn query(args: QueryArgs) -> anyhow::Result<()> {
             );
         }
         print_table(&body["data"]);
+        // Prometheus 3's annotations, on stderr so the table stays clean
+        // for pipes (as promtool prints them).
+        for (key, label) in [("warnings", "warning"), ("infos", "info")] {
+            for a in body[key].as_array().into_iter().flatten() {
+                eprintln!("{label}: {}", a.as_str().unwrap_or_default());
+            }
+        }
         Ok(())
     })
 }

@@ -22,13 +22,21 @@ pub enum RulesCommand {
         /// Test files.
         #[arg(required = true)]
         files: Vec<PathBuf>,
+        /// Evaluate Prometheus' experimental PromQL functions (`limitk`,
+        /// `sort_by_label`, `mad_over_time`, …), as promtool's
+        /// `--enable-feature=promql-experimental-functions`.
+        #[arg(long)]
+        experimental_functions: bool,
     },
 }
 
 pub fn run(command: RulesCommand) -> anyhow::Result<()> {
     match command {
         RulesCommand::Check { paths } => check(&paths),
-        RulesCommand::Test { files } => test(&files),
+        RulesCommand::Test {
+            files,
+            experimental_functions,
+        } => test(&files, experimental_functions),
     }
 }
 
@@ -55,13 +63,13 @@ fn check(paths: &[PathBuf]) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn test(files: &[PathBuf]) -> anyhow::Result<()> {
+fn test(files: &[PathBuf], experimental: bool) -> anyhow::Result<()> {
     let mut failed = 0;
     let mut checks = 0;
     for f in files {
         let shown = f.display().to_string();
         let text = std::fs::read_to_string(f).map_err(|e| anyhow::anyhow!("{shown}: {e}"))?;
-        let (n, failures) = keel_alerting::promtest::run(&shown, &text)?;
+        let (n, failures) = keel_alerting::promtest::run(&shown, &text, experimental)?;
         checks += n;
         if failures.is_empty() {
             println!("  {shown}: SUCCESS ({n} checks)");

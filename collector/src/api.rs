@@ -14,7 +14,9 @@ use serde_json::{Value as Json, json};
 
 use keel_http::{bad, check_range, fail, ok, param, params, parse_step, parse_time};
 use keel_metricstore::{Matcher, Store};
-use keel_promql::{Engine, EvalError, QueryGate, QueryRange, Value, format_value};
+use keel_promql::{
+    Annotations, Answer, Engine, EvalError, QueryGate, QueryRange, Value, format_value,
+};
 use keel_series::labels::Labels;
 
 #[derive(Clone)]
@@ -142,20 +144,33 @@ async fn query(
     let (store, expr) = (api.store.clone(), expr.to_owned());
     let result = api
         .gate
-        .run(move |budget| Engine::with_budget(&store, budget).instant(&expr, t))
+        .run(move |budget| Engine::with_budget(&store, budget).instant_annotated(&expr, t))
         .await;
     match result {
-        Ok(v) => ok(match v {
-            Value::Scalar(x) => json!({ "resultType": "scalar", "result": point(t, x) }),
-            Value::String(s) => json!({ "resultType": "string", "result": [t as f64 / 1000.0, s] }),
-            Value::Vector(v) => json!({
-                "resultType": "vector",
-                "result": v.iter().map(|s| json!({ "metric": metric_json(&s.labels), "value": point(t, s.value) })).collect::<Vec<_>>(),
-            }),
-            Value::Matrix(m) => matrix_json(&m),
-        }),
+        Ok(Answer {
+            value: v,
+            annotations: notes,
+        }) => annotated(
+            match v {
+                Value::Scalar(x) => json!({ "resultType": "scalar", "result": point(t, x) }),
+                Value::String(s) => {
+                    json!({ "resultType": "string", "result": [t as f64 / 1000.0, s] })
+                }
+                Value::Vector(v) => json!({
+                    "resultType": "vector",
+                    "result": v.iter().map(|s| json!({ "metric": metric_json(&s.labels), "value": point(t, s.value) })).collect::<Vec<_>>(),
+                }),
+                Value::Matrix(m) => matrix_json(&m),
+            },
+            &notes,
+        ),
         Err(e) => eval_error(e),
     }
+}
+
+/// A success carrying the query's annotations.
+fn annotated(data: serde_json::Value, notes: &Annotations) -> Response {
+    keel_http::ok_annotated(data, notes.warnings(), notes.infos())
 }
 
 async fn query_range(
@@ -187,7 +202,7 @@ async fn query_range(
     });
     let Some((remote, old_end)) = older else {
         return match local_range(&api, expr, range).await {
-            Ok(series) => ok(matrix_json(&series)),
+            Ok(a) => annotated(matrix_json(&a.value), &a.annotations),
             Err(e) => eval_error(e),
         };
     };
@@ -201,30 +216,44 @@ async fn query_range(
         remote.range(expr, range.start, old_end, range.step),
         async {
             if newer.start > range.end {
-                return Ok(Vec::new());
+                return Ok(Answer {
+                    value: Vec::new(),
+                    annotations: Annotations::default(),
+                });
             }
             local_range(&api, expr, newer).await
         }
     );
-    let local = match local_part {
-        Ok(series) => matrix_json(&series)["result"]
-            .as_array()
-            .cloned()
-            .unwrap_or_default(),
+    let (local, notes) = match local_part {
+        Ok(a) => (
+            matrix_json(&a.value)["result"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default(),
+            a.annotations,
+        ),
         Err(e) => return eval_error(e),
     };
     match remote_part {
-        Ok(old) => ok(json!({
-            "resultType": "matrix",
-            "result": crate::forward::remote_query::join(old, local),
-        })),
-        Err(e) => keel_http::ok_warned(
-            json!({ "resultType": "matrix", "result": local }),
-            vec![format!(
+        Ok(old) => annotated(
+            json!({
+                "resultType": "matrix",
+                "result": crate::forward::remote_query::join(old, local),
+            }),
+            &notes,
+        ),
+        Err(e) => {
+            let mut warnings = notes.warnings();
+            warnings.push(format!(
                 "points before {} (older than local retention) are missing: the remote store did not answer: {e}",
                 cutoff as f64 / 1000.0
-            )],
-        ),
+            ));
+            keel_http::ok_annotated(
+                json!({ "resultType": "matrix", "result": local }),
+                warnings,
+                notes.infos(),
+            )
+        }
     }
 }
 
@@ -233,10 +262,10 @@ async fn local_range(
     api: &Api,
     expr: &str,
     range: QueryRange,
-) -> Result<Vec<keel_promql::RangeSeries>, EvalError> {
+) -> Result<Answer<Vec<keel_promql::RangeSeries>>, EvalError> {
     let (store, expr) = (api.store.clone(), expr.to_owned());
     api.gate
-        .run(move |budget| Engine::with_budget(&store, budget).range(&expr, range))
+        .run(move |budget| Engine::with_budget(&store, budget).range_annotated(&expr, range))
         .await
 }
 

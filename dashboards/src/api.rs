@@ -247,11 +247,22 @@ fn evaluate(
     let mut errors = Vec::new();
     let mut exprs = Vec::new();
     let mut exemplars = Vec::new();
+    let mut notes = Vec::new();
     for (i, q) in panel.queries.iter().enumerate() {
         let expr = substitute(&q.expr, &value_of);
-        match Engine::with_budget(&api.store, budget.clone()).range(&expr, range) {
-            Ok(result) => {
-                for s in result {
+        match Engine::with_budget(&api.store, budget.clone()).range_annotated(&expr, range) {
+            Ok(answer) => {
+                // Prometheus 3's warnings and infos, shown on the panel
+                // as Grafana shows them.
+                for (level, texts) in [
+                    ("warning", answer.annotations.warnings()),
+                    ("info", answer.annotations.infos()),
+                ] {
+                    for text in texts {
+                        notes.push(json!({"query": i, "level": level, "text": text}));
+                    }
+                }
+                for s in answer.value {
                     let mut values: Vec<Option<f64>> = vec![None; n];
                     for (t, v) in &s.points {
                         let k = ((t - range.start) / range.step) as usize;
@@ -287,6 +298,7 @@ fn evaluate(
         "timestamps": timestamps,
         "series": series,
         "errors": errors,
+        "annotations": notes,
         "exemplars": exemplars,
     }))
 }

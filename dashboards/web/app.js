@@ -520,6 +520,7 @@ async function drawPanel(el, panel, url, events, gen, init) {
       return;
     }
     for (const e of data.errors || []) el.append(h("div", { class: "status error" }, `Query ${e.query + 1} failed: ${e.error}`));
+    for (const a of data.annotations || []) el.append(h("div", { class: `status annotation ${a.level}`, title: `query ${a.query + 1}: ${data.queries[a.query] || ""}` }, `${a.level === "warning" ? "⚠" : "ℹ"} ${a.text}`));
     const any = data.series.some((s) => s.values.some((v) => v !== null));
     if (!any) { el.append(h("div", { class: "status" }, "No data in this range")); return; }
     switch (panel.type) {

@@ -42,10 +42,20 @@ pub fn ok(data: Json) -> Response {
 
 /// A success with Prometheus' `warnings` (none: as [`ok`]).
 pub fn ok_warned(data: Json, warnings: Vec<String>) -> Response {
-    if warnings.is_empty() {
-        return ok(data);
+    ok_annotated(data, warnings, Vec::new())
+}
+
+/// A success with Prometheus 3's `warnings` and `infos`, each key
+/// present only when it has something to say (as Prometheus writes them).
+pub fn ok_annotated(data: Json, warnings: Vec<String>, infos: Vec<String>) -> Response {
+    let mut body = json!({ "status": "success", "data": data });
+    if !warnings.is_empty() {
+        body["warnings"] = json!(warnings);
     }
-    axum::Json(json!({ "status": "success", "data": data, "warnings": warnings })).into_response()
+    if !infos.is_empty() {
+        body["infos"] = json!(infos);
+    }
+    axum::Json(body).into_response()
 }
 
 /// Parameters from the URL and, for a POST, from a form-encoded body.

@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 
 use super::EvalError;
+use super::float;
 use super::functions::quantile;
 use super::value::{Sample, format_value};
 use keel_series::labels::Labels;
@@ -46,6 +47,9 @@ pub fn aggregate(
     memo: &mut KeyMemo,
     node: usize,
 ) -> Result<Vec<Sample>, EvalError> {
+    if op == "count_values" {
+        return count_values(input, grouping, label.unwrap_or_default());
+    }
     let mut groups: keel_series::FastMap<usize, (Labels, Vec<Sample>)> =
         keel_series::FastMap::default();
     for s in input {
@@ -77,8 +81,8 @@ pub fn aggregate(
             }]
         };
         let produced = match op {
-            "sum" => one(kahan_sum(vals())),
-            "avg" => one(mean(vals())),
+            "sum" => one(float::kahan_sum(vals())),
+            "avg" => one(float::mean(vals())),
             "count" => one(members.len() as f64),
             "group" => one(1.0),
             "min" => one(vals().fold(f64::NAN, |a, b| if a.is_nan() || b < a { b } else { a })),
@@ -107,18 +111,25 @@ pub fn aggregate(
                     m
                 }
             }
-            "count_values" => {
-                let dst = label.unwrap_or("value");
-                let mut counts: BTreeMap<String, f64> = BTreeMap::new();
-                for s in &members {
-                    *counts.entry(format_value(s.value)).or_default() += 1.0;
-                }
-                counts
-                    .into_iter()
-                    .map(|(v, c)| Sample {
-                        labels: key.with(dst, &v),
-                        value: c,
-                    })
+            "limitk" => {
+                // The first k of the group in label order, as Prometheus
+                // reads them (its selectors return series sorted).
+                let k = num.unwrap_or(0.0);
+                let mut m = members.clone();
+                m.sort_by(|a, b| a.labels.cmp(&b.labels));
+                m.truncate(if k >= 1.0 {
+                    k.min(m.len() as f64) as usize
+                } else {
+                    0
+                });
+                m
+            }
+            "limit_ratio" => {
+                let r = num.unwrap_or(f64::NAN).clamp(-1.0, 1.0);
+                members
+                    .iter()
+                    .filter(|s| in_ratio(r, &s.labels))
+                    .cloned()
                     .collect()
             }
             other => return Err(EvalError::Unsupported(format!("aggregation {other}"))),
@@ -128,26 +139,52 @@ pub fn aggregate(
     Ok(out)
 }
 
-fn kahan_sum(values: impl Iterator<Item = f64>) -> f64 {
-    let (mut sum, mut c) = (0.0f64, 0.0f64);
-    for v in values {
-        let t = sum + v;
-        if sum.abs() >= v.abs() {
-            c += (sum - t) + v;
-        } else {
-            c += (v - t) + sum;
-        }
-        sum = t;
+/// `count_values(label, v)`: each sample's value is written to `label`
+/// first (overwriting a label of that name), then samples are grouped
+/// with `label` among the `by` labels, as Prometheus 3 does.
+fn count_values(
+    input: Vec<Sample>,
+    grouping: &Grouping,
+    label: &str,
+) -> Result<Vec<Sample>, EvalError> {
+    if label.is_empty() {
+        return Err(EvalError::Execution(format!(
+            "invalid label name {label:?}"
+        )));
     }
-    if (sum + c).is_finite() { sum + c } else { sum }
+    let grouping = match grouping {
+        Grouping::By(names) => {
+            let mut names = names.clone();
+            names.push(label.to_owned());
+            Grouping::By(names)
+        }
+        without => without.clone(),
+    };
+    let mut counts: BTreeMap<Labels, f64> = BTreeMap::new();
+    for s in input {
+        let labelled = s.labels.with(label, &format_value(s.value));
+        *counts.entry(grouping.key(&labelled)).or_default() += 1.0;
+    }
+    Ok(counts
+        .into_iter()
+        .map(|(labels, value)| Sample { labels, value })
+        .collect())
 }
 
-fn mean(values: impl Iterator<Item = f64>) -> f64 {
-    let v: Vec<f64> = values.collect();
-    if v.is_empty() {
-        return f64::NAN;
+/// Whether `limit_ratio(r, …)` keeps a series: its labels' hash as a
+/// fraction of the hash space is below `r` (r ≥ 0) or at least `1 + r`
+/// (r < 0), Prometheus' xxhash of `name 0xff value 0xff …`, so Keel and
+/// Prometheus keep the same series and `r` and `-(1 - r)` complement.
+fn in_ratio(r: f64, labels: &Labels) -> bool {
+    let mut bytes = Vec::new();
+    for (k, v) in labels.pairs() {
+        bytes.extend_from_slice(k.as_bytes());
+        bytes.push(0xff);
+        bytes.extend_from_slice(v.as_bytes());
+        bytes.push(0xff);
     }
-    kahan_sum(v.iter().copied()) / v.len() as f64
+    let offset = xxhash_rust::xxh64::xxh64(&bytes, 0) as f64 / u64::MAX as f64;
+    (r >= 0.0 && offset < r) || (r < 0.0 && offset >= 1.0 + r)
 }
 
 fn variance(values: impl Iterator<Item = f64>) -> f64 {

@@ -98,6 +98,10 @@ pub fn vector_scalar(
             });
         }
     }
+    // Where the name was dropped, series that differed only by it collide.
+    if !is_comparison(op) || return_bool {
+        check_unique(&out)?;
+    }
     Ok(out)
 }
 

@@ -14,6 +14,7 @@ use promql_parser::parser::{
 
 use super::EvalError;
 use super::aggregate::{Grouping, aggregate};
+use super::annotations::{Annotations, position_of};
 use super::binary::{self, Matching};
 use super::functions;
 use super::limits::{Budget, EXECUTION, SUBQUERY};
@@ -34,6 +35,15 @@ pub struct QueryRange {
     pub end: i64,
     /// Step between evaluations (ms, > 0).
     pub step: i64,
+}
+
+/// A query's result and the warnings and infos it carries.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Answer<T> {
+    /// The result.
+    pub value: T,
+    /// What Prometheus 3 would say about it.
+    pub annotations: Annotations,
 }
 
 /// The engine: a store and settings.
@@ -160,6 +170,10 @@ struct Ctx<'s> {
     /// Per matrix selector: each series' last window, so the next step's
     /// window is found by moving forward rather than by binary search.
     windows: keel_series::FastMap<usize, Vec<Window>>,
+    /// The query's text (annotations name positions in it).
+    query: String,
+    /// Warnings and infos so far.
+    notes: Annotations,
 }
 
 /// A series' window `points[lo..hi]` for `(start, end]`.
@@ -223,8 +237,14 @@ impl<'a> Engine<'a> {
 
     /// Evaluate at one time (ms).
     pub fn instant(&self, query: &str, t: i64) -> Result<Value, EvalError> {
+        self.instant_annotated(query, t).map(|a| a.value)
+    }
+
+    /// Evaluate at one time (ms), with the answer's annotations.
+    pub fn instant_annotated(&self, query: &str, t: i64) -> Result<Answer<Value>, EvalError> {
         let expr = Self::parsed(query)?;
         let mut ctx = self.ctx(
+            query,
             QueryRange {
                 start: t,
                 end: t,
@@ -237,11 +257,23 @@ impl<'a> Engine<'a> {
         if let Value::Vector(v) = &v {
             binary::check_unique(v)?;
         }
-        Ok(v)
+        Ok(Answer {
+            value: v,
+            annotations: ctx.notes,
+        })
     }
 
     /// Evaluate at every step of `range`: one series per label set.
     pub fn range(&self, query: &str, range: QueryRange) -> Result<Vec<RangeSeries>, EvalError> {
+        self.range_annotated(query, range).map(|a| a.value)
+    }
+
+    /// Evaluate at every step of `range`, with the answer's annotations.
+    pub fn range_annotated(
+        &self,
+        query: &str,
+        range: QueryRange,
+    ) -> Result<Answer<Vec<RangeSeries>>, EvalError> {
         if range.step <= 0 {
             return Err(EvalError::Execution("step must be positive".into()));
         }
@@ -257,7 +289,7 @@ impl<'a> Engine<'a> {
                 )));
             }
         }
-        let mut ctx = self.ctx(range, &expr)?;
+        let mut ctx = self.ctx(query, range, &expr)?;
         let mut series: HashMap<Labels, Vec<(i64, f64)>> = HashMap::new();
         let mut t = range.start;
         while t <= range.end {
@@ -294,10 +326,13 @@ impl<'a> Engine<'a> {
             .map(|(labels, points)| RangeSeries { labels, points })
             .collect();
         out.sort_by(|a, b| a.labels.cmp(&b.labels));
-        Ok(out)
+        Ok(Answer {
+            value: out,
+            annotations: ctx.notes,
+        })
     }
 
-    fn ctx(&self, range: QueryRange, expr: &Expr) -> Result<Ctx<'a>, EvalError> {
+    fn ctx(&self, query: &str, range: QueryRange, expr: &Expr) -> Result<Ctx<'a>, EvalError> {
         let mut ctx = Ctx {
             store: self.store,
             lookback: self.lookback,
@@ -310,6 +345,8 @@ impl<'a> Engine<'a> {
             stripped: keel_series::FastMap::default(),
             group_keys: super::aggregate::KeyMemo::default(),
             windows: keel_series::FastMap::default(),
+            query: query.to_owned(),
+            notes: Annotations::default(),
         };
         ctx.plan(expr, 0, 0)?;
         Ok(ctx)
@@ -334,6 +371,54 @@ impl Ctx<'_> {
         self.step_samples = self.step_samples.saturating_add(n);
         self.budget
             .allow(self.held.saturating_add(self.step_samples), self.place())
+    }
+
+    /// Note a warning about the answer.
+    fn warn(&mut self, msg: String) {
+        self.notes.warn(msg);
+    }
+
+    /// Note an info about the answer.
+    fn info(&mut self, msg: String) {
+        self.notes.info(msg);
+    }
+
+    /// `rate`/`increase` over a series whose name does not say counter
+    /// (`_total`, `_sum`, `_count`, `_bucket`): Prometheus 3's info.
+    fn note_counter(&mut self, l: &Labels) {
+        let name = l.get(NAME);
+        if name.is_empty()
+            || ["_total", "_sum", "_count", "_bucket"]
+                .iter()
+                .any(|s| name.ends_with(s))
+        {
+            return;
+        }
+        let at = position_of(&self.query, name)
+            .map(|p| format!(" ({p})"))
+            .unwrap_or_default();
+        self.info(format!(
+            "metric might not be a counter, name does not end in _total/_sum/_count/_bucket: {name:?}{at}"
+        ));
+    }
+
+    /// Warnings about a range function's scalar parameters.
+    fn check_params(&mut self, name: &str, params: &[f64]) {
+        if name == "quantile_over_time"
+            && let Some(&q) = params.first()
+        {
+            self.check_quantile(q);
+        }
+    }
+
+    /// A φ outside [0, 1] (NaN included) earns a warning.
+    fn check_quantile(&mut self, q: f64) {
+        if !(0.0..=1.0).contains(&q) {
+            self.warn(format!(
+                "quantile value should be between 0 and 1, got {}",
+                crate::value::format_value(q)
+            ));
+        }
     }
 
     /// `l` without the metric name, memoized for the query.
@@ -393,7 +478,7 @@ impl Ctx<'_> {
             }
             Expr::Subquery(s) => {
                 let range = dur_ms(s.range);
-                let end = t.saturating_sub(offset_ms(&s.offset));
+                let end = self.at_time(&s.at, t).saturating_sub(offset_ms(&s.offset));
                 let step = s.step.map(dur_ms).unwrap_or(self.range.step).max(1);
                 // Steps aligned to absolute multiples of the step, in (end - range, end].
                 let from = end.saturating_sub(range);
@@ -473,14 +558,17 @@ impl Ctx<'_> {
             }
             Expr::Unary(u) => match self.eval(&u.expr, t)? {
                 Value::Scalar(v) => Ok(Value::Scalar(-v)),
-                Value::Vector(v) => Ok(Value::Vector(
-                    v.into_iter()
+                Value::Vector(v) => {
+                    let out: Vec<Sample> = v
+                        .into_iter()
                         .map(|s| Sample {
                             labels: s.labels.without_name(),
                             value: -s.value,
                         })
-                        .collect(),
-                )),
+                        .collect();
+                    binary::check_unique(&out)?;
+                    Ok(Value::Vector(out))
+                }
                 other => Err(EvalError::Execution(format!(
                     "unary minus on a {}",
                     other.type_name()
@@ -499,6 +587,9 @@ impl Ctx<'_> {
                     Some(p) => (Some(self.scalar(p, t)?), None),
                     None => (None, None),
                 };
+                if let Some(k) = num {
+                    self.check_aggregation_param(&op, k)?;
+                }
                 let input = self.vector(&a.expr, t)?;
                 let node = a as *const parser::AggregateExpr as usize;
                 Ok(Value::Vector(aggregate(
@@ -514,6 +605,47 @@ impl Ctx<'_> {
             Expr::Call(c) => self.call(c.func.name, &c.args.args, t),
             Expr::Extension(_) => Err(EvalError::Unsupported("extension expressions".into())),
         }
+    }
+
+    /// Prometheus' checks on an aggregation's numeric parameter: a `k`
+    /// must be a number that fits an int64; a φ or ratio out of range
+    /// earns a warning.
+    fn check_aggregation_param(&mut self, op: &str, k: f64) -> Result<(), EvalError> {
+        match op {
+            "topk" | "bottomk" | "limitk" => {
+                if k.is_nan() {
+                    return Err(EvalError::Execution("Parameter value is NaN".into()));
+                }
+                if k <= i64::MIN as f64 {
+                    return Err(EvalError::Execution(format!(
+                        "Scalar value {} underflows int64",
+                        crate::value::format_value(k)
+                    )));
+                }
+                if k >= i64::MAX as f64 {
+                    return Err(EvalError::Execution(format!(
+                        "Scalar value {} overflows int64",
+                        crate::value::format_value(k)
+                    )));
+                }
+            }
+            "limit_ratio" => {
+                if k.is_nan() {
+                    return Err(EvalError::Execution("Ratio value is NaN".into()));
+                }
+                if !(-1.0..=1.0).contains(&k) {
+                    let capped = k.clamp(-1.0, 1.0);
+                    self.warn(format!(
+                        "ratio value should be between -1 and 1, got {}, capping to {}",
+                        crate::value::format_value(k),
+                        crate::value::format_value(capped)
+                    ));
+                }
+            }
+            "quantile" => self.check_quantile(k),
+            _ => {}
+        }
+        Ok(())
     }
 
     fn binary(&mut self, b: &parser::BinaryExpr, t: i64) -> Result<Value, EvalError> {
@@ -580,5 +712,7 @@ impl Ctx<'_> {
 mod call;
 mod plan;
 
+#[cfg(test)]
+mod prometheus3_tests;
 #[cfg(test)]
 mod tests;

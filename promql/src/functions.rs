@@ -28,27 +28,27 @@ pub fn extrapolated(
         }
     }
     let mut to_start = (first.0 as f64 - start as f64) / 1000.0;
-    let to_end = (end as f64 - last.0 as f64) / 1000.0;
+    let mut to_end = (end as f64 - last.0 as f64) / 1000.0;
     let sampled = (last.0 as f64 - first.0 as f64) / 1000.0;
     let avg_between = sampled / (points.len() - 1) as f64;
+    // Prometheus 3: a sample close enough to a boundary (10 % over the
+    // average spacing) extrapolates to it, else by half a spacing; only
+    // then is a counter's start cut at its extrapolated zero (2.x cut
+    // first and compared the cut with the threshold).
+    let threshold = avg_between * 1.1;
+    if to_start >= threshold {
+        to_start = avg_between / 2.0;
+    }
     if counter && result > 0.0 && first.1 >= 0.0 {
         let to_zero = sampled * (first.1 / result);
         if to_zero < to_start {
             to_start = to_zero;
         }
     }
-    let threshold = avg_between * 1.1;
-    let mut interval = sampled;
-    interval += if to_start < threshold {
-        to_start
-    } else {
-        avg_between / 2.0
-    };
-    interval += if to_end < threshold {
-        to_end
-    } else {
-        avg_between / 2.0
-    };
+    if to_end >= threshold {
+        to_end = avg_between / 2.0;
+    }
+    let interval = sampled + to_start + to_end;
     result *= interval / sampled;
     if per_second {
         result /= (end as f64 - start as f64) / 1000.0;
@@ -72,21 +72,30 @@ fn instant_rate(points: &[(i64, f64)], is_rate: bool) -> Option<f64> {
     (dt > 0.0).then(|| d / dt)
 }
 
-/// Least-squares slope and intercept at `at` (ms), x in seconds relative to `at`.
+/// Least-squares slope and intercept at `at` (ms), x in seconds relative
+/// to `at`, with compensated sums as Prometheus' `linearRegression`; a
+/// constant series has slope 0 (NaN both when the constant is infinite).
 fn linear_regression(points: &[(i64, f64)], at: i64) -> (f64, f64) {
+    use crate::float::kahan_inc;
     let n = points.len() as f64;
-    let (mut sx, mut sy, mut sxy, mut sxx) = (0.0, 0.0, 0.0, 0.0);
-    let const_y = points.iter().all(|p| p.1 == points[0].1);
+    let (mut sx, mut cx, mut sy, mut cy) = (0.0, 0.0, 0.0, 0.0);
+    let (mut sxy, mut cxy, mut sxx, mut cxx) = (0.0, 0.0, 0.0, 0.0);
+    let first = points[0].1;
+    let const_y = points.iter().all(|p| p.1 == first);
     for &(t, v) in points {
         let x = (t - at) as f64 / 1000.0;
-        sx += x;
-        sy += v;
-        sxy += x * v;
-        sxx += x * x;
+        (sx, cx) = kahan_inc(x, sx, cx);
+        (sy, cy) = kahan_inc(v, sy, cy);
+        (sxy, cxy) = kahan_inc(x * v, sxy, cxy);
+        (sxx, cxx) = kahan_inc(x * x, sxx, cxx);
     }
     if const_y {
-        return (0.0, points[0].1);
+        if first.is_infinite() {
+            return (f64::NAN, f64::NAN);
+        }
+        return (0.0, first);
     }
+    let (sx, sy, sxy, sxx) = (sx + cx, sy + cy, sxy + cxy, sxx + cxx);
     let cov = sxy - sx * sy / n;
     let var = sxx - sx * sx / n;
     let slope = cov / var;
@@ -94,24 +103,35 @@ fn linear_regression(points: &[(i64, f64)], at: i64) -> (f64, f64) {
     (slope, intercept)
 }
 
-/// Kahan-compensated mean and variance, as Prometheus computes them.
-fn mean_var(values: impl Iterator<Item = f64>) -> (f64, f64, usize) {
-    let (mut count, mut mean, mut m2) = (0usize, 0.0, 0.0);
-    for v in values {
-        count += 1;
-        let delta = v - mean;
-        mean += delta / count as f64;
-        m2 += delta * (v - mean);
+/// Holt's linear smoothing of a window with smoothing factor `sf` and
+/// trend factor `tf` (`double_exponential_smoothing`, 2.x's `holt_winters`).
+fn double_exponential_smoothing(
+    p: &[(i64, f64)],
+    sf: f64,
+    tf: f64,
+) -> Result<Option<f64>, EvalError> {
+    if !(sf > 0.0 && sf < 1.0) {
+        return Err(EvalError::Execution(format!(
+            "invalid smoothing factor. Expected: 0 < sf < 1, got: {sf:.6}"
+        )));
     }
-    (
-        mean,
-        if count > 0 {
-            m2 / count as f64
-        } else {
-            f64::NAN
-        },
-        count,
-    )
+    if !(tf > 0.0 && tf < 1.0) {
+        return Err(EvalError::Execution(format!(
+            "invalid trend factor. Expected: 0 < tf < 1, got: {tf:.6}"
+        )));
+    }
+    if p.len() < 2 {
+        return Ok(None);
+    }
+    let (mut s0, mut s1, mut b) = (0.0, p[0].1, p[1].1 - p[0].1);
+    for (i, &(_, v)) in p.iter().enumerate().skip(1) {
+        if i > 1 {
+            b = tf * (s1 - s0) + (1.0 - tf) * b;
+        }
+        let next = sf * v + (1.0 - sf) * (s1 + b);
+        (s0, s1) = (s1, next);
+    }
+    Ok(Some(s1))
 }
 
 /// φ-quantile of values, interpolated as Prometheus does.
@@ -134,15 +154,35 @@ pub fn quantile(q: f64, mut values: Vec<f64>) -> f64 {
     values[lower as usize] * (1.0 - w) + values[upper as usize] * w
 }
 
-/// Apply a range-vector function to one series' window `(start, end]`.
-/// `arg` is the scalar parameter where the function takes one.
+/// One evaluation of a range-vector function: the window `(start, end]`
+/// (ms), the evaluation time `at` (ms, which `@` does not move), and the
+/// function's scalar parameters in argument order.
+#[derive(Debug, Clone, Copy)]
+pub struct RangeCall<'a> {
+    /// The window's open start.
+    pub start: i64,
+    /// The window's closed end.
+    pub end: i64,
+    /// The evaluation time.
+    pub at: i64,
+    /// The scalar parameters.
+    pub params: &'a [f64],
+}
+
+/// Apply a range-vector function to one series' window.
 pub fn over_range(
     name: &str,
     p: &[(i64, f64)],
-    start: i64,
-    end: i64,
-    arg: f64,
+    call: RangeCall<'_>,
 ) -> Result<Option<f64>, EvalError> {
+    use crate::float;
+    let RangeCall {
+        start,
+        end,
+        at,
+        params,
+    } = call;
+    let param = |i: usize| params.get(i).copied().unwrap_or(f64::NAN);
     let vals = || p.iter().map(|x| x.1);
     Ok(match name {
         "rate" => extrapolated(p, start, end, true, true),
@@ -150,11 +190,15 @@ pub fn over_range(
         "delta" => extrapolated(p, start, end, false, false),
         "irate" => instant_rate(p, true),
         "idelta" => instant_rate(p, false),
-        "deriv" => (p.len() >= 2).then(|| linear_regression(p, end).0),
+        "deriv" => (p.len() >= 2).then(|| linear_regression(p, p[0].0).0),
+        // Prometheus 3 predicts from the evaluation time, also under `@`.
         "predict_linear" => (p.len() >= 2).then(|| {
-            let (slope, intercept) = linear_regression(p, end);
-            slope * arg + intercept
+            let (slope, intercept) = linear_regression(p, at);
+            slope * param(0) + intercept
         }),
+        "double_exponential_smoothing" => {
+            return double_exponential_smoothing(p, param(0), param(1));
+        }
         "changes" => (!p.is_empty()).then(|| {
             p.windows(2)
                 .filter(|w| w[0].1 != w[1].1 && !(w[0].1.is_nan() && w[1].1.is_nan()))
@@ -163,8 +207,8 @@ pub fn over_range(
         "resets" => {
             (!p.is_empty()).then(|| p.windows(2).filter(|w| w[1].1 < w[0].1).count() as f64)
         }
-        "avg_over_time" => (!p.is_empty()).then(|| mean_var(vals()).0),
-        "sum_over_time" => (!p.is_empty()).then(|| vals().sum()),
+        "avg_over_time" => (!p.is_empty()).then(|| float::mean(vals())),
+        "sum_over_time" => (!p.is_empty()).then(|| float::kahan_sum(vals())),
         "count_over_time" => (!p.is_empty()).then_some(p.len() as f64),
         "min_over_time" => (!p.is_empty())
             .then(|| vals().fold(f64::NAN, |a, b| if a.is_nan() || b < a { b } else { a })),
@@ -172,9 +216,13 @@ pub fn over_range(
             .then(|| vals().fold(f64::NAN, |a, b| if a.is_nan() || b > a { b } else { a })),
         "last_over_time" => p.last().map(|x| x.1),
         "present_over_time" => (!p.is_empty()).then_some(1.0),
-        "stddev_over_time" => (!p.is_empty()).then(|| mean_var(vals()).1.sqrt()),
-        "stdvar_over_time" => (!p.is_empty()).then(|| mean_var(vals()).1),
-        "quantile_over_time" => (!p.is_empty()).then(|| quantile(arg, vals().collect())),
+        "stddev_over_time" => (!p.is_empty()).then(|| float::variance(vals()).sqrt()),
+        "stdvar_over_time" => (!p.is_empty()).then(|| float::variance(vals())),
+        "quantile_over_time" => (!p.is_empty()).then(|| quantile(param(0), vals().collect())),
+        "mad_over_time" => (!p.is_empty()).then(|| {
+            let median = quantile(0.5, vals().collect());
+            quantile(0.5, vals().map(|v| (v - median).abs()).collect())
+        }),
         other => return Err(EvalError::Unsupported(other.to_owned())),
     })
 }
@@ -207,6 +255,8 @@ pub fn is_range_function(name: &str) -> bool {
             | "stddev_over_time"
             | "stdvar_over_time"
             | "quantile_over_time"
+            | "mad_over_time"
+            | "double_exponential_smoothing"
     )
 }
 
@@ -292,22 +342,23 @@ pub fn calendar(name: &str, secs: f64) -> Option<f64> {
 }
 
 /// `histogram_quantile(q, buckets)` for one group of classic buckets
-/// (`upper bound`, cumulative count), as Prometheus' `bucketQuantile`.
-pub fn bucket_quantile(q: f64, mut buckets: Vec<(f64, f64)>) -> f64 {
+/// (`upper bound`, cumulative count), as Prometheus' `bucketQuantile`;
+/// also whether a count had to be raised to keep the buckets monotonic.
+pub fn bucket_quantile(q: f64, mut buckets: Vec<(f64, f64)>) -> (f64, bool) {
     if q.is_nan() {
-        return f64::NAN;
+        return (f64::NAN, false);
     }
     if q < 0.0 {
-        return f64::NEG_INFINITY;
+        return (f64::NEG_INFINITY, false);
     }
     if q > 1.0 {
-        return f64::INFINITY;
+        return (f64::INFINITY, false);
     }
     buckets.sort_by(|a, b| a.0.total_cmp(&b.0));
     if buckets.len() < 2 || buckets[buckets.len() - 1].0 != f64::INFINITY {
-        return f64::NAN;
+        return (f64::NAN, false);
     }
-    // Coalesce equal bounds, then force monotonic counts.
+    // Coalesce equal bounds (`+Inf` and `inf` too).
     let mut merged: Vec<(f64, f64)> = Vec::with_capacity(buckets.len());
     for b in buckets {
         match merged.last_mut() {
@@ -315,30 +366,25 @@ pub fn bucket_quantile(q: f64, mut buckets: Vec<(f64, f64)>) -> f64 {
             _ => merged.push(b),
         }
     }
-    let mut max = f64::NEG_INFINITY;
-    for b in merged.iter_mut() {
-        if b.1 > max {
-            max = b.1;
-        } else {
-            b.1 = max;
-        }
-    }
-    // Bounds spelt differently (`+Inf`, `inf`) may have merged into one.
+    let forced = ensure_monotonic(&mut merged);
     let n = merged.len();
     if n < 2 {
-        return f64::NAN;
+        return (f64::NAN, forced);
     }
     let observations = merged[n - 1].1;
     if observations == 0.0 || observations.is_nan() {
-        return f64::NAN;
+        return (f64::NAN, forced);
     }
     let mut rank = q * observations;
-    let b = merged.iter().position(|x| x.1 >= rank).unwrap_or(n - 1);
+    let b = merged[..n - 1]
+        .iter()
+        .position(|x| x.1 >= rank)
+        .unwrap_or(n - 1);
     if b == n - 1 {
-        return merged[n - 2].0;
+        return (merged[n - 2].0, forced);
     }
     if b == 0 && merged[0].0 <= 0.0 {
-        return merged[0].0;
+        return (merged[0].0, forced);
     }
     let (mut start, end, mut count) = (0.0, merged[b].0, merged[b].1);
     if b > 0 {
@@ -346,7 +392,133 @@ pub fn bucket_quantile(q: f64, mut buckets: Vec<(f64, f64)>) -> f64 {
         count -= merged[b - 1].1;
         rank -= merged[b - 1].1;
     }
-    start + (end - start) * (rank / count)
+    (start + (end - start) * (rank / count), forced)
+}
+
+/// Counts that differ from the previous by a float rounding error (1e-12
+/// relative) are set equal to it silently; counts that fall are raised
+/// to it, which is reported (Prometheus' `ensureMonotonicAndIgnoreSmallDeltas`).
+fn ensure_monotonic(buckets: &mut [(f64, f64)]) -> bool {
+    const TOLERANCE: f64 = 1e-12;
+    let mut forced = false;
+    let mut prev = buckets[0].1;
+    for b in buckets.iter_mut().skip(1) {
+        let curr = b.1;
+        if curr == prev {
+            continue;
+        }
+        if almost_equal(prev, curr, TOLERANCE) {
+            b.1 = prev;
+            continue;
+        }
+        if curr < prev {
+            b.1 = prev;
+            forced = true;
+            continue;
+        }
+        prev = curr;
+    }
+    forced
+}
+
+/// Relative float equality within `epsilon` (Prometheus' `almost.Equal`).
+fn almost_equal(a: f64, b: f64, epsilon: f64) -> bool {
+    if a.is_nan() && b.is_nan() || a == b {
+        return true;
+    }
+    let min_normal = f64::MIN_POSITIVE;
+    let abs_sum = a.abs() + b.abs();
+    let diff = (a - b).abs();
+    if a == 0.0 || b == 0.0 || abs_sum < min_normal {
+        return diff < epsilon * min_normal;
+    }
+    diff / abs_sum.min(f64::MAX) < epsilon
+}
+
+/// Does `name` read a counter (so a series whose name does not say so
+/// earns Prometheus' "might not be a counter" info)?
+pub fn wants_counter(name: &str) -> bool {
+    matches!(name, "rate" | "increase")
+}
+
+/// Is `name` one of Prometheus' experimental functions or aggregations?
+pub fn is_experimental(name: &str) -> bool {
+    matches!(
+        name,
+        "limitk"
+            | "limit_ratio"
+            | "sort_by_label"
+            | "sort_by_label_desc"
+            | "mad_over_time"
+            | "double_exponential_smoothing"
+            | "info"
+            | "ts_of_min_over_time"
+            | "ts_of_max_over_time"
+            | "ts_of_last_over_time"
+    )
+}
+
+/// `sort_by_label`'s order: by each named label's value in natural order
+/// (digit runs compared as numbers), then by the whole label set.
+pub fn by_labels(names: &[String], a: &Labels, b: &Labels) -> std::cmp::Ordering {
+    for n in names {
+        let (x, y) = (a.get(n), b.get(n));
+        if x == y {
+            continue;
+        }
+        return if natural_less(x, y) {
+            std::cmp::Ordering::Less
+        } else {
+            std::cmp::Ordering::Greater
+        };
+    }
+    a.cmp(b)
+}
+
+/// Natural order as Prometheus' `natsort.Compare`: the strings as runs
+/// of digits and of non-digits, runs that both parse as integers compared
+/// as numbers, others as strings; a string that runs out first is less.
+fn natural_less(a: &str, b: &str) -> bool {
+    let (ca, cb) = (chunks(a), chunks(b));
+    for (i, x) in ca.iter().enumerate() {
+        let Some(y) = cb.get(i) else {
+            return false;
+        };
+        let equal = match (x.parse::<i64>(), y.parse::<i64>()) {
+            (Ok(p), Ok(q)) if p != q => return p < q,
+            (Ok(_), Ok(_)) => true,
+            _ => x == y,
+        };
+        if !equal {
+            return x < y;
+        }
+        if i == ca.len() - 1 {
+            return true;
+        }
+        if i == cb.len() - 1 {
+            return false;
+        }
+    }
+    false
+}
+
+/// `s` split into maximal runs of ASCII digits and of everything else.
+fn chunks(s: &str) -> Vec<&str> {
+    let mut out = Vec::new();
+    let mut start = 0;
+    let mut digits = None;
+    for (i, c) in s.char_indices() {
+        let d = c.is_ascii_digit();
+        if digits.is_some_and(|was| was != d) {
+            out.push(&s[start..i]);
+            start = i;
+        }
+        digits = Some(d);
+    }
+    if start < s.len() {
+        out.push(&s[start..]);
+    }
+    out
 }
 
 /// `label_replace(v, dst, replacement, src, regex)` on one sample.

@@ -8,15 +8,18 @@
 //! it, never a silently wrong answer.
 
 pub mod aggregate;
+pub mod annotations;
 pub mod binary;
 pub mod eval;
+pub mod float;
 pub mod functions;
 pub mod gate;
 pub mod limits;
 pub mod parse;
 pub mod value;
 
-pub use eval::{Engine, QueryRange};
+pub use annotations::Annotations;
+pub use eval::{Answer, Engine, QueryRange};
 pub use gate::QueryGate;
 pub use limits::{Budget, QueryLimits};
 pub use parse::{MAX_NESTING, parse, selectors};

@@ -30,6 +30,11 @@ pub struct QueryLimits {
     /// Most API and dashboard queries evaluated at once; more wait for a
     /// slot (within their timeout). Rule evaluation does not wait for one.
     pub max_concurrency: usize,
+    /// Evaluate Prometheus' experimental functions (`limitk`,
+    /// `limit_ratio`, `sort_by_label`, `sort_by_label_desc`,
+    /// `mad_over_time`, `double_exponential_smoothing`), as its
+    /// `--enable-feature=promql-experimental-functions` does.
+    pub experimental_functions: bool,
 }
 
 impl Default for QueryLimits {
@@ -38,6 +43,7 @@ impl Default for QueryLimits {
             max_samples: 50_000_000,
             timeout: Duration::from_secs(120),
             max_concurrency: 20,
+            experimental_functions: false,
         }
     }
 }
@@ -63,6 +69,7 @@ impl QueryLimits {
             max_samples: self.max_samples,
             deadline: Instant::now().checked_add(self.timeout),
             cancel,
+            experimental: self.experimental_functions,
         }
     }
 }
@@ -78,6 +85,7 @@ pub struct Budget {
     max_samples: usize,
     deadline: Option<Instant>,
     cancel: Option<Arc<AtomicBool>>,
+    experimental: bool,
 }
 
 impl Default for Budget {
@@ -88,6 +96,17 @@ impl Default for Budget {
 }
 
 impl Budget {
+    /// Whether experimental functions may be evaluated.
+    pub fn experimental(&self) -> bool {
+        self.experimental
+    }
+
+    /// The same budget with experimental functions allowed or not.
+    pub fn with_experimental(mut self, on: bool) -> Self {
+        self.experimental = on;
+        self
+    }
+
     /// Most samples held at once.
     pub fn max_samples(&self) -> usize {
         self.max_samples
@@ -129,6 +148,7 @@ mod tests {
             max_samples: 0,
             timeout: Duration::ZERO,
             max_concurrency: 0,
+            experimental_functions: false,
         }
         .validate("collector.query", &mut problems);
         assert_eq!(

@@ -57,9 +57,19 @@ fn show(samples: &[(Labels, f64)]) -> String {
         .join(", ")
 }
 
-/// Run every expression test in `text` (a test file read from `path`).
+/// Run every expression test in `text` (a test file read from `path`),
+/// with Prometheus' experimental functions evaluated or refused as
+/// `experimental` says (promtool's `--enable-feature=promql-experimental-functions`).
 /// Returns the number of checks run and the failures.
-pub fn run(path: &str, text: &str) -> Result<(usize, Vec<Failure>), TestFileError> {
+pub fn run(
+    path: &str,
+    text: &str,
+    experimental: bool,
+) -> Result<(usize, Vec<Failure>), TestFileError> {
+    let limits = keel_promql::QueryLimits {
+        experimental_functions: experimental,
+        ..keel_promql::QueryLimits::default()
+    };
     let file: TestFile = keel_core::config::parse_yaml(path, text)?;
     let eval_interval = duration_ms(
         file.evaluation_interval.as_deref().unwrap_or("1m"),
@@ -170,8 +180,9 @@ pub fn run(path: &str, text: &str) -> Result<(usize, Vec<Failure>), TestFileErro
             groups.iter().cloned().map(rules::GroupState::new).collect();
         let store = std::sync::Arc::new(store);
         let logs = input_logs(&group, &g.input_logs, base_ms)?;
-        let source =
+        let mut source =
             rules::source::StoreSource::new(store.clone(), logs.as_ref().map(|(l, _)| l.clone()));
+        source.limits = limits.clone();
         let mut next_test = alert_tests.iter().peekable();
         let mut ts = 0;
         if !states.is_empty() {
@@ -239,7 +250,7 @@ pub fn run(path: &str, text: &str) -> Result<(usize, Vec<Failure>), TestFileErro
                 });
             }
         }
-        let engine = Engine::new(&store);
+        let engine = Engine::with_budget(&store, limits.budget(None));
         for (ei, t) in g.promql_expr_test.iter().enumerate() {
             checks += 1;
             let at = duration_ms(

@@ -5,7 +5,7 @@ use std::path::Path;
 
 fn run(path: &Path) -> (usize, Vec<keel_alerting::promtest::Failure>) {
     let text = std::fs::read_to_string(path).expect("read");
-    keel_alerting::promtest::run(&path.display().to_string(), &text)
+    keel_alerting::promtest::run(&path.display().to_string(), &text, false)
         .unwrap_or_else(|e| panic!("{e}"))
 }
 

@@ -2,6 +2,9 @@
 //! instant-vector and scalar functions, each by its PromQL name.
 
 use super::*;
+use crate::float::{go_max, go_min};
+use crate::functions::RangeCall;
+use crate::value::format_value;
 
 impl Ctx<'_> {
     pub(super) fn call(
@@ -16,15 +19,16 @@ impl Ctx<'_> {
                 .ok_or_else(|| EvalError::Execution(format!("{name}: missing argument {}", i + 1)))
         };
         if functions::is_range_function(name) {
-            let (param_idx, series_idx) = match name {
-                "quantile_over_time" => (Some(0), 1),
-                "predict_linear" => (Some(1), 0),
-                _ => (None, 0),
-            };
-            let param = match param_idx {
-                Some(i) => self.scalar(arg(i)?, t)?,
-                None => 0.0,
-            };
+            // The series argument; every other argument is a scalar
+            // parameter, in order.
+            let series_idx = usize::from(name == "quantile_over_time");
+            let mut params = Vec::with_capacity(args.len().saturating_sub(1));
+            for (i, a) in args.iter().enumerate() {
+                if i != series_idx {
+                    params.push(self.scalar(a, t)?);
+                }
+            }
+            self.check_params(name, &params);
             // Fast path for a plain matrix selector: the function reads each
             // series' window straight from the fetched samples, no copy.
             if let Expr::MatrixSelector(ms) = strip_parens(arg(series_idx)?) {
@@ -54,7 +58,16 @@ impl Ctx<'_> {
                     } else {
                         window
                     };
-                    match functions::over_range(name, window, start, end, param) {
+                    let call = RangeCall {
+                        start,
+                        end,
+                        at: t,
+                        params: &params,
+                    };
+                    if functions::wants_counter(name) {
+                        self.note_counter(labels);
+                    }
+                    match functions::over_range(name, window, call) {
                         Ok(Some(v)) => {
                             let labels = if functions::keeps_name(name) {
                                 labels.clone()
@@ -72,15 +85,27 @@ impl Ctx<'_> {
                 }
                 self.fetched.insert(key, fetched);
                 self.windows.insert(key, windows);
-                return match failure {
-                    Some(e) => Err(e),
-                    None => Ok(Value::Vector(out)),
-                };
+                if let Some(e) = failure {
+                    return Err(e);
+                }
+                if !functions::keeps_name(name) {
+                    binary::check_unique(&out)?;
+                }
+                return Ok(Value::Vector(out));
             }
             let (m, start, end) = self.matrix(arg(series_idx)?, t)?;
             let mut out = Vec::with_capacity(m.len());
+            let call = RangeCall {
+                start,
+                end,
+                at: t,
+                params: &params,
+            };
             for s in &m {
-                if let Some(v) = functions::over_range(name, &s.points, start, end, param)? {
+                if functions::wants_counter(name) {
+                    self.note_counter(&s.labels);
+                }
+                if let Some(v) = functions::over_range(name, &s.points, call)? {
                     let labels = if functions::keeps_name(name) {
                         s.labels.clone()
                     } else {
@@ -89,17 +114,23 @@ impl Ctx<'_> {
                     out.push(Sample { labels, value: v });
                 }
             }
+            if !functions::keeps_name(name) {
+                binary::check_unique(&out)?;
+            }
             return Ok(Value::Vector(out));
         }
-        let map = |v: Vec<Sample>, f: &dyn Fn(f64) -> f64| -> Value {
-            Value::Vector(
-                v.into_iter()
-                    .map(|s| Sample {
-                        labels: s.labels.without_name(),
-                        value: f(s.value),
-                    })
-                    .collect(),
-            )
+        // An element-wise function drops the name, so two series that
+        // differ only by it collide: an error, as in Prometheus.
+        let map = |v: Vec<Sample>, f: &dyn Fn(f64) -> f64| -> Result<Value, EvalError> {
+            let out: Vec<Sample> = v
+                .into_iter()
+                .map(|s| Sample {
+                    labels: s.labels.without_name(),
+                    value: f(s.value),
+                })
+                .collect();
+            binary::check_unique(&out)?;
+            Ok(Value::Vector(out))
         };
         match name {
             "time" => Ok(Value::Scalar(t as f64 / 1000.0)),
@@ -123,7 +154,7 @@ impl Ctx<'_> {
             | "cos" | "tan" | "asin" | "acos" | "atan" | "sinh" | "cosh" | "tanh" | "asinh"
             | "acosh" | "atanh" | "deg" | "rad" => {
                 let v = self.vector(arg(0)?, t)?;
-                Ok(map(v, &|x| functions::math(name, x).unwrap_or(f64::NAN)))
+                map(v, &|x| functions::math(name, x).unwrap_or(f64::NAN))
             }
             "round" => {
                 let v = self.vector(arg(0)?, t)?;
@@ -131,8 +162,10 @@ impl Ctx<'_> {
                     Some(a) => self.scalar(a, t)?,
                     None => 1.0,
                 };
-                // Prometheus rounds half up: floor(x / to + 0.5) * to.
-                Ok(map(v, &|x| (x / to + 0.5).floor() * to))
+                // Prometheus rounds half up with the inverse of `to`
+                // (fewer rounding errors than dividing by it).
+                let inverse = 1.0 / to;
+                map(v, &|x| (x * inverse + 0.5).floor() / inverse)
             }
             "clamp" => {
                 let v = self.vector(arg(0)?, t)?;
@@ -140,22 +173,22 @@ impl Ctx<'_> {
                 if lo > hi {
                     return Ok(Value::Vector(Vec::new()));
                 }
-                Ok(map(v, &|x| x.max(lo).min(hi)))
+                map(v, &|x| go_max(lo, go_min(hi, x)))
             }
             "clamp_min" => {
                 let v = self.vector(arg(0)?, t)?;
                 let lo = self.scalar(arg(1)?, t)?;
-                Ok(map(v, &|x| x.max(lo)))
+                map(v, &|x| go_max(lo, x))
             }
             "clamp_max" => {
                 let v = self.vector(arg(0)?, t)?;
                 let hi = self.scalar(arg(1)?, t)?;
-                Ok(map(v, &|x| x.min(hi)))
+                map(v, &|x| go_min(hi, x))
             }
             "timestamp" => {
                 let Expr::VectorSelector(vs) = strip_parens(arg(0)?) else {
                     let v = self.vector(arg(0)?, t)?;
-                    return Ok(map(v, &|_| t as f64 / 1000.0));
+                    return map(v, &|_| t as f64 / 1000.0);
                 };
                 let out: Vec<Sample> = self
                     .latest(vs, t)
@@ -176,9 +209,7 @@ impl Ctx<'_> {
                         value: t as f64 / 1000.0,
                     }],
                 };
-                Ok(map(v, &|x| {
-                    functions::calendar(name, x).unwrap_or(f64::NAN)
-                }))
+                map(v, &|x| functions::calendar(name, x).unwrap_or(f64::NAN))
             }
             "absent" => {
                 let v = self.vector(arg(0)?, t)?;
@@ -212,6 +243,11 @@ impl Ctx<'_> {
                     self.string(arg(3)?, t)?,
                     self.string(arg(4)?, t)?,
                 );
+                if dst.is_empty() {
+                    return Err(EvalError::Execution(format!(
+                        "invalid destination label name in label_replace(): {dst}"
+                    )));
+                }
                 let re = anchored_regex(&re).map_err(|e| {
                     EvalError::Execution(format!(
                         "invalid regular expression in label_replace(): {e}"
@@ -232,7 +268,18 @@ impl Ctx<'_> {
                 let (dst, sep) = (self.string(arg(1)?, t)?, self.string(arg(2)?, t)?);
                 let mut srcs = Vec::new();
                 for a in &args[3.min(args.len())..] {
-                    srcs.push(self.string(a, t)?);
+                    let src = self.string(a, t)?;
+                    if src.is_empty() {
+                        return Err(EvalError::Execution(format!(
+                            "invalid source label name in label_join(): {src}"
+                        )));
+                    }
+                    srcs.push(src);
+                }
+                if dst.is_empty() {
+                    return Err(EvalError::Execution(format!(
+                        "invalid destination label name in label_join(): {dst}"
+                    )));
                 }
                 let out: Vec<Sample> = v
                     .into_iter()
@@ -249,33 +296,69 @@ impl Ctx<'_> {
             }
             "histogram_quantile" => {
                 let q = self.scalar(arg(0)?, t)?;
+                if !(0.0..=1.0).contains(&q) {
+                    self.warn(format!(
+                        "quantile value should be between 0 and 1, got {}",
+                        format_value(q)
+                    ));
+                }
                 let v = self.vector(arg(1)?, t)?;
+                // Grouped with the metric name (two metrics' buckets never
+                // merge), which is then dropped: a collision is an error.
                 let mut groups: HashMap<Labels, Vec<(f64, f64)>> = HashMap::new();
                 for s in v {
                     let le = s.labels.get("le");
                     let Ok(bound) = le.trim().replace("+Inf", "inf").parse::<f64>() else {
+                        self.warn(format!(
+                            "bucket label \"le\" is missing or has a malformed value of {le:?} for metric name {:?}",
+                            s.labels.get(NAME)
+                        ));
                         continue;
                     };
-                    let key = s.labels.without_name().project(&["le".to_owned()], false);
+                    let key = s.labels.project(&["le".to_owned()], false);
                     groups.entry(key).or_default().push((bound, s.value));
                 }
-                Ok(Value::Vector(
-                    groups
-                        .into_iter()
-                        .map(|(labels, b)| Sample {
-                            labels,
-                            value: functions::bucket_quantile(q, b),
-                        })
-                        .collect(),
-                ))
+                let mut out = Vec::with_capacity(groups.len());
+                for (labels, buckets) in groups {
+                    let (value, fixed) = functions::bucket_quantile(q, buckets);
+                    if fixed {
+                        self.info(format!(
+                            "input to histogram_quantile needed to be fixed for monotonicity (see https://prometheus.io/docs/prometheus/latest/querying/functions/#histogram_quantile) for metric name {:?}",
+                            labels.get(NAME)
+                        ));
+                    }
+                    out.push(Sample {
+                        labels: labels.without_name(),
+                        value,
+                    });
+                }
+                binary::check_unique(&out)?;
+                Ok(Value::Vector(out))
             }
             "sort" | "sort_desc" => {
                 let mut v = self.vector(arg(0)?, t)?;
+                // NaN last for both, as in Prometheus 3.
+                v.sort_by(|a, b| match (a.value.is_nan(), b.value.is_nan()) {
+                    (true, true) => std::cmp::Ordering::Equal,
+                    (true, false) => std::cmp::Ordering::Greater,
+                    (false, true) => std::cmp::Ordering::Less,
+                    _ if name == "sort" => a.value.total_cmp(&b.value),
+                    _ => b.value.total_cmp(&a.value),
+                });
+                Ok(Value::Vector(v))
+            }
+            "sort_by_label" | "sort_by_label_desc" => {
+                let mut v = self.vector(arg(0)?, t)?;
+                let mut names = Vec::new();
+                for a in &args[1.min(args.len())..] {
+                    names.push(self.string(a, t)?);
+                }
                 v.sort_by(|a, b| {
-                    if name == "sort" {
-                        a.value.total_cmp(&b.value)
+                    let o = functions::by_labels(&names, &a.labels, &b.labels);
+                    if name == "sort_by_label" {
+                        o
                     } else {
-                        b.value.total_cmp(&a.value)
+                        o.reverse()
                     }
                 });
                 Ok(Value::Vector(v))

@@ -28,6 +28,7 @@ impl Ctx<'_> {
                 self.fetch(&m.vs, before.saturating_add(dur_ms(m.range)), after)
             }
             Expr::Aggregate(a) => {
+                self.allow(&a.op.to_string())?;
                 if let Some(p) = &a.param {
                     self.plan(p, before, after)?;
                 }
@@ -42,26 +43,51 @@ impl Ctx<'_> {
             Expr::Subquery(s) => {
                 let off = offset_ms(&s.offset);
                 let step = s.step.map(dur_ms).unwrap_or(self.range.step).max(1);
+                let reach = dur_ms(s.range).saturating_add(step);
                 if s.at.is_some() {
-                    return Err(EvalError::Unsupported("@ on a subquery".into()));
+                    // Pinned by `@`: the inner steps end at one time,
+                    // whatever the query's range; widen the read to it.
+                    let end = self.at_time(&s.at, self.range.start).saturating_sub(off);
+                    let before = before
+                        .max(self.range.start.saturating_sub(end))
+                        .saturating_add(reach);
+                    let after = after.max(end.saturating_sub(self.range.end));
+                    return self.plan(&s.expr, before, after.max(0));
                 }
                 self.plan(
                     &s.expr,
-                    before
-                        .saturating_add(dur_ms(s.range))
-                        .saturating_add(off.max(0))
-                        .saturating_add(step),
+                    before.saturating_add(reach).saturating_add(off.max(0)),
                     after.saturating_add(off.saturating_neg().max(0)),
                 )
             }
-            Expr::Call(c) => c
-                .args
-                .args
-                .iter()
-                .try_for_each(|a| self.plan(a, before, after)),
+            Expr::Call(c) => {
+                self.allow(c.func.name)?;
+                c.args
+                    .args
+                    .iter()
+                    .try_for_each(|a| self.plan(a, before, after))
+            }
             Expr::NumberLiteral(_) | Expr::StringLiteral(_) => Ok(()),
             Expr::Extension(_) => Err(EvalError::Unsupported("extension expressions".into())),
         }
+    }
+
+    /// Refuse an experimental function unless the query's settings
+    /// allow it (Prometheus refuses it when parsing, with these words).
+    fn allow(&self, name: &str) -> Result<(), EvalError> {
+        if !crate::functions::is_experimental(name) || self.budget.experimental() {
+            return Ok(());
+        }
+        Err(EvalError::Parse(match name {
+            "limitk" | "limit_ratio" => format!(
+                "{name}() is experimental and must be enabled with query.experimental_functions \
+                 (Prometheus: --enable-feature=promql-experimental-functions)"
+            ),
+            _ => format!(
+                "function {name:?} is not enabled: set query.experimental_functions \
+                 (Prometheus: --enable-feature=promql-experimental-functions)"
+            ),
+        }))
     }
 
     fn fetch(&mut self, vs: &VectorSelector, before: i64, after: i64) -> Result<(), EvalError> {
@@ -94,15 +120,20 @@ impl Ctx<'_> {
         self.keep(samples)
     }
 
-    /// The evaluation time a selector reads at, with `@` and `offset`.
-    pub(super) fn read_time(&self, vs: &VectorSelector, t: i64) -> i64 {
-        let base = match &vs.at {
+    /// The time an `@` modifier pins evaluation to (`t` without one).
+    pub(super) fn at_time(&self, at: &Option<AtModifier>, t: i64) -> i64 {
+        match at {
             Some(AtModifier::At(at)) => ms(*at),
             Some(AtModifier::Start) => self.range.start,
             Some(AtModifier::End) => self.range.end,
             None => t,
-        };
-        base.saturating_sub(offset_ms(&vs.offset))
+        }
+    }
+
+    /// The evaluation time a selector reads at, with `@` and `offset`.
+    pub(super) fn read_time(&self, vs: &VectorSelector, t: i64) -> i64 {
+        self.at_time(&vs.at, t)
+            .saturating_sub(offset_ms(&vs.offset))
     }
 
     pub(super) fn series(&self, vs: &VectorSelector) -> &[(Labels, Vec<(i64, f64)>)] {
