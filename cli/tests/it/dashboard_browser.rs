@@ -35,7 +35,8 @@ const RULES: &str = r#"groups:
 
 use keel_testkit::webdriver;
 
-/// A dashboard with a query that fails at run time and one with no data.
+/// A dashboard with a query that fails at run time, one with no data,
+/// and one Prometheus 3 would annotate (`rate` over a gauge's name).
 const EXTRA: &str = r#"title: Extra
 rows:
   - title: Bad input
@@ -48,6 +49,10 @@ rows:
         type: stat
         queries:
           - expr: no_such_metric_anywhere
+      - title: Not a counter
+        type: timeseries
+        queries:
+          - expr: sum(rate(up[1m]))
 "#;
 
 /// The browser, failing the test on a protocol error.
@@ -566,6 +571,18 @@ async fn the_dashboard_works_in_a_real_browser() {
             r#"const p = document.querySelector('[data-panel="0.1"]'); return p && p.textContent.includes('No data in this range') ? 1 : null;"#,
         )
         .await;
+    let info = browser
+        .until(
+            "the annotated panel shows Prometheus' info",
+            r#"const p = document.querySelector('[data-panel="0.2"] .status.annotation.info'); return p ? p.textContent : null;"#,
+        )
+        .await;
+    assert!(
+        info.as_str().is_some_and(|t| t.contains(
+            "PromQL info: metric might not be a counter, name does not end in _total/_sum/_count/_bucket: \"up\""
+        )),
+        "{info}"
+    );
     std::fs::write(&extra, EXTRA.replace("type: stat", "type: pie")).expect("write");
     let f = std::fs::File::options()
         .write(true)

@@ -13,6 +13,7 @@ mod logs_api;
 mod otel_sdks;
 mod otlp_ingest;
 mod people;
+mod query_annotations;
 mod query_limits;
 mod rule_tests;
 mod rules_running;
