@@ -4,6 +4,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::Context as _;
+use keel_agent::host::Exclusions;
 use keel_core::clock::{SharedClock, SystemClock};
 use keel_core::config::Validate;
 
@@ -112,10 +113,10 @@ agent:
     enabled: true
     interval: 10s
     # What is left out (regexes; node_exporter's *-exclude flags, Debian's defaults):
-    mount_points_exclude: '^/(dev|proc|run|sys|mnt|media|var/lib/docker/.+|var/lib/containers/storage/.+)($|/)'
-    fs_types_exclude: '^(autofs|binfmt_misc|bpf|cgroup2?|configfs|debugfs|devpts|devtmpfs|fusectl|hugetlbfs|iso9660|mqueue|nsfs|overlay|proc|procfs|pstore|rpc_pipefs|securityfs|selinuxfs|squashfs|sysfs|tracefs)$'
-    diskstats_device_exclude: '^(ram|loop|fd|(h|s|v|xv)d[a-z]|nvme\d+n\d+p)\d+$'
-    netdev_device_exclude: '^lo$'
+    mount_points_exclude: '{mounts}'
+    fs_types_exclude: '{fs_types}'
+    diskstats_device_exclude: '{disks}'
+    netdev_device_exclude: '{netdev}'
   scrape: []
   # scrape:
   #   - job: node                        # the job label
@@ -144,7 +145,11 @@ agent:
   #         interval: 10s                # how often the series are sent
   log_poll_interval: 500ms             # how often files are checked
 "#,
-        data_dir = data_dir.display()
+        data_dir = data_dir.display(),
+        mounts = Exclusions::DEFAULT[0],
+        fs_types = Exclusions::DEFAULT[1],
+        disks = Exclusions::DEFAULT[2],
+        netdev = Exclusions::DEFAULT[3],
     )
 }
 
@@ -175,8 +180,8 @@ fn install(args: InstallArgs) -> anyhow::Result<()> {
     } else {
         (binary.clone(), "agent run")
     };
-    let text = crate::package_cmd::unit(
-        crate::package_cmd::AGENT_UNIT,
+    let text = crate::systemd::unit(
+        crate::systemd::AGENT_UNIT,
         &exec.display().to_string(),
         &args.config_file.display().to_string(),
         run,
@@ -240,7 +245,7 @@ fn run_agent(config_path: Option<&Path>, args: RunArgs) -> anyhow::Result<()> {
             agent.addr,
             config.agent.collector_urls().join(" and ")
         ));
-        keel_sampleapp::process::shutdown_signal().await;
+        keel_core::shutdown::shutdown_signal().await;
         agent.stop().await;
         anyhow::Ok(())
     })

@@ -9,7 +9,11 @@
 //! `--rounds` times at the data's end, as the collector evaluates a group.
 //! The baseline in the same run: one query that touches every series
 //! once (`sum by (service) (rate(…[5m]))`), so the ratio says what the
-//! per-rule overhead costs beyond reading the data.
+//! per-rule overhead costs beyond reading the data. The peers in the
+//! same run (unless `--no-peers`): Prometheus evaluating the same rules
+//! over the same series, and vmalert over VictoriaMetrics
+//! ([`crate::bench_rules_peers`]); the goal is at most half Prometheus'
+//! time.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -20,6 +24,8 @@ use keel_alerting::rules::{GroupState, SeverityMapping};
 use keel_metricstore::{Store, StoreConfig};
 use keel_promql::Engine;
 use keel_series::labels::Labels;
+
+use crate::bench_rules_peers::{self as peers, Shape};
 
 /// Flags of `keel bench rules`.
 #[derive(clap::Args)]
@@ -33,6 +39,12 @@ pub struct RulesBenchArgs {
     /// Evaluations measured.
     #[arg(long, default_value_t = 20)]
     rounds: usize,
+    /// Keel alone: skip Prometheus and vmalert.
+    #[arg(long)]
+    no_peers: bool,
+    /// Evaluations read from each peer.
+    #[arg(long, default_value_t = 10)]
+    peer_evaluations: usize,
 }
 
 fn pct(sorted: &[Duration], p: f64) -> Duration {
@@ -52,21 +64,19 @@ pub fn run(args: RulesBenchArgs) -> anyhow::Result<()> {
     let t0: i64 = 1_796_000_000_000;
     let steps = 40;
     let started = Instant::now();
+    let shape = Shape {
+        services,
+        per_service,
+        steps,
+    };
     for s in 0..services {
         let mut batch = Vec::with_capacity(per_service);
         for i in 0..per_service {
-            let code = if i % 2 == 0 { "200" } else { "500" };
-            let labels = Labels::new(vec![
-                ("__name__".to_owned(), "http_requests_total".to_owned()),
-                ("service".to_owned(), format!("svc-{s}")),
-                ("instance".to_owned(), format!("i-{}", i / 2)),
-                ("code".to_owned(), code.to_owned()),
-            ]);
-            let per_step = if code == "200" { 98.0 } else { 2.0 };
+            let (labels, per_step) = shape.series(s, i);
             let samples = (0..steps)
                 .map(|k| (t0 + k as i64 * 15_000, per_step * k as f64))
                 .collect();
-            batch.push((labels, samples));
+            batch.push((Labels::new(labels), samples));
         }
         store.append(batch)?;
     }
@@ -142,5 +152,76 @@ pub fn run(args: RulesBenchArgs) -> anyhow::Result<()> {
         "ratio rules / baseline (p50): {:.2}; {firing} alerts fire, as they should",
         pct(&rule_times, 0.5).as_secs_f64() / pct(&base_times, 0.5).as_secs_f64().max(1e-9)
     );
+    drop(group);
+    drop(source);
+    drop(store);
+    if !args.no_peers {
+        peers(shape, &args, pct(&rule_times, 0.5))?;
+    }
+    Ok(())
+}
+
+/// Prometheus and vmalert on the same rules and series, one after the
+/// other (the machine's cores to each), and Keel's p50 as a ratio of each.
+fn peers(shape: Shape, args: &RulesBenchArgs, keel_p50: Duration) -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    let mut found = Vec::new();
+    for (bin, what) in [
+        ("prometheus", "apt install prometheus"),
+        ("vmalert", "apt install victoria-metrics"),
+    ] {
+        if !peers::installed(bin) {
+            println!("{bin}: not installed ({what}); its figure is missing");
+            continue;
+        }
+        let peer = rt.block_on(async {
+            if bin == "prometheus" {
+                peers::prometheus(
+                    &dir.path().join(bin),
+                    shape,
+                    args.rules,
+                    args.peer_evaluations,
+                )
+                .await
+            } else {
+                peers::vmalert(
+                    &dir.path().join(bin),
+                    shape,
+                    args.rules,
+                    args.peer_evaluations,
+                )
+                .await
+            }
+        })?;
+        anyhow::ensure!(
+            peer.firing == args.rules,
+            "{}: {} of {} alerts fire, so it did not see the data",
+            peer.name,
+            peer.firing,
+            args.rules
+        );
+        found.push(peer);
+    }
+    for peer in &found {
+        let p50 = pct(&peer.evaluations, 0.5);
+        println!(
+            "{:<52} {:>8.1}ms {:>8.1}ms",
+            peer.name,
+            p50.as_secs_f64() * 1e3,
+            pct(&peer.evaluations, 0.99).as_secs_f64() * 1e3
+        );
+        println!(
+            "  Keel / it (p50): {:.2}{}",
+            keel_p50.as_secs_f64() / p50.as_secs_f64().max(1e-9),
+            if peer.name.starts_with("Prometheus") {
+                " (goal ≤ 0.5)"
+            } else {
+                ""
+            }
+        );
+    }
     Ok(())
 }

@@ -109,7 +109,7 @@ pub fn run(config_path: Option<&Path>, args: CollectorArgs) -> anyhow::Result<()
             crate::up::access(&config.collector)
         ));
         tokio::select! {
-            () = keel_sampleapp::process::shutdown_signal() => {
+            () = keel_core::shutdown::shutdown_signal() => {
                 // A clean stop hands the lease over at once.
                 running.leading.release().await;
                 anyhow::Ok(())

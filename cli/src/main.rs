@@ -29,6 +29,7 @@ mod bench_logs;
 mod bench_metrics;
 mod bench_replay;
 mod bench_rules;
+mod bench_rules_peers;
 mod bench_scrape;
 mod bench_security;
 mod collector_cmd;
@@ -44,6 +45,7 @@ mod rules_cmd;
 mod scenario;
 mod silence_cmd;
 mod status_cmd;
+mod systemd;
 mod up;
 
 use std::path::PathBuf;

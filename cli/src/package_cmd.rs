@@ -12,6 +12,8 @@ use anyhow::{Context, bail};
 use clap::{Args, Subcommand};
 use keel_core::config::Validate as _;
 
+use crate::systemd::unit;
+
 /// `keel package …`.
 #[derive(Subcommand)]
 pub enum PackageCommand {
@@ -72,33 +74,6 @@ collector:
 "#
     )
 }
-
-/// A systemd unit running `binary --config config args`: as the `keel`
-/// user with its data in `/var/lib/<state>` (made by systemd, private to
-/// it) when `state` is given, else as root (`keel agent install`, whose
-/// config names its data directory).
-pub(crate) fn unit(
-    description: &str,
-    binary: &str,
-    config: &str,
-    args: &str,
-    state: Option<&str>,
-) -> String {
-    let service = match state {
-        Some(state) => format!(
-            "User=keel\nGroup=keel\nStateDirectory={state}\nStateDirectoryMode=0750\nUMask=0027\nWorkingDirectory=/var/lib/{state}\n"
-        ),
-        None => String::new(),
-    };
-    format!(
-        "[Unit]\nDescription={description}\nDocumentation=file:///usr/share/doc/keel/keel.example.yaml\nAfter=network-online.target\nWants=network-online.target\n\n[Service]\n{service}ExecStart={binary} --config {config} {args}\nRestart=always\nRestartSec=2\n# The agent's buffer survives restarts; SIGTERM stops cleanly.\nKillSignal=SIGTERM\n\n[Install]\nWantedBy=multi-user.target\n"
-    )
-}
-
-/// The agent's unit's description, the same from the package and from
-/// `keel agent install`.
-pub(crate) const AGENT_UNIT: &str =
-    "Keel agent: host metrics, scrapes and logs, buffered and shipped to the collector";
 
 const POSTINST: &str = r#"#!/bin/sh
 # keel postinst: the keel user; its configs readable by it alone (they may
@@ -259,7 +234,7 @@ fn build_deb(args: &DebArgs) -> anyhow::Result<PathBuf> {
         root,
         "/lib/systemd/system/keel-agent.service",
         unit(
-            AGENT_UNIT,
+            crate::systemd::AGENT_UNIT,
             "/usr/bin/keel-agent",
             "/etc/keel/agent.yaml",
             "run",

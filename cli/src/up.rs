@@ -246,7 +246,7 @@ pub fn run(config_path: Option<&Path>, args: UpArgs) -> anyhow::Result<()> {
         }
         say_fmt!("  logs                {}", ep.log_dir.display());
         say_fmt!("Press Ctrl-C to stop.");
-        keel_sampleapp::process::shutdown_signal().await;
+        keel_core::shutdown::shutdown_signal().await;
         say("keel: stopping…");
         agent.stop().await;
         sup.shutdown().await;

@@ -30,5 +30,6 @@ pub mod names;
 pub mod procfs;
 pub mod quota;
 pub mod secret;
+pub mod shutdown;
 pub mod stale;
 pub mod timestamp;

@@ -102,14 +102,19 @@ impl Ring {
         }
     }
 
-    /// Whether `e` may follow `series`' newest: `Some(true)` to store,
-    /// `Some(false)` a duplicate to drop, `None` out of order.
+    /// Whether `e` may follow `series`' newest (see [`admit`]).
     fn admits(&self, series: &Labels, e: &Exemplar) -> Option<bool> {
-        match self.by_series.get(series).and_then(VecDeque::back) {
-            Some(last) if last == e => Some(false),
-            Some(last) if e.t < last.t => None,
-            _ => Some(true),
-        }
+        admit(self.by_series.get(series).and_then(VecDeque::back), e)
+    }
+}
+
+/// Whether `e` may follow a series' newest exemplar `last`: `Some(true)`
+/// to store, `Some(false)` a duplicate to drop, `None` out of order.
+fn admit(last: Option<&Exemplar>, e: &Exemplar) -> Option<bool> {
+    match last {
+        Some(last) if last == e => Some(false),
+        Some(last) if e.t < last.t => None,
+        _ => Some(true),
     }
 }
 
@@ -309,9 +314,7 @@ impl Exemplars {
                     continue;
                 }
                 let admits = match newest.get(&series) {
-                    Some(last) if *last == e => Some(false),
-                    Some(last) if e.t < last.t => None,
-                    Some(_) => Some(true),
+                    Some(last) => admit(Some(last), &e),
                     None => ring.admits(&series, &e),
                 };
                 match admits {

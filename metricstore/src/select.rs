@@ -124,6 +124,21 @@ impl Store {
             .and_then(|r| head.series[r as usize].last(&head.arena))
     }
 
+    /// Whether the head holds a sample of each of `series`, in one pass
+    /// under one lock (ingest asks this of every exemplar's series).
+    pub fn holds(&self, series: &[&Labels]) -> Vec<bool> {
+        let head = self.head.read().unwrap_or_else(|e| e.into_inner());
+        series
+            .iter()
+            .map(|l| {
+                head.by_labels
+                    .get(&head.series, (*l).borrow())
+                    .and_then(|r| head.series[r as usize].last(&head.arena))
+                    .is_some()
+            })
+            .collect()
+    }
+
     /// Every label name in use, head and blocks.
     pub fn label_names(&self) -> Vec<String> {
         self.label_names_in(&[], i64::MIN, i64::MAX)

@@ -207,9 +207,14 @@ fn set_op(op: &str, lhs: Vec<Sample>, rhs: Vec<Sample>, m: &Matching) -> Vec<Sam
 
 /// Check a vector for two samples with the same labels.
 pub fn check_unique(v: &[Sample]) -> Result<(), EvalError> {
-    let mut seen = HashSet::new();
+    if v.len() < 2 {
+        return Ok(());
+    }
+    // Checked at every node that drops names: a fast hasher, not SipHash.
+    let mut seen: keel_series::FastMap<&Labels, ()> = keel_series::FastMap::default();
+    seen.reserve(v.len());
     for s in v {
-        if !seen.insert(&s.labels) {
+        if seen.insert(&s.labels, ()).is_some() {
             return Err(EvalError::Execution(format!(
                 "vector cannot contain metrics with the same labelset: {}",
                 s.labels

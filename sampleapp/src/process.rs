@@ -124,21 +124,7 @@ fn watch_parent() {
     });
 }
 
-/// Resolves on SIGTERM or SIGINT.
-pub async fn shutdown_signal() {
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    tokio::select! {
-        _ = term => {}
-        _ = tokio::signal::ctrl_c() => {}
-    }
-}
+use keel_core::shutdown::shutdown_signal;
 
 /// Serve until a shutdown signal, then let in-flight requests finish (at
 /// most [`DRAIN_LIMIT`]).

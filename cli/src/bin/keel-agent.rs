@@ -120,18 +120,7 @@ fn run(args: Args) -> Result<(), String> {
             agent.addr,
             config.collector_urls().join(" and ")
         );
-        let term = async {
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(mut s) => {
-                    s.recv().await;
-                }
-                Err(_) => std::future::pending::<()>().await,
-            }
-        };
-        tokio::select! {
-            _ = term => {}
-            _ = tokio::signal::ctrl_c() => {}
-        }
+        keel_core::shutdown::shutdown_signal().await;
         agent.stop().await;
         Ok(())
     })

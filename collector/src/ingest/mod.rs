@@ -24,12 +24,9 @@ pub(crate) fn store_exemplars(
         return 0;
     }
     let before = exemplars.len();
-    let mut held: keel_series::FastMap<keel_series::Labels, bool> = Default::default();
-    exemplars.retain(|(series, _)| {
-        *held
-            .entry(series.clone())
-            .or_insert_with(|| store.last(series).is_some())
-    });
+    let held = store.holds(&exemplars.iter().map(|(s, _)| s).collect::<Vec<_>>());
+    let mut held = held.into_iter();
+    exemplars.retain(|_| held.next().unwrap_or(false));
     let unheld = (before - exemplars.len()) as u64;
     stats.exemplars_refused_no_series.fetch_add(unheld, Relaxed);
     match store.exemplars().append(exemplars) {
