@@ -15,7 +15,6 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use anyhow::bail;
 use keel_collector::ingest::remote_write::{Label, Sample, TimeSeries, WriteRequest};
 use keel_testkit::victoria::Victoria;
-use prost::Message;
 
 /// Flags of `keel bench forward`.
 #[derive(clap::Args)]
@@ -100,9 +99,7 @@ fn request(metric: &str, series: usize, t: i64) -> Vec<u8> {
             })
             .collect(),
     };
-    snap::raw::Encoder::new()
-        .compress_vec(&req.encode_to_vec())
-        .unwrap_or_default()
+    req.to_snappy()
 }
 
 /// Send `n` requests of `metric` to `url`, `concurrency` at a time, each

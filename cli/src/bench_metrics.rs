@@ -18,7 +18,6 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use anyhow::{Context as _, bail};
 use hdrhistogram::Histogram;
 use keel_collector::ingest::remote_write::{Label, Sample, TimeSeries, WriteRequest};
-use prost::Message;
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use serde::Serialize;
@@ -205,9 +204,7 @@ fn step(
                     })
                     .collect(),
             };
-            snap::raw::Encoder::new()
-                .compress_vec(&req.encode_to_vec())
-                .unwrap_or_default()
+            req.to_snappy()
         })
         .collect()
 }

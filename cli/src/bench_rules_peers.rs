@@ -15,7 +15,6 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use keel_collector::ingest::remote_write::{Label, Sample, TimeSeries, WriteRequest};
-use prost::Message as _;
 
 /// The shape of the data: `services` × `per_service` counters of
 /// `http_requests_total{service, instance, code}`, half `code="500"` at
@@ -102,9 +101,7 @@ fn bodies(shape: Shape) -> Vec<Vec<Vec<u8>>> {
                             })
                             .collect(),
                     };
-                    snap::raw::Encoder::new()
-                        .compress_vec(&req.encode_to_vec())
-                        .unwrap_or_default()
+                    req.to_snappy()
                 })
                 .collect()
         })

@@ -29,6 +29,17 @@ pub struct WriteRequest {
     pub timeseries: Vec<TimeSeries>,
 }
 
+impl WriteRequest {
+    /// The request as a remote-write body: protobuf, snappy block format
+    /// (what senders post; tests and benches build bodies with it).
+    pub fn to_snappy(&self) -> Vec<u8> {
+        use prost::Message as _;
+        snap::raw::Encoder::new()
+            .compress_vec(&self.encode_to_vec())
+            .unwrap_or_default()
+    }
+}
+
 /// `prometheus.TimeSeries`.
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct TimeSeries {

@@ -140,7 +140,7 @@ proptest! {
                 samples: samples.iter().map(|(t, v)| Sample { value: *v, timestamp: *t }).collect(),
             }).collect(),
         };
-        let body = snap::raw::Encoder::new().compress_vec(&req.encode_to_vec()).unwrap_or_default();
+        let body = req.to_snappy();
         let decoded = remote_write::decode(&body, 1 << 20).map_err(TestCaseError::fail)?;
         let problems = decoded.problems.len();
         let batch = decoded.into_batch(|keys| keys.map(Labels::from_encoded).collect());
