@@ -45,12 +45,32 @@ impl Shape {
 
 /// One peer's figures.
 pub struct Peer {
-    /// What was measured.
-    pub name: &'static str,
-    /// One group evaluation's duration, sorted.
-    pub evaluations: Vec<Duration>,
+    /// What was measured (with its version).
+    pub name: String,
+    /// One group evaluation's duration: median.
+    pub p50: Duration,
+    /// One group evaluation's duration: 99th percentile.
+    pub p99: Duration,
     /// Alerts firing there after the evaluations.
     pub firing: usize,
+}
+
+/// `bin --version`'s first line's version word (Prometheus prints
+/// `prometheus, version 2.42.0+ds …`), or "" when it says none.
+fn version(bin: &str) -> String {
+    let out = Command::new(bin).arg("--version").output();
+    let text = out
+        .map(|o| {
+            let mut t = String::from_utf8_lossy(&o.stdout).into_owned();
+            t.push_str(&String::from_utf8_lossy(&o.stderr));
+            t
+        })
+        .unwrap_or_default();
+    text.split_whitespace()
+        .skip_while(|w| *w != "version")
+        .nth(1)
+        .map(|v| v.split('+').next().unwrap_or(v).to_owned())
+        .unwrap_or_default()
 }
 
 /// A peer's rule file: Keel's rules in Prometheus' format (the severity
@@ -236,9 +256,14 @@ pub async fn prometheus(
     }
     out.sort();
     let firing = firing(&http, &format!("{}/api/v1/alerts", prom.url)).await;
+    let pct = |p: f64| out[((out.len() as f64 - 1.0) * p).round() as usize];
     Ok(Peer {
-        name: "Prometheus 2.42 (same rules, same series)",
-        evaluations: out,
+        name: format!(
+            "Prometheus {} (same rules, same series)",
+            version("prometheus")
+        ),
+        p50: pct(0.5),
+        p99: pct(0.99),
         firing,
     })
 }
@@ -312,21 +337,22 @@ pub async fn vmalert(
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     };
+    // Its summary's quantiles over the iterations so far.
     let q = |quantile: &str| {
         metric_value(
             &page,
             "vmalert_iteration_duration_seconds",
-            &["bench", &format!("quantile=\"{quantile}\"")],
+            &["group=\"bench\"", &format!("quantile=\"{quantile}\"")],
         )
         .map(Duration::from_secs_f64)
-        .unwrap_or_default()
+        .ok_or_else(|| anyhow::anyhow!("vmalert reports no {quantile} quantile of its iterations"))
     };
     let firing = firing(&http, &format!("http://127.0.0.1:{port}/api/v1/alerts")).await;
     drop(vm);
     Ok(Peer {
-        name: "vmalert over VictoriaMetrics (same rules, same series)",
-        // Its summary's p50 and p99 stand for the evaluations.
-        evaluations: vec![q("0.5"), q("0.99")],
+        name: "vmalert over VictoriaMetrics (same rules, same series)".into(),
+        p50: q("0.5")?,
+        p99: q("0.99")?,
         firing,
     })
 }

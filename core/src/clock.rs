@@ -33,11 +33,23 @@ pub trait Clock: Send + Sync + std::fmt::Debug + 'static {
     }
 }
 
-/// Milliseconds since the Unix epoch (negative before it).
+/// Milliseconds since the Unix epoch (negative before it), saturating at
+/// the ends of i64 (about ±292 million years).
 pub fn unix_ms(t: SystemTime) -> i64 {
+    checked_unix_ms(t).unwrap_or_else(|| {
+        if t >= std::time::UNIX_EPOCH {
+            i64::MAX
+        } else {
+            i64::MIN
+        }
+    })
+}
+
+/// Milliseconds since the Unix epoch, `None` where they do not fit an i64.
+pub fn checked_unix_ms(t: SystemTime) -> Option<i64> {
     match t.duration_since(std::time::UNIX_EPOCH) {
-        Ok(d) => d.as_millis() as i64,
-        Err(e) => -(e.duration().as_millis() as i64),
+        Ok(d) => i64::try_from(d.as_millis()).ok(),
+        Err(e) => i64::try_from(e.duration().as_millis()).ok().map(|v| -v),
     }
 }
 

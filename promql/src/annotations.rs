@@ -14,8 +14,8 @@ const MAX_EACH: usize = 10;
 pub struct Annotations {
     warnings: BTreeSet<String>,
     infos: BTreeSet<String>,
-    dropped_warnings: usize,
-    dropped_infos: usize,
+    dropped_warnings: BTreeSet<String>,
+    dropped_infos: BTreeSet<String>,
 }
 
 impl Annotations {
@@ -39,32 +39,33 @@ impl Annotations {
         );
     }
 
-    fn add(set: &mut BTreeSet<String>, dropped: &mut usize, prefix: &str, msg: String) {
+    fn add(set: &mut BTreeSet<String>, dropped: &mut BTreeSet<String>, prefix: &str, msg: String) {
         let msg = format!("{prefix}{msg}");
         if set.contains(&msg) {
             return;
         }
         if set.len() >= MAX_EACH {
-            *dropped += 1;
+            dropped.insert(msg);
         } else {
             set.insert(msg);
         }
     }
 
-    /// The warnings, and a last line saying how many more there were.
+    /// The warnings, and a last line saying how many more there were
+    /// (in Prometheus' words).
     pub fn warnings(&self) -> Vec<String> {
-        Self::listed(&self.warnings, self.dropped_warnings, "warnings")
+        Self::listed(&self.warnings, &self.dropped_warnings, "warning")
     }
 
     /// The infos, and a last line saying how many more there were.
     pub fn infos(&self) -> Vec<String> {
-        Self::listed(&self.infos, self.dropped_infos, "info annotations")
+        Self::listed(&self.infos, &self.dropped_infos, "info")
     }
 
-    fn listed(set: &BTreeSet<String>, dropped: usize, what: &str) -> Vec<String> {
+    fn listed(set: &BTreeSet<String>, dropped: &BTreeSet<String>, what: &str) -> Vec<String> {
         let mut v: Vec<String> = set.iter().cloned().collect();
-        if dropped > 0 {
-            v.push(format!("{dropped} more {what} omitted"));
+        if !dropped.is_empty() {
+            v.push(format!("{} more {what} annotations omitted", dropped.len()));
         }
         v
     }
@@ -72,18 +73,6 @@ impl Annotations {
     /// Whether there is nothing to say.
     pub fn is_empty(&self) -> bool {
         self.warnings.is_empty() && self.infos.is_empty()
-    }
-
-    /// Add every annotation of `other`.
-    pub fn merge(&mut self, other: Annotations) {
-        for w in other.warnings {
-            Self::add(&mut self.warnings, &mut self.dropped_warnings, "", w);
-        }
-        for i in other.infos {
-            Self::add(&mut self.infos, &mut self.dropped_infos, "", i);
-        }
-        self.dropped_warnings += other.dropped_warnings;
-        self.dropped_infos += other.dropped_infos;
     }
 }
 
@@ -95,7 +84,9 @@ pub fn position_of(query: &str, name: &str) -> Option<String> {
     if name.is_empty() {
         return None;
     }
-    let word = |c: char| c.is_ascii_alphanumeric() || c == '_' || c == ':';
+    // Part of a longer name, or inside a quoted string (`{__name__="x"}`,
+    // where Prometheus would point at the brace, not the string).
+    let word = |c: char| c.is_ascii_alphanumeric() || matches!(c, '_' | ':' | '"' | '\'' | '`');
     let mut found = query.match_indices(name).filter(|(i, _)| {
         let before = query[..*i].chars().next_back();
         let after = query[i + name.len()..].chars().next();
@@ -120,12 +111,17 @@ mod tests {
         a.info("x".into());
         a.info("x".into());
         assert_eq!(a.infos(), ["PromQL info: x"]);
-        for i in 0..12 {
-            a.warn(format!("w{i:02}"));
+        for _ in 0..3 {
+            for i in 0..12 {
+                a.warn(format!("w{i:02}"));
+            }
         }
         let w = a.warnings();
         assert_eq!(w.len(), 11);
-        assert_eq!(w[10], "2 more warnings omitted");
+        assert_eq!(
+            w[10], "2 more warning annotations omitted",
+            "each counted once"
+        );
         assert!(!a.is_empty());
     }
 
@@ -139,5 +135,6 @@ mod tests {
         assert_eq!(position_of("rate(foo[5m]) / rate(foo[1m])", "foo"), None);
         assert_eq!(position_of("rate(foo_bar[5m])", "foo"), None);
         assert_eq!(position_of("rate({__name__=\"foo\"}[5m])", "bar"), None);
+        assert_eq!(position_of("rate({__name__=\"foo\"}[5m])", "foo"), None);
     }
 }

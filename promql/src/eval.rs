@@ -170,6 +170,13 @@ struct Ctx<'s> {
     /// Per matrix selector: each series' last window, so the next step's
     /// window is found by moving forward rather than by binary search.
     windows: keel_series::FastMap<usize, Vec<Window>>,
+    /// While planning inside a subquery pinned by `@`: the window of
+    /// evaluation times its inner expression is evaluated at.
+    pin: Option<(i64, i64)>,
+    /// A pinned subquery's result, the same at every step: by node.
+    pinned: keel_series::FastMap<usize, (Vec<RangeSeries>, i64, i64)>,
+    /// Metric names already said to be perhaps not counters.
+    counters_noted: std::collections::HashSet<String>,
     /// The query's text (annotations name positions in it).
     query: String,
     /// Warnings and infos so far.
@@ -345,6 +352,9 @@ impl<'a> Engine<'a> {
             stripped: keel_series::FastMap::default(),
             group_keys: super::aggregate::KeyMemo::default(),
             windows: keel_series::FastMap::default(),
+            pin: None,
+            pinned: keel_series::FastMap::default(),
+            counters_noted: std::collections::HashSet::new(),
             query: query.to_owned(),
             notes: Annotations::default(),
         };
@@ -391,9 +401,11 @@ impl Ctx<'_> {
             || ["_total", "_sum", "_count", "_bucket"]
                 .iter()
                 .any(|s| name.ends_with(s))
+            || self.counters_noted.contains(name)
         {
             return;
         }
+        self.counters_noted.insert(name.to_owned());
         let at = position_of(&self.query, name)
             .map(|p| format!(" ({p})"))
             .unwrap_or_default();
@@ -416,7 +428,7 @@ impl Ctx<'_> {
         if !(0.0..=1.0).contains(&q) {
             self.warn(format!(
                 "quantile value should be between 0 and 1, got {}",
-                crate::value::format_value(q)
+                crate::value::format_go_g(q)
             ));
         }
     }
@@ -477,6 +489,12 @@ impl Ctx<'_> {
                 Ok((v, at.saturating_sub(range), at))
             }
             Expr::Subquery(s) => {
+                let node = s as *const parser::SubqueryExpr as usize;
+                if let Some((m, from, end)) = self.pinned.get(&node) {
+                    let (m, from, end) = (m.clone(), *from, *end);
+                    self.charge(m.iter().map(|s| s.points.len()).sum())?;
+                    return Ok((m, from, end));
+                }
                 let range = dur_ms(s.range);
                 let end = self.at_time(&s.at, t).saturating_sub(offset_ms(&s.offset));
                 let step = s.step.map(dur_ms).unwrap_or(self.range.step).max(1);
@@ -525,6 +543,9 @@ impl Ctx<'_> {
                     .map(|(labels, points)| RangeSeries { labels, points })
                     .collect();
                 out.sort_by(|a, b| a.labels.cmp(&b.labels));
+                if s.at.is_some() {
+                    self.pinned.insert(node, (out.clone(), from, end));
+                }
                 Ok((out, from, end))
             }
             Expr::Paren(p) => self.matrix(&p.expr, t),
@@ -587,10 +608,10 @@ impl Ctx<'_> {
                     Some(p) => (Some(self.scalar(p, t)?), None),
                     None => (None, None),
                 };
-                if let Some(k) = num {
-                    self.check_aggregation_param(&op, k)?;
-                }
                 let input = self.vector(&a.expr, t)?;
+                if let Some(k) = num {
+                    self.check_aggregation_param(&op, k, !input.is_empty())?;
+                }
                 let node = a as *const parser::AggregateExpr as usize;
                 Ok(Value::Vector(aggregate(
                     &op,
@@ -610,22 +631,22 @@ impl Ctx<'_> {
     /// Prometheus' checks on an aggregation's numeric parameter: a `k`
     /// must be a number that fits an int64; a φ or ratio out of range
     /// earns a warning.
-    fn check_aggregation_param(&mut self, op: &str, k: f64) -> Result<(), EvalError> {
+    fn check_aggregation_param(&mut self, op: &str, k: f64, any: bool) -> Result<(), EvalError> {
         match op {
             "topk" | "bottomk" | "limitk" => {
                 if k.is_nan() {
                     return Err(EvalError::Execution("Parameter value is NaN".into()));
                 }
-                if k <= i64::MIN as f64 {
+                if k < i64::MIN as f64 {
                     return Err(EvalError::Execution(format!(
                         "Scalar value {} underflows int64",
-                        crate::value::format_value(k)
+                        crate::value::format_go_g(k)
                     )));
                 }
-                if k >= i64::MAX as f64 {
+                if k > i64::MAX as f64 {
                     return Err(EvalError::Execution(format!(
                         "Scalar value {} overflows int64",
-                        crate::value::format_value(k)
+                        crate::value::format_go_g(k)
                     )));
                 }
             }
@@ -633,16 +654,17 @@ impl Ctx<'_> {
                 if k.is_nan() {
                     return Err(EvalError::Execution("Ratio value is NaN".into()));
                 }
-                if !(-1.0..=1.0).contains(&k) {
+                if any && !(-1.0..=1.0).contains(&k) {
                     let capped = k.clamp(-1.0, 1.0);
                     self.warn(format!(
                         "ratio value should be between -1 and 1, got {}, capping to {}",
-                        crate::value::format_value(k),
-                        crate::value::format_value(capped)
+                        crate::value::format_go_g(k),
+                        crate::value::format_go_g(capped)
                     ));
                 }
             }
-            "quantile" => self.check_quantile(k),
+            // Said where a group is aggregated, as in Prometheus.
+            "quantile" if any => self.check_quantile(k),
             _ => {}
         }
         Ok(())

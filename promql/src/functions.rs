@@ -110,12 +110,13 @@ fn double_exponential_smoothing(
     sf: f64,
     tf: f64,
 ) -> Result<Option<f64>, EvalError> {
-    if !(sf > 0.0 && sf < 1.0) {
+    // As Prometheus: a NaN factor passes the check and gives NaN.
+    if sf <= 0.0 || sf >= 1.0 {
         return Err(EvalError::Execution(format!(
             "invalid smoothing factor. Expected: 0 < sf < 1, got: {sf:.6}"
         )));
     }
-    if !(tf > 0.0 && tf < 1.0) {
+    if tf <= 0.0 || tf >= 1.0 {
         return Err(EvalError::Execution(format!(
             "invalid trend factor. Expected: 0 < tf < 1, got: {tf:.6}"
         )));
@@ -462,44 +463,40 @@ pub fn is_experimental(name: &str) -> bool {
 /// (digit runs compared as numbers), then by the whole label set.
 pub fn by_labels(names: &[String], a: &Labels, b: &Labels) -> std::cmp::Ordering {
     for n in names {
-        let (x, y) = (a.get(n), b.get(n));
-        if x == y {
-            continue;
+        let o = natural_cmp(a.get(n), b.get(n));
+        if o.is_ne() {
+            return o;
         }
-        return if natural_less(x, y) {
-            std::cmp::Ordering::Less
-        } else {
-            std::cmp::Ordering::Greater
-        };
     }
     a.cmp(b)
 }
 
-/// Natural order as Prometheus' `natsort.Compare`: the strings as runs
-/// of digits and of non-digits, runs that both parse as integers compared
-/// as numbers, others as strings; a string that runs out first is less.
-fn natural_less(a: &str, b: &str) -> bool {
+/// Natural order, as Prometheus' `natsort` for the values it orders
+/// consistently: the strings as runs of digits and of non-digits
+/// compared run by run, two digit runs by their numbers (`9` before
+/// `10`; equal numbers such as `1` and `01` then by their text), other
+/// runs as text; a string that runs out first is less. Unlike natsort
+/// it is a total order (natsort calls an absent value neither less nor
+/// greater than any other, and `1` and `01` each less than the other),
+/// which a sort needs.
+pub fn natural_cmp(a: &str, b: &str) -> std::cmp::Ordering {
     let (ca, cb) = (chunks(a), chunks(b));
-    for (i, x) in ca.iter().enumerate() {
-        let Some(y) = cb.get(i) else {
-            return false;
+    for (x, y) in ca.iter().zip(&cb) {
+        let digits = |s: &str| s.bytes().all(|c| c.is_ascii_digit());
+        let o = if digits(x) && digits(y) {
+            let (tx, ty) = (x.trim_start_matches('0'), y.trim_start_matches('0'));
+            tx.len()
+                .cmp(&ty.len())
+                .then_with(|| tx.cmp(ty))
+                .then_with(|| x.cmp(y))
+        } else {
+            x.cmp(y)
         };
-        let equal = match (x.parse::<i64>(), y.parse::<i64>()) {
-            (Ok(p), Ok(q)) if p != q => return p < q,
-            (Ok(_), Ok(_)) => true,
-            _ => x == y,
-        };
-        if !equal {
-            return x < y;
-        }
-        if i == ca.len() - 1 {
-            return true;
-        }
-        if i == cb.len() - 1 {
-            return false;
+        if o.is_ne() {
+            return o;
         }
     }
-    false
+    ca.len().cmp(&cb.len())
 }
 
 /// `s` split into maximal runs of ASCII digits and of everything else.

@@ -57,3 +57,44 @@ pub fn format_value(v: f64) -> String {
         format!("{v}")
     }
 }
+
+/// A float as Go's `%g`/`%v` prints it (shortest digits; an exponent
+/// when it is below -4 or at least 6: `1.5`, `2`, `1e+06`, `1e-05`), the
+/// form of the numbers in Prometheus' messages.
+pub fn format_go_g(v: f64) -> String {
+    if !v.is_finite() {
+        return format_value(v);
+    }
+    let sci = format!("{v:e}");
+    let (mantissa, exp) = sci.split_once('e').unwrap_or((&sci, "0"));
+    let exp: i32 = exp.parse().unwrap_or(0);
+    if (-4..6).contains(&exp) {
+        return format!("{v}");
+    }
+    let sign = if exp < 0 { '-' } else { '+' };
+    format!("{mantissa}e{sign}{:02}", exp.abs())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::format_go_g;
+
+    #[test]
+    fn numbers_print_as_go_prints_them() {
+        for (v, want) in [
+            (1.5, "1.5"),
+            (2.0, "2"),
+            (-1.0, "-1"),
+            (1e20, "1e+20"),
+            (123456.0, "123456"),
+            (1234567.0, "1.234567e+06"),
+            (0.0001, "0.0001"),
+            (0.00001, "1e-05"),
+            (9.223372036854776e18, "9.223372036854776e+18"),
+            (f64::NAN, "NaN"),
+            (f64::INFINITY, "+Inf"),
+        ] {
+            assert_eq!(format_go_g(v), want, "{v}");
+        }
+    }
+}

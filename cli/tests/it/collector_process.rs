@@ -225,6 +225,26 @@ async fn keel_import_backfills_days_of_history_that_promql_then_reads() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    // Prometheus 3's annotations go to stderr, the table stays clean.
+    let out = Command::new(KEEL)
+        .args([
+            "query",
+            "quantile(2, backfill_requests_total)",
+            "--time",
+            &at.to_string(),
+            "--url",
+            &api,
+        ])
+        .output()
+        .expect("keel query");
+    assert!(out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr)
+            .contains("warning: PromQL warning: quantile value should be between 0 and 1, got 2"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("SERIES"));
     let out = Command::new(KEEL)
         .args([
             "query",

@@ -159,6 +159,8 @@ async fn experimental_functions_follow_the_setting() {
     let (status, v) = get(&on, "/api/v1/query", &q("limitk(1, requests)")).await;
     assert_eq!(status, 200, "{v}");
     assert_eq!(v["data"]["result"].as_array().map(Vec::len), Some(1), "{v}");
+    // 30 samples 30 apart: the median deviation from the median is 225.
     let (status, v) = get(&on, "/api/v1/query", &q("mad_over_time(requests[5m])")).await;
     assert_eq!(status, 200, "{v}");
+    assert_eq!(v["data"]["result"][0]["value"][1], "225", "{v}");
 }

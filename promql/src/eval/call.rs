@@ -4,7 +4,6 @@
 use super::*;
 use crate::float::{go_max, go_min};
 use crate::functions::RangeCall;
-use crate::value::format_value;
 
 impl Ctx<'_> {
     pub(super) fn call(
@@ -28,7 +27,6 @@ impl Ctx<'_> {
                     params.push(self.scalar(a, t)?);
                 }
             }
-            self.check_params(name, &params);
             // Fast path for a plain matrix selector: the function reads each
             // series' window straight from the fetched samples, no copy.
             if let Expr::MatrixSelector(ms) = strip_parens(arg(series_idx)?) {
@@ -88,6 +86,9 @@ impl Ctx<'_> {
                 if let Some(e) = failure {
                     return Err(e);
                 }
+                if !out.is_empty() {
+                    self.check_params(name, &params);
+                }
                 if !functions::keeps_name(name) {
                     binary::check_unique(&out)?;
                 }
@@ -113,6 +114,9 @@ impl Ctx<'_> {
                     };
                     out.push(Sample { labels, value: v });
                 }
+            }
+            if !out.is_empty() {
+                self.check_params(name, &params);
             }
             if !functions::keeps_name(name) {
                 binary::check_unique(&out)?;
@@ -198,6 +202,7 @@ impl Ctx<'_> {
                         value: pt as f64 / 1000.0,
                     })
                     .collect();
+                binary::check_unique(&out)?;
                 Ok(Value::Vector(out))
             }
             "minute" | "hour" | "day_of_month" | "day_of_week" | "day_of_year"
@@ -296,12 +301,7 @@ impl Ctx<'_> {
             }
             "histogram_quantile" => {
                 let q = self.scalar(arg(0)?, t)?;
-                if !(0.0..=1.0).contains(&q) {
-                    self.warn(format!(
-                        "quantile value should be between 0 and 1, got {}",
-                        format_value(q)
-                    ));
-                }
+                self.check_quantile(q);
                 let v = self.vector(arg(1)?, t)?;
                 // Grouped with the metric name (two metrics' buckets never
                 // merge), which is then dropped: a collision is an error.

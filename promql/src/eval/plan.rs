@@ -23,8 +23,12 @@ impl Ctx<'_> {
 
     fn plan_node(&mut self, e: &Expr, before: i64, after: i64) -> Result<(), EvalError> {
         match e {
-            Expr::VectorSelector(vs) => self.fetch(vs, before.saturating_add(self.lookback), after),
+            Expr::VectorSelector(vs) => {
+                check_at(&vs.at)?;
+                self.fetch(vs, before.saturating_add(self.lookback), after)
+            }
             Expr::MatrixSelector(m) => {
+                check_at(&m.vs.at)?;
                 self.fetch(&m.vs, before.saturating_add(dur_ms(m.range)), after)
             }
             Expr::Aggregate(a) => {
@@ -45,14 +49,15 @@ impl Ctx<'_> {
                 let step = s.step.map(dur_ms).unwrap_or(self.range.step).max(1);
                 let reach = dur_ms(s.range).saturating_add(step);
                 if s.at.is_some() {
-                    // Pinned by `@`: the inner steps end at one time,
-                    // whatever the query's range; widen the read to it.
+                    // Pinned by `@`: the inner steps are in one window,
+                    // whatever the query's range or the enclosing
+                    // expressions' reach; its selectors read around it.
+                    check_at(&s.at)?;
                     let end = self.at_time(&s.at, self.range.start).saturating_sub(off);
-                    let before = before
-                        .max(self.range.start.saturating_sub(end))
-                        .saturating_add(reach);
-                    let after = after.max(end.saturating_sub(self.range.end));
-                    return self.plan(&s.expr, before, after.max(0));
+                    let outer = self.pin.replace((end.saturating_sub(reach), end));
+                    let planned = self.plan(&s.expr, 0, 0);
+                    self.pin = outer;
+                    return planned;
                 }
                 self.plan(
                     &s.expr,
@@ -96,7 +101,7 @@ impl Ctx<'_> {
             Some(AtModifier::At(t)) => (ms(*t), ms(*t)),
             Some(AtModifier::Start) => (self.range.start, self.range.start),
             Some(AtModifier::End) => (self.range.end, self.range.end),
-            None => (self.range.start, self.range.end),
+            None => self.pin.unwrap_or((self.range.start, self.range.end)),
         };
         let key = vs as *const VectorSelector as usize;
         let m = matchers(vs)?;
@@ -191,5 +196,16 @@ impl Ctx<'_> {
             }
         }
         out
+    }
+}
+
+/// Refuse an `@` time whose milliseconds do not fit an i64, as Prometheus
+/// refuses it.
+fn check_at(at: &Option<AtModifier>) -> Result<(), EvalError> {
+    match at {
+        Some(AtModifier::At(t)) if keel_core::clock::checked_unix_ms(*t).is_none() => Err(
+            EvalError::Parse("timestamp out of bounds for @ modifier".into()),
+        ),
+        _ => Ok(()),
     }
 }

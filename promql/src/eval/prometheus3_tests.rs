@@ -110,7 +110,7 @@ fn invalid_label_names_and_parameters_are_errors_in_prometheus_words() {
     assert_eq!(err(&data, "topk(NaN, a_total)"), "Parameter value is NaN");
     assert_eq!(
         err(&data, "topk(1e20, a_total)"),
-        "Scalar value 100000000000000000000 overflows int64"
+        "Scalar value 1e+20 overflows int64"
     );
     assert_eq!(
         Engine::with_budget(&data, crate::Budget::default().with_experimental(true))
@@ -336,4 +336,85 @@ fn at_pins_a_subquery_and_predict_linear_predicts_from_the_evaluation_time() {
     // the evaluation time (20m), not from 10m: 10 + (20m - 10m + 60 s) / 60.
     let p = vector(&e, "predict_linear(g[10m] @ 600, 60)", 1_200_000);
     assert!((p[0].1 - 21.0).abs() < 1e-9, "{p:?}");
+}
+
+#[test]
+fn sort_by_label_orders_many_series_some_without_the_label_without_panicking() {
+    // More than 20 elements: Rust's sort checks that the order is total.
+    let ids = ["1", "01", "", "10", "9", "a", "a01", "a1", "b", ""];
+    let data: Vec<SeriesSamples> = (0..40)
+        .map(|i| {
+            let n = i.to_string();
+            let id = ids[i % ids.len()];
+            let mut labels = vec![("__name__", "x"), ("n", n.as_str())];
+            if !id.is_empty() {
+                labels.push(("id", id));
+            }
+            series(&labels, &[1.0])
+        })
+        .collect();
+    let e = experimental(&data);
+    let got: Vec<String> = vector(&e, "sort_by_label(x, \"id\")", 0)
+        .into_iter()
+        .map(|(l, _)| {
+            l.split("id=\"")
+                .nth(1)
+                .and_then(|r| r.split('"').next())
+                .unwrap_or("")
+                .to_owned()
+        })
+        .collect();
+    assert_eq!(got.len(), 40);
+    let mut firsts: Vec<&str> = Vec::new();
+    for id in &got {
+        if firsts.last() != Some(&id.as_str()) {
+            firsts.push(id);
+        }
+    }
+    assert_eq!(firsts, ["", "01", "1", "9", "10", "a", "a01", "a1", "b"]);
+    let desc = vector(&e, "sort_by_label_desc(x, \"id\")", 0);
+    assert_eq!(desc.len(), 40);
+}
+
+#[test]
+fn a_pinned_subquery_reads_only_around_its_pin() {
+    // A year of one sample a minute: a subquery pinned at its start must
+    // not load the year between the pin and the evaluation time.
+    let minutes = 365 * 24 * 60;
+    let data = vec![(
+        Labels::new(vec![("__name__", "g")]),
+        (0..minutes).map(|i| (i * 60_000, i as f64)).collect(),
+    )];
+    let budget = crate::QueryLimits {
+        max_samples: 10_000,
+        ..crate::QueryLimits::default()
+    }
+    .budget(None);
+    let e = Engine::with_budget(&data, budget);
+    let end = (minutes - 1) * 60_000;
+    assert_eq!(
+        vector(&e, "max_over_time(g[5m:1m] @ 600)", end),
+        [("{}".to_owned(), 10.0)]
+    );
+    let r = e
+        .range(
+            "max_over_time(g[5m:1m] @ 600)",
+            crate::QueryRange {
+                start: end - 3_600_000,
+                end,
+                step: 60_000,
+            },
+        )
+        .expect("evaluates within 10,000 samples");
+    assert_eq!(r[0].points.len(), 61);
+    assert!(r[0].points.iter().all(|p| p.1 == 10.0));
+}
+
+#[test]
+fn timestamp_refuses_series_that_collide_once_their_names_go() {
+    let data = twins();
+    assert!(
+        err(&data, "timestamp({env=\"1\"})")
+            .starts_with("vector cannot contain metrics with the same labelset")
+    );
 }
