@@ -9,7 +9,10 @@
 //! and p50/p99 latency of a 1-hour `query_range` of a RED-style panel over
 //! 1,000 series, and p99 latency of the series and label lookups with
 //! `match[]` that Grafana's variables and label browser make (answers
-//! compared). Ratios Keel / Prometheus are what to read.
+//! compared). Ratios Keel / Prometheus are what to read. VictoriaMetrics
+//! (Debian's `victoria-metrics`, single node) gets the same requests in
+//! the same run, where installed: its bytes per sample are its `data/`
+//! parts after `/internal/force_flush` and `/internal/force_merge`.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -37,6 +40,9 @@ pub struct MetricsBenchArgs {
     /// The Prometheus binary (Debian package `prometheus`).
     #[arg(long, default_value = "/usr/bin/prometheus")]
     prometheus: PathBuf,
+    /// The VictoriaMetrics binary (Debian package `victoria-metrics`).
+    #[arg(long, default_value = "/usr/bin/victoria-metrics")]
+    victoria_metrics: PathBuf,
     /// Query repetitions for the latency figures.
     #[arg(long, default_value_t = 30)]
     queries: usize,
@@ -81,6 +87,8 @@ struct Results {
     keel: Figures,
     prometheus: Option<Figures>,
     prometheus_note: Option<String>,
+    victoria_metrics: Option<Figures>,
+    victoria_metrics_note: Option<String>,
     scrape: crate::bench_scrape::ScrapeFigures,
 }
 
@@ -307,6 +315,72 @@ async fn start_prometheus(
     };
     wait_ready(client, &format!("{}/-/ready", s.api)).await?;
     Ok(s)
+}
+
+/// VictoriaMetrics (single node) from `bin`, its data in `dir/data`.
+async fn start_victoria(
+    bin: &Path,
+    dir: &Path,
+    client: &reqwest::Client,
+) -> anyhow::Result<Server> {
+    let port = keel_testkit::free_port()?;
+    let child = Command::new(bin)
+        .arg(format!("-httpListenAddr=127.0.0.1:{port}"))
+        .arg(format!("-storageDataPath={}", dir.join("data").display()))
+        .args(["-retentionPeriod=100y", "-loggerLevel=ERROR"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .with_context(|| format!("starting {}", bin.display()))?;
+    let s = Server {
+        child,
+        write_url: format!("http://127.0.0.1:{port}/api/v1/write"),
+        api: format!("http://127.0.0.1:{port}"),
+        otlp: String::new(),
+    };
+    wait_ready(client, &format!("{}/health", s.api)).await?;
+    Ok(s)
+}
+
+/// VictoriaMetrics' sample bytes once what it buffers is flushed and its
+/// parts merged (`/internal/force_merge` for each month partition of the
+/// history; the merge runs in the background, so the size is read until
+/// it holds still for 3 s, 120 s at most): its `data/` directory.
+async fn victoria_bytes(
+    api: &str,
+    dir: &Path,
+    client: &reqwest::Client,
+    start_ms: i64,
+    end_ms: i64,
+) -> anyhow::Result<f64> {
+    client
+        .get(format!("{api}/internal/force_flush"))
+        .send()
+        .await?;
+    let month = |ms: i64| {
+        let secs = ms as f64 / 1000.0;
+        let part = |what| keel_promql::functions::calendar(what, secs).unwrap_or(0.0);
+        format!("{:04}_{:02}", part("year"), part("month"))
+    };
+    let mut partitions = vec![month(start_ms), month(end_ms)];
+    partitions.dedup();
+    for p in partitions {
+        client
+            .get(format!("{api}/internal/force_merge"))
+            .query(&[("partition_prefix", p)])
+            .send()
+            .await?;
+    }
+    let data = dir.join("data/data");
+    let (mut last, mut still) = (dir_bytes(&data), 0);
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while still < 3 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let now = dir_bytes(&data);
+        still = if now == last { still + 1 } else { 0 };
+        last = now;
+    }
+    Ok(last as f64)
 }
 
 /// Send every request; (wall s, CPU s, RSS before, RSS after settling).
@@ -549,6 +623,21 @@ pub fn run(args: MetricsBenchArgs) -> anyhow::Result<()> {
         } else {
             (None, Some(format!("{} not found: install Debian's prometheus package to compare", args.prometheus.display())))
         };
+        let (victoria_metrics, victoria_metrics_note) = if args.victoria_metrics.exists() {
+            let vm_dir = tempfile::tempdir()?;
+            let vm = start_victoria(&args.victoria_metrics, vm_dir.path(), &client).await?;
+            eprintln!("  ingesting into VictoriaMetrics");
+            let v_ingest = ingest(&vm, &requests).await?;
+            let bytes = victoria_bytes(&vm.api, vm_dir.path(), &client, start_ms, end_ms).await?;
+            let v_query = query_latency(&vm.api, &client, end_ms, args.queries).await?;
+            let v_lookups = lookup_latency(&vm.api, &client, end_ms, args.queries).await?;
+            drop(vm);
+            let mut v = figures(args.series, samples, v_ingest, bytes, v_query);
+            v.lookups = v_lookups;
+            (Some(v), Some("VictoriaMetrics' bytes: its data/ parts (samples and timestamps, not its index) after force_flush and force_merge, over every sample sent".to_owned()))
+        } else {
+            (None, Some(format!("{} not found: install Debian's victoria-metrics package to compare", args.victoria_metrics.display())))
+        };
         eprintln!("  the scrape path: an agent scraping {} series into Keel", args.scrape_series);
         let scrape = crate::bench_scrape::measure(&client, args.scrape_series, args.scrapes).await?;
         let r = Results {
@@ -559,36 +648,54 @@ pub fn run(args: MetricsBenchArgs) -> anyhow::Result<()> {
             keel: keel_fig,
             prometheus,
             prometheus_note,
+            victoria_metrics,
+            victoria_metrics_note,
         };
         if args.json {
             println!("{}", serde_json::to_string_pretty(&r)?);
             return Ok(());
         }
         println!("machine: {}; {} series, {} samples", r.machine, r.series, r.samples);
-        println!("{:<34} {:>14} {:>14} {:>10}", "", "Keel", "Prometheus", "ratio");
+        println!(
+            "{:<38} {:>12} {:>12} {:>12} {:>9} {:>9}",
+            "", "Keel", "Prometheus", "Victoria", "K/P", "K/V"
+        );
         let p = r.prometheus.clone().unwrap_or_default();
-        let row = |name: &str, k: f64, p: f64, fmt: &dyn Fn(f64) -> String| {
-            let ratio = if p > 0.0 { format!("{:.2}x", k / p) } else { "-".into() };
-            println!("{name:<34} {:>14} {:>14} {ratio:>10}", fmt(k), if p > 0.0 { fmt(p) } else { "-".into() });
+        let v = r.victoria_metrics.clone().unwrap_or_default();
+        let row = |name: &str, k: f64, p: f64, v: f64, fmt: &dyn Fn(f64) -> String| {
+            let shown = |x: f64| if x > 0.0 { fmt(x) } else { "-".into() };
+            let ratio = |x: f64| if x > 0.0 { format!("{:.2}x", k / x) } else { "-".into() };
+            println!(
+                "{name:<38} {:>12} {:>12} {:>12} {:>9} {:>9}",
+                fmt(k),
+                shown(p),
+                shown(v),
+                ratio(p),
+                ratio(v)
+            );
         };
         let int = |x: f64| format!("{x:.0}");
         let two = |x: f64| format!("{x:.2}");
-        row("ingest samples / CPU-second", r.keel.samples_per_cpu_second, p.samples_per_cpu_second, &int);
-        row("ingest wall seconds", r.keel.ingest_seconds, p.ingest_seconds, &two);
-        row("memory bytes / active series", r.keel.bytes_per_series, p.bytes_per_series, &int);
-        row("chunk bytes / sample (cut chunks)", r.keel.chunk_bytes_per_sample, p.chunk_bytes_per_sample, &two);
-        row("chunk bytes / sample (all, open too)", r.keel.all_chunk_bytes_per_sample, p.all_chunk_bytes_per_sample, &two);
-        row("query_range 1h p50 ms", r.keel.query_p50_ms, p.query_p50_ms, &two);
-        row("query_range 1h p99 ms", r.keel.query_p99_ms, p.query_p99_ms, &two);
+        row("ingest samples / CPU-second", r.keel.samples_per_cpu_second, p.samples_per_cpu_second, v.samples_per_cpu_second, &int);
+        row("ingest wall seconds", r.keel.ingest_seconds, p.ingest_seconds, v.ingest_seconds, &two);
+        row("memory bytes / active series", r.keel.bytes_per_series, p.bytes_per_series, v.bytes_per_series, &int);
+        row("chunk bytes / sample (cut chunks)", r.keel.chunk_bytes_per_sample, p.chunk_bytes_per_sample, v.chunk_bytes_per_sample, &two);
+        row("chunk bytes / sample (all, open too)", r.keel.all_chunk_bytes_per_sample, p.all_chunk_bytes_per_sample, v.all_chunk_bytes_per_sample, &two);
+        row("query_range 1h p50 ms", r.keel.query_p50_ms, p.query_p50_ms, v.query_p50_ms, &two);
+        row("query_range 1h p99 ms", r.keel.query_p99_ms, p.query_p99_ms, v.query_p99_ms, &two);
         for (i, (name, _, _)) in lookups(end_ms).iter().enumerate() {
             let k = r.keel.lookups.get(i).copied().unwrap_or_default();
             let pr = p.lookups.get(i).copied().unwrap_or_default();
-            row(&format!("{name} p99 ms"), k.0, pr.0, &two);
+            let vm = v.lookups.get(i).copied().unwrap_or_default();
+            row(&format!("{name} p99 ms"), k.0, pr.0, vm.0, &two);
             if r.prometheus.is_some() && k.1 != pr.1 {
                 println!("  the answers differ: Keel {} results, Prometheus {}", k.1, pr.1);
             }
+            if r.victoria_metrics.is_some() && k.1 != vm.1 {
+                println!("  the answers differ: Keel {} results, VictoriaMetrics {}", k.1, vm.1);
+            }
         }
-        if let Some(n) = &r.prometheus_note {
+        for n in [&r.prometheus_note, &r.victoria_metrics_note].into_iter().flatten() {
             println!("note: {n}");
         }
         crate::bench_scrape::print(&r.scrape);
