@@ -39,7 +39,7 @@ fn exponential_histograms_with_negative_values_become_ascending_classic_buckets(
 
 #[test]
 fn histogram_counts_that_overflow_saturate_instead_of_panicking() {
-    use opentelemetry_proto::tonic::metrics::v1::{Histogram, ResourceMetrics, ScopeMetrics};
+    use opentelemetry_proto::tonic::metrics::v1::Histogram;
     let p = HistogramDataPoint {
         time_unix_nano: 1_000_000_000,
         count: u64::MAX,
@@ -47,22 +47,17 @@ fn histogram_counts_that_overflow_saturate_instead_of_panicking() {
         explicit_bounds: vec![1.0, 2.0],
         ..Default::default()
     };
-    let req = ExportMetricsServiceRequest {
-        resource_metrics: vec![ResourceMetrics {
-            scope_metrics: vec![ScopeMetrics {
-                metrics: vec![Metric {
-                    name: "h".into(),
-                    data: Some(Data::Histogram(Histogram {
-                        data_points: vec![p],
-                        aggregation_temporality: 2,
-                    })),
-                    ..Default::default()
-                }],
-                ..Default::default()
-            }],
+    let req = one_metric(
+        &[],
+        Metric {
+            name: "h".into(),
+            data: Some(Data::Histogram(Histogram {
+                data_points: vec![p],
+                aggregation_temporality: 2,
+            })),
             ..Default::default()
-        }],
-    };
+        },
+    );
     let out = convert(&req, &Translation::default(), &|_| None);
     let inf = out
         .batch
@@ -74,9 +69,7 @@ fn histogram_counts_that_overflow_saturate_instead_of_panicking() {
 
 #[test]
 fn histogram_exemplars_go_to_the_first_bucket_that_holds_them_with_hex_ids() {
-    use opentelemetry_proto::tonic::metrics::v1::{
-        Exemplar as OtlpExemplar, Histogram, ResourceMetrics, ScopeMetrics,
-    };
+    use opentelemetry_proto::tonic::metrics::v1::{Exemplar as OtlpExemplar, Histogram};
     let ex = |v: f64, trace: u8, ns: u64| OtlpExemplar {
         value: Some(exemplar::Value::AsDouble(v)),
         trace_id: vec![trace; 16],
@@ -96,23 +89,18 @@ fn histogram_exemplars_go_to_the_first_bucket_that_holds_them_with_hex_ids() {
         ],
         ..Default::default()
     };
-    let req = ExportMetricsServiceRequest {
-        resource_metrics: vec![ResourceMetrics {
-            scope_metrics: vec![ScopeMetrics {
-                metrics: vec![Metric {
-                    name: "lat".into(),
-                    unit: "s".into(),
-                    data: Some(Data::Histogram(Histogram {
-                        data_points: vec![p],
-                        aggregation_temporality: 2,
-                    })),
-                    ..Default::default()
-                }],
-                ..Default::default()
-            }],
+    let req = one_metric(
+        &[],
+        Metric {
+            name: "lat".into(),
+            unit: "s".into(),
+            data: Some(Data::Histogram(Histogram {
+                data_points: vec![p],
+                aggregation_temporality: 2,
+            })),
             ..Default::default()
-        }],
-    };
+        },
+    );
     let out = convert(&req, &Translation::default(), &|_| None);
     let got: Vec<(String, String, String, i64, f64)> = out
         .exemplars
@@ -200,34 +188,43 @@ fn text(k: &str, v: &str) -> KeyValue {
 
 /// One gauge point `g` with `point` attributes under a resource of
 /// `resource` attributes.
-fn request(resource: &[(&str, &str)], point: &[(&str, &str)]) -> ExportMetricsServiceRequest {
-    use opentelemetry_proto::tonic::metrics::v1::{Gauge, ResourceMetrics, ScopeMetrics};
+/// A request of one metric under a resource with `attrs`.
+fn one_metric(attrs: &[(&str, &str)], metric: Metric) -> ExportMetricsServiceRequest {
+    use opentelemetry_proto::tonic::metrics::v1::{ResourceMetrics, ScopeMetrics};
     use opentelemetry_proto::tonic::resource::v1::Resource;
+    ExportMetricsServiceRequest {
+        resource_metrics: vec![ResourceMetrics {
+            resource: Some(Resource {
+                attributes: attrs.iter().map(|(k, v)| text(k, v)).collect(),
+                ..Default::default()
+            }),
+            scope_metrics: vec![ScopeMetrics {
+                metrics: vec![metric],
+                ..Default::default()
+            }],
+            ..Default::default()
+        }],
+    }
+}
+
+fn request(resource: &[(&str, &str)], point: &[(&str, &str)]) -> ExportMetricsServiceRequest {
+    use opentelemetry_proto::tonic::metrics::v1::Gauge;
     let p = NumberDataPoint {
         attributes: point.iter().map(|(k, v)| text(k, v)).collect(),
         time_unix_nano: 1_000_000_000,
         value: Some(number_data_point::Value::AsDouble(1.0)),
         ..Default::default()
     };
-    ExportMetricsServiceRequest {
-        resource_metrics: vec![ResourceMetrics {
-            resource: Some(Resource {
-                attributes: resource.iter().map(|(k, v)| text(k, v)).collect(),
-                ..Default::default()
-            }),
-            scope_metrics: vec![ScopeMetrics {
-                metrics: vec![Metric {
-                    name: "g".into(),
-                    data: Some(Data::Gauge(Gauge {
-                        data_points: vec![p],
-                    })),
-                    ..Default::default()
-                }],
-                ..Default::default()
-            }],
+    one_metric(
+        resource,
+        Metric {
+            name: "g".into(),
+            data: Some(Data::Gauge(Gauge {
+                data_points: vec![p],
+            })),
             ..Default::default()
-        }],
-    }
+        },
+    )
 }
 
 /// Every series as `name{k="v",…}` text, sorted.
@@ -333,32 +330,22 @@ fn a_points_own_job_stays_when_the_resource_names_none() {
 
 #[test]
 fn target_info_spans_at_most_an_hour_whatever_the_senders_timestamps() {
-    use opentelemetry_proto::tonic::metrics::v1::{Gauge, ResourceMetrics, ScopeMetrics};
-    use opentelemetry_proto::tonic::resource::v1::Resource;
+    use opentelemetry_proto::tonic::metrics::v1::Gauge;
     let point = |ns: u64| NumberDataPoint {
         time_unix_nano: ns,
         value: Some(number_data_point::Value::AsDouble(1.0)),
         ..Default::default()
     };
-    let req = ExportMetricsServiceRequest {
-        resource_metrics: vec![ResourceMetrics {
-            resource: Some(Resource {
-                attributes: vec![text("service.name", "s"), text("host.name", "h")],
-                ..Default::default()
-            }),
-            scope_metrics: vec![ScopeMetrics {
-                metrics: vec![Metric {
-                    name: "g".into(),
-                    data: Some(Data::Gauge(Gauge {
-                        data_points: vec![point(1_000_000), point(u64::MAX)],
-                    })),
-                    ..Default::default()
-                }],
-                ..Default::default()
-            }],
+    let req = one_metric(
+        &[("service.name", "s"), ("host.name", "h")],
+        Metric {
+            name: "g".into(),
+            data: Some(Data::Gauge(Gauge {
+                data_points: vec![point(1_000_000), point(u64::MAX)],
+            })),
             ..Default::default()
-        }],
-    };
+        },
+    );
     let out = convert(&req, &Translation::default(), &|_| None);
     let n: usize = out.target_info.iter().map(|(_, s)| s.len()).sum();
     assert_eq!(n, 25, "an hour every 150 s, and the newest");
