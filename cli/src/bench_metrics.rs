@@ -287,22 +287,17 @@ pub(crate) async fn start_keel_with(
     Ok(s)
 }
 
-async fn start_prometheus(
+/// A peer `bin` started with `args` (listening on 127.0.0.1:`port`),
+/// awaited until `GET <ready>` answers.
+async fn start_peer(
     bin: &Path,
-    dir: &Path,
+    args: &[String],
+    port: u16,
+    ready: &str,
     client: &reqwest::Client,
 ) -> anyhow::Result<Server> {
-    let port = keel_testkit::free_port()?;
-    let config = dir.join("prometheus.yml");
-    std::fs::write(&config, "global:\n  scrape_interval: 1h\n")?;
     let child = Command::new(bin)
-        .arg(format!("--config.file={}", config.display()))
-        .arg(format!(
-            "--storage.tsdb.path={}",
-            dir.join("data").display()
-        ))
-        .arg(format!("--web.listen-address=127.0.0.1:{port}"))
-        .arg("--web.enable-remote-write-receiver")
+        .args(args)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -313,8 +308,25 @@ async fn start_prometheus(
         api: format!("http://127.0.0.1:{port}"),
         otlp: String::new(),
     };
-    wait_ready(client, &format!("{}/-/ready", s.api)).await?;
+    wait_ready(client, &format!("{}{ready}", s.api)).await?;
     Ok(s)
+}
+
+async fn start_prometheus(
+    bin: &Path,
+    dir: &Path,
+    client: &reqwest::Client,
+) -> anyhow::Result<Server> {
+    let port = keel_testkit::free_port()?;
+    let config = dir.join("prometheus.yml");
+    std::fs::write(&config, "global:\n  scrape_interval: 1h\n")?;
+    let args = [
+        format!("--config.file={}", config.display()),
+        format!("--storage.tsdb.path={}", dir.join("data").display()),
+        format!("--web.listen-address=127.0.0.1:{port}"),
+        "--web.enable-remote-write-receiver".to_owned(),
+    ];
+    start_peer(bin, &args, port, "/-/ready", client).await
 }
 
 /// VictoriaMetrics (single node) from `bin`, its data in `dir/data`.
@@ -324,22 +336,13 @@ async fn start_victoria(
     client: &reqwest::Client,
 ) -> anyhow::Result<Server> {
     let port = keel_testkit::free_port()?;
-    let child = Command::new(bin)
-        .arg(format!("-httpListenAddr=127.0.0.1:{port}"))
-        .arg(format!("-storageDataPath={}", dir.join("data").display()))
-        .args(["-retentionPeriod=100y", "-loggerLevel=ERROR"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .with_context(|| format!("starting {}", bin.display()))?;
-    let s = Server {
-        child,
-        write_url: format!("http://127.0.0.1:{port}/api/v1/write"),
-        api: format!("http://127.0.0.1:{port}"),
-        otlp: String::new(),
-    };
-    wait_ready(client, &format!("{}/health", s.api)).await?;
-    Ok(s)
+    let args = [
+        format!("-httpListenAddr=127.0.0.1:{port}"),
+        format!("-storageDataPath={}", dir.join("data").display()),
+        "-retentionPeriod=100y".to_owned(),
+        "-loggerLevel=ERROR".to_owned(),
+    ];
+    start_peer(bin, &args, port, "/health", client).await
 }
 
 /// VictoriaMetrics' sample bytes once what it buffers is flushed and its
