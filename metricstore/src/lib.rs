@@ -18,6 +18,7 @@ pub mod batch_ids;
 pub mod block;
 pub mod exemplars;
 pub mod gorilla;
+pub mod histograms;
 pub mod import;
 pub mod metadata;
 pub mod packed;
@@ -239,6 +240,18 @@ impl keel_series::Queryable for Store {
     ) -> Option<Vec<SeriesSamples>> {
         Store::select_bounded(self, matchers, mint, maxt, limit)
     }
+
+    fn select_histograms(
+        &self,
+        matchers: &[Matcher],
+        mint: i64,
+        maxt: i64,
+    ) -> Vec<keel_series::SeriesHistograms> {
+        if self.histograms.is_empty() {
+            return Vec::new();
+        }
+        self.histograms.select(matchers, mint, maxt)
+    }
 }
 
 /// The metric store.
@@ -272,6 +285,8 @@ pub struct Store {
     metadata: metadata::Metadata,
     /// The newest exemplars.
     exemplars: exemplars::Exemplars,
+    /// Native histogram series.
+    histograms: histograms::Histograms,
 }
 
 /// A stored batch's accepted samples, handed on.
@@ -385,6 +400,7 @@ impl Store {
             "metric store opened"
         );
         let exemplars = exemplars::Exemplars::open(dir, config.max_exemplars, config.fsync)?;
+        let histograms = histograms::Histograms::open(dir, config.fsync)?;
         let ids_path = dir.join("batch-ids.log");
         // Expired ids go at the first compaction (the store has no clock).
         let ids = crate::batch_ids::BatchIds::open(&ids_path, config.batch_id_retention_ms, 0)
@@ -402,6 +418,7 @@ impl Store {
             forward: Default::default(),
             metadata: Default::default(),
             exemplars,
+            histograms,
         })
     }
 
@@ -415,6 +432,7 @@ impl Store {
             _lock: None,
             batch_ids: None,
             exemplars: exemplars::Exemplars::in_memory(config.max_exemplars),
+            histograms: histograms::Histograms::in_memory(),
             config,
             appended: Arc::default(),
             marks: Default::default(),
@@ -497,6 +515,8 @@ impl Store {
 
     fn apply_retention(&self, now_ms: i64) -> Result<(), StoreError> {
         let cutoff = now_ms - self.config.retention_ms;
+        self.histograms
+            .persist_due(cutoff, now_ms, self.config.block_ms)?;
         let mut blocks = self.blocks.write().unwrap_or_else(|e| e.into_inner());
         let (expired, kept): (Vec<_>, Vec<_>) = blocks.drain(..).partition(|b| b.max_t < cutoff);
         *blocks = kept;
@@ -649,6 +669,52 @@ impl Store {
             (sink.0)(&forwarded);
         }
         Ok(Some(out))
+    }
+
+    /// The native histogram series.
+    pub fn histograms(&self) -> &histograms::Histograms {
+        &self.histograms
+    }
+
+    /// Store native histogram samples: label limits and the series limit
+    /// apply as to float series; each series' samples must be newer than
+    /// its newest. Durable per the fsync policy when it returns.
+    pub fn append_histograms(
+        &self,
+        batch: Vec<(Labels, Vec<(i64, keel_series::histogram::Histogram)>)>,
+    ) -> Result<Appended, StoreError> {
+        let mut out = Appended::default();
+        let limits = self.config.limits;
+        let held = self
+            .head
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .series
+            .len()
+            + self.histograms.len();
+        let mut new_series = 0usize;
+        let mut keep = Vec::with_capacity(batch.len());
+        for (labels, samples) in batch {
+            if let Some(why) = limits.check(&labels) {
+                out.over_label_limits += samples.len() as u64;
+                out.label_problem.get_or_insert(why);
+                continue;
+            }
+            if !self.histograms.holds(&labels) {
+                if held + new_series >= limits.max_series {
+                    out.over_series_limit += samples.len() as u64;
+                    out.series_limit = Some(limits.max_series);
+                    continue;
+                }
+                new_series += 1;
+            }
+            keep.push((labels, samples));
+        }
+        self.histograms.append(keep, &mut out)?;
+        if out.accepted > 0 {
+            self.appended.notify_one();
+        }
+        Ok(out)
     }
 
     /// Series and samples held, and compressed chunk bytes.

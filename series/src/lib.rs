@@ -9,6 +9,7 @@
 //! It must never depend on a store, an engine, HTTP or any other Keel
 //! crate: everything else depends on it.
 
+pub mod histogram;
 pub mod labels;
 pub mod varint;
 
@@ -21,6 +22,9 @@ pub type FastMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomS
 
 /// A series with its samples in a time range.
 pub type SeriesSamples = (Labels, Vec<(i64, f64)>);
+
+/// A series with its native histogram samples in a time range.
+pub type SeriesHistograms = (Labels, Vec<(i64, histogram::Histogram)>);
 
 /// A label matcher as the store understands it.
 #[derive(Debug, Clone)]
@@ -77,6 +81,18 @@ pub trait Queryable: Send + Sync {
         let all = self.select(matchers, mint, maxt);
         (all.iter().map(|(_, s)| s.len()).sum::<usize>() <= limit).then_some(all)
     }
+
+    /// The matching series that hold native histograms, with their
+    /// histogram samples in `[mint, maxt]` in time order (a store without
+    /// native histograms has none).
+    fn select_histograms(
+        &self,
+        _matchers: &[Matcher],
+        _mint: i64,
+        _maxt: i64,
+    ) -> Vec<SeriesHistograms> {
+        Vec::new()
+    }
 }
 
 /// A fixed set of series, for tests of an engine without a store.
@@ -111,5 +127,43 @@ impl<T: Queryable + ?Sized> Queryable for std::sync::Arc<T> {
         limit: usize,
     ) -> Option<Vec<SeriesSamples>> {
         (**self).select_bounded(matchers, mint, maxt, limit)
+    }
+
+    fn select_histograms(
+        &self,
+        matchers: &[Matcher],
+        mint: i64,
+        maxt: i64,
+    ) -> Vec<SeriesHistograms> {
+        (**self).select_histograms(matchers, mint, maxt)
+    }
+}
+
+/// Float series and native histogram series together, for tests of an
+/// engine without a store.
+impl Queryable for (Vec<SeriesSamples>, Vec<SeriesHistograms>) {
+    fn select(&self, matchers: &[Matcher], mint: i64, maxt: i64) -> Vec<SeriesSamples> {
+        self.0.select(matchers, mint, maxt)
+    }
+
+    fn select_histograms(
+        &self,
+        matchers: &[Matcher],
+        mint: i64,
+        maxt: i64,
+    ) -> Vec<SeriesHistograms> {
+        self.1
+            .iter()
+            .filter(|(l, _)| matchers.iter().all(|m| m.matches(l.get(m.name()))))
+            .map(|(l, s)| {
+                let s: Vec<_> = s
+                    .iter()
+                    .filter(|(t, _)| (mint..=maxt).contains(t))
+                    .cloned()
+                    .collect();
+                (l.clone(), s)
+            })
+            .filter(|(_, s)| !s.is_empty())
+            .collect()
     }
 }

@@ -1,0 +1,543 @@
+//! Native histograms as Prometheus 3 models them: one sample holds a
+//! whole distribution in exponential buckets.
+//!
+//! At schema `s` the buckets' boundaries are the powers of
+//! `2^(2^-s)`; positive bucket `i` holds observations in
+//! `(base^(i-1), base^i]`, negative bucket `i` those in
+//! `[-base^i, -base^(i-1))`, and the zero bucket those in
+//! `[-zero_threshold, zero_threshold]`. Counts are held as floats (a
+//! rate or an average of histograms is not a whole number), buckets
+//! sparsely as `(index, count)` in ascending index.
+//!
+//! The arithmetic (adding histograms of different schemas, the zero
+//! bucket widening, counter resets) and the estimates read from a
+//! histogram (`histogram_quantile`, `histogram_fraction`,
+//! `histogram_stddev`) follow Prometheus 3, exponential interpolation
+//! within a bucket included.
+
+/// The finest and coarsest standard schemas Prometheus accepts.
+pub const MAX_SCHEMA: i32 = 8;
+/// See [`MAX_SCHEMA`].
+pub const MIN_SCHEMA: i32 = -4;
+
+/// What a histogram says about counter resets (remote write's
+/// `ResetHint`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum CounterReset {
+    /// Not known: detected by comparing with the previous sample.
+    #[default]
+    Unknown,
+    /// A counter reset happened right before this sample.
+    Reset,
+    /// No counter reset since the previous sample.
+    NotReset,
+    /// A gauge histogram: it goes up and down; never a reset.
+    Gauge,
+}
+
+impl CounterReset {
+    /// Remote write's number for it.
+    pub fn code(self) -> u8 {
+        match self {
+            CounterReset::Unknown => 0,
+            CounterReset::Reset => 1,
+            CounterReset::NotReset => 2,
+            CounterReset::Gauge => 3,
+        }
+    }
+
+    /// From remote write's number (an unknown one is `Unknown`).
+    pub fn from_code(c: u64) -> Self {
+        match c {
+            1 => CounterReset::Reset,
+            2 => CounterReset::NotReset,
+            3 => CounterReset::Gauge,
+            _ => CounterReset::Unknown,
+        }
+    }
+}
+
+/// One native histogram sample.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Histogram {
+    /// Bucket resolution, [`MIN_SCHEMA`]..=[`MAX_SCHEMA`].
+    pub schema: i32,
+    /// Width of the zero bucket on either side of zero.
+    pub zero_threshold: f64,
+    /// Observations in the zero bucket.
+    pub zero_count: f64,
+    /// Observations in all (NaN observations included).
+    pub count: f64,
+    /// Their sum.
+    pub sum: f64,
+    /// Positive buckets, `(index, count)`, ascending index.
+    pub positive: Vec<(i32, f64)>,
+    /// Negative buckets, `(index, count)`, ascending index.
+    pub negative: Vec<(i32, f64)>,
+    /// What it says about counter resets.
+    pub reset: CounterReset,
+}
+
+/// One bucket with its bounds, for estimates and for the API.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Bucket {
+    /// Lower bound.
+    pub lower: f64,
+    /// Upper bound.
+    pub upper: f64,
+    /// Observations in it.
+    pub count: f64,
+    /// Prometheus' boundary rule: 0 (lower, upper], 1 [lower, upper),
+    /// 3 [lower, upper] (the zero bucket).
+    pub rule: u8,
+}
+
+/// The upper boundary of bucket `index` at `schema` (Prometheus'
+/// `getBound`): `2^(index * 2^-schema)`.
+pub fn bound(index: i32, schema: i32) -> f64 {
+    if schema <= 0 {
+        let exp = i64::from(index) << (-schema).clamp(0, 62);
+        return ldexp(1.0, exp);
+    }
+    let per = 1i64 << schema;
+    let (whole, frac) = (
+        i64::from(index).div_euclid(per),
+        i64::from(index).rem_euclid(per),
+    );
+    ldexp(2f64.powf(frac as f64 / per as f64), whole)
+}
+
+/// `x * 2^exp`, saturating to 0 or infinity.
+fn ldexp(x: f64, exp: i64) -> f64 {
+    let mut x = x;
+    let mut e = exp.clamp(-2200, 2200);
+    while e > 1000 {
+        x *= 2f64.powi(1000);
+        e -= 1000;
+    }
+    while e < -1000 {
+        x *= 2f64.powi(-1000);
+        e += 1000;
+    }
+    x * 2f64.powi(e as i32)
+}
+
+/// The index a bucket at `from` schema falls in at the coarser `to`.
+pub fn coarser_index(index: i32, from: i32, to: i32) -> i32 {
+    let shift = (from - to).clamp(0, 31);
+    ((index - 1) >> shift) + 1
+}
+
+/// Add `(index, count)` pairs into a sorted sparse list.
+fn merge_into(into: &mut Vec<(i32, f64)>, add: impl IntoIterator<Item = (i32, f64)>, sign: f64) {
+    let mut add: Vec<(i32, f64)> = add.into_iter().collect();
+    add.sort_by_key(|(i, _)| *i);
+    let mut out = Vec::with_capacity(into.len() + add.len());
+    let (mut a, mut b) = (into.iter().peekable(), add.into_iter().peekable());
+    loop {
+        match (a.peek(), b.peek()) {
+            (Some(x), Some(y)) if x.0 == y.0 => {
+                out.push((x.0, x.1 + sign * y.1));
+                a.next();
+                b.next();
+            }
+            (Some(x), Some(y)) if x.0 < y.0 => {
+                out.push(**x);
+                a.next();
+            }
+            (_, Some(y)) => {
+                out.push((y.0, sign * y.1));
+                b.next();
+            }
+            (Some(x), None) => {
+                out.push(**x);
+                a.next();
+            }
+            (None, None) => break,
+        }
+    }
+    // Several source buckets may have landed on one index.
+    out.dedup_by(|later, earlier| {
+        if later.0 == earlier.0 {
+            earlier.1 += later.1;
+            true
+        } else {
+            false
+        }
+    });
+    *into = out;
+}
+
+impl Histogram {
+    /// The same observations at the coarser `schema` (buckets merged).
+    pub fn to_schema(&self, schema: i32) -> Histogram {
+        if schema >= self.schema {
+            return self.clone();
+        }
+        let mut out = Histogram {
+            schema,
+            positive: Vec::new(),
+            negative: Vec::new(),
+            ..self.clone()
+        };
+        let map = |b: &[(i32, f64)]| {
+            b.iter()
+                .map(|(i, c)| (coarser_index(*i, self.schema, schema), *c))
+                .collect::<Vec<_>>()
+        };
+        merge_into(&mut out.positive, map(&self.positive), 1.0);
+        merge_into(&mut out.negative, map(&self.negative), 1.0);
+        out
+    }
+
+    /// Widen the zero bucket to at least `threshold`: buckets inside it
+    /// move into it; one straddling it widens it to its own bound.
+    fn widen_zero(&mut self, threshold: f64) {
+        if threshold <= self.zero_threshold {
+            return;
+        }
+        let mut t = threshold;
+        // A bucket straddling the new threshold is taken in whole.
+        for b in self.positive.iter().chain(self.negative.iter()) {
+            let (lo, hi) = (bound(b.0 - 1, self.schema), bound(b.0, self.schema));
+            if lo < t && hi > t {
+                t = t.max(hi);
+            }
+        }
+        let schema = self.schema;
+        let mut moved = 0.0;
+        for side in [&mut self.positive, &mut self.negative] {
+            side.retain(|(i, c)| {
+                if bound(*i, schema) <= t {
+                    moved += c;
+                    false
+                } else {
+                    true
+                }
+            });
+        }
+        self.zero_count += moved;
+        self.zero_threshold = t;
+    }
+
+    /// Bring `self` and `other` to a common schema and zero bucket.
+    fn reconcile(&self, other: &Histogram) -> (Histogram, Histogram) {
+        let schema = self.schema.min(other.schema);
+        let (mut a, mut b) = (self.to_schema(schema), other.to_schema(schema));
+        let t = a.zero_threshold.max(b.zero_threshold);
+        a.widen_zero(t);
+        b.widen_zero(t);
+        // Widening one may have widened it past the other.
+        let t = a.zero_threshold.max(b.zero_threshold);
+        a.widen_zero(t);
+        b.widen_zero(t);
+        (a, b)
+    }
+
+    /// `self + other` (`sign` 1) or `self - other` (`sign` -1).
+    fn combine(&self, other: &Histogram, sign: f64) -> Histogram {
+        let (mut a, b) = self.reconcile(other);
+        a.count += sign * b.count;
+        a.sum += sign * b.sum;
+        a.zero_count += sign * b.zero_count;
+        merge_into(&mut a.positive, b.positive, sign);
+        merge_into(&mut a.negative, b.negative, sign);
+        a
+    }
+
+    /// `self + other`.
+    pub fn add(&self, other: &Histogram) -> Histogram {
+        let mut h = self.combine(other, 1.0);
+        if self.reset == CounterReset::Gauge || other.reset == CounterReset::Gauge {
+            h.reset = CounterReset::Gauge;
+        }
+        h
+    }
+
+    /// `self - other` (a gauge histogram).
+    pub fn sub(&self, other: &Histogram) -> Histogram {
+        let mut h = self.combine(other, -1.0);
+        h.reset = CounterReset::Gauge;
+        h
+    }
+
+    /// Every count and the sum times `f`.
+    pub fn scale(&self, f: f64) -> Histogram {
+        let mut h = self.clone();
+        h.count *= f;
+        h.sum *= f;
+        h.zero_count *= f;
+        for (_, c) in h.positive.iter_mut().chain(h.negative.iter_mut()) {
+            *c *= f;
+        }
+        h
+    }
+
+    /// Drop buckets that hold nothing.
+    pub fn compact(mut self) -> Histogram {
+        self.positive.retain(|(_, c)| *c != 0.0);
+        self.negative.retain(|(_, c)| *c != 0.0);
+        self
+    }
+
+    /// Did the counter reset between `prev` and `self`? As Prometheus'
+    /// `DetectReset`: said so by the hint, a coarser-to-finer schema
+    /// change, a narrower zero bucket, or any count going down.
+    pub fn is_reset_after(&self, prev: &Histogram) -> bool {
+        match self.reset {
+            CounterReset::Reset => return true,
+            CounterReset::NotReset => return false,
+            CounterReset::Unknown | CounterReset::Gauge => {}
+        }
+        if self.count < prev.count
+            || self.schema > prev.schema
+            || self.zero_threshold < prev.zero_threshold
+        {
+            return true;
+        }
+        let (cur, old) = self.reconcile(prev);
+        if cur.zero_count < old.zero_count {
+            return true;
+        }
+        let down = |now: &[(i32, f64)], then: &[(i32, f64)]| {
+            then.iter().any(|(i, c)| {
+                let n = now
+                    .binary_search_by_key(i, |(j, _)| *j)
+                    .map(|k| now[k].1)
+                    .unwrap_or(0.0);
+                n < *c
+            })
+        };
+        down(&cur.positive, &old.positive) || down(&cur.negative, &old.negative)
+    }
+
+    /// Every bucket with observations, lowest first: negative buckets,
+    /// the zero bucket, positive buckets.
+    pub fn buckets(&self) -> Vec<Bucket> {
+        let mut out = Vec::with_capacity(self.positive.len() + self.negative.len() + 1);
+        for (i, c) in self.negative.iter().rev() {
+            out.push(Bucket {
+                lower: -bound(*i, self.schema),
+                upper: -bound(i - 1, self.schema),
+                count: *c,
+                rule: 1,
+            });
+        }
+        if self.zero_count != 0.0 {
+            out.push(Bucket {
+                lower: -self.zero_threshold,
+                upper: self.zero_threshold,
+                count: self.zero_count,
+                rule: 3,
+            });
+        }
+        for (i, c) in &self.positive {
+            out.push(Bucket {
+                lower: bound(i - 1, self.schema),
+                upper: bound(*i, self.schema),
+                count: *c,
+                rule: 0,
+            });
+        }
+        out.retain(|b| b.count != 0.0);
+        out
+    }
+
+    /// The zero bucket's bounds as estimates see them: 0 is the lower
+    /// bound when only positive buckets exist, the upper when only
+    /// negative ones do.
+    fn estimate_bounds(&self, b: &Bucket) -> (f64, f64) {
+        let (mut lo, mut hi) = (b.lower, b.upper);
+        if lo < 0.0 && hi > 0.0 {
+            if self.negative.is_empty() && !self.positive.is_empty() {
+                lo = 0.0;
+            } else if self.positive.is_empty() && !self.negative.is_empty() {
+                hi = 0.0;
+            }
+        }
+        (lo, hi)
+    }
+
+    /// `histogram_quantile(q, h)`: linear within the zero bucket,
+    /// exponential within the others.
+    pub fn quantile(&self, q: f64) -> f64 {
+        if q < 0.0 {
+            return f64::NEG_INFINITY;
+        }
+        if q > 1.0 {
+            return f64::INFINITY;
+        }
+        if self.count == 0.0 || q.is_nan() {
+            return f64::NAN;
+        }
+        let mut buckets = self.buckets();
+        let forward = self.sum.is_nan() || q < 0.5;
+        let mut rank = if forward {
+            q * self.count
+        } else {
+            buckets.reverse();
+            (1.0 - q) * self.count
+        };
+        let mut count = 0.0;
+        let mut at = None;
+        for b in &buckets {
+            count += b.count;
+            at = Some(*b);
+            if count >= rank {
+                break;
+            }
+        }
+        let Some(b) = at else {
+            return f64::NAN;
+        };
+        let (lo, hi) = self.estimate_bounds(&b);
+        count = count.min(self.count);
+        if count < rank {
+            return hi;
+        }
+        if forward {
+            rank -= count - b.count;
+        } else {
+            rank = count - rank;
+        }
+        interpolate(lo, hi, rank / b.count)
+    }
+
+    /// `histogram_fraction(lower, upper, h)`: the share of observations
+    /// between the bounds, interpolated as [`Self::quantile`] does.
+    pub fn fraction(&self, lower: f64, upper: f64) -> f64 {
+        if self.count == 0.0 || lower.is_nan() || upper.is_nan() {
+            return f64::NAN;
+        }
+        if lower >= upper {
+            return 0.0;
+        }
+        let (mut rank, mut lower_rank, mut upper_rank) = (0.0, None, None);
+        for b in self.buckets() {
+            let (lo, hi) = self.estimate_bounds(&b);
+            if lower_rank.is_none() && lo >= lower {
+                lower_rank = Some(rank);
+            }
+            if upper_rank.is_none() && lo >= upper {
+                upper_rank = Some(rank);
+            }
+            if lower_rank.is_none() && lo < lower && hi > lower {
+                lower_rank = Some(rank + b.count * position(lo, hi, lower));
+            }
+            if upper_rank.is_none() && lo < upper && hi > upper {
+                upper_rank = Some(rank + b.count * position(lo, hi, upper));
+            }
+            if lower_rank.is_some() && upper_rank.is_some() {
+                break;
+            }
+            rank += b.count;
+        }
+        let cap = |r: Option<f64>| r.filter(|r| *r <= self.count).unwrap_or(self.count);
+        (cap(upper_rank) - cap(lower_rank)) / self.count
+    }
+
+    /// `histogram_stdvar(h)`: the variance of the observations, each
+    /// bucket's taken at its geometric middle (0 for the zero bucket).
+    pub fn variance(&self) -> f64 {
+        let mean = self.sum / self.count;
+        let (mut v, mut c) = (0.0, 0.0);
+        for b in self.buckets() {
+            let mid = if b.lower <= 0.0 && b.upper >= 0.0 {
+                0.0
+            } else {
+                let m = (b.lower * b.upper).sqrt();
+                if b.upper < 0.0 { -m } else { m }
+            };
+            let d = mid - mean;
+            (v, c) = kahan_inc(b.count * d * d, v, c);
+        }
+        (v + c) / self.count
+    }
+
+    /// Is it a staleness marker (its sum the stale NaN)?
+    pub fn is_stale(&self) -> bool {
+        self.sum.to_bits() == STALE_NAN_BITS
+    }
+}
+
+const STALE_NAN_BITS: u64 = 0x7ff0_0000_0000_0002;
+
+fn kahan_inc(inc: f64, sum: f64, c: f64) -> (f64, f64) {
+    let t = sum + inc;
+    let c = if t.is_infinite() {
+        0.0
+    } else if sum.abs() >= inc.abs() {
+        c + ((sum - t) + inc)
+    } else {
+        c + ((inc - t) + sum)
+    };
+    (t, c)
+}
+
+/// The value a share `f` of the way through `(lo, hi]`: linear across
+/// zero, exponential within a bucket of one sign.
+fn interpolate(lo: f64, hi: f64, f: f64) -> f64 {
+    if lo <= 0.0 && hi >= 0.0 || !lo.is_finite() || !hi.is_finite() {
+        return lo + (hi - lo) * f;
+    }
+    let (ll, lh) = (lo.abs().log2(), hi.abs().log2());
+    if lo > 0.0 {
+        (ll + (lh - ll) * f).exp2()
+    } else {
+        -(lh + (ll - lh) * (1.0 - f)).exp2()
+    }
+}
+
+/// How far through `(lo, hi)` the value `v` lies (the inverse of
+/// [`interpolate`]).
+fn position(lo: f64, hi: f64, v: f64) -> f64 {
+    if lo <= 0.0 && hi >= 0.0 || !lo.is_finite() || !hi.is_finite() {
+        return (v - lo) / (hi - lo);
+    }
+    let (ll, lh, lv) = (lo.abs().log2(), hi.abs().log2(), v.abs().log2());
+    if lo > 0.0 {
+        (lv - ll) / (lh - ll)
+    } else {
+        (ll - lv) / (ll - lh)
+    }
+}
+
+/// Buckets from remote write's spans and counts: each span's offset is
+/// the gap after the previous span (the first's is its start index);
+/// `counts` follow the spans in order. `None` when they disagree in
+/// length.
+pub fn from_spans(spans: &[(i32, u32)], counts: &[f64]) -> Option<Vec<(i32, f64)>> {
+    let mut out = Vec::with_capacity(counts.len());
+    let mut idx: i64 = 0;
+    let mut k = 0usize;
+    for (n, (offset, len)) in spans.iter().enumerate() {
+        idx += i64::from(*offset);
+        if n > 0 && *offset < 0 {
+            return None;
+        }
+        for _ in 0..*len {
+            let c = *counts.get(k)?;
+            let i = i32::try_from(idx).ok()?;
+            out.push((i, c));
+            k += 1;
+            idx += 1;
+        }
+    }
+    (k == counts.len()).then_some(out)
+}
+
+/// Delta-encoded integer counts (remote write's `positive_deltas`) as
+/// absolute counts.
+pub fn undelta(deltas: &[i64]) -> Vec<f64> {
+    let mut c: i64 = 0;
+    deltas
+        .iter()
+        .map(|d| {
+            c = c.wrapping_add(*d);
+            c as f64
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests;
