@@ -24,6 +24,7 @@ mod bench_failover_pg;
 mod bench_forward;
 mod bench_fuzz;
 mod bench_ha;
+mod bench_histograms;
 mod bench_host;
 mod bench_logs;
 mod bench_metrics;
@@ -206,6 +207,9 @@ enum BenchCommand {
     /// Alerts a second Keel and Prometheus each send to a real
     /// Alertmanager before either side falls behind.
     Alertmanager(bench_alertmanager::AlertmanagerBenchArgs),
+    /// Native histograms against the same data as classic `le` buckets:
+    /// bytes per sample and histogram_quantile time.
+    Histograms(bench_histograms::HistogramsBenchArgs),
 }
 
 #[derive(Subcommand)]
@@ -291,6 +295,9 @@ fn main() -> ExitCode {
         Command::Bench {
             command: BenchCommand::Forward(args),
         } => bench_forward::run(args),
+        Command::Bench {
+            command: BenchCommand::Histograms(args),
+        } => bench_histograms::run(args),
         Command::Bench {
             command: BenchCommand::Alertmanager(args),
         } => bench_alertmanager::run(args),

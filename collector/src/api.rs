@@ -83,14 +83,40 @@ fn point(t: i64, v: f64) -> Json {
     json!([t as f64 / 1000.0, format_value(v)])
 }
 
-/// A range vector in Prometheus' `matrix` shape.
+/// A native histogram at `t` as Prometheus' API writes it: count and
+/// sum as strings, and each bucket that holds observations as
+/// `[boundary rule, lower, upper, count]`.
+fn histogram_point(t: i64, h: &keel_series::histogram::Histogram) -> Json {
+    json!([
+        t as f64 / 1000.0,
+        {
+            "count": format_value(h.count),
+            "sum": format_value(h.sum),
+            "buckets": h.buckets().iter().map(|b| json!([
+                b.rule,
+                format_value(b.lower),
+                format_value(b.upper),
+                format_value(b.count),
+            ])).collect::<Vec<_>>(),
+        }
+    ])
+}
+
+/// A range vector in Prometheus' `matrix` shape (`histograms` beside
+/// `values` for native histogram series).
 fn matrix_json(series: &[keel_promql::RangeSeries]) -> Json {
     json!({
         "resultType": "matrix",
-        "result": series.iter().map(|s| json!({
-            "metric": metric_json(&s.labels),
-            "values": s.points.iter().map(|(t, v)| point(*t, *v)).collect::<Vec<_>>(),
-        })).collect::<Vec<_>>(),
+        "result": series.iter().map(|s| {
+            let mut o = json!({ "metric": metric_json(&s.labels) });
+            if !s.points.is_empty() || s.histograms.is_empty() {
+                o["values"] = s.points.iter().map(|(t, v)| point(*t, *v)).collect();
+            }
+            if !s.histograms.is_empty() {
+                o["histograms"] = s.histograms.iter().map(|(t, h)| histogram_point(*t, h)).collect();
+            }
+            o
+        }).collect::<Vec<_>>(),
     })
 }
 
@@ -159,6 +185,10 @@ async fn query(
                 Value::Vector(v) => json!({
                     "resultType": "vector",
                     "result": v.iter().map(|s| json!({ "metric": metric_json(&s.labels), "value": point(t, s.value) })).collect::<Vec<_>>(),
+                }),
+                Value::Histograms(v) => json!({
+                    "resultType": "vector",
+                    "result": v.iter().map(|s| json!({ "metric": metric_json(&s.labels), "histogram": histogram_point(t, &s.histogram) })).collect::<Vec<_>>(),
                 }),
                 Value::Matrix(m) => matrix_json(&m),
             },

@@ -21,14 +21,21 @@ else:
 
     exporter = OTLPMetricExporter(endpoint=target + "/v1/metrics")
 reader = PeriodicExportingMetricReader(exporter, export_interval_millis=3_600_000)
+from opentelemetry.sdk.metrics.view import ExponentialBucketHistogramAggregation, View
+
 provider = MeterProvider(
     resource=Resource.create({"service.name": "py-shop", "service.instance.id": "py-1"}),
     metric_readers=[reader],
+    # payload.size as an exponential histogram: a native histogram in Keel.
+    views=[View(instrument_name="payload.size", aggregation=ExponentialBucketHistogramAggregation())],
 )
 meter = provider.get_meter("keel-test")
 orders = meter.create_counter("orders.placed", unit="{order}")
 latency = meter.create_histogram("checkout.duration", unit="s")
 meter.create_observable_gauge("queue.depth", callbacks=[lambda _: [Observation(7, {"queue": "emails"})]])
+payload = meter.create_histogram("payload.size", unit="By")
+for v in (100, 200, 300, 400, 5000):
+    payload.record(v, {"route": "/checkout"})
 orders.add(5, {"region": "eu"})
 orders.add(2, {"region": "us"})
 for v in (0.003, 0.2, 0.4, 1.5):

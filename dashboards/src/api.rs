@@ -263,6 +263,25 @@ fn evaluate(
                     }
                 }
                 for s in answer.value {
+                    if !s.histograms.is_empty() {
+                        if panel.viz != Viz::Heatmap {
+                            errors.push(json!({"query": i, "expr": expr, "error": format!(
+                                "{} holds native histograms: draw them as a heatmap, or read numbers from them with histogram_quantile(), histogram_count() or histogram_sum()",
+                                s.labels
+                            )}));
+                            continue;
+                        }
+                        for (le, values) in cumulative_buckets(&s.histograms, range, n) {
+                            let labels = s.labels.with("le", &le);
+                            series.push(json!({
+                                "query": i,
+                                "name": legend(q.legend.as_deref(), &labels),
+                                "labels": labels.pairs().map(|(k, v)| (k.to_owned(), json!(v))).collect::<serde_json::Map<_, _>>(),
+                                "values": values,
+                            }));
+                        }
+                        continue;
+                    }
                     let mut values: Vec<Option<f64>> = vec![None; n];
                     for (t, v) in &s.points {
                         let k = ((t - range.start) / range.step) as usize;
@@ -301,6 +320,47 @@ fn evaluate(
         "annotations": notes,
         "exemplars": exemplars,
     }))
+}
+
+/// A native histogram series over a panel's steps as the cumulative
+/// `le` series a heatmap draws: one for every bucket bound any step has
+/// (the zero bucket's and negative buckets' too), and `+Inf` (the
+/// count). A bound a step's histogram lacks counts what lies below it.
+fn cumulative_buckets(
+    points: &[(i64, keel_series::histogram::Histogram)],
+    range: QueryRange,
+    n: usize,
+) -> Vec<(String, Vec<Option<f64>>)> {
+    let mut bounds: Vec<f64> = points
+        .iter()
+        .flat_map(|(_, h)| h.buckets().into_iter().map(|b| b.upper))
+        .collect();
+    bounds.sort_by(f64::total_cmp);
+    bounds.dedup();
+    let mut out: Vec<(String, Vec<Option<f64>>)> = bounds
+        .iter()
+        .map(|b| (keel_promql::format_value(*b), vec![None; n]))
+        .chain(std::iter::once(("+Inf".to_owned(), vec![None; n])))
+        .collect();
+    for (t, h) in points {
+        let k = ((t - range.start) / range.step) as usize;
+        if k >= n {
+            continue;
+        }
+        let buckets = h.buckets();
+        let mut below = 0.0;
+        let mut next = buckets.iter().peekable();
+        for (j, bound) in bounds.iter().enumerate() {
+            while let Some(b) = next.next_if(|b| b.upper <= *bound) {
+                below += b.count;
+            }
+            out[j].1[k] = Some(below);
+        }
+        if let Some(last) = out.last_mut() {
+            last.1[k] = Some(h.count);
+        }
+    }
+    out
 }
 
 /// Most exemplars a panel draws: the newest (a busy service's ten

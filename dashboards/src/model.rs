@@ -73,7 +73,8 @@ pub enum Viz {
     Bar,
     /// The last value of each series, with its labels.
     Table,
-    /// A histogram's buckets over time (`…_bucket` series).
+    /// A histogram's buckets over time: classic `…_bucket` series, or a
+    /// native histogram series (its buckets drawn the same way).
     Heatmap,
     /// Log lines (a `logs:` query).
     Logs,

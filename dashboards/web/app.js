@@ -407,7 +407,7 @@ function heatmap(el, data, panel) {
   }));
   const max = Math.max(1e-12, ...cells.flat().filter((v) => v !== null));
   const W = Math.max(200, el.clientWidth - 4), H = 180, left = 60;
-  const canvas = h("canvas", { class: "heat", width: W, height: H });
+  const canvas = h("canvas", { class: "heat", width: W, height: H, "data-buckets": buckets.length });
   el.append(canvas);
   const ctx = canvas.getContext("2d");
   const cw = (W - left) / n, ch = H / buckets.length;

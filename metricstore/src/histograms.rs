@@ -156,7 +156,7 @@ fn encode_batch(batch: &[(Labels, Vec<(i64, Histogram)>)]) -> Vec<u8> {
     out
 }
 
-fn decode_batch(payload: &[u8]) -> Option<Vec<(Labels, Vec<(i64, Histogram)>)>> {
+fn decode_batch(payload: &[u8]) -> Option<Vec<SeriesHistograms>> {
     let mut c = Cursor { b: payload, at: 0 };
     let n = c.u32()?;
     let mut out = Vec::with_capacity(c.capacity(n, 8));
@@ -176,7 +176,7 @@ fn decode_batch(payload: &[u8]) -> Option<Vec<(Labels, Vec<(i64, Histogram)>)>> 
 /// A segment file: sealed chunks back to back, then an index (series
 /// count; per series its labels, chunk count, and per chunk min_t,
 /// max_t, offset, length), the index's length (u64) and a CRC-32 of it.
-fn read_segment(path: &Path) -> Result<(Segment, Vec<(Labels, Vec<SealedChunkAt>)>), String> {
+fn read_segment(path: &Path) -> Result<(Segment, SegmentIndex), String> {
     let raw = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
     let bad = || {
         format!(
@@ -229,6 +229,13 @@ fn read_segment(path: &Path) -> Result<(Segment, Vec<(Labels, Vec<SealedChunkAt>
         out,
     ))
 }
+
+/// A segment's index: each series and where its chunks are.
+type SegmentIndex = Vec<(Labels, Vec<SealedChunkAt>)>;
+
+/// Where a chunk sits in a segment: (index of the chunk in its series'
+/// sealed list, offset, length).
+type Placed = (usize, u64, u32);
 
 struct SealedChunkAt {
     min_t: i64,
@@ -320,6 +327,25 @@ impl Histograms {
     /// How many histogram series are held.
     pub fn len(&self) -> usize {
         self.series.read().unwrap_or_else(|e| e.into_inner()).len()
+    }
+
+    /// A series' newest sample, if it is held and has one in memory.
+    pub fn last(&self, labels: &Labels) -> Option<Histogram> {
+        let series = self.series.read().unwrap_or_else(|e| e.into_inner());
+        let s = series.get(labels)?;
+        if let Some((_, h)) = s.newest() {
+            return Some(h.clone());
+        }
+        let c = s.sealed.last()?;
+        let bytes = match &c.at {
+            Sealed::Memory(b) => b.to_vec(),
+            Sealed::File { seg, offset, len } => {
+                let mut buf = vec![0u8; *len as usize];
+                seg.file.read_exact_at(&mut buf, *offset).ok()?;
+                buf
+            }
+        };
+        chunk::decode(&bytes)?.pop().map(|(_, h)| h)
     }
 
     /// Whether `labels` is a histogram series held.
@@ -489,7 +515,7 @@ impl Histograms {
         }
         let mut data = Vec::new();
         let mut index = Vec::new();
-        let mut entries: Vec<(&Labels, Vec<(usize, u64, u32)>)> = Vec::new();
+        let mut entries: Vec<(&Labels, Vec<Placed>)> = Vec::new();
         let (mut lo, mut hi) = (i64::MAX, i64::MIN);
         for (labels, s) in series.iter() {
             let mut placed = Vec::new();

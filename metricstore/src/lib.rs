@@ -98,6 +98,19 @@ impl Appended {
         out
     }
 
+    /// Count what `other` did as well.
+    pub fn absorb(&mut self, other: Appended) {
+        self.accepted += other.accepted;
+        self.too_old += other.too_old;
+        self.duplicate += other.duplicate;
+        self.over_series_limit += other.over_series_limit;
+        self.over_label_limits += other.over_label_limits;
+        if self.label_problem.is_none() {
+            self.label_problem = other.label_problem;
+        }
+        self.series_limit = self.series_limit.or(other.series_limit);
+    }
+
     /// Samples refused by a limit.
     pub fn over_limits(&self) -> u64 {
         self.over_series_limit + self.over_label_limits

@@ -39,14 +39,22 @@ pub(super) const POW10: [f64; MAX_EXP + 1] = [
 ];
 
 /// Packs values of a fixed width, least significant bit first.
-struct BitPacker<'a> {
+pub(crate) struct BitPacker<'a> {
     out: &'a mut Vec<u8>,
     acc: u64,
     n: u32,
 }
 
+impl<'a> BitPacker<'a> {
+    /// A packer appending to `out`.
+    pub(crate) fn new(out: &'a mut Vec<u8>) -> Self {
+        Self { out, acc: 0, n: 0 }
+    }
+}
+
 impl BitPacker<'_> {
-    fn put(&mut self, v: u64, w: u32) {
+    /// Append the low `w` bits of `v`.
+    pub(crate) fn put(&mut self, v: u64, w: u32) {
         if w > 32 {
             self.put(v & 0xffff_ffff, 32);
             self.put(v >> 32, w - 32);
@@ -65,7 +73,8 @@ impl BitPacker<'_> {
         }
     }
 
-    fn finish(self) {
+    /// Flush the last partial byte.
+    pub(crate) fn finish(self) {
         if self.n > 0 {
             self.out.push(self.acc as u8);
         }

@@ -462,3 +462,57 @@ fn regex_matchers_found_by_their_values_match_as_label_checks_do() {
         3
     );
 }
+
+#[test]
+fn native_histograms_survive_a_reopen_count_against_the_limits_and_expire() {
+    use keel_series::Queryable;
+    use keel_series::histogram::Histogram;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let h = |c: f64| Histogram {
+        count: c,
+        sum: c,
+        positive: vec![(1, c)],
+        ..Histogram::default()
+    };
+    let config = StoreConfig {
+        limits: SeriesLimits {
+            max_series: 2,
+            ..SeriesLimits::default()
+        },
+        retention_ms: 86_400_000,
+        ..StoreConfig::default()
+    };
+    {
+        let store = Store::open(dir.path(), config.clone()).expect("open");
+        store
+            .append(vec![(l("up", "a"), vec![(1_000, 1.0)])])
+            .expect("floats");
+        let got = store
+            .append_histograms(vec![
+                (
+                    l("lat", "a"),
+                    (1..=200).map(|k| (k * 1000, h(k as f64))).collect(),
+                ),
+                (l("lat", "b"), vec![(1_000, h(1.0))]),
+            ])
+            .expect("histograms");
+        // One float series and one histogram series fill the limit of 2.
+        assert_eq!((got.accepted, got.over_series_limit), (200, 1));
+        // A block's time after the oldest sealed chunk: it goes to a
+        // segment; the open chunk stays in the log.
+        store.compact(7_300_000).expect("compacts");
+        let segs = std::fs::read_dir(dir.path().join("histograms"))
+            .expect("dir")
+            .count();
+        assert_eq!(segs, 2, "a segment beside the log");
+    }
+    let store = Store::open(dir.path(), config).expect("reopen");
+    let m = [Matcher::Equal("__name__".into(), "lat".into())];
+    let back = store.select_histograms(&m, 0, i64::MAX);
+    assert_eq!(back.len(), 1);
+    assert_eq!(back[0].1.len(), 200);
+    assert_eq!(back[0].1[199], (200_000, h(200.0)));
+    // Past retention everything goes, segment files included.
+    store.compact(200_000 + 86_400_001).expect("compacts");
+    assert!(store.select_histograms(&m, 0, i64::MAX).is_empty());
+}

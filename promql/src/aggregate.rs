@@ -28,7 +28,8 @@ pub struct KeyMemo {
 }
 
 impl Grouping {
-    fn key(&self, l: &Labels) -> Labels {
+    /// The group key of a series' labels.
+    pub fn key(&self, l: &Labels) -> Labels {
         match self {
             Grouping::By(names) => l.project(names, true),
             Grouping::Without(names) => l.without_name().project(names, false),

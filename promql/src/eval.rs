@@ -20,6 +20,7 @@ use super::functions;
 use super::limits::{Budget, EXECUTION, SUBQUERY};
 use super::value::{RangeSeries, Sample, Value};
 use keel_core::stale::is_stale;
+use keel_series::histogram::Histogram;
 use keel_series::labels::{Labels, NAME};
 use keel_series::{Matcher, Queryable};
 
@@ -149,6 +150,9 @@ pub fn matchers(vs: &VectorSelector) -> Result<Vec<Matcher>, EvalError> {
 /// in the AST, the fetched series.
 type Fetched = keel_series::FastMap<usize, Vec<(Labels, Vec<(i64, f64)>)>>;
 
+/// Each selector's native histogram series, keyed as [`Fetched`].
+type FetchedHistograms = keel_series::FastMap<usize, Vec<keel_series::SeriesHistograms>>;
+
 struct Ctx<'s> {
     store: &'s dyn Queryable,
     lookback: i64,
@@ -163,6 +167,7 @@ struct Ctx<'s> {
     /// How many subqueries deep the evaluation is.
     depth: usize,
     fetched: Fetched,
+    fetched_h: FetchedHistograms,
     /// Per-query memo: labels id → (labels, labels without the name).
     stripped: keel_series::FastMap<usize, (Labels, Labels)>,
     /// Per-query memo of aggregation group keys.
@@ -261,8 +266,10 @@ impl<'a> Engine<'a> {
         )?;
         ctx.budget.check(EXECUTION)?;
         let v = ctx.eval(&expr, t)?;
-        if let Value::Vector(v) = &v {
-            binary::check_unique(v)?;
+        match &v {
+            Value::Vector(v) => binary::check_unique(v)?,
+            Value::Histograms(h) => crate::native::check_unique(h)?,
+            _ => {}
         }
         Ok(Answer {
             value: v,
@@ -298,6 +305,7 @@ impl<'a> Engine<'a> {
         }
         let mut ctx = self.ctx(query, range, &expr)?;
         let mut series: HashMap<Labels, Vec<(i64, f64)>> = HashMap::new();
+        let mut histograms: HashMap<Labels, Vec<(i64, Histogram)>> = HashMap::new();
         let mut t = range.start;
         while t <= range.end {
             ctx.budget.check(EXECUTION)?;
@@ -316,6 +324,16 @@ impl<'a> Engine<'a> {
                         series.entry(s.labels).or_default().push((t, s.value));
                     }
                 }
+                Value::Histograms(v) => {
+                    crate::native::check_unique(&v)?;
+                    ctx.keep(v.len())?;
+                    for s in v {
+                        histograms
+                            .entry(s.labels)
+                            .or_default()
+                            .push((t, s.histogram));
+                    }
+                }
                 other => {
                     return Err(EvalError::Execution(format!(
                         "range query got a {}",
@@ -328,11 +346,7 @@ impl<'a> Engine<'a> {
                 None => break,
             }
         }
-        let mut out: Vec<RangeSeries> = series
-            .into_iter()
-            .map(|(labels, points)| RangeSeries { labels, points })
-            .collect();
-        out.sort_by(|a, b| a.labels.cmp(&b.labels));
+        let out = merge_series(series, histograms);
         Ok(Answer {
             value: out,
             annotations: ctx.notes,
@@ -349,6 +363,7 @@ impl<'a> Engine<'a> {
             step_samples: 0,
             depth: 0,
             fetched: keel_series::FastMap::default(),
+            fetched_h: keel_series::FastMap::default(),
             stripped: keel_series::FastMap::default(),
             group_keys: super::aggregate::KeyMemo::default(),
             windows: keel_series::FastMap::default(),
@@ -456,6 +471,7 @@ impl Ctx<'_> {
     fn vector(&mut self, e: &Expr, t: i64) -> Result<Vec<Sample>, EvalError> {
         match self.eval(e, t)? {
             Value::Vector(v) => Ok(v),
+            Value::Histograms(_) => Err(crate::native::not_numbers(&format!("{e}"))),
             other => Err(EvalError::Execution(format!(
                 "expected an instant vector, got a {}",
                 other.type_name()
@@ -505,6 +521,7 @@ impl Ctx<'_> {
                     .saturating_mul(step)
                     .saturating_add(step);
                 let mut series: HashMap<Labels, Vec<(i64, f64)>> = HashMap::new();
+                let mut histograms: HashMap<Labels, Vec<(i64, Histogram)>> = HashMap::new();
                 // (An error ends the query, so depth needs no unwinding.)
                 self.depth += 1;
                 while at <= end {
@@ -524,6 +541,15 @@ impl Ctx<'_> {
                             self.charge(1)?;
                             series.entry(Labels::default()).or_default().push((at, v))
                         }
+                        Value::Histograms(v) => {
+                            self.charge(v.len())?;
+                            for smp in v {
+                                histograms
+                                    .entry(smp.labels)
+                                    .or_default()
+                                    .push((at, smp.histogram));
+                            }
+                        }
                         other => {
                             return Err(EvalError::Execution(format!(
                                 "subquery over a {}",
@@ -538,11 +564,7 @@ impl Ctx<'_> {
                 }
                 // The subquery's points stay held for the outer step.
                 self.depth -= 1;
-                let mut out: Vec<RangeSeries> = series
-                    .into_iter()
-                    .map(|(labels, points)| RangeSeries { labels, points })
-                    .collect();
-                out.sort_by(|a, b| a.labels.cmp(&b.labels));
+                let out = merge_series(series, histograms);
                 if s.at.is_some() {
                     self.pinned.insert(node, (out.clone(), from, end));
                 }
@@ -570,6 +592,17 @@ impl Ctx<'_> {
             Expr::Paren(p) => self.eval(&p.expr, t),
             Expr::VectorSelector(vs) => {
                 let v = self.instant_vector(vs, t);
+                let h = self.instant_histograms(vs, t);
+                if !h.is_empty() {
+                    if v.is_empty() {
+                        self.charge(h.len())?;
+                        return Ok(Value::Histograms(h));
+                    }
+                    self.warn(format!(
+                        "{} native histogram series left out of {vs}: Keel does not mix floats and native histograms in one vector yet",
+                        h.len()
+                    ));
+                }
                 self.charge(v.len())?;
                 Ok(Value::Vector(v))
             }
@@ -579,6 +612,11 @@ impl Ctx<'_> {
             }
             Expr::Unary(u) => match self.eval(&u.expr, t)? {
                 Value::Scalar(v) => Ok(Value::Scalar(-v)),
+                Value::Histograms(v) => {
+                    let out = crate::native::with_scalar("*", v, -1.0, false)?;
+                    crate::native::check_unique(&out)?;
+                    Ok(Value::Histograms(out))
+                }
                 Value::Vector(v) => {
                     let out: Vec<Sample> = v
                         .into_iter()
@@ -608,7 +646,21 @@ impl Ctx<'_> {
                     Some(p) => (Some(self.scalar(p, t)?), None),
                     None => (None, None),
                 };
-                let input = self.vector(&a.expr, t)?;
+                let input = match self.eval(&a.expr, t)? {
+                    Value::Vector(v) => v,
+                    Value::Histograms(h) => {
+                        return Ok(match crate::native::aggregate(&op, h, &grouping)? {
+                            crate::native::Aggregated::Histograms(h) => Value::Histograms(h),
+                            crate::native::Aggregated::Floats(v) => Value::Vector(v),
+                        });
+                    }
+                    other => {
+                        return Err(EvalError::Execution(format!(
+                            "expected an instant vector, got a {}",
+                            other.type_name()
+                        )));
+                    }
+                };
                 if let Some(k) = num {
                     self.check_aggregation_param(&op, k, !input.is_empty())?;
                 }
@@ -722,6 +774,49 @@ impl Ctx<'_> {
                 }
                 Ok(Value::Vector(binary::vector_vector(&op, l, r, &m)?))
             }
+            (Value::Histograms(l), Value::Scalar(r)) => Ok(Value::Histograms(
+                crate::native::with_scalar(&op, l, r, false)?,
+            )),
+            (Value::Scalar(l), Value::Histograms(r)) => Ok(Value::Histograms(
+                crate::native::with_scalar(&op, r, l, true)?,
+            )),
+            (l @ Value::Histograms(_), r @ (Value::Histograms(_) | Value::Vector(_)))
+            | (l @ Value::Vector(_), r @ Value::Histograms(_)) => {
+                if b.modifier
+                    .as_ref()
+                    .is_some_and(|m| !matches!(m.card, VectorMatchCardinality::OneToOne))
+                {
+                    return Err(EvalError::Unsupported(
+                        "group_left/group_right with native histograms".into(),
+                    ));
+                }
+                let matching = b.modifier.as_ref().and_then(|m| m.matching.as_ref());
+                let names = matching.map(|lm| lm.labels().labels.clone());
+                let on_names = names
+                    .as_deref()
+                    .map(|n| (matching.is_some_and(|lm| lm.is_include()), n));
+                Ok(Value::Histograms(match (l, r) {
+                    (Value::Histograms(l), Value::Histograms(r)) => {
+                        crate::native::between(&op, l, r, on_names)?
+                    }
+                    (Value::Histograms(h), Value::Vector(f)) => {
+                        crate::native::with_floats(&op, h, f, false, on_names)?
+                    }
+                    (Value::Vector(f), Value::Histograms(h)) => {
+                        crate::native::with_floats(&op, h, f, true, on_names)?
+                    }
+                    (l, r) => {
+                        return Err(EvalError::Internal(format!(
+                            "operator {op} between a {} and a {}",
+                            l.type_name(),
+                            r.type_name()
+                        )));
+                    }
+                }))
+            }
+            (Value::Histograms(_), _) | (_, Value::Histograms(_)) => Err(
+                crate::native::not_numbers(&format!("operator {op} with this operand")),
+            ),
             (l, r) => Err(EvalError::Execution(format!(
                 "operator {op} between a {} and a {}",
                 l.type_name(),
@@ -729,6 +824,25 @@ impl Ctx<'_> {
             ))),
         }
     }
+}
+
+/// Float and histogram series of a range result, one list in label order.
+fn merge_series(
+    series: HashMap<Labels, Vec<(i64, f64)>>,
+    histograms: HashMap<Labels, Vec<(i64, Histogram)>>,
+) -> Vec<RangeSeries> {
+    let mut all: HashMap<Labels, RangeSeries> = series
+        .into_iter()
+        .map(|(labels, points)| (labels.clone(), RangeSeries::floats(labels, points)))
+        .collect();
+    for (labels, h) in histograms {
+        all.entry(labels.clone())
+            .or_insert_with(|| RangeSeries::floats(labels, Vec::new()))
+            .histograms = h;
+    }
+    let mut out: Vec<RangeSeries> = all.into_values().collect();
+    out.sort_by(|a, b| a.labels.cmp(&b.labels));
+    out
 }
 
 mod call;

@@ -15,6 +15,7 @@ pub mod float;
 pub mod functions;
 pub mod gate;
 pub mod limits;
+pub mod native;
 pub mod parse;
 pub mod value;
 
@@ -23,7 +24,7 @@ pub use eval::{Answer, Engine, QueryRange};
 pub use gate::QueryGate;
 pub use limits::{Budget, QueryLimits};
 pub use parse::{MAX_NESTING, parse, selectors};
-pub use value::{RangeSeries, Sample, Value, format_go_g, format_value};
+pub use value::{HistogramSample, RangeSeries, Sample, Value, format_go_g, format_value};
 
 /// Why a query failed.
 #[derive(Debug, Clone, thiserror::Error, PartialEq)]

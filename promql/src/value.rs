@@ -1,5 +1,6 @@
 //! PromQL values and how they print.
 
+use keel_series::histogram::Histogram;
 use keel_series::labels::Labels;
 
 /// One element of an instant vector.
@@ -11,6 +12,15 @@ pub struct Sample {
     pub value: f64,
 }
 
+/// One native histogram element of an instant vector.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HistogramSample {
+    /// The series' labels.
+    pub labels: Labels,
+    /// Its histogram at the evaluation time.
+    pub histogram: Histogram,
+}
+
 /// One element of a range vector.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RangeSeries {
@@ -18,6 +28,19 @@ pub struct RangeSeries {
     pub labels: Labels,
     /// Samples in the range, in time order (ms, value).
     pub points: Vec<(i64, f64)>,
+    /// Native histogram samples in the range, in time order.
+    pub histograms: Vec<(i64, Histogram)>,
+}
+
+impl RangeSeries {
+    /// A series of float samples.
+    pub fn floats(labels: Labels, points: Vec<(i64, f64)>) -> Self {
+        Self {
+            labels,
+            points,
+            histograms: Vec::new(),
+        }
+    }
 }
 
 /// The result of evaluating an expression at one time.
@@ -27,6 +50,10 @@ pub enum Value {
     Scalar(f64),
     /// A set of series, one value each.
     Vector(Vec<Sample>),
+    /// A set of native histogram series, one histogram each (an instant
+    /// vector, as Prometheus has it; Keel holds its floats and
+    /// histograms apart).
+    Histograms(Vec<HistogramSample>),
     /// A set of series, a range of values each.
     Matrix(Vec<RangeSeries>),
     /// A string literal.
@@ -38,7 +65,7 @@ impl Value {
     pub fn type_name(&self) -> &'static str {
         match self {
             Value::Scalar(_) => "scalar",
-            Value::Vector(_) => "vector",
+            Value::Vector(_) | Value::Histograms(_) => "vector",
             Value::Matrix(_) => "matrix",
             Value::String(_) => "string",
         }

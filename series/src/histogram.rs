@@ -539,5 +539,7 @@ pub fn undelta(deltas: &[i64]) -> Vec<f64> {
         .collect()
 }
 
+mod notation;
+
 #[cfg(test)]
 mod tests;

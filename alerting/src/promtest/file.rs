@@ -170,8 +170,13 @@ pub struct ExpSample {
     /// Labels in selector notation (`{a="b"}` or `metric{a="b"}`).
     #[serde(default)]
     pub labels: Option<String>,
-    /// The value.
+    /// The value (0 when the sample is a histogram).
+    #[serde(default)]
     pub value: f64,
+    /// A native histogram, in Prometheus' test notation
+    /// (`{{schema:0 sum:5 count:4 buckets:[1 2 1]}}`).
+    #[serde(default)]
+    pub histogram: Option<String>,
 }
 
 /// One failed check, saying what differed.

@@ -22,6 +22,7 @@ use serde::Deserialize;
 use crate::rules;
 use keel_metricstore::{STALE_NAN, Store, StoreConfig};
 use keel_promql::{Engine, Value, format_value};
+use keel_series::histogram::Histogram;
 use keel_series::labels::{Labels, NAME};
 
 mod file;
@@ -43,7 +44,24 @@ fn almost_equal(a: f64, b: f64) -> bool {
     diff <= 1e-6 * a.abs().max(b.abs()) || diff < 1e-300
 }
 
-fn show(samples: &[(Labels, f64)]) -> String {
+/// A sample's value: a number or a native histogram.
+#[derive(Debug, Clone)]
+enum Got {
+    Float(f64),
+    Histogram(Histogram),
+}
+
+impl Got {
+    fn matches(&self, other: &Got) -> bool {
+        match (self, other) {
+            (Got::Float(a), Got::Float(b)) => almost_equal(*a, *b),
+            (Got::Histogram(a), Got::Histogram(b)) => a.close_to(b, almost_equal),
+            _ => false,
+        }
+    }
+}
+
+fn show(samples: &[(Labels, Got)]) -> String {
     if samples.is_empty() {
         return "nil".into();
     }
@@ -51,7 +69,11 @@ fn show(samples: &[(Labels, f64)]) -> String {
         .iter()
         .map(|(l, v)| {
             let inner: Vec<String> = l.pairs().map(|(k, v)| format!("{k}={v:?}")).collect();
-            format!("{{{}}} {}", inner.join(", "), format_value(*v))
+            let v = match v {
+                Got::Float(v) => format_value(*v),
+                Got::Histogram(h) => h.notation(),
+            };
+            format!("{{{}}} {v}", inner.join(", "))
         })
         .collect::<Vec<_>>()
         .join(", ")
@@ -120,10 +142,22 @@ pub fn run(
         };
         let store = Store::in_memory(StoreConfig::default());
         let mut batch = Vec::new();
+        let mut native = Vec::new();
         for (si, s) in g.input_series.iter().enumerate() {
             let at = format!("{group}.input_series[{si}]");
             let labels = parse_series(&s.series)
                 .map_err(|e| TestFileError::Invalid(format!("{at}.series: {e}")))?;
+            if s.values.contains("{{") {
+                let values = expand_histograms(&s.values)
+                    .map_err(|e| TestFileError::Invalid(format!("{at}.values: {e}")))?;
+                let samples: Vec<(i64, Histogram)> = values
+                    .into_iter()
+                    .enumerate()
+                    .filter_map(|(i, v)| v.map(|v| (base_ms + i as i64 * interval, v)))
+                    .collect();
+                native.push((labels, samples));
+                continue;
+            }
             let values = expand_values(&s.values)
                 .map_err(|e| TestFileError::Invalid(format!("{at}.values: {e}")))?;
             let samples: Vec<(i64, f64)> = values
@@ -135,6 +169,9 @@ pub fn run(
         }
         store
             .append(batch)
+            .map_err(|e| TestFileError::Invalid(format!("{group}: {e}")))?;
+        store
+            .append_histograms(native)
             .map_err(|e| TestFileError::Invalid(format!("{group}: {e}")))?;
         // Rules run at every evaluation interval up to the last time a
         // test looks at, alert tests checked as their time comes.
@@ -262,16 +299,30 @@ pub fn run(
                 let l = parse_series(e.labels.as_deref().unwrap_or("{}")).map_err(|m| {
                     TestFileError::Invalid(format!("{group}.promql_expr_test[{ei}]: {m}"))
                 })?;
-                expected.push((l, e.value));
+                let v = match &e.histogram {
+                    Some(h) => Got::Histogram(Histogram::parse_notation(h).map_err(|m| {
+                        TestFileError::Invalid(format!(
+                            "{group}.promql_expr_test[{ei}].histogram: {m}"
+                        ))
+                    })?),
+                    None => Got::Float(e.value),
+                };
+                expected.push((l, v));
             }
-            let got: Result<Vec<(Labels, f64)>, String> = match engine
-                .instant(&t.expr, base_ms + at)
-            {
-                Ok(Value::Vector(v)) => Ok(v.into_iter().map(|s| (s.labels, s.value)).collect()),
-                Ok(Value::Scalar(x)) => Ok(vec![(Labels::default(), x)]),
-                Ok(other) => Err(format!("unexpected {} result", other.type_name())),
-                Err(e) => Err(format!("error: {e}")),
-            };
+            let got: Result<Vec<(Labels, Got)>, String> =
+                match engine.instant(&t.expr, base_ms + at) {
+                    Ok(Value::Vector(v)) => Ok(v
+                        .into_iter()
+                        .map(|s| (s.labels, Got::Float(s.value)))
+                        .collect()),
+                    Ok(Value::Histograms(v)) => Ok(v
+                        .into_iter()
+                        .map(|s| (s.labels, Got::Histogram(s.histogram)))
+                        .collect()),
+                    Ok(Value::Scalar(x)) => Ok(vec![(Labels::default(), Got::Float(x))]),
+                    Ok(other) => Err(format!("unexpected {} result", other.type_name())),
+                    Err(e) => Err(format!("error: {e}")),
+                };
             let fail = |got: String| Failure {
                 group: group.clone(),
                 what: format!("expr {:?}", t.expr),
@@ -288,7 +339,7 @@ pub fn run(
                         && expected.iter().all(|(l, v)| {
                             match unmatched
                                 .iter()
-                                .position(|(gl, gv)| gl == l && almost_equal(*gv, *v))
+                                .position(|(gl, gv)| gl == l && gv.matches(v))
                             {
                                 Some(i) => {
                                     unmatched.swap_remove(i);

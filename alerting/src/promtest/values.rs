@@ -69,6 +69,79 @@ pub fn expand_values(values: &str) -> Result<Vec<Option<f64>>, String> {
     Ok(out)
 }
 
+/// One entry of a histogram series' values.
+pub type HistogramValue = Option<Histogram>;
+
+/// Expand a native histogram series' values: `{{…}}` one sample,
+/// `{{a}}x3` four equal ones, `{{a}}+{{b}}x3` a, a+b, a+2b, a+3b, `_`
+/// and `_x3` missing, `stale` a staleness marker.
+pub fn expand_histograms(values: &str) -> Result<Vec<HistogramValue>, String> {
+    let mut out = Vec::new();
+    let mut rest = values.trim_start();
+    let take = |r: &str| -> Result<(Histogram, usize), String> {
+        let end = r
+            .find("}}")
+            .ok_or_else(|| format!("unclosed {{{{ in {r:?}"))?
+            + 2;
+        Ok((Histogram::parse_notation(&r[..end])?, end))
+    };
+    let times = |r: &str| -> Result<(usize, usize), String> {
+        let digits = r.len() - r.trim_start_matches(|c: char| c.is_ascii_digit()).len();
+        let n = r[..digits]
+            .parse()
+            .map_err(|_| format!("bad repeat count at {r:?}"))?;
+        Ok((n, digits))
+    };
+    while !rest.is_empty() {
+        let token_end = rest.find(char::is_whitespace).unwrap_or(rest.len());
+        if !rest.starts_with("{{") {
+            let tok = &rest[..token_end];
+            match tok {
+                "_" => out.push(None),
+                "stale" => out.push(Some(Histogram {
+                    sum: f64::from_bits(STALE_NAN),
+                    ..Histogram::default()
+                })),
+                _ => match tok.strip_prefix("_x") {
+                    Some(n) => {
+                        let n: usize = n.parse().map_err(|_| format!("bad repeat in {tok:?}"))?;
+                        out.extend(std::iter::repeat_n(None, n));
+                    }
+                    None => return Err(format!("{tok:?} in a histogram series")),
+                },
+            }
+            rest = rest[token_end..].trim_start();
+            continue;
+        }
+        let (a, used) = take(rest)?;
+        rest = &rest[used..];
+        if let Some(r) = rest.strip_prefix("+{{").map(|_| &rest[1..]) {
+            let (b, used) = take(r)?;
+            let r = r[used..]
+                .strip_prefix('x')
+                .ok_or_else(|| format!("{{{{…}}}}+{{{{…}}}} needs xN after it at {r:?}"))?;
+            let (n, used) = times(r)?;
+            let mut cur = a.clone();
+            out.push(Some(a));
+            for _ in 0..n {
+                let mut next = cur.add(&b);
+                next.reset = b.reset;
+                out.push(Some(next.clone()));
+                cur = next;
+            }
+            rest = r[used..].trim_start();
+        } else if let Some(r) = rest.strip_prefix('x') {
+            let (n, used) = times(r)?;
+            out.extend(std::iter::repeat_n(Some(a), n + 1));
+            rest = r[used..].trim_start();
+        } else {
+            out.push(Some(a));
+            rest = rest.trim_start();
+        }
+    }
+    Ok(out)
+}
+
 /// Labels of a selector written as `metric{a="b"}` or `{a="b"}`.
 pub fn parse_series(s: &str) -> Result<Labels, String> {
     let s = s.trim();

@@ -168,6 +168,7 @@ async fn the_dashboard_works_in_a_real_browser() {
         "{topology}"
     );
     browser.screenshot("overview").await;
+    native_histogram_heatmap(&browser, &lines, &origin).await;
     let mut burst = spawn_load(&lines, dir.path(), "steady", "80", "300s");
     let burst_stop = StopOnDrop(burst.id() as i32);
 
@@ -619,4 +620,75 @@ async fn the_dashboard_works_in_a_real_browser() {
     drop(load_stop);
     let _ = load.wait();
     child.kill().ok();
+}
+
+/// An OTLP exponential histogram sent to the collector is one native
+/// histogram series; the panel builder draws it as a heatmap: one row a
+/// bucket bound (three buckets and `+Inf`), cells painted.
+async fn native_histogram_heatmap(browser: &Page, lines: &[String], origin: &str) {
+    use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
+    use opentelemetry_proto::tonic::metrics::v1::exponential_histogram_data_point::Buckets;
+    use opentelemetry_proto::tonic::metrics::v1::{
+        ExponentialHistogram, ExponentialHistogramDataPoint, Metric, ResourceMetrics, ScopeMetrics,
+        metric::Data,
+    };
+    use prost::Message;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_nanos() as u64;
+    let point = |ago_s: u64, counts: Vec<u64>| ExponentialHistogramDataPoint {
+        time_unix_nano: now - ago_s * 1_000_000_000,
+        count: counts.iter().sum(),
+        sum: Some(10.0),
+        scale: 0,
+        positive: Some(Buckets {
+            offset: 3,
+            bucket_counts: counts,
+        }),
+        ..Default::default()
+    };
+    let req = ExportMetricsServiceRequest {
+        resource_metrics: vec![ResourceMetrics {
+            scope_metrics: vec![ScopeMetrics {
+                metrics: vec![Metric {
+                    name: "upload.size".into(),
+                    unit: "By".into(),
+                    data: Some(Data::ExponentialHistogram(ExponentialHistogram {
+                        data_points: vec![point(60, vec![1, 2, 1]), point(0, vec![2, 5, 3])],
+                        aggregation_temporality: 2,
+                    })),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+            ..Default::default()
+        }],
+    };
+    let r = reqwest::Client::new()
+        .post(printed_url(lines, "collector OTLP/HTTP"))
+        .header("content-type", "application/x-protobuf")
+        .body(req.encode_to_vec())
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(r.status(), 200);
+    browser
+        .goto(&format!(
+            "{origin}/ui/build?type=heatmap&unit=bytes&range=5m&title=Uploads&expr=upload_size_bytes"
+        ))
+        .await;
+    let drawn = browser
+        .until(
+            "the native histogram is drawn as a heatmap",
+            r#"const c = document.querySelector('#b-preview canvas.heat');
+               if (!c) return null;
+               const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
+               let painted = 0;
+               for (let i = 3; i < d.length; i += 4) if (d[i] > 0) painted++;
+               return painted > 0 ? [Number(c.dataset.buckets), painted] : null;"#,
+        )
+        .await;
+    assert_eq!(drawn[0], 4, "{drawn}");
+    browser.screenshot("native-heatmap").await;
 }

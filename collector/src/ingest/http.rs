@@ -377,7 +377,7 @@ pub fn ingest_request(
         batch.map(|b| b.0),
         batch.map_or(0, |b| b.1),
     );
-    let Some(appended) = appended
+    let Some(mut appended) = appended
         .inspect_err(|_| super::quota::refund(quota, items))
         .map_err(|e| NotStored::Retry(format!("not stored: {e}")))?
     else {
@@ -385,6 +385,17 @@ pub fn ingest_request(
         stats.duplicate_batches.fetch_add(1, Ordering::Relaxed);
         return Ok(ExportMetricsServiceResponse::default());
     };
+    let mut histograms = std::mem::take(&mut converted.histograms);
+    histograms.extend(otlp::accumulate_deltas(
+        std::mem::take(&mut converted.delta_histograms),
+        &|l| store.histograms().last(l),
+    ));
+    if !histograms.is_empty() {
+        let h = store
+            .append_histograms(histograms)
+            .map_err(|e| NotStored::Retry(format!("native histograms not stored: {e}")))?;
+        appended.absorb(h);
+    }
     store.mark_arrival(arrival);
     store.metadata().record(&converted.metadata);
     super::store_exemplars(store, converted.exemplars, stats);

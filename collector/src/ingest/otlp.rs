@@ -5,8 +5,11 @@
 //!   (`s` → `_seconds`, `By` → `_bytes`, `By/s` → `_bytes_per_second`,
 //!   `1` on a gauge → `_ratio`); monotonic sums end in `_total`;
 //! - gauges and sums → one series; histograms → `_bucket{le}`, `_sum`,
-//!   `_count`; exponential histograms → the same classic buckets (bucket
-//!   upper bounds `base^(i+1)`); summaries → `{quantile}`, `_sum`, `_count`;
+//!   `_count`; exponential histograms → one native histogram series (as
+//!   Prometheus 3 stores them: OTLP scale is the schema, scales above 8
+//!   merged down to 8, bucket `i` becomes index `i + 1`), or with
+//!   `exponential_histograms: classic` the classic buckets (upper bounds
+//!   `base^(i+1)`); summaries → `{quantile}`, `_sum`, `_count`;
 //! - resource `service.name` → `job` (`namespace/name` when
 //!   `service.namespace` is set), `service.instance.id` → `instance`, both
 //!   over a data point's own `job`/`instance`; the other resource
@@ -37,6 +40,7 @@ use serde::{Deserialize, Serialize};
 use keel_metricstore::STALE_NAN;
 use keel_metricstore::exemplars::Exemplar;
 use keel_metricstore::wal::Batch;
+use keel_series::histogram::{CounterReset, Histogram, MAX_SCHEMA, MIN_SCHEMA, coarser_index};
 use keel_series::labels::{Labels, NAME};
 
 mod names;
@@ -59,6 +63,12 @@ pub struct Converted {
     pub metadata: Vec<(String, keel_metricstore::metadata::Meta)>,
     /// The points' exemplars, each with its series.
     pub exemplars: Vec<(Labels, Exemplar)>,
+    /// Native histogram series (from exponential histograms).
+    pub histograms: Vec<(Labels, Vec<(i64, Histogram)>)>,
+    /// Native histogram series sent with delta temporality: each point
+    /// an increase, to add to the stored series' newest
+    /// ([`accumulate_deltas`]) before they are stored.
+    pub delta_histograms: Vec<(Labels, Vec<(i64, Histogram)>)>,
 }
 
 impl Converted {
@@ -105,6 +115,22 @@ pub struct Translation {
     /// the scope's schema URL or attributes. The agent's own scope
     /// (`keel-agent`, a transport for scraped series) is never promoted.
     pub promote_scope_metadata: bool,
+    /// What an exponential histogram becomes: `native` (one native
+    /// histogram series, as Prometheus 3 stores it) or `classic`
+    /// (`_bucket{le}`, `_sum` and `_count` series, as Keel stored them
+    /// before native histograms).
+    pub exponential_histograms: ExponentialAs,
+}
+
+/// See [`Translation::exponential_histograms`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ExponentialAs {
+    /// A native histogram series.
+    #[default]
+    Native,
+    /// Classic `le` bucket series.
+    Classic,
 }
 
 /// The scope the agent sends scraped series under: not instrumentation.
@@ -207,6 +233,7 @@ const NO_RECORDED_VALUE: u32 = 1;
 
 struct Sink<'a> {
     out: &'a mut Converted,
+    exponential: ExponentialAs,
     series: HashMap<Labels, Vec<(i64, f64)>>,
     info: Vec<(Labels, Vec<(i64, f64)>)>,
     /// Delta accumulation: the running total per series within this request.
@@ -257,6 +284,7 @@ pub fn convert(
     let mut out = Converted::default();
     let mut sink = Sink {
         out: &mut out,
+        exponential: translation.exponential_histograms,
         series: HashMap::new(),
         info: Vec::new(),
         running: HashMap::new(),
@@ -464,6 +492,36 @@ fn convert_metric(m: &Metric, base: &Base, sink: &mut Sink<'_>) -> Option<(i64, 
                     None => sink
                         .out
                         .reject(format!("{}: data point without a timestamp", m.name)),
+                }
+            }
+        }
+        Data::ExponentialHistogram(h) if sink.exponential == ExponentialAs::Native => {
+            let delta = h.aggregation_temporality == AggregationTemporality::Delta as i32;
+            let name = metric_name(&m.name, &m.unit, false, false);
+            for p in &h.data_points {
+                match (time_ms(p.time_unix_nano), exponential_to_native(p)) {
+                    (Some(t), Ok(native)) => {
+                        widen(&mut span, t);
+                        let labels = labels_for(base, &name, &p.attributes, &[]);
+                        for e in &p.exemplars {
+                            if let Some(e) = exemplar_of(e, t) {
+                                sink.out.exemplars.push((labels.clone(), e));
+                            }
+                        }
+                        let into = if delta && !native.is_stale() {
+                            &mut sink.out.delta_histograms
+                        } else {
+                            &mut sink.out.histograms
+                        };
+                        match into.iter_mut().find(|(l, _)| *l == labels) {
+                            Some((_, s)) => s.push((t, native)),
+                            None => into.push((labels, vec![(t, native)])),
+                        }
+                    }
+                    (None, _) => sink
+                        .out
+                        .reject(format!("{}: data point without a timestamp", m.name)),
+                    (_, Err(why)) => sink.out.reject(format!("{}: {why}", m.name)),
                 }
             }
         }
@@ -695,6 +753,98 @@ fn histogram(
         val(p.count as f64),
         delta,
     );
+}
+
+/// Prometheus' zero threshold for an OTLP histogram that states none.
+const DEFAULT_ZERO_THRESHOLD: f64 = 1e-128;
+
+/// An exponential histogram point as a native histogram: OTLP bucket `i`
+/// holds `(base^i, base^(i+1)]`, Prometheus' index `i + 1` the same
+/// range; scales finer than schema 8 are merged down to it; coarser than
+/// -4 cannot be said and are refused.
+fn exponential_to_native(p: &ExponentialHistogramDataPoint) -> Result<Histogram, String> {
+    if p.scale < MIN_SCHEMA {
+        return Err(format!(
+            "exponential histogram scale {} is below {MIN_SCHEMA}, the coarsest native histogram schema",
+            p.scale
+        ));
+    }
+    if p.scale > 20 {
+        return Err(format!(
+            "exponential histogram scale {} is above 20, the finest OpenTelemetry defines",
+            p.scale
+        ));
+    }
+    let schema = p.scale.min(MAX_SCHEMA);
+    let side = |b: &Option<
+        opentelemetry_proto::tonic::metrics::v1::exponential_histogram_data_point::Buckets,
+    >|
+     -> Result<Vec<(i32, f64)>, String> {
+        let Some(b) = b else { return Ok(Vec::new()) };
+        let mut out: Vec<(i32, f64)> = Vec::with_capacity(b.bucket_counts.len());
+        for (k, c) in b.bucket_counts.iter().enumerate() {
+            let i = i64::from(b.offset) + k as i64 + 1;
+            let i = i32::try_from(i).map_err(|_| format!("bucket index {i} out of range"))?;
+            let i = coarser_index(i, p.scale, schema);
+            match out.last_mut() {
+                Some((last, n)) if *last == i => *n += *c as f64,
+                _ => out.push((i, *c as f64)),
+            }
+        }
+        Ok(out)
+    };
+    let stale = p.flags & NO_RECORDED_VALUE != 0;
+    Ok(Histogram {
+        schema,
+        zero_threshold: if p.zero_threshold > 0.0 {
+            p.zero_threshold
+        } else {
+            DEFAULT_ZERO_THRESHOLD
+        },
+        zero_count: p.zero_count as f64,
+        count: p.count as f64,
+        sum: if stale {
+            f64::from_bits(STALE_NAN)
+        } else {
+            p.sum.unwrap_or(0.0)
+        },
+        positive: side(&p.positive)?,
+        negative: side(&p.negative)?,
+        reset: CounterReset::Unknown,
+    }
+    .compact())
+}
+
+/// Delta histogram points as cumulative ones: each series' points added
+/// in time order onto `last` (the stored series' newest), or onto
+/// nothing for a new series.
+pub fn accumulate_deltas(
+    deltas: Vec<(Labels, Vec<(i64, Histogram)>)>,
+    last: &dyn Fn(&Labels) -> Option<Histogram>,
+) -> Vec<(Labels, Vec<(i64, Histogram)>)> {
+    deltas
+        .into_iter()
+        .map(|(labels, mut points)| {
+            points.sort_by_key(|(t, _)| *t);
+            let mut total = last(&labels).filter(|h| !h.is_stale());
+            let points = points
+                .into_iter()
+                .map(|(t, d)| {
+                    let next = match &total {
+                        Some(base) => {
+                            let mut h = base.add(&d);
+                            h.reset = CounterReset::NotReset;
+                            h
+                        }
+                        None => d,
+                    };
+                    total = Some(next.clone());
+                    (t, next)
+                })
+                .collect();
+            (labels, points)
+        })
+        .collect()
 }
 
 /// Exponential buckets as classic ones: bucket `i` holds values in

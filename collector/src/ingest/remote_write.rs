@@ -19,6 +19,9 @@ use keel_http::workers::Workers;
 use keel_metricstore::Store;
 use keel_metricstore::exemplars::Exemplar;
 use keel_metricstore::wal::Batch;
+use keel_series::histogram::{
+    CounterReset, Histogram, MAX_SCHEMA, MIN_SCHEMA, from_spans, undelta,
+};
 use keel_series::labels::{Labels, NAME};
 
 /// `prometheus.WriteRequest` (remote write 1.0), the fields Keel reads.
@@ -86,12 +89,19 @@ pub(super) struct Wire<'a> {
     at: usize,
     /// Offset of `b` in the whole request.
     base: usize,
+    /// The key read last.
+    last_key: u64,
 }
 
 impl<'a> Wire<'a> {
     /// A reader of a whole decompressed request.
     pub(super) fn new(b: &'a [u8]) -> Self {
-        Self { b, at: 0, base: 0 }
+        Self {
+            b,
+            at: 0,
+            base: 0,
+            last_key: 0,
+        }
     }
 
     pub(super) fn err(&self, what: &str) -> String {
@@ -123,7 +133,18 @@ impl<'a> Wire<'a> {
     /// The next field's number and wire type.
     pub(super) fn key(&mut self) -> Result<(u64, u8), String> {
         let k = self.varint()?;
+        self.last_key = k;
         Ok((k >> 3, (k & 7) as u8))
+    }
+
+    /// The field number of the key read last.
+    fn key_field(&self) -> u64 {
+        self.last_key >> 3
+    }
+
+    /// The wire type of the key read last.
+    fn key_wire(&self) -> u8 {
+        (self.last_key & 7) as u8
     }
 
     fn bytes(&mut self, n: usize) -> Result<(usize, &'a [u8]), String> {
@@ -140,7 +161,12 @@ impl<'a> Wire<'a> {
     pub(super) fn message(&mut self) -> Result<Wire<'a>, String> {
         let n = usize::try_from(self.varint()?).map_err(|_| self.err("length too large"))?;
         let (base, b) = self.bytes(n)?;
-        Ok(Wire { b, at: 0, base })
+        Ok(Wire {
+            b,
+            at: 0,
+            base,
+            last_key: 0,
+        })
     }
 
     pub(super) fn string(&mut self) -> Result<&'a str, String> {
@@ -185,6 +211,109 @@ pub(super) fn sample(mut s: Wire<'_>) -> Result<(i64, f64), String> {
     Ok((t, v))
 }
 
+/// A histogram sample as read: its time and histogram, or why it
+/// cannot be stored.
+pub(super) type HistogramSample = Result<(i64, Histogram), String>;
+
+/// One `Histogram` (1.0 and 2.0 alike): the outer error is a malformed
+/// request, the inner one a histogram Keel cannot store (custom
+/// buckets, a schema outside -4..=8, spans that disagree with counts).
+pub(super) fn histogram(mut w: Wire<'_>) -> Result<HistogramSample, String> {
+    let mut h = Histogram::default();
+    let mut t = 0i64;
+    let (mut pos_spans, mut neg_spans) = (Vec::new(), Vec::new());
+    let (mut pos_deltas, mut neg_deltas) = (Vec::new(), Vec::new());
+    let (mut pos_counts, mut neg_counts) = (Vec::new(), Vec::new());
+    let mut custom = false;
+    let sint64 = |v: u64| ((v >> 1) as i64) ^ -((v & 1) as i64);
+    while !w.done() {
+        match w.key()? {
+            (1, 0) => h.count = w.varint()? as f64,
+            (2, 1) => h.count = f64::from_bits(w.fixed64()?),
+            (3, 1) => h.sum = f64::from_bits(w.fixed64()?),
+            (4, 0) => h.schema = sint64(w.varint()?) as i32,
+            (5, 1) => h.zero_threshold = f64::from_bits(w.fixed64()?),
+            (6, 0) => h.zero_count = w.varint()? as f64,
+            (7, 1) => h.zero_count = f64::from_bits(w.fixed64()?),
+            (8, 2) => neg_spans.push(span(w.message()?)?),
+            (11, 2) => pos_spans.push(span(w.message()?)?),
+            (9, 2) | (12, 2) | (10, 2) | (13, 2) => {
+                let field = w.key_field();
+                let mut packed = w.message()?;
+                while !packed.done() {
+                    match field {
+                        9 => neg_deltas.push(sint64(packed.varint()?)),
+                        12 => pos_deltas.push(sint64(packed.varint()?)),
+                        10 => neg_counts.push(f64::from_bits(packed.fixed64()?)),
+                        _ => pos_counts.push(f64::from_bits(packed.fixed64()?)),
+                    }
+                }
+            }
+            (9, 0) => neg_deltas.push(sint64(w.varint()?)),
+            (12, 0) => pos_deltas.push(sint64(w.varint()?)),
+            (10, 1) => neg_counts.push(f64::from_bits(w.fixed64()?)),
+            (13, 1) => pos_counts.push(f64::from_bits(w.fixed64()?)),
+            (14, 0) => h.reset = CounterReset::from_code(w.varint()?),
+            (15, 0) => t = w.varint()? as i64,
+            (16, _) => {
+                custom = true;
+                let wire = w.key_wire();
+                w.skip(wire)?;
+            }
+            (_, wire) => w.skip(wire)?,
+        }
+    }
+    if custom || h.schema == -53 {
+        return Ok(Err(
+            "native histograms with custom buckets (schema -53) are not stored yet".into(),
+        ));
+    }
+    if !(MIN_SCHEMA..=MAX_SCHEMA).contains(&h.schema) {
+        return Ok(Err(format!(
+            "native histogram schema {} is outside {MIN_SCHEMA}..={MAX_SCHEMA}",
+            h.schema
+        )));
+    }
+    let side = |spans: &[(i32, u32)], deltas: &[i64], counts: &[f64], which: &str| {
+        let counts = if deltas.is_empty() {
+            counts.to_vec()
+        } else {
+            undelta(deltas)
+        };
+        from_spans(spans, &counts).ok_or_else(|| {
+            format!(
+                "native histogram {which} spans hold a different number of buckets than the {} counts sent",
+                counts.len()
+            )
+        })
+    };
+    h.positive = match side(&pos_spans, &pos_deltas, &pos_counts, "positive") {
+        Ok(b) => b,
+        Err(e) => return Ok(Err(e)),
+    };
+    h.negative = match side(&neg_spans, &neg_deltas, &neg_counts, "negative") {
+        Ok(b) => b,
+        Err(e) => return Ok(Err(e)),
+    };
+    Ok(Ok((t, h.compact())))
+}
+
+/// One `BucketSpan`: (offset, length).
+fn span(mut w: Wire<'_>) -> Result<(i32, u32), String> {
+    let (mut offset, mut len) = (0i32, 0u32);
+    while !w.done() {
+        match w.key()? {
+            (1, 0) => {
+                let v = w.varint()?;
+                offset = (((v >> 1) as i64) ^ -((v & 1) as i64)) as i32;
+            }
+            (2, 0) => len = w.varint()? as u32,
+            (_, wire) => w.skip(wire)?,
+        }
+    }
+    Ok((offset, len))
+}
+
 /// One `Label`: (name, value).
 fn label<'a>(mut l: Wire<'a>) -> Result<(&'a str, &'a str), String> {
     let (mut name, mut value) = ("", "");
@@ -219,8 +348,8 @@ pub(super) fn exemplar<'a>(
     Ok((v, t))
 }
 
-/// A series' samples and exemplars.
-pub(super) type SeriesData = (Vec<(i64, f64)>, Vec<Exemplar>);
+/// A series' samples, exemplars and histogram samples.
+pub(super) type SeriesData = (Vec<(i64, f64)>, Vec<Exemplar>, Vec<HistogramSample>);
 
 /// One `TimeSeries`: its label pairs (as sent), samples and exemplars.
 fn time_series<'a>(
@@ -229,10 +358,12 @@ fn time_series<'a>(
 ) -> Result<SeriesData, String> {
     let mut samples = Vec::new();
     let mut exemplars = Vec::new();
+    let mut histograms = Vec::new();
     while !w.done() {
         match w.key()? {
             (1, 2) => pairs.push(label(w.message()?)?),
             (2, 2) => samples.push(sample(w.message()?)?),
+            (4, 2) => histograms.push(histogram(w.message()?)?),
             (3, 2) => {
                 let mut ls = Vec::new();
                 let (value, t) = exemplar(w.message()?, |e, field, wire| {
@@ -254,7 +385,7 @@ fn time_series<'a>(
             (_, wire) => w.skip(wire)?,
         }
     }
-    Ok((samples, exemplars))
+    Ok((samples, exemplars, histograms))
 }
 
 /// Why a series' labels cannot be stored, if they cannot.
@@ -287,7 +418,17 @@ pub struct Decoded {
     pub metadata: Vec<(String, keel_metricstore::metadata::Meta)>,
     /// Exemplars, each with the index of its series in `series`.
     exemplars: Vec<(usize, Exemplar)>,
+    /// Native histogram samples, each series' with its index in `series`.
+    histograms: Vec<(usize, Vec<(i64, Histogram)>)>,
 }
+
+/// A decoded request's parts: float series, exemplars, native histogram
+/// series.
+pub type Parts = (
+    Batch,
+    Vec<(Labels, Exemplar)>,
+    Vec<(Labels, Vec<(i64, Histogram)>)>,
+);
 
 impl Decoded {
     /// Pair each series with its labels, found or made by `resolve` from
@@ -299,11 +440,12 @@ impl Decoded {
         self.into_parts(resolve).0
     }
 
-    /// As [`Self::into_batch`], with the exemplars and their series.
+    /// As [`Self::into_batch`], with the exemplars and native histogram
+    /// samples and their series.
     pub fn into_parts(
         self,
         resolve: impl FnOnce(&mut dyn Iterator<Item = &[u8]>) -> Vec<Labels>,
-    ) -> (Batch, Vec<(Labels, Exemplar)>) {
+    ) -> Parts {
         let keys = &self.keys;
         let labels = resolve(&mut self.series.iter().map(|(r, _)| &keys[r.clone()]));
         let exemplars = self
@@ -311,12 +453,17 @@ impl Decoded {
             .into_iter()
             .filter_map(|(i, e)| Some((labels.get(i)?.clone(), e)))
             .collect();
+        let histograms = self
+            .histograms
+            .into_iter()
+            .filter_map(|(i, h)| Some((labels.get(i)?.clone(), h)))
+            .collect();
         let batch = labels
             .into_iter()
             .zip(self.series)
             .map(|(l, (_, samples))| (l, samples))
             .collect();
-        (batch, exemplars)
+        (batch, exemplars, histograms)
     }
 
     /// Take series `i` (its label `pairs`, sorted here if the sender did
@@ -327,6 +474,7 @@ impl Decoded {
         pairs: &mut Vec<(&str, &str)>,
         samples: Vec<(i64, f64)>,
         exemplars: Vec<Exemplar>,
+        histograms: Vec<HistogramSample>,
     ) {
         // Remote write requires sorted labels; sort if a sender did not.
         if !pairs.is_sorted_by(|a, b| a.0 <= b.0) {
@@ -342,6 +490,16 @@ impl Decoded {
                 let at = self.series.len();
                 self.exemplars
                     .extend(exemplars.into_iter().map(|e| (at, e)));
+                let mut kept = Vec::with_capacity(histograms.len());
+                for h in histograms {
+                    match h {
+                        Ok(h) => kept.push(h),
+                        Err(why) => self.problems.push(format!("timeseries[{i}]: {why}")),
+                    }
+                }
+                if !kept.is_empty() {
+                    self.histograms.push((at, kept));
+                }
                 self.series.push((start..self.keys.len(), samples));
             }
         }
@@ -384,8 +542,8 @@ pub fn decode(body: &[u8], max_decoded: usize) -> Result<Decoded, String> {
         match w.key()? {
             (1, 2) => {
                 pairs.clear();
-                let (samples, exemplars) = time_series(w.message()?, &mut pairs)?;
-                out.add(i, &mut pairs, samples, exemplars);
+                let (samples, exemplars, histograms) = time_series(w.message()?, &mut pairs)?;
+                out.add(i, &mut pairs, samples, exemplars, histograms);
                 i += 1;
             }
             (3, 2) => out.metadata.push(metric_metadata(w.message()?)?),
@@ -498,7 +656,11 @@ async fn write(
                 decoder(&body, rw.max_decoded).map_err(|m| (StatusCode::BAD_REQUEST, m, 0))?;
             let mut problems = std::mem::take(&mut decoded.problems);
             let metadata = std::mem::take(&mut decoded.metadata);
-            let (mut batch, exemplars) = decoded.into_parts(|keys| rw.store.resolve_labels(keys));
+            let (mut batch, exemplars, histograms) =
+                decoded.into_parts(|keys| rw.store.resolve_labels(keys));
+            // A series of histograms only has no float samples to store
+            // (nor to count against the series limit).
+            batch.retain(|(_, samples)| !samples.is_empty());
             let quota = quota.as_ref().map(|q| &*q.0);
             let items = super::quota::samples(&batch);
             let dropped = super::quota::charge(quota, &mut batch, rw.clock.now_ms(), &rw.stats)
@@ -515,6 +677,14 @@ async fn write(
                 super::quota::refund(quota, items);
                 (StatusCode::SERVICE_UNAVAILABLE, e.to_string(), 1)
             })?;
+            let native = if histograms.is_empty() {
+                keel_metricstore::Appended::default()
+            } else {
+                rw.store
+                    .append_histograms(histograms)
+                    .map_err(|e| (StatusCode::SERVICE_UNAVAILABLE, e.to_string(), 1))?
+            };
+            problems.extend(native.reasons());
             rw.store.mark_arrival(arrival);
             rw.store.metadata().record(&metadata);
             let exemplars = super::store_exemplars(&rw.store, exemplars, &rw.stats);
@@ -522,16 +692,20 @@ async fn write(
                 .samples_over_limits
                 .fetch_add(appended.over_limits(), std::sync::atomic::Ordering::Relaxed);
             problems.extend(appended.reasons());
-            Ok::<_, (StatusCode, String, u64)>((problems, appended.accepted, exemplars))
+            Ok::<_, (StatusCode, String, u64)>((
+                problems,
+                (appended.accepted, native.accepted),
+                exemplars,
+            ))
         })
         .await;
     // Remote write 2.0 says what was written, so a sender can tell.
-    let written = |n: u64, exemplars: u64| {
+    let written = |(n, h): (u64, u64), exemplars: u64| {
         [
             ("x-prometheus-remote-write-samples-written", n.to_string()),
             (
                 "x-prometheus-remote-write-histograms-written",
-                "0".to_owned(),
+                h.to_string(),
             ),
             (
                 "x-prometheus-remote-write-exemplars-written",

@@ -3,10 +3,12 @@
 //! (1.0 is `proto=prometheus.WriteRequest`, or no `proto`): a symbol
 //! table, and series whose labels, help and unit are references into it.
 //! Read in place with remote write 1.0's reader, errors naming the byte;
-//! each series' metadata kept as metadata. Native histograms are not
-//! stored yet: a series carrying them is named in the 400.
+//! each series' metadata kept as metadata, its native histograms stored
+//! as native histograms (custom-bucket ones are named in the 400).
 
-use super::remote_write::{Decoded, TYPES, Wire, decompress, exemplar, sample};
+use super::remote_write::{
+    Decoded, HistogramSample, TYPES, Wire, decompress, exemplar, histogram, sample,
+};
 use keel_metricstore::exemplars::{Exemplar, too_long};
 use keel_series::labels::Labels;
 
@@ -70,7 +72,7 @@ pub fn decode(body: &[u8], max_decoded: usize) -> Result<Decoded, String> {
             (5, 2) => {
                 pairs.clear();
                 match series(w.message()?, &symbols, &mut pairs)? {
-                    Ok((samples, meta, exemplars)) => {
+                    Ok((samples, meta, exemplars, histograms)) => {
                         if let Some(mut meta) = meta {
                             let name = pairs
                                 .iter()
@@ -80,7 +82,7 @@ pub fn decode(body: &[u8], max_decoded: usize) -> Result<Decoded, String> {
                             meta.0 = family(&name, &meta.1.kind).to_owned();
                             out.metadata.push(meta);
                         }
-                        out.add(i, &mut pairs, samples, exemplars);
+                        out.add(i, &mut pairs, samples, exemplars, histograms);
                     }
                     Err(problem) => out.problems.push(format!("timeseries[{i}]: {problem}")),
                 }
@@ -114,6 +116,14 @@ fn family<'a>(series: &'a str, kind: &str) -> &'a str {
 /// caller.
 type Stated = (String, keel_metricstore::metadata::Meta);
 
+/// A series' samples, metadata, exemplars and histogram samples.
+type SeriesParts = (
+    Vec<(i64, f64)>,
+    Option<Stated>,
+    Vec<Exemplar>,
+    Vec<HistogramSample>,
+);
+
 /// One `TimeSeries`: its label pairs into `pairs`, and its samples and
 /// metadata, or (inner error) why it cannot be stored; the outer error
 /// is a malformed request.
@@ -122,13 +132,13 @@ fn series<'a>(
     mut w: Wire<'a>,
     symbols: &[&'a str],
     pairs: &mut Vec<(&'a str, &'a str)>,
-) -> Result<Result<(Vec<(i64, f64)>, Option<Stated>, Vec<Exemplar>), String>, String> {
+) -> Result<Result<SeriesParts, String>, String> {
     let mut refs: Vec<u64> = Vec::new();
     let mut samples = Vec::new();
     // Exemplars with their label references, resolved once all is read.
     let mut exemplar_refs: Vec<(Vec<u64>, f64, i64)> = Vec::new();
     let mut meta: Option<Stated> = None;
-    let mut histograms = 0usize;
+    let mut histograms = Vec::new();
     while !w.done() {
         match w.key()? {
             // Packed, as senders write them, or one at a time.
@@ -158,10 +168,7 @@ fn series<'a>(
                 })?;
                 exemplar_refs.push((lrefs, v, t));
             }
-            (3, wire) => {
-                histograms += 1;
-                w.skip(wire)?;
-            }
+            (3, 2) => histograms.push(histogram(w.message()?)?),
             (5, 2) => {
                 let mut m = w.message()?;
                 let (mut kind, mut help, mut unit) = (0u64, 0u64, 0u64);
@@ -203,11 +210,6 @@ fn series<'a>(
             (_, wire) => w.skip(wire)?,
         }
     }
-    if histograms > 0 {
-        return Ok(Err(format!(
-            "{histograms} native histogram sample(s): not stored yet (classic buckets are)"
-        )));
-    }
     if !refs.len().is_multiple_of(2) {
         return Ok(Err(format!(
             "an odd number of label references ({})",
@@ -248,7 +250,7 @@ fn series<'a>(
             });
         }
     }
-    Ok(Ok((samples, meta, exemplars)))
+    Ok(Ok((samples, meta, exemplars, histograms)))
 }
 
 #[cfg(test)]

@@ -10,6 +10,7 @@ mod golden;
 mod incidents_p0;
 mod ingest_limits;
 mod logs_api;
+mod native_histograms;
 mod otel_sdks;
 mod otlp_ingest;
 mod people;

@@ -273,6 +273,17 @@ async fn python_sdk_roundtrip(transport: &str) {
         samples(&query(c.api, "checkout_duration_seconds_count", t).await)[0].1,
         5.0
     );
+    // The exponential histogram is one native histogram series: its
+    // median (300, the third of five) lies in the SDK's bucket that holds
+    // 300, less than one bucket width (a factor 2^(2^-scale)) below it.
+    let n = samples(&query(c.api, "histogram_count(payload_size_bytes)", t).await);
+    assert_eq!(n.iter().map(|s| s.1).collect::<Vec<_>>(), [5.0], "{n:?}");
+    let p50 = samples(&query(c.api, "histogram_quantile(0.5, payload_size_bytes)", t).await);
+    assert!(p50[0].1 > 280.0 && p50[0].1 <= 300.0, "{p50:?}");
+    assert!(
+        samples(&query(c.api, "payload_size_bytes_bucket", t).await).is_empty(),
+        "no classic buckets are made of it"
+    );
     // The observation made inside a span is an exemplar on the bucket
     // that holds 7 (5, 10], carrying that span's trace and span ids.
     let ids: Vec<&str> = out.split_whitespace().skip(1).collect();

@@ -2,18 +2,22 @@
 //!
 //! Samples in a chunk share a schema and zero threshold; their buckets
 //! are laid out once for the chunk (the union of indices any sample
-//! uses, a missing bucket counting 0). Each column — timestamps,
-//! counts, sums, zero counts, then every bucket's counts over time — is
-//! encoded by [`crate::packed`] (decimal frame-of-reference packing, or
-//! Gorilla where that is smaller), so a bucket that moves by a few
-//! observations a scrape costs a few bits a sample, as one classic `le`
-//! series would, but only for buckets that hold observations.
+//! uses, a missing bucket counting 0). The timestamps, counts, sums and
+//! zero counts are each encoded by [`crate::packed`] (decimal
+//! frame-of-reference packing, or Gorilla where that is smaller). The
+//! buckets' counts over time, when all are whole numbers (as scraped and
+//! sent histograms are), are Rice-coded deltas in one bit stream, each
+//! bucket with its own parameter ([`put_rice`]): a bucket that gains a
+//! few observations a scrape costs two or three bits a sample, one that
+//! gains none one bit. Otherwise (rates, averages) each bucket is a
+//! packed column.
 //!
 //! Layout: sample count (varint), schema (zigzag varint), zero threshold
 //! (8 bytes LE), positive then negative bucket indices (count, first as
 //! zigzag varint, then gaps as varints), reset hints (count, then sample
-//! position and code), then the columns, each its byte length (varint)
-//! and its packed bytes.
+//! position and code), the four columns (each its byte length, varint,
+//! and its packed bytes), then a tag byte (0 packed bucket columns, 1
+//! Rice-coded) and the buckets.
 
 use keel_series::histogram::{CounterReset, Histogram};
 use keel_series::varint::{put, take, unzigzag, zigzag};
@@ -70,7 +74,7 @@ fn take_column(b: &mut &[u8], n: usize) -> Option<Vec<f64>> {
 }
 
 /// The union of bucket indices `side` picks out of `samples`.
-fn layout<'a>(samples: &'a [(i64, Histogram)], side: fn(&Histogram) -> &[(i32, f64)]) -> Vec<i32> {
+fn layout(samples: &[(i64, Histogram)], side: fn(&Histogram) -> &[(i32, f64)]) -> Vec<i32> {
     let mut idx: Vec<i32> = samples
         .iter()
         .flat_map(|(_, h)| side(h).iter().map(|(i, _)| *i))
@@ -113,31 +117,168 @@ pub fn encode(samples: &[(i64, Histogram)]) -> Vec<u8> {
     put_column(&mut out, samples.iter().map(|(_, h)| h.count));
     put_column(&mut out, samples.iter().map(|(_, h)| h.sum));
     put_column(&mut out, samples.iter().map(|(_, h)| h.zero_count));
-    for (idx, side) in [
-        (
-            &pos,
-            (|h: &Histogram| h.positive.clone()) as fn(&Histogram) -> Vec<(i32, f64)>,
-        ),
-        (&neg, |h: &Histogram| h.negative.clone()),
-    ] {
-        // Each sample's counts spread over the chunk's layout.
-        let rows: Vec<Vec<f64>> = samples
-            .iter()
-            .map(|(_, h)| {
-                let mut row = vec![0.0; idx.len()];
-                for (i, c) in side(h) {
-                    if let Ok(k) = idx.binary_search(&i) {
-                        row[k] = c;
-                    }
+    // Every bucket's counts over time, positive buckets then negative.
+    let mut columns: Vec<Vec<f64>> = Vec::with_capacity(pos.len() + neg.len());
+    for (idx, positive) in [(&pos, true), (&neg, false)] {
+        let mut cols = vec![vec![0.0; samples.len()]; idx.len()];
+        for (k, (_, h)) in samples.iter().enumerate() {
+            let side = if positive { &h.positive } else { &h.negative };
+            for (i, c) in side {
+                if let Ok(j) = idx.binary_search(i) {
+                    cols[j][k] = *c;
                 }
-                row
-            })
-            .collect();
-        for k in 0..idx.len() {
-            put_column(&mut out, rows.iter().map(|r| r[k]));
+            }
+        }
+        columns.extend(cols);
+    }
+    let whole = |c: &f64| c.fract() == 0.0 && c.abs() < MAX_WHOLE;
+    if columns.iter().all(|col| col.iter().all(whole)) {
+        out.push(BUCKETS_RICE);
+        put_rice(&mut out, &columns);
+    } else {
+        out.push(BUCKETS_PACKED);
+        for col in columns {
+            put_column(&mut out, col.into_iter());
         }
     }
     out
+}
+
+/// Bucket columns each packed as a float series.
+const BUCKETS_PACKED: u8 = 0;
+/// Bucket columns of whole numbers as Rice-coded deltas.
+const BUCKETS_RICE: u8 = 1;
+/// Whole numbers below this are exact as floats (2^53).
+const MAX_WHOLE: f64 = 9_007_199_254_740_992.0;
+/// A quotient this long is written as 64 raw bits instead.
+const RICE_ESCAPE: u64 = 32;
+
+/// Whole-number bucket columns: each column's first count (zigzag
+/// varint), then one bit stream: per column whether it holds deltas (0)
+/// or deltas of deltas (1), whichever is shorter, its Rice parameter `k`
+/// (4 bits), and each following sample's delta (or delta of delta),
+/// zigzagged, as `q = d >> k` one-bits, a zero bit and `d`'s low `k`
+/// bits (`q` of 32 or more: 32 one-bits and the 64 raw bits).
+fn put_rice(out: &mut Vec<u8>, columns: &[Vec<f64>]) {
+    let deltas: Vec<Vec<u64>> = columns
+        .iter()
+        .map(|col| {
+            col.windows(2)
+                .map(|w| zigzag((w[1] as i64).wrapping_sub(w[0] as i64)))
+                .collect()
+        })
+        .collect();
+    for col in columns {
+        put(out, zigzag(col.first().copied().unwrap_or(0.0) as i64));
+    }
+    let mut bits = crate::packed::BitPacker::new(out);
+    for d in &deltas {
+        // Deltas of deltas for a bucket that grows steadily (each then
+        // near zero), plain deltas for one that grows by chance.
+        let dod: Vec<u64> = std::iter::once(0)
+            .chain(d.iter().map(|u| unzigzag(*u)))
+            .collect::<Vec<i64>>()
+            .windows(2)
+            .map(|w| zigzag(w[1].wrapping_sub(w[0])))
+            .collect();
+        let cost = |xs: &[u64], k: u32| -> u64 {
+            xs.iter()
+                .map(|u| match u >> k {
+                    q if q >= RICE_ESCAPE => RICE_ESCAPE + 64,
+                    q => q + 1 + u64::from(k),
+                })
+                .sum()
+        };
+        let best = |xs: &[u64]| (0..16u32).map(|k| (cost(xs, k), k)).min().unwrap_or((0, 0));
+        let ((plain, kp), (second, kd)) = (best(d), best(&dod));
+        let (mode, k, d) = if second < plain {
+            (1, kd, &dod)
+        } else {
+            (0, kp, d)
+        };
+        bits.put(mode, 1);
+        bits.put(u64::from(k), 4);
+        for u in d {
+            let q = u >> k;
+            if q >= RICE_ESCAPE {
+                bits.put(u64::MAX, RICE_ESCAPE as u32);
+                bits.put(*u, 64);
+            } else {
+                // q one-bits (at most 31), then the terminating zero.
+                bits.put((1u64 << q) - 1, q as u32 + 1);
+                bits.put(*u, k);
+            }
+        }
+    }
+    bits.finish();
+}
+
+/// Reads bits least significant first, as [`crate::packed::BitPacker`]
+/// writes them.
+struct Bits<'a> {
+    b: &'a [u8],
+    at: usize,
+}
+
+impl Bits<'_> {
+    fn bit(&mut self) -> Option<u64> {
+        let byte = self.b.get(self.at / 8)?;
+        let v = (byte >> (self.at % 8)) & 1;
+        self.at += 1;
+        Some(u64::from(v))
+    }
+
+    fn take(&mut self, w: u32) -> Option<u64> {
+        let mut v = 0u64;
+        for i in 0..w {
+            v |= self.bit()? << i;
+        }
+        Some(v)
+    }
+
+    /// Bytes read, the last partial one counted.
+    fn bytes(&self) -> usize {
+        self.at.div_ceil(8)
+    }
+}
+
+/// Read [`put_rice`]'s `columns` columns of `n` samples.
+fn take_rice(b: &mut &[u8], columns: usize, n: usize) -> Option<Vec<Vec<f64>>> {
+    let mut firsts = Vec::with_capacity(columns.min(b.len()));
+    for _ in 0..columns {
+        firsts.push(unzigzag(take(b)?));
+    }
+    let mut bits = Bits { b, at: 0 };
+    let mut out = Vec::with_capacity(columns.min(b.len()));
+    for first in firsts {
+        let second_order = bits.bit()? == 1;
+        let k = bits.take(4)? as u32;
+        let mut col = Vec::with_capacity(n.min(MAX_SAMPLES));
+        let (mut v, mut delta) = (first, 0i64);
+        col.push(v as f64);
+        for _ in 1..n {
+            let mut q = 0u64;
+            while q < RICE_ESCAPE && bits.bit()? == 1 {
+                q += 1;
+            }
+            let u = if q >= RICE_ESCAPE {
+                bits.take(64)?
+            } else {
+                (q << k) | bits.take(k)?
+            };
+            delta = if second_order {
+                delta.checked_add(unzigzag(u))?
+            } else {
+                unzigzag(u)
+            };
+            v = v.checked_add(delta)?;
+            col.push(v as f64);
+        }
+        out.push(col);
+    }
+    let used = bits.bytes();
+    *b = b.get(used..)?;
+    Some(out)
 }
 
 /// Decode a chunk; `None` if it is malformed.
@@ -183,17 +324,29 @@ pub fn decode(mut b: &[u8]) -> Option<Vec<(i64, Histogram)>> {
             )
         })
         .collect();
-    for i in &pos {
-        for (k, c) in take_column(b, n)?.into_iter().enumerate() {
+    let (tag, rest) = b.split_first()?;
+    *b = rest;
+    let ncols = pos.len() + neg.len();
+    let columns = match *tag {
+        BUCKETS_RICE => take_rice(b, ncols, n)?,
+        BUCKETS_PACKED => (0..ncols)
+            .map(|_| take_column(b, n))
+            .collect::<Option<Vec<_>>>()?,
+        _ => return None,
+    };
+    for (j, col) in columns.into_iter().enumerate() {
+        let (positive, i) = match pos.get(j) {
+            Some(i) => (true, *i),
+            None => (false, *neg.get(j - pos.len())?),
+        };
+        for (k, c) in col.into_iter().enumerate() {
             if c != 0.0 {
-                out[k].1.positive.push((*i, c));
-            }
-        }
-    }
-    for i in &neg {
-        for (k, c) in take_column(b, n)?.into_iter().enumerate() {
-            if c != 0.0 {
-                out[k].1.negative.push((*i, c));
+                let h = &mut out[k].1;
+                if positive {
+                    h.positive.push((i, c));
+                } else {
+                    h.negative.push((i, c));
+                }
             }
         }
     }
@@ -241,6 +394,58 @@ mod tests {
         assert_eq!(back, want);
         // Steadily growing buckets pack far below their raw 80+ bytes.
         assert!(bytes.len() / 120 < 10, "{} bytes", bytes.len());
+    }
+
+    #[test]
+    fn random_jumps_resets_and_fractional_counts_roundtrip() {
+        // A tiny xorshift: deterministic, no dependency.
+        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = move || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        let mut counts = [0i64; 6];
+        let mut samples = Vec::new();
+        for k in 0..120i64 {
+            for c in counts.iter_mut() {
+                *c += match next() % 10 {
+                    0 => -(*c),                       // a reset
+                    1 => (next() % 1_000_000) as i64, // a jump past the escape
+                    n => n as i64 - 2,                // small, some negative
+                };
+            }
+            let h = Histogram {
+                schema: -2,
+                count: counts.iter().sum::<i64>() as f64,
+                positive: counts
+                    .iter()
+                    .enumerate()
+                    .map(|(i, c)| (i as i32 - 3, *c as f64))
+                    .collect(),
+                ..Histogram::default()
+            };
+            samples.push((k * 1000, h));
+        }
+        let want: Vec<_> = samples
+            .iter()
+            .cloned()
+            .map(|(t, h)| (t, h.compact()))
+            .collect();
+        assert_eq!(decode(&encode(&samples)), Some(want.clone()));
+        // Fractional counts (a rate) take the packed columns.
+        let halves: Vec<_> = samples
+            .into_iter()
+            .map(|(t, h)| (t, h.scale(0.5)))
+            .collect();
+        let want: Vec<_> = halves
+            .iter()
+            .cloned()
+            .map(|(t, h)| (t, h.compact()))
+            .collect();
+        let bytes = encode(&halves);
+        assert_eq!(decode(&bytes), Some(want));
     }
 
     #[test]

@@ -4,6 +4,7 @@
 use super::*;
 use crate::float::{go_max, go_min};
 use crate::functions::RangeCall;
+use crate::value::HistogramSample;
 
 impl Ctx<'_> {
     pub(super) fn call(
@@ -89,10 +90,12 @@ impl Ctx<'_> {
                 if !out.is_empty() {
                     self.check_params(name, &params);
                 }
-                if !functions::keeps_name(name) {
-                    binary::check_unique(&out)?;
-                }
-                return Ok(Value::Vector(out));
+                let hs: Vec<_> = self
+                    .histogram_windows(&ms.vs, range, t)
+                    .into_iter()
+                    .map(|(l, p)| (l.clone(), p))
+                    .collect();
+                return self.with_histograms(name, out, hs, start, end);
             }
             let (m, start, end) = self.matrix(arg(series_idx)?, t)?;
             let mut out = Vec::with_capacity(m.len());
@@ -118,10 +121,12 @@ impl Ctx<'_> {
             if !out.is_empty() {
                 self.check_params(name, &params);
             }
-            if !functions::keeps_name(name) {
-                binary::check_unique(&out)?;
-            }
-            return Ok(Value::Vector(out));
+            let hs: Vec<_> = m
+                .into_iter()
+                .filter(|s| !s.histograms.is_empty())
+                .map(|s| (s.labels, s.histograms))
+                .collect();
+            return self.with_histograms(name, out, hs, start, end);
         }
         // An element-wise function drops the name, so two series that
         // differ only by it collide: an error, as in Prometheus.
@@ -299,10 +304,47 @@ impl Ctx<'_> {
                 binary::check_unique(&out)?;
                 Ok(Value::Vector(out))
             }
+            "histogram_count" | "histogram_sum" | "histogram_avg" | "histogram_stddev"
+            | "histogram_stdvar" | "histogram_fraction" => {
+                let mut params = Vec::new();
+                for a in &args[..args.len().saturating_sub(1)] {
+                    params.push(self.scalar(a, t)?);
+                }
+                let last = args.last().ok_or_else(|| {
+                    EvalError::Execution(format!("{name}: missing its histogram argument"))
+                })?;
+                match self.eval(last, t)? {
+                    Value::Histograms(h) => {
+                        let out = crate::native::read(name, h, &params);
+                        binary::check_unique(&out)?;
+                        Ok(Value::Vector(out))
+                    }
+                    // Float samples are no histograms: Prometheus leaves
+                    // them out.
+                    Value::Vector(_) => Ok(Value::Vector(Vec::new())),
+                    other => Err(EvalError::Execution(format!(
+                        "{name}: expected an instant vector, got a {}",
+                        other.type_name()
+                    ))),
+                }
+            }
             "histogram_quantile" => {
                 let q = self.scalar(arg(0)?, t)?;
                 self.check_quantile(q);
-                let v = self.vector(arg(1)?, t)?;
+                let v = match self.eval(arg(1)?, t)? {
+                    Value::Vector(v) => v,
+                    Value::Histograms(h) => {
+                        let out = crate::native::read(name, h, &[q]);
+                        binary::check_unique(&out)?;
+                        return Ok(Value::Vector(out));
+                    }
+                    other => {
+                        return Err(EvalError::Execution(format!(
+                            "{name}: expected an instant vector, got a {}",
+                            other.type_name()
+                        )));
+                    }
+                };
                 // Grouped with the metric name (two metrics' buckets never
                 // merge), which is then dropped: a collision is an error.
                 let mut groups: HashMap<Labels, Vec<(f64, f64)>> = HashMap::new();
@@ -365,6 +407,89 @@ impl Ctx<'_> {
             }
             other => Err(EvalError::Unsupported(format!("function {other}()"))),
         }
+    }
+}
+
+impl Ctx<'_> {
+    /// A range function's answer once its native histogram series
+    /// (`hs`, each its window's samples) are counted in beside the float
+    /// results `out`: `rate`/`increase`/`sum_over_time`/`avg_over_time`/
+    /// `last_over_time` give histograms, `count_over_time` and
+    /// `present_over_time` numbers; any other function over histograms
+    /// is an error. Floats and histograms both: the floats, with a warning.
+    fn with_histograms(
+        &mut self,
+        name: &str,
+        mut out: Vec<Sample>,
+        hs: Vec<(Labels, Vec<(i64, Histogram)>)>,
+        start: i64,
+        end: i64,
+    ) -> Result<Value, EvalError> {
+        let mut hout = Vec::new();
+        for (labels, pts) in hs {
+            let keep = functions::keeps_name(name);
+            let labels = if keep { labels } else { self.strip(&labels) };
+            let h = match name {
+                "rate" | "increase" => {
+                    let Some((h, gauge)) =
+                        crate::native::extrapolated(&pts, start, end, name == "rate")
+                    else {
+                        continue;
+                    };
+                    if gauge {
+                        self.warn(format!(
+                            "this native histogram metric is not a counter: {:?}",
+                            labels.get(NAME)
+                        ));
+                    }
+                    h
+                }
+                "sum_over_time" | "avg_over_time" => {
+                    let n = pts.len() as f64;
+                    let Some(mut sum) = pts.into_iter().map(|(_, h)| h).reduce(|a, b| a.add(&b))
+                    else {
+                        continue;
+                    };
+                    if name == "avg_over_time" {
+                        sum = sum.scale(1.0 / n);
+                    }
+                    sum.compact()
+                }
+                "last_over_time" => match pts.into_iter().last() {
+                    Some((_, h)) => h,
+                    None => continue,
+                },
+                "count_over_time" | "present_over_time" => {
+                    let value = if name == "count_over_time" {
+                        pts.len() as f64
+                    } else {
+                        1.0
+                    };
+                    out.push(Sample { labels, value });
+                    continue;
+                }
+                other => return Err(crate::native::not_numbers(&format!("{other}()"))),
+            };
+            hout.push(HistogramSample {
+                labels,
+                histogram: h,
+            });
+        }
+        if !functions::keeps_name(name) {
+            binary::check_unique(&out)?;
+            crate::native::check_unique(&hout)?;
+        }
+        if hout.is_empty() {
+            return Ok(Value::Vector(out));
+        }
+        if out.is_empty() {
+            return Ok(Value::Histograms(hout));
+        }
+        self.warn(format!(
+            "{} native histogram results of {name}() left out beside its float results: Keel does not mix them in one vector yet",
+            hout.len()
+        ));
+        Ok(Value::Vector(out))
     }
 }
 

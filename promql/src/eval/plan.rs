@@ -11,7 +11,7 @@ use promql_parser::parser::{AtModifier, Expr, VectorSelector};
 use super::{Ctx, deeper, dur_ms, matchers, offset_ms};
 use crate::EvalError;
 use crate::limits::EXECUTION;
-use crate::value::{RangeSeries, Sample};
+use crate::value::{HistogramSample, RangeSeries, Sample};
 
 impl Ctx<'_> {
     /// Fetch every selector's data for the span it can need. `before` is
@@ -122,7 +122,75 @@ impl Ctx<'_> {
             .ok_or(EvalError::TooManySamples(EXECUTION))?;
         let samples = data.iter().map(|(_, p)| p.len()).sum();
         self.fetched.insert(key, data);
-        self.keep(samples)
+        self.keep(samples)?;
+        let histograms = self.store.select_histograms(
+            &m,
+            lo.saturating_sub(off).saturating_sub(before),
+            hi.saturating_sub(off).saturating_add(after),
+        );
+        if !histograms.is_empty() {
+            // A histogram is held as one sample (as Prometheus counts it
+            // for its sample limit since 3.x, by its size in buckets, Keel
+            // does not yet).
+            let n = histograms.iter().map(|(_, p)| p.len()).sum();
+            self.fetched_h.insert(key, histograms);
+            self.keep(n)?;
+        }
+        Ok(())
+    }
+
+    /// A selector's native histogram series as fetched.
+    pub(super) fn histogram_series(&self, vs: &VectorSelector) -> &[keel_series::SeriesHistograms] {
+        self.fetched_h
+            .get(&(vs as *const VectorSelector as usize))
+            .map(Vec::as_slice)
+            .unwrap_or(&[])
+    }
+
+    /// Each histogram series' latest sample within the lookback at `t`,
+    /// skipping series that went stale.
+    pub(super) fn instant_histograms(&self, vs: &VectorSelector, t: i64) -> Vec<HistogramSample> {
+        let at = self.read_time(vs, t);
+        let mut out = Vec::new();
+        for (labels, points) in self.histogram_series(vs) {
+            let idx = points.partition_point(|(pt, _)| *pt <= at);
+            let Some((pt, h)) = idx.checked_sub(1).and_then(|i| points.get(i)) else {
+                continue;
+            };
+            if *pt <= at.saturating_sub(self.lookback) || h.is_stale() {
+                continue;
+            }
+            out.push(HistogramSample {
+                labels: labels.clone(),
+                histogram: h.clone(),
+            });
+        }
+        out
+    }
+
+    /// Each histogram series' samples in `(at - range, at]`, stale
+    /// markers left out.
+    pub(super) fn histogram_windows(
+        &self,
+        vs: &VectorSelector,
+        range: i64,
+        t: i64,
+    ) -> Vec<(&Labels, Vec<(i64, keel_series::histogram::Histogram)>)> {
+        let at = self.read_time(vs, t);
+        let mut out = Vec::new();
+        for (labels, points) in self.histogram_series(vs) {
+            let lo = points.partition_point(|(pt, _)| *pt <= at.saturating_sub(range));
+            let hi = points.partition_point(|(pt, _)| *pt <= at);
+            let pts: Vec<_> = points[lo..hi.max(lo)]
+                .iter()
+                .filter(|(_, h)| !h.is_stale())
+                .cloned()
+                .collect();
+            if !pts.is_empty() {
+                out.push((labels, pts));
+            }
+        }
+        out
     }
 
     /// The time an `@` modifier pins evaluation to (`t` without one).
@@ -189,11 +257,15 @@ impl Ctx<'_> {
                 .filter(|(_, v)| !is_stale(*v))
                 .collect();
             if !pts.is_empty() {
-                out.push(RangeSeries {
-                    labels: labels.clone(),
-                    points: pts,
-                });
+                out.push(RangeSeries::floats(labels.clone(), pts));
             }
+        }
+        for (labels, pts) in self.histogram_windows(vs, range, t) {
+            out.push(RangeSeries {
+                labels: labels.clone(),
+                points: Vec::new(),
+                histograms: pts,
+            });
         }
         out
     }

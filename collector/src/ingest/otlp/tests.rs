@@ -38,6 +38,74 @@ fn exponential_histograms_with_negative_values_become_ascending_classic_buckets(
 }
 
 #[test]
+fn exponential_histograms_become_native_ones_index_shifted_and_fine_scales_merged() {
+    use opentelemetry_proto::tonic::metrics::v1::exponential_histogram_data_point::Buckets;
+    let p = ExponentialHistogramDataPoint {
+        time_unix_nano: 1,
+        scale: 0,
+        count: 13,
+        sum: Some(20.5),
+        zero_count: 1,
+        negative: Some(Buckets {
+            offset: 0,
+            bucket_counts: vec![3, 4],
+        }),
+        positive: Some(Buckets {
+            offset: -1,
+            bucket_counts: vec![2, 0, 3],
+        }),
+        ..Default::default()
+    };
+    let h = exponential_to_native(&p).expect("converts");
+    // OTLP bucket i holds (2^i, 2^(i+1)]: Prometheus' index i + 1.
+    assert_eq!(h.positive, vec![(0, 2.0), (2, 3.0)]);
+    assert_eq!(h.negative, vec![(1, 3.0), (2, 4.0)]);
+    assert_eq!(
+        (h.schema, h.count, h.sum, h.zero_count),
+        (0, 13.0, 20.5, 1.0)
+    );
+    assert_eq!(h.zero_threshold, DEFAULT_ZERO_THRESHOLD);
+    // Scale 10 is merged to schema 8: four buckets become one.
+    let fine = ExponentialHistogramDataPoint {
+        scale: 10,
+        positive: Some(Buckets {
+            offset: 3,
+            bucket_counts: vec![1, 1, 1, 1, 1],
+        }),
+        negative: None,
+        ..p.clone()
+    };
+    let h = exponential_to_native(&fine).expect("converts");
+    assert_eq!(h.schema, 8);
+    // Indices 4..=8 at scale 10: index 4 ends at 2^(4/1024), schema 8 index
+    // 1; 5..=8 make schema 8 index 2, (2^(4/1024), 2^(8/1024)].
+    assert_eq!(h.positive, vec![(1, 1.0), (2, 4.0)]);
+    for scale in [-5, 21] {
+        let bad = ExponentialHistogramDataPoint { scale, ..p.clone() };
+        let why = exponential_to_native(&bad).expect_err("refused");
+        assert!(why.contains(&scale.to_string()), "{why}");
+    }
+}
+
+#[test]
+fn delta_histograms_accumulate_onto_the_stored_newest() {
+    let l = Labels::new(vec![("__name__", "lat")]);
+    let d = |c: f64| Histogram {
+        count: c,
+        positive: vec![(1, c)],
+        ..Histogram::default()
+    };
+    let out = accumulate_deltas(vec![(l.clone(), vec![(2, d(2.0)), (1, d(1.0))])], &|_| {
+        Some(d(10.0))
+    });
+    let counts: Vec<(i64, f64)> = out[0].1.iter().map(|(t, h)| (*t, h.count)).collect();
+    assert_eq!(counts, vec![(1, 11.0), (2, 13.0)]);
+    assert_eq!(out[0].1[1].1.positive, vec![(1, 13.0)]);
+    let fresh = accumulate_deltas(vec![(l, vec![(1, d(1.0))])], &|_| None);
+    assert_eq!(fresh[0].1[0].1.count, 1.0);
+}
+
+#[test]
 fn histogram_counts_that_overflow_saturate_instead_of_panicking() {
     use opentelemetry_proto::tonic::metrics::v1::Histogram;
     let p = HistogramDataPoint {
@@ -369,6 +437,7 @@ fn translation_settings_report_every_problem() {
         ignore_resource_attributes: vec![],
         keep_identifying_resource_attributes: false,
         promote_scope_metadata: false,
+        exponential_histograms: ExponentialAs::Native,
     };
     let mut problems = Vec::new();
     t.validate("collector.otlp", &mut problems);

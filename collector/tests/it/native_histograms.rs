@@ -1,0 +1,283 @@
+//! Native histograms end to end: OTLP exponential histograms and remote
+//! write (1.0 and 2.0) histograms in, Prometheus' JSON out, queried with
+//! its functions; bad histograms refused by name, the rest kept.
+
+use crate::common::*;
+use opentelemetry_proto::tonic::metrics::v1::exponential_histogram_data_point::Buckets;
+use opentelemetry_proto::tonic::metrics::v1::{
+    ExponentialHistogram, ExponentialHistogramDataPoint, Metric, metric::Data,
+};
+use prost::Message;
+
+const T0: u64 = 1_763_856_000_000;
+
+/// An exponential histogram at scale 0: `pos` counts from OTLP bucket 0
+/// ((1, 2], (2, 4], …), cumulative.
+fn exponential(t_ms: u64, count: u64, sum: f64, pos: Vec<u64>) -> Metric {
+    Metric {
+        name: "payload.size".into(),
+        unit: "By".into(),
+        data: Some(Data::ExponentialHistogram(ExponentialHistogram {
+            data_points: vec![ExponentialHistogramDataPoint {
+                attributes: vec![kv("route", "/a")],
+                time_unix_nano: t_ms * 1_000_000,
+                count,
+                sum: Some(sum),
+                scale: 0,
+                positive: Some(Buckets {
+                    offset: 0,
+                    bucket_counts: pos,
+                }),
+                ..Default::default()
+            }],
+            aggregation_temporality: 2,
+        })),
+        ..Default::default()
+    }
+}
+
+async fn post_otlp(c: &keel_collector::server::Running, m: Metric) {
+    let r = reqwest::Client::new()
+        .post(format!("http://{}/v1/metrics", c.otlp_http))
+        .header("content-type", "application/x-protobuf")
+        .body(request("shop", vec![m]).encode_to_vec())
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(r.status(), 200, "{:?}", r.text().await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn otlp_exponential_histograms_are_stored_and_queried_natively() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let c = collector(dir.path()).await;
+    post_otlp(&c, exponential(T0, 4, 10.0, vec![1, 2, 1])).await;
+    post_otlp(&c, exponential(T0 + 60_000, 10, 25.0, vec![2, 5, 3])).await;
+
+    let v = query(c.api, "payload_size_bytes", T0 + 60_000).await;
+    let r = &v["data"]["result"];
+    assert_eq!(r.as_array().map(Vec::len), Some(1), "{v}");
+    assert_eq!(r[0]["metric"]["route"], "/a");
+    // Prometheus' shape: count and sum as strings, each bucket
+    // [boundary rule, lower, upper, count]; OTLP bucket 0 is (1, 2].
+    let h = &r[0]["histogram"][1];
+    assert_eq!(h["count"], "10", "{v}");
+    assert_eq!(h["sum"], "25");
+    assert_eq!(
+        h["buckets"],
+        serde_json::json!([[0, "1", "2", "2"], [0, "2", "4", "5"], [0, "4", "8", "3"]]),
+        "{v}"
+    );
+    // No classic series were made of it.
+    assert!(samples(&query(c.api, "payload_size_bytes_bucket", T0 + 60_000).await).is_empty());
+
+    let one = |expr: &str| {
+        let expr = expr.to_owned();
+        let api = c.api;
+        async move {
+            let s = samples(&query(api, &expr, T0 + 60_000).await);
+            assert_eq!(s.len(), 1, "{expr}: {s:?}");
+            s[0].1
+        }
+    };
+    assert_eq!(one("histogram_count(payload_size_bytes)").await, 10.0);
+    assert_eq!(one("histogram_sum(payload_size_bytes)").await, 25.0);
+    assert_eq!(one("histogram_avg(payload_size_bytes)").await, 2.5);
+    // Rank 5 of 10 (reverse from the top): 3 in (4, 8], then 2 of the 5
+    // in (2, 4]: 2^(1 + 3/5) by exponential interpolation.
+    let p50 = one("histogram_quantile(0.5, payload_size_bytes)").await;
+    assert!((p50 - 2f64.powf(1.6)).abs() < 1e-9, "{p50}");
+    assert_eq!(
+        one("histogram_fraction(0, 4, payload_size_bytes)").await,
+        0.7
+    );
+    // One minute of increase: 6 observations, extrapolated over the 2 m
+    // window to the series' start (its count's zero).
+    let inc = one("histogram_count(increase(payload_size_bytes[2m]))").await;
+    assert!(inc > 6.0 && inc <= 12.0, "{inc}");
+    let q = one("histogram_quantile(0.9, sum(rate(payload_size_bytes[2m])))").await;
+    assert!(q > 4.0 && q <= 8.0, "{q}");
+
+    // A range query carries "histograms" instead of "values".
+    let r: serde_json::Value = reqwest::Client::new()
+        .get(format!("http://{}/api/v1/query_range", c.api))
+        .query(&[
+            ("query", "payload_size_bytes".to_owned()),
+            ("start", format!("{}", T0 as f64 / 1000.0)),
+            ("end", format!("{}", (T0 + 60_000) as f64 / 1000.0)),
+            ("step", "60".to_owned()),
+        ])
+        .send()
+        .await
+        .expect("query_range")
+        .json()
+        .await
+        .expect("json");
+    let series = &r["data"]["result"][0];
+    assert!(series.get("values").is_none(), "{r}");
+    let counts: Vec<&serde_json::Value> = series["histograms"]
+        .as_array()
+        .expect("histograms")
+        .iter()
+        .map(|p| &p[1]["count"])
+        .collect();
+    assert_eq!(counts, ["4", "10"], "{r}");
+
+    // A float function over a histogram is refused by name, not a silent
+    // empty answer.
+    let e = query(c.api, "abs(payload_size_bytes)", T0 + 60_000).await;
+    assert_eq!(e["status"], "error", "{e}");
+    assert!(
+        e["error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("native histogram"),
+        "{e}"
+    );
+}
+
+mod rw {
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct WriteRequest {
+        #[prost(message, repeated, tag = "1")]
+        pub timeseries: Vec<TimeSeries>,
+    }
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct TimeSeries {
+        #[prost(message, repeated, tag = "1")]
+        pub labels: Vec<Label>,
+        #[prost(message, repeated, tag = "4")]
+        pub histograms: Vec<Histogram>,
+    }
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct Label {
+        #[prost(string, tag = "1")]
+        pub name: String,
+        #[prost(string, tag = "2")]
+        pub value: String,
+    }
+    /// `prometheus.Histogram`: integer counts, delta-encoded buckets.
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct Histogram {
+        #[prost(uint64, tag = "1")]
+        pub count_int: u64,
+        #[prost(double, tag = "3")]
+        pub sum: f64,
+        #[prost(sint32, tag = "4")]
+        pub schema: i32,
+        #[prost(double, tag = "5")]
+        pub zero_threshold: f64,
+        #[prost(uint64, tag = "6")]
+        pub zero_count_int: u64,
+        #[prost(message, repeated, tag = "11")]
+        pub positive_spans: Vec<Span>,
+        #[prost(sint64, repeated, tag = "12")]
+        pub positive_deltas: Vec<i64>,
+        #[prost(int64, tag = "15")]
+        pub timestamp: i64,
+        #[prost(double, repeated, tag = "16")]
+        pub custom_values: Vec<f64>,
+    }
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct Span {
+        #[prost(sint32, tag = "1")]
+        pub offset: i32,
+        #[prost(uint32, tag = "2")]
+        pub length: u32,
+    }
+}
+
+fn rw_series(name: &str, h: rw::Histogram) -> rw::TimeSeries {
+    rw::TimeSeries {
+        labels: vec![
+            rw::Label {
+                name: "__name__".into(),
+                value: name.into(),
+            },
+            rw::Label {
+                name: "job".into(),
+                value: "api".into(),
+            },
+        ],
+        histograms: vec![h],
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn remote_write_histograms_are_stored_and_custom_buckets_refused_by_name() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let c = collector(dir.path()).await;
+    // Schema 1, buckets at indices 0, 1 and 4 holding 2, 3 and 1: spans
+    // (0, 2) and, two empty buckets on, (2, 1); counts delta-encoded 2,
+    // +1, -2.
+    let good = rw::Histogram {
+        count_int: 7,
+        sum: 9.5,
+        schema: 1,
+        zero_threshold: 1e-128,
+        zero_count_int: 1,
+        positive_spans: vec![
+            rw::Span {
+                offset: 0,
+                length: 2,
+            },
+            rw::Span {
+                offset: 2,
+                length: 1,
+            },
+        ],
+        positive_deltas: vec![2, 1, -2],
+        timestamp: T0 as i64,
+        custom_values: vec![],
+    };
+    let custom = rw::Histogram {
+        schema: -53,
+        custom_values: vec![0.1, 1.0],
+        ..good.clone()
+    };
+    let req = rw::WriteRequest {
+        timeseries: vec![
+            rw_series("rw_latency", good),
+            rw_series("rw_custom", custom),
+        ],
+    };
+    let body = snap::raw::Encoder::new()
+        .compress_vec(&req.encode_to_vec())
+        .expect("snappy");
+    let r = reqwest::Client::new()
+        .post(format!("http://{}/api/v1/write", c.api))
+        .body(body)
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(r.status(), 400);
+    let why = r.text().await.expect("text");
+    assert!(
+        why.contains("timeseries[1]") && why.contains("custom buckets"),
+        "{why}"
+    );
+    // The good series of the same request is stored.
+    let v = query(c.api, "rw_latency", T0).await;
+    let h = &v["data"]["result"][0]["histogram"][1];
+    assert_eq!(h["count"], "7", "{v}");
+    // Bounds print as Prometheus prints floats (no exponent); a bound
+    // is 2^(i/2) computed as Prometheus computes it (so the lower bound
+    // of bucket 0 is √2/2 ending in …476).
+    let f = keel_promql::format_value;
+    let b = 2f64.sqrt();
+    assert_eq!(
+        h["buckets"],
+        serde_json::json!([
+            [3, f(-1e-128), f(1e-128), "1"],
+            [0, f(b / 2.0), "1", "2"],
+            [0, "1", f(b), "3"],
+            [0, f(2.0 * b), "4", "1"]
+        ]),
+        "{v}"
+    );
+    assert!(
+        query(c.api, "rw_custom", T0).await["data"]["result"]
+            .as_array()
+            .is_some_and(Vec::is_empty)
+    );
+}

@@ -1,0 +1,312 @@
+//! Native histograms in queries: `rate`/`increase` over histogram
+//! series, the `histogram_*` functions, aggregation and arithmetic, as
+//! Prometheus 3 evaluates them. Anything else asked of a histogram is an
+//! error naming it, never a silently dropped series.
+
+use keel_series::histogram::{CounterReset, Histogram};
+use keel_series::labels::Labels;
+
+use super::EvalError;
+use super::aggregate::Grouping;
+use super::value::{HistogramSample, Sample};
+
+/// `rate` (`per_second`) or `increase` over a histogram series' window
+/// `(start, end]`: the last minus the first, counter resets added back,
+/// extrapolated to the window's edges as floats are (the start cut at
+/// the histogram count's extrapolated zero). `None` below two samples.
+/// The second value says a gauge histogram was met.
+pub fn extrapolated(
+    points: &[(i64, Histogram)],
+    start: i64,
+    end: i64,
+    per_second: bool,
+) -> Option<(Histogram, bool)> {
+    if points.len() < 2 {
+        return None;
+    }
+    let (first, last) = (&points[0], &points[points.len() - 1]);
+    let gauge = points.iter().any(|(_, h)| h.reset == CounterReset::Gauge);
+    let mut result = last.1.sub(&first.1);
+    for w in points.windows(2) {
+        if w[1].1.is_reset_after(&w[0].1) {
+            result = result.add(&w[0].1);
+        }
+    }
+    let mut to_start = (first.0 as f64 - start as f64) / 1000.0;
+    let mut to_end = (end as f64 - last.0 as f64) / 1000.0;
+    let sampled = (last.0 as f64 - first.0 as f64) / 1000.0;
+    let avg_between = sampled / (points.len() - 1) as f64;
+    let threshold = avg_between * 1.1;
+    if to_start >= threshold {
+        to_start = avg_between / 2.0;
+    }
+    if result.count > 0.0 && first.1.count >= 0.0 {
+        let to_zero = sampled * (first.1.count / result.count);
+        if to_zero < to_start {
+            to_start = to_zero;
+        }
+    }
+    if to_end >= threshold {
+        to_end = avg_between / 2.0;
+    }
+    let mut factor = (sampled + to_start + to_end) / sampled;
+    if per_second {
+        factor /= (end as f64 - start as f64) / 1000.0;
+    }
+    let mut h = result.scale(factor).compact();
+    h.reset = CounterReset::Gauge;
+    Some((h, gauge))
+}
+
+/// One of the `histogram_*` functions that read a number from each
+/// histogram (`params`: `histogram_fraction`'s bounds,
+/// `histogram_quantile`'s φ). The metric name is dropped.
+pub fn read(name: &str, input: Vec<HistogramSample>, params: &[f64]) -> Vec<Sample> {
+    let p = |i: usize| params.get(i).copied().unwrap_or(f64::NAN);
+    input
+        .into_iter()
+        .map(|s| {
+            let h = &s.histogram;
+            let value = match name {
+                "histogram_count" => h.count,
+                "histogram_sum" => h.sum,
+                "histogram_avg" => h.sum / h.count,
+                "histogram_stddev" => h.variance().sqrt(),
+                "histogram_stdvar" => h.variance(),
+                "histogram_fraction" => h.fraction(p(0), p(1)),
+                _ => h.quantile(p(0)),
+            };
+            Sample {
+                labels: s.labels.without_name(),
+                value,
+            }
+        })
+        .collect()
+}
+
+/// The functions [`read`] computes.
+pub fn is_reader(name: &str) -> bool {
+    matches!(
+        name,
+        "histogram_count"
+            | "histogram_sum"
+            | "histogram_avg"
+            | "histogram_stddev"
+            | "histogram_stdvar"
+            | "histogram_fraction"
+            | "histogram_quantile"
+    )
+}
+
+/// What an aggregation of histograms gives: histograms (`sum`, `avg`)
+/// or numbers (`count`, `group`).
+pub enum Aggregated {
+    /// One histogram a group.
+    Histograms(Vec<HistogramSample>),
+    /// One number a group.
+    Floats(Vec<Sample>),
+}
+
+/// Aggregate histogram samples: `sum`, `avg`, `count` and `group`, as
+/// Prometheus does; the other operators take numbers and are an error.
+pub fn aggregate(
+    op: &str,
+    input: Vec<HistogramSample>,
+    grouping: &Grouping,
+) -> Result<Aggregated, EvalError> {
+    if !matches!(op, "sum" | "avg" | "count" | "group") {
+        return Err(EvalError::Unsupported(format!(
+            "{op}() over native histograms (Prometheus ignores them there; aggregate histogram_count(), histogram_sum() or histogram_quantile() instead)"
+        )));
+    }
+    let mut groups: Vec<(Labels, Histogram, f64)> = Vec::new();
+    let mut at: keel_series::FastMap<Labels, usize> = keel_series::FastMap::default();
+    for s in input {
+        let key = grouping.key(&s.labels);
+        match at.get(&key) {
+            Some(&i) => {
+                let g = &mut groups[i];
+                g.1 = g.1.add(&s.histogram);
+                g.2 += 1.0;
+            }
+            None => {
+                at.insert(key.clone(), groups.len());
+                groups.push((key, s.histogram, 1.0));
+            }
+        }
+    }
+    Ok(match op {
+        "sum" | "avg" => Aggregated::Histograms(
+            groups
+                .into_iter()
+                .map(|(labels, h, n)| HistogramSample {
+                    labels,
+                    histogram: if op == "avg" {
+                        h.scale(1.0 / n).compact()
+                    } else {
+                        h.compact()
+                    },
+                })
+                .collect(),
+        ),
+        _ => Aggregated::Floats(
+            groups
+                .into_iter()
+                .map(|(labels, _, n)| Sample {
+                    labels,
+                    value: if op == "count" { n } else { 1.0 },
+                })
+                .collect(),
+        ),
+    })
+}
+
+/// `h * s`, `s * h` and `h / s`: every count and the sum scaled; the
+/// metric name dropped.
+pub fn with_scalar(
+    op: &str,
+    v: Vec<HistogramSample>,
+    s: f64,
+    scalar_left: bool,
+) -> Result<Vec<HistogramSample>, EvalError> {
+    let factor = match (op, scalar_left) {
+        ("*", _) => s,
+        ("/", false) => 1.0 / s,
+        _ => {
+            return Err(EvalError::Unsupported(format!(
+                "operator {op} between a native histogram and a number (Prometheus allows h * n, n * h and h / n)"
+            )));
+        }
+    };
+    Ok(v.into_iter()
+        .map(|h| HistogramSample {
+            labels: h.labels.without_name(),
+            histogram: h.histogram.scale(factor),
+        })
+        .collect())
+}
+
+/// `h * f`, `f * h` and `h / f` between a histogram vector and a float
+/// vector, matched one-to-one as [`between`] matches.
+pub fn with_floats(
+    op: &str,
+    hs: Vec<HistogramSample>,
+    fs: Vec<Sample>,
+    floats_left: bool,
+    on: Option<(bool, &[String])>,
+) -> Result<Vec<HistogramSample>, EvalError> {
+    if !(op == "*" || op == "/" && !floats_left) {
+        return Err(EvalError::Unsupported(format!(
+            "operator {op} between native histograms and numbers (Prometheus allows h * n, n * h and h / n)"
+        )));
+    }
+    let sig = signature(on);
+    let mut by: keel_series::FastMap<Labels, f64> = keel_series::FastMap::default();
+    for f in fs {
+        let k = sig(&f.labels);
+        if by.insert(k.clone(), f.value).is_some() {
+            return Err(EvalError::Execution(format!(
+                "found duplicate series for the match group {k} on the {} hand-side of the operation: many-to-many matching not allowed: matching labels must be unique on one side",
+                if floats_left { "left" } else { "right" }
+            )));
+        }
+    }
+    let mut out = Vec::new();
+    for h in hs {
+        let k = sig(&h.labels);
+        if let Some(f) = by.get(&k) {
+            let factor = if op == "/" { 1.0 / f } else { *f };
+            let labels = match on {
+                Some((true, _)) => k,
+                _ => h.labels.without_name(),
+            };
+            out.push(HistogramSample {
+                labels,
+                histogram: h.histogram.scale(factor),
+            });
+        }
+    }
+    check_unique(&out)?;
+    Ok(out)
+}
+
+/// The labels two sides match on: all but the name, only `on` ones, or
+/// all but the name and `ignoring` ones.
+fn signature(on: Option<(bool, &[String])>) -> impl Fn(&Labels) -> Labels + '_ {
+    move |l: &Labels| match on {
+        Some((true, names)) => l.project(names, true),
+        Some((false, names)) => l.without_name().project(names, false),
+        None => l.without_name(),
+    }
+}
+
+/// `a + b` or `a - b` between histogram vectors, matched one-to-one on
+/// their labels (without the name, or only `on` / all but `ignoring`
+/// those given).
+pub fn between(
+    op: &str,
+    l: Vec<HistogramSample>,
+    r: Vec<HistogramSample>,
+    on: Option<(bool, &[String])>,
+) -> Result<Vec<HistogramSample>, EvalError> {
+    if !matches!(op, "+" | "-") {
+        return Err(EvalError::Unsupported(format!(
+            "operator {op} between native histograms (Prometheus allows + and -)"
+        )));
+    }
+    let sig = signature(on);
+    let mut right: keel_series::FastMap<Labels, Histogram> = keel_series::FastMap::default();
+    for s in r {
+        let k = sig(&s.labels);
+        if right.insert(k.clone(), s.histogram).is_some() {
+            return Err(EvalError::Execution(format!(
+                "found duplicate series for the match group {k} on the right hand-side of the operation: many-to-many matching not allowed: matching labels must be unique on one side"
+            )));
+        }
+    }
+    let mut out = Vec::new();
+    for s in l {
+        let k = sig(&s.labels);
+        if let Some(rh) = right.get(&k) {
+            let h = if op == "+" {
+                s.histogram.add(rh)
+            } else {
+                s.histogram.sub(rh)
+            };
+            let labels = match on {
+                Some((true, _)) => k,
+                _ => s.labels.without_name(),
+            };
+            out.push(HistogramSample {
+                labels,
+                histogram: h.compact(),
+            });
+        }
+    }
+    check_unique(&out)?;
+    Ok(out)
+}
+
+/// Two histogram samples with one label set is an error, as for floats.
+pub fn check_unique(v: &[HistogramSample]) -> Result<(), EvalError> {
+    let mut seen: keel_series::FastMap<&Labels, ()> = keel_series::FastMap::default();
+    for s in v {
+        if seen.insert(&s.labels, ()).is_some() {
+            return Err(EvalError::Execution(format!(
+                "vector cannot contain metrics with the same labelset: {}",
+                s.labels
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// The error for native histograms where an operation takes numbers.
+pub fn not_numbers(what: &str) -> EvalError {
+    EvalError::Unsupported(format!(
+        "native histogram samples in {what}: it takes numbers (use histogram_count(), histogram_sum(), histogram_avg() or histogram_quantile() to read numbers from them)"
+    ))
+}
+
+#[cfg(test)]
+mod tests;
