@@ -69,11 +69,30 @@ struct Segment {
 struct Series {
     sealed: Vec<SealedChunk>,
     open: Vec<(i64, Histogram)>,
+    filling: chunk::Filling,
 }
 
 impl Series {
     fn newest(&self) -> Option<(i64, &Histogram)> {
         self.open.last().map(|(t, h)| (*t, h))
+    }
+
+    /// The newest sample, from the open chunk or else the last sealed
+    /// one (decoded).
+    fn newest_sample(&self) -> Option<(i64, Histogram)> {
+        if let Some((t, h)) = self.newest() {
+            return Some((t, h.clone()));
+        }
+        let c = self.sealed.last()?;
+        let bytes = match &c.at {
+            Sealed::Memory(b) => b.to_vec(),
+            Sealed::File { seg, offset, len } => {
+                let mut buf = vec![0u8; *len as usize];
+                seg.file.read_exact_at(&mut buf, *offset).ok()?;
+                buf
+            }
+        };
+        chunk::decode(&bytes)?.pop()
     }
 
     fn max_t(&self) -> Option<i64> {
@@ -86,11 +105,10 @@ impl Series {
     /// Append `h` (already checked to be newer), sealing the open chunk
     /// first when it is full or `h` does not fit it.
     fn push(&mut self, t: i64, h: Histogram) {
-        let seal = self.open.len() >= chunk::MAX_SAMPLES
-            || self.open.first().is_some_and(|(_, f)| !chunk::fits(f, &h));
-        if seal {
+        if !self.filling.admits(&h) {
             self.seal();
         }
+        self.filling.add(&h);
         self.open.push((t, h));
     }
 
@@ -106,6 +124,7 @@ impl Series {
             at: Sealed::Memory(bytes.into()),
         });
         self.open.clear();
+        self.filling = chunk::Filling::default();
     }
 }
 
@@ -130,6 +149,26 @@ fn io_err(path: &Path, e: std::io::Error) -> StoreError {
     StoreError::Block(format!("{}: {e}", path.display()))
 }
 
+/// Write `data` to `path` whole or not at all: to a temporary file,
+/// synced, opened again for appending (the same file), renamed over
+/// `path`, the directory synced. Returns the file open at its end.
+fn write_synced(dir: &Path, path: &Path, data: &[u8]) -> Result<File, StoreError> {
+    let tmp = path.with_extension("tmp");
+    let mut f = File::create(&tmp).map_err(|e| io_err(&tmp, e))?;
+    f.write_all(data).map_err(|e| io_err(&tmp, e))?;
+    f.sync_all().map_err(|e| io_err(&tmp, e))?;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&tmp)
+        .map_err(|e| io_err(&tmp, e))?;
+    std::fs::rename(&tmp, path).map_err(|e| io_err(path, e))?;
+    if let Ok(d) = File::open(dir) {
+        let _ = d.sync_all();
+    }
+    Ok(file)
+}
+
 /// A log record: series count, then each series' labels, sample count
 /// and samples (time, chunk-encoded histogram).
 fn encode_batch(batch: &[(Labels, Vec<(i64, Histogram)>)]) -> Vec<u8> {
@@ -137,15 +176,8 @@ fn encode_batch(batch: &[(Labels, Vec<(i64, Histogram)>)]) -> Vec<u8> {
     out.extend_from_slice(&(batch.len() as u32).to_le_bytes());
     for (labels, samples) in batch {
         put_labels(&mut out, labels);
-        // One chunk per run of samples sharing a layout.
-        let mut runs: Vec<&[(i64, Histogram)]> = Vec::new();
-        let mut start = 0;
-        for k in 1..=samples.len() {
-            if k == samples.len() || !chunk::fits(&samples[start].1, &samples[k].1) {
-                runs.push(&samples[start..k]);
-                start = k;
-            }
-        }
+        // One chunk per run of samples that can share one.
+        let runs = chunk::runs(samples);
         out.extend_from_slice(&(runs.len() as u32).to_le_bytes());
         for run in runs {
             let bytes = chunk::encode(run);
@@ -237,6 +269,9 @@ type SegmentIndex = Vec<(Labels, Vec<SealedChunkAt>)>;
 /// sealed list, offset, length).
 type Placed = (usize, u64, u32);
 
+/// A placed chunk with its time range.
+type PlacedSpan = (Placed, i64, i64);
+
 struct SealedChunkAt {
     min_t: i64,
     max_t: i64,
@@ -301,10 +336,13 @@ impl Histograms {
         let (mut file, image) = AppendFile::open(&path).map_err(|e| io_err(&path, e))?;
         let mut valid = 0usize;
         for (start, payload) in frames(&image) {
-            let Some(batch) = decode_batch(payload) else {
-                break;
-            };
             valid = start + 8 + payload.len();
+            // Whole (its CRC holds) but not readable: a bug, not a torn
+            // write; the records after it are kept.
+            let Some(batch) = decode_batch(payload) else {
+                tracing::error!(path = %path.display(), at = start, "a histogram log record does not decode; skipped");
+                continue;
+            };
             for (labels, samples) in batch {
                 let s = series.entry(labels).or_default();
                 for (t, h) in samples {
@@ -332,20 +370,7 @@ impl Histograms {
     /// A series' newest sample, if it is held and has one in memory.
     pub fn last(&self, labels: &Labels) -> Option<Histogram> {
         let series = self.series.read().unwrap_or_else(|e| e.into_inner());
-        let s = series.get(labels)?;
-        if let Some((_, h)) = s.newest() {
-            return Some(h.clone());
-        }
-        let c = s.sealed.last()?;
-        let bytes = match &c.at {
-            Sealed::Memory(b) => b.to_vec(),
-            Sealed::File { seg, offset, len } => {
-                let mut buf = vec![0u8; *len as usize];
-                seg.file.read_exact_at(&mut buf, *offset).ok()?;
-                buf
-            }
-        };
-        chunk::decode(&bytes)?.pop().map(|(_, h)| h)
+        series.get(labels)?.newest_sample().map(|(_, h)| h)
     }
 
     /// Whether `labels` is a histogram series held.
@@ -376,15 +401,16 @@ impl Histograms {
             for (labels, mut samples) in batch {
                 samples.sort_by_key(|(t, _)| *t);
                 let mut newest = series.get(&labels).and_then(|s| {
-                    s.newest()
-                        .map(|(t, h)| (t, Some(h.clone())))
+                    s.newest_sample()
+                        .map(|(t, h)| (t, Some(h)))
                         .or_else(|| s.max_t().map(|t| (t, None)))
                 });
                 let mut keep = Vec::with_capacity(samples.len());
                 for (t, h) in samples {
                     match &newest {
                         Some((nt, nh)) if t == *nt => {
-                            if nh.as_ref() != Some(&h) {
+                            // The same sample sent again is dropped quietly.
+                            if !nh.as_ref().is_some_and(|n| n.identical(&h)) {
                                 out.duplicate += 1;
                             }
                             continue;
@@ -494,128 +520,114 @@ impl Histograms {
         cutoff: i64,
         due: impl Fn(usize, i64) -> bool,
     ) -> Result<usize, StoreError> {
+        // Appends wait on the log for the whole of it (so the chunks
+        // found below stay where they are); queries wait only while the
+        // chunks are swapped for their places in the segment.
+        let mut log = self.log.lock().unwrap_or_else(|e| e.into_inner());
         let Some(dir) = &self.dir else {
             self.drop_before(cutoff);
             return Ok(0);
         };
-        let mut log = self.log.lock().unwrap_or_else(|e| e.into_inner());
-        let mut series = self.series.write().unwrap_or_else(|e| e.into_inner());
-        let (bytes, oldest) = series
-            .values()
-            .flat_map(|s| s.sealed.iter())
-            .filter_map(|c| match &c.at {
-                Sealed::Memory(b) => Some((b.len(), c.min_t)),
-                Sealed::File { .. } => None,
-            })
-            .fold((0, i64::MAX), |(n, o), (b, t)| (n + b, o.min(t)));
-        if bytes == 0 || !due(bytes, oldest) {
-            drop(series);
-            drop(log);
-            return self.expire(cutoff).map(|_| 0);
-        }
         let mut data = Vec::new();
-        let mut index = Vec::new();
-        let mut entries: Vec<(&Labels, Vec<Placed>)> = Vec::new();
+        let mut entries: Vec<(Labels, Vec<PlacedSpan>)> = Vec::new();
+        let mut open: Vec<SeriesHistograms> = Vec::new();
         let (mut lo, mut hi) = (i64::MAX, i64::MIN);
-        for (labels, s) in series.iter() {
-            let mut placed = Vec::new();
-            for (k, c) in s.sealed.iter().enumerate() {
-                if let Sealed::Memory(b) = &c.at {
-                    placed.push((k, data.len() as u64, b.len() as u32));
-                    data.extend_from_slice(b);
-                    lo = lo.min(c.min_t);
-                    hi = hi.max(c.max_t);
-                }
+        {
+            let series = self.series.read().unwrap_or_else(|e| e.into_inner());
+            let (bytes, oldest) = series
+                .values()
+                .flat_map(|s| s.sealed.iter())
+                .filter_map(|c| match &c.at {
+                    Sealed::Memory(b) => Some((b.len(), c.min_t)),
+                    Sealed::File { .. } => None,
+                })
+                .fold((0, i64::MAX), |(n, o), (b, t)| (n + b, o.min(t)));
+            if bytes == 0 || !due(bytes, oldest) {
+                drop(series);
+                self.expire(cutoff)?;
+                return Ok(0);
             }
-            if !placed.is_empty() {
-                entries.push((labels, placed));
+            for (labels, s) in series.iter() {
+                let mut placed = Vec::new();
+                for (k, c) in s.sealed.iter().enumerate() {
+                    if let Sealed::Memory(b) = &c.at {
+                        placed.push(((k, data.len() as u64, b.len() as u32), c.min_t, c.max_t));
+                        data.extend_from_slice(b);
+                        lo = lo.min(c.min_t);
+                        hi = hi.max(c.max_t);
+                    }
+                }
+                if !placed.is_empty() {
+                    entries.push((labels.clone(), placed));
+                }
+                if !s.open.is_empty() {
+                    open.push((labels.clone(), s.open.clone()));
+                }
             }
         }
-        let written: usize = entries.iter().map(|(_, p)| p.len()).sum();
-        if written > 0 {
-            index.extend_from_slice(&(entries.len() as u32).to_le_bytes());
-            for (labels, placed) in &entries {
-                put_labels(&mut index, labels);
-                index.extend_from_slice(&(placed.len() as u32).to_le_bytes());
-                let s = &series[*labels];
-                for (k, offset, len) in placed {
-                    let c = &s.sealed[*k];
-                    index.extend_from_slice(&c.min_t.to_le_bytes());
-                    index.extend_from_slice(&c.max_t.to_le_bytes());
-                    index.extend_from_slice(&offset.to_le_bytes());
-                    index.extend_from_slice(&len.to_le_bytes());
-                }
+        let mut index = Vec::new();
+        index.extend_from_slice(&(entries.len() as u32).to_le_bytes());
+        for (labels, placed) in &entries {
+            put_labels(&mut index, labels);
+            index.extend_from_slice(&(placed.len() as u32).to_le_bytes());
+            for ((_, offset, len), min_t, max_t) in placed {
+                index.extend_from_slice(&min_t.to_le_bytes());
+                index.extend_from_slice(&max_t.to_le_bytes());
+                index.extend_from_slice(&offset.to_le_bytes());
+                index.extend_from_slice(&len.to_le_bytes());
             }
-            let crc = crc32fast::hash(&index);
-            let ilen = index.len() as u64;
-            data.extend_from_slice(&index);
-            data.extend_from_slice(&ilen.to_le_bytes());
-            data.extend_from_slice(&crc.to_le_bytes());
-            let name = format!("{lo:013}-{hi:013}");
-            let mut path = dir.join(format!("{name}.seg"));
-            let mut n = 1;
-            while path.exists() {
-                path = dir.join(format!("{name}-{n}.seg"));
-                n += 1;
-            }
-            let tmp = path.with_extension("tmp");
-            let mut f = File::create(&tmp).map_err(|e| io_err(&tmp, e))?;
-            f.write_all(&data).map_err(|e| io_err(&tmp, e))?;
-            f.sync_all().map_err(|e| io_err(&tmp, e))?;
-            std::fs::rename(&tmp, &path).map_err(|e| io_err(&path, e))?;
-            if let Ok(d) = File::open(dir) {
-                let _ = d.sync_all();
-            }
-            let seg = Arc::new(Segment {
-                file: File::open(&path).map_err(|e| io_err(&path, e))?,
-                path,
-                max_t: hi,
-            });
-            let placed: FastMap<Labels, Vec<(usize, u64, u32)>> =
-                entries.into_iter().map(|(l, p)| (l.clone(), p)).collect();
-            for (labels, p) in placed {
+        }
+        let crc = crc32fast::hash(&index);
+        let ilen = index.len() as u64;
+        data.extend_from_slice(&index);
+        data.extend_from_slice(&ilen.to_le_bytes());
+        data.extend_from_slice(&crc.to_le_bytes());
+        let name = format!("{lo:013}-{hi:013}");
+        let mut path = dir.join(format!("{name}.seg"));
+        let mut n = 1;
+        while path.exists() {
+            path = dir.join(format!("{name}-{n}.seg"));
+            n += 1;
+        }
+        let file = write_synced(dir, &path, &data)?;
+        let seg = Arc::new(Segment {
+            file,
+            path,
+            max_t: hi,
+        });
+        let written = entries.iter().map(|(_, p)| p.len()).sum();
+        {
+            let mut series = self.series.write().unwrap_or_else(|e| e.into_inner());
+            for (labels, placed) in entries {
                 let Some(s) = series.get_mut(&labels) else {
                     continue;
                 };
-                for (k, offset, len) in p {
-                    s.sealed[k].at = Sealed::File {
-                        seg: seg.clone(),
-                        offset,
-                        len,
-                    };
+                for ((k, offset, len), _, _) in placed {
+                    if let Some(c) = s.sealed.get_mut(k) {
+                        c.at = Sealed::File {
+                            seg: seg.clone(),
+                            offset,
+                            len,
+                        };
+                    }
                 }
-            }
-            self.segments
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .push(seg);
-            // The log now needs to hold only the open chunks.
-            if let Some(log) = log.as_mut() {
-                let open: Vec<(Labels, Vec<(i64, Histogram)>)> = series
-                    .iter()
-                    .filter(|(_, s)| !s.open.is_empty())
-                    .map(|(l, s)| (l.clone(), s.open.clone()))
-                    .collect();
-                let mut out = Vec::new();
-                for part in open.chunks(4096) {
-                    frame(&mut out, &encode_batch(part)).map_err(|e| io_err(&log.path, e))?;
-                }
-                let tmp = log.path.with_extension("log.tmp");
-                let mut f = File::create(&tmp).map_err(|e| io_err(&tmp, e))?;
-                f.write_all(&out).map_err(|e| io_err(&tmp, e))?;
-                f.sync_all().map_err(|e| io_err(&tmp, e))?;
-                std::fs::rename(&tmp, &log.path).map_err(|e| io_err(&log.path, e))?;
-                let file = std::fs::OpenOptions::new()
-                    .read(true)
-                    .write(true)
-                    .open(&log.path)
-                    .map_err(|e| io_err(&log.path, e))?;
-                log.file.replace(file, out.len() as u64);
             }
         }
-        drop(series);
-        drop(log);
+        self.segments
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(seg);
+        // The log now needs to hold only the open chunks.
+        if let Some(log) = log.as_mut() {
+            let mut out = Vec::new();
+            for part in open.chunks(4096) {
+                frame(&mut out, &encode_batch(part)).map_err(|e| io_err(&log.path, e))?;
+            }
+            let file = write_synced(dir, &log.path, &out)?;
+            log.file.replace(file, out.len() as u64);
+        }
         self.expire(cutoff)?;
+        drop(log);
         Ok(written)
     }
 

@@ -66,6 +66,11 @@ pub struct Appended {
     pub over_label_limits: u64,
     /// The first label limit broken, in words (for the answer).
     pub label_problem: Option<String>,
+    /// Native histogram samples refused as malformed
+    /// ([`keel_series::histogram::Histogram::validate`]).
+    pub invalid_histograms: u64,
+    /// Why the first of them was refused.
+    pub histogram_problem: Option<String>,
     /// The series limit, when it refused something.
     pub series_limit: Option<usize>,
 }
@@ -95,6 +100,12 @@ impl Appended {
         if let Some(why) = &self.label_problem {
             out.push(format!("{} samples refused: {why}", self.over_label_limits));
         }
+        if let Some(why) = &self.histogram_problem {
+            out.push(format!(
+                "{} native histogram samples refused: {why}",
+                self.invalid_histograms
+            ));
+        }
         out
     }
 
@@ -107,6 +118,10 @@ impl Appended {
         self.over_label_limits += other.over_label_limits;
         if self.label_problem.is_none() {
             self.label_problem = other.label_problem;
+        }
+        self.invalid_histograms += other.invalid_histograms;
+        if self.histogram_problem.is_none() {
+            self.histogram_problem = other.histogram_problem;
         }
         self.series_limit = self.series_limit.or(other.series_limit);
     }
@@ -707,12 +722,21 @@ impl Store {
             + self.histograms.len();
         let mut new_series = 0usize;
         let mut keep = Vec::with_capacity(batch.len());
-        for (labels, samples) in batch {
+        for (labels, mut samples) in batch {
             if let Some(why) = limits.check(&labels) {
                 out.over_label_limits += samples.len() as u64;
                 out.label_problem.get_or_insert(why);
                 continue;
             }
+            samples.retain(|(_, h)| match h.validate() {
+                Ok(()) => true,
+                Err(why) => {
+                    out.invalid_histograms += 1;
+                    out.histogram_problem
+                        .get_or_insert(format!("{labels}: {why}"));
+                    false
+                }
+            });
             if !self.histograms.holds(&labels) {
                 if held + new_series >= limits.max_series {
                     out.over_series_limit += samples.len() as u64;

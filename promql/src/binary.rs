@@ -207,6 +207,12 @@ fn set_op(op: &str, lhs: Vec<Sample>, rhs: Vec<Sample>, m: &Matching) -> Vec<Sam
 
 /// Check a vector for two samples with the same labels.
 pub fn check_unique(v: &[Sample]) -> Result<(), EvalError> {
+    unique_by(v, |s| &s.labels)
+}
+
+/// [`check_unique`] over anything with labels (native histogram samples
+/// too).
+pub fn unique_by<T>(v: &[T], labels: impl Fn(&T) -> &Labels) -> Result<(), EvalError> {
     if v.len() < 2 {
         return Ok(());
     }
@@ -214,10 +220,10 @@ pub fn check_unique(v: &[Sample]) -> Result<(), EvalError> {
     let mut seen: keel_series::FastMap<&Labels, ()> = keel_series::FastMap::default();
     seen.reserve(v.len());
     for s in v {
-        if seen.insert(&s.labels, ()).is_some() {
+        if seen.insert(labels(s), ()).is_some() {
             return Err(EvalError::Execution(format!(
                 "vector cannot contain metrics with the same labelset: {}",
-                s.labels
+                labels(s)
             )));
         }
     }

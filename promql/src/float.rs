@@ -2,19 +2,7 @@
 //! sums, a mean that switches to incremental form before it overflows,
 //! and Go's `math.Max`/`math.Min` (which, unlike Rust's, keep a NaN).
 
-/// Add `inc` to the compensated sum `(sum, c)` (Prometheus' `kahanSumInc`):
-/// once the sum is infinite the compensation is dropped.
-pub fn kahan_inc(inc: f64, sum: f64, c: f64) -> (f64, f64) {
-    let t = sum + inc;
-    let c = if t.is_infinite() {
-        0.0
-    } else if sum.abs() >= inc.abs() {
-        c + ((sum - t) + inc)
-    } else {
-        c + ((inc - t) + sum)
-    };
-    (t, c)
-}
+pub use keel_series::kahan_inc;
 
 /// The compensated sum of `values` (`sum`, `sum_over_time`).
 pub fn kahan_sum(values: impl IntoIterator<Item = f64>) -> f64 {

@@ -27,33 +27,50 @@ pub fn extrapolated(
             prev = v;
         }
     }
-    let mut to_start = (first.0 as f64 - start as f64) / 1000.0;
-    let mut to_end = (end as f64 - last.0 as f64) / 1000.0;
-    let sampled = (last.0 as f64 - first.0 as f64) / 1000.0;
-    let avg_between = sampled / (points.len() - 1) as f64;
-    // Prometheus 3: a sample close enough to a boundary (10 % over the
-    // average spacing) extrapolates to it, else by half a spacing; only
-    // then is a counter's start cut at its extrapolated zero (2.x cut
-    // first and compared the cut with the threshold).
+    let zero = (counter && result > 0.0 && first.1 >= 0.0).then_some((first.1, result));
+    let factor = extrapolation(
+        (first.0, last.0, points.len()),
+        (start, end),
+        zero,
+        per_second,
+    );
+    Some(result * factor)
+}
+
+/// What Prometheus multiplies an increase over a window `(start, end]`
+/// by (`sampled`: the first and last sample times and how many samples;
+/// `zero`: a counter's first value and increase, to cut the start at its
+/// extrapolated zero), for floats and native histograms alike. Prometheus
+/// 3: a sample close enough to a boundary (10 % over the average
+/// spacing) extrapolates to it, else by half a spacing; only then is the
+/// start cut at the zero (2.x cut first and compared the cut with the
+/// threshold). Per second, the window's length divides it.
+pub fn extrapolation(
+    sampled: (i64, i64, usize),
+    (start, end): (i64, i64),
+    zero: Option<(f64, f64)>,
+    per_second: bool,
+) -> f64 {
+    let (first, last, n) = sampled;
+    let mut to_start = (first as f64 - start as f64) / 1000.0;
+    let mut to_end = (end as f64 - last as f64) / 1000.0;
+    let sampled = (last as f64 - first as f64) / 1000.0;
+    let avg_between = sampled / n.saturating_sub(1).max(1) as f64;
     let threshold = avg_between * 1.1;
     if to_start >= threshold {
         to_start = avg_between / 2.0;
     }
-    if counter && result > 0.0 && first.1 >= 0.0 {
-        let to_zero = sampled * (first.1 / result);
-        if to_zero < to_start {
-            to_start = to_zero;
-        }
+    if let Some((first_value, increase)) = zero {
+        to_start = to_start.min(sampled * (first_value / increase));
     }
     if to_end >= threshold {
         to_end = avg_between / 2.0;
     }
-    let interval = sampled + to_start + to_end;
-    result *= interval / sampled;
+    let mut factor = (sampled + to_start + to_end) / sampled;
     if per_second {
-        result /= (end as f64 - start as f64) / 1000.0;
+        factor /= (end as f64 - start as f64) / 1000.0;
     }
-    Some(result)
+    factor
 }
 
 fn instant_rate(points: &[(i64, f64)], is_rate: bool) -> Option<f64> {

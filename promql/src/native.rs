@@ -32,27 +32,14 @@ pub fn extrapolated(
             result = result.add(&w[0].1);
         }
     }
-    let mut to_start = (first.0 as f64 - start as f64) / 1000.0;
-    let mut to_end = (end as f64 - last.0 as f64) / 1000.0;
-    let sampled = (last.0 as f64 - first.0 as f64) / 1000.0;
-    let avg_between = sampled / (points.len() - 1) as f64;
-    let threshold = avg_between * 1.1;
-    if to_start >= threshold {
-        to_start = avg_between / 2.0;
-    }
-    if result.count > 0.0 && first.1.count >= 0.0 {
-        let to_zero = sampled * (first.1.count / result.count);
-        if to_zero < to_start {
-            to_start = to_zero;
-        }
-    }
-    if to_end >= threshold {
-        to_end = avg_between / 2.0;
-    }
-    let mut factor = (sampled + to_start + to_end) / sampled;
-    if per_second {
-        factor /= (end as f64 - start as f64) / 1000.0;
-    }
+    let zero =
+        (result.count > 0.0 && first.1.count >= 0.0).then_some((first.1.count, result.count));
+    let factor = crate::functions::extrapolation(
+        (first.0, last.0, points.len()),
+        (start, end),
+        zero,
+        per_second,
+    );
     let mut h = result.scale(factor).compact();
     h.reset = CounterReset::Gauge;
     Some((h, gauge))
@@ -289,16 +276,7 @@ pub fn between(
 
 /// Two histogram samples with one label set is an error, as for floats.
 pub fn check_unique(v: &[HistogramSample]) -> Result<(), EvalError> {
-    let mut seen: keel_series::FastMap<&Labels, ()> = keel_series::FastMap::default();
-    for s in v {
-        if seen.insert(&s.labels, ()).is_some() {
-            return Err(EvalError::Execution(format!(
-                "vector cannot contain metrics with the same labelset: {}",
-                s.labels
-            )));
-        }
-    }
-    Ok(())
+    super::binary::unique_by(v, |s| &s.labels)
 }
 
 /// The error for native histograms where an operation takes numbers.

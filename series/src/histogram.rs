@@ -17,6 +17,12 @@
 
 /// The finest and coarsest standard schemas Prometheus accepts.
 pub const MAX_SCHEMA: i32 = 8;
+/// Most buckets one histogram may hold (both sides; Prometheus'
+/// OpenTelemetry SDKs send at most 160 a side).
+pub const MAX_BUCKETS: usize = 4096;
+/// Largest bucket index magnitude accepted: at schema 8 it bounds values
+/// at 2^(2^21 / 256) = 2^8192, past any float.
+pub const MAX_INDEX: i32 = 1 << 21;
 /// See [`MAX_SCHEMA`].
 pub const MIN_SCHEMA: i32 = -4;
 
@@ -95,6 +101,7 @@ pub struct Bucket {
 /// The upper boundary of bucket `index` at `schema` (Prometheus'
 /// `getBound`): `2^(index * 2^-schema)`.
 pub fn bound(index: i32, schema: i32) -> f64 {
+    let schema = schema.clamp(MIN_SCHEMA, MAX_SCHEMA);
     if schema <= 0 {
         let exp = i64::from(index) << (-schema).clamp(0, 62);
         return ldexp(1.0, exp);
@@ -124,8 +131,8 @@ fn ldexp(x: f64, exp: i64) -> f64 {
 
 /// The index a bucket at `from` schema falls in at the coarser `to`.
 pub fn coarser_index(index: i32, from: i32, to: i32) -> i32 {
-    let shift = (from - to).clamp(0, 31);
-    ((index - 1) >> shift) + 1
+    let shift = from.saturating_sub(to).clamp(0, 31);
+    (index.saturating_sub(1) >> shift).saturating_add(1)
 }
 
 /// Add `(index, count)` pairs into a sorted sparse list.
@@ -199,7 +206,10 @@ impl Histogram {
         let mut t = threshold;
         // A bucket straddling the new threshold is taken in whole.
         for b in self.positive.iter().chain(self.negative.iter()) {
-            let (lo, hi) = (bound(b.0 - 1, self.schema), bound(b.0, self.schema));
+            let (lo, hi) = (
+                bound(b.0.saturating_sub(1), self.schema),
+                bound(b.0, self.schema),
+            );
             if lo < t && hi > t {
                 t = t.max(hi);
             }
@@ -273,6 +283,63 @@ impl Histogram {
         h
     }
 
+    /// Why Keel cannot take this histogram as sent, if it cannot: a
+    /// schema outside -4..=8, more than [`MAX_BUCKETS`] buckets, an index
+    /// past [`MAX_INDEX`], a negative or NaN count, or buckets out of
+    /// order. (A count below its buckets' total is refused only for
+    /// integer histograms, where remote write decodes them, as
+    /// Prometheus does: float ones may be off by rounding.)
+    pub fn validate(&self) -> Result<(), String> {
+        if !(MIN_SCHEMA..=MAX_SCHEMA).contains(&self.schema) {
+            return Err(format!(
+                "native histogram schema {} is outside {MIN_SCHEMA}..={MAX_SCHEMA}",
+                self.schema
+            ));
+        }
+        let n = self.positive.len() + self.negative.len();
+        if n > MAX_BUCKETS {
+            return Err(format!(
+                "native histogram with {n} buckets, more than {MAX_BUCKETS}"
+            ));
+        }
+        for (side, b) in [("positive", &self.positive), ("negative", &self.negative)] {
+            if b.windows(2).any(|w| w[0].0 >= w[1].0) {
+                return Err(format!("native histogram {side} buckets out of order"));
+            }
+            for (i, c) in b.iter() {
+                if i.unsigned_abs() > MAX_INDEX as u32 {
+                    return Err(format!(
+                        "native histogram bucket index {i} is past ±{MAX_INDEX}"
+                    ));
+                }
+                if c.is_nan() || *c < 0.0 {
+                    return Err(format!("native histogram {side} bucket {i} has count {c}"));
+                }
+            }
+        }
+        if [self.count, self.zero_count]
+            .iter()
+            .any(|c| c.is_nan() || *c < 0.0)
+        {
+            return Err(format!(
+                "native histogram count {} or zero count {} is negative or NaN",
+                self.count, self.zero_count
+            ));
+        }
+        Ok(())
+    }
+
+    /// The observations its buckets hold (the zero bucket's included).
+    pub fn bucket_total(&self) -> f64 {
+        self.zero_count
+            + self
+                .positive
+                .iter()
+                .chain(&self.negative)
+                .map(|(_, c)| c)
+                .sum::<f64>()
+    }
+
     /// Drop buckets that hold nothing.
     pub fn compact(mut self) -> Histogram {
         self.positive.retain(|(_, c)| *c != 0.0);
@@ -318,7 +385,7 @@ impl Histogram {
         for (i, c) in self.negative.iter().rev() {
             out.push(Bucket {
                 lower: -bound(*i, self.schema),
-                upper: -bound(i - 1, self.schema),
+                upper: -bound(i.saturating_sub(1), self.schema),
                 count: *c,
                 rule: 1,
             });
@@ -333,7 +400,7 @@ impl Histogram {
         }
         for (i, c) in &self.positive {
             out.push(Bucket {
-                lower: bound(i - 1, self.schema),
+                lower: bound(i.saturating_sub(1), self.schema),
                 upper: bound(*i, self.schema),
                 count: *c,
                 rule: 0,
@@ -449,9 +516,32 @@ impl Histogram {
                 if b.upper < 0.0 { -m } else { m }
             };
             let d = mid - mean;
-            (v, c) = kahan_inc(b.count * d * d, v, c);
+            (v, c) = crate::kahan_inc(b.count * d * d, v, c);
         }
         (v + c) / self.count
+    }
+
+    /// Bit for bit the same (NaN sums included), buckets that hold
+    /// nothing aside.
+    pub fn identical(&self, other: &Histogram) -> bool {
+        let bits = |b: &[(i32, f64)]| -> Vec<(i32, u64)> {
+            b.iter()
+                .filter(|(_, c)| *c != 0.0)
+                .map(|(i, c)| (*i, c.to_bits()))
+                .collect()
+        };
+        self.schema == other.schema
+            && self.reset == other.reset
+            && [self.zero_threshold, self.zero_count, self.count, self.sum].map(f64::to_bits)
+                == [
+                    other.zero_threshold,
+                    other.zero_count,
+                    other.count,
+                    other.sum,
+                ]
+                .map(f64::to_bits)
+            && bits(&self.positive) == bits(&other.positive)
+            && bits(&self.negative) == bits(&other.negative)
     }
 
     /// Is it a staleness marker (its sum the stale NaN)?
@@ -461,18 +551,6 @@ impl Histogram {
 }
 
 const STALE_NAN_BITS: u64 = 0x7ff0_0000_0000_0002;
-
-fn kahan_inc(inc: f64, sum: f64, c: f64) -> (f64, f64) {
-    let t = sum + inc;
-    let c = if t.is_infinite() {
-        0.0
-    } else if sum.abs() >= inc.abs() {
-        c + ((sum - t) + inc)
-    } else {
-        c + ((inc - t) + sum)
-    };
-    (t, c)
-}
 
 /// The value a share `f` of the way through `(lo, hi]`: linear across
 /// zero, exponential within a bucket of one sign.

@@ -20,6 +20,21 @@ pub use labels::{Labels, NAME};
 /// so label sets sent from outside cannot be crafted to collide.
 pub type FastMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
 
+/// Add `inc` to the compensated sum `(sum, c)` (Kahan–Neumaier, as
+/// Prometheus' `kahanSumInc`): once the sum is infinite the
+/// compensation is dropped.
+pub fn kahan_inc(inc: f64, sum: f64, c: f64) -> (f64, f64) {
+    let t = sum + inc;
+    let c = if t.is_infinite() {
+        0.0
+    } else if sum.abs() >= inc.abs() {
+        c + ((sum - t) + inc)
+    } else {
+        c + ((inc - t) + sum)
+    };
+    (t, c)
+}
+
 /// A series with its samples in a time range.
 pub type SeriesSamples = (Labels, Vec<(i64, f64)>);
 

@@ -371,6 +371,23 @@ pub fn ingest_request(
         converted.rejected += n;
         converted.reasons.push(why.clone());
     }
+    // Native histograms first: the batch id is recorded with the float
+    // samples, so a retry after a failure here stores them again, and a
+    // retry after a failure there finds them stored (the same samples
+    // again are dropped quietly).
+    let mut histograms = std::mem::take(&mut converted.histograms);
+    histograms.extend(otlp::accumulate_deltas(
+        std::mem::take(&mut converted.delta_histograms),
+        &|l| store.histograms().last(l),
+    ));
+    let native = if histograms.is_empty() {
+        keel_metricstore::Appended::default()
+    } else {
+        store.append_histograms(histograms).map_err(|e| {
+            super::quota::refund(quota, items);
+            NotStored::Retry(format!("native histograms not stored: {e}"))
+        })?
+    };
     let arrival = store.arrival(&converted.batch);
     let appended = store.append_batch(
         converted.batch,
@@ -385,17 +402,8 @@ pub fn ingest_request(
         stats.duplicate_batches.fetch_add(1, Ordering::Relaxed);
         return Ok(ExportMetricsServiceResponse::default());
     };
-    let mut histograms = std::mem::take(&mut converted.histograms);
-    histograms.extend(otlp::accumulate_deltas(
-        std::mem::take(&mut converted.delta_histograms),
-        &|l| store.histograms().last(l),
-    ));
-    if !histograms.is_empty() {
-        let h = store
-            .append_histograms(histograms)
-            .map_err(|e| NotStored::Retry(format!("native histograms not stored: {e}")))?;
-        appended.absorb(h);
-    }
+    appended.absorb(native);
+
     store.mark_arrival(arrival);
     store.metadata().record(&converted.metadata);
     super::store_exemplars(store, converted.exemplars, stats);

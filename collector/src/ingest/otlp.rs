@@ -40,7 +40,9 @@ use serde::{Deserialize, Serialize};
 use keel_metricstore::STALE_NAN;
 use keel_metricstore::exemplars::Exemplar;
 use keel_metricstore::wal::Batch;
-use keel_series::histogram::{CounterReset, Histogram, MAX_SCHEMA, MIN_SCHEMA, coarser_index};
+use keel_series::histogram::{
+    CounterReset, Histogram, MAX_BUCKETS, MAX_SCHEMA, MIN_SCHEMA, coarser_index,
+};
 use keel_series::labels::{Labels, NAME};
 
 mod names;
@@ -781,6 +783,12 @@ fn exponential_to_native(p: &ExponentialHistogramDataPoint) -> Result<Histogram,
     >|
      -> Result<Vec<(i32, f64)>, String> {
         let Some(b) = b else { return Ok(Vec::new()) };
+        if b.bucket_counts.len() > MAX_BUCKETS {
+            return Err(format!(
+                "exponential histogram with {} buckets a side, more than {MAX_BUCKETS}",
+                b.bucket_counts.len()
+            ));
+        }
         let mut out: Vec<(i32, f64)> = Vec::with_capacity(b.bucket_counts.len());
         for (k, c) in b.bucket_counts.iter().enumerate() {
             let i = i64::from(b.offset) + k as i64 + 1;
@@ -794,7 +802,7 @@ fn exponential_to_native(p: &ExponentialHistogramDataPoint) -> Result<Histogram,
         Ok(out)
     };
     let stale = p.flags & NO_RECORDED_VALUE != 0;
-    Ok(Histogram {
+    let h = Histogram {
         schema,
         zero_threshold: if p.zero_threshold > 0.0 {
             p.zero_threshold
@@ -812,7 +820,9 @@ fn exponential_to_native(p: &ExponentialHistogramDataPoint) -> Result<Histogram,
         negative: side(&p.negative)?,
         reset: CounterReset::Unknown,
     }
-    .compact())
+    .compact();
+    h.validate()?;
+    Ok(h)
 }
 
 /// Delta histogram points as cumulative ones: each series' points added

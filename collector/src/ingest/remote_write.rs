@@ -20,7 +20,7 @@ use keel_metricstore::Store;
 use keel_metricstore::exemplars::Exemplar;
 use keel_metricstore::wal::Batch;
 use keel_series::histogram::{
-    CounterReset, Histogram, MAX_SCHEMA, MIN_SCHEMA, from_spans, undelta,
+    CounterReset, Histogram, MAX_BUCKETS, MAX_SCHEMA, MIN_SCHEMA, from_spans, undelta,
 };
 use keel_series::labels::{Labels, NAME};
 
@@ -225,13 +225,17 @@ pub(super) fn histogram(mut w: Wire<'_>) -> Result<HistogramSample, String> {
     let (mut pos_deltas, mut neg_deltas) = (Vec::new(), Vec::new());
     let (mut pos_counts, mut neg_counts) = (Vec::new(), Vec::new());
     let mut custom = false;
+    let mut integer = false;
     let sint64 = |v: u64| ((v >> 1) as i64) ^ -((v & 1) as i64);
     while !w.done() {
         match w.key()? {
-            (1, 0) => h.count = w.varint()? as f64,
+            (1, 0) => {
+                h.count = w.varint()? as f64;
+                integer = true;
+            }
             (2, 1) => h.count = f64::from_bits(w.fixed64()?),
             (3, 1) => h.sum = f64::from_bits(w.fixed64()?),
-            (4, 0) => h.schema = sint64(w.varint()?) as i32,
+            (4, 0) => h.schema = i32::try_from(sint64(w.varint()?)).unwrap_or(i32::MAX),
             (5, 1) => h.zero_threshold = f64::from_bits(w.fixed64()?),
             (6, 0) => h.zero_count = w.varint()? as f64,
             (7, 1) => h.zero_count = f64::from_bits(w.fixed64()?),
@@ -274,6 +278,16 @@ pub(super) fn histogram(mut w: Wire<'_>) -> Result<HistogramSample, String> {
             h.schema
         )));
     }
+    let buckets = pos_spans
+        .iter()
+        .chain(&neg_spans)
+        .map(|(_, n)| u64::from(*n))
+        .sum::<u64>();
+    if buckets > MAX_BUCKETS as u64 {
+        return Ok(Err(format!(
+            "native histogram with {buckets} buckets, more than {MAX_BUCKETS}"
+        )));
+    }
     let side = |spans: &[(i32, u32)], deltas: &[i64], counts: &[f64], which: &str| {
         let counts = if deltas.is_empty() {
             counts.to_vec()
@@ -295,7 +309,15 @@ pub(super) fn histogram(mut w: Wire<'_>) -> Result<HistogramSample, String> {
         Ok(b) => b,
         Err(e) => return Ok(Err(e)),
     };
-    Ok(Ok((t, h.compact())))
+    let h = h.compact();
+    if integer && h.count < h.bucket_total() {
+        return Ok(Err(format!(
+            "native histogram count {} is below its buckets' total {}",
+            h.count,
+            h.bucket_total()
+        )));
+    }
+    Ok(h.validate().map(|()| (t, h)))
 }
 
 /// One `BucketSpan`: (offset, length).

@@ -84,9 +84,77 @@ fn layout(samples: &[(i64, Histogram)], side: fn(&Histogram) -> &[(i32, f64)]) -
     idx
 }
 
-/// Can `h` join a chunk whose first sample is `first`?
-pub fn fits(first: &Histogram, h: &Histogram) -> bool {
-    first.schema == h.schema && first.zero_threshold.to_bits() == h.zero_threshold.to_bits()
+/// Widest range of bucket indices a side of a chunk of two or more
+/// samples spans, so its layout (and what decoding allocates) stays
+/// bounded: a sample that would widen it past this starts a new chunk.
+pub const MAX_SPAN: i64 = 8192;
+
+/// What a chunk being filled holds, to tell whether a sample may join
+/// it: at most [`MAX_SAMPLES`], one schema and zero threshold, each
+/// side's indices within [`MAX_SPAN`].
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Filling {
+    n: usize,
+    key: (i32, u64),
+    span: [(i64, i64); 2],
+}
+
+impl Filling {
+    /// Whether `h` may join.
+    pub fn admits(&self, h: &Histogram) -> bool {
+        if self.n == 0 {
+            return true;
+        }
+        if self.n >= MAX_SAMPLES || self.key != (h.schema, h.zero_threshold.to_bits()) {
+            return false;
+        }
+        [&h.positive, &h.negative]
+            .iter()
+            .zip(self.span)
+            .all(|(b, (lo, hi))| match (b.first(), b.last()) {
+                (Some(f), Some(l)) => {
+                    let (lo, hi) = (lo.min(i64::from(f.0)), hi.max(i64::from(l.0)));
+                    lo > hi || hi - lo < MAX_SPAN
+                }
+                _ => true,
+            })
+    }
+
+    /// Count `h` in (after [`Self::admits`], or to start anew).
+    pub fn add(&mut self, h: &Histogram) {
+        if self.n == 0 {
+            *self = Filling {
+                n: 0,
+                key: (h.schema, h.zero_threshold.to_bits()),
+                span: [(i64::MAX, i64::MIN); 2],
+            };
+        }
+        self.n += 1;
+        for (b, span) in [&h.positive, &h.negative].iter().zip(self.span.iter_mut()) {
+            if let (Some(f), Some(l)) = (b.first(), b.last()) {
+                span.0 = span.0.min(i64::from(f.0));
+                span.1 = span.1.max(i64::from(l.0));
+            }
+        }
+    }
+}
+
+/// `samples` cut into the runs that make chunks (see [`Filling`]).
+pub fn runs(samples: &[(i64, Histogram)]) -> Vec<&[(i64, Histogram)]> {
+    let mut out = Vec::new();
+    let (mut start, mut filling) = (0, Filling::default());
+    for (k, (_, h)) in samples.iter().enumerate() {
+        if !filling.admits(h) {
+            out.push(&samples[start..k]);
+            start = k;
+            filling = Filling::default();
+        }
+        filling.add(h);
+    }
+    if start < samples.len() {
+        out.push(&samples[start..]);
+    }
+    out
 }
 
 /// Encode samples (time-ordered, sharing a schema and zero threshold).
@@ -288,15 +356,31 @@ pub fn decode(mut b: &[u8]) -> Option<Vec<(i64, Histogram)>> {
     if n == 0 {
         return Some(Vec::new());
     }
-    if n > MAX_SAMPLES * 1000 {
+    if n > MAX_SAMPLES {
         return None;
     }
     let schema = i32::try_from(unzigzag(take(b)?)).ok()?;
+    if !(keel_series::histogram::MIN_SCHEMA..=keel_series::histogram::MAX_SCHEMA).contains(&schema)
+    {
+        return None;
+    }
     let (zt, rest) = b.split_at_checked(8)?;
     *b = rest;
     let zero_threshold = f64::from_le_bytes(zt.try_into().ok()?);
     let pos = take_indices(b)?;
     let neg = take_indices(b)?;
+    // What a chunk's layout can be: two sides within the span, or one
+    // sample's buckets.
+    let most = (2 * MAX_SPAN as usize + 2).max(keel_series::histogram::MAX_BUCKETS);
+    let limit = keel_series::histogram::MAX_INDEX;
+    if pos.len() + neg.len() > most
+        || pos
+            .iter()
+            .chain(&neg)
+            .any(|i| i.unsigned_abs() > limit as u32)
+    {
+        return None;
+    }
     let nh = usize::try_from(take(b)?).ok()?;
     let mut hints = Vec::with_capacity(nh.min(n));
     for _ in 0..nh {
@@ -458,5 +542,13 @@ mod tests {
         extra.push(0);
         assert!(decode(&extra).is_none());
         assert!(decode(&[0xff; 12]).is_none());
+        // Any byte flipped: an answer or a refusal, never a panic.
+        for at in 0..bytes.len() {
+            for flip in [0x01, 0x80, 0xff] {
+                let mut b = bytes.clone();
+                b[at] ^= flip;
+                let _ = decode(&b);
+            }
+        }
     }
 }

@@ -68,16 +68,24 @@ impl Histogram {
             }
             rest = next.trim_start();
         }
-        h.positive = pos
-            .into_iter()
-            .enumerate()
-            .map(|(k, c)| (offset + k as i32, c))
-            .collect();
-        h.negative = neg
-            .into_iter()
-            .enumerate()
-            .map(|(k, c)| (n_offset + k as i32, c))
-            .collect();
+        let place = |offset: i32, counts: Vec<f64>| -> Result<Vec<(i32, f64)>, String> {
+            counts
+                .into_iter()
+                .enumerate()
+                .map(|(k, c)| {
+                    i32::try_from(k)
+                        .ok()
+                        .and_then(|k| offset.checked_add(k))
+                        .map(|i| (i, c))
+                        .ok_or_else(|| format!("{s:?}: bucket index out of range"))
+                })
+                .collect()
+        };
+        h.positive = place(offset, pos)?;
+        h.negative = place(n_offset, neg)?;
+        if !(super::MIN_SCHEMA..=super::MAX_SCHEMA).contains(&h.schema) {
+            return Err(format!("{s:?}: schema {} is outside -4..=8", h.schema));
+        }
         Ok(h.compact())
     }
 

@@ -148,6 +148,30 @@ fn resets_are_detected_from_any_count_going_down_or_the_hint() {
 }
 
 #[test]
+fn histograms_keel_cannot_take_are_refused_with_the_reason() {
+    assert_eq!(two_buckets().validate(), Ok(()));
+    let bad = |f: &dyn Fn(&mut Histogram), word: &str| {
+        let mut h = two_buckets();
+        f(&mut h);
+        let why = h.validate().expect_err(word);
+        assert!(why.contains(word), "{why}");
+    };
+    bad(&|h| h.schema = 9, "schema");
+    bad(&|h| h.positive[0].1 = -1.0, "count -1");
+    bad(&|h| h.positive[0].1 = f64::NAN, "count NaN");
+    bad(&|h| h.positive = vec![(2, 1.0), (1, 1.0)], "out of order");
+    bad(&|h| h.positive = vec![(i32::MIN, 1.0)], "index");
+    bad(&|h| h.count = -3.0, "negative");
+    bad(
+        &|h| h.positive = (0..5000).map(|i| (i, 0.0)).collect(),
+        "5000 buckets",
+    );
+    // Bounds and coarser indices at the extremes saturate, not panic.
+    assert_eq!(bound(i32::MIN, 99), 0.0);
+    assert_eq!(coarser_index(i32::MIN, 8, -4), -(1 << 19) + 1);
+}
+
+#[test]
 fn spans_and_deltas_decode_as_remote_write_sends_them() {
     let counts = undelta(&[2, 1, -1, 0]);
     assert_eq!(counts, vec![2.0, 3.0, 2.0, 2.0]);
