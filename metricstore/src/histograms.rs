@@ -373,6 +373,30 @@ impl Histograms {
         series.get(labels)?.newest_sample().map(|(_, h)| h)
     }
 
+    /// Call `f` with the labels of every histogram series that matches one
+    /// of `sets` (none: every series) and has samples in `[mint, maxt]`
+    /// (for `/api/v1/series`, `labels` and `label/values`).
+    pub fn visit(&self, sets: &[Vec<Matcher>], mint: i64, maxt: i64, mut f: impl FnMut(&Labels)) {
+        let series = self.series.read().unwrap_or_else(|e| e.into_inner());
+        for (labels, s) in series.iter() {
+            let lo = s
+                .sealed
+                .first()
+                .map(|c| c.min_t)
+                .or(s.open.first().map(|p| p.0));
+            let (Some(lo), Some(hi)) = (lo, s.max_t()) else {
+                continue;
+            };
+            let matches = sets.is_empty()
+                || sets
+                    .iter()
+                    .any(|ms| ms.iter().all(|m| m.matches(labels.get(m.name()))));
+            if matches && lo <= maxt && hi >= mint {
+                f(labels);
+            }
+        }
+    }
+
     /// Whether `labels` is a histogram series held.
     pub fn holds(&self, labels: &Labels) -> bool {
         self.series

@@ -177,6 +177,8 @@ impl Store {
                 }
             }
         }
+        drop(head);
+        self.histograms.visit(sets, mint, maxt, f);
     }
 
     /// The label sets of the series matching one of `sets` with a chunk
@@ -206,6 +208,14 @@ impl Store {
                     Visit::NextName
                 } else {
                     Visit::Next
+                }
+            });
+            // Native histogram series are not in the postings.
+            self.histograms.visit(sets, mint, maxt, |l| {
+                for (k, _) in l.pairs() {
+                    if !out.contains(k) {
+                        out.insert(k.to_owned());
+                    }
                 }
             });
         } else {
@@ -272,6 +282,13 @@ impl Store {
                 &mut out,
             );
         }
+        // Native histogram series are not in the postings.
+        self.histograms.visit(sets, mint, maxt, |l| {
+            let v = l.get(name);
+            if !v.is_empty() && !out.contains(v) {
+                out.insert(v.to_owned());
+            }
+        });
         out.into_iter().collect()
     }
 

@@ -512,6 +512,31 @@ fn native_histograms_survive_a_reopen_count_against_the_limits_and_expire() {
     assert_eq!(back.len(), 1);
     assert_eq!(back[0].1.len(), 200);
     assert_eq!(back[0].1[199], (200_000, h(200.0)));
+    // Lookups list them as they list float series.
+    assert!(
+        store
+            .series_labels(&[], 0, i64::MAX)
+            .contains(&l("lat", "a"))
+    );
+    assert!(store.series_labels(&[m.to_vec()], 0, i64::MAX) == vec![l("lat", "a")]);
+    assert!(
+        store
+            .series_labels(&[m.to_vec()], 300_000, 400_000)
+            .is_empty()
+    );
+    assert_eq!(
+        store.label_values_in("__name__", &[], 0, i64::MAX),
+        vec!["lat".to_owned(), "up".to_owned()]
+    );
+    assert_eq!(
+        store.label_values_in("job", &[m.to_vec()], 0, i64::MAX),
+        vec!["a".to_owned()]
+    );
+    assert!(
+        store
+            .label_names_in(&[m.to_vec()], 0, i64::MAX)
+            .contains(&"job".to_owned())
+    );
     // Past retention everything goes, segment files included.
     store.compact(200_000 + 86_400_001).expect("compacts");
     assert!(store.select_histograms(&m, 0, i64::MAX).is_empty());

@@ -364,9 +364,16 @@ pub fn ingest_request(
     let mut converted = otlp::convert(req, &tel.translation, &|l| store.last(l).map(|(_, v)| v));
     // The sender's quota: its rate, then its new series past the cap
     // refused and named, the rest kept.
-    let items = super::quota::samples(&converted.batch);
+    // Native histogram samples count against the rate as samples do.
+    let histogram_items = super::quota::histogram_samples(&converted.histograms)
+        + super::quota::histogram_samples(&converted.delta_histograms);
+    super::quota::take(quota, histogram_items, tel.clock.now_ms()).map_err(NotStored::OverRate)?;
+    let items = super::quota::samples(&converted.batch) + histogram_items;
     let over_quota = super::quota::charge(quota, &mut converted.batch, tel.clock.now_ms(), stats)
-        .map_err(NotStored::OverRate)?;
+        .map_err(|o| {
+        super::quota::refund(quota, histogram_items);
+        NotStored::OverRate(o)
+    })?;
     if let Some((n, why)) = &over_quota {
         converted.rejected += n;
         converted.reasons.push(why.clone());

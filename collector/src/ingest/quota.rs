@@ -46,6 +46,11 @@ pub fn refund(quota: Option<&Quota>, items: u64) {
     }
 }
 
+/// Native histogram samples in `series`.
+pub fn histogram_samples(series: &[keel_series::SeriesHistograms]) -> u64 {
+    series.iter().map(|(_, s)| s.len() as u64).sum()
+}
+
 /// Samples in `batch`.
 pub fn samples(batch: &Batch) -> u64 {
     batch.iter().map(|(_, s)| s.len() as u64).sum()

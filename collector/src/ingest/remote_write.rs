@@ -684,14 +684,21 @@ async fn write(
             // (nor to count against the series limit).
             batch.retain(|(_, samples)| !samples.is_empty());
             let quota = quota.as_ref().map(|q| &*q.0);
-            let items = super::quota::samples(&batch);
+            let too_many = |o: keel_core::quota::OverRate| {
+                (
+                    StatusCode::TOO_MANY_REQUESTS,
+                    o.message.clone(),
+                    o.retry_after_secs(),
+                )
+            };
+            // Native histogram samples count against the rate as samples do.
+            let histogram_items = super::quota::histogram_samples(&histograms);
+            super::quota::take(quota, histogram_items, rw.clock.now_ms()).map_err(too_many)?;
+            let items = super::quota::samples(&batch) + histogram_items;
             let dropped = super::quota::charge(quota, &mut batch, rw.clock.now_ms(), &rw.stats)
                 .map_err(|o| {
-                    (
-                        StatusCode::TOO_MANY_REQUESTS,
-                        o.message.clone(),
-                        o.retry_after_secs(),
-                    )
+                    super::quota::refund(quota, histogram_items);
+                    too_many(o)
                 })?;
             problems.extend(dropped.map(|(_, why)| why));
             let arrival = rw.store.arrival(&batch);
@@ -702,9 +709,10 @@ async fn write(
             let native = if histograms.is_empty() {
                 keel_metricstore::Appended::default()
             } else {
-                rw.store
-                    .append_histograms(histograms)
-                    .map_err(|e| (StatusCode::SERVICE_UNAVAILABLE, e.to_string(), 1))?
+                rw.store.append_histograms(histograms).map_err(|e| {
+                    super::quota::refund(quota, histogram_items);
+                    (StatusCode::SERVICE_UNAVAILABLE, e.to_string(), 1)
+                })?
             };
             problems.extend(native.reasons());
             rw.store.mark_arrival(arrival);

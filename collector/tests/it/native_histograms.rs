@@ -283,3 +283,64 @@ async fn remote_write_histograms_are_stored_and_custom_buckets_refused_by_name()
             .is_some_and(Vec::is_empty)
     );
 }
+
+/// A sender's ingestion rate counts native histogram samples as it
+/// counts float samples: six histograms spend a burst of five, so the
+/// next request is refused, retryable (429).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn native_histograms_are_charged_to_the_senders_rate() {
+    const TOKEN: &str = "edge-token-3f9c1a7e";
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut cfg = config(dir.path());
+    cfg.auth = keel_auth::AuthConfig {
+        senders: vec![keel_auth::SenderToken {
+            name: "edge".into(),
+            token: keel_core::secret::Secret::new(TOKEN),
+            limits: keel_core::quota::QuotaLimits {
+                max_series: 100,
+                ingestion_rate: 5.0,
+                ingestion_burst: 5.0,
+            },
+            ..Default::default()
+        }],
+        ..Default::default()
+    };
+    let t0 = std::time::SystemTime::now();
+    let clock = std::sync::Arc::new(keel_core::clock::ManualClock::new(t0));
+    let c = keel_collector::server::start(&cfg, clock)
+        .await
+        .expect("collector starts");
+    let t = keel_core::clock::unix_ms(t0) as u64;
+    let pods = |n: usize| {
+        let mut m = exponential(t, 4, 10.0, vec![1, 2, 1]);
+        if let Some(Data::ExponentialHistogram(h)) = m.data.as_mut() {
+            let p = h.data_points[0].clone();
+            h.data_points = (0..n)
+                .map(|i| ExponentialHistogramDataPoint {
+                    attributes: vec![kv("pod", &format!("p{i}"))],
+                    ..p.clone()
+                })
+                .collect();
+        }
+        m
+    };
+    let send = |n: usize| {
+        reqwest::Client::new()
+            .post(format!("http://{}/v1/metrics", c.otlp_http))
+            .header("content-type", "application/x-protobuf")
+            .bearer_auth(TOKEN)
+            .body(request("edge", vec![pods(n)]).encode_to_vec())
+            .send()
+    };
+    // The bucket holds 5: six histograms are taken (it goes 1 into
+    // debt, as for float samples)...
+    let r = send(6).await.expect("post");
+    assert_eq!(r.status(), 200, "{:?}", r.text().await);
+    assert_eq!(
+        samples(&query(c.api, "histogram_count(payload_size_bytes)", t).await).len(),
+        6
+    );
+    // ...and the next is refused, retryable: the histograms were charged.
+    let r = send(1).await.expect("post");
+    assert_eq!(r.status(), 429, "{:?}", r.text().await);
+}
