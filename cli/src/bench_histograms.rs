@@ -19,11 +19,11 @@
 
 use std::time::Instant;
 
+use crate::bench_crash::kv;
 use keel_collector::ingest::otlp::{self, ExponentialAs, Translation};
 use keel_metricstore::{Store, StoreConfig};
 use keel_promql::{Engine, QueryRange};
 use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
-use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
 use opentelemetry_proto::tonic::metrics::v1::exponential_histogram_data_point::Buckets;
 use opentelemetry_proto::tonic::metrics::v1::{
     ExponentialHistogram, ExponentialHistogramDataPoint, Metric, ResourceMetrics, ScopeMetrics,
@@ -53,16 +53,6 @@ const SCALE: i32 = 4;
 const STEP_MS: i64 = 15_000;
 const T0: i64 = 1_700_000_000_000;
 
-fn kv(k: &str, v: &str) -> KeyValue {
-    KeyValue {
-        key: k.into(),
-        value: Some(AnyValue {
-            value: Some(any_value::Value::StringValue(v.into())),
-        }),
-        ..Default::default()
-    }
-}
-
 /// One scrape of every series: cumulative exponential histograms.
 fn scrape(t: i64, state: &[(Vec<u64>, i32, u64, f64)]) -> ExportMetricsServiceRequest {
     let points = state
@@ -70,7 +60,7 @@ fn scrape(t: i64, state: &[(Vec<u64>, i32, u64, f64)]) -> ExportMetricsServiceRe
         .enumerate()
         .map(
             |(i, (counts, offset, count, sum))| ExponentialHistogramDataPoint {
-                attributes: vec![kv("pod", &format!("pod-{i}"))],
+                attributes: vec![kv("pod", format!("pod-{i}"))],
                 time_unix_nano: t as u64 * 1_000_000,
                 count: *count,
                 sum: Some(*sum),
@@ -86,7 +76,7 @@ fn scrape(t: i64, state: &[(Vec<u64>, i32, u64, f64)]) -> ExportMetricsServiceRe
     ExportMetricsServiceRequest {
         resource_metrics: vec![ResourceMetrics {
             resource: Some(Resource {
-                attributes: vec![kv("service.name", "api")],
+                attributes: vec![kv("service.name", "api".into())],
                 ..Default::default()
             }),
             scope_metrics: vec![ScopeMetrics {

@@ -58,6 +58,24 @@ struct SealedChunk {
     at: Sealed,
 }
 
+impl SealedChunk {
+    /// Its samples, decoded from memory or read from its segment; `None`
+    /// when they cannot be read (said in the log) or decoded.
+    fn samples(&self) -> Option<Vec<(i64, Histogram)>> {
+        match &self.at {
+            Sealed::Memory(b) => chunk::decode(b),
+            Sealed::File { seg, offset, len } => {
+                let mut buf = vec![0u8; *len as usize];
+                if let Err(e) = seg.file.read_exact_at(&mut buf, *offset) {
+                    tracing::error!(segment = %seg.path.display(), error = %e, "histogram segment unreadable");
+                    return None;
+                }
+                chunk::decode(&buf)
+            }
+        }
+    }
+}
+
 #[derive(Debug)]
 struct Segment {
     path: PathBuf,
@@ -83,16 +101,7 @@ impl Series {
         if let Some((t, h)) = self.newest() {
             return Some((t, h.clone()));
         }
-        let c = self.sealed.last()?;
-        let bytes = match &c.at {
-            Sealed::Memory(b) => b.to_vec(),
-            Sealed::File { seg, offset, len } => {
-                let mut buf = vec![0u8; *len as usize];
-                seg.file.read_exact_at(&mut buf, *offset).ok()?;
-                buf
-            }
-        };
-        chunk::decode(&bytes)?.pop()
+        self.sealed.last()?.samples()?.pop()
     }
 
     fn max_t(&self) -> Option<i64> {
@@ -487,20 +496,7 @@ impl Histograms {
                 if c.max_t < mint || c.min_t > maxt {
                     continue;
                 }
-                let decoded = match &c.at {
-                    Sealed::Memory(b) => chunk::decode(b),
-                    Sealed::File { seg, offset, len } => {
-                        let mut buf = vec![0u8; *len as usize];
-                        match seg.file.read_exact_at(&mut buf, *offset) {
-                            Ok(()) => chunk::decode(&buf),
-                            Err(e) => {
-                                tracing::error!(segment = %seg.path.display(), error = %e, "histogram segment unreadable");
-                                None
-                            }
-                        }
-                    }
-                };
-                match decoded {
+                match c.samples() {
                     Some(d) => {
                         samples.extend(d.into_iter().filter(|(t, _)| (mint..=maxt).contains(t)))
                     }

@@ -469,11 +469,20 @@ impl Ctx<'_> {
     }
 
     fn vector(&mut self, e: &Expr, t: i64) -> Result<Vec<Sample>, EvalError> {
+        match self.instant(e, t, "")? {
+            Instant::Floats(v) => Ok(v),
+            Instant::Histograms(_) => Err(crate::native::not_numbers(&format!("{e}"))),
+        }
+    }
+
+    /// An instant vector of floats or of native histograms; anything
+    /// else is an error (`who` begins its message).
+    fn instant(&mut self, e: &Expr, t: i64, who: &str) -> Result<Instant, EvalError> {
         match self.eval(e, t)? {
-            Value::Vector(v) => Ok(v),
-            Value::Histograms(_) => Err(crate::native::not_numbers(&format!("{e}"))),
+            Value::Vector(v) => Ok(Instant::Floats(v)),
+            Value::Histograms(h) => Ok(Instant::Histograms(h)),
             other => Err(EvalError::Execution(format!(
-                "expected an instant vector, got a {}",
+                "{who}expected an instant vector, got a {}",
                 other.type_name()
             ))),
         }
@@ -646,19 +655,13 @@ impl Ctx<'_> {
                     Some(p) => (Some(self.scalar(p, t)?), None),
                     None => (None, None),
                 };
-                let input = match self.eval(&a.expr, t)? {
-                    Value::Vector(v) => v,
-                    Value::Histograms(h) => {
+                let input = match self.instant(&a.expr, t, "")? {
+                    Instant::Floats(v) => v,
+                    Instant::Histograms(h) => {
                         return Ok(match crate::native::aggregate(&op, h, &grouping)? {
                             crate::native::Aggregated::Histograms(h) => Value::Histograms(h),
                             crate::native::Aggregated::Floats(v) => Value::Vector(v),
                         });
-                    }
-                    other => {
-                        return Err(EvalError::Execution(format!(
-                            "expected an instant vector, got a {}",
-                            other.type_name()
-                        )));
                     }
                 };
                 if let Some(k) = num {
@@ -824,6 +827,12 @@ impl Ctx<'_> {
             ))),
         }
     }
+}
+
+/// An instant vector as [`Ctx::instant`] finds it.
+enum Instant {
+    Floats(Vec<Sample>),
+    Histograms(Vec<crate::value::HistogramSample>),
 }
 
 /// Float and histogram series of a range result, one list in label order.

@@ -113,19 +113,31 @@ pub trait Queryable: Send + Sync {
 /// A fixed set of series, for tests of an engine without a store.
 impl Queryable for Vec<SeriesSamples> {
     fn select(&self, matchers: &[Matcher], mint: i64, maxt: i64) -> Vec<SeriesSamples> {
-        self.iter()
-            .filter(|(l, _)| matchers.iter().all(|m| m.matches(l.get(m.name()))))
-            .map(|(l, s)| {
-                let s: Vec<(i64, f64)> = s
-                    .iter()
-                    .copied()
-                    .filter(|(t, _)| (mint..=maxt).contains(t))
-                    .collect();
-                (l.clone(), s)
-            })
-            .filter(|(_, s)| !s.is_empty())
-            .collect()
+        in_range(self, matchers, mint, maxt)
     }
+}
+
+/// The series of `all` that match `matchers`, with their samples in
+/// `[mint, maxt]` (series left with none left out): a fixed set of series
+/// read as a store reads.
+fn in_range<T: Clone>(
+    all: &[(Labels, Vec<(i64, T)>)],
+    matchers: &[Matcher],
+    mint: i64,
+    maxt: i64,
+) -> Vec<(Labels, Vec<(i64, T)>)> {
+    all.iter()
+        .filter(|(l, _)| matchers.iter().all(|m| m.matches(l.get(m.name()))))
+        .map(|(l, s)| {
+            let s: Vec<(i64, T)> = s
+                .iter()
+                .filter(|(t, _)| (mint..=maxt).contains(t))
+                .cloned()
+                .collect();
+            (l.clone(), s)
+        })
+        .filter(|(_, s)| !s.is_empty())
+        .collect()
 }
 
 /// A shared store reads as the store.
@@ -167,18 +179,6 @@ impl Queryable for (Vec<SeriesSamples>, Vec<SeriesHistograms>) {
         mint: i64,
         maxt: i64,
     ) -> Vec<SeriesHistograms> {
-        self.1
-            .iter()
-            .filter(|(l, _)| matchers.iter().all(|m| m.matches(l.get(m.name()))))
-            .map(|(l, s)| {
-                let s: Vec<_> = s
-                    .iter()
-                    .filter(|(t, _)| (mint..=maxt).contains(t))
-                    .cloned()
-                    .collect();
-                (l.clone(), s)
-            })
-            .filter(|(_, s)| !s.is_empty())
-            .collect()
+        in_range(&self.1, matchers, mint, maxt)
     }
 }

@@ -237,6 +237,8 @@ struct Sink<'a> {
     out: &'a mut Converted,
     exponential: ExponentialAs,
     series: HashMap<Labels, Vec<(i64, f64)>>,
+    /// Native histogram series, cumulative (`false`) and delta (`true`).
+    histograms: [HashMap<Labels, Vec<(i64, Histogram)>>; 2],
     info: Vec<(Labels, Vec<(i64, f64)>)>,
     /// Delta accumulation: the running total per series within this request.
     running: HashMap<Labels, f64>,
@@ -288,6 +290,7 @@ pub fn convert(
         out: &mut out,
         exponential: translation.exponential_histograms,
         series: HashMap::new(),
+        histograms: Default::default(),
         info: Vec::new(),
         running: HashMap::new(),
         last,
@@ -367,7 +370,10 @@ pub fn convert(
     }
     let series = std::mem::take(&mut sink.series);
     let info = std::mem::take(&mut sink.info);
+    let [histograms, delta] = std::mem::take(&mut sink.histograms);
     out.batch = series.into_iter().collect();
+    out.histograms = histograms.into_iter().collect();
+    out.delta_histograms = delta.into_iter().collect();
     out.target_info = info;
     out
 }
@@ -510,15 +516,11 @@ fn convert_metric(m: &Metric, base: &Base, sink: &mut Sink<'_>) -> Option<(i64, 
                                 sink.out.exemplars.push((labels.clone(), e));
                             }
                         }
-                        let into = if delta && !native.is_stale() {
-                            &mut sink.out.delta_histograms
-                        } else {
-                            &mut sink.out.histograms
-                        };
-                        match into.iter_mut().find(|(l, _)| *l == labels) {
-                            Some((_, s)) => s.push((t, native)),
-                            None => into.push((labels, vec![(t, native)])),
-                        }
+                        let delta = usize::from(delta && !native.is_stale());
+                        sink.histograms[delta]
+                            .entry(labels)
+                            .or_default()
+                            .push((t, native));
                     }
                     (None, _) => sink
                         .out

@@ -23,6 +23,7 @@ use keel_series::histogram::{
     CounterReset, Histogram, MAX_BUCKETS, MAX_SCHEMA, MIN_SCHEMA, from_spans, undelta,
 };
 use keel_series::labels::{Labels, NAME};
+use keel_series::varint::unzigzag;
 
 /// `prometheus.WriteRequest` (remote write 1.0), the fields Keel reads.
 #[derive(Clone, PartialEq, prost::Message)]
@@ -226,7 +227,6 @@ pub(super) fn histogram(mut w: Wire<'_>) -> Result<HistogramSample, String> {
     let (mut pos_counts, mut neg_counts) = (Vec::new(), Vec::new());
     let mut custom = false;
     let mut integer = false;
-    let sint64 = |v: u64| ((v >> 1) as i64) ^ -((v & 1) as i64);
     while !w.done() {
         match w.key()? {
             (1, 0) => {
@@ -235,7 +235,7 @@ pub(super) fn histogram(mut w: Wire<'_>) -> Result<HistogramSample, String> {
             }
             (2, 1) => h.count = f64::from_bits(w.fixed64()?),
             (3, 1) => h.sum = f64::from_bits(w.fixed64()?),
-            (4, 0) => h.schema = i32::try_from(sint64(w.varint()?)).unwrap_or(i32::MAX),
+            (4, 0) => h.schema = i32::try_from(unzigzag(w.varint()?)).unwrap_or(i32::MAX),
             (5, 1) => h.zero_threshold = f64::from_bits(w.fixed64()?),
             (6, 0) => h.zero_count = w.varint()? as f64,
             (7, 1) => h.zero_count = f64::from_bits(w.fixed64()?),
@@ -246,15 +246,15 @@ pub(super) fn histogram(mut w: Wire<'_>) -> Result<HistogramSample, String> {
                 let mut packed = w.message()?;
                 while !packed.done() {
                     match field {
-                        9 => neg_deltas.push(sint64(packed.varint()?)),
-                        12 => pos_deltas.push(sint64(packed.varint()?)),
+                        9 => neg_deltas.push(unzigzag(packed.varint()?)),
+                        12 => pos_deltas.push(unzigzag(packed.varint()?)),
                         10 => neg_counts.push(f64::from_bits(packed.fixed64()?)),
                         _ => pos_counts.push(f64::from_bits(packed.fixed64()?)),
                     }
                 }
             }
-            (9, 0) => neg_deltas.push(sint64(w.varint()?)),
-            (12, 0) => pos_deltas.push(sint64(w.varint()?)),
+            (9, 0) => neg_deltas.push(unzigzag(w.varint()?)),
+            (12, 0) => pos_deltas.push(unzigzag(w.varint()?)),
             (10, 1) => neg_counts.push(f64::from_bits(w.fixed64()?)),
             (13, 1) => pos_counts.push(f64::from_bits(w.fixed64()?)),
             (14, 0) => h.reset = CounterReset::from_code(w.varint()?),
@@ -325,10 +325,7 @@ fn span(mut w: Wire<'_>) -> Result<(i32, u32), String> {
     let (mut offset, mut len) = (0i32, 0u32);
     while !w.done() {
         match w.key()? {
-            (1, 0) => {
-                let v = w.varint()?;
-                offset = (((v >> 1) as i64) ^ -((v & 1) as i64)) as i32;
-            }
+            (1, 0) => offset = unzigzag(w.varint()?) as i32,
             (2, 0) => len = w.varint()? as u32,
             (_, wire) => w.skip(wire)?,
         }

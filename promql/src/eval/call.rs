@@ -313,36 +313,26 @@ impl Ctx<'_> {
                 let last = args.last().ok_or_else(|| {
                     EvalError::Execution(format!("{name}: missing its histogram argument"))
                 })?;
-                match self.eval(last, t)? {
-                    Value::Histograms(h) => {
+                match self.instant(last, t, &format!("{name}: "))? {
+                    Instant::Histograms(h) => {
                         let out = crate::native::read(name, h, &params);
                         binary::check_unique(&out)?;
                         Ok(Value::Vector(out))
                     }
                     // Float samples are no histograms: Prometheus leaves
                     // them out.
-                    Value::Vector(_) => Ok(Value::Vector(Vec::new())),
-                    other => Err(EvalError::Execution(format!(
-                        "{name}: expected an instant vector, got a {}",
-                        other.type_name()
-                    ))),
+                    Instant::Floats(_) => Ok(Value::Vector(Vec::new())),
                 }
             }
             "histogram_quantile" => {
                 let q = self.scalar(arg(0)?, t)?;
                 self.check_quantile(q);
-                let v = match self.eval(arg(1)?, t)? {
-                    Value::Vector(v) => v,
-                    Value::Histograms(h) => {
+                let v = match self.instant(arg(1)?, t, &format!("{name}: "))? {
+                    Instant::Floats(v) => v,
+                    Instant::Histograms(h) => {
                         let out = crate::native::read(name, h, &[q]);
                         binary::check_unique(&out)?;
                         return Ok(Value::Vector(out));
-                    }
-                    other => {
-                        return Err(EvalError::Execution(format!(
-                            "{name}: expected an instant vector, got a {}",
-                            other.type_name()
-                        )));
                     }
                 };
                 // Grouped with the metric name (two metrics' buckets never

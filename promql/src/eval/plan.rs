@@ -153,17 +153,12 @@ impl Ctx<'_> {
         let at = self.read_time(vs, t);
         let mut out = Vec::new();
         for (labels, points) in self.histogram_series(vs) {
-            let idx = points.partition_point(|(pt, _)| *pt <= at);
-            let Some((pt, h)) = idx.checked_sub(1).and_then(|i| points.get(i)) else {
-                continue;
-            };
-            if *pt <= at.saturating_sub(self.lookback) || h.is_stale() {
-                continue;
+            if let Some((_, h)) = newest_within(points, at, self.lookback, |h| h.is_stale()) {
+                out.push(HistogramSample {
+                    labels: labels.clone(),
+                    histogram: h.clone(),
+                });
             }
-            out.push(HistogramSample {
-                labels: labels.clone(),
-                histogram: h.clone(),
-            });
         }
         out
     }
@@ -179,13 +174,7 @@ impl Ctx<'_> {
         let at = self.read_time(vs, t);
         let mut out = Vec::new();
         for (labels, points) in self.histogram_series(vs) {
-            let lo = points.partition_point(|(pt, _)| *pt <= at.saturating_sub(range));
-            let hi = points.partition_point(|(pt, _)| *pt <= at);
-            let pts: Vec<_> = points[lo..hi.max(lo)]
-                .iter()
-                .filter(|(_, h)| !h.is_stale())
-                .cloned()
-                .collect();
+            let pts = window(points, at, range, |h| h.is_stale());
             if !pts.is_empty() {
                 out.push((labels, pts));
             }
@@ -222,15 +211,9 @@ impl Ctx<'_> {
         let at = self.read_time(vs, t);
         let mut out = Vec::new();
         for (labels, points) in self.series(vs) {
-            let idx = points.partition_point(|(pt, _)| *pt <= at);
-            if idx == 0 {
-                continue;
+            if let Some((pt, v)) = newest_within(points, at, self.lookback, |v| is_stale(*v)) {
+                out.push((labels, *pt, *v));
             }
-            let (pt, v) = points[idx - 1];
-            if pt <= at.saturating_sub(self.lookback) || is_stale(v) {
-                continue;
-            }
-            out.push((labels, pt, v));
         }
         out
     }
@@ -249,13 +232,7 @@ impl Ctx<'_> {
         let at = self.read_time(vs, t);
         let mut out = Vec::new();
         for (labels, points) in self.series(vs) {
-            let lo = points.partition_point(|(pt, _)| *pt <= at.saturating_sub(range));
-            let hi = points.partition_point(|(pt, _)| *pt <= at);
-            let pts: Vec<(i64, f64)> = points[lo..hi]
-                .iter()
-                .copied()
-                .filter(|(_, v)| !is_stale(*v))
-                .collect();
+            let pts = window(points, at, range, |v| is_stale(*v));
             if !pts.is_empty() {
                 out.push(RangeSeries::floats(labels.clone(), pts));
             }
@@ -269,6 +246,37 @@ impl Ctx<'_> {
         }
         out
     }
+}
+
+/// The newest of `points` (time-ordered) at or before `at`, unless it is
+/// `lookback` or more older, or `stale`: what an instant selector reads
+/// of one series, float or histogram.
+fn newest_within<T>(
+    points: &[(i64, T)],
+    at: i64,
+    lookback: i64,
+    stale: impl Fn(&T) -> bool,
+) -> Option<&(i64, T)> {
+    let idx = points.partition_point(|(pt, _)| *pt <= at);
+    let p = points.get(idx.checked_sub(1)?)?;
+    (p.0 > at.saturating_sub(lookback) && !stale(&p.1)).then_some(p)
+}
+
+/// `points` (time-ordered) in `(at - range, at]` but the `stale` ones:
+/// what a range selector reads of one series, float or histogram.
+fn window<T: Clone>(
+    points: &[(i64, T)],
+    at: i64,
+    range: i64,
+    stale: impl Fn(&T) -> bool,
+) -> Vec<(i64, T)> {
+    let lo = points.partition_point(|(pt, _)| *pt <= at.saturating_sub(range));
+    let hi = points.partition_point(|(pt, _)| *pt <= at);
+    points[lo..hi.max(lo)]
+        .iter()
+        .filter(|(_, v)| !stale(v))
+        .cloned()
+        .collect()
 }
 
 /// Refuse an `@` time whose milliseconds do not fit an i64, as Prometheus
