@@ -369,6 +369,127 @@ pub struct ScrapeJob {
     /// TLS for `https` targets: a CA bundle trusted besides the system's.
     #[serde(default)]
     pub tls_config: keel_tls::TlsConfig,
+    /// Ingest native histograms, as Prometheus'
+    /// `scrape_native_histograms`: the protobuf format is asked for first
+    /// and a histogram that carries native buckets is stored as one
+    /// native histogram series (its classic `_bucket` series are not).
+    #[serde(default)]
+    pub scrape_native_histograms: bool,
+    /// The formats asked for, most wanted first (Prometheus'
+    /// `scrape_protocols`). Empty: `PrometheusProto` first when
+    /// `scrape_native_histograms` is on, then the text formats.
+    #[serde(default)]
+    pub scrape_protocols: Vec<ScrapeProtocol>,
+    /// Store a histogram's classic buckets besides its native ones.
+    #[serde(default)]
+    pub always_scrape_classic_histograms: bool,
+    /// At most this many buckets a native histogram: its resolution is
+    /// halved until it fits (0: no limit).
+    #[serde(default)]
+    pub native_histogram_bucket_limit: u32,
+    /// Native histograms' resolution lowered until each bucket is at
+    /// least this factor wider than the one before (0: no limit).
+    #[serde(default)]
+    pub native_histogram_min_bucket_factor: f64,
+}
+
+/// A scrape format, by Prometheus' `scrape_protocols` name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum ScrapeProtocol {
+    /// Prometheus' protobuf format: the one that carries native histograms.
+    PrometheusProto,
+    /// OpenMetrics 1.0.0 text.
+    #[serde(rename = "OpenMetricsText1.0.0")]
+    OpenMetricsText1_0_0,
+    /// OpenMetrics 0.0.1 text.
+    #[serde(rename = "OpenMetricsText0.0.1")]
+    OpenMetricsText0_0_1,
+    /// Prometheus' text format 1.0.0.
+    #[serde(rename = "PrometheusText1.0.0")]
+    PrometheusText1_0_0,
+    /// Prometheus' text format 0.0.4.
+    #[serde(rename = "PrometheusText0.0.4")]
+    PrometheusText0_0_4,
+}
+
+impl ScrapeProtocol {
+    /// Every protocol.
+    pub const ALL: [ScrapeProtocol; 5] = [
+        ScrapeProtocol::PrometheusProto,
+        ScrapeProtocol::OpenMetricsText1_0_0,
+        ScrapeProtocol::OpenMetricsText0_0_1,
+        ScrapeProtocol::PrometheusText1_0_0,
+        ScrapeProtocol::PrometheusText0_0_4,
+    ];
+
+    /// Its name in a config (Prometheus' name).
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::PrometheusProto => "PrometheusProto",
+            Self::OpenMetricsText1_0_0 => "OpenMetricsText1.0.0",
+            Self::OpenMetricsText0_0_1 => "OpenMetricsText0.0.1",
+            Self::PrometheusText1_0_0 => "PrometheusText1.0.0",
+            Self::PrometheusText0_0_4 => "PrometheusText0.0.4",
+        }
+    }
+
+    /// Its media type, as an Accept header names it.
+    pub fn media_type(self) -> &'static str {
+        match self {
+            Self::PrometheusProto => {
+                "application/vnd.google.protobuf;proto=io.prometheus.client.MetricFamily;encoding=delimited"
+            }
+            Self::OpenMetricsText1_0_0 => "application/openmetrics-text;version=1.0.0",
+            Self::OpenMetricsText0_0_1 => "application/openmetrics-text;version=0.0.1",
+            Self::PrometheusText1_0_0 => "text/plain;version=1.0.0",
+            Self::PrometheusText0_0_4 => "text/plain;version=0.0.4",
+        }
+    }
+}
+
+impl ScrapeJob {
+    /// The formats this job asks for, most wanted first: its own list, or
+    /// Prometheus' default (protobuf first when it scrapes native
+    /// histograms).
+    pub fn protocols(&self) -> Vec<ScrapeProtocol> {
+        use ScrapeProtocol::*;
+        if !self.scrape_protocols.is_empty() {
+            return self.scrape_protocols.clone();
+        }
+        let text = [
+            OpenMetricsText1_0_0,
+            OpenMetricsText0_0_1,
+            PrometheusText0_0_4,
+        ];
+        if self.scrape_native_histograms {
+            std::iter::once(PrometheusProto).chain(text).collect()
+        } else {
+            text.to_vec()
+        }
+    }
+
+    /// The Accept header of this job's scrapes, weighted as Prometheus
+    /// weighs `scrape_protocols`, anything else last.
+    pub fn accept(&self) -> String {
+        let mut weight = ScrapeProtocol::ALL.len() + 1;
+        let mut parts = Vec::new();
+        for p in self.protocols() {
+            parts.push(format!("{};q=0.{weight}", p.media_type()));
+            weight -= 1;
+        }
+        parts.push(format!("*/*;q=0.{weight}"));
+        parts.join(",")
+    }
+
+    /// How this job reads native histograms.
+    pub fn native_histograms(&self) -> crate::exposition::NativeHistograms {
+        crate::exposition::NativeHistograms {
+            enabled: self.scrape_native_histograms,
+            always_classic: self.always_scrape_classic_histograms,
+            bucket_limit: self.native_histogram_bucket_limit,
+            min_bucket_factor: self.native_histogram_min_bucket_factor,
+        }
+    }
 }
 
 impl Default for ScrapeJob {
@@ -383,6 +504,11 @@ impl Default for ScrapeJob {
             honor_labels: false,
             labels: BTreeMap::new(),
             tls_config: keel_tls::TlsConfig::default(),
+            scrape_native_histograms: false,
+            scrape_protocols: Vec::new(),
+            always_scrape_classic_histograms: false,
+            native_histogram_bucket_limit: 0,
+            native_histogram_min_bucket_factor: 0.0,
         }
     }
 }
@@ -563,6 +689,28 @@ impl Validate for AgentConfig {
                 if !valid_label_name(name) {
                     problems.push(format!("{at}.labels: {name:?} is not a valid label name"));
                 }
+            }
+            let mut seen = std::collections::HashSet::new();
+            for (k, p) in j.scrape_protocols.iter().enumerate() {
+                if !seen.insert(p) {
+                    problems.push(format!(
+                        "{at}.scrape_protocols[{k}]: {} is listed twice",
+                        p.name()
+                    ));
+                }
+            }
+            if j.scrape_native_histograms
+                && !j.protocols().contains(&ScrapeProtocol::PrometheusProto)
+            {
+                problems.push(format!(
+                    "{at}.scrape_protocols: scrape_native_histograms is on but PrometheusProto, the only format that carries them, is not listed"
+                ));
+            }
+            let f = j.native_histogram_min_bucket_factor;
+            if !(f == 0.0 || f >= 1.0 && f.is_finite()) {
+                problems.push(format!(
+                    "{at}.native_histogram_min_bucket_factor: {f} must be 0 (no limit) or at least 1"
+                ));
             }
         }
     }

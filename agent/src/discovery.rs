@@ -112,6 +112,8 @@ fn targets(job: &ScrapeJob, g: Group) -> Vec<Target> {
             timeout: job.timeout,
             honor_labels: job.honor_labels,
             labels: labels.clone(),
+            accept: job.accept(),
+            native: job.native_histograms(),
         })
         .collect()
 }

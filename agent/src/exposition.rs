@@ -8,8 +8,15 @@
 //! the format's rules (`\\`, `\"`, `\n` escapes). Its `Scrape` also folds
 //! histogram buckets into one value, but Keel stores them as Prometheus
 //! does — one `_bucket` series per `le` — so lines are taken one by one.
+//!
+//! A target that answers in Prometheus' protobuf format (asked for first
+//! when a job scrapes native histograms) is read by [`protobuf`].
 
+use keel_series::histogram::Histogram;
 use prometheus_parse::LineInfo;
+
+pub mod proto;
+pub mod protobuf;
 
 /// One sample of a scrape: the labels (with `__name__`), the value, and
 /// the timestamp the target gave, if any.
@@ -23,6 +30,26 @@ pub struct Sample {
     pub timestamp_ms: Option<i64>,
     /// The OpenMetrics exemplar the line carried (`# {trace_id="…"} v [t]`).
     pub exemplar: Option<Exemplar>,
+    /// A native histogram (protobuf scrapes only): the sample's value
+    /// then is this histogram, and `value` means nothing.
+    pub histogram: Option<Box<Histogram>>,
+}
+
+/// How a job reads native histograms (Prometheus' scrape options of the
+/// same names).
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct NativeHistograms {
+    /// Take a histogram's native buckets when it has them
+    /// (`scrape_native_histograms`); otherwise its classic ones.
+    pub enabled: bool,
+    /// Take the classic buckets too (`always_scrape_classic_histograms`).
+    pub always_classic: bool,
+    /// At most this many buckets a histogram, resolution halved until it
+    /// fits (`native_histogram_bucket_limit`; 0: no limit).
+    pub bucket_limit: u32,
+    /// Resolution lowered until buckets grow by at least this factor
+    /// (`native_histogram_min_bucket_factor`; 0: no limit).
+    pub min_bucket_factor: f64,
 }
 
 /// An OpenMetrics exemplar: a sample's pointer to one thing it counted
@@ -37,36 +64,59 @@ pub struct Exemplar {
     pub timestamp_ms: Option<i64>,
 }
 
-/// What a scrape asks for, as Prometheus does: OpenMetrics first (the
-/// format that carries exemplars), then Prometheus' text.
-pub const ACCEPT: &str = "application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1";
-
-/// Which text format a body is in: timestamps are integer milliseconds
-/// in Prometheus' and seconds (possibly fractional) in OpenMetrics.
+/// Which format a body is in: timestamps are integer milliseconds in
+/// Prometheus' text and seconds (possibly fractional) in OpenMetrics;
+/// the protobuf format is binary.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Format {
     /// `text/plain; version=0.0.4`.
     Prometheus,
     /// `application/openmetrics-text`.
     OpenMetrics,
+    /// `application/vnd.google.protobuf; proto=io.prometheus.client.MetricFamily; encoding=delimited`.
+    Protobuf,
 }
 
 impl Format {
     /// The format a response's `Content-Type` names (Prometheus' text
     /// when it names none).
     pub fn of_content_type(ct: Option<&str>) -> Self {
-        match ct {
-            Some(ct) if ct.trim_start().starts_with("application/openmetrics-text") => {
-                Self::OpenMetrics
-            }
-            _ => Self::Prometheus,
+        let Some(ct) = ct.map(str::trim_start) else {
+            return Self::Prometheus;
+        };
+        if ct.starts_with("application/openmetrics-text") {
+            Self::OpenMetrics
+        } else if ct.starts_with("application/vnd.google.protobuf")
+            && ct.contains("io.prometheus.client.MetricFamily")
+            && ct.contains("delimited")
+        {
+            Self::Protobuf
+        } else {
+            Self::Prometheus
+        }
+    }
+
+    /// What a problem's position counts in a body of this format.
+    pub fn position(self) -> &'static str {
+        match self {
+            Self::Protobuf => "byte offset",
+            Self::Prometheus | Self::OpenMetrics => "line",
+        }
+    }
+
+    /// The format's name, for messages.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Prometheus => "the Prometheus text format",
+            Self::OpenMetrics => "OpenMetrics",
+            Self::Protobuf => "the Prometheus protobuf format",
         }
     }
 
     /// A sample's timestamp in milliseconds.
     fn timestamp_ms(self, t: &str) -> Result<i64, String> {
         match self {
-            Self::Prometheus => t
+            Self::Prometheus | Self::Protobuf => t
                 .parse::<i64>()
                 .map_err(|_| format!("timestamp {t:?} is not integer milliseconds")),
             Self::OpenMetrics => seconds_to_ms(t),
@@ -170,11 +220,23 @@ pub struct Parsed {
     pub families: Families,
     /// How many lines were not understood.
     pub invalid_lines: usize,
-    /// The first few of them, with their 1-based line numbers and why.
+    /// The first few of them, with their 1-based line numbers (byte
+    /// offsets in a protobuf body) and why.
     pub first_invalid: Vec<(usize, String)>,
 }
 
 const KEEP_INVALID: usize = 5;
+
+/// Parse a scraped body in `format`, native histograms read as `native`
+/// says (a text body is read as UTF-8, invalid bytes replaced).
+pub fn parse_body(body: &[u8], format: Format, native: &NativeHistograms) -> Parsed {
+    match format {
+        Format::Protobuf => protobuf::parse(body, native),
+        Format::Prometheus | Format::OpenMetrics => {
+            parse_as(&String::from_utf8_lossy(body), format)
+        }
+    }
+}
 
 /// Parse a body in Prometheus' text exposition format.
 pub fn parse(body: &str) -> Parsed {
@@ -256,6 +318,7 @@ fn sample(
         value,
         timestamp_ms,
         exemplar: None,
+        histogram: None,
     })
 }
 

@@ -197,6 +197,7 @@ impl RuleState {
                     t_ms,
                     value,
                     exemplar: None,
+                    histogram: None,
                 }
             };
         for (labels, s) in &self.series {

@@ -10,13 +10,20 @@
 //! gauge with no unit, named as exposed (counters included: PromQL reads a
 //! counter's samples, not its type). A staleness marker travels as a point
 //! flagged `FLAG_NO_RECORDED_VALUE` with no value.
+//!
+//! A native histogram travels as a cumulative exponential histogram:
+//! OTLP's scale is its schema, OTLP's bucket `i` its bucket `i + 1` (the
+//! collector maps them back), its buckets dense from the lowest to the
+//! highest (see [`fit_exponential`]).
 
 use std::io::Write;
 
+use keel_series::histogram::{Histogram, MAX_BUCKETS, MIN_SCHEMA};
 use opentelemetry_proto::tonic::common::v1::{AnyValue, InstrumentationScope, KeyValue, any_value};
 use opentelemetry_proto::tonic::metrics::v1::{
-    Exemplar, Gauge, Metric, NumberDataPoint, ResourceMetrics, ScopeMetrics, exemplar, metric,
-    number_data_point,
+    AggregationTemporality, Exemplar, ExponentialHistogram, ExponentialHistogramDataPoint, Gauge,
+    Metric, NumberDataPoint, ResourceMetrics, ScopeMetrics, exemplar,
+    exponential_histogram_data_point, metric, number_data_point,
 };
 use opentelemetry_proto::tonic::resource::v1::Resource;
 use prost::Message;
@@ -131,7 +138,10 @@ fn exemplar(e: crate::exposition::Exemplar, t_ms: i64) -> Exemplar {
 /// `prometheus.unit`, `prometheus.family`), which the collector serves
 /// at `/api/v1/metadata`.
 pub fn resource_metrics(points: Vec<Point>, families: &Families) -> Vec<ResourceMetrics> {
-    type Metrics = (Vec<Metric>, std::collections::HashMap<String, usize>);
+    type Metrics = (
+        Vec<Metric>,
+        std::collections::HashMap<(String, bool), usize>,
+    );
     let mut targets: std::collections::BTreeMap<(String, String), Metrics> =
         std::collections::BTreeMap::new();
     for p in points {
@@ -153,23 +163,39 @@ pub fn resource_metrics(points: Vec<Point>, families: &Families) -> Vec<Resource
             }
         }
         let (metrics, by_name) = targets.entry((job, instance)).or_default();
-        let i = match by_name.get(&name) {
+        let key = (name, p.histogram.is_some());
+        let i = match by_name.get(&key) {
             Some(i) => *i,
             None => {
-                by_name.insert(name.clone(), metrics.len());
-                let (description, metadata) = described(families, &name);
+                let (description, metadata) = described(families, &key.0);
+                let data = if key.1 {
+                    metric::Data::ExponentialHistogram(ExponentialHistogram {
+                        data_points: Vec::new(),
+                        aggregation_temporality: AggregationTemporality::Cumulative as i32,
+                    })
+                } else {
+                    metric::Data::Gauge(Gauge {
+                        data_points: Vec::new(),
+                    })
+                };
                 metrics.push(Metric {
-                    name,
+                    name: key.0.clone(),
                     description,
                     metadata,
-                    data: Some(metric::Data::Gauge(Gauge {
-                        data_points: Vec::new(),
-                    })),
+                    data: Some(data),
                     ..Metric::default()
                 });
+                by_name.insert(key, metrics.len() - 1);
                 metrics.len() - 1
             }
         };
+        if let Some(h) = p.histogram {
+            if let Some(metric::Data::ExponentialHistogram(e)) = &mut metrics[i].data {
+                e.data_points
+                    .push(exponential_point(&h, attributes, p.t_ms));
+            }
+            continue;
+        }
         let stale = keel_core::stale::is_stale(p.value);
         if let Some(metric::Data::Gauge(g)) = &mut metrics[i].data {
             g.data_points.push(NumberDataPoint {
@@ -214,6 +240,73 @@ pub fn resource_metrics(points: Vec<Point>, families: &Families) -> Vec<Resource
             }
         })
         .collect()
+}
+
+/// A native histogram brought within what an OTLP exponential histogram
+/// carries: whole counts, and each side's buckets, laid out densely from
+/// its lowest to its highest, at most [`MAX_BUCKETS`] (the collector's
+/// limit) — the resolution is halved until they are.
+pub fn fit_exponential(mut h: Histogram) -> Result<Histogram, String> {
+    let whole = |c: f64| c.fract() == 0.0 && c < u64::MAX as f64;
+    let counts = h.positive.iter().chain(&h.negative).map(|(_, c)| *c);
+    if !std::iter::once(h.count)
+        .chain(std::iter::once(h.zero_count))
+        .chain(counts)
+        .all(whole)
+    {
+        return Err(
+            "a float histogram with fractional counts: the agent ships whole counts only".into(),
+        );
+    }
+    let span = |b: &[(i32, f64)]| match (b.first(), b.last()) {
+        (Some(lo), Some(hi)) => (i64::from(hi.0) - i64::from(lo.0) + 1) as usize,
+        _ => 0,
+    };
+    while span(&h.positive).max(span(&h.negative)) > MAX_BUCKETS {
+        if h.schema == MIN_SCHEMA {
+            return Err(format!(
+                "its buckets span more than {MAX_BUCKETS} even at schema {MIN_SCHEMA}"
+            ));
+        }
+        h = h.to_schema(h.schema - 1);
+    }
+    Ok(h)
+}
+
+/// A native histogram (fitted by [`fit_exponential`]) as a cumulative
+/// exponential histogram point; a staleness marker flagged as one.
+fn exponential_point(
+    h: &Histogram,
+    attributes: Vec<KeyValue>,
+    t_ms: i64,
+) -> ExponentialHistogramDataPoint {
+    let dense = |b: &[(i32, f64)]| {
+        let (Some(lo), Some(hi)) = (b.first(), b.last()) else {
+            return None;
+        };
+        let mut counts = vec![0u64; (i64::from(hi.0) - i64::from(lo.0) + 1) as usize];
+        for (i, c) in b {
+            counts[(i - lo.0) as usize] = *c as u64;
+        }
+        Some(exponential_histogram_data_point::Buckets {
+            offset: lo.0 - 1,
+            bucket_counts: counts,
+        })
+    };
+    let stale = h.is_stale();
+    ExponentialHistogramDataPoint {
+        attributes,
+        time_unix_nano: nanos(t_ms),
+        count: h.count as u64,
+        sum: (!stale).then_some(h.sum),
+        scale: h.schema,
+        zero_count: h.zero_count as u64,
+        positive: dense(&h.positive),
+        negative: dense(&h.negative),
+        flags: if stale { NO_RECORDED_VALUE } else { 0 },
+        zero_threshold: h.zero_threshold,
+        ..ExponentialHistogramDataPoint::default()
+    }
 }
 
 /// The description and metadata of the metric `name` from its family.
@@ -367,6 +460,7 @@ mod tests {
             t_ms: 1_700_000_000_123,
             value: v,
             exemplar: None,
+            histogram: None,
         };
         let rms = resource_metrics(
             vec![
@@ -433,6 +527,7 @@ mod tests {
                 t_ms: 7,
                 value: s.value,
                 exemplar: s.exemplar,
+                histogram: s.histogram,
             })
             .collect();
         let rms = resource_metrics(points, &parsed.families);
@@ -481,6 +576,7 @@ mod tests {
                 t_ms: 1,
                 value: s.value,
                 exemplar: s.exemplar,
+                histogram: s.histogram,
             })
             .collect();
         let rms = resource_metrics(points, &parsed.families);

@@ -210,7 +210,12 @@ impl Agent {
             clock: clock.clone(),
             hostname: hostname.clone(),
         });
-        let builder = || reqwest::Client::builder().pool_idle_timeout(Duration::from_secs(30));
+        // Named as Prometheus names itself to targets and collectors.
+        let builder = || {
+            reqwest::Client::builder()
+                .pool_idle_timeout(Duration::from_secs(30))
+                .user_agent(concat!("keel-agent/", env!("CARGO_PKG_VERSION")))
+        };
         // Every batch carries the sender token, when the collector wants one.
         let token = config.collector_token().map_err(AgentError::Token)?;
         let ship_builder = builder().default_headers(

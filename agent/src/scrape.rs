@@ -22,6 +22,8 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
+use keel_series::histogram::Histogram;
+
 use crate::config::ScrapeJob;
 use crate::exposition;
 
@@ -42,6 +44,10 @@ pub struct Target {
     pub honor_labels: bool,
     /// The job's extra labels.
     pub labels: BTreeMap<String, String>,
+    /// The Accept header its scrapes send ([`ScrapeJob::accept`]).
+    pub accept: String,
+    /// How its native histograms are read.
+    pub native: exposition::NativeHistograms,
 }
 
 impl Target {
@@ -66,6 +72,8 @@ impl Target {
                 timeout: job.timeout,
                 honor_labels: job.honor_labels,
                 labels: job.labels.clone(),
+                accept: job.accept(),
+                native: job.native_histograms(),
             })
             .collect()
     }
@@ -92,6 +100,8 @@ pub struct Point {
     pub value: f64,
     /// The exemplar the target gave with it, if any.
     pub exemplar: Option<exposition::Exemplar>,
+    /// A native histogram: the point's value then is this, not `value`.
+    pub histogram: Option<Box<Histogram>>,
 }
 
 /// The last scrape of a target, for status.
@@ -138,7 +148,7 @@ pub async fn scrape(client: &reqwest::Client, t: &Target) -> Outcome {
     let got = async {
         let resp = client
             .get(&t.url)
-            .header("Accept", exposition::ACCEPT)
+            .header("Accept", &t.accept)
             .timeout(t.timeout)
             .send()
             .await
@@ -151,7 +161,7 @@ pub async fn scrape(client: &reqwest::Client, t: &Target) -> Outcome {
                 .get(reqwest::header::CONTENT_TYPE)
                 .and_then(|v| v.to_str().ok()),
         );
-        let body = resp.text().await.map_err(|e| describe(&e, t.timeout))?;
+        let body = resp.bytes().await.map_err(|e| describe(&e, t.timeout))?;
         Ok((body, format))
     }
     .await;
@@ -166,13 +176,15 @@ pub async fn scrape(client: &reqwest::Client, t: &Target) -> Outcome {
             families: exposition::Families::new(),
         },
         Ok((body, format)) => {
-            let p = exposition::parse_as(&body, format);
+            let p = exposition::parse_body(&body, format, &t.native);
             // A body with lines but not one sample is not a metrics page.
             let error = (p.samples.is_empty() && p.invalid_lines > 0).then(|| {
-                let (line, why) = p.first_invalid.first().cloned().unwrap_or_default();
+                let (at, why) = p.first_invalid.first().cloned().unwrap_or_default();
                 format!(
-                    "not the Prometheus text format: {} unparseable line(s), first at line {line}: {why}",
-                    p.invalid_lines
+                    "not {}: {} unparseable part(s), first at {} {at}: {why}",
+                    format.name(),
+                    p.invalid_lines,
+                    format.position()
                 )
             });
             Outcome {
@@ -202,8 +214,17 @@ fn describe(e: &reqwest::Error, timeout: Duration) -> String {
 /// tens of thousands) and the scrape that last saw it.
 #[derive(Debug, Default)]
 pub struct Staleness {
-    seen: HashMap<u64, (String, u64)>,
+    seen: HashMap<u64, Seen>,
     scrape: u64,
+}
+
+/// A tracked series: its labels, the scrape that last saw it, and
+/// whether it is a native histogram (its marker is a histogram's).
+#[derive(Debug)]
+struct Seen {
+    labels: String,
+    scrape: u64,
+    histogram: bool,
 }
 
 fn hash_labels(labels: &[(String, String)]) -> u64 {
@@ -233,14 +254,23 @@ fn decode(s: &str) -> Vec<(String, String)> {
 
 impl Staleness {
     /// Note this scrape's tracked series; returns how many are new.
-    fn observe<'a>(&mut self, scraped: impl Iterator<Item = &'a [(String, String)]>) -> usize {
+    fn observe<'a>(&mut self, scraped: impl Iterator<Item = &'a Point>) -> usize {
         self.scrape += 1;
         let mut added = 0;
-        for labels in scraped {
-            match self.seen.entry(hash_labels(labels)) {
-                std::collections::hash_map::Entry::Occupied(mut e) => e.get_mut().1 = self.scrape,
+        for p in scraped {
+            let histogram = p.histogram.is_some();
+            match self.seen.entry(hash_labels(&p.labels)) {
+                std::collections::hash_map::Entry::Occupied(mut e) => {
+                    let seen = e.get_mut();
+                    seen.scrape = self.scrape;
+                    seen.histogram = histogram;
+                }
                 std::collections::hash_map::Entry::Vacant(e) => {
-                    e.insert((encode(labels), self.scrape));
+                    e.insert(Seen {
+                        labels: encode(&p.labels),
+                        scrape: self.scrape,
+                        histogram,
+                    });
                     added += 1;
                 }
             }
@@ -252,7 +282,7 @@ impl Staleness {
     /// for series the previous call saw and this one did not (for
     /// collections that are not scrapes: the agent's host metrics).
     pub fn track(&mut self, points: &[Point], now_ms: i64) -> Vec<Point> {
-        self.observe(points.iter().map(|p| p.labels.as_slice()));
+        self.observe(points.iter());
         self.gone(now_ms)
     }
 
@@ -261,15 +291,21 @@ impl Staleness {
     fn gone(&mut self, now_ms: i64) -> Vec<Point> {
         let scrape = self.scrape;
         let mut out = Vec::new();
-        self.seen.retain(|_, (labels, last)| {
-            if *last == scrape {
+        self.seen.retain(|_, seen| {
+            if seen.scrape == scrape {
                 return true;
             }
             out.push(Point {
-                labels: decode(labels),
+                labels: decode(&seen.labels),
                 t_ms: now_ms,
                 value: keel_core::stale::marker(),
                 exemplar: None,
+                histogram: seen.histogram.then(|| {
+                    Box::new(Histogram {
+                        sum: keel_core::stale::marker(),
+                        ..Histogram::default()
+                    })
+                }),
             });
             false
         });
@@ -325,6 +361,7 @@ pub fn points(t: &Target, o: &mut Outcome, stale: &mut Staleness, now_ms: i64) -
                 t_ms: s.timestamp_ms.unwrap_or(now_ms),
                 value: s.value,
                 exemplar: s.exemplar,
+                histogram: s.histogram,
             });
         }
     }
@@ -332,7 +369,7 @@ pub fn points(t: &Target, o: &mut Outcome, stale: &mut Staleness, now_ms: i64) -
         out.iter()
             .zip(&tracked)
             .filter(|(_, t)| **t)
-            .map(|(p, _)| p.labels.as_slice()),
+            .map(|(p, _)| p),
     );
     out.extend(stale.gone(now_ms));
     let values = [
@@ -360,6 +397,7 @@ fn report(target: &[(String, String)], now_ms: i64, values: [f64; REPORT.len()])
                 t_ms: now_ms,
                 value,
                 exemplar: None,
+                histogram: None,
             }
         })
         .collect()
@@ -391,6 +429,8 @@ mod tests {
             timeout: Duration::from_secs(1),
             honor_labels: honor,
             labels: BTreeMap::from([("tier".to_owned(), "web".to_owned())]),
+            accept: ScrapeJob::default().accept(),
+            native: exposition::NativeHistograms::default(),
         }
     }
 
@@ -534,6 +574,7 @@ mod tests {
             t_ms: 0,
             value: 1.0,
             exemplar: None,
+            histogram: None,
         };
         let mut stale = Staleness::default();
         assert!(

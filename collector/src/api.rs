@@ -15,7 +15,7 @@ use serde_json::{Value as Json, json};
 use keel_http::{bad, check_range, fail, ok, param, params, parse_step, parse_time};
 use keel_metricstore::{Matcher, Store};
 use keel_promql::{
-    Annotations, Answer, Engine, EvalError, QueryGate, QueryRange, Value, format_value,
+    Annotations, Answer, Engine, EvalError, QueryGate, QueryRange, Value, format_api,
 };
 use keel_series::labels::Labels;
 
@@ -80,7 +80,7 @@ fn metric_json(l: &Labels) -> Json {
 }
 
 fn point(t: i64, v: f64) -> Json {
-    json!([t as f64 / 1000.0, format_value(v)])
+    json!([t as f64 / 1000.0, format_api(v)])
 }
 
 /// A native histogram at `t` as Prometheus' API writes it: count and
@@ -90,13 +90,13 @@ fn histogram_point(t: i64, h: &keel_series::histogram::Histogram) -> Json {
     json!([
         t as f64 / 1000.0,
         {
-            "count": format_value(h.count),
-            "sum": format_value(h.sum),
+            "count": format_api(h.count),
+            "sum": format_api(h.sum),
             "buckets": h.buckets().iter().map(|b| json!([
                 b.rule,
-                format_value(b.lower),
-                format_value(b.upper),
-                format_value(b.count),
+                format_api(b.lower),
+                format_api(b.upper),
+                format_api(b.count),
             ])).collect::<Vec<_>>(),
         }
     ])

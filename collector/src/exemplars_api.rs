@@ -74,7 +74,7 @@ async fn query_exemplars(
                     "seriesLabels": labels_json(series),
                     "exemplars": es.iter().map(|e| json!({
                         "labels": labels_json(&e.labels),
-                        "value": keel_promql::format_value(e.value),
+                        "value": keel_promql::format_api(e.value),
                         "timestamp": e.t as f64 / 1000.0,
                     })).collect::<Vec<_>>(),
                 })

@@ -24,7 +24,9 @@ pub use eval::{Answer, Engine, QueryRange};
 pub use gate::QueryGate;
 pub use limits::{Budget, QueryLimits};
 pub use parse::{MAX_NESTING, parse, selectors};
-pub use value::{HistogramSample, RangeSeries, Sample, Value, format_go_g, format_value};
+pub use value::{
+    HistogramSample, RangeSeries, Sample, Value, format_api, format_go_g, format_value,
+};
 
 /// Why a query failed.
 #[derive(Debug, Clone, thiserror::Error, PartialEq)]

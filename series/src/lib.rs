@@ -9,6 +9,7 @@
 //! It must never depend on a store, an engine, HTTP or any other Keel
 //! crate: everything else depends on it.
 
+pub mod float_text;
 pub mod histogram;
 pub mod labels;
 pub mod varint;

@@ -132,6 +132,7 @@ impl Out<'_> {
             t_ms: self.t_ms,
             value,
             exemplar: None,
+            histogram: None,
         });
     }
 }

@@ -57,6 +57,8 @@ async fn the_agent_asks_for_openmetrics_and_keeps_its_exemplars() {
         timeout: Duration::from_secs(5),
         honor_labels: false,
         labels: BTreeMap::new(),
+        accept: keel_agent::config::ScrapeJob::default().accept(),
+        native: Default::default(),
     };
     let got = scrape(&reqwest::Client::new(), &target).await;
     assert_eq!(got.error, None);
