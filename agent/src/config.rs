@@ -767,6 +767,45 @@ mod tests {
     }
 
     #[test]
+    fn native_histogram_scrapes_ask_for_protobuf_first_and_bad_options_are_named() {
+        let yaml = "collector: http://c:4318\nscrape:\n  - job: a\n    targets: [http://h/metrics]\n    scrape_native_histograms: true\n  - job: b\n    targets: [http://h/metrics]\n    scrape_native_histograms: true\n    scrape_protocols: [OpenMetricsText1.0.0, PrometheusText0.0.4, OpenMetricsText1.0.0]\n    native_histogram_min_bucket_factor: 0.5\n";
+        let c: AgentConfig = keel_core::config::parse_yaml("agent.yaml", yaml).expect("parses");
+        assert_eq!(
+            c.scrape[0].accept(),
+            "application/vnd.google.protobuf;proto=io.prometheus.client.MetricFamily;encoding=delimited;q=0.6,\
+             application/openmetrics-text;version=1.0.0;q=0.5,\
+             application/openmetrics-text;version=0.0.1;q=0.4,\
+             text/plain;version=0.0.4;q=0.3,*/*;q=0.2"
+        );
+        assert!(
+            ScrapeJob::default()
+                .accept()
+                .starts_with("application/openmetrics-text;version=1.0.0;q=0.6,"),
+            "text first without native histograms"
+        );
+        assert!(c.scrape[0].native_histograms().enabled);
+        let err = c.check("agent.yaml").expect_err("invalid").to_string();
+        for want in [
+            "agent.scrape[1].scrape_protocols[2]: OpenMetricsText1.0.0 is listed twice",
+            "agent.scrape[1].scrape_protocols: scrape_native_histograms is on but PrometheusProto",
+            "agent.scrape[1].native_histogram_min_bucket_factor: 0.5 must be 0",
+        ] {
+            assert!(err.contains(want), "{want} missing from {err}");
+        }
+        assert!(!err.contains("agent.scrape[0]"), "{err}");
+        let unknown = keel_core::config::parse_yaml::<AgentConfig>(
+            "agent.yaml",
+            "collector: http://x\nscrape:\n  - job: a\n    targets: [http://h/metrics]\n    scrape_protocols: [PrometheusProtobuf]\n",
+        )
+        .expect_err("unknown protocol");
+        let msg = unknown.to_string();
+        assert!(
+            msg.contains("agent.yaml:5") && msg.contains("PrometheusProtobuf"),
+            "{msg}"
+        );
+    }
+
+    #[test]
     fn the_sender_token_comes_from_the_config_or_its_file_never_both() {
         let dir = tempfile::tempdir().expect("tempdir");
         let file = dir.path().join("token");

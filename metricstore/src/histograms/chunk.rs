@@ -9,15 +9,18 @@
 //! sent histograms are), are Rice-coded deltas in one bit stream, each
 //! bucket with its own parameter ([`put_rice`]): a bucket that gains a
 //! few observations a scrape costs two or three bits a sample, one that
-//! gains none one bit. Otherwise (rates, averages) each bucket is a
-//! packed column.
+//! gains none one bit — or, when that is shorter, sample by sample only
+//! the buckets that changed ([`put_sparse`]): with a few observations a
+//! scrape spread over a hundred buckets, most gain nothing, and a sample
+//! costs a few bits a changed bucket instead of one bit a bucket.
+//! Otherwise (rates, averages) each bucket is a packed column.
 //!
 //! Layout: sample count (varint), schema (zigzag varint), zero threshold
 //! (8 bytes LE), positive then negative bucket indices (count, first as
 //! zigzag varint, then gaps as varints), reset hints (count, then sample
 //! position and code), the four columns (each its byte length, varint,
 //! and its packed bytes), then a tag byte (0 packed bucket columns, 1
-//! Rice-coded) and the buckets.
+//! Rice-coded columns, 2 Rice-coded changed buckets) and the buckets.
 
 use keel_series::histogram::{CounterReset, Histogram};
 use keel_series::varint::{put, take, unzigzag, zigzag};
@@ -201,8 +204,16 @@ pub fn encode(samples: &[(i64, Histogram)]) -> Vec<u8> {
     }
     let whole = |c: &f64| c.fract() == 0.0 && c.abs() < MAX_WHOLE;
     if columns.iter().all(|col| col.iter().all(whole)) {
-        out.push(BUCKETS_RICE);
-        put_rice(&mut out, &columns);
+        let (mut by_column, mut by_sample) = (Vec::new(), Vec::new());
+        put_rice(&mut by_column, &columns);
+        put_sparse(&mut by_sample, &columns);
+        if by_sample.len() < by_column.len() {
+            out.push(BUCKETS_SPARSE);
+            out.extend(by_sample);
+        } else {
+            out.push(BUCKETS_RICE);
+            out.extend(by_column);
+        }
     } else {
         out.push(BUCKETS_PACKED);
         for col in columns {
@@ -216,6 +227,8 @@ pub fn encode(samples: &[(i64, Histogram)]) -> Vec<u8> {
 const BUCKETS_PACKED: u8 = 0;
 /// Bucket columns of whole numbers as Rice-coded deltas.
 const BUCKETS_RICE: u8 = 1;
+/// Whole-number buckets, sample by sample, only those that changed.
+const BUCKETS_SPARSE: u8 = 2;
 /// Whole numbers below this are exact as floats (2^53).
 const MAX_WHOLE: f64 = 9_007_199_254_740_992.0;
 /// A quotient this long is written as 64 raw bits instead.
@@ -249,16 +262,7 @@ fn put_rice(out: &mut Vec<u8>, columns: &[Vec<f64>]) {
             .windows(2)
             .map(|w| zigzag(w[1].wrapping_sub(w[0])))
             .collect();
-        let cost = |xs: &[u64], k: u32| -> u64 {
-            xs.iter()
-                .map(|u| match u >> k {
-                    q if q >= RICE_ESCAPE => RICE_ESCAPE + 64,
-                    q => q + 1 + u64::from(k),
-                })
-                .sum()
-        };
-        let best = |xs: &[u64]| (0..16u32).map(|k| (cost(xs, k), k)).min().unwrap_or((0, 0));
-        let ((plain, kp), (second, kd)) = (best(d), best(&dod));
+        let ((plain, kp), (second, kd)) = (best_rice(d), best_rice(&dod));
         let (mode, k, d) = if second < plain {
             (1, kd, &dod)
         } else {
@@ -267,18 +271,141 @@ fn put_rice(out: &mut Vec<u8>, columns: &[Vec<f64>]) {
         bits.put(mode, 1);
         bits.put(u64::from(k), 4);
         for u in d {
-            let q = u >> k;
-            if q >= RICE_ESCAPE {
-                bits.put(u64::MAX, RICE_ESCAPE as u32);
-                bits.put(*u, 64);
-            } else {
-                // q one-bits (at most 31), then the terminating zero.
-                bits.put((1u64 << q) - 1, q as u32 + 1);
-                bits.put(*u, k);
-            }
+            put_rice_value(&mut bits, *u, k);
         }
     }
     bits.finish();
+}
+
+/// Bits `u` takes Rice-coded with parameter `k`.
+fn rice_cost(u: u64, k: u32) -> u64 {
+    match u >> k {
+        q if q >= RICE_ESCAPE => RICE_ESCAPE + 64,
+        q => q + 1 + u64::from(k),
+    }
+}
+
+/// The parameter that codes `xs` shortest, and their length with it.
+fn best_rice(xs: &[u64]) -> (u64, u32) {
+    (0..16u32)
+        .map(|k| (xs.iter().map(|u| rice_cost(*u, k)).sum(), k))
+        .min()
+        .unwrap_or((0, 0))
+}
+
+/// `u` Rice-coded: `q = u >> k` one-bits, a zero bit, `u`'s low `k` bits
+/// (`q` of 32 or more: 32 one-bits and the 64 raw bits).
+fn put_rice_value(bits: &mut crate::packed::BitPacker<'_>, u: u64, k: u32) {
+    let q = u >> k;
+    if q >= RICE_ESCAPE {
+        bits.put(u64::MAX, RICE_ESCAPE as u32);
+        bits.put(u, 64);
+    } else {
+        // q one-bits (at most 31), then the terminating zero.
+        bits.put((1u64 << q) - 1, q as u32 + 1);
+        bits.put(u, k);
+    }
+}
+
+/// Read one [`put_rice_value`].
+fn take_rice_value(bits: &mut Bits<'_>, k: u32) -> Option<u64> {
+    let mut q = 0u64;
+    while q < RICE_ESCAPE && bits.bit()? == 1 {
+        q += 1;
+    }
+    if q >= RICE_ESCAPE {
+        bits.take(64)
+    } else {
+        Some((q << k) | bits.take(k)?)
+    }
+}
+
+/// Whole-number bucket columns sample by sample: each column's first
+/// count (zigzag varint), then one bit stream: three Rice parameters (4
+/// bits each: changed-bucket counts, gaps, changes), and for each
+/// following sample how many buckets changed, then for each of them the
+/// buckets skipped since the previous one and its change (zigzagged,
+/// less one: it is not zero).
+fn put_sparse(out: &mut Vec<u8>, columns: &[Vec<f64>]) {
+    for col in columns {
+        put(out, zigzag(col.first().copied().unwrap_or(0.0) as i64));
+    }
+    let n = columns.first().map_or(0, Vec::len);
+    let (mut changed, mut gaps, mut changes) = (Vec::new(), Vec::new(), Vec::new());
+    for k in 1..n {
+        let mut m = 0u64;
+        let mut last = 0usize;
+        for (j, col) in columns.iter().enumerate() {
+            let d = (col[k] as i64).wrapping_sub(col[k - 1] as i64);
+            if d != 0 {
+                gaps.push((j - last) as u64);
+                changes.push(zigzag(d) - 1);
+                last = j + 1;
+                m += 1;
+            }
+        }
+        changed.push(m);
+    }
+    let (km, kg, kc) = (
+        best_rice(&changed).1,
+        best_rice(&gaps).1,
+        best_rice(&changes).1,
+    );
+    let mut bits = crate::packed::BitPacker::new(out);
+    for k in [km, kg, kc] {
+        bits.put(u64::from(k), 4);
+    }
+    let (mut g, mut c) = (gaps.iter(), changes.iter());
+    for m in changed {
+        put_rice_value(&mut bits, m, km);
+        for _ in 0..m {
+            put_rice_value(&mut bits, g.next().copied().unwrap_or(0), kg);
+            put_rice_value(&mut bits, c.next().copied().unwrap_or(0), kc);
+        }
+    }
+    bits.finish();
+}
+
+/// Read [`put_sparse`]'s `columns` columns of `n` samples.
+fn take_sparse(b: &mut &[u8], columns: usize, n: usize) -> Option<Vec<Vec<f64>>> {
+    let mut now = Vec::with_capacity(columns.min(b.len()));
+    for _ in 0..columns {
+        now.push(unzigzag(take(b)?));
+    }
+    let mut out: Vec<Vec<f64>> = now
+        .iter()
+        .map(|v| {
+            let mut col = Vec::with_capacity(n.min(MAX_SAMPLES));
+            col.push(*v as f64);
+            col
+        })
+        .collect();
+    let mut bits = Bits { b, at: 0 };
+    let (km, kg, kc) = (
+        bits.take(4)? as u32,
+        bits.take(4)? as u32,
+        bits.take(4)? as u32,
+    );
+    for _ in 1..n {
+        let m = take_rice_value(&mut bits, km)?;
+        if m > columns as u64 {
+            return None;
+        }
+        let mut at = 0usize;
+        for _ in 0..m {
+            let gap = usize::try_from(take_rice_value(&mut bits, kg)?).ok()?;
+            at = at.checked_add(gap).filter(|a| *a < columns)?;
+            let d = unzigzag(take_rice_value(&mut bits, kc)?.checked_add(1)?);
+            now[at] = now[at].checked_add(d)?;
+            at += 1;
+        }
+        for (col, v) in out.iter_mut().zip(&now) {
+            col.push(*v as f64);
+        }
+    }
+    let used = bits.bytes();
+    *b = b.get(used..)?;
+    Some(out)
 }
 
 /// Reads bits least significant first, as [`crate::packed::BitPacker`]
@@ -325,15 +452,7 @@ fn take_rice(b: &mut &[u8], columns: usize, n: usize) -> Option<Vec<Vec<f64>>> {
         let (mut v, mut delta) = (first, 0i64);
         col.push(v as f64);
         for _ in 1..n {
-            let mut q = 0u64;
-            while q < RICE_ESCAPE && bits.bit()? == 1 {
-                q += 1;
-            }
-            let u = if q >= RICE_ESCAPE {
-                bits.take(64)?
-            } else {
-                (q << k) | bits.take(k)?
-            };
+            let u = take_rice_value(&mut bits, k)?;
             delta = if second_order {
                 delta.checked_add(unzigzag(u))?
             } else {
@@ -413,6 +532,7 @@ pub fn decode(mut b: &[u8]) -> Option<Vec<(i64, Histogram)>> {
     let ncols = pos.len() + neg.len();
     let columns = match *tag {
         BUCKETS_RICE => take_rice(b, ncols, n)?,
+        BUCKETS_SPARSE => take_sparse(b, ncols, n)?,
         BUCKETS_PACKED => (0..ncols)
             .map(|_| take_column(b, n))
             .collect::<Option<Vec<_>>>()?,
@@ -532,8 +652,77 @@ mod tests {
         assert_eq!(decode(&bytes), Some(want));
     }
 
+    /// 120 samples of 150 buckets, `per_scrape` observations a sample
+    /// landing on buckets drawn by a xorshift.
+    fn sparse_samples(per_scrape: usize) -> Vec<(i64, Histogram)> {
+        let mut x = 0x2545_f491_4f6c_dd1du64;
+        let mut counts = [0u64; 150];
+        (0..120i64)
+            .map(|k| {
+                for _ in 0..per_scrape {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    counts[(x % 150) as usize] += 1;
+                }
+                let h = Histogram {
+                    schema: 4,
+                    count: counts.iter().sum::<u64>() as f64,
+                    positive: counts
+                        .iter()
+                        .enumerate()
+                        .map(|(i, c)| (i as i32 - 60, *c as f64))
+                        .collect(),
+                    ..Histogram::default()
+                };
+                (k * 15_000, h.compact())
+            })
+            .collect()
+    }
+
+    #[test]
+    fn few_changed_buckets_a_sample_are_written_sample_by_sample() {
+        let samples = sparse_samples(2);
+        let bytes = encode(&samples);
+        assert_eq!(decode(&bytes), Some(samples.clone()));
+        let mut columns = Vec::new();
+        let layout = layout(&samples, |h| &h.positive);
+        let cols: Vec<Vec<f64>> = layout
+            .iter()
+            .map(|i| {
+                samples
+                    .iter()
+                    .map(|(_, h)| h.positive.iter().find(|(j, _)| j == i).map_or(0.0, |b| b.1))
+                    .collect()
+            })
+            .collect();
+        put_rice(&mut columns, &cols);
+        // Two observations a sample over ~150 buckets: one bit a bucket a
+        // sample by column, a few bits a changed bucket by sample.
+        assert!(
+            bytes.len() * 3 < columns.len(),
+            "{} bytes against {} by column",
+            bytes.len(),
+            columns.len()
+        );
+        // Many observations a sample: still exact, whichever is shorter.
+        let busy = sparse_samples(400);
+        assert_eq!(decode(&encode(&busy)), Some(busy));
+    }
+
     #[test]
     fn malformed_chunks_are_refused_not_a_panic() {
+        let sparse = encode(&sparse_samples(2)[..6]);
+        for cut in 1..sparse.len() {
+            assert!(decode(&sparse[..cut]).is_none(), "cut at {cut}");
+        }
+        for at in 0..sparse.len() {
+            for flip in [0x01, 0x80, 0xff] {
+                let mut b = sparse.clone();
+                b[at] ^= flip;
+                let _ = decode(&b);
+            }
+        }
         let bytes = encode(&(1..=5).map(sample).collect::<Vec<_>>());
         for cut in 0..bytes.len() {
             assert!(decode(&bytes[..cut]).is_none() || cut == 0, "cut at {cut}");
