@@ -475,7 +475,7 @@ impl ScrapeJob {
         let mut parts = Vec::new();
         for p in self.protocols() {
             parts.push(format!("{};q=0.{weight}", p.media_type()));
-            weight -= 1;
+            weight = weight.saturating_sub(1).max(1);
         }
         parts.push(format!("*/*;q=0.{weight}"));
         parts.join(",")

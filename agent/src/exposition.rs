@@ -81,13 +81,13 @@ impl Format {
     /// The format a response's `Content-Type` names (Prometheus' text
     /// when it names none).
     pub fn of_content_type(ct: Option<&str>) -> Self {
-        let Some(ct) = ct.map(str::trim_start) else {
+        let Some(ct) = ct.map(|c| c.trim_start().to_ascii_lowercase()) else {
             return Self::Prometheus;
         };
         if ct.starts_with("application/openmetrics-text") {
             Self::OpenMetrics
         } else if ct.starts_with("application/vnd.google.protobuf")
-            && ct.contains("io.prometheus.client.MetricFamily")
+            && ct.contains("io.prometheus.client.metricfamily")
             && ct.contains("delimited")
         {
             Self::Protobuf

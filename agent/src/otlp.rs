@@ -408,6 +408,59 @@ pub fn gzip_parts(parts: &[&[u8]]) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_native_histogram_travels_as_a_dense_exponential_point_one_index_down() {
+        let h = Histogram {
+            schema: 3,
+            zero_threshold: 0.001,
+            zero_count: 1.0,
+            count: 7.0,
+            sum: 2.5,
+            positive: vec![(-2, 1.0), (0, 3.0)],
+            negative: vec![(1, 2.0)],
+            ..Histogram::default()
+        };
+        let h = fit_exponential(h).expect("fits");
+        let p = exponential_point(&h, Vec::new(), 1_000);
+        assert_eq!(
+            (p.scale, p.count, p.zero_count, p.sum),
+            (3, 7, 1, Some(2.5))
+        );
+        let pos = p.positive.expect("positive buckets");
+        assert_eq!((pos.offset, pos.bucket_counts), (-3, vec![1, 0, 3]));
+        let neg = p.negative.expect("negative buckets");
+        assert_eq!((neg.offset, neg.bucket_counts), (0, vec![2]));
+        assert_eq!((p.flags, p.time_unix_nano), (0, 1_000_000_000));
+        // A marker: flagged, no sum.
+        let stale = Histogram {
+            sum: keel_core::stale::marker(),
+            ..Histogram::default()
+        };
+        let p = exponential_point(&stale, Vec::new(), 1_000);
+        assert_eq!(
+            (p.flags, p.sum, p.positive),
+            (NO_RECORDED_VALUE, None, None)
+        );
+        // Buckets too far apart for a dense layout: coarsened until they fit.
+        let wide = Histogram {
+            schema: 0,
+            count: 2.0,
+            positive: vec![(0, 1.0), (5000, 1.0)],
+            ..Histogram::default()
+        };
+        let w = fit_exponential(wide).expect("fits coarser");
+        assert_eq!(
+            (w.schema, w.positive.clone()),
+            (-1, vec![(0, 1.0), (2500, 1.0)])
+        );
+        // Fractional counts cannot be carried.
+        let rate = Histogram {
+            count: 0.5,
+            ..Histogram::default()
+        };
+        assert!(fit_exponential(rate).is_err());
+    }
     use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
     use std::io::Read;
 

@@ -565,6 +565,36 @@ mod tests {
     }
 
     #[test]
+    fn a_native_histogram_that_leaves_gets_a_histogram_marker() {
+        let t = target(false);
+        let mut stale = Staleness::default();
+        let h = |labels: &[(&str, &str)]| exposition::Sample {
+            labels: labels
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
+            value: 0.0,
+            timestamp_ms: None,
+            exemplar: None,
+            histogram: Some(Box::new(Histogram {
+                count: 1.0,
+                ..Histogram::default()
+            })),
+        };
+        let mut o = outcome("up_like 1\n");
+        o.samples.push(h(&[("__name__", "lat")]));
+        let p = points(&t, &mut o, &mut stale, 1000);
+        assert!(p.iter().any(|p| p.histogram.is_some()));
+        let p = points(&t, &mut outcome("up_like 1\n"), &mut stale, 2000);
+        let marker = p
+            .iter()
+            .find(|p| get(p, "__name__") == Some("lat"))
+            .expect("a marker for lat");
+        assert!(marker.histogram.as_deref().is_some_and(Histogram::is_stale));
+        assert_eq!(marker.t_ms, 2000);
+    }
+
+    #[test]
     fn host_series_that_disappear_are_marked_stale_once() {
         let point = |dev: &str| Point {
             labels: vec![

@@ -10,18 +10,55 @@
 //!
 //! A family that cannot be decoded is skipped, named by its byte offset,
 //! and the families around it are kept; a body whose framing breaks stops
-//! there, keeping what came before.
+//! there, keeping what came before. A metric or label name that is not
+//! one, or a label given twice, refuses that series.
+//!
+//! A body cannot grow without bound as it is read: a metric's labels are
+//! written once but copied into each of its buckets' and quantiles'
+//! series, and a native histogram's buckets are laid out densely for
+//! OTLP, so a small body could otherwise become gigabytes. What a body
+//! yields is charged against [`EXPANSION`] times its size (and at least
+//! [`MIN_BUDGET`]); past that, the rest of the body is refused, named.
 
+use keel_core::names::{is_label_name, is_metric_name};
 use keel_series::float_text::format_openmetrics;
-use keel_series::histogram::{CounterReset, Histogram, MIN_SCHEMA, from_spans, undelta};
+use keel_series::histogram::{
+    CounterReset, Histogram, MAX_SCHEMA, MIN_SCHEMA, from_spans, undelta,
+};
 use prost::Message;
 
 use super::proto::{self, kind};
 use super::{Exemplar, Family, NativeHistograms, Parsed, Sample};
 
+/// What a body may yield, in bytes of labels and dense buckets, for each
+/// byte of it.
+pub const EXPANSION: usize = 64;
+/// What any body may yield (a small body with many buckets is fine).
+pub const MIN_BUDGET: usize = 64 << 20;
+/// The finest schema read (OpenTelemetry's finest); finer than
+/// [`MAX_SCHEMA`] is merged down to it, as Prometheus 3 does.
+const FINEST_READ: i32 = 20;
+
+/// Bytes still to be yielded.
+struct Budget(usize);
+
+impl Budget {
+    /// Spend `n`; false (and nothing spent) when that is past the budget.
+    fn spend(&mut self, n: usize) -> bool {
+        match self.0.checked_sub(n) {
+            Some(left) => {
+                self.0 = left;
+                true
+            }
+            None => false,
+        }
+    }
+}
+
 /// Read a protobuf exposition body.
 pub fn parse(body: &[u8], native: &NativeHistograms) -> Parsed {
     let mut out = Parsed::default();
+    let mut budget = Budget(body.len().saturating_mul(EXPANSION).max(MIN_BUDGET));
     let mut at = 0usize;
     while at < body.len() {
         let mut rest = &body[at..];
@@ -50,7 +87,19 @@ pub fn parse(body: &[u8], native: &NativeHistograms) -> Parsed {
             break;
         };
         match proto::MetricFamily::decode(msg) {
-            Ok(f) => family(f, at, native, &mut out),
+            Ok(f) => {
+                if !family(f, at, native, &mut budget, &mut out) {
+                    invalid(
+                        &mut out,
+                        at,
+                        format!(
+                            "the body yields more than {EXPANSION} times its {} bytes: the rest is refused",
+                            body.len()
+                        ),
+                    );
+                    break;
+                }
+            }
             Err(e) => invalid(&mut out, at, format!("unreadable family: {e}")),
         }
         at += head + msg.len();
@@ -66,8 +115,15 @@ fn invalid(out: &mut Parsed, at: usize, why: String) {
     }
 }
 
-/// The samples of one family (at byte offset `at`).
-fn family(f: proto::MetricFamily, at: usize, native: &NativeHistograms, out: &mut Parsed) {
+/// The samples of one family (at byte offset `at`); false when the
+/// budget ran out.
+fn family(
+    f: proto::MetricFamily,
+    at: usize,
+    native: &NativeHistograms,
+    budget: &mut Budget,
+    out: &mut Parsed,
+) -> bool {
     let kind_name = match f.r#type {
         kind::COUNTER => "counter",
         kind::GAUGE => "gauge",
@@ -81,12 +137,16 @@ fn family(f: proto::MetricFamily, at: usize, native: &NativeHistograms, out: &mu
                 at,
                 format!("family {:?} has unknown metric type {t}", f.name),
             );
-            return;
+            return true;
         }
     };
-    if f.name.is_empty() {
-        invalid(out, at, "a family without a name".into());
-        return;
+    if !is_metric_name(&f.name) {
+        invalid(
+            out,
+            at,
+            format!("family name {:?} is not a metric name", f.name),
+        );
+        return true;
     }
     out.families.insert(
         f.name.clone(),
@@ -102,48 +162,90 @@ fn family(f: proto::MetricFamily, at: usize, native: &NativeHistograms, out: &mu
             labels: m.label.into_iter().map(|l| (l.name, l.value)).collect(),
             timestamp_ms: (m.timestamp_ms != 0).then_some(m.timestamp_ms),
         };
-        match f.r#type {
+        let suffixed = matches!(
+            f.r#type,
+            kind::SUMMARY | kind::HISTOGRAM | kind::GAUGE_HISTOGRAM
+        );
+        if let Err(why) = series.check(suffixed.then_some(if f.r#type == kind::SUMMARY {
+            "quantile"
+        } else {
+            "le"
+        })) {
+            invalid(out, at, format!("a series of {name:?}: {why}"));
+            continue;
+        }
+        let mut push = |s: Sample, out: &mut Parsed| {
+            let cost = 64
+                + s.labels
+                    .iter()
+                    .map(|(k, v)| k.len() + v.len())
+                    .sum::<usize>();
+            let dense = s
+                .histogram
+                .as_deref()
+                .map_or(0, |h| 8 * (dense_len(&h.positive) + dense_len(&h.negative)));
+            let ok = budget.spend(cost + dense);
+            if ok {
+                out.samples.push(s);
+            }
+            ok
+        };
+        let pushed = match f.r#type {
             kind::COUNTER => {
                 let c = m.counter.unwrap_or_default();
                 let e = c.exemplar.map(exemplar);
-                out.samples.push(series.float(&name, None, c.value, e));
+                push(series.float(&name, None, c.value, e), out)
             }
             kind::GAUGE => {
                 let v = m.gauge.unwrap_or_default().value;
-                out.samples.push(series.float(&name, None, v, None));
+                push(series.float(&name, None, v, None), out)
             }
             kind::UNTYPED => {
                 let v = m.untyped.unwrap_or_default().value;
-                out.samples.push(series.float(&name, None, v, None));
+                push(series.float(&name, None, v, None), out)
             }
             kind::SUMMARY => {
                 let s = m.summary.unwrap_or_default();
-                for q in &s.quantile {
+                s.quantile.iter().all(|q| {
                     let label = ("quantile", format_openmetrics(q.quantile));
-                    out.samples
-                        .push(series.float(&name, Some(label), q.value, None));
-                }
-                let (sum, count) = (format!("{name}_sum"), format!("{name}_count"));
-                out.samples
-                    .push(series.float(&sum, None, s.sample_sum, None));
-                out.samples
-                    .push(series.float(&count, None, s.sample_count as f64, None));
+                    push(series.float(&name, Some(label), q.value, None), out)
+                }) && push(
+                    series.float(&format!("{name}_sum"), None, s.sample_sum, None),
+                    out,
+                ) && push(
+                    series.float(&format!("{name}_count"), None, s.sample_count as f64, None),
+                    out,
+                )
             }
             _ => {
                 let h = m.histogram.unwrap_or_default();
                 let is_native = native.enabled && carries_native(&h);
+                let mut ok = true;
                 if is_native {
                     let gauge = f.r#type == kind::GAUGE_HISTOGRAM;
                     match native_histogram(&h, gauge, native) {
-                        Ok(n) => out.samples.push(series.histogram(&name, n)),
+                        Ok(n) => ok = push(series.histogram(&name, n), out),
                         Err(why) => invalid(out, at, format!("histogram {name:?}: {why}")),
                     }
                 }
-                if !is_native || (native.always_classic && !h.bucket.is_empty()) {
-                    classic(&name, &series, h, &mut out.samples);
+                if ok && (!is_native || (native.always_classic && !h.bucket.is_empty())) {
+                    ok = classic(&name, &series, h, &mut |s| push(s, out));
                 }
+                ok
             }
+        };
+        if !pushed {
+            return false;
         }
+    }
+    true
+}
+
+/// Buckets from a side's lowest to its highest (OTLP lays them out so).
+fn dense_len(b: &[(i32, f64)]) -> usize {
+    match (b.first(), b.last()) {
+        (Some(lo), Some(hi)) => (i64::from(hi.0) - i64::from(lo.0) + 1) as usize,
+        _ => 0,
     }
 }
 
@@ -154,6 +256,21 @@ struct Series {
 }
 
 impl Series {
+    /// Why its labels cannot be a series' (with `added`, the label the
+    /// format adds to some of its series, also counted): a name that is
+    /// not a label name, `__name__`, or a name given twice.
+    fn check(&self, added: Option<&str>) -> Result<(), String> {
+        for (i, (k, _)) in self.labels.iter().enumerate() {
+            if !is_label_name(k) || k == "__name__" {
+                return Err(format!("{k:?} is not a label name it may carry"));
+            }
+            if self.labels[..i].iter().any(|(j, _)| j == k) || added == Some(k.as_str()) {
+                return Err(format!("label {k:?} is given twice"));
+            }
+        }
+        Ok(())
+    }
+
     /// Labels: `__name__` first, then the series', then `extra`.
     fn labels(&self, name: &str, extra: Option<(&str, String)>) -> Vec<(String, String)> {
         let mut l = Vec::with_capacity(self.labels.len() + 2);
@@ -203,15 +320,24 @@ fn carries_native(h: &proto::Histogram) -> bool {
 }
 
 /// A histogram's classic series: `_count`, `_sum`, and a `_bucket` a
-/// bound (with `+Inf` when the target left it out).
-fn classic(name: &str, series: &Series, h: proto::Histogram, out: &mut Vec<Sample>) {
+/// bound (with `+Inf` when the target left it out), each given to `push`
+/// until it refuses one; false then.
+fn classic(
+    name: &str,
+    series: &Series,
+    h: proto::Histogram,
+    push: &mut dyn FnMut(Sample) -> bool,
+) -> bool {
     let count = if h.sample_count_float > 0.0 {
         h.sample_count_float
     } else {
         h.sample_count as f64
     };
-    out.push(series.float(&format!("{name}_count"), None, count, None));
-    out.push(series.float(&format!("{name}_sum"), None, h.sample_sum, None));
+    if !push(series.float(&format!("{name}_count"), None, count, None))
+        || !push(series.float(&format!("{name}_sum"), None, h.sample_sum, None))
+    {
+        return false;
+    }
     let bucket = format!("{name}_bucket");
     let mut has_inf = false;
     for b in h.bucket {
@@ -222,11 +348,11 @@ fn classic(name: &str, series: &Series, h: proto::Histogram, out: &mut Vec<Sampl
             b.cumulative_count as f64
         };
         let le = ("le", format_openmetrics(b.upper_bound));
-        out.push(series.float(&bucket, Some(le), c, b.exemplar.map(exemplar)));
+        if !push(series.float(&bucket, Some(le), c, b.exemplar.map(exemplar))) {
+            return false;
+        }
     }
-    if !has_inf {
-        out.push(series.float(&bucket, Some(("le", "+Inf".into())), count, None));
-    }
+    has_inf || push(series.float(&bucket, Some(("le", "+Inf".into())), count, None))
 }
 
 /// An exemplar as the text formats give it.
@@ -234,9 +360,11 @@ fn exemplar(e: proto::Exemplar) -> Exemplar {
     Exemplar {
         labels: e.label.into_iter().map(|l| (l.name, l.value)).collect(),
         value: e.value,
-        timestamp_ms: e
-            .timestamp
-            .map(|t| t.seconds.saturating_mul(1000) + i64::from(t.nanos) / 1_000_000),
+        timestamp_ms: e.timestamp.map(|t| {
+            t.seconds
+                .saturating_mul(1000)
+                .saturating_add(i64::from(t.nanos) / 1_000_000)
+        }),
     }
 }
 
@@ -296,6 +424,10 @@ fn native_histogram(
         },
     }
     .compact();
+    // Finer than Keel stores (as OpenTelemetry allows): merged down.
+    if (MAX_SCHEMA + 1..=FINEST_READ).contains(&out.schema) {
+        out = out.to_schema(MAX_SCHEMA);
+    }
     out.validate()?;
     if !float && out.count < out.bucket_total() {
         return Err(format!(

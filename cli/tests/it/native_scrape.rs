@@ -263,8 +263,15 @@ async fn answer(api: &str, expr: &str) -> BTreeMap<String, serde_json::Value> {
 fn same(k: &serde_json::Value, p: &serde_json::Value) -> bool {
     use serde_json::Value::{Array, Object, String as Text};
     match (k, p) {
+        // Equal, or the same notation differing only in the last digits.
         (Text(a), Text(b)) => match (a.parse::<f64>(), b.parse::<f64>()) {
-            (Ok(x), Ok(y)) if a != b => (x - y).abs() <= 1e-14 * x.abs().max(y.abs()),
+            (Ok(x), Ok(y)) if a != b => {
+                let shared = a.bytes().zip(b.bytes()).take_while(|(x, y)| x == y).count();
+                a.contains('e') == b.contains('e')
+                    && a.len().abs_diff(b.len()) <= 1
+                    && shared + 2 >= a.len().min(b.len())
+                    && (x - y).abs() <= 1e-14 * x.abs().max(y.abs())
+            }
             _ => a == b,
         },
         (Array(a), Array(b)) => a.len() == b.len() && a.iter().zip(b).all(|(a, b)| same(a, b)),

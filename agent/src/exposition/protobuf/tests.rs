@@ -100,6 +100,21 @@ fn both() -> H {
     }
 }
 
+/// Four buckets of one observation each, at indices 0..4.
+fn fine_buckets() -> H {
+    H {
+        sample_count: 4,
+        sample_sum: 4.0,
+        zero_threshold: 0.001,
+        positive_span: vec![BucketSpan {
+            offset: 0,
+            length: 4,
+        }],
+        positive_delta: vec![1, 0, 0, 0],
+        ..H::default()
+    }
+}
+
 fn on() -> NativeHistograms {
     NativeHistograms {
         enabled: true,
@@ -395,16 +410,12 @@ fn bad_families_are_skipped_by_byte_offset_and_the_rest_is_kept() {
 fn the_jobs_limits_lower_the_resolution_and_refuse_what_cannot_fit() {
     // 4 positive buckets at schema 2: indices 0..4 merge to 0..1 at schema 0.
     let h = H {
-        sample_count: 4,
-        sample_sum: 4.0,
         schema: 2,
-        zero_threshold: 0.001,
-        positive_span: vec![BucketSpan {
-            offset: 0,
-            length: 4,
-        }],
-        positive_delta: vec![1, 0, 0, 0],
-        ..H::default()
+        ..fine_buckets()
+    };
+    let fine = H {
+        schema: 8,
+        ..fine_buckets()
     };
     let b = body(&[family(
         "lat",
@@ -414,11 +425,26 @@ fn the_jobs_limits_lower_the_resolution_and_refuse_what_cannot_fit() {
             ..Metric::default()
         }],
     )]);
+    let fine = body(&[family(
+        "lat",
+        kind::HISTOGRAM,
+        vec![Metric {
+            histogram: Some(fine),
+            ..Metric::default()
+        }],
+    )]);
     let limited = |bucket_limit, min_bucket_factor| NativeHistograms {
         enabled: true,
         always_classic: false,
         bucket_limit,
         min_bucket_factor,
+    };
+    let read_body = |b: &[u8], n: &NativeHistograms| {
+        let p = parse(b, n);
+        p.samples
+            .first()
+            .and_then(|s| s.histogram.as_deref().cloned())
+            .ok_or(p.first_invalid)
     };
     let read = |n: &NativeHistograms| {
         let p = parse(&b, n);
@@ -434,9 +460,25 @@ fn the_jobs_limits_lower_the_resolution_and_refuse_what_cannot_fit() {
         (0, vec![(0, 1.0), (1, 3.0)])
     );
     assert_eq!(h.count, 4.0);
-    // A factor of 1.1 allows schema 2 at most (each bucket 2^(1/4) ≈ 1.19 wider).
-    assert_eq!(read(&limited(0, 1.1)).expect("read").schema, 2);
-    assert_eq!(read(&limited(0, 1.5)).expect("read").schema, 0);
+    // From schema 8: a factor of 1.1 allows schema 2 at most (each bucket
+    // 2^(1/4) ≈ 1.19 wider; schema 3's 1.09 is too fine), 1.5 schema 0.
+    assert_eq!(read_body(&fine, &limited(0, 1.1)).expect("read").schema, 2);
+    assert_eq!(read_body(&fine, &limited(0, 1.5)).expect("read").schema, 0);
+    assert_eq!(read_body(&fine, &limited(0, 0.0)).expect("read").schema, 8);
+    // Finer than schema 8 (as OpenTelemetry allows) is merged down to it.
+    let finest = body(&[family(
+        "lat",
+        kind::HISTOGRAM,
+        vec![Metric {
+            histogram: Some(H {
+                schema: 12,
+                ..fine_buckets()
+            }),
+            ..Metric::default()
+        }],
+    )]);
+    let h = read_body(&finest, &limited(0, 0.0)).expect("read");
+    assert_eq!((h.schema, h.count), (8, 4.0));
     // 1 bucket cannot hold buckets on both sides of 1.
     let wide = H {
         sample_count: 2,
@@ -463,6 +505,109 @@ fn the_jobs_limits_lower_the_resolution_and_refuse_what_cannot_fit() {
         p.first_invalid[0]
             .1
             .contains("native_histogram_bucket_limit 1"),
+        "{:?}",
+        p.first_invalid
+    );
+}
+
+#[test]
+fn names_that_are_not_names_and_labels_given_twice_refuse_their_series() {
+    let gauge = |labels: Vec<LabelPair>| Metric {
+        label: labels,
+        gauge: Some(Value { value: 1.0 }),
+        ..Metric::default()
+    };
+    let b = body(&[
+        family(
+            "temp",
+            kind::GAUGE,
+            vec![
+                gauge(vec![label("bad name", "x")]),
+                gauge(vec![label("__name__", "other")]),
+                gauge(vec![label("a", "1"), label("a", "2")]),
+                gauge(vec![label("a", "ok")]),
+            ],
+        ),
+        family(
+            "lat",
+            kind::HISTOGRAM,
+            vec![Metric {
+                label: vec![label("le", "1")],
+                histogram: Some(H::default()),
+                ..Metric::default()
+            }],
+        ),
+        family("no good", kind::GAUGE, vec![gauge(Vec::new())]),
+    ]);
+    let p = parse(&b, &on());
+    assert_eq!(floats(&p), vec![("temp{a=\"ok\"}".to_owned(), 1.0)]);
+    assert_eq!(p.invalid_lines, 5, "{:?}", p.first_invalid);
+    assert!(
+        p.first_invalid[0]
+            .1
+            .contains("\"bad name\" is not a label name")
+    );
+    assert!(p.first_invalid[3].1.contains("label \"le\" is given twice"));
+    assert!(
+        p.first_invalid[4]
+            .1
+            .contains("\"no good\" is not a metric name")
+    );
+}
+
+#[test]
+fn a_small_body_cannot_yield_without_bound() {
+    // One metric with 40 KiB of labels and 20,000 empty buckets: 80 KiB
+    // on the wire, 800 MiB of series if each bucket copied the labels.
+    let big = "v".repeat(40 << 10);
+    let h = H {
+        bucket: (0..20_000)
+            .map(|i| Bucket {
+                upper_bound: f64::from(i),
+                ..Bucket::default()
+            })
+            .collect(),
+        ..H::default()
+    };
+    let b = body(&[
+        family(
+            "first",
+            kind::GAUGE,
+            vec![Metric {
+                gauge: Some(Value { value: 1.0 }),
+                ..Metric::default()
+            }],
+        ),
+        family(
+            "lat",
+            kind::HISTOGRAM,
+            vec![Metric {
+                label: vec![label("big", &big)],
+                histogram: Some(h),
+                ..Metric::default()
+            }],
+        ),
+    ]);
+    let p = parse(&b, &on());
+    let yielded: usize = p
+        .samples
+        .iter()
+        .flat_map(|s| &s.labels)
+        .map(|(k, v)| k.len() + v.len())
+        .sum();
+    assert!(
+        yielded <= MIN_BUDGET.max(b.len() * EXPANSION),
+        "{yielded} bytes from a body of {}",
+        b.len()
+    );
+    assert_eq!(
+        p.samples[0].labels[0].1, "first",
+        "what came before is kept"
+    );
+    assert!(
+        p.first_invalid
+            .last()
+            .is_some_and(|(_, why)| why.contains("the rest is refused")),
         "{:?}",
         p.first_invalid
     );
