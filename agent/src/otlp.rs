@@ -191,8 +191,13 @@ pub fn resource_metrics(points: Vec<Point>, families: &Families) -> Vec<Resource
         };
         if let Some(h) = p.histogram {
             if let Some(metric::Data::ExponentialHistogram(e)) = &mut metrics[i].data {
-                e.data_points
-                    .push(exponential_point(&h, attributes, p.t_ms));
+                let mut point = exponential_point(&h, attributes, p.t_ms);
+                point.exemplars = p
+                    .exemplar
+                    .map(|e| exemplar(e, p.t_ms))
+                    .into_iter()
+                    .collect();
+                e.data_points.push(point);
             }
             continue;
         }

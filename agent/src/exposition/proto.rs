@@ -106,6 +106,9 @@ pub struct Histogram {
     /// Native: positive buckets' counts, absolute (float histograms).
     #[prost(double, repeated, tag = "14")]
     pub positive_count: Vec<f64>,
+    /// Native: exemplars (each with a timestamp).
+    #[prost(message, repeated, tag = "16")]
+    pub exemplars: Vec<Exemplar>,
 }
 
 /// A classic bucket.

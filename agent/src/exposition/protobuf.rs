@@ -224,7 +224,11 @@ fn family(
                 if is_native {
                     let gauge = f.r#type == kind::GAUGE_HISTOGRAM;
                     match native_histogram(&h, gauge, native) {
-                        Ok(n) => ok = push(series.histogram(&name, n), out),
+                        Ok(n) => {
+                            let mut s = series.histogram(&name, n);
+                            s.exemplar = native_exemplar(&h);
+                            ok = push(s, out);
+                        }
                         Err(why) => invalid(out, at, format!("histogram {name:?}: {why}")),
                     }
                 }
@@ -353,6 +357,22 @@ fn classic(
         }
     }
     has_inf || push(series.float(&bucket, Some(("le", "+Inf".into())), count, None))
+}
+
+/// The exemplar a native histogram sample carries: the newest of its
+/// own, else of its classic buckets' (Prometheus takes only exemplars
+/// with a timestamp for native histograms). Keel keeps one a sample.
+fn native_exemplar(h: &proto::Histogram) -> Option<Exemplar> {
+    let own = h.exemplars.iter();
+    let buckets = h.bucket.iter().filter_map(|b| b.exemplar.as_ref());
+    let pick = |it: &mut dyn Iterator<Item = &proto::Exemplar>| {
+        it.filter(|e| e.timestamp.is_some())
+            .max_by_key(|e| e.timestamp.as_ref().map(|t| (t.seconds, t.nanos)))
+            .cloned()
+    };
+    pick(&mut own.into_iter())
+        .or_else(|| pick(&mut buckets.into_iter()))
+        .map(exemplar)
 }
 
 /// An exemplar as the text formats give it.

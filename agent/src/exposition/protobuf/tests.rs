@@ -290,6 +290,14 @@ fn an_empty_native_histogram_is_known_by_its_no_op_span_and_float_and_gauge_ones
             length: 1,
         }],
         positive_count: vec![1.0],
+        exemplars: [(1.0, Some(10)), (2.0, Some(20)), (3.0, None)]
+            .into_iter()
+            .map(|(value, seconds)| crate::exposition::proto::Exemplar {
+                label: vec![label("trace_id", "t")],
+                value,
+                timestamp: seconds.map(|seconds| Timestamp { seconds, nanos: 0 }),
+            })
+            .collect(),
         ..H::default()
     };
     // OTLP carries whole counts only: a fractional one is refused by name.
@@ -326,6 +334,9 @@ fn an_empty_native_histogram_is_known_by_its_no_op_span_and_float_and_gauge_ones
     let p = parse(&b, &on());
     assert_eq!(p.samples.len(), 2);
     assert_eq!(p.invalid_lines, 1, "{:?}", p.first_invalid);
+    // Its own exemplars: the newest with a time (one without is not taken).
+    let e = p.samples[1].exemplar.as_ref().expect("an exemplar");
+    assert_eq!((e.value, e.timestamp_ms), (2.0, Some(20_000)));
     assert!(
         p.first_invalid[0]
             .1
