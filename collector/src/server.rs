@@ -630,6 +630,10 @@ pub async fn start(config: &CollectorConfig, clock: SharedClock) -> Result<Runni
         store.forward_to(keel_metricstore::Forward(Arc::new(move |stored| {
             f.metrics(stored);
         })));
+        let f = forwarding.clone();
+        store.forward_histograms_to(keel_metricstore::ForwardHistograms(Arc::new(
+            move |stored| f.histograms(stored),
+        )));
     }
     let older = crate::api::Older {
         remote: crate::forward::remote_query::RemoteQuery::new(&config.forward.remote_query)?,

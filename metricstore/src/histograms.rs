@@ -421,12 +421,14 @@ impl Histograms {
 
     /// Store a batch: each series' samples newer than its newest are
     /// logged, then applied; older ones are counted `too_old`, a second
-    /// different sample at a stored time `duplicate`.
+    /// different sample at a stored time `duplicate`. Returns the samples
+    /// taken when `hand_on` (for forwarding), else nothing.
     pub fn append(
         &self,
         batch: Vec<(Labels, Vec<(i64, Histogram)>)>,
         out: &mut Appended,
-    ) -> Result<(), StoreError> {
+        hand_on: bool,
+    ) -> Result<Vec<keel_series::SeriesHistograms>, StoreError> {
         let mut log = self.log.lock().unwrap_or_else(|e| e.into_inner());
         let mut accepted = Vec::with_capacity(batch.len());
         {
@@ -464,7 +466,7 @@ impl Histograms {
             }
         }
         if accepted.is_empty() {
-            return Ok(());
+            return Ok(Vec::new());
         }
         if let Some(log) = log.as_mut() {
             let mut rec = Vec::new();
@@ -473,6 +475,11 @@ impl Histograms {
                 .append(&rec, log.fsync == Fsync::Batch)
                 .map_err(|e| io_err(&log.path, e))?;
         }
+        let handed = if hand_on {
+            accepted.clone()
+        } else {
+            Vec::new()
+        };
         let mut series = self.series.write().unwrap_or_else(|e| e.into_inner());
         for (labels, samples) in accepted {
             let s = series.entry(labels).or_default();
@@ -480,7 +487,7 @@ impl Histograms {
                 s.push(t, h);
             }
         }
-        Ok(())
+        Ok(handed)
     }
 
     /// Every matching series' samples in `[mint, maxt]`.

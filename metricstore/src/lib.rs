@@ -309,6 +309,8 @@ pub struct Store {
     /// Handed every stored batch's accepted samples (forwarding to a
     /// remote store), after they are durable, before the append returns.
     forward: std::sync::OnceLock<Forward>,
+    /// The same for native histogram samples.
+    forward_histograms: std::sync::OnceLock<ForwardHistograms>,
     /// Metric families' type, help and unit, as senders stated them.
     metadata: metadata::Metadata,
     /// The newest exemplars.
@@ -330,6 +332,19 @@ impl std::fmt::Debug for Forward {
     }
 }
 
+/// A stored batch's accepted native histogram samples, handed on.
+pub type ForwardHistogramsFn = dyn Fn(&[keel_series::SeriesHistograms]) + Send + Sync;
+
+/// What [`Store::forward_histograms_to`] hands stored histograms to.
+#[derive(Clone)]
+pub struct ForwardHistograms(pub Arc<ForwardHistogramsFn>);
+
+impl std::fmt::Debug for ForwardHistograms {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ForwardHistograms")
+    }
+}
+
 /// A batch's sources and their newest sample times, for its arrival mark.
 #[derive(Debug)]
 pub struct Arrival(Vec<(String, String, i64)>);
@@ -341,6 +356,11 @@ impl Store {
     /// been handed on).
     pub fn forward_to(&self, sink: Forward) {
         let _ = self.forward.set(sink);
+    }
+
+    /// As [`Self::forward_to`], for native histogram samples.
+    pub fn forward_histograms_to(&self, sink: ForwardHistograms) {
+        let _ = self.forward_histograms.set(sink);
     }
 
     /// Mark every batch's arrival in `marks` from now on.
@@ -444,6 +464,7 @@ impl Store {
             appended: Arc::default(),
             marks: Default::default(),
             forward: Default::default(),
+            forward_histograms: Default::default(),
             metadata: Default::default(),
             exemplars,
             histograms,
@@ -465,6 +486,7 @@ impl Store {
             appended: Arc::default(),
             marks: Default::default(),
             forward: Default::default(),
+            forward_histograms: Default::default(),
             metadata: Default::default(),
         }
     }
@@ -747,9 +769,15 @@ impl Store {
             }
             keep.push((labels, samples));
         }
-        self.histograms.append(keep, &mut out)?;
+        let sink = self.forward_histograms.get();
+        let accepted = self.histograms.append(keep, &mut out, sink.is_some())?;
         if out.accepted > 0 {
             self.appended.notify_one();
+        }
+        if let Some(sink) = sink
+            && !accepted.is_empty()
+        {
+            (sink.0)(&accepted);
         }
         Ok(out)
     }

@@ -23,6 +23,7 @@ mod ha_pair;
 mod incident_up;
 mod keel_cli;
 mod lb_and_scaling;
+mod native_forward;
 mod native_scrape;
 mod prometheus_interop;
 mod prometheus_labels;

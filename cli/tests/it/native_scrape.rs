@@ -240,7 +240,7 @@ async fn serve(native: Arc<AtomicBool>, asked: Asked) -> String {
 
 /// Each series of an instant query's answer, by its labels, with its
 /// value or histogram as the API wrote it.
-async fn answer(api: &str, expr: &str) -> BTreeMap<String, serde_json::Value> {
+pub(crate) async fn answer(api: &str, expr: &str) -> BTreeMap<String, serde_json::Value> {
     query(api, expr, None)
         .await
         .into_iter()
@@ -260,7 +260,7 @@ async fn answer(api: &str, expr: &str) -> BTreeMap<String, serde_json::Value> {
 /// bounds from a table whose entries are not all correctly rounded (its
 /// 2^-1/2 is 0.7071067811865475); Keel computes them, and one of the two
 /// can be one unit off in the last place.
-fn same(k: &serde_json::Value, p: &serde_json::Value) -> bool {
+pub(crate) fn same(k: &serde_json::Value, p: &serde_json::Value) -> bool {
     use serde_json::Value::{Array, Object, String as Text};
     match (k, p) {
         // Equal, or the same notation differing only in the last digits.

@@ -12,6 +12,7 @@
 //! is a metric and on `keel status`. [`remote_query`] answers the ranges
 //! older than local retention from the remote store's Prometheus API.
 
+pub mod histograms;
 pub mod remote_query;
 
 use std::path::{Path, PathBuf};
@@ -376,6 +377,23 @@ impl Forwarding {
             }
         };
         self.push(&self.remote_write, Signal::Metrics, records, body);
+    }
+
+    /// Queue native histogram samples just stored for every remote write
+    /// target (remote write 1.0's histograms, as Prometheus forwards
+    /// them).
+    pub fn histograms(&self, stored: &[keel_series::SeriesHistograms]) {
+        if self.remote_write.is_empty() {
+            return;
+        }
+        let records: usize = stored.iter().map(|(_, s)| s.len()).sum();
+        let raw = histograms::request(stored).encode_to_vec();
+        match snap::raw::Encoder::new().compress_vec(&raw) {
+            Ok(body) => self.push(&self.remote_write, Signal::Metrics, records, body),
+            Err(e) => {
+                tracing::error!(error = %e, "remote write: cannot compress histograms; not forwarded");
+            }
+        }
     }
 
     /// Queue an OTLP request of `signal` (logs or traces) just stored for

@@ -33,7 +33,7 @@ fn samples_come_back_across_sealed_and_open_chunks_and_old_ones_are_refused() {
     let store = Histograms::in_memory();
     let mut out = Appended::default();
     store
-        .append(batch("lat", 1..300), &mut out)
+        .append(batch("lat", 1..300), &mut out, false)
         .expect("stored");
     assert_eq!(out.accepted, 299);
     let got = all(&store);
@@ -48,6 +48,7 @@ fn samples_come_back_across_sealed_and_open_chunks_and_old_ones_are_refused() {
                 vec![(299_000, h(1)), (5_000, h(5)), (299_000, h(299))],
             )],
             &mut out,
+            false,
         )
         .expect("answered");
     assert_eq!((out.accepted, out.duplicate, out.too_old), (0, 1, 1));
@@ -81,6 +82,7 @@ fn a_schema_change_starts_a_new_chunk_without_losing_samples() {
                 vec![(1, h(1)), (2, coarse.clone()), (3, h(3))],
             )],
             &mut out,
+            false,
         )
         .expect("stored");
     assert_eq!(all(&store), vec![(1, h(1)), (2, coarse), (3, h(3))]);
@@ -92,12 +94,12 @@ fn the_log_and_segments_bring_everything_back_after_a_restart() {
     {
         let store = Histograms::open(dir.path(), Fsync::Batch).expect("opens");
         store
-            .append(batch("lat", 1..250), &mut Appended::default())
+            .append(batch("lat", 1..250), &mut Appended::default(), false)
             .expect("stored");
         // Two chunks sealed go to a segment; the log keeps the open one.
         assert_eq!(store.persist(i64::MIN).expect("persists"), 2);
         store
-            .append(batch("lat", 250..260), &mut Appended::default())
+            .append(batch("lat", 250..260), &mut Appended::default(), false)
             .expect("stored");
     }
     let store = Histograms::open(dir.path(), Fsync::Batch).expect("reopens");
@@ -113,7 +115,7 @@ fn a_crash_between_segment_and_log_rewrite_does_not_double_samples() {
     {
         let store = Histograms::open(dir.path(), Fsync::Batch).expect("opens");
         store
-            .append(batch("lat", 1..250), &mut Appended::default())
+            .append(batch("lat", 1..250), &mut Appended::default(), false)
             .expect("stored");
         store.persist(i64::MIN).expect("persists");
     }
@@ -134,7 +136,7 @@ fn a_torn_log_tail_is_cut_and_a_corrupt_segment_is_named() {
     {
         let store = Histograms::open(dir.path(), Fsync::Batch).expect("opens");
         store
-            .append(batch("lat", 1..10), &mut Appended::default())
+            .append(batch("lat", 1..10), &mut Appended::default(), false)
             .expect("stored");
     }
     let log = dir.path().join("histograms/wal.log");
@@ -160,7 +162,7 @@ fn retention_deletes_old_segments_and_chunks() {
     let dir = tempfile::tempdir().expect("dir");
     let store = Histograms::open(dir.path(), Fsync::Never).expect("opens");
     store
-        .append(batch("lat", 1..250), &mut Appended::default())
+        .append(batch("lat", 1..250), &mut Appended::default(), false)
         .expect("stored");
     store.persist(i64::MIN).expect("persists");
     let segs = || {
