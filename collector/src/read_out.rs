@@ -2,9 +2,10 @@
 //!
 //! - `GET /federate?match[]=…`: the newest sample (within the 5-minute
 //!   lookback, stale series left out) of every matching series in the
-//!   text exposition format, with the rules' external labels added where
-//!   a series lacks them, for a Prometheus that scrapes Keel with
-//!   `honor_labels: true`;
+//!   text exposition format — or, asked for it, Prometheus' protobuf
+//!   format, which also carries native histograms ([`protobuf`]) — with
+//!   the rules' external labels added where a series lacks them, for a
+//!   Prometheus that scrapes Keel with `honor_labels: true`;
 //! - `POST /api/v1/read`: remote read 1.0 (snappy protobuf
 //!   `ReadRequest`, answered as `SAMPLES`), each request (all its
 //!   queries) bounded by the collector's `query.max_samples`, as a
@@ -25,6 +26,8 @@ use keel_promql::eval::LOOKBACK_MS;
 use keel_series::labels::Labels;
 
 use crate::ingest::remote_write::{Label, Sample, TimeSeries};
+
+pub mod protobuf;
 
 /// What both read.
 #[derive(Clone)]
@@ -95,7 +98,11 @@ pub fn federation_text(
     out
 }
 
-async fn federate(State(r): State<ReadOut>, RawQuery(q): RawQuery) -> Response {
+async fn federate(State(r): State<ReadOut>, headers: HeaderMap, RawQuery(q): RawQuery) -> Response {
+    let as_protobuf = headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(protobuf::wanted);
     let p = keel_http::params(q, &HeaderMap::new(), &Bytes::new());
     let sets = match crate::api::selectors(&p) {
         Ok(s) if s.is_empty() => return keel_http::bad("no match[] parameter provided".into()),
@@ -106,8 +113,10 @@ async fn federate(State(r): State<ReadOut>, RawQuery(q): RawQuery) -> Response {
     let store = r.store.clone();
     let external = r.external_labels.clone();
     let max = r.max_samples;
-    let text = tokio::task::spawn_blocking(move || {
+    let answer = tokio::task::spawn_blocking(move || {
         let mut newest: BTreeMap<Labels, (i64, f64)> = BTreeMap::new();
+        let mut histograms: BTreeMap<Labels, (i64, keel_series::histogram::Histogram)> =
+            BTreeMap::new();
         let mut left = max;
         for ms in &sets {
             // Prometheus' lookback: a series with no sample in it is not federated.
@@ -120,20 +129,45 @@ async fn federate(State(r): State<ReadOut>, RawQuery(q): RawQuery) -> Response {
                     newest.insert(labels, (t, v));
                 }
             }
+            // Native histograms only where the format can carry them.
+            if as_protobuf {
+                for (labels, samples) in store.histograms().select(ms, now - LOOKBACK_MS, now) {
+                    left = left.checked_sub(samples.len())?;
+                    if let Some((t, h)) = samples.into_iter().last()
+                        && !h.is_stale()
+                    {
+                        histograms.insert(labels, (t, h));
+                    }
+                }
+            }
         }
-        Some(federation_text(newest.into_iter().collect(), &external))
+        Some(if as_protobuf {
+            let series = newest
+                .into_iter()
+                .map(|(l, (t, v))| (l, protobuf::Newest::Float(t, v)))
+                .chain(
+                    histograms
+                        .into_iter()
+                        .map(|(l, (t, h))| (l, protobuf::Newest::Histogram(t, Box::new(h)))),
+                )
+                .collect();
+            (
+                "application/vnd.google.protobuf; proto=io.prometheus.client.MetricFamily; encoding=delimited",
+                protobuf::federation_body(series, &external),
+            )
+        } else {
+            (
+                "text/plain; version=0.0.4; charset=utf-8",
+                federation_text(newest.into_iter().collect(), &external).into_bytes(),
+            )
+        })
     })
     .await
     .unwrap_or_default();
-    match text {
-        Some(text) => (
-            [(
-                header::CONTENT_TYPE,
-                "text/plain; version=0.0.4; charset=utf-8",
-            )],
-            text,
-        )
-            .into_response(),
+    match answer {
+        Some((content_type, body)) => {
+            ([(header::CONTENT_TYPE, content_type)], body).into_response()
+        }
         None => read_error(
             StatusCode::UNPROCESSABLE_ENTITY,
             format!(

@@ -1,8 +1,9 @@
-//! Native histograms forwarded: a collector with a remote write target
-//! (a real Prometheus with its remote-write receiver and native
-//! histograms on) sends on every native histogram sample it stores, as
-//! remote write 1.0 histograms; Prometheus then answers them as Keel
-//! does.
+//! Native histograms leave Keel as a real Prometheus (native histograms
+//! on) takes them: forwarded — a collector with a remote write target
+//! sends on every native histogram sample it stores, as remote write 1.0
+//! histograms — and federated — `/federate` answers a scraper that asks
+//! for protobuf with them. Either way Prometheus then answers them as
+//! Keel does.
 //!
 //! Gated on `KEEL_TEST_PROMETHEUS` (Debian's `prometheus`; `.ci/run`
 //! installs it and sets it).
@@ -64,12 +65,90 @@ fn request(now_ms: u64) -> ExportMetricsServiceRequest {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn stored_native_histograms_reach_a_real_prometheus_by_remote_write() {
-    if std::env::var_os("KEEL_TEST_PROMETHEUS").is_none() {
+/// Send [`request`] to the collector's OTLP endpoint; the time it used.
+async fn send(otlp: &str) -> u64 {
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("time")
+        .as_millis() as u64;
+    let r = reqwest::Client::new()
+        .post(format!("{otlp}/v1/metrics"))
+        .header("content-type", "application/x-protobuf")
+        .body(request(now_ms).encode_to_vec())
+        .send()
+        .await
+        .expect("ingest");
+    assert_eq!(r.status(), 200);
+    now_ms
+}
+
+/// `expr` answered by Prometheus at `prom` (waited for) and by Keel at
+/// `keel`: the same series and the same histograms.
+async fn answered_alike(keel: &str, prom: &str, expr: &str) {
+    let theirs = eventually(
+        &format!("Prometheus answers {expr}"),
+        Duration::from_secs(60),
+        || async move {
+            let a = answer(prom, expr).await;
+            (!a.is_empty()).then_some(a)
+        },
+    )
+    .await;
+    let ours = answer(keel, expr).await;
+    assert!(
+        ours.len() == theirs.len()
+            && ours
+                .iter()
+                .zip(&theirs)
+                .all(|(k, p)| k.0 == p.0 && same(k.1, p.1)),
+        "{expr}: Keel's\n{ours:?}\nthen Prometheus'\n{theirs:?}"
+    );
+}
+
+fn gated() -> bool {
+    let on = std::env::var_os("KEEL_TEST_PROMETHEUS").is_some();
+    if !on {
         eprintln!(
             "skipped: set KEEL_TEST_PROMETHEUS=1 with Debian's prometheus installed (.ci/run does)"
         );
+    }
+    on
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn federation_gives_native_histograms_to_a_real_prometheus() {
+    if !gated() {
+        return;
+    }
+    let _heavy = crate::common::heavy().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let keel_dir = dir.path().join("keel");
+    std::fs::create_dir_all(&keel_dir).expect("mkdir");
+    let (collector, otlp, keel) = crate::common::spawn_collector(&keel_dir, 0, 0);
+    let _collector = Reaped(collector);
+    send(&otlp).await;
+    let target = keel.trim_start_matches("http://").to_owned();
+    let prom_server = keel_testkit::server::Server::prometheus(
+        dir.path(),
+        |_| format!(
+            "global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: federate\n    honor_labels: true\n    metrics_path: /federate\n    params:\n      'match[]': ['{{job=\"api\"}}']\n    static_configs:\n      - targets: ['{target}']\n"
+        ),
+        &["--enable-feature=native-histograms"],
+    )
+    .await
+    .expect("KEEL_TEST_PROMETHEUS is set but prometheus does not start");
+    // Prometheus adds the federating target's `instance`.
+    answered_alike(
+        &keel,
+        &prom_server.url,
+        r#"sum without (instance) (rpc_seconds{job="api"})"#,
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stored_native_histograms_reach_a_real_prometheus_by_remote_write() {
+    if !gated() {
         return;
     }
     let _heavy = crate::common::heavy().await;
@@ -99,38 +178,10 @@ async fn stored_native_histograms_reach_a_real_prometheus_by_remote_write() {
         start_collector(collector_command(&keel_dir.join("keel.yaml")), &keel_dir);
     let _collector = Reaped(collector);
 
-    let now_ms = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .expect("time")
-        .as_millis() as u64;
-    let r = reqwest::Client::new()
-        .post(format!("{otlp}/v1/metrics"))
-        .header("content-type", "application/x-protobuf")
-        .body(request(now_ms).encode_to_vec())
-        .send()
-        .await
-        .expect("ingest");
-    assert_eq!(r.status(), 200);
-
+    let now_ms = send(&otlp).await;
     let expr = r#"rpc_seconds{job="api"}"#;
-    let prom_ref = &prom;
-    let theirs = eventually(
-        "Prometheus holds the forwarded native histogram",
-        Duration::from_secs(60),
-        || async move {
-            let a = answer(prom_ref, expr).await;
-            (!a.is_empty()).then_some(a)
-        },
-    )
-    .await;
+    answered_alike(&keel, &prom, expr).await;
     let ours = answer(&keel, expr).await;
-    assert_eq!(ours.len(), 1, "{ours:?}");
-    assert!(
-        ours.iter()
-            .zip(&theirs)
-            .all(|(k, p)| k.0 == p.0 && same(k.1, p.1)),
-        "Keel's\n{ours:?}\nthen Prometheus'\n{theirs:?}"
-    );
     assert_eq!(
         ours.values().next().map(|h| h["count"].clone()),
         Some("15".into())

@@ -103,33 +103,38 @@ pub struct Span {
     pub length: u32,
 }
 
-/// A side's buckets as spans and their counts in order.
-fn spans(buckets: &[(i32, f64)]) -> (Vec<Span>, Vec<f64>) {
-    let mut out: Vec<Span> = Vec::new();
+/// A side's buckets as spans (offset: the gap after the previous span,
+/// the first's its start index; length) and their counts in order, as
+/// remote write and the protobuf exposition format lay them out.
+pub(crate) fn spans(buckets: &[(i32, f64)]) -> (Vec<(i32, u32)>, Vec<f64>) {
+    let mut out: Vec<(i32, u32)> = Vec::new();
     let mut next: Option<i32> = None;
     for (i, _) in buckets {
         match next {
             Some(n) if *i == n => {
                 if let Some(s) = out.last_mut() {
-                    s.length += 1;
+                    s.1 += 1;
                 }
             }
-            Some(n) => out.push(Span {
-                offset: i.saturating_sub(n),
-                length: 1,
-            }),
-            None => out.push(Span {
-                offset: *i,
-                length: 1,
-            }),
+            Some(n) => out.push((i.saturating_sub(n), 1)),
+            None => out.push((*i, 1)),
         }
         next = Some(i.saturating_add(1));
     }
     (out, buckets.iter().map(|(_, c)| *c).collect())
 }
 
+/// Whether every count is whole (an integer histogram).
+pub(crate) fn is_integer(h: &Histogram) -> bool {
+    let whole = |c: f64| c.fract() == 0.0 && (0.0..9.0e15).contains(&c);
+    [h.count, h.zero_count]
+        .into_iter()
+        .chain(h.positive.iter().chain(&h.negative).map(|(_, c)| *c))
+        .all(whole)
+}
+
 /// Each count less the one before (the first less zero).
-fn deltas(counts: &[f64]) -> Vec<i64> {
+pub(crate) fn deltas(counts: &[f64]) -> Vec<i64> {
     let mut prev = 0i64;
     counts
         .iter()
@@ -144,13 +149,14 @@ fn deltas(counts: &[f64]) -> Vec<i64> {
 
 /// One histogram sample at `t` as remote write carries it.
 pub fn wire(t: i64, h: &Histogram) -> WireHistogram {
-    let whole = |c: f64| c.fract() == 0.0 && (0.0..9.0e15).contains(&c);
-    let integer = [h.count, h.zero_count]
-        .into_iter()
-        .chain(h.positive.iter().chain(&h.negative).map(|(_, c)| *c))
-        .all(whole);
+    let integer = is_integer(h);
+    let span = |(offset, length): (i32, u32)| Span { offset, length };
     let (pos_spans, pos) = spans(&h.positive);
     let (neg_spans, neg) = spans(&h.negative);
+    let (pos_spans, neg_spans): (Vec<Span>, Vec<Span>) = (
+        pos_spans.into_iter().map(span).collect(),
+        neg_spans.into_iter().map(span).collect(),
+    );
     let mut w = WireHistogram {
         count: Some(if integer {
             Count::Int(h.count as u64)

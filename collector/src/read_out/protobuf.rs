@@ -1,0 +1,231 @@
+//! `/federate` in Prometheus' protobuf format, for a scraper that asks
+//! for it (a Prometheus with native histograms on does): the same newest
+//! samples as the text answer, floats as `UNTYPED` families as
+//! Prometheus federates them, and native histograms — which the text
+//! format cannot carry — as `HISTOGRAM` (or `GAUGE_HISTOGRAM`) families,
+//! integer counts as deltas, fractional ones as float counts, an empty
+//! one with the no-op span that marks it native.
+
+use std::collections::BTreeMap;
+
+use keel_agent::exposition::proto::{
+    BucketSpan, Histogram as Proto, LabelPair, Metric, MetricFamily, Value, kind,
+};
+use keel_series::histogram::{CounterReset, Histogram};
+use keel_series::labels::Labels;
+use prost::Message;
+
+use crate::forward::histograms::{deltas, is_integer, spans};
+
+/// Whether an Accept header asks for the protobuf format.
+pub fn wanted(accept: &str) -> bool {
+    accept.to_ascii_lowercase().split(',').any(|part| {
+        let part = part.replace(' ', "");
+        part.starts_with("application/vnd.google.protobuf")
+            && part.contains("metricfamily")
+            && !part.contains(";q=0;")
+            && !part.ends_with(";q=0")
+    })
+}
+
+/// A sample to federate: a float or a native histogram, at its time.
+pub enum Newest {
+    /// A float.
+    Float(i64, f64),
+    /// A native histogram.
+    Histogram(i64, Box<Histogram>),
+}
+
+/// The delimited `MetricFamily` stream of `series`, one family a metric
+/// name and kind, with `external` labels added where a series lacks them.
+pub fn federation_body(
+    series: Vec<(Labels, Newest)>,
+    external: &BTreeMap<String, String>,
+) -> Vec<u8> {
+    let mut families: BTreeMap<(String, i32), Vec<Metric>> = BTreeMap::new();
+    for (labels, newest) in series {
+        let mut pairs: BTreeMap<&str, &str> =
+            labels.pairs().filter(|(k, _)| *k != "__name__").collect();
+        for (k, v) in external {
+            pairs.entry(k).or_insert(v);
+        }
+        let label = pairs
+            .iter()
+            .map(|(k, v)| LabelPair {
+                name: (*k).to_owned(),
+                value: (*v).to_owned(),
+            })
+            .collect();
+        let (kind, metric) = match newest {
+            Newest::Float(t, v) => (
+                kind::UNTYPED,
+                Metric {
+                    label,
+                    untyped: Some(Value { value: v }),
+                    timestamp_ms: t,
+                    ..Metric::default()
+                },
+            ),
+            Newest::Histogram(t, h) => (
+                if h.reset == CounterReset::Gauge {
+                    kind::GAUGE_HISTOGRAM
+                } else {
+                    kind::HISTOGRAM
+                },
+                Metric {
+                    label,
+                    histogram: Some(proto(&h)),
+                    timestamp_ms: t,
+                    ..Metric::default()
+                },
+            ),
+        };
+        families
+            .entry((labels.get("__name__").to_owned(), kind))
+            .or_default()
+            .push(metric);
+    }
+    let mut out = Vec::new();
+    for ((name, kind), metric) in families {
+        let f = MetricFamily {
+            name,
+            help: String::new(),
+            r#type: kind,
+            metric,
+            unit: String::new(),
+        };
+        // Writing to a Vec cannot fail.
+        let _ = f.encode_length_delimited(&mut out);
+    }
+    out
+}
+
+/// A native histogram as the exposition format's `Histogram`.
+fn proto(h: &Histogram) -> Proto {
+    let integer = is_integer(h);
+    let side = |b: &[(i32, f64)]| {
+        let (s, counts) = spans(b);
+        let s: Vec<BucketSpan> = s
+            .into_iter()
+            .map(|(offset, length)| BucketSpan { offset, length })
+            .collect();
+        (s, counts)
+    };
+    let (mut positive_span, pos) = side(&h.positive);
+    let (negative_span, neg) = side(&h.negative);
+    if positive_span.is_empty() && negative_span.is_empty() {
+        // The no-op span: native, not a classic histogram without buckets.
+        positive_span.push(BucketSpan {
+            offset: 0,
+            length: 0,
+        });
+    }
+    let mut p = Proto {
+        sample_sum: h.sum,
+        schema: h.schema,
+        zero_threshold: h.zero_threshold,
+        positive_span,
+        negative_span,
+        ..Proto::default()
+    };
+    if integer {
+        p.sample_count = h.count as u64;
+        p.zero_count = h.zero_count as u64;
+        p.positive_delta = deltas(&pos);
+        p.negative_delta = deltas(&neg);
+    } else {
+        p.sample_count_float = h.count;
+        p.zero_count_float = h.zero_count;
+        p.positive_count = pos;
+        p.negative_count = neg;
+    }
+    p
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use keel_agent::exposition::{NativeHistograms, protobuf};
+
+    #[test]
+    fn the_agents_own_reader_takes_back_what_is_federated() {
+        let h = Histogram {
+            schema: 2,
+            zero_threshold: 0.001,
+            zero_count: 1.0,
+            count: 8.0,
+            sum: 3.5,
+            positive: vec![(-4, 2.0), (-3, 1.0), (1, 3.0)],
+            negative: vec![(0, 1.0)],
+            reset: CounterReset::Unknown,
+        };
+        let float = Histogram {
+            count: 1.5,
+            zero_count: 0.0,
+            positive: vec![(2, 1.5)],
+            negative: Vec::new(),
+            reset: CounterReset::Gauge,
+            ..h.clone()
+        };
+        let body = federation_body(
+            vec![
+                (
+                    Labels::new(vec![("__name__", "lat"), ("job", "api")]),
+                    Newest::Histogram(1_000, Box::new(h.clone())),
+                ),
+                (
+                    Labels::new(vec![("__name__", "empty"), ("job", "api")]),
+                    Newest::Histogram(1_000, Box::new(Histogram::default())),
+                ),
+                (
+                    Labels::new(vec![("__name__", "queue"), ("job", "api")]),
+                    Newest::Histogram(1_000, Box::new(float)),
+                ),
+                (
+                    Labels::new(vec![("__name__", "up"), ("job", "api")]),
+                    Newest::Float(2_000, 1.0),
+                ),
+            ],
+            &BTreeMap::from([("dc".to_owned(), "eu".to_owned())]),
+        );
+        let native = NativeHistograms {
+            enabled: true,
+            ..NativeHistograms::default()
+        };
+        let p = protobuf::parse(&body, &native);
+        // The fractional float histogram is refused by the agent's reader
+        // (the agent ships whole counts); the rest come back as they were.
+        assert_eq!(p.samples.len(), 3, "{:?}", p.first_invalid);
+        assert!(
+            p.first_invalid[0].1.contains("fractional counts"),
+            "{:?}",
+            p.first_invalid
+        );
+        let by_name = |n: &str| {
+            p.samples
+                .iter()
+                .find(|s| s.labels[0].1 == n)
+                .unwrap_or_else(|| panic!("{n}"))
+        };
+        let lat = by_name("lat");
+        assert_eq!(lat.histogram.as_deref(), Some(&h));
+        assert_eq!(lat.timestamp_ms, Some(1_000));
+        assert_eq!(
+            by_name("empty").histogram.as_deref().map(|e| e.count),
+            Some(0.0),
+            "an empty histogram is still native"
+        );
+        let up = by_name("up");
+        assert_eq!((up.value, up.timestamp_ms), (1.0, Some(2_000)));
+        assert!(up.labels.contains(&("dc".to_owned(), "eu".to_owned())));
+        assert_eq!(p.families["queue"].kind, "gaugehistogram");
+        assert_eq!(p.families["up"].kind, "untyped");
+        assert!(wanted(
+            "application/vnd.google.protobuf;proto=io.prometheus.client.MetricFamily;encoding=delimited;q=0.6,*/*;q=0.1"
+        ));
+        assert!(!wanted("text/plain;version=0.0.4"));
+        assert!(!wanted(
+            "application/vnd.google.protobuf;proto=io.prometheus.client.MetricFamily;q=0,text/plain"
+        ));
+    }
+}
