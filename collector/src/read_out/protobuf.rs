@@ -175,7 +175,7 @@ mod tests {
                 ),
                 (
                     Labels::new(vec![("__name__", "empty"), ("job", "api")]),
-                    Newest::Histogram(1_000, Box::new(Histogram::default())),
+                    Newest::Histogram(1_000, Box::default()),
                 ),
                 (
                     Labels::new(vec![("__name__", "queue"), ("job", "api")]),
