@@ -16,6 +16,16 @@ pub struct LabelPair {
     pub value: String,
 }
 
+impl LabelPair {
+    /// A label named `name` valued `value`.
+    pub fn new(name: &str, value: &str) -> Self {
+        Self {
+            name: name.into(),
+            value: value.into(),
+        }
+    }
+}
+
 /// A gauge's or an untyped metric's value.
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct Value {
@@ -209,6 +219,20 @@ pub struct MetricFamily {
     /// Its unit.
     #[prost(string, tag = "5")]
     pub unit: String,
+}
+
+impl MetricFamily {
+    /// A family of `kind` (see [`kind`]) with `metric`, its help text
+    /// saying its name.
+    pub fn new(name: &str, kind: i32, metric: Vec<Metric>) -> Self {
+        Self {
+            name: name.into(),
+            help: format!("The {name}."),
+            r#type: kind,
+            metric,
+            unit: String::new(),
+        }
+    }
 }
 
 /// The `MetricType` numbers.

@@ -37,20 +37,11 @@ const PROTOBUF: &str =
     "application/vnd.google.protobuf; proto=io.prometheus.client.MetricFamily; encoding=delimited";
 
 fn label(name: &str, value: &str) -> LabelPair {
-    LabelPair {
-        name: name.into(),
-        value: value.into(),
-    }
+    LabelPair::new(name, value)
 }
 
 fn family(name: &str, kind: i32, metric: Vec<Metric>) -> MetricFamily {
-    MetricFamily {
-        name: name.into(),
-        help: format!("The {name}."),
-        r#type: kind,
-        metric,
-        unit: String::new(),
-    }
+    MetricFamily::new(name, kind, metric)
 }
 
 /// The target's families; `with_native` leaves the native histogram out

@@ -187,19 +187,26 @@ pub fn wire(t: i64, h: &Histogram) -> WireHistogram {
     w
 }
 
+/// A label set as remote write's `Label`s.
+pub(crate) fn wire_labels(
+    labels: &keel_series::labels::Labels,
+) -> Vec<crate::ingest::remote_write::Label> {
+    labels
+        .pairs()
+        .map(|(name, value)| crate::ingest::remote_write::Label {
+            name: name.to_owned(),
+            value: value.to_owned(),
+        })
+        .collect()
+}
+
 /// A remote write request of `stored` histogram series.
 pub fn request(stored: &[keel_series::SeriesHistograms]) -> WriteRequest {
     WriteRequest {
         timeseries: stored
             .iter()
             .map(|(labels, samples)| TimeSeries {
-                labels: labels
-                    .pairs()
-                    .map(|(name, value)| crate::ingest::remote_write::Label {
-                        name: name.to_owned(),
-                        value: value.to_owned(),
-                    })
-                    .collect(),
+                labels: wire_labels(labels),
                 histograms: samples.iter().map(|(t, h)| wire(*t, h)).collect(),
             })
             .collect(),

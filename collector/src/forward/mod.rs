@@ -350,13 +350,7 @@ impl Forwarding {
             .iter()
             .map(
                 |(labels, samples)| crate::ingest::remote_write::TimeSeries {
-                    labels: labels
-                        .pairs()
-                        .map(|(name, value)| crate::ingest::remote_write::Label {
-                            name: name.to_owned(),
-                            value: value.to_owned(),
-                        })
-                        .collect(),
+                    labels: histograms::wire_labels(labels),
                     samples: samples
                         .iter()
                         .map(|&(timestamp, value)| crate::ingest::remote_write::Sample {

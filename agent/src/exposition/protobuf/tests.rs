@@ -5,20 +5,11 @@ use crate::exposition::proto::{
 };
 
 fn label(name: &str, value: &str) -> LabelPair {
-    LabelPair {
-        name: name.into(),
-        value: value.into(),
-    }
+    LabelPair::new(name, value)
 }
 
 fn family(name: &str, kind: i32, metric: Vec<Metric>) -> MetricFamily {
-    MetricFamily {
-        name: name.into(),
-        help: format!("{name} help"),
-        r#type: kind,
-        metric,
-        unit: String::new(),
-    }
+    MetricFamily::new(name, kind, metric)
 }
 
 fn body(families: &[MetricFamily]) -> Vec<u8> {
@@ -218,7 +209,7 @@ fn counters_gauges_summaries_and_classic_histograms_read_as_prometheus_reads_the
         .expect("the bucket's exemplar");
     assert_eq!((e.value, e.timestamp_ms), (0.75, Some(1_700_000_000_250)));
     assert_eq!(p.families["rpc"].kind, "summary");
-    assert_eq!(p.families["lat"].help, "lat help");
+    assert_eq!(p.families["lat"].help, "The lat.");
 }
 
 #[test]
