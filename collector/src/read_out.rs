@@ -99,10 +99,12 @@ pub fn federation_text(
 }
 
 async fn federate(State(r): State<ReadOut>, headers: HeaderMap, RawQuery(q): RawQuery) -> Response {
-    let as_protobuf = headers
-        .get(header::ACCEPT)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(protobuf::wanted);
+    let as_protobuf = protobuf::wanted(
+        headers
+            .get_all(header::ACCEPT)
+            .iter()
+            .filter_map(|v| v.to_str().ok()),
+    );
     let p = keel_http::params(q, &HeaderMap::new(), &Bytes::new());
     let sets = match crate::api::selectors(&p) {
         Ok(s) if s.is_empty() => return keel_http::bad("no match[] parameter provided".into()),
@@ -165,9 +167,15 @@ async fn federate(State(r): State<ReadOut>, headers: HeaderMap, RawQuery(q): Raw
     .await
     .unwrap_or_default();
     match answer {
-        Some((content_type, body)) => {
-            ([(header::CONTENT_TYPE, content_type)], body).into_response()
-        }
+        // The answer's format follows the Accept header.
+        Some((content_type, body)) => (
+            [
+                (header::CONTENT_TYPE, content_type),
+                (header::VARY, "Accept"),
+            ],
+            body,
+        )
+            .into_response(),
         None => read_error(
             StatusCode::UNPROCESSABLE_ENTITY,
             format!(

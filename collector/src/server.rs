@@ -630,6 +630,8 @@ pub async fn start(config: &CollectorConfig, clock: SharedClock) -> Result<Runni
         store.forward_to(keel_metricstore::Forward(Arc::new(move |stored| {
             f.metrics(stored);
         })));
+    }
+    if forwarding.forwards_histograms() {
         let f = forwarding.clone();
         store.forward_histograms_to(keel_metricstore::ForwardHistograms(Arc::new(
             move |stored| f.histograms(stored),

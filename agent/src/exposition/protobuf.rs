@@ -360,8 +360,9 @@ fn classic(
 }
 
 /// The exemplar a native histogram sample carries: the newest of its
-/// own, else of its classic buckets' (Prometheus takes only exemplars
-/// with a timestamp for native histograms). Keel keeps one a sample.
+/// own, or of its classic buckets' when it has none of its own, as
+/// Prometheus picks them (only exemplars with a timestamp count). Keel
+/// keeps one a sample.
 fn native_exemplar(h: &proto::Histogram) -> Option<Exemplar> {
     let own = h.exemplars.iter();
     let buckets = h.bucket.iter().filter_map(|b| b.exemplar.as_ref());
@@ -370,9 +371,12 @@ fn native_exemplar(h: &proto::Histogram) -> Option<Exemplar> {
             .max_by_key(|e| e.timestamp.as_ref().map(|t| (t.seconds, t.nanos)))
             .cloned()
     };
-    pick(&mut own.into_iter())
-        .or_else(|| pick(&mut buckets.into_iter()))
-        .map(exemplar)
+    if h.exemplars.is_empty() {
+        pick(&mut buckets.into_iter())
+    } else {
+        pick(&mut own.into_iter())
+    }
+    .map(exemplar)
 }
 
 /// An exemplar as the text formats give it.

@@ -170,7 +170,7 @@ async fn stored_native_histograms_reach_a_real_prometheus_by_remote_write() {
     std::fs::write(
         keel_dir.join("keel.yaml"),
         format!(
-            "collector:\n  forward:\n    remote_write:\n    - url: {prom}/api/v1/write\n      retry: {{initial: 50ms, max: 500ms, timeout: 5s}}\n"
+            "collector:\n  forward:\n    remote_write:\n    - url: {prom}/api/v1/write\n      send_native_histograms: true\n      retry: {{initial: 50ms, max: 500ms, timeout: 5s}}\n"
         ),
     )
     .expect("config");
@@ -202,4 +202,36 @@ async fn stored_native_histograms_reach_a_real_prometheus_by_remote_write() {
     let (k, p) = (at(keel.clone()).await, at(prom.clone()).await);
     assert_eq!(p, vec![serde_json::json!("10")], "Prometheus' first sample");
     assert_eq!(k, p);
+
+    // A float histogram (fractional counts), a gauge histogram, sent by
+    // remote write: forwarded with float counts.
+    let float = keel_series::histogram::Histogram {
+        schema: 0,
+        zero_threshold: 0.001,
+        zero_count: 0.5,
+        count: 3.0,
+        sum: 2.25,
+        positive: vec![(1, 1.5), (3, 1.0)],
+        negative: Vec::new(),
+        reset: keel_series::histogram::CounterReset::Gauge,
+    };
+    let labels = keel_series::labels::Labels::new(vec![("__name__", "queue_depth"), ("job", "rw")]);
+    let req = keel_collector::forward::histograms::request(&[(
+        labels,
+        vec![((now_ms - 30_000) as i64, float)],
+    )]);
+    let body = snap::raw::Encoder::new()
+        .compress_vec(&req.encode_to_vec())
+        .expect("snappy");
+    let r = reqwest::Client::new()
+        .post(format!("{keel}/api/v1/write"))
+        .header("content-type", "application/x-protobuf")
+        .header("content-encoding", "snappy")
+        .header("x-prometheus-remote-write-version", "0.1.0")
+        .body(body)
+        .send()
+        .await
+        .expect("remote write");
+    assert_eq!(r.status(), 204, "{:?}", r.text().await);
+    answered_alike(&keel, &prom, r#"queue_depth{job="rw"}"#).await;
 }

@@ -64,6 +64,11 @@ pub struct Target {
     /// Retries with jittered exponential backoff (and each request's
     /// timeout).
     pub retry: RetryConfig,
+    /// Remote write only: send native histogram samples too (remote
+    /// write 1.0 histograms), as Prometheus' option of the same name;
+    /// off by default, as there: a receiver without native histograms
+    /// may refuse them with an error that would hold up its queue.
+    pub send_native_histograms: bool,
 }
 
 impl Default for Target {
@@ -83,6 +88,7 @@ impl Default for Target {
                 max: Duration::from_secs(5),
                 timeout: Duration::from_secs(30),
             },
+            send_native_histograms: false,
         }
     }
 }
@@ -165,6 +171,11 @@ impl Target {
             problems.push(format!(
                 "{at}.name: {:?} may hold only letters, digits, _ and -",
                 self.name
+            ));
+        }
+        if otlp && self.send_native_histograms {
+            problems.push(format!(
+                "{at}.send_native_histograms: for remote_write targets; otlp targets get logs and spans"
             ));
         }
         for s in &self.signals {
@@ -341,6 +352,14 @@ impl Forwarding {
         !self.remote_write.is_empty()
     }
 
+    /// Whether stored native histograms are forwarded (to a target that
+    /// sets `send_native_histograms`).
+    pub fn forwards_histograms(&self) -> bool {
+        self.remote_write
+            .iter()
+            .any(|l| l.target.send_native_histograms)
+    }
+
     /// Queue samples just stored for every remote write target.
     pub fn metrics(&self, stored: &[(Labels, Vec<(i64, f64)>)]) {
         if self.remote_write.is_empty() {
@@ -377,13 +396,17 @@ impl Forwarding {
     /// target (remote write 1.0's histograms, as Prometheus forwards
     /// them).
     pub fn histograms(&self, stored: &[keel_series::SeriesHistograms]) {
-        if self.remote_write.is_empty() {
+        if !self.forwards_histograms() {
             return;
         }
         let records: usize = stored.iter().map(|(_, s)| s.len()).sum();
         let raw = histograms::request(stored).encode_to_vec();
+        let lanes = self
+            .remote_write
+            .iter()
+            .filter(|l| l.target.send_native_histograms);
         match snap::raw::Encoder::new().compress_vec(&raw) {
-            Ok(body) => self.push(&self.remote_write, Signal::Metrics, records, body),
+            Ok(body) => self.push(lanes, Signal::Metrics, records, body),
             Err(e) => {
                 tracing::error!(error = %e, "remote write: cannot compress histograms; not forwarded");
             }
@@ -555,7 +578,7 @@ mod tests {
 
     #[test]
     fn every_problem_is_named_by_its_place() {
-        let yaml = "remote_write:\n- url: vm:8428/api/v1/write\n  signals: [logs]\n- url: http://a:1/w\n  name: \"a b\"\n  max_bytes: 10\n- url: http://u:pw@vm:1/w\n  retry: {initial: 0s}\nremote_query: {url: \"ftp://x\", timeout: 0s}\notlp:\n- url: http://a:1\n  signals: [metrics]\n- url: http://a:1/x\n";
+        let yaml = "remote_write:\n- url: vm:8428/api/v1/write\n  signals: [logs]\n- url: http://a:1/w\n  name: \"a b\"\n  max_bytes: 10\n- url: http://u:pw@vm:1/w\n  retry: {initial: 0s}\nremote_query: {url: \"ftp://x\", timeout: 0s}\notlp:\n- url: http://a:1\n  signals: [metrics]\n  send_native_histograms: true\n- url: http://a:1/x\n";
         let c: ForwardConfig = keel_core::config::parse_yaml("forward", yaml).expect("parses");
         let mut problems = Vec::new();
         c.validate(&mut problems);
@@ -571,10 +594,15 @@ mod tests {
             "collector.forward.otlp[1]: another target is named \"a_1\"",
             "collector.forward.remote_write[2].url: credentials in the URL",
             "collector.forward.remote_write[2].retry: initial must be positive",
+            "collector.forward.otlp[0].send_native_histograms: for remote_write targets",
         ] {
             assert!(all.contains(want), "{want} missing from:\n{all}");
         }
-        assert_eq!(problems.len(), 10, "{all}");
+        assert_eq!(problems.len(), 11, "{all}");
+        assert!(
+            !c.remote_write.iter().any(|t| t.send_native_histograms),
+            "histograms are not forwarded unless asked, as in Prometheus"
+        );
         let mut none = Vec::new();
         ForwardConfig::default().validate(&mut none);
         assert!(none.is_empty(), "{none:?}");

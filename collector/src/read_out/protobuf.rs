@@ -17,15 +17,35 @@ use prost::Message;
 
 use crate::forward::histograms::{deltas, is_integer, spans};
 
-/// Whether an Accept header asks for the protobuf format.
-pub fn wanted(accept: &str) -> bool {
-    accept.to_ascii_lowercase().split(',').any(|part| {
-        let part = part.replace(' ', "");
-        part.starts_with("application/vnd.google.protobuf")
-            && part.contains("metricfamily")
-            && !part.contains(";q=0;")
-            && !part.ends_with(";q=0")
-    })
+/// Whether Accept headers (each a list of media ranges) prefer the
+/// delimited protobuf format to text: its best `q` is above zero and at
+/// least any text range's (`text/plain`, OpenMetrics, `text/*`, `*/*`).
+pub fn wanted<'a>(accept: impl IntoIterator<Item = &'a str>) -> bool {
+    let (mut proto, mut text) = (0.0f64, 0.0f64);
+    for range in accept.into_iter().flat_map(|a| a.split(',')) {
+        let mut parts = range.split(';').map(|p| p.trim().to_ascii_lowercase());
+        let media = parts.next().unwrap_or_default();
+        let (mut q, mut family, mut delimited) = (1.0f64, false, true);
+        for p in parts {
+            match p.split_once('=').map(|(k, v)| (k.trim(), v.trim())) {
+                Some(("q", v)) => q = v.parse().unwrap_or(0.0),
+                Some(("proto", v)) => family = v == "io.prometheus.client.metricfamily",
+                Some(("encoding", v)) => delimited = v == "delimited",
+                _ => {}
+            }
+        }
+        if !q.is_finite() {
+            q = 0.0;
+        }
+        match media.as_str() {
+            "application/vnd.google.protobuf" if family && delimited => proto = proto.max(q),
+            "text/plain" | "application/openmetrics-text" | "text/*" | "*/*" => {
+                text = text.max(q);
+            }
+            _ => {}
+        }
+    }
+    proto > 0.0 && proto >= text
 }
 
 /// A sample to federate: a float or a native histogram, at its time.
@@ -66,6 +86,12 @@ pub fn federation_body(
                     ..Metric::default()
                 },
             ),
+            // A float histogram whose count and zero count are both 0 reads
+            // back as an integer one (Prometheus tells them apart by
+            // those): it cannot be written, so it is left out.
+            Newest::Histogram(_, h) if !is_integer(&h) && h.count <= 0.0 && h.zero_count <= 0.0 => {
+                continue;
+            }
             Newest::Histogram(t, h) => (
                 if h.reset == CounterReset::Gauge {
                     kind::GAUGE_HISTOGRAM
@@ -220,12 +246,33 @@ mod tests {
         assert!(up.labels.contains(&("dc".to_owned(), "eu".to_owned())));
         assert_eq!(p.families["queue"].kind, "gaugehistogram");
         assert_eq!(p.families["up"].kind, "untyped");
-        assert!(wanted(
-            "application/vnd.google.protobuf;proto=io.prometheus.client.MetricFamily;encoding=delimited;q=0.6,*/*;q=0.1"
-        ));
-        assert!(!wanted("text/plain;version=0.0.4"));
-        assert!(!wanted(
-            "application/vnd.google.protobuf;proto=io.prometheus.client.MetricFamily;q=0,text/plain"
-        ));
+    }
+
+    #[test]
+    fn protobuf_is_answered_only_to_who_prefers_it() {
+        let proto = "application/vnd.google.protobuf;proto=io.prometheus.client.MetricFamily;encoding=delimited";
+        // Prometheus with native histograms on (2.42 and 3.x forms).
+        assert!(wanted([format!("{proto};q=0.6,*/*;q=0.1").as_str()]));
+        assert!(wanted([format!(
+            "{proto},application/openmetrics-text;version=1.0.0;q=0.8,text/plain;version=0.0.4;q=0.5,*/*;q=0.1"
+        )
+        .as_str()]));
+        assert!(wanted([
+            "text/plain;q=0.3",
+            "APPLICATION/VND.GOOGLE.PROTOBUF; proto=io.prometheus.client.MetricFamily; q=0.5"
+        ]));
+        for no in [
+            "text/plain;version=0.0.4".to_owned(),
+            format!("{proto};q=0,text/plain"),
+            format!("{proto};q=0.0"),
+            format!("{proto};q=0.000,*/*;q=0.1"),
+            "application/vnd.google.protobuf;proto=io.prometheus.client.MetricFamily;encoding=text"
+                .into(),
+            format!("text/plain;version=0.0.4;q=0.6,{proto};q=0.5"),
+            "application/vnd.google.protobuf;proto=other.Message".into(),
+            String::new(),
+        ] {
+            assert!(!wanted([no.as_str()]), "{no}");
+        }
     }
 }
