@@ -34,6 +34,9 @@ use crate::append::AppendFile;
 use crate::wal::{Cursor, Fsync, frame, frames, put_labels};
 use crate::{Appended, StoreError};
 
+/// What a batch's taken samples are handed to (forwarding).
+pub type HandOn<'a> = dyn Fn(&[keel_series::SeriesHistograms]) + 'a;
+
 pub mod chunk;
 
 /// Sealed chunk bytes in memory that make [`Histograms::persist_due`]
@@ -421,14 +424,15 @@ impl Histograms {
 
     /// Store a batch: each series' samples newer than its newest are
     /// logged, then applied; older ones are counted `too_old`, a second
-    /// different sample at a stored time `duplicate`. Returns the samples
-    /// taken when `hand_on` (for forwarding), else nothing.
+    /// different sample at a stored time `duplicate`. The samples taken
+    /// are handed to `hand_on` (forwarding) before the log is let go, so
+    /// batches are handed on in the order they were stored.
     pub fn append(
         &self,
         batch: Vec<(Labels, Vec<(i64, Histogram)>)>,
         out: &mut Appended,
-        hand_on: bool,
-    ) -> Result<Vec<keel_series::SeriesHistograms>, StoreError> {
+        hand_on: Option<&HandOn>,
+    ) -> Result<(), StoreError> {
         let mut log = self.log.lock().unwrap_or_else(|e| e.into_inner());
         let mut accepted = Vec::with_capacity(batch.len());
         {
@@ -466,7 +470,7 @@ impl Histograms {
             }
         }
         if accepted.is_empty() {
-            return Ok(Vec::new());
+            return Ok(());
         }
         if let Some(log) = log.as_mut() {
             let mut rec = Vec::new();
@@ -475,11 +479,7 @@ impl Histograms {
                 .append(&rec, log.fsync == Fsync::Batch)
                 .map_err(|e| io_err(&log.path, e))?;
         }
-        let handed = if hand_on {
-            accepted.clone()
-        } else {
-            Vec::new()
-        };
+        let handed = hand_on.map(|_| accepted.clone());
         let mut series = self.series.write().unwrap_or_else(|e| e.into_inner());
         for (labels, samples) in accepted {
             let s = series.entry(labels).or_default();
@@ -487,7 +487,12 @@ impl Histograms {
                 s.push(t, h);
             }
         }
-        Ok(handed)
+        drop(series);
+        if let (Some(sink), Some(handed)) = (hand_on, handed) {
+            sink(&handed);
+        }
+        drop(log);
+        Ok(())
     }
 
     /// Every matching series' samples in `[mint, maxt]`.

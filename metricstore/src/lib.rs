@@ -311,6 +311,10 @@ pub struct Store {
     forward: std::sync::OnceLock<Forward>,
     /// The same for native histogram samples.
     forward_histograms: std::sync::OnceLock<ForwardHistograms>,
+    /// Taken before the head is released and held while a batch is
+    /// handed on, so batches are forwarded in the order they were stored
+    /// (a remote store refuses a series' older samples after newer ones).
+    forward_turn: Mutex<()>,
     /// Metric families' type, help and unit, as senders stated them.
     metadata: metadata::Metadata,
     /// The newest exemplars.
@@ -465,6 +469,7 @@ impl Store {
             marks: Default::default(),
             forward: Default::default(),
             forward_histograms: Default::default(),
+            forward_turn: Mutex::new(()),
             metadata: Default::default(),
             exemplars,
             histograms,
@@ -487,6 +492,7 @@ impl Store {
             marks: Default::default(),
             forward: Default::default(),
             forward_histograms: Default::default(),
+            forward_turn: Mutex::new(()),
             metadata: Default::default(),
         }
     }
@@ -709,6 +715,10 @@ impl Store {
                 tracing::error!(error = %e, "batch-ids.log not written; the batch is stored");
             }
         }
+        // The turn is taken before the head is let go: a later batch's
+        // samples cannot be handed on before these.
+        let turn = (!forwarded.is_empty())
+            .then(|| self.forward_turn.lock().unwrap_or_else(|e| e.into_inner()));
         drop(head);
         if out.accepted > 0 {
             self.appended.notify_one();
@@ -718,6 +728,7 @@ impl Store {
         {
             (sink.0)(&forwarded);
         }
+        drop(turn);
         Ok(Some(out))
     }
 
@@ -769,15 +780,13 @@ impl Store {
             }
             keep.push((labels, samples));
         }
-        let sink = self.forward_histograms.get();
-        let accepted = self.histograms.append(keep, &mut out, sink.is_some())?;
+        let sink = self
+            .forward_histograms
+            .get()
+            .map(|s| &*s.0 as &histograms::HandOn);
+        self.histograms.append(keep, &mut out, sink)?;
         if out.accepted > 0 {
             self.appended.notify_one();
-        }
-        if let Some(sink) = sink
-            && !accepted.is_empty()
-        {
-            (sink.0)(&accepted);
         }
         Ok(out)
     }

@@ -33,7 +33,7 @@ fn samples_come_back_across_sealed_and_open_chunks_and_old_ones_are_refused() {
     let store = Histograms::in_memory();
     let mut out = Appended::default();
     store
-        .append(batch("lat", 1..300), &mut out, false)
+        .append(batch("lat", 1..300), &mut out, None)
         .expect("stored");
     assert_eq!(out.accepted, 299);
     let got = all(&store);
@@ -48,7 +48,7 @@ fn samples_come_back_across_sealed_and_open_chunks_and_old_ones_are_refused() {
                 vec![(299_000, h(1)), (5_000, h(5)), (299_000, h(299))],
             )],
             &mut out,
-            false,
+            None,
         )
         .expect("answered");
     assert_eq!((out.accepted, out.duplicate, out.too_old), (0, 1, 1));
@@ -82,7 +82,7 @@ fn a_schema_change_starts_a_new_chunk_without_losing_samples() {
                 vec![(1, h(1)), (2, coarse.clone()), (3, h(3))],
             )],
             &mut out,
-            false,
+            None,
         )
         .expect("stored");
     assert_eq!(all(&store), vec![(1, h(1)), (2, coarse), (3, h(3))]);
@@ -94,12 +94,12 @@ fn the_log_and_segments_bring_everything_back_after_a_restart() {
     {
         let store = Histograms::open(dir.path(), Fsync::Batch).expect("opens");
         store
-            .append(batch("lat", 1..250), &mut Appended::default(), false)
+            .append(batch("lat", 1..250), &mut Appended::default(), None)
             .expect("stored");
         // Two chunks sealed go to a segment; the log keeps the open one.
         assert_eq!(store.persist(i64::MIN).expect("persists"), 2);
         store
-            .append(batch("lat", 250..260), &mut Appended::default(), false)
+            .append(batch("lat", 250..260), &mut Appended::default(), None)
             .expect("stored");
     }
     let store = Histograms::open(dir.path(), Fsync::Batch).expect("reopens");
@@ -115,7 +115,7 @@ fn a_crash_between_segment_and_log_rewrite_does_not_double_samples() {
     {
         let store = Histograms::open(dir.path(), Fsync::Batch).expect("opens");
         store
-            .append(batch("lat", 1..250), &mut Appended::default(), false)
+            .append(batch("lat", 1..250), &mut Appended::default(), None)
             .expect("stored");
         store.persist(i64::MIN).expect("persists");
     }
@@ -136,7 +136,7 @@ fn a_torn_log_tail_is_cut_and_a_corrupt_segment_is_named() {
     {
         let store = Histograms::open(dir.path(), Fsync::Batch).expect("opens");
         store
-            .append(batch("lat", 1..10), &mut Appended::default(), false)
+            .append(batch("lat", 1..10), &mut Appended::default(), None)
             .expect("stored");
     }
     let log = dir.path().join("histograms/wal.log");
@@ -162,7 +162,7 @@ fn retention_deletes_old_segments_and_chunks() {
     let dir = tempfile::tempdir().expect("dir");
     let store = Histograms::open(dir.path(), Fsync::Never).expect("opens");
     store
-        .append(batch("lat", 1..250), &mut Appended::default(), false)
+        .append(batch("lat", 1..250), &mut Appended::default(), None)
         .expect("stored");
     store.persist(i64::MIN).expect("persists");
     let segs = || {
@@ -178,4 +178,27 @@ fn retention_deletes_old_segments_and_chunks() {
     assert_eq!(segs(), 0);
     let got = all(&store);
     assert_eq!(got.first().map(|(t, _)| *t), Some(245_000));
+}
+
+#[test]
+fn what_is_taken_and_only_that_is_handed_on_in_order() {
+    let store = Histograms::in_memory();
+    let handed: std::sync::Mutex<Vec<i64>> = Default::default();
+    let sink = |b: &[keel_series::SeriesHistograms]| {
+        let mut h = handed.lock().expect("lock");
+        h.extend(b.iter().flat_map(|(_, s)| s.iter().map(|(t, _)| *t)));
+    };
+    store
+        .append(batch("lat", 1..4), &mut Appended::default(), Some(&sink))
+        .expect("stored");
+    // An old sample and a resend are not handed on; the new one is.
+    let mut out = Appended::default();
+    store
+        .append(batch("lat", 2..6), &mut out, Some(&sink))
+        .expect("stored");
+    assert_eq!(out.accepted, 2);
+    assert_eq!(
+        *handed.lock().expect("lock"),
+        vec![1_000, 2_000, 3_000, 4_000, 5_000]
+    );
 }
