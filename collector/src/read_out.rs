@@ -131,13 +131,12 @@ async fn federate(State(r): State<ReadOut>, headers: HeaderMap, RawQuery(q): Raw
                     newest.insert(labels, (t, v));
                 }
             }
-            // Native histograms only where the format can carry them.
+            // Native histograms only where the format can carry them; one
+            // sample a series counts against the limit.
             if as_protobuf {
-                for (labels, samples) in store.histograms().select(ms, now - LOOKBACK_MS, now) {
-                    left = left.checked_sub(samples.len())?;
-                    if let Some((t, h)) = samples.into_iter().last()
-                        && !h.is_stale()
-                    {
+                for (labels, (t, h)) in store.histograms().newest(ms, now - LOOKBACK_MS, now) {
+                    left = left.checked_sub(1)?;
+                    if !h.is_stale() {
                         histograms.insert(labels, (t, h));
                     }
                 }

@@ -495,6 +495,26 @@ impl Histograms {
         Ok(())
     }
 
+    /// Every matching series' newest sample, when it is in `[mint,
+    /// maxt]` (federation: one decoded chunk at most a series, not a
+    /// window's samples).
+    pub fn newest(
+        &self,
+        matchers: &[Matcher],
+        mint: i64,
+        maxt: i64,
+    ) -> Vec<(Labels, (i64, Histogram))> {
+        let series = self.series.read().unwrap_or_else(|e| e.into_inner());
+        series
+            .iter()
+            .filter(|(labels, s)| {
+                matchers.iter().all(|m| m.matches(labels.get(m.name())))
+                    && s.max_t().is_some_and(|t| (mint..=maxt).contains(&t))
+            })
+            .filter_map(|(labels, s)| Some((labels.clone(), s.newest_sample()?)))
+            .collect()
+    }
+
     /// Every matching series' samples in `[mint, maxt]`.
     pub fn select(&self, matchers: &[Matcher], mint: i64, maxt: i64) -> Vec<SeriesHistograms> {
         let series = self.series.read().unwrap_or_else(|e| e.into_inner());

@@ -202,3 +202,20 @@ fn what_is_taken_and_only_that_is_handed_on_in_order() {
         vec![1_000, 2_000, 3_000, 4_000, 5_000]
     );
 }
+
+#[test]
+fn the_newest_sample_of_each_series_is_found_within_a_window() {
+    let store = Histograms::in_memory();
+    // 300 samples: two sealed chunks and an open one.
+    store
+        .append(batch("lat", 1..300), &mut Appended::default(), None)
+        .expect("stored");
+    let m = [Matcher::Equal("__name__".into(), "lat".into())];
+    let got = store.newest(&m, 250_000, 400_000);
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].1, (299_000, h(299)));
+    // Its newest sample is older than the window: nothing.
+    assert!(store.newest(&m, 300_000, 400_000).is_empty());
+    let other = [Matcher::Equal("__name__".into(), "other".into())];
+    assert!(store.newest(&other, 0, 400_000).is_empty());
+}
