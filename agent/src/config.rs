@@ -391,6 +391,14 @@ pub struct ScrapeJob {
     /// least this factor wider than the one before (0: no limit).
     #[serde(default)]
     pub native_histogram_min_bucket_factor: f64,
+    /// A scrape whose body is larger than this many bytes fails (`up`
+    /// 0), as Prometheus' `body_size_limit` (0: no limit).
+    #[serde(default)]
+    pub body_size_limit: u64,
+    /// A scrape with more samples than this fails, none of its samples
+    /// stored, as Prometheus' `sample_limit` (0: no limit).
+    #[serde(default)]
+    pub sample_limit: usize,
 }
 
 /// A scrape format, by Prometheus' `scrape_protocols` name.
@@ -481,6 +489,14 @@ impl ScrapeJob {
         parts.join(",")
     }
 
+    /// This job's limits on one scrape.
+    pub fn scrape_limits(&self) -> crate::scrape::Limits {
+        crate::scrape::Limits {
+            body_size: self.body_size_limit,
+            samples: self.sample_limit,
+        }
+    }
+
     /// How this job reads native histograms.
     pub fn native_histograms(&self) -> crate::exposition::NativeHistograms {
         crate::exposition::NativeHistograms {
@@ -509,6 +525,8 @@ impl Default for ScrapeJob {
             always_scrape_classic_histograms: false,
             native_histogram_bucket_limit: 0,
             native_histogram_min_bucket_factor: 0.0,
+            body_size_limit: 0,
+            sample_limit: 0,
         }
     }
 }

@@ -114,6 +114,7 @@ fn targets(job: &ScrapeJob, g: Group) -> Vec<Target> {
             labels: labels.clone(),
             accept: job.accept(),
             native: job.native_histograms(),
+            limits: job.scrape_limits(),
         })
         .collect()
 }

@@ -48,6 +48,18 @@ pub struct Target {
     pub accept: String,
     /// How its native histograms are read.
     pub native: exposition::NativeHistograms,
+    /// Its limits on one scrape.
+    pub limits: Limits,
+}
+
+/// Limits on one scrape (Prometheus' `body_size_limit`, `sample_limit`;
+/// 0: none). Past either, the scrape fails: `up` 0, nothing stored.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Limits {
+    /// Most bytes of body.
+    pub body_size: u64,
+    /// Most samples.
+    pub samples: usize,
 }
 
 impl Target {
@@ -74,6 +86,7 @@ impl Target {
                 labels: job.labels.clone(),
                 accept: job.accept(),
                 native: job.native_histograms(),
+                limits: job.scrape_limits(),
             })
             .collect()
     }
@@ -161,7 +174,18 @@ pub async fn scrape(client: &reqwest::Client, t: &Target) -> Outcome {
                 .get(reqwest::header::CONTENT_TYPE)
                 .and_then(|v| v.to_str().ok()),
         );
-        let body = resp.bytes().await.map_err(|e| describe(&e, t.timeout))?;
+        // Read chunk by chunk, so a body past the limit is not all held.
+        let mut resp = resp;
+        let mut body = Vec::new();
+        while let Some(chunk) = resp.chunk().await.map_err(|e| describe(&e, t.timeout))? {
+            body.extend_from_slice(&chunk);
+            if t.limits.body_size > 0 && body.len() as u64 > t.limits.body_size {
+                return Err(format!(
+                    "body larger than body_size_limit ({} bytes)",
+                    t.limits.body_size
+                ));
+            }
+        }
         Ok((body, format))
     }
     .await;
@@ -177,6 +201,20 @@ pub async fn scrape(client: &reqwest::Client, t: &Target) -> Outcome {
         },
         Ok((body, format)) => {
             let p = exposition::parse_body(&body, format, &t.native);
+            if t.limits.samples > 0 && p.samples.len() > t.limits.samples {
+                let n = p.samples.len();
+                return Outcome {
+                    samples: Vec::new(),
+                    error: Some(format!(
+                        "{n} samples, more than sample_limit ({})",
+                        t.limits.samples
+                    )),
+                    duration,
+                    invalid_lines: p.invalid_lines,
+                    first_invalid: p.first_invalid,
+                    families: p.families,
+                };
+            }
             // A body with lines but not one sample is not a metrics page.
             let error = (p.samples.is_empty() && p.invalid_lines > 0).then(|| {
                 let (at, why) = p.first_invalid.first().cloned().unwrap_or_default();
@@ -431,6 +469,7 @@ mod tests {
             labels: BTreeMap::from([("tier".to_owned(), "web".to_owned())]),
             accept: ScrapeJob::default().accept(),
             native: exposition::NativeHistograms::default(),
+            limits: Limits::default(),
         }
     }
 

@@ -59,6 +59,7 @@ async fn the_agent_asks_for_openmetrics_and_keeps_its_exemplars() {
         labels: BTreeMap::new(),
         accept: keel_agent::config::ScrapeJob::default().accept(),
         native: Default::default(),
+        limits: Default::default(),
     };
     let got = scrape(&reqwest::Client::new(), &target).await;
     assert_eq!(got.error, None);
@@ -90,4 +91,54 @@ async fn the_agent_asks_for_openmetrics_and_keeps_its_exemplars() {
         Format::of_content_type(Some("text/plain; version=0.0.4")),
         Format::Prometheus
     );
+}
+
+#[tokio::test]
+async fn a_scrape_past_the_jobs_body_or_sample_limit_fails_and_keeps_nothing() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let body: String = (0..100).map(|i| format!("m{{i=\"{i}\"}} {i}\n")).collect();
+    let len = body.len() as u64;
+    let app =
+        axum::Router::new().route("/metrics", axum::routing::get(move || async move { body }));
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    let target = |limits: keel_agent::scrape::Limits| Target {
+        job: "api".into(),
+        url: format!("http://{addr}/metrics"),
+        instance: addr.to_string(),
+        interval: Duration::from_secs(10),
+        timeout: Duration::from_secs(5),
+        honor_labels: false,
+        labels: BTreeMap::new(),
+        accept: keel_agent::config::ScrapeJob::default().accept(),
+        native: Default::default(),
+        limits,
+    };
+    let client = reqwest::Client::new();
+    let got = scrape(&client, &target(Default::default())).await;
+    assert_eq!((got.error, got.samples.len()), (None, 100));
+    let at = |body_size, samples| keel_agent::scrape::Limits { body_size, samples };
+    let got = scrape(&client, &target(at(len, 100))).await;
+    assert_eq!(
+        (got.error, got.samples.len()),
+        (None, 100),
+        "at both limits"
+    );
+    let got = scrape(&client, &target(at(len - 1, 0))).await;
+    assert!(
+        got.error
+            .as_deref()
+            .is_some_and(|e| e.contains("body_size_limit")),
+        "{:?}",
+        got.error
+    );
+    assert!(got.samples.is_empty());
+    let got = scrape(&client, &target(at(0, 99))).await;
+    assert_eq!(
+        got.error.as_deref(),
+        Some("100 samples, more than sample_limit (99)")
+    );
+    assert!(got.samples.is_empty());
 }
