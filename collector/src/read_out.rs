@@ -25,7 +25,7 @@ use keel_metricstore::{Matcher, Store};
 use keel_promql::eval::LOOKBACK_MS;
 use keel_series::labels::Labels;
 
-use crate::ingest::remote_write::{Label, Sample, TimeSeries};
+use crate::ingest::remote_write::{Label, Sample};
 
 pub mod protobuf;
 
@@ -236,7 +236,22 @@ pub struct ReadResponse {
 pub struct QueryResult {
     /// The series.
     #[prost(message, repeated, tag = "1")]
-    pub timeseries: Vec<TimeSeries>,
+    pub timeseries: Vec<ReadSeries>,
+}
+
+/// `prometheus.TimeSeries` as remote read answers it: float samples and
+/// native histogram samples.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct ReadSeries {
+    /// Labels, `__name__` included.
+    #[prost(message, repeated, tag = "1")]
+    pub labels: Vec<Label>,
+    /// Float samples.
+    #[prost(message, repeated, tag = "2")]
+    pub samples: Vec<Sample>,
+    /// Native histogram samples.
+    #[prost(message, repeated, tag = "4")]
+    pub histograms: Vec<crate::forward::histograms::WireHistogram>,
 }
 
 /// A query's matchers as the store's; the first problem, named by its
@@ -302,43 +317,57 @@ pub fn answer(
                 format!("queries[{i}]: the request would load more than {max_samples} samples (collector.query.max_samples)")
             })?;
         left = left.saturating_sub(series.iter().map(|(_, s)| s.len()).sum());
-        let mut timeseries: Vec<TimeSeries> = series
-            .into_iter()
-            .map(|(labels, samples)| {
-                let mut pairs: BTreeMap<String, String> = labels
-                    .pairs()
-                    .map(|(k, v)| (k.to_owned(), v.to_owned()))
-                    .collect();
-                for (k, v) in external {
-                    pairs.entry(k.clone()).or_insert_with(|| v.clone());
-                }
-                TimeSeries {
-                    labels: pairs
-                        .into_iter()
-                        .map(|(name, value)| Label { name, value })
-                        .collect(),
-                    // Staleness markers too: the reader's lookback ends
-                    // where the series did.
-                    samples: samples
-                        .into_iter()
-                        .map(|(t, v)| Sample {
-                            value: v,
-                            timestamp: t,
-                        })
-                        .collect(),
-                }
+        let histograms = store
+            .histograms()
+            .select(&ms, q.start_timestamp_ms, q.end_timestamp_ms);
+        let n: usize = histograms.iter().map(|(_, s)| s.len()).sum();
+        left = left.checked_sub(n).ok_or_else(|| {
+            format!("queries[{i}]: the request would load more than {max_samples} samples (collector.query.max_samples)")
+        })?;
+        // Each series by its labels (the external ones added), its floats
+        // — staleness markers too: the reader's lookback ends where the
+        // series did — and its native histograms.
+        let key = |labels: &Labels| -> Vec<(String, String)> {
+            let mut pairs: BTreeMap<String, String> = labels
+                .pairs()
+                .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                .collect();
+            for (k, v) in external {
+                pairs.entry(k.clone()).or_insert_with(|| v.clone());
+            }
+            pairs.into_iter().collect()
+        };
+        let mut timeseries: BTreeMap<Vec<(String, String)>, ReadSeries> = BTreeMap::new();
+        fn at(
+            map: &mut BTreeMap<Vec<(String, String)>, ReadSeries>,
+            k: Vec<(String, String)>,
+        ) -> &mut ReadSeries {
+            map.entry(k.clone()).or_insert_with(|| ReadSeries {
+                labels: k
+                    .into_iter()
+                    .map(|(name, value)| Label { name, value })
+                    .collect(),
+                ..ReadSeries::default()
             })
-            .collect();
-        timeseries.sort_by(|a, b| {
-            let key = |s: &TimeSeries| -> Vec<(String, String)> {
-                s.labels
+        }
+        for (labels, samples) in series {
+            at(&mut timeseries, key(&labels))
+                .samples
+                .extend(samples.into_iter().map(|(t, v)| Sample {
+                    value: v,
+                    timestamp: t,
+                }));
+        }
+        for (labels, samples) in histograms {
+            at(&mut timeseries, key(&labels)).histograms.extend(
+                samples
                     .iter()
-                    .map(|l| (l.name.clone(), l.value.clone()))
-                    .collect()
-            };
-            key(a).cmp(&key(b))
+                    .map(|(t, h)| crate::forward::histograms::wire(*t, h)),
+            );
+        }
+        results.push(QueryResult {
+            timeseries: timeseries.into_values().collect(),
         });
-        results.push(QueryResult { timeseries });
     }
     Ok(ReadResponse { results })
 }
@@ -401,6 +430,53 @@ mod tests {
         assert_eq!(
             text,
             "# TYPE a_total untyped\na_total{path=\"x\\\"y\",region=\"eu\"} 1.5 1000\n# TYPE up untyped\nup{job=\"a\",region=\"eu\"} 1 2000\nup{job=\"b\",region=\"own\"} 0 2000\n"
+        );
+    }
+
+    #[test]
+    fn remote_read_answers_native_histograms_as_remote_write_writes_them() {
+        let store = Store::in_memory(keel_metricstore::StoreConfig::default());
+        let lat = Labels::new(vec![("__name__", "lat"), ("job", "api")]);
+        let h = |k: f64| keel_series::histogram::Histogram {
+            schema: 1,
+            zero_threshold: 1e-128,
+            count: 3.0 * k,
+            sum: k,
+            positive: vec![(0, k), (2, 2.0 * k)],
+            ..Default::default()
+        };
+        store
+            .append_histograms(vec![(lat.clone(), vec![(1000, h(1.0)), (2000, h(2.0))])])
+            .expect("append");
+        let req = ReadRequest {
+            queries: vec![Query {
+                start_timestamp_ms: 0,
+                end_timestamp_ms: 1500,
+                matchers: vec![LabelMatcher {
+                    r#type: 0,
+                    name: "__name__".into(),
+                    value: "lat".into(),
+                }],
+            }],
+            accepted_response_types: vec![],
+        };
+        let external = BTreeMap::from([("dc".to_owned(), "eu".to_owned())]);
+        let got = answer(&store, &req, 1000, &external).expect("answer");
+        // A query result's series are laid out as a write request's:
+        // the collector's own remote write decoder reads them back.
+        let raw = prost::Message::encode_to_vec(&got.results[0]);
+        let body = snap::raw::Encoder::new()
+            .compress_vec(&raw)
+            .expect("snappy");
+        let decoded = crate::ingest::remote_write::decode(&body, 1 << 20).expect("decodes");
+        let (_, _, histograms) =
+            decoded.into_parts(|keys| keys.map(Labels::from_encoded).collect());
+        let with_dc = Labels::new(vec![("__name__", "lat"), ("dc", "eu"), ("job", "api")]);
+        assert_eq!(histograms, vec![(with_dc, vec![(1000, h(1.0))])]);
+        assert!(
+            answer(&store, &req, 0, &external)
+                .unwrap_err()
+                .contains("max_samples")
         );
     }
 
