@@ -41,15 +41,10 @@ async fn metrics(headers: HeaderMap) -> ([(header::HeaderName, &'static str); 1]
     }
 }
 
-#[tokio::test]
-async fn the_agent_asks_for_openmetrics_and_keeps_its_exemplars() {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    let app = axum::Router::new().route("/metrics", axum::routing::get(metrics));
-    tokio::spawn(async move { axum::serve(listener, app).await });
-    let target = Target {
+/// The `/metrics` target at `addr`, with a default job's options and
+/// `limits`.
+fn target_at(addr: std::net::SocketAddr, limits: keel_agent::scrape::Limits) -> Target {
+    Target {
         job: "api".into(),
         url: format!("http://{addr}/metrics"),
         instance: addr.to_string(),
@@ -59,8 +54,19 @@ async fn the_agent_asks_for_openmetrics_and_keeps_its_exemplars() {
         labels: BTreeMap::new(),
         accept: keel_agent::config::ScrapeJob::default().accept(),
         native: Default::default(),
-        limits: Default::default(),
-    };
+        limits,
+    }
+}
+
+#[tokio::test]
+async fn the_agent_asks_for_openmetrics_and_keeps_its_exemplars() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let app = axum::Router::new().route("/metrics", axum::routing::get(metrics));
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    let target = target_at(addr, Default::default());
     let got = scrape(&reqwest::Client::new(), &target).await;
     assert_eq!(got.error, None);
     let names: Vec<&str> = got.samples.iter().map(|s| s.labels[0].1.as_str()).collect();
@@ -104,18 +110,7 @@ async fn a_scrape_past_the_jobs_body_or_sample_limit_fails_and_keeps_nothing() {
     let app =
         axum::Router::new().route("/metrics", axum::routing::get(move || async move { body }));
     tokio::spawn(async move { axum::serve(listener, app).await });
-    let target = |limits: keel_agent::scrape::Limits| Target {
-        job: "api".into(),
-        url: format!("http://{addr}/metrics"),
-        instance: addr.to_string(),
-        interval: Duration::from_secs(10),
-        timeout: Duration::from_secs(5),
-        honor_labels: false,
-        labels: BTreeMap::new(),
-        accept: keel_agent::config::ScrapeJob::default().accept(),
-        native: Default::default(),
-        limits,
-    };
+    let target = |limits| target_at(addr, limits);
     let client = reqwest::Client::new();
     let got = scrape(&client, &target(Default::default())).await;
     assert_eq!((got.error, got.samples.len()), (None, 100));
