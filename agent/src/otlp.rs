@@ -263,11 +263,7 @@ pub fn fit_exponential(mut h: Histogram) -> Result<Histogram, String> {
             "a float histogram with fractional counts: the agent ships whole counts only".into(),
         );
     }
-    let span = |b: &[(i32, f64)]| match (b.first(), b.last()) {
-        (Some(lo), Some(hi)) => (i64::from(hi.0) - i64::from(lo.0) + 1) as usize,
-        _ => 0,
-    };
-    while span(&h.positive).max(span(&h.negative)) > MAX_BUCKETS {
+    while dense_len(&h.positive).max(dense_len(&h.negative)) > MAX_BUCKETS {
         if h.schema == MIN_SCHEMA {
             return Err(format!(
                 "its buckets span more than {MAX_BUCKETS} even at schema {MIN_SCHEMA}"
@@ -278,6 +274,15 @@ pub fn fit_exponential(mut h: Histogram) -> Result<Histogram, String> {
     Ok(h)
 }
 
+/// Buckets a side takes laid out densely, from its lowest to its
+/// highest (as OTLP lays them out).
+pub fn dense_len(b: &[(i32, f64)]) -> usize {
+    match (b.first(), b.last()) {
+        (Some(lo), Some(hi)) => (i64::from(hi.0) - i64::from(lo.0) + 1) as usize,
+        _ => 0,
+    }
+}
+
 /// A native histogram (fitted by [`fit_exponential`]) as a cumulative
 /// exponential histogram point; a staleness marker flagged as one.
 fn exponential_point(
@@ -286,10 +291,8 @@ fn exponential_point(
     t_ms: i64,
 ) -> ExponentialHistogramDataPoint {
     let dense = |b: &[(i32, f64)]| {
-        let (Some(lo), Some(hi)) = (b.first(), b.last()) else {
-            return None;
-        };
-        let mut counts = vec![0u64; (i64::from(hi.0) - i64::from(lo.0) + 1) as usize];
+        let lo = b.first()?;
+        let mut counts = vec![0u64; dense_len(b)];
         for (i, c) in b {
             counts[(i - lo.0) as usize] = *c as u64;
         }

@@ -200,31 +200,27 @@ pub async fn scrape(client: &reqwest::Client, t: &Target) -> Outcome {
             families: exposition::Families::new(),
         },
         Ok((body, format)) => {
-            let p = exposition::parse_body(&body, format, &t.native);
-            if t.limits.samples > 0 && p.samples.len() > t.limits.samples {
-                let n = p.samples.len();
-                return Outcome {
-                    samples: Vec::new(),
-                    error: Some(format!(
-                        "{n} samples, more than sample_limit ({})",
-                        t.limits.samples
-                    )),
-                    duration,
-                    invalid_lines: p.invalid_lines,
-                    first_invalid: p.first_invalid,
-                    families: p.families,
-                };
-            }
-            // A body with lines but not one sample is not a metrics page.
-            let error = (p.samples.is_empty() && p.invalid_lines > 0).then(|| {
-                let (at, why) = p.first_invalid.first().cloned().unwrap_or_default();
-                format!(
-                    "not {}: {} unparseable part(s), first at {} {at}: {why}",
-                    format.name(),
-                    p.invalid_lines,
-                    format.position()
-                )
-            });
+            let mut p = exposition::parse_body(&body, format, &t.native);
+            let over = t.limits.samples > 0 && p.samples.len() > t.limits.samples;
+            let error = if over {
+                // Past the limit, the scrape fails and nothing is kept.
+                let n = std::mem::take(&mut p.samples).len();
+                Some(format!(
+                    "{n} samples, more than sample_limit ({})",
+                    t.limits.samples
+                ))
+            } else {
+                // A body with lines but not one sample is not a metrics page.
+                (p.samples.is_empty() && p.invalid_lines > 0).then(|| {
+                    let (at, why) = p.first_invalid.first().cloned().unwrap_or_default();
+                    format!(
+                        "not {}: {} unparseable part(s), first at {} {at}: {why}",
+                        format.name(),
+                        p.invalid_lines,
+                        format.position()
+                    )
+                })
+            };
             Outcome {
                 samples: p.samples,
                 error,

@@ -59,6 +59,20 @@ fn escape(v: &str) -> String {
         .replace('\n', "\\n")
 }
 
+/// A federated series' labels: its own but `__name__`, and each of the
+/// `external` ones it lacks, in name order.
+pub(crate) fn federated_labels<'a>(
+    labels: &'a Labels,
+    external: &'a BTreeMap<String, String>,
+) -> BTreeMap<&'a str, &'a str> {
+    let mut pairs: BTreeMap<&str, &str> =
+        labels.pairs().filter(|(k, _)| *k != "__name__").collect();
+    for (k, v) in external {
+        pairs.entry(k).or_insert(v);
+    }
+    pairs
+}
+
 /// The federation text of `series` (labels and their newest sample),
 /// grouped by metric name with an `untyped` TYPE line each, as
 /// Prometheus writes it.
@@ -79,12 +93,7 @@ pub fn federation_text(
             let _ = writeln!(out, "# TYPE {name} untyped");
             last_name = name;
         }
-        let mut pairs: BTreeMap<&str, &str> =
-            labels.pairs().filter(|(k, _)| *k != "__name__").collect();
-        for (k, v) in external {
-            pairs.entry(k).or_insert(v);
-        }
-        let body: Vec<String> = pairs
+        let body: Vec<String> = federated_labels(labels, external)
             .iter()
             .map(|(k, v)| format!("{k}=\"{}\"", escape(v)))
             .collect();

@@ -24,9 +24,19 @@ pub fn format_api(v: f64) -> String {
     if !v.is_finite() || a == 0.0 || (1e-6..1e21).contains(&a) {
         return format_value(v);
     }
+    let (mantissa, exp) = shortest_exponent(v);
+    go_exponent(&mantissa, exp)
+}
+
+/// A finite float's shortest mantissa digits and its decimal exponent.
+fn shortest_exponent(v: f64) -> (String, i32) {
     let sci = format!("{v:e}");
     let (mantissa, exp) = sci.split_once('e').unwrap_or((&sci, "0"));
-    let exp: i32 = exp.parse().unwrap_or(0);
+    (mantissa.to_owned(), exp.parse().unwrap_or(0))
+}
+
+/// Go's exponent form: `1.5e+06`, `1e-05` (a sign and two digits at least).
+fn go_exponent(mantissa: &str, exp: i32) -> String {
     let sign = if exp < 0 { '-' } else { '+' };
     format!("{mantissa}e{sign}{:02}", exp.abs())
 }
@@ -38,14 +48,11 @@ pub fn format_go_g(v: f64) -> String {
     if !v.is_finite() {
         return format_value(v);
     }
-    let sci = format!("{v:e}");
-    let (mantissa, exp) = sci.split_once('e').unwrap_or((&sci, "0"));
-    let exp: i32 = exp.parse().unwrap_or(0);
+    let (mantissa, exp) = shortest_exponent(v);
     if (-4..6).contains(&exp) {
         return format!("{v}");
     }
-    let sign = if exp < 0 { '-' } else { '+' };
-    format!("{mantissa}e{sign}{:02}", exp.abs())
+    go_exponent(&mantissa, exp)
 }
 
 /// A float as Prometheus writes an `le` or `quantile` label read from a

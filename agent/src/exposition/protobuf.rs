@@ -180,10 +180,9 @@ fn family(
                     .iter()
                     .map(|(k, v)| k.len() + v.len())
                     .sum::<usize>();
-            let dense = s
-                .histogram
-                .as_deref()
-                .map_or(0, |h| 8 * (dense_len(&h.positive) + dense_len(&h.negative)));
+            let dense = s.histogram.as_deref().map_or(0, |h| {
+                8 * (crate::otlp::dense_len(&h.positive) + crate::otlp::dense_len(&h.negative))
+            });
             let ok = budget.spend(cost + dense);
             if ok {
                 out.samples.push(s);
@@ -243,14 +242,6 @@ fn family(
         }
     }
     true
-}
-
-/// Buckets from a side's lowest to its highest (OTLP lays them out so).
-fn dense_len(b: &[(i32, f64)]) -> usize {
-    match (b.first(), b.last()) {
-        (Some(lo), Some(hi)) => (i64::from(hi.0) - i64::from(lo.0) + 1) as usize,
-        _ => 0,
-    }
 }
 
 /// One series' labels and time, from which its samples are made.

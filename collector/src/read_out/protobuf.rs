@@ -64,12 +64,7 @@ pub fn federation_body(
 ) -> Vec<u8> {
     let mut families: BTreeMap<(String, i32), Vec<Metric>> = BTreeMap::new();
     for (labels, newest) in series {
-        let mut pairs: BTreeMap<&str, &str> =
-            labels.pairs().filter(|(k, _)| *k != "__name__").collect();
-        for (k, v) in external {
-            pairs.entry(k).or_insert(v);
-        }
-        let label = pairs
+        let label = super::federated_labels(&labels, external)
             .iter()
             .map(|(k, v)| LabelPair {
                 name: (*k).to_owned(),
