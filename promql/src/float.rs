@@ -13,41 +13,64 @@ pub fn kahan_sum(values: impl IntoIterator<Item = f64>) -> f64 {
     sum + c
 }
 
-/// The mean of `values` (`avg`, `avg_over_time`): a compensated sum while
-/// it stays finite, then an incremental mean, so large values give their
-/// mean rather than ±Inf. NaN for no values.
+/// The mean of `values` (`avg`, `avg_over_time`): see [`Mean`]. NaN for
+/// no values.
 pub fn mean(values: impl IntoIterator<Item = f64>) -> f64 {
-    let (mut sum, mut c, mut count, mut avg) = (0.0, 0.0, 0.0, 0.0);
-    let mut incremental = false;
+    let mut m = Mean::default();
     for v in values {
-        count += 1.0;
-        if !incremental {
-            let (s, k) = kahan_inc(v, sum, c);
+        m.push(v);
+    }
+    m.value()
+}
+
+/// A running mean as Prometheus 3 takes it: a compensated sum while it
+/// stays finite, then an incremental mean, so large values give their
+/// mean rather than ±Inf.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Mean {
+    sum: f64,
+    c: f64,
+    count: f64,
+    avg: f64,
+    incremental: bool,
+}
+
+impl Mean {
+    /// Take one more value.
+    pub fn push(&mut self, v: f64) {
+        self.count += 1.0;
+        let count = self.count;
+        if !self.incremental {
+            let (s, k) = kahan_inc(v, self.sum, self.c);
             // The first value is taken as the sum even when infinite.
             if count == 1.0 || !s.is_infinite() {
-                (sum, c) = (s, k);
-                continue;
+                (self.sum, self.c) = (s, k);
+                return;
             }
-            incremental = true;
-            avg = sum / (count - 1.0);
-            c /= count - 1.0;
+            self.incremental = true;
+            self.avg = self.sum / (count - 1.0);
+            self.c /= count - 1.0;
         }
-        if avg.is_infinite() {
+        if self.avg.is_infinite() {
             // Inf plus an Inf of the same sign or a finite value stays
             // Inf (subtracting it below would make NaN).
-            if v.is_infinite() && (avg > 0.0) == (v > 0.0) || v.is_finite() {
-                continue;
+            if v.is_infinite() && (self.avg > 0.0) == (v > 0.0) || v.is_finite() {
+                return;
             }
         }
-        let corrected = avg + c;
-        (avg, c) = kahan_inc(v / count - corrected / count, avg, c);
+        let corrected = self.avg + self.c;
+        (self.avg, self.c) = kahan_inc(v / count - corrected / count, self.avg, self.c);
     }
-    if count == 0.0 {
-        f64::NAN
-    } else if incremental {
-        avg + c
-    } else {
-        sum / count + c / count
+
+    /// The mean so far (NaN for none).
+    pub fn value(&self) -> f64 {
+        if self.count == 0.0 {
+            f64::NAN
+        } else if self.incremental {
+            self.avg + self.c
+        } else {
+            self.sum / self.count + self.c / self.count
+        }
     }
 }
 

@@ -27,14 +27,27 @@ pub fn extrapolated(
             prev = v;
         }
     }
-    let zero = (counter && result > 0.0 && first.1 >= 0.0).then_some((first.1, result));
-    let factor = extrapolation(
-        (first.0, last.0, points.len()),
+    Some(extrapolate(
+        (first, last, points.len()),
+        result,
         (start, end),
-        zero,
+        counter,
         per_second,
-    );
-    Some(result * factor)
+    ))
+}
+
+/// A window's `result` (last − first, plus a counter's resets)
+/// extrapolated over `(start, end]`, from its first and last samples and
+/// how many it holds (at least 2).
+pub fn extrapolate(
+    (first, last, n): ((i64, f64), (i64, f64), usize),
+    result: f64,
+    window: (i64, i64),
+    counter: bool,
+    per_second: bool,
+) -> f64 {
+    let zero = (counter && result > 0.0 && first.1 >= 0.0).then_some((first.1, result));
+    result * extrapolation((first.0, last.0, n), window, zero, per_second)
 }
 
 /// What Prometheus multiplies an increase over a window `(start, end]`

@@ -176,3 +176,157 @@ fn queries_nested_up_to_the_bound_evaluate_on_a_small_stack() {
         .join()
         .expect("no overflow");
 }
+
+/// Series of every awkward kind for the series-by-series path: counters
+/// that reset, gaps, stale markers, NaN, ±Inf, -0, two names sharing the
+/// other labels, and series that start or end inside the range.
+fn awkward(rng: &mut rand::rngs::SmallRng) -> Vec<SeriesSamples> {
+    use rand::Rng as _;
+    let mut out = Vec::new();
+    for i in 0..12 {
+        // g's four series share their other labels with c_total's first four.
+        let name = if i < 8 { "c_total" } else { "g" };
+        let id = (i % 8).to_string();
+        let job = if i % 8 % 3 == 0 { "api" } else { "web" };
+        let l = Labels::new(vec![("__name__", name), ("i", id.as_str()), ("job", job)]);
+        let (from, to) = (rng.random_range(0..600), rng.random_range(600..1_400));
+        let mut v = 0.0;
+        let mut points = Vec::new();
+        let mut t = from * 1000;
+        while t < to * 1000 {
+            v += rng.random_range(0.0..10.0);
+            let value = match rng.random_range(0..40) {
+                0 => {
+                    v = rng.random_range(0.0..3.0);
+                    v
+                }
+                1 => keel_core::stale::marker(),
+                2 => f64::NAN,
+                3 => f64::INFINITY,
+                4 => -0.0,
+                _ => v,
+            };
+            points.push((t, value));
+            t += rng.random_range(1..30) * 1000;
+        }
+        out.push((l, points));
+    }
+    out
+}
+
+#[test]
+fn series_by_series_answers_what_step_by_step_answers_to_the_bit() {
+    use rand::SeedableRng as _;
+    let functions = [
+        "rate",
+        "increase",
+        "delta",
+        "irate",
+        "idelta",
+        "deriv",
+        "changes",
+        "resets",
+        "avg_over_time",
+        "sum_over_time",
+        "count_over_time",
+        "min_over_time",
+        "max_over_time",
+        "last_over_time",
+        "present_over_time",
+        "stddev_over_time",
+        "stdvar_over_time",
+        "mad_over_time",
+    ];
+    let wraps = [
+        "{}",
+        "sum({})",
+        "sum by (job) ({})",
+        "avg by (job) ({})",
+        "count without (i) ({})",
+        "min by (i) ({})",
+        "max({})",
+        "group by (job) ({})",
+        "sum by (__name__) ({})",
+    ];
+    let selectors = [
+        "c_total[1m]",
+        "c_total[5m]",
+        "{__name__=~\"c_total|g\"}[2m]",
+        "g[30s] offset 1m",
+        "c_total[3m] @ 900",
+    ];
+    let mut rng = rand::rngs::SmallRng::seed_from_u64(7);
+    let mut compared = 0;
+    for round in 0..6 {
+        let data = awkward(&mut rng);
+        let budget = crate::limits::Budget::default().with_experimental(true);
+        let fast = Engine::with_budget(&data, budget.clone());
+        let mut slow = Engine::with_budget(&data, budget);
+        slow.by_series = false;
+        for f in functions {
+            for w in wraps {
+                for sel in selectors {
+                    let q = w.replace("{}", &format!("{f}({sel})"));
+                    let range = QueryRange {
+                        start: 60_000 + round * 7_000,
+                        end: 1_300_000,
+                        step: 15_000 + round * 4_000,
+                    };
+                    let (a, b) = (
+                        fast.range_annotated(&q, range),
+                        slow.range_annotated(&q, range),
+                    );
+                    match (a, b) {
+                        (Ok(a), Ok(b)) => {
+                            assert_eq!(a.annotations, b.annotations, "{q}");
+                            assert_eq!(a.value.len(), b.value.len(), "{q}");
+                            for (x, y) in a.value.iter().zip(&b.value) {
+                                assert_eq!(x.labels, y.labels, "{q}");
+                                let bits = |p: &[(i64, f64)]| {
+                                    p.iter()
+                                        .map(|(t, v)| {
+                                            (*t, if v.is_nan() { 1 } else { v.to_bits() })
+                                        })
+                                        .collect::<Vec<_>>()
+                                };
+                                assert_eq!(bits(&x.points), bits(&y.points), "{q} {:?}", x.labels);
+                            }
+                            compared += 1;
+                        }
+                        (Err(a), Err(b)) => assert_eq!(a.to_string(), b.to_string(), "{q}"),
+                        (a, b) => panic!("{q}: {a:?} vs {b:?}"),
+                    }
+                }
+            }
+        }
+    }
+    assert!(compared > 3_500, "{compared} answers compared");
+}
+
+#[test]
+fn series_by_series_stops_at_the_same_sample_limit() {
+    let data = counters(50, 600);
+    for limit in [100, 2_000, 40_000] {
+        let budget = crate::limits::QueryLimits {
+            max_samples: limit,
+            ..Default::default()
+        }
+        .budget(None);
+        let fast = Engine::with_budget(&data, budget.clone());
+        let mut slow = Engine::with_budget(&data, budget);
+        slow.by_series = false;
+        let range = QueryRange {
+            start: 60_000,
+            end: 590_000,
+            step: 1_000,
+        };
+        for q in ["rate(c_total[1m])", "sum by (i) (rate(c_total[1m]))"] {
+            let a = fast.range(q, range).map_err(|e| e.to_string());
+            let b = slow.range(q, range).map_err(|e| e.to_string());
+            assert_eq!(a.is_ok(), b.is_ok(), "{q} at {limit}");
+            if let (Err(a), Err(b)) = (&a, &b) {
+                assert_eq!(a, b);
+            }
+        }
+    }
+}
