@@ -378,13 +378,26 @@ impl Store {
     pub fn arrival(&self, batch: &[(Labels, Vec<(i64, f64)>)]) -> Option<Arrival> {
         self.marks.get()?;
         let mut sources: std::collections::BTreeMap<(&str, &str), i64> = Default::default();
+        // A sender's series come grouped by source: the map is touched
+        // when the source changes, not for every series.
+        let mut run: Option<((&str, &str), i64)> = None;
         for (labels, samples) in batch {
             if let Some(newest) = samples.iter().map(|(t, _)| *t).max() {
-                let e = sources
-                    .entry((labels.get("job"), labels.get("instance")))
-                    .or_insert(newest);
-                *e = (*e).max(newest);
+                let source = (labels.get("job"), labels.get("instance"));
+                match &mut run {
+                    Some((s, t)) if *s == source => *t = (*t).max(newest),
+                    _ => {
+                        if let Some((s, t)) = run.replace((source, newest)) {
+                            let e = sources.entry(s).or_insert(t);
+                            *e = (*e).max(t);
+                        }
+                    }
+                }
             }
+        }
+        if let Some((s, t)) = run {
+            let e = sources.entry(s).or_insert(t);
+            *e = (*e).max(t);
         }
         (!sources.is_empty()).then(|| {
             Arrival(

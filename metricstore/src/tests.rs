@@ -541,3 +541,44 @@ fn native_histograms_survive_a_reopen_count_against_the_limits_and_expire() {
     store.compact(200_000 + 86_400_001).expect("compacts");
     assert!(store.select_histograms(&m, 0, i64::MAX).is_empty());
 }
+
+#[test]
+fn a_batch_arrives_from_each_source_at_its_newest_sample_however_its_series_are_grouped() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = Store::open(dir.path(), StoreConfig::default()).expect("open");
+    let src = |job: &str, instance: &str| {
+        Labels::new(vec![
+            ("__name__", "up"),
+            ("instance", instance),
+            ("job", job),
+        ])
+    };
+    let batch = vec![
+        (src("a", "1"), vec![(5, 1.0), (9, 1.0)]),
+        (src("a", "1"), vec![(7, 1.0)]),
+        (src("b", "1"), vec![(3, 1.0)]),
+        (src("a", "1"), vec![(12, 1.0)]),
+        (src("a", "2"), vec![]),
+        (src("a", "2"), vec![(4, 1.0)]),
+        (src("b", "1"), vec![(2, 1.0)]),
+    ];
+    assert!(store.arrival(&batch).is_none(), "no marks, nothing to mark");
+    let clock: keel_core::clock::SharedClock =
+        Arc::new(keel_core::clock::ManualClock::new(std::time::UNIX_EPOCH));
+    store.set_marks(Arc::new(keel_core::marks::MarkLog::new(
+        dir.path(),
+        clock,
+        std::time::Duration::from_secs(3600),
+    )));
+    let Some(Arrival(sources)) = store.arrival(&batch) else {
+        panic!("marks are on");
+    };
+    assert_eq!(
+        sources,
+        vec![
+            ("a".to_owned(), "1".to_owned(), 12),
+            ("a".to_owned(), "2".to_owned(), 4),
+            ("b".to_owned(), "1".to_owned(), 3),
+        ]
+    );
+}

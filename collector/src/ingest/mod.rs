@@ -3,6 +3,7 @@
 
 pub mod grpc;
 pub mod http;
+pub mod label_cache;
 pub mod otlp;
 pub mod quota;
 pub mod remote_write;

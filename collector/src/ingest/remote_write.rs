@@ -85,6 +85,7 @@ fn valid_label_name(n: &str) -> bool {
 
 /// Reads protobuf wire format from a slice without copying, naming the
 /// byte offset (in the decompressed request) of anything malformed.
+#[derive(Clone, Copy)]
 pub(super) struct Wire<'a> {
     b: &'a [u8],
     at: usize,
@@ -370,17 +371,58 @@ pub(super) fn exemplar<'a>(
 /// A series' samples, exemplars and histogram samples.
 pub(super) type SeriesData = (Vec<(i64, f64)>, Vec<Exemplar>, Vec<HistogramSample>);
 
-/// One `TimeSeries`: its label pairs (as sent), samples and exemplars.
+/// How a `TimeSeries`' labels were had: known by their bytes, or read
+/// into the pairs (with the bytes to learn them by, when they lie in one
+/// run).
+enum Labelled<'a> {
+    Known(Labels),
+    Read(Option<&'a [u8]>),
+}
+
+/// The bytes of a `TimeSeries`' `Label` fields when they lie in one run
+/// (as every sender writes them: first), else `None`.
+fn label_run<'a>(mut w: Wire<'a>) -> Result<Option<&'a [u8]>, String> {
+    let (mut start, mut end) = (None, 0);
+    while !w.done() {
+        let at = w.at;
+        match w.key()? {
+            (1, 2) => {
+                if start.is_some() && end != at {
+                    // A label after other fields: not one run.
+                    return Ok(None);
+                }
+                start.get_or_insert(at);
+                w.skip(2)?;
+                end = w.at;
+            }
+            (_, wire) => w.skip(wire)?,
+        }
+    }
+    Ok(start.map(|s| &w.b[s..end]))
+}
+
+/// One `TimeSeries`: its labels (known from `known` by their bytes, or
+/// read into `pairs` as sent), samples and exemplars.
 fn time_series<'a>(
     mut w: Wire<'a>,
     pairs: &mut Vec<(&'a str, &'a str)>,
-) -> Result<SeriesData, String> {
+    known: Option<&super::label_cache::Known>,
+) -> Result<(SeriesData, Labelled<'a>), String> {
+    let run = match known {
+        Some(_) => label_run(w)?,
+        None => None,
+    };
+    let labelled = match run.zip(known).and_then(|(r, k)| k.get(r)) {
+        Some(l) => Labelled::Known(l.clone()),
+        None => Labelled::Read(run),
+    };
+    let read = matches!(labelled, Labelled::Read(_));
     let mut samples = Vec::new();
     let mut exemplars = Vec::new();
     let mut histograms = Vec::new();
     while !w.done() {
         match w.key()? {
-            (1, 2) => pairs.push(label(w.message()?)?),
+            (1, 2) if read => pairs.push(label(w.message()?)?),
             (2, 2) => samples.push(sample(w.message()?)?),
             (4, 2) => histograms.push(histogram(w.message()?)?),
             (3, 2) => {
@@ -404,7 +446,7 @@ fn time_series<'a>(
             (_, wire) => w.skip(wire)?,
         }
     }
-    Ok((samples, exemplars, histograms))
+    Ok(((samples, exemplars, histograms), labelled))
 }
 
 /// Why a series' labels cannot be stored, if they cannot.
@@ -421,8 +463,16 @@ fn label_problem(pairs: &[(&str, &str)]) -> Option<String> {
     None
 }
 
-/// A series' label-set encoding (a range of `Decoded::keys`) and samples.
-type KeyedSamples = (std::ops::Range<usize>, Vec<(i64, f64)>);
+/// A series' labels: known already, or their encoding (a range of
+/// `Decoded::keys`) to be resolved by the store.
+#[derive(Debug)]
+enum Key {
+    Known(Labels),
+    Encoded(std::ops::Range<usize>),
+}
+
+/// A series' labels and samples.
+type KeyedSamples = (Key, Vec<(i64, f64)>);
 
 /// A decoded request: every storable series' label-set encoding (back to
 /// back in `keys`) with its samples, and the problem of every other one.
@@ -439,6 +489,12 @@ pub struct Decoded {
     exemplars: Vec<(usize, Exemplar)>,
     /// Native histogram samples, each series' with its index in `series`.
     histograms: Vec<(usize, Vec<(i64, Histogram)>)>,
+    /// Where read label sets are learnt, once resolved.
+    cache: Option<Arc<super::label_cache::LabelCache>>,
+    /// The wire bytes of label sets read here, back to back, each with
+    /// its series' index in `series`.
+    runs: Vec<u8>,
+    learn: Vec<(std::ops::Range<usize>, usize)>,
 }
 
 /// A decoded request's parts: float series, exemplars, native histogram
@@ -466,7 +522,29 @@ impl Decoded {
         resolve: impl FnOnce(&mut dyn Iterator<Item = &[u8]>) -> Vec<Labels>,
     ) -> Parts {
         let keys = &self.keys;
-        let labels = resolve(&mut self.series.iter().map(|(r, _)| &keys[r.clone()]));
+        let mut encoded = self.series.iter().filter_map(|(k, _)| match k {
+            Key::Encoded(r) => Some(&keys[r.clone()]),
+            Key::Known(_) => None,
+        });
+        let mut resolved = resolve(&mut encoded).into_iter();
+        let mut labels = Vec::with_capacity(self.series.len());
+        for (k, _) in &self.series {
+            match k {
+                Key::Known(l) => labels.push(l.clone()),
+                Key::Encoded(_) => match resolved.next() {
+                    Some(l) => labels.push(l),
+                    None => break,
+                },
+            }
+        }
+        if let Some(cache) = &self.cache {
+            let runs = &self.runs;
+            cache.learn(
+                self.learn
+                    .iter()
+                    .filter_map(|(r, i)| Some((&runs[r.clone()], labels.get(*i)?.clone()))),
+            );
+        }
         let exemplars = self
             .exemplars
             .into_iter()
@@ -495,6 +573,18 @@ impl Decoded {
         exemplars: Vec<Exemplar>,
         histograms: Vec<HistogramSample>,
     ) {
+        self.add_read(i, pairs, (samples, exemplars, histograms), None);
+    }
+
+    /// As [`Self::add`], learning the labels by `run` (their wire bytes)
+    /// once they are resolved, if this request has a cache.
+    fn add_read(
+        &mut self,
+        i: usize,
+        pairs: &mut Vec<(&str, &str)>,
+        data: SeriesData,
+        run: Option<&[u8]>,
+    ) {
         // Remote write requires sorted labels; sort if a sender did not.
         if !pairs.is_sorted_by(|a, b| a.0 <= b.0) {
             pairs.sort_by(|a, b| a.0.cmp(b.0));
@@ -506,22 +596,32 @@ impl Decoded {
                 pairs.retain(|(_, v)| !v.is_empty());
                 let start = self.keys.len();
                 keel_series::labels::encode_sorted(pairs.iter().copied(), &mut self.keys);
-                let at = self.series.len();
-                self.exemplars
-                    .extend(exemplars.into_iter().map(|e| (at, e)));
-                let mut kept = Vec::with_capacity(histograms.len());
-                for h in histograms {
-                    match h {
-                        Ok(h) => kept.push(h),
-                        Err(why) => self.problems.push(format!("timeseries[{i}]: {why}")),
-                    }
+                if let Some(run) = run.filter(|_| self.cache.is_some()) {
+                    let from = self.runs.len();
+                    self.runs.extend_from_slice(run);
+                    self.learn.push((from..self.runs.len(), self.series.len()));
                 }
-                if !kept.is_empty() {
-                    self.histograms.push((at, kept));
-                }
-                self.series.push((start..self.keys.len(), samples));
+                self.push(i, Key::Encoded(start..self.keys.len()), data);
             }
         }
+    }
+
+    /// Take series `i`, its labels had.
+    fn push(&mut self, i: usize, key: Key, (samples, exemplars, histograms): SeriesData) {
+        let at = self.series.len();
+        self.exemplars
+            .extend(exemplars.into_iter().map(|e| (at, e)));
+        let mut kept = Vec::with_capacity(histograms.len());
+        for h in histograms {
+            match h {
+                Ok(h) => kept.push(h),
+                Err(why) => self.problems.push(format!("timeseries[{i}]: {why}")),
+            }
+        }
+        if !kept.is_empty() {
+            self.histograms.push((at, kept));
+        }
+        self.series.push((key, samples));
     }
 
     /// Series that can be stored.
@@ -552,17 +652,34 @@ pub(crate) fn decompress(body: &[u8], max_decoded: usize) -> Result<Vec<u8>, Str
 /// Decode a snappy-compressed `WriteRequest` without copying its strings,
 /// reporting the first problem of every series that cannot be stored.
 pub fn decode(body: &[u8], max_decoded: usize) -> Result<Decoded, String> {
+    decode_with(body, max_decoded, None)
+}
+
+/// As [`decode`], taking label sets seen before from `cache` by their
+/// bytes, and learning the others there once they are resolved.
+pub fn decode_with(
+    body: &[u8],
+    max_decoded: usize,
+    cache: Option<&Arc<super::label_cache::LabelCache>>,
+) -> Result<Decoded, String> {
     let raw = decompress(body, max_decoded)?;
     let mut w = Wire::new(&raw);
-    let mut out = Decoded::default();
+    let mut out = Decoded {
+        cache: cache.cloned(),
+        ..Decoded::default()
+    };
+    let known = cache.map(|c| c.read());
     let mut pairs: Vec<(&str, &str)> = Vec::new();
     let mut i = 0usize;
     while !w.done() {
         match w.key()? {
             (1, 2) => {
                 pairs.clear();
-                let (samples, exemplars, histograms) = time_series(w.message()?, &mut pairs)?;
-                out.add(i, &mut pairs, samples, exemplars, histograms);
+                let (data, labelled) = time_series(w.message()?, &mut pairs, known.as_deref())?;
+                match labelled {
+                    Labelled::Known(l) => out.push(i, Key::Known(l), data),
+                    Labelled::Read(run) => out.add_read(i, &mut pairs, data, run),
+                }
                 i += 1;
             }
             (3, 2) => out.metadata.push(metric_metadata(w.message()?)?),
@@ -622,6 +739,8 @@ struct Rw {
     stats: Arc<super::http::IngestStats>,
     /// Time for the senders' quotas.
     clock: keel_core::clock::SharedClock,
+    /// Label sets sent before, by their bytes.
+    labels: Arc<super::label_cache::LabelCache>,
 }
 
 /// The remote-write route (`stats` counts what the limits refuse).
@@ -643,6 +762,7 @@ pub fn routes(
                 workers,
                 stats,
                 clock,
+                labels: Arc::new(super::label_cache::LabelCache::new()),
             })
         })
 }
@@ -666,13 +786,12 @@ async fn write(
     let workers = rw.workers.clone();
     let work = workers
         .run(move || {
-            let decoder = if v2 {
-                super::remote_write_v2::decode
+            let decoded = if v2 {
+                super::remote_write_v2::decode(&body, rw.max_decoded)
             } else {
-                decode
+                decode_with(&body, rw.max_decoded, Some(&rw.labels))
             };
-            let mut decoded =
-                decoder(&body, rw.max_decoded).map_err(|m| (StatusCode::BAD_REQUEST, m, 0))?;
+            let mut decoded = decoded.map_err(|m| (StatusCode::BAD_REQUEST, m, 0))?;
             let mut problems = std::mem::take(&mut decoded.problems);
             let metadata = std::mem::take(&mut decoded.metadata);
             let (mut batch, exemplars, histograms) =
@@ -811,5 +930,83 @@ mod tests {
         );
         let ok = decode(&snappy(&raw), 1 << 20).expect("valid");
         assert_eq!(ok.len(), 1);
+    }
+
+    /// A `TimeSeries` written field by field: `Ok` a label, `Err` a
+    /// sample, in the order given.
+    fn series_bytes(fields: &[Result<(&str, &str), f64>]) -> Vec<u8> {
+        let mut out = Vec::new();
+        for f in fields {
+            let (tag, body) = match f {
+                Ok((n, v)) => (
+                    0x0a,
+                    Label {
+                        name: (*n).into(),
+                        value: (*v).into(),
+                    }
+                    .encode_to_vec(),
+                ),
+                Err(value) => (
+                    0x12,
+                    Sample {
+                        value: *value,
+                        timestamp: 1_000,
+                    }
+                    .encode_to_vec(),
+                ),
+            };
+            out.push(tag);
+            prost::encoding::encode_varint(body.len() as u64, &mut out);
+            out.extend(body);
+        }
+        out
+    }
+
+    #[test]
+    fn label_sets_sent_again_are_known_by_their_bytes_and_read_the_same() {
+        let series = [
+            // In order, first: learnt.
+            series_bytes(&[Ok(("__name__", "a")), Ok(("job", "x")), Err(1.0)]),
+            // Unsorted: learnt, and known sorted.
+            series_bytes(&[Ok(("job", "y")), Ok(("__name__", "b")), Err(2.0)]),
+            // A label after a sample: not one run, read every time.
+            series_bytes(&[Ok(("__name__", "c")), Err(3.0), Ok(("job", "z"))]),
+            // No name: refused every time, never learnt.
+            series_bytes(&[Ok(("job", "w")), Err(4.0)]),
+            // An empty value: no such label.
+            series_bytes(&[Ok(("__name__", "d")), Ok(("job", "")), Err(5.0)]),
+        ];
+        let mut raw = Vec::new();
+        for s in &series {
+            raw.push(0x0a);
+            prost::encoding::encode_varint(s.len() as u64, &mut raw);
+            raw.extend(s);
+        }
+        let body = snappy(&raw);
+        let resolve = |keys: &mut dyn Iterator<Item = &[u8]>| -> Vec<Labels> {
+            keys.map(Labels::from_encoded).collect()
+        };
+        let plain = decode(&body, 1 << 20).expect("decodes");
+        let want_problems = plain.problems.clone();
+        let want = plain.into_batch(resolve);
+        assert_eq!(want.len(), 4, "{want:?}");
+        let cache = Arc::new(super::super::label_cache::LabelCache::new());
+        for round in 0..3 {
+            let d = decode_with(&body, 1 << 20, Some(&cache)).expect("decodes");
+            let known = d
+                .series
+                .iter()
+                .filter(|(k, _)| matches!(k, Key::Known(_)))
+                .count();
+            assert_eq!(known, if round == 0 { 0 } else { 3 }, "round {round}");
+            assert_eq!(d.problems, want_problems, "round {round}");
+            assert_eq!(d.into_batch(resolve), want, "round {round}");
+            assert_eq!(cache.read().len(), 3, "round {round}");
+        }
+        assert_eq!(
+            want[1].0,
+            Labels::new(vec![("__name__", "b"), ("job", "y")])
+        );
+        assert_eq!(want[3].0, Labels::new(vec![("__name__", "d")]));
     }
 }
