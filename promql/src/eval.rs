@@ -55,6 +55,9 @@ pub struct Engine<'a> {
     /// Whether a range query of the shape [`columns`] covers is
     /// evaluated series by series (tests turn it off to compare).
     by_series: bool,
+    /// How many range queries went series by series (tests).
+    #[cfg(test)]
+    went_by_series: std::sync::atomic::AtomicUsize,
 }
 
 fn dur_ms(d: Duration) -> i64 {
@@ -237,6 +240,8 @@ impl<'a> Engine<'a> {
             lookback: LOOKBACK_MS,
             budget,
             by_series: true,
+            #[cfg(test)]
+            went_by_series: Default::default(),
         }
     }
 
@@ -311,6 +316,9 @@ impl<'a> Engine<'a> {
         if self.by_series
             && let Some(value) = ctx.by_series(&expr)?
         {
+            #[cfg(test)]
+            self.went_by_series
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             return Ok(Answer {
                 value,
                 annotations: ctx.notes,

@@ -8,20 +8,31 @@
 //! the run of `Label` fields of a `TimeSeries`, as bytes, maps to the
 //! labels they were read as the first time, so a series sent before costs
 //! one hash and one comparison. Reading is a pure function of those
-//! bytes, so a hit gives what reading would; only label sets that were
-//! stored are learnt (a refused one is read, and refused, each time).
+//! bytes, so a hit gives what reading would. Only label sets that read
+//! without a problem are learnt (one with a bad name, a duplicate or no
+//! metric name is read, and refused, each time); the store applies its
+//! limits (series, label lengths, sample age) to every append whether
+//! the labels came from here or not.
 //!
-//! The cache holds at most [`MAX_BYTES`] of label bytes and starts over
-//! when full.
+//! The cache holds about [`MAX_BYTES`] (the label bytes twice over, for
+//! the key and the labels, and a little for the map) and starts over
+//! when full. Learning never waits: when another request holds the
+//! cache, what this one read is learnt the next time it is sent.
 
 use std::sync::{RwLock, RwLockReadGuard};
 
 use keel_series::FastMap;
 use keel_series::labels::Labels;
 
-/// Most label bytes kept (about 200,000 series of 300 bytes); the cache
-/// starts over past it.
+/// About the most memory the cache holds (some 100,000 series of 300
+/// label bytes); it starts over past it.
 pub const MAX_BYTES: usize = 64 << 20;
+
+/// What a learnt label set is reckoned to cost: its wire bytes as the
+/// key, about as much again for the labels, and the map's entry.
+fn cost(wire: &[u8]) -> usize {
+    2 * wire.len() + 64
+}
 
 /// Label sets by their bytes on the wire.
 #[derive(Default)]
@@ -78,16 +89,21 @@ impl LabelCache {
         if learnt.peek().is_none() {
             return;
         }
-        let mut map = self.map.write().unwrap_or_else(|e| e.into_inner());
+        let mut map = match self.map.try_write() {
+            Ok(map) => map,
+            Err(std::sync::TryLockError::Poisoned(e)) => e.into_inner(),
+            // Decoding elsewhere: learn it when it is sent again.
+            Err(std::sync::TryLockError::WouldBlock) => return,
+        };
         for (wire, labels) in learnt {
             if map.by_bytes.contains_key(wire) {
                 continue;
             }
-            if map.bytes + wire.len() > MAX_BYTES {
+            if map.bytes + cost(wire) > MAX_BYTES {
                 map.by_bytes = FastMap::default();
                 map.bytes = 0;
             }
-            map.bytes += wire.len();
+            map.bytes += cost(wire);
             map.by_bytes.insert(wire.into(), labels);
         }
     }
@@ -106,7 +122,7 @@ mod tests {
         // Learnt again (two requests raced): the first reading stays.
         cache.learn([(&b"x"[..], b.clone())]);
         assert_eq!(cache.read().get(b"x"), Some(&a));
-        let big = vec![7u8; MAX_BYTES];
+        let big = vec![7u8; MAX_BYTES / 2 - 64];
         cache.learn([(&big[..], b.clone())]);
         let known = cache.read();
         assert_eq!(known.len(), 1, "started over before the big one");

@@ -380,25 +380,26 @@ enum Labelled<'a> {
 }
 
 /// The bytes of a `TimeSeries`' `Label` fields when they lie in one run
-/// (as every sender writes them: first), else `None`.
-fn label_run<'a>(mut w: Wire<'a>) -> Result<Option<&'a [u8]>, String> {
+/// (as every sender writes them: first), else `None` (malformed too:
+/// reading it names the first problem as it always did).
+fn label_run(mut w: Wire<'_>) -> Option<&[u8]> {
     let (mut start, mut end) = (None, 0);
     while !w.done() {
         let at = w.at;
-        match w.key()? {
+        match w.key().ok()? {
             (1, 2) => {
                 if start.is_some() && end != at {
                     // A label after other fields: not one run.
-                    return Ok(None);
+                    return None;
                 }
                 start.get_or_insert(at);
-                w.skip(2)?;
+                w.skip(2).ok()?;
                 end = w.at;
             }
-            (_, wire) => w.skip(wire)?,
+            (_, wire) => w.skip(wire).ok()?,
         }
     }
-    Ok(start.map(|s| &w.b[s..end]))
+    start.map(|s| &w.b[s..end])
 }
 
 /// One `TimeSeries`: its labels (known from `known` by their bytes, or
@@ -408,10 +409,7 @@ fn time_series<'a>(
     pairs: &mut Vec<(&'a str, &'a str)>,
     known: Option<&super::label_cache::Known>,
 ) -> Result<(SeriesData, Labelled<'a>), String> {
-    let run = match known {
-        Some(_) => label_run(w)?,
-        None => None,
-    };
+    let run = known.and_then(|_| label_run(w));
     let labelled = match run.zip(known).and_then(|(r, k)| k.get(r)) {
         Some(l) => Labelled::Known(l.clone()),
         None => Labelled::Read(run),
@@ -930,6 +928,20 @@ mod tests {
         );
         let ok = decode(&snappy(&raw), 1 << 20).expect("valid");
         assert_eq!(ok.len(), 1);
+        // Known labels change no error: a bad label before a field of an
+        // unknown wire type is still named for its UTF-8.
+        let cache = Arc::new(super::super::label_cache::LabelCache::new());
+        let mut odd = bad.clone();
+        odd.extend([0x1b]);
+        odd[1] += 1;
+        for body in [&raw[..raw.len() - 3], &bad[..], &odd[..]] {
+            assert_eq!(
+                decode_with(&snappy(body), 1 << 20, Some(&cache)).map(|d| d.len()),
+                decode(&snappy(body), 1 << 20).map(|d| d.len())
+            );
+        }
+        let odd = decode(&snappy(&odd), 1 << 20).expect_err("invalid UTF-8");
+        assert!(odd.contains("not valid UTF-8"), "{odd}");
     }
 
     /// A `TimeSeries` written field by field: `Ok` a label, `Err` a

@@ -10,8 +10,9 @@
 //! instead of a pass over its samples. The answer is the same to the bit:
 //! each group folds its members in the same order, with the same
 //! compensated sums; annotations and limits are the same. Anything this
-//! does not cover (`@`-free or not, other aggregations, parameters,
-//! native histograms, label sets that collide) is left to the step path.
+//! does not cover (other aggregations, functions with parameters, native
+//! histograms, label sets that collide, an answer the sample limit might
+//! not hold) is left to the step path.
 
 use super::*;
 
@@ -145,9 +146,36 @@ fn strip_parens(e: &Expr) -> &Expr {
     }
 }
 
-/// Where each output series' values go: one column of cells per output
-/// series, `None` where it has no value at that step.
-type Columns = Vec<Vec<Option<Cell>>>;
+/// One output series' values: a cell for each step from `from` on that
+/// any of its members reached (`None` where none had a value), so a
+/// short-lived series holds its own span, not the whole range.
+#[derive(Debug, Default, Clone)]
+struct Column {
+    from: usize,
+    cells: Vec<Option<Cell>>,
+}
+
+impl Column {
+    /// The cell of `step`, the span grown to reach it.
+    fn at(&mut self, step: usize) -> &mut Option<Cell> {
+        if self.cells.is_empty() {
+            self.from = step;
+        } else if step < self.from {
+            let mut grown = vec![None; self.from - step];
+            grown.append(&mut self.cells);
+            self.cells = grown;
+            self.from = step;
+        }
+        let i = step - self.from;
+        if i >= self.cells.len() {
+            self.cells.resize(i + 1, None);
+        }
+        &mut self.cells[i]
+    }
+}
+
+/// Window samples read between two checks of the query's deadline.
+const CHECK_EVERY: usize = 1 << 16;
 
 impl Ctx<'_> {
     /// The range query's answer, series by series, when `e` has the shape
@@ -223,7 +251,8 @@ impl Ctx<'_> {
             return Ok(None);
         }
         let fold = shape.fold.as_ref().map_or(Fold::One, |f| f.0);
-        let mut columns: Columns = vec![Vec::new(); outputs.len()];
+        let mut columns: Vec<Column> = vec![Column::default(); outputs.len()];
+        let mut read = 0usize;
         let range = dur_ms(shape.ms.range);
         let mut clean = Vec::new();
         // Each series that had a window, and the first step it had one at.
@@ -246,6 +275,13 @@ impl Ctx<'_> {
                     continue;
                 }
                 first.get_or_insert(step);
+                // The step path checks before every step; a heavy
+                // window (days of samples) must not run past it here.
+                read += hi - lo;
+                if read >= CHECK_EVERY {
+                    read = 0;
+                    self.budget.check(EXECUTION)?;
+                }
                 let w = &points[lo..hi];
                 let value = if !resets.is_empty() {
                     counter_increase(w, resets[hi - 1] - resets[lo], (start, end), name)
@@ -266,11 +302,10 @@ impl Ctx<'_> {
                     functions::over_range(name, w, call)?
                 };
                 if let Some(v) = value {
-                    let cells = &mut columns[column];
-                    if cells.is_empty() {
-                        cells.resize(times.len(), None);
-                    }
-                    cells[step].get_or_insert_with(|| Cell::new(fold)).push(v);
+                    columns[column]
+                        .at(step)
+                        .get_or_insert_with(|| Cell::new(fold))
+                        .push(v);
                 }
             }
             if let Some(step) = first {
@@ -286,22 +321,25 @@ impl Ctx<'_> {
             }
         }
         // Hold the answer step by step, as the step path does.
-        for step in 0..times.len() {
-            self.budget.check(EXECUTION)?;
-            let n = columns
-                .iter()
-                .filter(|c| c.get(step).is_some_and(Option::is_some))
-                .count();
+        let mut per_step = vec![0usize; times.len()];
+        for c in &columns {
+            for (i, cell) in c.cells.iter().enumerate() {
+                if cell.is_some() {
+                    per_step[c.from + i] += 1;
+                }
+            }
+        }
+        for n in per_step {
             self.keep(n)?;
         }
         let mut out: Vec<RangeSeries> = outputs
             .into_iter()
             .zip(columns)
-            .filter(|(_, cells)| !cells.is_empty())
-            .map(|(labels, cells)| {
-                let points = times
+            .filter(|(_, c)| !c.cells.is_empty())
+            .map(|(labels, c)| {
+                let points = times[c.from..]
                     .iter()
-                    .zip(cells)
+                    .zip(c.cells)
                     .filter_map(|(&t, cell)| cell.map(|c| (t, c.value())))
                     .collect();
                 RangeSeries::floats(labels, points)
@@ -344,4 +382,23 @@ fn counter_increase(w: &[(i64, f64)], resets: u32, window: (i64, i64), name: &st
         true,
         per_second,
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_column_grows_to_the_span_its_members_reach_and_no_further() {
+        let mut c = Column::default();
+        *c.at(300) = Some(Cell::new(Fold::One));
+        *c.at(298) = Some(Cell::new(Fold::One));
+        *c.at(305) = Some(Cell::new(Fold::One));
+        assert_eq!((c.from, c.cells.len()), (298, 8));
+        let present: Vec<bool> = c.cells.iter().map(Option::is_some).collect();
+        assert_eq!(
+            present,
+            [true, false, true, false, false, false, false, true]
+        );
+    }
 }

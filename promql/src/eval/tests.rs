@@ -257,6 +257,7 @@ fn series_by_series_answers_what_step_by_step_answers_to_the_bit() {
     ];
     let mut rng = rand::rngs::SmallRng::seed_from_u64(7);
     let mut compared = 0;
+    let went = std::sync::atomic::AtomicUsize::new(0);
     for round in 0..6 {
         let data = awkward(&mut rng);
         let budget = crate::limits::Budget::default().with_experimental(true);
@@ -299,14 +300,30 @@ fn series_by_series_answers_what_step_by_step_answers_to_the_bit() {
                 }
             }
         }
+        went.fetch_add(
+            fast.went_by_series
+                .load(std::sync::atomic::Ordering::Relaxed),
+            std::sync::atomic::Ordering::Relaxed,
+        );
     }
     assert!(compared > 3_500, "{compared} answers compared");
+    // The comparison is of the two paths, not of the step path with
+    // itself: all but the colliding selections went series by series.
+    let went = went.load(std::sync::atomic::Ordering::Relaxed);
+    assert!(went > 3_000, "{went} of {compared} went series by series");
 }
 
 #[test]
 fn series_by_series_stops_at_the_same_sample_limit() {
+    // 50 series x 591 samples fetched; 50 answers x 531 steps held.
     let data = counters(50, 600);
-    for limit in [100, 2_000, 40_000] {
+    let (fetched, answer) = (50 * 591, 50 * 531);
+    let range = QueryRange {
+        start: 60_000,
+        end: 590_000,
+        step: 1_000,
+    };
+    for limit in [fetched - 1, fetched + answer - 1, fetched + answer, 200_000] {
         let budget = crate::limits::QueryLimits {
             max_samples: limit,
             ..Default::default()
@@ -315,18 +332,45 @@ fn series_by_series_stops_at_the_same_sample_limit() {
         let fast = Engine::with_budget(&data, budget.clone());
         let mut slow = Engine::with_budget(&data, budget);
         slow.by_series = false;
-        let range = QueryRange {
-            start: 60_000,
-            end: 590_000,
-            step: 1_000,
-        };
         for q in ["rate(c_total[1m])", "sum by (i) (rate(c_total[1m]))"] {
             let a = fast.range(q, range).map_err(|e| e.to_string());
             let b = slow.range(q, range).map_err(|e| e.to_string());
-            assert_eq!(a.is_ok(), b.is_ok(), "{q} at {limit}");
-            if let (Err(a), Err(b)) = (&a, &b) {
-                assert_eq!(a, b);
-            }
+            assert_eq!(a, b, "{q} at {limit}");
+            assert_eq!(a.is_ok(), limit >= fetched + answer, "{q} at {limit}");
         }
+        // Where the answer fits, it was the series-by-series path's.
+        let went = fast
+            .went_by_series
+            .load(std::sync::atomic::Ordering::Relaxed);
+        assert_eq!(
+            went,
+            if limit >= fetched + answer { 2 } else { 0 },
+            "at {limit}"
+        );
     }
+}
+
+#[test]
+fn a_short_lived_series_answers_its_own_span_of_a_long_range() {
+    // A series that lives for 10 s of a range of 10,000 steps.
+    let data = counters(1, 600);
+    let short: Vec<SeriesSamples> = vec![(data[0].0.clone(), data[0].1[100..110].to_vec())];
+    let engine = Engine::new(&short);
+    let range = QueryRange {
+        start: 0,
+        end: 10_000_000,
+        step: 1_000,
+    };
+    let out = engine
+        .range("last_over_time(c_total[1s])", range)
+        .expect("evaluates");
+    assert_eq!(
+        engine
+            .went_by_series
+            .load(std::sync::atomic::Ordering::Relaxed),
+        1
+    );
+    assert_eq!(out.len(), 1);
+    let want: Vec<(i64, f64)> = (100..110).map(|s| (s * 1000, s as f64)).collect();
+    assert_eq!(out[0].points, want);
 }
