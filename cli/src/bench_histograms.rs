@@ -22,6 +22,12 @@
 //! multinomial code length, the run's bucket frequencies known), in
 //! bytes a histogram sample — before the sum, whose low bits are as
 //! random as the observations.
+//!
+//! And the peer, in the same run: two Prometheus servers (Debian's 2.42,
+//! `--enable-feature=native-histograms`) are sent the same data by
+//! remote write, one the native histograms, the other the classic
+//! series; their bytes are the chunks of a snapshot of each head (every
+//! sample, in the block format Prometheus keeps on disk).
 
 use std::time::Instant;
 
@@ -53,6 +59,102 @@ pub struct HistogramsBenchArgs {
     /// Range queries timed on each store.
     #[arg(long, default_value_t = 20)]
     queries: usize,
+    /// The Prometheus binary to compare with (Debian package
+    /// `prometheus`); skipped when it is not there.
+    #[arg(long, default_value = "/usr/bin/prometheus")]
+    prometheus: std::path::PathBuf,
+}
+
+/// A Prometheus server and where it keeps its data.
+struct Peer {
+    server: crate::bench_metrics::Server,
+    dir: tempfile::TempDir,
+}
+
+/// Two Prometheus servers, sent the native and the classic form.
+struct Peers {
+    rt: tokio::runtime::Runtime,
+    client: reqwest::Client,
+    native: Peer,
+    classic: Peer,
+}
+
+impl Peers {
+    fn start(bin: &std::path::Path) -> anyhow::Result<Self> {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        let client = reqwest::Client::new();
+        let flags = [
+            "--enable-feature=native-histograms",
+            "--web.enable-admin-api",
+        ];
+        let start = || -> anyhow::Result<Peer> {
+            let dir = tempfile::tempdir()?;
+            let server = rt.block_on(crate::bench_metrics::start_prometheus_with(
+                bin,
+                dir.path(),
+                &flags,
+                &client,
+            ))?;
+            Ok(Peer { server, dir })
+        };
+        let (native, classic) = (start()?, start()?);
+        Ok(Self {
+            rt,
+            client,
+            native,
+            classic,
+        })
+    }
+
+    /// Post a snappy remote-write body; anything but 2xx is an error.
+    fn send(&self, to: &Peer, body: Vec<u8>) -> anyhow::Result<()> {
+        self.rt.block_on(async {
+            let r = self
+                .client
+                .post(&to.server.write_url)
+                .header("Content-Encoding", "snappy")
+                .header("Content-Type", "application/x-protobuf")
+                .header("X-Prometheus-Remote-Write-Version", "0.1.0")
+                .body(body)
+                .send()
+                .await?;
+            let status = r.status();
+            if !status.is_success() {
+                anyhow::bail!("Prometheus refused a write: {status} {}", r.text().await?);
+            }
+            Ok(())
+        })
+    }
+
+    /// The bytes of the chunks of a snapshot of `of`'s head: every
+    /// sample, in the block format.
+    fn snapshot_chunk_bytes(&self, of: &Peer) -> anyhow::Result<u64> {
+        let r: serde_json::Value = self.rt.block_on(async {
+            self.client
+                .post(format!("{}/api/v1/admin/tsdb/snapshot", of.server.api))
+                .send()
+                .await?
+                .error_for_status()?
+                .json()
+                .await
+        })?;
+        let name = r["data"]["name"]
+            .as_str()
+            .ok_or_else(|| anyhow::anyhow!("the snapshot answered {r}"))?;
+        let snap = of.dir.path().join("data/snapshots").join(name);
+        let mut bytes = 0;
+        for block in std::fs::read_dir(&snap)? {
+            bytes += crate::bench_metrics::dir_bytes(&block?.path().join("chunks"));
+        }
+        anyhow::ensure!(
+            bytes > 0,
+            "the snapshot at {} holds no chunks",
+            snap.display()
+        );
+        Ok(bytes)
+    }
 }
 
 const SCALE: i32 = 4;
@@ -177,6 +279,15 @@ pub fn run(args: HistogramsBenchArgs) -> anyhow::Result<()> {
     let hi = (10f64.log2() * f64::from(1 << SCALE)).ceil() as i32;
     let mut state = vec![(vec![0u64; (hi - lo + 1) as usize], lo, 0u64, 0.0f64); args.series];
     let mut classic_samples = 0u64;
+    let peers = if args.prometheus.exists() {
+        Some(Peers::start(&args.prometheus)?)
+    } else {
+        eprintln!(
+            "  {} not found: install Debian's prometheus package to compare",
+            args.prometheus.display()
+        );
+        None
+    };
     eprintln!(
         "keel bench histograms: {} series × {} scrapes × {} observations",
         args.series, args.scrapes, args.observations
@@ -201,8 +312,15 @@ pub fn run(args: HistogramsBenchArgs) -> anyhow::Result<()> {
         let t = T0 + k as i64 * STEP_MS;
         let req = scrape(t, &state);
         let n = otlp::convert(&req, &as_native, &|_| None);
-        native.append_histograms(n.histograms)?;
         let c = otlp::convert(&req, &as_classic, &|_| None);
+        if let Some(p) = &peers {
+            use prost::Message as _;
+            let body = keel_collector::forward::histograms::request(&n.histograms);
+            let body = snap::raw::Encoder::new().compress_vec(&body.encode_to_vec())?;
+            p.send(&p.native, body)?;
+            p.send(&p.classic, classic_request(&c.batch))?;
+        }
+        native.append_histograms(n.histograms)?;
         classic_samples += c.batch.iter().map(|(_, s)| s.len() as u64).sum::<u64>();
         classic.append(c.batch)?;
         if k % 60 == 59 {
@@ -242,6 +360,14 @@ pub fn run(args: HistogramsBenchArgs) -> anyhow::Result<()> {
         ms.sort_by(f64::total_cmp);
         Ok((ms[ms.len() / 2], last))
     };
+    let prometheus = match &peers {
+        Some(p) => Some((
+            p.snapshot_chunk_bytes(&p.native)? as f64 / hist_samples,
+            p.snapshot_chunk_bytes(&p.classic)? as f64 / hist_samples,
+        )),
+        None => None,
+    };
+    drop(peers);
     let (native_ms, nq) = time(&native, "histogram_quantile(0.99, sum(rate(lat[5m])))")?;
     let (classic_ms, cq) = time(
         &classic,
@@ -268,6 +394,17 @@ pub fn run(args: HistogramsBenchArgs) -> anyhow::Result<()> {
         "| bytes per histogram sample (sealed chunks) | {native_per_hist:.2} | {classic_per_hist:.2} | {:.3} |",
         native_per_hist / classic_per_hist
     );
+    if let Some((pn, pc)) = prometheus {
+        println!(
+            "| Prometheus 2.42, bytes per histogram sample (snapshot block chunks) | {pn:.2} | {pc:.2} | {:.3} |",
+            pn / pc
+        );
+        println!(
+            "| Keel ÷ Prometheus, bytes per histogram sample | {:.3} | {:.3} | |",
+            native_per_hist / pn,
+            classic_per_hist / pc
+        );
+    }
     let floor = increment_entropy_bits(&increments) / 8.0;
     println!(
         "| floor: bucket increments' entropy, bytes per histogram sample | {floor:.2} | | {:.3} |",
@@ -288,4 +425,28 @@ pub fn run(args: HistogramsBenchArgs) -> anyhow::Result<()> {
         nq.len().min(cq.len())
     );
     Ok(())
+}
+
+/// The classic series of one scrape as a remote-write 1.0 body.
+fn classic_request(batch: &[(keel_series::Labels, Vec<(i64, f64)>)]) -> Vec<u8> {
+    use keel_collector::ingest::remote_write::{Label, Sample, TimeSeries, WriteRequest};
+    WriteRequest {
+        timeseries: batch
+            .iter()
+            .map(|(labels, samples)| TimeSeries {
+                labels: labels
+                    .pairs()
+                    .map(|(name, value)| Label {
+                        name: name.to_owned(),
+                        value: value.to_owned(),
+                    })
+                    .collect(),
+                samples: samples
+                    .iter()
+                    .map(|&(timestamp, value)| Sample { value, timestamp })
+                    .collect(),
+            })
+            .collect(),
+    }
+    .to_snappy()
 }

@@ -219,7 +219,7 @@ fn step(
 
 pub(crate) struct Server {
     pub(crate) child: Child,
-    write_url: String,
+    pub(crate) write_url: String,
     pub(crate) api: String,
     /// OTLP/HTTP base URL (Keel only).
     pub(crate) otlp: String,
@@ -317,15 +317,27 @@ async fn start_prometheus(
     dir: &Path,
     client: &reqwest::Client,
 ) -> anyhow::Result<Server> {
+    start_prometheus_with(bin, dir, &[], client).await
+}
+
+/// Prometheus from `bin` receiving remote write, its data in
+/// `dir/data`, with `extra` flags.
+pub(crate) async fn start_prometheus_with(
+    bin: &Path,
+    dir: &Path,
+    extra: &[&str],
+    client: &reqwest::Client,
+) -> anyhow::Result<Server> {
     let port = keel_testkit::free_port()?;
     let config = dir.join("prometheus.yml");
     std::fs::write(&config, "global:\n  scrape_interval: 1h\n")?;
-    let args = [
+    let mut args = vec![
         format!("--config.file={}", config.display()),
         format!("--storage.tsdb.path={}", dir.join("data").display()),
         format!("--web.listen-address=127.0.0.1:{port}"),
         "--web.enable-remote-write-receiver".to_owned(),
     ];
+    args.extend(extra.iter().map(|a| (*a).to_owned()));
     start_peer(bin, &args, port, "/-/ready", client).await
 }
 
