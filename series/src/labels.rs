@@ -31,13 +31,17 @@ impl<'a> Pairs<'a> {
         crate::varint::take(&mut self.rest).and_then(|v| usize::try_from(v).ok())
     }
 
-    fn text(&mut self) -> Option<&'a str> {
+    fn bytes(&mut self) -> Option<&'a [u8]> {
         let n = self.varint()?;
         let rest: &'a [u8] = self.rest;
         let (s, rest) = rest.split_at_checked(n)?;
         self.rest = rest;
+        Some(s)
+    }
+
+    fn text(&mut self) -> Option<&'a str> {
         // Built only from &str, so this never fails.
-        std::str::from_utf8(s).ok()
+        std::str::from_utf8(self.bytes()?).ok()
     }
 }
 
@@ -119,10 +123,17 @@ impl Labels {
 
     /// The value of `name`, or "".
     pub fn get(&self, name: &str) -> &str {
-        for (k, v) in self.pairs() {
-            match k.cmp(name) {
+        // Names compare as bytes (the order they are sorted in), so only
+        // the value found is read as text.
+        let mut p = self.pairs();
+        while p.left > 0 {
+            p.left -= 1;
+            let (Some(k), Some(v)) = (p.bytes(), p.bytes()) else {
+                break;
+            };
+            match k.cmp(name.as_bytes()) {
                 Ordering::Less => continue,
-                Ordering::Equal => return v,
+                Ordering::Equal => return std::str::from_utf8(v).unwrap_or_default(),
                 Ordering::Greater => break,
             }
         }
@@ -224,6 +235,25 @@ impl fmt::Display for Labels {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn get_finds_what_a_walk_of_the_pairs_finds() {
+        let l = Labels::new(vec![
+            ("A", "upper"),
+            ("__name__", "up"),
+            ("a", "é"),
+            ("job", "api"),
+            ("zz", "last"),
+        ]);
+        for name in [
+            "A", "__name__", "a", "job", "zz", "", "0", "B", "b", "zzz", "é",
+        ] {
+            let walked = l.pairs().find(|(k, _)| *k == name).map_or("", |(_, v)| v);
+            assert_eq!(l.get(name), walked, "{name:?}");
+        }
+        assert_eq!(l.get("a"), "é");
+        assert_eq!(Labels::default().get("a"), "");
+    }
 
     fn l(pairs: &[(&str, &str)]) -> Labels {
         Labels::new(pairs.to_vec())

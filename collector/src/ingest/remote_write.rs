@@ -379,48 +379,52 @@ enum Labelled<'a> {
     Read(Option<&'a [u8]>),
 }
 
-/// The bytes of a `TimeSeries`' `Label` fields when they lie in one run
-/// (as every sender writes them: first), else `None` (malformed too:
-/// reading it names the first problem as it always did).
+/// The bytes of the `Label` fields a `TimeSeries` opens with (as every
+/// sender writes it: labels first), or `None` (malformed too: reading
+/// it names the first problem as it always did).
 fn label_run(mut w: Wire<'_>) -> Option<&[u8]> {
-    let (mut start, mut end) = (None, 0);
+    let mut end = 0;
     while !w.done() {
-        let at = w.at;
-        match w.key().ok()? {
-            (1, 2) => {
-                if start.is_some() && end != at {
-                    // A label after other fields: not one run.
-                    return None;
-                }
-                start.get_or_insert(at);
-                w.skip(2).ok()?;
-                end = w.at;
-            }
-            (_, wire) => w.skip(wire).ok()?,
+        if w.key().ok()? != (1, 2) {
+            break;
         }
+        w.skip(2).ok()?;
+        end = w.at;
     }
-    start.map(|s| &w.b[s..end])
+    (end > 0).then(|| &w.b[..end])
 }
 
-/// One `TimeSeries`: its labels (known from `known` by their bytes, or
-/// read into `pairs` as sent), samples and exemplars.
+/// One `TimeSeries`: its labels (known from `known` by the bytes of the
+/// run it opens with, or read into `pairs` as sent), samples and
+/// exemplars.
 fn time_series<'a>(
-    mut w: Wire<'a>,
+    whole: Wire<'a>,
     pairs: &mut Vec<(&'a str, &'a str)>,
     known: Option<&super::label_cache::Known>,
 ) -> Result<(SeriesData, Labelled<'a>), String> {
-    let run = known.and_then(|_| label_run(w));
-    let labelled = match run.zip(known).and_then(|(r, k)| k.get(r)) {
-        Some(l) => Labelled::Known(l.clone()),
-        None => Labelled::Read(run),
-    };
-    let read = matches!(labelled, Labelled::Read(_));
+    let mut w = whole;
+    let mut run = known.and_then(|_| label_run(w));
+    let labelled = run.zip(known).and_then(|(r, k)| k.get(r));
+    let read = labelled.is_none();
+    if let (Some(r), false) = (run, read) {
+        w.at = r.len();
+    }
     let mut samples = Vec::new();
     let mut exemplars = Vec::new();
     let mut histograms = Vec::new();
     while !w.done() {
+        let at = w.at;
         match w.key()? {
-            (1, 2) if read => pairs.push(label(w.message()?)?),
+            (1, 2) if read => {
+                if run.is_some_and(|r| at >= r.len()) {
+                    // A label after other fields: the run is not all of
+                    // them, so it is not learnt.
+                    run = None;
+                }
+                pairs.push(label(w.message()?)?)
+            }
+            // A label after other fields, the run known: read it all.
+            (1, 2) => return time_series(whole, pairs, None),
             (2, 2) => samples.push(sample(w.message()?)?),
             (4, 2) => histograms.push(histogram(w.message()?)?),
             (3, 2) => {
@@ -444,6 +448,10 @@ fn time_series<'a>(
             (_, wire) => w.skip(wire)?,
         }
     }
+    let labelled = match labelled {
+        Some(l) => Labelled::Known(l.clone()),
+        None => Labelled::Read(run),
+    };
     Ok(((samples, exemplars, histograms), labelled))
 }
 
@@ -987,6 +995,14 @@ mod tests {
             series_bytes(&[Ok(("job", "w")), Err(4.0)]),
             // An empty value: no such label.
             series_bytes(&[Ok(("__name__", "d")), Ok(("job", "")), Err(5.0)]),
+            // Opens with the first one's run, known from round 1 on, but
+            // has one more label after its sample: read whole.
+            series_bytes(&[
+                Ok(("__name__", "a")),
+                Ok(("job", "x")),
+                Err(6.0),
+                Ok(("zone", "q")),
+            ]),
         ];
         let mut raw = Vec::new();
         for s in &series {
@@ -1001,7 +1017,11 @@ mod tests {
         let plain = decode(&body, 1 << 20).expect("decodes");
         let want_problems = plain.problems.clone();
         let want = plain.into_batch(resolve);
-        assert_eq!(want.len(), 4, "{want:?}");
+        assert_eq!(want.len(), 5, "{want:?}");
+        assert_eq!(
+            want[4].0,
+            Labels::new(vec![("__name__", "a"), ("job", "x"), ("zone", "q")])
+        );
         let cache = Arc::new(super::super::label_cache::LabelCache::new());
         for round in 0..3 {
             let d = decode_with(&body, 1 << 20, Some(&cache)).expect("decodes");
