@@ -138,7 +138,8 @@ async fn send_all(
     Ok(())
 }
 
-async fn post(http: &reqwest::Client, url: &str, body: Vec<u8>) -> anyhow::Result<()> {
+/// Post a snappy remote-write 1.0 body; anything but 2xx is an error.
+pub(crate) async fn post(http: &reqwest::Client, url: &str, body: Vec<u8>) -> anyhow::Result<()> {
     let r = http
         .post(url)
         .header("Content-Encoding", "snappy")

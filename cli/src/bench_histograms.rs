@@ -110,22 +110,11 @@ impl Peers {
 
     /// Post a snappy remote-write body; anything but 2xx is an error.
     fn send(&self, to: &Peer, body: Vec<u8>) -> anyhow::Result<()> {
-        self.rt.block_on(async {
-            let r = self
-                .client
-                .post(&to.server.write_url)
-                .header("Content-Encoding", "snappy")
-                .header("Content-Type", "application/x-protobuf")
-                .header("X-Prometheus-Remote-Write-Version", "0.1.0")
-                .body(body)
-                .send()
-                .await?;
-            let status = r.status();
-            if !status.is_success() {
-                anyhow::bail!("Prometheus refused a write: {status} {}", r.text().await?);
-            }
-            Ok(())
-        })
+        self.rt.block_on(crate::bench_forward::post(
+            &self.client,
+            &to.server.write_url,
+            body,
+        ))
     }
 
     /// The bytes of the chunks of a snapshot of `of`'s head: every
