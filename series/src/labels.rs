@@ -121,7 +121,10 @@ impl Labels {
         self.len() == 0
     }
 
-    /// The value of `name`, or "".
+    /// The value of `name`, or "". Names before it are compared as bytes,
+    /// not read as text: on an encoding that is not text (only
+    /// [`Self::from_encoded`] of corrupt bytes makes one) it may find a
+    /// value past a bad pair, where [`Self::pairs`] stops at it.
     pub fn get(&self, name: &str) -> &str {
         // Names compare as bytes (the order they are sorted in), so only
         // the value found is read as text.

@@ -381,8 +381,10 @@ enum Labelled<'a> {
 
 /// The bytes of the `Label` fields a `TimeSeries` opens with (as every
 /// sender writes it: labels first), or `None` (malformed too: reading
-/// it names the first problem as it always did).
+/// it names the first problem as it always did). `w` is a message's own
+/// reader, at its start.
 fn label_run(mut w: Wire<'_>) -> Option<&[u8]> {
+    debug_assert_eq!(w.at, 0, "a message's reader starts at its start");
     let mut end = 0;
     while !w.done() {
         if w.key().ok()? != (1, 2) {
@@ -950,6 +952,21 @@ mod tests {
         }
         let odd = decode(&snappy(&odd), 1 << 20).expect_err("invalid UTF-8");
         assert!(odd.contains("not valid UTF-8"), "{odd}");
+        // Labels known, then a field of an unknown wire type after them:
+        // named at the same byte as without the cache.
+        decode_with(&snappy(&raw), 1 << 20, Some(&cache))
+            .expect("valid")
+            .into_batch(|keys| keys.map(Labels::from_encoded).collect());
+        assert_eq!(cache.read().len(), 1, "learnt");
+        let mut late = raw.clone();
+        late.extend([0x1b]);
+        late[1] += 1;
+        let want = decode(&snappy(&late), 1 << 20).expect_err("wire type 3");
+        assert!(want.contains("unsupported wire type 3"), "{want}");
+        assert_eq!(
+            decode_with(&snappy(&late), 1 << 20, Some(&cache)).expect_err("wire type 3"),
+            want
+        );
     }
 
     /// A `TimeSeries` written field by field: `Ok` a label, `Err` a
