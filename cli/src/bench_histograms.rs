@@ -120,29 +120,12 @@ impl Peers {
     /// The bytes of the chunks of a snapshot of `of`'s head: every
     /// sample, in the block format.
     fn snapshot_chunk_bytes(&self, of: &Peer) -> anyhow::Result<u64> {
-        let r: serde_json::Value = self.rt.block_on(async {
-            self.client
-                .post(format!("{}/api/v1/admin/tsdb/snapshot", of.server.api))
-                .send()
-                .await?
-                .error_for_status()?
-                .json()
-                .await
-        })?;
-        let name = r["data"]["name"]
-            .as_str()
-            .ok_or_else(|| anyhow::anyhow!("the snapshot answered {r}"))?;
-        let snap = of.dir.path().join("data/snapshots").join(name);
-        let mut bytes = 0;
-        for block in std::fs::read_dir(&snap)? {
-            bytes += crate::bench_metrics::dir_bytes(&block?.path().join("chunks"));
-        }
-        anyhow::ensure!(
-            bytes > 0,
-            "the snapshot at {} holds no chunks",
-            snap.display()
-        );
-        Ok(bytes)
+        self.rt
+            .block_on(crate::bench_metrics::prometheus_snapshot_chunk_bytes(
+                &self.client,
+                &of.server,
+                of.dir.path(),
+            ))
     }
 }
 

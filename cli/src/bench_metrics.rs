@@ -5,7 +5,8 @@
 //! Reported for each: ingest samples per CPU-second of the server process
 //! (from /proc, so the load generator's own work is not counted), memory
 //! per active series (RSS growth over the series count), compressed chunk
-//! bytes per sample (Keel: its Gorilla chunks; Prometheus: `chunks_head/`),
+//! bytes per sample (Keel: its Gorilla chunks; Prometheus: the block chunks
+//! of a snapshot of its head, every sample),
 //! and p50/p99 latency of a 1-hour `query_range` of a RED-style panel over
 //! 1,000 series, and p99 latency of the series and label lookups with
 //! `match[]` that Grafana's variables and label browser make (answers
@@ -317,7 +318,40 @@ async fn start_prometheus(
     dir: &Path,
     client: &reqwest::Client,
 ) -> anyhow::Result<Server> {
-    start_prometheus_with(bin, dir, &[], client).await
+    start_prometheus_with(bin, dir, &["--web.enable-admin-api"], client).await
+}
+
+/// The bytes of the chunks of a snapshot of the head of the Prometheus
+/// at `server` (keeping its data in `dir/data`, started with
+/// `--web.enable-admin-api`): every sample, in the block format, where
+/// `chunks_head/` holds only the chunks cut so far (how many samples
+/// those hold depends on where in its 2-hour block the data starts).
+pub(crate) async fn prometheus_snapshot_chunk_bytes(
+    client: &reqwest::Client,
+    server: &Server,
+    dir: &Path,
+) -> anyhow::Result<u64> {
+    let r: serde_json::Value = client
+        .post(format!("{}/api/v1/admin/tsdb/snapshot", server.api))
+        .send()
+        .await?
+        .error_for_status()?
+        .json()
+        .await?;
+    let name = r["data"]["name"]
+        .as_str()
+        .ok_or_else(|| anyhow::anyhow!("the snapshot answered {r}"))?;
+    let snap = dir.join("data/snapshots").join(name);
+    let mut bytes = 0;
+    for block in std::fs::read_dir(&snap)? {
+        bytes += dir_bytes(&block?.path().join("chunks"));
+    }
+    anyhow::ensure!(
+        bytes > 0,
+        "the snapshot at {} holds no chunks",
+        snap.display()
+    );
+    Ok(bytes)
 }
 
 /// Prometheus from `bin` receiving remote write, its data in
@@ -623,17 +657,13 @@ pub fn run(args: MetricsBenchArgs) -> anyhow::Result<()> {
             let p_ingest = ingest(&prom, &requests).await?;
             let p_query = query_latency(&prom.api, &client, end_ms, args.queries).await?;
             let p_lookups = lookup_latency(&prom.api, &client, end_ms, args.queries).await?;
-            let chunks = dir_bytes(&prom_dir.path().join("data/chunks_head")) as f64;
+            let chunks =
+                prometheus_snapshot_chunk_bytes(&client, &prom, prom_dir.path()).await? as f64;
             drop(prom);
-            // chunks_head/ holds a series' chunks once the next one is cut (at
-            // its 121st sample): the samples in it are full chunks but the last.
-            let on_disk = args.series * ((steps - 1) / 120) * 120;
             let mut p = figures(args.series, samples, p_ingest, chunks, p_query);
             p.lookups = p_lookups;
-            p.all_chunk_bytes_per_sample = 0.0;
-            p.chunk_bytes_per_sample = if on_disk > 0 { chunks / on_disk as f64 } else { 0.0 };
             (Some(p), Some(format!(
-                "cut-chunk bytes: Prometheus' chunks_head/ over the {on_disk} samples in its cut chunks, Keel's sealed chunks over theirs; Keel's open chunks ({open_samples} samples) are appended (decimal deltas or Gorilla) until full, then packed"
+                "chunk bytes: Prometheus' over every sample, from a snapshot of its head (block chunks), open chunks included; Keel's sealed chunks over theirs; Keel's open chunks ({open_samples} samples) are appended (decimal deltas or Gorilla) until full, then packed"
             )))
         } else {
             (None, Some(format!("{} not found: install Debian's prometheus package to compare", args.prometheus.display())))
