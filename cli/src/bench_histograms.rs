@@ -33,6 +33,7 @@ use std::time::Instant;
 
 use crate::bench_crash::kv;
 use keel_collector::ingest::otlp::{self, ExponentialAs, Translation};
+use keel_collector::ingest::remote_write::WriteRequest;
 use keel_metricstore::{Store, StoreConfig};
 use keel_promql::{Engine, QueryRange};
 use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
@@ -290,7 +291,7 @@ pub fn run(args: HistogramsBenchArgs) -> anyhow::Result<()> {
             let body = keel_collector::forward::histograms::request(&n.histograms);
             let body = snap::raw::Encoder::new().compress_vec(&body.encode_to_vec())?;
             p.send(&p.native, body)?;
-            p.send(&p.classic, classic_request(&c.batch))?;
+            p.send(&p.classic, WriteRequest::from_batch(&c.batch).to_snappy())?;
         }
         native.append_histograms(n.histograms)?;
         classic_samples += c.batch.iter().map(|(_, s)| s.len() as u64).sum::<u64>();
@@ -397,28 +398,4 @@ pub fn run(args: HistogramsBenchArgs) -> anyhow::Result<()> {
         nq.len().min(cq.len())
     );
     Ok(())
-}
-
-/// The classic series of one scrape as a remote-write 1.0 body.
-fn classic_request(batch: &[(keel_series::Labels, Vec<(i64, f64)>)]) -> Vec<u8> {
-    use keel_collector::ingest::remote_write::{Label, Sample, TimeSeries, WriteRequest};
-    WriteRequest {
-        timeseries: batch
-            .iter()
-            .map(|(labels, samples)| TimeSeries {
-                labels: labels
-                    .pairs()
-                    .map(|(name, value)| Label {
-                        name: name.to_owned(),
-                        value: value.to_owned(),
-                    })
-                    .collect(),
-                samples: samples
-                    .iter()
-                    .map(|&(timestamp, value)| Sample { value, timestamp })
-                    .collect(),
-            })
-            .collect(),
-    }
-    .to_snappy()
 }

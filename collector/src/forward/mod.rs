@@ -365,23 +365,8 @@ impl Forwarding {
         if self.remote_write.is_empty() {
             return;
         }
-        let timeseries: Vec<_> = stored
-            .iter()
-            .map(
-                |(labels, samples)| crate::ingest::remote_write::TimeSeries {
-                    labels: histograms::wire_labels(labels),
-                    samples: samples
-                        .iter()
-                        .map(|&(timestamp, value)| crate::ingest::remote_write::Sample {
-                            value,
-                            timestamp,
-                        })
-                        .collect(),
-                },
-            )
-            .collect();
         let records: usize = stored.iter().map(|(_, s)| s.len()).sum();
-        let raw = crate::ingest::remote_write::WriteRequest { timeseries }.encode_to_vec();
+        let raw = crate::ingest::remote_write::WriteRequest::from_batch(stored).encode_to_vec();
         let body = match snap::raw::Encoder::new().compress_vec(&raw) {
             Ok(b) => b,
             Err(e) => {

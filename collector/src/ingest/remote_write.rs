@@ -34,6 +34,22 @@ pub struct WriteRequest {
 }
 
 impl WriteRequest {
+    /// A request of float series, as Keel stores and forwards them.
+    pub fn from_batch(batch: &[(Labels, Vec<(i64, f64)>)]) -> Self {
+        Self {
+            timeseries: batch
+                .iter()
+                .map(|(labels, samples)| TimeSeries {
+                    labels: crate::forward::histograms::wire_labels(labels),
+                    samples: samples
+                        .iter()
+                        .map(|&(timestamp, value)| Sample { value, timestamp })
+                        .collect(),
+                })
+                .collect(),
+        }
+    }
+
     /// The request as a remote-write body: protobuf, snappy block format
     /// (what senders post; tests and benches build bodies with it).
     pub fn to_snappy(&self) -> Vec<u8> {
