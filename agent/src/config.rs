@@ -380,9 +380,16 @@ pub struct ScrapeJob {
     /// `scrape_native_histograms` is on, then the text formats.
     #[serde(default)]
     pub scrape_protocols: Vec<ScrapeProtocol>,
-    /// Store a histogram's classic buckets besides its native ones.
+    /// Store a histogram's classic buckets besides its native ones (or
+    /// besides its custom-bucket conversion).
     #[serde(default)]
     pub always_scrape_classic_histograms: bool,
+    /// Store each classic histogram (`_bucket{le}`, `_count`, `_sum` of
+    /// a `histogram` family) as one native histogram with custom buckets
+    /// under the family's name, as Prometheus'
+    /// `convert_classic_histograms_to_nhcb`.
+    #[serde(default)]
+    pub convert_classic_histograms_to_nhcb: bool,
     /// At most this many buckets a native histogram: its resolution is
     /// halved until it fits (0: no limit).
     #[serde(default)]
@@ -502,6 +509,7 @@ impl ScrapeJob {
         crate::exposition::NativeHistograms {
             enabled: self.scrape_native_histograms,
             always_classic: self.always_scrape_classic_histograms,
+            convert_classic: self.convert_classic_histograms_to_nhcb,
             bucket_limit: self.native_histogram_bucket_limit,
             min_bucket_factor: self.native_histogram_min_bucket_factor,
         }
@@ -523,6 +531,7 @@ impl Default for ScrapeJob {
             scrape_native_histograms: false,
             scrape_protocols: Vec::new(),
             always_scrape_classic_histograms: false,
+            convert_classic_histograms_to_nhcb: false,
             native_histogram_bucket_limit: 0,
             native_histogram_min_bucket_factor: 0.0,
             body_size_limit: 0,

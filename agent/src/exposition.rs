@@ -15,6 +15,7 @@
 use keel_series::histogram::Histogram;
 use prometheus_parse::LineInfo;
 
+pub mod nhcb;
 pub mod proto;
 pub mod protobuf;
 
@@ -44,6 +45,9 @@ pub struct NativeHistograms {
     pub enabled: bool,
     /// Take the classic buckets too (`always_scrape_classic_histograms`).
     pub always_classic: bool,
+    /// Store classic histograms as native histograms with custom
+    /// buckets (`convert_classic_histograms_to_nhcb`; see [`nhcb`]).
+    pub convert_classic: bool,
     /// At most this many buckets a histogram, resolution halved until it
     /// fits (`native_histogram_bucket_limit`; 0: no limit).
     pub bucket_limit: u32,
@@ -230,12 +234,24 @@ const KEEP_INVALID: usize = 5;
 /// Parse a scraped body in `format`, native histograms read as `native`
 /// says (a text body is read as UTF-8, invalid bytes replaced).
 pub fn parse_body(body: &[u8], format: Format, native: &NativeHistograms) -> Parsed {
-    match format {
+    let mut parsed = match format {
         Format::Protobuf => protobuf::parse(body, native),
         Format::Prometheus | Format::OpenMetrics => {
             parse_as(&String::from_utf8_lossy(body), format)
         }
+    };
+    if native.convert_classic {
+        let samples = std::mem::take(&mut parsed.samples);
+        let (samples, problems) = nhcb::convert(samples, &parsed.families, native.always_classic);
+        parsed.samples = samples;
+        for why in problems {
+            parsed.invalid_lines += 1;
+            if parsed.first_invalid.len() < KEEP_INVALID {
+                parsed.first_invalid.push((0, why));
+            }
+        }
     }
+    parsed
 }
 
 /// Parse a body in Prometheus' text exposition format.

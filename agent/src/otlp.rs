@@ -22,8 +22,8 @@ use keel_series::histogram::{Histogram, MAX_BUCKETS, MIN_SCHEMA};
 use opentelemetry_proto::tonic::common::v1::{AnyValue, InstrumentationScope, KeyValue, any_value};
 use opentelemetry_proto::tonic::metrics::v1::{
     AggregationTemporality, Exemplar, ExponentialHistogram, ExponentialHistogramDataPoint, Gauge,
-    Metric, NumberDataPoint, ResourceMetrics, ScopeMetrics, exemplar,
-    exponential_histogram_data_point, metric, number_data_point,
+    Histogram as OtlpHistogram, HistogramDataPoint, Metric, NumberDataPoint, ResourceMetrics,
+    ScopeMetrics, exemplar, exponential_histogram_data_point, metric, number_data_point,
 };
 use opentelemetry_proto::tonic::resource::v1::Resource;
 use prost::Message;
@@ -140,7 +140,7 @@ fn exemplar(e: crate::exposition::Exemplar, t_ms: i64) -> Exemplar {
 pub fn resource_metrics(points: Vec<Point>, families: &Families) -> Vec<ResourceMetrics> {
     type Metrics = (
         Vec<Metric>,
-        std::collections::HashMap<(String, bool), usize>,
+        std::collections::HashMap<(String, Kind), usize>,
     );
     let mut targets: std::collections::BTreeMap<(String, String), Metrics> =
         std::collections::BTreeMap::new();
@@ -163,20 +163,33 @@ pub fn resource_metrics(points: Vec<Point>, families: &Families) -> Vec<Resource
             }
         }
         let (metrics, by_name) = targets.entry((job, instance)).or_default();
-        let key = (name, p.histogram.is_some());
+        let kind = match &p.histogram {
+            None => Kind::Float,
+            Some(h) if h.is_custom() => Kind::Custom,
+            Some(_) => Kind::Exponential,
+        };
+        let key = (name, kind);
         let i = match by_name.get(&key) {
             Some(i) => *i,
             None => {
-                let (description, metadata) = described(families, &key.0);
-                let data = if key.1 {
-                    metric::Data::ExponentialHistogram(ExponentialHistogram {
+                let (description, mut metadata) = described(families, &key.0);
+                let cumulative = AggregationTemporality::Cumulative as i32;
+                let data = match kind {
+                    Kind::Exponential => metric::Data::ExponentialHistogram(ExponentialHistogram {
                         data_points: Vec::new(),
-                        aggregation_temporality: AggregationTemporality::Cumulative as i32,
-                    })
-                } else {
-                    metric::Data::Gauge(Gauge {
+                        aggregation_temporality: cumulative,
+                    }),
+                    Kind::Custom => {
+                        let (k, v) = keel_core::names::OTLP_CUSTOM_BUCKETS;
+                        metadata.push(kv(k, v));
+                        metric::Data::Histogram(OtlpHistogram {
+                            data_points: Vec::new(),
+                            aggregation_temporality: cumulative,
+                        })
+                    }
+                    Kind::Float => metric::Data::Gauge(Gauge {
                         data_points: Vec::new(),
-                    })
+                    }),
                 };
                 metrics.push(Metric {
                     name: key.0.clone(),
@@ -190,14 +203,23 @@ pub fn resource_metrics(points: Vec<Point>, families: &Families) -> Vec<Resource
             }
         };
         if let Some(h) = p.histogram {
-            if let Some(metric::Data::ExponentialHistogram(e)) = &mut metrics[i].data {
-                let mut point = exponential_point(&h, attributes, p.t_ms);
-                point.exemplars = p
-                    .exemplar
-                    .map(|e| exemplar(e, p.t_ms))
-                    .into_iter()
-                    .collect();
-                e.data_points.push(point);
+            let exemplars: Vec<Exemplar> = p
+                .exemplar
+                .map(|e| exemplar(e, p.t_ms))
+                .into_iter()
+                .collect();
+            match &mut metrics[i].data {
+                Some(metric::Data::ExponentialHistogram(e)) => {
+                    let mut point = exponential_point(&h, attributes, p.t_ms);
+                    point.exemplars = exemplars;
+                    e.data_points.push(point);
+                }
+                Some(metric::Data::Histogram(e)) => {
+                    let mut point = explicit_point(&h, attributes, p.t_ms);
+                    point.exemplars = exemplars;
+                    e.data_points.push(point);
+                }
+                _ => {}
             }
             continue;
         }
@@ -315,6 +337,40 @@ fn exponential_point(
         zero_threshold: h.zero_threshold,
         ..ExponentialHistogramDataPoint::default()
     }
+}
+
+/// A custom-bucket histogram as a cumulative explicit-bucket point:
+/// its bounds, and a count for each bucket up to the one past the last
+/// bound; a staleness marker flagged as one.
+fn explicit_point(h: &Histogram, attributes: Vec<KeyValue>, t_ms: i64) -> HistogramDataPoint {
+    let mut counts = vec![0u64; h.custom_values.len() + 1];
+    for (i, c) in &h.positive {
+        if let Some(slot) = usize::try_from(*i).ok().and_then(|i| counts.get_mut(i)) {
+            *slot = *c as u64;
+        }
+    }
+    let stale = h.is_stale();
+    HistogramDataPoint {
+        attributes,
+        time_unix_nano: nanos(t_ms),
+        count: h.count as u64,
+        sum: (!stale).then_some(h.sum),
+        bucket_counts: counts,
+        explicit_bounds: h.custom_values.to_vec(),
+        flags: if stale { NO_RECORDED_VALUE } else { 0 },
+        ..HistogramDataPoint::default()
+    }
+}
+
+/// Which OTLP metric a scraped point travels in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum Kind {
+    /// A gauge point.
+    Float,
+    /// An exponential histogram point.
+    Exponential,
+    /// An explicit-bucket histogram point, marked as custom buckets.
+    Custom,
 }
 
 /// The description and metadata of the metric `name` from its family.

@@ -11,7 +11,8 @@
 //! - [`duration`]: human-readable durations (`250ms`, `1m30s`) in config files.
 //! - [`marks`]: when batches arrived and rule groups and controller
 //!   loops ran, for incident replay.
-//! - [`names`]: Prometheus' label and metric name rules.
+//! - [`names`]: Prometheus' label and metric name rules, and the OTLP
+//!   metadata names agent and collector share.
 //! - [`procfs`]: a process's state, CPU time and memory from `/proc`.
 //! - [`quota`]: one sender's share of the collector (ingestion rate,
 //!   active series).

@@ -1,4 +1,11 @@
-//! Prometheus' name rules, shared by every place that checks a name.
+//! Prometheus' name rules, shared by every place that checks a name,
+//! and the names agent and collector agree on over OTLP.
+
+/// The OTLP metric metadata (key, value) with which the agent marks an
+/// explicit-bucket histogram it converted from a scraped classic one
+/// (`convert_classic_histograms_to_nhcb`): the collector stores it as
+/// one native histogram with custom buckets.
+pub const OTLP_CUSTOM_BUCKETS: (&str, &str) = ("prometheus.histogram", "custom_buckets");
 
 /// A label name: `[a-zA-Z_][a-zA-Z0-9_]*`.
 pub fn is_label_name(n: &str) -> bool {

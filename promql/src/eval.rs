@@ -678,10 +678,12 @@ impl Ctx<'_> {
                 let input = match self.instant(&a.expr, t, "")? {
                     Instant::Floats(v) => v,
                     Instant::Histograms(h) => {
-                        return Ok(match crate::native::aggregate(&op, h, &grouping)? {
-                            crate::native::Aggregated::Histograms(h) => Value::Histograms(h),
-                            crate::native::Aggregated::Floats(v) => Value::Vector(v),
-                        });
+                        return Ok(
+                            match crate::native::aggregate(&op, h, &grouping, &mut self.notes)? {
+                                crate::native::Aggregated::Histograms(h) => Value::Histograms(h),
+                                crate::native::Aggregated::Floats(v) => Value::Vector(v),
+                            },
+                        );
                     }
                 };
                 if let Some(k) = num {
@@ -820,7 +822,7 @@ impl Ctx<'_> {
                     .map(|n| (matching.is_some_and(|lm| lm.is_include()), n));
                 Ok(Value::Histograms(match (l, r) {
                     (Value::Histograms(l), Value::Histograms(r)) => {
-                        crate::native::between(&op, l, r, on_names)?
+                        crate::native::between(&op, l, r, on_names, &mut self.notes)?
                     }
                     (Value::Histograms(h), Value::Vector(f)) => {
                         crate::native::with_floats(&op, h, f, false, on_names)?

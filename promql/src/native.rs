@@ -9,28 +9,57 @@ use keel_series::labels::Labels;
 use super::EvalError;
 use super::aggregate::Grouping;
 use super::value::{HistogramSample, Sample};
+use crate::annotations::Annotations;
 
 /// `rate` (`per_second`) or `increase` over a histogram series' window
 /// `(start, end]`: the last minus the first, counter resets added back,
 /// extrapolated to the window's edges as floats are (the start cut at
-/// the histogram count's extrapolated zero). `None` below two samples.
-/// The second value says a gauge histogram was met.
+/// the histogram count's extrapolated zero). `None` below two samples,
+/// and for a window mixing exponential and custom buckets (warned of in
+/// `notes` for the series `name`, as Prometheus does). The second value
+/// says a gauge histogram was met.
 pub fn extrapolated(
     points: &[(i64, Histogram)],
-    start: i64,
-    end: i64,
+    (start, end): (i64, i64),
     per_second: bool,
+    name: &str,
+    notes: &mut Annotations,
 ) -> Option<(Histogram, bool)> {
     if points.len() < 2 {
         return None;
     }
     let (first, last) = (&points[0], &points[points.len() - 1]);
     let gauge = points.iter().any(|(_, h)| h.reset == CounterReset::Gauge);
-    let mut result = last.1.sub(&first.1);
-    for w in points.windows(2) {
-        if w[1].1.is_reset_after(&w[0].1) {
-            result = result.add(&w[0].1);
+    // A reset right after the first sample makes the first count as
+    // empty, so its bucket layout (another kind, even) is not looked at,
+    // as Prometheus does.
+    let second = &points[1].1;
+    let base = if second.is_reset_after(&first.1) {
+        Histogram {
+            schema: second.schema,
+            custom_values: second.custom_values.clone(),
+            ..Histogram::default()
         }
+    } else {
+        first.1.clone()
+    };
+    let Ok(mut result) = last.1.sub(&base) else {
+        notes.warn(mixed_schemas(name));
+        return None;
+    };
+    let mut prev = &base;
+    for (_, cur) in &points[1..] {
+        if cur.is_reset_after(prev) {
+            let Ok(r) = result.add(prev) else {
+                notes.warn(mixed_schemas(name));
+                return None;
+            };
+            result = r;
+        }
+        prev = cur;
+    }
+    if points.windows(2).any(|w| w[0].1.bounds_differ(&w[1].1)) {
+        notes.info(reconciled("subtraction"));
     }
     let zero =
         (result.count > 0.0 && first.1.count >= 0.0).then_some((first.1.count, result.count));
@@ -43,6 +72,54 @@ pub fn extrapolated(
     let mut h = result.scale(factor).compact();
     h.reset = CounterReset::Gauge;
     Some((h, gauge))
+}
+
+/// `irate` (`per_second`) or `idelta` over a histogram series' window:
+/// the last sample less the one before (for `irate`, the last alone
+/// after a counter reset), per second for `irate`. `None` below two
+/// samples, at one time, or for exponential and custom buckets mixed
+/// (warned of, naming the series `name`).
+pub fn instant(
+    points: &[(i64, Histogram)],
+    per_second: bool,
+    name: &str,
+    notes: &mut Annotations,
+) -> Option<Histogram> {
+    let [(t0, before), (t1, last)] = points.get(points.len().checked_sub(2)?..)? else {
+        return None;
+    };
+    let dt = t1 - t0;
+    if dt == 0 {
+        return None;
+    }
+    let gauge = [before, last].map(|h| h.reset == CounterReset::Gauge);
+    if per_second && gauge.contains(&true) {
+        notes.warn(format!(
+            "this native histogram metric is not a counter: {name:?}"
+        ));
+    }
+    if !per_second && gauge.contains(&false) {
+        notes.warn(format!(
+            "this native histogram metric is not a gauge: {name:?}"
+        ));
+    }
+    let mut h = if per_second && last.is_reset_after(before) {
+        last.clone()
+    } else {
+        if last.bounds_differ(before) {
+            notes.info(reconciled("subtraction"));
+        }
+        let Ok(d) = last.sub(before) else {
+            notes.warn(mixed_schemas(name));
+            return None;
+        };
+        d
+    };
+    h.reset = CounterReset::Gauge;
+    if per_second {
+        h = h.scale(1000.0 / dt as f64);
+    }
+    Some(h.compact())
 }
 
 /// One of the `histogram_*` functions that read a number from each
@@ -71,6 +148,41 @@ pub fn read(name: &str, input: Vec<HistogramSample>, params: &[f64]) -> Vec<Samp
         .collect()
 }
 
+/// Prometheus' warning for a mix of exponential and custom buckets
+/// where histograms are added (the result for them is dropped).
+pub fn mixed_schemas(name: &str) -> String {
+    format!(
+        "vector contains a mix of histograms with exponential and custom buckets schemas for metric name {name:?}"
+    )
+}
+
+/// Prometheus' info when custom bounds that differ were reconciled onto
+/// the bounds both histograms have, in `during` (`addition`,
+/// `subtraction`, `aggregation`).
+pub fn reconciled(during: &str) -> String {
+    format!("mismatched custom buckets were reconciled during {during}")
+}
+
+/// Add `b` into `a`: `None` (warned of in `notes`, naming the series
+/// `name`) when one has exponential and the other custom buckets.
+pub fn add_noted(
+    a: &Histogram,
+    b: &Histogram,
+    name: &str,
+    notes: &mut Annotations,
+) -> Option<Histogram> {
+    if a.bounds_differ(b) {
+        notes.info(reconciled("aggregation"));
+    }
+    match a.add(b) {
+        Ok(h) => Some(h),
+        Err(_) => {
+            notes.warn(mixed_schemas(name));
+            None
+        }
+    }
+}
+
 /// The functions [`read`] computes.
 pub fn is_reader(name: &str) -> bool {
     matches!(
@@ -96,29 +208,40 @@ pub enum Aggregated {
 
 /// Aggregate histogram samples: `sum`, `avg`, `count` and `group`, as
 /// Prometheus does; the other operators take numbers and are an error.
+/// A `sum`/`avg` group mixing exponential and custom buckets gives
+/// nothing, with a warning in `notes`.
 pub fn aggregate(
     op: &str,
     input: Vec<HistogramSample>,
     grouping: &Grouping,
+    notes: &mut Annotations,
 ) -> Result<Aggregated, EvalError> {
     if !matches!(op, "sum" | "avg" | "count" | "group") {
         return Err(EvalError::Unsupported(format!(
             "{op}() over native histograms (Prometheus ignores them there; aggregate histogram_count(), histogram_sum() or histogram_quantile() instead)"
         )));
     }
-    let mut groups: Vec<(Labels, Histogram, f64)> = Vec::new();
+    let adds = matches!(op, "sum" | "avg");
+    let mut groups: Vec<(Labels, Option<Histogram>, f64)> = Vec::new();
     let mut at: keel_series::FastMap<Labels, usize> = keel_series::FastMap::default();
     for s in input {
         let key = grouping.key(&s.labels);
         match at.get(&key) {
             Some(&i) => {
                 let g = &mut groups[i];
-                g.1 = g.1.add(&s.histogram);
+                if adds && let Some(h) = &g.1 {
+                    g.1 = add_noted(
+                        h,
+                        &s.histogram,
+                        s.labels.get(keel_series::labels::NAME),
+                        notes,
+                    );
+                }
                 g.2 += 1.0;
             }
             None => {
                 at.insert(key.clone(), groups.len());
-                groups.push((key, s.histogram, 1.0));
+                groups.push((key, Some(s.histogram), 1.0));
             }
         }
     }
@@ -126,6 +249,7 @@ pub fn aggregate(
         "sum" | "avg" => Aggregated::Histograms(
             groups
                 .into_iter()
+                .filter_map(|(labels, h, n)| Some((labels, h?, n)))
                 .map(|(labels, h, n)| HistogramSample {
                     labels,
                     histogram: if op == "avg" {
@@ -229,12 +353,14 @@ fn signature(on: Option<(bool, &[String])>) -> impl Fn(&Labels) -> Labels + '_ {
 
 /// `a + b` or `a - b` between histogram vectors, matched one-to-one on
 /// their labels (without the name, or only `on` / all but `ignoring`
-/// those given).
+/// those given). A pair mixing exponential and custom buckets gives
+/// nothing, with a warning in `notes`.
 pub fn between(
     op: &str,
     l: Vec<HistogramSample>,
     r: Vec<HistogramSample>,
     on: Option<(bool, &[String])>,
+    notes: &mut Annotations,
 ) -> Result<Vec<HistogramSample>, EvalError> {
     if !matches!(op, "+" | "-") {
         return Err(EvalError::Unsupported(format!(
@@ -255,10 +381,23 @@ pub fn between(
     for s in l {
         let k = sig(&s.labels);
         if let Some(rh) = right.get(&k) {
+            if s.histogram.bounds_differ(rh) {
+                notes.info(reconciled(if op == "+" {
+                    "addition"
+                } else {
+                    "subtraction"
+                }));
+            }
             let h = if op == "+" {
                 s.histogram.add(rh)
             } else {
                 s.histogram.sub(rh)
+            };
+            let Ok(h) = h else {
+                notes.warn(format!(
+                    "incompatible bucket layout encountered for binary operator {op}"
+                ));
+                continue;
             };
             let labels = match on {
                 Some((true, _)) => k,

@@ -9,11 +9,20 @@
 //! rate or an average of histograms is not a whole number), buckets
 //! sparsely as `(index, count)` in ascending index.
 //!
+//! With custom buckets ([`CUSTOM_SCHEMA`], Prometheus' NHCB, what a
+//! classic histogram becomes when converted) the bounds are listed
+//! instead: bucket `i` holds `(custom_values[i-1], custom_values[i]]`,
+//! bucket 0 everything up to the first bound, the bucket past the last
+//! bound everything above it; there is no zero bucket and no negative
+//! side, and estimates interpolate linearly.
+//!
 //! The arithmetic (adding histograms of different schemas, the zero
 //! bucket widening, counter resets) and the estimates read from a
 //! histogram (`histogram_quantile`, `histogram_fraction`,
 //! `histogram_stddev`) follow Prometheus 3, exponential interpolation
 //! within a bucket included.
+
+use std::sync::Arc;
 
 /// The finest and coarsest standard schemas Prometheus accepts.
 pub const MAX_SCHEMA: i32 = 8;
@@ -25,6 +34,21 @@ pub const MAX_BUCKETS: usize = 4096;
 pub const MAX_INDEX: i32 = 1 << 21;
 /// See [`MAX_SCHEMA`].
 pub const MIN_SCHEMA: i32 = -4;
+/// The schema of a histogram with custom bucket bounds (Prometheus'
+/// `CustomBucketsSchema`).
+pub const CUSTOM_SCHEMA: i32 = -53;
+
+/// Why two histograms cannot be added or subtracted: one has
+/// exponential buckets, the other custom ones (Prometheus'
+/// `ErrHistogramsIncompatibleSchema`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MixedSchemas;
+
+impl std::fmt::Display for MixedSchemas {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a mix of histograms with exponential and custom buckets")
+    }
+}
 
 /// What a histogram says about counter resets (remote write's
 /// `ResetHint`).
@@ -66,7 +90,8 @@ impl CounterReset {
 /// One native histogram sample.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct Histogram {
-    /// Bucket resolution, [`MIN_SCHEMA`]..=[`MAX_SCHEMA`].
+    /// Bucket resolution, [`MIN_SCHEMA`]..=[`MAX_SCHEMA`], or
+    /// [`CUSTOM_SCHEMA`].
     pub schema: i32,
     /// Width of the zero bucket on either side of zero.
     pub zero_threshold: f64,
@@ -82,6 +107,10 @@ pub struct Histogram {
     pub negative: Vec<(i32, f64)>,
     /// What it says about counter resets.
     pub reset: CounterReset,
+    /// Custom buckets' upper bounds, ascending, +Inf implied past the
+    /// last ([`CUSTOM_SCHEMA`] only; empty otherwise). Shared by the
+    /// samples of a series.
+    pub custom_values: Arc<[f64]>,
 }
 
 /// One bucket with its bounds, for estimates and for the API.
@@ -127,6 +156,38 @@ fn ldexp(x: f64, exp: i64) -> f64 {
         e += 1000;
     }
     x * 2f64.powi(e as i32)
+}
+
+/// The upper bound of custom bucket `index`: -Inf below the first,
+/// +Inf past the last bound.
+fn custom_bound(bounds: &[f64], index: i64) -> f64 {
+    if index < 0 {
+        return f64::NEG_INFINITY;
+    }
+    usize::try_from(index)
+        .ok()
+        .and_then(|i| bounds.get(i))
+        .copied()
+        .unwrap_or(f64::INFINITY)
+}
+
+/// The bounds two custom-bucket histograms share (Prometheus'
+/// `intersectCustomBucketBounds`).
+fn common_bounds(a: &[f64], b: &[f64]) -> Arc<[f64]> {
+    let mut out = Vec::with_capacity(a.len().min(b.len()));
+    let (mut i, mut j) = (0, 0);
+    while i < a.len() && j < b.len() {
+        match a[i].total_cmp(&b[j]) {
+            std::cmp::Ordering::Equal => {
+                out.push(a[i]);
+                i += 1;
+                j += 1;
+            }
+            std::cmp::Ordering::Less => i += 1,
+            std::cmp::Ordering::Greater => j += 1,
+        }
+    }
+    out.into()
 }
 
 /// The index a bucket at `from` schema falls in at the coarser `to`.
@@ -178,7 +239,7 @@ fn merge_into(into: &mut Vec<(i32, f64)>, add: impl IntoIterator<Item = (i32, f6
 impl Histogram {
     /// The same observations at the coarser `schema` (buckets merged).
     pub fn to_schema(&self, schema: i32) -> Histogram {
-        if schema >= self.schema {
+        if schema >= self.schema || self.is_custom() {
             return self.clone();
         }
         let mut out = Histogram {
@@ -244,31 +305,83 @@ impl Histogram {
         (a, b)
     }
 
+    /// Does it have custom buckets ([`CUSTOM_SCHEMA`])?
+    pub fn is_custom(&self) -> bool {
+        self.schema == CUSTOM_SCHEMA
+    }
+
+    /// Both have custom buckets, with different bounds: adding them
+    /// reconciles both onto the bounds they share (Prometheus' info
+    /// "mismatched custom buckets were reconciled").
+    pub fn bounds_differ(&self, other: &Histogram) -> bool {
+        self.is_custom() && other.is_custom() && self.custom_values != other.custom_values
+    }
+
+    /// The same observations in fewer custom buckets: each bucket into
+    /// the first of `bounds` at or above its own upper bound (Prometheus'
+    /// `addCustomBucketsWithMismatches`). `bounds` must be a subset of
+    /// the histogram's own.
+    fn onto_bounds(&self, bounds: &Arc<[f64]>) -> Histogram {
+        let mut out = Histogram {
+            positive: Vec::new(),
+            custom_values: bounds.clone(),
+            ..self.clone()
+        };
+        let moved: Vec<(i32, f64)> = self
+            .positive
+            .iter()
+            .map(|(i, c)| {
+                let upper = custom_bound(&self.custom_values, i64::from(*i));
+                let j = bounds.partition_point(|b| *b < upper);
+                (i32::try_from(j).unwrap_or(i32::MAX), *c)
+            })
+            .collect();
+        merge_into(&mut out.positive, moved, 1.0);
+        out
+    }
+
+    /// Bring two histograms to one bucket layout: a common schema and
+    /// zero bucket, or common custom bounds.
+    fn layout_with(&self, other: &Histogram) -> Result<(Histogram, Histogram), MixedSchemas> {
+        match (self.is_custom(), other.is_custom()) {
+            (false, false) => Ok(self.reconcile(other)),
+            (true, true) if self.custom_values == other.custom_values => {
+                Ok((self.clone(), other.clone()))
+            }
+            (true, true) => {
+                let common = common_bounds(&self.custom_values, &other.custom_values);
+                Ok((self.onto_bounds(&common), other.onto_bounds(&common)))
+            }
+            _ => Err(MixedSchemas),
+        }
+    }
+
     /// `self + other` (`sign` 1) or `self - other` (`sign` -1).
-    fn combine(&self, other: &Histogram, sign: f64) -> Histogram {
-        let (mut a, b) = self.reconcile(other);
+    fn combine(&self, other: &Histogram, sign: f64) -> Result<Histogram, MixedSchemas> {
+        let (mut a, b) = self.layout_with(other)?;
         a.count += sign * b.count;
         a.sum += sign * b.sum;
         a.zero_count += sign * b.zero_count;
         merge_into(&mut a.positive, b.positive, sign);
         merge_into(&mut a.negative, b.negative, sign);
-        a
+        Ok(a)
     }
 
-    /// `self + other`.
-    pub fn add(&self, other: &Histogram) -> Histogram {
-        let mut h = self.combine(other, 1.0);
+    /// `self + other`; custom bounds that differ are reconciled onto
+    /// those both have.
+    pub fn add(&self, other: &Histogram) -> Result<Histogram, MixedSchemas> {
+        let mut h = self.combine(other, 1.0)?;
         if self.reset == CounterReset::Gauge || other.reset == CounterReset::Gauge {
             h.reset = CounterReset::Gauge;
         }
-        h
+        Ok(h)
     }
 
-    /// `self - other` (a gauge histogram).
-    pub fn sub(&self, other: &Histogram) -> Histogram {
-        let mut h = self.combine(other, -1.0);
+    /// `self - other` (a gauge histogram), as [`Self::add`].
+    pub fn sub(&self, other: &Histogram) -> Result<Histogram, MixedSchemas> {
+        let mut h = self.combine(other, -1.0)?;
         h.reset = CounterReset::Gauge;
-        h
+        Ok(h)
     }
 
     /// Every count and the sum times `f`.
@@ -290,7 +403,14 @@ impl Histogram {
     /// integer histograms, where remote write decodes them, as
     /// Prometheus does: float ones may be off by rounding.)
     pub fn validate(&self) -> Result<(), String> {
-        if !(MIN_SCHEMA..=MAX_SCHEMA).contains(&self.schema) {
+        if self.is_custom() {
+            self.validate_custom()?;
+        } else if !self.custom_values.is_empty() {
+            return Err(format!(
+                "native histogram with exponential schema {} has custom bucket bounds",
+                self.schema
+            ));
+        } else if !(MIN_SCHEMA..=MAX_SCHEMA).contains(&self.schema) {
             return Err(format!(
                 "native histogram schema {} is outside {MIN_SCHEMA}..={MAX_SCHEMA}",
                 self.schema
@@ -329,6 +449,52 @@ impl Histogram {
         Ok(())
     }
 
+    /// Custom buckets as Prometheus' `checkHistogramCustomBounds` takes
+    /// them: bounds strictly ascending, none NaN, the last not +Inf (it
+    /// is implied); bucket indices within the bounds; no zero bucket and
+    /// no negative buckets.
+    fn validate_custom(&self) -> Result<(), String> {
+        let cv = &self.custom_values;
+        if cv.len() >= MAX_BUCKETS {
+            return Err(format!(
+                "custom buckets: {} bounds, more than {}",
+                cv.len(),
+                MAX_BUCKETS - 1
+            ));
+        }
+        if cv.iter().any(|b| b.is_nan()) {
+            return Err("custom buckets: a bound is NaN".into());
+        }
+        if let Some(w) = cv.windows(2).find(|w| w[1] <= w[0]) {
+            return Err(format!(
+                "custom buckets: bounds must be strictly ascending ({} then {})",
+                w[0], w[1]
+            ));
+        }
+        if cv.last() == Some(&f64::INFINITY) {
+            return Err(
+                "custom buckets: the last +Inf bound must not be given (it is implied)".into(),
+            );
+        }
+        if let Some((i, _)) = self
+            .positive
+            .iter()
+            .find(|(i, _)| *i < 0 || usize::try_from(*i).is_ok_and(|i| i > cv.len()))
+        {
+            return Err(format!(
+                "custom buckets: bucket {i} is past the {} bounds given",
+                cv.len()
+            ));
+        }
+        if self.zero_count != 0.0 || self.zero_threshold != 0.0 || !self.negative.is_empty() {
+            return Err(
+                "custom buckets: a histogram with custom buckets has no zero bucket and no negative buckets"
+                    .into(),
+            );
+        }
+        Ok(())
+    }
+
     /// The observations its buckets hold (the zero bucket's included).
     pub fn bucket_total(&self) -> f64 {
         self.zero_count
@@ -356,13 +522,17 @@ impl Histogram {
             CounterReset::NotReset => return false,
             CounterReset::Unknown | CounterReset::Gauge => {}
         }
-        if self.count < prev.count
-            || self.schema > prev.schema
-            || self.zero_threshold < prev.zero_threshold
+        if self.is_custom() != prev.is_custom() || self.count < prev.count {
+            return true;
+        }
+        if !self.is_custom()
+            && (self.schema > prev.schema || self.zero_threshold < prev.zero_threshold)
         {
             return true;
         }
-        let (cur, old) = self.reconcile(prev);
+        let Ok((cur, old)) = self.layout_with(prev) else {
+            return true;
+        };
         if cur.zero_count < old.zero_count {
             return true;
         }
@@ -381,6 +551,21 @@ impl Histogram {
     /// Every bucket with observations, lowest first: negative buckets,
     /// the zero bucket, positive buckets.
     pub fn buckets(&self) -> Vec<Bucket> {
+        if self.is_custom() {
+            // Bucket 0 is closed below ([-Inf, first bound]), as
+            // Prometheus writes it.
+            return self
+                .positive
+                .iter()
+                .filter(|(_, c)| *c != 0.0)
+                .map(|(i, c)| Bucket {
+                    lower: custom_bound(&self.custom_values, i64::from(*i) - 1),
+                    upper: custom_bound(&self.custom_values, i64::from(*i)),
+                    count: *c,
+                    rule: if *i == 0 { 3 } else { 0 },
+                })
+                .collect();
+        }
         let mut out = Vec::with_capacity(self.positive.len() + self.negative.len() + 1);
         for (i, c) in self.negative.iter().rev() {
             out.push(Bucket {
@@ -457,7 +642,19 @@ impl Histogram {
         let Some(b) = at else {
             return f64::NAN;
         };
-        let (lo, hi) = self.estimate_bounds(&b);
+        let (mut lo, hi) = self.estimate_bounds(&b);
+        if self.is_custom() {
+            // The open-ended buckets: the first from 0 when its bound is
+            // above 0, the last at its lower bound.
+            if lo == f64::NEG_INFINITY {
+                if hi <= 0.0 {
+                    return hi;
+                }
+                lo = 0.0;
+            } else if hi == f64::INFINITY {
+                return lo;
+            }
+        }
         count = count.min(self.count);
         if count < rank {
             return hi;
@@ -467,7 +664,7 @@ impl Histogram {
         } else {
             rank = count - rank;
         }
-        interpolate(lo, hi, rank / b.count)
+        interpolate(lo, hi, rank / b.count, self.is_custom())
     }
 
     /// `histogram_fraction(lower, upper, h)`: the share of observations
@@ -488,11 +685,12 @@ impl Histogram {
             if upper_rank.is_none() && lo >= upper {
                 upper_rank = Some(rank);
             }
+            let linear = self.is_custom();
             if lower_rank.is_none() && lo < lower && hi > lower {
-                lower_rank = Some(rank + b.count * position(lo, hi, lower));
+                lower_rank = Some(rank + b.count * position(lo, hi, lower, linear));
             }
             if upper_rank.is_none() && lo < upper && hi > upper {
-                upper_rank = Some(rank + b.count * position(lo, hi, upper));
+                upper_rank = Some(rank + b.count * position(lo, hi, upper, linear));
             }
             if lower_rank.is_some() && upper_rank.is_some() {
                 break;
@@ -509,7 +707,9 @@ impl Histogram {
         let mean = self.sum / self.count;
         let (mut v, mut c) = (0.0, 0.0);
         for b in self.buckets() {
-            let mid = if b.lower <= 0.0 && b.upper >= 0.0 {
+            let mid = if self.is_custom() {
+                (b.lower + b.upper) / 2.0
+            } else if b.lower <= 0.0 && b.upper >= 0.0 {
                 0.0
             } else {
                 let m = (b.lower * b.upper).sqrt();
@@ -531,6 +731,7 @@ impl Histogram {
                 .collect()
         };
         self.schema == other.schema
+            && self.custom_values == other.custom_values
             && self.reset == other.reset
             && [self.zero_threshold, self.zero_count, self.count, self.sum].map(f64::to_bits)
                 == [
@@ -553,9 +754,10 @@ impl Histogram {
 const STALE_NAN_BITS: u64 = 0x7ff0_0000_0000_0002;
 
 /// The value a share `f` of the way through `(lo, hi]`: linear across
-/// zero, exponential within a bucket of one sign.
-fn interpolate(lo: f64, hi: f64, f: f64) -> f64 {
-    if lo <= 0.0 && hi >= 0.0 || !lo.is_finite() || !hi.is_finite() {
+/// zero and in custom buckets (`linear`), exponential within an
+/// exponential bucket of one sign.
+fn interpolate(lo: f64, hi: f64, f: f64, linear: bool) -> f64 {
+    if linear || lo <= 0.0 && hi >= 0.0 || !lo.is_finite() || !hi.is_finite() {
         return lo + (hi - lo) * f;
     }
     let (ll, lh) = (lo.abs().log2(), hi.abs().log2());
@@ -568,8 +770,12 @@ fn interpolate(lo: f64, hi: f64, f: f64) -> f64 {
 
 /// How far through `(lo, hi)` the value `v` lies (the inverse of
 /// [`interpolate`]).
-fn position(lo: f64, hi: f64, v: f64) -> f64 {
-    if lo <= 0.0 && hi >= 0.0 || !lo.is_finite() || !hi.is_finite() {
+fn position(lo: f64, hi: f64, v: f64, linear: bool) -> f64 {
+    if lo == f64::NEG_INFINITY {
+        // A custom first bucket below zero: all of it lies below `v`.
+        return 1.0;
+    }
+    if linear || lo <= 0.0 && hi >= 0.0 || !lo.is_finite() || !hi.is_finite() {
         return (v - lo) / (hi - lo);
     }
     let (ll, lh, lv) = (lo.abs().log2(), hi.abs().log2(), v.abs().log2());

@@ -437,6 +437,7 @@ fn native_histogram(
         } else {
             CounterReset::Unknown
         },
+        custom_values: Default::default(),
     }
     .compact();
     // Finer than Keel stores (as OpenTelemetry allows): merged down.

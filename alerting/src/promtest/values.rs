@@ -124,7 +124,9 @@ pub fn expand_histograms(values: &str) -> Result<Vec<HistogramValue>, String> {
             let mut cur = a.clone();
             out.push(Some(a));
             for _ in 0..n {
-                let mut next = cur.add(&b);
+                let mut next = cur
+                    .add(&b)
+                    .map_err(|e| format!("{{{{…}}}}+{{{{…}}}}: {e}"))?;
                 next.reset = b.reset;
                 out.push(Some(next.clone()));
                 cur = next;

@@ -214,6 +214,7 @@ async fn stored_native_histograms_reach_a_real_prometheus_by_remote_write() {
         positive: vec![(1, 1.5), (3, 1.0)],
         negative: Vec::new(),
         reset: keel_series::histogram::CounterReset::Gauge,
+        custom_values: Default::default(),
     };
     let labels = keel_series::labels::Labels::new(vec![("__name__", "queue_depth"), ("job", "rw")]);
     let req = keel_collector::forward::histograms::request(&[(

@@ -68,6 +68,9 @@ pub struct WireHistogram {
     /// Milliseconds since the epoch.
     #[prost(int64, tag = "15")]
     pub timestamp: i64,
+    /// Custom buckets' bounds (schema -53 only).
+    #[prost(double, repeated, tag = "16")]
+    pub custom_values: Vec<f64>,
 }
 
 /// The `count` oneof.
@@ -175,6 +178,7 @@ pub fn wire(t: i64, h: &Histogram) -> WireHistogram {
         positive_spans: pos_spans,
         reset_hint: i32::from(h.reset.code()),
         timestamp: t,
+        custom_values: h.custom_values.to_vec(),
         ..WireHistogram::default()
     };
     if integer {
@@ -231,6 +235,7 @@ mod tests {
             positive: vec![(-3, 2.0), (-2, 1.0), (2, 4.0)],
             negative: vec![(0, 1.0)],
             reset: CounterReset::NotReset,
+            custom_values: Default::default(),
         };
         let float = Histogram {
             count: 2.5,

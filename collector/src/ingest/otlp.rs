@@ -122,6 +122,12 @@ pub struct Translation {
     /// (`_bucket{le}`, `_sum` and `_count` series, as Keel stored them
     /// before native histograms).
     pub exponential_histograms: ExponentialAs,
+    /// Store explicit-bucket histograms as native histograms with
+    /// custom buckets (one series, bounds as sent), as Prometheus'
+    /// `otlp.convert_histograms_to_nhcb`; off: classic `le` series. The
+    /// agent's conversions of scraped classic histogram
+    /// (`convert_classic_histograms_to_nhcb`) are stored so either way.
+    pub convert_histograms_to_nhcb: bool,
 }
 
 /// See [`Translation::exponential_histograms`].
@@ -236,6 +242,8 @@ const NO_RECORDED_VALUE: u32 = 1;
 struct Sink<'a> {
     out: &'a mut Converted,
     exponential: ExponentialAs,
+    /// Explicit-bucket histograms as custom-bucket native ones.
+    nhcb: bool,
     series: HashMap<Labels, Vec<(i64, f64)>>,
     /// Native histogram series, cumulative (`false`) and delta (`true`).
     histograms: [HashMap<Labels, Vec<(i64, Histogram)>>; 2],
@@ -246,6 +254,32 @@ struct Sink<'a> {
 }
 
 impl Sink<'_> {
+    /// One native histogram sample of the series `name` with `attrs`,
+    /// its exemplars beside it; a delta one to be accumulated.
+    #[allow(clippy::too_many_arguments)]
+    fn native(
+        &mut self,
+        base: &Base,
+        name: &str,
+        attrs: &[KeyValue],
+        exemplars: &[opentelemetry_proto::tonic::metrics::v1::Exemplar],
+        t: i64,
+        h: Histogram,
+        delta: bool,
+    ) {
+        let labels = labels_for(base, name, attrs, &[]);
+        for e in exemplars {
+            if let Some(e) = exemplar_of(e, t) {
+                self.out.exemplars.push((labels.clone(), e));
+            }
+        }
+        let delta = usize::from(delta && !h.is_stale());
+        self.histograms[delta]
+            .entry(labels)
+            .or_default()
+            .push((t, h));
+    }
+
     fn push(&mut self, labels: Labels, t: i64, v: f64, delta: bool) {
         let v = if delta && v.to_bits() != STALE_NAN {
             let base = match self.running.get(&labels) {
@@ -289,6 +323,7 @@ pub fn convert(
     let mut sink = Sink {
         out: &mut out,
         exponential: translation.exponential_histograms,
+        nhcb: translation.convert_histograms_to_nhcb,
         series: HashMap::new(),
         histograms: Default::default(),
         info: Vec::new(),
@@ -488,6 +523,30 @@ fn convert_metric(m: &Metric, base: &Base, sink: &mut Sink<'_>) -> Option<(i64, 
             let name = metric_name(&m.name, &m.unit, s.is_monotonic, !s.is_monotonic);
             span = number_points(&m.name, &name, base, &s.data_points, delta, sink);
         }
+        Data::Histogram(h) if sink.nhcb || is_custom_buckets(m) => {
+            let delta = h.aggregation_temporality == AggregationTemporality::Delta as i32;
+            let name = metric_name(&m.name, &m.unit, false, false);
+            for p in &h.data_points {
+                match (time_ms(p.time_unix_nano), explicit_to_custom(p)) {
+                    (Some(t), Ok(native)) => {
+                        widen(&mut span, t);
+                        sink.native(
+                            base,
+                            &name,
+                            p.attributes.as_slice(),
+                            &p.exemplars,
+                            t,
+                            native,
+                            delta,
+                        );
+                    }
+                    (None, _) => sink
+                        .out
+                        .reject(format!("{}: data point without a timestamp", m.name)),
+                    (_, Err(why)) => sink.out.reject(format!("{}: {why}", m.name)),
+                }
+            }
+        }
         Data::Histogram(h) => {
             let delta = h.aggregation_temporality == AggregationTemporality::Delta as i32;
             let name = metric_name(&m.name, &m.unit, false, false);
@@ -510,17 +569,15 @@ fn convert_metric(m: &Metric, base: &Base, sink: &mut Sink<'_>) -> Option<(i64, 
                 match (time_ms(p.time_unix_nano), exponential_to_native(p)) {
                     (Some(t), Ok(native)) => {
                         widen(&mut span, t);
-                        let labels = labels_for(base, &name, &p.attributes, &[]);
-                        for e in &p.exemplars {
-                            if let Some(e) = exemplar_of(e, t) {
-                                sink.out.exemplars.push((labels.clone(), e));
-                            }
-                        }
-                        let delta = usize::from(delta && !native.is_stale());
-                        sink.histograms[delta]
-                            .entry(labels)
-                            .or_default()
-                            .push((t, native));
+                        sink.native(
+                            base,
+                            &name,
+                            p.attributes.as_slice(),
+                            &p.exemplars,
+                            t,
+                            native,
+                            delta,
+                        );
                     }
                     (None, _) => sink
                         .out
@@ -821,8 +878,56 @@ fn exponential_to_native(p: &ExponentialHistogramDataPoint) -> Result<Histogram,
         positive: side(&p.positive)?,
         negative: side(&p.negative)?,
         reset: CounterReset::Unknown,
+        custom_values: Default::default(),
     }
     .compact();
+    h.validate()?;
+    Ok(h)
+}
+
+/// Does the sender ask for this explicit-bucket histogram to be stored
+/// with custom buckets (the agent's `prometheus.histogram:
+/// custom_buckets`, for a scraped classic histogram it converted)?
+fn is_custom_buckets(m: &Metric) -> bool {
+    let (key, value) = keel_core::names::OTLP_CUSTOM_BUCKETS;
+    m.metadata
+        .iter()
+        .any(|kv| kv.key == key && any_to_string(&kv.value) == value)
+}
+
+/// An explicit-bucket point as a native histogram with custom buckets
+/// (Prometheus' `explicitHistogramToCustomBucketsHistogram`): the bounds
+/// as sent, bucket `i` the point's count `i`; a bound list that is not
+/// strictly ascending, or counts that are not one more than the bounds,
+/// are refused.
+fn explicit_to_custom(p: &HistogramDataPoint) -> Result<Histogram, String> {
+    if !p.bucket_counts.is_empty() && p.bucket_counts.len() != p.explicit_bounds.len() + 1 {
+        return Err(format!(
+            "histogram with {} bucket counts for {} bounds (there must be one more count than bounds)",
+            p.bucket_counts.len(),
+            p.explicit_bounds.len()
+        ));
+    }
+    let stale = p.flags & NO_RECORDED_VALUE != 0;
+    let positive = p
+        .bucket_counts
+        .iter()
+        .enumerate()
+        .filter(|(_, c)| **c != 0)
+        .map(|(i, c)| Ok((i32::try_from(i).map_err(|_| "too many buckets")?, *c as f64)))
+        .collect::<Result<Vec<_>, &str>>()?;
+    let h = Histogram {
+        schema: keel_series::histogram::CUSTOM_SCHEMA,
+        count: p.count as f64,
+        sum: if stale {
+            f64::from_bits(STALE_NAN)
+        } else {
+            p.sum.unwrap_or(0.0)
+        },
+        positive,
+        custom_values: p.explicit_bounds.as_slice().into(),
+        ..Histogram::default()
+    };
     h.validate()?;
     Ok(h)
 }
@@ -842,13 +947,14 @@ pub fn accumulate_deltas(
             let points = points
                 .into_iter()
                 .map(|(t, d)| {
-                    let next = match &total {
-                        Some(base) => {
-                            let mut h = base.add(&d);
+                    // A delta of another bucket layout (exponential after
+                    // custom) starts the series anew.
+                    let next = match total.as_ref().map(|base| base.add(&d)) {
+                        Some(Ok(mut h)) => {
                             h.reset = CounterReset::NotReset;
                             h
                         }
-                        None => d,
+                        _ => d,
                     };
                     total = Some(next.clone());
                     (t, next)

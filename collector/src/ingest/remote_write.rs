@@ -160,11 +160,6 @@ impl<'a> Wire<'a> {
         self.last_key >> 3
     }
 
-    /// The wire type of the key read last.
-    fn key_wire(&self) -> u8 {
-        (self.last_key & 7) as u8
-    }
-
     fn bytes(&mut self, n: usize) -> Result<(usize, &'a [u8]), String> {
         let start = self.at;
         let b: &'a [u8] = self.b;
@@ -234,15 +229,16 @@ pub(super) fn sample(mut s: Wire<'_>) -> Result<(i64, f64), String> {
 pub(super) type HistogramSample = Result<(i64, Histogram), String>;
 
 /// One `Histogram` (1.0 and 2.0 alike): the outer error is a malformed
-/// request, the inner one a histogram Keel cannot store (custom
-/// buckets, a schema outside -4..=8, spans that disagree with counts).
+/// request, the inner one a histogram Keel cannot store (a schema
+/// outside -4..=8 and not -53, custom bounds that are not ascending,
+/// spans that disagree with counts).
 pub(super) fn histogram(mut w: Wire<'_>) -> Result<HistogramSample, String> {
     let mut h = Histogram::default();
     let mut t = 0i64;
     let (mut pos_spans, mut neg_spans) = (Vec::new(), Vec::new());
     let (mut pos_deltas, mut neg_deltas) = (Vec::new(), Vec::new());
     let (mut pos_counts, mut neg_counts) = (Vec::new(), Vec::new());
-    let mut custom = false;
+    let mut custom_values: Vec<f64> = Vec::new();
     let mut integer = false;
     while !w.done() {
         match w.key()? {
@@ -276,20 +272,25 @@ pub(super) fn histogram(mut w: Wire<'_>) -> Result<HistogramSample, String> {
             (13, 1) => pos_counts.push(f64::from_bits(w.fixed64()?)),
             (14, 0) => h.reset = CounterReset::from_code(w.varint()?),
             (15, 0) => t = w.varint()? as i64,
-            (16, _) => {
-                custom = true;
-                let wire = w.key_wire();
-                w.skip(wire)?;
+            (16, 2) => {
+                let mut packed = w.message()?;
+                while !packed.done() {
+                    custom_values.push(f64::from_bits(packed.fixed64()?));
+                }
             }
+            (16, 1) => custom_values.push(f64::from_bits(w.fixed64()?)),
             (_, wire) => w.skip(wire)?,
         }
     }
-    if custom || h.schema == -53 {
-        return Ok(Err(
-            "native histograms with custom buckets (schema -53) are not stored yet".into(),
-        ));
+    if custom_values.len() >= MAX_BUCKETS {
+        return Ok(Err(format!(
+            "native histogram with {} custom bounds, more than {}",
+            custom_values.len(),
+            MAX_BUCKETS - 1
+        )));
     }
-    if !(MIN_SCHEMA..=MAX_SCHEMA).contains(&h.schema) {
+    h.custom_values = custom_values.into();
+    if !h.is_custom() && !(MIN_SCHEMA..=MAX_SCHEMA).contains(&h.schema) {
         return Ok(Err(format!(
             "native histogram schema {} is outside {MIN_SCHEMA}..={MAX_SCHEMA}",
             h.schema

@@ -4,7 +4,10 @@
 //! Prometheus federates them, and native histograms — which the text
 //! format cannot carry — as `HISTOGRAM` (or `GAUGE_HISTOGRAM`) families,
 //! integer counts as deltas, fractional ones as float counts, an empty
-//! one with the no-op span that marks it native.
+//! one with the no-op span that marks it native. A histogram with custom
+//! buckets, which the format cannot say natively, is written as the
+//! classic histogram it holds (cumulative buckets at its bounds), which
+//! a scraper converting classic histograms reads back as it was.
 
 use std::collections::BTreeMap;
 
@@ -123,6 +126,9 @@ pub fn federation_body(
 
 /// A native histogram as the exposition format's `Histogram`.
 fn proto(h: &Histogram) -> Proto {
+    if h.is_custom() {
+        return classic(h);
+    }
     let integer = is_integer(h);
     let side = |b: &[(i32, f64)]| {
         let (s, counts) = spans(b);
@@ -163,6 +169,33 @@ fn proto(h: &Histogram) -> Proto {
     p
 }
 
+/// A custom-bucket histogram as classic buckets: one a bound, each
+/// counting what lies at or below it, and +Inf.
+fn classic(h: &Histogram) -> Proto {
+    let integer = is_integer(h);
+    let mut bucket = Vec::with_capacity(h.custom_values.len() + 1);
+    let mut cumulative = 0.0;
+    let mut at = h.positive.iter().peekable();
+    for (i, bound) in h.custom_values.iter().chain([&f64::INFINITY]).enumerate() {
+        while let Some((_, c)) = at.next_if(|(j, _)| usize::try_from(*j).is_ok_and(|j| j <= i)) {
+            cumulative += c;
+        }
+        bucket.push(keel_agent::exposition::proto::Bucket {
+            cumulative_count: if integer { cumulative as u64 } else { 0 },
+            cumulative_count_float: if integer { 0.0 } else { cumulative },
+            upper_bound: *bound,
+            exemplar: None,
+        });
+    }
+    Proto {
+        sample_count: if integer { h.count as u64 } else { 0 },
+        sample_count_float: if integer { 0.0 } else { h.count },
+        sample_sum: h.sum,
+        bucket,
+        ..Proto::default()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -179,6 +212,7 @@ mod tests {
             positive: vec![(-4, 2.0), (-3, 1.0), (1, 3.0)],
             negative: vec![(0, 1.0)],
             reset: CounterReset::Unknown,
+            custom_values: Default::default(),
         };
         let float = Histogram {
             count: 1.5,

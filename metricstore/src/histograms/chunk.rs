@@ -16,11 +16,15 @@
 //! Otherwise (rates, averages) each bucket is a packed column.
 //!
 //! Layout: sample count (varint), schema (zigzag varint), zero threshold
-//! (8 bytes LE), positive then negative bucket indices (count, first as
+//! (8 bytes LE), for custom buckets (schema -53) their bounds (count,
+//! varint, then each as 8 bytes LE: written once, as Prometheus writes
+//! them in a chunk's header), positive then negative bucket indices (count, first as
 //! zigzag varint, then gaps as varints), reset hints (count, then sample
 //! position and code), the four columns (each its byte length, varint,
 //! and its packed bytes), then a tag byte (0 packed bucket columns, 1
 //! Rice-coded columns, 2 Rice-coded changed buckets) and the buckets.
+
+use std::sync::Arc;
 
 use keel_series::histogram::{CounterReset, Histogram};
 use keel_series::varint::{put, take, unzigzag, zigzag};
@@ -93,12 +97,13 @@ fn layout(samples: &[(i64, Histogram)], side: fn(&Histogram) -> &[(i32, f64)]) -
 pub const MAX_SPAN: i64 = 8192;
 
 /// What a chunk being filled holds, to tell whether a sample may join
-/// it: at most [`MAX_SAMPLES`], one schema and zero threshold, each
-/// side's indices within [`MAX_SPAN`].
-#[derive(Debug, Default, Clone, Copy)]
+/// it: at most [`MAX_SAMPLES`], one schema and zero threshold (and
+/// custom bounds), each side's indices within [`MAX_SPAN`].
+#[derive(Debug, Default, Clone)]
 pub struct Filling {
     n: usize,
     key: (i32, u64),
+    bounds: Arc<[f64]>,
     span: [(i64, i64); 2],
 }
 
@@ -108,7 +113,10 @@ impl Filling {
         if self.n == 0 {
             return true;
         }
-        if self.n >= MAX_SAMPLES || self.key != (h.schema, h.zero_threshold.to_bits()) {
+        if self.n >= MAX_SAMPLES
+            || self.key != (h.schema, h.zero_threshold.to_bits())
+            || !(Arc::ptr_eq(&self.bounds, &h.custom_values) || self.bounds == h.custom_values)
+        {
             return false;
         }
         [&h.positive, &h.negative]
@@ -129,6 +137,7 @@ impl Filling {
             *self = Filling {
                 n: 0,
                 key: (h.schema, h.zero_threshold.to_bits()),
+                bounds: h.custom_values.clone(),
                 span: [(i64::MAX, i64::MIN); 2],
             };
         }
@@ -160,7 +169,8 @@ pub fn runs(samples: &[(i64, Histogram)]) -> Vec<&[(i64, Histogram)]> {
     out
 }
 
-/// Encode samples (time-ordered, sharing a schema and zero threshold).
+/// Encode samples (time-ordered, sharing a schema and zero threshold,
+/// and custom bounds: one [`runs`] run).
 pub fn encode(samples: &[(i64, Histogram)]) -> Vec<u8> {
     let mut out = Vec::new();
     put(&mut out, samples.len() as u64);
@@ -169,6 +179,12 @@ pub fn encode(samples: &[(i64, Histogram)]) -> Vec<u8> {
     };
     put(&mut out, zigzag(i64::from(first.schema)));
     out.extend_from_slice(&first.zero_threshold.to_le_bytes());
+    if first.is_custom() {
+        put(&mut out, first.custom_values.len() as u64);
+        for b in first.custom_values.iter() {
+            out.extend_from_slice(&b.to_le_bytes());
+        }
+    }
     let pos = layout(samples, |h| &h.positive);
     let neg = layout(samples, |h| &h.negative);
     put_indices(&mut out, &pos);
@@ -479,13 +495,30 @@ pub fn decode(mut b: &[u8]) -> Option<Vec<(i64, Histogram)>> {
         return None;
     }
     let schema = i32::try_from(unzigzag(take(b)?)).ok()?;
-    if !(keel_series::histogram::MIN_SCHEMA..=keel_series::histogram::MAX_SCHEMA).contains(&schema)
+    let custom = schema == keel_series::histogram::CUSTOM_SCHEMA;
+    if !custom
+        && !(keel_series::histogram::MIN_SCHEMA..=keel_series::histogram::MAX_SCHEMA)
+            .contains(&schema)
     {
         return None;
     }
     let (zt, rest) = b.split_at_checked(8)?;
     *b = rest;
     let zero_threshold = f64::from_le_bytes(zt.try_into().ok()?);
+    let custom_values: Arc<[f64]> = if custom {
+        let n = usize::try_from(take(b)?).ok()?;
+        if n >= keel_series::histogram::MAX_BUCKETS {
+            return None;
+        }
+        let (raw, rest) = b.split_at_checked(n.checked_mul(8)?)?;
+        *b = rest;
+        raw.chunks_exact(8)
+            .map(|c| c.try_into().ok().map(f64::from_le_bytes))
+            .collect::<Option<Vec<f64>>>()?
+            .into()
+    } else {
+        Arc::from([])
+    };
     let pos = take_indices(b)?;
     let neg = take_indices(b)?;
     // What a chunk's layout can be: two sides within the span, or one
@@ -522,6 +555,7 @@ pub fn decode(mut b: &[u8]) -> Option<Vec<(i64, Histogram)>> {
                     zero_count: zero[k],
                     count: count[k],
                     sum: sum[k],
+                    custom_values: custom_values.clone(),
                     ..Histogram::default()
                 },
             )
@@ -584,8 +618,46 @@ mod tests {
                 } else {
                     CounterReset::Unknown
                 },
+                custom_values: Default::default(),
             },
         )
+    }
+
+    /// A custom-bucket sample at `k` with `bounds`.
+    fn custom(k: i64, bounds: &Arc<[f64]>) -> (i64, Histogram) {
+        (
+            1_700_000_000_000 + k * 15_000,
+            Histogram {
+                schema: keel_series::histogram::CUSTOM_SCHEMA,
+                count: (6 * k) as f64,
+                sum: k as f64 * 0.75,
+                positive: vec![(0, k as f64), (1, (2 * k) as f64), (3, (3 * k) as f64)],
+                custom_values: bounds.clone(),
+                ..Histogram::default()
+            },
+        )
+    }
+
+    #[test]
+    fn custom_bounds_are_kept_once_a_chunk_and_a_change_of_bounds_cuts_a_new_one() {
+        let a: Arc<[f64]> = Arc::from([0.005, 0.1, 0.25, 1.0]);
+        let b: Arc<[f64]> = Arc::from([0.005, 0.1, 0.5, 1.0]);
+        let mut samples: Vec<_> = (1..=10).map(|k| custom(k, &a)).collect();
+        // The same bounds in another allocation join the chunk.
+        samples.push(custom(11, &Arc::from(a.to_vec())));
+        samples.extend((12..=15).map(|k| custom(k, &b)));
+        let runs = runs(&samples);
+        assert_eq!(runs.iter().map(|r| r.len()).collect::<Vec<_>>(), [11, 4]);
+        let mut back = Vec::new();
+        for run in runs {
+            let bytes = encode(run);
+            back.extend(decode(&bytes).expect("decodes"));
+        }
+        assert_eq!(back, samples);
+        assert!(back.iter().all(|(_, h)| h.validate().is_ok()));
+        // A custom chunk whose bounds are cut short is refused.
+        let bytes = encode(&samples[..3]);
+        assert!(decode(&bytes[..12]).is_none());
     }
 
     #[test]

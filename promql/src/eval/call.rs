@@ -418,12 +418,17 @@ impl Ctx<'_> {
         let mut hout = Vec::new();
         for (labels, pts) in hs {
             let keep = functions::keeps_name(name);
+            let metric = labels.get(NAME).to_owned();
             let labels = if keep { labels } else { self.strip(&labels) };
             let h = match name {
                 "rate" | "increase" => {
-                    let Some((h, gauge)) =
-                        crate::native::extrapolated(&pts, start, end, name == "rate")
-                    else {
+                    let Some((h, gauge)) = crate::native::extrapolated(
+                        &pts,
+                        (start, end),
+                        name == "rate",
+                        &metric,
+                        &mut self.notes,
+                    ) else {
                         continue;
                     };
                     if gauge {
@@ -436,14 +441,33 @@ impl Ctx<'_> {
                 }
                 "sum_over_time" | "avg_over_time" => {
                     let n = pts.len() as f64;
-                    let Some(mut sum) = pts.into_iter().map(|(_, h)| h).reduce(|a, b| a.add(&b))
-                    else {
+                    let mut points = pts.into_iter().map(|(_, h)| h);
+                    let Some(mut sum) = points.next() else {
                         continue;
                     };
+                    let mut mixed = false;
+                    for h in points {
+                        match crate::native::add_noted(&sum, &h, &metric, &mut self.notes) {
+                            Some(s) => sum = s,
+                            None => {
+                                mixed = true;
+                                break;
+                            }
+                        }
+                    }
+                    if mixed {
+                        continue;
+                    }
                     if name == "avg_over_time" {
                         sum = sum.scale(1.0 / n);
                     }
                     sum.compact()
+                }
+                "irate" | "idelta" => {
+                    match crate::native::instant(&pts, name == "irate", &metric, &mut self.notes) {
+                        Some(h) => h,
+                        None => continue,
+                    }
                 }
                 "last_over_time" => match pts.into_iter().last() {
                     Some((_, h)) => h,

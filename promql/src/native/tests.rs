@@ -133,7 +133,14 @@ fn a_counter_reset_is_added_back() {
         (60_000, h(20.0, vec![(1, 20.0)])),
         (120_000, h(5.0, vec![(1, 5.0)])),
     ];
-    let (r, gauge) = extrapolated(&pts, -30_000, 120_000, false).expect("two samples or more");
+    let (r, gauge) = extrapolated(
+        &pts,
+        (-30_000, 120_000),
+        false,
+        "x",
+        &mut crate::annotations::Annotations::default(),
+    )
+    .expect("two samples or more");
     assert!(!gauge);
     // 10 up to the reset, then 5 from zero: 15 over 120 s, extrapolated
     // 30 s back to the window's start (the count's zero, 80 s back, is

@@ -1,7 +1,8 @@
 //! Prometheus' test notation for native histograms (promqltest and
 //! promtool's `input_series`/`exp_samples`):
 //! `{{schema:0 sum:5 count:4 z_bucket:1 z_bucket_w:0.001 offset:1 buckets:[1 2] n_offset:0 n_buckets:[1] counter_reset_hint:gauge}}`.
-//! `offset` is the index of the first bucket in `buckets`.
+//! `offset` is the index of the first bucket in `buckets`. Custom
+//! buckets (`schema:-53`) list their bounds in `custom_values:[5 10]`.
 
 use super::{CounterReset, Histogram};
 
@@ -55,6 +56,7 @@ impl Histogram {
                 "n_offset" => n_offset = num(value)? as i32,
                 "buckets" => pos = list(value)?,
                 "n_buckets" => neg = list(value)?,
+                "custom_values" => h.custom_values = list(value)?.into(),
                 "counter_reset_hint" => {
                     h.reset = match value.trim() {
                         "unknown" => CounterReset::Unknown,
@@ -83,8 +85,16 @@ impl Histogram {
         };
         h.positive = place(offset, pos)?;
         h.negative = place(n_offset, neg)?;
-        if !(super::MIN_SCHEMA..=super::MAX_SCHEMA).contains(&h.schema) {
-            return Err(format!("{s:?}: schema {} is outside -4..=8", h.schema));
+        if h.is_custom() {
+            // Counts may be negative here (a gauge histogram's delta).
+            h.validate_custom().map_err(|e| format!("{s:?}: {e}"))?;
+        } else if !(super::MIN_SCHEMA..=super::MAX_SCHEMA).contains(&h.schema) {
+            return Err(format!(
+                "{s:?}: schema {} is outside -4..=8 (or -53, custom buckets)",
+                h.schema
+            ));
+        } else if !h.custom_values.is_empty() {
+            return Err(format!("{s:?}: custom_values need schema:-53"));
         }
         Ok(h.compact())
     }
@@ -99,7 +109,7 @@ impl Histogram {
                 .join(" ")
         };
         format!(
-            "{{{{schema:{} sum:{} count:{} z_bucket:{} z_bucket_w:{} buckets:[{}] n_buckets:[{}]{}}}}}",
+            "{{{{schema:{} sum:{} count:{} z_bucket:{} z_bucket_w:{} buckets:[{}] n_buckets:[{}]{}{}}}}}",
             self.schema,
             self.sum,
             self.count,
@@ -107,6 +117,12 @@ impl Histogram {
             self.zero_threshold,
             side(&self.positive),
             side(&self.negative),
+            if self.is_custom() {
+                let cv: Vec<String> = self.custom_values.iter().map(f64::to_string).collect();
+                format!(" custom_values:[{}]", cv.join(" "))
+            } else {
+                String::new()
+            },
             match self.reset {
                 CounterReset::Gauge => " counter_reset_hint:gauge",
                 CounterReset::Reset => " counter_reset_hint:reset",
@@ -123,6 +139,7 @@ impl Histogram {
             x.len() == y.len() && x.iter().zip(y).all(|(p, q)| p.0 == q.0 && close(p.1, q.1))
         };
         a.schema == b.schema
+            && a.custom_values == b.custom_values
             && close(a.count, b.count)
             && close(a.sum, b.sum)
             && close(a.zero_count, b.zero_count)

@@ -101,11 +101,11 @@ fn adding_histograms_of_two_schemas_merges_to_the_coarser() {
         positive: vec![(1, 1.0), (2, 1.0), (3, 1.0)],
         ..Histogram::default()
     };
-    let sum = fine.add(&two_buckets());
+    let sum = fine.add(&two_buckets()).expect("same kind of buckets");
     assert_eq!(sum.schema, 0);
     assert_eq!(sum.positive, vec![(1, 4.0), (2, 3.0)]);
     assert_eq!((sum.count, sum.sum), (7.0, 15.0));
-    let diff = sum.sub(&two_buckets());
+    let diff = sum.sub(&two_buckets()).expect("same kind of buckets");
     assert_eq!(diff.positive, vec![(1, 2.0), (2, 1.0)]);
     assert_eq!(diff.reset, CounterReset::Gauge);
     assert_eq!(two_buckets().scale(0.5).positive, vec![(1, 1.0), (2, 1.0)]);
@@ -118,14 +118,14 @@ fn a_wider_zero_bucket_takes_in_the_buckets_below_it() {
     wide.count = 0.0;
     wide.sum = 0.0;
     wide.positive.clear();
-    let sum = two_buckets().add(&wide);
+    let sum = two_buckets().add(&wide).expect("same kind of buckets");
     assert_eq!(sum.zero_threshold, 2.0);
     assert_eq!(sum.zero_count, 2.0);
     assert_eq!(sum.positive, vec![(2, 2.0)]);
     // A threshold inside a bucket widens to the bucket's upper bound.
     let mut mid = wide.clone();
     mid.zero_threshold = 3.0;
-    let sum = two_buckets().add(&mid);
+    let sum = two_buckets().add(&mid).expect("same kind of buckets");
     assert_eq!((sum.zero_threshold, sum.zero_count), (4.0, 4.0));
     assert!(sum.positive.is_empty());
 }

@@ -438,6 +438,7 @@ fn the_jobs_limits_lower_the_resolution_and_refuse_what_cannot_fit() {
     let limited = |bucket_limit, min_bucket_factor| NativeHistograms {
         enabled: true,
         always_classic: false,
+        convert_classic: false,
         bucket_limit,
         min_bucket_factor,
     };

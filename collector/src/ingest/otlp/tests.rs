@@ -438,6 +438,7 @@ fn translation_settings_report_every_problem() {
         keep_identifying_resource_attributes: false,
         promote_scope_metadata: false,
         exponential_histograms: ExponentialAs::Native,
+        convert_histograms_to_nhcb: false,
     };
     let mut problems = Vec::new();
     t.validate("collector.otlp", &mut problems);
