@@ -331,9 +331,11 @@ fn cumulative_buckets(
     range: QueryRange,
     n: usize,
 ) -> Vec<(String, Vec<Option<f64>>)> {
+    // A custom-bucket histogram's top bucket ends at +Inf: the count.
     let mut bounds: Vec<f64> = points
         .iter()
         .flat_map(|(_, h)| h.buckets().into_iter().map(|b| b.upper))
+        .filter(|b| *b != f64::INFINITY)
         .collect();
     bounds.sort_by(f64::total_cmp);
     bounds.dedup();
@@ -604,4 +606,33 @@ async fn events(
     out.sort_by_key(|e| e["at_ms"].as_i64().unwrap_or(0));
     let skip = out.len().saturating_sub(limit);
     ok(json!(out.split_off(skip)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use keel_series::histogram::{CUSTOM_SCHEMA, Histogram};
+
+    #[test]
+    fn a_custom_bucket_histogram_draws_one_row_a_bound_and_one_for_inf() {
+        let h = Histogram {
+            schema: CUSTOM_SCHEMA,
+            count: 6.0,
+            sum: 2.0,
+            positive: vec![(0, 2.0), (1, 3.0), (2, 1.0)],
+            custom_values: std::sync::Arc::from([0.1, 1.0]),
+            ..Histogram::default()
+        };
+        let range = QueryRange {
+            start: 0,
+            end: 10_000,
+            step: 10_000,
+        };
+        let rows = cumulative_buckets(&[(0, h)], range, 2);
+        let got: Vec<(&str, Option<f64>)> = rows.iter().map(|(le, v)| (le.as_str(), v[0])).collect();
+        assert_eq!(
+            got,
+            [("0.1", Some(2.0)), ("1", Some(5.0)), ("+Inf", Some(6.0))]
+        );
+    }
 }

@@ -116,7 +116,14 @@ impl Series {
 
     /// Append `h` (already checked to be newer), sealing the open chunk
     /// first when it is full or `h` does not fit it.
-    fn push(&mut self, t: i64, h: Histogram) {
+    fn push(&mut self, t: i64, mut h: Histogram) {
+        // Custom bounds as the sample before's are held once.
+        if let Some((_, prev)) = self.open.last()
+            && !h.custom_values.is_empty()
+            && prev.custom_values == h.custom_values
+        {
+            h.custom_values = prev.custom_values.clone();
+        }
         if !self.filling.admits(&h) {
             self.seal();
         }

@@ -25,6 +25,7 @@ mod keel_cli;
 mod lb_and_scaling;
 mod native_forward;
 mod native_scrape;
+mod nhcb_scrape;
 mod prometheus_interop;
 mod prometheus_labels;
 mod replay;

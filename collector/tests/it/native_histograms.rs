@@ -206,7 +206,7 @@ fn rw_series(name: &str, h: rw::Histogram) -> rw::TimeSeries {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn remote_write_histograms_are_stored_and_custom_buckets_refused_by_name() {
+async fn remote_write_histograms_are_stored_with_custom_buckets_and_bad_bounds_refused_by_name() {
     let dir = tempfile::tempdir().expect("tempdir");
     let c = collector(dir.path()).await;
     // Schema 1, buckets at indices 0, 1 and 4 holding 2, 3 and 1: spans
@@ -232,14 +232,27 @@ async fn remote_write_histograms_are_stored_and_custom_buckets_refused_by_name()
         timestamp: T0 as i64,
         custom_values: vec![],
     };
+    // Custom buckets: 2 up to 0.1, 3 in (0.1, 1], 1 above 1.
     let custom = rw::Histogram {
+        count_int: 6,
         schema: -53,
+        zero_threshold: 0.0,
+        zero_count_int: 0,
+        positive_spans: vec![rw::Span {
+            offset: 0,
+            length: 3,
+        }],
         custom_values: vec![0.1, 1.0],
         ..good.clone()
+    };
+    let descending = rw::Histogram {
+        custom_values: vec![1.0, 0.1],
+        ..custom.clone()
     };
     let req = rw::WriteRequest {
         timeseries: vec![
             rw_series("rw_latency", good),
+            rw_series("rw_bad_bounds", descending),
             rw_series("rw_custom", custom),
         ],
     };
@@ -255,7 +268,7 @@ async fn remote_write_histograms_are_stored_and_custom_buckets_refused_by_name()
     assert_eq!(r.status(), 400);
     let why = r.text().await.expect("text");
     assert!(
-        why.contains("timeseries[1]") && why.contains("custom buckets"),
+        why.contains("timeseries[1]") && why.contains("strictly ascending"),
         "{why}"
     );
     // The good series of the same request is stored.
@@ -280,10 +293,83 @@ async fn remote_write_histograms_are_stored_and_custom_buckets_refused_by_name()
         "{v}"
     );
     assert!(
-        query(c.api, "rw_custom", T0).await["data"]["result"]
+        query(c.api, "rw_bad_bounds", T0).await["data"]["result"]
             .as_array()
             .is_some_and(Vec::is_empty)
     );
+    // The custom-bucket series after the refused one is stored, its
+    // buckets printed with the bounds Prometheus prints (the first closed
+    // from -Inf, the last open to +Inf).
+    let v = query(c.api, "rw_custom", T0).await;
+    let h = &v["data"]["result"][0]["histogram"][1];
+    assert_eq!(h["count"], "6", "{v}");
+    assert_eq!(
+        h["buckets"],
+        serde_json::json!([
+            [3, "-Inf", "0.1", "2"],
+            [0, "0.1", "1", "3"],
+            [0, "1", "+Inf", "1"]
+        ]),
+        "{v}"
+    );
+    // Linear within (0.1, 1]: the median is a third of the way in.
+    let q = query_value(c.api, "histogram_quantile(0.5, rw_custom)", T0).await;
+    assert!((q - 0.4).abs() < 1e-12, "{q}");
+}
+
+/// An OTLP explicit-bucket histogram is classic `le` series by default,
+/// one custom-bucket histogram with `convert_histograms_to_nhcb`, and
+/// both answer `histogram_quantile` alike (linear in a bucket). Not
+/// over `rate`: each `le` series' rate is extrapolated on its own, a
+/// histogram's as one, so those differ, in Prometheus too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn otlp_explicit_histograms_become_custom_buckets_when_asked_and_agree_with_classic() {
+    let bounds = vec![0.05, 0.1, 0.25, 0.5, 1.0];
+    let points = [
+        (T0, vec![3, 10, 4, 2, 1, 0], 1.9),
+        (T0 + 60_000, vec![9, 31, 15, 6, 2, 1], 6.7),
+    ];
+    let mut answers = Vec::new();
+    for nhcb in [false, true] {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut config = config(dir.path());
+        config.otlp.convert_histograms_to_nhcb = nhcb;
+        let clock: keel_core::clock::SharedClock = std::sync::Arc::new(keel_core::clock::SystemClock);
+        let c = keel_collector::server::start(&config, clock).await.expect("starts");
+        for (t, counts, sum) in &points {
+            post_otlp(&c, histogram("rpc.duration", "s", *t, bounds.clone(), counts.clone(), *sum))
+                .await;
+        }
+        let t = T0 + 60_000;
+        let stored = query(c.api, "rpc_duration_seconds", t).await;
+        let classic = query(c.api, "rpc_duration_seconds_bucket", t).await;
+        let series = |v: &serde_json::Value| v["data"]["result"].as_array().map_or(0, Vec::len);
+        let expr = if nhcb {
+            assert_eq!(series(&classic), 0, "no le series: {classic}");
+            let h = &stored["data"]["result"][0]["histogram"][1];
+            assert_eq!(h["count"], "64", "{stored}");
+            assert_eq!(h["buckets"][0], serde_json::json!([3, "-Inf", "0.05", "9"]));
+            assert_eq!(h["buckets"][5], serde_json::json!([0, "1", "+Inf", "1"]));
+            "histogram_quantile({q}, rpc_duration_seconds)"
+        } else {
+            assert_eq!(series(&classic), 6, "{classic}");
+            assert_eq!(series(&stored), 0, "{stored}");
+            "histogram_quantile({q}, rpc_duration_seconds_bucket)"
+        };
+        let mut got = Vec::new();
+        for q in ["0.1", "0.5", "0.9", "0.99"] {
+            got.push(query_value(c.api, &expr.replace("{q}", q), t).await);
+        }
+        answers.push(got);
+    }
+    for (classic, native) in answers[0].iter().zip(&answers[1]) {
+        assert!(
+            (classic - native).abs() <= 1e-12 * classic.abs().max(1.0),
+            "classic {classic} vs custom buckets {native}: {answers:?}"
+        );
+    }
+    // The 0.99 quantile falls in the +Inf bucket: its lower bound.
+    assert_eq!(answers[1][3], 1.0, "{answers:?}");
 }
 
 /// A sender's ingestion rate counts native histogram samples as it

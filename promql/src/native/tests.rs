@@ -165,3 +165,71 @@ fn mixing_floats_and_histograms_in_one_selector_warns() {
         a.annotations.warnings()
     );
 }
+
+/// A custom-bucket histogram with `bounds` and one count a bucket.
+fn custom(bounds: &[f64], counts: &[f64]) -> Histogram {
+    Histogram {
+        schema: keel_series::histogram::CUSTOM_SCHEMA,
+        count: counts.iter().sum(),
+        sum: 1.0,
+        positive: counts.iter().enumerate().map(|(i, c)| (i as i32, *c)).collect(),
+        custom_values: bounds.into(),
+        ..Histogram::default()
+    }
+}
+
+#[test]
+fn custom_and_exponential_buckets_do_not_add_and_mismatched_bounds_are_reconciled() {
+    let at = |name: &str, job: &str, h: Histogram| {
+        (
+            labels(&[("__name__", name), ("job", job)]),
+            vec![(600_000, h)],
+        )
+    };
+    let d: (Vec<SeriesSamples>, Vec<SeriesHistograms>) = (
+        Vec::new(),
+        vec![
+            at("mixed", "a", h(4.0, vec![(1, 4.0)])),
+            at("mixed", "b", custom(&[1.0], &[1.0, 1.0])),
+            at("nhcb", "a", custom(&[1.0, 2.0, 5.0], &[1.0, 2.0, 3.0, 4.0])),
+            at("nhcb", "b", custom(&[2.0, 10.0], &[5.0, 1.0, 1.0])),
+        ],
+    );
+    let e = Engine::new(&d);
+    // One exponential and one custom: nothing, with Prometheus' warning.
+    let a = e.instant_annotated("sum(mixed)", 600_000).expect("answers");
+    assert!(matches!(a.value, Value::Histograms(ref v) if v.is_empty()));
+    assert!(
+        a.annotations
+            .warnings()
+            .iter()
+            .any(|w| w.contains("mix of histograms with exponential and custom buckets")),
+        "{:?}",
+        a.annotations.warnings()
+    );
+    let a = e.instant_annotated("mixed{job=\"a\"} + ignoring(job) mixed{job=\"b\"}", 600_000)
+        .expect("answers");
+    assert!(matches!(a.value, Value::Histograms(ref v) if v.is_empty()));
+    assert!(
+        a.annotations.warnings().iter().any(|w| w.contains("incompatible bucket layout")),
+        "{:?}",
+        a.annotations.warnings()
+    );
+    // Bounds [1 2 5] and [2 10] share only 2: everything up to 2, and
+    // the rest above it, with the info that says so.
+    let a = e.instant_annotated("sum(nhcb)", 600_000).expect("answers");
+    let Value::Histograms(v) = a.value else {
+        panic!("histograms");
+    };
+    assert_eq!(&*v[0].histogram.custom_values, &[2.0]);
+    assert_eq!(v[0].histogram.positive, vec![(0, 8.0), (1, 9.0)]);
+    assert_eq!(v[0].histogram.count, 17.0);
+    assert!(
+        a.annotations
+            .infos()
+            .iter()
+            .any(|i| i.contains("mismatched custom buckets were reconciled during aggregation")),
+        "{:?}",
+        a.annotations.infos()
+    );
+}

@@ -148,6 +148,15 @@ pub async fn query(api: std::net::SocketAddr, expr: &str, t_ms: u64) -> serde_js
     r.json().await.expect("json")
 }
 
+/// The one value a query answers at `t_ms` (panics, naming the answer,
+/// when it is not one sample).
+pub async fn query_value(api: std::net::SocketAddr, expr: &str, t_ms: u64) -> f64 {
+    let v = query(api, expr, t_ms).await;
+    let s = samples(&v);
+    assert_eq!(s.len(), 1, "{expr}: {v}");
+    s[0].1
+}
+
 /// `[(labels, value)]` of a vector answer.
 pub fn samples(answer: &serde_json::Value) -> Vec<(serde_json::Value, f64)> {
     answer["data"]["result"]
