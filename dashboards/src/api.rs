@@ -629,7 +629,8 @@ mod tests {
             step: 10_000,
         };
         let rows = cumulative_buckets(&[(0, h)], range, 2);
-        let got: Vec<(&str, Option<f64>)> = rows.iter().map(|(le, v)| (le.as_str(), v[0])).collect();
+        let got: Vec<(&str, Option<f64>)> =
+            rows.iter().map(|(le, v)| (le.as_str(), v[0])).collect();
         assert_eq!(
             got,
             [("0.1", Some(2.0)), ("1", Some(5.0)), ("+Inf", Some(6.0))]

@@ -142,7 +142,10 @@ async fn classic_histograms_are_scraped_as_custom_buckets_and_answer_as_their_le
         || {
             let keel = keel.clone();
             async move {
-                (query(&keel, r#"http_seconds_bucket{job="nhcb"}"#, None).await.len() == 5)
+                (query(&keel, r#"http_seconds_bucket{job="nhcb"}"#, None)
+                    .await
+                    .len()
+                    == 5)
                     .then_some(())
             }
         },
@@ -171,7 +174,11 @@ async fn classic_histograms_are_scraped_as_custom_buckets_and_answer_as_their_le
 
     // The histogram whose counts go down stays classic, and the scrape
     // says why.
-    assert!(answer(&keel, r#"broken_seconds{job="nhcb"}"#).await.is_empty());
+    assert!(
+        answer(&keel, r#"broken_seconds{job="nhcb"}"#)
+            .await
+            .is_empty()
+    );
     assert_eq!(
         query(&keel, r#"broken_seconds_bucket{job="nhcb"}"#, None)
             .await

@@ -334,11 +334,24 @@ async fn otlp_explicit_histograms_become_custom_buckets_when_asked_and_agree_wit
         let dir = tempfile::tempdir().expect("tempdir");
         let mut config = config(dir.path());
         config.otlp.convert_histograms_to_nhcb = nhcb;
-        let clock: keel_core::clock::SharedClock = std::sync::Arc::new(keel_core::clock::SystemClock);
-        let c = keel_collector::server::start(&config, clock).await.expect("starts");
+        let clock: keel_core::clock::SharedClock =
+            std::sync::Arc::new(keel_core::clock::SystemClock);
+        let c = keel_collector::server::start(&config, clock)
+            .await
+            .expect("starts");
         for (t, counts, sum) in &points {
-            post_otlp(&c, histogram("rpc.duration", "s", *t, bounds.clone(), counts.clone(), *sum))
-                .await;
+            post_otlp(
+                &c,
+                histogram(
+                    "rpc.duration",
+                    "s",
+                    *t,
+                    bounds.clone(),
+                    counts.clone(),
+                    *sum,
+                ),
+            )
+            .await;
         }
         let t = T0 + 60_000;
         let stored = query(c.api, "rpc_duration_seconds", t).await;

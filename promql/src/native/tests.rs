@@ -172,7 +172,11 @@ fn custom(bounds: &[f64], counts: &[f64]) -> Histogram {
         schema: keel_series::histogram::CUSTOM_SCHEMA,
         count: counts.iter().sum(),
         sum: 1.0,
-        positive: counts.iter().enumerate().map(|(i, c)| (i as i32, *c)).collect(),
+        positive: counts
+            .iter()
+            .enumerate()
+            .map(|(i, c)| (i as i32, *c))
+            .collect(),
         custom_values: bounds.into(),
         ..Histogram::default()
     }
@@ -207,11 +211,15 @@ fn custom_and_exponential_buckets_do_not_add_and_mismatched_bounds_are_reconcile
         "{:?}",
         a.annotations.warnings()
     );
-    let a = e.instant_annotated("mixed{job=\"a\"} + ignoring(job) mixed{job=\"b\"}", 600_000)
+    let a = e
+        .instant_annotated("mixed{job=\"a\"} + ignoring(job) mixed{job=\"b\"}", 600_000)
         .expect("answers");
     assert!(matches!(a.value, Value::Histograms(ref v) if v.is_empty()));
     assert!(
-        a.annotations.warnings().iter().any(|w| w.contains("incompatible bucket layout")),
+        a.annotations
+            .warnings()
+            .iter()
+            .any(|w| w.contains("incompatible bucket layout")),
         "{:?}",
         a.annotations.warnings()
     );
