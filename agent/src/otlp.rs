@@ -285,7 +285,9 @@ pub fn fit_exponential(mut h: Histogram) -> Result<Histogram, String> {
             "a float histogram with fractional counts: the agent ships whole counts only".into(),
         );
     }
-    while dense_len(&h.positive).max(dense_len(&h.negative)) > MAX_BUCKETS {
+    // Custom buckets are not coarsened (validated to at most
+    // MAX_BUCKETS): the loop below would never end for them.
+    while !h.is_custom() && dense_len(&h.positive).max(dense_len(&h.negative)) > MAX_BUCKETS {
         if h.schema == MIN_SCHEMA {
             return Err(format!(
                 "its buckets span more than {MAX_BUCKETS} even at schema {MIN_SCHEMA}"

@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
-use keel_series::histogram::Histogram;
+use keel_series::histogram::{CUSTOM_SCHEMA, Histogram};
 
 use crate::config::ScrapeJob;
 use crate::exposition;
@@ -252,13 +252,15 @@ pub struct Staleness {
     scrape: u64,
 }
 
-/// A tracked series: its labels, the scrape that last saw it, and
-/// whether it is a native histogram (its marker is a histogram's).
+/// A tracked series: its labels, the scrape that last saw it, and, for
+/// a native histogram, its schema (its marker is a histogram's, with
+/// custom buckets for one with custom buckets, so that it travels as the
+/// series did).
 #[derive(Debug)]
 struct Seen {
     labels: String,
     scrape: u64,
-    histogram: bool,
+    histogram: Option<i32>,
 }
 
 fn hash_labels(labels: &[(String, String)]) -> u64 {
@@ -292,7 +294,7 @@ impl Staleness {
         self.scrape += 1;
         let mut added = 0;
         for p in scraped {
-            let histogram = p.histogram.is_some();
+            let histogram = p.histogram.as_ref().map(|h| h.schema);
             match self.seen.entry(hash_labels(&p.labels)) {
                 std::collections::hash_map::Entry::Occupied(mut e) => {
                     let seen = e.get_mut();
@@ -334,8 +336,9 @@ impl Staleness {
                 t_ms: now_ms,
                 value: keel_core::stale::marker(),
                 exemplar: None,
-                histogram: seen.histogram.then(|| {
+                histogram: seen.histogram.map(|schema| {
                     Box::new(Histogram {
+                        schema: if schema == CUSTOM_SCHEMA { schema } else { 0 },
                         sum: keel_core::stale::marker(),
                         ..Histogram::default()
                     })
@@ -627,6 +630,25 @@ mod tests {
             .expect("a marker for lat");
         assert!(marker.histogram.as_deref().is_some_and(Histogram::is_stale));
         assert_eq!(marker.t_ms, 2000);
+        assert_eq!(marker.histogram.as_ref().map(|h| h.schema), Some(0));
+        // A custom-bucket series' marker has custom buckets, so it travels
+        // (and is stored) as the series did.
+        let mut o = outcome("up_like 1\n");
+        let mut custom = h(&[("__name__", "rpc")]);
+        if let Some(c) = custom.histogram.as_mut() {
+            c.schema = CUSTOM_SCHEMA;
+            c.custom_values = std::sync::Arc::from([0.5]);
+        }
+        o.samples.push(custom);
+        points(&t, &mut o, &mut stale, 3000);
+        let p = points(&t, &mut outcome("up_like 1\n"), &mut stale, 4000);
+        let marker = p
+            .iter()
+            .find(|p| get(p, "__name__") == Some("rpc"))
+            .and_then(|p| p.histogram.as_deref())
+            .expect("a histogram marker for rpc");
+        assert!(marker.is_stale() && marker.is_custom(), "{marker:?}");
+        assert!(marker.validate().is_ok());
     }
 
     #[test]

@@ -179,10 +179,19 @@ fn scrape(t: i64, state: &[(Vec<u64>, i32, u64, f64)]) -> ExportMetricsServiceRe
     }
 }
 
-/// The same scrape as explicit-bucket histograms: OTLP bucket `i`'s
-/// upper bound `2^((i+1)·2^-scale)` as an explicit bound, nothing below
-/// the first, nothing above the last.
-fn explicit(t: i64, state: &[(Vec<u64>, i32, u64, f64)]) -> ExportMetricsServiceRequest {
+/// The same scrape as explicit-bucket histograms with one fixed set of
+/// bounds for every series and scrape (as an SDK's explicit histogram
+/// has): the upper bounds `2^((i+1)·2^-scale)` of OTLP buckets `lo..=hi`,
+/// an observation below them in the first bucket, above them in the
+/// +Inf one.
+fn explicit(
+    t: i64,
+    state: &[(Vec<u64>, i32, u64, f64)],
+    (lo, hi): (i32, i32),
+) -> ExportMetricsServiceRequest {
+    let bounds: Vec<f64> = (lo..=hi)
+        .map(|i| (f64::from(i + 1) / f64::from(1 << SCALE)).exp2())
+        .collect();
     let mut req = scrape(t, state);
     for rm in &mut req.resource_metrics {
         for sm in &mut rm.scope_metrics {
@@ -195,21 +204,18 @@ fn explicit(t: i64, state: &[(Vec<u64>, i32, u64, f64)]) -> ExportMetricsService
                     .into_iter()
                     .map(|p| {
                         let b = p.positive.unwrap_or_default();
-                        let bounds = (0..b.bucket_counts.len())
-                            .map(|k| {
-                                let i = b.offset + k as i32 + 1;
-                                (f64::from(i) / f64::from(1 << SCALE)).exp2()
-                            })
-                            .collect();
-                        let mut counts = b.bucket_counts;
-                        counts.push(0);
+                        let mut counts = vec![0u64; bounds.len() + 1];
+                        for (j, c) in b.bucket_counts.iter().enumerate() {
+                            let k = (b.offset + j as i32 - lo).clamp(0, hi - lo + 1);
+                            counts[k as usize] += c;
+                        }
                         HistogramDataPoint {
                             attributes: p.attributes,
                             time_unix_nano: p.time_unix_nano,
                             count: p.count,
                             sum: p.sum,
                             bucket_counts: counts,
-                            explicit_bounds: bounds,
+                            explicit_bounds: bounds.clone(),
                             ..Default::default()
                         }
                     })
@@ -355,7 +361,7 @@ pub fn run(args: HistogramsBenchArgs) -> anyhow::Result<()> {
         }
         native.append_histograms(n.histograms)?;
         custom.append_histograms(
-            otlp::convert(&explicit(t, &state), &as_custom, &|_| None).histograms,
+            otlp::convert(&explicit(t, &state, (lo, hi)), &as_custom, &|_| None).histograms,
         )?;
         classic_samples += c.batch.iter().map(|(_, s)| s.len() as u64).sum::<u64>();
         classic.append(c.batch)?;

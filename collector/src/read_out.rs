@@ -73,6 +73,25 @@ pub(crate) fn federated_labels<'a>(
     pairs
 }
 
+/// `labels` with the metric name given `suffix`.
+fn classic_name(labels: &Labels, suffix: &str) -> Labels {
+    labels.with("__name__", &format!("{}{suffix}", labels.get("__name__")))
+}
+
+/// A custom-bucket histogram's classic series: `_bucket{le}` a bound
+/// and `+Inf`, `_count` and `_sum`.
+fn classic_series(labels: &Labels, h: &keel_series::histogram::Histogram) -> Vec<(Labels, f64)> {
+    let bucket = classic_name(labels, "_bucket");
+    let mut out: Vec<(Labels, f64)> = h
+        .cumulative()
+        .into_iter()
+        .map(|(bound, below)| (bucket.with("le", &keel_promql::format_value(bound)), below))
+        .collect();
+    out.push((classic_name(labels, "_count"), h.count));
+    out.push((classic_name(labels, "_sum"), h.sum));
+    out
+}
+
 /// The federation text of `series` (labels and their newest sample),
 /// grouped by metric name with an `untyped` TYPE line each, as
 /// Prometheus writes it.
@@ -140,13 +159,30 @@ async fn federate(State(r): State<ReadOut>, headers: HeaderMap, RawQuery(q): Raw
                     newest.insert(labels, (t, v));
                 }
             }
-            // Native histograms only where the format can carry them; one
-            // sample a series counts against the limit.
-            if as_protobuf {
-                for (labels, (t, h)) in store.histograms().newest(ms, now - LOOKBACK_MS, now) {
-                    left = left.checked_sub(1)?;
-                    if !h.is_stale() {
-                        histograms.insert(labels, (t, h));
+            // Native histograms: one sample a series counts against the
+            // limit.
+            for (labels, (t, h)) in store.histograms().newest(ms, now - LOOKBACK_MS, now) {
+                if !as_protobuf && !h.is_custom() {
+                    continue;
+                }
+                left = left.checked_sub(1)?;
+                if !h.is_stale() {
+                    histograms.insert(labels, (t, h));
+                }
+            }
+        }
+        // A custom-bucket histogram whose classic series are federated
+        // too (a scrape that kept both) is left to them: once is enough.
+        histograms.retain(|labels, (_, h)| {
+            !h.is_custom() || !newest.contains_key(&classic_name(labels, "_count"))
+        });
+        if !as_protobuf {
+            // Text carries custom buckets as the classic histogram they
+            // hold; exponential ones it cannot carry.
+            for (labels, (t, h)) in std::mem::take(&mut histograms) {
+                if h.is_custom() {
+                    for (l, v) in classic_series(&labels, &h) {
+                        newest.insert(l, (t, v));
                     }
                 }
             }

@@ -43,23 +43,13 @@ pub fn extrapolated(
     } else {
         first.1.clone()
     };
-    let Ok(mut result) = last.1.sub(&base) else {
-        notes.warn(mixed_schemas(name));
-        return None;
-    };
+    let mut result = combine_noted(&last.1, &base, Op::Sub, name, notes)?;
     let mut prev = &base;
     for (_, cur) in &points[1..] {
         if cur.is_reset_after(prev) {
-            let Ok(r) = result.add(prev) else {
-                notes.warn(mixed_schemas(name));
-                return None;
-            };
-            result = r;
+            result = combine_noted(&result, prev, Op::Add, name, notes)?;
         }
         prev = cur;
-    }
-    if points.windows(2).any(|w| w[0].1.bounds_differ(&w[1].1)) {
-        notes.info(reconciled("subtraction"));
     }
     let zero =
         (result.count > 0.0 && first.1.count >= 0.0).then_some((first.1.count, result.count));
@@ -94,9 +84,7 @@ pub fn instant(
     }
     let gauge = [before, last].map(|h| h.reset == CounterReset::Gauge);
     if per_second && gauge.contains(&true) {
-        notes.warn(format!(
-            "this native histogram metric is not a counter: {name:?}"
-        ));
+        notes.warn(not_a_counter(name));
     }
     if !per_second && gauge.contains(&false) {
         notes.warn(format!(
@@ -106,14 +94,7 @@ pub fn instant(
     let mut h = if per_second && last.is_reset_after(before) {
         last.clone()
     } else {
-        if last.bounds_differ(before) {
-            notes.info(reconciled("subtraction"));
-        }
-        let Ok(d) = last.sub(before) else {
-            notes.warn(mixed_schemas(name));
-            return None;
-        };
-        d
+        combine_noted(last, before, Op::Sub, name, notes)?
     };
     h.reset = CounterReset::Gauge;
     if per_second {
@@ -156,31 +137,53 @@ pub fn mixed_schemas(name: &str) -> String {
     )
 }
 
-/// Prometheus' info when custom bounds that differ were reconciled onto
-/// the bounds both histograms have, in `during` (`addition`,
-/// `subtraction`, `aggregation`).
-pub fn reconciled(during: &str) -> String {
-    format!("mismatched custom buckets were reconciled during {during}")
+/// How two histograms are combined, as Prometheus names it in its info
+/// on reconciled custom bounds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Op {
+    /// `a + b`.
+    Add,
+    /// `a - b`.
+    Sub,
+    /// `a + b` within an aggregation (`sum`, `avg`, `sum_over_time`).
+    Aggregate,
 }
 
-/// Add `b` into `a`: `None` (warned of in `notes`, naming the series
-/// `name`) when one has exponential and the other custom buckets.
-pub fn add_noted(
+/// `a + b` or `a - b` as Prometheus notes it in `notes`: custom bounds
+/// that differ are reconciled onto those both have, with an info; one
+/// with exponential and one with custom buckets gives `None` and a
+/// warning naming the series `name`.
+pub fn combine_noted(
     a: &Histogram,
     b: &Histogram,
+    op: Op,
     name: &str,
     notes: &mut Annotations,
 ) -> Option<Histogram> {
     if a.bounds_differ(b) {
-        notes.info(reconciled("aggregation"));
+        notes.info(format!(
+            "mismatched custom buckets were reconciled during {}",
+            match op {
+                Op::Add => "addition",
+                Op::Sub => "subtraction",
+                Op::Aggregate => "aggregation",
+            }
+        ));
     }
-    match a.add(b) {
+    let combined = if op == Op::Sub { a.sub(b) } else { a.add(b) };
+    match combined {
         Ok(h) => Some(h),
         Err(_) => {
             notes.warn(mixed_schemas(name));
             None
         }
     }
+}
+
+/// Prometheus' warning for a histogram metric `name` that is not a
+/// counter where one is wanted (`rate`, `irate`).
+pub fn not_a_counter(name: &str) -> String {
+    format!("this native histogram metric is not a counter: {name:?}")
 }
 
 /// The functions [`read`] computes.
@@ -230,9 +233,10 @@ pub fn aggregate(
             Some(&i) => {
                 let g = &mut groups[i];
                 if adds && let Some(h) = &g.1 {
-                    g.1 = add_noted(
+                    g.1 = combine_noted(
                         h,
                         &s.histogram,
+                        Op::Aggregate,
                         s.labels.get(keel_series::labels::NAME),
                         notes,
                     );
@@ -381,22 +385,9 @@ pub fn between(
     for s in l {
         let k = sig(&s.labels);
         if let Some(rh) = right.get(&k) {
-            if s.histogram.bounds_differ(rh) {
-                notes.info(reconciled(if op == "+" {
-                    "addition"
-                } else {
-                    "subtraction"
-                }));
-            }
-            let h = if op == "+" {
-                s.histogram.add(rh)
-            } else {
-                s.histogram.sub(rh)
-            };
-            let Ok(h) = h else {
-                notes.warn(format!(
-                    "incompatible bucket layout encountered for binary operator {op}"
-                ));
+            let how = if op == "+" { Op::Add } else { Op::Sub };
+            let name = s.labels.get(keel_series::labels::NAME);
+            let Some(h) = combine_noted(&s.histogram, rh, how, name, notes) else {
                 continue;
             };
             let labels = match on {

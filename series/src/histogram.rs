@@ -38,6 +38,12 @@ pub const MIN_SCHEMA: i32 = -4;
 /// `CustomBucketsSchema`).
 pub const CUSTOM_SCHEMA: i32 = -53;
 
+/// Is `c` a count an integer histogram can carry: whole, not negative,
+/// below 2^53 (where floats stop holding every whole number)?
+pub fn is_whole_count(c: f64) -> bool {
+    c.fract() == 0.0 && (0.0..9_007_199_254_740_992.0).contains(&c)
+}
+
 /// Why two histograms cannot be added or subtracted: one has
 /// exponential buckets, the other custom ones (Prometheus'
 /// `ErrHistogramsIncompatibleSchema`).
@@ -303,6 +309,27 @@ impl Histogram {
         a.widen_zero(t);
         b.widen_zero(t);
         (a, b)
+    }
+
+    /// A custom-bucket histogram as the classic histogram it holds: each
+    /// bound, then +Inf, with the observations at or below it.
+    pub fn cumulative(&self) -> Vec<(f64, f64)> {
+        let mut out = Vec::with_capacity(self.custom_values.len() + 1);
+        let mut below = 0.0;
+        let mut at = self.positive.iter().peekable();
+        for (i, bound) in self
+            .custom_values
+            .iter()
+            .chain([&f64::INFINITY])
+            .enumerate()
+        {
+            while let Some((_, c)) = at.next_if(|(j, _)| usize::try_from(*j).is_ok_and(|j| j <= i))
+            {
+                below += c;
+            }
+            out.push((*bound, below));
+        }
+        out
     }
 
     /// Does it have custom buckets ([`CUSTOM_SCHEMA`])?
@@ -642,10 +669,15 @@ impl Histogram {
         let Some(b) = at else {
             return f64::NAN;
         };
-        let (mut lo, hi) = self.estimate_bounds(&b);
+        // Custom buckets keep their bounds (no zero-bucket rule, as in
+        // Prometheus); the open-ended ones: the first from 0 when its
+        // bound is above 0, the last at its lower bound.
+        let (mut lo, hi) = if self.is_custom() {
+            (b.lower, b.upper)
+        } else {
+            self.estimate_bounds(&b)
+        };
         if self.is_custom() {
-            // The open-ended buckets: the first from 0 when its bound is
-            // above 0, the last at its lower bound.
             if lo == f64::NEG_INFINITY {
                 if hi <= 0.0 {
                     return hi;

@@ -150,12 +150,17 @@ fn classify(s: &Sample, families: &Families) -> Option<(Key, Option<Part>)> {
     if f.kind != "histogram" {
         return None;
     }
+    // Sorted: a target may order a histogram's labels differently from
+    // one of its series to the next.
     let rest = |skip_le: bool| -> Vec<(String, String)> {
-        s.labels
+        let mut l: Vec<(String, String)> = s
+            .labels
             .iter()
             .filter(|(k, _)| k != "__name__" && !(skip_le && k == "le"))
             .cloned()
-            .collect()
+            .collect();
+        l.sort();
+        l
     };
     if s.histogram.is_some() {
         return (name == family).then(|| ((family.to_owned(), rest(false)), None));
@@ -194,7 +199,7 @@ fn custom_buckets(
         return Err(format!("bucket le={le} has count {c}"));
     }
     // The agent ships histograms over OTLP, whose bucket counts are whole.
-    let whole = |c: f64| c.fract() == 0.0 && c < 9.0e15;
+    let whole = keel_series::histogram::is_whole_count;
     if let Some((le, c)) = buckets.iter().find(|(_, c)| !whole(*c)) {
         return Err(format!(
             "bucket le={le} has the fractional count {c} (the agent ships whole counts only)"
@@ -257,6 +262,28 @@ fn custom_buckets(
 mod tests {
     use super::*;
     use crate::exposition::{Format, NativeHistograms, parse_body};
+
+    /// A classic histogram whose series list their labels in another
+    /// order each is still one histogram.
+    #[test]
+    fn label_order_does_not_split_a_histogram() {
+        let body = "# TYPE h histogram
+h_bucket{a=\"1\",b=\"2\",le=\"1\"} 1
+h_bucket{b=\"2\",le=\"+Inf\",a=\"1\"} 2
+h_sum{b=\"2\",a=\"1\"} 3
+h_count{a=\"1\",b=\"2\"} 2
+";
+        let (out, problems) = converted(body, false);
+        assert!(problems.is_empty(), "{problems:?}");
+        assert_eq!(
+            out.len(),
+            1,
+            "{:?}",
+            out.iter().map(name).collect::<Vec<_>>()
+        );
+        let h = out[0].histogram.as_deref().expect("one histogram");
+        assert_eq!((h.count, h.sum), (2.0, 3.0));
+    }
 
     fn converted(body: &str, keep: bool) -> (Vec<Sample>, Vec<String>) {
         let p = parse_body(
@@ -368,7 +395,89 @@ ok_count 4
     }
 
     #[test]
-    fn untyped_gauge_histograms_and_native_histograms_are_left_alone() {
+    fn from_protobuf_a_classic_histogram_converts_and_one_with_native_buckets_does_not() {
+        use crate::exposition::proto::{self, Bucket, BucketSpan, LabelPair, Metric, MetricFamily};
+        use prost::Message;
+        let classic = proto::Histogram {
+            sample_count: 4,
+            sample_sum: 1.0,
+            bucket: vec![
+                Bucket {
+                    cumulative_count: 1,
+                    upper_bound: 0.5,
+                    ..Bucket::default()
+                },
+                Bucket {
+                    cumulative_count: 3,
+                    upper_bound: 1.0,
+                    ..Bucket::default()
+                },
+            ],
+            ..proto::Histogram::default()
+        };
+        let both = proto::Histogram {
+            schema: 0,
+            zero_threshold: 1e-128,
+            positive_span: vec![BucketSpan {
+                offset: 0,
+                length: 1,
+            }],
+            positive_delta: vec![4],
+            ..classic.clone()
+        };
+        let metric = |path: &str, h: proto::Histogram| Metric {
+            label: vec![LabelPair::new("path", path)],
+            histogram: Some(h),
+            ..Metric::default()
+        };
+        let mut body = Vec::new();
+        MetricFamily::new(
+            "rpc_seconds",
+            proto::kind::HISTOGRAM,
+            vec![metric("/classic", classic), metric("/both", both)],
+        )
+        .encode_length_delimited(&mut body)
+        .expect("encode");
+        let native = NativeHistograms {
+            enabled: true,
+            always_classic: true,
+            convert_classic: true,
+            ..NativeHistograms::default()
+        };
+        let p = parse_body(&body, Format::Protobuf, &native);
+        assert!(p.first_invalid.is_empty(), "{:?}", p.first_invalid);
+        let histograms: Vec<(&str, &Histogram)> = p
+            .samples
+            .iter()
+            .filter_map(|s| Some((s.labels[1].1.as_str(), s.histogram.as_deref()?)))
+            .collect();
+        assert_eq!(histograms.len(), 2, "{histograms:?}");
+        // The classic one became custom buckets (1.0 read as written in
+        // protobuf: `1.0`, the same bound).
+        let (_, c) = histograms
+            .iter()
+            .find(|(p, _)| *p == "/classic")
+            .expect("converted");
+        assert!(c.is_custom());
+        assert_eq!(&*c.custom_values, &[0.5, 1.0]);
+        assert_eq!(c.positive, vec![(0, 1.0), (1, 2.0), (2, 1.0)]);
+        // The one with native buckets stayed exponential, its classic
+        // series kept beside it (always_classic) and not converted.
+        let (_, b) = histograms
+            .iter()
+            .find(|(p, _)| *p == "/both")
+            .expect("native");
+        assert_eq!(b.schema, 0);
+        let classic_both = p
+            .samples
+            .iter()
+            .filter(|s| s.labels[0].1 == "rpc_seconds_bucket" && s.labels[1].1 == "/both")
+            .count();
+        assert_eq!(classic_both, 3);
+    }
+
+    #[test]
+    fn untyped_series_and_gauge_histograms_are_left_alone() {
         let body = "x_bucket{le=\"1\"} 1
 x_bucket{le=\"+Inf\"} 1
 # TYPE gh gaugehistogram

@@ -390,6 +390,13 @@ fn native_histogram(
     gauge: bool,
     limits: &NativeHistograms,
 ) -> Result<Histogram, String> {
+    if h.schema < keel_series::histogram::MIN_SCHEMA {
+        // Custom buckets (-53) included: the format carries no bounds.
+        return Err(format!(
+            "schema {} is below -4, the coarsest exponential schema",
+            h.schema
+        ));
+    }
     let float = h.sample_count_float > 0.0 || h.zero_count_float > 0.0;
     let side = |spans: &[proto::BucketSpan], deltas: &[i64], counts: &[f64], what: &str| {
         let spans: Vec<(i32, u32)> = spans.iter().map(|s| (s.offset, s.length)).collect();

@@ -129,7 +129,7 @@ pub(crate) fn spans(buckets: &[(i32, f64)]) -> (Vec<(i32, u32)>, Vec<f64>) {
 
 /// Whether every count is whole (an integer histogram).
 pub(crate) fn is_integer(h: &Histogram) -> bool {
-    let whole = |c: f64| c.fract() == 0.0 && (0.0..9.0e15).contains(&c);
+    let whole = keel_series::histogram::is_whole_count;
     [h.count, h.zero_count]
         .into_iter()
         .chain(h.positive.iter().chain(&h.negative).map(|(_, c)| *c))
@@ -245,9 +245,29 @@ mod tests {
             reset: CounterReset::Gauge,
             ..int.clone()
         };
+        // Custom buckets travel with their bounds (field 16).
+        let custom = Histogram {
+            schema: keel_series::histogram::CUSTOM_SCHEMA,
+            zero_threshold: 0.0,
+            zero_count: 0.0,
+            count: 6.0,
+            sum: 1.5,
+            positive: vec![(0, 2.0), (2, 4.0)],
+            negative: Vec::new(),
+            reset: CounterReset::Unknown,
+            custom_values: std::sync::Arc::from([0.25, 1.0]),
+        };
         let labels = Labels::new(vec![("__name__", "lat"), ("job", "api")]);
-        let stored = vec![(labels, vec![(1_000, int.clone()), (2_000, float.clone())])];
+        let rpc = Labels::new(vec![("__name__", "rpc"), ("job", "api")]);
+        let stored = vec![
+            (labels, vec![(1_000, int.clone()), (2_000, float.clone())]),
+            (rpc, vec![(1_000, custom)]),
+        ];
         let req = request(&stored);
+        assert_eq!(
+            req.timeseries[1].histograms[0].custom_values,
+            vec![0.25, 1.0]
+        );
         let w = &req.timeseries[0].histograms[0];
         assert_eq!(
             w.positive_spans,

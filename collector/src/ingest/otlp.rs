@@ -524,28 +524,17 @@ fn convert_metric(m: &Metric, base: &Base, sink: &mut Sink<'_>) -> Option<(i64, 
             span = number_points(&m.name, &name, base, &s.data_points, delta, sink);
         }
         Data::Histogram(h) if sink.nhcb || is_custom_buckets(m) => {
-            let delta = h.aggregation_temporality == AggregationTemporality::Delta as i32;
-            let name = metric_name(&m.name, &m.unit, false, false);
-            for p in &h.data_points {
-                match (time_ms(p.time_unix_nano), explicit_to_custom(p)) {
-                    (Some(t), Ok(native)) => {
-                        widen(&mut span, t);
-                        sink.native(
-                            base,
-                            &name,
-                            p.attributes.as_slice(),
-                            &p.exemplars,
-                            t,
-                            native,
-                            delta,
-                        );
-                    }
-                    (None, _) => sink
-                        .out
-                        .reject(format!("{}: data point without a timestamp", m.name)),
-                    (_, Err(why)) => sink.out.reject(format!("{}: {why}", m.name)),
-                }
-            }
+            let points = h.data_points.iter().map(|p| {
+                let native = explicit_to_custom(p);
+                (
+                    p.time_unix_nano,
+                    native,
+                    &p.attributes[..],
+                    &p.exemplars[..],
+                )
+            });
+            let how = (h.aggregation_temporality, stated.1.kind == "gaugehistogram");
+            native_points(m, base, how, points, sink, &mut span);
         }
         Data::Histogram(h) => {
             let delta = h.aggregation_temporality == AggregationTemporality::Delta as i32;
@@ -563,28 +552,17 @@ fn convert_metric(m: &Metric, base: &Base, sink: &mut Sink<'_>) -> Option<(i64, 
             }
         }
         Data::ExponentialHistogram(h) if sink.exponential == ExponentialAs::Native => {
-            let delta = h.aggregation_temporality == AggregationTemporality::Delta as i32;
-            let name = metric_name(&m.name, &m.unit, false, false);
-            for p in &h.data_points {
-                match (time_ms(p.time_unix_nano), exponential_to_native(p)) {
-                    (Some(t), Ok(native)) => {
-                        widen(&mut span, t);
-                        sink.native(
-                            base,
-                            &name,
-                            p.attributes.as_slice(),
-                            &p.exemplars,
-                            t,
-                            native,
-                            delta,
-                        );
-                    }
-                    (None, _) => sink
-                        .out
-                        .reject(format!("{}: data point without a timestamp", m.name)),
-                    (_, Err(why)) => sink.out.reject(format!("{}: {why}", m.name)),
-                }
-            }
+            let points = h.data_points.iter().map(|p| {
+                let native = exponential_to_native(p);
+                (
+                    p.time_unix_nano,
+                    native,
+                    &p.attributes[..],
+                    &p.exemplars[..],
+                )
+            });
+            let how = (h.aggregation_temporality, stated.1.kind == "gaugehistogram");
+            native_points(m, base, how, points, sink, &mut span);
         }
         Data::ExponentialHistogram(h) => {
             let delta = h.aggregation_temporality == AggregationTemporality::Delta as i32;
@@ -885,6 +863,45 @@ fn exponential_to_native(p: &ExponentialHistogramDataPoint) -> Result<Histogram,
     Ok(h)
 }
 
+/// A histogram metric's points as native histogram samples: `how` is its
+/// aggregation temporality and whether the sender called it a gauge
+/// histogram (the agent's `prometheus.type: gaugehistogram`, which OTLP
+/// cannot say otherwise); a point without a time or that does not
+/// convert is refused, named.
+fn native_points<'p>(
+    m: &Metric,
+    base: &Base,
+    (temporality, gauge): (i32, bool),
+    points: impl Iterator<
+        Item = (
+            u64,
+            Result<Histogram, String>,
+            &'p [KeyValue],
+            &'p [opentelemetry_proto::tonic::metrics::v1::Exemplar],
+        ),
+    >,
+    sink: &mut Sink<'_>,
+    span: &mut Option<(i64, i64)>,
+) {
+    let delta = temporality == AggregationTemporality::Delta as i32;
+    let name = metric_name(&m.name, &m.unit, false, false);
+    for (nanos, native, attrs, exemplars) in points {
+        match (time_ms(nanos), native) {
+            (Some(t), Ok(mut native)) => {
+                widen(span, t);
+                if gauge {
+                    native.reset = CounterReset::Gauge;
+                }
+                sink.native(base, &name, attrs, exemplars, t, native, delta);
+            }
+            (None, _) => sink
+                .out
+                .reject(format!("{}: data point without a timestamp", m.name)),
+            (_, Err(why)) => sink.out.reject(format!("{}: {why}", m.name)),
+        }
+    }
+}
+
 /// Does the sender ask for this explicit-bucket histogram to be stored
 /// with custom buckets (the agent's `prometheus.histogram:
 /// custom_buckets`, for a scraped classic histogram it converted)?
@@ -948,8 +965,14 @@ pub fn accumulate_deltas(
                 .into_iter()
                 .map(|(t, d)| {
                     // A delta of another bucket layout (exponential after
-                    // custom) starts the series anew.
-                    let next = match total.as_ref().map(|base| base.add(&d)) {
+                    // custom, or other custom bounds) starts the series
+                    // anew: adding would fold the total onto fewer bounds
+                    // for good.
+                    let next = match total
+                        .as_ref()
+                        .filter(|base| !base.bounds_differ(&d))
+                        .map(|base| base.add(&d))
+                    {
                         Some(Ok(mut h)) => {
                             h.reset = CounterReset::NotReset;
                             h

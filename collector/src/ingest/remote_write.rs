@@ -282,13 +282,6 @@ pub(super) fn histogram(mut w: Wire<'_>) -> Result<HistogramSample, String> {
             (_, wire) => w.skip(wire)?,
         }
     }
-    if custom_values.len() >= MAX_BUCKETS {
-        return Ok(Err(format!(
-            "native histogram with {} custom bounds, more than {}",
-            custom_values.len(),
-            MAX_BUCKETS - 1
-        )));
-    }
     h.custom_values = custom_values.into();
     if !h.is_custom() && !(MIN_SCHEMA..=MAX_SCHEMA).contains(&h.schema) {
         return Ok(Err(format!(
@@ -327,6 +320,11 @@ pub(super) fn histogram(mut w: Wire<'_>) -> Result<HistogramSample, String> {
         Ok(b) => b,
         Err(e) => return Ok(Err(e)),
     };
+    // Before compacting: a bucket past the custom bounds is refused even
+    // when it holds nothing, as Prometheus refuses it.
+    if let Err(e) = h.validate() {
+        return Ok(Err(e));
+    }
     let h = h.compact();
     if integer && h.count < h.bucket_total() {
         return Ok(Err(format!(
@@ -335,7 +333,7 @@ pub(super) fn histogram(mut w: Wire<'_>) -> Result<HistogramSample, String> {
             h.bucket_total()
         )));
     }
-    Ok(h.validate().map(|()| (t, h)))
+    Ok(Ok((t, h)))
 }
 
 /// One `BucketSpan`: (offset, length).

@@ -173,20 +173,16 @@ fn proto(h: &Histogram) -> Proto {
 /// counting what lies at or below it, and +Inf.
 fn classic(h: &Histogram) -> Proto {
     let integer = is_integer(h);
-    let mut bucket = Vec::with_capacity(h.custom_values.len() + 1);
-    let mut cumulative = 0.0;
-    let mut at = h.positive.iter().peekable();
-    for (i, bound) in h.custom_values.iter().chain([&f64::INFINITY]).enumerate() {
-        while let Some((_, c)) = at.next_if(|(j, _)| usize::try_from(*j).is_ok_and(|j| j <= i)) {
-            cumulative += c;
-        }
-        bucket.push(keel_agent::exposition::proto::Bucket {
-            cumulative_count: if integer { cumulative as u64 } else { 0 },
-            cumulative_count_float: if integer { 0.0 } else { cumulative },
-            upper_bound: *bound,
+    let bucket = h
+        .cumulative()
+        .into_iter()
+        .map(|(bound, below)| keel_agent::exposition::proto::Bucket {
+            cumulative_count: if integer { below as u64 } else { 0 },
+            cumulative_count_float: if integer { 0.0 } else { below },
+            upper_bound: bound,
             exemplar: None,
-        });
-    }
+        })
+        .collect();
     Proto {
         sample_count: if integer { h.count as u64 } else { 0 },
         sample_count_float: if integer { 0.0 } else { h.count },
@@ -275,6 +271,61 @@ mod tests {
         assert!(up.labels.contains(&("dc".to_owned(), "eu".to_owned())));
         assert_eq!(p.families["queue"].kind, "gaugehistogram");
         assert_eq!(p.families["up"].kind, "untyped");
+    }
+
+    #[test]
+    fn custom_buckets_are_federated_as_the_classic_histogram_a_converting_scraper_reads_back() {
+        let h = Histogram {
+            schema: keel_series::histogram::CUSTOM_SCHEMA,
+            count: 7.0,
+            sum: 2.5,
+            positive: vec![(0, 2.0), (2, 4.0), (3, 1.0)],
+            custom_values: std::sync::Arc::from([0.1, 0.5, 1.0]),
+            ..Histogram::default()
+        };
+        let body = federation_body(
+            vec![(
+                Labels::new(vec![("__name__", "rpc"), ("job", "api")]),
+                Newest::Histogram(1_000, Box::new(h.clone())),
+            )],
+            &BTreeMap::new(),
+        );
+        // Read plainly: the classic series, cumulative, +Inf the count.
+        let p = protobuf::parse(&body, &NativeHistograms::default());
+        let le: Vec<(String, f64)> = p
+            .samples
+            .iter()
+            .filter(|s| s.labels[0].1 == "rpc_bucket")
+            .filter_map(|s| {
+                let le = s.labels.iter().find(|(k, _)| k == "le")?;
+                Some((le.1.clone(), s.value))
+            })
+            .collect();
+        assert_eq!(
+            le,
+            [
+                ("0.1".to_owned(), 2.0),
+                ("0.5".to_owned(), 2.0),
+                ("1.0".to_owned(), 6.0),
+                ("+Inf".to_owned(), 7.0)
+            ]
+        );
+        // Read with the conversion on: the same histogram again.
+        let converting = NativeHistograms {
+            convert_classic: true,
+            ..NativeHistograms::default()
+        };
+        let p = keel_agent::exposition::parse_body(
+            &body,
+            keel_agent::exposition::Format::Protobuf,
+            &converting,
+        );
+        let back: Vec<&Histogram> = p
+            .samples
+            .iter()
+            .filter_map(|s| s.histogram.as_deref())
+            .collect();
+        assert_eq!(back, [&h], "{:?}", p.first_invalid);
     }
 
     #[test]

@@ -219,3 +219,51 @@ fn the_newest_sample_of_each_series_is_found_within_a_window() {
     let other = [Matcher::Equal("__name__".into(), "other".into())];
     assert!(store.newest(&other, 0, 400_000).is_empty());
 }
+
+#[test]
+fn custom_buckets_keep_their_bounds_through_the_log_segments_and_a_restart() {
+    let bounds: std::sync::Arc<[f64]> = std::sync::Arc::from([0.05, 0.1, 0.5]);
+    let wider: std::sync::Arc<[f64]> = std::sync::Arc::from([0.05, 0.1, 0.5, 1.0]);
+    let custom = |k: i64, b: &std::sync::Arc<[f64]>| Histogram {
+        schema: keel_series::histogram::CUSTOM_SCHEMA,
+        count: (3 * k) as f64,
+        sum: k as f64 * 0.25,
+        positive: vec![(0, k as f64), (2, (2 * k) as f64)],
+        // Each sample its own copy, as decoded from a request.
+        custom_values: std::sync::Arc::from(b.to_vec()),
+        ..Histogram::default()
+    };
+    let want: Vec<(i64, Histogram)> = (1..200)
+        .map(|k| (k * 1000, custom(k, if k < 150 { &bounds } else { &wider })))
+        .collect();
+    let dir = tempfile::tempdir().expect("dir");
+    {
+        let store = Histograms::open(dir.path(), Fsync::Batch).expect("opens");
+        store
+            .append(
+                vec![(labels("lat"), want[..180].to_vec())],
+                &mut Appended::default(),
+                None,
+            )
+            .expect("stored");
+        // 120, then the rest up to the change of bounds, are sealed.
+        assert_eq!(store.persist(i64::MIN).expect("persists"), 2);
+        store
+            .append(
+                vec![(labels("lat"), want[180..].to_vec())],
+                &mut Appended::default(),
+                None,
+            )
+            .expect("stored");
+        // In the head, a series' samples hold their bounds once.
+        let s = store.series.read().expect("not poisoned");
+        let open = &s.values().next().expect("one series").open;
+        assert!(
+            open.windows(2)
+                .all(|w| std::sync::Arc::ptr_eq(&w[0].1.custom_values, &w[1].1.custom_values)),
+            "the open chunk's samples share one allocation of bounds"
+        );
+    }
+    let store = Histograms::open(dir.path(), Fsync::Batch).expect("reopens");
+    assert_eq!(all(&store), want);
+}

@@ -432,10 +432,7 @@ impl Ctx<'_> {
                         continue;
                     };
                     if gauge {
-                        self.warn(format!(
-                            "this native histogram metric is not a counter: {:?}",
-                            labels.get(NAME)
-                        ));
+                        self.warn(crate::native::not_a_counter(&metric));
                     }
                     h
                 }
@@ -447,7 +444,13 @@ impl Ctx<'_> {
                     };
                     let mut mixed = false;
                     for h in points {
-                        match crate::native::add_noted(&sum, &h, &metric, &mut self.notes) {
+                        match crate::native::combine_noted(
+                            &sum,
+                            &h,
+                            crate::native::Op::Aggregate,
+                            &metric,
+                            &mut self.notes,
+                        ) {
                             Some(s) => sum = s,
                             None => {
                                 mixed = true;

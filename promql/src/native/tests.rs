@@ -219,7 +219,7 @@ fn custom_and_exponential_buckets_do_not_add_and_mismatched_bounds_are_reconcile
         a.annotations
             .warnings()
             .iter()
-            .any(|w| w.contains("incompatible bucket layout")),
+            .any(|w| w.contains("mix of histograms with exponential and custom buckets")),
         "{:?}",
         a.annotations.warnings()
     );

@@ -180,3 +180,133 @@ fn spans_and_deltas_decode_as_remote_write_sends_them() {
     assert!(from_spans(&[(0, 3)], &counts).is_none());
     assert!(from_spans(&[(0, 2), (-1, 2)], &counts).is_none());
 }
+
+/// Custom buckets at `bounds` holding `counts` from bucket 0.
+fn custom(bounds: &[f64], counts: &[f64]) -> Histogram {
+    Histogram {
+        schema: CUSTOM_SCHEMA,
+        count: counts.iter().sum(),
+        sum: 0.0,
+        positive: counts
+            .iter()
+            .enumerate()
+            .map(|(i, c)| (i as i32, *c))
+            .collect(),
+        custom_values: bounds.into(),
+        ..Histogram::default()
+    }
+}
+
+#[test]
+fn custom_bounds_are_validated_as_prometheus_validates_them() {
+    assert!(custom(&[0.1, 1.0], &[1.0, 2.0, 3.0]).validate().is_ok());
+    // -Inf as the first bound is allowed (Prometheus 3's newer rule).
+    assert!(custom(&[f64::NEG_INFINITY, 1.0], &[1.0]).validate().is_ok());
+    for (h, why) in [
+        (custom(&[1.0, 0.5], &[1.0]), "strictly ascending"),
+        (custom(&[1.0, 1.0], &[1.0]), "strictly ascending"),
+        (custom(&[f64::NAN], &[1.0]), "NaN"),
+        (custom(&[1.0, f64::INFINITY], &[1.0]), "+Inf"),
+        (custom(&[1.0], &[1.0, 1.0, 1.0]), "past the 1 bounds"),
+        (
+            Histogram {
+                zero_count: 1.0,
+                ..custom(&[1.0], &[1.0])
+            },
+            "no zero bucket",
+        ),
+        (
+            Histogram {
+                negative: vec![(0, 1.0)],
+                ..custom(&[1.0], &[1.0])
+            },
+            "no negative buckets",
+        ),
+        (
+            Histogram {
+                custom_values: std::sync::Arc::from([1.0]),
+                ..two_buckets()
+            },
+            "exponential schema",
+        ),
+    ] {
+        let e = h.validate().expect_err(why);
+        assert!(e.contains(why), "{e} should say {why}");
+    }
+}
+
+#[test]
+fn custom_bucket_estimates_are_linear_and_the_open_buckets_answer_their_bound() {
+    // 1 below 0.1, 2 in (0.1, 0.5], 1 above 0.5.
+    let h = custom(&[0.1, 0.5], &[1.0, 2.0, 1.0]);
+    // The first bucket runs from 0: a quarter of 4 is its top.
+    assert_eq!(h.quantile(0.25), 0.1);
+    assert!((h.quantile(0.125) - 0.05).abs() < 1e-15);
+    // Linear in (0.1, 0.5]: rank 2 of the 4 is half way.
+    assert!((h.quantile(0.5) - 0.3).abs() < 1e-15, "{}", h.quantile(0.5));
+    // In the +Inf bucket: its lower bound.
+    assert_eq!(h.quantile(0.99), 0.5);
+    assert!(
+        (h.fraction(0.0, 0.3) - 0.5).abs() < 1e-15,
+        "{}",
+        h.fraction(0.0, 0.3)
+    );
+    // Midpoints (the open buckets' infinite) make the variance infinite.
+    assert_eq!(h.variance(), f64::INFINITY);
+    let mid = custom(&[0.0, 1.0, 3.0], &[0.0, 2.0, 2.0]);
+    // Midpoints 0.5 and 2, mean 1.25: variance 0.5625.
+    let mid = Histogram { sum: 5.0, ..mid };
+    assert!(
+        (mid.variance() - 0.5625).abs() < 1e-12,
+        "{}",
+        mid.variance()
+    );
+    // A bucket across zero keeps its bounds (no zero-bucket rule for
+    // custom buckets): rank 1 of 4 in (-1, 1] is a quarter of the way.
+    assert_eq!(custom(&[-1.0, 1.0], &[0.0, 4.0]).quantile(0.25), -0.5);
+    // One bucket from -Inf to +Inf: the quantile is +Inf.
+    assert_eq!(custom(&[], &[4.0]).quantile(0.5), f64::INFINITY);
+    // The first bucket below zero answers its bound.
+    assert_eq!(custom(&[-2.0, 1.0], &[3.0, 1.0]).quantile(0.25), -2.0);
+}
+
+#[test]
+fn custom_bounds_that_differ_are_added_on_the_bounds_both_have() {
+    let a = custom(&[1.0, 2.0, 5.0], &[1.0, 2.0, 3.0, 4.0]);
+    let b = custom(&[2.0, 10.0], &[5.0, 1.0, 1.0]);
+    assert!(a.bounds_differ(&b) && !a.bounds_differ(&a.clone()));
+    let sum = a.add(&b).expect("both custom");
+    assert_eq!(&*sum.custom_values, &[2.0]);
+    assert_eq!(sum.positive, vec![(0, 8.0), (1, 9.0)]);
+    let diff = a.sub(&a).expect("both custom");
+    assert_eq!(diff.clone().compact().positive, vec![]);
+    assert_eq!(diff.reset, CounterReset::Gauge);
+    // Custom and exponential do not add.
+    assert_eq!(a.add(&two_buckets()), Err(MixedSchemas));
+    assert_eq!(two_buckets().sub(&a), Err(MixedSchemas));
+    // No bound in common: one bucket, everything.
+    let none = custom(&[1.0], &[1.0, 1.0])
+        .add(&custom(&[3.0], &[2.0]))
+        .expect("custom");
+    assert!(none.custom_values.is_empty());
+    assert_eq!(none.positive, vec![(0, 4.0)]);
+    assert_eq!(none.cumulative(), vec![(f64::INFINITY, 4.0)]);
+    assert_eq!(
+        a.cumulative(),
+        vec![(1.0, 1.0), (2.0, 3.0), (5.0, 6.0), (f64::INFINITY, 10.0)]
+    );
+}
+
+#[test]
+fn resets_are_detected_across_custom_bounds_and_kinds() {
+    let before = custom(&[1.0, 2.0], &[2.0, 2.0, 2.0]);
+    // More in every bucket, fewer bounds: compared on the shared ones.
+    let grown = custom(&[2.0], &[5.0, 3.0]);
+    assert!(!grown.is_reset_after(&before));
+    // The bucket up to 2 lost observations.
+    let lost = custom(&[2.0], &[3.0, 4.0]);
+    assert!(lost.is_reset_after(&before));
+    // From custom to exponential (or back) is a reset.
+    assert!(two_buckets().is_reset_after(&before));
+    assert!(before.is_reset_after(&two_buckets()));
+}

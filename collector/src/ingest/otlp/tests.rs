@@ -540,3 +540,80 @@ fn scope_name_and_version_become_labels_only_when_promoted_and_never_the_agents(
         "{on:?}"
     );
 }
+
+#[test]
+fn a_gauge_histogram_keeps_its_hint_and_a_marked_explicit_histogram_becomes_custom_buckets() {
+    use opentelemetry_proto::tonic::metrics::v1::exponential_histogram_data_point::Buckets;
+    use opentelemetry_proto::tonic::metrics::v1::{ExponentialHistogram, Histogram as Explicit};
+    let exp = Metric {
+        name: "queue".into(),
+        metadata: vec![text("prometheus.type", "gaugehistogram")],
+        data: Some(Data::ExponentialHistogram(ExponentialHistogram {
+            data_points: vec![ExponentialHistogramDataPoint {
+                time_unix_nano: 1_000_000_000,
+                count: 2,
+                sum: Some(3.0),
+                positive: Some(Buckets {
+                    offset: 0,
+                    bucket_counts: vec![2],
+                }),
+                ..Default::default()
+            }],
+            aggregation_temporality: AggregationTemporality::Cumulative as i32,
+        })),
+        ..Default::default()
+    };
+    let explicit = |metadata: Vec<KeyValue>| Metric {
+        name: "rpc".into(),
+        metadata,
+        data: Some(Data::Histogram(Explicit {
+            data_points: vec![HistogramDataPoint {
+                time_unix_nano: 1_000_000_000,
+                count: 5,
+                sum: Some(1.25),
+                bucket_counts: vec![1, 0, 4],
+                explicit_bounds: vec![0.1, 0.5],
+                ..Default::default()
+            }],
+            aggregation_temporality: AggregationTemporality::Cumulative as i32,
+        })),
+        ..Default::default()
+    };
+    let (k, v) = keel_core::names::OTLP_CUSTOM_BUCKETS;
+    let t = Translation::default();
+    let out = convert(&one_metric(&[("service.name", "s")], exp), &t, &|_| None);
+    assert_eq!(out.histograms[0].1[0].1.reset, CounterReset::Gauge);
+    // Marked by the agent: custom buckets whatever the translation says.
+    let out = convert(
+        &one_metric(&[("service.name", "s")], explicit(vec![text(k, v)])),
+        &t,
+        &|_| None,
+    );
+    let h = &out.histograms[0].1[0].1;
+    assert!(h.is_custom());
+    assert_eq!(&*h.custom_values, &[0.1, 0.5]);
+    assert_eq!(h.positive, vec![(0, 1.0), (2, 4.0)]);
+    assert!(out.batch.is_empty(), "no le series");
+    // Unmarked: le series, as before.
+    let out = convert(
+        &one_metric(&[("service.name", "s")], explicit(vec![])),
+        &t,
+        &|_| None,
+    );
+    assert!(out.histograms.is_empty());
+    assert_eq!(out.batch.len(), 5, "3 buckets, _sum and _count");
+    // Counts that do not match the bounds are refused, named.
+    let mut bad = explicit(vec![text(k, v)]);
+    if let Some(Data::Histogram(h)) = &mut bad.data {
+        h.data_points[0].bucket_counts = vec![1, 4];
+    }
+    let out = convert(&one_metric(&[("service.name", "s")], bad), &t, &|_| None);
+    assert!(out.histograms.is_empty());
+    assert!(
+        out.reasons
+            .iter()
+            .any(|r| r.contains("rpc") && r.contains("one more count")),
+        "{:?}",
+        out.reasons
+    );
+}
