@@ -253,7 +253,7 @@ async fn remote_write_histograms_are_stored_with_custom_buckets_and_bad_bounds_r
         timeseries: vec![
             rw_series("rw_latency", good),
             rw_series("rw_bad_bounds", descending),
-            rw_series("rw_custom", custom),
+            rw_series("rw_custom", custom.clone()),
         ],
     };
     let body = snap::raw::Encoder::new()
@@ -315,6 +315,47 @@ async fn remote_write_histograms_are_stored_with_custom_buckets_and_bad_bounds_r
     // Linear within (0.1, 1]: the median is a third of the way in.
     let q = query_value(c.api, "histogram_quantile(0.5, rw_custom)", T0).await;
     assert!((q - 0.4).abs() < 1e-12, "{q}");
+    // Federated as text (a sample within the lookback of now): the
+    // classic histogram it holds.
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("after 1970")
+        .as_millis() as i64;
+    let recent = rw::Histogram {
+        timestamp: now_ms,
+        ..custom
+    };
+    let req = rw::WriteRequest {
+        timeseries: vec![rw_series("rw_recent", recent)],
+    };
+    let body = snap::raw::Encoder::new()
+        .compress_vec(&req.encode_to_vec())
+        .expect("snappy");
+    let r = reqwest::Client::new()
+        .post(format!("http://{}/api/v1/write", c.api))
+        .body(body)
+        .send()
+        .await
+        .expect("post");
+    assert!(r.status().is_success(), "{:?}", r.text().await);
+    let text = reqwest::Client::new()
+        .get(format!("http://{}/federate", c.api))
+        .query(&[("match[]", "rw_recent")])
+        .send()
+        .await
+        .expect("federate")
+        .text()
+        .await
+        .expect("text");
+    for line in [
+        r#"rw_recent_bucket{job="api",le="0.1"} 2"#,
+        r#"rw_recent_bucket{job="api",le="1"} 5"#,
+        r#"rw_recent_bucket{job="api",le="+Inf"} 6"#,
+        r#"rw_recent_count{job="api"} 6"#,
+        r#"rw_recent_sum{job="api"} 9.5"#,
+    ] {
+        assert!(text.contains(line), "{line} in\n{text}");
+    }
 }
 
 /// An OTLP explicit-bucket histogram is classic `le` series by default,
