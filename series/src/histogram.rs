@@ -311,6 +311,23 @@ impl Histogram {
         (a, b)
     }
 
+    /// A histogram with custom buckets at `bounds` holding `counts` from
+    /// bucket 0 on (the last, past the bounds, may be left out), its
+    /// count their total; buckets that hold nothing are left out.
+    pub fn with_custom_buckets(bounds: &[f64], counts: &[f64], sum: f64) -> Histogram {
+        Histogram {
+            schema: CUSTOM_SCHEMA,
+            count: counts.iter().sum(),
+            sum,
+            positive: (0..)
+                .zip(counts.iter().copied())
+                .filter(|(_, c)| *c != 0.0)
+                .collect(),
+            custom_values: bounds.into(),
+            ..Histogram::default()
+        }
+    }
+
     /// A custom-bucket histogram as the classic histogram it holds: each
     /// bound, then +Inf, with the observations at or below it.
     pub fn cumulative(&self) -> Vec<(f64, f64)> {

@@ -21,7 +21,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::http::{HeaderMap, header};
-use keel_agent::config::{AgentConfig, ScrapeJob};
+use keel_agent::config::ScrapeJob;
 use keel_agent::exposition::proto::{
     Bucket, BucketSpan, Counter, Histogram, LabelPair, Metric, MetricFamily, Quantile, Summary,
     kind,
@@ -304,26 +304,18 @@ async fn native_histograms_scraped_in_protobuf_are_stored_and_queried_as_prometh
     std::fs::create_dir_all(&keel_dir).expect("mkdir");
     let (collector, otlp, keel) = crate::common::spawn_collector(&keel_dir, 0, 0);
     let _collector = Reaped(collector);
-    let config = AgentConfig {
-        collector: otlp,
-        hostname: "test-host".into(),
-        data_dir: dir.path().join("agent"),
-        listen: "127.0.0.1:0".into(),
-        otlp_receiver: String::new(),
-        scrape: vec![ScrapeJob {
+    let config = crate::common::scraping_agent(
+        dir.path(),
+        otlp,
+        ScrapeJob {
             job: "fix".into(),
             targets: vec![format!("http://{target}/metrics")],
             interval: Duration::from_secs(1),
             timeout: Duration::from_secs(1),
             scrape_native_histograms: true,
             ..ScrapeJob::default()
-        }],
-        host_metrics: keel_agent::config::HostMetricsConfig {
-            enabled: false,
-            ..Default::default()
         },
-        ..AgentConfig::default()
-    };
+    );
     let clock: SharedClock = Arc::new(SystemClock);
     let agent = Agent::start(config, clock).await.expect("agent starts");
 

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use keel_agent::config::{AgentConfig, ScrapeJob};
+use keel_agent::config::ScrapeJob;
 use keel_agent::run::Agent;
 use keel_core::clock::{SharedClock, SystemClock};
 use keel_testkit::Reaped;
@@ -83,13 +83,10 @@ async fn classic_histograms_are_scraped_as_custom_buckets_and_answer_as_their_le
     std::fs::create_dir_all(&keel_dir).expect("mkdir");
     let (collector, otlp, keel) = crate::common::spawn_collector(&keel_dir, 0, 0);
     let _collector = Reaped(collector);
-    let config = AgentConfig {
-        collector: otlp,
-        hostname: "test-host".into(),
-        data_dir: dir.path().join("agent"),
-        listen: "127.0.0.1:0".into(),
-        otlp_receiver: String::new(),
-        scrape: vec![ScrapeJob {
+    let config = crate::common::scraping_agent(
+        dir.path(),
+        otlp,
+        ScrapeJob {
             job: "nhcb".into(),
             targets: vec![format!("http://{target}/metrics")],
             interval: Duration::from_secs(1),
@@ -97,13 +94,8 @@ async fn classic_histograms_are_scraped_as_custom_buckets_and_answer_as_their_le
             convert_classic_histograms_to_nhcb: true,
             always_scrape_classic_histograms: true,
             ..ScrapeJob::default()
-        }],
-        host_metrics: keel_agent::config::HostMetricsConfig {
-            enabled: false,
-            ..Default::default()
         },
-        ..AgentConfig::default()
-    };
+    );
     let clock: SharedClock = Arc::new(SystemClock);
     let agent = Agent::start(config, clock).await.expect("agent starts");
 

@@ -12,7 +12,7 @@ use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
-use keel_agent::config::{AgentConfig, ScrapeJob};
+use keel_agent::config::ScrapeJob;
 use keel_agent::run::Agent;
 use keel_core::clock::{SharedClock, SystemClock};
 
@@ -143,25 +143,17 @@ async fn the_agent_stores_node_exporter_series_as_prometheus_does_and_marks_them
     std::fs::create_dir_all(&keel_dir).expect("mkdir");
     let (collector, otlp, keel) = crate::common::spawn_collector(&keel_dir, 0, 0);
     let _collector = Reaped(collector);
-    let config = AgentConfig {
-        collector: otlp,
-        hostname: "test-host".into(),
-        data_dir: dir.path().join("agent"),
-        listen: "127.0.0.1:0".into(),
-        otlp_receiver: String::new(),
-        scrape: vec![ScrapeJob {
+    let config = crate::common::scraping_agent(
+        dir.path(),
+        otlp,
+        ScrapeJob {
             job: "node".into(),
             targets: vec![format!("http://{target}/metrics")],
             interval: Duration::from_secs(1),
             timeout: Duration::from_secs(1),
             ..ScrapeJob::default()
-        }],
-        host_metrics: keel_agent::config::HostMetricsConfig {
-            enabled: false,
-            ..Default::default()
         },
-        ..AgentConfig::default()
-    };
+    );
     let clock: SharedClock = Arc::new(SystemClock);
     let agent = Agent::start(config, clock).await.expect("agent starts");
     let start = now_s();

@@ -189,6 +189,22 @@ mod rw {
     }
 }
 
+/// `req`, snappy-compressed, to the collector's remote write path.
+async fn post_remote_write(
+    c: &keel_collector::server::Running,
+    req: &rw::WriteRequest,
+) -> reqwest::Response {
+    let body = snap::raw::Encoder::new()
+        .compress_vec(&req.encode_to_vec())
+        .expect("snappy");
+    reqwest::Client::new()
+        .post(format!("http://{}/api/v1/write", c.api))
+        .body(body)
+        .send()
+        .await
+        .expect("post")
+}
+
 fn rw_series(name: &str, h: rw::Histogram) -> rw::TimeSeries {
     rw::TimeSeries {
         labels: vec![
@@ -256,15 +272,7 @@ async fn remote_write_histograms_are_stored_with_custom_buckets_and_bad_bounds_r
             rw_series("rw_custom", custom.clone()),
         ],
     };
-    let body = snap::raw::Encoder::new()
-        .compress_vec(&req.encode_to_vec())
-        .expect("snappy");
-    let r = reqwest::Client::new()
-        .post(format!("http://{}/api/v1/write", c.api))
-        .body(body)
-        .send()
-        .await
-        .expect("post");
+    let r = post_remote_write(&c, &req).await;
     assert_eq!(r.status(), 400);
     let why = r.text().await.expect("text");
     assert!(
@@ -328,15 +336,7 @@ async fn remote_write_histograms_are_stored_with_custom_buckets_and_bad_bounds_r
     let req = rw::WriteRequest {
         timeseries: vec![rw_series("rw_recent", recent)],
     };
-    let body = snap::raw::Encoder::new()
-        .compress_vec(&req.encode_to_vec())
-        .expect("snappy");
-    let r = reqwest::Client::new()
-        .post(format!("http://{}/api/v1/write", c.api))
-        .body(body)
-        .send()
-        .await
-        .expect("post");
+    let r = post_remote_write(&c, &req).await;
     assert!(r.status().is_success(), "{:?}", r.text().await);
     let text = reqwest::Client::new()
         .get(format!("http://{}/federate", c.api))

@@ -183,18 +183,7 @@ fn spans_and_deltas_decode_as_remote_write_sends_them() {
 
 /// Custom buckets at `bounds` holding `counts` from bucket 0.
 fn custom(bounds: &[f64], counts: &[f64]) -> Histogram {
-    Histogram {
-        schema: CUSTOM_SCHEMA,
-        count: counts.iter().sum(),
-        sum: 0.0,
-        positive: counts
-            .iter()
-            .enumerate()
-            .map(|(i, c)| (i as i32, *c))
-            .collect(),
-        custom_values: bounds.into(),
-        ..Histogram::default()
-    }
+    Histogram::with_custom_buckets(bounds, counts, 0.0)
 }
 
 #[test]

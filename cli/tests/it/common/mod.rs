@@ -129,6 +129,29 @@ pub async fn query_value(api: &str, expr: &str, time: Option<f64>) -> f64 {
         .unwrap_or(0.0)
 }
 
+/// An agent that ships to `collector` (keeping its buffer under `dir`),
+/// scraping `job` and nothing else: no host metrics, no OTLP receiver,
+/// its own listener on a free port.
+pub fn scraping_agent(
+    dir: &Path,
+    collector: String,
+    job: keel_agent::config::ScrapeJob,
+) -> keel_agent::config::AgentConfig {
+    keel_agent::config::AgentConfig {
+        collector,
+        hostname: "test-host".into(),
+        data_dir: dir.join("agent"),
+        listen: "127.0.0.1:0".into(),
+        otlp_receiver: String::new(),
+        scrape: vec![job],
+        host_metrics: keel_agent::config::HostMetricsConfig {
+            enabled: false,
+            ..Default::default()
+        },
+        ..keel_agent::config::AgentConfig::default()
+    }
+}
+
 /// Percent-encode a query-string value.
 pub fn urlencode(s: &str) -> String {
     s.bytes()
