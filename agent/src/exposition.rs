@@ -242,7 +242,7 @@ pub fn parse_body(body: &[u8], format: Format, native: &NativeHistograms) -> Par
     };
     if native.convert_classic {
         let samples = std::mem::take(&mut parsed.samples);
-        let (samples, problems) = nhcb::convert(samples, &parsed.families, native.always_classic);
+        let (samples, problems) = nhcb::convert(samples, &parsed.families, native);
         parsed.samples = samples;
         for why in problems {
             parsed.invalid_lines += 1;

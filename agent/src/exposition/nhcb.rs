@@ -43,14 +43,17 @@ struct Gathered {
 }
 
 /// Convert the classic histograms among `samples`; their classic series
-/// stay too when `keep_classic`. Returns the samples, in scrape order
-/// (a histogram where its first series was), and the histograms that
-/// could not be converted, each with why.
+/// stay too with `always_classic`. A histogram with more populated
+/// buckets than the job's `bucket_limit` (custom buckets cannot be
+/// coarsened) is not converted. Returns the samples, in scrape order (a
+/// histogram where its first series was), and the histograms that could
+/// not be converted, each with why.
 pub fn convert(
     samples: Vec<Sample>,
     families: &Families,
-    keep_classic: bool,
+    job: &super::NativeHistograms,
 ) -> (Vec<Sample>, Vec<String>) {
+    let keep_classic = job.always_classic;
     // Family name and labels without `__name__`/`le` → its histogram.
     let mut gathered: HashMap<Key, Gathered> = HashMap::new();
     let mut order: Vec<Key> = Vec::new();
@@ -86,7 +89,17 @@ pub fn convert(
         if g.native || g.buckets.is_empty() {
             continue;
         }
-        match custom_buckets(g.buckets, g.count, g.sum) {
+        let converted = custom_buckets(g.buckets, g.count, g.sum).and_then(|h| {
+            let limit = job.bucket_limit as usize;
+            if limit > 0 && h.positive.len() > limit {
+                return Err(format!(
+                    "{} buckets, above the job's native_histogram_bucket_limit {limit}",
+                    h.positive.len()
+                ));
+            }
+            Ok(h)
+        });
+        match converted {
             Ok(h) => {
                 let first = &samples[g.first];
                 let mut labels = Vec::with_capacity(key.1.len() + 1);
@@ -291,7 +304,40 @@ h_count{a=\"1\",b=\"2\"} 2
             Format::Prometheus,
             &NativeHistograms::default(),
         );
-        convert(p.samples, &p.families, keep)
+        let job = NativeHistograms {
+            always_classic: keep,
+            ..NativeHistograms::default()
+        };
+        convert(p.samples, &p.families, &job)
+    }
+
+    #[test]
+    fn a_histogram_over_the_bucket_limit_stays_classic() {
+        let p = parse_body(
+            BODY.as_bytes(),
+            Format::Prometheus,
+            &NativeHistograms::default(),
+        );
+        let job = NativeHistograms {
+            bucket_limit: 2,
+            ..NativeHistograms::default()
+        };
+        let (out, problems) = convert(p.samples, &p.families, &job);
+        // /a has 3 populated buckets: refused; /b none: converted.
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert!(
+            problems[0].contains("native_histogram_bucket_limit 2"),
+            "{}",
+            problems[0]
+        );
+        assert!(problems[0].contains("path=\"/a\""), "{}", problems[0]);
+        assert_eq!(out.iter().filter(|s| s.histogram.is_some()).count(), 1);
+        assert_eq!(
+            out.iter()
+                .filter(|s| name(s) == "http_seconds_bucket")
+                .count(),
+            3
+        );
     }
 
     fn name(s: &Sample) -> &str {
