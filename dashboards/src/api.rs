@@ -331,10 +331,17 @@ fn cumulative_buckets(
     range: QueryRange,
     n: usize,
 ) -> Vec<(String, Vec<Option<f64>>)> {
-    // A custom-bucket histogram's top bucket ends at +Inf: the count.
+    // A custom-bucket histogram's bounds are all rows, empty buckets'
+    // too; its top bucket ends at +Inf: the count.
     let mut bounds: Vec<f64> = points
         .iter()
-        .flat_map(|(_, h)| h.buckets().into_iter().map(|b| b.upper))
+        .flat_map(|(_, h)| {
+            if h.is_custom() {
+                h.custom_values.to_vec()
+            } else {
+                h.buckets().into_iter().map(|b| b.upper).collect()
+            }
+        })
         .filter(|b| *b != f64::INFINITY)
         .collect();
     bounds.sort_by(f64::total_cmp);
@@ -614,13 +621,13 @@ mod tests {
     use keel_series::histogram::{CUSTOM_SCHEMA, Histogram};
 
     #[test]
-    fn a_custom_bucket_histogram_draws_one_row_a_bound_and_one_for_inf() {
+    fn a_custom_bucket_histogram_draws_one_row_a_bound_empty_or_not_and_one_for_inf() {
         let h = Histogram {
             schema: CUSTOM_SCHEMA,
             count: 6.0,
             sum: 2.0,
-            positive: vec![(0, 2.0), (1, 3.0), (2, 1.0)],
-            custom_values: std::sync::Arc::from([0.1, 1.0]),
+            positive: vec![(0, 2.0), (2, 3.0), (3, 1.0)],
+            custom_values: std::sync::Arc::from([0.1, 0.5, 1.0]),
             ..Histogram::default()
         };
         let range = QueryRange {
@@ -633,7 +640,12 @@ mod tests {
             rows.iter().map(|(le, v)| (le.as_str(), v[0])).collect();
         assert_eq!(
             got,
-            [("0.1", Some(2.0)), ("1", Some(5.0)), ("+Inf", Some(6.0))]
+            [
+                ("0.1", Some(2.0)),
+                ("0.5", Some(2.0)),
+                ("1", Some(5.0)),
+                ("+Inf", Some(6.0))
+            ]
         );
     }
 }
