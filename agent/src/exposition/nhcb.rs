@@ -13,10 +13,8 @@
 //! other than its `+Inf` bucket's) keeps its classic series and is
 //! reported as an invalid part of the scrape, naming it.
 
+use keel_series::histogram::Histogram;
 use std::collections::HashMap;
-use std::sync::Arc;
-
-use keel_series::histogram::{CUSTOM_SCHEMA, CounterReset, Histogram};
 
 use super::{Families, Sample, family_of};
 
@@ -245,27 +243,22 @@ fn custom_buckets(
             "_count {count} is not the +Inf bucket's count {inf}"
         ));
     }
-    let mut positive = Vec::with_capacity(buckets.len());
     let mut prev = 0.0;
-    for (i, (_, c)) in buckets.iter().enumerate() {
-        let d = c - prev;
-        prev = *c;
-        if d != 0.0 {
-            positive.push((i32::try_from(i).map_err(|_| "too many buckets")?, d));
-        }
-    }
-    let bounds: Arc<[f64]> = buckets[..buckets.len() - 1]
+    let counts: Vec<f64> = buckets
+        .iter()
+        .map(|(_, c)| {
+            let d = c - prev;
+            prev = *c;
+            d
+        })
+        .collect();
+    let bounds: Vec<f64> = buckets[..buckets.len() - 1]
         .iter()
         .map(|(le, _)| *le)
         .collect();
     let h = Histogram {
-        schema: CUSTOM_SCHEMA,
         count,
-        sum: sum.unwrap_or(0.0),
-        positive,
-        custom_values: bounds,
-        reset: CounterReset::Unknown,
-        ..Histogram::default()
+        ..Histogram::with_custom_buckets(&bounds, &counts, sum.unwrap_or(0.0))
     };
     h.validate()?;
     Ok(h)
@@ -275,6 +268,7 @@ fn custom_buckets(
 mod tests {
     use super::*;
     use crate::exposition::{Format, NativeHistograms, parse_body};
+    use keel_series::histogram::CUSTOM_SCHEMA;
 
     /// A classic histogram whose series list their labels in another
     /// order each is still one histogram.

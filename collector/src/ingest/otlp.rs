@@ -926,24 +926,16 @@ fn explicit_to_custom(p: &HistogramDataPoint) -> Result<Histogram, String> {
         ));
     }
     let stale = p.flags & NO_RECORDED_VALUE != 0;
-    let positive = p
-        .bucket_counts
-        .iter()
-        .enumerate()
-        .filter(|(_, c)| **c != 0)
-        .map(|(i, c)| Ok((i32::try_from(i).map_err(|_| "too many buckets")?, *c as f64)))
-        .collect::<Result<Vec<_>, &str>>()?;
+    let counts: Vec<f64> = p.bucket_counts.iter().map(|c| *c as f64).collect();
+    let sum = if stale {
+        f64::from_bits(STALE_NAN)
+    } else {
+        p.sum.unwrap_or(0.0)
+    };
+    // The point's own count, which may differ from its buckets' total.
     let h = Histogram {
-        schema: keel_series::histogram::CUSTOM_SCHEMA,
         count: p.count as f64,
-        sum: if stale {
-            f64::from_bits(STALE_NAN)
-        } else {
-            p.sum.unwrap_or(0.0)
-        },
-        positive,
-        custom_values: p.explicit_bounds.as_slice().into(),
-        ..Histogram::default()
+        ..Histogram::with_custom_buckets(&p.explicit_bounds, &counts, sum)
     };
     h.validate()?;
     Ok(h)
